@@ -1,0 +1,170 @@
+"""The demo seller `make run` loads: a tenant, a client, and two months of events.
+
+Everything goes through the public API, as an ERP would push it. Event ids are
+deterministic, so loading again on a second `make run` only counts duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from devstack.stack import AdminCredentials
+
+DEMO_SCOPES = [
+    "tenant:admin",
+    "connections:manage",
+    "ingest:write",
+    "kpi:read",
+    "alerts:manage",
+    "targets:read",
+    "targets:write",
+    "targets:approve",
+]
+STORES = [
+    ("amazon", "acme-us", "US", "USD"),
+    ("amazon", "acme-mx", "MX", "MXN"),
+    ("mercadolibre", "acme-meli-mx", "MX", "MXN"),
+]
+SKUS = [("LAMP-01", "home", "24.99"), ("MUG-02", "kitchen", "12.50"), ("FAN-03", "home", "39.00")]
+DAYS = 60
+
+
+@dataclass(frozen=True)
+class DemoTenant:
+    tenant_id: str
+    client_id: str
+    client_secret: str
+
+
+def _money(amount: str, currency: str) -> dict[str, str]:
+    return {"amount": amount, "currency": currency}
+
+
+def demo_events(today: date) -> list[dict[str, Any]]:
+    """Order lines over the last 60 days in three stores, and the MXN rates to read them."""
+    rng = random.Random(20260101)
+    events: list[dict[str, Any]] = []
+    start = today - timedelta(days=DAYS)
+    for day in range(DAYS):
+        current = start + timedelta(days=day)
+        events.append(
+            {
+                "event_id": f"demo-fx-MXN-{current.isoformat()}",
+                "type": "fx_rate",
+                "version": 1,
+                "source": {"platform": "erp", "store_id": "erp", "marketplace": "US"},
+                "occurred_at": f"{current.isoformat()}T00:00:00Z",
+                "payload": {
+                    "date": current.isoformat(),
+                    "base": "USD",
+                    "quote": "MXN",
+                    "rate": f"{17 + rng.random():.4f}",
+                },
+            }
+        )
+        for platform, store, marketplace, currency in STORES:
+            for n in range(rng.randint(3, 9)):
+                sku, category, price = rng.choice(SKUS)
+                if currency == "MXN":
+                    price = f"{float(price) * 17.5:.2f}"
+                purchased = datetime(
+                    current.year, current.month, current.day, rng.randint(0, 23), 15, tzinfo=UTC
+                )
+                order_id = f"{store}-{current.isoformat()}-{n}"
+                status = rng.choices(["delivered", "shipped", "cancelled"], [80, 15, 5])[0]
+                events.append(
+                    {
+                        "event_id": f"demo-{order_id}-1",
+                        "type": "order_line",
+                        "version": 1,
+                        "source": {
+                            "platform": platform,
+                            "store_id": store,
+                            "marketplace": marketplace,
+                        },
+                        "occurred_at": purchased.isoformat(),
+                        "payload": {
+                            "order_id": order_id,
+                            "line_id": "1",
+                            "sku": sku,
+                            "quantity": rng.randint(1, 3),
+                            "unit_price": _money(price, currency),
+                            "shipping_price": _money("0.00", currency),
+                            "status": status,
+                            "purchased_at": purchased.isoformat(),
+                            "category": category,
+                            "fulfillment_channel": "platform",
+                        },
+                    }
+                )
+    return events
+
+
+def _ensure_tenant(client: httpx.Client, admin: AdminCredentials, path: Path) -> DemoTenant:
+    if path.exists():
+        data = json.loads(path.read_text())
+        return DemoTenant(data["tenant_id"], data["client_id"], data["client_secret"])
+    token = _token(client, admin.client_id, admin.client_secret)
+    auth = {"Authorization": f"Bearer {token}"}
+    response = client.post(
+        "/v1/tenants",
+        json={"name": "Acme Demo Seller", "reporting_currency": "USD"},
+        headers=auth,
+    )
+    response.raise_for_status()
+    tenant_id = response.json()["id"]
+    response = client.post(
+        f"/v1/tenants/{tenant_id}/clients",
+        json={"name": "demo ERP", "scopes": DEMO_SCOPES},
+        headers=auth,
+    )
+    response.raise_for_status()
+    body = response.json()
+    demo = DemoTenant(tenant_id, body["client_id"], body["client_secret"])
+    path.write_text(json.dumps(demo.__dict__))
+    path.chmod(0o600)
+    return demo
+
+
+def _token(client: httpx.Client, client_id: str, client_secret: str) -> str:
+    response = client.post(
+        "/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, client_secret)
+    )
+    response.raise_for_status()
+    token: str = response.json()["access_token"]
+    return token
+
+
+def load_demo(gateway_url: str, admin: AdminCredentials, home: Path) -> DemoTenant:
+    """Creates the demo seller once and pushes its events (again: duplicates only)."""
+    with httpx.Client(base_url=gateway_url, timeout=60.0) as client:
+        demo = _ensure_tenant(client, admin, home / "demo-credentials.json")
+        token = _token(client, demo.client_id, demo.client_secret)
+        events = demo_events(datetime.now(UTC).date())
+        for start in range(0, len(events), 5000):
+            response = client.post(
+                "/v1/events",
+                json={"events": events[start : start + 5000]},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            response.raise_for_status()
+        return demo
+
+
+if __name__ == "__main__":
+    import os
+
+    from devstack.stack import AdminCredentials as Creds
+
+    home = Path(os.environ.get("LODESTAR_HOME", ".lodestar")).resolve()
+    url = os.environ.get("LODESTAR_GATEWAY_URL", "http://127.0.0.1:8000")
+    tenant = load_demo(url, Creds.load_or_create(home / "dev-credentials.json"), home)
+    print(json.dumps(tenant.__dict__), file=sys.stdout)

@@ -1,0 +1,249 @@
+"""`make run`: the whole of Lodestar on one machine.
+
+Starts PostgreSQL and the broker (embedded unless ``DATABASE_URL`` /
+``KAFKA_BOOTSTRAP_SERVERS`` name real servers), migrates every service's schema,
+starts the four services as separate processes, waits for each ``/readyz``, loads the
+demo seller and prints where everything is. Ctrl-C or SIGTERM stops all of it, in
+reverse order, leaving no process and no listening port behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+import httpx
+
+from devstack.demo import load_demo
+from devstack.embedded import EmbeddedBroker, EmbeddedPostgres, PortInUse, ensure_ports_free
+from devstack.stack import DEFAULT_PORTS, SERVICES, AdminCredentials, StackConfig
+from shared.events import DEADLETTER_TOPIC, all_event_topics
+from shared.kafka import ensure_topics
+from shared.migrations import upgrade
+
+READY_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 10.0
+DEFAULT_BROKER_PORT = 9092
+_PR_SET_PDEATHSIG = 1
+
+
+class Stopped(Exception):
+    """Raised inside the main flow when SIGINT or SIGTERM arrives."""
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _die_with_parent() -> None:
+    # Linux only: a service whose launcher was killed outright ends too.
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        return
+
+
+def _port_from_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a port number, not {raw!r}") from None
+
+
+class Launcher:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.cleanups: list[Callable[[], None]] = []
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def run(self) -> int:
+        started = time.monotonic()
+        self.home.mkdir(parents=True, exist_ok=True)
+        ports = {
+            service: _port_from_env(f"LODESTAR_{service.upper()}_PORT", DEFAULT_PORTS[service])
+            for service in SERVICES
+        }
+        database_url = os.environ.get("DATABASE_URL", "")
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
+        broker_port = _port_from_env("LODESTAR_BROKER_PORT", DEFAULT_BROKER_PORT)
+        wanted = {f"LODESTAR_{s.upper()}_PORT": p for s, p in ports.items()}
+        if not bootstrap:
+            wanted["LODESTAR_BROKER_PORT"] = broker_port
+        ensure_ports_free(wanted)
+
+        if not database_url:
+            postgres = EmbeddedPostgres(self.home / "postgres")
+            self.cleanups.append(postgres.stop)
+            _say("starting PostgreSQL (embedded) ...")
+            database_url = postgres.start()
+        if not bootstrap:
+            broker = EmbeddedBroker(broker_port, self.home / "tansu.log")
+            self.cleanups.append(broker.stop)
+            _say(f"starting the Kafka-protocol broker (Tansu) on {broker_port} ...")
+            bootstrap = broker.start()
+
+        admin = self._admin_credentials()
+        config = StackConfig(
+            database_url=database_url,
+            kafka_bootstrap_servers=bootstrap,
+            admin=admin,
+            ports=ports,
+            topic_prefix=os.environ.get("LODESTAR_TOPIC_PREFIX", ""),
+        )
+        _say("migrating ...")
+        for service in SERVICES:
+            upgrade(service, database_url)
+        asyncio.run(
+            ensure_topics(
+                bootstrap,
+                [*all_event_topics(config.topic_prefix), config.topic_prefix + DEADLETTER_TOPIC],
+            )
+        )
+        for service in SERVICES:
+            self._start_service(service, config)
+        self._wait_ready(config)
+        demo = load_demo(config.url("gateway"), admin, self.home)
+        elapsed = time.monotonic() - started
+        gateway = config.url("gateway")
+        _say("")
+        _say(f"Lodestar is running (ready in {elapsed:.1f} s)")
+        _say(f"  gateway   {gateway}")
+        _say(f"  GraphiQL  {gateway}/graphql")
+        _say(f"  OpenAPI   {gateway}/openapi.json")
+        for service in SERVICES[1:]:
+            _say(f"  {service:<9} {config.url(service)}")
+        _say(f"  admin client_id={admin.client_id} client_secret={admin.client_secret}")
+        _say(f"    (also in {self.home / 'dev-credentials.json'})")
+        _say(
+            f"  demo tenant {demo.tenant_id}: client_id={demo.client_id} "
+            f"client_secret={demo.client_secret}"
+        )
+        _say(f"    (also in {self.home / 'demo-credentials.json'})")
+        _say("Press Ctrl-C to stop.")
+        self._supervise()
+        return 0
+
+    def _admin_credentials(self) -> AdminCredentials:
+        client_id = os.environ.get("LODESTAR_ADMIN_CLIENT_ID", "")
+        client_secret = os.environ.get("LODESTAR_ADMIN_CLIENT_SECRET", "")
+        path = self.home / "dev-credentials.json"
+        if client_id and client_secret:
+            return AdminCredentials(client_id, client_secret)
+        return AdminCredentials.load_or_create(path)
+
+    def _start_service(self, service: str, config: StackConfig) -> None:
+        env = {**os.environ, **config.service_env(service)}
+        log = open(self.home / f"{service}.log", "ab")  # noqa: SIM115 - owned by the child
+        self.cleanups.append(log.close)
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            f"services.{service}.app:create_app",
+            "--factory",
+            "--host",
+            config.host,
+            "--port",
+            str(config.ports[service]),
+            "--loop",
+            "uvloop",
+            "--no-access-log",
+        ]
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        self.processes[service] = process
+        self.cleanups.append(lambda: self._stop_process(service, process))
+
+    def _wait_ready(self, config: StackConfig) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        with httpx.Client(timeout=2.0) as client:
+            for service in SERVICES:
+                url = f"{config.url(service)}/readyz"
+                while True:
+                    process = self.processes[service]
+                    if process.poll() is not None:
+                        raise SystemExit(
+                            f"{service} exited with {process.returncode}; "
+                            f"see {self.home / (service + '.log')}"
+                        )
+                    try:
+                        if client.get(url).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"{service} was not ready at {url} in time")
+                    time.sleep(0.2)
+                _say(f"  {service} ready")
+
+    def _supervise(self) -> None:
+        while True:
+            for service, process in self.processes.items():
+                if process.poll() is not None:
+                    raise SystemExit(
+                        f"{service} stopped unexpectedly ({process.returncode}); "
+                        f"see {self.home / (service + '.log')}"
+                    )
+            time.sleep(0.5)
+
+    @staticmethod
+    def _stop_process(service: str, process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def shutdown(self) -> None:
+        # Ignore further Ctrl-C while stopping, so the cleanup itself is never cut short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        while self.cleanups:
+            cleanup = self.cleanups.pop()
+            try:
+                cleanup()
+            except Exception as exc:
+                _say(f"while stopping: {type(exc).__name__}: {exc}")
+
+
+def main() -> int:
+    home = Path(os.environ.get("LODESTAR_HOME", ".lodestar")).resolve()
+    launcher = Launcher(home)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        raise Stopped(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        return launcher.run()
+    except PortInUse as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except Stopped:
+        _say("\nstopping ...")
+        return 0
+    finally:
+        launcher.shutdown()
+        _say("stopped.")

@@ -1,0 +1,1 @@
+"""The four Lodestar services; none imports another."""

@@ -1,0 +1,27 @@
+"""Settings of the ingest service: the shared ones plus LODESTAR_INGEST_*."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="LODESTAR_INGEST_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8001
+
+    max_events_per_request: int = 5000
+    relay_batch_size: int = 2000
+    relay_poll_seconds: float = 1.0
+    relay_linger_ms: int = 5
+    outbox_retention_hours: int = 24
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,34 @@
+"""The targets service: plans, decomposition, approvals and scorecards."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from services.targets.config import Settings, get_settings
+from services.targets.plans.endpoints import router as plans_router
+from shared.db import Database
+from shared.service import build_app, token_verifier
+from shared.telemetry import setup_telemetry
+
+SERVICE = "targets"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    setup_telemetry(SERVICE, settings.otlp_endpoint, settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.db = Database(settings.database_url, SERVICE)
+        app.state.token_verifier = token_verifier(settings)
+        try:
+            yield
+        finally:
+            await app.state.db.dispose()
+
+    app = build_app(SERVICE, settings, lifespan=lifespan)
+    app.include_router(plans_router)
+    return app

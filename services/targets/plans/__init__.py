@@ -1,0 +1,1 @@
+"""Target plans: a tenant's yearly targets."""

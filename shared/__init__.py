@@ -1,0 +1,1 @@
+"""Code every Lodestar service needs and no service owns."""

@@ -1,0 +1,191 @@
+"""Access-token checks every service runs itself.
+
+Tokens are RS256 JWTs in the RFC 9068 profile issued by the gateway. Keys come from
+the gateway's JWKS, cached, and fetched again when a token names a ``kid`` the cache
+does not hold (key rotation). The tenant a caller acts for always comes from the
+token, never from the request body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+from fastapi import Request
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet, RSAKey
+
+from shared.errors import Forbidden, InsufficientScope, Unauthenticated
+
+ALGORITHM = "RS256"
+# A flood of tokens with made-up key ids must not turn into a flood of JWKS fetches.
+MIN_SECONDS_BETWEEN_JWKS_FETCHES = 2.0
+CLOCK_LEEWAY_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the verified claims of the access token."""
+
+    subject: str
+    client_id: str
+    tenant_id: str | None
+    scopes: frozenset[str]
+    token_id: str
+    claims: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def require(self, scope: str) -> None:
+        if scope not in self.scopes:
+            raise InsufficientScope(scope)
+
+    def require_tenant(self) -> str:
+        if not self.tenant_id:
+            raise Forbidden("this token acts for no tenant")
+        return self.tenant_id
+
+
+def _unverified_header(token: str) -> dict[str, Any]:
+    try:
+        segment = token.split(".")[0]
+        padded = segment + "=" * (-len(segment) % 4)
+        header = orjson.loads(base64.urlsafe_b64decode(padded))
+    except (ValueError, IndexError, orjson.JSONDecodeError) as exc:
+        raise Unauthenticated("malformed token") from exc
+    if not isinstance(header, dict):
+        raise Unauthenticated("malformed token")
+    return header
+
+
+class KeyCache:
+    """The issuer's public keys, fetched from its JWKS URL on demand."""
+
+    def __init__(
+        self, jwks_url: str, fetch: Callable[[str], Awaitable[dict[str, Any]]] | None = None
+    ) -> None:
+        self.jwks_url = jwks_url
+        self._fetch = fetch or self._http_fetch
+        self._keys: dict[str, RSAKey] = {}
+        self._fetched_at = 0.0
+        self._lock = asyncio.Lock()
+
+    @staticmethod
+    async def _http_fetch(url: str) -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            response = await client.get(url)
+            response.raise_for_status()
+            data: dict[str, Any] = response.json()
+            return data
+
+    async def refresh(self) -> None:
+        async with self._lock:
+            if time.monotonic() - self._fetched_at < MIN_SECONDS_BETWEEN_JWKS_FETCHES:
+                return
+            try:
+                document = await self._fetch(self.jwks_url)
+            except (httpx.HTTPError, ValueError) as exc:
+                raise Unauthenticated("signing keys are unavailable") from exc
+            key_set = KeySet.import_key_set(document)  # type: ignore[arg-type]
+            self._keys = {
+                str(key.kid): key for key in key_set.keys if isinstance(key, RSAKey) and key.kid
+            }
+            self._fetched_at = time.monotonic()
+
+    async def key_for(self, kid: str) -> RSAKey:
+        key = self._keys.get(kid)
+        if key is None:
+            await self.refresh()
+            key = self._keys.get(kid)
+        if key is None:
+            raise Unauthenticated("token signed by an unknown key")
+        return key
+
+
+class TokenVerifier:
+    """Verifies access tokens and turns them into a :class:`Principal`."""
+
+    def __init__(self, keys: KeyCache, issuer: str, audience: str) -> None:
+        self.keys = keys
+        self.issuer = issuer
+        self.audience = audience
+
+    async def verify(self, token: str) -> Principal:
+        header = _unverified_header(token)
+        if header.get("alg") != ALGORITHM:
+            raise Unauthenticated("token algorithm must be RS256")
+        if str(header.get("typ", "")).lower() not in ("at+jwt", "application/at+jwt"):
+            raise Unauthenticated("token type must be at+jwt")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise Unauthenticated("token names no key")
+        key = await self.keys.key_for(kid)
+        try:
+            decoded = jwt.decode(token, key, algorithms=[ALGORITHM])
+        except (JoseError, ValueError) as exc:
+            raise Unauthenticated("token signature is invalid") from exc
+        return self._principal(decoded.claims)
+
+    def _principal(self, claims: dict[str, Any]) -> Principal:
+        now = time.time()
+        if claims.get("iss") != self.issuer:
+            raise Unauthenticated("token issuer is not trusted")
+        audience = claims.get("aud")
+        audiences = audience if isinstance(audience, list) else [audience]
+        if self.audience not in audiences:
+            raise Unauthenticated("token audience is wrong")
+        exp = claims.get("exp")
+        if not isinstance(exp, int | float) or exp + CLOCK_LEEWAY_SECONDS < now:
+            raise Unauthenticated("token has expired")
+        nbf = claims.get("nbf", claims.get("iat"))
+        if not isinstance(nbf, int | float) or nbf - CLOCK_LEEWAY_SECONDS > now:
+            raise Unauthenticated("token is not valid yet")
+        for name in ("sub", "client_id", "jti"):
+            if not isinstance(claims.get(name), str):
+                raise Unauthenticated(f"token lacks the {name} claim")
+        tenant = claims.get("tenant")
+        return Principal(
+            subject=claims["sub"],
+            client_id=claims["client_id"],
+            tenant_id=tenant if isinstance(tenant, str) and tenant else None,
+            scopes=frozenset(str(claims.get("scope", "")).split()),
+            token_id=claims["jti"],
+            claims=claims,
+        )
+
+
+def bearer_token(request: Request) -> str:
+    value = request.headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("missing bearer token")
+    return token.strip()
+
+
+async def current_principal(request: Request) -> Principal:
+    """FastAPI dependency: the verified caller (401 when there is none)."""
+    cached = getattr(request.state, "principal", None)
+    if isinstance(cached, Principal):
+        return cached
+    verifier: TokenVerifier = request.app.state.token_verifier
+    principal = await verifier.verify(bearer_token(request))
+    request.state.principal = principal
+    request.state.tenant_id = principal.tenant_id
+    return principal
+
+
+def require_scope(scope: str) -> Callable[[Request], Awaitable[Principal]]:
+    """FastAPI dependency factory: the caller, who must hold ``scope`` (else 403 naming it)."""
+
+    async def dependency(request: Request) -> Principal:
+        principal = await current_principal(request)
+        principal.require(scope)
+        return principal
+
+    dependency.__name__ = f"require_{scope.replace(':', '_')}"
+    return dependency

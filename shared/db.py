@@ -1,0 +1,89 @@
+"""Database access: one async engine per service, bound to the service's own schema.
+
+Each service owns one PostgreSQL schema (``gateway``, ``ingest``, ``metrics``,
+``targets``) in the same database; its connections put that schema first on the
+``search_path`` so no service reads another's tables by accident.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+
+def sqlalchemy_url(database_url: str) -> str:
+    """The asyncpg dialect URL for a plain ``postgresql://`` URL (any driver suffix replaced)."""
+    parts = urlsplit(database_url)
+    scheme = "postgresql+asyncpg"
+    return urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))
+
+
+def asyncpg_dsn(database_url: str) -> str:
+    """The DSN asyncpg itself accepts (no SQLAlchemy driver suffix)."""
+    parts = urlsplit(database_url)
+    return urlunsplit(("postgresql", parts.netloc, parts.path, parts.query, parts.fragment))
+
+
+def with_database(database_url: str, database: str) -> str:
+    """The same server URL pointing at another database name."""
+    parts = urlsplit(database_url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
+
+
+def with_query(database_url: str, **params: str) -> str:
+    parts = urlsplit(database_url)
+    query = dict(parse_qsl(parts.query))
+    query.update(params)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
+
+
+class Database:
+    """An engine and session factory whose connections see ``schema`` first."""
+
+    def __init__(self, database_url: str, schema: str, pool_size: int = 10) -> None:
+        self.schema = schema
+        self.url = database_url
+        self.engine: AsyncEngine = create_async_engine(
+            sqlalchemy_url(database_url),
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=True,
+            connect_args={"server_settings": {"search_path": f"{schema},public"}},
+        )
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work: committed when the block ends normally, rolled back otherwise."""
+        async with self.sessions() as session:
+            try:
+                yield session
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+
+    @asynccontextmanager
+    async def raw_connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled asyncpg connection for COPY and other driver-level work on the hot path."""
+        async with self.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver: Any = raw.driver_connection
+            yield driver
+
+    async def ping(self) -> None:
+        async with self.raw_connection() as conn:
+            await conn.fetchval("SELECT 1")
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,112 @@
+"""One error tree for every service, rendered one way.
+
+REST answers ``{"error": code, "detail": ..., "errors": [{"index", "field", "reason"}]}``;
+GraphQL puts the same ``code`` in ``extensions.code``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One reason an input was refused; ``index`` names the batch item when there is one."""
+
+    field: str
+    reason: str
+    index: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+class LodestarError(Exception):
+    status: int = 500
+    code: str = "internal"
+    graphql_code: str = "INTERNAL"
+
+    def __init__(
+        self,
+        detail: str,
+        errors: list[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors or []
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.code, "detail": self.detail}
+        if self.errors:
+            body["errors"] = [e.as_dict() for e in self.errors]
+        return body
+
+
+class InvalidInput(LodestarError):
+    status = 422
+    code = "invalid_input"
+    graphql_code = "BAD_USER_INPUT"
+
+
+class BadRequest(LodestarError):
+    status = 400
+    code = "bad_request"
+    graphql_code = "BAD_USER_INPUT"
+
+
+class PayloadTooLarge(LodestarError):
+    status = 413
+    code = "payload_too_large"
+    graphql_code = "BAD_USER_INPUT"
+
+
+class Unauthenticated(LodestarError):
+    status = 401
+    code = "invalid_token"
+    graphql_code = "UNAUTHENTICATED"
+
+    def __init__(self, detail: str = "missing or invalid access token") -> None:
+        super().__init__(
+            detail,
+            headers={
+                "WWW-Authenticate": f'Bearer error="invalid_token", error_description="{detail}"'
+            },
+        )
+
+
+class Forbidden(LodestarError):
+    status = 403
+    code = "forbidden"
+    graphql_code = "FORBIDDEN"
+
+
+class InsufficientScope(Forbidden):
+    code = "insufficient_scope"
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(
+            f"this call needs the scope {scope}",
+            headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
+        )
+        self.scope = scope
+
+
+class NotFound(LodestarError):
+    status = 404
+    code = "not_found"
+    graphql_code = "NOT_FOUND"
+
+
+class Conflict(LodestarError):
+    status = 409
+    code = "conflict"
+    graphql_code = "BAD_USER_INPUT"
+
+
+class UpstreamUnavailable(LodestarError):
+    status = 503
+    code = "unavailable"
+    graphql_code = "INTERNAL"

@@ -1,0 +1,342 @@
+"""The canonical events of CONTRACT §3 and the Kafka messages that carry them.
+
+Ingest validates pushed batches with :func:`validate_batch`; every service reads the
+Kafka messages with :class:`EventMessage`. Topic names come from :func:`topic_for`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import defaultdict
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
+
+from shared.errors import FieldError
+from shared.money import CurrencyCode, DecimalString, Money
+
+EVENT_TYPES: tuple[str, ...] = (
+    "order_line",
+    "refund",
+    "fee",
+    "ad_spend",
+    "traffic",
+    "inventory_snapshot",
+    "unit_cost",
+    "shipment",
+    "order_defect",
+    "cs_ticket",
+    "fx_rate",
+)
+EventType = Literal[
+    "order_line",
+    "refund",
+    "fee",
+    "ad_spend",
+    "traffic",
+    "inventory_snapshot",
+    "unit_cost",
+    "shipment",
+    "order_defect",
+    "cs_ticket",
+    "fx_rate",
+]
+DEADLETTER_TOPIC = "lodestar.deadletter.v1"
+ALERTS_TOPIC = "lodestar.alerts.v1"
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+Count = Annotated[int, Field(ge=0, strict=True)]
+Quantity = Annotated[int, Field(gt=0, strict=True)]
+
+
+def topic_for(event_type: str, prefix: str = "") -> str:
+    """``lodestar.<type>.v1``, with an optional prefix that tests use to stay apart."""
+    return f"{prefix}lodestar.{event_type}.v1"
+
+
+def all_event_topics(prefix: str = "") -> list[str]:
+    return [topic_for(t, prefix) for t in EVENT_TYPES]
+
+
+class _Payload(BaseModel):
+    # Unknown payload fields are refused: a misspelt "shipping_prce" would otherwise
+    # vanish silently and the GMV would be wrong.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OrderLine(_Payload):
+    order_id: Text
+    line_id: Text
+    sku: Text
+    quantity: Quantity
+    unit_price: Money
+    shipping_price: Money | None = None
+    item_tax: Money | None = None
+    discount: Money | None = None
+    status: Literal["pending", "shipped", "delivered", "cancelled"]
+    purchased_at: AwareDatetime
+    category: Text | None = None
+    fulfillment_channel: Literal["platform", "merchant"] | None = None
+
+
+class Refund(_Payload):
+    order_id: Text
+    sku: Text | None = None
+    amount: Money
+    quantity: Count | None = None
+    refunded_at: AwareDatetime
+    reason: str | None = None
+
+
+class Fee(_Payload):
+    fee_type: Literal["commission", "fulfillment", "storage", "payment", "other"]
+    amount: Money
+    charged_at: AwareDatetime
+    order_id: Text | None = None
+    sku: Text | None = None
+
+
+class AdSpend(_Payload):
+    date: dt.date
+    campaign_id: Text
+    sku: Text | None = None
+    impressions: Count
+    clicks: Count
+    cost: Money
+    attributed_sales: Money
+    attributed_orders: Count
+
+
+class Traffic(_Payload):
+    date: dt.date
+    sku: Text
+    sessions: Count
+    page_views: Count | None = None
+
+
+class InventorySnapshot(_Payload):
+    date: dt.date
+    sku: Text
+    warehouse: Text
+    on_hand: Count
+    inbound: Count | None = None
+    reserved: Count | None = None
+
+
+class UnitCost(_Payload):
+    sku: Text
+    cost: Money
+    effective_from: dt.date
+
+
+class Shipment(_Payload):
+    order_id: Text
+    promised_ship_by: AwareDatetime
+    shipped_at: AwareDatetime | None = None
+    carrier: str | None = None
+    tracking_valid: bool | None = None
+    promised_delivery_by: AwareDatetime | None = None
+    delivered_at: AwareDatetime | None = None
+    cancelled_by_seller_before_ship: bool | None = None
+
+
+class OrderDefect(_Payload):
+    order_id: Text
+    kind: Literal["negative_feedback", "a_to_z_claim", "chargeback", "claim"]
+    reported_at: AwareDatetime
+
+
+class CsTicket(_Payload):
+    ticket_id: Text
+    opened_at: AwareDatetime
+    first_response_at: AwareDatetime | None = None
+    resolved_at: AwareDatetime | None = None
+    csat: Annotated[int, Field(ge=1, le=5, strict=True)] | None = None
+
+
+class FxRate(_Payload):
+    date: dt.date
+    base: CurrencyCode
+    quote: CurrencyCode
+    rate: Annotated[DecimalString, Field(gt=0)]
+
+
+PAYLOAD_MODELS: dict[str, type[_Payload]] = {
+    "order_line": OrderLine,
+    "refund": Refund,
+    "fee": Fee,
+    "ad_spend": AdSpend,
+    "traffic": Traffic,
+    "inventory_snapshot": InventorySnapshot,
+    "unit_cost": UnitCost,
+    "shipment": Shipment,
+    "order_defect": OrderDefect,
+    "cs_ticket": CsTicket,
+    "fx_rate": FxRate,
+}
+
+
+class Source(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    platform: Annotated[
+        str, StringConstraints(strip_whitespace=True, to_lower=True, min_length=1, max_length=64)
+    ]
+    store_id: Text
+    marketplace: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
+
+
+class Envelope(BaseModel):
+    """An event as pushed, before its payload is checked against its type."""
+
+    event_id: Text
+    type: EventType
+    version: Annotated[int, Field(ge=1, strict=True)] = 1
+    source: Source
+    occurred_at: AwareDatetime
+    payload: dict[str, Any]
+
+
+class Event(BaseModel):
+    """A validated canonical event."""
+
+    event_id: str
+    type: EventType
+    version: int
+    source: Source
+    occurred_at: AwareDatetime
+    payload: _Payload
+
+
+class EventMessage(BaseModel):
+    """What travels on ``lodestar.<type>.v1``: the event, its tenant and ingest time."""
+
+    tenant_id: str
+    event_id: str
+    type: EventType
+    version: int
+    source: Source
+    occurred_at: AwareDatetime
+    ingested_at: AwareDatetime
+    payload: dict[str, Any]
+
+    def typed_payload(self) -> _Payload:
+        return PAYLOAD_MODELS[self.type].model_validate(self.payload)
+
+
+_ENVELOPES = TypeAdapter(list[Envelope])
+_REASON_BY_PYDANTIC_TYPE = {
+    "missing": "required",
+    "extra_forbidden": "unknown field",
+}
+_INDEX = re.compile(r"^\d+$")
+
+
+def _reason(error: Any) -> str:
+    kind = error.get("type", "")
+    if kind in _REASON_BY_PYDANTIC_TYPE:
+        return _REASON_BY_PYDANTIC_TYPE[kind]
+    message = str(error.get("msg", "invalid"))
+    return message.removeprefix("Value error, ")
+
+
+def _field_errors(
+    exc: ValidationError, index_of: list[int] | None, prefix: str
+) -> list[FieldError]:
+    found: list[FieldError] = []
+    for error in exc.errors():
+        loc = list(error.get("loc", ()))
+        index: int | None = None
+        first = loc[0] if loc else None
+        if isinstance(first, int):
+            loc.pop(0)
+            index = index_of[first] if index_of is not None else first
+        # Pydantic names union branches and validators in the path; keep only fields.
+        parts = [
+            str(p)
+            for p in loc
+            if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))
+        ]
+        path = ".".join(parts)
+        found.append(
+            FieldError(
+                index=index,
+                field=f"{prefix}{path}" if path else prefix.rstrip("."),
+                reason=_reason(error),
+            )
+        )
+    return found
+
+
+def validate_batch(raw_events: list[Any]) -> tuple[list[Event], list[FieldError]]:
+    """Checks a whole pushed batch at once.
+
+    Returns the events, in order, when every one is valid; otherwise the errors of
+    every bad event (index, field and reason) and no events.
+    """
+    errors: list[FieldError] = []
+    envelopes: list[Envelope | None] = [None] * len(raw_events)
+    try:
+        for position, envelope in enumerate(_ENVELOPES.validate_python(raw_events)):
+            envelopes[position] = envelope
+    except ValidationError as exc:
+        errors.extend(_field_errors(exc, None, ""))
+        bad = {e.index for e in errors}
+        # Validate the good envelopes alone so their payload errors are reported too.
+        for position, item in enumerate(raw_events):
+            if position in bad:
+                continue
+            try:
+                envelopes[position] = Envelope.model_validate(item)
+            except ValidationError as inner:
+                errors.extend(_field_errors(inner, None, ""))
+
+    by_type: dict[str, list[int]] = defaultdict(list)
+    for position, maybe in enumerate(envelopes):
+        if maybe is not None:
+            by_type[maybe.type].append(position)
+
+    payloads: dict[int, _Payload] = {}
+    for event_type, positions in by_type.items():
+        adapter = _payload_adapter(event_type)
+        try:
+            items = adapter.validate_python([envelopes[p].payload for p in positions])  # type: ignore[union-attr]
+            payloads.update(zip(positions, items, strict=True))
+        except ValidationError as exc:
+            errors.extend(_field_errors(exc, positions, "payload."))
+
+    if errors:
+        errors.sort(key=lambda e: (e.index if e.index is not None else -1, e.field))
+        return [], errors
+    return [
+        Event(
+            event_id=env.event_id,
+            type=env.type,
+            version=env.version,
+            source=env.source,
+            occurred_at=env.occurred_at,
+            payload=payloads[position],
+        )
+        for position, env in enumerate(envelopes)
+        if env is not None
+    ], []
+
+
+_PAYLOAD_ADAPTERS: dict[str, TypeAdapter[list[Any]]] = {}
+
+
+def _payload_adapter(event_type: str) -> TypeAdapter[list[Any]]:
+    adapter = _PAYLOAD_ADAPTERS.get(event_type)
+    if adapter is None:
+        adapter = TypeAdapter(list[PAYLOAD_MODELS[event_type]])  # type: ignore[valid-type]
+        _PAYLOAD_ADAPTERS[event_type] = adapter
+    return adapter

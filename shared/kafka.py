@@ -1,0 +1,94 @@
+"""Kafka clients configured the one way every service uses them.
+
+Messages are JSON events from :mod:`shared.events`, keyed by tenant. Producers never
+use the idempotent mode (the embedded Tansu broker lacks it; consumers are idempotent
+instead) and keep aiokafka's default 16 KB ``max_batch_size``: Tansu keeps only about
+the first 16 KB of a record batch, so batching is done with ``send()`` and
+``linger_ms``, never with large ``send_batch`` batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PARTITIONS = 4
+
+
+def make_producer(bootstrap_servers: str, linger_ms: int = 5) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers,
+        enable_idempotence=False,
+        acks="all",
+        linger_ms=linger_ms,
+        request_timeout_ms=15000,
+        retry_backoff_ms=200,
+    )
+
+
+def make_consumer(
+    bootstrap_servers: str, topics: list[str], group_id: str, max_poll_records: int = 2000
+) -> AIOKafkaConsumer:
+    """A consumer that never commits on its own: the caller commits after its DB commit."""
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap_servers,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=max_poll_records,
+        session_timeout_ms=30000,
+        heartbeat_interval_ms=3000,
+    )
+
+
+async def ensure_topics(
+    bootstrap_servers: str, topics: list[str], partitions: int = DEFAULT_PARTITIONS
+) -> None:
+    """Creates the topics that do not exist yet (an existing topic is left alone)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if not missing:
+            return
+        try:
+            await admin.create_topics(
+                [NewTopic(name=t, num_partitions=partitions, replication_factor=1) for t in missing]
+            )
+        except TopicAlreadyExistsError:
+            log.info("topics were created concurrently", extra={"fields": {"topics": missing}})
+    finally:
+        await admin.close()
+
+
+async def broker_reachable(bootstrap_servers: str, timeout: float = 2.0) -> bool:
+    """True when at least one bootstrap server accepts a TCP connection."""
+    for server in bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout)
+        except (OSError, TimeoutError, ValueError):
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return True
+    return False
+
+
+__all__ = [
+    "AIOKafkaConsumer",
+    "AIOKafkaProducer",
+    "KafkaError",
+    "broker_reachable",
+    "ensure_topics",
+    "make_consumer",
+    "make_producer",
+]

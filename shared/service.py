@@ -1,0 +1,180 @@
+"""What every service's FastAPI app has in common: errors, tracing, health, auth wiring."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.auth import KeyCache, TokenVerifier
+from shared.db import Database
+from shared.errors import FieldError, InvalidInput, LodestarError
+from shared.kafka import broker_reachable
+from shared.settings import ServiceSettings
+from shared.telemetry import context_from_http, current_tenant, current_trace_id
+
+log = logging.getLogger("lodestar.http")
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "invalid_token",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+    429: "rate_limited",
+}
+
+
+def error_response(error: LodestarError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+def _field_of(loc: tuple[Any, ...]) -> tuple[int | None, str]:
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts.pop(0)
+    index = None
+    if len(parts) >= 2 and parts[0] == "events" and isinstance(parts[1], int):
+        index = parts[1]
+        parts = parts[2:]
+    return index, ".".join(str(p) for p in parts) or "body"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(LodestarError)
+    async def lodestar_error(request: Request, exc: LodestarError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        errors = []
+        for err in exc.errors():
+            index, field = _field_of(tuple(err.get("loc", ())))
+            reason = "required" if err.get("type") == "missing" else str(err.get("msg"))
+            errors.append(FieldError(field=field, reason=reason, index=index))
+        detail = "; ".join(f"{e.field}: {e.reason}" for e in errors[:5])
+        return error_response(InvalidInput(f"invalid request: {detail}", errors))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = _HTTP_CODES.get(exc.status_code, "error")
+        return JSONResponse(
+            {"error": code, "detail": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=dict(exc.headers or {}),
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # Logged with the trace id; the caller gets no stack trace and no SQL.
+        log.error("unhandled error", exc_info=exc)
+        body = {"error": "internal", "detail": "internal error", "trace_id": current_trace_id()}
+        return JSONResponse(body, status_code=500)
+
+
+class TracingMiddleware:
+    """A server span per request, continuing the caller's trace, and one log line."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.tracer = trace.get_tracer(f"lodestar.{service}")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        parent = context_from_http(headers)
+        method, path = scope["method"], scope["path"]
+        status = {"code": 500}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        started = time.perf_counter()
+        token = otel_context.attach(parent)
+        tenant_token = current_tenant.set(None)
+        try:
+            with self.tracer.start_as_current_span(
+                f"{method} {path}", kind=trace.SpanKind.SERVER
+            ) as span:
+                span.set_attribute("http.request.method", method)
+                span.set_attribute("url.path", path)
+                await self.app(scope, receive, send_wrapper)
+                span.set_attribute("http.response.status_code", status["code"])
+                if path not in ("/healthz", "/readyz"):
+                    log.info(
+                        "request",
+                        extra={
+                            "fields": {
+                                "method": method,
+                                "path": path,
+                                "status": status["code"],
+                                "ms": round((time.perf_counter() - started) * 1000, 2),
+                            }
+                        },
+                    )
+        finally:
+            current_tenant.reset(tenant_token)
+            otel_context.detach(token)
+
+
+def health_router(settings: ServiceSettings) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz(request: Request) -> Response:
+        db: Database = request.app.state.db
+        checks: dict[str, str] = {}
+        try:
+            await db.ping()
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        reachable = await broker_reachable(settings.kafka_bootstrap_servers)
+        checks["broker"] = "ok" if reachable else "unreachable"
+        ready = all(v == "ok" for v in checks.values())
+        return Response(
+            orjson.dumps({"status": "ready" if ready else "not_ready", "checks": checks}),
+            status_code=200 if ready else 503,
+            media_type="application/json",
+        )
+
+    return router
+
+
+def token_verifier(settings: ServiceSettings) -> TokenVerifier:
+    return TokenVerifier(
+        KeyCache(settings.effective_jwks_url),
+        issuer=settings.effective_issuer,
+        audience=settings.audience,
+    )
+
+
+def build_app(service: str, settings: ServiceSettings, **kwargs: Any) -> FastAPI:
+    """A FastAPI app with the shared error rendering, tracing and health routes."""
+    app = FastAPI(title=f"Lodestar {service}", **kwargs)
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(TracingMiddleware, service=service)
+    app.include_router(health_router(settings))
+    return app

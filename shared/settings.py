@@ -1,0 +1,79 @@
+"""Configuration shared by every service, read from the environment only.
+
+Each service's own ``config.Settings`` extends :class:`ServiceSettings`; the fields
+here keep their plain, documented names (``DATABASE_URL``, ``KAFKA_BOOTSTRAP_SERVERS``,
+``LODESTAR_GATEWAY_URL`` ...) so one environment serves all four processes.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def env_alias(name: str) -> AliasChoices:
+    return AliasChoices(name, name.lower())
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service reads; a service subclass adds its own with its prefix."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    database_url: str = Field(
+        default="postgresql://postgres@localhost:5432/lodestar",
+        validation_alias=env_alias("DATABASE_URL"),
+    )
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", validation_alias=env_alias("KAFKA_BOOTSTRAP_SERVERS")
+    )
+    gateway_url: str = Field(
+        default="http://127.0.0.1:8000", validation_alias=env_alias("LODESTAR_GATEWAY_URL")
+    )
+    ingest_url: str = Field(
+        default="http://127.0.0.1:8001", validation_alias=env_alias("LODESTAR_INGEST_URL")
+    )
+    metrics_url: str = Field(
+        default="http://127.0.0.1:8002", validation_alias=env_alias("LODESTAR_METRICS_URL")
+    )
+    targets_url: str = Field(
+        default="http://127.0.0.1:8003", validation_alias=env_alias("LODESTAR_TARGETS_URL")
+    )
+    # The issuer tokens carry and services demand; defaults to the public gateway URL.
+    issuer: str = Field(default="", validation_alias=env_alias("LODESTAR_ISSUER"))
+    audience: str = Field(default="lodestar", validation_alias=env_alias("LODESTAR_AUDIENCE"))
+    # Where services fetch the signing keys; defaults to the gateway's JWKS.
+    jwks_url: str = Field(default="", validation_alias=env_alias("LODESTAR_JWKS_URL"))
+    log_level: str = Field(default="INFO", validation_alias=env_alias("LODESTAR_LOG_LEVEL"))
+    otlp_endpoint: str = Field(
+        default="", validation_alias=env_alias("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+    # Topic names get this prefix; tests use it to keep their topics apart.
+    topic_prefix: str = Field(default="", validation_alias=env_alias("LODESTAR_TOPIC_PREFIX"))
+
+    @property
+    def effective_issuer(self) -> str:
+        return (self.issuer or self.gateway_url).rstrip("/")
+
+    @property
+    def effective_jwks_url(self) -> str:
+        return self.jwks_url or f"{self.gateway_url.rstrip('/')}/.well-known/jwks.json"
+
+
+def env_var_names(settings_cls: type[BaseSettings]) -> set[str]:
+    """Every environment variable a settings class reads (upper case).
+
+    Deploy manifests are checked against this, so a new setting cannot be
+    forgotten in docker-compose or Kubernetes.
+    """
+    prefix = str(settings_cls.model_config.get("env_prefix", "") or "")
+    names: set[str] = set()
+    for field_name, field in settings_cls.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.add(str(alias.choices[0]).upper())
+        elif isinstance(alias, str):
+            names.add(alias.upper())
+        else:
+            names.add(f"{prefix}{field_name}".upper())
+    return names

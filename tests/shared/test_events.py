@@ -1,0 +1,92 @@
+"""Batch validation of pushed events: every bad event named by index, field and reason."""
+
+from __future__ import annotations
+
+import copy
+from decimal import Decimal
+from typing import Any
+
+from shared.events import OrderLine, validate_batch
+from shared.time import local_date
+
+
+def order_line(**payload: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "event_id": "amazon-US-1-1",
+        "type": "order_line",
+        "version": 1,
+        "source": {"platform": "amazon", "store_id": "acme-us", "marketplace": "US"},
+        "occurred_at": "2026-03-01T07:15:00Z",
+        "payload": {
+            "order_id": "111",
+            "line_id": "1",
+            "sku": "LAMP",
+            "quantity": 2,
+            "unit_price": {"amount": "12.34", "currency": "USD"},
+            "status": "pending",
+            "purchased_at": "2026-03-01T07:15:00Z",
+        },
+    }
+    base["payload"].update(payload)
+    return base
+
+
+def test_valid_event_keeps_exact_decimals() -> None:
+    events, errors = validate_batch([order_line()])
+    assert errors == []
+    payload = events[0].payload
+    assert isinstance(payload, OrderLine)
+    assert payload.unit_price.amount == Decimal("12.34")
+
+
+def test_every_bad_event_is_named_with_field_and_reason() -> None:
+    missing_sku = order_line()
+    del missing_sku["payload"]["sku"]
+    float_money = order_line(unit_price={"amount": 12.34, "currency": "USD"})
+    naive_time = order_line(purchased_at="2026-03-01T07:15:00")
+    unknown_type = copy.deepcopy(order_line())
+    unknown_type["type"] = "order"
+    bad_currency = order_line(discount={"amount": "1", "currency": "usd"})
+    typo = order_line(shipping_prce={"amount": "1", "currency": "USD"})
+    events, errors = validate_batch(
+        [order_line(), missing_sku, float_money, naive_time, unknown_type, bad_currency, typo]
+    )
+    assert events == []
+    found = {(e.index, e.field, e.reason.split(" ")[0]) for e in errors}
+    assert (1, "payload.sku", "required") in found
+    assert (2, "payload.unit_price.amount", "must") in found
+    assert any(e.index == 3 and e.field == "payload.purchased_at" for e in errors)
+    assert any(e.index == 4 and e.field == "type" for e in errors)
+    assert (5, "payload.discount.currency", "must") in found
+    assert (6, "payload.shipping_prce", "unknown") in found
+    assert not any(e.index == 0 for e in errors)
+
+
+def test_envelope_errors_and_payload_errors_are_both_reported() -> None:
+    no_source = order_line()
+    del no_source["source"]
+    bad_payload = order_line(quantity=0)
+    _, errors = validate_batch([no_source, bad_payload])
+    assert {(e.index, e.field) for e in errors} == {(0, "source"), (1, "payload.quantity")}
+
+
+def test_fx_rate_must_be_positive() -> None:
+    event = {
+        "event_id": "fx-1",
+        "type": "fx_rate",
+        "source": {"platform": "erp", "store_id": "erp", "marketplace": "US"},
+        "occurred_at": "2026-03-01T00:00:00Z",
+        "payload": {"date": "2026-03-01", "base": "USD", "quote": "MXN", "rate": "0"},
+    }
+    _, errors = validate_batch([event])
+    assert [(e.index, e.field) for e in errors] == [(0, "payload.rate")]
+
+
+def test_local_date_uses_the_marketplace_time_zone() -> None:
+    from datetime import UTC, datetime
+
+    # 23:30 on 31 January in Los Angeles is already 1 February in UTC.
+    instant = datetime(2026, 2, 1, 7, 30, tzinfo=UTC)
+    assert local_date(instant, "US").isoformat() == "2026-01-31"
+    assert local_date(instant, "JP").isoformat() == "2026-02-01"
+    assert local_date(instant, "US", override="Asia/Tokyo").isoformat() == "2026-02-01"
