@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import logging
 import os
 import signal
 import subprocess
@@ -81,6 +82,8 @@ class Launcher:
         wanted = {f"LODESTAR_{s.upper()}_PORT": p for s, p in ports.items()}
         if not bootstrap:
             wanted["LODESTAR_BROKER_PORT"] = broker_port
+            # A broker left behind by a launcher killed outright is ours to replace.
+            EmbeddedBroker(broker_port, self.home / "tansu.log").stop_leftover()
         ensure_ports_free(wanted)
 
         if not database_url:
@@ -228,6 +231,7 @@ class Launcher:
 
 
 def main() -> int:
+    logging.basicConfig(level=logging.WARNING)
     home = Path(os.environ.get("LODESTAR_HOME", ".lodestar")).resolve()
     launcher = Launcher(home)
 

