@@ -1,0 +1,68 @@
+"""The gateway: OAuth 2 authorization server, tenants, GraphQL, and `/v1/*` routing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from services.gateway.config import Settings, get_settings
+from services.gateway.graphql.schema import graphql_router
+from services.gateway.oauth.endpoints import router as oauth_router
+from services.gateway.oauth.service import ensure_platform_admin, load_signer
+from services.gateway.proxy.endpoints import router as proxy_router
+from services.gateway.proxy.service import OpenApiMerger, service_urls
+from services.gateway.tenants.endpoints import router as tenants_router
+from shared.auth import KeyCache, TokenVerifier
+from shared.db import Database
+from shared.http import make_client
+from shared.service import build_app
+from shared.telemetry import setup_telemetry
+
+SERVICE = "gateway"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    setup_telemetry(SERVICE, settings.otlp_endpoint, settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(settings.database_url, SERVICE)
+        app.state.db = db
+        async with db.session() as session:
+            app.state.signer = await load_signer(session)
+            if settings.admin_client_id and settings.admin_client_secret:
+                await ensure_platform_admin(
+                    session, settings.admin_client_id, settings.admin_client_secret
+                )
+
+        async def own_keys(_: str) -> dict[str, Any]:
+            jwks: dict[str, Any] = app.state.signer.jwks()
+            return jwks
+
+        # The gateway checks its own tokens from memory: no HTTP call to itself.
+        app.state.token_verifier = TokenVerifier(
+            KeyCache(settings.effective_jwks_url, fetch=own_keys),
+            issuer=settings.effective_issuer,
+            audience=settings.audience,
+        )
+        app.state.http = make_client(settings.proxy_timeout_seconds)
+        app.state.openapi_merger = OpenApiMerger(app.state.http, service_urls(settings))
+        try:
+            yield
+        finally:
+            await app.state.http.aclose()
+            await db.dispose()
+
+    app = build_app(
+        SERVICE, settings, lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None
+    )
+    app.include_router(oauth_router)
+    app.include_router(tenants_router)
+    app.include_router(graphql_router())
+    # Last: everything under /v1 the gateway does not serve itself goes downstream.
+    app.include_router(proxy_router)
+    return app

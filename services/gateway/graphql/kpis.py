@@ -1,0 +1,157 @@
+"""`kpis` and `kpiCatalog`: answered by the metrics service's REST API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import strawberry
+from strawberry.types import Info
+
+from services.gateway.graphql.context import Context
+from services.gateway.graphql.types import (
+    DimensionValue,
+    KpiDefinition,
+    KpiQueryInput,
+    KpiResult,
+    KpiRow,
+    MetricValue,
+)
+from shared.errors import (
+    BadRequest,
+    FieldError,
+    Forbidden,
+    InvalidInput,
+    LodestarError,
+    NotFound,
+    Unauthenticated,
+    UpstreamUnavailable,
+)
+
+MAX_LIST_ITEMS = 200
+Params = list[tuple[str, str | int | float | bool | None]]
+
+
+def _query_params(data: KpiQueryInput, tenant_id: str | None) -> Params:
+    lists = {"metrics": data.metrics}
+    if data.filters is not None:
+        lists.update(
+            {
+                "platforms": data.filters.platforms or [],
+                "stores": data.filters.stores or [],
+                "marketplaces": data.filters.marketplaces or [],
+                "skus": data.filters.skus or [],
+                "categories": data.filters.categories or [],
+            }
+        )
+    for name, items in lists.items():
+        if len(items) > MAX_LIST_ITEMS:
+            raise InvalidInput(
+                f"{name}: at most {MAX_LIST_ITEMS} items",
+                [FieldError(field=f"input.{name}", reason=f"at most {MAX_LIST_ITEMS} items")],
+            )
+    params: Params = [
+        ("from", data.from_.isoformat()),
+        ("to", data.to.isoformat()),
+        ("grain", data.grain.value),
+    ]
+    params += [(name, ",".join(items)) for name, items in lists.items() if items]
+    if data.group_by:
+        params.append(("group_by", ",".join(d.value for d in data.group_by)))
+    if data.currency is not None:
+        params.append(("currency", data.currency))
+    if data.compare_to is not None:
+        params.append(("compare_to", data.compare_to.value))
+    if tenant_id is not None:
+        params.append(("tenant_id", tenant_id))
+    return params
+
+
+async def _get_metrics(context: Context, path: str, params: Params) -> Any:
+    await context.principal()
+    try:
+        response = await context.http.get(
+            f"{context.metrics_url.rstrip('/')}{path}",
+            params=params,
+            headers={"Authorization": context.authorization, "Accept": "application/json"},
+        )
+    except httpx.HTTPError:
+        raise UpstreamUnavailable("the metrics service is unavailable") from None
+    if response.status_code == 200:
+        return response.json()
+    raise _error_from(response)
+
+
+def _error_from(response: httpx.Response) -> LodestarError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    detail = str(body.get("detail") or body.get("error") or response.reason_phrase)
+    errors = [
+        FieldError(
+            field=str(e.get("field", "")), reason=str(e.get("reason", "")), index=e.get("index")
+        )
+        for e in body.get("errors", []) or []
+        if isinstance(e, dict)
+    ]
+    status = response.status_code
+    if status == 401:
+        return Unauthenticated(detail)
+    if status == 403:
+        return Forbidden(detail)
+    if status == 404:
+        return NotFound(detail)
+    if status in (400, 413, 422):
+        return InvalidInput(detail, errors) if status == 422 else BadRequest(detail, errors)
+    return UpstreamUnavailable(f"the metrics service failed ({status})")
+
+
+@strawberry.type
+class KpiQuery:
+    @strawberry.field(description="KPI values by period and dimensions (CONTRACT §5).")
+    async def kpis(
+        self,
+        info: Info[Context, None],
+        input: KpiQueryInput,
+        tenant_id: strawberry.ID | None = None,
+    ) -> KpiResult:
+        body = await _get_metrics(
+            info.context, "/v1/kpis", _query_params(input, str(tenant_id) if tenant_id else None)
+        )
+        return KpiResult(
+            currency=body.get("currency"),
+            warnings=list(body.get("warnings", [])),
+            rows=[
+                KpiRow(
+                    period=row["period"],
+                    dimensions=[
+                        DimensionValue(key=d["key"], value=d["value"]) for d in row["dimensions"]
+                    ],
+                    values=[
+                        MetricValue(
+                            metric=v["metric"],
+                            value=v.get("value"),
+                            previous=v.get("previous"),
+                            change=v.get("change"),
+                        )
+                        for v in row["values"]
+                    ],
+                )
+                for row in body.get("rows", [])
+            ],
+        )
+
+    @strawberry.field(name="kpiCatalog", description="Every KPI with its definition.")
+    async def kpi_catalog(self, info: Info[Context, None]) -> list[KpiDefinition]:
+        body = await _get_metrics(info.context, "/v1/kpis/catalog", [])
+        return [
+            KpiDefinition(
+                id=k["id"],
+                name=k["name"],
+                unit=k["unit"],
+                direction=k["direction"],
+                description=k["description"],
+            )
+            for k in body.get("kpis", [])
+        ]

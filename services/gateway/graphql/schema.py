@@ -1,0 +1,47 @@
+"""The gateway's GraphQL schema, assembled from the domain modules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from graphql.error import GraphQLError
+from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.fastapi import GraphQLRouter
+
+from services.gateway.graphql.context import get_context
+from services.gateway.graphql.errors import ErrorCodes
+from services.gateway.graphql.kpis import KpiQuery
+
+MAX_DEPTH = 8
+MAX_ALIASES = 15
+MAX_TOKENS = 2000
+
+
+@strawberry.type
+class Query(KpiQuery):
+    pass
+
+
+class Schema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
+        # ErrorCodes logs the unexpected ones with their trace; expected errors
+        # (bad input, no token) are answers, not faults, and are not logged.
+        return None
+
+
+schema = Schema(
+    query=Query,
+    extensions=[
+        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+        ErrorCodes,
+    ],
+)
+
+
+def graphql_router() -> GraphQLRouter[object, None]:
+    return GraphQLRouter(
+        schema, path="/graphql", context_getter=get_context, graphql_ide="graphiql"
+    )

@@ -1,0 +1,92 @@
+"""The GraphQL types of CONTRACT §5, named exactly as clients write them."""
+
+from __future__ import annotations
+
+import datetime
+from enum import Enum
+
+import strawberry
+
+
+@strawberry.enum
+class Grain(Enum):
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+    QUARTER = "quarter"
+    YEAR = "year"
+    TOTAL = "total"
+
+
+@strawberry.enum
+class Dimension(Enum):
+    PLATFORM = "platform"
+    STORE = "store"
+    MARKETPLACE = "marketplace"
+    SKU = "sku"
+    CATEGORY = "category"
+
+
+@strawberry.enum
+class Comparison(Enum):
+    PREVIOUS_PERIOD = "previous_period"
+    PREVIOUS_YEAR = "previous_year"
+
+
+@strawberry.input
+class KpiFilters:
+    platforms: list[str] | None = None
+    stores: list[str] | None = None
+    marketplaces: list[str] | None = None
+    skus: list[str] | None = None
+    categories: list[str] | None = None
+
+
+@strawberry.input
+class KpiQueryInput:
+    metrics: list[str]
+    # strawberry names datetime.date "Date" and serialises it as "2026-01-31".
+    from_: datetime.date = strawberry.field(name="from")
+    to: datetime.date
+    grain: Grain
+    group_by: list[Dimension] | None = None
+    filters: KpiFilters | None = None
+    currency: str | None = None
+    compare_to: Comparison | None = None
+
+
+@strawberry.type
+class DimensionValue:
+    key: str
+    value: str | None
+
+
+@strawberry.type
+class MetricValue:
+    metric: str
+    value: float | None
+    previous: float | None
+    change: float | None
+
+
+@strawberry.type
+class KpiRow:
+    period: str
+    dimensions: list[DimensionValue]
+    values: list[MetricValue]
+
+
+@strawberry.type
+class KpiResult:
+    currency: str | None
+    rows: list[KpiRow]
+    warnings: list[str]
+
+
+@strawberry.type
+class KpiDefinition:
+    id: str
+    name: str
+    unit: str
+    direction: str
+    description: str

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from services.gateway.oauth.models import OAuthClient, SigningKey
+
+
+class ClientRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get_active(self, client_id: str) -> OAuthClient | None:
+        result = await self.session.execute(
+            select(OAuthClient).where(
+                OAuthClient.client_id == client_id, col(OAuthClient.revoked_at).is_(None)
+            )
+        )
+        return result.scalar_one_or_none()
+
+    async def add(self, client: OAuthClient) -> None:
+        self.session.add(client)
+        await self.session.flush()
+
+    async def upsert_platform_admin(
+        self, client_id: str, secret_hash: str, scopes: list[str]
+    ) -> None:
+        statement = insert(OAuthClient).values(
+            client_id=client_id,
+            tenant_id=None,
+            name="platform admin",
+            secret_hash=secret_hash,
+            scopes=scopes,
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=["client_id"],
+            set_={
+                "secret_hash": statement.excluded.secret_hash,
+                "scopes": scopes,
+                "revoked_at": None,
+            },
+        )
+        await self.session.execute(statement)
+
+    async def admin_secret_hash(self, client_id: str) -> str | None:
+        result = await self.session.execute(
+            select(OAuthClient.secret_hash).where(OAuthClient.client_id == client_id)
+        )
+        return result.scalar_one_or_none()
+
+
+class KeyRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def active(self) -> list[SigningKey]:
+        result = await self.session.execute(
+            select(SigningKey)
+            .where(col(SigningKey.retired_at).is_(None))
+            .order_by(col(SigningKey.created_at).desc())
+        )
+        return list(result.scalars().all())
+
+    async def lock(self) -> None:
+        """Serialises key creation: replicas starting at once end with one key."""
+        await self.session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext('gateway.signing_keys'))")
+        )
+
+    async def add(self, key: SigningKey) -> None:
+        self.session.add(key)
+        await self.session.flush()

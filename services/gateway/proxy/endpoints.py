@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from services.gateway.proxy.routes import owner_of
+from services.gateway.proxy.service import forward, service_urls
+from shared.errors import NotFound
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/openapi.json")
+async def openapi(request: Request) -> JSONResponse:
+    own: dict[str, Any] = request.app.openapi()
+    return JSONResponse(await request.app.state.openapi_merger.document(own))
+
+
+@router.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+async def route(request: Request, path: str) -> Response:
+    service = owner_of(request.url.path)
+    if service is None:
+        raise NotFound(f"no route {request.url.path}")
+    base = service_urls(request.app.state.settings)[service]
+    return await forward(request, request.app.state.http, service, base)

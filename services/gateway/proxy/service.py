@@ -1,0 +1,149 @@
+"""Forwarding `/v1/*` calls to the owning service, and the merged OpenAPI document."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import time
+from typing import Any
+
+import httpx
+from fastapi import Request, Response
+
+from services.gateway.proxy.routes import DOWNSTREAM
+from shared.errors import UpstreamUnavailable
+
+log = logging.getLogger(__name__)
+
+FORWARDED_REQUEST_HEADERS = (
+    "authorization",
+    "content-type",
+    "accept",
+    "idempotency-key",
+    "x-request-id",
+)
+PASSED_RESPONSE_HEADERS = (
+    "content-type",
+    "www-authenticate",
+    "retry-after",
+    "location",
+    "content-disposition",
+    "cache-control",
+)
+
+
+def service_urls(settings: Any) -> dict[str, str]:
+    return {
+        "ingest": settings.ingest_url,
+        "metrics": settings.metrics_url,
+        "targets": settings.targets_url,
+    }
+
+
+async def forward(
+    request: Request, client: httpx.AsyncClient, service: str, base_url: str
+) -> Response:
+    """Sends the call on unchanged and answers with what the service answered."""
+    headers = {
+        name: value
+        for name, value in request.headers.items()
+        if name.lower() in FORWARDED_REQUEST_HEADERS
+    }
+    url = f"{base_url.rstrip('/')}{request.url.path}"
+    try:
+        upstream = await client.request(
+            request.method,
+            url,
+            params=request.url.query,
+            content=await request.body(),
+            headers=headers,
+        )
+    except httpx.TimeoutException:
+        raise UpstreamUnavailable(f"the {service} service did not answer in time") from None
+    except httpx.TransportError:
+        raise UpstreamUnavailable(f"the {service} service is unavailable") from None
+    passed = {
+        name: value
+        for name, value in upstream.headers.items()
+        if name.lower() in PASSED_RESPONSE_HEADERS
+    }
+    return Response(content=upstream.content, status_code=upstream.status_code, headers=passed)
+
+
+class OpenApiMerger:
+    """One OpenAPI document for every `/v1/` route, cached for a few seconds."""
+
+    TTL_SECONDS = 10.0
+
+    def __init__(self, client: httpx.AsyncClient, urls: dict[str, str]) -> None:
+        self.client = client
+        self.urls = urls
+        self._cached: tuple[float, dict[str, Any]] | None = None
+
+    async def _fetch(self, service: str) -> dict[str, Any] | None:
+        try:
+            response = await self.client.get(
+                f"{self.urls[service].rstrip('/')}/openapi.json", timeout=5.0
+            )
+            response.raise_for_status()
+            document: dict[str, Any] = response.json()
+            return document
+        except (httpx.HTTPError, ValueError):
+            log.warning("openapi of %s unavailable", service)
+            return None
+
+    async def document(self, own: dict[str, Any]) -> dict[str, Any]:
+        if self._cached and time.monotonic() - self._cached[0] < self.TTL_SECONDS:
+            return self._cached[1]
+        fetched = await asyncio.gather(*(self._fetch(s) for s in DOWNSTREAM))
+        merged = copy.deepcopy(own)
+        merged["info"] = {
+            "title": "Lodestar API",
+            "version": own.get("info", {}).get("version", "1"),
+            "description": "Every /v1/ route of every Lodestar service, served by the gateway.",
+        }
+        schemas = merged.setdefault("components", {}).setdefault("schemas", {})
+        missing = []
+        for service, document in zip(DOWNSTREAM, fetched, strict=True):
+            if document is None:
+                missing.append(service)
+                continue
+            renames = _merge_schemas(
+                schemas, document.get("components", {}).get("schemas", {}), service
+            )
+            for path, item in document.get("paths", {}).items():
+                if path.startswith("/v1/"):
+                    merged.setdefault("paths", {})[path] = _rename_refs(item, renames)
+        if missing:
+            merged["x-lodestar-unavailable"] = missing
+        else:
+            self._cached = (time.monotonic(), merged)
+        return merged
+
+
+def _merge_schemas(into: dict[str, Any], incoming: dict[str, Any], service: str) -> dict[str, str]:
+    renames: dict[str, str] = {}
+    for name, schema in incoming.items():
+        if name in into and into[name] != schema:
+            renames[name] = f"{service}_{name}"
+    for name, schema in incoming.items():
+        into[renames.get(name, name)] = _rename_refs(schema, renames)
+    return renames
+
+
+def _rename_refs(node: Any, renames: dict[str, str]) -> Any:
+    if not renames:
+        return node
+    if isinstance(node, dict):
+        result = {}
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                name = value.rsplit("/", 1)[-1]
+                result[key] = f"#/components/schemas/{renames.get(name, name)}"
+            else:
+                result[key] = _rename_refs(value, renames)
+        return result
+    if isinstance(node, list):
+        return [_rename_refs(item, renames) for item in node]
+    return node

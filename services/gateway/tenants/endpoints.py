@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.gateway.scopes import PLATFORM_ADMIN
+from services.gateway.tenants import service
+from services.gateway.tenants.repository import TenantRepository
+from services.gateway.tenants.schemas import (
+    ClientCreate,
+    ClientCreated,
+    TenantCreate,
+    TenantList,
+    TenantOut,
+)
+from shared.auth import Principal, current_principal, require_scope
+from shared.deps import db_session
+
+router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
+Session = Annotated[AsyncSession, Depends(db_session)]
+
+
+@router.post("", status_code=201, response_model=TenantOut)
+async def create_tenant(
+    data: TenantCreate,
+    principal: Annotated[Principal, Depends(require_scope(PLATFORM_ADMIN))],
+    session: Session,
+) -> TenantOut:
+    """Creates a seller or agency tenant (platform admin only)."""
+    return TenantOut.model_validate(await service.create_tenant(session, data))
+
+
+@router.get("", response_model=TenantList)
+async def list_tenants(
+    principal: Annotated[Principal, Depends(require_scope(PLATFORM_ADMIN))],
+    session: Session,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> TenantList:
+    tenants = await TenantRepository(session).list_all(limit, offset)
+    return TenantList(tenants=[TenantOut.model_validate(t) for t in tenants])
+
+
+@router.get("/{tenant_id}", response_model=TenantOut)
+async def get_tenant(
+    tenant_id: str,
+    principal: Annotated[Principal, Depends(current_principal)],
+    session: Session,
+) -> TenantOut:
+    """A tenant, for the platform admin or that tenant's own admin."""
+    return TenantOut.model_validate(await service.readable_tenant(session, principal, tenant_id))
+
+
+@router.post("/{tenant_id}/clients", status_code=201, response_model=ClientCreated)
+async def create_client(
+    tenant_id: str,
+    data: ClientCreate,
+    principal: Annotated[Principal, Depends(current_principal)],
+    session: Session,
+) -> ClientCreated:
+    """An OAuth client of the tenant; its secret is in this answer only."""
+    return await service.create_client(session, principal, tenant_id, data)

@@ -1,0 +1,79 @@
+"""Tenants and their clients: who may create what."""
+
+from __future__ import annotations
+
+import secrets
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.gateway.oauth.models import OAuthClient
+from services.gateway.oauth.repository import ClientRepository
+from services.gateway.oauth.secrets import hash_secret, new_client_id, new_client_secret
+from services.gateway.scopes import PLATFORM_ADMIN, TENANT_ADMIN, TENANT_SCOPES
+from services.gateway.tenants.models import Tenant
+from services.gateway.tenants.repository import TenantRepository
+from services.gateway.tenants.schemas import ClientCreate, ClientCreated, TenantCreate
+from shared.auth import Principal
+from shared.errors import FieldError, InsufficientScope, InvalidInput, NotFound
+
+
+async def create_tenant(session: AsyncSession, data: TenantCreate) -> Tenant:
+    tenant = Tenant(
+        id=f"tn_{secrets.token_hex(8)}",
+        name=data.name,
+        reporting_currency=data.reporting_currency,
+        timezone=data.timezone,
+    )
+    return await TenantRepository(session).add(tenant)
+
+
+async def readable_tenant(session: AsyncSession, principal: Principal, tenant_id: str) -> Tenant:
+    """The tenant, when the caller is the platform admin or an admin of that tenant.
+
+    Another tenant's id answers 404, so ids cannot be probed.
+    """
+    allowed = PLATFORM_ADMIN in principal.scopes or (
+        principal.tenant_id == tenant_id and TENANT_ADMIN in principal.scopes
+    )
+    tenant = await TenantRepository(session).get(tenant_id) if allowed else None
+    if tenant is None:
+        if not allowed and principal.tenant_id == tenant_id:
+            raise InsufficientScope(TENANT_ADMIN)
+        raise NotFound(f"no tenant {tenant_id}")
+    return tenant
+
+
+async def create_client(
+    session: AsyncSession, principal: Principal, tenant_id: str, data: ClientCreate
+) -> ClientCreated:
+    tenant = await readable_tenant(session, principal, tenant_id)
+    errors = [
+        FieldError(
+            field=f"scopes.{i}",
+            reason=f"{scope} is not a tenant scope; allowed: {', '.join(TENANT_SCOPES)}",
+        )
+        for i, scope in enumerate(data.scopes)
+        if scope not in TENANT_SCOPES
+    ]
+    if errors:
+        raise InvalidInput(f"unknown or forbidden scope: {errors[0].reason.split()[0]}", errors)
+    # A client never holds a scope its creator lacks (the platform admin holds them all).
+    for scope in data.scopes:
+        principal.require(scope)
+    secret = new_client_secret()
+    client = OAuthClient(
+        client_id=new_client_id(),
+        tenant_id=tenant.id,
+        name=data.name,
+        secret_hash=hash_secret(secret),
+        scopes=sorted(set(data.scopes)),
+        created_by=principal.client_id,
+    )
+    await ClientRepository(session).add(client)
+    return ClientCreated(
+        client_id=client.client_id,
+        client_secret=secret,
+        scopes=client.scopes,
+        tenant_id=tenant.id,
+        name=client.name,
+    )
