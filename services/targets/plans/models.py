@@ -6,6 +6,8 @@ from decimal import Decimal
 
 from sqlmodel import Field, SQLModel
 
+from shared.time import utcnow
+
 
 class TargetPlan(SQLModel, table=True):
     __tablename__ = "target_plans"
@@ -19,4 +21,4 @@ class TargetPlan(SQLModel, table=True):
     amount: Decimal
     status: str = "draft"
     version: int = 1
-    created_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
