@@ -19,7 +19,9 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from shared.errors import FieldError
 from shared.money import CurrencyCode, DecimalString, Money
@@ -86,6 +88,19 @@ class OrderLine(_Payload):
     purchased_at: AwareDatetime
     category: Text | None = None
     fulfillment_channel: Literal["platform", "merchant"] | None = None
+
+    @model_validator(mode="after")
+    def _one_currency(self) -> OrderLine:
+        # A line's amounts add up into one GMV, so they must share a currency.
+        for name in ("shipping_price", "item_tax", "discount"):
+            money = getattr(self, name)
+            if money is not None and money.currency != self.unit_price.currency:
+                raise PydanticCustomError(
+                    "currency_mismatch",
+                    "{field}.currency must equal unit_price.currency ({currency})",
+                    {"field": name, "currency": self.unit_price.currency},
+                )
+        return self
 
 
 class Refund(_Payload):
@@ -266,6 +281,10 @@ def _field_errors(
             for p in loc
             if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))
         ]
+        context = error.get("ctx") or {}
+        if error.get("type") == "currency_mismatch" and "field" in context:
+            # Raised on the whole payload; name the amount that disagrees.
+            parts += [str(context["field"]), "currency"]
         path = ".".join(parts)
         found.append(
             FieldError(

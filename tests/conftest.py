@@ -27,10 +27,10 @@ import asyncpg
 import httpx
 import pytest
 import uvicorn
-from devstack.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
+from devstack.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from devstack.stack import SERVICES, AdminCredentials, StackConfig, service_settings
 from shared.auth import KeyCache, TokenVerifier
 from shared.db import asyncpg_dsn, with_database

@@ -90,3 +90,9 @@ def test_local_date_uses_the_marketplace_time_zone() -> None:
     assert local_date(instant, "US").isoformat() == "2026-01-31"
     assert local_date(instant, "JP").isoformat() == "2026-02-01"
     assert local_date(instant, "US", override="Asia/Tokyo").isoformat() == "2026-02-01"
+
+
+def test_amounts_of_a_line_must_share_its_currency() -> None:
+    _, errors = validate_batch([order_line(discount={"amount": "1.00", "currency": "MXN"})])
+    assert [(e.index, e.field) for e in errors] == [(0, "payload.discount.currency")]
+    assert "USD" in errors[0].reason

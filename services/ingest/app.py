@@ -1,0 +1,40 @@
+"""The ingest service: the push API and the outbox relay (connectors come later)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from services.ingest.config import Settings, get_settings
+from services.ingest.events.endpoints import router as events_router
+from services.ingest.outbox.relay import OutboxRelay
+from shared.db import Database
+from shared.service import build_app, token_verifier
+from shared.telemetry import setup_telemetry
+
+SERVICE = "ingest"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    setup_telemetry(SERVICE, settings.otlp_endpoint, settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(settings.database_url, SERVICE)
+        app.state.db = db
+        app.state.token_verifier = token_verifier(settings)
+        relay = OutboxRelay(db, settings)
+        app.state.relay = relay
+        relay.start()
+        try:
+            yield
+        finally:
+            await relay.stop()
+            await db.dispose()
+
+    app = build_app(SERVICE, settings, lifespan=lifespan)
+    app.include_router(events_router)
+    return app

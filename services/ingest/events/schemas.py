@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class PushAccepted(BaseModel):
+    accepted: int = Field(description="Events stored for relay (new, or a higher version).")
+    duplicates: int = Field(description="Events already known with the same or a higher version.")
+
+
+class OutboxStatus(BaseModel):
+    pending: int = Field(description="This tenant's accepted events not yet on Kafka.")
+
+
+class ErrorItem(BaseModel):
+    index: int | None = None
+    field: str
+    reason: str
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: str
+    errors: list[ErrorItem] | None = None
+
+
+PUSH_REQUEST_SCHEMA: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["events"],
+                "properties": {
+                    "events": {
+                        "type": "array",
+                        "maxItems": 5000,
+                        "items": {
+                            "type": "object",
+                            "required": ["event_id", "type", "source", "occurred_at", "payload"],
+                            "properties": {
+                                "event_id": {"type": "string"},
+                                "type": {
+                                    "type": "string",
+                                    "enum": [
+                                        "order_line",
+                                        "refund",
+                                        "fee",
+                                        "ad_spend",
+                                        "traffic",
+                                        "inventory_snapshot",
+                                        "unit_cost",
+                                        "shipment",
+                                        "order_defect",
+                                        "cs_ticket",
+                                        "fx_rate",
+                                    ],
+                                },
+                                "version": {"type": "integer", "minimum": 1, "default": 1},
+                                "source": {
+                                    "type": "object",
+                                    "required": ["platform", "store_id", "marketplace"],
+                                    "properties": {
+                                        "platform": {"type": "string"},
+                                        "store_id": {"type": "string"},
+                                        "marketplace": {"type": "string", "pattern": "^[A-Z]{2}$"},
+                                    },
+                                },
+                                "occurred_at": {"type": "string", "format": "date-time"},
+                                "payload": {
+                                    "type": "object",
+                                    "description": "Fields by type, as in CONTRACT §3.",
+                                },
+                            },
+                        },
+                    }
+                },
+            }
+        }
+    },
+}

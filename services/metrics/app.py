@@ -1,0 +1,54 @@
+"""The metrics service: facts, rollups and KPI queries."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+
+from services.metrics.config import Settings, get_settings
+from services.metrics.facts.consumer import FactConsumer
+from services.metrics.kpis.endpoints import router as kpis_router
+from shared.db import Database
+from shared.service import build_app, token_verifier
+from shared.telemetry import setup_telemetry
+
+SERVICE = "metrics"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    setup_telemetry(SERVICE, settings.otlp_endpoint, settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(settings.database_url, SERVICE)
+        app.state.db = db
+        app.state.token_verifier = token_verifier(settings)
+        consumer = FactConsumer(db, settings)
+        app.state.consumer = consumer
+        consumer.start()
+        try:
+            yield
+        finally:
+            await consumer.stop()
+            await db.dispose()
+
+    app = build_app(SERVICE, settings, lifespan=lifespan)
+    app.include_router(kpis_router)
+
+    @app.get("/internal/consumer", include_in_schema=False)
+    async def consumer_counters(request: Request) -> dict[str, Any]:
+        """The consumer's own counters: lag is measured from these, not broker offsets."""
+        counters = request.app.state.consumer.counters
+        return {
+            "batches": counters.batches,
+            "records": counters.records,
+            "applied": counters.applied,
+            "deadlettered": counters.deadlettered,
+            "last_ingested_at": counters.last_ingested_at,
+        }
+
+    return app

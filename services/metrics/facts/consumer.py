@@ -1,0 +1,248 @@
+"""The metrics consumer: canonical events from Kafka into facts and rollups.
+
+At least once, idempotent: a batch is applied in one database transaction and its
+offsets are committed only after that transaction commits, so a crash in between
+redelivers events that then change nothing. A record that cannot be parsed goes to
+the dead-letter topic with the reason, and the consumer goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+from opentelemetry import trace
+from pydantic import ValidationError
+
+from services.metrics.config import Settings
+from services.metrics.facts.repository import FactRepository
+from shared.db import Database
+from shared.events import DEADLETTER_TOPIC, EventMessage, OrderLine, all_event_topics
+from shared.kafka import ensure_topics, make_consumer, make_producer
+from shared.telemetry import context_from_kafka
+from shared.time import local_date
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("lodestar.metrics.consumer")
+
+RETRY_SECONDS = 1.0
+
+
+@dataclass
+class ConsumerCounters:
+    batches: int = 0
+    records: int = 0
+    applied: int = 0
+    deadlettered: int = 0
+    last_ingested_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Parsed:
+    good: list[tuple[ConsumerRecord[bytes, bytes], EventMessage]]
+    bad: list[tuple[ConsumerRecord[bytes, bytes], str]]
+
+
+def parse_records(records: list[ConsumerRecord[bytes, bytes]]) -> Parsed:
+    good, bad = [], []
+    for record in records:
+        try:
+            message = EventMessage.model_validate_json(record.value or b"")
+            message.typed_payload()
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            bad.append((record, f"{where}: {first.get('msg')}" if where else str(first.get("msg"))))
+            continue
+        good.append((record, message))
+    return Parsed(good, bad)
+
+
+def _latest(messages: list[EventMessage]) -> list[EventMessage]:
+    latest: dict[tuple[str, str], EventMessage] = {}
+    for message in messages:
+        key = (message.tenant_id, message.event_id)
+        kept = latest.get(key)
+        if kept is None or message.version > kept.version:
+            latest[key] = message
+    return list(latest.values())
+
+
+def _line_row(message: EventMessage) -> tuple[Any, ...]:
+    line = message.typed_payload()
+    assert isinstance(line, OrderLine)
+    zero = Decimal(0)
+    return (
+        message.tenant_id,
+        message.event_id,
+        message.version,
+        message.source.platform,
+        message.source.store_id,
+        message.source.marketplace,
+        line.order_id,
+        line.line_id,
+        line.sku,
+        line.category or "",
+        line.status,
+        line.quantity,
+        line.unit_price.currency,
+        line.unit_price.amount,
+        line.shipping_price.amount if line.shipping_price else zero,
+        line.discount.amount if line.discount else zero,
+        line.item_tax.amount if line.item_tax else zero,
+        line.purchased_at,
+        local_date(line.purchased_at, message.source.marketplace),
+    )
+
+
+def _raw_row(message: EventMessage) -> tuple[Any, ...]:
+    return (
+        message.tenant_id,
+        message.event_id,
+        message.type,
+        message.version,
+        message.source.platform,
+        message.source.store_id,
+        message.source.marketplace,
+        message.occurred_at,
+        orjson.dumps(message.payload).decode(),
+    )
+
+
+async def apply_messages(db: Database, messages: list[EventMessage]) -> int:
+    """Applies parsed events in one transaction; returns how many changed something."""
+    latest = _latest(messages)
+    lines = [_line_row(m) for m in latest if m.type == "order_line"]
+    raw = [_raw_row(m) for m in latest if m.type != "order_line"]
+    async with db.raw_connection() as conn, conn.transaction():
+        repository = FactRepository(conn)
+        return await repository.apply_order_lines(lines) + await repository.store_raw(raw)
+
+
+class FactConsumer:
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+        self.counters = ConsumerCounters()
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+
+    @property
+    def deadletter_topic(self) -> str:
+        return self.settings.topic_prefix + DEADLETTER_TOPIC
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="fact-consumer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._close()
+
+    async def _close(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        producer, self._producer = self._producer, None
+        for client in (consumer, producer):
+            if client is not None:
+                try:
+                    await client.stop()
+                except KafkaError:
+                    log.warning("kafka client did not stop cleanly")
+
+    async def _connect(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            prefix = self.settings.topic_prefix
+            topics = all_event_topics(prefix)
+            await ensure_topics(
+                self.settings.kafka_bootstrap_servers, [*topics, self.deadletter_topic]
+            )
+            producer = make_producer(self.settings.kafka_bootstrap_servers)
+            await producer.start()
+            self._producer = producer
+            consumer = make_consumer(
+                self.settings.kafka_bootstrap_servers, topics, self.settings.consumer_group
+            )
+            await consumer.start()
+            self._consumer = consumer
+        return self._consumer
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                consumer = await self._connect()
+                batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+                if batches:
+                    await self._handle(consumer, batches)
+            except asyncio.CancelledError:
+                raise
+            except (KafkaError, OSError) as exc:
+                log.warning("consumer lost the broker: %s", exc)
+                await self._close()
+                await asyncio.sleep(RETRY_SECONDS)
+
+    async def _handle(
+        self,
+        consumer: AIOKafkaConsumer,
+        batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+    ) -> None:
+        records = [record for partition in batches.values() for record in partition]
+        parsed = parse_records(records)
+        links = [
+            trace.Link(trace.get_current_span(context_from_kafka(r.headers)).get_span_context())
+            for r, _ in parsed.good[:32]
+        ]
+        with tracer.start_as_current_span("apply events", links=links) as span:
+            span.set_attribute("messaging.batch.message_count", len(records))
+            try:
+                applied = await apply_messages(self.db, [m for _, m in parsed.good])
+            except Exception:
+                # Not committed: read the batch again after a pause instead of losing it.
+                log.exception("applying a batch failed; it will be retried")
+                for partition, items in batches.items():
+                    consumer.seek(partition, items[0].offset)
+                await asyncio.sleep(RETRY_SECONDS)
+                return
+            await self._deadletter(parsed.bad)
+            await consumer.commit({tp: items[-1].offset + 1 for tp, items in batches.items()})
+        self.counters.batches += 1
+        self.counters.records += len(records)
+        self.counters.applied += applied
+        self.counters.deadlettered += len(parsed.bad)
+        if parsed.good:
+            self.counters.last_ingested_at = max(m.ingested_at for _, m in parsed.good)
+
+    async def _deadletter(self, bad: list[tuple[ConsumerRecord[bytes, bytes], str]]) -> None:
+        if not bad:
+            return
+        assert self._producer is not None
+        deliveries = []
+        for record, reason in bad:
+            log.warning(
+                "dead-lettered a record",
+                extra={
+                    "fields": {"topic": record.topic, "offset": record.offset, "reason": reason}
+                },
+            )
+            deliveries.append(
+                await self._producer.send(
+                    self.deadletter_topic,
+                    value=record.value,
+                    key=record.key,
+                    headers=[
+                        ("reason", reason.encode()),
+                        ("source_topic", record.topic.encode()),
+                        ("source_partition", str(record.partition).encode()),
+                        ("source_offset", str(record.offset).encode()),
+                    ],
+                )
+            )
+        await asyncio.gather(*deliveries)

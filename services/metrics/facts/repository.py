@@ -1,0 +1,199 @@
+"""Applying a batch of facts and moving the rollups with them, in one transaction.
+
+A replaced line takes its old contribution out of ``daily_sales`` and puts its new
+one in; the orders it belongs to are recomputed and ``daily_orders`` moves by the
+difference between their old and new state. Everything is set-based: one COPY into
+a staging table and a handful of statements per batch, whatever its size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+LINE_COLUMNS = (
+    "tenant_id",
+    "event_id",
+    "version",
+    "platform",
+    "store_id",
+    "marketplace",
+    "order_id",
+    "line_id",
+    "sku",
+    "category",
+    "status",
+    "quantity",
+    "currency",
+    "unit_price",
+    "shipping",
+    "discount",
+    "tax",
+    "purchased_at",
+    "local_date",
+)
+RAW_COLUMNS = (
+    "tenant_id",
+    "event_id",
+    "type",
+    "version",
+    "platform",
+    "store_id",
+    "marketplace",
+    "occurred_at",
+    "payload",
+)
+_DIMS = "tenant_id, local_date, platform, store_id, marketplace, sku, category, currency"
+_ORDER_DIMS = "tenant_id, local_date, platform, store_id, marketplace"
+
+
+class FactRepository:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def apply_order_lines(self, rows: list[tuple[Any, ...]]) -> int:
+        """Stores new lines and higher versions; returns how many were applied."""
+        if not rows:
+            return 0
+        await self.conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS incoming_lines "
+            "(LIKE order_lines INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        await self.conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS replaced_lines "
+            "(LIKE order_lines INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        await self.conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS applied_lines "
+            "(LIKE order_lines INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        await self.conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS touched_orders "
+            "(LIKE orders INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        await self.conn.copy_records_to_table("incoming_lines", records=rows, columns=LINE_COLUMNS)
+        # The old state of every line about to be replaced, before it is overwritten.
+        await self.conn.execute(
+            """
+            INSERT INTO replaced_lines
+            SELECT o.* FROM order_lines o
+            JOIN incoming_lines i USING (tenant_id, event_id)
+            WHERE i.version > o.version
+            """
+        )
+        columns = ", ".join(LINE_COLUMNS)
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in LINE_COLUMNS[2:])
+        status = await self.conn.execute(
+            f"""
+            WITH upserted AS (
+                INSERT INTO order_lines AS o ({columns})
+                SELECT {columns} FROM incoming_lines
+                ON CONFLICT (tenant_id, event_id) DO UPDATE SET {updates}
+                WHERE o.version < EXCLUDED.version
+                RETURNING o.*
+            )
+            INSERT INTO applied_lines SELECT * FROM upserted
+            """
+        )
+        applied = int(status.split()[-1])
+        if applied == 0:
+            return 0
+        await self.conn.execute(
+            f"""
+            INSERT INTO daily_sales AS d
+                ({_DIMS}, gross, shipping, discount, tax, units, lines)
+            SELECT {_DIMS},
+                   sum(sign * quantity * unit_price), sum(sign * shipping),
+                   sum(sign * discount), sum(sign * tax), sum(sign * quantity), sum(sign)
+            FROM (
+                SELECT 1 AS sign, * FROM applied_lines WHERE status <> 'cancelled'
+                UNION ALL
+                SELECT -1 AS sign, * FROM replaced_lines WHERE status <> 'cancelled'
+            ) moved
+            GROUP BY {_DIMS}
+            ON CONFLICT ({_DIMS}) DO UPDATE SET
+                gross = d.gross + EXCLUDED.gross,
+                shipping = d.shipping + EXCLUDED.shipping,
+                discount = d.discount + EXCLUDED.discount,
+                tax = d.tax + EXCLUDED.tax,
+                units = d.units + EXCLUDED.units,
+                lines = d.lines + EXCLUDED.lines
+            """
+        )
+        await self._move_orders()
+        return applied
+
+    async def _move_orders(self) -> None:
+        # The old state of each order a line of this batch belongs to.
+        await self.conn.execute(
+            """
+            INSERT INTO touched_orders
+            SELECT o.* FROM orders o
+            JOIN (SELECT DISTINCT tenant_id, platform, store_id, order_id FROM applied_lines) a
+            USING (tenant_id, platform, store_id, order_id)
+            """
+        )
+        # Its new state, from all of its lines: dated by its earliest line.
+        await self.conn.execute(
+            """
+            INSERT INTO orders AS o
+                (tenant_id, platform, store_id, order_id, marketplace, order_date,
+                 live_lines, lines)
+            SELECT l.tenant_id, l.platform, l.store_id, l.order_id,
+                   (array_agg(l.marketplace ORDER BY l.purchased_at, l.event_id))[1],
+                   (array_agg(l.local_date ORDER BY l.purchased_at, l.event_id))[1],
+                   count(*) FILTER (WHERE l.status <> 'cancelled'),
+                   count(*)
+            FROM order_lines l
+            JOIN (SELECT DISTINCT tenant_id, platform, store_id, order_id FROM applied_lines) a
+            USING (tenant_id, platform, store_id, order_id)
+            GROUP BY l.tenant_id, l.platform, l.store_id, l.order_id
+            ON CONFLICT (tenant_id, platform, store_id, order_id) DO UPDATE SET
+                marketplace = EXCLUDED.marketplace,
+                order_date = EXCLUDED.order_date,
+                live_lines = EXCLUDED.live_lines,
+                lines = EXCLUDED.lines
+            """
+        )
+        await self.conn.execute(
+            f"""
+            INSERT INTO daily_orders AS d ({_ORDER_DIMS}, orders, orders_all)
+            SELECT {_ORDER_DIMS}, sum(sign * (live_lines > 0)::int), sum(sign)
+            FROM (
+                SELECT 1 AS sign, o.tenant_id, o.order_date AS local_date, o.platform,
+                       o.store_id, o.marketplace, o.live_lines
+                FROM orders o
+                JOIN (SELECT DISTINCT tenant_id, platform, store_id, order_id
+                      FROM applied_lines) a
+                USING (tenant_id, platform, store_id, order_id)
+                UNION ALL
+                SELECT -1, tenant_id, order_date, platform, store_id, marketplace, live_lines
+                FROM touched_orders
+            ) moved
+            GROUP BY {_ORDER_DIMS}
+            ON CONFLICT ({_ORDER_DIMS}) DO UPDATE SET
+                orders = d.orders + EXCLUDED.orders,
+                orders_all = d.orders_all + EXCLUDED.orders_all
+            """
+        )
+
+    async def store_raw(self, rows: list[tuple[Any, ...]]) -> int:
+        """Keeps the other event types as received, the highest version of each."""
+        if not rows:
+            return 0
+        columns = ", ".join(RAW_COLUMNS)
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in RAW_COLUMNS[2:])
+        status = await self.conn.execute(
+            f"""
+            INSERT INTO events_raw AS r ({columns})
+            SELECT * FROM unnest(
+                $1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[],
+                $7::text[], $8::timestamptz[], $9::jsonb[]
+            )
+            ON CONFLICT (tenant_id, event_id) DO UPDATE SET {updates}
+            WHERE r.version < EXCLUDED.version
+            """,
+            *[list(column) for column in zip(*rows, strict=True)],
+        )
+        return int(status.split()[-1])

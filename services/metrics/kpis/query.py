@@ -1,0 +1,265 @@
+"""KPI queries: parameters, periods, comparison and the answer's shape.
+
+Every value is computed from summed parts of the whole bucket (ratios never average
+daily ratios), in exact decimals until the answer is rendered.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+from services.metrics.kpis.registry import KPIS
+from shared.errors import FieldError, InvalidInput
+
+GRAINS = ("day", "week", "month", "quarter", "year", "total")
+DIMENSIONS = ("platform", "store", "marketplace", "sku", "category")
+COMPARISONS = ("previous_period", "previous_year")
+FILTERS = {
+    "platforms": "platform",
+    "stores": "store",
+    "marketplaces": "marketplace",
+    "skus": "sku",
+    "categories": "category",
+}
+MAX_DAY_GRAIN_DAYS = 3 * 366
+MAX_RANGE_DAYS = 20 * 366
+TOTAL = "TOTAL"
+
+DimKey = tuple[str, ...]
+RowKey = tuple[str, DimKey]
+
+
+@dataclass(frozen=True)
+class KpiQuery:
+    tenant_id: str
+    metrics: list[str]
+    start: date
+    end: date
+    grain: str
+    group_by: list[str]
+    filters: dict[str, list[str]]
+    currency: str | None
+    compare_to: str | None
+
+
+def _split(value: str | None) -> list[str]:
+    if not value:
+        return []
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _date(name: str, value: str | None, errors: list[FieldError]) -> date | None:
+    if not value:
+        errors.append(FieldError(field=name, reason="required, a date such as 2026-01-31"))
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        errors.append(FieldError(field=name, reason=f"{value!r} is not a date such as 2026-01-31"))
+        return None
+
+
+def parse_query(tenant_id: str, params: dict[str, str | None]) -> KpiQuery:
+    """Checks the REST parameters; every problem is named by its parameter."""
+    errors: list[FieldError] = []
+    metrics = _split(params.get("metrics"))
+    if not metrics:
+        errors.append(FieldError(field="metrics", reason="required, e.g. metrics=gmv,orders"))
+    for metric in metrics:
+        definition = KPIS.get(metric)
+        if definition is None:
+            errors.append(FieldError(field="metrics", reason=f"unknown metric {metric}"))
+        elif not definition.available:
+            errors.append(FieldError(field="metrics", reason=f"{metric} is not available yet"))
+    start = _date("from", params.get("from"), errors)
+    end = _date("to", params.get("to"), errors)
+    grain = (params.get("grain") or "").lower()
+    if grain not in GRAINS:
+        errors.append(FieldError(field="grain", reason=f"one of {', '.join(GRAINS)}"))
+    if start and end:
+        if start > end:
+            errors.append(FieldError(field="from", reason="must not be after to"))
+        elif grain == "day" and (end - start).days >= MAX_DAY_GRAIN_DAYS:
+            errors.append(FieldError(field="to", reason="at most 3 years at day grain"))
+        elif (end - start).days >= MAX_RANGE_DAYS:
+            errors.append(FieldError(field="to", reason="at most 20 years"))
+    group_by = [d.lower() for d in _split(params.get("group_by"))]
+    for dimension in group_by:
+        if dimension not in DIMENSIONS:
+            errors.append(
+                FieldError(field="group_by", reason=f"{dimension}: one of {', '.join(DIMENSIONS)}")
+            )
+    filters = {FILTERS[name]: _split(params.get(name)) for name in FILTERS if params.get(name)}
+    currency = params.get("currency")
+    if currency is not None and not re.fullmatch(r"[A-Z]{3}", currency):
+        errors.append(FieldError(field="currency", reason="a three-letter ISO 4217 code"))
+    compare_to = (params.get("compare_to") or "").lower() or None
+    if compare_to is not None and compare_to not in COMPARISONS:
+        errors.append(FieldError(field="compare_to", reason=f"one of {', '.join(COMPARISONS)}"))
+    if "orders" in metrics or "aov" in metrics:
+        by_line = [d for d in ("sku", "category") if d in group_by or d in filters]
+        if by_line:
+            errors.append(
+                FieldError(
+                    field="group_by" if by_line[0] in group_by else f"{by_line[0]}s",
+                    reason=f"orders by {by_line[0]} are not available yet",
+                )
+            )
+    if errors:
+        raise InvalidInput("; ".join(f"{e.field}: {e.reason}" for e in errors), errors)
+    assert start is not None and end is not None
+    return KpiQuery(
+        tenant_id=tenant_id,
+        metrics=list(dict.fromkeys(metrics)),
+        start=start,
+        end=end,
+        grain=grain,
+        group_by=list(dict.fromkeys(group_by)),
+        filters=filters,
+        currency=currency,
+        compare_to=compare_to,
+    )
+
+
+def period_start(day: date, grain: str) -> date:
+    if grain == "week":
+        return day - timedelta(days=day.weekday())
+    if grain == "month":
+        return day.replace(day=1)
+    if grain == "quarter":
+        return day.replace(month=(day.month - 1) // 3 * 3 + 1, day=1)
+    if grain == "year":
+        return day.replace(month=1, day=1)
+    return day
+
+
+def all_periods(start: date, end: date, grain: str) -> list[str]:
+    if grain == "total":
+        return [TOTAL]
+    periods: list[str] = []
+    current = period_start(start, grain)
+    while current <= end:
+        periods.append(current.isoformat())
+        current = shift(current, grain, forward=True)
+    return periods
+
+
+def _add_months(day: date, months: int) -> date:
+    month_index = day.year * 12 + day.month - 1 + months
+    year, month = divmod(month_index, 12)
+    month += 1
+    for candidate in (day.day, 30, 29, 28):
+        try:
+            return date(year, month, min(day.day, candidate))
+        except ValueError:
+            continue
+    raise ValueError(day)
+
+
+def shift(day: date, grain: str, forward: bool = False) -> date:
+    """One period of ``grain`` earlier (or later)."""
+    sign = 1 if forward else -1
+    if grain == "day":
+        return day + timedelta(days=sign)
+    if grain == "week":
+        return day + timedelta(days=7 * sign)
+    if grain == "month":
+        return _add_months(day, sign)
+    if grain == "quarter":
+        return _add_months(day, 3 * sign)
+    return _add_months(day, 12 * sign)
+
+
+@dataclass(frozen=True)
+class ComparisonRange:
+    start: date
+    end: date
+
+    def previous_period(self, period: str, query: KpiQuery) -> str:
+        if period == TOTAL:
+            return TOTAL
+        grain = "year" if query.compare_to == "previous_year" else query.grain
+        return shift(date.fromisoformat(period), grain).isoformat()
+
+
+def comparison_range(query: KpiQuery) -> ComparisonRange:
+    if query.compare_to == "previous_year":
+        return ComparisonRange(shift(query.start, "year"), shift(query.end, "year"))
+    if query.grain == "total":
+        length = query.end - query.start + timedelta(days=1)
+        return ComparisonRange(query.start - length, query.end - length)
+    return ComparisonRange(shift(query.start, query.grain), shift(query.end, query.grain))
+
+
+@dataclass
+class Measured:
+    """Each row's metric values over one date range, and what could not be computed."""
+
+    values: dict[RowKey, dict[str, Decimal | None]] = field(
+        default_factory=lambda: defaultdict(dict)
+    )
+    warnings: list[str] = field(default_factory=list)
+
+
+def _float(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def change(value: Decimal | None, previous: Decimal | None) -> float | None:
+    if value is None or previous is None or previous == 0:
+        return None
+    return float((value - previous) / abs(previous))
+
+
+def sort_key(key: RowKey) -> tuple[str, tuple[str, ...]]:
+    return key[0], key[1]
+
+
+def answer(
+    query: KpiQuery,
+    currency: str | None,
+    current: Measured,
+    previous: Measured | None,
+    defaults: dict[str, Decimal | None],
+) -> dict[str, Any]:
+    """The answer of CONTRACT §6: rows sorted by period, then dimensions."""
+    keys = set(current.values)
+    if not query.group_by:
+        keys |= {(p, ()) for p in all_periods(query.start, query.end, query.grain)}
+    rows = []
+    for key in sorted(keys, key=sort_key):
+        period, dims = key
+        measured = current.values.get(key, {})
+        earlier: dict[str, Decimal | None] = {}
+        if previous is not None:
+            previous_key = (comparison_range(query).previous_period(period, query), dims)
+            earlier = previous.values.get(previous_key, {})
+        values = []
+        for metric in query.metrics:
+            value = measured.get(metric, defaults.get(metric))
+            before = earlier.get(metric, defaults.get(metric)) if previous is not None else None
+            values.append(
+                {
+                    "metric": metric,
+                    "value": _float(value),
+                    "previous": _float(before),
+                    "change": change(value, before),
+                }
+            )
+        rows.append(
+            {
+                "period": period,
+                "dimensions": [
+                    {"key": name, "value": value}
+                    for name, value in zip(query.group_by, dims, strict=True)
+                ],
+                "values": values,
+            }
+        )
+    warnings = list(dict.fromkeys(current.warnings + (previous.warnings if previous else [])))
+    return {"currency": currency, "rows": rows, "warnings": warnings}

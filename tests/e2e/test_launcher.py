@@ -1,0 +1,142 @@
+"""`make run` as a newcomer runs it: start, use, stop with no stray process or port."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from devstack.embedded import free_port, port_is_free
+
+SERVICES = ("gateway", "ingest", "metrics", "targets")
+
+
+def _launcher_env(home: Path, ports: dict[str, int], broker_port: int) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS") and not k.startswith("LODESTAR_")
+    }
+    env["LODESTAR_HOME"] = str(home)
+    env["LODESTAR_BROKER_PORT"] = str(broker_port)
+    for service, port in ports.items():
+        env[f"LODESTAR_{service.upper()}_PORT"] = str(port)
+    return env
+
+
+def _start(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "devstack"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _wait_running(process: subprocess.Popen[str], timeout: float = 120) -> str:
+    assert process.stdout is not None
+    output = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        output.append(line)
+        if line.startswith("Press Ctrl-C"):
+            return "".join(output)
+    process.kill()
+    raise AssertionError("launcher did not come up:\n" + "".join(output))
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _postgres_processes(home: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = " ".join(proc.info.get("cmdline") or [])
+        if proc.info.get("name") == "postgres" and str(home) in cmdline:
+            found.append(proc)
+    return found
+
+
+@pytest.mark.slow
+def test_make_run_starts_everything_and_sigterm_leaves_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    ports = {service: free_port() for service in SERVICES}
+    broker_port = free_port()
+    env = _launcher_env(home, ports, broker_port)
+
+    process = _start(env)
+    output = _wait_running(process)
+    gateway = f"http://127.0.0.1:{ports['gateway']}"
+    assert gateway in output and f"{gateway}/graphql" in output
+    credentials = json.loads((home / "dev-credentials.json").read_text())
+    assert credentials["client_secret"] in output
+    children = _descendants(process.pid)
+    for service, port in ports.items():
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200, service
+    token = httpx.post(
+        f"{gateway}/oauth/token",
+        data={"grant_type": "client_credentials"},
+        auth=(credentials["client_id"], credentials["client_secret"]),
+    )
+    assert token.status_code == 200
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(60) == 0
+    psutil.wait_procs(children, timeout=10)
+    assert [p.pid for p in children if p.is_running() and p.status() != "zombie"] == []
+    assert _postgres_processes(home) == []
+    for port in [*ports.values(), broker_port]:
+        assert port_is_free("127.0.0.1", port), port
+
+    # A second run keeps the data: the demo tenant is the same one.
+    demo = json.loads((home / "demo-credentials.json").read_text())
+    process = _start(env)
+    try:
+        output = _wait_running(process)
+        assert demo["tenant_id"] in output
+        token = httpx.post(
+            f"{gateway}/oauth/token",
+            data={"grant_type": "client_credentials"},
+            auth=(demo["client_id"], demo["client_secret"]),
+        )
+        assert token.status_code == 200
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 0
+    assert _postgres_processes(home) == []
+
+
+def test_port_already_taken_is_one_line_naming_the_variable(tmp_path: Path) -> None:
+    ports = {service: free_port() for service in SERVICES}
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", ports["ingest"]))
+        blocker.listen()
+        result = subprocess.run(
+            [sys.executable, "-m", "devstack"],
+            env=_launcher_env(tmp_path / "home", ports, free_port()),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [
+        f"port {ports['ingest']} is already in use; set LODESTAR_INGEST_PORT to move it"
+    ], result.stderr

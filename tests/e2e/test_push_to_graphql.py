@@ -1,0 +1,168 @@
+"""The whole path as a client sees it: push through the gateway, read in GraphQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+
+from tests.conftest import NewTenant, TenantClient
+
+KPIS = """
+query Kpis($input: KpiQueryInput!, $tenantId: ID) {
+  kpis(input: $input, tenantId: $tenantId) {
+    currency
+    rows { period dimensions { key value } values { metric value previous change } }
+    warnings
+  }
+}
+"""
+
+
+def line(
+    event_id: str,
+    order_id: str,
+    quantity: int,
+    price: str,
+    version: int = 1,
+    status: str = "shipped",
+    purchased_at: str = "2026-03-10T18:00:00Z",
+    marketplace: str = "US",
+) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "type": "order_line",
+        "version": version,
+        "source": {"platform": "amazon", "store_id": "acme-us", "marketplace": marketplace},
+        "occurred_at": purchased_at,
+        "payload": {
+            "order_id": order_id,
+            "line_id": event_id,
+            "sku": "LAMP-01",
+            "quantity": quantity,
+            "unit_price": {"amount": price, "currency": "USD"},
+            "status": status,
+            "purchased_at": purchased_at,
+        },
+    }
+
+
+async def push(http: httpx.AsyncClient, tenant: TenantClient, *events: dict[str, Any]) -> Any:
+    response = await http.post("/v1/events", json={"events": list(events)}, headers=tenant.headers)
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+async def kpis(
+    http: httpx.AsyncClient, tenant: TenantClient, variables: dict[str, Any]
+) -> dict[str, Any]:
+    response = await http.post(
+        "/graphql", json={"query": KPIS, "variables": variables}, headers=tenant.headers
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+TOTAL_MARCH = {
+    "input": {
+        "metrics": ["gmv", "orders"],
+        "from": "2026-03-01",
+        "to": "2026-03-31",
+        "grain": "TOTAL",
+    }
+}
+
+
+async def wait_for_values(
+    http: httpx.AsyncClient, tenant: TenantClient, expected: dict[str, float]
+) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        body = await kpis(http, tenant, TOTAL_MARCH)
+        rows = body.get("data", {}) and body["data"]["kpis"]["rows"]
+        if rows:
+            values = {v["metric"]: v["value"] for v in rows[0]["values"]}
+            if values == expected:
+                return body
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"never saw {expected}; last answer {body}")
+
+
+async def test_pushed_order_shows_in_graphql_and_versions_replace(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    first = line("e1", "o1", 2, "10.00")
+    second = line("e2", "o2", 1, "5.50")
+    assert await push(http, tenant, first, second) == {"accepted": 2, "duplicates": 0}
+    body = await wait_for_values(http, tenant, {"gmv": 25.5, "orders": 2.0})
+    assert body["data"]["kpis"]["currency"] == "USD"
+    assert body["data"]["kpis"]["rows"][0]["period"] == "TOTAL"
+
+    # The same event again changes nothing; a higher version replaces it.
+    assert await push(http, tenant, first) == {"accepted": 0, "duplicates": 1}
+    assert await push(http, tenant, line("e1", "o1", 3, "10.00", version=2)) == {
+        "accepted": 1,
+        "duplicates": 0,
+    }
+    await wait_for_values(http, tenant, {"gmv": 35.5, "orders": 2.0})
+    # A lower version after that is a duplicate too.
+    assert await push(http, tenant, line("e1", "o1", 9, "10.00", version=1)) == {
+        "accepted": 0,
+        "duplicates": 1,
+    }
+    # Cancelling the second order takes it out of gmv and orders.
+    await push(http, tenant, line("e2", "o2", 1, "5.50", version=2, status="cancelled"))
+    await wait_for_values(http, tenant, {"gmv": 30.0, "orders": 1.0})
+
+
+async def test_day_grain_buckets_by_marketplace_local_date(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    # 06:30 UTC on 1 April is 23:30 on 31 March in Los Angeles.
+    await push(http, tenant, line("late", "o-late", 1, "7.00", purchased_at="2026-04-01T06:30:00Z"))
+    await wait_for_values(http, tenant, {"gmv": 7.0, "orders": 1.0})
+    body = await kpis(
+        http,
+        tenant,
+        {
+            "input": {
+                "metrics": ["gmv"],
+                "from": "2026-03-30",
+                "to": "2026-04-01",
+                "grain": "DAY",
+                "groupBy": ["MARKETPLACE"],
+            }
+        },
+    )
+    rows = body["data"]["kpis"]["rows"]
+    assert [(r["period"], r["dimensions"], r["values"][0]["value"]) for r in rows] == [
+        ("2026-03-31", [{"key": "marketplace", "value": "US"}], 7.0)
+    ]
+
+
+async def test_one_tenant_never_sees_another(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    seller_a = await new_tenant()
+    seller_b = await new_tenant()
+    await push(http, seller_a, line("a1", "oa", 4, "25.00"))
+    await wait_for_values(http, seller_a, {"gmv": 100.0, "orders": 1.0})
+    body = await kpis(http, seller_b, TOTAL_MARCH)
+    values = [v["value"] for r in body["data"]["kpis"]["rows"] for v in r["values"]]
+    assert all(v in (None, 0, 0.0) for v in values)
+    # Naming the other tenant is refused, not answered with empty data.
+    body = await kpis(http, seller_b, {**TOTAL_MARCH, "tenantId": seller_a.tenant_id})
+    assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert body.get("data") is None or body["data"] is None or body["data"].get("kpis") is None
+
+
+async def test_graphql_without_token_is_unauthenticated(http: httpx.AsyncClient) -> None:
+    response = await http.post("/graphql", json={"query": KPIS, "variables": TOTAL_MARCH})
+    errors = response.json()["errors"]
+    assert errors[0]["extensions"]["code"] == "UNAUTHENTICATED"
