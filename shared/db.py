@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
+import orjson
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -58,6 +59,7 @@ class Database:
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_pre_ping=True,
+            json_deserializer=orjson.loads,
             connect_args={"server_settings": {"search_path": f"{schema},public"}},
         )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)

@@ -115,7 +115,8 @@ async def accept(
                         )
                     ],
                 )
-            return Answer(stored["status"], orjson.loads(stored["response"]))
+            # The engine's JSON codec hands jsonb back already decoded.
+            return Answer(stored["status"], dict(stored["response"]))
 
     events, errors = validate_batch(parse_body(raw_body, max_events))
     if errors:

@@ -134,6 +134,7 @@ class FactConsumer:
         self._task: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._connected = False
 
     @property
     def deadletter_topic(self) -> str:
@@ -149,6 +150,7 @@ class FactConsumer:
         await self._close()
 
     async def _close(self) -> None:
+        self._connected = False
         consumer, self._consumer = self._consumer, None
         producer, self._producer = self._producer, None
         for client in (consumer, producer):
@@ -159,20 +161,19 @@ class FactConsumer:
                     log.warning("kafka client did not stop cleanly")
 
     async def _connect(self) -> AIOKafkaConsumer:
-        if self._consumer is None:
-            prefix = self.settings.topic_prefix
-            topics = all_event_topics(prefix)
-            await ensure_topics(
-                self.settings.kafka_bootstrap_servers, [*topics, self.deadletter_topic]
-            )
-            producer = make_producer(self.settings.kafka_bootstrap_servers)
-            await producer.start()
-            self._producer = producer
-            consumer = make_consumer(
-                self.settings.kafka_bootstrap_servers, topics, self.settings.consumer_group
-            )
-            await consumer.start()
-            self._consumer = consumer
+        if self._consumer is not None and self._connected:
+            return self._consumer
+        prefix = self.settings.topic_prefix
+        topics = all_event_topics(prefix)
+        await ensure_topics(self.settings.kafka_bootstrap_servers, [*topics, self.deadletter_topic])
+        # Kept before start() so stop() closes them even when cancelled mid-start.
+        self._producer = make_producer(self.settings.kafka_bootstrap_servers)
+        await self._producer.start()
+        self._consumer = make_consumer(
+            self.settings.kafka_bootstrap_servers, topics, self.settings.consumer_group
+        )
+        await self._consumer.start()
+        self._connected = True
         return self._consumer
 
     async def _run(self) -> None:
