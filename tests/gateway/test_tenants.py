@@ -1,0 +1,89 @@
+"""Tenants and clients: who may create what, and what bad input gets."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.conftest import NewTenant, fetch_token
+
+
+async def test_tenant_validation_names_the_field(http: httpx.AsyncClient, admin_token: str) -> None:
+    auth = {"Authorization": f"Bearer {admin_token}"}
+    for body, field in [
+        ({"name": "x", "reporting_currency": "usd"}, "reporting_currency"),
+        ({"name": "x", "reporting_currency": "USD", "timezone": "Mars/Base"}, "timezone"),
+        ({"reporting_currency": "USD"}, "name"),
+        ({"name": "", "reporting_currency": "USD"}, "name"),
+    ]:
+        response = await http.post("/v1/tenants", json=body, headers=auth)
+        assert response.status_code == 422, body
+        assert [e["field"] for e in response.json()["errors"]] == [field]
+    created = await http.post(
+        "/v1/tenants",
+        json={"name": "Acme MX", "reporting_currency": "MXN", "timezone": "America/Mexico_City"},
+        headers=auth,
+    )
+    assert created.status_code == 201
+    body = created.json()
+    assert body["reporting_currency"] == "MXN" and body["timezone"] == "America/Mexico_City"
+    fetched = await http.get(f"/v1/tenants/{body['id']}", headers=auth)
+    assert fetched.json()["name"] == "Acme MX"
+    listed = await http.get("/v1/tenants", headers=auth)
+    assert body["id"] in [t["id"] for t in listed.json()["tenants"]]
+
+
+async def test_client_scopes_are_checked(
+    http: httpx.AsyncClient, admin_token: str, new_tenant: NewTenant
+) -> None:
+    auth = {"Authorization": f"Bearer {admin_token}"}
+    tenant = await new_tenant(scopes=["tenant:admin", "kpi:read"])
+    for scopes in (["platform:admin"], ["kpi:read", "make:coffee"]):
+        refused = await http.post(
+            f"/v1/tenants/{tenant.tenant_id}/clients",
+            json={"name": "x", "scopes": scopes},
+            headers=auth,
+        )
+        assert refused.status_code == 422
+        assert refused.json()["errors"][0]["field"].startswith("scopes.")
+    # A tenant admin may create clients of its own tenant, never with more than it holds.
+    own = await http.post(
+        f"/v1/tenants/{tenant.tenant_id}/clients",
+        json={"name": "dashboard", "scopes": ["kpi:read"]},
+        headers=tenant.headers,
+    )
+    assert own.status_code == 201
+    assert own.json()["scopes"] == ["kpi:read"]
+    token = await fetch_token(http, own.json()["client_id"], own.json()["client_secret"])
+    assert token
+    more = await http.post(
+        f"/v1/tenants/{tenant.tenant_id}/clients",
+        json={"name": "pusher", "scopes": ["ingest:write"]},
+        headers=tenant.headers,
+    )
+    assert more.status_code == 403
+    assert "ingest:write" in more.json()["detail"]
+    unknown = await http.post(
+        "/v1/tenants/tn_missing/clients", json={"name": "x", "scopes": ["kpi:read"]}, headers=auth
+    )
+    assert unknown.status_code == 404
+
+
+async def test_one_tenant_cannot_reach_another(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    seller_a = await new_tenant()
+    seller_b = await new_tenant()
+    read = await http.get(f"/v1/tenants/{seller_a.tenant_id}", headers=seller_b.headers)
+    assert read.status_code == 404
+    create = await http.post(
+        f"/v1/tenants/{seller_a.tenant_id}/clients",
+        json={"name": "sneaky", "scopes": ["kpi:read"]},
+        headers=seller_b.headers,
+    )
+    assert create.status_code == 404
+    own = await http.get(f"/v1/tenants/{seller_b.tenant_id}", headers=seller_b.headers)
+    assert own.status_code == 200
+    reader = await new_tenant(scopes=["kpi:read"])
+    assert (
+        await http.get(f"/v1/tenants/{reader.tenant_id}", headers=reader.headers)
+    ).status_code == 403
