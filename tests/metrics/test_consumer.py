@@ -1,0 +1,183 @@
+"""The metrics consumer: dead letters, idempotent redelivery, offsets after the commit."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from devstack.embedded import free_port
+from services.metrics.app import create_app
+from services.metrics.config import Settings
+from shared.db import asyncpg_dsn, with_database
+from shared.events import DEADLETTER_TOPIC, topic_for
+from shared.migrations import upgrade
+from tests.conftest import TokenMinter, serve_app
+
+
+def message(tenant: str, event_id: str, quantity: int, version: int = 1) -> bytes:
+    return orjson.dumps(
+        {
+            "tenant_id": tenant,
+            "event_id": event_id,
+            "type": "order_line",
+            "version": version,
+            "source": {"platform": "amazon", "store_id": "s1", "marketplace": "US"},
+            "occurred_at": "2026-05-05T18:00:00Z",
+            "ingested_at": "2026-05-05T18:00:01Z",
+            "payload": {
+                "order_id": f"o-{event_id}",
+                "line_id": "1",
+                "sku": "SKU-1",
+                "quantity": quantity,
+                "unit_price": {"amount": "10.00", "currency": "USD"},
+                "status": "shipped",
+                "purchased_at": "2026-05-05T18:00:00Z",
+            },
+        }
+    )
+
+
+@pytest.fixture
+async def metrics_db(servers: tuple[str, str]) -> AsyncIterator[str]:
+    name = f"lodestar_metrics_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(asyncpg_dsn(with_database(servers[0], "postgres")))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    url = with_database(servers[0], name)
+    await asyncio.to_thread(upgrade, "metrics", url)
+    yield url
+
+
+async def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
+    await producer.start()
+    try:
+        for key, value in values:
+            await producer.send_and_wait(topic, value=value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def wait_until(predicate: Any, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+async def gmv(client: httpx.AsyncClient, token: str) -> float | None:
+    response = await client.get(
+        "/v1/kpis",
+        params={"metrics": "gmv", "from": "2026-05-01", "to": "2026-05-31", "grain": "total"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 200, response.text
+    value: float | None = response.json()["rows"][0]["values"][0]["value"]
+    return value
+
+
+async def test_bad_records_are_dead_lettered_and_offsets_follow_the_commit(
+    metrics_db: str, kafka_bootstrap: str, minter: TokenMinter
+) -> None:
+    prefix = f"m{secrets.token_hex(3)}."
+    topic = topic_for("order_line", prefix)
+    tenant = f"tn_{secrets.token_hex(4)}"
+    token = minter.mint(tenant, ["kpi:read"])
+    group = f"metrics-{secrets.token_hex(3)}"
+    settings = Settings.model_validate(
+        {
+            "DATABASE_URL": metrics_db,
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "LODESTAR_TOPIC_PREFIX": prefix,
+            "consumer_group": group,
+        }
+    )
+    key = tenant.encode()
+    await produce(
+        kafka_bootstrap,
+        topic,
+        [
+            (key, b"{not json"),
+            (key, message(tenant, "e1", 2)),
+            (key, orjson.dumps({"tenant_id": tenant, "type": "order_line"})),
+            (key, message(tenant, "e2", 1)),
+        ],
+    )
+    port = free_port()
+    app = create_app(settings)
+    async with (
+        serve_app(app, "127.0.0.1", port),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
+    ):
+        app.state.token_verifier = minter.verifier()
+
+        async def applied_all() -> bool:
+            return await gmv(client, token) == 30.0
+
+        await wait_until(applied_all)
+        counters = app.state.consumer.counters
+        assert counters.deadlettered == 2
+        assert counters.applied == 2
+        # The same events again, and a lower version: nothing changes.
+        await produce(
+            kafka_bootstrap,
+            topic,
+            [(key, message(tenant, "e1", 2)), (key, message(tenant, "e2", 9, version=1))],
+        )
+
+        async def redelivered() -> bool:
+            return bool(app.state.consumer.counters.records >= 6)
+
+        await wait_until(redelivered)
+        assert await gmv(client, token) == 30.0
+        assert app.state.consumer.counters.applied == 2
+
+    dead = AIOKafkaConsumer(
+        prefix + DEADLETTER_TOPIC,
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"dlq-{secrets.token_hex(3)}",
+        auto_offset_reset="earliest",
+        session_timeout_ms=2000,
+        heartbeat_interval_ms=500,
+    )
+    await dead.start()
+    try:
+        records = []
+        deadline = time.monotonic() + 20
+        while len(records) < 2 and time.monotonic() < deadline:
+            for batch in (await dead.getmany(timeout_ms=500)).values():
+                records.extend(batch)
+    finally:
+        await dead.stop()
+    assert [r.value for r in records] == [
+        b"{not json",
+        orjson.dumps({"tenant_id": tenant, "type": "order_line"}),
+    ]
+    headers = dict(records[0].headers)
+    assert headers["source_topic"].decode() == topic
+    assert headers["reason"]
+    assert b"event_id" in dict(records[1].headers)["reason"]
+
+    # A new consumer in the same group starts after the committed offsets.
+    app = create_app(settings)
+    async with serve_app(app, "127.0.0.1", port):
+        await produce(kafka_bootstrap, topic, [(key, message(tenant, "e3", 1))])
+
+        async def third() -> bool:
+            return bool(app.state.consumer.counters.records >= 1)
+
+        await wait_until(third)
+        await asyncio.sleep(0.5)
+        assert app.state.consumer.counters.records == 1
+        assert app.state.consumer.counters.applied == 1

@@ -1,0 +1,281 @@
+"""KPI answers over REST, hand-computed: orders, grains, groups, comparison, currency."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import NewTenant, TenantClient
+
+
+def line(
+    event_id: str,
+    order_id: str,
+    quantity: int,
+    price: str,
+    purchased_at: str,
+    *,
+    status: str = "shipped",
+    currency: str = "USD",
+    store: str = "acme-us",
+    marketplace: str = "US",
+    shipping: str | None = None,
+    discount: str | None = None,
+    tax: str | None = None,
+    sku: str = "LAMP-01",
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "order_id": order_id,
+        "line_id": event_id,
+        "sku": sku,
+        "quantity": quantity,
+        "unit_price": {"amount": price, "currency": currency},
+        "status": status,
+        "purchased_at": purchased_at,
+    }
+    for name, amount in (("shipping_price", shipping), ("discount", discount), ("item_tax", tax)):
+        if amount is not None:
+            payload[name] = {"amount": amount, "currency": currency}
+    return {
+        "event_id": event_id,
+        "type": "order_line",
+        "source": {"platform": "amazon", "store_id": store, "marketplace": marketplace},
+        "occurred_at": purchased_at,
+        "payload": payload,
+    }
+
+
+async def seed(http: httpx.AsyncClient, tenant: TenantClient, events: list[dict[str, Any]]) -> None:
+    response = await http.post("/v1/events", json={"events": events}, headers=tenant.headers)
+    assert response.status_code == 202, response.text
+    # Applied once the newest event's order shows up in the total order count.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        body = await kpis(
+            http,
+            tenant,
+            metrics="units",
+            grain="total",
+            **{"from": "2020-01-01", "to": "2030-12-31"},
+        )
+        expected = sum(
+            e["payload"]["quantity"] for e in events if e["payload"]["status"] != "cancelled"
+        )
+        if body["rows"][0]["values"][0]["value"] == expected:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError("events were not applied in time")
+
+
+async def kpis(http: httpx.AsyncClient, tenant: TenantClient, **params: str) -> dict[str, Any]:
+    response = await http.get("/v1/kpis", params=params, headers=tenant.headers)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def values(body: dict[str, Any]) -> list[tuple[str, list[str | None], dict[str, float | None]]]:
+    return [
+        (
+            row["period"],
+            [d["value"] for d in row["dimensions"]],
+            {v["metric"]: v["value"] for v in row["values"]},
+        )
+        for row in body["rows"]
+    ]
+
+
+async def test_gmv_orders_units_aov_by_month_hand_computed(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    await seed(
+        http,
+        tenant,
+        [
+            # Order A: 2 x 10.00 + 5.00 shipping - 1.50 discount (tax 1.60 is excluded) = 23.50
+            line(
+                "a1",
+                "A",
+                2,
+                "10.00",
+                "2026-01-10T18:00:00Z",
+                shipping="5.00",
+                discount="1.50",
+                tax="1.60",
+            ),
+            # Order B, partly cancelled: only the live line counts; still one order.
+            line("b1", "B", 1, "7.25", "2026-01-20T18:00:00Z"),
+            line("b2", "B", 3, "100.00", "2026-01-20T18:00:00Z", status="cancelled"),
+            # Order C entirely cancelled: in nothing.
+            line("c1", "C", 1, "50.00", "2026-01-21T18:00:00Z", status="cancelled"),
+            # 23:30 on 28 February in Los Angeles is already 1 March in UTC.
+            line("d1", "D", 1, "12.34", "2026-03-01T07:30:00Z"),
+        ],
+    )
+    body = await kpis(
+        http,
+        tenant,
+        metrics="gmv,orders,units,aov",
+        grain="month",
+        **{"from": "2026-01-01", "to": "2026-03-31"},
+    )
+    assert body["currency"] == "USD"
+    assert body["warnings"] == []
+    assert values(body) == [
+        ("2026-01-01", [], {"gmv": 30.75, "orders": 2.0, "units": 3.0, "aov": 15.375}),
+        ("2026-02-01", [], {"gmv": 12.34, "orders": 1.0, "units": 1.0, "aov": 12.34}),
+        ("2026-03-01", [], {"gmv": 0.0, "orders": 0.0, "units": 0.0, "aov": None}),
+    ]
+
+
+async def test_week_grain_and_group_by_store(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    await seed(
+        http,
+        tenant,
+        [
+            line("w1", "W1", 1, "10.00", "2026-03-02T20:00:00Z"),  # Monday 2 March
+            line("w2", "W2", 1, "20.00", "2026-03-08T20:00:00Z", store="acme-us-2"),  # Sunday
+            line("w3", "W3", 1, "40.00", "2026-03-09T20:00:00Z"),  # next Monday
+        ],
+    )
+    body = await kpis(
+        http,
+        tenant,
+        metrics="gmv,orders",
+        grain="week",
+        group_by="store",
+        **{"from": "2026-03-04", "to": "2026-03-10"},
+    )
+    # A bucket cut by `from` keeps its own first date.
+    assert values(body) == [
+        ("2026-03-02", ["acme-us-2"], {"gmv": 20.0, "orders": 1.0}),
+        ("2026-03-09", ["acme-us"], {"gmv": 40.0, "orders": 1.0}),
+    ]
+
+
+async def test_compare_to_previous_year_and_period(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    await seed(
+        http,
+        tenant,
+        [
+            line("y1", "Y1", 1, "80.00", "2025-04-10T18:00:00Z"),
+            line("y2", "Y2", 1, "50.00", "2026-03-10T18:00:00Z"),
+            line("y3", "Y3", 1, "100.00", "2026-04-10T18:00:00Z"),
+        ],
+    )
+    year = await kpis(
+        http,
+        tenant,
+        metrics="gmv",
+        grain="month",
+        compare_to="previous_year",
+        **{"from": "2026-04-01", "to": "2026-04-30"},
+    )
+    assert year["rows"][0]["values"][0] == {
+        "metric": "gmv",
+        "value": 100.0,
+        "previous": 80.0,
+        "change": 0.25,
+    }
+    period = await kpis(
+        http,
+        tenant,
+        metrics="gmv",
+        grain="month",
+        compare_to="previous_period",
+        **{"from": "2026-04-01", "to": "2026-04-30"},
+    )
+    assert period["rows"][0]["values"][0]["previous"] == 50.0
+    assert period["rows"][0]["values"][0]["change"] == 1.0
+
+
+async def test_other_currencies_are_null_with_a_warning(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    await seed(
+        http,
+        tenant,
+        [
+            line("u1", "U1", 1, "10.00", "2026-06-10T18:00:00Z"),
+            line("m1", "M1", 1, "200.00", "2026-06-11T18:00:00Z", currency="MXN", marketplace="MX"),
+        ],
+    )
+    body = await kpis(
+        http,
+        tenant,
+        metrics="gmv,orders",
+        grain="total",
+        currency="USD",
+        **{"from": "2026-06-01", "to": "2026-06-30"},
+    )
+    assert values(body) == [("TOTAL", [], {"gmv": None, "orders": 2.0})]
+    assert body["warnings"] == ["no FX rate for MXN→USD on 2026-06-11"]
+    by_market = await kpis(
+        http,
+        tenant,
+        metrics="gmv",
+        grain="total",
+        group_by="marketplace",
+        currency="USD",
+        **{"from": "2026-06-01", "to": "2026-06-30"},
+    )
+    assert values(by_market) == [
+        ("TOTAL", ["MX"], {"gmv": None}),
+        ("TOTAL", ["US"], {"gmv": 10.0}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"metrics": "gmv,nope"}, "metrics"),
+        ({"metrics": "acos"}, "metrics"),
+        ({"from": "2026-13-01"}, "from"),
+        ({"from": "2026-03-01", "to": "2026-02-01"}, "from"),
+        ({"from": "2020-01-01", "to": "2026-01-01", "grain": "day"}, "to"),
+        ({"grain": "hour"}, "grain"),
+        ({"group_by": "color"}, "group_by"),
+        ({"currency": "dollars"}, "currency"),
+        ({"compare_to": "last_week"}, "compare_to"),
+        ({"metrics": "orders", "group_by": "sku"}, "group_by"),
+    ],
+)
+async def test_bad_parameters_are_422_naming_them(
+    http: httpx.AsyncClient, new_tenant: NewTenant, params: dict[str, str], field: str
+) -> None:
+    tenant = await new_tenant(scopes=["kpi:read"])
+    query = {"metrics": "gmv", "from": "2026-01-01", "to": "2026-01-31", "grain": "day", **params}
+    response = await http.get("/v1/kpis", params=query, headers=tenant.headers)
+    assert response.status_code == 422, response.text
+    assert field in [e["field"] for e in response.json()["errors"]]
+
+
+async def test_another_tenants_id_is_forbidden(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    seller, other = await new_tenant(scopes=["kpi:read"]), await new_tenant(scopes=["kpi:read"])
+    response = await http.get(
+        "/v1/kpis",
+        params={
+            "metrics": "gmv",
+            "from": "2026-01-01",
+            "to": "2026-01-31",
+            "grain": "total",
+            "tenant_id": other.tenant_id,
+        },
+        headers=seller.headers,
+    )
+    assert response.status_code == 403
+    assert response.json()["error"] == "forbidden"
