@@ -20,7 +20,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy shared services devstack tests bench
+	$(VENV)/bin/mypy shared services devstack tests
 	$(VENV)/bin/lint-imports
 
 test: lint

@@ -69,3 +69,27 @@ def run_env() -> None:
     if context.is_offline_mode():
         raise RuntimeError("offline migrations are not supported")
     asyncio.run(_run_online(database_url, schema))
+
+
+def main(argv: list[str]) -> int:
+    """``python -m shared.migrations <service>...``: what deploys run before a service starts."""
+    import os
+
+    services = argv or ["gateway", "ingest", "metrics", "targets"]
+    database_url = os.environ.get("DATABASE_URL", "")
+    if not database_url:
+        print("DATABASE_URL is required")
+        return 2
+    for service in services:
+        if not (SERVICES_DIR / service / "migrations").is_dir():
+            print(f"unknown service {service}")
+            return 2
+        upgrade(service, database_url)
+        print(f"{service}: migrated to head")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

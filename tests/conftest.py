@@ -41,7 +41,7 @@ from shared.migrations import upgrade
 
 def _docker_answers() -> bool:
     try:
-        import docker  # type: ignore[import-not-found]
+        import docker
 
         docker.from_env().ping()
         return True
@@ -57,8 +57,8 @@ def servers() -> Iterator[tuple[str, str]]:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
         use_containers = os.environ.get("LODESTAR_TEST_CONTAINERS") == "1" and _docker_answers()
         if use_containers and not (database_url and bootstrap):
-            from testcontainers.kafka import KafkaContainer  # type: ignore[import-not-found]
-            from testcontainers.postgres import PostgresContainer  # type: ignore[import-not-found]
+            from testcontainers.kafka import KafkaContainer
+            from testcontainers.postgres import PostgresContainer
 
             if not database_url:
                 pg = stack.enter_context(PostgresContainer("postgres:18", driver=None))
@@ -156,7 +156,7 @@ class TokenMinter:
     audience: str = "lodestar"
 
     def verifier(self) -> TokenVerifier:
-        document = KeySet([self.key]).as_dict(private=False)
+        document = dict(KeySet([self.key]).as_dict(private=False))
 
         async def fetch(_: str) -> dict[str, Any]:
             return document
@@ -232,8 +232,8 @@ async def stack(database_url: str, kafka_bootstrap: str) -> AsyncIterator[Stack]
     try:
         yield Stack(config)
     finally:
-        for server, _ in reversed(servers):
-            server.should_exit = True
+        for running, _ in reversed(servers):
+            running.should_exit = True
         await asyncio.gather(*(task for _, task in servers), return_exceptions=True)
 
 

@@ -153,7 +153,7 @@ async def test_bad_records_are_dead_lettered_and_offsets_follow_the_commit(
     )
     await dead.start()
     try:
-        records = []
+        records: list[Any] = []
         deadline = time.monotonic() + 20
         while len(records) < 2 and time.monotonic() < deadline:
             for batch in (await dead.getmany(timeout_ms=500)).values():

@@ -93,7 +93,7 @@ async def test_tampered_payload_is_refused(minter: TokenMinter) -> None:
 
 
 async def test_token_of_another_key_is_refused(minter: TokenMinter) -> None:
-    stranger = TokenMinter(RSAKey.generate_key(2048, parameters={"kid": minter.key.kid}))
+    stranger = TokenMinter(RSAKey.generate_key(2048, parameters={"kid": str(minter.key.kid)}))
     with pytest.raises(Unauthenticated, match="signature"):
         await minter.verifier().verify(stranger.mint("t1", ["kpi:read"]))
 
@@ -108,12 +108,12 @@ async def test_wrong_token_type_and_garbage_are_refused(minter: TokenMinter) -> 
 async def test_unknown_kid_refetches_the_key_set_once() -> None:
     old = RSAKey.generate_key(2048, parameters={"kid": "old"})
     new = RSAKey.generate_key(2048, parameters={"kid": "new"})
-    published = [old]
+    published: list[Any] = [old]
     fetches = []
 
     async def fetch(url: str) -> dict[str, Any]:
         fetches.append(url)
-        return KeySet(published).as_dict(private=False)
+        return dict(KeySet(list(published)).as_dict(private=False))
 
     verifier = TokenVerifier(KeyCache("jwks", fetch=fetch), "http://issuer.test", "lodestar")
     await verifier.verify(TokenMinter(old).mint("t", []))

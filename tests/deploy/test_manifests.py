@@ -1,0 +1,117 @@
+"""docker-compose.yml and deploy/k8s/ against what the code reads.
+
+No Docker engine runs here, so the manifests are parsed and checked: every service,
+port, probe and environment variable the settings classes read must be there. A new
+setting without a manifest entry fails these tests.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from devstack.stack import DEFAULT_PORTS, SERVICES
+from shared.events import EVENT_TYPES
+from shared.settings import env_var_names
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+
+
+def settings_vars(service: str) -> set[str]:
+    return env_var_names(importlib.import_module(f"services.{service}.config").Settings)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return document
+
+
+def k8s_documents(name: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((K8S / name).read_text()) if d]
+
+
+def of_kind(documents: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [d for d in documents if d["kind"] == kind]
+    assert len(found) == 1, kind
+    return found[0]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_compose_runs_each_service_with_every_variable(
+    compose: dict[str, Any], service: str
+) -> None:
+    entry = compose["services"][service]
+    port = DEFAULT_PORTS[service]
+    assert entry["build"] == "."
+    assert f"services.{service}.app:create_app" in entry["command"]
+    assert str(port) in entry["command"]
+    assert f"{port}:{port}" in entry["ports"]
+    assert "/readyz" in " ".join(entry["healthcheck"]["test"])
+    assert f":{port}/" in " ".join(entry["healthcheck"]["test"])
+    missing = settings_vars(service) - set(entry["environment"])
+    assert not missing, f"{service} lacks {sorted(missing)} in docker-compose.yml"
+    assert entry["environment"]["OTEL_SERVICE_NAME"] == f"lodestar-{service}"
+    assert entry["environment"][f"LODESTAR_{service.upper()}_PORT"] == str(port)
+    assert entry["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_compose_has_postgres_kafka_kraft_and_a_collector(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["postgres"]["image"].startswith("postgres:")
+    kafka = services["kafka"]
+    assert kafka["image"].startswith("apache/kafka")
+    assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert "otel-collector" in services
+    assert (ROOT / "deploy" / "otel-collector.yaml").exists()
+    assert (ROOT / "Dockerfile").exists()
+    assert "shared.migrations" in " ".join(services["migrate"]["command"])
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_k8s_deployment_service_and_config(service: str) -> None:
+    documents = k8s_documents(f"{service}.yaml")
+    port = DEFAULT_PORTS[service]
+    config = of_kind(documents, "ConfigMap")
+    deployment = of_kind(documents, "Deployment")
+    svc = of_kind(documents, "Service")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert [p["containerPort"] for p in container["ports"]] == [port]
+    assert svc["spec"]["ports"][0]["port"] == port
+    assert svc["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port}
+    assert set(container["resources"]["requests"]) == {"cpu", "memory"}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["initContainers"][0]["command"][-1] == service
+
+    provided = set(config["data"])
+    secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container.get("env", [])}
+    missing = settings_vars(service) - provided - set(secrets)
+    assert not missing, f"{service} lacks {sorted(missing)} in deploy/k8s/{service}.yaml"
+    # Secrets only by reference, never as literal values.
+    assert "DATABASE_URL" in secrets and "DATABASE_URL" not in provided
+    assert all(ref["name"] == "lodestar-secrets" for ref in secrets.values())
+    assert all("value" not in e for e in container.get("env", []))
+
+
+def test_kafka_through_strimzi_with_every_topic() -> None:
+    documents = k8s_documents("kafka.yaml")
+    kafka = of_kind(documents, "Kafka")
+    assert kafka["apiVersion"].startswith("kafka.strimzi.io/")
+    topics = {d["spec"]["topicName"] for d in documents if d["kind"] == "KafkaTopic"}
+    expected = {f"lodestar.{t}.v1" for t in EVENT_TYPES}
+    assert expected | {"lodestar.deadletter.v1", "lodestar.alerts.v1"} <= topics
+
+
+def test_kustomization_lists_every_manifest_but_the_example_secret() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert set(kustomization["resources"]) == {f"{s}.yaml" for s in SERVICES} | {"kafka.yaml"}
+    example = k8s_documents("secrets.example.yaml")[0]
+    assert example["metadata"]["name"] == "lodestar-secrets"
