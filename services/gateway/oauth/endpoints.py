@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import unquote
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.gateway.oauth.errors import OAuthError
 from services.gateway.oauth.service import (
@@ -21,7 +20,7 @@ from services.gateway.oauth.service import (
 )
 from services.gateway.scopes import ALL_SCOPES
 from shared.auth import ALGORITHM
-from shared.deps import db_session
+from shared.deps import DbSession
 
 router = APIRouter(tags=["oauth"])
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -50,9 +49,7 @@ def _client_credentials(request: Request, form: dict[str, str]) -> ClientCredent
 
 
 @router.post("/oauth/token", summary="OAuth 2 token endpoint (client_credentials)")
-async def token(
-    request: Request, session: Annotated[AsyncSession, Depends(db_session)]
-) -> JSONResponse:
+async def token(request: Request, session: DbSession) -> JSONResponse:
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("application/x-www-form-urlencoded"):
         raise OAuthError("invalid_request", "the body must be application/x-www-form-urlencoded")

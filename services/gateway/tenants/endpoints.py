@@ -3,7 +3,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.gateway.scopes import PLATFORM_ADMIN
 from services.gateway.tenants import service
@@ -16,17 +15,16 @@ from services.gateway.tenants.schemas import (
     TenantOut,
 )
 from shared.auth import Principal, current_principal, require_scope
-from shared.deps import db_session
+from shared.deps import DbSession
 
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
-Session = Annotated[AsyncSession, Depends(db_session)]
 
 
 @router.post("", status_code=201, response_model=TenantOut)
 async def create_tenant(
     data: TenantCreate,
     principal: Annotated[Principal, Depends(require_scope(PLATFORM_ADMIN))],
-    session: Session,
+    session: DbSession,
 ) -> TenantOut:
     """Creates a seller or agency tenant (platform admin only)."""
     return TenantOut.model_validate(await service.create_tenant(session, data))
@@ -35,7 +33,7 @@ async def create_tenant(
 @router.get("", response_model=TenantList)
 async def list_tenants(
     principal: Annotated[Principal, Depends(require_scope(PLATFORM_ADMIN))],
-    session: Session,
+    session: DbSession,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> TenantList:
@@ -47,7 +45,7 @@ async def list_tenants(
 async def get_tenant(
     tenant_id: str,
     principal: Annotated[Principal, Depends(current_principal)],
-    session: Session,
+    session: DbSession,
 ) -> TenantOut:
     """A tenant, for the platform admin or that tenant's own admin."""
     return TenantOut.model_validate(await service.readable_tenant(session, principal, tenant_id))
@@ -58,7 +56,7 @@ async def create_client(
     tenant_id: str,
     data: ClientCreate,
     principal: Annotated[Principal, Depends(current_principal)],
-    session: Session,
+    session: DbSession,
 ) -> ClientCreated:
     """An OAuth client of the tenant; its secret is in this answer only."""
     return await service.create_client(session, principal, tenant_id, data)

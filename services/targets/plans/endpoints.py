@@ -3,12 +3,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.targets.plans.repository import PlanRepository
 from services.targets.plans.schemas import PlanList, PlanOut
 from shared.auth import Principal, require_scope
-from shared.deps import db_session
+from shared.deps import DbSession
 
 router = APIRouter(prefix="/v1/targets", tags=["targets"])
 
@@ -16,7 +15,7 @@ router = APIRouter(prefix="/v1/targets", tags=["targets"])
 @router.get("/plans", response_model=PlanList)
 async def list_plans(
     principal: Annotated[Principal, Depends(require_scope("targets:read"))],
-    session: Annotated[AsyncSession, Depends(db_session)],
+    session: DbSession,
     year: Annotated[int | None, Query(ge=2000, le=2100)] = None,
 ) -> PlanList:
     """The caller's tenant's target plans, optionally of one year."""
