@@ -23,6 +23,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, RSAKey
 
 from shared.errors import Forbidden, InsufficientScope, Unauthenticated
+from shared.telemetry import current_tenant
 
 ALGORITHM = "RS256"
 # A flood of tokens with made-up key ids must not turn into a flood of JWKS fetches.
@@ -176,6 +177,8 @@ async def current_principal(request: Request) -> Principal:
     principal = await verifier.verify(bearer_token(request))
     request.state.principal = principal
     request.state.tenant_id = principal.tenant_id
+    # Every log line of the rest of this request carries the tenant.
+    current_tenant.set(principal.tenant_id)
     return principal
 
 

@@ -41,6 +41,7 @@ def setup_telemetry(service_name: str, otlp_endpoint: str = "", log_level: str =
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
+    _install_record_context()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service_name))
     root = logging.getLogger()
@@ -48,6 +49,20 @@ def setup_telemetry(service_name: str, otlp_endpoint: str = "", log_level: str =
     root.setLevel(log_level.upper())
     # uvicorn's access log would print request lines without tenant or trace id.
     logging.getLogger("uvicorn.access").disabled = True
+
+
+def _install_record_context() -> None:
+    """Stamps tenant and trace id on each record when it is created, in its context,
+    so handlers that format later (queues, test capture) still see them."""
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        record.tenant = current_tenant.get()
+        record.trace_id = current_trace_id()
+        return record
+
+    logging.setLogRecordFactory(factory)
 
 
 def tracer(name: str) -> trace.Tracer:
@@ -74,10 +89,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        tenant = current_tenant.get()
+        tenant = getattr(record, "tenant", None) or current_tenant.get()
         if tenant:
             entry["tenant"] = tenant
-        trace_id = current_trace_id()
+        trace_id = getattr(record, "trace_id", None) or current_trace_id()
         if trace_id:
             entry["trace_id"] = trace_id
         extra = getattr(record, "fields", None)

@@ -15,7 +15,6 @@ from services.ingest.events.schemas import (
 )
 from shared.auth import Principal, require_scope
 from shared.db import Database
-from shared.telemetry import current_tenant
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
@@ -41,7 +40,6 @@ async def push_events(
     the same or a lower ``version`` counts as a duplicate and stores nothing.
     """
     tenant_id = principal.require_tenant()
-    current_tenant.set(tenant_id)
     key = service.check_idempotency_key(idempotency_key)
     raw = await request.body()
     db: Database = request.app.state.db

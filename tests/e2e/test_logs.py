@@ -1,0 +1,49 @@
+"""Logs: one JSON object a line, with tenant and trace id, and never a secret or token."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import orjson
+import pytest
+
+from shared.telemetry import JsonFormatter
+from tests.conftest import NewTenant
+
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+
+
+async def test_request_logs_carry_tenant_and_trace_but_no_secrets(
+    http: httpx.AsyncClient, new_tenant: NewTenant, caplog: pytest.LogCaptureFixture
+) -> None:
+    tenant = await new_tenant(scopes=["ingest:write", "kpi:read"])
+    formatter = JsonFormatter("test")
+    caplog.set_level(logging.INFO)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        token = await http.post(
+            "/oauth/token",
+            data={"grant_type": "client_credentials"},
+            auth=(tenant.client_id, tenant.client_secret),
+        )
+        response = await http.post(
+            "/v1/events",
+            json={"events": [{"event_id": "x", "type": "order_line"}]},
+            headers={
+                **tenant.headers,
+                "traceparent": f"00-{TRACE_ID}-b7ad6b7169203331-01",
+            },
+        )
+    assert token.status_code == 200 and response.status_code == 422
+    lines = [orjson.loads(formatter.format(record)) for record in caplog.records]
+    requests = [line for line in lines if line["msg"] == "request"]
+    assert requests, lines
+    traced = [line for line in requests if line.get("trace_id") == TRACE_ID]
+    # The gateway and ingest both log the push, in the caller's trace, for its tenant.
+    assert len(traced) >= 2
+    assert all(line.get("tenant") == tenant.tenant_id for line in traced), traced
+    assert {line["status"] for line in traced} == {422}
+    text = "\n".join(formatter.format(record) for record in caplog.records)
+    for secret in (tenant.client_secret, tenant.token, token.json()["access_token"]):
+        assert secret not in text
