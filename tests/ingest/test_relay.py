@@ -5,22 +5,17 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import httpx
 import orjson
-import pytest
 from aiokafka import AIOKafkaConsumer
 
 from devstack.embedded import EmbeddedBroker, free_port
 from services.ingest.app import create_app
 from services.ingest.config import Settings
-from shared.db import asyncpg_dsn, with_database
 from shared.events import topic_for
-from shared.migrations import upgrade
-from tests.conftest import NewTenant, Stack, TokenMinter, serve_app
+from tests.conftest import FreshDatabase, NewTenant, Stack, TokenMinter, serve_app
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -105,26 +100,15 @@ async def test_5000_events_with_trace_headers_all_reach_kafka(
     assert all(TRACE_ID in headers["traceparent"].decode() for headers in seen.values())
 
 
-@pytest.fixture
-async def own_database(servers: tuple[str, str]) -> AsyncIterator[str]:
-    """A database of its own, so no other relay drains this test's outbox."""
-    name = f"lodestar_relay_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(asyncpg_dsn(with_database(servers[0], "postgres")))
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    url = with_database(servers[0], name)
-    await asyncio.to_thread(upgrade, "ingest", url)
-    yield url
-
-
 async def test_relay_catches_up_when_the_broker_comes_back(
-    own_database: str, minter: TokenMinter, tmp_path: Any
+    fresh_database: FreshDatabase, minter: TokenMinter, tmp_path: Any
 ) -> None:
+    database = await fresh_database("ingest")
     broker_port = free_port()
     port = free_port()
     settings = Settings.model_validate(
         {
-            "DATABASE_URL": own_database,
+            "DATABASE_URL": database,
             "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{broker_port}",
             "LODESTAR_TOPIC_PREFIX": f"outage{secrets.token_hex(3)}.",
             "port": port,

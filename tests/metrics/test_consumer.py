@@ -5,22 +5,17 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import httpx
 import orjson
-import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from devstack.embedded import free_port
 from services.metrics.app import create_app
 from services.metrics.config import Settings
-from shared.db import asyncpg_dsn, with_database
 from shared.events import DEADLETTER_TOPIC, topic_for
-from shared.migrations import upgrade
-from tests.conftest import TokenMinter, serve_app
+from tests.conftest import FreshDatabase, TokenMinter, serve_app
 
 
 def message(tenant: str, event_id: str, quantity: int, version: int = 1) -> bytes:
@@ -44,17 +39,6 @@ def message(tenant: str, event_id: str, quantity: int, version: int = 1) -> byte
             },
         }
     )
-
-
-@pytest.fixture
-async def metrics_db(servers: tuple[str, str]) -> AsyncIterator[str]:
-    name = f"lodestar_metrics_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(asyncpg_dsn(with_database(servers[0], "postgres")))
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    url = with_database(servers[0], name)
-    await asyncio.to_thread(upgrade, "metrics", url)
-    yield url
 
 
 async def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> None:
@@ -88,8 +72,9 @@ async def gmv(client: httpx.AsyncClient, token: str) -> float | None:
 
 
 async def test_bad_records_are_dead_lettered_and_offsets_follow_the_commit(
-    metrics_db: str, kafka_bootstrap: str, minter: TokenMinter
+    fresh_database: FreshDatabase, kafka_bootstrap: str, minter: TokenMinter
 ) -> None:
+    database = await fresh_database("metrics")
     prefix = f"m{secrets.token_hex(3)}."
     topic = topic_for("order_line", prefix)
     tenant = f"tn_{secrets.token_hex(4)}"
@@ -97,7 +82,7 @@ async def test_bad_records_are_dead_lettered_and_offsets_follow_the_commit(
     group = f"metrics-{secrets.token_hex(3)}"
     settings = Settings.model_validate(
         {
-            "DATABASE_URL": metrics_db,
+            "DATABASE_URL": database,
             "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
             "LODESTAR_TOPIC_PREFIX": prefix,
             "consumer_group": group,

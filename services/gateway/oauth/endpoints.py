@@ -18,9 +18,9 @@ from services.gateway.oauth.service import (
     granted_scopes,
     issue_token,
 )
-from services.gateway.scopes import ALL_SCOPES
 from shared.auth import ALGORITHM
 from shared.deps import DbSession
+from shared.scopes import ALL_SCOPES
 
 router = APIRouter(tags=["oauth"])
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}

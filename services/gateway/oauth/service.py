@@ -15,8 +15,8 @@ from services.gateway.oauth.errors import OAuthError
 from services.gateway.oauth.models import OAuthClient, SigningKey
 from services.gateway.oauth.repository import ClientRepository, KeyRepository
 from services.gateway.oauth.secrets import hash_secret, verify_secret
-from services.gateway.scopes import ALL_SCOPES
 from shared.auth import ALGORITHM
+from shared.scopes import ALL_SCOPES
 
 
 @dataclass

@@ -4,7 +4,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from services.gateway.scopes import PLATFORM_ADMIN
 from services.gateway.tenants import service
 from services.gateway.tenants.repository import TenantRepository
 from services.gateway.tenants.schemas import (
@@ -16,6 +15,7 @@ from services.gateway.tenants.schemas import (
 )
 from shared.auth import Principal, current_principal, require_scope
 from shared.deps import DbSession
+from shared.scopes import PLATFORM_ADMIN
 
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
 

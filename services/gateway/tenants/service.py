@@ -9,12 +9,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.gateway.oauth.models import OAuthClient
 from services.gateway.oauth.repository import ClientRepository
 from services.gateway.oauth.secrets import hash_secret, new_client_id, new_client_secret
-from services.gateway.scopes import PLATFORM_ADMIN, TENANT_ADMIN, TENANT_SCOPES
 from services.gateway.tenants.models import Tenant
 from services.gateway.tenants.repository import TenantRepository
 from services.gateway.tenants.schemas import ClientCreate, ClientCreated, TenantCreate
 from shared.auth import Principal
 from shared.errors import FieldError, InsufficientScope, InvalidInput, NotFound
+from shared.scopes import PLATFORM_ADMIN, TENANT_ADMIN, TENANT_SCOPES
 
 
 async def create_tenant(session: AsyncSession, data: TenantCreate) -> Tenant:

@@ -4,6 +4,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from shared.events import EVENT_TYPES
+
 
 class PushAccepted(BaseModel):
     accepted: int = Field(description="Events stored for relay (new, or a higher version).")
@@ -44,19 +46,7 @@ PUSH_REQUEST_SCHEMA: dict[str, Any] = {
                                 "event_id": {"type": "string"},
                                 "type": {
                                     "type": "string",
-                                    "enum": [
-                                        "order_line",
-                                        "refund",
-                                        "fee",
-                                        "ad_spend",
-                                        "traffic",
-                                        "inventory_snapshot",
-                                        "unit_cost",
-                                        "shipment",
-                                        "order_defect",
-                                        "cs_ticket",
-                                        "fx_rate",
-                                    ],
+                                    "enum": list(EVENT_TYPES),
                                 },
                                 "version": {"type": "integer", "minimum": 1, "default": 1},
                                 "source": {

@@ -38,9 +38,45 @@ def _where(
     return " ".join(clauses), args
 
 
+SALES_MEASURES = (
+    "currency, sum(gross) AS gross, sum(shipping) AS shipping, sum(discount) AS discount, "
+    "sum(tax) AS tax, sum(units) AS units, min(local_date) AS first_date"
+)
+ORDER_MEASURES = "sum(orders) AS orders, sum(orders_all) AS orders_all"
+
+
 class RollupRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
+
+    async def _grouped(
+        self,
+        table: str,
+        measures: str,
+        extra_group: str,
+        allowed: tuple[str, ...],
+        tenant_id: str,
+        start: date,
+        end: date,
+        grain: str,
+        group_by: list[str],
+        filters: dict[str, list[str]],
+    ) -> list[asyncpg.Record]:
+        select_dims = "".join(f", {COLUMNS[d]}" for d in group_by)
+        where, args = _where(filters, allowed, 4)
+        rows: list[asyncpg.Record] = await self.conn.fetch(
+            f"""
+            SELECT {_period(grain)} AS period{select_dims}, {measures}
+            FROM {table}
+            WHERE tenant_id = $1 AND local_date BETWEEN $2 AND $3 {where}
+            GROUP BY 1{select_dims}{extra_group}
+            """,
+            tenant_id,
+            start,
+            end,
+            *args,
+        )
+        return rows
 
     async def sales(
         self,
@@ -52,24 +88,10 @@ class RollupRepository:
         filters: dict[str, list[str]],
     ) -> list[asyncpg.Record]:
         """Per period, dimensions and currency: sales parts of live lines."""
-        dims = [COLUMNS[d] for d in group_by]
-        select_dims = "".join(f", {c}" for c in dims)
-        where, args = _where(filters, tuple(COLUMNS), 4)
-        rows: list[asyncpg.Record] = await self.conn.fetch(
-            f"""
-            SELECT {_period(grain)} AS period{select_dims}, currency,
-                   sum(gross) AS gross, sum(shipping) AS shipping, sum(discount) AS discount,
-                   sum(tax) AS tax, sum(units) AS units, min(local_date) AS first_date
-            FROM daily_sales
-            WHERE tenant_id = $1 AND local_date BETWEEN $2 AND $3 {where}
-            GROUP BY 1{select_dims}, currency
-            """,
-            tenant_id,
-            start,
-            end,
-            *args,
-        )
-        return rows
+        return await self._grouped(
+            "daily_sales", SALES_MEASURES, ", currency", tuple(COLUMNS),
+            tenant_id, start, end, grain, group_by, filters,
+        )  # fmt: skip
 
     async def orders(
         self,
@@ -81,20 +103,7 @@ class RollupRepository:
         filters: dict[str, list[str]],
     ) -> list[asyncpg.Record]:
         """Per period and dimensions: orders with a live line, and all orders placed."""
-        dims = [COLUMNS[d] for d in group_by]
-        select_dims = "".join(f", {c}" for c in dims)
-        where, args = _where(filters, ORDER_DIMENSIONS, 4)
-        rows: list[asyncpg.Record] = await self.conn.fetch(
-            f"""
-            SELECT {_period(grain)} AS period{select_dims},
-                   sum(orders) AS orders, sum(orders_all) AS orders_all
-            FROM daily_orders
-            WHERE tenant_id = $1 AND local_date BETWEEN $2 AND $3 {where}
-            GROUP BY 1{select_dims}
-            """,
-            tenant_id,
-            start,
-            end,
-            *args,
-        )
-        return rows
+        return await self._grouped(
+            "daily_orders", ORDER_MEASURES, "", ORDER_DIMENSIONS,
+            tenant_id, start, end, grain, group_by, filters,
+        )  # fmt: skip

@@ -1,4 +1,4 @@
-"""The scopes of CONTRACT §2, in one place."""
+"""The OAuth scopes of CONTRACT §2, in one place for every service, tool and test."""
 
 from __future__ import annotations
 
