@@ -57,13 +57,13 @@ def all_event_topics(prefix: str = "") -> list[str]:
     return [topic_for(t, prefix) for t in EVENT_TYPES]
 
 
-class _Payload(BaseModel):
+class Payload(BaseModel):
     # Unknown payload fields are refused: a misspelt "shipping_prce" would otherwise
     # vanish silently and the GMV would be wrong.
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class OrderLine(_Payload):
+class OrderLine(Payload):
     order_id: Text
     line_id: Text
     sku: Text
@@ -91,7 +91,7 @@ class OrderLine(_Payload):
         return self
 
 
-class Refund(_Payload):
+class Refund(Payload):
     order_id: Text
     sku: Text | None = None
     amount: Money
@@ -100,7 +100,7 @@ class Refund(_Payload):
     reason: str | None = None
 
 
-class Fee(_Payload):
+class Fee(Payload):
     fee_type: Literal["commission", "fulfillment", "storage", "payment", "other"]
     amount: Money
     charged_at: AwareDatetime
@@ -108,7 +108,7 @@ class Fee(_Payload):
     sku: Text | None = None
 
 
-class AdSpend(_Payload):
+class AdSpend(Payload):
     date: dt.date
     campaign_id: Text
     sku: Text | None = None
@@ -119,14 +119,14 @@ class AdSpend(_Payload):
     attributed_orders: Count
 
 
-class Traffic(_Payload):
+class Traffic(Payload):
     date: dt.date
     sku: Text
     sessions: Count
     page_views: Count | None = None
 
 
-class InventorySnapshot(_Payload):
+class InventorySnapshot(Payload):
     date: dt.date
     sku: Text
     warehouse: Text
@@ -135,13 +135,13 @@ class InventorySnapshot(_Payload):
     reserved: Count | None = None
 
 
-class UnitCost(_Payload):
+class UnitCost(Payload):
     sku: Text
     cost: Money
     effective_from: dt.date
 
 
-class Shipment(_Payload):
+class Shipment(Payload):
     order_id: Text
     promised_ship_by: AwareDatetime
     shipped_at: AwareDatetime | None = None
@@ -152,13 +152,13 @@ class Shipment(_Payload):
     cancelled_by_seller_before_ship: bool | None = None
 
 
-class OrderDefect(_Payload):
+class OrderDefect(Payload):
     order_id: Text
     kind: Literal["negative_feedback", "a_to_z_claim", "chargeback", "claim"]
     reported_at: AwareDatetime
 
 
-class CsTicket(_Payload):
+class CsTicket(Payload):
     ticket_id: Text
     opened_at: AwareDatetime
     first_response_at: AwareDatetime | None = None
@@ -166,14 +166,14 @@ class CsTicket(_Payload):
     csat: Annotated[int, Field(ge=1, le=5, strict=True)] | None = None
 
 
-class FxRate(_Payload):
+class FxRate(Payload):
     date: dt.date
     base: CurrencyCode
     quote: CurrencyCode
     rate: Annotated[DecimalString, Field(gt=0)]
 
 
-PAYLOAD_MODELS: dict[str, type[_Payload]] = {
+PAYLOAD_MODELS: dict[str, type[Payload]] = {
     "order_line": OrderLine,
     "refund": Refund,
     "fee": Fee,
@@ -217,7 +217,7 @@ class Event(BaseModel):
     version: int
     source: Source
     occurred_at: AwareDatetime
-    payload: _Payload
+    payload: Payload
 
 
 class EventMessage(BaseModel):
@@ -232,7 +232,7 @@ class EventMessage(BaseModel):
     ingested_at: AwareDatetime
     payload: dict[str, Any]
 
-    def typed_payload(self) -> _Payload:
+    def typed_payload(self) -> Payload:
         return PAYLOAD_MODELS[self.type].model_validate(self.payload)
 
 
@@ -312,7 +312,7 @@ def validate_batch(raw_events: list[Any]) -> tuple[list[Event], list[FieldError]
         if maybe is not None:
             by_type[maybe.type].append(position)
 
-    payloads: dict[int, _Payload] = {}
+    payloads: dict[int, Payload] = {}
     for event_type, positions in by_type.items():
         adapter = _payload_adapter(event_type)
         try:

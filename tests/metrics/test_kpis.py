@@ -241,7 +241,7 @@ async def test_other_currencies_are_null_with_a_warning(
     ("params", "field"),
     [
         ({"metrics": "gmv,nope"}, "metrics"),
-        ({"metrics": "acos"}, "metrics"),
+        ({"metrics": "days_of_cover"}, "metrics"),
         ({"from": "2026-13-01"}, "from"),
         ({"from": "2026-03-01", "to": "2026-02-01"}, "from"),
         ({"from": "2020-01-01", "to": "2026-01-01", "grain": "day"}, "to"),
@@ -250,6 +250,7 @@ async def test_other_currencies_are_null_with_a_warning(
         ({"currency": "dollars"}, "currency"),
         ({"compare_to": "last_week"}, "compare_to"),
         ({"metrics": "orders", "group_by": "sku"}, "group_by"),
+        ({"metrics": "refunds", "categories": "home"}, "categories"),
     ],
 )
 async def test_bad_parameters_are_422_naming_them(

@@ -22,9 +22,20 @@ from opentelemetry import trace
 from pydantic import ValidationError
 
 from services.metrics.config import Settings
+from services.metrics.facts.measures import Source, net_deltas
 from services.metrics.facts.repository import FactRepository
 from shared.db import Database
-from shared.events import DEADLETTER_TOPIC, EventMessage, OrderLine, all_event_topics
+from shared.events import (
+    DEADLETTER_TOPIC,
+    PAYLOAD_MODELS,
+    EventMessage,
+    FxRate,
+    OrderLine,
+    Payload,
+    UnitCost,
+    all_event_topics,
+)
+from shared.events import Source as EventSource
 from shared.kafka import ensure_topics, make_consumer, make_producer
 from shared.telemetry import context_from_kafka
 from shared.time import local_date
@@ -120,10 +131,45 @@ async def apply_messages(db: Database, messages: list[EventMessage]) -> int:
     """Applies parsed events in one transaction; returns how many changed something."""
     latest = _latest(messages)
     lines = [_line_row(m) for m in latest if m.type == "order_line"]
-    raw = [_raw_row(m) for m in latest if m.type != "order_line"]
+    others = [m for m in latest if m.type != "order_line"]
     async with db.raw_connection() as conn, conn.transaction():
         repository = FactRepository(conn)
-        return await repository.apply_order_lines(lines) + await repository.store_raw(raw)
+        applied_lines = await repository.apply_order_lines(lines)
+        applied_ids, replaced = await repository.store_raw([_raw_row(m) for m in others])
+        applied = [m for m in others if (m.tenant_id, m.event_id) in applied_ids]
+        await repository.add_measures(
+            net_deltas(
+                [(_source(m.tenant_id, m.source), m.typed_payload()) for m in applied],
+                [(_source_of_row(row), _payload_of_row(row)) for row in replaced],
+            )
+        )
+        await repository.upsert_fx_rates(
+            [
+                (m.tenant_id, m.event_id, p.date, p.base, p.quote, p.rate)
+                for m in applied
+                if isinstance(p := m.typed_payload(), FxRate)
+            ]
+        )
+        await repository.upsert_unit_costs(
+            [
+                (m.tenant_id, m.event_id, p.sku, p.effective_from, p.cost.amount, p.cost.currency)
+                for m in applied
+                if isinstance(p := m.typed_payload(), UnitCost)
+            ]
+        )
+        return applied_lines + len(applied)
+
+
+def _source(tenant_id: str, source: EventSource) -> Source:
+    return Source(tenant_id, source.platform, source.store_id, source.marketplace)
+
+
+def _source_of_row(row: Any) -> Source:
+    return Source(row["tenant_id"], row["platform"], row["store_id"], row["marketplace"])
+
+
+def _payload_of_row(row: Any) -> Payload:
+    return PAYLOAD_MODELS[row["type"]].model_validate(row["payload"])
 
 
 class FactConsumer:

@@ -178,13 +178,31 @@ class FactRepository:
             """
         )
 
-    async def store_raw(self, rows: list[tuple[Any, ...]]) -> int:
-        """Keeps the other event types as received, the highest version of each."""
+    async def store_raw(
+        self, rows: list[tuple[Any, ...]]
+    ) -> tuple[set[tuple[str, str]], list[asyncpg.Record]]:
+        """Keeps the other event types as received, the highest version of each.
+
+        Returns the (tenant, event id) pairs that changed something, and the rows they
+        replaced, as they were before.
+        """
         if not rows:
-            return 0
+            return set(), []
         columns = ", ".join(RAW_COLUMNS)
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in RAW_COLUMNS[2:])
-        status = await self.conn.execute(
+        arrays = [list(column) for column in zip(*rows, strict=True)]
+        replaced: list[asyncpg.Record] = await self.conn.fetch(
+            """
+            SELECT r.* FROM events_raw r
+            JOIN unnest($1::text[], $2::text[], $3::int[]) AS i(tenant_id, event_id, version)
+            USING (tenant_id, event_id)
+            WHERE i.version > r.version
+            """,
+            arrays[0],
+            arrays[1],
+            arrays[3],
+        )
+        applied = await self.conn.fetch(
             f"""
             INSERT INTO events_raw AS r ({columns})
             SELECT * FROM unnest(
@@ -193,7 +211,55 @@ class FactRepository:
             )
             ON CONFLICT (tenant_id, event_id) DO UPDATE SET {updates}
             WHERE r.version < EXCLUDED.version
+            RETURNING tenant_id, event_id
+            """,
+            *arrays,
+        )
+        return {(row["tenant_id"], row["event_id"]) for row in applied}, replaced
+
+    async def add_measures(self, deltas: list[tuple[Any, ...]]) -> None:
+        if not deltas:
+            return
+        await self.conn.execute(
+            """
+            INSERT INTO daily_measures AS m
+                (tenant_id, local_date, platform, store_id, marketplace, sku, measure, currency, value)
+            SELECT * FROM unnest(
+                $1::text[], $2::date[], $3::text[], $4::text[], $5::text[], $6::text[],
+                $7::text[], $8::text[], $9::numeric[]
+            )
+            ON CONFLICT (tenant_id, measure, local_date, platform, store_id, marketplace, sku, currency)
+            DO UPDATE SET value = m.value + EXCLUDED.value
+            """,
+            *[list(column) for column in zip(*deltas, strict=True)],
+        )
+
+    async def upsert_fx_rates(self, rows: list[tuple[Any, ...]]) -> None:
+        """(tenant, event id, date, base, quote, rate): a newer version overwrites its row."""
+        if not rows:
+            return
+        await self.conn.execute(
+            """
+            INSERT INTO fx_rates AS f (tenant_id, event_id, rate_date, base, quote, rate)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::text[], $5::text[], $6::numeric[])
+            ON CONFLICT (tenant_id, event_id) DO UPDATE SET
+                rate_date = EXCLUDED.rate_date, base = EXCLUDED.base,
+                quote = EXCLUDED.quote, rate = EXCLUDED.rate
             """,
             *[list(column) for column in zip(*rows, strict=True)],
         )
-        return int(status.split()[-1])
+
+    async def upsert_unit_costs(self, rows: list[tuple[Any, ...]]) -> None:
+        """(tenant, event id, sku, effective_from, cost, currency)."""
+        if not rows:
+            return
+        await self.conn.execute(
+            """
+            INSERT INTO unit_costs AS u (tenant_id, event_id, sku, effective_from, cost, currency)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::numeric[], $6::text[])
+            ON CONFLICT (tenant_id, event_id) DO UPDATE SET
+                sku = EXCLUDED.sku, effective_from = EXCLUDED.effective_from,
+                cost = EXCLUDED.cost, currency = EXCLUDED.currency
+            """,
+            *[list(column) for column in zip(*rows, strict=True)],
+        )

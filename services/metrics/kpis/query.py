@@ -13,6 +13,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
+from services.metrics.kpis.formulas import FORMULAS
 from services.metrics.kpis.registry import KPIS
 from shared.errors import FieldError, InvalidInput
 
@@ -26,6 +27,7 @@ FILTERS = {
     "skus": "sku",
     "categories": "category",
 }
+FILTER_OF = {dimension: name for name, dimension in FILTERS.items()}
 MAX_DAY_GRAIN_DAYS = 3 * 366
 MAX_RANGE_DAYS = 20 * 366
 TOTAL = "TOTAL"
@@ -101,15 +103,19 @@ def parse_query(tenant_id: str, params: dict[str, str | None]) -> KpiQuery:
     compare_to = (params.get("compare_to") or "").lower() or None
     if compare_to is not None and compare_to not in COMPARISONS:
         errors.append(FieldError(field="compare_to", reason=f"one of {', '.join(COMPARISONS)}"))
-    if "orders" in metrics or "aov" in metrics:
-        by_line = [d for d in ("sku", "category") if d in group_by or d in filters]
-        if by_line:
-            errors.append(
-                FieldError(
-                    field="group_by" if by_line[0] in group_by else f"{by_line[0]}s",
-                    reason=f"orders by {by_line[0]} are not available yet",
+    for metric in metrics:
+        formula = FORMULAS.get(metric)
+        if formula is None:
+            continue
+        for dimension in [*group_by, *filters]:
+            if dimension in DIMENSIONS and dimension not in formula.dimensions:
+                by_filter = dimension not in group_by
+                errors.append(
+                    FieldError(
+                        field=FILTER_OF[dimension] if by_filter else "group_by",
+                        reason=f"{metric} by {dimension} is not available",
+                    )
                 )
-            )
     if errors:
         raise InvalidInput("; ".join(f"{e.field}: {e.reason}" for e in errors), errors)
     assert start is not None and end is not None

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.metrics.kpis.formulas import FORMULAS
+
 
 @dataclass(frozen=True)
 class KpiDefinition:
@@ -16,16 +18,19 @@ class KpiDefinition:
     unit: str  # money, count, ratio, hours, score, days
     direction: str  # up: higher is better; down: lower is better
     description: str
-    available: bool = False
+
+    @property
+    def available(self) -> bool:
+        return self.id in FORMULAS
 
 
 _DEFINITIONS = [
     KpiDefinition("gmv", "GMV", "money", "up",
-                  "Σ quantity × unit_price + shipping_price − discount of live lines, by purchase date; tax excluded.", True),
+                  "Σ quantity × unit_price + shipping_price − discount of live lines, by purchase date; tax excluded."),
     KpiDefinition("orders", "Orders", "count", "up",
-                  "Distinct orders (platform, store, order id) with at least one live line, dated by their earliest line.", True),
-    KpiDefinition("units", "Units", "count", "up", "Σ quantity of live lines, by purchase date.", True),
-    KpiDefinition("aov", "Average order value", "money", "up", "gmv / orders over the whole bucket.", True),
+                  "Distinct orders (platform, store, order id) with at least one live line, dated by their earliest line."),
+    KpiDefinition("units", "Units", "count", "up", "Σ quantity of live lines, by purchase date."),
+    KpiDefinition("aov", "Average order value", "money", "up", "gmv / orders over the whole bucket."),
     KpiDefinition("refunds", "Refunds", "money", "down", "Σ refund amount by refunded_at."),
     KpiDefinition("refund_rate", "Refund rate", "ratio", "down", "refunds / gmv."),
     KpiDefinition("net_sales", "Net sales", "money", "up", "gmv − refunds."),

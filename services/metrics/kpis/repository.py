@@ -1,8 +1,15 @@
-"""Reading the daily rollups, grouped by period and dimensions. Never the raw facts."""
+"""Reading the daily rollups, grouped by period and dimensions, converted in SQL.
+
+Money is converted row by row with the factor of its own local date (passed in as
+arrays of currency, date, factor), then summed; a bucket with any amount that has no
+factor is null. Queries never read the raw facts.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -15,95 +22,195 @@ COLUMNS = {
     "sku": "sku",
     "category": "category",
 }
-ORDER_DIMENSIONS = ("platform", "store", "marketplace")
 
 
-def _period(grain: str) -> str:
+@dataclass(frozen=True)
+class Grouping:
+    tenant_id: str
+    start: date
+    end: date
+    grain: str
+    group_by: list[str]
+    filters: dict[str, list[str]]
+    target: str
+    # Conversion factors to ``target``: parallel arrays; a None factor is a missing rate.
+    fx_currencies: list[str]
+    fx_dates: list[date]
+    fx_factors: list[Decimal | None]
+
+
+def _period(grain: str, alias: str) -> str:
     if grain == "total":
         return "'TOTAL'"
     if grain == "day":
-        return "to_char(local_date, 'YYYY-MM-DD')"
-    return f"to_char(date_trunc('{grain}', local_date), 'YYYY-MM-DD')"
+        return f"to_char({alias}.local_date, 'YYYY-MM-DD')"
+    return f"to_char(date_trunc('{grain}', {alias}.local_date), 'YYYY-MM-DD')"
 
 
-def _where(
-    filters: dict[str, list[str]], allowed: tuple[str, ...], first: int
-) -> tuple[str, list[Any]]:
-    clauses, args = [], []
-    for position, (dimension, values) in enumerate(
-        ((d, v) for d, v in filters.items() if d in allowed), start=first
-    ):
-        clauses.append(f"AND {COLUMNS[dimension]} = ANY(${position}::text[])")
-        args.append(values)
-    return " ".join(clauses), args
+def _factor(alias: str) -> str:
+    # Counts ('') and amounts already in the target currency need no rate.
+    return f"CASE WHEN {alias}.currency IN ('', $4) THEN 1 ELSE fx.factor END"
 
 
-SALES_MEASURES = (
-    "currency, sum(gross) AS gross, sum(shipping) AS shipping, sum(discount) AS discount, "
-    "sum(tax) AS tax, sum(units) AS units, min(local_date) AS first_date"
+def _converted(expression: str, alias: str) -> str:
+    factor = _factor(alias)
+    return (
+        f"CASE WHEN bool_or(({factor}) IS NULL) THEN NULL ELSE sum(({expression}) * ({factor})) END"
+    )
+
+
+_FX_JOIN = (
+    "LEFT JOIN unnest($5::text[], $6::date[], $7::numeric[]) AS fx(currency, d, factor) "
+    "ON fx.currency = {alias}.currency AND fx.d = {alias}.local_date"
 )
-ORDER_MEASURES = "sum(orders) AS orders, sum(orders_all) AS orders_all"
 
 
 class RollupRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
-    async def _grouped(
+    async def _fetch(
         self,
-        table: str,
+        grouping: Grouping,
+        alias: str,
         measures: str,
-        extra_group: str,
-        allowed: tuple[str, ...],
-        tenant_id: str,
-        start: date,
-        end: date,
-        grain: str,
-        group_by: list[str],
-        filters: dict[str, list[str]],
+        source: str,
+        extra: str = "",
+        more: tuple[Any, ...] = (),
+        converts: bool = True,
+        group_extra: str = "",
     ) -> list[asyncpg.Record]:
-        select_dims = "".join(f", {COLUMNS[d]}" for d in group_by)
-        where, args = _where(filters, allowed, 4)
+        """$1-$3 tenant and dates; $4-$7 target and factors when ``converts``; then ``more``."""
+        fx_args: list[Any] = (
+            [grouping.target, grouping.fx_currencies, grouping.fx_dates, grouping.fx_factors]
+            if converts
+            else []
+        )
+        dims = [f"{alias}.{COLUMNS[d]}" for d in grouping.group_by]
+        select_dims = "".join(f", {c} AS {d}" for c, d in zip(dims, grouping.group_by, strict=True))
+        group_dims = "".join(f", {c}" for c in dims)
+        clauses = []
+        args: list[Any] = []
+        for position, (dimension, values) in enumerate(
+            grouping.filters.items(), start=4 + len(fx_args) + len(more)
+        ):
+            clauses.append(f"AND {alias}.{COLUMNS[dimension]} = ANY(${position}::text[])")
+            args.append(values)
         rows: list[asyncpg.Record] = await self.conn.fetch(
             f"""
-            SELECT {_period(grain)} AS period{select_dims}, {measures}
-            FROM {table}
-            WHERE tenant_id = $1 AND local_date BETWEEN $2 AND $3 {where}
-            GROUP BY 1{select_dims}{extra_group}
+            SELECT {_period(grouping.grain, alias)} AS period{select_dims}, {measures}
+            FROM {source}
+            WHERE {alias}.tenant_id = $1 AND {alias}.local_date BETWEEN $2 AND $3 {extra} {" ".join(clauses)}
+            GROUP BY 1{group_dims}{group_extra}
             """,
-            tenant_id,
-            start,
-            end,
+            grouping.tenant_id,
+            grouping.start,
+            grouping.end,
+            *fx_args,
+            *more,
             *args,
         )
         return rows
 
-    async def sales(
-        self,
-        tenant_id: str,
-        start: date,
-        end: date,
-        grain: str,
-        group_by: list[str],
-        filters: dict[str, list[str]],
-    ) -> list[asyncpg.Record]:
-        """Per period, dimensions and currency: sales parts of live lines."""
-        return await self._grouped(
-            "daily_sales", SALES_MEASURES, ", currency", tuple(COLUMNS),
-            tenant_id, start, end, grain, group_by, filters,
-        )  # fmt: skip
+    async def sales(self, grouping: Grouping) -> list[asyncpg.Record]:
+        """gmv (tax excluded), tax and shipping converted; units of live lines."""
+        return await self._fetch(
+            grouping,
+            "s",
+            f"{_converted('s.gross + s.shipping - s.discount', 's')} AS gmv, "
+            f"{_converted('s.tax', 's')} AS tax, {_converted('s.shipping', 's')} AS shipping, "
+            "sum(s.units) AS units",
+            f"daily_sales s {_FX_JOIN.format(alias='s')}",
+        )
 
-    async def orders(
-        self,
-        tenant_id: str,
-        start: date,
-        end: date,
-        grain: str,
-        group_by: list[str],
-        filters: dict[str, list[str]],
-    ) -> list[asyncpg.Record]:
-        """Per period and dimensions: orders with a live line, and all orders placed."""
-        return await self._grouped(
-            "daily_orders", ORDER_MEASURES, "", ORDER_DIMENSIONS,
-            tenant_id, start, end, grain, group_by, filters,
-        )  # fmt: skip
+    async def cogs(self, grouping: Grouping) -> list[asyncpg.Record]:
+        """Units times the unit cost in effect on each purchase day, converted at that day's rate."""
+        factor = "CASE WHEN uc.currency = $4 THEN 1 ELSE fx.factor END"
+        return await self._fetch(
+            grouping,
+            "s",
+            f"CASE WHEN bool_or(uc.cost IS NULL OR ({factor}) IS NULL) THEN NULL "
+            f"ELSE sum(s.units * uc.cost * ({factor})) END AS cogs, "
+            "array_agg(DISTINCT s.sku) FILTER (WHERE uc.cost IS NULL) AS skus_without_cost",
+            """daily_sales s
+            LEFT JOIN LATERAL (
+                SELECT u.cost, u.currency FROM unit_costs u
+                WHERE u.tenant_id = s.tenant_id AND u.sku = s.sku AND u.effective_from <= s.local_date
+                ORDER BY u.effective_from DESC, u.event_id DESC LIMIT 1
+            ) uc ON true
+            LEFT JOIN unnest($5::text[], $6::date[], $7::numeric[]) AS fx(currency, d, factor)
+                ON fx.currency = uc.currency AND fx.d = s.local_date""",
+            "AND s.units <> 0",
+        )
+
+    async def orders(self, grouping: Grouping) -> list[asyncpg.Record]:
+        return await self._fetch(
+            grouping,
+            "o",
+            "sum(o.orders) AS orders, sum(o.orders_all) AS orders_all",
+            "daily_orders o",
+            converts=False,
+        )
+
+    async def measures(self, grouping: Grouping, names: list[str]) -> list[asyncpg.Record]:
+        """One row per bucket and measure: its converted sum."""
+        return await self._fetch(
+            grouping,
+            "m",
+            f"m.measure AS measure, {_converted('m.value', 'm')} AS value",
+            f"daily_measures m {_FX_JOIN.format(alias='m')}",
+            "AND m.measure = ANY($8::text[])",
+            (names,),
+            group_extra=", m.measure",
+        )
+
+    async def fx_rates(self, tenant_id: str, until: date) -> list[tuple[date, str, str, Decimal]]:
+        rows = await self.conn.fetch(
+            "SELECT rate_date, base, quote, rate FROM fx_rates "
+            "WHERE tenant_id = $1 AND rate_date <= $2 ORDER BY rate_date, event_id",
+            tenant_id,
+            until,
+        )
+        return [(r["rate_date"], r["base"], r["quote"], r["rate"]) for r in rows]
+
+    async def currencies(self, tenant_id: str, start: date, end: date) -> set[str]:
+        """Every currency an amount of the range may be in."""
+        rows = await self.conn.fetch(
+            """
+            SELECT DISTINCT currency FROM daily_sales WHERE tenant_id = $1 AND local_date BETWEEN $2 AND $3
+            UNION SELECT DISTINCT currency FROM daily_measures WHERE tenant_id = $1 AND local_date BETWEEN $2 AND $3
+            UNION SELECT DISTINCT currency FROM unit_costs WHERE tenant_id = $1
+            """,
+            tenant_id,
+            start,
+            end,
+        )
+        return {r["currency"] for r in rows if r["currency"]}
+
+    async def first_day_with_amounts(
+        self, tenant_id: str, currency: str, days: list[date]
+    ) -> tuple[date | None, int]:
+        """Of the given days, the first on which the currency has amounts, and how many do."""
+        row = await self.conn.fetchrow(
+            """
+            SELECT min(d) AS first, count(*) AS days FROM (
+                SELECT local_date AS d FROM daily_sales WHERE tenant_id = $1 AND currency = $2 AND local_date = ANY($3::date[])
+                UNION SELECT local_date FROM daily_measures WHERE tenant_id = $1 AND currency = $2 AND local_date = ANY($3::date[])
+            ) days
+            """,
+            tenant_id,
+            currency,
+            days,
+        )
+        assert row is not None
+        return row["first"], int(row["days"])
+
+    async def dominant_currency(self, tenant_id: str, start: date, end: date) -> str | None:
+        value = await self.conn.fetchval(
+            "SELECT currency FROM daily_sales WHERE tenant_id = $1 AND local_date BETWEEN $2 AND $3 "
+            "GROUP BY currency ORDER BY sum(lines) DESC, currency LIMIT 1",
+            tenant_id,
+            start,
+            end,
+        )
+        return str(value) if value is not None else None

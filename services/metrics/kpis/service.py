@@ -1,77 +1,124 @@
-"""Answering a KPI query from the rollups."""
+"""Answering a KPI query from the rollups, in the reporting currency."""
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from datetime import date
+from collections import defaultdict
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
-from services.metrics.kpis.query import (
-    KpiQuery,
-    Measured,
-    answer,
-    comparison_range,
+from services.metrics.fx.rates import RateBook
+from services.metrics.kpis.formulas import (
+    COGS_INPUTS,
+    FORMULAS,
+    ORDER_INPUTS,
+    SALES_INPUTS,
+    Inputs,
 )
-from services.metrics.kpis.repository import COLUMNS, RollupRepository
+from services.metrics.kpis.query import KpiQuery, Measured, RowKey, answer, comparison_range
+from services.metrics.kpis.repository import Grouping, RollupRepository
 
-SALES_METRICS = {"gmv", "units", "aov"}
-ORDER_METRICS = {"orders", "aov"}
-# What an empty bucket holds: sums are zero, ratios are undefined.
-DEFAULTS: dict[str, Decimal | None] = {"gmv": Decimal(0), "units": Decimal(0), "orders": Decimal(0)}
+# What an empty bucket holds: sums are zero; ratios then come out undefined.
+ZERO = Decimal(0)
+
+
+def _days(start: date, end: date) -> list[date]:
+    return [start + timedelta(days=n) for n in range((end - start).days + 1)]
+
+
+class _Range:
+    """One date range's inputs per bucket, and what could not be converted."""
+
+    def __init__(self) -> None:
+        self.inputs: dict[RowKey, Inputs] = defaultdict(dict)
+        self.warnings: list[str] = []
+
+    def put(self, key: RowKey, name: str, value: Any) -> None:
+        self.inputs[key][name] = None if value is None else Decimal(value)
 
 
 async def _measure(
-    repository: RollupRepository, query: KpiQuery, start: date, end: date, currency: str | None
-) -> tuple[Measured, str | None]:
-    measured = Measured()
-    wanted = set(query.metrics)
-    dims = [COLUMNS[d] for d in query.group_by]
-    gmv: dict[Any, Decimal | None] = defaultdict(lambda: Decimal(0))
-    if wanted & SALES_METRICS:
-        rows = await repository.sales(
-            query.tenant_id, start, end, query.grain, query.group_by, query.filters
-        )
-        if currency is None and rows:
-            # No currency asked: the one most lines are in (conversion comes with FX).
-            weights: Counter[str] = Counter()
-            for row in rows:
-                weights[row["currency"]] += int(row["units"])
-            currency = weights.most_common(1)[0][0]
-        for row in rows:
-            key = (row["period"], tuple(row[c] for c in dims))
-            values = measured.values[key]
-            values["units"] = values.get("units", Decimal(0)) + Decimal(row["units"])  # type: ignore[operator]
-            if row["currency"] != currency:
-                first = row["first_date"].isoformat()
-                measured.warnings.append(f"no FX rate for {row['currency']}→{currency} on {first}")
-                gmv[key] = None
-            elif gmv[key] is not None:
-                gmv[key] = gmv[key] + row["gross"] + row["shipping"] - row["discount"]
-        for key, value in gmv.items():
-            measured.values[key]["gmv"] = value
-    if wanted & ORDER_METRICS:
-        rows = await repository.orders(
-            query.tenant_id, start, end, query.grain, query.group_by, query.filters
-        )
-        for row in rows:
-            key = (row["period"], tuple(row[c] for c in dims))
-            measured.values[key]["orders"] = Decimal(row["orders"])
-    if "aov" in wanted:
-        for values in measured.values.values():
-            total = values.get("gmv", Decimal(0))
-            orders = values.get("orders", Decimal(0))
-            values["aov"] = None if total is None or not orders else total / orders
-    return measured, currency
+    repository: RollupRepository,
+    query: KpiQuery,
+    start: date,
+    end: date,
+    target: str,
+    book: RateBook,
+) -> Measured:
+    needed = set().union(*(FORMULAS[m].inputs for m in query.metrics))
+    found = _Range()
+    currencies = sorted(await repository.currencies(query.tenant_id, start, end) - {target})
+    days = _days(start, end)
+    fx_currencies, fx_dates, fx_factors = [], [], []
+    missing: dict[str, list[date]] = defaultdict(list)
+    for currency in currencies:
+        for day in days:
+            factor = book.factor(currency, target, day)
+            fx_currencies.append(currency)
+            fx_dates.append(day)
+            fx_factors.append(factor)
+            if factor is None:
+                missing[currency].append(day)
+    grouping = Grouping(
+        query.tenant_id, start, end, query.grain, query.group_by, query.filters,
+        target, fx_currencies, fx_dates, fx_factors,
+    )  # fmt: skip
+
+    def key(row: asyncpg.Record) -> RowKey:
+        return row["period"], tuple(row[d] for d in query.group_by)
+
+    if needed & SALES_INPUTS:
+        for row in await repository.sales(grouping):
+            for name in SALES_INPUTS:
+                found.put(key(row), name, row[name])
+    if needed & COGS_INPUTS:
+        without_cost: set[str] = set()
+        for row in await repository.cogs(grouping):
+            found.put(key(row), "cogs", row["cogs"])
+            without_cost |= set(row["skus_without_cost"] or [])
+        for sku in sorted(without_cost):
+            found.warnings.append(f"no unit cost for SKU {sku}")
+    if needed & ORDER_INPUTS:
+        for row in await repository.orders(grouping):
+            for name in ORDER_INPUTS:
+                found.put(key(row), name, row[name])
+    measure_names = sorted(needed - SALES_INPUTS - COGS_INPUTS - ORDER_INPUTS)
+    if measure_names:
+        for row in await repository.measures(grouping, measure_names):
+            found.put(key(row), row["measure"], row["value"])
+    for currency, dates in missing.items():
+        first, count = await repository.first_day_with_amounts(query.tenant_id, currency, dates)
+        if first is not None:
+            more = f" (and {count - 1} more days)" if count > 1 else ""
+            found.warnings.append(
+                f"no FX rate for {currency}→{target} on {first.isoformat()}{more}"
+            )
+
+    measured = Measured(warnings=found.warnings)
+    for row_key, inputs in found.inputs.items():
+        complete = {name: inputs.get(name, ZERO) for name in needed}
+        measured.values[row_key] = {m: FORMULAS[m].compute(complete) for m in query.metrics}
+    return measured
+
+
+def _empty_bucket(query: KpiQuery) -> dict[str, Decimal | None]:
+    zeros: Inputs = {name: ZERO for m in query.metrics for name in FORMULAS[m].inputs}
+    return {m: FORMULAS[m].compute(zeros) for m in query.metrics}
 
 
 async def run_query(conn: asyncpg.Connection, query: KpiQuery) -> dict[str, Any]:
     repository = RollupRepository(conn)
-    current, currency = await _measure(repository, query, query.start, query.end, query.currency)
+    target = (
+        query.currency
+        or await repository.dominant_currency(query.tenant_id, query.start, query.end)
+        or "USD"
+    )
+    earlier = comparison_range(query) if query.compare_to else None
+    book = RateBook.from_rows(await repository.fx_rates(query.tenant_id, query.end))
+    current = await _measure(repository, query, query.start, query.end, target, book)
     previous = None
-    if query.compare_to:
-        earlier = comparison_range(query)
-        previous, _ = await _measure(repository, query, earlier.start, earlier.end, currency)
-    return answer(query, currency, current, previous, DEFAULTS)
+    if earlier is not None:
+        previous = await _measure(repository, query, earlier.start, earlier.end, target, book)
+    return answer(query, target, current, previous, _empty_bucket(query))

@@ -1,0 +1,130 @@
+"""What each non-order event adds to the daily measures.
+
+An event contributes amounts to (local date, store, SKU, measure, currency) cells.
+When a higher version replaces an event, its old contributions are taken out and its
+new ones put in, so every rollup cell always equals the sum over the latest versions.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from shared.events import AdSpend, CsTicket, Fee, Payload, Refund, Traffic
+from shared.time import local_date
+
+COUNT = ""  # the currency of counts
+
+
+@dataclass(frozen=True)
+class Source:
+    tenant_id: str
+    platform: str
+    store_id: str
+    marketplace: str
+
+
+Cell = tuple[str, date, str, str, str, str, str, str]
+
+
+def _cell(source: Source, day: date, sku: str | None, measure: str, currency: str) -> Cell:
+    return (
+        source.tenant_id,
+        day,
+        source.platform,
+        source.store_id,
+        source.marketplace,
+        sku or "",
+        measure,
+        currency,
+    )
+
+
+def contributions(source: Source, payload: Payload) -> list[tuple[Cell, Decimal]]:
+    """The cells an event adds to, with the amount it adds."""
+    one = Decimal(1)
+    if isinstance(payload, Refund):
+        day = local_date(payload.refunded_at, source.marketplace)
+        return [
+            (
+                _cell(source, day, payload.sku, "refund_amount", payload.amount.currency),
+                payload.amount.amount,
+            ),
+            (_cell(source, day, payload.sku, "refunds_count", COUNT), one),
+        ]
+    if isinstance(payload, Fee):
+        day = local_date(payload.charged_at, source.marketplace)
+        return [
+            (
+                _cell(source, day, payload.sku, "fee_amount", payload.amount.currency),
+                payload.amount.amount,
+            )
+        ]
+    if isinstance(payload, AdSpend):
+        return [
+            (
+                _cell(source, payload.date, payload.sku, "ad_cost", payload.cost.currency),
+                payload.cost.amount,
+            ),
+            (
+                _cell(
+                    source, payload.date, payload.sku, "ad_sales", payload.attributed_sales.currency
+                ),
+                payload.attributed_sales.amount,
+            ),
+            (
+                _cell(source, payload.date, payload.sku, "impressions", COUNT),
+                Decimal(payload.impressions),
+            ),
+            (_cell(source, payload.date, payload.sku, "clicks", COUNT), Decimal(payload.clicks)),
+            (
+                _cell(source, payload.date, payload.sku, "ad_orders", COUNT),
+                Decimal(payload.attributed_orders),
+            ),
+        ]
+    if isinstance(payload, Traffic):
+        cells = [
+            (_cell(source, payload.date, payload.sku, "sessions", COUNT), Decimal(payload.sessions))
+        ]
+        if payload.page_views is not None:
+            cells.append(
+                (
+                    _cell(source, payload.date, payload.sku, "page_views", COUNT),
+                    Decimal(payload.page_views),
+                )
+            )
+        return cells
+    if isinstance(payload, CsTicket):
+        day = local_date(payload.opened_at, source.marketplace)
+        cells = [(_cell(source, day, None, "tickets", COUNT), one)]
+        if payload.first_response_at is not None:
+            hours = Decimal((payload.first_response_at - payload.opened_at).total_seconds()) / 3600
+            cells += [
+                (_cell(source, day, None, "first_response_hours_sum", COUNT), hours),
+                (_cell(source, day, None, "first_responses", COUNT), one),
+            ]
+        if payload.csat is not None:
+            cells += [
+                (_cell(source, day, None, "csat_sum", COUNT), Decimal(payload.csat)),
+                (_cell(source, day, None, "csat_count", COUNT), one),
+            ]
+        return cells
+    return []
+
+
+def net_deltas(
+    added: Iterable[tuple[Source, Payload]], removed: Iterable[tuple[Source, Payload]]
+) -> list[tuple[Any, ...]]:
+    """Rows (cell..., delta) that move the rollup from the old events to the new ones."""
+    deltas: dict[Cell, Decimal] = defaultdict(Decimal)
+    for source, payload in added:
+        for cell, amount in contributions(source, payload):
+            deltas[cell] += amount
+    for source, payload in removed:
+        for cell, amount in contributions(source, payload):
+            deltas[cell] -= amount
+    return [(*cell, delta) for cell, delta in deltas.items() if delta != 0]

@@ -1,0 +1,70 @@
+"""Turning one currency into another on a local date, as CONTRACT §4 fixes it.
+
+The newest rate dated on or before the day, for the pair in either direction (C→R
+multiplies, R→C divides; on the same date C→R wins). When the pair has none, a
+common base B is used, each leg (B→R, B→C) found the same way. No rate at all is
+``None``: the caller reports it and leaves the value null, never zero.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+
+
+@dataclass
+class RateBook:
+    # (base, quote) → dates ascending and the rate of each date
+    _dates: dict[tuple[str, str], list[date]] = field(default_factory=lambda: defaultdict(list))
+    _rates: dict[tuple[str, str], list[Decimal]] = field(default_factory=lambda: defaultdict(list))
+    currencies: set[str] = field(default_factory=set)
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[tuple[date, str, str, Decimal]]) -> RateBook:
+        """Rows of (date, base, quote, rate), in any order; later rows win a tie."""
+        latest: dict[tuple[str, str, date], Decimal] = {}
+        for day, base, quote, rate in rows:
+            latest[(base, quote, day)] = rate
+        book = cls()
+        for (base, quote, day), rate in sorted(latest.items(), key=lambda item: item[0][2]):
+            book._dates[(base, quote)].append(day)
+            book._rates[(base, quote)].append(rate)
+            book.currencies |= {base, quote}
+        return book
+
+    def _newest(self, pair: tuple[str, str], day: date) -> tuple[date, Decimal] | None:
+        dates = self._dates.get(pair)
+        if not dates:
+            return None
+        position = bisect.bisect_right(dates, day)
+        if position == 0:
+            return None
+        return dates[position - 1], self._rates[pair][position - 1]
+
+    def direct(self, currency: str, target: str, day: date) -> Decimal | None:
+        """The factor from ``currency`` to ``target`` from the pair's own rates."""
+        forward = self._newest((currency, target), day)
+        backward = self._newest((target, currency), day)
+        if forward is not None and (backward is None or forward[0] >= backward[0]):
+            return forward[1]
+        if backward is not None:
+            return 1 / backward[1]
+        return None
+
+    def factor(self, currency: str, target: str, day: date) -> Decimal | None:
+        """How many ``target`` one ``currency`` is worth on ``day``; None when unknown."""
+        if currency == target:
+            return Decimal(1)
+        direct = self.direct(currency, target, day)
+        if direct is not None:
+            return direct
+        for base in sorted(self.currencies - {currency, target}):
+            to_target = self.direct(base, target, day)
+            to_currency = self.direct(base, currency, day)
+            if to_target is not None and to_currency is not None:
+                return to_target / to_currency
+        return None

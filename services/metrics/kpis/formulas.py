@@ -1,0 +1,122 @@
+"""How each available KPI is computed from the summed inputs of a bucket.
+
+Inputs are sums over the whole bucket in the reporting currency (or counts); a KPI is
+null when an input it needs is null (no FX rate, no unit cost) or a denominator is
+zero, never a silent zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+Value = Decimal | None
+Inputs = dict[str, Value]
+
+SALES_INPUTS = frozenset({"gmv", "tax", "shipping", "units"})
+ORDER_INPUTS = frozenset({"orders", "orders_all"})
+COGS_INPUTS = frozenset({"cogs"})
+SKU_MEASURES = frozenset(
+    {
+        "refund_amount",
+        "fee_amount",
+        "ad_cost",
+        "ad_sales",
+        "impressions",
+        "clicks",
+        "ad_orders",
+        "sessions",
+    }
+)
+CS_MEASURES = frozenset({"first_response_hours_sum", "first_responses", "csat_sum", "csat_count"})
+ALL_DIMENSIONS = frozenset({"platform", "store", "marketplace", "sku", "category"})
+STORE_DIMENSIONS = frozenset({"platform", "store", "marketplace"})
+
+
+def dimensions_of(inputs: frozenset[str]) -> frozenset[str]:
+    """The dimensions every one of these inputs can be split by."""
+    allowed = set(ALL_DIMENSIONS)
+    if inputs & (ORDER_INPUTS | CS_MEASURES):
+        allowed &= STORE_DIMENSIONS
+    if inputs & SKU_MEASURES:
+        allowed -= {"category"}
+    return frozenset(allowed)
+
+
+def div(numerator: Value, denominator: Value) -> Value:
+    if numerator is None or denominator is None or denominator == 0:
+        return None
+    return numerator / denominator
+
+
+def sub(left: Value, *rights: Value) -> Value:
+    if left is None or any(r is None for r in rights):
+        return None
+    return left - sum((r for r in rights if r is not None), Decimal(0))
+
+
+@dataclass(frozen=True)
+class Formula:
+    inputs: frozenset[str]
+    compute: Callable[[Inputs], Value]
+
+    @property
+    def dimensions(self) -> frozenset[str]:
+        return dimensions_of(self.inputs)
+
+
+def _f(inputs: set[str], compute: Callable[[Inputs], Value]) -> Formula:
+    return Formula(frozenset(inputs), compute)
+
+
+def _net_sales(i: Inputs) -> Value:
+    return sub(i["gmv"], i["refund_amount"])
+
+
+def _gross_profit(i: Inputs) -> Value:
+    return sub(_net_sales(i), i["cogs"], i["fee_amount"])
+
+
+def _net_profit(i: Inputs) -> Value:
+    return sub(_gross_profit(i), i["ad_cost"])
+
+
+_PROFIT = {"gmv", "refund_amount", "cogs", "fee_amount"}
+
+FORMULAS: dict[str, Formula] = {
+    "gmv": _f({"gmv"}, lambda i: i["gmv"]),
+    "orders": _f({"orders"}, lambda i: i["orders"]),
+    "units": _f({"units"}, lambda i: i["units"]),
+    "aov": _f({"gmv", "orders"}, lambda i: div(i["gmv"], i["orders"])),
+    "refunds": _f({"refund_amount"}, lambda i: i["refund_amount"]),
+    "refund_rate": _f({"refund_amount", "gmv"}, lambda i: div(i["refund_amount"], i["gmv"])),
+    "net_sales": _f({"gmv", "refund_amount"}, _net_sales),
+    "cancel_rate": _f(
+        {"orders", "orders_all"}, lambda i: div(sub(i["orders_all"], i["orders"]), i["orders_all"])
+    ),
+    "fees": _f({"fee_amount"}, lambda i: i["fee_amount"]),
+    "cogs": _f({"cogs"}, lambda i: i["cogs"]),
+    "gross_profit": _f(_PROFIT, _gross_profit),
+    "gross_margin": _f(_PROFIT, lambda i: div(_gross_profit(i), _net_sales(i))),
+    "ad_spend": _f({"ad_cost"}, lambda i: i["ad_cost"]),
+    "ad_sales": _f({"ad_sales"}, lambda i: i["ad_sales"]),
+    "impressions": _f({"impressions"}, lambda i: i["impressions"]),
+    "clicks": _f({"clicks"}, lambda i: i["clicks"]),
+    "ad_orders": _f({"ad_orders"}, lambda i: i["ad_orders"]),
+    "net_profit": _f(_PROFIT | {"ad_cost"}, _net_profit),
+    "net_margin": _f(_PROFIT | {"ad_cost"}, lambda i: div(_net_profit(i), _net_sales(i))),
+    "acos": _f({"ad_cost", "ad_sales"}, lambda i: div(i["ad_cost"], i["ad_sales"])),
+    "tacos": _f({"ad_cost", "gmv"}, lambda i: div(i["ad_cost"], i["gmv"])),
+    "roas": _f({"ad_sales", "ad_cost"}, lambda i: div(i["ad_sales"], i["ad_cost"])),
+    "ctr": _f({"clicks", "impressions"}, lambda i: div(i["clicks"], i["impressions"])),
+    "cpc": _f({"ad_cost", "clicks"}, lambda i: div(i["ad_cost"], i["clicks"])),
+    "ad_cvr": _f({"ad_orders", "clicks"}, lambda i: div(i["ad_orders"], i["clicks"])),
+    "sessions": _f({"sessions"}, lambda i: i["sessions"]),
+    "cvr": _f({"orders", "sessions"}, lambda i: div(i["orders"], i["sessions"])),
+    "first_response_hours": _f(
+        {"first_response_hours_sum", "first_responses"},
+        lambda i: div(i["first_response_hours_sum"], i["first_responses"]),
+    ),
+    "csat": _f({"csat_sum", "csat_count"}, lambda i: div(i["csat_sum"], i["csat_count"])),
+}
