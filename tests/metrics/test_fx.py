@@ -1,0 +1,132 @@
+"""FX rules of CONTRACT §4, on the rate book alone and through the API."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+from services.metrics.fx.rates import RateBook
+from tests.conftest import NewTenant
+from tests.metrics.test_kpis import kpis, line, values
+
+D = Decimal
+
+
+def test_newest_rate_on_or_before_the_day_carries_forward() -> None:
+    book = RateBook.from_rows(
+        [(date(2026, 1, 2), "USD", "MXN", D("17")), (date(2026, 1, 5), "USD", "MXN", D("18"))]
+    )
+    # Saturday and Sunday have no rate: Friday's applies.
+    assert book.factor("USD", "MXN", date(2026, 1, 3)) == D("17")
+    assert book.factor("USD", "MXN", date(2026, 1, 4)) == D("17")
+    assert book.factor("USD", "MXN", date(2026, 1, 5)) == D("18")
+    assert book.factor("USD", "MXN", date(2026, 1, 1)) is None
+
+
+def test_reverse_pair_divides_and_same_day_direct_wins() -> None:
+    book = RateBook.from_rows(
+        [(date(2026, 1, 1), "USD", "MXN", D("20")), (date(2026, 1, 1), "MXN", "USD", D("0.04"))]
+    )
+    assert book.factor("MXN", "USD", date(2026, 1, 1)) == D("0.04")
+    assert book.factor("USD", "MXN", date(2026, 1, 1)) == D("20")
+    only_reverse = RateBook.from_rows([(date(2026, 1, 1), "USD", "BRL", D("5"))])
+    assert only_reverse.factor("BRL", "USD", date(2026, 1, 9)) == D(1) / D(5)
+    # A newer reverse rate beats an older direct one.
+    newer = RateBook.from_rows(
+        [(date(2026, 1, 1), "MXN", "USD", D("0.05")), (date(2026, 1, 2), "USD", "MXN", D("25"))]
+    )
+    assert newer.factor("MXN", "USD", date(2026, 1, 3)) == D(1) / D(25)
+
+
+def test_cross_rate_through_a_common_base() -> None:
+    book = RateBook.from_rows(
+        [(date(2026, 1, 1), "USD", "MXN", D("20")), (date(2026, 1, 1), "USD", "JPY", D("150"))]
+    )
+    # 1 MXN = 150 / 20 JPY
+    assert book.factor("MXN", "JPY", date(2026, 1, 1)) == D("7.5")
+    assert book.factor("JPY", "MXN", date(2026, 1, 1)) == D(20) / D(150)
+    assert book.factor("EUR", "JPY", date(2026, 1, 1)) is None
+
+
+def fx(event_id: str, day: str, base: str, quote: str, rate: str) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "type": "fx_rate",
+        "source": {"platform": "erp", "store_id": "erp", "marketplace": "US"},
+        "occurred_at": f"{day}T00:00:00Z",
+        "payload": {"date": day, "base": base, "quote": quote, "rate": rate},
+    }
+
+
+async def test_gmv_converted_day_by_day_with_weekend_carry_forward(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    events = [
+        fx("fx-fri", "2026-01-02", "USD", "MXN", "20"),
+        fx("fx-mon", "2026-01-05", "USD", "MXN", "16"),
+        # Saturday 3 January in Mexico City: converted at Friday's rate, 200 / 20 = 10.
+        line("s1", "S1", 1, "200.00", "2026-01-03T18:00:00Z", currency="MXN", marketplace="MX"),
+        # Monday: 160 / 16 = 10.
+        line("s2", "S2", 1, "160.00", "2026-01-05T18:00:00Z", currency="MXN", marketplace="MX"),
+        line("s3", "S3", 1, "5.00", "2026-01-05T18:00:00Z"),
+    ]
+    response = await http.post("/v1/events", json={"events": events}, headers=tenant.headers)
+    assert response.status_code == 202
+
+    for _ in range(150):
+        body = await kpis(
+            http,
+            tenant,
+            metrics="gmv,orders",
+            grain="total",
+            currency="USD",
+            **{"from": "2026-01-01", "to": "2026-01-31"},
+        )
+        if (
+            body["rows"][0]["values"][1]["value"] == 3.0
+            and body["rows"][0]["values"][0]["value"] == 25.0
+        ):
+            break
+        await asyncio.sleep(0.2)
+    assert values(body) == [("TOTAL", [], {"gmv": 25.0, "orders": 3.0})]
+    assert body["warnings"] == []
+    in_pesos = await kpis(
+        http,
+        tenant,
+        metrics="gmv",
+        grain="day",
+        currency="MXN",
+        group_by="marketplace",
+        **{"from": "2026-01-05", "to": "2026-01-05"},
+    )
+    assert values(in_pesos) == [
+        ("2026-01-05", ["MX"], {"gmv": 160.0}),
+        ("2026-01-05", ["US"], {"gmv": 80.0}),
+    ]
+    # Before the first rate there is none: null and a warning naming currency and date.
+    early = [
+        line("e1", "E1", 1, "100.00", "2025-12-30T18:00:00Z", currency="MXN", marketplace="MX")
+    ]
+    await http.post("/v1/events", json={"events": early}, headers=tenant.headers)
+    for _ in range(150):
+        body = await kpis(
+            http,
+            tenant,
+            metrics="gmv,orders",
+            grain="month",
+            currency="USD",
+            **{"from": "2025-12-01", "to": "2026-01-31"},
+        )
+        if body["rows"][0]["values"][1]["value"] == 1.0:
+            break
+        await asyncio.sleep(0.2)
+    assert values(body) == [
+        ("2025-12-01", [], {"gmv": None, "orders": 1.0}),
+        ("2026-01-01", [], {"gmv": 25.0, "orders": 3.0}),
+    ]
+    assert body["warnings"] == ["no FX rate for MXN→USD on 2025-12-30"]

@@ -1,0 +1,238 @@
+"""Every additive KPI of CONTRACT §4 in one hand-computed month."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from tests.conftest import NewTenant, TenantClient
+from tests.metrics.test_kpis import kpis, line
+
+SOURCE = {"platform": "amazon", "store_id": "acme-us", "marketplace": "US"}
+
+
+def event(event_id: str, kind: str, payload: dict[str, Any], version: int = 1) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "type": kind,
+        "version": version,
+        "source": SOURCE,
+        "occurred_at": "2026-04-01T00:00:00Z",
+        "payload": payload,
+    }
+
+
+def usd(amount: str) -> dict[str, str]:
+    return {"amount": amount, "currency": "USD"}
+
+
+async def wait_for(
+    http: httpx.AsyncClient, tenant: TenantClient, metric: str, expected: float
+) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for _ in range(150):
+        body = await kpis(
+            http,
+            tenant,
+            metrics=metric,
+            grain="total",
+            **{"from": "2026-04-01", "to": "2026-04-30"},
+        )
+        if body["rows"][0]["values"][0]["value"] == expected:
+            return body
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{metric} never became {expected}: {body}")
+
+
+async def test_profit_ads_traffic_and_service_kpis(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    events = [
+        # Sales: 2 x 50 + 3 x 20 = 160 GMV, 5 units, 2 orders; one more order cancelled.
+        line("l1", "O1", 2, "50.00", "2026-04-10T18:00:00Z", sku="LAMP"),
+        line("l2", "O2", 3, "20.00", "2026-04-12T18:00:00Z", sku="MUG"),
+        line("l3", "O3", 1, "99.00", "2026-04-13T18:00:00Z", sku="MUG", status="cancelled"),
+        # Unit costs: LAMP 10 until the 11th, 12 from then on; MUG 5. COGS = 2 x 10 + 3 x 5 = 35.
+        event(
+            "c1", "unit_cost", {"sku": "LAMP", "cost": usd("10.00"), "effective_from": "2026-01-01"}
+        ),
+        event(
+            "c2", "unit_cost", {"sku": "LAMP", "cost": usd("12.00"), "effective_from": "2026-04-11"}
+        ),
+        event(
+            "c3", "unit_cost", {"sku": "MUG", "cost": usd("5.00"), "effective_from": "2026-01-01"}
+        ),
+        # A refund of 16 (later corrected from 30 by a higher version) and fees of 24.
+        event(
+            "r1",
+            "refund",
+            {
+                "order_id": "O1",
+                "sku": "LAMP",
+                "amount": usd("30.00"),
+                "refunded_at": "2026-04-20T18:00:00Z",
+            },
+        ),
+        event(
+            "f1",
+            "fee",
+            {
+                "fee_type": "commission",
+                "amount": usd("16.00"),
+                "charged_at": "2026-04-10T18:00:00Z",
+            },
+        ),
+        event(
+            "f2",
+            "fee",
+            {
+                "fee_type": "fulfillment",
+                "amount": usd("8.00"),
+                "charged_at": "2026-04-12T18:00:00Z",
+            },
+        ),
+        # Ads: 1000 impressions, 40 clicks, cost 20, attributed sales 80 and 4 orders.
+        event(
+            "a1",
+            "ad_spend",
+            {
+                "date": "2026-04-10",
+                "campaign_id": "c",
+                "sku": "LAMP",
+                "impressions": 600,
+                "clicks": 30,
+                "cost": usd("15.00"),
+                "attributed_sales": usd("60.00"),
+                "attributed_orders": 3,
+            },
+        ),
+        event(
+            "a2",
+            "ad_spend",
+            {
+                "date": "2026-04-11",
+                "campaign_id": "c",
+                "sku": "LAMP",
+                "impressions": 400,
+                "clicks": 10,
+                "cost": usd("5.00"),
+                "attributed_sales": usd("20.00"),
+                "attributed_orders": 1,
+            },
+        ),
+        # Traffic: 100 sessions.
+        event(
+            "t1", "traffic", {"date": "2026-04-10", "sku": "LAMP", "sessions": 60, "page_views": 90}
+        ),
+        event("t2", "traffic", {"date": "2026-04-12", "sku": "MUG", "sessions": 40}),
+        # Tickets: first responses after 2 h and 4 h; csat 5 and 3.
+        event(
+            "k1",
+            "cs_ticket",
+            {
+                "ticket_id": "1",
+                "opened_at": "2026-04-10T10:00:00Z",
+                "first_response_at": "2026-04-10T12:00:00Z",
+                "csat": 5,
+            },
+        ),
+        event(
+            "k2",
+            "cs_ticket",
+            {
+                "ticket_id": "2",
+                "opened_at": "2026-04-11T10:00:00Z",
+                "first_response_at": "2026-04-11T14:00:00Z",
+                "csat": 3,
+            },
+        ),
+    ]
+    response = await http.post("/v1/events", json={"events": events}, headers=tenant.headers)
+    assert response.status_code == 202, response.text
+    correction = event(
+        "r1",
+        "refund",
+        {
+            "order_id": "O1",
+            "sku": "LAMP",
+            "amount": usd("16.00"),
+            "refunded_at": "2026-04-20T18:00:00Z",
+        },
+        version=2,
+    )
+    await wait_for(http, tenant, "refunds", 30.0)
+    assert (
+        await http.post("/v1/events", json={"events": [correction]}, headers=tenant.headers)
+    ).status_code == 202
+    await wait_for(http, tenant, "refunds", 16.0)
+    await wait_for(http, tenant, "csat", 4.0)
+    await wait_for(http, tenant, "sessions", 100.0)
+
+    metrics = [
+        "gmv", "orders", "units", "refunds", "refund_rate", "net_sales", "cancel_rate", "fees",
+        "cogs", "gross_profit", "gross_margin", "ad_spend", "ad_sales", "impressions", "clicks",
+        "ad_orders", "net_profit", "net_margin", "acos", "tacos", "roas", "ctr", "cpc", "ad_cvr",
+        "sessions", "cvr", "first_response_hours", "csat",
+    ]  # fmt: skip
+    body = await kpis(
+        http,
+        tenant,
+        metrics=",".join(metrics),
+        grain="total",
+        **{"from": "2026-04-01", "to": "2026-04-30"},
+    )
+    got = {v["metric"]: v["value"] for v in body["rows"][0]["values"]}
+    net_sales = 160 - 16
+    gross_profit = net_sales - 35 - 24
+    expected = {
+        "gmv": 160.0, "orders": 2.0, "units": 5.0, "refunds": 16.0, "refund_rate": 16 / 160,
+        "net_sales": 144.0, "cancel_rate": 1 / 3, "fees": 24.0, "cogs": 35.0,
+        "gross_profit": 85.0, "gross_margin": gross_profit / net_sales, "ad_spend": 20.0,
+        "ad_sales": 80.0, "impressions": 1000.0, "clicks": 40.0, "ad_orders": 4.0,
+        "net_profit": 65.0, "net_margin": 65 / 144, "acos": 0.25, "tacos": 20 / 160, "roas": 4.0,
+        "ctr": 0.04, "cpc": 0.5, "ad_cvr": 0.1, "sessions": 100.0, "cvr": 0.02,
+        "first_response_hours": 3.0, "csat": 4.0,
+    }  # fmt: skip
+    assert set(got) == set(expected)
+    for metric, value in expected.items():
+        assert abs(got[metric] - value) <= 1e-9 * max(1.0, abs(value)), (metric, got[metric], value)
+    assert body["warnings"] == []
+
+    # By SKU: COGS of LAMP uses the cost in effect on its purchase day (the 10th: 10).
+    by_sku = await kpis(
+        http,
+        tenant,
+        metrics="gmv,cogs,ad_spend",
+        grain="total",
+        group_by="sku",
+        **{"from": "2026-04-01", "to": "2026-04-30"},
+    )
+    rows = {
+        r["dimensions"][0]["value"]: {v["metric"]: v["value"] for v in r["values"]}
+        for r in by_sku["rows"]
+    }
+    assert rows["LAMP"] == {"gmv": 100.0, "cogs": 20.0, "ad_spend": 20.0}
+    assert rows["MUG"] == {"gmv": 60.0, "cogs": 15.0, "ad_spend": 0.0}
+
+
+async def test_cogs_without_a_unit_cost_is_null_with_a_warning(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    events = [line("n1", "N1", 1, "10.00", "2026-04-10T18:00:00Z", sku="NEW-SKU")]
+    assert (
+        await http.post("/v1/events", json={"events": events}, headers=tenant.headers)
+    ).status_code == 202
+    await wait_for(http, tenant, "gmv", 10.0)
+    body = await kpis(
+        http,
+        tenant,
+        metrics="cogs,gross_profit",
+        grain="total",
+        **{"from": "2026-04-01", "to": "2026-04-30"},
+    )
+    assert [v["value"] for v in body["rows"][0]["values"]] == [None, None]
+    assert body["warnings"] == ["no unit cost for SKU NEW-SKU"]
