@@ -12,11 +12,13 @@ from typing import Any
 
 @dataclass(frozen=True)
 class FieldError:
-    """One reason an input was refused; ``index`` names the batch item when there is one."""
+    """One reason an input was refused; ``index`` names the batch item when there is one,
+    ``row`` the line of an uploaded file (the header is line 1)."""
 
     field: str
     reason: str
     index: int | None = None
+    row: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.ingest.config import Settings, get_settings
+from services.ingest.events.endpoints import csv_router
 from services.ingest.events.endpoints import router as events_router
 from services.ingest.outbox.relay import OutboxRelay
 from shared.db import Database
@@ -36,5 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await db.dispose()
 
     app = build_app(SERVICE, settings, lifespan=lifespan)
+    # The CSV route first: /v1/events:csv must not be taken for /v1/events.
+    app.include_router(csv_router)
     app.include_router(events_router)
     return app

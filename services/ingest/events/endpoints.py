@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 
 from services.ingest.events import service
+from services.ingest.events.csv_upload import FIRST_DATA_ROW, parse_csv
 from services.ingest.events.repository import EventRepository
 from services.ingest.events.schemas import (
     PUSH_REQUEST_SCHEMA,
@@ -17,6 +18,7 @@ from shared.auth import Principal, require_scope
 from shared.db import Database
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
+csv_router = APIRouter(tags=["events"])
 
 
 @router.post(
@@ -49,8 +51,8 @@ async def push_events(
             EventRepository(conn),
             tenant_id,
             raw,
+            lambda body: service.parse_body(body, settings.max_events_per_request),
             key,
-            settings.max_events_per_request,
             settings.topic_prefix,
         )
     return JSONResponse(answer.body, status_code=answer.status)
@@ -66,3 +68,48 @@ async def outbox_status(
     async with db.raw_connection() as conn:
         pending = await EventRepository(conn).pending_count(principal.require_tenant())
     return OutboxStatus(pending=pending)
+
+
+@csv_router.post(
+    "/v1/events:csv",
+    status_code=202,
+    response_model=PushAccepted,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"text/csv": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+    responses={
+        413: {"model": ErrorBody, "description": "More than 5,000 rows"},
+        422: {"model": ErrorBody, "description": "Invalid rows, each by index, row and field"},
+    },
+)
+async def upload_events_csv(
+    request: Request,
+    principal: Annotated[Principal, Depends(require_scope("ingest:write"))],
+    event_type: Annotated[str, Query(alias="type", description="The event type of every row")],
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JSONResponse:
+    """The same push as ``POST /v1/events``, from a CSV file of one event type.
+
+    Errors name the file line (``row``, the header being line 1) as well as the index.
+    """
+    tenant_id = principal.require_tenant()
+    key = service.check_idempotency_key(idempotency_key)
+    raw = await request.body()
+    db: Database = request.app.state.db
+    settings = request.app.state.settings
+    # The type is part of what the key protects: the same file as another type differs.
+    fingerprinted = event_type.encode() + b"\n" + raw
+    async with db.raw_connection() as conn, conn.transaction():
+        answer = await service.accept(
+            EventRepository(conn),
+            tenant_id,
+            fingerprinted,
+            lambda _: parse_csv(raw, event_type, settings.max_events_per_request),
+            key,
+            settings.topic_prefix,
+            first_row=FIRST_DATA_ROW,
+        )
+    return JSONResponse(answer.body, status_code=answer.status)

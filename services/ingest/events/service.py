@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -94,11 +95,16 @@ async def accept(
     repository: EventRepository,
     tenant_id: str,
     raw_body: bytes,
+    parse: Callable[[bytes], list[Any]],
     idempotency_key: str | None,
-    max_events: int,
     topic_prefix: str,
+    first_row: int | None = None,
 ) -> Answer:
-    """Stores a valid batch's new events in the outbox; the caller's transaction commits it."""
+    """Stores a valid batch's new events in the outbox; the caller's transaction commits it.
+
+    ``parse`` turns the body into raw events (JSON or CSV); ``first_row`` is the file
+    line of the first event when the body is a file, so errors name lines too.
+    """
     if idempotency_key is not None:
         request_hash = hashlib.sha256(raw_body).hexdigest()
         if not await repository.claim_idempotency_key(tenant_id, idempotency_key, request_hash):
@@ -118,9 +124,13 @@ async def accept(
             # The engine's JSON codec hands jsonb back already decoded.
             return Answer(stored["status"], dict(stored["response"]))
 
-    events, errors = validate_batch(parse_body(raw_body, max_events))
+    events, errors = validate_batch(parse(raw_body))
     if errors:
         bad = len({e.index for e in errors})
+        if first_row is not None:
+            errors = [
+                replace(e, row=None if e.index is None else e.index + first_row) for e in errors
+            ]
         raise InvalidInput(f"{bad} invalid event(s); nothing was stored", errors)
 
     latest = _latest_per_event(events)
