@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from services.metrics.config import Settings, get_settings
 from services.metrics.facts.consumer import FactConsumer
 from services.metrics.kpis.endpoints import router as kpis_router
+from services.metrics.settings.endpoints import router as settings_router
 from shared.db import Database
 from shared.service import build_app, token_verifier
 from shared.telemetry import setup_telemetry
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = build_app(SERVICE, settings, lifespan=lifespan)
     app.include_router(kpis_router)
+    app.include_router(settings_router)
 
     @app.get("/internal/consumer", include_in_schema=False)
     async def consumer_counters(request: Request) -> dict[str, Any]:

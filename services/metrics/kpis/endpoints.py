@@ -7,9 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from services.metrics.kpis.query import parse_query
-from services.metrics.kpis.registry import KPIS
+from services.metrics.kpis.registry import KPIS, describe
 from services.metrics.kpis.schemas import KpiCatalog, KpiDefinitionOut, KpiResult
 from services.metrics.kpis.service import run_query
+from services.metrics.settings.repository import SettingsRepository
 from shared.auth import Principal, require_scope
 from shared.db import Database
 from shared.errors import Forbidden
@@ -93,8 +94,12 @@ async def kpis(
 
 
 @router.get("/catalog", response_model=KpiCatalog)
-async def catalog(principal: Reader) -> KpiCatalog:
-    """Every KPI of the contract with its definition; ``available`` ones can be queried."""
+async def catalog(request: Request, principal: Reader) -> KpiCatalog:
+    """Every KPI of the contract with its definition as this tenant's settings make it;
+    ``available`` ones can be queried."""
+    db: Database = request.app.state.db
+    async with db.raw_connection() as conn:
+        settings = await SettingsRepository(conn).get(principal.require_tenant())
     return KpiCatalog(
         kpis=[
             KpiDefinitionOut(
@@ -102,7 +107,7 @@ async def catalog(principal: Reader) -> KpiCatalog:
                 name=k.name,
                 unit=k.unit,
                 direction=k.direction,
-                description=k.description,
+                description=describe(k, settings),
                 available=k.available,
             )
             for k in KPIS.values()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.metrics.kpis.formulas import FORMULAS
+from services.metrics.settings.schemas import KpiSettings
 
 
 @dataclass(frozen=True)
@@ -68,3 +69,16 @@ _DEFINITIONS = [
 ]  # fmt: skip
 
 KPIS: dict[str, KpiDefinition] = {k.id: k for k in _DEFINITIONS}
+
+
+def describe(definition: KpiDefinition, settings: KpiSettings) -> str:
+    """The definition as this tenant's settings make it."""
+    if definition.id != "gmv":
+        return definition.description
+    shipping = "+ shipping_price " if settings.gmv_includes_shipping else ""
+    tax = "tax included" if settings.gmv_includes_tax else "tax excluded"
+    excluded = "" if settings.gmv_includes_shipping else "; shipping excluded"
+    return (
+        f"Σ quantity × unit_price {shipping}− discount of live lines, by purchase date; "
+        f"{tax}{excluded} (this tenant's settings)."
+    )

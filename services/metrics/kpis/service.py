@@ -19,6 +19,8 @@ from services.metrics.kpis.formulas import (
 )
 from services.metrics.kpis.query import KpiQuery, Measured, RowKey, answer, comparison_range
 from services.metrics.kpis.repository import Grouping, RollupRepository
+from services.metrics.settings.repository import SettingsRepository
+from services.metrics.settings.schemas import KpiSettings
 
 # What an empty bucket holds: sums are zero; ratios then come out undefined.
 ZERO = Decimal(0)
@@ -46,6 +48,7 @@ async def _measure(
     end: date,
     target: str,
     book: RateBook,
+    settings: KpiSettings,
 ) -> Measured:
     needed = set().union(*(FORMULAS[m].inputs for m in query.metrics))
     found = _Range()
@@ -73,6 +76,7 @@ async def _measure(
         for row in await repository.sales(grouping):
             for name in SALES_INPUTS:
                 found.put(key(row), name, row[name])
+            found.put(key(row), "gmv", _gmv(row, settings))
     if needed & COGS_INPUTS:
         without_cost: set[str] = set()
         for row in await repository.cogs(grouping):
@@ -103,6 +107,21 @@ async def _measure(
     return measured
 
 
+def _gmv(row: asyncpg.Record, settings: KpiSettings) -> Decimal | None:
+    """GMV as the tenant defines it: tax excluded and shipping included by default."""
+    parts = [row["gmv"]]
+    if settings.gmv_includes_tax:
+        parts.append(row["tax"])
+    if any(part is None for part in parts) or (
+        not settings.gmv_includes_shipping and row["shipping"] is None
+    ):
+        return None
+    total = sum((Decimal(part) for part in parts), Decimal(0))
+    if not settings.gmv_includes_shipping:
+        total -= Decimal(row["shipping"])
+    return total
+
+
 def _empty_bucket(query: KpiQuery) -> dict[str, Decimal | None]:
     zeros: Inputs = {name: ZERO for m in query.metrics for name in FORMULAS[m].inputs}
     return {m: FORMULAS[m].compute(zeros) for m in query.metrics}
@@ -110,15 +129,19 @@ def _empty_bucket(query: KpiQuery) -> dict[str, Decimal | None]:
 
 async def run_query(conn: asyncpg.Connection, query: KpiQuery) -> dict[str, Any]:
     repository = RollupRepository(conn)
+    settings = await SettingsRepository(conn).get(query.tenant_id)
     target = (
         query.currency
+        or settings.reporting_currency
         or await repository.dominant_currency(query.tenant_id, query.start, query.end)
         or "USD"
     )
     earlier = comparison_range(query) if query.compare_to else None
     book = RateBook.from_rows(await repository.fx_rates(query.tenant_id, query.end))
-    current = await _measure(repository, query, query.start, query.end, target, book)
+    current = await _measure(repository, query, query.start, query.end, target, book, settings)
     previous = None
     if earlier is not None:
-        previous = await _measure(repository, query, earlier.start, earlier.end, target, book)
+        previous = await _measure(
+            repository, query, earlier.start, earlier.end, target, book, settings
+        )
     return answer(query, target, current, previous, _empty_bucket(query))

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import asyncpg
+
+from services.metrics.settings.schemas import KpiSettings, KpiSettingsOut
+
+
+class SettingsRepository:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def get(self, tenant_id: str) -> KpiSettingsOut:
+        row = await self.conn.fetchrow(
+            "SELECT gmv_includes_tax, gmv_includes_shipping, reporting_currency, updated_at "
+            "FROM kpi_settings WHERE tenant_id = $1",
+            tenant_id,
+        )
+        return KpiSettingsOut.model_validate(dict(row)) if row else KpiSettingsOut()
+
+    async def put(self, tenant_id: str, settings: KpiSettings) -> KpiSettingsOut:
+        row = await self.conn.fetchrow(
+            """
+            INSERT INTO kpi_settings AS k (tenant_id, gmv_includes_tax, gmv_includes_shipping, reporting_currency, updated_at)
+            VALUES ($1, $2, $3, $4, now())
+            ON CONFLICT (tenant_id) DO UPDATE SET
+                gmv_includes_tax = EXCLUDED.gmv_includes_tax,
+                gmv_includes_shipping = EXCLUDED.gmv_includes_shipping,
+                reporting_currency = EXCLUDED.reporting_currency,
+                updated_at = now()
+            RETURNING gmv_includes_tax, gmv_includes_shipping, reporting_currency, updated_at
+            """,
+            tenant_id,
+            settings.gmv_includes_tax,
+            settings.gmv_includes_shipping,
+            settings.reporting_currency,
+        )
+        assert row is not None
+        return KpiSettingsOut.model_validate(dict(row))

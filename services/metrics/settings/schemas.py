@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class KpiSettings(BaseModel):
+    """How this tenant's KPIs are defined where the contract leaves a choice (口径)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gmv_includes_tax: bool = Field(default=False, description="Add item tax to GMV.")
+    gmv_includes_shipping: bool = Field(default=True, description="Keep shipping in GMV.")
+    reporting_currency: str | None = Field(
+        default=None,
+        description="Currency of answers when a query names none; when unset, the currency "
+        "most of the period's order lines are in.",
+    )
+
+    @field_validator("reporting_currency")
+    @classmethod
+    def _currency(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Z]{3}", value):
+            raise ValueError("must be a three-letter ISO 4217 code such as USD")
+        return value
+
+
+class KpiSettingsOut(KpiSettings):
+    updated_at: datetime | None = None

@@ -1,0 +1,75 @@
+"""Tenant metric settings (口径): what GMV includes, the reporting currency."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.conftest import NewTenant
+from tests.metrics.test_kpis import kpis, line, seed, values
+
+
+async def test_settings_change_every_answer_after_them_history_included(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    await seed(
+        http,
+        tenant,
+        [
+            line(
+                "g1",
+                "G1",
+                2,
+                "10.00",
+                "2025-06-10T18:00:00Z",
+                shipping="3.00",
+                tax="1.60",
+                discount="1.00",
+            )
+        ],
+    )
+    window = {"from": "2025-06-01", "to": "2025-06-30"}
+    before = await kpis(http, tenant, metrics="gmv", grain="total", **window)
+    assert values(before) == [("TOTAL", [], {"gmv": 22.0})]
+    assert (await http.get("/v1/settings/kpi", headers=tenant.headers)).json() == {
+        "gmv_includes_tax": False,
+        "gmv_includes_shipping": True,
+        "reporting_currency": None,
+        "updated_at": None,
+    }
+    changed = await http.put(
+        "/v1/settings/kpi",
+        json={
+            "gmv_includes_tax": True,
+            "gmv_includes_shipping": False,
+            "reporting_currency": "USD",
+        },
+        headers=tenant.headers,
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["gmv_includes_tax"] is True
+    after = await kpis(http, tenant, metrics="gmv", grain="total", **window)
+    # 2 x 10 - 1 discount + 1.60 tax, without the 3.00 shipping.
+    assert values(after) == [("TOTAL", [], {"gmv": 20.6})]
+    catalog = (await http.get("/v1/kpis/catalog", headers=tenant.headers)).json()["kpis"]
+    gmv = next(k for k in catalog if k["id"] == "gmv")
+    assert "tax included" in gmv["description"] and "shipping excluded" in gmv["description"]
+
+
+async def test_settings_need_tenant_admin_and_valid_fields(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    reader = await new_tenant(scopes=["kpi:read"])
+    refused = await http.put(
+        "/v1/settings/kpi", json={"gmv_includes_tax": True}, headers=reader.headers
+    )
+    assert refused.status_code == 403
+    assert "tenant:admin" in refused.json()["detail"]
+    admin = await new_tenant(scopes=["tenant:admin"])
+    bad = await http.put(
+        "/v1/settings/kpi",
+        json={"reporting_currency": "dollars", "gmv_with_vat": True},
+        headers=admin.headers,
+    )
+    assert bad.status_code == 422
+    assert {e["field"] for e in bad.json()["errors"]} == {"reporting_currency", "gmv_with_vat"}
