@@ -124,6 +124,24 @@ def fresh_database(servers: tuple[str, str]) -> FreshDatabase:
 
 
 @pytest.fixture(scope="session")
+def metrics_database(servers: tuple[str, str]) -> str:
+    """A database with only the metrics schema, for tests that drive its code directly."""
+    name = f"lodestar_metrics_{secrets.token_hex(4)}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(asyncpg_dsn(with_database(servers[0], "postgres")))
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    url = with_database(servers[0], name)
+    upgrade("metrics", url)
+    return url
+
+
+@pytest.fixture(scope="session")
 def kafka_bootstrap(servers: tuple[str, str]) -> str:
     return servers[1]
 

@@ -125,35 +125,47 @@ class FactRepository:
         return applied
 
     async def _move_orders(self) -> None:
-        # The old state of each order a line of this batch belongs to.
+        # Every order a line of this batch is in now, or was in before it was replaced.
+        await self.conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS touched_keys "
+            "(tenant_id text, platform text, store_id text, order_id text) ON COMMIT DELETE ROWS"
+        )
+        await self.conn.execute(
+            """
+            INSERT INTO touched_keys
+            SELECT tenant_id, platform, store_id, order_id FROM applied_lines
+            UNION
+            SELECT tenant_id, platform, store_id, order_id FROM replaced_lines
+            """
+        )
+        # Their old state, which leaves the daily counts.
         await self.conn.execute(
             """
             INSERT INTO touched_orders
-            SELECT o.* FROM orders o
-            JOIN (SELECT DISTINCT tenant_id, platform, store_id, order_id FROM applied_lines) a
-            USING (tenant_id, platform, store_id, order_id)
+            SELECT o.* FROM orders o JOIN touched_keys USING (tenant_id, platform, store_id, order_id)
             """
         )
-        # Its new state, from all of its lines: dated by its earliest line.
         await self.conn.execute(
             """
-            INSERT INTO orders AS o
-                (tenant_id, platform, store_id, order_id, marketplace, order_date,
-                 live_lines, lines)
+            DELETE FROM orders o USING touched_keys k
+            WHERE o.tenant_id = k.tenant_id AND o.platform = k.platform
+              AND o.store_id = k.store_id AND o.order_id = k.order_id
+            """
+        )
+        # Their new state, from the lines they have now: dated by their earliest line. An
+        # order left with no line at all is gone.
+        await self.conn.execute(
+            """
+            INSERT INTO orders
+                (tenant_id, platform, store_id, order_id, marketplace, order_date, live_lines, lines)
             SELECT l.tenant_id, l.platform, l.store_id, l.order_id,
                    (array_agg(l.marketplace ORDER BY l.purchased_at, l.event_id))[1],
                    (array_agg(l.local_date ORDER BY l.purchased_at, l.event_id))[1],
                    count(*) FILTER (WHERE l.status <> 'cancelled'),
                    count(*)
             FROM order_lines l
-            JOIN (SELECT DISTINCT tenant_id, platform, store_id, order_id FROM applied_lines) a
-            USING (tenant_id, platform, store_id, order_id)
+            JOIN touched_keys USING (tenant_id, platform, store_id, order_id)
             GROUP BY l.tenant_id, l.platform, l.store_id, l.order_id
-            ON CONFLICT (tenant_id, platform, store_id, order_id) DO UPDATE SET
-                marketplace = EXCLUDED.marketplace,
-                order_date = EXCLUDED.order_date,
-                live_lines = EXCLUDED.live_lines,
-                lines = EXCLUDED.lines
             """
         )
         await self.conn.execute(
@@ -163,10 +175,7 @@ class FactRepository:
             FROM (
                 SELECT 1 AS sign, o.tenant_id, o.order_date AS local_date, o.platform,
                        o.store_id, o.marketplace, o.live_lines
-                FROM orders o
-                JOIN (SELECT DISTINCT tenant_id, platform, store_id, order_id
-                      FROM applied_lines) a
-                USING (tenant_id, platform, store_id, order_id)
+                FROM orders o JOIN touched_keys USING (tenant_id, platform, store_id, order_id)
                 UNION ALL
                 SELECT -1, tenant_id, order_date, platform, store_id, marketplace, live_lines
                 FROM touched_orders
