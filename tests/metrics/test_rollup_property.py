@@ -122,9 +122,8 @@ async def check(database_url: str, events: list[dict[str, Any]], cuts: list[int]
     assert set(got) == set(expected), (got, expected)
     for cell, measures in expected.items():
         for name, value in measures.items():
-            assert abs(Decimal(str(got[cell][name])) - value) <= Decimal("1e-6") * max(
-                1, abs(value)
-            ), (cell, name)
+            tolerance = Decimal("1e-6") * max(Decimal(1), abs(value))
+            assert abs(Decimal(str(got[cell][name])) - value) <= tolerance, (cell, name)
 
 
 @settings(
