@@ -20,7 +20,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy shared services devstack tests
+	$(VENV)/bin/mypy shared services devstack tests bench
 	$(VENV)/bin/lint-imports
 
 test: lint
@@ -31,7 +31,10 @@ fmt: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 bench: $(STAMP)
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	$(PY) -m pip install --quiet 'duckdb==2.0.0'
+	$(PY) -m bench.freshness
+	$(PY) -m bench.ingest
+	$(PY) -m bench.query
 
 demo: $(STAMP)
 	$(PY) -m devstack.demo

@@ -71,6 +71,31 @@ class Launcher:
 
     def run(self) -> int:
         started = time.monotonic()
+        config = self.start()
+        admin = config.admin
+        demo = load_demo(config.url("gateway"), admin, self.home)
+        elapsed = time.monotonic() - started
+        gateway = config.url("gateway")
+        _say("")
+        _say(f"Lodestar is running (ready in {elapsed:.1f} s)")
+        _say(f"  gateway   {gateway}")
+        _say(f"  GraphiQL  {gateway}/graphql")
+        _say(f"  OpenAPI   {gateway}/openapi.json")
+        for service in SERVICES[1:]:
+            _say(f"  {service:<9} {config.url(service)}")
+        _say(f"  admin client_id={admin.client_id} client_secret={admin.client_secret}")
+        _say(f"    (also in {self.home / 'dev-credentials.json'})")
+        _say(
+            f"  demo tenant {demo.tenant_id}: client_id={demo.client_id} "
+            f"client_secret={demo.client_secret}"
+        )
+        _say(f"    (also in {self.home / 'demo-credentials.json'})")
+        _say("Press Ctrl-C to stop.")
+        self._supervise()
+        return 0
+
+    def start(self) -> StackConfig:
+        """Everything up and ready (servers, migrations, services); ``shutdown`` stops it."""
         self.home.mkdir(parents=True, exist_ok=True)
         ports = {
             service: _port_from_env(f"LODESTAR_{service.upper()}_PORT", DEFAULT_PORTS[service])
@@ -117,26 +142,7 @@ class Launcher:
         for service in SERVICES:
             self._start_service(service, config)
         self._wait_ready(config)
-        demo = load_demo(config.url("gateway"), admin, self.home)
-        elapsed = time.monotonic() - started
-        gateway = config.url("gateway")
-        _say("")
-        _say(f"Lodestar is running (ready in {elapsed:.1f} s)")
-        _say(f"  gateway   {gateway}")
-        _say(f"  GraphiQL  {gateway}/graphql")
-        _say(f"  OpenAPI   {gateway}/openapi.json")
-        for service in SERVICES[1:]:
-            _say(f"  {service:<9} {config.url(service)}")
-        _say(f"  admin client_id={admin.client_id} client_secret={admin.client_secret}")
-        _say(f"    (also in {self.home / 'dev-credentials.json'})")
-        _say(
-            f"  demo tenant {demo.tenant_id}: client_id={demo.client_id} "
-            f"client_secret={demo.client_secret}"
-        )
-        _say(f"    (also in {self.home / 'demo-credentials.json'})")
-        _say("Press Ctrl-C to stop.")
-        self._supervise()
-        return 0
+        return config
 
     def _admin_credentials(self) -> AdminCredentials:
         client_id = os.environ.get("LODESTAR_ADMIN_CLIENT_ID", "")
