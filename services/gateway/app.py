@@ -11,7 +11,9 @@ from fastapi import FastAPI
 from services.gateway.config import Settings, get_settings
 from services.gateway.graphql.schema import graphql_router
 from services.gateway.oauth.endpoints import router as oauth_router
-from services.gateway.oauth.service import ensure_platform_admin, load_signer
+from services.gateway.oauth.server import TokenServer
+from services.gateway.oauth.service import ensure_platform_admin
+from services.gateway.oauth.signing import load_signer
 from services.gateway.proxy.endpoints import router as proxy_router
 from services.gateway.proxy.service import OpenApiMerger, service_urls
 from services.gateway.tenants.endpoints import router as tenants_router
@@ -48,6 +50,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             KeyCache(settings.effective_jwks_url, fetch=own_keys),
             issuer=settings.effective_issuer,
             audience=settings.audience,
+        )
+        app.state.token_server = TokenServer(
+            app.state.signer,
+            settings.effective_issuer,
+            settings.audience,
+            settings.token_ttl_seconds,
         )
         app.state.http = make_client(settings.proxy_timeout_seconds)
         app.state.openapi_merger = OpenApiMerger(app.state.http, service_urls(settings))

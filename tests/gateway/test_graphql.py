@@ -1,21 +1,122 @@
-"""GraphQL: the contract's types, its error codes, and the abuse limits."""
+"""GraphQL: the contract's types, the REST call behind them, error codes, abuse limits.
+
+The resolvers are tested against a fake metrics service with the REST shapes the
+gateway relies on, so these tests hold whatever the real engine computes.
+"""
 
 from __future__ import annotations
 
-import httpx
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
 
-from tests.conftest import NewTenant
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from devstack.embedded import free_port
+from tests.conftest import NewTenant, Stack
+from tests.gateway.support import fake_service, own_gateway
+
+KPIS = """
+query Kpis($input: KpiQueryInput!, $tenantId: ID) {
+  kpis(input: $input, tenantId: $tenantId) {
+    currency
+    rows { period dimensions { key value } values { metric value previous change } }
+    warnings
+  }
+}
+"""
+CATALOG = "{ kpiCatalog { id name unit direction description } }"
+
+KPI_BODY = {
+    "currency": "USD",
+    "rows": [
+        {
+            "period": "2026-01-01",
+            "dimensions": [{"key": "marketplace", "value": "US"}],
+            "values": [
+                {"metric": "gmv", "value": 12.5, "previous": 10.0, "change": 0.25},
+                {"metric": "orders", "value": None, "previous": None, "change": None},
+            ],
+        },
+        {"period": "TOTAL", "dimensions": [], "values": [{"metric": "gmv", "value": 12.5}]},
+    ],
+    "warnings": ["no FX rate for MXN on 2026-01-03"],
+}
+CATALOG_BODY = {
+    "kpis": [
+        {
+            "id": "gmv",
+            "name": "GMV",
+            "unit": "money",
+            "direction": "up",
+            "description": "Gross merchandise value",
+        }
+    ]
+}
+# The fake metrics answers by the currency asked for, so each test picks its answer.
+FAKE_ANSWERS: dict[str, Response] = {
+    "XXX": JSONResponse(
+        {
+            "error": "invalid_input",
+            "detail": "unknown currency XXX",
+            "errors": [{"field": "currency", "reason": "unknown currency"}],
+        },
+        status_code=422,
+    ),
+    "DENY": JSONResponse({"error": "forbidden", "detail": "no access"}, status_code=403),
+    "GONE": JSONResponse({"error": "not_found", "detail": "no such thing"}, status_code=404),
+    "BOOM": PlainTextResponse("Traceback (most recent call last): db password", status_code=500),
+}
+
+
+@dataclass
+class FakeMetrics:
+    client: httpx.AsyncClient
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+async def fake(stack: Stack) -> AsyncIterator[FakeMetrics]:
+    """A gateway whose metrics service is a fake that records what it was asked."""
+    calls: list[dict[str, Any]] = []
+    app = FastAPI()
+
+    @app.get("/v1/kpis")
+    async def kpis(request: Request) -> Response:
+        calls.append({"params": dict(request.query_params), "headers": dict(request.headers)})
+        return FAKE_ANSWERS.get(request.query_params.get("currency", ""), JSONResponse(KPI_BODY))
+
+    @app.get("/v1/kpis/catalog")
+    async def catalog(request: Request) -> Response:
+        calls.append({"params": {}, "headers": dict(request.headers)})
+        return JSONResponse(CATALOG_BODY)
+
+    async with fake_service(app) as url, own_gateway(stack, metrics_url=url) as client:
+        yield FakeMetrics(client, calls)
 
 
 async def gql(
-    http: httpx.AsyncClient, headers: dict[str, str], query: str, **variables: object
-) -> dict:
-    response = await http.post(
+    client: httpx.AsyncClient, headers: dict[str, str], query: str, **variables: object
+) -> dict[str, Any]:
+    response = await client.post(
         "/graphql", json={"query": query, "variables": variables}, headers=headers
     )
     assert response.status_code == 200, response.text
-    body: dict = response.json()
+    body: dict[str, Any] = response.json()
     return body
+
+
+def month_input(**overrides: object) -> dict[str, object]:
+    return {
+        "metrics": ["gmv", "orders"],
+        "from": "2026-01-01",
+        "to": "2026-03-31",
+        "grain": "MONTH",
+        **overrides,
+    }
 
 
 async def test_schema_has_the_contract_types(http: httpx.AsyncClient) -> None:
@@ -24,10 +125,12 @@ async def test_schema_has_the_contract_types(http: httpx.AsyncClient) -> None:
         json={
             "query": """{
               input: __type(name: "KpiQueryInput") { inputFields { name type { name kind ofType { name } } } }
+              filters: __type(name: "KpiFilters") { inputFields { name } }
               grain: __type(name: "Grain") { enumValues { name } }
               dimension: __type(name: "Dimension") { enumValues { name } }
               comparison: __type(name: "Comparison") { enumValues { name } }
               date: __type(name: "Date") { kind }
+              value: __type(name: "MetricValue") { fields { name type { kind name } } }
               query: __type(name: "Query") { fields { name args { name type { name kind ofType { name } } } } }
             }"""
         },
@@ -38,6 +141,9 @@ async def test_schema_has_the_contract_types(http: httpx.AsyncClient) -> None:
         "metrics", "from", "to", "grain", "groupBy", "filters", "currency", "compareTo"
     ]  # fmt: skip
     assert fields["from"]["ofType"]["name"] == "Date"
+    assert [f["name"] for f in data["filters"]["inputFields"]] == [
+        "platforms", "stores", "marketplaces", "skus", "categories"
+    ]  # fmt: skip
     assert [v["name"] for v in data["grain"]["enumValues"]] == [
         "DAY", "WEEK", "MONTH", "QUARTER", "YEAR", "TOTAL"
     ]  # fmt: skip
@@ -49,53 +155,171 @@ async def test_schema_has_the_contract_types(http: httpx.AsyncClient) -> None:
         "PREVIOUS_YEAR",
     }
     assert data["date"]["kind"] == "SCALAR"
+    # value, previous and change are nullable floats.
+    assert {f["name"]: f["type"] for f in data["value"]["fields"]}["value"] == {
+        "kind": "SCALAR",
+        "name": "Float",
+    }
     kpis = next(f for f in data["query"]["fields"] if f["name"] == "kpis")
-    assert {a["name"]: a["type"].get("name") for a in kpis["args"]}["tenantId"] == "ID"
+    args = {a["name"]: a["type"] for a in kpis["args"]}
+    assert args["tenantId"]["name"] == "ID"
+    assert args["input"]["kind"] == "NON_NULL"
+    assert args["input"]["ofType"]["name"] == "KpiQueryInput"
     assert "kpiCatalog" in {f["name"] for f in data["query"]["fields"]}
 
 
-async def test_catalog_lists_every_contract_kpi(
-    http: httpx.AsyncClient, new_tenant: NewTenant
+async def test_kpis_calls_metrics_rest_and_maps_its_rows(
+    fake: FakeMetrics, new_tenant: NewTenant
 ) -> None:
     tenant = await new_tenant(scopes=["kpi:read"])
-    body = await gql(http, tenant.headers, "{ kpiCatalog { id name unit direction description } }")
-    ids = {k["id"] for k in body["data"]["kpiCatalog"]}
-    assert {"gmv", "orders", "acos", "days_of_cover", "csat", "order_defect_rate"} <= ids
-    gmv = next(k for k in body["data"]["kpiCatalog"] if k["id"] == "gmv")
-    assert (
-        gmv["unit"] == "money" and gmv["direction"] == "up" and "tax excluded" in gmv["description"]
-    )
-
-
-async def test_bad_input_is_bad_user_input_naming_the_argument(
-    http: httpx.AsyncClient, new_tenant: NewTenant
-) -> None:
-    tenant = await new_tenant(scopes=["kpi:read"])
-    query = "query($i: KpiQueryInput!) { kpis(input: $i) { currency } }"
+    fake.calls.clear()
     body = await gql(
-        http,
+        fake.client,
         tenant.headers,
-        query,
-        i={"metrics": ["gmv", "bogus"], "from": "2026-03-01", "to": "2026-01-01", "grain": "DAY"},
+        KPIS,
+        input=month_input(
+            groupBy=["MARKETPLACE", "SKU"],
+            filters={"marketplaces": ["US", "MX"], "skus": ["LAMP-01"], "platforms": ["amazon"]},
+            currency="USD",
+            compareTo="PREVIOUS_YEAR",
+        ),
+        tenantId=tenant.tenant_id,
     )
-    error = body["errors"][0]
-    assert error["extensions"]["code"] == "BAD_USER_INPUT"
-    fields = {e["field"] for e in error["extensions"]["errors"]}
-    assert {"metrics", "from"} <= fields
-    wrong_enum = await gql(
-        http,
-        tenant.headers,
-        query,
-        i={"metrics": ["gmv"], "from": "2026-01-01", "to": "2026-01-02", "grain": "HOUR"},
-    )
-    assert wrong_enum["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "errors" not in body, body
+    assert body["data"]["kpis"] == {
+        "currency": "USD",
+        "rows": [
+            {
+                "period": "2026-01-01",
+                "dimensions": [{"key": "marketplace", "value": "US"}],
+                "values": [
+                    {"metric": "gmv", "value": 12.5, "previous": 10.0, "change": 0.25},
+                    {"metric": "orders", "value": None, "previous": None, "change": None},
+                ],
+            },
+            {
+                "period": "TOTAL",
+                "dimensions": [],
+                "values": [{"metric": "gmv", "value": 12.5, "previous": None, "change": None}],
+            },
+        ],
+        "warnings": ["no FX rate for MXN on 2026-01-03"],
+    }
+    [call] = fake.calls
+    assert call["params"] == {
+        "metrics": "gmv,orders",
+        "from": "2026-01-01",
+        "to": "2026-03-31",
+        "grain": "month",
+        "group_by": "marketplace,sku",
+        "platforms": "amazon",
+        "marketplaces": "US,MX",
+        "skus": "LAMP-01",
+        "currency": "USD",
+        "compare_to": "previous_year",
+        "tenant_id": tenant.tenant_id,
+    }
+    # The caller's own token goes to metrics, which checks it again; with trace context.
+    assert call["headers"]["authorization"] == tenant.headers["Authorization"]
+    assert "traceparent" in call["headers"]
 
 
-async def test_missing_scope_is_forbidden(http: httpx.AsyncClient, new_tenant: NewTenant) -> None:
+async def test_catalog_comes_from_metrics(fake: FakeMetrics, new_tenant: NewTenant) -> None:
+    tenant = await new_tenant(scopes=["kpi:read"])
+    body = await gql(fake.client, tenant.headers, CATALOG)
+    assert body["data"]["kpiCatalog"] == CATALOG_BODY["kpis"]
+
+
+async def test_no_or_bad_token_is_unauthenticated(fake: FakeMetrics, new_tenant: NewTenant) -> None:
+    fake.calls.clear()
+    for headers in ({}, {"Authorization": "Bearer not.a.token"}):
+        for query, variables in ((CATALOG, {}), (KPIS, {"input": month_input()})):
+            body = await gql(fake.client, headers, query, **variables)
+            assert body["data"] is None
+            assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    assert fake.calls == []
+
+
+async def test_missing_scope_is_forbidden_naming_it(
+    fake: FakeMetrics, new_tenant: NewTenant
+) -> None:
     tenant = await new_tenant(scopes=["ingest:write"])
-    body = await gql(http, tenant.headers, "{ kpiCatalog { id } }")
+    fake.calls.clear()
+    for query, variables in ((CATALOG, {}), (KPIS, {"input": month_input()})):
+        body = await gql(fake.client, tenant.headers, query, **variables)
+        assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+        assert "kpi:read" in body["errors"][0]["message"]
+    assert fake.calls == []
+
+
+async def test_another_tenants_id_is_forbidden(
+    fake: FakeMetrics, new_tenant: NewTenant, admin_token: str
+) -> None:
+    seller = await new_tenant(scopes=["kpi:read"])
+    other = await new_tenant(scopes=["kpi:read"])
+    fake.calls.clear()
+    body = await gql(
+        fake.client, seller.headers, KPIS, input=month_input(), tenantId=other.tenant_id
+    )
+    assert body["data"] is None
     assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
-    assert "kpi:read" in body["errors"][0]["message"]
+    assert other.tenant_id in body["errors"][0]["message"]
+    # The platform admin acts for no tenant: it cannot read a seller's KPIs either.
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    body = await gql(fake.client, admin, KPIS, input=month_input(), tenantId=seller.tenant_id)
+    assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert fake.calls == []
+
+
+@pytest.mark.parametrize(
+    ("currency", "code"),
+    [("XXX", "BAD_USER_INPUT"), ("DENY", "FORBIDDEN"), ("GONE", "NOT_FOUND"), ("BOOM", "INTERNAL")],
+)
+async def test_metrics_errors_become_graphql_codes(
+    fake: FakeMetrics, new_tenant: NewTenant, currency: str, code: str
+) -> None:
+    tenant = await new_tenant(scopes=["kpi:read"])
+    body = await gql(fake.client, tenant.headers, KPIS, input=month_input(currency=currency))
+    [error] = body["errors"]
+    assert body["data"] is None
+    assert error["extensions"]["code"] == code
+    assert "Traceback" not in str(body) and "password" not in str(body)
+    if code == "BAD_USER_INPUT":
+        assert error["message"] == "unknown currency XXX"
+        assert error["extensions"]["errors"] == [
+            {"field": "currency", "reason": "unknown currency"}
+        ]
+
+
+async def test_metrics_down_is_internal_without_details(
+    stack: Stack, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant(scopes=["kpi:read"])
+    async with own_gateway(stack, metrics_url=f"http://127.0.0.1:{free_port()}") as client:
+        body = await gql(client, tenant.headers, CATALOG)
+    assert body["errors"][0]["extensions"]["code"] == "INTERNAL"
+    assert body["errors"][0]["message"] == "the metrics service is unavailable"
+
+
+async def test_input_errors_are_bad_user_input(fake: FakeMetrics, new_tenant: NewTenant) -> None:
+    tenant = await new_tenant(scopes=["kpi:read"])
+    fake.calls.clear()
+    too_many = await gql(
+        fake.client,
+        tenant.headers,
+        KPIS,
+        input=month_input(metrics=[f"m{i}" for i in range(51)]),
+    )
+    error = too_many["errors"][0]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["extensions"]["errors"] == [
+        {"field": "input.metrics", "reason": "at most 50 items"}
+    ]
+    wrong_enum = await gql(fake.client, tenant.headers, KPIS, input=month_input(grain="HOUR"))
+    assert wrong_enum["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    bad_date = await gql(fake.client, tenant.headers, KPIS, input=month_input(to="2026-02-30"))
+    assert bad_date["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert fake.calls == []
 
 
 async def test_abusive_queries_are_refused(http: httpx.AsyncClient, new_tenant: NewTenant) -> None:
@@ -103,10 +327,16 @@ async def test_abusive_queries_are_refused(http: httpx.AsyncClient, new_tenant: 
     aliases = " ".join(f"a{i}: kpiCatalog {{ id }}" for i in range(40))
     body = await gql(http, tenant.headers, f"{{ {aliases} }}")
     assert body["errors"] and body.get("data") is None
+    assert "aliases" in body["errors"][0]["message"].lower()
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
     deep = "{ __schema { types { fields { type { fields { type { fields { type { fields { name } } } } } } } } } }"
     body = await gql(http, tenant.headers, deep)
     assert body["errors"] and "depth" in body["errors"][0]["message"].lower()
     assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    huge = "{ " + " ".join(["kpiCatalog { id name unit direction description }"] * 400) + " }"
+    body = await gql(http, tenant.headers, huge)
+    assert body["errors"] and body.get("data") is None
+    assert "token" in body["errors"][0]["message"].lower()
 
 
 async def test_graphiql_is_served_on_get(http: httpx.AsyncClient) -> None:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import secrets
+
 import asyncpg
 import httpx
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from shared.db import asyncpg_dsn
-from tests.conftest import NewTenant, Stack
+from services.gateway.oauth.signing import load_signer
+from shared.db import Database, asyncpg_dsn
+from shared.scopes import ALL_SCOPES
+from tests.conftest import FreshDatabase, NewTenant, Stack, fetch_token
+from tests.gateway.support import own_gateway
 
 
 async def test_client_credentials_with_basic_and_with_form(
@@ -47,7 +53,22 @@ async def test_client_credentials_with_basic_and_with_form(
     assert claims["sub"] == claims["client_id"] == tenant.client_id
     assert claims["tenant"] == tenant.tenant_id
     assert claims["exp"] - claims["iat"] == 3600
+    assert claims["iat"] <= claims["nbf"] <= claims["iat"] + 1
+    assert claims["scope"] == "ingest:write kpi:read"
     assert claims["jti"]
+    other = jwt.decode(form.json()["access_token"], keys, algorithms=["RS256"]).claims
+    assert other["jti"] != claims["jti"]
+    assert other["scope"] == "kpi:read"
+
+
+async def test_platform_admin_token_has_every_scope_and_no_tenant(
+    http: httpx.AsyncClient, admin_token: str, stack: Stack
+) -> None:
+    keys = KeySet.import_key_set((await http.get("/.well-known/jwks.json")).json())
+    claims = jwt.decode(admin_token, keys, algorithms=["RS256"]).claims
+    assert set(claims["scope"].split()) == set(ALL_SCOPES)
+    assert "tenant" not in claims
+    assert claims["sub"] == stack.config.admin.client_id
 
 
 async def test_token_errors_follow_rfc6749(http: httpx.AsyncClient, new_tenant: NewTenant) -> None:
@@ -59,13 +80,14 @@ async def test_token_errors_follow_rfc6749(http: httpx.AsyncClient, new_tenant: 
     )
     assert wrong.status_code == 401
     assert wrong.json()["error"] == "invalid_client"
-    assert wrong.headers["www-authenticate"].startswith("Basic")
+    assert wrong.headers["www-authenticate"].startswith('Basic realm="lodestar"')
+    # An unknown client gets the very same answer as a wrong secret: nothing to probe.
     unknown = await http.post(
         "/oauth/token",
         data={"grant_type": "client_credentials", "client_id": "nobody", "client_secret": "x"},
     )
     assert unknown.status_code == 401
-    assert unknown.json()["error"] == "invalid_client"
+    assert unknown.json() == wrong.json()
     grant = await http.post(
         "/oauth/token",
         data={"grant_type": "password"},
@@ -89,6 +111,29 @@ async def test_token_errors_follow_rfc6749(http: httpx.AsyncClient, new_tenant: 
     as_json = await http.post("/oauth/token", json={"grant_type": "client_credentials"})
     assert as_json.status_code == 400
     assert as_json.json()["error"] == "invalid_request"
+    repeated = await http.post(
+        "/oauth/token",
+        content=b"grant_type=client_credentials&scope=kpi:read&scope=kpi:read",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        auth=(tenant.client_id, tenant.client_secret),
+    )
+    assert repeated.status_code == 400
+    assert repeated.json() == {
+        "error": "invalid_request",
+        "error_description": "parameters must not repeat: scope",
+    }
+    two_methods = await http.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials", "client_secret": tenant.client_secret},
+        auth=(tenant.client_id, tenant.client_secret),
+    )
+    assert two_methods.status_code == 400
+    assert two_methods.json()["error"] == "invalid_request"
+    anonymous = await http.post("/oauth/token", data={"grant_type": "client_credentials"})
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"] == "invalid_client"
+    # Every error answer is as uncacheable as a token.
+    assert {r.headers["cache-control"] for r in (wrong, grant, scope, anonymous)} == {"no-store"}
 
 
 async def test_metadata_and_jwks(http: httpx.AsyncClient, stack: Stack) -> None:
@@ -98,8 +143,16 @@ async def test_metadata_and_jwks(http: httpx.AsyncClient, stack: Stack) -> None:
     assert metadata["jwks_uri"] == f"{stack.gateway}/.well-known/jwks.json"
     assert "client_credentials" in metadata["grant_types_supported"]
     assert metadata["token_endpoint_auth_signing_alg_values_supported"] == ["RS256"]
+    assert metadata["token_endpoint_auth_methods_supported"] == [
+        "client_secret_basic",
+        "client_secret_post",
+    ]
+    assert set(metadata["scopes_supported"]) == set(ALL_SCOPES)
+    assert metadata["response_types_supported"] == []
     openid = (await http.get("/.well-known/openid-configuration")).json()
     assert openid["issuer"] == stack.gateway
+    assert openid["jwks_uri"] == metadata["jwks_uri"]
+    assert openid["id_token_signing_alg_values_supported"] == ["RS256"]
     jwks = (await http.get("/.well-known/jwks.json")).json()
     assert jwks["keys"] and all(set(k) >= {"kty", "kid", "n", "e"} for k in jwks["keys"])
     # Public keys only.
@@ -132,3 +185,44 @@ async def test_signing_key_is_kept_across_restarts(
     published = (await http.get("/.well-known/jwks.json")).json()["keys"]
     assert [k["kid"] for k in published] == [r["kid"] for r in kids]
     assert len(kids) == 1
+
+
+async def test_signing_key_creation_is_race_safe(fresh_database: FreshDatabase) -> None:
+    url = await fresh_database("gateway")
+    databases = [Database(url, "gateway") for _ in range(3)]
+
+    async def start(db: Database) -> str:
+        async with db.session() as session:
+            return str((await load_signer(session)).current.kid)
+
+    try:
+        kids = await asyncio.gather(*(start(db) for db in databases))
+        again = await start(databases[0])
+    finally:
+        for db in databases:
+            await db.dispose()
+    assert len(set(kids)) == 1 and again == kids[0]
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM gateway.signing_keys") == 1
+    finally:
+        await conn.close()
+
+
+async def test_platform_admin_secret_change_replaces_the_old_one(stack: Stack) -> None:
+    client_id = f"rotating-admin-{secrets.token_hex(3)}"
+    old, new = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    async with own_gateway(stack, admin_client_id=client_id, admin_client_secret=old) as gateway:
+        assert await fetch_token(gateway, client_id, old)
+    async with own_gateway(stack, admin_client_id=client_id, admin_client_secret=new) as gateway:
+        refused = await gateway.post(
+            "/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, old)
+        )
+        assert refused.status_code == 401
+        token = await fetch_token(gateway, client_id, new, scope="platform:admin")
+        created = await gateway.post(
+            "/v1/tenants",
+            json={"name": "rotated", "reporting_currency": "EUR"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert created.status_code == 201

@@ -2,34 +2,90 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 from fastapi import FastAPI, Request, Response
+from pydantic import create_model
 
 from devstack.embedded import free_port
 from devstack.stack import service_settings
-from services.gateway.app import create_app
 from tests.conftest import NewTenant, Stack, serve_app
+from tests.gateway.support import fake_service, own_gateway
 
 
-async def test_downstream_status_body_and_headers_pass_through(
+async def test_calls_reach_the_owning_service_unchanged_and_back(
+    stack: Stack, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    seen: list[dict[str, object]] = []
+    fake = FastAPI()
+
+    @fake.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    async def echo(request: Request, path: str) -> Response:
+        seen.append(
+            {
+                "method": request.method,
+                "path": request.url.path,
+                "query": request.url.query,
+                "body": await request.body(),
+                "headers": dict(request.headers),
+            }
+        )
+        return Response(
+            b'{"id":"p1"}',
+            status_code=201,
+            headers={"Location": "/v1/targets/plans/p1", "Content-Type": "application/json"},
+        )
+
+    async with (
+        fake_service(fake) as url,
+        own_gateway(stack, targets_url=url, ingest_url=url, metrics_url=url) as client,
+    ):
+        response = await client.post(
+            "/v1/targets/plans?year=2026&tag=a%2Cb",
+            content=b'{"name": "FY26"}',
+            headers={
+                **tenant.headers,
+                "Content-Type": "application/json",
+                "Idempotency-Key": "k-1",
+                "Cookie": "session=secret",
+            },
+        )
+        for path in ("/v1/events:csv?type=order_line", "/v1/kpis/catalog", "/v1/fx/rates"):
+            assert (await client.put(path, headers=tenant.headers)).status_code == 201
+    assert response.status_code == 201
+    assert response.json() == {"id": "p1"}
+    assert response.headers["location"] == "/v1/targets/plans/p1"
+    call = seen[0]
+    assert call["method"] == "POST"
+    assert call["path"] == "/v1/targets/plans"
+    assert call["query"] == "year=2026&tag=a%2Cb"
+    assert call["body"] == b'{"name": "FY26"}'
+    headers = call["headers"]
+    assert isinstance(headers, dict)
+    assert headers["authorization"] == tenant.headers["Authorization"]
+    assert headers["idempotency-key"] == "k-1"
+    assert headers["content-type"] == "application/json"
+    assert "traceparent" in headers
+    # Only what the service needs crosses: never the caller's cookies.
+    assert "cookie" not in headers
+    assert [c["path"] for c in seen[1:]] == ["/v1/events:csv", "/v1/kpis/catalog", "/v1/fx/rates"]
+
+
+async def test_real_service_answers_pass_through(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:
-    tenant = await new_tenant(scopes=["kpi:read"])
-    response = await http.get(
-        "/v1/kpis",
-        params={"metrics": "gmv", "from": "2026-02-01", "to": "2026-01-01", "grain": "day"},
-        headers=tenant.headers,
+    tenant = await new_tenant(scopes=["targets:read"])
+    plans = await http.get("/v1/targets/plans", headers=tenant.headers)
+    assert plans.status_code == 200
+    assert plans.headers["content-type"].startswith("application/json")
+    refused = await http.get(
+        "/v1/targets/plans", headers=(await new_tenant(scopes=["kpi:read"])).headers
     )
-    assert response.status_code == 422
-    assert response.json()["errors"] == [{"field": "from", "reason": "must not be after to"}]
-    csv = await http.get(
-        "/v1/kpis",
-        params={"metrics": "gmv", "from": "2026-01-01", "to": "2026-01-02", "grain": "total"},
-        headers={**tenant.headers, "Accept": "text/csv"},
-    )
-    assert csv.status_code == 200
-    assert csv.headers["content-type"].startswith("text/csv")
-    assert csv.text.splitlines()[0] == "period,metric,value,previous,change,currency"
+    assert refused.status_code == 403
+    assert refused.json()["error"] == "insufficient_scope"
+    assert 'scope="targets:read"' in refused.headers["www-authenticate"]
 
 
 async def test_unknown_v1_route_is_404(http: httpx.AsyncClient, new_tenant: NewTenant) -> None:
@@ -41,16 +97,7 @@ async def test_unknown_v1_route_is_404(http: httpx.AsyncClient, new_tenant: NewT
 
 async def test_downstream_down_is_503_naming_it(stack: Stack, new_tenant: NewTenant) -> None:
     tenant = await new_tenant()
-    config = stack.config
-    port = free_port()
-    settings = service_settings("gateway", config).model_copy(
-        update={"port": port, "targets_url": f"http://127.0.0.1:{free_port()}"}
-    )
-    app = create_app(settings)
-    async with (
-        serve_app(app, "127.0.0.1", port),
-        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
-    ):
+    async with own_gateway(stack, targets_url=f"http://127.0.0.1:{free_port()}") as client:
         response = await client.get("/v1/targets/plans", headers=tenant.headers)
         document = (await client.get("/openapi.json")).json()
     assert response.status_code == 503
@@ -59,7 +106,8 @@ async def test_downstream_down_is_503_naming_it(stack: Stack, new_tenant: NewTen
         "detail": "the targets service is unavailable",
     }
     assert document["x-lodestar-unavailable"] == ["targets"]
-    assert "/v1/kpis" in document["paths"]
+    assert "/v1/kpis" in document["paths"] and "/v1/tenants" in document["paths"]
+    assert not any(path.startswith("/v1/targets") for path in document["paths"])
 
 
 async def test_merged_openapi_has_every_services_v1_routes(http: httpx.AsyncClient) -> None:
@@ -117,7 +165,7 @@ async def test_readiness_fails_when_the_broker_is_unreachable(stack: Stack) -> N
     assert ready.json()["checks"]["broker"] == "unreachable"
 
 
-async def test_fake_downstream_errors_reach_the_caller_unchanged(stack: Stack) -> None:
+async def test_downstream_errors_reach_the_caller_unchanged(stack: Stack) -> None:
     fake = FastAPI()
 
     @fake.get("/v1/targets/plans")
@@ -128,18 +176,48 @@ async def test_fake_downstream_errors_reach_the_caller_unchanged(stack: Stack) -
             headers={"Retry-After": "7", "Content-Type": "application/json"},
         )
 
-    fake_port, port = free_port(), free_port()
-    settings = service_settings("gateway", stack.config).model_copy(
-        update={"port": port, "targets_url": f"http://127.0.0.1:{fake_port}"}
-    )
-    async with (
-        serve_app(fake, "127.0.0.1", fake_port),
-        serve_app(create_app(settings), "127.0.0.1", port),
-        httpx.AsyncClient() as client,
-    ):
-        response = await client.get(
-            f"http://127.0.0.1:{port}/v1/targets/plans", params={"year": "2026"}
-        )
+    async with fake_service(fake) as url, own_gateway(stack, targets_url=url) as client:
+        response = await client.get("/v1/targets/plans", params={"year": "2026"})
     assert response.status_code == 429
     assert response.headers["retry-after"] == "7"
     assert response.json() == {"error": "rate_limited", "detail": "slow down"}
+
+
+async def test_openapi_name_clashes_get_the_service_prefix(stack: Stack) -> None:
+    def service(name: str, field: str) -> FastAPI:
+        app = FastAPI()
+        # Each fake has its own model named Plan; only the field differs.
+        fields: dict[str, Any] = {field: (str, ...)}
+        model: Any = create_model("Plan", **fields)
+
+        @app.get(f"/v1/{name}/plans", response_model=model)
+        async def plans() -> Any:
+            raise AssertionError("never called")
+
+        return app
+
+    async with (
+        fake_service(service("targets", "year")) as targets,
+        fake_service(service("kpis", "period")) as metrics,
+        fake_service(service("events", "year")) as ingest,
+        own_gateway(stack, targets_url=targets, metrics_url=metrics, ingest_url=ingest) as client,
+    ):
+        document = (await client.get("/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    # ingest comes first and keeps the name; metrics' different Plan is renamed;
+    # targets' Plan equals ingest's and is shared.
+    assert schemas["Plan"]["properties"].keys() == {"year"}
+    assert schemas["metrics_Plan"]["properties"].keys() == {"period"}
+    assert "targets_Plan" not in schemas
+    ok = "200"
+    ref = "content", "application/json", "schema", "$ref"
+
+    def target(path: str) -> str:
+        node = document["paths"][path]["get"]["responses"][ok]
+        for key in ref:
+            node = node[key]
+        return str(node)
+
+    assert target("/v1/kpis/plans") == "#/components/schemas/metrics_Plan"
+    assert target("/v1/targets/plans") == "#/components/schemas/Plan"
+    assert target("/v1/events/plans") == "#/components/schemas/Plan"

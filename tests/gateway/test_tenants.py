@@ -44,7 +44,9 @@ async def test_client_scopes_are_checked(
             headers=auth,
         )
         assert refused.status_code == 422
-        assert refused.json()["errors"][0]["field"].startswith("scopes.")
+        [error] = refused.json()["errors"]
+        assert error["field"] == f"scopes.{len(scopes) - 1}"
+        assert error["reason"].startswith(f"{scopes[-1]} is not a tenant scope")
     # A tenant admin may create clients of its own tenant, never with more than it holds.
     own = await http.post(
         f"/v1/tenants/{tenant.tenant_id}/clients",
@@ -53,6 +55,9 @@ async def test_client_scopes_are_checked(
     )
     assert own.status_code == 201
     assert own.json()["scopes"] == ["kpi:read"]
+    assert own.json()["tenant_id"] == tenant.tenant_id
+    assert own.json()["name"] == "dashboard"
+    assert len(own.json()["client_secret"]) >= 40
     token = await fetch_token(http, own.json()["client_id"], own.json()["client_secret"])
     assert token
     more = await http.post(
@@ -61,11 +66,13 @@ async def test_client_scopes_are_checked(
         headers=tenant.headers,
     )
     assert more.status_code == 403
+    assert more.json()["error"] == "insufficient_scope"
     assert "ingest:write" in more.json()["detail"]
     unknown = await http.post(
         "/v1/tenants/tn_missing/clients", json={"name": "x", "scopes": ["kpi:read"]}, headers=auth
     )
     assert unknown.status_code == 404
+    assert unknown.json()["error"] == "not_found"
 
 
 async def test_one_tenant_cannot_reach_another(

@@ -6,17 +6,21 @@ from typing import Any
 
 import httpx
 import strawberry
+from strawberry.permission import PermissionExtension
 from strawberry.types import Info
 
 from services.gateway.graphql.context import Context
+from services.gateway.graphql.permissions import HasScope
 from services.gateway.graphql.types import (
     DimensionValue,
     KpiDefinition,
+    KpiFilters,
     KpiQueryInput,
     KpiResult,
     KpiRow,
     MetricValue,
 )
+from shared.auth import Principal
 from shared.errors import (
     BadRequest,
     FieldError,
@@ -28,28 +32,32 @@ from shared.errors import (
     UpstreamUnavailable,
 )
 
-MAX_LIST_ITEMS = 200
+# Caps on list inputs: a query names a handful of KPIs and a bounded filter.
+MAX_METRICS = 50
+MAX_FILTER_VALUES = 200
+KPI_READ = "kpi:read"
 Params = list[tuple[str, str | int | float | bool | None]]
 
 
 def _query_params(data: KpiQueryInput, tenant_id: str | None) -> Params:
-    lists = {"metrics": data.metrics}
-    if data.filters is not None:
-        lists.update(
-            {
-                "platforms": data.filters.platforms or [],
-                "stores": data.filters.stores or [],
-                "marketplaces": data.filters.marketplaces or [],
-                "skus": data.filters.skus or [],
-                "categories": data.filters.categories or [],
-            }
-        )
-    for name, items in lists.items():
-        if len(items) > MAX_LIST_ITEMS:
-            raise InvalidInput(
-                f"{name}: at most {MAX_LIST_ITEMS} items",
-                [FieldError(field=f"input.{name}", reason=f"at most {MAX_LIST_ITEMS} items")],
-            )
+    filters = data.filters or KpiFilters()
+    filter_lists: dict[str, list[str]] = {
+        "platforms": filters.platforms or [],
+        "stores": filters.stores or [],
+        "marketplaces": filters.marketplaces or [],
+        "skus": filters.skus or [],
+        "categories": filters.categories or [],
+    }
+    too_long = [
+        FieldError(field=f"input.filters.{name}", reason=f"at most {MAX_FILTER_VALUES} items")
+        for name, items in filter_lists.items()
+        if len(items) > MAX_FILTER_VALUES
+    ]
+    if len(data.metrics) > MAX_METRICS:
+        too_long.insert(0, FieldError(field="input.metrics", reason=f"at most {MAX_METRICS} items"))
+    if too_long:
+        raise InvalidInput(f"{too_long[0].field}: {too_long[0].reason}", too_long)
+    lists = {"metrics": data.metrics, **filter_lists}
     params: Params = [
         ("from", data.from_.isoformat()),
         ("to", data.to.isoformat()),
@@ -67,8 +75,19 @@ def _query_params(data: KpiQueryInput, tenant_id: str | None) -> Params:
     return params
 
 
+def _readable_tenant(principal: Principal, tenant_id: str | None) -> str | None:
+    """The tenant a query names, when the caller may read it.
+
+    Checked here and again by metrics (which gets ``tenant_id``): another tenant's id is
+    FORBIDDEN, never an empty answer.
+    """
+    own = principal.require_tenant()
+    if tenant_id is not None and tenant_id != own:
+        raise Forbidden(f"no access to tenant {tenant_id}")
+    return tenant_id
+
+
 async def _get_metrics(context: Context, path: str, params: Params) -> Any:
-    await context.principal()
     try:
         response = await context.http.get(
             f"{context.metrics_url.rstrip('/')}{path}",
@@ -109,16 +128,20 @@ def _error_from(response: httpx.Response) -> LodestarError:
 
 @strawberry.type
 class KpiQuery:
-    @strawberry.field(description="KPI values by period and dimensions (CONTRACT §5).")
+    @strawberry.field(
+        description="KPI values by period and dimensions (CONTRACT §5); scope kpi:read.",
+        extensions=[PermissionExtension(permissions=[HasScope(KPI_READ)])],
+    )
     async def kpis(
         self,
         info: Info[Context, None],
         input: KpiQueryInput,
         tenant_id: strawberry.ID | None = None,
     ) -> KpiResult:
-        body = await _get_metrics(
-            info.context, "/v1/kpis", _query_params(input, str(tenant_id) if tenant_id else None)
+        tenant = _readable_tenant(
+            await info.context.principal(), str(tenant_id) if tenant_id is not None else None
         )
+        body = await _get_metrics(info.context, "/v1/kpis", _query_params(input, tenant))
         return KpiResult(
             currency=body.get("currency"),
             warnings=list(body.get("warnings", [])),
@@ -142,7 +165,11 @@ class KpiQuery:
             ],
         )
 
-    @strawberry.field(name="kpiCatalog", description="Every KPI with its definition.")
+    @strawberry.field(
+        name="kpiCatalog",
+        description="Every KPI with its definition; scope kpi:read.",
+        extensions=[PermissionExtension(permissions=[HasScope(KPI_READ)])],
+    )
     async def kpi_catalog(self, info: Info[Context, None]) -> list[KpiDefinition]:
         body = await _get_metrics(info.context, "/v1/kpis/catalog", [])
         return [

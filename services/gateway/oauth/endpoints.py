@@ -2,77 +2,40 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
-from urllib.parse import unquote
 
+from authlib.oauth2.rfc6749 import OAuth2Error
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from services.gateway.oauth.errors import OAuthError
-from services.gateway.oauth.service import (
-    ClientCredentials,
-    Signer,
-    authenticate_client,
-    granted_scopes,
-    issue_token,
-)
+from services.gateway.oauth.repository import ClientRepository
+from services.gateway.oauth.server import AUTH_METHODS, GRANT_TYPES, TokenRequest, TokenServer
+from services.gateway.oauth.signing import Signer
 from shared.auth import ALGORITHM
 from shared.deps import DbSession
 from shared.scopes import ALL_SCOPES
 
 router = APIRouter(tags=["oauth"])
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-def _client_credentials(request: Request, form: dict[str, str]) -> ClientCredentials:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    form_id, form_secret = form.get("client_id"), form.get("client_secret")
-    if scheme.lower() == "basic":
-        if form_secret:
-            raise OAuthError("invalid_request", "use one client authentication method, not two")
-        try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            raise OAuthError(
-                "invalid_client", "malformed Basic credentials", 401, basic=True
-            ) from None
-        client_id, sep, client_secret = decoded.partition(":")
-        if not sep:
-            raise OAuthError("invalid_client", "malformed Basic credentials", 401, basic=True)
-        return ClientCredentials(unquote(client_id), unquote(client_secret), used_basic=True)
-    if form_id and form_secret:
-        return ClientCredentials(form_id, form_secret, used_basic=False)
-    raise OAuthError("invalid_client", "client authentication is required", 401, basic=True)
-
-
-@router.post("/oauth/token", summary="OAuth 2 token endpoint (client_credentials)")
+@router.post(
+    "/oauth/token",
+    summary="OAuth 2 token endpoint (client_credentials)",
+    description=(
+        "Form-encoded `grant_type=client_credentials`, client authentication by HTTP "
+        "Basic or `client_id`/`client_secret` form fields, optional `scope` (a subset of "
+        "the client's scopes; all of them when absent). Errors follow RFC 6749 §5.2."
+    ),
+)
 async def token(request: Request, session: DbSession) -> JSONResponse:
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("application/x-www-form-urlencoded"):
-        raise OAuthError("invalid_request", "the body must be application/x-www-form-urlencoded")
-    raw_form = await request.form()
-    form = {k: v for k, v in raw_form.items() if isinstance(v, str)}
-    grant_type = form.get("grant_type")
-    if not grant_type:
-        raise OAuthError("invalid_request", "grant_type is required")
-    credentials = _client_credentials(request, form)
-    if grant_type != "client_credentials":
-        raise OAuthError("unsupported_grant_type", f"grant_type {grant_type} is not supported")
-    client = await authenticate_client(session, credentials)
-    scopes = granted_scopes(client, form.get("scope"))
-    settings = request.app.state.settings
-    body = issue_token(
-        request.app.state.signer,
-        client,
-        scopes,
-        settings.effective_issuer,
-        settings.audience,
-        settings.token_ttl_seconds,
-    )
-    return JSONResponse(body, headers=NO_STORE)
+    server: TokenServer = request.app.state.token_server
+    try:
+        token_request = await TokenRequest.read(request, server.token_endpoint)
+    except OAuth2Error as error:
+        return server.error_response(error)
+    client_id = token_request.claimed_client_id()
+    client = await ClientRepository(session).get_active(client_id) if client_id else None
+    return server.token_response(token_request, client)
 
 
 @router.get("/.well-known/jwks.json", summary="The public keys that sign access tokens")
@@ -87,11 +50,12 @@ def _metadata(request: Request) -> dict[str, Any]:
         "issuer": issuer,
         "token_endpoint": f"{issuer}/oauth/token",
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
-        "grant_types_supported": ["client_credentials"],
+        "grant_types_supported": list(GRANT_TYPES),
         # Only client_credentials so far: no authorization endpoint, no response types.
         "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
         "token_endpoint_auth_signing_alg_values_supported": [ALGORITHM],
+        "access_token_signing_alg_values_supported": [ALGORITHM],
         "scopes_supported": list(ALL_SCOPES),
     }
 

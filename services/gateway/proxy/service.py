@@ -51,11 +51,13 @@ async def forward(
         if name.lower() in FORWARDED_REQUEST_HEADERS
     }
     url = f"{base_url.rstrip('/')}{request.url.path}"
+    if request.url.query:
+        # The raw query string, so the service sees exactly what the caller sent.
+        url = f"{url}?{request.url.query}"
     try:
         upstream = await client.request(
             request.method,
             url,
-            params=request.url.query,
             content=await request.body(),
             headers=headers,
         )

@@ -58,5 +58,11 @@ async def create_client(
     principal: Annotated[Principal, Depends(current_principal)],
     session: DbSession,
 ) -> ClientCreated:
-    """An OAuth client of the tenant; its secret is in this answer only."""
+    """An OAuth client of the tenant; its secret is in this answer only.
+
+    Allowed for the platform admin (any tenant) and for a `tenant:admin` of that
+    tenant. Scopes must be tenant scopes (else 422 naming `scopes.<i>`), and a client
+    never gets a scope the caller's token lacks (403 `insufficient_scope` naming it).
+    Another tenant, or an unknown one, is 404.
+    """
     return await service.create_client(session, principal, tenant_id, data)

@@ -1,0 +1,240 @@
+"""The OAuth 2 authorization server, built on authlib's RFC 6749 machinery.
+
+authlib has no Starlette integration and its client lookup is synchronous, so the
+endpoint reads the form and loads the named client from the database first; the
+server then runs authlib's client_credentials grant (client authentication by
+``client_secret_basic`` or ``client_secret_post``, scope checks, RFC 6749 §5.2 errors)
+against that preloaded client, and authlib's RFC 9068 generator signs the token.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
+from typing import Any
+
+from authlib.oauth2 import AuthorizationServer
+from authlib.oauth2.rfc6749 import (
+    ClientMixin,
+    InvalidClientError,
+    InvalidRequestError,
+    InvalidScopeError,
+    OAuth2Error,
+    OAuth2Payload,
+    OAuth2Request,
+    grants,
+)
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
+from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from joserfc.jwk import KeySet
+
+from services.gateway.oauth.models import OAuthClient
+from services.gateway.oauth.secrets import verify_secret
+from services.gateway.oauth.signing import Signer
+from shared.auth import ALGORITHM
+
+log = logging.getLogger(__name__)
+
+GRANT_TYPES = ("client_credentials",)
+AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+REALM = "lodestar"
+
+# The client this request names, loaded before authlib's synchronous lookup runs.
+# A context variable, so concurrent requests never see each other's client.
+_loaded_client: ContextVar[TokenClient | None] = ContextVar("loaded_client", default=None)
+
+
+class TokenClient(ClientMixin):
+    """An `oauth_clients` row as authlib sees it: confidential, client_credentials only."""
+
+    def __init__(self, row: OAuthClient) -> None:
+        self.row = row
+
+    def get_client_id(self) -> str:
+        return self.row.client_id
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        return verify_secret(client_secret, self.row.secret_hash)
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return endpoint == "token" and method in AUTH_METHODS
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type in GRANT_TYPES
+
+    def get_allowed_scope(self, scope: str | None) -> str:
+        """The token's scopes: those asked for, or all of the client's when none are."""
+        if not scope or not scope.strip():
+            return " ".join(sorted(self.row.scopes))
+        return " ".join(sorted(set(scope.split()) & set(self.row.scopes)))
+
+    def get_default_redirect_uri(self) -> None:
+        # Client credentials only: these clients have no redirection endpoint.
+        return None
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return False
+
+    def check_response_type(self, response_type: str) -> bool:
+        return False
+
+
+class _FormPayload(OAuth2Payload):
+    def __init__(self, form: Mapping[str, str]) -> None:
+        self._form = dict(form)
+
+    @property
+    def data(self) -> dict[str, str]:
+        return self._form
+
+    @property
+    def datalist(self) -> dict[str, list[str]]:
+        return {key: [value] for key, value in self._form.items()}
+
+
+class TokenRequest(OAuth2Request):
+    """A token request read from Starlette, its form already parsed."""
+
+    def __init__(self, request: Request, form: Mapping[str, str], public_uri: str) -> None:
+        # TLS ends in front of the gateway (ingress, load balancer), so authlib's
+        # https rule is checked against the public token endpoint, not the inner hop.
+        super().__init__(request.method, public_uri, headers=request.headers)
+        self.payload = _FormPayload(form)
+        self._form = dict(form)
+
+    @property
+    def form(self) -> dict[str, str]:
+        return self._form
+
+    @property
+    def args(self) -> dict[str, str]:
+        return {}
+
+    def claimed_client_id(self) -> str | None:
+        """The client id the caller names (Basic or form), before any check."""
+        basic_id, _ = extract_basic_authorization(self.headers)
+        return basic_id or self._form.get("client_id") or None
+
+    @classmethod
+    async def read(cls, request: Request, public_uri: str) -> TokenRequest:
+        """Parses the form body; RFC 6749 §3.2 rules that authlib leaves to the framework."""
+        if not request.headers.get("content-type", "").startswith(FORM_CONTENT_TYPE):
+            raise InvalidRequestError(f"the body must be {FORM_CONTENT_TYPE}")
+        items = [(k, v) for k, v in (await request.form()).multi_items() if isinstance(v, str)]
+        form = dict(items)
+        repeated = sorted(name for name, count in Counter(k for k, _ in items).items() if count > 1)
+        if repeated:
+            raise InvalidRequestError(f"parameters must not repeat: {', '.join(repeated)}")
+        if not form.get("grant_type"):
+            raise InvalidRequestError("grant_type is required")
+        token_request = cls(request, form, public_uri)
+        basic_id, _ = extract_basic_authorization(token_request.headers)
+        if basic_id and form.get("client_secret"):
+            raise InvalidRequestError("use one client authentication method, not two")
+        return token_request
+
+
+class ClientCredentialsGrant(grants.ClientCredentialsGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
+
+    def validate_requested_scope(self) -> None:
+        """Every scope asked for must be one the client holds (RFC 6749 §3.3)."""
+        requested = (self.request.payload.scope or "").split()
+        held = set(self.request.client.row.scopes)
+        refused = [scope for scope in requested if scope not in held]
+        if refused:
+            raise InvalidScopeError(f"scope not allowed for this client: {' '.join(refused)}")
+
+
+class AccessTokenGenerator(JWTBearerTokenGenerator):
+    """RFC 9068 access tokens: our audience, `nbf`, and the client's tenant."""
+
+    def __init__(self, signer: Signer, issuer: str, audience: str, ttl_seconds: int) -> None:
+        super().__init__(issuer=issuer, alg=ALGORITHM, expires_generator=ttl_seconds)
+        self.signer = signer
+        self.audience = audience
+
+    def get_jwks(self) -> KeySet:
+        # One key in the set: joserfc signs with it and puts its kid in the header.
+        return KeySet([self.signer.current])
+
+    def get_audiences(self, client: TokenClient, user: Any, scope: str) -> str:
+        return self.audience
+
+    def get_extra_claims(
+        self, client: TokenClient, grant_type: str, user: Any, scope: str
+    ) -> dict[str, Any]:
+        claims: dict[str, Any] = {"nbf": int(time.time())}
+        # The platform admin acts for no tenant: no claim rather than an empty one.
+        if client.row.tenant_id:
+            claims["tenant"] = client.row.tenant_id
+        return claims
+
+
+class TokenServer(AuthorizationServer):
+    """The token endpoint's logic; one instance per app, safe across requests."""
+
+    def __init__(self, signer: Signer, issuer: str, audience: str, ttl_seconds: int) -> None:
+        super().__init__(scopes_supported=None)
+        self.token_endpoint = f"{issuer}/oauth/token"
+        self.register_grant(ClientCredentialsGrant)
+        self.register_token_generator(
+            "default", AccessTokenGenerator(signer, issuer, audience, ttl_seconds)
+        )
+
+    def query_client(self, client_id: str) -> TokenClient | None:
+        client = _loaded_client.get()
+        return client if client is not None and client.get_client_id() == client_id else None
+
+    def save_token(self, token: dict[str, Any], request: TokenRequest) -> None:
+        # Self-contained JWTs: nothing to store; the issuance is logged (never the token).
+        log.info(
+            "access token issued",
+            extra={
+                "fields": {"client_id": request.client.get_client_id(), "scope": token.get("scope")}
+            },
+        )
+
+    def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
+        # authlib's hook for framework signals; nothing here listens to them.
+        return None
+
+    def create_oauth2_request(self, request: TokenRequest) -> TokenRequest:
+        return request
+
+    def handle_response(
+        self, status: int, body: dict[str, Any], headers: Sequence[tuple[str, str]]
+    ) -> JSONResponse:
+        return JSONResponse(body, status_code=status, headers=dict(headers))
+
+    def handle_error_response(self, request: Any, error: OAuth2Error) -> JSONResponse:
+        if isinstance(error, InvalidClientError):
+            # One answer for an unknown client and a wrong secret, whatever the method.
+            error.status_code = 401
+            error.description = "client authentication failed"
+        response: JSONResponse = super().handle_error_response(request, error)
+        if response.status_code == 401:
+            # RFC 7617: a Basic challenge names its realm.
+            response.headers["WWW-Authenticate"] = (
+                f'Basic realm="{REALM}", error="invalid_client", '
+                f'error_description="{error.description}"'
+            )
+        return response
+
+    def error_response(self, error: OAuth2Error) -> JSONResponse:
+        return self.handle_error_response(None, error)
+
+    def token_response(self, request: TokenRequest, client: OAuthClient | None) -> JSONResponse:
+        """Runs the grant against the client loaded for this request."""
+        marker = _loaded_client.set(TokenClient(client) if client is not None else None)
+        try:
+            response: JSONResponse = self.create_token_response(request)
+            return response
+        finally:
+            _loaded_client.reset(marker)
