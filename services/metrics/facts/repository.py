@@ -46,6 +46,7 @@ RAW_COLUMNS = (
 )
 _DIMS = "tenant_id, local_date, platform, store_id, marketplace, sku, category, currency"
 _ORDER_DIMS = "tenant_id, local_date, platform, store_id, marketplace"
+_STORE_DIMS = "tenant_id, local_date, platform, store_id, marketplace, currency"
 
 
 class FactRepository:
@@ -99,28 +100,28 @@ class FactRepository:
         applied = int(status.split()[-1])
         if applied == 0:
             return 0
-        await self.conn.execute(
-            f"""
-            INSERT INTO daily_sales AS d
-                ({_DIMS}, gross, shipping, discount, tax, units, lines)
-            SELECT {_DIMS},
-                   sum(sign * quantity * unit_price), sum(sign * shipping),
-                   sum(sign * discount), sum(sign * tax), sum(sign * quantity), sum(sign)
-            FROM (
-                SELECT 1 AS sign, * FROM applied_lines WHERE status <> 'cancelled'
-                UNION ALL
-                SELECT -1 AS sign, * FROM replaced_lines WHERE status <> 'cancelled'
-            ) moved
-            GROUP BY {_DIMS}
-            ON CONFLICT ({_DIMS}) DO UPDATE SET
-                gross = d.gross + EXCLUDED.gross,
-                shipping = d.shipping + EXCLUDED.shipping,
-                discount = d.discount + EXCLUDED.discount,
-                tax = d.tax + EXCLUDED.tax,
-                units = d.units + EXCLUDED.units,
-                lines = d.lines + EXCLUDED.lines
-            """
-        )
+        for table, dims in (("daily_sales", _DIMS), ("daily_store_sales", _STORE_DIMS)):
+            await self.conn.execute(
+                f"""
+                INSERT INTO {table} AS d ({dims}, gross, shipping, discount, tax, units, lines)
+                SELECT {dims},
+                       sum(sign * quantity * unit_price), sum(sign * shipping),
+                       sum(sign * discount), sum(sign * tax), sum(sign * quantity), sum(sign)
+                FROM (
+                    SELECT 1 AS sign, * FROM applied_lines WHERE status <> 'cancelled'
+                    UNION ALL
+                    SELECT -1 AS sign, * FROM replaced_lines WHERE status <> 'cancelled'
+                ) moved
+                GROUP BY {dims}
+                ON CONFLICT ({dims}) DO UPDATE SET
+                    gross = d.gross + EXCLUDED.gross,
+                    shipping = d.shipping + EXCLUDED.shipping,
+                    discount = d.discount + EXCLUDED.discount,
+                    tax = d.tax + EXCLUDED.tax,
+                    units = d.units + EXCLUDED.units,
+                    lines = d.lines + EXCLUDED.lines
+                """
+            )
         await self._move_orders()
         return applied
 

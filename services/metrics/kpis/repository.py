@@ -112,15 +112,79 @@ class RollupRepository:
         )
         return rows
 
+    async def _summed_then_converted(
+        self,
+        grouping: Grouping,
+        table: str,
+        sums: dict[str, str],
+        money: set[str],
+        keep: list[str] | None = None,
+        extra: str = "",
+        more: tuple[Any, ...] = (),
+    ) -> list[asyncpg.Record]:
+        """Sums per local day and currency first (a small set), then converts each day
+        with its own factor and sums again by period: conversion never touches the
+        rollup rows one by one."""
+        keep = keep or []
+        dims = [COLUMNS[d] for d in grouping.group_by]
+        inner_cols = "".join(f", {c}" for c in [*dims, *keep])
+        clauses = []
+        filter_args: list[Any] = []
+        for position, (dimension, values) in enumerate(
+            grouping.filters.items(), start=8 + len(more)
+        ):
+            clauses.append(f"AND {COLUMNS[dimension]} = ANY(${position}::text[])")
+            filter_args.append(values)
+        inner_sums = ", ".join(f"sum({expression}) AS {name}" for name, expression in sums.items())
+        outer_dims = "".join(
+            f", b.{c} AS {d}" for c, d in zip(dims, grouping.group_by, strict=True)
+        )
+        outer_keep = "".join(f", b.{c} AS {c}" for c in keep)
+        outer_sums = ", ".join(
+            _converted(f"b.{name}", "b") + f" AS {name}"
+            if name in money
+            else f"sum(b.{name}) AS {name}"
+            for name in sums
+        )
+        rows: list[asyncpg.Record] = await self.conn.fetch(
+            f"""
+            SELECT {_period(grouping.grain, "b")} AS period{outer_dims}{outer_keep}, {outer_sums}
+            FROM (
+                SELECT local_date, currency{inner_cols}, {inner_sums}
+                FROM {table}
+                WHERE tenant_id = $1 AND local_date BETWEEN $2 AND $3 {extra} {" ".join(clauses)}
+                GROUP BY local_date, currency{inner_cols}
+            ) b
+            {_FX_JOIN.format(alias="b")}
+            GROUP BY 1{"".join(f", b.{c}" for c in [*dims, *keep])}
+            """,
+            grouping.tenant_id,
+            grouping.start,
+            grouping.end,
+            grouping.target,
+            grouping.fx_currencies,
+            grouping.fx_dates,
+            grouping.fx_factors,
+            *more,
+            *filter_args,
+        )
+        return rows
+
     async def sales(self, grouping: Grouping) -> list[asyncpg.Record]:
         """gmv (tax excluded), tax and shipping converted; units of live lines."""
-        return await self._fetch(
+        by_sku = any(d in ("sku", "category") for d in [*grouping.group_by, *grouping.filters])
+        # Without SKU or category the per-store rollup answers: a few rows a day.
+        table = "daily_sales" if by_sku else "daily_store_sales"
+        return await self._summed_then_converted(
             grouping,
-            "s",
-            f"{_converted('s.gross + s.shipping - s.discount', 's')} AS gmv, "
-            f"{_converted('s.tax', 's')} AS tax, {_converted('s.shipping', 's')} AS shipping, "
-            "sum(s.units) AS units",
-            f"daily_sales s {_FX_JOIN.format(alias='s')}",
+            table,
+            {
+                "gmv": "gross + shipping - discount",
+                "tax": "tax",
+                "shipping": "shipping",
+                "units": "units",
+            },
+            money={"gmv", "tax", "shipping"},
         )
 
     async def cogs(self, grouping: Grouping) -> list[asyncpg.Record]:
@@ -154,14 +218,14 @@ class RollupRepository:
 
     async def measures(self, grouping: Grouping, names: list[str]) -> list[asyncpg.Record]:
         """One row per bucket and measure: its converted sum."""
-        return await self._fetch(
+        return await self._summed_then_converted(
             grouping,
-            "m",
-            f"m.measure AS measure, {_converted('m.value', 'm')} AS value",
-            f"daily_measures m {_FX_JOIN.format(alias='m')}",
-            "AND m.measure = ANY($8::text[])",
-            (names,),
-            group_extra=", m.measure",
+            "daily_measures",
+            {"value": "value"},
+            money={"value"},
+            keep=["measure"],
+            extra="AND measure = ANY($8::text[])",
+            more=(names,),
         )
 
     async def fx_rates(self, tenant_id: str, until: date) -> list[tuple[date, str, str, Decimal]]:
