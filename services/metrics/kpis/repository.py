@@ -241,7 +241,7 @@ class RollupRepository:
         """Every currency an amount of the range may be in."""
         rows = await self.conn.fetch(
             """
-            SELECT DISTINCT currency FROM daily_sales WHERE tenant_id = $1 AND local_date BETWEEN $2 AND $3
+            SELECT DISTINCT currency FROM daily_store_sales WHERE tenant_id = $1 AND local_date BETWEEN $2 AND $3
             UNION SELECT DISTINCT currency FROM daily_measures WHERE tenant_id = $1 AND local_date BETWEEN $2 AND $3
             UNION SELECT DISTINCT currency FROM unit_costs WHERE tenant_id = $1
             """,
