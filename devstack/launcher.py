@@ -10,6 +10,7 @@ reverse order, leaving no process and no listening port behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import os
@@ -193,11 +194,10 @@ class Launcher:
                             f"{service} exited with {process.returncode}; "
                             f"see {self.home / (service + '.log')}"
                         )
-                    try:
+                    # Not listening yet is the normal case while it starts.
+                    with contextlib.suppress(httpx.HTTPError):
                         if client.get(url).status_code == 200:
                             break
-                    except httpx.HTTPError:
-                        pass
                     if time.monotonic() > deadline:
                         raise SystemExit(f"{service} was not ready at {url} in time")
                     time.sleep(0.2)

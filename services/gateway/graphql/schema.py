@@ -20,7 +20,7 @@ MAX_TOKENS = 2000
 
 @strawberry.type
 class Query(KpiQuery):
-    pass
+    """The root query, assembled from the domain query types."""
 
 
 class Schema(strawberry.Schema):
