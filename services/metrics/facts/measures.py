@@ -14,7 +14,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from shared.events import AdSpend, CsTicket, Fee, Payload, Refund, Traffic
+from shared.events import AdSpend, CsTicket, Fee, InventorySnapshot, Payload, Refund, Traffic
 from shared.time import local_date
 
 COUNT = ""  # the currency of counts
@@ -98,6 +98,12 @@ def contributions(source: Source, payload: Payload) -> list[tuple[Cell, Decimal]
                 )
             )
         return cells
+    if isinstance(payload, InventorySnapshot):
+        # Warehouses of a SKU add up; the count tells a snapshot of zero from no snapshot.
+        return [
+            (_cell(source, payload.date, payload.sku, "on_hand", COUNT), Decimal(payload.on_hand)),
+            (_cell(source, payload.date, payload.sku, "snapshots", COUNT), one),
+        ]
     if isinstance(payload, CsTicket):
         day = local_date(payload.opened_at, source.marketplace)
         cells = [(_cell(source, day, None, "tickets", COUNT), one)]

@@ -29,6 +29,8 @@ SKU_MEASURES = frozenset(
         "sessions",
     }
 )
+# Not sums: computed per bucket from per-SKU-day snapshot rows (see service._inventory).
+INVENTORY_INPUTS = frozenset({"on_hand_last", "sku_days", "stockout_sku_days"})
 CS_MEASURES = frozenset({"first_response_hours_sum", "first_responses", "csat_sum", "csat_count"})
 ALL_DIMENSIONS = frozenset({"platform", "store", "marketplace", "sku", "category"})
 STORE_DIMENSIONS = frozenset({"platform", "store", "marketplace"})
@@ -39,7 +41,7 @@ def dimensions_of(inputs: frozenset[str]) -> frozenset[str]:
     allowed = set(ALL_DIMENSIONS)
     if inputs & (ORDER_INPUTS | CS_MEASURES):
         allowed &= STORE_DIMENSIONS
-    if inputs & SKU_MEASURES:
+    if inputs & (SKU_MEASURES | INVENTORY_INPUTS):
         allowed -= {"category"}
     return frozenset(allowed)
 
@@ -114,6 +116,19 @@ FORMULAS: dict[str, Formula] = {
     "ad_cvr": _f({"ad_orders", "clicks"}, lambda i: div(i["ad_orders"], i["clicks"])),
     "sessions": _f({"sessions"}, lambda i: i["sessions"]),
     "cvr": _f({"orders", "sessions"}, lambda i: div(i["orders"], i["sessions"])),
+    "on_hand": _f({"on_hand_last"}, lambda i: i["on_hand_last"]),
+    "sell_through": _f(
+        {"units", "on_hand_last"},
+        lambda i: div(
+            i["units"],
+            None
+            if i["units"] is None or i["on_hand_last"] is None
+            else i["units"] + i["on_hand_last"],
+        ),
+    ),
+    "stockout_rate": _f(
+        {"stockout_sku_days", "sku_days"}, lambda i: div(i["stockout_sku_days"], i["sku_days"])
+    ),
     "first_response_hours": _f(
         {"first_response_hours_sum", "first_responses"},
         lambda i: div(i["first_response_hours_sum"], i["first_responses"]),

@@ -228,6 +228,32 @@ class RollupRepository:
             more=(names,),
         )
 
+    async def inventory(self, grouping: Grouping) -> list[asyncpg.Record]:
+        """Per bucket, snapshot day, store and SKU: units on hand and whether snapshotted."""
+        dims = [COLUMNS[d] for d in grouping.group_by]
+        select_dims = "".join(f", {c} AS {d}" for c, d in zip(dims, grouping.group_by, strict=True))
+        clauses = []
+        args: list[Any] = []
+        for position, (dimension, values) in enumerate(grouping.filters.items(), start=4):
+            clauses.append(f"AND {COLUMNS[dimension]} = ANY(${position}::text[])")
+            args.append(values)
+        rows: list[asyncpg.Record] = await self.conn.fetch(
+            f"""
+            SELECT {_period(grouping.grain, "m")} AS period{select_dims}, m.local_date,
+                   sum(value) FILTER (WHERE measure = 'on_hand') AS on_hand,
+                   sum(value) FILTER (WHERE measure = 'snapshots') AS snapshots
+            FROM daily_measures m
+            WHERE tenant_id = $1 AND local_date BETWEEN $2 AND $3
+              AND measure IN ('on_hand', 'snapshots') {" ".join(clauses)}
+            GROUP BY 1{"".join(f", {c}" for c in dims)}, m.local_date, platform, store_id, marketplace, sku
+            """,
+            grouping.tenant_id,
+            grouping.start,
+            grouping.end,
+            *args,
+        )
+        return rows
+
     async def fx_rates(self, tenant_id: str, until: date) -> list[tuple[date, str, str, Decimal]]:
         rows = await self.conn.fetch(
             "SELECT rate_date, base, quote, rate FROM fx_rates "

@@ -13,6 +13,7 @@ from services.metrics.fx.rates import RateBook
 from services.metrics.kpis.formulas import (
     COGS_INPUTS,
     FORMULAS,
+    INVENTORY_INPUTS,
     ORDER_INPUTS,
     SALES_INPUTS,
     Inputs,
@@ -88,7 +89,9 @@ async def _measure(
         for row in await repository.orders(grouping):
             for name in ORDER_INPUTS:
                 found.put(key(row), name, row[name])
-    measure_names = sorted(needed - SALES_INPUTS - COGS_INPUTS - ORDER_INPUTS)
+    if needed & INVENTORY_INPUTS:
+        _inventory(await repository.inventory(grouping), key, found)
+    measure_names = sorted(needed - SALES_INPUTS - COGS_INPUTS - ORDER_INPUTS - INVENTORY_INPUTS)
     if measure_names:
         for row in await repository.measures(grouping, measure_names):
             found.put(key(row), row["measure"], row["value"])
@@ -105,6 +108,31 @@ async def _measure(
         complete = {name: inputs.get(name, ZERO) for name in needed}
         measured.values[row_key] = {m: FORMULAS[m].compute(complete) for m in query.metrics}
     return measured
+
+
+def _inventory(rows: list[asyncpg.Record], key: Any, found: _Range) -> None:
+    """on_hand on each bucket's last snapshot day; SKU-days snapshotted and out of stock."""
+    last_day: dict[RowKey, Any] = {}
+    for row in rows:
+        if row["snapshots"]:
+            bucket = key(row)
+            last_day[bucket] = max(last_day.get(bucket, row["local_date"]), row["local_date"])
+    totals: dict[RowKey, dict[str, Decimal]] = defaultdict(
+        lambda: {"on_hand_last": ZERO, "sku_days": ZERO, "stockout_sku_days": ZERO}
+    )
+    for row in rows:
+        if not row["snapshots"]:
+            continue
+        bucket = key(row)
+        cell = totals[bucket]
+        on_hand = Decimal(row["on_hand"] or 0)
+        cell["sku_days"] += 1
+        cell["stockout_sku_days"] += 1 if on_hand == 0 else 0
+        if row["local_date"] == last_day[bucket]:
+            cell["on_hand_last"] += on_hand
+    for bucket, values in totals.items():
+        for name, value in values.items():
+            found.put(bucket, name, value)
 
 
 def _gmv(row: asyncpg.Record, settings: KpiSettings) -> Decimal | None:

@@ -1,0 +1,78 @@
+"""Inventory KPIs: on_hand on the last snapshot day, sell-through, stockout rate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tests.conftest import NewTenant
+from tests.metrics.test_kpis import kpis, line
+from tests.metrics.test_profit_and_ads import event, wait_for
+
+
+def snapshot(
+    event_id: str, day: str, sku: str, warehouse: str, on_hand: int, version: int = 1
+) -> dict[str, Any]:
+    return event(
+        event_id,
+        "inventory_snapshot",
+        {"date": day, "sku": sku, "warehouse": warehouse, "on_hand": on_hand},
+        version=version,
+    )
+
+
+async def test_inventory_kpis_hand_computed(http: httpx.AsyncClient, new_tenant: NewTenant) -> None:
+    tenant = await new_tenant()
+    events = [
+        line("a", "OA", 6, "10.00", "2026-04-12T18:00:00Z", sku="A"),
+        line("b", "OB", 2, "10.00", "2026-04-12T18:00:00Z", sku="B"),
+        snapshot("s1", "2026-04-10", "A", "wh1", 10),
+        snapshot("s2", "2026-04-10", "A", "wh2", 5),
+        snapshot("s3", "2026-04-10", "B", "wh1", 0),
+        snapshot("s4", "2026-04-20", "A", "wh1", 9),
+        snapshot("s5", "2026-04-20", "B", "wh1", 6),
+    ]
+    assert (
+        await http.post("/v1/events", json={"events": events}, headers=tenant.headers)
+    ).status_code == 202
+    await wait_for(http, tenant, "on_hand", 15.0)
+    # A corrected count replaces the old one: A on the 20th is 4, not 9.
+    fix = snapshot("s4", "2026-04-20", "A", "wh1", 4, version=2)
+    assert (
+        await http.post("/v1/events", json={"events": [fix]}, headers=tenant.headers)
+    ).status_code == 202
+    await wait_for(http, tenant, "on_hand", 10.0)
+
+    window = {"from": "2026-04-01", "to": "2026-04-30"}
+    body = await kpis(
+        http, tenant, metrics="on_hand,sell_through,stockout_rate,units", grain="total", **window
+    )
+    got = {v["metric"]: v["value"] for v in body["rows"][0]["values"]}
+    # Last snapshot day is the 20th: 4 + 6 on hand; 8 units sold; 1 of 4 SKU-days at zero.
+    assert got["on_hand"] == 10.0
+    assert got["units"] == 8.0
+    assert abs(got["sell_through"] - 8 / 18) < 1e-12
+    assert got["stockout_rate"] == 0.25
+    by_sku = await kpis(
+        http, tenant, metrics="on_hand,stockout_rate", grain="total", group_by="sku", **window
+    )
+    rows = {
+        r["dimensions"][0]["value"]: {v["metric"]: v["value"] for v in r["values"]}
+        for r in by_sku["rows"]
+    }
+    assert rows == {
+        "A": {"on_hand": 4.0, "stockout_rate": 0.0},
+        "B": {"on_hand": 6.0, "stockout_rate": 0.5},
+    }
+    # The 10th alone: that day's snapshots.
+    day = await kpis(
+        http, tenant, metrics="on_hand", grain="day", **{"from": "2026-04-10", "to": "2026-04-10"}
+    )
+    assert day["rows"][0]["values"][0]["value"] == 15.0
+    refused = await http.get(
+        "/v1/kpis",
+        params={"metrics": "on_hand", "grain": "total", "group_by": "category", **window},
+        headers=tenant.headers,
+    )
+    assert refused.status_code == 422
