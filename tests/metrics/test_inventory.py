@@ -27,6 +27,8 @@ async def test_inventory_kpis_hand_computed(http: httpx.AsyncClient, new_tenant:
     events = [
         line("a", "OA", 6, "10.00", "2026-04-12T18:00:00Z", sku="A"),
         line("b", "OB", 2, "10.00", "2026-04-12T18:00:00Z", sku="B"),
+        # Sold in March: outside April, but inside the 30 days before 20 April.
+        line("m", "OM", 30, "10.00", "2026-03-25T18:00:00Z", sku="A"),
         snapshot("s1", "2026-04-10", "A", "wh1", 10),
         snapshot("s2", "2026-04-10", "A", "wh2", 5),
         snapshot("s3", "2026-04-10", "B", "wh1", 0),
@@ -70,6 +72,17 @@ async def test_inventory_kpis_hand_computed(http: httpx.AsyncClient, new_tenant:
         http, tenant, metrics="on_hand", grain="day", **{"from": "2026-04-10", "to": "2026-04-10"}
     )
     assert day["rows"][0]["values"][0]["value"] == 15.0
+    # Days of cover: on hand / mean daily units of the 30 days ending on the bucket's end.
+    cover = await kpis(http, tenant, metrics="days_of_cover", grain="total", **window)
+    assert abs(cover["rows"][0]["values"][0]["value"] - 10 / (8 / 30)) < 1e-9
+    early = await kpis(
+        http,
+        tenant,
+        metrics="days_of_cover",
+        grain="total",
+        **{"from": "2026-04-01", "to": "2026-04-20"},
+    )
+    assert abs(early["rows"][0]["values"][0]["value"] - 10 / (38 / 30)) < 1e-9
     refused = await http.get(
         "/v1/kpis",
         params={"metrics": "on_hand", "grain": "total", "group_by": "category", **window},

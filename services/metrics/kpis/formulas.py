@@ -31,6 +31,9 @@ SKU_MEASURES = frozenset(
 )
 # Not sums: computed per bucket from per-SKU-day snapshot rows (see service._inventory).
 INVENTORY_INPUTS = frozenset({"on_hand_last", "sku_days", "stockout_sku_days"})
+# Units over the 30 days ending on a bucket's last day (see service._trailing_units).
+TRAILING_INPUTS = frozenset({"units_30d"})
+COVER_DAYS = Decimal(30)
 CS_MEASURES = frozenset({"first_response_hours_sum", "first_responses", "csat_sum", "csat_count"})
 ALL_DIMENSIONS = frozenset({"platform", "store", "marketplace", "sku", "category"})
 STORE_DIMENSIONS = frozenset({"platform", "store", "marketplace"})
@@ -41,7 +44,7 @@ def dimensions_of(inputs: frozenset[str]) -> frozenset[str]:
     allowed = set(ALL_DIMENSIONS)
     if inputs & (ORDER_INPUTS | CS_MEASURES):
         allowed &= STORE_DIMENSIONS
-    if inputs & (SKU_MEASURES | INVENTORY_INPUTS):
+    if inputs & (SKU_MEASURES | INVENTORY_INPUTS | TRAILING_INPUTS):
         allowed -= {"category"}
     return frozenset(allowed)
 
@@ -117,6 +120,10 @@ FORMULAS: dict[str, Formula] = {
     "sessions": _f({"sessions"}, lambda i: i["sessions"]),
     "cvr": _f({"orders", "sessions"}, lambda i: div(i["orders"], i["sessions"])),
     "on_hand": _f({"on_hand_last"}, lambda i: i["on_hand_last"]),
+    "days_of_cover": _f(
+        {"on_hand_last", "units_30d"},
+        lambda i: div(i["on_hand_last"], div(i["units_30d"], COVER_DAYS)),
+    ),
     "sell_through": _f(
         {"units", "on_hand_last"},
         lambda i: div(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -12,13 +13,24 @@ import asyncpg
 from services.metrics.fx.rates import RateBook
 from services.metrics.kpis.formulas import (
     COGS_INPUTS,
+    COVER_DAYS,
     FORMULAS,
     INVENTORY_INPUTS,
     ORDER_INPUTS,
     SALES_INPUTS,
+    TRAILING_INPUTS,
     Inputs,
 )
-from services.metrics.kpis.query import KpiQuery, Measured, RowKey, answer, comparison_range
+from services.metrics.kpis.query import (
+    TOTAL,
+    KpiQuery,
+    Measured,
+    RowKey,
+    all_periods,
+    answer,
+    comparison_range,
+    shift,
+)
 from services.metrics.kpis.repository import Grouping, RollupRepository
 from services.metrics.settings.repository import SettingsRepository
 from services.metrics.settings.schemas import KpiSettings
@@ -91,7 +103,11 @@ async def _measure(
                 found.put(key(row), name, row[name])
     if needed & INVENTORY_INPUTS:
         _inventory(await repository.inventory(grouping), key, found)
-    measure_names = sorted(needed - SALES_INPUTS - COGS_INPUTS - ORDER_INPUTS - INVENTORY_INPUTS)
+    if needed & TRAILING_INPUTS:
+        await _trailing_units(repository, query, grouping, found)
+    measure_names = sorted(
+        needed - SALES_INPUTS - COGS_INPUTS - ORDER_INPUTS - INVENTORY_INPUTS - TRAILING_INPUTS
+    )
     if measure_names:
         for row in await repository.measures(grouping, measure_names):
             found.put(key(row), row["measure"], row["value"])
@@ -108,6 +124,41 @@ async def _measure(
         complete = {name: inputs.get(name, ZERO) for name in needed}
         measured.values[row_key] = {m: FORMULAS[m].compute(complete) for m in query.metrics}
     return measured
+
+
+def _bucket_end(period: str, query: KpiQuery) -> date:
+    if period == TOTAL:
+        return query.end
+    after = shift(date.fromisoformat(period), query.grain, forward=True)
+    return min(after - timedelta(days=1), query.end)
+
+
+async def _trailing_units(
+    repository: RollupRepository, query: KpiQuery, grouping: Grouping, found: _Range
+) -> None:
+    """Units sold in the 30 days ending on each bucket's last day (days of cover)."""
+    window = int(COVER_DAYS)
+    daily = replace(grouping, start=grouping.start - timedelta(days=window - 1), grain="day")
+    units: dict[tuple[str, ...], dict[date, Decimal]] = defaultdict(dict)
+    for row in await repository.sales(daily):
+        dims = tuple(row[d] for d in query.group_by)
+        units[dims][date.fromisoformat(row["period"])] = Decimal(row["units"] or 0)
+    buckets = {bucket for bucket in found.inputs} | {
+        (period, dims)
+        for period in all_periods(query.start, query.end, query.grain)
+        for dims in units
+    }
+    for period, dims in buckets:
+        end = _bucket_end(period, query)
+        total = sum(
+            (
+                v
+                for day, v in units.get(dims, {}).items()
+                if end - timedelta(days=window - 1) <= day <= end
+            ),
+            ZERO,
+        )
+        found.put((period, dims), "units_30d", total)
 
 
 def _inventory(rows: list[asyncpg.Record], key: Any, found: _Range) -> None:
