@@ -14,7 +14,16 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from shared.events import AdSpend, CsTicket, Fee, InventorySnapshot, Payload, Refund, Traffic
+from shared.events import (
+    AdSpend,
+    CsTicket,
+    Fee,
+    InventorySnapshot,
+    Payload,
+    Refund,
+    Shipment,
+    Traffic,
+)
 from shared.time import local_date
 
 COUNT = ""  # the currency of counts
@@ -104,6 +113,26 @@ def contributions(source: Source, payload: Payload) -> list[tuple[Cell, Decimal]
             (_cell(source, payload.date, payload.sku, "on_hand", COUNT), Decimal(payload.on_hand)),
             (_cell(source, payload.date, payload.sku, "snapshots", COUNT), one),
         ]
+    if isinstance(payload, Shipment):
+        due = local_date(payload.promised_ship_by, source.marketplace)
+        cells = [(_cell(source, due, None, "shipments_due", COUNT), one)]
+        if payload.shipped_at is None:
+            # Late once its promised day has passed: decided when asked, not now.
+            cells.append((_cell(source, due, None, "shipments_unshipped", COUNT), one))
+        else:
+            if payload.shipped_at > payload.promised_ship_by:
+                cells.append((_cell(source, due, None, "shipments_shipped_late", COUNT), one))
+            shipped = local_date(payload.shipped_at, source.marketplace)
+            cells.append((_cell(source, shipped, None, "shipments_shipped", COUNT), one))
+            if payload.tracking_valid:
+                cells.append((_cell(source, shipped, None, "shipments_tracked", COUNT), one))
+        if payload.delivered_at is not None:
+            delivered = local_date(payload.delivered_at, source.marketplace)
+            cells.append((_cell(source, delivered, None, "deliveries", COUNT), one))
+            promised = payload.promised_delivery_by
+            if promised is not None and payload.delivered_at <= promised:
+                cells.append((_cell(source, delivered, None, "deliveries_on_time", COUNT), one))
+        return cells
     if isinstance(payload, CsTicket):
         day = local_date(payload.opened_at, source.marketplace)
         cells = [(_cell(source, day, None, "tickets", COUNT), one)]

@@ -34,6 +34,17 @@ INVENTORY_INPUTS = frozenset({"on_hand_last", "sku_days", "stockout_sku_days"})
 # Units over the 30 days ending on a bucket's last day (see service._trailing_units).
 TRAILING_INPUTS = frozenset({"units_30d"})
 COVER_DAYS = Decimal(30)
+# Shipment counts; "name@N" is the sum over the N days ending on a bucket's last day.
+SHIPMENT_MEASURES = frozenset(
+    {
+        "shipments_due",
+        "shipments_late",
+        "shipments_shipped",
+        "shipments_tracked",
+        "deliveries",
+        "deliveries_on_time",
+    }
+)
 CS_MEASURES = frozenset({"first_response_hours_sum", "first_responses", "csat_sum", "csat_count"})
 ALL_DIMENSIONS = frozenset({"platform", "store", "marketplace", "sku", "category"})
 STORE_DIMENSIONS = frozenset({"platform", "store", "marketplace"})
@@ -42,7 +53,9 @@ STORE_DIMENSIONS = frozenset({"platform", "store", "marketplace"})
 def dimensions_of(inputs: frozenset[str]) -> frozenset[str]:
     """The dimensions every one of these inputs can be split by."""
     allowed = set(ALL_DIMENSIONS)
-    if inputs & (ORDER_INPUTS | CS_MEASURES):
+    if inputs & (ORDER_INPUTS | CS_MEASURES) or any(
+        name.split("@")[0] in SHIPMENT_MEASURES for name in inputs
+    ):
         allowed &= STORE_DIMENSIONS
     if inputs & (SKU_MEASURES | INVENTORY_INPUTS | TRAILING_INPUTS):
         allowed -= {"category"}
@@ -135,6 +148,18 @@ FORMULAS: dict[str, Formula] = {
     ),
     "stockout_rate": _f(
         {"stockout_sku_days", "sku_days"}, lambda i: div(i["stockout_sku_days"], i["sku_days"])
+    ),
+    "late_shipment_rate": _f(
+        {"shipments_late@10", "shipments_due@10"},
+        lambda i: div(i["shipments_late@10"], i["shipments_due@10"]),
+    ),
+    "valid_tracking_rate": _f(
+        {"shipments_tracked@30", "shipments_shipped@30"},
+        lambda i: div(i["shipments_tracked@30"], i["shipments_shipped@30"]),
+    ),
+    "on_time_delivery_rate": _f(
+        {"deliveries_on_time", "deliveries"},
+        lambda i: div(i["deliveries_on_time"], i["deliveries"]),
     ),
     "first_response_hours": _f(
         {"first_response_hours_sum", "first_responses"},

@@ -105,8 +105,17 @@ async def _measure(
         _inventory(await repository.inventory(grouping), key, found)
     if needed & TRAILING_INPUTS:
         await _trailing_units(repository, query, grouping, found)
+    windowed = {name for name in needed if "@" in name}
+    if windowed:
+        await _windowed_measures(repository, query, grouping, windowed, found)
     measure_names = sorted(
-        needed - SALES_INPUTS - COGS_INPUTS - ORDER_INPUTS - INVENTORY_INPUTS - TRAILING_INPUTS
+        needed
+        - SALES_INPUTS
+        - COGS_INPUTS
+        - ORDER_INPUTS
+        - INVENTORY_INPUTS
+        - TRAILING_INPUTS
+        - windowed
     )
     if measure_names:
         for row in await repository.measures(grouping, measure_names):
@@ -159,6 +168,58 @@ async def _trailing_units(
             ZERO,
         )
         found.put((period, dims), "units_30d", total)
+
+
+# What a windowed input sums: shipments late are those shipped late plus those not
+# shipped whose promised day is already over.
+_WINDOW_PARTS = {"shipments_late": ("shipments_shipped_late", "shipments_unshipped")}
+
+
+async def _windowed_measures(
+    repository: RollupRepository,
+    query: KpiQuery,
+    grouping: Grouping,
+    names: set[str],
+    found: _Range,
+) -> None:
+    """Inputs "measure@N": the measure over the N days ending on each bucket's last day."""
+    windows = {name: int(name.split("@")[1]) for name in names}
+    longest = max(windows.values())
+    daily = replace(grouping, start=grouping.start - timedelta(days=longest - 1), grain="day")
+    measures = sorted(
+        {
+            part
+            for name in names
+            for part in _WINDOW_PARTS.get(name.split("@")[0], (name.split("@")[0],))
+        }
+    )
+    counts: dict[tuple[str, ...], dict[date, dict[str, Decimal]]] = defaultdict(
+        lambda: defaultdict(dict)
+    )
+    for row in await repository.measures(daily, measures):
+        dims = tuple(row[d] for d in query.group_by)
+        counts[dims][date.fromisoformat(row["period"])][row["measure"]] = Decimal(row["value"] or 0)
+    today = date.today()
+    buckets = set(found.inputs)
+    buckets |= {
+        (period, dims)
+        for dims in counts
+        for period in all_periods(query.start, query.end, query.grain)
+    }
+    for period, dims in buckets:
+        end = _bucket_end(period, query)
+        for name, window in windows.items():
+            base = name.split("@")[0]
+            total = ZERO
+            for day, values in counts.get(dims, {}).items():
+                if not end - timedelta(days=window - 1) <= day <= end:
+                    continue
+                if base == "shipments_late":
+                    total += values.get("shipments_shipped_late", ZERO)
+                    total += values.get("shipments_unshipped", ZERO) if day < today else ZERO
+                else:
+                    total += values.get(base, ZERO)
+            found.put((period, dims), name, total)
 
 
 def _inventory(rows: list[asyncpg.Record], key: Any, found: _Range) -> None:

@@ -1,0 +1,78 @@
+"""Account-health rates from shipments, with their rolling windows."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.conftest import NewTenant
+from tests.metrics.test_kpis import kpis
+from tests.metrics.test_profit_and_ads import event, wait_for
+
+
+async def test_shipment_rates_hand_computed(http: httpx.AsyncClient, new_tenant: NewTenant) -> None:
+    tenant = await new_tenant()
+    events = [
+        event(
+            "s1",
+            "shipment",
+            {
+                "order_id": "1",
+                "promised_ship_by": "2026-04-10T18:00:00Z",
+                "shipped_at": "2026-04-09T18:00:00Z",
+                "tracking_valid": True,
+                "promised_delivery_by": "2026-04-15T18:00:00Z",
+                "delivered_at": "2026-04-14T18:00:00Z",
+            },
+        ),
+        event(
+            "s2",
+            "shipment",
+            {
+                "order_id": "2",
+                "promised_ship_by": "2026-04-12T18:00:00Z",
+                "shipped_at": "2026-04-13T18:00:00Z",
+                "tracking_valid": False,
+                "promised_delivery_by": "2026-04-18T18:00:00Z",
+                "delivered_at": "2026-04-20T18:00:00Z",
+            },
+        ),
+        # Never shipped, and its promised day is long past: late.
+        event("s3", "shipment", {"order_id": "3", "promised_ship_by": "2026-04-14T18:00:00Z"}),
+        # Due on 1 March: outside the 10 days ending on 15 April.
+        event(
+            "s4",
+            "shipment",
+            {
+                "order_id": "4",
+                "promised_ship_by": "2026-03-01T18:00:00Z",
+                "shipped_at": "2026-03-05T18:00:00Z",
+                "tracking_valid": True,
+            },
+        ),
+    ]
+    assert (
+        await http.post("/v1/events", json={"events": events}, headers=tenant.headers)
+    ).status_code == 202
+    window = {"from": "2026-04-01", "to": "2026-04-15"}
+    # Over all of April, s2 (delivered late on the 20th) counts too: 1 of 2 on time.
+    await wait_for(http, tenant, "on_time_delivery_rate", 0.5)
+    body = await kpis(
+        http,
+        tenant,
+        metrics="late_shipment_rate,valid_tracking_rate,on_time_delivery_rate",
+        grain="total",
+        **window,
+    )
+    got = {v["metric"]: v["value"] for v in body["rows"][0]["values"]}
+    # Due 6-15 April: s1, s2, s3; late: s2 (shipped after) and s3 (never shipped).
+    assert abs(got["late_shipment_rate"] - 2 / 3) < 1e-12
+    # Shipped 17 March - 15 April: s1 (tracked), s2 (not); s4 shipped 5 March is outside.
+    assert got["valid_tracking_rate"] == 0.5
+    # Delivered 1-15 April: s1, on time.
+    assert got["on_time_delivery_rate"] == 1.0
+    refused = await http.get(
+        "/v1/kpis",
+        params={"metrics": "late_shipment_rate", "grain": "total", "group_by": "sku", **window},
+        headers=tenant.headers,
+    )
+    assert refused.status_code == 422
