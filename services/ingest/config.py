@@ -20,6 +20,10 @@ class Settings(ServiceSettings):
     relay_poll_seconds: float = 1.0
     relay_linger_ms: int = 5
     outbox_retention_hours: int = 24
+    # How long a replay with the same Idempotency-Key gets the first answer back.
+    idempotency_retention_hours: int = 168
+    # How often the relay deletes sent outbox rows and expired idempotency keys.
+    cleanup_interval_seconds: float = 300.0
 
 
 @lru_cache

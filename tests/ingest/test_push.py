@@ -1,34 +1,18 @@
-"""The push API through the gateway: validation, limits, duplicates and idempotency."""
+"""The push API: validation, limits, duplicates, idempotency and authorisation.
+
+The contract tests go through the gateway with real OAuth tokens; those that look
+into the outbox use an ingest service of their own (``ingest``)."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
-from typing import Any
+import secrets
 
 import httpx
 
 from tests.conftest import NewTenant, TenantClient
-
-
-def order_line(event_id: str, version: int = 1, **payload: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "event_id": event_id,
-        "type": "order_line",
-        "version": version,
-        "source": {"platform": "amazon", "store_id": "acme-us", "marketplace": "US"},
-        "occurred_at": "2026-03-01T07:15:00Z",
-        "payload": {
-            "order_id": f"o-{event_id}",
-            "line_id": "1",
-            "sku": "LAMP-01",
-            "quantity": 1,
-            "unit_price": {"amount": "9.99", "currency": "USD"},
-            "status": "pending",
-            "purchased_at": "2026-03-01T07:15:00Z",
-        },
-    }
-    event["payload"].update(payload)
-    return event
+from tests.ingest.conftest import IngestService, order_line
 
 
 async def pending(http: httpx.AsyncClient, tenant: TenantClient) -> int:
@@ -38,46 +22,236 @@ async def pending(http: httpx.AsyncClient, tenant: TenantClient) -> int:
     return value
 
 
-async def test_bad_batch_is_refused_whole_with_every_error(
-    http: httpx.AsyncClient, new_tenant: NewTenant
-) -> None:
-    tenant = await new_tenant()
+def new_tenant_id() -> str:
+    return f"tn_{secrets.token_hex(4)}"
+
+
+async def test_bad_batch_is_refused_whole_with_every_error(ingest: IngestService) -> None:
+    tenant = new_tenant_id()
     missing_sku = order_line("b1")
     del missing_sku["payload"]["sku"]
     bad_money = order_line("b2", unit_price={"amount": "ten", "currency": "USD"})
-    wrong_type = copy.deepcopy(order_line("b3"))
-    wrong_type["type"] = "sale"
-    response = await http.post(
-        "/v1/events",
-        json={"events": [order_line("ok"), missing_sku, bad_money, wrong_type]},
-        headers=tenant.headers,
+    unknown_type = copy.deepcopy(order_line("b3"))
+    unknown_type["type"] = "sale"
+    naive = order_line("b4")
+    naive["occurred_at"] = "2026-03-01T07:15:00"
+    naive_payload = order_line("b5", purchased_at="2026-03-01 07:15:00")
+    response = await ingest.push(
+        tenant, [order_line("ok"), missing_sku, bad_money, unknown_type, naive, naive_payload]
     )
     assert response.status_code == 422
     body = response.json()
     assert body["error"] == "invalid_input"
+    assert "5 invalid event(s)" in body["detail"]
     found = {(e["index"], e["field"]) for e in body["errors"]}
-    assert {(1, "payload.sku"), (2, "payload.unit_price.amount"), (3, "type")} <= found
-    assert all(e["reason"] for e in body["errors"])
+    assert {
+        (1, "payload.sku"),
+        (2, "payload.unit_price.amount"),
+        (3, "type"),
+        (4, "occurred_at"),
+        (5, "payload.purchased_at"),
+    } <= found
+    assert {e["index"] for e in body["errors"]} == {1, 2, 3, 4, 5}
+    reasons = {(e["index"], e["field"]): e["reason"] for e in body["errors"]}
+    assert reasons[(1, "payload.sku")] == "required"
+    assert "timezone" in reasons[(4, "occurred_at")]
     # Nothing of the batch was kept, not even the valid event.
-    again = await http.post(
-        "/v1/events", json={"events": [order_line("ok")]}, headers=tenant.headers
-    )
+    assert await ingest.outbox_rows(tenant) == 0
+    assert await ingest.sql("SELECT count(*) FROM event_versions") == 0
+    again = await ingest.push(tenant, [order_line("ok")])
     assert again.json() == {"accepted": 1, "duplicates": 0}
 
 
-async def test_malformed_bodies_name_the_field(
+async def test_malformed_bodies_name_the_field(ingest: IngestService) -> None:
+    tenant = new_tenant_id()
+    headers = {**ingest.headers(tenant), "Content-Type": "application/json"}
+    not_json = await ingest.client.post("/v1/events", content=b"{nope", headers=headers)
+    assert not_json.status_code == 422
+    assert not_json.json()["errors"] == [{"field": "body", "reason": "invalid JSON"}]
+    bodies: list[object] = [{"event": []}, {"events": {"a": 1}}, [order_line("x")]]
+    for body in bodies:
+        no_list = await ingest.client.post("/v1/events", json=body, headers=headers)
+        assert no_list.status_code == 422, body
+        assert no_list.json()["errors"][0]["field"] == "events"
+    empty = await ingest.client.post("/v1/events", json={"events": []}, headers=headers)
+    assert empty.status_code == 422
+    assert empty.json()["errors"][0] == {"field": "events", "reason": "at least one event"}
+    not_an_object = await ingest.push(tenant, [order_line("x1"), "order_line"])  # type: ignore[list-item]
+    assert not_an_object.status_code == 422
+    assert [e["index"] for e in not_an_object.json()["errors"]] == [1]
+    assert await ingest.outbox_rows(tenant) == 0
+
+
+async def test_the_event_count_is_checked_before_validation(ingest: IngestService) -> None:
+    tenant = new_tenant_id()
+    # 5,001 invalid events: the limit answers first, without validating any of them.
+    response = await ingest.push(tenant, [{"type": "nonsense"}] * 5001)
+    assert response.status_code == 413
+    assert response.json()["error"] == "payload_too_large"
+    assert response.json()["errors"] == [
+        {"field": "events", "reason": "at most 5000 events a request"}
+    ]
+    assert await ingest.outbox_rows(tenant) == 0
+
+
+async def test_duplicates_and_higher_versions_are_counted_and_stored_once(
+    ingest: IngestService,
+) -> None:
+    tenant = new_tenant_id()
+    first = await ingest.push(
+        tenant, [order_line("d1"), order_line("d2"), order_line("d1", version=2)]
+    )
+    # d1 twice in one batch: the higher version is kept, the other is a duplicate.
+    assert first.status_code == 202
+    assert first.json() == {"accepted": 2, "duplicates": 1}
+    second = await ingest.push(
+        tenant, [order_line("d1", version=2), order_line("d2", version=1), order_line("d1")]
+    )
+    assert second.json() == {"accepted": 0, "duplicates": 3}
+    third = await ingest.push(tenant, [order_line("d2", version=5), order_line("d3")])
+    assert third.json() == {"accepted": 2, "duplicates": 0}
+    # One outbox row per accepted event; the relay publishes d2 twice (v1 then v5).
+    assert await ingest.outbox_rows(tenant) == 4
+    versions = await ingest.sql(
+        "SELECT string_agg(event_id || ':' || version, ',' ORDER BY event_id) "
+        "FROM event_versions WHERE tenant_id = $1",
+        tenant,
+    )
+    assert versions == "d1:2,d2:5,d3:1"
+    outbox_versions = await ingest.sql(
+        "SELECT string_agg(event_id || ':' || version, ',' ORDER BY id) "
+        "FROM outbox WHERE tenant_id = $1",
+        tenant,
+    )
+    assert outbox_versions == "d1:2,d2:1,d2:5,d3:1"
+
+
+async def test_idempotency_key_replays_the_first_answer_and_stores_nothing(
+    ingest: IngestService,
+) -> None:
+    tenant = new_tenant_id()
+    key = {"Idempotency-Key": "push-42"}
+    events = [order_line("i1"), order_line("i2"), order_line("i1")]
+    first = await ingest.push(tenant, events, **key)
+    assert first.status_code == 202
+    assert first.json() == {"accepted": 2, "duplicates": 1}
+    replay = await ingest.push(tenant, events, **key)
+    assert replay.status_code == 202
+    # The first answer, not "2 duplicates" as a new push of the same events would get.
+    assert replay.json() == first.json()
+    assert await ingest.outbox_rows(tenant) == 2
+    # Another tenant's key of the same name is its own.
+    other = await ingest.push(new_tenant_id(), events, **key)
+    assert other.json() == {"accepted": 2, "duplicates": 1}
+
+
+async def test_idempotency_key_with_another_body_or_too_long_is_refused(
+    ingest: IngestService,
+) -> None:
+    tenant = new_tenant_id()
+    key = {"Idempotency-Key": "push-43"}
+    assert (await ingest.push(tenant, [order_line("k1")], **key)).status_code == 202
+    other = await ingest.push(tenant, [order_line("k2")], **key)
+    assert other.status_code == 422
+    assert other.json()["errors"] == [
+        {"field": "header.Idempotency-Key", "reason": "already used with a different request body"}
+    ]
+    too_long = await ingest.push(tenant, [order_line("k3")], **{"Idempotency-Key": "k" * 256})
+    assert too_long.status_code == 422
+    assert too_long.json()["errors"][0]["field"] == "header.Idempotency-Key"
+    blank = await ingest.push(tenant, [order_line("k3")], **{"Idempotency-Key": ""})
+    assert blank.status_code == 422
+    longest = await ingest.push(tenant, [order_line("k3")], **{"Idempotency-Key": "k" * 255})
+    assert longest.status_code == 202
+    assert await ingest.outbox_rows(tenant) == 2
+
+
+async def test_concurrent_replays_store_the_batch_once(ingest: IngestService) -> None:
+    tenant = new_tenant_id()
+    events = [order_line(f"c{n}") for n in range(200)]
+    answers = await asyncio.gather(
+        *(ingest.push(tenant, events, **{"Idempotency-Key": "same"}) for _ in range(6))
+    )
+    assert [a.status_code for a in answers] == [202] * 6
+    assert [a.json() for a in answers] == [{"accepted": 200, "duplicates": 0}] * 6
+    assert await ingest.outbox_rows(tenant) == 200
+
+
+async def test_concurrent_pushes_of_one_event_accept_it_once(ingest: IngestService) -> None:
+    tenant = new_tenant_id()
+    answers = await asyncio.gather(*(ingest.push(tenant, [order_line("race")]) for _ in range(6)))
+    assert sorted(a.json()["accepted"] for a in answers) == [0, 0, 0, 0, 0, 1]
+    assert await ingest.outbox_rows(tenant) == 1
+
+
+async def test_a_failed_request_does_not_burn_its_idempotency_key(ingest: IngestService) -> None:
+    tenant = new_tenant_id()
+    key = {"Idempotency-Key": "retry-me"}
+    bad = await ingest.push(tenant, [order_line("r1", quantity=0)], **key)
+    assert bad.status_code == 422
+    fixed = await ingest.push(tenant, [order_line("r1")], **key)
+    assert fixed.status_code == 202
+    assert fixed.json() == {"accepted": 1, "duplicates": 0}
+
+
+async def test_the_service_itself_checks_token_and_scope(ingest: IngestService) -> None:
+    tenant = new_tenant_id()
+    body = {"events": [order_line("x")]}
+    anonymous = await ingest.client.post("/v1/events", json=body)
+    assert anonymous.status_code == 401
+    assert anonymous.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+    reader = await ingest.client.post(
+        "/v1/events", json=body, headers=ingest.headers(tenant, ("kpi:read",))
+    )
+    assert reader.status_code == 403
+    assert reader.json()["error"] == "insufficient_scope"
+    assert await ingest.sql("SELECT count(*) FROM outbox") == 0
+
+
+async def test_push_without_a_tenant_in_the_token_is_refused(ingest: IngestService) -> None:
+    token = ingest.minter.mint(None, ["ingest:write"])
+    response = await ingest.client.post(
+        "/v1/events",
+        json={"events": [order_line("x")]},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 403
+    assert await ingest.sql("SELECT count(*) FROM outbox") == 0
+
+
+async def test_openapi_documents_the_push(ingest: IngestService) -> None:
+    document = (await ingest.client.get("/openapi.json")).json()
+    push = document["paths"]["/v1/events"]["post"]
+    schema = push["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["required"] == ["events"]
+    assert schema["properties"]["events"]["maxItems"] == 5000
+    assert "order_line" in schema["properties"]["events"]["items"]["properties"]["type"]["enum"]
+    assert {"202", "413", "422"} <= set(push["responses"])
+    accepted = push["responses"]["202"]["content"]["application/json"]["schema"]["$ref"]
+    assert accepted.endswith("/PushAccepted")
+    assert set(document["components"]["schemas"]["PushAccepted"]["properties"]) == {
+        "accepted",
+        "duplicates",
+    }
+    assert push["responses"]["413"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/ErrorBody"
+    )
+    parameters = {p["name"] for p in push.get("parameters", [])}
+    assert "Idempotency-Key" in parameters
+
+
+# Through the gateway, with tokens from its OAuth server.
+
+
+async def test_push_through_the_gateway_is_accepted(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:
     tenant = await new_tenant(scopes=["ingest:write"])
-    headers = {**tenant.headers, "Content-Type": "application/json"}
-    not_json = await http.post("/v1/events", content=b"{nope", headers=headers)
-    assert not_json.status_code == 422
-    assert not_json.json()["errors"][0]["field"] == "body"
-    no_list = await http.post("/v1/events", json={"event": []}, headers=tenant.headers)
-    assert no_list.status_code == 422
-    assert no_list.json()["errors"][0]["field"] == "events"
-    empty = await http.post("/v1/events", json={"events": []}, headers=tenant.headers)
-    assert empty.status_code == 422
+    response = await http.post(
+        "/v1/events", json={"events": [order_line("g1"), order_line("g2")]}, headers=tenant.headers
+    )
+    assert response.status_code == 202
+    assert response.json() == {"accepted": 2, "duplicates": 0}
 
 
 async def test_more_than_5000_events_is_413(http: httpx.AsyncClient, new_tenant: NewTenant) -> None:
@@ -86,32 +260,8 @@ async def test_more_than_5000_events_is_413(http: httpx.AsyncClient, new_tenant:
     response = await http.post("/v1/events", json={"events": events}, headers=tenant.headers)
     assert response.status_code == 413
     assert response.json()["error"] == "payload_too_large"
-    assert "5000" in response.json()["detail"]
+    assert "at most 5000" in response.json()["detail"]
     assert await pending(http, tenant) == 0
-
-
-async def test_duplicates_and_versions_are_counted(
-    http: httpx.AsyncClient, new_tenant: NewTenant
-) -> None:
-    tenant = await new_tenant()
-    first = await http.post(
-        "/v1/events",
-        json={"events": [order_line("d1"), order_line("d2"), order_line("d1", version=2)]},
-        headers=tenant.headers,
-    )
-    # d1 twice in one batch: the higher version is kept, the other is a duplicate.
-    assert first.status_code == 202
-    assert first.json() == {"accepted": 2, "duplicates": 1}
-    second = await http.post(
-        "/v1/events",
-        json={"events": [order_line("d1", version=2), order_line("d2", version=1)]},
-        headers=tenant.headers,
-    )
-    assert second.json() == {"accepted": 0, "duplicates": 2}
-    third = await http.post(
-        "/v1/events", json={"events": [order_line("d2", version=5)]}, headers=tenant.headers
-    )
-    assert third.json() == {"accepted": 1, "duplicates": 0}
 
 
 async def test_same_event_id_in_two_tenants_is_two_events(
@@ -125,46 +275,18 @@ async def test_same_event_id_in_two_tenants_is_two_events(
         assert response.json() == {"accepted": 1, "duplicates": 0}
 
 
-async def test_idempotency_key_replays_the_first_answer(
-    http: httpx.AsyncClient, new_tenant: NewTenant
-) -> None:
-    tenant = await new_tenant()
-    headers = {**tenant.headers, "Idempotency-Key": "push-42"}
-    body = {"events": [order_line("i1"), order_line("i2")]}
-    first = await http.post("/v1/events", json=body, headers=headers)
-    replay = await http.post("/v1/events", json=body, headers=headers)
-    assert first.status_code == replay.status_code == 202
-    assert replay.json() == first.json() == {"accepted": 2, "duplicates": 0}
-    # A different body under the same key is refused, naming the header.
-    other = await http.post("/v1/events", json={"events": [order_line("i3")]}, headers=headers)
-    assert other.status_code == 422
-    assert other.json()["errors"][0]["field"] == "header.Idempotency-Key"
-    too_long = await http.post(
-        "/v1/events", json=body, headers={**tenant.headers, "Idempotency-Key": "k" * 300}
-    )
-    assert too_long.status_code == 422
-
-
-async def test_a_failed_request_does_not_burn_its_idempotency_key(
-    http: httpx.AsyncClient, new_tenant: NewTenant
-) -> None:
-    tenant = await new_tenant()
-    headers = {**tenant.headers, "Idempotency-Key": "retry-me"}
-    bad = order_line("r1", quantity=0)
-    assert (
-        await http.post("/v1/events", json={"events": [bad]}, headers=headers)
-    ).status_code == 422
-    fixed = await http.post("/v1/events", json={"events": [order_line("r1")]}, headers=headers)
-    assert fixed.status_code == 202
-    assert fixed.json() == {"accepted": 1, "duplicates": 0}
-
-
 async def test_push_needs_a_token_and_the_ingest_scope(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:
     anonymous = await http.post("/v1/events", json={"events": [order_line("x")]})
     assert anonymous.status_code == 401
     assert anonymous.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+    forged = await http.post(
+        "/v1/events",
+        json={"events": [order_line("x")]},
+        headers={"Authorization": "Bearer not.a.token"},
+    )
+    assert forged.status_code == 401
     reader = await new_tenant(scopes=["kpi:read"])
     refused = await http.post(
         "/v1/events", json={"events": [order_line("x")]}, headers=reader.headers
@@ -172,3 +294,4 @@ async def test_push_needs_a_token_and_the_ingest_scope(
     assert refused.status_code == 403
     assert refused.json()["error"] == "insufficient_scope"
     assert "ingest:write" in refused.json()["detail"]
+    assert 'error="insufficient_scope"' in refused.headers["www-authenticate"]

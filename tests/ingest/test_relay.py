@@ -1,152 +1,262 @@
-"""The outbox relay: every accepted event reaches Kafka, with its trace, even after an outage."""
+"""The outbox relay: every accepted event reaches Kafka, keyed by tenant, with its trace,
+even after a broker outage; sent rows and old idempotency keys are cleaned up."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-import time
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer
 
 from devstack.embedded import EmbeddedBroker, free_port
-from services.ingest.app import create_app
-from services.ingest.config import Settings
-from shared.events import topic_for
-from tests.conftest import FreshDatabase, NewTenant, Stack, TokenMinter, serve_app
+from shared.events import PAYLOAD_MODELS, EventMessage
+from tests.ingest.conftest import (
+    IngestService,
+    MakeIngest,
+    order_line,
+    read_topic,
+    realistic_line,
+    wait_until,
+)
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+SOURCE = {"platform": "shopify", "store_id": "acme-de", "marketplace": "DE"}
 
 
-def realistic_line(n: int) -> dict[str, Any]:
-    """An order line of about 600 bytes, as marketplaces' ids and names make them."""
-    order_id = f"114-{n:07d}-{secrets.token_hex(4)}"
-    return {
-        "event_id": f"amazon-US-{order_id}-line-{n}-{secrets.token_hex(12)}",
-        "type": "order_line",
-        "version": 1,
-        "source": {"platform": "amazon", "store_id": "acme-lighting-us-main", "marketplace": "US"},
-        "occurred_at": "2026-03-01T07:15:00Z",
-        "payload": {
-            "order_id": order_id,
-            "line_id": f"{n:014d}",
-            "sku": f"ACME-LAMP-DESK-LED-{n % 2000:05d}-WHITE-US-PLUG",
-            "quantity": 1 + n % 3,
-            "unit_price": {"amount": "24.99", "currency": "USD"},
-            "shipping_price": {"amount": "4.99", "currency": "USD"},
-            "item_tax": {"amount": "2.06", "currency": "USD"},
-            "discount": {"amount": "1.00", "currency": "USD"},
-            "status": "shipped",
-            "purchased_at": "2026-03-01T07:15:00Z",
-            "category": "Home & Kitchen > Lighting > Desk Lamps > LED Desk Lamps",
-            "fulfillment_channel": "platform",
-        },
-    }
+def one_of_each() -> list[dict[str, Any]]:
+    """Events of several types, each with optional fields set, as a client sends them."""
+
+    def event(event_id: str, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "event_id": event_id,
+            "type": kind,
+            "version": 2,
+            "source": SOURCE,
+            "occurred_at": "2026-03-01T07:15:00+01:00",
+            "payload": payload,
+        }
+
+    eur = "EUR"
+    return [
+        order_line("ol-1", category="Lamps", discount={"amount": "1.50", "currency": "USD"}),
+        event(
+            "rf-1",
+            "refund",
+            {
+                "order_id": "o-1",
+                "amount": {"amount": "12.30", "currency": eur},
+                "refunded_at": "2026-03-02T10:00:00Z",
+                "reason": "damaged",
+            },
+        ),
+        event(
+            "fee-1",
+            "fee",
+            {
+                "fee_type": "commission",
+                "amount": {"amount": "0.99", "currency": eur},
+                "charged_at": "2026-03-02T10:00:00Z",
+            },
+        ),
+        event(
+            "tr-1",
+            "traffic",
+            {"date": "2026-03-02", "sku": "LAMP-01", "sessions": 40, "page_views": 55},
+        ),
+        event(
+            "fx-1",
+            "fx_rate",
+            {"date": "2026-03-02", "base": "EUR", "quote": "USD", "rate": "1.0842"},
+        ),
+    ]
 
 
-async def count_out(
-    bootstrap: str, topic: str, tenant_id: str, expected: int, timeout: float = 90
-) -> dict[str, dict[str, bytes]]:
-    """Reads the topic from the start; every record of the tenant by event id, with headers."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"count-{secrets.token_hex(4)}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        session_timeout_ms=2000,
-        heartbeat_interval_ms=500,
-    )
-    await consumer.start()
-    seen: dict[str, dict[str, bytes]] = {}
-    deadline = time.monotonic() + timeout
-    try:
-        while len(seen) < expected and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=500, max_records=5000)
-            for records in batches.values():
-                for record in records:
-                    if record.key != tenant_id.encode():
-                        continue
-
-                    event_id = orjson.loads(record.value)["event_id"]
-                    seen[event_id] = dict(record.headers)
-    finally:
-        await consumer.stop()
-    return seen
-
-
-async def test_5000_events_with_trace_headers_all_reach_kafka(
-    http: httpx.AsyncClient, new_tenant: NewTenant, stack: Stack, kafka_bootstrap: str
+async def test_events_reach_their_topics_keyed_by_tenant_with_the_pushed_payload(
+    ingest: IngestService,
 ) -> None:
-    tenant = await new_tenant(scopes=["ingest:write"])
+    tenant = f"tn_{secrets.token_hex(4)}"
+    events = one_of_each()
+    response = await ingest.push(tenant, events)
+    assert response.status_code == 202, response.text
+    assert response.json() == {"accepted": 5, "duplicates": 0}
+
+    for sent in events:
+        records = await read_topic(
+            ingest.settings.kafka_bootstrap_servers, ingest.topic(sent["type"]), 1
+        )
+        assert len(records) == 1, sent["type"]
+        record = records[0]
+        assert record.key == tenant.encode()
+        message = EventMessage.model_validate_json(record.value)
+        assert message.tenant_id == tenant
+        assert (message.event_id, message.type, message.version) == (
+            sent["event_id"],
+            sent["type"],
+            sent["version"],
+        )
+        assert message.source.model_dump() == sent["source"]
+        assert message.occurred_at.isoformat().replace("+00:00", "Z") == sent["occurred_at"]
+        assert message.ingested_at.tzinfo is not None
+        # The payload arrives as pushed (after validation), read back by its own model.
+        assert message.typed_payload() == PAYLOAD_MODELS[sent["type"]].model_validate(
+            sent["payload"]
+        )
+        assert set(message.payload) == set(sent["payload"])
+    assert ingest.relay.counters.published == 5
+    assert await ingest.relay.backlog() == 0
+
+
+async def test_tenant_comes_from_the_token_not_from_the_events(ingest: IngestService) -> None:
+    tenant, other = f"tn_{secrets.token_hex(4)}", f"tn_{secrets.token_hex(4)}"
+    smuggled = {**order_line("sm-1"), "tenant_id": other}
+    response = await ingest.push(tenant, [smuggled])
+    assert response.status_code == 202, response.text
+    records = await read_topic(
+        ingest.settings.kafka_bootstrap_servers, ingest.topic("order_line"), 1
+    )
+    assert [r.key for r in records] == [tenant.encode()]
+    assert orjson.loads(records[0].value)["tenant_id"] == tenant
+    assert await ingest.outbox_rows(tenant) == 1
+    assert await ingest.outbox_rows(other) == 0
+
+
+async def test_5000_events_with_trace_headers_all_reach_kafka(ingest: IngestService) -> None:
+    tenant = f"tn_{secrets.token_hex(4)}"
     events = [realistic_line(n) for n in range(5000)]
-    assert 550 <= len(httpx.Request("POST", "/", json=events[0]).content) <= 800
-    traceparent = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
-    response = await http.post(
-        "/v1/events",
-        json={"events": events},
-        headers={**tenant.headers, "traceparent": traceparent},
+    assert 550 <= len(orjson.dumps(events[0])) <= 800
+    response = await ingest.push(
+        tenant, events, traceparent=TRACEPARENT, tracestate="vendor=opaque"
     )
     assert response.status_code == 202, response.text
     assert response.json() == {"accepted": 5000, "duplicates": 0}
 
-    topic = topic_for("order_line", stack.config.topic_prefix)
-    seen = await count_out(kafka_bootstrap, topic, tenant.tenant_id, 5000)
-    assert len(seen) == 5000
-    assert set(seen) == {e["event_id"] for e in events}
-    # The caller's trace continues through gateway, ingest and the relay into Kafka.
-    assert all(TRACE_ID in headers["traceparent"].decode() for headers in seen.values())
+    records = await read_topic(
+        ingest.settings.kafka_bootstrap_servers, ingest.topic("order_line"), 5000
+    )
+    # Every record, none twice, none lost at the tail of a record batch.
+    ids = Counter(orjson.loads(r.value)["event_id"] for r in records)
+    assert len(records) == 5000
+    assert set(ids) == {e["event_id"] for e in events}
+    assert {r.key for r in records} == {tenant.encode()}
+    for record in records:
+        headers = dict(record.headers)
+        # The caller's trace continues through the push and the relay into Kafka.
+        assert headers["traceparent"].decode().split("-")[1] == TRACE_ID
+        assert headers["tracestate"] == b"vendor=opaque"
+    assert ingest.relay.counters.published == 5000
+
+
+async def test_a_push_wakes_the_relay_without_waiting_for_the_poll(
+    make_ingest: MakeIngest,
+) -> None:
+    tenant = f"tn_{secrets.token_hex(4)}"
+    # Polling every minute: only the NOTIFY of the push's commit can wake the relay in time.
+    async with make_ingest(relay_poll_seconds=60) as ingest:
+
+        async def connected() -> bool:
+            return ingest.relay.connected
+
+        await wait_until(connected, 10, "the relay to connect")
+        await asyncio.sleep(0.2)  # past its first, empty pass
+        response = await ingest.push(tenant, [order_line("w1"), order_line("w2")])
+        assert response.status_code == 202
+
+        async def published() -> bool:
+            return ingest.relay.counters.published == 2
+
+        await wait_until(published, 5, "the relay to be woken")
+        records = await read_topic(
+            ingest.settings.kafka_bootstrap_servers, ingest.topic("order_line"), 2
+        )
+        assert sorted(orjson.loads(r.value)["event_id"] for r in records) == ["w1", "w2"]
 
 
 async def test_relay_catches_up_when_the_broker_comes_back(
-    fresh_database: FreshDatabase, minter: TokenMinter, tmp_path: Any
+    make_ingest: MakeIngest, tmp_path: Path
 ) -> None:
-    database = await fresh_database("ingest")
     broker_port = free_port()
-    port = free_port()
-    settings = Settings.model_validate(
-        {
-            "DATABASE_URL": database,
-            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{broker_port}",
-            "LODESTAR_TOPIC_PREFIX": f"outage{secrets.token_hex(3)}.",
-            "port": port,
-            "relay_poll_seconds": 0.2,
-        }
-    )
-    app = create_app(settings)
+    bootstrap = f"127.0.0.1:{broker_port}"
     tenant = f"tn_{secrets.token_hex(4)}"
-    headers = {"Authorization": f"Bearer {minter.mint(tenant, ['ingest:write'])}"}
-    async with serve_app(app, "127.0.0.1", port):
-        app.state.token_verifier = minter.verifier()
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            # The broker is down: pushes are still accepted and wait in the outbox.
-            events = [realistic_line(n) for n in range(300)]
-            response = await client.post("/v1/events", json={"events": events}, headers=headers)
-            assert response.status_code == 202
-            await asyncio.sleep(1.0)
-            status = await client.get("/v1/events/outbox", headers=headers)
-            assert status.json() == {"pending": 300}
-            assert app.state.relay.counters.failed_batches >= 1
+    async with make_ingest(KAFKA_BOOTSTRAP_SERVERS=bootstrap) as ingest:
+        # Nothing listens on the broker's port: pushes are still accepted and wait.
+        events = [realistic_line(n) for n in range(300)]
+        response = await ingest.push(tenant, events)
+        assert response.status_code == 202
+        assert response.json() == {"accepted": 300, "duplicates": 0}
+        more = await ingest.push(tenant, [order_line("late-1"), order_line("late-2")])
+        assert more.json() == {"accepted": 2, "duplicates": 0}
 
-            broker = EmbeddedBroker(broker_port, tmp_path / "tansu.log")
-            broker.start()
-            try:
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline:
-                    status = await client.get("/v1/events/outbox", headers=headers)
-                    if status.json()["pending"] == 0:
-                        break
-                    await asyncio.sleep(0.2)
-                assert status.json() == {"pending": 0}
-                seen = await count_out(
-                    f"127.0.0.1:{broker_port}",
-                    topic_for("order_line", settings.topic_prefix),
-                    tenant,
-                    300,
-                )
-                assert set(seen) == {e["event_id"] for e in events}
-            finally:
-                await app.state.relay.stop()
-                broker.stop()
+        async def relay_failed() -> bool:
+            return ingest.relay.counters.failed_batches >= 2
+
+        await wait_until(relay_failed, 15, "the relay to try and fail")
+        assert await ingest.pending(tenant) == 302
+        assert ingest.relay.counters.published == 0
+        assert "KafkaConnectionError" in (ingest.relay.counters.last_error or "")
+
+        broker = EmbeddedBroker(broker_port, tmp_path / "tansu.log")
+        await asyncio.to_thread(broker.start)
+        try:
+
+            async def drained() -> bool:
+                return await ingest.pending(tenant) == 0
+
+            await wait_until(drained, 30, "the outbox to drain")
+            records = await read_topic(bootstrap, ingest.topic("order_line"), 302)
+            ids = [orjson.loads(r.value)["event_id"] for r in records]
+            assert sorted(ids) == sorted([e["event_id"] for e in events] + ["late-1", "late-2"])
+            assert ingest.relay.counters.published == 302
+        finally:
+            await ingest.relay.stop()
+            await asyncio.to_thread(broker.stop)
+
+
+async def test_relay_stops_with_the_service(make_ingest: MakeIngest) -> None:
+    async with make_ingest() as ingest:
+        assert ingest.relay.running
+        relay = ingest.relay
+    assert not relay.running
+
+
+async def test_sent_rows_and_expired_idempotency_keys_are_cleaned_up(
+    make_ingest: MakeIngest,
+) -> None:
+    tenant = f"tn_{secrets.token_hex(4)}"
+    async with make_ingest(
+        outbox_retention_hours=0, idempotency_retention_hours=0, cleanup_interval_seconds=0.1
+    ) as ingest:
+        body = [order_line("c-1"), order_line("c-2")]
+        first = await ingest.push(tenant, body, **{"Idempotency-Key": "cleanup-1"})
+        assert first.json() == {"accepted": 2, "duplicates": 0}
+
+        async def cleaned() -> bool:
+            rows = await ingest.outbox_rows(tenant)
+            keys = await ingest.sql("SELECT count(*) FROM idempotency_keys")
+            return rows == 0 and keys == 0
+
+        await wait_until(cleaned, 15, "the cleanup")
+        assert ingest.relay.counters.published == 2
+        # The key was forgotten, the events were not: the same push is now duplicates.
+        again = await ingest.push(tenant, body, **{"Idempotency-Key": "cleanup-1"})
+        assert again.json() == {"accepted": 0, "duplicates": 2}
+
+
+async def test_outbox_status_counts_only_the_callers_pending_events(
+    make_ingest: MakeIngest,
+) -> None:
+    tenant, other = f"tn_{secrets.token_hex(4)}", f"tn_{secrets.token_hex(4)}"
+    async with make_ingest(KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}") as ingest:
+        await ingest.push(tenant, [order_line("p-1"), order_line("p-2")])
+        await ingest.push(other, [order_line("p-1")])
+        assert await ingest.pending(tenant) == 2
+        assert await ingest.pending(other) == 1
+        assert await ingest.relay.backlog() == 3
+        refused = await ingest.client.get(
+            "/v1/events/outbox", headers=ingest.headers(tenant, ("kpi:read",))
+        )
+        assert refused.status_code == 403
+        assert refused.json()["error"] == "insufficient_scope"

@@ -1,3 +1,5 @@
+"""The push API: ``POST /v1/events`` (JSON), ``POST /v1/events:csv`` and the outbox status."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -5,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 
+from services.ingest.config import Settings
 from services.ingest.events import service
 from services.ingest.events.csv_upload import FIRST_DATA_ROW, parse_csv
 from services.ingest.events.repository import EventRepository
@@ -14,6 +17,7 @@ from services.ingest.events.schemas import (
     OutboxStatus,
     PushAccepted,
 )
+from services.ingest.outbox.repository import OutboxRepository
 from shared.auth import Principal, require_scope
 from shared.db import Database
 
@@ -39,20 +43,26 @@ async def push_events(
     """Accepts a batch of canonical events; 202 once they are durable in the outbox.
 
     The whole batch is refused when any event is invalid. The same ``event_id`` with
-    the same or a lower ``version`` counts as a duplicate and stores nothing.
+    the same or a lower ``version`` counts as a duplicate and stores nothing. With an
+    ``Idempotency-Key`` (at most 255 characters), a replay gets the first answer back
+    and stores nothing; the same key with another body is refused with 422.
     """
     tenant_id = principal.require_tenant()
     key = service.check_idempotency_key(idempotency_key)
     raw = await request.body()
+    settings: Settings = request.app.state.settings
+    # Parsed and validated before a connection is taken: the pool serves only I/O.
+    events = service.validate(service.parse_body(raw, settings.max_events_per_request))
     db: Database = request.app.state.db
-    settings = request.app.state.settings
+    # Committed when the block ends, before the 202 goes out: the answer means durable.
     async with db.raw_connection() as conn, conn.transaction():
         answer = await service.accept(
             EventRepository(conn),
+            OutboxRepository(conn),
             tenant_id,
-            raw,
-            lambda body: service.parse_body(body, settings.max_events_per_request),
+            events,
             key,
+            service.fingerprint(raw),
             settings.topic_prefix,
         )
     return JSONResponse(answer.body, status_code=answer.status)
@@ -66,7 +76,7 @@ async def outbox_status(
     """How many of this tenant's accepted events are still waiting for the broker."""
     db: Database = request.app.state.db
     async with db.raw_connection() as conn:
-        pending = await EventRepository(conn).pending_count(principal.require_tenant())
+        pending = await OutboxRepository(conn).pending_for(principal.require_tenant())
     return OutboxStatus(pending=pending)
 
 
@@ -98,18 +108,21 @@ async def upload_events_csv(
     tenant_id = principal.require_tenant()
     key = service.check_idempotency_key(idempotency_key)
     raw = await request.body()
+    settings: Settings = request.app.state.settings
+    events = service.validate(
+        parse_csv(raw, event_type, settings.max_events_per_request), first_row=FIRST_DATA_ROW
+    )
     db: Database = request.app.state.db
-    settings = request.app.state.settings
     # The type is part of what the key protects: the same file as another type differs.
-    fingerprinted = event_type.encode() + b"\n" + raw
+    request_hash = service.fingerprint(event_type.encode() + b"\n" + raw)
     async with db.raw_connection() as conn, conn.transaction():
         answer = await service.accept(
             EventRepository(conn),
+            OutboxRepository(conn),
             tenant_id,
-            fingerprinted,
-            lambda _: parse_csv(raw, event_type, settings.max_events_per_request),
+            events,
             key,
+            request_hash,
             settings.topic_prefix,
-            first_row=FIRST_DATA_ROW,
         )
     return JSONResponse(answer.body, status_code=answer.status)

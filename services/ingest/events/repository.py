@@ -1,4 +1,4 @@
-"""Every query of the push API, on one asyncpg connection inside the caller's transaction."""
+"""The push API's own queries, on one asyncpg connection inside the caller's transaction."""
 
 from __future__ import annotations
 
@@ -7,19 +7,10 @@ from typing import Any
 import asyncpg
 import orjson
 
-OUTBOX_CHANNEL = "ingest_outbox"
-OUTBOX_COLUMNS = (
-    "tenant_id",
-    "event_id",
-    "version",
-    "event_type",
-    "topic",
-    "payload",
-    "traceparent",
-)
-
 
 class EventRepository:
+    """Accepted versions and idempotency keys of pushed events, one tenant per call."""
+
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
@@ -39,6 +30,7 @@ class EventRepository:
         return row is not None
 
     async def stored_answer(self, tenant_id: str, key: str) -> asyncpg.Record | None:
+        """The key's request hash and first answer (status and body)."""
         return await self.conn.fetchrow(
             "SELECT request_hash, status, response FROM idempotency_keys "
             "WHERE tenant_id = $1 AND key = $2",
@@ -49,6 +41,7 @@ class EventRepository:
     async def store_answer(
         self, tenant_id: str, key: str, status: int, body: dict[str, Any]
     ) -> None:
+        """Remembers the answer of the request that claimed the key."""
         await self.conn.execute(
             "UPDATE idempotency_keys SET status = $3, response = $4::jsonb "
             "WHERE tenant_id = $1 AND key = $2",
@@ -61,7 +54,11 @@ class EventRepository:
     async def accept_versions(
         self, tenant_id: str, event_ids: list[str], versions: list[int]
     ) -> set[str]:
-        """Records each event's version when it is new or higher; returns the accepted ids."""
+        """Records each event's version when it is new or higher; returns the accepted ids.
+
+        One statement for the whole batch: the row lock on a known event_id also
+        serialises two pushes of the same event, so exactly one of them is accepted.
+        """
         rows = await self.conn.fetch(
             """
             INSERT INTO event_versions AS ev (tenant_id, event_id, version)
@@ -77,13 +74,10 @@ class EventRepository:
         )
         return {row["event_id"] for row in rows}
 
-    async def add_to_outbox(self, rows: list[tuple[Any, ...]]) -> None:
-        await self.conn.copy_records_to_table("outbox", records=rows, columns=OUTBOX_COLUMNS)
-        # Wakes the relay at commit; NOTIFY is transactional.
-        await self.conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
-
-    async def pending_count(self, tenant_id: str) -> int:
-        count = await self.conn.fetchval(
-            "SELECT count(*) FROM outbox WHERE tenant_id = $1 AND sent_at IS NULL", tenant_id
+    async def delete_idempotency_keys_before(self, hours: int) -> int:
+        """Forgets idempotency keys older than ``hours`` (all tenants); returns how many."""
+        status = await self.conn.execute(
+            "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1)",
+            hours,
         )
-        return int(count)
+        return int(status.split()[-1])

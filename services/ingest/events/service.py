@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from services.ingest.events.repository import EventRepository
+from services.ingest.outbox.repository import OutboxRepository
 from shared.errors import Conflict, FieldError, InvalidInput, PayloadTooLarge
 from shared.events import Event, topic_for, validate_batch
 from shared.telemetry import inject_headers
@@ -51,6 +51,7 @@ def parse_body(raw: bytes, max_events: int) -> list[Any]:
 
 
 def check_idempotency_key(key: str | None) -> str | None:
+    """The ``Idempotency-Key`` header when present and 1 to 255 characters, else a 422."""
     if key is None:
         return None
     if not key.strip() or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
@@ -91,40 +92,13 @@ def _message(event: Event, tenant_id: str, ingested_at: str) -> bytes:
     )
 
 
-async def accept(
-    repository: EventRepository,
-    tenant_id: str,
-    raw_body: bytes,
-    parse: Callable[[bytes], list[Any]],
-    idempotency_key: str | None,
-    topic_prefix: str,
-    first_row: int | None = None,
-) -> Answer:
-    """Stores a valid batch's new events in the outbox; the caller's transaction commits it.
+def validate(raw_events: list[Any], first_row: int | None = None) -> list[Event]:
+    """The batch's events when every one is valid; otherwise a 422 naming each bad one.
 
-    ``parse`` turns the body into raw events (JSON or CSV); ``first_row`` is the file
-    line of the first event when the body is a file, so errors name lines too.
+    ``first_row`` is the file line of the first event when the batch came from a
+    file, so errors name lines too.
     """
-    if idempotency_key is not None:
-        request_hash = hashlib.sha256(raw_body).hexdigest()
-        if not await repository.claim_idempotency_key(tenant_id, idempotency_key, request_hash):
-            stored = await repository.stored_answer(tenant_id, idempotency_key)
-            if stored is None or stored["status"] is None:
-                raise Conflict("a request with this Idempotency-Key is still in progress")
-            if stored["request_hash"] != request_hash:
-                raise InvalidInput(
-                    "this Idempotency-Key was used with a different body",
-                    [
-                        FieldError(
-                            field="header.Idempotency-Key",
-                            reason="already used with a different request body",
-                        )
-                    ],
-                )
-            # The engine's JSON codec hands jsonb back already decoded.
-            return Answer(stored["status"], dict(stored["response"]))
-
-    events, errors = validate_batch(parse(raw_body))
+    events, errors = validate_batch(raw_events)
     if errors:
         bad = len({e.index for e in errors})
         if first_row is not None:
@@ -132,6 +106,33 @@ async def accept(
                 replace(e, row=None if e.index is None else e.index + first_row) for e in errors
             ]
         raise InvalidInput(f"{bad} invalid event(s); nothing was stored", errors)
+    return events
+
+
+def fingerprint(raw_body: bytes) -> str:
+    """What an Idempotency-Key remembers of its request, to tell a replay from a reuse."""
+    return hashlib.sha256(raw_body).hexdigest()
+
+
+async def accept(
+    repository: EventRepository,
+    outbox: OutboxRepository,
+    tenant_id: str,
+    events: list[Event],
+    idempotency_key: str | None,
+    request_hash: str,
+    topic_prefix: str,
+) -> Answer:
+    """Stores a valid batch's new events in the outbox; the caller's transaction commits it.
+
+    With an ``idempotency_key`` the answer is stored in the same transaction, and a
+    later request under the same key gets that answer back and stores nothing. A
+    concurrent twin blocks on the key's row until the first commits, then replays it.
+    """
+    if idempotency_key is not None and not await repository.claim_idempotency_key(
+        tenant_id, idempotency_key, request_hash
+    ):
+        return await _replay(repository, tenant_id, idempotency_key, request_hash)
 
     latest = _latest_per_event(events)
     accepted_ids = await repository.accept_versions(
@@ -140,8 +141,11 @@ async def accept(
     accepted = [e for e in latest if e.event_id in accepted_ids]
     if accepted:
         ingested_at = utcnow().isoformat()
-        traceparent = inject_headers().get("traceparent")
-        await repository.add_to_outbox(
+        # The request's span: the relay hands it on in each record's headers, so the
+        # caller's trace continues into the consumers.
+        trace = inject_headers()
+        traceparent, tracestate = trace.get("traceparent"), trace.get("tracestate")
+        await outbox.add(
             [
                 (
                     tenant_id,
@@ -151,6 +155,7 @@ async def accept(
                     topic_for(e.type, topic_prefix),
                     _message(e, tenant_id, ingested_at),
                     traceparent,
+                    tracestate,
                 )
                 for e in accepted
             ]
@@ -159,3 +164,25 @@ async def accept(
     if idempotency_key is not None:
         await repository.store_answer(tenant_id, idempotency_key, answer.status, answer.body)
     return answer
+
+
+async def _replay(
+    repository: EventRepository, tenant_id: str, idempotency_key: str, request_hash: str
+) -> Answer:
+    stored = await repository.stored_answer(tenant_id, idempotency_key)
+    if stored is None or stored["status"] is None:
+        # The first request stores its answer in the transaction that claimed the key,
+        # so this is only a key expired and deleted between the two statements.
+        raise Conflict("this Idempotency-Key changed state meanwhile; retry the request")
+    if stored["request_hash"] != request_hash:
+        raise InvalidInput(
+            "this Idempotency-Key was used with a different body",
+            [
+                FieldError(
+                    field="header.Idempotency-Key",
+                    reason="already used with a different request body",
+                )
+            ],
+        )
+    # The engine's JSON codec hands jsonb back already decoded.
+    return Answer(stored["status"], dict(stored["response"]))

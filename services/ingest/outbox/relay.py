@@ -3,7 +3,7 @@
 Woken by LISTEN/NOTIFY when a push commits, with polling as a fallback. Rows are
 claimed with ``FOR UPDATE SKIP LOCKED`` so several ingest replicas can relay side by
 side, and marked sent only after the broker acknowledged every one of them. While
-the broker is away the rows simply wait.
+the broker is away the rows simply wait; pushes keep being accepted.
 """
 
 from __future__ import annotations
@@ -13,33 +13,49 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
+from sqlalchemy.exc import DBAPIError
 
 from services.ingest.config import Settings
-from services.ingest.events.repository import OUTBOX_CHANNEL
-from services.ingest.outbox.repository import OutboxRepository
+from services.ingest.events.repository import EventRepository
+from services.ingest.outbox.repository import OUTBOX_CHANNEL, OutboxRepository
 from shared.db import Database, asyncpg_dsn
 from shared.events import DEADLETTER_TOPIC, all_event_topics
-from shared.kafka import ensure_topics, make_producer
+from shared.kafka import broker_reachable, ensure_topics, make_producer
 
 log = logging.getLogger(__name__)
 
 MIN_BACKOFF_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 5.0
-CLEANUP_EVERY_SECONDS = 300.0
+# What an outage looks like: the broker or PostgreSQL unreachable, refusing or slow.
+# (SQLAlchemy wraps the pool's connect errors in DBAPIError.)
+OUTAGE_ERRORS = (
+    KafkaError,
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    DBAPIError,
+)
+TRACE_HEADERS = ("traceparent", "tracestate")
 
 
 @dataclass
 class RelayCounters:
+    """The relay's own figures: lag is measured from these, never from broker offsets."""
+
     published: int = 0
     failed_batches: int = 0
     last_error: str | None = None
 
 
 class OutboxRelay:
+    """One background task of the ingest service; ``start`` and ``stop`` from the lifespan."""
+
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
@@ -48,39 +64,66 @@ class OutboxRelay:
         self._producer: AIOKafkaProducer | None = None
         self._listener: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
-        self._last_cleanup = 0.0
+        self._last_cleanup = float("-inf")
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
     async def stop(self) -> None:
+        """Cancels the loop (an unfinished batch rolls back and stays unsent), then closes."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
         await self._close_producer()
         if self._listener is not None:
-            await self._listener.close()
+            listener, self._listener = self._listener, None
+            await listener.close()
 
-    def wake(self) -> None:
-        self._wake.set()
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def connected(self) -> bool:
+        """True while the relay listens for pushes and holds a started producer."""
+        return (
+            self._producer is not None
+            and self._listener is not None
+            and not self._listener.is_closed()
+        )
+
+    async def backlog(self) -> int:
+        """Rows of every tenant not yet acknowledged by the broker."""
+        async with self.db.raw_connection() as conn:
+            return await OutboxRepository(conn).pending()
 
     async def _listen(self) -> None:
         if self._listener is not None and not self._listener.is_closed():
             return
+        if self._listener is not None:
+            await self._listener.close()
         self._listener = await asyncpg.connect(asyncpg_dsn(self.db.url))
-        await self._listener.add_listener(OUTBOX_CHANNEL, lambda *_: self._wake.set())
+        await self._listener.add_listener(OUTBOX_CHANNEL, self._notified)
+
+    def _notified(self, *_: Any) -> None:
+        self._wake.set()
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            producer = make_producer(
-                self.settings.kafka_bootstrap_servers, linger_ms=self.settings.relay_linger_ms
-            )
+            bootstrap = self.settings.kafka_bootstrap_servers
+            if not await broker_reachable(bootstrap):
+                # Probed first: aiokafka would log an error of its own on every retry.
+                raise KafkaConnectionError(f"no broker accepts connections at {bootstrap}")
+            # aiokafka's default 16 KB max_batch_size stays: Tansu keeps only about
+            # 16 KB of a record batch, so batches are formed by send() and linger_ms.
+            producer = make_producer(bootstrap, linger_ms=self.settings.relay_linger_ms)
             try:
                 await producer.start()
                 prefix = self.settings.topic_prefix
+                # The embedded broker may not auto-create topics with the right partitions.
                 await ensure_topics(
-                    self.settings.kafka_bootstrap_servers,
-                    [*all_event_topics(prefix), prefix + DEADLETTER_TOPIC],
+                    bootstrap, [*all_event_topics(prefix), prefix + DEADLETTER_TOPIC]
                 )
             except BaseException:
                 await producer.stop()
@@ -93,8 +136,9 @@ class OutboxRelay:
             producer, self._producer = self._producer, None
             try:
                 await producer.stop()
-            except KafkaError:
-                log.warning("producer did not stop cleanly")
+            except KafkaError as exc:
+                # The producer is dropped either way; a new one is made on the next try.
+                log.warning("producer did not stop cleanly: %s", exc)
 
     async def _run(self) -> None:
         backoff = MIN_BACKOFF_SECONDS
@@ -106,42 +150,68 @@ class OutboxRelay:
                 self._wake.clear()
                 published = await self.relay_once()
                 if outage_reported:
-                    log.info("broker reachable again; relaying")
+                    log.info("relay publishing again", extra={"fields": self._figures()})
                 outage_reported = False
                 backoff = MIN_BACKOFF_SECONDS
                 await self._cleanup_if_due()
                 if published >= self.settings.relay_batch_size:
-                    continue
+                    continue  # more may be waiting: no sleep between full batches
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.settings.relay_poll_seconds)
-            except asyncio.CancelledError:
-                raise
-            except (KafkaError, OSError, asyncpg.PostgresError, TimeoutError) as exc:
-                self.counters.failed_batches += 1
-                self.counters.last_error = f"{type(exc).__name__}: {exc}"
+            except OUTAGE_ERRORS as exc:
+                self._failed(exc)
                 if not outage_reported:
-                    # One line per outage, not one per attempt.
-                    log.warning("relay cannot publish; events wait in the outbox: %s", exc)
+                    # One line per outage, not one per attempt or per row.
+                    log.warning(
+                        "relay cannot publish; events wait in the outbox: %s",
+                        exc,
+                        extra={"fields": {**self._figures(), "error": type(exc).__name__}},
+                    )
                     outage_reported = True
                 await self._close_producer()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            except Exception as exc:
+                # Not an outage but a fault (ours, or a client library's surprise): logged
+                # whole every time; the loop keeps going so the outbox drains once it passes.
+                self._failed(exc)
+                log.exception("relay batch failed", extra={"fields": self._figures()})
+                await self._close_producer()
+                await asyncio.sleep(MAX_BACKOFF_SECONDS)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.counters.failed_batches += 1
+        self.counters.last_error = f"{type(exc).__name__}: {exc}"
+
+    def _figures(self) -> dict[str, Any]:
+        return {
+            "published": self.counters.published,
+            "failed_batches": self.counters.failed_batches,
+        }
 
     async def relay_once(self) -> int:
-        """Publishes one batch of unsent rows; returns how many were published."""
+        """Publishes one batch of unsent rows; returns how many were published.
+
+        The rows are marked sent in the transaction that claimed them, after the broker
+        acknowledged every one; on any failure the transaction rolls back and they wait.
+        """
         producer = await self._ensure_producer()
         async with self.db.raw_connection() as conn, conn.transaction():
             repository = OutboxRepository(conn)
             rows = await repository.claim(self.settings.relay_batch_size)
             if not rows:
                 return 0
-            deliveries = []
+            await self._publish(producer, rows)
+            await repository.mark_sent([row["id"] for row in rows])
+        self.counters.published += len(rows)
+        return len(rows)
+
+    async def _publish(self, producer: AIOKafkaProducer, rows: list[asyncpg.Record]) -> None:
+        deliveries: list[asyncio.Future[Any]] = []
+        try:
             for row in rows:
-                headers = (
-                    [("traceparent", row["traceparent"].encode())] if row["traceparent"] else []
-                )
-                # send() rather than send_batch(): aiokafka batches by linger_ms within
-                # its 16 KB max_batch_size, which the embedded broker keeps whole.
+                headers = [(name, row[name].encode()) for name in TRACE_HEADERS if row[name]]
+                # send(), never send_batch(): see _ensure_producer.
                 deliveries.append(
                     await producer.send(
                         row["topic"],
@@ -150,18 +220,30 @@ class OutboxRelay:
                         headers=headers,
                     )
                 )
-            await asyncio.gather(*deliveries)
-            await repository.mark_sent([row["id"] for row in rows])
-        self.counters.published += len(rows)
-        return len(rows)
+            outcomes = await asyncio.gather(*deliveries, return_exceptions=True)
+        except BaseException:
+            # Nobody will await these any more; the rows are retried as a whole.
+            for delivery in deliveries:
+                delivery.cancel()
+            raise
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _cleanup_if_due(self) -> None:
-        if time.monotonic() - self._last_cleanup < CLEANUP_EVERY_SECONDS:
+        # The embedded broker keeps its log in memory only: sent rows stay for a while.
+        if time.monotonic() - self._last_cleanup < self.settings.cleanup_interval_seconds:
             return
         self._last_cleanup = time.monotonic()
         async with self.db.raw_connection() as conn:
-            deleted = await OutboxRepository(conn).delete_sent_before(
+            sent = await OutboxRepository(conn).delete_sent_before(
                 self.settings.outbox_retention_hours
             )
-        if deleted:
-            log.info("outbox cleanup removed %d sent rows", deleted)
+            keys = await EventRepository(conn).delete_idempotency_keys_before(
+                self.settings.idempotency_retention_hours
+            )
+        if sent or keys:
+            log.info(
+                "outbox cleanup",
+                extra={"fields": {"sent_rows_deleted": sent, "idempotency_keys_deleted": keys}},
+            )

@@ -1,19 +1,40 @@
-"""The relay's queries over the outbox."""
+"""Every query over the outbox: the push writes it, the relay drains and trims it."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
+
+# NOTIFY channel of a committed push; the relay LISTENs on it.
+OUTBOX_CHANNEL = "ingest_outbox"
+OUTBOX_COLUMNS = (
+    "tenant_id",
+    "event_id",
+    "version",
+    "event_type",
+    "topic",
+    "payload",
+    "traceparent",
+    "tracestate",
+)
 
 
 class OutboxRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
+    async def add(self, rows: list[tuple[Any, ...]]) -> None:
+        """COPYs rows (in ``OUTBOX_COLUMNS`` order) and wakes the relay when they commit."""
+        await self.conn.copy_records_to_table("outbox", records=rows, columns=OUTBOX_COLUMNS)
+        # NOTIFY is transactional: delivered at commit, dropped on rollback.
+        await self.conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+
     async def claim(self, limit: int) -> list[asyncpg.Record]:
         """Unsent rows in order, locked; another relay skips them instead of waiting."""
         rows: list[asyncpg.Record] = await self.conn.fetch(
             """
-            SELECT id, tenant_id, topic, payload, traceparent
+            SELECT id, tenant_id, topic, payload, traceparent, tracestate
             FROM outbox
             WHERE sent_at IS NULL
             ORDER BY id
@@ -30,6 +51,7 @@ class OutboxRepository:
         )
 
     async def delete_sent_before(self, hours: int) -> int:
+        """Deletes rows sent more than ``hours`` ago; returns how many."""
         status = await self.conn.execute(
             "DELETE FROM outbox WHERE sent_at IS NOT NULL "
             "AND sent_at < now() - make_interval(hours => $1)",
@@ -38,4 +60,12 @@ class OutboxRepository:
         return int(status.split()[-1])
 
     async def pending(self) -> int:
+        """Rows of every tenant not yet acknowledged by the broker: the relay's backlog."""
         return int(await self.conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL"))
+
+    async def pending_for(self, tenant_id: str) -> int:
+        """One tenant's rows not yet acknowledged by the broker."""
+        count = await self.conn.fetchval(
+            "SELECT count(*) FROM outbox WHERE tenant_id = $1 AND sent_at IS NULL", tenant_id
+        )
+        return int(count)
