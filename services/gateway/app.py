@@ -9,6 +9,9 @@ from typing import Any
 from fastapi import FastAPI
 
 from services.gateway.config import Settings, get_settings
+from services.gateway.grants.endpoints import internal_router as grants_internal_router
+from services.gateway.grants.endpoints import router as grants_router
+from services.gateway.grants.service import DatabaseGrantLookup
 from services.gateway.graphql.schema import graphql_router
 from services.gateway.oauth.endpoints import router as oauth_router
 from services.gateway.oauth.server import TokenServer
@@ -34,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings.database_url, SERVICE)
         app.state.db = db
+        app.state.grant_lookup = DatabaseGrantLookup(db)
         async with db.session() as session:
             app.state.signer = await load_signer(session)
             if settings.admin_client_id and settings.admin_client_secret:
@@ -70,6 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(oauth_router)
     app.include_router(tenants_router)
+    app.include_router(grants_router)
+    app.include_router(grants_internal_router)
     app.include_router(graphql_router())
     # Last: everything under /v1 the gateway does not serve itself goes downstream.
     app.include_router(proxy_router)

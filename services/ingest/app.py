@@ -11,7 +11,9 @@ from services.ingest.config import Settings, get_settings
 from services.ingest.events.endpoints import csv_router
 from services.ingest.events.endpoints import router as events_router
 from services.ingest.outbox.relay import OutboxRelay
+from shared.access import GatewayGrantLookup
 from shared.db import Database
+from shared.http import make_client
 from shared.service import build_app, token_verifier
 from shared.telemetry import setup_telemetry
 
@@ -27,12 +29,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db = Database(settings.database_url, SERVICE)
         app.state.db = db
         app.state.token_verifier = token_verifier(settings)
+        app.state.grant_lookup = GatewayGrantLookup(settings.gateway_url, make_client(5.0))
         relay = OutboxRelay(db, settings)
         app.state.relay = relay
         relay.start()
         try:
             yield
         finally:
+            await app.state.grant_lookup.client.aclose()
             await relay.stop()
             await db.dispose()
 

@@ -12,7 +12,9 @@ from services.metrics.config import Settings, get_settings
 from services.metrics.facts.consumer import FactConsumer
 from services.metrics.kpis.endpoints import router as kpis_router
 from services.metrics.settings.endpoints import router as settings_router
+from shared.access import GatewayGrantLookup
 from shared.db import Database
+from shared.http import make_client
 from shared.service import build_app, token_verifier
 from shared.telemetry import setup_telemetry
 
@@ -28,12 +30,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db = Database(settings.database_url, SERVICE)
         app.state.db = db
         app.state.token_verifier = token_verifier(settings)
+        app.state.grant_lookup = GatewayGrantLookup(settings.gateway_url, make_client(5.0))
         consumer = FactConsumer(db, settings)
         app.state.consumer = consumer
         consumer.start()
         try:
             yield
         finally:
+            await app.state.grant_lookup.client.aclose()
             await consumer.stop()
             await db.dispose()
 

@@ -9,7 +9,9 @@ from fastapi import FastAPI
 
 from services.targets.config import Settings, get_settings
 from services.targets.plans.endpoints import router as plans_router
+from shared.access import GatewayGrantLookup
 from shared.db import Database
+from shared.http import make_client
 from shared.service import build_app, token_verifier
 from shared.telemetry import setup_telemetry
 
@@ -24,9 +26,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db = Database(settings.database_url, SERVICE)
         app.state.token_verifier = token_verifier(settings)
+        app.state.grant_lookup = GatewayGrantLookup(settings.gateway_url, make_client(5.0))
         try:
             yield
         finally:
+            await app.state.grant_lookup.client.aclose()
             await app.state.db.dispose()
 
     app = build_app(SERVICE, settings, lifespan=lifespan)

@@ -20,7 +20,7 @@ from services.gateway.graphql.types import (
     KpiRow,
     MetricValue,
 )
-from shared.auth import Principal
+from shared.access import resolve_access
 from shared.errors import (
     BadRequest,
     FieldError,
@@ -39,7 +39,7 @@ KPI_READ = "kpi:read"
 Params = list[tuple[str, str | int | float | bool | None]]
 
 
-def _query_params(data: KpiQueryInput, tenant_id: str | None) -> Params:
+def _query_params(data: KpiQueryInput) -> Params:
     filters = data.filters or KpiFilters()
     filter_lists: dict[str, list[str]] = {
         "platforms": filters.platforms or [],
@@ -70,21 +70,18 @@ def _query_params(data: KpiQueryInput, tenant_id: str | None) -> Params:
         params.append(("currency", data.currency))
     if data.compare_to is not None:
         params.append(("compare_to", data.compare_to.value))
-    if tenant_id is not None:
-        params.append(("tenant_id", tenant_id))
     return params
 
 
-def _readable_tenant(principal: Principal, tenant_id: str | None) -> str | None:
-    """The tenant a query names, when the caller may read it.
+async def _tenant_param(context: Context, tenant_id: strawberry.ID | None) -> Params:
+    """The seller a query names, when the caller may read it.
 
-    Checked here and again by metrics (which gets ``tenant_id``): another tenant's id is
-    FORBIDDEN, never an empty answer.
+    Checked here against the grants and again by metrics (which gets ``tenant_id``):
+    a tenant the caller may not read is FORBIDDEN, never an empty answer.
     """
-    own = principal.require_tenant()
-    if tenant_id is not None and tenant_id != own:
-        raise Forbidden(f"no access to tenant {tenant_id}")
-    return tenant_id
+    wanted = None if tenant_id is None else str(tenant_id)
+    await resolve_access(context.request, await context.principal(), KPI_READ, wanted)
+    return [] if wanted is None else [("tenant_id", wanted)]
 
 
 async def _get_metrics(context: Context, path: str, params: Params) -> Any:
@@ -138,10 +135,8 @@ class KpiQuery:
         input: KpiQueryInput,
         tenant_id: strawberry.ID | None = None,
     ) -> KpiResult:
-        tenant = _readable_tenant(
-            await info.context.principal(), str(tenant_id) if tenant_id is not None else None
-        )
-        body = await _get_metrics(info.context, "/v1/kpis", _query_params(input, tenant))
+        tenant = await _tenant_param(info.context, tenant_id)
+        body = await _get_metrics(info.context, "/v1/kpis", _query_params(input) + tenant)
         return KpiResult(
             currency=body.get("currency"),
             warnings=list(body.get("warnings", [])),
@@ -170,8 +165,11 @@ class KpiQuery:
         description="Every KPI with its definition; scope kpi:read.",
         extensions=[PermissionExtension(permissions=[HasScope(KPI_READ)])],
     )
-    async def kpi_catalog(self, info: Info[Context, None]) -> list[KpiDefinition]:
-        body = await _get_metrics(info.context, "/v1/kpis/catalog", [])
+    async def kpi_catalog(
+        self, info: Info[Context, None], tenant_id: strawberry.ID | None = None
+    ) -> list[KpiDefinition]:
+        tenant = await _tenant_param(info.context, tenant_id)
+        body = await _get_metrics(info.context, "/v1/kpis/catalog", tenant)
         return [
             KpiDefinition(
                 id=k["id"],

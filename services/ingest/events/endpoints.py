@@ -18,7 +18,7 @@ from services.ingest.events.schemas import (
     PushAccepted,
 )
 from services.ingest.outbox.repository import OutboxRepository
-from shared.auth import Principal, require_scope
+from shared.access import Access, require_access
 from shared.db import Database
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
@@ -37,7 +37,7 @@ csv_router = APIRouter(tags=["events"])
 )
 async def push_events(
     request: Request,
-    principal: Annotated[Principal, Depends(require_scope("ingest:write"))],
+    access: Annotated[Access, Depends(require_access("ingest:write"))],
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> JSONResponse:
     """Accepts a batch of canonical events; 202 once they are durable in the outbox.
@@ -47,12 +47,13 @@ async def push_events(
     ``Idempotency-Key`` (at most 255 characters), a replay gets the first answer back
     and stores nothing; the same key with another body is refused with 422.
     """
-    tenant_id = principal.require_tenant()
+    tenant_id = access.tenant_id
     key = service.check_idempotency_key(idempotency_key)
     raw = await request.body()
     settings: Settings = request.app.state.settings
     # Parsed and validated before a connection is taken: the pool serves only I/O.
     events = service.validate(service.parse_body(raw, settings.max_events_per_request))
+    service.check_stores(events, access)
     db: Database = request.app.state.db
     # Committed when the block ends, before the 202 goes out: the answer means durable.
     async with db.raw_connection() as conn, conn.transaction():
@@ -71,12 +72,12 @@ async def push_events(
 @router.get("/outbox", response_model=OutboxStatus)
 async def outbox_status(
     request: Request,
-    principal: Annotated[Principal, Depends(require_scope("ingest:write"))],
+    access: Annotated[Access, Depends(require_access("ingest:write"))],
 ) -> OutboxStatus:
     """How many of this tenant's accepted events are still waiting for the broker."""
     db: Database = request.app.state.db
     async with db.raw_connection() as conn:
-        pending = await OutboxRepository(conn).pending_for(principal.require_tenant())
+        pending = await OutboxRepository(conn).pending_for(access.tenant_id)
     return OutboxStatus(pending=pending)
 
 
@@ -97,7 +98,7 @@ async def outbox_status(
 )
 async def upload_events_csv(
     request: Request,
-    principal: Annotated[Principal, Depends(require_scope("ingest:write"))],
+    access: Annotated[Access, Depends(require_access("ingest:write"))],
     event_type: Annotated[str, Query(alias="type", description="The event type of every row")],
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> JSONResponse:
@@ -105,13 +106,14 @@ async def upload_events_csv(
 
     Errors name the file line (``row``, the header being line 1) as well as the index.
     """
-    tenant_id = principal.require_tenant()
+    tenant_id = access.tenant_id
     key = service.check_idempotency_key(idempotency_key)
     raw = await request.body()
     settings: Settings = request.app.state.settings
     events = service.validate(
         parse_csv(raw, event_type, settings.max_events_per_request), first_row=FIRST_DATA_ROW
     )
+    service.check_stores(events, access, first_row=FIRST_DATA_ROW)
     db: Database = request.app.state.db
     # The type is part of what the key protects: the same file as another type differs.
     request_hash = service.fingerprint(event_type.encode() + b"\n" + raw)

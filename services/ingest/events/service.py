@@ -10,7 +10,8 @@ import orjson
 
 from services.ingest.events.repository import EventRepository
 from services.ingest.outbox.repository import OutboxRepository
-from shared.errors import Conflict, FieldError, InvalidInput, PayloadTooLarge
+from shared.access import Access
+from shared.errors import Conflict, FieldError, Forbidden, InvalidInput, PayloadTooLarge
 from shared.events import Event, topic_for, validate_batch
 from shared.telemetry import inject_headers
 from shared.time import utcnow
@@ -107,6 +108,26 @@ def validate(raw_events: list[Any], first_row: int | None = None) -> list[Event]
             ]
         raise InvalidInput(f"{bad} invalid event(s); nothing was stored", errors)
     return events
+
+
+def check_stores(events: list[Event], access: Access, first_row: int | None = None) -> None:
+    """An agency pushes only into the stores its grant names; 403 naming each other one."""
+    if access.stores is None:
+        return
+    errors = [
+        FieldError(
+            field="source.store_id",
+            reason=f"store {event.source.store_id} is not granted",
+            index=index,
+            row=None if first_row is None else index + first_row,
+        )
+        for index, event in enumerate(events)
+        if event.source.store_id not in access.stores
+    ]
+    if errors:
+        raise Forbidden(
+            f"{len(errors)} event(s) name a store outside the grant; nothing was stored", errors
+        )
 
 
 def fingerprint(raw_body: bytes) -> str:

@@ -11,12 +11,11 @@ from services.metrics.kpis.registry import KPIS, describe
 from services.metrics.kpis.schemas import KpiCatalog, KpiDefinitionOut, KpiResult
 from services.metrics.kpis.service import run_query
 from services.metrics.settings.repository import SettingsRepository
-from shared.auth import Principal, require_scope
+from shared.access import Access, require_access
 from shared.db import Database
-from shared.errors import Forbidden
 
 router = APIRouter(prefix="/v1/kpis", tags=["kpis"])
-Reader = Annotated[Principal, Depends(require_scope("kpi:read"))]
+Reader = Annotated[Access, Depends(require_access("kpi:read"))]
 
 
 def _csv(body: dict[str, Any], group_by: list[str]) -> str:
@@ -47,7 +46,7 @@ def _csv(body: dict[str, Any], group_by: list[str]) -> str:
 )
 async def kpis(
     request: Request,
-    principal: Reader,
+    access: Reader,
     metrics: Annotated[str, Query(description="Comma-separated KPI ids, e.g. gmv,orders")],
     from_: Annotated[str, Query(alias="from", description="First local date, inclusive")],
     to: Annotated[str, Query(description="Last local date, inclusive")],
@@ -62,14 +61,15 @@ async def kpis(
     categories: str | None = None,
     currency: str | None = None,
     compare_to: Annotated[str | None, Query(description="previous_period or previous_year")] = None,
-    tenant_id: Annotated[str | None, Query(description="The seller, for an agency")] = None,
 ) -> Any:
-    """KPI values by period and dimensions, as JSON or (``Accept: text/csv``) CSV."""
-    own = principal.require_tenant()
-    if tenant_id is not None and tenant_id != own:
-        raise Forbidden(f"no access to tenant {tenant_id}")
+    """KPI values by period and dimensions, as JSON or (``Accept: text/csv``) CSV.
+
+    An agency names the seller with ``tenant_id`` and sees only the granted stores,
+    totals included; a store outside its grant is 403.
+    """
+    granted_stores = access.narrow_stores(stores.split(",") if stores else None)
     query = parse_query(
-        own,
+        access.tenant_id,
         {
             "metrics": metrics,
             "from": from_,
@@ -77,7 +77,7 @@ async def kpis(
             "grain": grain,
             "group_by": group_by,
             "platforms": platforms,
-            "stores": stores,
+            "stores": ",".join(granted_stores) if granted_stores else None,
             "marketplaces": marketplaces,
             "skus": skus,
             "categories": categories,
@@ -94,12 +94,12 @@ async def kpis(
 
 
 @router.get("/catalog", response_model=KpiCatalog)
-async def catalog(request: Request, principal: Reader) -> KpiCatalog:
+async def catalog(request: Request, access: Reader) -> KpiCatalog:
     """Every KPI of the contract with its definition as this tenant's settings make it;
     ``available`` ones can be queried."""
     db: Database = request.app.state.db
     async with db.raw_connection() as conn:
-        settings = await SettingsRepository(conn).get(principal.require_tenant())
+        settings = await SettingsRepository(conn).get(access.tenant_id)
     return KpiCatalog(
         kpis=[
             KpiDefinitionOut(

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Query
 
 from services.targets.plans.repository import PlanRepository
 from services.targets.plans.schemas import PlanList, PlanOut
-from shared.auth import Principal, require_scope
+from shared.access import Access, require_access
 from shared.deps import DbSession
 
 router = APIRouter(prefix="/v1/targets", tags=["targets"])
@@ -14,10 +14,10 @@ router = APIRouter(prefix="/v1/targets", tags=["targets"])
 
 @router.get("/plans", response_model=PlanList)
 async def list_plans(
-    principal: Annotated[Principal, Depends(require_scope("targets:read"))],
+    access: Annotated[Access, Depends(require_access("targets:read"))],
     session: DbSession,
     year: Annotated[int | None, Query(ge=2000, le=2100)] = None,
 ) -> PlanList:
     """The caller's tenant's target plans, optionally of one year."""
-    plans = await PlanRepository(session).list_for_tenant(principal.require_tenant(), year)
+    plans = await PlanRepository(session).list_for_tenant(access.tenant_id, year)
     return PlanList(plans=[PlanOut.model_validate(p) for p in plans])

@@ -1,0 +1,73 @@
+"""``/v1/grants`` (CONTRACT §7) and the effective-grant check the other services call."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from services.gateway.grants import service
+from services.gateway.grants.schemas import (
+    EffectiveGrantOut,
+    GrantCreate,
+    GrantList,
+    GrantOut,
+    GrantUpdate,
+)
+from shared.access import EFFECTIVE_GRANT_PATH
+from shared.auth import Principal, current_principal, require_scope
+from shared.deps import DbSession
+from shared.errors import NotFound
+from shared.scopes import TENANT_ADMIN
+
+router = APIRouter(prefix="/v1/grants", tags=["grants"])
+internal_router = APIRouter(include_in_schema=False)
+Admin = Annotated[Principal, Depends(require_scope(TENANT_ADMIN))]
+Caller = Annotated[Principal, Depends(current_principal)]
+
+
+@router.post("", status_code=201, response_model=GrantOut)
+async def create_grant(data: GrantCreate, principal: Admin, session: DbSession) -> GrantOut:
+    """Lets an agency tenant reach some of this seller's stores, with some scopes.
+
+    One active grant per agency: a second is 409; change the first with PATCH.
+    """
+    return service.out(await service.create_grant(session, principal, data))
+
+
+@router.get("", response_model=GrantList)
+async def list_grants(principal: Caller, session: DbSession) -> GrantList:
+    """Grants this tenant received and, for a ``tenant:admin``, those it issued."""
+    grants = await service.visible_grants(session, principal)
+    return GrantList(grants=[service.out(g) for g in grants])
+
+
+@router.get("/{grant_id}", response_model=GrantOut)
+async def get_grant(grant_id: str, principal: Caller, session: DbSession) -> GrantOut:
+    return service.out(await service.visible_grant(session, principal, grant_id))
+
+
+@router.patch("/{grant_id}", response_model=GrantOut)
+async def update_grant(
+    grant_id: str, data: GrantUpdate, principal: Caller, session: DbSession
+) -> GrantOut:
+    """Changes the stores, scopes or expiry; the agency's next request sees the change."""
+    return service.out(await service.update_grant(session, principal, grant_id, data))
+
+
+@router.delete("/{grant_id}", status_code=204)
+async def revoke_grant(grant_id: str, principal: Caller, session: DbSession) -> Response:
+    """Revokes the grant: the agency's very next request in any service is refused."""
+    await service.revoke_grant(session, principal, grant_id)
+    return Response(status_code=204)
+
+
+@internal_router.get(EFFECTIVE_GRANT_PATH, response_model=EffectiveGrantOut)
+async def effective_grant(
+    principal: Caller, session: DbSession, tenant_id: Annotated[str, Query()]
+) -> EffectiveGrantOut:
+    """For the other services: the caller's grant into ``tenant_id`` now, else 404."""
+    grant = await service.effective_grant(session, principal, tenant_id)
+    if grant is None:
+        raise NotFound(f"no grant into tenant {tenant_id}")
+    return EffectiveGrantOut(id=grant.id, stores=sorted(grant.stores), scopes=sorted(grant.scopes))

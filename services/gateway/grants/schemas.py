@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+StoreId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Stores = Annotated[list[StoreId], Field(min_length=1, max_length=500)]
+Scopes = Annotated[list[str], Field(min_length=1, max_length=20)]
+
+
+class GrantCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agency_tenant_id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+    stores: Stores
+    scopes: Scopes
+    expires_at: AwareDatetime | None = Field(
+        default=None, description="When the grant ends by itself; null for no end"
+    )
+
+
+class GrantUpdate(BaseModel):
+    """Only the fields present change; ``expires_at: null`` removes the end date."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stores: Stores | None = None
+    scopes: Scopes | None = None
+    expires_at: AwareDatetime | None = None
+
+
+class GrantOut(BaseModel):
+    id: str
+    tenant_id: str = Field(description="The seller that issued the grant")
+    agency_tenant_id: str
+    stores: list[str]
+    scopes: list[str]
+    expires_at: datetime | None
+    status: Literal["active", "expired", "revoked"]
+    created_at: datetime
+    updated_at: datetime
+    revoked_at: datetime | None
+
+
+class GrantList(BaseModel):
+    grants: list[GrantOut]
+
+
+class EffectiveGrantOut(BaseModel):
+    id: str
+    stores: list[str]
+    scopes: list[str]

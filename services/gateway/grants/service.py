@@ -1,0 +1,202 @@
+"""Agency grants (CONTRACT §7): a seller issues, changes and revokes; an agency holds."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+
+from fastapi import Request
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.gateway.grants.models import Grant
+from services.gateway.grants.repository import GrantRepository
+from services.gateway.grants.schemas import GrantCreate, GrantOut, GrantUpdate
+from services.gateway.tenants.repository import TenantRepository
+from shared.access import EffectiveGrant
+from shared.auth import Principal
+from shared.db import Database
+from shared.errors import Conflict, FieldError, InvalidInput, NotFound
+from shared.scopes import TENANT_ADMIN
+from shared.time import utcnow
+
+# What a seller can hand to an agency: reading, planning and pushing data. Never the
+# administration of the seller itself nor its platform connections.
+GRANTABLE_SCOPES: tuple[str, ...] = (
+    "kpi:read",
+    "targets:read",
+    "targets:write",
+    "alerts:manage",
+    "ingest:write",
+)
+
+
+def out(grant: Grant, now: datetime | None = None) -> GrantOut:
+    return GrantOut(
+        id=grant.id,
+        tenant_id=grant.tenant_id,
+        agency_tenant_id=grant.agency_tenant_id,
+        stores=grant.stores,
+        scopes=grant.scopes,
+        expires_at=grant.expires_at,
+        status=grant.status_at(now or utcnow()),
+        created_at=grant.created_at,
+        updated_at=grant.updated_at,
+        revoked_at=grant.revoked_at,
+    )
+
+
+def _checked_scopes(scopes: list[str]) -> list[str]:
+    errors = [
+        FieldError(
+            field=f"scopes.{i}",
+            reason=f"{scope} cannot be granted; grantable: {', '.join(GRANTABLE_SCOPES)}",
+        )
+        for i, scope in enumerate(scopes)
+        if scope not in GRANTABLE_SCOPES
+    ]
+    if errors:
+        raise InvalidInput(errors[0].reason, errors)
+    return sorted(set(scopes))
+
+
+def _checked_expiry(expires_at: datetime | None) -> datetime | None:
+    if expires_at is not None and expires_at <= utcnow():
+        raise InvalidInput(
+            "expires_at is in the past",
+            [FieldError(field="expires_at", reason="must be in the future")],
+        )
+    return expires_at
+
+
+async def _lock_pair(session: AsyncSession, tenant_id: str, agency_tenant_id: str) -> None:
+    # One active grant per seller and agency: two concurrent issues queue up here.
+    await session.execute(
+        select(func.pg_advisory_xact_lock(func.hashtext(f"grant:{tenant_id}:{agency_tenant_id}")))
+    )
+
+
+async def create_grant(session: AsyncSession, principal: Principal, data: GrantCreate) -> Grant:
+    seller = principal.require_tenant()
+    if data.agency_tenant_id == seller:
+        raise InvalidInput(
+            "a tenant cannot grant access to itself",
+            [FieldError(field="agency_tenant_id", reason="must be another tenant")],
+        )
+    if await TenantRepository(session).get(data.agency_tenant_id) is None:
+        raise InvalidInput(
+            f"no tenant {data.agency_tenant_id}",
+            [FieldError(field="agency_tenant_id", reason="no such tenant")],
+        )
+    scopes = _checked_scopes(data.scopes)
+    expires_at = _checked_expiry(data.expires_at)
+    repository = GrantRepository(session)
+    await _lock_pair(session, seller, data.agency_tenant_id)
+    existing = await repository.effective(data.agency_tenant_id, seller, utcnow())
+    if existing:
+        raise Conflict(
+            f"grant {existing[0].id} already gives this agency access; change it with PATCH"
+        )
+    now = utcnow()
+    return await repository.add(
+        Grant(
+            id=f"gr_{secrets.token_hex(8)}",
+            tenant_id=seller,
+            agency_tenant_id=data.agency_tenant_id,
+            stores=sorted(set(data.stores)),
+            scopes=scopes,
+            expires_at=expires_at,
+            created_by=principal.subject,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+
+
+async def visible_grants(session: AsyncSession, principal: Principal) -> list[Grant]:
+    """Grants the caller's tenant received; with tenant:admin, also those it issued."""
+    tenant = principal.require_tenant()
+    return await GrantRepository(session).involving(
+        tenant, given=TENANT_ADMIN in principal.scopes, received=True
+    )
+
+
+async def visible_grant(session: AsyncSession, principal: Principal, grant_id: str) -> Grant:
+    """A grant either party may read; anyone else gets 404, so ids cannot be probed."""
+    tenant = principal.require_tenant()
+    grant = await GrantRepository(session).get(grant_id)
+    if grant is not None:
+        if grant.agency_tenant_id == tenant:
+            return grant
+        if grant.tenant_id == tenant and TENANT_ADMIN in principal.scopes:
+            return grant
+    raise NotFound(f"no grant {grant_id}")
+
+
+async def _issued_grant(session: AsyncSession, principal: Principal, grant_id: str) -> Grant:
+    """A grant the caller's tenant issued: only the seller changes or revokes it."""
+    principal.require(TENANT_ADMIN)
+    grant = await GrantRepository(session).get(grant_id)
+    if grant is None or grant.tenant_id != principal.require_tenant():
+        raise NotFound(f"no grant {grant_id}")
+    return grant
+
+
+async def update_grant(
+    session: AsyncSession, principal: Principal, grant_id: str, data: GrantUpdate
+) -> Grant:
+    grant = await _issued_grant(session, principal, grant_id)
+    if grant.revoked_at is not None:
+        raise Conflict(f"grant {grant_id} is revoked; issue a new one")
+    if "stores" in data.model_fields_set:
+        if data.stores is None:
+            raise InvalidInput("stores cannot be null", [FieldError("stores", "required")])
+        grant.stores = sorted(set(data.stores))
+    if "scopes" in data.model_fields_set:
+        if data.scopes is None:
+            raise InvalidInput("scopes cannot be null", [FieldError("scopes", "required")])
+        grant.scopes = _checked_scopes(data.scopes)
+    if "expires_at" in data.model_fields_set:
+        grant.expires_at = _checked_expiry(data.expires_at)
+    grant.updated_at = utcnow()
+    session.add(grant)
+    await session.flush()
+    return grant
+
+
+async def revoke_grant(session: AsyncSession, principal: Principal, grant_id: str) -> None:
+    """Ends the grant now; revoking a revoked grant changes nothing."""
+    grant = await _issued_grant(session, principal, grant_id)
+    if grant.revoked_at is None:
+        grant.revoked_at = grant.updated_at = utcnow()
+        session.add(grant)
+        await session.flush()
+
+
+async def effective_grant(
+    session: AsyncSession, principal: Principal, tenant_id: str
+) -> EffectiveGrant | None:
+    """The grant that lets the caller's tenant into ``tenant_id`` now, if any."""
+    agency = principal.tenant_id
+    if not agency:
+        return None
+    grants = await GrantRepository(session).effective(agency, tenant_id, utcnow())
+    if not grants:
+        return None
+    grant = grants[0]
+    return EffectiveGrant(
+        id=grant.id, stores=frozenset(grant.stores), scopes=frozenset(grant.scopes)
+    )
+
+
+class DatabaseGrantLookup:
+    """The gateway's own lookup: its table, no HTTP call to itself."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def effective(
+        self, request: Request, principal: Principal, tenant_id: str
+    ) -> EffectiveGrant | None:
+        async with self.db.session() as session:
+            return await effective_grant(session, principal, tenant_id)

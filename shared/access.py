@@ -1,0 +1,143 @@
+"""Whose data a request reaches, and how much of it.
+
+A token acts for its own tenant. An agency's token reaches a seller's data only
+through a grant that seller issued (CONTRACT §7), named by the ``tenant_id`` query
+parameter. Grants live in the gateway; every other service asks it on every such
+request, so a revocation or an expiry applies to the very next one, whatever tokens
+the agency already holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol
+
+import httpx
+from fastapi import Query, Request
+
+from shared.auth import Principal, bearer_token, current_principal
+from shared.errors import Forbidden, InsufficientScope, UpstreamUnavailable
+
+# The gateway's answer to "which grant lets this caller into that tenant?".
+EFFECTIVE_GRANT_PATH = "/internal/grants/effective"
+TENANT_ID_DESCRIPTION = "The seller whose data an agency reads through a grant"
+
+
+@dataclass(frozen=True)
+class EffectiveGrant:
+    id: str
+    stores: frozenset[str]
+    scopes: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Access:
+    """The tenant a request acts for, with the scopes and stores it may use there.
+
+    ``stores`` is None when every store of the tenant is reachable.
+    """
+
+    tenant_id: str
+    scopes: frozenset[str]
+    stores: frozenset[str] | None = None
+    grant_id: str | None = None
+
+    @property
+    def through_grant(self) -> bool:
+        return self.grant_id is not None
+
+    def require(self, scope: str) -> None:
+        if scope not in self.scopes:
+            raise InsufficientScope(scope)
+
+    def narrow_stores(self, requested: Iterable[str] | None) -> list[str] | None:
+        """The stores a query may cover: what it asked for, within what was granted.
+
+        Asking for a store outside the grant is FORBIDDEN, never an empty answer.
+        """
+        wanted = [s for s in (requested or []) if s]
+        if self.stores is None:
+            return wanted or None
+        outside = sorted(set(wanted) - self.stores)
+        if outside:
+            raise Forbidden(f"no access to store {outside[0]} of tenant {self.tenant_id}")
+        return wanted or sorted(self.stores)
+
+
+class GrantLookup(Protocol):
+    async def effective(
+        self, request: Request, principal: Principal, tenant_id: str
+    ) -> EffectiveGrant | None: ...
+
+
+class GatewayGrantLookup:
+    """Asks the gateway, with the caller's own token, for its grant into a tenant."""
+
+    def __init__(self, gateway_url: str, client: httpx.AsyncClient) -> None:
+        self.url = gateway_url.rstrip("/") + EFFECTIVE_GRANT_PATH
+        self.client = client
+
+    async def effective(
+        self, request: Request, principal: Principal, tenant_id: str
+    ) -> EffectiveGrant | None:
+        try:
+            response = await self.client.get(
+                self.url,
+                params={"tenant_id": tenant_id},
+                headers={"Authorization": f"Bearer {bearer_token(request)}"},
+            )
+        except httpx.HTTPError:
+            raise UpstreamUnavailable("grants cannot be checked right now") from None
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise UpstreamUnavailable(
+                f"grants cannot be checked right now ({response.status_code})"
+            )
+        body: dict[str, Any] = response.json()
+        return EffectiveGrant(
+            id=str(body["id"]),
+            stores=frozenset(body["stores"]),
+            scopes=frozenset(body["scopes"]),
+        )
+
+
+async def resolve_access(
+    request: Request, principal: Principal, scope: str, tenant_id: str | None
+) -> Access:
+    """The caller's access for ``scope``: its own tenant, or another through a grant."""
+    principal.require(scope)
+    own = principal.require_tenant()
+    if tenant_id is None or tenant_id == own:
+        return Access(tenant_id=own, scopes=principal.scopes)
+    lookup: GrantLookup = request.app.state.grant_lookup
+    grant = await lookup.effective(request, principal, tenant_id)
+    if grant is None:
+        raise Forbidden(f"no access to tenant {tenant_id}")
+    # An agency's reach is what both its token and the grant allow.
+    access = Access(
+        tenant_id=tenant_id,
+        scopes=principal.scopes & grant.scopes,
+        stores=grant.stores,
+        grant_id=grant.id,
+    )
+    access.require(scope)
+    return access
+
+
+def require_access(scope: str) -> Callable[..., Awaitable[Access]]:
+    """FastAPI dependency factory: the tenant a request acts for, holding ``scope``.
+
+    Adds the ``tenant_id`` query parameter to every route that uses it.
+    """
+
+    async def dependency(
+        request: Request,
+        tenant_id: Annotated[str | None, Query(description=TENANT_ID_DESCRIPTION)] = None,
+    ) -> Access:
+        principal = await current_principal(request)
+        return await resolve_access(request, principal, scope, tenant_id)
+
+    dependency.__name__ = f"access_{scope.replace(':', '_')}"
+    return dependency

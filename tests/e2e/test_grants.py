@@ -1,0 +1,298 @@
+"""Agency grants end to end (CONTRACT §7): issue, use, narrow, revoke, expire.
+
+The agency reaches the seller through the gateway and directly at each service: the
+grant is checked on every request wherever it lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from tests.conftest import NewTenant, Stack, TenantClient
+
+KPIS = """
+query Kpis($input: KpiQueryInput!, $tenantId: ID) {
+  kpis(input: $input, tenantId: $tenantId) { rows { period dimensions { key value } values { metric value } } }
+}
+"""
+CATALOG = "query Catalog($tenantId: ID) { kpiCatalog(tenantId: $tenantId) { id } }"
+MARCH = {"metrics": ["gmv"], "from": "2026-03-01", "to": "2026-03-31", "grain": "TOTAL"}
+REST_MARCH = {"metrics": "gmv", "from": "2026-03-01", "to": "2026-03-31", "grain": "total"}
+
+
+def sale(event_id: str, store: str, price: str) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "type": "order_line",
+        "source": {"platform": "amazon", "store_id": store, "marketplace": "US"},
+        "occurred_at": "2026-03-10T18:00:00Z",
+        "payload": {
+            "order_id": f"o-{event_id}",
+            "line_id": event_id,
+            "sku": "LAMP-01",
+            "quantity": 1,
+            "unit_price": {"amount": price, "currency": "USD"},
+            "status": "shipped",
+            "purchased_at": "2026-03-10T18:00:00Z",
+        },
+    }
+
+
+def in_days(days: float) -> str:
+    return (datetime.now(UTC) + timedelta(days=days)).isoformat()
+
+
+async def graphql(
+    http: httpx.AsyncClient, who: TenantClient, query: str, **variables: Any
+) -> dict[str, Any]:
+    response = await http.post(
+        "/graphql", json={"query": query, "variables": variables}, headers=who.headers
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def march_gmv(http: httpx.AsyncClient, who: TenantClient, tenant_id: str) -> Any:
+    body = await graphql(http, who, KPIS, input=MARCH, tenantId=tenant_id)
+    if body.get("errors"):
+        return body["errors"][0]["extensions"]["code"]
+    rows = body["data"]["kpis"]["rows"]
+    return rows[0]["values"][0]["value"] if rows else None
+
+
+async def wait_for(http: httpx.AsyncClient, who: TenantClient, tenant_id: str, want: Any) -> None:
+    deadline = time.monotonic() + 30
+    seen = None
+    while time.monotonic() < deadline:
+        seen = await march_gmv(http, who, tenant_id)
+        if seen == want:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"wanted {want}, last saw {seen}")
+
+
+async def test_an_agency_sees_only_what_the_grant_allows_until_it_is_revoked(
+    http: httpx.AsyncClient, stack: Stack, new_tenant: NewTenant
+) -> None:
+    seller = await new_tenant()
+    agency = await new_tenant(scopes=["kpi:read", "ingest:write", "targets:read"])
+    pushed = await http.post(
+        "/v1/events",
+        json={"events": [sale("a", "acme-us", "10.00"), sale("b", "acme-mx", "5.00")]},
+        headers=seller.headers,
+    )
+    assert pushed.status_code == 202
+    await wait_for(http, seller, seller.tenant_id, 15.0)
+
+    # Before any grant: FORBIDDEN, never an empty answer, in GraphQL and in REST.
+    assert await march_gmv(http, agency, seller.tenant_id) == "FORBIDDEN"
+    direct = await http.get(
+        f"{stack.url('metrics')}/v1/kpis",
+        params={**REST_MARCH, "tenant_id": seller.tenant_id},
+        headers=agency.headers,
+    )
+    assert direct.status_code == 403 and seller.tenant_id in direct.json()["detail"]
+
+    created = await http.post(
+        "/v1/grants",
+        json={
+            "agency_tenant_id": agency.tenant_id,
+            "stores": ["acme-us"],
+            "scopes": ["kpi:read"],
+            "expires_at": in_days(30),
+        },
+        headers=seller.headers,
+    )
+    assert created.status_code == 201, created.text
+    grant = created.json()
+    assert grant["status"] == "active" and grant["tenant_id"] == seller.tenant_id
+
+    # Only the granted store counts, totals included, in every way of asking.
+    assert await march_gmv(http, agency, seller.tenant_id) == 10.0
+    by_store = await http.get(
+        "/v1/kpis",
+        params={**REST_MARCH, "group_by": "store", "tenant_id": seller.tenant_id},
+        headers=agency.headers,
+    )
+    assert by_store.status_code == 200, by_store.text
+    assert [r["dimensions"] for r in by_store.json()["rows"]] == [
+        [{"key": "store", "value": "acme-us"}]
+    ]
+    outside = await http.get(
+        "/v1/kpis",
+        params={**REST_MARCH, "stores": "acme-mx", "tenant_id": seller.tenant_id},
+        headers=agency.headers,
+    )
+    assert outside.status_code == 403 and "acme-mx" in outside.json()["detail"]
+    catalog = await graphql(http, agency, CATALOG, tenantId=seller.tenant_id)
+    assert "gmv" in [k["id"] for k in catalog["data"]["kpiCatalog"]]
+    # The agency's own data stays its own: without tenant_id it reads itself.
+    assert await march_gmv(http, agency, agency.tenant_id) == 0.0
+
+    # Scopes the grant lacks are refused even though the agency's token holds them.
+    plans = await http.get(
+        f"{stack.url('targets')}/v1/targets/plans",
+        params={"tenant_id": seller.tenant_id},
+        headers=agency.headers,
+    )
+    assert plans.status_code == 403 and plans.json()["error"] == "insufficient_scope"
+    push_as_agency = await http.post(
+        "/v1/events",
+        params={"tenant_id": seller.tenant_id},
+        json={"events": [sale("c", "acme-us", "1.00")]},
+        headers=agency.headers,
+    )
+    assert push_as_agency.status_code == 403
+    settings = await http.get(
+        "/v1/settings/kpi", params={"tenant_id": seller.tenant_id}, headers=agency.headers
+    )
+    assert settings.status_code == 403
+
+    # Widened: now the agency may push, but only into the granted store.
+    patched = await http.patch(
+        f"/v1/grants/{grant['id']}",
+        json={"scopes": ["kpi:read", "ingest:write", "targets:read"]},
+        headers=seller.headers,
+    )
+    assert patched.status_code == 200 and patched.json()["stores"] == ["acme-us"]
+    wrong_store = await http.post(
+        f"{stack.url('ingest')}/v1/events",
+        params={"tenant_id": seller.tenant_id},
+        json={"events": [sale("c", "acme-us", "1.00"), sale("d", "acme-mx", "1.00")]},
+        headers=agency.headers,
+    )
+    assert wrong_store.status_code == 403
+    assert wrong_store.json()["errors"] == [
+        {"index": 1, "field": "source.store_id", "reason": "store acme-mx is not granted"}
+    ]
+    pushed_for_seller = await http.post(
+        "/v1/events",
+        params={"tenant_id": seller.tenant_id},
+        json={"events": [sale("c", "acme-us", "1.00")]},
+        headers=agency.headers,
+    )
+    assert pushed_for_seller.status_code == 202, pushed_for_seller.text
+    await wait_for(http, seller, seller.tenant_id, 16.0)
+    plans = await http.get(
+        "/v1/targets/plans", params={"tenant_id": seller.tenant_id}, headers=agency.headers
+    )
+    assert plans.status_code == 200
+
+    # Both sides list it; nobody else can read, change or revoke it.
+    for who in (seller, agency):
+        listed = await http.get("/v1/grants", headers=who.headers)
+        assert grant["id"] in [g["id"] for g in listed.json()["grants"]]
+    stranger = await new_tenant()
+    assert (
+        await http.get(f"/v1/grants/{grant['id']}", headers=stranger.headers)
+    ).status_code == 404
+    assert (
+        await http.patch(
+            f"/v1/grants/{grant['id']}", json={"stores": ["x"]}, headers=stranger.headers
+        )
+    ).status_code == 404
+    assert (
+        await http.delete(f"/v1/grants/{grant['id']}", headers=agency.headers)
+    ).status_code == 403
+
+    # Revoked: the very next request fails everywhere, with the same token.
+    revoked = await http.delete(f"/v1/grants/{grant['id']}", headers=seller.headers)
+    assert revoked.status_code == 204
+    assert await march_gmv(http, agency, seller.tenant_id) == "FORBIDDEN"
+    for url, method in (
+        (f"{stack.url('metrics')}/v1/kpis", "GET"),
+        (f"{stack.url('targets')}/v1/targets/plans", "GET"),
+        (f"{stack.url('ingest')}/v1/events/outbox", "GET"),
+    ):
+        answer = await http.request(
+            method,
+            url,
+            params={**REST_MARCH, "tenant_id": seller.tenant_id},
+            headers=agency.headers,
+        )
+        assert answer.status_code == 403, (url, answer.text)
+    status = await http.get(f"/v1/grants/{grant['id']}", headers=agency.headers)
+    assert status.json()["status"] == "revoked"
+    again = await http.delete(f"/v1/grants/{grant['id']}", headers=seller.headers)
+    assert again.status_code == 204
+    assert (
+        await http.patch(
+            f"/v1/grants/{grant['id']}", json={"stores": ["a"]}, headers=seller.headers
+        )
+    ).status_code == 409
+
+
+async def test_an_expired_grant_stops_working_by_itself(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    seller = await new_tenant()
+    agency = await new_tenant(scopes=["kpi:read"])
+    created = await http.post(
+        "/v1/grants",
+        json={
+            "agency_tenant_id": agency.tenant_id,
+            "stores": ["acme-us"],
+            "scopes": ["kpi:read"],
+            "expires_at": (datetime.now(UTC) + timedelta(seconds=2)).isoformat(),
+        },
+        headers=seller.headers,
+    )
+    assert created.status_code == 201
+    assert await march_gmv(http, agency, seller.tenant_id) == 0.0
+    await asyncio.sleep(2.2)
+    assert await march_gmv(http, agency, seller.tenant_id) == "FORBIDDEN"
+    listed = await http.get("/v1/grants", headers=agency.headers)
+    assert listed.json()["grants"][0]["status"] == "expired"
+    # Once expired, the seller may issue a new grant to the same agency.
+    renewed = await http.post(
+        "/v1/grants",
+        json={"agency_tenant_id": agency.tenant_id, "stores": ["acme-us"], "scopes": ["kpi:read"]},
+        headers=seller.headers,
+    )
+    assert renewed.status_code == 201 and renewed.json()["expires_at"] is None
+
+
+async def test_bad_grants_name_the_field(http: httpx.AsyncClient, new_tenant: NewTenant) -> None:
+    seller = await new_tenant()
+    agency = await new_tenant(scopes=["kpi:read"])
+    good = {"agency_tenant_id": agency.tenant_id, "stores": ["s1"], "scopes": ["kpi:read"]}
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"agency_tenant_id": seller.tenant_id}, "agency_tenant_id"),
+        ({"agency_tenant_id": "tn_nobody"}, "agency_tenant_id"),
+        ({"stores": []}, "stores"),
+        ({"scopes": ["kpi:read", "tenant:admin"]}, "scopes.1"),
+        ({"scopes": ["connections:manage"]}, "scopes.0"),
+        ({"expires_at": in_days(-1)}, "expires_at"),
+        ({"expires_at": "2030-01-01T00:00:00"}, "expires_at"),
+        ({"color": "red"}, "color"),
+    ]
+    for change, field in bad:
+        response = await http.post("/v1/grants", json={**good, **change}, headers=seller.headers)
+        assert response.status_code == 422, (change, response.text)
+        assert [e["field"] for e in response.json()["errors"]] == [field], change
+    first = await http.post("/v1/grants", json=good, headers=seller.headers)
+    assert first.status_code == 201
+    second = await http.post("/v1/grants", json=good, headers=seller.headers)
+    assert second.status_code == 409 and first.json()["id"] in second.json()["detail"]
+    patches: list[tuple[dict[str, Any], str]] = [
+        ({"stores": None}, "stores"),
+        ({"scopes": ["platform:admin"]}, "scopes.0"),
+    ]
+    for change, field in patches:
+        response = await http.patch(
+            f"/v1/grants/{first.json()['id']}", json=change, headers=seller.headers
+        )
+        assert response.status_code == 422 and response.json()["errors"][0]["field"] == field
+    # Issuing needs tenant:admin; the agency's kpi:read token cannot.
+    denied = await http.post(
+        "/v1/grants",
+        json={**good, "agency_tenant_id": seller.tenant_id},
+        headers=agency.headers,
+    )
+    assert denied.status_code == 403 and denied.json()["error"] == "insufficient_scope"
