@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import httpx
 import orjson
@@ -50,6 +51,10 @@ class Principal:
         if not self.tenant_id:
             raise Forbidden("this token acts for no tenant")
         return self.tenant_id
+
+
+def _finite(value: Any) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _unverified_header(token: str) -> dict[str, Any]:
@@ -141,10 +146,11 @@ class TokenVerifier:
         if self.audience not in audiences:
             raise Unauthenticated("token audience is wrong")
         exp = claims.get("exp")
-        if not isinstance(exp, int | float) or exp + CLOCK_LEEWAY_SECONDS < now:
+        # NaN and infinity parse as JSON numbers and would never expire.
+        if not _finite(exp) or exp + CLOCK_LEEWAY_SECONDS < now:
             raise Unauthenticated("token has expired")
         nbf = claims.get("nbf", claims.get("iat"))
-        if not isinstance(nbf, int | float) or nbf - CLOCK_LEEWAY_SECONDS > now:
+        if not _finite(nbf) or nbf - CLOCK_LEEWAY_SECONDS > now:
             raise Unauthenticated("token is not valid yet")
         for name in ("sub", "client_id", "jti"):
             if not isinstance(claims.get(name), str):
