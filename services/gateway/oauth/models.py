@@ -16,8 +16,13 @@ class OAuthClient(SQLModel, table=True):
     client_id: str = Field(primary_key=True)
     tenant_id: str | None = None
     name: str
-    secret_hash: str
+    # None for a public client (a frontend, which proves itself with PKCE instead).
+    secret_hash: str | None = None
     scopes: list[str] = Field(sa_column=Column(ARRAY(Text), nullable=False))
+    redirect_uris: list[str] = Field(
+        default_factory=list, sa_column=Column(ARRAY(Text), nullable=False, server_default="{}")
+    )
+    public: bool = False
     created_by: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     revoked_at: datetime | None = None

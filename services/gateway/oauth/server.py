@@ -60,7 +60,10 @@ class TokenClient(ClientMixin):
         return self.row.client_id
 
     def check_client_secret(self, client_secret: str) -> bool:
-        return verify_secret(client_secret, self.row.secret_hash)
+        # A public client has no secret, so no secret authenticates it.
+        return self.row.secret_hash is not None and verify_secret(
+            client_secret, self.row.secret_hash
+        )
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         return endpoint == "token" and method in AUTH_METHODS
