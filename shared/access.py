@@ -18,10 +18,12 @@ from fastapi import Query, Request
 
 from shared.auth import Principal, bearer_token, current_principal
 from shared.errors import Forbidden, InsufficientScope, UpstreamUnavailable
+from shared.scopes import LIMIT_DIMENSIONS
 
 # The gateway's answer to "which grant lets this caller into that tenant?".
 EFFECTIVE_GRANT_PATH = "/internal/grants/effective"
 TENANT_ID_DESCRIPTION = "The seller whose data an agency reads through a grant"
+SINGULAR = {"stores": "store", "marketplaces": "marketplace", "categories": "category"}
 
 
 @dataclass(frozen=True)
@@ -33,15 +35,18 @@ class EffectiveGrant:
 
 @dataclass(frozen=True)
 class Access:
-    """The tenant a request acts for, with the scopes and stores it may use there.
+    """The tenant a request acts for, with the scopes and the slice it may use there.
 
-    ``stores`` is None when every store of the tenant is reachable.
+    ``stores``, ``marketplaces`` and ``categories`` are None when not limited: a grant
+    limits stores, a user's role may limit all three.
     """
 
     tenant_id: str
     scopes: frozenset[str]
     stores: frozenset[str] | None = None
     grant_id: str | None = None
+    marketplaces: frozenset[str] | None = None
+    categories: frozenset[str] | None = None
 
     @property
     def through_grant(self) -> bool:
@@ -51,18 +56,25 @@ class Access:
         if scope not in self.scopes:
             raise InsufficientScope(scope)
 
-    def narrow_stores(self, requested: Iterable[str] | None) -> list[str] | None:
-        """The stores a query may cover: what it asked for, within what was granted.
+    @property
+    def limited(self) -> bool:
+        return any(getattr(self, d) is not None for d in LIMIT_DIMENSIONS)
 
-        Asking for a store outside the grant is FORBIDDEN, never an empty answer.
+    def narrow(self, dimension: str, requested: Iterable[str] | None) -> list[str] | None:
+        """The values of ``dimension`` (stores, marketplaces, categories) a query may
+        cover: what it asked for, within the limit. Asking for a value outside the
+        limit is FORBIDDEN, never an empty answer.
         """
-        wanted = [s for s in (requested or []) if s]
-        if self.stores is None:
+        wanted = [v for v in (requested or []) if v]
+        limit: frozenset[str] | None = getattr(self, dimension)
+        if limit is None:
             return wanted or None
-        outside = sorted(set(wanted) - self.stores)
+        outside = sorted(set(wanted) - limit)
         if outside:
-            raise Forbidden(f"no access to store {outside[0]} of tenant {self.tenant_id}")
-        return wanted or sorted(self.stores)
+            raise Forbidden(
+                f"no access to {SINGULAR[dimension]} {outside[0]} of tenant {self.tenant_id}"
+            )
+        return wanted or sorted(limit)
 
 
 class GrantLookup(Protocol):
@@ -103,6 +115,23 @@ class GatewayGrantLookup:
         )
 
 
+def _limits(claim: Any) -> dict[str, frozenset[str]]:
+    """A user's role limits from the token; a malformed claim limits to nothing."""
+    if claim is None:
+        return {}
+    if not isinstance(claim, dict):
+        return {d: frozenset() for d in LIMIT_DIMENSIONS}
+    limits: dict[str, frozenset[str]] = {}
+    for dimension in LIMIT_DIMENSIONS:
+        values = claim.get(dimension)
+        if values is None:
+            continue
+        limits[dimension] = (
+            frozenset(str(v) for v in values) if isinstance(values, list) else frozenset()
+        )
+    return limits
+
+
 async def resolve_access(
     request: Request, principal: Principal, scope: str, tenant_id: str | None
 ) -> Access:
@@ -110,7 +139,14 @@ async def resolve_access(
     principal.require(scope)
     own = principal.require_tenant()
     if tenant_id is None or tenant_id == own:
-        return Access(tenant_id=own, scopes=principal.scopes)
+        limits = _limits(principal.claims.get("limits"))
+        return Access(
+            tenant_id=own,
+            scopes=principal.scopes,
+            stores=limits.get("stores"),
+            marketplaces=limits.get("marketplaces"),
+            categories=limits.get("categories"),
+        )
     lookup: GrantLookup = request.app.state.grant_lookup
     grant = await lookup.effective(request, principal, tenant_id)
     if grant is None:

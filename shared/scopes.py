@@ -15,3 +15,23 @@ TENANT_SCOPES: tuple[str, ...] = (
     "targets:approve",
 )
 ALL_SCOPES: tuple[str, ...] = (PLATFORM_ADMIN, *TENANT_SCOPES)
+
+# Roles of a tenant's users (issue 5): each is a set of scopes. Viewers and analysts
+# only read; approving targets is for owners and admins.
+READ_SCOPES: tuple[str, ...] = ("kpi:read", "targets:read")
+ROLES: dict[str, tuple[str, ...]] = {
+    "owner": TENANT_SCOPES,
+    "admin": TENANT_SCOPES,
+    "manager": (
+        "connections:manage",
+        "ingest:write",
+        "kpi:read",
+        "alerts:manage",
+        "targets:read",
+        "targets:write",
+    ),
+    "analyst": READ_SCOPES,
+    "viewer": ("kpi:read",),
+}
+# What a role may be limited to; a limited user sees only those, totals included.
+LIMIT_DIMENSIONS: tuple[str, ...] = ("stores", "marketplaces", "categories")

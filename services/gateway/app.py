@@ -13,6 +13,7 @@ from services.gateway.grants.endpoints import internal_router as grants_internal
 from services.gateway.grants.endpoints import router as grants_router
 from services.gateway.grants.service import DatabaseGrantLookup
 from services.gateway.graphql.schema import graphql_router
+from services.gateway.oauth.authorize import router as authorize_router
 from services.gateway.oauth.endpoints import router as oauth_router
 from services.gateway.oauth.server import TokenServer
 from services.gateway.oauth.service import ensure_platform_admin
@@ -20,6 +21,7 @@ from services.gateway.oauth.signing import load_signer
 from services.gateway.proxy.endpoints import router as proxy_router
 from services.gateway.proxy.service import OpenApiMerger, service_urls
 from services.gateway.tenants.endpoints import router as tenants_router
+from services.gateway.users.endpoints import router as users_router
 from shared.auth import KeyCache, TokenVerifier
 from shared.db import Database
 from shared.http import make_client
@@ -73,8 +75,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         SERVICE, settings, lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None
     )
     app.include_router(oauth_router)
+    app.include_router(authorize_router)
     app.include_router(tenants_router)
     app.include_router(grants_router)
+    app.include_router(users_router)
     app.include_router(grants_internal_router)
     app.include_router(graphql_router())
     # Last: everything under /v1 the gateway does not serve itself goes downstream.

@@ -146,9 +146,10 @@ async def test_metadata_and_jwks(http: httpx.AsyncClient, stack: Stack) -> None:
     assert metadata["token_endpoint_auth_methods_supported"] == [
         "client_secret_basic",
         "client_secret_post",
+        "none",
     ]
     assert set(metadata["scopes_supported"]) == set(ALL_SCOPES)
-    assert metadata["response_types_supported"] == []
+    assert metadata["response_types_supported"] == ["code"]
     openid = (await http.get("/.well-known/openid-configuration")).json()
     assert openid["issuer"] == stack.gateway
     assert openid["jwks_uri"] == metadata["jwks_uri"]

@@ -2,29 +2,38 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from authlib.oauth2.rfc6749 import OAuth2Error
+from authlib.oauth2.rfc6749 import InvalidClientError, InvalidRequestError, OAuth2Error
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
+from services.gateway.oauth import sessions, user_grants
+from services.gateway.oauth.models import OAuthClient
 from services.gateway.oauth.repository import ClientRepository
 from services.gateway.oauth.server import AUTH_METHODS, GRANT_TYPES, TokenRequest, TokenServer
 from services.gateway.oauth.signing import Signer
-from shared.auth import ALGORITHM
+from services.gateway.oauth.user_grants import USER_GRANT_TYPES
+from shared.auth import ALGORITHM, TokenVerifier
 from shared.deps import DbSession
+from shared.errors import Unauthenticated
 from shared.scopes import ALL_SCOPES
+from shared.time import utcnow
 
 router = APIRouter(tags=["oauth"])
 
 
 @router.post(
     "/oauth/token",
-    summary="OAuth 2 token endpoint (client_credentials)",
+    summary="OAuth 2 token endpoint",
     description=(
-        "Form-encoded `grant_type=client_credentials`, client authentication by HTTP "
+        "Form-encoded. `grant_type=client_credentials`: client authentication by HTTP "
         "Basic or `client_id`/`client_secret` form fields, optional `scope` (a subset of "
-        "the client's scopes; all of them when absent). Errors follow RFC 6749 §5.2."
+        "the client's scopes; all of them when absent). `grant_type=authorization_code` "
+        "with `code`, `redirect_uri`, `code_verifier` (PKCE S256), and "
+        "`grant_type=refresh_token` with `refresh_token` (rotated: each works once; a "
+        "reused one revokes its family). Errors follow RFC 6749 §5.2."
     ),
 )
 async def token(request: Request, session: DbSession) -> JSONResponse:
@@ -33,9 +42,120 @@ async def token(request: Request, session: DbSession) -> JSONResponse:
         token_request = await TokenRequest.read(request, server.token_endpoint)
     except OAuth2Error as error:
         return server.error_response(error)
+    if token_request.form["grant_type"] in USER_GRANT_TYPES:
+        return await user_grants.token_response(request, session, token_request)
     client_id = token_request.claimed_client_id()
     client = await ClientRepository(session).get_active(client_id) if client_id else None
     return server.token_response(token_request, client)
+
+
+async def _authenticated(
+    request: Request, session: DbSession
+) -> tuple[TokenRequest, OAuthClient] | JSONResponse:
+    server: TokenServer = request.app.state.token_server
+    try:
+        form_request = await TokenRequest.read(
+            request, server.token_endpoint, require_grant_type=False
+        )
+        if not form_request.form.get("token"):
+            raise InvalidRequestError("token is required")
+        return form_request, await user_grants.authenticate_client(session, form_request)
+    except OAuth2Error as error:
+        return server.error_response(error)
+
+
+async def _access_claims(request: Request, token: str) -> dict[str, Any] | None:
+    verifier: TokenVerifier = request.app.state.token_verifier
+    try:
+        return (await verifier.verify(token)).claims
+    except Unauthenticated:
+        return None
+
+
+@router.post(
+    "/oauth/revoke",
+    summary="RFC 7009 token revocation",
+    description=(
+        "Form `token` (an access or refresh token) and optional `token_type_hint`, with "
+        "the client authenticated as at the token endpoint (a public client by "
+        "`client_id`). A refresh token ends its whole family. Answers 200 for an unknown "
+        "token, as RFC 7009 §2.2 says."
+    ),
+)
+async def revoke(request: Request, session: DbSession) -> Response:
+    checked = await _authenticated(request, session)
+    if isinstance(checked, JSONResponse):
+        return checked
+    form_request, client = checked
+    token = form_request.form["token"]
+    refresh = await sessions.find_refresh(session, token)
+    if refresh is not None:
+        if refresh.client_id == client.client_id:
+            await sessions.revoke_family(session, refresh.family_id)
+        return Response(status_code=200)
+    claims = await _access_claims(request, token)
+    if claims is not None and claims.get("client_id") == client.client_id:
+        await sessions.revoke_access_token(
+            session,
+            str(claims["jti"]),
+            claims.get("tenant"),
+            datetime.fromtimestamp(float(claims["exp"]), UTC),
+        )
+    return Response(status_code=200)
+
+
+@router.post(
+    "/oauth/introspect",
+    summary="RFC 7662 token introspection",
+    description=(
+        "Form `token`, the caller authenticated as a confidential client. Answers "
+        '`{"active": false}` for a token that is unknown, expired, revoked, or of '
+        "another tenant than the caller's."
+    ),
+)
+async def introspect(request: Request, session: DbSession) -> Response:
+    checked = await _authenticated(request, session)
+    if isinstance(checked, JSONResponse):
+        return checked
+    form_request, client = checked
+    if client.public:
+        server: TokenServer = request.app.state.token_server
+        return server.error_response(
+            InvalidClientError(description="introspection needs a confidential client")
+        )
+    token = form_request.form["token"]
+    answer = await _introspection(request, session, token)
+    tenant = answer.get("tenant")
+    if answer["active"] and client.tenant_id is not None and tenant != client.tenant_id:
+        answer = {"active": False}
+    return JSONResponse(answer, headers=user_grants.NO_STORE)
+
+
+async def _introspection(request: Request, session: DbSession, token: str) -> dict[str, Any]:
+    refresh = await sessions.find_refresh(session, token)
+    if refresh is not None:
+        if refresh.used_at or refresh.revoked_at or refresh.expires_at <= utcnow():
+            return {"active": False}
+        return {
+            "active": True,
+            "token_type": "refresh_token",
+            "scope": refresh.scope,
+            "client_id": refresh.client_id,
+            "sub": refresh.user_id,
+            "tenant": refresh.tenant_id,
+            "exp": int(refresh.expires_at.timestamp()),
+            "iat": int(refresh.created_at.timestamp()),
+        }
+    claims = await _access_claims(request, token)
+    if claims is None or await sessions.access_token_revoked(session, str(claims["jti"])):
+        return {"active": False}
+    fields = ("scope", "client_id", "sub", "exp", "iat", "nbf", "iss", "aud", "jti", "tenant")
+    return {
+        "active": True,
+        "token_type": "Bearer",
+        **{name: claims[name] for name in fields if name in claims},
+        **{name: claims[name] for name in ("roles", "limits") if name in claims},
+    }
 
 
 @router.get("/.well-known/jwks.json", summary="The public keys that sign access tokens")
@@ -50,10 +170,18 @@ def _metadata(request: Request) -> dict[str, Any]:
         "issuer": issuer,
         "token_endpoint": f"{issuer}/oauth/token",
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        "authorization_endpoint": f"{issuer}/oauth/authorize",
+        "revocation_endpoint": f"{issuer}/oauth/revoke",
+        "introspection_endpoint": f"{issuer}/oauth/introspect",
         "grant_types_supported": list(GRANT_TYPES),
-        # Only client_credentials so far: no authorization endpoint, no response types.
-        "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": True,
+        # "none": public clients (frontends), which prove themselves with PKCE.
+        "token_endpoint_auth_methods_supported": [*AUTH_METHODS, "none"],
+        "revocation_endpoint_auth_methods_supported": [*AUTH_METHODS, "none"],
+        "introspection_endpoint_auth_methods_supported": list(AUTH_METHODS),
         "token_endpoint_auth_signing_alg_values_supported": [ALGORITHM],
         "access_token_signing_alg_values_supported": [ALGORITHM],
         "scopes_supported": list(ALL_SCOPES),

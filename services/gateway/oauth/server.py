@@ -40,7 +40,7 @@ from shared.auth import ALGORITHM
 
 log = logging.getLogger(__name__)
 
-GRANT_TYPES = ("client_credentials",)
+GRANT_TYPES = ("client_credentials", "authorization_code", "refresh_token")
 AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 REALM = "lodestar"
@@ -69,7 +69,7 @@ class TokenClient(ClientMixin):
         return endpoint == "token" and method in AUTH_METHODS
 
     def check_grant_type(self, grant_type: str) -> bool:
-        return grant_type in GRANT_TYPES
+        return grant_type == "client_credentials"
 
     def get_allowed_scope(self, scope: str | None) -> str:
         """The token's scopes: those asked for, or all of the client's when none are."""
@@ -125,7 +125,9 @@ class TokenRequest(OAuth2Request):
         return basic_id or self._form.get("client_id") or None
 
     @classmethod
-    async def read(cls, request: Request, public_uri: str) -> TokenRequest:
+    async def read(
+        cls, request: Request, public_uri: str, require_grant_type: bool = True
+    ) -> TokenRequest:
         """Parses the form body; RFC 6749 §3.2 rules that authlib leaves to the framework."""
         if not request.headers.get("content-type", "").startswith(FORM_CONTENT_TYPE):
             raise InvalidRequestError(f"the body must be {FORM_CONTENT_TYPE}")
@@ -134,7 +136,7 @@ class TokenRequest(OAuth2Request):
         repeated = sorted(name for name, count in Counter(k for k, _ in items).items() if count > 1)
         if repeated:
             raise InvalidRequestError(f"parameters must not repeat: {', '.join(repeated)}")
-        if not form.get("grant_type"):
+        if require_grant_type and not form.get("grant_type"):
             raise InvalidRequestError("grant_type is required")
         token_request = cls(request, form, public_uri)
         basic_id, _ = extract_basic_authorization(token_request.headers)

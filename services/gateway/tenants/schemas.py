@@ -3,9 +3,17 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Annotated
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
@@ -55,11 +63,41 @@ class ClientCreate(BaseModel):
 
     name: Name
     scopes: Annotated[list[str], Field(min_length=1, max_length=20)]
+    public: bool = Field(
+        default=False,
+        description="A frontend: no secret; signs users in with authorization code + PKCE",
+    )
+    redirect_uris: Annotated[list[str], Field(max_length=10)] = Field(
+        default_factory=list,
+        description="Where /oauth/authorize may send codes: https, or http on localhost",
+    )
+
+    @field_validator("redirect_uris")
+    @classmethod
+    def _redirect_uris(cls, uris: list[str]) -> list[str]:
+        for uri in uris:
+            parts = urlsplit(uri)
+            local = parts.hostname in ("localhost", "127.0.0.1", "::1")
+            if parts.scheme != "https" and not (parts.scheme == "http" and local):
+                raise ValueError(f"{uri}: must be https (or http on localhost)")
+            if parts.fragment or not parts.hostname:
+                raise ValueError(f"{uri}: must be an absolute URI without a fragment")
+        return uris
+
+    @model_validator(mode="after")
+    def _public_needs_redirect(self) -> ClientCreate:
+        if self.public and not self.redirect_uris:
+            raise ValueError("a public client needs at least one redirect_uri")
+        return self
 
 
 class ClientCreated(BaseModel):
     client_id: str
-    client_secret: str = Field(description="Shown once; only a hash is stored.")
+    client_secret: str | None = Field(
+        description="Shown once; only a hash is stored. None for a public client."
+    )
     scopes: list[str]
     tenant_id: str
     name: str
+    public: bool = False
+    redirect_uris: list[str] = Field(default_factory=list)

@@ -60,13 +60,15 @@ async def create_client(
     # A client never holds a scope its creator lacks (the platform admin holds them all).
     for scope in data.scopes:
         principal.require(scope)
-    secret = new_client_secret()
+    secret = None if data.public else new_client_secret()
     client = OAuthClient(
         client_id=new_client_id(),
         tenant_id=tenant.id,
         name=data.name,
-        secret_hash=hash_secret(secret),
+        secret_hash=hash_secret(secret) if secret else None,
         scopes=sorted(set(data.scopes)),
+        redirect_uris=data.redirect_uris,
+        public=data.public,
         created_by=principal.client_id,
     )
     await ClientRepository(session).add(client)
@@ -76,4 +78,6 @@ async def create_client(
         scopes=client.scopes,
         tenant_id=tenant.id,
         name=client.name,
+        public=client.public,
+        redirect_uris=client.redirect_uris,
     )

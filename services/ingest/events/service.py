@@ -111,23 +111,20 @@ def validate(raw_events: list[Any], first_row: int | None = None) -> list[Event]
 
 
 def check_stores(events: list[Event], access: Access, first_row: int | None = None) -> None:
-    """An agency pushes only into the stores its grant names; 403 naming each other one."""
-    if access.stores is None:
-        return
-    errors = [
-        FieldError(
-            field="source.store_id",
-            reason=f"store {event.source.store_id} is not granted",
-            index=index,
-            row=None if first_row is None else index + first_row,
-        )
-        for index, event in enumerate(events)
-        if event.source.store_id not in access.stores
-    ]
+    """A caller limited to stores or marketplaces (an agency's grant, a user's role)
+    pushes only into those; 403 naming each event outside."""
+    errors: list[FieldError] = []
+    for index, event in enumerate(events):
+        row = None if first_row is None else index + first_row
+        if access.stores is not None and event.source.store_id not in access.stores:
+            reason = f"store {event.source.store_id} is not granted"
+            errors.append(FieldError("source.store_id", reason, index=index, row=row))
+        if access.marketplaces is not None and event.source.marketplace not in access.marketplaces:
+            reason = f"marketplace {event.source.marketplace} is not granted"
+            errors.append(FieldError("source.marketplace", reason, index=index, row=row))
     if errors:
-        raise Forbidden(
-            f"{len(errors)} event(s) name a store outside the grant; nothing was stored", errors
-        )
+        bad = len({e.index for e in errors})
+        raise Forbidden(f"{bad} event(s) lie outside what this caller may reach", errors)
 
 
 def fingerprint(raw_body: bytes) -> str:

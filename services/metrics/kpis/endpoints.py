@@ -64,10 +64,18 @@ async def kpis(
 ) -> Any:
     """KPI values by period and dimensions, as JSON or (``Accept: text/csv``) CSV.
 
-    An agency names the seller with ``tenant_id`` and sees only the granted stores,
-    totals included; a store outside its grant is 403.
+    An agency names the seller with ``tenant_id`` and sees only the granted stores; a
+    user limited to stores, marketplaces or categories sees only those. Totals
+    included; asking for anything outside is 403.
     """
-    granted_stores = access.narrow_stores(stores.split(",") if stores else None)
+    narrowed = {
+        name: access.narrow(name, value.split(",") if value else None)
+        for name, value in (
+            ("stores", stores),
+            ("marketplaces", marketplaces),
+            ("categories", categories),
+        )
+    }
     query = parse_query(
         access.tenant_id,
         {
@@ -77,10 +85,8 @@ async def kpis(
             "grain": grain,
             "group_by": group_by,
             "platforms": platforms,
-            "stores": ",".join(granted_stores) if granted_stores else None,
-            "marketplaces": marketplaces,
+            **{name: ",".join(values) if values else None for name, values in narrowed.items()},
             "skus": skus,
-            "categories": categories,
             "currency": currency,
             "compare_to": compare_to,
         },

@@ -1,0 +1,201 @@
+"""``/oauth/authorize``: the authorization code flow's sign-in page (PKCE S256 only).
+
+Errors about the client or its redirect URI are shown on the page (redirecting to an
+unchecked URI would make the gateway an open redirector); every other error goes back
+to the client's redirect URI as RFC 6749 §4.1.2.1 says.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from typing import Annotated
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from services.gateway.oauth import sessions
+from services.gateway.oauth.models import OAuthClient
+from services.gateway.oauth.repository import ClientRepository
+from services.gateway.oauth.user_grants import granted_scope
+from services.gateway.users.passwords import verify_password
+from services.gateway.users.repository import UserRepository
+from shared.deps import DbSession
+
+router = APIRouter(tags=["oauth"])
+# RFC 7636 §4.2: BASE64URL(SHA256(verifier)) is 43 characters.
+CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "form-action 'self'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+}
+WRONG_CREDENTIALS = "Wrong e-mail or password."
+
+
+@dataclass(frozen=True)
+class AuthorizationRequest:
+    client_id: str
+    redirect_uri: str
+    response_type: str
+    scope: str
+    state: str
+    code_challenge: str
+    code_challenge_method: str
+
+    def hidden_fields(self) -> str:
+        return "".join(
+            f'<input type="hidden" name="{name}" value="{html.escape(value)}">'
+            for name, value in vars(self).items()
+        )
+
+
+class PageError(Exception):
+    """Shown on the page: the client or redirect URI cannot be trusted."""
+
+
+class RedirectError(Exception):
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = description
+
+
+def _redirect(request: AuthorizationRequest, params: dict[str, str]) -> RedirectResponse:
+    if request.state:
+        params["state"] = request.state
+    separator = "&" if "?" in request.redirect_uri else "?"
+    # 303: the browser follows with GET, never re-posting the password.
+    return RedirectResponse(f"{request.redirect_uri}{separator}{urlencode(params)}", 303)
+
+
+async def _checked(session: DbSession, request: AuthorizationRequest) -> OAuthClient:
+    client = (
+        await ClientRepository(session).get_active(request.client_id) if request.client_id else None
+    )
+    if client is None:
+        raise PageError("Unknown application (client_id).")
+    if not request.redirect_uri or request.redirect_uri not in client.redirect_uris:
+        raise PageError("This application's redirect_uri is not registered.")
+    if request.response_type != "code":
+        raise RedirectError("unsupported_response_type", "response_type must be code")
+    if not request.code_challenge:
+        raise RedirectError("invalid_request", "code_challenge is required (PKCE)")
+    if request.code_challenge_method != "S256":
+        raise RedirectError("invalid_request", "code_challenge_method must be S256")
+    if not CHALLENGE.fullmatch(request.code_challenge):
+        raise RedirectError("invalid_request", "code_challenge must be 43 base64url characters")
+    return client
+
+
+def _page(request: AuthorizationRequest | None, message: str, status: int = 200) -> HTMLResponse:
+    form = ""
+    if request is not None:
+        form = (
+            '<form method="post" action="/oauth/authorize">'
+            f"{request.hidden_fields()}"
+            '<label>E-mail <input name="email" type="email" autocomplete="username" required>'
+            "</label>"
+            '<label>Password <input name="password" type="password" '
+            'autocomplete="current-password" required></label>'
+            '<button type="submit">Sign in</button></form>'
+        )
+    note = f'<p role="alert">{html.escape(message)}</p>' if message else ""
+    body = (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        '<meta name="viewport" content="width=device-width"><title>Sign in · Lodestar</title>'
+        "<style>body{font-family:system-ui;max-width:22rem;margin:4rem auto}"
+        "label{display:block;margin:.8rem 0}input{width:100%;padding:.4rem}"
+        "button{padding:.5rem 1.2rem}</style></head><body>"
+        f"<h1>Lodestar</h1>{note}{form}</body></html>"
+    )
+    return HTMLResponse(body, status_code=status, headers=PAGE_HEADERS)
+
+
+async def _start(session: DbSession, request: AuthorizationRequest) -> Response:
+    try:
+        await _checked(session, request)
+    except PageError as error:
+        return _page(None, str(error), status=400)
+    except RedirectError as error:
+        return _redirect(request, {"error": error.error, "error_description": error.description})
+    return _page(request, "")
+
+
+@router.get("/oauth/authorize", summary="Sign-in page of the authorization code flow")
+async def authorize_page(
+    session: DbSession,
+    client_id: str = "",
+    redirect_uri: str = "",
+    response_type: str = "",
+    scope: str = "",
+    state: str = "",
+    code_challenge: str = "",
+    code_challenge_method: str = "",
+) -> Response:
+    """Shows the sign-in form. Needs ``response_type=code``, a registered
+    ``redirect_uri``, and PKCE with ``code_challenge_method=S256``."""
+    return await _start(
+        session,
+        AuthorizationRequest(
+            client_id,
+            redirect_uri,
+            response_type,
+            scope,
+            state,
+            code_challenge,
+            code_challenge_method,
+        ),
+    )
+
+
+@router.post("/oauth/authorize", summary="Signs the user in and redirects with a code")
+async def authorize_submit(
+    request: Request,
+    session: DbSession,
+    email: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    client_id: Annotated[str, Form()] = "",
+    redirect_uri: Annotated[str, Form()] = "",
+    response_type: Annotated[str, Form()] = "",
+    scope: Annotated[str, Form()] = "",
+    state: Annotated[str, Form()] = "",
+    code_challenge: Annotated[str, Form()] = "",
+    code_challenge_method: Annotated[str, Form()] = "",
+) -> Response:
+    authorization = AuthorizationRequest(
+        client_id, redirect_uri, response_type, scope, state, code_challenge, code_challenge_method
+    )
+    try:
+        client = await _checked(session, authorization)
+    except PageError as error:
+        return _page(None, str(error), status=400)
+    except RedirectError as error:
+        return _redirect(
+            authorization, {"error": error.error, "error_description": error.description}
+        )
+    user = await UserRepository(session).by_email(email) if email else None
+    # The hash is checked even for an unknown address, so timing reveals no account.
+    valid = await verify_password(password, user.password_hash if user else None)
+    if user is None or not valid or user.disabled_at is not None:
+        request.state.audit_outcome = "sign_in_failed"
+        return _page(authorization, WRONG_CREDENTIALS, status=401)
+    if client.tenant_id is not None and client.tenant_id != user.tenant_id:
+        request.state.audit_outcome = "sign_in_failed"
+        return _page(authorization, "This account cannot sign in to this application.", 403)
+    granted = granted_scope(authorization.scope, user, client)
+    if not granted:
+        return _redirect(
+            authorization,
+            {"error": "invalid_scope", "error_description": "no requested scope is allowed"},
+        )
+    code = await sessions.issue_code(
+        session, client.client_id, user.id, user.tenant_id, redirect_uri, granted, code_challenge
+    )
+    request.state.audit_actor = (user.id, user.tenant_id)
+    settings = request.app.state.settings
+    return _redirect(authorization, {"code": code, "iss": settings.effective_issuer})

@@ -1,0 +1,43 @@
+"""Access tokens for users (RFC 9068), signed like the client-credentials ones."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from joserfc import jwt
+
+from services.gateway.oauth.signing import Signer
+from shared.auth import ALGORITHM
+
+
+def mint_access_token(
+    signer: Signer,
+    issuer: str,
+    audience: str,
+    ttl_seconds: int,
+    subject: str,
+    client_id: str,
+    tenant_id: str | None,
+    scope: str,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "sub": subject,
+        "aud": audience,
+        "exp": now + ttl_seconds,
+        "iat": now,
+        "nbf": now,
+        "jti": secrets.token_hex(16),
+        "client_id": client_id,
+        "scope": scope,
+        **(extra or {}),
+    }
+    if tenant_id:
+        claims["tenant"] = tenant_id
+    key = signer.current
+    header = {"alg": ALGORITHM, "typ": "at+jwt", "kid": str(key.kid)}
+    return jwt.encode(header, claims, key)

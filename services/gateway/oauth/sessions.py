@@ -1,0 +1,218 @@
+"""What a user's sign-in leaves behind: one-time codes, refresh token families, and
+access tokens revoked before their time. Only hashes of codes and tokens are stored."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import Field, SQLModel, col, select
+
+from shared.time import utcnow
+
+CODE_TTL = timedelta(seconds=120)
+REFRESH_TTL = timedelta(days=30)
+
+
+class AuthorizationCode(SQLModel, table=True):
+    __tablename__ = "authorization_codes"
+
+    code_hash: str = Field(primary_key=True)
+    client_id: str
+    user_id: str = Field(foreign_key="users.id")
+    tenant_id: str
+    redirect_uri: str
+    scope: str
+    code_challenge: str
+    expires_at: datetime
+    used_at: datetime | None = None
+
+
+class RefreshToken(SQLModel, table=True):
+    __tablename__ = "refresh_tokens"
+
+    token_hash: str = Field(primary_key=True)
+    family_id: str
+    client_id: str
+    user_id: str = Field(foreign_key="users.id")
+    tenant_id: str
+    scope: str
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class RevokedAccessToken(SQLModel, table=True):
+    __tablename__ = "revoked_access_tokens"
+
+    jti: str = Field(primary_key=True)
+    tenant_id: str | None = None
+    expires_at: datetime
+
+
+def digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def s256(verifier: str) -> str:
+    """RFC 7636 S256: BASE64URL(SHA256(verifier)) without padding."""
+    raw = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+@dataclass(frozen=True)
+class Redeemed:
+    user_id: str
+    tenant_id: str
+    scope: str
+    family_id: str
+
+
+class SessionError(Exception):
+    """A code or refresh token that cannot be used; ``reused`` when it was used before."""
+
+    def __init__(self, reason: str, reused: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.reused = reused
+
+
+async def issue_code(
+    session: AsyncSession,
+    client_id: str,
+    user_id: str,
+    tenant_id: str,
+    redirect_uri: str,
+    scope: str,
+    code_challenge: str,
+) -> str:
+    code = secrets.token_urlsafe(32)
+    session.add(
+        AuthorizationCode(
+            code_hash=digest(code),
+            client_id=client_id,
+            user_id=user_id,
+            tenant_id=tenant_id,
+            redirect_uri=redirect_uri,
+            scope=scope,
+            code_challenge=code_challenge,
+            expires_at=utcnow() + CODE_TTL,
+        )
+    )
+    await session.flush()
+    return code
+
+
+async def redeem_code(
+    session: AsyncSession, code: str, client_id: str, redirect_uri: str, verifier: str
+) -> Redeemed:
+    """The code's grant, once. A second use revokes what the first one issued."""
+    row = (
+        await session.execute(
+            select(AuthorizationCode)
+            .where(col(AuthorizationCode.code_hash) == digest(code))
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+    if row is None or row.client_id != client_id:
+        raise SessionError("unknown authorization code")
+    family_id = row.code_hash
+    if row.used_at is not None:
+        # RFC 6749 §4.1.2: a replayed code revokes the tokens issued from it.
+        await revoke_family(session, family_id)
+        raise SessionError("authorization code already used", reused=True)
+    row.used_at = utcnow()
+    session.add(row)
+    if row.expires_at <= utcnow():
+        raise SessionError("authorization code expired")
+    if row.redirect_uri != redirect_uri:
+        raise SessionError("redirect_uri differs from the authorization request")
+    if not hmac.compare_digest(s256(verifier), row.code_challenge):
+        raise SessionError("code_verifier does not match the code_challenge")
+    return Redeemed(row.user_id, row.tenant_id, row.scope, family_id)
+
+
+async def issue_refresh(
+    session: AsyncSession, family_id: str, client_id: str, user_id: str, tenant_id: str, scope: str
+) -> str:
+    token = secrets.token_urlsafe(32)
+    session.add(
+        RefreshToken(
+            token_hash=digest(token),
+            family_id=family_id,
+            client_id=client_id,
+            user_id=user_id,
+            tenant_id=tenant_id,
+            scope=scope,
+            expires_at=utcnow() + REFRESH_TTL,
+        )
+    )
+    await session.flush()
+    return token
+
+
+async def find_refresh(session: AsyncSession, token: str) -> RefreshToken | None:
+    return (
+        await session.execute(
+            select(RefreshToken)
+            .where(col(RefreshToken.token_hash) == digest(token))
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+
+
+async def rotate_refresh(session: AsyncSession, token: str, client_id: str) -> Redeemed:
+    """Uses a refresh token up; a token used before revokes its whole family."""
+    row = await find_refresh(session, token)
+    if row is None or row.client_id != client_id:
+        raise SessionError("unknown refresh token")
+    if row.used_at is not None or row.revoked_at is not None:
+        await revoke_family(session, row.family_id)
+        raise SessionError("refresh token already used or revoked", reused=row.used_at is not None)
+    if row.expires_at <= utcnow():
+        raise SessionError("refresh token expired")
+    row.used_at = utcnow()
+    session.add(row)
+    return Redeemed(row.user_id, row.tenant_id, row.scope, row.family_id)
+
+
+async def revoke_family(session: AsyncSession, family_id: str) -> None:
+    await session.execute(
+        update(RefreshToken)
+        .where(col(RefreshToken.family_id) == family_id, col(RefreshToken.revoked_at).is_(None))
+        .values(revoked_at=utcnow())
+    )
+
+
+async def revoke_access_token(
+    session: AsyncSession, jti: str, tenant_id: str | None, expires_at: datetime
+) -> None:
+    if await session.get(RevokedAccessToken, jti) is None:
+        session.add(RevokedAccessToken(jti=jti, tenant_id=tenant_id, expires_at=expires_at))
+        await session.flush()
+
+
+async def access_token_revoked(session: AsyncSession, jti: str) -> bool:
+    return await session.get(RevokedAccessToken, jti) is not None
+
+
+async def end_user_sessions(session: AsyncSession, user_id: str, delete_rows: bool = False) -> None:
+    """Signs a user out everywhere: no refresh token or pending code of theirs works."""
+    await session.execute(
+        delete(AuthorizationCode).where(col(AuthorizationCode.user_id) == user_id)
+    )
+    if delete_rows:
+        await session.execute(delete(RefreshToken).where(col(RefreshToken.user_id) == user_id))
+    else:
+        await session.execute(
+            update(RefreshToken)
+            .where(col(RefreshToken.user_id) == user_id, col(RefreshToken.revoked_at).is_(None))
+            .values(revoked_at=utcnow())
+        )

@@ -1,0 +1,137 @@
+"""The token endpoint's user grants: ``authorization_code`` (PKCE S256) and
+``refresh_token`` with rotation. A refresh token works once; using it again revokes
+every token of its family (the sign-in it descends from)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authlib.oauth2.rfc6749 import (
+    InvalidClientError,
+    InvalidGrantError,
+    InvalidRequestError,
+    InvalidScopeError,
+    OAuth2Error,
+)
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.gateway.oauth import sessions
+from services.gateway.oauth.minting import mint_access_token
+from services.gateway.oauth.models import OAuthClient
+from services.gateway.oauth.repository import ClientRepository
+from services.gateway.oauth.secrets import verify_secret
+from services.gateway.oauth.server import TokenRequest, TokenServer
+from services.gateway.users.models import User
+from services.gateway.users.repository import UserRepository
+from shared.scopes import ROLES
+
+USER_GRANT_TYPES = ("authorization_code", "refresh_token")
+# Users' access tokens live briefly: role, limit and password changes reach the next
+# one, and a revoked session stops minting them.
+USER_TOKEN_TTL_SECONDS = 900
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+async def authenticate_client(session: AsyncSession, form_request: TokenRequest) -> OAuthClient:
+    """The calling client: a public one by ``client_id`` alone, a confidential one by
+    its secret (HTTP Basic or form), never both ways at once."""
+    basic_id, basic_secret = extract_basic_authorization(form_request.headers)
+    client_id = basic_id or form_request.form.get("client_id")
+    secret = basic_secret or form_request.form.get("client_secret")
+    client = await ClientRepository(session).get_active(client_id) if client_id else None
+    if client is None:
+        raise InvalidClientError(description="client authentication failed")
+    if client.public:
+        if secret:
+            raise InvalidClientError(description="a public client has no secret")
+        return client
+    if not secret or client.secret_hash is None or not verify_secret(secret, client.secret_hash):
+        raise InvalidClientError(description="client authentication failed")
+    return client
+
+
+def granted_scope(requested: str, user: User, client: OAuthClient) -> str:
+    """What a user's token may carry: asked for, held by the role and by the client."""
+    allowed = set(ROLES.get(user.role, ())) & set(client.scopes)
+    wanted = set(requested.split()) if requested.strip() else allowed
+    return " ".join(sorted(wanted & allowed))
+
+
+async def token_response(
+    request: Request, session: AsyncSession, form_request: TokenRequest
+) -> JSONResponse:
+    server: TokenServer = request.app.state.token_server
+    try:
+        client = await authenticate_client(session, form_request)
+        body = await _grant(request, session, form_request, client)
+    except OAuth2Error as error:
+        response = server.error_response(error)
+        response.headers.update(NO_STORE)
+        return response
+    return JSONResponse(body, headers=NO_STORE)
+
+
+def _required(form_request: TokenRequest, name: str) -> str:
+    value = form_request.form.get(name)
+    if not value:
+        raise InvalidRequestError(f"{name} is required")
+    return value
+
+
+async def _grant(
+    request: Request, session: AsyncSession, form_request: TokenRequest, client: OAuthClient
+) -> dict[str, Any]:
+    grant_type = form_request.form["grant_type"]
+    try:
+        if grant_type == "authorization_code":
+            redeemed = await sessions.redeem_code(
+                session,
+                _required(form_request, "code"),
+                client.client_id,
+                _required(form_request, "redirect_uri"),
+                _required(form_request, "code_verifier"),
+            )
+            scope = redeemed.scope
+        else:
+            redeemed = await sessions.rotate_refresh(
+                session, _required(form_request, "refresh_token"), client.client_id
+            )
+            scope = redeemed.scope
+            narrower = form_request.form.get("scope")
+            if narrower:
+                beyond = set(narrower.split()) - set(scope.split())
+                if beyond:
+                    raise InvalidScopeError(f"not granted at sign-in: {' '.join(sorted(beyond))}")
+                scope = " ".join(sorted(set(narrower.split())))
+    except sessions.SessionError as error:
+        raise InvalidGrantError(error.reason) from None
+    user = await UserRepository(session).get(redeemed.user_id)
+    if user is None or user.disabled_at is not None:
+        await sessions.revoke_family(session, redeemed.family_id)
+        raise InvalidGrantError("the user can no longer sign in")
+    scope = " ".join(sorted(set(scope.split()) & set(granted_scope(scope, user, client).split())))
+    settings = request.app.state.settings
+    access_token = mint_access_token(
+        request.app.state.signer,
+        settings.effective_issuer,
+        settings.audience,
+        USER_TOKEN_TTL_SECONDS,
+        subject=user.id,
+        client_id=client.client_id,
+        tenant_id=user.tenant_id,
+        scope=scope,
+        extra=user.token_claims(),
+    )
+    refresh_token = await sessions.issue_refresh(
+        session, redeemed.family_id, client.client_id, user.id, user.tenant_id, scope
+    )
+    return {
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": USER_TOKEN_TTL_SECONDS,
+        "scope": scope,
+        "refresh_token": refresh_token,
+    }

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from sqlalchemy import func
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from services.gateway.users.models import User
+
+
+class UserRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, user: User) -> User:
+        self.session.add(user)
+        await self.session.flush()
+        return user
+
+    async def get(self, user_id: str) -> User | None:
+        return await self.session.get(User, user_id)
+
+    async def by_email(self, email: str) -> User | None:
+        result = await self.session.execute(
+            select(User).where(func.lower(col(User.email)) == email.strip().lower())
+        )
+        return result.scalar_one_or_none()
+
+    async def of_tenant(self, tenant_id: str) -> list[User]:
+        result = await self.session.execute(
+            select(User).where(col(User.tenant_id) == tenant_id).order_by(col(User.email))
+        )
+        return list(result.scalars().all())

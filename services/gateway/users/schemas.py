@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from services.gateway.users.passwords import MIN_PASSWORD_LENGTH
+
+# Deliberately loose: the address is proven by whoever delivers the invitation.
+Email = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, to_lower=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+    ),
+]
+Role = Literal["owner", "admin", "manager", "analyst", "viewer"]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Password = Annotated[str, StringConstraints(min_length=MIN_PASSWORD_LENGTH, max_length=200)]
+Value = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Values = Annotated[list[Value], Field(min_length=1, max_length=500)]
+
+
+class Limits(BaseModel):
+    """What a limited user sees; a dimension left out is not limited."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stores: Values | None = None
+    marketplaces: Values | None = None
+    categories: Values | None = None
+
+    @field_validator("marketplaces")
+    @classmethod
+    def _marketplaces(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(len(v) != 2 or not v.isupper() for v in value):
+            raise ValueError("marketplaces are two upper-case letters such as MX")
+        return value
+
+    def as_claim(self) -> dict[str, list[str]] | None:
+        limits = {k: sorted(set(v)) for k, v in self.model_dump().items() if v is not None}
+        return limits or None
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: Email
+    name: Name
+    password: Password
+    role: Role
+    limits: Limits | None = None
+
+
+class UserUpdate(BaseModel):
+    """Only the fields present change; ``limits: null`` lifts every limit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name | None = None
+    password: Password | None = None
+    role: Role | None = None
+    limits: Limits | None = None
+    disabled: bool | None = None
+
+
+class UserOut(BaseModel):
+    id: str
+    tenant_id: str
+    email: str
+    name: str
+    role: str
+    scopes: list[str]
+    limits: dict[str, list[str]] | None
+    disabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class UserList(BaseModel):
+    users: list[UserOut]

@@ -1,0 +1,91 @@
+"""A tenant's users: who its admins may add, change and disable."""
+
+from __future__ import annotations
+
+import secrets
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.gateway.users.models import User
+from services.gateway.users.passwords import hash_password
+from services.gateway.users.repository import UserRepository
+from services.gateway.users.schemas import UserCreate, UserOut, UserUpdate
+from shared.access import Access
+from shared.auth import Principal
+from shared.errors import Conflict, Forbidden, NotFound
+from shared.scopes import ROLES
+from shared.time import utcnow
+
+
+def out(user: User) -> UserOut:
+    return UserOut(
+        id=user.id,
+        tenant_id=user.tenant_id,
+        email=user.email,
+        name=user.name,
+        role=user.role,
+        scopes=sorted(ROLES[user.role]),
+        limits=user.limits,
+        disabled=user.disabled_at is not None,
+        created_at=user.created_at,
+        updated_at=user.updated_at,
+    )
+
+
+def check_owner_rights(principal: Principal, *roles: str | None) -> None:
+    """Only an owner (or a client, which has no role) makes or changes owners."""
+    caller_roles = principal.claims.get("roles")
+    if "owner" in roles and caller_roles is not None and "owner" not in caller_roles:
+        raise Forbidden("only an owner can make or change an owner")
+
+
+async def create_user(
+    session: AsyncSession, principal: Principal, access: Access, data: UserCreate
+) -> User:
+    check_owner_rights(principal, data.role)
+    repository = UserRepository(session)
+    if await repository.by_email(data.email) is not None:
+        raise Conflict(f"a user with e-mail {data.email} already exists")
+    now = utcnow()
+    return await repository.add(
+        User(
+            id=f"us_{secrets.token_hex(8)}",
+            tenant_id=access.tenant_id,
+            email=data.email,
+            name=data.name,
+            password_hash=await hash_password(data.password),
+            role=data.role,
+            limits=data.limits.as_claim() if data.limits else None,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+
+
+async def tenant_user(session: AsyncSession, access: Access, user_id: str) -> User:
+    user = await UserRepository(session).get(user_id)
+    if user is None or user.tenant_id != access.tenant_id:
+        raise NotFound(f"no user {user_id}")
+    return user
+
+
+async def update_user(
+    session: AsyncSession, principal: Principal, access: Access, user_id: str, data: UserUpdate
+) -> User:
+    user = await tenant_user(session, access, user_id)
+    check_owner_rights(principal, user.role, data.role)
+    fields = data.model_fields_set
+    if data.name is not None:
+        user.name = data.name
+    if data.password is not None:
+        user.password_hash = await hash_password(data.password)
+    if data.role is not None:
+        user.role = data.role
+    if "limits" in fields:
+        user.limits = data.limits.as_claim() if data.limits else None
+    if data.disabled is not None:
+        user.disabled_at = utcnow() if data.disabled else None
+    user.updated_at = utcnow()
+    session.add(user)
+    await session.flush()
+    return user

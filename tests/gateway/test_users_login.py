@@ -1,0 +1,412 @@
+"""Users, roles and limits; the authorization code flow with PKCE; refresh rotation;
+RFC 7009 revocation and RFC 7662 introspection."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import secrets
+import time
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import orjson
+
+from tests.conftest import NewTenant, TenantClient
+
+REDIRECT = "http://localhost:5173/callback"
+PASSWORD = "correct horse battery"
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    decoded: dict[str, Any] = orjson.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
+    return decoded
+
+
+def pkce() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=")
+    return verifier, challenge.decode()
+
+
+async def frontend_client(http: httpx.AsyncClient, admin: TenantClient) -> str:
+    response = await http.post(
+        f"/v1/tenants/{admin.tenant_id}/clients",
+        json={
+            "name": "dashboard",
+            "scopes": ["kpi:read", "targets:read", "ingest:write", "tenant:admin"],
+            "public": True,
+            "redirect_uris": [REDIRECT],
+        },
+        headers=admin.headers,
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["client_secret"] is None
+    client_id: str = response.json()["client_id"]
+    return client_id
+
+
+async def add_user(
+    http: httpx.AsyncClient, admin: TenantClient, role: str, **extra: Any
+) -> dict[str, Any]:
+    response = await http.post(
+        "/v1/users",
+        json={
+            "email": f"{role}-{secrets.token_hex(4)}@example.com",
+            "name": role.title(),
+            "password": PASSWORD,
+            "role": role,
+            **extra,
+        },
+        headers=admin.headers,
+    )
+    assert response.status_code == 201, response.text
+    user: dict[str, Any] = response.json()
+    return user
+
+
+def authorize_params(client_id: str, challenge: str) -> dict[str, str]:
+    """The query of a valid authorization request."""
+    return {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": REDIRECT,
+        "scope": "kpi:read ingest:write",
+        "state": "xyz",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
+
+
+async def sign_in(
+    http: httpx.AsyncClient, client_id: str, email: str, password: str = PASSWORD
+) -> tuple[dict[str, list[str]], str]:
+    """Signs in on the page; the redirect's query and the PKCE verifier."""
+    verifier, challenge = pkce()
+    page = await http.get("/oauth/authorize", params=authorize_params(client_id, challenge))
+    assert page.status_code == 200 and "<form" in page.text
+    assert page.headers["x-frame-options"] == "DENY"
+    posted = await http.post(
+        "/oauth/authorize",
+        data={**authorize_params(client_id, challenge), "email": email, "password": password},
+    )
+    assert posted.status_code == 303, posted.text
+    location = posted.headers["location"]
+    assert location.startswith(REDIRECT + "?")
+    return parse_qs(urlsplit(location).query), verifier
+
+
+async def exchange(http: httpx.AsyncClient, client_id: str, **form: str) -> httpx.Response:
+    return await http.post("/oauth/token", data={"client_id": client_id, **form})
+
+
+async def test_user_signs_in_with_pkce_and_refresh_tokens_rotate(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    admin = await new_tenant()
+    client_id = await frontend_client(http, admin)
+    analyst = await add_user(http, admin, "analyst")
+
+    query, verifier = await sign_in(http, client_id, analyst["email"].upper())
+    assert query["state"] == ["xyz"] and query["iss"][0].startswith("http")
+    code = query["code"][0]
+    wrong = await exchange(
+        http,
+        client_id,
+        grant_type="authorization_code",
+        code=code,
+        redirect_uri=REDIRECT,
+        code_verifier="x" * 50,
+    )
+    assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_grant"
+    # The failed attempt used the code up: it gets one try.
+    retry = await exchange(
+        http,
+        client_id,
+        grant_type="authorization_code",
+        code=code,
+        redirect_uri=REDIRECT,
+        code_verifier=verifier,
+    )
+    assert retry.status_code == 400
+
+    query, verifier = await sign_in(http, client_id, analyst["email"])
+    form = {
+        "grant_type": "authorization_code",
+        "code": query["code"][0],
+        "redirect_uri": REDIRECT,
+        "code_verifier": verifier,
+    }
+    issued = await exchange(http, client_id, **form)
+    assert issued.status_code == 200, issued.text
+    assert issued.headers["cache-control"] == "no-store"
+    tokens = issued.json()
+    # An analyst reads only: ingest:write was asked for and is not granted.
+    assert tokens["scope"] == "kpi:read"
+    claims = claims_of(tokens["access_token"])
+    assert claims["sub"] == analyst["id"] and claims["tenant"] == admin.tenant_id
+    assert claims["roles"] == ["analyst"] and claims["client_id"] == client_id
+    catalog = await http.get(
+        "/v1/kpis/catalog", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
+    assert catalog.status_code == 200
+    push = await http.post(
+        "/v1/events",
+        json={"events": []},
+        headers={"Authorization": f"Bearer {tokens['access_token']}"},
+    )
+    assert push.status_code == 403 and push.json()["error"] == "insufficient_scope"
+
+    # A replayed code revokes the tokens it produced.
+    replayed = await exchange(http, client_id, **form)
+    assert replayed.status_code == 400 and replayed.json()["error"] == "invalid_grant"
+    dead = await exchange(
+        http, client_id, grant_type="refresh_token", refresh_token=tokens["refresh_token"]
+    )
+    assert dead.status_code == 400
+
+    # Rotation: each refresh token works once; reusing one ends the whole family.
+    query, verifier = await sign_in(http, client_id, analyst["email"])
+    first = (
+        await exchange(
+            http,
+            client_id,
+            grant_type="authorization_code",
+            code=query["code"][0],
+            redirect_uri=REDIRECT,
+            code_verifier=verifier,
+        )
+    ).json()
+    second = await exchange(
+        http, client_id, grant_type="refresh_token", refresh_token=first["refresh_token"]
+    )
+    assert second.status_code == 200
+    newest = second.json()["refresh_token"]
+    assert newest != first["refresh_token"]
+    stolen = await exchange(
+        http, client_id, grant_type="refresh_token", refresh_token=first["refresh_token"]
+    )
+    assert stolen.status_code == 400 and stolen.json()["error"] == "invalid_grant"
+    after_theft = await exchange(http, client_id, grant_type="refresh_token", refresh_token=newest)
+    assert after_theft.status_code == 400
+
+
+async def test_authorize_errors(http: httpx.AsyncClient, new_tenant: NewTenant) -> None:
+    admin = await new_tenant()
+    client_id = await frontend_client(http, admin)
+    user = await add_user(http, admin, "viewer")
+    _, challenge = pkce()
+    # Client and redirect URI problems stay on the page: no redirect to an unknown URI.
+    for change in (
+        {"client_id": "cl_nobody"},
+        {"client_id": ""},
+        {"redirect_uri": "https://evil.example/cb"},
+        {"redirect_uri": ""},
+    ):
+        page = await http.get(
+            "/oauth/authorize", params={**authorize_params(client_id, challenge), **change}
+        )
+        assert page.status_code == 400 and "location" not in page.headers, change
+    # Everything else goes back to the client with the state.
+    for change, error in (
+        ({"code_challenge_method": "plain"}, "invalid_request"),
+        ({"code_challenge": ""}, "invalid_request"),
+        ({"code_challenge": "short"}, "invalid_request"),
+        ({"response_type": "token"}, "unsupported_response_type"),
+    ):
+        answer = await http.get(
+            "/oauth/authorize", params={**authorize_params(client_id, challenge), **change}
+        )
+        assert answer.status_code == 303, change
+        query = parse_qs(urlsplit(answer.headers["location"]).query)
+        assert query["error"] == [error] and query["state"] == ["xyz"], change
+    # Wrong password and unknown e-mail read the same.
+    for email, password in ((user["email"], "wrong password!!"), ("nobody@example.com", PASSWORD)):
+        answer = await http.post(
+            "/oauth/authorize",
+            data={**authorize_params(client_id, challenge), "email": email, "password": password},
+        )
+        assert answer.status_code == 401 and "Wrong e-mail or password" in answer.text
+    # A user of another tenant cannot sign in to this tenant's application.
+    other_admin = await new_tenant()
+    stranger = await add_user(http, other_admin, "owner")
+    answer = await http.post(
+        "/oauth/authorize",
+        data={
+            **authorize_params(client_id, challenge),
+            "email": stranger["email"],
+            "password": PASSWORD,
+        },
+    )
+    assert answer.status_code == 403
+    # A public client cannot use a secret, nor get client_credentials tokens.
+    cc = await http.post(
+        "/oauth/token", data={"grant_type": "client_credentials", "client_id": client_id}
+    )
+    assert cc.status_code == 401
+    missing = await exchange(http, client_id, grant_type="authorization_code", code="x")
+    assert missing.status_code == 400 and missing.json()["error"] == "invalid_request"
+
+
+async def test_user_and_client_validation_names_the_field(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    admin = await new_tenant()
+    good = {"email": "a@example.com", "name": "A", "password": PASSWORD, "role": "viewer"}
+    for change, field in (
+        ({"password": "short"}, "password"),
+        ({"role": "king"}, "role"),
+        ({"email": "not-an-address"}, "email"),
+        ({"limits": {"marketplaces": ["mexico"]}}, "limits.marketplaces"),
+        ({"limits": {"planets": ["mars"]}}, "limits.planets"),
+    ):
+        response = await http.post("/v1/users", json={**good, **change}, headers=admin.headers)
+        assert response.status_code == 422, (change, response.text)
+        assert response.json()["errors"][0]["field"] == field, change
+    first = await add_user(http, admin, "viewer")
+    duplicate = await http.post(
+        "/v1/users", json={**good, "email": first["email"].upper()}, headers=admin.headers
+    )
+    assert duplicate.status_code == 409
+    for body, field in (
+        ({"public": True}, "body"),
+        ({"public": True, "redirect_uris": ["http://example.com/cb"]}, "redirect_uris"),
+        ({"public": True, "redirect_uris": ["https://app.example/cb#x"]}, "redirect_uris"),
+    ):
+        response = await http.post(
+            f"/v1/tenants/{admin.tenant_id}/clients",
+            json={"name": "web", "scopes": ["kpi:read"], **body},
+            headers=admin.headers,
+        )
+        assert response.status_code == 422, body
+        assert response.json()["errors"][0]["field"] == field, response.json()
+    reader = await new_tenant(scopes=["kpi:read"])
+    assert (await http.get("/v1/users", headers=reader.headers)).status_code == 403
+    other = await new_tenant()
+    assert (await http.get(f"/v1/users/{first['id']}", headers=other.headers)).status_code == 404
+
+
+def sale(event_id: str, marketplace: str, price: str) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "type": "order_line",
+        "source": {
+            "platform": "amazon",
+            "store_id": f"acme-{marketplace}",
+            "marketplace": marketplace,
+        },
+        "occurred_at": "2026-03-10T18:00:00Z",
+        "payload": {
+            "order_id": f"o-{event_id}",
+            "line_id": event_id,
+            "sku": "LAMP-01",
+            "quantity": 1,
+            "unit_price": {"amount": price, "currency": "USD"},
+            "status": "shipped",
+            "purchased_at": "2026-03-10T18:00:00Z",
+        },
+    }
+
+
+async def test_a_user_limited_to_mx_sees_mx_only_and_sessions_end(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    admin = await new_tenant()
+    client_id = await frontend_client(http, admin)
+    manager = await add_user(http, admin, "manager", limits={"marketplaces": ["MX"]})
+    pushed = await http.post(
+        "/v1/events",
+        json={"events": [sale("a", "US", "10.00"), sale("b", "MX", "4.00")]},
+        headers=admin.headers,
+    )
+    assert pushed.status_code == 202
+    query, verifier = await sign_in(http, client_id, manager["email"])
+    tokens = (
+        await exchange(
+            http,
+            client_id,
+            grant_type="authorization_code",
+            code=query["code"][0],
+            redirect_uri=REDIRECT,
+            code_verifier=verifier,
+        )
+    ).json()
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    params = {"metrics": "gmv", "from": "2026-03-01", "to": "2026-03-31", "grain": "total"}
+    deadline = time.monotonic() + 30
+    while True:
+        everything = await http.get("/v1/kpis", params=params, headers=admin.headers)
+        if everything.json()["rows"][0]["values"][0]["value"] == 14.0:
+            break
+        assert time.monotonic() < deadline, everything.text
+        await asyncio.sleep(0.2)
+    limited = await http.get("/v1/kpis", params=params, headers=bearer)
+    assert limited.json()["rows"][0]["values"][0]["value"] == 4.0
+    outside = await http.get("/v1/kpis", params={**params, "marketplaces": "US"}, headers=bearer)
+    assert outside.status_code == 403 and "marketplace US" in outside.json()["detail"]
+    wrong_market = await http.post(
+        "/v1/events", json={"events": [sale("c", "US", "1.00")]}, headers=bearer
+    )
+    assert wrong_market.status_code == 403
+    assert wrong_market.json()["errors"][0]["field"] == "source.marketplace"
+
+    # Introspection needs a confidential client of the same tenant.
+    introspected = await http.post(
+        "/oauth/introspect",
+        data={"token": tokens["refresh_token"]},
+        auth=(admin.client_id, admin.client_secret),
+    )
+    assert introspected.json()["active"] is True
+    assert introspected.json()["token_type"] == "refresh_token"
+    public = await http.post(
+        "/oauth/introspect", data={"token": tokens["access_token"], "client_id": client_id}
+    )
+    assert public.status_code == 401
+    stranger = await new_tenant()
+    foreign = await http.post(
+        "/oauth/introspect",
+        data={"token": tokens["access_token"]},
+        auth=(stranger.client_id, stranger.client_secret),
+    )
+    assert foreign.json() == {"active": False}
+
+    # Revoking the access token and disabling the user end both tokens.
+    revoked = await http.post(
+        "/oauth/revoke", data={"token": tokens["access_token"], "client_id": client_id}
+    )
+    assert revoked.status_code == 200
+    access_state = await http.post(
+        "/oauth/introspect",
+        data={"token": tokens["access_token"]},
+        auth=(admin.client_id, admin.client_secret),
+    )
+    assert access_state.json() == {"active": False}
+    disabled = await http.patch(
+        f"/v1/users/{manager['id']}", json={"disabled": True}, headers=admin.headers
+    )
+    assert disabled.status_code == 200 and disabled.json()["disabled"] is True
+    refreshed = await exchange(
+        http, client_id, grant_type="refresh_token", refresh_token=tokens["refresh_token"]
+    )
+    assert refreshed.status_code == 400
+    unknown = await http.post("/oauth/revoke", data={"token": "nothing", "client_id": client_id})
+    assert unknown.status_code == 200
+    no_token = await http.post("/oauth/revoke", data={"client_id": client_id})
+    assert no_token.status_code == 400 and no_token.json()["error"] == "invalid_request"
+
+
+async def test_metadata_lists_the_user_endpoints(http: httpx.AsyncClient) -> None:
+    metadata = (await http.get("/.well-known/oauth-authorization-server")).json()
+    for name, path in (
+        ("authorization_endpoint", "/oauth/authorize"),
+        ("revocation_endpoint", "/oauth/revoke"),
+        ("introspection_endpoint", "/oauth/introspect"),
+    ):
+        assert metadata[name].endswith(path)
+    assert metadata["code_challenge_methods_supported"] == ["S256"]
+    assert {"authorization_code", "refresh_token"} <= set(metadata["grant_types_supported"])
