@@ -108,6 +108,22 @@ class Conflict(LodestarError):
     graphql_code = "BAD_USER_INPUT"
 
 
+class RateLimited(LodestarError):
+    """Too many requests from one client; ``Retry-After`` says when the next one may pass."""
+
+    status = 429
+    code = "rate_limited"
+    graphql_code = "RATE_LIMITED"
+
+    def __init__(self, retry_after_seconds: int, detail: str = "too many requests") -> None:
+        # Whole seconds, at least 1: "Retry-After: 0" would invite an immediate retry.
+        self.retry_after_seconds = max(1, retry_after_seconds)
+        super().__init__(
+            f"{detail}; retry after {self.retry_after_seconds} s",
+            headers={"Retry-After": str(self.retry_after_seconds)},
+        )
+
+
 class UpstreamUnavailable(LodestarError):
     status = 503
     code = "unavailable"

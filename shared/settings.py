@@ -50,6 +50,19 @@ class ServiceSettings(BaseSettings):
     )
     # Topic names get this prefix; tests use it to keep their topics apart.
     topic_prefix: str = Field(default="", validation_alias=env_alias("LODESTAR_TOPIC_PREFIX"))
+    # Request bodies above this many bytes get 413 (0 turns the check off). 16 MiB holds a
+    # push of the ingest maximum of 5,000 events, or a CSV upload of as many rows, with room.
+    max_body_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=0, validation_alias=env_alias("LODESTAR_MAX_BODY_BYTES")
+    )
+    # Per client and per process: a token bucket refilled at this rate (0 turns limiting
+    # off) and holding at most ``rate_limit_burst`` requests.
+    rate_limit_per_second: float = Field(
+        default=50.0, ge=0, validation_alias=env_alias("LODESTAR_RATE_LIMIT_PER_SECOND")
+    )
+    rate_limit_burst: int = Field(
+        default=200, ge=1, validation_alias=env_alias("LODESTAR_RATE_LIMIT_BURST")
+    )
 
     @property
     def effective_issuer(self) -> str:

@@ -1,0 +1,222 @@
+"""Request body size limits and per-client rate limits, for every service's app.
+
+One pure-ASGI middleware (``build_app`` installs it inside tracing): a body over the
+limit gets 413 ``payload_too_large``, a client over its rate gets 429 ``rate_limited``
+with ``Retry-After``, both in the shared error body. Buckets live in this process's
+memory, so a service run as N processes lets a client through N times the rate.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.errors import LodestarError, PayloadTooLarge, RateLimited
+
+# Probes must answer however busy a client is.
+UNLIMITED_PATHS = frozenset({"/healthz", "/readyz"})
+# Keys are kept in memory: a longer claim is not believed, and the peer address is used.
+MAX_CLIENT_ID_LENGTH = 200
+DEFAULT_MAX_CLIENTS = 10_000
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class RateLimiter:
+    """Token buckets by client key, in this process's memory.
+
+    A key may make ``burst`` requests at once and ``rate`` a second sustained; a rate of
+    0 lets everything through. At most ``max_clients`` buckets are kept: buckets that
+    have filled up again are dropped first (a new bucket is the same, so nothing is
+    lost), then the least recently used. ``clock`` is seconds on a monotonic scale.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        *,
+        max_clients: int = DEFAULT_MAX_CLIENTS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_clients = max_clients
+        self.clock = clock
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def acquire(self, key: str) -> int:
+        """Takes one request from ``key``'s bucket. Returns 0 when the request may pass,
+        otherwise the whole seconds (at least 1) until one more would."""
+        if not self.enabled:
+            return 0
+        now = self.clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(float(self.burst), now)
+        else:
+            bucket.tokens = self._tokens(bucket, now)
+            bucket.updated = now
+            self._buckets.move_to_end(key)
+        wait = 0
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+        else:
+            wait = max(1, math.ceil((1 - bucket.tokens) / self.rate))
+        self._evict(now)
+        return wait
+
+    def _tokens(self, bucket: _Bucket, now: float) -> float:
+        elapsed = max(0.0, now - bucket.updated)
+        return min(float(self.burst), bucket.tokens + elapsed * self.rate)
+
+    def _evict(self, now: float) -> None:
+        # Oldest first, while full again: idle clients cost no memory after burst/rate s.
+        while self._buckets:
+            key, oldest = next(iter(self._buckets.items()))
+            if self._tokens(oldest, now) < self.burst:
+                break
+            del self._buckets[key]
+        # Past the cap even a client in debt is forgotten: memory stays bounded.
+        while len(self._buckets) > self.max_clients:
+            self._buckets.popitem(last=False)
+
+
+def _unverified_client_id(authorization: bytes) -> str | None:
+    scheme, _, token = authorization.strip().partition(b" ")
+    if scheme.lower() != b"bearer":
+        return None
+    parts = token.strip().split(b".")
+    if len(parts) != 3:
+        return None
+    payload = parts[1]
+    try:
+        claims = orjson.loads(base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4)))
+    except ValueError:  # binascii.Error and orjson.JSONDecodeError are both ValueErrors
+        return None
+    client_id = claims.get("client_id") if isinstance(claims, dict) else None
+    if isinstance(client_id, str) and 0 < len(client_id) <= MAX_CLIENT_ID_LENGTH:
+        return client_id
+    return None
+
+
+def client_key(scope: Scope) -> str:
+    """The key a request is limited by: the ``client_id`` claim of its bearer token, read
+    without verifying the token (the route verifies it; a forged claim only limits its own
+    key), else the peer address. The sign-in endpoints (``/oauth/``) always go by address:
+    a made-up bearer header there must not buy a fresh bucket per request."""
+    if not scope["path"].startswith("/oauth/"):
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                client_id = _unverified_client_id(value)
+                if client_id is not None:
+                    return f"client:{client_id}"
+                break
+    peer = scope.get("client")
+    return f"ip:{peer[0] if peer else 'unknown'}"
+
+
+def _declared_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                # Not a number: the streamed bytes are counted all the same.
+                return None
+    return None
+
+
+class LimitsMiddleware:
+    """Refuses bodies over ``max_body_bytes`` with 413 (0: no limit), by the declared
+    Content-Length up front and by the bytes actually streamed, and clients over their
+    rate with 429 and ``Retry-After``. ``render`` turns an error into its response."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limiter: RateLimiter,
+        max_body_bytes: int,
+        render: Callable[[LodestarError], Response],
+    ) -> None:
+        self.app = app
+        self.limiter = limiter
+        self.max_body_bytes = max_body_bytes
+        self.render = render
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.limiter.enabled and scope["path"] not in UNLIMITED_PATHS:
+            wait = self.limiter.acquire(client_key(scope))
+            if wait:
+                await self.render(RateLimited(wait))(scope, receive, send)
+                return
+        if not self.max_body_bytes:
+            await self.app(scope, receive, send)
+            return
+        declared = _declared_length(scope)
+        if declared is not None and declared > self.max_body_bytes:
+            await self.render(self._too_large())(scope, receive, send)
+            return
+        await self._call_counting(scope, receive, send)
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"the request body is larger than {self.max_body_bytes} bytes")
+
+    async def _call_counting(self, scope: Scope, receive: Receive, send: Send) -> None:
+        received = 0
+        refused: PayloadTooLarge | None = None
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received, refused
+            if refused is not None:
+                raise refused
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    refused = self._too_large()
+                    raise refused
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if refused is not None and not started:
+                # Whatever the app made of the refused body (FastAPI answers 400 to a
+                # body it could not read), the caller gets the 413 sent below.
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except PayloadTooLarge as exc:
+            if exc is not refused:
+                raise
+            # A response already under way cannot become a 413; the server ends it.
+        if refused is not None and not started:
+            await self.render(refused)(scope, receive, send)

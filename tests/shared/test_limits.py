@@ -1,0 +1,402 @@
+"""Body size and per-client rate limits, as every service's app (``build_app``) has them."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from fastapi import FastAPI, Request, Response
+
+from devstack.embedded import free_port
+from shared.errors import PayloadTooLarge
+from shared.limits import MAX_CLIENT_ID_LENGTH, RateLimiter, client_key
+from shared.service import build_app
+from shared.settings import ServiceSettings
+from tests.conftest import TokenMinter
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def unsigned_token(**claims: Any) -> str:
+    """A JWT-shaped token nobody signed: the limiter reads it, a route would refuse it."""
+
+    def part(value: Any) -> str:
+        return base64.urlsafe_b64encode(orjson.dumps(value)).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'RS256', 'typ': 'at+jwt'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+def bearer(client_id: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {unsigned_token(client_id=client_id)}"}
+
+
+def limited_app(**settings: Any) -> tuple[FastAPI, FakeClock, list[bytes]]:
+    """A tiny app built like the services'; the list collects the bodies routes saw."""
+    app = build_app(
+        "limits-test",
+        ServiceSettings.model_validate(
+            {
+                "max_body_bytes": 100,
+                "rate_limit_per_second": 1,
+                "rate_limit_burst": 3,
+                **settings,
+            }
+        ),
+    )
+    clock = FakeClock()
+    app.state.rate_limiter.clock = clock
+    seen: list[bytes] = []
+
+    @app.post("/echo")
+    async def echo(request: Request) -> Response:
+        body = await request.body()
+        seen.append(body)
+        return Response(body, media_type="application/octet-stream")
+
+    @app.post("/items")
+    async def items(body: dict[str, Any]) -> dict[str, int]:
+        # A body FastAPI parses itself, as the services' JSON routes have.
+        seen.append(orjson.dumps(body))
+        return {"keys": len(body)}
+
+    @app.get("/ping")
+    async def ping() -> dict[str, str]:
+        return {"pong": "yes"}
+
+    @app.post("/ignore")
+    async def ignore() -> dict[str, str]:
+        # Never reads its body: only the declared length can refuse it.
+        return {"ignored": "yes"}
+
+    @app.post("/too-many-events")
+    async def too_many_events() -> None:
+        raise PayloadTooLarge("at most 5000 events a request")
+
+    return app, clock, seen
+
+
+def client_of(app: FastAPI) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://limits")
+
+
+async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+# Body size
+
+
+async def test_body_over_the_limit_by_content_length_gets_413() -> None:
+    app, _, seen = limited_app()
+    async with client_of(app) as client:
+        response = await client.post("/echo", content=b"x" * 101)
+    assert response.status_code == 413
+    assert response.json() == {
+        "error": "payload_too_large",
+        "detail": "the request body is larger than 100 bytes",
+    }
+    assert seen == []
+
+
+async def test_declared_length_over_the_limit_is_refused_before_the_body_is_read() -> None:
+    app, _, _ = limited_app()
+    async with client_of(app) as client:
+        refused = await client.post("/ignore", content=b"x" * 101)
+        # Unread, an undeclared body of any size is no one's burden.
+        unread = await client.post("/ignore", content=chunks(b"x" * 101))
+    assert refused.status_code == 413
+    assert refused.json()["error"] == "payload_too_large"
+    assert unread.status_code == 200
+
+
+async def test_a_content_length_that_is_not_a_number_is_not_trusted() -> None:
+    app, _, seen = limited_app()
+    async with client_of(app) as client:
+        response = await client.post(
+            "/echo", content=chunks(b"x" * 101), headers={"Content-Length": "many"}
+        )
+    assert response.status_code == 413
+    assert seen == []
+
+
+async def test_chunked_body_over_the_limit_gets_413() -> None:
+    app, _, seen = limited_app()
+    async with client_of(app) as client:
+        for path in ("/echo", "/items"):
+            request = client.build_request("POST", path, content=chunks(b"x" * 60, b"y" * 60))
+            assert "content-length" not in request.headers
+            assert request.headers["transfer-encoding"] == "chunked"
+            response = await client.send(request)
+            assert response.status_code == 413, path
+            assert response.json()["error"] == "payload_too_large"
+    assert seen == []
+
+
+async def test_body_longer_than_its_content_length_gets_413() -> None:
+    app, _, seen = limited_app()
+    async with client_of(app) as client:
+        response = await client.post(
+            "/echo", content=chunks(b"x" * 60, b"y" * 60), headers={"Content-Length": "10"}
+        )
+    assert response.status_code == 413
+    assert response.json()["error"] == "payload_too_large"
+    assert seen == []
+
+
+async def test_bodies_up_to_the_limit_pass_intact() -> None:
+    app, _, seen = limited_app(rate_limit_per_second=0)
+    exact = bytes(range(100))
+    async with client_of(app) as client:
+        whole = await client.post("/echo", content=exact)
+        chunked = await client.post("/echo", content=chunks(exact[:40], exact[40:]))
+        parsed = await client.post("/items", json={"a": 1, "b": 2})
+    assert whole.status_code == 200 and whole.content == exact
+    assert chunked.status_code == 200 and chunked.content == exact
+    assert parsed.status_code == 200 and parsed.json() == {"keys": 2}
+    assert seen[:2] == [exact, exact]
+
+
+async def test_a_payload_too_large_of_the_route_itself_is_answered_unchanged() -> None:
+    app, _, _ = limited_app()
+    async with client_of(app) as client:
+        response = await client.post("/too-many-events", content=b"{}")
+    assert response.status_code == 413
+    assert response.json() == {
+        "error": "payload_too_large",
+        "detail": "at most 5000 events a request",
+    }
+
+
+async def test_max_body_bytes_0_turns_the_body_limit_off() -> None:
+    app, _, seen = limited_app(max_body_bytes=0)
+    big = b"z" * 1_000_000
+    async with client_of(app) as client:
+        response = await client.post("/echo", content=chunks(big[:500_000], big[500_000:]))
+    assert response.status_code == 200
+    assert seen == [big]
+
+
+# Rate
+
+
+async def test_burst_exhausted_gets_429_with_retry_after() -> None:
+    app, _, _ = limited_app(rate_limit_per_second=0.25)
+    async with client_of(app) as client:
+        passed = [
+            (await client.get("/ping", headers=bearer("erp-1"))).status_code for _ in range(3)
+        ]
+        refused = await client.get("/ping", headers=bearer("erp-1"))
+    assert passed == [200, 200, 200]
+    assert refused.status_code == 429
+    # One request more needs 1 / 0.25 = 4 seconds of refill.
+    assert refused.headers["retry-after"] == "4"
+    assert refused.json() == {
+        "error": "rate_limited",
+        "detail": "too many requests; retry after 4 s",
+    }
+
+
+async def test_retry_after_is_at_least_one_second() -> None:
+    app, clock, _ = limited_app(rate_limit_per_second=10, rate_limit_burst=1)
+    async with client_of(app) as client:
+        assert (await client.get("/ping")).status_code == 200
+        clock.advance(0.05)
+        refused = await client.get("/ping")
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "1"
+
+
+async def test_refused_requests_are_logged_by_tracing(caplog: pytest.LogCaptureFixture) -> None:
+    app, _, _ = limited_app(rate_limit_burst=1)
+    with caplog.at_level(logging.INFO, logger="lodestar.http"):
+        async with client_of(app) as client:
+            await client.post("/echo", content=b"x" * 101)
+            await client.get("/ping")
+    statuses = [
+        r.fields["status"]  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.name == "lodestar.http" and r.getMessage() == "request"
+    ]
+    assert statuses == [413, 429]
+
+
+async def test_each_client_id_has_its_own_bucket() -> None:
+    app, _, _ = limited_app()
+    async with client_of(app) as client:
+        for _ in range(3):
+            assert (await client.get("/ping", headers=bearer("erp-1"))).status_code == 200
+        assert (await client.get("/ping", headers=bearer("erp-1"))).status_code == 429
+        assert (await client.get("/ping", headers=bearer("erp-2"))).status_code == 200
+        # Same address, no token: the address's own bucket, still full.
+        assert (await client.get("/ping")).status_code == 200
+
+
+async def test_the_bucket_refills_over_time_up_to_the_burst() -> None:
+    app, clock, _ = limited_app()
+    async with client_of(app) as client:
+
+        async def status() -> int:
+            return (await client.get("/ping", headers=bearer("erp-1"))).status_code
+
+        assert [await status() for _ in range(4)] == [200, 200, 200, 429]
+        clock.advance(0.5)
+        assert await status() == 429
+        clock.advance(0.5)
+        assert await status() == 200
+        assert await status() == 429
+        # A long pause refills to the burst, not beyond.
+        clock.advance(3600)
+        assert [await status() for _ in range(4)] == [200, 200, 200, 429]
+
+
+async def test_health_and_readiness_are_never_limited() -> None:
+    app, _, _ = limited_app(rate_limit_burst=1, kafka_bootstrap_servers=f"127.0.0.1:{free_port()}")
+
+    class DownDatabase:
+        async def ping(self) -> None:
+            raise ConnectionRefusedError
+
+    app.state.db = DownDatabase()
+    async with client_of(app) as client:
+        assert (await client.get("/ping")).status_code == 200
+        assert (await client.get("/ping")).status_code == 429
+        for _ in range(5):
+            assert (await client.get("/healthz")).status_code == 200
+            # Not ready (nothing is up), but answered: never 429.
+            assert (await client.get("/readyz")).status_code == 503
+
+
+GARBAGE_AUTHORIZATION = [
+    "Bearer",
+    "Bearer ",
+    "Bearer !!!not-a-token",
+    "Bearer a.b.c",
+    "Bearer a.%%%%.c",
+    "Bearer x." + base64.urlsafe_b64encode(b"[1, 2]").decode() + ".y",
+    "Bearer " + unsigned_token(client_id=5),
+    "Bearer " + unsigned_token(client_id=""),
+    "Bearer " + unsigned_token(sub="no-client-id"),
+    "Bearer " + unsigned_token(client_id="x" * (MAX_CLIENT_ID_LENGTH + 1)),
+    "Basic " + base64.b64encode(b"erp-1:secret").decode(),
+    "bearer.only.dots",
+]
+
+
+@pytest.mark.parametrize("authorization", GARBAGE_AUTHORIZATION)
+def test_garbage_authorization_is_keyed_by_address(authorization: str) -> None:
+    scope = {
+        "type": "http",
+        "path": "/v1/kpis",
+        "headers": [(b"authorization", authorization.encode())],
+        "client": ("203.0.113.7", 5555),
+    }
+    assert client_key(scope) == "ip:203.0.113.7"
+
+
+def test_non_ascii_authorization_is_keyed_by_address() -> None:
+    scope = {
+        "type": "http",
+        "path": "/v1/kpis",
+        "headers": [(b"authorization", b"Bearer \xff\xfe.\xc3\xa9.x")],
+    }
+    assert client_key(scope) == "ip:unknown"
+
+
+def test_a_real_access_token_is_keyed_by_its_client_id(minter: TokenMinter) -> None:
+    token = minter.mint("tn_1", ["kpi:read"], client_id="erp-7")
+    scope = {
+        "type": "http",
+        "path": "/v1/kpis",
+        "headers": [(b"authorization", f"Bearer {token}".encode())],
+        "client": ("203.0.113.7", 5555),
+    }
+    assert client_key(scope) == "client:erp-7"
+    # At the sign-in endpoints a bearer header, real or made up, buys no bucket of its own.
+    assert client_key({**scope, "path": "/oauth/token"}) == "ip:203.0.113.7"
+
+
+async def test_garbage_authorization_shares_the_address_bucket() -> None:
+    app, _, _ = limited_app(rate_limit_burst=len(GARBAGE_AUTHORIZATION) + 1)
+    async with client_of(app) as client:
+        for authorization in GARBAGE_AUTHORIZATION:
+            response = await client.get("/ping", headers={"Authorization": authorization})
+            assert response.status_code == 200, authorization
+        assert (await client.get("/ping")).status_code == 200
+        refused = await client.get("/ping", headers={"Authorization": "Bearer a.b.c"})
+    assert refused.status_code == 429
+    assert refused.json()["error"] == "rate_limited"
+
+
+async def test_rate_0_turns_limiting_off() -> None:
+    app, _, _ = limited_app(rate_limit_per_second=0)
+    async with client_of(app) as client:
+        statuses = {
+            (await client.get("/ping", headers=bearer("erp-1"))).status_code for _ in range(50)
+        }
+    assert statuses == {200}
+    assert len(app.state.rate_limiter) == 0
+
+
+def test_settings_read_the_limits_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LODESTAR_MAX_BODY_BYTES", "1024")
+    monkeypatch.setenv("LODESTAR_RATE_LIMIT_PER_SECOND", "2.5")
+    monkeypatch.setenv("LODESTAR_RATE_LIMIT_BURST", "7")
+    settings = ServiceSettings()
+    assert (settings.max_body_bytes, settings.rate_limit_per_second) == (1024, 2.5)
+    assert settings.rate_limit_burst == 7
+
+
+def test_settings_default_to_16_mib_and_50_a_second_with_bursts_of_200(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in (
+        "LODESTAR_MAX_BODY_BYTES",
+        "LODESTAR_RATE_LIMIT_PER_SECOND",
+        "LODESTAR_RATE_LIMIT_BURST",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    settings = ServiceSettings()
+    assert settings.max_body_bytes == 16 * 1024 * 1024
+    assert (settings.rate_limit_per_second, settings.rate_limit_burst) == (50, 200)
+
+
+# Memory
+
+
+def test_buckets_full_again_are_forgotten() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate=1, burst=3, clock=clock)
+    for key in ("a", "b", "c"):
+        assert limiter.acquire(key) == 0
+    assert len(limiter) == 3
+    # One token each was taken; after a second all three are full again.
+    clock.advance(1)
+    assert limiter.acquire("d") == 0
+    assert len(limiter) == 1
+
+
+def test_past_max_clients_the_least_recently_used_is_forgotten() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate=1, burst=1, max_clients=2, clock=clock)
+    for key in ("a", "b", "c"):
+        assert limiter.acquire(key) == 0
+    assert len(limiter) == 2
+    # "b" and "c" are remembered, in debt; "a" was dropped and starts full again.
+    assert limiter.acquire("c") == 1
+    assert limiter.acquire("a") == 0
+    assert len(limiter) == 2
