@@ -173,7 +173,10 @@ def require_access(scope: str) -> Callable[..., Awaitable[Access]]:
         tenant_id: Annotated[str | None, Query(description=TENANT_ID_DESCRIPTION)] = None,
     ) -> Access:
         principal = await current_principal(request)
-        return await resolve_access(request, principal, scope, tenant_id)
+        access = await resolve_access(request, principal, scope, tenant_id)
+        # The audit trail records whose data the request reached.
+        request.state.access = access
+        return access
 
     dependency.__name__ = f"access_{scope.replace(':', '_')}"
     return dependency

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -15,10 +16,12 @@ from opentelemetry import trace
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.audit import AuditMiddleware, audit_router
 from shared.auth import KeyCache, TokenVerifier
 from shared.db import Database
 from shared.errors import FieldError, InvalidInput, LodestarError
 from shared.kafka import broker_reachable
+from shared.limits import LimitsMiddleware, RateLimiter
 from shared.settings import ServiceSettings
 from shared.telemetry import context_from_http, current_tenant, current_trace_id
 
@@ -170,11 +173,31 @@ def token_verifier(settings: ServiceSettings) -> TokenVerifier:
     )
 
 
-def build_app(service: str, settings: ServiceSettings, **kwargs: Any) -> FastAPI:
-    """A FastAPI app with the shared error rendering, tracing and health routes."""
+def build_app(
+    service: str,
+    settings: ServiceSettings,
+    audit_skip: Callable[[str], bool] | None = None,
+    **kwargs: Any,
+) -> FastAPI:
+    """A FastAPI app with the shared error rendering, tracing, request limits (body size
+    and per-client rate, from ``settings``; ``app.state.rate_limiter`` holds the buckets)
+    health routes, and the audit trail of writes (``audit_skip`` names paths this
+    service only forwards)."""
     app = FastAPI(title=f"Lodestar {service}", **kwargs)
     app.state.settings = settings
     install_error_handlers(app)
+    # Innermost: the handlers have left who and for which tenant in the request state.
+    app.add_middleware(AuditMiddleware, service=service, skip=audit_skip)
+    limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app.state.rate_limiter = limiter
+    # Added first, so it runs inside tracing: refused requests are traced and logged too.
+    app.add_middleware(
+        LimitsMiddleware,
+        limiter=limiter,
+        max_body_bytes=settings.max_body_bytes,
+        render=error_response,
+    )
     app.add_middleware(TracingMiddleware, service=service)
     app.include_router(health_router(settings))
+    app.include_router(audit_router())
     return app

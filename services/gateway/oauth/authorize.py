@@ -181,11 +181,18 @@ async def authorize_submit(
     user = await UserRepository(session).by_email(email) if email else None
     # The hash is checked even for an unknown address, so timing reveals no account.
     valid = await verify_password(password, user.password_hash if user else None)
+    if user is not None:
+        # Failed sign-ins of a known account show in that tenant's audit too.
+        request.state.audit_actor = {
+            "actor": user.id,
+            "tenant_id": user.tenant_id,
+            "client_id": client.client_id,
+        }
     if user is None or not valid or user.disabled_at is not None:
-        request.state.audit_outcome = "sign_in_failed"
+        request.state.audit_detail = {"outcome": "sign_in_failed"}
         return _page(authorization, WRONG_CREDENTIALS, status=401)
     if client.tenant_id is not None and client.tenant_id != user.tenant_id:
-        request.state.audit_outcome = "sign_in_failed"
+        request.state.audit_detail = {"outcome": "sign_in_refused"}
         return _page(authorization, "This account cannot sign in to this application.", 403)
     granted = granted_scope(authorization.scope, user, client)
     if not granted:
@@ -196,6 +203,6 @@ async def authorize_submit(
     code = await sessions.issue_code(
         session, client.client_id, user.id, user.tenant_id, redirect_uri, granted, code_challenge
     )
-    request.state.audit_actor = (user.id, user.tenant_id)
+    request.state.audit_detail = {"outcome": "signed_in", "scope": granted}
     settings = request.app.state.settings
     return _redirect(authorization, {"code": code, "iss": settings.effective_issuer})

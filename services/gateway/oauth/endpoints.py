@@ -46,6 +46,12 @@ async def token(request: Request, session: DbSession) -> JSONResponse:
         return await user_grants.token_response(request, session, token_request)
     client_id = token_request.claimed_client_id()
     client = await ClientRepository(session).get_active(client_id) if client_id else None
+    if client is not None:
+        request.state.audit_actor = {
+            "actor": client.client_id,
+            "client_id": client.client_id,
+            "tenant_id": client.tenant_id,
+        }
     return server.token_response(token_request, client)
 
 

@@ -113,6 +113,11 @@ async def _grant(
         await sessions.revoke_family(session, redeemed.family_id)
         raise InvalidGrantError("the user can no longer sign in")
     scope = " ".join(sorted(set(scope.split()) & set(granted_scope(scope, user, client).split())))
+    request.state.audit_actor = {
+        "actor": user.id,
+        "client_id": client.client_id,
+        "tenant_id": user.tenant_id,
+    }
     settings = request.app.state.settings
     access_token = mint_access_token(
         request.app.state.signer,

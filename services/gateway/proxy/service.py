@@ -22,6 +22,8 @@ FORWARDED_REQUEST_HEADERS = (
     "accept",
     "idempotency-key",
     "x-request-id",
+    # The audit trail records what the caller ran.
+    "user-agent",
 )
 PASSED_RESPONSE_HEADERS = (
     "content-type",
@@ -50,6 +52,11 @@ async def forward(
         for name, value in request.headers.items()
         if name.lower() in FORWARDED_REQUEST_HEADERS
     }
+    # The services' audit trail records the original caller, not the gateway.
+    peer = request.client.host if request.client else None
+    chain = [v for v in (request.headers.get("x-forwarded-for"), peer) if v]
+    if chain:
+        headers["x-forwarded-for"] = ", ".join(chain)
     url = f"{base_url.rstrip('/')}{request.url.path}"
     if request.url.query:
         # The raw query string, so the service sees exactly what the caller sent.

@@ -1,0 +1,198 @@
+"""The audit trail: every write, sign-in and token issue, recorded by the service
+that handled it, in its own schema; the gateway's ``GET /v1/audit`` reads them all.
+
+Recorded after the response has gone out, so the caller never waits for it; a
+failure to record is logged, never turned into a failed request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.access import Access, require_access
+from shared.auth import Principal
+from shared.db import Database
+from shared.scopes import TENANT_ADMIN
+from shared.telemetry import current_trace_id
+
+log = logging.getLogger("lodestar.audit")
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+AUDITED_PREFIXES = ("/v1/", "/oauth/")
+AUDIT_PATH = "/internal/audit"
+MAX_AUDIT_ROWS = 1000
+COLUMNS = (
+    "at",
+    "tenant_id",
+    "actor",
+    "client_id",
+    "service",
+    "action",
+    "target",
+    "status",
+    "ip",
+    "user_agent",
+    "trace_id",
+    "detail",
+)
+
+
+def _client_ip(scope: Scope, headers: dict[str, str]) -> str | None:
+    # The gateway's proxy names the original caller; a direct call is its own peer.
+    # Services sit behind the gateway, so the header is the gateway's, not a client's.
+    forwarded = headers.get("x-forwarded-for")
+    if forwarded:
+        return forwarded.split(",")[0].strip()
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
+def _route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    return str(getattr(route, "path", None) or scope["path"])
+
+
+def audit_record(scope: Scope, service: str, status: int) -> dict[str, Any]:
+    """What the audit keeps of a finished request, from what the handlers left behind."""
+    state: dict[str, Any] = scope.get("state") or {}
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    principal: Principal | None = state.get("principal")
+    access: Access | None = state.get("access")
+    actor: dict[str, Any] = state.get("audit_actor") or {}
+    tenant = (
+        access.tenant_id
+        if access is not None
+        else actor.get("tenant_id") or (principal.tenant_id if principal else None)
+    )
+    detail: dict[str, Any] = dict(state.get("audit_detail") or {})
+    if access is not None and access.grant_id:
+        detail["grant_id"] = access.grant_id
+        detail["acting_tenant"] = principal.tenant_id if principal else None
+    return {
+        "tenant_id": tenant,
+        "actor": actor.get("actor") or (principal.subject if principal else None),
+        "client_id": actor.get("client_id") or (principal.client_id if principal else None),
+        "service": service,
+        "action": f"{scope['method']} {_route_template(scope)}",
+        "target": scope["path"],
+        "status": status,
+        "ip": _client_ip(scope, headers),
+        "user_agent": headers.get("user-agent", "")[:500] or None,
+        "trace_id": current_trace_id(),
+        "detail": detail or None,
+    }
+
+
+class AuditMiddleware:
+    """Records each write under ``/v1/`` and ``/oauth/`` once its answer is sent."""
+
+    def __init__(
+        self, app: ASGIApp, service: str, skip: Callable[[str], bool] | None = None
+    ) -> None:
+        self.app = app
+        self.service = service
+        # The gateway skips what it only forwards: the owning service records that.
+        self.skip = skip or (lambda _: False)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        audited = (
+            scope["type"] == "http"
+            and scope["method"] in WRITE_METHODS
+            and scope["path"].startswith(AUDITED_PREFIXES)
+            and not self.skip(scope["path"])
+        )
+        if not audited:
+            await self.app(scope, receive, send)
+            return
+        status = {"code": 500}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            await self._record(scope, status["code"])
+
+    async def _record(self, scope: Scope, status: int) -> None:
+        app = scope.get("app")
+        db: Database | None = getattr(getattr(app, "state", None), "db", None)
+        if db is None:
+            return
+        record = audit_record(scope, self.service, status)
+        try:
+            async with db.raw_connection() as conn:
+                await conn.execute(
+                    "INSERT INTO audit_log (tenant_id, actor, client_id, service, action, "
+                    "target, status, ip, user_agent, trace_id, detail) "
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb)",
+                    record["tenant_id"],
+                    record["actor"],
+                    record["client_id"],
+                    record["service"],
+                    record["action"],
+                    record["target"],
+                    record["status"],
+                    record["ip"],
+                    record["user_agent"],
+                    record["trace_id"],
+                    None if record["detail"] is None else orjson.dumps(record["detail"]).decode(),
+                )
+        except Exception:
+            # The request is done; losing its audit line is logged loudly, not raised.
+            log.exception("could not record an audit entry", extra={"fields": record})
+
+
+async def audit_rows(
+    db: Database, tenant_id: str, since: datetime | None, until: datetime | None, limit: int
+) -> list[dict[str, Any]]:
+    """A tenant's audit entries of this service, newest first."""
+    async with db.raw_connection() as conn:
+        rows = await conn.fetch(
+            f"SELECT {', '.join(COLUMNS)} FROM audit_log WHERE tenant_id = $1 "
+            "AND ($2::timestamptz IS NULL OR at >= $2) AND ($3::timestamptz IS NULL OR at < $3) "
+            "ORDER BY at DESC, id DESC LIMIT $4",
+            tenant_id,
+            since,
+            until,
+            limit,
+        )
+    return [
+        {
+            **dict(row),
+            "at": row["at"].isoformat(),
+            # Decoded already when the pool's JSON codec is installed; a string otherwise.
+            "detail": orjson.loads(row["detail"])
+            if isinstance(row["detail"], str)
+            else row["detail"],
+        }
+        for row in rows
+    ]
+
+
+def audit_router() -> APIRouter:
+    """``GET /internal/audit``: this service's entries of the caller's tenant, for the
+    gateway to merge (scope ``tenant:admin``)."""
+    router = APIRouter(include_in_schema=False)
+
+    @router.get(AUDIT_PATH)
+    async def internal_audit(
+        request: Request,
+        access: Annotated[Access, Depends(require_access(TENANT_ADMIN))],
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_ROWS)] = 100,
+    ) -> dict[str, Any]:
+        rows = await audit_rows(request.app.state.db, access.tenant_id, since, until, limit)
+        return {"entries": rows}
+
+    return router

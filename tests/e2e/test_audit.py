@@ -1,0 +1,86 @@
+"""The audit trail: writes in every service, token issues and sign-ins, grant changes,
+read back through the gateway by the tenant's admins only."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+
+from tests.conftest import NewTenant, Stack, TenantClient, fetch_token
+
+
+async def audit_entries(
+    http: httpx.AsyncClient, who: TenantClient, want: int, **params: Any
+) -> list[dict[str, Any]]:
+    """The tenant's entries once at least ``want`` are there (recorded after the answer)."""
+    deadline = time.monotonic() + 10
+    while True:
+        response = await http.get("/v1/audit", params=params, headers=who.headers)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["warnings"] == []
+        entries: list[dict[str, Any]] = body["entries"]
+        if len(entries) >= want or time.monotonic() > deadline:
+            return entries
+        await asyncio.sleep(0.1)
+
+
+async def test_writes_sign_ins_and_grants_are_recorded_per_tenant(
+    http: httpx.AsyncClient, stack: Stack, new_tenant: NewTenant
+) -> None:
+    seller = await new_tenant()
+    agency = await new_tenant(scopes=["kpi:read"])
+    await fetch_token(http, seller.client_id, seller.client_secret, scope="kpi:read")
+    pushed = await http.post(
+        "/v1/events",
+        json={"events": [{"event_id": "x"}]},
+        headers={**seller.headers, "User-Agent": "acme-erp/2.1"},
+    )
+    assert pushed.status_code == 422
+    settings = await http.put(
+        f"{stack.url('metrics')}/v1/settings/kpi",
+        json={"gmv_includes_tax": True},
+        headers=seller.headers,
+    )
+    assert settings.status_code == 200, settings.text
+    grant = await http.post(
+        "/v1/grants",
+        json={"agency_tenant_id": agency.tenant_id, "stores": ["s1"], "scopes": ["kpi:read"]},
+        headers=seller.headers,
+    )
+    assert grant.status_code == 201
+    revoked = await http.delete(f"/v1/grants/{grant.json()['id']}", headers=seller.headers)
+    assert revoked.status_code == 204
+
+    entries = await audit_entries(http, seller, 5)
+    actions = {(e["service"], e["action"], e["status"]) for e in entries}
+    assert ("ingest", "POST /v1/events", 422) in actions
+    assert ("metrics", "PUT /v1/settings/kpi", 200) in actions
+    assert ("gateway", "POST /v1/grants", 201) in actions
+    assert ("gateway", "DELETE /v1/grants/{grant_id}", 204) in actions
+    assert ("gateway", "POST /oauth/token", 200) in actions
+    # Newest first, each with who, for which tenant, and from where.
+    assert [e["at"] for e in entries] == sorted((e["at"] for e in entries), reverse=True)
+    push = next(e for e in entries if e["action"] == "POST /v1/events")
+    assert push["tenant_id"] == seller.tenant_id and push["client_id"] == seller.client_id
+    assert push["ip"] == "127.0.0.1" and push["user_agent"] == "acme-erp/2.1"
+    assert push["trace_id"]
+    # The gateway forwarded the push: one entry, by ingest, not two.
+    assert sum(1 for e in entries if e["target"] == "/v1/events") == 1
+
+    # Another tenant sees none of it; a reader cannot read the trail at all.
+    stranger = await new_tenant()
+    theirs = await audit_entries(http, stranger, 1)
+    assert theirs and {e["tenant_id"] for e in theirs} == {stranger.tenant_id}
+    reader = await fetch_token(http, seller.client_id, seller.client_secret, scope="kpi:read")
+    denied = await http.get("/v1/audit", headers={"Authorization": f"Bearer {reader}"})
+    assert denied.status_code == 403 and denied.json()["error"] == "insufficient_scope"
+    since_now = await http.get(
+        "/v1/audit", params={"since": "2999-01-01T00:00:00Z"}, headers=seller.headers
+    )
+    assert since_now.json()["entries"] == []
+    too_many = await http.get("/v1/audit", params={"limit": 5000}, headers=seller.headers)
+    assert too_many.status_code == 422 and too_many.json()["errors"][0]["field"] == "limit"
