@@ -30,6 +30,7 @@ ALGORITHM = "RS256"
 # A flood of tokens with made-up key ids must not turn into a flood of JWKS fetches.
 MIN_SECONDS_BETWEEN_JWKS_FETCHES = 2.0
 CLOCK_LEEWAY_SECONDS = 30
+ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,31 @@ def _finite(value: Any) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _unverified_header(token: str) -> dict[str, Any]:
+def _scopes(claims: dict[str, Any]) -> frozenset[str]:
+    scope = claims.get("scope")
+    if isinstance(scope, str):
+        return frozenset(scope.split())
+    listed = claims.get("scp")
+    if isinstance(listed, list):
+        return frozenset(str(s) for s in listed)
+    return frozenset()
+
+
+def _unverified_issuer(token: str) -> Any:
+    """Only picks whose keys verify the token; the signature is checked by those keys."""
     try:
-        segment = token.split(".")[0]
+        return _decoded_segment(token, 1).get("iss")
+    except Unauthenticated:
+        return None
+
+
+def _unverified_header(token: str) -> dict[str, Any]:
+    return _decoded_segment(token, 0)
+
+
+def _decoded_segment(token: str, index: int) -> dict[str, Any]:
+    try:
+        segment = token.split(".")[index]
         padded = segment + "=" * (-len(segment) % 4)
         header = orjson.loads(base64.urlsafe_b64decode(padded))
     except (ValueError, IndexError, orjson.JSONDecodeError) as exc:
@@ -114,18 +137,38 @@ class KeyCache:
 
 
 class TokenVerifier:
-    """Verifies access tokens and turns them into a :class:`Principal`."""
+    """Verifies access tokens and turns them into a :class:`Principal`.
 
-    def __init__(self, keys: KeyCache, issuer: str, audience: str) -> None:
+    The tokens are the gateway's own (RFC 9068). An external OpenID provider may sign
+    users in instead (``external``): its tokens are told apart by their issuer and
+    checked against its JWKS, the tenant read from its ``tenant_claim``; since many
+    providers type access tokens plain ``JWT``, ``accept_jwt_typ``. Scopes may come as
+    ``scope`` (a string) or ``scp`` (a list), the client as ``client_id`` or ``azp``.
+    """
+
+    def __init__(
+        self,
+        keys: KeyCache,
+        issuer: str,
+        audience: str,
+        tenant_claim: str = "tenant",
+        accept_jwt_typ: bool = False,
+        external: TokenVerifier | None = None,
+    ) -> None:
         self.keys = keys
         self.issuer = issuer
         self.audience = audience
+        self.tenant_claim = tenant_claim
+        self.token_types = ACCESS_TOKEN_TYPES | ({"jwt"} if accept_jwt_typ else set())
+        self.external = external
 
     async def verify(self, token: str) -> Principal:
+        if self.external is not None and _unverified_issuer(token) == self.external.issuer:
+            return await self.external.verify(token)
         header = _unverified_header(token)
         if header.get("alg") != ALGORITHM:
             raise Unauthenticated("token algorithm must be RS256")
-        if str(header.get("typ", "")).lower() not in ("at+jwt", "application/at+jwt"):
+        if str(header.get("typ", "")).lower() not in self.token_types:
             raise Unauthenticated("token type must be at+jwt")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
@@ -152,15 +195,20 @@ class TokenVerifier:
         nbf = claims.get("nbf", claims.get("iat"))
         if not _finite(nbf) or nbf - CLOCK_LEEWAY_SECONDS > now:
             raise Unauthenticated("token is not valid yet")
-        for name in ("sub", "client_id", "jti"):
-            if not isinstance(claims.get(name), str):
+        client_id = claims.get("client_id", claims.get("azp"))
+        for name, value in (
+            ("sub", claims.get("sub")),
+            ("client_id", client_id),
+            ("jti", claims.get("jti")),
+        ):
+            if not isinstance(value, str):
                 raise Unauthenticated(f"token lacks the {name} claim")
-        tenant = claims.get("tenant")
+        tenant = claims.get(self.tenant_claim)
         return Principal(
             subject=claims["sub"],
-            client_id=claims["client_id"],
+            client_id=str(client_id),
             tenant_id=tenant if isinstance(tenant, str) and tenant else None,
-            scopes=frozenset(str(claims.get("scope", "")).split()),
+            scopes=_scopes(claims),
             token_id=claims["jti"],
             claims=claims,
         )

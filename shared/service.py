@@ -170,6 +170,21 @@ def token_verifier(settings: ServiceSettings) -> TokenVerifier:
         KeyCache(settings.effective_jwks_url),
         issuer=settings.effective_issuer,
         audience=settings.audience,
+        external=external_verifier(settings),
+    )
+
+
+def external_verifier(settings: ServiceSettings) -> TokenVerifier | None:
+    """The external OpenID provider's token check, when one is configured."""
+    if not settings.oidc_issuer:
+        return None
+    issuer = settings.oidc_issuer.rstrip("/")
+    return TokenVerifier(
+        KeyCache(settings.oidc_jwks_url or f"{issuer}/.well-known/jwks.json"),
+        issuer=settings.oidc_issuer,
+        audience=settings.audience,
+        tenant_claim=settings.oidc_tenant_claim,
+        accept_jwt_typ=True,
     )
 
 

@@ -44,6 +44,14 @@ class ServiceSettings(BaseSettings):
     audience: str = Field(default="lodestar", validation_alias=env_alias("LODESTAR_AUDIENCE"))
     # Where services fetch the signing keys; defaults to the gateway's JWKS.
     jwks_url: str = Field(default="", validation_alias=env_alias("LODESTAR_JWKS_URL"))
+    # An external OpenID provider signing users in instead of the gateway's page: its
+    # issuer, its JWKS, the claim carrying the tenant. Empty issuer: none. The gateway
+    # keeps issuing client-credentials tokens for ERPs either way.
+    oidc_issuer: str = Field(default="", validation_alias=env_alias("LODESTAR_OIDC_ISSUER"))
+    oidc_jwks_url: str = Field(default="", validation_alias=env_alias("LODESTAR_OIDC_JWKS_URL"))
+    oidc_tenant_claim: str = Field(
+        default="tenant", validation_alias=env_alias("LODESTAR_OIDC_TENANT_CLAIM")
+    )
     log_level: str = Field(default="INFO", validation_alias=env_alias("LODESTAR_LOG_LEVEL"))
     otlp_endpoint: str = Field(
         default="", validation_alias=env_alias("OTEL_EXPORTER_OTLP_ENDPOINT")

@@ -27,7 +27,7 @@ from services.gateway.users.endpoints import router as users_router
 from shared.auth import KeyCache, TokenVerifier
 from shared.db import Database
 from shared.http import make_client
-from shared.service import build_app
+from shared.service import build_app, external_verifier
 from shared.telemetry import setup_telemetry
 
 SERVICE = "gateway"
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             KeyCache(settings.effective_jwks_url, fetch=own_keys),
             issuer=settings.effective_issuer,
             audience=settings.audience,
+            external=external_verifier(settings),
         )
         app.state.token_server = TokenServer(
             app.state.signer,
