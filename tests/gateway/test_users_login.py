@@ -4,105 +4,24 @@ RFC 7009 revocation and RFC 7662 introspection."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import secrets
 import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-import orjson
 
-from tests.conftest import NewTenant, TenantClient
-
-REDIRECT = "http://localhost:5173/callback"
-PASSWORD = "correct horse battery"
-
-
-def claims_of(token: str) -> dict[str, Any]:
-    payload = token.split(".")[1]
-    decoded: dict[str, Any] = orjson.loads(
-        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-    )
-    return decoded
-
-
-def pkce() -> tuple[str, str]:
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=")
-    return verifier, challenge.decode()
-
-
-async def frontend_client(http: httpx.AsyncClient, admin: TenantClient) -> str:
-    response = await http.post(
-        f"/v1/tenants/{admin.tenant_id}/clients",
-        json={
-            "name": "dashboard",
-            "scopes": ["kpi:read", "targets:read", "ingest:write", "tenant:admin"],
-            "public": True,
-            "redirect_uris": [REDIRECT],
-        },
-        headers=admin.headers,
-    )
-    assert response.status_code == 201, response.text
-    assert response.json()["client_secret"] is None
-    client_id: str = response.json()["client_id"]
-    return client_id
-
-
-async def add_user(
-    http: httpx.AsyncClient, admin: TenantClient, role: str, **extra: Any
-) -> dict[str, Any]:
-    response = await http.post(
-        "/v1/users",
-        json={
-            "email": f"{role}-{secrets.token_hex(4)}@example.com",
-            "name": role.title(),
-            "password": PASSWORD,
-            "role": role,
-            **extra,
-        },
-        headers=admin.headers,
-    )
-    assert response.status_code == 201, response.text
-    user: dict[str, Any] = response.json()
-    return user
-
-
-def authorize_params(client_id: str, challenge: str) -> dict[str, str]:
-    """The query of a valid authorization request."""
-    return {
-        "response_type": "code",
-        "client_id": client_id,
-        "redirect_uri": REDIRECT,
-        "scope": "kpi:read ingest:write",
-        "state": "xyz",
-        "code_challenge": challenge,
-        "code_challenge_method": "S256",
-    }
-
-
-async def sign_in(
-    http: httpx.AsyncClient, client_id: str, email: str, password: str = PASSWORD
-) -> tuple[dict[str, list[str]], str]:
-    """Signs in on the page; the redirect's query and the PKCE verifier."""
-    verifier, challenge = pkce()
-    page = await http.get("/oauth/authorize", params=authorize_params(client_id, challenge))
-    assert page.status_code == 200 and "<form" in page.text
-    assert page.headers["x-frame-options"] == "DENY"
-    posted = await http.post(
-        "/oauth/authorize",
-        data={**authorize_params(client_id, challenge), "email": email, "password": password},
-    )
-    assert posted.status_code == 303, posted.text
-    location = posted.headers["location"]
-    assert location.startswith(REDIRECT + "?")
-    return parse_qs(urlsplit(location).query), verifier
-
-
-async def exchange(http: httpx.AsyncClient, client_id: str, **form: str) -> httpx.Response:
-    return await http.post("/oauth/token", data={"client_id": client_id, **form})
+from tests.conftest import NewTenant
+from tests.gateway.login import (
+    PASSWORD,
+    REDIRECT,
+    add_user,
+    authorize_params,
+    claims_of,
+    exchange,
+    frontend_client,
+    pkce,
+    sign_in,
+)
 
 
 async def test_user_signs_in_with_pkce_and_refresh_tokens_rotate(
