@@ -241,7 +241,6 @@ async def test_other_currencies_are_null_with_a_warning(
     ("params", "field"),
     [
         ({"metrics": "gmv,nope"}, "metrics"),
-        ({"metrics": "order_defect_rate"}, "metrics"),
         ({"from": "2026-13-01"}, "from"),
         ({"from": "2026-03-01", "to": "2026-02-01"}, "from"),
         ({"from": "2020-01-01", "to": "2026-01-01", "grain": "day"}, "to"),

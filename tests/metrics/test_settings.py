@@ -34,6 +34,7 @@ async def test_settings_change_every_answer_after_them_history_included(
     assert (await http.get("/v1/settings/kpi", headers=tenant.headers)).json() == {
         "gmv_includes_tax": False,
         "gmv_includes_shipping": True,
+        "refunds_by": "refunded_at",
         "reporting_currency": None,
         "updated_at": None,
     }

@@ -22,6 +22,11 @@ from opentelemetry import trace
 from pydantic import ValidationError
 
 from services.metrics.config import Settings
+from services.metrics.facts.attachments import (
+    ATTACHED_TYPES,
+    attached_keys,
+    move_order_attachments,
+)
 from services.metrics.facts.measures import Source, net_deltas
 from services.metrics.facts.repository import FactRepository
 from shared.db import Database
@@ -142,6 +147,22 @@ async def apply_messages(db: Database, messages: list[EventMessage]) -> int:
                 [(_source(m.tenant_id, m.source), m.typed_payload()) for m in applied],
                 [(_source_of_row(row), _payload_of_row(row)) for row in replaced],
             )
+        )
+        await move_order_attachments(
+            conn,
+            attached_keys(
+                [
+                    (m.tenant_id, m.source.platform, m.source.store_id, m.payload.get("order_id"))
+                    for m in applied
+                    if m.type in ATTACHED_TYPES
+                ]
+                + [
+                    (r["tenant_id"], r["platform"], r["store_id"], r["payload"].get("order_id"))
+                    for r in replaced
+                    if r["type"] in ATTACHED_TYPES
+                ]
+            ),
+            lines_moved=applied_lines > 0,
         )
         await repository.upsert_fx_rates(
             [

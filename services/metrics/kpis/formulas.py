@@ -45,6 +45,10 @@ SHIPMENT_MEASURES = frozenset(
         "deliveries_on_time",
     }
 )
+# Counted by the order's purchase date (see facts/attachments.py); "name@N" as above.
+ORDER_ATTACHED_MEASURES = frozenset(
+    {"orders_placed", "orders_seller_cancelled", "orders_defective"}
+)
 CS_MEASURES = frozenset({"first_response_hours_sum", "first_responses", "csat_sum", "csat_count"})
 ALL_DIMENSIONS = frozenset({"platform", "store", "marketplace", "sku", "category"})
 STORE_DIMENSIONS = frozenset({"platform", "store", "marketplace"})
@@ -54,7 +58,7 @@ def dimensions_of(inputs: frozenset[str]) -> frozenset[str]:
     """The dimensions every one of these inputs can be split by."""
     allowed = set(ALL_DIMENSIONS)
     if inputs & (ORDER_INPUTS | CS_MEASURES) or any(
-        name.split("@")[0] in SHIPMENT_MEASURES for name in inputs
+        name.split("@")[0] in SHIPMENT_MEASURES | ORDER_ATTACHED_MEASURES for name in inputs
     ):
         allowed &= STORE_DIMENSIONS
     if inputs & (SKU_MEASURES | INVENTORY_INPUTS | TRAILING_INPUTS):
@@ -160,6 +164,14 @@ FORMULAS: dict[str, Formula] = {
     "on_time_delivery_rate": _f(
         {"deliveries_on_time", "deliveries"},
         lambda i: div(i["deliveries_on_time"], i["deliveries"]),
+    ),
+    "pre_fulfillment_cancel_rate": _f(
+        {"orders_seller_cancelled@7", "orders_placed@7"},
+        lambda i: div(i["orders_seller_cancelled@7"], i["orders_placed@7"]),
+    ),
+    "order_defect_rate": _f(
+        {"orders_defective@60", "orders_placed@60"},
+        lambda i: div(i["orders_defective@60"], i["orders_placed@60"]),
     ),
     "first_response_hours": _f(
         {"first_response_hours_sum", "first_responses"},

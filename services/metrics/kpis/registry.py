@@ -62,8 +62,8 @@ _DEFINITIONS = [
     KpiDefinition("late_shipment_rate", "Late shipment rate", "ratio", "down", "Shipments shipped after promised_ship_by (or not shipped by now) / shipments due, by promised_ship_by; 10-day window."),
     KpiDefinition("valid_tracking_rate", "Valid tracking rate", "ratio", "up", "Shipped with valid tracking / shipped, by shipped_at; 30-day window."),
     KpiDefinition("on_time_delivery_rate", "On-time delivery rate", "ratio", "up", "Delivered by promised_delivery_by / delivered, by delivered_at."),
-    KpiDefinition("pre_fulfillment_cancel_rate", "Pre-fulfillment cancel rate", "ratio", "down", "Orders cancelled by the seller before shipping / orders, by purchased_at; 7-day window."),
-    KpiDefinition("order_defect_rate", "Order defect rate", "ratio", "down", "Orders with at least one defect / orders, by purchased_at; 60-day window."),
+    KpiDefinition("pre_fulfillment_cancel_rate", "Pre-fulfillment cancel rate", "ratio", "down", "Orders with a shipment cancelled_by_seller_before_ship / orders placed (cancelled or not), by purchased_at; 7-day window."),
+    KpiDefinition("order_defect_rate", "Order defect rate", "ratio", "down", "Orders with at least one order_defect / orders placed (cancelled or not), by purchased_at; 60-day window."),
     KpiDefinition("first_response_hours", "First response time", "hours", "down", "Mean hours from opened_at to first_response_at."),
     KpiDefinition("csat", "CSAT", "score", "up", "Mean csat (1-5)."),
 ]  # fmt: skip
@@ -73,6 +73,11 @@ KPIS: dict[str, KpiDefinition] = {k.id: k for k in _DEFINITIONS}
 
 def describe(definition: KpiDefinition, settings: KpiSettings) -> str:
     """The definition as this tenant's settings make it."""
+    if definition.id == "refunds" and settings.refunds_by == "purchase_date":
+        return (
+            "Σ refund amount by the order's purchase date, converted at that date's rate "
+            "(this tenant's settings)."
+        )
     if definition.id != "gmv":
         return definition.description
     shipping = "+ shipping_price " if settings.gmv_includes_shipping else ""

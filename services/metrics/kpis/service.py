@@ -118,8 +118,15 @@ async def _measure(
         - windowed
     )
     if measure_names:
-        for row in await repository.measures(grouping, measure_names):
-            found.put(key(row), row["measure"], row["value"])
+        # A tenant counting refunds by purchase date reads the cells kept that way.
+        by_purchase = settings.refunds_by == "purchase_date" and "refund_amount" in measure_names
+        stored = {
+            name: REFUNDS_BY_PURCHASE if by_purchase and name == "refund_amount" else name
+            for name in measure_names
+        }
+        inputs_of = {measure: name for name, measure in stored.items()}
+        for row in await repository.measures(grouping, sorted(stored.values())):
+            found.put(key(row), inputs_of[row["measure"]], row["value"])
     for currency, dates in missing.items():
         first, count = await repository.first_day_with_amounts(query.tenant_id, currency, dates)
         if first is not None:
@@ -172,6 +179,7 @@ async def _trailing_units(
 
 # What a windowed input sums: shipments late are those shipped late plus those not
 # shipped whose promised day is already over.
+REFUNDS_BY_PURCHASE = "refund_amount_by_purchase"
 _WINDOW_PARTS = {"shipments_late": ("shipments_shipped_late", "shipments_unshipped")}
 
 

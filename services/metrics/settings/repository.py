@@ -11,7 +11,8 @@ class SettingsRepository:
 
     async def get(self, tenant_id: str) -> KpiSettingsOut:
         row = await self.conn.fetchrow(
-            "SELECT gmv_includes_tax, gmv_includes_shipping, reporting_currency, updated_at "
+            "SELECT gmv_includes_tax, gmv_includes_shipping, refunds_by, reporting_currency, "
+            "updated_at "
             "FROM kpi_settings WHERE tenant_id = $1",
             tenant_id,
         )
@@ -20,18 +21,23 @@ class SettingsRepository:
     async def put(self, tenant_id: str, settings: KpiSettings) -> KpiSettingsOut:
         row = await self.conn.fetchrow(
             """
-            INSERT INTO kpi_settings AS k (tenant_id, gmv_includes_tax, gmv_includes_shipping, reporting_currency, updated_at)
-            VALUES ($1, $2, $3, $4, now())
+            INSERT INTO kpi_settings AS k
+                (tenant_id, gmv_includes_tax, gmv_includes_shipping, refunds_by,
+                 reporting_currency, updated_at)
+            VALUES ($1, $2, $3, $4, $5, now())
             ON CONFLICT (tenant_id) DO UPDATE SET
                 gmv_includes_tax = EXCLUDED.gmv_includes_tax,
                 gmv_includes_shipping = EXCLUDED.gmv_includes_shipping,
+                refunds_by = EXCLUDED.refunds_by,
                 reporting_currency = EXCLUDED.reporting_currency,
                 updated_at = now()
-            RETURNING gmv_includes_tax, gmv_includes_shipping, reporting_currency, updated_at
+            RETURNING gmv_includes_tax, gmv_includes_shipping, refunds_by, reporting_currency,
+                      updated_at
             """,
             tenant_id,
             settings.gmv_includes_tax,
             settings.gmv_includes_shipping,
+            settings.refunds_by,
             settings.reporting_currency,
         )
         assert row is not None

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -13,6 +14,11 @@ class KpiSettings(BaseModel):
 
     gmv_includes_tax: bool = Field(default=False, description="Add item tax to GMV.")
     gmv_includes_shipping: bool = Field(default=True, description="Keep shipping in GMV.")
+    refunds_by: Literal["refunded_at", "purchase_date"] = Field(
+        default="refunded_at",
+        description="Date refunds count on: their own refunded_at, or their order's purchase "
+        "date (converted at that date's rate).",
+    )
     reporting_currency: str | None = Field(
         default=None,
         description="Currency of answers when a query names none; when unset, the currency "

@@ -1,0 +1,95 @@
+"""Measures dated by an order's purchase date rather than their own event's date.
+
+A refund counted by purchase date, a seller's cancellation before shipping, an order
+defect: each belongs to an order, and the order's date (its earliest line) may arrive
+before or after the event, or move when an earlier line turns up. So the cells an order
+adds to ``daily_measures`` are kept per order in ``order_attached_cells``, and every
+batch that touches an order, or an event attached to it, takes its old cells out and
+puts freshly computed ones in. An event whose order has not arrived adds nothing yet;
+the order's first line brings it in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+ATTACHED_TYPES = ("refund", "shipment", "order_defect")
+_KEYS = "tenant_id, platform, store_id, order_id"
+_CELL = "tenant_id, local_date, platform, store_id, marketplace, sku, measure, currency"
+
+# The cells of every order in attached_keys, computed from its current state.
+NEW_CELLS_SQL = f"""
+INSERT INTO order_attached_cells ({_KEYS}, local_date, marketplace, sku, measure, currency, value)
+WITH touched AS (
+    SELECT o.* FROM orders o JOIN (SELECT DISTINCT * FROM attached_keys) k USING ({_KEYS})
+),
+attached AS (
+    SELECT t.tenant_id, t.platform, t.store_id, t.order_id, t.order_date, t.marketplace,
+           r.type, r.payload
+    FROM touched t
+    JOIN events_raw r
+      ON r.tenant_id = t.tenant_id AND r.platform = t.platform AND r.store_id = t.store_id
+     AND r.payload->>'order_id' = t.order_id
+     AND r.type IN ('refund', 'shipment', 'order_defect')
+)
+SELECT {_KEYS}, order_date, marketplace, coalesce(payload->>'sku', ''),
+       'refund_amount_by_purchase', payload->'amount'->>'currency',
+       sum((payload->'amount'->>'amount')::numeric)
+FROM attached WHERE type = 'refund'
+GROUP BY {_KEYS}, order_date, marketplace, coalesce(payload->>'sku', ''),
+         payload->'amount'->>'currency'
+UNION ALL
+SELECT {_KEYS}, order_date, marketplace, '', 'orders_placed', '', 1 FROM touched
+UNION ALL
+SELECT DISTINCT {_KEYS}, order_date, marketplace, '', 'orders_seller_cancelled', '', 1
+FROM attached
+WHERE type = 'shipment' AND (payload->>'cancelled_by_seller_before_ship')::boolean
+UNION ALL
+SELECT DISTINCT {_KEYS}, order_date, marketplace, '', 'orders_defective', '', 1
+FROM attached WHERE type = 'order_defect'
+"""
+
+# Adds ({sign} = "") or takes out ({sign} = "-") the cells of the orders in attached_keys.
+ADD_CELLS_SQL = f"""
+INSERT INTO daily_measures AS m ({_CELL}, value)
+SELECT {_CELL}, {{sign}}sum(value)
+FROM order_attached_cells JOIN (SELECT DISTINCT * FROM attached_keys) k USING ({_KEYS})
+GROUP BY {_CELL}
+ON CONFLICT (tenant_id, measure, local_date, platform, store_id, marketplace, sku, currency)
+DO UPDATE SET value = m.value + EXCLUDED.value
+"""
+
+
+def attached_keys(rows: list[tuple[str, str, str, Any]]) -> list[tuple[str, str, str, str]]:
+    """(tenant, platform, store, order id) of attached events; others name no order."""
+    return [(t, p, s, str(o)) for t, p, s, o in rows if o]
+
+
+async def move_order_attachments(
+    conn: asyncpg.Connection, event_keys: list[tuple[str, str, str, str]], lines_moved: bool
+) -> None:
+    """Recomputes the cells of every order this batch touched: through its lines (the
+    ``touched_keys`` of the order-line step) or through an attached event."""
+    if not event_keys and not lines_moved:
+        return
+    await conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS attached_keys "
+        "(tenant_id text, platform text, store_id text, order_id text) ON COMMIT DELETE ROWS"
+    )
+    await conn.execute("TRUNCATE attached_keys")
+    if event_keys:
+        await conn.copy_records_to_table(
+            "attached_keys", records=list(set(event_keys)), columns=_KEYS.split(", ")
+        )
+    if lines_moved:
+        await conn.execute(f"INSERT INTO attached_keys SELECT {_KEYS} FROM touched_keys")
+    await conn.execute(ADD_CELLS_SQL.format(sign="-"))
+    await conn.execute(
+        f"DELETE FROM order_attached_cells c USING attached_keys k "
+        f"WHERE ({', '.join('c.' + k for k in _KEYS.split(', '))}) "
+        f"= ({', '.join('k.' + k for k in _KEYS.split(', '))})"
+    )
+    await conn.execute(NEW_CELLS_SQL)
+    await conn.execute(ADD_CELLS_SQL.format(sign=""))

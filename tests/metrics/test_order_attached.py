@@ -1,0 +1,216 @@
+"""Measures dated by their order's purchase date: pre-fulfillment cancellations, order
+defects, and refunds when the tenant counts them so, including events that arrive
+before their order and orders whose date moves."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from tests.conftest import NewTenant, TenantClient
+from tests.metrics.test_kpis import kpis, line
+from tests.metrics.test_profit_and_ads import event
+
+APRIL_WINDOW = {"from": "2026-04-01", "to": "2026-04-15"}
+
+
+async def push(http: httpx.AsyncClient, tenant: TenantClient, *events: dict[str, Any]) -> None:
+    response = await http.post("/v1/events", json={"events": list(events)}, headers=tenant.headers)
+    assert response.status_code == 202, response.text
+
+
+async def totals(
+    http: httpx.AsyncClient, tenant: TenantClient, metrics: str, **window: str
+) -> dict[str, Any]:
+    body = await kpis(http, tenant, metrics=metrics, grain="total", **(window or APRIL_WINDOW))
+    return {v["metric"]: v["value"] for v in body["rows"][0]["values"]}
+
+
+async def settle(
+    http: httpx.AsyncClient, tenant: TenantClient, want: dict[str, Any], **window: str
+) -> None:
+    got: dict[str, Any] = {}
+    for _ in range(150):
+        got = await totals(http, tenant, ",".join(want), **window)
+        if all(
+            (got[k] is None and v is None)
+            or (got[k] is not None and v is not None and abs(got[k] - v) < 1e-9)
+            for k, v in want.items()
+        ):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"wanted {want}, got {got}")
+
+
+def shipment(event_id: str, order_id: str, cancelled: bool) -> dict[str, Any]:
+    return event(
+        event_id,
+        "shipment",
+        {
+            "order_id": order_id,
+            "promised_ship_by": "2026-04-14T18:00:00Z",
+            "cancelled_by_seller_before_ship": cancelled,
+        },
+    )
+
+
+def defect(event_id: str, order_id: str, kind: str = "negative_feedback") -> dict[str, Any]:
+    return event(
+        event_id,
+        "order_defect",
+        {"order_id": order_id, "kind": kind, "reported_at": "2026-04-15T10:00:00Z"},
+    )
+
+
+async def test_cancel_and_defect_rates_by_purchase_date_with_windows(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    await push(
+        http,
+        tenant,
+        line("l1", "O1", 1, "10.00", "2026-04-10T18:00:00Z"),
+        line("l2", "O2", 1, "10.00", "2026-04-12T18:00:00Z"),
+        line("l3", "O3", 1, "10.00", "2026-04-13T18:00:00Z", status="cancelled"),
+        line("l4", "O4", 1, "10.00", "2026-04-14T18:00:00Z"),
+        # Outside both windows ending on 15 April (7 and 60 days).
+        line("l5", "O5", 1, "10.00", "2026-01-20T18:00:00Z"),
+        shipment("s2", "O2", cancelled=False),
+        shipment("s3", "O3", cancelled=True),
+        # Two defects of one order count it once.
+        defect("d1", "O1"),
+        defect("d1b", "O1", "a_to_z_claim"),
+        defect("d5", "O5"),
+        # A defect of an order not seen yet waits for it.
+        defect("d9", "O9", "chargeback"),
+    )
+    # 7 days to 15 April: O1, O2, O3 (cancelled, still placed), O4; the seller cancelled O3.
+    # 60 days: the same four (O5 is older); O1 has defects.
+    await settle(http, tenant, {"pre_fulfillment_cancel_rate": 0.25, "order_defect_rate": 0.25})
+    await push(http, tenant, line("l9", "O9", 1, "10.00", "2026-04-11T18:00:00Z"))
+    await settle(http, tenant, {"pre_fulfillment_cancel_rate": 0.2, "order_defect_rate": 0.4})
+    # The cancellation was corrected: the seller did not cancel O3 after all.
+    corrected = shipment("s3", "O3", cancelled=False)
+    corrected["version"] = 2
+    await push(http, tenant, corrected)
+    await settle(http, tenant, {"pre_fulfillment_cancel_rate": 0.0, "order_defect_rate": 0.4})
+    # An earlier line moves O9 to 1 February: out of both windows, and its defect with it.
+    await push(http, tenant, line("l9a", "O9", 1, "10.00", "2026-02-01T18:00:00Z"))
+    await settle(http, tenant, {"pre_fulfillment_cancel_rate": 0.0, "order_defect_rate": 0.25})
+    # By month: each month's rates over the window ending on its last day.
+    body = await kpis(
+        http,
+        tenant,
+        metrics="order_defect_rate",
+        grain="month",
+        **{"from": "2026-01-01", "to": "2026-02-28"},
+    )
+    by_month = {row["period"]: row["values"][0]["value"] for row in body["rows"]}
+    # January: O5 (defective) of 1; February: O5 (20 Jan) and O9 (1 Feb), both defective.
+    assert by_month == {"2026-01-01": 1.0, "2026-02-01": 1.0}
+    refused = await http.get(
+        "/v1/kpis",
+        params={
+            "metrics": "order_defect_rate",
+            "grain": "total",
+            "group_by": "sku",
+            **APRIL_WINDOW,
+        },
+        headers=tenant.headers,
+    )
+    assert refused.status_code == 422
+
+
+def mx_line(event_id: str, order_id: str, amount: str, purchased_at: str) -> dict[str, Any]:
+    return line(
+        event_id,
+        order_id,
+        1,
+        amount,
+        purchased_at,
+        currency="MXN",
+        store="acme-mx",
+        marketplace="MX",
+    )
+
+
+def refund(
+    event_id: str,
+    order_id: str,
+    amount: str,
+    currency: str,
+    store: str,
+    marketplace: str,
+    version: int = 1,
+) -> dict[str, Any]:
+    body = event(
+        event_id,
+        "refund",
+        {
+            "order_id": order_id,
+            "amount": {"amount": amount, "currency": currency},
+            "refunded_at": "2026-04-02T18:00:00Z",
+        },
+        version=version,
+    )
+    body["source"] = {"platform": "amazon", "store_id": store, "marketplace": marketplace}
+    return body
+
+
+def rate(event_id: str, day: str, value: str) -> dict[str, Any]:
+    return event(event_id, "fx_rate", {"date": day, "base": "MXN", "quote": "USD", "rate": value})
+
+
+async def test_refunds_move_to_the_purchase_date_when_the_tenant_says_so(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    march = {"from": "2026-03-01", "to": "2026-03-31", "currency": "USD"}
+    april = {"from": "2026-04-01", "to": "2026-04-30", "currency": "USD"}
+    await push(
+        http,
+        tenant,
+        rate("fx1", "2026-03-30", "0.05"),
+        rate("fx2", "2026-04-01", "0.06"),
+        line("r1", "R1", 1, "100.00", "2026-03-30T18:00:00Z"),
+        mx_line("r2", "R2", "1000.00", "2026-03-30T18:00:00Z"),
+        refund("f1", "R1", "30.00", "USD", "acme-us", "US"),
+        refund("f2", "R2", "200.00", "MXN", "acme-mx", "MX"),
+        # The refund of an order whose lines have not arrived yet.
+        refund("f3", "LATE", "5.00", "USD", "acme-us", "US"),
+    )
+    # By refunded_at (the default): all in April, MXN at 2 April's rate (0.06 from 1 April).
+    await settle(http, tenant, {"refunds": 30 + 200 * 0.06 + 5}, **april)
+    assert (await totals(http, tenant, "refunds", **march))["refunds"] == 0
+    put = await http.put(
+        "/v1/settings/kpi", json={"refunds_by": "purchase_date"}, headers=tenant.headers
+    )
+    assert put.status_code == 200 and put.json()["refunds_by"] == "purchase_date"
+    # History moves with the setting: March now, at 30 March's rate; LATE has no date yet.
+    await settle(http, tenant, {"refunds": 30 + 200 * 0.05}, **march)
+    assert (await totals(http, tenant, "refunds", **april))["refunds"] == 0
+    catalog = await http.get("/v1/kpis/catalog", headers=tenant.headers)
+    refunds = next(k for k in catalog.json()["kpis"] if k["id"] == "refunds")
+    assert "purchase date" in refunds["description"]
+    # LATE's line arrives (purchased 28 March): its refund joins March; a new version of
+    # f1 replaces the old amount.
+    await push(
+        http,
+        tenant,
+        line("late1", "LATE", 1, "9.00", "2026-03-28T18:00:00Z"),
+        refund("f1", "R1", "35.00", "USD", "acme-us", "US", version=2),
+    )
+    await settle(http, tenant, {"refunds": 35 + 200 * 0.05 + 5}, **march)
+    net = await totals(http, tenant, "net_sales,refund_rate", **march)
+    assert abs(net["net_sales"] - (100 + 1000 * 0.05 + 9 - 50)) < 1e-9
+    back = await http.put(
+        "/v1/settings/kpi", json={"refunds_by": "refunded_at"}, headers=tenant.headers
+    )
+    assert back.status_code == 200
+    await settle(http, tenant, {"refunds": 35 + 200 * 0.06 + 5}, **april)
+    bad = await http.put(
+        "/v1/settings/kpi", json={"refunds_by": "whenever"}, headers=tenant.headers
+    )
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "refunds_by"
