@@ -1,12 +1,12 @@
 """Measures dated by an order's purchase date rather than their own event's date.
 
 A refund counted by purchase date, a seller's cancellation before shipping, an order
-defect: each belongs to an order, and the order's date (its earliest line) may arrive
-before or after the event, or move when an earlier line turns up. So the cells an order
-adds to ``daily_measures`` are kept per order in ``order_attached_cells``, and every
-batch that touches an order, or an event attached to it, takes its old cells out and
-puts freshly computed ones in. An event whose order has not arrived adds nothing yet;
-the order's first line brings it in.
+defect: each belongs to an order (orders themselves are counted in ``daily_orders``),
+and the order's date (its earliest line) may arrive before or after the event, or move
+when an earlier line turns up. So the cells an order adds to ``daily_measures`` are
+kept per order in ``order_attached_cells``, and every batch that touches an order, or
+an event attached to it, takes its old cells out and puts freshly computed ones in. An
+event whose order has not arrived adds nothing yet; the order's first line brings it in.
 """
 
 from __future__ import annotations
@@ -40,8 +40,6 @@ SELECT {_KEYS}, order_date, marketplace, coalesce(payload->>'sku', ''),
 FROM attached WHERE type = 'refund'
 GROUP BY {_KEYS}, order_date, marketplace, coalesce(payload->>'sku', ''),
          payload->'amount'->>'currency'
-UNION ALL
-SELECT {_KEYS}, order_date, marketplace, '', 'orders_placed', '', 1 FROM touched
 UNION ALL
 SELECT DISTINCT {_KEYS}, order_date, marketplace, '', 'orders_seller_cancelled', '', 1
 FROM attached

@@ -45,10 +45,9 @@ SHIPMENT_MEASURES = frozenset(
         "deliveries_on_time",
     }
 )
-# Counted by the order's purchase date (see facts/attachments.py); "name@N" as above.
-ORDER_ATTACHED_MEASURES = frozenset(
-    {"orders_placed", "orders_seller_cancelled", "orders_defective"}
-)
+# Counted by the order's purchase date (see facts/attachments.py); "name@N" as above,
+# and "orders_all@N" the orders placed over the same window.
+ORDER_ATTACHED_MEASURES = frozenset({"orders_all", "orders_seller_cancelled", "orders_defective"})
 CS_MEASURES = frozenset({"first_response_hours_sum", "first_responses", "csat_sum", "csat_count"})
 ALL_DIMENSIONS = frozenset({"platform", "store", "marketplace", "sku", "category"})
 STORE_DIMENSIONS = frozenset({"platform", "store", "marketplace"})
@@ -166,12 +165,12 @@ FORMULAS: dict[str, Formula] = {
         lambda i: div(i["deliveries_on_time"], i["deliveries"]),
     ),
     "pre_fulfillment_cancel_rate": _f(
-        {"orders_seller_cancelled@7", "orders_placed@7"},
-        lambda i: div(i["orders_seller_cancelled@7"], i["orders_placed@7"]),
+        {"orders_seller_cancelled@7", "orders_all@7"},
+        lambda i: div(i["orders_seller_cancelled@7"], i["orders_all@7"]),
     ),
     "order_defect_rate": _f(
-        {"orders_defective@60", "orders_placed@60"},
-        lambda i: div(i["orders_defective@60"], i["orders_placed@60"]),
+        {"orders_defective@60", "orders_all@60"},
+        lambda i: div(i["orders_defective@60"], i["orders_all@60"]),
     ),
     "first_response_hours": _f(
         {"first_response_hours_sum", "first_responses"},

@@ -204,9 +204,15 @@ async def _windowed_measures(
     counts: dict[tuple[str, ...], dict[date, dict[str, Decimal]]] = defaultdict(
         lambda: defaultdict(dict)
     )
-    for row in await repository.measures(daily, measures):
+    for row in await repository.measures(daily, [m for m in measures if m not in ORDER_INPUTS]):
         dims = tuple(row[d] for d in query.group_by)
         counts[dims][date.fromisoformat(row["period"])][row["measure"]] = Decimal(row["value"] or 0)
+    if set(measures) & ORDER_INPUTS:
+        for row in await repository.orders(daily):
+            dims = tuple(row[d] for d in query.group_by)
+            placed = counts[dims][date.fromisoformat(row["period"])]
+            for name in set(measures) & ORDER_INPUTS:
+                placed[name] = Decimal(row[name] or 0)
     today = date.today()
     buckets = set(found.inputs)
     buckets |= {

@@ -1,5 +1,5 @@
 """Measures dated by the order's purchase date: refunds (when the tenant counts them
-so), seller cancellations before shipping, order defects, and orders placed.
+so), seller cancellations before shipping, order defects.
 
 Revision ID: 0006
 Revises: 0005
