@@ -214,3 +214,50 @@ async def test_refunds_move_to_the_purchase_date_when_the_tenant_says_so(
         "/v1/settings/kpi", json={"refunds_by": "whenever"}, headers=tenant.headers
     )
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "refunds_by"
+
+
+async def test_orders_by_sku_count_each_order_under_every_sku_it_holds(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    await push(
+        http,
+        tenant,
+        # O1 holds LAMP twice and MUG once; O2 holds MUG (cancelled); O3 holds LAMP.
+        line("a1", "O1", 1, "10.00", "2026-04-10T18:00:00Z", sku="LAMP"),
+        line("a2", "O1", 2, "10.00", "2026-04-10T19:00:00Z", sku="LAMP"),
+        line("a3", "O1", 1, "5.00", "2026-04-10T20:00:00Z", sku="MUG"),
+        line("b1", "O2", 1, "5.00", "2026-04-11T18:00:00Z", sku="MUG", status="cancelled"),
+        line("c1", "O3", 1, "10.00", "2026-04-12T18:00:00Z", sku="LAMP"),
+    )
+    await settle(http, tenant, {"orders": 2.0})
+    body = await kpis(
+        http,
+        tenant,
+        metrics="orders,aov,cancel_rate",
+        grain="total",
+        group_by="sku",
+        **APRIL_WINDOW,
+    )
+    by_sku = {
+        row["dimensions"][0]["value"]: {v["metric"]: v["value"] for v in row["values"]}
+        for row in body["rows"]
+    }
+    # LAMP: O1 and O3, GMV 30 + 10; MUG: O1 live, O2 cancelled, GMV 5.
+    assert by_sku == {
+        "LAMP": {"orders": 2.0, "aov": 20.0, "cancel_rate": 0.0},
+        "MUG": {"orders": 1.0, "aov": 5.0, "cancel_rate": 0.5},
+    }
+    one = await totals(http, tenant, "orders", skus="MUG", **APRIL_WINDOW)
+    assert one == {"orders": 1.0}
+    # O1's MUG line is cancelled: O1 leaves MUG's live orders but still holds LAMP.
+    cancelled = line("a3", "O1", 1, "5.00", "2026-04-10T20:00:00Z", sku="MUG", status="cancelled")
+    cancelled["version"] = 2
+    await push(http, tenant, cancelled)
+    for _ in range(150):
+        now = await totals(http, tenant, "orders", skus="MUG", **APRIL_WINDOW)
+        if now == {"orders": 0.0}:
+            break
+        await asyncio.sleep(0.2)
+    assert now == {"orders": 0.0}
+    assert await totals(http, tenant, "orders", skus="LAMP", **APRIL_WINDOW) == {"orders": 2.0}

@@ -47,6 +47,18 @@ RAW_COLUMNS = (
 _DIMS = "tenant_id, local_date, platform, store_id, marketplace, sku, category, currency"
 _ORDER_DIMS = "tenant_id, local_date, platform, store_id, marketplace"
 _STORE_DIMS = "tenant_id, local_date, platform, store_id, marketplace, currency"
+_SKU_ORDER_DIMS = "tenant_id, local_date, platform, store_id, marketplace, sku"
+# Adds ({sign} = "") or takes out ({sign} = "-") the touched orders' per-SKU counts.
+_SKU_ORDERS_DELTA = f"""
+INSERT INTO daily_sku_orders AS d ({_SKU_ORDER_DIMS}, orders, orders_all)
+SELECT s.tenant_id, s.order_date, s.platform, s.store_id, s.marketplace, s.sku,
+       {{sign}}count(*) FILTER (WHERE s.live), {{sign}}count(*)
+FROM order_skus s JOIN touched_keys USING (tenant_id, platform, store_id, order_id)
+GROUP BY s.tenant_id, s.order_date, s.platform, s.store_id, s.marketplace, s.sku
+ON CONFLICT ({_SKU_ORDER_DIMS}) DO UPDATE SET
+    orders = d.orders + EXCLUDED.orders,
+    orders_all = d.orders_all + EXCLUDED.orders_all
+"""
 
 
 class FactRepository:
@@ -187,6 +199,32 @@ class FactRepository:
                 orders_all = d.orders_all + EXCLUDED.orders_all
             """
         )
+        await self._move_sku_orders()
+
+    async def _move_sku_orders(self) -> None:
+        # The touched orders' SKUs leave the per-SKU counts as they were, and come back
+        # as the orders' lines now have them.
+        await self.conn.execute(_SKU_ORDERS_DELTA.format(sign="-"))
+        await self.conn.execute(
+            """
+            DELETE FROM order_skus s USING touched_keys k
+            WHERE s.tenant_id = k.tenant_id AND s.platform = k.platform
+              AND s.store_id = k.store_id AND s.order_id = k.order_id
+            """
+        )
+        await self.conn.execute(
+            """
+            INSERT INTO order_skus
+            SELECT l.tenant_id, l.platform, l.store_id, l.order_id, l.sku, o.marketplace,
+                   o.order_date, bool_or(l.status <> 'cancelled')
+            FROM order_lines l
+            JOIN touched_keys USING (tenant_id, platform, store_id, order_id)
+            JOIN orders o USING (tenant_id, platform, store_id, order_id)
+            GROUP BY l.tenant_id, l.platform, l.store_id, l.order_id, l.sku, o.marketplace,
+                     o.order_date
+            """
+        )
+        await self.conn.execute(_SKU_ORDERS_DELTA.format(sign=""))
 
     async def store_raw(
         self, rows: list[tuple[Any, ...]]

@@ -56,10 +56,13 @@ STORE_DIMENSIONS = frozenset({"platform", "store", "marketplace"})
 def dimensions_of(inputs: frozenset[str]) -> frozenset[str]:
     """The dimensions every one of these inputs can be split by."""
     allowed = set(ALL_DIMENSIONS)
-    if inputs & (ORDER_INPUTS | CS_MEASURES) or any(
-        name.split("@")[0] in SHIPMENT_MEASURES | ORDER_ATTACHED_MEASURES for name in inputs
-    ):
+    bases = {name.split("@")[0] for name in inputs}
+    windowed = {name.split("@")[0] for name in inputs if "@" in name}
+    if inputs & CS_MEASURES or bases & SHIPMENT_MEASURES or windowed & ORDER_ATTACHED_MEASURES:
         allowed &= STORE_DIMENSIONS
+    if inputs & ORDER_INPUTS:
+        # Orders by SKU count each order under every SKU it holds (daily_sku_orders).
+        allowed &= STORE_DIMENSIONS | {"sku"}
     if inputs & (SKU_MEASURES | INVENTORY_INPUTS | TRAILING_INPUTS):
         allowed -= {"category"}
     return frozenset(allowed)

@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from services.metrics.kpis.formulas import FORMULAS
+from services.metrics.kpis.formulas import FORMULAS, ORDER_INPUTS
 from services.metrics.kpis.registry import KPIS
 from shared.errors import FieldError, InvalidInput
 
@@ -116,6 +116,10 @@ def parse_query(tenant_id: str, params: dict[str, str | None]) -> KpiQuery:
                         reason=f"{metric} by {dimension} is not available",
                     )
                 )
+    counts_orders = any(FORMULAS[m].inputs & ORDER_INPUTS for m in metrics if m in FORMULAS)
+    if counts_orders and "sku" not in group_by and len(filters.get("sku", [])) > 1:
+        # Per-SKU order counts do not add up over SKUs: an order may hold several.
+        errors.append(FieldError(field="skus", reason="orders of several SKUs need group_by sku"))
     if errors:
         raise InvalidInput("; ".join(f"{e.field}: {e.reason}" for e in errors), errors)
     assert start is not None and end is not None

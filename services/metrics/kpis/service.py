@@ -98,7 +98,8 @@ async def _measure(
         for sku in sorted(without_cost):
             found.warnings.append(f"no unit cost for SKU {sku}")
     if needed & ORDER_INPUTS:
-        for row in await repository.orders(grouping):
+        by_sku = "sku" in query.group_by or "sku" in query.filters
+        for row in await (repository.sku_orders if by_sku else repository.orders)(grouping):
             for name in ORDER_INPUTS:
                 found.put(key(row), name, row[name])
     if needed & INVENTORY_INPUTS:
