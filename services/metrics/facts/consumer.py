@@ -29,6 +29,7 @@ from services.metrics.facts.attachments import (
 )
 from services.metrics.facts.measures import Source, net_deltas
 from services.metrics.facts.repository import FactRepository
+from services.metrics.kpis.cache import bump_versions
 from shared.db import Database
 from shared.events import (
     DEADLETTER_TOPIC,
@@ -178,7 +179,11 @@ async def apply_messages(db: Database, messages: list[EventMessage]) -> int:
                 if isinstance(p := m.typed_payload(), UnitCost)
             ]
         )
-        return applied_lines + len(applied)
+        changed = applied_lines + len(applied)
+        if changed:
+            # Cached answers of these tenants are stale from this commit on.
+            await bump_versions(conn, {m.tenant_id for m in latest})
+        return changed
 
 
 def _source(tenant_id: str, source: EventSource) -> Source:

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from services.metrics.fx.rates import RateBook
+from services.metrics.kpis.cache import ANSWERS, AnswerCache, answer_key, data_version
 from services.metrics.kpis.formulas import (
     COGS_INPUTS,
     COVER_DAYS,
@@ -282,9 +283,31 @@ def _empty_bucket(query: KpiQuery) -> dict[str, Decimal | None]:
     return {m: FORMULAS[m].compute(zeros) for m in query.metrics}
 
 
-async def run_query(conn: asyncpg.Connection, query: KpiQuery) -> dict[str, Any]:
+async def run_query(
+    conn: asyncpg.Connection, query: KpiQuery, cache: AnswerCache = ANSWERS
+) -> dict[str, Any]:
+    """The answer to ``query``, from ``cache`` while the tenant's data is unchanged.
+
+    One read-only snapshot: the data version and every rollup read agree, so an answer
+    is never cached under a version older than the data it shows.
+    """
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        settings = await SettingsRepository(conn).get(query.tenant_id)
+        key = answer_key(
+            query, await data_version(conn, query.tenant_id), settings.model_dump_json()
+        )
+        cached = cache.get(key)
+        if cached is not None:
+            return cached
+        body = await _compute(conn, query, settings)
+    cache.put(key, body)
+    return body
+
+
+async def _compute(
+    conn: asyncpg.Connection, query: KpiQuery, settings: KpiSettings
+) -> dict[str, Any]:
     repository = RollupRepository(conn)
-    settings = await SettingsRepository(conn).get(query.tenant_id)
     target = (
         query.currency
         or settings.reporting_currency
