@@ -10,6 +10,9 @@ from fastapi import FastAPI
 
 from services.gateway.audit.endpoints import router as audit_router
 from services.gateway.config import Settings, get_settings
+from services.gateway.erasures.tracker import ErasureTracker
+from services.gateway.exports.endpoints import router as exports_router
+from services.gateway.exports.service import ExportRunner
 from services.gateway.grants.endpoints import internal_router as grants_internal_router
 from services.gateway.grants.endpoints import router as grants_router
 from services.gateway.grants.service import DatabaseGrantLookup
@@ -22,6 +25,8 @@ from services.gateway.oauth.signing import load_signer
 from services.gateway.proxy.endpoints import router as proxy_router
 from services.gateway.proxy.routes import owner_of
 from services.gateway.proxy.service import OpenApiMerger, service_urls
+from services.gateway.tenants.data import GATEWAY_TABLES
+from services.gateway.tenants.endpoints import is_tenant_path
 from services.gateway.tenants.endpoints import router as tenants_router
 from services.gateway.users.endpoints import router as users_router
 from shared.auth import KeyCache, TokenVerifier
@@ -29,6 +34,7 @@ from shared.db import Database
 from shared.http import make_client
 from shared.service import build_app, external_verifier
 from shared.telemetry import setup_telemetry
+from shared.tenant_data import tenant_data_router
 
 SERVICE = "gateway"
 
@@ -68,16 +74,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.http = make_client(settings.proxy_timeout_seconds)
         app.state.openapi_merger = OpenApiMerger(app.state.http, service_urls(settings))
+        app.state.exports = ExportRunner(db, settings, app.state.signer, app.state.http)
+        await app.state.exports.fail_abandoned()
+        app.state.erasures = ErasureTracker(db, settings)
+        app.state.erasures.start()
         try:
             yield
         finally:
+            await app.state.erasures.stop()
+            await app.state.exports.stop()
             await app.state.http.aclose()
             await db.dispose()
 
     app = build_app(
         SERVICE,
         settings,
-        audit_skip=lambda path: owner_of(path) is not None,
+        # An erasure is not audited: its erasures row is the record, and an audit line
+        # would keep the erased tenant's id.
+        audit_skip=lambda path: owner_of(path) is not None or is_tenant_path(path),
         lifespan=lifespan,
         openapi_url=None,
         docs_url=None,
@@ -89,7 +103,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(grants_router)
     app.include_router(users_router)
     app.include_router(audit_router)
+    app.include_router(exports_router)
     app.include_router(grants_internal_router)
+    app.include_router(tenant_data_router(GATEWAY_TABLES))
     app.include_router(graphql_router())
     # Last: everything under /v1 the gateway does not serve itself goes downstream.
     app.include_router(proxy_router)

@@ -13,9 +13,11 @@ from services.ingest.events.endpoints import router as events_router
 from services.ingest.outbox.relay import OutboxRelay
 from shared.access import GatewayGrantLookup
 from shared.db import Database
+from shared.erasure import ErasureListener
 from shared.http import make_client
 from shared.service import build_app, token_verifier
 from shared.telemetry import setup_telemetry
+from shared.tenant_data import tenant_data_router
 
 SERVICE = "ingest"
 
@@ -33,9 +35,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         relay = OutboxRelay(db, settings)
         app.state.relay = relay
         relay.start()
+        erasure = ErasureListener(SERVICE, db, settings)
+        erasure.start()
         try:
             yield
         finally:
+            await erasure.stop()
             await app.state.grant_lookup.client.aclose()
             await relay.stop()
             await db.dispose()
@@ -44,4 +49,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The CSV route first: /v1/events:csv must not be taken for /v1/events.
     app.include_router(csv_router)
     app.include_router(events_router)
+    app.include_router(tenant_data_router())
     return app

@@ -14,9 +14,11 @@ from services.metrics.kpis.endpoints import router as kpis_router
 from services.metrics.settings.endpoints import router as settings_router
 from shared.access import GatewayGrantLookup
 from shared.db import Database
+from shared.erasure import ErasureListener
 from shared.http import make_client
 from shared.service import build_app, token_verifier
 from shared.telemetry import setup_telemetry
+from shared.tenant_data import tenant_data_router
 
 SERVICE = "metrics"
 
@@ -34,9 +36,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         consumer = FactConsumer(db, settings)
         app.state.consumer = consumer
         consumer.start()
+        # Its own consumer group, apart from the fact consumer's.
+        erasure = ErasureListener(SERVICE, db, settings)
+        erasure.start()
         try:
             yield
         finally:
+            await erasure.stop()
             await app.state.grant_lookup.client.aclose()
             await consumer.stop()
             await db.dispose()
@@ -44,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = build_app(SERVICE, settings, lifespan=lifespan)
     app.include_router(kpis_router)
     app.include_router(settings_router)
+    app.include_router(tenant_data_router())
 
     @app.get("/internal/consumer", include_in_schema=False)
     async def consumer_counters(request: Request) -> dict[str, Any]:

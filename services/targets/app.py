@@ -11,9 +11,11 @@ from services.targets.config import Settings, get_settings
 from services.targets.plans.endpoints import router as plans_router
 from shared.access import GatewayGrantLookup
 from shared.db import Database
+from shared.erasure import ErasureListener
 from shared.http import make_client
 from shared.service import build_app, token_verifier
 from shared.telemetry import setup_telemetry
+from shared.tenant_data import tenant_data_router
 
 SERVICE = "targets"
 
@@ -27,12 +29,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.db = Database(settings.database_url, SERVICE)
         app.state.token_verifier = token_verifier(settings)
         app.state.grant_lookup = GatewayGrantLookup(settings.gateway_url, make_client(5.0))
+        erasure = ErasureListener(SERVICE, app.state.db, settings)
+        erasure.start()
         try:
             yield
         finally:
+            await erasure.stop()
             await app.state.grant_lookup.client.aclose()
             await app.state.db.dispose()
 
     app = build_app(SERVICE, settings, lifespan=lifespan)
     app.include_router(plans_router)
+    app.include_router(tenant_data_router())
     return app

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from devstack.stack import DEFAULT_PORTS, SERVICES
+from shared.erasure import erasure_topics
 from shared.events import EVENT_TYPES
 from shared.settings import env_var_names
 
@@ -108,6 +109,7 @@ def test_kafka_through_strimzi_with_every_topic() -> None:
     topics = {d["spec"]["topicName"] for d in documents if d["kind"] == "KafkaTopic"}
     expected = {f"lodestar.{t}.v1" for t in EVENT_TYPES}
     assert expected | {"lodestar.deadletter.v1", "lodestar.alerts.v1"} <= topics
+    assert set(erasure_topics()) <= topics
 
 
 def test_kustomization_lists_every_manifest_but_the_example_secret() -> None:

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, BackgroundTasks, Body, Depends, Query, Request
 
+from services.gateway.erasures import service as erasures
+from services.gateway.erasures.schemas import ErasureConfirm, ErasureOut
 from services.gateway.tenants import service
 from services.gateway.tenants.repository import TenantRepository
 from services.gateway.tenants.schemas import (
@@ -18,6 +20,13 @@ from shared.deps import DbSession
 from shared.scopes import PLATFORM_ADMIN
 
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
+TENANTS_PREFIX = "/v1/tenants/"
+
+
+def is_tenant_path(path: str) -> bool:
+    """``/v1/tenants/{id}`` itself, where the only write is the erasure."""
+    rest = path[len(TENANTS_PREFIX) :] if path.startswith(TENANTS_PREFIX) else ""
+    return bool(rest) and "/" not in rest.rstrip("/")
 
 
 @router.post("", status_code=201, response_model=TenantOut)
@@ -66,3 +75,41 @@ async def create_client(
     Another tenant, or an unknown one, is 404.
     """
     return await service.create_client(session, principal, tenant_id, data)
+
+
+@router.delete("/{tenant_id}", status_code=202, response_model=ErasureOut)
+async def erase_tenant(
+    tenant_id: str,
+    request: Request,
+    principal: Annotated[Principal, Depends(current_principal)],
+    session: DbSession,
+    background: BackgroundTasks,
+    data: Annotated[ErasureConfirm | None, Body()] = None,
+) -> ErasureOut:
+    """Erases the tenant and all its data in every service; cannot be undone.
+
+    For the platform admin or a `tenant:admin` of that tenant; the body must repeat the
+    tenant id, `{"confirm": "<tenant_id>"}` (else 422 naming `confirm`). The gateway's
+    part (users, clients, grants on both sides, tokens, audit, exports, the tenant) is
+    done when this answers; the other services confirm over Kafka: poll
+    `GET /v1/tenants/{tenant_id}/erasure` until `status` is `done`. The erasure record
+    keeps the tenant id, as the proof; nothing else does. Access tokens already issued
+    verify until they expire, but no client is left to renew them.
+    """
+    erasure = await erasures.request_erasure(
+        session, principal, tenant_id, data.confirm if data else None
+    )
+    request.app.state.exports.cancel_tenant(tenant_id)
+    # Published after the response, so after the commit: confirmations find the row.
+    background.add_task(request.app.state.erasures.publish, erasure.id, tenant_id)
+    return erasures.out(erasure)
+
+
+@router.get("/{tenant_id}/erasure", response_model=ErasureOut)
+async def get_erasure(
+    tenant_id: str,
+    principal: Annotated[Principal, Depends(current_principal)],
+    session: DbSession,
+) -> ErasureOut:
+    """The tenant's latest erasure: which services have finished it."""
+    return erasures.out(await erasures.latest_erasure(session, principal, tenant_id))

@@ -1,0 +1,117 @@
+"""The gateway's Kafka side of erasure: publish requests, record confirmations.
+
+A request is published after the transaction that recorded it commits, so a
+confirmation never arrives for an erasure the database does not hold yet. Requests
+not confirmed by every service are published again every ``REPUBLISH_SECONDS``: a
+lost publish, a broker restart (the embedded broker keeps its log in memory) or a
+service that was down all end the same way, since erasing again is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+
+from services.gateway.config import Settings
+from services.gateway.erasures import service
+from shared.db import Database
+from shared.erasure import (
+    ERASURE_DONE_TOPIC,
+    ERASURE_TOPIC,
+    ErasureDone,
+    ErasureRequested,
+    Publisher,
+    Records,
+    TopicListener,
+    listener_group,
+)
+
+log = logging.getLogger(__name__)
+
+REPUBLISH_SECONDS = 30.0
+
+
+class ErasureTracker:
+    def __init__(
+        self, db: Database, settings: Settings, republish_seconds: float = REPUBLISH_SECONDS
+    ) -> None:
+        self.db = db
+        self.publisher = Publisher(settings)
+        self.republish_seconds = republish_seconds
+        self.listener = TopicListener(
+            settings,
+            ERASURE_DONE_TOPIC,
+            listener_group(settings.topic_prefix, "gateway"),
+            self.handle,
+            name="gateway-erasure-confirmations",
+        )
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.listener.start()
+        self._sweeper = asyncio.create_task(self._republish(), name="gateway-erasure-republish")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        await self.listener.stop()
+        await self.publisher.close()
+
+    async def publish(self, erasure_id: str, tenant_id: str) -> bool:
+        """Asks every service to erase; False (logged) when the broker cannot take it now:
+        the sweep publishes it again."""
+        try:
+            await self.publisher.send(
+                ERASURE_TOPIC,
+                tenant_id,
+                ErasureRequested(erasure_id=erasure_id, tenant_id=tenant_id),
+            )
+        except KafkaError as exc:
+            log.warning(
+                "erasure request not published yet: %s",
+                exc,
+                extra={"fields": {"erasure_id": erasure_id, "tenant": tenant_id}},
+            )
+            return False
+        return True
+
+    async def handle(self, records: Records) -> None:
+        for record in records:
+            try:
+                done = ErasureDone.model_validate_json(record.value or b"")
+            except ValidationError as exc:
+                log.warning(
+                    "unreadable erasure confirmation skipped",
+                    extra={"fields": {"offset": record.offset, "reason": str(exc.errors()[0])}},
+                )
+                continue
+            async with self.db.session() as session:
+                erasure = await service.record_confirmation(session, done)
+            if erasure is None:
+                log.warning(
+                    "confirmation of an unknown erasure ignored",
+                    extra={"fields": {"erasure_id": done.erasure_id, "service": done.service}},
+                )
+
+    async def republish_pending(self) -> int:
+        """One sweep: publishes again every erasure some service has not confirmed within
+        ``republish_seconds``; returns how many were published."""
+        async with self.db.session() as session:
+            pending = await service.unfinished(session, self.republish_seconds)
+        published = 0
+        for erasure in pending:
+            published += await self.publish(erasure.id, erasure.tenant_id)
+        return published
+
+    async def _republish(self) -> None:
+        while True:
+            await asyncio.sleep(self.republish_seconds)
+            try:
+                await self.republish_pending()
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("unfinished erasures cannot be read: %s", exc)

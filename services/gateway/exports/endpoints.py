@@ -1,0 +1,79 @@
+"""``/v1/exports``: a tenant's whole data, from every service, as one zip."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Request
+from fastapi.responses import StreamingResponse
+
+from services.gateway.exports import service
+from services.gateway.exports.schemas import ExportList, ExportOut
+from shared.access import Access
+from shared.auth import Principal, current_principal
+from shared.deps import DbSession
+from shared.tenant_data import whole_tenant_admin
+
+router = APIRouter(prefix="/v1/exports", tags=["exports"])
+# tenant:admin of the whole tenant itself: never grantable, so an agency cannot export a
+# seller it works for, and not for a user limited to some stores.
+Admin = Annotated[Access, Depends(whole_tenant_admin)]
+Caller = Annotated[Principal, Depends(current_principal)]
+
+
+@router.post("", status_code=202, response_model=ExportOut)
+async def create_export(
+    request: Request,
+    access: Admin,
+    principal: Caller,
+    session: DbSession,
+    background: BackgroundTasks,
+) -> ExportOut:
+    """Starts an export of all the tenant's data in every service; poll
+    `GET /v1/exports/{id}` for its progress until `status` is `ready`, then download
+    `download_url`: a zip of `<service>/<table>.ndjson` files and a `manifest.json`
+    with each file's rows, bytes and SHA-256. Secrets (hashes, keys) are never in it.
+    """
+    export = await service.create_export(session, access.tenant_id, principal.subject)
+    # Started after the response, so after the commit: the runner's writes find the row.
+    background.add_task(request.app.state.exports.start, export)
+    return service.out(export)
+
+
+@router.get("", response_model=ExportList)
+async def list_exports(access: Admin, session: DbSession) -> ExportList:
+    """The tenant's exports, newest first (at most 100)."""
+    exports = await service.list_exports(session, access.tenant_id)
+    return ExportList(exports=[service.out(e) for e in exports])
+
+
+@router.get("/{export_id}", response_model=ExportOut)
+async def get_export(export_id: str, access: Admin, session: DbSession) -> ExportOut:
+    """Status and progress; `download_url` once ready. Another tenant's export is 404."""
+    return service.out(await service.readable_export(session, access.tenant_id, export_id))
+
+
+@router.get(
+    "/{export_id}/archive",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/zip": {}}}},
+)
+async def download_export(
+    export_id: str, request: Request, access: Admin, session: DbSession
+) -> StreamingResponse:
+    """The zip, with its SHA-256 in `ETag` and `Digest`; 409 while running or failed."""
+    export = await service.downloadable_export(session, access.tenant_id, export_id)
+    sha256 = export.archive_sha256 or ""
+    headers = {
+        "Content-Disposition": f'attachment; filename="lodestar-export-{export.id}.zip"',
+        "Content-Length": str(export.size_bytes or 0),
+        "ETag": f'"{sha256}"',
+        "Digest": "sha-256=" + base64.b64encode(bytes.fromhex(sha256)).decode("ascii"),
+        "Cache-Control": "private, no-store",
+    }
+    return StreamingResponse(
+        service.archive_chunks(request.app.state.db, export.id),
+        media_type="application/zip",
+        headers=headers,
+    )

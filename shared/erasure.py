@@ -1,0 +1,246 @@
+"""Tenant erasure over Kafka: the gateway asks, every service erases and confirms.
+
+The gateway publishes :class:`ErasureRequested` to ``lodestar.tenant-erasures.v1``.
+Each other service runs an :class:`ErasureListener` (its own consumer group) that
+erases the tenant's rows of its schema with :func:`shared.tenant_data.erase_tenant`,
+publishes :class:`ErasureDone` to ``lodestar.tenant-erasures-done.v1`` and only then
+commits its offset. A redelivered request erases nothing more and confirms again, so
+at-least-once delivery is enough. Messages are keyed by tenant like every event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import KafkaConnectionError, KafkaError
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from shared.db import Database
+from shared.kafka import broker_reachable, ensure_topics, make_consumer, make_producer
+from shared.settings import ServiceSettings
+from shared.tenant_data import TenantTables, erase_tenant
+
+log = logging.getLogger(__name__)
+
+ERASURE_TOPIC = "lodestar.tenant-erasures.v1"
+ERASURE_DONE_TOPIC = "lodestar.tenant-erasures-done.v1"
+RETRY_SECONDS = 1.0
+
+Records = list[ConsumerRecord[bytes, bytes]]
+Handler = Callable[[Records], Awaitable[None]]
+
+
+class ErasureRequested(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    erasure_id: str
+    tenant_id: str
+
+
+class ErasureDone(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    erasure_id: str
+    tenant_id: str
+    service: str
+    rows_deleted: int
+
+
+def erasure_topics(prefix: str = "") -> list[str]:
+    """Both erasure topics, with the deployment's topic prefix."""
+    return [prefix + ERASURE_TOPIC, prefix + ERASURE_DONE_TOPIC]
+
+
+def listener_group(prefix: str, service: str) -> str:
+    return f"{prefix}lodestar-{service}-erasure"
+
+
+class Publisher:
+    """A producer started on first use, after the erasure topics exist.
+
+    ``send()`` one message at a time and wait for the broker's ack: these messages are
+    few, and the embedded broker keeps only about 16 KB of a batch (see shared.kafka).
+    """
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def _started(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self._producer is None:
+                bootstrap = self.settings.kafka_bootstrap_servers
+                if not await broker_reachable(bootstrap):
+                    # Probed first: aiokafka would log an error of its own on every retry.
+                    raise KafkaConnectionError(f"no broker accepts connections at {bootstrap}")
+                await ensure_topics(bootstrap, erasure_topics(self.settings.topic_prefix))
+                producer = make_producer(bootstrap, linger_ms=0)
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()
+                    raise
+                self._producer = producer
+            return self._producer
+
+    async def send(self, topic: str, key: str, message: BaseModel) -> None:
+        """Publishes and waits for the ack; on a broker error the producer is dropped
+        (the next call makes a new one) and the error propagates."""
+        producer = await self._started()
+        try:
+            delivery = await producer.send(
+                self.settings.topic_prefix + topic,
+                value=message.model_dump_json().encode(),
+                key=key.encode(),
+            )
+            await delivery
+        except KafkaError:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                await producer.stop()
+            except KafkaError as exc:
+                log.warning("producer did not stop cleanly: %s", exc)
+
+
+class TopicListener:
+    """Consumes ``topic`` in ``group`` and hands each batch to ``handler``; commits the
+    batch's offsets only after the handler returns. A handler that raises gets the same
+    batch again after a pause; a lost broker is reconnected to. Runs until stopped."""
+
+    def __init__(
+        self, settings: ServiceSettings, topic: str, group: str, handler: Handler, name: str
+    ) -> None:
+        self.settings = settings
+        self.topic = settings.topic_prefix + topic
+        self.group = group
+        self.handler = handler
+        self.name = name
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._close()
+
+    async def _close(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            try:
+                await consumer.stop()
+            except KafkaError:
+                log.warning("%s: consumer did not stop cleanly", self.name)
+
+    async def _connect(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            bootstrap = self.settings.kafka_bootstrap_servers
+            if not await broker_reachable(bootstrap):
+                raise KafkaConnectionError(f"no broker accepts connections at {bootstrap}")
+            await ensure_topics(bootstrap, erasure_topics(self.settings.topic_prefix))
+            # Kept before start() so stop() closes it even when cancelled mid-start.
+            self._consumer = make_consumer(bootstrap, [self.topic], self.group, 100)
+            await self._consumer.start()
+        return self._consumer
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                consumer = await self._connect()
+                batches = await consumer.getmany(timeout_ms=500)
+                for partition, records in batches.items():
+                    try:
+                        await self.handler(records)
+                    except Exception:
+                        # Not committed (a database or a publish failure): the records
+                        # come again after a pause; handlers are idempotent.
+                        log.exception("%s: handling failed; it will be retried", self.name)
+                        consumer.seek(partition, records[0].offset)
+                        await asyncio.sleep(RETRY_SECONDS)
+                        continue
+                    await consumer.commit({partition: records[-1].offset + 1})
+            except asyncio.CancelledError:
+                raise
+            except (KafkaError, OSError) as exc:
+                log.warning("%s lost the broker: %s", self.name, exc)
+                await self._close()
+                await asyncio.sleep(RETRY_SECONDS)
+
+
+class ErasureListener:
+    """A service's side of erasure: erase the tenant's rows of its schema, confirm."""
+
+    def __init__(
+        self,
+        service: str,
+        db: Database,
+        settings: ServiceSettings,
+        tables: TenantTables | None = None,
+    ) -> None:
+        self.service = service
+        self.db = db
+        self.tables = tables or TenantTables()
+        self.publisher = Publisher(settings)
+        self.listener = TopicListener(
+            settings,
+            ERASURE_TOPIC,
+            listener_group(settings.topic_prefix, service),
+            self.handle,
+            name=f"{service}-erasure-listener",
+        )
+
+    def start(self) -> None:
+        self.listener.start()
+
+    async def stop(self) -> None:
+        await self.listener.stop()
+        await self.publisher.close()
+
+    async def handle(self, records: Records) -> None:
+        for record in records:
+            try:
+                request = ErasureRequested.model_validate_json(record.value or b"")
+            except ValidationError as exc:
+                # Nothing to erase can be read from it; retrying would not change that.
+                log.warning(
+                    "unreadable erasure request skipped",
+                    extra={"fields": {"offset": record.offset, "reason": str(exc.errors()[0])}},
+                )
+                continue
+            deleted = await self.erase(request.tenant_id)
+            await self.publisher.send(
+                ERASURE_DONE_TOPIC,
+                request.tenant_id,
+                ErasureDone(
+                    erasure_id=request.erasure_id,
+                    tenant_id=request.tenant_id,
+                    service=self.service,
+                    rows_deleted=sum(deleted.values()),
+                ),
+            )
+            log.info(
+                "tenant erased",
+                extra={
+                    "fields": {
+                        "erasure_id": request.erasure_id,
+                        "tenant": request.tenant_id,
+                        "rows_deleted": deleted,
+                    }
+                },
+            )
+
+    async def erase(self, tenant_id: str) -> dict[str, int]:
+        async with self.db.raw_connection() as conn:
+            return await erase_tenant(conn, self.db.schema, self.tables, tenant_id)

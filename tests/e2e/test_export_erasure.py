@@ -1,0 +1,430 @@
+"""Ownership (issue 5): a tenant exports all its data, then erases it everywhere.
+
+Export, erase, export again: the second archive is empty, and no schema of any
+service holds a row of the tenant but the erasure's own record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import io
+import secrets
+import time
+import uuid
+import zipfile
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import pytest
+
+from devstack.stack import SERVICES
+from shared.db import asyncpg_dsn
+from shared.tenant_data import SECRET_COLUMNS
+from tests.conftest import NewTenant, Stack, TenantClient, fetch_token
+from tests.e2e.test_grants import REST_MARCH, march_gmv, sale, wait_for
+from tests.gateway.login import add_user, frontend_client, user_tokens
+
+# Tables whose rows belong to a tenant by another column than tenant_id.
+OTHER_KEYS = {("gateway", "tenants"): ("id",), ("gateway", "grants"): ("agency_tenant_id",)}
+
+
+@pytest.fixture
+async def pg(stack: Stack) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(asyncpg_dsn(stack.config.database_url))
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def tenant_rows(conn: asyncpg.Connection, tenant_id: str) -> dict[tuple[str, str], int]:
+    """Rows naming the tenant in every table of every service's schema, counted directly
+    (not through the code under test): by tenant_id, and tenants.id / grants' agency."""
+    keyed = await conn.fetch(
+        """
+        SELECT c.table_schema, c.table_name FROM information_schema.columns c
+        JOIN information_schema.tables t USING (table_schema, table_name)
+        WHERE c.table_schema = ANY($1::text[]) AND c.column_name = 'tenant_id'
+          AND t.table_type = 'BASE TABLE'
+        """,
+        list(SERVICES),
+    )
+    keys: dict[tuple[str, str], list[str]] = {
+        (r["table_schema"], r["table_name"]): ["tenant_id"] for r in keyed
+    }
+    for table, others in OTHER_KEYS.items():
+        keys.setdefault(table, []).extend(others)
+    counts: dict[tuple[str, str], int] = {}
+    for (schema, name), columns in keys.items():
+        where = " OR ".join(f'"{c}" = $1' for c in columns)
+        counts[(schema, name)] = await conn.fetchval(
+            f'SELECT count(*) FROM "{schema}"."{name}" WHERE {where}', tenant_id
+        )
+    return counts
+
+
+async def add_plan(conn: asyncpg.Connection, tenant_id: str) -> None:
+    # Targets has no write API yet: its row is put in place as its API would.
+    await conn.execute(
+        "INSERT INTO targets.target_plans (tenant_id, id, name, year, metric, currency, amount) "
+        "VALUES ($1, $2, 'FY26', 2026, 'gmv', 'USD', 1200000.50)",
+        tenant_id,
+        uuid.uuid4(),
+    )
+
+
+async def client_of(
+    http: httpx.AsyncClient, admin_token: str, tenant_id: str, scopes: list[str]
+) -> TenantClient:
+    created = await http.post(
+        f"/v1/tenants/{tenant_id}/clients",
+        json={"name": "narrow", "scopes": scopes},
+        headers={"Authorization": f"Bearer {admin_token}"},
+    )
+    assert created.status_code == 201, created.text
+    body = created.json()
+    token = await fetch_token(http, body["client_id"], body["client_secret"])
+    return TenantClient(tenant_id, body["client_id"], body["client_secret"], token)
+
+
+async def finished_export(http: httpx.AsyncClient, who: TenantClient) -> dict[str, Any]:
+    started = await http.post("/v1/exports", headers=who.headers)
+    assert started.status_code == 202, started.text
+    export: dict[str, Any] = started.json()
+    assert export["status"] == "running" and export["download_url"] is None
+    assert export["tenant_id"] == who.tenant_id
+    assert export["progress"]["tables_done"] == 0
+    deadline = time.monotonic() + 60
+    while export["status"] == "running" and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        polled = await http.get(f"/v1/exports/{export['id']}", headers=who.headers)
+        assert polled.status_code == 200, polled.text
+        export = polled.json()
+    assert export["status"] == "ready", export
+    progress = export["progress"]
+    assert progress["tables_done"] == progress["tables_total"] > 0
+    assert export["download_url"] == f"/v1/exports/{export['id']}/archive"
+    return export
+
+
+async def download(
+    http: httpx.AsyncClient, who: TenantClient, export: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The manifest and every file, after checking the zip's and each file's checksum."""
+    response = await http.get(export["download_url"], headers=who.headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/zip"
+    assert "attachment" in response.headers["content-disposition"]
+    digest = hashlib.sha256(response.content)
+    assert response.headers["etag"] == f'"{digest.hexdigest()}"' == f'"{export["sha256"]}"'
+    assert response.headers["digest"] == "sha-256=" + base64.b64encode(digest.digest()).decode()
+    assert len(response.content) == export["bytes"]
+    archive = zipfile.ZipFile(io.BytesIO(response.content))
+    manifest: dict[str, Any] = orjson.loads(archive.read("manifest.json"))
+    assert manifest["tenant_id"] == who.tenant_id and manifest["export_id"] == export["id"]
+    files = {}
+    for entry in manifest["files"]:
+        content = archive.read(entry["path"])
+        assert entry["path"] == f"{entry['service']}/{entry['table']}.ndjson"
+        assert hashlib.sha256(content).hexdigest() == entry["sha256"], entry["path"]
+        assert len(content) == entry["bytes"]
+        assert len(content.splitlines()) == entry["rows"], entry["path"]
+        files[entry["path"]] = content
+    assert sorted(archive.namelist()) == sorted([*files, "manifest.json"])
+    return manifest, files
+
+
+async def test_export_then_erase_then_export_again(
+    http: httpx.AsyncClient, stack: Stack, new_tenant: NewTenant, admin_token: str, pg: Any
+) -> None:
+    seller = await new_tenant()
+    other = await new_tenant()
+    agency = await new_tenant(scopes=["kpi:read"])
+    pushed = await http.post(
+        "/v1/events",
+        json={"events": [sale("a", "acme-us", "10.00"), sale("b", "acme-mx", "5.00")]},
+        headers=seller.headers,
+    )
+    assert pushed.status_code == 202, pushed.text
+    # The other tenant uses the same event ids: rows must still never mix.
+    assert (
+        await http.post(
+            "/v1/events", json={"events": [sale("a", "zz-us", "7.00")]}, headers=other.headers
+        )
+    ).status_code == 202
+    await wait_for(http, seller, seller.tenant_id, 15.0)
+    await wait_for(http, other, other.tenant_id, 7.0)
+    for who in (seller, other):
+        settings = await http.put(
+            "/v1/settings/kpi", json={"gmv_includes_tax": True}, headers=who.headers
+        )
+        assert settings.status_code == 200, settings.text
+        await add_plan(pg, who.tenant_id)
+    grant = await http.post(
+        "/v1/grants",
+        json={"agency_tenant_id": agency.tenant_id, "stores": ["acme-us"], "scopes": ["kpi:read"]},
+        headers=seller.headers,
+    )
+    assert grant.status_code == 201, grant.text
+    user = await http.post(
+        "/v1/users",
+        json={
+            "email": f"ana-{secrets.token_hex(4)}@seller.example",
+            "name": "Ana",
+            "password": "correct horse battery",
+            "role": "analyst",
+        },
+        headers=seller.headers,
+    )
+    assert user.status_code == 201, user.text
+    assert await march_gmv(http, agency, seller.tenant_id) == 10.0
+
+    # Export: every table of every service holding the seller's rows, and nothing else.
+    export = await finished_export(http, seller)
+    manifest, files = await download(http, seller, export)
+    rows = {(f["service"], f["table"]): f["rows"] for f in manifest["files"]}
+    held = {table: n for table, n in (await tenant_rows(pg, seller.tenant_id)).items() if n}
+    # Exports are erased with the tenant but never exported.
+    assert held.pop(("gateway", "exports")) == 1 and ("gateway", "exports") not in rows
+    # The audit line of the export request is written as it is answered, so the export
+    # may have read the log just before it.
+    audit = ("gateway", "audit_log")
+    assert held.pop(audit) - rows[audit] in (0, 1)
+    assert {table: rows.get(table) for table in held} == held
+    for table in [
+        ("gateway", "tenants"),
+        ("gateway", "oauth_clients"),
+        ("gateway", "grants"),
+        ("gateway", "users"),
+        ("ingest", "outbox"),
+        ("metrics", "order_lines"),
+        ("metrics", "kpi_settings"),
+        ("targets", "target_plans"),
+    ]:
+        assert rows.get(table, 0) > 0, table
+    assert {service for service, _ in rows} == set(SERVICES)
+    for path, content in files.items():
+        assert other.tenant_id.encode() not in content, path
+        for line in content.splitlines():
+            row = orjson.loads(line)
+            assert not SECRET_COLUMNS & set(row), path
+            assert "archive" not in row
+    (plan,) = [orjson.loads(line) for line in files["targets/target_plans.ndjson"].splitlines()]
+    assert plan["amount"] == "1200000.50" and plan["tenant_id"] == seller.tenant_id
+    listed = await http.get("/v1/exports", headers=seller.headers)
+    assert [e["id"] for e in listed.json()["exports"]] == [export["id"]]
+
+    # Nobody else reads it: another tenant, a reader of the seller, an agency.
+    for url in (f"/v1/exports/{export['id']}", export["download_url"]):
+        assert (await http.get(url, headers=other.headers)).status_code == 404
+    reader = await client_of(http, admin_token, seller.tenant_id, ["kpi:read"])
+    for method, url in (
+        ("POST", "/v1/exports"),
+        ("GET", "/v1/exports"),
+        ("GET", f"/v1/exports/{export['id']}"),
+        ("GET", export["download_url"]),
+    ):
+        answer = await http.request(method, url, headers=reader.headers)
+        assert answer.status_code == 403 and answer.json()["error"] == "insufficient_scope"
+    as_agency = await http.post(
+        "/v1/exports", params={"tenant_id": seller.tenant_id}, headers=agency.headers
+    )
+    assert as_agency.status_code == 403
+    assert (await http.get(f"/v1/exports/{export['id']}")).status_code == 401
+
+    # Erase: the confirmation must repeat the tenant id; nobody else may ask.
+    for body in ({"confirm": other.tenant_id}, {}, None):
+        refused = await http.request(
+            "DELETE", f"/v1/tenants/{seller.tenant_id}", json=body, headers=seller.headers
+        )
+        assert refused.status_code == 422, refused.text
+        assert [e["field"] for e in refused.json()["errors"]] == ["confirm"]
+    confirm = {"confirm": seller.tenant_id}
+    stranger = await http.request(
+        "DELETE", f"/v1/tenants/{seller.tenant_id}", json=confirm, headers=other.headers
+    )
+    assert stranger.status_code == 404
+    narrow = await http.request(
+        "DELETE", f"/v1/tenants/{seller.tenant_id}", json=confirm, headers=reader.headers
+    )
+    assert narrow.status_code == 403 and narrow.json()["error"] == "insufficient_scope"
+    assert (
+        await http.get(f"/v1/tenants/{seller.tenant_id}/erasure", headers=seller.headers)
+    ).status_code == 404
+
+    erased = await http.request(
+        "DELETE", f"/v1/tenants/{seller.tenant_id}", json=confirm, headers=seller.headers
+    )
+    assert erased.status_code == 202, erased.text
+    erasure = erased.json()
+    assert erasure["tenant_id"] == seller.tenant_id and erasure["status"] == "running"
+    assert erasure["services"] == {
+        "gateway": "done",
+        "ingest": "pending",
+        "metrics": "pending",
+        "targets": "pending",
+    }
+    erasure = await erasure_done(http, seller, seller.tenant_id)
+    assert erasure["id"] == erased.json()["id"]
+    assert erasure["rows_deleted"]["metrics"] > 0 and erasure["rows_deleted"]["targets"] == 1
+
+    # Nothing of the seller is left anywhere but the erasure's own record.
+    left = {table: n for table, n in (await tenant_rows(pg, seller.tenant_id)).items() if n}
+    assert left == {("gateway", "erasures"): 1}
+    # The grant ended with the seller; its clients cannot get tokens any more.
+    assert await march_gmv(http, agency, seller.tenant_id) == "FORBIDDEN"
+    direct = await http.get(
+        f"{stack.url('metrics')}/v1/kpis",
+        params={**REST_MARCH, "tenant_id": seller.tenant_id},
+        headers=agency.headers,
+    )
+    assert direct.status_code == 403
+    renewed = await http.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials"},
+        auth=(seller.client_id, seller.client_secret),
+    )
+    assert renewed.status_code == 401
+    # The other tenant keeps everything.
+    assert await march_gmv(http, other, other.tenant_id) == 7.0
+    kept = await tenant_rows(pg, other.tenant_id)
+    assert kept[("targets", "target_plans")] == 1 and kept[("metrics", "kpi_settings")] == 1
+    assert kept[("gateway", "tenants")] == 1
+
+    # Export again, with the seller's token that still verifies until it expires: every
+    # table is listed, and none holds anything of the seller. The one line that may be
+    # there is the audit entry of this very request, written as it is answered.
+    again = await finished_export(http, seller)
+    manifest, files = await download(http, seller, again)
+    assert {(f["service"], f["table"]) for f in manifest["files"]} == set(rows)
+    filled = {f["path"]: f["rows"] for f in manifest["files"] if f["rows"] or f["bytes"]}
+    assert filled in ({}, {"gateway/audit_log.ndjson": 1}), filled
+    if filled:
+        (entry,) = [orjson.loads(files["gateway/audit_log.ndjson"])]
+        assert (entry["action"], entry["status"]) == ("POST /v1/exports", 202)
+
+    # That export is a row of the seller again; erasing again (the platform admin may)
+    # removes it, and leaves two proofs.
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    twice = await http.request(
+        "DELETE", f"/v1/tenants/{seller.tenant_id}", json=confirm, headers=admin
+    )
+    assert twice.status_code == 202, twice.text
+    await erasure_done(http, seller, seller.tenant_id, admin)
+    left = {table: n for table, n in (await tenant_rows(pg, seller.tenant_id)).items() if n}
+    assert left == {("gateway", "erasures"): 2}
+
+
+async def erasure_done(
+    http: httpx.AsyncClient,
+    who: TenantClient,
+    tenant_id: str,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        polled = await http.get(f"/v1/tenants/{tenant_id}/erasure", headers=headers or who.headers)
+        assert polled.status_code == 200, polled.text
+        body = polled.json()
+        if body["status"] == "done":
+            assert set(body["services"].values()) == {"done"}
+            assert body["finished_at"] is not None
+            return body
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"erasure not done: {body}")
+
+
+async def test_unknown_running_and_abandoned_exports_answer_plainly(
+    http: httpx.AsyncClient, new_tenant: NewTenant, pg: Any
+) -> None:
+    seller = await new_tenant()
+    assert (await http.get("/v1/exports/ex_nope", headers=seller.headers)).status_code == 404
+    assert (
+        await http.get("/v1/exports/ex_nope/archive", headers=seller.headers)
+    ).status_code == 404
+    now = datetime.now(UTC)
+    for export_id, heartbeat in (("ex_run", now), ("ex_dead", now - timedelta(minutes=5))):
+        await pg.execute(
+            "INSERT INTO gateway.exports (id, tenant_id, requested_by, status, created_at, "
+            "heartbeat_at) VALUES ($1, $2, 'test', 'running', $3, $3)",
+            f"{export_id}_{seller.tenant_id}",
+            seller.tenant_id,
+            heartbeat,
+        )
+    running = f"ex_run_{seller.tenant_id}"
+    busy = await http.get(f"/v1/exports/{running}/archive", headers=seller.headers)
+    assert busy.status_code == 409 and "running" in busy.json()["detail"]
+    assert (await http.get(f"/v1/exports/{running}", headers=seller.headers)).json()[
+        "status"
+    ] == "running"
+    # Its builder stopped beating five minutes ago: failed, and says why.
+    dead = f"ex_dead_{seller.tenant_id}"
+    status = (await http.get(f"/v1/exports/{dead}", headers=seller.headers)).json()
+    assert status["status"] == "failed" and "stopped" in status["error"]
+    assert status["download_url"] is None
+    gone = await http.get(f"/v1/exports/{dead}/archive", headers=seller.headers)
+    assert gone.status_code == 409 and "failed" in gone.json()["detail"]
+
+
+async def test_each_service_serves_only_its_callers_tenant_data(
+    http: httpx.AsyncClient, stack: Stack, new_tenant: NewTenant, admin_token: str
+) -> None:
+    seller = await new_tenant()
+    reader = await client_of(http, admin_token, seller.tenant_id, ["kpi:read"])
+    for service in SERVICES:
+        base = f"{stack.url(service)}/internal/tenant-data"
+        listed = await http.get(base, headers=seller.headers)
+        assert listed.status_code == 200, (service, listed.text)
+        names = [t["name"] for t in listed.json()["tables"]]
+        assert names and "alembic_version" not in names
+        first = await http.get(f"{base}/{names[0]}", headers=seller.headers)
+        assert first.status_code == 200
+        assert first.headers["content-type"] == "application/x-ndjson"
+        assert (await http.get(f"{base}/no_such_table", headers=seller.headers)).status_code == 404
+        assert (await http.get(base, headers=reader.headers)).status_code == 403
+        assert (await http.get(base)).status_code == 401
+    # The gateway's answer names its own tables, each counted for this tenant only.
+    gateway = await http.get("/internal/tenant-data", headers=seller.headers)
+    counts = {t["name"]: t["rows"] for t in gateway.json()["tables"]}
+    assert counts["tenants"] == 1 and counts["oauth_clients"] == 2
+
+
+async def test_erasing_a_tenant_that_never_existed_is_404(
+    http: httpx.AsyncClient, admin_token: str
+) -> None:
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    answer = await http.request(
+        "DELETE", "/v1/tenants/tn_nobody", json={"confirm": "tn_nobody"}, headers=admin
+    )
+    assert answer.status_code == 404
+    assert (await http.get("/v1/tenants/tn_nobody/erasure", headers=admin)).status_code == 404
+
+
+async def test_an_admin_limited_to_some_stores_can_neither_export_nor_erase(
+    http: httpx.AsyncClient, stack: Stack, new_tenant: NewTenant
+) -> None:
+    seller = await new_tenant()
+    limited = await add_user(http, seller, "admin", limits={"stores": ["acme-us"]})
+    client_id = await frontend_client(http, seller)
+    tokens = await user_tokens(http, client_id, limited["email"], scope="tenant:admin kpi:read")
+    headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+    for method, url, body in (
+        ("POST", "/v1/exports", None),
+        ("GET", "/v1/exports", None),
+        ("GET", f"{stack.url('metrics')}/internal/tenant-data", None),
+        ("DELETE", f"/v1/tenants/{seller.tenant_id}", {"confirm": seller.tenant_id}),
+    ):
+        answer = await http.request(method, url, json=body, headers=headers)
+        assert answer.status_code == 403, (url, answer.text)
+        assert "limited" in answer.json()["detail"]
+    # The tenant is still there.
+    assert (
+        await http.get(f"/v1/tenants/{seller.tenant_id}", headers=seller.headers)
+    ).status_code == 200
