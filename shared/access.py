@@ -9,7 +9,7 @@ the agency already holds.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Container, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
@@ -138,6 +138,11 @@ async def resolve_access(
     """The caller's access for ``scope``: its own tenant, or another through a grant."""
     principal.require(scope)
     own = principal.require_tenant()
+    # An erased tenant's tokens verify until they expire: no write may bring its rows
+    # back. Reading finds nothing, which is true.
+    erased: Container[str] = getattr(request.app.state, "erased", ())
+    if request.method not in ("GET", "HEAD") and (own in erased or tenant_id in erased):
+        raise Forbidden("this tenant has been erased")
     if tenant_id is None or tenant_id == own:
         limits = _limits(principal.claims.get("limits"))
         return Access(

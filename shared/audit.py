@@ -124,11 +124,15 @@ class AuditMiddleware:
             await self._record(scope, status["code"])
 
     async def _record(self, scope: Scope, status: int) -> None:
-        app = scope.get("app")
-        db: Database | None = getattr(getattr(app, "state", None), "db", None)
+        state = getattr(scope.get("app"), "state", None)
+        db: Database | None = getattr(state, "db", None)
         if db is None:
             return
         record = audit_record(scope, self.service, status)
+        if record["tenant_id"] in getattr(state, "erased", ()):
+            # A row would bring the erased tenant back; the log keeps the attempt.
+            log.info("write refused for an erased tenant", extra={"fields": record})
+            return
         try:
             async with db.raw_connection() as conn:
                 await conn.execute(

@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.db import Database
+from shared.erased import RecentlyErased
 from shared.kafka import broker_reachable, ensure_topics, make_consumer, make_producer
 from shared.settings import ServiceSettings
 from shared.tenant_data import TenantTables, erase_tenant
@@ -192,6 +193,8 @@ class ErasureListener:
         self.service = service
         self.db = db
         self.tables = tables or TenantTables()
+        # The service's app refuses these tenants' requests (see shared.access).
+        self.erased = RecentlyErased()
         self.publisher = Publisher(settings)
         self.listener = TopicListener(
             settings,
@@ -219,6 +222,8 @@ class ErasureListener:
                     extra={"fields": {"offset": record.offset, "reason": str(exc.errors()[0])}},
                 )
                 continue
+            # Refused from now on, so nothing brings rows back while they are deleted.
+            self.erased.add(request.tenant_id)
             deleted = await self.erase(request.tenant_id)
             await self.publisher.send(
                 ERASURE_DONE_TOPIC,

@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.relay = relay
         relay.start()
         erasure = ErasureListener(SERVICE, db, settings)
+        app.state.erased = erasure.erased
         erasure.start()
         try:
             yield

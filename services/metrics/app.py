@@ -33,11 +33,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.db = db
         app.state.token_verifier = token_verifier(settings)
         app.state.grant_lookup = GatewayGrantLookup(settings.gateway_url, make_client(5.0))
-        consumer = FactConsumer(db, settings)
-        app.state.consumer = consumer
-        consumer.start()
         # Its own consumer group, apart from the fact consumer's.
         erasure = ErasureListener(SERVICE, db, settings)
+        consumer = FactConsumer(db, settings, erased=erasure.erased)
+        app.state.consumer = consumer
+        consumer.start()
+        app.state.erased = erasure.erased
         erasure.start()
         try:
             yield

@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.token_verifier = token_verifier(settings)
         app.state.grant_lookup = GatewayGrantLookup(settings.gateway_url, make_client(5.0))
         erasure = ErasureListener(SERVICE, app.state.db, settings)
+        app.state.erased = erasure.erased
         erasure.start()
         try:
             yield

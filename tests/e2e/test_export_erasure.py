@@ -291,6 +291,17 @@ async def test_export_then_erase_then_export_again(
         auth=(seller.client_id, seller.client_secret),
     )
     assert renewed.status_code == 401
+    # Its access token still verifies, but no service takes a write of it any more.
+    late_push = await http.post(
+        f"{stack.url('ingest')}/v1/events",
+        json={"events": [{"event_id": "late"}]},
+        headers=seller.headers,
+    )
+    assert late_push.status_code == 403 and "erased" in late_push.json()["detail"]
+    late_settings = await http.put(
+        f"{stack.url('metrics')}/v1/settings/kpi", json={}, headers=seller.headers
+    )
+    assert late_settings.status_code == 403
     # The other tenant keeps everything.
     assert await march_gmv(http, other, other.tenant_id) == 7.0
     kept = await tenant_rows(pg, other.tenant_id)

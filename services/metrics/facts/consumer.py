@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Container
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -133,9 +134,12 @@ def _raw_row(message: EventMessage) -> tuple[Any, ...]:
     )
 
 
-async def apply_messages(db: Database, messages: list[EventMessage]) -> int:
+async def apply_messages(
+    db: Database, messages: list[EventMessage], erased: Container[str] = ()
+) -> int:
     """Applies parsed events in one transaction; returns how many changed something."""
-    latest = _latest(messages)
+    # Events of a tenant erased meanwhile are dropped, not applied again.
+    latest = [m for m in _latest(messages) if m.tenant_id not in erased]
     lines = [_line_row(m) for m in latest if m.type == "order_line"]
     others = [m for m in latest if m.type != "order_line"]
     async with db.raw_connection() as conn, conn.transaction():
@@ -199,9 +203,11 @@ def _payload_of_row(row: Any) -> Payload:
 
 
 class FactConsumer:
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, erased: Container[str] = ()) -> None:
         self.db = db
         self.settings = settings
+        # Tenants erased meanwhile: their late events are dropped, not applied again.
+        self.erased = erased
         self.counters = ConsumerCounters()
         self._task: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
@@ -276,7 +282,7 @@ class FactConsumer:
         with tracer.start_as_current_span("apply events", links=links) as span:
             span.set_attribute("messaging.batch.message_count", len(records))
             try:
-                applied = await apply_messages(self.db, [m for _, m in parsed.good])
+                applied = await apply_messages(self.db, [m for _, m in parsed.good], self.erased)
             except Exception:
                 # Not committed: read the batch again after a pause instead of losing it.
                 log.exception("applying a batch failed; it will be retried")
