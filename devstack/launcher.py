@@ -26,7 +26,13 @@ import httpx
 
 from devstack.demo import load_demo
 from devstack.embedded import EmbeddedBroker, EmbeddedPostgres, PortInUse, ensure_ports_free
-from devstack.stack import DEFAULT_PORTS, SERVICES, AdminCredentials, StackConfig
+from devstack.stack import (
+    DEFAULT_PORTS,
+    SERVICES,
+    AdminCredentials,
+    StackConfig,
+    load_or_create_credentials_key,
+)
 from shared.events import DEADLETTER_TOPIC, all_event_topics
 from shared.kafka import ensure_topics
 from shared.migrations import upgrade
@@ -130,6 +136,8 @@ class Launcher:
             admin=admin,
             ports=ports,
             topic_prefix=os.environ.get("LODESTAR_TOPIC_PREFIX", ""),
+            credentials_key=os.environ.get("LODESTAR_INGEST_CREDENTIALS_KEY")
+            or load_or_create_credentials_key(self.home / "credentials.key"),
         )
         _say("migrating ...")
         for service in SERVICES:

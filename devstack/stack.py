@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.fernet import Fernet
+
 SERVICES: tuple[str, ...] = ("gateway", "ingest", "metrics", "targets")
 DEFAULT_PORTS: dict[str, int] = {"gateway": 8000, "ingest": 8001, "metrics": 8002, "targets": 8003}
 
@@ -38,6 +40,18 @@ class AdminCredentials:
         return creds
 
 
+def load_or_create_credentials_key(path: Path) -> str:
+    """The embedded default's key sealing platform credentials, created once and kept:
+    a new key would make every stored credential unreadable."""
+    if path.exists():
+        return path.read_text().strip()
+    key = Fernet.generate_key().decode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
 @dataclass
 class StackConfig:
     database_url: str
@@ -46,6 +60,7 @@ class StackConfig:
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     host: str = "127.0.0.1"
     topic_prefix: str = ""
+    credentials_key: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)
 
     def url(self, service: str) -> str:
@@ -65,6 +80,8 @@ class StackConfig:
             "LODESTAR_ADMIN_CLIENT_ID": self.admin.client_id,
             "LODESTAR_ADMIN_CLIENT_SECRET": self.admin.client_secret,
         }
+        if self.credentials_key:
+            env["LODESTAR_INGEST_CREDENTIALS_KEY"] = self.credentials_key
         for service in SERVICES:
             env[f"LODESTAR_{service.upper()}_HOST"] = self.host
             env[f"LODESTAR_{service.upper()}_PORT"] = str(self.ports[service])

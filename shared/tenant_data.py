@@ -32,7 +32,7 @@ from shared.scopes import TENANT_ADMIN
 TENANT_COLUMN = "tenant_id"
 # Never exported, whatever table holds them.
 SECRET_COLUMNS = frozenset(
-    {"secret_hash", "password_hash", "private_jwk", "code_hash", "token_hash"}
+    {"secret_hash", "password_hash", "private_jwk", "code_hash", "token_hash", "credentials"}
 )
 SKIPPED_TABLES = frozenset({"alembic_version"})
 INTERNAL_PREFIX = "/internal/tenant-data"

@@ -27,6 +27,7 @@ import asyncpg
 import httpx
 import pytest
 import uvicorn
+from cryptography.fernet import Fernet
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
@@ -247,6 +248,7 @@ async def stack(database_url: str, kafka_bootstrap: str) -> AsyncIterator[Stack]
         admin=AdminCredentials("test-admin", secrets.token_urlsafe(24)),
         ports={service: free_port() for service in SERVICES},
         topic_prefix=prefix,
+        credentials_key=Fernet.generate_key().decode(),
     )
     await ensure_topics(kafka_bootstrap, [*all_event_topics(prefix), f"{prefix}{DEADLETTER_TOPIC}"])
     servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []

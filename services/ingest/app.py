@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.ingest.config import Settings, get_settings
+from services.ingest.connections.crypto import CredentialBox
+from services.ingest.connections.endpoints import router as connections_router
 from services.ingest.events.endpoints import csv_router
 from services.ingest.events.endpoints import router as events_router
 from services.ingest.outbox.relay import OutboxRelay
@@ -34,6 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.grant_lookup = GatewayGrantLookup(settings.gateway_url, make_client(5.0))
         relay = OutboxRelay(db, settings)
         app.state.relay = relay
+        app.state.credential_box = CredentialBox(settings.credentials_key)
         relay.start()
         erasure = ErasureListener(SERVICE, db, settings)
         app.state.erased = erasure.erased
@@ -50,5 +53,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The CSV route first: /v1/events:csv must not be taken for /v1/events.
     app.include_router(csv_router)
     app.include_router(events_router)
+    app.include_router(connections_router)
     app.include_router(tenant_data_router())
     return app

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import ServiceSettings
+from shared.settings import ServiceSettings, env_alias
 
 
 class Settings(ServiceSettings):
@@ -24,6 +25,11 @@ class Settings(ServiceSettings):
     idempotency_retention_hours: int = 168
     # How often the relay deletes sent outbox rows and expired idempotency keys.
     cleanup_interval_seconds: float = 300.0
+    # Fernet key (urlsafe base64 of 32 bytes) sealing platform credentials at rest; a
+    # secret. Unset, connections cannot be stored (503 naming the variable).
+    credentials_key: str = Field(
+        default="", validation_alias=env_alias("LODESTAR_INGEST_CREDENTIALS_KEY")
+    )
 
 
 @lru_cache

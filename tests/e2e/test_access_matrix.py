@@ -48,6 +48,7 @@ class World:
     other_store: str
     grant_id: str
     user_id: str
+    connection_id: str
     callers: list[Caller] = field(default_factory=list)
 
     async def fresh_tenant_id(self) -> str:
@@ -206,6 +207,45 @@ def user_path(fresh: bool) -> Build:
     return build
 
 
+def read_only_connection(store: str) -> dict[str, Any]:
+    return {
+        "platform": "shopify",
+        "store_id": store,
+        "marketplace": "US",
+        "granted_scopes": ["read_orders"],
+        "credentials": {"access_token": "shpat-matrix"},
+    }
+
+
+async def connection_create(world: World, caller: Caller, allowed: bool) -> Call:
+    # A store of its own per call, so each allowed caller creates one (201).
+    return Call(
+        "/v1/connections",
+        seller_tenant_param(world, caller),
+        json=read_only_connection(f"{world.store}-{secrets.token_hex(3)}"),
+    )
+
+
+def connection_path(fresh: bool) -> Build:
+    async def build(world: World, caller: Caller, allowed: bool) -> Call:
+        connection = world.connection_id
+        if fresh and allowed:
+            made = await world.http.post(
+                "/v1/connections",
+                json=read_only_connection(f"{world.store}-{secrets.token_hex(3)}"),
+                headers=world.seller.headers,
+            )
+            assert made.status_code == 201, made.text
+            connection = made.json()["id"]
+        return Call(
+            f"/v1/connections/{connection}",
+            seller_tenant_param(world, caller),
+            json={"status": "active"},
+        )
+
+    return build
+
+
 async def tenant_create(world: World, caller: Caller, allowed: bool) -> Call:
     return Call("/v1/tenants", json={"name": "matrix"})
 
@@ -296,6 +336,14 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("PUT", "/v1/settings/kpi"): Route(TENANT_ADMIN, 200, settings_put),
     ("GET", "/v1/targets/plans"): Route("targets:read", 200, plain("/v1/targets/plans")),
     ("GET", "/v1/audit"): Route(TENANT_ADMIN, 200, plain("/v1/audit")),
+    ("POST", "/v1/connections"): Route("connections:manage", 201, connection_create),
+    ("GET", "/v1/connections"): Route("connections:manage", 200, plain("/v1/connections")),
+    ("PATCH", "/v1/connections/{connection_id}"): Route(
+        "connections:manage", 200, connection_path(fresh=False)
+    ),
+    ("DELETE", "/v1/connections/{connection_id}"): Route(
+        "connections:manage", 204, connection_path(fresh=True)
+    ),
     ("POST", "/v1/exports"): Route(TENANT_ADMIN, 202, plain("/v1/exports")),
     ("GET", "/v1/exports"): Route(TENANT_ADMIN, 200, plain("/v1/exports")),
     ("GET", "/v1/exports/{export_id}"): Route(TENANT_ADMIN, 200, export_path()),
@@ -419,6 +467,10 @@ async def world(
     )
     assert revoke.status_code == 204
     user = await add_user(http, seller, "viewer")
+    connected = await http.post(
+        "/v1/connections", json=read_only_connection(store), headers=seller.headers
+    )
+    assert connected.status_code == 201, connected.text
     world = World(
         http,
         {"Authorization": f"Bearer {admin_token}"},
@@ -429,6 +481,7 @@ async def world(
         other_store,
         grants[agency.tenant_id],
         str(user["id"]),
+        str(connected.json()["id"]),
     )
 
     def bearer(token: str) -> dict[str, str]:

@@ -1,0 +1,46 @@
+"""Platform access stays read-only: which granted scopes would let Lodestar write.
+
+A connection is refused when any scope its credential was granted allows writing to
+the marketplace (listings, prices, orders, campaigns, messages), however the
+platform spells it: Shopify ``write_orders``, Mercado Libre ``write``, Walmart
+``Full Access``, Amazon Ads ``campaign_management``, TikTok ``...write``, or an SP-API
+role whose operations change the seller's account.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal, get_args
+
+Platform = Literal["amazon", "amazon_ads", "mercadolibre", "shopify", "walmart", "tiktok"]
+PLATFORMS: tuple[str, ...] = get_args(Platform)
+_WRITE_WORDS = re.compile(
+    r"(?:^|[^a-z])(write|full[ _-]?access|manage|management|update|delete|create|edit|"
+    r"modify|submit|post)(?:[^a-z]|$)",
+    re.IGNORECASE,
+)
+# SP-API roles that include operations changing the account (listings, prices,
+# shipments, buyer messages, invoices); the reporting and tracking roles only read.
+_AMAZON_WRITE_ROLES = frozenset(
+    {
+        "product listing",
+        "pricing",
+        "amazon fulfillment",
+        "buyer communication",
+        "buyer solicitation",
+        "direct-to-consumer shipping",
+        "tax invoicing",
+        "amazon warehousing and distribution",
+        "amazon logistics",
+    }
+)
+
+
+def write_access(platform: str, scope: str) -> str | None:
+    """Why ``scope`` would let Lodestar write to ``platform``, or None when it only reads."""
+    normalized = scope.strip().lower()
+    if platform == "amazon" and normalized in _AMAZON_WRITE_ROLES:
+        return f"the SP-API role {scope} can change the seller's account"
+    if _WRITE_WORDS.search(normalized):
+        return f"{scope} grants write access; Lodestar connects read-only"
+    return None

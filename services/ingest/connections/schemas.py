@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from services.ingest.connections.permissions import Platform
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Scopes = Annotated[list[Text], Field(min_length=1, max_length=100)]
+
+
+class ConnectionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    platform: Platform
+    store_id: Text
+    marketplace: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
+    name: Text | None = None
+    granted_scopes: Scopes = Field(
+        description="What the seller granted the credential, as the platform names it; "
+        "any write scope is refused"
+    )
+    credentials: dict[str, Any] = Field(
+        description="Whatever the platform's client needs (refresh token, ...); sealed at "
+        "rest and never returned"
+    )
+
+
+class ConnectionUpdate(BaseModel):
+    """Pause or resume, or re-authorise with new credentials and scopes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["active", "paused"] | None = None
+    granted_scopes: Scopes | None = None
+    credentials: dict[str, Any] | None = None
+
+
+class ConnectionOut(BaseModel):
+    id: str
+    platform: str
+    store_id: str
+    marketplace: str
+    name: str | None
+    granted_scopes: list[str]
+    status: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class ConnectionList(BaseModel):
+    connections: list[ConnectionOut]

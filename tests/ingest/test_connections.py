@@ -1,0 +1,130 @@
+"""Platform connections stay read-only: a credential that may write is refused by name,
+and credentials are sealed at rest and never answered back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from cryptography.fernet import Fernet
+
+from services.ingest.connections.crypto import CredentialBox
+from services.ingest.connections.permissions import write_access
+from shared.db import asyncpg_dsn
+from shared.errors import UpstreamUnavailable
+from tests.conftest import NewTenant, Stack
+
+REFRESH_TOKEN = "Atzr|very-secret-refresh-token"
+
+
+def connection(**changes: Any) -> dict[str, Any]:
+    return {
+        "platform": "shopify",
+        "store_id": "acme-shop",
+        "marketplace": "US",
+        "granted_scopes": ["read_orders", "read_products"],
+        "credentials": {"access_token": REFRESH_TOKEN},
+        **changes,
+    }
+
+
+@pytest.mark.parametrize(
+    ("platform", "scopes", "field"),
+    [
+        ("shopify", ["read_orders", "write_orders"], "granted_scopes.1"),
+        ("mercadolibre", ["read", "offline_access", "write"], "granted_scopes.2"),
+        ("amazon", ["Pricing"], "granted_scopes.0"),
+        ("amazon_ads", ["advertising::campaign_management"], "granted_scopes.0"),
+        ("walmart", ["Orders: Full Access"], "granted_scopes.0"),
+        ("tiktok", ["seller.order.info", "seller.product.write"], "granted_scopes.1"),
+    ],
+)
+async def test_a_credential_that_may_write_is_refused_naming_the_scope(
+    http: httpx.AsyncClient, new_tenant: NewTenant, platform: str, scopes: list[str], field: str
+) -> None:
+    tenant = await new_tenant()
+    response = await http.post(
+        "/v1/connections",
+        json=connection(platform=platform, granted_scopes=scopes),
+        headers=tenant.headers,
+    )
+    assert response.status_code == 422, response.text
+    assert [e["field"] for e in response.json()["errors"]] == [field]
+    listed = await http.get("/v1/connections", headers=tenant.headers)
+    assert listed.json()["connections"] == []
+
+
+async def test_connections_are_added_paused_reauthorised_and_removed(
+    http: httpx.AsyncClient, stack: Stack, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    created = await http.post("/v1/connections", json=connection(), headers=tenant.headers)
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert "credentials" not in body and REFRESH_TOKEN not in created.text
+    assert body["granted_scopes"] == ["read_orders", "read_products"]
+    assert body["status"] == "active"
+    again = await http.post("/v1/connections", json=connection(), headers=tenant.headers)
+    assert again.status_code == 409
+    conn = await asyncpg.connect(asyncpg_dsn(stack.config.database_url))
+    try:
+        sealed = await conn.fetchval(
+            "SELECT credentials FROM ingest.connections WHERE id = $1", body["id"]
+        )
+    finally:
+        await conn.close()
+    assert REFRESH_TOKEN.encode() not in sealed
+    path = f"/v1/connections/{body['id']}"
+    paused = await http.patch(path, json={"status": "paused"}, headers=tenant.headers)
+    assert paused.status_code == 200 and paused.json()["status"] == "paused"
+    widened = await http.patch(
+        path, json={"granted_scopes": ["read_orders", "write_products"]}, headers=tenant.headers
+    )
+    assert widened.status_code == 422
+    assert widened.json()["errors"][0]["field"] == "granted_scopes.1"
+    listed = await http.get("/v1/connections", headers=tenant.headers)
+    assert listed.json()["connections"][0]["granted_scopes"] == ["read_orders", "read_products"]
+    other = await new_tenant()
+    assert (await http.patch(path, json={}, headers=other.headers)).status_code == 404
+    assert (await http.delete(path, headers=other.headers)).status_code == 404
+    assert (await http.delete(path, headers=tenant.headers)).status_code == 204
+    assert (await http.delete(path, headers=tenant.headers)).status_code == 404
+
+
+async def test_bad_connections_name_the_field_and_need_the_scope(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    for change, field in (
+        ({"platform": "ebay"}, "platform"),
+        ({"marketplace": "usa"}, "marketplace"),
+        ({"granted_scopes": []}, "granted_scopes"),
+        ({"credentials": "token"}, "credentials"),
+    ):
+        response = await http.post(
+            "/v1/connections", json=connection(**change), headers=tenant.headers
+        )
+        assert response.status_code == 422, change
+        assert response.json()["errors"][0]["field"] == field, change
+    reader = await new_tenant(scopes=["kpi:read"])
+    denied = await http.post("/v1/connections", json=connection(), headers=reader.headers)
+    assert denied.status_code == 403 and denied.json()["error"] == "insufficient_scope"
+
+
+def test_read_scopes_pass_and_credentials_round_trip_only_with_the_key() -> None:
+    for platform, scope in (
+        ("shopify", "read_all_orders"),
+        ("mercadolibre", "offline_access"),
+        ("amazon", "Inventory and Order Tracking"),
+        ("amazon_ads", "advertising::campaign_read"),
+        ("walmart", "Orders: View Only"),
+    ):
+        assert write_access(platform, scope) is None, (platform, scope)
+    box = CredentialBox(Fernet.generate_key().decode())
+    assert box.open(box.seal({"refresh_token": "x"})) == {"refresh_token": "x"}
+    with pytest.raises(UpstreamUnavailable):
+        CredentialBox(Fernet.generate_key().decode()).open(box.seal({"a": 1}))
+    with pytest.raises(UpstreamUnavailable, match="LODESTAR_INGEST_CREDENTIALS_KEY"):
+        CredentialBox("").seal({"a": 1})
