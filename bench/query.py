@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import tempfile
 import time
@@ -157,6 +158,8 @@ QUESTIONS: dict[str, dict[str, Any]] = {
         "to": "2026-06-30",
         "grain": "TOTAL",
         "groupBy": ["SKU"],
+        "orderBy": {"metric": "gmv", "direction": "DESC"},
+        "limit": 50,
         "currency": "USD",
     },
     "total over everything": {
@@ -206,14 +209,23 @@ async def timed(call: Callable[[], Any], clients: int, rounds: int) -> list[floa
 
 async def graphql_times(
     base_url: str, tenant: BenchTenant, rounds: int
-) -> dict[tuple[str, int], list[float]]:
-    results: dict[tuple[str, int], list[float]] = {}
+) -> dict[tuple[str, int, str], list[float]]:
+    """Each question asked again and again ("repeat": dashboards refreshing, answered
+    from the cache while the data is unchanged) and asked afresh every time ("first":
+    a platform filter naming one more, absent platform makes each call a new question
+    with the same answer, so every call computes)."""
+    results: dict[tuple[str, int, str], list[float]] = {}
+    fresh = itertools.count()
     async with httpx.AsyncClient(
         base_url=base_url, timeout=120, limits=httpx.Limits(max_connections=40)
     ) as client:
         for name, variables in QUESTIONS.items():
 
-            async def ask(variables: dict[str, Any] = variables) -> None:
+            async def ask(variables: dict[str, Any] = variables, first: bool = False) -> None:
+                if first:
+                    filters = {**variables.get("filters", {})}
+                    filters["platforms"] = ["amazon", f"never-{next(fresh)}"]
+                    variables = {**variables, "filters": filters}
                 response = await client.post(
                     "/graphql",
                     json={"query": QUERY, "variables": {"i": variables}},
@@ -225,7 +237,10 @@ async def graphql_times(
 
             await ask()  # warm up
             for clients in (1, 20):
-                results[(name, clients)] = await timed(ask, clients, rounds)
+                results[(name, clients, "first")] = await timed(
+                    lambda: ask(first=True), clients, rounds
+                )
+                results[(name, clients, "repeat")] = await timed(ask, clients, rounds)
     return results
 
 
@@ -282,14 +297,17 @@ def main() -> None:
         f"{args.lines:,} order lines over {DAYS} days: generated in {generated:.0f} s, loaded with rollups in {loaded:.0f} s"
     )
     print(
-        f"{'question':<48} {'clients':>7} {'Lodestar p50/p95 ms':>22} {'DuckDB scan p50/p95 ms':>24}"
+        f"{'question':<48} {'clients':>7} {'first ask p50/p95 ms':>22} "
+        f"{'repeat p50/p95 ms':>20} {'DuckDB scan p50/p95 ms':>24}"
     )
     for name in QUESTIONS:
         for clients in (1, 20):
-            mine, base = ours[(name, clients)], theirs[(name, clients)]
+            first, again = ours[(name, clients, "first")], ours[(name, clients, "repeat")]
+            base = theirs[(name, clients)]
             print(
                 f"{name:<48} {clients:>7} "
-                f"{percentile(mine, 0.5) * 1000:>10.1f} / {percentile(mine, 0.95) * 1000:<9.1f} "
+                f"{percentile(first, 0.5) * 1000:>10.1f} / {percentile(first, 0.95) * 1000:<9.1f} "
+                f"{percentile(again, 0.5) * 1000:>8.1f} / {percentile(again, 0.95) * 1000:<9.1f} "
                 f"{percentile(base, 0.5) * 1000:>11.1f} / {percentile(base, 0.95) * 1000:<9.1f}"
             )
     print("goal: p95 under 30 ms at 20 clients, and faster than the DuckDB scan")

@@ -280,3 +280,59 @@ async def test_another_tenants_id_is_forbidden(
     )
     assert response.status_code == 403
     assert response.json()["error"] == "forbidden"
+
+
+async def test_top_n_per_period_by_a_metric(http: httpx.AsyncClient, new_tenant: NewTenant) -> None:
+    tenant = await new_tenant()
+    events = [
+        line("t1", "T1", 1, "30.00", "2026-03-10T18:00:00Z", sku="A"),
+        line("t2", "T2", 1, "10.00", "2026-03-10T18:00:00Z", sku="B"),
+        line("t3", "T3", 1, "20.00", "2026-03-10T18:00:00Z", sku="C"),
+        line("t4", "T4", 1, "5.00", "2026-04-10T18:00:00Z", sku="B"),
+    ]
+    pushed = await http.post("/v1/events", json={"events": events}, headers=tenant.headers)
+    assert pushed.status_code == 202
+    window = {"from": "2026-03-01", "to": "2026-04-30", "grain": "month", "group_by": "sku"}
+    for _ in range(150):
+        body = await kpis(http, tenant, metrics="gmv", **window)
+        if len(body["rows"]) == 4:
+            break
+        await asyncio.sleep(0.2)
+    top = await kpis(http, tenant, metrics="units,gmv", order_by="gmv", limit="2", **window)
+    assert [(r["period"], r["dimensions"][0]["value"]) for r in top["rows"]] == [
+        ("2026-03-01", "A"),
+        ("2026-03-01", "C"),
+        ("2026-04-01", "B"),
+    ]
+    bottom = await kpis(http, tenant, metrics="gmv", order_by="gmv:asc", limit="1", **window)
+    assert [r["dimensions"][0]["value"] for r in bottom["rows"]] == ["B", "B"]
+    graphql = await http.post(
+        "/graphql",
+        json={
+            "query": "query($i: KpiQueryInput!) { kpis(input: $i) { rows { dimensions { value } } } }",
+            "variables": {
+                "i": {
+                    "metrics": ["gmv"],
+                    "from": "2026-03-01",
+                    "to": "2026-03-31",
+                    "grain": "TOTAL",
+                    "groupBy": ["SKU"],
+                    "orderBy": {"metric": "gmv"},
+                    "limit": 1,
+                }
+            },
+        },
+        headers=tenant.headers,
+    )
+    assert graphql.json()["data"]["kpis"]["rows"] == [{"dimensions": [{"value": "A"}]}]
+    for params, field in (
+        ({"order_by": "cogs"}, "order_by"),
+        ({"order_by": "gmv:sideways"}, "order_by"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "lots"}, "limit"),
+    ):
+        refused = await http.get(
+            "/v1/kpis", params={"metrics": "gmv", **window, **params}, headers=tenant.headers
+        )
+        assert refused.status_code == 422, params
+        assert refused.json()["errors"][0]["field"] == field, params

@@ -70,6 +70,10 @@ def _query_params(data: KpiQueryInput) -> Params:
         params.append(("currency", data.currency))
     if data.compare_to is not None:
         params.append(("compare_to", data.compare_to.value))
+    if data.order_by is not None:
+        params.append(("order_by", f"{data.order_by.metric}:{data.order_by.direction.value}"))
+    if data.limit is not None:
+        params.append(("limit", data.limit))
     return params
 
 

@@ -33,6 +33,18 @@ class Comparison(Enum):
     PREVIOUS_YEAR = "previous_year"
 
 
+@strawberry.enum
+class SortDirection(Enum):
+    DESC = "desc"
+    ASC = "asc"
+
+
+@strawberry.input(description="Orders each period's rows by one of the metrics asked for.")
+class KpiOrder:
+    metric: str
+    direction: SortDirection = SortDirection.DESC
+
+
 @strawberry.input
 class KpiFilters:
     platforms: list[str] | None = None
@@ -53,6 +65,11 @@ class KpiQueryInput:
     filters: KpiFilters | None = None
     currency: str | None = None
     compare_to: Comparison | None = None
+    # Extensions of CONTRACT §5: the top N of each period, e.g. the 50 best SKUs.
+    order_by: KpiOrder | None = None
+    limit: int | None = strawberry.field(
+        default=None, description="At most this many rows a period (1 to 10,000)."
+    )
 
 
 @strawberry.type

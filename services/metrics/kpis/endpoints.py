@@ -61,6 +61,11 @@ async def kpis(
     categories: str | None = None,
     currency: str | None = None,
     compare_to: Annotated[str | None, Query(description="previous_period or previous_year")] = None,
+    order_by: Annotated[
+        str | None,
+        Query(description="metric:desc (default) or metric:asc; orders each period's rows"),
+    ] = None,
+    limit: Annotated[str | None, Query(description="At most this many rows a period")] = None,
 ) -> Any:
     """KPI values by period and dimensions, as JSON or (``Accept: text/csv``) CSV.
 
@@ -89,6 +94,8 @@ async def kpis(
             "skus": skus,
             "currency": currency,
             "compare_to": compare_to,
+            "order_by": order_by,
+            "limit": limit,
         },
     )
     db: Database = request.app.state.db

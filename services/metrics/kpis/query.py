@@ -47,6 +47,13 @@ class KpiQuery:
     filters: dict[str, list[str]]
     currency: str | None
     compare_to: str | None
+    # Top N: rows of each period ordered by one metric's value, the first ``limit`` kept.
+    order_by: str | None = None
+    descending: bool = True
+    limit: int | None = None
+
+
+MAX_LIMIT = 10_000
 
 
 def _split(value: str | None) -> list[str]:
@@ -116,6 +123,21 @@ def parse_query(tenant_id: str, params: dict[str, str | None]) -> KpiQuery:
                         reason=f"{metric} by {dimension} is not available",
                     )
                 )
+    order_by, descending = None, True
+    if params.get("order_by"):
+        metric, _, direction = str(params["order_by"]).partition(":")
+        order_by, descending = metric.strip(), direction.strip().lower() != "asc"
+        if order_by not in metrics:
+            errors.append(FieldError(field="order_by", reason="must be one of the metrics asked"))
+        if direction.strip().lower() not in ("", "asc", "desc"):
+            errors.append(FieldError(field="order_by", reason="metric:desc or metric:asc"))
+    limit = None
+    if params.get("limit"):
+        raw_limit = str(params["limit"])
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+            errors.append(FieldError(field="limit", reason=f"a whole number, 1 to {MAX_LIMIT}"))
+        else:
+            limit = int(raw_limit)
     counts_orders = any(FORMULAS[m].inputs & ORDER_INPUTS for m in metrics if m in FORMULAS)
     if counts_orders and "sku" not in group_by and len(filters.get("sku", [])) > 1:
         # Per-SKU order counts do not add up over SKUs: an order may hold several.
@@ -133,6 +155,9 @@ def parse_query(tenant_id: str, params: dict[str, str | None]) -> KpiQuery:
         filters=filters,
         currency=currency,
         compare_to=compare_to,
+        order_by=order_by,
+        descending=descending,
+        limit=limit,
     )
 
 
@@ -272,4 +297,24 @@ def answer(
             }
         )
     warnings = list(dict.fromkeys(current.warnings + (previous.warnings if previous else [])))
+    if query.order_by is not None or query.limit is not None:
+        rows = _top(rows, query)
     return {"currency": currency, "rows": rows, "warnings": warnings}
+
+
+def _top(rows: list[dict[str, Any]], query: KpiQuery) -> list[dict[str, Any]]:
+    """Each period's rows by the ``order_by`` metric (nulls last, ties by dimensions),
+    at most ``limit`` of them; periods stay in order."""
+    position = query.metrics.index(query.order_by) if query.order_by else None
+    by_period: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_period[row["period"]].append(row)
+    kept = []
+    for period_rows in by_period.values():
+        if position is not None:
+            valued = [r for r in period_rows if r["values"][position]["value"] is not None]
+            empty = [r for r in period_rows if r["values"][position]["value"] is None]
+            valued.sort(key=lambda r: r["values"][position]["value"], reverse=query.descending)
+            period_rows = valued + empty
+        kept.extend(period_rows[: query.limit] if query.limit else period_rows)
+    return kept
