@@ -28,6 +28,7 @@ from services.gateway.proxy.service import OpenApiMerger, service_urls
 from services.gateway.tenants.data import GATEWAY_TABLES
 from services.gateway.tenants.endpoints import is_tenant_path
 from services.gateway.tenants.endpoints import router as tenants_router
+from services.gateway.tenants.internal import router as tenant_internal_router
 from services.gateway.users.endpoints import router as users_router
 from shared.auth import KeyCache, TokenVerifier
 from shared.db import Database
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit_router)
     app.include_router(exports_router)
     app.include_router(grants_internal_router)
+    app.include_router(tenant_internal_router)
     app.include_router(tenant_data_router(GATEWAY_TABLES))
     app.include_router(graphql_router())
     # Last: everything under /v1 the gateway does not serve itself goes downstream.

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from services.metrics.config import Settings, get_settings
 from services.metrics.facts.consumer import FactConsumer
 from services.metrics.kpis.endpoints import router as kpis_router
+from services.metrics.kpis.tenants import TenantCurrencies
 from services.metrics.settings.endpoints import router as settings_router
 from shared.access import GatewayGrantLookup
 from shared.db import Database
@@ -33,6 +34,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.db = db
         app.state.token_verifier = token_verifier(settings)
         app.state.grant_lookup = GatewayGrantLookup(settings.gateway_url, make_client(5.0))
+        app.state.tenant_currencies = TenantCurrencies(
+            settings.gateway_url, app.state.grant_lookup.client
+        )
         # Its own consumer group, apart from the fact consumer's.
         erasure = ErasureListener(SERVICE, db, settings)
         consumer = FactConsumer(db, settings, erased=erasure.erased)

@@ -137,8 +137,10 @@ async def test_schema_has_the_contract_types(http: httpx.AsyncClient) -> None:
     )
     data = response.json()["data"]
     fields = {f["name"]: f["type"] for f in data["input"]["inputFields"]}
+    # The contract's fields in its order, then this project's extensions (top N).
     assert list(fields) == [
-        "metrics", "from", "to", "grain", "groupBy", "filters", "currency", "compareTo"
+        "metrics", "from", "to", "grain", "groupBy", "filters", "currency", "compareTo",
+        "orderBy", "limit",
     ]  # fmt: skip
     assert fields["from"]["ofType"]["name"] == "Date"
     assert [f["name"] for f in data["filters"]["inputFields"]] == [

@@ -10,6 +10,7 @@ from services.metrics.kpis.query import parse_query
 from services.metrics.kpis.registry import KPIS, describe
 from services.metrics.kpis.schemas import KpiCatalog, KpiDefinitionOut, KpiResult
 from services.metrics.kpis.service import run_query
+from services.metrics.kpis.tenants import TenantCurrencies
 from services.metrics.settings.repository import SettingsRepository
 from shared.access import Access, require_access
 from shared.db import Database
@@ -99,8 +100,12 @@ async def kpis(
         },
     )
     db: Database = request.app.state.db
+    currencies: TenantCurrencies = request.app.state.tenant_currencies
+    tenant_currency = (
+        None if query.currency else await currencies.reporting_currency(request, access.tenant_id)
+    )
     async with db.raw_connection() as conn:
-        body = await run_query(conn, query)
+        body = await run_query(conn, query, tenant_currency=tenant_currency)
     if "text/csv" in request.headers.get("accept", ""):
         return Response(_csv(body, query.group_by), media_type="text/csv")
     return body

@@ -284,7 +284,10 @@ def _empty_bucket(query: KpiQuery) -> dict[str, Decimal | None]:
 
 
 async def run_query(
-    conn: asyncpg.Connection, query: KpiQuery, cache: AnswerCache = ANSWERS
+    conn: asyncpg.Connection,
+    query: KpiQuery,
+    cache: AnswerCache = ANSWERS,
+    tenant_currency: str | None = None,
 ) -> dict[str, Any]:
     """The answer to ``query``, from ``cache`` while the tenant's data is unchanged.
 
@@ -294,23 +297,26 @@ async def run_query(
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         settings = await SettingsRepository(conn).get(query.tenant_id)
         key = answer_key(
-            query, await data_version(conn, query.tenant_id), settings.model_dump_json()
+            query,
+            await data_version(conn, query.tenant_id),
+            f"{settings.model_dump_json()}|{tenant_currency}",
         )
         cached = cache.get(key)
         if cached is not None:
             return cached
-        body = await _compute(conn, query, settings)
+        body = await _compute(conn, query, settings, tenant_currency)
     cache.put(key, body)
     return body
 
 
 async def _compute(
-    conn: asyncpg.Connection, query: KpiQuery, settings: KpiSettings
+    conn: asyncpg.Connection, query: KpiQuery, settings: KpiSettings, tenant_currency: str | None
 ) -> dict[str, Any]:
     repository = RollupRepository(conn)
     target = (
         query.currency
         or settings.reporting_currency
+        or tenant_currency
         or await repository.dominant_currency(query.tenant_id, query.start, query.end)
         or "USD"
     )

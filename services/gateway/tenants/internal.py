@@ -1,0 +1,40 @@
+"""What the other services need to know of a tenant, asked with the caller's token."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
+
+from services.gateway.grants.service import effective_grant
+from services.gateway.tenants.repository import TenantRepository
+from shared.auth import Principal, current_principal
+from shared.deps import DbSession
+from shared.errors import NotFound
+
+TENANT_PROFILE_PATH = "/internal/tenants/{tenant_id}/profile"
+router = APIRouter(include_in_schema=False)
+
+
+class TenantProfile(BaseModel):
+    reporting_currency: str
+    timezone: str | None
+
+
+@router.get(TENANT_PROFILE_PATH, response_model=TenantProfile)
+async def tenant_profile(
+    request: Request,
+    tenant_id: str,
+    principal: Annotated[Principal, Depends(current_principal)],
+    session: DbSession,
+) -> TenantProfile:
+    """The tenant's reporting currency and time zone, for its own tokens and those of
+    an agency holding a live grant; 404 for anyone else."""
+    reachable = principal.tenant_id == tenant_id or (
+        await effective_grant(session, principal, tenant_id) is not None
+    )
+    tenant = await TenantRepository(session).get(tenant_id) if reachable else None
+    if tenant is None:
+        raise NotFound(f"no tenant {tenant_id}")
+    return TenantProfile(reporting_currency=tenant.reporting_currency, timezone=tenant.timezone)
