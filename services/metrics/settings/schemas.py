@@ -21,8 +21,8 @@ class KpiSettings(BaseModel):
     )
     reporting_currency: str | None = Field(
         default=None,
-        description="Currency of answers when a query names none; when unset, the currency "
-        "most of the period's order lines are in.",
+        description="Currency of answers when a query names none; when unset, the tenant's "
+        "reporting currency (set when it was created).",
     )
 
     @field_validator("reporting_currency")
