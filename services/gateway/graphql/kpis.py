@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import orjson
 import strawberry
 from strawberry.permission import PermissionExtension
 from strawberry.types import Info
@@ -98,7 +99,7 @@ async def _get_metrics(context: Context, path: str, params: Params) -> Any:
     except httpx.HTTPError:
         raise UpstreamUnavailable("the metrics service is unavailable") from None
     if response.status_code == 200:
-        return response.json()
+        return orjson.loads(response.content)
     raise _error_from(response)
 
 

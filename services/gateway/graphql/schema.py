@@ -6,7 +6,13 @@ from typing import Any
 
 import strawberry
 from graphql.error import GraphQLError
-from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions import (
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
 from strawberry.fastapi import GraphQLRouter
 
 from services.gateway.graphql.context import get_context
@@ -36,6 +42,11 @@ schema = Schema(
         lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
         lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+        # Dashboards send the same documents again and again: parse and validate once
+        # (strawberry shares the caches between the per-request instances). A document
+        # is cached only once it passed the limits above.
+        lambda: ParserCache(maxsize=512),
+        lambda: ValidationCache(maxsize=512),
         ErrorCodes,
     ],
 )
