@@ -48,17 +48,6 @@ _DIMS = "tenant_id, local_date, platform, store_id, marketplace, sku, category, 
 _ORDER_DIMS = "tenant_id, local_date, platform, store_id, marketplace"
 _STORE_DIMS = "tenant_id, local_date, platform, store_id, marketplace, currency"
 _SKU_ORDER_DIMS = "tenant_id, local_date, platform, store_id, marketplace, sku"
-# Adds ({sign} = "") or takes out ({sign} = "-") the touched orders' per-SKU counts.
-_SKU_ORDERS_DELTA = f"""
-INSERT INTO daily_sku_orders AS d ({_SKU_ORDER_DIMS}, orders, orders_all)
-SELECT s.tenant_id, s.order_date, s.platform, s.store_id, s.marketplace, s.sku,
-       {{sign}}count(*) FILTER (WHERE s.live), {{sign}}count(*)
-FROM order_skus s JOIN touched_keys USING (tenant_id, platform, store_id, order_id)
-GROUP BY s.tenant_id, s.order_date, s.platform, s.store_id, s.marketplace, s.sku
-ON CONFLICT ({_SKU_ORDER_DIMS}) DO UPDATE SET
-    orders = d.orders + EXCLUDED.orders,
-    orders_all = d.orders_all + EXCLUDED.orders_all
-"""
 
 
 class FactRepository:
@@ -202,29 +191,53 @@ class FactRepository:
         await self._move_sku_orders()
 
     async def _move_sku_orders(self) -> None:
-        # The touched orders' SKUs leave the per-SKU counts as they were, and come back
-        # as the orders' lines now have them.
-        await self.conn.execute(_SKU_ORDERS_DELTA.format(sign="-"))
+        # The touched orders' SKUs leave the per-SKU counts as they were and come back as
+        # the orders' lines now have them: both sides gathered once, applied in one go.
+        await self.conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS moved_skus (sign int, tenant_id text, "
+            "local_date date, platform text, store_id text, marketplace text, sku text, "
+            "live boolean) ON COMMIT DELETE ROWS"
+        )
         await self.conn.execute(
             """
-            DELETE FROM order_skus s USING touched_keys k
-            WHERE s.tenant_id = k.tenant_id AND s.platform = k.platform
-              AND s.store_id = k.store_id AND s.order_id = k.order_id
+            WITH old AS (
+                DELETE FROM order_skus s USING touched_keys k
+                WHERE s.tenant_id = k.tenant_id AND s.platform = k.platform
+                  AND s.store_id = k.store_id AND s.order_id = k.order_id
+                RETURNING s.*
+            )
+            INSERT INTO moved_skus
+            SELECT -1, tenant_id, order_date, platform, store_id, marketplace, sku, live FROM old
             """
         )
         await self.conn.execute(
             """
-            INSERT INTO order_skus
-            SELECT l.tenant_id, l.platform, l.store_id, l.order_id, l.sku, o.marketplace,
-                   o.order_date, bool_or(l.status <> 'cancelled')
-            FROM order_lines l
-            JOIN touched_keys USING (tenant_id, platform, store_id, order_id)
-            JOIN orders o USING (tenant_id, platform, store_id, order_id)
-            GROUP BY l.tenant_id, l.platform, l.store_id, l.order_id, l.sku, o.marketplace,
-                     o.order_date
+            WITH new AS (
+                INSERT INTO order_skus
+                SELECT l.tenant_id, l.platform, l.store_id, l.order_id, l.sku, o.marketplace,
+                       o.order_date, bool_or(l.status <> 'cancelled')
+                FROM order_lines l
+                JOIN touched_keys USING (tenant_id, platform, store_id, order_id)
+                JOIN orders o USING (tenant_id, platform, store_id, order_id)
+                GROUP BY l.tenant_id, l.platform, l.store_id, l.order_id, l.sku, o.marketplace,
+                         o.order_date
+                RETURNING *
+            )
+            INSERT INTO moved_skus
+            SELECT 1, tenant_id, order_date, platform, store_id, marketplace, sku, live FROM new
             """
         )
-        await self.conn.execute(_SKU_ORDERS_DELTA.format(sign=""))
+        await self.conn.execute(
+            f"""
+            INSERT INTO daily_sku_orders AS d ({_SKU_ORDER_DIMS}, orders, orders_all)
+            SELECT {_SKU_ORDER_DIMS}, sum(sign * live::int), sum(sign)
+            FROM moved_skus
+            GROUP BY {_SKU_ORDER_DIMS}
+            ON CONFLICT ({_SKU_ORDER_DIMS}) DO UPDATE SET
+                orders = d.orders + EXCLUDED.orders,
+                orders_all = d.orders_all + EXCLUDED.orders_all
+            """
+        )
 
     async def store_raw(
         self, rows: list[tuple[Any, ...]]
