@@ -123,7 +123,8 @@ class Launcher:
             self.cleanups.append(postgres.stop)
             _say("starting PostgreSQL (embedded) ...")
             database_url = postgres.start()
-        if not bootstrap:
+        embedded_broker = not bootstrap
+        if embedded_broker:
             broker = EmbeddedBroker(broker_port, self.home / "tansu.log")
             self.cleanups.append(broker.stop)
             _say(f"starting the Kafka-protocol broker (Tansu) on {broker_port} ...")
@@ -138,6 +139,8 @@ class Launcher:
             topic_prefix=os.environ.get("LODESTAR_TOPIC_PREFIX", ""),
             credentials_key=os.environ.get("LODESTAR_INGEST_CREDENTIALS_KEY")
             or load_or_create_credentials_key(self.home / "credentials.key"),
+            # Tansu keeps its log in memory: what it held before this start is gone.
+            extra_env={"LODESTAR_INGEST_REPUBLISH_ON_START": "true"} if embedded_broker else {},
         )
         _say("migrating ...")
         for service in SERVICES:

@@ -25,6 +25,13 @@ class Settings(ServiceSettings):
     idempotency_retention_hours: int = 168
     # How often the relay deletes sent outbox rows and expired idempotency keys.
     cleanup_interval_seconds: float = 300.0
+    # A broker that keeps its log in memory (the embedded Tansu) loses, when it restarts,
+    # what consumers had not read yet: at start the relay then publishes again every row
+    # sent within the retention window. Consumers are idempotent, so the repeats change
+    # nothing. Off for a durable Kafka.
+    republish_on_start: bool = Field(
+        default=False, validation_alias=env_alias("LODESTAR_INGEST_REPUBLISH_ON_START")
+    )
     # Fernet key (urlsafe base64 of 32 bytes) sealing platform credentials at rest; a
     # secret. Unset, connections cannot be stored (503 naming the variable).
     credentials_key: str = Field(

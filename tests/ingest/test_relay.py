@@ -260,3 +260,31 @@ async def test_outbox_status_counts_only_the_callers_pending_events(
         )
         assert refused.status_code == 403
         assert refused.json()["error"] == "insufficient_scope"
+
+
+async def test_a_restart_after_a_forgetful_broker_publishes_the_sent_events_again(
+    make_ingest: MakeIngest, kafka_bootstrap: str
+) -> None:
+    tenant = f"tn_{secrets.token_hex(4)}"
+    async with make_ingest() as first:
+        await first.push(tenant, [order_line("r-1"), order_line("r-2")])
+        await wait_until(lambda: _published(first, 2), 15, "the first publication")
+        database, prefix = first.database_url, first.settings.topic_prefix
+    # The embedded broker keeps no log: its launcher starts ingest with republishing on.
+    async with make_ingest(
+        DATABASE_URL=database, LODESTAR_TOPIC_PREFIX=prefix, republish_on_start=True
+    ) as again:
+        await wait_until(lambda: _published(again, 2), 15, "the republication")
+        assert await again.sql("SELECT count(*) FROM outbox WHERE sent_at IS NULL") == 0
+        records = await read_topic(kafka_bootstrap, again.topic("order_line"), 4)
+    # Twice each; consumers keep one (same event id and version).
+    ids = Counter(orjson.loads(r.value or b"{}")["event_id"] for r in records)
+    assert ids == {"r-1": 2, "r-2": 2}
+    # Without the setting (a durable Kafka) nothing is sent twice.
+    async with make_ingest(DATABASE_URL=database, LODESTAR_TOPIC_PREFIX=prefix) as third:
+        await asyncio.sleep(0.5)
+        assert third.relay.counters.published == 0
+
+
+async def _published(service: IngestService, count: int) -> bool:
+    return service.relay.counters.published >= count

@@ -65,6 +65,7 @@ class OutboxRelay:
         self._listener: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_cleanup = float("-inf")
+        self._republish_pending = settings.republish_on_start
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
@@ -140,11 +141,25 @@ class OutboxRelay:
                 # The producer is dropped either way; a new one is made on the next try.
                 log.warning("producer did not stop cleanly: %s", exc)
 
+    async def _republish_sent(self) -> None:
+        """Once per start, when the broker may have forgotten what it was sent."""
+        async with self.db.raw_connection() as conn:
+            queued = await OutboxRepository(conn).mark_unsent_since(
+                self.settings.outbox_retention_hours
+            )
+        self._republish_pending = False
+        log.info(
+            "sent events queued again for a broker that keeps no log",
+            extra={"fields": {"rows": queued}},
+        )
+
     async def _run(self) -> None:
         backoff = MIN_BACKOFF_SECONDS
         outage_reported = False
         while True:
             try:
+                if self._republish_pending:
+                    await self._republish_sent()
                 await self._listen()
                 # Cleared before reading, so a push committed meanwhile wakes the next wait.
                 self._wake.clear()

@@ -50,6 +50,15 @@ class OutboxRepository:
             "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", ids
         )
 
+    async def mark_unsent_since(self, hours: int) -> int:
+        """Queues again the rows sent within the last ``hours``; returns how many."""
+        status = await self.conn.execute(
+            "UPDATE outbox SET sent_at = NULL WHERE sent_at IS NOT NULL "
+            "AND sent_at >= now() - make_interval(hours => $1)",
+            hours,
+        )
+        return int(status.split()[-1])
+
     async def delete_sent_before(self, hours: int) -> int:
         """Deletes rows sent more than ``hours`` ago; returns how many."""
         status = await self.conn.execute(
