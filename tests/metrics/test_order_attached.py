@@ -261,3 +261,64 @@ async def test_orders_by_sku_count_each_order_under_every_sku_it_holds(
         await asyncio.sleep(0.2)
     assert now == {"orders": 0.0}
     assert await totals(http, tenant, "orders", skus="LAMP", **APRIL_WINDOW) == {"orders": 2.0}
+
+
+async def test_sku_measures_group_and_filter_by_the_skus_category(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    lamp = line("k1", "K1", 1, "40.00", "2026-04-10T18:00:00Z", sku="LAMP")
+    lamp["payload"]["category"] = "home"
+    toy = line("k2", "K2", 1, "20.00", "2026-04-10T18:00:00Z", sku="TOY")
+    toy["payload"]["category"] = "toys"
+    await push(
+        http,
+        tenant,
+        lamp,
+        toy,
+        event(
+            "kr",
+            "refund",
+            {
+                "order_id": "K1",
+                "sku": "LAMP",
+                "amount": {"amount": "4.00", "currency": "USD"},
+                "refunded_at": "2026-04-12T18:00:00Z",
+            },
+        ),
+        event(
+            "kf",
+            "fee",
+            {
+                "fee_type": "commission",
+                "sku": "TOY",
+                "amount": {"amount": "3.00", "currency": "USD"},
+                "charged_at": "2026-04-11T18:00:00Z",
+            },
+        ),
+        event(
+            "kg",
+            "fee",
+            {
+                "fee_type": "storage",
+                "amount": {"amount": "1.00", "currency": "USD"},
+                "charged_at": "2026-04-11T18:00:00Z",
+            },
+        ),
+    )
+    await settle(http, tenant, {"fees": 4.0, "refunds": 4.0})
+    body = await kpis(
+        http, tenant, metrics="gmv,refunds,fees", grain="total", group_by="category", **APRIL_WINDOW
+    )
+    by_category = {
+        row["dimensions"][0]["value"]: {v["metric"]: v["value"] for v in row["values"]}
+        for row in body["rows"]
+    }
+    # A fee of no SKU has no category; it still counts, under "".
+    assert by_category == {
+        "": {"gmv": 0.0, "refunds": 0.0, "fees": 1.0},
+        "home": {"gmv": 40.0, "refunds": 4.0, "fees": 0.0},
+        "toys": {"gmv": 20.0, "refunds": 0.0, "fees": 3.0},
+    }
+    home = await totals(http, tenant, "refund_rate", categories="home", **APRIL_WINDOW)
+    assert home == {"refund_rate": 0.1}

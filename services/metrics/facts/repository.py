@@ -124,6 +124,18 @@ class FactRepository:
                 """
             )
         await self._move_orders()
+        # The category a SKU's newest line names is the SKU's category.
+        await self.conn.execute(
+            """
+            INSERT INTO sku_categories AS c (tenant_id, sku, category, seen_at)
+            SELECT DISTINCT ON (tenant_id, sku) tenant_id, sku, category, purchased_at
+            FROM applied_lines WHERE category <> ''
+            ORDER BY tenant_id, sku, purchased_at DESC
+            ON CONFLICT (tenant_id, sku) DO UPDATE
+            SET category = EXCLUDED.category, seen_at = EXCLUDED.seen_at
+            WHERE c.seen_at <= EXCLUDED.seen_at
+            """
+        )
         return applied
 
     async def _move_orders(self) -> None:

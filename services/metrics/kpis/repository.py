@@ -24,6 +24,13 @@ COLUMNS = {
 }
 
 
+# Measures are kept by SKU; a SKU's category is the one its newest order line names.
+_MEASURES_WITH_CATEGORY = """(
+    SELECT m.*, coalesce(c.category, '') AS category
+    FROM daily_measures m LEFT JOIN sku_categories c USING (tenant_id, sku)
+) AS daily_measures"""
+
+
 @dataclass(frozen=True)
 class Grouping:
     tenant_id: str
@@ -228,9 +235,10 @@ class RollupRepository:
 
     async def measures(self, grouping: Grouping, names: list[str]) -> list[asyncpg.Record]:
         """One row per bucket and measure: its converted sum."""
+        by_category = "category" in grouping.group_by or "category" in grouping.filters
         return await self._summed_then_converted(
             grouping,
-            "daily_measures",
+            _MEASURES_WITH_CATEGORY if by_category else "daily_measures",
             {"value": "value"},
             money={"value"},
             keep=["measure"],
