@@ -21,6 +21,7 @@ import pytest
 from shared.scopes import PLATFORM_ADMIN, ROLES, TENANT_ADMIN, TENANT_SCOPES
 from tests.conftest import NewTenant, Stack, TenantClient, fetch_token
 from tests.gateway.login import add_user, frontend_client, user_tokens
+from tests.metrics.test_kpis import line
 
 GRANTED_SCOPES = ("kpi:read", "targets:read")
 
@@ -79,21 +80,7 @@ class World:
 
 def sale(store: str) -> dict[str, Any]:
     event_id = secrets.token_hex(6)
-    return {
-        "event_id": event_id,
-        "type": "order_line",
-        "source": {"platform": "amazon", "store_id": store, "marketplace": "US"},
-        "occurred_at": "2026-03-10T18:00:00Z",
-        "payload": {
-            "order_id": f"o-{event_id}",
-            "line_id": event_id,
-            "sku": "LAMP-01",
-            "quantity": 1,
-            "unit_price": {"amount": "3.00", "currency": "USD"},
-            "status": "shipped",
-            "purchased_at": "2026-03-10T18:00:00Z",
-        },
-    }
+    return line(event_id, f"o-{event_id}", 1, "3.00", "2026-03-10T18:00:00Z", store=store)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import NewTenant, Stack, TenantClient
+from tests.metrics.test_kpis import line
 
 KPIS = """
 query Kpis($input: KpiQueryInput!, $tenantId: ID) {
@@ -26,21 +27,7 @@ REST_MARCH = {"metrics": "gmv", "from": "2026-03-01", "to": "2026-03-31", "grain
 
 
 def sale(event_id: str, store: str, price: str) -> dict[str, Any]:
-    return {
-        "event_id": event_id,
-        "type": "order_line",
-        "source": {"platform": "amazon", "store_id": store, "marketplace": "US"},
-        "occurred_at": "2026-03-10T18:00:00Z",
-        "payload": {
-            "order_id": f"o-{event_id}",
-            "line_id": event_id,
-            "sku": "LAMP-01",
-            "quantity": 1,
-            "unit_price": {"amount": price, "currency": "USD"},
-            "status": "shipped",
-            "purchased_at": "2026-03-10T18:00:00Z",
-        },
-    }
+    return line(event_id, f"o-{event_id}", 1, price, "2026-03-10T18:00:00Z", store=store)
 
 
 def in_days(days: float) -> str:

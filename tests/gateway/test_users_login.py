@@ -22,6 +22,7 @@ from tests.gateway.login import (
     pkce,
     sign_in,
 )
+from tests.metrics.test_kpis import line
 
 
 async def test_user_signs_in_with_pkce_and_refresh_tokens_rotate(
@@ -211,25 +212,15 @@ async def test_user_and_client_validation_names_the_field(
 
 
 def sale(event_id: str, marketplace: str, price: str) -> dict[str, Any]:
-    return {
-        "event_id": event_id,
-        "type": "order_line",
-        "source": {
-            "platform": "amazon",
-            "store_id": f"acme-{marketplace}",
-            "marketplace": marketplace,
-        },
-        "occurred_at": "2026-03-10T18:00:00Z",
-        "payload": {
-            "order_id": f"o-{event_id}",
-            "line_id": event_id,
-            "sku": "LAMP-01",
-            "quantity": 1,
-            "unit_price": {"amount": price, "currency": "USD"},
-            "status": "shipped",
-            "purchased_at": "2026-03-10T18:00:00Z",
-        },
-    }
+    return line(
+        event_id,
+        f"o-{event_id}",
+        1,
+        price,
+        "2026-03-10T18:00:00Z",
+        store=f"acme-{marketplace}",
+        marketplace=marketplace,
+    )
 
 
 async def test_a_user_limited_to_mx_sees_mx_only_and_sessions_end(
