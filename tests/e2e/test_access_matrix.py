@@ -153,6 +153,14 @@ async def settings_put(world: World, caller: Caller, allowed: bool) -> Call:
     )
 
 
+async def store_zone_put(world: World, caller: Caller, allowed: bool) -> Call:
+    return Call(
+        f"/v1/settings/stores/{world.store}",
+        seller_tenant_param(world, caller),
+        json={"timezone": "America/New_York"},
+    )
+
+
 async def grant_create(world: World, caller: Caller, allowed: bool) -> Call:
     agency = await world.fresh_tenant_id() if allowed else world.agency.tenant_id
     # Each tenant grants its own store.
@@ -321,6 +329,8 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/v1/kpis/catalog"): Route("kpi:read", 200, plain("/v1/kpis/catalog")),
     ("GET", "/v1/settings/kpi"): Route(TENANT_ADMIN, 200, plain("/v1/settings/kpi")),
     ("PUT", "/v1/settings/kpi"): Route(TENANT_ADMIN, 200, settings_put),
+    ("GET", "/v1/settings/stores"): Route(TENANT_ADMIN, 200, plain("/v1/settings/stores")),
+    ("PUT", "/v1/settings/stores/{store_id}"): Route(TENANT_ADMIN, 200, store_zone_put),
     ("GET", "/v1/targets/plans"): Route("targets:read", 200, plain("/v1/targets/plans")),
     ("GET", "/v1/audit"): Route(TENANT_ADMIN, 200, plain("/v1/audit")),
     ("POST", "/v1/connections"): Route("connections:manage", 201, connection_create),

@@ -30,6 +30,7 @@ from services.metrics.facts.attachments import (
 )
 from services.metrics.facts.measures import Source, net_deltas
 from services.metrics.facts.repository import FactRepository
+from services.metrics.facts.zones import StoreZones, store_zones_for
 from services.metrics.kpis.cache import bump_versions
 from shared.db import Database
 from shared.events import (
@@ -93,7 +94,7 @@ def _latest(messages: list[EventMessage]) -> list[EventMessage]:
     return list(latest.values())
 
 
-def _line_row(message: EventMessage) -> tuple[Any, ...]:
+def _line_row(message: EventMessage, timezone: str | None = None) -> tuple[Any, ...]:
     line = message.typed_payload()
     assert isinstance(line, OrderLine)
     zero = Decimal(0)
@@ -116,7 +117,7 @@ def _line_row(message: EventMessage) -> tuple[Any, ...]:
         line.discount.amount if line.discount else zero,
         line.item_tax.amount if line.item_tax else zero,
         line.purchased_at,
-        local_date(line.purchased_at, message.source.marketplace),
+        local_date(line.purchased_at, message.source.marketplace, timezone),
     )
 
 
@@ -140,17 +141,22 @@ async def apply_messages(
     """Applies parsed events in one transaction; returns how many changed something."""
     # Events of a tenant erased meanwhile are dropped, not applied again.
     latest = [m for m in _latest(messages) if m.tenant_id not in erased]
-    lines = [_line_row(m) for m in latest if m.type == "order_line"]
     others = [m for m in latest if m.type != "order_line"]
     async with db.raw_connection() as conn, conn.transaction():
+        zones = await store_zones_for(conn, {(m.tenant_id, m.source.store_id) for m in latest})
+        lines = [
+            _line_row(m, zones.get((m.tenant_id, m.source.store_id)))
+            for m in latest
+            if m.type == "order_line"
+        ]
         repository = FactRepository(conn)
         applied_lines = await repository.apply_order_lines(lines)
         applied_ids, replaced = await repository.store_raw([_raw_row(m) for m in others])
         applied = [m for m in others if (m.tenant_id, m.event_id) in applied_ids]
         await repository.add_measures(
             net_deltas(
-                [(_source(m.tenant_id, m.source), m.typed_payload()) for m in applied],
-                [(_source_of_row(row), _payload_of_row(row)) for row in replaced],
+                [(_source(m.tenant_id, m.source, zones), m.typed_payload()) for m in applied],
+                [(_source_of_row(row, zones), _payload_of_row(row)) for row in replaced],
             )
         )
         await move_order_attachments(
@@ -190,12 +196,14 @@ async def apply_messages(
         return changed
 
 
-def _source(tenant_id: str, source: EventSource) -> Source:
-    return Source(tenant_id, source.platform, source.store_id, source.marketplace)
+def _source(tenant_id: str, source: EventSource, zones: StoreZones) -> Source:
+    zone = zones.get((tenant_id, source.store_id))
+    return Source(tenant_id, source.platform, source.store_id, source.marketplace, zone)
 
 
-def _source_of_row(row: Any) -> Source:
-    return Source(row["tenant_id"], row["platform"], row["store_id"], row["marketplace"])
+def _source_of_row(row: Any, zones: StoreZones) -> Source:
+    zone = zones.get((row["tenant_id"], row["store_id"]))
+    return Source(row["tenant_id"], row["platform"], row["store_id"], row["marketplace"], zone)
 
 
 def _payload_of_row(row: Any) -> Payload:

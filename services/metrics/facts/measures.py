@@ -35,6 +35,8 @@ class Source:
     platform: str
     store_id: str
     marketplace: str
+    # The store's own time zone when the tenant overrode the marketplace's.
+    timezone: str | None = None
 
 
 Cell = tuple[str, date, str, str, str, str, str, str]
@@ -57,7 +59,7 @@ def contributions(source: Source, payload: Payload) -> list[tuple[Cell, Decimal]
     """The cells an event adds to, with the amount it adds."""
     one = Decimal(1)
     if isinstance(payload, Refund):
-        day = local_date(payload.refunded_at, source.marketplace)
+        day = local_date(payload.refunded_at, source.marketplace, source.timezone)
         return [
             (
                 _cell(source, day, payload.sku, "refund_amount", payload.amount.currency),
@@ -66,7 +68,7 @@ def contributions(source: Source, payload: Payload) -> list[tuple[Cell, Decimal]
             (_cell(source, day, payload.sku, "refunds_count", COUNT), one),
         ]
     if isinstance(payload, Fee):
-        day = local_date(payload.charged_at, source.marketplace)
+        day = local_date(payload.charged_at, source.marketplace, source.timezone)
         return [
             (
                 _cell(source, day, payload.sku, "fee_amount", payload.amount.currency),
@@ -114,7 +116,7 @@ def contributions(source: Source, payload: Payload) -> list[tuple[Cell, Decimal]
             (_cell(source, payload.date, payload.sku, "snapshots", COUNT), one),
         ]
     if isinstance(payload, Shipment):
-        due = local_date(payload.promised_ship_by, source.marketplace)
+        due = local_date(payload.promised_ship_by, source.marketplace, source.timezone)
         cells = [(_cell(source, due, None, "shipments_due", COUNT), one)]
         if payload.shipped_at is None:
             # Late once its promised day has passed: decided when asked, not now.
@@ -122,19 +124,19 @@ def contributions(source: Source, payload: Payload) -> list[tuple[Cell, Decimal]
         else:
             if payload.shipped_at > payload.promised_ship_by:
                 cells.append((_cell(source, due, None, "shipments_shipped_late", COUNT), one))
-            shipped = local_date(payload.shipped_at, source.marketplace)
+            shipped = local_date(payload.shipped_at, source.marketplace, source.timezone)
             cells.append((_cell(source, shipped, None, "shipments_shipped", COUNT), one))
             if payload.tracking_valid:
                 cells.append((_cell(source, shipped, None, "shipments_tracked", COUNT), one))
         if payload.delivered_at is not None:
-            delivered = local_date(payload.delivered_at, source.marketplace)
+            delivered = local_date(payload.delivered_at, source.marketplace, source.timezone)
             cells.append((_cell(source, delivered, None, "deliveries", COUNT), one))
             promised = payload.promised_delivery_by
             if promised is not None and payload.delivered_at <= promised:
                 cells.append((_cell(source, delivered, None, "deliveries_on_time", COUNT), one))
         return cells
     if isinstance(payload, CsTicket):
-        day = local_date(payload.opened_at, source.marketplace)
+        day = local_date(payload.opened_at, source.marketplace, source.timezone)
         cells = [(_cell(source, day, None, "tickets", COUNT), one)]
         if payload.first_response_at is not None:
             hours = Decimal((payload.first_response_at - payload.opened_at).total_seconds()) / 3600

@@ -152,6 +152,11 @@ class FactRepository:
             SELECT tenant_id, platform, store_id, order_id FROM replaced_lines
             """
         )
+        await self.recompute_touched_orders()
+
+    async def recompute_touched_orders(self) -> None:
+        """Recomputes the orders in ``touched_keys`` from their lines and moves the daily
+        and per-SKU order counts by the difference."""
         # Their old state, which leaves the daily counts.
         await self.conn.execute(
             """

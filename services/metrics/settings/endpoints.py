@@ -4,10 +4,19 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
+from services.metrics.facts.zones import overrides, set_store_zone
+from services.metrics.kpis.cache import bump_versions
 from services.metrics.settings.repository import SettingsRepository
-from services.metrics.settings.schemas import KpiSettings, KpiSettingsOut
+from services.metrics.settings.schemas import (
+    KpiSettings,
+    KpiSettingsOut,
+    StoreZone,
+    StoreZoneList,
+    StoreZoneOut,
+)
 from shared.access import Access, require_access
 from shared.db import Database
+from shared.errors import Forbidden
 from shared.scopes import TENANT_ADMIN
 
 router = APIRouter(prefix="/v1/settings", tags=["settings"])
@@ -30,3 +39,30 @@ async def put_kpi_settings(
     db: Database = request.app.state.db
     async with db.raw_connection() as conn, conn.transaction():
         return await SettingsRepository(conn).put(access.tenant_id, settings)
+
+
+@router.get("/stores", response_model=StoreZoneList)
+async def list_store_zones(request: Request, access: Admin) -> StoreZoneList:
+    """Stores whose local dates follow a time zone of their own."""
+    db: Database = request.app.state.db
+    async with db.raw_connection() as conn:
+        rows = await overrides(conn, access.tenant_id)
+    return StoreZoneList(
+        stores=[StoreZoneOut(store_id=r["store_id"], timezone=r["timezone"]) for r in rows]
+    )
+
+
+@router.put("/stores/{store_id}", response_model=StoreZoneOut)
+async def put_store_zone(
+    request: Request, store_id: str, access: Admin, zone: StoreZone
+) -> StoreZoneOut:
+    """Sets the time zone the store's local dates follow instead of its marketplace's
+    (CONTRACT §3). History moves with it: the store's facts are rebucketed in this
+    request, and every answer after it uses the new dates."""
+    if access.stores is not None and store_id not in access.stores:
+        raise Forbidden(f"no access to store {store_id}")
+    db: Database = request.app.state.db
+    async with db.raw_connection() as conn, conn.transaction():
+        moved = await set_store_zone(conn, access.tenant_id, store_id, zone.timezone)
+        await bump_versions(conn, {access.tenant_id})
+    return StoreZoneOut(store_id=store_id, timezone=zone.timezone, moved=moved)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -35,3 +36,34 @@ class KpiSettings(BaseModel):
 
 class KpiSettingsOut(KpiSettings):
     updated_at: datetime | None = None
+
+
+class StoreZone(BaseModel):
+    """A store's own time zone for local dates; null returns it to its marketplace's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timezone: str | None = Field(description="An IANA zone such as America/New_York, or null")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("must be an IANA time zone such as America/New_York") from None
+        return value
+
+
+class StoreZoneOut(BaseModel):
+    store_id: str
+    timezone: str | None
+    moved: dict[str, int] = Field(
+        default_factory=dict, description="Facts rebucketed by this change, by kind"
+    )
+
+
+class StoreZoneList(BaseModel):
+    stores: list[StoreZoneOut]

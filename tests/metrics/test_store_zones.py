@@ -1,0 +1,95 @@
+"""A store's own time zone moves its local dates, history included (CONTRACT §3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tests.conftest import NewTenant, TenantClient
+from tests.metrics.test_kpis import kpis, line
+from tests.metrics.test_order_attached import push, settle
+from tests.metrics.test_profit_and_ads import event
+
+SPRING = {"from": "2026-02-01", "to": "2026-04-30", "grain": "month"}
+
+
+async def by_month(http: httpx.AsyncClient, tenant: TenantClient, **params: str) -> dict[str, Any]:
+    body = await kpis(http, tenant, metrics="gmv,orders,refunds", **SPRING, **params)
+    return {row["period"]: {v["metric"]: v["value"] for v in row["values"]} for row in body["rows"]}
+
+
+async def test_a_store_zone_rebuckets_history_and_new_facts(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    refund = event(
+        "z-refund",
+        "refund",
+        {
+            "order_id": "Z1",
+            "amount": {"amount": "2.00", "currency": "USD"},
+            "refunded_at": "2026-03-01T06:00:00Z",
+        },
+    )
+    # 07:30 UTC on 1 March is 23:30 on 28 February in Los Angeles (the US default).
+    await push(
+        http,
+        tenant,
+        line("z1", "Z1", 1, "10.00", "2026-03-01T07:30:00Z"),
+        line("z2", "Z2", 1, "7.00", "2026-03-01T07:30:00Z", store="acme-mx", marketplace="MX"),
+        refund,
+    )
+    await settle(
+        http, tenant, {"gmv": 17.0, "refunds": 2.0}, **{"from": "2026-02-01", "to": "2026-04-30"}
+    )
+    before = await by_month(http, tenant, stores="acme-us")
+    assert before["2026-02-01"] == {"gmv": 10.0, "orders": 1.0, "refunds": 2.0}
+    assert before["2026-03-01"] == {"gmv": 0.0, "orders": 0.0, "refunds": 0.0}
+
+    moved = await http.put(
+        "/v1/settings/stores/acme-us", json={"timezone": "America/New_York"}, headers=tenant.headers
+    )
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["moved"] == {"order_lines": 1, "events": 1}
+    # In New York the same instants are 1 March: the line, its order and the refund move.
+    after = await by_month(http, tenant, stores="acme-us")
+    assert after["2026-02-01"] == {"gmv": 0.0, "orders": 0.0, "refunds": 0.0}
+    assert after["2026-03-01"] == {"gmv": 10.0, "orders": 1.0, "refunds": 2.0}
+    sku = await kpis(http, tenant, metrics="orders", group_by="sku", stores="acme-us", **SPRING)
+    counted = [(r["period"], r["values"][0]["value"]) for r in sku["rows"]]
+    assert [c for c in counted if c[1]] == [("2026-03-01", 1.0)]
+    # Another store keeps its marketplace's dates.
+    mx = await by_month(http, tenant, stores="acme-mx")
+    assert mx["2026-03-01"]["gmv"] == 7.0
+
+    # New facts follow the store's zone: 04:30 UTC on 1 April is April in New York.
+    await push(http, tenant, line("z3", "Z3", 1, "5.00", "2026-04-01T04:30:00Z"))
+    await settle(
+        http,
+        tenant,
+        {"gmv": 5.0},
+        **{"from": "2026-04-01", "to": "2026-04-30", "stores": "acme-us"},
+    )
+    listed = await http.get("/v1/settings/stores", headers=tenant.headers)
+    assert listed.json()["stores"][0]["store_id"] == "acme-us"
+
+    # Back to the marketplace's zone: everything returns.
+    back = await http.put(
+        "/v1/settings/stores/acme-us", json={"timezone": None}, headers=tenant.headers
+    )
+    assert back.status_code == 200 and back.json()["moved"]["order_lines"] == 2
+    again = await by_month(http, tenant, stores="acme-us")
+    assert again["2026-02-01"] == {"gmv": 10.0, "orders": 1.0, "refunds": 2.0}
+    assert again["2026-03-01"] == {"gmv": 5.0, "orders": 1.0, "refunds": 0.0}
+    assert again["2026-04-01"]["gmv"] == 0.0
+
+    bad = await http.put(
+        "/v1/settings/stores/acme-us", json={"timezone": "Mars/Olympus"}, headers=tenant.headers
+    )
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "timezone"
+    reader = await new_tenant(scopes=["kpi:read"])
+    denied = await http.put(
+        "/v1/settings/stores/acme-us", json={"timezone": None}, headers=reader.headers
+    )
+    assert denied.status_code == 403
