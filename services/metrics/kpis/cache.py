@@ -24,13 +24,6 @@ def answer_key(query: KpiQuery, version: int, settings_stamp: str) -> str:
     return f"{version}|{settings_stamp}|{date.today().isoformat()}|{query!r}"
 
 
-async def data_version(conn: asyncpg.Connection, tenant_id: str) -> int:
-    version = await conn.fetchval(
-        "SELECT version FROM tenant_data_versions WHERE tenant_id = $1", tenant_id
-    )
-    return int(version or 0)
-
-
 async def bump_versions(conn: asyncpg.Connection, tenant_ids: set[str]) -> None:
     """Marks these tenants' data changed; runs in the transaction that changed it."""
     if not tenant_ids:

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 
 from services.metrics.fx.rates import RateBook
-from services.metrics.kpis.cache import ANSWERS, AnswerCache, answer_key, data_version
+from services.metrics.kpis.cache import ANSWERS, AnswerCache, answer_key
 from services.metrics.kpis.formulas import (
     COGS_INPUTS,
     COVER_DAYS,
@@ -291,22 +291,27 @@ async def run_query(
 ) -> dict[str, Any]:
     """The answer to ``query``, from ``cache`` while the tenant's data is unchanged.
 
-    One read-only snapshot: the data version and every rollup read agree, so an answer
-    is never cached under a version older than the data it shows.
+    A hit costs one round trip (the data version and the settings). A miss reads the
+    version again inside one read-only snapshot with every rollup read, so an answer is
+    never cached under a version older than the data it shows.
     """
+    version, settings = await _tenant_state(conn, query.tenant_id)
+    cached = cache.get(_key(query, version, settings, tenant_currency))
+    if cached is not None:
+        return cached
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        settings = await SettingsRepository(conn).get(query.tenant_id)
-        key = answer_key(
-            query,
-            await data_version(conn, query.tenant_id),
-            f"{settings.model_dump_json()}|{tenant_currency}",
-        )
-        cached = cache.get(key)
-        if cached is not None:
-            return cached
+        version, settings = await _tenant_state(conn, query.tenant_id)
         body = await _compute(conn, query, settings, tenant_currency)
-    cache.put(key, body)
+    cache.put(_key(query, version, settings, tenant_currency), body)
     return body
+
+
+def _key(query: KpiQuery, version: int, settings: KpiSettings, tenant_currency: str | None) -> str:
+    return answer_key(query, version, f"{settings.model_dump_json()}|{tenant_currency}")
+
+
+async def _tenant_state(conn: asyncpg.Connection, tenant_id: str) -> tuple[int, KpiSettings]:
+    return await SettingsRepository(conn).get_with_data_version(tenant_id)
 
 
 async def _compute(

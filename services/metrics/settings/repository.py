@@ -18,6 +18,23 @@ class SettingsRepository:
         )
         return KpiSettingsOut.model_validate(dict(row)) if row else KpiSettingsOut()
 
+    async def get_with_data_version(self, tenant_id: str) -> tuple[int, KpiSettingsOut]:
+        """The settings and the tenant's data version (see kpis.cache) in one round trip."""
+        row = await self.conn.fetchrow(
+            """
+            SELECT coalesce((SELECT version FROM tenant_data_versions WHERE tenant_id = $1), 0)
+                       AS data_version,
+                   k.tenant_id IS NOT NULL AS stored, k.gmv_includes_tax,
+                   k.gmv_includes_shipping, k.refunds_by, k.reporting_currency, k.updated_at
+            FROM (SELECT 1) AS one LEFT JOIN kpi_settings k ON k.tenant_id = $1
+            """,
+            tenant_id,
+        )
+        assert row is not None
+        fields = dict(row)
+        version, stored = int(fields.pop("data_version")), fields.pop("stored")
+        return version, KpiSettingsOut.model_validate(fields) if stored else KpiSettingsOut()
+
     async def put(self, tenant_id: str, settings: KpiSettings) -> KpiSettingsOut:
         row = await self.conn.fetchrow(
             """
