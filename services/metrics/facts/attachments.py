@@ -83,6 +83,8 @@ async def move_order_attachments(
         )
     if lines_moved:
         await conn.execute(f"INSERT INTO attached_keys SELECT {_KEYS} FROM touched_keys")
+    # No statistics on a temporary table: the planner would scan events_raw whole.
+    await conn.execute("ANALYZE attached_keys")
     await conn.execute(ADD_CELLS_SQL.format(sign="-"))
     await conn.execute(
         f"DELETE FROM order_attached_cells c USING attached_keys k "

@@ -75,6 +75,7 @@ class FactRepository:
             "(LIKE orders INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
         await self.conn.copy_records_to_table("incoming_lines", records=rows, columns=LINE_COLUMNS)
+        await self.conn.execute("ANALYZE incoming_lines")  # see _move_orders
         # The old state of every line about to be replaced, before it is overwritten.
         await self.conn.execute(
             """
@@ -152,6 +153,9 @@ class FactRepository:
             SELECT tenant_id, platform, store_id, order_id FROM replaced_lines
             """
         )
+        # A temporary table has no statistics: without them the planner takes it for
+        # hundreds of rows and scans orders and order_skus whole instead of probing them.
+        await self.conn.execute("ANALYZE touched_keys")
         await self.recompute_touched_orders()
 
     async def recompute_touched_orders(self) -> None:
