@@ -250,7 +250,7 @@ async def test_other_currencies_are_null_with_a_warning(
         ({"compare_to": "last_week"}, "compare_to"),
         ({"metrics": "orders", "group_by": "category"}, "group_by"),
         ({"metrics": "aov", "skus": "A,B"}, "skus"),
-        ({"metrics": "on_hand", "categories": "home"}, "categories"),
+        ({"metrics": "orders", "categories": "home"}, "categories"),
     ],
 )
 async def test_bad_parameters_are_422_naming_them(

@@ -322,3 +322,11 @@ async def test_sku_measures_group_and_filter_by_the_skus_category(
     }
     home = await totals(http, tenant, "refund_rate", categories="home", **APRIL_WINDOW)
     assert home == {"refund_rate": 0.1}
+    snapshot = {"date": "2026-04-14", "sku": "LAMP", "warehouse": "w1", "on_hand": 5}
+    await push(http, tenant, event("ki", "inventory_snapshot", snapshot))
+    await settle(http, tenant, {"on_hand": 5.0})
+    stock = await totals(http, tenant, "on_hand,sell_through", categories="home", **APRIL_WINDOW)
+    # Home sold 1 lamp and holds 5: sell-through 1 / (1 + 5).
+    assert stock["on_hand"] == 5.0 and abs(stock["sell_through"] - 1 / 6) < 1e-12
+    toys = await totals(http, tenant, "on_hand", categories="toys", **APRIL_WINDOW)
+    assert toys == {"on_hand": 0.0}

@@ -63,8 +63,6 @@ def dimensions_of(inputs: frozenset[str]) -> frozenset[str]:
     if inputs & ORDER_INPUTS:
         # Orders by SKU count each order under every SKU it holds (daily_sku_orders).
         allowed &= STORE_DIMENSIONS | {"sku"}
-    if inputs & (INVENTORY_INPUTS | TRAILING_INPUTS):
-        allowed -= {"category"}
     return frozenset(allowed)
 
 

@@ -24,13 +24,6 @@ COLUMNS = {
 }
 
 
-# Measures are kept by SKU; a SKU's category is the one its newest order line names.
-_MEASURES_WITH_CATEGORY = """(
-    SELECT m.*, coalesce(c.category, '') AS category
-    FROM daily_measures m LEFT JOIN sku_categories c USING (tenant_id, sku)
-) AS daily_measures"""
-
-
 @dataclass(frozen=True)
 class Grouping:
     tenant_id: str
@@ -70,6 +63,17 @@ _FX_JOIN = (
     "LEFT JOIN unnest($5::text[], $6::date[], $7::numeric[]) AS fx(currency, d, factor) "
     "ON fx.currency = {alias}.currency AND fx.d = {alias}.local_date"
 )
+
+
+def _measures_source(grouping: Grouping, alias: str) -> str:
+    """daily_measures, with each row's SKU's category when the query needs it (measures
+    are kept by SKU; a SKU's category is the one its newest order line names)."""
+    if "category" not in grouping.group_by and "category" not in grouping.filters:
+        return f"daily_measures {alias}"
+    return f"""(
+        SELECT dm.*, coalesce(c.category, '') AS category
+        FROM daily_measures dm LEFT JOIN sku_categories c USING (tenant_id, sku)
+    ) AS {alias}"""
 
 
 class RollupRepository:
@@ -235,10 +239,9 @@ class RollupRepository:
 
     async def measures(self, grouping: Grouping, names: list[str]) -> list[asyncpg.Record]:
         """One row per bucket and measure: its converted sum."""
-        by_category = "category" in grouping.group_by or "category" in grouping.filters
         return await self._summed_then_converted(
             grouping,
-            _MEASURES_WITH_CATEGORY if by_category else "daily_measures",
+            _measures_source(grouping, "daily_measures"),
             {"value": "value"},
             money={"value"},
             keep=["measure"],
@@ -260,7 +263,7 @@ class RollupRepository:
             SELECT {_period(grouping.grain, "m")} AS period{select_dims}, m.local_date,
                    sum(value) FILTER (WHERE measure = 'on_hand') AS on_hand,
                    sum(value) FILTER (WHERE measure = 'snapshots') AS snapshots
-            FROM daily_measures m
+            FROM {_measures_source(grouping, "m")}
             WHERE tenant_id = $1 AND local_date BETWEEN $2 AND $3
               AND measure IN ('on_hand', 'snapshots') {" ".join(clauses)}
             GROUP BY 1{"".join(f", {c}" for c in dims)}, m.local_date, platform, store_id, marketplace, sku
