@@ -330,3 +330,42 @@ async def test_sku_measures_group_and_filter_by_the_skus_category(
     assert stock["on_hand"] == 5.0 and abs(stock["sell_through"] - 1 / 6) < 1e-12
     toys = await totals(http, tenant, "on_hand", categories="toys", **APRIL_WINDOW)
     assert toys == {"on_hand": 0.0}
+
+
+async def test_orders_by_category_count_each_order_once_per_category(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+
+    def item(event_id: str, order_id: str, sku: str, category: str, **extra: Any) -> dict[str, Any]:
+        made = line(event_id, order_id, 1, "10.00", "2026-04-10T18:00:00Z", sku=sku, **extra)
+        made["payload"]["category"] = category
+        return made
+
+    await push(
+        http,
+        tenant,
+        # C1 holds two home SKUs and one toy; C2 one home SKU, cancelled.
+        item("c1a", "C1", "LAMP", "home"),
+        item("c1b", "C1", "RUG", "home"),
+        item("c1c", "C1", "TOY", "toys"),
+        item("c2a", "C2", "LAMP", "home", status="cancelled"),
+    )
+    await settle(http, tenant, {"orders": 1.0})
+    body = await kpis(
+        http,
+        tenant,
+        metrics="orders,cancel_rate",
+        grain="total",
+        group_by="category",
+        **APRIL_WINDOW,
+    )
+    by_category = {
+        row["dimensions"][0]["value"]: {v["metric"]: v["value"] for v in row["values"]}
+        for row in body["rows"]
+    }
+    assert by_category == {
+        "home": {"orders": 1.0, "cancel_rate": 0.5},
+        "toys": {"orders": 1.0, "cancel_rate": 0.0},
+    }
+    assert await totals(http, tenant, "aov", categories="home", **APRIL_WINDOW) == {"aov": 20.0}

@@ -48,6 +48,7 @@ _DIMS = "tenant_id, local_date, platform, store_id, marketplace, sku, category, 
 _ORDER_DIMS = "tenant_id, local_date, platform, store_id, marketplace"
 _STORE_DIMS = "tenant_id, local_date, platform, store_id, marketplace, currency"
 _SKU_ORDER_DIMS = "tenant_id, local_date, platform, store_id, marketplace, sku"
+_CATEGORY_ORDER_DIMS = "tenant_id, local_date, platform, store_id, marketplace, category"
 
 
 class FactRepository:
@@ -212,12 +213,12 @@ class FactRepository:
         await self._move_sku_orders()
 
     async def _move_sku_orders(self) -> None:
-        # The touched orders' SKUs leave the per-SKU counts as they were and come back as
-        # the orders' lines now have them: both sides gathered once, applied in one go.
+        # The touched orders' SKUs leave the per-SKU and per-category counts as they were
+        # and come back as the orders' lines now have them: both sides gathered once.
         await self.conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS moved_skus (sign int, tenant_id text, "
-            "local_date date, platform text, store_id text, marketplace text, sku text, "
-            "live boolean) ON COMMIT DELETE ROWS"
+            "CREATE TEMP TABLE IF NOT EXISTS moved_order_skus (sign int, tenant_id text, "
+            "local_date date, platform text, store_id text, marketplace text, order_id text, "
+            "sku text, category text, live boolean) ON COMMIT DELETE ROWS"
         )
         await self.conn.execute(
             """
@@ -227,16 +228,19 @@ class FactRepository:
                   AND s.store_id = k.store_id AND s.order_id = k.order_id
                 RETURNING s.*
             )
-            INSERT INTO moved_skus
-            SELECT -1, tenant_id, order_date, platform, store_id, marketplace, sku, live FROM old
+            INSERT INTO moved_order_skus
+            SELECT -1, tenant_id, order_date, platform, store_id, marketplace, order_id, sku,
+                   category, live
+            FROM old
             """
         )
         await self.conn.execute(
             """
             WITH new AS (
-                INSERT INTO order_skus
+                INSERT INTO order_skus (tenant_id, platform, store_id, order_id, sku,
+                                        marketplace, order_date, live, category)
                 SELECT l.tenant_id, l.platform, l.store_id, l.order_id, l.sku, o.marketplace,
-                       o.order_date, bool_or(l.status <> 'cancelled')
+                       o.order_date, bool_or(l.status <> 'cancelled'), max(l.category)
                 FROM order_lines l
                 JOIN touched_keys USING (tenant_id, platform, store_id, order_id)
                 JOIN orders o USING (tenant_id, platform, store_id, order_id)
@@ -244,17 +248,35 @@ class FactRepository:
                          o.order_date
                 RETURNING *
             )
-            INSERT INTO moved_skus
-            SELECT 1, tenant_id, order_date, platform, store_id, marketplace, sku, live FROM new
+            INSERT INTO moved_order_skus
+            SELECT 1, tenant_id, order_date, platform, store_id, marketplace, order_id, sku,
+                   category, live
+            FROM new
             """
         )
         await self.conn.execute(
             f"""
             INSERT INTO daily_sku_orders AS d ({_SKU_ORDER_DIMS}, orders, orders_all)
             SELECT {_SKU_ORDER_DIMS}, sum(sign * live::int), sum(sign)
-            FROM moved_skus
+            FROM moved_order_skus
             GROUP BY {_SKU_ORDER_DIMS}
             ON CONFLICT ({_SKU_ORDER_DIMS}) DO UPDATE SET
+                orders = d.orders + EXCLUDED.orders,
+                orders_all = d.orders_all + EXCLUDED.orders_all
+            """
+        )
+        # An order counts once under each category it holds, however many SKUs share it.
+        await self.conn.execute(
+            f"""
+            INSERT INTO daily_category_orders AS d ({_CATEGORY_ORDER_DIMS}, orders, orders_all)
+            SELECT {_CATEGORY_ORDER_DIMS}, sum(sign * live::int), sum(sign)
+            FROM (
+                SELECT sign, {_CATEGORY_ORDER_DIMS}, order_id, bool_or(live) AS live
+                FROM moved_order_skus
+                GROUP BY sign, {_CATEGORY_ORDER_DIMS}, order_id
+            ) per_order
+            GROUP BY {_CATEGORY_ORDER_DIMS}
+            ON CONFLICT ({_CATEGORY_ORDER_DIMS}) DO UPDATE SET
                 orders = d.orders + EXCLUDED.orders,
                 orders_all = d.orders_all + EXCLUDED.orders_all
             """

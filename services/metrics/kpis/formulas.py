@@ -61,8 +61,9 @@ def dimensions_of(inputs: frozenset[str]) -> frozenset[str]:
     if inputs & CS_MEASURES or bases & SHIPMENT_MEASURES or windowed & ORDER_ATTACHED_MEASURES:
         allowed &= STORE_DIMENSIONS
     if inputs & ORDER_INPUTS:
-        # Orders by SKU count each order under every SKU it holds (daily_sku_orders).
-        allowed &= STORE_DIMENSIONS | {"sku"}
+        # Orders by SKU or by category count each order under every SKU or category it
+        # holds (daily_sku_orders, daily_category_orders); by both at once, no table.
+        allowed &= STORE_DIMENSIONS | {"sku", "category"}
     return frozenset(allowed)
 
 

@@ -139,9 +139,14 @@ def parse_query(tenant_id: str, params: dict[str, str | None]) -> KpiQuery:
         else:
             limit = int(raw_limit)
     counts_orders = any(FORMULAS[m].inputs & ORDER_INPUTS for m in metrics if m in FORMULAS)
-    if counts_orders and "sku" not in group_by and len(filters.get("sku", [])) > 1:
-        # Per-SKU order counts do not add up over SKUs: an order may hold several.
-        errors.append(FieldError(field="skus", reason="orders of several SKUs need group_by sku"))
+    for dimension, name in (("sku", "skus"), ("category", "categories")):
+        if counts_orders and dimension not in group_by and len(filters.get(dimension, [])) > 1:
+            # Per-SKU (per-category) counts do not add up: an order may hold several.
+            reason = f"orders of several {name} need group_by {dimension}"
+            errors.append(FieldError(field=name, reason=reason))
+    if counts_orders and {"sku", "category"} <= {*group_by, *filters}:
+        reason = "orders cannot be split by sku and category at once"
+        errors.append(FieldError(field="group_by", reason=reason))
     if errors:
         raise InvalidInput("; ".join(f"{e.field}: {e.reason}" for e in errors), errors)
     assert start is not None and end is not None

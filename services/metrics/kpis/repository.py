@@ -237,6 +237,16 @@ class RollupRepository:
             converts=False,
         )
 
+    async def category_orders(self, grouping: Grouping) -> list[asyncpg.Record]:
+        """Orders per category: each order once under every category it holds."""
+        return await self._fetch(
+            grouping,
+            "o",
+            "sum(o.orders) AS orders, sum(o.orders_all) AS orders_all",
+            "daily_category_orders o",
+            converts=False,
+        )
+
     async def measures(self, grouping: Grouping, names: list[str]) -> list[asyncpg.Record]:
         """One row per bucket and measure: its converted sum."""
         return await self._summed_then_converted(

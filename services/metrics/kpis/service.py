@@ -99,8 +99,15 @@ async def _measure(
         for sku in sorted(without_cost):
             found.warnings.append(f"no unit cost for SKU {sku}")
     if needed & ORDER_INPUTS:
-        by_sku = "sku" in query.group_by or "sku" in query.filters
-        for row in await (repository.sku_orders if by_sku else repository.orders)(grouping):
+        split = {*query.group_by, *query.filters}
+        read = (
+            repository.sku_orders
+            if "sku" in split
+            else repository.category_orders
+            if "category" in split
+            else repository.orders
+        )
+        for row in await read(grouping):
             for name in ORDER_INPUTS:
                 found.put(key(row), name, row[name])
     if needed & INVENTORY_INPUTS:
