@@ -7,6 +7,7 @@ from typing import Any
 import strawberry
 from graphql.error import GraphQLError
 from strawberry.extensions import (
+    AddValidationRules,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
@@ -36,11 +37,19 @@ class Schema(strawberry.Schema):
         return None
 
 
+# The depth and alias limits are validation rules. Built once, so every request adds
+# the very same rule classes and the validation cache below (keyed by schema, document
+# and rules) finds the documents it has already validated; each limiter would otherwise
+# make new classes per request and no validation would ever be reused.
+LIMIT_RULES = (
+    *QueryDepthLimiter(max_depth=MAX_DEPTH).validation_rules,
+    *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
+)
+
 schema = Schema(
     query=Query,
     extensions=[
-        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
-        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        lambda: AddValidationRules(list(LIMIT_RULES)),
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
         # Dashboards send the same documents again and again: parse and validate once
         # (strawberry shares the caches between the per-request instances). A document
