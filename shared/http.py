@@ -12,10 +12,17 @@ async def _propagate_trace(request: httpx.Request) -> None:
         request.headers[name] = value
 
 
+# Shorter than the keep-alive of the services' servers (uvicorn: 5 s), so a pooled
+# connection is never reused just as the other side closes it, which surfaces as a
+# "server disconnected" error on a request that did nothing wrong.
+KEEPALIVE_SECONDS = 2.0
+
+
 def make_client(timeout: float = 30.0, **kwargs: object) -> httpx.AsyncClient:
     """An AsyncClient that carries the caller's trace to the next service."""
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout, connect=5.0),
+        limits=httpx.Limits(max_connections=100, keepalive_expiry=KEEPALIVE_SECONDS),
         event_hooks={"request": [_propagate_trace]},
         **kwargs,  # type: ignore[arg-type]
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import httpx
@@ -32,6 +33,8 @@ from shared.errors import (
     Unauthenticated,
     UpstreamUnavailable,
 )
+
+log = logging.getLogger(__name__)
 
 # Caps on list inputs: a query names a handful of KPIs and a bounded filter.
 MAX_METRICS = 50
@@ -96,7 +99,9 @@ async def _get_metrics(context: Context, path: str, params: Params) -> Any:
             params=params,
             headers={"Authorization": context.authorization, "Accept": "application/json"},
         )
-    except httpx.HTTPError:
+    except httpx.HTTPError as exc:
+        # The caller learns only that metrics is away; the log says how.
+        log.warning("metrics call failed: %s: %s", type(exc).__name__, exc)
         raise UpstreamUnavailable("the metrics service is unavailable") from None
     if response.status_code == 200:
         return orjson.loads(response.content)
