@@ -16,6 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StringConstraints,
     TypeAdapter,
     ValidationError,
@@ -231,9 +232,13 @@ class EventMessage(BaseModel):
     occurred_at: AwareDatetime
     ingested_at: AwareDatetime
     payload: dict[str, Any]
+    # Validated once: a consumer asks for it several times per message.
+    _typed: Payload | None = PrivateAttr(default=None)
 
     def typed_payload(self) -> Payload:
-        return PAYLOAD_MODELS[self.type].model_validate(self.payload)
+        if self._typed is None:
+            self._typed = PAYLOAD_MODELS[self.type].model_validate(self.payload)
+        return self._typed
 
 
 _ENVELOPES = TypeAdapter(list[Envelope])
