@@ -36,6 +36,8 @@ class Caller:
     # "seller": acts for the seller itself; "stranger": another tenant naming the seller;
     # "agency": holds a live grant; "platform"; "anonymous".
     kind: str
+    # Marks this caller must never see: stores outside its grant or its role's limits.
+    hidden: tuple[str, ...] = ()
 
 
 @dataclass
@@ -120,7 +122,14 @@ def plain(path: str, **params: str) -> Build:
     return build
 
 
-KPI_PARAMS = {"metrics": "gmv", "from": "2026-03-01", "to": "2026-03-31", "grain": "total"}
+# By store, so an answer names the stores it covers and a leak would show.
+KPI_PARAMS = {
+    "metrics": "gmv",
+    "from": "2026-03-01",
+    "to": "2026-03-31",
+    "grain": "total",
+    "group_by": "store",
+}
 
 
 async def push_call(world: World, caller: Caller, allowed: bool) -> Call:
@@ -408,7 +417,8 @@ GRAPHQL_FIELDS: dict[str, tuple[str, str]] = {
     "kpis": (
         "kpi:read",
         'query($t: ID) { kpis(tenantId: $t, input: {metrics: ["gmv"], from: "2026-03-01", '
-        'to: "2026-03-31", grain: TOTAL}) { rows { values { metric value } } } }',
+        'to: "2026-03-31", grain: TOTAL, groupBy: [STORE]}) '
+        "{ rows { dimensions { value } values { metric value } } } }",
     ),
     "kpiCatalog": ("kpi:read", "query($t: ID) { kpiCatalog(tenantId: $t) { id } }"),
 }
@@ -494,6 +504,8 @@ async def world(
             agency.tenant_id,
             frozenset(GRANTED_SCOPES) | {"ingest:write"},
             "agency",
+            # The agency sees the granted store only, never the seller's other one.
+            hidden=(f"{store}-hidden",),
         ),
         Caller(
             "agency-after-revocation",
@@ -533,6 +545,19 @@ async def world(
                 "seller",
             )
         )
+    # A user whose role is limited to the one store: the other never shows, totals included.
+    limited = await add_user(http, seller, "analyst", limits={"stores": [store]})
+    tokens = await user_tokens(http, client_id, limited["email"], scope=" ".join(TENANT_SCOPES))
+    world.callers.append(
+        Caller(
+            "role-analyst-limited-to-one-store",
+            bearer(tokens["access_token"]),
+            seller.tenant_id,
+            frozenset(ROLES["analyst"]),
+            "seller",
+            hidden=(f"{store}-hidden",),
+        )
+    )
     return world
 
 
@@ -546,10 +571,7 @@ def leaks(response: httpx.Response, caller: Caller, world: World) -> list[str]:
         foreign = [world.seller.tenant_id, world.store]
     else:
         foreign = [world.other.tenant_id, world.other_store]
-    if caller.kind == "agency":
-        # The agency sees the granted store only, never the seller's other one.
-        foreign.append(f"{world.store}-hidden")
-    return [mark for mark in foreign if mark in body]
+    return [mark for mark in [*foreign, *caller.hidden] if mark in body]
 
 
 async def test_every_route_answers_every_caller_exactly(
