@@ -21,6 +21,7 @@ from tests.gateway.login import (
     frontend_client,
     pkce,
     sign_in,
+    user_tokens,
 )
 from tests.metrics.test_kpis import line
 
@@ -91,17 +92,7 @@ async def test_user_signs_in_with_pkce_and_refresh_tokens_rotate(
     assert dead.status_code == 400
 
     # Rotation: each refresh token works once; reusing one ends the whole family.
-    query, verifier = await sign_in(http, client_id, analyst["email"])
-    first = (
-        await exchange(
-            http,
-            client_id,
-            grant_type="authorization_code",
-            code=query["code"][0],
-            redirect_uri=REDIRECT,
-            code_verifier=verifier,
-        )
-    ).json()
+    first = await user_tokens(http, client_id, analyst["email"])
     second = await exchange(
         http, client_id, grant_type="refresh_token", refresh_token=first["refresh_token"]
     )
@@ -235,17 +226,7 @@ async def test_a_user_limited_to_mx_sees_mx_only_and_sessions_end(
         headers=admin.headers,
     )
     assert pushed.status_code == 202
-    query, verifier = await sign_in(http, client_id, manager["email"])
-    tokens = (
-        await exchange(
-            http,
-            client_id,
-            grant_type="authorization_code",
-            code=query["code"][0],
-            redirect_uri=REDIRECT,
-            code_verifier=verifier,
-        )
-    ).json()
+    tokens = await user_tokens(http, client_id, manager["email"])
     bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
     params = {"metrics": "gmv", "from": "2026-03-01", "to": "2026-03-31", "grain": "total"}
     deadline = time.monotonic() + 30

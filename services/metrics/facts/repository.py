@@ -71,10 +71,6 @@ class FactRepository:
             "CREATE TEMP TABLE IF NOT EXISTS applied_lines "
             "(LIKE order_lines INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
-        await self.conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS touched_orders "
-            "(LIKE orders INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-        )
         await self.conn.copy_records_to_table("incoming_lines", records=rows, columns=LINE_COLUMNS)
         await self.conn.execute("ANALYZE incoming_lines")  # see _move_orders
         # The old state of every line about to be replaced, before it is overwritten.
@@ -142,26 +138,30 @@ class FactRepository:
 
     async def _move_orders(self) -> None:
         # Every order a line of this batch is in now, or was in before it was replaced.
-        await self.conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS touched_keys "
-            "(tenant_id text, platform text, store_id text, order_id text) ON COMMIT DELETE ROWS"
-        )
-        await self.conn.execute(
+        await self.touch_orders(
             """
-            INSERT INTO touched_keys
             SELECT tenant_id, platform, store_id, order_id FROM applied_lines
             UNION
             SELECT tenant_id, platform, store_id, order_id FROM replaced_lines
             """
         )
+
+    async def touch_orders(self, keys_sql: str, *args: Any) -> None:
+        """Recomputes the orders ``keys_sql`` selects (tenant, platform, store, order id)
+        from their lines and moves the daily, per-SKU and per-category order counts by the
+        difference. The keys stay in ``touched_keys`` until the transaction ends."""
+        await self.conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS touched_keys "
+            "(tenant_id text, platform text, store_id text, order_id text) ON COMMIT DELETE ROWS"
+        )
+        await self.conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS touched_orders "
+            "(LIKE orders INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        await self.conn.execute(f"INSERT INTO touched_keys {keys_sql}", *args)
         # A temporary table has no statistics: without them the planner takes it for
         # hundreds of rows and scans orders and order_skus whole instead of probing them.
         await self.conn.execute("ANALYZE touched_keys")
-        await self.recompute_touched_orders()
-
-    async def recompute_touched_orders(self) -> None:
-        """Recomputes the orders in ``touched_keys`` from their lines and moves the daily
-        and per-SKU order counts by the difference."""
         # Their old state, which leaves the daily counts.
         await self.conn.execute(
             """

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from services.metrics.facts.attachments import ADD_CELLS_SQL, NEW_CELLS_SQL
+from services.metrics.facts.attachments import move_order_attachments
 from services.metrics.facts.measures import Source, net_deltas
 from services.metrics.facts.repository import FactRepository
 from shared.events import PAYLOAD_MODELS
@@ -132,35 +132,14 @@ async def _rebucket_lines(
         tenant_id,
         store_id,
     )
-    # Every order of the store is touched: the order step recomputes them (dates, the
-    # per-SKU counts) and the attached cells move with their orders.
-    await conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS touched_keys "
-        "(tenant_id text, platform text, store_id text, order_id text) ON COMMIT DELETE ROWS"
-    )
-    await conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS touched_orders "
-        "(LIKE orders INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-    )
-    await conn.execute(
-        f"INSERT INTO touched_keys SELECT DISTINCT tenant_id, platform, store_id, order_id "
-        f"FROM order_lines WHERE {store}",
+    # Every order of the store is touched: its date, its per-SKU and per-category counts
+    # are recomputed, and the cells attached to it move with it.
+    await FactRepository(conn).touch_orders(
+        f"SELECT DISTINCT tenant_id, platform, store_id, order_id FROM order_lines WHERE {store}",
         tenant_id,
         store_id,
     )
-    await conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS attached_keys "
-        "(tenant_id text, platform text, store_id text, order_id text) ON COMMIT DELETE ROWS"
-    )
-    await conn.execute("INSERT INTO attached_keys SELECT * FROM touched_keys")
-    await conn.execute(ADD_CELLS_SQL.format(sign="-"))
-    await conn.execute(
-        "DELETE FROM order_attached_cells c USING attached_keys k WHERE c.tenant_id = k.tenant_id "
-        "AND c.platform = k.platform AND c.store_id = k.store_id AND c.order_id = k.order_id"
-    )
-    await FactRepository(conn).recompute_touched_orders()
-    await conn.execute(NEW_CELLS_SQL)
-    await conn.execute(ADD_CELLS_SQL.format(sign=""))
+    await move_order_attachments(conn, [], lines_moved=True)
     return moved
 
 

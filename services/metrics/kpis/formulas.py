@@ -17,18 +17,6 @@ Inputs = dict[str, Value]
 SALES_INPUTS = frozenset({"gmv", "tax", "shipping", "units"})
 ORDER_INPUTS = frozenset({"orders", "orders_all"})
 COGS_INPUTS = frozenset({"cogs"})
-SKU_MEASURES = frozenset(
-    {
-        "refund_amount",
-        "fee_amount",
-        "ad_cost",
-        "ad_sales",
-        "impressions",
-        "clicks",
-        "ad_orders",
-        "sessions",
-    }
-)
 # Not sums: computed per bucket from per-SKU-day snapshot rows (see service._inventory).
 INVENTORY_INPUTS = frozenset({"on_hand_last", "sku_days", "stockout_sku_days"})
 # Units over the 30 days ending on a bucket's last day (see service._trailing_units).
