@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from shared.telemetry import inject_headers
+from shared.transport import ServiceTransport
 
 
 async def _propagate_trace(request: httpx.Request) -> None:
@@ -20,9 +21,12 @@ KEEPALIVE_SECONDS = 2.0
 
 def make_client(timeout: float = 30.0, **kwargs: object) -> httpx.AsyncClient:
     """An AsyncClient that carries the caller's trace to the next service."""
+    fallback = httpx.AsyncHTTPTransport(
+        limits=httpx.Limits(max_connections=100, keepalive_expiry=KEEPALIVE_SECONDS)
+    )
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout, connect=5.0),
-        limits=httpx.Limits(max_connections=100, keepalive_expiry=KEEPALIVE_SECONDS),
+        transport=ServiceTransport(KEEPALIVE_SECONDS, fallback),
         event_hooks={"request": [_propagate_trace]},
         **kwargs,  # type: ignore[arg-type]
     )
