@@ -180,6 +180,8 @@ class Launcher:
             str(config.ports[service]),
             "--loop",
             "uvloop",
+            "--http",
+            "httptools",
             "--no-access-log",
         ]
         process = subprocess.Popen(

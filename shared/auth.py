@@ -24,12 +24,14 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, RSAKey
 
 from shared.errors import Forbidden, InsufficientScope, Unauthenticated
+from shared.lru import Lru
 from shared.telemetry import current_tenant
 
 ALGORITHM = "RS256"
 # A flood of tokens with made-up key ids must not turn into a flood of JWKS fetches.
 MIN_SECONDS_BETWEEN_JWKS_FETCHES = 2.0
 CLOCK_LEEWAY_SECONDS = 30
+VERIFIED_TOKENS = 4096
 ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 
 
@@ -161,8 +163,15 @@ class TokenVerifier:
         self.tenant_claim = tenant_claim
         self.token_types = ACCESS_TOKEN_TYPES | ({"jwt"} if accept_jwt_typ else set())
         self.external = external
+        # Claims of tokens whose signature was checked: a caller sends the same token
+        # until it expires, and the RSA check is the dearest part of a cached answer.
+        # Expiry and the other claims are checked again on every use.
+        self._signed: Lru[str, dict[str, Any]] = Lru(VERIFIED_TOKENS)
 
     async def verify(self, token: str) -> Principal:
+        claims = self._signed.get(token)
+        if claims is not None:
+            return self._principal(claims)
         if self.external is not None and _unverified_issuer(token) == self.external.issuer:
             return await self.external.verify(token)
         header = _unverified_header(token)
@@ -178,7 +187,9 @@ class TokenVerifier:
             decoded = jwt.decode(token, key, algorithms=[ALGORITHM])
         except (JoseError, ValueError) as exc:
             raise Unauthenticated("token signature is invalid") from exc
-        return self._principal(decoded.claims)
+        principal = self._principal(decoded.claims)
+        self._signed.put(token, decoded.claims)
+        return principal
 
     def _principal(self, claims: dict[str, Any]) -> Principal:
         now = time.time()

@@ -58,7 +58,10 @@ class Database:
             sqlalchemy_url(database_url),
             pool_size=pool_size,
             max_overflow=pool_size,
-            pool_pre_ping=True,
+            # No ping before each checkout: it costs a round trip (three, with its
+            # transaction) on every request. A connection the server dropped fails one
+            # statement, and SQLAlchemy then discards the whole pool's stale connections.
+            pool_pre_ping=False,
             json_deserializer=orjson.loads,
             connect_args={"server_settings": {"search_path": f"{schema},public"}},
         )

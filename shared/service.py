@@ -198,7 +198,13 @@ def build_app(
     and per-client rate, from ``settings``; ``app.state.rate_limiter`` holds the buckets)
     health routes, and the audit trail of writes (``audit_skip`` names paths this
     service only forwards)."""
-    app = FastAPI(title=f"Lodestar {service}", **kwargs)
+    # TracingMiddleware makes the one server span a request gets; FastAPI's own
+    # telemetry would make a second one, and record metrics nobody reads, per request.
+    app = FastAPI(
+        title=f"Lodestar {service}",
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+        **kwargs,
+    )
     app.state.settings = settings
     install_error_handlers(app)
     # Innermost: the handlers have left who and for which tenant in the request state.

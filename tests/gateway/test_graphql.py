@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from devstack.embedded import free_port
+from services.gateway.graphql.revalidation import MEMORY, AnswerMemory, Remembered
 from tests.conftest import NewTenant, Stack
 from tests.gateway.support import fake_service, own_gateway
 
@@ -76,6 +77,20 @@ FAKE_ANSWERS: dict[str, Response] = {
 class FakeMetrics:
     client: httpx.AsyncClient
     calls: list[dict[str, Any]] = field(default_factory=list)
+    # What the fake answers for currency TAGGED: an answer tagged with its version.
+    version: int = 1
+    deny: bool = False
+
+
+def tagged_answer(fake: FakeMetrics, request: Request) -> Response:
+    """An answer with an ETag, and 304 to a caller that holds it, like metrics."""
+    if fake.deny:
+        return FAKE_ANSWERS["DENY"]
+    etag = f'"v{fake.version}"'
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers={"ETag": etag})
+    body = {**KPI_BODY, "warnings": [f"version {fake.version}"]}
+    return JSONResponse(body, headers={"ETag": etag})
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +102,8 @@ async def fake(stack: Stack) -> AsyncIterator[FakeMetrics]:
     @app.get("/v1/kpis")
     async def kpis(request: Request) -> Response:
         calls.append({"params": dict(request.query_params), "headers": dict(request.headers)})
+        if request.query_params.get("currency") == "TAGGED":
+            return tagged_answer(faked, request)
         return FAKE_ANSWERS.get(request.query_params.get("currency", ""), JSONResponse(KPI_BODY))
 
     @app.get("/v1/kpis/catalog")
@@ -95,7 +112,8 @@ async def fake(stack: Stack) -> AsyncIterator[FakeMetrics]:
         return JSONResponse(CATALOG_BODY)
 
     async with fake_service(app) as url, own_gateway(stack, metrics_url=url) as client:
-        yield FakeMetrics(client, calls)
+        faked = FakeMetrics(client, calls)
+        yield faked
 
 
 async def gql(
@@ -224,6 +242,60 @@ async def test_kpis_calls_metrics_rest_and_maps_its_rows(
     # The caller's own token goes to metrics, which checks it again; with trace context.
     assert call["headers"]["authorization"] == tenant.headers["Authorization"]
     assert "traceparent" in call["headers"]
+
+
+async def test_a_repeated_query_is_answered_from_memory_while_metrics_says_unchanged(
+    fake: FakeMetrics, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant(scopes=["kpi:read"])
+    other = await new_tenant(scopes=["kpi:read"])
+    fake.version, fake.deny = 1, False
+    ask = {"input": month_input(currency="TAGGED")}
+    first = await gql(fake.client, tenant.headers, KPIS, **ask)
+    assert first["data"]["kpis"]["warnings"] == ["version 1"]
+    fake.calls.clear()
+    hits = MEMORY.hits
+    again = await gql(fake.client, tenant.headers, KPIS, **ask)
+    # Asked again with the tag it holds; metrics said 304 and the answer is the same.
+    assert again == first and MEMORY.hits == hits + 1
+    [call] = fake.calls
+    assert call["headers"]["if-none-match"] == '"v1"'
+    assert call["headers"]["authorization"] == tenant.headers["Authorization"]
+    # Another caller's token never reaches the first caller's answer.
+    fake.calls.clear()
+    await gql(fake.client, other.headers, KPIS, **ask)
+    assert "if-none-match" not in fake.calls[0]["headers"]
+    # Changed data: a new tag, a new answer.
+    fake.version = 2
+    changed = await gql(fake.client, tenant.headers, KPIS, **ask)
+    assert changed["data"]["kpis"]["warnings"] == ["version 2"]
+    # A caller who lost access gets the error, not the answer it saw before.
+    fake.deny = True
+    denied = await gql(fake.client, tenant.headers, KPIS, **ask)
+    assert denied["data"] is None
+    assert denied["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    fake.deny = False
+
+
+async def test_answers_without_a_tag_are_never_remembered(
+    fake: FakeMetrics, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant(scopes=["kpi:read"])
+    await gql(fake.client, tenant.headers, KPIS, input=month_input())
+    fake.calls.clear()
+    await gql(fake.client, tenant.headers, KPIS, input=month_input())
+    [call] = fake.calls
+    assert "if-none-match" not in call["headers"]
+
+
+def test_memory_keeps_the_most_recently_used_answers() -> None:
+    memory = AnswerMemory(capacity=2)
+    answer = Remembered(calls=(), data={})
+    memory.put(b"a", answer)
+    memory.put(b"b", answer)
+    assert memory.get(b"a") is answer
+    memory.put(b"c", answer)
+    assert memory.get(b"b") is None and memory.get(b"a") is answer
 
 
 async def test_catalog_comes_from_metrics(fake: FakeMetrics, new_tenant: NewTenant) -> None:

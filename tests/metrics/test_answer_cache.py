@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from services.metrics.kpis.cache import ANSWERS, AnswerCache
-from tests.conftest import NewTenant
+from tests.conftest import NewTenant, TenantClient
 from tests.metrics.test_kpis import kpis, line
 from tests.metrics.test_order_attached import push, settle
 
@@ -32,6 +32,44 @@ async def test_answers_are_reused_until_data_or_settings_change(
     assert changed.status_code == 200
     body = await kpis(http, tenant, metrics="gmv", grain="total", **MARCH)
     assert body["rows"][0]["values"][0]["value"] == 16.0
+
+
+async def test_an_erp_holding_the_answer_gets_304_until_it_changes(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    other = await new_tenant()
+    await push(http, tenant, line("t1", "O1", 1, "10.00", "2026-03-10T18:00:00Z"))
+    await settle(http, tenant, {"gmv": 10.0}, **MARCH)
+    params = {"metrics": "gmv", "grain": "total", **MARCH}
+    first = await http.get("/v1/kpis", params=params, headers=tenant.headers)
+    etag = first.headers["etag"]
+    assert first.headers["vary"] == "Accept" and "no-cache" in first.headers["cache-control"]
+
+    async def ask(held: str, who: TenantClient = tenant, **more: str) -> httpx.Response:
+        headers = {**who.headers, "If-None-Match": held}
+        return await http.get("/v1/kpis", params={**params, **more}, headers=headers)
+
+    unchanged = await ask(etag)
+    assert unchanged.status_code == 304 and unchanged.content == b""
+    assert unchanged.headers["etag"] == etag
+    assert (await ask(f'"other", W/{etag}')).status_code == 304
+    assert (await ask("*")).status_code == 304
+    assert (await ask('"not-this-one"')).status_code == 200
+    # The CSV of the same answer is another representation with its own tag.
+    csv = await http.get(
+        "/v1/kpis", params=params, headers={**tenant.headers, "Accept": "text/csv"}
+    )
+    assert csv.headers["etag"] != etag
+    # The tag does not let anyone past the access checks.
+    denied = await ask(etag, who=other, tenant_id=tenant.tenant_id)
+    assert denied.status_code == 403
+    # New data, new answer: the old tag gets the whole new body.
+    await push(http, tenant, line("t2", "O2", 1, "5.00", "2026-03-11T18:00:00Z"))
+    await settle(http, tenant, {"gmv": 15.0}, **MARCH)
+    changed = await ask(etag)
+    assert changed.status_code == 200 and changed.headers["etag"] != etag
+    assert changed.json()["rows"][0]["values"][0]["value"] == 15.0
 
 
 def test_the_cache_keeps_the_most_recently_used_answers() -> None:

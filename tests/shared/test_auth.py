@@ -130,3 +130,18 @@ async def test_unknown_kid_refetches_the_key_set_once() -> None:
             TokenMinter(RSAKey.generate_key(2048, parameters={"kid": "x"})).mint("t", [])
         )
     assert len(fetches) == 2
+
+
+async def test_a_token_checked_before_still_expires(
+    minter: TokenMinter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    verifier = minter.verifier()
+    token = minter.mint("t1", ["kpi:read"])
+    first = await verifier.verify(token)
+    again = await verifier.verify(token)
+    assert again == first
+    # Its signature is not checked twice, but its expiry is checked at every use.
+    later = time.time() + 3600
+    monkeypatch.setattr("shared.auth.time.time", lambda: later)
+    with pytest.raises(Unauthenticated, match="expired"):
+        await verifier.verify(token)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from fastapi import Request
@@ -11,12 +12,35 @@ from strawberry.fastapi import BaseContext
 from shared.auth import Principal, current_principal
 
 
+@dataclass(frozen=True)
+class UpstreamCall:
+    """One GET a resolver made, and the ETag of the answer it got (empty: none)."""
+
+    url: str
+    params: list[tuple[str, Any]]
+    etag: str
+    size: int
+
+
 @dataclass
 class Context(BaseContext):
     request: Request
     http: httpx.AsyncClient
     metrics_url: str
     _principal: Principal | None = field(default=None, init=False)
+    # While an answer may be remembered, the calls its resolvers make (revalidation.py).
+    upstream_calls: list[UpstreamCall] | None = field(default=None, init=False)
+
+    def record(self, response: httpx.Response, params: list[tuple[str, Any]]) -> None:
+        if self.upstream_calls is not None:
+            self.upstream_calls.append(
+                UpstreamCall(
+                    url=str(response.request.url.copy_with(query=None)),
+                    params=params,
+                    etag=response.headers.get("etag", ""),
+                    size=len(response.content),
+                )
+            )
 
     async def principal(self) -> Principal:
         if self._principal is None:

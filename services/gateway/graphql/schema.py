@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import strawberry
 from graphql.error import GraphQLError
 from strawberry.extensions import (
@@ -19,6 +20,7 @@ from strawberry.fastapi import GraphQLRouter
 from services.gateway.graphql.context import get_context
 from services.gateway.graphql.errors import ErrorCodes
 from services.gateway.graphql.kpis import KpiQuery
+from services.gateway.graphql.revalidation import RevalidatedAnswers
 
 MAX_DEPTH = 8
 MAX_ALIASES = 15
@@ -57,11 +59,15 @@ schema = Schema(
         lambda: ParserCache(maxsize=512),
         lambda: ValidationCache(maxsize=512),
         ErrorCodes,
+        RevalidatedAnswers,
     ],
 )
 
 
+class Router(GraphQLRouter[object, None]):
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data)
+
+
 def graphql_router() -> GraphQLRouter[object, None]:
-    return GraphQLRouter(
-        schema, path="/graphql", context_getter=get_context, graphql_ide="graphiql"
-    )
+    return Router(schema, path="/graphql", context_getter=get_context, graphql_ide="graphiql")

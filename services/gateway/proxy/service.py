@@ -22,6 +22,8 @@ FORWARDED_REQUEST_HEADERS = (
     "accept",
     "idempotency-key",
     "x-request-id",
+    # Conditional GETs: an unchanged KPI answer is a 304 without a body.
+    "if-none-match",
     # The audit trail records what the caller ran.
     "user-agent",
 )
@@ -32,6 +34,8 @@ PASSED_RESPONSE_HEADERS = (
     "location",
     "content-disposition",
     "cache-control",
+    "etag",
+    "vary",
 )
 
 

@@ -8,13 +8,13 @@ version from the database before it looks in its own memory.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from datetime import date
 from typing import Any
 
 import asyncpg
 
 from services.metrics.kpis.query import KpiQuery
+from shared.lru import Lru
 
 MAX_ANSWERS = 256
 
@@ -38,29 +38,11 @@ async def bump_versions(conn: asyncpg.Connection, tenant_ids: set[str]) -> None:
     )
 
 
-class AnswerCache:
-    """The most recently used answers of this process, at most ``capacity``."""
+class AnswerCache(Lru[str, dict[str, Any]]):
+    """The most recently used answers of this process."""
 
     def __init__(self, capacity: int = MAX_ANSWERS) -> None:
-        self.capacity = capacity
-        self._answers: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        found = self._answers.get(key)
-        if found is None:
-            self.misses += 1
-            return None
-        self._answers.move_to_end(key)
-        self.hits += 1
-        return found
-
-    def put(self, key: str, answer: dict[str, Any]) -> None:
-        self._answers[key] = answer
-        self._answers.move_to_end(key)
-        while len(self._answers) > self.capacity:
-            self._answers.popitem(last=False)
+        super().__init__(capacity)
 
 
 # This process's answers; every query of the metrics service goes through it.
