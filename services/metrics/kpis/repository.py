@@ -134,8 +134,8 @@ class RollupRepository:
         more: tuple[Any, ...] = (),
     ) -> list[asyncpg.Record]:
         """Sums per local day and currency first (a small set), then converts each day
-        with its own factor and sums again by period: conversion never touches the
-        rollup rows one by one."""
+        with its own factor and sums again by period: without SKUs, conversion never
+        touches the rollup rows one by one."""
         keep = keep or []
         dims = [COLUMNS[d] for d in grouping.group_by]
         inner_cols = "".join(f", {c}" for c in [*dims, *keep])
@@ -146,7 +146,14 @@ class RollupRepository:
         ):
             clauses.append(f"AND {COLUMNS[dimension]} = ANY(${position}::text[])")
             filter_args.append(values)
-        inner_sums = ", ".join(f"sum({expression}) AS {name}" for name, expression in sums.items())
+        # By SKU a day holds about one rollup row per SKU and currency: summing them
+        # first would only add a sort, so then each row is converted as it is.
+        presum = "sku" not in dims
+        inner_sums = ", ".join(
+            f"sum({expression}) AS {name}" if presum else f"{expression} AS {name}"
+            for name, expression in sums.items()
+        )
+        inner_group = f"GROUP BY local_date, currency{inner_cols}" if presum else ""
         outer_dims = "".join(
             f", b.{c} AS {d}" for c, d in zip(dims, grouping.group_by, strict=True)
         )
@@ -164,7 +171,7 @@ class RollupRepository:
                 SELECT local_date, currency{inner_cols}, {inner_sums}
                 FROM {table}
                 WHERE tenant_id = $1 AND local_date BETWEEN $2 AND $3 {extra} {" ".join(clauses)}
-                GROUP BY local_date, currency{inner_cols}
+                {inner_group}
             ) b
             {_FX_JOIN.format(alias="b")}
             GROUP BY 1{"".join(f", b.{c}" for c in [*dims, *keep])}

@@ -88,9 +88,10 @@ async def _measure(
 
     if needed & SALES_INPUTS:
         for row in await repository.sales(grouping):
+            row_key = key(row)
             for name in SALES_INPUTS:
-                found.put(key(row), name, row[name])
-            found.put(key(row), "gmv", _gmv(row, settings))
+                found.put(row_key, name, row[name])
+            found.put(row_key, "gmv", _gmv(row, settings))
     if needed & COGS_INPUTS:
         without_cost: set[str] = set()
         for row in await repository.cogs(grouping):
@@ -108,8 +109,9 @@ async def _measure(
             else repository.orders
         )
         for row in await read(grouping):
+            row_key = key(row)
             for name in ORDER_INPUTS:
-                found.put(key(row), name, row[name])
+                found.put(row_key, name, row[name])
     if needed & INVENTORY_INPUTS:
         _inventory(await repository.inventory(grouping), key, found)
     if needed & TRAILING_INPUTS:
