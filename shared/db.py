@@ -51,13 +51,16 @@ def with_query(database_url: str, **params: str) -> str:
 class Database:
     """An engine and session factory whose connections see ``schema`` first."""
 
-    def __init__(self, database_url: str, schema: str, pool_size: int = 10) -> None:
+    def __init__(self, database_url: str, schema: str, pool_size: int = 20) -> None:
         self.schema = schema
         self.url = database_url
         self.engine: AsyncEngine = create_async_engine(
             sqlalchemy_url(database_url),
+            # Every connection is kept: an overflow connection is closed as soon as it
+            # is returned, and under a burst each request then paid for a new server
+            # process. Past the pool, requests wait their turn.
             pool_size=pool_size,
-            max_overflow=pool_size,
+            max_overflow=0,
             # No ping before each checkout: it costs a round trip (three, with its
             # transaction) on every request. A connection the server dropped fails one
             # statement, and SQLAlchemy then discards the whole pool's stale connections.
