@@ -9,9 +9,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 
 from devstack.embedded import EmbeddedBroker, free_port
+from services.ingest.outbox.repository import RELAY_LOCK
+from shared.db import asyncpg_dsn
 from shared.events import PAYLOAD_MODELS, EventMessage
 from tests.ingest.conftest import (
     IngestService,
@@ -288,3 +291,27 @@ async def test_a_restart_after_a_forgetful_broker_publishes_the_sent_events_agai
 
 async def _published(service: IngestService, count: int) -> bool:
     return service.relay.counters.published >= count
+
+
+async def test_one_relay_at_a_time_claims_and_the_others_wait(ingest: IngestService) -> None:
+    tenant = f"t-{secrets.token_hex(3)}"
+    # Another replica's relay, mid-batch: it holds the claim until its transaction ends.
+    other = await asyncpg.connect(
+        asyncpg_dsn(ingest.database_url), server_settings={"search_path": "ingest"}
+    )
+    try:
+        transaction = other.transaction()
+        await transaction.start()
+        await other.execute("SELECT pg_advisory_xact_lock($1)", RELAY_LOCK)
+        response = await ingest.push(tenant, [order_line("held-1"), order_line("held-2")])
+        assert response.status_code == 202, response.text
+        await asyncio.sleep(1.0)  # five of this relay's polls: none may claim
+        assert await ingest.pending(tenant) == 2
+        await transaction.commit()
+    finally:
+        await other.close()
+
+    async def all_sent() -> bool:
+        return await ingest.pending(tenant) == 0
+
+    await wait_until(all_sent, what="the rows published once the claim is free")

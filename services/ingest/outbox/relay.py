@@ -1,9 +1,10 @@
 """The outbox relay: publishes accepted events to Kafka, at least once, in order of acceptance.
 
-Woken by LISTEN/NOTIFY when a push commits, with polling as a fallback. Rows are
-claimed with ``FOR UPDATE SKIP LOCKED`` so several ingest replicas can relay side by
-side, and marked sent only after the broker acknowledged every one of them. While
-the broker is away the rows simply wait; pushes keep being accepted.
+Woken by LISTEN/NOTIFY when a push commits, with polling as a fallback. One relay
+at a time claims rows (the others, on other ingest replicas, find the claim taken
+and wait for the next wake-up), and marks them sent only after the broker
+acknowledged every one of them. While the broker is away the rows simply wait;
+pushes keep being accepted.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ import asyncpg
 
 # NOTIFY channel of a committed push; the relay LISTENs on it.
 OUTBOX_CHANNEL = "ingest_outbox"
+# The advisory lock only one relay holds at a time (any number unique in the database).
+RELAY_LOCK = 0x0B0C5
 OUTBOX_COLUMNS = (
     "tenant_id",
     "event_id",
@@ -31,7 +33,14 @@ class OutboxRepository:
         await self.conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
 
     async def claim(self, limit: int) -> list[asyncpg.Record]:
-        """Unsent rows in order, locked; another relay skips them instead of waiting."""
+        """The oldest unsent rows, when no other relay is at work (else none).
+
+        One relay at a time, by a lock held until the caller's transaction ends:
+        locking each row instead (FOR UPDATE SKIP LOCKED) wrote every row once more
+        and was a third of PostgreSQL's work per event.
+        """
+        if not await self.conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", RELAY_LOCK):
+            return []
         rows: list[asyncpg.Record] = await self.conn.fetch(
             """
             SELECT id, tenant_id, topic, payload, traceparent, tracestate
@@ -39,7 +48,6 @@ class OutboxRepository:
             WHERE sent_at IS NULL
             ORDER BY id
             LIMIT $1
-            FOR UPDATE SKIP LOCKED
             """,
             limit,
         )
