@@ -16,7 +16,7 @@ from services.gateway.exports.service import ExportRunner
 from services.gateway.grants.endpoints import internal_router as grants_internal_router
 from services.gateway.grants.endpoints import router as grants_router
 from services.gateway.grants.service import DatabaseGrantLookup
-from services.gateway.graphql.schema import graphql_router
+from services.gateway.graphql.schema import mount_graphql
 from services.gateway.oauth.authorize import router as authorize_router
 from services.gateway.oauth.endpoints import router as oauth_router
 from services.gateway.oauth.server import TokenServer
@@ -98,8 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    # First: dashboards' queries are most of the traffic, and routes match in order.
-    app.include_router(graphql_router())
+    mount_graphql(app)
     app.include_router(oauth_router)
     app.include_router(authorize_router)
     app.include_router(tenants_router)

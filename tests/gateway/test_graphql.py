@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -261,6 +262,14 @@ async def test_a_repeated_query_is_answered_from_memory_while_metrics_says_uncha
     [call] = fake.calls
     assert call["headers"]["if-none-match"] == '"v1"'
     assert call["headers"]["authorization"] == tenant.headers["Authorization"]
+    # The same bytes sent as another content type are not the same request.
+    fake.calls.clear()
+    raw = orjson.dumps({"query": KPIS, "variables": ask})
+    plain = await fake.client.post(
+        "/graphql", content=raw, headers={**tenant.headers, "Content-Type": "text/plain"}
+    )
+    assert plain.content != orjson.dumps(first)
+    assert all("if-none-match" not in call["headers"] for call in fake.calls)
     # Another caller's token never reaches the first caller's answer.
     fake.calls.clear()
     await gql(fake.client, other.headers, KPIS, **ask)
@@ -290,7 +299,7 @@ async def test_answers_without_a_tag_are_never_remembered(
 
 def test_memory_keeps_the_most_recently_used_answers() -> None:
     memory = AnswerMemory(capacity=2)
-    answer = Remembered(calls=(), data={})
+    answer = Remembered(calls=(), body=b"{}")
     memory.put(b"a", answer)
     memory.put(b"b", answer)
     assert memory.get(b"a") is answer

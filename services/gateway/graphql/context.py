@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 from fastapi import Request
@@ -14,10 +13,9 @@ from shared.auth import Principal, current_principal
 
 @dataclass(frozen=True)
 class UpstreamCall:
-    """One GET a resolver made, and the ETag of the answer it got (empty: none)."""
+    """One GET a resolver made (its whole URL), and the ETag of the answer (empty: none)."""
 
     url: str
-    params: list[tuple[str, Any]]
     etag: str
     size: int
 
@@ -31,12 +29,11 @@ class Context(BaseContext):
     # While an answer may be remembered, the calls its resolvers make (revalidation.py).
     upstream_calls: list[UpstreamCall] | None = field(default=None, init=False)
 
-    def record(self, response: httpx.Response, params: list[tuple[str, Any]]) -> None:
+    def record(self, response: httpx.Response) -> None:
         if self.upstream_calls is not None:
             self.upstream_calls.append(
                 UpstreamCall(
-                    url=str(response.request.url.copy_with(query=None)),
-                    params=params,
+                    url=str(response.request.url),
                     etag=response.headers.get("etag", ""),
                     size=len(response.content),
                 )

@@ -104,7 +104,7 @@ async def _get_metrics(context: Context, path: str, params: Params) -> Any:
         log.warning("metrics call failed: %s: %s", type(exc).__name__, exc)
         raise UpstreamUnavailable("the metrics service is unavailable") from None
     if response.status_code == 200:
-        context.record(response, params)
+        context.record(response)
         return orjson.loads(response.content)
     raise _error_from(response)
 

@@ -1,25 +1,29 @@
 """GraphQL answers the gateway built before, reused while the services say they still hold.
 
-Dashboards send the same operation every few seconds. The metrics service tags each
-answer with an ETag; the gateway remembers, per operation, variables and caller's
-token, the answer it built and the tags it built it from. The next time it asks each
-service again with ``If-None-Match``: if every one answers 304 the remembered answer is
-returned without resolving a field. The services check the caller's token, scopes,
-grants and limits on that conditional request exactly as on any other, so a caller
-who lost access gets the error, never the remembered answer.
+Dashboards post the very same operation every few seconds. The metrics service tags
+each answer with an ETag; the gateway remembers, per request body and caller's token,
+the answer it sent and the tags it built it from (``RememberAnswers``, a schema
+extension, once the operation ran without errors). When that body comes again with
+that token, ``RememberedGraphql`` asks each service again with ``If-None-Match`` and,
+if every one answers 304, sends the remembered bytes without running GraphQL at all.
+
+The services check the caller's token, scopes, grants and limits on the conditional
+request exactly as on any other, so a caller who lost access gets the error, never
+the remembered answer: anything but 304 runs the operation as usual.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import orjson
 from graphql import ExecutionResult
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
@@ -29,14 +33,14 @@ from shared.lru import Lru
 log = logging.getLogger(__name__)
 
 MAX_REMEMBERED = 512
-# Bigger answers are rebuilt each time rather than held in memory.
+# Bigger answers are built again each time rather than held in memory.
 MAX_REMEMBERED_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True)
 class Remembered:
     calls: tuple[UpstreamCall, ...]
-    data: dict[str, Any]
+    body: bytes
 
 
 class AnswerMemory(Lru[bytes, Remembered]):
@@ -47,13 +51,19 @@ class AnswerMemory(Lru[bytes, Remembered]):
 MEMORY = AnswerMemory()
 
 
-async def still_current(context: Context, call: UpstreamCall) -> bool:
+def remembered_as(body: bytes, authorization: str, content_type: str) -> bytes:
+    """The key of a request: its exact body, read with the caller's token."""
+    digest = hashlib.blake2b(body, digest_size=32)
+    digest.update(b"\0" + authorization.encode() + b"\0" + content_type.encode())
+    return digest.digest()
+
+
+async def still_current(http: httpx.AsyncClient, authorization: str, call: UpstreamCall) -> bool:
     try:
-        response = await context.http.get(
+        response = await http.get(
             call.url,
-            params=call.params,
             headers={
-                "Authorization": context.authorization,
+                "Authorization": authorization,
                 "Accept": "application/json",
                 "If-None-Match": call.etag,
             },
@@ -64,46 +74,21 @@ async def still_current(context: Context, call: UpstreamCall) -> bool:
     return response.status_code == 304
 
 
-class RevalidatedAnswers(SchemaExtension):
-    """Answers a query from ``MEMORY`` when every service it asked says nothing changed."""
+class RememberAnswers(SchemaExtension):
+    """Remembers a query's answer with the tagged calls its resolvers made."""
 
     memory = MEMORY
 
-    def _key(self) -> bytes | None:
+    async def on_execute(self) -> AsyncIterator[None]:
         execution = self.execution_context
         context = execution.context
         if execution.operation_type is not OperationType.QUERY or not isinstance(context, Context):
-            return None
-        return orjson.dumps(
-            [
-                execution.query,
-                execution.operation_name,
-                execution.variables,
-                context.authorization,
-            ],
-            option=orjson.OPT_SORT_KEYS,
-        )
-
-    async def on_execute(self) -> AsyncIterator[None]:
-        execution = self.execution_context
-        key = self._key()
-        if key is None:
             yield
             return
-        context: Context = execution.context
-        remembered = self.memory.get(key)
-        if remembered is not None:
-            checks = [still_current(context, call) for call in remembered.calls]
-            if all(await asyncio.gather(*checks)):
-                execution.result = ExecutionResult(data=remembered.data, errors=None)
-                yield
-                return
-            self.memory.pop(key)
         context.upstream_calls = []
         yield
         result = execution.result
-        calls = context.upstream_calls
-        context.upstream_calls = None
+        calls, context.upstream_calls = context.upstream_calls, None
         if (
             isinstance(result, ExecutionResult)
             and not result.errors
@@ -112,4 +97,77 @@ class RevalidatedAnswers(SchemaExtension):
             and all(call.etag for call in calls)
             and sum(call.size for call in calls) <= MAX_REMEMBERED_BYTES
         ):
-            self.memory.put(key, Remembered(tuple(calls), result.data))
+            request = context.request
+            key = remembered_as(
+                await request.body(),
+                context.authorization,
+                request.headers.get("content-type", ""),
+            )
+            # What Strawberry sends for a result without errors or extensions.
+            self.memory.put(key, Remembered(tuple(calls), orjson.dumps({"data": result.data})))
+
+
+class RememberedGraphql:
+    """``POST /graphql`` in front of the GraphQL route: remembered answers that are
+    still current go out at once; every other request goes on to ``graphql``."""
+
+    def __init__(self, graphql: ASGIApp, memory: AnswerMemory = MEMORY) -> None:
+        self.graphql = graphql
+        self.memory = memory
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body, complete = await _read_body(receive)
+        if not complete:
+            return  # the client went away before its request was whole
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        authorization = headers.get("authorization", "")
+        key = remembered_as(body, authorization, headers.get("content-type", ""))
+        remembered = self.memory.get(key)
+        if remembered is not None:
+            http: httpx.AsyncClient = scope["app"].state.http
+            checks = [still_current(http, authorization, c) for c in remembered.calls]
+            if all(await asyncio.gather(*checks)):
+                await _send_json(send, remembered.body)
+                return
+            self.memory.pop(key)
+        await self.graphql(scope, _replay(body, receive), send)
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, bool]:
+    """The request's body; ``complete`` is False when the client went away mid-body."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks), False
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks), True
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The body read already, then whatever the client sends next (a disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+async def _send_json(send: Send, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
