@@ -297,6 +297,21 @@ async def test_answers_without_a_tag_are_never_remembered(
     assert "if-none-match" not in call["headers"]
 
 
+async def test_answers_that_read_more_than_tagged_calls_are_never_remembered(
+    fake: FakeMetrics, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant(scopes=["kpi:read"])
+    fake.version, fake.deny = 1, False
+    mixed = """query($input: KpiQueryInput!) {
+      kpis(input: $input) { currency } __schema { queryType { name } } }"""
+    for _ in range(2):
+        fake.calls.clear()
+        body = await gql(fake.client, tenant.headers, mixed, input=month_input(currency="TAGGED"))
+        assert body["data"]["kpis"]["currency"] == "USD"
+        [call] = fake.calls
+        assert "if-none-match" not in call["headers"]
+
+
 def test_memory_keeps_the_most_recently_used_answers() -> None:
     memory = AnswerMemory(capacity=2)
     answer = Remembered(calls=(), body=b"{}")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import httpx
 import orjson
-from graphql import ExecutionResult
+from graphql import DocumentNode, ExecutionResult, FieldNode, OperationDefinitionNode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
@@ -74,6 +74,28 @@ async def still_current(http: httpx.AsyncClient, authorization: str, call: Upstr
     return response.status_code == 304
 
 
+# Root fields answered only from services' tagged GETs: an answer that read anything
+# else (a field resolved in the gateway, say) could change with no 304 to tell.
+REMEMBERABLE_FIELDS = frozenset({"kpis", "__typename"})
+
+
+def _only_remote_fields(document: DocumentNode | None, operation_name: str | None) -> bool:
+    if document is None:
+        return False
+    operations = [
+        d
+        for d in document.definitions
+        if isinstance(d, OperationDefinitionNode)
+        and (operation_name is None or (d.name is not None and d.name.value == operation_name))
+    ]
+    if len(operations) != 1:
+        return False
+    return all(
+        isinstance(selection, FieldNode) and selection.name.value in REMEMBERABLE_FIELDS
+        for selection in operations[0].selection_set.selections
+    )
+
+
 class RememberAnswers(SchemaExtension):
     """Remembers a query's answer with the tagged calls its resolvers made."""
 
@@ -82,7 +104,11 @@ class RememberAnswers(SchemaExtension):
     async def on_execute(self) -> AsyncIterator[None]:
         execution = self.execution_context
         context = execution.context
-        if execution.operation_type is not OperationType.QUERY or not isinstance(context, Context):
+        if (
+            execution.operation_type is not OperationType.QUERY
+            or not isinstance(context, Context)
+            or not _only_remote_fields(execution.graphql_document, execution.operation_name)
+        ):
             yield
             return
         context.upstream_calls = []
