@@ -256,10 +256,6 @@ def change(value: Decimal | None, previous: Decimal | None) -> float | None:
     return float((value - previous) / abs(previous))
 
 
-def sort_key(key: RowKey) -> tuple[str, tuple[str, ...]]:
-    return key[0], key[1]
-
-
 def answer(
     query: KpiQuery,
     currency: str | None,
@@ -271,8 +267,12 @@ def answer(
     keys = set(current.values)
     if not query.group_by:
         keys |= {(p, ()) for p in all_periods(query.start, query.end, query.grain)}
+    ordered = sorted(keys)  # (period, dimensions) tuples: by period, then dimensions
+    if query.order_by is not None or query.limit is not None:
+        # Chosen before rows are built: a top 50 of 2,000 SKUs builds 50 rows.
+        ordered = _top(ordered, query, current, defaults)
     rows = []
-    for key in sorted(keys, key=sort_key):
+    for key in ordered:
         period, dims = key
         measured = current.values.get(key, {})
         earlier: dict[str, Decimal | None] = {}
@@ -302,24 +302,29 @@ def answer(
             }
         )
     warnings = list(dict.fromkeys(current.warnings + (previous.warnings if previous else [])))
-    if query.order_by is not None or query.limit is not None:
-        rows = _top(rows, query)
     return {"currency": currency, "rows": rows, "warnings": warnings}
 
 
-def _top(rows: list[dict[str, Any]], query: KpiQuery) -> list[dict[str, Any]]:
+def _top(
+    keys: list[RowKey], query: KpiQuery, current: Measured, defaults: dict[str, Decimal | None]
+) -> list[RowKey]:
     """Each period's rows by the ``order_by`` metric (nulls last, ties by dimensions),
-    at most ``limit`` of them; periods stay in order."""
-    position = query.metrics.index(query.order_by) if query.order_by else None
-    by_period: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        by_period[row["period"]].append(row)
+    at most ``limit`` of them; periods stay in order. ``keys`` come sorted."""
+    by_period: dict[str, list[RowKey]] = defaultdict(list)
+    for key in keys:
+        by_period[key[0]].append(key)
     kept = []
-    for period_rows in by_period.values():
-        if position is not None:
-            valued = [r for r in period_rows if r["values"][position]["value"] is not None]
-            empty = [r for r in period_rows if r["values"][position]["value"] is None]
-            valued.sort(key=lambda r: r["values"][position]["value"], reverse=query.descending)
-            period_rows = valued + empty
-        kept.extend(period_rows[: query.limit] if query.limit else period_rows)
+    for period_keys in by_period.values():
+        if query.order_by is not None:
+            metric = query.order_by
+            # Ordered as answered (floats); Python's sort is stable, so ties keep
+            # the dimensions' order, reversed or not.
+            scored = [
+                (_float(current.values.get(k, {}).get(metric, defaults.get(metric))), k)
+                for k in period_keys
+            ]
+            valued = [(v, k) for v, k in scored if v is not None]
+            valued.sort(key=lambda pair: pair[0], reverse=query.descending)
+            period_keys = [k for _, k in valued] + [k for v, k in scored if v is None]
+        kept.extend(period_keys[: query.limit] if query.limit else period_keys)
     return kept

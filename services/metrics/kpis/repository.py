@@ -24,6 +24,15 @@ COLUMNS = {
 }
 
 
+# The sales rollups' sums, by the name the engine reads them under.
+SALES_SUMS = {
+    "gmv": "gross + shipping - discount",
+    "tax": "tax",
+    "shipping": "shipping",
+    "units": "units",
+}
+
+
 @dataclass(frozen=True)
 class Grouping:
     tenant_id: str
@@ -188,21 +197,23 @@ class RollupRepository:
         )
         return rows
 
-    async def sales(self, grouping: Grouping) -> list[asyncpg.Record]:
-        """gmv (tax excluded), tax and shipping converted; units of live lines."""
+    async def sales(self, grouping: Grouping, columns: set[str]) -> list[asyncpg.Record]:
+        """Of gmv (tax excluded), tax and shipping converted and units of live lines,
+        the ``columns`` asked for: each money column is a sum of products per row."""
         by_sku = any(d in ("sku", "category") for d in [*grouping.group_by, *grouping.filters])
         # Without SKU or category the per-store rollup answers: a few rows a day.
         table = "daily_sales" if by_sku else "daily_store_sales"
+        money = {"gmv", "tax", "shipping"}
+        if not columns & money:
+            # Units alone: nothing to convert.
+            return await self._fetch(
+                grouping, "s", "sum(s.units) AS units", f"{table} s", converts=False
+            )
         return await self._summed_then_converted(
             grouping,
             table,
-            {
-                "gmv": "gross + shipping - discount",
-                "tax": "tax",
-                "shipping": "shipping",
-                "units": "units",
-            },
-            money={"gmv", "tax", "shipping"},
+            {name: SALES_SUMS[name] for name in SALES_SUMS if name in columns},
+            money=money,
         )
 
     async def cogs(self, grouping: Grouping) -> list[asyncpg.Record]:

@@ -87,11 +87,13 @@ async def _measure(
         return row["period"], tuple(row[d] for d in query.group_by)
 
     if needed & SALES_INPUTS:
-        for row in await repository.sales(grouping):
+        columns = _sales_columns(needed, settings)
+        for row in await repository.sales(grouping, columns):
             row_key = key(row)
-            for name in SALES_INPUTS:
+            for name in columns:
                 found.put(row_key, name, row[name])
-            found.put(row_key, "gmv", _gmv(row, settings))
+            if "gmv" in columns:
+                found.put(row_key, "gmv", _gmv(row, settings))
     if needed & COGS_INPUTS:
         without_cost: set[str] = set()
         for row in await repository.cogs(grouping):
@@ -167,7 +169,7 @@ async def _trailing_units(
     window = int(COVER_DAYS)
     daily = replace(grouping, start=grouping.start - timedelta(days=window - 1), grain="day")
     units: dict[tuple[str, ...], dict[date, Decimal]] = defaultdict(dict)
-    for row in await repository.sales(daily):
+    for row in await repository.sales(daily, {"units"}):
         dims = tuple(row[d] for d in query.group_by)
         units[dims][date.fromisoformat(row["period"])] = Decimal(row["units"] or 0)
     buckets = {bucket for bucket in found.inputs} | {
@@ -270,6 +272,17 @@ def _inventory(rows: list[asyncpg.Record], key: Any, found: _Range) -> None:
     for bucket, values in totals.items():
         for name, value in values.items():
             found.put(bucket, name, value)
+
+
+def _sales_columns(needed: set[str], settings: KpiSettings) -> set[str]:
+    """The sales sums a query needs: GMV reads tax or shipping only as settings say."""
+    columns = needed & SALES_INPUTS
+    if "gmv" in columns:
+        if settings.gmv_includes_tax:
+            columns.add("tax")
+        if not settings.gmv_includes_shipping:
+            columns.add("shipping")
+    return columns
 
 
 def _gmv(row: asyncpg.Record, settings: KpiSettings) -> Decimal | None:
