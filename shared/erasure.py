@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -31,6 +32,24 @@ ERASURE_DONE_TOPIC = "lodestar.tenant-erasures-done.v1"
 RETRY_SECONDS = 1.0
 
 Records = list[ConsumerRecord[bytes, bytes]]
+Message = TypeVar("Message", bound=BaseModel)
+
+
+def readable(
+    model: type[Message], record: ConsumerRecord[bytes, bytes], what: str
+) -> Message | None:
+    """The record read as ``model``, or None once logged as skipped: nothing to act on
+    can be read from it, and reading it again would not change that."""
+    try:
+        return model.model_validate_json(record.value or b"")
+    except ValidationError as exc:
+        log.warning(
+            f"unreadable {what} skipped",
+            extra={"fields": {"offset": record.offset, "reason": str(exc.errors()[0])}},
+        )
+        return None
+
+
 Handler = Callable[[Records], Awaitable[None]]
 
 
@@ -213,14 +232,8 @@ class ErasureListener:
 
     async def handle(self, records: Records) -> None:
         for record in records:
-            try:
-                request = ErasureRequested.model_validate_json(record.value or b"")
-            except ValidationError as exc:
-                # Nothing to erase can be read from it; retrying would not change that.
-                log.warning(
-                    "unreadable erasure request skipped",
-                    extra={"fields": {"offset": record.offset, "reason": str(exc.errors()[0])}},
-                )
+            request = readable(ErasureRequested, record, "erasure request")
+            if request is None:
                 continue
             # Refused from now on, so nothing brings rows back while they are deleted.
             self.erased.add(request.tenant_id)

@@ -22,14 +22,8 @@ READ_SCOPES: tuple[str, ...] = ("kpi:read", "targets:read")
 ROLES: dict[str, tuple[str, ...]] = {
     "owner": TENANT_SCOPES,
     "admin": TENANT_SCOPES,
-    "manager": (
-        "connections:manage",
-        "ingest:write",
-        "kpi:read",
-        "alerts:manage",
-        "targets:read",
-        "targets:write",
-    ),
+    # Everything but administering the tenant and approving targets.
+    "manager": tuple(s for s in TENANT_SCOPES if s not in (TENANT_ADMIN, "targets:approve")),
     "analyst": READ_SCOPES,
     "viewer": ("kpi:read",),
 }

@@ -231,6 +231,16 @@ class TokenMinter:
         return jwt.encode(head, body, self.key, algorithms=["RS256"])
 
 
+@pytest.fixture
+async def pg(stack: Stack) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection to the stack's database, for reading any schema directly."""
+    conn = await asyncpg.connect(asyncpg_dsn(stack.config.database_url))
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(scope="session")
 def minter() -> TokenMinter:
     return TokenMinter(RSAKey.generate_key(2048, parameters={"kid": "test-key"}))

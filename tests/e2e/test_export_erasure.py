@@ -14,17 +14,14 @@ import secrets
 import time
 import uuid
 import zipfile
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import httpx
 import orjson
-import pytest
 
 from devstack.stack import SERVICES
-from shared.db import asyncpg_dsn
 from shared.tenant_data import SECRET_COLUMNS
 from tests.conftest import NewTenant, Stack, TenantClient, fetch_token
 from tests.e2e.test_grants import REST_MARCH, march_gmv, sale, wait_for
@@ -32,15 +29,6 @@ from tests.gateway.login import add_user, frontend_client, user_tokens
 
 # Tables whose rows belong to a tenant by another column than tenant_id.
 OTHER_KEYS = {("gateway", "tenants"): ("id",), ("gateway", "grants"): ("agency_tenant_id",)}
-
-
-@pytest.fixture
-async def pg(stack: Stack) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(asyncpg_dsn(stack.config.database_url))
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def tenant_rows(conn: asyncpg.Connection, tenant_id: str) -> dict[tuple[str, str], int]:

@@ -27,7 +27,7 @@ from services.gateway.erasures.schemas import ErasureOut
 from services.gateway.erasures.tracker import ErasureTracker
 from services.gateway.exports.service import ExportRunner, create_export
 from services.gateway.oauth.signing import Signer
-from shared.db import Database, asyncpg_dsn
+from shared.db import Database
 from shared.erasure import ERASURE_DONE_TOPIC, ErasureDone, ErasureListener, Publisher
 from shared.settings import ServiceSettings
 from tests.conftest import Stack
@@ -61,15 +61,6 @@ async def gateway_db(stack: Stack) -> AsyncIterator[Database]:
         yield db
     finally:
         await db.dispose()
-
-
-@pytest.fixture
-async def pg(stack: Stack) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(asyncpg_dsn(stack.config.database_url))
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,8 @@ from cryptography.fernet import Fernet
 
 from services.ingest.connections.crypto import CredentialBox
 from services.ingest.connections.permissions import write_access
-from shared.db import asyncpg_dsn
 from shared.errors import UpstreamUnavailable
-from tests.conftest import NewTenant, Stack
+from tests.conftest import NewTenant
 
 REFRESH_TOKEN = "Atzr|very-secret-refresh-token"
 
@@ -57,7 +56,7 @@ async def test_a_credential_that_may_write_is_refused_naming_the_scope(
 
 
 async def test_connections_are_added_paused_reauthorised_and_removed(
-    http: httpx.AsyncClient, stack: Stack, new_tenant: NewTenant
+    http: httpx.AsyncClient, pg: asyncpg.Connection, new_tenant: NewTenant
 ) -> None:
     tenant = await new_tenant()
     created = await http.post("/v1/connections", json=connection(), headers=tenant.headers)
@@ -68,13 +67,9 @@ async def test_connections_are_added_paused_reauthorised_and_removed(
     assert body["status"] == "active"
     again = await http.post("/v1/connections", json=connection(), headers=tenant.headers)
     assert again.status_code == 409
-    conn = await asyncpg.connect(asyncpg_dsn(stack.config.database_url))
-    try:
-        sealed = await conn.fetchval(
-            "SELECT credentials FROM ingest.connections WHERE id = $1", body["id"]
-        )
-    finally:
-        await conn.close()
+    sealed = await pg.fetchval(
+        "SELECT credentials FROM ingest.connections WHERE id = $1", body["id"]
+    )
     assert REFRESH_TOKEN.encode() not in sealed
     path = f"/v1/connections/{body['id']}"
     paused = await http.patch(path, json={"status": "paused"}, headers=tenant.headers)

@@ -13,7 +13,6 @@ import asyncio
 import logging
 
 from aiokafka.errors import KafkaError
-from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.gateway.config import Settings
@@ -28,6 +27,7 @@ from shared.erasure import (
     Records,
     TopicListener,
     listener_group,
+    readable,
 )
 
 log = logging.getLogger(__name__)
@@ -82,13 +82,8 @@ class ErasureTracker:
 
     async def handle(self, records: Records) -> None:
         for record in records:
-            try:
-                done = ErasureDone.model_validate_json(record.value or b"")
-            except ValidationError as exc:
-                log.warning(
-                    "unreadable erasure confirmation skipped",
-                    extra={"fields": {"offset": record.offset, "reason": str(exc.errors()[0])}},
-                )
+            done = readable(ErasureDone, record, "erasure confirmation")
+            if done is None:
                 continue
             async with self.db.session() as session:
                 erasure = await service.record_confirmation(session, done)

@@ -17,7 +17,6 @@ class UpstreamCall:
 
     url: str
     etag: str
-    size: int
 
 
 @dataclass
@@ -35,7 +34,6 @@ class Context(BaseContext):
                 UpstreamCall(
                     url=str(response.request.url),
                     etag=response.headers.get("etag", ""),
-                    size=len(response.content),
                 )
             )
 

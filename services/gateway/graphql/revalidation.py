@@ -121,16 +121,18 @@ class RememberAnswers(SchemaExtension):
             and isinstance(result.data, dict)
             and calls
             and all(call.etag for call in calls)
-            and sum(call.size for call in calls) <= MAX_REMEMBERED_BYTES
         ):
+            # What Strawberry sends for a result without errors or extensions.
+            body = orjson.dumps({"data": result.data})
+            if len(body) > MAX_REMEMBERED_BYTES:
+                return
             request = context.request
             key = remembered_as(
                 await request.body(),
                 context.authorization,
                 request.headers.get("content-type", ""),
             )
-            # What Strawberry sends for a result without errors or extensions.
-            self.memory.put(key, Remembered(tuple(calls), orjson.dumps({"data": result.data})))
+            self.memory.put(key, Remembered(tuple(calls), body))
 
 
 class RememberedGraphql:

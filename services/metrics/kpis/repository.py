@@ -68,9 +68,12 @@ def _converted(expression: str, alias: str) -> str:
     )
 
 
+# Amounts already in the target currency ($4) need no factor, so they join none; the
+# condition also types $4 for queries that convert no column (units alone).
 _FX_JOIN = (
     "LEFT JOIN unnest($5::text[], $6::date[], $7::numeric[]) AS fx(currency, d, factor) "
-    "ON fx.currency = {alias}.currency AND fx.d = {alias}.local_date"
+    "ON fx.currency = {alias}.currency AND fx.d = {alias}.local_date "
+    "AND {alias}.currency <> $4::text"
 )
 
 
@@ -203,17 +206,11 @@ class RollupRepository:
         by_sku = any(d in ("sku", "category") for d in [*grouping.group_by, *grouping.filters])
         # Without SKU or category the per-store rollup answers: a few rows a day.
         table = "daily_sales" if by_sku else "daily_store_sales"
-        money = {"gmv", "tax", "shipping"}
-        if not columns & money:
-            # Units alone: nothing to convert.
-            return await self._fetch(
-                grouping, "s", "sum(s.units) AS units", f"{table} s", converts=False
-            )
         return await self._summed_then_converted(
             grouping,
             table,
             {name: SALES_SUMS[name] for name in SALES_SUMS if name in columns},
-            money=money,
+            money={"gmv", "tax", "shipping"},
         )
 
     async def cogs(self, grouping: Grouping) -> list[asyncpg.Record]:
