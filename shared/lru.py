@@ -27,6 +27,10 @@ class Lru(Generic[K, V]):
         self.hits += 1
         return found
 
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` is held, without counting a hit or refreshing it."""
+        return key in self._entries
+
     def put(self, key: K, value: V) -> None:
         self._entries[key] = value
         self._entries.move_to_end(key)

@@ -6,6 +6,8 @@ gateway relies on, so these tests hold whatever the real engine computes.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +19,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from devstack.embedded import free_port
-from services.gateway.graphql.revalidation import MEMORY, AnswerMemory, Remembered
+from services.gateway.graphql.revalidation import (
+    MEMORY,
+    AnswerMemory,
+    Confirmations,
+    Remembered,
+)
 from tests.conftest import NewTenant, Stack
 from tests.gateway.support import fake_service, own_gateway
 
@@ -81,6 +88,8 @@ class FakeMetrics:
     # What the fake answers for currency TAGGED: an answer tagged with its version.
     version: int = 1
     deny: bool = False
+    # Seconds the fake takes to answer a conditional request.
+    confirm_delay: float = 0.0
 
 
 def tagged_answer(fake: FakeMetrics, request: Request) -> Response:
@@ -104,6 +113,8 @@ async def fake(stack: Stack) -> AsyncIterator[FakeMetrics]:
     async def kpis(request: Request) -> Response:
         calls.append({"params": dict(request.query_params), "headers": dict(request.headers)})
         if request.query_params.get("currency") == "TAGGED":
+            if "if-none-match" in request.headers:
+                await asyncio.sleep(faked.confirm_delay)
             return tagged_answer(faked, request)
         return FAKE_ANSWERS.get(request.query_params.get("currency", ""), JSONResponse(KPI_BODY))
 
@@ -310,6 +321,106 @@ async def test_answers_that_read_more_than_tagged_calls_are_never_remembered(
         assert body["data"]["kpis"]["currency"] == "USD"
         [call] = fake.calls
         assert "if-none-match" not in call["headers"]
+
+
+async def test_identical_requests_arriving_together_share_confirmations(
+    fake: FakeMetrics, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant(scopes=["kpi:read"])
+    fake.version, fake.deny = 1, False
+    ask = {"input": month_input(currency="TAGGED", metrics=["gmv"])}
+    first = await gql(fake.client, tenant.headers, KPIS, **ask)
+    fake.calls.clear()
+    fake.confirm_delay = 0.3
+    try:
+        answers = await asyncio.gather(
+            *(gql(fake.client, tenant.headers, KPIS, **ask) for _ in range(10))
+        )
+    finally:
+        fake.confirm_delay = 0.0
+    assert all(answer == first for answer in answers)
+    # The first request's check, and one more for the nine that came while it ran.
+    assert [call["headers"]["if-none-match"] for call in fake.calls] == ['"v1"', '"v1"']
+
+
+def remembered(body: bytes) -> Remembered:
+    return Remembered(calls=(), body=body)
+
+
+async def settle() -> None:
+    """Lets every task that is ready run until it waits."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_request_never_takes_a_check_begun_before_it_arrived() -> None:
+    confirmations = Confirmations()
+    verdicts = [remembered(b"before"), remembered(b"after")]
+    released = [asyncio.Event(), asyncio.Event()]
+    begun: list[int] = []
+
+    async def check() -> Remembered | None:
+        turn = len(begun)
+        begun.append(turn)
+        await released[turn].wait()
+        return verdicts[turn]
+
+    early = asyncio.create_task(confirmations.confirm(b"k", check))
+    await settle()
+    late = [asyncio.create_task(confirmations.confirm(b"k", check)) for _ in range(5)]
+    await settle()
+    assert begun == [0]
+    released[0].set()
+    assert await early == verdicts[0]
+    await settle()
+    assert begun == [0, 1] and not any(task.done() for task in late)
+    released[1].set()
+    assert [await task for task in late] == [verdicts[1]] * 5
+    assert confirmations.checks == 2
+    # Nothing running: the next request starts a check of its own.
+    released[0].clear()
+    begun.clear()
+    again = asyncio.create_task(confirmations.confirm(b"k", check))
+    await settle()
+    assert begun == [0]
+    released[0].set()
+    assert await again == verdicts[0]
+
+
+async def test_a_failed_check_confirms_nothing_and_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    confirmations = Confirmations()
+
+    async def broken() -> Remembered | None:
+        raise RuntimeError("metrics unreachable")
+
+    with caplog.at_level(logging.ERROR):
+        assert await confirmations.confirm(b"k", broken) is None
+    assert "confirming a remembered answer failed" in caplog.text
+
+    async def fine() -> Remembered | None:
+        return remembered(b"ok")
+
+    assert await confirmations.confirm(b"k", fine) == remembered(b"ok")
+
+
+async def test_a_waiter_that_goes_away_leaves_the_check_to_the_others() -> None:
+    confirmations = Confirmations()
+    release = asyncio.Event()
+
+    async def slow() -> Remembered | None:
+        await release.wait()
+        return remembered(b"ok")
+
+    gone = asyncio.create_task(confirmations.confirm(b"k", slow))
+    staying = asyncio.create_task(confirmations.confirm(b"k", slow))
+    await settle()
+    gone.cancel()
+    await settle()
+    release.set()
+    assert await staying == remembered(b"ok")
+    assert gone.cancelled()
 
 
 def test_memory_keeps_the_most_recently_used_answers() -> None:
