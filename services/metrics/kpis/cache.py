@@ -13,10 +13,12 @@ from typing import Any
 
 import asyncpg
 
+from services.metrics.fx.rates import RateBook
 from services.metrics.kpis.query import KpiQuery
 from shared.lru import Lru
 
 MAX_ANSWERS = 256
+MAX_RATE_BOOKS = 64
 
 
 def answer_key(query: KpiQuery, version: int, settings_stamp: str) -> str:
@@ -47,3 +49,14 @@ class AnswerCache(Lru[str, dict[str, Any]]):
 
 # This process's answers; every query of the metrics service goes through it.
 ANSWERS = AnswerCache()
+
+
+class RateBooks(Lru[tuple[str, int], RateBook]):
+    """Each tenant's FX rates at a data version: fx_rate events bump it like any other
+    fact, and reading and sorting years of daily rates was a quarter of a first ask."""
+
+    def __init__(self, capacity: int = MAX_RATE_BOOKS) -> None:
+        super().__init__(capacity)
+
+
+RATE_BOOKS = RateBooks()

@@ -300,12 +300,12 @@ class RollupRepository:
         )
         return rows
 
-    async def fx_rates(self, tenant_id: str, until: date) -> list[tuple[date, str, str, Decimal]]:
+    async def fx_rates(self, tenant_id: str) -> list[tuple[date, str, str, Decimal]]:
+        """Every rate of the tenant: a day's factor never looks past that day."""
         rows = await self.conn.fetch(
             "SELECT rate_date, base, quote, rate FROM fx_rates "
-            "WHERE tenant_id = $1 AND rate_date <= $2 ORDER BY rate_date, event_id",
+            "WHERE tenant_id = $1 ORDER BY rate_date, event_id",
             tenant_id,
-            until,
         )
         return [(r["rate_date"], r["base"], r["quote"], r["rate"]) for r in rows]
 

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 
 from services.metrics.fx.rates import RateBook
-from services.metrics.kpis.cache import ANSWERS, AnswerCache, answer_key
+from services.metrics.kpis.cache import ANSWERS, RATE_BOOKS, AnswerCache, answer_key
 from services.metrics.kpis.formulas import (
     COGS_INPUTS,
     COVER_DAYS,
@@ -323,7 +323,8 @@ async def run_query(
         return cached
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         version, settings = await _tenant_state(conn, query.tenant_id)
-        body = await _compute(conn, query, settings, tenant_currency)
+        book = await _rate_book(RollupRepository(conn), query.tenant_id, version)
+        body = await _compute(conn, query, settings, tenant_currency, book)
     cache.put(_key(query, version, settings, tenant_currency), body)
     return body
 
@@ -336,8 +337,21 @@ async def _tenant_state(conn: asyncpg.Connection, tenant_id: str) -> tuple[int, 
     return await SettingsRepository(conn).get_with_data_version(tenant_id)
 
 
+async def _rate_book(repository: RollupRepository, tenant_id: str, version: int) -> RateBook:
+    """The tenant's rates as of ``version``, read in the caller's snapshot of it."""
+    book = RATE_BOOKS.get((tenant_id, version))
+    if book is None:
+        book = RateBook.from_rows(await repository.fx_rates(tenant_id))
+        RATE_BOOKS.put((tenant_id, version), book)
+    return book
+
+
 async def _compute(
-    conn: asyncpg.Connection, query: KpiQuery, settings: KpiSettings, tenant_currency: str | None
+    conn: asyncpg.Connection,
+    query: KpiQuery,
+    settings: KpiSettings,
+    tenant_currency: str | None,
+    book: RateBook,
 ) -> dict[str, Any]:
     repository = RollupRepository(conn)
     target = (
@@ -348,7 +362,6 @@ async def _compute(
         or "USD"
     )
     earlier = comparison_range(query) if query.compare_to else None
-    book = RateBook.from_rows(await repository.fx_rates(query.tenant_id, query.end))
     current = await _measure(repository, query, query.start, query.end, target, book, settings)
     previous = None
     if earlier is not None:
