@@ -37,5 +37,8 @@ class Lru(Generic[K, V]):
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
 
+    def clear(self) -> None:
+        self._entries.clear()
+
     def pop(self, key: K) -> None:
         self._entries.pop(key, None)

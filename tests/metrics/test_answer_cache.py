@@ -55,6 +55,11 @@ async def test_an_erp_holding_the_answer_gets_304_until_it_changes(
     assert unchanged.headers["etag"] == etag
     assert (await ask(f'"other", W/{etag}')).status_code == 304
     assert (await ask("*")).status_code == 304
+    # The tag names the data version, not bytes in memory: a replica that never
+    # computed the answer confirms it without computing it.
+    ANSWERS.clear()
+    misses = ANSWERS.misses
+    assert (await ask(etag)).status_code == 304 and ANSWERS.misses == misses
     assert (await ask('"not-this-one"')).status_code == 200
     # The CSV of the same answer is another representation with its own tag.
     csv = await http.get(

@@ -108,7 +108,7 @@ async def check(database_url: str, events: list[dict[str, Any]], cuts: list[int]
              "grain": "month", "group_by": "marketplace", "currency": "USD"},
         )  # fmt: skip
         async with db.raw_connection() as conn:
-            body = await run_query(conn, query)
+            body, _ = await run_query(conn, query)
     finally:
         await db.dispose()
     got = {

@@ -4,11 +4,17 @@ Every transaction that applies facts bumps the tenant's data version in the same
 commit, so an answer cached under (query, data version, settings, day) can never be
 older than the data it was computed from, on any replica: each replica reads the
 version from the database before it looks in its own memory.
+
+The same key names the answer to clients: its entity tag is a digest of the key and
+of the engine's own code, so a client holding a tag learns it is current from one
+round trip, without the answer being computed again or kept in any cache.
 """
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -24,6 +30,27 @@ MAX_RATE_BOOKS = 64
 def answer_key(query: KpiQuery, version: int, settings_stamp: str) -> str:
     # "Late" shipments depend on today, so the key does too.
     return f"{version}|{settings_stamp}|{date.today().isoformat()}|{query!r}"
+
+
+def _engine_fingerprint() -> bytes:
+    """A digest of the code that turns rollups into answers: a release that computes
+    anything differently gives every answer a new tag, and replicas of one release
+    agree."""
+    digest = hashlib.blake2b(digest_size=16)
+    metrics = Path(__file__).resolve().parent.parent
+    for package in ("kpis", "fx", "settings"):
+        for source in sorted((metrics / package).glob("*.py")):
+            digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    return digest.digest()
+
+
+ENGINE_FINGERPRINT = _engine_fingerprint()
+
+
+def entity_tag(key: str, representation: str) -> str:
+    """The strong ETag of the answer cached under ``key``, as JSON or as CSV."""
+    digest = hashlib.blake2b(key.encode(), digest_size=16, key=ENGINE_FINGERPRINT)
+    return f'"{digest.hexdigest()}-{representation}"'
 
 
 async def bump_versions(conn: asyncpg.Connection, tenant_ids: set[str]) -> None:

@@ -1,17 +1,17 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from services.metrics.kpis.cache import entity_tag
 from services.metrics.kpis.query import parse_query
 from services.metrics.kpis.registry import KPIS, describe
 from services.metrics.kpis.schemas import KpiCatalog, KpiDefinitionOut, KpiResult
-from services.metrics.kpis.service import run_query
+from services.metrics.kpis.service import current_key, run_query
 from services.metrics.kpis.tenants import TenantCurrencies
 from services.metrics.settings.repository import SettingsRepository
 from shared.access import Access, require_access
@@ -106,27 +106,27 @@ async def kpis(
     tenant_currency = (
         None if query.currency else await currencies.reporting_currency(request, access.tenant_id)
     )
-    async with db.raw_connection() as conn:
-        body = await run_query(conn, query, tenant_currency=tenant_currency)
-    if "text/csv" in request.headers.get("accept", ""):
-        return _revalidated(request, _csv(body, query.group_by).encode(), "text/csv")
-    # Built by the engine in the documented shape: serialised as is, not validated again.
-    return _revalidated(request, orjson.dumps(body), "application/json")
-
-
-def _revalidated(request: Request, content: bytes, media_type: str) -> Response:
-    """The answer with an ETag of its bytes, or 304 when the caller already holds them.
-
-    Dashboards, ERPs and the gateway ask the same questions again and again; with
-    ``If-None-Match`` an unchanged answer costs them no body to read or parse.
-    """
-    digest = hashlib.blake2b(content, digest_size=16).hexdigest()
-    etag = f'"{digest}-{"csv" if media_type == "text/csv" else "json"}"'
-    headers = {"ETag": etag, "Vary": "Accept", "Cache-Control": "private, no-cache"}
+    csv_wanted = "text/csv" in request.headers.get("accept", "")
+    representation = "csv" if csv_wanted else "json"
     held = _entity_tags(request.headers.get("if-none-match", ""))
-    if etag in held or "*" in held:
-        return Response(status_code=304, headers=headers)
-    return Response(content, media_type=media_type, headers=headers)
+    async with db.raw_connection() as conn:
+        if held:
+            etag = entity_tag(await current_key(conn, query, tenant_currency), representation)
+            if etag in held or "*" in held:
+                return Response(status_code=304, headers=_validators(etag))
+        body, key = await run_query(conn, query, tenant_currency=tenant_currency)
+    headers = _validators(entity_tag(key, representation))
+    if csv_wanted:
+        return Response(_csv(body, query.group_by), media_type="text/csv", headers=headers)
+    # Built by the engine in the documented shape: serialised as is, not validated again.
+    return Response(orjson.dumps(body), media_type="application/json", headers=headers)
+
+
+def _validators(etag: str) -> dict[str, str]:
+    """Dashboards, ERPs and the gateway ask the same questions again and again; with
+    ``If-None-Match`` an unchanged answer costs them no body to read or parse, and
+    costs metrics no computing."""
+    return {"ETag": etag, "Vary": "Accept", "Cache-Control": "private, no-cache"}
 
 
 def _entity_tags(header: str) -> set[str]:

@@ -305,28 +305,38 @@ def _empty_bucket(query: KpiQuery) -> dict[str, Decimal | None]:
     return {m: FORMULAS[m].compute(zeros) for m in query.metrics}
 
 
+async def current_key(
+    conn: asyncpg.Connection, query: KpiQuery, tenant_currency: str | None = None
+) -> str:
+    """The key the answer to ``query`` has now (see kpis.cache): one round trip."""
+    version, settings = await _tenant_state(conn, query.tenant_id)
+    return _key(query, version, settings, tenant_currency)
+
+
 async def run_query(
     conn: asyncpg.Connection,
     query: KpiQuery,
     cache: AnswerCache = ANSWERS,
     tenant_currency: str | None = None,
-) -> dict[str, Any]:
-    """The answer to ``query``, from ``cache`` while the tenant's data is unchanged.
+) -> tuple[dict[str, Any], str]:
+    """The answer to ``query`` and the key it is cached under, from ``cache`` while
+    the tenant's data is unchanged.
 
     A hit costs one round trip (the data version and the settings). A miss reads the
     version again inside one read-only snapshot with every rollup read, so an answer is
     never cached under a version older than the data it shows.
     """
-    version, settings = await _tenant_state(conn, query.tenant_id)
-    cached = cache.get(_key(query, version, settings, tenant_currency))
+    key = await current_key(conn, query, tenant_currency)
+    cached = cache.get(key)
     if cached is not None:
-        return cached
+        return cached, key
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         version, settings = await _tenant_state(conn, query.tenant_id)
         book = await _rate_book(RollupRepository(conn), query.tenant_id, version)
         body = await _compute(conn, query, settings, tenant_currency, book)
-    cache.put(_key(query, version, settings, tenant_currency), body)
-    return body
+    key = _key(query, version, settings, tenant_currency)
+    cache.put(key, body)
+    return body, key
 
 
 def _key(query: KpiQuery, version: int, settings: KpiSettings, tenant_currency: str | None) -> str:
