@@ -78,6 +78,9 @@ def generate(lines: int, workdir: Path) -> duckdb.DuckDBPyConnection:
     return db
 
 
+# The rollups are written day after day, as the consumer writes them when events come
+# in: a month's rows then sit together on disk. (Grouped in one statement without an
+# order, they would be spread over the whole table, and a month read every page of it.)
 LOAD = [
     """CREATE TEMP TABLE staged (event_id text, order_id text, line_id text, marketplace text, store_id text,
         currency text, sku text, category text, quantity int, unit_price numeric, status text, local_date date, hour int)""",
@@ -91,20 +94,23 @@ LOAD = [
        SELECT tenant_id, local_date, platform, store_id, marketplace, sku, category, currency,
               sum(quantity * unit_price), 0, 0, 0, sum(quantity), count(*)
        FROM order_lines WHERE tenant_id = $1 AND status <> 'cancelled'
-       GROUP BY tenant_id, local_date, platform, store_id, marketplace, sku, category, currency""",
+       GROUP BY tenant_id, local_date, platform, store_id, marketplace, sku, category, currency
+       ORDER BY local_date""",
     """INSERT INTO daily_store_sales (tenant_id, local_date, platform, store_id, marketplace, currency,
         gross, shipping, discount, tax, units, lines)
        SELECT tenant_id, local_date, platform, store_id, marketplace, currency,
               sum(gross), 0, 0, 0, sum(units), sum(lines)
        FROM daily_sales WHERE tenant_id = $1
-       GROUP BY tenant_id, local_date, platform, store_id, marketplace, currency""",
+       GROUP BY tenant_id, local_date, platform, store_id, marketplace, currency
+       ORDER BY local_date""",
     """INSERT INTO orders (tenant_id, platform, store_id, order_id, marketplace, order_date, live_lines, lines)
        SELECT tenant_id, platform, store_id, order_id, min(marketplace), min(local_date),
               count(*) FILTER (WHERE status <> 'cancelled'), count(*)
        FROM order_lines WHERE tenant_id = $1 GROUP BY tenant_id, platform, store_id, order_id""",
     """INSERT INTO daily_orders (tenant_id, local_date, platform, store_id, marketplace, orders, orders_all)
        SELECT tenant_id, order_date, platform, store_id, marketplace, count(*) FILTER (WHERE live_lines > 0), count(*)
-       FROM orders WHERE tenant_id = $1 GROUP BY tenant_id, order_date, platform, store_id, marketplace""",
+       FROM orders WHERE tenant_id = $1 GROUP BY tenant_id, order_date, platform, store_id, marketplace
+       ORDER BY order_date""",
     "CREATE TEMP TABLE staged_fx (rate_date date, quote text, rate numeric)",
     "COPY_FX",
     """INSERT INTO fx_rates (tenant_id, event_id, rate_date, base, quote, rate)
