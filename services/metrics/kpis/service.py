@@ -52,7 +52,10 @@ class _Range:
         self.warnings: list[str] = []
 
     def put(self, key: RowKey, name: str, value: Any) -> None:
-        self.inputs[key][name] = None if value is None else Decimal(value)
+        # Sums come from asyncpg as Decimal already; counts come as int.
+        self.inputs[key][name] = (
+            value if value is None or type(value) is Decimal else Decimal(value)
+        )
 
 
 async def _measure(
@@ -88,9 +91,11 @@ async def _measure(
 
     if needed & SALES_INPUTS:
         columns = _sales_columns(needed, settings)
+        # GMV as the tenant defines it replaces the rollups' own gmv sum.
+        as_read = sorted(columns - {"gmv"})
         for row in await repository.sales(grouping, columns):
             row_key = key(row)
-            for name in columns:
+            for name in as_read:
                 found.put(row_key, name, row[name])
             if "gmv" in columns:
                 found.put(row_key, "gmv", _gmv(row, settings))
@@ -287,6 +292,8 @@ def _sales_columns(needed: set[str], settings: KpiSettings) -> set[str]:
 
 def _gmv(row: asyncpg.Record, settings: KpiSettings) -> Decimal | None:
     """GMV as the tenant defines it: tax excluded and shipping included by default."""
+    if settings.gmv_includes_shipping and not settings.gmv_includes_tax:
+        return row["gmv"]  # the rollups' own sum: the default, and most tenants'
     parts = [row["gmv"]]
     if settings.gmv_includes_tax:
         parts.append(row["tax"])
