@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import secrets
+from typing import Any
+
+import asyncpg
 import httpx
 
 from services.metrics.kpis.cache import ANSWERS, AnswerCache
-from tests.conftest import NewTenant, TenantClient
+from services.metrics.kpis.query import parse_query
+from services.metrics.kpis.service import COMPUTING, run_query
+from shared.db import Database
+from tests.conftest import NewTenant, Stack, TenantClient
 from tests.metrics.test_kpis import kpis, line
 from tests.metrics.test_order_attached import push, settle
 
@@ -84,3 +92,65 @@ def test_the_cache_keeps_the_most_recently_used_answers() -> None:
     assert cache.get("a") == {"n": 1}
     cache.put("c", {"n": 3})
     assert cache.get("b") is None and cache.get("a") == {"n": 1} and cache.get("c") == {"n": 3}
+
+
+class CountingCache(AnswerCache):
+    """Counts the answers computed: each one computed is put once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.puts = 0
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        self.puts += 1
+        super().put(key, value)
+
+
+def a_question() -> Any:
+    return parse_query(
+        f"tn_{secrets.token_hex(6)}",
+        {"metrics": "gmv,orders", "from": "2026-01-01", "to": "2026-12-31", "grain": "month"},
+    )
+
+
+async def test_the_same_question_missed_together_is_computed_once(stack: Stack) -> None:
+    db = Database(stack.config.database_url, "metrics", pool_size=5)
+    query, cache = a_question(), CountingCache()
+
+    async def ask() -> tuple[dict[str, Any], str]:
+        async with db.raw_connection() as conn:
+            return await run_query(conn, query, cache=cache)
+
+    try:
+        answers = await asyncio.gather(*(ask() for _ in range(5)))
+    finally:
+        await db.dispose()
+    assert cache.puts == 1
+    assert all(answer == answers[0] for answer in answers)
+
+
+async def test_a_waiter_computes_for_itself_when_the_computation_fails(
+    stack: Stack, pg: asyncpg.Connection
+) -> None:
+    db = Database(stack.config.database_url, "metrics", pool_size=2)
+    query, cache = a_question(), CountingCache()
+
+    async def ask() -> tuple[dict[str, Any], str]:
+        async with db.raw_connection() as conn:
+            return await run_query(conn, query, cache=cache)
+
+    try:
+        # The first computation is held on a rollup until the second request waits for it.
+        async with pg.transaction():
+            await pg.execute("LOCK TABLE metrics.daily_store_sales IN ACCESS EXCLUSIVE MODE")
+            first = asyncio.create_task(ask())
+            while not COMPUTING:
+                await asyncio.sleep(0.01)
+            waiting = asyncio.create_task(ask())
+            await asyncio.sleep(0.5)
+            first.cancel()
+        body, _ = await waiting
+    finally:
+        await db.dispose()
+    assert first.cancelled() and cache.puts == 1
+    assert [row["period"] for row in body["rows"]][:2] == ["2026-01-01", "2026-02-01"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from dataclasses import replace
 from datetime import date, timedelta
@@ -331,23 +332,56 @@ async def run_query(
 
     A hit costs one round trip (the data version and the settings). A miss reads the
     version again inside one read-only snapshot with every rollup read, so an answer is
-    never cached under a version older than the data it shows.
+    never cached under a version older than the data it shows. A miss for a key that is
+    being computed already waits for that answer: after each change of a tenant's data,
+    every dashboard showing the same question asks again at once.
     """
     key = await current_key(conn, query, tenant_currency)
     cached = cache.get(key)
     if cached is not None:
         return cached, key
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
-        # The rollup reads are the same statements with other dates and tenants: after
-        # five runs PostgreSQL would plan them once for any range, often without the
-        # parallel scan a month of SKUs needs (its top 50 took 150 ms instead of 105).
-        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-        version, settings = await _tenant_state(conn, query.tenant_id)
-        book = await _rate_book(RollupRepository(conn), query.tenant_id, version)
-        body = await _compute(conn, query, settings, tenant_currency, book)
-    key = _key(query, version, settings, tenant_currency)
-    cache.put(key, body)
-    return body, key
+    underway = COMPUTING.get(key)
+    if underway is not None:
+        # Computed at this version or a later one: never older than what was asked.
+        answered = await asyncio.shield(underway)
+        if answered is not None:
+            return answered
+    return await _computed(conn, query, cache, tenant_currency, key)
+
+
+# Answers being computed in this process, by the key they were asked under; None
+# tells the waiters the computation failed and they compute for themselves.
+COMPUTING: dict[str, asyncio.Future[tuple[dict[str, Any], str] | None]] = {}
+
+
+async def _computed(
+    conn: asyncpg.Connection,
+    query: KpiQuery,
+    cache: AnswerCache,
+    tenant_currency: str | None,
+    asked_as: str,
+) -> tuple[dict[str, Any], str]:
+    announced = asked_as not in COMPUTING
+    if announced:
+        COMPUTING[asked_as] = asyncio.get_running_loop().create_future()
+    answered: tuple[dict[str, Any], str] | None = None
+    try:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            # The rollup reads are the same statements with other dates and tenants:
+            # after five runs PostgreSQL would plan them once for any range, often
+            # without the parallel scan a month of SKUs needs (its top 50 took 150 ms
+            # instead of 105).
+            await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+            version, settings = await _tenant_state(conn, query.tenant_id)
+            book = await _rate_book(RollupRepository(conn), query.tenant_id, version)
+            body = await _compute(conn, query, settings, tenant_currency, book)
+        key = _key(query, version, settings, tenant_currency)
+        cache.put(key, body)
+        answered = body, key
+        return answered
+    finally:
+        if announced:
+            COMPUTING.pop(asked_as).set_result(answered)
 
 
 def _key(query: KpiQuery, version: int, settings: KpiSettings, tenant_currency: str | None) -> str:
