@@ -113,16 +113,17 @@ def a_question() -> Any:
     )
 
 
+async def ask(db: Database, query: Any, cache: AnswerCache) -> tuple[dict[str, Any], str]:
+    async with db.raw_connection() as conn:
+        return await run_query(conn, query, cache=cache)
+
+
 async def test_the_same_question_missed_together_is_computed_once(stack: Stack) -> None:
     db = Database(stack.config.database_url, "metrics", pool_size=5)
     query, cache = a_question(), CountingCache()
 
-    async def ask() -> tuple[dict[str, Any], str]:
-        async with db.raw_connection() as conn:
-            return await run_query(conn, query, cache=cache)
-
     try:
-        answers = await asyncio.gather(*(ask() for _ in range(5)))
+        answers = await asyncio.gather(*(ask(db, query, cache) for _ in range(5)))
     finally:
         await db.dispose()
     assert cache.puts == 1
@@ -135,18 +136,14 @@ async def test_a_waiter_computes_for_itself_when_the_computation_fails(
     db = Database(stack.config.database_url, "metrics", pool_size=2)
     query, cache = a_question(), CountingCache()
 
-    async def ask() -> tuple[dict[str, Any], str]:
-        async with db.raw_connection() as conn:
-            return await run_query(conn, query, cache=cache)
-
     try:
         # The first computation is held on a rollup until the second request waits for it.
         async with pg.transaction():
             await pg.execute("LOCK TABLE metrics.daily_store_sales IN ACCESS EXCLUSIVE MODE")
-            first = asyncio.create_task(ask())
+            first = asyncio.create_task(ask(db, query, cache))
             while not COMPUTING:
                 await asyncio.sleep(0.01)
-            waiting = asyncio.create_task(ask())
+            waiting = asyncio.create_task(ask(db, query, cache))
             await asyncio.sleep(0.5)
             first.cancel()
         body, _ = await waiting
