@@ -110,11 +110,13 @@ async def kpis(
     representation = "csv" if csv_wanted else "json"
     held = _entity_tags(request.headers.get("if-none-match", ""))
     async with db.raw_connection() as conn:
+        known = None
         if held:
-            etag = entity_tag(await current_key(conn, query, tenant_currency), representation)
+            known = await current_key(conn, query, tenant_currency)
+            etag = entity_tag(known, representation)
             if etag in held or "*" in held:
                 return Response(status_code=304, headers=_validators(etag))
-        body, key = await run_query(conn, query, tenant_currency=tenant_currency)
+        body, key = await run_query(conn, query, tenant_currency=tenant_currency, key=known)
     headers = _validators(entity_tag(key, representation))
     if csv_wanted:
         return Response(_csv(body, query.group_by), media_type="text/csv", headers=headers)

@@ -326,9 +326,10 @@ async def run_query(
     query: KpiQuery,
     cache: AnswerCache = ANSWERS,
     tenant_currency: str | None = None,
+    key: str | None = None,
 ) -> tuple[dict[str, Any], str]:
     """The answer to ``query`` and the key it is cached under, from ``cache`` while
-    the tenant's data is unchanged.
+    the tenant's data is unchanged; ``key`` is ``current_key`` when the caller read it.
 
     A hit costs one round trip (the data version and the settings). A miss reads the
     version again inside one read-only snapshot with every rollup read, so an answer is
@@ -336,7 +337,7 @@ async def run_query(
     being computed already waits for that answer: after each change of a tenant's data,
     every dashboard showing the same question asks again at once.
     """
-    key = await current_key(conn, query, tenant_currency)
+    key = key or await current_key(conn, query, tenant_currency)
     cached = cache.get(key)
     if cached is not None:
         return cached, key
