@@ -248,9 +248,6 @@ async def test_other_currencies_are_null_with_a_warning(
         ({"group_by": "color"}, "group_by"),
         ({"currency": "dollars"}, "currency"),
         ({"compare_to": "last_week"}, "compare_to"),
-        ({"metrics": "orders", "group_by": "sku,category"}, "group_by"),
-        ({"metrics": "aov", "skus": "A,B"}, "skus"),
-        ({"metrics": "aov", "categories": "home,toys"}, "categories"),
     ],
 )
 async def test_bad_parameters_are_422_naming_them(

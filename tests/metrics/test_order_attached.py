@@ -369,3 +369,59 @@ async def test_orders_by_category_count_each_order_once_per_category(
         "toys": {"orders": 1.0, "cancel_rate": 0.0},
     }
     assert await totals(http, tenant, "aov", categories="home", **APRIL_WINDOW) == {"aov": 20.0}
+
+
+async def test_orders_by_any_mix_of_skus_and_categories_count_each_order_once(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+
+    def item(event_id: str, order_id: str, sku: str, category: str, **extra: Any) -> dict[str, Any]:
+        made = line(event_id, order_id, 1, "10.00", "2026-04-10T18:00:00Z", sku=sku, **extra)
+        made["payload"]["category"] = category
+        return made
+
+    await push(
+        http,
+        tenant,
+        item("m1a", "M1", "LAMP", "home"),
+        item("m1b", "M1", "RUG", "home"),
+        item("m1c", "M1", "TOY", "toys"),
+        item("m2a", "M2", "LAMP", "home", status="cancelled"),
+        item("m3a", "M3", "TOY", "toys"),
+        item("m3b", "M3", "LAMP", "home"),
+        item("m4a", "M4", "RUG", "home"),
+    )
+    await settle(http, tenant, {"orders": 3.0})
+
+    async def grouped(**params: str) -> dict[tuple[str, ...], dict[str, Any]]:
+        body = await kpis(http, tenant, grain="total", **APRIL_WINDOW, **params)
+        return {
+            tuple(d["value"] for d in row["dimensions"]): {
+                v["metric"]: v["value"] for v in row["values"]
+            }
+            for row in body["rows"]
+        }
+
+    by_both = await grouped(metrics="orders,cancel_rate", group_by="sku,category")
+    assert by_both == {
+        ("LAMP", "home"): {"orders": 2.0, "cancel_rate": 1 / 3},
+        ("RUG", "home"): {"orders": 2.0, "cancel_rate": 0.0},
+        ("TOY", "toys"): {"orders": 2.0, "cancel_rate": 0.0},
+    }
+    # M1 and M3 hold both SKUs and count once each; M2 (cancelled) only among all orders.
+    either = await totals(http, tenant, "orders,cancel_rate,aov", skus="LAMP,TOY", **APRIL_WINDOW)
+    assert either == {"orders": 2.0, "cancel_rate": 1 / 3, "aov": 20.0}
+    both_categories = await totals(
+        http, tenant, "orders,cancel_rate", categories="home,toys", **APRIL_WINDOW
+    )
+    assert both_categories == {"orders": 3.0, "cancel_rate": 0.25}
+    home_skus = await grouped(metrics="orders", group_by="sku", categories="home")
+    assert home_skus == {("LAMP",): {"orders": 2.0}, ("RUG",): {"orders": 2.0}}
+    # M1 holds LAMP and RUG, both home: once under home.
+    by_category = await grouped(metrics="orders,cancel_rate", group_by="category", skus="LAMP,RUG")
+    assert by_category == {("home",): {"orders": 3.0, "cancel_rate": 0.25}}
+    one_of_each = await totals(
+        http, tenant, "orders", skus="TOY", categories="toys", **APRIL_WINDOW
+    )
+    assert one_of_each == {"orders": 2.0}

@@ -23,7 +23,7 @@ from shared.time import local_date
 START = datetime(2026, 3, 1, tzinfo=UTC)
 
 line_events = st.builds(
-    lambda n, order, version, status, quantity, cents, minutes, market: {
+    lambda n, order, version, status, quantity, cents, minutes, market, sku, category: {
         "event_id": f"e{n}",
         "order": f"o{order}",
         "version": version,
@@ -32,6 +32,8 @@ line_events = st.builds(
         "price": Decimal(cents) / 100,
         "at": START + timedelta(minutes=minutes),
         "market": market,
+        "sku": sku,
+        "category": category,
     },
     st.integers(0, 7),
     st.integers(0, 3),
@@ -41,6 +43,8 @@ line_events = st.builds(
     st.integers(1, 50_000),
     st.integers(0, 60 * 24 * 60),
     st.sampled_from(["US", "MX"]),
+    st.sampled_from(["LAMP", "RUG", "TOY"]),
+    st.sampled_from(["", "home", "toys"]),
 )
 
 
@@ -57,7 +61,8 @@ def message(tenant: str, e: dict[str, Any]) -> EventMessage:
             "payload": {
                 "order_id": e["order"],
                 "line_id": e["event_id"],
-                "sku": "SKU",
+                "sku": e["sku"],
+                "category": e["category"] or None,
                 "quantity": e["quantity"],
                 "unit_price": {"amount": str(e["price"]), "currency": "USD"},
                 "status": e["status"],
@@ -137,3 +142,94 @@ def test_rollups_equal_a_recomputation_from_the_facts(
     metrics_database: str, events: list[dict[str, Any]], cuts: list[int]
 ) -> None:
     asyncio.run(check(metrics_database, events, cuts))
+
+
+def recompute_orders(
+    events: list[dict[str, Any]], group_by: list[str], filters: dict[str, list[str]]
+) -> dict[tuple[str, ...], tuple[int, int]]:
+    """By (month, *group_by): orders with a live line, and all orders, counted once per
+    group, from the SKUs each order holds (the category it holds a SKU under is the
+    greatest its lines of that SKU name)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for e in events:
+        if e["event_id"] not in latest or e["version"] > latest[e["event_id"]]["version"]:
+            latest[e["event_id"]] = e
+    by_order: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for e in latest.values():
+        by_order[e["order"]].append(e)
+    live: dict[tuple[str, ...], set[str]] = defaultdict(set)
+    placed: dict[tuple[str, ...], set[str]] = defaultdict(set)
+    for order, lines in by_order.items():
+        first = min(lines, key=lambda e: (e["at"], e["event_id"]))
+        month = local_date(first["at"], first["market"]).replace(day=1).isoformat()
+        for sku in {e["sku"] for e in lines}:
+            of_sku = [e for e in lines if e["sku"] == sku]
+            held = {"sku": sku, "category": max(e["category"] for e in of_sku)}
+            if any(held[d] not in values for d, values in filters.items()):
+                continue
+            cell = (month, *(held[d] for d in group_by))
+            placed[cell].add(order)
+            if any(e["status"] != "cancelled" for e in of_sku):
+                live[cell].add(order)
+    return {cell: (len(live[cell]), len(orders)) for cell, orders in placed.items()}
+
+
+async def check_orders(
+    database_url: str,
+    events: list[dict[str, Any]],
+    group_by: list[str],
+    filters: dict[str, list[str]],
+) -> None:
+    db = Database(database_url, "metrics", pool_size=2)
+    tenant = f"tn_{secrets.token_hex(6)}"
+    params: dict[str, str | None] = {"metrics": "orders,cancel_rate", "from": "2026-02-01", "to": "2026-05-31",
+              "grain": "month", "group_by": ",".join(group_by)}  # fmt: skip
+    for dimension, values in filters.items():
+        params[{"sku": "skus", "category": "categories"}[dimension]] = ",".join(values)
+    try:
+        messages = [message(tenant, e) for e in events]
+        # Two batches: the second moves orders the first counted.
+        half = len(messages) // 2
+        await apply_messages(db, messages[:half])
+        await apply_messages(db, messages[half:])
+        async with db.raw_connection() as conn:
+            body, _ = await run_query(conn, parse_query(tenant, params))
+    finally:
+        await db.dispose()
+    got = {}
+    for row in body["rows"]:
+        answer = {v["metric"]: v["value"] for v in row["values"]}
+        if answer["cancel_rate"] is None:
+            continue  # no order placed in this cell any more
+        cell = (row["period"], *(d["value"] for d in row["dimensions"]))
+        got[cell] = (answer["orders"], answer["cancel_rate"])
+    expected = recompute_orders(events, group_by, filters)
+    assert set(got) == set(expected), (got, expected)
+    for cell, (orders, placed) in expected.items():
+        assert got[cell][0] == orders, (cell, got[cell], expected[cell])
+        # cancel_rate = (all orders - orders) / all orders
+        assert abs(got[cell][1] - (placed - orders) / placed) < 1e-12, (cell, got[cell], placed)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    events=st.lists(line_events, min_size=1, max_size=15),
+    group_by=st.lists(st.sampled_from(["sku", "category"]), unique=True),
+    skus=st.none() | st.lists(st.sampled_from(["LAMP", "RUG", "TOY"]), min_size=1, unique=True),
+    categories=st.none() | st.lists(st.sampled_from(["home", "toys"]), min_size=1, unique=True),
+)
+def test_orders_by_any_skus_and_categories_equal_a_recomputation(
+    metrics_database: str,
+    events: list[dict[str, Any]],
+    group_by: list[str],
+    skus: list[str] | None,
+    categories: list[str] | None,
+) -> None:
+    filters = {
+        name: values
+        for name, values in (("sku", skus), ("category", categories))
+        if values is not None
+    }
+    asyncio.run(check_orders(metrics_database, events, group_by, filters))

@@ -47,7 +47,8 @@ RAW_COLUMNS = (
 _DIMS = "tenant_id, local_date, platform, store_id, marketplace, sku, category, currency"
 _ORDER_DIMS = "tenant_id, local_date, platform, store_id, marketplace"
 _STORE_DIMS = "tenant_id, local_date, platform, store_id, marketplace, currency"
-_SKU_ORDER_DIMS = "tenant_id, local_date, platform, store_id, marketplace, sku"
+# An order holds each SKU under one category: by SKU, categories never count it twice.
+_SKU_ORDER_DIMS = "tenant_id, local_date, platform, store_id, marketplace, sku, category"
 _CATEGORY_ORDER_DIMS = "tenant_id, local_date, platform, store_id, marketplace, category"
 
 

@@ -48,10 +48,6 @@ def dimensions_of(inputs: frozenset[str]) -> frozenset[str]:
     windowed = {name.split("@")[0] for name in inputs if "@" in name}
     if inputs & CS_MEASURES or bases & SHIPMENT_MEASURES or windowed & ORDER_ATTACHED_MEASURES:
         allowed &= STORE_DIMENSIONS
-    if inputs & ORDER_INPUTS:
-        # Orders by SKU or by category count each order under every SKU or category it
-        # holds (daily_sku_orders, daily_category_orders); by both at once, no table.
-        allowed &= STORE_DIMENSIONS | {"sku", "category"}
     return frozenset(allowed)
 
 

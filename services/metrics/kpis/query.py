@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from services.metrics.kpis.formulas import FORMULAS, ORDER_INPUTS
+from services.metrics.kpis.formulas import FORMULAS
 from services.metrics.kpis.registry import KPIS
 from shared.errors import FieldError, InvalidInput
 
@@ -138,15 +138,6 @@ def parse_query(tenant_id: str, params: dict[str, str | None]) -> KpiQuery:
             errors.append(FieldError(field="limit", reason=f"a whole number, 1 to {MAX_LIMIT}"))
         else:
             limit = int(raw_limit)
-    counts_orders = any(FORMULAS[m].inputs & ORDER_INPUTS for m in metrics if m in FORMULAS)
-    for dimension, name in (("sku", "skus"), ("category", "categories")):
-        if counts_orders and dimension not in group_by and len(filters.get(dimension, [])) > 1:
-            # Per-SKU (per-category) counts do not add up: an order may hold several.
-            reason = f"orders of several {name} need group_by {dimension}"
-            errors.append(FieldError(field=name, reason=reason))
-    if counts_orders and {"sku", "category"} <= {*group_by, *filters}:
-        reason = "orders cannot be split by sku and category at once"
-        errors.append(FieldError(field="group_by", reason=reason))
     if errors:
         raise InvalidInput("; ".join(f"{e.field}: {e.reason}" for e in errors), errors)
     assert start is not None and end is not None

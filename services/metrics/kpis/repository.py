@@ -88,6 +88,29 @@ def _measures_source(grouping: Grouping, alias: str) -> str:
     ) AS {alias}"""
 
 
+def orders_source(group_by: list[str], filters: dict[str, list[str]]) -> str:
+    """The table in which an order has at most one row per group, so summing counts it once.
+
+    An order has a row per SKU it holds in ``daily_sku_orders`` (under the one category
+    it holds that SKU in) and a row per category in ``daily_category_orders``. Several
+    SKUs (or categories) neither grouped by nor narrowed to one could give an order
+    several rows in a group: those orders are counted distinct from ``order_skus``.
+    """
+
+    def one_per_order(dimension: str) -> bool:
+        return dimension in group_by or len(filters.get(dimension, [])) == 1
+
+    if one_per_order("sku"):
+        return "daily_sku_orders"
+    if "sku" in filters:
+        return "order_skus"
+    if one_per_order("category"):
+        return "daily_category_orders"
+    if "category" in filters:
+        return "order_skus"
+    return "daily_orders"
+
+
 class RollupRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
@@ -234,31 +257,24 @@ class RollupRepository:
         )
 
     async def orders(self, grouping: Grouping) -> list[asyncpg.Record]:
+        """Orders (with a live line) and all orders placed, each counted once per group."""
+        source = orders_source(grouping.group_by, grouping.filters)
+        if source == "order_skus":
+            # Orders holding any of several SKUs or categories: counted distinct.
+            order = "(o.platform, o.store_id, o.order_id)"
+            return await self._fetch(
+                grouping,
+                "o",
+                f"count(DISTINCT {order}) FILTER (WHERE o.live) AS orders, "
+                f"count(DISTINCT {order}) AS orders_all",
+                "(SELECT *, order_date AS local_date FROM order_skus) o",
+                converts=False,
+            )
         return await self._fetch(
             grouping,
             "o",
             "sum(o.orders) AS orders, sum(o.orders_all) AS orders_all",
-            "daily_orders o",
-            converts=False,
-        )
-
-    async def sku_orders(self, grouping: Grouping) -> list[asyncpg.Record]:
-        """Orders per SKU: each order once under every SKU it holds."""
-        return await self._fetch(
-            grouping,
-            "o",
-            "sum(o.orders) AS orders, sum(o.orders_all) AS orders_all",
-            "daily_sku_orders o",
-            converts=False,
-        )
-
-    async def category_orders(self, grouping: Grouping) -> list[asyncpg.Record]:
-        """Orders per category: each order once under every category it holds."""
-        return await self._fetch(
-            grouping,
-            "o",
-            "sum(o.orders) AS orders, sum(o.orders_all) AS orders_all",
-            "daily_category_orders o",
+            f"{source} o",
             converts=False,
         )
 

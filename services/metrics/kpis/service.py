@@ -108,15 +108,7 @@ async def _measure(
         for sku in sorted(without_cost):
             found.warnings.append(f"no unit cost for SKU {sku}")
     if needed & ORDER_INPUTS:
-        split = {*query.group_by, *query.filters}
-        read = (
-            repository.sku_orders
-            if "sku" in split
-            else repository.category_orders
-            if "category" in split
-            else repository.orders
-        )
-        for row in await read(grouping):
+        for row in await repository.orders(grouping):
             row_key = key(row)
             for name in ORDER_INPUTS:
                 found.put(row_key, name, row[name])

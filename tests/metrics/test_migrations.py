@@ -1,0 +1,56 @@
+"""Schema changes that rebuild a rollup keep its counts, both ways."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date
+
+import asyncpg
+from alembic import command
+
+from shared.db import asyncpg_dsn
+from shared.migrations import alembic_config, upgrade
+from tests.conftest import FreshDatabase
+
+ORDER_SKUS = [
+    # tenant, platform, store, order, sku, marketplace, date, live, category
+    ("t1", "amazon", "s1", "O1", "LAMP", "US", "2026-04-10", True, "home"),
+    ("t1", "amazon", "s1", "O2", "LAMP", "US", "2026-04-10", False, "outdoor"),
+    ("t1", "amazon", "s1", "O3", "LAMP", "US", "2026-04-10", True, "home"),
+]
+
+
+async def sku_orders(url: str) -> set[tuple[object, ...]]:
+    conn = await asyncpg.connect(asyncpg_dsn(url), server_settings={"search_path": "metrics"})
+    try:
+        return {tuple(row.values()) for row in await conn.fetch("SELECT * FROM daily_sku_orders")}
+    finally:
+        await conn.close()
+
+
+async def test_sku_orders_gain_the_category_and_lose_it_again(
+    fresh_database: FreshDatabase,
+) -> None:
+    url = await fresh_database()
+    await asyncio.to_thread(upgrade, "metrics", url, "0011")
+    conn = await asyncpg.connect(asyncpg_dsn(url), server_settings={"search_path": "metrics"})
+    try:
+        await conn.executemany(
+            "INSERT INTO order_skus (tenant_id, platform, store_id, order_id, sku, marketplace, "
+            "order_date, live, category) VALUES ($1, $2, $3, $4, $5, $6, $7::text::date, $8, $9)",
+            ORDER_SKUS,
+        )
+        await conn.execute(
+            "INSERT INTO daily_sku_orders VALUES ('t1', '2026-04-10', 'amazon', 's1', 'US', 'LAMP', 2, 3)"
+        )
+    finally:
+        await conn.close()
+
+    await asyncio.to_thread(upgrade, "metrics", url)
+    day = date(2026, 4, 10)
+    assert await sku_orders(url) == {
+        ("t1", day, "amazon", "s1", "US", "LAMP", 2, 2, "home"),
+        ("t1", day, "amazon", "s1", "US", "LAMP", 0, 1, "outdoor"),
+    }
+    await asyncio.to_thread(command.downgrade, alembic_config("metrics", url), "0011")
+    assert await sku_orders(url) == {("t1", day, "amazon", "s1", "US", "LAMP", 2, 3)}
