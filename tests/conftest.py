@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import ExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +161,8 @@ class _InProcessServer(uvicorn.Server):
 @dataclass
 class Stack:
     config: StackConfig
+    # Each service's app, for tests that reach into a service's state.
+    apps: dict[str, Any] = field(default_factory=dict)
 
     @property
     def gateway(self) -> str:
@@ -262,10 +264,12 @@ async def stack(database_url: str, kafka_bootstrap: str) -> AsyncIterator[Stack]
     )
     await ensure_topics(kafka_bootstrap, [*all_event_topics(prefix), f"{prefix}{DEADLETTER_TOPIC}"])
     servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+    apps: dict[str, Any] = {}
     for service in SERVICES:
         app = importlib.import_module(f"services.{service}.app").create_app(
             service_settings(service, config)
         )
+        apps[service] = app
         server = _InProcessServer(
             uvicorn.Config(
                 app,
@@ -284,7 +288,7 @@ async def stack(database_url: str, kafka_bootstrap: str) -> AsyncIterator[Stack]
         if task.done() or not server.started:
             raise RuntimeError(f"{service} did not start")
     try:
-        yield Stack(config)
+        yield Stack(config, apps)
     finally:
         for running, _ in reversed(servers):
             running.should_exit = True

@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.exports = ExportRunner(db, settings, app.state.signer, app.state.http)
         await app.state.exports.fail_abandoned()
         app.state.erasures = ErasureTracker(db, settings)
+        await app.state.erasures.load_erased()
         app.state.erasures.start()
         try:
             yield

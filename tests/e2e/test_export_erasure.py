@@ -22,6 +22,8 @@ import httpx
 import orjson
 
 from devstack.stack import SERVICES
+from services.gateway.erasures.tracker import ErasureTracker
+from shared.erased import RecentlyErased
 from shared.tenant_data import SECRET_COLUMNS
 from tests.conftest import NewTenant, Stack, TenantClient, fetch_token
 from tests.e2e.test_grants import REST_MARCH, march_gmv, sale, wait_for
@@ -427,3 +429,42 @@ async def test_an_admin_limited_to_some_stores_can_neither_export_nor_erase(
     assert (
         await http.get(f"/v1/tenants/{seller.tenant_id}", headers=seller.headers)
     ).status_code == 200
+
+
+async def test_writes_of_an_erased_tenant_stop_at_the_gateway_after_services_restart(
+    http: httpx.AsyncClient, stack: Stack, new_tenant: NewTenant, admin_token: str
+) -> None:
+    seller = await new_tenant()
+    erased = await http.request(
+        "DELETE",
+        f"/v1/tenants/{seller.tenant_id}",
+        json={"confirm": seller.tenant_id},
+        headers=seller.headers,
+    )
+    assert erased.status_code == 202, erased.text
+    await erasure_done(http, seller, seller.tenant_id)
+    # As a restarted ingest and targets would be: they remember no erasure.
+    restarted = {name: stack.apps[name].state for name in ("ingest", "targets")}
+    remembered = {name: state.erased for name, state in restarted.items()}
+    try:
+        for state in restarted.values():
+            state.erased = RecentlyErased()
+        push = await http.post(
+            "/v1/events", json={"events": [sale("late", "acme-us", "1.00")]}, headers=seller.headers
+        )
+        assert push.status_code == 403 and "erased" in push.json()["detail"], push.text
+        plan = await http.post("/v1/targets", json={}, headers=seller.headers)
+        assert plan.status_code == 403 and "erased" in plan.json()["detail"], plan.text
+        # Reading finds nothing, which is true; the services answer it.
+        kpis = await http.get("/v1/kpis", params=REST_MARCH, headers=seller.headers)
+        assert kpis.status_code == 200
+        assert [v["value"] for row in kpis.json()["rows"] for v in row["values"]] == [0.0]
+    finally:
+        for name, state in restarted.items():
+            state.erased = remembered[name]
+    # A gateway started afresh knows it from the erasure records.
+    tracker = ErasureTracker(stack.apps["gateway"].state.db, stack.apps["gateway"].state.settings)
+    await tracker.load_erased()
+    assert seller.tenant_id in tracker.erased
+    other = await new_tenant()
+    assert other.tenant_id not in tracker.erased

@@ -29,6 +29,10 @@ class ErasureRepository:
         )
         return result.scalar_one_or_none()
 
+    async def erased_tenant_ids(self) -> set[str]:
+        result = await self.session.execute(select(col(Erasure.tenant_id)).distinct())
+        return set(result.scalars().all())
+
     async def get_for_update(self, erasure_id: str) -> Erasure | None:
         result = await self.session.execute(
             select(Erasure).where(col(Erasure.id) == erasure_id).with_for_update()

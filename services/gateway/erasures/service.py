@@ -122,6 +122,11 @@ async def record_confirmation(session: AsyncSession, done: ErasureDone) -> Erasu
     return erasure
 
 
+async def erased_tenant_ids(session: AsyncSession) -> set[str]:
+    """Every tenant an erasure was ever asked for, finished or not."""
+    return await ErasureRepository(session).erased_tenant_ids()
+
+
 async def unfinished(session: AsyncSession, older_than_seconds: float) -> list[Erasure]:
     """Erasures some service has not confirmed, asked at least that long ago."""
     return await ErasureRepository(session).unfinished(

@@ -5,6 +5,10 @@ confirmation never arrives for an erasure the database does not hold yet. Reques
 not confirmed by every service are published again every ``REPUBLISH_SECONDS``: a
 lost publish, a broker restart (the embedded broker keeps its log in memory) or a
 service that was down all end the same way, since erasing again is harmless.
+
+The tracker also knows every erased tenant, from the erasure records: the gateway
+forwards no write of theirs to a service. The services refuse them too, but only from
+memory, for as long as tokens live; a service restarted meanwhile has forgotten them.
 """
 
 from __future__ import annotations
@@ -50,6 +54,12 @@ class ErasureTracker:
             name="gateway-erasure-confirmations",
         )
         self._sweeper: asyncio.Task[None] | None = None
+        # Read again with every sweep, so erasures asked at another gateway count too.
+        self.erased: set[str] = set()
+
+    async def load_erased(self) -> None:
+        async with self.db.session() as session:
+            self.erased = await service.erased_tenant_ids(session)
 
     def start(self) -> None:
         self.listener.start()
@@ -108,5 +118,6 @@ class ErasureTracker:
             await asyncio.sleep(self.republish_seconds)
             try:
                 await self.republish_pending()
+                await self.load_erased()
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("unfinished erasures cannot be read: %s", exc)

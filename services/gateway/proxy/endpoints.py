@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from services.gateway.proxy.routes import owner_of
 from services.gateway.proxy.service import forward, service_urls
 from shared.auth import current_principal
-from shared.errors import NotFound, Unauthenticated
+from shared.errors import Forbidden, NotFound, Unauthenticated
 
 router = APIRouter(include_in_schema=False)
 
@@ -27,8 +27,17 @@ async def route(request: Request, path: str) -> Response:
         raise NotFound(f"no route {request.url.path}")
     if "authorization" in request.headers:
         with contextlib.suppress(Unauthenticated):
-            # Only so this request's log lines name the tenant: the owning service
-            # checks the token itself and answers 401 or 403.
+            # So this request's log lines name the tenant: the owning service checks
+            # the token itself and answers 401 or 403.
             await current_principal(request)
+    erased: set[str] = request.app.state.erasures.erased
+    caller = getattr(request.state, "tenant_id", None)
+    if (
+        request.method != "GET"
+        and erased
+        and (caller in erased or request.query_params.get("tenant_id") in erased)
+    ):
+        # The services forget erased tenants when they restart; the gateway does not.
+        raise Forbidden("this tenant has been erased")
     base = service_urls(request.app.state.settings)[service]
     return await forward(request, request.app.state.http, service, base)

@@ -94,11 +94,14 @@ async def erase_tenant(
     done when this answers; the other services confirm over Kafka: poll
     `GET /v1/tenants/{tenant_id}/erasure` until `status` is `done`. The erasure record
     keeps the tenant id, as the proof; nothing else does. Access tokens already issued
-    verify until they expire, but no client is left to renew them.
+    verify until they expire, but no client is left to renew them, and no service takes
+    a write of them.
     """
     erasure = await erasures.request_erasure(
         session, principal, tenant_id, data.confirm if data else None
     )
+    # From now on: should the commit fail, the next sweep reads the records again.
+    request.app.state.erasures.erased.add(tenant_id)
     request.app.state.exports.cancel_tenant(tenant_id)
     # Published after the response, so after the commit: confirmations find the row.
     background.add_task(request.app.state.erasures.publish, erasure.id, tenant_id)
