@@ -182,6 +182,7 @@ async def test_export_then_erase_then_export_again(
     held = {table: n for table, n in (await tenant_rows(pg, seller.tenant_id)).items() if n}
     # Exports are erased with the tenant but never exported.
     assert held.pop(("gateway", "exports")) == 1 and ("gateway", "exports") not in rows
+    assert held.pop(("gateway", "export_parts")) >= 1 and ("gateway", "export_parts") not in rows
     # The audit line of the export request is written as it is answered, so the export
     # may have read the log just before it.
     audit = ("gateway", "audit_log")

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import io
 import secrets
 import time
+import zipfile
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -25,6 +28,7 @@ from services.gateway.erasures import service as erasures
 from services.gateway.erasures.repository import ErasureRepository
 from services.gateway.erasures.schemas import ErasureOut
 from services.gateway.erasures.tracker import ErasureTracker
+from services.gateway.exports import service as exports
 from services.gateway.exports.service import ExportRunner, create_export
 from services.gateway.oauth.signing import Signer
 from shared.db import Database
@@ -105,12 +109,57 @@ async def test_an_export_fails_and_names_the_service_that_could_not_answer(
         row = await export_row(pg, export.id, leave="running")
     assert row["status"] == "failed" and row["finished_at"] is not None
     assert row["error"].startswith("metrics answered 503 listing tables")
-    assert row["archive"] is None
+    assert (
+        await pg.fetchval(
+            "SELECT count(*) FROM gateway.export_parts WHERE export_id = $1", export.id
+        )
+        == 0
+    )
     # Each call carries a token of its own for the tenant, tenant:admin, for 60 s.
     claims = claims_of(seen[0].headers["authorization"].removeprefix("Bearer "))
     assert claims["tenant"] == tenant and claims["scope"] == "tenant:admin"
     assert claims["exp"] - claims["iat"] == 60
     assert claims["iss"] == settings.effective_issuer and claims["aud"] == settings.audience
+
+
+async def test_an_archive_larger_than_a_part_is_stored_and_downloaded_in_parts(
+    stack: Stack,
+    gateway_db: Database,
+    pg: asyncpg.Connection,
+    signer: Signer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(exports, "DOWNLOAD_CHUNK_BYTES", 4096)
+    # Random bytes do not compress: the archive is about as large as the table.
+    lines = b"".join(
+        orjson.dumps({"n": n, "noise": secrets.token_hex(64)}) + b"\n" for n in range(300)
+    )
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.port != stack.config.ports["metrics"]:
+            return httpx.Response(200, json={"tables": []})
+        if request.url.path.endswith("/tenant-data"):
+            return httpx.Response(200, json={"tables": [{"name": "noise", "rows": 300}]})
+        return httpx.Response(200, content=lines)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        runner = ExportRunner(gateway_db, service_settings("gateway", stack.config), signer, client)
+        async with gateway_db.session() as session:
+            export = await create_export(session, f"tn_{secrets.token_hex(6)}", "test")
+        await runner.start(export)
+        row = await export_row(pg, export.id, leave="running")
+    assert row["status"] == "ready", row["error"]
+    parts = await pg.fetchval(
+        "SELECT count(*) FROM gateway.export_parts WHERE export_id = $1", export.id
+    )
+    assert parts == -(-row["bytes"] // 4096) and parts > 5
+    downloaded = b"".join([chunk async for chunk in exports.archive_chunks(gateway_db, export.id)])
+    assert len(downloaded) == row["bytes"]
+    assert hashlib.sha256(downloaded).hexdigest() == row["archive_sha256"]
+    archive = zipfile.ZipFile(io.BytesIO(downloaded))
+    assert archive.read("metrics/noise.ndjson") == lines
+    manifest = orjson.loads(archive.read("manifest.json"))
+    assert ("metrics/noise.ndjson", 300) in [(f["path"], f["rows"]) for f in manifest["files"]]
 
 
 async def test_stopping_the_gateway_fails_the_exports_it_was_building(

@@ -11,8 +11,8 @@ from shared.time import utcnow
 class Export(SQLModel, table=True):
     """One archive of all a tenant's data, built in the background.
 
-    The archive itself (column ``archive``) is not mapped: the repository writes it
-    once and reads it in chunks, so loading an export never loads its archive.
+    The archive itself is in ``export_parts``, not mapped: the repository writes it
+    once and reads it a part at a time, so loading an export never loads its archive.
     """
 
     __tablename__ = "exports"

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
+from typing import IO
 
 from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -47,19 +49,42 @@ class ExportRepository:
             .values(heartbeat_at=now)
         )
 
-    async def finish(self, export_id: str, archive: bytes, sha256: str, now: datetime) -> None:
-        await self.session.execute(
-            text(
-                "UPDATE exports SET status = 'ready', archive = :archive, archive_sha256 = :sha256, bytes = :size, finished_at = :now, heartbeat_at = :now WHERE id = :id AND status = 'running'"
-            ),
-            {
-                "archive": archive,
-                "sha256": sha256,
-                "size": len(archive),
-                "now": now,
-                "id": export_id,
-            },
+    async def finish(
+        self, export_id: str, tenant_id: str, archive: IO[bytes], part_bytes: int, now: datetime
+    ) -> bool:
+        """Stores the archive, read from ``archive`` a part at a time, and marks the export
+        ready with its size and SHA-256; False when it is no longer running (nothing is
+        kept then)."""
+        digest = hashlib.sha256()
+        size = part = 0
+        while chunk := archive.read(part_bytes):
+            await self.session.execute(
+                text(
+                    "INSERT INTO export_parts (export_id, tenant_id, part, data) "
+                    "VALUES (:id, :tenant, :part, :data)"
+                ),
+                {"id": export_id, "tenant": tenant_id, "part": part, "data": chunk},
+            )
+            digest.update(chunk)
+            size += len(chunk)
+            part += 1
+        result = await self.session.execute(
+            update(Export)
+            .where(col(Export.id) == export_id, col(Export.status) == "running")
+            .values(
+                status="ready",
+                archive_sha256=digest.hexdigest(),
+                size_bytes=size,
+                finished_at=now,
+                heartbeat_at=now,
+            )
         )
+        if not getattr(result, "rowcount", 0):
+            await self.session.execute(
+                text("DELETE FROM export_parts WHERE export_id = :id"), {"id": export_id}
+            )
+            return False
+        return True
 
     async def fail(self, export_id: str, error: str, now: datetime) -> None:
         await self.session.execute(
@@ -86,11 +111,11 @@ class ExportRepository:
         result = await self.session.execute(statement)
         return int(getattr(result, "rowcount", 0) or 0)
 
-    async def archive_chunk(self, export_id: str, offset: int, size: int) -> bytes | None:
-        """``size`` bytes of the archive from byte ``offset`` (0-based); None when gone."""
+    async def archive_part(self, export_id: str, part: int) -> bytes | None:
+        """Part ``part`` (0-based) of the stored archive; None past its end."""
         result = await self.session.execute(
-            text("SELECT substring(archive FROM :start FOR :size) FROM exports WHERE id = :id"),
-            {"start": offset + 1, "size": size, "id": export_id},
+            text("SELECT data FROM export_parts WHERE export_id = :id AND part = :part"),
+            {"id": export_id, "part": part},
         )
-        chunk = result.scalar_one_or_none()
-        return bytes(chunk) if chunk is not None else None
+        data = result.scalar_one_or_none()
+        return bytes(data) if data is not None else None

@@ -1,7 +1,8 @@
 """Tenant data exports: one zip of everything a tenant has in every service.
 
 ``POST /v1/exports`` records a running export; :class:`ExportRunner` builds the
-archive in a background task of this process and stores it in the row. A running
+archive in a background task of this process, in a temporary file, and stores it in
+``export_parts``. A running
 export's heartbeat is touched every few seconds; one whose heartbeat stopped was left
 by a process that died (or is being stopped) and is marked failed, at start-up and
 whenever the tenant's exports are read. Heartbeats rather than "every running export
@@ -12,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import secrets
+import tempfile
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import IO
 
 import httpx
 from sqlalchemy.exc import SQLAlchemyError
@@ -47,7 +49,10 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 10.0
 STALE_AFTER = timedelta(seconds=60)
 LIST_LIMIT = 100
+# The archive is stored and downloaded in parts of this size.
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024
+# Built in memory up to this size, on disk beyond it.
+SPOOL_BYTES = 16 * 1024 * 1024
 
 
 def download_path(export_id: str) -> str:
@@ -114,17 +119,15 @@ async def downloadable_export(session: AsyncSession, tenant_id: str, export_id: 
 
 
 async def archive_chunks(db: Database, export_id: str) -> AsyncIterator[bytes]:
-    """The stored zip, a chunk per query, so a download never holds it all in memory."""
-    offset = 0
+    """The stored zip, a part per query, so a download never holds it all in memory."""
+    part = 0
     while True:
         async with db.session() as session:
-            chunk = await ExportRepository(session).archive_chunk(
-                export_id, offset, DOWNLOAD_CHUNK_BYTES
-            )
-        if not chunk:
+            chunk = await ExportRepository(session).archive_part(export_id, part)
+        if chunk is None:
             return
         yield chunk
-        offset += len(chunk)
+        part += 1
 
 
 class ExportRunner:
@@ -178,14 +181,16 @@ class ExportRunner:
     async def _run(self, export: Export) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(export.id))
         try:
-            archive = await self._build(export)
-            digest = hashlib.sha256(archive).hexdigest()
-            async with self.db.session() as session:
-                await ExportRepository(session).finish(export.id, archive, digest, utcnow())
-            log.info(
-                "export ready",
-                extra={"fields": {"export_id": export.id, "bytes": len(archive)}},
-            )
+            with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as archive:
+                await self._build(export, archive)
+                size = archive.tell()
+                archive.seek(0)
+                async with self.db.session() as session:
+                    stored = await ExportRepository(session).finish(
+                        export.id, export.tenant_id, archive, DOWNLOAD_CHUNK_BYTES, utcnow()
+                    )
+            if stored:
+                log.info("export ready", extra={"fields": {"export_id": export.id, "bytes": size}})
         except asyncio.CancelledError:
             await self._fail(export.id, "the export was stopped; request a new one")
             raise
@@ -200,18 +205,18 @@ class ExportRunner:
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
 
-    async def _build(self, export: Export) -> bytes:
+    async def _build(self, export: Export, archive: IO[bytes]) -> None:
         listed = [(source, await source.tables()) for source in self.sources(export.tenant_id)]
         total = sum(len(tables) for _, tables in listed)
         await self._progress(export.id, 0, total)
-        writer = ArchiveWriter()
+        writer = ArchiveWriter(archive)
         done = 0
         for source, tables in listed:
             for table, _ in tables:
                 await writer.add_table(source, table)
                 done += 1
                 await self._progress(export.id, done, total)
-        return writer.close(export.tenant_id, export.id, export.created_at)
+        writer.close(export.tenant_id, export.id, export.created_at)
 
     async def _progress(self, export_id: str, done: int, total: int) -> None:
         async with self.db.session() as session:

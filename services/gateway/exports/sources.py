@@ -9,12 +9,11 @@ services (no such instant exists between four schemas written independently).
 from __future__ import annotations
 
 import hashlib
-import io
 import zipfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 from urllib.parse import quote
 
 import httpx
@@ -107,12 +106,12 @@ class ArchiveFile:
 
 
 class ArchiveWriter:
-    """A zip built in memory: ``<service>/<table>.ndjson`` per table, then
-    ``manifest.json`` listing each file with its rows, size and SHA-256."""
+    """A zip written into ``target`` (a temporary file: an archive can be larger than
+    memory): ``<service>/<table>.ndjson`` per table, then ``manifest.json`` listing each
+    file with its rows, size and SHA-256."""
 
-    def __init__(self) -> None:
-        self._buffer = io.BytesIO()
-        self._zip = zipfile.ZipFile(self._buffer, "w", compression=zipfile.ZIP_DEFLATED)
+    def __init__(self, target: IO[bytes]) -> None:
+        self._zip = zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED)
         self.files: list[ArchiveFile] = []
 
     async def add_table(self, source: TableSource, table: str) -> ArchiveFile:
@@ -129,7 +128,7 @@ class ArchiveWriter:
         self.files.append(added)
         return added
 
-    def close(self, tenant_id: str, export_id: str, created_at: datetime) -> bytes:
+    def close(self, tenant_id: str, export_id: str, created_at: datetime) -> None:
         manifest = {
             "tenant_id": tenant_id,
             "export_id": export_id,
@@ -139,4 +138,3 @@ class ArchiveWriter:
         }
         self._zip.writestr("manifest.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
         self._zip.close()
-        return self._buffer.getvalue()

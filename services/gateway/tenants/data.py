@@ -18,5 +18,5 @@ GATEWAY_TABLES = TenantTables(
     kept=frozenset({"erasures"}),
     # Erased with the tenant, never exported: an archive inside the next archive would
     # double every export.
-    unexported=frozenset({"exports"}),
+    unexported=frozenset({"exports", "export_parts"}),
 )
