@@ -12,7 +12,7 @@ import asyncio
 import base64
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
@@ -138,6 +138,14 @@ class KeyCache:
         return key
 
 
+class TokenRevoked(Unauthenticated):
+    """A token revoked before it expired: only the gateway, which keeps revocations,
+    knows it; the proxy refuses it instead of forwarding it to a service."""
+
+    def __init__(self) -> None:
+        super().__init__("token has been revoked")
+
+
 class TokenVerifier:
     """Verifies access tokens and turns them into a :class:`Principal`.
 
@@ -156,8 +164,11 @@ class TokenVerifier:
         tenant_claim: str = "tenant",
         accept_jwt_typ: bool = False,
         external: TokenVerifier | None = None,
+        revoked: Container[str] = (),
     ) -> None:
         self.keys = keys
+        # Ids (jti) of tokens revoked before they expired.
+        self.revoked = revoked
         self.issuer = issuer
         self.audience = audience
         self.tenant_claim = tenant_claim
@@ -214,6 +225,8 @@ class TokenVerifier:
         ):
             if not isinstance(value, str):
                 raise Unauthenticated(f"token lacks the {name} claim")
+        if claims["jti"] in self.revoked:
+            raise TokenRevoked()
         tenant = claims.get(self.tenant_claim)
         return Principal(
             subject=claims["sub"],

@@ -19,6 +19,7 @@ from services.gateway.grants.service import DatabaseGrantLookup
 from services.gateway.graphql.schema import mount_graphql
 from services.gateway.oauth.authorize import router as authorize_router
 from services.gateway.oauth.endpoints import router as oauth_router
+from services.gateway.oauth.revoked import RevokedTokens
 from services.gateway.oauth.server import TokenServer
 from services.gateway.oauth.service import ensure_platform_admin
 from services.gateway.oauth.signing import load_signer
@@ -60,12 +61,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             jwks: dict[str, Any] = app.state.signer.jwks()
             return jwks
 
+        app.state.revoked_tokens = RevokedTokens(db)
+        await app.state.revoked_tokens.load()
+        app.state.revoked_tokens.start()
         # The gateway checks its own tokens from memory: no HTTP call to itself.
         app.state.token_verifier = TokenVerifier(
             KeyCache(settings.effective_jwks_url, fetch=own_keys),
             issuer=settings.effective_issuer,
             audience=settings.audience,
             external=external_verifier(settings),
+            revoked=app.state.revoked_tokens,
         )
         app.state.token_server = TokenServer(
             app.state.signer,
@@ -84,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await app.state.erasures.stop()
+            await app.state.revoked_tokens.stop()
             await app.state.exports.stop()
             await app.state.http.aclose()
             await db.dispose()

@@ -10,7 +10,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from tests.conftest import NewTenant
+from services.gateway.oauth.revoked import RevokedTokens
+from tests.conftest import NewTenant, Stack, fetch_token
 from tests.gateway.login import (
     PASSWORD,
     REDIRECT,
@@ -301,3 +302,39 @@ async def test_metadata_lists_the_user_endpoints(http: httpx.AsyncClient) -> Non
         assert metadata[name].endswith(path)
     assert metadata["code_challenge_methods_supported"] == ["S256"]
     assert {"authorization_code", "refresh_token"} <= set(metadata["grant_types_supported"])
+
+
+async def test_a_revoked_access_token_is_refused_at_once_everywhere_through_the_gateway(
+    http: httpx.AsyncClient, stack: Stack, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    token = await fetch_token(http, tenant.client_id, tenant.client_secret)
+    bearer = {"Authorization": f"Bearer {token}"}
+    params = {"metrics": "gmv", "from": "2026-03-01", "to": "2026-03-31", "grain": "total"}
+    graphql = {"query": "{ kpiCatalog { id } }"}
+    assert (await http.get("/v1/kpis", params=params, headers=bearer)).status_code == 200
+    assert "errors" not in (await http.post("/graphql", json=graphql, headers=bearer)).json()
+
+    revoked = await http.post(
+        "/oauth/revoke", data={"token": token}, auth=(tenant.client_id, tenant.client_secret)
+    )
+    assert revoked.status_code == 200
+    for answer in (
+        await http.get("/v1/kpis", params=params, headers=bearer),
+        await http.post("/v1/events", json={"events": []}, headers=bearer),
+        await http.get("/v1/grants", headers=bearer),
+    ):
+        assert answer.status_code == 401, answer.text
+        assert 'error="invalid_token"' in answer.headers["www-authenticate"]
+        assert answer.json()["detail"] == "token has been revoked"
+    errors = (await http.post("/graphql", json=graphql, headers=bearer)).json()["errors"]
+    assert errors[0]["extensions"]["code"] == "UNAUTHENTICATED"
+    # Another token of the same client still works.
+    fresh = await fetch_token(http, tenant.client_id, tenant.client_secret)
+    fresh_bearer = {"Authorization": f"Bearer {fresh}"}
+    assert (await http.get("/v1/kpis", params=params, headers=fresh_bearer)).status_code == 200
+    # A gateway started afresh reads the revocation back.
+    reloaded = RevokedTokens(stack.apps["gateway"].state.db)
+    await reloaded.load()
+    jti = claims_of(token)["jti"]
+    assert jti in reloaded and claims_of(fresh)["jti"] not in reloaded

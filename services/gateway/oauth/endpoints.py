@@ -101,12 +101,13 @@ async def revoke(request: Request, session: DbSession) -> Response:
         return Response(status_code=200)
     claims = await _access_claims(request, token)
     if claims is not None and claims.get("client_id") == client.client_id:
+        expires_at = datetime.fromtimestamp(float(claims["exp"]), UTC)
         await sessions.revoke_access_token(
-            session,
-            str(claims["jti"]),
-            claims.get("tenant"),
-            datetime.fromtimestamp(float(claims["exp"]), UTC),
+            session, str(claims["jti"]), claims.get("tenant"), expires_at
         )
+        # Refused from the next request on; should the commit fail, the next reload
+        # forgets it again.
+        request.app.state.revoked_tokens.add(str(claims["jti"]), expires_at)
     return Response(status_code=200)
 
 

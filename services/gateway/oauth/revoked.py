@@ -1,0 +1,66 @@
+"""Access tokens revoked before they expire, refused wherever the gateway sees them.
+
+Services verify tokens by signature alone and cannot know a revocation. Every public
+request passes the gateway, which keeps the revoked tokens' ids in memory until they
+expire: added at revocation, and read again from ``revoked_access_tokens`` at start
+and every ``RELOAD_SECONDS``, so a revocation at another gateway counts too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import col, select
+
+from services.gateway.oauth.sessions import RevokedAccessToken
+from shared.db import Database
+from shared.time import utcnow
+
+log = logging.getLogger(__name__)
+
+RELOAD_SECONDS = 10.0
+
+
+class RevokedTokens:
+    def __init__(self, db: Database, reload_seconds: float = RELOAD_SECONDS) -> None:
+        self.db = db
+        self.reload_seconds = reload_seconds
+        self._expires: dict[str, datetime] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, jti: str, expires_at: datetime) -> None:
+        self._expires[jti] = expires_at
+
+    def __contains__(self, jti: object) -> bool:
+        if not isinstance(jti, str):
+            return False
+        expires = self._expires.get(jti)
+        return expires is not None and expires > utcnow()
+
+    async def load(self) -> None:
+        async with self.db.session() as session:
+            result = await session.execute(
+                select(RevokedAccessToken.jti, RevokedAccessToken.expires_at).where(
+                    col(RevokedAccessToken.expires_at) > utcnow()
+                )
+            )
+            self._expires = {jti: expires for jti, expires in result.all()}
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._reload(), name="gateway-revoked-tokens")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _reload(self) -> None:
+        while True:
+            await asyncio.sleep(self.reload_seconds)
+            try:
+                await self.load()
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("revoked tokens cannot be read: %s", exc)
