@@ -332,15 +332,17 @@ async def test_sku_measures_group_and_filter_by_the_skus_category(
     assert toys == {"on_hand": 0.0}
 
 
+def item(event_id: str, order_id: str, sku: str, category: str, **extra: Any) -> dict[str, Any]:
+    """A line of one unit at 10.00 on 10 April, of ``sku`` in ``category``."""
+    made = line(event_id, order_id, 1, "10.00", "2026-04-10T18:00:00Z", sku=sku, **extra)
+    made["payload"]["category"] = category
+    return made
+
+
 async def test_orders_by_category_count_each_order_once_per_category(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:
     tenant = await new_tenant()
-
-    def item(event_id: str, order_id: str, sku: str, category: str, **extra: Any) -> dict[str, Any]:
-        made = line(event_id, order_id, 1, "10.00", "2026-04-10T18:00:00Z", sku=sku, **extra)
-        made["payload"]["category"] = category
-        return made
 
     await push(
         http,
@@ -375,11 +377,6 @@ async def test_orders_by_any_mix_of_skus_and_categories_count_each_order_once(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:
     tenant = await new_tenant()
-
-    def item(event_id: str, order_id: str, sku: str, category: str, **extra: Any) -> dict[str, Any]:
-        made = line(event_id, order_id, 1, "10.00", "2026-04-10T18:00:00Z", sku=sku, **extra)
-        made["payload"]["category"] = category
-        return made
 
     await push(
         http,
