@@ -125,8 +125,10 @@ class RollupRepository:
         more: tuple[Any, ...] = (),
         converts: bool = True,
         group_extra: str = "",
+        around: str = "{}",
     ) -> list[asyncpg.Record]:
-        """$1-$3 tenant and dates; $4-$7 target and factors when ``converts``; then ``more``."""
+        """$1-$3 tenant and dates; $4-$7 target and factors when ``converts``; then ``more``.
+        The query is put into ``around`` where it says ``{}``."""
         fx_args: list[Any] = (
             [grouping.target, grouping.fx_currencies, grouping.fx_dates, grouping.fx_factors]
             if converts
@@ -142,13 +144,14 @@ class RollupRepository:
         ):
             clauses.append(f"AND {alias}.{COLUMNS[dimension]} = ANY(${position}::text[])")
             args.append(values)
-        rows: list[asyncpg.Record] = await self.conn.fetch(
-            f"""
+        query = f"""
             SELECT {_period(grouping.grain, alias)} AS period{select_dims}, {measures}
             FROM {source}
             WHERE {alias}.tenant_id = $1 AND {alias}.local_date BETWEEN $2 AND $3 {extra} {" ".join(clauses)}
             GROUP BY 1{group_dims}{group_extra}
-            """,
+            """
+        rows: list[asyncpg.Record] = await self.conn.fetch(
+            around.format(query),
             grouping.tenant_id,
             grouping.start,
             grouping.end,
@@ -260,15 +263,21 @@ class RollupRepository:
         """Orders (with a live line) and all orders placed, each counted once per group."""
         source = orders_source(grouping.group_by, grouping.filters)
         if source == "order_skus":
-            # Orders holding any of several SKUs or categories: counted distinct.
-            order = "(o.platform, o.store_id, o.order_id)"
+            # Orders holding any of several SKUs or categories: one row per order and
+            # group first (hashed: far cheaper than count(DISTINCT), which sorts), then
+            # counted.
+            dims = "".join(f", {d}" for d in grouping.group_by)
             return await self._fetch(
                 grouping,
                 "o",
-                f"count(DISTINCT {order}) FILTER (WHERE o.live) AS orders, "
-                f"count(DISTINCT {order}) AS orders_all",
+                "bool_or(o.live) AS live",
                 "(SELECT *, order_date AS local_date FROM order_skus) o",
                 converts=False,
+                group_extra=", o.platform, o.store_id, o.order_id",
+                around=f"""
+                    SELECT period{dims}, count(*) FILTER (WHERE live) AS orders,
+                           count(*) AS orders_all
+                    FROM ({{}}) per_order GROUP BY period{dims}""",
             )
         return await self._fetch(
             grouping,
