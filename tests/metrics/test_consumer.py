@@ -9,12 +9,15 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from devstack.embedded import free_port
 from services.metrics.app import create_app
 from services.metrics.config import Settings
+from services.metrics.facts import consumer as consumer_module
 from shared.events import DEADLETTER_TOPIC, topic_for
+from shared.kafka import ensure_topics
 from tests.conftest import FreshDatabase, TokenMinter, serve_app
 
 
@@ -168,3 +171,63 @@ async def test_bad_records_are_dead_lettered_and_offsets_follow_the_commit(
         await asyncio.sleep(0.5)
         assert app.state.consumer.counters.records == 1
         assert app.state.consumer.counters.applied == 1
+
+
+async def test_a_batch_that_failed_is_applied_again_and_nothing_after_it_is_lost(
+    fresh_database: FreshDatabase,
+    kafka_bootstrap: str,
+    minter: TokenMinter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    database = await fresh_database("metrics")
+    prefix = f"m{secrets.token_hex(3)}."
+    topic = topic_for("order_line", prefix)
+    tenant = f"tn_{secrets.token_hex(4)}"
+    token = minter.mint(tenant, ["kpi:read"])
+    settings = Settings.model_validate(
+        {
+            "DATABASE_URL": database,
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "LODESTAR_TOPIC_PREFIX": prefix,
+            "consumer_group": f"metrics-{secrets.token_hex(3)}",
+        }
+    )
+    await ensure_topics(kafka_bootstrap, [topic])
+    entered, resume = asyncio.Event(), asyncio.Event()
+    applying = consumer_module.apply_messages
+
+    async def fails_once(*args: Any) -> int:
+        if not entered.is_set():
+            entered.set()
+            # More events arrive meanwhile, in other partitions.
+            await resume.wait()
+            raise RuntimeError("the database went away")
+        return await applying(*args)
+
+    monkeypatch.setattr(consumer_module, "apply_messages", fails_once)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=False)
+    await producer.start()
+    port = free_port()
+    app = create_app(settings)
+    try:
+        await producer.send_and_wait(topic, message(tenant, "e1", 1), partition=0)
+        async with (
+            serve_app(app, "127.0.0.1", port),
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
+        ):
+            app.state.token_verifier = minter.verifier()
+            await asyncio.wait_for(entered.wait(), 30)
+            # In partitions the failed batch did not read from.
+            await producer.send_and_wait(topic, message(tenant, "e2", 2), partition=1)
+            await producer.send_and_wait(topic, message(tenant, "e3", 4), partition=2)
+            await asyncio.sleep(1.0)
+            resume.set()
+
+            async def applied_all() -> bool:
+                return app.state.consumer.counters.applied >= 3
+
+            await wait_until(applied_all)
+            assert await gmv(client, token) == 70.0
+            assert app.state.consumer.counters.records == 3
+    finally:
+        await producer.stop()
