@@ -74,23 +74,28 @@ async def gmv(client: httpx.AsyncClient, token: str) -> float | None:
     return value
 
 
+async def own_consumer(
+    fresh_database: FreshDatabase, kafka_bootstrap: str, minter: TokenMinter
+) -> tuple[Settings, str, str, str]:
+    """Settings of a metrics service with a database, topics and group of its own; its
+    order-line topic, a tenant and a kpi:read token of that tenant."""
+    prefix = f"m{secrets.token_hex(3)}."
+    settings = Settings.model_validate(
+        {
+            "DATABASE_URL": await fresh_database("metrics"),
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "LODESTAR_TOPIC_PREFIX": prefix,
+            "consumer_group": f"metrics-{secrets.token_hex(3)}",
+        }
+    )
+    tenant = f"tn_{secrets.token_hex(4)}"
+    return settings, topic_for("order_line", prefix), tenant, minter.mint(tenant, ["kpi:read"])
+
+
 async def test_bad_records_are_dead_lettered_and_offsets_follow_the_commit(
     fresh_database: FreshDatabase, kafka_bootstrap: str, minter: TokenMinter
 ) -> None:
-    database = await fresh_database("metrics")
-    prefix = f"m{secrets.token_hex(3)}."
-    topic = topic_for("order_line", prefix)
-    tenant = f"tn_{secrets.token_hex(4)}"
-    token = minter.mint(tenant, ["kpi:read"])
-    group = f"metrics-{secrets.token_hex(3)}"
-    settings = Settings.model_validate(
-        {
-            "DATABASE_URL": database,
-            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "LODESTAR_TOPIC_PREFIX": prefix,
-            "consumer_group": group,
-        }
-    )
+    settings, topic, tenant, token = await own_consumer(fresh_database, kafka_bootstrap, minter)
     key = tenant.encode()
     await produce(
         kafka_bootstrap,
@@ -134,7 +139,7 @@ async def test_bad_records_are_dead_lettered_and_offsets_follow_the_commit(
         assert app.state.consumer.counters.applied == 2
 
     dead = AIOKafkaConsumer(
-        prefix + DEADLETTER_TOPIC,
+        settings.topic_prefix + DEADLETTER_TOPIC,
         bootstrap_servers=kafka_bootstrap,
         group_id=f"dlq-{secrets.token_hex(3)}",
         auto_offset_reset="earliest",
@@ -179,19 +184,7 @@ async def test_a_batch_that_failed_is_applied_again_and_nothing_after_it_is_lost
     minter: TokenMinter,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    database = await fresh_database("metrics")
-    prefix = f"m{secrets.token_hex(3)}."
-    topic = topic_for("order_line", prefix)
-    tenant = f"tn_{secrets.token_hex(4)}"
-    token = minter.mint(tenant, ["kpi:read"])
-    settings = Settings.model_validate(
-        {
-            "DATABASE_URL": database,
-            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "LODESTAR_TOPIC_PREFIX": prefix,
-            "consumer_group": f"metrics-{secrets.token_hex(3)}",
-        }
-    )
+    settings, topic, tenant, token = await own_consumer(fresh_database, kafka_bootstrap, minter)
     await ensure_topics(kafka_bootstrap, [topic])
     entered, resume = asyncio.Event(), asyncio.Event()
     applying = consumer_module.apply_messages

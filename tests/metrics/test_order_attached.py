@@ -332,6 +332,19 @@ async def test_sku_measures_group_and_filter_by_the_skus_category(
     assert toys == {"on_hand": 0.0}
 
 
+async def totals_by(
+    http: httpx.AsyncClient, tenant: TenantClient, **params: str
+) -> dict[tuple[str, ...], dict[str, Any]]:
+    """Each group's values over the April window, by the group's dimension values."""
+    body = await kpis(http, tenant, grain="total", **APRIL_WINDOW, **params)
+    return {
+        tuple(d["value"] for d in row["dimensions"]): {
+            v["metric"]: v["value"] for v in row["values"]
+        }
+        for row in body["rows"]
+    }
+
+
 def item(event_id: str, order_id: str, sku: str, category: str, **extra: Any) -> dict[str, Any]:
     """A line of one unit at 10.00 on 10 April, of ``sku`` in ``category``."""
     made = line(event_id, order_id, 1, "10.00", "2026-04-10T18:00:00Z", sku=sku, **extra)
@@ -354,21 +367,10 @@ async def test_orders_by_category_count_each_order_once_per_category(
         item("c2a", "C2", "LAMP", "home", status="cancelled"),
     )
     await settle(http, tenant, {"orders": 1.0})
-    body = await kpis(
-        http,
-        tenant,
-        metrics="orders,cancel_rate",
-        grain="total",
-        group_by="category",
-        **APRIL_WINDOW,
-    )
-    by_category = {
-        row["dimensions"][0]["value"]: {v["metric"]: v["value"] for v in row["values"]}
-        for row in body["rows"]
-    }
+    by_category = await totals_by(http, tenant, metrics="orders,cancel_rate", group_by="category")
     assert by_category == {
-        "home": {"orders": 1.0, "cancel_rate": 0.5},
-        "toys": {"orders": 1.0, "cancel_rate": 0.0},
+        ("home",): {"orders": 1.0, "cancel_rate": 0.5},
+        ("toys",): {"orders": 1.0, "cancel_rate": 0.0},
     }
     assert await totals(http, tenant, "aov", categories="home", **APRIL_WINDOW) == {"aov": 20.0}
 
@@ -391,16 +393,7 @@ async def test_orders_by_any_mix_of_skus_and_categories_count_each_order_once(
     )
     await settle(http, tenant, {"orders": 3.0})
 
-    async def grouped(**params: str) -> dict[tuple[str, ...], dict[str, Any]]:
-        body = await kpis(http, tenant, grain="total", **APRIL_WINDOW, **params)
-        return {
-            tuple(d["value"] for d in row["dimensions"]): {
-                v["metric"]: v["value"] for v in row["values"]
-            }
-            for row in body["rows"]
-        }
-
-    by_both = await grouped(metrics="orders,cancel_rate", group_by="sku,category")
+    by_both = await totals_by(http, tenant, metrics="orders,cancel_rate", group_by="sku,category")
     assert by_both == {
         ("LAMP", "home"): {"orders": 2.0, "cancel_rate": 1 / 3},
         ("RUG", "home"): {"orders": 2.0, "cancel_rate": 0.0},
@@ -413,10 +406,12 @@ async def test_orders_by_any_mix_of_skus_and_categories_count_each_order_once(
         http, tenant, "orders,cancel_rate", categories="home,toys", **APRIL_WINDOW
     )
     assert both_categories == {"orders": 3.0, "cancel_rate": 0.25}
-    home_skus = await grouped(metrics="orders", group_by="sku", categories="home")
+    home_skus = await totals_by(http, tenant, metrics="orders", group_by="sku", categories="home")
     assert home_skus == {("LAMP",): {"orders": 2.0}, ("RUG",): {"orders": 2.0}}
     # M1 holds LAMP and RUG, both home: once under home.
-    by_category = await grouped(metrics="orders,cancel_rate", group_by="category", skus="LAMP,RUG")
+    by_category = await totals_by(
+        http, tenant, metrics="orders,cancel_rate", group_by="category", skus="LAMP,RUG"
+    )
     assert by_category == {("home",): {"orders": 3.0, "cancel_rate": 0.25}}
     one_of_each = await totals(
         http, tenant, "orders", skus="TOY", categories="toys", **APRIL_WINDOW
