@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from services.gateway.audit.endpoints import router as audit_router
 from services.gateway.config import Settings, get_settings
-from services.gateway.erasures.tracker import ErasureTracker
+from services.gateway.erasures.tracker import ErasureTracker, refuse_erased_writes
 from services.gateway.exports.endpoints import router as exports_router
 from services.gateway.exports.service import ExportRunner
 from services.gateway.grants.endpoints import internal_router as grants_internal_router
@@ -84,6 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await app.state.exports.fail_abandoned()
         app.state.erasures = ErasureTracker(db, settings)
         await app.state.erasures.load_erased()
+        # Read by the audit log, which writes no line of an erased tenant.
+        app.state.erased = app.state.erasures
         app.state.erasures.start()
         try:
             yield
@@ -109,10 +111,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(oauth_router)
     app.include_router(authorize_router)
     app.include_router(tenants_router)
-    app.include_router(grants_router)
-    app.include_router(users_router)
+    # An erased tenant's tokens verify until they expire: none of them writes again.
+    no_erased = [Depends(refuse_erased_writes)]
+    app.include_router(grants_router, dependencies=no_erased)
+    app.include_router(users_router, dependencies=no_erased)
     app.include_router(audit_router)
-    app.include_router(exports_router)
+    app.include_router(exports_router, dependencies=no_erased)
     app.include_router(grants_internal_router)
     app.include_router(tenant_internal_router)
     app.include_router(tenant_data_router(GATEWAY_TABLES))

@@ -7,8 +7,9 @@ lost publish, a broker restart (the embedded broker keeps its log in memory) or 
 service that was down all end the same way, since erasing again is harmless.
 
 The tracker also knows every erased tenant, from the erasure records: the gateway
-forwards no write of theirs to a service. The services refuse them too, but only from
-memory, for as long as tokens live; a service restarted meanwhile has forgotten them.
+takes no write of theirs, its own or for a service (see :func:`refuse_erased_writes`).
+The services refuse them too, but only from memory, for as long as tokens live; a
+service restarted meanwhile has forgotten them.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import asyncio
 import logging
 
 from aiokafka.errors import KafkaError
+from fastapi import Request
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.gateway.config import Settings
 from services.gateway.erasures import service
+from shared.auth import TokenRevoked, current_principal
 from shared.db import Database
 from shared.erasure import (
     ERASURE_DONE_TOPIC,
@@ -33,6 +36,7 @@ from shared.erasure import (
     listener_group,
     readable,
 )
+from shared.errors import Forbidden, Unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,9 @@ class ErasureTracker:
         self._sweeper: asyncio.Task[None] | None = None
         # Read again with every sweep, so erasures asked at another gateway count too.
         self.erased: set[str] = set()
+
+    def __contains__(self, tenant_id: object) -> bool:
+        return tenant_id in self.erased
 
     async def load_erased(self) -> None:
         async with self.db.session() as session:
@@ -121,3 +128,19 @@ class ErasureTracker:
                 await self.load_erased()
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("unfinished erasures cannot be read: %s", exc)
+
+
+async def refuse_erased_writes(request: Request) -> None:
+    """Route dependency: 403 for a write by, or naming, an erased tenant. Its access
+    tokens still verify until they expire; a write would bring rows of it back."""
+    if request.method == "GET" or "authorization" not in request.headers:
+        return
+    try:
+        principal = await current_principal(request)
+    except TokenRevoked:
+        raise
+    except Unauthenticated:
+        return  # the route, or the service it goes to, answers 401 itself
+    erased: ErasureTracker = request.app.state.erasures
+    if principal.tenant_id in erased or request.query_params.get("tenant_id") in erased:
+        raise Forbidden("this tenant has been erased")

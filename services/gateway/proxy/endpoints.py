@@ -2,13 +2,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from services.gateway.erasures.tracker import refuse_erased_writes
 from services.gateway.proxy.routes import owner_of
 from services.gateway.proxy.service import forward, service_urls
 from shared.auth import TokenRevoked, current_principal
-from shared.errors import Forbidden, NotFound, Unauthenticated
+from shared.errors import NotFound, Unauthenticated
 
 router = APIRouter(include_in_schema=False)
 
@@ -19,7 +20,12 @@ async def openapi(request: Request) -> JSONResponse:
     return JSONResponse(await request.app.state.openapi_merger.document(own))
 
 
-@router.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+# The services forget erased tenants when they restart; the gateway does not.
+@router.api_route(
+    "/v1/{path:path}",
+    methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+    dependencies=[Depends(refuse_erased_writes)],
+)
 async def route(request: Request, path: str) -> Response:
     service = owner_of(request.url.path)
     if service is None:
@@ -31,14 +37,5 @@ async def route(request: Request, path: str) -> Response:
             raise  # the owning service would take it: only the gateway knows
         except Unauthenticated:
             pass  # the owning service checks the token itself and answers 401 or 403
-    erased: set[str] = request.app.state.erasures.erased
-    caller = getattr(request.state, "tenant_id", None)
-    if (
-        request.method != "GET"
-        and erased
-        and (caller in erased or request.query_params.get("tenant_id") in erased)
-    ):
-        # The services forget erased tenants when they restart; the gateway does not.
-        raise Forbidden("this tenant has been erased")
     base = service_urls(request.app.state.settings)[service]
     return await forward(request, request.app.state.http, service, base)
