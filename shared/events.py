@@ -12,6 +12,7 @@ from collections import defaultdict
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -26,6 +27,7 @@ from pydantic_core import PydanticCustomError
 
 from shared.errors import FieldError
 from shared.money import CurrencyCode, DecimalString, Money
+from shared.time import DATE_RANGE, in_date_range
 
 EventType = Literal[
     "order_line",
@@ -44,9 +46,38 @@ EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 DEADLETTER_TOPIC = "lodestar.deadletter.v1"
 ALERTS_TOPIC = "lodestar.alerts.v1"
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL stores no NUL character in text or jsonb: an event holding one would be
+    # accepted here and then fail in the consumer, holding up every event behind it.
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (\\u0000)")
+    return value
+
+
+def _dated(value: dt.date) -> dt.date:
+    if not in_date_range(value):
+        raise ValueError(f"must be {DATE_RANGE}")
+    return value
+
+
+def _timed(value: dt.datetime) -> dt.datetime:
+    _dated(value.date())
+    return value
+
+
+Text = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=256),
+    AfterValidator(_no_nul),
+]
+FreeText = Annotated[str, AfterValidator(_no_nul)]
 Count = Annotated[int, Field(ge=0, strict=True)]
-Quantity = Annotated[int, Field(gt=0, strict=True)]
+# As PostgreSQL's integer, which keeps quantities and versions.
+MAX_INT = 2**31 - 1
+Quantity = Annotated[int, Field(gt=0, le=MAX_INT, strict=True)]
+EventDate = Annotated[dt.date, AfterValidator(_dated)]
+EventTime = Annotated[AwareDatetime, AfterValidator(_timed)]
 
 
 def topic_for(event_type: str, prefix: str = "") -> str:
@@ -74,7 +105,7 @@ class OrderLine(Payload):
     item_tax: Money | None = None
     discount: Money | None = None
     status: Literal["pending", "shipped", "delivered", "cancelled"]
-    purchased_at: AwareDatetime
+    purchased_at: EventTime
     category: Text | None = None
     fulfillment_channel: Literal["platform", "merchant"] | None = None
 
@@ -97,20 +128,20 @@ class Refund(Payload):
     sku: Text | None = None
     amount: Money
     quantity: Count | None = None
-    refunded_at: AwareDatetime
-    reason: str | None = None
+    refunded_at: EventTime
+    reason: FreeText | None = None
 
 
 class Fee(Payload):
     fee_type: Literal["commission", "fulfillment", "storage", "payment", "other"]
     amount: Money
-    charged_at: AwareDatetime
+    charged_at: EventTime
     order_id: Text | None = None
     sku: Text | None = None
 
 
 class AdSpend(Payload):
-    date: dt.date
+    date: EventDate
     campaign_id: Text
     sku: Text | None = None
     impressions: Count
@@ -121,14 +152,14 @@ class AdSpend(Payload):
 
 
 class Traffic(Payload):
-    date: dt.date
+    date: EventDate
     sku: Text
     sessions: Count
     page_views: Count | None = None
 
 
 class InventorySnapshot(Payload):
-    date: dt.date
+    date: EventDate
     sku: Text
     warehouse: Text
     on_hand: Count
@@ -139,36 +170,36 @@ class InventorySnapshot(Payload):
 class UnitCost(Payload):
     sku: Text
     cost: Money
-    effective_from: dt.date
+    effective_from: EventDate
 
 
 class Shipment(Payload):
     order_id: Text
-    promised_ship_by: AwareDatetime
-    shipped_at: AwareDatetime | None = None
-    carrier: str | None = None
+    promised_ship_by: EventTime
+    shipped_at: EventTime | None = None
+    carrier: FreeText | None = None
     tracking_valid: bool | None = None
-    promised_delivery_by: AwareDatetime | None = None
-    delivered_at: AwareDatetime | None = None
+    promised_delivery_by: EventTime | None = None
+    delivered_at: EventTime | None = None
     cancelled_by_seller_before_ship: bool | None = None
 
 
 class OrderDefect(Payload):
     order_id: Text
     kind: Literal["negative_feedback", "a_to_z_claim", "chargeback", "claim"]
-    reported_at: AwareDatetime
+    reported_at: EventTime
 
 
 class CsTicket(Payload):
     ticket_id: Text
-    opened_at: AwareDatetime
-    first_response_at: AwareDatetime | None = None
-    resolved_at: AwareDatetime | None = None
+    opened_at: EventTime
+    first_response_at: EventTime | None = None
+    resolved_at: EventTime | None = None
     csat: Annotated[int, Field(ge=1, le=5, strict=True)] | None = None
 
 
 class FxRate(Payload):
-    date: dt.date
+    date: EventDate
     base: CurrencyCode
     quote: CurrencyCode
     rate: Annotated[DecimalString, Field(gt=0)]
@@ -204,9 +235,9 @@ class Envelope(BaseModel):
 
     event_id: Text
     type: EventType
-    version: Annotated[int, Field(ge=1, strict=True)] = 1
+    version: Annotated[int, Field(ge=1, le=MAX_INT, strict=True)] = 1
     source: Source
-    occurred_at: AwareDatetime
+    occurred_at: EventTime
     payload: dict[str, Any]
 
 
@@ -217,7 +248,7 @@ class Event(BaseModel):
     type: EventType
     version: int
     source: Source
-    occurred_at: AwareDatetime
+    occurred_at: EventTime
     payload: Payload
 
 
@@ -229,8 +260,8 @@ class EventMessage(BaseModel):
     type: EventType
     version: int
     source: Source
-    occurred_at: AwareDatetime
-    ingested_at: AwareDatetime
+    occurred_at: EventTime
+    ingested_at: EventTime
     payload: dict[str, Any]
     # Validated once: a consumer asks for it several times per message.
     _typed: Payload | None = PrivateAttr(default=None)

@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
 
 CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
+AMOUNT_LIMIT = Decimal(10) ** 15
 
 
 def parse_decimal_string(value: object) -> Decimal:
@@ -26,6 +27,9 @@ def parse_decimal_string(value: object) -> Decimal:
         raise ValueError('must be a decimal string such as "12.34"')
     if not result.is_finite():
         raise ValueError("must be a finite decimal")
+    if abs(result) >= AMOUNT_LIMIT:
+        # Beyond any real amount, and past what a float answer can say to the cent.
+        raise ValueError("must be less than 10^15 in absolute value")
     return result
 
 

@@ -42,3 +42,15 @@ def local_date(ts: datetime, marketplace: str, override: str | None = None) -> d
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# The dates events and queries may name. Shifted to a marketplace's local date or a
+# period back, a date near the calendar's ends would leave it and fail later, in the
+# consumer, for every event of the batch.
+EARLIEST_DATE = date(1970, 1, 1)
+LATEST_DATE = date(2199, 12, 31)
+DATE_RANGE = f"between {EARLIEST_DATE.isoformat()} and {LATEST_DATE.isoformat()}"
+
+
+def in_date_range(day: date) -> bool:
+    return EARLIEST_DATE <= day <= LATEST_DATE

@@ -248,6 +248,10 @@ async def test_other_currencies_are_null_with_a_warning(
         ({"group_by": "color"}, "group_by"),
         ({"currency": "dollars"}, "currency"),
         ({"compare_to": "last_week"}, "compare_to"),
+        # Shifted a year back or to a bucket's end, these once left the calendar: 500.
+        ({"from": "0001-01-01", "to": "0001-01-31", "compare_to": "previous_year"}, "from"),
+        ({"from": "9999-12-01", "to": "9999-12-31", "grain": "month"}, "to"),
+        ({"skus": "A\x00"}, "skus"),
     ],
 )
 async def test_bad_parameters_are_422_naming_them(

@@ -96,3 +96,60 @@ def test_amounts_of_a_line_must_share_its_currency() -> None:
     _, errors = validate_batch([order_line(discount={"amount": "1.00", "currency": "MXN"})])
     assert [(e.index, e.field) for e in errors] == [(0, "payload.discount.currency")]
     assert "USD" in errors[0].reason
+
+
+def test_values_storage_or_the_calendar_cannot_hold_are_refused_at_the_door() -> None:
+    """Each of these was once accepted, then failed in the metrics consumer and held up
+    every event behind it."""
+    nul_id = order_line()
+    nul_id["event_id"] = "amazon\x00-1"
+    huge_version = order_line()
+    huge_version["version"] = 2**31
+    refund = {
+        **order_line(),
+        "type": "refund",
+        "payload": {
+            "order_id": "111",
+            "amount": {"amount": "1.00", "currency": "USD"},
+            "refunded_at": "2026-03-02T00:00:00Z",
+            "reason": "broken\x00",
+        },
+    }
+    snapshot = {
+        **order_line(),
+        "type": "inventory_snapshot",
+        "payload": {"date": "1969-12-31", "sku": "LAMP", "warehouse": "w", "on_hand": 1},
+    }
+    batch = [
+        order_line(),
+        nul_id,
+        huge_version,
+        order_line(quantity=2**31),
+        order_line(sku="LA\x00MP"),
+        order_line(purchased_at="0001-01-01T00:00:00+14:00"),
+        order_line(purchased_at="9999-12-31T23:59:59Z"),
+        order_line(unit_price={"amount": "1e400", "currency": "USD"}),
+        refund,
+        snapshot,
+    ]
+    events, errors = validate_batch(batch)
+    assert events == []
+    named = {(e.index, e.field): e.reason for e in errors}
+    assert set(named) == {
+        (1, "event_id"),
+        (2, "version"),
+        (3, "payload.quantity"),
+        (4, "payload.sku"),
+        (5, "payload.purchased_at"),
+        (6, "payload.purchased_at"),
+        (7, "payload.unit_price.amount"),
+        (8, "payload.reason"),
+        (9, "payload.date"),
+    }, named
+    assert "NUL" in named[(1, "event_id")] and "NUL" in named[(8, "payload.reason")]
+    assert named[(5, "payload.purchased_at")] == "must be between 1970-01-01 and 2199-12-31"
+    assert "10^15" in named[(7, "payload.unit_price.amount")]
+    # The largest values that fit are still taken.
+    edge = order_line(quantity=2**31 - 1, purchased_at="2199-12-31T23:59:59Z")
+    edge["version"] = 2**31 - 1
+    assert validate_batch([edge])[1] == []

@@ -16,6 +16,7 @@ from typing import Any
 from services.metrics.kpis.formulas import FORMULAS
 from services.metrics.kpis.registry import KPIS
 from shared.errors import FieldError, InvalidInput
+from shared.time import DATE_RANGE, in_date_range
 
 GRAINS = ("day", "week", "month", "quarter", "year", "total")
 DIMENSIONS = ("platform", "store", "marketplace", "sku", "category")
@@ -67,10 +68,14 @@ def _date(name: str, value: str | None, errors: list[FieldError]) -> date | None
         errors.append(FieldError(field=name, reason="required, a date such as 2026-01-31"))
         return None
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         errors.append(FieldError(field=name, reason=f"{value!r} is not a date such as 2026-01-31"))
         return None
+    if not in_date_range(day):
+        errors.append(FieldError(field=name, reason=f"must be {DATE_RANGE}"))
+        return None
+    return day
 
 
 def parse_query(tenant_id: str, params: dict[str, str | None]) -> KpiQuery:
@@ -104,6 +109,10 @@ def parse_query(tenant_id: str, params: dict[str, str | None]) -> KpiQuery:
                 FieldError(field="group_by", reason=f"{dimension}: one of {', '.join(DIMENSIONS)}")
             )
     filters = {FILTERS[name]: _split(params.get(name)) for name in FILTERS if params.get(name)}
+    for dimension, values in filters.items():
+        if any("\x00" in value for value in values):
+            reason = "must not contain the NUL character (\\u0000)"
+            errors.append(FieldError(field=FILTER_OF[dimension], reason=reason))
     currency = params.get("currency")
     if currency is not None and not re.fullmatch(r"[A-Z]{3}", currency):
         errors.append(FieldError(field="currency", reason="a three-letter ISO 4217 code"))
