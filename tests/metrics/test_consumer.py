@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from types import SimpleNamespace
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 import pytest
@@ -16,7 +18,8 @@ from devstack.embedded import free_port
 from services.metrics.app import create_app
 from services.metrics.config import Settings
 from services.metrics.facts import consumer as consumer_module
-from shared.events import DEADLETTER_TOPIC, topic_for
+from services.metrics.facts.consumer import FactConsumer, Parsed
+from shared.events import DEADLETTER_TOPIC, EventMessage, topic_for
 from shared.kafka import ensure_topics
 from tests.conftest import FreshDatabase, TokenMinter, serve_app
 
@@ -224,3 +227,98 @@ async def test_a_batch_that_failed_is_applied_again_and_nothing_after_it_is_lost
             assert app.state.consumer.counters.records == 3
     finally:
         await producer.stop()
+
+
+async def test_an_event_that_fails_twice_is_dead_lettered_and_the_rest_applied(
+    fresh_database: FreshDatabase,
+    kafka_bootstrap: str,
+    minter: TokenMinter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings, topic, tenant, token = await own_consumer(fresh_database, kafka_bootstrap, minter)
+    applying = consumer_module.apply_messages
+    attempts: list[int] = []
+
+    async def refuses_bad(db: Any, messages: list[Any], erased: Any = ()) -> int:
+        attempts.append(len(messages))
+        if any(m.event_id == "bad" for m in messages):
+            raise asyncpg.exceptions.DataError("value out of range for the column")
+        return await applying(db, messages, erased)
+
+    monkeypatch.setattr(consumer_module, "apply_messages", refuses_bad)
+    key = tenant.encode()
+    await produce(
+        kafka_bootstrap,
+        topic,
+        [
+            (key, message(tenant, "e1", 1)),
+            (key, message(tenant, "bad", 5)),
+            (key, message(tenant, "e3", 2)),
+        ],
+    )
+    port = free_port()
+    app = create_app(settings)
+    async with (
+        serve_app(app, "127.0.0.1", port),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
+    ):
+        app.state.token_verifier = minter.verifier()
+
+        async def moved_on() -> bool:
+            return app.state.consumer.counters.records >= 3
+
+        await wait_until(moved_on)
+        assert await gmv(client, token) == 30.0
+        counters = app.state.consumer.counters
+        assert (counters.applied, counters.deadlettered) == (2, 1)
+        # The whole batch, again, then one event at a time.
+        assert attempts[:2] == [3, 3] and sorted(attempts[2:]) == [1, 1, 1]
+
+    dead = AIOKafkaConsumer(
+        settings.topic_prefix + DEADLETTER_TOPIC,
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"dlq-{secrets.token_hex(3)}",
+        auto_offset_reset="earliest",
+    )
+    await dead.start()
+    try:
+        records: list[Any] = []
+        deadline = time.monotonic() + 20
+        while not records and time.monotonic() < deadline:
+            for batch in (await dead.getmany(timeout_ms=500)).values():
+                records.extend(batch)
+    finally:
+        await dead.stop()
+    assert [r.value for r in records] == [message(tenant, "bad", 5)]
+    assert b"DataError" in dict(records[0].headers)["reason"]
+
+
+async def test_events_are_not_dead_lettered_when_the_fault_is_not_theirs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tenant = f"tn_{secrets.token_hex(4)}"
+    good = [
+        (SimpleNamespace(offset=n), EventMessage.model_validate_json(message(tenant, f"e{n}", 1)))
+        for n in range(3)
+    ]
+    parsed = Parsed(good, [])
+    facts = FactConsumer(None, None)  # type: ignore[arg-type]
+
+    def failing_with(fault: Exception, only: str | None = None) -> Any:
+        async def apply(db: Any, messages: list[EventMessage], erased: Any = ()) -> int:
+            if only is None or messages[0].event_id == only:
+                raise fault
+            return 1
+
+        return apply
+
+    # Every event fails the same way: a fault of the code or the schema, not of events.
+    monkeypatch.setattr(consumer_module, "apply_messages", failing_with(ValueError("bug")))
+    assert await facts._apply_one_by_one(parsed) is None
+    # The database went away meanwhile.
+    monkeypatch.setattr(consumer_module, "apply_messages", failing_with(OSError(), "e1"))
+    assert await facts._apply_one_by_one(parsed) is None
+    # One event at fault.
+    monkeypatch.setattr(consumer_module, "apply_messages", failing_with(ValueError("x"), "e1"))
+    applied, faulty = await facts._apply_one_by_one(parsed) or (0, [])
+    assert applied == 2 and [record.offset for record, _ in faulty] == [1]

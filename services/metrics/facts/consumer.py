@@ -16,11 +16,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from opentelemetry import trace
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from services.metrics.config import Settings
 from services.metrics.facts.attachments import (
@@ -213,6 +215,21 @@ def _payload_of_row(row: Any) -> Payload:
     return PAYLOAD_MODELS[row["type"]].model_validate(row["payload"])
 
 
+def passing(exc: BaseException) -> bool:
+    """Whether a failure may pass by itself: the database or the network, not the data."""
+    return isinstance(
+        exc,
+        OSError
+        | asyncio.TimeoutError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.InterfaceError
+        | asyncpg.exceptions.TransactionRollbackError
+        | asyncpg.exceptions.InsufficientResourcesError
+        | asyncpg.exceptions.OperatorInterventionError
+        | SQLAlchemyError,
+    )
+
+
 class FactConsumer:
     def __init__(self, db: Database, settings: Settings, erased: Container[str] = ()) -> None:
         self.db = db
@@ -224,6 +241,8 @@ class FactConsumer:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._connected = False
+        # The first offsets of the batch that failed last, to tell a retry of it.
+        self._failed_from: dict[TopicPartition, int] = {}
 
     @property
     def deadletter_topic(self) -> str:
@@ -281,6 +300,12 @@ class FactConsumer:
                 log.warning("consumer lost the broker: %s", exc)
                 await self._close()
                 await asyncio.sleep(RETRY_SECONDS)
+            except Exception:
+                # A fault of ours must not stop consuming for good: start again from
+                # the committed offsets.
+                log.exception("the consumer failed; it starts again")
+                await self._close()
+                await asyncio.sleep(RETRY_SECONDS)
 
     async def _handle(
         self,
@@ -295,15 +320,29 @@ class FactConsumer:
         ]
         with tracer.start_as_current_span("apply events", links=links) as span:
             span.set_attribute("messaging.batch.message_count", len(records))
+            first = {tp: items[0].offset for tp, items in batches.items()}
             try:
                 applied = await apply_messages(self.db, [m for _, m in parsed.good], self.erased)
-            except Exception:
-                # Not committed: read the batch again after a pause instead of losing it.
-                log.exception("applying a batch failed; it will be retried")
-                for partition, items in batches.items():
-                    consumer.seek(partition, items[0].offset)
-                await asyncio.sleep(RETRY_SECONDS)
-                return
+            except Exception as exc:
+                isolated = None
+                if not passing(exc) and self._failed_from == first:
+                    # Failed twice, not for want of the database: find the records at
+                    # fault, so one bad event does not hold up every event behind it.
+                    isolated = await self._apply_one_by_one(parsed)
+                if isolated is None:
+                    # Not committed: read the batch again after a pause, never lose it.
+                    log.exception("applying a batch failed; it will be retried")
+                    self._failed_from = first
+                    for partition, offset in first.items():
+                        consumer.seek(partition, offset)
+                    await asyncio.sleep(RETRY_SECONDS)
+                    return
+                applied, faulty = isolated
+                at_fault = {id(record) for record, _ in faulty}
+                parsed = Parsed(
+                    [g for g in parsed.good if id(g[0]) not in at_fault], parsed.bad + faulty
+                )
+            self._failed_from = {}
             await self._deadletter(parsed.bad)
             await consumer.commit({tp: items[-1].offset + 1 for tp, items in batches.items()})
         self.counters.batches += 1
@@ -312,6 +351,26 @@ class FactConsumer:
         self.counters.deadlettered += len(parsed.bad)
         if parsed.good:
             self.counters.last_ingested_at = max(m.ingested_at for _, m in parsed.good)
+
+    async def _apply_one_by_one(
+        self, parsed: Parsed
+    ) -> tuple[int, list[tuple[ConsumerRecord[bytes, bytes], str]]] | None:
+        """Applies each event in a transaction of its own: how many changed something,
+        and the records that failed with why. None (retry the batch later) when the
+        database itself failed, or every event did: that is no bad record but a fault
+        that would dead-letter everything."""
+        applied = 0
+        faulty: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
+        for record, message in parsed.good:
+            try:
+                applied += await apply_messages(self.db, [message], self.erased)
+            except Exception as exc:
+                if passing(exc):
+                    return None
+                faulty.append((record, f"cannot be applied: {type(exc).__name__}: {exc}"))
+        if len(faulty) == len(parsed.good):
+            return None
+        return applied, faulty
 
     async def _deadletter(self, bad: list[tuple[ConsumerRecord[bytes, bytes], str]]) -> None:
         if not bad:
