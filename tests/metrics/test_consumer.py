@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
 
@@ -95,6 +97,43 @@ async def own_consumer(
     return settings, topic_for("order_line", prefix), tenant, minter.mint(tenant, ["kpi:read"])
 
 
+@asynccontextmanager
+async def serving(
+    settings: Settings, minter: TokenMinter
+) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+    """The metrics service with these settings, and a client of it, until the block ends."""
+    port = free_port()
+    app = create_app(settings)
+    async with (
+        serve_app(app, "127.0.0.1", port),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
+    ):
+        app.state.token_verifier = minter.verifier()
+        yield app, client
+
+
+async def dead_letters(bootstrap: str, settings: Settings, count: int) -> list[Any]:
+    """The first ``count`` records of the dead-letter topic (fewer after 20 s)."""
+    dead = AIOKafkaConsumer(
+        settings.topic_prefix + DEADLETTER_TOPIC,
+        bootstrap_servers=bootstrap,
+        group_id=f"dlq-{secrets.token_hex(3)}",
+        auto_offset_reset="earliest",
+        session_timeout_ms=2000,
+        heartbeat_interval_ms=500,
+    )
+    await dead.start()
+    try:
+        records: list[Any] = []
+        deadline = time.monotonic() + 20
+        while len(records) < count and time.monotonic() < deadline:
+            for batch in (await dead.getmany(timeout_ms=500)).values():
+                records.extend(batch)
+        return records
+    finally:
+        await dead.stop()
+
+
 async def test_bad_records_are_dead_lettered_and_offsets_follow_the_commit(
     fresh_database: FreshDatabase, kafka_bootstrap: str, minter: TokenMinter
 ) -> None:
@@ -110,13 +149,7 @@ async def test_bad_records_are_dead_lettered_and_offsets_follow_the_commit(
             (key, message(tenant, "e2", 1)),
         ],
     )
-    port = free_port()
-    app = create_app(settings)
-    async with (
-        serve_app(app, "127.0.0.1", port),
-        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
-    ):
-        app.state.token_verifier = minter.verifier()
+    async with serving(settings, minter) as (app, client):
 
         async def applied_all() -> bool:
             # Counters move after the offsets are committed, a moment after the data.
@@ -141,23 +174,7 @@ async def test_bad_records_are_dead_lettered_and_offsets_follow_the_commit(
         assert await gmv(client, token) == 30.0
         assert app.state.consumer.counters.applied == 2
 
-    dead = AIOKafkaConsumer(
-        settings.topic_prefix + DEADLETTER_TOPIC,
-        bootstrap_servers=kafka_bootstrap,
-        group_id=f"dlq-{secrets.token_hex(3)}",
-        auto_offset_reset="earliest",
-        session_timeout_ms=2000,
-        heartbeat_interval_ms=500,
-    )
-    await dead.start()
-    try:
-        records: list[Any] = []
-        deadline = time.monotonic() + 20
-        while len(records) < 2 and time.monotonic() < deadline:
-            for batch in (await dead.getmany(timeout_ms=500)).values():
-                records.extend(batch)
-    finally:
-        await dead.stop()
+    records = await dead_letters(kafka_bootstrap, settings, 2)
     assert [r.value for r in records] == [
         b"{not json",
         orjson.dumps({"tenant_id": tenant, "type": "order_line"}),
@@ -168,8 +185,7 @@ async def test_bad_records_are_dead_lettered_and_offsets_follow_the_commit(
     assert b"event_id" in dict(records[1].headers)["reason"]
 
     # A new consumer in the same group starts after the committed offsets.
-    app = create_app(settings)
-    async with serve_app(app, "127.0.0.1", port):
+    async with serving(settings, minter) as (app, _):
         await produce(kafka_bootstrap, topic, [(key, message(tenant, "e3", 1))])
 
         async def third() -> bool:
@@ -203,15 +219,9 @@ async def test_a_batch_that_failed_is_applied_again_and_nothing_after_it_is_lost
     monkeypatch.setattr(consumer_module, "apply_messages", fails_once)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=False)
     await producer.start()
-    port = free_port()
-    app = create_app(settings)
     try:
         await producer.send_and_wait(topic, message(tenant, "e1", 1), partition=0)
-        async with (
-            serve_app(app, "127.0.0.1", port),
-            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
-        ):
-            app.state.token_verifier = minter.verifier()
+        async with serving(settings, minter) as (app, client):
             await asyncio.wait_for(entered.wait(), 30)
             # In partitions the failed batch did not read from.
             await producer.send_and_wait(topic, message(tenant, "e2", 2), partition=1)
@@ -256,13 +266,7 @@ async def test_an_event_that_fails_twice_is_dead_lettered_and_the_rest_applied(
             (key, message(tenant, "e3", 2)),
         ],
     )
-    port = free_port()
-    app = create_app(settings)
-    async with (
-        serve_app(app, "127.0.0.1", port),
-        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
-    ):
-        app.state.token_verifier = minter.verifier()
+    async with serving(settings, minter) as (app, client):
 
         async def moved_on() -> bool:
             return app.state.consumer.counters.records >= 3
@@ -274,21 +278,7 @@ async def test_an_event_that_fails_twice_is_dead_lettered_and_the_rest_applied(
         # The whole batch, again, then one event at a time.
         assert attempts[:2] == [3, 3] and sorted(attempts[2:]) == [1, 1, 1]
 
-    dead = AIOKafkaConsumer(
-        settings.topic_prefix + DEADLETTER_TOPIC,
-        bootstrap_servers=kafka_bootstrap,
-        group_id=f"dlq-{secrets.token_hex(3)}",
-        auto_offset_reset="earliest",
-    )
-    await dead.start()
-    try:
-        records: list[Any] = []
-        deadline = time.monotonic() + 20
-        while not records and time.monotonic() < deadline:
-            for batch in (await dead.getmany(timeout_ms=500)).values():
-                records.extend(batch)
-    finally:
-        await dead.stop()
+    records = await dead_letters(kafka_bootstrap, settings, 1)
     assert [r.value for r in records] == [message(tenant, "bad", 5)]
     assert b"DataError" in dict(records[0].headers)["reason"]
 

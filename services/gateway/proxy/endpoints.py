@@ -33,9 +33,10 @@ async def route(request: Request, path: str) -> Response:
     if "authorization" in request.headers:
         try:
             await current_principal(request)
-        except TokenRevoked:
-            raise  # the owning service would take it: only the gateway knows
-        except Unauthenticated:
-            pass  # the owning service checks the token itself and answers 401 or 403
+        except Unauthenticated as exc:
+            # The owning service checks the token itself and answers 401 or 403, but
+            # would take a revoked one: only the gateway knows revocations.
+            if isinstance(exc, TokenRevoked):
+                raise
     base = service_urls(request.app.state.settings)[service]
     return await forward(request, request.app.state.http, service, base)
