@@ -74,3 +74,11 @@ async def test_settings_need_tenant_admin_and_valid_fields(
     )
     assert bad.status_code == 422
     assert {e["field"] for e in bad.json()["errors"]} == {"reporting_currency", "gmv_with_vat"}
+    loose = await http.put(
+        "/v1/settings/kpi",
+        json={"gmv_includes_tax": "yes", "gmv_includes_shipping": 0},
+        headers=admin.headers,
+    )
+    assert loose.status_code == 422
+    fields = {e["field"] for e in loose.json()["errors"]}
+    assert fields == {"gmv_includes_tax", "gmv_includes_shipping"}

@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 
 class KpiSettings(BaseModel):
@@ -13,8 +13,9 @@ class KpiSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    gmv_includes_tax: bool = Field(default=False, description="Add item tax to GMV.")
-    gmv_includes_shipping: bool = Field(default=True, description="Keep shipping in GMV.")
+    # Strict: "yes", "0" or 1 would otherwise pass as a boolean, and change every answer.
+    gmv_includes_tax: StrictBool = Field(default=False, description="Add item tax to GMV.")
+    gmv_includes_shipping: StrictBool = Field(default=True, description="Keep shipping in GMV.")
     refunds_by: Literal["refunded_at", "purchase_date"] = Field(
         default="refunded_at",
         description="Date refunds count on: their own refunded_at, or their order's purchase "
