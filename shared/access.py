@@ -132,6 +132,14 @@ def _limits(claim: Any) -> dict[str, frozenset[str]]:
     return limits
 
 
+def refuse_erased(request: Request, *tenant_ids: str | None) -> None:
+    """403 when any of these tenants is one the app knows to be erased (``app.state.
+    erased``): a write of, or for, it would bring its rows back."""
+    erased: Container[str] = getattr(request.app.state, "erased", ())
+    if any(tenant_id in erased for tenant_id in tenant_ids if tenant_id is not None):
+        raise Forbidden("this tenant has been erased")
+
+
 async def resolve_access(
     request: Request, principal: Principal, scope: str, tenant_id: str | None
 ) -> Access:
@@ -140,10 +148,8 @@ async def resolve_access(
     own = principal.require_tenant()
     # An erased tenant's tokens verify until they expire: no write may bring its rows
     # back. Reading finds nothing, which is true (GraphQL reads are POSTs too).
-    erased: Container[str] = getattr(request.app.state, "erased", ())
-    writes = request.method not in ("GET", "HEAD") and not scope.endswith(":read")
-    if writes and (own in erased or tenant_id in erased):
-        raise Forbidden("this tenant has been erased")
+    if request.method not in ("GET", "HEAD") and not scope.endswith(":read"):
+        refuse_erased(request, own, tenant_id)
     if tenant_id is None or tenant_id == own:
         limits = _limits(principal.claims.get("limits"))
         return Access(

@@ -47,11 +47,14 @@ DEADLETTER_TOPIC = "lodestar.deadletter.v1"
 ALERTS_TOPIC = "lodestar.alerts.v1"
 
 
+# PostgreSQL stores no NUL character in text or jsonb: an event holding one would be
+# accepted here and then fail in the consumer, holding up every event behind it.
+NO_NUL = "must not contain the NUL character (\\u0000)"
+
+
 def _no_nul(value: str) -> str:
-    # PostgreSQL stores no NUL character in text or jsonb: an event holding one would be
-    # accepted here and then fail in the consumer, holding up every event behind it.
     if "\x00" in value:
-        raise ValueError("must not contain the NUL character (\\u0000)")
+        raise ValueError(NO_NUL)
     return value
 
 

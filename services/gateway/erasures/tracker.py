@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from services.gateway.config import Settings
 from services.gateway.erasures import service
+from shared.access import refuse_erased
 from shared.auth import TokenRevoked, current_principal
 from shared.db import Database
 from shared.erasure import (
@@ -36,7 +37,7 @@ from shared.erasure import (
     listener_group,
     readable,
 )
-from shared.errors import Forbidden, Unauthenticated
+from shared.errors import Unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -131,16 +132,17 @@ class ErasureTracker:
 
 
 async def refuse_erased_writes(request: Request) -> None:
-    """Route dependency: 403 for a write by, or naming, an erased tenant. Its access
-    tokens still verify until they expire; a write would bring rows of it back."""
-    if request.method == "GET" or "authorization" not in request.headers:
+    """Route dependency: the caller, resolved once for the route. A revoked token is 401
+    here, as only the gateway knows revocations; another bad token is left to the route,
+    or the service it goes to. A write by, or naming, an erased tenant is 403: its
+    tokens still verify until they expire."""
+    if "authorization" not in request.headers:
         return
     try:
         principal = await current_principal(request)
-    except TokenRevoked:
-        raise
-    except Unauthenticated:
-        return  # the route, or the service it goes to, answers 401 itself
-    erased: ErasureTracker = request.app.state.erasures
-    if principal.tenant_id in erased or request.query_params.get("tenant_id") in erased:
-        raise Forbidden("this tenant has been erased")
+    except Unauthenticated as exc:
+        if isinstance(exc, TokenRevoked):
+            raise
+        return
+    if request.method != "GET":
+        refuse_erased(request, principal.tenant_id, request.query_params.get("tenant_id"))

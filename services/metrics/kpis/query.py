@@ -16,6 +16,7 @@ from typing import Any
 from services.metrics.kpis.formulas import FORMULAS
 from services.metrics.kpis.registry import KPIS
 from shared.errors import FieldError, InvalidInput
+from shared.events import NO_NUL
 from shared.time import DATE_RANGE, in_date_range
 
 GRAINS = ("day", "week", "month", "quarter", "year", "total")
@@ -111,8 +112,7 @@ def parse_query(tenant_id: str, params: dict[str, str | None]) -> KpiQuery:
     filters = {FILTERS[name]: _split(params.get(name)) for name in FILTERS if params.get(name)}
     for dimension, values in filters.items():
         if any("\x00" in value for value in values):
-            reason = "must not contain the NUL character (\\u0000)"
-            errors.append(FieldError(field=FILTER_OF[dimension], reason=reason))
+            errors.append(FieldError(field=FILTER_OF[dimension], reason=NO_NUL))
     currency = params.get("currency")
     if currency is not None and not re.fullmatch(r"[A-Z]{3}", currency):
         errors.append(FieldError(field="currency", reason="a three-letter ISO 4217 code"))
