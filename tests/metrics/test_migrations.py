@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date
+from decimal import Decimal
 
 import asyncpg
 from alembic import command
@@ -54,3 +55,32 @@ async def test_sku_orders_gain_the_category_and_lose_it_again(
     }
     await asyncio.to_thread(command.downgrade, alembic_config("metrics", url), "0011")
     assert await sku_orders(url) == {("t1", day, "amazon", "s1", "US", "LAMP", 2, 3)}
+
+
+async def test_store_measures_are_filled_from_the_sku_measures(
+    fresh_database: FreshDatabase,
+) -> None:
+    url = await fresh_database()
+    await asyncio.to_thread(upgrade, "metrics", url, "0012")
+    conn = await asyncpg.connect(asyncpg_dsn(url), server_settings={"search_path": "metrics"})
+    try:
+        await conn.execute(
+            """
+            INSERT INTO daily_measures VALUES
+                ('t1', '2026-04-10', 'amazon', 's1', 'US', 'LAMP', 'ad_cost', 'USD', 1.25),
+                ('t1', '2026-04-10', 'amazon', 's1', 'US', 'RUG', 'ad_cost', 'USD', 2.50),
+                ('t1', '2026-04-10', 'amazon', 's1', 'US', 'RUG', 'clicks', '', 7)
+            """
+        )
+        await asyncio.to_thread(upgrade, "metrics", url)
+        rows = await conn.fetch(
+            "SELECT measure, currency, value FROM daily_store_measures ORDER BY measure"
+        )
+        assert [tuple(r.values()) for r in rows] == [
+            ("ad_cost", "USD", Decimal("3.75")),
+            ("clicks", "", Decimal(7)),
+        ]
+        await asyncio.to_thread(command.downgrade, alembic_config("metrics", url), "0012")
+        assert await conn.fetchval("SELECT to_regclass('daily_store_measures')") is None
+    finally:
+        await conn.close()

@@ -15,9 +15,10 @@ from typing import Any
 
 import asyncpg
 
+from services.metrics.facts.repository import MEASURE_CELL, add_measure_cells
+
 ATTACHED_TYPES = ("refund", "shipment", "order_defect")
 _KEYS = "tenant_id, platform, store_id, order_id"
-_CELL = "tenant_id, local_date, platform, store_id, marketplace, sku, measure, currency"
 
 # The cells of every order in attached_keys, computed from its current state.
 NEW_CELLS_SQL = f"""
@@ -49,14 +50,11 @@ SELECT DISTINCT {_KEYS}, order_date, marketplace, '', 'orders_defective', '', 1
 FROM attached WHERE type = 'order_defect'
 """
 
-# Adds ({sign} = "") or takes out ({sign} = "-") the cells of the orders in attached_keys.
-ADD_CELLS_SQL = f"""
-INSERT INTO daily_measures AS m ({_CELL}, value)
-SELECT {_CELL}, {{sign}}sum(value)
+# The cells of the orders in attached_keys, to add ({sign} = "") or take out ({sign} = "-").
+CELLS_SQL = f"""
+SELECT {MEASURE_CELL}, {{sign}}sum(value) AS value
 FROM order_attached_cells JOIN (SELECT DISTINCT * FROM attached_keys) k USING ({_KEYS})
-GROUP BY {_CELL}
-ON CONFLICT (tenant_id, measure, local_date, platform, store_id, marketplace, sku, currency)
-DO UPDATE SET value = m.value + EXCLUDED.value
+GROUP BY {MEASURE_CELL}
 """
 
 
@@ -85,11 +83,11 @@ async def move_order_attachments(
         await conn.execute(f"INSERT INTO attached_keys SELECT {_KEYS} FROM touched_keys")
     # No statistics on a temporary table: the planner would scan events_raw whole.
     await conn.execute("ANALYZE attached_keys")
-    await conn.execute(ADD_CELLS_SQL.format(sign="-"))
+    await add_measure_cells(conn, CELLS_SQL.format(sign="-"))
     await conn.execute(
         f"DELETE FROM order_attached_cells c USING attached_keys k "
         f"WHERE ({', '.join('c.' + k for k in _KEYS.split(', '))}) "
         f"= ({', '.join('k.' + k for k in _KEYS.split(', '))})"
     )
     await conn.execute(NEW_CELLS_SQL)
-    await conn.execute(ADD_CELLS_SQL.format(sign=""))
+    await add_measure_cells(conn, CELLS_SQL.format(sign=""))

@@ -52,6 +52,32 @@ _SKU_ORDER_DIMS = "tenant_id, local_date, platform, store_id, marketplace, sku, 
 _CATEGORY_ORDER_DIMS = "tenant_id, local_date, platform, store_id, marketplace, category"
 
 
+MEASURE_CELL = "tenant_id, local_date, platform, store_id, marketplace, sku, measure, currency"
+_STORE_MEASURE_CELL = "tenant_id, local_date, platform, store_id, marketplace, measure, currency"
+
+
+async def add_measure_cells(conn: asyncpg.Connection, cells_sql: str, *args: Any) -> None:
+    """Adds the rows ``cells_sql`` selects (``MEASURE_CELL`` columns and ``value``, each
+    cell at most once) to the per-SKU measures and, summed over SKUs, to the per-store
+    ones, which answer every question that names no SKU or category."""
+    await conn.execute(
+        f"""
+        WITH cells AS ({cells_sql}),
+        per_sku AS (
+            INSERT INTO daily_measures AS m ({MEASURE_CELL}, value)
+            SELECT {MEASURE_CELL}, value FROM cells
+            ON CONFLICT (tenant_id, measure, local_date, platform, store_id, marketplace, sku, currency)
+            DO UPDATE SET value = m.value + EXCLUDED.value
+        )
+        INSERT INTO daily_store_measures AS m ({_STORE_MEASURE_CELL}, value)
+        SELECT {_STORE_MEASURE_CELL}, sum(value) FROM cells GROUP BY {_STORE_MEASURE_CELL}
+        ON CONFLICT (tenant_id, measure, local_date, platform, store_id, marketplace, currency)
+        DO UPDATE SET value = m.value + EXCLUDED.value
+        """,
+        *args,
+    )
+
+
 class FactRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
@@ -323,18 +349,16 @@ class FactRepository:
         return {(row["tenant_id"], row["event_id"]) for row in applied}, replaced
 
     async def add_measures(self, deltas: list[tuple[Any, ...]]) -> None:
+        """Rows (cell..., delta), each cell once: see ``add_measure_cells``."""
         if not deltas:
             return
-        await self.conn.execute(
-            """
-            INSERT INTO daily_measures AS m
-                (tenant_id, local_date, platform, store_id, marketplace, sku, measure, currency, value)
+        await add_measure_cells(
+            self.conn,
+            f"""
             SELECT * FROM unnest(
                 $1::text[], $2::date[], $3::text[], $4::text[], $5::text[], $6::text[],
                 $7::text[], $8::text[], $9::numeric[]
-            )
-            ON CONFLICT (tenant_id, measure, local_date, platform, store_id, marketplace, sku, currency)
-            DO UPDATE SET value = m.value + EXCLUDED.value
+            ) AS c({MEASURE_CELL}, value)
             """,
             *[list(column) for column in zip(*deltas, strict=True)],
         )

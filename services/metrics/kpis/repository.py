@@ -77,10 +77,14 @@ _FX_JOIN = (
 )
 
 
-def _measures_source(grouping: Grouping, alias: str) -> str:
-    """daily_measures, with each row's SKU's category when the query needs it (measures
+def _measures_source(grouping: Grouping, alias: str, per_sku: bool = False) -> str:
+    """The measures a query reads: per store unless it names SKUs or categories (or
+    ``per_sku``), and then with each row's SKU's category when it needs it (measures
     are kept by SKU; a SKU's category is the one its newest order line names)."""
-    if "category" not in grouping.group_by and "category" not in grouping.filters:
+    named = {*grouping.group_by, *grouping.filters}
+    if not per_sku and not named & {"sku", "category"}:
+        return f"daily_store_measures {alias}"
+    if "category" not in named:
         return f"daily_measures {alias}"
     return f"""(
         SELECT dm.*, coalesce(c.category, '') AS category
@@ -291,7 +295,7 @@ class RollupRepository:
         """One row per bucket and measure: its converted sum."""
         return await self._summed_then_converted(
             grouping,
-            _measures_source(grouping, "daily_measures"),
+            _measures_source(grouping, "m"),
             {"value": "value"},
             money={"value"},
             keep=["measure"],
@@ -313,7 +317,7 @@ class RollupRepository:
             SELECT {_period(grouping.grain, "m")} AS period{select_dims}, m.local_date,
                    sum(value) FILTER (WHERE measure = 'on_hand') AS on_hand,
                    sum(value) FILTER (WHERE measure = 'snapshots') AS snapshots
-            FROM {_measures_source(grouping, "m")}
+            FROM {_measures_source(grouping, "m", per_sku=True)}
             WHERE tenant_id = $1 AND local_date BETWEEN $2 AND $3
               AND measure IN ('on_hand', 'snapshots') {" ".join(clauses)}
             GROUP BY 1{"".join(f", {c}" for c in dims)}, m.local_date, platform, store_id, marketplace, sku
@@ -339,7 +343,7 @@ class RollupRepository:
         rows = await self.conn.fetch(
             """
             SELECT DISTINCT currency FROM daily_store_sales WHERE tenant_id = $1 AND local_date BETWEEN $2 AND $3
-            UNION SELECT DISTINCT currency FROM daily_measures WHERE tenant_id = $1 AND local_date BETWEEN $2 AND $3
+            UNION SELECT DISTINCT currency FROM daily_store_measures WHERE tenant_id = $1 AND local_date BETWEEN $2 AND $3
             UNION SELECT DISTINCT currency FROM unit_costs WHERE tenant_id = $1
             """,
             tenant_id,
@@ -355,8 +359,8 @@ class RollupRepository:
         row = await self.conn.fetchrow(
             """
             SELECT min(d) AS first, count(*) AS days FROM (
-                SELECT local_date AS d FROM daily_sales WHERE tenant_id = $1 AND currency = $2 AND local_date = ANY($3::date[])
-                UNION SELECT local_date FROM daily_measures WHERE tenant_id = $1 AND currency = $2 AND local_date = ANY($3::date[])
+                SELECT local_date AS d FROM daily_store_sales WHERE tenant_id = $1 AND currency = $2 AND local_date = ANY($3::date[])
+                UNION SELECT local_date FROM daily_store_measures WHERE tenant_id = $1 AND currency = $2 AND local_date = ANY($3::date[])
             ) days
             """,
             tenant_id,
@@ -368,7 +372,7 @@ class RollupRepository:
 
     async def dominant_currency(self, tenant_id: str, start: date, end: date) -> str | None:
         value = await self.conn.fetchval(
-            "SELECT currency FROM daily_sales WHERE tenant_id = $1 AND local_date BETWEEN $2 AND $3 "
+            "SELECT currency FROM daily_store_sales WHERE tenant_id = $1 AND local_date BETWEEN $2 AND $3 "
             "GROUP BY currency ORDER BY sum(lines) DESC, currency LIMIT 1",
             tenant_id,
             start,

@@ -49,18 +49,49 @@ STATEMENTS = [
 ]
 
 
+_KEYS = "tenant_id, platform, store_id, order_id"
+_CELL = "tenant_id, local_date, platform, store_id, marketplace, sku, measure, currency"
+# The cells of every order already applied, as the consumer of this revision computed
+# them (kept here as they were: later code must not change what this step did).
+NEW_CELLS = f"""
+INSERT INTO order_attached_cells ({_KEYS}, local_date, marketplace, sku, measure, currency, value)
+WITH attached AS (
+    SELECT o.tenant_id, o.platform, o.store_id, o.order_id, o.order_date, o.marketplace,
+           r.type, r.payload
+    FROM orders o
+    JOIN events_raw r
+      ON r.tenant_id = o.tenant_id AND r.platform = o.platform AND r.store_id = o.store_id
+     AND r.payload->>'order_id' = o.order_id
+     AND r.type IN ('refund', 'shipment', 'order_defect')
+)
+SELECT {_KEYS}, order_date, marketplace, coalesce(payload->>'sku', ''),
+       'refund_amount_by_purchase', payload->'amount'->>'currency',
+       sum((payload->'amount'->>'amount')::numeric)
+FROM attached WHERE type = 'refund'
+GROUP BY {_KEYS}, order_date, marketplace, coalesce(payload->>'sku', ''),
+         payload->'amount'->>'currency'
+UNION ALL
+SELECT DISTINCT {_KEYS}, order_date, marketplace, '', 'orders_seller_cancelled', '', 1
+FROM attached
+WHERE type = 'shipment' AND (payload->>'cancelled_by_seller_before_ship')::boolean
+UNION ALL
+SELECT DISTINCT {_KEYS}, order_date, marketplace, '', 'orders_defective', '', 1
+FROM attached WHERE type = 'order_defect'
+"""
+ADD_CELLS = f"""
+INSERT INTO daily_measures AS m ({_CELL}, value)
+SELECT {_CELL}, sum(value) FROM order_attached_cells GROUP BY {_CELL}
+ON CONFLICT (tenant_id, measure, local_date, platform, store_id, marketplace, sku, currency)
+DO UPDATE SET value = m.value + EXCLUDED.value
+"""
+
+
 def upgrade() -> None:
     for statement in STATEMENTS:
         op.execute(statement)
     # Orders already applied get their cells as if each had just been touched.
-    op.execute(
-        "CREATE TEMP TABLE attached_keys AS SELECT tenant_id, platform, store_id, order_id FROM orders"
-    )
-    from services.metrics.facts.attachments import ADD_CELLS_SQL, NEW_CELLS_SQL
-
-    op.execute(NEW_CELLS_SQL)
-    op.execute(ADD_CELLS_SQL.format(sign=""))
-    op.execute("DROP TABLE attached_keys")
+    op.execute(NEW_CELLS)
+    op.execute(ADD_CELLS)
 
 
 def downgrade() -> None:
