@@ -166,6 +166,32 @@ async def test_an_agency_sees_only_what_the_grant_allows_until_it_is_revoked(
     )
     assert pushed_for_seller.status_code == 202, pushed_for_seller.text
     await wait_for(http, seller, seller.tenant_id, 16.0)
+    # The seller's acme-mx sale "b" cannot be replaced by a higher version naming the
+    # granted store: that would move it out of a store the agency may not touch.
+    moved = {**sale("b", "acme-us", "0.01"), "version": 2}
+    taken_over = await http.post(
+        "/v1/events", params={"tenant_id": seller.tenant_id}, json={"events": [moved]},
+        headers=agency.headers,
+    )  # fmt: skip
+    assert taken_over.status_code == 403
+    assert taken_over.json()["errors"] == [
+        {"index": 0, "field": "event_id",
+         "reason": "already names an event outside what this caller may reach"}
+    ]  # fmt: skip
+    as_csv = await http.post(
+        "/v1/events:csv",
+        params={"tenant_id": seller.tenant_id, "type": "order_line"},
+        content="event_id,version,platform,store_id,marketplace,order_id,line_id,sku,quantity,"
+        "unit_price,currency,status,purchased_at\n"
+        "b,2,amazon,acme-us,US,o-b,1,LAMP,1,0.01,USD,shipped,2026-03-10T18:00:00Z\n",
+        headers={**agency.headers, "Content-Type": "text/csv"},
+    )
+    assert as_csv.status_code == 403 and as_csv.json()["errors"][0]["row"] == 2, as_csv.text
+    # The seller itself may still move its own sale.
+    assert (
+        await http.post("/v1/events", json={"events": [moved]}, headers=seller.headers)
+    ).status_code == 202
+    await wait_for(http, seller, seller.tenant_id, 11.01)
     plans = await http.get(
         "/v1/targets/plans", params={"tenant_id": seller.tenant_id}, headers=agency.headers
     )

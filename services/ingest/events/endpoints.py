@@ -57,6 +57,7 @@ async def push_events(
     db: Database = request.app.state.db
     # Committed when the block ends, before the 202 goes out: the answer means durable.
     async with db.raw_connection() as conn, conn.transaction():
+        await service.check_replaced(EventRepository(conn), tenant_id, events, access)
         answer = await service.accept(
             EventRepository(conn),
             OutboxRepository(conn),
@@ -118,6 +119,9 @@ async def upload_events_csv(
     # The type is part of what the key protects: the same file as another type differs.
     request_hash = service.fingerprint(event_type.encode() + b"\n" + raw)
     async with db.raw_connection() as conn, conn.transaction():
+        await service.check_replaced(
+            EventRepository(conn), tenant_id, events, access, first_row=FIRST_DATA_ROW
+        )
         answer = await service.accept(
             EventRepository(conn),
             OutboxRepository(conn),

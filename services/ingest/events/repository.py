@@ -7,6 +7,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from shared.events import Event
+
 
 class EventRepository:
     """Accepted versions and idempotency keys of pushed events, one tenant per call."""
@@ -51,28 +53,49 @@ class EventRepository:
             orjson.dumps(body).decode(),
         )
 
-    async def accept_versions(
-        self, tenant_id: str, event_ids: list[str], versions: list[int]
-    ) -> set[str]:
-        """Records each event's version when it is new or higher; returns the accepted ids.
+    async def accept_versions(self, tenant_id: str, events: list[Event]) -> set[str]:
+        """Records each event's version (and where it belongs) when it is new or higher;
+        returns the accepted ids.
 
         One statement for the whole batch: the row lock on a known event_id also
         serialises two pushes of the same event, so exactly one of them is accepted.
         """
         rows = await self.conn.fetch(
             """
-            INSERT INTO event_versions AS ev (tenant_id, event_id, version)
-            SELECT $1, e.event_id, e.version
-            FROM unnest($2::text[], $3::int[]) AS e(event_id, version)
-            ON CONFLICT (tenant_id, event_id) DO UPDATE SET version = EXCLUDED.version
+            INSERT INTO event_versions AS ev (tenant_id, event_id, version, store_id, marketplace)
+            SELECT $1, e.* FROM unnest($2::text[], $3::int[], $4::text[], $5::text[])
+                AS e(event_id, version, store_id, marketplace)
+            ON CONFLICT (tenant_id, event_id) DO UPDATE SET
+                version = EXCLUDED.version,
+                store_id = EXCLUDED.store_id,
+                marketplace = EXCLUDED.marketplace
             WHERE ev.version < EXCLUDED.version
             RETURNING event_id
             """,
             tenant_id,
-            event_ids,
-            versions,
+            [e.event_id for e in events],
+            [e.version for e in events],
+            [e.source.store_id for e in events],
+            [e.source.marketplace for e in events],
         )
         return {row["event_id"] for row in rows}
+
+    async def stored_sources(
+        self, tenant_id: str, event_ids: list[str]
+    ) -> dict[str, tuple[str | None, str | None]]:
+        """The store and marketplace of each already accepted event, locked until the
+        transaction ends so what is checked is what gets replaced."""
+        rows = await self.conn.fetch(
+            """
+            SELECT event_id, store_id, marketplace FROM event_versions
+            WHERE tenant_id = $1 AND event_id = ANY($2::text[])
+            ORDER BY event_id
+            FOR UPDATE
+            """,
+            tenant_id,
+            event_ids,
+        )
+        return {row["event_id"]: (row["store_id"], row["marketplace"]) for row in rows}
 
     async def delete_idempotency_keys_before(self, hours: int) -> int:
         """Forgets idempotency keys older than ``hours`` (all tenants); returns how many."""

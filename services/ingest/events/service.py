@@ -127,6 +127,35 @@ def check_stores(events: list[Event], access: Access, first_row: int | None = No
         raise Forbidden(f"{bad} event(s) lie outside what this caller may reach", errors)
 
 
+async def check_replaced(
+    repository: EventRepository,
+    tenant_id: str,
+    events: list[Event],
+    access: Access,
+    first_row: int | None = None,
+) -> None:
+    """A caller limited to stores or marketplaces may name an event already accepted
+    only when that event lies within them too: a higher version would otherwise move
+    another store's sale into one it may push to. 403 naming each such event."""
+    if access.stores is None and access.marketplaces is None:
+        return
+    stored = await repository.stored_sources(tenant_id, sorted({e.event_id for e in events}))
+    errors: list[FieldError] = []
+    for index, event in enumerate(events):
+        if event.event_id not in stored:
+            continue
+        store, marketplace = stored[event.event_id]
+        if (access.stores is not None and store not in access.stores) or (
+            access.marketplaces is not None and marketplace not in access.marketplaces
+        ):
+            row = None if first_row is None else index + first_row
+            reason = "already names an event outside what this caller may reach"
+            errors.append(FieldError("event_id", reason, index=index, row=row))
+    if errors:
+        bad = len({e.index for e in errors})
+        raise Forbidden(f"{bad} event(s) would replace events outside this caller's reach", errors)
+
+
 def fingerprint(raw_body: bytes) -> str:
     """What an Idempotency-Key remembers of its request, to tell a replay from a reuse."""
     return hashlib.sha256(raw_body).hexdigest()
@@ -153,9 +182,7 @@ async def accept(
         return await _replay(repository, tenant_id, idempotency_key, request_hash)
 
     latest = _latest_per_event(events)
-    accepted_ids = await repository.accept_versions(
-        tenant_id, [e.event_id for e in latest], [e.version for e in latest]
-    )
+    accepted_ids = await repository.accept_versions(tenant_id, latest)
     accepted = [e for e in latest if e.event_id in accepted_ids]
     if accepted:
         ingested_at = utcnow().isoformat()
