@@ -269,6 +269,20 @@ async def test_an_expired_grant_stops_working_by_itself(
         headers=seller.headers,
     )
     assert renewed.status_code == 201 and renewed.json()["expires_at"] is None
+    # The expired one cannot be revived beside it: one active grant per agency.
+    revived = await http.patch(
+        f"/v1/grants/{created.json()['id']}", json={"expires_at": None}, headers=seller.headers
+    )
+    assert revived.status_code == 409 and renewed.json()["id"] in revived.json()["detail"]
+    # Once the new one is revoked, the old one may come back.
+    revoked = await http.delete(f"/v1/grants/{renewed.json()['id']}", headers=seller.headers)
+    assert revoked.status_code == 204
+    assert await march_gmv(http, agency, seller.tenant_id) == "FORBIDDEN"
+    revived = await http.patch(
+        f"/v1/grants/{created.json()['id']}", json={"expires_at": None}, headers=seller.headers
+    )
+    assert revived.status_code == 200 and revived.json()["status"] == "active"
+    assert await march_gmv(http, agency, seller.tenant_id) == 0.0
 
 
 async def test_bad_grants_name_the_field(http: httpx.AsyncClient, new_tenant: NewTenant) -> None:

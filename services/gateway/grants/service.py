@@ -157,7 +157,18 @@ async def update_grant(
             raise InvalidInput("scopes cannot be null", [FieldError("scopes", "required")])
         grant.scopes = _checked_scopes(data.scopes)
     if "expires_at" in data.model_fields_set:
-        grant.expires_at = _checked_expiry(data.expires_at)
+        expires_at = _checked_expiry(data.expires_at)
+        if grant.expires_at is not None and grant.expires_at <= utcnow():
+            # Reviving an expired grant must not make a second active one for the pair.
+            await _lock_pair(session, grant.tenant_id, grant.agency_tenant_id)
+            others = await GrantRepository(session).effective(
+                grant.agency_tenant_id, grant.tenant_id, utcnow()
+            )
+            if others:
+                raise Conflict(
+                    f"grant {others[0].id} already gives this agency access; change that one"
+                )
+        grant.expires_at = expires_at
     grant.updated_at = utcnow()
     session.add(grant)
     await session.flush()
