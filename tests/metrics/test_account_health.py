@@ -70,6 +70,15 @@ async def test_shipment_rates_hand_computed(http: httpx.AsyncClient, new_tenant:
     assert got["valid_tracking_rate"] == 0.5
     # Delivered 1-15 April: s1, on time.
     assert got["on_time_delivery_rate"] == 1.0
+    # The day after, compared with the day before: the 15th's windows, though the 15th
+    # lies before the range asked for.
+    next_day = await kpis(
+        http, tenant, metrics="late_shipment_rate,valid_tracking_rate", grain="day",
+        compare_to="previous_period", **{"from": "2026-04-16", "to": "2026-04-16"},
+    )  # fmt: skip
+    previous = {v["metric"]: v["previous"] for v in next_day["rows"][0]["values"]}
+    assert abs(previous["late_shipment_rate"] - 2 / 3) < 1e-12
+    assert previous["valid_tracking_rate"] == 0.5
     refused = await http.get(
         "/v1/kpis",
         params={"metrics": "late_shipment_rate", "grain": "total", "group_by": "sku", **window},

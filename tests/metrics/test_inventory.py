@@ -83,6 +83,12 @@ async def test_inventory_kpis_hand_computed(http: httpx.AsyncClient, new_tenant:
         **{"from": "2026-04-01", "to": "2026-04-20"},
     )
     assert abs(early["rows"][0]["values"][0]["value"] - 10 / (38 / 30)) < 1e-9
+    # Compared with the ten days before, 11-20 April: those days' own 30-day window.
+    later = await kpis(
+        http, tenant, metrics="days_of_cover", grain="total", compare_to="previous_period",
+        **{"from": "2026-04-21", "to": "2026-04-30"},
+    )  # fmt: skip
+    assert abs(later["rows"][0]["values"][0]["previous"] - 10 / (38 / 30)) < 1e-9
     # Inventory by category groups the SKUs' snapshots by the category their lines name.
     by_category = await http.get(
         "/v1/kpis",

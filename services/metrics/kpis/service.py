@@ -153,11 +153,13 @@ async def _measure(
     return measured
 
 
-def _bucket_end(period: str, query: KpiQuery) -> date:
+def _bucket_end(period: str, grain: str, measured: Grouping) -> date:
+    """The last day of a bucket of the range being measured (the comparison range's own
+    end for ``previous``): windows end there."""
     if period == TOTAL:
-        return query.end
-    after = shift(date.fromisoformat(period), query.grain, forward=True)
-    return min(after - timedelta(days=1), query.end)
+        return measured.end
+    after = shift(date.fromisoformat(period), grain, forward=True)
+    return min(after - timedelta(days=1), measured.end)
 
 
 async def _trailing_units(
@@ -172,11 +174,11 @@ async def _trailing_units(
         units[dims][date.fromisoformat(row["period"])] = Decimal(row["units"] or 0)
     buckets = {bucket for bucket in found.inputs} | {
         (period, dims)
-        for period in all_periods(query.start, query.end, query.grain)
+        for period in all_periods(grouping.start, grouping.end, query.grain)
         for dims in units
     }
     for period, dims in buckets:
-        end = _bucket_end(period, query)
+        end = _bucket_end(period, query.grain, grouping)
         total = sum(
             (
                 v
@@ -229,10 +231,10 @@ async def _windowed_measures(
     buckets |= {
         (period, dims)
         for dims in counts
-        for period in all_periods(query.start, query.end, query.grain)
+        for period in all_periods(grouping.start, grouping.end, query.grain)
     }
     for period, dims in buckets:
-        end = _bucket_end(period, query)
+        end = _bucket_end(period, query.grain, grouping)
         for name, window in windows.items():
             base = name.split("@")[0]
             total = ZERO
