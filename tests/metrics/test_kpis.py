@@ -247,6 +247,8 @@ async def test_other_currencies_are_null_with_a_warning(
         ({"grain": "hour"}, "grain"),
         ({"group_by": "color"}, "group_by"),
         ({"currency": "dollars"}, "currency"),
+        # Shaped like a code, but no currency: a typo, not a rate that is missing.
+        ({"currency": "XYZ"}, "currency"),
         ({"compare_to": "last_week"}, "compare_to"),
         # Shifted a year back or to a bucket's end, these once left the calendar: 500.
         ({"from": "0001-01-01", "to": "0001-01-31", "compare_to": "previous_year"}, "from"),

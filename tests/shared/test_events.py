@@ -48,9 +48,11 @@ def test_every_bad_event_is_named_with_field_and_reason() -> None:
     unknown_type["type"] = "order"
     bad_currency = order_line(discount={"amount": "1", "currency": "usd"})
     typo = order_line(shipping_prce={"amount": "1", "currency": "USD"})
+    no_such_currency = order_line(unit_price={"amount": "1", "currency": "XYZ"})
     events, errors = validate_batch(
-        [order_line(), missing_sku, float_money, naive_time, unknown_type, bad_currency, typo]
-    )
+        [order_line(), missing_sku, float_money, naive_time, unknown_type, bad_currency, typo,
+         no_such_currency]
+    )  # fmt: skip
     assert events == []
     found = {(e.index, e.field, e.reason.split(" ")[0]) for e in errors}
     assert (1, "payload.sku", "required") in found
@@ -58,6 +60,7 @@ def test_every_bad_event_is_named_with_field_and_reason() -> None:
     assert any(e.index == 3 and e.field == "payload.purchased_at" for e in errors)
     assert any(e.index == 4 and e.field == "type" for e in errors)
     assert (5, "payload.discount.currency", "must") in found
+    assert (7, "payload.unit_price.currency", "must") in found
     assert (6, "payload.shipping_prce", "unknown") in found
     assert not any(e.index == 0 for e in errors)
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -15,6 +14,8 @@ from pydantic import (
     model_validator,
 )
 
+from shared.money import CurrencyCode
+
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 
@@ -22,15 +23,8 @@ class TenantCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Name
-    reporting_currency: str = "USD"
+    reporting_currency: CurrencyCode = "USD"
     timezone: str | None = None
-
-    @field_validator("reporting_currency")
-    @classmethod
-    def _currency(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Z]{3}", value):
-            raise ValueError("must be a three-letter ISO 4217 code such as USD")
-        return value
 
     @field_validator("timezone")
     @classmethod

@@ -6,7 +6,6 @@ daily ratios), in exact decimals until the answer is rendered.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -17,6 +16,7 @@ from services.metrics.kpis.formulas import FORMULAS
 from services.metrics.kpis.registry import KPIS
 from shared.errors import FieldError, InvalidInput
 from shared.events import NO_NUL
+from shared.money import CURRENCY_REASON, is_currency
 from shared.time import DATE_RANGE, in_date_range
 
 GRAINS = ("day", "week", "month", "quarter", "year", "total")
@@ -114,8 +114,8 @@ def parse_query(tenant_id: str, params: dict[str, str | None]) -> KpiQuery:
         if any("\x00" in value for value in values):
             errors.append(FieldError(field=FILTER_OF[dimension], reason=NO_NUL))
     currency = params.get("currency")
-    if currency is not None and not re.fullmatch(r"[A-Z]{3}", currency):
-        errors.append(FieldError(field="currency", reason="a three-letter ISO 4217 code"))
+    if currency is not None and not is_currency(currency):
+        errors.append(FieldError(field="currency", reason=CURRENCY_REASON))
     compare_to = (params.get("compare_to") or "").lower() or None
     if compare_to is not None and compare_to not in COMPARISONS:
         errors.append(FieldError(field="compare_to", reason=f"one of {', '.join(COMPARISONS)}"))

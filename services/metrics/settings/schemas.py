@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+
+from shared.money import CurrencyCode
 
 
 class KpiSettings(BaseModel):
@@ -21,18 +22,11 @@ class KpiSettings(BaseModel):
         description="Date refunds count on: their own refunded_at, or their order's purchase "
         "date (converted at that date's rate).",
     )
-    reporting_currency: str | None = Field(
+    reporting_currency: CurrencyCode | None = Field(
         default=None,
         description="Currency of answers when a query names none; when unset, the tenant's "
         "reporting currency (set when it was created).",
     )
-
-    @field_validator("reporting_currency")
-    @classmethod
-    def _currency(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[A-Z]{3}", value):
-            raise ValueError("must be a three-letter ISO 4217 code such as USD")
-        return value
 
 
 class KpiSettingsOut(KpiSettings):
