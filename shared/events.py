@@ -227,7 +227,9 @@ class Source(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     platform: Annotated[
-        str, StringConstraints(strip_whitespace=True, to_lower=True, min_length=1, max_length=64)
+        str,
+        StringConstraints(strip_whitespace=True, to_lower=True, min_length=1, max_length=64),
+        AfterValidator(_no_nul),
     ]
     store_id: Text
     marketplace: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]

@@ -118,6 +118,8 @@ def test_values_storage_or_the_calendar_cannot_hold_are_refused_at_the_door() ->
             "reason": "broken\x00",
         },
     }
+    nul_platform = order_line()
+    nul_platform["source"] = {**nul_platform["source"], "platform": "ama\x00zon"}
     snapshot = {
         **order_line(),
         "type": "inventory_snapshot",
@@ -134,6 +136,7 @@ def test_values_storage_or_the_calendar_cannot_hold_are_refused_at_the_door() ->
         order_line(unit_price={"amount": "1e400", "currency": "USD"}),
         refund,
         snapshot,
+        nul_platform,
     ]
     events, errors = validate_batch(batch)
     assert events == []
@@ -148,6 +151,7 @@ def test_values_storage_or_the_calendar_cannot_hold_are_refused_at_the_door() ->
         (7, "payload.unit_price.amount"),
         (8, "payload.reason"),
         (9, "payload.date"),
+        (10, "source.platform"),
     }, named
     assert "NUL" in named[(1, "event_id")] and "NUL" in named[(8, "payload.reason")]
     assert named[(5, "payload.purchased_at")] == "must be between 1970-01-01 and 2199-12-31"
