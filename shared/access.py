@@ -159,6 +159,9 @@ async def resolve_access(
             marketplaces=limits.get("marketplaces"),
             categories=limits.get("categories"),
         )
+    if "\x00" in tenant_id:
+        # No tenant id holds one (nor can a lookup carry it): nobody may read it.
+        raise Forbidden("no access to a tenant id holding the NUL character")
     lookup: GrantLookup = request.app.state.grant_lookup
     grant = await lookup.effective(request, principal, tenant_id)
     if grant is None:

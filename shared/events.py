@@ -69,9 +69,12 @@ def _timed(value: dt.datetime) -> dt.datetime:
     return value
 
 
+# The longest identifier an event may carry (store, SKU, order ...): a filter naming a
+# longer one can match nothing.
+MAX_TEXT = 256
 Text = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=256),
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT),
     AfterValidator(_no_nul),
 ]
 FreeText = Annotated[str, AfterValidator(_no_nul)]

@@ -21,6 +21,7 @@ from shared.audit import AuditMiddleware, audit_router
 from shared.auth import KeyCache, TokenVerifier
 from shared.db import Database
 from shared.errors import FieldError, InvalidInput, LodestarError
+from shared.input_guard import InputGuardMiddleware
 from shared.kafka import broker_reachable
 from shared.limits import LimitsMiddleware, RateLimiter
 from shared.settings import ServiceSettings
@@ -224,6 +225,7 @@ def build_app(
     install_error_handlers(app)
     # Innermost: the handlers have left who and for which tenant in the request state.
     app.add_middleware(AuditMiddleware, service=service, skip=audit_skip)
+    app.add_middleware(InputGuardMiddleware, field_of=_field_of, render=error_response)
     limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app.state.rate_limiter = limiter
     # Added first, so it runs inside tracing: refused requests are traced and logged too.

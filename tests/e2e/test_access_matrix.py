@@ -307,8 +307,12 @@ def issuer_only(ok: int) -> Callable[[Caller, World], int | None]:
     return rule
 
 
-def any_tenant_token(caller: Caller, world: World) -> int | None:
-    return 200 if caller.tenant is not None else None
+def own_or_received_grants(caller: Caller, world: World) -> int | None:
+    """Any tenant lists its own grants; naming the seller, only the agencies it granted
+    (revoked or not) see what they received, and any other tenant is refused."""
+    if caller.tenant is None:
+        return None
+    return 403 if caller.kind == "stranger" else 200
 
 
 def own_tenant_record(
@@ -361,7 +365,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("DELETE", "/v1/users/{user_id}"): Route(TENANT_ADMIN, 204, user_path(fresh=True)),
     ("POST", "/v1/grants"): Route(TENANT_ADMIN, 201, grant_create, tenant_data=False),
     ("GET", "/v1/grants"): Route(
-        None, 200, plain("/v1/grants"), tenant_data=False, rule=any_tenant_token
+        None, 200, plain("/v1/grants"), tenant_data=False, rule=own_or_received_grants
     ),
     ("GET", "/v1/grants/{grant_id}"): Route(
         None, 200, grant_path(fresh=False), tenant_data=False, rule=issuer_or_grantee

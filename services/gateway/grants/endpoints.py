@@ -17,7 +17,7 @@ from services.gateway.grants.schemas import (
 from shared.access import EFFECTIVE_GRANT_PATH
 from shared.auth import Principal, current_principal, require_scope
 from shared.deps import DbSession
-from shared.errors import NotFound
+from shared.errors import Forbidden, NotFound
 from shared.scopes import TENANT_ADMIN
 
 router = APIRouter(prefix="/v1/grants", tags=["grants"])
@@ -36,9 +36,22 @@ async def create_grant(data: GrantCreate, principal: Admin, session: DbSession) 
 
 
 @router.get("", response_model=GrantList)
-async def list_grants(principal: Caller, session: DbSession) -> GrantList:
+async def list_grants(
+    principal: Caller,
+    session: DbSession,
+    tenant_id: Annotated[
+        str | None,
+        Query(description="Another tenant: only the grants the caller received from it"),
+    ] = None,
+) -> GrantList:
     """Grants this tenant received and, for a ``tenant:admin``, those it issued."""
+    own = principal.require_tenant()
     grants = await service.visible_grants(session, principal)
+    if tenant_id is not None and tenant_id != own:
+        grants = [g for g in grants if g.tenant_id == tenant_id and g.agency_tenant_id == own]
+        if not grants:
+            # Nothing received from it: its grants are its own business, not an empty list.
+            raise Forbidden(f"no access to tenant {tenant_id}")
     return GrantList(grants=[service.out(g) for g in grants])
 
 

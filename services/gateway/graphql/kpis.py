@@ -33,6 +33,7 @@ from shared.errors import (
     Unauthenticated,
     UpstreamUnavailable,
 )
+from shared.events import MAX_TEXT
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,11 @@ def _query_params(data: KpiQueryInput) -> Params:
         FieldError(field=f"input.filters.{name}", reason=f"at most {MAX_FILTER_VALUES} items")
         for name, items in filter_lists.items()
         if len(items) > MAX_FILTER_VALUES
+    ]
+    too_long += [
+        FieldError(field=f"input.filters.{name}", reason=f"each at most {MAX_TEXT} characters")
+        for name, items in filter_lists.items()
+        if any(len(item) > MAX_TEXT for item in items)
     ]
     if len(data.metrics) > MAX_METRICS:
         too_long.insert(0, FieldError(field="input.metrics", reason=f"at most {MAX_METRICS} items"))

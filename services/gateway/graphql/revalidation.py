@@ -26,11 +26,12 @@ from dataclasses import dataclass
 import httpx
 import orjson
 from graphql import DocumentNode, ExecutionResult, FieldNode, OperationDefinitionNode
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
 from services.gateway.graphql.context import Context, UpstreamCall
+from shared.input_guard import read_body, replay
 from shared.lru import Lru
 
 log = logging.getLogger(__name__)
@@ -203,6 +204,18 @@ class Confirmations:
                     waiting.set_result(None)
 
 
+NOT_UTF8 = orjson.dumps(
+    {
+        "errors": [
+            {
+                "message": "the request body is not UTF-8 JSON",
+                "extensions": {"code": "BAD_USER_INPUT"},
+            }
+        ]
+    }
+)
+
+
 class RememberedGraphql:
     """``POST /graphql`` in front of the GraphQL route: remembered answers that are
     still current go out at once; every other request goes on to ``graphql``."""
@@ -218,9 +231,14 @@ class RememberedGraphql:
         self.confirmations = confirmations or Confirmations()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body, complete = await _read_body(receive)
+        body, complete = await read_body(receive)
         if not complete:
             return  # the client went away before its request was whole
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            await _send_json(send, NOT_UTF8, status=400)
+            return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         authorization = headers.get("authorization", "")
         key = remembered_as(body, authorization, headers.get("content-type", ""))
@@ -234,7 +252,7 @@ class RememberedGraphql:
             if confirmed is not None:
                 await _send_json(send, confirmed.body)
                 return
-        await self.graphql(scope, _replay(body, receive), send)
+        await self.graphql(scope, replay(body, receive), send)
 
     async def _current(
         self, http: httpx.AsyncClient, authorization: str, key: bytes
@@ -252,37 +270,11 @@ class RememberedGraphql:
         return None
 
 
-async def _read_body(receive: Receive) -> tuple[bytes, bool]:
-    """The request's body; ``complete`` is False when the client went away mid-body."""
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b"".join(chunks), False
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks), True
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """The body read already, then whatever the client sends next (a disconnect)."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay
-
-
-async def _send_json(send: Send, body: bytes) -> None:
+async def _send_json(send: Send, body: bytes, status: int = 200) -> None:
     await send(
         {
             "type": "http.response.start",
-            "status": 200,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),

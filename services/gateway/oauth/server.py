@@ -9,6 +9,7 @@ against that preloaded client, and authlib's RFC 9068 generator signs the token.
 
 from __future__ import annotations
 
+import binascii
 import logging
 import time
 from collections import Counter
@@ -101,6 +102,20 @@ class _FormPayload(OAuth2Payload):
         return {key: [value] for key, value in self._form.items()}
 
 
+def _basic_client_id(headers: Mapping[str, str]) -> str | None:
+    """The client id of HTTP Basic credentials; credentials that are no UTF-8 or hold
+    a NUL authenticate no client (401), rather than failing in the lookup."""
+    try:
+        client_id, _ = extract_basic_authorization(headers)
+    except (UnicodeDecodeError, binascii.Error, ValueError):
+        raise InvalidClientError(
+            description="the Basic credentials are not UTF-8", status_code=401
+        ) from None
+    if client_id is not None and "\x00" in client_id:
+        raise InvalidClientError(description="client authentication failed", status_code=401)
+    return client_id or None
+
+
 class TokenRequest(OAuth2Request):
     """A token request read from Starlette, its form already parsed."""
 
@@ -121,8 +136,7 @@ class TokenRequest(OAuth2Request):
 
     def claimed_client_id(self) -> str | None:
         """The client id the caller names (Basic or form), before any check."""
-        basic_id, _ = extract_basic_authorization(self.headers)
-        return basic_id or self._form.get("client_id") or None
+        return _basic_client_id(self.headers) or self._form.get("client_id") or None
 
     @classmethod
     async def read(
@@ -136,10 +150,14 @@ class TokenRequest(OAuth2Request):
         repeated = sorted(name for name, count in Counter(k for k, _ in items).items() if count > 1)
         if repeated:
             raise InvalidRequestError(f"parameters must not repeat: {', '.join(repeated)}")
+        holding_nul = sorted({k for k, v in items if "\x00" in k or "\x00" in v})
+        if holding_nul:
+            names = ", ".join(name.replace("\x00", "\\u0000") for name in holding_nul)
+            raise InvalidRequestError(f"parameters must not contain the NUL character: {names}")
         if require_grant_type and not form.get("grant_type"):
             raise InvalidRequestError("grant_type is required")
         token_request = cls(request, form, public_uri)
-        basic_id, _ = extract_basic_authorization(token_request.headers)
+        basic_id = _basic_client_id(token_request.headers)
         if basic_id and form.get("client_secret"):
             raise InvalidRequestError("use one client authentication method, not two")
         return token_request

@@ -51,16 +51,19 @@ async def forward(
     request: Request, client: httpx.AsyncClient, service: str, base_url: str
 ) -> Response:
     """Sends the call on unchanged and answers with what the service answered."""
-    headers = {
-        name: value
-        for name, value in request.headers.items()
-        if name.lower() in FORWARDED_REQUEST_HEADERS
-    }
+    # The raw bytes: a header value that is no ASCII is the service's to judge (a token
+    # that is no token gets its 401 there), not a reason for the hop to fail.
+    headers = [
+        (name, value)
+        for name, value in request.headers.raw
+        if name.decode("latin-1").lower() in FORWARDED_REQUEST_HEADERS
+        and name.lower() != b"x-forwarded-for"
+    ]
     # The services' audit trail records the original caller, not the gateway.
     peer = request.client.host if request.client else None
     chain = [v for v in (request.headers.get("x-forwarded-for"), peer) if v]
     if chain:
-        headers["x-forwarded-for"] = ", ".join(chain)
+        headers.append((b"x-forwarded-for", ", ".join(chain).encode("latin-1")))
     url = f"{base_url.rstrip('/')}{request.url.path}"
     if request.url.query:
         # The raw query string, so the service sees exactly what the caller sent.

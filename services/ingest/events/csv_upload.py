@@ -14,14 +14,17 @@ import csv
 import io
 import types
 import typing
+from collections.abc import Callable
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic.fields import FieldInfo
 
 from shared.errors import FieldError, InvalidInput, PayloadTooLarge
 from shared.events import EVENT_TYPES, PAYLOAD_MODELS
 from shared.money import Money
+
+T = TypeVar("T")
 
 ENVELOPE_COLUMNS = ("event_id", "version", "platform", "store_id", "marketplace", "occurred_at")
 FIRST_DATA_ROW = 2
@@ -60,6 +63,18 @@ def _convert(kind: type, raw: str) -> Any:
     return raw
 
 
+def _read(reader: csv.DictReader[str], step: Callable[[], T]) -> T:
+    """A step of the reader; what the csv module refuses (a cell over 128 KiB, a stray
+    quote in strict files) is a 422 naming the line, not a server error."""
+    try:
+        return step()
+    except csv.Error as exc:
+        raise InvalidInput(
+            f"line {reader.line_num + 1} is not valid CSV: {exc}",
+            [FieldError(field="body", reason=str(exc), row=reader.line_num + 1)],
+        ) from None
+
+
 def parse_csv(raw: bytes, event_type: str, max_events: int) -> list[Any]:
     """Events from an uploaded file, in file order (line n + 2 is event n)."""
     if event_type not in EVENT_TYPES:
@@ -78,7 +93,7 @@ def parse_csv(raw: bytes, event_type: str, max_events: int) -> list[Any]:
     fields = model.model_fields
     known = set(ENVELOPE_COLUMNS) | set(fields) | {"currency"}
     known |= {f"{name}_currency" for name, f in fields.items() if _kind(f) is Money}
-    header = reader.fieldnames or []
+    header = _read(reader, lambda: list(reader.fieldnames or []))
     if not header:
         raise InvalidInput(
             "the file is empty", [FieldError(field="body", reason="a header row is required")]
@@ -89,7 +104,7 @@ def parse_csv(raw: bytes, event_type: str, max_events: int) -> list[Any]:
             f"unknown column(s): {', '.join(unknown)}",
             [FieldError(field=column, reason="unknown column", row=1) for column in unknown],
         )
-    rows = list(reader)
+    rows = _read(reader, lambda: list(reader))
     if len(rows) > max_events:
         raise PayloadTooLarge(
             f"{len(rows)} rows in one file; at most {max_events} are accepted",

@@ -15,7 +15,7 @@ from typing import Any
 from services.metrics.kpis.formulas import FORMULAS
 from services.metrics.kpis.registry import KPIS
 from shared.errors import FieldError, InvalidInput
-from shared.events import NO_NUL
+from shared.events import MAX_TEXT, NO_NUL
 from shared.money import CURRENCY_REASON, is_currency
 from shared.time import DATE_RANGE, in_date_range
 
@@ -113,6 +113,9 @@ def parse_query(tenant_id: str, params: dict[str, str | None]) -> KpiQuery:
     for dimension, values in filters.items():
         if any("\x00" in value for value in values):
             errors.append(FieldError(field=FILTER_OF[dimension], reason=NO_NUL))
+        if any(len(value) > MAX_TEXT for value in values):
+            reason = f"each at most {MAX_TEXT} characters"
+            errors.append(FieldError(field=FILTER_OF[dimension], reason=reason))
     currency = params.get("currency")
     if currency is not None and not is_currency(currency):
         errors.append(FieldError(field="currency", reason=CURRENCY_REASON))

@@ -1,0 +1,142 @@
+"""What no route can take, refused before any route runs, naming where it is.
+
+PostgreSQL keeps no NUL character in text or jsonb, so a NUL anywhere in a request's
+path, query or JSON body would reach a statement and fail as a server error; one
+check here covers every route of every service, present and future. A query
+parameter given twice is refused too: the API takes lists comma-separated, and
+silently keeping one of two values answers a question that was not asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.errors import FieldError, InvalidInput
+from shared.events import NO_NUL
+
+REPEATED = "given more than once; a list takes its values comma-separated"
+_JSON_NUL = b"\\u0000"
+GRAPHQL_PATH = "/graphql"
+
+
+def _shown(name: str) -> str:
+    return name.replace("\x00", "\\u0000")
+
+
+def _query_errors(query_string: bytes) -> list[FieldError]:
+    errors: list[FieldError] = []
+    seen: set[str] = set()
+    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True, encoding="utf-8")
+    for name, value in pairs:
+        if "\x00" in name or "\x00" in value:
+            errors.append(FieldError(_shown(name), NO_NUL))
+        elif name in seen:
+            errors.append(FieldError(name, REPEATED))
+        seen.add(name)
+    return errors
+
+
+def _nul_paths(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                yield (*path, _shown(key))
+            else:
+                yield from _nul_paths(item, (*path, key))
+    elif isinstance(value, list):
+        for position, item in enumerate(value):
+            yield from _nul_paths(item, (*path, position))
+
+
+def _body_errors(
+    body: bytes, field_of: Callable[[tuple[Any, ...]], tuple[int | None, str]]
+) -> list[FieldError]:
+    """The places of a JSON body holding a NUL; a body that is no JSON is the route's."""
+    if _JSON_NUL not in body:
+        return []
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return []
+    errors = []
+    for path in _nul_paths(document):
+        index, field = field_of(("body", *path))
+        errors.append(FieldError(field, NO_NUL, index=index))
+    return errors
+
+
+class InputGuardMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        field_of: Callable[[tuple[Any, ...]], tuple[int | None, str]],
+        render: Callable[[InvalidInput], Any],
+    ) -> None:
+        self.app = app
+        self.field_of = field_of
+        self.render = render
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        errors = [FieldError("path", NO_NUL)] if "\x00" in scope["path"] else []
+        errors += _query_errors(scope.get("query_string", b""))
+        if errors:
+            await self._refuse(errors, scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        # GraphQL answers bad input in its own shape (BAD_USER_INPUT), not as a 422.
+        if b"json" not in headers.get(b"content-type", b"") or scope["path"] == GRAPHQL_PATH:
+            await self.app(scope, receive, send)
+            return
+        body, complete = await read_body(receive)
+        if not complete:
+            return  # the client went away before its request was whole
+        errors = _body_errors(body, self.field_of)
+        if errors:
+            await self._refuse(errors, scope, receive, send)
+            return
+        await self.app(scope, replay(body, receive), send)
+
+    async def _refuse(
+        self, errors: list[FieldError], scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        shown = "; ".join(f"{e.field}: {e.reason}" for e in errors[:5])
+        await self.render(InvalidInput(f"invalid request: {shown}", errors[:100]))(
+            scope, receive, send
+        )
+
+
+async def read_body(receive: Receive) -> tuple[bytes, bool]:
+    """The request's body; ``complete`` is False when the client went away mid-body."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks), False
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks), True
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """The body read already, then whatever the client sends next (a disconnect)."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed

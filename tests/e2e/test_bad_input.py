@@ -1,0 +1,164 @@
+"""Input no route can take gets a 4xx naming where it is, never a 500.
+
+Each case was once a 500 (or a GraphQL INTERNAL) found by black-box probing: a NUL
+character reaching PostgreSQL, a header byte the gateway could not forward, a CSV cell
+the csv module refuses, a body that is no UTF-8.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import NewTenant, Stack, TenantClient
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+KPIS = "query($i: KpiQueryInput!) { kpis(input: $i) { currency } }"
+MONTH = {"metrics": ["gmv"], "from": "2026-01-01", "to": "2026-01-31", "grain": "TOTAL"}
+
+
+def basic(credentials: bytes) -> dict[str, str]:
+    return {**FORM, "Authorization": "Basic " + base64.b64encode(credentials).decode()}
+
+
+@pytest.fixture
+async def tenant(new_tenant: NewTenant) -> TenantClient:
+    return await new_tenant()
+
+
+@pytest.mark.parametrize(
+    ("path", "header", "status"),
+    [
+        ("/v1/kpis/catalog", {"Authorization": b"Bearer \xff"}, 401),
+        ("/v1/events/outbox", {"Accept": b"\xff"}, 200),
+        ("/v1/targets/plans", {"If-None-Match": b"\xff"}, 200),
+        ("/v1/kpis/catalog", {"User-Agent": b"\xff"}, 200),
+    ],
+)
+async def test_the_gateway_forwards_header_bytes_it_cannot_decode(
+    http: httpx.AsyncClient,
+    tenant: TenantClient,
+    path: str,
+    header: dict[str, bytes],
+    status: int,
+) -> None:
+    merged = {name: value.encode() for name, value in tenant.headers.items()} | header
+    answer = await http.get(path, headers=[(k.encode(), v) for k, v in merged.items()])
+    assert answer.status_code == status, answer.text
+    if status == 401:
+        assert answer.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "error"),
+    [
+        (FORM, b"grant_type=client_credentials&client_id=a%00b&client_secret=b", 400,
+         "invalid_request"),
+        (basic(b"a\x00b:x"), b"grant_type=client_credentials", 401, "invalid_client"),
+        (basic(b"\xff\xfe:\xff"), b"grant_type=client_credentials", 401, "invalid_client"),
+    ],
+)  # fmt: skip
+async def test_the_token_endpoint_refuses_what_no_client_can_be(
+    http: httpx.AsyncClient, headers: dict[str, str], body: bytes, status: int, error: str
+) -> None:
+    answer = await http.post("/oauth/token", headers=headers, content=body)
+    assert answer.status_code == status, answer.text
+    assert answer.json()["error"] == error
+
+
+async def test_nul_anywhere_in_a_request_is_named(
+    http: httpx.AsyncClient, stack: Stack, tenant: TenantClient
+) -> None:
+    cases: list[tuple[str, str, dict[str, Any] | None, str, int | None]] = [
+        ("GET", "/v1/grants/a%00b", None, "path", None),
+        ("GET", "/v1/kpis/catalog?tenant_id=a%00b", None, "tenant_id", None),
+        ("POST", "/v1/grants", {"agency_tenant_id": "tn_\u0000", "stores": ["s1"],
+                                "scopes": ["kpi:read"]}, "agency_tenant_id", None),
+        ("POST", "/v1/users", {"email": "a@b.example", "name": "N\u0000", "role": "analyst"},
+         "name", None),
+        ("POST", "/v1/events", {"events": [{"event_id": "e", "type": "fee", "payload": {
+            "nested": ["ok", {"deep": "x\u0000"}]}}]}, "payload.nested.1.deep", 0),
+    ]  # fmt: skip
+    for method, path, body, field, index in cases:
+        answer = await http.request(method, path, json=body, headers=tenant.headers)
+        assert answer.status_code == 422, (path, answer.text)
+        error = answer.json()["errors"][0]
+        assert (error["field"], error.get("index")) == (field, index), answer.text
+        assert "NUL" in error["reason"]
+    # Directly at a service too: every service has the same guard.
+    direct = await http.put(
+        f"{stack.url('metrics')}/v1/settings/stores/a%00b",
+        json={"timezone": None},
+        headers=tenant.headers,
+    )
+    assert direct.status_code == 422 and direct.json()["errors"][0]["field"] == "path"
+
+
+async def test_a_query_parameter_given_twice_is_refused(
+    http: httpx.AsyncClient, tenant: TenantClient
+) -> None:
+    answer = await http.get(
+        "/v1/kpis?metrics=gmv&metrics=orders&from=2026-01-01&to=2026-01-31&grain=total",
+        headers=tenant.headers,
+    )
+    assert answer.status_code == 422
+    assert answer.json()["errors"] == [
+        {"field": "metrics", "reason": "given more than once; a list takes its values comma-separated"}
+    ]  # fmt: skip
+
+
+async def test_a_csv_cell_the_csv_module_refuses_names_its_line(
+    http: httpx.AsyncClient, tenant: TenantClient
+) -> None:
+    header = b"event_id,platform,store_id,marketplace,fee_type,amount,currency,charged_at\n"
+    good = b"f1,amazon,s,US,other,1,USD,2026-01-01T00:00:00Z\n"
+    huge = b"x" * 200_000 + b",amazon,s,US,other,1,USD,2026-01-01T00:00:00Z\n"
+    answer = await http.post(
+        "/v1/events:csv",
+        params={"type": "fee"},
+        content=header + good + huge,
+        headers={**tenant.headers, "Content-Type": "text/csv"},
+    )
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["errors"][0]["row"] == 3
+
+
+async def test_graphql_answers_bad_input_as_graphql(
+    http: httpx.AsyncClient, tenant: TenantClient
+) -> None:
+    not_utf8 = await http.post(
+        "/graphql",
+        content=b'{"query": "{ kpiCatalog { id } }\xff"}',
+        headers={**tenant.headers, "Content-Type": "application/json"},
+    )
+    assert not_utf8.status_code == 400
+    assert not_utf8.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    nul_tenant = await http.post(
+        "/graphql",
+        json={"query": 'query { kpiCatalog(tenantId: "a\\u0000") { id } }'},
+        headers=tenant.headers,
+    )
+    assert nul_tenant.json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    long_store = {**MONTH, "filters": {"stores": ["x" * 100_000]}}
+    answer = await http.post(
+        "/graphql", json={"query": KPIS, "variables": {"i": long_store}}, headers=tenant.headers
+    )
+    error = answer.json()["errors"][0]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "input.filters.stores" in error["message"]
+
+
+async def test_another_tenants_grants_are_forbidden_not_empty(
+    http: httpx.AsyncClient, tenant: TenantClient
+) -> None:
+    """(An agency naming a seller that granted it sees what it received: the access
+    matrix covers that.)"""
+    answer = await http.get("/v1/grants", params={"tenant_id": "tn_other"}, headers=tenant.headers)
+    assert answer.status_code == 403
+    own = await http.get(
+        "/v1/grants", params={"tenant_id": tenant.tenant_id}, headers=tenant.headers
+    )
+    assert own.status_code == 200
