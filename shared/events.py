@@ -15,6 +15,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -27,7 +28,7 @@ from pydantic_core import PydanticCustomError
 
 from shared.errors import FieldError
 from shared.money import CurrencyCode, DecimalString, Money
-from shared.time import DATE_RANGE, in_date_range
+from shared.time import DATE_RANGE, country_code, in_date_range
 
 EventType = Literal[
     "order_line",
@@ -235,7 +236,7 @@ class Source(BaseModel):
         AfterValidator(_no_nul),
     ]
     store_id: Text
-    marketplace: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
+    marketplace: Annotated[str, BeforeValidator(country_code)]
 
 
 class Envelope(BaseModel):

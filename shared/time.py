@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 # CONTRACT §3: the default local time zone of each marketplace.
 MARKETPLACE_TIME_ZONES: dict[str, str] = {
+    # CONTRACT §3
     "US": "America/Los_Angeles",
     "CA": "America/Los_Angeles",
     "MX": "America/Mexico_City",
@@ -15,12 +16,60 @@ MARKETPLACE_TIME_ZONES: dict[str, str] = {
     "JP": "Asia/Tokyo",
     "GB": "Europe/London",
     "DE": "Europe/Berlin",
+    # The other markets of Amazon, Mercado Libre, Walmart and TikTok Shop: each in the
+    # zone its seller reports are cut in (a country's capital, where it has several).
     "FR": "Europe/Paris",
     "IT": "Europe/Rome",
     "ES": "Europe/Madrid",
+    "NL": "Europe/Amsterdam",
+    "BE": "Europe/Brussels",
+    "SE": "Europe/Stockholm",
+    "PL": "Europe/Warsaw",
+    "IE": "Europe/Dublin",
+    "TR": "Europe/Istanbul",
+    "AE": "Asia/Dubai",
+    "SA": "Asia/Riyadh",
+    "EG": "Africa/Cairo",
+    "IN": "Asia/Kolkata",
+    "SG": "Asia/Singapore",
+    "AU": "Australia/Sydney",
     "CN": "Asia/Shanghai",
+    "ID": "Asia/Jakarta",
+    "TH": "Asia/Bangkok",
+    "MY": "Asia/Kuala_Lumpur",
+    "VN": "Asia/Ho_Chi_Minh",
+    "PH": "Asia/Manila",
+    "KR": "Asia/Seoul",
+    "AR": "America/Argentina/Buenos_Aires",
+    "CO": "America/Bogota",
+    "CL": "America/Santiago",
+    "PE": "America/Lima",
+    "UY": "America/Montevideo",
 }
 FALLBACK_TIME_ZONE = "UTC"
+# ISO 3166-1 alpha-2: a marketplace is a country (CONTRACT §3).
+_ISO_3166 = """
+AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO
+BQ BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ
+DK DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP
+GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG
+KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML
+MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE
+PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL
+SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM
+US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW
+"""
+COUNTRIES = frozenset(_ISO_3166.split())
+
+
+def country_code(value: object) -> str:
+    """A marketplace's code: an ISO 3166 country, which names its default time zone. An
+    unknown code would silently be cut in UTC, so it is refused."""
+    if value == "UK":
+        raise ValueError("UK is no ISO 3166 code: the United Kingdom is GB")
+    if not isinstance(value, str) or value not in COUNTRIES:
+        raise ValueError("must be an ISO 3166 country code such as US")
+    return value
 
 
 @lru_cache(maxsize=256)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -160,3 +161,20 @@ def test_values_storage_or_the_calendar_cannot_hold_are_refused_at_the_door() ->
     edge = order_line(quantity=2**31 - 1, purchased_at="2199-12-31T23:59:59Z")
     edge["version"] = 2**31 - 1
     assert validate_batch([edge])[1] == []
+
+
+def test_a_marketplace_is_an_iso_country_with_its_own_time_zone() -> None:
+    unknown, amazon_uk = order_line(), order_line()
+    unknown["source"] = {**unknown["source"], "marketplace": "ZZ"}
+    amazon_uk["source"] = {**amazon_uk["source"], "marketplace": "UK"}
+    events, errors = validate_batch([order_line(), unknown, amazon_uk])
+    assert events == []
+    named = {(e.index, e.field): e.reason for e in errors}
+    assert named == {
+        (1, "source.marketplace"): "must be an ISO 3166 country code such as US",
+        (2, "source.marketplace"): "UK is no ISO 3166 code: the United Kingdom is GB",
+    }
+    # Beyond the contract's seven: 23:30 UTC on 31 March is 1 April in Sydney, not in UTC.
+    late = datetime(2026, 3, 31, 23, 30, tzinfo=UTC)
+    assert local_date(late, "AU") == date(2026, 4, 1)
+    assert local_date(late, "AR") == date(2026, 3, 31)

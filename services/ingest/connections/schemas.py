@@ -3,9 +3,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from services.ingest.connections.permissions import Platform
+from shared.time import country_code
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Scopes = Annotated[list[Text], Field(min_length=1, max_length=100)]
@@ -16,7 +17,7 @@ class ConnectionCreate(BaseModel):
 
     platform: Platform
     store_id: Text
-    marketplace: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
+    marketplace: Annotated[str, BeforeValidator(country_code)]
     name: Text | None = None
     granted_scopes: Scopes = Field(
         description="What the seller granted the credential, as the platform names it; "
