@@ -129,6 +129,15 @@ async def test_a_csv_cell_the_csv_module_refuses_names_its_line(
 async def test_graphql_answers_bad_input_as_graphql(
     http: httpx.AsyncClient, tenant: TenantClient
 ) -> None:
+    for document in ("{ kpiCatalog { id ", "{ nope }"):
+        answer = await http.post("/graphql", json={"query": document}, headers=tenant.headers)
+        assert answer.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", document
+    for body in (b"{not json", b'{"variables": {}}'):
+        answer = await http.post(
+            "/graphql", content=body, headers={**tenant.headers, "Content-Type": "application/json"}
+        )
+        assert answer.status_code == 400
+        assert answer.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", body
     not_utf8 = await http.post(
         "/graphql",
         content=b'{"query": "{ kpiCatalog { id } }\xff"}',

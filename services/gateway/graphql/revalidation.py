@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import httpx
 import orjson
 from graphql import DocumentNode, ExecutionResult, FieldNode, OperationDefinitionNode
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
@@ -252,7 +252,7 @@ class RememberedGraphql:
             if confirmed is not None:
                 await _send_json(send, confirmed.body)
                 return
-        await self.graphql(scope, replay(body, receive), send)
+        await self.graphql(scope, replay(body, receive), _errors_as_json(send))
 
     async def _current(
         self, http: httpx.AsyncClient, authorization: str, key: bytes
@@ -268,6 +268,28 @@ class RememberedGraphql:
         if self.memory.get(key) is remembered:
             self.memory.pop(key)
         return None
+
+
+def _errors_as_json(send: Send) -> Send:
+    """GraphQL's own refusals of a request it cannot read (no query, no JSON) come as
+    plain text; clients read JSON, so they go out as GraphQL errors, BAD_USER_INPUT."""
+    refused: Message | None = None
+
+    async def sending(message: Message) -> None:
+        nonlocal refused
+        if message["type"] == "http.response.start":
+            content_type = dict(message.get("headers", [])).get(b"content-type", b"")
+            if message["status"] == 400 and content_type.startswith(b"text/plain"):
+                refused = message
+                return
+        elif refused is not None and message["type"] == "http.response.body":
+            reason = message.get("body", b"").decode("utf-8", "replace") or "bad request"
+            error = {"message": reason, "extensions": {"code": "BAD_USER_INPUT"}}
+            await _send_json(send, orjson.dumps({"errors": [error]}), status=400)
+            return
+        await send(message)
+
+    return sending
 
 
 async def _send_json(send: Send, body: bytes, status: int = 200) -> None:

@@ -37,8 +37,12 @@ class Query(KpiQuery):
 class Schema(strawberry.Schema):
     def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
         # ErrorCodes logs the unexpected ones with their trace; expected errors
-        # (bad input, no token) are answers, not faults, and are not logged.
-        return None
+        # (bad input, no token) are answers, not faults, and are not logged. Only the
+        # errors of a document that never ran come here (a syntax error), and they
+        # never reach ErrorCodes: the query itself is wrong.
+        for error in errors:
+            if error.original_error is None and not (error.extensions or {}).get("code"):
+                error.extensions = {**(error.extensions or {}), "code": "BAD_USER_INPUT"}
 
 
 # The depth and alias limits are validation rules. Built once, so every request adds
