@@ -194,4 +194,5 @@ def require_access(scope: str) -> Callable[..., Awaitable[Access]]:
         return access
 
     dependency.__name__ = f"access_{scope.replace(':', '_')}"
+    dependency.required_scope = scope  # type: ignore[attr-defined]  # read by the OpenAPI
     return dependency

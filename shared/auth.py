@@ -269,4 +269,5 @@ def require_scope(scope: str) -> Callable[[Request], Awaitable[Principal]]:
         return principal
 
     dependency.__name__ = f"require_{scope.replace(':', '_')}"
+    dependency.required_scope = scope  # type: ignore[attr-defined]  # read by the OpenAPI
     return dependency

@@ -24,6 +24,7 @@ from shared.errors import FieldError, InvalidInput, LodestarError
 from shared.input_guard import InputGuardMiddleware
 from shared.kafka import broker_reachable
 from shared.limits import LimitsMiddleware, RateLimiter
+from shared.openapi import with_security
 from shared.settings import ServiceSettings
 from shared.telemetry import context_from_http, current_tenant, current_trace_id
 
@@ -238,4 +239,5 @@ def build_app(
     app.add_middleware(TracingMiddleware, service=service)
     app.include_router(health_router(settings))
     app.include_router(audit_router())
+    with_security(app)
     return app

@@ -126,6 +126,15 @@ async def test_merged_openapi_has_every_services_v1_routes(http: httpx.AsyncClie
     assert "/healthz" not in paths
     refs = _refs(document["paths"])
     assert refs <= set(document["components"]["schemas"])
+    # Each route says which token it needs, across services; open routes need none.
+    flows = document["components"]["securitySchemes"]["oauth2"]["flows"]
+    assert flows["clientCredentials"]["tokenUrl"] == "/oauth/token"
+    paths = document["paths"]
+    assert paths["/v1/events"]["post"]["security"] == [{"oauth2": ["ingest:write"]}]
+    assert paths["/v1/kpis"]["get"]["security"] == [{"oauth2": ["kpi:read"]}]
+    assert paths["/v1/tenants"]["post"]["security"] == [{"oauth2": ["platform:admin"]}]
+    assert paths["/v1/grants"]["get"]["security"] == [{"oauth2": []}]
+    assert "security" not in paths["/oauth/token"]["post"]
 
 
 def _refs(node: object) -> set[str]:
