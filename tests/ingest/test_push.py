@@ -73,6 +73,12 @@ async def test_malformed_bodies_name_the_field(ingest: IngestService) -> None:
         no_list = await ingest.client.post("/v1/events", json=body, headers=headers)
         assert no_list.status_code == 422, body
         assert no_list.json()["errors"][0]["field"] == "events"
+    # A typo beside the events is named, not silently dropped (every other body is strict).
+    extra = {"events": [order_line("x0")], "idempotency_key": "k"}
+    typo = await ingest.client.post("/v1/events", json=extra, headers=headers)
+    assert typo.status_code == 422
+    assert typo.json()["errors"] == [{"field": "idempotency_key", "reason": "unknown field"}]
+    assert await ingest.outbox_rows(tenant) == 0
     empty = await ingest.client.post("/v1/events", json={"events": []}, headers=headers)
     assert empty.status_code == 422
     assert empty.json()["errors"][0] == {"field": "events", "reason": "at least one event"}

@@ -38,6 +38,12 @@ def parse_body(raw: bytes, max_events: int) -> list[Any]:
             "the body must be an object with an events list",
             [FieldError(field="events", reason="required: a list of events")],
         )
+    unknown = sorted(name for name in body if name != "events")
+    if unknown:
+        raise InvalidInput(
+            f"unknown field(s) beside events: {', '.join(unknown)}",
+            [FieldError(field=name, reason="unknown field") for name in unknown],
+        )
     events: list[Any] = body["events"]
     if len(events) > max_events:
         raise PayloadTooLarge(
