@@ -3,18 +3,20 @@
 Generates order lines over three years (3 marketplaces in USD, MXN and BRL, 2,000
 SKUs, two lines an order, 5 % cancelled) with DuckDB, loads them as facts and daily
 rollups into a running stack's metrics schema (the same aggregation the consumer keeps
-incrementally), with a daily FX rate per currency. Then asks four questions through
-GraphQL at 1 and 20 concurrent clients:
+incrementally), with a daily FX rate per currency, and every SKU's daily ad spend and
+attributed sales (kept per SKU as the consumer keeps them, and per store). Then asks
+five questions through GraphQL at 1 and 20 concurrent clients:
 
   1. a year by month and marketplace, GMV and orders, compared with the previous year
   2. a quarter by day for one store
   3. the top 50 SKUs of a month by GMV
   4. GMV and orders over everything
+  5. a year of ad spend and ACoS by month and marketplace
 
-Baseline in the same run: DuckDB answering the same questions over the raw lines in
-memory (with the same FX conversion).
+Baseline in the same run: DuckDB answering the same questions over the raw lines and
+ad rows in memory (with the same FX conversion).
 
-    python -m bench.query [--lines 10000000] [--rounds 20]
+    python -m bench.query [--lines 10000000] [--rounds 20] [--skus-with-ads 2000]
 """
 
 from __future__ import annotations
@@ -69,12 +71,29 @@ FROM range(DATE '{FIRST_DAY}', DATE '{FIRST_DAY}' + {DAYS}, INTERVAL 1 DAY) t(d)
 """
 
 
-def generate(lines: int, workdir: Path) -> duckdb.DuckDBPyConnection:
+# Daily ad spend of every SKU on its marketplace, as ad_spend events bring it: one row a
+# SKU and day, each in the marketplace's currency.
+ADS = f"""
+CREATE TABLE ads AS
+SELECT d::DATE AS local_date,
+       ['US', 'MX', 'BR'][1 + s % 3] AS marketplace,
+       ['acme-us', 'acme-mx', 'acme-br'][1 + s % 3] AS store_id,
+       ['USD', 'MXN', 'BRL'][1 + s % 3] AS currency,
+       'SKU-' || lpad(s::VARCHAR, 4, '0') AS sku,
+       (1 + hash(s * 7 + epoch(d)) % 500 / 100.0)::DECIMAL(12, 2) AS cost,
+       (hash(s + epoch(d)) % 4000 / 100.0)::DECIMAL(12, 2) AS sales
+FROM range(DATE '{FIRST_DAY}', DATE '{FIRST_DAY}' + {DAYS}, INTERVAL 1 DAY) t(d), range(?) k(s)
+"""
+
+
+def generate(lines: int, workdir: Path, skus_with_ads: int) -> duckdb.DuckDBPyConnection:
     db = duckdb.connect()
     db.execute(GENERATE, [lines])
     db.execute(FX)
+    db.execute(ADS, [skus_with_ads])
     db.execute(f"COPY lines TO '{workdir / 'lines.csv'}' (HEADER false)")
     db.execute(f"COPY fx TO '{workdir / 'fx.csv'}' (HEADER false)")
+    db.execute(f"COPY ads TO '{workdir / 'ads.csv'}' (HEADER false)")
     return db
 
 
@@ -111,6 +130,21 @@ LOAD = [
        SELECT tenant_id, order_date, platform, store_id, marketplace, count(*) FILTER (WHERE live_lines > 0), count(*)
        FROM orders WHERE tenant_id = $1 GROUP BY tenant_id, order_date, platform, store_id, marketplace
        ORDER BY order_date""",
+    """CREATE TEMP TABLE staged_ads (local_date date, marketplace text, store_id text, currency text,
+        sku text, cost numeric, sales numeric)""",
+    "COPY_ADS",
+    """INSERT INTO daily_measures (tenant_id, local_date, platform, store_id, marketplace, sku, measure,
+        currency, value)
+       SELECT $1, local_date, 'amazon', store_id, marketplace, sku, m.measure, currency,
+              CASE m.measure WHEN 'ad_cost' THEN cost ELSE sales END
+       FROM staged_ads, (VALUES ('ad_cost'), ('ad_sales')) m(measure)
+       ORDER BY local_date""",
+    """INSERT INTO daily_store_measures (tenant_id, measure, local_date, platform, store_id, marketplace,
+        currency, value)
+       SELECT tenant_id, measure, local_date, platform, store_id, marketplace, currency, sum(value)
+       FROM daily_measures WHERE tenant_id = $1
+       GROUP BY tenant_id, measure, local_date, platform, store_id, marketplace, currency
+       ORDER BY local_date""",
     "CREATE TEMP TABLE staged_fx (rate_date date, quote text, rate numeric)",
     "COPY_FX",
     """INSERT INTO fx_rates (tenant_id, event_id, rate_date, base, quote, rate)
@@ -132,6 +166,8 @@ async def load(database_url: str, tenant_id: str, workdir: Path) -> float:
                 await conn.copy_to_table("staged", source=workdir / "lines.csv", format="csv")
             elif statement == "COPY_FX":
                 await conn.copy_to_table("staged_fx", source=workdir / "fx.csv", format="csv")
+            elif statement == "COPY_ADS":
+                await conn.copy_to_table("staged_ads", source=workdir / "ads.csv", format="csv")
             elif "$1" in statement:
                 await conn.execute(statement, tenant_id)
             else:
@@ -177,6 +213,14 @@ QUESTIONS: dict[str, dict[str, Any]] = {
         "grain": "TOTAL",
         "currency": "USD",
     },
+    "a year of ad spend and ACoS by month x marketplace": {
+        "metrics": ["ad_spend", "acos"],
+        "from": "2026-01-01",
+        "to": "2026-11-30",
+        "grain": "MONTH",
+        "groupBy": ["MARKETPLACE"],
+        "currency": "USD",
+    },
 }
 
 CONVERTED = "(CASE l.currency WHEN 'USD' THEN 1 ELSE 1 / f.rate END)"
@@ -199,6 +243,11 @@ DUCK: dict[str, str] = {
         SELECT sum(quantity * unit_price * {CONVERTED}) FILTER (WHERE status <> 'cancelled') AS gmv,
                count(DISTINCT order_id) FILTER (WHERE status <> 'cancelled') AS orders
         {DUCK_JOIN} WHERE local_date BETWEEN DATE '{FIRST_DAY}' AND DATE '2026-11-30'""",
+    "a year of ad spend and ACoS by month x marketplace": f"""
+        SELECT date_trunc('month', local_date) AS m, marketplace,
+               sum(cost * {CONVERTED}) AS ad_spend, sum(cost * {CONVERTED}) / sum(sales * {CONVERTED}) AS acos
+        FROM ads l LEFT JOIN fx f ON f.quote = l.currency AND f.rate_date = l.local_date
+        WHERE local_date BETWEEN DATE '2026-01-01' AND DATE '2026-11-30' GROUP BY ALL""",
 }
 
 
@@ -288,24 +337,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--lines", type=int, default=10_000_000)
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument(
+        "--skus-with-ads", type=int, default=2000, help="SKUs with daily ad spend and sales"
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="lodestar-query-bench-"))
     started = time.monotonic()
-    duck = generate(args.lines, workdir)
+    duck = generate(args.lines, workdir, args.skus_with_ads)
     generated = time.monotonic() - started
     with running_stack() as config:
         tenant = new_tenant(config)
         loaded = asyncio.run(load(config.database_url, tenant.tenant_id, workdir))
         ours = asyncio.run(graphql_times(config.url("gateway"), tenant, args.rounds))
-    for name in ("lines.csv", "fx.csv"):
+    for name in ("lines.csv", "fx.csv", "ads.csv"):
         os.unlink(workdir / name)
     theirs = duck_times(duck, args.rounds)
     print(f"machine: {machine()}")
     print(
-        f"{args.lines:,} order lines over {DAYS} days: generated in {generated:.0f} s, loaded with rollups in {loaded:.0f} s"
+        f"{args.lines:,} order lines and {args.skus_with_ads:,} SKUs' daily ads over {DAYS} days: "
+        f"generated in {generated:.0f} s, loaded with rollups in {loaded:.0f} s"
     )
     print(
-        f"{'question':<48} {'clients':>7} {'first ask p50/p95 ms':>22} "
+        f"{'question':<52} {'clients':>7} {'first ask p50/p95 ms':>22} "
         f"{'repeat p50/p95 ms':>20} {'DuckDB scan p50/p95 ms':>24}"
     )
     for name in QUESTIONS:
@@ -313,7 +366,7 @@ def main() -> None:
             first, again = ours[(name, clients, "first")], ours[(name, clients, "repeat")]
             base = theirs[(name, clients)]
             print(
-                f"{name:<48} {clients:>7} "
+                f"{name:<52} {clients:>7} "
                 f"{percentile(first, 0.5) * 1000:>10.1f} / {percentile(first, 0.95) * 1000:<9.1f} "
                 f"{percentile(again, 0.5) * 1000:>8.1f} / {percentile(again, 0.95) * 1000:<9.1f} "
                 f"{percentile(base, 0.5) * 1000:>11.1f} / {percentile(base, 0.95) * 1000:<9.1f}"
