@@ -104,6 +104,16 @@ def database_url(servers: tuple[str, str]) -> Iterator[str]:
 FreshDatabase = Callable[..., Awaitable[str]]
 
 
+@asynccontextmanager
+async def schema_connection(url: str, schema: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection to ``url`` with ``schema`` on its search path, closed after."""
+    conn = await asyncpg.connect(asyncpg_dsn(url), server_settings={"search_path": schema})
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
 @pytest.fixture
 def fresh_database(servers: tuple[str, str]) -> FreshDatabase:
     """A database of a test's own, migrated for the given services: for a service

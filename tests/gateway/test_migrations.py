@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import secrets
 
-import asyncpg
 from alembic import command
 
-from shared.db import asyncpg_dsn
 from shared.migrations import alembic_config, upgrade
-from tests.conftest import FreshDatabase
+from tests.conftest import FreshDatabase, schema_connection
 
 
 async def test_an_archive_kept_in_its_row_moves_into_parts_and_back(
@@ -19,8 +17,7 @@ async def test_an_archive_kept_in_its_row_moves_into_parts_and_back(
     url = await fresh_database()
     await asyncio.to_thread(upgrade, "gateway", url, "0004")
     archive = secrets.token_bytes(2 * 1024 * 1024 + 10)
-    conn = await asyncpg.connect(asyncpg_dsn(url), server_settings={"search_path": "gateway"})
-    try:
+    async with schema_connection(url, "gateway") as conn:
         await conn.execute(
             "INSERT INTO exports (id, tenant_id, requested_by, status, archive) "
             "VALUES ('ex_1', 't1', 'test', 'ready', $1), ('ex_2', 't1', 'test', 'failed', NULL)",
@@ -37,5 +34,3 @@ async def test_an_archive_kept_in_its_row_moves_into_parts_and_back(
         await asyncio.to_thread(command.downgrade, alembic_config("gateway", url), "0004")
         kept = await conn.fetch("SELECT id, archive FROM exports ORDER BY id")
         assert [(r["id"], r["archive"]) for r in kept] == [("ex_1", archive), ("ex_2", None)]
-    finally:
-        await conn.close()

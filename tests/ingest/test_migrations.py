@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 import orjson
 from alembic import command
 
-from shared.db import asyncpg_dsn
 from shared.migrations import alembic_config, upgrade
-from tests.conftest import FreshDatabase
+from tests.conftest import FreshDatabase, schema_connection
 
 
 def message(version: int, store: str) -> bytes:
@@ -23,8 +21,7 @@ async def test_event_versions_learn_their_store_from_the_outbox(
 ) -> None:
     url = await fresh_database()
     await asyncio.to_thread(upgrade, "ingest", url, "0004")
-    conn = await asyncpg.connect(asyncpg_dsn(url), server_settings={"search_path": "ingest"})
-    try:
+    async with schema_connection(url, "ingest") as conn:
         await conn.execute("INSERT INTO event_versions VALUES ('t1', 'e1', 2), ('t1', 'gone', 1)")
         await conn.executemany(
             "INSERT INTO outbox (tenant_id, event_id, version, event_type, topic, payload) "
@@ -43,5 +40,3 @@ async def test_event_versions_learn_their_store_from_the_outbox(
             "WHERE table_schema = 'ingest' AND table_name = 'event_versions'"
         )
         assert {r["column_name"] for r in columns} == {"tenant_id", "event_id", "version"}
-    finally:
-        await conn.close()

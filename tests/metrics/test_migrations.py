@@ -6,12 +6,10 @@ import asyncio
 from datetime import date
 from decimal import Decimal
 
-import asyncpg
 from alembic import command
 
-from shared.db import asyncpg_dsn
 from shared.migrations import alembic_config, upgrade
-from tests.conftest import FreshDatabase
+from tests.conftest import FreshDatabase, schema_connection
 
 ORDER_SKUS = [
     # tenant, platform, store, order, sku, marketplace, date, live, category
@@ -22,11 +20,8 @@ ORDER_SKUS = [
 
 
 async def sku_orders(url: str) -> set[tuple[object, ...]]:
-    conn = await asyncpg.connect(asyncpg_dsn(url), server_settings={"search_path": "metrics"})
-    try:
+    async with schema_connection(url, "metrics") as conn:
         return {tuple(row.values()) for row in await conn.fetch("SELECT * FROM daily_sku_orders")}
-    finally:
-        await conn.close()
 
 
 async def test_sku_orders_gain_the_category_and_lose_it_again(
@@ -34,8 +29,7 @@ async def test_sku_orders_gain_the_category_and_lose_it_again(
 ) -> None:
     url = await fresh_database()
     await asyncio.to_thread(upgrade, "metrics", url, "0011")
-    conn = await asyncpg.connect(asyncpg_dsn(url), server_settings={"search_path": "metrics"})
-    try:
+    async with schema_connection(url, "metrics") as conn:
         await conn.executemany(
             "INSERT INTO order_skus (tenant_id, platform, store_id, order_id, sku, marketplace, "
             "order_date, live, category) VALUES ($1, $2, $3, $4, $5, $6, $7::text::date, $8, $9)",
@@ -44,8 +38,6 @@ async def test_sku_orders_gain_the_category_and_lose_it_again(
         await conn.execute(
             "INSERT INTO daily_sku_orders VALUES ('t1', '2026-04-10', 'amazon', 's1', 'US', 'LAMP', 2, 3)"
         )
-    finally:
-        await conn.close()
 
     await asyncio.to_thread(upgrade, "metrics", url)
     day = date(2026, 4, 10)
@@ -62,8 +54,7 @@ async def test_store_measures_are_filled_from_the_sku_measures(
 ) -> None:
     url = await fresh_database()
     await asyncio.to_thread(upgrade, "metrics", url, "0012")
-    conn = await asyncpg.connect(asyncpg_dsn(url), server_settings={"search_path": "metrics"})
-    try:
+    async with schema_connection(url, "metrics") as conn:
         await conn.execute(
             """
             INSERT INTO daily_measures VALUES
@@ -82,5 +73,3 @@ async def test_store_measures_are_filled_from_the_sku_measures(
         ]
         await asyncio.to_thread(command.downgrade, alembic_config("metrics", url), "0012")
         assert await conn.fetchval("SELECT to_regclass('daily_store_measures')") is None
-    finally:
-        await conn.close()
