@@ -14,9 +14,10 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import FieldError, InvalidInput
+from shared.errors import FieldError, InvalidInput, LodestarError
 from shared.events import NO_NUL
 
 REPEATED = "given more than once; a list takes its values comma-separated"
@@ -74,11 +75,14 @@ def _body_errors(
 
 
 class InputGuardMiddleware:
+    """See the module; ``field_of`` turns a JSON path into (event index, field) as the
+    validation errors name them, ``render`` an error into its response."""
+
     def __init__(
         self,
         app: ASGIApp,
         field_of: Callable[[tuple[Any, ...]], tuple[int | None, str]],
-        render: Callable[[InvalidInput], Any],
+        render: Callable[[LodestarError], Response],
     ) -> None:
         self.app = app
         self.field_of = field_of
