@@ -200,6 +200,38 @@ async def test_compare_to_previous_year_and_period(
     assert period["rows"][0]["values"][0]["change"] == 1.0
 
 
+async def test_compared_buckets_are_whole_weeks_and_months(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """A week a year earlier is the week 52 weeks back (2026-W10 against 2025-W10), and
+    a month ending on the 30th compares with the whole 31-day month before it."""
+    tenant = await new_tenant()
+    await seed(
+        http,
+        tenant,
+        [
+            # Wednesday of ISO week 10 of 2025 (3-9 March), and of 2026 (2-8 March).
+            line("w1", "W1", 1, "40.00", "2025-03-05T18:00:00Z"),
+            line("w2", "W2", 1, "60.00", "2026-03-04T18:00:00Z"),
+            # 31 August, noon in Los Angeles: the last day of the month before September.
+            line("m1", "M1", 1, "100.00", "2026-08-31T19:00:00Z"),
+        ],
+    )
+    week = await kpis(
+        http, tenant, metrics="gmv", grain="week", compare_to="previous_year",
+        **{"from": "2026-03-02", "to": "2026-03-08"},
+    )  # fmt: skip
+    assert week["rows"][0]["period"] == "2026-03-02"
+    assert week["rows"][0]["values"][0] == {
+        "metric": "gmv", "value": 60.0, "previous": 40.0, "change": 0.5,
+    }  # fmt: skip
+    september = await kpis(
+        http, tenant, metrics="gmv,orders", grain="month", compare_to="previous_period",
+        **{"from": "2026-09-01", "to": "2026-09-30"},
+    )  # fmt: skip
+    assert [v["previous"] for v in september["rows"][0]["values"]] == [100.0, 1.0]
+
+
 async def test_other_currencies_are_null_with_a_warning(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:

@@ -6,6 +6,7 @@ daily ratios), in exact decimals until the answer is rendered.
 
 from __future__ import annotations
 
+import calendar
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -193,15 +194,16 @@ def all_periods(start: date, end: date, grain: str) -> list[str]:
 
 
 def _add_months(day: date, months: int) -> date:
+    """The same day ``months`` later (or earlier), clamped to the month's length; a
+    month's last day stays its last day, so a range ending on 30 September compares
+    with one ending on 31 August, the whole month."""
     month_index = day.year * 12 + day.month - 1 + months
     year, month = divmod(month_index, 12)
     month += 1
-    for candidate in (day.day, 30, 29, 28):
-        try:
-            return date(year, month, min(day.day, candidate))
-        except ValueError:
-            continue
-    raise ValueError(day)
+    last = calendar.monthrange(year, month)[1]
+    if (day + timedelta(days=1)).month != day.month:
+        return date(year, month, last)
+    return date(year, month, min(day.day, last))
 
 
 def shift(day: date, grain: str, forward: bool = False) -> date:
@@ -226,13 +228,24 @@ class ComparisonRange:
     def previous_period(self, period: str, query: KpiQuery) -> str:
         if period == TOTAL:
             return TOTAL
-        grain = "year" if query.compare_to == "previous_year" else query.grain
-        return shift(date.fromisoformat(period), grain).isoformat()
+        if query.compare_to == "previous_year":
+            return _year_earlier(date.fromisoformat(period), query.grain).isoformat()
+        return shift(date.fromisoformat(period), query.grain).isoformat()
+
+
+def _year_earlier(day: date, grain: str) -> date:
+    # A week a year earlier is the week 52 weeks earlier: it starts on a Monday too
+    # (the same date a year back would fall inside another week, and match no bucket).
+    if grain == "week":
+        return day - timedelta(weeks=52)
+    return shift(day, "year")
 
 
 def comparison_range(query: KpiQuery) -> ComparisonRange:
     if query.compare_to == "previous_year":
-        return ComparisonRange(shift(query.start, "year"), shift(query.end, "year"))
+        return ComparisonRange(
+            _year_earlier(query.start, query.grain), _year_earlier(query.end, query.grain)
+        )
     if query.grain == "total":
         length = query.end - query.start + timedelta(days=1)
         return ComparisonRange(query.start - length, query.end - length)
