@@ -1,4 +1,4 @@
-"""Accepted events learn their store from the outbox when the column arrives."""
+"""Accepted events learn their store and type from the outbox when the columns arrive."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def message(version: int, store: str) -> bytes:
     return orjson.dumps({"event_id": "e1", "version": version, "source": source})
 
 
-async def test_event_versions_learn_their_store_from_the_outbox(
+async def test_event_versions_learn_their_store_and_type_from_the_outbox(
     fresh_database: FreshDatabase,
 ) -> None:
     url = await fresh_database()
@@ -32,6 +32,8 @@ async def test_event_versions_learn_their_store_from_the_outbox(
         rows = await conn.fetch(
             "SELECT event_id, store_id, marketplace FROM event_versions ORDER BY event_id"
         )
+        types = await conn.fetch("SELECT event_id, event_type FROM event_versions ORDER BY 1")
+        assert [tuple(r.values()) for r in types] == [("e1", "order_line"), ("gone", None)]
         # An event the outbox no longer holds stays unknown (and so out of a grant's reach).
         assert [tuple(r.values()) for r in rows] == [("e1", "acme-us", "US"), ("gone", None, None)]
         await asyncio.to_thread(command.downgrade, alembic_config("ingest", url), "0004")

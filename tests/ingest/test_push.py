@@ -301,3 +301,30 @@ async def test_push_needs_a_token_and_the_ingest_scope(
     assert refused.json()["error"] == "insufficient_scope"
     assert "ingest:write" in refused.json()["detail"]
     assert 'error="insufficient_scope"' in refused.headers["www-authenticate"]
+
+
+async def test_a_new_version_cannot_change_the_events_type(ingest: IngestService) -> None:
+    """The order line would stay counted where it was while the fee counted too."""
+    tenant = new_tenant_id()
+    assert (await ingest.push(tenant, [order_line("tc")])).status_code == 202
+    fee = {
+        **order_line("tc"),
+        "type": "fee",
+        "version": 2,
+        "payload": {
+            "fee_type": "commission",
+            "amount": {"amount": "1.50", "currency": "USD"},
+            "charged_at": "2026-03-01T07:15:00Z",
+        },
+    }
+    refused = await ingest.push(tenant, [order_line("other"), fee])
+    assert refused.status_code == 422
+    assert refused.json()["errors"] == [
+        {"index": 1, "field": "type",
+         "reason": "event tc was accepted as order_line; a new version cannot change its type"}
+    ]  # fmt: skip
+    # Refused whole: the other event of the batch was not stored either.
+    assert await ingest.outbox_rows(tenant) == 1
+    # The same type at a higher version still replaces it.
+    again = await ingest.push(tenant, [{**order_line("tc"), "version": 2}])
+    assert again.json() == {"accepted": 1, "duplicates": 0}

@@ -130,5 +130,6 @@ async def upload_events_csv(
             key,
             request_hash,
             settings.topic_prefix,
+            first_row=FIRST_DATA_ROW,
         )
     return JSONResponse(answer.body, status_code=answer.status)

@@ -54,22 +54,25 @@ class EventRepository:
         )
 
     async def accept_versions(self, tenant_id: str, events: list[Event]) -> set[str]:
-        """Records each event's version (and where it belongs) when it is new or higher;
-        returns the accepted ids.
+        """Records each event's version (and where it belongs) when it is new or higher
+        and of the type it was accepted as; returns the accepted ids.
 
         One statement for the whole batch: the row lock on a known event_id also
         serialises two pushes of the same event, so exactly one of them is accepted.
         """
         rows = await self.conn.fetch(
             """
-            INSERT INTO event_versions AS ev (tenant_id, event_id, version, store_id, marketplace)
-            SELECT $1, e.* FROM unnest($2::text[], $3::int[], $4::text[], $5::text[])
-                AS e(event_id, version, store_id, marketplace)
+            INSERT INTO event_versions AS ev
+                (tenant_id, event_id, version, store_id, marketplace, event_type)
+            SELECT $1, e.* FROM unnest($2::text[], $3::int[], $4::text[], $5::text[], $6::text[])
+                AS e(event_id, version, store_id, marketplace, event_type)
             ON CONFLICT (tenant_id, event_id) DO UPDATE SET
                 version = EXCLUDED.version,
                 store_id = EXCLUDED.store_id,
-                marketplace = EXCLUDED.marketplace
+                marketplace = EXCLUDED.marketplace,
+                event_type = EXCLUDED.event_type
             WHERE ev.version < EXCLUDED.version
+              AND (ev.event_type IS NULL OR ev.event_type = EXCLUDED.event_type)
             RETURNING event_id
             """,
             tenant_id,
@@ -77,8 +80,21 @@ class EventRepository:
             [e.version for e in events],
             [e.source.store_id for e in events],
             [e.source.marketplace for e in events],
+            [e.type for e in events],
         )
         return {row["event_id"] for row in rows}
+
+    async def accepted_types(
+        self, tenant_id: str, event_ids: list[str]
+    ) -> dict[str, tuple[int, str | None]]:
+        """The version and type each of these events was accepted with."""
+        rows = await self.conn.fetch(
+            "SELECT event_id, version, event_type FROM event_versions "
+            "WHERE tenant_id = $1 AND event_id = ANY($2::text[])",
+            tenant_id,
+            event_ids,
+        )
+        return {row["event_id"]: (row["version"], row["event_type"]) for row in rows}
 
     async def stored_sources(
         self, tenant_id: str, event_ids: list[str]

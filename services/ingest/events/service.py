@@ -175,6 +175,7 @@ async def accept(
     idempotency_key: str | None,
     request_hash: str,
     topic_prefix: str,
+    first_row: int | None = None,
 ) -> Answer:
     """Stores a valid batch's new events in the outbox; the caller's transaction commits it.
 
@@ -189,6 +190,7 @@ async def accept(
 
     latest = _latest_per_event(events)
     accepted_ids = await repository.accept_versions(tenant_id, latest)
+    await _refuse_type_changes(repository, tenant_id, events, latest, accepted_ids, first_row)
     accepted = [e for e in latest if e.event_id in accepted_ids]
     if accepted:
         ingested_at = utcnow().isoformat()
@@ -215,6 +217,42 @@ async def accept(
     if idempotency_key is not None:
         await repository.store_answer(tenant_id, idempotency_key, answer.status, answer.body)
     return answer
+
+
+async def _refuse_type_changes(
+    repository: EventRepository,
+    tenant_id: str,
+    events: list[Event],
+    latest: list[Event],
+    accepted_ids: set[str],
+    first_row: int | None,
+) -> None:
+    """A higher version of another type than the event was accepted as: 422 (the caller's
+    transaction rolls back). Replacing it would leave the old one counted where it was:
+    an order line does not stop counting because a fee took its id."""
+    pushed = {e.event_id: e for e in latest if e.event_id not in accepted_ids}
+    if not pushed:
+        return
+    stored = await repository.accepted_types(tenant_id, sorted(pushed))
+    changed = {
+        event_id
+        for event_id, (version, event_type) in stored.items()
+        if version < pushed[event_id].version and event_type not in (None, pushed[event_id].type)
+    }
+    if not changed:
+        return
+    errors = [
+        FieldError(
+            "type",
+            f"event {event.event_id} was accepted as {stored[event.event_id][1]}; "
+            "a new version cannot change its type",
+            index=index,
+            row=None if first_row is None else index + first_row,
+        )
+        for index, event in enumerate(events)
+        if event.event_id in changed and event.type != stored[event.event_id][1]
+    ]
+    raise InvalidInput(f"{len(changed)} event(s) would change type; nothing was stored", errors)
 
 
 async def _replay(
