@@ -27,7 +27,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from shared.errors import FieldError
-from shared.money import CurrencyCode, DecimalString, Money
+from shared.money import CurrencyCode, DecimalString, Money, NonNegativeMoney
 from shared.time import DATE_RANGE, country_code, in_date_range
 
 EventType = Literal[
@@ -107,10 +107,10 @@ class OrderLine(Payload):
     line_id: Text
     sku: Text
     quantity: Quantity
-    unit_price: Money
-    shipping_price: Money | None = None
-    item_tax: Money | None = None
-    discount: Money | None = None
+    unit_price: NonNegativeMoney
+    shipping_price: NonNegativeMoney | None = None
+    item_tax: NonNegativeMoney | None = None
+    discount: NonNegativeMoney | None = None
     status: Literal["pending", "shipped", "delivered", "cancelled"]
     purchased_at: EventTime
     category: Text | None = None
@@ -133,7 +133,7 @@ class OrderLine(Payload):
 class Refund(Payload):
     order_id: Text
     sku: Text | None = None
-    amount: Money
+    amount: NonNegativeMoney
     quantity: Count | None = None
     refunded_at: EventTime
     reason: FreeText | None = None
@@ -153,8 +153,8 @@ class AdSpend(Payload):
     sku: Text | None = None
     impressions: Count
     clicks: Count
-    cost: Money
-    attributed_sales: Money
+    cost: NonNegativeMoney
+    attributed_sales: NonNegativeMoney
     attributed_orders: Count
 
 
@@ -176,7 +176,7 @@ class InventorySnapshot(Payload):
 
 class UnitCost(Payload):
     sku: Text
-    cost: Money
+    cost: NonNegativeMoney
     effective_from: EventDate
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, PlainSerializer
 
 # ISO 4217 codes in use (and a few withdrawn lately, for history), plus CNH, the
 # offshore yuan Chinese sellers are paid in. A code outside it is a typo, not a currency
@@ -70,3 +70,14 @@ class Money(BaseModel):
 
     amount: DecimalString
     currency: CurrencyCode
+
+
+def _not_negative(money: Money) -> Money:
+    if money.amount < 0:
+        raise ValueError("must not be negative")
+    return money
+
+
+# A price, a cost, a refund: never below zero (a correction is a new version, not a
+# negative amount). Fees stay plain Money: a marketplace credits fees back.
+NonNegativeMoney = Annotated[Money, AfterValidator(_not_negative)]

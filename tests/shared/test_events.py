@@ -178,3 +178,38 @@ def test_a_marketplace_is_an_iso_country_with_its_own_time_zone() -> None:
     late = datetime(2026, 3, 31, 23, 30, tzinfo=UTC)
     assert local_date(late, "AU") == date(2026, 4, 1)
     assert local_date(late, "AR") == date(2026, 3, 31)
+
+
+def test_prices_costs_and_refunds_are_not_negative_but_fees_may_be() -> None:
+    refund = {
+        **order_line(),
+        "type": "refund",
+        "payload": {
+            "order_id": "111",
+            "amount": {"amount": "-30.00", "currency": "USD"},
+            "refunded_at": "2026-03-02T00:00:00Z",
+        },
+    }
+    fee_credit = {
+        **order_line(),
+        "type": "fee",
+        "payload": {
+            "fee_type": "fulfillment",
+            "amount": {"amount": "-1.25", "currency": "USD"},
+            "charged_at": "2026-03-02T00:00:00Z",
+        },
+    }
+    batch = [
+        order_line(unit_price={"amount": "-100.00", "currency": "USD"}),
+        order_line(discount={"amount": "-50.00", "currency": "USD"}),
+        refund,
+    ]
+    events, errors = validate_batch(batch)
+    assert events == []
+    assert {(e.index, e.field, e.reason) for e in errors} == {
+        (0, "payload.unit_price", "must not be negative"),
+        (1, "payload.discount", "must not be negative"),
+        (2, "payload.amount", "must not be negative"),
+    }
+    # A marketplace crediting a fee back is a negative fee.
+    assert validate_batch([fee_credit])[1] == []
