@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import orjson
 
 from shared.events import Event
+
+
+class AcceptedEvent(NamedTuple):
+    """An accepted event's latest version; None where accepted before it was recorded."""
+
+    version: int
+    event_type: str | None
+    store_id: str | None
+    marketplace: str | None
 
 
 class EventRepository:
@@ -84,26 +93,12 @@ class EventRepository:
         )
         return {row["event_id"] for row in rows}
 
-    async def accepted_types(
-        self, tenant_id: str, event_ids: list[str]
-    ) -> dict[str, tuple[int, str | None]]:
-        """The version and type each of these events was accepted with."""
-        rows = await self.conn.fetch(
-            "SELECT event_id, version, event_type FROM event_versions "
-            "WHERE tenant_id = $1 AND event_id = ANY($2::text[])",
-            tenant_id,
-            event_ids,
-        )
-        return {row["event_id"]: (row["version"], row["event_type"]) for row in rows}
-
-    async def stored_sources(
-        self, tenant_id: str, event_ids: list[str]
-    ) -> dict[str, tuple[str | None, str | None]]:
-        """The store and marketplace of each already accepted event, locked until the
-        transaction ends so what is checked is what gets replaced."""
+    async def accepted(self, tenant_id: str, event_ids: list[str]) -> dict[str, AcceptedEvent]:
+        """What each of these events was accepted as, locked until the transaction ends
+        so what is checked is what gets replaced."""
         rows = await self.conn.fetch(
             """
-            SELECT event_id, store_id, marketplace FROM event_versions
+            SELECT event_id, version, event_type, store_id, marketplace FROM event_versions
             WHERE tenant_id = $1 AND event_id = ANY($2::text[])
             ORDER BY event_id
             FOR UPDATE
@@ -111,7 +106,12 @@ class EventRepository:
             tenant_id,
             event_ids,
         )
-        return {row["event_id"]: (row["store_id"], row["marketplace"]) for row in rows}
+        return {
+            row["event_id"]: AcceptedEvent(
+                row["version"], row["event_type"], row["store_id"], row["marketplace"]
+            )
+            for row in rows
+        }
 
     async def delete_idempotency_keys_before(self, hours: int) -> int:
         """Forgets idempotency keys older than ``hours`` (all tenants); returns how many."""

@@ -116,12 +116,17 @@ def validate(raw_events: list[Any], first_row: int | None = None) -> list[Event]
     return events
 
 
+def _row(index: int, first_row: int | None) -> int | None:
+    """The file line of event ``index`` when the batch came from a file."""
+    return None if first_row is None else index + first_row
+
+
 def check_stores(events: list[Event], access: Access, first_row: int | None = None) -> None:
     """A caller limited to stores or marketplaces (an agency's grant, a user's role)
     pushes only into those; 403 naming each event outside."""
     errors: list[FieldError] = []
     for index, event in enumerate(events):
-        row = None if first_row is None else index + first_row
+        row = _row(index, first_row)
         if access.stores is not None and event.source.store_id not in access.stores:
             reason = f"store {event.source.store_id} is not granted"
             errors.append(FieldError("source.store_id", reason, index=index, row=row))
@@ -145,16 +150,16 @@ async def check_replaced(
     another store's sale into one it may push to. 403 naming each such event."""
     if access.stores is None and access.marketplaces is None:
         return
-    stored = await repository.stored_sources(tenant_id, sorted({e.event_id for e in events}))
+    stored = await repository.accepted(tenant_id, sorted({e.event_id for e in events}))
     errors: list[FieldError] = []
     for index, event in enumerate(events):
-        if event.event_id not in stored:
+        accepted = stored.get(event.event_id)
+        if accepted is None:
             continue
-        store, marketplace = stored[event.event_id]
-        if (access.stores is not None and store not in access.stores) or (
-            access.marketplaces is not None and marketplace not in access.marketplaces
+        if (access.stores is not None and accepted.store_id not in access.stores) or (
+            access.marketplaces is not None and accepted.marketplace not in access.marketplaces
         ):
-            row = None if first_row is None else index + first_row
+            row = _row(index, first_row)
             reason = "already names an event outside what this caller may reach"
             errors.append(FieldError("event_id", reason, index=index, row=row))
     if errors:
@@ -233,24 +238,25 @@ async def _refuse_type_changes(
     pushed = {e.event_id: e for e in latest if e.event_id not in accepted_ids}
     if not pushed:
         return
-    stored = await repository.accepted_types(tenant_id, sorted(pushed))
+    stored = await repository.accepted(tenant_id, sorted(pushed))
     changed = {
         event_id
-        for event_id, (version, event_type) in stored.items()
-        if version < pushed[event_id].version and event_type not in (None, pushed[event_id].type)
+        for event_id, accepted in stored.items()
+        if accepted.version < pushed[event_id].version
+        and accepted.event_type not in (None, pushed[event_id].type)
     }
     if not changed:
         return
     errors = [
         FieldError(
             "type",
-            f"event {event.event_id} was accepted as {stored[event.event_id][1]}; "
+            f"event {event.event_id} was accepted as {stored[event.event_id].event_type}; "
             "a new version cannot change its type",
             index=index,
-            row=None if first_row is None else index + first_row,
+            row=_row(index, first_row),
         )
         for index, event in enumerate(events)
-        if event.event_id in changed and event.type != stored[event.event_id][1]
+        if event.event_id in changed and event.type != stored[event.event_id].event_type
     ]
     raise InvalidInput(f"{len(changed)} event(s) would change type; nothing was stored", errors)
 
