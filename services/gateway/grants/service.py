@@ -16,7 +16,7 @@ from services.gateway.tenants.repository import TenantRepository
 from shared.access import EffectiveGrant
 from shared.auth import Principal
 from shared.db import Database
-from shared.errors import Conflict, FieldError, InvalidInput, NotFound
+from shared.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from shared.scopes import TENANT_ADMIN
 from shared.time import utcnow
 
@@ -113,12 +113,22 @@ async def create_grant(session: AsyncSession, principal: Principal, data: GrantC
     )
 
 
-async def visible_grants(session: AsyncSession, principal: Principal) -> list[Grant]:
-    """Grants the caller's tenant received; with tenant:admin, also those it issued."""
+async def visible_grants(
+    session: AsyncSession, principal: Principal, tenant_id: str | None = None
+) -> list[Grant]:
+    """Grants the caller's tenant received; with tenant:admin, also those it issued.
+    Naming another tenant: only the grants received from it, 403 when there are none
+    (its grants are its own business, not an empty list)."""
     tenant = principal.require_tenant()
-    return await GrantRepository(session).involving(
+    grants = await GrantRepository(session).involving(
         tenant, given=TENANT_ADMIN in principal.scopes, received=True
     )
+    if tenant_id is None or tenant_id == tenant:
+        return grants
+    received = [g for g in grants if g.tenant_id == tenant_id and g.agency_tenant_id == tenant]
+    if not received:
+        raise Forbidden(f"no access to tenant {tenant_id}")
+    return received
 
 
 async def visible_grant(session: AsyncSession, principal: Principal, grant_id: str) -> Grant:
