@@ -32,6 +32,18 @@ def order_line(**payload: Any) -> dict[str, Any]:
     return base
 
 
+def another(event_type: str, **payload: Any) -> dict[str, Any]:
+    """An event of ``event_type`` with ``payload``, the envelope of ``order_line``'s."""
+    return {**order_line(), "type": event_type, "payload": payload}
+
+
+def refund(amount: str, **extra: Any) -> dict[str, Any]:
+    """A refund of ``amount`` USD for order 111."""
+    money = {"amount": amount, "currency": "USD"}
+    return another("refund", order_id="111", amount=money, refunded_at="2026-03-02T00:00:00Z",
+                   **extra)  # fmt: skip
+
+
 def test_valid_event_keeps_exact_decimals() -> None:
     events, errors = validate_batch([order_line()])
     assert errors == []
@@ -109,23 +121,12 @@ def test_values_storage_or_the_calendar_cannot_hold_are_refused_at_the_door() ->
     nul_id["event_id"] = "amazon\x00-1"
     huge_version = order_line()
     huge_version["version"] = 2**31
-    refund = {
-        **order_line(),
-        "type": "refund",
-        "payload": {
-            "order_id": "111",
-            "amount": {"amount": "1.00", "currency": "USD"},
-            "refunded_at": "2026-03-02T00:00:00Z",
-            "reason": "broken\x00",
-        },
-    }
+    broken = refund("1.00", reason="broken\x00")
     nul_platform = order_line()
     nul_platform["source"] = {**nul_platform["source"], "platform": "ama\x00zon"}
-    snapshot = {
-        **order_line(),
-        "type": "inventory_snapshot",
-        "payload": {"date": "1969-12-31", "sku": "LAMP", "warehouse": "w", "on_hand": 1},
-    }
+    snapshot = another(
+        "inventory_snapshot", date="1969-12-31", sku="LAMP", warehouse="w", on_hand=1
+    )
     batch = [
         order_line(),
         nul_id,
@@ -135,7 +136,7 @@ def test_values_storage_or_the_calendar_cannot_hold_are_refused_at_the_door() ->
         order_line(purchased_at="0001-01-01T00:00:00+14:00"),
         order_line(purchased_at="9999-12-31T23:59:59Z"),
         order_line(unit_price={"amount": "1e400", "currency": "USD"}),
-        refund,
+        broken,
         snapshot,
         nul_platform,
     ]
@@ -181,28 +182,17 @@ def test_a_marketplace_is_an_iso_country_with_its_own_time_zone() -> None:
 
 
 def test_prices_costs_and_refunds_are_not_negative_but_fees_may_be() -> None:
-    refund = {
-        **order_line(),
-        "type": "refund",
-        "payload": {
-            "order_id": "111",
-            "amount": {"amount": "-30.00", "currency": "USD"},
-            "refunded_at": "2026-03-02T00:00:00Z",
-        },
-    }
-    fee_credit = {
-        **order_line(),
-        "type": "fee",
-        "payload": {
-            "fee_type": "fulfillment",
-            "amount": {"amount": "-1.25", "currency": "USD"},
-            "charged_at": "2026-03-02T00:00:00Z",
-        },
-    }
+    negative_refund = refund("-30.00")
+    fee_credit = another(
+        "fee",
+        fee_type="fulfillment",
+        amount={"amount": "-1.25", "currency": "USD"},
+        charged_at="2026-03-02T00:00:00Z",
+    )
     batch = [
         order_line(unit_price={"amount": "-100.00", "currency": "USD"}),
         order_line(discount={"amount": "-50.00", "currency": "USD"}),
-        refund,
+        negative_refund,
     ]
     events, errors = validate_batch(batch)
     assert events == []
