@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
+from services.ingest.events.csv_upload import parse_csv
+from shared.errors import InvalidInput
+from shared.events import validate_batch
 from tests.conftest import NewTenant
 
 HEADER = "event_id,platform,store_id,marketplace,order_id,line_id,sku,quantity,unit_price,shipping_price,currency,status,purchased_at"
@@ -114,3 +118,91 @@ async def test_other_types_convert_counts_dates_and_flags(
     assert [(e["row"], e["field"]) for e in shipments.json()["errors"]] == [
         (3, "payload.tracking_valid")
     ]
+
+
+def test_rows_are_the_lines_a_record_starts_on() -> None:
+    # A quoted cell spanning lines and a blank line both shift the lines after them.
+    text = "\n".join(
+        [
+            HEADER,
+            '"erp-1",amazon,acme-us,US,A1,1,"LAMP',
+            'DELUXE",2,10.00,,USD,shipped,2026-03-01T18:00:00Z',
+            "",
+            GOOD[1],
+        ]
+    )
+    batch = parse_csv(text.encode(), "order_line", 10)
+    assert batch.rows == [2, 5]
+    assert batch.events[0]["payload"]["sku"] == "LAMP\nDELUXE"
+
+
+async def test_a_bad_record_after_a_multi_line_cell_is_named_by_its_own_line(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant(scopes=["ingest:write"])
+    lines = [
+        HEADER,
+        'erp-1,amazon,acme-us,US,A1,1,"LAMP',
+        'DELUXE",2,10.00,,USD,shipped,2026-03-01T18:00:00Z',
+        "",
+        "erp-2,amazon,acme-us,US,A2,1,MUG,1,5.25,,USD,lost,2026-03-02T18:00:00Z",
+    ]
+    response = await upload(http, tenant.headers, "order_line", lines)
+    assert response.status_code == 422
+    assert [(e["row"], e["index"], e["field"]) for e in response.json()["errors"]] == [
+        (5, 1, "payload.status")
+    ]
+
+
+def _refusal(text: str, kind: str = "order_line") -> list[tuple[int | None, str, str]]:
+    with pytest.raises(InvalidInput) as refused:
+        parse_csv(text.encode(), kind, 10)
+    return [(e.row, e.field, e.reason) for e in refused.value.errors]
+
+
+def test_a_column_named_twice_is_refused() -> None:
+    header = HEADER.replace("event_id,", "event_id,event_id,")
+    assert _refusal(f"{header}\ndh1,{GOOD[0]}\n") == [
+        (1, "event_id", "appears more than once in the header")
+    ]
+
+
+def test_rows_with_more_or_fewer_cells_than_the_header_are_refused() -> None:
+    errors = _refusal(f"{HEADER}\n{GOOD[0]},99\nerp-3,amazon,acme-us,US,A3,1\n{GOOD[1]}\n")
+    assert errors == [
+        (2, "body", "has 14 cells; the header has 13"),
+        (3, "body", "has 6 cells; the header has 13"),
+    ]
+
+
+def test_two_currency_columns_that_disagree_are_refused() -> None:
+    header = HEADER.replace("currency", "unit_price_currency,currency")
+    row = GOOD[0].replace("USD", "EUR,USD")
+    assert _refusal(f"{header}\n{row}\n") == [
+        (2, "payload.unit_price.currency", "unit_price_currency (EUR) and currency (USD) disagree")
+    ]
+    # Both columns saying the same is no contradiction.
+    agreeing = parse_csv(
+        f"{header}\n{GOOD[0].replace('USD', 'USD,USD')}\n".encode(), "order_line", 10
+    )
+    assert agreeing.events[0]["payload"]["unit_price"] == {"amount": "10.00", "currency": "USD"}
+
+
+def test_an_amount_without_any_currency_column_lacks_its_currency() -> None:
+    header = "event_id,platform,store_id,marketplace,order_id,amount,refunded_at"
+    batch = parse_csv(
+        f"{header}\nr1,amazon,s,US,A1,3.00,2026-03-01T18:00:00Z\n".encode(), "refund", 10
+    )
+    assert batch.events[0]["payload"]["amount"] == {"amount": "3.00"}
+    _, errors = validate_batch(batch.events)
+    assert [(e.field, e.reason) for e in errors] == [("payload.amount.currency", "required")]
+
+
+def test_text_the_csv_module_cannot_read_is_refused_naming_the_line() -> None:
+    unterminated = _refusal(f'{HEADER}\n{GOOD[0]}\n"erp-2,amazon,acme-us\n')
+    assert unterminated == [(3, "body", "unexpected end of data")]
+    stray = _refusal(f'{HEADER}\n"erp-1"x,{GOOD[0]}\n')
+    assert [(row, field) for row, field, _ in stray] == [(2, "body")]
+    huge = _refusal(f"{HEADER}\n{GOOD[0]}\n{'x' * 200_000},{GOOD[1]}\n")
+    assert [(row, field) for row, field, _ in huge] == [(3, "body")]
+    assert "field larger than field limit" in huge[0][2]

@@ -14,9 +14,11 @@ import csv
 import io
 import types
 import typing
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic.fields import FieldInfo
 
@@ -24,10 +26,7 @@ from shared.errors import FieldError, InvalidInput, PayloadTooLarge
 from shared.events import EVENT_TYPES, PAYLOAD_MODELS
 from shared.money import Money
 
-T = TypeVar("T")
-
 ENVELOPE_COLUMNS = ("event_id", "version", "platform", "store_id", "marketplace", "occurred_at")
-FIRST_DATA_ROW = 2
 # The timestamp that stands for the event when the file has no occurred_at column.
 _OCCURRED_FROM = (
     "purchased_at", "refunded_at", "charged_at", "opened_at", "reported_at",
@@ -63,20 +62,36 @@ def _convert(kind: type, raw: str) -> Any:
     return raw
 
 
-def _read(reader: csv.DictReader[str], step: Callable[[], T]) -> T:
-    """A step of the reader; what the csv module refuses (a cell over 128 KiB, a stray
-    quote in strict files) is a 422 naming the line, not a server error."""
-    try:
-        return step()
-    except csv.Error as exc:
-        raise InvalidInput(
-            f"line {reader.line_num + 1} is not valid CSV: {exc}",
-            [FieldError(field="body", reason=str(exc), row=reader.line_num + 1)],
-        ) from None
+@dataclass(frozen=True)
+class CsvBatch:
+    """A file's events in file order, and the file line each one starts on."""
+
+    events: list[dict[str, Any]]
+    rows: list[int]
 
 
-def parse_csv(raw: bytes, event_type: str, max_events: int) -> list[Any]:
-    """Events from an uploaded file, in file order (line n + 2 is event n)."""
+def _records(text: str) -> Iterator[tuple[int, list[str]]]:
+    """Each record with the file line it starts on: a quoted cell may span lines, and
+    blank lines are skipped. What the csv module refuses (an unterminated quote, a stray
+    one, a cell over 128 KiB) is a 422 naming the line, not a server error."""
+    reader = csv.reader(io.StringIO(text), strict=True)
+    while True:
+        line = reader.line_num + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise InvalidInput(
+                f"line {line} is not valid CSV: {exc}",
+                [FieldError(field="body", reason=str(exc), row=line)],
+            ) from None
+        if cells:
+            yield line, cells
+
+
+def parse_csv(raw: bytes, event_type: str, max_events: int) -> CsvBatch:
+    """Events from an uploaded file, in file order, with the line each starts on."""
     if event_type not in EVENT_TYPES:
         raise InvalidInput(
             f"unknown event type {event_type!r}",
@@ -88,47 +103,84 @@ def parse_csv(raw: bytes, event_type: str, max_events: int) -> list[Any]:
         raise InvalidInput(
             "the file is not UTF-8 text", [FieldError(field="body", reason="must be UTF-8 CSV")]
         ) from None
-    reader = csv.DictReader(io.StringIO(text))
-    model = PAYLOAD_MODELS[event_type]
-    fields = model.model_fields
-    known = set(ENVELOPE_COLUMNS) | set(fields) | {"currency"}
-    known |= {f"{name}_currency" for name, f in fields.items() if _kind(f) is Money}
-    header = _read(reader, lambda: list(reader.fieldnames or []))
-    if not header:
+    records = _records(text)
+    first = next(records, None)
+    if first is None:
         raise InvalidInput(
             "the file is empty", [FieldError(field="body", reason="a header row is required")]
         )
-    unknown = [column for column in header if column not in known]
-    if unknown:
-        raise InvalidInput(
-            f"unknown column(s): {', '.join(unknown)}",
-            [FieldError(field=column, reason="unknown column", row=1) for column in unknown],
-        )
-    rows = _read(reader, lambda: list(reader))
-    if len(rows) > max_events:
-        raise PayloadTooLarge(
-            f"{len(rows)} rows in one file; at most {max_events} are accepted",
-            [FieldError(field="body", reason=f"at most {max_events} rows a file")],
-        )
-    if not rows:
+    header_row, header = first
+    fields = PAYLOAD_MODELS[event_type].model_fields
+    _check_header(header, header_row, fields)
+    events: list[dict[str, Any]] = []
+    rows: list[int] = []
+    errors: list[FieldError] = []
+    for row, cells in records:
+        if len(events) == max_events:
+            raise PayloadTooLarge(
+                f"more than {max_events} rows in one file; at most {max_events} are accepted",
+                [FieldError(field="body", reason=f"at most {max_events} rows a file")],
+            )
+        index = len(events)
+        if len(cells) != len(header):
+            reason = f"has {len(cells)} cells; the header has {len(header)}"
+            errors.append(FieldError(field="body", reason=reason, index=index, row=row))
+        event, conflicts = _event(dict(zip(header, cells, strict=False)), event_type, fields)
+        errors += [FieldError(field, reason, index=index, row=row) for field, reason in conflicts]
+        events.append(event)
+        rows.append(row)
+    if errors:
+        bad = len({e.index for e in errors})
+        raise InvalidInput(f"{bad} invalid row(s); nothing was stored", errors)
+    if not events:
         raise InvalidInput(
             "the file has no rows", [FieldError(field="body", reason="at least one row")]
         )
-    return [_event(row, event_type, fields) for row in rows]
+    return CsvBatch(events, rows)
+
+
+def _check_header(header: list[str], row: int, fields: dict[str, FieldInfo]) -> None:
+    known = set(ENVELOPE_COLUMNS) | set(fields) | {"currency"}
+    known |= {f"{name}_currency" for name, f in fields.items() if _kind(f) is Money}
+    errors = [
+        FieldError(field=column, reason="unknown column", row=row)
+        for column in dict.fromkeys(header)
+        if column not in known
+    ]
+    errors += [
+        FieldError(field=column, reason="appears more than once in the header", row=row)
+        for column, count in Counter(header).items()
+        if count > 1
+    ]
+    if errors:
+        raise InvalidInput(
+            f"the header has {len(errors)} bad column(s): "
+            + ", ".join(f"{e.field} ({e.reason})" for e in errors),
+            errors,
+        )
 
 
 def _event(
-    row: dict[str, str | None], event_type: str, fields: dict[str, FieldInfo]
-) -> dict[str, Any]:
-    cells = {k: v.strip() for k, v in row.items() if k is not None and v is not None and v.strip()}
+    row: dict[str, str], event_type: str, fields: dict[str, FieldInfo]
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The event a row holds, and the (field, reason) of cells that contradict each other."""
+    cells = {k: v.strip() for k, v in row.items() if v.strip()}
     payload: dict[str, Any] = {}
+    conflicts: list[tuple[str, str]] = []
     for name, field in fields.items():
         if name not in cells:
             continue
         kind = _kind(field)
         if kind is Money:
-            currency = cells.get(f"{name}_currency") or cells.get("currency")
-            payload[name] = {"amount": cells[name], "currency": currency}
+            money = {"amount": cells[name]}
+            own, shared = cells.get(f"{name}_currency"), cells.get("currency")
+            if own and shared and own != shared:
+                reason = f"{name}_currency ({own}) and currency ({shared}) disagree"
+                conflicts.append((f"payload.{name}.currency", reason))
+            currency = own or shared
+            if currency:
+                money["currency"] = currency
+            payload[name] = money
         else:
             payload[name] = _convert(kind, cells[name])
     occurred = cells.get("occurred_at") or next(
@@ -146,7 +198,7 @@ def _event(
         "occurred_at": occurred,
         "payload": payload,
     }
-    return {k: v for k, v in event.items() if v is not None}
+    return {k: v for k, v in event.items() if v is not None}, conflicts
 
 
 def _as_timestamp(value: str) -> str:

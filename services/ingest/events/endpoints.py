@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from services.ingest.config import Settings
 from services.ingest.events import service
-from services.ingest.events.csv_upload import FIRST_DATA_ROW, parse_csv
+from services.ingest.events.csv_upload import parse_csv
 from services.ingest.events.repository import EventRepository
 from services.ingest.events.schemas import (
     PUSH_REQUEST_SCHEMA,
@@ -52,7 +52,8 @@ async def push_events(
     raw = await request.body()
     settings: Settings = request.app.state.settings
     # Parsed and validated before a connection is taken: the pool serves only I/O.
-    events = service.validate(service.parse_body(raw, settings.max_events_per_request))
+    raw_events = service.parse_body(raw, settings.max_events_per_request)
+    events = service.validate(raw_events)
     service.check_stores(events, access)
     db: Database = request.app.state.db
     # Committed when the block ends, before the 202 goes out: the answer means durable.
@@ -64,7 +65,7 @@ async def push_events(
             tenant_id,
             events,
             key,
-            service.fingerprint(raw),
+            service.json_fingerprint(raw_events) if key is not None else "",
             settings.topic_prefix,
         )
     return JSONResponse(answer.body, status_code=answer.status)
@@ -111,16 +112,15 @@ async def upload_events_csv(
     key = service.check_idempotency_key(idempotency_key)
     raw = await request.body()
     settings: Settings = request.app.state.settings
-    events = service.validate(
-        parse_csv(raw, event_type, settings.max_events_per_request), first_row=FIRST_DATA_ROW
-    )
-    service.check_stores(events, access, first_row=FIRST_DATA_ROW)
+    batch = parse_csv(raw, event_type, settings.max_events_per_request)
+    events = service.validate(batch.events, rows=batch.rows)
+    service.check_stores(events, access, rows=batch.rows)
     db: Database = request.app.state.db
     # The type is part of what the key protects: the same file as another type differs.
     request_hash = service.fingerprint(event_type.encode() + b"\n" + raw)
     async with db.raw_connection() as conn, conn.transaction():
         await service.check_replaced(
-            EventRepository(conn), tenant_id, events, access, first_row=FIRST_DATA_ROW
+            EventRepository(conn), tenant_id, events, access, rows=batch.rows
         )
         answer = await service.accept(
             EventRepository(conn),
@@ -130,6 +130,6 @@ async def upload_events_csv(
             key,
             request_hash,
             settings.topic_prefix,
-            first_row=FIRST_DATA_ROW,
+            rows=batch.rows,
         )
     return JSONResponse(answer.body, status_code=answer.status)

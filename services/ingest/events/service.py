@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -99,34 +100,32 @@ def _message(event: Event, tenant_id: str, ingested_at: str) -> bytes:
     )
 
 
-def validate(raw_events: list[Any], first_row: int | None = None) -> list[Event]:
+def validate(raw_events: list[Any], rows: Sequence[int] | None = None) -> list[Event]:
     """The batch's events when every one is valid; otherwise a 422 naming each bad one.
 
-    ``first_row`` is the file line of the first event when the batch came from a
-    file, so errors name lines too.
+    ``rows`` are the file lines of the events when the batch came from a file, so
+    errors name lines too.
     """
     events, errors = validate_batch(raw_events)
     if errors:
         bad = len({e.index for e in errors})
-        if first_row is not None:
-            errors = [
-                replace(e, row=None if e.index is None else e.index + first_row) for e in errors
-            ]
+        if rows is not None:
+            errors = [replace(e, row=None if e.index is None else rows[e.index]) for e in errors]
         raise InvalidInput(f"{bad} invalid event(s); nothing was stored", errors)
     return events
 
 
-def _row(index: int, first_row: int | None) -> int | None:
+def _row(index: int, rows: Sequence[int] | None) -> int | None:
     """The file line of event ``index`` when the batch came from a file."""
-    return None if first_row is None else index + first_row
+    return None if rows is None else rows[index]
 
 
-def check_stores(events: list[Event], access: Access, first_row: int | None = None) -> None:
+def check_stores(events: list[Event], access: Access, rows: Sequence[int] | None = None) -> None:
     """A caller limited to stores or marketplaces (an agency's grant, a user's role)
     pushes only into those; 403 naming each event outside."""
     errors: list[FieldError] = []
     for index, event in enumerate(events):
-        row = _row(index, first_row)
+        row = _row(index, rows)
         if access.stores is not None and event.source.store_id not in access.stores:
             reason = f"store {event.source.store_id} is not granted"
             errors.append(FieldError("source.store_id", reason, index=index, row=row))
@@ -143,7 +142,7 @@ async def check_replaced(
     tenant_id: str,
     events: list[Event],
     access: Access,
-    first_row: int | None = None,
+    rows: Sequence[int] | None = None,
 ) -> None:
     """A caller limited to stores or marketplaces may name an event already accepted
     only when that event lies within them too: a higher version would otherwise move
@@ -159,7 +158,7 @@ async def check_replaced(
         if (access.stores is not None and accepted.store_id not in access.stores) or (
             access.marketplaces is not None and accepted.marketplace not in access.marketplaces
         ):
-            row = _row(index, first_row)
+            row = _row(index, rows)
             reason = "already names an event outside what this caller may reach"
             errors.append(FieldError("event_id", reason, index=index, row=row))
     if errors:
@@ -172,6 +171,12 @@ def fingerprint(raw_body: bytes) -> str:
     return hashlib.sha256(raw_body).hexdigest()
 
 
+def json_fingerprint(events: list[Any]) -> str:
+    """The fingerprint of a JSON push as parsed: a client that serialises its retry
+    again (other spacing, other key order) sends the same request."""
+    return fingerprint(orjson.dumps(events, option=orjson.OPT_SORT_KEYS))
+
+
 async def accept(
     repository: EventRepository,
     outbox: OutboxRepository,
@@ -180,7 +185,7 @@ async def accept(
     idempotency_key: str | None,
     request_hash: str,
     topic_prefix: str,
-    first_row: int | None = None,
+    rows: Sequence[int] | None = None,
 ) -> Answer:
     """Stores a valid batch's new events in the outbox; the caller's transaction commits it.
 
@@ -195,7 +200,7 @@ async def accept(
 
     latest = _latest_per_event(events)
     accepted_ids = await repository.accept_versions(tenant_id, latest)
-    await _refuse_type_changes(repository, tenant_id, events, latest, accepted_ids, first_row)
+    await _refuse_type_changes(repository, tenant_id, events, latest, accepted_ids, rows)
     accepted = [e for e in latest if e.event_id in accepted_ids]
     if accepted:
         ingested_at = utcnow().isoformat()
@@ -230,7 +235,7 @@ async def _refuse_type_changes(
     events: list[Event],
     latest: list[Event],
     accepted_ids: set[str],
-    first_row: int | None,
+    rows: Sequence[int] | None,
 ) -> None:
     """A higher version of another type than the event was accepted as: 422 (the caller's
     transaction rolls back). Replacing it would leave the old one counted where it was:
@@ -253,7 +258,7 @@ async def _refuse_type_changes(
             f"event {event.event_id} was accepted as {stored[event.event_id].event_type}; "
             "a new version cannot change its type",
             index=index,
-            row=_row(index, first_row),
+            row=_row(index, rows),
         )
         for index, event in enumerate(events)
         if event.event_id in changed and event.type != stored[event.event_id].event_type
