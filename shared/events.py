@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    StrictBool,
     StringConstraints,
     TypeAdapter,
     ValidationError,
@@ -59,6 +60,29 @@ def _no_nul(value: str) -> str:
     return value
 
 
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+DATE_REASON = "must be a date such as 2026-03-01"
+TIMESTAMP_REASON = "must be a timestamp with its offset, such as 2026-03-01T07:15:00Z"
+
+
+def _date_text(value: object) -> object:
+    # Lax parsing would take a midnight timestamp or a number of seconds for a date.
+    if isinstance(value, dt.datetime) or not (
+        isinstance(value, dt.date) or (isinstance(value, str) and _DATE.match(value))
+    ):
+        raise ValueError(DATE_REASON)
+    return value
+
+
+def _timestamp_text(value: object) -> object:
+    # Lax parsing would take a number of seconds; a bare date is no instant at all.
+    if isinstance(value, dt.datetime):
+        return value
+    if not isinstance(value, str) or _DATE.match(value):
+        raise ValueError(TIMESTAMP_REASON)
+    return value
+
+
 def _dated(value: dt.date) -> dt.date:
     if not in_date_range(value):
         raise ValueError(f"must be {DATE_RANGE}")
@@ -79,12 +103,13 @@ Text = Annotated[
     AfterValidator(_no_nul),
 ]
 FreeText = Annotated[str, AfterValidator(_no_nul)]
-Count = Annotated[int, Field(ge=0, strict=True)]
-# As PostgreSQL's integer, which keeps quantities and versions.
+# As PostgreSQL's integer, which keeps quantities and versions; one bound for every
+# count, far above any real day's clicks or stock.
 MAX_INT = 2**31 - 1
+Count = Annotated[int, Field(ge=0, le=MAX_INT, strict=True)]
 Quantity = Annotated[int, Field(gt=0, le=MAX_INT, strict=True)]
-EventDate = Annotated[dt.date, AfterValidator(_dated)]
-EventTime = Annotated[AwareDatetime, AfterValidator(_timed)]
+EventDate = Annotated[dt.date, BeforeValidator(_date_text), AfterValidator(_dated)]
+EventTime = Annotated[AwareDatetime, BeforeValidator(_timestamp_text), AfterValidator(_timed)]
 
 
 def topic_for(event_type: str, prefix: str = "") -> str:
@@ -123,11 +148,23 @@ class OrderLine(Payload):
             money = getattr(self, name)
             if money is not None and money.currency != self.unit_price.currency:
                 raise PydanticCustomError(
-                    "currency_mismatch",
-                    "{field}.currency must equal unit_price.currency ({currency})",
-                    {"field": name, "currency": self.unit_price.currency},
+                    "payload_conflict",
+                    "{at} must equal unit_price.currency ({currency})",
+                    {"at": f"{name}.currency", "currency": self.unit_price.currency},
                 )
         return self
+
+
+def _not_before(model: BaseModel, later: str, earlier: str) -> None:
+    """Refuses ``later`` before ``earlier`` when both are given: a reply before the
+    ticket was opened would make a negative response time."""
+    after, before = getattr(model, later), getattr(model, earlier)
+    if after is not None and before is not None and after < before:
+        raise PydanticCustomError(
+            "payload_conflict",
+            "{at} must not be before {earlier}",
+            {"at": later, "earlier": earlier},
+        )
 
 
 class Refund(Payload):
@@ -185,10 +222,15 @@ class Shipment(Payload):
     promised_ship_by: EventTime
     shipped_at: EventTime | None = None
     carrier: FreeText | None = None
-    tracking_valid: bool | None = None
+    tracking_valid: StrictBool | None = None
     promised_delivery_by: EventTime | None = None
     delivered_at: EventTime | None = None
-    cancelled_by_seller_before_ship: bool | None = None
+    cancelled_by_seller_before_ship: StrictBool | None = None
+
+    @model_validator(mode="after")
+    def _delivered_after_shipping(self) -> Shipment:
+        _not_before(self, "delivered_at", "shipped_at")
+        return self
 
 
 class OrderDefect(Payload):
@@ -203,6 +245,12 @@ class CsTicket(Payload):
     first_response_at: EventTime | None = None
     resolved_at: EventTime | None = None
     csat: Annotated[int, Field(ge=1, le=5, strict=True)] | None = None
+
+    @model_validator(mode="after")
+    def _answered_after_opening(self) -> CsTicket:
+        _not_before(self, "first_response_at", "opened_at")
+        _not_before(self, "resolved_at", "opened_at")
+        return self
 
 
 class FxRate(Payload):
@@ -228,7 +276,7 @@ PAYLOAD_MODELS: dict[str, type[Payload]] = {
 
 
 class Source(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     platform: Annotated[
         str,
@@ -242,12 +290,18 @@ class Source(BaseModel):
 class Envelope(BaseModel):
     """An event as pushed, before its payload is checked against its type."""
 
+    # A misspelt "verison" would otherwise vanish and the default take its place.
+    model_config = ConfigDict(extra="forbid")
+
     event_id: Text
     type: EventType
     version: Annotated[int, Field(ge=1, le=MAX_INT, strict=True)] = 1
     source: Source
     occurred_at: EventTime
     payload: dict[str, Any]
+    # Clients copy it from the Kafka message shape; ignored, as the tenant comes from
+    # the token.
+    tenant_id: Annotated[str, AfterValidator(_no_nul)] | None = None
 
 
 class Event(BaseModel):
@@ -290,6 +344,12 @@ _ENVELOPES = TypeAdapter(list[Envelope])
 _REASON_BY_PYDANTIC_TYPE = {
     "missing": "required",
     "extra_forbidden": "unknown field",
+    # Pydantic's own words name its classes ("instance of Money").
+    "model_type": "must be a JSON object",
+    "model_attributes_type": "must be a JSON object",
+    "dict_type": "must be a JSON object",
+    "bool_type": "must be true or false",
+    "timezone_aware": TIMESTAMP_REASON,
 }
 _INDEX = re.compile(r"^\d+$")
 
@@ -320,14 +380,15 @@ def _field_errors(
             if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))
         ]
         context = error.get("ctx") or {}
-        if error.get("type") == "currency_mismatch" and "field" in context:
-            # Raised on the whole payload; name the amount that disagrees.
-            parts += [str(context["field"]), "currency"]
+        if error.get("type") == "payload_conflict":
+            # Raised on the whole payload; name the field at fault.
+            parts.append(str(context["at"]))
         path = ".".join(parts)
         found.append(
             FieldError(
                 index=index,
-                field=f"{prefix}{path}" if path else prefix.rstrip("."),
+                # An event that is not an object at all.
+                field=f"{prefix}{path}" if path else prefix.rstrip(".") or "event",
                 reason=_reason(error),
             )
         )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+import re
+from decimal import Decimal
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, PlainSerializer
@@ -25,21 +26,22 @@ CURRENCY_REASON = "must be an ISO 4217 currency code such as USD"
 AMOUNT_LIMIT = Decimal(10) ** 15
 
 
+# Digits with an optional sign and fraction: what an ERP or a marketplace writes. An
+# exponent ("1e3"), spaces or "NaN" are some other program's output, not an amount.
+_DECIMAL = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+DECIMAL_REASON = 'must be a decimal string such as "12.34"'
+
+
 def parse_decimal_string(value: object) -> Decimal:
-    """A finite decimal from a string (or an int); floats are refused as lossy."""
-    if isinstance(value, bool | float):
-        raise ValueError('must be a decimal string such as "12.34"')
-    if isinstance(value, Decimal):
+    """A decimal from a string of digits (or an int); floats are refused as lossy."""
+    if isinstance(value, Decimal) and value.is_finite():
         result = value
-    elif isinstance(value, int | str):
-        try:
-            result = Decimal(str(value).strip())
-        except InvalidOperation as exc:
-            raise ValueError('must be a decimal string such as "12.34"') from exc
+    elif (isinstance(value, int) and not isinstance(value, bool)) or (
+        isinstance(value, str) and _DECIMAL.match(value)
+    ):
+        result = Decimal(value)
     else:
-        raise ValueError('must be a decimal string such as "12.34"')
-    if not result.is_finite():
-        raise ValueError("must be a finite decimal")
+        raise ValueError(DECIMAL_REASON)
     if abs(result) >= AMOUNT_LIMIT:
         # Beyond any real amount, and past what a float answer can say to the cent.
         raise ValueError("must be less than 10^15 in absolute value")

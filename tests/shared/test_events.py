@@ -7,7 +7,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from shared.events import OrderLine, validate_batch
+from shared.events import TIMESTAMP_REASON, OrderLine, validate_batch
+from shared.money import DECIMAL_REASON
 from shared.time import local_date
 
 
@@ -135,7 +136,7 @@ def test_values_storage_or_the_calendar_cannot_hold_are_refused_at_the_door() ->
         order_line(sku="LA\x00MP"),
         order_line(purchased_at="0001-01-01T00:00:00+14:00"),
         order_line(purchased_at="9999-12-31T23:59:59Z"),
-        order_line(unit_price={"amount": "1e400", "currency": "USD"}),
+        order_line(unit_price={"amount": "1000000000000000", "currency": "USD"}),
         broken,
         snapshot,
         nul_platform,
@@ -203,3 +204,86 @@ def test_prices_costs_and_refunds_are_not_negative_but_fees_may_be() -> None:
     }
     # A marketplace crediting a fee back is a negative fee.
     assert validate_batch([fee_credit])[1] == []
+
+
+def _reasons(batch: list[Any]) -> dict[tuple[int | None, str], str]:
+    events, errors = validate_batch(batch)
+    assert events == []
+    return {(e.index, e.field): e.reason for e in errors}
+
+
+def test_types_are_strict_where_lax_parsing_would_guess() -> None:
+    shipped = {"order_id": "111", "promised_ship_by": "2026-03-02T00:00:00Z"}
+    batch = [
+        another("shipment", **shipped, tracking_valid="yes"),
+        another("shipment", **shipped, cancelled_by_seller_before_ship=1),
+        another("traffic", date="2026-03-02T00:00:00Z", sku="LAMP", sessions=1),
+        another("traffic", date=1772409600, sku="LAMP", sessions=1),
+        order_line(purchased_at="2026-03-01"),
+        order_line(purchased_at=1772409600),
+        order_line(unit_price={"amount": "1e3", "currency": "USD"}),
+        order_line(unit_price={"amount": " 10", "currency": "USD"}),
+        another("traffic", date="2026-03-02", sku="LAMP", sessions=2**31),
+        another(
+            "ad_spend",
+            date="2026-03-02",
+            campaign_id="c",
+            impressions=2**63,
+            clicks=0,
+            cost={"amount": "1", "currency": "USD"},
+            attributed_sales={"amount": "0", "currency": "USD"},
+            attributed_orders=0,
+        ),
+    ]
+    assert _reasons(batch) == {
+        (0, "payload.tracking_valid"): "must be true or false",
+        (1, "payload.cancelled_by_seller_before_ship"): "must be true or false",
+        (2, "payload.date"): "must be a date such as 2026-03-01",
+        (3, "payload.date"): "must be a date such as 2026-03-01",
+        (4, "payload.purchased_at"): TIMESTAMP_REASON,
+        (5, "payload.purchased_at"): TIMESTAMP_REASON,
+        (6, "payload.unit_price.amount"): DECIMAL_REASON,
+        (7, "payload.unit_price.amount"): DECIMAL_REASON,
+        (8, "payload.sessions"): "Input should be less than or equal to 2147483647",
+        (9, "payload.impressions"): "Input should be less than or equal to 2147483647",
+    }
+    # What the strictness keeps: plain digits with a sign or a bare fraction.
+    fine = [order_line(unit_price={"amount": a, "currency": "USD"}) for a in ("10", "+1.5", ".5")]
+    assert validate_batch(fine)[1] == []
+
+
+def test_what_is_no_object_and_unknown_envelope_fields_are_named() -> None:
+    misspelt = {**order_line(), "verison": 2}
+    wrong_source = {**order_line(), "source": {**order_line()["source"], "region": "NA"}}
+    assert _reasons([1, "x", misspelt, wrong_source, order_line(unit_price="12.34")]) == {
+        (0, "event"): "must be a JSON object",
+        (1, "event"): "must be a JSON object",
+        (2, "verison"): "unknown field",
+        (3, "source.region"): "unknown field",
+        (4, "payload.unit_price"): "must be a JSON object",
+    }
+    # A tenant in the event is ignored: the tenant is the token's.
+    events, errors = validate_batch([{**order_line(), "tenant_id": "someone-else"}])
+    assert errors == [] and len(events) == 1
+
+
+def test_times_that_contradict_each_other_are_refused() -> None:
+    opened = {"ticket_id": "t1", "opened_at": "2026-03-02T10:00:00Z"}
+    batch = [
+        another("cs_ticket", **opened, first_response_at="2026-03-02T09:00:00Z"),
+        another("cs_ticket", **opened, resolved_at="2026-03-01T10:00:00Z"),
+        another(
+            "shipment",
+            order_id="111",
+            promised_ship_by="2026-03-02T00:00:00Z",
+            shipped_at="2026-03-03T00:00:00Z",
+            delivered_at="2026-03-02T23:00:00Z",
+        ),
+    ]
+    assert _reasons(batch) == {
+        (0, "payload.first_response_at"): "first_response_at must not be before opened_at",
+        (1, "payload.resolved_at"): "resolved_at must not be before opened_at",
+        (2, "payload.delivered_at"): "delivered_at must not be before shipped_at",
+    }
+    same_instant = another("cs_ticket", **opened, first_response_at=opened["opened_at"])
+    assert validate_batch([same_instant])[1] == []
