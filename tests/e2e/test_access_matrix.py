@@ -319,7 +319,8 @@ def own_tenant_record(
     ok: int, needs: tuple[str, ...] = ()
 ) -> Callable[[Caller, World], int | None]:
     """``/v1/tenants/{id}``: the platform admin, or the tenant's own tenant:admin (who
-    must also hold ``needs``); another tenant gets 404 so ids cannot be probed."""
+    must also hold ``needs``); another tenant gets 403 (CONTRACT §2), as an unknown
+    id would, so ids cannot be probed."""
 
     def rule(caller: Caller, world: World) -> int | None:
         if caller.kind == "platform":
@@ -328,7 +329,7 @@ def own_tenant_record(
             held = TENANT_ADMIN in caller.scopes and all(s in caller.scopes for s in needs)
             return ok if held else 403
         if caller.kind in ("stranger", "agency", "revoked"):
-            return 404
+            return 403
         return None
 
     return rule

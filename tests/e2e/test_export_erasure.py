@@ -240,7 +240,7 @@ async def test_export_then_erase_then_nothing_comes_back(
     stranger = await http.request(
         "DELETE", f"/v1/tenants/{seller.tenant_id}", json=confirm, headers=other.headers
     )
-    assert stranger.status_code == 404
+    assert stranger.status_code == 403
     narrow = await http.request(
         "DELETE", f"/v1/tenants/{seller.tenant_id}", json=confirm, headers=reader.headers
     )

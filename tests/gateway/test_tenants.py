@@ -81,13 +81,19 @@ async def test_one_tenant_cannot_reach_another(
     seller_a = await new_tenant()
     seller_b = await new_tenant()
     read = await http.get(f"/v1/tenants/{seller_a.tenant_id}", headers=seller_b.headers)
-    assert read.status_code == 404
+    assert (read.status_code, read.json()["error"]) == (403, "forbidden")
     create = await http.post(
         f"/v1/tenants/{seller_a.tenant_id}/clients",
         json={"name": "sneaky", "scopes": ["kpi:read"]},
         headers=seller_b.headers,
     )
-    assert create.status_code == 404
+    assert create.status_code == 403
+    # A tenant that does not exist answers the same: ids cannot be probed.
+    unknown = await http.get("/v1/tenants/tn_missing", headers=seller_b.headers)
+    assert (unknown.status_code, unknown.json()) == (
+        403,
+        {"error": "forbidden", "detail": "no access to tenant tn_missing"},
+    )
     own = await http.get(f"/v1/tenants/{seller_b.tenant_id}", headers=seller_b.headers)
     assert own.status_code == 200
     reader = await new_tenant(scopes=["kpi:read"])

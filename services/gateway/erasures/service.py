@@ -45,11 +45,11 @@ def out(erasure: Erasure) -> ErasureOut:
 
 def _authorize(principal: Principal, tenant_id: str) -> None:
     """The platform admin, or a tenant:admin of that tenant whose role is not limited to
-    some stores, marketplaces or categories; another tenant gets 404."""
+    some stores, marketplaces or categories; another tenant gets 403."""
     if PLATFORM_ADMIN in principal.scopes:
         return
     if principal.tenant_id != tenant_id:
-        raise NotFound(f"no tenant {tenant_id}")
+        raise Forbidden(f"no access to tenant {tenant_id}")
     principal.require(TENANT_ADMIN)
     if principal.claims.get("limits") is not None:
         raise Forbidden("this needs access to the whole tenant; this user's role is limited")

@@ -72,7 +72,7 @@ async def create_client(
     Allowed for the platform admin (any tenant) and for a `tenant:admin` of that
     tenant. Scopes must be tenant scopes (else 422 naming `scopes.<i>`), and a client
     never gets a scope the caller's token lacks (403 `insufficient_scope` naming it).
-    Another tenant, or an unknown one, is 404.
+    Another tenant is 403; an unknown one, for the platform admin, 404.
     """
     return await service.create_client(session, principal, tenant_id, data)
 

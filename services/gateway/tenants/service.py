@@ -13,7 +13,7 @@ from services.gateway.tenants.models import Tenant
 from services.gateway.tenants.repository import TenantRepository
 from services.gateway.tenants.schemas import ClientCreate, ClientCreated, TenantCreate
 from shared.auth import Principal
-from shared.errors import FieldError, InsufficientScope, InvalidInput, NotFound
+from shared.errors import FieldError, Forbidden, InvalidInput, NotFound
 from shared.scopes import PLATFORM_ADMIN, TENANT_ADMIN, TENANT_SCOPES
 
 
@@ -30,15 +30,15 @@ async def create_tenant(session: AsyncSession, data: TenantCreate) -> Tenant:
 async def readable_tenant(session: AsyncSession, principal: Principal, tenant_id: str) -> Tenant:
     """The tenant, when the caller is the platform admin or an admin of that tenant.
 
-    Another tenant's id answers 404, so ids cannot be probed.
+    Any other tenant's id is 403 (CONTRACT §2), whether it exists or not, so ids
+    cannot be probed; only the platform admin learns that one does not exist.
     """
-    allowed = PLATFORM_ADMIN in principal.scopes or (
-        principal.tenant_id == tenant_id and TENANT_ADMIN in principal.scopes
-    )
-    tenant = await TenantRepository(session).get(tenant_id) if allowed else None
+    if PLATFORM_ADMIN not in principal.scopes:
+        if principal.tenant_id != tenant_id:
+            raise Forbidden(f"no access to tenant {tenant_id}")
+        principal.require(TENANT_ADMIN)
+    tenant = await TenantRepository(session).get(tenant_id)
     if tenant is None:
-        if not allowed and principal.tenant_id == tenant_id:
-            raise InsufficientScope(TENANT_ADMIN)
         raise NotFound(f"no tenant {tenant_id}")
     return tenant
 
