@@ -2,7 +2,8 @@
 
 PostgreSQL keeps no NUL character in text or jsonb, so a NUL anywhere in a request's
 path, query or JSON body would reach a statement and fail as a server error; one
-check here covers every route of every service, present and future. A query
+check here covers every route of every service, present and future. A path or query
+percent-encoding bytes that are no UTF-8 is refused as well, not read with U+FFFD. A query
 parameter given twice is refused too: the API takes lists comma-separated, and
 silently keeping one of two values answers a question that was not asked.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 import orjson
 from starlette.responses import Response
@@ -21,6 +22,7 @@ from shared.errors import FieldError, InvalidInput, LodestarError
 from shared.events import NO_NUL
 
 REPEATED = "given more than once; a list takes its values comma-separated"
+NOT_UTF8 = "percent-encodes bytes that are no UTF-8 text"
 _JSON_NUL = b"\\u0000"
 GRAPHQL_PATH = "/graphql"
 
@@ -29,10 +31,30 @@ def _shown(name: str) -> str:
     return name.replace("\x00", "\\u0000")
 
 
+def _path_errors(scope: Scope) -> list[FieldError]:
+    if "\x00" in scope["path"]:
+        return [FieldError("path", NO_NUL)]
+    try:
+        unquote_to_bytes(scope.get("raw_path") or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        # The server decoded it with U+FFFD in place of the bytes: a store or a grant
+        # by that name would be none the client meant.
+        return [FieldError("path", NOT_UTF8)]
+    return []
+
+
 def _query_errors(query_string: bytes) -> list[FieldError]:
     errors: list[FieldError] = []
     seen: set[str] = set()
-    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True, encoding="utf-8")
+    try:
+        pairs = parse_qsl(
+            query_string.decode("latin-1"),
+            keep_blank_values=True,
+            encoding="utf-8",
+            errors="strict",
+        )
+    except UnicodeDecodeError:
+        return [FieldError("query", NOT_UTF8)]
     for name, value in pairs:
         if "\x00" in name or "\x00" in value:
             errors.append(FieldError(_shown(name), NO_NUL))
@@ -92,8 +114,7 @@ class InputGuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        errors = [FieldError("path", NO_NUL)] if "\x00" in scope["path"] else []
-        errors += _query_errors(scope.get("query_string", b""))
+        errors = _path_errors(scope) + _query_errors(scope.get("query_string", b""))
         if errors:
             await self._refuse(errors, scope, receive, send)
             return

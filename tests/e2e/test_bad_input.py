@@ -97,6 +97,26 @@ async def test_nul_anywhere_in_a_request_is_named(
     assert direct.status_code == 422 and direct.json()["errors"][0]["field"] == "path"
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "field"),
+    [
+        ("PUT", "/v1/settings/stores/a%ffb", "path"),
+        ("GET", "/v1/grants/%c3", "path"),
+        ("GET", "/v1/kpis/catalog?tenant_id=a%ff", "query"),
+    ],
+)
+async def test_percent_encoded_bytes_that_are_no_utf8_are_refused(
+    http: httpx.AsyncClient, tenant: TenantClient, method: str, path: str, field: str
+) -> None:
+    body = {"timezone": "America/New_York"} if method == "PUT" else None
+    answer = await http.request(method, path, json=body, headers=tenant.headers)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["errors"] == [
+        {"field": field, "reason": "percent-encodes bytes that are no UTF-8 text"}
+    ]
+    assert (await http.get("/v1/settings/stores", headers=tenant.headers)).json() == {"stores": []}
+
+
 async def test_a_query_parameter_given_twice_is_refused(
     http: httpx.AsyncClient, tenant: TenantClient
 ) -> None:
