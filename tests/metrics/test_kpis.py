@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from services.metrics.kpis.registry import KPIS
 from tests.conftest import NewTenant, TenantClient
 
 
@@ -371,3 +372,13 @@ async def test_top_n_per_period_by_a_metric(http: httpx.AsyncClient, new_tenant:
         )
         assert refused.status_code == 422, params
         assert refused.json()["errors"][0]["field"] == field, params
+
+
+async def test_the_api_document_defines_every_available_kpi_as_the_registry_does(
+    http: httpx.AsyncClient,
+) -> None:
+    document = (await http.get("/openapi.json")).json()
+    described = document["paths"]["/v1/kpis"]["get"]["description"]
+    for kpi in KPIS.values():
+        row = f"| `{kpi.id}` | {kpi.name} | {kpi.unit} | {kpi.description} |"
+        assert (row in described) == kpi.available, kpi.id

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from services.metrics.kpis.cache import entity_tag
 from services.metrics.kpis.query import parse_query
-from services.metrics.kpis.registry import KPIS, describe
+from services.metrics.kpis.registry import KPIS, describe, reference
 from services.metrics.kpis.schemas import KpiCatalog, KpiDefinitionOut, KpiResult
 from services.metrics.kpis.service import current_key, run_query
 from services.metrics.kpis.tenants import TenantCurrencies
@@ -42,10 +42,22 @@ def _csv(body: dict[str, Any], group_by: list[str]) -> str:
     return out.getvalue()
 
 
+_KPIS_DESCRIPTION = f"""KPI values by period and dimensions, as JSON or (`Accept: text/csv`) CSV.
+
+An agency names the seller with `tenant_id` and sees only the granted stores; a user
+limited to stores, marketplaces or categories sees only those. Totals included; asking
+for anything outside is 403. `GET /v1/kpis/catalog` gives each definition as the
+tenant's settings make it; with the default settings:
+
+{reference()}
+"""
+
+
 @router.get(
     "",
     response_model=KpiResult,
     responses={200: {"content": {"text/csv": {}}}},
+    description=_KPIS_DESCRIPTION,
 )
 async def kpis(
     request: Request,
@@ -70,12 +82,7 @@ async def kpis(
     ] = None,
     limit: Annotated[str | None, Query(description="At most this many rows a period")] = None,
 ) -> Any:
-    """KPI values by period and dimensions, as JSON or (``Accept: text/csv``) CSV.
-
-    An agency names the seller with ``tenant_id`` and sees only the granted stores; a
-    user limited to stores, marketplaces or categories sees only those. Totals
-    included; asking for anything outside is 403.
-    """
+    """See ``_KPIS_DESCRIPTION``, the operation's description in the API document."""
     narrowed = {
         name: access.narrow(name, value.split(",") if value else None)
         for name, value in (

@@ -87,3 +87,14 @@ def describe(definition: KpiDefinition, settings: KpiSettings) -> str:
         f"Σ quantity × unit_price {shipping}− discount of live lines, by purchase date; "
         f"{tax}{excluded} (this tenant's settings)."
     )
+
+
+def reference() -> str:
+    """The KPIs as a Markdown table, for the API documents: the same definitions the
+    engine computes and the catalog lists (with the default settings)."""
+    rows = [
+        f"| `{k.id}` | {k.name} | {k.unit} | {k.description} |"
+        for k in KPIS.values()
+        if k.available
+    ]
+    return "\n".join(["| id | name | unit | definition |", "|---|---|---|---|", *rows])
