@@ -23,17 +23,20 @@ UYW UZS VED VES VND VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG ZWL
 """
 CURRENCIES = frozenset(_ISO_4217.split())
 CURRENCY_REASON = "must be an ISO 4217 currency code such as USD"
-AMOUNT_LIMIT = Decimal(10) ** 15
+AMOUNT_DIGITS = 15
 
 
-# Digits with an optional sign and fraction: what an ERP or a marketplace writes. An
-# exponent ("1e3"), spaces or "NaN" are some other program's output, not an amount.
-_DECIMAL = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+# Digits with an optional sign, fraction and exponent: what an ERP or a marketplace
+# writes (Java's BigDecimal writes "1E-7"). Spaces, "NaN" or "Infinity" are no amount.
+_DECIMAL = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 DECIMAL_REASON = 'must be a decimal string such as "12.34"'
+# Finer than any price, cost or rate; a longer fraction would be a float's noise, and
+# one of thousands of digits more than PostgreSQL's numeric keeps.
+MAX_DECIMAL_PLACES = 12
 
 
 def parse_decimal_string(value: object) -> Decimal:
-    """A decimal from a string of digits (or an int); floats are refused as lossy."""
+    """A decimal from a string (or an int); floats are refused as lossy."""
     if isinstance(value, Decimal) and value.is_finite():
         result = value
     elif (isinstance(value, int) and not isinstance(value, bool)) or (
@@ -42,10 +45,25 @@ def parse_decimal_string(value: object) -> Decimal:
         result = Decimal(value)
     else:
         raise ValueError(DECIMAL_REASON)
-    if abs(result) >= AMOUNT_LIMIT:
+    # Read from the digits, not computed: arithmetic on "1e999999999" would overflow.
+    _, digits, exponent = result.as_tuple()
+    assert isinstance(exponent, int)  # a finite decimal
+    if not any(digits):
+        # A zero keeps its places when they are few: "0.00" stays "0.00".
+        return result if -MAX_DECIMAL_PLACES <= exponent <= 0 else Decimal(0)
+    if result.adjusted() >= AMOUNT_DIGITS:
         # Beyond any real amount, and past what a float answer can say to the cent.
         raise ValueError("must be less than 10^15 in absolute value")
+    places = -exponent - (len(digits) - len("".join(map(str, digits)).rstrip("0")))
+    if places > MAX_DECIMAL_PLACES:
+        raise ValueError(f"must have at most {MAX_DECIMAL_PLACES} decimal places")
     return result
+
+
+def plain(value: Decimal) -> str:
+    """The decimal written out in digits, never with an exponent ("0.0000001", not
+    "1E-7"), as every reader of an event expects it."""
+    return format(value, "f")
 
 
 def is_currency(value: object) -> bool:
@@ -60,7 +78,7 @@ def _currency(value: object) -> str:
 
 
 DecimalString = Annotated[
-    Decimal, BeforeValidator(parse_decimal_string), PlainSerializer(str, return_type=str)
+    Decimal, BeforeValidator(parse_decimal_string), PlainSerializer(plain, return_type=str)
 ]
 CurrencyCode = Annotated[str, BeforeValidator(_currency)]
 

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from shared.events import TIMESTAMP_REASON, OrderLine, validate_batch
+from shared.events import PAYLOAD_MODELS, TIMESTAMP_REASON, OrderLine, validate_batch
 from shared.money import DECIMAL_REASON
 from shared.time import local_date
 
@@ -221,7 +221,7 @@ def test_types_are_strict_where_lax_parsing_would_guess() -> None:
         another("traffic", date=1772409600, sku="LAMP", sessions=1),
         order_line(purchased_at="2026-03-01"),
         order_line(purchased_at=1772409600),
-        order_line(unit_price={"amount": "1e3", "currency": "USD"}),
+        order_line(unit_price={"amount": "1e-13", "currency": "USD"}),
         order_line(unit_price={"amount": " 10", "currency": "USD"}),
         another("traffic", date="2026-03-02", sku="LAMP", sessions=2**31),
         another(
@@ -242,14 +242,39 @@ def test_types_are_strict_where_lax_parsing_would_guess() -> None:
         (3, "payload.date"): "must be a date such as 2026-03-01",
         (4, "payload.purchased_at"): TIMESTAMP_REASON,
         (5, "payload.purchased_at"): TIMESTAMP_REASON,
-        (6, "payload.unit_price.amount"): DECIMAL_REASON,
+        (6, "payload.unit_price.amount"): "must have at most 12 decimal places",
         (7, "payload.unit_price.amount"): DECIMAL_REASON,
         (8, "payload.sessions"): "Input should be less than or equal to 2147483647",
         (9, "payload.impressions"): "Input should be less than or equal to 2147483647",
     }
-    # What the strictness keeps: plain digits with a sign or a bare fraction.
-    fine = [order_line(unit_price={"amount": a, "currency": "USD"}) for a in ("10", "+1.5", ".5")]
+    # What the strictness keeps: a sign, a bare fraction, an exponent as Java writes it.
+    fine = [
+        order_line(unit_price={"amount": a, "currency": "USD"})
+        for a in ("10", "+1.5", ".5", "1E+3", "1E-7", "0.100000000000000")
+    ]
     assert validate_batch(fine)[1] == []
+
+
+def test_amounts_travel_in_digits_as_they_were_read() -> None:
+    # str() of 0.0000001 is "1E-7": the consumer must read back what ingest accepted.
+    amounts = ["0.0000001", "1E+3", "12.30", "0.00", "-0.000000000001"]
+    events, errors = validate_batch(
+        [
+            another(
+                "fee",
+                fee_type="other",
+                amount={"amount": a, "currency": "USD"},
+                charged_at="2026-03-02T00:00:00Z",
+            )
+            for a in amounts
+        ]
+    )
+    assert errors == []
+    sent = [event.payload.model_dump(mode="json")["amount"]["amount"] for event in events]
+    assert sent == ["0.0000001", "1000", "12.30", "0.00", "-0.000000000001"]
+    for event in events:
+        read = PAYLOAD_MODELS["fee"].model_validate(event.payload.model_dump(mode="json"))
+        assert read == event.payload
 
 
 def test_what_is_no_object_and_unknown_envelope_fields_are_named() -> None:
