@@ -23,6 +23,7 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -30,6 +31,7 @@ from pydantic_core import PydanticCustomError
 from shared.errors import FieldError
 from shared.money import CurrencyCode, DecimalString, Money, NonNegativeMoney
 from shared.time import DATE_RANGE, country_code, in_date_range
+from shared.validation_context import STORED, accepting
 
 EventType = Literal[
     "order_line",
@@ -106,7 +108,15 @@ FreeText = Annotated[str, AfterValidator(_no_nul)]
 # As PostgreSQL's integer, which keeps quantities and versions; one bound for every
 # count, far above any real day's clicks or stock.
 MAX_INT = 2**31 - 1
-Count = Annotated[int, Field(ge=0, le=MAX_INT, strict=True)]
+
+
+def _countable(value: int, info: ValidationInfo) -> int:
+    if value > MAX_INT and accepting(info):
+        raise ValueError(f"must be at most {MAX_INT}")
+    return value
+
+
+Count = Annotated[int, Field(ge=0, strict=True), AfterValidator(_countable)]
 Quantity = Annotated[int, Field(gt=0, le=MAX_INT, strict=True)]
 EventDate = Annotated[dt.date, BeforeValidator(_date_text), AfterValidator(_dated)]
 EventTime = Annotated[AwareDatetime, BeforeValidator(_timestamp_text), AfterValidator(_timed)]
@@ -155,11 +165,11 @@ class OrderLine(Payload):
         return self
 
 
-def _not_before(model: BaseModel, later: str, earlier: str) -> None:
+def _not_before(model: BaseModel, info: ValidationInfo, later: str, earlier: str) -> None:
     """Refuses ``later`` before ``earlier`` when both are given: a reply before the
     ticket was opened would make a negative response time."""
     after, before = getattr(model, later), getattr(model, earlier)
-    if after is not None and before is not None and after < before:
+    if after is not None and before is not None and after < before and accepting(info):
         raise PydanticCustomError(
             "payload_conflict",
             "{at} must not be before {earlier}",
@@ -228,8 +238,8 @@ class Shipment(Payload):
     cancelled_by_seller_before_ship: StrictBool | None = None
 
     @model_validator(mode="after")
-    def _delivered_after_shipping(self) -> Shipment:
-        _not_before(self, "delivered_at", "shipped_at")
+    def _delivered_after_shipping(self, info: ValidationInfo) -> Shipment:
+        _not_before(self, info, "delivered_at", "shipped_at")
         return self
 
 
@@ -247,9 +257,9 @@ class CsTicket(Payload):
     csat: Annotated[int, Field(ge=1, le=5, strict=True)] | None = None
 
     @model_validator(mode="after")
-    def _answered_after_opening(self) -> CsTicket:
-        _not_before(self, "first_response_at", "opened_at")
-        _not_before(self, "resolved_at", "opened_at")
+    def _answered_after_opening(self, info: ValidationInfo) -> CsTicket:
+        _not_before(self, info, "first_response_at", "opened_at")
+        _not_before(self, info, "resolved_at", "opened_at")
         return self
 
 
@@ -275,6 +285,10 @@ PAYLOAD_MODELS: dict[str, type[Payload]] = {
 }
 
 
+def _marketplace(value: object, info: ValidationInfo) -> object:
+    return country_code(value) if accepting(info) else value
+
+
 class Source(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -284,7 +298,7 @@ class Source(BaseModel):
         AfterValidator(_no_nul),
     ]
     store_id: Text
-    marketplace: Annotated[str, BeforeValidator(country_code)]
+    marketplace: Annotated[str, BeforeValidator(_marketplace)]
 
 
 class Envelope(BaseModel):
@@ -336,7 +350,9 @@ class EventMessage(BaseModel):
         assert private is not None
         typed: Payload | None = private["_typed"]
         if typed is None:
-            typed = private["_typed"] = PAYLOAD_MODELS[self.type].model_validate(self.payload)
+            typed = private["_typed"] = PAYLOAD_MODELS[self.type].model_validate(
+                self.payload, context=STORED
+            )
         return typed
 
 

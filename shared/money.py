@@ -6,7 +6,16 @@ import re
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PlainSerializer,
+    ValidationInfo,
+)
+
+from shared.validation_context import accepting
 
 # ISO 4217 codes in use (and a few withdrawn lately, for history), plus CNH, the
 # offshore yuan Chinese sellers are paid in. A code outside it is a typo, not a currency
@@ -35,8 +44,9 @@ DECIMAL_REASON = 'must be a decimal string such as "12.34"'
 MAX_DECIMAL_PLACES = 12
 
 
-def parse_decimal_string(value: object) -> Decimal:
-    """A decimal from a string (or an int); floats are refused as lossy."""
+def parse_decimal_string(value: object, info: ValidationInfo) -> Decimal:
+    """A decimal from a string (or an int); floats are refused as lossy. Read back
+    (``info.context`` says ``stored``), an amount accepted once is not refused again."""
     if isinstance(value, Decimal) and value.is_finite():
         result = value
     elif (isinstance(value, int) and not isinstance(value, bool)) or (
@@ -55,7 +65,7 @@ def parse_decimal_string(value: object) -> Decimal:
         # Beyond any real amount, and past what a float answer can say to the cent.
         raise ValueError("must be less than 10^15 in absolute value")
     places = -exponent - (len(digits) - len("".join(map(str, digits)).rstrip("0")))
-    if places > MAX_DECIMAL_PLACES:
+    if places > MAX_DECIMAL_PLACES and accepting(info):
         raise ValueError(f"must have at most {MAX_DECIMAL_PLACES} decimal places")
     return result
 

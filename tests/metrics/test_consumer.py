@@ -312,3 +312,30 @@ async def test_events_are_not_dead_lettered_when_the_fault_is_not_theirs(
     monkeypatch.setattr(consumer_module, "apply_messages", failing_with(ValueError("x"), "e1"))
     applied, faulty = await facts._apply_one_by_one(parsed) or (0, [])
     assert applied == 2 and [record.offset for record, _ in faulty] == [1]
+
+
+def test_events_accepted_under_older_rules_are_read_as_they_are() -> None:
+    """Ingest's rules grow stricter; what it accepted before is still in the outbox,
+    the broker and the facts, and is applied, not dead-lettered."""
+
+    def record(event_type: str, payload: dict[str, Any], marketplace: str = "US") -> Any:
+        value = orjson.loads(message("tn_old", f"old-{event_type}", 1))
+        value |= {"type": event_type, "payload": payload}
+        value["source"]["marketplace"] = marketplace
+        return SimpleNamespace(value=orjson.dumps(value))
+
+    usd = {"currency": "USD"}
+    older = [
+        record("order_line", orjson.loads(message("t", "e", 1))["payload"], marketplace="ZZ"),
+        record("cs_ticket", {"ticket_id": "t1", "opened_at": "2026-05-05T10:00:00Z",
+                             "first_response_at": "2026-05-05T09:00:00Z"}),
+        record("traffic", {"date": "2026-05-05", "sku": "S", "sessions": 2**40}),
+        record("fee", {"fee_type": "other", "amount": {"amount": "1e-20", **usd},
+                       "charged_at": "2026-05-05T10:00:00Z"}),
+    ]  # fmt: skip
+    parsed = consumer_module.parse_records(older)
+    assert parsed.bad == [] and len(parsed.good) == 4
+    broken = record("traffic", {"date": "2026-05-05", "sku": "S"})
+    assert [reason for _, reason in consumer_module.parse_records([broken]).bad] == [
+        "sessions: Field required"
+    ]

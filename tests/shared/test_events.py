@@ -244,8 +244,8 @@ def test_types_are_strict_where_lax_parsing_would_guess() -> None:
         (5, "payload.purchased_at"): TIMESTAMP_REASON,
         (6, "payload.unit_price.amount"): "must have at most 12 decimal places",
         (7, "payload.unit_price.amount"): DECIMAL_REASON,
-        (8, "payload.sessions"): "Input should be less than or equal to 2147483647",
-        (9, "payload.impressions"): "Input should be less than or equal to 2147483647",
+        (8, "payload.sessions"): "must be at most 2147483647",
+        (9, "payload.impressions"): "must be at most 2147483647",
     }
     # What the strictness keeps: a sign, a bare fraction, an exponent as Java writes it.
     fine = [

@@ -49,6 +49,7 @@ from shared.events import Source as EventSource
 from shared.kafka import ensure_topics, make_consumer, make_producer
 from shared.telemetry import context_from_kafka
 from shared.time import local_date
+from shared.validation_context import STORED
 
 log = logging.getLogger(__name__)
 # A batch's fixed cost (staging, a dozen statements, the commit) is shared by its
@@ -78,7 +79,7 @@ def parse_records(records: list[ConsumerRecord[bytes, bytes]]) -> Parsed:
     good, bad = [], []
     for record in records:
         try:
-            message = EventMessage.model_validate_json(record.value or b"")
+            message = EventMessage.model_validate_json(record.value or b"", context=STORED)
             message.typed_payload()
         except ValidationError as exc:
             first = exc.errors()[0]
@@ -212,7 +213,7 @@ def _source_of_row(row: Any, zones: StoreZones) -> Source:
 
 
 def _payload_of_row(row: Any) -> Payload:
-    return PAYLOAD_MODELS[row["type"]].model_validate(row["payload"])
+    return PAYLOAD_MODELS[row["type"]].model_validate(row["payload"], context=STORED)
 
 
 def passing(exc: BaseException) -> bool:

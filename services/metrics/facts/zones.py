@@ -19,6 +19,7 @@ from services.metrics.facts.measures import Source, net_deltas
 from services.metrics.facts.repository import FactRepository
 from shared.events import PAYLOAD_MODELS
 from shared.time import FALLBACK_TIME_ZONE, MARKETPLACE_TIME_ZONES
+from shared.validation_context import STORED
 
 StoreZones = dict[tuple[str, str], str]
 _LOCK = (
@@ -161,7 +162,7 @@ async def _rebucket_events(
     for row in rows:
         payload = row["payload"]
         typed = PAYLOAD_MODELS[row["type"]].model_validate(
-            orjson.loads(payload) if isinstance(payload, str) else payload
+            orjson.loads(payload) if isinstance(payload, str) else payload, context=STORED
         )
         cells = (row["tenant_id"], row["platform"], row["store_id"], row["marketplace"])
         added.append((Source(*cells, new), typed))
