@@ -12,7 +12,7 @@ import httpx
 from services.metrics.fx.rates import RateBook
 from tests.conftest import NewTenant
 from tests.metrics.test_kpis import kpis, line, values
-from tests.metrics.test_order_attached import settle
+from tests.metrics.test_order_attached import push, rate, refund, settle
 
 D = Decimal
 
@@ -138,3 +138,31 @@ async def test_gmv_converted_day_by_day_with_weekend_carry_forward(
     await settle(http, tenant, {"gmv": 4.0}, **december)
     body = await kpis(http, tenant, metrics="gmv", grain="total", **december)
     assert body["warnings"] == []
+
+
+async def test_a_cell_a_new_version_emptied_needs_no_rate(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    # A refund in pesos moved by its v2 to a day with a rate, and one in yen (which has
+    # no rate at all) turned by its v2 into dollars: the cells they left hold zeros.
+    moved = refund("r-mx", "O1", "100.00", "MXN", "acme-mx", "MX")
+    moved_v2 = refund("r-mx", "O1", "100.00", "MXN", "acme-mx", "MX", version=2)
+    moved_v2["payload"]["refunded_at"] = "2026-04-20T18:00:00Z"
+    yen = refund("r-jp", "O2", "500", "JPY", "acme-jp", "JP")
+    dollars = refund("r-jp", "O2", "10.00", "USD", "acme-jp", "JP", version=2)
+    await push(http, tenant, rate("fx", "2026-04-10", "0.05"), moved, yen)
+    april = {"from": "2026-04-01", "to": "2026-04-30", "currency": "USD"}
+    # Applied, with no rate for either on their day: no value.
+    await settle(http, tenant, {"refunds": None}, **april)
+    await push(http, tenant, moved_v2, dollars)
+    await settle(http, tenant, {"refunds": 15.0}, **april)
+    body = await kpis(http, tenant, metrics="refunds", grain="week", **april)
+    assert body["warnings"] == []
+    assert {period: value["refunds"] for period, _, value in values(body)} == {
+        "2026-03-30": 10.0,
+        "2026-04-06": 0.0,
+        "2026-04-13": 0.0,
+        "2026-04-20": 5.0,
+        "2026-04-27": 0.0,
+    }

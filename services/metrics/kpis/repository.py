@@ -62,9 +62,12 @@ def _factor(alias: str) -> str:
 
 
 def _converted(expression: str, alias: str) -> str:
+    # A zero needs no rate: a cell a new version emptied (the refund moved to another
+    # day, the line to another currency) must not make its bucket null.
     factor = _factor(alias)
     return (
-        f"CASE WHEN bool_or(({factor}) IS NULL) THEN NULL ELSE sum(({expression}) * ({factor})) END"
+        f"CASE WHEN bool_or(({factor}) IS NULL AND ({expression}) <> 0) THEN NULL "
+        f"ELSE coalesce(sum(({expression}) * ({factor})), 0) END"
     )
 
 
@@ -355,12 +358,15 @@ class RollupRepository:
     async def first_day_with_amounts(
         self, tenant_id: str, currency: str, days: list[date]
     ) -> tuple[date | None, int]:
-        """Of the given days, the first on which the currency has amounts, and how many do."""
+        """Of the given days, the first on which the currency has amounts other than zero,
+        and how many do."""
         row = await self.conn.fetchrow(
             """
             SELECT min(d) AS first, count(*) AS days FROM (
                 SELECT local_date AS d FROM daily_store_sales WHERE tenant_id = $1 AND currency = $2 AND local_date = ANY($3::date[])
+                  AND (gross <> 0 OR shipping <> 0 OR discount <> 0 OR tax <> 0)
                 UNION SELECT local_date FROM daily_store_measures WHERE tenant_id = $1 AND currency = $2 AND local_date = ANY($3::date[])
+                  AND value <> 0
             ) days
             """,
             tenant_id,
