@@ -96,3 +96,39 @@ async def test_inventory_kpis_hand_computed(http: httpx.AsyncClient, new_tenant:
         headers=tenant.headers,
     )
     assert by_category.status_code == 200
+
+
+async def test_a_bucket_without_a_snapshot_has_no_stock_figures(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    events = [
+        snapshot("s1", "2026-04-06", "A", "wh1", 10),
+        line("a", "OA", 3, "10.00", "2026-04-14T18:00:00Z", sku="A"),
+    ]
+    assert (
+        await http.post("/v1/events", json={"events": events}, headers=tenant.headers)
+    ).status_code == 202
+    await wait_for(http, tenant, "units", 3.0)
+    body = await kpis(
+        http,
+        tenant,
+        metrics="on_hand,units,sell_through,days_of_cover,stockout_rate",
+        grain="week",
+        compare_to="previous_period",
+        **{"from": "2026-04-06", "to": "2026-04-19"},
+    )
+    got = {
+        row["period"]: {v["metric"]: (v["value"], v["previous"]) for v in row["values"]}
+        for row in body["rows"]
+    }
+    # The week of the 6th was counted: 10 on hand. The week of the 13th was not: its
+    # stock is unknown, not zero, and so is what follows from it.
+    assert got["2026-04-06"]["on_hand"] == (10.0, None)
+    assert got["2026-04-13"] == {
+        "on_hand": (None, 10.0),
+        "units": (3.0, 0.0),
+        "sell_through": (None, 0.0),
+        "days_of_cover": (None, None),
+        "stockout_rate": (None, 0.0),
+    }

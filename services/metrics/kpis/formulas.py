@@ -19,6 +19,17 @@ ORDER_INPUTS = frozenset({"orders", "orders_all"})
 COGS_INPUTS = frozenset({"cogs"})
 # Not sums: computed per bucket from per-SKU-day snapshot rows (see service._inventory).
 INVENTORY_INPUTS = frozenset({"on_hand_last", "sku_days", "stockout_sku_days"})
+# Inputs a bucket may lack altogether, and then have no value, not zero: a bucket with
+# no snapshot has no "units on hand on the last snapshot date".
+_WITHOUT_ZERO = frozenset({"on_hand_last"})
+
+
+def with_defaults(inputs: Inputs, names: set[str]) -> Inputs:
+    """A bucket's inputs by name: what it has, else zero (nothing sold is 0 sold), or
+    none for what only a snapshot says."""
+    return {name: inputs.get(name, None if name in _WITHOUT_ZERO else Decimal(0)) for name in names}
+
+
 # Units over the 30 days ending on a bucket's last day (see service._trailing_units).
 TRAILING_INPUTS = frozenset({"units_30d"})
 COVER_DAYS = Decimal(30)

@@ -22,6 +22,7 @@ from services.metrics.kpis.formulas import (
     SALES_INPUTS,
     TRAILING_INPUTS,
     Inputs,
+    with_defaults,
 )
 from services.metrics.kpis.query import (
     TOTAL,
@@ -148,7 +149,7 @@ async def _measure(
 
     measured = Measured(warnings=found.warnings)
     for row_key, inputs in found.inputs.items():
-        complete = {name: inputs.get(name, ZERO) for name in needed}
+        complete = with_defaults(inputs, needed)
         measured.values[row_key] = {m: FORMULAS[m].compute(complete) for m in query.metrics}
     return measured
 
@@ -303,8 +304,8 @@ def _gmv(row: asyncpg.Record, settings: KpiSettings) -> Decimal | None:
 
 
 def _empty_bucket(query: KpiQuery) -> dict[str, Decimal | None]:
-    zeros: Inputs = {name: ZERO for m in query.metrics for name in FORMULAS[m].inputs}
-    return {m: FORMULAS[m].compute(zeros) for m in query.metrics}
+    nothing = with_defaults({}, {name for m in query.metrics for name in FORMULAS[m].inputs})
+    return {m: FORMULAS[m].compute(nothing) for m in query.metrics}
 
 
 async def current_key(
