@@ -39,7 +39,7 @@ async def test_sku_orders_gain_the_category_and_lose_it_again(
             "INSERT INTO daily_sku_orders VALUES ('t1', '2026-04-10', 'amazon', 's1', 'US', 'LAMP', 2, 3)"
         )
 
-    await asyncio.to_thread(upgrade, "metrics", url)
+    await asyncio.to_thread(upgrade, "metrics", url, "0012")
     day = date(2026, 4, 10)
     assert await sku_orders(url) == {
         ("t1", day, "amazon", "s1", "US", "LAMP", 2, 2, "home"),
@@ -73,3 +73,57 @@ async def test_store_measures_are_filled_from_the_sku_measures(
         ]
         await asyncio.to_thread(command.downgrade, alembic_config("metrics", url), "0012")
         assert await conn.fetchval("SELECT to_regclass('daily_store_measures')") is None
+
+
+async def test_orders_cancelled_whole_are_counted_from_the_orders(
+    fresh_database: FreshDatabase,
+) -> None:
+    url = await fresh_database()
+    await asyncio.to_thread(upgrade, "metrics", url, "0013")
+    async with schema_connection(url, "metrics") as conn:
+        # O1 ships a lamp and cancels a rug; O2 cancels its only rug.
+        await conn.execute(
+            """
+            INSERT INTO orders (tenant_id, platform, store_id, order_id, marketplace, order_date,
+                                live_lines, lines)
+            VALUES ('t1', 'amazon', 's1', 'O1', 'US', '2026-04-10', 1, 2),
+                   ('t1', 'amazon', 's1', 'O2', 'US', '2026-04-10', 0, 1)
+            """
+        )
+        await conn.executemany(
+            "INSERT INTO order_skus (tenant_id, platform, store_id, order_id, sku, marketplace, "
+            "order_date, live, category) VALUES ($1, $2, $3, $4, $5, $6, $7::text::date, $8, $9)",
+            [
+                ("t1", "amazon", "s1", "O1", "LAMP", "US", "2026-04-10", True, "home"),
+                ("t1", "amazon", "s1", "O1", "RUG", "US", "2026-04-10", False, "home"),
+                ("t1", "amazon", "s1", "O2", "RUG", "US", "2026-04-10", False, "home"),
+            ],
+        )
+        await conn.execute(
+            """
+            INSERT INTO daily_sku_orders VALUES
+                ('t1', '2026-04-10', 'amazon', 's1', 'US', 'LAMP', 1, 1, 'home'),
+                ('t1', '2026-04-10', 'amazon', 's1', 'US', 'RUG', 0, 2, 'home')
+            """
+        )
+        await conn.execute(
+            "INSERT INTO daily_category_orders VALUES "
+            "('t1', '2026-04-10', 'amazon', 's1', 'US', 'home', 1, 2)"
+        )
+        await asyncio.to_thread(upgrade, "metrics", url)
+        by_sku = await conn.fetch("SELECT sku, cancelled FROM daily_sku_orders ORDER BY sku")
+        assert [tuple(r.values()) for r in by_sku] == [("LAMP", 0), ("RUG", 1)]
+        assert await conn.fetchval("SELECT cancelled FROM daily_category_orders") == 1
+        live = await conn.fetch("SELECT order_id, sku, order_live FROM order_skus ORDER BY 1, 2")
+        assert [tuple(r.values()) for r in live] == [
+            ("O1", "LAMP", True),
+            ("O1", "RUG", True),
+            ("O2", "RUG", False),
+        ]
+        await asyncio.to_thread(command.downgrade, alembic_config("metrics", url), "0013")
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM information_schema.columns WHERE column_name = 'cancelled'"
+            )
+            == 0
+        )

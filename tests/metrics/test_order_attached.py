@@ -376,6 +376,43 @@ async def test_orders_by_category_count_each_order_once_per_category(
     assert await totals(http, tenant, "aov", categories="home", **APRIL_WINDOW) == {"aov": 20.0}
 
 
+async def test_an_order_partly_cancelled_is_cancelled_under_no_sku_or_category(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    await push(
+        http,
+        tenant,
+        # P1 ships its lamp and cancels its toy: not a cancelled order (CONTRACT §4).
+        item("p1a", "P1", "LAMP", "home"),
+        item("p1b", "P1", "TOY", "toys", status="cancelled"),
+        # P2 cancels its only line: a cancelled order, under the toy and toys.
+        item("p2a", "P2", "TOY", "toys", status="cancelled"),
+    )
+    await settle(http, tenant, {"orders": 1.0, "cancel_rate": 0.5})
+    metrics = "orders,cancel_rate"
+    assert await totals_by(http, tenant, metrics=metrics, group_by="sku") == {
+        ("LAMP",): {"orders": 1.0, "cancel_rate": 0.0},
+        ("TOY",): {"orders": 0.0, "cancel_rate": 0.5},
+    }
+    assert await totals_by(http, tenant, metrics=metrics, group_by="category") == {
+        ("home",): {"orders": 1.0, "cancel_rate": 0.0},
+        ("toys",): {"orders": 0.0, "cancel_rate": 0.5},
+    }
+    # Of several SKUs at once (counted distinct from each order's SKUs).
+    both = await totals(http, tenant, metrics, skus="LAMP,TOY", **APRIL_WINDOW)
+    assert both == {"orders": 1.0, "cancel_rate": 0.5}
+    # P1's lamp cancelled too: now P1 is cancelled whole, under every SKU it holds.
+    await push(
+        http, tenant, {**item("p1a", "P1", "LAMP", "home", status="cancelled"), "version": 2}
+    )
+    await settle(http, tenant, {"orders": 0.0, "cancel_rate": 1.0})
+    assert await totals_by(http, tenant, metrics=metrics, group_by="sku") == {
+        ("LAMP",): {"orders": 0.0, "cancel_rate": 1.0},
+        ("TOY",): {"orders": 0.0, "cancel_rate": 1.0},
+    }
+
+
 async def test_orders_by_any_mix_of_skus_and_categories_count_each_order_once(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:

@@ -146,10 +146,10 @@ def test_rollups_equal_a_recomputation_from_the_facts(
 
 def recompute_orders(
     events: list[dict[str, Any]], group_by: list[str], filters: dict[str, list[str]]
-) -> dict[tuple[str, ...], tuple[int, int]]:
-    """By (month, *group_by): orders with a live line, and all orders, counted once per
-    group, from the SKUs each order holds (the category it holds a SKU under is the
-    greatest its lines of that SKU name)."""
+) -> dict[tuple[str, ...], tuple[int, int, int]]:
+    """By (month, *group_by): orders with a live line, all orders and orders cancelled
+    whole (every line of the order), counted once per group, from the SKUs each order
+    holds (the category it holds a SKU under is the greatest its lines of that SKU name)."""
     latest: dict[str, dict[str, Any]] = {}
     for e in events:
         if e["event_id"] not in latest or e["version"] > latest[e["event_id"]]["version"]:
@@ -159,6 +159,7 @@ def recompute_orders(
         by_order[e["order"]].append(e)
     live: dict[tuple[str, ...], set[str]] = defaultdict(set)
     placed: dict[tuple[str, ...], set[str]] = defaultdict(set)
+    cancelled: dict[tuple[str, ...], set[str]] = defaultdict(set)
     for order, lines in by_order.items():
         first = min(lines, key=lambda e: (e["at"], e["event_id"]))
         month = local_date(first["at"], first["market"]).replace(day=1).isoformat()
@@ -171,7 +172,12 @@ def recompute_orders(
             placed[cell].add(order)
             if any(e["status"] != "cancelled" for e in of_sku):
                 live[cell].add(order)
-    return {cell: (len(live[cell]), len(orders)) for cell, orders in placed.items()}
+            if all(e["status"] == "cancelled" for e in lines):
+                cancelled[cell].add(order)
+    return {
+        cell: (len(live[cell]), len(orders), len(cancelled[cell]))
+        for cell, orders in placed.items()
+    }
 
 
 async def check_orders(
@@ -205,10 +211,9 @@ async def check_orders(
         got[cell] = (answer["orders"], answer["cancel_rate"])
     expected = recompute_orders(events, group_by, filters)
     assert set(got) == set(expected), (got, expected)
-    for cell, (orders, placed) in expected.items():
+    for cell, (orders, placed, cancelled) in expected.items():
         assert got[cell][0] == orders, (cell, got[cell], expected[cell])
-        # cancel_rate = (all orders - orders) / all orders
-        assert abs(got[cell][1] - (placed - orders) / placed) < 1e-12, (cell, got[cell], placed)
+        assert abs(got[cell][1] - cancelled / placed) < 1e-12, (cell, got[cell], expected[cell])
 
 
 @settings(

@@ -242,10 +242,12 @@ class FactRepository:
     async def _move_sku_orders(self) -> None:
         # The touched orders' SKUs leave the per-SKU and per-category counts as they were
         # and come back as the orders' lines now have them: both sides gathered once.
+        # ``live``: a line of the SKU is; ``order_live``: a line of the order is, so the
+        # order is not cancelled (CONTRACT §4), whatever became of this SKU's lines.
         await self.conn.execute(
             "CREATE TEMP TABLE IF NOT EXISTS moved_order_skus (sign int, tenant_id text, "
             "local_date date, platform text, store_id text, marketplace text, order_id text, "
-            "sku text, category text, live boolean) ON COMMIT DELETE ROWS"
+            "sku text, category text, live boolean, order_live boolean) ON COMMIT DELETE ROWS"
         )
         await self.conn.execute(
             """
@@ -257,7 +259,7 @@ class FactRepository:
             )
             INSERT INTO moved_order_skus
             SELECT -1, tenant_id, order_date, platform, store_id, marketplace, order_id, sku,
-                   category, live
+                   category, live, order_live
             FROM old
             """
         )
@@ -265,47 +267,54 @@ class FactRepository:
             """
             WITH new AS (
                 INSERT INTO order_skus (tenant_id, platform, store_id, order_id, sku,
-                                        marketplace, order_date, live, category)
+                                        marketplace, order_date, live, category, order_live)
                 SELECT l.tenant_id, l.platform, l.store_id, l.order_id, l.sku, o.marketplace,
-                       o.order_date, bool_or(l.status <> 'cancelled'), max(l.category)
+                       o.order_date, bool_or(l.status <> 'cancelled'), max(l.category),
+                       o.live_lines > 0
                 FROM order_lines l
                 JOIN touched_keys USING (tenant_id, platform, store_id, order_id)
                 JOIN orders o USING (tenant_id, platform, store_id, order_id)
                 GROUP BY l.tenant_id, l.platform, l.store_id, l.order_id, l.sku, o.marketplace,
-                         o.order_date
+                         o.order_date, o.live_lines
                 RETURNING *
             )
             INSERT INTO moved_order_skus
             SELECT 1, tenant_id, order_date, platform, store_id, marketplace, order_id, sku,
-                   category, live
+                   category, live, order_live
             FROM new
             """
         )
         await self.conn.execute(
             f"""
-            INSERT INTO daily_sku_orders AS d ({_SKU_ORDER_DIMS}, orders, orders_all)
-            SELECT {_SKU_ORDER_DIMS}, sum(sign * live::int), sum(sign)
+            INSERT INTO daily_sku_orders AS d ({_SKU_ORDER_DIMS}, orders, orders_all, cancelled)
+            SELECT {_SKU_ORDER_DIMS}, sum(sign * live::int), sum(sign),
+                   sum(sign * (NOT order_live)::int)
             FROM moved_order_skus
             GROUP BY {_SKU_ORDER_DIMS}
             ON CONFLICT ({_SKU_ORDER_DIMS}) DO UPDATE SET
                 orders = d.orders + EXCLUDED.orders,
-                orders_all = d.orders_all + EXCLUDED.orders_all
+                orders_all = d.orders_all + EXCLUDED.orders_all,
+                cancelled = d.cancelled + EXCLUDED.cancelled
             """
         )
         # An order counts once under each category it holds, however many SKUs share it.
         await self.conn.execute(
             f"""
-            INSERT INTO daily_category_orders AS d ({_CATEGORY_ORDER_DIMS}, orders, orders_all)
-            SELECT {_CATEGORY_ORDER_DIMS}, sum(sign * live::int), sum(sign)
+            INSERT INTO daily_category_orders AS d
+                ({_CATEGORY_ORDER_DIMS}, orders, orders_all, cancelled)
+            SELECT {_CATEGORY_ORDER_DIMS}, sum(sign * live::int), sum(sign),
+                   sum(sign * (NOT order_live)::int)
             FROM (
-                SELECT sign, {_CATEGORY_ORDER_DIMS}, order_id, bool_or(live) AS live
+                SELECT sign, {_CATEGORY_ORDER_DIMS}, order_id, bool_or(live) AS live,
+                       bool_or(order_live) AS order_live
                 FROM moved_order_skus
                 GROUP BY sign, {_CATEGORY_ORDER_DIMS}, order_id
             ) per_order
             GROUP BY {_CATEGORY_ORDER_DIMS}
             ON CONFLICT ({_CATEGORY_ORDER_DIMS}) DO UPDATE SET
                 orders = d.orders + EXCLUDED.orders,
-                orders_all = d.orders_all + EXCLUDED.orders_all
+                orders_all = d.orders_all + EXCLUDED.orders_all,
+                cancelled = d.cancelled + EXCLUDED.cancelled
             """
         )
 

@@ -15,7 +15,7 @@ Value = Decimal | None
 Inputs = dict[str, Value]
 
 SALES_INPUTS = frozenset({"gmv", "tax", "shipping", "units"})
-ORDER_INPUTS = frozenset({"orders", "orders_all"})
+ORDER_INPUTS = frozenset({"orders", "orders_all", "orders_cancelled"})
 COGS_INPUTS = frozenset({"cogs"})
 # Not sums: computed per bucket from per-SKU-day snapshot rows (see service._inventory).
 INVENTORY_INPUTS = frozenset({"on_hand_last", "sku_days", "stockout_sku_days"})
@@ -111,7 +111,7 @@ FORMULAS: dict[str, Formula] = {
     "refund_rate": _f({"refund_amount", "gmv"}, lambda i: div(i["refund_amount"], i["gmv"])),
     "net_sales": _f({"gmv", "refund_amount"}, _net_sales),
     "cancel_rate": _f(
-        {"orders", "orders_all"}, lambda i: div(sub(i["orders_all"], i["orders"]), i["orders_all"])
+        {"orders_cancelled", "orders_all"}, lambda i: div(i["orders_cancelled"], i["orders_all"])
     ),
     "fees": _f({"fee_amount"}, lambda i: i["fee_amount"]),
     "cogs": _f({"cogs"}, lambda i: i["cogs"]),

@@ -35,7 +35,7 @@ _DEFINITIONS = [
     KpiDefinition("refunds", "Refunds", "money", "down", "Σ refund amount by refunded_at."),
     KpiDefinition("refund_rate", "Refund rate", "ratio", "down", "refunds / gmv."),
     KpiDefinition("net_sales", "Net sales", "money", "up", "gmv − refunds."),
-    KpiDefinition("cancel_rate", "Cancel rate", "ratio", "down", "Cancelled orders / all orders placed."),
+    KpiDefinition("cancel_rate", "Cancel rate", "ratio", "down", "Cancelled orders (every line cancelled) / all orders placed; by SKU or category, of the orders holding it."),
     KpiDefinition("fees", "Fees", "money", "down", "Σ fee amounts by charged_at."),
     KpiDefinition("cogs", "COGS", "money", "down", "Σ units × unit cost effective at purchase."),
     KpiDefinition("gross_profit", "Gross profit", "money", "up", "net_sales − cogs − fees."),

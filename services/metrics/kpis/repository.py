@@ -267,7 +267,8 @@ class RollupRepository:
         )
 
     async def orders(self, grouping: Grouping) -> list[asyncpg.Record]:
-        """Orders (with a live line) and all orders placed, each counted once per group."""
+        """Orders (with a live line in the group), all orders placed and those cancelled
+        whole (every line of the order, CONTRACT §4), each counted once per group."""
         source = orders_source(grouping.group_by, grouping.filters)
         if source == "order_skus":
             # Orders holding any of several SKUs or categories: one row per order and
@@ -277,19 +278,23 @@ class RollupRepository:
             return await self._fetch(
                 grouping,
                 "o",
-                "bool_or(o.live) AS live",
+                "bool_or(o.live) AS live, bool_or(o.order_live) AS order_live",
                 "(SELECT *, order_date AS local_date FROM order_skus) o",
                 converts=False,
                 group_extra=", o.platform, o.store_id, o.order_id",
                 around=f"""
                     SELECT period{dims}, count(*) FILTER (WHERE live) AS orders,
-                           count(*) AS orders_all
+                           count(*) AS orders_all,
+                           count(*) FILTER (WHERE NOT order_live) AS orders_cancelled
                     FROM ({{}}) per_order GROUP BY period{dims}""",
             )
+        # An order of the whole store is cancelled when it has no live line at all.
+        cancelled = "o.orders_all - o.orders" if source == "daily_orders" else "o.cancelled"
         return await self._fetch(
             grouping,
             "o",
-            "sum(o.orders) AS orders, sum(o.orders_all) AS orders_all",
+            "sum(o.orders) AS orders, sum(o.orders_all) AS orders_all, "
+            f"sum({cancelled}) AS orders_cancelled",
             f"{source} o",
             converts=False,
         )
