@@ -108,29 +108,35 @@ async def test_duplicates_and_higher_versions_are_counted_and_stored_once(
     first = await ingest.push(
         tenant, [order_line("d1"), order_line("d2"), order_line("d1", version=2)]
     )
-    # d1 twice in one batch: the higher version is kept, the other is a duplicate.
+    # d1 twice in one batch, rising: both count as accepted, as if pushed one by one
+    # (CONTRACT §3: only the same or a lower version is a duplicate); v2 is stored.
     assert first.status_code == 202
-    assert first.json() == {"accepted": 2, "duplicates": 1}
+    assert first.json() == {"accepted": 3, "duplicates": 0}
     second = await ingest.push(
         tenant, [order_line("d1", version=2), order_line("d2", version=1), order_line("d1")]
     )
     assert second.json() == {"accepted": 0, "duplicates": 3}
     third = await ingest.push(tenant, [order_line("d2", version=5), order_line("d3")])
     assert third.json() == {"accepted": 2, "duplicates": 0}
-    # One outbox row per accepted event; the relay publishes d2 twice (v1 then v5).
-    assert await ingest.outbox_rows(tenant) == 4
+    # Against what is stored (d3 v1), in batch order: v2 new, v2 again, v3 new, v1 old.
+    fourth = await ingest.push(
+        tenant, [order_line("d3", version=v) for v in (2, 2, 3, 1)] + [order_line("d4")]
+    )
+    assert fourth.json() == {"accepted": 3, "duplicates": 2}
+    # One outbox row per id a push accepted, its highest version.
+    assert await ingest.outbox_rows(tenant) == 6
     versions = await ingest.sql(
         "SELECT string_agg(event_id || ':' || version, ',' ORDER BY event_id) "
         "FROM event_versions WHERE tenant_id = $1",
         tenant,
     )
-    assert versions == "d1:2,d2:5,d3:1"
+    assert versions == "d1:2,d2:5,d3:3,d4:1"
     outbox_versions = await ingest.sql(
         "SELECT string_agg(event_id || ':' || version, ',' ORDER BY id) "
         "FROM outbox WHERE tenant_id = $1",
         tenant,
     )
-    assert outbox_versions == "d1:2,d2:1,d2:5,d3:1"
+    assert outbox_versions == "d1:2,d2:1,d2:5,d3:1,d3:3,d4:1"
 
 
 async def test_idempotency_key_replays_the_first_answer_and_stores_nothing(

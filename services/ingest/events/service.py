@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
-from services.ingest.events.repository import EventRepository
+from services.ingest.events.repository import AcceptedEvent, EventRepository
 from services.ingest.outbox.repository import OutboxRepository
 from shared.access import Access
 from shared.errors import Conflict, FieldError, Forbidden, InvalidInput, PayloadTooLarge
@@ -83,6 +84,26 @@ def _latest_per_event(events: list[Event]) -> list[Event]:
         if kept is None or event.version > kept.version:
             latest[event.event_id] = event
     return list(latest.values())
+
+
+def _named_twice(events: list[Event]) -> list[str]:
+    counts = Counter(e.event_id for e in events)
+    return sorted(event_id for event_id, count in counts.items() if count > 1)
+
+
+def _new_versions(
+    events: list[Event], accepted_ids: set[str], before: dict[str, AcceptedEvent]
+) -> int:
+    """How many of the batch's events pushing them one by one would have accepted
+    (CONTRACT §3: only the same or a lower version is a duplicate): of each accepted id,
+    the versions higher than every one before them. Only the highest is stored."""
+    highest = {i: before[i].version if i in before else 0 for i in accepted_ids}
+    new = 0
+    for event in events:
+        if event.event_id in highest and event.version > highest[event.event_id]:
+            highest[event.event_id] = event.version
+            new += 1
+    return new
 
 
 def _message(event: Event, tenant_id: str, ingested_at: str) -> bytes:
@@ -199,6 +220,8 @@ async def accept(
         return await _replay(repository, tenant_id, idempotency_key, request_hash)
 
     latest = _latest_per_event(events)
+    named_twice = _named_twice(events)
+    before = await repository.accepted(tenant_id, named_twice) if named_twice else {}
     accepted_ids = await repository.accept_versions(tenant_id, latest)
     await _refuse_type_changes(repository, tenant_id, events, latest, accepted_ids, rows)
     accepted = [e for e in latest if e.event_id in accepted_ids]
@@ -223,7 +246,8 @@ async def accept(
                 for e in accepted
             ]
         )
-    answer = Answer(202, {"accepted": len(accepted), "duplicates": len(events) - len(accepted)})
+    new = _new_versions(events, accepted_ids, before)
+    answer = Answer(202, {"accepted": new, "duplicates": len(events) - new})
     if idempotency_key is not None:
         await repository.store_answer(tenant_id, idempotency_key, answer.status, answer.body)
     return answer
