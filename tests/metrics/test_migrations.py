@@ -110,7 +110,7 @@ async def test_orders_cancelled_whole_are_counted_from_the_orders(
             "INSERT INTO daily_category_orders VALUES "
             "('t1', '2026-04-10', 'amazon', 's1', 'US', 'home', 1, 2)"
         )
-        await asyncio.to_thread(upgrade, "metrics", url)
+        await asyncio.to_thread(upgrade, "metrics", url, "0014")
         by_sku = await conn.fetch("SELECT sku, cancelled FROM daily_sku_orders ORDER BY sku")
         assert [tuple(r.values()) for r in by_sku] == [("LAMP", 0), ("RUG", 1)]
         assert await conn.fetchval("SELECT cancelled FROM daily_category_orders") == 1
@@ -127,3 +127,47 @@ async def test_orders_cancelled_whole_are_counted_from_the_orders(
             )
             == 0
         )
+
+
+async def test_order_skus_keep_every_category_of_a_sku_and_lose_them_again(
+    fresh_database: FreshDatabase,
+) -> None:
+    url = await fresh_database()
+    await asyncio.to_thread(upgrade, "metrics", url, "0014")
+    async with schema_connection(url, "metrics") as conn:
+        # O1 holds DESK under two categories; 0014 kept only the greatest.
+        await conn.execute(
+            """
+            INSERT INTO order_lines (tenant_id, event_id, version, platform, store_id,
+                marketplace, order_id, line_id, sku, category, status, quantity, currency,
+                unit_price, shipping, discount, tax, purchased_at, local_date)
+            VALUES
+              ('t1', 'e1', 1, 'amazon', 's1', 'US', 'O1', '1', 'DESK', 'desks', 'shipped', 1,
+               'USD', 5, 0, 0, 0, '2026-04-10T18:00:00Z', '2026-04-10'),
+              ('t1', 'e2', 1, 'amazon', 's1', 'US', 'O1', '2', 'DESK', 'office', 'cancelled', 1,
+               'USD', 7, 0, 0, 0, '2026-04-10T18:00:00Z', '2026-04-10');
+            INSERT INTO orders VALUES ('t1', 'amazon', 's1', 'O1', 'US', '2026-04-10', 1, 2);
+            INSERT INTO order_skus (tenant_id, platform, store_id, order_id, sku, marketplace,
+                order_date, live, category, order_live)
+            VALUES ('t1', 'amazon', 's1', 'O1', 'DESK', 'US', '2026-04-10', true, 'office', true);
+            INSERT INTO daily_sku_orders VALUES
+              ('t1', '2026-04-10', 'amazon', 's1', 'US', 'DESK', 1, 1, 'office', 0);
+            INSERT INTO daily_category_orders VALUES
+              ('t1', '2026-04-10', 'amazon', 's1', 'US', 'office', 1, 1, 0);
+            """
+        )
+        await asyncio.to_thread(upgrade, "metrics", url)
+        held = await conn.fetch("SELECT sku, category, live FROM order_skus ORDER BY category")
+        assert [tuple(r.values()) for r in held] == [
+            ("DESK", "desks", True),
+            ("DESK", "office", False),
+        ]
+        by_sku = await conn.fetch("SELECT sku, orders, orders_all FROM daily_sku_orders")
+        assert [tuple(r.values()) for r in by_sku] == [("DESK", 1, 1)]
+        by_category = await conn.fetch(
+            "SELECT category, orders, orders_all FROM daily_category_orders ORDER BY category"
+        )
+        assert [tuple(r.values()) for r in by_category] == [("desks", 1, 1), ("office", 0, 1)]
+        await asyncio.to_thread(command.downgrade, alembic_config("metrics", url), "0014")
+        back = await conn.fetch("SELECT sku, category, orders FROM daily_sku_orders")
+        assert [tuple(r.values()) for r in back] == [("DESK", "office", 1)]

@@ -413,6 +413,29 @@ async def test_an_order_partly_cancelled_is_cancelled_under_no_sku_or_category(
     }
 
 
+async def test_an_order_counts_under_every_category_its_lines_name(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    # One SKU, two lines, two categories (one line's category was renamed, say).
+    await push(http, tenant, item("m1", "M1", "DESK", "desks"), item("m2", "M1", "DESK", "office"))
+    await settle(http, tenant, {"orders": 1.0, "gmv": 20.0})
+    metrics = "gmv,orders,aov"
+    assert await totals_by(http, tenant, metrics=metrics, group_by="category") == {
+        ("desks",): {"gmv": 10.0, "orders": 1.0, "aov": 10.0},
+        ("office",): {"gmv": 10.0, "orders": 1.0, "aov": 10.0},
+    }
+    assert await totals_by(http, tenant, metrics=metrics, group_by="sku") == {
+        ("DESK",): {"gmv": 20.0, "orders": 1.0, "aov": 20.0},
+    }
+    assert await totals_by(http, tenant, metrics=metrics, group_by="sku,category") == {
+        ("DESK", "desks"): {"gmv": 10.0, "orders": 1.0, "aov": 10.0},
+        ("DESK", "office"): {"gmv": 10.0, "orders": 1.0, "aov": 10.0},
+    }
+    both = await totals(http, tenant, "orders", categories="desks,office", **APRIL_WINDOW)
+    assert both == {"orders": 1.0}
+
+
 async def test_orders_by_any_mix_of_skus_and_categories_count_each_order_once(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:

@@ -148,8 +148,8 @@ def recompute_orders(
     events: list[dict[str, Any]], group_by: list[str], filters: dict[str, list[str]]
 ) -> dict[tuple[str, ...], tuple[int, int, int]]:
     """By (month, *group_by): orders with a live line, all orders and orders cancelled
-    whole (every line of the order), counted once per group, from the SKUs each order
-    holds (the category it holds a SKU under is the greatest its lines of that SKU name)."""
+    whole (every line of the order), counted once per group, from the SKU and category
+    of each of its lines."""
     latest: dict[str, dict[str, Any]] = {}
     for e in events:
         if e["event_id"] not in latest or e["version"] > latest[e["event_id"]]["version"]:
@@ -163,14 +163,12 @@ def recompute_orders(
     for order, lines in by_order.items():
         first = min(lines, key=lambda e: (e["at"], e["event_id"]))
         month = local_date(first["at"], first["market"]).replace(day=1).isoformat()
-        for sku in {e["sku"] for e in lines}:
-            of_sku = [e for e in lines if e["sku"] == sku]
-            held = {"sku": sku, "category": max(e["category"] for e in of_sku)}
+        for held in lines:
             if any(held[d] not in values for d, values in filters.items()):
                 continue
             cell = (month, *(held[d] for d in group_by))
             placed[cell].add(order)
-            if any(e["status"] != "cancelled" for e in of_sku):
+            if held["status"] != "cancelled":
                 live[cell].add(order)
             if all(e["status"] == "cancelled" for e in lines):
                 cancelled[cell].add(order)

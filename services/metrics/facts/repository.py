@@ -47,8 +47,7 @@ RAW_COLUMNS = (
 _DIMS = "tenant_id, local_date, platform, store_id, marketplace, sku, category, currency"
 _ORDER_DIMS = "tenant_id, local_date, platform, store_id, marketplace"
 _STORE_DIMS = "tenant_id, local_date, platform, store_id, marketplace, currency"
-# An order holds each SKU under one category: by SKU, categories never count it twice.
-_SKU_ORDER_DIMS = "tenant_id, local_date, platform, store_id, marketplace, sku, category"
+_SKU_ORDER_DIMS = "tenant_id, local_date, platform, store_id, marketplace, sku"
 _CATEGORY_ORDER_DIMS = "tenant_id, local_date, platform, store_id, marketplace, category"
 
 
@@ -269,13 +268,13 @@ class FactRepository:
                 INSERT INTO order_skus (tenant_id, platform, store_id, order_id, sku,
                                         marketplace, order_date, live, category, order_live)
                 SELECT l.tenant_id, l.platform, l.store_id, l.order_id, l.sku, o.marketplace,
-                       o.order_date, bool_or(l.status <> 'cancelled'), max(l.category),
+                       o.order_date, bool_or(l.status <> 'cancelled'), l.category,
                        o.live_lines > 0
                 FROM order_lines l
                 JOIN touched_keys USING (tenant_id, platform, store_id, order_id)
                 JOIN orders o USING (tenant_id, platform, store_id, order_id)
-                GROUP BY l.tenant_id, l.platform, l.store_id, l.order_id, l.sku, o.marketplace,
-                         o.order_date, o.live_lines
+                GROUP BY l.tenant_id, l.platform, l.store_id, l.order_id, l.sku, l.category,
+                         o.marketplace, o.order_date, o.live_lines
                 RETURNING *
             )
             INSERT INTO moved_order_skus
@@ -289,7 +288,13 @@ class FactRepository:
             INSERT INTO daily_sku_orders AS d ({_SKU_ORDER_DIMS}, orders, orders_all, cancelled)
             SELECT {_SKU_ORDER_DIMS}, sum(sign * live::int), sum(sign),
                    sum(sign * (NOT order_live)::int)
-            FROM moved_order_skus
+            FROM (
+                -- An order holds a SKU under each category its lines name: once per SKU.
+                SELECT sign, {_SKU_ORDER_DIMS}, order_id, bool_or(live) AS live,
+                       bool_or(order_live) AS order_live
+                FROM moved_order_skus
+                GROUP BY sign, {_SKU_ORDER_DIMS}, order_id
+            ) per_order
             GROUP BY {_SKU_ORDER_DIMS}
             ON CONFLICT ({_SKU_ORDER_DIMS}) DO UPDATE SET
                 orders = d.orders + EXCLUDED.orders,

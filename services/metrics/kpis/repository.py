@@ -98,22 +98,24 @@ def _measures_source(grouping: Grouping, alias: str, per_sku: bool = False) -> s
 def orders_source(group_by: list[str], filters: dict[str, list[str]]) -> str:
     """The table in which an order has at most one row per group, so summing counts it once.
 
-    An order has a row per SKU it holds in ``daily_sku_orders`` (under the one category
-    it holds that SKU in) and a row per category in ``daily_category_orders``. Several
-    SKUs (or categories) neither grouped by nor narrowed to one could give an order
-    several rows in a group: those orders are counted distinct from ``order_skus``.
+    An order has a row per SKU it holds in ``daily_sku_orders`` and a row per category
+    in ``daily_category_orders``. Several SKUs (or categories) neither grouped by nor
+    narrowed to one could give an order several rows in a group, and so could SKUs and
+    categories named together (an order may hold a SKU under two categories): those
+    orders are counted distinct from ``order_skus``, a row per SKU and category.
     """
 
     def one_per_order(dimension: str) -> bool:
         return dimension in group_by or len(filters.get(dimension, [])) == 1
 
+    named = {*group_by, *filters}
+    if {"sku", "category"} <= named:
+        return "order_skus"
     if one_per_order("sku"):
         return "daily_sku_orders"
-    if "sku" in filters:
-        return "order_skus"
     if one_per_order("category"):
         return "daily_category_orders"
-    if "category" in filters:
+    if named & {"sku", "category"}:
         return "order_skus"
     return "daily_orders"
 
