@@ -14,6 +14,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import orjson
+from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -51,7 +53,13 @@ def with_query(database_url: str, **params: str) -> str:
 class Database:
     """An engine and session factory whose connections see ``schema`` first."""
 
-    def __init__(self, database_url: str, schema: str, pool_size: int = 20) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        schema: str,
+        pool_size: int = 20,
+        application_name: str | None = None,
+    ) -> None:
         self.schema = schema
         self.url = database_url
         self.engine: AsyncEngine = create_async_engine(
@@ -62,12 +70,19 @@ class Database:
             pool_size=pool_size,
             max_overflow=0,
             # No ping before each checkout: it costs a round trip (three, with its
-            # transaction) on every request. A connection the server dropped fails one
-            # statement, and SQLAlchemy then discards the whole pool's stale connections.
+            # transaction) on every request. A connection the server ended is seen closed
+            # at checkout (``_discard_closed``) or fails the one statement that finds it.
             pool_pre_ping=False,
             json_deserializer=orjson.loads,
-            connect_args={"server_settings": {"search_path": f"{schema},public"}},
+            connect_args={
+                "server_settings": {
+                    "search_path": f"{schema},public",
+                    # Names the service in pg_stat_activity.
+                    "application_name": application_name or f"lodestar-{schema}",
+                }
+            },
         )
+        event.listen(self.engine.sync_engine, "checkout", _discard_closed)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @asynccontextmanager
@@ -87,7 +102,14 @@ class Database:
         async with self.engine.connect() as conn:
             raw = await conn.get_raw_connection()
             driver: Any = raw.driver_connection
-            yield driver
+            try:
+                yield driver
+            except BaseException:
+                # SQLAlchemy never sees what fails on the driver itself: a connection the
+                # server ended would go back to the pool and fail every request after.
+                if driver.is_closed():
+                    await conn.invalidate()
+                raise
 
     async def ping(self) -> None:
         async with self.raw_connection() as conn:
@@ -95,3 +117,10 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def _discard_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """A pooled connection the server has ended (a restart, an administrator) is closed
+    by the time it is checked out again: the pool opens another in its place."""
+    if dbapi_connection.driver_connection.is_closed():
+        raise DisconnectionError("the server ended this connection")
