@@ -56,21 +56,23 @@ def make_consumer(
 
 async def ensure_topics(
     bootstrap_servers: str, topics: list[str], partitions: int = DEFAULT_PARTITIONS
-) -> None:
-    """Creates the topics that do not exist yet (an existing topic is left alone)."""
+) -> list[str]:
+    """Creates the topics that do not exist yet (an existing topic is left alone);
+    returns those it found missing."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [t for t in topics if t not in existing]
         if not missing:
-            return
+            return []
         try:
             await admin.create_topics(
                 [NewTopic(name=t, num_partitions=partitions, replication_factor=1) for t in missing]
             )
         except TopicAlreadyExistsError:
             log.info("topics were created concurrently", extra={"fields": {"topics": missing}})
+        return missing
     finally:
         await admin.close()
 

@@ -32,6 +32,9 @@ class Settings(ServiceSettings):
     republish_on_start: bool = Field(
         default=False, validation_alias=env_alias("LODESTAR_INGEST_REPUBLISH_ON_START")
     )
+    # With republishing on: how often the relay asks whether the broker lost its log
+    # (restarted) while it had nothing to send.
+    broker_check_seconds: float = 5.0
     # Fernet key (urlsafe base64 of 32 bytes) sealing platform credentials at rest; a
     # secret. Unset, connections cannot be stored (503 naming the variable).
     credentials_key: str = Field(

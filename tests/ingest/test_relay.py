@@ -315,3 +315,34 @@ async def test_one_relay_at_a_time_claims_and_the_others_wait(ingest: IngestServ
         return await ingest.pending(tenant) == 0
 
     await wait_until(all_sent, what="the rows published once the claim is free")
+
+
+async def test_a_broker_that_lost_its_log_gets_the_sent_events_again(
+    make_ingest: MakeIngest, tmp_path: Path
+) -> None:
+    """The embedded broker restarted while ingest kept running: what it was sent is
+    published to it again, though no push came since and ingest did not restart."""
+    broker_port = free_port()
+    bootstrap = f"127.0.0.1:{broker_port}"
+    tenant = f"tn_{secrets.token_hex(4)}"
+    broker = EmbeddedBroker(broker_port, tmp_path / "tansu.log")
+    await asyncio.to_thread(broker.start)
+    try:
+        async with make_ingest(
+            KAFKA_BOOTSTRAP_SERVERS=bootstrap, republish_on_start=True, broker_check_seconds=0.5
+        ) as ingest:
+            await ingest.push(tenant, [order_line("b-1"), order_line("b-2")])
+            await wait_until(lambda: _published(ingest, 2), 30, "the first publication")
+            await asyncio.to_thread(broker.stop)
+            broker = EmbeddedBroker(broker_port, tmp_path / "tansu-again.log")
+            await asyncio.to_thread(broker.start)
+            await wait_until(lambda: _published(ingest, 4), 30, "the republication")
+            records = await read_topic(bootstrap, ingest.topic("order_line"), 2)
+            ids = sorted(orjson.loads(r.value or b"{}")["event_id"] for r in records)
+            assert ids == ["b-1", "b-2"]
+            # The same broker, still holding its log: nothing is sent twice more.
+            await asyncio.sleep(1.5)
+            assert ingest.relay.counters.published == 4
+            await ingest.relay.stop()
+    finally:
+        await asyncio.to_thread(broker.stop)

@@ -43,6 +43,9 @@ OUTAGE_ERRORS = (
     DBAPIError,
 )
 TRACE_HEADERS = ("traceparent", "tracestate")
+# A topic no one writes to or reads: the broker that lacks it has lost its log (the
+# embedded broker keeps it in memory), whoever created the event topics since.
+LOG_MARKER_TOPIC = "lodestar.ingest-log-marker.v1"
 
 
 @dataclass
@@ -66,6 +69,7 @@ class OutboxRelay:
         self._listener: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_cleanup = float("-inf")
+        self._last_broker_check = time.monotonic()
         self._republish_pending = settings.republish_on_start
 
     def start(self) -> None:
@@ -122,16 +126,33 @@ class OutboxRelay:
             producer = make_producer(bootstrap, linger_ms=self.settings.relay_linger_ms)
             try:
                 await producer.start()
-                prefix = self.settings.topic_prefix
-                # The embedded broker may not auto-create topics with the right partitions.
-                await ensure_topics(
-                    bootstrap, [*all_event_topics(prefix), prefix + DEADLETTER_TOPIC]
-                )
+                await self._ensure_topics()
             except BaseException:
                 await producer.stop()
                 raise
             self._producer = producer
         return self._producer
+
+    async def _ensure_topics(self) -> None:
+        """Creates what the broker lacks (the embedded one may not auto-create topics
+        with the right partitions). A broker without the marker has lost its log: with
+        ``republish_on_start`` (a broker that keeps no log) what was sent to it within
+        the retention window is published again, as at a start."""
+        prefix = self.settings.topic_prefix
+        topics = [*all_event_topics(prefix), prefix + DEADLETTER_TOPIC, prefix + LOG_MARKER_TOPIC]
+        created = await ensure_topics(self.settings.kafka_bootstrap_servers, topics)
+        if prefix + LOG_MARKER_TOPIC in created and self.settings.republish_on_start:
+            self._republish_pending = True
+
+    async def _check_broker_if_due(self) -> None:
+        # A broker restarted between two batches is not seen by the producer, which
+        # reconnects by itself: its lost log is found by asking now and then.
+        if not self.settings.republish_on_start or self._producer is None:
+            return
+        if time.monotonic() - self._last_broker_check < self.settings.broker_check_seconds:
+            return
+        self._last_broker_check = time.monotonic()
+        await self._ensure_topics()
 
     async def _close_producer(self) -> None:
         if self._producer is not None:
@@ -143,7 +164,8 @@ class OutboxRelay:
                 log.warning("producer did not stop cleanly: %s", exc)
 
     async def _republish_sent(self) -> None:
-        """Once per start, when the broker may have forgotten what it was sent."""
+        """At a start, or when the broker has lost its log: it may have forgotten what
+        it was sent."""
         async with self.db.raw_connection() as conn:
             queued = await OutboxRepository(conn).mark_unsent_since(
                 self.settings.outbox_retention_hours
@@ -170,6 +192,7 @@ class OutboxRelay:
                 outage_reported = False
                 backoff = MIN_BACKOFF_SECONDS
                 await self._cleanup_if_due()
+                await self._check_broker_if_due()
                 if published >= self.settings.relay_batch_size:
                     continue  # more may be waiting: no sleep between full batches
                 with contextlib.suppress(TimeoutError):
