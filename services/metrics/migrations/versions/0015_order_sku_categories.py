@@ -38,28 +38,25 @@ def _order_skus(category: str, group: str) -> str:
     """
 
 
-# Each order once per SKU, then per day: live when a line of the SKU is.
-_SKU_COUNTS = f"""
-    SELECT tenant_id, order_date, platform, store_id, marketplace, sku,
+def _counts(dimension: str) -> str:
+    """Each order once per ``dimension`` (SKU or category), then counted per day: live
+    when a line of it is, cancelled when the whole order is."""
+    return f"""
+    SELECT tenant_id, order_date, platform, store_id, marketplace, {dimension},
            count(*) FILTER (WHERE live), count(*), count(*) FILTER (WHERE NOT order_live)
     FROM (
-        SELECT {_ORDER}, order_date, marketplace, sku, bool_or(live) AS live,
+        SELECT {_ORDER}, order_date, marketplace, {dimension}, bool_or(live) AS live,
                bool_or(order_live) AS order_live
-        FROM order_skus GROUP BY {_ORDER}, order_date, marketplace, sku
+        FROM order_skus GROUP BY {_ORDER}, order_date, marketplace, {dimension}
     ) per_order
-    GROUP BY tenant_id, order_date, platform, store_id, marketplace, sku
-"""
-_CATEGORY_COUNTS = f"""
-    INSERT INTO daily_category_orders ({_DAY}, category, orders, orders_all, cancelled)
-    SELECT tenant_id, order_date, platform, store_id, marketplace, category,
-           count(*) FILTER (WHERE live), count(*), count(*) FILTER (WHERE NOT order_live)
-    FROM (
-        SELECT {_ORDER}, order_date, marketplace, category, bool_or(live) AS live,
-               bool_or(order_live) AS order_live
-        FROM order_skus GROUP BY {_ORDER}, order_date, marketplace, category
-    ) per_order
-    GROUP BY tenant_id, order_date, platform, store_id, marketplace, category
-"""
+    GROUP BY tenant_id, order_date, platform, store_id, marketplace, {dimension}
+    """
+
+
+_CATEGORY_COUNTS = (
+    f"INSERT INTO daily_category_orders ({_DAY}, category, orders, orders_all, cancelled) "
+    + _counts("category")
+)
 
 UPGRADE = [
     "ALTER TABLE order_skus DROP CONSTRAINT order_skus_pkey",
@@ -69,7 +66,7 @@ UPGRADE = [
     "ALTER TABLE daily_sku_orders DROP CONSTRAINT daily_sku_orders_pkey",
     "DELETE FROM daily_sku_orders",
     "ALTER TABLE daily_sku_orders DROP COLUMN category",
-    f"INSERT INTO daily_sku_orders ({_DAY}, sku, orders, orders_all, cancelled) {_SKU_COUNTS}",
+    f"INSERT INTO daily_sku_orders ({_DAY}, sku, orders, orders_all, cancelled) {_counts('sku')}",
     f"ALTER TABLE daily_sku_orders ADD PRIMARY KEY ({_DAY}, sku)",
     "DELETE FROM daily_category_orders",
     _CATEGORY_COUNTS,
