@@ -50,6 +50,17 @@ def with_query(database_url: str, **params: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
 
 
+# What a connection the server ended (a restart, an administrator) raises, depending on
+# when the client learns of it: such a connection is no use any more.
+CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
+
 class Database:
     """An engine and session factory whose connections see ``schema`` first."""
 
@@ -104,10 +115,10 @@ class Database:
             driver: Any = raw.driver_connection
             try:
                 yield driver
-            except BaseException:
+            except BaseException as exc:
                 # SQLAlchemy never sees what fails on the driver itself: a connection the
                 # server ended would go back to the pool and fail every request after.
-                if driver.is_closed():
+                if driver.is_closed() or isinstance(exc, CONNECTION_LOST):
                     await conn.invalidate()
                 raise
 

@@ -8,7 +8,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from shared.db import Database, asyncpg_dsn
+from shared.db import CONNECTION_LOST, Database, asyncpg_dsn
 
 
 async def _end_connections_of(database_url: str, application_name: str) -> int:
@@ -42,7 +42,7 @@ async def test_connections_the_server_ended_are_replaced(database_url: str, noti
         for _ in range(6):
             try:
                 await db.ping()
-            except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
+            except CONNECTION_LOST:
                 failures += 1
         # Each dead connection fails at most the one statement that finds it dead.
         assert failures <= (0 if noticed else 3)

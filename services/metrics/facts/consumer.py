@@ -34,7 +34,7 @@ from services.metrics.facts.measures import Source, net_deltas
 from services.metrics.facts.repository import FactRepository
 from services.metrics.facts.zones import StoreZones, store_zones_for
 from services.metrics.kpis.cache import bump_versions
-from shared.db import Database
+from shared.db import CONNECTION_LOST, Database
 from shared.events import (
     DEADLETTER_TOPIC,
     PAYLOAD_MODELS,
@@ -220,14 +220,13 @@ def passing(exc: BaseException) -> bool:
     """Whether a failure may pass by itself: the database or the network, not the data."""
     return isinstance(
         exc,
-        OSError
-        | asyncio.TimeoutError
-        | asyncpg.PostgresConnectionError
-        | asyncpg.InterfaceError
-        | asyncpg.exceptions.TransactionRollbackError
-        | asyncpg.exceptions.InsufficientResourcesError
-        | asyncpg.exceptions.OperatorInterventionError
-        | SQLAlchemyError,
+        (
+            *CONNECTION_LOST,
+            asyncio.TimeoutError,
+            asyncpg.exceptions.TransactionRollbackError,
+            asyncpg.exceptions.InsufficientResourcesError,
+            SQLAlchemyError,
+        ),
     )
 
 
