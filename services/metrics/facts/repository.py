@@ -283,45 +283,29 @@ class FactRepository:
             FROM new
             """
         )
-        await self.conn.execute(
-            f"""
-            INSERT INTO daily_sku_orders AS d ({_SKU_ORDER_DIMS}, orders, orders_all, cancelled)
-            SELECT {_SKU_ORDER_DIMS}, sum(sign * live::int), sum(sign),
-                   sum(sign * (NOT order_live)::int)
-            FROM (
-                -- An order holds a SKU under each category its lines name: once per SKU.
-                SELECT sign, {_SKU_ORDER_DIMS}, order_id, bool_or(live) AS live,
-                       bool_or(order_live) AS order_live
-                FROM moved_order_skus
-                GROUP BY sign, {_SKU_ORDER_DIMS}, order_id
-            ) per_order
-            GROUP BY {_SKU_ORDER_DIMS}
-            ON CONFLICT ({_SKU_ORDER_DIMS}) DO UPDATE SET
-                orders = d.orders + EXCLUDED.orders,
-                orders_all = d.orders_all + EXCLUDED.orders_all,
-                cancelled = d.cancelled + EXCLUDED.cancelled
-            """
-        )
-        # An order counts once under each category it holds, however many SKUs share it.
-        await self.conn.execute(
-            f"""
-            INSERT INTO daily_category_orders AS d
-                ({_CATEGORY_ORDER_DIMS}, orders, orders_all, cancelled)
-            SELECT {_CATEGORY_ORDER_DIMS}, sum(sign * live::int), sum(sign),
-                   sum(sign * (NOT order_live)::int)
-            FROM (
-                SELECT sign, {_CATEGORY_ORDER_DIMS}, order_id, bool_or(live) AS live,
-                       bool_or(order_live) AS order_live
-                FROM moved_order_skus
-                GROUP BY sign, {_CATEGORY_ORDER_DIMS}, order_id
-            ) per_order
-            GROUP BY {_CATEGORY_ORDER_DIMS}
-            ON CONFLICT ({_CATEGORY_ORDER_DIMS}) DO UPDATE SET
-                orders = d.orders + EXCLUDED.orders,
-                orders_all = d.orders_all + EXCLUDED.orders_all,
-                cancelled = d.cancelled + EXCLUDED.cancelled
-            """
-        )
+        # An order counts once under each SKU and each category it holds, however many
+        # lines (a SKU may come under two categories, a category hold several SKUs).
+        for table, dims in (
+            ("daily_sku_orders", _SKU_ORDER_DIMS),
+            ("daily_category_orders", _CATEGORY_ORDER_DIMS),
+        ):
+            await self.conn.execute(
+                f"""
+                INSERT INTO {table} AS d ({dims}, orders, orders_all, cancelled)
+                SELECT {dims}, sum(sign * live::int), sum(sign), sum(sign * (NOT order_live)::int)
+                FROM (
+                    SELECT sign, {dims}, order_id, bool_or(live) AS live,
+                           bool_or(order_live) AS order_live
+                    FROM moved_order_skus
+                    GROUP BY sign, {dims}, order_id
+                ) per_order
+                GROUP BY {dims}
+                ON CONFLICT ({dims}) DO UPDATE SET
+                    orders = d.orders + EXCLUDED.orders,
+                    orders_all = d.orders_all + EXCLUDED.orders_all,
+                    cancelled = d.cancelled + EXCLUDED.cancelled
+                """
+            )
 
     async def store_raw(
         self, rows: list[tuple[Any, ...]]
