@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from devstack import embedded
 from devstack.embedded import (
+    SERVER_SETTINGS,
     EmbeddedBroker,
     EmbeddedError,
     EmbeddedPostgres,
@@ -84,6 +85,27 @@ async def test_postgres_keeps_data_across_restarts(workdir: Path) -> None:
             await conn.close()
     finally:
         again.stop()
+
+
+async def _settings(url: str) -> dict[str, str]:
+    conn = await asyncpg.connect(url)
+    try:
+        return {name: await conn.fetchval(f"SHOW {name}") for name in SERVER_SETTINGS}
+    finally:
+        await conn.close()
+
+
+async def test_postgres_runs_with_the_write_heavy_settings_from_its_first_start(
+    workdir: Path,
+) -> None:
+    pg = EmbeddedPostgres(workdir / "pg")
+    try:
+        # shared_buffers needs a restart: the first start must have done it already.
+        assert await _settings(pg.start()) == SERVER_SETTINGS
+        pg.stop()
+        assert await _settings(pg.start()) == SERVER_SETTINGS
+    finally:
+        pg.stop()
 
 
 def test_postgres_stop_leaves_no_process_and_is_idempotent(workdir: Path) -> None:
