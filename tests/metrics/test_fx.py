@@ -166,3 +166,20 @@ async def test_a_cell_a_new_version_emptied_needs_no_rate(
         "2026-04-20": 5.0,
         "2026-04-27": 0.0,
     }
+
+
+async def test_of_two_rates_for_one_pair_and_date_the_one_pushed_last_wins(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    window = {"from": "2026-02-02", "to": "2026-02-02", "currency": "USD"}
+    first = [
+        fx("fx-9", "2026-02-02", "USD", "MXN", "20"),
+        line("m1", "M1", 1, "200.00", "2026-02-02T18:00:00Z", currency="MXN", marketplace="MX"),
+    ]
+    await push(http, tenant, *first)
+    await settle(http, tenant, {"gmv": 10.0}, **window)
+    # A correction under a new id that sorts before the first: it was pushed later.
+    correction = [fx("fx-10", "2026-02-02", "USD", "MXN", "25")]
+    await push(http, tenant, *correction)
+    await settle(http, tenant, {"gmv": 8.0}, **window)

@@ -183,7 +183,7 @@ async def apply_messages(
         )
         await repository.upsert_fx_rates(
             [
-                (m.tenant_id, m.event_id, p.date, p.base, p.quote, p.rate)
+                (m.tenant_id, m.event_id, p.date, p.base, p.quote, p.rate, m.ingested_at)
                 for m in applied
                 if isinstance(p := m.typed_payload(), FxRate)
             ]

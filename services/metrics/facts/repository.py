@@ -362,16 +362,20 @@ class FactRepository:
         )
 
     async def upsert_fx_rates(self, rows: list[tuple[Any, ...]]) -> None:
-        """(tenant, event id, date, base, quote, rate): a newer version overwrites its row."""
+        """(tenant, event id, date, base, quote, rate, ingested at): a newer version
+        overwrites its row."""
         if not rows:
             return
         await self.conn.execute(
             """
-            INSERT INTO fx_rates AS f (tenant_id, event_id, rate_date, base, quote, rate)
-            SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::text[], $5::text[], $6::numeric[])
+            INSERT INTO fx_rates AS f (tenant_id, event_id, rate_date, base, quote, rate, ingested_at)
+            SELECT * FROM unnest(
+                $1::text[], $2::text[], $3::date[], $4::text[], $5::text[], $6::numeric[],
+                $7::timestamptz[]
+            )
             ON CONFLICT (tenant_id, event_id) DO UPDATE SET
                 rate_date = EXCLUDED.rate_date, base = EXCLUDED.base,
-                quote = EXCLUDED.quote, rate = EXCLUDED.rate
+                quote = EXCLUDED.quote, rate = EXCLUDED.rate, ingested_at = EXCLUDED.ingested_at
             """,
             *[list(column) for column in zip(*rows, strict=True)],
         )

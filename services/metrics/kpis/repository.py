@@ -340,10 +340,11 @@ class RollupRepository:
         return rows
 
     async def fx_rates(self, tenant_id: str) -> list[tuple[date, str, str, Decimal]]:
-        """Every rate of the tenant: a day's factor never looks past that day."""
+        """Every rate of the tenant: a day's factor never looks past that day. Of two
+        rates for one pair and date, the one pushed last comes last and wins."""
         rows = await self.conn.fetch(
-            "SELECT rate_date, base, quote, rate FROM fx_rates "
-            "WHERE tenant_id = $1 ORDER BY rate_date, event_id",
+            "SELECT rate_date, base, quote, rate FROM fx_rates WHERE tenant_id = $1 "
+            "ORDER BY rate_date, ingested_at NULLS FIRST, event_id",
             tenant_id,
         )
         return [(r["rate_date"], r["base"], r["quote"], r["rate"]) for r in rows]
