@@ -233,6 +233,43 @@ async def test_compared_buckets_are_whole_weeks_and_months(
     assert [v["previous"] for v in september["rows"][0]["values"]] == [100.0, 1.0]
 
 
+async def test_a_year_earlier_is_the_same_date_around_29_february(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """28 February 2025 compares with 28 February 2024, not with the 29th, the month's
+    last day; a range ending on the last day of February still takes all of it."""
+    tenant = await new_tenant()
+    await seed(
+        http,
+        tenant,
+        [
+            line("d28", "D", 1, "10.00", "2024-02-28T20:00:00Z"),
+            line("d29", "D", 1, "100.00", "2024-02-29T20:00:00Z"),
+            line("m01", "D", 1, "1000.00", "2024-03-01T20:00:00Z"),
+            line("n28", "D", 1, "1.00", "2025-02-28T20:00:00Z"),
+        ],
+    )
+    days = await kpis(
+        http, tenant, metrics="gmv", grain="day", compare_to="previous_year",
+        **{"from": "2025-02-27", "to": "2025-03-01"},
+    )  # fmt: skip
+    assert [(r["period"], r["values"][0]["previous"]) for r in days["rows"]] == [
+        ("2025-02-27", 0.0),
+        ("2025-02-28", 10.0),
+        ("2025-03-01", 1000.0),
+    ]
+    total = await kpis(
+        http, tenant, metrics="gmv", grain="total", compare_to="previous_year",
+        **{"from": "2025-02-28", "to": "2025-03-01"},
+    )  # fmt: skip
+    assert total["rows"][0]["values"][0]["previous"] == 1110.0
+    february = await kpis(
+        http, tenant, metrics="gmv", grain="total", compare_to="previous_year",
+        **{"from": "2025-02-01", "to": "2025-02-28"},
+    )  # fmt: skip
+    assert february["rows"][0]["values"][0]["previous"] == 110.0
+
+
 async def test_other_currencies_are_null_with_a_warning(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:

@@ -233,18 +233,26 @@ class ComparisonRange:
         return shift(date.fromisoformat(period), query.grain).isoformat()
 
 
-def _year_earlier(day: date, grain: str) -> date:
+def _year_earlier(day: date, grain: str, *, range_end: bool = False) -> date:
     # A week a year earlier is the week 52 weeks earlier: it starts on a Monday too
     # (the same date a year back would fall inside another week, and match no bucket).
     if grain == "week":
         return day - timedelta(weeks=52)
-    return shift(day, "year")
+    if range_end:
+        # A range ending on 28 February 2025 compares with one ending on the 29th, the
+        # whole month.
+        return shift(day, "year")
+    # A day, or a bucket's first day, is the same date a year back; 29 February, which
+    # has none, the 28th. Never the month's last day: 28 February 2025 compares with
+    # the 28th of 2024, not the 29th.
+    return day.replace(year=day.year - 1, day=min(day.day, 28) if day.month == 2 else day.day)
 
 
 def comparison_range(query: KpiQuery) -> ComparisonRange:
     if query.compare_to == "previous_year":
         return ComparisonRange(
-            _year_earlier(query.start, query.grain), _year_earlier(query.end, query.grain)
+            _year_earlier(query.start, query.grain),
+            _year_earlier(query.end, query.grain, range_end=True),
         )
     if query.grain == "total":
         length = query.end - query.start + timedelta(days=1)
