@@ -59,6 +59,12 @@ class BadRequest(LodestarError):
     graphql_code = "BAD_USER_INPUT"
 
 
+class NotAcceptable(LodestarError):
+    status = 406
+    code = "not_acceptable"
+    graphql_code = "BAD_USER_INPUT"
+
+
 class PayloadTooLarge(LodestarError):
     status = 413
     code = "payload_too_large"

@@ -30,7 +30,7 @@ from pydantic_core import PydanticCustomError
 
 from shared.errors import FieldError
 from shared.money import CurrencyCode, DecimalString, Money, NonNegativeMoney
-from shared.time import DATE_RANGE, country_code, in_date_range
+from shared.time import DATE_RANGE, DATE_TEXT, country_code, in_date_range
 from shared.validation_context import STORED, accepting
 
 EventType = Literal[
@@ -62,7 +62,6 @@ def _no_nul(value: str) -> str:
     return value
 
 
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 DATE_REASON = "must be a date such as 2026-03-01"
 TIMESTAMP_REASON = "must be a timestamp with its offset, such as 2026-03-01T07:15:00Z"
 
@@ -70,7 +69,7 @@ TIMESTAMP_REASON = "must be a timestamp with its offset, such as 2026-03-01T07:1
 def _date_text(value: object) -> object:
     # Lax parsing would take a midnight timestamp or a number of seconds for a date.
     if isinstance(value, dt.datetime) or not (
-        isinstance(value, dt.date) or (isinstance(value, str) and _DATE.match(value))
+        isinstance(value, dt.date) or (isinstance(value, str) and DATE_TEXT.match(value))
     ):
         raise ValueError(DATE_REASON)
     return value
@@ -80,7 +79,7 @@ def _timestamp_text(value: object) -> object:
     # Lax parsing would take a number of seconds; a bare date is no instant at all.
     if isinstance(value, dt.datetime):
         return value
-    if not isinstance(value, str) or _DATE.match(value):
+    if not isinstance(value, str) or DATE_TEXT.match(value):
         raise ValueError(TIMESTAMP_REASON)
     return value
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -98,6 +99,9 @@ def utcnow() -> datetime:
 # consumer, for every event of the batch.
 EARLIEST_DATE = date(1970, 1, 1)
 LATEST_DATE = date(2199, 12, 31)
+# A calendar date as the contract writes it: Python's fromisoformat alone would also
+# read 20260131 or 2026-W05-6.
+DATE_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 DATE_RANGE = f"between {EARLIEST_DATE.isoformat()} and {LATEST_DATE.isoformat()}"
 
 

@@ -166,3 +166,34 @@ async def test_graphql_without_token_is_unauthenticated(http: httpx.AsyncClient)
     response = await http.post("/graphql", json={"query": KPIS, "variables": TOTAL_MARCH})
     errors = response.json()["errors"]
     assert errors[0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_filter_values_holding_commas_and_quotes_match_whole(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    lamp = line("c1", "oc1", 1, "80.00")
+    lamp["payload"]["category"] = "Lamps, Indoor"
+    bulb = line("c2", "oc2", 1, "15.00")
+    bulb["payload"].update(sku='BULB "2",X', category="Bulbs")
+    await push(http, tenant, lamp, bulb)
+    await wait_for_values(http, tenant, {"gmv": 95.0, "orders": 2.0})
+
+    async def gmv(filters: dict[str, list[str]]) -> Any:
+        body = await kpis(http, tenant, {"input": {**TOTAL_MARCH["input"], "filters": filters}})
+        return body["data"]["kpis"]["rows"][0]["values"][0]["value"]
+
+    assert await gmv({"categories": ["Lamps, Indoor"]}) == 80.0
+    assert await gmv({"skus": ['BULB "2",X']}) == 15.0
+    assert await gmv({"categories": ["Lamps, Indoor", "Bulbs"]}) == 95.0
+    # REST writes such a value quoted, as in CSV.
+    window = {"metrics": "gmv", "from": "2026-03-01", "to": "2026-03-31", "grain": "total"}
+    quoted = await http.get(
+        "/v1/kpis", params={**window, "categories": '"Lamps, Indoor"'}, headers=tenant.headers
+    )
+    assert quoted.json()["rows"][0]["values"][0]["value"] == 80.0
+    unclosed = await http.get(
+        "/v1/kpis", params={**window, "categories": '"Lamps, Indoor'}, headers=tenant.headers
+    )
+    assert unclosed.status_code == 422
+    assert unclosed.json()["errors"][0]["field"] == "categories"

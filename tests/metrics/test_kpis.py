@@ -324,6 +324,16 @@ async def test_other_currencies_are_null_with_a_warning(
         ({"from": "0001-01-01", "to": "0001-01-31", "compare_to": "previous_year"}, "from"),
         ({"from": "9999-12-01", "to": "9999-12-31", "grain": "month"}, "to"),
         ({"skus": "A\x00"}, "skus"),
+        # Misspelt, it would answer every marketplace's total.
+        ({"marketplace": "US"}, "marketplace"),
+        ({"metrics": "gmv,orders,gmv"}, "metrics"),
+        ({"group_by": "sku,sku"}, "group_by"),
+        ({"marketplaces": "US,ZZ"}, "marketplaces"),
+        ({"from": "20260101"}, "from"),
+        ({"to": "2026-W05-6"}, "to"),
+        # Three years and a day at day grain.
+        ({"from": "2023-01-01", "to": "2026-01-01", "grain": "day"}, "to"),
+        ({"from": "2024-02-29", "to": "2027-02-28", "grain": "day"}, "to"),
     ],
 )
 async def test_bad_parameters_are_422_naming_them(

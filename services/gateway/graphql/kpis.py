@@ -34,6 +34,7 @@ from shared.errors import (
     UpstreamUnavailable,
 )
 from shared.events import MAX_TEXT
+from shared.query_lists import join_list
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,10 @@ def _query_params(data: KpiQueryInput) -> Params:
         ("to", data.to.isoformat()),
         ("grain", data.grain.value),
     ]
-    params += [(name, ",".join(items)) for name, items in lists.items() if items]
+    # Quoted where a value holds a comma: "Lamps, Indoor" is one category, not two.
+    params += [(name, join_list(items)) for name, items in lists.items() if items]
     if data.group_by:
-        params.append(("group_by", ",".join(d.value for d in data.group_by)))
+        params.append(("group_by", join_list(d.value for d in data.group_by)))
     if data.currency is not None:
         params.append(("currency", data.currency))
     if data.compare_to is not None:

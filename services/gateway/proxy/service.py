@@ -29,6 +29,8 @@ FORWARDED_REQUEST_HEADERS = (
 )
 PASSED_RESPONSE_HEADERS = (
     "content-type",
+    # A CSV answer's warnings (a missing FX rate), which its cells cannot carry.
+    "lodestar-warnings",
     "www-authenticate",
     "retry-after",
     "location",

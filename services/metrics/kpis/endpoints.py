@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from typing import Annotated, Any
 
 import orjson
@@ -16,6 +17,8 @@ from services.metrics.kpis.tenants import TenantCurrencies
 from services.metrics.settings.repository import SettingsRepository
 from shared.access import Access, require_access
 from shared.db import Database
+from shared.errors import FieldError, InvalidInput, NotAcceptable
+from shared.query_lists import join_list, split_list
 
 router = APIRouter(prefix="/v1/kpis", tags=["kpis"])
 Reader = Annotated[Access, Depends(require_access("kpi:read"))]
@@ -40,6 +43,51 @@ def _csv(body: dict[str, Any], group_by: list[str]) -> str:
                 ]
             )
     return out.getvalue()
+
+
+# The JSON list of an answer's warnings, on a CSV answer.
+WARNINGS_HEADER = "Lodestar-Warnings"
+_PARAMETERS = frozenset(
+    {"metrics", "from", "to", "grain", "group_by", "platforms", "stores", "marketplaces",
+     "skus", "categories", "currency", "compare_to", "order_by", "limit", "tenant_id"}
+)  # fmt: skip
+
+
+def _refuse_unknown_parameters(request: Request) -> None:
+    """A misspelt ``marketplace=US`` would otherwise answer every marketplace's total."""
+    unknown = sorted(set(request.query_params) - _PARAMETERS)
+    if unknown:
+        errors = [FieldError(field=name, reason="unknown parameter") for name in unknown]
+        raise InvalidInput(f"{unknown[0]}: unknown parameter", errors)
+
+
+def _wants_csv(accept: str) -> bool:
+    """JSON or CSV by the Accept header's preferences (RFC 9110 §12.5.1), JSON on a tie
+    or when none is given; 406 when the client takes neither."""
+    if not accept.strip():
+        return False
+    quality = {"application/json": 0.0, "text/csv": 0.0}
+    specificity = {media: -1 for media in quality}
+    for part in accept.split(","):
+        media, *options = [item.strip() for item in part.split(";")]
+        media = media.lower()
+        q = 1.0
+        for option in options:
+            name, _, value = option.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        for candidate in quality:
+            kind = candidate.split("/")[0]
+            rank = {candidate: 2, f"{kind}/*": 1, "*/*": 0}.get(media)
+            # The most specific range that names a type sets its quality.
+            if rank is not None and rank > specificity[candidate]:
+                specificity[candidate], quality[candidate] = rank, q
+    if max(quality.values()) <= 0:
+        raise NotAcceptable("the answer is application/json or text/csv")
+    return quality["text/csv"] > quality["application/json"]
 
 
 _KPIS_DESCRIPTION = f"""KPI values by period and dimensions, as JSON or (`Accept: text/csv`) CSV.
@@ -83,8 +131,10 @@ async def kpis(
     limit: Annotated[str | None, Query(description="At most this many rows a period")] = None,
 ) -> Any:
     """See ``_KPIS_DESCRIPTION``, the operation's description in the API document."""
+    _refuse_unknown_parameters(request)
+    csv_wanted = _wants_csv(request.headers.get("accept", ""))
     narrowed = {
-        name: access.narrow(name, value.split(",") if value else None)
+        name: access.narrow(name, split_list(value, name))
         for name, value in (
             ("stores", stores),
             ("marketplaces", marketplaces),
@@ -100,7 +150,7 @@ async def kpis(
             "grain": grain,
             "group_by": group_by,
             "platforms": platforms,
-            **{name: ",".join(values) if values else None for name, values in narrowed.items()},
+            **{name: join_list(values) if values else None for name, values in narrowed.items()},
             "skus": skus,
             "currency": currency,
             "compare_to": compare_to,
@@ -113,7 +163,6 @@ async def kpis(
     tenant_currency = (
         None if query.currency else await currencies.reporting_currency(request, access.tenant_id)
     )
-    csv_wanted = "text/csv" in request.headers.get("accept", "")
     representation = "csv" if csv_wanted else "json"
     held = _entity_tags(request.headers.get("if-none-match", ""))
     async with db.raw_connection() as conn:
@@ -126,6 +175,9 @@ async def kpis(
         body, key = await run_query(conn, query, tenant_currency=tenant_currency, key=known)
     headers = _validators(entity_tag(key, representation))
     if csv_wanted:
+        if body["warnings"]:
+            # A CSV has no place for them: an empty cell must not pass for a silent zero.
+            headers[WARNINGS_HEADER] = json.dumps(body["warnings"])  # ASCII: \u2192
         return Response(_csv(body, query.group_by), media_type="text/csv", headers=headers)
     # Built by the engine in the documented shape: serialised as is, not validated again.
     return Response(orjson.dumps(body), media_type="application/json", headers=headers)

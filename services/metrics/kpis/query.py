@@ -18,7 +18,8 @@ from services.metrics.kpis.registry import KPIS
 from shared.errors import FieldError, InvalidInput
 from shared.events import MAX_TEXT, NO_NUL
 from shared.money import CURRENCY_REASON, is_currency
-from shared.time import DATE_RANGE, in_date_range
+from shared.query_lists import split_list
+from shared.time import DATE_RANGE, DATE_TEXT, country_code, in_date_range
 
 GRAINS = ("day", "week", "month", "quarter", "year", "total")
 DIMENSIONS = ("platform", "store", "marketplace", "sku", "category")
@@ -31,7 +32,7 @@ FILTERS = {
     "categories": "category",
 }
 FILTER_OF = {dimension: name for name, dimension in FILTERS.items()}
-MAX_DAY_GRAIN_DAYS = 3 * 366
+MAX_DAY_GRAIN_YEARS = 3
 MAX_RANGE_DAYS = 20 * 366
 TOTAL = "TOTAL"
 
@@ -59,17 +60,13 @@ class KpiQuery:
 MAX_LIMIT = 10_000
 
 
-def _split(value: str | None) -> list[str]:
-    if not value:
-        return []
-    return [item.strip() for item in value.split(",") if item.strip()]
-
-
 def _date(name: str, value: str | None, errors: list[FieldError]) -> date | None:
     if not value:
         errors.append(FieldError(field=name, reason="required, a date such as 2026-01-31"))
         return None
     try:
+        if not DATE_TEXT.match(value):
+            raise ValueError(value)
         day = date.fromisoformat(value)
     except ValueError:
         errors.append(FieldError(field=name, reason=f"{value!r} is not a date such as 2026-01-31"))
@@ -83,9 +80,10 @@ def _date(name: str, value: str | None, errors: list[FieldError]) -> date | None
 def parse_query(tenant_id: str, params: dict[str, str | None]) -> KpiQuery:
     """Checks the REST parameters; every problem is named by its parameter."""
     errors: list[FieldError] = []
-    metrics = _split(params.get("metrics"))
+    metrics = split_list(params.get("metrics"), "metrics")
     if not metrics:
         errors.append(FieldError(field="metrics", reason="required, e.g. metrics=gmv,orders"))
+    errors += _named_twice("metrics", metrics)
     for metric in metrics:
         definition = KPIS.get(metric)
         if definition is None:
@@ -100,17 +98,27 @@ def parse_query(tenant_id: str, params: dict[str, str | None]) -> KpiQuery:
     if start and end:
         if start > end:
             errors.append(FieldError(field="from", reason="must not be after to"))
-        elif grain == "day" and (end - start).days >= MAX_DAY_GRAIN_DAYS:
+        elif grain == "day" and end >= _add_months(start, 12 * MAX_DAY_GRAIN_YEARS):
             errors.append(FieldError(field="to", reason="at most 3 years at day grain"))
         elif (end - start).days >= MAX_RANGE_DAYS:
             errors.append(FieldError(field="to", reason="at most 20 years"))
-    group_by = [d.lower() for d in _split(params.get("group_by"))]
+    group_by = [d.lower() for d in split_list(params.get("group_by"), "group_by")]
+    errors += _named_twice("group_by", group_by)
     for dimension in group_by:
         if dimension not in DIMENSIONS:
             errors.append(
                 FieldError(field="group_by", reason=f"{dimension}: one of {', '.join(DIMENSIONS)}")
             )
-    filters = {FILTERS[name]: _split(params.get(name)) for name in FILTERS if params.get(name)}
+    filters = {FILTERS[name]: split_list(params.get(name), name) for name in FILTERS}
+    filters = {dimension: values for dimension, values in filters.items() if values}
+    if "platform" in filters:
+        # As events are stored: "Amazon" is pushed and kept as "amazon".
+        filters["platform"] = [value.lower() for value in filters["platform"]]
+    for marketplace in filters.get("marketplace", []):
+        try:
+            country_code(marketplace)
+        except ValueError as exc:
+            errors.append(FieldError(field="marketplaces", reason=f"{marketplace}: {exc}"))
     for dimension, values in filters.items():
         if any("\x00" in value for value in values):
             errors.append(FieldError(field=FILTER_OF[dimension], reason=NO_NUL))
@@ -156,11 +164,11 @@ def parse_query(tenant_id: str, params: dict[str, str | None]) -> KpiQuery:
     assert start is not None and end is not None
     return KpiQuery(
         tenant_id=tenant_id,
-        metrics=list(dict.fromkeys(metrics)),
+        metrics=metrics,
         start=start,
         end=end,
         grain=grain,
-        group_by=list(dict.fromkeys(group_by)),
+        group_by=group_by,
         filters=filters,
         currency=currency,
         compare_to=compare_to,
@@ -168,6 +176,12 @@ def parse_query(tenant_id: str, params: dict[str, str | None]) -> KpiQuery:
         descending=descending,
         limit=limit,
     )
+
+
+def _named_twice(field: str, names: list[str]) -> list[FieldError]:
+    # Values come back in the order asked: a repeat would shift every one after it.
+    repeated = [name for name in dict.fromkeys(names) if names.count(name) > 1]
+    return [FieldError(field=field, reason=f"{name} is named twice") for name in repeated]
 
 
 def period_start(day: date, grain: str) -> date:
@@ -288,9 +302,16 @@ def answer(
     defaults: dict[str, Decimal | None],
 ) -> dict[str, Any]:
     """The answer of CONTRACT §6: rows sorted by period, then dimensions."""
+    periods = all_periods(query.start, query.end, query.grain)
     keys = set(current.values)
     if not query.group_by:
-        keys |= {(p, ()) for p in all_periods(query.start, query.end, query.grain)}
+        keys |= {(p, ()) for p in periods}
+    if previous is not None:
+        # A group with nothing now but something before has a row: its fall to zero
+        # is what a comparison is asked for.
+        compared = comparison_range(query)
+        now_of = {compared.previous_period(p, query): p for p in periods}
+        keys |= {(now_of[p], dims) for p, dims in previous.values if p in now_of}
     ordered = sorted(keys)  # (period, dimensions) tuples: by period, then dimensions
     if query.order_by is not None or query.limit is not None:
         # Chosen before rows are built: a top 50 of 2,000 SKUs builds 50 rows.
@@ -301,7 +322,7 @@ def answer(
         measured = current.values.get(key, {})
         earlier: dict[str, Decimal | None] = {}
         if previous is not None:
-            previous_key = (comparison_range(query).previous_period(period, query), dims)
+            previous_key = (compared.previous_period(period, query), dims)
             earlier = previous.values.get(previous_key, {})
         values = []
         for metric in query.metrics:

@@ -1,0 +1,115 @@
+"""How a KPI answer is asked for and shaped: parameters at their limits, groups that
+only the comparison has, CSV and content negotiation."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import NewTenant
+from tests.metrics.test_kpis import kpis, line, seed, values
+
+WINDOW = {"metrics": "gmv", "from": "2026-01-01", "to": "2026-01-31", "grain": "total"}
+
+
+async def test_exactly_three_years_at_day_grain_is_accepted(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant(scopes=["kpi:read"])
+    body = await kpis(
+        http, tenant, metrics="gmv", grain="day", **{"from": "2023-01-01", "to": "2025-12-31"}
+    )
+    assert len(body["rows"]) == 1096
+
+
+async def test_platform_filters_read_as_events_are_stored(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    await seed(http, tenant, [line("p1", "P1", 1, "10.00", "2026-01-10T18:00:00Z")])
+    body = await kpis(http, tenant, platforms="Amazon", **WINDOW)
+    assert values(body) == [("TOTAL", [], {"gmv": 10.0})]
+
+
+async def test_a_group_with_nothing_now_but_something_before_has_its_row(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    await seed(
+        http,
+        tenant,
+        [
+            line("g1", "G1", 1, "20.00", "2026-01-10T18:00:00Z", store="mx", marketplace="MX"),
+            line("g2", "G2", 1, "75.00", "2026-01-10T18:00:00Z"),
+            line("g3", "G3", 1, "60.00", "2026-02-10T18:00:00Z"),
+        ],
+    )
+    body = await kpis(
+        http, tenant, metrics="gmv,aov", grain="total", group_by="marketplace",
+        compare_to="previous_period", **{"from": "2026-02-01", "to": "2026-02-28"},
+    )  # fmt: skip
+    rows = [(r["dimensions"][0]["value"], r["values"]) for r in body["rows"]]
+    assert rows == [
+        ("MX", [
+            {"metric": "gmv", "value": 0.0, "previous": 20.0, "change": -1.0},
+            {"metric": "aov", "value": None, "previous": 20.0, "change": None},
+        ]),
+        ("US", [
+            {"metric": "gmv", "value": 60.0, "previous": 75.0, "change": -0.2},
+            {"metric": "aov", "value": 60.0, "previous": 75.0, "change": -0.2},
+        ]),
+    ]  # fmt: skip
+    # Without a comparison a group with no data has no row.
+    plain = await kpis(
+        http, tenant, metrics="gmv", grain="total", group_by="marketplace",
+        **{"from": "2026-02-01", "to": "2026-02-28"},
+    )  # fmt: skip
+    assert values(plain) == [("TOTAL", ["US"], {"gmv": 60.0})]
+
+
+async def test_csv_answers_carry_their_warnings_in_a_header(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    mx = line("w1", "W1", 1, "200.00", "2026-01-10T18:00:00Z", currency="MXN", marketplace="MX")
+    await seed(http, tenant, [mx])
+    response = await http.get(
+        "/v1/kpis", params=WINDOW, headers={**tenant.headers, "Accept": "text/csv"}
+    )
+    assert response.status_code == 200
+    assert response.text.splitlines()[1] == "TOTAL,gmv,,,,USD"
+    assert json.loads(response.headers["Lodestar-Warnings"]) == [
+        "no FX rate for MXN→USD on 2026-01-10"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("accept", "kind"),
+    [
+        ("", "application/json"),
+        ("text/csv", "text/csv"),
+        ("TEXT/CSV", "text/csv"),
+        ("application/json, text/csv", "application/json"),
+        ("application/json;q=0.5, text/csv;q=0.4", "application/json"),
+        ("text/csv;q=0, */*", "application/json"),
+        ("text/*", "text/csv"),
+        ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "application/json"),
+        ("application/xml", None),
+        ("application/json;q=0", None),
+    ],
+)
+async def test_the_answer_is_negotiated_by_accept(
+    http: httpx.AsyncClient, new_tenant: NewTenant, accept: str, kind: str | None
+) -> None:
+    tenant = await new_tenant(scopes=["kpi:read"])
+    headers: dict[str, Any] = {**tenant.headers, "Accept": accept}
+    response = await http.get("/v1/kpis", params=WINDOW, headers=headers)
+    if kind is None:
+        assert response.status_code == 406
+        assert response.json()["error"] == "not_acceptable"
+    else:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith(kind)
