@@ -158,6 +158,19 @@ async def test_an_agency_sees_only_what_the_grant_allows_until_it_is_revoked(
     assert wrong_store.json()["errors"] == [
         {"index": 1, "field": "source.store_id", "reason": "store acme-mx is not granted"}
     ]
+    # An FX rate changes every store's numbers, whatever store it names.
+    rate = {
+        "event_id": "fx-1", "type": "fx_rate",
+        "source": {"platform": "amazon", "store_id": "acme-us", "marketplace": "US"},
+        "occurred_at": "2026-03-01T00:00:00Z",
+        "payload": {"date": "2026-03-01", "base": "USD", "quote": "MXN", "rate": "17"},
+    }  # fmt: skip
+    tenant_wide = await http.post(
+        "/v1/events", params={"tenant_id": seller.tenant_id}, json={"events": [rate]},
+        headers=agency.headers,
+    )  # fmt: skip
+    assert tenant_wide.status_code == 403
+    assert tenant_wide.json()["errors"][0]["field"] == "type"
     pushed_for_seller = await http.post(
         "/v1/events",
         params={"tenant_id": seller.tenant_id},

@@ -171,3 +171,25 @@ async def test_order_skus_keep_every_category_of_a_sku_and_lose_them_again(
         await asyncio.to_thread(command.downgrade, alembic_config("metrics", url), "0014")
         back = await conn.fetch("SELECT sku, category, orders FROM daily_sku_orders")
         assert [tuple(r.values()) for r in back] == [("DESK", "office", 1)]
+
+
+async def test_unit_costs_learn_their_store_from_the_kept_events(
+    fresh_database: FreshDatabase,
+) -> None:
+    url = await fresh_database()
+    await asyncio.to_thread(upgrade, "metrics", url, "0016")
+    async with schema_connection(url, "metrics") as conn:
+        await conn.execute(
+            """
+            INSERT INTO events_raw VALUES ('t1', 'c1', 'unit_cost', 1, 'amazon', 's1', 'US',
+                '2026-04-01T00:00:00Z', '{"sku": "LAMP", "cost": {"amount": "3", "currency": "USD"},
+                "effective_from": "2026-01-01"}');
+            INSERT INTO unit_costs VALUES ('t1', 'c1', 'LAMP', '2026-01-01', 3, 'USD');
+            """
+        )
+        await asyncio.to_thread(upgrade, "metrics", url, "0017")
+        row = await conn.fetchrow("SELECT platform, store_id FROM unit_costs")
+        assert tuple(row.values()) == ("amazon", "s1")
+        await asyncio.to_thread(command.downgrade, alembic_config("metrics", url), "0016")
+        columns = list((await conn.fetchrow("SELECT * FROM unit_costs")).keys())
+        assert columns == ["tenant_id", "event_id", "sku", "effective_from", "cost", "currency"]

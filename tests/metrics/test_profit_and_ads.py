@@ -236,3 +236,37 @@ async def test_cogs_without_a_unit_cost_is_null_with_a_warning(
     )
     assert [v["value"] for v in body["rows"][0]["values"]] == [None, None]
     assert body["warnings"] == ["no unit cost for SKU NEW-SKU"]
+
+
+async def test_a_store_takes_its_own_unit_cost_before_the_tenants_newest(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+
+    def cost(event_id: str, store: str, amount: str, since: str) -> dict[str, Any]:
+        costed = event(
+            event_id, "unit_cost", {"sku": "LAMP", "cost": usd(amount), "effective_from": since}
+        )
+        costed["source"] = {**SOURCE, "store_id": store}
+        return costed
+
+    events = [
+        line("a1", "A1", 1, "50.00", "2026-04-10T18:00:00Z", sku="LAMP", store="store-a"),
+        line("b1", "B1", 1, "50.00", "2026-04-10T18:00:00Z", sku="LAMP", store="store-b"),
+        line("c1", "C1", 1, "50.00", "2026-04-10T18:00:00Z", sku="LAMP", store="store-c"),
+        cost("ca", "store-a", "3.00", "2026-01-01"),
+        # Newer, but store B's own: store A keeps its 3.00.
+        cost("cb", "store-b", "15.00", "2026-03-01"),
+        # From the ERP, no selling store, and the newest: for store C, which has none.
+        cost("ce", "erp", "7.00", "2026-03-15"),
+    ]
+    assert (
+        await http.post("/v1/events", json={"events": events}, headers=tenant.headers)
+    ).status_code == 202
+    await wait_for(http, tenant, "cogs", 25.0)
+    body = await kpis(
+        http, tenant, metrics="cogs", grain="total", group_by="store",
+        **{"from": "2026-04-01", "to": "2026-04-30"},
+    )  # fmt: skip
+    by_store = {r["dimensions"][0]["value"]: r["values"][0]["value"] for r in body["rows"]}
+    assert by_store == {"store-a": 3.0, "store-b": 15.0, "store-c": 7.0}

@@ -190,7 +190,16 @@ async def apply_messages(
         )
         await repository.upsert_unit_costs(
             [
-                (m.tenant_id, m.event_id, p.sku, p.effective_from, p.cost.amount, p.cost.currency)
+                (
+                    m.tenant_id,
+                    m.event_id,
+                    p.sku,
+                    p.effective_from,
+                    p.cost.amount,
+                    p.cost.currency,
+                    m.source.platform,
+                    m.source.store_id,
+                )
                 for m in applied
                 if isinstance(p := m.typed_payload(), UnitCost)
             ]

@@ -381,16 +381,21 @@ class FactRepository:
         )
 
     async def upsert_unit_costs(self, rows: list[tuple[Any, ...]]) -> None:
-        """(tenant, event id, sku, effective_from, cost, currency)."""
+        """(tenant, event id, sku, effective_from, cost, currency, platform, store)."""
         if not rows:
             return
         await self.conn.execute(
             """
-            INSERT INTO unit_costs AS u (tenant_id, event_id, sku, effective_from, cost, currency)
-            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::numeric[], $6::text[])
+            INSERT INTO unit_costs AS u
+                (tenant_id, event_id, sku, effective_from, cost, currency, platform, store_id)
+            SELECT * FROM unnest(
+                $1::text[], $2::text[], $3::text[], $4::date[], $5::numeric[], $6::text[],
+                $7::text[], $8::text[]
+            )
             ON CONFLICT (tenant_id, event_id) DO UPDATE SET
                 sku = EXCLUDED.sku, effective_from = EXCLUDED.effective_from,
-                cost = EXCLUDED.cost, currency = EXCLUDED.currency
+                cost = EXCLUDED.cost, currency = EXCLUDED.currency,
+                platform = EXCLUDED.platform, store_id = EXCLUDED.store_id
             """,
             *[list(column) for column in zip(*rows, strict=True)],
         )

@@ -261,7 +261,11 @@ class RollupRepository:
             LEFT JOIN LATERAL (
                 SELECT u.cost, u.currency FROM unit_costs u
                 WHERE u.tenant_id = s.tenant_id AND u.sku = s.sku AND u.effective_from <= s.local_date
-                ORDER BY u.effective_from DESC, u.event_id DESC LIMIT 1
+                -- The store's own cost first; without one, the tenant's newest.
+                ORDER BY u.platform IS NOT DISTINCT FROM s.platform
+                         AND u.store_id IS NOT DISTINCT FROM s.store_id DESC,
+                         u.effective_from DESC, u.event_id DESC
+                LIMIT 1
             ) uc ON true
             LEFT JOIN unnest($5::text[], $6::date[], $7::numeric[]) AS fx(currency, d, factor)
                 ON fx.currency = uc.currency AND fx.d = s.local_date""",
