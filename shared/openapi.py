@@ -1,19 +1,25 @@
-"""The OpenAPI document says how to get a token and which scope each route needs.
+"""The OpenAPI document says how to get a token, which scope each route needs, and
+what its errors look like.
 
 FastAPI knows the routes' parameters but not our token checks: each route that
 depends on ``require_access(scope)`` or ``require_scope(scope)`` (whose dependency
 carries ``required_scope``), or on ``current_principal``, gets ``security`` naming the
 OAuth2 scheme of CONTRACT §2 and the scope, so generated clients send the token.
+Nor does it know our one error body (CONTRACT §2): every operation's error answers
+are described with ``ErrorBody``, not FastAPI's own validation error, which no route
+of ours ever sends.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
+from pydantic import BaseModel
 
 from shared.auth import current_principal
 from shared.scopes import ALL_SCOPES
@@ -49,6 +55,58 @@ SECURITY_SCHEMES = {
 }
 
 
+class ErrorItem(BaseModel):
+    index: int | None = None
+    row: int | None = None
+    field: str
+    reason: str
+
+
+class ErrorBody(BaseModel):
+    """CONTRACT §2's error body of every REST route."""
+
+    error: str
+    detail: str
+    errors: list[ErrorItem] | None = None
+
+
+_ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
+# Statuses any route may answer, with when; 401 and 403 only where a token is taken,
+# 404 only where the path names something.
+_ERRORS = {
+    "400": "A malformed request: a body that is no JSON, a parameter given twice.",
+    "401": 'No valid token: `WWW-Authenticate: Bearer error="invalid_token"`.',
+    "403": "The token lacks the route's scope (`insufficient_scope`, naming it), or the "
+    "tenant or store named is not the caller's.",
+    "404": "Nothing by that id for this tenant.",
+    "422": "Invalid input: `errors` names each field (and `index` of a batch item).",
+    "429": "Over the client's rate limit; `Retry-After` says when to come back.",
+}
+
+
+def _describe_errors(document: dict[str, Any]) -> None:
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    body = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(body.pop("$defs", {}))
+    schemas["ErrorBody"] = body
+    for path, operations in document.get("paths", {}).items():
+        if not path.startswith("/v1/"):
+            continue  # OAuth answers RFC 6749's errors, GraphQL its own.
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            for status, when in _ERRORS.items():
+                if status in ("401", "403") and "security" not in operation:
+                    continue
+                if status == "404" and "{" not in path:
+                    continue
+                answer = responses.setdefault(status, {"description": when})
+                # FastAPI's own 422 (HTTPValidationError) is never what we send.
+                answer["content"] = {"application/json": {"schema": _ERROR_REF}}
+    if '"#/components/schemas/HTTPValidationError"' not in json.dumps(document["paths"]):
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(unused, None)
+
+
 def _scopes(dependant: Dependant) -> set[str] | None:
     """The scopes a route's dependencies require; an empty set when only a token is
     needed, None when the route takes no token."""
@@ -67,7 +125,8 @@ def _scopes(dependant: Dependant) -> set[str] | None:
 
 
 def with_security(app: FastAPI) -> None:
-    """Makes ``app.openapi()`` add the scheme and each route's ``security``."""
+    """Makes ``app.openapi()`` add the scheme, each route's ``security`` and its error
+    answers."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -87,6 +146,7 @@ def with_security(app: FastAPI) -> None:
                 operation = operations.get(method.lower())
                 if operation is not None:
                     operation["security"] = [{SCHEME: sorted(scopes)}]
+        _describe_errors(document)
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -135,6 +135,23 @@ async def test_merged_openapi_has_every_services_v1_routes(http: httpx.AsyncClie
     assert paths["/v1/tenants"]["post"]["security"] == [{"oauth2": ["platform:admin"]}]
     assert paths["/v1/grants"]["get"]["security"] == [{"oauth2": []}]
     assert "security" not in paths["/oauth/token"]["post"]
+    # Every REST error is CONTRACT §2's one body, never FastAPI's validation error.
+    error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            if not path.startswith("/v1/"):
+                continue
+            expected = {"400", "422", "429"} | (
+                {"401", "403"} if "security" in operation else set()
+            )
+            assert expected <= set(operation["responses"]), (method, path)
+            for status in expected:
+                assert operation["responses"][status]["content"] == error_body, (method, path)
+            assert "HTTPValidationError" not in str(operation), (method, path)
+    assert paths["/v1/grants/{grant_id}"]["delete"]["responses"]["404"]["content"] == error_body
+    kpis = {p["name"]: p["schema"] for p in paths["/v1/kpis"]["get"]["parameters"]}
+    assert kpis["grain"]["enum"] == ["day", "week", "month", "quarter", "year", "total"]
+    assert kpis["from"]["format"] == "date"
 
 
 def _refs(node: object) -> set[str]:

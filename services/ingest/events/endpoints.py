@@ -11,15 +11,11 @@ from services.ingest.config import Settings
 from services.ingest.events import service
 from services.ingest.events.csv_upload import parse_csv
 from services.ingest.events.repository import EventRepository
-from services.ingest.events.schemas import (
-    PUSH_REQUEST_SCHEMA,
-    ErrorBody,
-    OutboxStatus,
-    PushAccepted,
-)
+from services.ingest.events.schemas import PUSH_REQUEST_SCHEMA, OutboxStatus, PushAccepted
 from services.ingest.outbox.repository import OutboxRepository
 from shared.access import Access, require_access
 from shared.db import Database
+from shared.openapi import ErrorBody
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 csv_router = APIRouter(tags=["events"])

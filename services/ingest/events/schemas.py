@@ -16,18 +16,6 @@ class OutboxStatus(BaseModel):
     pending: int = Field(description="This tenant's accepted events not yet on Kafka.")
 
 
-class ErrorItem(BaseModel):
-    index: int | None = None
-    field: str
-    reason: str
-
-
-class ErrorBody(BaseModel):
-    error: str
-    detail: str
-    errors: list[ErrorItem] | None = None
-
-
 PUSH_REQUEST_SCHEMA: dict[str, Any] = {
     "required": True,
     "content": {

@@ -3,13 +3,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from services.metrics.kpis.cache import entity_tag
-from services.metrics.kpis.query import parse_query
+from services.metrics.kpis.query import COMPARISONS, DIMENSIONS, GRAINS, MAX_LIMIT, parse_query
 from services.metrics.kpis.registry import KPIS, describe, reference
 from services.metrics.kpis.schemas import KpiCatalog, KpiDefinitionOut, KpiResult
 from services.metrics.kpis.service import current_key, run_query
@@ -18,6 +19,7 @@ from services.metrics.settings.repository import SettingsRepository
 from shared.access import Access, require_access
 from shared.db import Database
 from shared.errors import FieldError, InvalidInput, NotAcceptable
+from shared.openapi import ErrorBody
 from shared.query_lists import join_list, split_list
 
 router = APIRouter(prefix="/v1/kpis", tags=["kpis"])
@@ -45,6 +47,27 @@ def _csv(body: dict[str, Any], group_by: list[str]) -> str:
     return out.getvalue()
 
 
+def _string_as(schema: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """Documents a parameter read as text by ``parse_query`` (so that its errors are
+    ours) as what it must hold."""
+
+    def document(parameter: dict[str, Any]) -> None:
+        for branch in parameter.get("anyOf", [parameter]):
+            if branch.get("type") == "string":
+                branch.update(schema)
+
+    return document
+
+
+def _one_of(values: Sequence[str]) -> dict[str, Any]:
+    return {
+        "description": f"One of {', '.join(values)}",
+        "json_schema_extra": _string_as({"enum": list(values)}),
+    }
+
+
+_DATE = {"json_schema_extra": _string_as({"format": "date"})}
+_FILTER = "Comma-separated values of {}; quote one holding a comma as in CSV"
 # The JSON list of an answer's warnings, on a CSV answer.
 WARNINGS_HEADER = "Lodestar-Warnings"
 _PARAMETERS = frozenset(
@@ -92,6 +115,10 @@ def _wants_csv(accept: str) -> bool:
 
 _KPIS_DESCRIPTION = f"""KPI values by period and dimensions, as JSON or (`Accept: text/csv`) CSV.
 
+The CSV has one line per row and metric: `period`, one column per `group_by`
+dimension, `metric`, `value`, `previous`, `change`, `currency`; an empty cell is null,
+and the answer's warnings come as a JSON list in the `Lodestar-Warnings` header.
+
 An agency names the seller with `tenant_id` and sees only the granted stores; a user
 limited to stores, marketplaces or categories sees only those. Totals included; asking
 for anything outside is 403. `GET /v1/kpis/catalog` gives each definition as the
@@ -104,31 +131,54 @@ tenant's settings make it; with the default settings:
 @router.get(
     "",
     response_model=KpiResult,
-    responses={200: {"content": {"text/csv": {}}}},
+    responses={
+        200: {
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "headers": {
+                "Lodestar-Warnings": {
+                    "description": "A CSV answer's warnings, as a JSON list",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
+        406: {"model": ErrorBody, "description": "Accept takes neither JSON nor CSV"},
+    },
     description=_KPIS_DESCRIPTION,
 )
 async def kpis(
     request: Request,
     access: Reader,
     metrics: Annotated[str, Query(description="Comma-separated KPI ids, e.g. gmv,orders")],
-    from_: Annotated[str, Query(alias="from", description="First local date, inclusive")],
-    to: Annotated[str, Query(description="Last local date, inclusive")],
-    grain: Annotated[str, Query(description="day, week, month, quarter, year or total")],
+    from_: Annotated[str, Query(alias="from", description="First local date, inclusive", **_DATE)],
+    to: Annotated[str, Query(description="Last local date, inclusive", **_DATE)],
+    grain: Annotated[str, Query(**_one_of(GRAINS))],
     group_by: Annotated[
-        str | None, Query(description="platform,store,marketplace,sku,category")
+        str | None,
+        Query(description=f"Comma-separated, any of {', '.join(DIMENSIONS)}"),
     ] = None,
-    platforms: str | None = None,
-    stores: str | None = None,
-    marketplaces: str | None = None,
-    skus: str | None = None,
-    categories: str | None = None,
-    currency: str | None = None,
-    compare_to: Annotated[str | None, Query(description="previous_period or previous_year")] = None,
+    platforms: Annotated[str | None, Query(description=_FILTER.format("platform"))] = None,
+    stores: Annotated[str | None, Query(description=_FILTER.format("store id"))] = None,
+    marketplaces: Annotated[
+        str | None, Query(description=_FILTER.format("ISO 3166 country code"))
+    ] = None,
+    skus: Annotated[str | None, Query(description=_FILTER.format("SKU"))] = None,
+    categories: Annotated[str | None, Query(description=_FILTER.format("category"))] = None,
+    currency: Annotated[
+        str | None,
+        Query(description="ISO 4217 code to convert to; default the reporting currency"),
+    ] = None,
+    compare_to: Annotated[str | None, Query(**_one_of(COMPARISONS))] = None,
     order_by: Annotated[
         str | None,
         Query(description="metric:desc (default) or metric:asc; orders each period's rows"),
     ] = None,
-    limit: Annotated[str | None, Query(description="At most this many rows a period")] = None,
+    limit: Annotated[
+        str | None,
+        Query(
+            description="At most this many rows a period",
+            json_schema_extra=_string_as({"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
+        ),
+    ] = None,
 ) -> Any:
     """See ``_KPIS_DESCRIPTION``, the operation's description in the API document."""
     _refuse_unknown_parameters(request)
