@@ -164,6 +164,8 @@ async def test_one_tenant_never_sees_another(
 
 async def test_graphql_without_token_is_unauthenticated(http: httpx.AsyncClient) -> None:
     response = await http.post("/graphql", json={"query": KPIS, "variables": TOTAL_MARCH})
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response.headers["www-authenticate"]
     errors = response.json()["errors"]
     assert errors[0]["extensions"]["code"] == "UNAUTHENTICATED"
 

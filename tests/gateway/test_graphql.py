@@ -25,7 +25,8 @@ from services.gateway.graphql.revalidation import (
     Confirmations,
     Remembered,
 )
-from tests.conftest import NewTenant, Stack
+from services.gateway.oauth.minting import mint_access_token
+from tests.conftest import NewTenant, Stack, TokenMinter
 from tests.gateway.support import fake_service, own_gateway
 
 KPIS = """
@@ -439,14 +440,49 @@ async def test_catalog_comes_from_metrics(fake: FakeMetrics, new_tenant: NewTena
     assert body["data"]["kpiCatalog"] == CATALOG_BODY["kpis"]
 
 
-async def test_no_or_bad_token_is_unauthenticated(fake: FakeMetrics, new_tenant: NewTenant) -> None:
+async def test_no_or_bad_token_is_401_unauthenticated(
+    fake: FakeMetrics, stack: Stack, minter: TokenMinter
+) -> None:
+    gateway = stack.apps["gateway"].state
+    expired = mint_access_token(
+        gateway.signer,
+        stack.gateway,
+        "lodestar",
+        -3600,
+        subject="cl_gone",
+        client_id="cl_gone",
+        tenant_id="tn_gone",
+        scope="kpi:read",
+    )
+    forged = minter.mint("tn_gone", ["kpi:read"], iss=stack.gateway)
     fake.calls.clear()
-    for headers in ({}, {"Authorization": "Bearer not.a.token"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer not.a.token"},
+        {"Authorization": f"Bearer {expired}"},
+        {"Authorization": f"Bearer {forged}"},
+    ):
         for query, variables in ((CATALOG, {}), (KPIS, {"input": month_input()})):
-            body = await gql(fake.client, headers, query, **variables)
+            response = await fake.client.post(
+                "/graphql", json={"query": query, "variables": variables}, headers=headers
+            )
+            # CONTRACT §2, as on every REST route; the body stays a GraphQL answer.
+            assert response.status_code == 401, response.text
+            assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+            body = response.json()
             assert body["data"] is None
             assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+        # A query sent by GET is executed too, and refused the same way.
+        response = await fake.client.get("/graphql", params={"query": CATALOG}, headers=headers)
+        assert response.status_code == 401, response.text
+        assert 'error="invalid_token"' in response.headers["www-authenticate"]
+        assert response.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     assert fake.calls == []
+    # GraphiQL, and the schema it introspects, need no token.
+    page = await fake.client.get("/graphql", headers={"Accept": "text/html"})
+    assert page.status_code == 200 and "graphiql" in page.text.lower()
+    schema = await gql(fake.client, {}, "{ __schema { queryType { name } } }")
+    assert schema["data"]["__schema"]["queryType"]["name"] == "Query"
 
 
 async def test_missing_scope_is_forbidden_naming_it(

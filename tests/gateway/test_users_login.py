@@ -327,8 +327,9 @@ async def test_a_revoked_access_token_is_refused_at_once_everywhere_through_the_
         assert answer.status_code == 401, answer.text
         assert 'error="invalid_token"' in answer.headers["www-authenticate"]
         assert answer.json()["detail"] == "token has been revoked"
-    errors = (await http.post("/graphql", json=graphql, headers=bearer)).json()["errors"]
-    assert errors[0]["extensions"]["code"] == "UNAUTHENTICATED"
+    refused = await http.post("/graphql", json=graphql, headers=bearer)
+    assert refused.status_code == 401
+    assert refused.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     # Another token of the same client still works.
     fresh = await fetch_token(http, tenant.client_id, tenant.client_secret)
     fresh_bearer = {"Authorization": f"Bearer {fresh}"}

@@ -264,12 +264,14 @@ async def _call(
 
 
 async def _graphql(
-    clients: dict[str, httpx.AsyncClient], authorization: str | None
+    clients: dict[str, httpx.AsyncClient], authorization: str | None, status: int = 200
 ) -> dict[str, Any]:
     response = await clients["gateway"].post(
         "/graphql", json={"query": CATALOG_QUERY}, headers=_headers(authorization)
     )
-    assert response.status_code == 200, response.text
+    assert response.status_code == status, response.text
+    if status == 401:
+        assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
     body: dict[str, Any] = response.json()
     return body
 
@@ -340,7 +342,7 @@ async def test_forged_token_is_unauthenticated_over_graphql(
     clients: dict[str, httpx.AsyncClient], genuine: Genuine, attack: str
 ) -> None:
     authorization = ATTACKS[attack](genuine)
-    body = await _graphql(clients, authorization)
+    body = await _graphql(clients, authorization, status=401)
     assert body["data"] is None
     [error] = body["errors"]
     assert error["extensions"]["code"] == "UNAUTHENTICATED"

@@ -8,6 +8,7 @@ import orjson
 import strawberry
 from fastapi import FastAPI
 from graphql.error import GraphQLError
+from starlette.responses import Response
 from starlette.routing import Route
 from strawberry.extensions import (
     AddValidationRules,
@@ -18,11 +19,13 @@ from strawberry.extensions import (
     ValidationCache,
 )
 from strawberry.fastapi import GraphQLRouter
+from strawberry.http import GraphQLHTTPResponse
 
 from services.gateway.graphql.context import get_context
 from services.gateway.graphql.errors import ErrorCodes
 from services.gateway.graphql.kpis import KpiQuery
 from services.gateway.graphql.revalidation import RememberAnswers, RememberedGraphql
+from shared.errors import Unauthenticated
 
 MAX_DEPTH = 8
 MAX_ALIASES = 15
@@ -70,9 +73,36 @@ schema = Schema(
 )
 
 
+def _unauthenticated(answer: GraphQLHTTPResponse) -> Unauthenticated | None:
+    """The error of an answer refused for want of a valid token, if it is one."""
+    for error in answer.get("errors") or []:
+        if not isinstance(error, dict):
+            continue
+        extensions = error.get("extensions") or {}
+        if extensions.get("code") == Unauthenticated.graphql_code:
+            return Unauthenticated(str(error.get("message") or "missing or invalid access token"))
+    return None
+
+
 class Router(GraphQLRouter[object, None]):
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        """CONTRACT §2: a missing or invalid token is 401 with the Bearer challenge, over
+        GraphQL as over REST; the body keeps the GraphQL errors. A valid token without the
+        scope stays FORBIDDEN in the body, and a query that needs no token (introspection)
+        is answered whatever token came with it."""
+        response = super().create_response(response_data, sub_response)
+        refused = _unauthenticated(response_data) if isinstance(response_data, dict) else None
+        if refused is not None:
+            response.status_code = refused.status
+            response.headers.update(refused.headers)
+        return response
 
 
 def mount_graphql(app: FastAPI) -> None:
