@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.audit import AuditMiddleware, audit_router
@@ -59,6 +60,22 @@ def _field_of(loc: tuple[Any, ...]) -> tuple[int | None, str]:
     return index, ".".join(str(p) for p in parts) or "body"
 
 
+PROBED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app takes at the request's path. Starlette's own
+    405 names only the first route it found there, while FastAPI makes a route of each
+    method (GET and PUT /v1/settings/kpi are two)."""
+    routes = request.app.router.routes
+    allowed = []
+    for method in PROBED_METHODS:
+        probe = {**request.scope, "method": method}
+        if any(route.matches(probe)[0] is Match.FULL for route in routes):
+            allowed.append(method)
+    return allowed
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LodestarError)
     async def lodestar_error(request: Request, exc: LodestarError) -> Response:
@@ -77,10 +94,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = _HTTP_CODES.get(exc.status_code, "error")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request)) or headers.get("Allow", "")
         return JSONResponse(
             {"error": code, "detail": str(exc.detail)},
             status_code=exc.status_code,
-            headers=dict(exc.headers or {}),
+            headers=headers,
         )
 
     @app.exception_handler(Exception)

@@ -95,6 +95,34 @@ async def test_unknown_v1_route_is_404(http: httpx.AsyncClient, new_tenant: NewT
     assert response.json()["error"] == "not_found"
 
 
+async def test_wrong_method_is_405_naming_the_allowed_ones(
+    http: httpx.AsyncClient, stack: Stack, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    refused = {"error": "method_not_allowed", "detail": "Method Not Allowed"}
+    # The gateway's own routes, which the catch-all of /v1/* used to answer 404.
+    for method, path, allowed in (
+        ("PUT", "/v1/grants", "GET, POST"),
+        ("DELETE", "/v1/tenants", "GET, POST"),
+        ("PUT", "/v1/grants/gr_x", "GET, PATCH, DELETE"),
+        ("GET", f"/v1/tenants/{tenant.tenant_id}/clients", "POST"),
+        ("PUT", "/graphql", "GET, POST"),
+    ):
+        response = await http.request(method, path, headers=tenant.headers)
+        assert response.status_code == 405, (method, path, response.text)
+        assert response.headers["allow"] == allowed, (method, path)
+        assert response.json() == refused
+    # A service's 405 reaches the caller with its Allow header, naming every method
+    # of the path (GET and PUT are two routes of metrics).
+    for path, allowed in (("/v1/kpis", "GET"), ("/v1/settings/kpi", "GET, PUT")):
+        async with httpx.AsyncClient(base_url=stack.url("metrics")) as metrics:
+            direct = await metrics.delete(path, headers=tenant.headers)
+        response = await http.delete(path, headers=tenant.headers)
+        assert response.status_code == direct.status_code == 405, path
+        assert response.headers["allow"] == direct.headers["allow"] == allowed
+        assert response.json() == direct.json() == refused
+
+
 async def test_downstream_down_is_503_naming_it(stack: Stack, new_tenant: NewTenant) -> None:
     tenant = await new_tenant()
     async with own_gateway(stack, targets_url=f"http://127.0.0.1:{free_port()}") as client:

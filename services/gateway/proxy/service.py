@@ -31,6 +31,8 @@ PASSED_RESPONSE_HEADERS = (
     "content-type",
     # A CSV answer's warnings (a missing FX rate), which its cells cannot carry.
     "lodestar-warnings",
+    # A 405 names the methods the route takes (RFC 9110 §15.5.6).
+    "allow",
     "www-authenticate",
     "retry-after",
     "location",
