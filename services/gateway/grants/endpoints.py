@@ -14,25 +14,29 @@ from services.gateway.grants.schemas import (
     GrantOut,
     GrantUpdate,
 )
-from shared.access import EFFECTIVE_GRANT_PATH
-from shared.auth import Principal, current_principal, require_scope
+from shared.access import EFFECTIVE_GRANT_PATH, Access, require_access
+from shared.auth import Principal, current_principal
 from shared.deps import DbSession
 from shared.errors import NotFound
 from shared.scopes import TENANT_ADMIN
 
 router = APIRouter(prefix="/v1/grants", tags=["grants"])
 internal_router = APIRouter(include_in_schema=False)
-Admin = Annotated[Principal, Depends(require_scope(TENANT_ADMIN))]
+# The seller issuing, changing or revoking: a tenant_id naming another tenant is 403,
+# as on every route (tenant:admin is never granted, so no agency acts for a seller here).
+Issuer = Annotated[Access, Depends(require_access(TENANT_ADMIN))]
 Caller = Annotated[Principal, Depends(current_principal)]
 
 
 @router.post("", status_code=201, response_model=GrantOut)
-async def create_grant(data: GrantCreate, principal: Admin, session: DbSession) -> GrantOut:
+async def create_grant(
+    data: GrantCreate, issuer: Issuer, principal: Caller, session: DbSession
+) -> GrantOut:
     """Lets an agency tenant reach some of this seller's stores, with some scopes.
 
     One active grant per agency: a second is 409; change the first with PATCH.
     """
-    return service.out(await service.create_grant(session, principal, data))
+    return service.out(await service.create_grant(session, principal, issuer, data))
 
 
 @router.get("", response_model=GrantList)
@@ -56,16 +60,16 @@ async def get_grant(grant_id: str, principal: Caller, session: DbSession) -> Gra
 
 @router.patch("/{grant_id}", response_model=GrantOut)
 async def update_grant(
-    grant_id: str, data: GrantUpdate, principal: Caller, session: DbSession
+    grant_id: str, data: GrantUpdate, issuer: Issuer, session: DbSession
 ) -> GrantOut:
     """Changes the stores, scopes or expiry; the agency's next request sees the change."""
-    return service.out(await service.update_grant(session, principal, grant_id, data))
+    return service.out(await service.update_grant(session, issuer, grant_id, data))
 
 
 @router.delete("/{grant_id}", status_code=204)
-async def revoke_grant(grant_id: str, principal: Caller, session: DbSession) -> Response:
+async def revoke_grant(grant_id: str, issuer: Issuer, session: DbSession) -> Response:
     """Revokes the grant: the agency's very next request in any service is refused."""
-    await service.revoke_grant(session, principal, grant_id)
+    await service.revoke_grant(session, issuer, grant_id)
     return Response(status_code=204)
 
 

@@ -13,7 +13,7 @@ from services.gateway.grants.models import Grant
 from services.gateway.grants.repository import GrantRepository
 from services.gateway.grants.schemas import GrantCreate, GrantOut, GrantUpdate
 from services.gateway.tenants.repository import TenantRepository
-from shared.access import EffectiveGrant
+from shared.access import Access, EffectiveGrant
 from shared.auth import Principal
 from shared.db import Database
 from shared.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
@@ -76,8 +76,11 @@ async def _lock_pair(session: AsyncSession, tenant_id: str, agency_tenant_id: st
     )
 
 
-async def create_grant(session: AsyncSession, principal: Principal, data: GrantCreate) -> Grant:
-    seller = principal.require_tenant()
+async def create_grant(
+    session: AsyncSession, principal: Principal, issuer: Access, data: GrantCreate
+) -> Grant:
+    """A grant from the tenant ``issuer`` acts for (``tenant:admin`` held there)."""
+    seller = issuer.tenant_id
     if data.agency_tenant_id == seller:
         raise InvalidInput(
             "a tenant cannot grant access to itself",
@@ -143,19 +146,19 @@ async def visible_grant(session: AsyncSession, principal: Principal, grant_id: s
     raise NotFound(f"no grant {grant_id}")
 
 
-async def _issued_grant(session: AsyncSession, principal: Principal, grant_id: str) -> Grant:
-    """A grant the caller's tenant issued: only the seller changes or revokes it."""
-    principal.require(TENANT_ADMIN)
+async def _issued_grant(session: AsyncSession, issuer: Access, grant_id: str) -> Grant:
+    """A grant the issuer's tenant issued: only the seller changes or revokes it."""
+    issuer.require(TENANT_ADMIN)
     grant = await GrantRepository(session).get(grant_id)
-    if grant is None or grant.tenant_id != principal.require_tenant():
+    if grant is None or grant.tenant_id != issuer.tenant_id:
         raise NotFound(f"no grant {grant_id}")
     return grant
 
 
 async def update_grant(
-    session: AsyncSession, principal: Principal, grant_id: str, data: GrantUpdate
+    session: AsyncSession, issuer: Access, grant_id: str, data: GrantUpdate
 ) -> Grant:
-    grant = await _issued_grant(session, principal, grant_id)
+    grant = await _issued_grant(session, issuer, grant_id)
     if grant.revoked_at is not None:
         raise Conflict(f"grant {grant_id} is revoked; issue a new one")
     if "stores" in data.model_fields_set:
@@ -185,9 +188,9 @@ async def update_grant(
     return grant
 
 
-async def revoke_grant(session: AsyncSession, principal: Principal, grant_id: str) -> None:
+async def revoke_grant(session: AsyncSession, issuer: Access, grant_id: str) -> None:
     """Ends the grant now; revoking a revoked grant changes nothing."""
-    grant = await _issued_grant(session, principal, grant_id)
+    grant = await _issued_grant(session, issuer, grant_id)
     if grant.revoked_at is None:
         grant.revoked_at = grant.updated_at = utcnow()
         session.add(grant)

@@ -1,0 +1,63 @@
+"""``/v1/grants`` at the gateway: who may issue, change and revoke, and what a grant reads.
+
+How an agency then reaches the seller's data, in every service, is in
+``tests/e2e/test_grants.py``.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.conftest import NewTenant
+
+
+async def test_grants_refuse_a_tenant_id_the_caller_may_not_act_for(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    seller = await new_tenant()
+    # The agency's client holds tenant:admin of the agency itself.
+    agency = await new_tenant()
+    given = await http.post(
+        "/v1/grants",
+        json={"agency_tenant_id": agency.tenant_id, "stores": ["s1"], "scopes": ["kpi:read"]},
+        headers=seller.headers,
+    )
+    assert given.status_code == 201
+    own = await http.post(
+        "/v1/grants",
+        json={"agency_tenant_id": seller.tenant_id, "stores": ["a1"], "scopes": ["kpi:read"]},
+        headers=agency.headers,
+    )
+    assert own.status_code == 201
+    stranger = await new_tenant()
+    as_seller = {"tenant_id": seller.tenant_id}
+    as_stranger = {"tenant_id": stranger.tenant_id}
+    grant_body = {"agency_tenant_id": stranger.tenant_id, "stores": ["zz"], "scopes": ["kpi:read"]}
+    for params in (as_seller, as_stranger):
+        # Never silently issued, changed or revoked as the agency's own instead.
+        for refused in (
+            await http.post("/v1/grants", params=params, json=grant_body, headers=agency.headers),
+            await http.patch(
+                f"/v1/grants/{own.json()['id']}",
+                params=params,
+                json={"stores": ["zz"]},
+                headers=agency.headers,
+            ),
+            await http.delete(
+                f"/v1/grants/{own.json()['id']}", params=params, headers=agency.headers
+            ),
+        ):
+            assert refused.status_code == 403, (params, refused.text)
+    listed = (await http.get("/v1/grants", headers=agency.headers)).json()["grants"]
+    issued = [g for g in listed if g["tenant_id"] == agency.tenant_id]
+    assert [(g["id"], g["stores"], g["status"]) for g in issued] == [
+        (own.json()["id"], ["a1"], "active")
+    ]
+    # Naming its own tenant is the same as naming none.
+    changed = await http.patch(
+        f"/v1/grants/{own.json()['id']}",
+        params={"tenant_id": agency.tenant_id},
+        json={"stores": ["a2"]},
+        headers=agency.headers,
+    )
+    assert changed.status_code == 200 and changed.json()["stores"] == ["a2"]
