@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.audit import AuditMiddleware, audit_router
 from shared.auth import KeyCache, TokenVerifier
 from shared.db import Database
-from shared.errors import FieldError, InvalidInput, LodestarError
+from shared.errors import FieldError, InvalidInput, InvalidJson, LodestarError
 from shared.input_guard import InputGuardMiddleware
 from shared.kafka import broker_reachable
 from shared.limits import LimitsMiddleware, RateLimiter
@@ -83,6 +83,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        if any(err.get("type") == "json_invalid" for err in exc.errors()):
+            # FastAPI names the character offset where parsing failed as the field.
+            return error_response(InvalidJson())
         errors = []
         for err in exc.errors():
             index, field = _field_of(tuple(err.get("loc", ())))

@@ -123,6 +123,26 @@ async def test_wrong_method_is_405_naming_the_allowed_ones(
         assert response.json() == direct.json() == refused
 
 
+async def test_a_body_that_is_no_json_is_named_body_by_every_service(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    headers = {**tenant.headers, "Content-Type": "application/json"}
+    # The gateway's own route, then metrics' and ingest's through it.
+    for method, path in (
+        ("POST", "/v1/grants"),
+        ("PUT", "/v1/settings/kpi"),
+        ("POST", "/v1/events"),
+    ):
+        response = await http.request(method, path, content=b'{"x": ', headers=headers)
+        assert response.status_code == 422, (path, response.text)
+        assert response.json() == {
+            "error": "invalid_input",
+            "detail": "the body is not valid JSON",
+            "errors": [{"field": "body", "reason": "invalid JSON"}],
+        }, path
+
+
 async def test_downstream_down_is_503_naming_it(stack: Stack, new_tenant: NewTenant) -> None:
     tenant = await new_tenant()
     async with own_gateway(stack, targets_url=f"http://127.0.0.1:{free_port()}") as client:

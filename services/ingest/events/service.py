@@ -13,7 +13,14 @@ import orjson
 from services.ingest.events.repository import AcceptedEvent, EventRepository
 from services.ingest.outbox.repository import OutboxRepository
 from shared.access import Access
-from shared.errors import Conflict, FieldError, Forbidden, InvalidInput, PayloadTooLarge
+from shared.errors import (
+    Conflict,
+    FieldError,
+    Forbidden,
+    InvalidInput,
+    InvalidJson,
+    PayloadTooLarge,
+)
 from shared.events import Event, topic_for, validate_batch
 from shared.telemetry import inject_headers
 from shared.time import utcnow
@@ -32,9 +39,7 @@ def parse_body(raw: bytes, max_events: int) -> list[Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise InvalidInput(
-            "the body is not valid JSON", [FieldError(field="body", reason="invalid JSON")]
-        ) from None
+        raise InvalidJson() from None
     if not isinstance(body, dict) or not isinstance(body.get("events"), list):
         raise InvalidInput(
             "the body must be an object with an events list",
