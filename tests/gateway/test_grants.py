@@ -6,6 +6,8 @@ How an agency then reaches the seller's data, in every service, is in
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import httpx
 
 from tests.conftest import NewTenant
@@ -61,3 +63,33 @@ async def test_grants_refuse_a_tenant_id_the_caller_may_not_act_for(
         headers=agency.headers,
     )
     assert changed.status_code == 200 and changed.json()["stores"] == ["a2"]
+
+
+async def test_expires_at_is_an_rfc3339_timestamp_with_its_offset(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    seller = await new_tenant()
+    agency = await new_tenant(scopes=["kpi:read"])
+    good = {"agency_tenant_id": agency.tenant_id, "stores": ["s1"], "scopes": ["kpi:read"]}
+    not_timestamps: list[object] = [1900000000, 1900000000.5, "2030-01-01", "2030-01-01T00:00:00"]
+    for expires_at in not_timestamps:
+        response = await http.post(
+            "/v1/grants", json={**good, "expires_at": expires_at}, headers=seller.headers
+        )
+        assert response.status_code == 422, (expires_at, response.text)
+        assert [e["field"] for e in response.json()["errors"]] == ["expires_at"]
+    created = await http.post(
+        "/v1/grants",
+        json={**good, "expires_at": "2030-01-01T00:00:00+02:00"},
+        headers=seller.headers,
+    )
+    assert created.status_code == 201, created.text
+    expiry = datetime(2029, 12, 31, 22, tzinfo=UTC)
+    assert datetime.fromisoformat(created.json()["expires_at"]) == expiry
+    grant = f"/v1/grants/{created.json()['id']}"
+    for expires_at in not_timestamps:
+        response = await http.patch(grant, json={"expires_at": expires_at}, headers=seller.headers)
+        assert response.status_code == 422, (expires_at, response.text)
+        assert [e["field"] for e in response.json()["errors"]] == ["expires_at"]
+    kept = await http.get(grant, headers=seller.headers)
+    assert datetime.fromisoformat(kept.json()["expires_at"]) == expiry

@@ -3,7 +3,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from shared.events import EventTime
 
 StoreId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Stores = Annotated[list[StoreId], Field(min_length=1, max_length=500)]
@@ -16,7 +18,9 @@ class GrantCreate(BaseModel):
     agency_tenant_id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
     stores: Stores
     scopes: Scopes
-    expires_at: AwareDatetime | None = Field(
+    # Read as strictly as an event's timestamps: a number of seconds or a bare date
+    # is refused, not taken for an instant.
+    expires_at: EventTime | None = Field(
         default=None, description="When the grant ends by itself; null for no end"
     )
 
@@ -28,7 +32,7 @@ class GrantUpdate(BaseModel):
 
     stores: Stores | None = None
     scopes: Scopes | None = None
-    expires_at: AwareDatetime | None = None
+    expires_at: EventTime | None = None
 
 
 class GrantOut(BaseModel):
