@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import secrets
+from urllib.parse import quote, quote_plus
 
 import asyncpg
 import httpx
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
+from services.gateway.oauth.secrets import new_client_id, new_client_secret
 from services.gateway.oauth.signing import load_signer
 from shared.db import Database, asyncpg_dsn
 from shared.scopes import ALL_SCOPES
@@ -227,3 +230,35 @@ async def test_platform_admin_secret_change_replaces_the_old_one(stack: Stack) -
             headers={"Authorization": f"Bearer {token}"},
         )
     assert created.status_code == 201
+
+
+def _basic(client_id: str, secret: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
+
+
+async def test_basic_credentials_are_form_urlencoded(stack: Stack) -> None:
+    """RFC 6749 §2.3.1: id and secret are form-urlencoded, then Basic-encoded."""
+    client_id = f"ops admin+{secrets.token_hex(3)}"
+    secret = f"a+b c%/{secrets.token_urlsafe(12)}"
+    form = {"grant_type": "client_credentials"}
+    async with own_gateway(stack, admin_client_id=client_id, admin_client_secret=secret) as gateway:
+        for encode in (quote_plus, lambda text: quote(text, safe="")):
+            answer = await gateway.post(
+                "/oauth/token", data=form, headers=_basic(encode(client_id), encode(secret))
+            )
+            assert answer.status_code == 200, answer.text
+        # Sent raw, "+" reads as a space: another secret.
+        raw = await gateway.post(
+            "/oauth/token", data=form, headers=_basic(quote_plus(client_id), secret)
+        )
+        assert raw.status_code == 401 and raw.json()["error"] == "invalid_client"
+        posted = await gateway.post(
+            "/oauth/token", data={**form, "client_id": client_id, "client_secret": secret}
+        )
+        assert posted.status_code == 200, posted.text
+
+
+def test_generated_credentials_read_the_same_raw_or_form_urlencoded() -> None:
+    for _ in range(200):
+        for credential in (new_client_id(), new_client_secret()):
+            assert quote_plus(credential) == credential

@@ -9,13 +9,15 @@ against that preloaded client, and authlib's RFC 9068 generator signs the token.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
+from urllib.parse import unquote_plus
 
 from authlib.oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import (
@@ -28,7 +30,6 @@ from authlib.oauth2.rfc6749 import (
     OAuth2Request,
     grants,
 )
-from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -102,11 +103,44 @@ class _FormPayload(OAuth2Payload):
         return {key: [value] for key, value in self._form.items()}
 
 
+def basic_credentials(headers: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The client id and secret of HTTP Basic credentials (None, None without them).
+
+    RFC 6749 §2.3.1: both are form-urlencoded before the Basic encoding, so "+" is a
+    space and "%2B" a plus (authlib decodes "%" only). Our ids and secrets hold neither
+    "+", "%" nor spaces, so raw ones read the same. Raises UnicodeDecodeError for
+    credentials that are no UTF-8.
+    """
+    value = headers.get("Authorization") or ""
+    scheme, _, encoded = value.strip().partition(" ")
+    if scheme.lower() != "basic" or not encoded.strip():
+        return None, None
+    try:
+        decoded = base64.b64decode(encoded.strip()).decode("utf-8")
+    except binascii.Error:
+        return None, None
+    client_id, colon, secret = decoded.partition(":")
+    return unquote_plus(client_id), unquote_plus(secret) if colon else None
+
+
+def _authenticate_basic(
+    query_client: Callable[[str], TokenClient | None], request: TokenRequest
+) -> TokenClient | None:
+    """authlib's ``client_secret_basic``, reading the credentials as RFC 6749 says."""
+    client_id, client_secret = basic_credentials(request.headers)
+    if not client_id or not client_secret:
+        return None
+    client = query_client(client_id)
+    if client is None or not client.check_client_secret(client_secret):
+        return None
+    return client
+
+
 def _basic_client_id(headers: Mapping[str, str]) -> str | None:
     """The client id of HTTP Basic credentials; credentials that are no UTF-8 or hold
     a NUL authenticate no client (401), rather than failing in the lookup."""
     try:
-        client_id, _ = extract_basic_authorization(headers)
+        client_id, _ = basic_credentials(headers)
     except (UnicodeDecodeError, binascii.Error, ValueError):
         raise InvalidClientError(
             description="the Basic credentials are not UTF-8", status_code=401
@@ -207,6 +241,7 @@ class TokenServer(AuthorizationServer):
         super().__init__(scopes_supported=None)
         self.token_endpoint = f"{issuer}/oauth/token"
         self.register_grant(ClientCredentialsGrant)
+        self.register_client_auth_method("client_secret_basic", _authenticate_basic)
         self.register_token_generator(
             "default", AccessTokenGenerator(signer, issuer, audience, ttl_seconds)
         )

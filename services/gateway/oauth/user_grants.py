@@ -13,7 +13,6 @@ from authlib.oauth2.rfc6749 import (
     InvalidScopeError,
     OAuth2Error,
 )
-from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,7 +22,7 @@ from services.gateway.oauth.minting import mint_access_token
 from services.gateway.oauth.models import OAuthClient
 from services.gateway.oauth.repository import ClientRepository
 from services.gateway.oauth.secrets import verify_secret
-from services.gateway.oauth.server import TokenRequest, TokenServer
+from services.gateway.oauth.server import TokenRequest, TokenServer, basic_credentials
 from services.gateway.users.models import User
 from services.gateway.users.repository import UserRepository
 from shared.scopes import ROLES
@@ -38,7 +37,7 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 async def authenticate_client(session: AsyncSession, form_request: TokenRequest) -> OAuthClient:
     """The calling client: a public one by ``client_id`` alone, a confidential one by
     its secret (HTTP Basic or form), never both ways at once."""
-    basic_id, basic_secret = extract_basic_authorization(form_request.headers)
+    basic_id, basic_secret = basic_credentials(form_request.headers)
     client_id = basic_id or form_request.form.get("client_id")
     secret = basic_secret or form_request.form.get("client_secret")
     client = await ClientRepository(session).get_active(client_id) if client_id else None
