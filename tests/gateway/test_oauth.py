@@ -262,3 +262,35 @@ def test_generated_credentials_read_the_same_raw_or_form_urlencoded() -> None:
     for _ in range(200):
         for credential in (new_client_id(), new_client_secret()):
             assert quote_plus(credential) == credential
+
+
+async def test_basic_and_a_form_client_id_must_name_the_same_client(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    reader = await new_tenant(scopes=["kpi:read"])
+    admin = await new_tenant(scopes=["tenant:admin"])
+    basic = (reader.client_id, reader.client_secret)
+    for other in (admin.client_id, "cl_nobody"):
+        for scope in ({}, {"scope": "tenant:admin"}):
+            form = {"grant_type": "client_credentials", "client_id": other, **scope}
+            refused = await http.post("/oauth/token", data=form, auth=basic)
+            assert refused.status_code == 400, refused.text
+            assert refused.json() == {
+                "error": "invalid_request",
+                "error_description": "client_id names another client than the Basic credentials",
+            }
+    same = await http.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials", "client_id": reader.client_id},
+        auth=basic,
+    )
+    assert same.status_code == 200 and same.json()["scope"] == "kpi:read"
+    # An empty client_id names no client, as an empty secret is none.
+    empty = await http.post(
+        "/oauth/token", data={"grant_type": "client_credentials", "client_id": ""}, auth=basic
+    )
+    assert empty.status_code == 200, empty.text
+    revoke = await http.post(
+        "/oauth/revoke", data={"token": "x", "client_id": admin.client_id}, auth=basic
+    )
+    assert revoke.status_code == 400 and revoke.json()["error"] == "invalid_request"

@@ -194,6 +194,9 @@ class TokenRequest(OAuth2Request):
         basic_id = _basic_client_id(token_request.headers)
         if basic_id and form.get("client_secret"):
             raise InvalidRequestError("use one client authentication method, not two")
+        if basic_id and (form.get("client_id") or basic_id) != basic_id:
+            # RFC 6749 §2.3: one client per request; which one it is is not ours to guess.
+            raise InvalidRequestError("client_id names another client than the Basic credentials")
         return token_request
 
 
