@@ -221,6 +221,7 @@ class TokenMinter:
     def mint(
         self,
         tenant: str | None,
+        /,
         scopes: list[str],
         header: dict[str, Any] | None = None,
         **claims: Any,
@@ -238,6 +239,7 @@ class TokenMinter:
         }
         if tenant is not None:
             body["tenant"] = tenant
+        # Positional-only tenant: a test may still set the claim itself (tenant=None).
         body.update(claims)
         head = {"alg": "RS256", "typ": "at+jwt", "kid": self.key.kid, **(header or {})}
         return jwt.encode(head, body, self.key, algorithms=["RS256"])

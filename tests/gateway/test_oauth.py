@@ -64,14 +64,36 @@ async def test_client_credentials_with_basic_and_with_form(
     assert other["scope"] == "kpi:read"
 
 
-async def test_platform_admin_token_has_every_scope_and_no_tenant(
+async def test_platform_admin_token_has_every_scope_and_a_null_tenant(
     http: httpx.AsyncClient, admin_token: str, stack: Stack
 ) -> None:
     keys = KeySet.import_key_set((await http.get("/.well-known/jwks.json")).json())
     claims = jwt.decode(admin_token, keys, algorithms=["RS256"]).claims
     assert set(claims["scope"].split()) == set(ALL_SCOPES)
-    assert "tenant" not in claims
+    # CONTRACT §2 lists tenant among the claims: present, null.
+    assert "tenant" in claims and claims["tenant"] is None
     assert claims["sub"] == stack.config.admin.client_id
+    # Every service reads the null tenant as none: no tenant's data, and no fault.
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        for service, method, path in (
+            ("metrics", "GET", "/v1/kpis/catalog"),
+            ("ingest", "POST", "/v1/events"),
+            ("targets", "GET", "/v1/targets/plans"),
+            ("gateway", "GET", "/v1/users"),
+        ):
+            body: dict[str, list[object]] | None = {"events": []} if method == "POST" else None
+            refused = await client.request(
+                method, stack.url(service) + path, json=body, headers=admin
+            )
+            assert refused.status_code == 403, (service, refused.text)
+            assert refused.json()["detail"] == "this token acts for no tenant", service
+    introspected = await http.post(
+        "/oauth/introspect",
+        data={"token": admin_token},
+        auth=(stack.config.admin.client_id, stack.config.admin.client_secret),
+    )
+    assert introspected.json()["active"] is True and introspected.json()["tenant"] is None
 
 
 async def test_token_errors_follow_rfc6749(http: httpx.AsyncClient, new_tenant: NewTenant) -> None:

@@ -13,7 +13,7 @@ import pytest
 from joserfc.jwk import KeySet, RSAKey
 
 from shared.auth import KeyCache, TokenVerifier
-from shared.errors import InsufficientScope, Unauthenticated
+from shared.errors import Forbidden, InsufficientScope, Unauthenticated
 from tests.conftest import TokenMinter
 
 
@@ -35,6 +35,15 @@ async def test_valid_token_gives_tenant_scopes_and_client(minter: TokenMinter) -
         principal.require("targets:write")
     assert refused.value.status == 403
     assert 'scope="targets:write"' in refused.value.headers["WWW-Authenticate"]
+
+
+@pytest.mark.parametrize("tenant", [None, "", "absent"])
+async def test_null_empty_or_absent_tenant_is_no_tenant(minter: TokenMinter, tenant: Any) -> None:
+    claims = {} if tenant == "absent" else {"tenant": tenant}
+    principal = await minter.verifier().verify(minter.mint(None, ["kpi:read"], **claims))
+    assert principal.tenant_id is None
+    with pytest.raises(Forbidden):
+        principal.require_tenant()
 
 
 @pytest.mark.parametrize(

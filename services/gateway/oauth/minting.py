@@ -34,10 +34,10 @@ def mint_access_token(
         "jti": secrets.token_hex(16),
         "client_id": client_id,
         "scope": scope,
+        # Null for no tenant, as in the client-credentials tokens.
+        "tenant": tenant_id or None,
         **(extra or {}),
     }
-    if tenant_id:
-        claims["tenant"] = tenant_id
     key = signer.current
     header = {"alg": ALGORITHM, "typ": "at+jwt", "kid": str(key.kid)}
     return jwt.encode(header, claims, key)

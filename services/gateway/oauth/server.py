@@ -230,11 +230,9 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):
     def get_extra_claims(
         self, client: TokenClient, grant_type: str, user: Any, scope: str
     ) -> dict[str, Any]:
-        claims: dict[str, Any] = {"nbf": int(time.time())}
-        # The platform admin acts for no tenant: no claim rather than an empty one.
-        if client.row.tenant_id:
-            claims["tenant"] = client.row.tenant_id
-        return claims
+        # CONTRACT §2 lists tenant among the claims: the platform admin, which acts for
+        # no tenant, has it null (every verifier reads null as no tenant).
+        return {"nbf": int(time.time()), "tenant": client.row.tenant_id or None}
 
 
 class TokenServer(AuthorizationServer):
