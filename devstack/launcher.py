@@ -36,6 +36,7 @@ from devstack.stack import (
 from shared.events import DEADLETTER_TOPIC, all_event_topics
 from shared.kafka import ensure_topics
 from shared.migrations import upgrade
+from shared.settings import DEFAULT_ADMIN_CLIENT_ID
 
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 10.0
@@ -160,8 +161,9 @@ class Launcher:
         client_id = os.environ.get("LODESTAR_ADMIN_CLIENT_ID", "")
         client_secret = os.environ.get("LODESTAR_ADMIN_CLIENT_SECRET", "")
         path = self.home / "dev-credentials.json"
-        if client_id and client_secret:
-            return AdminCredentials(client_id, client_secret)
+        if client_secret:
+            # A secret set alone is the default client's, as the gateway reads it.
+            return AdminCredentials(client_id or DEFAULT_ADMIN_CLIENT_ID, client_secret)
         return AdminCredentials.load_or_create(path)
 
     def _start_service(self, service: str, config: StackConfig) -> None:

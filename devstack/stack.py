@@ -16,6 +16,8 @@ from typing import Any
 
 from cryptography.fernet import Fernet
 
+from shared.settings import DEFAULT_ADMIN_CLIENT_ID
+
 SERVICES: tuple[str, ...] = ("gateway", "ingest", "metrics", "targets")
 DEFAULT_PORTS: dict[str, int] = {"gateway": 8000, "ingest": 8001, "metrics": 8002, "targets": 8003}
 
@@ -31,7 +33,7 @@ class AdminCredentials:
         if path.exists():
             data = json.loads(path.read_text())
             return cls(client_id=data["client_id"], client_secret=data["client_secret"])
-        creds = cls(client_id="lodestar-admin", client_secret=secrets.token_urlsafe(32))
+        creds = cls(client_id=DEFAULT_ADMIN_CLIENT_ID, client_secret=secrets.token_urlsafe(32))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(
             json.dumps({"client_id": creds.client_id, "client_secret": creds.client_secret})

@@ -10,6 +10,9 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The platform-admin client's id when LODESTAR_ADMIN_CLIENT_ID is unset (CONTRACT §1).
+DEFAULT_ADMIN_CLIENT_ID = "lodestar-admin"
+
 
 def env_alias(name: str) -> AliasChoices:
     return AliasChoices(name, name.lower())

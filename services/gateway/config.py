@@ -7,7 +7,7 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import ServiceSettings, env_alias
+from shared.settings import DEFAULT_ADMIN_CLIENT_ID, ServiceSettings, env_alias
 
 
 class Settings(ServiceSettings):
@@ -16,7 +16,11 @@ class Settings(ServiceSettings):
     host: str = "127.0.0.1"
     port: int = 8000
 
-    admin_client_id: str = Field(default="", validation_alias=env_alias("LODESTAR_ADMIN_CLIENT_ID"))
+    # A secret alone is the default client's: an operator who sets only it must not
+    # find it silently ignored.
+    admin_client_id: str = Field(
+        default=DEFAULT_ADMIN_CLIENT_ID, validation_alias=env_alias("LODESTAR_ADMIN_CLIENT_ID")
+    )
     admin_client_secret: str = Field(
         default="", validation_alias=env_alias("LODESTAR_ADMIN_CLIENT_SECRET")
     )

@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
+from pathlib import Path
 from urllib.parse import quote, quote_plus
 
 import asyncpg
 import httpx
+import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
+from devstack.launcher import Launcher
+from devstack.stack import AdminCredentials
+from services.gateway.config import Settings
 from services.gateway.oauth.secrets import new_client_id, new_client_secret
 from services.gateway.oauth.signing import load_signer
 from shared.db import Database, asyncpg_dsn
@@ -316,3 +321,18 @@ async def test_basic_and_a_form_client_id_must_name_the_same_client(
         "/oauth/revoke", data={"token": "x", "client_id": admin.client_id}, auth=basic
     )
     assert revoke.status_code == 400 and revoke.json()["error"] == "invalid_request"
+
+
+def test_an_admin_secret_set_alone_is_the_default_clients(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secret = "operator-chosen-secret-0123456789"
+    monkeypatch.delenv("LODESTAR_ADMIN_CLIENT_ID", raising=False)
+    monkeypatch.setenv("LODESTAR_ADMIN_CLIENT_SECRET", secret)
+    settings = Settings()
+    assert (settings.admin_client_id, settings.admin_client_secret) == ("lodestar-admin", secret)
+    # The launcher (make run, the benchmarks) hands the services the very same pair.
+    assert Launcher(tmp_path)._admin_credentials() == AdminCredentials("lodestar-admin", secret)
+    monkeypatch.setenv("LODESTAR_ADMIN_CLIENT_ID", "ops-admin")
+    assert Settings().admin_client_id == "ops-admin"
+    assert Launcher(tmp_path)._admin_credentials() == AdminCredentials("ops-admin", secret)
