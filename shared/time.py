@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime
 from functools import lru_cache
+from importlib import resources
 from zoneinfo import ZoneInfo
 
 # CONTRACT §3: the default local time zone of each marketplace.
@@ -70,6 +71,23 @@ def country_code(value: object) -> str:
         raise ValueError("UK is no ISO 3166 code: the United Kingdom is GB")
     if not isinstance(value, str) or value not in COUNTRIES:
         raise ValueError("must be an ISO 3166 country code such as US")
+    return value
+
+
+@lru_cache(maxsize=1)
+def time_zone_names() -> frozenset[str]:
+    """The IANA time zone names: tzdata's list of them. ``available_timezones()`` also
+    lists every TZif file of the host's zoneinfo (``localtime``, and ``posix/`` and
+    ``right/`` copies on some systems); ``Factory`` is IANA's placeholder for no zone."""
+    listed = resources.files("tzdata").joinpath("zones").read_text(encoding="utf-8")
+    return frozenset(listed.split()) - {"Factory"}
+
+
+def time_zone_name(value: object) -> str:
+    """A time zone a tenant or store may name: an IANA zone. A file of the host's zoneinfo
+    that names no zone (``localtime``) would cut dates in whatever the host runs in."""
+    if not isinstance(value, str) or value not in time_zone_names():
+        raise ValueError("must be an IANA time zone such as America/New_York")
     return value
 
 

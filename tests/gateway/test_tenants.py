@@ -12,6 +12,11 @@ async def test_tenant_validation_names_the_field(http: httpx.AsyncClient, admin_
     for body, field in [
         ({"name": "x", "reporting_currency": "usd"}, "reporting_currency"),
         ({"name": "x", "reporting_currency": "USD", "timezone": "Mars/Base"}, "timezone"),
+        # Files of the host's zoneinfo that are no IANA zone.
+        ({"name": "x", "reporting_currency": "USD", "timezone": "localtime"}, "timezone"),
+        ({"name": "x", "reporting_currency": "USD", "timezone": "posixrules"}, "timezone"),
+        ({"name": "x", "reporting_currency": "USD", "timezone": "Factory"}, "timezone"),
+        ({"name": "x", "reporting_currency": "USD", "timezone": "../zoneinfo/UTC"}, "timezone"),
         ({"reporting_currency": "USD"}, "name"),
         ({"name": "", "reporting_currency": "USD"}, "name"),
     ]:

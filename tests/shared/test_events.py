@@ -7,9 +7,11 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+import pytest
+
 from shared.events import PAYLOAD_MODELS, TIMESTAMP_REASON, OrderLine, validate_batch
 from shared.money import DECIMAL_REASON
-from shared.time import local_date
+from shared.time import FALLBACK_TIME_ZONE, MARKETPLACE_TIME_ZONES, local_date, time_zone_name
 
 
 def order_line(**payload: Any) -> dict[str, Any]:
@@ -107,6 +109,15 @@ def test_local_date_uses_the_marketplace_time_zone() -> None:
     assert local_date(instant, "US").isoformat() == "2026-01-31"
     assert local_date(instant, "JP").isoformat() == "2026-02-01"
     assert local_date(instant, "US", override="Asia/Tokyo").isoformat() == "2026-02-01"
+
+
+def test_time_zones_are_iana_names_never_host_files() -> None:
+    # Every zone the project cuts dates in by default is one.
+    for name in (*MARKETPLACE_TIME_ZONES.values(), FALLBACK_TIME_ZONE, "US/Eastern", "Etc/GMT+5"):
+        assert time_zone_name(name) == name
+    for name in ("localtime", "posixrules", "Factory", "posix/UTC", "right/UTC", "", "Mars/Base"):
+        with pytest.raises(ValueError, match="IANA"):
+            time_zone_name(name)
 
 
 def test_amounts_of_a_line_must_share_its_currency() -> None:

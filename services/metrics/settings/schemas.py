@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from shared.money import CurrencyCode
+from shared.time import time_zone_name
 
 
 class KpiSettings(BaseModel):
@@ -43,13 +43,7 @@ class StoreZone(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError("must be an IANA time zone such as America/New_York") from None
-        return value
+        return None if value is None else time_zone_name(value)
 
 
 class StoreZoneOut(BaseModel):
