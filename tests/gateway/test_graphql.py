@@ -584,6 +584,37 @@ async def test_abusive_queries_are_refused(http: httpx.AsyncClient, new_tenant: 
     assert "token" in body["errors"][0]["message"].lower()
 
 
+async def test_several_operations_need_an_operation_name(
+    fake: FakeMetrics, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant(scopes=["kpi:read"])
+    document = "query A { a: kpiCatalog { id } } query B { b: __typename }"
+    fake.calls.clear()
+    unnamed = await fake.client.post("/graphql", json={"query": document}, headers=tenant.headers)
+    unknown = await fake.client.post(
+        "/graphql", json={"query": document, "operationName": "C"}, headers=tenant.headers
+    )
+    # Refused as the view refuses an unknown operation: 400, BAD_USER_INPUT.
+    for refused in (unnamed, unknown):
+        assert refused.status_code == 400, refused.text
+        [error] = refused.json()["errors"]
+        assert error["extensions"] == {"code": "BAD_USER_INPUT"}
+    assert unnamed.json()["errors"][0]["message"] == (
+        "Must provide operation name if query contains multiple operations."
+    )
+    by_get = await fake.client.get("/graphql", params={"query": document}, headers=tenant.headers)
+    assert by_get.status_code == 400
+    assert fake.calls == []
+    named = await fake.client.post(
+        "/graphql", json={"query": document, "operationName": "B"}, headers=tenant.headers
+    )
+    assert named.status_code == 200 and named.json() == {"data": {"b": "Query"}}
+    # One operation needs no name, anonymous or not.
+    for single in ("query A { a: __typename }", "{ a: __typename }"):
+        body = await gql(fake.client, tenant.headers, single)
+        assert body == {"data": {"a": "Query"}}
+
+
 async def test_graphiql_is_served_on_get(http: httpx.AsyncClient) -> None:
     response = await http.get("/graphql", headers={"Accept": "text/html"})
     assert response.status_code == 200

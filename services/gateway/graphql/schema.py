@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import orjson
 import strawberry
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from fastapi import FastAPI
+from graphql import OperationDefinitionNode, parse
 from graphql.error import GraphQLError
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from strawberry.extensions import (
@@ -19,7 +23,8 @@ from strawberry.extensions import (
     ValidationCache,
 )
 from strawberry.fastapi import GraphQLRouter
-from strawberry.http import GraphQLHTTPResponse
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.types import ExecutionResult
 
 from services.gateway.graphql.context import get_context
 from services.gateway.graphql.errors import ErrorCodes
@@ -30,6 +35,8 @@ from shared.errors import Unauthenticated
 MAX_DEPTH = 8
 MAX_ALIASES = 15
 MAX_TOKENS = 2000
+# graphql-core's words for it.
+MULTIPLE_OPERATIONS = "Must provide operation name if query contains multiple operations."
 
 
 @strawberry.type
@@ -84,9 +91,39 @@ def _unauthenticated(answer: GraphQLHTTPResponse) -> Unauthenticated | None:
     return None
 
 
+@lru_cache(maxsize=512)
+def _operation_count(query: str) -> int:
+    """How many operations a document defines; 0 for one that does not parse (or is over
+    the token limit), which the schema then refuses with its own reason."""
+    try:
+        document = parse(query, max_tokens=MAX_TOKENS)
+    except GraphQLError:
+        return 0
+    return sum(isinstance(d, OperationDefinitionNode) for d in document.definitions)
+
+
 class Router(GraphQLRouter[object, None]):
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
+
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        sub_response: Response,
+        context: object,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        """The GraphQL spec (GetOperation): a document of several operations needs an
+        operationName. Strawberry runs the first instead, so it is refused here, as the
+        view refuses an unknown operationName: 400, BAD_USER_INPUT."""
+        query = request_data.query
+        if request_data.operation_name is None and query and _operation_count(query) > 1:
+            raise HTTPException(400, MULTIPLE_OPERATIONS)
+        return await super().execute_single(
+            request, request_adapter, sub_response, context, root_value, request_data
+        )
 
     def create_response(
         self,
