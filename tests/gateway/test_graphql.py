@@ -564,6 +564,18 @@ async def test_input_errors_are_bad_user_input(fake: FakeMetrics, new_tenant: Ne
     assert wrong_enum["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
     bad_date = await gql(fake.client, tenant.headers, KPIS, input=month_input(to="2026-02-30"))
     assert bad_date["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    # Dates as the contract writes them, not whatever Python's fromisoformat reads.
+    for lax in ("20260105", "2026-W02-1", "2026-01-05T00:00:00"):
+        refused = await gql(fake.client, tenant.headers, KPIS, input=month_input(to=lax))
+        assert refused["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", lax
+        assert "2026-01-31" in refused["errors"][0]["message"]
+    inline = await gql(
+        fake.client,
+        tenant.headers,
+        '{ kpis(input: {metrics: ["gmv"], from: "20260101", to: "2026-01-31", grain: TOTAL})'
+        " { currency } }",
+    )
+    assert inline["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
     assert fake.calls == []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -30,6 +31,7 @@ from services.gateway.graphql.context import get_context
 from services.gateway.graphql.errors import ErrorCodes
 from services.gateway.graphql.kpis import KpiQuery
 from services.gateway.graphql.revalidation import RememberAnswers, RememberedGraphql
+from services.gateway.graphql.types import DATE
 from shared.errors import Unauthenticated
 
 MAX_DEPTH = 8
@@ -66,6 +68,7 @@ LIMIT_RULES = (
 
 schema = Schema(
     query=Query,
+    scalar_overrides={datetime.date: DATE},
     extensions=[
         lambda: AddValidationRules(list(LIMIT_RULES)),
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),

@@ -6,6 +6,25 @@ import datetime
 from enum import Enum
 
 import strawberry
+from strawberry.schema.types.base_scalars import wrap_parser
+
+from shared.time import DATE_TEXT
+
+
+def _calendar_date(value: object) -> datetime.date:
+    # Python reads 20260131 and 2026-W05-6 as dates too; the contract writes 2026-01-31.
+    if not isinstance(value, str) or not DATE_TEXT.match(value):
+        raise ValueError(f"{value!r} is not a date such as 2026-01-31")
+    return datetime.date.fromisoformat(value)
+
+
+# CONTRACT §5's `scalar Date`, in place of strawberry's own for datetime.date.
+DATE = strawberry.scalar(
+    name="Date",
+    description="A local calendar date, 2026-01-31",
+    serialize=datetime.date.isoformat,
+    parse_value=wrap_parser(_calendar_date, "Date"),
+)
 
 
 @strawberry.enum
@@ -57,7 +76,7 @@ class KpiFilters:
 @strawberry.input
 class KpiQueryInput:
     metrics: list[str]
-    # strawberry names datetime.date "Date" and serialises it as "2026-01-31".
+    # "Date" (see DATE), serialised as "2026-01-31".
     from_: datetime.date = strawberry.field(name="from")
     to: datetime.date
     grain: Grain
