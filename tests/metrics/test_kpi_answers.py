@@ -113,3 +113,23 @@ async def test_the_answer_is_negotiated_by_accept(
     else:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith(kind)
+
+
+async def test_fx_warnings_name_only_what_the_answer_needed(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    mx = line("x1", "X1", 1, "200.00", "2026-01-10T18:00:00Z", currency="MXN", marketplace="MX")
+    mx["source"]["store_id"] = "secret-mx"
+    await seed(http, tenant, [line("u1", "U1", 1, "10.00", "2026-01-10T18:00:00Z"), mx])
+    everything = await kpis(http, tenant, **WINDOW)
+    assert everything["warnings"] == ["no FX rate for MXN→USD on 2026-01-10"]
+    # Outside the stores asked for (or granted), and for counts, no rate is needed.
+    one_store = await kpis(http, tenant, **{**WINDOW, "stores": "acme-us"})
+    assert values(one_store) == [("TOTAL", [], {"gmv": 10.0})]
+    assert one_store["warnings"] == []
+    assert (await kpis(http, tenant, **{**WINDOW, "marketplaces": "US"}))["warnings"] == []
+    assert (await kpis(http, tenant, **{**WINDOW, "skus": "NONE"}))["warnings"] == []
+    orders = await kpis(http, tenant, **{**WINDOW, "metrics": "orders,units"})
+    assert values(orders) == [("TOTAL", [], {"orders": 2.0, "units": 2.0})]
+    assert orders["warnings"] == []

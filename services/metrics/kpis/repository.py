@@ -368,22 +368,37 @@ class RollupRepository:
         return {r["currency"] for r in rows if r["currency"]}
 
     async def first_day_with_amounts(
-        self, tenant_id: str, currency: str, days: list[date]
+        self, tenant_id: str, currency: str, days: list[date], filters: dict[str, list[str]]
     ) -> tuple[date | None, int]:
-        """Of the given days, the first on which the currency has amounts other than zero,
-        and how many do."""
+        """Of the given days, the first on which the currency has amounts other than zero
+        within the stores, marketplaces, platforms and SKUs ``filters`` name, and how
+        many do: an answer warns of no rate it did not need."""
+        by_sku = "sku" in filters
+        clauses = "".join(
+            f" AND {COLUMNS[dimension]} = ANY(${position}::text[])"
+            for position, dimension in enumerate(
+                [d for d in ("platform", "store", "marketplace", "sku") if d in filters], start=4
+            )
+        )
+        values = [filters[d] for d in ("platform", "store", "marketplace", "sku") if d in filters]
+        sales, measures = (
+            ("daily_sales", "daily_measures")
+            if by_sku
+            else ("daily_store_sales", "daily_store_measures")
+        )
         row = await self.conn.fetchrow(
-            """
+            f"""
             SELECT min(d) AS first, count(*) AS days FROM (
-                SELECT local_date AS d FROM daily_store_sales WHERE tenant_id = $1 AND currency = $2 AND local_date = ANY($3::date[])
-                  AND (gross <> 0 OR shipping <> 0 OR discount <> 0 OR tax <> 0)
-                UNION SELECT local_date FROM daily_store_measures WHERE tenant_id = $1 AND currency = $2 AND local_date = ANY($3::date[])
-                  AND value <> 0
+                SELECT local_date AS d FROM {sales} WHERE tenant_id = $1 AND currency = $2 AND local_date = ANY($3::date[])
+                  AND (gross <> 0 OR shipping <> 0 OR discount <> 0 OR tax <> 0){clauses}
+                UNION SELECT local_date FROM {measures} WHERE tenant_id = $1 AND currency = $2 AND local_date = ANY($3::date[])
+                  AND value <> 0{clauses}
             ) days
             """,
             tenant_id,
             currency,
             days,
+            *values,
         )
         assert row is not None
         return row["first"], int(row["days"])

@@ -18,6 +18,7 @@ from services.metrics.kpis.formulas import (
     COVER_DAYS,
     FORMULAS,
     INVENTORY_INPUTS,
+    MONEY_INPUTS,
     ORDER_INPUTS,
     SALES_INPUTS,
     TRAILING_INPUTS,
@@ -139,8 +140,10 @@ async def _measure(
         inputs_of = {measure: name for name, measure in stored.items()}
         for row in await repository.measures(grouping, sorted(stored.values())):
             found.put(key(row), inputs_of[row["measure"]], row["value"])
-    for currency, dates in missing.items():
-        first, count = await repository.first_day_with_amounts(query.tenant_id, currency, dates)
+    for currency, dates in missing.items() if needed & MONEY_INPUTS else ():
+        first, count = await repository.first_day_with_amounts(
+            query.tenant_id, currency, dates, query.filters
+        )
         if first is not None:
             more = f" (and {count - 1} more days)" if count > 1 else ""
             found.warnings.append(
