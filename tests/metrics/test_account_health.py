@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
 import httpx
 
 from tests.conftest import NewTenant
@@ -85,3 +89,37 @@ async def test_shipment_rates_hand_computed(http: httpx.AsyncClient, new_tenant:
         headers=tenant.headers,
     )
     assert refused.status_code == 422
+
+
+async def test_a_promise_due_later_today_where_the_store_is_is_not_late_yet(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """The store's day decides, not the server's: the store is put where it is about
+    21:30 now, so its day may differ from UTC's (it does from 21:00 to 09:00 UTC)."""
+    tenant = await new_tenant()
+    now = datetime.now(UTC)
+    offset = round(21.5 - (now.hour + now.minute / 60))
+    offset = offset - 24 if offset > 14 else offset + 24 if offset < -12 else offset
+    zone = "Etc/GMT" if offset == 0 else f"Etc/GMT{-offset:+d}"  # Etc/GMT+5 is UTC-5
+    stored = await http.put(
+        "/v1/settings/stores/acme-us", json={"timezone": zone}, headers=tenant.headers
+    )
+    assert stored.status_code == 200, stored.text
+    today = now.astimezone(ZoneInfo(zone)).date()
+    later_today = (now + timedelta(minutes=20)).isoformat()
+    yesterday = datetime.combine(today - timedelta(days=1), time(12), ZoneInfo(zone)).isoformat()
+    events = [
+        event("due-later", "shipment", {"order_id": "1", "promised_ship_by": later_today}),
+        event("due-before", "shipment", {"order_id": "2", "promised_ship_by": yesterday}),
+    ]
+    assert (
+        await http.post("/v1/events", json={"events": events}, headers=tenant.headers)
+    ).status_code == 202
+    window = {"from": today.isoformat(), "to": today.isoformat()}
+    for _ in range(150):
+        body = await kpis(http, tenant, metrics="late_shipment_rate", grain="total", **window)
+        if body["rows"][0]["values"][0]["value"] is not None:
+            break
+        await asyncio.sleep(0.2)
+    # Two due over the 10 days to today; only yesterday's is late.
+    assert body["rows"][0]["values"][0]["value"] == 0.5

@@ -1,7 +1,7 @@
 """Answers kept until the tenant's data changes.
 
 Every transaction that applies facts bumps the tenant's data version in the same
-commit, so an answer cached under (query, data version, settings, day) can never be
+commit, so an answer cached under (query, data version, settings) can never be
 older than the data it was computed from, on any replica: each replica reads the
 version from the database before it looks in its own memory.
 
@@ -13,13 +13,14 @@ round trip, without the answer being computed again or kept in any cache.
 from __future__ import annotations
 
 import hashlib
-from datetime import date
+import time
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from services.metrics.fx.rates import RateBook
+from services.metrics.kpis.formulas import FORMULAS
 from services.metrics.kpis.query import KpiQuery
 from shared.lru import Lru
 
@@ -27,9 +28,19 @@ MAX_ANSWERS = 256
 MAX_RATE_BOOKS = 64
 
 
+# Every time zone's day starts on a quarter hour of UTC (offsets are :00, :30, :45).
+_QUARTER_HOUR = 15 * 60
+
+
 def answer_key(query: KpiQuery, version: int, settings_stamp: str) -> str:
-    # "Late" shipments depend on today, so the key does too.
-    return f"{version}|{settings_stamp}|{date.today().isoformat()}|{query!r}"
+    # A shipment not shipped turns late when its store's day passes its promise: an
+    # answer with late shipments lasts until the next quarter hour, when some zone's
+    # day may have turned; every other answer depends on the data alone.
+    now_dependent = any(
+        input_.startswith("shipments_late") for m in query.metrics for input_ in FORMULAS[m].inputs
+    )
+    moment = int(time.time()) // _QUARTER_HOUR if now_dependent else ""
+    return f"{version}|{settings_stamp}|{moment}|{query!r}"
 
 
 def _engine_fingerprint() -> bytes:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
+from services.metrics.facts.zones import store_zones_for
 from services.metrics.fx.rates import RateBook
 from services.metrics.kpis.cache import ANSWERS, RATE_BOOKS, AnswerCache, answer_key
 from services.metrics.kpis.formulas import (
@@ -38,6 +39,7 @@ from services.metrics.kpis.query import (
 from services.metrics.kpis.repository import Grouping, RollupRepository
 from services.metrics.settings.repository import SettingsRepository
 from services.metrics.settings.schemas import KpiSettings
+from shared.time import marketplace_zone
 
 # What an empty bucket holds: sums are zero; ratios then come out undefined.
 ZERO = Decimal(0)
@@ -197,7 +199,9 @@ async def _trailing_units(
 # What a windowed input sums: shipments late are those shipped late plus those not
 # shipped whose promised day is already over.
 REFUNDS_BY_PURCHASE = "refund_amount_by_purchase"
-_WINDOW_PARTS = {"shipments_late": ("shipments_shipped_late", "shipments_unshipped")}
+_WINDOW_PARTS = {"shipments_late": ("shipments_shipped_late", "shipments_overdue")}
+# Where the store's local day has moved past the promised day: read per store.
+_OVERDUE = "shipments_overdue"
 
 
 async def _windowed_measures(
@@ -221,16 +225,18 @@ async def _windowed_measures(
     counts: dict[tuple[str, ...], dict[date, dict[str, Decimal]]] = defaultdict(
         lambda: defaultdict(dict)
     )
-    for row in await repository.measures(daily, [m for m in measures if m not in ORDER_INPUTS]):
+    summed = [m for m in measures if m not in ORDER_INPUTS and m != _OVERDUE]
+    for row in await repository.measures(daily, summed):
         dims = tuple(row[d] for d in query.group_by)
         counts[dims][date.fromisoformat(row["period"])][row["measure"]] = Decimal(row["value"] or 0)
+    if _OVERDUE in measures:
+        await _overdue_shipments(repository, query, daily, counts)
     if set(measures) & ORDER_INPUTS:
         for row in await repository.orders(daily):
             dims = tuple(row[d] for d in query.group_by)
             placed = counts[dims][date.fromisoformat(row["period"])]
             for name in set(measures) & ORDER_INPUTS:
                 placed[name] = Decimal(row[name] or 0)
-    today = date.today()
     buckets = set(found.inputs)
     buckets |= {
         (period, dims)
@@ -245,12 +251,31 @@ async def _windowed_measures(
             for day, values in counts.get(dims, {}).items():
                 if not end - timedelta(days=window - 1) <= day <= end:
                     continue
-                if base == "shipments_late":
-                    total += values.get("shipments_shipped_late", ZERO)
-                    total += values.get("shipments_unshipped", ZERO) if day < today else ZERO
-                else:
-                    total += values.get(base, ZERO)
+                for part in _WINDOW_PARTS.get(base, (base,)):
+                    total += values.get(part, ZERO)
             found.put((period, dims), name, total)
+
+
+async def _overdue_shipments(
+    repository: RollupRepository,
+    query: KpiQuery,
+    daily: Grouping,
+    counts: dict[tuple[str, ...], dict[date, dict[str, Decimal]]],
+) -> None:
+    """Shipments not shipped whose promised day is over where they ship from: a promise
+    due later today is not late yet, in Tokyo as in Los Angeles, whatever the server's
+    clock says."""
+    per_store = [*query.group_by, *(d for d in ("store", "marketplace") if d not in query.group_by)]
+    rows = await repository.measures(replace(daily, group_by=per_store), ["shipments_unshipped"])
+    zones = await store_zones_for(repository.conn, {(query.tenant_id, r["store"]) for r in rows})
+    now = datetime.now(UTC)
+    for row in rows:
+        override = zones.get((query.tenant_id, row["store"]))
+        today = now.astimezone(marketplace_zone(row["marketplace"], override)).date()
+        day = date.fromisoformat(row["period"])
+        if day < today:
+            placed = counts[tuple(row[d] for d in query.group_by)][day]
+            placed[_OVERDUE] = placed.get(_OVERDUE, ZERO) + Decimal(row["value"] or 0)
 
 
 def _inventory(rows: list[asyncpg.Record], key: Any, found: _Range) -> None:
