@@ -53,6 +53,22 @@ def test_cross_rate_through_a_common_base() -> None:
     assert book.factor("EUR", "JPY", date(2026, 1, 1)) is None
 
 
+def test_of_two_bases_the_one_with_the_newest_legs_wins() -> None:
+    book = RateBook.from_rows(
+        [
+            # A year old, and first in alphabetical order.
+            (date(2025, 3, 1), "EUR", "JPY", D("160")),
+            (date(2025, 3, 1), "EUR", "BRL", D("5")),
+            # Of the very day.
+            (date(2026, 3, 5), "USD", "JPY", D("150")),
+            (date(2026, 3, 5), "USD", "BRL", D("5")),
+        ]
+    )
+    assert book.factor("BRL", "JPY", date(2026, 3, 5)) == D(30)
+    # Before the USD legs exist, EUR's are all there is.
+    assert book.factor("BRL", "JPY", date(2026, 3, 4)) == D(32)
+
+
 def fx(event_id: str, day: str, base: str, quote: str, rate: str) -> dict[str, Any]:
     return {
         "event_id": event_id,

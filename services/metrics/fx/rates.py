@@ -2,7 +2,8 @@
 
 The newest rate dated on or before the day, for the pair in either direction (C→R
 multiplies, R→C divides; on the same date C→R wins). When the pair has none, a
-common base B is used, each leg (B→R, B→C) found the same way. No rate at all is
+common base B is used, each leg (B→R, B→C) found the same way; of several bases, the
+one with the newest legs. No rate at all is
 ``None``: the caller reports it and leaves the value null, never zero.
 """
 
@@ -45,26 +46,39 @@ class RateBook:
             return None
         return dates[position - 1], self._rates[pair][position - 1]
 
-    def direct(self, currency: str, target: str, day: date) -> Decimal | None:
-        """The factor from ``currency`` to ``target`` from the pair's own rates."""
+    def _dated(self, currency: str, target: str, day: date) -> tuple[date, Decimal] | None:
+        """The factor from ``currency`` to ``target`` from the pair's own rates, with the
+        date of the rate it comes from."""
         forward = self._newest((currency, target), day)
         backward = self._newest((target, currency), day)
         if forward is not None and (backward is None or forward[0] >= backward[0]):
-            return forward[1]
+            return forward
         if backward is not None:
-            return 1 / backward[1]
+            return backward[0], 1 / backward[1]
         return None
 
+    def direct(self, currency: str, target: str, day: date) -> Decimal | None:
+        """The factor from ``currency`` to ``target`` from the pair's own rates."""
+        dated = self._dated(currency, target, day)
+        return None if dated is None else dated[1]
+
     def factor(self, currency: str, target: str, day: date) -> Decimal | None:
-        """How many ``target`` one ``currency`` is worth on ``day``; None when unknown."""
+        """How many ``target`` one ``currency`` is worth on ``day``; None when unknown.
+
+        Through a base, the one whose older leg is the newest: rates of that very day
+        beat a year-old pair. Of bases as fresh, the first in alphabetical order."""
         if currency == target:
             return Decimal(1)
         direct = self.direct(currency, target, day)
         if direct is not None:
             return direct
+        best: tuple[date, Decimal] | None = None
         for base in sorted(self.currencies - {currency, target}):
-            to_target = self.direct(base, target, day)
-            to_currency = self.direct(base, currency, day)
-            if to_target is not None and to_currency is not None:
-                return to_target / to_currency
-        return None
+            to_target = self._dated(base, target, day)
+            to_currency = self._dated(base, currency, day)
+            if to_target is None or to_currency is None:
+                continue
+            fresh = min(to_target[0], to_currency[0])
+            if best is None or fresh > best[0]:
+                best = fresh, to_target[1] / to_currency[1]
+        return None if best is None else best[1]
