@@ -55,6 +55,12 @@ SECURITY_SCHEMES = {
 }
 
 
+def either_scope(*scopes: str) -> dict[str, Any]:
+    """``openapi_extra`` of a route that takes any one of ``scopes`` and checks which
+    in its own code (the platform admin, or the tenant's own admin)."""
+    return {"security": [{SCHEME: [scope]} for scope in scopes]}
+
+
 class ErrorItem(BaseModel):
     index: int | None = None
     row: int | None = None
@@ -144,7 +150,8 @@ def with_security(app: FastAPI) -> None:
             operations = document.get("paths", {}).get(route.path_format, {})
             for method in route.methods or ():
                 operation = operations.get(method.lower())
-                if operation is not None:
+                # A route that checks its scopes itself says which (see EITHER_ADMIN).
+                if operation is not None and "security" not in operation:
                     operation["security"] = [{SCHEME: sorted(scopes)}]
         _describe_errors(document)
         return document

@@ -182,6 +182,10 @@ async def test_merged_openapi_has_every_services_v1_routes(http: httpx.AsyncClie
     assert paths["/v1/kpis"]["get"]["security"] == [{"oauth2": ["kpi:read"]}]
     assert paths["/v1/tenants"]["post"]["security"] == [{"oauth2": ["platform:admin"]}]
     assert paths["/v1/grants"]["get"]["security"] == [{"oauth2": []}]
+    # Routes that take either admin say so: one requirement per scope, any suffices.
+    either = [{"oauth2": ["platform:admin"]}, {"oauth2": ["tenant:admin"]}]
+    assert paths["/v1/tenants/{tenant_id}"]["get"]["security"] == either
+    assert paths["/v1/tenants/{tenant_id}/clients"]["post"]["security"] == either
     assert "security" not in paths["/oauth/token"]["post"]
     # Every REST error is CONTRACT §2's one body, never FastAPI's validation error.
     error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}

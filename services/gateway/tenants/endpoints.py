@@ -17,7 +17,8 @@ from services.gateway.tenants.schemas import (
 )
 from shared.auth import Principal, current_principal, require_scope
 from shared.deps import DbSession
-from shared.scopes import PLATFORM_ADMIN
+from shared.openapi import either_scope
+from shared.scopes import PLATFORM_ADMIN, TENANT_ADMIN
 
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
 TENANTS_PREFIX = "/v1/tenants/"
@@ -27,6 +28,10 @@ def is_tenant_path(path: str) -> bool:
     """``/v1/tenants/{id}`` itself, where the only write is the erasure."""
     rest = path[len(TENANTS_PREFIX) :] if path.startswith(TENANTS_PREFIX) else ""
     return bool(rest) and "/" not in rest.rstrip("/")
+
+
+# The platform admin, or an admin of the tenant named in the path.
+EITHER_ADMIN = either_scope(PLATFORM_ADMIN, TENANT_ADMIN)
 
 
 @router.post("", status_code=201, response_model=TenantOut)
@@ -50,7 +55,7 @@ async def list_tenants(
     return TenantList(tenants=[TenantOut.model_validate(t) for t in tenants])
 
 
-@router.get("/{tenant_id}", response_model=TenantOut)
+@router.get("/{tenant_id}", response_model=TenantOut, openapi_extra=EITHER_ADMIN)
 async def get_tenant(
     tenant_id: str,
     principal: Annotated[Principal, Depends(current_principal)],
@@ -60,7 +65,12 @@ async def get_tenant(
     return TenantOut.model_validate(await service.readable_tenant(session, principal, tenant_id))
 
 
-@router.post("/{tenant_id}/clients", status_code=201, response_model=ClientCreated)
+@router.post(
+    "/{tenant_id}/clients",
+    status_code=201,
+    response_model=ClientCreated,
+    openapi_extra=EITHER_ADMIN,
+)
 async def create_client(
     tenant_id: str,
     data: ClientCreate,
@@ -77,7 +87,9 @@ async def create_client(
     return await service.create_client(session, principal, tenant_id, data)
 
 
-@router.delete("/{tenant_id}", status_code=202, response_model=ErasureOut)
+@router.delete(
+    "/{tenant_id}", status_code=202, response_model=ErasureOut, openapi_extra=EITHER_ADMIN
+)
 async def erase_tenant(
     tenant_id: str,
     request: Request,
@@ -108,7 +120,7 @@ async def erase_tenant(
     return erasures.out(erasure)
 
 
-@router.get("/{tenant_id}/erasure", response_model=ErasureOut)
+@router.get("/{tenant_id}/erasure", response_model=ErasureOut, openapi_extra=EITHER_ADMIN)
 async def get_erasure(
     tenant_id: str,
     principal: Annotated[Principal, Depends(current_principal)],
