@@ -95,14 +95,19 @@ async def read_topic(
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
+    deadline = time.monotonic() + timeout
     try:
-        await consumer.topics()  # fetches the cluster's metadata
-        partitions = consumer.partitions_for_topic(topic) or set()
+        # The relay creates the topic when it starts, which may be just after the push.
+        partitions: set[int] = set()
+        while not partitions and time.monotonic() < deadline:
+            await consumer.topics()  # fetches the cluster's metadata
+            partitions = consumer.partitions_for_topic(topic) or set()
+            if not partitions:
+                await asyncio.sleep(0.1)
         assert partitions, f"no topic {topic}"
         assignment = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(assignment)
         await consumer.seek_to_beginning(*assignment)
-        deadline = time.monotonic() + timeout
         while len(records) < expected and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=200, max_records=5000)
             for batch in batches.values():
