@@ -120,6 +120,19 @@ def orders_source(group_by: list[str], filters: dict[str, list[str]]) -> str:
     return "daily_orders"
 
 
+def _filter_clauses(
+    filters: dict[str, list[str]], first: int, alias: str = ""
+) -> tuple[str, list[Any]]:
+    """``AND <column> = ANY($n)`` for each filter, its parameters numbered from
+    ``first``, and the values to pass for them."""
+    prefix = f"{alias}." if alias else ""
+    sql = " ".join(
+        f"AND {prefix}{COLUMNS[dimension]} = ANY(${position}::text[])"
+        for position, dimension in enumerate(filters, start=first)
+    )
+    return sql, list(filters.values())
+
+
 class RollupRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
@@ -146,17 +159,11 @@ class RollupRepository:
         dims = [f"{alias}.{COLUMNS[d]}" for d in grouping.group_by]
         select_dims = "".join(f", {c} AS {d}" for c, d in zip(dims, grouping.group_by, strict=True))
         group_dims = "".join(f", {c}" for c in dims)
-        clauses = []
-        args: list[Any] = []
-        for position, (dimension, values) in enumerate(
-            grouping.filters.items(), start=4 + len(fx_args) + len(more)
-        ):
-            clauses.append(f"AND {alias}.{COLUMNS[dimension]} = ANY(${position}::text[])")
-            args.append(values)
+        clauses, args = _filter_clauses(grouping.filters, 4 + len(fx_args) + len(more), alias)
         query = f"""
             SELECT {_period(grouping.grain, alias)} AS period{select_dims}, {measures}
             FROM {source}
-            WHERE {alias}.tenant_id = $1 AND {alias}.local_date BETWEEN $2 AND $3 {extra} {" ".join(clauses)}
+            WHERE {alias}.tenant_id = $1 AND {alias}.local_date BETWEEN $2 AND $3 {extra} {clauses}
             GROUP BY 1{group_dims}{group_extra}
             """
         rows: list[asyncpg.Record] = await self.conn.fetch(
@@ -186,13 +193,7 @@ class RollupRepository:
         keep = keep or []
         dims = [COLUMNS[d] for d in grouping.group_by]
         inner_cols = "".join(f", {c}" for c in [*dims, *keep])
-        clauses = []
-        filter_args: list[Any] = []
-        for position, (dimension, values) in enumerate(
-            grouping.filters.items(), start=8 + len(more)
-        ):
-            clauses.append(f"AND {COLUMNS[dimension]} = ANY(${position}::text[])")
-            filter_args.append(values)
+        clauses, filter_args = _filter_clauses(grouping.filters, 8 + len(more))
         # By SKU a day holds about one rollup row per SKU and currency: summing them
         # first would only add a sort, so then each row is converted as it is.
         presum = "sku" not in dims
@@ -217,7 +218,7 @@ class RollupRepository:
             FROM (
                 SELECT local_date, currency{inner_cols}, {inner_sums}
                 FROM {table}
-                WHERE tenant_id = $1 AND local_date BETWEEN $2 AND $3 {extra} {" ".join(clauses)}
+                WHERE tenant_id = $1 AND local_date BETWEEN $2 AND $3 {extra} {clauses}
                 {inner_group}
             ) b
             {_FX_JOIN.format(alias="b")}
@@ -321,11 +322,7 @@ class RollupRepository:
         """Per bucket, snapshot day, store and SKU: units on hand and whether snapshotted."""
         dims = [COLUMNS[d] for d in grouping.group_by]
         select_dims = "".join(f", {c} AS {d}" for c, d in zip(dims, grouping.group_by, strict=True))
-        clauses = []
-        args: list[Any] = []
-        for position, (dimension, values) in enumerate(grouping.filters.items(), start=4):
-            clauses.append(f"AND {COLUMNS[dimension]} = ANY(${position}::text[])")
-            args.append(values)
+        clauses, args = _filter_clauses(grouping.filters, 4)
         rows: list[asyncpg.Record] = await self.conn.fetch(
             f"""
             SELECT {_period(grouping.grain, "m")} AS period{select_dims}, m.local_date,
@@ -333,7 +330,7 @@ class RollupRepository:
                    sum(value) FILTER (WHERE measure = 'snapshots') AS snapshots
             FROM {_measures_source(grouping, "m", per_sku=True)}
             WHERE tenant_id = $1 AND local_date BETWEEN $2 AND $3
-              AND measure IN ('on_hand', 'snapshots') {" ".join(clauses)}
+              AND measure IN ('on_hand', 'snapshots') {clauses}
             GROUP BY 1{"".join(f", {c}" for c in dims)}, m.local_date, platform, store_id, marketplace, sku
             """,
             grouping.tenant_id,
@@ -374,13 +371,8 @@ class RollupRepository:
         within the stores, marketplaces, platforms and SKUs ``filters`` name, and how
         many do: an answer warns of no rate it did not need."""
         by_sku = "sku" in filters
-        clauses = "".join(
-            f" AND {COLUMNS[dimension]} = ANY(${position}::text[])"
-            for position, dimension in enumerate(
-                [d for d in ("platform", "store", "marketplace", "sku") if d in filters], start=4
-            )
-        )
-        values = [filters[d] for d in ("platform", "store", "marketplace", "sku") if d in filters]
+        # Categories are not kept with every amount (refunds, fees, ads have none).
+        clauses, values = _filter_clauses({d: v for d, v in filters.items() if d != "category"}, 4)
         sales, measures = (
             ("daily_sales", "daily_measures")
             if by_sku
@@ -390,9 +382,9 @@ class RollupRepository:
             f"""
             SELECT min(d) AS first, count(*) AS days FROM (
                 SELECT local_date AS d FROM {sales} WHERE tenant_id = $1 AND currency = $2 AND local_date = ANY($3::date[])
-                  AND (gross <> 0 OR shipping <> 0 OR discount <> 0 OR tax <> 0){clauses}
+                  AND (gross <> 0 OR shipping <> 0 OR discount <> 0 OR tax <> 0) {clauses}
                 UNION SELECT local_date FROM {measures} WHERE tenant_id = $1 AND currency = $2 AND local_date = ANY($3::date[])
-                  AND value <> 0{clauses}
+                  AND value <> 0 {clauses}
             ) days
             """,
             tenant_id,
