@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 
 from services.metrics.kpis.cache import entity_tag
 from services.metrics.kpis.query import COMPARISONS, DIMENSIONS, GRAINS, MAX_LIMIT, parse_query
@@ -70,15 +72,20 @@ _DATE = {"json_schema_extra": _string_as({"format": "date"})}
 _FILTER = "Comma-separated values of {}; quote one holding a comma as in CSV"
 # The JSON list of an answer's warnings, on a CSV answer.
 WARNINGS_HEADER = "Lodestar-Warnings"
-_PARAMETERS = frozenset(
-    {"metrics", "from", "to", "grain", "group_by", "platforms", "stores", "marketplaces",
-     "skus", "categories", "currency", "compare_to", "order_by", "limit", "tenant_id"}
-)  # fmt: skip
+
+
+def _query_parameters(dependant: Dependant) -> set[str]:
+    """Every query parameter a route declares, its dependencies' (``tenant_id``) too."""
+    names = {param.alias for param in dependant.query_params}
+    for dependency in dependant.dependencies:
+        names |= _query_parameters(dependency)
+    return names
 
 
 def _refuse_unknown_parameters(request: Request) -> None:
     """A misspelt ``marketplace=US`` would otherwise answer every marketplace's total."""
-    unknown = sorted(set(request.query_params) - _PARAMETERS)
+    route: APIRoute = request.scope["route"]
+    unknown = sorted(set(request.query_params) - _query_parameters(route.dependant))
     if unknown:
         errors = [FieldError(field=name, reason="unknown parameter") for name in unknown]
         raise InvalidInput(f"{unknown[0]}: unknown parameter", errors)
