@@ -92,19 +92,10 @@ async def read_topic(
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of ``topic`` from the start of each partition, once ``expected``
     have arrived (or the timeout passed); read without a group, so nothing is committed."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    records: list[ConsumerRecord[bytes, bytes]] = []
     deadline = time.monotonic() + timeout
+    consumer, partitions = await _consumer_that_sees(bootstrap, topic, deadline)
+    records: list[ConsumerRecord[bytes, bytes]] = []
     try:
-        # The relay creates the topic when it starts, which may be just after the push.
-        partitions: set[int] = set()
-        while not partitions and time.monotonic() < deadline:
-            await consumer.topics()  # fetches the cluster's metadata
-            partitions = consumer.partitions_for_topic(topic) or set()
-            if not partitions:
-                await asyncio.sleep(0.1)
-        assert partitions, f"no topic {topic}"
         assignment = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(assignment)
         await consumer.seek_to_beginning(*assignment)
@@ -118,6 +109,25 @@ async def read_topic(
     finally:
         await consumer.stop()
     return records
+
+
+async def _consumer_that_sees(
+    bootstrap: str, topic: str, deadline: float
+) -> tuple[AIOKafkaConsumer, set[int]]:
+    """A started consumer whose metadata holds ``topic``, and the topic's partitions.
+
+    The relay creates its topics when it connects, which may be just after a push. A
+    consumer refreshes its own metadata only every few minutes (``topics()`` does not
+    update it), so each look is made by a new consumer."""
+    while True:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions:
+            return consumer, partitions
+        await consumer.stop()
+        assert time.monotonic() < deadline, f"no topic {topic}"
+        await asyncio.sleep(0.2)
 
 
 @dataclass

@@ -289,6 +289,37 @@ async def test_a_restart_after_a_forgetful_broker_publishes_the_sent_events_agai
         assert third.relay.counters.published == 0
 
 
+async def test_a_restart_with_a_new_broker_publishes_the_sent_events_once(
+    make_ingest: MakeIngest, tmp_path: Path
+) -> None:
+    """``make run`` again: a new embedded broker, and an ingest that sent events to the
+    last one. Asked to republish at its start, and finding the broker without its log,
+    the relay sends each event once more, not twice."""
+    tenant = f"tn_{secrets.token_hex(4)}"
+    async with make_ingest() as first:
+        await first.push(tenant, [order_line("s-1"), order_line("s-2")])
+        await wait_until(lambda: _published(first, 2), 15, "the first publication")
+        database, prefix = first.database_url, first.settings.topic_prefix
+    broker_port = free_port()
+    bootstrap = f"127.0.0.1:{broker_port}"
+    broker = EmbeddedBroker(broker_port, tmp_path / "tansu.log")
+    await asyncio.to_thread(broker.start)
+    try:
+        async with make_ingest(
+            DATABASE_URL=database,
+            LODESTAR_TOPIC_PREFIX=prefix,
+            KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+            republish_on_start=True,
+        ) as again:
+            await wait_until(lambda: _published(again, 2), 15, "the republication")
+            records = await read_topic(bootstrap, again.topic("order_line"), 2)
+            assert again.relay.counters.published == 2
+            ids = Counter(orjson.loads(r.value or b"{}")["event_id"] for r in records)
+            assert ids == {"s-1": 1, "s-2": 1}
+    finally:
+        await asyncio.to_thread(broker.stop)
+
+
 async def _published(service: IngestService, count: int) -> bool:
     return service.relay.counters.published >= count
 

@@ -181,8 +181,6 @@ class OutboxRelay:
         outage_reported = False
         while True:
             try:
-                if self._republish_pending:
-                    await self._republish_sent()
                 await self._listen()
                 # Cleared before reading, so a push committed meanwhile wakes the next wait.
                 self._wake.clear()
@@ -235,6 +233,9 @@ class OutboxRelay:
         acknowledged every one; on any failure the transaction rolls back and they wait.
         """
         producer = await self._ensure_producer()
+        # After connecting: a start on a new broker asks for this once, not twice.
+        if self._republish_pending:
+            await self._republish_sent()
         async with self.db.raw_connection() as conn, conn.transaction():
             repository = OutboxRepository(conn)
             rows = await repository.claim(self.settings.relay_batch_size)
