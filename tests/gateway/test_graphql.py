@@ -579,6 +579,54 @@ async def test_input_errors_are_bad_user_input(fake: FakeMetrics, new_tenant: Ne
     assert fake.calls == []
 
 
+async def test_input_errors_name_the_field(fake: FakeMetrics, new_tenant: NewTenant) -> None:
+    """graphql-core names a type ("Value cannot represent a Date"); a client needs the
+    field, whether it wrote the value in the query or in a variable."""
+    tenant = await new_tenant(scopes=["kpi:read"])
+    inline = await gql(
+        fake.client,
+        tenant.headers,
+        '{ kpis(input: {metrics: ["gmv"], from: "20260101", to: "2026-01-31", grain: HOUR,'
+        ' filters: {skus: ["A", 1]}}, tenantId: 1.5) { currency } }',
+    )
+    named = {e["extensions"]["errors"][0]["field"] for e in inline["errors"]}
+    assert named == {"input.from", "input.grain", "input.filters.skus[1]", "tenantId"}
+    for error in inline["errors"]:
+        assert error["extensions"]["code"] == "BAD_USER_INPUT"
+        field = error["extensions"]["errors"][0]["field"]
+        assert error["message"].startswith(f"{field}: "), error
+    missing = await gql(
+        fake.client,
+        tenant.headers,
+        '{ kpis(input: {metrics: ["gmv"], from: "2026-01-01"}) { currency } }',
+    )
+    assert [e["extensions"]["errors"][0]["field"] for e in missing["errors"]] == ["input", "input"]
+    assert "'to'" in missing["errors"][0]["message"] + missing["errors"][1]["message"]
+    variables = await gql(
+        fake.client,
+        tenant.headers,
+        KPIS,
+        input=month_input(to="2026-02-30", filters={"skus": [3]}),
+    )
+    assert [e["extensions"]["errors"] for e in variables["errors"]] == [
+        [
+            {
+                "field": "input.to",
+                "reason": 'Value cannot represent a Date: "2026-02-30". day is out of range for month',
+            }
+        ],
+        [
+            {
+                "field": "input.filters.skus[0]",
+                "reason": "String cannot represent a non string value: 3",
+            }
+        ],
+    ]
+    absent = await gql(fake.client, tenant.headers, KPIS, input=None)
+    assert absent["errors"][0]["extensions"]["errors"][0]["field"] == "input"
+    assert fake.calls == []
+
+
 async def test_abusive_queries_are_refused(http: httpx.AsyncClient, new_tenant: NewTenant) -> None:
     tenant = await new_tenant(scopes=["kpi:read"])
     aliases = " ".join(f"a{i}: kpiCatalog {{ id }}" for i in range(40))

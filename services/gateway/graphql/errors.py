@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
+from graphql import (
+    SKIP,
+    ArgumentNode,
+    GraphQLInputType,
+    ValidationContext,
+    ValueNode,
+    ValuesOfCorrectTypeRule,
+    VisitorAction,
+)
 from graphql.error import GraphQLError
+from graphql.utilities.validate_input_value import validate_input_literal
 from strawberry.extensions import SchemaExtension
 
 from shared.errors import LodestarError
@@ -26,6 +37,73 @@ def _with_code(error: GraphQLError, message: str, extensions: dict[str, Any]) ->
     )
 
 
+# graphql-core's words for a variable's bad value: "Variable '$input' has invalid value
+# at .filters.skus[0]: String cannot ...", or "... of required type ... was not provided".
+_VARIABLE_ERROR = re.compile(
+    r"^Variable '\$(?P<name>\w+)' (?P<invalid>has invalid value(?: at (?P<path>[^:\s]+))?: )?"
+)
+
+
+class NamedValuesOfCorrectType(ValuesOfCorrectTypeRule):
+    """graphql-core's check of the values written in a query, naming the field each
+    error is about: its own messages name only a type ("Value cannot represent a
+    Date"), and a client needs to know which argument to fix."""
+
+    def __init__(self, context: ValidationContext) -> None:
+        super().__init__(context)
+        self._argument = ""
+
+    def enter_argument(self, node: ArgumentNode, *_: Any) -> None:
+        self._argument = node.name.value
+
+    def leave_argument(self, *_: Any) -> None:
+        self._argument = ""
+
+    def is_valid_value_node(
+        self, node: ValueNode, input_type: GraphQLInputType | None
+    ) -> VisitorAction:
+        # As graphql-core 3.3 does it, with the path it hands to on_error kept.
+        if input_type:
+            validate_input_literal(
+                node, input_type, self._report, None, None, self.context.hide_suggestions
+            )
+        return SKIP
+
+    def _report(self, error: GraphQLError, path: list[str | int]) -> None:
+        field = self._argument + "".join(
+            f"[{step}]" if isinstance(step, int) else f".{step}" for step in path
+        )
+        self.report_error(
+            GraphQLError(
+                f"{field}: {error.message}" if field else error.message,
+                nodes=error.nodes,
+                extensions={"errors": [{"field": field, "reason": error.message}]},
+            )
+        )
+
+
+class NamedValueErrors(SchemaExtension):
+    """Puts :class:`NamedValuesOfCorrectType` in place of graphql-core's rule (the same
+    class every time, so validated documents stay cached)."""
+
+    def on_operation(self) -> Iterator[None]:
+        context = self.execution_context
+        context.validation_rules = tuple(
+            NamedValuesOfCorrectType if rule is ValuesOfCorrectTypeRule else rule
+            for rule in context.validation_rules
+        )
+        yield
+
+
+def _field_errors(message: str) -> list[dict[str, str]] | None:
+    """CONTRACT §2's field list for a variable's bad value, from graphql-core's message."""
+    match = _VARIABLE_ERROR.match(message)
+    if match is None:
+        return None
+    reason = message[match.end() :] if match["invalid"] else message
+    return [{"field": match["name"] + (match["path"] or ""), "reason": reason}]
+
+
 def coded(error: GraphQLError) -> GraphQLError:
     original = error.original_error
     if isinstance(original, LodestarError):
@@ -40,7 +118,10 @@ def coded(error: GraphQLError) -> GraphQLError:
     if error.extensions and "code" in error.extensions:
         return error
     # Parse and validation errors: the query itself is wrong.
-    return _with_code(error, error.message, {**(error.extensions or {}), "code": "BAD_USER_INPUT"})
+    extensions = {**(error.extensions or {}), "code": "BAD_USER_INPUT"}
+    if "errors" not in extensions and (fields := _field_errors(error.message)):
+        extensions["errors"] = fields
+    return _with_code(error, error.message, extensions)
 
 
 class ErrorCodes(SchemaExtension):

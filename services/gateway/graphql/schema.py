@@ -28,7 +28,7 @@ from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.types import ExecutionResult
 
 from services.gateway.graphql.context import get_context
-from services.gateway.graphql.errors import ErrorCodes
+from services.gateway.graphql.errors import ErrorCodes, NamedValueErrors
 from services.gateway.graphql.kpis import KpiQuery
 from services.gateway.graphql.revalidation import RememberAnswers, RememberedGraphql
 from services.gateway.graphql.types import DATE
@@ -71,6 +71,7 @@ schema = Schema(
     scalar_overrides={datetime.date: DATE},
     extensions=[
         lambda: AddValidationRules(list(LIMIT_RULES)),
+        NamedValueErrors,
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
         # Dashboards send the same documents again and again: parse and validate once
         # (strawberry shares the caches between the per-request instances). A document
