@@ -268,6 +268,15 @@ class FxRate(Payload):
     quote: CurrencyCode
     rate: Annotated[DecimalString, Field(gt=0)]
 
+    @model_validator(mode="after")
+    def _two_currencies(self, info: ValidationInfo) -> FxRate:
+        # A currency's rate to itself is 1; any other figure would change every answer.
+        if self.quote == self.base and accepting(info):
+            raise PydanticCustomError(
+                "payload_conflict", "{at} must differ from base", {"at": "quote"}
+            )
+        return self
+
 
 PAYLOAD_MODELS: dict[str, type[Payload]] = {
     "order_line": OrderLine,

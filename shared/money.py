@@ -14,6 +14,7 @@ from pydantic import (
     PlainSerializer,
     ValidationInfo,
 )
+from pydantic_core import PydanticCustomError
 
 from shared.validation_context import accepting
 
@@ -35,9 +36,10 @@ CURRENCY_REASON = "must be an ISO 4217 currency code such as USD"
 AMOUNT_DIGITS = 15
 
 
-# Digits with an optional sign, fraction and exponent: what an ERP or a marketplace
-# writes (Java's BigDecimal writes "1E-7"). Spaces, "NaN" or "Infinity" are no amount.
-_DECIMAL = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+# ASCII digits with an optional sign, fraction and exponent: what an ERP or a
+# marketplace writes (Java's BigDecimal writes "1E-7"). Spaces, "NaN", "Infinity" and
+# other scripts' digits (full-width, Arabic-Indic: Decimal reads them) are no amount.
+_DECIMAL = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$")
 DECIMAL_REASON = 'must be a decimal string such as "12.34"'
 # Finer than any price, cost or rate; a longer fraction would be a float's noise, and
 # one of thousands of digits more than PostgreSQL's numeric keeps.
@@ -45,12 +47,13 @@ MAX_DECIMAL_PLACES = 12
 
 
 def parse_decimal_string(value: object, info: ValidationInfo) -> Decimal:
-    """A decimal from a string (or an int); floats are refused as lossy. Read back
+    """A decimal from a string, as CONTRACT §3 writes amounts; JSON numbers are refused
+    (a float is lossy, and an ERP that sends 10 would send 10.5 next). Read back
     (``info.context`` says ``stored``), an amount accepted once is not refused again."""
     if isinstance(value, Decimal) and value.is_finite():
         result = value
-    elif (isinstance(value, int) and not isinstance(value, bool)) or (
-        isinstance(value, str) and _DECIMAL.match(value)
+    elif (isinstance(value, str) and _DECIMAL.match(value)) or (
+        isinstance(value, int) and not isinstance(value, bool) and not accepting(info)
     ):
         result = Decimal(value)
     else:
@@ -104,7 +107,8 @@ class Money(BaseModel):
 
 def _not_negative(money: Money) -> Money:
     if money.amount < 0:
-        raise ValueError("must not be negative")
+        # Named at the amount, as its format errors are (see shared.events' field errors).
+        raise PydanticCustomError("payload_conflict", "must not be negative", {"at": "amount"})
     return money
 
 

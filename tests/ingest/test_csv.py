@@ -206,3 +206,17 @@ def test_text_the_csv_module_cannot_read_is_refused_naming_the_line() -> None:
     huge = _refusal(f"{HEADER}\n{GOOD[0]}\n{'x' * 200_000},{GOOD[1]}\n")
     assert [(row, field) for row, field, _ in huge] == [(3, "body")]
     assert "field larger than field limit" in huge[0][2]
+
+
+def test_counts_in_other_scripts_digits_are_refused() -> None:
+    rows = [
+        GOOD[0].replace(",2,", f",{quantity},", 1) for quantity in ("\uff11\uff12", "\u0663", "1_0")
+    ]
+    batch = parse_csv(f"{HEADER}\n{chr(10).join(rows)}\n".encode(), "order_line", 10)
+    _, errors = validate_batch(batch.events)
+    assert [(e.index, e.field) for e in errors] == [(i, "payload.quantity") for i in range(3)]
+    # Spreadsheet cells keep their spaces around a number; that much is read.
+    spaced = parse_csv(
+        f"{HEADER}\n{GOOD[0].replace(',2,', ', 2 ,', 1)}\n".encode(), "order_line", 10
+    )
+    assert spaced.events[0]["payload"]["quantity"] == 2

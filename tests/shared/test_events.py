@@ -209,9 +209,9 @@ def test_prices_costs_and_refunds_are_not_negative_but_fees_may_be() -> None:
     events, errors = validate_batch(batch)
     assert events == []
     assert {(e.index, e.field, e.reason) for e in errors} == {
-        (0, "payload.unit_price", "must not be negative"),
-        (1, "payload.discount", "must not be negative"),
-        (2, "payload.amount", "must not be negative"),
+        (0, "payload.unit_price.amount", "must not be negative"),
+        (1, "payload.discount.amount", "must not be negative"),
+        (2, "payload.amount.amount", "must not be negative"),
     }
     # A marketplace crediting a fee back is a negative fee.
     assert validate_batch([fee_credit])[1] == []
@@ -323,3 +323,43 @@ def test_times_that_contradict_each_other_are_refused() -> None:
     }
     same_instant = another("cs_ticket", **opened, first_response_at=opened["opened_at"])
     assert validate_batch([same_instant])[1] == []
+
+
+def test_amounts_are_decimal_strings_of_ascii_digits() -> None:
+    """Decimal() reads full-width and Arabic-Indic digits, and JSON has whole numbers: CONTRACT §3 writes
+    an amount as a decimal string, in the digits every ledger uses."""
+    lines = [
+        order_line(unit_price={"amount": amount, "currency": "USD"})
+        for amount in ("\uff11\uff12", "\u0661\u0662", "1\u066b5", 10, "12")
+    ]
+    events, errors = validate_batch(lines)
+    assert events == []
+    assert [(e.index, e.field, e.reason) for e in errors] == [
+        (index, "payload.unit_price.amount", 'must be a decimal string such as "12.34"')
+        for index in range(4)
+    ]
+    fx = {
+        "event_id": "fx-1",
+        "type": "fx_rate",
+        "source": {"platform": "erp", "store_id": "erp", "marketplace": "US"},
+        "occurred_at": "2026-03-01T00:00:00Z",
+        "payload": {"date": "2026-03-01", "base": "USD", "quote": "MXN", "rate": 2},
+    }
+    _, errors = validate_batch([fx])
+    assert [(e.field, e.reason) for e in errors] == [
+        ("payload.rate", 'must be a decimal string such as "12.34"')
+    ]
+
+
+def test_a_currency_has_no_rate_to_itself() -> None:
+    fx = {
+        "event_id": "fx-1",
+        "type": "fx_rate",
+        "source": {"platform": "erp", "store_id": "erp", "marketplace": "US"},
+        "occurred_at": "2026-03-01T00:00:00Z",
+        "payload": {"date": "2026-03-01", "base": "USD", "quote": "USD", "rate": "2"},
+    }
+    _, errors = validate_batch([fx])
+    assert [(e.field, e.reason) for e in errors] == [
+        ("payload.quote", "quote must differ from base")
+    ]

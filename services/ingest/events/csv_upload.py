@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import types
 import typing
 from collections import Counter
@@ -45,6 +46,9 @@ def _kind(field: FieldInfo) -> type:
     return annotation if isinstance(annotation, type) else str
 
 
+_INTEGER = re.compile(r"^[+-]?[0-9]+$")
+
+
 def _convert(kind: type, raw: str) -> Any:
     """The JSON value of a cell; left as text when it does not parse, so validation names it."""
     if kind is bool:
@@ -55,10 +59,9 @@ def _convert(kind: type, raw: str) -> Any:
             return False
         return raw
     if kind is int:
-        try:
-            return int(raw)
-        except ValueError:
-            return raw
+        # ASCII digits only: int() also reads full-width and Arabic-Indic digits, and "1_000".
+        cell = raw.strip()
+        return int(cell) if _INTEGER.match(cell) else raw
     return raw
 
 
