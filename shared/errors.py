@@ -68,6 +68,12 @@ class BadRequest(LodestarError):
     graphql_code = "BAD_USER_INPUT"
 
 
+class UnsupportedMediaType(LodestarError):
+    status = 415
+    code = "unsupported_media_type"
+    graphql_code = "BAD_USER_INPUT"
+
+
 class NotAcceptable(LodestarError):
     status = 406
     code = "not_acceptable"

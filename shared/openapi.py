@@ -80,14 +80,20 @@ _ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 # Statuses any route may answer, with when; 401 and 403 only where a token is taken,
 # 404 only where the path names something.
 _ERRORS = {
-    "400": "A malformed request: a body that is no JSON, a parameter given twice.",
+    "400": "A malformed request: a query parameter given twice.",
     "401": 'No valid token: `WWW-Authenticate: Bearer error="invalid_token"`.',
     "403": "The token lacks the route's scope (`insufficient_scope`, naming it), or the "
     "tenant or store named is not the caller's.",
     "404": "Nothing by that id for this tenant.",
-    "422": "Invalid input: `errors` names each field (and `index` of a batch item).",
+    "415": "A JSON body sent with another `Content-Type` than `application/json`.",
+    "422": "Invalid input: `errors` names each field (and `index` of a batch item); a "
+    "body that is no JSON names `body`.",
     "429": "Over the client's rate limit; `Retry-After` says when to come back.",
 }
+
+
+def _body_types(operation: dict[str, Any]) -> set[str]:
+    return set(operation.get("requestBody", {}).get("content", {}))
 
 
 def _describe_errors(document: dict[str, Any]) -> None:
@@ -105,6 +111,8 @@ def _describe_errors(document: dict[str, Any]) -> None:
                     continue
                 if status == "404" and "{" not in path:
                     continue
+                if status == "415" and "application/json" not in _body_types(operation):
+                    continue
                 answer = responses.setdefault(status, {"description": when})
                 # FastAPI's own 422 (HTTPValidationError) is never what we send.
                 answer["content"] = {"application/json": {"schema": _ERROR_REF}}
@@ -113,7 +121,7 @@ def _describe_errors(document: dict[str, Any]) -> None:
             schemas.pop(unused, None)
 
 
-def _scopes(dependant: Dependant) -> set[str] | None:
+def route_scopes(dependant: Dependant) -> set[str] | None:
     """The scopes a route's dependencies require; an empty set when only a token is
     needed, None when the route takes no token."""
     found: set[str] | None = None
@@ -124,7 +132,7 @@ def _scopes(dependant: Dependant) -> set[str] | None:
             found = (found or set()) | {scope}
         elif call is current_principal:
             found = found or set()
-        below = _scopes(dependency)
+        below = route_scopes(dependency)
         if below is not None:
             found = (found or set()) | below
     return found
@@ -144,7 +152,7 @@ def with_security(app: FastAPI) -> None:
         for route in iter_route_contexts(app.routes):
             if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
                 continue
-            scopes = _scopes(route.dependant)
+            scopes = route_scopes(route.dependant)
             if scopes is None:
                 continue
             operations = document.get("paths", {}).get(route.path_format, {})

@@ -12,6 +12,7 @@ import orjson
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -19,13 +20,19 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.audit import AuditMiddleware, audit_router
-from shared.auth import KeyCache, TokenVerifier
+from shared.auth import KeyCache, TokenVerifier, current_principal
 from shared.db import Database
-from shared.errors import FieldError, InvalidInput, InvalidJson, LodestarError
+from shared.errors import (
+    FieldError,
+    InvalidInput,
+    InvalidJson,
+    LodestarError,
+    UnsupportedMediaType,
+)
 from shared.input_guard import InputGuardMiddleware
 from shared.kafka import broker_reachable
 from shared.limits import LimitsMiddleware, RateLimiter
-from shared.openapi import with_security
+from shared.openapi import route_scopes, with_security
 from shared.settings import ServiceSettings
 from shared.telemetry import context_from_http, current_tenant, current_trace_id
 
@@ -76,6 +83,41 @@ def allowed_methods(request: Request) -> list[str]:
     return allowed
 
 
+# What FastAPI says of a body it did not read as JSON (another Content-Type).
+_NOT_AN_OBJECT = {"model_attributes_type", "dict_type"}
+
+
+def _unreadable_body(request: Request, exc: RequestValidationError) -> LodestarError | None:
+    """The error for a body that is no JSON, or not sent as JSON; None for one that is."""
+    if any(err.get("type") == "json_invalid" for err in exc.errors()):
+        # FastAPI names the character offset where parsing failed as the field.
+        return InvalidJson()
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.partition(";")[0].strip().lower()
+    if media_type == "application/json" or media_type.endswith("+json"):
+        return None
+    if any(
+        tuple(err.get("loc", ())) == ("body",) and err.get("type") in _NOT_AN_OBJECT
+        for err in exc.errors()
+    ):
+        return UnsupportedMediaType(
+            f"the body must be sent as application/json, not {media_type or 'without a type'}",
+            [FieldError(field="Content-Type", reason="must be application/json")],
+        )
+    return None
+
+
+async def _authorize(request: Request) -> None:
+    """Raises what the matched route's token and scope checks would (401, 403)."""
+    route = request.scope.get("route")
+    scopes = route_scopes(route.dependant) if isinstance(route, APIRoute) else None
+    if scopes is None:
+        return
+    principal = await current_principal(request)
+    for scope in sorted(scopes):
+        principal.require(scope)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LodestarError)
     async def lodestar_error(request: Request, exc: LodestarError) -> Response:
@@ -83,9 +125,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        if any(err.get("type") == "json_invalid" for err in exc.errors()):
-            # FastAPI names the character offset where parsing failed as the field.
-            return error_response(InvalidJson())
+        unreadable = _unreadable_body(request, exc)
+        if unreadable is not None:
+            # FastAPI reads the body before it checks the token: who may call is
+            # answered first, as for a body that parses.
+            try:
+                await _authorize(request)
+            except LodestarError as refused:
+                return error_response(refused)
+            return error_response(unreadable)
         errors = []
         for err in exc.errors():
             index, field = _field_of(tuple(err.get("loc", ())))

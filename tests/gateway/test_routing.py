@@ -143,6 +143,46 @@ async def test_a_body_that_is_no_json_is_named_body_by_every_service(
         }, path
 
 
+async def test_who_may_call_is_answered_before_what_was_sent(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """FastAPI reads a body before it checks the token: a caller without one, or
+    without the scope, learns that first, not what is wrong with its body."""
+    reader = await new_tenant(scopes=["kpi:read"])
+    admin = await new_tenant(scopes=["tenant:admin"])
+    json_type = {"Content-Type": "application/json"}
+    for method, path in (
+        ("POST", "/v1/grants"),
+        ("PUT", "/v1/settings/kpi"),
+        ("POST", "/v1/tenants"),
+    ):
+        anonymous = await http.request(method, path, content=b'{"x": ', headers=json_type)
+        assert anonymous.status_code == 401, (path, anonymous.text)
+        assert anonymous.headers["www-authenticate"].startswith("Bearer")
+        lacking = await http.request(
+            method, path, content=b'{"x": ', headers={**reader.headers, **json_type}
+        )
+        assert lacking.status_code == 403, (path, lacking.text)
+        assert lacking.json()["error"] == "insufficient_scope"
+        as_text = {**reader.headers, "Content-Type": "text/plain"}
+        assert (await http.request(method, path, content=b"{}", headers=as_text)).status_code == 403
+    # With the right to call, a JSON body sent as another type is named as such.
+    for method, path in (("POST", "/v1/grants"), ("PUT", "/v1/settings/kpi")):
+        for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+            response = await http.request(
+                method,
+                path,
+                content=b'{"gmv_includes_tax": true}',
+                headers={**admin.headers, "Content-Type": content_type},
+            )
+            assert response.status_code == 415, (path, response.text)
+            assert response.json() == {
+                "error": "unsupported_media_type",
+                "detail": f"the body must be sent as application/json, not {content_type}",
+                "errors": [{"field": "Content-Type", "reason": "must be application/json"}],
+            }
+
+
 async def test_downstream_down_is_503_naming_it(stack: Stack, new_tenant: NewTenant) -> None:
     tenant = await new_tenant()
     async with own_gateway(stack, targets_url=f"http://127.0.0.1:{free_port()}") as client:
@@ -201,6 +241,9 @@ async def test_merged_openapi_has_every_services_v1_routes(http: httpx.AsyncClie
                 assert operation["responses"][status]["content"] == error_body, (method, path)
             assert "HTTPValidationError" not in str(operation), (method, path)
     assert paths["/v1/grants/{grant_id}"]["delete"]["responses"]["404"]["content"] == error_body
+    # 415 where a JSON body is taken, and nowhere else.
+    assert "415" in paths["/v1/grants"]["post"]["responses"]
+    assert "415" not in paths["/v1/grants"]["get"]["responses"]
     kpis = {p["name"]: p["schema"] for p in paths["/v1/kpis"]["get"]["parameters"]}
     assert kpis["grain"]["enum"] == ["day", "week", "month", "quarter", "year", "total"]
     assert kpis["from"]["format"] == "date"
