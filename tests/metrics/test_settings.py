@@ -82,3 +82,26 @@ async def test_settings_need_tenant_admin_and_valid_fields(
     assert loose.status_code == 422
     fields = {e["field"] for e in loose.json()["errors"]}
     assert fields == {"gmv_includes_tax", "gmv_includes_shipping"}
+
+
+async def test_what_get_answered_can_be_put_back_changed(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    admin = await new_tenant(scopes=["tenant:admin"])
+    current = (await http.get("/v1/settings/kpi", headers=admin.headers)).json()
+    assert "updated_at" in current
+    changed = await http.put(
+        "/v1/settings/kpi",
+        json={**current, "gmv_includes_tax": True, "updated_at": "2020-01-01T00:00:00Z"},
+        headers=admin.headers,
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["gmv_includes_tax"] is True
+    # The server keeps the time of the change, whatever the body said.
+    assert not changed.json()["updated_at"].startswith("2020")
+    # A setting left out takes its default: PUT replaces.
+    replaced = await http.put(
+        "/v1/settings/kpi", json={"gmv_includes_shipping": False}, headers=admin.headers
+    )
+    assert replaced.json()["gmv_includes_tax"] is False
+    assert replaced.json()["gmv_includes_shipping"] is False

@@ -8,7 +8,7 @@ from services.metrics.facts.zones import overrides, set_store_zone
 from services.metrics.kpis.cache import bump_versions
 from services.metrics.settings.repository import SettingsRepository
 from services.metrics.settings.schemas import (
-    KpiSettings,
+    KpiSettingsIn,
     KpiSettingsOut,
     StoreZone,
     StoreZoneList,
@@ -33,9 +33,10 @@ async def get_kpi_settings(request: Request, access: Admin) -> KpiSettingsOut:
 
 @router.put("/kpi", response_model=KpiSettingsOut)
 async def put_kpi_settings(
-    request: Request, access: Admin, settings: KpiSettings
+    request: Request, access: Admin, settings: KpiSettingsIn
 ) -> KpiSettingsOut:
-    """Replaces the settings; every answer after this uses them, history included."""
+    """Replaces the settings (one left out takes its default); every answer after this
+    uses them, history included."""
     db: Database = request.app.state.db
     async with db.raw_connection() as conn, conn.transaction():
         return await SettingsRepository(conn).put(access.tenant_id, settings)

@@ -33,6 +33,13 @@ class KpiSettingsOut(KpiSettings):
     updated_at: datetime | None = None
 
 
+class KpiSettingsIn(KpiSettings):
+    """A PUT body: every setting it leaves out takes its default. What GET answered may
+    be sent back changed, ``updated_at`` included (the server sets it)."""
+
+    updated_at: datetime | None = Field(default=None, description="Read only: ignored.")
+
+
 class StoreZone(BaseModel):
     """A store's own time zone for local dates; null returns it to its marketplace's."""
 
