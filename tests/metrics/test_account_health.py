@@ -42,6 +42,17 @@ async def test_shipment_rates_hand_computed(http: httpx.AsyncClient, new_tenant:
         ),
         # Never shipped, and its promised day is long past: late.
         event("s3", "shipment", {"order_id": "3", "promised_ship_by": "2026-04-14T18:00:00Z"}),
+        # Cancelled by the seller before shipping: never due, so never late (it counts
+        # in pre_fulfillment_cancel_rate instead).
+        event(
+            "s5",
+            "shipment",
+            {
+                "order_id": "5",
+                "promised_ship_by": "2026-04-13T18:00:00Z",
+                "cancelled_by_seller_before_ship": True,
+            },
+        ),
         # Due on 1 March: outside the 10 days ending on 15 April.
         event(
             "s4",

@@ -193,3 +193,63 @@ async def test_unit_costs_learn_their_store_from_the_kept_events(
         await asyncio.to_thread(command.downgrade, alembic_config("metrics", url), "0016")
         columns = list((await conn.fetchrow("SELECT * FROM unit_costs")).keys())
         assert columns == ["tenant_id", "event_id", "sku", "effective_from", "cost", "currency"]
+
+
+async def test_shipments_cancelled_before_shipping_are_taken_out_of_the_due(
+    fresh_database: FreshDatabase,
+) -> None:
+    url = await fresh_database()
+    await asyncio.to_thread(upgrade, "metrics", url, "0017")
+    cancelled = (
+        '{"order_id": "1", "promised_ship_by": "2026-04-11T02:00:00Z",'
+        ' "cancelled_by_seller_before_ship": true}'
+    )
+    # Shipped after all: a shipment like any other.
+    shipped = (
+        '{"order_id": "2", "promised_ship_by": "2026-04-11T02:00:00Z",'
+        ' "shipped_at": "2026-04-11T01:00:00Z", "cancelled_by_seller_before_ship": true}'
+    )
+    async with schema_connection(url, "metrics") as conn:
+        await conn.execute(
+            f"""
+            INSERT INTO events_raw VALUES
+                ('t1', 'c1', 'shipment', 1, 'amazon', 's1', 'US', '2026-04-01T00:00:00Z',
+                 '{cancelled}'),
+                ('t1', 'c2', 'shipment', 1, 'amazon', 's1', 'US', '2026-04-01T00:00:00Z',
+                 '{shipped}'),
+                ('t1', 'c3', 'shipment', 1, 'amazon', 'tokyo', 'US', '2026-04-01T00:00:00Z',
+                 '{cancelled}');
+            INSERT INTO store_timezones (tenant_id, store_id, timezone)
+                VALUES ('t1', 'tokyo', 'Asia/Tokyo');
+            """
+        )
+        # 02:00 UTC on the 11th is the 10th in Los Angeles, the 11th in Tokyo.
+        for store, day, due, unshipped in (
+            ("s1", "2026-04-10", 2, 1),
+            ("tokyo", "2026-04-11", 1, 1),
+        ):
+            for measure, value in (("shipments_due", due), ("shipments_unshipped", unshipped)):
+                await conn.execute(
+                    "INSERT INTO daily_measures VALUES ('t1', $1, 'amazon', $2, 'US', '', $3, '', $4)",
+                    date.fromisoformat(day), store, measure, value,
+                )  # fmt: skip
+                await conn.execute(
+                    "INSERT INTO daily_store_measures VALUES ('t1', $1, $2, 'amazon', $3, 'US', '', $4)",
+                    measure, date.fromisoformat(day), store, value,
+                )  # fmt: skip
+
+        async def cells() -> set[tuple[object, ...]]:
+            per_sku = await conn.fetch(
+                "SELECT store_id, measure, value FROM daily_measures WHERE value <> 0"
+            )
+            per_store = await conn.fetch(
+                "SELECT store_id, measure, value FROM daily_store_measures WHERE value <> 0"
+            )
+            assert {tuple(r.values()) for r in per_sku} == {tuple(r.values()) for r in per_store}
+            return {tuple(r.values()) for r in per_sku}
+
+        before = await cells()
+        await asyncio.to_thread(upgrade, "metrics", url, "0018")
+        assert await cells() == {("s1", "shipments_due", Decimal(1))}
+        await asyncio.to_thread(command.downgrade, alembic_config("metrics", url), "0017")
+        assert await cells() == before

@@ -117,11 +117,16 @@ def contributions(source: Source, payload: Payload) -> list[tuple[Cell, Decimal]
         ]
     if isinstance(payload, Shipment):
         due = local_date(payload.promised_ship_by, source.marketplace, source.timezone)
-        cells = [(_cell(source, due, None, "shipments_due", COUNT), one)]
+        cells = []
         if payload.shipped_at is None:
-            # Late once its promised day has passed: decided when asked, not now.
-            cells.append((_cell(source, due, None, "shipments_unshipped", COUNT), one))
+            # Cancelled by the seller before shipping, it never ships: marketplaces count
+            # it in the cancel rate (pre_fulfillment_cancel_rate) and not as due.
+            if not payload.cancelled_by_seller_before_ship:
+                cells.append((_cell(source, due, None, "shipments_due", COUNT), one))
+                # Late once its promised day has passed: decided when asked, not now.
+                cells.append((_cell(source, due, None, "shipments_unshipped", COUNT), one))
         else:
+            cells.append((_cell(source, due, None, "shipments_due", COUNT), one))
             if payload.shipped_at > payload.promised_ship_by:
                 cells.append((_cell(source, due, None, "shipments_shipped_late", COUNT), one))
             shipped = local_date(payload.shipped_at, source.marketplace, source.timezone)
