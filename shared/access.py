@@ -15,9 +15,17 @@ from typing import Annotated, Any, Protocol
 
 import httpx
 from fastapi import Query, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 
 from shared.auth import Principal, bearer_token, current_principal
-from shared.errors import Forbidden, InsufficientScope, UpstreamUnavailable
+from shared.errors import (
+    FieldError,
+    Forbidden,
+    InsufficientScope,
+    InvalidInput,
+    UpstreamUnavailable,
+)
 from shared.scopes import LIMIT_DIMENSIONS
 
 # The gateway's answer to "which grant lets this caller into that tenant?".
@@ -177,10 +185,31 @@ async def resolve_access(
     return access
 
 
+def _query_parameters(dependant: Dependant) -> set[str]:
+    """Every query parameter a route declares, its dependencies' (``tenant_id``) too."""
+    names = {param.alias for param in dependant.query_params}
+    for dependency in dependant.dependencies:
+        names |= _query_parameters(dependency)
+    return names
+
+
+def refuse_unknown_parameters(request: Request) -> None:
+    """A misspelt parameter is refused, not ignored: ``marketplace=US`` would answer
+    every marketplace's total, and ``tenantid=`` would push into the caller's own tenant."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    unknown = sorted(set(request.query_params) - _query_parameters(route.dependant))
+    if unknown:
+        errors = [FieldError(field=name, reason="unknown parameter") for name in unknown]
+        raise InvalidInput(f"{unknown[0]}: unknown parameter", errors)
+
+
 def require_access(scope: str) -> Callable[..., Awaitable[Access]]:
     """FastAPI dependency factory: the tenant a request acts for, holding ``scope``.
 
-    Adds the ``tenant_id`` query parameter to every route that uses it.
+    Adds the ``tenant_id`` query parameter to every route that uses it, and refuses
+    parameters the route does not declare (once the caller is known to be allowed).
     """
 
     async def dependency(
@@ -189,6 +218,7 @@ def require_access(scope: str) -> Callable[..., Awaitable[Access]]:
     ) -> Access:
         principal = await current_principal(request)
         access = await resolve_access(request, principal, scope, tenant_id)
+        refuse_unknown_parameters(request)
         # The audit trail records whose data the request reached.
         request.state.access = access
         return access

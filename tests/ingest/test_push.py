@@ -353,3 +353,29 @@ async def test_a_new_version_cannot_change_the_events_type(ingest: IngestService
     # The same type at a higher version still replaces it.
     again = await ingest.push(tenant, [{**order_line("tc"), "version": 2}])
     assert again.json() == {"accepted": 1, "duplicates": 0}
+
+
+async def test_a_misspelt_parameter_is_refused_not_ignored(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """An agency writing ``tenantid=`` for ``tenant_id=`` would push into its own
+    tenant: an unknown parameter is refused, once the caller is known to be allowed."""
+    tenant = await new_tenant(scopes=["ingest:write", "tenant:admin"])
+    body = {"events": [order_line(f"mis-{secrets.token_hex(3)}")]}
+    pushed = await http.post(
+        "/v1/events", params={"tenantid": "someone"}, json=body, headers=tenant.headers
+    )
+    assert pushed.status_code == 422, pushed.text
+    assert pushed.json()["errors"] == [{"field": "tenantid", "reason": "unknown parameter"}]
+    settings = await http.get("/v1/settings/kpi", params={"verbose": "1"}, headers=tenant.headers)
+    assert settings.status_code == 422
+    assert settings.json()["errors"] == [{"field": "verbose", "reason": "unknown parameter"}]
+    anonymous = await http.post("/v1/events", params={"tenantid": "someone"}, json=body)
+    assert anonymous.status_code == 401
+    # What the route declares is taken.
+    named = await http.post(
+        "/v1/events", params={"tenant_id": tenant.tenant_id}, json=body, headers=tenant.headers
+    )
+    assert named.status_code == 202, named.text
+    # Nothing of the refused push was kept: the same event is new.
+    assert named.json() == {"accepted": 1, "duplicates": 0}

@@ -8,8 +8,6 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
 
 from services.metrics.kpis.cache import entity_tag
 from services.metrics.kpis.query import COMPARISONS, DIMENSIONS, GRAINS, MAX_LIMIT, parse_query
@@ -20,7 +18,7 @@ from services.metrics.kpis.tenants import TenantCurrencies
 from services.metrics.settings.repository import SettingsRepository
 from shared.access import Access, require_access
 from shared.db import Database
-from shared.errors import FieldError, InvalidInput, NotAcceptable
+from shared.errors import NotAcceptable
 from shared.openapi import ErrorBody
 from shared.query_lists import join_list, split_list
 
@@ -72,23 +70,6 @@ _DATE = {"json_schema_extra": _string_as({"format": "date"})}
 _FILTER = "Comma-separated values of {}; quote one holding a comma as in CSV"
 # The JSON list of an answer's warnings, on a CSV answer.
 WARNINGS_HEADER = "Lodestar-Warnings"
-
-
-def _query_parameters(dependant: Dependant) -> set[str]:
-    """Every query parameter a route declares, its dependencies' (``tenant_id``) too."""
-    names = {param.alias for param in dependant.query_params}
-    for dependency in dependant.dependencies:
-        names |= _query_parameters(dependency)
-    return names
-
-
-def _refuse_unknown_parameters(request: Request) -> None:
-    """A misspelt ``marketplace=US`` would otherwise answer every marketplace's total."""
-    route: APIRoute = request.scope["route"]
-    unknown = sorted(set(request.query_params) - _query_parameters(route.dependant))
-    if unknown:
-        errors = [FieldError(field=name, reason="unknown parameter") for name in unknown]
-        raise InvalidInput(f"{unknown[0]}: unknown parameter", errors)
 
 
 def _wants_csv(accept: str) -> bool:
@@ -188,7 +169,6 @@ async def kpis(
     ] = None,
 ) -> Any:
     """See ``_KPIS_DESCRIPTION``, the operation's description in the API document."""
-    _refuse_unknown_parameters(request)
     csv_wanted = _wants_csv(request.headers.get("accept", ""))
     narrowed = {
         name: access.narrow(name, split_list(value, name))
