@@ -118,10 +118,13 @@ async def test_a_promise_due_later_today_where_the_store_is_is_not_late_yet(
     assert stored.status_code == 200, stored.text
     today = now.astimezone(ZoneInfo(zone)).date()
     later_today = (now + timedelta(minutes=20)).isoformat()
+    earlier_today = (now - timedelta(minutes=20)).isoformat()
     yesterday = datetime.combine(today - timedelta(days=1), time(12), ZoneInfo(zone)).isoformat()
     events = [
         event("due-later", "shipment", {"order_id": "1", "promised_ship_by": later_today}),
         event("due-before", "shipment", {"order_id": "2", "promised_ship_by": yesterday}),
+        # Promised for 20 minutes ago, the same local day: not shipped by now, so late.
+        event("due-earlier", "shipment", {"order_id": "3", "promised_ship_by": earlier_today}),
     ]
     assert (
         await http.post("/v1/events", json={"events": events}, headers=tenant.headers)
@@ -132,5 +135,49 @@ async def test_a_promise_due_later_today_where_the_store_is_is_not_late_yet(
         if body["rows"][0]["values"][0]["value"] is not None:
             break
         await asyncio.sleep(0.2)
-    # Two due over the 10 days to today; only yesterday's is late.
-    assert body["rows"][0]["values"][0]["value"] == 0.5
+    # Three due over the 10 days to today; yesterday's and the one of 20 minutes ago
+    # are late.
+    assert abs(body["rows"][0]["values"][0]["value"] - 2 / 3) < 1e-12
+    # Shipped after all, an hour late: still late, now as shipped late.
+    shipped = event(
+        "due-earlier", "shipment",
+        {"order_id": "3", "promised_ship_by": earlier_today, "shipped_at": now.isoformat()},
+    )  # fmt: skip
+    shipped["version"] = 2
+    assert (
+        await http.post("/v1/events", json={"events": [shipped]}, headers=tenant.headers)
+    ).status_code == 202
+    for _ in range(150):
+        body = await kpis(
+            http, tenant, metrics="late_shipment_rate,valid_tracking_rate", grain="total", **window
+        )
+        if body["rows"][0]["values"][1]["value"] is not None:
+            break
+        await asyncio.sleep(0.2)
+    assert abs(body["rows"][0]["values"][0]["value"] - 2 / 3) < 1e-12
+
+
+async def test_a_promise_passing_makes_the_same_question_answer_late(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """No event arrives between the two asks: only the clock moves, and the answer
+    (cached under the tenant's data version) must follow it."""
+    tenant = await new_tenant()
+    promised = datetime.now(UTC) + timedelta(seconds=4)
+    day = promised.astimezone(ZoneInfo("America/Los_Angeles")).date().isoformat()
+    soon = event(
+        "due-soon", "shipment", {"order_id": "1", "promised_ship_by": promised.isoformat()}
+    )
+    assert (
+        await http.post("/v1/events", json={"events": [soon]}, headers=tenant.headers)
+    ).status_code == 202
+    window = {"from": day, "to": day}
+    for _ in range(150):
+        body = await kpis(http, tenant, metrics="late_shipment_rate", grain="total", **window)
+        if body["rows"][0]["values"][0]["value"] is not None:
+            break
+        await asyncio.sleep(0.2)
+    assert body["rows"][0]["values"][0]["value"] == 0.0
+    await asyncio.sleep(max(0.0, (promised - datetime.now(UTC)).total_seconds()) + 0.5)
+    body = await kpis(http, tenant, metrics="late_shipment_rate", grain="total", **window)
+    assert body["rows"][0]["values"][0]["value"] == 1.0

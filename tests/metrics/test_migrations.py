@@ -253,3 +253,31 @@ async def test_shipments_cancelled_before_shipping_are_taken_out_of_the_due(
         assert await cells() == {("s1", "shipments_due", Decimal(1))}
         await asyncio.to_thread(command.downgrade, alembic_config("metrics", url), "0017")
         assert await cells() == before
+
+
+async def test_open_shipments_are_found_in_the_kept_events(
+    fresh_database: FreshDatabase,
+) -> None:
+    url = await fresh_database()
+    await asyncio.to_thread(upgrade, "metrics", url, "0018")
+    promise = '"promised_ship_by": "2026-04-11T02:00:00+00:00"'
+    payloads = {
+        "open": f'{{"order_id": "1", {promise}}}',
+        "shipped": f'{{"order_id": "2", {promise}, "shipped_at": "2026-04-11T01:00:00Z"}}',
+        "cancelled": f'{{"order_id": "3", {promise}, "cancelled_by_seller_before_ship": true}}',
+        "kept": f'{{"order_id": "4", {promise}, "cancelled_by_seller_before_ship": false}}',
+    }
+    async with schema_connection(url, "metrics") as conn:
+        for event_id, payload in payloads.items():
+            await conn.execute(
+                "INSERT INTO events_raw VALUES ('t1', $1, 'shipment', 1, 'amazon', 's1', 'US', "
+                "'2026-04-01T00:00:00Z', $2::jsonb)",
+                event_id,
+                payload,
+            )
+        await asyncio.to_thread(upgrade, "metrics", url, "0019")
+        rows = await conn.fetch("SELECT event_id, promised_ship_by FROM open_shipments")
+        assert sorted(r["event_id"] for r in rows) == ["kept", "open"]
+        assert {r["promised_ship_by"].isoformat() for r in rows} == {"2026-04-11T02:00:00+00:00"}
+        await asyncio.to_thread(command.downgrade, alembic_config("metrics", url), "0018")
+        assert await conn.fetchval("SELECT to_regclass('open_shipments')") is None

@@ -42,6 +42,7 @@ from shared.events import (
     FxRate,
     OrderLine,
     Payload,
+    Shipment,
     UnitCost,
     all_event_topics,
 )
@@ -204,6 +205,16 @@ async def apply_messages(
                 if isinstance(p := m.typed_payload(), UnitCost)
             ]
         )
+        shipments = [(m, p) for m in applied if isinstance(p := m.typed_payload(), Shipment)]
+        await repository.track_open_shipments(
+            [
+                (m.tenant_id, m.event_id, m.source.platform, m.source.store_id,
+                 m.source.marketplace, p.promised_ship_by)
+                for m, p in shipments
+                if p.shipped_at is None and not p.cancelled_by_seller_before_ship
+            ],
+            [(m.tenant_id, m.event_id) for m, _ in shipments],
+        )  # fmt: skip
         changed = applied_lines + len(applied)
         if changed:
             # Cached answers of these tenants are stale from this commit on.

@@ -399,3 +399,32 @@ class FactRepository:
             """,
             *[list(column) for column in zip(*rows, strict=True)],
         )
+
+    async def track_open_shipments(
+        self, still_open: list[tuple[Any, ...]], applied: list[tuple[str, str]]
+    ) -> None:
+        """Of the shipments ``applied`` (tenant, event id), keeps those ``still_open``
+        (tenant, event id, platform, store, marketplace, promised_ship_by): a newer
+        version that ships or cancels one takes it out."""
+        if not applied:
+            return
+        await self.conn.execute(
+            """
+            DELETE FROM open_shipments o
+            USING unnest($1::text[], $2::text[]) AS a(tenant_id, event_id)
+            WHERE o.tenant_id = a.tenant_id AND o.event_id = a.event_id
+            """,
+            *[list(column) for column in zip(*applied, strict=True)],
+        )
+        if still_open:
+            await self.conn.execute(
+                """
+                INSERT INTO open_shipments
+                    (tenant_id, event_id, platform, store_id, marketplace, promised_ship_by)
+                SELECT * FROM unnest(
+                    $1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                    $6::timestamptz[]
+                )
+                """,
+                *[list(column) for column in zip(*still_open, strict=True)],
+            )

@@ -13,7 +13,6 @@ round trip, without the answer being computed again or kept in any cache.
 from __future__ import annotations
 
 import hashlib
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +27,16 @@ MAX_ANSWERS = 256
 MAX_RATE_BOOKS = 64
 
 
-# Every time zone's day starts on a quarter hour of UTC (offsets are :00, :30, :45).
-_QUARTER_HOUR = 15 * 60
-
-
-def answer_key(query: KpiQuery, version: int, settings_stamp: str) -> str:
-    # A shipment not shipped turns late when its store's day passes its promise: an
-    # answer with late shipments lasts until the next quarter hour, when some zone's
-    # day may have turned; every other answer depends on the data alone.
-    now_dependent = any(
+def now_dependent(query: KpiQuery) -> bool:
+    """Whether the answer changes with the clock: a shipment not shipped turns late
+    when its promised instant passes."""
+    return any(
         input_.startswith("shipments_late") for m in query.metrics for input_ in FORMULAS[m].inputs
     )
-    moment = int(time.time()) // _QUARTER_HOUR if now_dependent else ""
+
+
+def answer_key(query: KpiQuery, version: int, settings_stamp: str, moment: str = "") -> str:
+    """``moment`` is what besides the data the answer depends on (see ``now_dependent``)."""
     return f"{version}|{settings_stamp}|{moment}|{query!r}"
 
 

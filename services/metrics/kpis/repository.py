@@ -8,7 +8,7 @@ factor is null. Queries never read the raw facts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -339,6 +339,42 @@ class RollupRepository:
             *args,
         )
         return rows
+
+    async def passed_promises(
+        self, grouping: Grouping, since: datetime, until: datetime
+    ) -> list[asyncpg.Record]:
+        """Shipments still open whose promised instant lies in (since, until], within
+        the query's filters: platform, store_id, marketplace and promised_ship_by. A
+        shipment has no SKU or category, so a filter on either leaves none."""
+        if "sku" in grouping.filters or "category" in grouping.filters:
+            return []
+        clauses, args = _filter_clauses(grouping.filters, 4)
+        rows: list[asyncpg.Record] = await self.conn.fetch(
+            f"""
+            SELECT platform, store_id AS store, marketplace, promised_ship_by
+            FROM open_shipments
+            WHERE tenant_id = $1 AND promised_ship_by > $2 AND promised_ship_by <= $3
+                  {clauses}
+            """,
+            grouping.tenant_id,
+            since,
+            until,
+            *args,
+        )
+        return rows
+
+    async def promise_stamp(self, tenant_id: str, since: datetime, until: datetime) -> str:
+        """How many open shipments' promises passed in (since, until], and the latest:
+        an answer with late shipments changes when one more passes."""
+        row = await self.conn.fetchrow(
+            "SELECT count(*) AS passed, max(promised_ship_by) AS latest FROM open_shipments "
+            "WHERE tenant_id = $1 AND promised_ship_by > $2 AND promised_ship_by <= $3",
+            tenant_id,
+            since,
+            until,
+        )
+        assert row is not None
+        return f"{row['passed']}@{row['latest']}"
 
     async def fx_rates(self, tenant_id: str) -> list[tuple[date, str, str, Decimal]]:
         """Every rate of the tenant: a day's factor never looks past that day. Of two

@@ -8,12 +8,19 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
 from services.metrics.facts.zones import store_zones_for
 from services.metrics.fx.rates import RateBook
-from services.metrics.kpis.cache import ANSWERS, RATE_BOOKS, AnswerCache, answer_key
+from services.metrics.kpis.cache import (
+    ANSWERS,
+    RATE_BOOKS,
+    AnswerCache,
+    answer_key,
+    now_dependent,
+)
 from services.metrics.kpis.formulas import (
     COGS_INPUTS,
     COVER_DAYS,
@@ -202,6 +209,8 @@ REFUNDS_BY_PURCHASE = "refund_amount_by_purchase"
 _WINDOW_PARTS = {"shipments_late": ("shipments_shipped_late", "shipments_overdue")}
 # Where the store's local day has moved past the promised day: read per store.
 _OVERDUE = "shipments_overdue"
+# How far back a store's "today" may have begun (a day of 25 hours, and then some).
+PROMISES_OF_TODAY = timedelta(hours=26)
 
 
 async def _windowed_measures(
@@ -262,20 +271,36 @@ async def _overdue_shipments(
     daily: Grouping,
     counts: dict[tuple[str, ...], dict[date, dict[str, Decimal]]],
 ) -> None:
-    """Shipments not shipped whose promised day is over where they ship from: a promise
-    due later today is not late yet, in Tokyo as in Los Angeles, whatever the server's
-    clock says."""
+    """Shipments not shipped by now: of days before the store's today, all those not
+    shipped (from the rollups); of its today, those whose promised instant has passed
+    (from the open shipments). Each store's own day decides, in Tokyo as in Los
+    Angeles, whatever the server's clock says."""
     per_store = [*query.group_by, *(d for d in ("store", "marketplace") if d not in query.group_by)]
-    rows = await repository.measures(replace(daily, group_by=per_store), ["shipments_unshipped"])
-    zones = await store_zones_for(repository.conn, {(query.tenant_id, r["store"]) for r in rows})
+    earlier = await repository.measures(replace(daily, group_by=per_store), ["shipments_unshipped"])
     now = datetime.now(UTC)
-    for row in rows:
-        override = zones.get((query.tenant_id, row["store"]))
-        today = now.astimezone(marketplace_zone(row["marketplace"], override)).date()
+    today = await repository.passed_promises(daily, now - PROMISES_OF_TODAY, now)
+    zones = await store_zones_for(
+        repository.conn, {(query.tenant_id, r["store"]) for r in [*earlier, *today]}
+    )
+
+    def store_today(row: Any) -> tuple[ZoneInfo, date]:
+        zone = marketplace_zone(row["marketplace"], zones.get((query.tenant_id, row["store"])))
+        return zone, now.astimezone(zone).date()
+
+    def place(row: Any, day: date, count: Decimal) -> None:
+        placed = counts[tuple(row[d] for d in query.group_by)][day]
+        placed[_OVERDUE] = placed.get(_OVERDUE, ZERO) + count
+
+    for row in earlier:
         day = date.fromisoformat(row["period"])
-        if day < today:
-            placed = counts[tuple(row[d] for d in query.group_by)][day]
-            placed[_OVERDUE] = placed.get(_OVERDUE, ZERO) + Decimal(row["value"] or 0)
+        if day < store_today(row)[1]:
+            place(row, day, Decimal(row["value"] or 0))
+    for row in today:
+        zone, local_today = store_today(row)
+        if row["promised_ship_by"].astimezone(zone).date() == local_today and (
+            daily.start <= local_today <= daily.end
+        ):
+            place(row, local_today, Decimal(1))
 
 
 def _inventory(rows: list[asyncpg.Record], key: Any, found: _Range) -> None:
@@ -339,9 +364,10 @@ def _empty_bucket(query: KpiQuery) -> dict[str, Decimal | None]:
 async def current_key(
     conn: asyncpg.Connection, query: KpiQuery, tenant_currency: str | None = None
 ) -> str:
-    """The key the answer to ``query`` has now (see kpis.cache): one round trip."""
+    """The key the answer to ``query`` has now (see kpis.cache): one round trip (two
+    with late shipments)."""
     version, settings = await _tenant_state(conn, query.tenant_id)
-    return _key(query, version, settings, tenant_currency)
+    return _key(query, version, settings, tenant_currency, await _moment(conn, query))
 
 
 async def run_query(
@@ -399,7 +425,7 @@ async def _computed(
             version, settings = await _tenant_state(conn, query.tenant_id)
             book = await _rate_book(RollupRepository(conn), query.tenant_id, version)
             body = await _compute(conn, query, settings, tenant_currency, book)
-        key = _key(query, version, settings, tenant_currency)
+            key = _key(query, version, settings, tenant_currency, await _moment(conn, query))
         cache.put(key, body)
         answered = body, key
         return answered
@@ -408,8 +434,23 @@ async def _computed(
             COMPUTING.pop(asked_as).set_result(answered)
 
 
-def _key(query: KpiQuery, version: int, settings: KpiSettings, tenant_currency: str | None) -> str:
-    return answer_key(query, version, f"{settings.model_dump_json()}|{tenant_currency}")
+def _key(
+    query: KpiQuery,
+    version: int,
+    settings: KpiSettings,
+    tenant_currency: str | None,
+    moment: str,
+) -> str:
+    return answer_key(query, version, f"{settings.model_dump_json()}|{tenant_currency}", moment)
+
+
+async def _moment(conn: asyncpg.Connection, query: KpiQuery) -> str:
+    """What besides the data an answer depends on: for late shipments, which promises
+    have passed by now (one more passing makes a shipment late)."""
+    if not now_dependent(query):
+        return ""
+    now = datetime.now(UTC)
+    return await RollupRepository(conn).promise_stamp(query.tenant_id, now - PROMISES_OF_TODAY, now)
 
 
 async def _tenant_state(conn: asyncpg.Connection, tenant_id: str) -> tuple[int, KpiSettings]:
