@@ -188,12 +188,19 @@ def test_two_currency_columns_that_disagree_are_refused() -> None:
     assert agreeing.events[0]["payload"]["unit_price"] == {"amount": "10.00", "currency": "USD"}
 
 
-def test_an_amount_without_any_currency_column_lacks_its_currency() -> None:
-    header = "event_id,platform,store_id,marketplace,order_id,amount,refunded_at"
+def test_missing_columns_are_named_once_for_the_header() -> None:
+    header = "event_id,platform,marketplace,order_id,amount,refunded_at"
+    rows = "".join(f"r{i},amazon,US,A1,3.00,2026-03-01T18:00:00Z\n" for i in range(3))
+    assert _refusal(f"{header}\n{rows}", "refund") == [
+        (1, "store_id", "missing column"),
+        (1, "amount_currency", "missing column (or one currency column)"),
+    ]
+    # An optional column may be left out; a required one's empty cell is the row's fault.
     batch = parse_csv(
-        f"{header}\nr1,amazon,s,US,A1,3.00,2026-03-01T18:00:00Z\n".encode(), "refund", 10
+        f"{header},store_id,currency\nr1,amazon,US,A1,3.00,2026-03-01T18:00:00Z,s,\n".encode(),
+        "refund",
+        10,
     )
-    assert batch.events[0]["payload"]["amount"] == {"amount": "3.00"}
     _, errors = validate_batch(batch.events)
     assert [(e.field, e.reason) for e in errors] == [("payload.amount.currency", "required")]
 

@@ -28,6 +28,7 @@ from shared.events import EVENT_TYPES, PAYLOAD_MODELS
 from shared.money import Money
 
 ENVELOPE_COLUMNS = ("event_id", "version", "platform", "store_id", "marketplace", "occurred_at")
+_REQUIRED_ENVELOPE = ("event_id", "platform", "store_id", "marketplace")
 # The timestamp that stands for the event when the file has no occurred_at column.
 _OCCURRED_FROM = (
     "purchased_at", "refunded_at", "charged_at", "opened_at", "reported_at",
@@ -154,6 +155,21 @@ def _check_header(header: list[str], row: int, fields: dict[str, FieldInfo]) -> 
         FieldError(field=column, reason="appears more than once in the header", row=row)
         for column, count in Counter(header).items()
         if count > 1
+    ]
+    # Said once of the header, not once of every row.
+    present = set(header)
+    required = [*_REQUIRED_ENVELOPE, *(n for n, f in fields.items() if f.is_required())]
+    errors += [
+        FieldError(field=column, reason="missing column", row=row)
+        for column in required
+        if column not in present
+    ]
+    errors += [
+        FieldError(
+            field=f"{name}_currency", reason="missing column (or one currency column)", row=row
+        )
+        for name, f in fields.items()
+        if f.is_required() and _kind(f) is Money and not {f"{name}_currency", "currency"} & present
     ]
     if errors:
         raise InvalidInput(
