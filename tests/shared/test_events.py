@@ -89,14 +89,19 @@ def test_envelope_errors_and_payload_errors_are_both_reported() -> None:
     assert {(e.index, e.field) for e in errors} == {(0, "source"), (1, "payload.quantity")}
 
 
-def test_fx_rate_must_be_positive() -> None:
-    event = {
+def fx_rate(**payload: Any) -> dict[str, Any]:
+    """An fx_rate of 1 USD = 17 MXN; ``payload`` overrides its fields."""
+    return {
         "event_id": "fx-1",
         "type": "fx_rate",
         "source": {"platform": "erp", "store_id": "erp", "marketplace": "US"},
         "occurred_at": "2026-03-01T00:00:00Z",
-        "payload": {"date": "2026-03-01", "base": "USD", "quote": "MXN", "rate": "0"},
+        "payload": {"date": "2026-03-01", "base": "USD", "quote": "MXN", "rate": "17", **payload},
     }
+
+
+def test_fx_rate_must_be_positive() -> None:
+    event = fx_rate(rate="0")
     _, errors = validate_batch([event])
     assert [(e.index, e.field) for e in errors] == [(0, "payload.rate")]
 
@@ -338,13 +343,7 @@ def test_amounts_are_decimal_strings_of_ascii_digits() -> None:
         (index, "payload.unit_price.amount", 'must be a decimal string such as "12.34"')
         for index in range(4)
     ]
-    fx = {
-        "event_id": "fx-1",
-        "type": "fx_rate",
-        "source": {"platform": "erp", "store_id": "erp", "marketplace": "US"},
-        "occurred_at": "2026-03-01T00:00:00Z",
-        "payload": {"date": "2026-03-01", "base": "USD", "quote": "MXN", "rate": 2},
-    }
+    fx = fx_rate(rate=2)
     _, errors = validate_batch([fx])
     assert [(e.field, e.reason) for e in errors] == [
         ("payload.rate", 'must be a decimal string such as "12.34"')
@@ -352,13 +351,7 @@ def test_amounts_are_decimal_strings_of_ascii_digits() -> None:
 
 
 def test_a_currency_has_no_rate_to_itself() -> None:
-    fx = {
-        "event_id": "fx-1",
-        "type": "fx_rate",
-        "source": {"platform": "erp", "store_id": "erp", "marketplace": "US"},
-        "occurred_at": "2026-03-01T00:00:00Z",
-        "payload": {"date": "2026-03-01", "base": "USD", "quote": "USD", "rate": "2"},
-    }
+    fx = fx_rate(quote="USD")
     _, errors = validate_batch([fx])
     assert [(e.field, e.reason) for e in errors] == [
         ("payload.quote", "quote must differ from base")
