@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -11,6 +12,7 @@ import httpx
 
 from services.metrics.kpis.cache import ANSWERS, AnswerCache
 from services.metrics.kpis.query import parse_query
+from services.metrics.kpis.repository import RollupRepository
 from services.metrics.kpis.service import COMPUTING, run_query
 from shared.db import Database
 from tests.conftest import NewTenant, Stack, TenantClient
@@ -151,3 +153,28 @@ async def test_a_waiter_computes_for_itself_when_the_computation_fails(
         await db.dispose()
     assert first.cancelled() and cache.puts == 1
     assert [row["period"] for row in body["rows"]][:2] == ["2026-01-01", "2026-02-01"]
+
+
+async def test_the_late_shipment_stamp_never_comes_back(stack: Stack) -> None:
+    """The key of an answer with late shipments names the promises passed by then. Were
+    it a window of recent promises, it would empty again two days later and match a key
+    from before the promise passed: a stale answer, and 304s for it."""
+    db = Database(stack.config.database_url, "metrics", pool_size=1)
+    tenant = f"tn_{secrets.token_hex(4)}"
+    promised = datetime(2026, 4, 10, 18, tzinfo=UTC)
+    try:
+        async with db.raw_connection() as conn:
+            await conn.execute(
+                "INSERT INTO open_shipments VALUES ($1, 's1', 'amazon', 'acme-us', 'US', $2)",
+                tenant,
+                promised,
+            )
+            repository = RollupRepository(conn)
+            stamps = [
+                await repository.promise_stamp(tenant, promised + timedelta(hours=hours))
+                for hours in (-1, 1, 72, 24 * 400)
+            ]
+    finally:
+        await db.dispose()
+    assert stamps[0] != stamps[1]
+    assert stamps[1] == stamps[2] == stamps[3]

@@ -213,7 +213,10 @@ async def apply_messages(
                 for m, p in shipments
                 if p.shipped_at is None and not p.cancelled_by_seller_before_ship
             ],
-            [(m.tenant_id, m.event_id) for m, _ in shipments],
+            # A shipment replaced by another type (ingest refuses that; kept data may
+            # predate it) leaves no open row behind.
+            [(m.tenant_id, m.event_id) for m, _ in shipments]
+            + [(r["tenant_id"], r["event_id"]) for r in replaced if r["type"] == "shipment"],
         )  # fmt: skip
         changed = applied_lines + len(applied)
         if changed:

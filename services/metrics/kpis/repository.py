@@ -363,18 +363,17 @@ class RollupRepository:
         )
         return rows
 
-    async def promise_stamp(self, tenant_id: str, since: datetime, until: datetime) -> str:
-        """How many open shipments' promises passed in (since, until], and the latest:
-        an answer with late shipments changes when one more passes."""
-        row = await self.conn.fetchrow(
-            "SELECT count(*) AS passed, max(promised_ship_by) AS latest FROM open_shipments "
-            "WHERE tenant_id = $1 AND promised_ship_by > $2 AND promised_ship_by <= $3",
+    async def promise_stamp(self, tenant_id: str, until: datetime) -> str:
+        """The latest promise of an open shipment passed by ``until``. At one data
+        version the open shipments are fixed, so this names which of them are late:
+        an answer with late shipments changes exactly when it does."""
+        latest = await self.conn.fetchval(
+            "SELECT max(promised_ship_by) FROM open_shipments "
+            "WHERE tenant_id = $1 AND promised_ship_by <= $2",
             tenant_id,
-            since,
             until,
         )
-        assert row is not None
-        return f"{row['passed']}@{row['latest']}"
+        return "" if latest is None else str(latest.isoformat())
 
     async def fx_rates(self, tenant_id: str) -> list[tuple[date, str, str, Decimal]]:
         """Every rate of the tenant: a day's factor never looks past that day. Of two

@@ -78,6 +78,7 @@ async def _measure(
     target: str,
     book: RateBook,
     settings: KpiSettings,
+    now: datetime,
 ) -> Measured:
     needed = set().union(*(FORMULAS[m].inputs for m in query.metrics))
     found = _Range()
@@ -129,7 +130,7 @@ async def _measure(
         await _trailing_units(repository, query, grouping, found)
     windowed = {name for name in needed if "@" in name}
     if windowed:
-        await _windowed_measures(repository, query, grouping, windowed, found)
+        await _windowed_measures(repository, query, grouping, windowed, found, now)
     measure_names = sorted(
         needed
         - SALES_INPUTS
@@ -219,6 +220,7 @@ async def _windowed_measures(
     grouping: Grouping,
     names: set[str],
     found: _Range,
+    now: datetime,
 ) -> None:
     """Inputs "measure@N": the measure over the N days ending on each bucket's last day."""
     windows = {name: int(name.split("@")[1]) for name in names}
@@ -239,7 +241,7 @@ async def _windowed_measures(
         dims = tuple(row[d] for d in query.group_by)
         counts[dims][date.fromisoformat(row["period"])][row["measure"]] = Decimal(row["value"] or 0)
     if _OVERDUE in measures:
-        await _overdue_shipments(repository, query, daily, counts)
+        await _overdue_shipments(repository, query, daily, counts, now)
     if set(measures) & ORDER_INPUTS:
         for row in await repository.orders(daily):
             dims = tuple(row[d] for d in query.group_by)
@@ -270,14 +272,14 @@ async def _overdue_shipments(
     query: KpiQuery,
     daily: Grouping,
     counts: dict[tuple[str, ...], dict[date, dict[str, Decimal]]],
+    now: datetime,
 ) -> None:
-    """Shipments not shipped by now: of days before the store's today, all those not
+    """Shipments not shipped by ``now``: of days before the store's today, all those not
     shipped (from the rollups); of its today, those whose promised instant has passed
     (from the open shipments). Each store's own day decides, in Tokyo as in Los
     Angeles, whatever the server's clock says."""
     per_store = [*query.group_by, *(d for d in ("store", "marketplace") if d not in query.group_by)]
     earlier = await repository.measures(replace(daily, group_by=per_store), ["shipments_unshipped"])
-    now = datetime.now(UTC)
     today = await repository.passed_promises(daily, now - PROMISES_OF_TODAY, now)
     zones = await store_zones_for(
         repository.conn, {(query.tenant_id, r["store"]) for r in [*earlier, *today]}
@@ -367,7 +369,8 @@ async def current_key(
     """The key the answer to ``query`` has now (see kpis.cache): one round trip (two
     with late shipments)."""
     version, settings = await _tenant_state(conn, query.tenant_id)
-    return _key(query, version, settings, tenant_currency, await _moment(conn, query))
+    moment = await _moment(conn, query, datetime.now(UTC))
+    return _key(query, version, settings, tenant_currency, moment)
 
 
 async def run_query(
@@ -422,10 +425,14 @@ async def _computed(
             # without the parallel scan a month of SKUs needs (its top 50 took 150 ms
             # instead of 105).
             await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+            # One instant for the answer and its key: a promise passing between the two
+            # would cache an answer without that late shipment under a key with it.
+            now = datetime.now(UTC)
             version, settings = await _tenant_state(conn, query.tenant_id)
             book = await _rate_book(RollupRepository(conn), query.tenant_id, version)
-            body = await _compute(conn, query, settings, tenant_currency, book)
-            key = _key(query, version, settings, tenant_currency, await _moment(conn, query))
+            body = await _compute(conn, query, settings, tenant_currency, book, now)
+            moment = await _moment(conn, query, now)
+            key = _key(query, version, settings, tenant_currency, moment)
         cache.put(key, body)
         answered = body, key
         return answered
@@ -444,13 +451,12 @@ def _key(
     return answer_key(query, version, f"{settings.model_dump_json()}|{tenant_currency}", moment)
 
 
-async def _moment(conn: asyncpg.Connection, query: KpiQuery) -> str:
+async def _moment(conn: asyncpg.Connection, query: KpiQuery, now: datetime) -> str:
     """What besides the data an answer depends on: for late shipments, which promises
-    have passed by now (one more passing makes a shipment late)."""
+    have passed by ``now`` (one more passing makes a shipment late)."""
     if not now_dependent(query):
         return ""
-    now = datetime.now(UTC)
-    return await RollupRepository(conn).promise_stamp(query.tenant_id, now - PROMISES_OF_TODAY, now)
+    return await RollupRepository(conn).promise_stamp(query.tenant_id, now)
 
 
 async def _tenant_state(conn: asyncpg.Connection, tenant_id: str) -> tuple[int, KpiSettings]:
@@ -472,6 +478,7 @@ async def _compute(
     settings: KpiSettings,
     tenant_currency: str | None,
     book: RateBook,
+    now: datetime,
 ) -> dict[str, Any]:
     repository = RollupRepository(conn)
     target = (
@@ -482,10 +489,10 @@ async def _compute(
         or "USD"
     )
     earlier = comparison_range(query) if query.compare_to else None
-    current = await _measure(repository, query, query.start, query.end, target, book, settings)
+    current = await _measure(repository, query, query.start, query.end, target, book, settings, now)
     previous = None
     if earlier is not None:
         previous = await _measure(
-            repository, query, earlier.start, earlier.end, target, book, settings
+            repository, query, earlier.start, earlier.end, target, book, settings, now
         )
     return answer(query, target, current, previous, _empty_bucket(query))
