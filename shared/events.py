@@ -29,7 +29,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from shared.errors import FieldError
-from shared.money import CurrencyCode, DecimalString, Money, NonNegativeMoney
+from shared.money import CurrencyCode, DecimalFigure, Money, NonNegativeMoney
 from shared.time import DATE_RANGE, DATE_TEXT, country_code, in_date_range
 from shared.validation_context import STORED, accepting
 
@@ -266,7 +266,7 @@ class FxRate(Payload):
     date: EventDate
     base: CurrencyCode
     quote: CurrencyCode
-    rate: Annotated[DecimalString, Field(gt=0)]
+    rate: Annotated[DecimalFigure, Field(gt=0)]
 
     @model_validator(mode="after")
     def _two_currencies(self, info: ValidationInfo) -> FxRate:

@@ -39,7 +39,7 @@ AMOUNT_DIGITS = 15
 # ASCII digits with an optional sign, fraction and exponent: what an ERP or a
 # marketplace writes (Java's BigDecimal writes "1E-7"). Spaces, "NaN", "Infinity" and
 # other scripts' digits (full-width, Arabic-Indic: Decimal reads them) are no amount.
-_DECIMAL = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$")
+_DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 DECIMAL_REASON = 'must be a decimal string such as "12.34"'
 # Finer than any price, cost or rate; a longer fraction would be a float's noise, and
 # one of thousands of digits more than PostgreSQL's numeric keeps.
@@ -52,7 +52,7 @@ def parse_decimal_string(value: object, info: ValidationInfo) -> Decimal:
     (``info.context`` says ``stored``), an amount accepted once is not refused again."""
     if isinstance(value, Decimal) and value.is_finite():
         result = value
-    elif (isinstance(value, str) and _DECIMAL.match(value)) or (
+    elif (isinstance(value, str) and _DECIMAL.fullmatch(value)) or (
         isinstance(value, int) and not isinstance(value, bool) and not accepting(info)
     ):
         result = Decimal(value)
@@ -71,6 +71,14 @@ def parse_decimal_string(value: object, info: ValidationInfo) -> Decimal:
     if places > MAX_DECIMAL_PLACES and accepting(info):
         raise ValueError(f"must have at most {MAX_DECIMAL_PLACES} decimal places")
     return result
+
+
+def parse_decimal(value: object, info: ValidationInfo) -> Decimal:
+    """As :func:`parse_decimal_string`, and a JSON whole number too (exact): for figures
+    the contract writes as no Money, such as a rate."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    return parse_decimal_string(value, info)
 
 
 def plain(value: Decimal) -> str:
@@ -92,6 +100,10 @@ def _currency(value: object) -> str:
 
 DecimalString = Annotated[
     Decimal, BeforeValidator(parse_decimal_string), PlainSerializer(plain, return_type=str)
+]
+# A rate: a decimal string or a whole number.
+DecimalFigure = Annotated[
+    Decimal, BeforeValidator(parse_decimal), PlainSerializer(plain, return_type=str)
 ]
 CurrencyCode = Annotated[str, BeforeValidator(_currency)]
 

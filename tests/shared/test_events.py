@@ -335,19 +335,19 @@ def test_amounts_are_decimal_strings_of_ascii_digits() -> None:
     an amount as a decimal string, in the digits every ledger uses."""
     lines = [
         order_line(unit_price={"amount": amount, "currency": "USD"})
-        for amount in ("\uff11\uff12", "\u0661\u0662", "1\u066b5", 10, "12")
+        for amount in ("\uff11\uff12", "\u0661\u0662", "1\u066b5", 10, "12.34\n", "12")
     ]
     events, errors = validate_batch(lines)
     assert events == []
     assert [(e.index, e.field, e.reason) for e in errors] == [
         (index, "payload.unit_price.amount", 'must be a decimal string such as "12.34"')
-        for index in range(4)
+        for index in range(5)
     ]
-    fx = fx_rate(rate=2)
-    _, errors = validate_batch([fx])
-    assert [(e.field, e.reason) for e in errors] == [
-        ("payload.rate", 'must be a decimal string such as "12.34"')
-    ]
+    # The contract writes a rate as no Money: a whole number is exact, and taken.
+    events, errors = validate_batch([fx_rate(rate=150), fx_rate(rate="\uff11\uff12")])
+    assert [(e.index, e.field) for e in errors] == [(1, "payload.rate")]
+    events, _ = validate_batch([fx_rate(rate=150)])
+    assert events[0].payload.model_dump(mode="json")["rate"] == "150"
 
 
 def test_a_currency_has_no_rate_to_itself() -> None:

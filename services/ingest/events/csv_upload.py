@@ -47,7 +47,7 @@ def _kind(field: FieldInfo) -> type:
     return annotation if isinstance(annotation, type) else str
 
 
-_INTEGER = re.compile(r"^[+-]?[0-9]+$")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 def _convert(kind: type, raw: str) -> Any:
@@ -62,7 +62,12 @@ def _convert(kind: type, raw: str) -> Any:
     if kind is int:
         # ASCII digits only: int() also reads full-width and Arabic-Indic digits, and "1_000".
         cell = raw.strip()
-        return int(cell) if _INTEGER.match(cell) else raw
+        if not _INTEGER.fullmatch(cell):
+            return raw
+        try:
+            return int(cell)
+        except ValueError:  # longer than Python converts (4,300 digits)
+            return raw
     return raw
 
 
