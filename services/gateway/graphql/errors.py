@@ -40,7 +40,8 @@ def _with_code(error: GraphQLError, message: str, extensions: dict[str, Any]) ->
 # graphql-core's words for a variable's bad value: "Variable '$input' has invalid value
 # at .filters.skus[0]: String cannot ...", or "... of required type ... was not provided".
 _VARIABLE_ERROR = re.compile(
-    r"^Variable '\$(?P<name>\w+)' (?P<invalid>has invalid value(?: at (?P<path>[^:\s]+))?: )?"
+    r"^Variable '\$(?P<name>\w+)' "
+    r"(?:(?P<invalid>has invalid value(?: at (?P<path>[^:\s]+))?: )|(?=of required type))"
 )
 
 
@@ -70,9 +71,11 @@ class NamedValuesOfCorrectType(ValuesOfCorrectTypeRule):
         return SKIP
 
     def _report(self, error: GraphQLError, path: list[str | int]) -> None:
-        field = self._argument + "".join(
-            f"[{step}]" if isinstance(step, int) else f".{step}" for step in path
-        )
+        # A variable's default value has no argument: its path starts at a field.
+        field = (
+            self._argument
+            + "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in path)
+        ).lstrip(".")
         self.report_error(
             GraphQLError(
                 f"{field}: {error.message}" if field else error.message,
