@@ -269,11 +269,12 @@ class FxRate(Payload):
     rate: Annotated[DecimalFigure, Field(gt=0)]
 
     @model_validator(mode="after")
-    def _two_currencies(self, info: ValidationInfo) -> FxRate:
-        # A currency's rate to itself is 1; any other figure would change every answer.
-        if self.quote == self.base and accepting(info):
+    def _identity_is_one(self, info: ValidationInfo) -> FxRate:
+        # A currency's rate to itself is 1 (a feed listing every pair may say so, and
+        # conversion never reads it); any other figure for it is a mistake to report.
+        if self.quote == self.base and self.rate != 1 and accepting(info):
             raise PydanticCustomError(
-                "payload_conflict", "{at} must differ from base", {"at": "quote"}
+                "payload_conflict", "{at} must be 1 when quote is base", {"at": "rate"}
             )
         return self
 

@@ -350,9 +350,9 @@ def test_amounts_are_decimal_strings_of_ascii_digits() -> None:
     assert events[0].payload.model_dump(mode="json")["rate"] == "150"
 
 
-def test_a_currency_has_no_rate_to_itself() -> None:
-    fx = fx_rate(quote="USD")
-    _, errors = validate_batch([fx])
-    assert [(e.field, e.reason) for e in errors] == [
-        ("payload.quote", "quote must differ from base")
+def test_a_currency_has_a_rate_of_one_to_itself() -> None:
+    identities = [fx_rate(quote="USD", rate="2"), fx_rate(quote="USD", rate="1.00")]
+    _, errors = validate_batch(identities)
+    assert [(e.index, e.field, e.reason) for e in errors] == [
+        (0, "payload.rate", "rate must be 1 when quote is base")
     ]
