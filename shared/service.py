@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import gc
+import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -108,14 +110,28 @@ def _unreadable_body(request: Request, exc: RequestValidationError) -> LodestarE
 
 
 async def _authorize(request: Request) -> None:
-    """Raises what the matched route's token and scope checks would (401, 403)."""
+    """Raises what the matched route's access checks would (401, 403): the token, its
+    scopes, and the tenant it names (grants and erasures included)."""
     route = request.scope.get("route")
-    scopes = route_scopes(route.dependant) if isinstance(route, APIRoute) else None
-    if scopes is None:
+    if not isinstance(route, APIRoute) or route_scopes(route.dependant) is None:
         return
-    principal = await current_principal(request)
-    for scope in sorted(scopes):
-        principal.require(scope)
+    await current_principal(request)
+    for check in _access_checks(route.dependant):
+        # They take the request and, for a tenant's routes, the tenant_id it names.
+        arguments: dict[str, Any] = {"request": request}
+        if "tenant_id" in inspect.signature(check).parameters:
+            arguments["tenant_id"] = request.query_params.get("tenant_id")
+        await check(**arguments)
+
+
+def _access_checks(dependant: Dependant) -> list[Callable[..., Awaitable[Any]]]:
+    """The dependencies that check a scope (see shared.access, shared.auth)."""
+    found: list[Callable[..., Awaitable[Any]]] = []
+    for dependency in dependant.dependencies:
+        if dependency.call is not None and hasattr(dependency.call, "required_scope"):
+            found.append(dependency.call)
+        found += _access_checks(dependency)
+    return found
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -166,6 +166,16 @@ async def test_who_may_call_is_answered_before_what_was_sent(
         assert lacking.json()["error"] == "insufficient_scope"
         as_text = {**reader.headers, "Content-Type": "text/plain"}
         assert (await http.request(method, path, content=b"{}", headers=as_text)).status_code == 403
+    # The tenant named is checked too: the scope alone is not the right to call.
+    other = await new_tenant(scopes=["kpi:read"])
+    elsewhere = await http.put(
+        "/v1/settings/kpi",
+        params={"tenant_id": other.tenant_id},
+        content=b'{"x": ',
+        headers={**admin.headers, **json_type},
+    )
+    assert elsewhere.status_code == 403, elsewhere.text
+    assert other.tenant_id in elsewhere.json()["detail"]
     # With the right to call, a JSON body sent as another type is named as such.
     for method, path in (("POST", "/v1/grants"), ("PUT", "/v1/settings/kpi")):
         for content_type in ("text/plain", "application/x-www-form-urlencoded"):
