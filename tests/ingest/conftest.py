@@ -18,6 +18,7 @@ import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 from fastapi import FastAPI
 
@@ -118,16 +119,24 @@ async def _consumer_that_sees(
 
     The relay creates its topics when it connects, which may be just after a push. A
     consumer refreshes its own metadata only every few minutes (``topics()`` does not
-    update it), so each look is made by a new consumer."""
-    while True:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-        await consumer.start()
-        partitions = consumer.partitions_for_topic(topic)
-        if partitions:
-            return consumer, partitions
+    update it), and one stopped right after its start may raise CancelledError from
+    aiokafka's internals: the topic is waited for with the admin client, whose every
+    listing is fresh, and the consumer starts once it exists."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        while topic not in await admin.list_topics():
+            assert time.monotonic() < deadline, f"no topic {topic}"
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
         await consumer.stop()
-        assert time.monotonic() < deadline, f"no topic {topic}"
-        await asyncio.sleep(0.2)
+        raise AssertionError(f"topic {topic} is listed but has no partitions")
+    return consumer, partitions
 
 
 @dataclass
