@@ -130,7 +130,7 @@ def route_scopes(dependant: Dependant) -> set[str] | None:
         scope = getattr(call, "required_scope", None)
         if scope is not None:
             found = (found or set()) | {scope}
-        elif call is current_principal:
+        elif call is current_principal or getattr(call, "checks_access", False):
             found = found or set()
         below = route_scopes(dependency)
         if below is not None:

@@ -117,19 +117,23 @@ async def _authorize(request: Request) -> None:
         return
     await current_principal(request)
     for check in _access_checks(route.dependant):
-        # They take the request and, for a tenant's routes, the tenant_id it names.
-        arguments: dict[str, Any] = {"request": request}
-        if "tenant_id" in inspect.signature(check).parameters:
-            arguments["tenant_id"] = request.query_params.get("tenant_id")
-        await check(**arguments)
+        # They take the request and the tenant_id it names, in its path or its query.
+        named = {"request": request, "tenant_id": request.query_params.get("tenant_id")}
+        named.update(request.path_params)
+        parameters = inspect.signature(check).parameters
+        await check(**{name: value for name, value in named.items() if name in parameters})
 
 
 def _access_checks(dependant: Dependant) -> list[Callable[..., Awaitable[Any]]]:
-    """The dependencies that check a scope (see shared.access, shared.auth)."""
+    """The dependencies that check a scope (see shared.access, shared.auth), or say
+    they check access otherwise (``checks_access``)."""
     found: list[Callable[..., Awaitable[Any]]] = []
     for dependency in dependant.dependencies:
-        if dependency.call is not None and hasattr(dependency.call, "required_scope"):
-            found.append(dependency.call)
+        call = dependency.call
+        if call is not None and (
+            hasattr(call, "required_scope") or getattr(call, "checks_access", False)
+        ):
+            found.append(call)
         found += _access_checks(dependency)
     return found
 

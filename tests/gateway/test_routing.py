@@ -166,6 +166,14 @@ async def test_who_may_call_is_answered_before_what_was_sent(
         assert lacking.json()["error"] == "insufficient_scope"
         as_text = {**reader.headers, "Content-Type": "text/plain"}
         assert (await http.request(method, path, content=b"{}", headers=as_text)).status_code == 403
+    # Routes that take the platform admin or the tenant's own admin check that first too.
+    for caller, tenant_id in ((reader, admin.tenant_id), (admin, reader.tenant_id)):
+        clients = await http.post(
+            f"/v1/tenants/{tenant_id}/clients",
+            content=b"{bad",
+            headers={**caller.headers, **json_type},
+        )
+        assert clients.status_code == 403, clients.text
     # The tenant named is checked too: the scope alone is not the right to call.
     other = await new_tenant(scopes=["kpi:read"])
     elsewhere = await http.put(

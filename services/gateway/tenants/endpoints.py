@@ -34,6 +34,19 @@ def is_tenant_path(path: str) -> bool:
 EITHER_ADMIN = either_scope(PLATFORM_ADMIN, TENANT_ADMIN)
 
 
+async def admin_of_tenant(request: Request, tenant_id: str) -> Principal:
+    """FastAPI dependency: the caller, the platform admin or an admin of the tenant
+    the path names. A dependency (not a check in the route) so that it is answered
+    before anything about the body (see shared.service)."""
+    principal = await current_principal(request)
+    service.require_admin_of(principal, tenant_id)
+    return principal
+
+
+admin_of_tenant.checks_access = True  # type: ignore[attr-defined]
+EitherAdmin = Annotated[Principal, Depends(admin_of_tenant)]
+
+
 @router.post("", status_code=201, response_model=TenantOut)
 async def create_tenant(
     data: TenantCreate,
@@ -74,7 +87,7 @@ async def get_tenant(
 async def create_client(
     tenant_id: str,
     data: ClientCreate,
-    principal: Annotated[Principal, Depends(current_principal)],
+    principal: EitherAdmin,
     session: DbSession,
 ) -> ClientCreated:
     """An OAuth client of the tenant; its secret is in this answer only.
@@ -93,7 +106,7 @@ async def create_client(
 async def erase_tenant(
     tenant_id: str,
     request: Request,
-    principal: Annotated[Principal, Depends(current_principal)],
+    principal: EitherAdmin,
     session: DbSession,
     background: BackgroundTasks,
     data: Annotated[ErasureConfirm | None, Body()] = None,

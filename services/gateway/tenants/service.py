@@ -27,16 +27,21 @@ async def create_tenant(session: AsyncSession, data: TenantCreate) -> Tenant:
     return await TenantRepository(session).add(tenant)
 
 
+def require_admin_of(principal: Principal, tenant_id: str) -> None:
+    """The platform admin, or an admin of ``tenant_id``; else 403 (never 404)."""
+    if PLATFORM_ADMIN not in principal.scopes:
+        if principal.tenant_id != tenant_id:
+            raise Forbidden(f"no access to tenant {tenant_id}")
+        principal.require(TENANT_ADMIN)
+
+
 async def readable_tenant(session: AsyncSession, principal: Principal, tenant_id: str) -> Tenant:
     """The tenant, when the caller is the platform admin or an admin of that tenant.
 
     Any other tenant's id is 403 (CONTRACT §2), whether it exists or not, so ids
     cannot be probed; only the platform admin learns that one does not exist.
     """
-    if PLATFORM_ADMIN not in principal.scopes:
-        if principal.tenant_id != tenant_id:
-            raise Forbidden(f"no access to tenant {tenant_id}")
-        principal.require(TENANT_ADMIN)
+    require_admin_of(principal, tenant_id)
     tenant = await TenantRepository(session).get(tenant_id)
     if tenant is None:
         raise NotFound(f"no tenant {tenant_id}")
