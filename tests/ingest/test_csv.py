@@ -228,3 +228,25 @@ def test_counts_in_other_scripts_digits_are_refused() -> None:
         f"{HEADER}\n{GOOD[0].replace(',2,', ', 2 ,', 1)}\n".encode(), "order_line", 10
     )
     assert spaced.events[0]["payload"]["quantity"] == 2
+
+
+async def test_a_json_push_sent_to_the_csv_route_is_415(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant(scopes=["ingest:write"])
+    refused = await http.post(
+        "/v1/events:csv",
+        params={"type": "order_line"},
+        content=("\n".join([HEADER, GOOD[0]]) + "\n").encode(),
+        headers={**tenant.headers, "Content-Type": "application/json"},
+    )
+    assert refused.status_code == 415, refused.text
+    assert refused.json()["errors"] == [{"field": "Content-Type", "reason": "must be text/csv"}]
+    # curl's --data-binary @file.csv sends the form type: a file all the same.
+    taken = await http.post(
+        "/v1/events:csv",
+        params={"type": "order_line"},
+        content=("\n".join([HEADER, GOOD[0]]) + "\n").encode(),
+        headers={**tenant.headers, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert taken.status_code == 202, taken.text

@@ -379,3 +379,25 @@ async def test_a_misspelt_parameter_is_refused_not_ignored(
     assert named.status_code == 202, named.text
     # Nothing of the refused push was kept: the same event is new.
     assert named.json() == {"accepted": 1, "duplicates": 0}
+
+
+async def test_a_push_sent_as_another_type_than_json_is_415(ingest: IngestService) -> None:
+    tenant = new_tenant_id()
+    body = json.dumps({"events": [order_line("ct-1")]}).encode()
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "text/csv"):
+        refused = await ingest.client.post(
+            "/v1/events",
+            content=body,
+            headers={**ingest.headers(tenant), "Content-Type": content_type},
+        )
+        assert refused.status_code == 415, (content_type, refused.text)
+        assert refused.json()["errors"] == [
+            {"field": "Content-Type", "reason": "must be application/json"}
+        ]
+    # No type at all is read as JSON, as FastAPI reads it; a charset is no other type.
+    for headers in ({}, {"Content-Type": "application/json; charset=utf-8"}):
+        taken = await ingest.client.post(
+            "/v1/events", content=body, headers={**ingest.headers(tenant), **headers}
+        )
+        assert taken.status_code == 202, taken.text
+    assert await ingest.outbox_rows(tenant) == 1
