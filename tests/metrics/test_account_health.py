@@ -100,6 +100,18 @@ async def test_shipment_rates_hand_computed(http: httpx.AsyncClient, new_tenant:
         headers=tenant.headers,
     )
     assert refused.status_code == 422
+    # By store, a day whose window holds no shipment has no row: no data then.
+    grouped = await kpis(
+        http, tenant, metrics="late_shipment_rate", grain="day", group_by="store",
+        **{"from": "2026-03-20", "to": "2026-03-21"},
+    )  # fmt: skip
+    assert grouped["rows"] == []
+    grouped = await kpis(
+        http, tenant, metrics="late_shipment_rate", grain="day", group_by="store",
+        **{"from": "2026-03-10", "to": "2026-03-11"},
+    )  # fmt: skip
+    # s4 was due on 1 March: inside the 10 days to the 10th, outside those to the 11th.
+    assert [row["period"] for row in grouped["rows"]] == ["2026-03-10"]
 
 
 async def test_a_promise_due_later_today_where_the_store_is_is_not_late_yet(

@@ -254,8 +254,10 @@ async def _windowed_measures(
         for dims in counts
         for period in all_periods(grouping.start, grouping.end, query.grain)
     }
+    had_data = set(found.inputs)
     for period, dims in buckets:
         end = _bucket_end(period, query.grain, grouping)
+        totals = {}
         for name, window in windows.items():
             base = name.split("@")[0]
             total = ZERO
@@ -264,6 +266,11 @@ async def _windowed_measures(
                     continue
                 for part in _WINDOW_PARTS.get(base, (base,)):
                     total += values.get(part, ZERO)
+            totals[name] = total
+        if dims and (period, dims) not in had_data and not any(totals.values()):
+            # A group has a row in a period when it has data then: none in any window.
+            continue
+        for name, total in totals.items():
             found.put((period, dims), name, total)
 
 
