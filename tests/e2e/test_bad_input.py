@@ -191,3 +191,22 @@ async def test_another_tenants_grants_are_forbidden_not_empty(
         "/v1/grants", params={"tenant_id": tenant.tenant_id}, headers=tenant.headers
     )
     assert own.status_code == 200
+
+
+async def test_graphql_names_the_input_field_metrics_refused(
+    http: httpx.AsyncClient, tenant: TenantClient
+) -> None:
+    """Metrics names a field as REST writes it (from, group_by, marketplaces); a GraphQL
+    client wrote it in the input, and is told so."""
+    refusals = {
+        "input.from": {**MONTH, "from": "2026-02-01", "to": "2026-01-01"},
+        "input.filters.marketplaces": {**MONTH, "filters": {"marketplaces": ["USA"]}},
+        "input.metrics": {**MONTH, "metrics": ["gmv", "no_such_kpi"]},
+    }
+    for field, refused in refusals.items():
+        answer = await http.post(
+            "/graphql", json={"query": KPIS, "variables": {"i": refused}}, headers=tenant.headers
+        )
+        error = answer.json()["errors"][0]
+        assert error["extensions"]["code"] == "BAD_USER_INPUT", answer.text
+        assert [e["field"] for e in error["extensions"]["errors"]] == [field], answer.text

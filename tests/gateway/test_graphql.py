@@ -531,8 +531,9 @@ async def test_metrics_errors_become_graphql_codes(
     assert "Traceback" not in str(body) and "password" not in str(body)
     if code == "BAD_USER_INPUT":
         assert error["message"] == "unknown currency XXX"
+        # Named as the GraphQL client wrote it, not as metrics' REST parameter.
         assert error["extensions"]["errors"] == [
-            {"field": "currency", "reason": "unknown currency"}
+            {"field": "input.currency", "reason": "unknown currency"}
         ]
 
 

@@ -117,6 +117,25 @@ async def _get_metrics(context: Context, path: str, params: Params) -> Any:
     raise _error_from(response)
 
 
+# Metrics names fields as REST writes them; GraphQL clients wrote them in the input.
+_GRAPHQL_FIELDS = {
+    **{name: f"input.{name}" for name in ("metrics", "from", "to", "grain", "currency")},
+    "group_by": "input.groupBy",
+    "compare_to": "input.compareTo",
+    **{
+        name: f"input.filters.{name}"
+        for name in ("platforms", "stores", "marketplaces", "skus", "categories")
+    },
+    "tenant_id": "tenantId",
+}
+
+
+def _graphql_field(field: str) -> str:
+    name, dot, rest = field.partition(".")
+    known = _GRAPHQL_FIELDS.get(name)
+    return field if known is None else known + dot + rest
+
+
 def _error_from(response: httpx.Response) -> LodestarError:
     try:
         body = response.json()
@@ -125,7 +144,9 @@ def _error_from(response: httpx.Response) -> LodestarError:
     detail = str(body.get("detail") or body.get("error") or response.reason_phrase)
     errors = [
         FieldError(
-            field=str(e.get("field", "")), reason=str(e.get("reason", "")), index=e.get("index")
+            field=_graphql_field(str(e.get("field", ""))),
+            reason=str(e.get("reason", "")),
+            index=e.get("index"),
         )
         for e in body.get("errors", []) or []
         if isinstance(e, dict)
