@@ -477,6 +477,14 @@ async def test_no_or_bad_token_is_401_unauthenticated(
         assert response.status_code == 401, response.text
         assert 'error="invalid_token"' in response.headers["www-authenticate"]
         assert response.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+        # A body GraphQL cannot read is answered after the token, not before it.
+        for content, content_type in ((b"{bad", "application/json"), (b"{}", "text/plain")):
+            response = await fake.client.post(
+                "/graphql", content=content, headers={**headers, "Content-Type": content_type}
+            )
+            assert response.status_code == 401, response.text
+            assert 'error="invalid_token"' in response.headers["www-authenticate"]
+            assert response.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     assert fake.calls == []
     # GraphiQL, and the schema it introspects, need no token.
     page = await fake.client.get("/graphql", headers={"Accept": "text/html"})
@@ -680,3 +688,18 @@ async def test_graphiql_is_served_on_get(http: httpx.AsyncClient) -> None:
     response = await http.get("/graphql", headers={"Accept": "text/html"})
     assert response.status_code == 200
     assert "graphiql" in response.text.lower()
+
+
+async def test_a_body_graphql_cannot_read_is_400_or_415(
+    fake: FakeMetrics, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant(scopes=["kpi:read"])
+    for content, content_type, status in (
+        (b"{bad", "application/json", 400),
+        (b'{"query": "{ kpiCatalog { id } }"}', "text/plain", 415),
+    ):
+        response = await fake.client.post(
+            "/graphql", content=content, headers={**tenant.headers, "Content-Type": content_type}
+        )
+        assert response.status_code == status, response.text
+        assert response.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"

@@ -26,11 +26,14 @@ from dataclasses import dataclass
 import httpx
 import orjson
 from graphql import DocumentNode, ExecutionResult, FieldNode, OperationDefinitionNode
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
 from services.gateway.graphql.context import Context, UpstreamCall
+from shared.auth import current_principal
+from shared.errors import Unauthenticated
 from shared.input_guard import read_body, replay
 from shared.lru import Lru
 
@@ -252,7 +255,7 @@ class RememberedGraphql:
             if confirmed is not None:
                 await _send_json(send, confirmed.body)
                 return
-        await self.graphql(scope, replay(body, receive), _errors_as_json(send))
+        await self.graphql(scope, replay(body, receive), _errors_as_json(scope, send))
 
     async def _current(
         self, http: httpx.AsyncClient, authorization: str, key: bytes
@@ -270,9 +273,15 @@ class RememberedGraphql:
         return None
 
 
-def _errors_as_json(send: Send) -> Send:
+# Strawberry's words for a body of another type than JSON (or form data).
+UNSUPPORTED_CONTENT_TYPE = "Unsupported content type"
+
+
+def _errors_as_json(scope: Scope, send: Send) -> Send:
     """GraphQL's own refusals of a request it cannot read (no query, no JSON) come as
-    plain text; clients read JSON, so they go out as GraphQL errors, BAD_USER_INPUT."""
+    plain text; clients read JSON, so they go out as GraphQL errors, BAD_USER_INPUT.
+    Who may call is answered first, as everywhere: without a valid token such a request
+    is 401; a body of another type is 415."""
     refused: Message | None = None
 
     async def sending(message: Message) -> None:
@@ -283,16 +292,28 @@ def _errors_as_json(send: Send) -> Send:
                 refused = message
                 return
         elif refused is not None and message["type"] == "http.response.body":
+            try:
+                await current_principal(Request(scope))
+            except Unauthenticated as exc:
+                error = {"message": exc.detail, "extensions": {"code": exc.graphql_code}}
+                challenge = [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+                await _send_json(
+                    send, orjson.dumps({"errors": [error]}), exc.status, extra=challenge
+                )
+                return
             reason = message.get("body", b"").decode("utf-8", "replace") or "bad request"
+            status = 415 if reason == UNSUPPORTED_CONTENT_TYPE else 400
             error = {"message": reason, "extensions": {"code": "BAD_USER_INPUT"}}
-            await _send_json(send, orjson.dumps({"errors": [error]}), status=400)
+            await _send_json(send, orjson.dumps({"errors": [error]}), status=status)
             return
         await send(message)
 
     return sending
 
 
-async def _send_json(send: Send, body: bytes, status: int = 200) -> None:
+async def _send_json(
+    send: Send, body: bytes, status: int = 200, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -300,6 +321,7 @@ async def _send_json(send: Send, body: bytes, status: int = 200) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *(extra or []),
             ],
         }
     )
