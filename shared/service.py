@@ -82,6 +82,8 @@ def allowed_methods(request: Request) -> list[str]:
         probe = {**request.scope, "method": method}
         if any(route.matches(probe)[0] is Match.FULL for route in routes):
             allowed.append(method)
+    if "GET" in allowed and "HEAD" not in allowed:
+        allowed.insert(allowed.index("GET") + 1, "HEAD")  # see HeadAsGet
     return allowed
 
 
@@ -200,6 +202,27 @@ def install_error_handlers(app: FastAPI) -> None:
         log.error("unhandled error", exc_info=exc)
         body = {"error": "internal", "detail": "internal error", "trace_id": current_trace_id()}
         return JSONResponse(body, status_code=500)
+
+
+class HeadAsGet:
+    """HEAD wherever GET is taken (RFC 9110 §9.3.2): the GET's status and headers,
+    Content-Length and ETag included, without its body. FastAPI routes take only the
+    methods they name, so a poller checking an ETag by HEAD got 405."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, without_body)
 
 
 class TracingMiddleware:
@@ -348,6 +371,7 @@ def build_app(
         render=error_response,
     )
     app.add_middleware(TracingMiddleware, service=service)
+    app.add_middleware(HeadAsGet)
     app.include_router(health_router(settings))
     app.include_router(audit_router())
     with_security(app)

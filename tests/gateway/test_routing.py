@@ -102,11 +102,11 @@ async def test_wrong_method_is_405_naming_the_allowed_ones(
     refused = {"error": "method_not_allowed", "detail": "Method Not Allowed"}
     # The gateway's own routes, which the catch-all of /v1/* used to answer 404.
     for method, path, allowed in (
-        ("PUT", "/v1/grants", "GET, POST"),
-        ("DELETE", "/v1/tenants", "GET, POST"),
-        ("PUT", "/v1/grants/gr_x", "GET, PATCH, DELETE"),
+        ("PUT", "/v1/grants", "GET, HEAD, POST"),
+        ("DELETE", "/v1/tenants", "GET, HEAD, POST"),
+        ("PUT", "/v1/grants/gr_x", "GET, HEAD, PATCH, DELETE"),
         ("GET", f"/v1/tenants/{tenant.tenant_id}/clients", "POST"),
-        ("PUT", "/graphql", "GET, POST"),
+        ("PUT", "/graphql", "GET, HEAD, POST"),
     ):
         response = await http.request(method, path, headers=tenant.headers)
         assert response.status_code == 405, (method, path, response.text)
@@ -114,13 +114,27 @@ async def test_wrong_method_is_405_naming_the_allowed_ones(
         assert response.json() == refused
     # A service's 405 reaches the caller with its Allow header, naming every method
     # of the path (GET and PUT are two routes of metrics).
-    for path, allowed in (("/v1/kpis", "GET"), ("/v1/settings/kpi", "GET, PUT")):
+    for path, allowed in (("/v1/kpis", "GET, HEAD"), ("/v1/settings/kpi", "GET, HEAD, PUT")):
         async with httpx.AsyncClient(base_url=stack.url("metrics")) as metrics:
             direct = await metrics.delete(path, headers=tenant.headers)
         response = await http.delete(path, headers=tenant.headers)
         assert response.status_code == direct.status_code == 405, path
         assert response.headers["allow"] == direct.headers["allow"] == allowed
         assert response.json() == direct.json() == refused
+
+
+async def test_head_is_get_without_its_body(http: httpx.AsyncClient, new_tenant: NewTenant) -> None:
+    """RFC 9110: HEAD wherever GET; a poller checks an answer's ETag without its body."""
+    tenant = await new_tenant(scopes=["kpi:read"])
+    params = {"metrics": "gmv", "from": "2026-01-01", "to": "2026-01-31", "grain": "total"}
+    got = await http.get("/v1/kpis", params=params, headers=tenant.headers)
+    head = await http.head("/v1/kpis", params=params, headers=tenant.headers)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["etag"] == got.headers["etag"]
+    assert head.headers["content-length"] == str(len(got.content))
+    refused = await http.head("/v1/kpis", params=params)
+    assert refused.status_code == 401 and refused.content == b""
+    assert (await http.head("/healthz")).status_code == 200
 
 
 async def test_a_body_that_is_no_json_is_named_body_by_every_service(
