@@ -193,13 +193,23 @@ def _query_parameters(dependant: Dependant) -> set[str]:
     return names
 
 
+def _declared_parameters(route: APIRoute) -> frozenset[str]:
+    """``_query_parameters`` of the route, worked out at its first request and kept on
+    it: routes are made once at start-up and never change (nor hash: not a cache key)."""
+    declared: frozenset[str] | None = getattr(route, "_lodestar_query_parameters", None)
+    if declared is None:
+        declared = frozenset(_query_parameters(route.dependant))
+        route._lodestar_query_parameters = declared  # type: ignore[attr-defined]
+    return declared
+
+
 def refuse_unknown_parameters(request: Request) -> None:
     """A misspelt parameter is refused, not ignored: ``marketplace=US`` would answer
     every marketplace's total, and ``tenantid=`` would push into the caller's own tenant."""
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return
-    unknown = sorted(set(request.query_params) - _query_parameters(route.dependant))
+    unknown = sorted(set(request.query_params) - _declared_parameters(route))
     if unknown:
         errors = [FieldError(field=name, reason="unknown parameter") for name in unknown]
         raise InvalidInput(f"{unknown[0]}: unknown parameter", errors)

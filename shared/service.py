@@ -100,10 +100,11 @@ def _is_json(media: str) -> bool:
     return media == "application/json" or media.endswith("+json")
 
 
-def _not_json(media: str) -> UnsupportedMediaType:
+def unsupported_media_type(media: str, wanted: str = "application/json") -> UnsupportedMediaType:
+    """415 naming the Content-Type a body was sent as, and the one the route reads."""
     return UnsupportedMediaType(
-        f"the body must be sent as application/json, not {media or 'without a type'}",
-        [FieldError(field="Content-Type", reason="must be application/json")],
+        f"the body must be sent as {wanted}, not {media or 'without a type'}",
+        [FieldError(field="Content-Type", reason=f"must be {wanted}")],
     )
 
 
@@ -112,7 +113,7 @@ def require_json_body(request: Request) -> None:
     as FastAPI's models are; taken with none, as FastAPI takes it."""
     media = media_type(request)
     if media and not _is_json(media):
-        raise _not_json(media)
+        raise unsupported_media_type(media)
 
 
 def _unreadable_body(request: Request, exc: RequestValidationError) -> LodestarError | None:
@@ -127,7 +128,7 @@ def _unreadable_body(request: Request, exc: RequestValidationError) -> LodestarE
         tuple(err.get("loc", ())) == ("body",) and err.get("type") in _NOT_AN_OBJECT
         for err in exc.errors()
     ):
-        return _not_json(media)
+        return unsupported_media_type(media)
     return None
 
 

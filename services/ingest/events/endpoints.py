@@ -15,9 +15,8 @@ from services.ingest.events.schemas import PUSH_REQUEST_SCHEMA, OutboxStatus, Pu
 from services.ingest.outbox.repository import OutboxRepository
 from shared.access import Access, require_access
 from shared.db import Database
-from shared.errors import FieldError, UnsupportedMediaType
 from shared.openapi import ErrorBody
-from shared.service import media_type, require_json_body
+from shared.service import media_type, require_json_body, unsupported_media_type
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 csv_router = APIRouter(tags=["events"])
@@ -111,10 +110,7 @@ async def upload_events_csv(
     if media_type(request) == "application/json":
         # A JSON push sent here by mistake is never read as CSV (curl's default form
         # type is taken: it is how `--data-binary @file.csv` sends a file).
-        raise UnsupportedMediaType(
-            f"the body must be sent as text/csv, not {media_type(request)}",
-            [FieldError(field="Content-Type", reason="must be text/csv")],
-        )
+        raise unsupported_media_type(media_type(request), "text/csv")
     key = service.check_idempotency_key(idempotency_key)
     raw = await request.body()
     settings: Settings = request.app.state.settings

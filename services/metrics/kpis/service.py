@@ -248,13 +248,12 @@ async def _windowed_measures(
             placed = counts[dims][date.fromisoformat(row["period"])]
             for name in set(measures) & ORDER_INPUTS:
                 placed[name] = Decimal(row[name] or 0)
-    buckets = set(found.inputs)
-    buckets |= {
+    had_data = set(found.inputs)
+    buckets = had_data | {
         (period, dims)
         for dims in counts
         for period in all_periods(grouping.start, grouping.end, query.grain)
     }
-    had_data = set(found.inputs)
     for period, dims in buckets:
         end = _bucket_end(period, query.grain, grouping)
         totals = {}
@@ -376,8 +375,7 @@ async def current_key(
     """The key the answer to ``query`` has now (see kpis.cache): one round trip (two
     with late shipments)."""
     version, settings = await _tenant_state(conn, query.tenant_id)
-    moment = await _moment(conn, query, datetime.now(UTC))
-    return _key(query, version, settings, tenant_currency, moment)
+    return await _key(conn, query, version, settings, tenant_currency, datetime.now(UTC))
 
 
 async def run_query(
@@ -438,8 +436,7 @@ async def _computed(
             version, settings = await _tenant_state(conn, query.tenant_id)
             book = await _rate_book(RollupRepository(conn), query.tenant_id, version)
             body = await _compute(conn, query, settings, tenant_currency, book, now)
-            moment = await _moment(conn, query, now)
-            key = _key(query, version, settings, tenant_currency, moment)
+            key = await _key(conn, query, version, settings, tenant_currency, now)
         cache.put(key, body)
         answered = body, key
         return answered
@@ -448,22 +445,22 @@ async def _computed(
             COMPUTING.pop(asked_as).set_result(answered)
 
 
-def _key(
+async def _key(
+    conn: asyncpg.Connection,
     query: KpiQuery,
     version: int,
     settings: KpiSettings,
     tenant_currency: str | None,
-    moment: str,
+    now: datetime,
 ) -> str:
+    """The answer's cache key. Besides the data, an answer with late shipments depends
+    on which promises have passed by ``now`` (one more passing makes a shipment late)."""
+    moment = (
+        await RollupRepository(conn).promise_stamp(query.tenant_id, now)
+        if now_dependent(query)
+        else ""
+    )
     return answer_key(query, version, f"{settings.model_dump_json()}|{tenant_currency}", moment)
-
-
-async def _moment(conn: asyncpg.Connection, query: KpiQuery, now: datetime) -> str:
-    """What besides the data an answer depends on: for late shipments, which promises
-    have passed by ``now`` (one more passing makes a shipment late)."""
-    if not now_dependent(query):
-        return ""
-    return await RollupRepository(conn).promise_stamp(query.tenant_id, now)
 
 
 async def _tenant_state(conn: asyncpg.Connection, tenant_id: str) -> tuple[int, KpiSettings]:
