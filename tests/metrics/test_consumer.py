@@ -223,18 +223,20 @@ async def test_a_batch_that_failed_is_applied_again_and_nothing_after_it_is_lost
         await producer.send_and_wait(topic, message(tenant, "e1", 1), partition=0)
         async with serving(settings, minter) as (app, client):
             await asyncio.wait_for(entered.wait(), 30)
-            # In partitions the failed batch did not read from.
+            # Read ahead while the batch fails: in partitions the failed batch did not
+            # read from, and after it in its own.
             await producer.send_and_wait(topic, message(tenant, "e2", 2), partition=1)
             await producer.send_and_wait(topic, message(tenant, "e3", 4), partition=2)
+            await producer.send_and_wait(topic, message(tenant, "e4", 8), partition=0)
             await asyncio.sleep(1.0)
             resume.set()
 
             async def applied_all() -> bool:
-                return app.state.consumer.counters.applied >= 3
+                return app.state.consumer.counters.applied >= 4
 
             await wait_until(applied_all)
-            assert await gmv(client, token) == 70.0
-            assert app.state.consumer.counters.records == 3
+            assert await gmv(client, token) == 150.0
+            assert app.state.consumer.counters.records == 4
     finally:
         await producer.stop()
 
