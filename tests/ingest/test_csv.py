@@ -38,6 +38,19 @@ async def test_order_lines_from_csv_are_accepted_and_replayable(
     assert first.json() == {"accepted": 2, "duplicates": 0}
     replay = await upload(http, headers, "order_line", [HEADER, *GOOD])
     assert replay.json() == first.json()
+    # Saved again on another system: CRLF line endings and a BOM. The same file.
+    resaved = await http.post(
+        "/v1/events:csv",
+        params={"type": "order_line"},
+        content=("\ufeff" + "\r\n".join([HEADER, *GOOD]) + "\r\n").encode(),
+        headers={**headers, "Content-Type": "text/csv"},
+    )
+    assert resaved.status_code == 202, resaved.text
+    assert resaved.json() == first.json()
+    # Another file under the key is refused.
+    reused = await upload(http, headers, "order_line", [HEADER, GOOD[0]])
+    assert reused.status_code == 422, reused.text
+    assert reused.json()["errors"][0]["field"] == "header.Idempotency-Key"
     # The same rows again without the key are duplicates, as in JSON.
     again = await upload(http, tenant.headers, "order_line", [HEADER, *GOOD])
     assert again.json() == {"accepted": 0, "duplicates": 2}

@@ -118,8 +118,9 @@ async def upload_events_csv(
     events = service.validate(batch.events, rows=batch.rows)
     service.check_stores(events, access, rows=batch.rows)
     db: Database = request.app.state.db
-    # The type is part of what the key protects: the same file as another type differs.
-    request_hash = service.fingerprint(event_type.encode() + b"\n" + raw)
+    # The file as read, so a retry saved with other line endings or without its BOM is
+    # the same request; its type is part of it.
+    request_hash = service.json_fingerprint([event_type, batch.events])
     async with db.raw_connection() as conn, conn.transaction():
         await service.check_replaced(
             EventRepository(conn), tenant_id, events, access, rows=batch.rows
