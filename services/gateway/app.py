@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from services.gateway.audit.endpoints import router as audit_router
 from services.gateway.config import Settings, get_settings
@@ -122,4 +123,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tenant_data_router(GATEWAY_TABLES))
     # Last: everything under /v1 the gateway does not serve itself goes downstream.
     app.include_router(proxy_router)
+    if settings.allowed_origins:
+        # Outermost: a preflight is answered before limits, tokens or the audit see it.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.allowed_origins,
+            allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=BROWSER_REQUEST_HEADERS,
+            expose_headers=BROWSER_READABLE_HEADERS,
+            # Bearer tokens, not cookies: no credentials mode.
+            allow_credentials=False,
+            max_age=600,
+        )
     return app
+
+
+# What a browser app sends beyond the always-allowed headers, and the answer headers it
+# reads: conditional KPI polling, idempotent pushes, traces, back-off.
+BROWSER_REQUEST_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "Idempotency-Key",
+    "If-None-Match",
+    "traceparent",
+    "tracestate",
+]
+BROWSER_READABLE_HEADERS = [
+    "ETag",
+    "Location",
+    "Retry-After",
+    "WWW-Authenticate",
+    "Content-Disposition",
+]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import DEFAULT_ADMIN_CLIENT_ID, ServiceSettings, env_alias
@@ -26,6 +27,32 @@ class Settings(ServiceSettings):
     )
     token_ttl_seconds: int = 3600
     proxy_timeout_seconds: float = 30.0
+    # Web origins whose browser apps (dashboards, agency portals) may call the gateway,
+    # comma-separated ("https://app.example.com,http://localhost:5173"), or "*". None by
+    # default: without CORS a browser lets no page of another origin read an answer.
+    cors_origins: str = ""
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_as_browsers_send_them(cls, value: str) -> str:
+        for origin in _split(value):
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is no origin: scheme://host[:port], with no path or "
+                    "trailing slash, as browsers send it"
+                )
+        return value
+
+    @property
+    def allowed_origins(self) -> list[str]:
+        return _split(self.cors_origins)
+
+
+_ORIGIN = re.compile(r"https?://[^/\s?#]+")
+
+
+def _split(origins: str) -> list[str]:
+    return [origin.strip() for origin in origins.split(",") if origin.strip()]
 
 
 @lru_cache
