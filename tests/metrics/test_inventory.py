@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -131,4 +132,71 @@ async def test_a_bucket_without_a_snapshot_has_no_stock_figures(
         "sell_through": (None, 0.0),
         "days_of_cover": (None, None),
         "stockout_rate": (None, 0.0),
+    }
+
+
+def counted_at(event_id: str, day: str, sku: str, warehouse: str, on_hand: int, at: str,
+               version: int = 1) -> dict[str, Any]:  # fmt: skip
+    return {**snapshot(event_id, day, sku, warehouse, on_hand, version), "occurred_at": at}
+
+
+async def test_a_warehouse_holds_its_latest_snapshot_of_a_date_whatever_its_event_id(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+
+    async def push(*events: dict[str, Any]) -> None:
+        response = await http.post(
+            "/v1/events", json={"events": list(events)}, headers=tenant.headers
+        )
+        assert response.status_code == 202, response.text
+
+    async def stock() -> dict[tuple[str, str], tuple[float | None, float | None]]:
+        body = await kpis(
+            http, tenant, metrics="on_hand,stockout_rate", grain="day", group_by="sku",
+            **{"from": "2026-04-09", "to": "2026-04-11"},
+        )  # fmt: skip
+        return {
+            (row["period"], row["dimensions"][0]["value"]): tuple(v["value"] for v in row["values"])
+            for row in body["rows"]
+        }
+
+    day = "2026-04-10"
+    await push(
+        counted_at("morning", day, "A", "wh1", 10, f"{day}T09:00:00Z"),
+        # The evening count of the same warehouse replaces the morning's.
+        counted_at("evening", day, "A", "wh1", 7, f"{day}T18:00:00Z"),
+        # Another warehouse adds to it.
+        counted_at("wh2", day, "A", "wh2", 5, f"{day}T09:00:00Z"),
+        counted_at("b-late", day, "B", "wh1", 0, f"{day}T09:00:00Z"),
+    )
+    await wait_for(http, tenant, "on_hand", 12.0)
+    # Arriving later but counted earlier: it does not replace the count it precedes.
+    # (C, behind it in the same partition, shows when it has been applied.)
+    await push(
+        counted_at("b-early", day, "B", "wh1", 4, f"{day}T08:00:00Z"),
+        counted_at("c", "2026-04-09", "C", "wh1", 1, "2026-04-09T09:00:00Z"),
+    )
+    for _ in range(150):
+        if ("2026-04-09", "C") in (counted := await stock()):
+            break
+        await asyncio.sleep(0.2)
+    assert counted == {
+        ("2026-04-09", "C"): (1.0, 0.0),
+        ("2026-04-10", "A"): (12.0, 0.0),
+        ("2026-04-10", "B"): (0.0, 1.0),
+    }
+
+    # A new version dates the evening count before the morning's: the morning's counts.
+    await push(counted_at("evening", day, "A", "wh1", 7, f"{day}T08:00:00Z", version=2))
+    await wait_for(http, tenant, "on_hand", 15.0)
+    # A new version moves B's late count to the 11th: the early one counts on the 10th.
+    await push(counted_at("b-late", "2026-04-11", "B", "wh1", 0, f"{day}T09:00:00Z", version=2))
+    # April's last snapshot date is now the 11th, with B's count of 0 alone.
+    await wait_for(http, tenant, "on_hand", 0.0)
+    assert await stock() == {
+        ("2026-04-09", "C"): (1.0, 0.0),
+        ("2026-04-10", "A"): (15.0, 0.0),
+        ("2026-04-10", "B"): (4.0, 0.0),
+        ("2026-04-11", "B"): (0.0, 1.0),
     }

@@ -281,3 +281,60 @@ async def test_open_shipments_are_found_in_the_kept_events(
         assert {r["promised_ship_by"].isoformat() for r in rows} == {"2026-04-11T02:00:00+00:00"}
         await asyncio.to_thread(command.downgrade, alembic_config("metrics", url), "0018")
         assert await conn.fetchval("SELECT to_regclass('open_shipments')") is None
+
+
+async def test_a_warehouse_keeps_only_its_latest_snapshot_of_a_date(
+    fresh_database: FreshDatabase,
+) -> None:
+    url = await fresh_database()
+    await asyncio.to_thread(upgrade, "metrics", url, "0019")
+    snapshots = [
+        # event id, SKU, warehouse, on hand, counted at
+        ("morning", "A", "wh1", 10, "2026-04-10T09:00:00Z"),
+        ("evening", "A", "wh1", 7, "2026-04-10T18:00:00Z"),
+        ("other", "A", "wh2", 5, "2026-04-10T09:00:00Z"),
+        ("b1", "B", "wh1", 3, "2026-04-10T09:00:00Z"),
+        # The same instant: the greater event id is the later.
+        ("b2", "B", "wh1", 0, "2026-04-10T09:00:00Z"),
+    ]
+    async with schema_connection(url, "metrics") as conn:
+        for event_id, sku, warehouse, on_hand, at in snapshots:
+            payload = (
+                f'{{"date": "2026-04-10", "sku": "{sku}", "warehouse": "{warehouse}", '
+                f'"on_hand": {on_hand}}}'
+            )
+            await conn.execute(
+                "INSERT INTO events_raw VALUES ('t1', $1, 'inventory_snapshot', 1, 'amazon', "
+                "'s1', 'US', $2::text::timestamptz, $3::jsonb)",
+                event_id, at, payload,
+            )  # fmt: skip
+        # As the consumer added them up: every snapshot in.
+        day = date(2026, 4, 10)
+        for sku, measure, value in (
+            ("A", "on_hand", 22), ("A", "snapshots", 3), ("B", "on_hand", 3), ("B", "snapshots", 2),
+        ):  # fmt: skip
+            await conn.execute(
+                "INSERT INTO daily_measures VALUES ('t1', $1, 'amazon', 's1', 'US', $2, $3, '', $4)",
+                day, sku, measure, value,
+            )  # fmt: skip
+        for measure, value in (("on_hand", 25), ("snapshots", 5)):
+            await conn.execute(
+                "INSERT INTO daily_store_measures VALUES ('t1', $1, $2, 'amazon', 's1', 'US', '', $3)",
+                measure, day, value,
+            )  # fmt: skip
+
+        async def cells() -> dict[tuple[str, str], Decimal]:
+            per_sku = await conn.fetch("SELECT sku, measure, value FROM daily_measures")
+            per_store = await conn.fetch("SELECT measure, value FROM daily_store_measures")
+            found = {(r["sku"], r["measure"]): r["value"] for r in per_sku}
+            found.update({("", r["measure"]): r["value"] for r in per_store})
+            return found
+
+        before = await cells()
+        await asyncio.to_thread(upgrade, "metrics", url, "0020")
+        assert await cells() == {
+            ("A", "on_hand"): 12, ("A", "snapshots"): 2, ("B", "on_hand"): 0,
+            ("B", "snapshots"): 1, ("", "on_hand"): 12, ("", "snapshots"): 3,
+        }  # fmt: skip
+        await asyncio.to_thread(command.downgrade, alembic_config("metrics", url), "0019")
+        assert await cells() == before

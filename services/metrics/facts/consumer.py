@@ -173,12 +173,41 @@ async def apply_messages(
         ]
         repository = FactRepository(conn)
         applied_lines = await repository.apply_order_lines(lines)
-        applied_ids, replaced = await repository.store_raw([_raw_row(m) for m in others])
+        raw_rows = [_raw_row(m) for m in others]
+        replaced = await repository.replaced_raw(raw_rows)
+        # A warehouse's stock on a date is its latest snapshot, not the sum of them: the
+        # snapshots counted for the keys this batch touches, before and after it.
+        keys = {
+            _snapshot_key(
+                m.tenant_id, m.source.platform, m.source.store_id, m.source.marketplace, m.payload
+            )
+            for m in others
+            if m.type == "inventory_snapshot"
+        } | {
+            _snapshot_key(
+                r["tenant_id"], r["platform"], r["store_id"], r["marketplace"], r["payload"]
+            )
+            for r in replaced
+            if r["type"] == "inventory_snapshot"
+        }
+        counted_before = await repository.latest_snapshots(keys)
+        applied_ids = await repository.store_raw(raw_rows)
+        counted_after = await repository.latest_snapshots(keys)
         applied = [m for m in others if (m.tenant_id, m.event_id) in applied_ids]
         await repository.add_measures(
             net_deltas(
-                [(_source(m.tenant_id, m.source, zones), m.typed_payload()) for m in applied],
-                [(_source_of_row(row, zones), _payload_of_row(row)) for row in replaced],
+                [
+                    (_source(m.tenant_id, m.source, zones), m.typed_payload())
+                    for m in applied
+                    if m.type != "inventory_snapshot"
+                ]
+                + [(_source_of_row(row, zones), _payload_of_row(row)) for row in counted_after],
+                [
+                    (_source_of_row(row, zones), _payload_of_row(row))
+                    for row in replaced
+                    if row["type"] != "inventory_snapshot"
+                ]
+                + [(_source_of_row(row, zones), _payload_of_row(row)) for row in counted_before],
             )
         )
         await move_order_attachments(
@@ -238,6 +267,22 @@ async def apply_messages(
             # Cached answers of these tenants are stale from this commit on.
             await bump_versions(conn, {m.tenant_id for m in latest})
         return changed
+
+
+def _snapshot_key(
+    tenant_id: str, platform: str, store_id: str, marketplace: str, payload: dict[str, Any]
+) -> tuple[str, ...]:
+    """What one inventory snapshot replaces another of: (tenant, platform, store,
+    marketplace, SKU, warehouse, date), as the kept payload writes them."""
+    return (
+        tenant_id,
+        platform,
+        store_id,
+        marketplace,
+        payload["sku"],
+        payload["warehouse"],
+        payload["date"],
+    )
 
 
 def _source(tenant_id: str, source: EventSource, zones: StoreZones) -> Source:

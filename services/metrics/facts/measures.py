@@ -111,6 +111,8 @@ def contributions(source: Source, payload: Payload) -> list[tuple[Cell, Decimal]
         return cells
     if isinstance(payload, InventorySnapshot):
         # Warehouses of a SKU add up; the count tells a snapshot of zero from no snapshot.
+        # The consumer passes a warehouse's latest snapshot of a date only: see
+        # FactRepository.latest_snapshots.
         return [
             (_cell(source, payload.date, payload.sku, "on_hand", COUNT), Decimal(payload.on_hand)),
             (_cell(source, payload.date, payload.sku, "snapshots", COUNT), one),

@@ -307,18 +307,11 @@ class FactRepository:
                 """
             )
 
-    async def store_raw(
-        self, rows: list[tuple[Any, ...]]
-    ) -> tuple[set[tuple[str, str]], list[asyncpg.Record]]:
-        """Keeps the other event types as received, the highest version of each.
-
-        Returns the (tenant, event id) pairs that changed something, and the rows they
-        replaced, as they were before.
-        """
+    async def replaced_raw(self, rows: list[tuple[Any, ...]]) -> list[asyncpg.Record]:
+        """The kept events that ``rows`` (in ``RAW_COLUMNS`` order) replace, as they are
+        before ``store_raw`` overwrites them."""
         if not rows:
-            return set(), []
-        columns = ", ".join(RAW_COLUMNS)
-        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in RAW_COLUMNS[2:])
+            return []
         arrays = [list(column) for column in zip(*rows, strict=True)]
         replaced: list[asyncpg.Record] = await self.conn.fetch(
             """
@@ -331,6 +324,17 @@ class FactRepository:
             arrays[1],
             arrays[3],
         )
+        return replaced
+
+    async def store_raw(self, rows: list[tuple[Any, ...]]) -> set[tuple[str, str]]:
+        """Keeps the other event types as received, the highest version of each.
+
+        Returns the (tenant, event id) pairs that changed something.
+        """
+        if not rows:
+            return set()
+        columns = ", ".join(RAW_COLUMNS)
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in RAW_COLUMNS[2:])
         applied = await self.conn.fetch(
             f"""
             INSERT INTO events_raw AS r ({columns})
@@ -342,9 +346,35 @@ class FactRepository:
             WHERE r.version < EXCLUDED.version
             RETURNING tenant_id, event_id
             """,
-            *arrays,
+            *[list(column) for column in zip(*rows, strict=True)],
         )
-        return {(row["tenant_id"], row["event_id"]) for row in applied}, replaced
+        return {(row["tenant_id"], row["event_id"]) for row in applied}
+
+    async def latest_snapshots(self, keys: set[tuple[str, ...]]) -> list[asyncpg.Record]:
+        """Of each (tenant, platform, store, marketplace, SKU, warehouse, date), the kept
+        inventory snapshot taken last (``occurred_at``, then the greater event id): a
+        warehouse's stock on a date, which an earlier snapshot of it does not add to."""
+        if not keys:
+            return []
+        rows: list[asyncpg.Record] = await self.conn.fetch(
+            """
+            SELECT DISTINCT ON (r.tenant_id, r.platform, r.store_id, r.marketplace,
+                                k.sku, k.warehouse, k.day)
+                   r.tenant_id, r.platform, r.store_id, r.marketplace, r.type, r.payload
+            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                        $6::text[], $7::text[])
+                 AS k(tenant_id, platform, store_id, marketplace, sku, warehouse, day)
+            JOIN events_raw r
+              ON r.type = 'inventory_snapshot' AND r.tenant_id = k.tenant_id
+             AND r.platform = k.platform AND r.store_id = k.store_id
+             AND r.payload->>'sku' = k.sku AND r.payload->>'warehouse' = k.warehouse
+             AND r.payload->>'date' = k.day AND r.marketplace = k.marketplace
+            ORDER BY r.tenant_id, r.platform, r.store_id, r.marketplace, k.sku, k.warehouse,
+                     k.day, r.occurred_at DESC, r.event_id DESC
+            """,
+            *[list(column) for column in zip(*keys, strict=True)],
+        )
+        return rows
 
     async def add_measures(self, deltas: list[tuple[Any, ...]]) -> None:
         """Rows (cell..., delta), each cell once: see ``add_measure_cells``."""
