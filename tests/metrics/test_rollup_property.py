@@ -236,3 +236,105 @@ def test_orders_by_any_skus_and_categories_equal_a_recomputation(
         if values is not None
     }
     asyncio.run(check_orders(metrics_database, events, group_by, filters))
+
+
+snapshot_events = st.builds(
+    lambda n, version, sku, warehouse, day, minutes, on_hand: {
+        "event_id": f"s{n}",
+        "version": version,
+        "sku": sku,
+        "warehouse": warehouse,
+        "date": f"2026-03-0{day}",
+        # Few distinct instants, so that counts taken at the same moment occur.
+        "at": START + timedelta(minutes=30 * minutes),
+        "on_hand": on_hand,
+    },
+    st.integers(0, 7),
+    st.integers(1, 3),
+    st.sampled_from(["A", "B"]),
+    st.sampled_from(["w1", "w2"]),
+    st.integers(1, 3),
+    st.integers(0, 3),
+    st.integers(0, 4),
+)
+
+
+def snapshot_message(tenant: str, e: dict[str, Any]) -> EventMessage:
+    return EventMessage.model_validate(
+        {
+            "tenant_id": tenant,
+            "event_id": e["event_id"],
+            "type": "inventory_snapshot",
+            "version": e["version"],
+            "source": {"platform": "amazon", "store_id": "s", "marketplace": "US"},
+            "occurred_at": e["at"],
+            "ingested_at": e["at"],
+            "payload": {
+                "date": e["date"], "sku": e["sku"], "warehouse": e["warehouse"],
+                "on_hand": e["on_hand"],
+            },
+        }
+    )  # fmt: skip
+
+
+def recompute_stock(events: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[int, float]]:
+    """By (day, SKU): units on hand, the latest snapshot of each warehouse added up, and
+    the stockout rate of that SKU-day."""
+    latest: dict[str, dict[str, Any]] = {}
+    for e in events:
+        if e["event_id"] not in latest or e["version"] > latest[e["event_id"]]["version"]:
+            latest[e["event_id"]] = e
+    counted: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for e in latest.values():
+        key = (e["date"], e["sku"], e["warehouse"])
+        if key not in counted or (e["at"], e["event_id"]) > (
+            counted[key]["at"],
+            counted[key]["event_id"],
+        ):
+            counted[key] = e
+    stock: dict[tuple[str, str], int] = defaultdict(int)
+    for (day, sku, _), e in counted.items():
+        stock[(day, sku)] += e["on_hand"]
+    return {cell: (units, 1.0 if units == 0 else 0.0) for cell, units in stock.items()}
+
+
+async def check_stock(database_url: str, events: list[dict[str, Any]], cuts: list[int]) -> None:
+    db = Database(database_url, "metrics", pool_size=2)
+    tenant = f"tn_{secrets.token_hex(6)}"
+    try:
+        messages = [snapshot_message(tenant, e) for e in events]
+        start = 0
+        for cut in [*sorted(set(cuts)), len(messages)]:
+            if cut > start:
+                await apply_messages(db, messages[start:cut])
+                start = cut
+        query = parse_query(
+            tenant,
+            {"metrics": "on_hand,stockout_rate", "from": "2026-03-01", "to": "2026-03-03",
+             "grain": "day", "group_by": "sku"},
+        )  # fmt: skip
+        async with db.raw_connection() as conn:
+            body, _ = await run_query(conn, query)
+    finally:
+        await db.dispose()
+    got = {}
+    for row in body["rows"]:
+        answer = {v["metric"]: v["value"] for v in row["values"]}
+        if answer["on_hand"] is not None:
+            got[(row["period"], row["dimensions"][0]["value"])] = (
+                answer["on_hand"], answer["stockout_rate"]
+            )  # fmt: skip
+    assert got == recompute_stock(events)
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    events=st.lists(snapshot_events, min_size=1, max_size=15),
+    cuts=st.lists(st.integers(0, 15), max_size=4),
+)
+def test_stock_equals_the_latest_snapshots_added_over_warehouses(
+    metrics_database: str, events: list[dict[str, Any]], cuts: list[int]
+) -> None:
+    asyncio.run(check_stock(metrics_database, events, cuts))
