@@ -339,3 +339,84 @@ async def test_a_revoked_access_token_is_refused_at_once_everywhere_through_the_
     await reloaded.load()
     jti = claims_of(token)["jti"]
     assert jti in reloaded and claims_of(fresh)["jti"] not in reloaded
+
+
+async def test_ending_a_sign_in_ends_the_access_tokens_it_issued(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    admin = await new_tenant()
+    client_id = await frontend_client(http, admin)
+    analyst = await add_user(http, admin, "analyst")
+    params = {"metrics": "gmv", "from": "2026-03-01", "to": "2026-03-31", "grain": "total"}
+
+    async def status(access_token: str) -> int:
+        bearer = {"Authorization": f"Bearer {access_token}"}
+        return (await http.get("/v1/kpis", params=params, headers=bearer)).status_code
+
+    async def active(access_token: str) -> bool:
+        answer = await http.post(
+            "/oauth/introspect",
+            data={"token": access_token},
+            auth=(admin.client_id, admin.client_secret),
+        )
+        return bool(answer.json()["active"])
+
+    async def refreshed(refresh_token: str) -> dict[str, Any]:
+        answer = await exchange(
+            http, client_id, grant_type="refresh_token", refresh_token=refresh_token
+        )
+        assert answer.status_code == 200, answer.text
+        tokens: dict[str, Any] = answer.json()
+        return tokens
+
+    # A refresh token used twice: the thief's access token and the user's both end.
+    first = await user_tokens(http, client_id, analyst["email"])
+    second = await refreshed(first["refresh_token"])
+    other_sign_in = await user_tokens(http, client_id, analyst["email"])
+    assert await status(first["access_token"]) == await status(second["access_token"]) == 200
+    stolen = await exchange(
+        http, client_id, grant_type="refresh_token", refresh_token=first["refresh_token"]
+    )
+    assert stolen.status_code == 400
+    for ended in (first, second):
+        assert await status(ended["access_token"]) == 401
+        assert not await active(ended["access_token"])
+    # Another sign-in of the same user is another family: it goes on.
+    assert await status(other_sign_in["access_token"]) == 200
+
+    # A replayed authorization code ends what it issued.
+    query, verifier = await sign_in(http, client_id, analyst["email"])
+    form = {
+        "grant_type": "authorization_code",
+        "code": query["code"][0],
+        "redirect_uri": REDIRECT,
+        "code_verifier": verifier,
+    }
+    issued = (await exchange(http, client_id, **form)).json()
+    assert await status(issued["access_token"]) == 200
+    assert (await exchange(http, client_id, **form)).status_code == 400
+    assert await status(issued["access_token"]) == 401
+
+    # RFC 7009: revoking a refresh token ends the access tokens issued from it.
+    assert (
+        await http.post(
+            "/oauth/revoke",
+            data={"token": other_sign_in["refresh_token"], "client_id": client_id},
+        )
+    ).status_code == 200
+    assert await status(other_sign_in["access_token"]) == 401
+
+    # Narrowing a user's limits ends their sessions: no token keeps the old limits.
+    current = await user_tokens(http, client_id, analyst["email"])
+    assert await status(current["access_token"]) == 200
+    narrowed = await http.patch(
+        f"/v1/users/{analyst['id']}",
+        json={"limits": {"marketplaces": ["MX"]}},
+        headers=admin.headers,
+    )
+    assert narrowed.status_code == 200, narrowed.text
+    assert await status(current["access_token"]) == 401
+    # A new sign-in carries the new limits.
+    assert (
+        await status((await user_tokens(http, client_id, analyst["email"]))["access_token"]) == 200
+    )

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from services.gateway.oauth import sessions, user_grants
 from services.gateway.oauth.models import OAuthClient
 from services.gateway.oauth.repository import ClientRepository
+from services.gateway.oauth.revoked import refuse_at_once
 from services.gateway.oauth.server import AUTH_METHODS, GRANT_TYPES, TokenRequest, TokenServer
 from services.gateway.oauth.signing import Signer
 from services.gateway.oauth.user_grants import USER_GRANT_TYPES
@@ -97,7 +98,8 @@ async def revoke(request: Request, session: DbSession) -> Response:
     refresh = await sessions.find_refresh(session, token)
     if refresh is not None:
         if refresh.client_id == client.client_id:
-            await sessions.revoke_family(session, refresh.family_id)
+            # RFC 7009 §2.1: the access tokens issued from it end with it.
+            refuse_at_once(request, await sessions.revoke_family(session, refresh.family_id))
         return Response(status_code=200)
     claims = await _access_claims(request, token)
     if claims is not None and claims.get("client_id") == client.client_id:

@@ -22,6 +22,7 @@ def mint_access_token(
     tenant_id: str | None,
     scope: str,
     extra: dict[str, Any] | None = None,
+    jti: str | None = None,
 ) -> str:
     now = int(time.time())
     claims: dict[str, Any] = {
@@ -31,7 +32,7 @@ def mint_access_token(
         "exp": now + ttl_seconds,
         "iat": now,
         "nbf": now,
-        "jti": secrets.token_hex(16),
+        "jti": jti or secrets.token_hex(16),
         "client_id": client_id,
         "scope": scope,
         # Null for no tenant, as in the client-credentials tokens.

@@ -12,10 +12,11 @@ import asyncio
 import logging
 from datetime import datetime
 
+from fastapi import Request
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
 
-from services.gateway.oauth.sessions import RevokedAccessToken
+from services.gateway.oauth.sessions import Revoked, RevokedAccessToken
 from shared.db import Database
 from shared.time import utcnow
 
@@ -64,3 +65,10 @@ class RevokedTokens:
                 await self.load()
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("revoked tokens cannot be read: %s", exc)
+
+
+def refuse_at_once(request: Request, revoked: Revoked) -> None:
+    """Access tokens revoked with a sign-in are refused by this gateway from now on;
+    the others read them back from the database within ``RELOAD_SECONDS``."""
+    for jti, expires_at in revoked:
+        request.app.state.revoked_tokens.add(jti, expires_at)

@@ -57,6 +57,22 @@ class RevokedAccessToken(SQLModel, table=True):
     expires_at: datetime
 
 
+class IssuedAccessToken(SQLModel, table=True):
+    """A live access token of a sign-in (its refresh token family)."""
+
+    __tablename__ = "issued_access_tokens"
+
+    jti: str = Field(primary_key=True)
+    family_id: str
+    tenant_id: str | None = None
+    expires_at: datetime
+
+
+# Access tokens revoked with a family, (jti, expiry) each: the caller also refuses them
+# at once in this process (``RevokedTokens.add``).
+Revoked = list[tuple[str, datetime]]
+
+
 def digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
@@ -78,10 +94,12 @@ class Redeemed:
 class SessionError(Exception):
     """A code or refresh token that cannot be used; ``reused`` when it was used before."""
 
-    def __init__(self, reason: str, reused: bool = False) -> None:
+    def __init__(self, reason: str, reused: bool = False, revoked: Revoked | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.reused = reused
+        # The access tokens the refusal revoked with the family.
+        self.revoked = revoked or []
 
 
 async def issue_code(
@@ -126,8 +144,8 @@ async def redeem_code(
     family_id = row.code_hash
     if row.used_at is not None:
         # RFC 6749 §4.1.2: a replayed code revokes the tokens issued from it.
-        await revoke_family(session, family_id)
-        raise SessionError("authorization code already used", reused=True)
+        revoked = await revoke_family(session, family_id)
+        raise SessionError("authorization code already used", reused=True, revoked=revoked)
     row.used_at = utcnow()
     session.add(row)
     if row.expires_at <= utcnow():
@@ -174,8 +192,12 @@ async def rotate_refresh(session: AsyncSession, token: str, client_id: str) -> R
     if row is None or row.client_id != client_id:
         raise SessionError("unknown refresh token")
     if row.used_at is not None or row.revoked_at is not None:
-        await revoke_family(session, row.family_id)
-        raise SessionError("refresh token already used or revoked", reused=row.used_at is not None)
+        revoked = await revoke_family(session, row.family_id)
+        raise SessionError(
+            "refresh token already used or revoked",
+            reused=row.used_at is not None,
+            revoked=revoked,
+        )
     if row.expires_at <= utcnow():
         raise SessionError("refresh token expired")
     row.used_at = utcnow()
@@ -183,12 +205,44 @@ async def rotate_refresh(session: AsyncSession, token: str, client_id: str) -> R
     return Redeemed(row.user_id, row.tenant_id, row.scope, row.family_id)
 
 
-async def revoke_family(session: AsyncSession, family_id: str) -> None:
+async def revoke_family(session: AsyncSession, family_id: str) -> Revoked:
+    """Ends a sign-in: its refresh tokens, and the access tokens issued from it that
+    have not expired (returned)."""
     await session.execute(
         update(RefreshToken)
         .where(col(RefreshToken.family_id) == family_id, col(RefreshToken.revoked_at).is_(None))
         .values(revoked_at=utcnow())
     )
+    live = (
+        await session.execute(
+            select(IssuedAccessToken).where(
+                col(IssuedAccessToken.family_id) == family_id,
+                col(IssuedAccessToken.expires_at) > utcnow(),
+            )
+        )
+    ).scalars()
+    revoked = []
+    for token in live:
+        await revoke_access_token(session, token.jti, token.tenant_id, token.expires_at)
+        revoked.append((token.jti, token.expires_at))
+    return revoked
+
+
+async def record_access_token(
+    session: AsyncSession, family_id: str, jti: str, tenant_id: str | None, expires_at: datetime
+) -> None:
+    """Keeps an access token's id with its family, for as long as it may be used."""
+    # The family's expired ones go: a revocation has no use for them.
+    await session.execute(
+        delete(IssuedAccessToken).where(
+            col(IssuedAccessToken.family_id) == family_id,
+            col(IssuedAccessToken.expires_at) <= utcnow(),
+        )
+    )
+    session.add(
+        IssuedAccessToken(jti=jti, family_id=family_id, tenant_id=tenant_id, expires_at=expires_at)
+    )
+    await session.flush()
 
 
 async def revoke_access_token(
@@ -203,16 +257,22 @@ async def access_token_revoked(session: AsyncSession, jti: str) -> bool:
     return await session.get(RevokedAccessToken, jti) is not None
 
 
-async def end_user_sessions(session: AsyncSession, user_id: str, delete_rows: bool = False) -> None:
-    """Signs a user out everywhere: no refresh token or pending code of theirs works."""
+async def end_user_sessions(
+    session: AsyncSession, user_id: str, delete_rows: bool = False
+) -> Revoked:
+    """Signs a user out everywhere: no refresh token or pending code of theirs works, and
+    the access tokens their sign-ins issued are revoked (returned)."""
     await session.execute(
         delete(AuthorizationCode).where(col(AuthorizationCode.user_id) == user_id)
     )
+    families = (
+        await session.execute(
+            select(RefreshToken.family_id).where(col(RefreshToken.user_id) == user_id).distinct()
+        )
+    ).scalars()
+    revoked: Revoked = []
+    for family_id in list(families):
+        revoked += await revoke_family(session, family_id)
     if delete_rows:
         await session.execute(delete(RefreshToken).where(col(RefreshToken.user_id) == user_id))
-    else:
-        await session.execute(
-            update(RefreshToken)
-            .where(col(RefreshToken.user_id) == user_id, col(RefreshToken.revoked_at).is_(None))
-            .values(revoked_at=utcnow())
-        )
+    return revoked

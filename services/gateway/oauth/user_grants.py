@@ -4,6 +4,8 @@ every token of its family (the sign-in it descends from)."""
 
 from __future__ import annotations
 
+import secrets
+from datetime import timedelta
 from typing import Any
 
 from authlib.oauth2.rfc6749 import (
@@ -21,11 +23,13 @@ from services.gateway.oauth import sessions
 from services.gateway.oauth.minting import mint_access_token
 from services.gateway.oauth.models import OAuthClient
 from services.gateway.oauth.repository import ClientRepository
+from services.gateway.oauth.revoked import refuse_at_once
 from services.gateway.oauth.secrets import verify_secret
 from services.gateway.oauth.server import TokenRequest, TokenServer, basic_credentials
 from services.gateway.users.models import User
 from services.gateway.users.repository import UserRepository
 from shared.scopes import ROLES
+from shared.time import utcnow
 
 USER_GRANT_TYPES = ("authorization_code", "refresh_token")
 # Users' access tokens live briefly: role, limit and password changes reach the next
@@ -106,10 +110,11 @@ async def _grant(
                     raise InvalidScopeError(f"not granted at sign-in: {' '.join(sorted(beyond))}")
                 scope = " ".join(sorted(set(narrower.split())))
     except sessions.SessionError as error:
+        refuse_at_once(request, error.revoked)
         raise InvalidGrantError(error.reason) from None
     user = await UserRepository(session).get(redeemed.user_id)
     if user is None or user.disabled_at is not None:
-        await sessions.revoke_family(session, redeemed.family_id)
+        refuse_at_once(request, await sessions.revoke_family(session, redeemed.family_id))
         raise InvalidGrantError("the user can no longer sign in")
     scope = " ".join(sorted(set(scope.split()) & set(granted_scope(scope, user, client).split())))
     request.state.audit_actor = {
@@ -118,6 +123,7 @@ async def _grant(
         "tenant_id": user.tenant_id,
     }
     settings = request.app.state.settings
+    jti = secrets.token_hex(16)
     access_token = mint_access_token(
         request.app.state.signer,
         settings.effective_issuer,
@@ -128,6 +134,14 @@ async def _grant(
         tenant_id=user.tenant_id,
         scope=scope,
         extra=user.token_claims(),
+        jti=jti,
+    )
+    await sessions.record_access_token(
+        session,
+        redeemed.family_id,
+        jti,
+        user.tenant_id,
+        utcnow() + timedelta(seconds=USER_TOKEN_TTL_SECONDS),
     )
     refresh_token = await sessions.issue_refresh(
         session, redeemed.family_id, client.client_id, user.id, user.tenant_id, scope

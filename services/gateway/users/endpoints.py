@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 
+from services.gateway.oauth.revoked import refuse_at_once
 from services.gateway.oauth.sessions import end_user_sessions
 from services.gateway.users import service
 from services.gateway.users.schemas import UserCreate, UserList, UserOut, UserUpdate
@@ -41,23 +42,28 @@ async def get_user(user_id: str, access: Admin, session: DbSession) -> UserOut:
 
 @router.patch("/{user_id}", response_model=UserOut)
 async def update_user(
-    user_id: str, data: UserUpdate, access: Admin, principal: Caller, session: DbSession
+    user_id: str,
+    data: UserUpdate,
+    access: Admin,
+    principal: Caller,
+    session: DbSession,
+    request: Request,
 ) -> UserOut:
     """Changes name, password, role, limits or ``disabled``. A change of password, role
     or limits, and disabling, end the user's sessions: the next sign-in gets the new ones."""
     user = await service.update_user(session, principal, access, user_id, data)
     if data.model_fields_set & {"password", "role", "limits", "disabled"}:
-        await end_user_sessions(session, user.id)
+        refuse_at_once(request, await end_user_sessions(session, user.id))
     return service.out(user)
 
 
 @router.delete("/{user_id}", status_code=204)
 async def delete_user(
-    user_id: str, access: Admin, principal: Caller, session: DbSession
+    user_id: str, access: Admin, principal: Caller, session: DbSession, request: Request
 ) -> Response:
     user = await service.tenant_user(session, access, user_id)
     service.check_owner_rights(principal, user.role)
-    await end_user_sessions(session, user.id, delete_rows=True)
+    refuse_at_once(request, await end_user_sessions(session, user.id, delete_rows=True))
     await session.delete(user)
     await session.flush()
     return Response(status_code=204)
