@@ -69,6 +69,9 @@ class EventRepository:
         One statement for the whole batch: the row lock on a known event_id also
         serialises two pushes of the same event, so exactly one of them is accepted.
         """
+        # Rows are locked in event id order, as ``accepted`` locks them: two pushes of the
+        # same events in different orders would otherwise each wait for the other.
+        events = sorted(events, key=lambda e: e.event_id)
         rows = await self.conn.fetch(
             """
             INSERT INTO event_versions AS ev
