@@ -149,3 +149,19 @@ class UpstreamUnavailable(LodestarError):
     status = 503
     code = "unavailable"
     graphql_code = "INTERNAL"
+
+
+class Contended(LodestarError):
+    """The database rolled the request's transaction back for a concurrent one's sake
+    (a deadlock, a serialization failure): nothing of it was kept, and sent again it
+    passes."""
+
+    status = 503
+    code = "unavailable"
+    graphql_code = "INTERNAL"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "a concurrent request held the same data; nothing was kept, send it again",
+            headers={"Retry-After": "1"},
+        )

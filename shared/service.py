@@ -25,6 +25,7 @@ from shared.audit import AuditMiddleware, audit_router
 from shared.auth import KeyCache, TokenVerifier, current_principal
 from shared.db import Database
 from shared.errors import (
+    Contended,
     FieldError,
     InvalidInput,
     InvalidJson,
@@ -199,10 +200,58 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
-        # Logged with the trace id; the caller gets no stack trace and no SQL.
-        log.error("unhandled error", exc_info=exc)
-        body = {"error": "internal", "detail": "internal error", "trace_id": current_trace_id()}
-        return JSONResponse(body, status_code=500)
+        # Only what escaped UnexpectedErrors (a fault of a middleware outside it).
+        return unexpected_response(exc)
+
+
+def _rolled_back_for_concurrency(exc: BaseException) -> bool:
+    """SQLSTATE class 40, from asyncpg itself or through SQLAlchemy."""
+    state = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return isinstance(state, str) and state.startswith("40")
+
+
+def unexpected_response(exc: BaseException) -> Response:
+    """The answer to an exception no handler took: 503 to retry when the database gave
+    way to a concurrent transaction, else a 500 naming the trace. Logged with the trace
+    id; the caller gets no stack trace and no SQL."""
+    if _rolled_back_for_concurrency(exc):
+        log.warning("a transaction gave way to a concurrent one: %s", exc)
+        return error_response(Contended())
+    log.error("unhandled error", exc_info=exc)
+    span = trace.get_current_span()
+    span.record_exception(exc)
+    span.set_status(trace.Status(trace.StatusCode.ERROR))
+    body = {"error": "internal", "detail": "internal error", "trace_id": current_trace_id()}
+    return JSONResponse(body, status_code=500)
+
+
+class UnexpectedErrors:
+    """Answers an exception no handler took, inside the request's span (so the answer
+    names its trace) and without passing it on: uvicorn closes the connection of an
+    answer whose exception reaches it, and the gateway's next request on that pooled
+    connection then failed with a 503."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception as exc:
+            if started:
+                raise
+            await unexpected_response(exc)(scope, receive, send)
 
 
 class HeadAsGet:
@@ -359,7 +408,9 @@ def build_app(
     )
     app.state.settings = settings
     install_error_handlers(app)
-    # Innermost: the handlers have left who and for which tenant in the request state.
+    # Innermost: an exception of a route becomes its answer before anything sees it.
+    app.add_middleware(UnexpectedErrors)
+    # The handlers have left who and for which tenant in the request state.
     app.add_middleware(AuditMiddleware, service=service, skip=audit_skip)
     app.add_middleware(InputGuardMiddleware, field_of=_field_of, render=error_response)
     limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)

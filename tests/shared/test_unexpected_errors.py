@@ -1,0 +1,81 @@
+"""Exceptions no handler takes, as every service's app (``build_app``) answers them."""
+
+from __future__ import annotations
+
+import asyncpg
+import httpx
+from fastapi import Request
+from sqlalchemy.exc import DBAPIError
+
+from devstack.embedded import free_port
+from shared.service import build_app
+from shared.settings import ServiceSettings
+from tests.conftest import serve_app
+
+TRACE = "0af7651916cd43dd8448eb211c80319c"
+
+
+class SerializationFailure(Exception):
+    """What SQLAlchemy's asyncpg adapter wraps: the driver's error with its SQLSTATE."""
+
+    sqlstate = "40001"
+
+
+def failing_app() -> tuple[object, list[int]]:
+    app = build_app("errors-test", ServiceSettings.model_validate({}))
+    ports: list[int] = []
+
+    @app.get("/boom")
+    async def boom(request: Request) -> None:
+        assert request.client is not None
+        ports.append(request.client.port)
+        raise RuntimeError("a fault of ours")
+
+    @app.get("/deadlock")
+    async def deadlock() -> None:
+        raise asyncpg.exceptions.DeadlockDetectedError("deadlock detected")
+
+    @app.get("/serialization")
+    async def serialization() -> None:
+        raise DBAPIError("UPDATE t SET x = 1", {}, SerializationFailure("could not serialize"))
+
+    @app.get("/port")
+    async def port(request: Request) -> dict[str, int]:
+        assert request.client is not None
+        return {"port": request.client.port}
+
+    return app, ports
+
+
+async def test_a_fault_is_a_500_naming_its_trace_and_keeps_the_connection() -> None:
+    app, ports = failing_app()
+    port = free_port()
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    async with (
+        serve_app(app, "127.0.0.1", port),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits) as client,
+    ):
+        answer = await client.get(
+            "/boom", headers={"traceparent": f"00-{TRACE}-b7ad6b7169203331-01"}
+        )
+        assert answer.status_code == 500
+        assert answer.json() == {"error": "internal", "detail": "internal error", "trace_id": TRACE}
+        assert "connection" not in answer.headers or answer.headers["connection"] != "close"
+        # The next request travels on the same connection: it was not closed.
+        after = await client.get("/port")
+        assert after.status_code == 200 and after.json()["port"] == ports[0]
+
+
+async def test_a_transaction_rolled_back_for_a_concurrent_one_is_a_503_to_retry() -> None:
+    app, _ = failing_app()
+    port = free_port()
+    async with (
+        serve_app(app, "127.0.0.1", port),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
+    ):
+        for path in ("/deadlock", "/serialization"):
+            answer = await client.get(path)
+            assert answer.status_code == 503, (path, answer.text)
+            assert answer.headers["retry-after"] == "1"
+            assert answer.json()["error"] == "unavailable"
+            assert "send it again" in answer.json()["detail"]
