@@ -119,7 +119,7 @@ def ensure_ports_free(ports: dict[str, int], host: str = LOCALHOST) -> None:
         raise PortInUse(taken)
 
 
-def _tail(path: Path, lines: int = 30) -> str:
+def tail(path: Path, lines: int = 30) -> str:
     try:
         text = path.read_text(errors="replace")
     except OSError:
@@ -187,8 +187,7 @@ class EmbeddedPostgres:
             server = get_server(self.data_dir, cleanup_mode=None)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
             raise EmbeddedError(
-                f"PostgreSQL did not start on {self.data_dir}: {err}\n"
-                f"{_tail(self.data_dir / 'log')}"
+                f"PostgreSQL did not start on {self.data_dir}: {err}\n{tail(self.data_dir / 'log')}"
             ) from err
         info = server.get_postmaster_info()
         self._server = server
@@ -442,14 +441,14 @@ class EmbeddedBroker:
             if code is not None:
                 raise EmbeddedError(
                     f"the Kafka broker exited with status {code}; its log "
-                    f"({self.log_path}):\n{_tail(self.log_path)}"
+                    f"({self.log_path}):\n{tail(self.log_path)}"
                 )
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise EmbeddedError(
                     f"the Kafka broker on {self.bootstrap_servers} was not ready in "
                     f"{timeout:.0f}s ({last_error!r}); its log ({self.log_path}):\n"
-                    f"{_tail(self.log_path)}"
+                    f"{tail(self.log_path)}"
                 )
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.5):

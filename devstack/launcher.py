@@ -25,7 +25,13 @@ from types import FrameType
 import httpx
 
 from devstack.demo import load_demo
-from devstack.embedded import EmbeddedBroker, EmbeddedPostgres, PortInUse, ensure_ports_free
+from devstack.embedded import (
+    EmbeddedBroker,
+    EmbeddedPostgres,
+    PortInUse,
+    ensure_ports_free,
+    tail,
+)
 from devstack.stack import (
     DEFAULT_PORTS,
     SERVICES,
@@ -205,9 +211,11 @@ class Launcher:
                 while True:
                     process = self.processes[service]
                     if process.poll() is not None:
+                        log = self.home / (service + ".log")
+                        # The end of its log says why (a setting refused, say).
                         raise SystemExit(
                             f"{service} exited with {process.returncode}; "
-                            f"see {self.home / (service + '.log')}"
+                            f"the end of {log}:\n{tail(log, 6)}"
                         )
                     # Not listening yet is the normal case while it starts.
                     with contextlib.suppress(httpx.HTTPError):

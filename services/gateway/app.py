@@ -154,4 +154,6 @@ BROWSER_READABLE_HEADERS = [
     "Retry-After",
     "WWW-Authenticate",
     "Content-Disposition",
+    # A KPI CSV's warnings (a missing FX rate behind a null) travel only in it.
+    "Lodestar-Warnings",
 ]

@@ -36,10 +36,11 @@ class Settings(ServiceSettings):
     @classmethod
     def _origins_as_browsers_send_them(cls, value: str) -> str:
         for origin in _split(value):
-            if origin != "*" and not _ORIGIN.fullmatch(origin):
+            if origin != "*" and not _is_origin(origin):
                 raise ValueError(
-                    f"{origin!r} is no origin: scheme://host[:port], with no path or "
-                    "trailing slash, as browsers send it"
+                    f"LODESTAR_GATEWAY_CORS_ORIGINS: {origin!r} is no origin a browser "
+                    "sends: http(s)://host[:port] in lower case, with no path, trailing "
+                    "slash, user or wildcard"
                 )
         return value
 
@@ -48,7 +49,15 @@ class Settings(ServiceSettings):
         return _split(self.cors_origins)
 
 
-_ORIGIN = re.compile(r"https?://[^/\s?#]+")
+# Lower case, as browsers serialise an origin; a host name, IPv4 or [IPv6] address.
+_ORIGIN = re.compile(
+    r"https?://([a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(:(?P<port>[0-9]{1,5}))?"
+)
+
+
+def _is_origin(value: str) -> bool:
+    match = _ORIGIN.fullmatch(value)
+    return match is not None and (match["port"] is None or 0 < int(match["port"]) <= 65535)
 
 
 def _split(origins: str) -> list[str]:

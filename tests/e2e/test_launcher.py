@@ -140,3 +140,18 @@ def test_port_already_taken_is_one_line_naming_the_variable(tmp_path: Path) -> N
     assert lines == [
         f"port {ports['ingest']} is already in use; set LODESTAR_INGEST_PORT to move it"
     ], result.stderr
+
+
+def test_a_service_refusing_its_settings_says_why_and_leaves_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = _launcher_env(home, {service: free_port() for service in SERVICES}, free_port())
+    env["LODESTAR_GATEWAY_CORS_ORIGINS"] = "https://app.example.com/"
+    result = subprocess.run(
+        [sys.executable, "-m", "devstack"], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode != 0
+    said = result.stdout + result.stderr
+    assert "gateway exited with" in said, said
+    # The setting and the value, from the end of the gateway's log.
+    assert "LODESTAR_GATEWAY_CORS_ORIGINS" in said and "'https://app.example.com/'" in said, said
+    assert _postgres_processes(home) == []
