@@ -263,3 +263,29 @@ async def test_a_json_push_sent_to_the_csv_route_is_415(
         headers={**tenant.headers, "Content-Type": "application/x-www-form-urlencoded"},
     )
     assert taken.status_code == 202, taken.text
+
+
+async def test_lines_ending_in_a_bare_cr_are_read_as_lines(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    # As old spreadsheets on macOS save a file.
+    batch = parse_csv(("\r".join([HEADER, *GOOD]) + "\r").encode(), "order_line", 5000)
+    assert [e["event_id"] for e in batch.events] == ["erp-1", "erp-2"]
+    assert batch.rows == [2, 3]
+    tenant = await new_tenant(scopes=["ingest:write"])
+    bad = GOOD[1].replace(",1,5.25,", ",two,5.25,")
+    response = await http.post(
+        "/v1/events:csv",
+        params={"type": "order_line"},
+        content="\r".join([HEADER, GOOD[0], bad]).encode(),
+        headers={**tenant.headers, "Content-Type": "text/csv"},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"] == [
+        {
+            "index": 1,
+            "row": 3,
+            "field": "payload.quantity",
+            "reason": response.json()["errors"][0]["reason"],
+        }
+    ]

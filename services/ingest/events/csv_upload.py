@@ -83,7 +83,8 @@ def _records(text: str) -> Iterator[tuple[int, list[str]]]:
     """Each record with the file line it starts on: a quoted cell may span lines, and
     blank lines are skipped. What the csv module refuses (an unterminated quote, a stray
     one, a cell over 128 KiB) is a 422 naming the line, not a server error."""
-    reader = csv.reader(io.StringIO(text), strict=True)
+    # newline="": a line may end in LF, CRLF or a bare CR (old spreadsheets save so).
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     while True:
         line = reader.line_num + 1
         try:
