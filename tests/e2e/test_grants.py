@@ -171,6 +171,22 @@ async def test_an_agency_sees_only_what_the_grant_allows_until_it_is_revoked(
     )  # fmt: skip
     assert tenant_wide.status_code == 403
     assert tenant_wide.json()["errors"][0]["field"] == "type"
+    # So does a unit cost: it prices every store without a cost of its own.
+    cost = {
+        **rate, "event_id": "cost-1", "type": "unit_cost",
+        "payload": {"sku": "LAMP", "cost": {"amount": "2999.00", "currency": "USD"},
+                    "effective_from": "2026-01-01"},
+    }  # fmt: skip
+    pricing = await http.post(
+        "/v1/events",
+        params={"tenant_id": seller.tenant_id}, json={"events": [cost]}, headers=agency.headers,
+    )  # fmt: skip
+    assert pricing.status_code == 403
+    assert pricing.json()["errors"] == [
+        {"index": 0, "field": "type",
+         "reason": "unit_cost prices every store that has no cost of its own; "
+                   "this caller may reach only some"}
+    ]  # fmt: skip
     pushed_for_seller = await http.post(
         "/v1/events",
         params={"tenant_id": seller.tenant_id},

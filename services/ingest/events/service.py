@@ -146,20 +146,25 @@ def _row(index: int, rows: Sequence[int] | None) -> int | None:
     return None if rows is None else rows[index]
 
 
-# Event types that change every store's numbers, whatever store they name.
-TENANT_WIDE_TYPES = frozenset({"fx_rate"})
+# Event types that change other stores' numbers than the one they name, and why.
+TENANT_WIDE_TYPES = {
+    "fx_rate": "fx_rate applies to every store",
+    # A store without a cost of its own takes the tenant's newest from any store.
+    "unit_cost": "unit_cost prices every store that has no cost of its own",
+}
 
 
 def check_stores(events: list[Event], access: Access, rows: Sequence[int] | None = None) -> None:
     """A caller limited to stores or marketplaces (an agency's grant, a user's role)
     pushes only into those; 403 naming each event outside. An FX rate applies to the
-    whole tenant whatever its source (CONTRACT §4), so such a caller pushes none."""
+    whole tenant whatever its source (CONTRACT §4), and a unit cost to every store
+    without one of its own, so such a caller pushes neither."""
     errors: list[FieldError] = []
     limited = access.stores is not None or access.marketplaces is not None
     for index, event in enumerate(events):
         row = _row(index, rows)
         if limited and event.type in TENANT_WIDE_TYPES:
-            reason = f"{event.type} applies to every store; this caller may reach only some"
+            reason = f"{TENANT_WIDE_TYPES[event.type]}; this caller may reach only some"
             errors.append(FieldError("type", reason, index=index, row=row))
         if access.stores is not None and event.source.store_id not in access.stores:
             reason = f"store {event.source.store_id} is not granted"
