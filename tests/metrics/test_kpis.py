@@ -162,6 +162,35 @@ async def test_week_grain_and_group_by_store(
     ]
 
 
+async def test_a_group_every_line_left_has_no_row(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    at = "2026-03-02T20:00:00Z"
+    await seed(
+        http,
+        tenant,
+        [line("a", "O1", 1, "10.00", at, sku="OLD"), line("b", "O2", 2, "5.00", at, sku="OLD")],
+    )
+    # New versions move both lines, and so both orders, to another store and SKU.
+    moved = [
+        {**line("a", "O1", 3, "10.00", at, store="acme-us-2", sku="NEW"), "version": 2},
+        {**line("b", "O2", 2, "5.00", at, store="acme-us-2", sku="NEW"), "version": 2},
+    ]
+    await seed(http, tenant, moved)
+    window = {"from": "2026-03-01", "to": "2026-03-31"}
+    for group_by, kept in (("store", "acme-us-2"), ("sku", "NEW"), ("store,sku", None)):
+        body = await kpis(
+            http, tenant, metrics="gmv,orders,units,cancel_rate", grain="month",
+            group_by=group_by, **window,
+        )  # fmt: skip
+        expected = [kept] if kept else ["acme-us-2", "NEW"]
+        assert values(body) == [
+            ("2026-03-01", expected,
+             {"gmv": 40.0, "orders": 2.0, "units": 5.0, "cancel_rate": 0.0}),
+        ], group_by  # fmt: skip
+
+
 async def test_compare_to_previous_year_and_period(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:

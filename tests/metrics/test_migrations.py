@@ -338,3 +338,44 @@ async def test_a_warehouse_keeps_only_its_latest_snapshot_of_a_date(
         }  # fmt: skip
         await asyncio.to_thread(command.downgrade, alembic_config("metrics", url), "0019")
         assert await cells() == before
+
+
+async def test_rows_every_fact_left_are_deleted(fresh_database: FreshDatabase) -> None:
+    url = await fresh_database()
+    await asyncio.to_thread(upgrade, "metrics", url, "0020")
+    day = date(2026, 4, 10)
+    async with schema_connection(url, "metrics") as conn:
+        for store, lines in (("emptied", 0), ("kept", 1)):
+            await conn.execute(
+                "INSERT INTO daily_sales VALUES ('t1', $1, 'amazon', $2, 'US', 'SKU', '', 'USD', "
+                "$3::int, 0, 0, 0, $3::int, $3::int)",
+                day, store, lines,
+            )  # fmt: skip
+            await conn.execute(
+                "INSERT INTO daily_store_sales VALUES ('t1', $1, 'amazon', $2, 'US', 'USD', "
+                "$3::int, 0, 0, 0, $3::int, $3::int)",
+                day, store, lines,
+            )  # fmt: skip
+            await conn.execute(
+                "INSERT INTO daily_orders VALUES ('t1', $1, 'amazon', $2, 'US', $3, $3)",
+                day, store, lines,
+            )  # fmt: skip
+            for table, column in (("daily_sku_orders", "SKU"), ("daily_category_orders", "home")):
+                await conn.execute(
+                    f"INSERT INTO {table} VALUES ('t1', $1, 'amazon', $2, 'US', $3, $4, $4, 0)",
+                    day, store, column, lines,
+                )  # fmt: skip
+        # Cancelled orders are data: a row that counts only them stays.
+        await conn.execute(
+            "INSERT INTO daily_sku_orders VALUES ('t1', $1, 'amazon', 'cancelled', 'US', 'SKU', "
+            "0, 1, 1)",
+            day,
+        )
+        await asyncio.to_thread(upgrade, "metrics", url, "0021")
+        for table in (
+            "daily_sales", "daily_store_sales", "daily_orders", "daily_sku_orders",
+            "daily_category_orders",
+        ):  # fmt: skip
+            stores = {r["store_id"] for r in await conn.fetch(f"SELECT store_id FROM {table}")}
+            expected = {"kept", "cancelled"} if table == "daily_sku_orders" else {"kept"}
+            assert stores == expected, table

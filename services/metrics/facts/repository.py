@@ -77,6 +77,11 @@ async def add_measure_cells(conn: asyncpg.Connection, cells_sql: str, *args: Any
     )
 
 
+def _count(status: str) -> int:
+    """The row count of a command's status ("INSERT 0 12")."""
+    return int(status.split()[-1])
+
+
 class FactRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
@@ -100,7 +105,7 @@ class FactRepository:
         await self.conn.copy_records_to_table("incoming_lines", records=rows, columns=LINE_COLUMNS)
         await self.conn.execute("ANALYZE incoming_lines")  # see _move_orders
         # The old state of every line about to be replaced, before it is overwritten.
-        await self.conn.execute(
+        replaced = await self.conn.execute(
             """
             INSERT INTO replaced_lines
             SELECT o.* FROM order_lines o
@@ -122,7 +127,7 @@ class FactRepository:
             INSERT INTO applied_lines SELECT * FROM upserted
             """
         )
-        applied = int(status.split()[-1])
+        applied = _count(status)
         if applied == 0:
             return 0
         for table, dims in (("daily_sales", _DIMS), ("daily_store_sales", _STORE_DIMS)):
@@ -147,6 +152,14 @@ class FactRepository:
                     lines = d.lines + EXCLUDED.lines
                 """
             )
+            if _count(replaced):
+                await self._drop_emptied(
+                    table,
+                    dims,
+                    "SELECT * FROM replaced_lines WHERE status <> 'cancelled'",
+                    "d.lines = 0 AND d.units = 0 AND d.gross = 0 AND d.shipping = 0 "
+                    "AND d.discount = 0 AND d.tax = 0",
+                )
         await self._move_orders()
         # The category a SKU's newest line names is the SKU's category.
         await self.conn.execute(
@@ -189,7 +202,7 @@ class FactRepository:
         # hundreds of rows and scans orders and order_skus whole instead of probing them.
         await self.conn.execute("ANALYZE touched_keys")
         # Their old state, which leaves the daily counts.
-        await self.conn.execute(
+        known = await self.conn.execute(
             """
             INSERT INTO touched_orders
             SELECT o.* FROM orders o JOIN touched_keys USING (tenant_id, platform, store_id, order_id)
@@ -236,6 +249,14 @@ class FactRepository:
                 orders_all = d.orders_all + EXCLUDED.orders_all
             """
         )
+        if _count(known):
+            await self._drop_emptied(
+                "daily_orders",
+                _ORDER_DIMS,
+                "SELECT tenant_id, order_date AS local_date, platform, store_id, marketplace "
+                "FROM touched_orders",
+                "d.orders = 0 AND d.orders_all = 0",
+            )
         await self._move_sku_orders()
 
     async def _move_sku_orders(self) -> None:
@@ -248,7 +269,7 @@ class FactRepository:
             "local_date date, platform text, store_id text, marketplace text, order_id text, "
             "sku text, category text, live boolean, order_live boolean) ON COMMIT DELETE ROWS"
         )
-        await self.conn.execute(
+        left = await self.conn.execute(
             """
             WITH old AS (
                 DELETE FROM order_skus s USING touched_keys k
@@ -306,6 +327,23 @@ class FactRepository:
                     cancelled = d.cancelled + EXCLUDED.cancelled
                 """
             )
+            if _count(left):
+                await self._drop_emptied(
+                    table,
+                    dims,
+                    "SELECT * FROM moved_order_skus WHERE sign = -1",
+                    "d.orders = 0 AND d.orders_all = 0 AND d.cancelled = 0",
+                )
+
+    async def _drop_emptied(self, table: str, dims: str, left_sql: str, empty: str) -> None:
+        """Deletes the rows of ``table`` that the rows of ``left_sql`` (``dims`` columns)
+        were taken out of and that hold nothing now: a group every fact left (moved by a
+        new version to another store, day or SKU) has no row, as if it never had one."""
+        match = " AND ".join(f"d.{c} = l.{c}" for c in dims.split(", "))
+        await self.conn.execute(
+            f"DELETE FROM {table} d USING (SELECT DISTINCT {dims} FROM ({left_sql}) s) l "
+            f"WHERE {match} AND {empty}"
+        )
 
     async def replaced_raw(self, rows: list[tuple[Any, ...]]) -> list[asyncpg.Record]:
         """The kept events that ``rows`` (in ``RAW_COLUMNS`` order) replace, as they are
