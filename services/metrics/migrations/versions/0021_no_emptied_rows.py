@@ -20,9 +20,7 @@ down_revision: str | None = "0020"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-_SALES_EMPTY = (
-    "lines = 0 AND units = 0 AND gross = 0 AND shipping = 0 AND discount = 0 AND tax = 0"
-)
+_SALES_EMPTY = "lines = 0 AND units = 0 AND gross = 0 AND shipping = 0 AND discount = 0 AND tax = 0"
 _EMPTY = {
     "daily_sales": _SALES_EMPTY,
     "daily_store_sales": _SALES_EMPTY,
