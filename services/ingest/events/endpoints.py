@@ -74,10 +74,13 @@ async def outbox_status(
     request: Request,
     access: Annotated[Access, Depends(require_access("ingest:write"))],
 ) -> OutboxStatus:
-    """How many of this tenant's accepted events are still waiting for the broker."""
+    """How many of this tenant's accepted events are still waiting for the broker (of
+    the stores and marketplaces the caller may reach, when it is limited to some)."""
     db: Database = request.app.state.db
     async with db.raw_connection() as conn:
-        pending = await OutboxRepository(conn).pending_for(access.tenant_id)
+        pending = await OutboxRepository(conn).pending_for(
+            access.tenant_id, access.stores, access.marketplaces
+        )
     return OutboxStatus(pending=pending)
 
 

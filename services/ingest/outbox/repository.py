@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import asyncpg
@@ -84,9 +85,25 @@ class OutboxRepository:
         """Rows of every tenant not yet acknowledged by the broker: the relay's backlog."""
         return int(await self.conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL"))
 
-    async def pending_for(self, tenant_id: str) -> int:
-        """One tenant's rows not yet acknowledged by the broker."""
+    async def pending_for(
+        self,
+        tenant_id: str,
+        stores: Collection[str] | None = None,
+        marketplaces: Collection[str] | None = None,
+    ) -> int:
+        """One tenant's rows not yet acknowledged by the broker; of its ``stores`` and
+        ``marketplaces`` only, when given (a caller limited to them learns nothing of
+        the others' pushes)."""
+        source = "convert_from(payload, 'UTF8')::jsonb -> 'source'"
         count = await self.conn.fetchval(
-            "SELECT count(*) FROM outbox WHERE tenant_id = $1 AND sent_at IS NULL", tenant_id
+            f"""
+            SELECT count(*) FROM outbox
+            WHERE tenant_id = $1 AND sent_at IS NULL
+              AND ($2::text[] IS NULL OR {source} ->> 'store_id' = ANY($2::text[]))
+              AND ($3::text[] IS NULL OR {source} ->> 'marketplace' = ANY($3::text[]))
+            """,
+            tenant_id,
+            None if stores is None else sorted(stores),
+            None if marketplaces is None else sorted(marketplaces),
         )
         return int(count)
