@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -98,25 +99,38 @@ def recompute(events: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, D
     return dict(answer)
 
 
-async def check(database_url: str, events: list[dict[str, Any]], cuts: list[int]) -> None:
+async def answered(
+    database_url: str,
+    to_messages: Callable[[str], list[EventMessage]],
+    cuts: list[int],
+    params: dict[str, str | None],
+) -> dict[str, Any]:
+    """The answer to ``params`` for a tenant of its own, after ``to_messages(tenant)``
+    were applied in batches cut at ``cuts``."""
     db = Database(database_url, "metrics", pool_size=2)
     tenant = f"tn_{secrets.token_hex(6)}"
     try:
-        messages = [message(tenant, e) for e in events]
+        messages = to_messages(tenant)
         start = 0
         for cut in [*sorted(set(cuts)), len(messages)]:
             if cut > start:
                 await apply_messages(db, messages[start:cut])
                 start = cut
-        query = parse_query(
-            tenant,
-            {"metrics": "gmv,units,orders", "from": "2026-02-01", "to": "2026-05-31",
-             "grain": "month", "group_by": "marketplace", "currency": "USD"},
-        )  # fmt: skip
         async with db.raw_connection() as conn:
-            body, _ = await run_query(conn, query)
+            body, _ = await run_query(conn, parse_query(tenant, params))
     finally:
         await db.dispose()
+    return body
+
+
+async def check(database_url: str, events: list[dict[str, Any]], cuts: list[int]) -> None:
+    body = await answered(
+        database_url,
+        lambda tenant: [message(tenant, e) for e in events],
+        cuts,
+        {"metrics": "gmv,units,orders", "from": "2026-02-01", "to": "2026-05-31",
+         "grain": "month", "group_by": "marketplace", "currency": "USD"},
+    )  # fmt: skip
     got = {
         (row["period"], row["dimensions"][0]["value"]): {
             v["metric"]: v["value"] for v in row["values"]
@@ -186,22 +200,17 @@ async def check_orders(
     group_by: list[str],
     filters: dict[str, list[str]],
 ) -> None:
-    db = Database(database_url, "metrics", pool_size=2)
-    tenant = f"tn_{secrets.token_hex(6)}"
     params: dict[str, str | None] = {"metrics": "orders,cancel_rate", "from": "2026-02-01", "to": "2026-05-31",
               "grain": "month", "group_by": ",".join(group_by)}  # fmt: skip
     for dimension, values in filters.items():
         params[{"sku": "skus", "category": "categories"}[dimension]] = ",".join(values)
-    try:
-        messages = [message(tenant, e) for e in events]
-        # Two batches: the second moves orders the first counted.
-        half = len(messages) // 2
-        await apply_messages(db, messages[:half])
-        await apply_messages(db, messages[half:])
-        async with db.raw_connection() as conn:
-            body, _ = await run_query(conn, parse_query(tenant, params))
-    finally:
-        await db.dispose()
+    # Two batches: the second moves orders the first counted.
+    body = await answered(
+        database_url,
+        lambda tenant: [message(tenant, e) for e in events],
+        [len(events) // 2],
+        params,
+    )
     got = {}
     for row in body["rows"]:
         answer = {v["metric"]: v["value"] for v in row["values"]}
@@ -301,24 +310,13 @@ def recompute_stock(events: list[dict[str, Any]]) -> dict[tuple[str, str], tuple
 
 
 async def check_stock(database_url: str, events: list[dict[str, Any]], cuts: list[int]) -> None:
-    db = Database(database_url, "metrics", pool_size=2)
-    tenant = f"tn_{secrets.token_hex(6)}"
-    try:
-        messages = [snapshot_message(tenant, e) for e in events]
-        start = 0
-        for cut in [*sorted(set(cuts)), len(messages)]:
-            if cut > start:
-                await apply_messages(db, messages[start:cut])
-                start = cut
-        query = parse_query(
-            tenant,
-            {"metrics": "on_hand,stockout_rate", "from": "2026-03-01", "to": "2026-03-03",
-             "grain": "day", "group_by": "sku"},
-        )  # fmt: skip
-        async with db.raw_connection() as conn:
-            body, _ = await run_query(conn, query)
-    finally:
-        await db.dispose()
+    body = await answered(
+        database_url,
+        lambda tenant: [snapshot_message(tenant, e) for e in events],
+        cuts,
+        {"metrics": "on_hand,stockout_rate", "from": "2026-03-01", "to": "2026-03-03",
+         "grain": "day", "group_by": "sku"},
+    )  # fmt: skip
     got = {}
     for row in body["rows"]:
         answer = {v["metric"]: v["value"] for v in row["values"]}
