@@ -10,7 +10,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, update
+from sqlalchemy import ColumnElement, delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel, col, select
 
@@ -213,12 +213,14 @@ async def revoke_family(session: AsyncSession, family_id: str) -> Revoked:
         .where(col(RefreshToken.family_id) == family_id, col(RefreshToken.revoked_at).is_(None))
         .values(revoked_at=utcnow())
     )
+    return await _revoke_issued(session, col(IssuedAccessToken.family_id) == family_id)
+
+
+async def _revoke_issued(session: AsyncSession, families: ColumnElement[bool]) -> Revoked:
+    """Revokes the live access tokens of the ``families`` the condition selects."""
     live = (
         await session.execute(
-            select(IssuedAccessToken).where(
-                col(IssuedAccessToken.family_id) == family_id,
-                col(IssuedAccessToken.expires_at) > utcnow(),
-            )
+            select(IssuedAccessToken).where(families, col(IssuedAccessToken.expires_at) > utcnow())
         )
     ).scalars()
     revoked = []
@@ -265,14 +267,14 @@ async def end_user_sessions(
     await session.execute(
         delete(AuthorizationCode).where(col(AuthorizationCode.user_id) == user_id)
     )
-    families = (
-        await session.execute(
-            select(RefreshToken.family_id).where(col(RefreshToken.user_id) == user_id).distinct()
-        )
-    ).scalars()
-    revoked: Revoked = []
-    for family_id in list(families):
-        revoked += await revoke_family(session, family_id)
+    families = select(RefreshToken.family_id).where(col(RefreshToken.user_id) == user_id)
+    revoked = await _revoke_issued(session, col(IssuedAccessToken.family_id).in_(families))
     if delete_rows:
         await session.execute(delete(RefreshToken).where(col(RefreshToken.user_id) == user_id))
+    else:
+        await session.execute(
+            update(RefreshToken)
+            .where(col(RefreshToken.user_id) == user_id, col(RefreshToken.revoked_at).is_(None))
+            .values(revoked_at=utcnow())
+        )
     return revoked
