@@ -4,13 +4,17 @@ RFC 7009 revocation and RFC 7662 introspection."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+from sqlmodel import col, select
 
 from services.gateway.oauth.revoked import RevokedTokens
+from services.gateway.oauth.sessions import IssuedAccessToken, RevokedAccessToken
 from tests.conftest import NewTenant, Stack, fetch_token
 from tests.gateway.login import (
     PASSWORD,
@@ -420,3 +424,24 @@ async def test_ending_a_sign_in_ends_the_access_tokens_it_issued(
     assert (
         await status((await user_tokens(http, client_id, analyst["email"]))["access_token"]) == 200
     )
+
+
+async def test_rows_of_expired_tokens_are_forgotten(stack: Stack) -> None:
+    db = stack.apps["gateway"].state.db
+    now = datetime.now(UTC)
+    tag = secrets.token_hex(4)
+    async with db.session() as session:
+        for when, name in ((now - timedelta(seconds=1), "old"), (now + timedelta(hours=1), "live")):
+            session.add(RevokedAccessToken(jti=f"{name}-{tag}", tenant_id=None, expires_at=when))
+            session.add(
+                IssuedAccessToken(
+                    jti=f"{name}-{tag}", family_id=tag, tenant_id=None, expires_at=when
+                )
+            )
+    await RevokedTokens(db).forget_expired()
+    async with db.session() as session:
+        for table in (RevokedAccessToken, IssuedAccessToken):
+            kept = (
+                await session.execute(select(table.jti).where(col(table.jti).contains(tag)))
+            ).scalars()
+            assert sorted(kept) == [f"live-{tag}"], table

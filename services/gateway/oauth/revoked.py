@@ -13,10 +13,11 @@ import logging
 from datetime import datetime
 
 from fastapi import Request
+from sqlalchemy import delete
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
 
-from services.gateway.oauth.sessions import Revoked, RevokedAccessToken
+from services.gateway.oauth.sessions import IssuedAccessToken, Revoked, RevokedAccessToken
 from shared.db import Database
 from shared.time import utcnow
 
@@ -50,6 +51,13 @@ class RevokedTokens:
             )
             self._expires = {jti: expires for jti, expires in result.all()}
 
+    async def forget_expired(self) -> None:
+        """Deletes the rows of tokens that have expired: no one can use them any more,
+        revoked or not, and a sign-in never refreshed would leave its token's row."""
+        async with self.db.session() as session:
+            for table in (RevokedAccessToken, IssuedAccessToken):
+                await session.execute(delete(table).where(col(table.expires_at) <= utcnow()))
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._reload(), name="gateway-revoked-tokens")
 
@@ -63,6 +71,7 @@ class RevokedTokens:
             await asyncio.sleep(self.reload_seconds)
             try:
                 await self.load()
+                await self.forget_expired()
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("revoked tokens cannot be read: %s", exc)
 
