@@ -270,3 +270,40 @@ async def test_a_store_takes_its_own_unit_cost_before_the_tenants_newest(
     )  # fmt: skip
     by_store = {r["dimensions"][0]["value"]: r["values"][0]["value"] for r in body["rows"]}
     assert by_store == {"store-a": 3.0, "store-b": 15.0, "store-c": 7.0}
+
+
+async def test_a_question_narrowed_to_stores_takes_categories_from_their_own_lines(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    mx = {"platform": "amazon", "store_id": "acme-mx", "marketplace": "MX"}
+    secret_line = {
+        **line("l-mx", "O-MX", 1, "10.00", "2026-04-10T18:00:00Z", sku="LAMP"),
+        "source": mx,
+    }
+    secret_line["payload"]["category"] = "mx-only-name"
+    ads = event(
+        "a-us", "ad_spend",
+        {"date": "2026-04-10", "campaign_id": "c", "sku": "LAMP", "impressions": 10,
+         "clicks": 1, "cost": usd("4.00"), "attributed_sales": usd("0.00"),
+         "attributed_orders": 0},
+    )  # fmt: skip
+    pushed = await http.post(
+        "/v1/events", json={"events": [secret_line, ads]}, headers=tenant.headers
+    )
+    assert pushed.status_code == 202, pushed.text
+    await wait_for(http, tenant, "ad_spend", 4.0)
+    await wait_for(http, tenant, "gmv", 10.0)
+    window = {"from": "2026-04-01", "to": "2026-04-30", "grain": "total", "group_by": "category"}
+
+    async def by_category(**narrowed: str) -> dict[str, Any]:
+        body = await kpis(http, tenant, metrics="ad_spend", **window, **narrowed)
+        return {r["dimensions"][0]["value"]: r["values"][0]["value"] for r in body["rows"]}
+
+    # The whole tenant: a SKU's category is what its newest line names, in any store.
+    assert await by_category() == {"mx-only-name": 4.0}
+    # Narrowed to the US store (as an agency granted only it always is): the US store
+    # has no line naming one, so the MX line's name does not show.
+    assert await by_category(stores="acme-us") == {"": 4.0}
+    assert await by_category(marketplaces="US") == {"": 4.0}
+    assert await by_category(stores="acme-us", categories="mx-only-name") == {}

@@ -173,6 +173,20 @@ class FactRepository:
             WHERE c.seen_at <= EXCLUDED.seen_at
             """
         )
+        # And each store's, for questions narrowed to stores (see kpis' _measures_source).
+        await self.conn.execute(
+            """
+            INSERT INTO store_sku_categories AS c
+                (tenant_id, platform, store_id, marketplace, sku, category, seen_at)
+            SELECT DISTINCT ON (tenant_id, platform, store_id, marketplace, sku)
+                   tenant_id, platform, store_id, marketplace, sku, category, purchased_at
+            FROM applied_lines WHERE category <> ''
+            ORDER BY tenant_id, platform, store_id, marketplace, sku, purchased_at DESC
+            ON CONFLICT (tenant_id, platform, store_id, marketplace, sku) DO UPDATE
+            SET category = EXCLUDED.category, seen_at = EXCLUDED.seen_at
+            WHERE c.seen_at <= EXCLUDED.seen_at
+            """
+        )
         return applied
 
     async def _move_orders(self) -> None:
