@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 from sqlmodel import col, select
 
+from services.gateway.graphql.revalidation import MEMORY
 from services.gateway.oauth.revoked import RevokedTokens
 from services.gateway.oauth.sessions import IssuedAccessToken, RevokedAccessToken
 from tests.conftest import NewTenant, Stack, fetch_token
@@ -445,3 +446,29 @@ async def test_rows_of_expired_tokens_are_forgotten(stack: Stack) -> None:
                 await session.execute(select(table.jti).where(col(table.jti).contains(tag)))
             ).scalars()
             assert sorted(kept) == [f"live-{tag}"], table
+
+
+async def test_a_revoked_token_gets_no_remembered_graphql_answer(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    token = await fetch_token(http, tenant.client_id, tenant.client_secret)
+    bearer = {"Authorization": f"Bearer {token}"}
+    query = {
+        "query": '{ kpis(input: {metrics: ["gmv"], from: "2026-03-01", to: "2026-03-02", '
+        "grain: TOTAL}) { rows { values { value } } } }"
+    }
+    first = await http.post("/graphql", json=query, headers=bearer)
+    assert first.status_code == 200 and "errors" not in first.json(), first.text
+    # Asked again, it is answered from the gateway's memory (metrics says 304).
+    hits = MEMORY.hits
+    again = await http.post("/graphql", json=query, headers=bearer)
+    assert again.json() == first.json() and MEMORY.hits == hits + 1
+
+    revoked = await http.post(
+        "/oauth/revoke", data={"token": token}, auth=(tenant.client_id, tenant.client_secret)
+    )
+    assert revoked.status_code == 200
+    refused = await http.post("/graphql", json=query, headers=bearer)
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"

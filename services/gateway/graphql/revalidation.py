@@ -8,8 +8,9 @@ that token, ``RememberedGraphql`` asks each service again with ``If-None-Match``
 if every one answers 304, sends the remembered bytes without running GraphQL at all.
 
 The services check the caller's token, scopes, grants and limits on the conditional
-request exactly as on any other, so a caller who lost access gets the error, never
-the remembered answer: anything but 304 runs the operation as usual.
+request exactly as on any other, and the gateway its revocations first, so a caller
+who lost access gets the error, never the remembered answer: anything but 304 runs the
+operation as usual.
 
 Identical requests that arrive together (a wall of dashboards, an ERP's workers) share
 one confirmation (``Confirmations``), but never one that began before they arrived.
@@ -245,7 +246,7 @@ class RememberedGraphql:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         authorization = headers.get("authorization", "")
         key = remembered_as(body, authorization, headers.get("content-type", ""))
-        if key in self.memory:
+        if key in self.memory and await _token_still_good(scope):
             http: httpx.AsyncClient = scope["app"].state.http
 
             async def check() -> Remembered | None:
@@ -271,6 +272,18 @@ class RememberedGraphql:
         if self.memory.get(key) is remembered:
             self.memory.pop(key)
         return None
+
+
+async def _token_still_good(scope: Scope) -> bool:
+    """Whether the gateway still takes the caller's token. The services check a token's
+    signature, scopes and grants on the conditional request, but only the gateway keeps
+    revocations: a token revoked since (a sign-in ended, a user's limits changed) must
+    get no answer from memory. Verified tokens are cached, so this costs no RSA check."""
+    try:
+        await current_principal(Request(scope))
+    except Unauthenticated:
+        return False
+    return True
 
 
 # Strawberry's words for a body of another type than JSON (or form data).
