@@ -379,3 +379,29 @@ async def test_rows_every_fact_left_are_deleted(fresh_database: FreshDatabase) -
             stores = {r["store_id"] for r in await conn.fetch(f"SELECT store_id FROM {table}")}
             expected = {"kept", "cancelled"} if table == "daily_sku_orders" else {"kept"}
             assert stores == expected, table
+
+
+async def test_measure_rows_every_event_left_are_deleted(fresh_database: FreshDatabase) -> None:
+    url = await fresh_database()
+    await asyncio.to_thread(upgrade, "metrics", url, "0022")
+    day = date(2026, 4, 10)
+    async with schema_connection(url, "metrics") as conn:
+        # A store whose only fee left; one whose SKUs' fees net to zero (data, kept).
+        for sku, store, value in (("A", "left", 0), ("A", "netted", 3), ("B", "netted", -3)):
+            await conn.execute(
+                "INSERT INTO daily_measures VALUES ('t1', $1, 'amazon', $2, 'US', $3, "
+                "'fee_amount', 'USD', $4)",
+                day, store, sku, value,
+            )  # fmt: skip
+        for store in ("left", "netted"):
+            await conn.execute(
+                "INSERT INTO daily_store_measures VALUES ('t1', 'fee_amount', $1, 'amazon', $2, "
+                "'US', 'USD', 0)",
+                day, store,
+            )  # fmt: skip
+        await asyncio.to_thread(upgrade, "metrics", url, "0023")
+        per_sku = await conn.fetch("SELECT store_id, sku FROM daily_measures ORDER BY 1, 2")
+        assert [tuple(r.values()) for r in per_sku] == [("netted", "A"), ("netted", "B")]
+        assert await conn.fetchval("SELECT array_agg(store_id) FROM daily_store_measures") == [
+            "netted"
+        ]

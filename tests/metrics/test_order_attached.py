@@ -478,3 +478,27 @@ async def test_orders_by_any_mix_of_skus_and_categories_count_each_order_once(
         http, tenant, "orders", skus="TOY", categories="toys", **APRIL_WINDOW
     )
     assert one_of_each == {"orders": 2.0}
+
+
+async def test_a_refund_by_purchase_date_leaves_no_row_on_the_day_its_order_left(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    put = await http.put(
+        "/v1/settings/kpi", json={"refunds_by": "purchase_date"}, headers=tenant.headers
+    )
+    assert put.status_code == 200
+    window = {"from": "2026-03-29", "to": "2026-04-03"}
+    await push(
+        http,
+        tenant,
+        line("m1", "M1", 1, "100.00", "2026-03-30T18:00:00Z"),
+        refund("mr", "M1", "30.00", "USD", "acme-us", "US"),
+    )
+    await settle(http, tenant, {"refunds": 30.0}, **{"from": "2026-03-30", "to": "2026-03-30"})
+    # A new version of its only line moves the order, and so its refund, to 2 April.
+    moved = {**line("m1", "M1", 1, "100.00", "2026-04-02T18:00:00Z"), "version": 2}
+    await push(http, tenant, moved)
+    await settle(http, tenant, {"refunds": 30.0}, **{"from": "2026-04-02", "to": "2026-04-02"})
+    body = await kpis(http, tenant, metrics="refunds", grain="day", group_by="store", **window)
+    assert [(r["period"], r["values"][0]["value"]) for r in body["rows"]] == [("2026-04-02", 30.0)]

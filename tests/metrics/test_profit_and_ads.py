@@ -307,3 +307,53 @@ async def test_a_question_narrowed_to_stores_takes_categories_from_their_own_lin
     assert await by_category(stores="acme-us") == {"": 4.0}
     assert await by_category(marketplaces="US") == {"": 4.0}
     assert await by_category(stores="acme-us", categories="mx-only-name") == {}
+
+
+async def test_a_group_every_fee_ad_and_visit_left_has_no_row(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    moved_to = {"platform": "amazon", "store_id": "acme-us-2", "marketplace": "US"}
+    fee = event(
+        "f", "fee",
+        {"fee_type": "commission", "amount": usd("3.00"), "charged_at": "2026-04-10T18:00:00Z",
+         "sku": "LAMP"},
+    )  # fmt: skip
+    ads = event(
+        "a", "ad_spend",
+        {"date": "2026-04-10", "campaign_id": "c", "sku": "LAMP", "impressions": 10,
+         "clicks": 1, "cost": usd("4.00"), "attributed_sales": usd("0.00"),
+         "attributed_orders": 0},
+    )  # fmt: skip
+    visits = event("t", "traffic", {"date": "2026-04-10", "sku": "LAMP", "sessions": 5})
+    first = [fee, ads, visits]
+    assert (
+        await http.post("/v1/events", json={"events": first}, headers=tenant.headers)
+    ).status_code == 202
+    await wait_for(http, tenant, "sessions", 5.0)
+    # New versions move all three to another store.
+    moved = [{**e, "source": moved_to, "version": 2} for e in (fee, ads, visits)]
+    moved[2]["payload"] = {**visits["payload"], "sessions": 6}
+    assert (
+        await http.post("/v1/events", json={"events": moved}, headers=tenant.headers)
+    ).status_code == 202
+    await wait_for(http, tenant, "sessions", 6.0)
+    for group_by in ("store", "sku", "store,sku"):
+        body = await kpis(
+            http, tenant, metrics="fees,ad_spend,sessions", grain="total", group_by=group_by,
+            **{"from": "2026-04-01", "to": "2026-04-30"},
+        )  # fmt: skip
+        rows = {
+            tuple(d["value"] for d in r["dimensions"]): {
+                v["metric"]: v["value"] for v in r["values"]
+            }
+            for r in body["rows"]
+        }
+        expected = {
+            "store": {("acme-us-2",): (3.0, 4.0, 6.0)},
+            "sku": {("LAMP",): (3.0, 4.0, 6.0)},
+            "store,sku": {("acme-us-2", "LAMP"): (3.0, 4.0, 6.0)},
+        }[group_by]  # fmt: skip
+        assert {
+            key: (v["fees"], v["ad_spend"], v["sessions"]) for key, v in rows.items()
+        } == expected, group_by

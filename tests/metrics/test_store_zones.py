@@ -56,9 +56,15 @@ async def test_a_store_zone_rebuckets_history_and_new_facts(
     after = await by_month(http, tenant, stores="acme-us")
     assert after["2026-02-01"] == {"gmv": 0.0, "orders": 0.0, "refunds": 0.0}
     assert after["2026-03-01"] == {"gmv": 10.0, "orders": 1.0, "refunds": 2.0}
-    sku = await kpis(http, tenant, metrics="orders", group_by="sku", stores="acme-us", **SPRING)
-    counted = [(r["period"], r["values"][0]["value"]) for r in sku["rows"]]
-    assert [c for c in counted if c[1]] == [("2026-03-01", 1.0)]
+    # Grouped, the month every fact left has no row, not a row of zeros.
+    for metric in ("orders", "refunds"):
+        for group_by in ("sku", "store"):
+            grouped = await kpis(
+                http, tenant, metrics=metric, group_by=group_by, stores="acme-us", **SPRING
+            )
+            counted = [(r["period"], r["values"][0]["value"]) for r in grouped["rows"]]
+            expected = 1.0 if metric == "orders" else 2.0
+            assert counted == [("2026-03-01", expected)], (metric, group_by, counted)
     # Another store keeps its marketplace's dates.
     mx = await by_month(http, tenant, stores="acme-mx")
     assert mx["2026-03-01"]["gmv"] == 7.0

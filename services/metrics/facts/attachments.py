@@ -15,9 +15,18 @@ from typing import Any
 
 import asyncpg
 
-from services.metrics.facts.repository import MEASURE_CELL, add_measure_cells
+from services.metrics.facts.repository import (
+    MEASURE_CELL,
+    add_measure_cells,
+    drop_emptied_measures,
+    row_count,
+)
 
 ATTACHED_TYPES = ("refund", "shipment", "order_defect")
+_CELL_TYPES = (
+    "tenant_id text, local_date date, platform text, store_id text, marketplace text, "
+    "sku text, measure text, currency text"
+)
 _KEYS = "tenant_id, platform, store_id, order_id"
 
 # The cells of every order in attached_keys, computed from its current state.
@@ -83,6 +92,14 @@ async def move_order_attachments(
         await conn.execute(f"INSERT INTO attached_keys SELECT {_KEYS} FROM touched_keys")
     # No statistics on a temporary table: the planner would scan events_raw whole.
     await conn.execute("ANALYZE attached_keys")
+    # The cells the orders leave, kept to drop those left holding nothing.
+    await conn.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS left_cells ({_CELL_TYPES}) ON COMMIT DELETE ROWS"
+    )
+    await conn.execute("TRUNCATE left_cells")
+    left = await conn.execute(
+        f"INSERT INTO left_cells SELECT {MEASURE_CELL} FROM ({CELLS_SQL.format(sign='-')}) c"
+    )
     await add_measure_cells(conn, CELLS_SQL.format(sign="-"))
     await conn.execute(
         f"DELETE FROM order_attached_cells c USING attached_keys k "
@@ -91,3 +108,5 @@ async def move_order_attachments(
     )
     await conn.execute(NEW_CELLS_SQL)
     await add_measure_cells(conn, CELLS_SQL.format(sign=""))
+    if row_count(left):
+        await drop_emptied_measures(conn, "SELECT * FROM left_cells")

@@ -30,7 +30,7 @@ from services.metrics.facts.attachments import (
     attached_keys,
     move_order_attachments,
 )
-from services.metrics.facts.measures import Source, net_deltas
+from services.metrics.facts.measures import Source, cells_of, net_deltas
 from services.metrics.facts.repository import FactRepository
 from services.metrics.facts.zones import StoreZones, store_zones_for
 from services.metrics.kpis.cache import bump_versions
@@ -194,22 +194,18 @@ async def apply_messages(
         applied_ids = await repository.store_raw(raw_rows)
         counted_after = await repository.latest_snapshots(keys)
         applied = [m for m in others if (m.tenant_id, m.event_id) in applied_ids]
-        await repository.add_measures(
-            net_deltas(
-                [
-                    (_source(m.tenant_id, m.source, zones), m.typed_payload())
-                    for m in applied
-                    if m.type != "inventory_snapshot"
-                ]
-                + [(_source_of_row(row, zones), _payload_of_row(row)) for row in counted_after],
-                [
-                    (_source_of_row(row, zones), _payload_of_row(row))
-                    for row in replaced
-                    if row["type"] != "inventory_snapshot"
-                ]
-                + [(_source_of_row(row, zones), _payload_of_row(row)) for row in counted_before],
-            )
-        )
+        added = [
+            (_source(m.tenant_id, m.source, zones), m.typed_payload())
+            for m in applied
+            if m.type != "inventory_snapshot"
+        ] + [(_source_of_row(row, zones), _payload_of_row(row)) for row in counted_after]
+        removed = [
+            (_source_of_row(row, zones), _payload_of_row(row))
+            for row in replaced
+            if row["type"] != "inventory_snapshot"
+        ] + [(_source_of_row(row, zones), _payload_of_row(row)) for row in counted_before]
+        await repository.add_measures(net_deltas(added, removed))
+        await repository.drop_emptied_measures(cells_of(removed))
         await move_order_attachments(
             conn,
             attached_keys(

@@ -172,3 +172,8 @@ def net_deltas(
         for cell, amount in contributions(source, payload):
             deltas[cell] -= amount
     return [(*cell, delta) for cell, delta in deltas.items() if delta != 0]
+
+
+def cells_of(events: Iterable[tuple[Source, Payload]]) -> list[Cell]:
+    """Every cell the events add to."""
+    return [cell for source, payload in events for cell, _ in contributions(source, payload)]

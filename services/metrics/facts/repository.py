@@ -8,9 +8,12 @@ a staging table and a handful of statements per batch, whatever its size.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
+
+from services.metrics.facts.measures import Cell
 
 LINE_COLUMNS = (
     "tenant_id",
@@ -77,7 +80,38 @@ async def add_measure_cells(conn: asyncpg.Connection, cells_sql: str, *args: Any
     )
 
 
-def _count(status: str) -> int:
+def _same(columns: str, left: str, right: str) -> str:
+    return " AND ".join(f"{left}.{c} = {right}.{c}" for c in columns.split(", "))
+
+
+async def drop_emptied_measures(conn: asyncpg.Connection, cells_sql: str, *args: Any) -> None:
+    """Deletes the measure rows of the cells ``cells_sql`` selects (``MEASURE_CELL``
+    columns) that something was just taken out of and that hold zero now: a group every
+    event left (moved by a new version, or by a store's new time zone) has no row. A
+    store's row goes only with its last per-SKU row, as fees of +3 and -3 on two SKUs
+    are data. (Two such fees on one SKU and day, then a third moved away, would take
+    their row too: the cells keep sums, not counts.)"""
+    await conn.execute(
+        f"""
+        DELETE FROM daily_measures m USING (SELECT DISTINCT {MEASURE_CELL} FROM ({cells_sql}) x) c
+        WHERE {_same(MEASURE_CELL, "m", "c")} AND m.value = 0
+        """,
+        *args,
+    )
+    await conn.execute(
+        f"""
+        DELETE FROM daily_store_measures s
+        USING (SELECT DISTINCT {_STORE_MEASURE_CELL} FROM ({cells_sql}) x) c
+        WHERE {_same(_STORE_MEASURE_CELL, "s", "c")} AND s.value = 0
+          AND NOT EXISTS (
+              SELECT FROM daily_measures m WHERE {_same(_STORE_MEASURE_CELL, "m", "s")}
+          )
+        """,
+        *args,
+    )
+
+
+def row_count(status: str) -> int:
     """The row count of a command's status ("INSERT 0 12")."""
     return int(status.split()[-1])
 
@@ -127,7 +161,7 @@ class FactRepository:
             INSERT INTO applied_lines SELECT * FROM upserted
             """
         )
-        applied = _count(status)
+        applied = row_count(status)
         if applied == 0:
             return 0
         for table, dims in (("daily_sales", _DIMS), ("daily_store_sales", _STORE_DIMS)):
@@ -152,7 +186,7 @@ class FactRepository:
                     lines = d.lines + EXCLUDED.lines
                 """
             )
-            if _count(replaced):
+            if row_count(replaced):
                 await self._drop_emptied(
                     table,
                     dims,
@@ -263,7 +297,7 @@ class FactRepository:
                 orders_all = d.orders_all + EXCLUDED.orders_all
             """
         )
-        if _count(known):
+        if row_count(known):
             await self._drop_emptied(
                 "daily_orders",
                 _ORDER_DIMS,
@@ -341,7 +375,7 @@ class FactRepository:
                     cancelled = d.cancelled + EXCLUDED.cancelled
                 """
             )
-            if _count(left):
+            if row_count(left):
                 await self._drop_emptied(
                     table,
                     dims,
@@ -427,6 +461,22 @@ class FactRepository:
             *[list(column) for column in zip(*keys, strict=True)],
         )
         return rows
+
+    async def drop_emptied_measures(self, cells: Iterable[Cell]) -> None:
+        """See ``drop_emptied_measures``: ``cells`` are those something left."""
+        unique = sorted(set(cells))
+        if not unique:
+            return
+        await drop_emptied_measures(
+            self.conn,
+            f"""
+            SELECT * FROM unnest(
+                $1::text[], $2::date[], $3::text[], $4::text[], $5::text[], $6::text[],
+                $7::text[], $8::text[]
+            ) AS c({MEASURE_CELL})
+            """,
+            *[list(column) for column in zip(*unique, strict=True)],
+        )
 
     async def add_measures(self, deltas: list[tuple[Any, ...]]) -> None:
         """Rows (cell..., delta), each cell once: see ``add_measure_cells``."""

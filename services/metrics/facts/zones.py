@@ -15,8 +15,8 @@ import asyncpg
 import orjson
 
 from services.metrics.facts.attachments import move_order_attachments
-from services.metrics.facts.measures import Source, net_deltas
-from services.metrics.facts.repository import FactRepository
+from services.metrics.facts.measures import Source, cells_of, net_deltas
+from services.metrics.facts.repository import FactRepository, row_count
 from shared.events import PAYLOAD_MODELS
 from shared.time import FALLBACK_TIME_ZONE, MARKETPLACE_TIME_ZONES
 from shared.validation_context import STORED
@@ -104,7 +104,7 @@ async def _rebucket_lines(
         "WHERE tenant_id = $1 AND store_id = $2",
         *args,
     )
-    moved = int(status.split()[-1])
+    moved = row_count(status)
     store = "tenant_id = $1 AND store_id = $2"
     for table in ("daily_sales", "daily_store_sales"):
         await conn.execute(f"DELETE FROM {table} WHERE {store}", tenant_id, store_id)
@@ -167,5 +167,7 @@ async def _rebucket_events(
         cells = (row["tenant_id"], row["platform"], row["store_id"], row["marketplace"])
         added.append((Source(*cells, new), typed))
         removed.append((Source(*cells, old), typed))
-    await FactRepository(conn).add_measures(net_deltas(added, removed))
+    repository = FactRepository(conn)
+    await repository.add_measures(net_deltas(added, removed))
+    await repository.drop_emptied_measures(cells_of(removed))
     return len(rows)
