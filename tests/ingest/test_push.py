@@ -9,6 +9,7 @@ import asyncio
 import copy
 import json
 import secrets
+from typing import Any
 
 import httpx
 
@@ -446,3 +447,32 @@ async def test_a_limited_caller_counts_only_its_own_stores_pending_events(
         assert await pending(marketplaces=["MX"]) == 2
         assert await pending(stores=["acme-us"], marketplaces=["MX"]) == 0
         assert await pending(categories=["home"]) == 5
+
+
+async def test_a_caller_limited_to_categories_pushes_order_lines_of_those_only(
+    ingest: IngestService,
+) -> None:
+    tenant = new_tenant_id()
+    token = ingest.minter.mint(tenant, ["ingest:write"], limits={"categories": ["Lamps"]})
+    bearer = {"Authorization": f"Bearer {token}"}
+
+    async def push(*events: Any) -> httpx.Response:
+        return await ingest.client.post("/v1/events", json={"events": list(events)}, headers=bearer)
+
+    lamp = order_line("lamp", category="Lamps")
+    assert (await push(lamp)).status_code == 202
+    refused = await push(order_line("rug", category="Rugs"), order_line("none"), lamp)
+    assert refused.status_code == 403
+    assert [(e["index"], e["field"], e["reason"]) for e in refused.json()["errors"]] == [
+        (0, "payload.category", "category Rugs is not granted"),
+        (1, "payload.category", "category (none) is not granted"),
+    ]
+    rate = {
+        "event_id": "fx", "type": "fx_rate",
+        "source": {"platform": "amazon", "store_id": "acme-us", "marketplace": "US"},
+        "occurred_at": "2026-03-01T00:00:00Z",
+        "payload": {"date": "2026-03-01", "base": "USD", "quote": "MXN", "rate": "17"},
+    }  # fmt: skip
+    tenant_wide = await push(rate)
+    assert tenant_wide.status_code == 403
+    assert tenant_wide.json()["errors"][0]["field"] == "type"

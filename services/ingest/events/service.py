@@ -21,7 +21,7 @@ from shared.errors import (
     InvalidJson,
     PayloadTooLarge,
 )
-from shared.events import Event, topic_for, validate_batch
+from shared.events import Event, OrderLine, topic_for, validate_batch
 from shared.telemetry import inject_headers
 from shared.time import utcnow
 
@@ -156,16 +156,27 @@ TENANT_WIDE_TYPES = {
 
 def check_stores(events: list[Event], access: Access, rows: Sequence[int] | None = None) -> None:
     """A caller limited to stores or marketplaces (an agency's grant, a user's role)
-    pushes only into those; 403 naming each event outside. An FX rate applies to the
-    whole tenant whatever its source (CONTRACT §4), and a unit cost to every store
-    without one of its own, so such a caller pushes neither."""
+    pushes only into those, and one limited to categories only order lines of those;
+    403 naming each event outside. An FX rate applies to the whole tenant whatever its
+    source (CONTRACT §4), and a unit cost to every store without one of its own, so no
+    limited caller pushes either."""
     errors: list[FieldError] = []
-    limited = access.stores is not None or access.marketplaces is not None
+    limited = any(
+        limit is not None for limit in (access.stores, access.marketplaces, access.categories)
+    )
     for index, event in enumerate(events):
         row = _row(index, rows)
         if limited and event.type in TENANT_WIDE_TYPES:
             reason = f"{TENANT_WIDE_TYPES[event.type]}; this caller may reach only some"
             errors.append(FieldError("type", reason, index=index, row=row))
+        payload = event.payload
+        if (
+            access.categories is not None
+            and isinstance(payload, OrderLine)
+            and payload.category not in access.categories
+        ):
+            reason = f"category {payload.category or '(none)'} is not granted"
+            errors.append(FieldError("payload.category", reason, index=index, row=row))
         if access.stores is not None and event.source.store_id not in access.stores:
             reason = f"store {event.source.store_id} is not granted"
             errors.append(FieldError("source.store_id", reason, index=index, row=row))
