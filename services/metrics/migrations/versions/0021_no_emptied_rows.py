@@ -36,4 +36,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    pass
+    """Nothing to restore: the deleted rows held nothing."""
