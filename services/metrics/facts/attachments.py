@@ -92,15 +92,14 @@ async def move_order_attachments(
         await conn.execute(f"INSERT INTO attached_keys SELECT {_KEYS} FROM touched_keys")
     # No statistics on a temporary table: the planner would scan events_raw whole.
     await conn.execute("ANALYZE attached_keys")
-    # The cells the orders leave, kept to drop those left holding nothing.
+    # What the orders' old cells take out, kept to drop the cells left holding nothing.
     await conn.execute(
-        f"CREATE TEMP TABLE IF NOT EXISTS left_cells ({_CELL_TYPES}) ON COMMIT DELETE ROWS"
+        f"CREATE TEMP TABLE IF NOT EXISTS left_cells ({_CELL_TYPES}, value numeric) "
+        "ON COMMIT DELETE ROWS"
     )
     await conn.execute("TRUNCATE left_cells")
-    left = await conn.execute(
-        f"INSERT INTO left_cells SELECT {MEASURE_CELL} FROM ({CELLS_SQL.format(sign='-')}) c"
-    )
-    await add_measure_cells(conn, CELLS_SQL.format(sign="-"))
+    left = await conn.execute(f"INSERT INTO left_cells {CELLS_SQL.format(sign='-')}")
+    await add_measure_cells(conn, "SELECT * FROM left_cells")
     await conn.execute(
         f"DELETE FROM order_attached_cells c USING attached_keys k "
         f"WHERE ({', '.join('c.' + k for k in _KEYS.split(', '))}) "
