@@ -42,3 +42,33 @@ async def test_event_versions_learn_their_store_and_type_from_the_outbox(
             "WHERE table_schema = 'ingest' AND table_name = 'event_versions'"
         )
         assert {r["column_name"] for r in columns} == {"tenant_id", "event_id", "version"}
+
+
+async def test_order_lines_learn_their_category_from_the_outbox(
+    fresh_database: FreshDatabase,
+) -> None:
+    url = await fresh_database()
+    await asyncio.to_thread(upgrade, "ingest", url, "0006")
+    async with schema_connection(url, "ingest") as conn:
+        await conn.execute(
+            "INSERT INTO event_versions (tenant_id, event_id, version, event_type) VALUES "
+            "('t1', 'lamp', 2, 'order_line'), ('t1', 'plain', 1, 'order_line'), "
+            "('t1', 'gone', 1, 'order_line'), ('t1', 'fee', 1, 'fee')"
+        )
+        rows = [
+            ("lamp", 1, "order_line", {"category": "Rugs"}),
+            ("lamp", 2, "order_line", {"category": "Lamps"}),
+            ("plain", 1, "order_line", {}),
+            ("fee", 1, "fee", {"fee_type": "other"}),
+        ]
+        await conn.executemany(
+            "INSERT INTO outbox (tenant_id, event_id, version, event_type, topic, payload) "
+            "VALUES ('t1', $1, $2, $3, 'topic', $4)",
+            [(e, v, t, orjson.dumps({"payload": p})) for e, v, t, p in rows],
+        )
+        await asyncio.to_thread(upgrade, "ingest", url, "0007")
+        found = await conn.fetch("SELECT event_id, category FROM event_versions ORDER BY 1")
+        assert [tuple(r.values()) for r in found] == [
+            ("fee", None), ("gone", None), ("lamp", "Lamps"), ("plain", ""),
+        ]  # fmt: skip
+        await asyncio.to_thread(command.downgrade, alembic_config("ingest", url), "0006")

@@ -476,3 +476,10 @@ async def test_a_caller_limited_to_categories_pushes_order_lines_of_those_only(
     tenant_wide = await push(rate)
     assert tenant_wide.status_code == 403
     assert tenant_wide.json()["errors"][0]["field"] == "type"
+    # Another category's line cannot be renamed into its own, and so cancelled away.
+    assert (await ingest.push(tenant, [order_line("chair", category="Chairs")])).status_code == 202
+    taken = await push(order_line("chair", version=2, category="Lamps", status="cancelled"))
+    assert taken.status_code == 403, taken.text
+    assert taken.json()["errors"][0]["field"] == "event_id"
+    # Its own line it may correct.
+    assert (await push(order_line("lamp", version=2, category="Lamps"))).status_code == 202

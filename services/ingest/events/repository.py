@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import asyncpg
 import orjson
 
-from shared.events import Event
+from shared.events import Event, OrderLine
 
 
 class AcceptedEvent(NamedTuple):
@@ -17,6 +17,8 @@ class AcceptedEvent(NamedTuple):
     event_type: str | None
     store_id: str | None
     marketplace: str | None
+    # An order line's category ("" for none); None for other types, or not recorded.
+    category: str | None = None
 
 
 class EventRepository:
@@ -75,14 +77,16 @@ class EventRepository:
         rows = await self.conn.fetch(
             """
             INSERT INTO event_versions AS ev
-                (tenant_id, event_id, version, store_id, marketplace, event_type)
-            SELECT $1, e.* FROM unnest($2::text[], $3::int[], $4::text[], $5::text[], $6::text[])
-                AS e(event_id, version, store_id, marketplace, event_type)
+                (tenant_id, event_id, version, store_id, marketplace, event_type, category)
+            SELECT $1, e.* FROM unnest(
+                $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[]
+            ) AS e(event_id, version, store_id, marketplace, event_type, category)
             ON CONFLICT (tenant_id, event_id) DO UPDATE SET
                 version = EXCLUDED.version,
                 store_id = EXCLUDED.store_id,
                 marketplace = EXCLUDED.marketplace,
-                event_type = EXCLUDED.event_type
+                event_type = EXCLUDED.event_type,
+                category = EXCLUDED.category
             WHERE ev.version < EXCLUDED.version
               AND (ev.event_type IS NULL OR ev.event_type = EXCLUDED.event_type)
             RETURNING event_id
@@ -93,6 +97,10 @@ class EventRepository:
             [e.source.store_id for e in events],
             [e.source.marketplace for e in events],
             [e.type for e in events],
+            [
+                (e.payload.category or "") if isinstance(e.payload, OrderLine) else None
+                for e in events
+            ],
         )
         return {row["event_id"] for row in rows}
 
@@ -101,7 +109,8 @@ class EventRepository:
         so what is checked is what gets replaced."""
         rows = await self.conn.fetch(
             """
-            SELECT event_id, version, event_type, store_id, marketplace FROM event_versions
+            SELECT event_id, version, event_type, store_id, marketplace, category
+            FROM event_versions
             WHERE tenant_id = $1 AND event_id = ANY($2::text[])
             ORDER BY event_id
             FOR UPDATE
@@ -111,7 +120,11 @@ class EventRepository:
         )
         return {
             row["event_id"]: AcceptedEvent(
-                row["version"], row["event_type"], row["store_id"], row["marketplace"]
+                row["version"],
+                row["event_type"],
+                row["store_id"],
+                row["marketplace"],
+                row["category"],
             )
             for row in rows
         }

@@ -196,9 +196,10 @@ async def check_replaced(
     rows: Sequence[int] | None = None,
 ) -> None:
     """A caller limited to stores or marketplaces may name an event already accepted
-    only when that event lies within them too: a higher version would otherwise move
-    another store's sale into one it may push to. 403 naming each such event."""
-    if access.stores is None and access.marketplaces is None:
+    only when that event lies within them too, and one limited to categories an order
+    line only of those: a higher version would otherwise move another store's sale
+    into one it may push to, or cancel another category's. 403 naming each such event."""
+    if access.stores is None and access.marketplaces is None and access.categories is None:
         return
     stored = await repository.accepted(tenant_id, sorted({e.event_id for e in events}))
     errors: list[FieldError] = []
@@ -206,8 +207,16 @@ async def check_replaced(
         accepted = stored.get(event.event_id)
         if accepted is None:
             continue
-        if (access.stores is not None and accepted.store_id not in access.stores) or (
-            access.marketplaces is not None and accepted.marketplace not in access.marketplaces
+        if (
+            (access.stores is not None and accepted.store_id not in access.stores)
+            or (access.marketplaces is not None and accepted.marketplace not in access.marketplaces)
+            # An order line of another category (or of one not recorded): cancelling or
+            # renaming it would erase what this caller may not see.
+            or (
+                access.categories is not None
+                and accepted.event_type in ("order_line", None)
+                and accepted.category not in access.categories
+            )
         ):
             row = _row(index, rows)
             reason = "already names an event outside what this caller may reach"
