@@ -135,3 +135,8 @@ def _discard_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
     by the time it is checked out again: the pool opens another in its place."""
     if dbapi_connection.driver_connection.is_closed():
         raise DisconnectionError("the server ended this connection")
+
+
+def row_count(status: str) -> int:
+    """The row count of a command's status as asyncpg returns it ("INSERT 0 12")."""
+    return int(status.split()[-1])

@@ -25,7 +25,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from shared.access import Access, require_access
-from shared.db import Database
+from shared.db import Database, row_count
 from shared.errors import Forbidden, NotFound
 from shared.scopes import TENANT_ADMIN
 
@@ -245,7 +245,7 @@ async def erase_tenant(
             status = await conn.execute(
                 f"DELETE FROM {table.qualified} WHERE {table.where}", tenant_id
             )
-            deleted[table.name] = int(status.split()[-1])
+            deleted[table.name] = row_count(status)
     return deleted
 
 

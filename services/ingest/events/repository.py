@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 import asyncpg
 import orjson
 
+from shared.db import row_count
 from shared.events import Event, OrderLine
 
 
@@ -135,4 +136,4 @@ class EventRepository:
             "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1)",
             hours,
         )
-        return int(status.split()[-1])
+        return row_count(status)

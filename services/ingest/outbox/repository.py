@@ -7,6 +7,8 @@ from typing import Any
 
 import asyncpg
 
+from shared.db import row_count
+
 # NOTIFY channel of a committed push; the relay LISTENs on it.
 OUTBOX_CHANNEL = "ingest_outbox"
 # The advisory lock only one relay holds at a time (any number unique in the database).
@@ -70,7 +72,7 @@ class OutboxRepository:
             "AND sent_at >= now() - make_interval(hours => $1)",
             hours,
         )
-        return int(status.split()[-1])
+        return row_count(status)
 
     async def delete_sent_before(self, hours: int) -> int:
         """Deletes rows sent more than ``hours`` ago; returns how many."""
@@ -79,7 +81,7 @@ class OutboxRepository:
             "AND sent_at < now() - make_interval(hours => $1)",
             hours,
         )
-        return int(status.split()[-1])
+        return row_count(status)
 
     async def pending(self) -> int:
         """Rows of every tenant not yet acknowledged by the broker: the relay's backlog."""

@@ -19,8 +19,8 @@ from services.metrics.facts.repository import (
     MEASURE_CELL,
     add_measure_cells,
     drop_emptied_measures,
-    row_count,
 )
+from shared.db import row_count
 
 ATTACHED_TYPES = ("refund", "shipment", "order_defect")
 _CELL_TYPES = (

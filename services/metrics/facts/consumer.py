@@ -399,16 +399,13 @@ class FactConsumer:
                         await self._read_again(consumer, fetched, dropped)
                 except asyncio.CancelledError:
                     raise
-                except (KafkaError, OSError) as exc:
-                    log.warning("consumer lost the broker: %s", exc)
-                    await _discard(ahead)
-                    ahead = None
-                    await self._close()
-                    await asyncio.sleep(RETRY_SECONDS)
-                except Exception:
-                    # A fault of ours must not stop consuming for good: start again from
-                    # the committed offsets.
-                    log.exception("the consumer failed; it starts again")
+                except Exception as exc:
+                    if isinstance(exc, (KafkaError, OSError)):
+                        log.warning("consumer lost the broker: %s", exc)
+                    else:
+                        # A fault of ours must not stop consuming for good either.
+                        log.exception("the consumer failed; it starts again")
+                    # Either way it starts again from the committed offsets.
                     await _discard(ahead)
                     ahead = None
                     await self._close()

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from services.metrics.facts.measures import Cell
+from shared.db import row_count
 
 LINE_COLUMNS = (
     "tenant_id",
@@ -111,11 +112,6 @@ async def drop_emptied_measures(conn: asyncpg.Connection, cells_sql: str, *args:
     )
 
 
-def row_count(status: str) -> int:
-    """The row count of a command's status ("INSERT 0 12")."""
-    return int(status.split()[-1])
-
-
 class FactRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
@@ -195,32 +191,23 @@ class FactRepository:
                     "AND d.discount = 0 AND d.tax = 0",
                 )
         await self._move_orders()
-        # The category a SKU's newest line names is the SKU's category.
-        await self.conn.execute(
-            """
-            INSERT INTO sku_categories AS c (tenant_id, sku, category, seen_at)
-            SELECT DISTINCT ON (tenant_id, sku) tenant_id, sku, category, purchased_at
-            FROM applied_lines WHERE category <> ''
-            ORDER BY tenant_id, sku, purchased_at DESC
-            ON CONFLICT (tenant_id, sku) DO UPDATE
-            SET category = EXCLUDED.category, seen_at = EXCLUDED.seen_at
-            WHERE c.seen_at <= EXCLUDED.seen_at
-            """
-        )
-        # And each store's, for questions narrowed to stores (see kpis' _measures_source).
-        await self.conn.execute(
-            """
-            INSERT INTO store_sku_categories AS c
-                (tenant_id, platform, store_id, marketplace, sku, category, seen_at)
-            SELECT DISTINCT ON (tenant_id, platform, store_id, marketplace, sku)
-                   tenant_id, platform, store_id, marketplace, sku, category, purchased_at
-            FROM applied_lines WHERE category <> ''
-            ORDER BY tenant_id, platform, store_id, marketplace, sku, purchased_at DESC
-            ON CONFLICT (tenant_id, platform, store_id, marketplace, sku) DO UPDATE
-            SET category = EXCLUDED.category, seen_at = EXCLUDED.seen_at
-            WHERE c.seen_at <= EXCLUDED.seen_at
-            """
-        )
+        # The category a SKU's newest line names is the SKU's category, in the tenant
+        # and in each store (for questions narrowed to stores: kpis' _measures_source).
+        for table, keys in (
+            ("sku_categories", "tenant_id, sku"),
+            ("store_sku_categories", "tenant_id, platform, store_id, marketplace, sku"),
+        ):
+            await self.conn.execute(
+                f"""
+                INSERT INTO {table} AS c ({keys}, category, seen_at)
+                SELECT DISTINCT ON ({keys}) {keys}, category, purchased_at
+                FROM applied_lines WHERE category <> ''
+                ORDER BY {keys}, purchased_at DESC
+                ON CONFLICT ({keys}) DO UPDATE
+                SET category = EXCLUDED.category, seen_at = EXCLUDED.seen_at
+                WHERE c.seen_at <= EXCLUDED.seen_at
+                """
+            )
         return applied
 
     async def _move_orders(self) -> None:
@@ -387,10 +374,9 @@ class FactRepository:
         """Deletes the rows of ``table`` that the rows of ``left_sql`` (``dims`` columns)
         were taken out of and that hold nothing now: a group every fact left (moved by a
         new version to another store, day or SKU) has no row, as if it never had one."""
-        match = " AND ".join(f"d.{c} = l.{c}" for c in dims.split(", "))
         await self.conn.execute(
             f"DELETE FROM {table} d USING (SELECT DISTINCT {dims} FROM ({left_sql}) s) l "
-            f"WHERE {match} AND {empty}"
+            f"WHERE {_same(dims, 'd', 'l')} AND {empty}"
         )
 
     async def replaced_raw(self, rows: list[tuple[Any, ...]]) -> list[asyncpg.Record]:

@@ -16,7 +16,8 @@ import orjson
 
 from services.metrics.facts.attachments import move_order_attachments
 from services.metrics.facts.measures import Source, cells_of, net_deltas
-from services.metrics.facts.repository import FactRepository, row_count
+from services.metrics.facts.repository import FactRepository
+from shared.db import row_count
 from shared.events import PAYLOAD_MODELS
 from shared.time import FALLBACK_TIME_ZONE, MARKETPLACE_TIME_ZONES
 from shared.validation_context import STORED

@@ -89,17 +89,14 @@ def _measures_source(grouping: Grouping, alias: str, per_sku: bool = False) -> s
         return f"daily_store_measures {alias}"
     if "category" not in named:
         return f"daily_measures {alias}"
+    categories, keys = "sku_categories", "tenant_id, sku"
     if {"store", "marketplace"} & grouping.filters.keys():
         # Narrowed to stores (as a caller limited to some always is): each row's own
         # store names its category, so no other store's line lends it a name.
-        return f"""(
-            SELECT dm.*, coalesce(c.category, '') AS category
-            FROM daily_measures dm LEFT JOIN store_sku_categories c
-            USING (tenant_id, platform, store_id, marketplace, sku)
-        ) AS {alias}"""
+        categories, keys = "store_sku_categories", "tenant_id, platform, store_id, marketplace, sku"
     return f"""(
         SELECT dm.*, coalesce(c.category, '') AS category
-        FROM daily_measures dm LEFT JOIN sku_categories c USING (tenant_id, sku)
+        FROM daily_measures dm LEFT JOIN {categories} c USING ({keys})
     ) AS {alias}"""
 
 
