@@ -405,3 +405,38 @@ async def test_measure_rows_every_event_left_are_deleted(fresh_database: FreshDa
         assert await conn.fetchval("SELECT array_agg(store_id) FROM daily_store_measures") == [
             "netted"
         ]
+
+
+async def test_sku_categories_are_recomputed_from_the_lines(
+    fresh_database: FreshDatabase,
+) -> None:
+    url = await fresh_database()
+    await asyncio.to_thread(upgrade, "metrics", url, "0023")
+    async with schema_connection(url, "metrics") as conn:
+        # LAMP's only line named "home" before a new version dropped it, which left
+        # the name behind; RUG's two lines tie on their purchase time.
+        await conn.execute(
+            """
+            INSERT INTO order_lines (tenant_id, event_id, version, platform, store_id,
+                marketplace, order_id, line_id, sku, category, status, quantity, currency,
+                unit_price, shipping, discount, tax, purchased_at, local_date)
+            VALUES
+              ('t1', 'e1', 2, 'amazon', 's1', 'US', 'O1', '1', 'LAMP', '', 'shipped', 1,
+               'USD', 5, 0, 0, 0, '2026-04-10T18:00:00Z', '2026-04-10'),
+              ('t1', 'e2', 1, 'amazon', 's1', 'US', 'O2', '1', 'RUG', 'rugs', 'shipped', 1,
+               'USD', 5, 0, 0, 0, '2026-04-10T18:00:00Z', '2026-04-10'),
+              ('t1', 'e3', 1, 'amazon', 's1', 'US', 'O3', '1', 'RUG', 'floor', 'shipped', 1,
+               'USD', 5, 0, 0, 0, '2026-04-10T18:00:00Z', '2026-04-10');
+            INSERT INTO sku_categories VALUES
+              ('t1', 'LAMP', 'home', '2026-04-10T18:00:00Z'),
+              ('t1', 'RUG', 'rugs', '2026-04-10T18:00:00Z');
+            INSERT INTO store_sku_categories VALUES
+              ('t1', 'amazon', 's1', 'US', 'LAMP', 'home', '2026-04-10T18:00:00Z');
+            """
+        )
+        await asyncio.to_thread(upgrade, "metrics", url, "0024")
+        for table in ("sku_categories", "store_sku_categories"):
+            named = await conn.fetch(f"SELECT sku, category, event_id FROM {table} ORDER BY sku")
+            assert [tuple(r.values()) for r in named] == [("RUG", "floor", "e3")], table
+        await asyncio.to_thread(command.downgrade, alembic_config("metrics", url), "0023")
+        assert await conn.fetchval("SELECT count(*) FROM sku_categories") == 1

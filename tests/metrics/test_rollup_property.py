@@ -338,3 +338,91 @@ def test_stock_equals_the_latest_snapshots_added_over_warehouses(
     metrics_database: str, events: list[dict[str, Any]], cuts: list[int]
 ) -> None:
     asyncio.run(check_stock(metrics_database, events, cuts))
+
+
+FEE_CENTS = {("US", "LAMP"): 1, ("US", "RUG"): 10, ("US", "TOY"): 100}
+FEE_CENTS |= {("MX", sku): cents * 1000 for (_, sku), cents in FEE_CENTS.items()}
+
+
+def fee_message(tenant: str, market: str, sku: str) -> EventMessage:
+    return EventMessage.model_validate(
+        {
+            "tenant_id": tenant,
+            "event_id": f"fee-{market}-{sku}",
+            "type": "fee",
+            "version": 1,
+            "source": {"platform": "amazon", "store_id": "s", "marketplace": market},
+            "occurred_at": START,
+            "ingested_at": START,
+            "payload": {
+                "fee_type": "commission", "sku": sku, "charged_at": "2026-03-15T12:00:00Z",
+                "amount": {"amount": str(Decimal(FEE_CENTS[(market, sku)]) / 100), "currency": "USD"},
+            },
+        }
+    )  # fmt: skip
+
+
+def recompute_fees_by_category(
+    events: list[dict[str, Any]], markets: list[str]
+) -> dict[str, Decimal]:
+    """Fees of ``markets`` by the category of their SKU: the one its newest line (by
+    purchase time, then event id) names, among the lines of those markets when the
+    question names markets, of every market when not."""
+    latest: dict[str, dict[str, Any]] = {}
+    for e in events:
+        if e["event_id"] not in latest or e["version"] > latest[e["event_id"]]["version"]:
+            latest[e["event_id"]] = e
+    fees: dict[str, Decimal] = defaultdict(Decimal)
+    for market in markets:
+        for sku in ("LAMP", "RUG", "TOY"):
+            named = [
+                e
+                for e in latest.values()
+                if e["sku"] == sku and e["category"] and (len(markets) > 1 or e["market"] == market)
+            ]
+            newest = max(named, key=lambda e: (e["at"], e["event_id"]), default=None)
+            category = newest["category"] if newest else ""
+            fees[category] += Decimal(FEE_CENTS[(market, sku)]) / 100
+    return dict(fees)
+
+
+async def check_fee_categories(
+    database_url: str, events: list[dict[str, Any]], cuts: list[int], markets: list[str]
+) -> None:
+    params: dict[str, str | None] = {"metrics": "fees", "from": "2026-02-01", "to": "2026-05-31",
+              "grain": "total", "group_by": "category"}  # fmt: skip
+    if len(markets) == 1:
+        params["marketplaces"] = markets[0]
+    body = await answered(
+        database_url,
+        lambda tenant: [
+            *(fee_message(tenant, market, sku) for market, sku in FEE_CENTS),
+            *(message(tenant, e) for e in events),
+        ],
+        cuts,
+        params,
+    )
+    got = {row["dimensions"][0]["value"]: row["values"][0]["value"] for row in body["rows"]}
+    expected = recompute_fees_by_category(events, markets)
+    assert got.keys() == expected.keys(), (got, expected)
+    for category, fees in expected.items():
+        assert abs(Decimal(str(got[category])) - fees) < Decimal("1e-9"), (got, expected)
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    # Lines bought on three days only, so that several tie on their purchase time.
+    events=st.lists(
+        line_events.map(lambda e: {**e, "at": START + timedelta(days=e["at"].day % 3)}),
+        min_size=1,
+        max_size=15,
+    ),
+    cuts=st.lists(st.integers(0, 21), max_size=4),
+    markets=st.sampled_from([["US", "MX"], ["US"], ["MX"]]),
+)
+def test_measures_take_the_category_their_skus_newest_line_names(
+    metrics_database: str, events: list[dict[str, Any]], cuts: list[int], markets: list[str]
+) -> None:
+    asyncio.run(check_fee_categories(metrics_database, events, cuts, markets))

@@ -55,6 +55,15 @@ _SKU_ORDER_DIMS = "tenant_id, local_date, platform, store_id, marketplace, sku"
 _CATEGORY_ORDER_DIMS = "tenant_id, local_date, platform, store_id, marketplace, category"
 
 
+_CATEGORY_TABLES = (
+    ("sku_categories", "tenant_id, sku", ""),
+    (
+        "store_sku_categories",
+        "tenant_id, platform, store_id, marketplace, sku",
+        "AND l.platform = k.platform AND l.store_id = k.store_id AND l.marketplace = k.marketplace",
+    ),
+)
+
 MEASURE_CELL = "tenant_id, local_date, platform, store_id, marketplace, sku, measure, currency"
 _STORE_MEASURE_CELL = "tenant_id, local_date, platform, store_id, marketplace, measure, currency"
 
@@ -191,24 +200,64 @@ class FactRepository:
                     "AND d.discount = 0 AND d.tax = 0",
                 )
         await self._move_orders()
-        # The category a SKU's newest line names is the SKU's category, in the tenant
-        # and in each store (for questions narrowed to stores: kpis' _measures_source).
-        for table, keys in (
-            ("sku_categories", "tenant_id, sku"),
-            ("store_sku_categories", "tenant_id, platform, store_id, marketplace, sku"),
-        ):
+        await self._categorize_skus(moved=row_count(replaced) > 0)
+        return applied
+
+    async def _categorize_skus(self, moved: bool) -> None:
+        """The category a SKU's newest line names (by purchase time, then event id) is the
+        SKU's category, in the tenant and in each store (for questions narrowed to stores:
+        kpis' ``_measures_source``). New lines can only take a SKU's name over; a new
+        version that moves a categorized line away (another SKU, store or purchase time,
+        or no category) may hand it back to an older line, so those SKUs are looked up
+        again in their lines."""
+        for table, keys, same_store in _CATEGORY_TABLES:
             await self.conn.execute(
                 f"""
-                INSERT INTO {table} AS c ({keys}, category, seen_at)
-                SELECT DISTINCT ON ({keys}) {keys}, category, purchased_at
+                INSERT INTO {table} AS c ({keys}, category, seen_at, event_id)
+                SELECT DISTINCT ON ({keys}) {keys}, category, purchased_at, event_id
                 FROM applied_lines WHERE category <> ''
-                ORDER BY {keys}, purchased_at DESC
+                ORDER BY {keys}, purchased_at DESC, event_id DESC
                 ON CONFLICT ({keys}) DO UPDATE
-                SET category = EXCLUDED.category, seen_at = EXCLUDED.seen_at
-                WHERE c.seen_at <= EXCLUDED.seen_at
+                SET category = EXCLUDED.category, seen_at = EXCLUDED.seen_at,
+                    event_id = EXCLUDED.event_id
+                WHERE (c.seen_at, c.event_id) <= (EXCLUDED.seen_at, EXCLUDED.event_id)
                 """
             )
-        return applied
+            if not moved:
+                continue
+            await self.conn.execute(
+                f"""
+                WITH left_keys AS (
+                    SELECT DISTINCT {", ".join(f"r.{k}" for k in keys.split(", "))}
+                    FROM replaced_lines r JOIN applied_lines a USING (tenant_id, event_id)
+                    WHERE r.category <> ''
+                      AND (r.sku, r.category, r.platform, r.store_id, r.marketplace,
+                           r.purchased_at)
+                          IS DISTINCT FROM (a.sku, a.category, a.platform, a.store_id,
+                                            a.marketplace, a.purchased_at)
+                ),
+                newest AS (
+                    SELECT k.*, n.category, n.purchased_at, n.event_id
+                    FROM left_keys k LEFT JOIN LATERAL (
+                        SELECT l.category, l.purchased_at, l.event_id FROM order_lines l
+                        WHERE l.tenant_id = k.tenant_id AND l.sku = k.sku
+                          AND l.category <> '' {same_store}
+                        ORDER BY l.purchased_at DESC, l.event_id DESC
+                        LIMIT 1
+                    ) n ON true
+                ),
+                uncategorized AS (
+                    DELETE FROM {table} c USING newest n
+                    WHERE {_same(keys, "c", "n")} AND n.category IS NULL
+                )
+                INSERT INTO {table} AS c ({keys}, category, seen_at, event_id)
+                SELECT {keys}, category, purchased_at, event_id
+                FROM newest WHERE category IS NOT NULL
+                ON CONFLICT ({keys}) DO UPDATE
+                SET category = EXCLUDED.category, seen_at = EXCLUDED.seen_at,
+                    event_id = EXCLUDED.event_id
+                """
+            )
 
     async def _move_orders(self) -> None:
         # Every order a line of this batch is in now, or was in before it was replaced.
