@@ -89,11 +89,30 @@ async def test_an_erp_holding_the_answer_gets_304_until_it_changes(
 
 def test_the_cache_keeps_the_most_recently_used_answers() -> None:
     cache = AnswerCache(capacity=2)
-    cache.put("a", {"n": 1})
-    cache.put("b", {"n": 2})
-    assert cache.get("a") == {"n": 1}
-    cache.put("c", {"n": 3})
-    assert cache.get("b") is None and cache.get("a") == {"n": 1} and cache.get("c") == {"n": 3}
+    a, b, c = ({"rows": [], "n": n} for n in range(3))
+    cache.put("a", a)
+    cache.put("b", b)
+    assert cache.get("a") == a
+    cache.put("c", c)
+    assert cache.get("b") is None and cache.get("a") == a and cache.get("c") == c
+
+
+def test_answers_are_kept_by_their_rows() -> None:
+    cache = AnswerCache(capacity=10, max_rows=5)
+    cache.put("small", {"rows": [1, 2]})
+    cache.put("medium", {"rows": [1, 2, 3]})
+    assert cache.get("small") is not None and cache.weight == 5
+    # Two more rows: the least recently used answer makes room.
+    cache.put("next", {"rows": [1, 2]})
+    assert "medium" not in cache and "small" in cache and cache.weight == 4
+    # An answer larger than the whole budget is not kept, and drops nothing.
+    cache.put("huge", {"rows": list(range(6))})
+    assert "huge" not in cache and cache.weight == 4
+    # Kept again under the same key, an answer is weighed once.
+    cache.put("next", {"rows": [1]})
+    assert cache.weight == 3
+    cache.clear()
+    assert cache.weight == 0
 
 
 class CountingCache(AnswerCache):

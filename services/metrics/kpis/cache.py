@@ -24,6 +24,9 @@ from services.metrics.kpis.query import KpiQuery
 from shared.lru import Lru
 
 MAX_ANSWERS = 256
+# Rows held in all, about 1 KB each: a few large answers must not take the memory of
+# hundreds of dashboards' small ones, nor of the process.
+MAX_CACHED_ROWS = 200_000
 MAX_RATE_BOOKS = 64
 
 
@@ -75,11 +78,15 @@ async def bump_versions(conn: asyncpg.Connection, tenant_ids: set[str]) -> None:
     )
 
 
-class AnswerCache(Lru[str, dict[str, Any]]):
-    """The most recently used answers of this process."""
+def _rows(answer: dict[str, Any]) -> int:
+    return len(answer["rows"])
 
-    def __init__(self, capacity: int = MAX_ANSWERS) -> None:
-        super().__init__(capacity)
+
+class AnswerCache(Lru[str, dict[str, Any]]):
+    """The most recently used answers of this process, weighed by their rows."""
+
+    def __init__(self, capacity: int = MAX_ANSWERS, max_rows: int = MAX_CACHED_ROWS) -> None:
+        super().__init__(capacity, weigh=_rows, max_weight=max_rows)
 
 
 # This process's answers; every query of the metrics service goes through it.

@@ -60,6 +60,22 @@ class KpiQuery:
 MAX_LIMIT = 10_000
 
 
+def answer_too_large(query: KpiQuery, most: int) -> InvalidInput:
+    """Refuses a question whose answer grows past ``most`` rows: what makes it so large
+    is its groups, or its periods when it has none."""
+    field = "group_by" if query.group_by else "grain"
+    return InvalidInput(
+        f"the answer would hold more than {most:,} rows",
+        [
+            FieldError(
+                field=field,
+                reason=f"more than {most:,} rows of periods and groups; ask for "
+                "fewer days, a coarser grain, fewer group_by dimensions or narrower filters",
+            )
+        ],
+    )
+
+
 def _date(name: str, value: str | None, errors: list[FieldError]) -> date | None:
     if not value:
         errors.append(FieldError(field=name, reason="required, a date such as 2026-01-31"))
