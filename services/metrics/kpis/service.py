@@ -320,27 +320,10 @@ async def _overdue_shipments(
 
 def _inventory(rows: list[asyncpg.Record], key: Any, found: _Range) -> None:
     """on_hand on each bucket's last snapshot day; SKU-days snapshotted and out of stock."""
-    last_day: dict[RowKey, Any] = {}
     for row in rows:
-        if row["snapshots"]:
-            bucket = key(row)
-            last_day[bucket] = max(last_day.get(bucket, row["local_date"]), row["local_date"])
-    totals: dict[RowKey, dict[str, Decimal]] = defaultdict(
-        lambda: {"on_hand_last": ZERO, "sku_days": ZERO, "stockout_sku_days": ZERO}
-    )
-    for row in rows:
-        if not row["snapshots"]:
-            continue
         bucket = key(row)
-        cell = totals[bucket]
-        on_hand = Decimal(row["on_hand"] or 0)
-        cell["sku_days"] += 1
-        cell["stockout_sku_days"] += 1 if on_hand == 0 else 0
-        if row["local_date"] == last_day[bucket]:
-            cell["on_hand_last"] += on_hand
-    for bucket, values in totals.items():
-        for name, value in values.items():
-            found.put(bucket, name, value)
+        for name in INVENTORY_INPUTS:
+            found.put(bucket, name, row[name])
 
 
 def _sales_columns(needed: set[str], settings: KpiSettings) -> set[str]:
