@@ -134,14 +134,15 @@ LOAD = [
         sku text, cost numeric, sales numeric)""",
     "COPY_ADS",
     """INSERT INTO daily_measures (tenant_id, local_date, platform, store_id, marketplace, sku, measure,
-        currency, value)
+        currency, value, facts)
        SELECT $1, local_date, 'amazon', store_id, marketplace, sku, m.measure, currency,
-              CASE m.measure WHEN 'ad_cost' THEN cost ELSE sales END
+              CASE m.measure WHEN 'ad_cost' THEN cost ELSE sales END, 1
        FROM staged_ads, (VALUES ('ad_cost'), ('ad_sales')) m(measure)
        ORDER BY local_date""",
     """INSERT INTO daily_store_measures (tenant_id, measure, local_date, platform, store_id, marketplace,
-        currency, value)
-       SELECT tenant_id, measure, local_date, platform, store_id, marketplace, currency, sum(value)
+        currency, value, facts)
+       SELECT tenant_id, measure, local_date, platform, store_id, marketplace, currency, sum(value),
+              sum(facts)
        FROM daily_measures WHERE tenant_id = $1
        GROUP BY tenant_id, measure, local_date, platform, store_id, marketplace, currency
        ORDER BY local_date""",

@@ -440,3 +440,30 @@ async def test_sku_categories_are_recomputed_from_the_lines(
             assert [tuple(r.values()) for r in named] == [("RUG", "floor", "e3")], table
         await asyncio.to_thread(command.downgrade, alembic_config("metrics", url), "0023")
         assert await conn.fetchval("SELECT count(*) FROM sku_categories") == 1
+
+
+async def test_measure_cells_count_one_fact_a_row(fresh_database: FreshDatabase) -> None:
+    url = await fresh_database()
+    await asyncio.to_thread(upgrade, "metrics", url, "0024")
+    day = date(2026, 4, 10)
+    async with schema_connection(url, "metrics") as conn:
+        for sku, value in (("A", 3), ("B", -3)):
+            await conn.execute(
+                "INSERT INTO daily_measures VALUES ('t1', $1, 'amazon', 's1', 'US', $2, "
+                "'fee_amount', 'USD', $3)",
+                day, sku, value,
+            )  # fmt: skip
+        # A store row with no per-SKU rows left (none should be, but a row counts one).
+        for store in ("s1", "s2"):
+            await conn.execute(
+                "INSERT INTO daily_store_measures VALUES ('t1', 'fee_amount', $1, 'amazon', $2, "
+                "'US', 'USD', 0)",
+                day, store,
+            )  # fmt: skip
+        await asyncio.to_thread(upgrade, "metrics", url, "0025")
+        per_sku = await conn.fetch("SELECT sku, facts FROM daily_measures ORDER BY sku")
+        assert [tuple(r.values()) for r in per_sku] == [("A", 1), ("B", 1)]
+        per_store = await conn.fetch("SELECT store_id, facts FROM daily_store_measures ORDER BY 1")
+        assert [tuple(r.values()) for r in per_store] == [("s1", 2), ("s2", 1)]
+        await asyncio.to_thread(command.downgrade, alembic_config("metrics", url), "0024")
+        assert await conn.fetchval("SELECT count(*) FROM daily_measures") == 2

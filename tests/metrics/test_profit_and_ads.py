@@ -357,3 +357,71 @@ async def test_a_group_every_fee_ad_and_visit_left_has_no_row(
         assert {
             key: (v["fees"], v["ad_spend"], v["sessions"]) for key, v in rows.items()
         } == expected, group_by
+
+
+async def test_facts_of_zero_keep_their_row_until_they_leave(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+
+    def fee(event_id: str, sku: str, amount: str, day: str = "10", version: int = 1) -> Any:
+        charged = f"2026-04-{day}T18:00:00Z"
+        payload = {"fee_type": "other", "amount": usd(amount), "charged_at": charged, "sku": sku}
+        return event(event_id, "fee", payload, version)
+
+    # In one push, so in one batch: fees netting to zero, a fee of zero, no visits, an
+    # ad that brought no order, and a fee of 5 to know the batch has been applied.
+    pushed = [
+        fee("plus", "NETTED", "2.00"),
+        fee("minus", "NETTED", "-2.00"),
+        fee("waived", "WAIVED", "0.00"),
+        fee("marker", "MARKER", "5.00"),
+        event("visits", "traffic", {"date": "2026-04-10", "sku": "QUIET", "sessions": 0}),
+        event(
+            "ad", "ad_spend",
+            {"date": "2026-04-10", "campaign_id": "c", "sku": "ADVERT", "impressions": 10,
+             "clicks": 1, "cost": usd("1.50"), "attributed_sales": usd("0.00"),
+             "attributed_orders": 0},
+        ),
+    ]  # fmt: skip
+    response = await http.post("/v1/events", json={"events": pushed}, headers=tenant.headers)
+    assert response.status_code == 202, response.text
+    await wait_for(http, tenant, "fees", 5.0)
+
+    async def by_day_and_sku(metric: str) -> dict[tuple[str, str], Any]:
+        body = await kpis(
+            http, tenant, metrics=metric, grain="day", group_by="sku",
+            **{"from": "2026-04-01", "to": "2026-04-30"},
+        )  # fmt: skip
+        return {
+            (r["period"], r["dimensions"][0]["value"]): r["values"][0]["value"]
+            for r in body["rows"]
+        }
+
+    assert await by_day_and_sku("fees") == {
+        ("2026-04-10", "MARKER"): 5.0,
+        ("2026-04-10", "NETTED"): 0.0,
+        ("2026-04-10", "WAIVED"): 0.0,
+    }
+    assert await by_day_and_sku("sessions") == {("2026-04-10", "QUIET"): 0.0}
+    assert await by_day_and_sku("ad_orders") == {("2026-04-10", "ADVERT"): 0.0}
+    # The netted fees move to the 11th one by one: the 10th keeps NETTED's row while
+    # one of them is there, then has none; the 11th holds them, netting to zero again.
+    # The marker's new amount tells each move has been applied.
+    for version, moved in (
+        (2, fee("plus", "NETTED", "2.00", "11", 2)),
+        (3, fee("minus", "NETTED", "-2.00", "11", 2)),
+    ):
+        marker = fee("marker", "MARKER", f"{version}.00", version=version)
+        response = await http.post(
+            "/v1/events", json={"events": [moved, marker]}, headers=tenant.headers
+        )
+        assert response.status_code == 202, response.text
+        await wait_for(http, tenant, "fees", float(version))
+        if version == 2:
+            assert (await by_day_and_sku("fees"))[("2026-04-10", "NETTED")] == -2.0
+    assert await by_day_and_sku("fees") == {
+        ("2026-04-10", "MARKER"): 3.0,
+        ("2026-04-10", "WAIVED"): 0.0,
+        ("2026-04-11", "NETTED"): 0.0,
+    }

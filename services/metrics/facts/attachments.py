@@ -61,7 +61,7 @@ FROM attached WHERE type = 'order_defect'
 
 # The cells of the orders in attached_keys, to add ({sign} = "") or take out ({sign} = "-").
 CELLS_SQL = f"""
-SELECT {MEASURE_CELL}, {{sign}}sum(value) AS value
+SELECT {MEASURE_CELL}, {{sign}}sum(value) AS value, {{sign}}count(*) AS facts
 FROM order_attached_cells JOIN (SELECT DISTINCT * FROM attached_keys) k USING ({_KEYS})
 GROUP BY {MEASURE_CELL}
 """
@@ -94,7 +94,7 @@ async def move_order_attachments(
     await conn.execute("ANALYZE attached_keys")
     # What the orders' old cells take out, kept to drop the cells left holding nothing.
     await conn.execute(
-        f"CREATE TEMP TABLE IF NOT EXISTS left_cells ({_CELL_TYPES}, value numeric) "
+        f"CREATE TEMP TABLE IF NOT EXISTS left_cells ({_CELL_TYPES}, value numeric, facts bigint) "
         "ON COMMIT DELETE ROWS"
     )
     await conn.execute("TRUNCATE left_cells")

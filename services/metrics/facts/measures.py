@@ -163,15 +163,21 @@ def contributions(source: Source, payload: Payload) -> list[tuple[Cell, Decimal]
 def net_deltas(
     added: Iterable[tuple[Source, Payload]], removed: Iterable[tuple[Source, Payload]]
 ) -> list[tuple[Any, ...]]:
-    """Rows (cell..., delta) that move the rollup from the old events to the new ones."""
+    """Rows (cell..., delta, facts delta) that move the rollup from the old events to
+    the new ones. A cell counts its facts besides summing them: a fee of 0, or fees of
+    +2 and -2, are data and keep their row."""
     deltas: dict[Cell, Decimal] = defaultdict(Decimal)
-    for source, payload in added:
-        for cell, amount in contributions(source, payload):
-            deltas[cell] += amount
-    for source, payload in removed:
-        for cell, amount in contributions(source, payload):
-            deltas[cell] -= amount
-    return [(*cell, delta) for cell, delta in deltas.items() if delta != 0]
+    facts: dict[Cell, int] = defaultdict(int)
+    for events, sign in ((added, 1), (removed, -1)):
+        for source, payload in events:
+            for cell, amount in contributions(source, payload):
+                deltas[cell] += sign * amount
+                facts[cell] += sign
+    return [
+        (*cell, delta, facts[cell])
+        for cell, delta in deltas.items()
+        if delta != 0 or facts[cell] != 0
+    ]
 
 
 def cells_of(events: Iterable[tuple[Source, Payload]]) -> list[Cell]:

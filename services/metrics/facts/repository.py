@@ -69,22 +69,23 @@ _STORE_MEASURE_CELL = "tenant_id, local_date, platform, store_id, marketplace, m
 
 
 async def add_measure_cells(conn: asyncpg.Connection, cells_sql: str, *args: Any) -> None:
-    """Adds the rows ``cells_sql`` selects (``MEASURE_CELL`` columns and ``value``, each
-    cell at most once) to the per-SKU measures and, summed over SKUs, to the per-store
-    ones, which answer every question that names no SKU or category."""
+    """Adds the rows ``cells_sql`` selects (``MEASURE_CELL`` columns, ``value`` and
+    ``facts``, each cell at most once) to the per-SKU measures and, summed over SKUs, to
+    the per-store ones, which answer every question that names no SKU or category."""
     await conn.execute(
         f"""
         WITH cells AS ({cells_sql}),
         per_sku AS (
-            INSERT INTO daily_measures AS m ({MEASURE_CELL}, value)
-            SELECT {MEASURE_CELL}, value FROM cells
+            INSERT INTO daily_measures AS m ({MEASURE_CELL}, value, facts)
+            SELECT {MEASURE_CELL}, value, facts FROM cells
             ON CONFLICT (tenant_id, measure, local_date, platform, store_id, marketplace, sku, currency)
-            DO UPDATE SET value = m.value + EXCLUDED.value
+            DO UPDATE SET value = m.value + EXCLUDED.value, facts = m.facts + EXCLUDED.facts
         )
-        INSERT INTO daily_store_measures AS m ({_STORE_MEASURE_CELL}, value)
-        SELECT {_STORE_MEASURE_CELL}, sum(value) FROM cells GROUP BY {_STORE_MEASURE_CELL}
+        INSERT INTO daily_store_measures AS m ({_STORE_MEASURE_CELL}, value, facts)
+        SELECT {_STORE_MEASURE_CELL}, sum(value), sum(facts)
+        FROM cells GROUP BY {_STORE_MEASURE_CELL}
         ON CONFLICT (tenant_id, measure, local_date, platform, store_id, marketplace, currency)
-        DO UPDATE SET value = m.value + EXCLUDED.value
+        DO UPDATE SET value = m.value + EXCLUDED.value, facts = m.facts + EXCLUDED.facts
         """,
         *args,
     )
@@ -96,15 +97,14 @@ def _same(columns: str, left: str, right: str) -> str:
 
 async def drop_emptied_measures(conn: asyncpg.Connection, cells_sql: str, *args: Any) -> None:
     """Deletes the measure rows of the cells ``cells_sql`` selects (``MEASURE_CELL``
-    columns) that something was just taken out of and that hold zero now: a group every
-    event left (moved by a new version, or by a store's new time zone) has no row. A
-    store's row goes only with its last per-SKU row, as fees of +3 and -3 on two SKUs
-    are data. (Two such fees on one SKU and day, then a third moved away, would take
-    their row too: the cells keep sums, not counts.)"""
+    columns) that something was just taken out of and that no fact is in any more: a
+    group every event left (moved by a new version, or by a store's new time zone) has
+    no row. Rows kept before their facts were counted (migration 0025) count one, so
+    they go once they also hold zero."""
     await conn.execute(
         f"""
         DELETE FROM daily_measures m USING (SELECT DISTINCT {MEASURE_CELL} FROM ({cells_sql}) x) c
-        WHERE {_same(MEASURE_CELL, "m", "c")} AND m.value = 0
+        WHERE {_same(MEASURE_CELL, "m", "c")} AND m.facts <= 0 AND m.value = 0
         """,
         *args,
     )
@@ -112,7 +112,7 @@ async def drop_emptied_measures(conn: asyncpg.Connection, cells_sql: str, *args:
         f"""
         DELETE FROM daily_store_measures s
         USING (SELECT DISTINCT {_STORE_MEASURE_CELL} FROM ({cells_sql}) x) c
-        WHERE {_same(_STORE_MEASURE_CELL, "s", "c")} AND s.value = 0
+        WHERE {_same(_STORE_MEASURE_CELL, "s", "c")} AND s.facts <= 0 AND s.value = 0
           AND NOT EXISTS (
               SELECT FROM daily_measures m WHERE {_same(_STORE_MEASURE_CELL, "m", "s")}
           )
@@ -514,7 +514,7 @@ class FactRepository:
         )
 
     async def add_measures(self, deltas: list[tuple[Any, ...]]) -> None:
-        """Rows (cell..., delta), each cell once: see ``add_measure_cells``."""
+        """Rows (cell..., delta, facts delta), each cell once: see ``add_measure_cells``."""
         if not deltas:
             return
         await add_measure_cells(
@@ -522,8 +522,8 @@ class FactRepository:
             f"""
             SELECT * FROM unnest(
                 $1::text[], $2::date[], $3::text[], $4::text[], $5::text[], $6::text[],
-                $7::text[], $8::text[], $9::numeric[]
-            ) AS c({MEASURE_CELL}, value)
+                $7::text[], $8::text[], $9::numeric[], $10::bigint[]
+            ) AS c({MEASURE_CELL}, value, facts)
             """,
             *[list(column) for column in zip(*deltas, strict=True)],
         )
