@@ -272,7 +272,7 @@ async def test_a_store_takes_its_own_unit_cost_before_the_tenants_newest(
     assert by_store == {"store-a": 3.0, "store-b": 15.0, "store-c": 7.0}
 
 
-async def test_a_question_narrowed_to_stores_takes_categories_from_their_own_lines(
+async def test_a_question_narrowed_to_stores_takes_categories_from_their_lines(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:
     tenant = await new_tenant()
@@ -307,6 +307,11 @@ async def test_a_question_narrowed_to_stores_takes_categories_from_their_own_lin
     assert await by_category(stores="acme-us") == {"": 4.0}
     assert await by_category(marketplaces="US") == {"": 4.0}
     assert await by_category(stores="acme-us", categories="mx-only-name") == {}
+    # Narrowed to both stores, the MX line names the US ad's SKU, as without a filter.
+    assert await by_category(stores="acme-us,acme-mx") == {"mx-only-name": 4.0}
+    assert await by_category(marketplaces="US,MX", platforms="amazon") == {"mx-only-name": 4.0}
+    assert await by_category(platforms="walmart,amazon") == {"mx-only-name": 4.0}
+    assert await by_category(platforms="walmart") == {}
 
 
 async def test_a_group_every_fee_ad_and_visit_left_has_no_row(

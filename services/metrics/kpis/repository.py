@@ -80,20 +80,39 @@ _FX_JOIN = (
 )
 
 
-def _measures_source(grouping: Grouping, alias: str, per_sku: bool = False) -> str:
+# $1-$3 tenant and dates, $4-$7 the conversion: the first parameter after them.
+FILTERS_AFTER_FX = 8
+
+
+def _measures_source(
+    grouping: Grouping, alias: str, first_filter: int, per_sku: bool = False
+) -> str:
     """The measures a query reads: per store unless it names SKUs or categories (or
     ``per_sku``), and then with each row's SKU's category when it needs it (measures
-    are kept by SKU; a SKU's category is the one its newest order line names)."""
+    are kept by SKU; a SKU's category is the one its newest order line names).
+
+    The query's filters are its parameters from ``first_filter`` on, in order; $1 is
+    the tenant."""
     named = {*grouping.group_by, *grouping.filters}
     if not per_sku and not named & {"sku", "category"}:
         return f"daily_store_measures {alias}"
     if "category" not in named:
         return f"daily_measures {alias}"
+    # Narrowed to stores (as a caller limited to some always is), the newest line of
+    # the stores asked about names the category: no other store's line lends its name.
+    narrowing = " ".join(
+        f"AND c.{COLUMNS[dimension]} = ANY(${position}::text[])"
+        for position, dimension in enumerate(grouping.filters, start=first_filter)
+        if dimension in ("platform", "store", "marketplace")
+    )
     categories, keys = "sku_categories", "tenant_id, sku"
-    if {"store", "marketplace"} & grouping.filters.keys():
-        # Narrowed to stores (as a caller limited to some always is): each row's own
-        # store names its category, so no other store's line lends it a name.
-        categories, keys = "store_sku_categories", "tenant_id, platform, store_id, marketplace, sku"
+    if narrowing:
+        keys = "sku"
+        categories = f"""(
+            SELECT DISTINCT ON (sku) sku, category FROM store_sku_categories c
+            WHERE c.tenant_id = $1 {narrowing}
+            ORDER BY sku, seen_at DESC, event_id DESC
+        )"""
     return f"""(
         SELECT dm.*, coalesce(c.category, '') AS category
         FROM daily_measures dm LEFT JOIN {categories} c USING ({keys})
@@ -198,7 +217,7 @@ class RollupRepository:
         keep = keep or []
         dims = [COLUMNS[d] for d in grouping.group_by]
         inner_cols = "".join(f", {c}" for c in [*dims, *keep])
-        clauses, filter_args = _filter_clauses(grouping.filters, 8 + len(more))
+        clauses, filter_args = _filter_clauses(grouping.filters, FILTERS_AFTER_FX + len(more))
         # By SKU a day holds about one rollup row per SKU and currency: summing them
         # first would only add a sort, so then each row is converted as it is.
         presum = "sku" not in dims
@@ -313,14 +332,15 @@ class RollupRepository:
 
     async def measures(self, grouping: Grouping, names: list[str]) -> list[asyncpg.Record]:
         """One row per bucket and measure: its converted sum."""
+        more = (names,)
         return await self._summed_then_converted(
             grouping,
-            _measures_source(grouping, "m"),
+            _measures_source(grouping, "m", FILTERS_AFTER_FX + len(more)),
             {"value": "value"},
             money={"value"},
             keep=["measure"],
             extra="AND measure = ANY($8::text[])",
-            more=(names,),
+            more=more,
         )
 
     async def inventory(self, grouping: Grouping) -> list[asyncpg.Record]:
@@ -341,7 +361,7 @@ class RollupRepository:
             WITH cells AS NOT MATERIALIZED (
                 SELECT {_period(grouping.grain, "m")} AS period{select_dims}, m.local_date,
                        m.measure, m.value
-                FROM {_measures_source(grouping, "m", per_sku=True)}
+                FROM {_measures_source(grouping, "m", 4, per_sku=True)}
                 WHERE tenant_id = $1 AND local_date BETWEEN $2 AND $3
                   AND measure IN ('on_hand', 'snapshots') AND value <> 0 {clauses}
             ),
