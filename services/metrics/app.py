@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "batches": counters.batches,
             "records": counters.records,
             "applied": counters.applied,
+            "repeats": counters.repeats,
             "deadlettered": counters.deadlettered,
             "last_ingested_at": counters.last_ingested_at,
         }

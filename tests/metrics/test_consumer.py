@@ -341,3 +341,69 @@ def test_events_accepted_under_older_rules_are_read_as_they_are() -> None:
     assert [reason for _, reason in consumer_module.parse_records([broken]).bad] == [
         "sessions: Field required"
     ]
+
+
+def fee_message(tenant: str, event_id: str, amount: str, version: int = 1) -> bytes:
+    return orjson.dumps(
+        {
+            "tenant_id": tenant,
+            "event_id": event_id,
+            "type": "fee",
+            "version": version,
+            "source": {"platform": "amazon", "store_id": "s1", "marketplace": "US"},
+            "occurred_at": "2026-05-05T18:00:00Z",
+            "ingested_at": "2026-05-05T18:00:01Z",
+            "payload": {
+                "fee_type": "commission",
+                "amount": {"amount": amount, "currency": "USD"},
+                "charged_at": "2026-05-05T18:00:00Z",
+            },
+        }
+    )
+
+
+async def test_events_kept_already_are_skipped_before_they_are_parsed(
+    fresh_database: FreshDatabase,
+    kafka_bootstrap: str,
+    minter: TokenMinter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings, topic, tenant, token = await own_consumer(fresh_database, kafka_bootstrap, minter)
+    fees = topic_for("fee", settings.topic_prefix)
+    key = tenant.encode()
+    first = [(key, message(tenant, "e1", 1)), (key, message(tenant, "e2", 2, version=3))]
+    await produce(kafka_bootstrap, topic, first)
+    await produce(kafka_bootstrap, fees, [(key, fee_message(tenant, "f1", "1.50"))])
+    parsed: list[bytes] = []
+    parse = consumer_module.parse_records
+
+    def counting(records: list[Any]) -> Parsed:
+        parsed.extend(r.value for r in records)
+        return parse(records)
+
+    monkeypatch.setattr(consumer_module, "parse_records", counting)
+    async with serving(settings, minter) as (app, client):
+        counters = app.state.consumer.counters
+
+        async def applied_first() -> bool:
+            return counters.records >= 3 and await gmv(client, token) == 30.0
+
+        await wait_until(applied_first)
+        parsed.clear()
+        # As a broker that lost its log gets them again: the same versions, an older
+        # one, the fee; then a newer version and a record that is no event at all.
+        newer = message(tenant, "e1", 4, version=2)
+        await produce(
+            kafka_bootstrap,
+            topic,
+            [*first, (key, message(tenant, "e2", 7, version=2)), (key, newer), (key, b"[1]")],
+        )
+        await produce(kafka_bootstrap, fees, [(key, fee_message(tenant, "f1", "1.50"))])
+
+        async def applied_again() -> bool:
+            return counters.records >= 9 and await gmv(client, token) == 60.0
+
+        await wait_until(applied_again)
+        assert counters.repeats == 4
+        assert parsed == [newer, b"[1]"]
+        assert counters.deadlettered == 1

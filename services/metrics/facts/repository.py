@@ -428,6 +428,22 @@ class FactRepository:
             f"WHERE {_same(dims, 'd', 'l')} AND {empty}"
         )
 
+    async def kept_versions(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """The version kept of each (tenant, event id) of ``keys`` that has one."""
+        tenants, event_ids = zip(*keys, strict=True)
+        rows = await self.conn.fetch(
+            """
+            SELECT k.tenant_id, k.event_id, greatest(o.version, r.version) AS version
+            FROM unnest($1::text[], $2::text[]) AS k(tenant_id, event_id)
+            LEFT JOIN order_lines o ON o.tenant_id = k.tenant_id AND o.event_id = k.event_id
+            LEFT JOIN events_raw r ON r.tenant_id = k.tenant_id AND r.event_id = k.event_id
+            WHERE o.version IS NOT NULL OR r.version IS NOT NULL
+            """,
+            list(tenants),
+            list(event_ids),
+        )
+        return {(row["tenant_id"], row["event_id"]): row["version"] for row in rows}
+
     async def replaced_raw(self, rows: list[tuple[Any, ...]]) -> list[asyncpg.Record]:
         """The kept events that ``rows`` (in ``RAW_COLUMNS`` order) replace, as they are
         before ``store_raw`` overwrites them."""
