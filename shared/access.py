@@ -108,11 +108,11 @@ class GatewayGrantLookup:
                 headers={"Authorization": f"Bearer {bearer_token(request)}"},
             )
         except httpx.HTTPError:
-            raise UpstreamUnavailable("grants cannot be checked right now") from None
+            raise UpstreamUnavailable.for_now("grants cannot be checked right now") from None
         if response.status_code == 404:
             return None
         if response.status_code != 200:
-            raise UpstreamUnavailable(
+            raise UpstreamUnavailable.for_now(
                 f"grants cannot be checked right now ({response.status_code})"
             )
         body: dict[str, Any] = response.json()

@@ -145,10 +145,21 @@ class RateLimited(LodestarError):
         )
 
 
+# What a 503 tells a client whose request may pass when sent again in a moment.
+RETRY_SOON = {"Retry-After": "1"}
+
+
 class UpstreamUnavailable(LodestarError):
     status = 503
     code = "unavailable"
     graphql_code = "INTERNAL"
+
+    @classmethod
+    def for_now(cls, detail: str) -> UpstreamUnavailable:
+        """A service or connection that is away for now (restarting, overloaded): the
+        client is told to send the request again in a moment, which is safe, as every
+        write is idempotent or refused whole."""
+        return cls(detail, headers=RETRY_SOON)
 
 
 class Contended(LodestarError):
@@ -163,5 +174,5 @@ class Contended(LodestarError):
     def __init__(self) -> None:
         super().__init__(
             "a concurrent request held the same data; nothing was kept, send it again",
-            headers={"Retry-After": "1"},
+            headers=RETRY_SOON,
         )

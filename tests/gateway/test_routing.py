@@ -225,6 +225,8 @@ async def test_downstream_down_is_503_naming_it(stack: Stack, new_tenant: NewTen
         "error": "unavailable",
         "detail": "the targets service is unavailable",
     }
+    # Away for now: a client may send it again in a moment.
+    assert response.headers["retry-after"] == "1"
     assert document["x-lodestar-unavailable"] == ["targets"]
     assert "/v1/kpis" in document["paths"] and "/v1/tenants" in document["paths"]
     assert not any(path.startswith("/v1/targets") for path in document["paths"])

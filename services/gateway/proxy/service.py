@@ -80,9 +80,9 @@ async def forward(
             headers=headers,
         )
     except httpx.TimeoutException:
-        raise UpstreamUnavailable(f"the {service} service did not answer in time") from None
+        raise UpstreamUnavailable.for_now(f"the {service} service did not answer in time") from None
     except httpx.TransportError:
-        raise UpstreamUnavailable(f"the {service} service is unavailable") from None
+        raise UpstreamUnavailable.for_now(f"the {service} service is unavailable") from None
     passed = {
         name: value
         for name, value in upstream.headers.items()

@@ -1,0 +1,43 @@
+"""A service that cannot reach the gateway to check an agency's grant answers 503 and
+tells the client to send the request again in a moment."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import httpx
+import pytest
+from fastapi import Request
+
+from devstack.embedded import free_port
+from shared.access import GatewayGrantLookup
+from shared.auth import Principal
+from shared.errors import UpstreamUnavailable
+
+
+def agency_request() -> Request:
+    return Request(
+        {"type": "http", "method": "GET", "path": "/", "query_string": b"",
+         "headers": [(b"authorization", b"Bearer token")]}
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("status", [None, 502])
+async def test_a_grant_that_cannot_be_checked_is_a_503_to_retry(status: int | None) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert status is not None
+        return httpx.Response(status)
+
+    if status is None:
+        client = httpx.AsyncClient()
+        url = f"http://127.0.0.1:{free_port()}"
+    else:
+        client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+        url = "http://gateway"
+    async with client:
+        lookup = GatewayGrantLookup(url, client)
+        with pytest.raises(UpstreamUnavailable) as refused:
+            await lookup.effective(agency_request(), cast(Any, Principal), "tn_seller")
+    assert refused.value.status == 503
+    assert refused.value.headers == {"Retry-After": "1"}
+    assert refused.value.detail.startswith("grants cannot be checked right now")
