@@ -374,6 +374,11 @@ class EmbeddedBroker:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    def exited(self) -> int | None:
+        """The broker's exit status once it has stopped by itself; None while it runs,
+        or when it was never started."""
+        return self._proc.poll() if self._proc is not None else None
+
     def start(self) -> str:
         """Starts the broker and returns ``"<host>:<port>"`` once it answers metadata
         requests; raises :class:`EmbeddedError` with the log's tail if it does not."""

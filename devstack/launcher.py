@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import signal
@@ -45,6 +46,9 @@ from shared.migrations import upgrade
 from shared.settings import DEFAULT_ADMIN_CLIENT_ID
 
 READY_TIMEOUT_SECONDS = 60.0
+# A process that stops by itself is started again, unless it keeps stopping: then the
+# stack stops, saying why, rather than restart it forever.
+RESTARTS_A_MINUTE = 3
 STOP_TIMEOUT_SECONDS = 10.0
 DEFAULT_BROKER_PORT = 9092
 _PR_SET_PDEATHSIG = 1
@@ -82,6 +86,9 @@ class Launcher:
         self.home = home
         self.cleanups: list[Callable[[], None]] = []
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.config: StackConfig | None = None
+        self.broker: EmbeddedBroker | None = None
+        self._restarted: dict[str, list[float]] = {}
 
     def run(self) -> int:
         started = time.monotonic()
@@ -136,6 +143,7 @@ class Launcher:
             self.cleanups.append(broker.stop)
             _say(f"starting the Kafka-protocol broker (Tansu) on {broker_port} ...")
             bootstrap = broker.start()
+            self.broker = broker
 
         admin = self._admin_credentials()
         config = StackConfig(
@@ -152,15 +160,11 @@ class Launcher:
         _say("migrating ...")
         for service in SERVICES:
             upgrade(service, database_url)
-        asyncio.run(
-            ensure_topics(
-                bootstrap,
-                [*all_event_topics(config.topic_prefix), config.topic_prefix + DEADLETTER_TOPIC],
-            )
-        )
+        _create_topics(config)
         for service in SERVICES:
             self._start_service(service, config)
         self._wait_ready(config)
+        self.config = config
         return config
 
     def _admin_credentials(self) -> AdminCredentials:
@@ -227,14 +231,45 @@ class Launcher:
                 _say(f"  {service} ready")
 
     def _supervise(self) -> None:
+        """Starts again whatever stops by itself: a service (its clients get 503s with
+        Retry-After meanwhile), or the embedded broker, which comes back empty (ingest
+        then publishes the last day's events again, and consumers skip the repeats)."""
+        config = self.config
+        assert config is not None
         while True:
-            for service, process in self.processes.items():
+            for service, process in list(self.processes.items()):
                 if process.poll() is not None:
-                    raise SystemExit(
-                        f"{service} stopped unexpectedly ({process.returncode}); "
-                        f"see {self.home / (service + '.log')}"
+                    self._start_again(
+                        service,
+                        f"{service} stopped unexpectedly ({process.returncode})",
+                        self.home / f"{service}.log",
+                        functools.partial(self._start_service, service, config),
                     )
+            broker = self.broker
+            if broker is not None and (code := broker.exited()) is not None:
+                self._start_again(
+                    "broker",
+                    f"the broker (Tansu) stopped unexpectedly ({code}); it starts again "
+                    "empty and ingest publishes the last day's events again",
+                    broker.log_path,
+                    functools.partial(_restart, broker, config),
+                )
             time.sleep(0.5)
+
+    def _start_again(self, name: str, what: str, log: Path, start: Callable[[], object]) -> None:
+        now = time.monotonic()
+        recent = [t for t in self._restarted.get(name, []) if now - t < 60] + [now]
+        self._restarted[name] = recent
+        if len(recent) > RESTARTS_A_MINUTE:
+            raise SystemExit(
+                f"{what}, {len(recent)} times in a minute: stopping everything. "
+                f"The end of {log}:\n{tail(log, 6)}"
+            )
+        _say(f"{what}; starting it again. The end of {log}:\n{tail(log, 6)}")
+        try:
+            start()
+        except Exception as exc:
+            raise SystemExit(f"{name} could not be started again: {exc}") from None
 
     @staticmethod
     def _stop_process(service: str, process: subprocess.Popen[bytes]) -> None:
@@ -259,6 +294,22 @@ class Launcher:
                 _say(f"while stopping: {type(exc).__name__}: {exc}")
 
 
+def _create_topics(config: StackConfig) -> None:
+    prefix = config.topic_prefix
+    asyncio.run(
+        ensure_topics(
+            config.kafka_bootstrap_servers,
+            [*all_event_topics(prefix), prefix + DEADLETTER_TOPIC],
+        )
+    )
+
+
+def _restart(broker: EmbeddedBroker, config: StackConfig) -> None:
+    broker.stop()
+    broker.start()
+    _create_topics(config)
+
+
 def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     home = Path(os.environ.get("LODESTAR_HOME", ".lodestar")).resolve()
@@ -274,6 +325,13 @@ def main() -> int:
     except PortInUse as exc:
         print(exc, file=sys.stderr)
         return 2
+    except SystemExit as exc:
+        if not isinstance(exc.code, str):
+            raise
+        # Said before stopping, so that the reason comes before "stopped.".
+        print(exc.code, file=sys.stderr)
+        _say("stopping ...")
+        return 1
     except Stopped:
         _say("\nstopping ...")
         return 0

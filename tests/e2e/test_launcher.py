@@ -155,3 +155,71 @@ def test_a_service_refusing_its_settings_says_why_and_leaves_nothing(tmp_path: P
     # The setting and the value, from the end of the gateway's log.
     assert "LODESTAR_GATEWAY_CORS_ORIGINS" in said and "'https://app.example.com/'" in said, said
     assert _postgres_processes(home) == []
+
+
+def _child(launcher: subprocess.Popen[str], *words: str, timeout: float = 30) -> psutil.Process:
+    """The launcher's child process whose command line holds ``words``, once it runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for child in _descendants(launcher.pid):
+            try:
+                cmdline = " ".join(child.cmdline())
+            except psutil.Error:
+                continue
+            if all(word in cmdline for word in words) and child.status() != "zombie":
+                return child
+        time.sleep(0.2)
+    raise AssertionError(f"no child running {words}")
+
+
+def _ready(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"{url} never became ready")
+
+
+@pytest.mark.slow
+def test_what_stops_by_itself_starts_again_until_it_keeps_stopping(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    ports = {service: free_port() for service in SERVICES}
+    broker_port = free_port()
+    process = _start(_launcher_env(home, ports, broker_port))
+    try:
+        _wait_running(process)
+        # The broker, killed, comes back (empty) and ingest finds it again.
+        _child(process, "broker", f":{broker_port}").kill()
+        time.sleep(1)
+        _ready(f"http://127.0.0.1:{ports['ingest']}/readyz")
+        assert not port_is_free("127.0.0.1", broker_port)
+        # A service killed comes back; one that keeps stopping stops everything.
+        killed = set()
+        for kill in range(4):
+            metrics = _child(process, "services.metrics.app")
+            assert metrics.pid not in killed
+            killed.add(metrics.pid)
+            metrics.kill()
+            if kill == 0:
+                time.sleep(1)
+                _ready(f"http://127.0.0.1:{ports['metrics']}/readyz")
+            elif process.poll() is None:
+                time.sleep(1)
+        assert process.wait(60) == 1
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.stdout is not None
+    said = process.stdout.read()
+    assert "the broker (Tansu) stopped unexpectedly" in said, said
+    assert said.count("metrics stopped unexpectedly (-9); starting it again") == 3, said
+    # The reason comes before the stack stops, not after.
+    reason = said.index("metrics stopped unexpectedly (-9), 4 times in a minute")
+    assert reason < said.index("stopped.", reason), said
+    assert _postgres_processes(home) == []
+    for port in [*ports.values(), broker_port]:
+        assert port_is_free("127.0.0.1", port), port
