@@ -72,3 +72,19 @@ async def test_order_lines_learn_their_category_from_the_outbox(
             ("fee", None), ("gone", None), ("lamp", "Lamps"), ("plain", ""),
         ]  # fmt: skip
         await asyncio.to_thread(command.downgrade, alembic_config("ingest", url), "0006")
+
+
+async def test_rows_to_send_again_go_back_to_the_unsent_queue_on_the_way_down(
+    fresh_database: FreshDatabase,
+) -> None:
+    url = await fresh_database()
+    await asyncio.to_thread(upgrade, "ingest", url, "0008")
+    async with schema_connection(url, "ingest") as conn:
+        await conn.executemany(
+            "INSERT INTO outbox (tenant_id, event_id, version, event_type, topic, payload, "
+            "sent_at, resend) VALUES ('t1', $1, 1, 'fee', 'fee', '{}', now(), $2)",
+            [("sent", False), ("again", True)],
+        )
+        await asyncio.to_thread(command.downgrade, alembic_config("ingest", url), "0007")
+        unsent = await conn.fetch("SELECT event_id FROM outbox WHERE sent_at IS NULL")
+        assert [r["event_id"] for r in unsent] == ["again"]

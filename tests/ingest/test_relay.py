@@ -13,9 +13,10 @@ import asyncpg
 import orjson
 
 from devstack.embedded import EmbeddedBroker, free_port
-from services.ingest.outbox.repository import RELAY_LOCK
+from services.ingest.outbox.repository import RELAY_LOCK, OutboxRepository
 from shared.db import asyncpg_dsn
 from shared.events import PAYLOAD_MODELS, EventMessage
+from tests.conftest import FreshDatabase, schema_connection
 from tests.ingest.conftest import (
     IngestService,
     MakeIngest,
@@ -377,3 +378,33 @@ async def test_a_broker_that_lost_its_log_gets_the_sent_events_again(
             await ingest.relay.stop()
     finally:
         await asyncio.to_thread(broker.stop)
+
+
+async def test_events_sent_again_wait_behind_fresh_ones_and_are_not_pending(
+    fresh_database: FreshDatabase,
+) -> None:
+    url = await fresh_database("ingest")
+    async with schema_connection(url, "ingest") as conn, conn.transaction():
+        outbox = OutboxRepository(conn)
+
+        def row(event_id: str) -> tuple[Any, ...]:
+            return ("t1", event_id, 1, "fee", "fee", b"{}", None, None)
+
+        await outbox.add([row("old-1"), row("old-2")])
+        await outbox.mark_sent([r["id"] for r in await outbox.claim(10)])
+        # The broker lost its log: both are queued again; then a fresh push.
+        assert await outbox.queue_again_since(24) == 2
+        assert await outbox.queue_again_since(24) == 0
+        await outbox.add([row("fresh")])
+        assert await outbox.pending() == 1
+        claimed = await outbox.claim(2)
+        events = [
+            await conn.fetchval("SELECT event_id FROM outbox WHERE id = $1", r["id"])
+            for r in claimed
+        ]
+        assert events == ["fresh", "old-1"]
+        await outbox.mark_sent([r["id"] for r in claimed])
+        assert [r["id"] for r in await outbox.claim(10)] == [
+            await conn.fetchval("SELECT id FROM outbox WHERE event_id = 'old-2'")
+        ]
+        assert await outbox.pending() == 0

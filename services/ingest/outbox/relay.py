@@ -167,7 +167,7 @@ class OutboxRelay:
         """At a start, or when the broker has lost its log: it may have forgotten what
         it was sent."""
         async with self.db.raw_connection() as conn:
-            queued = await OutboxRepository(conn).mark_unsent_since(
+            queued = await OutboxRepository(conn).queue_again_since(
                 self.settings.outbox_retention_hours
             )
         self._republish_pending = False

@@ -36,7 +36,8 @@ class OutboxRepository:
         await self.conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
 
     async def claim(self, limit: int) -> list[asyncpg.Record]:
-        """The oldest unsent rows, when no other relay is at work (else none).
+        """The oldest unsent rows, then the oldest of those to send again (see
+        ``queue_again_since``), when no other relay is at work (else none).
 
         One relay at a time, by a lock held until the caller's transaction ends:
         locking each row instead (FOR UPDATE SKIP LOCKED) wrote every row once more
@@ -48,27 +49,30 @@ class OutboxRepository:
         # planner, which then reads the whole backlog through a bitmap and sorts it on
         # every claim. Scanning the unsent index in order stops at the limit.
         await self.conn.execute("SET LOCAL enable_bitmapscan = off")
-        rows: list[asyncpg.Record] = await self.conn.fetch(
-            """
-            SELECT id, tenant_id, topic, payload, traceparent, tracestate
-            FROM outbox
-            WHERE sent_at IS NULL
-            ORDER BY id
-            LIMIT $1
-            """,
-            limit,
-        )
+        rows: list[asyncpg.Record] = []
+        for queue in ("sent_at IS NULL", "resend"):
+            rows += await self.conn.fetch(
+                f"""
+                SELECT id, tenant_id, topic, payload, traceparent, tracestate
+                FROM outbox WHERE {queue} ORDER BY id LIMIT $1
+                """,
+                limit - len(rows),
+            )
+            if len(rows) == limit:
+                break
         return rows
 
     async def mark_sent(self, ids: list[int]) -> None:
         await self.conn.execute(
-            "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", ids
+            "UPDATE outbox SET sent_at = now(), resend = false WHERE id = ANY($1::bigint[])", ids
         )
 
-    async def mark_unsent_since(self, hours: int) -> int:
-        """Queues again the rows sent within the last ``hours``; returns how many."""
+    async def queue_again_since(self, hours: int) -> int:
+        """Queues again the rows sent within the last ``hours``, behind every row not
+        sent yet: consumers already have most of them, and each new event would wait
+        for all of them. Returns how many."""
         status = await self.conn.execute(
-            "UPDATE outbox SET sent_at = NULL WHERE sent_at IS NOT NULL "
+            "UPDATE outbox SET resend = true WHERE sent_at IS NOT NULL AND NOT resend "
             "AND sent_at >= now() - make_interval(hours => $1)",
             hours,
         )
