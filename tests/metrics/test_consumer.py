@@ -26,26 +26,37 @@ from shared.kafka import ensure_topics
 from tests.conftest import FreshDatabase, TokenMinter, serve_app
 
 
-def message(tenant: str, event_id: str, quantity: int, version: int = 1) -> bytes:
+def envelope(tenant: str, event_id: str, kind: str, version: int, payload: dict[str, Any]) -> bytes:
+    """An event as the relay publishes it."""
     return orjson.dumps(
         {
             "tenant_id": tenant,
             "event_id": event_id,
-            "type": "order_line",
+            "type": kind,
             "version": version,
             "source": {"platform": "amazon", "store_id": "s1", "marketplace": "US"},
             "occurred_at": "2026-05-05T18:00:00Z",
             "ingested_at": "2026-05-05T18:00:01Z",
-            "payload": {
-                "order_id": f"o-{event_id}",
-                "line_id": "1",
-                "sku": "SKU-1",
-                "quantity": quantity,
-                "unit_price": {"amount": "10.00", "currency": "USD"},
-                "status": "shipped",
-                "purchased_at": "2026-05-05T18:00:00Z",
-            },
+            "payload": payload,
         }
+    )
+
+
+def message(tenant: str, event_id: str, quantity: int, version: int = 1) -> bytes:
+    return envelope(
+        tenant,
+        event_id,
+        "order_line",
+        version,
+        {
+            "order_id": f"o-{event_id}",
+            "line_id": "1",
+            "sku": "SKU-1",
+            "quantity": quantity,
+            "unit_price": {"amount": "10.00", "currency": "USD"},
+            "status": "shipped",
+            "purchased_at": "2026-05-05T18:00:00Z",
+        },
     )
 
 
@@ -343,23 +354,10 @@ def test_events_accepted_under_older_rules_are_read_as_they_are() -> None:
     ]
 
 
-def fee_message(tenant: str, event_id: str, amount: str, version: int = 1) -> bytes:
-    return orjson.dumps(
-        {
-            "tenant_id": tenant,
-            "event_id": event_id,
-            "type": "fee",
-            "version": version,
-            "source": {"platform": "amazon", "store_id": "s1", "marketplace": "US"},
-            "occurred_at": "2026-05-05T18:00:00Z",
-            "ingested_at": "2026-05-05T18:00:01Z",
-            "payload": {
-                "fee_type": "commission",
-                "amount": {"amount": amount, "currency": "USD"},
-                "charged_at": "2026-05-05T18:00:00Z",
-            },
-        }
-    )
+def fee_message(tenant: str, event_id: str, amount: str) -> bytes:
+    amount_of = {"amount": amount, "currency": "USD"}
+    payload = {"fee_type": "commission", "amount": amount_of, "charged_at": "2026-05-05T18:00:00Z"}
+    return envelope(tenant, event_id, "fee", 1, payload)
 
 
 async def test_events_kept_already_are_skipped_before_they_are_parsed(
