@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
+from services.gateway.graphql import kpis as graphql_kpis
 from services.metrics.kpis import service
 from tests.conftest import NewTenant
 from tests.e2e.test_push_to_graphql import KPIS
@@ -62,3 +63,38 @@ async def test_an_answer_of_more_rows_than_the_limit_is_refused(
     [graphql_error] = graphql.json()["errors"]
     assert graphql_error["extensions"]["code"] == "BAD_USER_INPUT"
     assert graphql_error["extensions"]["errors"][0]["field"] == "input.groupBy"
+
+
+async def test_graphql_refuses_more_rows_than_a_dashboard_shows(
+    http: httpx.AsyncClient, new_tenant: NewTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant = await new_tenant()
+    await push(
+        http,
+        tenant,
+        *(line(f"e{sku}", f"O{sku}", 1, "10.00", "2026-04-07T18:00:00Z", sku=sku) for sku in "ABC"),
+    )
+    await settle(http, tenant, {"gmv": 30.0}, **WEEK)
+    monkeypatch.setattr(graphql_kpis, "MAX_GRAPHQL_ROWS", 2)
+
+    async def ask(**shape: Any) -> dict[str, Any]:
+        query = {"query": KPIS, "variables": {"input": {"metrics": ["gmv"], **WEEK, **shape}}}
+        response = await http.post("/graphql", json=query, headers=tenant.headers)
+        body: dict[str, Any] = response.json()
+        return body
+
+    by_sku = await ask(grain="TOTAL", groupBy=["SKU"])
+    [error] = by_sku["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["extensions"]["errors"][0]["field"] == "input.groupBy"
+    assert "GET /v1/kpis" in error["extensions"]["errors"][0]["reason"]
+    by_day = await ask(grain="DAY")
+    assert by_day["errors"][0]["extensions"]["errors"][0]["field"] == "input.grain"
+    assert len((await ask(grain="TOTAL"))["data"]["kpis"]["rows"]) == 1
+    # REST answers the same question whole.
+    rest = await http.get(
+        "/v1/kpis",
+        params={"metrics": "gmv", **WEEK, "grain": "total", "group_by": "sku"},
+        headers=tenant.headers,
+    )
+    assert rest.status_code == 200 and len(rest.json()["rows"]) == 3
