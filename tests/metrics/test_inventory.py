@@ -200,3 +200,25 @@ async def test_a_warehouse_holds_its_latest_snapshot_of_a_date_whatever_its_even
         ("2026-04-10", "B"): (4.0, 0.0),
         ("2026-04-11", "B"): (0.0, 1.0),
     }
+
+
+async def test_days_of_cover_gives_a_group_a_row_only_where_its_window_has_data(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    sold = [
+        line("c", "OC", 2, "10.00", "2026-02-15T20:00:00Z", sku="C"),
+        snapshot("sd", "2026-01-20", "D", "wh1", 4),
+    ]
+    response = await http.post("/v1/events", json={"events": sold}, headers=tenant.headers)
+    assert response.status_code == 202, response.text
+    window = {"from": "2025-11-01", "to": "2026-03-31", "grain": "month", "group_by": "sku"}
+    for _ in range(50):
+        body = await kpis(http, tenant, metrics="days_of_cover", **window)
+        if len(body["rows"]) >= 2:
+            break
+        await asyncio.sleep(0.2)
+    rows = {(r["period"], r["dimensions"][0]["value"]) for r in body["rows"]}
+    # C sold on 15 February: of the months' 30-day windows, only February's reaches it
+    # (March's starts on 2 March). D was snapshotted in January, and sold nothing.
+    assert rows == {("2026-02-01", "C"), ("2026-01-01", "D")}

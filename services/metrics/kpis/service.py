@@ -200,15 +200,14 @@ async def _trailing_units(
     }
     for period, dims in buckets:
         end = _bucket_end(period, query.grain, grouping)
-        total = sum(
-            (
-                v
-                for day, v in units.get(dims, {}).items()
-                if end - timedelta(days=window - 1) <= day <= end
-            ),
-            ZERO,
-        )
-        found.put((period, dims), "units_30d", total)
+        sold = [
+            v
+            for day, v in units.get(dims, {}).items()
+            if end - timedelta(days=window - 1) <= day <= end
+        ]
+        # A group with no data in a bucket has no row there, unless its window has some.
+        if sold or (period, dims) in found.inputs:
+            found.put((period, dims), "units_30d", sum(sold, ZERO))
 
 
 # What a windowed input sums: shipments late are those shipped late plus those not
