@@ -239,6 +239,16 @@ class Shipment(Payload):
     @model_validator(mode="after")
     def _delivered_after_shipping(self, info: ValidationInfo) -> Shipment:
         _not_before(self, info, "delivered_at", "shipped_at")
+        if self.cancelled_by_seller_before_ship and accepting(info):
+            # Cancelled before shipping, it is no shipment due: a shipping time would
+            # make it due, and late, as well.
+            for at in ("shipped_at", "delivered_at"):
+                if getattr(self, at) is not None:
+                    raise PydanticCustomError(
+                        "payload_conflict",
+                        "{at} must be absent when cancelled_by_seller_before_ship is true",
+                        {"at": at},
+                    )
         return self
 
 

@@ -321,11 +321,30 @@ def test_times_that_contradict_each_other_are_refused() -> None:
             delivered_at="2026-03-02T23:00:00Z",
         ),
     ]
+    cancelled = {
+        "order_id": "112",
+        "promised_ship_by": "2026-03-02T00:00:00Z",
+        "cancelled_by_seller_before_ship": True,
+    }
+    batch += [
+        another("shipment", **cancelled, shipped_at="2026-03-03T00:00:00Z"),
+        another("shipment", **cancelled, delivered_at="2026-03-04T00:00:00Z"),
+    ]
     assert _reasons(batch) == {
         (0, "payload.first_response_at"): "first_response_at must not be before opened_at",
         (1, "payload.resolved_at"): "resolved_at must not be before opened_at",
         (2, "payload.delivered_at"): "delivered_at must not be before shipped_at",
+        (3, "payload.shipped_at"): (
+            "shipped_at must be absent when cancelled_by_seller_before_ship is true"
+        ),
+        (4, "payload.delivered_at"): (
+            "delivered_at must be absent when cancelled_by_seller_before_ship is true"
+        ),
     }
+    # Shipped, then not cancelled, is a shipment as any other.
+    shipped = {**cancelled, "cancelled_by_seller_before_ship": False}
+    shipped = another("shipment", **shipped, shipped_at="2026-03-03T00:00:00Z")
+    assert validate_batch([shipped])[1] == []
     same_instant = another("cs_ticket", **opened, first_response_at=opened["opened_at"])
     assert validate_batch([same_instant])[1] == []
 
