@@ -185,6 +185,22 @@ def _bucket_end(period: str, grain: str, measured: Grouping) -> date:
     return min(after - timedelta(days=1), measured.end)
 
 
+class _RunningSums:
+    """A day-by-day series whose sum over any span of days takes two bisections, not a
+    scan of every day for every bucket (a year by day and SKU is 730,000 buckets)."""
+
+    def __init__(self, by_day: dict[date, Decimal]) -> None:
+        self.days = sorted(by_day)
+        self.running = list(accumulate((by_day[day] for day in self.days), initial=ZERO))
+
+    def over(self, end: date, days: int) -> tuple[Decimal, bool]:
+        """The sum over the ``days`` days ending on ``end``, and whether any day of
+        them is in the series."""
+        first = bisect_left(self.days, end - timedelta(days=days - 1))
+        after = bisect_right(self.days, end)
+        return self.running[after] - self.running[first], after > first
+
+
 async def _trailing_units(
     repository: RollupRepository, query: KpiQuery, grouping: Grouping, found: _Range
 ) -> None:
@@ -200,16 +216,12 @@ async def _trailing_units(
         for period in all_periods(grouping.start, grouping.end, query.grain)
     }
     for dims, by_day in units.items():
-        # Days in order and their running sums: a window is two bisections, not a scan
-        # of every day for every bucket (a year by day and SKU is 730,000 buckets).
-        days = sorted(by_day)
-        running = list(accumulate((by_day[day] for day in days), initial=ZERO))
+        sold = _RunningSums(by_day)
         for period, end in ends.items():
-            first = bisect_left(days, end - timedelta(days=window - 1))
-            after = bisect_right(days, end)
+            total, any_sold = sold.over(end, window)
             # A group with no data in a bucket has no row there, unless its window has.
-            if after > first or (period, dims) in found.inputs:
-                found.put((period, dims), "units_30d", running[after] - running[first])
+            if any_sold or (period, dims) in found.inputs:
+                found.put((period, dims), "units_30d", total)
     for period, dims in list(found.inputs):
         if dims not in units:
             found.put((period, dims), "units_30d", ZERO)
@@ -259,6 +271,11 @@ async def _windowed_measures(
             placed = counts[dims][date.fromisoformat(row["period"])]
             for name in set(measures) & ORDER_INPUTS:
                 placed[name] = Decimal(row[name] or 0)
+    series = {
+        (dims, name): _RunningSums(_parts_summed(by_day, name.split("@")[0]))
+        for dims, by_day in counts.items()
+        for name in windows
+    }
     had_data = set(found.inputs)
     buckets = had_data | {
         (period, dims)
@@ -267,21 +284,23 @@ async def _windowed_measures(
     }
     for period, dims in buckets:
         end = _bucket_end(period, query.grain, grouping)
-        totals = {}
-        for name, window in windows.items():
-            base = name.split("@")[0]
-            total = ZERO
-            for day, values in counts.get(dims, {}).items():
-                if not end - timedelta(days=window - 1) <= day <= end:
-                    continue
-                for part in _WINDOW_PARTS.get(base, (base,)):
-                    total += values.get(part, ZERO)
-            totals[name] = total
+        totals = {
+            name: series[(dims, name)].over(end, window)[0] if dims in counts else ZERO
+            for name, window in windows.items()
+        }
         if dims and (period, dims) not in had_data and not any(totals.values()):
             # A group has a row in a period when it has data then: none in any window.
             continue
         for name, total in totals.items():
             found.put((period, dims), name, total)
+
+
+def _parts_summed(by_day: dict[date, dict[str, Decimal]], measure: str) -> dict[date, Decimal]:
+    """Each day's ``measure``, the sum of its parts when it has some (``_WINDOW_PARTS``)."""
+    parts = _WINDOW_PARTS.get(measure, (measure,))
+    return {
+        day: sum((values.get(part, ZERO) for part in parts), ZERO) for day, values in by_day.items()
+    }
 
 
 async def _overdue_shipments(
