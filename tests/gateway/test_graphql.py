@@ -79,6 +79,11 @@ FAKE_ANSWERS: dict[str, Response] = {
     "DENY": JSONResponse({"error": "forbidden", "detail": "no access"}, status_code=403),
     "GONE": JSONResponse({"error": "not_found", "detail": "no such thing"}, status_code=404),
     "BOOM": PlainTextResponse("Traceback (most recent call last): db password", status_code=500),
+    "BUSY": JSONResponse(
+        {"error": "unavailable", "detail": "a concurrent request held the same data"},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    ),
 }
 
 
@@ -526,7 +531,13 @@ async def test_another_tenants_id_is_forbidden(
 
 @pytest.mark.parametrize(
     ("currency", "code"),
-    [("XXX", "BAD_USER_INPUT"), ("DENY", "FORBIDDEN"), ("GONE", "NOT_FOUND"), ("BOOM", "INTERNAL")],
+    [
+        ("XXX", "BAD_USER_INPUT"),
+        ("DENY", "FORBIDDEN"),
+        ("GONE", "NOT_FOUND"),
+        ("BOOM", "INTERNAL"),
+        ("BUSY", "INTERNAL"),
+    ],
 )
 async def test_metrics_errors_become_graphql_codes(
     fake: FakeMetrics, new_tenant: NewTenant, currency: str, code: str
@@ -537,6 +548,8 @@ async def test_metrics_errors_become_graphql_codes(
     assert body["data"] is None
     assert error["extensions"]["code"] == code
     assert "Traceback" not in str(body) and "password" not in str(body)
+    # Only a metrics away for now is worth asking again in a moment.
+    assert error["extensions"].get("retryAfter") == (1 if currency == "BUSY" else None)
     if code == "BAD_USER_INPUT":
         assert error["message"] == "unknown currency XXX"
         # Named as the GraphQL client wrote it, not as metrics' REST parameter.
@@ -553,6 +566,8 @@ async def test_metrics_down_is_internal_without_details(
         body = await gql(client, tenant.headers, CATALOG)
     assert body["errors"][0]["extensions"]["code"] == "INTERNAL"
     assert body["errors"][0]["message"] == "the metrics service is unavailable"
+    # As REST's Retry-After: the answer's one HTTP status speaks for every field.
+    assert body["errors"][0]["extensions"]["retryAfter"] == 1
 
 
 async def test_input_errors_are_bad_user_input(fake: FakeMetrics, new_tenant: NewTenant) -> None:

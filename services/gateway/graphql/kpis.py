@@ -110,7 +110,7 @@ async def _get_metrics(context: Context, path: str, params: Params) -> Any:
     except httpx.HTTPError as exc:
         # The caller learns only that metrics is away; the log says how.
         log.warning("metrics call failed: %s: %s", type(exc).__name__, exc)
-        raise UpstreamUnavailable("the metrics service is unavailable") from None
+        raise UpstreamUnavailable.for_now("the metrics service is unavailable") from None
     if response.status_code == 200:
         context.record(response)
         return orjson.loads(response.content)
@@ -162,6 +162,8 @@ def _error_from(response: httpx.Response) -> LodestarError:
         return NotFound(detail)
     if status in (400, 413, 422):
         return InvalidInput(detail, errors) if status == 422 else BadRequest(detail, errors)
+    if status == 503:
+        return UpstreamUnavailable.for_now(f"the metrics service is unavailable ({detail})")
     return UpstreamUnavailable(f"the metrics service failed ({status})")
 
 

@@ -70,7 +70,7 @@ def answer_too_large(query: KpiQuery, most: int) -> InvalidInput:
             FieldError(
                 field=field,
                 reason=f"more than {most:,} rows of periods and groups; ask for "
-                "fewer days, a coarser grain, fewer group_by dimensions or narrower filters",
+                "fewer days, a coarser grain, fewer groups or narrower filters",
             )
         ],
     )
