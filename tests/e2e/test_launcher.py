@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -175,11 +176,10 @@ def _child(launcher: subprocess.Popen[str], *words: str, timeout: float = 30) ->
 def _ready(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
+        # Not listening yet while it starts again.
+        with contextlib.suppress(httpx.HTTPError):
             if httpx.get(url, timeout=2).status_code == 200:
                 return
-        except httpx.HTTPError:
-            pass
         time.sleep(0.3)
     raise AssertionError(f"{url} never became ready")
 
