@@ -3,8 +3,6 @@ tells the client to send the request again in a moment."""
 
 from __future__ import annotations
 
-from typing import Any, cast
-
 import httpx
 import pytest
 from fastapi import Request
@@ -13,6 +11,14 @@ from devstack.embedded import free_port
 from shared.access import GatewayGrantLookup
 from shared.auth import Principal
 from shared.errors import UpstreamUnavailable
+
+AGENCY = Principal(
+    subject="agency-client",
+    client_id="agency-client",
+    tenant_id="tn_agency",
+    scopes=frozenset({"kpi:read"}),
+    token_id="t1",
+)
 
 
 def agency_request() -> Request:
@@ -37,7 +43,7 @@ async def test_a_grant_that_cannot_be_checked_is_a_503_to_retry(status: int | No
     async with client:
         lookup = GatewayGrantLookup(url, client)
         with pytest.raises(UpstreamUnavailable) as refused:
-            await lookup.effective(agency_request(), cast(Any, Principal), "tn_seller")
+            await lookup.effective(agency_request(), AGENCY, "tn_seller")
     assert refused.value.status == 503
     assert refused.value.headers == {"Retry-After": "1"}
     assert refused.value.detail.startswith("grants cannot be checked right now")
