@@ -161,12 +161,9 @@ def check_stores(events: list[Event], access: Access, rows: Sequence[int] | None
     source (CONTRACT §4), and a unit cost to every store without one of its own, so no
     limited caller pushes either."""
     errors: list[FieldError] = []
-    limited = any(
-        limit is not None for limit in (access.stores, access.marketplaces, access.categories)
-    )
     for index, event in enumerate(events):
         row = _row(index, rows)
-        if limited and event.type in TENANT_WIDE_TYPES:
+        if access.limited and event.type in TENANT_WIDE_TYPES:
             reason = f"{TENANT_WIDE_TYPES[event.type]}; this caller may reach only some"
             errors.append(FieldError("type", reason, index=index, row=row))
         payload = event.payload
@@ -199,7 +196,7 @@ async def check_replaced(
     only when that event lies within them too, and one limited to categories an order
     line only of those: a higher version would otherwise move another store's sale
     into one it may push to, or cancel another category's. 403 naming each such event."""
-    if access.stores is None and access.marketplaces is None and access.categories is None:
+    if not access.limited:
         return
     stored = await repository.accepted(tenant_id, sorted({e.event_id for e in events}))
     errors: list[FieldError] = []

@@ -23,10 +23,6 @@ from services.metrics.facts.repository import (
 from shared.db import row_count
 
 ATTACHED_TYPES = ("refund", "shipment", "order_defect")
-_CELL_TYPES = (
-    "tenant_id text, local_date date, platform text, store_id text, marketplace text, "
-    "sku text, measure text, currency text"
-)
 _KEYS = "tenant_id, platform, store_id, order_id"
 
 # The cells of every order in attached_keys, computed from its current state.
@@ -94,12 +90,13 @@ async def move_order_attachments(
     await conn.execute("ANALYZE attached_keys")
     # What the orders' old cells take out, kept to drop the cells left holding nothing.
     await conn.execute(
-        f"CREATE TEMP TABLE IF NOT EXISTS left_cells ({_CELL_TYPES}, value numeric, facts bigint) "
-        "ON COMMIT DELETE ROWS"
+        "CREATE TEMP TABLE IF NOT EXISTS left_cells (LIKE daily_measures) ON COMMIT DELETE ROWS"
     )
     await conn.execute("TRUNCATE left_cells")
-    left = await conn.execute(f"INSERT INTO left_cells {CELLS_SQL.format(sign='-')}")
-    await add_measure_cells(conn, "SELECT * FROM left_cells")
+    left = await conn.execute(
+        f"INSERT INTO left_cells ({MEASURE_CELL}, value, facts) {CELLS_SQL.format(sign='-')}"
+    )
+    await add_measure_cells(conn, f"SELECT {MEASURE_CELL}, value, facts FROM left_cells")
     await conn.execute(
         f"DELETE FROM order_attached_cells c USING attached_keys k "
         f"WHERE ({', '.join('c.' + k for k in _KEYS.split(', '))}) "

@@ -30,7 +30,7 @@ from services.metrics.facts.attachments import (
     attached_keys,
     move_order_attachments,
 )
-from services.metrics.facts.measures import Source, cells_of, net_deltas
+from services.metrics.facts.measures import Source
 from services.metrics.facts.repository import FactRepository
 from services.metrics.facts.zones import StoreZones, store_zones_for
 from services.metrics.kpis.cache import bump_versions
@@ -243,8 +243,7 @@ async def apply_messages(
             for row in replaced
             if row["type"] != "inventory_snapshot"
         ] + [(_source_of_row(row, zones), _payload_of_row(row)) for row in counted_before]
-        await repository.add_measures(net_deltas(added, removed))
-        await repository.drop_emptied_measures(cells_of(removed))
+        await repository.move_measures(added, removed)
         await move_order_attachments(
             conn,
             attached_keys(

@@ -13,8 +13,9 @@ from typing import Any
 
 import asyncpg
 
-from services.metrics.facts.measures import Cell
+from services.metrics.facts.measures import Cell, Source, cells_of, net_deltas
 from shared.db import row_count
+from shared.events import Payload
 
 LINE_COLUMNS = (
     "tenant_id",
@@ -55,13 +56,10 @@ _SKU_ORDER_DIMS = "tenant_id, local_date, platform, store_id, marketplace, sku"
 _CATEGORY_ORDER_DIMS = "tenant_id, local_date, platform, store_id, marketplace, category"
 
 
+# Each table of SKU categories, by its key: the tenant's, and each store's.
 _CATEGORY_TABLES = (
-    ("sku_categories", "tenant_id, sku", ""),
-    (
-        "store_sku_categories",
-        "tenant_id, platform, store_id, marketplace, sku",
-        "AND l.platform = k.platform AND l.store_id = k.store_id AND l.marketplace = k.marketplace",
-    ),
+    ("sku_categories", "tenant_id, sku"),
+    ("store_sku_categories", "tenant_id, platform, store_id, marketplace, sku"),
 )
 
 MEASURE_CELL = "tenant_id, local_date, platform, store_id, marketplace, sku, measure, currency"
@@ -89,6 +87,11 @@ async def add_measure_cells(conn: asyncpg.Connection, cells_sql: str, *args: Any
         """,
         *args,
     )
+
+
+def _arrays(rows: Iterable[tuple[Any, ...]]) -> list[list[Any]]:
+    """The columns of ``rows``, as the arrays ``unnest`` takes."""
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 def _same(columns: str, left: str, right: str) -> str:
@@ -210,7 +213,7 @@ class FactRepository:
         version that moves a categorized line away (another SKU, store or purchase time,
         or no category) may hand it back to an older line, so those SKUs are looked up
         again in their lines."""
-        for table, keys, same_store in _CATEGORY_TABLES:
+        for table, keys in _CATEGORY_TABLES:
             await self.conn.execute(
                 f"""
                 INSERT INTO {table} AS c ({keys}, category, seen_at, event_id)
@@ -240,8 +243,7 @@ class FactRepository:
                     SELECT k.*, n.category, n.purchased_at, n.event_id
                     FROM left_keys k LEFT JOIN LATERAL (
                         SELECT l.category, l.purchased_at, l.event_id FROM order_lines l
-                        WHERE l.tenant_id = k.tenant_id AND l.sku = k.sku
-                          AND l.category <> '' {same_store}
+                        WHERE {_same(keys, "l", "k")} AND l.category <> ''
                         ORDER BY l.purchased_at DESC, l.event_id DESC
                         LIMIT 1
                     ) n ON true
@@ -430,7 +432,6 @@ class FactRepository:
 
     async def kept_versions(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
         """The version kept of each (tenant, event id) of ``keys`` that has one."""
-        tenants, event_ids = zip(*keys, strict=True)
         rows = await self.conn.fetch(
             """
             SELECT k.tenant_id, k.event_id, greatest(o.version, r.version) AS version
@@ -439,8 +440,7 @@ class FactRepository:
             LEFT JOIN events_raw r ON r.tenant_id = k.tenant_id AND r.event_id = k.event_id
             WHERE o.version IS NOT NULL OR r.version IS NOT NULL
             """,
-            list(tenants),
-            list(event_ids),
+            *_arrays(keys),
         )
         return {(row["tenant_id"], row["event_id"]): row["version"] for row in rows}
 
@@ -449,7 +449,7 @@ class FactRepository:
         before ``store_raw`` overwrites them."""
         if not rows:
             return []
-        arrays = [list(column) for column in zip(*rows, strict=True)]
+        arrays = _arrays(rows)
         replaced: list[asyncpg.Record] = await self.conn.fetch(
             """
             SELECT r.* FROM events_raw r
@@ -483,7 +483,7 @@ class FactRepository:
             WHERE r.version < EXCLUDED.version
             RETURNING tenant_id, event_id
             """,
-            *[list(column) for column in zip(*rows, strict=True)],
+            *_arrays(rows),
         )
         return {(row["tenant_id"], row["event_id"]) for row in applied}
 
@@ -509,11 +509,19 @@ class FactRepository:
             ORDER BY r.tenant_id, r.platform, r.store_id, r.marketplace, k.sku, k.warehouse,
                      k.day, r.occurred_at DESC, r.event_id DESC
             """,
-            *[list(column) for column in zip(*keys, strict=True)],
+            *_arrays(keys),
         )
         return rows
 
-    async def drop_emptied_measures(self, cells: Iterable[Cell]) -> None:
+    async def move_measures(
+        self, added: list[tuple[Source, Payload]], removed: list[tuple[Source, Payload]]
+    ) -> None:
+        """Moves the measure cells from the ``removed`` events to the ``added`` ones, and
+        drops the rows that no event is left in."""
+        await self._add_measures(net_deltas(added, removed))
+        await self._drop_emptied_measures(cells_of(removed))
+
+    async def _drop_emptied_measures(self, cells: Iterable[Cell]) -> None:
         """See ``drop_emptied_measures``: ``cells`` are those something left."""
         unique = sorted(set(cells))
         if not unique:
@@ -526,10 +534,10 @@ class FactRepository:
                 $7::text[], $8::text[]
             ) AS c({MEASURE_CELL})
             """,
-            *[list(column) for column in zip(*unique, strict=True)],
+            *_arrays(unique),
         )
 
-    async def add_measures(self, deltas: list[tuple[Any, ...]]) -> None:
+    async def _add_measures(self, deltas: list[tuple[Any, ...]]) -> None:
         """Rows (cell..., delta, facts delta), each cell once: see ``add_measure_cells``."""
         if not deltas:
             return
@@ -541,7 +549,7 @@ class FactRepository:
                 $7::text[], $8::text[], $9::numeric[], $10::bigint[]
             ) AS c({MEASURE_CELL}, value, facts)
             """,
-            *[list(column) for column in zip(*deltas, strict=True)],
+            *_arrays(deltas),
         )
 
     async def upsert_fx_rates(self, rows: list[tuple[Any, ...]]) -> None:
@@ -560,7 +568,7 @@ class FactRepository:
                 rate_date = EXCLUDED.rate_date, base = EXCLUDED.base,
                 quote = EXCLUDED.quote, rate = EXCLUDED.rate, ingested_at = EXCLUDED.ingested_at
             """,
-            *[list(column) for column in zip(*rows, strict=True)],
+            *_arrays(rows),
         )
 
     async def upsert_unit_costs(self, rows: list[tuple[Any, ...]]) -> None:
@@ -580,7 +588,7 @@ class FactRepository:
                 cost = EXCLUDED.cost, currency = EXCLUDED.currency,
                 platform = EXCLUDED.platform, store_id = EXCLUDED.store_id
             """,
-            *[list(column) for column in zip(*rows, strict=True)],
+            *_arrays(rows),
         )
 
     async def track_open_shipments(
@@ -597,7 +605,7 @@ class FactRepository:
             USING unnest($1::text[], $2::text[]) AS a(tenant_id, event_id)
             WHERE o.tenant_id = a.tenant_id AND o.event_id = a.event_id
             """,
-            *[list(column) for column in zip(*applied, strict=True)],
+            *_arrays(applied),
         )
         if still_open:
             await self.conn.execute(
@@ -609,5 +617,5 @@ class FactRepository:
                     $6::timestamptz[]
                 )
                 """,
-                *[list(column) for column in zip(*still_open, strict=True)],
+                *_arrays(still_open),
             )

@@ -15,7 +15,7 @@ import asyncpg
 import orjson
 
 from services.metrics.facts.attachments import move_order_attachments
-from services.metrics.facts.measures import Source, cells_of, net_deltas
+from services.metrics.facts.measures import Source
 from services.metrics.facts.repository import FactRepository
 from shared.db import row_count
 from shared.events import PAYLOAD_MODELS
@@ -168,7 +168,5 @@ async def _rebucket_events(
         cells = (row["tenant_id"], row["platform"], row["store_id"], row["marketplace"])
         added.append((Source(*cells, new), typed))
         removed.append((Source(*cells, old), typed))
-    repository = FactRepository(conn)
-    await repository.add_measures(net_deltas(added, removed))
-    await repository.drop_emptied_measures(cells_of(removed))
+    await FactRepository(conn).move_measures(added, removed)
     return len(rows)

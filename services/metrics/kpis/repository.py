@@ -7,6 +7,7 @@ factor is null. Queries never read the raw facts.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -100,10 +101,8 @@ def _measures_source(
         return f"daily_measures {alias}"
     # Narrowed to stores (as a caller limited to some always is), the newest line of
     # the stores asked about names the category: no other store's line lends its name.
-    narrowing = " ".join(
-        f"AND c.{COLUMNS[dimension]} = ANY(${position}::text[])"
-        for position, dimension in enumerate(grouping.filters, start=first_filter)
-        if dimension in ("platform", "store", "marketplace")
+    narrowing, _ = _filter_clauses(
+        grouping.filters, first_filter, "c", only=("platform", "store", "marketplace")
     )
     categories, keys = "sku_categories", "tenant_id, sku"
     if narrowing:
@@ -145,14 +144,19 @@ def orders_source(group_by: list[str], filters: dict[str, list[str]]) -> str:
 
 
 def _filter_clauses(
-    filters: dict[str, list[str]], first: int, alias: str = ""
+    filters: dict[str, list[str]],
+    first: int,
+    alias: str = "",
+    only: Collection[str] | None = None,
 ) -> tuple[str, list[Any]]:
-    """``AND <column> = ANY($n)`` for each filter, its parameters numbered from
-    ``first``, and the values to pass for them."""
+    """``AND <column> = ANY($n)`` for each filter (of the dimensions ``only`` names,
+    when given), its parameters numbered from ``first`` in the order of ``filters``, and
+    the values to pass for them all."""
     prefix = f"{alias}." if alias else ""
     sql = " ".join(
         f"AND {prefix}{COLUMNS[dimension]} = ANY(${position}::text[])"
         for position, dimension in enumerate(filters, start=first)
+        if only is None or dimension in only
     )
     return sql, list(filters.values())
 
@@ -355,13 +359,14 @@ class RollupRepository:
         dims = [COLUMNS[d] for d in grouping.group_by]
         select_dims = "".join(f", {c} AS {d}" for c, d in zip(dims, grouping.group_by, strict=True))
         bucket = ", ".join(["period", *grouping.group_by])
-        clauses, args = _filter_clauses(grouping.filters, 4)
+        first_filter = 4  # after the tenant and the dates
+        clauses, args = _filter_clauses(grouping.filters, first_filter)
         rows: list[asyncpg.Record] = await self.conn.fetch(
             f"""
             WITH cells AS NOT MATERIALIZED (
                 SELECT {_period(grouping.grain, "m")} AS period{select_dims}, m.local_date,
                        m.measure, m.value
-                FROM {_measures_source(grouping, "m", 4, per_sku=True)}
+                FROM {_measures_source(grouping, "m", first_filter, per_sku=True)}
                 WHERE tenant_id = $1 AND local_date BETWEEN $2 AND $3
                   AND measure IN ('on_hand', 'snapshots') AND value <> 0 {clauses}
             ),
