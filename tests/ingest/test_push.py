@@ -371,6 +371,35 @@ async def test_a_new_version_cannot_change_the_events_type(ingest: IngestService
     assert again.json() == {"accepted": 1, "duplicates": 0}
 
 
+async def test_one_batch_cannot_change_an_events_type_either(ingest: IngestService) -> None:
+    """Only a batch's highest version of an event is kept: an order line and a fee of
+    one id in one request left the fee alone, the sale gone, where two requests are
+    refused. Either order of the two is refused whole, naming the later one."""
+    tenant = new_tenant_id()
+    fee = {
+        **order_line("tc"),
+        "type": "fee",
+        "payload": {
+            "fee_type": "commission",
+            "amount": {"amount": "7.00", "currency": "USD"},
+            "charged_at": "2026-03-01T07:15:00Z",
+        },
+    }
+    line = order_line("tc")
+    for first, second in ((line, {**fee, "version": 2}), (fee, {**line, "version": 2})):
+        refused = await ingest.push(tenant, [first, order_line("other"), second])
+        assert refused.status_code == 422
+        assert refused.json()["errors"] == [
+            {"index": 2, "field": "type",
+             "reason": f"event tc is pushed as {first['type']} at index 0 of this batch; "
+                       "a new version cannot change its type"}
+        ]  # fmt: skip
+    assert await ingest.outbox_rows(tenant) == 0
+    # Versions of one type in one batch stay what they were: the highest is kept.
+    kept = await ingest.push(tenant, [line, {**line, "version": 2}])
+    assert kept.json() == {"accepted": 2, "duplicates": 0}
+
+
 async def test_a_misspelt_parameter_is_refused_not_ignored(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:

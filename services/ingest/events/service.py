@@ -133,12 +133,31 @@ def validate(raw_events: list[Any], rows: Sequence[int] | None = None) -> list[E
     errors name lines too.
     """
     events, errors = validate_batch(raw_events)
+    if not errors:
+        errors = _types_changed_within(events)
     if errors:
         bad = len({e.index for e in errors})
         if rows is not None:
             errors = [replace(e, row=None if e.index is None else rows[e.index]) for e in errors]
         raise InvalidInput(f"{bad} invalid event(s); nothing was stored", errors)
     return events
+
+
+def _types_changed_within(events: list[Event]) -> list[FieldError]:
+    """An event id pushed twice in one batch as two types: a new version cannot change
+    its type, whether its versions come in one request or in several (only the highest
+    of a batch is kept, so the other type would vanish without a word)."""
+    first: dict[str, tuple[int, str]] = {}
+    errors: list[FieldError] = []
+    for index, event in enumerate(events):
+        seen = first.setdefault(event.event_id, (index, event.type))
+        if seen[1] != event.type:
+            reason = (
+                f"event {event.event_id} is pushed as {seen[1]} at index {seen[0]} of this "
+                "batch; a new version cannot change its type"
+            )
+            errors.append(FieldError("type", reason, index=index))
+    return errors
 
 
 def _row(index: int, rows: Sequence[int] | None) -> int | None:
