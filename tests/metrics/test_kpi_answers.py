@@ -3,6 +3,8 @@ only the comparison has, CSV and content negotiation."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from typing import Any
 
@@ -23,6 +25,28 @@ async def test_exactly_three_years_at_day_grain_is_accepted(
         http, tenant, metrics="gmv", grain="day", **{"from": "2023-01-01", "to": "2025-12-31"}
     )
     assert len(body["rows"]) == 1096
+
+
+async def test_three_years_from_29_february_end_on_28_february(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """From a month's last day the limit is not the last day of the month three years
+    on: from 29 February 2020 the range to 28 February 2023 is three years, as from 28
+    February 2021 the range to 27 February 2024 is."""
+    tenant = await new_tenant(scopes=["kpi:read"])
+    for start, end in (("2020-02-29", "2023-02-28"), ("2021-02-28", "2024-02-27")):
+        body = await kpis(http, tenant, metrics="gmv", grain="day", **{"from": start, "to": end})
+        assert body["rows"][-1]["period"] == end
+    for start, end in (("2020-02-29", "2023-03-01"), ("2021-02-28", "2024-02-28")):
+        refused = await http.get(
+            "/v1/kpis",
+            params={"metrics": "gmv", "grain": "day", "from": start, "to": end},
+            headers=tenant.headers,
+        )
+        assert refused.status_code == 422
+        assert refused.json()["errors"] == [
+            {"field": "to", "reason": "at most 3 years at day grain"}
+        ]
 
 
 async def test_platform_filters_read_as_events_are_stored(
@@ -84,6 +108,33 @@ async def test_csv_answers_carry_their_warnings_in_a_header(
     assert json.loads(response.headers["Lodestar-Warnings"]) == [
         "no FX rate for MXN→USD on 2026-01-10"
     ]
+
+
+async def test_csv_cells_from_pushed_text_never_run_as_formulas(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """A SKU is whatever a connector or an agency pushed: one starting like a formula
+    is written as text, and JSON keeps it as it was."""
+    tenant = await new_tenant()
+    skus = ["=1+2", "+cmd", "-2+3", "@SUM(A1)", '=HYPERLINK("http://x")', "plain-1"]
+    at = "2026-01-10T18:00:00Z"
+    await seed(
+        http,
+        tenant,
+        [line(f"f{n}", f"F{n}", 1, "10.00", at, sku=sku) for n, sku in enumerate(skus)],
+    )
+    params = {**WINDOW, "group_by": "sku"}
+    response = await http.get(
+        "/v1/kpis", params=params, headers={**tenant.headers, "Accept": "text/csv"}
+    )
+    cells = sorted(row[1] for row in csv.reader(io.StringIO(response.text)) if row[0] == "TOTAL")
+    assert cells == sorted(
+        ["'=1+2", "'+cmd", "'-2+3", "'@SUM(A1)", """'=HYPERLINK("http://x")""", "plain-1"]
+    )
+    # Numbers keep their sign: a value is never taken for text.
+    assert all(not row[3].startswith("'") for row in csv.reader(io.StringIO(response.text)))
+    as_json = await kpis(http, tenant, **params)
+    assert sorted(r["dimensions"][0]["value"] for r in as_json["rows"]) == sorted(skus)
 
 
 @pytest.mark.parametrize(

@@ -26,12 +26,23 @@ router = APIRouter(prefix="/v1/kpis", tags=["kpis"])
 Reader = Annotated[Access, Depends(require_access("kpi:read"))]
 
 
+# What makes a spreadsheet read a cell as a formula (OWASP's CSV injection list).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _as_text(cell: str) -> str:
+    """A dimension's value as a spreadsheet shows it, never run: SKUs and stores come
+    from pushed events, and ``=HYPERLINK(...)`` in a SKU would run when the seller opens
+    the export. A leading apostrophe makes the cell text."""
+    return f"'{cell}" if cell.startswith(_FORMULA_STARTS) else cell
+
+
 def _csv(body: dict[str, Any], group_by: list[str]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["period", *group_by, "metric", "value", "previous", "change", "currency"])
     for row in body["rows"]:
-        dims = [d["value"] for d in row["dimensions"]]
+        dims = [_as_text(d["value"]) for d in row["dimensions"]]
         for value in row["values"]:
             writer.writerow(
                 [

@@ -114,7 +114,7 @@ def parse_query(tenant_id: str, params: dict[str, str | None]) -> KpiQuery:
     if start and end:
         if start > end:
             errors.append(FieldError(field="from", reason="must not be after to"))
-        elif grain == "day" and end >= _add_months(start, 12 * MAX_DAY_GRAIN_YEARS):
+        elif grain == "day" and end >= _anniversary(start, MAX_DAY_GRAIN_YEARS):
             errors.append(FieldError(field="to", reason="at most 3 years at day grain"))
         elif (end - start).days >= MAX_RANGE_DAYS:
             errors.append(FieldError(field="to", reason="at most 20 years"))
@@ -221,6 +221,15 @@ def all_periods(start: date, end: date, grain: str) -> list[str]:
         periods.append(current.isoformat())
         current = shift(current, grain, forward=True)
     return periods
+
+
+def _anniversary(day: date, years: int) -> date:
+    """The same date ``years`` later; 29 February's is 1 March in a common year, so a
+    range from it may end on 28 February as any other range ends the day before."""
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:
+        return date(day.year + years, 3, 1)
 
 
 def _add_months(day: date, months: int) -> date:
