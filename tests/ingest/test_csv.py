@@ -167,6 +167,18 @@ async def test_a_bad_record_after_a_multi_line_cell_is_named_by_its_own_line(
     ]
 
 
+def test_header_cells_are_trimmed_as_every_cell_is() -> None:
+    padded = ", ".join(f" {column} " for column in HEADER.split(","))
+    batch = parse_csv(f"{padded}\n{GOOD[0]}\n".encode(), "order_line", 10)
+    assert batch.events[0]["source"]["platform"] == "amazon"
+    assert batch.events[0]["payload"]["sku"] == "LAMP"
+    # Trimmed, two columns may turn out to be one.
+    twice = HEADER.replace("event_id,", "event_id, event_id ,")
+    assert _refusal(f"{twice}\ndh1,{GOOD[0]}\n") == [
+        (1, "event_id", "appears more than once in the header")
+    ]
+
+
 def _refusal(text: str, kind: str = "order_line") -> list[tuple[int | None, str, str]]:
     with pytest.raises(InvalidInput) as refused:
         parse_csv(text.encode(), kind, 10)

@@ -119,7 +119,9 @@ def parse_csv(raw: bytes, event_type: str, max_events: int) -> CsvBatch:
         raise InvalidInput(
             "the file is empty", [FieldError(field="body", reason="a header row is required")]
         )
-    header_row, header = first
+    header_row, padded = first
+    # Spreadsheets pad header cells as they pad any other.
+    header = [column.strip() for column in padded]
     fields = PAYLOAD_MODELS[event_type].model_fields
     _check_header(header, header_row, fields)
     events: list[dict[str, Any]] = []
