@@ -46,6 +46,17 @@ class LodestarError(Exception):
             body["errors"] = [e.as_dict() for e in self.errors]
         return body
 
+    def graphql_extensions(self) -> dict[str, Any]:
+        """What a GraphQL error carries of it: the contract's code, REST's error code, the
+        fields, and when to ask again (REST's ``Retry-After``: a GraphQL answer has one
+        status for all its fields)."""
+        extensions: dict[str, Any] = {"code": self.graphql_code, "error": self.code}
+        if self.errors:
+            extensions["errors"] = [e.as_dict() for e in self.errors]
+        if "Retry-After" in self.headers:
+            extensions["retryAfter"] = int(self.headers["Retry-After"])
+        return extensions
+
 
 class InvalidInput(LodestarError):
     status = 422

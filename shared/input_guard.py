@@ -104,7 +104,7 @@ class InputGuardMiddleware:
         self,
         app: ASGIApp,
         field_of: Callable[[tuple[Any, ...]], tuple[int | None, str]],
-        render: Callable[[LodestarError], Response],
+        render: Callable[[LodestarError, Scope], Response],
     ) -> None:
         self.app = app
         self.field_of = field_of
@@ -136,9 +136,8 @@ class InputGuardMiddleware:
         self, errors: list[FieldError], scope: Scope, receive: Receive, send: Send
     ) -> None:
         shown = "; ".join(f"{e.field}: {e.reason}" for e in errors[:5])
-        await self.render(InvalidInput(f"invalid request: {shown}", errors[:100]))(
-            scope, receive, send
-        )
+        refused = InvalidInput(f"invalid request: {shown}", errors[:100])
+        await self.render(refused, scope)(scope, receive, send)
 
 
 async def read_body(receive: Receive) -> tuple[bytes, bool]:

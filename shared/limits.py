@@ -157,7 +157,7 @@ class LimitsMiddleware:
         *,
         limiter: RateLimiter,
         max_body_bytes: int,
-        render: Callable[[LodestarError], Response],
+        render: Callable[[LodestarError, Scope], Response],
     ) -> None:
         self.app = app
         self.limiter = limiter
@@ -171,14 +171,14 @@ class LimitsMiddleware:
         if self.limiter.enabled and scope["path"] not in UNLIMITED_PATHS:
             wait = self.limiter.acquire(client_key(scope))
             if wait:
-                await self.render(RateLimited(wait))(scope, receive, send)
+                await self.render(RateLimited(wait), scope)(scope, receive, send)
                 return
         if not self.max_body_bytes:
             await self.app(scope, receive, send)
             return
         declared = _declared_length(scope)
         if declared is not None and declared > self.max_body_bytes:
-            await self.render(self._too_large())(scope, receive, send)
+            await self.render(self._too_large(), scope)(scope, receive, send)
             return
         await self._call_counting(scope, receive, send)
 
@@ -219,4 +219,4 @@ class LimitsMiddleware:
                 raise
             # A response already under way cannot become a 413; the server ends it.
         if refused is not None and not started:
-            await self.render(refused)(scope, receive, send)
+            await self.render(refused, scope)(scope, receive, send)

@@ -32,7 +32,7 @@ from shared.errors import (
     LodestarError,
     UnsupportedMediaType,
 )
-from shared.input_guard import InputGuardMiddleware
+from shared.input_guard import GRAPHQL_PATH, InputGuardMiddleware
 from shared.kafka import broker_reachable
 from shared.limits import LimitsMiddleware, RateLimiter
 from shared.openapi import route_scopes, with_security
@@ -57,6 +57,15 @@ _HTTP_CODES = {
 
 def error_response(error: LodestarError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+def error_response_at(error: LodestarError, scope: Scope) -> JSONResponse:
+    """A refusal before any route ran (rate, size, unreadable input), shaped for where
+    it was asked: GraphQL clients read ``errors`` and their codes, not REST's body."""
+    if scope["path"] != GRAPHQL_PATH:
+        return error_response(error)
+    body = {"errors": [{"message": error.detail, "extensions": error.graphql_extensions()}]}
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
 def _field_of(loc: tuple[Any, ...]) -> tuple[int | None, str]:
@@ -412,7 +421,7 @@ def build_app(
     app.add_middleware(UnexpectedErrors)
     # The handlers have left who and for which tenant in the request state.
     app.add_middleware(AuditMiddleware, service=service, skip=audit_skip)
-    app.add_middleware(InputGuardMiddleware, field_of=_field_of, render=error_response)
+    app.add_middleware(InputGuardMiddleware, field_of=_field_of, render=error_response_at)
     limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app.state.rate_limiter = limiter
     # Added first, so it runs inside tracing: refused requests are traced and logged too.
@@ -420,7 +429,7 @@ def build_app(
         LimitsMiddleware,
         limiter=limiter,
         max_body_bytes=settings.max_body_bytes,
-        render=error_response,
+        render=error_response_at,
     )
     app.add_middleware(TracingMiddleware, service=service)
     app.add_middleware(HeadAsGet)

@@ -82,6 +82,10 @@ def limited_app(**settings: Any) -> tuple[FastAPI, FakeClock, list[bytes]]:
         # Never reads its body: only the declared length can refuse it.
         return {"ignored": "yes"}
 
+    @app.post("/graphql")
+    async def graphql() -> dict[str, Any]:
+        return {"data": {"ok": True}}
+
     @app.post("/too-many-events")
     async def too_many_events() -> None:
         raise PayloadTooLarge("at most 5000 events a request")
@@ -209,6 +213,39 @@ async def test_burst_exhausted_gets_429_with_retry_after() -> None:
         "error": "rate_limited",
         "detail": "too many requests; retry after 4 s",
     }
+
+
+async def test_refusals_at_graphql_are_graphql_errors() -> None:
+    """A GraphQL client reads ``errors`` and their codes; REST's body would leave it
+    nothing to read. The status and Retry-After stay as REST has them."""
+    app, _, _ = limited_app(rate_limit_per_second=0.25, rate_limit_burst=2)
+    async with client_of(app) as client:
+        too_large = await client.post("/graphql", content=b"{" + b" " * 120 + b"}")
+        unreadable = await client.post("/graphql?x=1&x=2", json={"query": "{ ok }"})
+        limited = await client.post("/graphql", json={"query": "{ ok }"})
+    assert too_large.status_code == 413
+    assert too_large.json() == {
+        "errors": [
+            {
+                "message": "the request body is larger than 100 bytes",
+                "extensions": {"code": "BAD_USER_INPUT", "error": "payload_too_large"},
+            }
+        ]
+    }
+    assert limited.status_code == 429
+    assert limited.headers["retry-after"] == "4"
+    assert limited.json() == {
+        "errors": [
+            {
+                "message": "too many requests; retry after 4 s",
+                "extensions": {"code": "RATE_LIMITED", "error": "rate_limited", "retryAfter": 4},
+            }
+        ]
+    }
+    assert unreadable.status_code == 422
+    [error] = unreadable.json()["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["extensions"]["errors"][0]["field"] == "x"
 
 
 async def test_retry_after_is_at_least_one_second() -> None:

@@ -110,13 +110,7 @@ def _field_errors(message: str) -> list[dict[str, str]] | None:
 def coded(error: GraphQLError) -> GraphQLError:
     original = error.original_error
     if isinstance(original, LodestarError):
-        extensions: dict[str, Any] = {"code": original.graphql_code, "error": original.code}
-        if original.errors:
-            extensions["errors"] = [e.as_dict() for e in original.errors]
-        if "Retry-After" in original.headers:
-            # What REST says in its header: a GraphQL answer has one status for all fields.
-            extensions["retryAfter"] = int(original.headers["Retry-After"])
-        return _with_code(error, original.detail, extensions)
+        return _with_code(error, original.detail, original.graphql_extensions())
     if original is not None and not isinstance(original, GraphQLError):
         # A fault of ours: logged with its trace, never shown to the caller.
         log.error("graphql resolver failed", exc_info=original)
