@@ -20,9 +20,11 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import LodestarError, PayloadTooLarge, RateLimited
+from shared.revocations import REVOKED_TOKENS_PATH
 
 # Probes must answer however busy a client is.
-UNLIMITED_PATHS = frozenset({"/healthz", "/readyz"})
+# Probes, and the services reading revoked tokens every second from one address.
+UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", REVOKED_TOKENS_PATH})
 # Keys are kept in memory: a longer claim is not believed, and the peer address is used.
 MAX_CLIENT_ID_LENGTH = 200
 DEFAULT_MAX_CLIENTS = 10_000

@@ -6,7 +6,8 @@ import gc
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Container
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
@@ -21,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.access import GatewayGrantLookup
 from shared.audit import AuditMiddleware, audit_router
 from shared.auth import KeyCache, TokenVerifier, current_principal
 from shared.db import Database
@@ -32,10 +34,12 @@ from shared.errors import (
     LodestarError,
     UnsupportedMediaType,
 )
+from shared.http import make_client
 from shared.input_guard import GRAPHQL_PATH, InputGuardMiddleware
 from shared.kafka import broker_reachable
 from shared.limits import LimitsMiddleware, RateLimiter
 from shared.openapi import route_scopes, with_security
+from shared.revocations import GatewayRevocations
 from shared.settings import ServiceSettings
 from shared.telemetry import context_from_http, current_tenant, current_trace_id
 
@@ -361,13 +365,30 @@ def health_router(settings: ServiceSettings) -> APIRouter:
     return router
 
 
-def token_verifier(settings: ServiceSettings) -> TokenVerifier:
+def token_verifier(settings: ServiceSettings, revoked: Container[str] = ()) -> TokenVerifier:
     return TokenVerifier(
         KeyCache(settings.effective_jwks_url),
         issuer=settings.effective_issuer,
         audience=settings.audience,
         external=external_verifier(settings),
+        revoked=revoked,
     )
+
+
+@asynccontextmanager
+async def gateway_checks(app: FastAPI, settings: ServiceSettings) -> AsyncIterator[None]:
+    """What a service asks the gateway while it runs: keys and revoked tokens to verify
+    tokens by, and an agency's grant on each of its requests."""
+    client = make_client(5.0)
+    app.state.revocations = GatewayRevocations(settings.gateway_url, client)
+    app.state.token_verifier = token_verifier(settings, revoked=app.state.revocations)
+    app.state.grant_lookup = GatewayGrantLookup(settings.gateway_url, client)
+    app.state.revocations.start()
+    try:
+        yield
+    finally:
+        await app.state.revocations.stop()
+        await client.aclose()
 
 
 def external_verifier(settings: ServiceSettings) -> TokenVerifier | None:

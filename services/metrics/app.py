@@ -13,11 +13,9 @@ from services.metrics.facts.consumer import FactConsumer
 from services.metrics.kpis.endpoints import router as kpis_router
 from services.metrics.kpis.tenants import TenantCurrencies
 from services.metrics.settings.endpoints import router as settings_router
-from shared.access import GatewayGrantLookup
 from shared.db import Database
 from shared.erasure import ErasureListener
-from shared.http import make_client
-from shared.service import build_app, token_verifier
+from shared.service import build_app, gateway_checks
 from shared.telemetry import setup_telemetry
 from shared.tenant_data import tenant_data_router
 
@@ -30,27 +28,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = Database(settings.database_url, SERVICE)
-        app.state.db = db
-        app.state.token_verifier = token_verifier(settings)
-        app.state.grant_lookup = GatewayGrantLookup(settings.gateway_url, make_client(5.0))
-        app.state.tenant_currencies = TenantCurrencies(
-            settings.gateway_url, app.state.grant_lookup.client
-        )
-        # Its own consumer group, apart from the fact consumer's.
-        erasure = ErasureListener(SERVICE, db, settings)
-        consumer = FactConsumer(db, settings, erased=erasure.erased)
-        app.state.consumer = consumer
-        consumer.start()
-        app.state.erased = erasure.erased
-        erasure.start()
-        try:
-            yield
-        finally:
-            await erasure.stop()
-            await app.state.grant_lookup.client.aclose()
-            await consumer.stop()
-            await db.dispose()
+        async with gateway_checks(app, settings):
+            db = Database(settings.database_url, SERVICE)
+            app.state.db = db
+            app.state.tenant_currencies = TenantCurrencies(
+                settings.gateway_url, app.state.grant_lookup.client
+            )
+            # Its own consumer group, apart from the fact consumer's.
+            erasure = ErasureListener(SERVICE, db, settings)
+            consumer = FactConsumer(db, settings, erased=erasure.erased)
+            app.state.consumer = consumer
+            consumer.start()
+            app.state.erased = erasure.erased
+            erasure.start()
+            try:
+                yield
+            finally:
+                await erasure.stop()
+                await consumer.stop()
+                await db.dispose()
 
     app = build_app(SERVICE, settings, lifespan=lifespan)
     app.include_router(kpis_router)

@@ -9,11 +9,9 @@ from fastapi import FastAPI
 
 from services.targets.config import Settings, get_settings
 from services.targets.plans.endpoints import router as plans_router
-from shared.access import GatewayGrantLookup
 from shared.db import Database
 from shared.erasure import ErasureListener
-from shared.http import make_client
-from shared.service import build_app, token_verifier
+from shared.service import build_app, gateway_checks
 from shared.telemetry import setup_telemetry
 from shared.tenant_data import tenant_data_router
 
@@ -26,18 +24,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.db = Database(settings.database_url, SERVICE)
-        app.state.token_verifier = token_verifier(settings)
-        app.state.grant_lookup = GatewayGrantLookup(settings.gateway_url, make_client(5.0))
-        erasure = ErasureListener(SERVICE, app.state.db, settings)
-        app.state.erased = erasure.erased
-        erasure.start()
-        try:
-            yield
-        finally:
-            await erasure.stop()
-            await app.state.grant_lookup.client.aclose()
-            await app.state.db.dispose()
+        async with gateway_checks(app, settings):
+            app.state.db = Database(settings.database_url, SERVICE)
+            erasure = ErasureListener(SERVICE, app.state.db, settings)
+            app.state.erased = erasure.erased
+            erasure.start()
+            try:
+                yield
+            finally:
+                await erasure.stop()
+                await app.state.db.dispose()
 
     app = build_app(SERVICE, settings, lifespan=lifespan)
     app.include_router(plans_router)

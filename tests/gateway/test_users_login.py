@@ -346,6 +346,46 @@ async def test_a_revoked_access_token_is_refused_at_once_everywhere_through_the_
     assert jti in reloaded and claims_of(fresh)["jti"] not in reloaded
 
 
+async def test_a_revoked_access_token_is_refused_on_the_services_own_ports_too(
+    http: httpx.AsyncClient, stack: Stack, new_tenant: NewTenant
+) -> None:
+    """Services verify tokens themselves: a leaked ERP token revoked at the gateway
+    must not keep writing through ingest's own port until it expires. Each service
+    reads the revocations from the gateway every second."""
+    tenant = await new_tenant()
+    token = await fetch_token(http, tenant.client_id, tenant.client_secret)
+    fresh = await fetch_token(http, tenant.client_id, tenant.client_secret)
+    # Each service's own route, and the body it takes (an empty batch is 422 after the token).
+    asks: dict[str, tuple[str, str, bytes | None]] = {
+        "ingest": ("POST", "/v1/events", b'{"events": []}'),
+        "metrics": ("GET", "/v1/kpis/catalog", None),
+        "targets": ("GET", "/v1/targets/plans", None),
+    }
+    async with httpx.AsyncClient(timeout=10) as direct:
+
+        async def status(service: str, access_token: str) -> int:
+            method, path, body = asks[service]
+            headers = {"Authorization": f"Bearer {access_token}"}
+            if body is not None:
+                headers["Content-Type"] = "application/json"
+            answer = await direct.request(
+                method, stack.url(service) + path, headers=headers, content=body
+            )
+            return answer.status_code
+
+        assert [await status(s, token) for s in asks] == [422, 200, 200]
+        revoked = await http.post(
+            "/oauth/revoke", data={"token": token}, auth=(tenant.client_id, tenant.client_secret)
+        )
+        assert revoked.status_code == 200
+        waited = 0.0
+        while [await status(s, token) for s in asks] != [401, 401, 401]:
+            assert waited < 5, "a service still takes the revoked token"
+            await asyncio.sleep(0.2)
+            waited += 0.2
+        assert [await status(s, fresh) for s in asks] == [422, 200, 200]
+
+
 async def test_ending_a_sign_in_ends_the_access_tokens_it_issued(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:

@@ -19,6 +19,7 @@ from services.gateway.oauth.user_grants import USER_GRANT_TYPES
 from shared.auth import ALGORITHM, TokenVerifier
 from shared.deps import DbSession
 from shared.errors import Unauthenticated
+from shared.revocations import REVOKED_TOKENS_PATH
 from shared.scopes import ALL_SCOPES
 from shared.time import utcnow
 
@@ -111,6 +112,13 @@ async def revoke(request: Request, session: DbSession) -> Response:
         # forgets it again.
         request.app.state.revoked_tokens.add(str(claims["jti"]), expires_at)
     return Response(status_code=200)
+
+
+@router.get(REVOKED_TOKENS_PATH, include_in_schema=False)
+async def revoked_tokens(request: Request) -> dict[str, list[str]]:
+    """For the services, which verify tokens themselves: the ids of the tokens revoked
+    and not expired yet. Ids of tokens no one can use, so no secret."""
+    return {"revoked": request.app.state.revoked_tokens.ids()}
 
 
 @router.post(

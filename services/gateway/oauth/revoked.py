@@ -1,9 +1,10 @@
 """Access tokens revoked before they expire, refused wherever the gateway sees them.
 
-Services verify tokens by signature alone and cannot know a revocation. Every public
-request passes the gateway, which keeps the revoked tokens' ids in memory until they
-expire: added at revocation, and read again from ``revoked_access_tokens`` at start
-and every ``RELOAD_SECONDS``, so a revocation at another gateway counts too.
+Every public request passes the gateway, which keeps the revoked tokens' ids in memory
+until they expire: added at revocation, and read again from ``revoked_access_tokens``
+at start and every ``RELOAD_SECONDS``, so a revocation at another gateway counts too.
+The services, which verify tokens by their signature, read the ids from it
+(``shared.revocations``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ class RevokedTokens:
             return False
         expires = self._expires.get(jti)
         return expires is not None and expires > utcnow()
+
+    def ids(self) -> list[str]:
+        now = utcnow()
+        return [jti for jti, expires in self._expires.items() if expires > now]
 
     async def load(self) -> None:
         async with self.db.session() as session:

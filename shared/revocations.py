@@ -1,0 +1,58 @@
+"""Access tokens revoked before they expire, for the services that verify tokens
+themselves: the gateway keeps the revocations, and each service reads them from it
+again every ``RELOAD_SECONDS``, so a revoked token is refused on a service's own port
+too, not only through the public base URL."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+REVOKED_TOKENS_PATH = "/internal/revoked-tokens"
+RELOAD_SECONDS = 1.0
+
+
+class GatewayRevocations:
+    """The ids (jti) of the tokens the gateway knows revoked and not yet expired."""
+
+    def __init__(
+        self, gateway_url: str, client: httpx.AsyncClient, reload_seconds: float = RELOAD_SECONDS
+    ) -> None:
+        self.url = gateway_url.rstrip("/") + REVOKED_TOKENS_PATH
+        self.client = client
+        self.reload_seconds = reload_seconds
+        self._revoked: frozenset[str] = frozenset()
+        self._task: asyncio.Task[None] | None = None
+
+    def __contains__(self, jti: object) -> bool:
+        return jti in self._revoked
+
+    async def load(self) -> None:
+        response = await self.client.get(self.url)
+        response.raise_for_status()
+        self._revoked = frozenset(str(jti) for jti in response.json()["revoked"])
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._reload(), name="revoked-tokens")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _reload(self) -> None:
+        failing = False
+        while True:
+            try:
+                await self.load()
+                failing = False
+            except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+                # The last list read stays in force; said once, not every second.
+                if not failing:
+                    log.warning("revoked tokens cannot be read from the gateway: %s", exc)
+                failing = True
+            await asyncio.sleep(self.reload_seconds)

@@ -1,0 +1,52 @@
+"""Revoked tokens as a service reads them from the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import httpx
+import pytest
+
+from shared.revocations import REVOKED_TOKENS_PATH, GatewayRevocations
+
+
+async def test_a_gateway_away_leaves_the_last_list_in_force_and_is_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    answers = [httpx.Response(200, json={"revoked": ["jti-1", "jti-2"]})]
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == REVOKED_TOKENS_PATH
+        if answers:
+            return answers.pop(0)
+        raise httpx.ConnectError("gateway away")
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(gateway))
+    revocations = GatewayRevocations("http://gateway/", client, reload_seconds=0.01)
+    with caplog.at_level(logging.WARNING, logger="shared.revocations"):
+        revocations.start()
+        await asyncio.sleep(0.1)
+        await revocations.stop()
+    await client.aclose()
+    assert "jti-1" in revocations and "jti-2" in revocations and "jti-3" not in revocations
+    warnings = [r.getMessage() for r in caplog.records if r.name == "shared.revocations"]
+    assert warnings == ["revoked tokens cannot be read from the gateway: gateway away"]
+
+
+async def test_an_answer_that_is_no_list_keeps_the_last_one() -> None:
+    answers = iter(
+        [
+            httpx.Response(200, json={"revoked": ["jti-1"]}),
+            httpx.Response(503, json={"error": "unavailable"}),
+            httpx.Response(200, json={"something": "else"}),
+        ]
+    )
+    client = httpx.AsyncClient(transport=httpx.MockTransport(lambda _: next(answers)))
+    revocations = GatewayRevocations("http://gateway", client)
+    await revocations.load()
+    for _ in range(2):
+        with pytest.raises((httpx.HTTPStatusError, KeyError)):
+            await revocations.load()
+    await client.aclose()
+    assert "jti-1" in revocations
