@@ -89,6 +89,7 @@ _ERRORS = {
     "422": "Invalid input: `errors` names each field (and `index` of a batch item); a "
     "body that is no JSON names `body`.",
     "429": "Over the client's rate limit; `Retry-After` says when to come back.",
+    "503": "A service or the database is away for a moment; `Retry-After` says when to ask again.",
 }
 
 

@@ -93,3 +93,11 @@ async def test_expires_at_is_an_rfc3339_timestamp_with_its_offset(
         assert [e["field"] for e in response.json()["errors"]] == ["expires_at"]
     kept = await http.get(grant, headers=seller.headers)
     assert datetime.fromisoformat(kept.json()["expires_at"]) == expiry
+    # Said in UTC, as every later read says it: a client comparing text sees no change.
+    assert created.json()["expires_at"] == kept.json()["expires_at"]
+    moved = await http.patch(
+        grant, json={"expires_at": "2031-01-01T09:00:00+09:00"}, headers=seller.headers
+    )
+    again = await http.get(grant, headers=seller.headers)
+    assert moved.json()["expires_at"] == again.json()["expires_at"]
+    assert datetime.fromisoformat(moved.json()["expires_at"]) == datetime(2031, 1, 1, tzinfo=UTC)

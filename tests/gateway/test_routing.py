@@ -267,7 +267,7 @@ async def test_merged_openapi_has_every_services_v1_routes(http: httpx.AsyncClie
         for method, operation in operations.items():
             if not path.startswith("/v1/"):
                 continue
-            expected = {"400", "422", "429"} | (
+            expected = {"400", "422", "429", "503"} | (
                 {"401", "403"} if "security" in operation else set()
             )
             assert expected <= set(operation["responses"]), (method, path)
@@ -278,6 +278,14 @@ async def test_merged_openapi_has_every_services_v1_routes(http: httpx.AsyncClie
     # 415 where a JSON body is taken, and nowhere else.
     assert "415" in paths["/v1/grants"]["post"]["responses"]
     assert "415" not in paths["/v1/grants"]["get"]["responses"]
+    # And what only some routes answer.
+    for path, method, status in (
+        ("/v1/grants", "post", "409"),
+        ("/v1/grants/{grant_id}", "patch", "409"),
+        ("/v1/events:csv", "post", "415"),
+        ("/v1/kpis", "get", "304"),
+    ):
+        assert status in paths[path][method]["responses"], (method, path, status)
     kpis = {p["name"]: p["schema"] for p in paths["/v1/kpis"]["get"]["parameters"]}
     assert kpis["grain"]["enum"] == ["day", "week", "month", "quarter", "year", "total"]
     assert kpis["from"]["format"] == "date"

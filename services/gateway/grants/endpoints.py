@@ -18,6 +18,7 @@ from shared.access import EFFECTIVE_GRANT_PATH, Access, require_access
 from shared.auth import Principal, current_principal
 from shared.deps import DbSession
 from shared.errors import NotFound
+from shared.openapi import ErrorBody
 from shared.scopes import TENANT_ADMIN
 
 router = APIRouter(prefix="/v1/grants", tags=["grants"])
@@ -28,7 +29,12 @@ Issuer = Annotated[Access, Depends(require_access(TENANT_ADMIN))]
 Caller = Annotated[Principal, Depends(current_principal)]
 
 
-@router.post("", status_code=201, response_model=GrantOut)
+@router.post(
+    "",
+    status_code=201,
+    response_model=GrantOut,
+    responses={409: {"model": ErrorBody, "description": "The agency has an active grant already"}},
+)
 async def create_grant(
     data: GrantCreate, issuer: Issuer, principal: Caller, session: DbSession
 ) -> GrantOut:
@@ -58,7 +64,16 @@ async def get_grant(grant_id: str, principal: Caller, session: DbSession) -> Gra
     return service.out(await service.visible_grant(session, principal, grant_id))
 
 
-@router.patch("/{grant_id}", response_model=GrantOut)
+@router.patch(
+    "/{grant_id}",
+    response_model=GrantOut,
+    responses={
+        409: {
+            "model": ErrorBody,
+            "description": "The grant is revoked, or the change would make a second one active",
+        }
+    },
+)
 async def update_grant(
     grant_id: str, data: GrantUpdate, issuer: Issuer, session: DbSession
 ) -> GrantOut:

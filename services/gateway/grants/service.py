@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
+from datetime import UTC, datetime
 
 from fastapi import Request
 from sqlalchemy import func, select
@@ -61,12 +61,16 @@ def _checked_scopes(scopes: list[str]) -> list[str]:
 
 
 def _checked_expiry(expires_at: datetime | None) -> datetime | None:
-    if expires_at is not None and expires_at <= utcnow():
+    """The expiry in UTC, as the database gives it back: the answer to a POST or PATCH
+    says it as every later GET does, so clients comparing the text see no change."""
+    if expires_at is None:
+        return None
+    if expires_at <= utcnow():
         raise InvalidInput(
             "expires_at is in the past",
             [FieldError(field="expires_at", reason="must be in the future")],
         )
-    return expires_at
+    return expires_at.astimezone(UTC)
 
 
 async def _lock_pair(session: AsyncSession, tenant_id: str, agency_tenant_id: str) -> None:

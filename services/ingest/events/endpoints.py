@@ -96,6 +96,7 @@ async def outbox_status(
     },
     responses={
         413: {"model": ErrorBody, "description": "More than 5,000 rows"},
+        415: {"model": ErrorBody, "description": "A body sent as another type than text/csv"},
         422: {"model": ErrorBody, "description": "Invalid rows, each by index, row and field"},
     },
 )

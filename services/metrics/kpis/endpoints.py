@@ -140,6 +140,7 @@ tenant's settings make it; with the default settings:
                 }
             },
         },
+        304: {"description": "`If-None-Match` names the answer's `ETag`: it has not changed"},
         406: {"model": ErrorBody, "description": "Accept takes neither JSON nor CSV"},
     },
     description=_KPIS_DESCRIPTION,
