@@ -362,7 +362,7 @@ async def test_other_currencies_are_null_with_a_warning(
         ({"to": "2026-W05-6"}, "to"),
         # Three years and a day at day grain.
         ({"from": "2023-01-01", "to": "2026-01-01", "grain": "day"}, "to"),
-        ({"from": "2024-02-29", "to": "2027-02-28", "grain": "day"}, "to"),
+        ({"from": "2024-02-29", "to": "2027-03-01", "grain": "day"}, "to"),
     ],
 )
 async def test_bad_parameters_are_422_naming_them(
