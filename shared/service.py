@@ -26,6 +26,7 @@ from shared.access import GatewayGrantLookup
 from shared.audit import AuditMiddleware, audit_router
 from shared.auth import KeyCache, TokenVerifier, current_principal
 from shared.db import Database
+from shared.erasure import ErasureListener
 from shared.errors import (
     Contended,
     FieldError,
@@ -376,19 +377,28 @@ def token_verifier(settings: ServiceSettings, revoked: Container[str] = ()) -> T
 
 
 @asynccontextmanager
-async def gateway_checks(app: FastAPI, settings: ServiceSettings) -> AsyncIterator[None]:
-    """What a service asks the gateway while it runs: keys and revoked tokens to verify
-    tokens by, and an agency's grant on each of its requests."""
+async def service_running(
+    app: FastAPI, settings: ServiceSettings, service: str
+) -> AsyncIterator[Database]:
+    """What every service but the gateway runs with: its database; what it asks the
+    gateway (keys and revoked tokens to verify tokens by, an agency's grant on each of
+    its requests); and its side of erasure, whose tenants its requests refuse."""
     client = make_client(5.0)
     app.state.revocations = GatewayRevocations(settings.gateway_url, client)
     app.state.token_verifier = token_verifier(settings, revoked=app.state.revocations)
     app.state.grant_lookup = GatewayGrantLookup(settings.gateway_url, client)
+    app.state.db = Database(settings.database_url, service)
+    erasure = ErasureListener(service, app.state.db, settings)
+    app.state.erased = erasure.erased
     app.state.revocations.start()
+    erasure.start()
     try:
-        yield
+        yield app.state.db
     finally:
+        await erasure.stop()
         await app.state.revocations.stop()
         await client.aclose()
+        await app.state.db.dispose()
 
 
 def external_verifier(settings: ServiceSettings) -> TokenVerifier | None:

@@ -13,9 +13,7 @@ from services.ingest.connections.endpoints import router as connections_router
 from services.ingest.events.endpoints import csv_router
 from services.ingest.events.endpoints import router as events_router
 from services.ingest.outbox.relay import OutboxRelay
-from shared.db import Database
-from shared.erasure import ErasureListener
-from shared.service import build_app, gateway_checks
+from shared.service import build_app, service_running
 from shared.telemetry import setup_telemetry
 from shared.tenant_data import tenant_data_router
 
@@ -28,22 +26,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with gateway_checks(app, settings):
-            db = Database(settings.database_url, SERVICE)
-            app.state.db = db
+        async with service_running(app, settings, SERVICE) as db:
             relay = OutboxRelay(db, settings)
             app.state.relay = relay
             app.state.credential_box = CredentialBox(settings.credentials_key)
             relay.start()
-            erasure = ErasureListener(SERVICE, db, settings)
-            app.state.erased = erasure.erased
-            erasure.start()
             try:
                 yield
             finally:
-                await erasure.stop()
                 await relay.stop()
-                await db.dispose()
 
     app = build_app(SERVICE, settings, lifespan=lifespan)
     # The CSV route first: /v1/events:csv must not be taken for /v1/events.

@@ -13,9 +13,7 @@ from services.metrics.facts.consumer import FactConsumer
 from services.metrics.kpis.endpoints import router as kpis_router
 from services.metrics.kpis.tenants import TenantCurrencies
 from services.metrics.settings.endpoints import router as settings_router
-from shared.db import Database
-from shared.erasure import ErasureListener
-from shared.service import build_app, gateway_checks
+from shared.service import build_app, service_running
 from shared.telemetry import setup_telemetry
 from shared.tenant_data import tenant_data_router
 
@@ -28,25 +26,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with gateway_checks(app, settings):
-            db = Database(settings.database_url, SERVICE)
-            app.state.db = db
+        async with service_running(app, settings, SERVICE) as db:
             app.state.tenant_currencies = TenantCurrencies(
                 settings.gateway_url, app.state.grant_lookup.client
             )
-            # Its own consumer group, apart from the fact consumer's.
-            erasure = ErasureListener(SERVICE, db, settings)
-            consumer = FactConsumer(db, settings, erased=erasure.erased)
+            # The erasure listener (its own consumer group) and the fact consumer skip
+            # the same erased tenants.
+            consumer = FactConsumer(db, settings, erased=app.state.erased)
             app.state.consumer = consumer
             consumer.start()
-            app.state.erased = erasure.erased
-            erasure.start()
             try:
                 yield
             finally:
-                await erasure.stop()
                 await consumer.stop()
-                await db.dispose()
 
     app = build_app(SERVICE, settings, lifespan=lifespan)
     app.include_router(kpis_router)

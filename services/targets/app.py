@@ -9,9 +9,7 @@ from fastapi import FastAPI
 
 from services.targets.config import Settings, get_settings
 from services.targets.plans.endpoints import router as plans_router
-from shared.db import Database
-from shared.erasure import ErasureListener
-from shared.service import build_app, gateway_checks
+from shared.service import build_app, service_running
 from shared.telemetry import setup_telemetry
 from shared.tenant_data import tenant_data_router
 
@@ -24,16 +22,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with gateway_checks(app, settings):
-            app.state.db = Database(settings.database_url, SERVICE)
-            erasure = ErasureListener(SERVICE, app.state.db, settings)
-            app.state.erased = erasure.erased
-            erasure.start()
-            try:
-                yield
-            finally:
-                await erasure.stop()
-                await app.state.db.dispose()
+        async with service_running(app, settings, SERVICE):
+            yield
 
     app = build_app(SERVICE, settings, lifespan=lifespan)
     app.include_router(plans_router)
