@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
 import httpx
-from fastapi import Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
@@ -26,12 +26,20 @@ from shared.errors import (
     InvalidInput,
     UpstreamUnavailable,
 )
-from shared.scopes import LIMIT_DIMENSIONS
+from shared.scopes import LIMIT_DIMENSIONS, TENANT_ADMIN
 
 # The gateway's answer to "which grant lets this caller into that tenant?".
 EFFECTIVE_GRANT_PATH = "/internal/grants/effective"
 TENANT_ID_DESCRIPTION = "The seller whose data an agency reads through a grant"
 SINGULAR = {"stores": "store", "marketplaces": "marketplace", "categories": "category"}
+
+
+WHOLE_TENANT_ONLY = "this needs access to the whole tenant; this user's role is limited"
+
+
+def limited_user(principal: Principal) -> bool:
+    """A user whose role limits it to some stores, marketplaces or categories."""
+    return principal.claims.get("limits") is not None
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,13 @@ class Access:
     def limited(self) -> bool:
         return any(getattr(self, d) is not None for d in LIMIT_DIMENSIONS)
 
+    def require_whole_tenant(self) -> None:
+        """403 for a caller limited to some stores, marketplaces or categories: what
+        reaches the whole tenant (its settings, its audit, its grants, its export) is
+        not theirs to read or change."""
+        if self.limited:
+            raise Forbidden(WHOLE_TENANT_ONLY)
+
     def narrow(self, dimension: str, requested: Iterable[str] | None) -> list[str] | None:
         """The values of ``dimension`` (stores, marketplaces, categories) a query may
         cover: what it asked for, within the limit. Asking for a value outside the
@@ -77,6 +92,9 @@ class Access:
         limit: frozenset[str] | None = getattr(self, dimension)
         if limit is None:
             return wanted or None
+        if not limit:
+            # No filter would read as no limit: an empty reach is refused, not widened.
+            raise Forbidden(f"no access to any {SINGULAR[dimension]} of tenant {self.tenant_id}")
         outside = sorted(set(wanted) - limit)
         if outside:
             raise Forbidden(
@@ -154,12 +172,12 @@ async def resolve_access(
     """The caller's access for ``scope``: its own tenant, or another through a grant."""
     principal.require(scope)
     own = principal.require_tenant()
+    limits = _limits(principal.claims.get("limits"))
     # An erased tenant's tokens verify until they expire: no write may bring its rows
     # back. Reading finds nothing, which is true (GraphQL reads are POSTs too).
     if request.method not in ("GET", "HEAD") and not scope.endswith(":read"):
         refuse_erased(request, own, tenant_id)
     if tenant_id is None or tenant_id == own:
-        limits = _limits(principal.claims.get("limits"))
         return Access(
             tenant_id=own,
             scopes=principal.scopes,
@@ -174,12 +192,16 @@ async def resolve_access(
     grant = await lookup.effective(request, principal, tenant_id)
     if grant is None:
         raise Forbidden(f"no access to tenant {tenant_id}")
-    # An agency's reach is what both its token and the grant allow.
+    # An agency's reach is what both its token and the grant allow: a person of the
+    # agency limited to some marketplaces, categories or stores stays so in the seller's.
+    own_stores = limits.get("stores")
     access = Access(
         tenant_id=tenant_id,
         scopes=principal.scopes & grant.scopes,
-        stores=grant.stores,
+        stores=grant.stores if own_stores is None else grant.stores & own_stores,
         grant_id=grant.id,
+        marketplaces=limits.get("marketplaces"),
+        categories=limits.get("categories"),
     )
     access.require(scope)
     return access
@@ -236,3 +258,12 @@ def require_access(scope: str) -> Callable[..., Awaitable[Access]]:
     dependency.__name__ = f"access_{scope.replace(':', '_')}"
     dependency.required_scope = scope  # type: ignore[attr-defined]  # read by the OpenAPI
     return dependency
+
+
+async def whole_tenant_admin(
+    access: Annotated[Access, Depends(require_access(TENANT_ADMIN))],
+) -> Access:
+    """``tenant:admin`` of the whole tenant: a user limited to some stores, marketplaces
+    or categories cannot take (or erase, or change for everyone) everything of it."""
+    access.require_whole_tenant()
+    return access

@@ -16,10 +16,9 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.access import Access, require_access
+from shared.access import Access, whole_tenant_admin
 from shared.auth import Principal
 from shared.db import Database
-from shared.scopes import TENANT_ADMIN
 from shared.telemetry import current_trace_id
 
 log = logging.getLogger("lodestar.audit")
@@ -191,7 +190,7 @@ def audit_router() -> APIRouter:
     @router.get(AUDIT_PATH)
     async def internal_audit(
         request: Request,
-        access: Annotated[Access, Depends(require_access(TENANT_ADMIN))],
+        access: Annotated[Access, Depends(whole_tenant_admin)],
         since: datetime | None = None,
         until: datetime | None = None,
         limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_ROWS)] = 100,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import httpx
 
@@ -14,17 +15,25 @@ log = logging.getLogger(__name__)
 
 REVOKED_TOKENS_PATH = "/internal/revoked-tokens"
 RELOAD_SECONDS = 1.0
+# A service often starts before the gateway listens: only a gateway away this long is
+# worth a warning.
+AWAY_SECONDS = 10.0
 
 
 class GatewayRevocations:
     """The ids (jti) of the tokens the gateway knows revoked and not yet expired."""
 
     def __init__(
-        self, gateway_url: str, client: httpx.AsyncClient, reload_seconds: float = RELOAD_SECONDS
+        self,
+        gateway_url: str,
+        client: httpx.AsyncClient,
+        reload_seconds: float = RELOAD_SECONDS,
+        away_seconds: float = AWAY_SECONDS,
     ) -> None:
         self.url = gateway_url.rstrip("/") + REVOKED_TOKENS_PATH
         self.client = client
         self.reload_seconds = reload_seconds
+        self.away_seconds = away_seconds
         self._revoked: frozenset[str] = frozenset()
         self._task: asyncio.Task[None] | None = None
 
@@ -45,14 +54,17 @@ class GatewayRevocations:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _reload(self) -> None:
-        failing = False
+        away_since: float | None = None
+        warned = False
         while True:
             try:
                 await self.load()
-                failing = False
+                away_since, warned = None, False
             except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
                 # The last list read stays in force; said once, not every second.
-                if not failing:
+                now = time.monotonic()
+                away_since = now if away_since is None else away_since
+                if not warned and now - away_since >= self.away_seconds:
                     log.warning("revoked tokens cannot be read from the gateway: %s", exc)
-                failing = True
+                    warned = True
             await asyncio.sleep(self.reload_seconds)

@@ -24,10 +24,9 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
-from shared.access import Access, require_access
+from shared.access import Access, whole_tenant_admin
 from shared.db import Database, row_count
-from shared.errors import Forbidden, NotFound
-from shared.scopes import TENANT_ADMIN
+from shared.errors import NotFound
 
 TENANT_COLUMN = "tenant_id"
 # Never exported, whatever table holds them.
@@ -41,16 +40,6 @@ NDJSON = "application/x-ndjson"
 PREFETCH_ROWS = 500
 CHUNK_BYTES = 64 * 1024
 _JSON_TYPES = frozenset({"json", "jsonb"})
-
-
-async def whole_tenant_admin(
-    access: Annotated[Access, Depends(require_access(TENANT_ADMIN))],
-) -> Access:
-    """``tenant:admin`` of the whole tenant: a user limited to some stores, marketplaces
-    or categories cannot take (or erase) everything of it."""
-    if access.limited:
-        raise Forbidden("this needs access to the whole tenant; this user's role is limited")
-    return access
 
 
 # Module level: the routes' annotations are strings, resolved in this module's globals.

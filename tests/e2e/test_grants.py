@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import NewTenant, Stack, TenantClient
+from tests.gateway.test_admin_reach import signed_in
 from tests.metrics.test_kpis import line
 
 KPIS = """
@@ -352,3 +353,42 @@ async def test_bad_grants_name_the_field(http: httpx.AsyncClient, new_tenant: Ne
         headers=agency.headers,
     )
     assert denied.status_code == 403 and denied.json()["error"] == "insufficient_scope"
+
+
+async def test_an_agency_users_own_limits_hold_in_the_sellers_tenant(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """A person of the agency limited to US (or to some stores) sees the seller's US
+    stores only: the grant widens no one's role. Marketplaces and categories mean the
+    same in every tenant; store ids are taken as the seller's."""
+    seller = await new_tenant()
+    agency = await new_tenant()
+    in_gb = {"store": "s2", "marketplace": "GB", "currency": "GBP"}
+    gb_sale = line("g1", "o-g1", 1, "20.00", "2026-03-10T18:00:00Z", **in_gb)
+    pushed = await http.post(
+        "/v1/events", json={"events": [sale("u1", "s1", "10.00"), gb_sale]}, headers=seller.headers
+    )
+    assert pushed.status_code == 202, pushed.text
+    granted = await http.post(
+        "/v1/grants",
+        json={"agency_tenant_id": agency.tenant_id, "stores": ["s1", "s2"], "scopes": ["kpi:read"]},
+        headers=seller.headers,
+    )
+    assert granted.status_code == 201, granted.text
+    await wait_for(http, agency, seller.tenant_id, None)  # GBP has no rate: null in USD
+    params = {**REST_MARCH, "tenant_id": seller.tenant_id, "group_by": "store", "currency": "GBP"}
+    for limits, stores in (
+        ({"marketplaces": ["US"]}, ["s1"]),
+        ({"stores": ["s2", "elsewhere"]}, ["s2"]),
+        (None, ["s1", "s2"]),
+    ):
+        _, person = await signed_in(http, agency, "analyst", limits=limits)
+        answer = await http.get("/v1/kpis", params=params, headers=person.headers)
+        assert answer.status_code == 200, answer.text
+        seen = [row["dimensions"][0]["value"] for row in answer.json()["rows"]]
+        assert seen == stores, (limits, answer.text)
+    # No granted store left: refused, never an answer that reads as no data.
+    _, nowhere = await signed_in(http, agency, "analyst", limits={"stores": ["elsewhere"]})
+    refused = await http.get("/v1/kpis", params=params, headers=nowhere.headers)
+    assert refused.status_code == 403
+    assert refused.json()["detail"] == f"no access to any store of tenant {seller.tenant_id}"

@@ -23,7 +23,9 @@ async def test_a_gateway_away_leaves_the_last_list_in_force_and_is_said_once(
         raise httpx.ConnectError("gateway away")
 
     client = httpx.AsyncClient(transport=httpx.MockTransport(gateway))
-    revocations = GatewayRevocations("http://gateway/", client, reload_seconds=0.01)
+    revocations = GatewayRevocations(
+        "http://gateway/", client, reload_seconds=0.01, away_seconds=0.03
+    )
     with caplog.at_level(logging.WARNING, logger="shared.revocations"):
         revocations.start()
         await asyncio.sleep(0.1)
@@ -50,3 +52,21 @@ async def test_an_answer_that_is_no_list_keeps_the_last_one() -> None:
             await revocations.load()
     await client.aclose()
     assert "jti-1" in revocations
+
+
+async def test_a_gateway_not_listening_yet_is_not_worth_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Services often start before the gateway: a few failed reads say nothing."""
+
+    def away(_: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("not listening yet")
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(away))
+    revocations = GatewayRevocations("http://gateway", client, reload_seconds=0.01)
+    with caplog.at_level(logging.WARNING, logger="shared.revocations"):
+        revocations.start()
+        await asyncio.sleep(0.1)
+        await revocations.stop()
+    await client.aclose()
+    assert not [r for r in caplog.records if r.name == "shared.revocations"]

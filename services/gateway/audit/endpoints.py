@@ -12,10 +12,9 @@ from pydantic import BaseModel
 
 from services.gateway.proxy.routes import DOWNSTREAM
 from services.gateway.proxy.service import service_urls
-from shared.access import Access, require_access
+from shared.access import Access, whole_tenant_admin
 from shared.audit import AUDIT_PATH, MAX_AUDIT_ROWS, audit_rows
 from shared.auth import bearer_token
-from shared.scopes import TENANT_ADMIN
 
 router = APIRouter(tags=["audit"])
 
@@ -61,7 +60,7 @@ async def _downstream(
 @router.get("/v1/audit", response_model=AuditList)
 async def audit(
     request: Request,
-    access: Annotated[Access, Depends(require_access(TENANT_ADMIN))],
+    access: Annotated[Access, Depends(whole_tenant_admin)],
     since: Annotated[datetime | None, Query(description="Entries at or after")] = None,
     until: Annotated[datetime | None, Query(description="Entries before")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_ROWS)] = 100,

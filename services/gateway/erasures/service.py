@@ -19,6 +19,7 @@ from services.gateway.erasures.repository import ErasureRepository
 from services.gateway.erasures.schemas import ErasureOut
 from services.gateway.proxy.routes import DOWNSTREAM
 from services.gateway.tenants.repository import TenantRepository
+from shared.access import WHOLE_TENANT_ONLY, limited_user
 from shared.auth import Principal
 from shared.erasure import ErasureDone
 from shared.errors import FieldError, Forbidden, InvalidInput, NotFound
@@ -51,8 +52,8 @@ def _authorize(principal: Principal, tenant_id: str) -> None:
     if principal.tenant_id != tenant_id:
         raise Forbidden(f"no access to tenant {tenant_id}")
     principal.require(TENANT_ADMIN)
-    if principal.claims.get("limits") is not None:
-        raise Forbidden("this needs access to the whole tenant; this user's role is limited")
+    if limited_user(principal):
+        raise Forbidden(WHOLE_TENANT_ONLY)
 
 
 def _done(rows_deleted: int) -> dict[str, Any]:

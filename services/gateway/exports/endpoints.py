@@ -10,10 +10,9 @@ from fastapi.responses import StreamingResponse
 
 from services.gateway.exports import service
 from services.gateway.exports.schemas import ExportList, ExportOut
-from shared.access import Access
+from shared.access import Access, whole_tenant_admin
 from shared.auth import Principal, current_principal
 from shared.deps import DbSession
-from shared.tenant_data import whole_tenant_admin
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"])
 # tenant:admin of the whole tenant itself: never grantable, so an agency cannot export a

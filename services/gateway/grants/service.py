@@ -13,7 +13,7 @@ from services.gateway.grants.models import Grant
 from services.gateway.grants.repository import GrantRepository
 from services.gateway.grants.schemas import GrantCreate, GrantOut, GrantUpdate
 from services.gateway.tenants.repository import TenantRepository
-from shared.access import Access, EffectiveGrant
+from shared.access import Access, EffectiveGrant, limited_user
 from shared.auth import Principal
 from shared.db import Database
 from shared.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
@@ -83,7 +83,9 @@ async def _lock_pair(session: AsyncSession, tenant_id: str, agency_tenant_id: st
 async def create_grant(
     session: AsyncSession, principal: Principal, issuer: Access, data: GrantCreate
 ) -> Grant:
-    """A grant from the tenant ``issuer`` acts for (``tenant:admin`` held there)."""
+    """A grant from the tenant ``issuer`` acts for (``tenant:admin`` held there, over the
+    whole tenant: a grant hands whole stores to another tenant)."""
+    issuer.require_whole_tenant()
     seller = issuer.tenant_id
     if data.agency_tenant_id == seller:
         raise InvalidInput(
@@ -127,9 +129,8 @@ async def visible_grants(
     Naming another tenant: only the grants received from it, 403 when there are none
     (its grants are its own business, not an empty list)."""
     tenant = principal.require_tenant()
-    grants = await GrantRepository(session).involving(
-        tenant, given=TENANT_ADMIN in principal.scopes, received=True
-    )
+    issuing = TENANT_ADMIN in principal.scopes and not limited_user(principal)
+    grants = await GrantRepository(session).involving(tenant, given=issuing, received=True)
     if tenant_id is None or tenant_id == tenant:
         return grants
     received = [g for g in grants if g.tenant_id == tenant_id and g.agency_tenant_id == tenant]
@@ -145,14 +146,20 @@ async def visible_grant(session: AsyncSession, principal: Principal, grant_id: s
     if grant is not None:
         if grant.agency_tenant_id == tenant:
             return grant
-        if grant.tenant_id == tenant and TENANT_ADMIN in principal.scopes:
+        if (
+            grant.tenant_id == tenant
+            and TENANT_ADMIN in principal.scopes
+            and not limited_user(principal)
+        ):
             return grant
     raise NotFound(f"no grant {grant_id}")
 
 
 async def _issued_grant(session: AsyncSession, issuer: Access, grant_id: str) -> Grant:
-    """A grant the issuer's tenant issued: only the seller changes or revokes it."""
+    """A grant the issuer's tenant issued: only the seller changes or revokes it, with
+    access to the whole tenant."""
     issuer.require(TENANT_ADMIN)
+    issuer.require_whole_tenant()
     grant = await GrantRepository(session).get(grant_id)
     if grant is None or grant.tenant_id != issuer.tenant_id:
         raise NotFound(f"no grant {grant_id}")

@@ -12,6 +12,7 @@ from services.gateway.oauth.secrets import hash_secret, new_client_id, new_clien
 from services.gateway.tenants.models import Tenant
 from services.gateway.tenants.repository import TenantRepository
 from services.gateway.tenants.schemas import ClientCreate, ClientCreated, TenantCreate
+from shared.access import limited_user
 from shared.auth import Principal
 from shared.errors import FieldError, Forbidden, InvalidInput, NotFound
 from shared.scopes import PLATFORM_ADMIN, TENANT_ADMIN, TENANT_SCOPES
@@ -48,6 +49,17 @@ async def readable_tenant(session: AsyncSession, principal: Principal, tenant_id
     return tenant
 
 
+def _check_client_creator(principal: Principal, scopes: list[str]) -> None:
+    """A client is not limited and has no role: a user limited to some stores would
+    reach them all through one, and an admin would act as an owner (change the owner's
+    password, make owners) through one holding ``tenant:admin``."""
+    if limited_user(principal):
+        raise Forbidden("a client reaches the whole tenant; this user's role is limited")
+    roles = principal.claims.get("roles")
+    if TENANT_ADMIN in scopes and roles is not None and "owner" not in roles:
+        raise Forbidden("only an owner can create a client with tenant:admin, which acts as one")
+
+
 async def create_client(
     session: AsyncSession, principal: Principal, tenant_id: str, data: ClientCreate
 ) -> ClientCreated:
@@ -65,6 +77,7 @@ async def create_client(
     # A client never holds a scope its creator lacks (the platform admin holds them all).
     for scope in data.scopes:
         principal.require(scope)
+    _check_client_creator(principal, data.scopes)
     secret = None if data.public else new_client_secret()
     client = OAuthClient(
         client_id=new_client_id(),

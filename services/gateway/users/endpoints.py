@@ -32,7 +32,7 @@ async def create_user(
 @router.get("", response_model=UserList)
 async def list_users(access: Admin, session: DbSession) -> UserList:
     users = await service.UserRepository(session).of_tenant(access.tenant_id)
-    return UserList(users=[service.out(u) for u in users])
+    return UserList(users=[service.out(u) for u in users if service.within(u.limits, access)])
 
 
 @router.get("/{user_id}", response_model=UserOut)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -12,8 +13,8 @@ from services.gateway.users.repository import UserRepository
 from services.gateway.users.schemas import UserCreate, UserOut, UserUpdate
 from shared.access import Access
 from shared.auth import Principal
-from shared.errors import Conflict, Forbidden, NotFound
-from shared.scopes import ROLES
+from shared.errors import Conflict, FieldError, Forbidden, NotFound
+from shared.scopes import LIMIT_DIMENSIONS, ROLES
 from shared.time import utcnow
 
 
@@ -39,10 +40,33 @@ def check_owner_rights(principal: Principal, *roles: str | None) -> None:
         raise Forbidden("only an owner can make or change an owner")
 
 
+def within(limits: dict[str, Any] | None, access: Access) -> bool:
+    """Whether a user limited by ``limits`` sees no more than the caller does: an admin
+    limited to some stores must not make, or become, a user who sees the others."""
+    for dimension in LIMIT_DIMENSIONS:
+        reach: frozenset[str] | None = getattr(access, dimension)
+        if reach is None:
+            continue
+        values = (limits or {}).get(dimension)
+        if values is None or not set(values) <= reach:
+            return False
+    return True
+
+
+def _check_limits_within(limits: dict[str, Any] | None, access: Access) -> None:
+    if not within(limits, access):
+        raise Forbidden(
+            "limits: a user must not reach stores, marketplaces or categories this "
+            "user's role does not",
+            [FieldError("limits", "wider than this caller's own limits")],
+        )
+
+
 async def create_user(
     session: AsyncSession, principal: Principal, access: Access, data: UserCreate
 ) -> User:
     check_owner_rights(principal, data.role)
+    _check_limits_within(data.limits.as_claim() if data.limits else None, access)
     repository = UserRepository(session)
     if await repository.by_email(data.email) is not None:
         raise Conflict(f"a user with e-mail {data.email} already exists")
@@ -63,8 +87,9 @@ async def create_user(
 
 
 async def tenant_user(session: AsyncSession, access: Access, user_id: str) -> User:
+    """A user of the caller's tenant who sees no more than the caller (see ``within``)."""
     user = await UserRepository(session).get(user_id)
-    if user is None or user.tenant_id != access.tenant_id:
+    if user is None or user.tenant_id != access.tenant_id or not within(user.limits, access):
         raise NotFound(f"no user {user_id}")
     return user
 
@@ -82,7 +107,9 @@ async def update_user(
     if data.role is not None:
         user.role = data.role
     if "limits" in fields:
-        user.limits = data.limits.as_claim() if data.limits else None
+        limits = data.limits.as_claim() if data.limits else None
+        _check_limits_within(limits, access)
+        user.limits = limits
     if data.disabled is not None:
         user.disabled_at = utcnow() if data.disabled else None
     user.updated_at = utcnow()

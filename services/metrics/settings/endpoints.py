@@ -36,7 +36,9 @@ async def put_kpi_settings(
     request: Request, access: Admin, settings: KpiSettingsIn
 ) -> KpiSettingsOut:
     """Replaces the settings (one left out takes its default); every answer after this
-    uses them, history included."""
+    uses them, history included. They apply to every store, so a user limited to some
+    may read them, not change them."""
+    access.require_whole_tenant()
     db: Database = request.app.state.db
     async with db.raw_connection() as conn, conn.transaction():
         return await SettingsRepository(conn).put(access.tenant_id, settings)
@@ -49,7 +51,11 @@ async def list_store_zones(request: Request, access: Admin) -> StoreZoneList:
     async with db.raw_connection() as conn:
         rows = await overrides(conn, access.tenant_id)
     return StoreZoneList(
-        stores=[StoreZoneOut(store_id=r["store_id"], timezone=r["timezone"]) for r in rows]
+        stores=[
+            StoreZoneOut(store_id=r["store_id"], timezone=r["timezone"])
+            for r in rows
+            if access.stores is None or r["store_id"] in access.stores
+        ]
     )
 
 

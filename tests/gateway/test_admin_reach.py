@@ -1,0 +1,140 @@
+"""What an admin who is not the owner, or is limited to some stores, may hand out: no
+client, user, grant or tenant-wide change may reach further than the admin does."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import httpx
+
+from tests.conftest import NewTenant, TenantClient
+from tests.gateway.login import add_user, frontend_client, user_tokens
+
+ADMIN_SCOPE = "tenant:admin kpi:read"
+
+
+async def signed_in(
+    http: httpx.AsyncClient, admin: TenantClient, role: str, **extra: Any
+) -> tuple[dict[str, Any], TenantClient]:
+    """A new user of ``admin``'s tenant, and its own token."""
+    client_id = await frontend_client(http, admin)
+    user = await add_user(http, admin, role, **extra)
+    tokens = await user_tokens(http, client_id, user["email"], scope=ADMIN_SCOPE)
+    return user, TenantClient(admin.tenant_id, client_id, "", tokens["access_token"])
+
+
+async def test_an_admin_cannot_make_a_client_that_acts_as_the_owner(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """A tenant:admin client has no role, so it may change the owner's password: an
+    admin who could make one would take the tenant over."""
+    tenant = await new_tenant()
+    owner, owner_user = await signed_in(http, tenant, "owner")
+    owner_headers = owner_user.headers
+    admin_headers = (await signed_in(http, tenant, "admin"))[1].headers
+    clients = f"/v1/tenants/{tenant.tenant_id}/clients"
+    refused = await http.post(
+        clients, json={"name": "mine", "scopes": ["tenant:admin"]}, headers=admin_headers
+    )
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["detail"] == (
+        "only an owner can create a client with tenant:admin, which acts as one"
+    )
+    # Other scopes, and the owner itself, are as before.
+    reader = await http.post(
+        clients, json={"name": "reader", "scopes": ["kpi:read"]}, headers=admin_headers
+    )
+    assert reader.status_code == 201, reader.text
+    by_owner = await http.post(
+        clients, json={"name": "ops", "scopes": ["tenant:admin"]}, headers=owner_headers
+    )
+    assert by_owner.status_code == 201, by_owner.text
+    # The owner's password stays the owner's business.
+    taken = await http.patch(
+        f"/v1/users/{owner['id']}", json={"password": "taken over at last"}, headers=admin_headers
+    )
+    assert taken.status_code == 403
+
+
+async def test_a_limited_admin_hands_out_nothing_wider_than_itself(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    unlimited = await add_user(http, tenant, "admin")
+    me, limited = await signed_in(http, tenant, "admin", limits={"stores": ["s1"]})
+    headers = limited.headers
+    # A client is never limited: none for a limited user.
+    client = await http.post(
+        f"/v1/tenants/{tenant.tenant_id}/clients",
+        json={"name": "mine", "scopes": ["kpi:read"]},
+        headers=headers,
+    )
+    assert client.status_code == 403
+    assert client.json()["detail"] == (
+        "a client reaches the whole tenant; this user's role is limited"
+    )
+    # Users: within its own limits only, and it cannot lift its own.
+    for limits in (None, {"stores": ["s1", "s2"]}, {"marketplaces": ["US"]}):
+        wider = await http.post(
+            "/v1/users",
+            json={
+                "email": f"wider-{secrets.token_hex(4)}@example.com",
+                "name": "Wider",
+                "password": "a long password",
+                "role": "viewer",
+                "limits": limits,
+            },
+            headers=headers,
+        )
+        assert wider.status_code == 403, (limits, wider.text)
+        assert wider.json()["errors"] == [
+            {"field": "limits", "reason": "wider than this caller's own limits"}
+        ]
+    narrower = await add_user(
+        http, limited, "viewer", limits={"stores": ["s1"], "categories": ["Lamps"]}
+    )
+    lifted = await http.patch(f"/v1/users/{me['id']}", json={"limits": None}, headers=headers)
+    assert lifted.status_code == 403
+    # Users who see more are none of its business: not listed, not found, not changed.
+    listed = await http.get("/v1/users", headers=headers)
+    assert {u["id"] for u in listed.json()["users"]} == {me["id"], narrower["id"]}
+    for call in (
+        http.get(f"/v1/users/{unlimited['id']}", headers=headers),
+        http.patch(
+            f"/v1/users/{unlimited['id']}", json={"password": "taken over at last"}, headers=headers
+        ),
+    ):
+        assert (await call).status_code == 404
+    # What reaches the whole tenant: grants, KPI settings, the audit.
+    agency = await new_tenant(scopes=["kpi:read"])
+    grant = await http.post(
+        "/v1/grants",
+        json={"agency_tenant_id": agency.tenant_id, "stores": ["s1"], "scopes": ["kpi:read"]},
+        headers=headers,
+    )
+    assert grant.status_code == 403
+    issued = await http.post(
+        "/v1/grants",
+        json={"agency_tenant_id": agency.tenant_id, "stores": ["s2"], "scopes": ["kpi:read"]},
+        headers=tenant.headers,
+    )
+    assert issued.status_code == 201
+    grant_path = f"/v1/grants/{issued.json()['id']}"
+    assert (await http.get("/v1/grants", headers=headers)).json()["grants"] == []
+    assert (await http.get(grant_path, headers=headers)).status_code == 404
+    assert (await http.delete(grant_path, headers=headers)).status_code == 403
+    settings = await http.put("/v1/settings/kpi", json={"gmv_includes_tax": True}, headers=headers)
+    assert settings.status_code == 403
+    assert (await http.get("/v1/settings/kpi", headers=headers)).status_code == 200
+    assert (await http.get("/v1/audit", headers=headers)).status_code == 403
+    # Time zones of other stores are not listed.
+    for store in ("s1", "s2"):
+        zone = await http.put(
+            f"/v1/settings/stores/{store}",
+            json={"timezone": "Asia/Tokyo"},
+            headers=tenant.headers,
+        )
+        assert zone.status_code == 200, zone.text
+    zones = (await http.get("/v1/settings/stores", headers=headers)).json()["stores"]
+    assert [z["store_id"] for z in zones] == ["s1"]
