@@ -98,3 +98,42 @@ async def test_graphql_refuses_more_rows_than_a_dashboard_shows(
         headers=tenant.headers,
     )
     assert rest.status_code == 200 and len(rest.json()["rows"]) == 3
+
+
+async def test_graphql_counts_the_values_of_all_kpis_fields_of_a_request(
+    http: httpx.AsyncClient, new_tenant: NewTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Aliases would multiply the row cap: the values (rows times metrics) of one
+    request's kpis fields are counted together."""
+    tenant = await new_tenant()
+    await push(
+        http,
+        tenant,
+        *(line(f"v{sku}", f"V{sku}", 1, "10.00", "2026-04-07T18:00:00Z", sku=sku) for sku in "ABC"),
+    )
+    await settle(http, tenant, {"gmv": 30.0}, **WEEK)
+    monkeypatch.setattr(graphql_kpis, "MAX_GRAPHQL_VALUES", 4)
+    by_sku = {"metrics": ["gmv"], **WEEK, "grain": "TOTAL", "groupBy": ["SKU"]}
+    twice = """query($i: KpiQueryInput!) {
+      a: kpis(input: $i) { rows { period } }
+      b: kpis(input: $i) { rows { period } }
+    }"""
+    response = await http.post(
+        "/graphql", json={"query": twice, "variables": {"i": by_sku}}, headers=tenant.headers
+    )
+    body = response.json()
+    [error] = body["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["extensions"]["errors"][0]["field"] == "input.metrics"
+    # kpis is never null, so the request answers no data (GraphQL's rule).
+    assert body["data"] is None
+    # Each alone passes.
+    one = """query($i: KpiQueryInput!) { a: kpis(input: $i) { rows { period } } }"""
+    single = await http.post(
+        "/graphql", json={"query": one, "variables": {"i": by_sku}}, headers=tenant.headers
+    )
+    assert len(single.json()["data"]["a"]["rows"]) == 3
+    # One field of two metrics over the same rows is over the budget on its own.
+    alone = {"query": KPIS, "variables": {"input": {**by_sku, "metrics": ["gmv", "units"]}}}
+    refused = (await http.post("/graphql", json=alone, headers=tenant.headers)).json()
+    assert refused["errors"][0]["extensions"]["errors"][0]["field"] == "input.metrics"
