@@ -180,11 +180,17 @@ async def test_user_and_client_validation_names_the_field(
         ({"role": "king"}, "role"),
         ({"email": "not-an-address"}, "email"),
         ({"limits": {"marketplaces": ["mexico"]}}, "limits.marketplaces"),
+        # Two upper-case letters, but no country: a user limited to nothing at all.
+        ({"limits": {"marketplaces": ["UK"]}}, "limits.marketplaces"),
+        ({"limits": {"marketplaces": ["ZZ"]}}, "limits.marketplaces"),
         ({"limits": {"planets": ["mars"]}}, "limits.planets"),
     ):
         response = await http.post("/v1/users", json={**good, **change}, headers=admin.headers)
         assert response.status_code == 422, (change, response.text)
         assert response.json()["errors"][0]["field"] == field, change
+    uk = {**good, "limits": {"marketplaces": ["UK"]}}
+    named = await http.post("/v1/users", json=uk, headers=admin.headers)
+    assert "the United Kingdom is GB" in named.json()["errors"][0]["reason"]
     first = await add_user(http, admin, "viewer")
     duplicate = await http.post(
         "/v1/users", json={**good, "email": first["email"].upper()}, headers=admin.headers

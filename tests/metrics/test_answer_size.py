@@ -137,3 +137,17 @@ async def test_graphql_counts_the_values_of_all_kpis_fields_of_a_request(
     alone = {"query": KPIS, "variables": {"input": {**by_sku, "metrics": ["gmv", "units"]}}}
     refused = (await http.post("/graphql", json=alone, headers=tenant.headers)).json()
     assert refused["errors"][0]["extensions"]["errors"][0]["field"] == "input.metrics"
+
+
+async def test_graphql_names_order_by_and_limit_as_its_input_writes_them(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant(scopes=["kpi:read"])
+    base = {"metrics": ["gmv"], **WEEK, "grain": "TOTAL", "groupBy": ["SKU"]}
+    for shape, field in (
+        ({"limit": 0}, "input.limit"),
+        ({"orderBy": {"metric": "units", "direction": "DESC"}}, "input.orderBy"),
+    ):
+        query = {"query": KPIS, "variables": {"input": {**base, **shape}}}
+        body = (await http.post("/graphql", json=query, headers=tenant.headers)).json()
+        assert body["errors"][0]["extensions"]["errors"][0]["field"] == field, body

@@ -100,3 +100,23 @@ async def test_a_store_zone_rebuckets_history_and_new_facts(
         "/v1/settings/stores/acme-us", json={"timezone": None}, headers=reader.headers
     )
     assert denied.status_code == 403
+
+
+async def test_a_store_id_is_read_as_events_name_stores(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """Events trim store ids: an override kept for " s1 " would never apply to s1."""
+    tenant = await new_tenant()
+    padded = await http.put(
+        "/v1/settings/stores/%20acme-us%20", json={"timezone": "Asia/Tokyo"}, headers=tenant.headers
+    )
+    assert padded.status_code == 200, padded.text
+    assert padded.json()["store_id"] == "acme-us"
+    listed = (await http.get("/v1/settings/stores", headers=tenant.headers)).json()["stores"]
+    assert [z["store_id"] for z in listed] == ["acme-us"]
+    for bad in ("%20%20", "x" * 257):
+        refused = await http.put(
+            f"/v1/settings/stores/{bad}", json={"timezone": "Asia/Tokyo"}, headers=tenant.headers
+        )
+        assert refused.status_code == 422, (bad, refused.text)
+        assert refused.json()["errors"][0]["field"] == "store_id"

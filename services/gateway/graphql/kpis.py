@@ -128,6 +128,8 @@ _GRAPHQL_FIELDS = {
     **{name: f"input.{name}" for name in ("metrics", "from", "to", "grain", "currency")},
     "group_by": "input.groupBy",
     "compare_to": "input.compareTo",
+    "order_by": "input.orderBy",
+    "limit": "input.limit",
     **{
         name: f"input.filters.{name}"
         for name in ("platforms", "stores", "marketplaces", "skus", "categories")

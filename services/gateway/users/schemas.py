@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from services.gateway.users.passwords import MIN_PASSWORD_LENGTH
+from shared.time import country_code
 
 # Deliberately loose: the address is proven by whoever delivers the invitation.
 Email = Annotated[
@@ -33,9 +34,8 @@ class Limits(BaseModel):
     @field_validator("marketplaces")
     @classmethod
     def _marketplaces(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None and any(len(v) != 2 or not v.isupper() for v in value):
-            raise ValueError("marketplaces are two upper-case letters such as MX")
-        return value
+        # As events and queries name them: "UK" would limit a user to nothing at all.
+        return None if value is None else [country_code(v) for v in value]
 
     def as_claim(self) -> dict[str, list[str]] | None:
         limits = {k: sorted(set(v)) for k, v in self.model_dump().items() if v is not None}

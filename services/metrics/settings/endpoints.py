@@ -16,7 +16,8 @@ from services.metrics.settings.schemas import (
 )
 from shared.access import Access, require_access
 from shared.db import Database
-from shared.errors import Forbidden
+from shared.errors import FieldError, Forbidden, InvalidInput
+from shared.events import MAX_TEXT
 from shared.scopes import TENANT_ADMIN
 
 router = APIRouter(prefix="/v1/settings", tags=["settings"])
@@ -66,6 +67,14 @@ async def put_store_zone(
     """Sets the time zone the store's local dates follow instead of its marketplace's
     (CONTRACT §3). History moves with it: the store's facts are rebucketed in this
     request, and every answer after it uses the new dates."""
+    # Read as events name stores (trimmed, at most MAX_TEXT characters): an override of
+    # " s1 " would be kept apart from s1 and never apply.
+    store_id = store_id.strip()
+    if not store_id or len(store_id) > MAX_TEXT:
+        raise InvalidInput(
+            "invalid store id",
+            [FieldError("store_id", f"1 to {MAX_TEXT} characters besides surrounding spaces")],
+        )
     if access.stores is not None and store_id not in access.stores:
         raise Forbidden(f"no access to store {store_id}")
     db: Database = request.app.state.db
