@@ -66,21 +66,30 @@ async def request_erasure(
     """Records the erasure and erases the gateway's rows of the tenant; the caller
     publishes the request to the other services once this commits.
 
-    Asking again (say, after the broker was down) erases again: harmless. A tenant
-    that never existed is 404; one already erased may be erased again.
+    A tenant that never existed is 404. The platform admin may ask again for one
+    already erased (say, after the broker was down): the gateway's rows are erased
+    again and the first record is answered, to be published again, so its counts and
+    time stay the proof. The erased tenant's own tokens may not: 403, as every write of
+    theirs.
     """
     _authorize(principal, tenant_id)
     repository = ErasureRepository(session)
     await repository.lock_tenant(tenant_id)
     exists = await TenantRepository(session).get(tenant_id) is not None
-    if not exists and await repository.latest(tenant_id) is None:
+    previous = await repository.latest(tenant_id)
+    if not exists and previous is None:
         raise NotFound(f"no tenant {tenant_id}")
+    if previous is not None and PLATFORM_ADMIN not in principal.scopes:
+        raise Forbidden("this tenant has been erased")
     if confirm != tenant_id:
         reason = "required" if confirm is None else "must be the id of the tenant to erase"
         raise InvalidInput(
             f"confirm the erasure with the tenant id: confirm {reason}",
             [FieldError(field="confirm", reason=reason)],
         )
+    if previous is not None:
+        await repository.erase_gateway_rows(tenant_id)
+        return previous
     erasure = await repository.add(
         Erasure(
             id=f"er_{secrets.token_hex(8)}",
