@@ -199,3 +199,27 @@ async def test_of_two_rates_for_one_pair_and_date_the_one_pushed_last_wins(
     correction = [fx("fx-10", "2026-02-02", "USD", "MXN", "25")]
     await push(http, tenant, *correction)
     await settle(http, tenant, {"gmv": 8.0}, **window)
+
+
+async def test_a_missing_rate_is_told_only_where_the_query_reads(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """Narrowed to a category (as a user limited to it always is), an answer warns only
+    of days its own amounts lack a rate: another category's pesos are none of its
+    business, and its value is complete."""
+    tenant = await new_tenant()
+    lamp = line("c1", "C1", 1, "10.00", "2026-03-12T18:00:00Z", sku="LAMP")
+    lamp["payload"]["category"] = "Lamps"
+    secret = line(
+        "c2", "C2", 1, "99.00", "2026-03-12T18:00:00Z",
+        sku="BOX", currency="MXN", store="acme-mx", marketplace="MX",
+    )  # fmt: skip
+    secret["payload"]["category"] = "Secret"
+    await push(http, tenant, lamp, secret)
+    march = {"from": "2026-03-01", "to": "2026-03-31", "currency": "USD"}
+    await settle(http, tenant, {"gmv": None}, **march)
+    lamps = await kpis(http, tenant, metrics="gmv,fees", categories="Lamps", grain="total", **march)
+    assert values(lamps) == [("TOTAL", [], {"gmv": 10.0, "fees": 0.0})]
+    assert lamps["warnings"] == []
+    boxes = await kpis(http, tenant, metrics="gmv", categories="Secret", grain="total", **march)
+    assert boxes["warnings"] == ["no FX rate for MXN→USD on 2026-03-12"]

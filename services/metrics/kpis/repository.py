@@ -455,29 +455,33 @@ class RollupRepository:
         return {r["currency"] for r in rows if r["currency"]}
 
     async def first_day_with_amounts(
-        self, tenant_id: str, currency: str, days: list[date], filters: dict[str, list[str]]
+        self, grouping: Grouping, currency: str, days: list[date]
     ) -> tuple[date | None, int]:
         """Of the given days, the first on which the currency has amounts other than zero
-        within the stores, marketplaces, platforms and SKUs ``filters`` name, and how
-        many do: an answer warns of no rate it did not need."""
-        by_sku = "sku" in filters
-        # Categories are not kept with every amount (refunds, fees, ads have none).
-        clauses, values = _filter_clauses({d: v for d, v in filters.items() if d != "category"}, 4)
-        sales, measures = (
-            ("daily_sales", "daily_measures")
-            if by_sku
-            else ("daily_store_sales", "daily_store_measures")
-        )
+        within what the query reads (its stores, marketplaces, platforms, SKUs and
+        categories), and how many do: an answer warns of no rate it did not need, and
+        tells a caller limited to some categories nothing of the others' days."""
+        filters = grouping.filters
+        first_filter = 4  # after the tenant, the currency and the days
+        clauses, values = _filter_clauses(filters, first_filter)
+        if "category" in filters:
+            # Sales rows carry their category; SKU measures take their SKU's, as read.
+            sales = "daily_sales"
+            measures = _measures_source(grouping, "m", first_filter, per_sku=True)
+        elif "sku" in filters:
+            sales, measures = "daily_sales", "daily_measures m"
+        else:
+            sales, measures = "daily_store_sales", "daily_store_measures m"
         row = await self.conn.fetchrow(
             f"""
             SELECT min(d) AS first, count(*) AS days FROM (
                 SELECT local_date AS d FROM {sales} WHERE tenant_id = $1 AND currency = $2 AND local_date = ANY($3::date[])
                   AND (gross <> 0 OR shipping <> 0 OR discount <> 0 OR tax <> 0) {clauses}
-                UNION SELECT local_date FROM {measures} WHERE tenant_id = $1 AND currency = $2 AND local_date = ANY($3::date[])
-                  AND value <> 0 {clauses}
+                UNION SELECT m.local_date FROM {measures} WHERE m.tenant_id = $1 AND m.currency = $2
+                  AND m.local_date = ANY($3::date[]) AND m.value <> 0 {_filter_clauses(filters, first_filter, "m")[0]}
             ) days
             """,
-            tenant_id,
+            grouping.tenant_id,
             currency,
             days,
             *values,

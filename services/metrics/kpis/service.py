@@ -160,9 +160,7 @@ async def _measure(
         for row in await repository.measures(grouping, sorted(stored.values())):
             found.put(key(row), inputs_of[row["measure"]], row["value"])
     for currency, dates in missing.items() if needed & MONEY_INPUTS else ():
-        first, count = await repository.first_day_with_amounts(
-            query.tenant_id, currency, dates, query.filters
-        )
+        first, count = await repository.first_day_with_amounts(grouping, currency, dates)
         if first is not None:
             more = f" (and {count - 1} more days)" if count > 1 else ""
             found.warnings.append(
