@@ -65,7 +65,9 @@ def audit_record(scope: Scope, service: str, status: int) -> dict[str, Any]:
     principal: Principal | None = state.get("principal")
     access: Access | None = state.get("access")
     actor: dict[str, Any] = state.get("audit_actor") or {}
-    tenant = (
+    # A route that acts on a tenant it names (the platform admin's, which has none of
+    # its own) says whose trail the entry belongs to.
+    tenant = state.get("audit_tenant") or (
         access.tenant_id
         if access is not None
         else actor.get("tenant_id") or (principal.tenant_id if principal else None)

@@ -70,6 +70,9 @@ async def test_writes_sign_ins_and_grants_are_recorded_per_tenant(
         ("gateway", "POST /v1/grants", 201),
         ("gateway", "DELETE /v1/grants/{grant_id}", 204),
         ("gateway", "POST /oauth/token", 200),
+        # What the platform admin did to the tenant is in the tenant's own trail.
+        ("gateway", "POST /v1/tenants", 201),
+        ("gateway", "POST /v1/tenants/{tenant_id}/clients", 201),
     }
     # Tokens are issued twice here, so a count of entries can be met before the last write.
     entries = await audit_entries(http, seller, lambda found: expected <= actions(found))

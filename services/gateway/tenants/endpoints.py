@@ -40,6 +40,8 @@ async def admin_of_tenant(request: Request, tenant_id: str) -> Principal:
     before anything about the body (see shared.service)."""
     principal = await current_principal(request)
     service.require_admin_of(principal, tenant_id)
+    # The tenant's own trail shows what the platform admin did to it.
+    request.state.audit_tenant = tenant_id
     return principal
 
 
@@ -49,12 +51,15 @@ EitherAdmin = Annotated[Principal, Depends(admin_of_tenant)]
 
 @router.post("", status_code=201, response_model=TenantOut)
 async def create_tenant(
+    request: Request,
     data: TenantCreate,
     principal: Annotated[Principal, Depends(require_scope(PLATFORM_ADMIN))],
     session: DbSession,
 ) -> TenantOut:
     """Creates a seller or agency tenant (platform admin only)."""
-    return TenantOut.model_validate(await service.create_tenant(session, data))
+    tenant = await service.create_tenant(session, data)
+    request.state.audit_tenant = tenant.id
+    return TenantOut.model_validate(tenant)
 
 
 @router.get("", response_model=TenantList)
