@@ -138,6 +138,12 @@ class KeyCache:
         return key
 
 
+def revoked_client_key(client_id: str) -> str:
+    """How a client revoked whole is listed among revoked token ids: every token it was
+    issued goes with it (token ids never hold a colon)."""
+    return f"client:{client_id}"
+
+
 class TokenRevoked(Unauthenticated):
     """A token revoked before it expired: only the gateway, which keeps revocations,
     knows it; the proxy refuses it instead of forwarding it to a service."""
@@ -225,7 +231,7 @@ class TokenVerifier:
         ):
             if not isinstance(value, str):
                 raise Unauthenticated(f"token lacks the {name} claim")
-        if claims["jti"] in self.revoked:
+        if claims["jti"] in self.revoked or revoked_client_key(str(client_id)) in self.revoked:
             raise TokenRevoked()
         tenant = claims.get(self.tenant_claim)
         return Principal(

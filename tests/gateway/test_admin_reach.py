@@ -3,12 +3,13 @@ client, user, grant or tenant-wide change may reach further than the admin does.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import Any
 
 import httpx
 
-from tests.conftest import NewTenant, TenantClient
+from tests.conftest import NewTenant, Stack, TenantClient, fetch_token
 from tests.gateway.login import add_user, frontend_client, user_tokens
 
 ADMIN_SCOPE = "tenant:admin kpi:read"
@@ -138,3 +139,70 @@ async def test_a_limited_admin_hands_out_nothing_wider_than_itself(
         assert zone.status_code == 200, zone.text
     zones = (await http.get("/v1/settings/stores", headers=headers)).json()["stores"]
     assert [z["store_id"] for z in zones] == ["s1"]
+
+
+async def test_admins_list_and_revoke_their_tenants_clients(
+    http: httpx.AsyncClient, stack: Stack, new_tenant: NewTenant
+) -> None:
+    """A leaked ERP credential is revoked by the tenant itself, its tokens with it."""
+    tenant = await new_tenant()
+    clients = f"/v1/tenants/{tenant.tenant_id}/clients"
+    made = await http.post(
+        clients,
+        json={"name": "erp", "scopes": ["kpi:read", "ingest:write"]},
+        headers=tenant.headers,
+    )
+    assert made.status_code == 201, made.text
+    erp = made.json()
+    token = await fetch_token(http, erp["client_id"], erp["client_secret"])
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert (await http.get("/v1/kpis/catalog", headers=bearer)).status_code == 200
+
+    listed = await http.get(clients, headers=tenant.headers)
+    assert listed.status_code == 200, listed.text
+    by_id = {c["client_id"]: c for c in listed.json()["clients"]}
+    assert {tenant.client_id, erp["client_id"]} <= set(by_id)
+    assert by_id[erp["client_id"]]["revoked_at"] is None
+    assert "secret" not in listed.text
+    # An admin who is not the owner cannot revoke the tenant:admin client, which acts
+    # as an owner; nobody of another tenant reaches either, and a limited user neither.
+    _, admin = await signed_in(http, tenant, "admin")
+    refused = await http.delete(f"{clients}/{tenant.client_id}", headers=admin.headers)
+    assert refused.status_code == 403
+    _, limited = await signed_in(http, tenant, "admin", limits={"stores": ["s1"]})
+    assert (await http.get(clients, headers=limited.headers)).status_code == 403
+    stranger = await new_tenant()
+    assert (await http.get(clients, headers=stranger.headers)).status_code == 403
+    assert (await http.delete(f"{clients}/nope", headers=tenant.headers)).status_code == 404
+    other = f"/v1/tenants/{stranger.tenant_id}/clients/{stranger.client_id}"
+    assert (await http.delete(other, headers=tenant.headers)).status_code == 403
+
+    revoked = await http.delete(f"{clients}/{erp['client_id']}", headers=admin.headers)
+    assert revoked.status_code == 204, revoked.text
+    # Its token is refused from the next request on, at the gateway and (within a
+    # second) on a service's own port; it gets no new one.
+    at_gateway = await http.get("/v1/kpis/catalog", headers=bearer)
+    assert at_gateway.status_code == 401
+    assert at_gateway.json()["detail"] == "token has been revoked"
+    async with httpx.AsyncClient(timeout=10) as direct:
+        for _ in range(25):
+            own_port = await direct.get(f"{stack.url('metrics')}/v1/kpis/catalog", headers=bearer)
+            if own_port.status_code == 401:
+                break
+            await asyncio.sleep(0.2)
+    assert own_port.status_code == 401
+    again = await http.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials"},
+        auth=(erp["client_id"], erp["client_secret"]),
+    )
+    assert again.status_code == 401 and again.json()["error"] == "invalid_client"
+    relisted = {
+        c["client_id"]: c
+        for c in (await http.get(clients, headers=tenant.headers)).json()["clients"]
+    }
+    assert relisted[erp["client_id"]]["revoked_at"] is not None
+    twice = await http.delete(f"{clients}/{erp['client_id']}", headers=tenant.headers)
+    assert twice.status_code == 204
+    # The tenant's other clients keep working.
+    assert (await http.get("/v1/kpis/catalog", headers=tenant.headers)).status_code == 200

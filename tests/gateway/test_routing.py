@@ -105,7 +105,7 @@ async def test_wrong_method_is_405_naming_the_allowed_ones(
         ("PUT", "/v1/grants", "GET, HEAD, POST"),
         ("DELETE", "/v1/tenants", "GET, HEAD, POST"),
         ("PUT", "/v1/grants/gr_x", "GET, HEAD, PATCH, DELETE"),
-        ("GET", f"/v1/tenants/{tenant.tenant_id}/clients", "POST"),
+        ("PUT", f"/v1/tenants/{tenant.tenant_id}/clients", "GET, HEAD, POST"),
         ("PUT", "/graphql", "GET, HEAD, POST"),
     ):
         response = await http.request(method, path, headers=tenant.headers)

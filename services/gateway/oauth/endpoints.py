@@ -164,7 +164,9 @@ async def _introspection(request: Request, session: DbSession, token: str) -> di
             "iat": int(refresh.created_at.timestamp()),
         }
     claims = await _access_claims(request, token)
-    if claims is None or await sessions.access_token_revoked(session, str(claims["jti"])):
+    if claims is None or await sessions.access_token_revoked(
+        session, str(claims["jti"]), str(claims.get("client_id"))
+    ):
         return {"active": False}
     fields = ("scope", "client_id", "sub", "exp", "iat", "nbf", "iss", "aud", "jti", "tenant")
     return {

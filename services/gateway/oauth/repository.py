@@ -24,6 +24,22 @@ class ClientRepository:
         self.session.add(client)
         await self.session.flush()
 
+    async def of_tenant(self, tenant_id: str) -> list[OAuthClient]:
+        result = await self.session.execute(
+            select(OAuthClient)
+            .where(OAuthClient.tenant_id == tenant_id)
+            .order_by(col(OAuthClient.created_at), col(OAuthClient.client_id))
+        )
+        return list(result.scalars().all())
+
+    async def of_tenant_for_update(self, tenant_id: str, client_id: str) -> OAuthClient | None:
+        result = await self.session.execute(
+            select(OAuthClient)
+            .where(OAuthClient.tenant_id == tenant_id, OAuthClient.client_id == client_id)
+            .with_for_update()
+        )
+        return result.scalar_one_or_none()
+
     async def upsert_platform_admin(
         self, client_id: str, secret_hash: str, scopes: list[str]
     ) -> None:

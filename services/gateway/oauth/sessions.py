@@ -14,6 +14,7 @@ from sqlalchemy import ColumnElement, delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel, col, select
 
+from shared.auth import revoked_client_key
 from shared.time import utcnow
 
 CODE_TTL = timedelta(seconds=120)
@@ -255,8 +256,12 @@ async def revoke_access_token(
         await session.flush()
 
 
-async def access_token_revoked(session: AsyncSession, jti: str) -> bool:
-    return await session.get(RevokedAccessToken, jti) is not None
+async def access_token_revoked(session: AsyncSession, jti: str, client_id: str) -> bool:
+    """Revoked itself, or with its client."""
+    for key in (jti, revoked_client_key(client_id)):
+        if await session.get(RevokedAccessToken, key) is not None:
+            return True
+    return False
 
 
 async def end_user_sessions(

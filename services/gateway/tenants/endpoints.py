@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Body, Depends, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Body, Depends, Query, Request, Response
 
 from services.gateway.erasures import service as erasures
 from services.gateway.erasures.schemas import ErasureConfirm, ErasureOut
@@ -11,13 +11,15 @@ from services.gateway.tenants.repository import TenantRepository
 from services.gateway.tenants.schemas import (
     ClientCreate,
     ClientCreated,
+    ClientList,
+    ClientOut,
     TenantCreate,
     TenantList,
     TenantOut,
 )
 from shared.auth import Principal, current_principal, require_scope
 from shared.deps import DbSession
-from shared.openapi import either_scope
+from shared.openapi import ErrorBody, either_scope
 from shared.scopes import PLATFORM_ADMIN, TENANT_ADMIN
 
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
@@ -103,6 +105,35 @@ async def create_client(
     Another tenant is 403; an unknown one, for the platform admin, 404.
     """
     return await service.create_client(session, principal, tenant_id, data)
+
+
+@router.get("/{tenant_id}/clients", response_model=ClientList, openapi_extra=EITHER_ADMIN)
+async def list_clients(tenant_id: str, principal: EitherAdmin, session: DbSession) -> ClientList:
+    """The tenant's OAuth clients, revoked ones included (with `revoked_at`); never a
+    secret. For the platform admin and the tenant's admins over the whole tenant."""
+    clients = await service.tenant_clients(session, principal, tenant_id)
+    return ClientList(clients=[ClientOut.model_validate(c, from_attributes=True) for c in clients])
+
+
+@router.delete(
+    "/{tenant_id}/clients/{client_id}",
+    status_code=204,
+    openapi_extra=EITHER_ADMIN,
+    responses={404: {"model": ErrorBody, "description": "No such client of this tenant"}},
+)
+async def revoke_client(
+    tenant_id: str, client_id: str, request: Request, principal: EitherAdmin, session: DbSession
+) -> Response:
+    """Revokes a client: it gets no more tokens, and every token it was issued is refused
+    from the next request on, in every service (within a second on a service's own port).
+    Only an owner (or a client, or the platform admin) revokes one holding `tenant:admin`.
+    Revoking a revoked client changes nothing."""
+    ttl = request.app.state.settings.token_ttl_seconds
+    refused = await service.revoke_client(session, principal, tenant_id, client_id, ttl)
+    if refused is not None:
+        # From the next request on; should the commit fail, the next reload forgets it.
+        request.app.state.revoked_tokens.add(*refused)
+    return Response(status_code=204)
 
 
 @router.delete(

@@ -89,3 +89,20 @@ class ClientCreated(BaseModel):
     name: str
     public: bool = False
     redirect_uris: list[str] = Field(default_factory=list)
+
+
+class ClientOut(BaseModel):
+    """A client as its tenant's admins see it: never its secret."""
+
+    client_id: str
+    name: str
+    scopes: list[str]
+    public: bool
+    redirect_uris: list[str]
+    created_by: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class ClientList(BaseModel):
+    clients: list[ClientOut]

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import secrets
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.gateway.oauth import sessions
 from services.gateway.oauth.models import OAuthClient
 from services.gateway.oauth.repository import ClientRepository
 from services.gateway.oauth.secrets import hash_secret, new_client_id, new_client_secret
 from services.gateway.tenants.models import Tenant
 from services.gateway.tenants.repository import TenantRepository
 from services.gateway.tenants.schemas import ClientCreate, ClientCreated, TenantCreate
-from shared.access import limited_user
-from shared.auth import Principal
+from shared.access import WHOLE_TENANT_ONLY, limited_user
+from shared.auth import Principal, revoked_client_key
 from shared.errors import FieldError, Forbidden, InvalidInput, NotFound
 from shared.scopes import PLATFORM_ADMIN, TENANT_ADMIN, TENANT_SCOPES
+from shared.time import utcnow
 
 
 async def create_tenant(session: AsyncSession, data: TenantCreate) -> Tenant:
@@ -49,15 +52,48 @@ async def readable_tenant(session: AsyncSession, principal: Principal, tenant_id
     return tenant
 
 
-def _check_client_creator(principal: Principal, scopes: list[str]) -> None:
+def _check_client_creator(principal: Principal, scopes: list[str], doing: str = "create") -> None:
     """A client is not limited and has no role: a user limited to some stores would
     reach them all through one, and an admin would act as an owner (change the owner's
-    password, make owners) through one holding ``tenant:admin``."""
+    password, make owners) through one holding ``tenant:admin``. Who may make such a
+    client may revoke it."""
     if limited_user(principal):
         raise Forbidden("a client reaches the whole tenant; this user's role is limited")
     roles = principal.claims.get("roles")
     if TENANT_ADMIN in scopes and roles is not None and "owner" not in roles:
-        raise Forbidden("only an owner can create a client with tenant:admin, which acts as one")
+        raise Forbidden(f"only an owner can {doing} a client with tenant:admin, which acts as one")
+
+
+async def tenant_clients(
+    session: AsyncSession, principal: Principal, tenant_id: str
+) -> list[OAuthClient]:
+    """The tenant's clients, revoked ones included, for its admins over the whole tenant."""
+    await readable_tenant(session, principal, tenant_id)
+    if limited_user(principal):
+        raise Forbidden(WHOLE_TENANT_ONLY)
+    return await ClientRepository(session).of_tenant(tenant_id)
+
+
+async def revoke_client(
+    session: AsyncSession, principal: Principal, tenant_id: str, client_id: str, ttl_seconds: int
+) -> tuple[str, datetime] | None:
+    """Revokes the client: it gets no more tokens, and those it was issued are refused
+    as revoked until the last of them would have expired. Answers what to refuse from
+    now on, and until when (None when it was revoked already); 404 for a client that is
+    not the tenant's."""
+    await readable_tenant(session, principal, tenant_id)
+    client = await ClientRepository(session).of_tenant_for_update(tenant_id, client_id)
+    if client is None:
+        raise NotFound(f"no client {client_id}")
+    _check_client_creator(principal, client.scopes, doing="revoke")
+    if client.revoked_at is not None:
+        return None
+    now = utcnow()
+    client.revoked_at = now
+    session.add(client)
+    key, until = revoked_client_key(client_id), now + timedelta(seconds=ttl_seconds)
+    await sessions.revoke_access_token(session, key, tenant_id, until)
+    return key, until
 
 
 async def create_client(
