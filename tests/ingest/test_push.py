@@ -505,6 +505,18 @@ async def test_a_caller_limited_to_categories_pushes_order_lines_of_those_only(
     tenant_wide = await push(rate)
     assert tenant_wide.status_code == 403
     assert tenant_wide.json()["errors"][0]["field"] == "type"
+    # Nor anything but order lines: a refund names an order of any category.
+    refund = {
+        **lamp, "event_id": "rf", "type": "refund",
+        "payload": {"order_id": "O-other", "amount": {"amount": "999.00", "currency": "USD"},
+                    "refunded_at": "2026-03-02T00:00:00Z"},
+    }  # fmt: skip
+    not_a_line = await push(refund)
+    assert not_a_line.status_code == 403
+    assert not_a_line.json()["errors"] == [
+        {"index": 0, "field": "type",
+         "reason": "refund names no category; this caller may push order lines only"}
+    ]  # fmt: skip
     # Another category's line cannot be renamed into its own, and so cancelled away.
     assert (await ingest.push(tenant, [order_line("chair", category="Chairs")])).status_code == 202
     taken = await push(order_line("chair", version=2, category="Lamps", status="cancelled"))

@@ -186,13 +186,15 @@ def check_stores(events: list[Event], access: Access, rows: Sequence[int] | None
             reason = f"{TENANT_WIDE_TYPES[event.type]}; this caller may reach only some"
             errors.append(FieldError("type", reason, index=index, row=row))
         payload = event.payload
-        if (
-            access.categories is not None
-            and isinstance(payload, OrderLine)
-            and payload.category not in access.categories
-        ):
-            reason = f"category {payload.category or '(none)'} is not granted"
-            errors.append(FieldError("payload.category", reason, index=index, row=row))
+        if access.categories is not None:
+            if not isinstance(payload, OrderLine):
+                # A refund, fee, ad or count names an order or SKU whose category only
+                # order lines tell: a Lamps manager could refund another category's order.
+                reason = f"{event.type} names no category; this caller may push order lines only"
+                errors.append(FieldError("type", reason, index=index, row=row))
+            elif payload.category not in access.categories:
+                reason = f"category {payload.category or '(none)'} is not granted"
+                errors.append(FieldError("payload.category", reason, index=index, row=row))
         if access.stores is not None and event.source.store_id not in access.stores:
             reason = f"store {event.source.store_id} is not granted"
             errors.append(FieldError("source.store_id", reason, index=index, row=row))
