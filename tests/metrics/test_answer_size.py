@@ -9,7 +9,7 @@ import pytest
 
 from services.gateway.graphql import kpis as graphql_kpis
 from services.metrics.kpis import service
-from tests.conftest import NewTenant
+from tests.conftest import NewTenant, TenantClient
 from tests.e2e.test_push_to_graphql import KPIS
 from tests.metrics.test_kpis import line
 from tests.metrics.test_order_attached import push, settle
@@ -65,9 +65,8 @@ async def test_an_answer_of_more_rows_than_the_limit_is_refused(
     assert graphql_error["extensions"]["errors"][0]["field"] == "input.groupBy"
 
 
-async def test_graphql_refuses_more_rows_than_a_dashboard_shows(
-    http: httpx.AsyncClient, new_tenant: NewTenant, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def three_skus_sold(http: httpx.AsyncClient, new_tenant: NewTenant) -> TenantClient:
+    """A tenant that sold SKUs A, B and C in WEEK, settled."""
     tenant = await new_tenant()
     await push(
         http,
@@ -75,6 +74,13 @@ async def test_graphql_refuses_more_rows_than_a_dashboard_shows(
         *(line(f"e{sku}", f"O{sku}", 1, "10.00", "2026-04-07T18:00:00Z", sku=sku) for sku in "ABC"),
     )
     await settle(http, tenant, {"gmv": 30.0}, **WEEK)
+    return tenant
+
+
+async def test_graphql_refuses_more_rows_than_a_dashboard_shows(
+    http: httpx.AsyncClient, new_tenant: NewTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant = await three_skus_sold(http, new_tenant)
     monkeypatch.setattr(graphql_kpis, "MAX_GRAPHQL_ROWS", 2)
 
     async def ask(**shape: Any) -> dict[str, Any]:
@@ -105,13 +111,7 @@ async def test_graphql_counts_the_values_of_all_kpis_fields_of_a_request(
 ) -> None:
     """Aliases would multiply the row cap: the values (rows times metrics) of one
     request's kpis fields are counted together."""
-    tenant = await new_tenant()
-    await push(
-        http,
-        tenant,
-        *(line(f"v{sku}", f"V{sku}", 1, "10.00", "2026-04-07T18:00:00Z", sku=sku) for sku in "ABC"),
-    )
-    await settle(http, tenant, {"gmv": 30.0}, **WEEK)
+    tenant = await three_skus_sold(http, new_tenant)
     monkeypatch.setattr(graphql_kpis, "MAX_GRAPHQL_VALUES", 4)
     by_sku = {"metrics": ["gmv"], **WEEK, "grain": "TOTAL", "groupBy": ["SKU"]}
     twice = """query($i: KpiQueryInput!) {
