@@ -261,6 +261,16 @@ def tenant_path(suffix: str = "", body: Any = None) -> Build:
     return build
 
 
+async def throwaway_client(world: World, caller: Caller, allowed: bool) -> Call:
+    """A client of the seller's made for this call, so revoking it costs nothing."""
+    clients = f"/v1/tenants/{world.seller.tenant_id}/clients"
+    made = await world.http.post(
+        clients, json={"name": "throwaway", "scopes": ["kpi:read"]}, headers=world.seller.headers
+    )
+    assert made.status_code == 201, made.text
+    return Call(f"{clients}/{made.json()['client_id']}")
+
+
 def export_path(suffix: str = "") -> Build:
     """A ready export of the seller, made once per world by its admin client."""
     made: dict[str, str] = {}
@@ -391,6 +401,12 @@ ROUTES: dict[tuple[str, str], Route] = {
     ),
     # Allowed callers get as far as the confirmation, which names another tenant: the
     # matrix's seller is not erased.
+    ("GET", "/v1/tenants/{tenant_id}/clients"): Route(
+        None, 200, tenant_path("/clients"), tenant_data=False, rule=own_tenant_record(200)
+    ),
+    ("DELETE", "/v1/tenants/{tenant_id}/clients/{client_id}"): Route(
+        None, 204, throwaway_client, tenant_data=False, rule=own_tenant_record(204)
+    ),
     ("DELETE", "/v1/tenants/{tenant_id}"): Route(
         None,
         422,
