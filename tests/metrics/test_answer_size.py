@@ -133,6 +133,21 @@ async def test_graphql_counts_the_values_of_all_kpis_fields_of_a_request(
         "/graphql", json={"query": one, "variables": {"i": by_sku}}, headers=tenant.headers
     )
     assert len(single.json()["data"]["a"]["rows"]) == 3
+    # Aliases inside one field write its rows (or their values) out again: counted too,
+    # through fragments as well.
+    for selection in (
+        "a: rows { period } b: rows { period }",
+        "rows { a: values { value } b: values { value } }",
+        "...Twice",
+    ):
+        aliased = f"""query($i: KpiQueryInput!) {{ kpis(input: $i) {{ {selection} }} }}
+        fragment Twice on KpiResult {{ a: rows {{ period }} b: rows {{ period }} }}"""
+        if "..." not in selection:
+            aliased = aliased.split("fragment")[0]
+        over = await http.post(
+            "/graphql", json={"query": aliased, "variables": {"i": by_sku}}, headers=tenant.headers
+        )
+        assert over.json()["errors"][0]["extensions"]["errors"][0]["field"] == "input.metrics"
     # One field of two metrics over the same rows is over the budget on its own.
     alone = {"query": KPIS, "variables": {"input": {**by_sku, "metrics": ["gmv", "units"]}}}
     refused = (await http.post("/graphql", json=alone, headers=tenant.headers)).json()

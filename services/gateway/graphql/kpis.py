@@ -10,6 +10,7 @@ import orjson
 import strawberry
 from strawberry.permission import PermissionExtension
 from strawberry.types import Info
+from strawberry.types.nodes import SelectedField, Selection
 
 from services.gateway.graphql.context import Context
 from services.gateway.graphql.permissions import HasScope
@@ -173,6 +174,28 @@ def _error_from(response: httpx.Response) -> LodestarError:
     return UpstreamUnavailable(f"the metrics service failed ({status})")
 
 
+def _fields_named(selections: list[Selection], name: str) -> list[SelectedField]:
+    """The fields of that name among ``selections``, fragments' included."""
+    found: list[SelectedField] = []
+    for selection in selections:
+        if isinstance(selection, SelectedField):
+            if selection.name == name:
+                found.append(selection)
+        else:
+            found += _fields_named(selection.selections, name)
+    return found
+
+
+def _values_a_row(info: Info[Context, None], metrics: int) -> int:
+    """How many values each row is written out as: every ``rows`` selection (aliases
+    make several, each written out whole) with every ``values`` selection in it."""
+    [kpis] = info.selected_fields
+    return sum(
+        max(1, len(_fields_named(rows.selections, "values")) * metrics)
+        for rows in _fields_named(kpis.selections, "rows")
+    )
+
+
 def _spend_values(context: Context, values: int) -> None:
     """Counts a field's values against its request's budget, or refuses the field."""
     spent = context.kpi_values + values
@@ -221,7 +244,7 @@ class KpiQuery:
                     )
                 ],
             )
-        _spend_values(info.context, rows * len(input.metrics))
+        _spend_values(info.context, rows * _values_a_row(info, len(input.metrics)))
         return KpiResult(
             currency=body.get("currency"),
             warnings=list(body.get("warnings", [])),
