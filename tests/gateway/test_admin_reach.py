@@ -206,3 +206,27 @@ async def test_admins_list_and_revoke_their_tenants_clients(
     assert twice.status_code == 204
     # The tenant's other clients keep working.
     assert (await http.get("/v1/kpis/catalog", headers=tenant.headers)).status_code == 200
+
+
+async def test_a_revoked_frontends_sign_ins_introspect_as_inactive(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    client_id = await frontend_client(http, tenant)
+    person = await add_user(http, tenant, "viewer")
+    tokens = await user_tokens(http, client_id, person["email"])
+
+    async def active(token: str) -> bool:
+        answer = await http.post(
+            "/oauth/introspect",
+            data={"token": token},
+            auth=(tenant.client_id, tenant.client_secret),
+        )
+        return bool(answer.json()["active"])
+
+    assert await active(tokens["refresh_token"]) and await active(tokens["access_token"])
+    clients = f"/v1/tenants/{tenant.tenant_id}/clients"
+    revoked = await http.delete(f"{clients}/{client_id}", headers=tenant.headers)
+    assert revoked.status_code == 204
+    assert not await active(tokens["refresh_token"])
+    assert not await active(tokens["access_token"])

@@ -153,6 +153,9 @@ async def _introspection(request: Request, session: DbSession, token: str) -> di
     if refresh is not None:
         if refresh.used_at or refresh.revoked_at or refresh.expires_at <= utcnow():
             return {"active": False}
+        if await ClientRepository(session).get_active(refresh.client_id) is None:
+            # Its client revoked, it can no longer be used.
+            return {"active": False}
         return {
             "active": True,
             "token_type": "refresh_token",
