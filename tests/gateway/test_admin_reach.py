@@ -16,12 +16,12 @@ ADMIN_SCOPE = "tenant:admin kpi:read"
 
 
 async def signed_in(
-    http: httpx.AsyncClient, admin: TenantClient, role: str, **extra: Any
+    http: httpx.AsyncClient, admin: TenantClient, role: str, scope: str = ADMIN_SCOPE, **extra: Any
 ) -> tuple[dict[str, Any], TenantClient]:
     """A new user of ``admin``'s tenant, and its own token."""
     client_id = await frontend_client(http, admin)
     user = await add_user(http, admin, role, **extra)
-    tokens = await user_tokens(http, client_id, user["email"], scope=ADMIN_SCOPE)
+    tokens = await user_tokens(http, client_id, user["email"], scope=scope)
     return user, TenantClient(admin.tenant_id, client_id, "", tokens["access_token"])
 
 
@@ -230,3 +230,45 @@ async def test_a_revoked_frontends_sign_ins_introspect_as_inactive(
     assert revoked.status_code == 204
     assert not await active(tokens["refresh_token"])
     assert not await active(tokens["access_token"])
+
+
+def connection(store: str, marketplace: str) -> dict[str, Any]:
+    return {
+        "platform": "shopify",
+        "store_id": store,
+        "marketplace": marketplace,
+        "granted_scopes": ["read_orders"],
+        "credentials": {"access_token": f"shpat-{store}"},
+    }
+
+
+async def test_admins_limited_by_marketplace_or_category_keep_off_other_stores(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """A store's time zone and connection reach every fact of it: an admin limited to
+    US manages US connections only, and one limited to some marketplaces or categories
+    neither lists nor moves store time zones."""
+    tenant = await new_tenant()
+    made = await http.post("/v1/connections", json=connection("s-mx", "MX"), headers=tenant.headers)
+    assert made.status_code == 201, made.text
+    mx = f"/v1/connections/{made.json()['id']}"
+    scope = f"{ADMIN_SCOPE} connections:manage"
+    _, us_admin = await signed_in(http, tenant, "admin", scope, limits={"marketplaces": ["US"]})
+    _, lamps_admin = await signed_in(http, tenant, "admin", scope, limits={"categories": ["Lamps"]})
+    us = us_admin.headers
+    assert (await http.get("/v1/connections", headers=us)).json()["connections"] == []
+    assert (await http.patch(mx, json={"status": "paused"}, headers=us)).status_code == 404
+    assert (await http.delete(mx, headers=us)).status_code == 404
+    elsewhere = await http.post("/v1/connections", json=connection("s-mx2", "MX"), headers=us)
+    assert elsewhere.status_code == 403
+    own = await http.post("/v1/connections", json=connection("s-us", "US"), headers=us)
+    assert own.status_code == 201, own.text
+    listed = (await http.get("/v1/connections", headers=us)).json()["connections"]
+    assert [c["store_id"] for c in listed] == ["s-us"]
+    assert (await http.get("/v1/connections", headers=lamps_admin.headers)).status_code == 403
+    for who in (us_admin, lamps_admin):
+        zone = await http.put(
+            "/v1/settings/stores/s-mx", json={"timezone": "Pacific/Kiritimati"}, headers=who.headers
+        )
+        assert zone.status_code == 403, zone.text
+        assert (await http.get("/v1/settings/stores", headers=who.headers)).status_code == 403

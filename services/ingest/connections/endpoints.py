@@ -53,8 +53,11 @@ async def create_connection(
     request: Request, data: ConnectionCreate, access: Manager
 ) -> ConnectionOut:
     """Connects a store of a platform with credentials that can only read."""
+    _check_reach(access)
     if access.stores is not None and data.store_id not in access.stores:
         raise Forbidden(f"no access to store {data.store_id}")
+    if access.marketplaces is not None and data.marketplace not in access.marketplaces:
+        raise Forbidden(f"no access to marketplace {data.marketplace}")
     scopes = _read_only(data.platform, data.granted_scopes)
     sealed = _box(request).seal(data.credentials)
     db: Database = request.app.state.db
@@ -79,15 +82,31 @@ async def create_connection(
 
 @router.get("", response_model=ConnectionList)
 async def list_connections(request: Request, access: Manager) -> ConnectionList:
+    _check_reach(access)
     db: Database = request.app.state.db
     async with db.raw_connection() as conn:
-        rows = await ConnectionRepository(conn).of_tenant(access.tenant_id, access.stores)
-    return ConnectionList(connections=[_out(r) for r in rows])
+        rows = await ConnectionRepository(conn).of_tenant(access.tenant_id)
+    return ConnectionList(connections=[_out(r) for r in rows if _within(access, r)])
+
+
+def _check_reach(access: Access) -> None:
+    if access.categories is not None:
+        raise Forbidden(
+            "a connection reads every category of its store; this user's role is limited"
+        )
+
+
+def _within(access: Access, row: Any) -> bool:
+    """A connection of a store and marketplace the caller may reach."""
+    return (access.stores is None or row["store_id"] in access.stores) and (
+        access.marketplaces is None or row["marketplace"] in access.marketplaces
+    )
 
 
 async def _visible(conn: Any, access: Access, connection_id: str) -> Any:
+    _check_reach(access)
     row = await ConnectionRepository(conn).get(access.tenant_id, connection_id)
-    if row is None or (access.stores is not None and row["store_id"] not in access.stores):
+    if row is None or not _within(access, row):
         raise NotFound(f"no connection {connection_id}")
     return row
 

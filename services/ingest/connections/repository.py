@@ -33,14 +33,10 @@ class ConnectionRepository:
             row["created_by"],
         )
 
-    async def of_tenant(
-        self, tenant_id: str, stores: frozenset[str] | None
-    ) -> list[asyncpg.Record]:
+    async def of_tenant(self, tenant_id: str) -> list[asyncpg.Record]:
         rows: list[asyncpg.Record] = await self.conn.fetch(
-            f"SELECT {_OUT} FROM connections WHERE tenant_id = $1 "
-            "AND ($2::text[] IS NULL OR store_id = ANY($2)) ORDER BY platform, store_id",
+            f"SELECT {_OUT} FROM connections WHERE tenant_id = $1 ORDER BY platform, store_id",
             tenant_id,
-            None if stores is None else sorted(stores),
         )
         return rows
 

@@ -45,9 +45,20 @@ async def put_kpi_settings(
         return await SettingsRepository(conn).put(access.tenant_id, settings)
 
 
+def _check_zone_reach(access: Access) -> None:
+    """A store's zone moves every fact of the store: a caller limited to some
+    marketplaces or categories may not know or move the stores' others."""
+    if access.marketplaces is not None or access.categories is not None:
+        raise Forbidden(
+            "a store's time zone moves all of its data; this user's role is limited to "
+            "some marketplaces or categories"
+        )
+
+
 @router.get("/stores", response_model=StoreZoneList)
 async def list_store_zones(request: Request, access: Admin) -> StoreZoneList:
     """Stores whose local dates follow a time zone of their own."""
+    _check_zone_reach(access)
     db: Database = request.app.state.db
     async with db.raw_connection() as conn:
         rows = await overrides(conn, access.tenant_id)
@@ -75,6 +86,7 @@ async def put_store_zone(
             "invalid store id",
             [FieldError("store_id", f"1 to {MAX_TEXT} characters besides surrounding spaces")],
         )
+    _check_zone_reach(access)
     if access.stores is not None and store_id not in access.stores:
         raise Forbidden(f"no access to store {store_id}")
     db: Database = request.app.state.db
