@@ -223,3 +223,21 @@ async def test_a_missing_rate_is_told_only_where_the_query_reads(
     assert lamps["warnings"] == []
     boxes = await kpis(http, tenant, metrics="gmv", categories="Secret", grain="total", **march)
     assert boxes["warnings"] == ["no FX rate for MXN→USD on 2026-03-12"]
+
+
+async def test_a_missing_rate_is_told_only_of_the_metrics_asked(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """GMV in dollars is complete however many reais were refunded: its answer warns
+    of no rate; refunds' does."""
+    tenant = await new_tenant()
+    sold = line("m1", "M1", 1, "10.00", "2026-03-02T18:00:00Z", store="acme-mx", marketplace="MX")
+    reais = refund("m-rf", "M1", "5.00", "BRL", "acme-mx", "MX")
+    await push(http, tenant, sold, reais)
+    march = {"from": "2026-03-01", "to": "2026-04-30", "currency": "USD"}
+    await settle(http, tenant, {"gmv": 10.0, "refunds": None}, **march)
+    for metrics in ("gmv", "fees", "gmv,fees,sessions"):
+        body = await kpis(http, tenant, metrics=metrics, grain="total", **march)
+        assert body["warnings"] == [], metrics
+    refunds = await kpis(http, tenant, metrics="refunds", grain="total", **march)
+    assert len(refunds["warnings"]) == 1 and "BRL→USD" in refunds["warnings"][0]

@@ -455,35 +455,45 @@ class RollupRepository:
         return {r["currency"] for r in rows if r["currency"]}
 
     async def first_day_with_amounts(
-        self, grouping: Grouping, currency: str, days: list[date]
+        self,
+        grouping: Grouping,
+        currency: str,
+        days: list[date],
+        sales: bool,
+        measures_read: list[str],
     ) -> tuple[date | None, int]:
         """Of the given days, the first on which the currency has amounts other than zero
-        within what the query reads (its stores, marketplaces, platforms, SKUs and
-        categories), and how many do: an answer warns of no rate it did not need, and
-        tells a caller limited to some categories nothing of the others' days."""
+        within what the query reads (its sales when ``sales``, the measures named, its
+        stores, marketplaces, platforms, SKUs and categories), and how many do: an answer
+        warns of no rate it did not need (a GMV, of no refund's), and tells a caller
+        limited to some categories nothing of the others' days."""
         filters = grouping.filters
-        first_filter = 4  # after the tenant, the currency and the days
+        first_filter = 6  # after the tenant, the currency, the days, the measures, sales
         clauses, values = _filter_clauses(filters, first_filter)
         if "category" in filters:
             # Sales rows carry their category; SKU measures take their SKU's, as read.
-            sales = "daily_sales"
+            sales_table = "daily_sales"
             measures = _measures_source(grouping, "m", first_filter, per_sku=True)
         elif "sku" in filters:
-            sales, measures = "daily_sales", "daily_measures m"
+            sales_table, measures = "daily_sales", "daily_measures m"
         else:
-            sales, measures = "daily_store_sales", "daily_store_measures m"
+            sales_table, measures = "daily_store_sales", "daily_store_measures m"
         row = await self.conn.fetchrow(
             f"""
             SELECT min(d) AS first, count(*) AS days FROM (
-                SELECT local_date AS d FROM {sales} WHERE tenant_id = $1 AND currency = $2 AND local_date = ANY($3::date[])
+                SELECT local_date AS d FROM {sales_table} WHERE $5 AND tenant_id = $1 AND currency = $2
+                  AND local_date = ANY($3::date[])
                   AND (gross <> 0 OR shipping <> 0 OR discount <> 0 OR tax <> 0) {clauses}
                 UNION SELECT m.local_date FROM {measures} WHERE m.tenant_id = $1 AND m.currency = $2
-                  AND m.local_date = ANY($3::date[]) AND m.value <> 0 {_filter_clauses(filters, first_filter, "m")[0]}
+                  AND m.local_date = ANY($3::date[]) AND m.measure = ANY($4::text[]) AND m.value <> 0
+                  {_filter_clauses(filters, first_filter, "m")[0]}
             ) days
             """,
             grouping.tenant_id,
             currency,
             days,
+            measures_read,
+            sales,
             *values,
         )
         assert row is not None

@@ -149,18 +149,21 @@ async def _measure(
         - TRAILING_INPUTS
         - windowed
     )
-    if measure_names:
-        # A tenant counting refunds by purchase date reads the cells kept that way.
-        by_purchase = settings.refunds_by == "purchase_date" and "refund_amount" in measure_names
-        stored = {
-            name: REFUNDS_BY_PURCHASE if by_purchase and name == "refund_amount" else name
-            for name in measure_names
-        }
+    # A tenant counting refunds by purchase date reads the cells kept that way.
+    by_purchase = settings.refunds_by == "purchase_date" and "refund_amount" in measure_names
+    stored = {
+        name: REFUNDS_BY_PURCHASE if by_purchase and name == "refund_amount" else name
+        for name in measure_names
+    }
+    if stored:
         inputs_of = {measure: name for name, measure in stored.items()}
         for row in await repository.measures(grouping, sorted(stored.values())):
             found.put(key(row), inputs_of[row["measure"]], row["value"])
+    reads_sales = bool(needed & (SALES_INPUTS | COGS_INPUTS))
     for currency, dates in missing.items() if needed & MONEY_INPUTS else ():
-        first, count = await repository.first_day_with_amounts(grouping, currency, dates)
+        first, count = await repository.first_day_with_amounts(
+            grouping, currency, dates, reads_sales, sorted(stored.values())
+        )
         if first is not None:
             more = f" (and {count - 1} more days)" if count > 1 else ""
             found.warnings.append(
