@@ -518,9 +518,22 @@ async def test_a_caller_limited_to_categories_pushes_order_lines_of_those_only(
          "reason": "refund names no category; this caller may push order lines only"}
     ]  # fmt: skip
     # Another category's line cannot be renamed into its own, and so cancelled away.
-    assert (await ingest.push(tenant, [order_line("chair", category="Chairs")])).status_code == 202
+    chair = order_line("chair", category="Chairs", sku="CHAIR-1")
+    assert (await ingest.push(tenant, [chair])).status_code == 202
     taken = await push(order_line("chair", version=2, category="Lamps", status="cancelled"))
     assert taken.status_code == 403, taken.text
     assert taken.json()["errors"][0]["field"] == "event_id"
     # Its own line it may correct.
     assert (await push(order_line("lamp", version=2, category="Lamps"))).status_code == 202
+    # A SKU another category sells is not its to sell: one line under Lamps would
+    # hand it that SKU's fees, ads and traffic. A SKU of its own, or a new one, is.
+    chair_sku = await push(order_line("mine", category="Lamps", sku="CHAIR-SKU"))
+    assert chair_sku.status_code == 202, chair_sku.text
+    sold = await ingest.push(tenant, [order_line("chair2", category="Chairs", sku="CHAIR-9")])
+    assert sold.status_code == 202
+    relabel = await push(order_line("mine2", category="Lamps", sku="CHAIR-9"))
+    assert relabel.status_code == 403
+    assert relabel.json()["errors"] == [
+        {"index": 0, "field": "payload.sku",
+         "reason": "SKU CHAIR-9 is sold under another category too"}
+    ]  # fmt: skip

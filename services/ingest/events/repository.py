@@ -78,16 +78,17 @@ class EventRepository:
         rows = await self.conn.fetch(
             """
             INSERT INTO event_versions AS ev
-                (tenant_id, event_id, version, store_id, marketplace, event_type, category)
+                (tenant_id, event_id, version, store_id, marketplace, event_type, category, sku)
             SELECT $1, e.* FROM unnest(
-                $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[]
-            ) AS e(event_id, version, store_id, marketplace, event_type, category)
+                $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[]
+            ) AS e(event_id, version, store_id, marketplace, event_type, category, sku)
             ON CONFLICT (tenant_id, event_id) DO UPDATE SET
                 version = EXCLUDED.version,
                 store_id = EXCLUDED.store_id,
                 marketplace = EXCLUDED.marketplace,
                 event_type = EXCLUDED.event_type,
-                category = EXCLUDED.category
+                category = EXCLUDED.category,
+                sku = EXCLUDED.sku
             WHERE ev.version < EXCLUDED.version
               AND (ev.event_type IS NULL OR ev.event_type = EXCLUDED.event_type)
             RETURNING event_id
@@ -102,8 +103,19 @@ class EventRepository:
                 (e.payload.category or "") if isinstance(e.payload, OrderLine) else None
                 for e in events
             ],
+            [e.payload.sku if isinstance(e.payload, OrderLine) else None for e in events],
         )
         return {row["event_id"] for row in rows}
+
+    async def categories_of_skus(self, tenant_id: str, skus: list[str]) -> dict[str, set[str]]:
+        """Each SKU's categories among the order lines accepted (their latest versions)."""
+        rows = await self.conn.fetch(
+            "SELECT sku, array_agg(DISTINCT category) AS categories FROM event_versions "
+            "WHERE tenant_id = $1 AND sku = ANY($2::text[]) GROUP BY sku",
+            tenant_id,
+            skus,
+        )
+        return {row["sku"]: set(row["categories"]) for row in rows}
 
     async def accepted(self, tenant_id: str, event_ids: list[str]) -> dict[str, AcceptedEvent]:
         """What each of these events was accepted as, locked until the transaction ends

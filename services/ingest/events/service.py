@@ -239,9 +239,35 @@ async def check_replaced(
             row = _row(index, rows)
             reason = "already names an event outside what this caller may reach"
             errors.append(FieldError("event_id", reason, index=index, row=row))
+    if access.categories is not None:
+        errors += await _skus_of_other_categories(repository, tenant_id, events, access, rows)
     if errors:
         bad = len({e.index for e in errors})
         raise Forbidden(f"{bad} event(s) would replace events outside this caller's reach", errors)
+
+
+async def _skus_of_other_categories(
+    repository: EventRepository,
+    tenant_id: str,
+    events: list[Event],
+    access: Access,
+    rows: Sequence[int] | None,
+) -> list[FieldError]:
+    """A SKU's fees, ads, traffic and stock follow its newest order line's category: a
+    caller limited to some categories may sell only SKUs no line names another (nor one
+    not recorded) under, or one line would hand it another category's measures."""
+    assert access.categories is not None
+    skus = sorted({e.payload.sku for e in events if isinstance(e.payload, OrderLine)})
+    sold_under = await repository.categories_of_skus(tenant_id, skus)
+    errors = []
+    for index, event in enumerate(events):
+        if not isinstance(event.payload, OrderLine):
+            continue
+        others = sold_under.get(event.payload.sku, set()) - access.categories
+        if others:
+            reason = f"SKU {event.payload.sku} is sold under another category too"
+            errors.append(FieldError("payload.sku", reason, index=index, row=_row(index, rows)))
+    return errors
 
 
 def fingerprint(raw_body: bytes) -> str:
