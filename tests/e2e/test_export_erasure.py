@@ -314,11 +314,17 @@ async def test_export_then_erase_then_nothing_comes_back(
     left = {table: n for table, n in (await tenant_rows(pg, seller.tenant_id)).items() if n}
     assert left == {("gateway", "erasures"): 1}
 
-    # Not again by the erased tenant's own token, as no write of it.
+    # Not again by the erased tenant's own token, as no write of it; nor a client.
     again = await http.request(
         "DELETE", f"/v1/tenants/{seller.tenant_id}", json=confirm, headers=seller.headers
     )
     assert again.status_code == 403 and "erased" in again.json()["detail"], again.text
+    client = await http.post(
+        f"/v1/tenants/{seller.tenant_id}/clients",
+        json={"name": "late", "scopes": ["kpi:read"]},
+        headers=seller.headers,
+    )
+    assert client.status_code == 403 and "erased" in client.json()["detail"], client.text
     # The platform admin may ask again (the broker was down, say): every service erases
     # again, and the first record, its time and counts, stays the one proof.
     admin = {"Authorization": f"Bearer {admin_token}"}

@@ -17,6 +17,7 @@ from services.gateway.tenants.schemas import (
     TenantList,
     TenantOut,
 )
+from shared.access import refuse_erased
 from shared.auth import Principal, current_principal, require_scope
 from shared.deps import DbSession
 from shared.openapi import ErrorBody, either_scope
@@ -42,6 +43,9 @@ async def admin_of_tenant(request: Request, tenant_id: str) -> Principal:
     before anything about the body (see shared.service)."""
     principal = await current_principal(request)
     service.require_admin_of(principal, tenant_id)
+    if PLATFORM_ADMIN not in principal.scopes and request.method not in ("GET", "HEAD"):
+        # The erased tenant's own tokens verify until they expire: no write of theirs.
+        refuse_erased(request, tenant_id)
     # The tenant's own trail shows what the platform admin did to it.
     request.state.audit_tenant = tenant_id
     return principal
