@@ -148,6 +148,24 @@ async def test_graphql_counts_the_values_of_all_kpis_fields_of_a_request(
             "/graphql", json={"query": aliased, "variables": {"i": by_sku}}, headers=tenant.headers
         )
         assert over.json()["errors"][0]["extensions"]["errors"][0]["field"] == "input.metrics"
+    # Selections GraphQL merges into one (one key, fragments of components), or skips,
+    # write nothing twice: counted once, within the budget.
+    for selection in (
+        "rows { period } ...Values",
+        "rows { values { metric } values { value } }",
+        "a: rows { period } b: rows @skip(if: true) { period }",
+        "rows { period } again: rows @include(if: false) { period }",
+    ):
+        merged = f"""query($i: KpiQueryInput!) {{ kpis(input: $i) {{ {selection} }} }}
+        fragment Values on KpiResult {{ rows {{ values {{ value }} }} }}"""
+        if "..." not in selection:
+            merged = merged.split("fragment")[0]
+        passed = await http.post(
+            "/graphql", json={"query": merged, "variables": {"i": by_sku}}, headers=tenant.headers
+        )
+        assert "errors" not in passed.json(), (selection, passed.text)
+        [written] = passed.json()["data"]["kpis"].values()
+        assert len(written) == 3
     # One field of two metrics over the same rows is over the budget on its own.
     alone = {"query": KPIS, "variables": {"input": {**by_sku, "metrics": ["gmv", "units"]}}}
     refused = (await http.post("/graphql", json=alone, headers=tenant.headers)).json()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from typing import Any
 
 import httpx
@@ -174,26 +175,40 @@ def _error_from(response: httpx.Response) -> LodestarError:
     return UpstreamUnavailable(f"the metrics service failed ({status})")
 
 
-def _fields_named(selections: list[Selection], name: str) -> list[SelectedField]:
-    """The fields of that name among ``selections``, fragments' included."""
-    found: list[SelectedField] = []
+def _skipped(selection: Selection) -> bool:
+    directives = selection.directives or {}
+    return directives.get("skip", {}).get("if") is True or (
+        directives.get("include", {}).get("if") is False
+    )
+
+
+def _written(selections: list[Selection], name: str) -> dict[str, list[SelectedField]]:
+    """The fields of that name among ``selections`` (fragments' included) that are
+    written out, by the key they are written under: GraphQL merges the fields of one
+    key into one, and writes nothing of a skipped one."""
+    by_key: dict[str, list[SelectedField]] = defaultdict(list)
     for selection in selections:
+        if _skipped(selection):
+            continue
         if isinstance(selection, SelectedField):
             if selection.name == name:
-                found.append(selection)
+                by_key[selection.alias or selection.name].append(selection)
         else:
-            found += _fields_named(selection.selections, name)
-    return found
+            for key, fields in _written(selection.selections, name).items():
+                by_key[key] += fields
+    return by_key
 
 
 def _values_a_row(info: Info[Context, None], metrics: int) -> int:
-    """How many values each row is written out as: every ``rows`` selection (aliases
-    make several, each written out whole) with every ``values`` selection in it."""
+    """How many values each row is written out as: once for every key ``rows`` is
+    written under (aliases make several, each written out whole), times the keys
+    ``values`` is written under in it."""
     [kpis] = info.selected_fields
-    return sum(
-        max(1, len(_fields_named(rows.selections, "values")) * metrics)
-        for rows in _fields_named(kpis.selections, "rows")
-    )
+    total = 0
+    for merged in _written(kpis.selections, "rows").values():
+        inner = [selection for rows in merged for selection in rows.selections]
+        total += max(1, len(_written(inner, "values")) * metrics)
+    return total
 
 
 def _spend_values(context: Context, values: int) -> None:
