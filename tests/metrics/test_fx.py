@@ -223,6 +223,16 @@ async def test_a_missing_rate_is_told_only_where_the_query_reads(
     assert lamps["warnings"] == []
     boxes = await kpis(http, tenant, metrics="gmv", categories="Secret", grain="total", **march)
     assert boxes["warnings"] == ["no FX rate for MXN→USD on 2026-03-12"]
+    # One more day is a day, several are days.
+    later = line(
+        "c3", "C3", 1, "5.00", "2026-03-13T18:00:00Z",
+        sku="BOX", currency="MXN", store="acme-mx", marketplace="MX",
+    )  # fmt: skip
+    later["payload"]["category"] = "Secret"
+    await push(http, tenant, later)
+    await settle(http, tenant, {"units": 3.0}, **march)
+    two = await kpis(http, tenant, metrics="gmv", categories="Secret", grain="total", **march)
+    assert two["warnings"] == ["no FX rate for MXN→USD on 2026-03-12 (and 1 more day)"]
 
 
 async def test_a_missing_rate_is_told_only_of_the_metrics_asked(

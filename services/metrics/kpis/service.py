@@ -165,7 +165,8 @@ async def _measure(
             grouping, currency, dates, reads_sales, sorted(stored.values())
         )
         if first is not None:
-            more = f" (and {count - 1} more days)" if count > 1 else ""
+            others = count - 1
+            more = f" (and {others} more day{'s' if others > 1 else ''})" if others else ""
             found.warnings.append(
                 f"no FX rate for {currency}→{target} on {first.isoformat()}{more}"
             )
