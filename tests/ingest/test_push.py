@@ -537,3 +537,28 @@ async def test_a_caller_limited_to_categories_pushes_order_lines_of_those_only(
         {"index": 0, "field": "payload.sku",
          "reason": "SKU CHAIR-9 is sold under another category too"}
     ]  # fmt: skip
+
+
+async def test_two_categories_cannot_both_sell_a_new_sku_at_once(ingest: IngestService) -> None:
+    """The SKU check and the line it lets in are one step: of two users limited to two
+    categories pushing one new SKU at once, exactly one sells it."""
+    tenant = new_tenant_id()
+    lamps, chairs = (
+        {
+            "Authorization": f"Bearer {ingest.minter.mint(tenant, ['ingest:write'], limits={'categories': [c]})}"
+        }
+        for c in ("Lamps", "Chairs")
+    )
+    for attempt in range(5):
+        sku = f"RACE-{attempt}"
+        answers = await asyncio.gather(
+            *(
+                ingest.client.post(
+                    "/v1/events",
+                    json={"events": [order_line(f"{c}-{sku}", category=c, sku=sku)]},
+                    headers=headers,
+                )
+                for c, headers in (("Lamps", lamps), ("Chairs", chairs))
+            )
+        )
+        assert sorted(a.status_code for a in answers) == [202, 403], [a.text for a in answers]

@@ -108,7 +108,16 @@ class EventRepository:
         return {row["event_id"] for row in rows}
 
     async def categories_of_skus(self, tenant_id: str, skus: list[str]) -> dict[str, set[str]]:
-        """Each SKU's categories among the order lines accepted (their latest versions)."""
+        """Each SKU's categories among the order lines accepted (their latest versions).
+
+        Each SKU is locked until the transaction ends, in SKU order: two callers limited
+        to two categories pushing a new SKU at once would each find it unsold."""
+        await self.conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('ingest.sku:' || $1 || ':' || sku)) "
+            "FROM (SELECT DISTINCT sku FROM unnest($2::text[]) AS s(sku) ORDER BY sku) ordered",
+            tenant_id,
+            skus,
+        )
         rows = await self.conn.fetch(
             "SELECT sku, array_agg(DISTINCT category) AS categories FROM event_versions "
             "WHERE tenant_id = $1 AND sku = ANY($2::text[]) GROUP BY sku",
