@@ -106,65 +106,61 @@ async def test_graphql_refuses_more_rows_than_a_dashboard_shows(
     assert rest.status_code == 200 and len(rest.json()["rows"]) == 3
 
 
-async def test_graphql_counts_the_values_of_all_kpis_fields_of_a_request(
+async def test_graphql_counts_what_all_kpis_fields_of_a_request_write_out(
     http: httpx.AsyncClient, new_tenant: NewTenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Aliases would multiply the row cap: the values (rows times metrics) of one
-    request's kpis fields are counted together."""
+    """Aliases would multiply the row cap: every scalar the kpis fields of one request
+    write out (each row's period, dimensions and metric values, each alias apart) is
+    counted together. Three SKUs' rows of one metric, with period and value, are six."""
     tenant = await three_skus_sold(http, new_tenant)
-    monkeypatch.setattr(graphql_kpis, "MAX_GRAPHQL_VALUES", 4)
+    monkeypatch.setattr(graphql_kpis, "MAX_GRAPHQL_CELLS", 7)
     by_sku = {"metrics": ["gmv"], **WEEK, "grain": "TOTAL", "groupBy": ["SKU"]}
-    twice = """query($i: KpiQueryInput!) {
-      a: kpis(input: $i) { rows { period } }
-      b: kpis(input: $i) { rows { period } }
-    }"""
-    response = await http.post(
-        "/graphql", json={"query": twice, "variables": {"i": by_sku}}, headers=tenant.headers
+    row = "rows { period values { value } }"
+
+    async def ask(query: str) -> dict[str, Any]:
+        response = await http.post(
+            "/graphql", json={"query": query, "variables": {"i": by_sku}}, headers=tenant.headers
+        )
+        body: dict[str, Any] = response.json()
+        return body
+
+    def inside(selection: str, fragment: str = "") -> str:
+        return f"query($i: KpiQueryInput!) {{ kpis(input: $i) {{ {selection} }} }} {fragment}"
+
+    twice = await ask(
+        f"query($i: KpiQueryInput!) {{ a: kpis(input: $i) {{ {row} }} b: kpis(input: $i) {{ {row} }} }}"
     )
-    body = response.json()
-    [error] = body["errors"]
+    [error] = twice["errors"]
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
     assert error["extensions"]["errors"][0]["field"] == "input.metrics"
     # kpis is never null, so the request answers no data (GraphQL's rule).
-    assert body["data"] is None
-    # Each alone passes.
-    one = """query($i: KpiQueryInput!) { a: kpis(input: $i) { rows { period } } }"""
-    single = await http.post(
-        "/graphql", json={"query": one, "variables": {"i": by_sku}}, headers=tenant.headers
-    )
-    assert len(single.json()["data"]["a"]["rows"]) == 3
-    # Aliases inside one field write its rows (or their values) out again: counted too,
+    assert twice["data"] is None
+    assert len((await ask(inside(row)))["data"]["kpis"]["rows"]) == 3
+    # Aliases inside one field write rows, dimensions or values out again: counted too,
     # through fragments as well.
-    for selection in (
-        "a: rows { period } b: rows { period }",
-        "rows { a: values { value } b: values { value } }",
-        "...Twice",
+    for selection, fragment in (
+        (f"a: {row} b: {row}", ""),
+        ("rows { period a: values { value } b: values { value } }", ""),
+        ("rows { period values { a: value b: value c: value } }", ""),
+        (
+            "rows { period d0: dimensions { value } d1: dimensions { value } d2: dimensions { value } }",
+            "",
+        ),
+        ("...Twice", f"fragment Twice on KpiResult {{ a: {row} b: {row} }}"),
     ):
-        aliased = f"""query($i: KpiQueryInput!) {{ kpis(input: $i) {{ {selection} }} }}
-        fragment Twice on KpiResult {{ a: rows {{ period }} b: rows {{ period }} }}"""
-        if "..." not in selection:
-            aliased = aliased.split("fragment")[0]
-        over = await http.post(
-            "/graphql", json={"query": aliased, "variables": {"i": by_sku}}, headers=tenant.headers
-        )
-        assert over.json()["errors"][0]["extensions"]["errors"][0]["field"] == "input.metrics"
+        over = await ask(inside(selection, fragment))
+        assert over["errors"][0]["extensions"]["errors"][0]["field"] == "input.metrics", selection
     # Selections GraphQL merges into one (one key, fragments of components), or skips,
     # write nothing twice: counted once, within the budget.
-    for selection in (
-        "rows { period } ...Values",
-        "rows { values { metric } values { value } }",
-        "a: rows { period } b: rows @skip(if: true) { period }",
-        "rows { period } again: rows @include(if: false) { period }",
+    for selection, fragment in (
+        ("rows { period } ...Values", "fragment Values on KpiResult { rows { values { value } } }"),
+        ("rows { values { metric } values { value } }", ""),
+        ("a: rows { period } b: rows @skip(if: true) { period }", ""),
+        ("rows { period } again: rows @include(if: false) { period }", ""),
     ):
-        merged = f"""query($i: KpiQueryInput!) {{ kpis(input: $i) {{ {selection} }} }}
-        fragment Values on KpiResult {{ rows {{ values {{ value }} }} }}"""
-        if "..." not in selection:
-            merged = merged.split("fragment")[0]
-        passed = await http.post(
-            "/graphql", json={"query": merged, "variables": {"i": by_sku}}, headers=tenant.headers
-        )
-        assert "errors" not in passed.json(), (selection, passed.text)
-        [written] = passed.json()["data"]["kpis"].values()
+        passed = await ask(inside(selection, fragment))
+        assert "errors" not in passed, (selection, passed)
+        [written] = passed["data"]["kpis"].values()
         assert len(written) == 3
     # One field of two metrics over the same rows is over the budget on its own.
     alone = {"query": KPIS, "variables": {"input": {**by_sku, "metrics": ["gmv", "units"]}}}

@@ -27,8 +27,8 @@ class Context(BaseContext):
     _principal: Principal | None = field(default=None, init=False)
     # While an answer may be remembered, the calls its resolvers make (revalidation.py).
     upstream_calls: list[UpstreamCall] | None = field(default=None, init=False)
-    # KPI values (rows times metrics) this request's fields have answered so far.
-    kpi_values: int = field(default=0, init=False)
+    # Scalars of KPI rows this request's fields have written out so far.
+    kpi_cells: int = field(default=0, init=False)
 
     def record(self, response: httpx.Response) -> None:
         if self.upstream_calls is not None:
