@@ -267,3 +267,7 @@ async def whole_tenant_admin(
     or categories cannot take (or erase, or change for everyone) everything of it."""
     access.require_whole_tenant()
     return access
+
+
+# What takes a route the whole tenant's admin may use (grants, settings, audit, export).
+WholeTenantAdmin = Annotated[Access, Depends(whole_tenant_admin)]

@@ -13,10 +13,10 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.access import Access, whole_tenant_admin
+from shared.access import Access, WholeTenantAdmin
 from shared.auth import Principal
 from shared.db import Database
 from shared.telemetry import current_trace_id
@@ -192,7 +192,7 @@ def audit_router() -> APIRouter:
     @router.get(AUDIT_PATH)
     async def internal_audit(
         request: Request,
-        access: Annotated[Access, Depends(whole_tenant_admin)],
+        access: WholeTenantAdmin,
         since: datetime | None = None,
         until: datetime | None = None,
         limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_ROWS)] = 100,

@@ -17,14 +17,14 @@ import base64
 import graphlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
 import asyncpg
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from shared.access import Access, whole_tenant_admin
+from shared.access import WholeTenantAdmin
 from shared.db import Database, row_count
 from shared.errors import NotFound
 
@@ -40,10 +40,6 @@ NDJSON = "application/x-ndjson"
 PREFETCH_ROWS = 500
 CHUNK_BYTES = 64 * 1024
 _JSON_TYPES = frozenset({"json", "jsonb"})
-
-
-# Module level: the routes' annotations are strings, resolved in this module's globals.
-Admin = Annotated[Access, Depends(whole_tenant_admin)]
 
 
 @dataclass(frozen=True)
@@ -249,14 +245,16 @@ def tenant_data_router(spec: TenantTables | None = None) -> APIRouter:
     router = APIRouter(prefix=INTERNAL_PREFIX, include_in_schema=False)
 
     @router.get("")
-    async def tables(request: Request, access: Admin) -> dict[str, Any]:
+    async def tables(request: Request, access: WholeTenantAdmin) -> dict[str, Any]:
         db: Database = request.app.state.db
         async with db.raw_connection() as conn:
             counted = await count_rows(conn, db.schema, spec, access.tenant_id)
         return {"tables": [{"name": name, "rows": rows} for name, rows in counted]}
 
     @router.get("/{table}")
-    async def table_rows(table: str, request: Request, access: Admin) -> StreamingResponse:
+    async def table_rows(
+        table: str, request: Request, access: WholeTenantAdmin
+    ) -> StreamingResponse:
         db: Database = request.app.state.db
         # Checked before the response starts, so an unknown table is a plain 404.
         async with db.raw_connection() as conn:

@@ -7,12 +7,12 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from services.gateway.proxy.routes import DOWNSTREAM
 from services.gateway.proxy.service import service_urls
-from shared.access import Access, whole_tenant_admin
+from shared.access import WholeTenantAdmin
 from shared.audit import AUDIT_PATH, MAX_AUDIT_ROWS, audit_rows
 from shared.auth import bearer_token
 
@@ -60,7 +60,7 @@ async def _downstream(
 @router.get("/v1/audit", response_model=AuditList)
 async def audit(
     request: Request,
-    access: Annotated[Access, Depends(whole_tenant_admin)],
+    access: WholeTenantAdmin,
     since: Annotated[datetime | None, Query(description="Entries at or after")] = None,
     until: Annotated[datetime | None, Query(description="Entries before")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_ROWS)] = 100,

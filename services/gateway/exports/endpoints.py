@@ -10,21 +10,20 @@ from fastapi.responses import StreamingResponse
 
 from services.gateway.exports import service
 from services.gateway.exports.schemas import ExportList, ExportOut
-from shared.access import Access, whole_tenant_admin
+from shared.access import WholeTenantAdmin
 from shared.auth import Principal, current_principal
 from shared.deps import DbSession
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"])
 # tenant:admin of the whole tenant itself: never grantable, so an agency cannot export a
 # seller it works for, and not for a user limited to some stores.
-Admin = Annotated[Access, Depends(whole_tenant_admin)]
 Caller = Annotated[Principal, Depends(current_principal)]
 
 
 @router.post("", status_code=202, response_model=ExportOut)
 async def create_export(
     request: Request,
-    access: Admin,
+    access: WholeTenantAdmin,
     principal: Caller,
     session: DbSession,
     background: BackgroundTasks,
@@ -41,14 +40,14 @@ async def create_export(
 
 
 @router.get("", response_model=ExportList)
-async def list_exports(access: Admin, session: DbSession) -> ExportList:
+async def list_exports(access: WholeTenantAdmin, session: DbSession) -> ExportList:
     """The tenant's exports, newest first (at most 100)."""
     exports = await service.list_exports(session, access.tenant_id)
     return ExportList(exports=[service.out(e) for e in exports])
 
 
 @router.get("/{export_id}", response_model=ExportOut)
-async def get_export(export_id: str, access: Admin, session: DbSession) -> ExportOut:
+async def get_export(export_id: str, access: WholeTenantAdmin, session: DbSession) -> ExportOut:
     """Status and progress; `download_url` once ready. Another tenant's export is 404."""
     return service.out(await service.readable_export(session, access.tenant_id, export_id))
 
@@ -59,7 +58,7 @@ async def get_export(export_id: str, access: Admin, session: DbSession) -> Expor
     responses={200: {"content": {"application/zip": {}}}},
 )
 async def download_export(
-    export_id: str, request: Request, access: Admin, session: DbSession
+    export_id: str, request: Request, access: WholeTenantAdmin, session: DbSession
 ) -> StreamingResponse:
     """The zip, with its SHA-256 in `ETag` and `Digest`; 409 while running or failed."""
     export = await service.downloadable_export(session, access.tenant_id, export_id)

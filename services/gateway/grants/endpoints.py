@@ -14,18 +14,18 @@ from services.gateway.grants.schemas import (
     GrantOut,
     GrantUpdate,
 )
-from shared.access import EFFECTIVE_GRANT_PATH, Access, require_access
+from shared.access import EFFECTIVE_GRANT_PATH, WholeTenantAdmin
 from shared.auth import Principal, current_principal
 from shared.deps import DbSession
 from shared.errors import NotFound
 from shared.openapi import ErrorBody
-from shared.scopes import TENANT_ADMIN
 
+# The seller issues, changes and revokes (``WholeTenantAdmin``): a tenant_id naming
+# another tenant is 403, as on every route (tenant:admin is never granted, so no agency
+# acts for a seller here), and a grant hands whole stores to another tenant, so no
+# caller limited to some stores issues one.
 router = APIRouter(prefix="/v1/grants", tags=["grants"])
 internal_router = APIRouter(include_in_schema=False)
-# The seller issuing, changing or revoking: a tenant_id naming another tenant is 403,
-# as on every route (tenant:admin is never granted, so no agency acts for a seller here).
-Issuer = Annotated[Access, Depends(require_access(TENANT_ADMIN))]
 Caller = Annotated[Principal, Depends(current_principal)]
 
 
@@ -36,7 +36,7 @@ Caller = Annotated[Principal, Depends(current_principal)]
     responses={409: {"model": ErrorBody, "description": "The agency has an active grant already"}},
 )
 async def create_grant(
-    data: GrantCreate, issuer: Issuer, principal: Caller, session: DbSession
+    data: GrantCreate, issuer: WholeTenantAdmin, principal: Caller, session: DbSession
 ) -> GrantOut:
     """Lets an agency tenant reach some of this seller's stores, with some scopes.
 
@@ -75,14 +75,14 @@ async def get_grant(grant_id: str, principal: Caller, session: DbSession) -> Gra
     },
 )
 async def update_grant(
-    grant_id: str, data: GrantUpdate, issuer: Issuer, session: DbSession
+    grant_id: str, data: GrantUpdate, issuer: WholeTenantAdmin, session: DbSession
 ) -> GrantOut:
     """Changes the stores, scopes or expiry; the agency's next request sees the change."""
     return service.out(await service.update_grant(session, issuer, grant_id, data))
 
 
 @router.delete("/{grant_id}", status_code=204)
-async def revoke_grant(grant_id: str, issuer: Issuer, session: DbSession) -> Response:
+async def revoke_grant(grant_id: str, issuer: WholeTenantAdmin, session: DbSession) -> Response:
     """Revokes the grant: the agency's very next request in any service is refused."""
     await service.revoke_grant(session, issuer, grant_id)
     return Response(status_code=204)

@@ -84,8 +84,7 @@ async def create_grant(
     session: AsyncSession, principal: Principal, issuer: Access, data: GrantCreate
 ) -> Grant:
     """A grant from the tenant ``issuer`` acts for (``tenant:admin`` held there, over the
-    whole tenant: a grant hands whole stores to another tenant)."""
-    issuer.require_whole_tenant()
+    whole tenant)."""
     seller = issuer.tenant_id
     if data.agency_tenant_id == seller:
         raise InvalidInput(
@@ -122,6 +121,11 @@ async def create_grant(
     )
 
 
+def _issues_grants(principal: Principal) -> bool:
+    """The seller's side of its grants is its admins' over the whole tenant."""
+    return TENANT_ADMIN in principal.scopes and not limited_user(principal)
+
+
 async def visible_grants(
     session: AsyncSession, principal: Principal, tenant_id: str | None = None
 ) -> list[Grant]:
@@ -129,8 +133,9 @@ async def visible_grants(
     Naming another tenant: only the grants received from it, 403 when there are none
     (its grants are its own business, not an empty list)."""
     tenant = principal.require_tenant()
-    issuing = TENANT_ADMIN in principal.scopes and not limited_user(principal)
-    grants = await GrantRepository(session).involving(tenant, given=issuing, received=True)
+    grants = await GrantRepository(session).involving(
+        tenant, given=_issues_grants(principal), received=True
+    )
     if tenant_id is None or tenant_id == tenant:
         return grants
     received = [g for g in grants if g.tenant_id == tenant_id and g.agency_tenant_id == tenant]
@@ -146,20 +151,14 @@ async def visible_grant(session: AsyncSession, principal: Principal, grant_id: s
     if grant is not None:
         if grant.agency_tenant_id == tenant:
             return grant
-        if (
-            grant.tenant_id == tenant
-            and TENANT_ADMIN in principal.scopes
-            and not limited_user(principal)
-        ):
+        if grant.tenant_id == tenant and _issues_grants(principal):
             return grant
     raise NotFound(f"no grant {grant_id}")
 
 
 async def _issued_grant(session: AsyncSession, issuer: Access, grant_id: str) -> Grant:
-    """A grant the issuer's tenant issued: only the seller changes or revokes it, with
-    access to the whole tenant."""
+    """A grant the issuer's tenant issued: only the seller changes or revokes it."""
     issuer.require(TENANT_ADMIN)
-    issuer.require_whole_tenant()
     grant = await GrantRepository(session).get(grant_id)
     if grant is None or grant.tenant_id != issuer.tenant_id:
         raise NotFound(f"no grant {grant_id}")

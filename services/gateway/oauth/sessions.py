@@ -258,10 +258,11 @@ async def revoke_access_token(
 
 async def access_token_revoked(session: AsyncSession, jti: str, client_id: str) -> bool:
     """Revoked itself, or with its client."""
-    for key in (jti, revoked_client_key(client_id)):
-        if await session.get(RevokedAccessToken, key) is not None:
-            return True
-    return False
+    keys = (jti, revoked_client_key(client_id))
+    found = await session.execute(
+        select(RevokedAccessToken.jti).where(col(RevokedAccessToken.jti).in_(keys)).limit(1)
+    )
+    return found.first() is not None
 
 
 async def end_user_sessions(

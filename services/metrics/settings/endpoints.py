@@ -14,7 +14,7 @@ from services.metrics.settings.schemas import (
     StoreZoneList,
     StoreZoneOut,
 )
-from shared.access import Access, require_access
+from shared.access import Access, WholeTenantAdmin, require_access
 from shared.db import Database
 from shared.errors import FieldError, Forbidden, InvalidInput
 from shared.events import MAX_TEXT
@@ -34,12 +34,11 @@ async def get_kpi_settings(request: Request, access: Admin) -> KpiSettingsOut:
 
 @router.put("/kpi", response_model=KpiSettingsOut)
 async def put_kpi_settings(
-    request: Request, access: Admin, settings: KpiSettingsIn
+    request: Request, access: WholeTenantAdmin, settings: KpiSettingsIn
 ) -> KpiSettingsOut:
     """Replaces the settings (one left out takes its default); every answer after this
     uses them, history included. They apply to every store, so a user limited to some
     may read them, not change them."""
-    access.require_whole_tenant()
     db: Database = request.app.state.db
     async with db.raw_connection() as conn, conn.transaction():
         return await SettingsRepository(conn).put(access.tenant_id, settings)
