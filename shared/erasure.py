@@ -21,8 +21,15 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.db import Database
 from shared.erased import RecentlyErased
-from shared.kafka import broker_reachable, ensure_topics, make_consumer, make_producer
+from shared.kafka import (
+    broker_reachable,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+    stop_client,
+)
 from shared.settings import ServiceSettings
+from shared.tasks import stop_task
 from shared.tenant_data import TenantTables, erase_tenant
 
 log = logging.getLogger(__name__)
@@ -102,7 +109,7 @@ class Publisher:
                 try:
                     await producer.start()
                 except BaseException:
-                    await producer.stop()
+                    await stop_client(producer, "erasure producer")
                     raise
                 self._producer = producer
             return self._producer
@@ -125,10 +132,7 @@ class Publisher:
     async def close(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
-            try:
-                await producer.stop()
-            except KafkaError as exc:
-                log.warning("producer did not stop cleanly: %s", exc)
+            await stop_client(producer, "erasure producer")
 
 
 class TopicListener:
@@ -151,18 +155,13 @@ class TopicListener:
         self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await stop_task(self._task)
         await self._close()
 
     async def _close(self) -> None:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            try:
-                await consumer.stop()
-            except KafkaError:
-                log.warning("%s: consumer did not stop cleanly", self.name)
+            await stop_client(consumer, f"{self.name} consumer")
 
     async def _connect(self) -> AIOKafkaConsumer:
         if self._consumer is None:

@@ -19,6 +19,9 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 log = logging.getLogger(__name__)
 
 DEFAULT_PARTITIONS = 4
+# aiokafka's stop() may wait for ever (a consumer leaving a group whose broker is gone)
+# or raise the cancellation of a fetch it cancelled itself: a service stops regardless.
+CLIENT_STOP_SECONDS = 10.0
 
 
 def make_producer(bootstrap_servers: str, linger_ms: int = 5) -> AIOKafkaProducer:
@@ -77,12 +80,30 @@ async def ensure_topics(
         await admin.close()
 
 
+async def stop_client(client: AIOKafkaConsumer | AIOKafkaProducer, what: str) -> None:
+    """Stops ``client`` within ``CLIENT_STOP_SECONDS``; what keeps it from stopping
+    cleanly is logged, never raised, except the cancellation of the caller itself."""
+    try:
+        async with asyncio.timeout(CLIENT_STOP_SECONDS):
+            await client.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.warning("%s did not stop cleanly: a task of its own was cancelled", what)
+    except TimeoutError:
+        log.warning("%s did not stop within %g s; left behind", what, CLIENT_STOP_SECONDS)
+    except KafkaError as exc:
+        log.warning("%s did not stop cleanly: %s", what, exc)
+
+
 async def broker_reachable(bootstrap_servers: str, timeout: float = 2.0) -> bool:
     """True when at least one bootstrap server accepts a TCP connection."""
     for server in bootstrap_servers.split(","):
         host, _, port = server.strip().rpartition(":")
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout)
+            async with asyncio.timeout(timeout):
+                _, writer = await asyncio.open_connection(host, int(port))
         except (OSError, TimeoutError, ValueError):
             continue
         writer.close()
@@ -99,4 +120,5 @@ __all__ = [
     "ensure_topics",
     "make_consumer",
     "make_producer",
+    "stop_client",
 ]

@@ -11,6 +11,8 @@ import time
 
 import httpx
 
+from shared.tasks import stop_task
+
 log = logging.getLogger(__name__)
 
 REVOKED_TOKENS_PATH = "/internal/revoked-tokens"
@@ -49,9 +51,7 @@ class GatewayRevocations:
         self._task = asyncio.create_task(self._reload(), name="revoked-tokens")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await stop_task(self._task)
 
     async def _reload(self) -> None:
         away_since: float | None = None

@@ -226,6 +226,22 @@ async def test_relay_stops_with_the_service(make_ingest: MakeIngest) -> None:
     assert not relay.running
 
 
+async def test_a_relay_woken_as_it_is_stopped_still_stops(make_ingest: MakeIngest) -> None:
+    async with make_ingest() as ingest:
+        relay = ingest.relay
+
+        async def idle() -> bool:
+            return relay.connected
+
+        await wait_until(idle, 30, "the relay to connect")
+        await asyncio.sleep(0.3)
+        # A push's notification and the service's shutdown in the same moment: the stop
+        # was once dropped, and the service waited for its relay for ever.
+        relay._notified()
+        await asyncio.wait_for(relay.stop(), 10)
+        assert not relay.running
+
+
 async def test_sent_rows_and_expired_idempotency_keys_are_cleaned_up(
     make_ingest: MakeIngest,
 ) -> None:

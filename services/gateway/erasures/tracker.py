@@ -38,6 +38,7 @@ from shared.erasure import (
     readable,
 )
 from shared.errors import Unauthenticated
+from shared.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +75,7 @@ class ErasureTracker:
         self._sweeper = asyncio.create_task(self._republish(), name="gateway-erasure-republish")
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
+        await stop_task(self._sweeper)
         await self.listener.stop()
         await self.publisher.close()
 

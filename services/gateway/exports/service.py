@@ -42,6 +42,7 @@ from services.gateway.tenants.data import GATEWAY_TABLES
 from shared.db import Database
 from shared.errors import Conflict, NotFound
 from shared.scopes import TENANT_ADMIN
+from shared.tasks import stop_task
 from shared.time import utcnow
 
 log = logging.getLogger(__name__)
@@ -165,9 +166,7 @@ class ExportRunner:
 
     async def stop(self) -> None:
         tasks = [task for _, task in self._tasks.values()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(stop_task(task) for task in tasks))
 
     def sources(self, tenant_id: str) -> list[TableSource]:
         def token() -> str:
@@ -202,8 +201,7 @@ class ExportRunner:
             log.exception("export failed", extra={"fields": {"export_id": export.id}})
             await self._fail(export.id, f"internal error ({type(exc).__name__})")
         finally:
-            heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
+            await stop_task(heartbeat)
 
     async def _build(self, export: Export, archive: IO[bytes]) -> None:
         listed = [(source, await source.tables()) for source in self.sources(export.tenant_id)]

@@ -20,6 +20,7 @@ from sqlmodel import col, select
 
 from services.gateway.oauth.sessions import IssuedAccessToken, Revoked, RevokedAccessToken
 from shared.db import Database
+from shared.tasks import stop_task
 from shared.time import utcnow
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,7 @@ class RevokedTokens:
         self._task = asyncio.create_task(self._reload(), name="gateway-revoked-tokens")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await stop_task(self._task)
 
     async def _reload(self) -> None:
         while True:

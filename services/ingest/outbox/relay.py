@@ -26,7 +26,8 @@ from services.ingest.events.repository import EventRepository
 from services.ingest.outbox.repository import OUTBOX_CHANNEL, OutboxRepository
 from shared.db import Database, asyncpg_dsn
 from shared.events import DEADLETTER_TOPIC, all_event_topics
-from shared.kafka import broker_reachable, ensure_topics, make_producer
+from shared.kafka import broker_reachable, ensure_topics, make_producer, stop_client
+from shared.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +78,8 @@ class OutboxRelay:
 
     async def stop(self) -> None:
         """Cancels the loop (an unfinished batch rolls back and stays unsent), then closes."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         await self._close_producer()
         if self._listener is not None:
             listener, self._listener = self._listener, None
@@ -128,7 +127,7 @@ class OutboxRelay:
                 await producer.start()
                 await self._ensure_topics()
             except BaseException:
-                await producer.stop()
+                await stop_client(producer, "relay producer")
                 raise
             self._producer = producer
         return self._producer
@@ -157,11 +156,8 @@ class OutboxRelay:
     async def _close_producer(self) -> None:
         if self._producer is not None:
             producer, self._producer = self._producer, None
-            try:
-                await producer.stop()
-            except KafkaError as exc:
-                # The producer is dropped either way; a new one is made on the next try.
-                log.warning("producer did not stop cleanly: %s", exc)
+            # Dropped either way; a new one is made on the next try.
+            await stop_client(producer, "relay producer")
 
     async def _republish_sent(self) -> None:
         """At a start, or when the broker has lost its log: it may have forgotten what
@@ -193,8 +189,11 @@ class OutboxRelay:
                 await self._check_broker_if_due()
                 if published >= self.settings.relay_batch_size:
                     continue  # more may be waiting: no sleep between full batches
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a stop that
+                # comes with a wake-up.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.settings.relay_poll_seconds)
+                    async with asyncio.timeout(self.settings.relay_poll_seconds):
+                        await self._wake.wait()
             except OUTAGE_ERRORS as exc:
                 self._failed(exc)
                 if not outage_reported:

@@ -47,7 +47,8 @@ from shared.events import (
     all_event_topics,
 )
 from shared.events import Source as EventSource
-from shared.kafka import ensure_topics, make_consumer, make_producer
+from shared.kafka import ensure_topics, make_consumer, make_producer, stop_client
+from shared.tasks import stop_task
 from shared.telemetry import context_from_kafka
 from shared.time import local_date
 from shared.validation_context import STORED
@@ -382,21 +383,17 @@ class FactConsumer:
         self._task = asyncio.create_task(self._run(), name="fact-consumer")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await stop_task(self._task)
         await self._close()
 
     async def _close(self) -> None:
         self._connected = False
         consumer, self._consumer = self._consumer, None
         producer, self._producer = self._producer, None
-        for client in (consumer, producer):
-            if client is not None:
-                try:
-                    await client.stop()
-                except KafkaError:
-                    log.warning("kafka client did not stop cleanly")
+        if consumer is not None:
+            await stop_client(consumer, "fact consumer")
+        if producer is not None:
+            await stop_client(producer, "dead-letter producer")
 
     async def _connect(self) -> AIOKafkaConsumer:
         if self._consumer is not None and self._connected:

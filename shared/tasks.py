@@ -1,0 +1,29 @@
+"""Stopping a service's background loops for certain."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+# How long a cancelled task is given before it is cancelled again.
+CANCEL_AGAIN_SECONDS = 1.0
+
+
+async def stop_task(task: asyncio.Task[Any] | None) -> None:
+    """Cancels ``task`` and returns once it has ended, however it ends.
+
+    One cancellation is not always enough. On Python 3.11 ``asyncio.wait_for`` (in our
+    loops, and inside asyncpg and aiokafka) drops a cancellation that arrives in the same
+    step as the result it waits for, and a loop then runs on as if never stopped: a
+    service's shutdown waited for its relay for ever. The cancellation is repeated until
+    the task ends.
+    """
+    if task is None:
+        return
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=CANCEL_AGAIN_SECONDS)
+    if not task.cancelled():
+        # Retrieved, so asyncio does not log it as never retrieved; the loops log their
+        # own failures.
+        task.exception()

@@ -1,0 +1,58 @@
+"""Kafka clients stop, whatever became of their broker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from pathlib import Path
+
+import pytest
+
+from devstack.embedded import EmbeddedBroker, free_port
+from shared import kafka
+from shared.kafka import ensure_topics, make_consumer, stop_client
+
+
+async def test_a_consumer_whose_broker_is_gone_stops_without_raising(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = EmbeddedBroker(free_port(), tmp_path / "tansu.log")
+    bootstrap = await asyncio.to_thread(broker.start)
+    topic = f"gone.{secrets.token_hex(4)}"
+    try:
+        await ensure_topics(bootstrap, [topic])
+        consumer = make_consumer(bootstrap, [topic], f"g-{secrets.token_hex(4)}", 100)
+        await consumer.start()
+        await consumer.getmany(timeout_ms=1000)
+    finally:
+        await asyncio.to_thread(broker.stop)
+    # A fetch fails and waits to retry: aiokafka's own stop() raised CancelledError here.
+    await asyncio.sleep(1)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="shared.kafka"):
+        await stop_client(consumer, "test consumer")
+    assert time.monotonic() - started < kafka.CLIENT_STOP_SECONDS + 5
+
+
+class _NeverStops:
+    async def stop(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_client_that_never_stops_is_left_behind_after_the_limit(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(kafka, "CLIENT_STOP_SECONDS", 0.2)
+    with caplog.at_level(logging.WARNING, logger="shared.kafka"):
+        await stop_client(_NeverStops(), "stuck producer")
+    assert "stuck producer did not stop within 0.2 s; left behind" in caplog.text
+
+
+async def test_the_callers_own_cancellation_still_cancels_it() -> None:
+    task = asyncio.create_task(stop_client(_NeverStops(), "stuck producer"))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

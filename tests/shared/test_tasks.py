@@ -1,0 +1,44 @@
+"""Background loops stop, even where one cancellation gets lost."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+
+from shared.tasks import stop_task
+
+
+async def _loop_waiting_with_wait_for(wake: asyncio.Event, rounds: list[int]) -> None:
+    while True:
+        wake.clear()
+        rounds.append(1)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), 5)
+
+
+async def test_a_loop_whose_cancellation_was_dropped_is_stopped_anyway() -> None:
+    wake = asyncio.Event()
+    rounds: list[int] = []
+    task = asyncio.create_task(_loop_waiting_with_wait_for(wake, rounds))
+    await asyncio.sleep(0.05)
+    # A wake-up and a stop in the same step: wait_for returns the wake-up's result.
+    wake.set()
+    task.cancel()
+    await asyncio.sleep(0.05)
+    if sys.version_info < (3, 12):
+        assert not task.done(), "Python 3.11's wait_for no longer drops this cancellation"
+        assert len(rounds) == 2
+    await asyncio.wait_for(stop_task(task), 5)
+    assert task.done()
+
+
+async def test_a_task_that_ended_by_itself_is_left_as_it_ended() -> None:
+    async def fails() -> None:
+        raise RuntimeError("boom")
+
+    task = asyncio.create_task(fails())
+    await asyncio.sleep(0)
+    await stop_task(task)
+    assert isinstance(task.exception(), RuntimeError)
+    await stop_task(None)
