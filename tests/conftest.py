@@ -40,6 +40,8 @@ from shared.kafka import ensure_topics
 from shared.migrations import upgrade
 from shared.scopes import TENANT_SCOPES
 
+pytest_plugins = ["tests.watchdog"]
+
 
 def _docker_answers() -> bool:
     try:
