@@ -10,7 +10,9 @@ the first 16 KB of a record batch, so batching is done with ``send()`` and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import struct
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -97,18 +99,35 @@ async def stop_client(client: AIOKafkaConsumer | AIOKafkaProducer, what: str) ->
         log.warning("%s did not stop cleanly: %s", what, exc)
 
 
+# ApiVersions v0 (api key 18), correlation id 1, client id "lodestar-probe": the request
+# every Kafka client sends first, so every broker answers it.
+_PROBE_CLIENT_ID = b"lodestar-probe"
+_PROBE_REQUEST = struct.pack(">hhih", 18, 0, 1, len(_PROBE_CLIENT_ID)) + _PROBE_CLIENT_ID
+_PROBE_FRAME = struct.pack(">i", len(_PROBE_REQUEST)) + _PROBE_REQUEST
+
+
 async def broker_reachable(bootstrap_servers: str, timeout: float = 2.0) -> bool:
-    """True when at least one bootstrap server accepts a TCP connection."""
+    """True when at least one bootstrap server answers a Kafka request within
+    ``timeout``. A connection alone is not enough: a frozen broker's port still accepts
+    them, and readiness said "ok" through a broker that answered nothing."""
     for server in bootstrap_servers.split(","):
         host, _, port = server.strip().rpartition(":")
+        writer: asyncio.StreamWriter | None = None
         try:
             async with asyncio.timeout(timeout):
-                _, writer = await asyncio.open_connection(host, int(port))
-        except (OSError, TimeoutError, ValueError):
+                reader, writer = await asyncio.open_connection(host, int(port))
+                writer.write(_PROBE_FRAME)
+                await writer.drain()
+                size, correlation_id = struct.unpack(">ii", await reader.readexactly(8))
+            if correlation_id == 1 and size >= 4:
+                return True
+        except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError):
             continue
-        writer.close()
-        await writer.wait_closed()
-        return True
+        finally:
+            if writer is not None:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
     return False
 
 

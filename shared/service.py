@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import inspect
 import logging
@@ -338,6 +339,10 @@ class TracingMiddleware:
             otel_context.detach(token)
 
 
+# How long /readyz waits for each of the database and the broker.
+READY_CHECK_SECONDS = 2.0
+
+
 def health_router(settings: ServiceSettings) -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
@@ -350,11 +355,16 @@ def health_router(settings: ServiceSettings) -> APIRouter:
         db: Database = request.app.state.db
         checks: dict[str, str] = {}
         try:
-            await db.ping()
+            # A frozen server accepts connections and answers nothing: readiness must
+            # say so, not wait with it.
+            async with asyncio.timeout(READY_CHECK_SECONDS):
+                await db.ping()
             checks["database"] = "ok"
+        except TimeoutError:
+            checks["database"] = f"unresponsive: no answer within {READY_CHECK_SECONDS:g} s"
         except Exception as exc:
             checks["database"] = f"unreachable: {type(exc).__name__}"
-        reachable = await broker_reachable(settings.kafka_bootstrap_servers)
+        reachable = await broker_reachable(settings.kafka_bootstrap_servers, READY_CHECK_SECONDS)
         checks["broker"] = "ok" if reachable else "unreachable"
         ready = all(v == "ok" for v in checks.values())
         return Response(

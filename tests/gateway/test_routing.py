@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import httpx
@@ -10,6 +12,8 @@ from pydantic import create_model
 
 from devstack.embedded import free_port
 from devstack.stack import service_settings
+from shared.db import Database
+from shared.service import READY_CHECK_SECONDS
 from tests.conftest import NewTenant, Stack, serve_app
 from tests.gateway.support import fake_service, own_gateway
 
@@ -326,6 +330,47 @@ async def test_readiness_fails_when_the_broker_is_unreachable(stack: Stack) -> N
         ready = await client.get(f"http://127.0.0.1:{port}/readyz")
     assert ready.status_code == 503
     assert ready.json()["checks"]["broker"] == "unreachable"
+
+
+async def test_readiness_names_a_database_and_a_broker_that_answer_nothing(stack: Stack) -> None:
+    # What a frozen server looks like from outside: connections accepted, nothing said.
+    held: list[asyncio.StreamWriter] = []
+
+    async def say_nothing(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    silent = await asyncio.start_server(say_nothing, "127.0.0.1", 0)
+    silent_port = silent.sockets[0].getsockname()[1]
+    port = free_port()
+    settings = service_settings("targets", stack.config).model_copy(
+        update={"port": port, "kafka_bootstrap_servers": f"127.0.0.1:{silent_port}"}
+    )
+    from services.targets.app import create_app as create_targets
+
+    app = create_targets(settings)
+    frozen_db = Database(f"postgresql+asyncpg://postgres@127.0.0.1:{silent_port}/x", "targets")
+    try:
+        async with serve_app(app, "127.0.0.1", port), httpx.AsyncClient(timeout=30) as client:
+            working_db, app.state.db = app.state.db, frozen_db
+            started = time.monotonic()
+            ready = await client.get(f"http://127.0.0.1:{port}/readyz")
+            waited = time.monotonic() - started
+            app.state.db = working_db
+    finally:
+        await frozen_db.dispose()
+        for writer in held:
+            writer.close()
+        silent.close()
+    assert ready.status_code == 503
+    assert ready.json() == {
+        "status": "not_ready",
+        "checks": {
+            "database": f"unresponsive: no answer within {READY_CHECK_SECONDS:g} s",
+            "broker": "unreachable",
+        },
+    }
+    # Each check gives up after its limit instead of waiting with the server.
+    assert waited < 2 * READY_CHECK_SECONDS + 2
 
 
 async def test_downstream_errors_reach_the_caller_unchanged(stack: Stack) -> None:
