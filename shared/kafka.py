@@ -21,9 +21,15 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 log = logging.getLogger(__name__)
 
 DEFAULT_PARTITIONS = 4
-# aiokafka's stop() may wait for ever (a consumer leaving a group whose broker is gone)
-# or raise the cancellation of a fetch it cancelled itself: a service stops regardless.
-CLIENT_STOP_SECONDS = 10.0
+# Every request of our clients gives up after this long; a producer's stop() waits as
+# long for what it still has to deliver.
+REQUEST_TIMEOUT_MS = 15_000
+# aiokafka's stop() may raise the cancellation of a fetch it cancelled itself, and a stop
+# that never ends must not hold a service's shutdown. The limit is twice the request
+# timeout, so that it never cuts a stop short that would end by itself: a producer left
+# behind mid-stop goes on delivering beside its successor, and the embedded broker has
+# lost records to two writers of one partition.
+CLIENT_STOP_SECONDS = 2 * REQUEST_TIMEOUT_MS / 1000
 
 
 def make_producer(bootstrap_servers: str, linger_ms: int = 5) -> AIOKafkaProducer:
@@ -32,7 +38,7 @@ def make_producer(bootstrap_servers: str, linger_ms: int = 5) -> AIOKafkaProduce
         enable_idempotence=False,
         acks="all",
         linger_ms=linger_ms,
-        request_timeout_ms=15000,
+        request_timeout_ms=REQUEST_TIMEOUT_MS,
         retry_backoff_ms=200,
     )
 
@@ -56,6 +62,7 @@ def make_consumer(
         # consumer (re)joins in about 3 s instead of 15 s.
         session_timeout_ms=6000,
         heartbeat_interval_ms=1500,
+        request_timeout_ms=REQUEST_TIMEOUT_MS,
     )
 
 
@@ -64,7 +71,9 @@ async def ensure_topics(
 ) -> list[str]:
     """Creates the topics that do not exist yet (an existing topic is left alone);
     returns those it found missing."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, request_timeout_ms=REQUEST_TIMEOUT_MS
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
+import signal
 import time
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 
 from devstack.embedded import EmbeddedBroker, free_port
 from shared import kafka
-from shared.kafka import ensure_topics, make_consumer, stop_client
+from shared.kafka import ensure_topics, make_consumer, make_producer, stop_client
 
 
 async def test_a_consumer_whose_broker_is_gone_stops_without_raising(
@@ -34,6 +36,30 @@ async def test_a_consumer_whose_broker_is_gone_stops_without_raising(
     with caplog.at_level(logging.WARNING, logger="shared.kafka"):
         await stop_client(consumer, "test consumer")
     assert time.monotonic() - started < kafka.CLIENT_STOP_SECONDS + 5
+
+
+async def test_a_producer_stopping_on_a_frozen_broker_is_not_cut_short(tmp_path: Path) -> None:
+    broker = EmbeddedBroker(free_port(), tmp_path / "tansu.log")
+    bootstrap = await asyncio.to_thread(broker.start)
+    topic = f"frozen.{secrets.token_hex(4)}"
+    assert broker.pid is not None
+    try:
+        await ensure_topics(bootstrap, [topic])
+        producer = make_producer(bootstrap, linger_ms=0)
+        await producer.start()
+        await (await producer.send(topic, b"delivered", key=b"k"))
+        os.kill(broker.pid, signal.SIGSTOP)
+        undelivered = await producer.send(topic, b"in flight", key=b"k")
+        started = time.monotonic()
+        await stop_client(producer, "test producer")
+        waited = time.monotonic() - started
+    finally:
+        os.kill(broker.pid, signal.SIGCONT)
+        await asyncio.to_thread(broker.stop)
+    # It gave up on its record by itself (its request timeout), rather than being left
+    # behind with the record still in flight, to be delivered beside its successor's.
+    assert undelivered.done()
+    assert waited < kafka.CLIENT_STOP_SECONDS
 
 
 class _NeverStops:
