@@ -18,7 +18,7 @@ async def test_waits_for_an_event_nobody_sets() -> None:
 
 
 def test_never_reached() -> None:
-    pass
+    raise AssertionError("the run stops at the hung test, before this one")
 """
 
 
