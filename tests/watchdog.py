@@ -49,14 +49,8 @@ def describe_hang(nodeid: str, timeout: float, out: Any = None) -> None:
     faulthandler.dump_traceback(file=out, all_threads=True)
     loop = _session_loop
     if loop is not None:
-        # A set of weak references another thread may change: copied, and retried once.
-        for _ in range(2):
-            try:
-                tasks = list(asyncio.all_tasks(loop))
-                break
-            except RuntimeError:
-                tasks = []
-        for task in tasks:
+        # all_tasks copies its set itself, retrying while another thread changes it.
+        for task in asyncio.all_tasks(loop):
             print(f"--- task {task.get_name()}: {task!r}", file=out)
             task.print_stack(limit=30, file=out)
     out.flush()

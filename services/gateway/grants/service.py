@@ -157,8 +157,8 @@ async def visible_grant(session: AsyncSession, principal: Principal, grant_id: s
 
 
 async def _issued_grant(session: AsyncSession, issuer: Access, grant_id: str) -> Grant:
-    """A grant the issuer's tenant issued: only the seller changes or revokes it."""
-    issuer.require(TENANT_ADMIN)
+    """A grant the issuer's tenant issued: only the seller changes or revokes it (its
+    whole-tenant admin, as the routes' ``WholeTenantAdmin`` has checked)."""
     grant = await GrantRepository(session).get(grant_id)
     if grant is None or grant.tenant_id != issuer.tenant_id:
         raise NotFound(f"no grant {grant_id}")
