@@ -251,3 +251,60 @@ async def test_a_missing_rate_is_told_only_of_the_metrics_asked(
         assert body["warnings"] == [], metrics
     refunds = await kpis(http, tenant, metrics="refunds", grain="total", **march)
     assert len(refunds["warnings"]) == 1 and "BRL→USD" in refunds["warnings"][0]
+
+
+def cost(event_id: str, sku: str, amount: str, currency: str) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "type": "unit_cost",
+        "source": {"platform": "erp", "store_id": "erp", "marketplace": "US"},
+        "occurred_at": "2026-01-01T00:00:00Z",
+        "payload": {
+            "sku": sku,
+            "cost": {"amount": amount, "currency": currency},
+            "effective_from": "2026-01-01",
+        },
+    }
+
+
+async def test_two_currencies_each_converted_with_its_own_rate_of_each_day(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """Pesos and reais to dollars over three days, every day and currency at a rate of
+    its own, and no real rate on the first day: each amount meets its own currency's
+    factor of its own day, for sales and for costs alike."""
+    tenant = await new_tenant()
+    mx = {"currency": "MXN", "store": "acme-mx", "marketplace": "MX", "sku": "LAMP"}
+    br = {"currency": "BRL", "store": "acme-br", "marketplace": "BR", "sku": "CUP"}
+    events = [
+        fx("mxn-1", "2026-02-01", "USD", "MXN", "25"),
+        fx("mxn-2", "2026-02-02", "USD", "MXN", "20"),
+        fx("mxn-3", "2026-02-03", "USD", "MXN", "16"),
+        fx("brl-2", "2026-02-02", "USD", "BRL", "5"),
+        fx("brl-3", "2026-02-03", "USD", "BRL", "4"),
+        cost("lamp", "LAMP", "50.00", "MXN"),
+        cost("cup", "CUP", "10.00", "BRL"),
+        line("m1", "M1", 1, "500.00", "2026-02-01T18:00:00Z", **mx),
+        line("m2", "M2", 1, "200.00", "2026-02-02T18:00:00Z", **mx),
+        line("m3", "M3", 1, "80.00", "2026-02-03T18:00:00Z", **mx),
+        line("b1", "B1", 1, "100.00", "2026-02-01T18:00:00Z", **br),
+        line("b2", "B2", 1, "30.00", "2026-02-02T18:00:00Z", **br),
+        line("b3", "B3", 1, "12.00", "2026-02-03T18:00:00Z", **br),
+    ]
+    response = await http.post("/v1/events", json={"events": events}, headers=tenant.headers)
+    assert response.status_code == 202, response.text
+    window = {"from": "2026-02-01", "to": "2026-02-03", "currency": "USD"}
+    await settle(http, tenant, {"units": 6.0}, **window)
+
+    body = await kpis(
+        http, tenant, metrics="gmv,cogs", grain="day", group_by="marketplace", **window
+    )
+    assert values(body) == [
+        ("2026-02-01", ["BR"], {"gmv": None, "cogs": None}),
+        ("2026-02-01", ["MX"], {"gmv": 20.0, "cogs": 2.0}),
+        ("2026-02-02", ["BR"], {"gmv": 6.0, "cogs": 2.0}),
+        ("2026-02-02", ["MX"], {"gmv": 10.0, "cogs": 2.5}),
+        ("2026-02-03", ["BR"], {"gmv": 3.0, "cogs": 2.5}),
+        ("2026-02-03", ["MX"], {"gmv": 5.0, "cogs": 3.125}),
+    ]
+    assert body["warnings"] == ["no FX rate for BRL→USD on 2026-02-01"]

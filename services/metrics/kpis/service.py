@@ -93,19 +93,17 @@ async def _measure(
     found = _Range(query)
     currencies = sorted(await repository.currencies(query.tenant_id, start, end) - {target})
     days = _days(start, end)
-    fx_currencies, fx_dates, fx_factors = [], [], []
+    fx_factors = []
     missing: dict[str, list[date]] = defaultdict(list)
     for currency in currencies:
         for day in days:
             factor = book.factor(currency, target, day)
-            fx_currencies.append(currency)
-            fx_dates.append(day)
             fx_factors.append(factor)
             if factor is None:
                 missing[currency].append(day)
     grouping = Grouping(
         query.tenant_id, start, end, query.grain, query.group_by, query.filters,
-        target, fx_currencies, fx_dates, fx_factors,
+        target, currencies, fx_factors,
     )  # fmt: skip
 
     def key(row: asyncpg.Record) -> RowKey:
