@@ -28,6 +28,18 @@ def test_newest_rate_on_or_before_the_day_carries_forward() -> None:
     assert book.factor("USD", "MXN", date(2026, 1, 1)) is None
 
 
+def test_a_range_of_factors_is_each_day_s_factor_and_is_worked_out_once() -> None:
+    book = RateBook.from_rows(
+        [(date(2026, 1, 2), "USD", "MXN", D("17")), (date(2026, 1, 5), "USD", "MXN", D("16"))]
+    )
+    first = book.factors("MXN", "USD", date(2026, 1, 1), date(2026, 1, 5))
+    assert first == (None, 1 / D("17"), 1 / D("17"), 1 / D("17"), 1 / D("16"))
+    assert book.factors("MXN", "USD", date(2026, 1, 1), date(2026, 1, 5)) is first
+    # Another range, or another currency, is its own.
+    assert book.factors("MXN", "USD", date(2026, 1, 4), date(2026, 1, 5)) == first[3:]
+    assert book.factors("USD", "MXN", date(2026, 1, 5), date(2026, 1, 5)) == (D("16"),)
+
+
 def test_reverse_pair_divides_and_same_day_direct_wins() -> None:
     book = RateBook.from_rows(
         [(date(2026, 1, 1), "USD", "MXN", D("20")), (date(2026, 1, 1), "MXN", "USD", D("0.04"))]

@@ -13,8 +13,13 @@ import bisect
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
+
+from shared.lru import Lru
+
+# Date ranges whose factors a book remembers: the ranges of a tenant's dashboards.
+REMEMBERED_RANGES = 32
 
 
 @dataclass
@@ -23,6 +28,9 @@ class RateBook:
     _dates: dict[tuple[str, str], list[date]] = field(default_factory=lambda: defaultdict(list))
     _rates: dict[tuple[str, str], list[Decimal]] = field(default_factory=lambda: defaultdict(list))
     currencies: set[str] = field(default_factory=set)
+    _ranges: Lru[tuple[str, str, date, date], tuple[Decimal | None, ...]] = field(
+        default_factory=lambda: Lru(REMEMBERED_RANGES)
+    )
 
     @classmethod
     def from_rows(cls, rows: Iterable[tuple[date, str, str, Decimal]]) -> RateBook:
@@ -82,3 +90,19 @@ class RateBook:
             if best is None or fresh > best[0]:
                 best = fresh, to_target[1] / to_currency[1]
         return None if best is None else best[1]
+
+    def factors(
+        self, currency: str, target: str, start: date, end: date
+    ) -> tuple[Decimal | None, ...]:
+        """``factor`` of every day from ``start`` to ``end``, remembered: a book lives
+        while the tenant's data is unchanged, its dashboards ask of the same ranges, and
+        three years of one currency take about 2 ms to work out day by day."""
+        key = (currency, target, start, end)
+        found = self._ranges.get(key)
+        if found is None:
+            days = (end - start).days + 1
+            found = tuple(
+                self.factor(currency, target, start + timedelta(days=n)) for n in range(days)
+            )
+            self._ranges.put(key, found)
+        return found

@@ -93,14 +93,14 @@ async def _measure(
     found = _Range(query)
     currencies = sorted(await repository.currencies(query.tenant_id, start, end) - {target})
     days = _days(start, end)
-    fx_factors = []
-    missing: dict[str, list[date]] = defaultdict(list)
+    fx_factors: list[Decimal | None] = []
+    missing: dict[str, list[date]] = {}
     for currency in currencies:
-        for day in days:
-            factor = book.factor(currency, target, day)
-            fx_factors.append(factor)
-            if factor is None:
-                missing[currency].append(day)
+        factors = book.factors(currency, target, start, end)
+        fx_factors += factors
+        gaps = [day for day, factor in zip(days, factors, strict=True) if factor is None]
+        if gaps:
+            missing[currency] = gaps
     grouping = Grouping(
         query.tenant_id, start, end, query.grain, query.group_by, query.filters,
         target, currencies, fx_factors,
