@@ -33,11 +33,14 @@ def test_a_range_of_factors_is_each_day_s_factor_and_is_worked_out_once() -> Non
         [(date(2026, 1, 2), "USD", "MXN", D("17")), (date(2026, 1, 5), "USD", "MXN", D("16"))]
     )
     first = book.factors("MXN", "USD", date(2026, 1, 1), date(2026, 1, 5))
-    assert first == (None, 1 / D("17"), 1 / D("17"), 1 / D("17"), 1 / D("16"))
+    assert first.factors == (None, 1 / D("17"), 1 / D("17"), 1 / D("17"), 1 / D("16"))
+    assert first.text == ",".join(["", *[str(1 / D("17"))] * 3, str(1 / D("16"))])
     assert book.factors("MXN", "USD", date(2026, 1, 1), date(2026, 1, 5)) is first
     # Another range, or another currency, is its own.
-    assert book.factors("MXN", "USD", date(2026, 1, 4), date(2026, 1, 5)) == first[3:]
-    assert book.factors("USD", "MXN", date(2026, 1, 5), date(2026, 1, 5)) == (D("16"),)
+    assert (
+        book.factors("MXN", "USD", date(2026, 1, 4), date(2026, 1, 5)).factors == first.factors[3:]
+    )
+    assert book.factors("USD", "MXN", date(2026, 1, 5), date(2026, 1, 5)).text == "16"
 
 
 def test_reverse_pair_divides_and_same_day_direct_wins() -> None:

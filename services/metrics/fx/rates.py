@@ -22,13 +22,22 @@ from shared.lru import Lru
 REMEMBERED_RANGES = 32
 
 
+@dataclass(frozen=True)
+class RangeFactors:
+    """One currency's factor to another on every day of a range, in order."""
+
+    factors: tuple[Decimal | None, ...]
+    # The same, comma-separated with an empty one for none: as a query takes them in.
+    text: str
+
+
 @dataclass
 class RateBook:
     # (base, quote) → dates ascending and the rate of each date
     _dates: dict[tuple[str, str], list[date]] = field(default_factory=lambda: defaultdict(list))
     _rates: dict[tuple[str, str], list[Decimal]] = field(default_factory=lambda: defaultdict(list))
     currencies: set[str] = field(default_factory=set)
-    _ranges: Lru[tuple[str, str, date, date], tuple[Decimal | None, ...]] = field(
+    _ranges: Lru[tuple[str, str, date, date], RangeFactors] = field(
         default_factory=lambda: Lru(REMEMBERED_RANGES)
     )
 
@@ -91,9 +100,7 @@ class RateBook:
                 best = fresh, to_target[1] / to_currency[1]
         return None if best is None else best[1]
 
-    def factors(
-        self, currency: str, target: str, start: date, end: date
-    ) -> tuple[Decimal | None, ...]:
+    def factors(self, currency: str, target: str, start: date, end: date) -> RangeFactors:
         """``factor`` of every day from ``start`` to ``end``, remembered: a book lives
         while the tenant's data is unchanged, its dashboards ask of the same ranges, and
         three years of one currency take about 2 ms to work out day by day."""
@@ -101,8 +108,10 @@ class RateBook:
         found = self._ranges.get(key)
         if found is None:
             days = (end - start).days + 1
-            found = tuple(
+            factors = tuple(
                 self.factor(currency, target, start + timedelta(days=n)) for n in range(days)
             )
+            text = ",".join("" if factor is None else str(factor) for factor in factors)
+            found = RangeFactors(factors, text)
             self._ranges.put(key, found)
         return found

@@ -92,18 +92,20 @@ async def _measure(
     needed = set().union(*(FORMULAS[m].inputs for m in query.metrics))
     found = _Range(query)
     currencies = sorted(await repository.currencies(query.tenant_id, start, end) - {target})
-    days = _days(start, end)
-    fx_factors: list[Decimal | None] = []
+    factor_texts = []
     missing: dict[str, list[date]] = {}
     for currency in currencies:
-        factors = book.factors(currency, target, start, end)
-        fx_factors += factors
-        gaps = [day for day, factor in zip(days, factors, strict=True) if factor is None]
-        if gaps:
-            missing[currency] = gaps
+        known = book.factors(currency, target, start, end)
+        factor_texts.append(known.text)
+        if None in known.factors:
+            missing[currency] = [
+                day
+                for day, factor in zip(_days(start, end), known.factors, strict=True)
+                if factor is None
+            ]
     grouping = Grouping(
         query.tenant_id, start, end, query.grain, query.group_by, query.filters,
-        target, currencies, fx_factors,
+        target, currencies, ",".join(factor_texts),
     )  # fmt: skip
 
     def key(row: asyncpg.Record) -> RowKey:
