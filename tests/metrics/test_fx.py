@@ -323,3 +323,26 @@ async def test_two_currencies_each_converted_with_its_own_rate_of_each_day(
         ("2026-02-03", ["MX"], {"gmv": 5.0, "cogs": 3.125}),
     ]
     assert body["warnings"] == ["no FX rate for BRL→USD on 2026-02-01"]
+
+
+async def test_a_currency_new_to_a_range_already_asked_about_is_converted(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """The currencies of a range are kept per data version: pesos arriving in a month
+    asked about in dollars alone are converted in the next answer, not left without a
+    rate."""
+    tenant = await new_tenant()
+    march = {"from": "2026-03-01", "to": "2026-03-31", "currency": "USD"}
+    await push(http, tenant, line("u1", "U1", 1, "7.00", "2026-03-10T18:00:00Z"))
+    await settle(http, tenant, {"gmv": 7.0}, **march)
+    await push(
+        http,
+        tenant,
+        fx("fx-mar", "2026-03-01", "USD", "MXN", "20"),
+        line(
+            "p1", "P1", 1, "100.00", "2026-03-10T18:00:00Z", currency="MXN", marketplace="MX"
+        ),
+    )
+    await settle(http, tenant, {"gmv": 12.0, "orders": 2.0}, **march)
+    body = await kpis(http, tenant, metrics="gmv", grain="total", **march)
+    assert body["warnings"] == []

@@ -13,6 +13,8 @@ round trip, without the answer being computed again or kept in any cache.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,8 @@ MAX_ANSWERS = 256
 # Rows held in all, about 1 KB each: a few large answers must not take the memory of
 # hundreds of dashboards' small ones, nor of the process.
 MAX_CACHED_ROWS = 200_000
-MAX_RATE_BOOKS = 64
+MAX_TENANT_VERSIONS = 64
+MAX_CURRENCY_RANGES = 64
 
 
 def now_dependent(query: KpiQuery) -> bool:
@@ -93,12 +96,25 @@ class AnswerCache(Lru[str, dict[str, Any]]):
 ANSWERS = AnswerCache()
 
 
-class RateBooks(Lru[tuple[str, int], RateBook]):
-    """Each tenant's FX rates at a data version: fx_rate events bump it like any other
-    fact, and reading and sorting years of daily rates was a quarter of a first ask."""
+@dataclass
+class TenantVersion:
+    """What first asks read once per data version of a tenant and then share: its FX
+    rates (fx_rate events bump the version like any other fact; reading and sorting
+    years of daily rates was a quarter of a first ask) and the currencies of each date
+    range's amounts (a statement every first ask began with, the same whatever its
+    filters)."""
 
-    def __init__(self, capacity: int = MAX_RATE_BOOKS) -> None:
+    book: RateBook
+    currencies: Lru[tuple[date, date], frozenset[str]] = field(
+        default_factory=lambda: Lru(MAX_CURRENCY_RANGES)
+    )
+
+
+class TenantVersions(Lru[tuple[str, int], TenantVersion]):
+    """By tenant and data version."""
+
+    def __init__(self, capacity: int = MAX_TENANT_VERSIONS) -> None:
         super().__init__(capacity)
 
 
-RATE_BOOKS = RateBooks()
+TENANT_VERSIONS = TenantVersions()

@@ -18,8 +18,9 @@ from services.metrics.facts.zones import store_zones_for
 from services.metrics.fx.rates import RateBook
 from services.metrics.kpis.cache import (
     ANSWERS,
-    RATE_BOOKS,
+    TENANT_VERSIONS,
     AnswerCache,
+    TenantVersion,
     answer_key,
     now_dependent,
 )
@@ -85,22 +86,24 @@ async def _measure(
     start: date,
     end: date,
     target: str,
-    book: RateBook,
+    known: TenantVersion,
     settings: KpiSettings,
     now: datetime,
 ) -> Measured:
     needed = set().union(*(FORMULAS[m].inputs for m in query.metrics))
     found = _Range(query)
-    currencies = sorted(await repository.currencies(query.tenant_id, start, end) - {target})
+    currencies = sorted(
+        await _currencies(repository, known, query.tenant_id, start, end) - {target}
+    )
     factor_texts = []
     missing: dict[str, list[date]] = {}
     for currency in currencies:
-        known = book.factors(currency, target, start, end)
-        factor_texts.append(known.text)
-        if None in known.factors:
+        factors = known.book.factors(currency, target, start, end)
+        factor_texts.append(factors.text)
+        if None in factors.factors:
             missing[currency] = [
                 day
-                for day, factor in zip(_days(start, end), known.factors, strict=True)
+                for day, factor in zip(_days(start, end), factors.factors, strict=True)
                 if factor is None
             ]
     grouping = Grouping(
@@ -449,8 +452,8 @@ async def _computed(
             # would cache an answer without that late shipment under a key with it.
             now = datetime.now(UTC)
             version, settings = await _tenant_state(conn, query.tenant_id)
-            book = await _rate_book(RollupRepository(conn), query.tenant_id, version)
-            body = await _compute(conn, query, settings, tenant_currency, book, now)
+            known = await _tenant_version(RollupRepository(conn), query.tenant_id, version)
+            body = await _compute(conn, query, settings, tenant_currency, known, now)
             key = await _key(conn, query, version, settings, tenant_currency, now)
         cache.put(key, body)
         answered = body, key
@@ -482,13 +485,28 @@ async def _tenant_state(conn: asyncpg.Connection, tenant_id: str) -> tuple[int, 
     return await SettingsRepository(conn).get_with_data_version(tenant_id)
 
 
-async def _rate_book(repository: RollupRepository, tenant_id: str, version: int) -> RateBook:
-    """The tenant's rates as of ``version``, read in the caller's snapshot of it."""
-    book = RATE_BOOKS.get((tenant_id, version))
-    if book is None:
-        book = RateBook.from_rows(await repository.fx_rates(tenant_id))
-        RATE_BOOKS.put((tenant_id, version), book)
-    return book
+async def _tenant_version(
+    repository: RollupRepository, tenant_id: str, version: int
+) -> TenantVersion:
+    """What is kept of the tenant as of ``version``; its rates are read in the caller's
+    snapshot of that version when this process has none yet."""
+    known = TENANT_VERSIONS.get((tenant_id, version))
+    if known is None:
+        known = TenantVersion(RateBook.from_rows(await repository.fx_rates(tenant_id)))
+        TENANT_VERSIONS.put((tenant_id, version), known)
+    return known
+
+
+async def _currencies(
+    repository: RollupRepository, known: TenantVersion, tenant_id: str, start: date, end: date
+) -> frozenset[str]:
+    """Every currency an amount of the range may be in, as of the version ``known`` is
+    of (read in the caller's snapshot of it when not kept yet)."""
+    found = known.currencies.get((start, end))
+    if found is None:
+        found = frozenset(await repository.currencies(tenant_id, start, end))
+        known.currencies.put((start, end), found)
+    return found
 
 
 async def _compute(
@@ -496,7 +514,7 @@ async def _compute(
     query: KpiQuery,
     settings: KpiSettings,
     tenant_currency: str | None,
-    book: RateBook,
+    known: TenantVersion,
     now: datetime,
 ) -> dict[str, Any]:
     repository = RollupRepository(conn)
@@ -508,10 +526,12 @@ async def _compute(
         or "USD"
     )
     earlier = comparison_range(query) if query.compare_to else None
-    current = await _measure(repository, query, query.start, query.end, target, book, settings, now)
+    current = await _measure(
+        repository, query, query.start, query.end, target, known, settings, now
+    )
     previous = None
     if earlier is not None:
         previous = await _measure(
-            repository, query, earlier.start, earlier.end, target, book, settings, now
+            repository, query, earlier.start, earlier.end, target, known, settings, now
         )
     return answer(query, target, current, previous, _empty_bucket(query))
