@@ -339,9 +339,7 @@ async def test_a_currency_new_to_a_range_already_asked_about_is_converted(
         http,
         tenant,
         fx("fx-mar", "2026-03-01", "USD", "MXN", "20"),
-        line(
-            "p1", "P1", 1, "100.00", "2026-03-10T18:00:00Z", currency="MXN", marketplace="MX"
-        ),
+        line("p1", "P1", 1, "100.00", "2026-03-10T18:00:00Z", currency="MXN", marketplace="MX"),
     )
     await settle(http, tenant, {"gmv": 12.0, "orders": 2.0}, **march)
     body = await kpis(http, tenant, metrics="gmv", grain="total", **march)
