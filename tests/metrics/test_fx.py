@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from services.metrics.fx.rates import RateBook
+from services.metrics.fx.rates import REMEMBERED_CHARACTERS, RateBook
 from tests.conftest import NewTenant
 from tests.metrics.test_kpis import kpis, line, values
 from tests.metrics.test_order_attached import push, rate, refund, settle
@@ -33,14 +33,25 @@ def test_a_range_of_factors_is_each_day_s_factor_and_is_worked_out_once() -> Non
         [(date(2026, 1, 2), "USD", "MXN", D("17")), (date(2026, 1, 5), "USD", "MXN", D("16"))]
     )
     first = book.factors("MXN", "USD", date(2026, 1, 1), date(2026, 1, 5))
-    assert first.factors == (None, 1 / D("17"), 1 / D("17"), 1 / D("17"), 1 / D("16"))
-    assert first.text == ",".join(["", *[str(1 / D("17"))] * 3, str(1 / D("16"))])
+    seventeenth, sixteenth = str(1 / D("17")), str(1 / D("16"))
+    assert first.text == f",{seventeenth},{seventeenth},{seventeenth},{sixteenth}"
+    assert first.missing == (0,)
     assert book.factors("MXN", "USD", date(2026, 1, 1), date(2026, 1, 5)) is first
     # Another range, or another currency, is its own.
-    assert (
-        book.factors("MXN", "USD", date(2026, 1, 4), date(2026, 1, 5)).factors == first.factors[3:]
+    assert book.factors("MXN", "USD", date(2026, 1, 4), date(2026, 1, 5)).text == (
+        f"{seventeenth},{sixteenth}"
     )
     assert book.factors("USD", "MXN", date(2026, 1, 5), date(2026, 1, 5)).text == "16"
+
+
+def test_a_book_forgets_ranges_beyond_its_budget_of_characters() -> None:
+    book = RateBook.from_rows([(date(2000, 1, 1), "USD", "MXN", D("3"))])
+    twenty_years = book.factors("MXN", "USD", date(2000, 1, 1), date(2019, 12, 31))
+    assert len(twenty_years.text) > REMEMBERED_CHARACTERS / 20
+    # Twenty such ranges weigh more than a book keeps: the oldest is worked out again.
+    for year in range(2001, 2021):
+        book.factors("MXN", "USD", date(year, 1, 1), date(year + 19, 12, 31))
+    assert book.factors("MXN", "USD", date(2000, 1, 1), date(2019, 12, 31)) is not twenty_years
 
 
 def test_reverse_pair_divides_and_same_day_direct_wins() -> None:

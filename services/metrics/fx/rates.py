@@ -18,17 +18,25 @@ from decimal import Decimal
 
 from shared.lru import Lru
 
-# Date ranges whose factors a book remembers: the ranges of a tenant's dashboards.
+# Date ranges whose factors a book remembers (the ranges of a tenant's dashboards), and
+# at most how many characters of factors in all: about 25 a day, so three years of one
+# currency are some 27,000, and a book never holds more than a megabyte of them.
 REMEMBERED_RANGES = 32
+REMEMBERED_CHARACTERS = 1_000_000
 
 
 @dataclass(frozen=True)
 class RangeFactors:
-    """One currency's factor to another on every day of a range, in order."""
+    """One currency's factor to another on every day of a range, as a query takes them
+    in: comma-separated in day order, an empty one where there is no rate."""
 
-    factors: tuple[Decimal | None, ...]
-    # The same, comma-separated with an empty one for none: as a query takes them in.
     text: str
+    # The days without a rate, counted from the range's first (0).
+    missing: tuple[int, ...]
+
+
+def _characters(factors: RangeFactors) -> int:
+    return len(factors.text)
 
 
 @dataclass
@@ -38,7 +46,9 @@ class RateBook:
     _rates: dict[tuple[str, str], list[Decimal]] = field(default_factory=lambda: defaultdict(list))
     currencies: set[str] = field(default_factory=set)
     _ranges: Lru[tuple[str, str, date, date], RangeFactors] = field(
-        default_factory=lambda: Lru(REMEMBERED_RANGES)
+        default_factory=lambda: Lru(
+            REMEMBERED_RANGES, weigh=_characters, max_weight=REMEMBERED_CHARACTERS
+        )
     )
 
     @classmethod
@@ -107,11 +117,13 @@ class RateBook:
         key = (currency, target, start, end)
         found = self._ranges.get(key)
         if found is None:
-            days = (end - start).days + 1
-            factors = tuple(
-                self.factor(currency, target, start + timedelta(days=n)) for n in range(days)
+            factors = [
+                self.factor(currency, target, start + timedelta(days=n))
+                for n in range((end - start).days + 1)
+            ]
+            found = RangeFactors(
+                text=",".join("" if factor is None else str(factor) for factor in factors),
+                missing=tuple(n for n, factor in enumerate(factors) if factor is None),
             )
-            text = ",".join("" if factor is None else str(factor) for factor in factors)
-            found = RangeFactors(factors, text)
             self._ranges.put(key, found)
         return found

@@ -59,10 +59,6 @@ ZERO = Decimal(0)
 MAX_ANSWER_ROWS = 100_000
 
 
-def _days(start: date, end: date) -> list[date]:
-    return [start + timedelta(days=n) for n in range((end - start).days + 1)]
-
-
 class _Range:
     """One date range's inputs per bucket, and what could not be converted."""
 
@@ -100,12 +96,8 @@ async def _measure(
     for currency in currencies:
         factors = known.book.factors(currency, target, start, end)
         factor_texts.append(factors.text)
-        if None in factors.factors:
-            missing[currency] = [
-                day
-                for day, factor in zip(_days(start, end), factors.factors, strict=True)
-                if factor is None
-            ]
+        if factors.missing:
+            missing[currency] = [start + timedelta(days=n) for n in factors.missing]
     grouping = Grouping(
         query.tenant_id, start, end, query.grain, query.group_by, query.filters,
         target, currencies, ",".join(factor_texts),
