@@ -131,8 +131,7 @@ class Publisher:
 
     async def close(self) -> None:
         producer, self._producer = self._producer, None
-        if producer is not None:
-            await stop_client(producer, "erasure producer")
+        await stop_client(producer, "erasure producer")
 
 
 class TopicListener:
@@ -160,8 +159,7 @@ class TopicListener:
 
     async def _close(self) -> None:
         consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            await stop_client(consumer, f"{self.name} consumer")
+        await stop_client(consumer, f"{self.name} consumer")
 
     async def _connect(self) -> AIOKafkaConsumer:
         if self._consumer is None:

@@ -91,9 +91,12 @@ async def ensure_topics(
         await admin.close()
 
 
-async def stop_client(client: AIOKafkaConsumer | AIOKafkaProducer, what: str) -> None:
-    """Stops ``client`` within ``CLIENT_STOP_SECONDS``; what keeps it from stopping
-    cleanly is logged, never raised, except the cancellation of the caller itself."""
+async def stop_client(client: AIOKafkaConsumer | AIOKafkaProducer | None, what: str) -> None:
+    """Stops ``client`` (none: nothing to stop) within ``CLIENT_STOP_SECONDS``; what keeps
+    it from stopping cleanly is logged, never raised, except the cancellation of the
+    caller itself."""
+    if client is None:
+        return
     try:
         async with asyncio.timeout(CLIENT_STOP_SECONDS):
             await client.stop()

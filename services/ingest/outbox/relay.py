@@ -154,10 +154,9 @@ class OutboxRelay:
         await self._ensure_topics()
 
     async def _close_producer(self) -> None:
-        if self._producer is not None:
-            producer, self._producer = self._producer, None
-            # Dropped either way; a new one is made on the next try.
-            await stop_client(producer, "relay producer")
+        producer, self._producer = self._producer, None
+        # Dropped either way; a new one is made on the next try.
+        await stop_client(producer, "relay producer")
 
     async def _republish_sent(self) -> None:
         """At a start, or when the broker has lost its log: it may have forgotten what

@@ -390,10 +390,8 @@ class FactConsumer:
         self._connected = False
         consumer, self._consumer = self._consumer, None
         producer, self._producer = self._producer, None
-        if consumer is not None:
-            await stop_client(consumer, "fact consumer")
-        if producer is not None:
-            await stop_client(producer, "dead-letter producer")
+        await stop_client(consumer, "fact consumer")
+        await stop_client(producer, "dead-letter producer")
 
     async def _connect(self) -> AIOKafkaConsumer:
         if self._consumer is not None and self._connected:
