@@ -15,7 +15,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 import orjson
 from sqlalchemy import event
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -59,6 +60,42 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InternalClientError,
     asyncpg.exceptions.OperatorInterventionError,
 )
+# How long a new connection may take to open. asyncpg waits 60 s by default, and a
+# frozen server accepts the socket and then answers nothing.
+CONNECT_TIMEOUT_SECONDS = 10.0
+# SQLSTATE classes of a server that could not take a statement just now: connection
+# exceptions (08), insufficient resources (53: too many connections, a full disk) and
+# operator intervention (57: shutting down, starting up, a statement cancelled).
+_UNAVAILABLE_STATES = ("08", "53", "57")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True when the database did not answer, or could not take the request now: the
+    same request, sent again in a moment, may pass.
+
+    Besides the server's own codes: a refused or broken socket (``OSError``), a
+    connection or statement that ran out of time (``TimeoutError``), and a pool whose
+    every connection stayed busy for its whole timeout."""
+    if isinstance(exc, (OSError, TimeoutError, PoolTimeout)):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    state = sqlstate(exc)
+    return state is not None and state[:2] in _UNAVAILABLE_STATES
+
+
+def rolled_back_for_concurrency(exc: BaseException) -> bool:
+    """SQLSTATE class 40: a deadlock or a serialization failure. Nothing of the
+    transaction was kept, and sent again it passes."""
+    state = sqlstate(exc)
+    return state is not None and state.startswith("40")
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a database error, from asyncpg itself or through SQLAlchemy's
+    adapter of it (``orig``)."""
+    state = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return state if isinstance(state, str) else None
 
 
 class Database:
@@ -70,7 +107,11 @@ class Database:
         schema: str,
         pool_size: int = 20,
         application_name: str | None = None,
+        statement_timeout_seconds: float | None = None,
     ) -> None:
+        """``statement_timeout_seconds`` bounds each statement on the client's side, so
+        that it also ends when the server is frozen and cancels nothing by itself; none
+        by default, as a consumer's batch or an erasure may rightly take long."""
         self.schema = schema
         self.url = database_url
         self.engine: AsyncEngine = create_async_engine(
@@ -86,11 +127,13 @@ class Database:
             pool_pre_ping=False,
             json_deserializer=orjson.loads,
             connect_args={
+                "timeout": CONNECT_TIMEOUT_SECONDS,
+                "command_timeout": statement_timeout_seconds,
                 "server_settings": {
                     "search_path": f"{schema},public",
                     # Names the service in pg_stat_activity.
                     "application_name": application_name or f"lodestar-{schema}",
-                }
+                },
             },
         )
         event.listen(self.engine.sync_engine, "checkout", _discard_closed)

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.access import GatewayGrantLookup
 from shared.audit import AuditMiddleware, audit_router
 from shared.auth import KeyCache, TokenVerifier, current_principal
-from shared.db import Database
+from shared.db import Database, database_unavailable, rolled_back_for_concurrency
 from shared.erasure import ErasureListener
 from shared.errors import (
     Contended,
@@ -35,6 +35,7 @@ from shared.errors import (
     InvalidJson,
     LodestarError,
     UnsupportedMediaType,
+    UpstreamUnavailable,
 )
 from shared.http import make_client
 from shared.input_guard import GRAPHQL_PATH, InputGuardMiddleware
@@ -219,19 +220,26 @@ def install_error_handlers(app: FastAPI) -> None:
         return unexpected_response(exc)
 
 
-def _rolled_back_for_concurrency(exc: BaseException) -> bool:
-    """SQLSTATE class 40, from asyncpg itself or through SQLAlchemy."""
-    state = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
-    return isinstance(state, str) and state.startswith("40")
+def transient_failure(exc: BaseException) -> LodestarError | None:
+    """What to answer for a failure that the same request may pass when sent again in a
+    moment (a 503 with ``Retry-After``), or None for a fault of ours."""
+    if rolled_back_for_concurrency(exc):
+        log.warning("a transaction gave way to a concurrent one: %s", exc)
+        return Contended()
+    if database_unavailable(exc):
+        log.warning("the database did not answer: %r", exc)
+        return UpstreamUnavailable.for_now(
+            "the database is not answering just now; send the request again in a moment"
+        )
+    return None
 
 
 def unexpected_response(exc: BaseException) -> Response:
-    """The answer to an exception no handler took: 503 to retry when the database gave
-    way to a concurrent transaction, else a 500 naming the trace. Logged with the trace
-    id; the caller gets no stack trace and no SQL."""
-    if _rolled_back_for_concurrency(exc):
-        log.warning("a transaction gave way to a concurrent one: %s", exc)
-        return error_response(Contended())
+    """The answer to an exception no handler took: 503 to retry when it was the
+    database's for now (see ``transient_failure``), else a 500 naming the trace. Logged
+    with the trace id; the caller gets no stack trace and no SQL."""
+    if (transient := transient_failure(exc)) is not None:
+        return error_response(transient)
     log.error("unhandled error", exc_info=exc)
     span = trace.get_current_span()
     span.record_exception(exc)

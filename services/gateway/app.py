@@ -48,7 +48,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = Database(settings.database_url, SERVICE)
+        db = Database(
+            settings.database_url,
+            SERVICE,
+            statement_timeout_seconds=settings.statement_timeout_seconds,
+        )
         app.state.db = db
         app.state.grant_lookup = DatabaseGrantLookup(db)
         async with db.session() as session:

@@ -27,6 +27,10 @@ class Settings(ServiceSettings):
     )
     token_ttl_seconds: int = 3600
     proxy_timeout_seconds: float = 30.0
+    # Each statement of the gateway's own (tokens, tenants, grants) ends after this long
+    # with a 503, even when the database is frozen and cancels nothing by itself: the
+    # same bound its proxied routes have by proxy_timeout_seconds.
+    statement_timeout_seconds: float = 30.0
     # Web origins whose browser apps (dashboards, agency portals) may call the gateway,
     # comma-separated ("https://app.example.com,http://localhost:5173"), or "*". None by
     # default: without CORS a browser lets no page of another origin read an answer.

@@ -6,6 +6,7 @@ import asyncpg
 import httpx
 from fastapi import Request
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from devstack.embedded import free_port
 from shared.service import build_app
@@ -19,6 +20,21 @@ class SerializationFailure(Exception):
     """What SQLAlchemy's asyncpg adapter wraps: the driver's error with its SQLSTATE."""
 
     sqlstate = "40001"
+
+
+class TooManyConnections(Exception):
+    sqlstate = "53300"
+
+
+# How a database that cannot take the request now shows, depending on where it is met.
+DATABASE_AWAY: dict[str, BaseException] = {
+    "down": ConnectionRefusedError(111, "Connect call failed"),
+    "frozen": TimeoutError(),
+    "starting": asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
+    "stopping": asyncpg.exceptions.AdminShutdownError("terminating connection"),
+    "full": DBAPIError("SELECT 1", {}, TooManyConnections("too many clients already")),
+    "pool": PoolTimeout("QueuePool limit of size 20 overflow 0 reached"),
+}
 
 
 def failing_app() -> tuple[object, list[int]]:
@@ -38,6 +54,10 @@ def failing_app() -> tuple[object, list[int]]:
     @app.get("/serialization")
     async def serialization() -> None:
         raise DBAPIError("UPDATE t SET x = 1", {}, SerializationFailure("could not serialize"))
+
+    @app.get("/database/{how}")
+    async def database_away(how: str) -> None:
+        raise DATABASE_AWAY[how]
 
     @app.get("/port")
     async def port(request: Request) -> dict[str, int]:
@@ -79,3 +99,21 @@ async def test_a_transaction_rolled_back_for_a_concurrent_one_is_a_503_to_retry(
             assert answer.headers["retry-after"] == "1"
             assert answer.json()["error"] == "unavailable"
             assert "send it again" in answer.json()["detail"]
+
+
+async def test_a_database_that_cannot_take_the_request_now_is_a_503_to_retry() -> None:
+    app, _ = failing_app()
+    port = free_port()
+    async with (
+        serve_app(app, "127.0.0.1", port),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
+    ):
+        for how in DATABASE_AWAY:
+            answer = await client.get(f"/database/{how}")
+            assert answer.status_code == 503, (how, answer.text)
+            assert answer.headers["retry-after"] == "1"
+            assert answer.json() == {
+                "error": "unavailable",
+                "detail": "the database is not answering just now; send the request again "
+                "in a moment",
+            }

@@ -21,6 +21,7 @@ from graphql.utilities.validate_input_value import validate_input_literal
 from strawberry.extensions import SchemaExtension
 
 from shared.errors import LodestarError
+from shared.service import transient_failure
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,8 @@ def _field_errors(message: str) -> list[dict[str, str]] | None:
 
 def coded(error: GraphQLError) -> GraphQLError:
     original = error.original_error
+    if original is not None and not isinstance(original, LodestarError):
+        original = transient_failure(original) or original
     if isinstance(original, LodestarError):
         return _with_code(error, original.detail, original.graphql_extensions())
     if original is not None and not isinstance(original, GraphQLError):
