@@ -127,6 +127,10 @@ class InsufficientScope(Forbidden):
         )
         self.scope = scope
 
+    def graphql_extensions(self) -> dict[str, Any]:
+        # Named apart from the message, for a client to ask for a token that holds it.
+        return {**super().graphql_extensions(), "scope": self.scope}
+
 
 class NotFound(LodestarError):
     status = 404

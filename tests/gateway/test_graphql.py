@@ -504,9 +504,20 @@ async def test_missing_scope_is_forbidden_naming_it(
     tenant = await new_tenant(scopes=["ingest:write"])
     fake.calls.clear()
     for query, variables in ((CATALOG, {}), (KPIS, {"input": month_input()})):
-        body = await gql(fake.client, tenant.headers, query, **variables)
-        assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
-        assert "kpi:read" in body["errors"][0]["message"]
+        answer = await fake.client.post(
+            "/graphql", json={"query": query, "variables": variables}, headers=tenant.headers
+        )
+        assert answer.status_code == 403, answer.text
+        assert answer.headers["www-authenticate"] == (
+            'Bearer error="insufficient_scope", scope="kpi:read"'
+        )
+        [error] = answer.json()["errors"]
+        assert error["extensions"] == {
+            "code": "FORBIDDEN",
+            "error": "insufficient_scope",
+            "scope": "kpi:read",
+        }
+        assert "kpi:read" in error["message"]
     assert fake.calls == []
 
 

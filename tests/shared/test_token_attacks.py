@@ -272,6 +272,10 @@ async def _graphql(
     assert response.status_code == status, response.text
     if status == 401:
         assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+    if status == 403:
+        assert response.headers["www-authenticate"] == (
+            'Bearer error="insufficient_scope", scope="kpi:read"'
+        )
     body: dict[str, Any] = response.json()
     return body
 
@@ -355,10 +359,14 @@ async def test_genuine_token_without_kpi_read_is_forbidden_over_graphql(
 ) -> None:
     others = " ".join(scope for scope in GRANTED if scope != "kpi:read")
     token = await fetch_token(clients["gateway"], genuine.client_id, genuine.client_secret, others)
-    body = await _graphql(clients, f"Bearer {token}")
+    body = await _graphql(clients, f"Bearer {token}", 403)
     assert body["data"] is None
     [error] = body["errors"]
-    assert error["extensions"] == {"code": "FORBIDDEN", "error": "insufficient_scope"}
+    assert error["extensions"] == {
+        "code": "FORBIDDEN",
+        "error": "insufficient_scope",
+        "scope": "kpi:read",
+    }
     assert "kpi:read" in error["message"]
 
 

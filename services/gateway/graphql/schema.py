@@ -32,7 +32,7 @@ from services.gateway.graphql.errors import ErrorCodes, NamedValueErrors
 from services.gateway.graphql.kpis import KpiQuery
 from services.gateway.graphql.revalidation import RememberAnswers, RememberedGraphql
 from services.gateway.graphql.types import DATE
-from shared.errors import Unauthenticated
+from shared.errors import InsufficientScope, LodestarError, Unauthenticated
 
 MAX_DEPTH = 8
 MAX_ALIASES = 15
@@ -84,14 +84,22 @@ schema = Schema(
 )
 
 
-def _unauthenticated(answer: GraphQLHTTPResponse) -> Unauthenticated | None:
-    """The error of an answer refused for want of a valid token, if it is one."""
-    for error in answer.get("errors") or []:
-        if not isinstance(error, dict):
-            continue
-        extensions = error.get("extensions") or {}
-        if extensions.get("code") == Unauthenticated.graphql_code:
+def _refusal(answer: GraphQLHTTPResponse) -> LodestarError | None:
+    """The OAuth refusal (RFC 6750) an answer stands for, if it is one: any error for
+    want of a valid token (401), or nothing answered for want of scopes (403, naming
+    them). Other errors, a tenant the caller may not read included, stay in the body."""
+    errors = [error for error in answer.get("errors") or [] if isinstance(error, dict)]
+    extensions = [error.get("extensions") or {} for error in errors]
+    for error, extension in zip(errors, extensions, strict=True):
+        if extension.get("code") == Unauthenticated.graphql_code:
             return Unauthenticated(str(error.get("message") or "missing or invalid access token"))
+    if answer.get("data") is not None or not errors:
+        return None
+    scopes = [extension.get("scope") for extension in extensions]
+    if all(extension.get("error") == InsufficientScope.code for extension in extensions) and all(
+        isinstance(scope, str) for scope in scopes
+    ):
+        return InsufficientScope(" ".join(sorted({str(scope) for scope in scopes})))
     return None
 
 
@@ -134,12 +142,13 @@ class Router(GraphQLRouter[object, None]):
         response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
         sub_response: Response,
     ) -> Response:
-        """CONTRACT §2: a missing or invalid token is 401 with the Bearer challenge, over
-        GraphQL as over REST; the body keeps the GraphQL errors. A valid token without the
-        scope stays FORBIDDEN in the body, and a query that needs no token (introspection)
-        is answered whatever token came with it."""
+        """CONTRACT §2, over GraphQL as over REST: a missing or invalid token is 401 with
+        the Bearer challenge, and a valid token without the scope the query needs is 403
+        with ``insufficient_scope`` naming it; the body keeps the GraphQL errors. Any other
+        answer is 200 (a tenant the caller may not read is FORBIDDEN in the body), and a
+        query that needs no token (introspection) is answered whatever token came with it."""
         response = super().create_response(response_data, sub_response)
-        refused = _unauthenticated(response_data) if isinstance(response_data, dict) else None
+        refused = _refusal(response_data) if isinstance(response_data, dict) else None
         if refused is not None:
             response.status_code = refused.status
             response.headers.update(refused.headers)
