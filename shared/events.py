@@ -447,6 +447,7 @@ def validate_batch(raw_events: list[Any]) -> tuple[list[Event], list[FieldError]
         # Validate the good envelopes alone so their payload errors are reported too.
         for position, item in enumerate(raw_events):
             if position in bad:
+                errors.extend(_payload_errors_beside(item, position))
                 continue
             try:
                 envelopes[position] = Envelope.model_validate(item)
@@ -482,6 +483,22 @@ def validate_batch(raw_events: list[Any]) -> tuple[list[Event], list[FieldError]
         for position, env in enumerate(envelopes)
         if env is not None
     ], []
+
+
+def _payload_errors_beside(item: Any, position: int) -> list[FieldError]:
+    """The payload's own errors in an event whose envelope is wrong (a marketplace, a
+    version), when its type and payload can be read: an ERP learns of every field to
+    fix in one answer, not one field a round trip."""
+    if not isinstance(item, dict) or not isinstance(item.get("payload"), dict):
+        return []
+    event_type = item.get("type")
+    if not isinstance(event_type, str) or event_type not in PAYLOAD_MODELS:
+        return []
+    try:
+        _payload_adapter(event_type).validate_python([item["payload"]])
+    except ValidationError as exc:
+        return _field_errors(exc, [position], "payload.")
+    return []
 
 
 _PAYLOAD_ADAPTERS: dict[str, TypeAdapter[list[Any]]] = {}

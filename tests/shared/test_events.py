@@ -89,6 +89,28 @@ def test_envelope_errors_and_payload_errors_are_both_reported() -> None:
     assert {(e.index, e.field) for e in errors} == {(0, "source"), (1, "payload.quantity")}
 
 
+def test_an_event_with_a_bad_envelope_names_its_payload_errors_too() -> None:
+    wrong_everywhere = order_line(quantity=0, purchased_at="2026-03-01")
+    wrong_everywhere["source"]["marketplace"] = "ZZ"
+    wrong_everywhere["version"] = 0
+    unknown_type = order_line(quantity=0)
+    unknown_type["type"] = "order"
+    no_payload = order_line()
+    no_payload["payload"] = "lines"
+    no_payload["version"] = 0
+    _, errors = validate_batch([order_line(), wrong_everywhere, unknown_type, no_payload])
+    assert {(e.index, e.field) for e in errors} == {
+        (1, "source.marketplace"),
+        (1, "version"),
+        (1, "payload.quantity"),
+        (1, "payload.purchased_at"),
+        # A payload is read only as the type it names: an unknown type has none to read.
+        (2, "type"),
+        (3, "payload"),
+        (3, "version"),
+    }
+
+
 def fx_rate(**payload: Any) -> dict[str, Any]:
     """An fx_rate of 1 USD = 17 MXN; ``payload`` overrides its fields."""
     return {
