@@ -160,4 +160,5 @@ BROWSER_READABLE_HEADERS = [
     "Content-Disposition",
     # A KPI CSV's warnings (a missing FX rate behind a null) travel only in it.
     "Lodestar-Warnings",
+    "Idempotent-Replayed",
 ]

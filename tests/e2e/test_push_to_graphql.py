@@ -199,3 +199,21 @@ async def test_filter_values_holding_commas_and_quotes_match_whole(
     )
     assert unclosed.status_code == 422
     assert unclosed.json()["errors"][0]["field"] == "categories"
+
+
+async def test_a_replayed_push_says_so_through_the_gateway(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant(["ingest:write"])
+    body = {"events": [line("replayed-1", "o-replayed", 1, "9.99")]}
+    headers = {**tenant.headers, "Idempotency-Key": "erp-batch-7"}
+    first = await http.post("/v1/events", json=body, headers=headers)
+    again = await http.post("/v1/events", json=body, headers=headers)
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert again.json() == first.json() == {"accepted": 1, "duplicates": 0}
+    assert "idempotent-replayed" not in first.headers
+    assert again.headers["idempotent-replayed"] == "true"
+    document = (await http.get("/openapi.json")).json()
+    for path in ("/v1/events", "/v1/events:csv"):
+        accepted = document["paths"][path]["post"]["responses"]["202"]
+        assert "Idempotent-Replayed" in accepted["headers"], path

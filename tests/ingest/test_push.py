@@ -150,10 +150,13 @@ async def test_idempotency_key_replays_the_first_answer_and_stores_nothing(
     first = await ingest.push(tenant, events, **key)
     assert first.status_code == 202
     assert first.json() == {"accepted": 2, "duplicates": 1}
+    assert "idempotent-replayed" not in first.headers
     replay = await ingest.push(tenant, events, **key)
     assert replay.status_code == 202
-    # The first answer, not "2 duplicates" as a new push of the same events would get.
+    # The first answer, not "2 duplicates" as a new push of the same events would get,
+    # and said to be a replay.
     assert replay.json() == first.json()
+    assert replay.headers["idempotent-replayed"] == "true"
     assert await ingest.outbox_rows(tenant) == 2
     # Another tenant's key of the same name is its own.
     other = await ingest.push(new_tenant_id(), events, **key)

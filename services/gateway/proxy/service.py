@@ -40,6 +40,8 @@ PASSED_RESPONSE_HEADERS = (
     "cache-control",
     "etag",
     "vary",
+    # A push answered from its Idempotency-Key's first answer.
+    "idempotent-replayed",
 )
 
 

@@ -21,6 +21,17 @@ from shared.service import media_type, require_json_body, unsupported_media_type
 router = APIRouter(prefix="/v1/events", tags=["events"])
 csv_router = APIRouter(tags=["events"])
 
+ACCEPTED = {
+    "description": "Durable in the outbox",
+    "headers": {
+        "Idempotent-Replayed": {
+            "description": "`true` when this is the stored answer of an earlier request "
+            "under the same Idempotency-Key (this one stored nothing)",
+            "schema": {"type": "string", "enum": ["true"]},
+        }
+    },
+}
+
 
 @router.post(
     "",
@@ -28,6 +39,7 @@ csv_router = APIRouter(tags=["events"])
     response_model=PushAccepted,
     openapi_extra={"requestBody": PUSH_REQUEST_SCHEMA},
     responses={
+        202: ACCEPTED,
         413: {"model": ErrorBody, "description": "More than 5,000 events"},
         422: {"model": ErrorBody, "description": "Invalid events, each by index and field"},
     },
@@ -66,7 +78,7 @@ async def push_events(
             service.json_fingerprint(raw_events) if key is not None else "",
             settings.topic_prefix,
         )
-    return JSONResponse(answer.body, status_code=answer.status)
+    return answer.response()
 
 
 @router.get("/outbox", response_model=OutboxStatus)
@@ -95,6 +107,7 @@ async def outbox_status(
         }
     },
     responses={
+        202: ACCEPTED,
         413: {"model": ErrorBody, "description": "More than 5,000 rows"},
         415: {"model": ErrorBody, "description": "A body sent as another type than text/csv"},
         422: {"model": ErrorBody, "description": "Invalid rows, each by index, row and field"},
@@ -139,4 +152,4 @@ async def upload_events_csv(
             settings.topic_prefix,
             rows=batch.rows,
         )
-    return JSONResponse(answer.body, status_code=answer.status)
+    return answer.response()

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
+from fastapi.responses import JSONResponse
 
 from services.ingest.events.repository import AcceptedEvent, EventRepository
 from services.ingest.outbox.repository import OutboxRepository
@@ -32,6 +33,14 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 255
 class Answer:
     status: int
     body: dict[str, Any]
+    # The stored answer of an earlier request under the same Idempotency-Key.
+    replayed: bool = False
+
+    def response(self) -> JSONResponse:
+        # A replay says so, as Stripe's Idempotent-Replayed does: its counts are the
+        # first request's, not what this one stored (nothing).
+        headers = {"Idempotent-Replayed": "true"} if self.replayed else None
+        return JSONResponse(self.body, status_code=self.status, headers=headers)
 
 
 def parse_body(raw: bytes, max_events: int) -> list[Any]:
@@ -392,4 +401,4 @@ async def _replay(
             ],
         )
     # The engine's JSON codec hands jsonb back already decoded.
-    return Answer(stored["status"], dict(stored["response"]))
+    return Answer(stored["status"], dict(stored["response"]), replayed=True)
