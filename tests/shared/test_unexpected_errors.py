@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import asyncpg
 import httpx
 from fastapi import Request
@@ -67,6 +70,17 @@ def failing_app() -> tuple[object, list[int]]:
     return app, ports
 
 
+@asynccontextmanager
+async def failing_app_client() -> AsyncIterator[httpx.AsyncClient]:
+    app, _ = failing_app()
+    port = free_port()
+    async with (
+        serve_app(app, "127.0.0.1", port),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
+    ):
+        yield client
+
+
 async def test_a_fault_is_a_500_naming_its_trace_and_keeps_the_connection() -> None:
     app, ports = failing_app()
     port = free_port()
@@ -87,12 +101,7 @@ async def test_a_fault_is_a_500_naming_its_trace_and_keeps_the_connection() -> N
 
 
 async def test_a_transaction_rolled_back_for_a_concurrent_one_is_a_503_to_retry() -> None:
-    app, _ = failing_app()
-    port = free_port()
-    async with (
-        serve_app(app, "127.0.0.1", port),
-        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
-    ):
+    async with failing_app_client() as client:
         for path in ("/deadlock", "/serialization"):
             answer = await client.get(path)
             assert answer.status_code == 503, (path, answer.text)
@@ -102,12 +111,7 @@ async def test_a_transaction_rolled_back_for_a_concurrent_one_is_a_503_to_retry(
 
 
 async def test_a_database_that_cannot_take_the_request_now_is_a_503_to_retry() -> None:
-    app, _ = failing_app()
-    port = free_port()
-    async with (
-        serve_app(app, "127.0.0.1", port),
-        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
-    ):
+    async with failing_app_client() as client:
         for how in DATABASE_AWAY:
             answer = await client.get(f"/database/{how}")
             assert answer.status_code == 503, (how, answer.text)
