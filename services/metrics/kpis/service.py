@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -103,9 +104,7 @@ async def _measure(
         target, currencies, ",".join(factor_texts),
     )  # fmt: skip
 
-    def key(row: asyncpg.Record) -> RowKey:
-        return row["period"], tuple(row[d] for d in query.group_by)
-
+    key = _row_key(query.group_by)
     if needed & SALES_INPUTS:
         columns = _sales_columns(needed, settings)
         # GMV as the tenant defines it replaces the rollups' own gmv sum.
@@ -167,10 +166,24 @@ async def _measure(
             )
 
     measured = Measured(warnings=found.warnings)
+    blank = with_defaults({}, needed)
+    formulas = [(m, FORMULAS[m].compute) for m in query.metrics]
     for row_key, inputs in found.inputs.items():
-        complete = with_defaults(inputs, needed)
-        measured.values[row_key] = {m: FORMULAS[m].compute(complete) for m in query.metrics}
+        # What a bucket lacks of its inputs is as in an empty bucket.
+        complete = {**blank, **inputs}
+        measured.values[row_key] = {metric: compute(complete) for metric, compute in formulas}
     return measured
+
+
+def _row_key(group_by: list[str]) -> Callable[[asyncpg.Record], RowKey]:
+    """A rollup row's (period, dimensions): per row of thousands, so the usual one or
+    no dimension skips the general case's generator."""
+    if not group_by:
+        return lambda row: (row["period"], ())
+    if len(group_by) == 1:
+        (dimension,) = group_by
+        return lambda row: (row["period"], (row[dimension],))
+    return lambda row: (row["period"], tuple(row[d] for d in group_by))
 
 
 def _bucket_end(period: str, grain: str, measured: Grouping) -> date:
