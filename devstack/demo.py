@@ -1,7 +1,7 @@
 """The demo seller `make run` loads: a tenant, a client, and two months of events.
 
-Everything goes through the public API, as an ERP would push it. Event ids are
-deterministic, so loading again on a second `make run` only counts duplicates.
+Everything goes through the public API, as an ERP would push it. Events are
+deterministic by date, so loading again on a second `make run` only counts duplicates.
 """
 
 from __future__ import annotations
@@ -41,12 +41,18 @@ def _money(amount: str, currency: str) -> dict[str, str]:
 
 
 def demo_events(today: date) -> list[dict[str, Any]]:
-    """Order lines over the last 60 days in three stores, and the MXN rates to read them."""
-    rng = random.Random(20260101)
+    """Order lines over the last 60 days in three stores, and the MXN rates to read them.
+
+    Each day's events are drawn from that day alone, so a later `make run` pushes the
+    days it shares with an earlier one unchanged (duplicates), and adds only new days.
+    """
     events: list[dict[str, Any]] = []
     start = today - timedelta(days=DAYS)
-    for day in range(DAYS):
+    # From the day before the first: an order at 02:00 UTC is on the day before in
+    # Mexico City, which needs its rate too, or the first totals come out null.
+    for day in range(-1, DAYS):
         current = start + timedelta(days=day)
+        rng = random.Random(f"demo-{current.isoformat()}")
         events.append(
             {
                 "event_id": f"demo-fx-MXN-{current.isoformat()}",
@@ -62,6 +68,8 @@ def demo_events(today: date) -> list[dict[str, Any]]:
                 },
             }
         )
+        if day < 0:
+            continue
         for platform, store, marketplace, currency in STORES:
             for n in range(rng.randint(3, 9)):
                 sku, category, price = rng.choice(SKUS)

@@ -1,0 +1,36 @@
+"""The demo seller's events: the same on every start, and readable in every total."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+from devstack.demo import DAYS, demo_events
+from shared.events import validate_batch
+from shared.time import local_date
+
+
+def test_a_later_start_pushes_the_days_it_shares_unchanged() -> None:
+    today = date(2026, 11, 27)
+    first = {e["event_id"]: e for e in demo_events(today)}
+    later = {e["event_id"]: e for e in demo_events(today + timedelta(days=1))}
+    shared = first.keys() & later.keys()
+    assert len(shared) > DAYS * 10
+    assert all(first[event_id] == later[event_id] for event_id in shared)
+    # Only the new day's events are new.
+    new = [later[event_id] for event_id in later.keys() - first.keys()]
+    assert {e["payload"].get("purchased_at", e["occurred_at"])[:10] for e in new} == {
+        today.isoformat()
+    }
+
+
+def test_every_local_date_of_an_order_has_an_mxn_rate_on_or_before_it() -> None:
+    events = demo_events(date(2026, 11, 27))
+    _, errors = validate_batch(events)
+    assert errors == []
+    rated = sorted(e["payload"]["date"] for e in events if e["type"] == "fx_rate")
+    for event in events:
+        if event["type"] != "order_line" or event["source"]["marketplace"] != "MX":
+            continue
+        purchased = datetime.fromisoformat(event["payload"]["purchased_at"])
+        day = local_date(purchased, "MX").isoformat()
+        assert rated[0] <= day, (event["event_id"], day)
