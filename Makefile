@@ -8,8 +8,9 @@ STAMP := $(VENV)/.installed-stamp
 
 install: $(STAMP)
 
+# A .venv without pip is one whose creation was cut short (Ctrl-C): made again.
 $(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)

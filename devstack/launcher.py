@@ -3,7 +3,7 @@
 Starts PostgreSQL and the broker (embedded unless ``DATABASE_URL`` /
 ``KAFKA_BOOTSTRAP_SERVERS`` name real servers), migrates every service's schema,
 starts the four services as separate processes, waits for each ``/readyz``, loads the
-demo seller and prints where everything is. Ctrl-C or SIGTERM stops all of it, in
+demo seller and prints where everything is. Ctrl-C, SIGTERM or SIGHUP stops all of it, in
 reverse order, leaving no process and no listening port behind.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import fcntl
 import functools
 import logging
 import os
@@ -51,15 +52,31 @@ READY_TIMEOUT_SECONDS = 60.0
 RESTARTS_A_MINUTE = 3
 STOP_TIMEOUT_SECONDS = 10.0
 DEFAULT_BROKER_PORT = 9092
+# Ctrl-C, a kill, and a closed terminal: each stops everything, PostgreSQL included.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _PR_SET_PDEATHSIG = 1
 
 
 class Stopped(Exception):
-    """Raised inside the main flow when SIGINT or SIGTERM arrives."""
+    """Raised inside the main flow when SIGINT, SIGTERM or SIGHUP arrives."""
+
+
+class AlreadyRunning(SystemExit):
+    """Another launcher runs from the same home: its PostgreSQL and broker are its own,
+    not leftovers to stop."""
+
+    def __init__(self, home: Path, holder: str) -> None:
+        by = f" (launcher pid {holder})" if holder else ""
+        super().__init__(
+            f"Lodestar is already running from {home}{by}; stop it first, or set "
+            "LODESTAR_HOME (and the ports) to run another one beside it"
+        )
 
 
 def _say(message: str) -> None:
-    print(message, flush=True)
+    # A closed terminal (SIGHUP) must not cut the stopping short.
+    with contextlib.suppress(OSError):
+        print(message, flush=True)
 
 
 def _die_with_parent() -> None:
@@ -76,9 +93,12 @@ def _port_from_env(name: str, default: int) -> int:
     if not raw:
         return default
     try:
-        return int(raw)
+        port = int(raw)
     except ValueError:
-        raise SystemExit(f"{name} must be a port number, not {raw!r}") from None
+        port = 0
+    if not 0 < port <= 65535:
+        raise SystemExit(f"{name} must be a port number (1 to 65535), not {raw!r}")
+    return port
 
 
 class Launcher:
@@ -118,6 +138,7 @@ class Launcher:
     def start(self) -> StackConfig:
         """Everything up and ready (servers, migrations, services); ``shutdown`` stops it."""
         self.home.mkdir(parents=True, exist_ok=True)
+        self._claim_home()
         ports = {
             service: _port_from_env(f"LODESTAR_{service.upper()}_PORT", DEFAULT_PORTS[service])
             for service in SERVICES
@@ -167,13 +188,34 @@ class Launcher:
         self.config = config
         return config
 
+    def _claim_home(self) -> None:
+        """Holds the home for as long as this launcher runs (the kernel lets go when it
+        is killed outright): a second one would take the first one's PostgreSQL and
+        broker for leftovers and stop them."""
+        lock = (self.home / "launcher.lock").open("a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip()
+            lock.close()
+            raise AlreadyRunning(self.home, holder) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        self.cleanups.append(lock.close)
+
     def _admin_credentials(self) -> AdminCredentials:
         client_id = os.environ.get("LODESTAR_ADMIN_CLIENT_ID", "")
         client_secret = os.environ.get("LODESTAR_ADMIN_CLIENT_SECRET", "")
         path = self.home / "dev-credentials.json"
         if client_secret:
-            # A secret set alone is the default client's, as the gateway reads it.
-            return AdminCredentials(client_id or DEFAULT_ADMIN_CLIENT_ID, client_secret)
+            # A secret set alone is the default client's, as the gateway reads it; the
+            # file says what the banner says, and what the gateway now accepts.
+            chosen = AdminCredentials(client_id or DEFAULT_ADMIN_CLIENT_ID, client_secret)
+            chosen.save(path)
+            return chosen
         return AdminCredentials.load_or_create(path)
 
     def _start_service(self, service: str, config: StackConfig) -> None:
@@ -284,8 +326,8 @@ class Launcher:
 
     def shutdown(self) -> None:
         # Ignore further Ctrl-C while stopping, so the cleanup itself is never cut short.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for stop in STOP_SIGNALS:
+            signal.signal(stop, signal.SIG_IGN)
         while self.cleanups:
             cleanup = self.cleanups.pop()
             try:
@@ -318,11 +360,11 @@ def main() -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         raise Stopped(signal.Signals(signum).name)
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, on_signal)
     try:
         return launcher.run()
-    except PortInUse as exc:
+    except (PortInUse, AlreadyRunning) as exc:
         print(exc, file=sys.stderr)
         return 2
     except SystemExit as exc:

@@ -34,12 +34,18 @@ class AdminCredentials:
             data = json.loads(path.read_text())
             return cls(client_id=data["client_id"], client_secret=data["client_secret"])
         creds = cls(client_id=DEFAULT_ADMIN_CLIENT_ID, client_secret=secrets.token_urlsafe(32))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(
-            json.dumps({"client_id": creds.client_id, "client_secret": creds.client_secret})
-        )
-        path.chmod(0o600)
+        creds.save(path)
         return creds
+
+    def save(self, path: Path) -> None:
+        """As CONTRACT §1 has it: ``{"client_id", "client_secret"}``, readable by its
+        owner alone."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.chmod(0o600)
+        path.write_text(
+            json.dumps({"client_id": self.client_id, "client_secret": self.client_secret})
+        )
 
 
 def load_or_create_credentials_key(path: Path) -> str:

@@ -98,6 +98,21 @@ def test_make_run_starts_everything_and_sigterm_leaves_nothing(tmp_path: Path) -
     )
     assert token.status_code == 200
 
+    # A second launcher on the same home is refused, and leaves the first one's
+    # PostgreSQL and broker alone (it once took them for leftovers and stopped them).
+    running = {p.pid for p in _descendants(process.pid)}
+    second = subprocess.run(
+        [sys.executable, "-m", "devstack"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert second.stderr.strip() == (
+        f"Lodestar is already running from {home} (launcher pid {process.pid}); stop it "
+        "first, or set LODESTAR_HOME (and the ports) to run another one beside it"
+    )
+    time.sleep(1.5)  # the first launcher's supervisor would have seen a broker die
+    assert {p.pid for p in _descendants(process.pid)} == running
+    assert httpx.get(f"http://127.0.0.1:{ports['ingest']}/readyz").status_code == 200
+
     process.send_signal(signal.SIGTERM)
     assert process.wait(60) == 0
     psutil.wait_procs(children, timeout=10)
@@ -123,6 +138,19 @@ def test_make_run_starts_everything_and_sigterm_leaves_nothing(tmp_path: Path) -
         assert process.wait(60) == 0
     assert _postgres_processes(home) == []
 
+    # A closed terminal (SIGHUP, its output gone) stops everything as Ctrl-C does.
+    process = _start(env)
+    try:
+        _wait_running(process)
+        assert process.stdout is not None
+        process.stdout.close()
+    finally:
+        process.send_signal(signal.SIGHUP)
+        assert process.wait(60) == 0
+    assert _postgres_processes(home) == []
+    for port in [*ports.values(), broker_port]:
+        assert port_is_free("127.0.0.1", port), port
+
 
 def test_port_already_taken_is_one_line_naming_the_variable(tmp_path: Path) -> None:
     ports = {service: free_port() for service in SERVICES}
@@ -141,6 +169,18 @@ def test_port_already_taken_is_one_line_naming_the_variable(tmp_path: Path) -> N
     assert lines == [
         f"port {ports['ingest']} is already in use; set LODESTAR_INGEST_PORT to move it"
     ], result.stderr
+
+
+def test_a_port_out_of_range_is_one_line_naming_the_variable(tmp_path: Path) -> None:
+    env = _launcher_env(tmp_path / "home", {s: free_port() for s in SERVICES}, free_port())
+    env["LODESTAR_INGEST_PORT"] = "99999"
+    result = subprocess.run(
+        [sys.executable, "-m", "devstack"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "LODESTAR_INGEST_PORT must be a port number (1 to 65535), not '99999'"
+    )
 
 
 def test_a_service_refusing_its_settings_says_why_and_leaves_nothing(tmp_path: Path) -> None:

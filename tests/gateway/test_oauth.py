@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import secrets
 from pathlib import Path
 from urllib.parse import quote, quote_plus
@@ -336,3 +337,7 @@ def test_an_admin_secret_set_alone_is_the_default_clients(
     monkeypatch.setenv("LODESTAR_ADMIN_CLIENT_ID", "ops-admin")
     assert Settings().admin_client_id == "ops-admin"
     assert Launcher(tmp_path)._admin_credentials() == AdminCredentials("ops-admin", secret)
+    # The credentials file says what the banner says (CONTRACT §1), not a pair of before.
+    written = json.loads((tmp_path / "dev-credentials.json").read_text())
+    assert written == {"client_id": "ops-admin", "client_secret": secret}
+    assert (tmp_path / "dev-credentials.json").stat().st_mode & 0o777 == 0o600
