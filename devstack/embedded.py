@@ -171,6 +171,19 @@ class EmbeddedPostgres:
         """The postmaster's pid while started, else None."""
         return self._pid
 
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "log"
+
+    def exited(self) -> bool:
+        """True once the server started here has stopped by itself (killed, say)."""
+        if self._pid is None:
+            return False
+        try:
+            return _gone(psutil.Process(self._pid))
+        except psutil.NoSuchProcess:
+            return True
+
     def start(self, *, configured: bool = False) -> str:
         """Starts the server (or reuses one left running on ``data_dir``) and creates the
         database if it is missing.
@@ -187,7 +200,7 @@ class EmbeddedPostgres:
             server = get_server(self.data_dir, cleanup_mode=None)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
             raise EmbeddedError(
-                f"PostgreSQL did not start on {self.data_dir}: {err}\n{tail(self.data_dir / 'log')}"
+                f"PostgreSQL did not start on {self.data_dir}: {err}\n{tail(self.log_path)}"
             ) from err
         info = server.get_postmaster_info()
         self._server = server

@@ -108,6 +108,7 @@ class Launcher:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.config: StackConfig | None = None
         self.broker: EmbeddedBroker | None = None
+        self.postgres: EmbeddedPostgres | None = None
         self._restarted: dict[str, list[float]] = {}
 
     def run(self) -> int:
@@ -158,6 +159,7 @@ class Launcher:
             self.cleanups.append(postgres.stop)
             _say("starting PostgreSQL (embedded) ...")
             database_url = postgres.start()
+            self.postgres = postgres
         embedded_broker = not bootstrap
         if embedded_broker:
             broker = EmbeddedBroker(broker_port, self.home / "tansu.log")
@@ -279,6 +281,15 @@ class Launcher:
         config = self.config
         assert config is not None
         while True:
+            postgres = self.postgres
+            if postgres is not None and postgres.exited():
+                # Not started again here: its killed server's processes may hold the
+                # data directory a while yet, and every service holds connections to it.
+                raise SystemExit(
+                    "PostgreSQL stopped unexpectedly: stopping everything (make run "
+                    f"starts it again). The end of {postgres.log_path}:\n"
+                    f"{tail(postgres.log_path, 6)}"
+                )
             for service, process in list(self.processes.items()):
                 if process.poll() is not None:
                     self._start_again(

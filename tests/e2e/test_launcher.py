@@ -263,3 +263,37 @@ def test_what_stops_by_itself_starts_again_until_it_keeps_stopping(tmp_path: Pat
     assert _postgres_processes(home) == []
     for port in [*ports.values(), broker_port]:
         assert port_is_free("127.0.0.1", port), port
+
+
+@pytest.mark.slow
+def test_postgresql_killed_stops_everything_saying_so_and_the_next_start_recovers(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    ports = {service: free_port() for service in SERVICES}
+    broker_port = free_port()
+    env = _launcher_env(home, ports, broker_port)
+    process = _start(env)
+    try:
+        _wait_running(process)
+        (postmaster,) = [p for p in _postgres_processes(home) if "-D" in p.cmdline()]
+        postmaster.kill()
+        # Not 503s for ever while nothing says why: the stack stops, saying so.
+        assert process.wait(60) == 1
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.stdout is not None
+    said = process.stdout.read()
+    assert "PostgreSQL stopped unexpectedly: stopping everything (make run starts it" in said
+    assert said.rstrip().endswith("stopped."), said
+    for port in [*ports.values(), broker_port]:
+        assert port_is_free("127.0.0.1", port), port
+    process = _start(env)
+    try:
+        _wait_running(process)
+        assert httpx.get(f"http://127.0.0.1:{ports['metrics']}/readyz").status_code == 200
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 0
+    assert _postgres_processes(home) == []
