@@ -2,7 +2,10 @@
 
 PostgreSQL keeps no NUL character in text or jsonb, so a NUL anywhere in a request's
 path, query or JSON body would reach a statement and fail as a server error; one
-check here covers every route of every service, present and future. A path or query
+check here covers every route of every service, present and future. So would a lone
+UTF-16 surrogate escape in a JSON string (``"\ud800"``, as JavaScript's
+``JSON.stringify`` writes half an emoji), which is no character and has no UTF-8; it
+is refused in GraphQL requests too, where it failed in the gateway. A path or query
 percent-encoding bytes that are no UTF-8 is refused as well, not read with U+FFFD. A query
 parameter given twice is refused too: the API takes lists comma-separated, and
 silently keeping one of two values answers a question that was not asked.
@@ -10,11 +13,12 @@ silently keeping one of two values answers a question that was not asked.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
-import orjson
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,7 +27,11 @@ from shared.events import NO_NUL
 
 REPEATED = "given more than once; a list takes its values comma-separated"
 NOT_UTF8 = "percent-encodes bytes that are no UTF-8 text"
+LONE_SURROGATE = "holds a lone UTF-16 surrogate (\\ud800 to \\udfff), which is no character"
 _JSON_NUL = b"\\u0000"
+# Half of a surrogate pair, written as a JSON escape (a whole pair is read as one
+# character and passes).
+_JSON_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 GRAPHQL_PATH = "/graphql"
 
 
@@ -64,35 +72,51 @@ def _query_errors(query_string: bytes) -> list[FieldError]:
     return errors
 
 
-def _nul_paths(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+def _flaw(text: str, nul: bool) -> str | None:
+    """Why a string cannot be taken, if it cannot."""
+    if nul and "\x00" in text:
+        return NO_NUL
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return LONE_SURROGATE
+    return None
+
+
+def _flawed_paths(
+    value: Any, nul: bool, path: tuple[Any, ...] = ()
+) -> Iterator[tuple[tuple[Any, ...], str]]:
     if isinstance(value, str):
-        if "\x00" in value:
-            yield path
+        if reason := _flaw(value, nul):
+            yield path, reason
     elif isinstance(value, dict):
         for key, item in value.items():
-            if "\x00" in key:
-                yield (*path, _shown(key))
+            if reason := _flaw(key, nul):
+                yield (*path, _shown(key).encode("utf-8", "backslashreplace").decode()), reason
             else:
-                yield from _nul_paths(item, (*path, key))
+                yield from _flawed_paths(item, nul, (*path, key))
     elif isinstance(value, list):
         for position, item in enumerate(value):
-            yield from _nul_paths(item, (*path, position))
+            yield from _flawed_paths(item, nul, (*path, position))
 
 
 def _body_errors(
-    body: bytes, field_of: Callable[[tuple[Any, ...]], tuple[int | None, str]]
+    body: bytes, field_of: Callable[[tuple[Any, ...]], tuple[int | None, str]], nul: bool = True
 ) -> list[FieldError]:
-    """The places of a JSON body holding a NUL; a body that is no JSON is the route's."""
-    if _JSON_NUL not in body:
+    """The places of a JSON body holding a NUL (when ``nul``) or a lone surrogate; a
+    body that is no JSON is the route's."""
+    if not (nul and _JSON_NUL in body) and not _JSON_SURROGATE.search(body):
         return []
     try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        # The standard library's parser, which keeps a lone surrogate to be named
+        # (orjson refuses the whole document).
+        document = json.loads(body)
+    except ValueError:
         return []
     errors = []
-    for path in _nul_paths(document):
+    for path, reason in _flawed_paths(document, nul):
         index, field = field_of(("body", *path))
-        errors.append(FieldError(field, NO_NUL, index=index))
+        errors.append(FieldError(field, reason, index=index))
     return errors
 
 
@@ -119,14 +143,15 @@ class InputGuardMiddleware:
             await self._refuse(errors, scope, receive, send)
             return
         headers = dict(scope["headers"])
-        # GraphQL answers bad input in its own shape (BAD_USER_INPUT), not as a 422.
-        if b"json" not in headers.get(b"content-type", b"") or scope["path"] == GRAPHQL_PATH:
+        if b"json" not in headers.get(b"content-type", b""):
             await self.app(scope, receive, send)
             return
         body, complete = await read_body(receive)
         if not complete:
             return  # the client went away before its request was whole
-        errors = _body_errors(body, self.field_of)
+        # GraphQL answers a NUL in its own way (BAD_USER_INPUT from the field that
+        # reads it); a lone surrogate no field could read.
+        errors = _body_errors(body, self.field_of, nul=scope["path"] != GRAPHQL_PATH)
         if errors:
             await self._refuse(errors, scope, receive, send)
             return

@@ -8,6 +8,7 @@ the csv module refuses, a body that is no UTF-8.
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import httpx
@@ -95,6 +96,48 @@ async def test_nul_anywhere_in_a_request_is_named(
         headers=tenant.headers,
     )
     assert direct.status_code == 422 and direct.json()["errors"][0]["field"] == "path"
+
+
+async def test_a_lone_surrogate_in_json_is_named_never_a_500(
+    http: httpx.AsyncClient, tenant: TenantClient, new_tenant: NewTenant
+) -> None:
+    """JavaScript's JSON.stringify writes half an emoji as "\\ud83d": no character, and
+    no UTF-8 for PostgreSQL or for a call to another service."""
+    agency = await new_tenant()
+    half = "\ud83d"
+    cases: list[tuple[str, str, dict[str, Any], str, int | None]] = [
+        ("POST", "/v1/grants", {"agency_tenant_id": agency.tenant_id, "stores": ["s1"],
+                                "scopes": [half]}, "scopes.0", None),
+        ("POST", "/v1/connections", {"platform": "shopify", "store_id": "s1",
+                                     "marketplace": "US", "granted_scopes": ["read_orders"],
+                                     "credentials": {"access_token": half}},
+         "credentials.access_token", None),
+        ("POST", "/v1/events", {"events": [{"event_id": "e", "type": "fee",
+                                            "payload": {half: "x"}}]}, "payload.\\ud83d", 0),
+    ]  # fmt: skip
+    headers = {**tenant.headers, "Content-Type": "application/json"}
+    for method, path, body, field, index in cases:
+        # json.dumps escapes it as a browser does; httpx's own encoding would refuse it.
+        answer = await http.request(method, path, content=json.dumps(body), headers=headers)
+        assert answer.status_code == 422, (path, answer.text)
+        error = answer.json()["errors"][0]
+        assert (error["field"], error.get("index")) == (field, index), answer.text
+        assert "surrogate" in error["reason"]
+    # A whole pair is one character (an emoji), and passes.
+    whole = {
+        "agency_tenant_id": agency.tenant_id,
+        "stores": ["s\ud83d\ude00"],
+        "scopes": ["kpi:read"],
+    }
+    granted = await http.post("/v1/grants", content=json.dumps(whole), headers=headers)
+    assert granted.status_code == 201, granted.text
+    # In GraphQL, where it failed in the gateway as INTERNAL.
+    query = {"query": KPIS, "variables": {"i": {**MONTH, "metrics": [half]}}}
+    answer = await http.post("/graphql", content=json.dumps(query), headers=headers)
+    assert answer.status_code == 422, answer.text
+    [error] = answer.json()["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["extensions"]["errors"][0]["field"] == "variables.i.metrics.0"
 
 
 @pytest.mark.parametrize(

@@ -118,6 +118,8 @@ async def test_authorize_errors(http: httpx.AsyncClient, new_tenant: NewTenant) 
     client_id = await frontend_client(http, admin)
     user = await add_user(http, admin, "viewer")
     _, challenge = pkce()
+    metadata = await http.get("/.well-known/oauth-authorization-server")
+    issuer = metadata.json()["issuer"]
     # Client and redirect URI problems stay on the page: no redirect to an unknown URI.
     for change in (
         {"client_id": "cl_nobody"},
@@ -142,6 +144,8 @@ async def test_authorize_errors(http: httpx.AsyncClient, new_tenant: NewTenant) 
         assert answer.status_code == 303, change
         query = parse_qs(urlsplit(answer.headers["location"]).query)
         assert query["error"] == [error] and query["state"] == ["xyz"], change
+        # RFC 9207: errors name the issuer as successes do.
+        assert query["iss"] == [issuer], change
     # Wrong password and unknown e-mail read the same.
     for email, password in ((user["email"], "wrong password!!"), ("nobody@example.com", PASSWORD)):
         answer = await http.post(
@@ -168,6 +172,21 @@ async def test_authorize_errors(http: httpx.AsyncClient, new_tenant: NewTenant) 
     assert cc.status_code == 401
     missing = await exchange(http, client_id, grant_type="authorization_code", code="x")
     assert missing.status_code == 400 and missing.json()["error"] == "invalid_request"
+    # A NUL in the sign-in form is refused on the page, never a 500.
+    for field in ("email", "client_id", "password"):
+        form = {**authorize_params(client_id, challenge), "email": user["email"]}
+        form = {**form, "password": PASSWORD, field: "a\x00b"}
+        answer = await http.post("/oauth/authorize", data=form)
+        assert answer.status_code == 400 and "NUL" in answer.text, (field, answer.text)
+    # RFC 7636 §4.1: a verifier of the wrong form is a bad request, and leaves the code.
+    query, verifier = await sign_in(http, client_id, user["email"])
+    form = {"grant_type": "authorization_code", "code": query["code"][0], "redirect_uri": REDIRECT}
+    for malformed in ("short", "x" * 129, "x" * 42 + " ", "é" * 43):
+        answer = await exchange(http, client_id, **form, code_verifier=malformed)
+        assert answer.status_code == 400, malformed
+        assert answer.json()["error"] == "invalid_request", malformed
+        assert "code_verifier" in answer.json()["error_description"], malformed
+    assert (await exchange(http, client_id, **form, code_verifier=verifier)).status_code == 200
 
 
 async def test_user_and_client_validation_names_the_field(

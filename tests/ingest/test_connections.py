@@ -37,6 +37,8 @@ def connection(**changes: Any) -> dict[str, Any]:
         ("amazon", ["Pricing"], "granted_scopes.0"),
         ("amazon_ads", ["advertising::campaign_management"], "granted_scopes.0"),
         ("walmart", ["Orders: Full Access"], "granted_scopes.0"),
+        ("walmart", ["Full  Access"], "granted_scopes.0"),
+        ("amazon", ["Inventory and Order Tracking", "Product \t Listing"], "granted_scopes.1"),
         ("tiktok", ["seller.order.info", "seller.product.write"], "granted_scopes.1"),
     ],
 )

@@ -65,7 +65,12 @@ class RedirectError(Exception):
         self.description = description
 
 
-def _redirect(request: AuthorizationRequest, params: dict[str, str]) -> RedirectResponse:
+def _redirect(
+    request: AuthorizationRequest, params: dict[str, str], issuer: str
+) -> RedirectResponse:
+    # RFC 9207: every answer sent to the redirect_uri names the issuer, errors included
+    # (the metadata says authorization_response_iss_parameter_supported).
+    params["iss"] = issuer
     if request.state:
         params["state"] = request.state
     separator = "&" if "?" in request.redirect_uri else "?"
@@ -116,18 +121,21 @@ def _page(request: AuthorizationRequest | None, message: str, status: int = 200)
     return HTMLResponse(body, status_code=status, headers=PAGE_HEADERS)
 
 
-async def _start(session: DbSession, request: AuthorizationRequest) -> Response:
+async def _start(session: DbSession, request: AuthorizationRequest, issuer: str) -> Response:
     try:
         await _checked(session, request)
     except PageError as error:
         return _page(None, str(error), status=400)
     except RedirectError as error:
-        return _redirect(request, {"error": error.error, "error_description": error.description})
+        return _redirect(
+            request, {"error": error.error, "error_description": error.description}, issuer
+        )
     return _page(request, "")
 
 
 @router.get("/oauth/authorize", summary="Sign-in page of the authorization code flow")
 async def authorize_page(
+    request: Request,
     session: DbSession,
     client_id: str = "",
     redirect_uri: str = "",
@@ -150,6 +158,7 @@ async def authorize_page(
             code_challenge,
             code_challenge_method,
         ),
+        request.app.state.settings.effective_issuer,
     )
 
 
@@ -170,13 +179,20 @@ async def authorize_submit(
     authorization = AuthorizationRequest(
         client_id, redirect_uri, response_type, scope, state, code_challenge, code_challenge_method
     )
+    issuer = request.app.state.settings.effective_issuer
+    # The form is no JSON for the input guard to read; PostgreSQL keeps no NUL.
+    form = (await request.form()).multi_items()
+    holding_nul = {name for name, value in form if "\x00" in name or "\x00" in str(value)}
+    if holding_nul:
+        names = ", ".join(sorted(name.replace("\x00", "\\u0000") for name in holding_nul))
+        return _page(None, f"These fields must not contain the NUL character: {names}.", 400)
     try:
         client = await _checked(session, authorization)
     except PageError as error:
         return _page(None, str(error), status=400)
     except RedirectError as error:
         return _redirect(
-            authorization, {"error": error.error, "error_description": error.description}
+            authorization, {"error": error.error, "error_description": error.description}, issuer
         )
     user = await UserRepository(session).by_email(email) if email else None
     # The hash is checked even for an unknown address, so timing reveals no account.
@@ -199,10 +215,10 @@ async def authorize_submit(
         return _redirect(
             authorization,
             {"error": "invalid_scope", "error_description": "no requested scope is allowed"},
+            issuer,
         )
     code = await sessions.issue_code(
         session, client.client_id, user.id, user.tenant_id, redirect_uri, granted, code_challenge
     )
     request.state.audit_detail = {"outcome": "signed_in", "scope": granted}
-    settings = request.app.state.settings
-    return _redirect(authorization, {"code": code, "iss": settings.effective_issuer})
+    return _redirect(authorization, {"code": code}, issuer)

@@ -4,6 +4,7 @@ every token of its family (the sign-in it descends from)."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import timedelta
 from typing import Any
@@ -84,6 +85,21 @@ def _required(form_request: TokenRequest, name: str) -> str:
     return value
 
 
+# RFC 7636 §4.1: 43 to 128 unreserved characters. Checked before the code is looked
+# up, so a malformed request does not use the code up.
+VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")
+
+
+def _verifier(form_request: TokenRequest) -> str:
+    verifier = _required(form_request, "code_verifier")
+    if not VERIFIER.fullmatch(verifier):
+        raise InvalidRequestError(
+            "code_verifier must be 43 to 128 characters of A-Z, a-z, 0-9, '-', '.', '_' "
+            "and '~' (RFC 7636)"
+        )
+    return verifier
+
+
 async def _grant(
     request: Request, session: AsyncSession, form_request: TokenRequest, client: OAuthClient
 ) -> dict[str, Any]:
@@ -95,7 +111,7 @@ async def _grant(
                 _required(form_request, "code"),
                 client.client_id,
                 _required(form_request, "redirect_uri"),
-                _required(form_request, "code_verifier"),
+                _verifier(form_request),
             )
             scope = redeemed.scope
         else:

@@ -15,7 +15,7 @@ from typing import Literal, get_args
 Platform = Literal["amazon", "amazon_ads", "mercadolibre", "shopify", "walmart", "tiktok"]
 PLATFORMS: tuple[str, ...] = get_args(Platform)
 _WRITE_WORDS = re.compile(
-    r"(?:^|[^a-z])(write|full[ _-]?access|manage|management|update|delete|create|edit|"
+    r"(?:^|[^a-z])(write|full[\s_-]*access|manage|management|update|delete|create|edit|"
     r"modify|submit|post)(?:[^a-z]|$)",
     re.IGNORECASE,
 )
@@ -38,7 +38,8 @@ _AMAZON_WRITE_ROLES = frozenset(
 
 def write_access(platform: str, scope: str) -> str | None:
     """Why ``scope`` would let Lodestar write to ``platform``, or None when it only reads."""
-    normalized = scope.strip().lower()
+    # However it is spaced: "Full  Access" and "Product\tListing" grant what they say.
+    normalized = " ".join(scope.split()).lower()
     if platform == "amazon" and normalized in _AMAZON_WRITE_ROLES:
         return f"the SP-API role {scope} can change the seller's account"
     if _WRITE_WORDS.search(normalized):
