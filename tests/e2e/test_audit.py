@@ -63,6 +63,12 @@ async def test_writes_sign_ins_and_grants_are_recorded_per_tenant(
     assert grant.status_code == 201
     revoked = await http.delete(f"/v1/grants/{grant.json()['id']}", headers=seller.headers)
     assert revoked.status_code == 204
+    # Ending a token is a write of the tenant's too.
+    spare = await fetch_token(http, seller.client_id, seller.client_secret, scope="kpi:read")
+    ended = await http.post(
+        "/oauth/revoke", data={"token": spare}, auth=(seller.client_id, seller.client_secret)
+    )
+    assert ended.status_code == 200
 
     expected = {
         ("ingest", "POST /v1/events", 422),
@@ -70,6 +76,7 @@ async def test_writes_sign_ins_and_grants_are_recorded_per_tenant(
         ("gateway", "POST /v1/grants", 201),
         ("gateway", "DELETE /v1/grants/{grant_id}", 204),
         ("gateway", "POST /oauth/token", 200),
+        ("gateway", "POST /oauth/revoke", 200),
         # What the platform admin did to the tenant is in the tenant's own trail.
         ("gateway", "POST /v1/tenants", 201),
         ("gateway", "POST /v1/tenants/{tenant_id}/clients", 201),

@@ -95,10 +95,17 @@ async def revoke(request: Request, session: DbSession) -> Response:
     if isinstance(checked, JSONResponse):
         return checked
     form_request, client = checked
+    # Audited as the tenant's write it is (RFC 7009 answers 200 whatever the token).
+    request.state.audit_actor = {
+        "actor": client.client_id,
+        "client_id": client.client_id,
+        "tenant_id": client.tenant_id,
+    }
     token = form_request.form["token"]
     refresh = await sessions.find_refresh(session, token)
     if refresh is not None:
         if refresh.client_id == client.client_id:
+            request.state.audit_actor["actor"] = refresh.user_id
             # RFC 7009 §2.1: the access tokens issued from it end with it.
             refuse_at_once(request, await sessions.revoke_family(session, refresh.family_id))
         return Response(status_code=200)
