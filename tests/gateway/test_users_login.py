@@ -153,7 +153,8 @@ async def test_authorize_errors(http: httpx.AsyncClient, new_tenant: NewTenant) 
             data={**authorize_params(client_id, challenge), "email": email, "password": password},
         )
         assert answer.status_code == 401 and "Wrong e-mail or password" in answer.text
-    # A user of another tenant cannot sign in to this tenant's application.
+    # A user of another tenant cannot sign in to this tenant's application, and is as
+    # unknown to it as an address no one has: the answer tells no account exists.
     other_admin = await new_tenant()
     stranger = await add_user(http, other_admin, "owner")
     answer = await http.post(
@@ -164,7 +165,7 @@ async def test_authorize_errors(http: httpx.AsyncClient, new_tenant: NewTenant) 
             "password": PASSWORD,
         },
     )
-    assert answer.status_code == 403
+    assert answer.status_code == 401 and "Wrong e-mail or password" in answer.text
     # A public client cannot use a secret, nor get client_credentials tokens.
     cc = await http.post(
         "/oauth/token", data={"grant_type": "client_credentials", "client_id": client_id}
@@ -537,3 +538,27 @@ async def test_a_revoked_token_gets_no_remembered_graphql_answer(
     refused = await http.post("/graphql", json=query, headers=bearer)
     assert refused.status_code == 401, refused.text
     assert refused.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_an_address_is_a_users_within_its_tenant_only(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """One tenant learns nothing of another's users from a 409, and one person may be a
+    user of two tenants (a seller's and its agency's), signing in to each apart."""
+    seller, agency = await new_tenant(), await new_tenant()
+    both = {"email": "Ana@Example.com", "name": "Ana", "password": PASSWORD}
+    as_seller = await http.post(
+        "/v1/users", json={**both, "role": "analyst"}, headers=seller.headers
+    )
+    as_agency = await http.post("/v1/users", json={**both, "role": "owner"}, headers=agency.headers)
+    assert (as_seller.status_code, as_agency.status_code) == (201, 201), as_agency.text
+    again = await http.post(
+        "/v1/users",
+        json={**both, "email": "ana@example.com", "role": "viewer"},
+        headers=seller.headers,
+    )
+    assert again.status_code == 409, again.text
+    for admin, user in ((seller, as_seller.json()), (agency, as_agency.json())):
+        tokens = await user_tokens(http, await frontend_client(http, admin), "ana@example.com")
+        claims = claims_of(tokens["access_token"])
+        assert (claims["sub"], claims["tenant"]) == (user["id"], admin.tenant_id)

@@ -194,7 +194,14 @@ async def authorize_submit(
         return _redirect(
             authorization, {"error": error.error, "error_description": error.description}, issuer
         )
-    user = await UserRepository(session).by_email(email) if email else None
+    # Looked up within the application's tenant: a user of another tenant is as unknown
+    # here as an address no one has (a refusal naming it would tell that it exists).
+    # An application of no tenant signs no user in.
+    user = (
+        await UserRepository(session).by_email(client.tenant_id, email)
+        if email and client.tenant_id is not None
+        else None
+    )
     # The hash is checked even for an unknown address, so timing reveals no account.
     valid = await verify_password(password, user.password_hash if user else None)
     if user is not None:
@@ -207,9 +214,6 @@ async def authorize_submit(
     if user is None or not valid or user.disabled_at is not None:
         request.state.audit_detail = {"outcome": "sign_in_failed"}
         return _page(authorization, WRONG_CREDENTIALS, status=401)
-    if client.tenant_id is not None and client.tenant_id != user.tenant_id:
-        request.state.audit_detail = {"outcome": "sign_in_refused"}
-        return _page(authorization, "This account cannot sign in to this application.", 403)
     granted = granted_scope(authorization.scope, user, client)
     if not granted:
         return _redirect(

@@ -19,9 +19,13 @@ class UserRepository:
     async def get(self, user_id: str) -> User | None:
         return await self.session.get(User, user_id)
 
-    async def by_email(self, email: str) -> User | None:
+    async def by_email(self, tenant_id: str, email: str) -> User | None:
+        """The tenant's user by that address: addresses are unique within a tenant only."""
         result = await self.session.execute(
-            select(User).where(func.lower(col(User.email)) == email.strip().lower())
+            select(User).where(
+                col(User.tenant_id) == tenant_id,
+                func.lower(col(User.email)) == email.strip().lower(),
+            )
         )
         return result.scalar_one_or_none()
 

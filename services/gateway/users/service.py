@@ -68,8 +68,8 @@ async def create_user(
     check_owner_rights(principal, data.role)
     _check_limits_within(data.limits.as_claim() if data.limits else None, access)
     repository = UserRepository(session)
-    if await repository.by_email(data.email) is not None:
-        raise Conflict(f"a user with e-mail {data.email} already exists")
+    if await repository.by_email(access.tenant_id, data.email) is not None:
+        raise Conflict(f"this tenant has a user with e-mail {data.email} already")
     now = utcnow()
     return await repository.add(
         User(
