@@ -23,6 +23,8 @@ from shared.telemetry import current_trace_id
 
 log = logging.getLogger("lodestar.audit")
 
+# Every service's trail of writes, one table in its own schema.
+AUDIT_TABLE = "audit_log"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 AUDITED_PREFIXES = ("/v1/", "/oauth/")
 AUDIT_PATH = "/internal/audit"
@@ -137,7 +139,7 @@ class AuditMiddleware:
         try:
             async with db.raw_connection() as conn:
                 await conn.execute(
-                    "INSERT INTO audit_log (tenant_id, actor, client_id, service, action, "
+                    f"INSERT INTO {AUDIT_TABLE} (tenant_id, actor, client_id, service, action, "
                     "target, status, ip, user_agent, trace_id, detail) "
                     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb)",
                     record["tenant_id"],
@@ -163,7 +165,7 @@ async def audit_rows(
     """A tenant's audit entries of this service, newest first."""
     async with db.raw_connection() as conn:
         rows = await conn.fetch(
-            f"SELECT {', '.join(COLUMNS)} FROM audit_log WHERE tenant_id = $1 "
+            f"SELECT {', '.join(COLUMNS)} FROM {AUDIT_TABLE} WHERE tenant_id = $1 "
             "AND ($2::timestamptz IS NULL OR at >= $2) AND ($3::timestamptz IS NULL OR at < $3) "
             "ORDER BY at DESC, id DESC LIMIT $4",
             tenant_id,

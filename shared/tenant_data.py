@@ -25,6 +25,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from shared.access import WholeTenantAdmin
+from shared.audit import AUDIT_TABLE
 from shared.db import Database, row_count
 from shared.errors import NotFound
 
@@ -231,6 +232,15 @@ async def erase_tenant(
                 f"DELETE FROM {table.qualified} WHERE {table.where}", tenant_id
             )
             deleted[table.name] = row_count(status)
+        if any(table.name == AUDIT_TABLE for table in tables):
+            # What an agency did in a seller's data stays in the seller's trail, but no
+            # longer says who: the erased tenant, its clients and users go unnamed.
+            await conn.execute(
+                f'UPDATE "{schema}".{AUDIT_TABLE} SET actor = NULL, client_id = NULL, '
+                "detail = jsonb_set(detail, '{acting_tenant}', 'null') "
+                "WHERE detail->>'acting_tenant' = $1",
+                tenant_id,
+            )
     return deleted
 
 

@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 
 from tests.conftest import NewTenant, Stack, TenantClient, fetch_token
+from tests.e2e.test_export_erasure import erasure_done
+from tests.e2e.test_grants import sale
 
 Entries = list[dict[str, Any]]
 
@@ -106,3 +108,42 @@ async def test_writes_sign_ins_and_grants_are_recorded_per_tenant(
     assert since_now.json()["entries"] == []
     too_many = await http.get("/v1/audit", params={"limit": 5000}, headers=seller.headers)
     assert too_many.status_code == 422 and too_many.json()["errors"][0]["field"] == "limit"
+
+
+async def test_an_erased_agency_is_no_longer_named_in_its_sellers_trail(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """What the agency did stays in the seller's trail; who did it goes with the agency."""
+    seller, agency = await new_tenant(), await new_tenant()
+    granted = await http.post(
+        "/v1/grants",
+        json={"agency_tenant_id": agency.tenant_id, "stores": ["s1"], "scopes": ["ingest:write"]},
+        headers=seller.headers,
+    )
+    assert granted.status_code == 201, granted.text
+    pushed = await http.post(
+        "/v1/events",
+        params={"tenant_id": seller.tenant_id},
+        json={"events": [sale("agency-push-1", "s1", "10.00")]},
+        headers=agency.headers,
+    )
+    assert pushed.status_code == 202, pushed.text
+
+    def agency_push(entries: Entries) -> list[dict[str, Any]]:
+        return [e for e in entries if e["action"] == "POST /v1/events" and e["status"] == 202]
+
+    (before,) = agency_push(await audit_entries(http, seller, lambda e: bool(agency_push(e))))
+    assert before["client_id"] == agency.client_id
+    assert before["detail"]["acting_tenant"] == agency.tenant_id
+    erased = await http.request(
+        "DELETE",
+        f"/v1/tenants/{agency.tenant_id}",
+        json={"confirm": agency.tenant_id},
+        headers=agency.headers,
+    )
+    assert erased.status_code == 202, erased.text
+    await erasure_done(http, agency, agency.tenant_id)
+    (after,) = agency_push(await audit_entries(http, seller, 1))
+    assert (after["actor"], after["client_id"]) == (None, None)
+    assert after["detail"] == {**before["detail"], "acting_tenant": None}
+    assert agency.tenant_id not in str(after) and agency.client_id not in str(after)
