@@ -34,6 +34,14 @@ def _launcher_env(home: Path, ports: dict[str, int], broker_port: int) -> dict[s
     return env
 
 
+def _own_stack(tmp_path: Path) -> tuple[Path, dict[str, int], int, dict[str, str]]:
+    """A home, free ports and the environment of a launcher of the test's own."""
+    home = tmp_path / "home"
+    ports = {service: free_port() for service in SERVICES}
+    broker_port = free_port()
+    return home, ports, broker_port, _launcher_env(home, ports, broker_port)
+
+
 def _start(env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "devstack"],
@@ -77,10 +85,7 @@ def _postgres_processes(home: Path) -> list[psutil.Process]:
 
 @pytest.mark.slow
 def test_make_run_starts_everything_and_sigterm_leaves_nothing(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    ports = {service: free_port() for service in SERVICES}
-    broker_port = free_port()
-    env = _launcher_env(home, ports, broker_port)
+    home, ports, broker_port, env = _own_stack(tmp_path)
 
     process = _start(env)
     output = _wait_running(process)
@@ -226,10 +231,8 @@ def _ready(url: str, timeout: float = 60) -> None:
 
 @pytest.mark.slow
 def test_what_stops_by_itself_starts_again_until_it_keeps_stopping(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    ports = {service: free_port() for service in SERVICES}
-    broker_port = free_port()
-    process = _start(_launcher_env(home, ports, broker_port))
+    home, ports, broker_port, env = _own_stack(tmp_path)
+    process = _start(env)
     try:
         _wait_running(process)
         # The broker, killed, comes back (empty) and ingest finds it again.
@@ -269,10 +272,7 @@ def test_what_stops_by_itself_starts_again_until_it_keeps_stopping(tmp_path: Pat
 def test_postgresql_killed_stops_everything_saying_so_and_the_next_start_recovers(
     tmp_path: Path,
 ) -> None:
-    home = tmp_path / "home"
-    ports = {service: free_port() for service in SERVICES}
-    broker_port = free_port()
-    env = _launcher_env(home, ports, broker_port)
+    home, ports, broker_port, env = _own_stack(tmp_path)
     process = _start(env)
     try:
         _wait_running(process)
