@@ -36,7 +36,8 @@ GRAPHQL_PATH = "/graphql"
 
 
 def _shown(name: str) -> str:
-    return name.replace("\x00", "\\u0000")
+    """A name as JSON escapes what it could not show (a NUL, a lone surrogate)."""
+    return name.replace("\x00", "\\u0000").encode("utf-8", "backslashreplace").decode()
 
 
 def _path_errors(scope: Scope) -> list[FieldError]:
@@ -92,7 +93,7 @@ def _flawed_paths(
     elif isinstance(value, dict):
         for key, item in value.items():
             if reason := _flaw(key, nul):
-                yield (*path, _shown(key).encode("utf-8", "backslashreplace").decode()), reason
+                yield (*path, _shown(key)), reason
             else:
                 yield from _flawed_paths(item, nul, (*path, key))
     elif isinstance(value, list):

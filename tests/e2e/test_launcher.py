@@ -67,6 +67,14 @@ def _wait_running(process: subprocess.Popen[str], timeout: float = 120) -> str:
     raise AssertionError("launcher did not come up:\n" + "".join(output))
 
 
+def _said_once_stopped(process: subprocess.Popen[str]) -> str:
+    """All the launcher said, once it stopped (killed if a failed check left it running)."""
+    if process.poll() is None:
+        process.kill()
+    assert process.stdout is not None
+    return process.stdout.read()
+
+
 def _descendants(pid: int) -> list[psutil.Process]:
     try:
         return psutil.Process(pid).children(recursive=True)
@@ -254,10 +262,7 @@ def test_what_stops_by_itself_starts_again_until_it_keeps_stopping(tmp_path: Pat
                 time.sleep(1)
         assert process.wait(60) == 1
     finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.stdout is not None
-    said = process.stdout.read()
+        said = _said_once_stopped(process)
     assert "the broker (Tansu) stopped unexpectedly" in said, said
     assert said.count("metrics stopped unexpectedly (-9); starting it again") == 3, said
     # The reason comes before the stack stops, not after.
@@ -281,10 +286,7 @@ def test_postgresql_killed_stops_everything_saying_so_and_the_next_start_recover
         # Not 503s for ever while nothing says why: the stack stops, saying so.
         assert process.wait(60) == 1
     finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.stdout is not None
-    said = process.stdout.read()
+        said = _said_once_stopped(process)
     assert "PostgreSQL stopped unexpectedly: stopping everything (make run starts it" in said
     assert said.rstrip().endswith("stopped."), said
     for port in [*ports.values(), broker_port]:

@@ -95,12 +95,12 @@ def _refusal(answer: GraphQLHTTPResponse) -> LodestarError | None:
             return Unauthenticated(str(error.get("message") or "missing or invalid access token"))
     if answer.get("data") is not None or not errors:
         return None
-    scopes = [extension.get("scope") for extension in extensions]
-    if all(extension.get("error") == InsufficientScope.code for extension in extensions) and all(
+    scopes = {extension.get("scope") for extension in extensions}
+    if any(extension.get("error") != InsufficientScope.code for extension in extensions) or not all(
         isinstance(scope, str) for scope in scopes
     ):
-        return InsufficientScope(" ".join(sorted({str(scope) for scope in scopes})))
-    return None
+        return None
+    return InsufficientScope(" ".join(sorted(str(scope) for scope in scopes)))
 
 
 @lru_cache(maxsize=512)

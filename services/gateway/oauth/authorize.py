@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from services.gateway.oauth import sessions
 from services.gateway.oauth.models import OAuthClient
 from services.gateway.oauth.repository import ClientRepository
+from services.gateway.oauth.server import fields_holding_nul
 from services.gateway.oauth.user_grants import granted_scope
 from services.gateway.users.passwords import verify_password
 from services.gateway.users.repository import UserRepository
@@ -180,11 +181,7 @@ async def authorize_submit(
         client_id, redirect_uri, response_type, scope, state, code_challenge, code_challenge_method
     )
     issuer = request.app.state.settings.effective_issuer
-    # The form is no JSON for the input guard to read; PostgreSQL keeps no NUL.
-    form = (await request.form()).multi_items()
-    holding_nul = {name for name, value in form if "\x00" in name or "\x00" in str(value)}
-    if holding_nul:
-        names = ", ".join(sorted(name.replace("\x00", "\\u0000") for name in holding_nul))
+    if names := fields_holding_nul((await request.form()).multi_items()):
         return _page(None, f"These fields must not contain the NUL character: {names}.", 400)
     try:
         client = await _checked(session, authorization)

@@ -14,7 +14,7 @@ import binascii
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 from urllib.parse import unquote_plus
@@ -150,6 +150,13 @@ def _basic_client_id(headers: Mapping[str, str]) -> str | None:
     return client_id or None
 
 
+def fields_holding_nul(items: Iterable[tuple[str, object]]) -> str:
+    """The form fields holding a NUL, which PostgreSQL keeps in no text (a form is no
+    JSON for the input guard to read), named as JSON writes it; "" when none does."""
+    holding = sorted({name for name, value in items if "\x00" in name or "\x00" in str(value)})
+    return ", ".join(name.replace("\x00", "\\u0000") for name in holding)
+
+
 class TokenRequest(OAuth2Request):
     """A token request read from Starlette, its form already parsed."""
 
@@ -184,9 +191,7 @@ class TokenRequest(OAuth2Request):
         repeated = sorted(name for name, count in Counter(k for k, _ in items).items() if count > 1)
         if repeated:
             raise InvalidRequestError(f"parameters must not repeat: {', '.join(repeated)}")
-        holding_nul = sorted({k for k, v in items if "\x00" in k or "\x00" in v})
-        if holding_nul:
-            names = ", ".join(name.replace("\x00", "\\u0000") for name in holding_nul)
+        if names := fields_holding_nul(items):
             raise InvalidRequestError(f"parameters must not contain the NUL character: {names}")
         if require_grant_type and not form.get("grant_type"):
             raise InvalidRequestError("grant_type is required")
