@@ -252,6 +252,50 @@ async def test_a_batch_that_failed_is_applied_again_and_nothing_after_it_is_lost
         await producer.stop()
 
 
+async def test_events_that_arrive_while_a_batch_is_applied_are_applied_together_next(
+    fresh_database: FreshDatabase,
+    kafka_bootstrap: str,
+    minter: TokenMinter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings, topic, tenant, token = await own_consumer(fresh_database, kafka_bootstrap, minter)
+    await ensure_topics(kafka_bootstrap, [topic])
+    entered, resume = asyncio.Event(), asyncio.Event()
+    batch_sizes: list[int] = []
+    applying = consumer_module.apply_messages
+
+    async def held_first(db: Any, messages: list[EventMessage], erased: Any = ()) -> int:
+        batch_sizes.append(len(messages))
+        if not entered.is_set():
+            entered.set()
+            await resume.wait()
+        return await applying(db, messages, erased)
+
+    monkeypatch.setattr(consumer_module, "apply_messages", held_first)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=False)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, message(tenant, "e1", 1), partition=0)
+        async with serving(settings, minter) as (app, client):
+            await asyncio.wait_for(entered.wait(), 30)
+            # Three events while the first batch is applied, each in a fetch of its own.
+            for number, partition in ((2, 1), (3, 0), (4, 2)):
+                await producer.send_and_wait(
+                    topic, message(tenant, f"e{number}", number), partition=partition
+                )
+                await asyncio.sleep(0.3)
+            resume.set()
+
+            async def applied_all() -> bool:
+                return app.state.consumer.counters.applied >= 4
+
+            await wait_until(applied_all)
+            assert batch_sizes == [1, 3]
+            assert await gmv(client, token) == 100.0
+    finally:
+        await producer.stop()
+
+
 async def test_an_event_that_fails_twice_is_dead_lettered_and_the_rest_applied(
     fresh_database: FreshDatabase,
     kafka_bootstrap: str,

@@ -9,6 +9,7 @@ the dead-letter topic with the reason, and the consumer goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Container
 from dataclasses import dataclass
@@ -59,6 +60,8 @@ log = logging.getLogger(__name__)
 BATCH_RECORDS = 5000
 # Records parsed between two looks at the batch being applied.
 PARSE_CHUNK = 500
+# How often a read ahead takes the records that arrived while a batch is applied.
+GATHER_SECONDS = 0.01
 tracer = trace.get_tracer("lodestar.metrics.consumer")
 
 RETRY_SECONDS = 1.0
@@ -93,6 +96,39 @@ class Fetched:
     def first(self) -> dict[TopicPartition, int]:
         """Where to read the batch again from."""
         return {tp: items[0].offset for tp, items in self.batches.items()}
+
+
+class _Gathering:
+    """The records of a batch read in several takes, and what parsing them gave."""
+
+    def __init__(self) -> None:
+        self.batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
+        self.good: list[tuple[ConsumerRecord[bytes, bytes], EventMessage]] = []
+        self.bad: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
+        self.repeats = 0
+        self.count = 0
+
+    async def take(
+        self, db: Database, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> None:
+        # Kept before anything is awaited: a read stopped midway still knows its offsets.
+        for partition, items in batches.items():
+            self.batches.setdefault(partition, []).extend(items)
+        records = [record for items in batches.values() for record in items]
+        self.count += len(records)
+        if not records:
+            return
+        fresh = await without_repeats(db, records)
+        self.repeats += len(records) - len(fresh)
+        for start in range(0, len(fresh), PARSE_CHUNK):
+            chunk = parse_records(fresh[start : start + PARSE_CHUNK])
+            self.good += chunk.good
+            self.bad += chunk.bad
+            # Lets the batch being applied send its next statement meanwhile.
+            await asyncio.sleep(0)
+
+    def fetched(self) -> Fetched:
+        return Fetched(self.batches, Parsed(self.good, self.bad, self.repeats))
 
 
 def parse_records(records: list[ConsumerRecord[bytes, bytes]]) -> Parsed:
@@ -426,8 +462,13 @@ class FactConsumer:
                         fetched, ahead = await ahead, None
                     if fetched is None:
                         continue
-                    ahead = asyncio.create_task(self._fetch(consumer), name="fact-consumer-fetch")
-                    if not await self._handle(consumer, fetched):
+                    applied = asyncio.Event()
+                    ahead = asyncio.create_task(
+                        self._fetch(consumer, applied), name="fact-consumer-fetch"
+                    )
+                    handled = await self._handle(consumer, fetched)
+                    applied.set()
+                    if not handled:
                         dropped, ahead = await _cancelled(ahead), None
                         await self._read_again(consumer, fetched, dropped)
                 except asyncio.CancelledError:
@@ -446,20 +487,33 @@ class FactConsumer:
         finally:
             await _discard(ahead)
 
-    async def _fetch(self, consumer: AIOKafkaConsumer) -> Fetched | None:
+    async def _fetch(
+        self, consumer: AIOKafkaConsumer, applied: asyncio.Event | None = None
+    ) -> Fetched | None:
+        """The next batch, parsed. Read ahead while a batch is applied (``applied`` not
+        yet set), it goes on taking the records that arrive until that apply ends, up to
+        BATCH_RECORDS: the next apply then holds every event that came meanwhile, not
+        only those that had come when it began, and is not kept waiting one apply more.
+        Stopped early, it returns what it had read, so that it can be read again."""
         batches = await consumer.getmany(timeout_ms=500, max_records=BATCH_RECORDS)
         if not batches:
             return None
-        records = [record for partition in batches.values() for record in partition]
-        fresh = await without_repeats(self.db, records)
-        good, bad = [], []
-        for start in range(0, len(fresh), PARSE_CHUNK):
-            chunk = parse_records(fresh[start : start + PARSE_CHUNK])
-            good += chunk.good
-            bad += chunk.bad
-            # Lets the batch being applied send its next statement meanwhile.
-            await asyncio.sleep(0)
-        return Fetched(batches, Parsed(good, bad, len(records) - len(fresh)))
+        gathering = _Gathering()
+        try:
+            await gathering.take(self.db, batches)
+            while applied is not None and gathering.count < BATCH_RECORDS:
+                if not applied.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(applied.wait(), GATHER_SECONDS)
+                more = await consumer.getmany(
+                    timeout_ms=0, max_records=BATCH_RECORDS - gathering.count
+                )
+                await gathering.take(self.db, more)
+                if applied.is_set():
+                    break
+        except asyncio.CancelledError:
+            return gathering.fetched()
+        return gathering.fetched()
 
     async def _read_again(
         self, consumer: AIOKafkaConsumer, failed: Fetched, dropped: Fetched | None
