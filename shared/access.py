@@ -237,6 +237,12 @@ def refuse_unknown_parameters(request: Request) -> None:
         raise InvalidInput(f"{unknown[0]}: unknown parameter", errors)
 
 
+# For routes that check their caller another way: listed after that check among the
+# route's parameters, as FastAPI resolves them in order, so that a missing token or
+# scope is still answered first.
+KnownParametersOnly = Annotated[None, Depends(refuse_unknown_parameters)]
+
+
 def require_access(scope: str) -> Callable[..., Awaitable[Access]]:
     """FastAPI dependency factory: the tenant a request acts for, holding ``scope``.
 

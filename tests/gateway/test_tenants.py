@@ -111,3 +111,40 @@ async def test_one_tenant_cannot_reach_another(
     assert (
         await http.get(f"/v1/tenants/{reader.tenant_id}", headers=reader.headers)
     ).status_code == 403
+
+
+async def test_tenants_and_grants_refuse_a_misspelt_parameter(
+    http: httpx.AsyncClient, admin_token: str, new_tenant: NewTenant
+) -> None:
+    """``GET /v1/grants?tenantid=`` listed every grant, not those from one seller; a
+    parameter these routes do not take is refused, after the token and its scope."""
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    seller = await new_tenant(scopes=["tenant:admin"])
+    path = f"/v1/tenants/{seller.tenant_id}"
+    asked = [
+        ("GET", "/v1/tenants", {"limt": "5"}, admin),
+        ("POST", "/v1/tenants", {"dry_run": "1"}, admin),
+        ("GET", path, {"verbose": "1"}, seller.headers),
+        ("GET", f"{path}/clients", {"all": "1"}, seller.headers),
+        ("POST", f"{path}/clients", {"public": "true"}, seller.headers),
+        ("GET", f"{path}/erasure", {"wait": "1"}, seller.headers),
+        ("GET", "/v1/grants", {"tenantid": "someone"}, seller.headers),
+        ("GET", "/v1/grants/gr_unknown", {"verbose": "1"}, seller.headers),
+    ]
+    for method, url, params, headers in asked:
+        body = {"name": "x", "scopes": ["kpi:read"]} if method == "POST" else None
+        refused = await http.request(method, url, params=params, json=body, headers=headers)
+        assert refused.status_code == 422, (url, refused.text)
+        assert refused.json()["errors"] == [
+            {"field": next(iter(params)), "reason": "unknown parameter"}
+        ], url
+        anonymous = await http.request(method, url, params=params, json=body)
+        assert anonymous.status_code == 401, url
+    # A seller's admin is not the platform admin: refused for that first.
+    assert (
+        await http.get("/v1/tenants", params={"limt": "5"}, headers=seller.headers)
+    ).status_code == 403
+    # What the routes declare is taken.
+    assert (await http.get("/v1/tenants", params={"limit": "5"}, headers=admin)).status_code == 200
+    listed = await http.get("/v1/grants", headers=seller.headers)
+    assert listed.status_code == 200, listed.text

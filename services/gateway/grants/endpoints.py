@@ -14,7 +14,7 @@ from services.gateway.grants.schemas import (
     GrantOut,
     GrantUpdate,
 )
-from shared.access import EFFECTIVE_GRANT_PATH, WholeTenantAdmin
+from shared.access import EFFECTIVE_GRANT_PATH, KnownParametersOnly, WholeTenantAdmin
 from shared.auth import Principal, current_principal
 from shared.deps import DbSession
 from shared.errors import NotFound
@@ -48,6 +48,7 @@ async def create_grant(
 @router.get("", response_model=GrantList)
 async def list_grants(
     principal: Caller,
+    known: KnownParametersOnly,
     session: DbSession,
     tenant_id: Annotated[
         str | None,
@@ -60,7 +61,9 @@ async def list_grants(
 
 
 @router.get("/{grant_id}", response_model=GrantOut)
-async def get_grant(grant_id: str, principal: Caller, session: DbSession) -> GrantOut:
+async def get_grant(
+    grant_id: str, principal: Caller, known: KnownParametersOnly, session: DbSession
+) -> GrantOut:
     return service.out(await service.visible_grant(session, principal, grant_id))
 
 

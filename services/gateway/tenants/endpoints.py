@@ -17,7 +17,7 @@ from services.gateway.tenants.schemas import (
     TenantList,
     TenantOut,
 )
-from shared.access import refuse_erased
+from shared.access import KnownParametersOnly, refuse_erased, refuse_unknown_parameters
 from shared.auth import Principal, current_principal, require_scope
 from shared.deps import DbSession
 from shared.openapi import ErrorBody, either_scope
@@ -46,6 +46,7 @@ async def admin_of_tenant(request: Request, tenant_id: str) -> Principal:
     if PLATFORM_ADMIN not in principal.scopes and request.method not in ("GET", "HEAD"):
         # The erased tenant's own tokens verify until they expire: no write of theirs.
         refuse_erased(request, tenant_id)
+    refuse_unknown_parameters(request)
     # The tenant's own trail shows what the platform admin did to it.
     request.state.audit_tenant = tenant_id
     return principal
@@ -60,6 +61,7 @@ async def create_tenant(
     request: Request,
     data: TenantCreate,
     principal: Annotated[Principal, Depends(require_scope(PLATFORM_ADMIN))],
+    known: KnownParametersOnly,
     session: DbSession,
 ) -> TenantOut:
     """Creates a seller or agency tenant (platform admin only)."""
@@ -71,6 +73,7 @@ async def create_tenant(
 @router.get("", response_model=TenantList)
 async def list_tenants(
     principal: Annotated[Principal, Depends(require_scope(PLATFORM_ADMIN))],
+    known: KnownParametersOnly,
     session: DbSession,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
@@ -83,6 +86,7 @@ async def list_tenants(
 async def get_tenant(
     tenant_id: str,
     principal: Annotated[Principal, Depends(current_principal)],
+    known: KnownParametersOnly,
     session: DbSession,
 ) -> TenantOut:
     """A tenant, for the platform admin or that tenant's own admin."""
@@ -177,6 +181,7 @@ async def erase_tenant(
 async def get_erasure(
     tenant_id: str,
     principal: Annotated[Principal, Depends(current_principal)],
+    known: KnownParametersOnly,
     session: DbSession,
 ) -> ErasureOut:
     """The tenant's latest erasure: which services have finished it."""
