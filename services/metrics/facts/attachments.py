@@ -75,24 +75,24 @@ async def move_order_attachments(
     ``touched_keys`` of the order-line step) or through an attached event."""
     if not event_keys and not lines_moved:
         return
+    # Statements without parameters go together, one round trip for several.
     await conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS attached_keys "
-        "(tenant_id text, platform text, store_id text, order_id text) ON COMMIT DELETE ROWS"
+        "(tenant_id text, platform text, store_id text, order_id text) ON COMMIT DELETE ROWS;"
+        "TRUNCATE attached_keys;"
+        # What the orders' old cells take out, kept to drop the cells left holding nothing.
+        "CREATE TEMP TABLE IF NOT EXISTS left_cells (LIKE daily_measures) ON COMMIT DELETE ROWS;"
+        "TRUNCATE left_cells"
     )
-    await conn.execute("TRUNCATE attached_keys")
     if event_keys:
         await conn.copy_records_to_table(
             "attached_keys", records=list(set(event_keys)), columns=_KEYS.split(", ")
         )
-    if lines_moved:
-        await conn.execute(f"INSERT INTO attached_keys SELECT {_KEYS} FROM touched_keys")
     # No statistics on a temporary table: the planner would scan events_raw whole.
-    await conn.execute("ANALYZE attached_keys")
-    # What the orders' old cells take out, kept to drop the cells left holding nothing.
     await conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS left_cells (LIKE daily_measures) ON COMMIT DELETE ROWS"
+        (f"INSERT INTO attached_keys SELECT {_KEYS} FROM touched_keys;" if lines_moved else "")
+        + "ANALYZE attached_keys"
     )
-    await conn.execute("TRUNCATE left_cells")
     left = await conn.execute(
         f"INSERT INTO left_cells ({MEASURE_CELL}, value, facts) {CELLS_SQL.format(sign='-')}"
     )

@@ -132,23 +132,22 @@ class FactRepository:
         """Stores new lines and higher versions; returns how many were applied."""
         if not rows:
             return 0
+        # Statements without parameters go together, one round trip for several: a
+        # batch's fixed cost is mostly round trips, and it decides freshness under load.
         await self.conn.execute(
             "CREATE TEMP TABLE IF NOT EXISTS incoming_lines "
-            "(LIKE order_lines INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-        )
-        await self.conn.execute(
+            "(LIKE order_lines INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;"
             "CREATE TEMP TABLE IF NOT EXISTS replaced_lines "
-            "(LIKE order_lines INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-        )
-        await self.conn.execute(
+            "(LIKE order_lines INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;"
             "CREATE TEMP TABLE IF NOT EXISTS applied_lines "
             "(LIKE order_lines INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
         await self.conn.copy_records_to_table("incoming_lines", records=rows, columns=LINE_COLUMNS)
-        await self.conn.execute("ANALYZE incoming_lines")  # see _move_orders
-        # The old state of every line about to be replaced, before it is overwritten.
+        # The old state of every line about to be replaced, before it is overwritten (the
+        # status, so the count, is the last statement's).
         replaced = await self.conn.execute(
             """
+            ANALYZE incoming_lines;  -- see _move_orders
             INSERT INTO replaced_lines
             SELECT o.* FROM order_lines o
             JOIN incoming_lines i USING (tenant_id, event_id)
@@ -277,16 +276,17 @@ class FactRepository:
         difference. The keys stay in ``touched_keys`` until the transaction ends."""
         await self.conn.execute(
             "CREATE TEMP TABLE IF NOT EXISTS touched_keys "
-            "(tenant_id text, platform text, store_id text, order_id text) ON COMMIT DELETE ROWS"
-        )
-        await self.conn.execute(
+            "(tenant_id text, platform text, store_id text, order_id text) ON COMMIT DELETE ROWS;"
             "CREATE TEMP TABLE IF NOT EXISTS touched_orders "
             "(LIKE orders INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
-        await self.conn.execute(f"INSERT INTO touched_keys {keys_sql}", *args)
         # A temporary table has no statistics: without them the planner takes it for
         # hundreds of rows and scans orders and order_skus whole instead of probing them.
-        await self.conn.execute("ANALYZE touched_keys")
+        if args:
+            await self.conn.execute(f"INSERT INTO touched_keys {keys_sql}", *args)
+            await self.conn.execute("ANALYZE touched_keys")
+        else:
+            await self.conn.execute(f"INSERT INTO touched_keys {keys_sql}; ANALYZE touched_keys")
         # Their old state, which leaves the daily counts.
         known = await self.conn.execute(
             """
@@ -350,12 +350,10 @@ class FactRepository:
         # and come back as the orders' lines now have them: both sides gathered once.
         # ``live``: a line of the SKU is; ``order_live``: a line of the order is, so the
         # order is not cancelled (CONTRACT §4), whatever became of this SKU's lines.
-        await self.conn.execute(
+        left = await self.conn.execute(
             "CREATE TEMP TABLE IF NOT EXISTS moved_order_skus (sign int, tenant_id text, "
             "local_date date, platform text, store_id text, marketplace text, order_id text, "
-            "sku text, category text, live boolean, order_live boolean) ON COMMIT DELETE ROWS"
-        )
-        left = await self.conn.execute(
+            "sku text, category text, live boolean, order_live boolean) ON COMMIT DELETE ROWS;"
             """
             WITH old AS (
                 DELETE FROM order_skus s USING touched_keys k
