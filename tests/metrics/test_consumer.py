@@ -21,6 +21,7 @@ from services.metrics.app import create_app
 from services.metrics.config import Settings
 from services.metrics.facts import consumer as consumer_module
 from services.metrics.facts.consumer import FactConsumer, Parsed
+from shared.db import Database
 from shared.events import DEADLETTER_TOPIC, EventMessage, topic_for
 from shared.kafka import ensure_topics
 from tests.conftest import FreshDatabase, TokenMinter, serve_app
@@ -294,6 +295,40 @@ async def test_events_that_arrive_while_a_batch_is_applied_are_applied_together_
             assert await gmv(client, token) == 100.0
     finally:
         await producer.stop()
+
+
+async def test_a_read_ahead_stopped_midway_returns_what_it_had_read(
+    fresh_database: FreshDatabase, kafka_bootstrap: str, minter: TokenMinter
+) -> None:
+    """A read ahead that is stopped while a batch is applied gives back the records it
+    took: they are read again from there, not skipped."""
+    settings, topic, tenant, _ = await own_consumer(fresh_database, kafka_bootstrap, minter)
+    await ensure_topics(kafka_bootstrap, [topic])
+    key = tenant.encode()
+    await produce(kafka_bootstrap, topic, [(key, message(tenant, "e1", 1))])
+    reader = FactConsumer(Database(settings.database_url, "metrics"), settings)
+    try:
+        consumer = await reader._connect()
+        first = None
+        deadline = time.monotonic() + 30
+        while first is None and time.monotonic() < deadline:
+            first = await reader._fetch(consumer)
+        assert first is not None and len(first.parsed.good) == 1
+        # A batch is being applied and does not end.
+        applying = asyncio.Event()
+        ahead = asyncio.create_task(reader._fetch(consumer, applying))
+        later = [(key, message(tenant, "e2", 2)), (key, message(tenant, "e3", 3))]
+        await produce(kafka_bootstrap, topic, later)
+        await asyncio.sleep(1.5)
+        assert not ahead.done(), "a read ahead stops taking records before the apply ends"
+        dropped = await consumer_module._cancelled(ahead)
+        assert dropped is not None
+        assert [record.value for record, _ in dropped.parsed.good] == [v for _, v in later]
+        [(partition, offset)] = dropped.first.items()
+        assert offset == first.first[partition] + 1
+    finally:
+        await reader.stop()
+        await reader.db.dispose()
 
 
 async def test_an_event_that_fails_twice_is_dead_lettered_and_the_rest_applied(

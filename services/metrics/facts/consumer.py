@@ -503,8 +503,11 @@ class FactConsumer:
             await gathering.take(self.db, batches)
             while applied is not None and gathering.count < BATCH_RECORDS:
                 if not applied.is_set():
+                    # Not wait_for: in 3.11 it can swallow a cancellation that comes as
+                    # the wait ends, and this loop would then never stop.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(applied.wait(), GATHER_SECONDS)
+                        async with asyncio.timeout(GATHER_SECONDS):
+                            await applied.wait()
                 more = await consumer.getmany(
                     timeout_ms=0, max_records=BATCH_RECORDS - gathering.count
                 )
