@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
 
 from services.metrics.fx.rates import REMEMBERED_CHARACTERS, RateBook
+from services.metrics.kpis.service import MAX_DAYS_NAMED, missing_rate_warning
 from tests.conftest import NewTenant
 from tests.metrics.test_kpis import kpis, line, values
 from tests.metrics.test_order_attached import push, rate, refund, settle
@@ -249,7 +250,7 @@ async def test_a_missing_rate_is_told_only_where_the_query_reads(
     assert lamps["warnings"] == []
     boxes = await kpis(http, tenant, metrics="gmv", categories="Secret", grain="total", **march)
     assert boxes["warnings"] == ["no FX rate for MXN→USD on 2026-03-12"]
-    # One more day is a day, several are days.
+    # Every day without a rate is named.
     later = line(
         "c3", "C3", 1, "5.00", "2026-03-13T18:00:00Z",
         sku="BOX", currency="MXN", store="acme-mx", marketplace="MX",
@@ -258,7 +259,7 @@ async def test_a_missing_rate_is_told_only_where_the_query_reads(
     await push(http, tenant, later)
     await settle(http, tenant, {"units": 3.0}, **march)
     two = await kpis(http, tenant, metrics="gmv", categories="Secret", grain="total", **march)
-    assert two["warnings"] == ["no FX rate for MXN→USD on 2026-03-12 (and 1 more day)"]
+    assert two["warnings"] == ["no FX rate for MXN→USD on 2026-03-12, 2026-03-13"]
 
 
 async def test_a_missing_rate_is_told_only_of_the_metrics_asked(
@@ -355,3 +356,14 @@ async def test_a_currency_new_to_a_range_already_asked_about_is_converted(
     await settle(http, tenant, {"gmv": 12.0, "orders": 2.0}, **march)
     body = await kpis(http, tenant, metrics="gmv", grain="total", **march)
     assert body["warnings"] == []
+
+
+def test_a_missing_rate_warning_names_a_month_of_days_then_counts_the_rest() -> None:
+    days = [date(2026, 1, 1) + timedelta(days=n) for n in range(MAX_DAYS_NAMED + 2)]
+    month = missing_rate_warning("MXN", "USD", days[:MAX_DAYS_NAMED])
+    assert month.startswith("no FX rate for MXN→USD on 2026-01-01, 2026-01-02, ")
+    assert month.endswith(", 2026-01-31")
+    one_more = missing_rate_warning("MXN", "USD", days[: MAX_DAYS_NAMED + 1])
+    assert one_more.endswith(", 2026-01-31 and 1 more day, the last 2026-02-01")
+    two_more = missing_rate_warning("MXN", "USD", days)
+    assert two_more.endswith(", 2026-01-31 and 2 more days, the last 2026-02-02")

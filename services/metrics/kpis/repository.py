@@ -465,17 +465,17 @@ class RollupRepository:
         )
         return {r["currency"] for r in rows if r["currency"]}
 
-    async def first_day_with_amounts(
+    async def days_with_amounts(
         self,
         grouping: Grouping,
         currency: str,
         days: list[date],
         sales: bool,
         measures_read: list[str],
-    ) -> tuple[date | None, int]:
-        """Of the given days, the first on which the currency has amounts other than zero
-        within what the query reads (its sales when ``sales``, the measures named, its
-        stores, marketplaces, platforms, SKUs and categories), and how many do: an answer
+    ) -> list[date]:
+        """Of the given days, in order, those on which the currency has amounts other than
+        zero within what the query reads (its sales when ``sales``, the measures named, its
+        stores, marketplaces, platforms, SKUs and categories): an answer
         warns of no rate it did not need (a GMV, of no refund's), and tells a caller
         limited to some categories nothing of the others' days."""
         filters = grouping.filters
@@ -489,9 +489,9 @@ class RollupRepository:
             sales_table, measures = "daily_sales", "daily_measures m"
         else:
             sales_table, measures = "daily_store_sales", "daily_store_measures m"
-        row = await self.conn.fetchrow(
+        rows = await self.conn.fetch(
             f"""
-            SELECT min(d) AS first, count(*) AS days FROM (
+            SELECT d FROM (
                 SELECT local_date AS d FROM {sales_table} WHERE $5 AND tenant_id = $1 AND currency = $2
                   AND local_date = ANY($3::date[])
                   AND (gross <> 0 OR shipping <> 0 OR discount <> 0 OR tax <> 0) {clauses}
@@ -499,6 +499,7 @@ class RollupRepository:
                   AND m.local_date = ANY($3::date[]) AND m.measure = ANY($4::text[]) AND m.value <> 0
                   {_filter_clauses(filters, first_filter, "m")[0]}
             ) days
+            ORDER BY d
             """,
             grouping.tenant_id,
             currency,
@@ -507,8 +508,7 @@ class RollupRepository:
             sales,
             *values,
         )
-        assert row is not None
-        return row["first"], int(row["days"])
+        return [row["d"] for row in rows]
 
     async def dominant_currency(self, tenant_id: str, start: date, end: date) -> str | None:
         value = await self.conn.fetchval(

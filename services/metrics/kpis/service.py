@@ -155,15 +155,11 @@ async def _measure(
             found.put(key(row), inputs_of[row["measure"]], row["value"])
     reads_sales = bool(needed & (SALES_INPUTS | COGS_INPUTS))
     for currency, dates in missing.items() if needed & MONEY_INPUTS else ():
-        first, count = await repository.first_day_with_amounts(
+        days = await repository.days_with_amounts(
             grouping, currency, dates, reads_sales, sorted(stored.values())
         )
-        if first is not None:
-            others = count - 1
-            more = f" (and {others} more day{'s' if others > 1 else ''})" if others else ""
-            found.warnings.append(
-                f"no FX rate for {currency}→{target} on {first.isoformat()}{more}"
-            )
+        if days:
+            found.warnings.append(missing_rate_warning(currency, target, days))
 
     measured = Measured(warnings=found.warnings)
     blank = with_defaults({}, needed)
@@ -173,6 +169,20 @@ async def _measure(
         complete = {**blank, **inputs}
         measured.values[row_key] = {metric: compute(complete) for metric, compute in formulas}
     return measured
+
+
+# A warning names each day that lacks a rate up to this many, then how many more and
+# the last: a month's days in full, and no year of dates in one line.
+MAX_DAYS_NAMED = 31
+
+
+def missing_rate_warning(currency: str, target: str, days: list[date]) -> str:
+    """CONTRACT §4: names the currency and the days whose amounts have no rate."""
+    named = ", ".join(day.isoformat() for day in days[:MAX_DAYS_NAMED])
+    more = len(days) - MAX_DAYS_NAMED
+    if more > 0:
+        named += f" and {more} more day{'s' if more > 1 else ''}, the last {days[-1].isoformat()}"
+    return f"no FX rate for {currency}→{target} on {named}"
 
 
 def _row_key(group_by: list[str]) -> Callable[[asyncpg.Record], RowKey]:
