@@ -337,6 +337,40 @@ async def test_two_currencies_each_converted_with_its_own_rate_of_each_day(
     assert body["warnings"] == ["no FX rate for BRL→USD on 2026-02-01"]
 
 
+async def test_cogs_warns_of_its_costs_currency_not_its_lines(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """COGS is priced in the unit costs' currency: a cost in pounds without a rate is
+    named when dollar lines leave COGS null, and reais lines priced with a dollar cost
+    need no rate for it."""
+    tenant = await new_tenant()
+    br = {"currency": "BRL", "store": "acme-br", "marketplace": "BR", "sku": "CUP"}
+    events = [
+        cost("lamp", "LAMP", "5.00", "GBP"),
+        cost("cup", "CUP", "4.00", "USD"),
+        line("u1", "U1", 1, "10.00", "2026-03-11T20:00:00Z", sku="LAMP"),
+        line("u2", "U2", 1, "10.00", "2026-03-12T20:00:00Z", sku="LAMP"),
+        line("b1", "B1", 2, "100.00", "2026-03-13T18:00:00Z", **br),
+    ]
+    await push(http, tenant, *events)
+    march = {"from": "2026-03-01", "to": "2026-03-31", "currency": "USD"}
+    await settle(http, tenant, {"units": 4.0}, **march)
+    lamps = await kpis(
+        http, tenant, metrics="cogs,gross_profit", skus="LAMP", grain="total", **march
+    )
+    assert values(lamps) == [("TOTAL", [], {"cogs": None, "gross_profit": None})]
+    assert lamps["warnings"] == ["no FX rate for GBP→USD on 2026-03-11, 2026-03-12"]
+    cups = await kpis(http, tenant, metrics="cogs,units", skus="CUP", grain="total", **march)
+    assert values(cups) == [("TOTAL", [], {"cogs": 8.0, "units": 2.0})]
+    assert cups["warnings"] == []
+    # GMV reads the reais themselves: named once, beside the pounds of COGS.
+    both = await kpis(http, tenant, metrics="gmv,cogs", grain="total", **march)
+    assert both["warnings"] == [
+        "no FX rate for BRL→USD on 2026-03-13",
+        "no FX rate for GBP→USD on 2026-03-11, 2026-03-12",
+    ]
+
+
 async def test_a_currency_new_to_a_range_already_asked_about_is_converted(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:

@@ -288,14 +288,18 @@ class RollupRepository:
         )
 
     async def cogs(self, grouping: Grouping) -> list[asyncpg.Record]:
-        """Units times the unit cost in effect on each purchase day, converted at that day's rate."""
+        """Units times the unit cost in effect on each purchase day, converted at that
+        day's rate; the SKUs without a cost, and the costs' currencies and days without a
+        rate (``currency date``), that leave it null."""
         factor = "CASE WHEN uc.currency = $4 THEN 1 ELSE fx.factor END"
         return await self._fetch(
             grouping,
             "s",
             f"CASE WHEN bool_or(uc.cost IS NULL OR ({factor}) IS NULL) THEN NULL "
             f"ELSE sum(s.units * uc.cost * ({factor})) END AS cogs, "
-            "array_agg(DISTINCT s.sku) FILTER (WHERE uc.cost IS NULL) AS skus_without_cost",
+            "array_agg(DISTINCT s.sku) FILTER (WHERE uc.cost IS NULL) AS skus_without_cost, "
+            "array_agg(DISTINCT uc.currency || ' ' || to_char(s.local_date, 'YYYY-MM-DD')) "
+            f"FILTER (WHERE uc.cost IS NOT NULL AND ({factor}) IS NULL) AS costs_without_rate",
             """daily_sales s
             LEFT JOIN LATERAL (
                 SELECT u.cost, u.currency FROM unit_costs u

@@ -115,11 +115,17 @@ async def _measure(
                 found.put(row_key, name, row[name])
             if "gmv" in columns:
                 found.put(row_key, "gmv", _gmv(row, settings))
+    # The days each currency lacked a rate on, where the answer needed one.
+    unconverted: dict[str, set[date]] = defaultdict(set)
     if needed & COGS_INPUTS:
         without_cost: set[str] = set()
         for row in await repository.cogs(grouping):
             found.put(key(row), "cogs", row["cogs"])
             without_cost |= set(row["skus_without_cost"] or [])
+            # Unit costs have a currency of their own, whatever the lines' is.
+            for cost in row["costs_without_rate"] or []:
+                currency, day = cost.split(" ")
+                unconverted[currency].add(date.fromisoformat(day))
         for sku in sorted(without_cost):
             found.warnings.append(f"no unit cost for SKU {sku}")
     if needed & ORDER_INPUTS:
@@ -153,13 +159,20 @@ async def _measure(
         inputs_of = {measure: name for name, measure in stored.items()}
         for row in await repository.measures(grouping, sorted(stored.values())):
             found.put(key(row), inputs_of[row["measure"]], row["value"])
-    reads_sales = bool(needed & (SALES_INPUTS | COGS_INPUTS))
+    # Sales amounts: units are counted, not converted, and COGS is priced in its costs'
+    # currencies, found above.
+    reads_sales = bool(needed & SALES_INPUTS & MONEY_INPUTS)
+    reads_measures = sorted(stored.values())
     for currency, dates in missing.items() if needed & MONEY_INPUTS else ():
-        days = await repository.days_with_amounts(
-            grouping, currency, dates, reads_sales, sorted(stored.values())
-        )
+        if reads_sales or reads_measures:
+            unconverted[currency].update(
+                await repository.days_with_amounts(
+                    grouping, currency, dates, reads_sales, reads_measures
+                )
+            )
+    for currency, days in sorted(unconverted.items()):
         if days:
-            found.warnings.append(missing_rate_warning(currency, target, days))
+            found.warnings.append(missing_rate_warning(currency, target, sorted(days)))
 
     measured = Measured(warnings=found.warnings)
     blank = with_defaults({}, needed)
