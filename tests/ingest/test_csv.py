@@ -81,6 +81,33 @@ async def test_bad_rows_are_named_by_file_line(
     assert fixed.json() == {"accepted": 1, "duplicates": 0}
 
 
+async def test_a_bad_date_is_named_once_not_again_as_the_occurred_at_taken_from_it(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """A file without an occurred_at column takes it from the row's date: a bad date is
+    the row's one error, not also a column the file does not have."""
+    tenant = await new_tenant(scopes=["ingest:write"])
+    header = "event_id,platform,store_id,marketplace,date,sku,warehouse,on_hand"
+    lines = [
+        header,
+        "i1,amazon,acme-us,US,2026-04-01,LAMP,W1,5",
+        "i2,amazon,acme-us,US,2026-04-31,LAMP,W1,5",
+    ]
+    response = await upload(http, tenant.headers, "inventory_snapshot", lines)
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    assert (error["row"], error["index"], error["field"]) == (3, 1, "payload.date")
+    # A file with an occurred_at of its own hears of both cells it got wrong.
+    lines = [
+        f"{header},occurred_at",
+        "i3,amazon,acme-us,US,2026-04-31,LAMP,W1,5,yesterday",
+    ]
+    response = await upload(http, tenant.headers, "inventory_snapshot", lines)
+    assert response.status_code == 422, response.text
+    fields = sorted(e["field"] for e in response.json()["errors"])
+    assert fields == ["occurred_at", "payload.date"]
+
+
 async def test_unknown_columns_type_and_empty_files_are_refused(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:

@@ -73,10 +73,28 @@ def _convert(kind: type, raw: str) -> Any:
 
 @dataclass(frozen=True)
 class CsvBatch:
-    """A file's events in file order, and the file line each one starts on."""
+    """A file's events in file order, the file line each one starts on, and the payload
+    field each one's occurred_at was taken from (None where the file gave it)."""
 
     events: list[dict[str, Any]]
     rows: list[int]
+    occurred_from: list[str | None]
+
+    def without_echoes(self, refused: InvalidInput) -> InvalidInput:
+        """The refusal without the occurred_at errors that only repeat the error of the
+        cell occurred_at was taken from: the file has no such column to correct."""
+        named = {(error.index, error.field) for error in refused.errors}
+
+        def echoes(error: FieldError) -> bool:
+            if error.field != "occurred_at" or error.index is None:
+                return False
+            source = self.occurred_from[error.index]
+            return source is not None and (error.index, f"payload.{source}") in named
+
+        kept = [error for error in refused.errors if not echoes(error)]
+        if len(kept) == len(refused.errors):
+            return refused
+        return InvalidInput(refused.detail, kept)
 
 
 def _records(text: str) -> Iterator[tuple[int, list[str]]]:
@@ -126,6 +144,7 @@ def parse_csv(raw: bytes, event_type: str, max_events: int) -> CsvBatch:
     _check_header(header, header_row, fields)
     events: list[dict[str, Any]] = []
     rows: list[int] = []
+    occurred_from: list[str | None] = []
     errors: list[FieldError] = []
     for row, cells in records:
         if len(events) == max_events:
@@ -137,10 +156,13 @@ def parse_csv(raw: bytes, event_type: str, max_events: int) -> CsvBatch:
         if len(cells) != len(header):
             reason = f"has {len(cells)} cells; the header has {len(header)}"
             errors.append(FieldError(field="body", reason=reason, index=index, row=row))
-        event, conflicts = _event(dict(zip(header, cells, strict=False)), event_type, fields)
+        event, conflicts, source = _event(
+            dict(zip(header, cells, strict=False)), event_type, fields
+        )
         errors += [FieldError(field, reason, index=index, row=row) for field, reason in conflicts]
         events.append(event)
         rows.append(row)
+        occurred_from.append(source)
     if errors:
         bad = len({e.index for e in errors})
         raise InvalidInput(f"{bad} invalid row(s); nothing was stored", errors)
@@ -148,7 +170,7 @@ def parse_csv(raw: bytes, event_type: str, max_events: int) -> CsvBatch:
         raise InvalidInput(
             "the file has no rows", [FieldError(field="body", reason="at least one row")]
         )
-    return CsvBatch(events, rows)
+    return CsvBatch(events, rows, occurred_from)
 
 
 def _check_header(header: list[str], row: int, fields: dict[str, FieldInfo]) -> None:
@@ -189,8 +211,9 @@ def _check_header(header: list[str], row: int, fields: dict[str, FieldInfo]) -> 
 
 def _event(
     row: dict[str, str], event_type: str, fields: dict[str, FieldInfo]
-) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """The event a row holds, and the (field, reason) of cells that contradict each other."""
+) -> tuple[dict[str, Any], list[tuple[str, str]], str | None]:
+    """The event a row holds, the (field, reason) of cells that contradict each other, and
+    the payload field its occurred_at was taken from when the row gives none."""
     cells = {k: v.strip() for k, v in row.items() if v.strip()}
     payload: dict[str, Any] = {}
     conflicts: list[tuple[str, str]] = []
@@ -210,9 +233,10 @@ def _event(
             payload[name] = money
         else:
             payload[name] = _convert(kind, cells[name])
-    occurred = cells.get("occurred_at") or next(
-        (_as_timestamp(cells[name]) for name in _OCCURRED_FROM if name in cells), None
-    )
+    occurred, source = cells.get("occurred_at"), None
+    if not occurred:
+        source = next((name for name in _OCCURRED_FROM if name in cells), None)
+        occurred = _as_timestamp(cells[source]) if source is not None else None
     event: dict[str, Any] = {
         "event_id": cells.get("event_id"),
         "type": event_type,
@@ -225,7 +249,7 @@ def _event(
         "occurred_at": occurred,
         "payload": payload,
     }
-    return {k: v for k, v in event.items() if v is not None}, conflicts
+    return {k: v for k, v in event.items() if v is not None}, conflicts, source
 
 
 def _as_timestamp(value: str) -> str:

@@ -15,6 +15,7 @@ from services.ingest.events.schemas import PUSH_REQUEST_SCHEMA, OutboxStatus, Pu
 from services.ingest.outbox.repository import OutboxRepository
 from shared.access import Access, require_access
 from shared.db import Database
+from shared.errors import InvalidInput
 from shared.openapi import ErrorBody
 from shared.service import media_type, require_json_body, unsupported_media_type
 
@@ -132,7 +133,10 @@ async def upload_events_csv(
     raw = await request.body()
     settings: Settings = request.app.state.settings
     batch = parse_csv(raw, event_type, settings.max_events_per_request)
-    events = service.validate(batch.events, rows=batch.rows)
+    try:
+        events = service.validate(batch.events, rows=batch.rows)
+    except InvalidInput as refused:
+        raise batch.without_echoes(refused) from None
     service.check_stores(events, access, rows=batch.rows)
     db: Database = request.app.state.db
     # The file as read, so a retry saved with other line endings or without its BOM is
