@@ -7,6 +7,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
@@ -316,12 +317,12 @@ async def test_a_read_ahead_stopped_midway_returns_what_it_had_read(
         assert first is not None and len(first.parsed.good) == 1
         # A batch is being applied and does not end.
         applying = asyncio.Event()
-        ahead = asyncio.create_task(reader._fetch(consumer, applying))
+        ahead = consumer_module._ReadAhead(partial(reader._fetch, consumer, applying))
         later = [(key, message(tenant, "e2", 2)), (key, message(tenant, "e3", 3))]
         await produce(kafka_bootstrap, topic, later)
         await asyncio.sleep(1.5)
-        assert not ahead.done(), "a read ahead stops taking records before the apply ends"
-        dropped = await consumer_module._cancelled(ahead)
+        assert not ahead.task.done(), "a read ahead stops taking records before the apply ends"
+        dropped = await ahead.stopped()
         assert dropped is not None
         assert [record.value for record, _ in dropped.parsed.good] == [v for _, v in later]
         [(partition, offset)] = dropped.first.items()

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Container
+from collections.abc import Callable, Container, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -370,17 +371,27 @@ def _payload_of_row(row: Any) -> Payload:
     return PAYLOAD_MODELS[row["type"]].model_validate(row["payload"], context=STORED)
 
 
-async def _cancelled(task: asyncio.Task[Fetched | None]) -> Fetched | None:
-    """Stops a read ahead: the batch it had read by then, if any (not yet applied)."""
-    task.cancel()
-    (outcome,) = await asyncio.gather(task, return_exceptions=True)
-    return outcome if isinstance(outcome, Fetched) else None
+class _ReadAhead:
+    """The next batch, read and parsed in a task of its own while one is applied. What
+    it has read is kept outside the task, so a read stopped midway still tells it."""
+
+    def __init__(self, read: Callable[[_Gathering], Coroutine[Any, Any, Fetched | None]]) -> None:
+        self.gathering = _Gathering()
+        self.task: asyncio.Task[Fetched | None] = asyncio.create_task(
+            read(self.gathering), name="fact-consumer-fetch"
+        )
+
+    async def stopped(self) -> Fetched | None:
+        """Stops it: the batch it had read by then, if any (not yet applied)."""
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        return self.gathering.fetched() if self.gathering.count else None
 
 
-async def _discard(task: asyncio.Task[Fetched | None] | None) -> None:
+async def _discard(ahead: _ReadAhead | None) -> None:
     """Stops a read ahead whose batch will be read again from the committed offsets."""
-    if task is not None:
-        await _cancelled(task)
+    if ahead is not None:
+        await ahead.stopped()
 
 
 def passing(exc: BaseException) -> bool:
@@ -451,7 +462,7 @@ class FactConsumer:
     async def _run(self) -> None:
         # The next batch is read and parsed while one is applied: parsing is this
         # process's work, applying mostly PostgreSQL's.
-        ahead: asyncio.Task[Fetched | None] | None = None
+        ahead: _ReadAhead | None = None
         try:
             while True:
                 try:
@@ -459,17 +470,15 @@ class FactConsumer:
                     if ahead is None:
                         fetched = await self._fetch(consumer)
                     else:
-                        fetched, ahead = await ahead, None
+                        fetched, ahead = await ahead.task, None
                     if fetched is None:
                         continue
                     applied = asyncio.Event()
-                    ahead = asyncio.create_task(
-                        self._fetch(consumer, applied), name="fact-consumer-fetch"
-                    )
+                    ahead = _ReadAhead(partial(self._fetch, consumer, applied))
                     handled = await self._handle(consumer, fetched)
                     applied.set()
                     if not handled:
-                        dropped, ahead = await _cancelled(ahead), None
+                        dropped, ahead = await ahead.stopped(), None
                         await self._read_again(consumer, fetched, dropped)
                 except asyncio.CancelledError:
                     raise
@@ -488,34 +497,32 @@ class FactConsumer:
             await _discard(ahead)
 
     async def _fetch(
-        self, consumer: AIOKafkaConsumer, applied: asyncio.Event | None = None
+        self,
+        consumer: AIOKafkaConsumer,
+        applied: asyncio.Event | None = None,
+        gathering: _Gathering | None = None,
     ) -> Fetched | None:
-        """The next batch, parsed. Read ahead while a batch is applied (``applied`` not
-        yet set), it goes on taking the records that arrive until that apply ends, up to
-        BATCH_RECORDS: the next apply then holds every event that came meanwhile, not
-        only those that had come when it began, and is not kept waiting one apply more.
-        Stopped early, it returns what it had read, so that it can be read again."""
+        """The next batch, parsed, into ``gathering``. Read ahead while a batch is
+        applied (``applied`` not yet set), it goes on taking the records that arrive
+        until that apply ends, up to BATCH_RECORDS: the next apply then holds every event
+        that came meanwhile, not only those that had come when it began, and is not kept
+        waiting one apply more."""
+        gathering = gathering or _Gathering()
         batches = await consumer.getmany(timeout_ms=500, max_records=BATCH_RECORDS)
         if not batches:
             return None
-        gathering = _Gathering()
-        try:
-            await gathering.take(self.db, batches)
-            while applied is not None and gathering.count < BATCH_RECORDS:
-                if not applied.is_set():
-                    # Not wait_for: in 3.11 it can swallow a cancellation that comes as
-                    # the wait ends, and this loop would then never stop.
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(GATHER_SECONDS):
-                            await applied.wait()
-                more = await consumer.getmany(
-                    timeout_ms=0, max_records=BATCH_RECORDS - gathering.count
-                )
-                await gathering.take(self.db, more)
-                if applied.is_set():
-                    break
-        except asyncio.CancelledError:
-            return gathering.fetched()
+        await gathering.take(self.db, batches)
+        while applied is not None and gathering.count < BATCH_RECORDS:
+            if not applied.is_set():
+                # Not wait_for: in 3.11 it can swallow a cancellation that comes as the
+                # wait ends, and this loop would then never stop.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(GATHER_SECONDS):
+                        await applied.wait()
+            more = await consumer.getmany(timeout_ms=0, max_records=BATCH_RECORDS - gathering.count)
+            await gathering.take(self.db, more)
+            if applied.is_set():
+                break
         return gathering.fetched()
 
     async def _read_again(
