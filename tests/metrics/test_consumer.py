@@ -210,56 +210,18 @@ async def test_bad_records_are_dead_lettered_and_offsets_follow_the_commit(
         assert app.state.consumer.counters.applied == 1
 
 
-async def test_a_batch_that_failed_is_applied_again_and_nothing_after_it_is_lost(
+async def first_apply_held(
     fresh_database: FreshDatabase,
     kafka_bootstrap: str,
     minter: TokenMinter,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    settings, topic, tenant, token = await own_consumer(fresh_database, kafka_bootstrap, minter)
-    await ensure_topics(kafka_bootstrap, [topic])
-    entered, resume = asyncio.Event(), asyncio.Event()
-    applying = consumer_module.apply_messages
-
-    async def fails_once(*args: Any) -> int:
-        if not entered.is_set():
-            entered.set()
-            # More events arrive meanwhile, in other partitions.
-            await resume.wait()
-            raise RuntimeError("the database went away")
-        return await applying(*args)
-
-    monkeypatch.setattr(consumer_module, "apply_messages", fails_once)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=False)
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, message(tenant, "e1", 1), partition=0)
-        async with serving(settings, minter) as (app, client):
-            await asyncio.wait_for(entered.wait(), 30)
-            # Read ahead while the batch fails: in partitions the failed batch did not
-            # read from, and after it in its own.
-            await producer.send_and_wait(topic, message(tenant, "e2", 2), partition=1)
-            await producer.send_and_wait(topic, message(tenant, "e3", 4), partition=2)
-            await producer.send_and_wait(topic, message(tenant, "e4", 8), partition=0)
-            await asyncio.sleep(1.0)
-            resume.set()
-
-            async def applied_all() -> bool:
-                return app.state.consumer.counters.applied >= 4
-
-            await wait_until(applied_all)
-            assert await gmv(client, token) == 150.0
-            assert app.state.consumer.counters.records == 4
-    finally:
-        await producer.stop()
-
-
-async def test_events_that_arrive_while_a_batch_is_applied_are_applied_together_next(
-    fresh_database: FreshDatabase,
-    kafka_bootstrap: str,
-    minter: TokenMinter,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+    arriving: list[tuple[str, int, int]],
+    fail: bool,
+) -> tuple[list[int], float | None, int]:
+    """Pushes e1 (quantity 1, partition 0) and holds the apply of its batch while the
+    ``arriving`` events (id, quantity, partition) come, each in a fetch of its own; then
+    lets it go on, or fail once when ``fail``. Once every event is applied: the sizes of
+    the batches applied (or tried), the GMV and the records the consumer counted."""
     settings, topic, tenant, token = await own_consumer(fresh_database, kafka_bootstrap, minter)
     await ensure_topics(kafka_bootstrap, [topic])
     entered, resume = asyncio.Event(), asyncio.Event()
@@ -271,6 +233,8 @@ async def test_events_that_arrive_while_a_batch_is_applied_are_applied_together_
         if not entered.is_set():
             entered.set()
             await resume.wait()
+            if fail:
+                raise RuntimeError("the database went away")
         return await applying(db, messages, erased)
 
     monkeypatch.setattr(consumer_module, "apply_messages", held_first)
@@ -280,22 +244,50 @@ async def test_events_that_arrive_while_a_batch_is_applied_are_applied_together_
         await producer.send_and_wait(topic, message(tenant, "e1", 1), partition=0)
         async with serving(settings, minter) as (app, client):
             await asyncio.wait_for(entered.wait(), 30)
-            # Three events while the first batch is applied, each in a fetch of its own.
-            for number, partition in ((2, 1), (3, 0), (4, 2)):
+            for event_id, quantity, partition in arriving:
                 await producer.send_and_wait(
-                    topic, message(tenant, f"e{number}", number), partition=partition
+                    topic, message(tenant, event_id, quantity), partition=partition
                 )
                 await asyncio.sleep(0.3)
             resume.set()
 
             async def applied_all() -> bool:
-                return app.state.consumer.counters.applied >= 4
+                return app.state.consumer.counters.applied >= 1 + len(arriving)
 
             await wait_until(applied_all)
-            assert batch_sizes == [1, 3]
-            assert await gmv(client, token) == 100.0
+            return batch_sizes, await gmv(client, token), app.state.consumer.counters.records
     finally:
         await producer.stop()
+
+
+async def test_a_batch_that_failed_is_applied_again_and_nothing_after_it_is_lost(
+    fresh_database: FreshDatabase,
+    kafka_bootstrap: str,
+    minter: TokenMinter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Read ahead while the batch fails: in partitions the failed batch did not read
+    # from, and after it in its own.
+    arriving = [("e2", 2, 1), ("e3", 4, 2), ("e4", 8, 0)]
+    _, value, records = await first_apply_held(
+        fresh_database, kafka_bootstrap, minter, monkeypatch, arriving, fail=True
+    )
+    assert value == 150.0
+    assert records == 4
+
+
+async def test_events_that_arrive_while_a_batch_is_applied_are_applied_together_next(
+    fresh_database: FreshDatabase,
+    kafka_bootstrap: str,
+    minter: TokenMinter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    arriving = [("e2", 2, 1), ("e3", 3, 0), ("e4", 4, 2)]
+    batch_sizes, value, _ = await first_apply_held(
+        fresh_database, kafka_bootstrap, minter, monkeypatch, arriving, fail=False
+    )
+    assert batch_sizes == [1, 3]
+    assert value == 100.0
 
 
 async def test_a_read_ahead_stopped_midway_returns_what_it_had_read(
