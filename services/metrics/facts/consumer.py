@@ -107,7 +107,10 @@ class _Gathering:
         self.good: list[tuple[ConsumerRecord[bytes, bytes], EventMessage]] = []
         self.bad: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
         self.repeats = 0
-        self.count = 0
+
+    @property
+    def count(self) -> int:
+        return sum(len(items) for items in self.batches.values())
 
     async def take(
         self, db: Database, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
@@ -116,7 +119,6 @@ class _Gathering:
         for partition, items in batches.items():
             self.batches.setdefault(partition, []).extend(items)
         records = [record for items in batches.values() for record in items]
-        self.count += len(records)
         if not records:
             return
         fresh = await without_repeats(db, records)

@@ -280,16 +280,14 @@ class FactRepository:
             "CREATE TEMP TABLE IF NOT EXISTS touched_orders "
             "(LIKE orders INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
+        await self.conn.execute(f"INSERT INTO touched_keys {keys_sql}", *args)
         # A temporary table has no statistics: without them the planner takes it for
         # hundreds of rows and scans orders and order_skus whole instead of probing them.
-        if args:
-            await self.conn.execute(f"INSERT INTO touched_keys {keys_sql}", *args)
-            await self.conn.execute("ANALYZE touched_keys")
-        else:
-            await self.conn.execute(f"INSERT INTO touched_keys {keys_sql}; ANALYZE touched_keys")
-        # Their old state, which leaves the daily counts.
+        # Then their old state, which leaves the daily counts (the status, so the count,
+        # is the last statement's).
         known = await self.conn.execute(
             """
+            ANALYZE touched_keys;
             INSERT INTO touched_orders
             SELECT o.* FROM orders o JOIN touched_keys USING (tenant_id, platform, store_id, order_id)
             """
