@@ -88,7 +88,7 @@ class Access:
         cover: what it asked for, within the limit. Asking for a value outside the
         limit is FORBIDDEN, never an empty answer.
         """
-        wanted = [v for v in (requested or []) if v]
+        wanted = list(requested or [])
         limit: frozenset[str] | None = getattr(self, dimension)
         if limit is None:
             return wanted or None

@@ -1,36 +1,71 @@
 """Lists in one query parameter, as CONTRACT §6 writes them: ``marketplaces=US,MX``.
 
 A value that holds a comma (a category "Lamps, Indoor") or starts with a double quote
-is quoted as in CSV: ``categories="Lamps, Indoor",Outdoor``. The gateway writes the
-lists of a GraphQL query this way, so every value reaches metrics whole.
+is quoted as in CSV: ``categories="Lamps, Indoor",Outdoor``. A quoted empty value is
+the empty one, which the answers show for a line without a category or a fee without
+a SKU (``categories=""``); a blank left unquoted (``US,,MX``, a trailing comma) names
+nothing. The gateway writes the lists of a GraphQL query this way, so every value
+reaches metrics whole.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable
 
 from shared.errors import FieldError, InvalidInput
 
 UNCLOSED_QUOTE = 'a value opened with " is not closed; write "a, b" for a value with a comma'
+AFTER_QUOTE = 'a quoted value goes on to its closing " and then a comma: "a, b",c'
+QUOTE = '"'
 
 
 def split_list(value: str | None, field: str) -> list[str]:
-    """The values of a comma-separated parameter, blanks dropped; 422 naming ``field``
-    when a quoted value is not closed."""
-    if not value:
-        return []
-    try:
-        rows = list(csv.reader([value], strict=True, skipinitialspace=True))
-    except csv.Error:
-        error = FieldError(field, UNCLOSED_QUOTE)
-        raise InvalidInput(f"{field}: {UNCLOSED_QUOTE}", [error]) from None
-    return [item.strip() for row in rows for item in row if item.strip()]
+    """The values of a comma-separated parameter, unquoted blanks dropped; 422 naming
+    ``field`` when a quoted value is not closed or runs on after its closing quote."""
+    values: list[str] = []
+    position = 0
+    while value and position <= len(value):
+        start = len(value) - len(value[position:].lstrip(" "))
+        if value.startswith(QUOTE, start):
+            quoted, position = _quoted(value, start + 1, field)
+            values.append(quoted.strip())
+        else:
+            position = value.find(",", start)
+            position = len(value) if position == -1 else position
+            if item := value[start:position].strip():
+                values.append(item)
+        position += 1  # past the comma
+    return values
+
+
+def _quoted(value: str, start: int, field: str) -> tuple[str, int]:
+    """The quoted value from ``start`` (after its opening quote, ``""`` standing for one
+    quote) and the position of the comma after it, or the end."""
+    parts: list[str] = []
+    position = start
+    while True:
+        closing = value.find(QUOTE, position)
+        if closing == -1:
+            raise InvalidInput(f"{field}: {UNCLOSED_QUOTE}", [FieldError(field, UNCLOSED_QUOTE)])
+        parts.append(value[position:closing])
+        if value.startswith(QUOTE, closing + 1):
+            parts.append(QUOTE)
+            position = closing + 2
+            continue
+        after = len(value) - len(value[closing + 1 :].lstrip(" "))
+        if after < len(value) and value[after] != ",":
+            raise InvalidInput(f"{field}: {AFTER_QUOTE}", [FieldError(field, AFTER_QUOTE)])
+        return "".join(parts), after
 
 
 def join_list(values: Iterable[str]) -> str:
     """The parameter that :func:`split_list` reads back as ``values``."""
-    out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerow(values)
-    return out.getvalue().removesuffix("\n")
+    return ",".join(_quote(value) if _needs_quotes(value) else value for value in values)
+
+
+def _needs_quotes(value: str) -> bool:
+    return not value.strip() or "," in value or value.lstrip(" ").startswith(QUOTE)
+
+
+def _quote(value: str) -> str:
+    return QUOTE + value.replace(QUOTE, QUOTE * 2) + QUOTE

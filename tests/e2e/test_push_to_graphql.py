@@ -178,8 +178,9 @@ async def test_filter_values_holding_commas_and_quotes_match_whole(
     lamp["payload"]["category"] = "Lamps, Indoor"
     bulb = line("c2", "oc2", 1, "15.00")
     bulb["payload"].update(sku='BULB "2",X', category="Bulbs")
-    await push(http, tenant, lamp, bulb)
-    await wait_for_values(http, tenant, {"gmv": 95.0, "orders": 2.0})
+    uncategorised = line("c3", "oc3", 1, "5.00")
+    await push(http, tenant, lamp, bulb, uncategorised)
+    await wait_for_values(http, tenant, {"gmv": 100.0, "orders": 3.0})
 
     async def gmv(filters: dict[str, list[str]]) -> Any:
         body = await kpis(http, tenant, {"input": {**TOTAL_MARCH["input"], "filters": filters}})
@@ -188,12 +189,19 @@ async def test_filter_values_holding_commas_and_quotes_match_whole(
     assert await gmv({"categories": ["Lamps, Indoor"]}) == 80.0
     assert await gmv({"skus": ['BULB "2",X']}) == 15.0
     assert await gmv({"categories": ["Lamps, Indoor", "Bulbs"]}) == 95.0
+    # The empty value is the group of lines without a category, as groupBy shows it.
+    assert await gmv({"categories": [""]}) == 5.0
+    assert await gmv({"categories": ["", "Bulbs"]}) == 20.0
     # REST writes such a value quoted, as in CSV.
     window = {"metrics": "gmv", "from": "2026-03-01", "to": "2026-03-31", "grain": "total"}
     quoted = await http.get(
         "/v1/kpis", params={**window, "categories": '"Lamps, Indoor"'}, headers=tenant.headers
     )
     assert quoted.json()["rows"][0]["values"][0]["value"] == 80.0
+    empty = await http.get(
+        "/v1/kpis", params={**window, "categories": '"",Bulbs'}, headers=tenant.headers
+    )
+    assert empty.json()["rows"][0]["values"][0]["value"] == 20.0
     unclosed = await http.get(
         "/v1/kpis", params={**window, "categories": '"Lamps, Indoor'}, headers=tenant.headers
     )

@@ -49,6 +49,23 @@ async def test_three_years_from_29_february_end_on_28_february(
         ]
 
 
+async def test_twenty_years_are_calendar_years(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant(scopes=["kpi:read"])
+    longest = {"from": "2000-01-01", "to": "2019-12-31"}
+    body = await kpis(http, tenant, metrics="gmv", grain="year", **longest)
+    assert [row["period"] for row in body["rows"]][-1] == "2019-01-01"
+    # Twenty years and a day (5 of the 20 years are leap years).
+    refused = await http.get(
+        "/v1/kpis",
+        params={"metrics": "gmv", "grain": "year", "from": "2000-01-01", "to": "2020-01-01"},
+        headers=tenant.headers,
+    )
+    assert refused.status_code == 422
+    assert refused.json()["errors"] == [{"field": "to", "reason": "at most 20 years"}]
+
+
 async def test_platform_filters_read_as_events_are_stored(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:
@@ -108,6 +125,24 @@ async def test_csv_answers_carry_their_warnings_in_a_header(
     assert json.loads(response.headers["Lodestar-Warnings"]) == [
         "no FX rate for MXN→USD on 2026-01-10"
     ]
+
+
+async def test_csv_numbers_are_never_in_exponent_notation(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    huge = line("h1", "H1", 100_000, "999999999999.99", "2026-01-10T18:00:00Z")
+    await seed(http, tenant, [huge, line("h2", "H2", 1, "0.01", "2026-01-11T18:00:00Z")])
+    params = {**WINDOW, "metrics": "gmv,aov", "grain": "day", "to": "2026-01-11"}
+    response = await http.get(
+        "/v1/kpis", params=params, headers={**tenant.headers, "Accept": "text/csv"}
+    )
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    cells = {(row["period"], row["metric"]): row["value"] for row in rows}
+    # As JSON, 9.9999999999999e+16.
+    assert cells["2026-01-10", "gmv"] == "99999999999999000"
+    assert cells["2026-01-11", "aov"] == "0.01"
+    assert json.loads(response.headers["Lodestar-Warnings"]) == []
 
 
 async def test_csv_cells_from_pushed_text_never_run_as_formulas(

@@ -4,6 +4,7 @@ import csv
 import io
 import json
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import Annotated, Any
 
 import orjson
@@ -37,6 +38,12 @@ def _as_text(cell: str) -> str:
     return f"'{cell}" if cell.startswith(_FORMULA_STARTS) else cell
 
 
+def _csv_number(value: float | None) -> str:
+    """The shortest text that reads back as the value, never in exponent notation
+    (1e-07, 2.1e+24), which spreadsheets and ERP imports may take for text."""
+    return "" if value is None else format(Decimal(repr(value)), "f")
+
+
 def _csv(body: dict[str, Any], group_by: list[str]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
@@ -49,9 +56,9 @@ def _csv(body: dict[str, Any], group_by: list[str]) -> str:
                     row["period"],
                     *dims,
                     value["metric"],
-                    "" if value["value"] is None else repr(value["value"]),
-                    "" if value["previous"] is None else repr(value["previous"]),
-                    "" if value["change"] is None else repr(value["change"]),
+                    _csv_number(value["value"]),
+                    _csv_number(value["previous"]),
+                    _csv_number(value["change"]),
                     body["currency"] or "",
                 ]
             )
@@ -224,9 +231,9 @@ async def kpis(
         body, key = await run_query(conn, query, tenant_currency=tenant_currency, key=known)
     headers = _validators(entity_tag(key, representation))
     if csv_wanted:
-        if body["warnings"]:
-            # A CSV has no place for them: an empty cell must not pass for a silent zero.
-            headers[WARNINGS_HEADER] = json.dumps(body["warnings"])  # ASCII: \u2192
+        # A CSV has no place for them: an empty cell must not pass for a silent zero.
+        # Always sent, so that an ERP tells "no warnings" from a header it lost.
+        headers[WARNINGS_HEADER] = json.dumps(body["warnings"])  # ASCII: \u2192
         return Response(_csv(body, query.group_by), media_type="text/csv", headers=headers)
     # Built by the engine in the documented shape: serialised as is, not validated again.
     return Response(orjson.dumps(body), media_type="application/json", headers=headers)

@@ -35,7 +35,7 @@ FILTERS = {
 }
 FILTER_OF = {dimension: name for name, dimension in FILTERS.items()}
 MAX_DAY_GRAIN_YEARS = 3
-MAX_RANGE_DAYS = 20 * 366
+MAX_RANGE_YEARS = 20
 TOTAL = "TOTAL"
 
 DimKey = tuple[str, ...]
@@ -118,8 +118,8 @@ def parse_query(tenant_id: str, params: dict[str, str | None]) -> KpiQuery:
             errors.append(FieldError(field="from", reason="must not be after to"))
         elif grain == "day" and end >= _anniversary(start, MAX_DAY_GRAIN_YEARS):
             errors.append(FieldError(field="to", reason="at most 3 years at day grain"))
-        elif (end - start).days >= MAX_RANGE_DAYS:
-            errors.append(FieldError(field="to", reason="at most 20 years"))
+        elif end >= _anniversary(start, MAX_RANGE_YEARS):
+            errors.append(FieldError(field="to", reason=f"at most {MAX_RANGE_YEARS} years"))
     group_by = [d.lower() for d in split_list(params.get("group_by"), "group_by")]
     errors += _named_twice("group_by", group_by)
     for dimension in group_by:
