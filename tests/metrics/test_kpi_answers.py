@@ -201,6 +201,20 @@ async def test_the_answer_is_negotiated_by_accept(
         assert response.headers["content-type"].startswith(kind)
 
 
+@pytest.mark.parametrize(
+    ("accept", "status"), [("", 200), ("*/*", 200), ("text/csv", 406), ("application/xml", 406)]
+)
+async def test_the_catalog_is_json_only(
+    http: httpx.AsyncClient, new_tenant: NewTenant, accept: str, status: int
+) -> None:
+    tenant = await new_tenant(scopes=["kpi:read"])
+    headers = {**tenant.headers, "Accept": accept}
+    response = await http.get("/v1/kpis/catalog", headers=headers)
+    assert response.status_code == status
+    if status == 406:
+        assert response.json()["detail"] == "the answer is application/json"
+
+
 async def test_fx_warnings_name_only_what_the_answer_needed(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:

@@ -90,13 +90,18 @@ _FILTER = "Comma-separated values of {}; quote one holding a comma as in CSV"
 WARNINGS_HEADER = "Lodestar-Warnings"
 
 
-def _wants_csv(accept: str) -> bool:
-    """JSON or CSV by the Accept header's preferences (RFC 9110 §12.5.1), JSON on a tie
-    or when none is given; 406 when the client takes neither."""
+JSON = "application/json"
+CSV = "text/csv"
+
+
+def _negotiated(accept: str, offered: tuple[str, ...]) -> str:
+    """Of the ``offered`` media types, the one the Accept header prefers (RFC 9110
+    §12.5.1), the first offered on a tie or when none is given; 406 when the client
+    takes none of them."""
     if not accept.strip():
-        return False
-    quality = {"application/json": 0.0, "text/csv": 0.0}
-    specificity = {media: -1 for media in quality}
+        return offered[0]
+    quality = dict.fromkeys(offered, 0.0)
+    specificity = dict.fromkeys(offered, -1)
     for part in accept.split(","):
         media, *options = [item.strip() for item in part.split(";")]
         media = media.lower()
@@ -114,9 +119,10 @@ def _wants_csv(accept: str) -> bool:
             # The most specific range that names a type sets its quality.
             if rank is not None and rank > specificity[candidate]:
                 specificity[candidate], quality[candidate] = rank, q
-    if max(quality.values()) <= 0:
-        raise NotAcceptable("the answer is application/json or text/csv")
-    return quality["text/csv"] > quality["application/json"]
+    best = max(offered, key=lambda media: quality[media])  # the first of equals
+    if quality[best] <= 0:
+        raise NotAcceptable(f"the answer is {' or '.join(offered)}")
+    return best
 
 
 _KPIS_DESCRIPTION = f"""KPI values by period and dimensions, as JSON or (`Accept: text/csv`) CSV.
@@ -188,7 +194,7 @@ async def kpis(
     ] = None,
 ) -> Any:
     """See ``_KPIS_DESCRIPTION``, the operation's description in the API document."""
-    csv_wanted = _wants_csv(request.headers.get("accept", ""))
+    csv_wanted = _negotiated(request.headers.get("accept", ""), (JSON, CSV)) == CSV
     narrowed = {
         name: access.narrow(name, split_list(value, name))
         for name, value in (
@@ -251,10 +257,15 @@ def _entity_tags(header: str) -> set[str]:
     return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
 
 
-@router.get("/catalog", response_model=KpiCatalog)
+@router.get(
+    "/catalog",
+    response_model=KpiCatalog,
+    responses={406: {"model": ErrorBody, "description": "Accept does not take JSON"}},
+)
 async def catalog(request: Request, access: Reader) -> KpiCatalog:
     """Every KPI of the contract with its definition as this tenant's settings make it;
     ``available`` ones can be queried."""
+    _negotiated(request.headers.get("accept", ""), (JSON,))
     db: Database = request.app.state.db
     async with db.raw_connection() as conn:
         settings = await SettingsRepository(conn).get(access.tenant_id)
