@@ -113,6 +113,42 @@ async def test_user_signs_in_with_pkce_and_refresh_tokens_rotate(
     assert after_theft.status_code == 400
 
 
+async def test_a_refresh_refused_for_its_scope_leaves_the_token_usable(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """RFC 6749 §6: the old refresh token goes only when a new one is issued. A
+    client's scope mistake must not end its user's sign-in."""
+    admin = await new_tenant()
+    client_id = await frontend_client(http, admin)
+    analyst = await add_user(http, admin, "analyst")
+    tokens = await user_tokens(http, client_id, analyst["email"])
+    beyond = await exchange(
+        http,
+        client_id,
+        grant_type="refresh_token",
+        refresh_token=tokens["refresh_token"],
+        scope="kpi:read ingest:write",
+    )
+    assert beyond.status_code == 400, beyond.text
+    assert beyond.json() == {
+        "error": "invalid_scope",
+        "error_description": "not granted at sign-in: ingest:write",
+    }
+    still = await http.get(
+        "/v1/kpis/catalog", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
+    assert still.status_code == 200
+    retried = await exchange(
+        http,
+        client_id,
+        grant_type="refresh_token",
+        refresh_token=tokens["refresh_token"],
+        scope="kpi:read",
+    )
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["scope"] == "kpi:read"
+
+
 async def test_authorize_errors(http: httpx.AsyncClient, new_tenant: NewTenant) -> None:
     admin = await new_tenant()
     client_id = await frontend_client(http, admin)

@@ -92,6 +92,14 @@ class Redeemed:
     family_id: str
 
 
+class ScopeBeyondSignIn(Exception):
+    """A refresh asking for scopes its sign-in did not grant: refused before the
+    token is used, so the client can try again without them (RFC 6749 §6)."""
+
+    def __init__(self, beyond: set[str]) -> None:
+        super().__init__(f"not granted at sign-in: {' '.join(sorted(beyond))}")
+
+
 class SessionError(Exception):
     """A code or refresh token that cannot be used; ``reused`` when it was used before."""
 
@@ -187,8 +195,11 @@ async def find_refresh(session: AsyncSession, token: str) -> RefreshToken | None
     ).scalar_one_or_none()
 
 
-async def rotate_refresh(session: AsyncSession, token: str, client_id: str) -> Redeemed:
-    """Uses a refresh token up; a token used before revokes its whole family."""
+async def rotate_refresh(
+    session: AsyncSession, token: str, client_id: str, scope_asked: str = ""
+) -> Redeemed:
+    """Uses a refresh token up, for its sign-in's scope or the narrower ``scope_asked``;
+    a token used before revokes its whole family."""
     row = await find_refresh(session, token)
     if row is None or row.client_id != client_id:
         raise SessionError("unknown refresh token")
@@ -201,9 +212,14 @@ async def rotate_refresh(session: AsyncSession, token: str, client_id: str) -> R
         )
     if row.expires_at <= utcnow():
         raise SessionError("refresh token expired")
+    scope = row.scope
+    if scope_asked.strip():
+        if beyond := set(scope_asked.split()) - set(row.scope.split()):
+            raise ScopeBeyondSignIn(beyond)
+        scope = " ".join(sorted(set(scope_asked.split())))
     row.used_at = utcnow()
     session.add(row)
-    return Redeemed(row.user_id, row.tenant_id, row.scope, row.family_id)
+    return Redeemed(row.user_id, row.tenant_id, scope, row.family_id)
 
 
 async def revoke_family(session: AsyncSession, family_id: str) -> Revoked:

@@ -116,15 +116,14 @@ async def _grant(
             scope = redeemed.scope
         else:
             redeemed = await sessions.rotate_refresh(
-                session, _required(form_request, "refresh_token"), client.client_id
+                session,
+                _required(form_request, "refresh_token"),
+                client.client_id,
+                form_request.form.get("scope") or "",
             )
             scope = redeemed.scope
-            narrower = form_request.form.get("scope")
-            if narrower:
-                beyond = set(narrower.split()) - set(scope.split())
-                if beyond:
-                    raise InvalidScopeError(f"not granted at sign-in: {' '.join(sorted(beyond))}")
-                scope = " ".join(sorted(set(narrower.split())))
+    except sessions.ScopeBeyondSignIn as error:
+        raise InvalidScopeError(str(error)) from None
     except sessions.SessionError as error:
         refuse_at_once(request, error.revoked)
         raise InvalidGrantError(error.reason) from None
