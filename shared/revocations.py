@@ -6,6 +6,7 @@ too, not only through the public base URL."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 
@@ -20,6 +21,13 @@ RELOAD_SECONDS = 1.0
 # A service often starts before the gateway listens: only a gateway away this long is
 # worth a warning.
 AWAY_SECONDS = 10.0
+
+
+def revocation_digest(revoked_id: str) -> str:
+    """What the gateway lists for a revoked token id or client: the list is read
+    without a token, so it names no client and no token, only digests a service
+    compares with those of the tokens it is shown."""
+    return hashlib.sha256(revoked_id.encode()).hexdigest()
 
 
 class GatewayRevocations:
@@ -39,8 +47,8 @@ class GatewayRevocations:
         self._revoked: frozenset[str] = frozenset()
         self._task: asyncio.Task[None] | None = None
 
-    def __contains__(self, jti: object) -> bool:
-        return jti in self._revoked
+    def __contains__(self, revoked_id: object) -> bool:
+        return isinstance(revoked_id, str) and revocation_digest(revoked_id) in self._revoked
 
     async def load(self) -> None:
         response = await self.client.get(self.url)

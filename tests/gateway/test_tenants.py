@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from services.gateway.tenants.internal import TENANT_PROFILE_PATH
 from tests.conftest import NewTenant, fetch_token
 
 
@@ -111,6 +112,26 @@ async def test_one_tenant_cannot_reach_another(
     assert (
         await http.get(f"/v1/tenants/{reader.tenant_id}", headers=reader.headers)
     ).status_code == 403
+
+
+async def test_a_tenant_profile_is_its_own_tokens_only(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """The services ask the gateway for a tenant's currency with the caller's token."""
+    seller = await new_tenant(scopes=["kpi:read"], reporting_currency="MXN")
+    other = await new_tenant(scopes=["kpi:read"])
+    own = await http.get(
+        TENANT_PROFILE_PATH.format(tenant_id=seller.tenant_id), headers=seller.headers
+    )
+    assert own.json() == {"reporting_currency": "MXN", "timezone": None}
+    for tenant_id in (seller.tenant_id, "tn_missing"):
+        refused = await http.get(
+            TENANT_PROFILE_PATH.format(tenant_id=tenant_id), headers=other.headers
+        )
+        assert (refused.status_code, refused.json()) == (
+            403,
+            {"error": "forbidden", "detail": f"no access to tenant {tenant_id}"},
+        )
 
 
 async def test_tenants_and_grants_refuse_a_misspelt_parameter(

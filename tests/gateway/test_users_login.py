@@ -16,6 +16,7 @@ from sqlmodel import col, select
 from services.gateway.graphql.revalidation import MEMORY
 from services.gateway.oauth.revoked import RevokedTokens
 from services.gateway.oauth.sessions import IssuedAccessToken, RevokedAccessToken
+from shared.revocations import REVOKED_TOKENS_PATH, revocation_digest
 from tests.conftest import NewTenant, Stack, fetch_token
 from tests.gateway.login import (
     PASSWORD,
@@ -446,6 +447,10 @@ async def test_a_revoked_access_token_is_refused_on_the_services_own_ports_too(
             await asyncio.sleep(0.2)
             waited += 0.2
         assert [await status(s, fresh) for s in asks] == [422, 200, 200]
+    # The list is read without a token: it names digests, no token id and no client.
+    listed = (await http.get(REVOKED_TOKENS_PATH)).json()["revoked"]
+    jti = claims_of(token)["jti"]
+    assert revocation_digest(jti) in listed and jti not in listed
 
 
 async def test_ending_a_sign_in_ends_the_access_tokens_it_issued(

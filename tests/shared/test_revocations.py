@@ -8,13 +8,14 @@ import logging
 import httpx
 import pytest
 
-from shared.revocations import REVOKED_TOKENS_PATH, GatewayRevocations
+from shared.revocations import REVOKED_TOKENS_PATH, GatewayRevocations, revocation_digest
 
 
 async def test_a_gateway_away_leaves_the_last_list_in_force_and_is_said_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    answers = [httpx.Response(200, json={"revoked": ["jti-1", "jti-2"]})]
+    listed = [revocation_digest("jti-1"), revocation_digest("jti-2")]
+    answers = [httpx.Response(200, json={"revoked": listed})]
 
     def gateway(request: httpx.Request) -> httpx.Response:
         assert request.url.path == REVOKED_TOKENS_PATH
@@ -39,7 +40,7 @@ async def test_a_gateway_away_leaves_the_last_list_in_force_and_is_said_once(
 async def test_an_answer_that_is_no_list_keeps_the_last_one() -> None:
     answers = iter(
         [
-            httpx.Response(200, json={"revoked": ["jti-1"]}),
+            httpx.Response(200, json={"revoked": [revocation_digest("jti-1")]}),
             httpx.Response(503, json={"error": "unavailable"}),
             httpx.Response(200, json={"something": "else"}),
         ]

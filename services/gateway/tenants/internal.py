@@ -11,7 +11,7 @@ from services.gateway.grants.service import effective_grant
 from services.gateway.tenants.repository import TenantRepository
 from shared.auth import Principal, current_principal
 from shared.deps import DbSession
-from shared.errors import NotFound
+from shared.errors import Forbidden, NotFound
 
 TENANT_PROFILE_PATH = "/internal/tenants/{tenant_id}/profile"
 router = APIRouter(include_in_schema=False)
@@ -30,11 +30,14 @@ async def tenant_profile(
     session: DbSession,
 ) -> TenantProfile:
     """The tenant's reporting currency and time zone, for its own tokens and those of
-    an agency holding a live grant; 404 for anyone else."""
+    an agency holding a live grant; FORBIDDEN for anyone else, whether the tenant
+    exists or not (CONTRACT §2)."""
     reachable = principal.tenant_id == tenant_id or (
         await effective_grant(session, principal, tenant_id) is not None
     )
-    tenant = await TenantRepository(session).get(tenant_id) if reachable else None
+    if not reachable:
+        raise Forbidden(f"no access to tenant {tenant_id}")
+    tenant = await TenantRepository(session).get(tenant_id)
     if tenant is None:
         raise NotFound(f"no tenant {tenant_id}")
     return TenantProfile(reporting_currency=tenant.reporting_currency, timezone=tenant.timezone)
