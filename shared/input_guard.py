@@ -33,6 +33,9 @@ _JSON_NUL = b"\\u0000"
 # character and passes).
 _JSON_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 GRAPHQL_PATH = "/graphql"
+# Routes that answer a repeated parameter themselves: OAuth's authorization endpoint
+# sends its errors back to the client's redirect URI (RFC 6749 §4.1.2.1).
+REPEATS_ANSWERED_BY_ROUTE = frozenset({"/oauth/authorize"})
 
 
 def _shown(name: str) -> str:
@@ -52,7 +55,7 @@ def _path_errors(scope: Scope) -> list[FieldError]:
     return []
 
 
-def _query_errors(query_string: bytes) -> list[FieldError]:
+def _query_errors(query_string: bytes, repeats: bool = True) -> list[FieldError]:
     errors: list[FieldError] = []
     seen: set[str] = set()
     try:
@@ -67,7 +70,7 @@ def _query_errors(query_string: bytes) -> list[FieldError]:
     for name, value in pairs:
         if "\x00" in name or "\x00" in value:
             errors.append(FieldError(_shown(name), NO_NUL))
-        elif name in seen:
+        elif repeats and name in seen:
             errors.append(FieldError(name, REPEATED))
         seen.add(name)
     return errors
@@ -139,7 +142,9 @@ class InputGuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        errors = _path_errors(scope) + _query_errors(scope.get("query_string", b""))
+        errors = _path_errors(scope) + _query_errors(
+            scope.get("query_string", b""), repeats=scope["path"] not in REPEATS_ANSWERED_BY_ROUTE
+        )
         if errors:
             await self._refuse(errors, scope, receive, send)
             return

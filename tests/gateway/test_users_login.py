@@ -8,7 +8,7 @@ import secrets
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 from sqlmodel import col, select
@@ -183,6 +183,26 @@ async def test_authorize_errors(http: httpx.AsyncClient, new_tenant: NewTenant) 
         assert query["error"] == [error] and query["state"] == ["xyz"], change
         # RFC 9207: errors name the issuer as successes do.
         assert query["iss"] == [issuer], change
+    # RFC 6749 §3.1: no parameter twice. Another than the way back goes back too.
+    params = list(authorize_params(client_id, challenge).items())
+    for repeated in ("scope", "state", "code_challenge"):
+        again = [*params, (repeated, dict(params)[repeated])]
+        answer = await http.get("/oauth/authorize", params=again)
+        assert answer.status_code == 303, repeated
+        query = parse_qs(urlsplit(answer.headers["location"]).query)
+        assert query["error"] == ["invalid_request"], repeated
+        assert query["error_description"] == [f"given more than once: {repeated}"]
+        submitted = await http.post(
+            "/oauth/authorize",
+            content=urlencode([*again, ("email", user["email"]), ("password", PASSWORD)]),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert submitted.status_code == 303 and "code=" not in submitted.headers["location"]
+    for repeated in ("client_id", "redirect_uri"):
+        page = await http.get(
+            "/oauth/authorize", params=[*params, (repeated, dict(params)[repeated])]
+        )
+        assert page.status_code == 400 and "location" not in page.headers, repeated
     # Wrong password and unknown e-mail read the same.
     for email, password in ((user["email"], "wrong password!!"), ("nobody@example.com", PASSWORD)):
         answer = await http.post(

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import html
 import re
-from dataclasses import dataclass
-from typing import Annotated
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Request
@@ -55,6 +57,9 @@ class AuthorizationRequest:
         )
 
 
+AUTHORIZATION_FIELDS = frozenset(field.name for field in fields(AuthorizationRequest))
+
+
 class PageError(Exception):
     """Shown on the page: the client or redirect URI cannot be trusted."""
 
@@ -79,7 +84,22 @@ def _redirect(
     return RedirectResponse(f"{request.redirect_uri}{separator}{urlencode(params)}", 303)
 
 
-async def _checked(session: DbSession, request: AuthorizationRequest) -> OAuthClient:
+# The user agent's way back: given twice, neither value can be trusted.
+WAY_BACK = frozenset({"client_id", "redirect_uri"})
+
+
+def _repeated(items: Iterable[tuple[str, Any]]) -> frozenset[str]:
+    """The parameters of an authorization request given more than once, which RFC 6749
+    §3.1 forbids."""
+    counts = Counter(name for name, _ in items if name in AUTHORIZATION_FIELDS)
+    return frozenset(name for name, count in counts.items() if count > 1)
+
+
+async def _checked(
+    session: DbSession, request: AuthorizationRequest, repeated: frozenset[str]
+) -> OAuthClient:
+    if repeated & WAY_BACK:
+        raise PageError("client_id and redirect_uri must each be given once.")
     client = (
         await ClientRepository(session).get_active(request.client_id) if request.client_id else None
     )
@@ -87,6 +107,10 @@ async def _checked(session: DbSession, request: AuthorizationRequest) -> OAuthCl
         raise PageError("Unknown application (client_id).")
     if not request.redirect_uri or request.redirect_uri not in client.redirect_uris:
         raise PageError("This application's redirect_uri is not registered.")
+    if repeated:
+        raise RedirectError(
+            "invalid_request", f"given more than once: {', '.join(sorted(repeated))}"
+        )
     if request.response_type != "code":
         raise RedirectError("unsupported_response_type", "response_type must be code")
     if not request.code_challenge:
@@ -122,9 +146,11 @@ def _page(request: AuthorizationRequest | None, message: str, status: int = 200)
     return HTMLResponse(body, status_code=status, headers=PAGE_HEADERS)
 
 
-async def _start(session: DbSession, request: AuthorizationRequest, issuer: str) -> Response:
+async def _start(
+    session: DbSession, request: AuthorizationRequest, repeated: frozenset[str], issuer: str
+) -> Response:
     try:
-        await _checked(session, request)
+        await _checked(session, request, repeated)
     except PageError as error:
         return _page(None, str(error), status=400)
     except RedirectError as error:
@@ -159,6 +185,7 @@ async def authorize_page(
             code_challenge,
             code_challenge_method,
         ),
+        _repeated(request.query_params.multi_items()),
         request.app.state.settings.effective_issuer,
     )
 
@@ -181,10 +208,11 @@ async def authorize_submit(
         client_id, redirect_uri, response_type, scope, state, code_challenge, code_challenge_method
     )
     issuer = request.app.state.settings.effective_issuer
-    if names := fields_holding_nul((await request.form()).multi_items()):
+    form = (await request.form()).multi_items()
+    if names := fields_holding_nul(form):
         return _page(None, f"These fields must not contain the NUL character: {names}.", 400)
     try:
-        client = await _checked(session, authorization)
+        client = await _checked(session, authorization, _repeated(form))
     except PageError as error:
         return _page(None, str(error), status=400)
     except RedirectError as error:
