@@ -183,8 +183,9 @@ async def test_authorize_errors(http: httpx.AsyncClient, new_tenant: NewTenant) 
         assert query["error"] == [error] and query["state"] == ["xyz"], change
         # RFC 9207: errors name the issuer as successes do.
         assert query["iss"] == [issuer], change
-    # RFC 6749 §3.1: no parameter twice. Another than the way back goes back too.
-    params = list(authorize_params(client_id, challenge).items())
+    # RFC 6749 §3.1: no parameter twice; one other than client_id and redirect_uri goes
+    # back to the client too.
+    params: list[tuple[str, Any]] = list(authorize_params(client_id, challenge).items())
     for repeated in ("scope", "state", "code_challenge"):
         again = [*params, (repeated, dict(params)[repeated])]
         answer = await http.get("/oauth/authorize", params=again)
