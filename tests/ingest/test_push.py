@@ -401,6 +401,12 @@ async def test_one_batch_cannot_change_an_events_type_either(ingest: IngestServi
     # Versions of one type in one batch stay what they were: the highest is kept.
     kept = await ingest.push(tenant, [line, {**line, "version": 2}])
     assert kept.json() == {"accepted": 2, "duplicates": 0}
+    # A same or lower version of another type after it is a duplicate, as it is when
+    # pushed on its own: the batch is not refused.
+    lower = await ingest.push(new_tenant_id(), [{**line, "version": 2}, fee])
+    assert (lower.status_code, lower.json()) == (202, {"accepted": 1, "duplicates": 1})
+    same = await ingest.push(new_tenant_id(), [{**line, "version": 2}, {**fee, "version": 2}])
+    assert (same.status_code, same.json()) == (202, {"accepted": 1, "duplicates": 1})
 
 
 async def test_a_misspelt_parameter_is_refused_not_ignored(

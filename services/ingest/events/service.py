@@ -153,19 +153,25 @@ def validate(raw_events: list[Any], rows: Sequence[int] | None = None) -> list[E
 
 
 def _types_changed_within(events: list[Event]) -> list[FieldError]:
-    """An event id pushed twice in one batch as two types: a new version cannot change
-    its type, whether its versions come in one request or in several (only the highest
-    of a batch is kept, so the other type would vanish without a word)."""
-    first: dict[str, tuple[int, str]] = {}
+    """An event id pushed twice in one batch as two types, the later a higher version:
+    a new version cannot change its type, whether its versions come in one request or
+    in several (only the highest of a batch is kept, so the other type would vanish
+    without a word). A same or lower version is a duplicate, of whatever type, as it
+    would be pushed on its own."""
+    kept: dict[str, tuple[int, Event]] = {}
     errors: list[FieldError] = []
     for index, event in enumerate(events):
-        seen = first.setdefault(event.event_id, (index, event.type))
-        if seen[1] != event.type:
+        earlier = kept.get(event.event_id)
+        if earlier is not None and event.version <= earlier[1].version:
+            continue
+        if earlier is not None and earlier[1].type != event.type:
             reason = (
-                f"event {event.event_id} is pushed as {seen[1]} at index {seen[0]} of this "
-                "batch; a new version cannot change its type"
+                f"event {event.event_id} is pushed as {earlier[1].type} at index {earlier[0]} "
+                "of this batch; a new version cannot change its type"
             )
             errors.append(FieldError("type", reason, index=index))
+            continue
+        kept[event.event_id] = (index, event)
     return errors
 
 
