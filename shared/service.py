@@ -462,6 +462,9 @@ def build_app(
     app = FastAPI(
         title=f"Lodestar {service}",
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # A path with a slash too many is 404, not a redirect: a service's redirect
+        # names its own port, which the gateway would hand to the public.
+        redirect_slashes=False,
         **kwargs,
     )
     app.state.settings = settings

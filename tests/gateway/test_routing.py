@@ -99,6 +99,23 @@ async def test_unknown_v1_route_is_404(http: httpx.AsyncClient, new_tenant: NewT
     assert response.json()["error"] == "not_found"
 
 
+async def test_a_slash_too_many_is_404_never_a_redirect_to_a_service(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """A service's redirect would name its own port, which clients must not be sent to."""
+    tenant = await new_tenant()
+    for method, path in (
+        ("POST", "/v1/events/"),
+        ("GET", "/v1/kpis/"),
+        ("GET", "/v1/kpis/catalog/"),
+        ("GET", "/v1/targets/plans/"),
+        ("GET", "/v1/tenants/"),
+    ):
+        response = await http.request(method, path, headers=tenant.headers, json={})
+        assert (response.status_code, "location" in response.headers) == (404, False), path
+        assert response.json()["error"] == "not_found", path
+
+
 async def test_wrong_method_is_405_naming_the_allowed_ones(
     http: httpx.AsyncClient, stack: Stack, new_tenant: NewTenant
 ) -> None:
