@@ -80,14 +80,15 @@ _ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 # Statuses any route may answer, with when; 401 and 403 only where a token is taken,
 # 404 only where the path names something.
 _ERRORS = {
-    "400": "A malformed request: a query parameter given twice.",
     "401": 'No valid token: `WWW-Authenticate: Bearer error="invalid_token"`.',
     "403": "The token lacks the route's scope (`insufficient_scope`, naming it), or the "
     "tenant or store named is not the caller's.",
     "404": "Nothing by that id for this tenant.",
+    "413": "A body over the size limit (`payload_too_large`).",
     "415": "A JSON body sent with another `Content-Type` than `application/json`.",
     "422": "Invalid input: `errors` names each field (and `index` of a batch item); a "
-    "body that is no JSON names `body`.",
+    "body that is no JSON names `body`; a query parameter given twice, or unknown, "
+    "names it.",
     "429": "Over the client's rate limit; `Retry-After` says when to come back.",
     "503": "A service or the database is away for a moment; `Retry-After` says when to ask again.",
 }
@@ -111,6 +112,8 @@ def _describe_errors(document: dict[str, Any]) -> None:
                 if status in ("401", "403") and "security" not in operation:
                     continue
                 if status == "404" and "{" not in path:
+                    continue
+                if status == "413" and "requestBody" not in operation:
                     continue
                 if status == "415" and "application/json" not in _body_types(operation):
                     continue
