@@ -103,7 +103,10 @@ Text = Annotated[
     StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT),
     AfterValidator(_no_nul),
 ]
-FreeText = Annotated[str, AfterValidator(_no_nul)]
+# A refund's reason, a carrier's name: text a person wrote, kept and exported with the
+# event; far longer is a mistake (a whole document pasted), not a reason.
+MAX_FREE_TEXT = 2_000
+FreeText = Annotated[str, StringConstraints(max_length=MAX_FREE_TEXT), AfterValidator(_no_nul)]
 # As PostgreSQL's integer, which keeps quantities and versions; one bound for every
 # count, far above any real day's clicks or stock.
 MAX_INT = 2**31 - 1

@@ -397,3 +397,16 @@ def test_a_currency_has_a_rate_of_one_to_itself() -> None:
     assert [(e.index, e.field, e.reason) for e in errors] == [
         (0, "payload.rate", "rate must be 1 when quote is base")
     ]
+
+
+def test_free_text_is_capped_as_identifiers_are() -> None:
+    """A refund's reason is what a person wrote: a pasted document is a mistake, and it
+    would be kept, relayed and exported with every version of the event."""
+    longest = refund("1.00", reason="r" * 2_000)
+    too_long = refund("1.00", reason="r" * 2_001)
+    events, errors = validate_batch([longest, too_long])
+    assert events == []
+    assert [(e.index, e.field, e.reason) for e in errors] == [
+        (1, "payload.reason", "String should have at most 2000 characters")
+    ]
+    assert validate_batch([longest])[1] == []
