@@ -227,6 +227,25 @@ def test_rows_with_more_or_fewer_cells_than_the_header_are_refused() -> None:
     ]
 
 
+def test_what_spreadsheets_leave_around_the_data_is_no_data() -> None:
+    """Rows of nothing but separators or spaces, and a separator ending the header and
+    every row (an unnamed column, empty throughout), as spreadsheets save them."""
+    text = "\n".join([f"{HEADER},", f"{GOOD[0]},", "   ", ",,,,,,,,,,,,,", f"{GOOD[1]}, ", ",,"])
+    batch = parse_csv(f"{text}\n".encode(), "order_line", 10)
+    assert batch.rows == [2, 5]
+    assert [e["event_id"] for e in batch.events] == ["erp-1", "erp-2"]
+    # An unnamed column with something in it is still a row too long.
+    assert _refusal(f"{HEADER},\n{GOOD[0]},99\n") == [
+        (2, "body", "has 14 cells; the header has 13")
+    ]
+
+
+def test_a_currency_column_is_refused_where_no_field_is_money() -> None:
+    header = "event_id,platform,store_id,marketplace,sku,date,sessions,page_views,currency"
+    row = "t1,amazon,acme-us,US,LAMP,2026-03-01,10,20,XXX"
+    assert _refusal(f"{header}\n{row}\n", "traffic") == [(1, "currency", "unknown column")]
+
+
 def test_two_currency_columns_that_disagree_are_refused() -> None:
     header = HEADER.replace("currency", "unit_price_currency,currency")
     row = GOOD[0].replace("USD", "EUR,USD")

@@ -114,7 +114,9 @@ def _records(text: str) -> Iterator[tuple[int, list[str]]]:
                 f"line {line} is not valid CSV: {exc}",
                 [FieldError(field="body", reason=str(exc), row=line)],
             ) from None
-        if cells:
+        # A line of nothing but separators or spaces is as blank as an empty one (a
+        # spreadsheet saves its formatted but empty rows so).
+        if any(cell.strip() for cell in cells):
             yield line, cells
 
 
@@ -138,8 +140,11 @@ def parse_csv(raw: bytes, event_type: str, max_events: int) -> CsvBatch:
             "the file is empty", [FieldError(field="body", reason="a header row is required")]
         )
     header_row, padded = first
-    # Spreadsheets pad header cells as they pad any other.
+    # Spreadsheets pad header cells as they pad any other, and may end the header (and
+    # every row) with a separator: an unnamed last column, empty in every row, is none.
     header = [column.strip() for column in padded]
+    while header and not header[-1]:
+        header.pop()
     fields = PAYLOAD_MODELS[event_type].model_fields
     _check_header(header, header_row, fields)
     events: list[dict[str, Any]] = []
@@ -153,6 +158,8 @@ def parse_csv(raw: bytes, event_type: str, max_events: int) -> CsvBatch:
                 [FieldError(field="body", reason=f"at most {max_events} rows a file")],
             )
         index = len(events)
+        if len(cells) > len(header) and not any(cell.strip() for cell in cells[len(header) :]):
+            cells = cells[: len(header)]
         if len(cells) != len(header):
             reason = f"has {len(cells)} cells; the header has {len(header)}"
             errors.append(FieldError(field="body", reason=reason, index=index, row=row))
@@ -174,8 +181,10 @@ def parse_csv(raw: bytes, event_type: str, max_events: int) -> CsvBatch:
 
 
 def _check_header(header: list[str], row: int, fields: dict[str, FieldInfo]) -> None:
-    known = set(ENVELOPE_COLUMNS) | set(fields) | {"currency"}
-    known |= {f"{name}_currency" for name, f in fields.items() if _kind(f) is Money}
+    money = [name for name, f in fields.items() if _kind(f) is Money]
+    # One currency for every amount of a row; a type without amounts has no use for it.
+    known = set(ENVELOPE_COLUMNS) | set(fields) | ({"currency"} if money else set())
+    known |= {f"{name}_currency" for name in money}
     errors = [
         FieldError(field=column, reason="unknown column", row=row)
         for column in dict.fromkeys(header)
