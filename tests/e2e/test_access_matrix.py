@@ -172,11 +172,12 @@ async def store_zone_put(world: World, caller: Caller, allowed: bool) -> Call:
 
 async def grant_create(world: World, caller: Caller, allowed: bool) -> Call:
     agency = await world.fresh_tenant_id() if allowed else world.agency.tenant_id
-    # Each tenant grants its own store.
+    # Each tenant grants its own store, and a scope it holds (no grant gives more).
     store = world.other_store if caller.kind == "stranger" else world.store
+    scope = "kpi:read" if "kpi:read" in caller.scopes else "ingest:write"
     return Call(
         "/v1/grants",
-        json={"agency_tenant_id": agency, "stores": [store], "scopes": ["kpi:read"]},
+        json={"agency_tenant_id": agency, "stores": [store], "scopes": [scope]},
     )
 
 

@@ -101,3 +101,28 @@ async def test_expires_at_is_an_rfc3339_timestamp_with_its_offset(
     again = await http.get(grant, headers=seller.headers)
     assert moved.json()["expires_at"] == again.json()["expires_at"]
     assert datetime.fromisoformat(moved.json()["expires_at"]) == datetime(2031, 1, 1, tzinfo=UTC)
+
+
+async def test_a_grant_gives_no_scope_its_issuer_lacks(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """As a client never holds a scope its creator lacks: a seller admin that may not
+    plan targets cannot let an agency plan them."""
+    seller = await new_tenant(scopes=["tenant:admin", "kpi:read"])
+    agency = await new_tenant(scopes=["kpi:read"])
+    wanted = {"agency_tenant_id": agency.tenant_id, "stores": ["s1"]}
+    beyond = await http.post(
+        "/v1/grants",
+        json={**wanted, "scopes": ["kpi:read", "targets:write"]},
+        headers=seller.headers,
+    )
+    assert (beyond.status_code, beyond.json()["error"]) == (403, "insufficient_scope")
+    assert 'scope="targets:write"' in beyond.headers["www-authenticate"]
+    created = await http.post(
+        "/v1/grants", json={**wanted, "scopes": ["kpi:read"]}, headers=seller.headers
+    )
+    assert created.status_code == 201, created.text
+    grant = f"/v1/grants/{created.json()['id']}"
+    widened = await http.patch(grant, json={"scopes": ["ingest:write"]}, headers=seller.headers)
+    assert (widened.status_code, widened.json()["error"]) == (403, "insufficient_scope")
+    assert (await http.get(grant, headers=seller.headers)).json()["scopes"] == ["kpi:read"]

@@ -46,7 +46,9 @@ def out(grant: Grant, now: datetime | None = None) -> GrantOut:
     )
 
 
-def _checked_scopes(scopes: list[str]) -> list[str]:
+def _checked_scopes(scopes: list[str], issuer: Access) -> list[str]:
+    """The scopes a grant may give: grantable ones the issuer holds itself, as a client
+    never holds a scope its creator lacks."""
     errors = [
         FieldError(
             field=f"scopes.{i}",
@@ -57,6 +59,8 @@ def _checked_scopes(scopes: list[str]) -> list[str]:
     ]
     if errors:
         raise InvalidInput(errors[0].reason, errors)
+    for scope in scopes:
+        issuer.require(scope)
     return sorted(set(scopes))
 
 
@@ -96,7 +100,7 @@ async def create_grant(
             f"no tenant {data.agency_tenant_id}",
             [FieldError(field="agency_tenant_id", reason="no such tenant")],
         )
-    scopes = _checked_scopes(data.scopes)
+    scopes = _checked_scopes(data.scopes, issuer)
     expires_at = _checked_expiry(data.expires_at)
     repository = GrantRepository(session)
     await _lock_pair(session, seller, data.agency_tenant_id)
@@ -178,7 +182,7 @@ async def update_grant(
     if "scopes" in data.model_fields_set:
         if data.scopes is None:
             raise InvalidInput("scopes cannot be null", [FieldError("scopes", "required")])
-        grant.scopes = _checked_scopes(data.scopes)
+        grant.scopes = _checked_scopes(data.scopes, issuer)
     if "expires_at" in data.model_fields_set:
         expires_at = _checked_expiry(data.expires_at)
         if grant.expires_at is not None and grant.expires_at <= utcnow():
