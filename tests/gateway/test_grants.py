@@ -126,3 +126,32 @@ async def test_a_grant_gives_no_scope_its_issuer_lacks(
     widened = await http.patch(grant, json={"scopes": ["ingest:write"]}, headers=seller.headers)
     assert (widened.status_code, widened.json()["error"]) == (403, "insufficient_scope")
     assert (await http.get(grant, headers=seller.headers)).json()["scopes"] == ["kpi:read"]
+
+
+async def test_the_agency_reads_its_grant_and_is_told_only_the_seller_changes_it(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    seller = await new_tenant()
+    agency = await new_tenant()
+    stranger = await new_tenant()
+    created = await http.post(
+        "/v1/grants",
+        json={"agency_tenant_id": agency.tenant_id, "stores": ["s1"], "scopes": ["kpi:read"]},
+        headers=seller.headers,
+    )
+    grant = f"/v1/grants/{created.json()['id']}"
+    assert (await http.get(grant, headers=agency.headers)).status_code == 200
+    told = f"grant {created.json()['id']} is changed and revoked by the seller that issued it"
+    for answer in (
+        await http.patch(grant, json={"stores": ["s1", "s2"]}, headers=agency.headers),
+        await http.delete(grant, headers=agency.headers),
+    ):
+        assert (answer.status_code, answer.json()) == (403, {"error": "forbidden", "detail": told})
+    # Anyone else learns nothing of it, whichever way it asks.
+    for answer in (
+        await http.get(grant, headers=stranger.headers),
+        await http.patch(grant, json={"stores": ["s1"]}, headers=stranger.headers),
+        await http.delete(grant, headers=stranger.headers),
+    ):
+        assert answer.status_code == 404
+    assert (await http.get(grant, headers=seller.headers)).json()["stores"] == ["s1"]

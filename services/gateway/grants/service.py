@@ -162,8 +162,11 @@ async def visible_grant(session: AsyncSession, principal: Principal, grant_id: s
 
 async def _issued_grant(session: AsyncSession, issuer: Access, grant_id: str) -> Grant:
     """A grant the issuer's tenant issued: only the seller changes or revokes it (its
-    whole-tenant admin, as the routes' ``WholeTenantAdmin`` has checked)."""
+    whole-tenant admin, as the routes' ``WholeTenantAdmin`` has checked). The agency,
+    which reads it, is told so; anyone else gets 404, as reading it does."""
     grant = await GrantRepository(session).get(grant_id)
+    if grant is not None and grant.agency_tenant_id == issuer.tenant_id:
+        raise Forbidden(f"grant {grant_id} is changed and revoked by the seller that issued it")
     if grant is None or grant.tenant_id != issuer.tenant_id:
         raise NotFound(f"no grant {grant_id}")
     return grant
