@@ -63,12 +63,20 @@ class Access:
     grant_id: str | None = None
     marketplaces: frozenset[str] | None = None
     categories: frozenset[str] | None = None
+    # Scopes the caller's token holds and its grant does not give here.
+    withheld: frozenset[str] = frozenset()
 
     @property
     def through_grant(self) -> bool:
         return self.grant_id is not None
 
     def require(self, scope: str) -> None:
+        if scope in self.withheld:
+            # Not insufficient_scope (RFC 6750 §3.1): a token asked again with the
+            # scope would be refused again; the seller's grant is what lacks it.
+            raise Forbidden(
+                f"the grant of tenant {self.tenant_id} does not give {scope}; its seller may add it"
+            )
         if scope not in self.scopes:
             raise InsufficientScope(scope)
 
@@ -200,6 +208,7 @@ async def resolve_access(
         scopes=principal.scopes & grant.scopes,
         stores=grant.stores if own_stores is None else grant.stores & own_stores,
         grant_id=grant.id,
+        withheld=principal.scopes - grant.scopes,
         marketplaces=limits.get("marketplaces"),
         categories=limits.get("categories"),
     )
