@@ -300,6 +300,11 @@ async def test_merged_openapi_has_every_services_v1_routes(http: httpx.AsyncClie
                 assert operation["responses"][status]["content"] == error_body, (method, path)
             assert "HTTPValidationError" not in str(operation), (method, path)
     assert paths["/v1/grants/{grant_id}"]["delete"]["responses"]["404"]["content"] == error_body
+    # The token endpoint reads its form itself; the document still says what it takes.
+    token = paths["/oauth/token"]["post"]
+    form = token["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
+    assert form["required"] == ["grant_type"] and "code_verifier" in form["properties"]
+    assert {"200", "400", "401"} <= set(token["responses"])
     # The erasure's confirmation is checked after the token, and required all the same.
     assert paths["/v1/tenants/{tenant_id}"]["delete"]["requestBody"]["required"] is True
     # 415 where a JSON body is taken, and nowhere else.

@@ -25,10 +25,87 @@ from shared.time import utcnow
 
 router = APIRouter(tags=["oauth"])
 
+_OAUTH_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "string",
+            "enum": [
+                "invalid_request",
+                "invalid_client",
+                "invalid_grant",
+                "unauthorized_client",
+                "unsupported_grant_type",
+                "invalid_scope",
+            ],
+        },
+        "error_description": {"type": "string"},
+    },
+}
+# The route reads its form itself (RFC 6749's rules, not FastAPI's): described here so
+# that an integrator sees the fields and answers in the API document.
+_TOKEN_API = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "required": ["grant_type"],
+                    "properties": {
+                        "grant_type": {
+                            "type": "string",
+                            "enum": ["client_credentials", "authorization_code", "refresh_token"],
+                        },
+                        "client_id": {"type": "string"},
+                        "client_secret": {"type": "string"},
+                        "scope": {"type": "string", "description": "Space-separated scopes"},
+                        "code": {"type": "string"},
+                        "redirect_uri": {"type": "string"},
+                        "code_verifier": {"type": "string", "minLength": 43, "maxLength": 128},
+                        "refresh_token": {"type": "string"},
+                    },
+                }
+            }
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "A token (and, for a user's sign-in, its next refresh token)",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["access_token", "token_type", "expires_in", "scope"],
+                        "properties": {
+                            "access_token": {"type": "string"},
+                            "token_type": {"type": "string", "enum": ["Bearer"]},
+                            "expires_in": {"type": "integer"},
+                            "scope": {"type": "string"},
+                            "refresh_token": {"type": "string"},
+                        },
+                    }
+                }
+            },
+        },
+        "400": {
+            "description": "RFC 6749 §5.2: a malformed request, a bad grant or scope",
+            "content": {"application/json": {"schema": _OAUTH_ERROR}},
+        },
+        "401": {
+            "description": "`invalid_client`: unknown client or wrong secret "
+            "(`WWW-Authenticate: Basic` when Basic was used)",
+            "content": {"application/json": {"schema": _OAUTH_ERROR}},
+        },
+    },
+}
+
 
 @router.post(
     "/oauth/token",
     summary="OAuth 2 token endpoint",
+    openapi_extra=_TOKEN_API,
     description=(
         "Form-encoded. `grant_type=client_credentials`: client authentication by HTTP "
         "Basic or `client_id`/`client_secret` form fields, optional `scope` (a subset of "
