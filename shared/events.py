@@ -392,10 +392,29 @@ _REASON_BY_PYDANTIC_TYPE = {
 _INDEX = re.compile(r"^\d+$")
 
 
+# Pydantic's words for a bound or a calendar it cannot read, in the API's: a timestamp
+# field is not "a valid datetime or date", and one bound reads one way everywhere.
+_REASON_WITH_CONTEXT = {
+    "datetime_parsing": TIMESTAMP_REASON + " ({error})",
+    "datetime_from_date_parsing": TIMESTAMP_REASON + " ({error})",
+    "date_parsing": DATE_REASON + " ({error})",
+    "date_from_datetime_parsing": DATE_REASON + " ({error})",
+    "less_than_equal": "must be at most {le}",
+    "less_than": "must be less than {lt}",
+    "greater_than_equal": "must be at least {ge}",
+    "greater_than": "must be more than {gt}",
+}
+
+
 def _reason(error: Any) -> str:
     kind = error.get("type", "")
     if kind in _REASON_BY_PYDANTIC_TYPE:
         return _REASON_BY_PYDANTIC_TYPE[kind]
+    if kind in _REASON_WITH_CONTEXT:
+        try:
+            return _REASON_WITH_CONTEXT[kind].format(**(error.get("ctx") or {}))
+        except (KeyError, IndexError):
+            pass  # a context of another shape: pydantic's own words below
     message = str(error.get("msg", "invalid"))
     return message.removeprefix("Value error, ")
 

@@ -410,3 +410,27 @@ def test_free_text_is_capped_as_identifiers_are() -> None:
         (1, "payload.reason", "String should have at most 2000 characters")
     ]
     assert validate_batch([longest])[1] == []
+
+
+def test_bounds_and_calendars_are_said_in_the_apis_words() -> None:
+    """One bound reads one way for every count, and a timestamp field that cannot be
+    read says what it takes, not pydantic's "a valid datetime or date"."""
+    events, errors = validate_batch(
+        [
+            order_line(quantity=0),
+            order_line(quantity=2**31),
+            order_line(purchased_at="2026-02-29T07:15:00Z"),
+            another("inventory_snapshot", date="2026-02-30", sku="A", warehouse="W", on_hand=1),
+        ]
+    )
+    assert events == []
+    assert [(e.index, e.field, e.reason) for e in errors] == [
+        (0, "payload.quantity", "must be more than 0"),
+        (1, "payload.quantity", "must be at most 2147483647"),
+        (2, "payload.purchased_at", f"{TIMESTAMP_REASON} (day value is outside expected range)"),
+        (
+            3,
+            "payload.date",
+            "must be a date such as 2026-03-01 (day value is outside expected range)",
+        ),
+    ]
