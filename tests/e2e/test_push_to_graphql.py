@@ -225,3 +225,16 @@ async def test_a_replayed_push_says_so_through_the_gateway(
     for path in ("/v1/events", "/v1/events:csv"):
         accepted = document["paths"][path]["post"]["responses"]["202"]
         assert "Idempotent-Replayed" in accepted["headers"], path
+
+
+async def test_errors_from_metrics_are_worded_with_the_graphql_inputs_names(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant(scopes=["kpi:read"])
+    asked = {**TOTAL_MARCH["input"], "orderBy": {"metric": "aov", "direction": "DESC"}}
+    body = await kpis(http, tenant, {"input": {**asked, "groupBy": ["SKU"], "currency": "ZZZ"}})
+    [error] = body["errors"]
+    fields = [e["field"] for e in error["extensions"]["errors"]]
+    assert fields == ["input.currency", "input.orderBy"], error
+    assert "group_by" not in error["message"] and "order_by" not in error["message"]
+    assert "input.orderBy: must be one of the metrics asked" in error["message"]

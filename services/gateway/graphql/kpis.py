@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
 from typing import Any
 
@@ -153,15 +154,19 @@ def _error_from(response: httpx.Response) -> LodestarError:
     except ValueError:
         body = {}
     detail = str(body.get("detail") or body.get("error") or response.reason_phrase)
+    named = [e for e in body.get("errors", []) or [] if isinstance(e, dict)]
     errors = [
         FieldError(
             field=_graphql_field(str(e.get("field", ""))),
             reason=str(e.get("reason", "")),
             index=e.get("index"),
         )
-        for e in body.get("errors", []) or []
-        if isinstance(e, dict)
+        for e in named
     ]
+    for rest_name in {str(e.get("field", "")) for e in named}:
+        # Metrics says "group_by: ..." where the GraphQL input has input.groupBy.
+        graphql_name = _graphql_field(rest_name)
+        detail = re.sub(rf"(^|; ){re.escape(rest_name)}: ", rf"\g<1>{graphql_name}: ", detail)
     status = response.status_code
     if status == 401:
         return Unauthenticated(detail)
