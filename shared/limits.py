@@ -19,7 +19,7 @@ import orjson
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import LodestarError, PayloadTooLarge, RateLimited
+from shared.errors import FieldError, LodestarError, PayloadTooLarge, RateLimited
 from shared.revocations import REVOKED_TOKENS_PATH
 
 # Probes must answer however busy a client is.
@@ -185,7 +185,11 @@ class LimitsMiddleware:
         await self._call_counting(scope, receive, send)
 
     def _too_large(self) -> PayloadTooLarge:
-        return PayloadTooLarge(f"the request body is larger than {self.max_body_bytes} bytes")
+        limit = f"at most {self.max_body_bytes} bytes"
+        return PayloadTooLarge(
+            f"the request body is larger than {self.max_body_bytes} bytes",
+            [FieldError(field="body", reason=limit)],
+        )
 
     async def _call_counting(self, scope: Scope, receive: Receive, send: Send) -> None:
         received = 0

@@ -113,6 +113,7 @@ async def test_body_over_the_limit_by_content_length_gets_413() -> None:
     assert response.json() == {
         "error": "payload_too_large",
         "detail": "the request body is larger than 100 bytes",
+        "errors": [{"field": "body", "reason": "at most 100 bytes"}],
     }
     assert seen == []
 
@@ -228,7 +229,11 @@ async def test_refusals_at_graphql_are_graphql_errors() -> None:
         "errors": [
             {
                 "message": "the request body is larger than 100 bytes",
-                "extensions": {"code": "BAD_USER_INPUT", "error": "payload_too_large"},
+                "extensions": {
+                    "code": "BAD_USER_INPUT",
+                    "error": "payload_too_large",
+                    "errors": [{"field": "body", "reason": "at most 100 bytes"}],
+                },
             }
         ]
     }
