@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import httpx
 
 from tests.conftest import NewTenant
+from tests.gateway.login import add_user
 
 
 async def test_grants_refuse_a_tenant_id_the_caller_may_not_act_for(
@@ -155,3 +156,28 @@ async def test_the_agency_reads_its_grant_and_is_told_only_the_seller_changes_it
     ):
         assert answer.status_code == 404
     assert (await http.get(grant, headers=seller.headers)).json()["stores"] == ["s1"]
+
+
+async def test_any_store_or_category_an_event_may_name_can_be_granted_or_a_limit(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """Identifiers are at most 256 characters in events; grants and user limits took
+    200, so a store pushed with a longer id could be shared with no one."""
+    seller = await new_tenant()
+    agency = await new_tenant(scopes=["kpi:read"])
+    longest, too_long = "S" * 256, "S" * 257
+    granted = await http.post(
+        "/v1/grants",
+        json={"agency_tenant_id": agency.tenant_id, "stores": [longest], "scopes": ["kpi:read"]},
+        headers=seller.headers,
+    )
+    assert granted.status_code == 201, granted.text
+    limited = await add_user(
+        http, seller, "viewer", limits={"stores": [longest], "categories": ["C" * 256]}
+    )
+    assert limited["limits"]["stores"] == [longest]
+    refused = await http.patch(
+        f"/v1/grants/{granted.json()['id']}", json={"stores": [too_long]}, headers=seller.headers
+    )
+    assert refused.status_code == 422
+    assert [e["field"] for e in refused.json()["errors"]] == ["stores.0"]

@@ -5,10 +5,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from shared.events import EventTime
+from shared.events import EventTime, Text
 
-StoreId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Stores = Annotated[list[StoreId], Field(min_length=1, max_length=500)]
+# A store id as events carry it: any store pushed can be granted.
+Stores = Annotated[list[Text], Field(min_length=1, max_length=500)]
 Scopes = Annotated[list[str], Field(min_length=1, max_length=20)]
 
 

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from services.gateway.users.passwords import MIN_PASSWORD_LENGTH
+from shared.events import Text
 from shared.time import country_code
 
 # Deliberately loose: the address is proven by whoever delivers the invitation.
@@ -18,8 +19,8 @@ Email = Annotated[
 Role = Literal["owner", "admin", "manager", "analyst", "viewer"]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Password = Annotated[str, StringConstraints(min_length=MIN_PASSWORD_LENGTH, max_length=200)]
-Value = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Values = Annotated[list[Value], Field(min_length=1, max_length=500)]
+# Stores, marketplaces and categories as events carry them: any of them can be a limit.
+Values = Annotated[list[Text], Field(min_length=1, max_length=500)]
 
 
 class Limits(BaseModel):
