@@ -26,7 +26,7 @@ from shared.errors import (
     InvalidInput,
     UpstreamUnavailable,
 )
-from shared.scopes import LIMIT_DIMENSIONS, TENANT_ADMIN
+from shared.scopes import GRANTABLE_SCOPES, LIMIT_DIMENSIONS, TENANT_ADMIN
 
 # The gateway's answer to "which grant lets this caller into that tenant?".
 EFFECTIVE_GRANT_PATH = "/internal/grants/effective"
@@ -74,9 +74,12 @@ class Access:
         if scope in self.withheld:
             # Not insufficient_scope (RFC 6750 §3.1): a token asked again with the
             # scope would be refused again; the seller's grant is what lacks it.
-            raise Forbidden(
-                f"the grant of tenant {self.tenant_id} does not give {scope}; its seller may add it"
+            remedy = (
+                "its seller may add it"
+                if scope in GRANTABLE_SCOPES
+                else "no grant gives it: it acts in the caller's own tenant only"
             )
+            raise Forbidden(f"the grant of tenant {self.tenant_id} does not give {scope}; {remedy}")
         if scope not in self.scopes:
             raise InsufficientScope(scope)
 

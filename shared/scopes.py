@@ -15,6 +15,15 @@ TENANT_SCOPES: tuple[str, ...] = (
     "targets:approve",
 )
 ALL_SCOPES: tuple[str, ...] = (PLATFORM_ADMIN, *TENANT_SCOPES)
+# What a seller can hand to an agency (CONTRACT §7): reading, planning and pushing data.
+# Never the administration of the seller itself nor its platform connections.
+GRANTABLE_SCOPES: tuple[str, ...] = (
+    "kpi:read",
+    "targets:read",
+    "targets:write",
+    "alerts:manage",
+    "ingest:write",
+)
 
 # Roles of a tenant's users (issue 5): each is a set of scopes. Viewers and analysts
 # only read; approving targets is for owners and admins.

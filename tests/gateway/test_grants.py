@@ -181,3 +181,28 @@ async def test_any_store_or_category_an_event_may_name_can_be_granted_or_a_limit
     )
     assert refused.status_code == 422
     assert [e["field"] for e in refused.json()["errors"]] == ["stores.0"]
+
+
+async def test_a_refusal_through_a_grant_says_whether_a_grant_could_give_the_scope(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    seller = await new_tenant()
+    agency = await new_tenant()  # its token holds every tenant scope
+    created = await http.post(
+        "/v1/grants",
+        json={"agency_tenant_id": agency.tenant_id, "stores": ["s1"], "scopes": ["kpi:read"]},
+        headers=seller.headers,
+    )
+    assert created.status_code == 201
+    reads_for = {"tenant_id": seller.tenant_id}
+    plans = await http.get("/v1/targets/plans", params=reads_for, headers=agency.headers)
+    settings = await http.get("/v1/settings/kpi", params=reads_for, headers=agency.headers)
+    withheld = f"the grant of tenant {seller.tenant_id} does not give"
+    assert (plans.status_code, plans.json()["detail"]) == (
+        403,
+        f"{withheld} targets:read; its seller may add it",
+    )
+    assert (settings.status_code, settings.json()["detail"]) == (
+        403,
+        f"{withheld} tenant:admin; no grant gives it: it acts in the caller's own tenant only",
+    )

@@ -17,18 +17,8 @@ from shared.access import Access, EffectiveGrant, limited_user
 from shared.auth import Principal
 from shared.db import Database
 from shared.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
-from shared.scopes import TENANT_ADMIN
+from shared.scopes import GRANTABLE_SCOPES, TENANT_ADMIN
 from shared.time import utcnow
-
-# What a seller can hand to an agency: reading, planning and pushing data. Never the
-# administration of the seller itself nor its platform connections.
-GRANTABLE_SCOPES: tuple[str, ...] = (
-    "kpi:read",
-    "targets:read",
-    "targets:write",
-    "alerts:manage",
-    "ingest:write",
-)
 
 
 def out(grant: Grant, now: datetime | None = None) -> GrantOut:
