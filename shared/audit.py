@@ -97,19 +97,19 @@ class AuditMiddleware:
     """Records each write under ``/v1/`` and ``/oauth/`` once its answer is sent."""
 
     def __init__(
-        self, app: ASGIApp, service: str, skip: Callable[[str], bool] | None = None
+        self, app: ASGIApp, service: str, skip: Callable[[str, int], bool] | None = None
     ) -> None:
         self.app = app
         self.service = service
-        # The gateway skips what it only forwards: the owning service records that.
-        self.skip = skip or (lambda _: False)
+        # By path and answer's status: the gateway skips what it only forwards (the
+        # owning service records that) and the erasures that were done.
+        self.skip = skip or (lambda _path, _status: False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         audited = (
             scope["type"] == "http"
             and scope["method"] in WRITE_METHODS
             and scope["path"].startswith(AUDITED_PREFIXES)
-            and not self.skip(scope["path"])
         )
         if not audited:
             await self.app(scope, receive, send)
@@ -127,6 +127,8 @@ class AuditMiddleware:
             await self._record(scope, status["code"])
 
     async def _record(self, scope: Scope, status: int) -> None:
+        if self.skip(scope["path"], status):
+            return
         state = getattr(scope.get("app"), "state", None)
         db: Database | None = getattr(state, "db", None)
         if db is None:

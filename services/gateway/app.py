@@ -104,9 +104,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = build_app(
         SERVICE,
         settings,
-        # An erasure is not audited: its erasures row is the record, and an audit line
-        # would keep the erased tenant's id.
-        audit_skip=lambda path: owner_of(path) is not None or is_tenant_path(path),
+        # An erasure done is not audited: its erasures row is the record, and an audit
+        # line would keep the erased tenant's id. A refused one is, as any refused write.
+        audit_skip=lambda path, status: (
+            owner_of(path) is not None or (is_tenant_path(path) and status < 400)
+        ),
         lifespan=lifespan,
         openapi_url=None,
         docs_url=None,

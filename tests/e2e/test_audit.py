@@ -147,3 +147,36 @@ async def test_an_erased_agency_is_no_longer_named_in_its_sellers_trail(
     assert (after["actor"], after["client_id"]) == (None, None)
     assert after["detail"] == {**before["detail"], "acting_tenant": None}
     assert agency.tenant_id not in str(after) and agency.client_id not in str(after)
+
+
+async def test_a_refused_erasure_is_in_the_trail_and_a_done_one_names_no_one(
+    http: httpx.AsyncClient, new_tenant: NewTenant, stack: Stack
+) -> None:
+    """An attempt to erase the whole tenant is worth a line like any refused write; an
+    erasure done leaves its erasures row alone to keep the tenant's id."""
+    seller = await new_tenant()
+    refused = await http.request(
+        "DELETE",
+        f"/v1/tenants/{seller.tenant_id}",
+        json={"confirm": "nope"},
+        headers=seller.headers,
+    )
+    assert refused.status_code == 422
+    attempt = ("gateway", "DELETE /v1/tenants/{tenant_id}", 422)
+    entries = await audit_entries(http, seller, lambda e: attempt in actions(e))
+    assert attempt in actions(entries)
+    gone = await new_tenant()
+    erased = await http.request(
+        "DELETE",
+        f"/v1/tenants/{gone.tenant_id}",
+        json={"confirm": gone.tenant_id},
+        headers=gone.headers,
+    )
+    assert erased.status_code == 202, erased.text
+    await erasure_done(http, gone, gone.tenant_id)
+    async with stack.apps["gateway"].state.db.raw_connection() as conn:
+        named = await conn.fetchval(
+            "SELECT count(*) FROM audit_log WHERE tenant_id = $1 OR target LIKE '%' || $1 || '%'",
+            gone.tenant_id,
+        )
+    assert named == 0
