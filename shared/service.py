@@ -196,8 +196,13 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(unreadable)
         errors = []
         for err in exc.errors():
-            index, field = _field_of(tuple(err.get("loc", ())))
-            reason = "required" if err.get("type") == "missing" else str(err.get("msg"))
+            loc = tuple(err.get("loc", ()))
+            if err.get("type") == "payload_conflict":
+                # A rule between fields, raised on the whole body: it names the one at fault.
+                loc = (*loc, (err.get("ctx") or {}).get("at", ""))
+            index, field = _field_of(loc)
+            message = str(err.get("msg")).removeprefix("Value error, ")
+            reason = "required" if err.get("type") == "missing" else message
             errors.append(FieldError(field=field, reason=reason, index=index))
         detail = "; ".join(f"{e.field}: {e.reason}" for e in errors[:5])
         return error_response(InvalidInput(f"invalid request: {detail}", errors))

@@ -169,3 +169,18 @@ async def test_tenants_and_grants_refuse_a_misspelt_parameter(
     assert (await http.get("/v1/tenants", params={"limit": "5"}, headers=admin)).status_code == 200
     listed = await http.get("/v1/grants", headers=seller.headers)
     assert listed.status_code == 200, listed.text
+
+
+async def test_a_rule_between_fields_names_the_field_at_fault(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    response = await http.post(
+        f"/v1/tenants/{tenant.tenant_id}/clients",
+        json={"name": "spa", "scopes": ["kpi:read"], "public": True},
+        headers=tenant.headers,
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {"field": "redirect_uris", "reason": "a public client needs at least one redirect_uri"}
+    ]

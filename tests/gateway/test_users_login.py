@@ -275,7 +275,7 @@ async def test_user_and_client_validation_names_the_field(
     )
     assert duplicate.status_code == 409
     for body, field in (
-        ({"public": True}, "body"),
+        ({"public": True}, "redirect_uris"),
         ({"public": True, "redirect_uris": ["http://example.com/cb"]}, "redirect_uris"),
         ({"public": True, "redirect_uris": ["https://app.example/cb#x"]}, "redirect_uris"),
     ):

@@ -12,6 +12,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from shared.money import CurrencyCode
 from shared.time import time_zone_name
@@ -75,7 +76,11 @@ class ClientCreate(BaseModel):
     @model_validator(mode="after")
     def _public_needs_redirect(self) -> ClientCreate:
         if self.public and not self.redirect_uris:
-            raise ValueError("a public client needs at least one redirect_uri")
+            raise PydanticCustomError(
+                "payload_conflict",
+                "a public client needs at least one redirect_uri",
+                {"at": "redirect_uris"},
+            )
         return self
 
 
