@@ -36,7 +36,7 @@ class OutboxRepository:
         await self.conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
 
     async def claim(self, limit: int) -> list[asyncpg.Record]:
-        """The oldest unsent rows, then the oldest of those to send again (see
+        """The oldest unsent rows, then the newest of those to send again (see
         ``queue_again_since``), when no other relay is at work (else none).
 
         One relay at a time, by a lock held until the caller's transaction ends:
@@ -50,11 +50,15 @@ class OutboxRepository:
         # every claim. Scanning the unsent index in order stops at the limit.
         await self.conn.execute("SET LOCAL enable_bitmapscan = off")
         rows: list[asyncpg.Record] = []
-        for queue in ("sent_at IS NULL", "resend"):
+        # Newest first among those sent again: the events a lost log most likely held
+        # unread are the last sent before it was lost; oldest first, they came after a
+        # whole day of events the consumers already had (minutes after a busy day).
+        # Versions decide which of two is kept, so the order changes no answer.
+        for queue, order in (("sent_at IS NULL", "id"), ("resend", "id DESC")):
             rows += await self.conn.fetch(
                 f"""
                 SELECT id, tenant_id, topic, payload, traceparent, tracestate
-                FROM outbox WHERE {queue} ORDER BY id LIMIT $1
+                FROM outbox WHERE {queue} ORDER BY {order} LIMIT $1
                 """,
                 limit - len(rows),
             )
@@ -69,8 +73,8 @@ class OutboxRepository:
 
     async def queue_again_since(self, hours: int) -> int:
         """Queues again the rows sent within the last ``hours``, behind every row not
-        sent yet: consumers already have most of them, and each new event would wait
-        for all of them. Returns how many."""
+        sent yet (newest first): consumers already have most of them, and each new event
+        would wait for all of them. Returns how many."""
         status = await self.conn.execute(
             "UPDATE outbox SET resend = true WHERE sent_at IS NOT NULL AND NOT resend "
             "AND sent_at >= now() - make_interval(hours => $1)",
