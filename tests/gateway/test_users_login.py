@@ -624,3 +624,36 @@ async def test_an_address_is_a_users_within_its_tenant_only(
         tokens = await user_tokens(http, await frontend_client(http, admin), "ana@example.com")
         claims = claims_of(tokens["access_token"])
         assert (claims["sub"], claims["tenant"]) == (user["id"], admin.tenant_id)
+
+
+async def test_a_patch_of_nulls_or_of_the_same_values_changes_and_ends_nothing(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """A frontend sending the whole user back, untouched fields as they were or null,
+    must neither sign the user out nor widen a limited user to the whole tenant."""
+    admin = await new_tenant()
+    client_id = await frontend_client(http, admin)
+    viewer = await add_user(http, admin, "viewer", limits={"stores": ["s1"]})
+    tokens = await user_tokens(http, client_id, viewer["email"])
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    user = f"/v1/users/{viewer['id']}"
+    nulls = await http.patch(
+        user, json={"name": "New", "role": None, "disabled": None}, headers=admin.headers
+    )
+    assert nulls.status_code == 422
+    assert nulls.json()["errors"] == [
+        {"field": "role", "reason": "cannot be null; leave it out to keep it"},
+        {"field": "disabled", "reason": "cannot be null; leave it out to keep it"},
+    ]
+    same = await http.patch(
+        user,
+        json={"name": "Renamed", "role": "viewer", "limits": {"stores": ["s1"]}, "disabled": False},
+        headers=admin.headers,
+    )
+    assert same.status_code == 200, same.text
+    assert (same.json()["name"], same.json()["limits"]) == ("Renamed", {"stores": ["s1"]})
+    assert (await http.get("/v1/kpis/catalog", headers=bearer)).status_code == 200
+    # A real change still ends the sessions at once.
+    changed = await http.patch(user, json={"role": "analyst"}, headers=admin.headers)
+    assert changed.status_code == 200
+    assert (await http.get("/v1/kpis/catalog", headers=bearer)).status_code == 401

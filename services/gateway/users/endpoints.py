@@ -49,10 +49,12 @@ async def update_user(
     session: DbSession,
     request: Request,
 ) -> UserOut:
-    """Changes name, password, role, limits or ``disabled``. A change of password, role
-    or limits, and disabling, end the user's sessions: the next sign-in gets the new ones."""
-    user = await service.update_user(session, principal, access, user_id, data)
-    if data.model_fields_set & {"password", "role", "limits", "disabled"}:
+    """Changes name, password, role, limits or ``disabled`` (left out, a field stays;
+    only ``limits`` may be null, which lifts them). A change of password, role or
+    limits, and disabling, end the user's sessions: the next sign-in gets the new ones.
+    Setting a field to what it is already changes nothing and ends nothing."""
+    user, access_changed = await service.update_user(session, principal, access, user_id, data)
+    if access_changed:
         refuse_at_once(request, await end_user_sessions(session, user.id))
     return service.out(user)
 

@@ -54,7 +54,8 @@ class UserCreate(BaseModel):
 
 
 class UserUpdate(BaseModel):
-    """Only the fields present change; ``limits: null`` lifts every limit."""
+    """Only the fields present change; ``limits: null`` lifts every limit, and no other
+    field may be null."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -13,7 +13,7 @@ from services.gateway.users.repository import UserRepository
 from services.gateway.users.schemas import UserCreate, UserOut, UserUpdate
 from shared.access import Access
 from shared.auth import Principal
-from shared.errors import Conflict, FieldError, Forbidden, NotFound
+from shared.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from shared.scopes import LIMIT_DIMENSIONS, ROLES
 from shared.time import utcnow
 
@@ -94,12 +94,25 @@ async def tenant_user(session: AsyncSession, access: Access, user_id: str) -> Us
     return user
 
 
+# Left out, they stay; null could only mean "none", which none of them can be.
+NOT_NULLABLE = ("name", "password", "role", "disabled")
+
+
 async def update_user(
     session: AsyncSession, principal: Principal, access: Access, user_id: str, data: UserUpdate
-) -> User:
+) -> tuple[User, bool]:
+    """The user changed, and whether what its tokens say changed (password, role,
+    limits, disabled): only then do its sessions end."""
+    fields = data.model_fields_set
+    nulls = [name for name in NOT_NULLABLE if name in fields and getattr(data, name) is None]
+    if nulls:
+        raise InvalidInput(
+            f"{', '.join(nulls)} cannot be null; leave a field out to keep it",
+            [FieldError(name, "cannot be null; leave it out to keep it") for name in nulls],
+        )
     user = await tenant_user(session, access, user_id)
     check_owner_rights(principal, user.role, data.role)
-    fields = data.model_fields_set
+    before = (user.password_hash, user.role, user.limits, user.disabled_at is not None)
     if data.name is not None:
         user.name = data.name
     if data.password is not None:
@@ -110,9 +123,10 @@ async def update_user(
         limits = data.limits.as_claim() if data.limits else None
         _check_limits_within(limits, access)
         user.limits = limits
-    if data.disabled is not None:
+    if data.disabled is not None and data.disabled != (user.disabled_at is not None):
         user.disabled_at = utcnow() if data.disabled else None
     user.updated_at = utcnow()
     session.add(user)
     await session.flush()
-    return user
+    after = (user.password_hash, user.role, user.limits, user.disabled_at is not None)
+    return user, after != before
