@@ -282,6 +282,13 @@ class UnexpectedErrors:
             await unexpected_response(exc)(scope, receive, send)
 
 
+def none_match_holds(if_none_match: str, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (RFC 9110 §13.1.2: a list of
+    tags, weak ones compared weakly, "*" for any): the client has it, 304."""
+    held = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",") if tag.strip()}
+    return etag.removeprefix("W/") in held or "*" in held
+
+
 class HeadAsGet:
     """HEAD wherever GET is taken (RFC 9110 §9.3.2): the GET's status and headers,
     Content-Length and ETag included, without its body. FastAPI routes take only the

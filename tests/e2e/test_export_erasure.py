@@ -84,6 +84,10 @@ async def client_of(
 
 
 async def finished_export(http: httpx.AsyncClient, who: TenantClient) -> dict[str, Any]:
+    # An export has no options: a body asking for some is refused, not ignored.
+    optioned = await http.post("/v1/exports", json={"tables": ["orders"]}, headers=who.headers)
+    assert optioned.status_code == 422
+    assert optioned.json()["errors"] == [{"field": "body", "reason": "must be empty or {}"}]
     started = await http.post("/v1/exports", headers=who.headers)
     assert started.status_code == 202, started.text
     export: dict[str, Any] = started.json()
@@ -127,6 +131,11 @@ async def download(
         assert len(content.splitlines()) == entry["rows"], entry["path"]
         files[entry["path"]] = content
     assert sorted(archive.namelist()) == sorted([*files, "manifest.json"])
+    # A client that has the file is told so, not sent it again.
+    again = await http.get(
+        export["download_url"], headers={**who.headers, "If-None-Match": response.headers["etag"]}
+    )
+    assert (again.status_code, again.content) == (304, b"")
     return manifest, files
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 
 from services.gateway.exports import service
@@ -13,6 +13,8 @@ from services.gateway.exports.schemas import ExportList, ExportOut
 from shared.access import WholeTenantAdmin
 from shared.auth import Principal, current_principal
 from shared.deps import DbSession
+from shared.errors import FieldError, InvalidInput
+from shared.service import none_match_holds
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"])
 # tenant:admin of the whole tenant itself: never grantable, so an agency cannot export a
@@ -28,11 +30,14 @@ async def create_export(
     session: DbSession,
     background: BackgroundTasks,
 ) -> ExportOut:
-    """Starts an export of all the tenant's data in every service; poll
-    `GET /v1/exports/{id}` for its progress until `status` is `ready`, then download
+    """Starts an export of all the tenant's data in every service (no body, or `{}`);
+    poll `GET /v1/exports/{id}` for its progress until `status` is `ready`, then download
     `download_url`: a zip of `<service>/<table>.ndjson` files and a `manifest.json`
     with each file's rows, bytes and SHA-256. Secrets (hashes, keys) are never in it.
     """
+    if (await request.body()).strip() not in (b"", b"{}"):
+        # An export has no options: a body asking for some must not pass for taken.
+        raise InvalidInput("an export takes no body", [FieldError("body", "must be empty or {}")])
     export = await service.create_export(session, access.tenant_id, principal.subject)
     # Started after the response, so after the commit: the runner's writes find the row.
     background.add_task(request.app.state.exports.start, export)
@@ -59,10 +64,13 @@ async def get_export(export_id: str, access: WholeTenantAdmin, session: DbSessio
 )
 async def download_export(
     export_id: str, request: Request, access: WholeTenantAdmin, session: DbSession
-) -> StreamingResponse:
-    """The zip, with its SHA-256 in `ETag` and `Digest`; 409 while running or failed."""
+) -> Response:
+    """The zip, with its SHA-256 in `ETag` and `Digest`; 409 while running or failed;
+    304 to `If-None-Match` naming it (a client that has the file downloads it once)."""
     export = await service.downloadable_export(session, access.tenant_id, export_id)
     sha256 = export.archive_sha256 or ""
+    if none_match_holds(request.headers.get("if-none-match", ""), f'"{sha256}"'):
+        return Response(status_code=304, headers={"ETag": f'"{sha256}"'})
     headers = {
         "Content-Disposition": f'attachment; filename="lodestar-export-{export.id}.zip"',
         "Content-Length": str(export.size_bytes or 0),

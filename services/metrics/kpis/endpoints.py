@@ -22,6 +22,7 @@ from shared.db import Database
 from shared.errors import NotAcceptable
 from shared.openapi import ErrorBody
 from shared.query_lists import join_list, split_list
+from shared.service import none_match_holds
 
 router = APIRouter(prefix="/v1/kpis", tags=["kpis"])
 Reader = Annotated[Access, Depends(require_access("kpi:read"))]
@@ -226,13 +227,13 @@ async def kpis(
         None if query.currency else await currencies.reporting_currency(request, access.tenant_id)
     )
     representation = "csv" if csv_wanted else "json"
-    held = _entity_tags(request.headers.get("if-none-match", ""))
+    held = request.headers.get("if-none-match", "")
     async with db.raw_connection() as conn:
         known = None
-        if held:
+        if held.strip():
             known = await current_key(conn, query, tenant_currency)
             etag = entity_tag(known, representation)
-            if etag in held or "*" in held:
+            if none_match_holds(held, etag):
                 return Response(status_code=304, headers=_validators(etag))
         body, key = await run_query(conn, query, tenant_currency=tenant_currency, key=known)
     headers = _validators(entity_tag(key, representation))
@@ -250,11 +251,6 @@ def _validators(etag: str) -> dict[str, str]:
     ``If-None-Match`` an unchanged answer costs them no body to read or parse, and
     costs metrics no computing."""
     return {"ETag": etag, "Vary": "Accept", "Cache-Control": "private, no-cache"}
-
-
-def _entity_tags(header: str) -> set[str]:
-    # RFC 9110: a list of tags, weak ones (W/"...") compared weakly, "*" for any.
-    return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
 
 
 @router.get(
