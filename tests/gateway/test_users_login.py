@@ -657,3 +657,31 @@ async def test_a_patch_of_nulls_or_of_the_same_values_changes_and_ends_nothing(
     changed = await http.patch(user, json={"role": "analyst"}, headers=admin.headers)
     assert changed.status_code == 200
     assert (await http.get("/v1/kpis/catalog", headers=bearer)).status_code == 401
+
+
+async def test_a_refusal_due_to_a_users_own_limits_says_so(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """Account health has no category: a user limited to categories who asked for no
+    category at all must learn that the filter is its limit."""
+    admin = await new_tenant()
+    client_id = await frontend_client(http, admin)
+    limited = await add_user(http, admin, "viewer", limits={"categories": ["Lamps"]})
+    tokens = await user_tokens(http, client_id, limited["email"])
+    params = {
+        "metrics": "late_shipment_rate",
+        "from": "2026-03-01",
+        "to": "2026-03-31",
+        "grain": "total",
+    }
+    refused = await http.get(
+        "/v1/kpis", params=params, headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
+    assert refused.status_code == 422
+    assert refused.json()["errors"] == [
+        {
+            "field": "categories",
+            "reason": "late_shipment_rate by category is not available "
+            "(this caller is limited to some categories)",
+        }
+    ]

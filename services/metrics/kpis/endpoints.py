@@ -4,6 +4,7 @@ import csv
 import io
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -11,7 +12,14 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from services.metrics.kpis.cache import entity_tag
-from services.metrics.kpis.query import COMPARISONS, DIMENSIONS, GRAINS, MAX_LIMIT, parse_query
+from services.metrics.kpis.query import (
+    COMPARISONS,
+    DIMENSIONS,
+    GRAINS,
+    MAX_LIMIT,
+    KpiQuery,
+    parse_query,
+)
 from services.metrics.kpis.registry import KPIS, describe, reference
 from services.metrics.kpis.schemas import KpiCatalog, KpiDefinitionOut, KpiResult
 from services.metrics.kpis.service import current_key, run_query
@@ -19,7 +27,7 @@ from services.metrics.kpis.tenants import TenantCurrencies
 from services.metrics.settings.repository import SettingsRepository
 from shared.access import Access, require_access
 from shared.db import Database
-from shared.errors import NotAcceptable
+from shared.errors import InvalidInput, NotAcceptable
 from shared.openapi import ErrorBody
 from shared.query_lists import join_list, split_list
 from shared.service import none_match_holds
@@ -204,8 +212,12 @@ async def kpis(
             ("categories", categories),
         )
     }
-    query = parse_query(
+    # Filters the caller did not write but its limits did (a user limited to categories).
+    imposed = {name for name, asked in (("stores", stores), ("marketplaces", marketplaces),
+               ("categories", categories)) if not asked and narrowed[name]}  # fmt: skip
+    query = _parsed_within_limits(
         access.tenant_id,
+        imposed,
         {
             "metrics": metrics,
             "from": from_,
@@ -244,6 +256,23 @@ async def kpis(
         return Response(_csv(body, query.group_by), media_type="text/csv", headers=headers)
     # Built by the engine in the documented shape: serialised as is, not validated again.
     return Response(orjson.dumps(body), media_type="application/json", headers=headers)
+
+
+def _parsed_within_limits(
+    tenant_id: str, imposed: set[str], params: dict[str, str | None]
+) -> KpiQuery:
+    """``parse_query``, its errors about a filter the caller's limits imposed saying so:
+    a caller that sent no such filter must learn where it comes from."""
+    try:
+        return parse_query(tenant_id, params)
+    except InvalidInput as refused:
+        errors = [
+            replace(e, reason=f"{e.reason} (this caller is limited to some {e.field})")
+            if e.field in imposed
+            else e
+            for e in refused.errors
+        ]
+        raise InvalidInput("; ".join(f"{e.field}: {e.reason}" for e in errors), errors) from None
 
 
 def _validators(etag: str) -> dict[str, str]:
