@@ -6,6 +6,7 @@ Kafka messages with :class:`EventMessage`. Topic names come from :func:`topic_fo
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 from collections import defaultdict
@@ -411,10 +412,9 @@ def _reason(error: Any) -> str:
     if kind in _REASON_BY_PYDANTIC_TYPE:
         return _REASON_BY_PYDANTIC_TYPE[kind]
     if kind in _REASON_WITH_CONTEXT:
-        try:
+        # A context of another shape falls through to pydantic's own words below.
+        with contextlib.suppress(KeyError, IndexError):
             return _REASON_WITH_CONTEXT[kind].format(**(error.get("ctx") or {}))
-        except (KeyError, IndexError):
-            pass  # a context of another shape: pydantic's own words below
     message = str(error.get("msg", "invalid"))
     return message.removeprefix("Value error, ")
 
