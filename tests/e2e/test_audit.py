@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import NewTenant, Stack, TenantClient, fetch_token
-from tests.e2e.test_export_erasure import erasure_done
+from tests.e2e.test_export_erasure import erased_by_itself
 from tests.e2e.test_grants import sale
 
 Entries = list[dict[str, Any]]
@@ -135,14 +135,7 @@ async def test_an_erased_agency_is_no_longer_named_in_its_sellers_trail(
     (before,) = agency_push(await audit_entries(http, seller, lambda e: bool(agency_push(e))))
     assert before["client_id"] == agency.client_id
     assert before["detail"]["acting_tenant"] == agency.tenant_id
-    erased = await http.request(
-        "DELETE",
-        f"/v1/tenants/{agency.tenant_id}",
-        json={"confirm": agency.tenant_id},
-        headers=agency.headers,
-    )
-    assert erased.status_code == 202, erased.text
-    await erasure_done(http, agency, agency.tenant_id)
+    await erased_by_itself(http, agency)
     (after,) = agency_push(await audit_entries(http, seller, 1))
     assert (after["actor"], after["client_id"]) == (None, None)
     assert after["detail"] == {**before["detail"], "acting_tenant": None}
@@ -166,14 +159,7 @@ async def test_a_refused_erasure_is_in_the_trail_and_a_done_one_names_no_one(
     entries = await audit_entries(http, seller, lambda e: attempt in actions(e))
     assert attempt in actions(entries)
     gone = await new_tenant()
-    erased = await http.request(
-        "DELETE",
-        f"/v1/tenants/{gone.tenant_id}",
-        json={"confirm": gone.tenant_id},
-        headers=gone.headers,
-    )
-    assert erased.status_code == 202, erased.text
-    await erasure_done(http, gone, gone.tenant_id)
+    await erased_by_itself(http, gone)
     async with stack.apps["gateway"].state.db.raw_connection() as conn:
         named = await conn.fetchval(
             "SELECT count(*) FROM audit_log WHERE tenant_id = $1 OR target LIKE '%' || $1 || '%'",

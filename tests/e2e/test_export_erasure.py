@@ -368,6 +368,18 @@ async def erasure_done(
     raise AssertionError(f"erasure not done: {body}")
 
 
+async def erased_by_itself(http: httpx.AsyncClient, who: TenantClient) -> None:
+    """The tenant's own admin erases it, and every service has finished."""
+    erased = await http.request(
+        "DELETE",
+        f"/v1/tenants/{who.tenant_id}",
+        json={"confirm": who.tenant_id},
+        headers=who.headers,
+    )
+    assert erased.status_code == 202, erased.text
+    await erasure_done(http, who, who.tenant_id)
+
+
 async def test_unknown_running_and_abandoned_exports_answer_plainly(
     http: httpx.AsyncClient, new_tenant: NewTenant, pg: Any
 ) -> None:
@@ -461,14 +473,7 @@ async def test_writes_of_an_erased_tenant_stop_at_the_gateway_after_services_res
     http: httpx.AsyncClient, stack: Stack, new_tenant: NewTenant, admin_token: str
 ) -> None:
     seller = await new_tenant()
-    erased = await http.request(
-        "DELETE",
-        f"/v1/tenants/{seller.tenant_id}",
-        json={"confirm": seller.tenant_id},
-        headers=seller.headers,
-    )
-    assert erased.status_code == 202, erased.text
-    await erasure_done(http, seller, seller.tenant_id)
+    await erased_by_itself(http, seller)
     # As a restarted ingest and targets would be: they remember no erasure.
     restarted = {name: stack.apps[name].state for name in ("ingest", "targets")}
     remembered = {name: state.erased for name, state in restarted.items()}

@@ -10,8 +10,21 @@ from datetime import UTC, datetime
 
 import httpx
 
-from tests.conftest import NewTenant
+from tests.conftest import NewTenant, TenantClient
 from tests.gateway.login import add_user
+
+
+async def grant_of_store_s1(
+    http: httpx.AsyncClient, seller: TenantClient, agency: TenantClient
+) -> str:
+    """The id of a grant of the seller's store s1 to the agency, for reading KPIs."""
+    given = await http.post(
+        "/v1/grants",
+        json={"agency_tenant_id": agency.tenant_id, "stores": ["s1"], "scopes": ["kpi:read"]},
+        headers=seller.headers,
+    )
+    assert given.status_code == 201, given.text
+    return str(given.json()["id"])
 
 
 async def test_grants_refuse_a_tenant_id_the_caller_may_not_act_for(
@@ -20,12 +33,7 @@ async def test_grants_refuse_a_tenant_id_the_caller_may_not_act_for(
     seller = await new_tenant()
     # The agency's client holds tenant:admin of the agency itself.
     agency = await new_tenant()
-    given = await http.post(
-        "/v1/grants",
-        json={"agency_tenant_id": agency.tenant_id, "stores": ["s1"], "scopes": ["kpi:read"]},
-        headers=seller.headers,
-    )
-    assert given.status_code == 201
+    await grant_of_store_s1(http, seller, agency)
     own = await http.post(
         "/v1/grants",
         json={"agency_tenant_id": seller.tenant_id, "stores": ["a1"], "scopes": ["kpi:read"]},
@@ -135,14 +143,10 @@ async def test_the_agency_reads_its_grant_and_is_told_only_the_seller_changes_it
     seller = await new_tenant()
     agency = await new_tenant()
     stranger = await new_tenant()
-    created = await http.post(
-        "/v1/grants",
-        json={"agency_tenant_id": agency.tenant_id, "stores": ["s1"], "scopes": ["kpi:read"]},
-        headers=seller.headers,
-    )
-    grant = f"/v1/grants/{created.json()['id']}"
+    grant_id = await grant_of_store_s1(http, seller, agency)
+    grant = f"/v1/grants/{grant_id}"
     assert (await http.get(grant, headers=agency.headers)).status_code == 200
-    told = f"grant {created.json()['id']} is changed and revoked by the seller that issued it"
+    told = f"grant {grant_id} is changed and revoked by the seller that issued it"
     for answer in (
         await http.patch(grant, json={"stores": ["s1", "s2"]}, headers=agency.headers),
         await http.delete(grant, headers=agency.headers),
@@ -188,12 +192,7 @@ async def test_a_refusal_through_a_grant_says_whether_a_grant_could_give_the_sco
 ) -> None:
     seller = await new_tenant()
     agency = await new_tenant()  # its token holds every tenant scope
-    created = await http.post(
-        "/v1/grants",
-        json={"agency_tenant_id": agency.tenant_id, "stores": ["s1"], "scopes": ["kpi:read"]},
-        headers=seller.headers,
-    )
-    assert created.status_code == 201
+    await grant_of_store_s1(http, seller, agency)
     reads_for = {"tenant_id": seller.tenant_id}
     plans = await http.get("/v1/targets/plans", params=reads_for, headers=agency.headers)
     settings = await http.get("/v1/settings/kpi", params=reads_for, headers=agency.headers)

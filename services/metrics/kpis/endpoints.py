@@ -204,17 +204,10 @@ async def kpis(
 ) -> Any:
     """See ``_KPIS_DESCRIPTION``, the operation's description in the API document."""
     csv_wanted = _negotiated(request.headers.get("accept", ""), (JSON, CSV)) == CSV
-    narrowed = {
-        name: access.narrow(name, split_list(value, name))
-        for name, value in (
-            ("stores", stores),
-            ("marketplaces", marketplaces),
-            ("categories", categories),
-        )
-    }
+    asked = {"stores": stores, "marketplaces": marketplaces, "categories": categories}
+    narrowed = {name: access.narrow(name, split_list(value, name)) for name, value in asked.items()}
     # Filters the caller did not write but its limits did (a user limited to categories).
-    imposed = {name for name, asked in (("stores", stores), ("marketplaces", marketplaces),
-               ("categories", categories)) if not asked and narrowed[name]}  # fmt: skip
+    imposed = {name for name, value in asked.items() if not value and narrowed[name]}
     query = _parsed_within_limits(
         access.tenant_id,
         imposed,
