@@ -4,8 +4,8 @@ PostgreSQL keeps no NUL character in text or jsonb, so a NUL anywhere in a reque
 path, query or JSON body would reach a statement and fail as a server error; one
 check here covers every route of every service, present and future. So would a lone
 UTF-16 surrogate escape in a JSON string (``"\ud800"``, as JavaScript's
-``JSON.stringify`` writes half an emoji), which is no character and has no UTF-8; it
-is refused in GraphQL requests too, where it failed in the gateway. A path or query
+``JSON.stringify`` writes half an emoji), which is no character and has no UTF-8. Both
+are refused in GraphQL requests too, before the token is read, as on every route. A path or query
 percent-encoding bytes that are no UTF-8 is refused as well, not read with U+FFFD. A query
 parameter given twice is refused too: the API takes lists comma-separated, and
 silently keeping one of two values answers a question that was not asked.
@@ -76,9 +76,9 @@ def _query_errors(query_string: bytes, repeats: bool = True) -> list[FieldError]
     return errors
 
 
-def _flaw(text: str, nul: bool) -> str | None:
+def _flaw(text: str) -> str | None:
     """Why a string cannot be taken, if it cannot."""
-    if nul and "\x00" in text:
+    if "\x00" in text:
         return NO_NUL
     try:
         text.encode("utf-8")
@@ -87,29 +87,27 @@ def _flaw(text: str, nul: bool) -> str | None:
     return None
 
 
-def _flawed_paths(
-    value: Any, nul: bool, path: tuple[Any, ...] = ()
-) -> Iterator[tuple[tuple[Any, ...], str]]:
+def _flawed_paths(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], str]]:
     if isinstance(value, str):
-        if reason := _flaw(value, nul):
+        if reason := _flaw(value):
             yield path, reason
     elif isinstance(value, dict):
         for key, item in value.items():
-            if reason := _flaw(key, nul):
+            if reason := _flaw(key):
                 yield (*path, _shown(key)), reason
             else:
-                yield from _flawed_paths(item, nul, (*path, key))
+                yield from _flawed_paths(item, (*path, key))
     elif isinstance(value, list):
         for position, item in enumerate(value):
-            yield from _flawed_paths(item, nul, (*path, position))
+            yield from _flawed_paths(item, (*path, position))
 
 
 def _body_errors(
-    body: bytes, field_of: Callable[[tuple[Any, ...]], tuple[int | None, str]], nul: bool = True
+    body: bytes, field_of: Callable[[tuple[Any, ...]], tuple[int | None, str]]
 ) -> list[FieldError]:
-    """The places of a JSON body holding a NUL (when ``nul``) or a lone surrogate; a
-    body that is no JSON is the route's."""
-    if not (nul and _JSON_NUL in body) and not _JSON_SURROGATE.search(body):
+    """The places of a JSON body holding a NUL or a lone surrogate; a body that is no
+    JSON is the route's."""
+    if _JSON_NUL not in body and not _JSON_SURROGATE.search(body):
         return []
     try:
         # The standard library's parser, which keeps a lone surrogate to be named
@@ -118,7 +116,7 @@ def _body_errors(
     except ValueError:
         return []
     errors = []
-    for path, reason in _flawed_paths(document, nul):
+    for path, reason in _flawed_paths(document):
         index, field = field_of(("body", *path))
         errors.append(FieldError(field, reason, index=index))
     return errors
@@ -155,9 +153,7 @@ class InputGuardMiddleware:
         body, complete = await read_body(receive)
         if not complete:
             return  # the client went away before its request was whole
-        # GraphQL answers a NUL in its own way (BAD_USER_INPUT from the field that
-        # reads it); a lone surrogate no field could read.
-        errors = _body_errors(body, self.field_of, nul=scope["path"] != GRAPHQL_PATH)
+        errors = _body_errors(body, self.field_of)
         if errors:
             await self._refuse(errors, scope, receive, send)
             return

@@ -138,6 +138,13 @@ async def test_a_lone_surrogate_in_json_is_named_never_a_500(
     [error] = answer.json()["errors"]
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
     assert error["extensions"]["errors"][0]["field"] == "variables.i.metrics.0"
+    # A NUL too, wherever it is, before the token is read (as on every REST route).
+    nul = {"query": "{ __typename }", "variables": {"x": "a\u0000"}}
+    answer = await http.post("/graphql", json=nul)
+    assert answer.status_code == 422, answer.text
+    [error] = answer.json()["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["extensions"]["errors"][0]["field"] == "variables.x"
 
 
 @pytest.mark.parametrize(

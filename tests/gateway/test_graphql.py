@@ -729,3 +729,29 @@ async def test_a_body_graphql_cannot_read_is_400_or_415(
         )
         assert response.status_code == status, response.text
         assert response.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_a_get_graphql_cannot_take_is_refused_in_json(
+    fake: FakeMetrics, new_tenant: NewTenant
+) -> None:
+    """Over GET as over POST, a refused request is a GraphQL error body with its code;
+    a mutation is never run by a GET (GraphQL over HTTP: 405, send it by POST)."""
+    tenant = await new_tenant(scopes=["kpi:read"])
+    headers = {**tenant.headers, "Accept": "application/json"}
+    refusals: tuple[tuple[dict[str, str], int, str], ...] = (
+        ({"query": "mutation { x }"}, 405, "mutations are not allowed when using GET"),
+        ({"query": CATALOG, "variables": "notjson"}, 400, "variables or extensions"),
+        ({"query": CATALOG, "operationName": "X"}, 400, 'Unknown operation named "X"'),
+        ({}, 400, "No GraphQL query found"),
+    )
+    for params, status, words in refusals:
+        response = await fake.client.get("/graphql", params=params, headers=headers)
+        assert response.status_code == status, (params, response.text)
+        assert response.headers["content-type"] == "application/json"
+        [error] = response.json()["errors"]
+        assert error["extensions"] == {"code": "BAD_USER_INPUT"}
+        assert words in error["message"], error
+    by_get = await fake.client.get("/graphql", params={"query": "mutation { x }"}, headers=headers)
+    assert by_get.headers["allow"] == "POST"
+    answered = await fake.client.get("/graphql", params={"query": CATALOG}, headers=headers)
+    assert answered.status_code == 200 and answered.json()["data"]["kpiCatalog"]

@@ -286,8 +286,34 @@ async def _token_still_good(scope: Scope) -> bool:
     return True
 
 
-# Strawberry's words for a body of another type than JSON (or form data).
+# Strawberry's words for a body of another type than JSON (or form data), for a
+# mutation sent by GET, and for variables that are no JSON (on a GET, in the query).
 UNSUPPORTED_CONTENT_TYPE = "Unsupported content type"
+NOT_BY_GET = "are not allowed when using GET"
+NOT_JSON = "Unable to parse request body as JSON"
+
+
+class GraphqlOverGet:
+    """``GET /graphql``: the same operation as a POST (or GraphiQL's page), with the
+    refusals as GraphQL errors in JSON, as over POST."""
+
+    def __init__(self, graphql: ASGIApp) -> None:
+        self.graphql = graphql
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.graphql(scope, receive, _errors_as_json(scope, send))
+
+
+def _refused_request(reason: str, method: str) -> tuple[int, str, list[tuple[bytes, bytes]]]:
+    """The status, message and extra headers of a request GraphQL could not take."""
+    if reason == UNSUPPORTED_CONTENT_TYPE:
+        return 415, reason, []
+    if reason.endswith(NOT_BY_GET):
+        # GraphQL over HTTP: an operation that writes is never run by a GET.
+        return 405, f"{reason}; send it by POST", [(b"allow", b"POST")]
+    if reason == NOT_JSON and method in ("GET", "HEAD"):
+        return 400, "the variables or extensions parameter is not a JSON object", []
+    return 400, reason or "bad request", []
 
 
 def _errors_as_json(scope: Scope, send: Send) -> Send:
@@ -314,10 +340,10 @@ def _errors_as_json(scope: Scope, send: Send) -> Send:
                     send, orjson.dumps({"errors": [error]}), exc.status, extra=challenge
                 )
                 return
-            reason = message.get("body", b"").decode("utf-8", "replace") or "bad request"
-            status = 415 if reason == UNSUPPORTED_CONTENT_TYPE else 400
-            error = {"message": reason, "extensions": {"code": "BAD_USER_INPUT"}}
-            await _send_json(send, orjson.dumps({"errors": [error]}), status=status)
+            reason = message.get("body", b"").decode("utf-8", "replace")
+            status, shown, extra = _refused_request(reason, scope["method"])
+            error = {"message": shown, "extensions": {"code": "BAD_USER_INPUT"}}
+            await _send_json(send, orjson.dumps({"errors": [error]}), status, extra=extra)
             return
         await send(message)
 

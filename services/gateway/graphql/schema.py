@@ -30,7 +30,11 @@ from strawberry.types import ExecutionResult
 from services.gateway.graphql.context import get_context
 from services.gateway.graphql.errors import ErrorCodes, NamedValueErrors
 from services.gateway.graphql.kpis import KpiQuery
-from services.gateway.graphql.revalidation import RememberAnswers, RememberedGraphql
+from services.gateway.graphql.revalidation import (
+    GraphqlOverGet,
+    RememberAnswers,
+    RememberedGraphql,
+)
 from services.gateway.graphql.types import DATE
 from shared.errors import InsufficientScope, LodestarError, Unauthenticated
 
@@ -161,3 +165,4 @@ def mount_graphql(app: FastAPI) -> None:
     app.include_router(graphql)
     # Ahead of every route: dashboards' queries are most of the traffic.
     app.router.routes.insert(0, Route("/graphql", RememberedGraphql(graphql), methods=["POST"]))
+    app.router.routes.insert(1, Route("/graphql", GraphqlOverGet(graphql), methods=["GET"]))
