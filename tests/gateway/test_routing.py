@@ -142,6 +142,16 @@ async def test_wrong_method_is_405_naming_the_allowed_ones(
         assert response.status_code == direct.status_code == 405, path
         assert response.headers["allow"] == direct.headers["allow"] == allowed
         assert response.json() == direct.json() == refused
+    # Methods the gateway forwards none of name the service route's too, not the five
+    # the gateway forwards.
+    for method, path, allowed in (
+        ("OPTIONS", "/v1/kpis", "GET, HEAD"),
+        ("TRACE", "/v1/events", "POST"),
+        ("CONNECT", "/v1/kpis/catalog", "GET, HEAD"),
+    ):
+        response = await http.request(method, path, headers=tenant.headers)
+        assert response.status_code == 405, (method, path, response.text)
+        assert response.headers["allow"] == allowed, (method, path)
 
 
 async def test_head_is_get_without_its_body(http: httpx.AsyncClient, new_tenant: NewTenant) -> None:

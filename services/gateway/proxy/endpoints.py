@@ -19,12 +19,25 @@ async def openapi(request: Request) -> JSONResponse:
     return JSONResponse(await request.app.state.openapi_merger.document(own))
 
 
-async def route(request: Request) -> Response:
+def _owner(request: Request) -> tuple[str, str]:
+    """The service that owns the request's path, and its base URL."""
     service = owner_of(request.url.path)
     if service is None:
         raise NotFound(f"no route {request.url.path}")
-    base = service_urls(request.app.state.settings)[service]
+    return service, service_urls(request.app.state.settings)[service]
+
+
+async def route(request: Request) -> Response:
+    service, base = _owner(request)
     return await forward(request, request.app.state.http, service, base)
+
+
+async def refuse_method(request: Request) -> Response:
+    """A method no service route takes (OPTIONS outside a CORS preflight, TRACE,
+    CONNECT): the service's own 405, asked by OPTIONS, names what its route takes; the
+    gateway alone knows only that it forwards five methods (RFC 9110 §15.5.6)."""
+    service, base = _owner(request)
+    return await forward(request, request.app.state.http, service, base, method="OPTIONS")
 
 
 # Only the services' paths: a catch-all of /v1/* would take the gateway's own paths
@@ -38,4 +51,7 @@ for prefix in OWNERS:
         route,
         methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
         dependencies=[Depends(refuse_erased_writes)],
+    )
+    router.add_api_route(
+        f"{prefix}{{rest:path}}", refuse_method, methods=["OPTIONS", "TRACE", "CONNECT"]
     )

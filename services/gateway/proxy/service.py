@@ -54,9 +54,14 @@ def service_urls(settings: Any) -> dict[str, str]:
 
 
 async def forward(
-    request: Request, client: httpx.AsyncClient, service: str, base_url: str
+    request: Request,
+    client: httpx.AsyncClient,
+    service: str,
+    base_url: str,
+    method: str | None = None,
 ) -> Response:
-    """Sends the call on unchanged and answers with what the service answered."""
+    """Sends the call on unchanged (but for ``method``, when given) and answers with what
+    the service answered."""
     # The raw bytes: a header value that is no ASCII is the service's to judge (a token
     # that is no token gets its 401 there), not a reason for the hop to fail.
     headers = [
@@ -76,7 +81,7 @@ async def forward(
         url = f"{url}?{request.url.query}"
     try:
         upstream = await client.request(
-            request.method,
+            method or request.method,
             url,
             content=await request.body(),
             headers=headers,
