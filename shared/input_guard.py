@@ -8,7 +8,8 @@ UTF-16 surrogate escape in a JSON string (``"\ud800"``, as JavaScript's
 are refused in GraphQL requests too, before the token is read, as on every route. A path or query
 percent-encoding bytes that are no UTF-8 is refused as well, not read with U+FFFD. A query
 parameter given twice is refused too: the API takes lists comma-separated, and
-silently keeping one of two values answers a question that was not asked.
+silently keeping one of two values answers a question that was not asked; so is a
+header read as one value (a token, an Idempotency-Key). A compressed body is 415.
 """
 
 from __future__ import annotations
@@ -22,10 +23,17 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import FieldError, InvalidInput, LodestarError
+from shared.errors import FieldError, InvalidInput, LodestarError, UnsupportedMediaType
 from shared.events import NO_NUL
 
 REPEATED = "given more than once; a list takes its values comma-separated"
+ONE_VALUE = "given more than once; it takes one value"
+# By their names as HTTP/1.1 and ASGI give them (lower case), as errors name them.
+SINGLE_VALUED_HEADERS = {
+    b"authorization": "Authorization",
+    b"content-type": "Content-Type",
+    b"idempotency-key": "Idempotency-Key",
+}
 NOT_UTF8 = "percent-encodes bytes that are no UTF-8 text"
 LONE_SURROGATE = "holds a lone UTF-16 surrogate (\\ud800 to \\udfff), which is no character"
 _JSON_NUL = b"\\u0000"
@@ -53,6 +61,39 @@ def _path_errors(scope: Scope) -> list[FieldError]:
         # by that name would be none the client meant.
         return [FieldError("path", NOT_UTF8)]
     return []
+
+
+def _header_errors(headers: list[tuple[bytes, bytes]]) -> list[FieldError]:
+    """Headers read as one value, given more than once: keeping either answers for a
+    request the client may not have meant (another key, another token)."""
+    seen: set[bytes] = set()
+    errors = []
+    for name, _ in headers:
+        name = name.lower()
+        if name in SINGLE_VALUED_HEADERS and name in seen:
+            errors.append(FieldError(f"header.{SINGLE_VALUED_HEADERS[name]}", ONE_VALUE))
+        seen.add(name)
+    return errors
+
+
+def _unsupported_coding(headers: list[tuple[bytes, bytes]]) -> UnsupportedMediaType | None:
+    """415 for a body in a content coding (gzip, br): bodies are read as sent, and
+    a compressed batch read as JSON would be refused as no JSON, which it is not."""
+    codings = [
+        coding.strip().lower()
+        for name, value in headers
+        if name.lower() == b"content-encoding"
+        for coding in value.decode("latin-1").split(",")
+    ]
+    refused = [c for c in codings if c and c != "identity"]
+    if not refused:
+        return None
+    return UnsupportedMediaType(
+        f"the body must be sent uncompressed, not in the {refused[0]} coding",
+        [FieldError("header.Content-Encoding", "must be identity (or absent)")],
+        # RFC 7694 §3: the codings the server takes.
+        headers={"Accept-Encoding": "identity"},
+    )
 
 
 def _query_errors(query_string: bytes, repeats: bool = True) -> list[FieldError]:
@@ -140,11 +181,20 @@ class InputGuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        errors = _path_errors(scope) + _query_errors(
-            scope.get("query_string", b""), repeats=scope["path"] not in REPEATS_ANSWERED_BY_ROUTE
+        errors = (
+            _path_errors(scope)
+            + _query_errors(
+                scope.get("query_string", b""),
+                repeats=scope["path"] not in REPEATS_ANSWERED_BY_ROUTE,
+            )
+            + _header_errors(scope["headers"])
         )
         if errors:
             await self._refuse(errors, scope, receive, send)
+            return
+        compressed = _unsupported_coding(scope["headers"])
+        if compressed is not None:
+            await self.render(compressed, scope)(scope, receive, send)
             return
         headers = dict(scope["headers"])
         if b"json" not in headers.get(b"content-type", b""):

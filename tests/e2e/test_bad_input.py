@@ -260,3 +260,57 @@ async def test_graphql_names_the_input_field_metrics_refused(
         error = answer.json()["errors"][0]
         assert error["extensions"]["code"] == "BAD_USER_INPUT", answer.text
         assert [e["field"] for e in error["extensions"]["errors"]] == [field], answer.text
+
+
+async def test_a_compressed_body_is_415_naming_its_coding(
+    http: httpx.AsyncClient, tenant: TenantClient
+) -> None:
+    """Read as JSON, a gzipped batch was refused as "invalid JSON", and a body labelled br
+    but sent plain was taken: neither is what the client said it sent (RFC 9110 §8.4)."""
+    batch = {"events": [{"event_id": "gz-1", "type": "fee", "payload": {}}]}
+    plain = json.dumps(batch).encode()
+    for coding in ("gzip", "br", "identity, gzip"):
+        answer = await http.post(
+            "/v1/events",
+            content=plain,
+            headers={
+                **tenant.headers,
+                "Content-Type": "application/json",
+                "Content-Encoding": coding,
+            },
+        )
+        assert answer.status_code == 415, (coding, answer.text)
+        assert answer.headers["accept-encoding"] == "identity"
+        assert answer.json()["errors"] == [
+            {"field": "header.Content-Encoding", "reason": "must be identity (or absent)"}
+        ]
+    by_graphql = await http.post(
+        "/graphql",
+        json={"query": "{ __typename }"},
+        headers={**tenant.headers, "Content-Encoding": "gzip"},
+    )
+    assert by_graphql.status_code == 415
+    assert by_graphql.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_a_header_read_as_one_value_given_twice_is_refused(
+    http: httpx.AsyncClient, tenant: TenantClient
+) -> None:
+    """Two Idempotency-Keys: keeping the first silently replays, or stores, under a key
+    the client may not have meant."""
+    batch = json.dumps({"events": [{"event_id": "two-keys", "type": "fee", "payload": {}}]})
+    headers = [
+        *tenant.headers.items(),
+        ("Content-Type", "application/json"),
+        ("Idempotency-Key", "a"),
+        ("Idempotency-Key", "b"),
+    ]
+    answer = await http.post("/v1/events", content=batch, headers=headers)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["errors"] == [
+        {"field": "header.Idempotency-Key", "reason": "given more than once; it takes one value"}
+    ]
+    twice = [*tenant.headers.items(), *tenant.headers.items()]
+    answer = await http.get("/v1/kpis/catalog", headers=twice)
+    assert answer.status_code == 422
+    assert answer.json()["errors"][0]["field"] == "header.Authorization"
