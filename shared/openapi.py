@@ -85,10 +85,12 @@ _ERRORS = {
     "tenant or store named is not the caller's.",
     "404": "Nothing by that id for this tenant.",
     "413": "A body over the size limit (`payload_too_large`).",
-    "415": "A JSON body sent with another `Content-Type` than `application/json`.",
+    "415": "A JSON body sent with another `Content-Type` than `application/json`, or "
+    "compressed (`Content-Encoding` other than `identity`).",
     "422": "Invalid input: `errors` names each field (and `index` of a batch item); a "
     "body that is no JSON names `body`; a query parameter given twice, or unknown, "
-    "names it.",
+    "names it, and `Authorization`, `Content-Type` or `Idempotency-Key` given twice "
+    "`header.<name>`.",
     "429": "Over the client's rate limit; `Retry-After` says when to come back.",
     "503": "A service or the database is away for a moment; `Retry-After` says when to ask again.",
 }
@@ -105,7 +107,13 @@ def _describe_errors(document: dict[str, Any]) -> None:
     schemas["ErrorBody"] = body
     for path, operations in document.get("paths", {}).items():
         if not path.startswith("/v1/"):
-            continue  # OAuth answers RFC 6749's errors, GraphQL its own.
+            # OAuth answers RFC 6749's errors (its pages, HTML), GraphQL its own: none
+            # of them FastAPI's validation error, which their parameters (all text,
+            # all optional) never give.
+            for operation in operations.values():
+                if "HTTPValidationError" in json.dumps(operation.get("responses", {}).get("422")):
+                    del operation["responses"]["422"]
+            continue
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
             for status, when in _ERRORS.items():

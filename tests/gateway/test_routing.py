@@ -326,8 +326,30 @@ async def test_merged_openapi_has_every_services_v1_routes(http: httpx.AsyncClie
         ("/v1/grants/{grant_id}", "patch", "409"),
         ("/v1/events:csv", "post", "415"),
         ("/v1/kpis", "get", "304"),
+        ("/v1/users", "post", "409"),
+        ("/v1/connections", "post", "409"),
+        ("/v1/events", "post", "409"),
+        ("/v1/exports/{export_id}/archive", "get", "304"),
+        ("/v1/exports/{export_id}/archive", "get", "409"),
     ):
         assert status in paths[path][method]["responses"], (method, path, status)
+    key = next(
+        p for p in paths["/v1/events"]["post"]["parameters"] if p["name"] == "Idempotency-Key"
+    )
+    assert (key["schema"]["minLength"], key["schema"]["maxLength"]) == (1, 255)
+    # GraphQL, OAuth: what they really answer, refusals too, and never FastAPI's 422.
+    graphql = paths["/graphql"]
+    assert {"200", "400", "401", "403", "413", "415", "422", "429"} <= set(
+        graphql["post"]["responses"]
+    )
+    assert set(graphql["get"]["responses"]["200"]["content"]) == {"application/json", "text/html"}
+    assert "405" in graphql["get"]["responses"]
+    assert "content" not in paths["/oauth/revoke"]["post"]["responses"]["200"]
+    for path in ("/oauth/revoke", "/oauth/introspect"):
+        assert {"200", "400", "401"} <= set(paths[path]["post"]["responses"]), path
+    for method in ("get", "post"):
+        authorize = paths["/oauth/authorize"][method]["responses"]
+        assert "422" not in authorize and "text/html" in authorize["400"]["content"]
     kpis = {p["name"]: p["schema"] for p in paths["/v1/kpis"]["get"]["parameters"]}
     assert kpis["grain"]["enum"] == ["day", "week", "month", "quarter", "year", "total"]
     assert kpis["from"]["format"] == "date"

@@ -14,6 +14,7 @@ from shared.access import WholeTenantAdmin
 from shared.auth import Principal, current_principal
 from shared.deps import DbSession
 from shared.errors import FieldError, InvalidInput
+from shared.openapi import ErrorBody
 from shared.service import none_match_holds
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"])
@@ -60,7 +61,11 @@ async def get_export(export_id: str, access: WholeTenantAdmin, session: DbSessio
 @router.get(
     "/{export_id}/archive",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/zip": {}}}},
+    responses={
+        200: {"content": {"application/zip": {}}},
+        304: {"description": "The archive `If-None-Match` names: the client has it"},
+        409: {"model": ErrorBody, "description": "The export is still running, or failed"},
+    },
 )
 async def download_export(
     export_id: str, request: Request, access: WholeTenantAdmin, session: DbSession

@@ -10,6 +10,7 @@ import orjson
 import strawberry
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from graphql import OperationDefinitionNode, parse
 from graphql.error import GraphQLError
 from starlette.requests import Request
@@ -159,9 +160,126 @@ class Router(GraphQLRouter[object, None]):
         return response
 
 
+_GRAPHQL_ANSWER = {
+    "type": "object",
+    "description": "`data`, and `errors` each with `message`, `path` and `extensions.code` "
+    "(CONTRACT §2: BAD_USER_INPUT, UNAUTHENTICATED, FORBIDDEN, RATE_LIMITED, INTERNAL); "
+    "`extensions.errors` names each input field refused, `extensions.retryAfter` when "
+    "to ask again.",
+    "properties": {
+        "data": {"type": ["object", "null"]},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["message", "extensions"],
+                "properties": {
+                    "message": {"type": "string"},
+                    "path": {"type": "array", "items": {"type": ["string", "integer"]}},
+                    "extensions": {
+                        "type": "object",
+                        "required": ["code"],
+                        "properties": {
+                            "code": {"type": "string"},
+                            "error": {"type": "string"},
+                            "errors": {"type": "array", "items": {"type": "object"}},
+                            "retryAfter": {"type": "integer"},
+                            "scope": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+_AS_GRAPHQL = {"application/json": {"schema": _GRAPHQL_ANSWER}}
+# What the whole request may get besides 200, the body always a GraphQL answer.
+_REFUSALS: dict[int | str, dict[str, Any]] = {
+    400: {
+        "description": "No query, variables that are no JSON object, an unknown or "
+        "missing operationName, a JSON array (batching), a body that is no UTF-8"
+    },
+    401: {
+        "description": "No valid token for a query that reads data: `WWW-Authenticate: "
+        'Bearer error="invalid_token"`'
+    },
+    403: {"description": "The token lacks `kpi:read` (`insufficient_scope`)"},
+    413: {"description": "A body over the size limit"},
+    415: {
+        "description": "A body sent as another type than `application/json`, or "
+        "compressed (`Content-Encoding`)"
+    },
+    422: {"description": "A NUL in the query or the body, or a lone UTF-16 surrogate"},
+    429: {"description": "Over the client's rate limit; `Retry-After`"},
+}
+_QUERY_PARAMETERS = [
+    {"name": "query", "in": "query", "schema": {"type": "string"},
+     "description": "The document; without it, and with `Accept: text/html`, GraphiQL"},
+    {"name": "variables", "in": "query", "schema": {"type": "string"},
+     "description": "A JSON object"},
+    {"name": "operationName", "in": "query", "schema": {"type": "string"}},
+]  # fmt: skip
+_GET_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The answer (JSON), or GraphiQL (HTML) when no query is given",
+        "content": {**_AS_GRAPHQL, "text/html": {"schema": {"type": "string"}}},
+    },
+    405: {"description": "A mutation (send it by POST); `Allow: POST`", "content": _AS_GRAPHQL},
+    **{k: {**v, "content": _AS_GRAPHQL} for k, v in _REFUSALS.items() if k not in (413, 415)},
+}
+_POST_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The answer; a field refused is in `errors` beside the others' data",
+        "content": _AS_GRAPHQL,
+    },
+    **{k: {**v, "content": _AS_GRAPHQL} for k, v in _REFUSALS.items()},
+}
+_POST_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["query"],
+                "properties": {
+                    "query": {"type": "string"},
+                    "variables": {"type": ["object", "null"]},
+                    "operationName": {"type": ["string", "null"]},
+                },
+            }
+        }
+    },
+}
+_DESCRIBED: dict[str, tuple[str, dict[int | str, dict[str, Any]], dict[str, Any]]] = {
+    "GET": (
+        "A GraphQL query by GET, or the GraphiQL page",
+        _GET_RESPONSES,
+        {"parameters": _QUERY_PARAMETERS},
+    ),
+    "POST": (
+        "A GraphQL query (CONTRACT §5): `kpis`, `kpiCatalog`",
+        _POST_RESPONSES,
+        {"requestBody": _POST_BODY},
+    ),
+}
+
+
+def _describe(graphql: GraphQLRouter[object, None]) -> None:
+    """The OpenAPI document says what ``/graphql`` takes and answers, refusals too
+    (Strawberry's routes say only 200)."""
+    for route in graphql.routes:
+        if isinstance(route, APIRoute) and route.path == "/graphql":
+            [method] = (route.methods or set()) & {"GET", "POST"}
+            summary, responses, extra = _DESCRIBED[method]
+            route.summary = summary
+            route.responses = responses
+            route.openapi_extra = extra
+
+
 def mount_graphql(app: FastAPI) -> None:
     """``/graphql``, with remembered answers that are still current sent first."""
     graphql = Router(schema, path="/graphql", context_getter=get_context, graphql_ide="graphiql")
+    _describe(graphql)
     app.include_router(graphql)
     # Ahead of every route: dashboards' queries are most of the traffic.
     app.router.routes.insert(0, Route("/graphql", RememberedGraphql(graphql), methods=["POST"]))

@@ -160,7 +160,27 @@ async def _start(
     return _page(request, "")
 
 
-@router.get("/oauth/authorize", summary="Sign-in page of the authorization code flow")
+# Both routes answer the sign-in page, or send the browser back to the client.
+_PAGE_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The sign-in page", "content": {"text/html": {}}},
+    303: {
+        "description": "Back to the client's `redirect_uri` with `code` and `state`, or "
+        "with `error` (RFC 6749 §4.1.2.1), and `iss` (RFC 9207)"
+    },
+    400: {
+        "description": "The page, saying why: no usable `client_id` or `redirect_uri` to "
+        "send the error to",
+        "content": {"text/html": {}},
+    },
+}
+
+
+@router.get(
+    "/oauth/authorize",
+    summary="Sign-in page of the authorization code flow",
+    response_class=HTMLResponse,
+    responses=_PAGE_ANSWERS,
+)
 async def authorize_page(
     request: Request,
     session: DbSession,
@@ -190,7 +210,12 @@ async def authorize_page(
     )
 
 
-@router.post("/oauth/authorize", summary="Signs the user in and redirects with a code")
+@router.post(
+    "/oauth/authorize",
+    summary="Signs the user in and redirects with a code",
+    response_class=HTMLResponse,
+    responses=_PAGE_ANSWERS,
+)
 async def authorize_submit(
     request: Request,
     session: DbSession,

@@ -43,6 +43,73 @@ _OAUTH_ERROR = {
         "error_description": {"type": "string"},
     },
 }
+# What the token, revocation and introspection endpoints answer a request they refuse.
+_CLIENT_ERRORS = {
+    "400": {
+        "description": "RFC 6749 §5.2: a malformed request (not a form, a field missing or "
+        "given twice), a bad grant or scope",
+        "content": {"application/json": {"schema": _OAUTH_ERROR}},
+    },
+    "401": {
+        "description": "`invalid_client`: no client authentication, an unknown client or a "
+        "wrong secret (`WWW-Authenticate: Basic` when Basic was used)",
+        "content": {"application/json": {"schema": _OAUTH_ERROR}},
+    },
+}
+_FORM_OF_TOKEN = {
+    "required": True,
+    "content": {
+        "application/x-www-form-urlencoded": {
+            "schema": {
+                "type": "object",
+                "required": ["token"],
+                "properties": {
+                    "token": {"type": "string"},
+                    "token_type_hint": {
+                        "type": "string",
+                        "enum": ["access_token", "refresh_token"],
+                    },
+                    "client_id": {"type": "string"},
+                    "client_secret": {"type": "string"},
+                },
+            }
+        }
+    },
+}
+_REVOKE_API = {
+    "requestBody": _FORM_OF_TOKEN,
+    "responses": {
+        "200": {"description": "Revoked, or a token unknown to this client: no body"},
+        **_CLIENT_ERRORS,
+    },
+}
+_INTROSPECT_API = {
+    "requestBody": _FORM_OF_TOKEN,
+    "responses": {
+        "200": {
+            "description": 'RFC 7662: `{"active": false}`, or the token\'s claims',
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["active"],
+                        "properties": {
+                            "active": {"type": "boolean"},
+                            "token_type": {"type": "string"},
+                            "scope": {"type": "string"},
+                            "client_id": {"type": "string"},
+                            "sub": {"type": "string"},
+                            "tenant": {"type": "string"},
+                            "exp": {"type": "integer"},
+                            "iat": {"type": "integer"},
+                        },
+                    }
+                }
+            },
+        },
+        **_CLIENT_ERRORS,
+    },
+}
 # The route reads its form itself (RFC 6749's rules, not FastAPI's): described here so
 # that an integrator sees the fields and answers in the API document.
 _TOKEN_API = {
@@ -89,15 +156,7 @@ _TOKEN_API = {
                 }
             },
         },
-        "400": {
-            "description": "RFC 6749 §5.2: a malformed request, a bad grant or scope",
-            "content": {"application/json": {"schema": _OAUTH_ERROR}},
-        },
-        "401": {
-            "description": "`invalid_client`: unknown client or wrong secret "
-            "(`WWW-Authenticate: Basic` when Basic was used)",
-            "content": {"application/json": {"schema": _OAUTH_ERROR}},
-        },
+        **_CLIENT_ERRORS,
     },
 }
 
@@ -160,6 +219,8 @@ async def _access_claims(request: Request, token: str) -> dict[str, Any] | None:
 @router.post(
     "/oauth/revoke",
     summary="RFC 7009 token revocation",
+    response_class=Response,
+    openapi_extra=_REVOKE_API,
     description=(
         "Form `token` (an access or refresh token) and optional `token_type_hint`, with "
         "the client authenticated as at the token endpoint (a public client by "
@@ -208,6 +269,8 @@ async def revoked_tokens(request: Request) -> dict[str, list[str]]:
 @router.post(
     "/oauth/introspect",
     summary="RFC 7662 token introspection",
+    response_class=JSONResponse,
+    openapi_extra=_INTROSPECT_API,
     description=(
         "Form `token`, the caller authenticated as a confidential client. Answers "
         '`{"active": false}` for a token that is unknown, expired, revoked, or of '

@@ -13,6 +13,7 @@ from services.gateway.users.schemas import UserCreate, UserList, UserOut, UserUp
 from shared.access import Access, require_access
 from shared.auth import Principal, current_principal
 from shared.deps import DbSession
+from shared.openapi import ErrorBody
 from shared.scopes import TENANT_ADMIN
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
@@ -20,7 +21,12 @@ Admin = Annotated[Access, Depends(require_access(TENANT_ADMIN))]
 Caller = Annotated[Principal, Depends(current_principal)]
 
 
-@router.post("", status_code=201, response_model=UserOut)
+@router.post(
+    "",
+    status_code=201,
+    response_model=UserOut,
+    responses={409: {"model": ErrorBody, "description": "A user of this tenant has that e-mail"}},
+)
 async def create_user(
     data: UserCreate, access: Admin, principal: Caller, session: DbSession
 ) -> UserOut:

@@ -23,6 +23,7 @@ from services.ingest.connections.schemas import (
 from shared.access import Access, require_access
 from shared.db import Database
 from shared.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
+from shared.openapi import ErrorBody
 
 router = APIRouter(prefix="/v1/connections", tags=["connections"])
 Manager = Annotated[Access, Depends(require_access("connections:manage"))]
@@ -48,7 +49,12 @@ def _out(row: Any) -> ConnectionOut:
     return ConnectionOut.model_validate(dict(row))
 
 
-@router.post("", status_code=201, response_model=ConnectionOut)
+@router.post(
+    "",
+    status_code=201,
+    response_model=ConnectionOut,
+    responses={409: {"model": ErrorBody, "description": "That platform's store is connected"}},
+)
 async def create_connection(
     request: Request, data: ConnectionCreate, access: Manager
 ) -> ConnectionOut:

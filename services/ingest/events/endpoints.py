@@ -20,6 +20,20 @@ from shared.openapi import ErrorBody
 from shared.service import media_type, require_json_body, unsupported_media_type
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
+# The limits the service checks itself (service.py), naming ``header.Idempotency-Key``.
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="1 to 255 characters; the same key with the same body replays the "
+        "first answer (`Idempotent-Replayed: true`), with another body is 422",
+        json_schema_extra={"minLength": 1, "maxLength": 255},
+    ),
+]
+REPLAY_RACE = {
+    "model": ErrorBody,
+    "description": "The Idempotency-Key's stored answer expired as it was read; retry",
+}
 csv_router = APIRouter(tags=["events"])
 
 ACCEPTED = {
@@ -41,6 +55,7 @@ ACCEPTED = {
     openapi_extra={"requestBody": PUSH_REQUEST_SCHEMA},
     responses={
         202: ACCEPTED,
+        409: REPLAY_RACE,
         413: {"model": ErrorBody, "description": "More than 5,000 events"},
         422: {"model": ErrorBody, "description": "Invalid events, each by index and field"},
     },
@@ -48,7 +63,7 @@ ACCEPTED = {
 async def push_events(
     request: Request,
     access: Annotated[Access, Depends(require_access("ingest:write"))],
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Accepts a batch of canonical events; 202 once they are durable in the outbox.
 
@@ -109,6 +124,7 @@ async def outbox_status(
     },
     responses={
         202: ACCEPTED,
+        409: REPLAY_RACE,
         413: {"model": ErrorBody, "description": "More than 5,000 rows"},
         415: {"model": ErrorBody, "description": "A body sent as another type than text/csv"},
         422: {"model": ErrorBody, "description": "Invalid rows, each by index, row and field"},
@@ -118,7 +134,7 @@ async def upload_events_csv(
     request: Request,
     access: Annotated[Access, Depends(require_access("ingest:write"))],
     event_type: Annotated[str, Query(alias="type", description="The event type of every row")],
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """The same push as ``POST /v1/events``, from a CSV file of one event type.
 
