@@ -120,3 +120,25 @@ async def test_a_store_id_is_read_as_events_name_stores(
         )
         assert refused.status_code == 422, (bad, refused.text)
         assert refused.json()["errors"][0]["field"] == "store_id"
+
+
+async def test_a_store_id_with_a_slash_gets_its_zone(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """Events take any store id; one with a "/" (percent-encoded in the path) was 404."""
+    tenant = await new_tenant()
+    # 07:30 UTC on 1 March: 28 February in Los Angeles, 1 March in New York.
+    await push(
+        http, tenant, line("slash-1", "S1", 1, "10.00", "2026-03-01T07:30:00Z", store="acme/us")
+    )
+    await settle(http, tenant, {"gmv": 10.0}, **{"from": "2026-02-01", "to": "2026-04-30"})
+    moved = await http.put(
+        "/v1/settings/stores/acme%2Fus",
+        json={"timezone": "America/New_York"},
+        headers=tenant.headers,
+    )
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["store_id"] == "acme/us"
+    assert moved.json()["moved"]["order_lines"] == 1
+    after = await by_month(http, tenant, stores="acme/us")
+    assert after["2026-03-01"]["gmv"] == 10.0

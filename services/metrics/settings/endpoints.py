@@ -70,7 +70,7 @@ async def list_store_zones(request: Request, access: Admin) -> StoreZoneList:
     )
 
 
-@router.put("/stores/{store_id}", response_model=StoreZoneOut)
+@router.put("/stores/{store_id:path}", response_model=StoreZoneOut)
 async def put_store_zone(
     request: Request, store_id: str, access: Admin, zone: StoreZone
 ) -> StoreZoneOut:
