@@ -297,6 +297,14 @@ async def test_a_year_earlier_is_the_same_date_around_29_february(
         **{"from": "2025-02-01", "to": "2025-02-28"},
     )  # fmt: skip
     assert february["rows"][0]["values"][0]["previous"] == 110.0
+    # At YEAR grain a period is a year: both comparisons give one answer (PREVIOUS_PERIOD
+    # used to start the range on the 29th, the month's last day, and leave the 28th out).
+    for compare_to in ("previous_period", "previous_year"):
+        year = await kpis(
+            http, tenant, metrics="gmv", grain="year", compare_to=compare_to,
+            **{"from": "2025-02-28", "to": "2025-02-28"},
+        )  # fmt: skip
+        assert year["rows"][0]["values"][0]["previous"] == 110.0, compare_to
 
 
 async def test_other_currencies_are_null_with_a_warning(

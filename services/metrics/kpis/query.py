@@ -269,9 +269,18 @@ class ComparisonRange:
     def previous_period(self, period: str, query: KpiQuery) -> str:
         if period == TOTAL:
             return TOTAL
-        if query.compare_to == "previous_year":
+        if _a_year_back(query):
             return _year_earlier(date.fromisoformat(period), query.grain).isoformat()
         return shift(date.fromisoformat(period), query.grain).isoformat()
+
+
+def _a_year_back(query: KpiQuery) -> bool:
+    """Whether the comparison is a year back: PREVIOUS_YEAR, or PREVIOUS_PERIOD at YEAR
+    grain, where a period is a year and both must give one answer (a range from
+    28 February 2029 compares with one from the 28th of 2028 either way)."""
+    return query.compare_to == "previous_year" or (
+        query.compare_to == "previous_period" and query.grain == "year"
+    )
 
 
 def _year_earlier(day: date, grain: str, *, range_end: bool = False) -> date:
@@ -290,7 +299,7 @@ def _year_earlier(day: date, grain: str, *, range_end: bool = False) -> date:
 
 
 def comparison_range(query: KpiQuery) -> ComparisonRange:
-    if query.compare_to == "previous_year":
+    if _a_year_back(query):
         return ComparisonRange(
             _year_earlier(query.start, query.grain),
             _year_earlier(query.end, query.grain, range_end=True),
