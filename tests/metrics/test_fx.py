@@ -226,6 +226,15 @@ async def test_of_two_rates_for_one_pair_and_date_the_one_pushed_last_wins(
     correction = [fx("fx-10", "2026-02-02", "USD", "MXN", "25")]
     await push(http, tenant, *correction)
     await settle(http, tenant, {"gmv": 8.0}, **window)
+    # In one batch too (a CSV of rates with the correction in a later row): the later
+    # event, whatever its id.
+    in_one_batch = [
+        fx("fx-zz", "2026-02-03", "USD", "MXN", "10"),
+        fx("fx-aa", "2026-02-03", "USD", "MXN", "40"),
+        line("m2", "M2", 1, "200.00", "2026-02-03T18:00:00Z", currency="MXN", marketplace="MX"),
+    ]
+    await push(http, tenant, *in_one_batch)
+    await settle(http, tenant, {"gmv": 5.0}, **{**window, "from": "2026-02-03", "to": "2026-02-03"})
 
 
 async def test_a_missing_rate_is_told_only_where_the_query_reads(

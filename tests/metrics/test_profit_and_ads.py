@@ -270,6 +270,21 @@ async def test_a_store_takes_its_own_unit_cost_before_the_tenants_newest(
     )  # fmt: skip
     by_store = {r["dimensions"][0]["value"]: r["values"][0]["value"] for r in body["rows"]}
     assert by_store == {"store-a": 3.0, "store-b": 15.0, "store-c": 7.0}
+    # Of two costs from one day, the one pushed last, whatever its id: in one batch
+    # (a later row of an ERP's file) and in a later push, as FX rates.
+    corrections = [
+        cost("zz", "store-a", "4.00", "2026-01-01"),
+        cost("aa", "store-a", "5.00", "2026-01-01"),
+    ]
+    assert (
+        await http.post("/v1/events", json={"events": corrections}, headers=tenant.headers)
+    ).status_code == 202
+    await wait_for(http, tenant, "cogs", 27.0)
+    later = [cost("a", "store-a", "6.00", "2026-01-01")]
+    assert (
+        await http.post("/v1/events", json={"events": later}, headers=tenant.headers)
+    ).status_code == 202
+    await wait_for(http, tenant, "cogs", 28.0)
 
 
 async def test_a_question_narrowed_to_stores_takes_categories_from_their_lines(

@@ -318,6 +318,7 @@ async def apply_messages(
                     p.cost.currency,
                     m.source.platform,
                     m.source.store_id,
+                    m.ingested_at,
                 )
                 for m in applied
                 if isinstance(p := m.typed_payload(), UnitCost)

@@ -568,21 +568,24 @@ class FactRepository:
         )
 
     async def upsert_unit_costs(self, rows: list[tuple[Any, ...]]) -> None:
-        """(tenant, event id, sku, effective_from, cost, currency, platform, store)."""
+        """(tenant, event id, sku, effective_from, cost, currency, platform, store,
+        ingested at): a newer version overwrites its row."""
         if not rows:
             return
         await self.conn.execute(
             """
             INSERT INTO unit_costs AS u
-                (tenant_id, event_id, sku, effective_from, cost, currency, platform, store_id)
+                (tenant_id, event_id, sku, effective_from, cost, currency, platform, store_id,
+                 ingested_at)
             SELECT * FROM unnest(
                 $1::text[], $2::text[], $3::text[], $4::date[], $5::numeric[], $6::text[],
-                $7::text[], $8::text[]
+                $7::text[], $8::text[], $9::timestamptz[]
             )
             ON CONFLICT (tenant_id, event_id) DO UPDATE SET
                 sku = EXCLUDED.sku, effective_from = EXCLUDED.effective_from,
                 cost = EXCLUDED.cost, currency = EXCLUDED.currency,
-                platform = EXCLUDED.platform, store_id = EXCLUDED.store_id
+                platform = EXCLUDED.platform, store_id = EXCLUDED.store_id,
+                ingested_at = EXCLUDED.ingested_at
             """,
             *_arrays(rows),
         )
