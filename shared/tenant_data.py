@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import graphlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -218,14 +218,39 @@ async def _deletion_order(
     return [by_name[name] for name in sorter.static_order()]
 
 
+# One lock per tenant and schema, held by every transaction that writes a tenant's
+# rows from outside a request's own check (a push, a batch of events applied) in shared
+# mode, and by its erasure exclusively.
+_TENANT_LOCK = "hashtextextended($1 || '/' || t, 0)"
+
+
+async def hold_tenants(conn: asyncpg.Connection, schema: str, tenant_ids: Iterable[str]) -> None:
+    """Until the transaction ends: an erasure of any of these tenants waits for this
+    write, so it deletes what the write leaves; a write that comes after the erasure
+    waits for it, and must then see the tenant erased (the caller checks, once this
+    returns, the set of erased tenants its service keeps, which the erasure fills first)."""
+    await conn.execute(
+        f"SELECT pg_advisory_xact_lock_shared({_TENANT_LOCK}) "
+        "FROM unnest($2::text[]) AS t ORDER BY t",
+        schema,
+        sorted(set(tenant_ids)),
+    )
+
+
 async def erase_tenant(
     conn: asyncpg.Connection, schema: str, spec: TenantTables, tenant_id: str
 ) -> dict[str, int]:
     """Deletes every row of ``tenant_id`` in the schema but the ``kept`` tables, in one
-    transaction (a savepoint inside the caller's), children first. Returns the rows
-    deleted per table; erasing an erased tenant deletes nothing and succeeds."""
+    transaction (a savepoint inside the caller's), children first, once the writes of
+    the tenant in flight have ended (see ``hold_tenants``). Returns the rows deleted per
+    table; erasing an erased tenant deletes nothing and succeeds."""
     deleted: dict[str, int] = {}
     async with conn.transaction():
+        await conn.execute(
+            f"SELECT pg_advisory_xact_lock({_TENANT_LOCK}) FROM (SELECT $2::text AS t) AS one",
+            schema,
+            tenant_id,
+        )
         tables = [t for t in await discover(conn, schema, spec) if t.name not in spec.kept]
         for table in await _deletion_order(conn, schema, tables):
             status = await conn.execute(

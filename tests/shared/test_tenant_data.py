@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 
@@ -15,6 +16,7 @@ from shared.tenant_data import (
     count_rows,
     discover,
     erase_tenant,
+    hold_tenants,
     stream_rows,
     table_named,
 )
@@ -210,3 +212,26 @@ async def test_unknown_table_and_missing_key_column_are_refused(db: Database) ->
         wrong = TenantTables(keys={"rates": ("tenant_id",)})
         with pytest.raises(ValueError, match="rates has no column tenant_id"):
             await discover(conn, SCHEMA, wrong)
+
+
+async def test_an_erasure_waits_for_the_tenants_writes_in_flight(db: Database) -> None:
+    """A write of the tenant open when its erasure begins (metrics applying a batch that
+    was on its way): the erasure's DELETE could not see its rows, which stayed once it
+    committed. Now the erasure waits for it and deletes them; a write of another tenant
+    does not hold it up."""
+    async with db.raw_connection() as writing, db.raw_connection() as erasing:
+        write = writing.transaction()
+        await write.start()
+        await hold_tenants(writing, SCHEMA, ["t1", "t2"])
+        await writing.execute("INSERT INTO scratches VALUES ('s-late', 't1')")
+        erasure = asyncio.create_task(erase_tenant(erasing, SCHEMA, SPEC, "t1"))
+        await asyncio.sleep(0.3)
+        assert not erasure.done()
+        await write.commit()
+        deleted = await asyncio.wait_for(erasure, 10)
+        assert deleted["scratches"] == 2
+        assert await erasing.fetchval("SELECT count(*) FROM scratches WHERE tenant_id = 't1'") == 0
+        # Shared among writers: another write of t1 runs beside this one.
+        async with writing.transaction(), erasing.transaction():
+            await hold_tenants(writing, SCHEMA, ["t1"])
+            await asyncio.wait_for(hold_tenants(erasing, SCHEMA, ["t1"]), 2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import asyncpg
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 
@@ -13,11 +14,12 @@ from services.ingest.events.csv_upload import parse_csv
 from services.ingest.events.repository import EventRepository
 from services.ingest.events.schemas import PUSH_REQUEST_SCHEMA, OutboxStatus, PushAccepted
 from services.ingest.outbox.repository import OutboxRepository
-from shared.access import Access, require_access
+from shared.access import Access, refuse_erased, require_access
 from shared.db import Database
 from shared.errors import InvalidInput
 from shared.openapi import ErrorBody
 from shared.service import media_type, require_json_body, unsupported_media_type
+from shared.tenant_data import hold_tenants
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 # The limits the service checks itself (service.py), naming ``header.Idempotency-Key``.
@@ -84,6 +86,7 @@ async def push_events(
     db: Database = request.app.state.db
     # Committed when the block ends, before the 202 goes out: the answer means durable.
     async with db.raw_connection() as conn, conn.transaction():
+        await _hold_unerased(request, conn, tenant_id)
         await service.check_replaced(EventRepository(conn), tenant_id, events, access)
         answer = await service.accept(
             EventRepository(conn),
@@ -95,6 +98,14 @@ async def push_events(
             settings.topic_prefix,
         )
     return answer.response()
+
+
+async def _hold_unerased(request: Request, conn: asyncpg.Connection, tenant_id: str) -> None:
+    """A push and its tenant's erasure never overlap: one waits for the other, and a
+    push after the erasure is refused (403) as any write of an erased tenant."""
+    db: Database = request.app.state.db
+    await hold_tenants(conn, db.schema, [tenant_id])
+    refuse_erased(request, tenant_id)
 
 
 @router.get("/outbox", response_model=OutboxStatus)
@@ -159,6 +170,7 @@ async def upload_events_csv(
     # the same request; its type is part of it.
     request_hash = service.json_fingerprint([event_type, batch.events])
     async with db.raw_connection() as conn, conn.transaction():
+        await _hold_unerased(request, conn, tenant_id)
         await service.check_replaced(
             EventRepository(conn), tenant_id, events, access, rows=batch.rows
         )

@@ -52,6 +52,7 @@ from shared.events import Source as EventSource
 from shared.kafka import ensure_topics, make_consumer, make_producer, stop_client
 from shared.tasks import stop_task
 from shared.telemetry import context_from_kafka
+from shared.tenant_data import hold_tenants
 from shared.time import local_date
 from shared.validation_context import STORED
 
@@ -240,10 +241,13 @@ async def apply_messages(
     db: Database, messages: list[EventMessage], erased: Container[str] = ()
 ) -> int:
     """Applies parsed events in one transaction; returns how many changed something."""
-    # Events of a tenant erased meanwhile are dropped, not applied again.
-    latest = [m for m in _latest(messages) if m.tenant_id not in erased]
-    others = [m for m in latest if m.type != "order_line"]
+    candidates = _latest(messages)
     async with db.raw_connection() as conn, conn.transaction():
+        # Events of a tenant erased meanwhile are dropped, not applied again; an erasure
+        # that began while this batch was read waits for it, or it for the erasure.
+        await hold_tenants(conn, db.schema, {m.tenant_id for m in candidates})
+        latest = [m for m in candidates if m.tenant_id not in erased]
+        others = [m for m in latest if m.type != "order_line"]
         zones = await store_zones_for(conn, {(m.tenant_id, m.source.store_id) for m in latest})
         lines = [
             _line_row(m, zones.get((m.tenant_id, m.source.store_id)))
