@@ -42,6 +42,11 @@ def limited_user(principal: Principal) -> bool:
     return principal.claims.get("limits") is not None
 
 
+def store_limits(principal: Principal) -> frozenset[str] | None:
+    """The stores a user's role limits it to; None when it is not limited to stores."""
+    return _limits(principal.claims.get("limits")).get("stores")
+
+
 @dataclass(frozen=True)
 class EffectiveGrant:
     id: str

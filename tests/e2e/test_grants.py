@@ -395,6 +395,12 @@ async def test_an_agency_users_own_limits_hold_in_the_sellers_tenant(
         assert answer.status_code == 200, answer.text
         seen = [row["dimensions"][0]["value"] for row in answer.json()["rows"]]
         assert seen == stores, (limits, answer.text)
+        # The grant it reads names the stores it reaches, not the seller's others.
+        if limits is None or "stores" in limits:
+            [grant] = (await http.get("/v1/grants", headers=person.headers)).json()["grants"]
+            assert grant["stores"] == stores, (limits, grant)
+            one = await http.get(f"/v1/grants/{grant['id']}", headers=person.headers)
+            assert one.json()["stores"] == stores
     # No granted store left: refused, never an answer that reads as no data.
     _, nowhere = await signed_in(http, agency, "analyst", limits={"stores": ["elsewhere"]})
     refused = await http.get("/v1/kpis", params=params, headers=nowhere.headers)

@@ -57,14 +57,14 @@ async def list_grants(
 ) -> GrantList:
     """Grants this tenant received and, for a ``tenant:admin``, those it issued."""
     grants = await service.visible_grants(session, principal, tenant_id)
-    return GrantList(grants=[service.out(g) for g in grants])
+    return GrantList(grants=[service.out_for(principal, g) for g in grants])
 
 
 @router.get("/{grant_id}", response_model=GrantOut)
 async def get_grant(
     grant_id: str, principal: Caller, known: KnownParametersOnly, session: DbSession
 ) -> GrantOut:
-    return service.out(await service.visible_grant(session, principal, grant_id))
+    return service.out_for(principal, await service.visible_grant(session, principal, grant_id))
 
 
 @router.patch(

@@ -13,7 +13,7 @@ from services.gateway.grants.models import Grant
 from services.gateway.grants.repository import GrantRepository
 from services.gateway.grants.schemas import GrantCreate, GrantOut, GrantUpdate
 from services.gateway.tenants.repository import TenantRepository
-from shared.access import Access, EffectiveGrant, limited_user
+from shared.access import Access, EffectiveGrant, limited_user, store_limits
 from shared.auth import Principal
 from shared.db import Database
 from shared.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
@@ -34,6 +34,17 @@ def out(grant: Grant, now: datetime | None = None) -> GrantOut:
         updated_at=grant.updated_at,
         revoked_at=grant.revoked_at,
     )
+
+
+def out_for(principal: Principal, grant: Grant) -> GrantOut:
+    """A grant as the caller may see it: a person of the agency limited to some stores
+    sees, of a grant the agency received, only those (the seller's other store names
+    are none of its business), as it reaches only those."""
+    shown = out(grant)
+    limited = store_limits(principal)
+    if limited is not None and grant.agency_tenant_id == principal.tenant_id:
+        shown.stores = [store for store in grant.stores if store in limited]
+    return shown
 
 
 def _checked_scopes(scopes: list[str], issuer: Access) -> list[str]:
