@@ -74,6 +74,34 @@ async def test_order_lines_learn_their_category_from_the_outbox(
         await asyncio.to_thread(command.downgrade, alembic_config("ingest", url), "0006")
 
 
+async def test_events_learn_their_order_from_the_outbox(fresh_database: FreshDatabase) -> None:
+    url = await fresh_database()
+    await asyncio.to_thread(upgrade, "ingest", url, "0009")
+    async with schema_connection(url, "ingest") as conn:
+        await conn.execute(
+            "INSERT INTO event_versions (tenant_id, event_id, version, event_type) VALUES "
+            "('t1', 'line', 2, 'order_line'), ('t1', 'defect', 1, 'order_defect'), "
+            "('t1', 'ad', 1, 'ad_spend'), ('t1', 'gone', 1, 'refund')"
+        )
+        rows = [
+            ("line", 1, "order_line", {"order_id": "O-old"}),
+            ("line", 2, "order_line", {"order_id": "O-1"}),
+            ("defect", 1, "order_defect", {"order_id": "O-2"}),
+            ("ad", 1, "ad_spend", {"sku": "LAMP"}),
+        ]
+        await conn.executemany(
+            "INSERT INTO outbox (tenant_id, event_id, version, event_type, topic, payload) "
+            "VALUES ('t1', $1, $2, $3, 'topic', $4)",
+            [(e, v, t, orjson.dumps({"payload": p})) for e, v, t, p in rows],
+        )
+        await asyncio.to_thread(upgrade, "ingest", url, "0010")
+        found = await conn.fetch("SELECT event_id, order_id FROM event_versions ORDER BY 1")
+        assert [tuple(r.values()) for r in found] == [
+            ("ad", None), ("defect", "O-2"), ("gone", None), ("line", "O-1"),
+        ]  # fmt: skip
+        await asyncio.to_thread(command.downgrade, alembic_config("ingest", url), "0009")
+
+
 async def test_rows_to_send_again_go_back_to_the_unsent_queue_on_the_way_down(
     fresh_database: FreshDatabase,
 ) -> None:

@@ -548,6 +548,50 @@ async def test_a_caller_limited_to_categories_pushes_order_lines_of_those_only(
     ]  # fmt: skip
 
 
+async def test_a_limited_caller_adds_nothing_to_an_order_it_may_not_wholly_see(
+    ingest: IngestService,
+) -> None:
+    """A new line, a refund or a defect under the id of another's order moved that order's
+    date, cancellation and defects for everyone, and told the caller when it was placed."""
+    tenant = new_tenant_id()
+    cancelled_lamp = order_line("l1", category="Lamps", order_id="O-1", status="cancelled")
+    assert (await ingest.push(tenant, [cancelled_lamp])).status_code == 202
+
+    def bearer(limits: dict[str, list[str]]) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {ingest.minter.mint(tenant, ['ingest:write'], limits=limits)}"
+        }
+
+    rugs, gb = bearer({"categories": ["Rugs"]}), bearer({"marketplaces": ["GB"]})
+    into_lamps = order_line("r1", category="Rugs", sku="RUG-1", order_id="O-1")
+    gb_source = {"platform": "amazon", "store_id": "acme-us", "marketplace": "GB"}
+    defect = {
+        **order_line("d1"), "type": "order_defect", "source": gb_source,
+        "payload": {"order_id": "O-1", "kind": "chargeback",
+                    "reported_at": "2026-03-02T00:00:00Z"},
+    }  # fmt: skip
+    for headers, event in (
+        (rugs, into_lamps),
+        (gb, {**into_lamps, "source": gb_source}),
+        (gb, defect),
+    ):
+        refused = await ingest.client.post("/v1/events", json={"events": [event]}, headers=headers)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["errors"] == [
+            {"index": 0, "field": "payload.order_id",
+             "reason": "order O-1 holds events outside what this caller may reach"}
+        ]  # fmt: skip
+    # An order of its own, new or wholly in reach, it may add to.
+    own = [order_line("r2", category="Rugs", sku="RUG-1", order_id="O-2")]
+    assert (
+        await ingest.client.post("/v1/events", json={"events": own}, headers=rugs)
+    ).status_code == 202
+    more = [order_line("r3", category="Rugs", sku="RUG-1", order_id="O-2")]
+    assert (
+        await ingest.client.post("/v1/events", json={"events": more}, headers=rugs)
+    ).status_code == 202
+
+
 async def test_two_categories_cannot_both_sell_a_new_sku_at_once(ingest: IngestService) -> None:
     """The SKU check and the line it lets in are one step: of two users limited to two
     categories pushing one new SKU at once, exactly one sells it."""

@@ -22,6 +22,12 @@ class AcceptedEvent(NamedTuple):
     category: str | None = None
 
 
+def order_of(event: Event) -> str | None:
+    """The order an event names (a line, a refund, a shipment, a defect, a fee)."""
+    order_id = getattr(event.payload, "order_id", None)
+    return order_id if isinstance(order_id, str) else None
+
+
 class EventRepository:
     """Accepted versions and idempotency keys of pushed events, one tenant per call."""
 
@@ -78,17 +84,20 @@ class EventRepository:
         rows = await self.conn.fetch(
             """
             INSERT INTO event_versions AS ev
-                (tenant_id, event_id, version, store_id, marketplace, event_type, category, sku)
+                (tenant_id, event_id, version, store_id, marketplace, event_type, category, sku,
+                 order_id)
             SELECT $1, e.* FROM unnest(
-                $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[]
-            ) AS e(event_id, version, store_id, marketplace, event_type, category, sku)
+                $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                $9::text[]
+            ) AS e(event_id, version, store_id, marketplace, event_type, category, sku, order_id)
             ON CONFLICT (tenant_id, event_id) DO UPDATE SET
                 version = EXCLUDED.version,
                 store_id = EXCLUDED.store_id,
                 marketplace = EXCLUDED.marketplace,
                 event_type = EXCLUDED.event_type,
                 category = EXCLUDED.category,
-                sku = EXCLUDED.sku
+                sku = EXCLUDED.sku,
+                order_id = EXCLUDED.order_id
             WHERE ev.version < EXCLUDED.version
               AND (ev.event_type IS NULL OR ev.event_type = EXCLUDED.event_type)
             RETURNING event_id
@@ -104,8 +113,39 @@ class EventRepository:
                 for e in events
             ],
             [e.payload.sku if isinstance(e.payload, OrderLine) else None for e in events],
+            [order_of(e) for e in events],
         )
         return {row["event_id"] for row in rows}
+
+    async def events_of_orders(
+        self, tenant_id: str, orders: set[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[AcceptedEvent]]:
+        """The events accepted for each (store, order) (their latest versions)."""
+        stores, order_ids = zip(*sorted(orders), strict=True) if orders else ((), ())
+        rows = await self.conn.fetch(
+            """
+            SELECT ev.store_id, ev.order_id, ev.version, ev.event_type, ev.marketplace,
+                   ev.category
+            FROM unnest($2::text[], $3::text[]) AS o(store_id, order_id)
+            JOIN event_versions ev ON ev.tenant_id = $1 AND ev.store_id = o.store_id
+                                  AND ev.order_id = o.order_id
+            """,
+            tenant_id,
+            list(stores),
+            list(order_ids),
+        )
+        found: dict[tuple[str, str], list[AcceptedEvent]] = {}
+        for row in rows:
+            found.setdefault((row["store_id"], row["order_id"]), []).append(
+                AcceptedEvent(
+                    row["version"],
+                    row["event_type"],
+                    row["store_id"],
+                    row["marketplace"],
+                    row["category"],
+                )
+            )
+        return found
 
     async def categories_of_skus(self, tenant_id: str, skus: list[str]) -> dict[str, set[str]]:
         """Each SKU's categories among the order lines accepted (their latest versions).

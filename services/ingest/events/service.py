@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from fastapi.responses import JSONResponse
 
-from services.ingest.events.repository import AcceptedEvent, EventRepository
+from services.ingest.events.repository import AcceptedEvent, EventRepository, order_of
 from services.ingest.outbox.repository import OutboxRepository
 from shared.access import Access
 from shared.errors import (
@@ -241,25 +241,61 @@ async def check_replaced(
         accepted = stored.get(event.event_id)
         if accepted is None:
             continue
-        if (
-            (access.stores is not None and accepted.store_id not in access.stores)
-            or (access.marketplaces is not None and accepted.marketplace not in access.marketplaces)
-            # An order line of another category (or of one not recorded): cancelling or
-            # renaming it would erase what this caller may not see.
-            or (
-                access.categories is not None
-                and accepted.event_type in ("order_line", None)
-                and accepted.category not in access.categories
-            )
-        ):
+        # An order line of another category (or of one not recorded): cancelling or
+        # renaming it would erase what this caller may not see.
+        other_store = access.stores is not None and accepted.store_id not in access.stores
+        if other_store or _beyond_reach(accepted, access):
             row = _row(index, rows)
             reason = "already names an event outside what this caller may reach"
             errors.append(FieldError("event_id", reason, index=index, row=row))
     if access.categories is not None:
         errors += await _skus_of_other_categories(repository, tenant_id, events, access, rows)
+    if access.marketplaces is not None or access.categories is not None:
+        errors += await _orders_beyond_reach(repository, tenant_id, events, access, rows)
     if errors:
         bad = len({e.index for e in errors})
         raise Forbidden(f"{bad} event(s) would replace events outside this caller's reach", errors)
+
+
+def _beyond_reach(accepted: AcceptedEvent, access: Access) -> bool:
+    """Whether an accepted event lies outside the caller's marketplaces, or is an order
+    line (or an event not recorded) outside its categories."""
+    return (
+        access.marketplaces is not None and accepted.marketplace not in access.marketplaces
+    ) or (
+        access.categories is not None
+        and accepted.event_type in ("order_line", None)
+        and accepted.category not in access.categories
+    )
+
+
+async def _orders_beyond_reach(
+    repository: EventRepository,
+    tenant_id: str,
+    events: list[Event],
+    access: Access,
+    rows: Sequence[int] | None,
+) -> list[FieldError]:
+    """An order is the caller's to add to only when every event accepted for it lies
+    within its marketplaces, and every line within its categories: a line, a refund or
+    a defect under another's order id would move that order's date, cancellation or
+    defects for everyone, and tell the caller when it was placed."""
+    named = {(e.source.store_id, order) for e in events if (order := order_of(e)) is not None}
+    if not named:
+        return []
+    accepted = await repository.events_of_orders(tenant_id, named)
+    errors = []
+    for index, event in enumerate(events):
+        order = order_of(event)
+        if order is None:
+            continue
+        held = accepted.get((event.source.store_id, order), [])
+        if any(_beyond_reach(a, access) for a in held):
+            reason = f"order {order} holds events outside what this caller may reach"
+            errors.append(
+                FieldError("payload.order_id", reason, index=index, row=_row(index, rows))
+            )
+    return errors
 
 
 async def _skus_of_other_categories(
