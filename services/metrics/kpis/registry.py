@@ -59,7 +59,7 @@ _DEFINITIONS = [
     KpiDefinition("days_of_cover", "Days of cover", "days", "up", "on_hand / mean daily units over the 30 days ending at the period's end."),
     KpiDefinition("sell_through", "Sell-through", "ratio", "up", "units / (units + on_hand)."),
     KpiDefinition("stockout_rate", "Stockout rate", "ratio", "down", "SKU-days with on_hand = 0 / SKU-days snapshotted."),
-    KpiDefinition("late_shipment_rate", "Late shipment rate", "ratio", "down", "Shipments shipped after promised_ship_by (or not shipped by now) / shipments due, by promised_ship_by; one the seller cancelled before shipping is not due. 10-day window."),
+    KpiDefinition("late_shipment_rate", "Late shipment rate", "ratio", "down", "Shipments shipped after promised_ship_by (or not shipped by now) / shipments due (shipped, or promised by now), by promised_ship_by; one the seller cancelled before shipping is not due, nor one not shipped whose promise is still to come. 10-day window."),
     KpiDefinition("valid_tracking_rate", "Valid tracking rate", "ratio", "up", "Shipped with valid tracking / shipped, by shipped_at; 30-day window."),
     KpiDefinition("on_time_delivery_rate", "On-time delivery rate", "ratio", "up", "Delivered by promised_delivery_by / delivered, by delivered_at."),
     KpiDefinition("pre_fulfillment_cancel_rate", "Pre-fulfillment cancel rate", "ratio", "down", "Orders with a shipment cancelled_by_seller_before_ship / orders placed (cancelled or not), by purchased_at; 7-day window."),

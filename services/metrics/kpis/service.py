@@ -260,10 +260,14 @@ async def _trailing_units(
             found.put((period, dims), "units_30d", ZERO)
 
 
-# What a windowed input sums: shipments late are those shipped late plus those not
-# shipped whose promised day is already over.
+# What a windowed input sums, and with which sign: shipments late are those shipped
+# late plus those not shipped whose promise has passed; shipments due are those shipped
+# plus those overdue (one not shipped whose promise is still to come is not due yet).
 REFUNDS_BY_PURCHASE = "refund_amount_by_purchase"
-_WINDOW_PARTS = {"shipments_late": ("shipments_shipped_late", "shipments_overdue")}
+_WINDOW_PARTS = {
+    "shipments_late": (("shipments_shipped_late", 1), ("shipments_overdue", 1)),
+    "shipments_due": (("shipments_due", 1), ("shipments_unshipped", -1), ("shipments_overdue", 1)),
+}
 # Where the store's local day has moved past the promised day: read per store.
 _OVERDUE = "shipments_overdue"
 # How far back a store's "today" may have begun (a day of 25 hours, and then some).
@@ -286,7 +290,7 @@ async def _windowed_measures(
         {
             part
             for name in names
-            for part in _WINDOW_PARTS.get(name.split("@")[0], (name.split("@")[0],))
+            for part, _ in _WINDOW_PARTS.get(name.split("@")[0], ((name.split("@")[0], 1),))
         }
     )
     counts: dict[tuple[str, ...], dict[date, dict[str, Decimal]]] = defaultdict(
@@ -329,10 +333,12 @@ async def _windowed_measures(
 
 
 def _parts_summed(by_day: dict[date, dict[str, Decimal]], measure: str) -> dict[date, Decimal]:
-    """Each day's ``measure``, the sum of its parts when it has some (``_WINDOW_PARTS``)."""
-    parts = _WINDOW_PARTS.get(measure, (measure,))
+    """Each day's ``measure``, the signed sum of its parts when it has some
+    (``_WINDOW_PARTS``)."""
+    parts = _WINDOW_PARTS.get(measure, ((measure, 1),))
     return {
-        day: sum((values.get(part, ZERO) for part in parts), ZERO) for day, values in by_day.items()
+        day: sum((values.get(part, ZERO) * sign for part, sign in parts), ZERO)
+        for day, values in by_day.items()
     }
 
 
