@@ -24,6 +24,7 @@ from shared.errors import (
     Forbidden,
     InsufficientScope,
     InvalidInput,
+    Unauthenticated,
     UpstreamUnavailable,
 )
 from shared.scopes import GRANTABLE_SCOPES, LIMIT_DIMENSIONS, TENANT_ADMIN
@@ -145,6 +146,10 @@ class GatewayGrantLookup:
             raise UpstreamUnavailable.for_now("grants cannot be checked right now") from None
         if response.status_code == 404:
             return None
+        if response.status_code == 401:
+            # Revoked at the gateway before this service's copy of the list caught up:
+            # the token is no good, which is the caller's to know, not a fault here.
+            raise Unauthenticated("the access token has been revoked")
         if response.status_code != 200:
             raise UpstreamUnavailable.for_now(
                 f"grants cannot be checked right now ({response.status_code})"

@@ -10,7 +10,7 @@ from fastapi import Request
 from devstack.embedded import free_port
 from shared.access import GatewayGrantLookup
 from shared.auth import Principal
-from shared.errors import UpstreamUnavailable
+from shared.errors import Unauthenticated, UpstreamUnavailable
 
 AGENCY = Principal(
     subject="agency-client",
@@ -47,3 +47,15 @@ async def test_a_grant_that_cannot_be_checked_is_a_503_to_retry(status: int | No
     assert refused.value.status == 503
     assert refused.value.headers == {"Retry-After": "1"}
     assert refused.value.detail.startswith("grants cannot be checked right now")
+
+
+async def test_a_token_the_gateway_has_revoked_is_a_401() -> None:
+    """The gateway revoked it a moment ago and this service's copy of the list has not
+    caught up: the caller's token is no good (401), nothing here is away (not 503)."""
+    transport = httpx.MockTransport(lambda request: httpx.Response(401))
+    async with httpx.AsyncClient(transport=transport) as client:
+        lookup = GatewayGrantLookup("http://gateway", client)
+        with pytest.raises(Unauthenticated) as refused:
+            await lookup.effective(agency_request(), AGENCY, "tn_seller")
+    assert refused.value.status == 401
+    assert refused.value.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
