@@ -193,6 +193,12 @@ async def resolve_access(
     """The caller's access for ``scope``: its own tenant, or another through a grant."""
     principal.require(scope)
     own = principal.require_tenant()
+    if tenant_id == "":
+        # A blank id is a form or a variable left empty, not a tenant to refuse.
+        raise InvalidInput(
+            "tenant_id is empty",
+            [FieldError("tenant_id", "must not be empty; leave it out for the caller's own")],
+        )
     limits = _limits(principal.claims.get("limits"))
     # An erased tenant's tokens verify until they expire: no write may bring its rows
     # back. Reading finds nothing, which is true (GraphQL reads are POSTs too).

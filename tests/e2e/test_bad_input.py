@@ -19,6 +19,7 @@ from tests.conftest import NewTenant, Stack, TenantClient
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 KPIS = "query($i: KpiQueryInput!) { kpis(input: $i) { currency } }"
 MONTH = {"metrics": ["gmv"], "from": "2026-01-01", "to": "2026-01-31", "grain": "TOTAL"}
+MONTH_REST = {"metrics": "gmv", "from": "2026-01-01", "to": "2026-01-31", "grain": "total"}
 
 
 def basic(credentials: bytes) -> dict[str, str]:
@@ -314,3 +315,25 @@ async def test_a_header_read_as_one_value_given_twice_is_refused(
     answer = await http.get("/v1/kpis/catalog", headers=twice)
     assert answer.status_code == 422
     assert answer.json()["errors"][0]["field"] == "header.Authorization"
+
+
+async def test_an_empty_tenant_id_is_named_not_refused_as_a_tenant(
+    http: httpx.AsyncClient, tenant: TenantClient
+) -> None:
+    """A form or a variable left empty: 422 naming it, not 403 'no access to tenant '."""
+    answer = await http.get(
+        "/v1/kpis", params={**MONTH_REST, "tenant_id": ""}, headers=tenant.headers
+    )
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["errors"] == [
+        {"field": "tenant_id", "reason": "must not be empty; leave it out for the caller's own"}
+    ]
+    query = "query($i: KpiQueryInput!, $t: ID) { kpis(input: $i, tenantId: $t) { currency } }"
+    variables = {"i": MONTH, "t": ""}
+    answered = await http.post(
+        "/graphql", json={"query": query, "variables": variables}, headers=tenant.headers
+    )
+    body = answered.json()
+    [error] = body["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT", body
+    assert error["extensions"]["errors"][0]["field"] == "tenantId", body

@@ -165,7 +165,11 @@ async def test_an_agency_sees_only_what_the_grant_allows_until_it_is_revoked(
     )
     assert wrong_store.status_code == 403
     assert wrong_store.json()["errors"] == [
-        {"index": 1, "field": "source.store_id", "reason": "store acme-mx is not granted"}
+        {
+            "index": 1,
+            "field": "source.store_id",
+            "reason": "store acme-mx is outside this caller's reach",
+        }
     ]
     # An FX rate changes every store's numbers, whatever store it names.
     rate = {

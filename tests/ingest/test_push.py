@@ -502,8 +502,8 @@ async def test_a_caller_limited_to_categories_pushes_order_lines_of_those_only(
     refused = await push(order_line("rug", category="Rugs"), order_line("none"), lamp)
     assert refused.status_code == 403
     assert [(e["index"], e["field"], e["reason"]) for e in refused.json()["errors"]] == [
-        (0, "payload.category", "category Rugs is not granted"),
-        (1, "payload.category", "category (none) is not granted"),
+        (0, "payload.category", "category Rugs is outside this caller's reach"),
+        (1, "payload.category", "category (none) is outside this caller's reach"),
     ]
     rate = {
         "event_id": "fx", "type": "fx_rate",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import defaultdict
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -99,7 +100,11 @@ async def _tenant_param(context: Context, tenant_id: strawberry.ID | None) -> Pa
     a tenant the caller may not read is FORBIDDEN, never an empty answer.
     """
     wanted = None if tenant_id is None else str(tenant_id)
-    await resolve_access(context.request, await context.principal(), KPI_READ, wanted)
+    try:
+        await resolve_access(context.request, await context.principal(), KPI_READ, wanted)
+    except InvalidInput as refused:
+        named = [replace(e, field=_graphql_field(e.field)) for e in refused.errors]
+        raise InvalidInput(refused.detail.replace("tenant_id", "tenantId"), named) from None
     return [] if wanted is None else [("tenant_id", wanted)]
 
 

@@ -209,13 +209,13 @@ def check_stores(events: list[Event], access: Access, rows: Sequence[int] | None
                 reason = f"{event.type} names no category; this caller may push order lines only"
                 errors.append(FieldError("type", reason, index=index, row=row))
             elif payload.category not in access.categories:
-                reason = f"category {payload.category or '(none)'} is not granted"
+                reason = f"category {payload.category or '(none)'} is outside this caller's reach"
                 errors.append(FieldError("payload.category", reason, index=index, row=row))
         if access.stores is not None and event.source.store_id not in access.stores:
-            reason = f"store {event.source.store_id} is not granted"
+            reason = f"store {event.source.store_id} is outside this caller's reach"
             errors.append(FieldError("source.store_id", reason, index=index, row=row))
         if access.marketplaces is not None and event.source.marketplace not in access.marketplaces:
-            reason = f"marketplace {event.source.marketplace} is not granted"
+            reason = f"marketplace {event.source.marketplace} is outside this caller's reach"
             errors.append(FieldError("source.marketplace", reason, index=index, row=row))
     if errors:
         bad = len({e.index for e in errors})
