@@ -218,6 +218,8 @@ async def _deletion_order(
     return [by_name[name] for name in sorter.static_order()]
 
 
+# What an audit line of another tenant names in place of an erased one.
+ERASED_TENANT = "(erased tenant)"
 # One lock per tenant and schema, held by every transaction that writes a tenant's
 # rows from outside a request's own check (a push, a batch of events applied) in shared
 # mode, and by its erasure exclusively.
@@ -265,6 +267,14 @@ async def erase_tenant(
                 "detail = jsonb_set(detail, '{acting_tenant}', 'null') "
                 "WHERE detail->>'acting_tenant' = $1",
                 tenant_id,
+            )
+            # Nor do other tenants' trails name it in what was asked for (an agency's
+            # refused attempt on /v1/tenants/<id>, a seller's grant to it).
+            await conn.execute(
+                f'UPDATE "{schema}".{AUDIT_TABLE} SET target = replace(target, $1, $2) '
+                "WHERE strpos(target, $1) > 0",
+                tenant_id,
+                ERASED_TENANT,
             )
     return deleted
 

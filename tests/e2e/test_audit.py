@@ -132,14 +132,26 @@ async def test_an_erased_agency_is_no_longer_named_in_its_sellers_trail(
     def agency_push(entries: Entries) -> list[dict[str, Any]]:
         return [e for e in entries if e["action"] == "POST /v1/events" and e["status"] == 202]
 
-    (before,) = agency_push(await audit_entries(http, seller, lambda e: bool(agency_push(e))))
+    # The seller's own refused attempt on the agency's tenant names it in its target.
+    confirm = {"confirm": agency.tenant_id}
+    tried = await http.request(
+        "DELETE", f"/v1/tenants/{agency.tenant_id}", json=confirm, headers=seller.headers
+    )
+    assert tried.status_code == 403, tried.text
+
+    def attempt(entries: Entries) -> list[dict[str, Any]]:
+        return [e for e in entries if e["action"].startswith("DELETE /v1/tenants/")]
+
+    (before,) = agency_push(await audit_entries(http, seller, lambda e: bool(attempt(e))))
     assert before["client_id"] == agency.client_id
     assert before["detail"]["acting_tenant"] == agency.tenant_id
     await erased_by_itself(http, agency)
-    (after,) = agency_push(await audit_entries(http, seller, 1))
+    trail = await audit_entries(http, seller, 1)
+    (after,) = agency_push(trail)
     assert (after["actor"], after["client_id"]) == (None, None)
     assert after["detail"] == {**before["detail"], "acting_tenant": None}
-    assert agency.tenant_id not in str(after) and agency.client_id not in str(after)
+    assert agency.tenant_id not in str(trail) and agency.client_id not in str(trail)
+    assert [e["target"] for e in attempt(trail)] == ["/v1/tenants/(erased tenant)"]
 
 
 async def test_a_refused_erasure_is_in_the_trail_and_a_done_one_names_no_one(

@@ -499,3 +499,32 @@ async def test_writes_of_an_erased_tenant_stop_at_the_gateway_after_services_res
     assert seller.tenant_id in tracker.erased
     other = await new_tenant()
     assert other.tenant_id not in tracker.erased
+
+
+async def test_an_archive_holding_an_erased_partners_grant_is_withdrawn(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """An agency's archive lists the grants it received (the seller's id, store names and
+    scopes): once the seller is erased, the archive built before must not serve them."""
+    seller, agency, bystander = await new_tenant(), await new_tenant(), await new_tenant()
+    granted = await http.post(
+        "/v1/grants",
+        json={"agency_tenant_id": agency.tenant_id, "stores": ["s1"], "scopes": ["kpi:read"]},
+        headers=seller.headers,
+    )
+    assert granted.status_code == 201, granted.text
+    held = await finished_export(http, agency)
+    kept = await finished_export(http, bystander)
+    _, files = await download(http, agency, held)
+    assert seller.tenant_id.encode() in files["gateway/grants.ndjson"]
+    await erased_by_itself(http, seller)
+    withdrawn = await http.get(held["download_url"], headers=agency.headers)
+    assert withdrawn.status_code == 409, withdrawn.text
+    assert "request a new export" in withdrawn.json()["detail"]
+    status = (await http.get(f"/v1/exports/{held['id']}", headers=agency.headers)).json()
+    assert status["status"] == "failed" and status["download_url"] is None
+    # A tenant that shared nothing with it keeps its archive.
+    await download(http, bystander, kept)
+    # A new archive is whole, and names the erased seller nowhere.
+    _, files = await download(http, agency, await finished_export(http, agency))
+    assert not any(seller.tenant_id.encode() in data for data in files.values())

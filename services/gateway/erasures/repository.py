@@ -10,6 +10,24 @@ from services.gateway.erasures.models import Erasure
 from services.gateway.tenants.data import GATEWAY_SCHEMA, GATEWAY_TABLES
 from shared.tenant_data import erase_tenant
 
+# An agency's archive holds the grants it received (the seller's id, store names and
+# scopes), a seller's those it issued: erased with either side, an archive built before
+# must not keep them. It is withdrawn; the partner asks for a new one.
+WITHDRAWN = "it held grants of a tenant erased since; request a new export"
+WITHDRAW_PARTNERS_ARCHIVES = f"""
+    WITH partners AS (
+        SELECT agency_tenant_id AS tenant_id FROM grants WHERE tenant_id = $1
+        UNION SELECT tenant_id FROM grants WHERE agency_tenant_id = $1
+    ), withdrawn AS (
+        UPDATE exports e
+        SET status = 'failed', bytes = NULL, archive_sha256 = NULL, error = '{WITHDRAWN}'
+        FROM partners p
+        WHERE e.tenant_id = p.tenant_id AND e.status = 'ready'
+        RETURNING e.id
+    )
+    DELETE FROM export_parts WHERE export_id IN (SELECT id FROM withdrawn)
+"""
+
 
 class ErasureRepository:
     def __init__(self, session: AsyncSession) -> None:
@@ -55,9 +73,11 @@ class ErasureRepository:
         return list(result.scalars().all())
 
     async def erase_gateway_rows(self, tenant_id: str) -> dict[str, int]:
-        """Every gateway row of the tenant but the erasures, in this transaction."""
+        """Every gateway row of the tenant but the erasures, in this transaction; and
+        the archives of the tenants it shared grants with, which hold those grants."""
         connection = await self.session.connection()
         raw = await connection.get_raw_connection()
         driver = raw.driver_connection
         assert driver is not None
+        await driver.execute(WITHDRAW_PARTNERS_ARCHIVES, tenant_id)
         return await erase_tenant(driver, GATEWAY_SCHEMA, GATEWAY_TABLES, tenant_id)
