@@ -185,6 +185,9 @@ async def test_csv_cells_from_pushed_text_never_run_as_formulas(
         ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "application/json"),
         ("application/xml", None),
         ("application/json;q=0", None),
+        # Empty list elements count for nothing (RFC 9110 §5.6.1).
+        (",,,", "application/json"),
+        (", text/csv,", "text/csv"),
     ],
 )
 async def test_the_answer_is_negotiated_by_accept(

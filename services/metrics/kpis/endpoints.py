@@ -107,11 +107,13 @@ def _negotiated(accept: str, offered: tuple[str, ...]) -> str:
     """Of the ``offered`` media types, the one the Accept header prefers (RFC 9110
     §12.5.1), the first offered on a tie or when none is given; 406 when the client
     takes none of them."""
-    if not accept.strip():
+    # RFC 9110 §5.6.1: empty list elements count for nothing; a header of none is none.
+    parts = [part for part in accept.split(",") if part.strip()]
+    if not parts:
         return offered[0]
     quality = dict.fromkeys(offered, 0.0)
     specificity = dict.fromkeys(offered, -1)
-    for part in accept.split(","):
+    for part in parts:
         media, *options = [item.strip() for item in part.split(";")]
         media = media.lower()
         q = 1.0

@@ -37,7 +37,11 @@ class KpiSettingsIn(KpiSettings):
     """A PUT body: every setting it leaves out takes its default. What GET answered may
     be sent back changed, ``updated_at`` included (the server sets it)."""
 
-    updated_at: datetime | None = Field(default=None, description="Read only: ignored.")
+    updated_at: datetime | None = Field(
+        default=None,
+        description="Read only: the server sets it. Sent back, it is ignored, but must be "
+        "what GET answered (a date-time) or null.",
+    )
 
 
 class StoreZone(BaseModel):
