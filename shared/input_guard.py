@@ -96,6 +96,28 @@ def _unsupported_coding(headers: list[tuple[bytes, bytes]]) -> UnsupportedMediaT
     )
 
 
+def _unsupported_charset(headers: list[tuple[bytes, bytes]]) -> UnsupportedMediaType | None:
+    """415 for a JSON or CSV body declared in another charset than UTF-8: read as UTF-8
+    it would be refused as no JSON, or taken with wrong letters (RFC 8259 §8.1)."""
+    for name, value in headers:
+        if name.lower() != b"content-type":
+            continue
+        media, *options = value.decode("latin-1").split(";")
+        media = media.strip().lower()
+        if not (media.endswith("json") or media == "text/csv"):
+            return None
+        for option in options:
+            key, _, charset = option.partition("=")
+            charset = charset.strip().strip('"').lower()
+            if key.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+                return UnsupportedMediaType(
+                    f"the body must be UTF-8, not {charset or 'an empty charset'}",
+                    [FieldError("Content-Type", "charset must be utf-8 (or absent)")],
+                )
+        return None
+    return None
+
+
 def _query_errors(query_string: bytes, repeats: bool = True) -> list[FieldError]:
     errors: list[FieldError] = []
     seen: set[str] = set()
@@ -192,9 +214,9 @@ class InputGuardMiddleware:
         if errors:
             await self._refuse(errors, scope, receive, send)
             return
-        compressed = _unsupported_coding(scope["headers"])
-        if compressed is not None:
-            await self.render(compressed, scope)(scope, receive, send)
+        unreadable = _unsupported_coding(scope["headers"]) or _unsupported_charset(scope["headers"])
+        if unreadable is not None:
+            await self.render(unreadable, scope)(scope, receive, send)
             return
         headers = dict(scope["headers"])
         if b"json" not in headers.get(b"content-type", b""):

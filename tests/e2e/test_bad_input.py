@@ -294,6 +294,40 @@ async def test_a_compressed_body_is_415_naming_its_coding(
     assert by_graphql.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
 
 
+async def test_a_body_declared_in_another_charset_than_utf8_is_415(
+    http: httpx.AsyncClient, tenant: TenantClient
+) -> None:
+    """A Latin-1 JSON body was refused as "invalid JSON", and one merely labelled so was
+    taken: JSON is UTF-8 (RFC 8259 §8.1), and so is the CSV the upload reads."""
+    body = json.dumps({"events": []}).encode()
+    for path, media in (
+        ("/v1/events", "application/json; charset=iso-8859-1"),
+        ("/v1/events:csv?type=fee", "text/csv; charset=windows-1252"),
+        ("/graphql", 'application/json; charset="latin-1"'),
+    ):
+        answer = await http.post(
+            path, content=body, headers={**tenant.headers, "Content-Type": media}
+        )
+        assert answer.status_code == 415, (path, answer.text)
+    refused = await http.post(
+        "/v1/events",
+        content=body,
+        headers={**tenant.headers, "Content-Type": "application/json; charset=iso-8859-1"},
+    )
+    assert refused.json()["errors"] == [
+        {"field": "Content-Type", "reason": "charset must be utf-8 (or absent)"}
+    ]
+    for charset in ("utf-8", "UTF-8", '"utf-8"', "utf8"):
+        answer = await http.post(
+            "/v1/events",
+            content=body,
+            headers={**tenant.headers, "Content-Type": f"application/json; charset={charset}"},
+        )
+        # Read, and refused only for what it holds: no event.
+        assert answer.status_code == 422, (charset, answer.text)
+        assert answer.json()["errors"] == [{"field": "events", "reason": "at least one event"}]
+
+
 async def test_a_header_read_as_one_value_given_twice_is_refused(
     http: httpx.AsyncClient, tenant: TenantClient
 ) -> None:
