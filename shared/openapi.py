@@ -76,6 +76,16 @@ class ErrorBody(BaseModel):
     errors: list[ErrorItem] | None = None
 
 
+# A created (201) or accepted (202) resource's own path, in its answer's headers.
+LOCATED = {
+    "headers": {
+        "Location": {
+            "description": "The path to read what was created",
+            "schema": {"type": "string"},
+        }
+    }
+}
+
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 # Statuses any route may answer, with when; 401 and 403 only where a token is taken,
 # 404 only where the path names something.

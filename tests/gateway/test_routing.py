@@ -489,3 +489,43 @@ async def test_openapi_name_clashes_get_the_service_prefix(stack: Stack) -> None
     assert target("/v1/kpis/plans") == "#/components/schemas/metrics_Plan"
     assert target("/v1/targets/plans") == "#/components/schemas/Plan"
     assert target("/v1/events/plans") == "#/components/schemas/Plan"
+
+
+async def test_what_a_post_creates_says_where_it_is(
+    http: httpx.AsyncClient, admin_token: str, new_tenant: NewTenant
+) -> None:
+    """A generic REST client follows Location to read what it created (RFC 9110 §10.2.2)."""
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    seller, agency = await new_tenant(), await new_tenant()
+    created = (
+        ("/v1/tenants", {"name": "Located"}, admin, 201),
+        ("/v1/grants", {"agency_tenant_id": agency.tenant_id, "stores": ["s1"],
+                        "scopes": ["kpi:read"]}, seller.headers, 201),
+        ("/v1/users", {"email": "located@example.com", "name": "L", "role": "analyst",
+                       "password": "a-long-password-1"}, seller.headers, 201),
+        ("/v1/exports", None, seller.headers, 202),
+    )  # fmt: skip
+    for path, body, headers, status in created:
+        answer = await http.post(path, json=body, headers=headers)
+        assert answer.status_code == status, (path, answer.text)
+        location = answer.headers["location"]
+        assert location == f"{path}/{answer.json()['id']}", (path, location)
+        read = await http.get(location, headers=headers)
+        assert read.status_code == 200 and read.json()["id"] == answer.json()["id"], location
+    erased = await http.request(
+        "DELETE",
+        f"/v1/tenants/{agency.tenant_id}",
+        json={"confirm": agency.tenant_id},
+        headers=agency.headers,
+    )
+    assert erased.status_code == 202
+    assert erased.headers["location"] == f"/v1/tenants/{agency.tenant_id}/erasure"
+    document = (await http.get("/openapi.json")).json()["paths"]
+    for path, method, answered in (
+        ("/v1/tenants", "post", "201"),
+        ("/v1/grants", "post", "201"),
+        ("/v1/users", "post", "201"),
+        ("/v1/exports", "post", "202"),
+        ("/v1/tenants/{tenant_id}", "delete", "202"),
+    ):
+        assert "Location" in document[path][method]["responses"][answered]["headers"], path

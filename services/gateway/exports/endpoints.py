@@ -14,7 +14,7 @@ from shared.access import WholeTenantAdmin
 from shared.auth import Principal, current_principal
 from shared.deps import DbSession
 from shared.errors import FieldError, InvalidInput
-from shared.openapi import ErrorBody
+from shared.openapi import LOCATED, ErrorBody
 from shared.service import none_match_holds
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"])
@@ -23,9 +23,10 @@ router = APIRouter(prefix="/v1/exports", tags=["exports"])
 Caller = Annotated[Principal, Depends(current_principal)]
 
 
-@router.post("", status_code=202, response_model=ExportOut)
+@router.post("", status_code=202, response_model=ExportOut, responses={202: LOCATED})
 async def create_export(
     request: Request,
+    response: Response,
     access: WholeTenantAdmin,
     principal: Caller,
     session: DbSession,
@@ -42,6 +43,7 @@ async def create_export(
     export = await service.create_export(session, access.tenant_id, principal.subject)
     # Started after the response, so after the commit: the runner's writes find the row.
     background.add_task(request.app.state.exports.start, export)
+    response.headers["Location"] = f"/v1/exports/{export.id}"
     return service.out(export)
 
 

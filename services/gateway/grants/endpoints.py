@@ -18,7 +18,7 @@ from shared.access import EFFECTIVE_GRANT_PATH, KnownParametersOnly, WholeTenant
 from shared.auth import Principal, current_principal
 from shared.deps import DbSession
 from shared.errors import NotFound
-from shared.openapi import ErrorBody
+from shared.openapi import LOCATED, ErrorBody
 
 # The seller issues, changes and revokes (``WholeTenantAdmin``): a tenant_id naming
 # another tenant is 403, as on every route (tenant:admin is never granted, so no agency
@@ -33,16 +33,25 @@ Caller = Annotated[Principal, Depends(current_principal)]
     "",
     status_code=201,
     response_model=GrantOut,
-    responses={409: {"model": ErrorBody, "description": "The agency has an active grant already"}},
+    responses={
+        201: LOCATED,
+        409: {"model": ErrorBody, "description": "The agency has an active grant already"},
+    },
 )
 async def create_grant(
-    data: GrantCreate, issuer: WholeTenantAdmin, principal: Caller, session: DbSession
+    data: GrantCreate,
+    issuer: WholeTenantAdmin,
+    principal: Caller,
+    session: DbSession,
+    response: Response,
 ) -> GrantOut:
     """Lets an agency tenant reach some of this seller's stores, with some scopes.
 
     One active grant per agency: a second is 409; change the first with PATCH.
     """
-    return service.out(await service.create_grant(session, principal, issuer, data))
+    grant = await service.create_grant(session, principal, issuer, data)
+    response.headers["Location"] = f"/v1/grants/{grant.id}"
+    return service.out(grant)
 
 
 @router.get("", response_model=GrantList)

@@ -20,7 +20,7 @@ from services.gateway.tenants.schemas import (
 from shared.access import KnownParametersOnly, refuse_erased, refuse_unknown_parameters
 from shared.auth import Principal, current_principal, require_scope
 from shared.deps import DbSession
-from shared.openapi import ErrorBody, either_scope
+from shared.openapi import LOCATED, ErrorBody, either_scope
 from shared.scopes import PLATFORM_ADMIN, TENANT_ADMIN
 
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
@@ -56,9 +56,10 @@ admin_of_tenant.checks_access = True  # type: ignore[attr-defined]
 EitherAdmin = Annotated[Principal, Depends(admin_of_tenant)]
 
 
-@router.post("", status_code=201, response_model=TenantOut)
+@router.post("", status_code=201, response_model=TenantOut, responses={201: LOCATED})
 async def create_tenant(
     request: Request,
+    response: Response,
     data: TenantCreate,
     principal: Annotated[Principal, Depends(require_scope(PLATFORM_ADMIN))],
     known: KnownParametersOnly,
@@ -67,6 +68,7 @@ async def create_tenant(
     """Creates a seller or agency tenant (platform admin only)."""
     tenant = await service.create_tenant(session, data)
     request.state.audit_tenant = tenant.id
+    response.headers["Location"] = f"/v1/tenants/{tenant.id}"
     return TenantOut.model_validate(tenant)
 
 
@@ -151,10 +153,12 @@ async def revoke_client(
     # Optional to FastAPI so that the token is checked before the body is: required to
     # a client, which gets 422 naming `confirm` without it.
     openapi_extra={**EITHER_ADMIN, "requestBody": {"required": True}},
+    responses={202: LOCATED},
 )
 async def erase_tenant(
     tenant_id: str,
     request: Request,
+    response: Response,
     principal: EitherAdmin,
     session: DbSession,
     background: BackgroundTasks,
@@ -179,6 +183,7 @@ async def erase_tenant(
     request.app.state.exports.cancel_tenant(tenant_id)
     # Published after the response, so after the commit: confirmations find the row.
     background.add_task(request.app.state.erasures.publish, erasure.id, tenant_id)
+    response.headers["Location"] = f"/v1/tenants/{tenant_id}/erasure"
     return erasures.out(erasure)
 
 

@@ -13,7 +13,7 @@ from services.gateway.users.schemas import UserCreate, UserList, UserOut, UserUp
 from shared.access import Access, require_access
 from shared.auth import Principal, current_principal
 from shared.deps import DbSession
-from shared.openapi import ErrorBody
+from shared.openapi import LOCATED, ErrorBody
 from shared.scopes import TENANT_ADMIN
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
@@ -25,14 +25,19 @@ Caller = Annotated[Principal, Depends(current_principal)]
     "",
     status_code=201,
     response_model=UserOut,
-    responses={409: {"model": ErrorBody, "description": "A user of this tenant has that e-mail"}},
+    responses={
+        201: LOCATED,
+        409: {"model": ErrorBody, "description": "A user of this tenant has that e-mail"},
+    },
 )
 async def create_user(
-    data: UserCreate, access: Admin, principal: Caller, session: DbSession
+    data: UserCreate, access: Admin, principal: Caller, session: DbSession, response: Response
 ) -> UserOut:
     """Adds a user with a role (owner, admin, manager, analyst, viewer), optionally
     limited to stores, marketplaces and categories. E-mail addresses are unique."""
-    return service.out(await service.create_user(session, principal, access, data))
+    user = await service.create_user(session, principal, access, data)
+    response.headers["Location"] = f"/v1/users/{user.id}"
+    return service.out(user)
 
 
 @router.get("", response_model=UserList)
