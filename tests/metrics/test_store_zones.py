@@ -78,7 +78,8 @@ async def test_a_store_zone_rebuckets_history_and_new_facts(
         **{"from": "2026-04-01", "to": "2026-04-30", "stores": "acme-us"},
     )
     listed = await http.get("/v1/settings/stores", headers=tenant.headers)
-    assert listed.json()["stores"][0]["store_id"] == "acme-us"
+    # A listing says what each store's zone is; what a change moved, its answer said.
+    assert listed.json()["stores"] == [{"store_id": "acme-us", "timezone": "America/New_York"}]
 
     # Back to the marketplace's zone: everything returns.
     back = await http.put(

@@ -12,6 +12,7 @@ from services.metrics.settings.schemas import (
     KpiSettingsOut,
     StoreZone,
     StoreZoneList,
+    StoreZoneListed,
     StoreZoneOut,
 )
 from shared.access import Access, WholeTenantAdmin, require_access
@@ -63,7 +64,7 @@ async def list_store_zones(request: Request, access: Admin) -> StoreZoneList:
         rows = await overrides(conn, access.tenant_id)
     return StoreZoneList(
         stores=[
-            StoreZoneOut(store_id=r["store_id"], timezone=r["timezone"])
+            StoreZoneListed(store_id=r["store_id"], timezone=r["timezone"])
             for r in rows
             if access.stores is None or r["store_id"] in access.stores
         ]

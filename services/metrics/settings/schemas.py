@@ -57,13 +57,18 @@ class StoreZone(BaseModel):
         return None if value is None else time_zone_name(value)
 
 
-class StoreZoneOut(BaseModel):
+class StoreZoneListed(BaseModel):
     store_id: str
     timezone: str | None
+
+
+class StoreZoneOut(StoreZoneListed):
+    """A change's answer: what it moved, which a listing has nothing to say about."""
+
     moved: dict[str, int] = Field(
         default_factory=dict, description="Facts rebucketed by this change, by kind"
     )
 
 
 class StoreZoneList(BaseModel):
-    stores: list[StoreZoneOut]
+    stores: list[StoreZoneListed]
