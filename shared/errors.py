@@ -91,6 +91,14 @@ class NotAcceptable(LodestarError):
     graphql_code = "BAD_USER_INPUT"
 
 
+class PreconditionFailed(LodestarError):
+    """An ``If-Match`` that no longer names what is stored: someone changed it since."""
+
+    status = 412
+    code = "precondition_failed"
+    graphql_code = "BAD_USER_INPUT"
+
+
 class PayloadTooLarge(LodestarError):
     status = 413
     code = "payload_too_large"

@@ -282,6 +282,13 @@ class UnexpectedErrors:
             await unexpected_response(exc)(scope, receive, send)
 
 
+def match_holds(if_match: str, etag: str) -> bool:
+    """Whether an ``If-Match`` header names ``etag`` (RFC 9110 §13.1.1: a list of tags
+    compared strongly, "*" for any): what the client read is still what is stored."""
+    held = {tag.strip() for tag in if_match.split(",") if tag.strip()}
+    return etag in held or "*" in held
+
+
 def none_match_holds(if_none_match: str, etag: str) -> bool:
     """Whether an ``If-None-Match`` header names ``etag`` (RFC 9110 §13.1.2: a list of
     tags, weak ones compared weakly, "*" for any): the client has it, 304."""

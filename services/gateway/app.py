@@ -151,6 +151,8 @@ BROWSER_REQUEST_HEADERS = [
     "Content-Type",
     "Idempotency-Key",
     "If-None-Match",
+    # Settings changed only if still as read.
+    "If-Match",
     "traceparent",
     "tracestate",
 ]

@@ -105,3 +105,45 @@ async def test_what_get_answered_can_be_put_back_changed(
     )
     assert replaced.json()["gmv_includes_tax"] is False
     assert replaced.json()["gmv_includes_shipping"] is False
+
+
+async def test_two_admins_editing_at_once_do_not_undo_each_other(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """PUT replaces the whole set: with If-Match, the second of two admins who read the
+    same settings is told they changed (412), instead of silently putting back the
+    first one's change."""
+    admin = await new_tenant(scopes=["tenant:admin"])
+    read = await http.get("/v1/settings/kpi", headers=admin.headers)
+    tag = read.headers["etag"]
+    unchanged = await http.get("/v1/settings/kpi", headers={**admin.headers, "If-None-Match": tag})
+    assert unchanged.status_code == 304 and unchanged.headers["etag"] == tag
+    first = await http.put(
+        "/v1/settings/kpi",
+        json={**read.json(), "gmv_includes_tax": True},
+        headers={**admin.headers, "If-Match": tag},
+    )
+    assert first.status_code == 200, first.text
+    assert first.headers["etag"] != tag
+    second = await http.put(
+        "/v1/settings/kpi",
+        json={**read.json(), "refunds_by": "purchase_date"},
+        headers={**admin.headers, "If-Match": tag},
+    )
+    assert second.status_code == 412, second.text
+    assert second.json()["errors"] == [
+        {"field": "header.If-Match", "reason": "names settings changed since; GET them again"}
+    ]
+    kept = (await http.get("/v1/settings/kpi", headers=admin.headers)).json()
+    assert (kept["gmv_includes_tax"], kept["refunds_by"]) == (True, "refunded_at")
+    again = await http.put(
+        "/v1/settings/kpi",
+        json={**kept, "refunds_by": "purchase_date"},
+        headers={**admin.headers, "If-Match": first.headers["etag"]},
+    )
+    assert again.status_code == 200 and again.json()["gmv_includes_tax"] is True
+    # "*" holds whatever is stored; without If-Match, a PUT replaces as before.
+    anything = await http.put(
+        "/v1/settings/kpi", json={}, headers={**admin.headers, "If-Match": "*"}
+    )
+    assert anything.status_code == 200

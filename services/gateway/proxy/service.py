@@ -22,8 +22,10 @@ FORWARDED_REQUEST_HEADERS = (
     "accept",
     "idempotency-key",
     "x-request-id",
-    # Conditional GETs: an unchanged KPI answer is a 304 without a body.
+    # Conditional GETs: an unchanged KPI answer is a 304 without a body; and conditional
+    # changes: settings replaced only if still as read.
     "if-none-match",
+    "if-match",
     # The audit trail records what the caller ran.
     "user-agent",
 )

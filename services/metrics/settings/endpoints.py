@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from typing import Annotated
+import hashlib
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Header, Request, Response
 
 from services.metrics.facts.zones import overrides, set_store_zone
 from services.metrics.kpis.cache import bump_versions
@@ -17,32 +18,80 @@ from services.metrics.settings.schemas import (
 )
 from shared.access import Access, WholeTenantAdmin, require_access
 from shared.db import Database
-from shared.errors import FieldError, Forbidden, InvalidInput
+from shared.errors import FieldError, Forbidden, InvalidInput, PreconditionFailed
 from shared.events import MAX_TEXT
+from shared.openapi import ErrorBody
 from shared.scopes import TENANT_ADMIN
+from shared.service import match_holds, none_match_holds
 
 router = APIRouter(prefix="/v1/settings", tags=["settings"])
 Admin = Annotated[Access, Depends(require_access(TENANT_ADMIN))]
 
 
-@router.get("/kpi", response_model=KpiSettingsOut)
-async def get_kpi_settings(request: Request, access: Admin) -> KpiSettingsOut:
-    """The tenant's metric settings (defaults until changed)."""
+def settings_tag(settings: KpiSettingsOut) -> str:
+    """The settings' entity tag: it changes with every change (``updated_at`` does)."""
+    digest = hashlib.sha256(settings.model_dump_json().encode()).hexdigest()
+    return f'"{digest[:32]}"'
+
+
+_TAGGED = {"ETag": {"description": "Send it back as If-Match to change what you read"}}
+
+
+@router.get(
+    "/kpi",
+    response_model=KpiSettingsOut,
+    responses={200: {"headers": _TAGGED}, 304: {"description": "Unchanged since If-None-Match"}},
+)
+async def get_kpi_settings(request: Request, response: Response, access: Admin) -> Any:
+    """The tenant's metric settings (defaults until changed), with their ETag."""
     db: Database = request.app.state.db
     async with db.raw_connection() as conn:
-        return await SettingsRepository(conn).get(access.tenant_id)
+        settings = await SettingsRepository(conn).get(access.tenant_id)
+    tag = settings_tag(settings)
+    if none_match_holds(request.headers.get("if-none-match", ""), tag):
+        return Response(status_code=304, headers={"ETag": tag})
+    response.headers["ETag"] = tag
+    return settings
 
 
-@router.put("/kpi", response_model=KpiSettingsOut)
+@router.put(
+    "/kpi",
+    response_model=KpiSettingsOut,
+    responses={
+        200: {"headers": _TAGGED},
+        412: {"model": ErrorBody, "description": "If-Match names settings changed since"},
+    },
+)
 async def put_kpi_settings(
-    request: Request, access: WholeTenantAdmin, settings: KpiSettingsIn
+    request: Request,
+    response: Response,
+    access: WholeTenantAdmin,
+    settings: KpiSettingsIn,
+    if_match: Annotated[
+        str | None,
+        Header(
+            alias="If-Match",
+            description="The ETag of the settings read: refused (412) if they changed since",
+        ),
+    ] = None,
 ) -> KpiSettingsOut:
     """Replaces the settings (one left out takes its default); every answer after this
     uses them, history included. They apply to every store, so a user limited to some
-    may read them, not change them."""
+    may read them, not change them. With `If-Match`, two admins editing at once do not
+    undo each other's change: the second is told to read them again."""
     db: Database = request.app.state.db
     async with db.raw_connection() as conn, conn.transaction():
-        return await SettingsRepository(conn).put(access.tenant_id, settings)
+        repository = SettingsRepository(conn)
+        if if_match is not None:
+            current = await repository.get(access.tenant_id, for_update=True)
+            if not match_holds(if_match, settings_tag(current)):
+                raise PreconditionFailed(
+                    "the settings changed since they were read",
+                    [FieldError("header.If-Match", "names settings changed since; GET them again")],
+                )
+        stored = await repository.put(access.tenant_id, settings)
+    response.headers["ETag"] = settings_tag(stored)
+    return stored
 
 
 def _check_zone_reach(access: Access) -> None:

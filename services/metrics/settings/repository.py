@@ -9,11 +9,12 @@ class SettingsRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
-    async def get(self, tenant_id: str) -> KpiSettingsOut:
+    async def get(self, tenant_id: str, for_update: bool = False) -> KpiSettingsOut:
+        """The settings; ``for_update`` locks them until the transaction ends."""
         row = await self.conn.fetchrow(
             "SELECT gmv_includes_tax, gmv_includes_shipping, refunds_by, reporting_currency, "
             "updated_at "
-            "FROM kpi_settings WHERE tenant_id = $1",
+            "FROM kpi_settings WHERE tenant_id = $1" + (" FOR UPDATE" if for_update else ""),
             tenant_id,
         )
         return KpiSettingsOut.model_validate(dict(row)) if row else KpiSettingsOut()
