@@ -37,6 +37,7 @@ SINGLE_VALUED_HEADERS = {
 NOT_UTF8 = "percent-encodes bytes that are no UTF-8 text"
 LONE_SURROGATE = "holds a lone UTF-16 surrogate (\\ud800 to \\udfff), which is no character"
 _JSON_NUL = b"\\u0000"
+UTF8_BOM = b"\xef\xbb\xbf"
 # Half of a surrogate pair, written as a JSON escape (a whole pair is read as one
 # character and passes).
 _JSON_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
@@ -225,6 +226,9 @@ class InputGuardMiddleware:
         body, complete = await read_body(receive)
         if not complete:
             return  # the client went away before its request was whole
+        # .NET's and Windows tools' UTF-8 writers start with a byte order mark, which a
+        # JSON parser may ignore (RFC 8259 §8.1) and the CSV upload already does.
+        body = body.removeprefix(UTF8_BOM)
         errors = _body_errors(body, self.field_of)
         if errors:
             await self._refuse(errors, scope, receive, send)

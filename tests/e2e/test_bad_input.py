@@ -328,6 +328,25 @@ async def test_a_body_declared_in_another_charset_than_utf8_is_415(
         assert answer.json()["errors"] == [{"field": "events", "reason": "at least one event"}]
 
 
+async def test_a_json_body_starting_with_a_byte_order_mark_is_read(
+    http: httpx.AsyncClient, tenant: TenantClient
+) -> None:
+    """.NET's UTF-8 writer starts with one; it was refused as "invalid JSON"."""
+    headers = {**tenant.headers, "Content-Type": "application/json"}
+    fee = {
+        "event_id": "bom-1", "type": "fee", "occurred_at": "2026-01-05T00:00:00Z",
+        "source": {"platform": "amazon", "store_id": "s1", "marketplace": "US"},
+        "payload": {"fee_type": "commission", "amount": {"amount": "1.00", "currency": "USD"},
+                    "charged_at": "2026-01-05T00:00:00Z"},
+    }  # fmt: skip
+    body = b"\xef\xbb\xbf" + json.dumps({"events": [fee]}).encode()
+    pushed = await http.post("/v1/events", content=body, headers=headers)
+    assert pushed.status_code == 202, pushed.text
+    query = b"\xef\xbb\xbf" + json.dumps({"query": "{ __typename }"}).encode()
+    answered = await http.post("/graphql", content=query, headers=headers)
+    assert answered.status_code == 200 and answered.json() == {"data": {"__typename": "Query"}}
+
+
 async def test_a_header_read_as_one_value_given_twice_is_refused(
     http: httpx.AsyncClient, tenant: TenantClient
 ) -> None:
