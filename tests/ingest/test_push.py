@@ -592,6 +592,29 @@ async def test_a_limited_caller_adds_nothing_to_an_order_it_may_not_wholly_see(
     ).status_code == 202
 
 
+async def test_two_categories_cannot_both_add_to_a_new_order_at_once(
+    ingest: IngestService,
+) -> None:
+    """Of two users limited to two categories adding a line each to one new order at
+    once, exactly one does: the other's order would hold a line it may not see."""
+    tenant = new_tenant_id()
+    for attempt in range(5):
+        order = f"SHARED-{attempt}"
+        answers = await asyncio.gather(
+            *(
+                ingest.client.post(
+                    "/v1/events",
+                    json={"events": [order_line(f"{c}-{order}", category=c, sku=f"{c}-{order}",
+                                                order_id=order)]},
+                    headers={"Authorization": "Bearer " + ingest.minter.mint(
+                        tenant, ["ingest:write"], limits={"categories": [c]})},
+                )
+                for c in ("Lamps", "Chairs")
+            )
+        )  # fmt: skip
+        assert sorted(a.status_code for a in answers) == [202, 403], [a.text for a in answers]
+
+
 async def test_two_categories_cannot_both_sell_a_new_sku_at_once(ingest: IngestService) -> None:
     """The SKU check and the line it lets in are one step: of two users limited to two
     categories pushing one new SKU at once, exactly one sells it."""

@@ -120,8 +120,19 @@ class EventRepository:
     async def events_of_orders(
         self, tenant_id: str, orders: set[tuple[str, str]]
     ) -> dict[tuple[str, str], list[AcceptedEvent]]:
-        """The events accepted for each (store, order) (their latest versions)."""
+        """The events accepted for each (store, order) (their latest versions).
+
+        Each order is locked until the transaction ends, in order: two callers limited
+        to two categories adding to one new order at once would each find it empty."""
         stores, order_ids = zip(*sorted(orders), strict=True) if orders else ((), ())
+        await self.conn.execute(
+            "SELECT pg_advisory_xact_lock("
+            "hashtextextended('ingest.order:' || $1 || ':' || s || ':' || o, 0)) "
+            "FROM unnest($2::text[], $3::text[]) AS t(s, o) ORDER BY s, o",
+            tenant_id,
+            list(stores),
+            list(order_ids),
+        )
         rows = await self.conn.fetch(
             """
             SELECT ev.store_id, ev.order_id, ev.version, ev.event_type, ev.marketplace,
