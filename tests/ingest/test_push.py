@@ -581,6 +581,29 @@ async def test_a_limited_caller_adds_nothing_to_an_order_it_may_not_wholly_see(
             {"index": 0, "field": "payload.order_id",
              "reason": "order O-1 holds events outside what this caller may reach"}
         ]  # fmt: skip
+    # Nor take its own line out of an order it shares with another category: the rest
+    # of the order would change date and cancellation for everyone.
+    shared = [
+        order_line("s-lamp", category="Lamps", order_id="O-3"),
+        order_line("s-rug", category="Rugs", sku="RUG-1", order_id="O-3"),
+    ]
+    assert (await ingest.push(tenant, shared)).status_code == 202
+    moved = order_line("s-rug", version=2, category="Rugs", sku="RUG-1", order_id="O-4")
+    answer = await ingest.client.post("/v1/events", json={"events": [moved]}, headers=rugs)
+    assert answer.status_code == 403, answer.text
+    assert answer.json()["errors"][0]["reason"] == (
+        "order O-3 holds events outside what this caller may reach"
+    )
+    # Nor give a category (and a date) to an order of nothing but a refund.
+    refund = {
+        **order_line("rf-1"), "type": "refund",
+        "payload": {"order_id": "O-5", "amount": {"amount": "7.77", "currency": "USD"},
+                    "refunded_at": "2026-03-02T00:00:00Z"},
+    }  # fmt: skip
+    assert (await ingest.push(tenant, [refund])).status_code == 202
+    claim = [order_line("r-claim", category="Rugs", sku="RUG-1", order_id="O-5")]
+    answer = await ingest.client.post("/v1/events", json={"events": claim}, headers=rugs)
+    assert answer.status_code == 403, answer.text
     # An order of its own, new or wholly in reach, it may add to.
     own = [order_line("r2", category="Rugs", sku="RUG-1", order_id="O-2")]
     assert (

@@ -20,6 +20,8 @@ class AcceptedEvent(NamedTuple):
     marketplace: str | None
     # An order line's category ("" for none); None for other types, or not recorded.
     category: str | None = None
+    # The order it names; None for types that name none, or not recorded.
+    order_id: str | None = None
 
 
 def order_of(event: Event) -> str | None:
@@ -182,7 +184,7 @@ class EventRepository:
         so what is checked is what gets replaced."""
         rows = await self.conn.fetch(
             """
-            SELECT event_id, version, event_type, store_id, marketplace, category
+            SELECT event_id, version, event_type, store_id, marketplace, category, order_id
             FROM event_versions
             WHERE tenant_id = $1 AND event_id = ANY($2::text[])
             ORDER BY event_id
@@ -198,6 +200,7 @@ class EventRepository:
                 row["store_id"],
                 row["marketplace"],
                 row["category"],
+                row["order_id"],
             )
             for row in rows
         }

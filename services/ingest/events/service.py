@@ -248,10 +248,11 @@ async def check_replaced(
             row = _row(index, rows)
             reason = "already names an event outside what this caller may reach"
             errors.append(FieldError("event_id", reason, index=index, row=row))
+    # Orders are locked before SKUs, by every caller: two pushes never wait for each other.
+    if access.marketplaces is not None or access.categories is not None:
+        errors += await _orders_beyond_reach(repository, tenant_id, events, stored, access, rows)
     if access.categories is not None:
         errors += await _skus_of_other_categories(repository, tenant_id, events, access, rows)
-    if access.marketplaces is not None or access.categories is not None:
-        errors += await _orders_beyond_reach(repository, tenant_id, events, access, rows)
     if errors:
         bad = len({e.index for e in errors})
         raise Forbidden(f"{bad} event(s) would replace events outside this caller's reach", errors)
@@ -269,32 +270,54 @@ def _beyond_reach(accepted: AcceptedEvent, access: Access) -> bool:
     )
 
 
+def _order_beyond_reach(held: list[AcceptedEvent], access: Access) -> bool:
+    """Whether an order holds an event outside the caller's reach; for one limited to
+    categories, a refund, shipment or defect of an order no line of which is recorded
+    too (it has no category of its own: it takes its order's lines')."""
+    if any(_beyond_reach(accepted, access) for accepted in held):
+        return True
+    return (
+        access.categories is not None
+        and not any(accepted.event_type == "order_line" for accepted in held)
+        and bool(held)
+    )
+
+
 async def _orders_beyond_reach(
     repository: EventRepository,
     tenant_id: str,
     events: list[Event],
+    stored: dict[str, AcceptedEvent],
     access: Access,
     rows: Sequence[int] | None,
 ) -> list[FieldError]:
-    """An order is the caller's to add to only when every event accepted for it lies
-    within its marketplaces, and every line within its categories: a line, a refund or
-    a defect under another's order id would move that order's date, cancellation or
-    defects for everyone, and tell the caller when it was placed."""
-    named = {(e.source.store_id, order) for e in events if (order := order_of(e)) is not None}
-    if not named:
-        return []
-    accepted = await repository.events_of_orders(tenant_id, named)
-    errors = []
+    """An order is the caller's to add to, or take a line out of, only when every event
+    accepted for it lies within its reach (``_beyond_reach``): a line, a refund or a
+    defect under another's order id, or its own line moved out of a shared order, would
+    move that order's date, cancellation or defects for everyone, and tell the caller
+    when it was placed."""
+    touched: dict[int, list[tuple[str, str]]] = {}
     for index, event in enumerate(events):
-        order = order_of(event)
-        if order is None:
-            continue
-        held = accepted.get((event.source.store_id, order), [])
-        if any(_beyond_reach(a, access) for a in held):
-            reason = f"order {order} holds events outside what this caller may reach"
-            errors.append(
-                FieldError("payload.order_id", reason, index=index, row=_row(index, rows))
-            )
+        orders = []
+        if (order := order_of(event)) is not None:
+            orders.append((event.source.store_id, order))
+        before = stored.get(event.event_id)
+        if before is not None and before.order_id is not None and before.store_id is not None:
+            orders.append((before.store_id, before.order_id))
+        if orders:
+            touched[index] = orders
+    if not touched:
+        return []
+    accepted = await repository.events_of_orders(
+        tenant_id, {order for orders in touched.values() for order in orders}
+    )
+    errors = []
+    for index, orders in touched.items():
+        for store_id, order in dict.fromkeys(orders):
+            if _order_beyond_reach(accepted.get((store_id, order), []), access):
+                reason = f"order {order} holds events outside what this caller may reach"
+                row = _row(index, rows)
+                errors.append(FieldError("payload.order_id", reason, index=index, row=row))
     return errors
 
 
