@@ -7,6 +7,10 @@ import httpx
 from shared.telemetry import inject_headers
 from shared.transport import ServiceTransport
 
+# On a KPI answer between services: the tenant data version it shows (metrics sets it,
+# the gateway reads it).
+DATA_VERSION_HEADER = "Lodestar-Data-Version"
+
 
 async def _propagate_trace(request: httpx.Request) -> None:
     for name, value in inject_headers().items():

@@ -96,6 +96,8 @@ class FakeMetrics:
     deny: bool = False
     # Seconds the fake takes to answer a conditional request.
     confirm_delay: float = 0.0
+    # The data versions its answers for currency LANDING show, one a call.
+    landing: list[int] = field(default_factory=list)
 
 
 def tagged_answer(fake: FakeMetrics, request: Request) -> Response:
@@ -118,6 +120,10 @@ async def fake(stack: Stack) -> AsyncIterator[FakeMetrics]:
     @app.get("/v1/kpis")
     async def kpis(request: Request) -> Response:
         calls.append({"params": dict(request.query_params), "headers": dict(request.headers)})
+        if request.query_params.get("currency") == "LANDING":
+            version = faked.landing.pop(0)
+            body = {**KPI_BODY, "warnings": [f"version {version}"]}
+            return JSONResponse(body, headers={"Lodestar-Data-Version": str(version)})
         if request.query_params.get("currency") == "TAGGED":
             if "if-none-match" in request.headers:
                 await asyncio.sleep(faked.confirm_delay)
@@ -755,3 +761,31 @@ async def test_a_get_graphql_cannot_take_is_refused_in_json(
     assert by_get.headers["allow"] == "POST"
     answered = await fake.client.get("/graphql", params={"query": CATALOG}, headers=headers)
     assert answered.status_code == 200 and answered.json()["data"]["kpiCatalog"]
+
+
+async def test_the_fields_of_one_request_show_one_state_of_the_data(
+    fake: FakeMetrics, new_tenant: NewTenant
+) -> None:
+    """A push landed between a dashboard's card and the breakdown beside it: the card
+    showed the data before it. The operation is run again until its fields agree."""
+    tenant = await new_tenant(scopes=["kpi:read"])
+    document = (
+        "query($i: KpiQueryInput!) { card: kpis(input: $i) { warnings } "
+        "chart: kpis(input: $i) { warnings } }"
+    )
+    variables = {"i": month_input(currency="LANDING")}
+    fake.calls.clear()
+    fake.landing = [7, 8, 8, 8]
+    body = await gql(fake.client, tenant.headers, document, **variables)
+    assert body["data"] == {
+        "card": {"warnings": ["version 8"]},
+        "chart": {"warnings": ["version 8"]},
+    }
+    assert len(fake.calls) == 4 and fake.landing == []
+    # Pushes landing faster than it runs: after three runs, answered as it comes.
+    fake.landing = [1, 2, 3, 4, 5, 6]
+    body = await gql(fake.client, tenant.headers, document, **variables)
+    assert body["data"] == {
+        "card": {"warnings": ["version 5"]},
+        "chart": {"warnings": ["version 6"]},
+    }

@@ -29,6 +29,20 @@ class Context(BaseContext):
     upstream_calls: list[UpstreamCall] | None = field(default=None, init=False)
     # Scalars of KPI rows this request's fields have written out so far.
     kpi_cells: int = field(default=0, init=False)
+    # The data versions each tenant's answers showed: fields of one request that read
+    # different states of one tenant's data (a push landed between them) disagree.
+    data_versions: dict[str, set[int]] = field(default_factory=dict, init=False)
+
+    def saw(self, tenant: str, version: int) -> None:
+        self.data_versions.setdefault(tenant, set()).add(version)
+
+    def disagreed(self) -> bool:
+        return any(len(versions) > 1 for versions in self.data_versions.values())
+
+    def start_over(self) -> None:
+        """Forgets what a run of the operation counted, to run it again."""
+        self.kpi_cells = 0
+        self.data_versions = {}
 
     def record(self, response: httpx.Response) -> None:
         if self.upstream_calls is not None:

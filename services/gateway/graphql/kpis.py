@@ -38,6 +38,7 @@ from shared.errors import (
     UpstreamUnavailable,
 )
 from shared.events import MAX_TEXT
+from shared.http import DATA_VERSION_HEADER
 from shared.query_lists import join_list
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,9 @@ async def _get_metrics(context: Context, path: str, params: Params) -> Any:
         raise UpstreamUnavailable.for_now("the metrics service is unavailable") from None
     if response.status_code == 200:
         context.record(response)
+        version = response.headers.get(DATA_VERSION_HEADER)
+        if version is not None:
+            context.saw(str(dict(params).get("tenant_id", "")), int(version))
         return orjson.loads(response.content)
     raise _error_from(response)
 

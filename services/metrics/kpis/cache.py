@@ -46,6 +46,11 @@ def answer_key(query: KpiQuery, version: int, settings_stamp: str, moment: str =
     return f"{version}|{settings_stamp}|{moment}|{query!r}"
 
 
+def key_version(key: str) -> int:
+    """The tenant data version an answer's key names (see ``answer_key``)."""
+    return int(key.split("|", 1)[0])
+
+
 def _engine_fingerprint() -> bytes:
     """A digest of the code that turns rollups into answers: a release that computes
     anything differently gives every answer a new tag, and replicas of one release
