@@ -227,6 +227,15 @@ def test_rows_with_more_or_fewer_cells_than_the_header_are_refused() -> None:
     ]
 
 
+def test_a_row_of_the_wrong_width_hides_no_other_rows_errors() -> None:
+    """A file is fixed in one round: the other rows' errors come with the short row's."""
+    bad_quantity = GOOD[1].replace(",MUG,1,", ",MUG,many,")
+    assert bad_quantity != GOOD[1]
+    errors = _refusal(f"{HEADER}\nerp-3,amazon,acme-us,US,A3,1\n{GOOD[0]}\n{bad_quantity}\n")
+    assert errors[0] == (2, "body", "has 6 cells; the header has 13")
+    assert [(row, field) for row, field, _ in errors[1:]] == [(4, "payload.quantity")]
+
+
 def test_what_spreadsheets_leave_around_the_data_is_no_data() -> None:
     """Rows of nothing but separators or spaces, and a separator ending the header and
     every row (an unnamed column, empty throughout), as spreadsheets save them."""

@@ -17,14 +17,14 @@ import types
 import typing
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
 
 from pydantic.fields import FieldInfo
 
 from shared.errors import FieldError, InvalidInput, PayloadTooLarge
-from shared.events import EVENT_TYPES, PAYLOAD_MODELS
+from shared.events import EVENT_TYPES, PAYLOAD_MODELS, validate_batch
 from shared.money import Money
 
 ENVELOPE_COLUMNS = ("event_id", "version", "platform", "store_id", "marketplace", "occurred_at")
@@ -170,14 +170,28 @@ def parse_csv(raw: bytes, event_type: str, max_events: int) -> CsvBatch:
         events.append(event)
         rows.append(row)
         occurred_from.append(source)
+    batch = CsvBatch(events, rows, occurred_from)
     if errors:
+        # Every other row's errors too, in the same answer: a file is fixed in one
+        # round, not one per kind of error. A row refused already (cells in the wrong
+        # columns, two cells that contradict each other) has said what is wrong with it.
+        refused = {e.index for e in errors}
+        _, field_errors = validate_batch(events)
+        errors += [
+            replace(e, row=rows[e.index])
+            for e in field_errors
+            if e.index is not None and e.index not in refused
+        ]
+        errors.sort(key=lambda e: e.index if e.index is not None else -1)
         bad = len({e.index for e in errors})
-        raise InvalidInput(f"{bad} invalid row(s); nothing was stored", errors)
+        raise batch.without_echoes(
+            InvalidInput(f"{bad} invalid row(s); nothing was stored", errors)
+        )
     if not events:
         raise InvalidInput(
             "the file has no rows", [FieldError(field="body", reason="at least one row")]
         )
-    return CsvBatch(events, rows, occurred_from)
+    return batch
 
 
 def _check_header(header: list[str], row: int, fields: dict[str, FieldInfo]) -> None:
