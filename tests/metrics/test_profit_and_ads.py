@@ -260,10 +260,13 @@ async def test_a_store_takes_its_own_unit_cost_before_the_tenants_newest(
         # From the ERP, no selling store, and the newest: for store C, which has none.
         cost("ce", "erp", "7.00", "2026-03-15"),
     ]
-    assert (
-        await http.post("/v1/events", json={"events": events}, headers=tenant.headers)
-    ).status_code == 202
-    await wait_for(http, tenant, "cogs", 25.0)
+
+    async def pushed(costed: list[dict[str, Any]], cogs: float) -> None:
+        answer = await http.post("/v1/events", json={"events": costed}, headers=tenant.headers)
+        assert answer.status_code == 202, answer.text
+        await wait_for(http, tenant, "cogs", cogs)
+
+    await pushed(events, 25.0)
     body = await kpis(
         http, tenant, metrics="cogs", grain="total", group_by="store",
         **{"from": "2026-04-01", "to": "2026-04-30"},
@@ -276,15 +279,8 @@ async def test_a_store_takes_its_own_unit_cost_before_the_tenants_newest(
         cost("zz", "store-a", "4.00", "2026-01-01"),
         cost("aa", "store-a", "5.00", "2026-01-01"),
     ]
-    assert (
-        await http.post("/v1/events", json={"events": corrections}, headers=tenant.headers)
-    ).status_code == 202
-    await wait_for(http, tenant, "cogs", 27.0)
-    later = [cost("a", "store-a", "6.00", "2026-01-01")]
-    assert (
-        await http.post("/v1/events", json={"events": later}, headers=tenant.headers)
-    ).status_code == 202
-    await wait_for(http, tenant, "cogs", 28.0)
+    await pushed(corrections, 27.0)
+    await pushed([cost("a", "store-a", "6.00", "2026-01-01")], 28.0)
 
 
 async def test_a_question_narrowed_to_stores_takes_categories_from_their_lines(
