@@ -24,6 +24,11 @@ class AcceptedEvent(NamedTuple):
     order_id: str | None = None
 
 
+def _accepted_event(row: asyncpg.Record) -> AcceptedEvent:
+    """An event_versions row as what it was accepted as."""
+    return AcceptedEvent(*(row[name] for name in AcceptedEvent._fields))
+
+
 def order_of(event: Event) -> str | None:
     """The order an event names (a line, a refund, a shipment, a defect, a fee)."""
     order_id = getattr(event.payload, "order_id", None)
@@ -149,15 +154,7 @@ class EventRepository:
         )
         found: dict[tuple[str, str], list[AcceptedEvent]] = {}
         for row in rows:
-            found.setdefault((row["store_id"], row["order_id"]), []).append(
-                AcceptedEvent(
-                    row["version"],
-                    row["event_type"],
-                    row["store_id"],
-                    row["marketplace"],
-                    row["category"],
-                )
-            )
+            found.setdefault((row["store_id"], row["order_id"]), []).append(_accepted_event(row))
         return found
 
     async def categories_of_skus(self, tenant_id: str, skus: list[str]) -> dict[str, set[str]]:
@@ -193,17 +190,7 @@ class EventRepository:
             tenant_id,
             event_ids,
         )
-        return {
-            row["event_id"]: AcceptedEvent(
-                row["version"],
-                row["event_type"],
-                row["store_id"],
-                row["marketplace"],
-                row["category"],
-                row["order_id"],
-            )
-            for row in rows
-        }
+        return {row["event_id"]: _accepted_event(row) for row in rows}
 
     async def delete_idempotency_keys_before(self, hours: int) -> int:
         """Forgets idempotency keys older than ``hours`` (all tenants); returns how many."""
