@@ -18,7 +18,6 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from devstack.embedded import free_port
 from services.gateway.graphql.revalidation import (
     MEMORY,
     AnswerMemory,
@@ -28,6 +27,7 @@ from services.gateway.graphql.revalidation import (
 from services.gateway.oauth.minting import mint_access_token
 from tests.conftest import NewTenant, Stack, TokenMinter
 from tests.gateway.support import fake_service, own_gateway
+from tests.unreachable import refusing_port
 
 KPIS = """
 query Kpis($input: KpiQueryInput!, $tenantId: ID) {
@@ -579,8 +579,9 @@ async def test_metrics_down_is_internal_without_details(
     stack: Stack, new_tenant: NewTenant
 ) -> None:
     tenant = await new_tenant(scopes=["kpi:read"])
-    async with own_gateway(stack, metrics_url=f"http://127.0.0.1:{free_port()}") as client:
-        body = await gql(client, tenant.headers, CATALOG)
+    with refusing_port() as down:
+        async with own_gateway(stack, metrics_url=f"http://127.0.0.1:{down}") as client:
+            body = await gql(client, tenant.headers, CATALOG)
     assert body["errors"][0]["extensions"]["code"] == "INTERNAL"
     assert body["errors"][0]["message"] == "the metrics service is unavailable"
     # As REST's Retry-After: the answer's one HTTP status speaks for every field.

@@ -16,6 +16,7 @@ from shared.db import Database
 from shared.service import READY_CHECK_SECONDS
 from tests.conftest import NewTenant, Stack, serve_app
 from tests.gateway.support import fake_service, own_gateway
+from tests.unreachable import refusing_port
 
 
 async def test_calls_reach_the_owning_service_unchanged_and_back(
@@ -248,9 +249,10 @@ async def test_who_may_call_is_answered_before_what_was_sent(
 
 async def test_downstream_down_is_503_naming_it(stack: Stack, new_tenant: NewTenant) -> None:
     tenant = await new_tenant()
-    async with own_gateway(stack, targets_url=f"http://127.0.0.1:{free_port()}") as client:
-        response = await client.get("/v1/targets/plans", headers=tenant.headers)
-        document = (await client.get("/openapi.json")).json()
+    with refusing_port() as down:
+        async with own_gateway(stack, targets_url=f"http://127.0.0.1:{down}") as client:
+            response = await client.get("/v1/targets/plans", headers=tenant.headers)
+            document = (await client.get("/openapi.json")).json()
     assert response.status_code == 503
     assert response.json() == {
         "error": "unavailable",
@@ -379,15 +381,16 @@ async def test_health_and_readiness_of_every_service(stack: Stack) -> None:
 
 
 async def test_readiness_fails_when_the_broker_is_unreachable(stack: Stack) -> None:
-    port = free_port()
-    settings = service_settings("targets", stack.config).model_copy(
-        update={"port": port, "kafka_bootstrap_servers": f"127.0.0.1:{free_port()}"}
-    )
-    from services.targets.app import create_app as create_targets
+    with refusing_port() as down:
+        port = free_port()
+        settings = service_settings("targets", stack.config).model_copy(
+            update={"port": port, "kafka_bootstrap_servers": f"127.0.0.1:{down}"}
+        )
+        from services.targets.app import create_app as create_targets
 
-    app = create_targets(settings)
-    async with serve_app(app, "127.0.0.1", port), httpx.AsyncClient() as client:
-        ready = await client.get(f"http://127.0.0.1:{port}/readyz")
+        app = create_targets(settings)
+        async with serve_app(app, "127.0.0.1", port), httpx.AsyncClient() as client:
+            ready = await client.get(f"http://127.0.0.1:{port}/readyz")
     assert ready.status_code == 503
     assert ready.json()["checks"]["broker"] == "unreachable"
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 
-from devstack.embedded import free_port
 from tests.conftest import NewTenant, TenantClient
 from tests.ingest.conftest import IngestService, MakeIngest, order_line
+from tests.unreachable import refusing_port
 
 
 async def pending(http: httpx.AsyncClient, tenant: TenantClient) -> int:
@@ -462,29 +462,30 @@ async def test_a_limited_caller_counts_only_its_own_stores_pending_events(
 ) -> None:
     tenant = new_tenant_id()
     # No broker listens: every accepted event waits in the outbox.
-    async with make_ingest(KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}") as ingest:
-        us = [order_line(f"us-{n}") for n in range(3)]
-        mx = [
-            {**order_line(f"mx-{n}"), "source": {"platform": "amazon", "store_id": "acme-mx",
-                                                 "marketplace": "MX"}}
-            for n in range(2)
-        ]  # fmt: skip
-        assert (await ingest.push(tenant, us + mx)).status_code == 202
-        assert await ingest.pending(tenant) == 5
+    with refusing_port() as down:
+        async with make_ingest(KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{down}") as ingest:
+            us = [order_line(f"us-{n}") for n in range(3)]
+            mx = [
+                {**order_line(f"mx-{n}"), "source": {"platform": "amazon", "store_id": "acme-mx",
+                                                     "marketplace": "MX"}}
+                for n in range(2)
+            ]  # fmt: skip
+            assert (await ingest.push(tenant, us + mx)).status_code == 202
+            assert await ingest.pending(tenant) == 5
 
-        async def pending(**limits: list[str]) -> int:
-            token = ingest.minter.mint(tenant, ["ingest:write"], limits=limits)
-            answer = await ingest.client.get(
-                "/v1/events/outbox", headers={"Authorization": f"Bearer {token}"}
-            )
-            assert answer.status_code == 200, answer.text
-            value: int = answer.json()["pending"]
-            return value
+            async def pending(**limits: list[str]) -> int:
+                token = ingest.minter.mint(tenant, ["ingest:write"], limits=limits)
+                answer = await ingest.client.get(
+                    "/v1/events/outbox", headers={"Authorization": f"Bearer {token}"}
+                )
+                assert answer.status_code == 200, answer.text
+                value: int = answer.json()["pending"]
+                return value
 
-        assert await pending(stores=["acme-us"]) == 3
-        assert await pending(marketplaces=["MX"]) == 2
-        assert await pending(stores=["acme-us"], marketplaces=["MX"]) == 0
-        assert await pending(categories=["home"]) == 5
+            assert await pending(stores=["acme-us"]) == 3
+            assert await pending(marketplaces=["MX"]) == 2
+            assert await pending(stores=["acme-us"], marketplaces=["MX"]) == 0
+            assert await pending(categories=["home"]) == 5
 
 
 async def test_a_caller_limited_to_categories_pushes_order_lines_of_those_only(

@@ -25,6 +25,7 @@ from tests.ingest.conftest import (
     realistic_line,
     wait_until,
 )
+from tests.unreachable import refusing_port
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
@@ -269,17 +270,18 @@ async def test_outbox_status_counts_only_the_callers_pending_events(
     make_ingest: MakeIngest,
 ) -> None:
     tenant, other = f"tn_{secrets.token_hex(4)}", f"tn_{secrets.token_hex(4)}"
-    async with make_ingest(KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}") as ingest:
-        await ingest.push(tenant, [order_line("p-1"), order_line("p-2")])
-        await ingest.push(other, [order_line("p-1")])
-        assert await ingest.pending(tenant) == 2
-        assert await ingest.pending(other) == 1
-        assert await ingest.relay.backlog() == 3
-        refused = await ingest.client.get(
-            "/v1/events/outbox", headers=ingest.headers(tenant, ("kpi:read",))
-        )
-        assert refused.status_code == 403
-        assert refused.json()["error"] == "insufficient_scope"
+    with refusing_port() as down:
+        async with make_ingest(KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{down}") as ingest:
+            await ingest.push(tenant, [order_line("p-1"), order_line("p-2")])
+            await ingest.push(other, [order_line("p-1")])
+            assert await ingest.pending(tenant) == 2
+            assert await ingest.pending(other) == 1
+            assert await ingest.relay.backlog() == 3
+            refused = await ingest.client.get(
+                "/v1/events/outbox", headers=ingest.headers(tenant, ("kpi:read",))
+            )
+            assert refused.status_code == 403
+            assert refused.json()["error"] == "insufficient_scope"
 
 
 async def test_a_restart_after_a_forgetful_broker_publishes_the_sent_events_again(

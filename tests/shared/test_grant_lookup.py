@@ -7,10 +7,10 @@ import httpx
 import pytest
 from fastapi import Request
 
-from devstack.embedded import free_port
 from shared.access import GatewayGrantLookup
 from shared.auth import Principal
 from shared.errors import Unauthenticated, UpstreamUnavailable
+from tests.unreachable import refusing_port
 
 AGENCY = Principal(
     subject="agency-client",
@@ -34,16 +34,17 @@ async def test_a_grant_that_cannot_be_checked_is_a_503_to_retry(status: int | No
         assert status is not None
         return httpx.Response(status)
 
-    if status is None:
-        client = httpx.AsyncClient()
-        url = f"http://127.0.0.1:{free_port()}"
-    else:
-        client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
-        url = "http://gateway"
-    async with client:
-        lookup = GatewayGrantLookup(url, client)
-        with pytest.raises(UpstreamUnavailable) as refused:
-            await lookup.effective(agency_request(), AGENCY, "tn_seller")
+    with refusing_port() as down:
+        if status is None:
+            client = httpx.AsyncClient()
+            url = f"http://127.0.0.1:{down}"
+        else:
+            client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+            url = "http://gateway"
+        async with client:
+            lookup = GatewayGrantLookup(url, client)
+            with pytest.raises(UpstreamUnavailable) as refused:
+                await lookup.effective(agency_request(), AGENCY, "tn_seller")
     assert refused.value.status == 503
     assert refused.value.headers == {"Retry-After": "1"}
     assert refused.value.detail.startswith("grants cannot be checked right now")

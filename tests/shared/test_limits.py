@@ -12,12 +12,12 @@ import orjson
 import pytest
 from fastapi import FastAPI, Request, Response
 
-from devstack.embedded import free_port
 from shared.errors import PayloadTooLarge
 from shared.limits import MAX_CLIENT_ID_LENGTH, RateLimiter, client_key
 from shared.service import build_app
 from shared.settings import ServiceSettings
 from tests.conftest import TokenMinter
+from tests.unreachable import refusing_port
 
 
 class FakeClock:
@@ -307,20 +307,20 @@ async def test_the_bucket_refills_over_time_up_to_the_burst() -> None:
 
 
 async def test_health_and_readiness_are_never_limited() -> None:
-    app, _, _ = limited_app(rate_limit_burst=1, kafka_bootstrap_servers=f"127.0.0.1:{free_port()}")
-
     class DownDatabase:
         async def ping(self) -> None:
             raise ConnectionRefusedError
 
-    app.state.db = DownDatabase()
-    async with client_of(app) as client:
-        assert (await client.get("/ping")).status_code == 200
-        assert (await client.get("/ping")).status_code == 429
-        for _ in range(5):
-            assert (await client.get("/healthz")).status_code == 200
-            # Not ready (nothing is up), but answered: never 429.
-            assert (await client.get("/readyz")).status_code == 503
+    with refusing_port() as down:
+        app, _, _ = limited_app(rate_limit_burst=1, kafka_bootstrap_servers=f"127.0.0.1:{down}")
+        app.state.db = DownDatabase()
+        async with client_of(app) as client:
+            assert (await client.get("/ping")).status_code == 200
+            assert (await client.get("/ping")).status_code == 429
+            for _ in range(5):
+                assert (await client.get("/healthz")).status_code == 200
+                # Not ready (nothing is up), but answered: never 429.
+                assert (await client.get("/readyz")).status_code == 503
 
 
 GARBAGE_AUTHORIZATION = [

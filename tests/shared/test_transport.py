@@ -15,6 +15,7 @@ from devstack.embedded import free_port
 from shared.http import make_client
 from shared.transport import ServiceTransport
 from tests.conftest import serve_app
+from tests.unreachable import refusing_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -177,9 +178,10 @@ async def test_broken_answers_are_httpx_errors(reply: bytes | None, error: type[
 
 
 async def test_no_service_listening_is_a_connect_error() -> None:
-    async with make_client(5.0) as client:
-        with pytest.raises(httpx.ConnectError):
-            await client.get(f"http://127.0.0.1:{free_port()}/")
+    with refusing_port() as down:
+        async with make_client(5.0) as client:
+            with pytest.raises(httpx.ConnectError):
+                await client.get(f"http://127.0.0.1:{down}/")
 
 
 async def test_https_and_other_schemes_go_to_the_fallback() -> None:
