@@ -188,9 +188,10 @@ async def test_refunds_move_to_the_purchase_date_when_the_tenant_says_so(
         "/v1/settings/kpi", json={"refunds_by": "purchase_date"}, headers=tenant.headers
     )
     assert put.status_code == 200 and put.json()["refunds_by"] == "purchase_date"
-    # History moves with the setting: March now, at 30 March's rate; LATE has no date yet.
+    # History moves with the setting: March now, at 30 March's rate. LATE's order has no
+    # date yet, so its refund stays on its refunded_at day rather than counting nowhere.
     await settle(http, tenant, {"refunds": 30 + 200 * 0.05}, **march)
-    assert (await totals(http, tenant, "refunds", **april))["refunds"] == 0
+    assert (await totals(http, tenant, "refunds", **april))["refunds"] == 5
     catalog = await http.get("/v1/kpis/catalog", headers=tenant.headers)
     refunds = next(k for k in catalog.json()["kpis"] if k["id"] == "refunds")
     assert "purchase date" in refunds["description"]
@@ -203,6 +204,7 @@ async def test_refunds_move_to_the_purchase_date_when_the_tenant_says_so(
         refund("f1", "R1", "35.00", "USD", "acme-us", "US", version=2),
     )
     await settle(http, tenant, {"refunds": 35 + 200 * 0.05 + 5}, **march)
+    assert (await totals(http, tenant, "refunds", **april))["refunds"] == 0
     net = await totals(http, tenant, "net_sales,refund_rate", **march)
     assert abs(net["net_sales"] - (100 + 1000 * 0.05 + 9 - 50)) < 1e-9
     back = await http.put(
@@ -502,3 +504,30 @@ async def test_a_refund_by_purchase_date_leaves_no_row_on_the_day_its_order_left
     await settle(http, tenant, {"refunds": 30.0}, **{"from": "2026-04-02", "to": "2026-04-02"})
     body = await kpis(http, tenant, metrics="refunds", grain="day", group_by="store", **window)
     assert [(r["period"], r["values"][0]["value"]) for r in body["rows"]] == [("2026-04-02", 30.0)]
+
+
+async def test_a_refund_waiting_for_its_order_follows_its_stores_time_zone(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    put = await http.put(
+        "/v1/settings/kpi", json={"refunds_by": "purchase_date"}, headers=tenant.headers
+    )
+    assert put.status_code == 200
+    # 20:00 UTC on 30 April is 13:00 that day in Los Angeles, 05:00 on 1 May in Tokyo.
+    late = refund("w1", "WAITING", "30.00", "USD", "acme-us", "US")
+    late["payload"]["refunded_at"] = "2026-04-30T20:00:00Z"
+    await push(http, tenant, late)
+    april = {"from": "2026-04-01", "to": "2026-04-30"}
+    may = {"from": "2026-05-01", "to": "2026-05-31"}
+    await settle(http, tenant, {"refunds": 30.0}, **april)
+    zoned = await http.put(
+        "/v1/settings/stores/acme-us", json={"timezone": "Asia/Tokyo"}, headers=tenant.headers
+    )
+    assert zoned.status_code == 200, zoned.text
+    await settle(http, tenant, {"refunds": 30.0}, **may)
+    assert (await totals(http, tenant, "refunds", **april))["refunds"] == 0
+    # Its order arrives, placed on 10 April in Tokyo: the refund joins that day.
+    await push(http, tenant, line("w1-line", "WAITING", 1, "50.00", "2026-04-10T03:00:00Z"))
+    await settle(http, tenant, {"refunds": 30.0}, **april)
+    assert (await totals(http, tenant, "refunds", **may))["refunds"] == 0

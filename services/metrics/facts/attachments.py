@@ -18,6 +18,7 @@ import asyncpg
 from services.metrics.facts.repository import (
     MEASURE_CELL,
     add_measure_cells,
+    default_zone_sql,
     drop_emptied_measures,
 )
 from shared.db import row_count
@@ -25,34 +26,49 @@ from shared.db import row_count
 ATTACHED_TYPES = ("refund", "shipment", "order_defect")
 _KEYS = "tenant_id, platform, store_id, order_id"
 
-# The cells of every order in attached_keys, computed from its current state.
+# The cells of every order in attached_keys, computed from its current state. A refund
+# whose order is not there (yet, or no longer) counts at its own refunded_at local date,
+# as it would by default, so that no refund is left out of the total meanwhile; the
+# order's first line moves it to the purchase date.
 NEW_CELLS_SQL = f"""
 INSERT INTO order_attached_cells ({_KEYS}, local_date, marketplace, sku, measure, currency, value)
 WITH touched AS (
-    SELECT o.* FROM orders o JOIN (SELECT DISTINCT * FROM attached_keys) k USING ({_KEYS})
+    SELECT k.*, o.order_date, o.marketplace
+    FROM (SELECT DISTINCT * FROM attached_keys) k LEFT JOIN orders o USING ({_KEYS})
 ),
 attached AS (
-    SELECT t.tenant_id, t.platform, t.store_id, t.order_id, t.order_date, t.marketplace,
-           r.type, r.payload
+    SELECT t.tenant_id, t.platform, t.store_id, t.order_id, t.order_date,
+           coalesce(t.marketplace, r.marketplace) AS marketplace, r.type, r.payload
     FROM touched t
     JOIN events_raw r
       ON r.tenant_id = t.tenant_id AND r.platform = t.platform AND r.store_id = t.store_id
      AND r.payload->>'order_id' = t.order_id
      AND r.type IN ('refund', 'shipment', 'order_defect')
+),
+refunds AS (
+    SELECT a.*, coalesce(
+        a.order_date,
+        ((a.payload->>'refunded_at')::timestamptz
+            AT TIME ZONE coalesce(z.timezone, {default_zone_sql("a.marketplace")}))::date
+    ) AS counted_on
+    FROM attached a
+    LEFT JOIN store_timezones z ON z.tenant_id = a.tenant_id AND z.store_id = a.store_id
+    WHERE a.type = 'refund'
 )
-SELECT {_KEYS}, order_date, marketplace, coalesce(payload->>'sku', ''),
+SELECT {_KEYS}, counted_on, marketplace, coalesce(payload->>'sku', ''),
        'refund_amount_by_purchase', payload->'amount'->>'currency',
        sum((payload->'amount'->>'amount')::numeric)
-FROM attached WHERE type = 'refund'
-GROUP BY {_KEYS}, order_date, marketplace, coalesce(payload->>'sku', ''),
+FROM refunds
+GROUP BY {_KEYS}, counted_on, marketplace, coalesce(payload->>'sku', ''),
          payload->'amount'->>'currency'
 UNION ALL
 SELECT DISTINCT {_KEYS}, order_date, marketplace, '', 'orders_seller_cancelled', '', 1
 FROM attached
-WHERE type = 'shipment' AND (payload->>'cancelled_by_seller_before_ship')::boolean
+WHERE type = 'shipment' AND order_date IS NOT NULL
+  AND (payload->>'cancelled_by_seller_before_ship')::boolean
 UNION ALL
 SELECT DISTINCT {_KEYS}, order_date, marketplace, '', 'orders_defective', '', 1
-FROM attached WHERE type = 'order_defect'
+FROM attached WHERE type = 'order_defect' AND order_date IS NOT NULL
 """
 
 # The cells of the orders in attached_keys, to add ({sign} = "") or take out ({sign} = "-").

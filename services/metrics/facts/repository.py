@@ -16,6 +16,15 @@ import asyncpg
 from services.metrics.facts.measures import Cell, Source, cells_of, net_deltas
 from shared.db import row_count
 from shared.events import Payload
+from shared.time import FALLBACK_TIME_ZONE, MARKETPLACE_TIME_ZONES
+
+
+def default_zone_sql(marketplace: str) -> str:
+    """SQL naming the zone of the marketplace in column ``marketplace`` when its store
+    has none of its own: the SQL twin of ``shared.time.marketplace_zone``."""
+    cases = " ".join(f"WHEN '{m}' THEN '{z}'" for m, z in MARKETPLACE_TIME_ZONES.items())
+    return f"CASE {marketplace} {cases} ELSE '{FALLBACK_TIME_ZONE}' END"
+
 
 LINE_COLUMNS = (
     "tenant_id",

@@ -14,22 +14,16 @@ from typing import Any
 import asyncpg
 import orjson
 
-from services.metrics.facts.attachments import move_order_attachments
+from services.metrics.facts.attachments import attached_keys, move_order_attachments
 from services.metrics.facts.measures import Source
-from services.metrics.facts.repository import FactRepository
+from services.metrics.facts.repository import FactRepository, default_zone_sql
 from shared.db import row_count
 from shared.events import PAYLOAD_MODELS
-from shared.time import FALLBACK_TIME_ZONE, MARKETPLACE_TIME_ZONES
 from shared.validation_context import STORED
 
 StoreZones = dict[tuple[str, str], str]
 _LOCK = (
     "SELECT pg_advisory_xact_lock{kind}(hashtext('metrics.tenant:' || t)) FROM unnest($1::text[]) t"
-)
-_DEFAULT_ZONE = (
-    "CASE marketplace "
-    + " ".join(f"WHEN '{m}' THEN '{z}'" for m, z in MARKETPLACE_TIME_ZONES.items())
-    + f" ELSE '{FALLBACK_TIME_ZONE}' END"
 )
 
 
@@ -98,7 +92,7 @@ async def _rebucket_lines(
     conn: asyncpg.Connection, tenant_id: str, store_id: str, timezone: str | None
 ) -> int:
     """New local dates for the store's lines; every order rollup of the store rebuilt."""
-    zone = "$3::text" if timezone else _DEFAULT_ZONE
+    zone = "$3::text" if timezone else default_zone_sql("marketplace")
     args: list[Any] = [tenant_id, store_id, *([timezone] if timezone else [])]
     status = await conn.execute(
         f"UPDATE order_lines SET local_date = (purchased_at AT TIME ZONE {zone})::date "
@@ -135,13 +129,20 @@ async def _rebucket_lines(
         store_id,
     )
     # Every order of the store is touched: its date, its per-SKU and per-category counts
-    # are recomputed, and the cells attached to it move with it.
+    # are recomputed, and the cells attached to it move with it. So do the refunds of
+    # orders not pushed, which count at their own local date until their order comes.
     await FactRepository(conn).touch_orders(
         f"SELECT DISTINCT tenant_id, platform, store_id, order_id FROM order_lines WHERE {store}",
         tenant_id,
         store_id,
     )
-    await move_order_attachments(conn, [], lines_moved=True)
+    refunded = await conn.fetch(
+        f"SELECT DISTINCT tenant_id, platform, store_id, payload->>'order_id' FROM events_raw "
+        f"WHERE {store} AND type = 'refund'",
+        tenant_id,
+        store_id,
+    )
+    await move_order_attachments(conn, attached_keys(refunded), lines_moved=True)
     return moved
 
 
