@@ -482,14 +482,18 @@ async def test_orders_by_any_mix_of_skus_and_categories_count_each_order_once(
     assert one_of_each == {"orders": 2.0}
 
 
+async def count_refunds_by_purchase_date(http: httpx.AsyncClient, tenant: TenantClient) -> None:
+    put = await http.put(
+        "/v1/settings/kpi", json={"refunds_by": "purchase_date"}, headers=tenant.headers
+    )
+    assert put.status_code == 200, put.text
+
+
 async def test_a_refund_by_purchase_date_leaves_no_row_on_the_day_its_order_left(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:
     tenant = await new_tenant()
-    put = await http.put(
-        "/v1/settings/kpi", json={"refunds_by": "purchase_date"}, headers=tenant.headers
-    )
-    assert put.status_code == 200
+    await count_refunds_by_purchase_date(http, tenant)
     window = {"from": "2026-03-29", "to": "2026-04-03"}
     await push(
         http,
@@ -510,10 +514,7 @@ async def test_a_refund_waiting_for_its_order_follows_its_stores_time_zone(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:
     tenant = await new_tenant()
-    put = await http.put(
-        "/v1/settings/kpi", json={"refunds_by": "purchase_date"}, headers=tenant.headers
-    )
-    assert put.status_code == 200
+    await count_refunds_by_purchase_date(http, tenant)
     # 20:00 UTC on 30 April is 13:00 that day in Los Angeles, 05:00 on 1 May in Tokyo.
     late = refund("w1", "WAITING", "30.00", "USD", "acme-us", "US")
     late["payload"]["refunded_at"] = "2026-04-30T20:00:00Z"
