@@ -7,9 +7,11 @@ Each service owns one PostgreSQL schema (``gateway``, ``ingest``, ``metrics``,
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -98,6 +100,13 @@ def sqlstate(exc: BaseException) -> str | None:
     return state if isinstance(state, str) else None
 
 
+T = TypeVar("T")
+# A push that met a deadlock is run again this many times in all before its caller is
+# told to send it again (503): concurrent pushes of the same events in different orders
+# meet one often, and each retry is cheap.
+CONTENDED_ATTEMPTS = 4
+
+
 class Database:
     """An engine and session factory whose connections see ``schema`` first."""
 
@@ -164,6 +173,27 @@ class Database:
                 if driver.is_closed() or isinstance(exc, CONNECTION_LOST):
                     await conn.invalidate()
                 raise
+
+    async def transact(
+        self, work: Callable[[asyncpg.Connection], Awaitable[T]], attempts: int = CONTENDED_ATTEMPTS
+    ) -> T:
+        """``work`` in a transaction of a raw connection, committed when it returns.
+
+        A transaction the server rolled back for a concurrent one's sake (a deadlock, a
+        serialization failure) kept nothing, so it runs again, after a short random
+        pause that lets the two part ways, up to ``attempts`` times in all; the caller
+        sees the failure only after the last. ``work`` must therefore keep nothing of
+        an attempt outside the transaction."""
+        attempt = 1
+        while True:
+            try:
+                async with self.raw_connection() as conn, conn.transaction():
+                    return await work(conn)
+            except Exception as exc:
+                if attempt >= attempts or not rolled_back_for_concurrency(exc):
+                    raise
+            await asyncio.sleep(random.uniform(0.005, 0.025) * attempt)
+            attempt += 1
 
     async def ping(self) -> None:
         async with self.raw_connection() as conn:

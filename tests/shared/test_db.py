@@ -4,11 +4,13 @@ ending them costs at most the statement that finds out, never every request afte
 from __future__ import annotations
 
 import asyncio
+import secrets
+from collections import Counter
 
 import asyncpg
 import pytest
 
-from shared.db import CONNECTION_LOST, Database, asyncpg_dsn
+from shared.db import CONNECTION_LOST, Database, asyncpg_dsn, rolled_back_for_concurrency
 
 
 async def _end_connections_of(database_url: str, application_name: str) -> int:
@@ -49,5 +51,64 @@ async def test_connections_the_server_ended_are_replaced(database_url: str, noti
         await db.ping()
         async with db.session() as session:
             assert (await session.connection()).closed is False
+    finally:
+        await db.dispose()
+
+
+async def _cross_locks(
+    db: Database, attempts: int
+) -> tuple[tuple[int | BaseException, ...], Counter[int]]:
+    """Two transactions taking two locks in opposite orders, each holding its first when
+    the other asks for it: the server gives one of them up for a deadlock."""
+    first, second = (secrets.randbits(62) for _ in range(2))
+    runs: Counter[int] = Counter()
+    both_hold_one = asyncio.Barrier(2)
+
+    async def crossing(mine: int, theirs: int) -> int:
+        async def work(conn: asyncpg.Connection) -> int:
+            runs[mine] += 1
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", mine)
+            if runs[mine] == 1:
+                await both_hold_one.wait()
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", theirs)
+            return mine
+
+        return await db.transact(work, attempts=attempts)
+
+    outcomes = await asyncio.gather(
+        crossing(first, second), crossing(second, first), return_exceptions=True
+    )
+    return outcomes, runs
+
+
+async def test_a_transaction_given_up_for_a_deadlock_runs_again(database_url: str) -> None:
+    db = Database(database_url, "metrics", pool_size=2)
+    try:
+        outcomes, runs = await _cross_locks(db, attempts=4)
+    finally:
+        await db.dispose()
+    assert all(isinstance(outcome, int) for outcome in outcomes), outcomes
+    # The one the server gave up on ran once more, after the other had committed.
+    assert sorted(runs.values()) == [1, 2]
+
+
+async def test_the_last_attempt_given_up_for_a_deadlock_reaches_the_caller(
+    database_url: str,
+) -> None:
+    db = Database(database_url, "metrics", pool_size=2)
+    try:
+        outcomes, runs = await _cross_locks(db, attempts=1)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        assert len(failures) == 1 and rolled_back_for_concurrency(failures[0])
+        assert sorted(runs.values()) == [1, 1]
+
+        # Any other failure is never run again.
+        async def broken(conn: asyncpg.Connection) -> None:
+            runs[0] += 1
+            await conn.execute("SELECT no_such_column FROM pg_class")
+
+        with pytest.raises(asyncpg.UndefinedColumnError):
+            await db.transact(broken)
+        assert runs[0] == 1
     finally:
         await db.dispose()

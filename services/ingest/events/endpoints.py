@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 import asyncpg
@@ -17,6 +18,7 @@ from services.ingest.outbox.repository import OutboxRepository
 from shared.access import Access, refuse_erased, require_access
 from shared.db import Database
 from shared.errors import InvalidInput
+from shared.events import Event
 from shared.openapi import ErrorBody
 from shared.service import media_type, require_json_body, unsupported_media_type
 from shared.tenant_data import hold_tenants
@@ -74,7 +76,6 @@ async def push_events(
     ``Idempotency-Key`` (at most 255 characters), a replay gets the first answer back
     and stores nothing; the same key with another body is refused with 422.
     """
-    tenant_id = access.tenant_id
     require_json_body(request)
     key = service.check_idempotency_key(idempotency_key)
     raw = await request.body()
@@ -83,21 +84,42 @@ async def push_events(
     raw_events = service.parse_body(raw, settings.max_events_per_request)
     events = service.validate(raw_events)
     service.check_stores(events, access)
+    request_hash = service.json_fingerprint(raw_events) if key is not None else ""
+    return await _store(request, access, events, key, request_hash)
+
+
+async def _store(
+    request: Request,
+    access: Access,
+    events: list[Event],
+    key: str | None,
+    request_hash: str,
+    rows: Sequence[int] | None = None,
+) -> JSONResponse:
+    """Stores a valid batch; committed before the 202 goes out: the answer means durable.
+
+    Two pushes naming the same events in different orders may deadlock; the one the
+    database gave up on runs again (``Database.transact``) instead of failing."""
+    settings: Settings = request.app.state.settings
     db: Database = request.app.state.db
-    # Committed when the block ends, before the 202 goes out: the answer means durable.
-    async with db.raw_connection() as conn, conn.transaction():
-        await _hold_unerased(request, conn, tenant_id)
-        await service.check_replaced(EventRepository(conn), tenant_id, events, access)
-        answer = await service.accept(
+
+    async def store(conn: asyncpg.Connection) -> service.Answer:
+        await _hold_unerased(request, conn, access.tenant_id)
+        await service.check_replaced(
+            EventRepository(conn), access.tenant_id, events, access, rows=rows
+        )
+        return await service.accept(
             EventRepository(conn),
             OutboxRepository(conn),
-            tenant_id,
+            access.tenant_id,
             events,
             key,
-            service.json_fingerprint(raw_events) if key is not None else "",
+            request_hash,
             settings.topic_prefix,
+            rows=rows,
         )
-    return answer.response()
+
+    return (await db.transact(store)).response()
 
 
 async def _hold_unerased(request: Request, conn: asyncpg.Connection, tenant_id: str) -> None:
@@ -151,7 +173,6 @@ async def upload_events_csv(
 
     Errors name the file line (``row``, the header being line 1) as well as the index.
     """
-    tenant_id = access.tenant_id
     if media_type(request) == "application/json":
         # A JSON push sent here by mistake is never read as CSV (curl's default form
         # type is taken: it is how `--data-binary @file.csv` sends a file).
@@ -165,23 +186,7 @@ async def upload_events_csv(
     except InvalidInput as refused:
         raise batch.without_echoes(refused) from None
     service.check_stores(events, access, rows=batch.rows)
-    db: Database = request.app.state.db
     # The file as read, so a retry saved with other line endings or without its BOM is
     # the same request; its type is part of it.
     request_hash = service.json_fingerprint([event_type, batch.events])
-    async with db.raw_connection() as conn, conn.transaction():
-        await _hold_unerased(request, conn, tenant_id)
-        await service.check_replaced(
-            EventRepository(conn), tenant_id, events, access, rows=batch.rows
-        )
-        answer = await service.accept(
-            EventRepository(conn),
-            OutboxRepository(conn),
-            tenant_id,
-            events,
-            key,
-            request_hash,
-            settings.topic_prefix,
-            rows=batch.rows,
-        )
-    return answer.response()
+    return await _store(request, access, events, key, request_hash, rows=batch.rows)
