@@ -58,14 +58,18 @@ def make_consumer(
         # 1,900 of them, and batches that small apply a fifth slower than 5,000.
         max_partition_fetch_bytes=4 * 1024 * 1024,
         fetch_max_bytes=16 * 1024 * 1024,
-        # Tansu holds a group join for about half the session timeout: keep it short so a
-        # consumer (re)joins in about 3 s instead of 15 s.
-        session_timeout_ms=6000,
+        # Tansu holds a group join for a time that grows with the session timeout, and a
+        # member that went away (a restarted process; Tansu ignores LeaveGroup) holds up
+        # the next join until its session times out. Measured on Tansu 0.6 (first join,
+        # then a join after a member left): 6 s sessions 3.0 and 11.1 s, 3 s sessions 2.0
+        # and 7.1 s, 2 s sessions 1.0 and 4.1 s. Three seconds, with a heartbeat each
+        # second, still outlasts a two-second stall of the event loop.
+        session_timeout_ms=3000,
         # How long the broker may hold a fetch that finds nothing new: an event arriving
         # meanwhile waited for the rest of it (Tansu answers when the wait ends). The
         # idle probe of bench/freshness.py went from 143-147 ms to 69-70 ms at p50.
         fetch_max_wait_ms=100,
-        heartbeat_interval_ms=1500,
+        heartbeat_interval_ms=1000,
         request_timeout_ms=REQUEST_TIMEOUT_MS,
     )
 
