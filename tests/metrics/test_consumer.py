@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,7 +20,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from devstack.embedded import free_port
+from devstack.embedded import EmbeddedBroker, free_port
 from services.metrics.app import create_app
 from services.metrics.config import Settings
 from services.metrics.facts import consumer as consumer_module
@@ -477,3 +480,53 @@ async def test_events_kept_already_are_skipped_before_they_are_parsed(
         assert counters.repeats == 4
         assert parsed == [newer, b"[1]"]
         assert counters.deadlettered == 1
+
+
+async def test_a_broker_restarted_empty_is_read_on_by_the_same_consumer(
+    fresh_database: FreshDatabase,
+    minter: TokenMinter,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The broker dies and comes back empty while a batch is applied: the batch's commit
+    # then finds the group has forgotten the consumer. A new consumer would wait for
+    # the old one's session to time out (Tansu ignores LeaveGroup), so it carries on.
+    port = free_port()
+    broker = EmbeddedBroker(port, tmp_path / "first.log")
+    bootstrap = broker.start()
+    entered, resume = asyncio.Event(), asyncio.Event()
+    applying = consumer_module.apply_messages
+
+    async def held_once(db: Any, messages: list[EventMessage], erased: Any = ()) -> int:
+        if not entered.is_set():
+            entered.set()
+            await resume.wait()
+        return await applying(db, messages, erased)
+
+    monkeypatch.setattr(consumer_module, "apply_messages", held_once)
+    try:
+        settings, topic, tenant, token = await own_consumer(fresh_database, bootstrap, minter)
+        await ensure_topics(bootstrap, [topic])
+        async with serving(settings, minter) as (app, client):
+            fact_consumer: FactConsumer = app.state.consumer
+            await produce(bootstrap, topic, [(tenant.encode(), message(tenant, "e1", 1))])
+            await asyncio.wait_for(entered.wait(), 30)
+            kafka_consumer = fact_consumer._consumer
+            assert broker.pid is not None
+            os.kill(broker.pid, signal.SIGKILL)
+            broker.stop()
+            broker = EmbeddedBroker(port, tmp_path / "second.log")
+            broker.start()
+            resume.set()
+            # As the relay does for a broker that lost its log: everything sent again.
+            await ensure_topics(bootstrap, [topic])
+            again = [(tenant.encode(), message(tenant, e, 1)) for e in ("e1", "e2")]
+            await produce(bootstrap, topic, again)
+
+            async def both_counted() -> bool:
+                return await gmv(client, token) == 20.0
+
+            await wait_until(both_counted)
+            assert fact_consumer._consumer is kafka_consumer
+    finally:
+        broker.stop()

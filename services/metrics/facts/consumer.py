@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import CommitFailedError, KafkaError
 from opentelemetry import trace
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
@@ -540,8 +540,12 @@ class FactConsumer:
         offsets = dict(dropped.first) if dropped is not None else {}
         for partition, offset in failed.first.items():
             offsets[partition] = min(offset, offsets.get(partition, offset))
+        # A partition no longer assigned (the group rebalanced) is read from its
+        # committed offset by whoever is assigned it next.
+        assigned = consumer.assignment()
         for partition, offset in offsets.items():
-            consumer.seek(partition, offset)
+            if partition in assigned:
+                consumer.seek(partition, offset)
         await asyncio.sleep(RETRY_SECONDS)
 
     async def _handle(self, consumer: AIOKafkaConsumer, fetched: Fetched) -> bool:
@@ -577,7 +581,9 @@ class FactConsumer:
                 )
             self._failed_from = {}
             await self._deadletter(parsed.bad)
-            await consumer.commit({tp: items[-1].offset + 1 for tp, items in batches.items()})
+            committed = await self._commit(
+                consumer, {tp: items[-1].offset + 1 for tp, items in batches.items()}
+            )
         self.counters.batches += 1
         self.counters.records += len(records)
         self.counters.applied += applied
@@ -585,6 +591,20 @@ class FactConsumer:
         self.counters.repeats += parsed.repeats
         if parsed.good:
             self.counters.last_ingested_at = max(m.ingested_at for _, m in parsed.good)
+        return committed
+
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> bool:
+        """Commits an applied batch's offsets; False when the group rebalanced under the
+        consumer (a broker that restarted has forgotten every member).
+
+        The consumer then rejoins by itself, and the batch and the one read ahead are
+        read again (what was applied is skipped as kept already). A new consumer would
+        instead wait for this one's session to time out: Tansu ignores LeaveGroup."""
+        try:
+            await consumer.commit(offsets)
+        except CommitFailedError as exc:
+            log.warning("the consumer's group rebalanced; it reads on from there: %s", exc)
+            return False
         return True
 
     async def _apply_one_by_one(
