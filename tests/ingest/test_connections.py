@@ -40,6 +40,8 @@ def connection(**changes: Any) -> dict[str, Any]:
         ("walmart", ["Full  Access"], "granted_scopes.0"),
         ("amazon", ["Inventory and Order Tracking", "Product \t Listing"], "granted_scopes.1"),
         ("tiktok", ["seller.order.info", "seller.product.write"], "granted_scopes.1"),
+        ("amazon", ["ProductListing"], "granted_scopes.0"),
+        ("amazon_ads", ["CampaignManagement"], "granted_scopes.0"),
     ],
 )
 async def test_a_credential_that_may_write_is_refused_naming_the_scope(
@@ -117,8 +119,25 @@ def test_read_scopes_pass_and_credentials_round_trip_only_with_the_key() -> None
         ("amazon", "Inventory and Order Tracking"),
         ("amazon_ads", "advertising::campaign_read"),
         ("walmart", "Orders: View Only"),
+        ("shopify", "read_store_credit_account_transactions"),
+        ("amazon", "InventoryAndOrderTracking"),
+        ("amazon_ads", "CampaignRead"),
     ):
         assert write_access(platform, scope) is None, (platform, scope)
+    # However a write scope is spelled, it is one.
+    for platform, scope in (
+        ("amazon", "productlisting"),
+        ("amazon", "Product_Listing"),
+        ("amazon", "product-listing"),
+        ("amazon", "DIRECT TO CONSUMER SHIPPING"),
+        ("amazon_ads", "campaignmanagement"),
+        ("amazon_ads", "Campaign-Management"),
+        ("walmart", "FullAccess"),
+        ("walmart", "full_access"),
+        ("shopify", "WriteOrders"),
+        ("tiktok", "seller.productwrite"),
+    ):
+        assert write_access(platform, scope) is not None, (platform, scope)
     box = CredentialBox(Fernet.generate_key().decode())
     assert box.open(box.seal({"refresh_token": "x"})) == {"refresh_token": "x"}
     with pytest.raises(UpstreamUnavailable):

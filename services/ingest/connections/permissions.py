@@ -22,7 +22,8 @@ _WRITE_WORDS = re.compile(
 # SP-API roles that include operations changing the account (listings, prices,
 # shipments, buyer messages, invoices); the reporting and tracking roles only read.
 _AMAZON_WRITE_ROLES = frozenset(
-    {
+    re.sub(r"[^a-z0-9]", "", role)
+    for role in {
         "product listing",
         "pricing",
         "amazon fulfillment",
@@ -34,14 +35,19 @@ _AMAZON_WRITE_ROLES = frozenset(
         "amazon logistics",
     }
 )
+# Write words run together with what they act on, in one lower-case word:
+# "campaignmanagement", "productswrite".
+_RUN_TOGETHER = re.compile(r"^(write|manage)|(write|manage|management|fullaccess)$")
 
 
 def write_access(platform: str, scope: str) -> str | None:
     """Why ``scope`` would let Lodestar write to ``platform``, or None when it only reads."""
-    # However it is spaced: "Full  Access" and "Product\tListing" grant what they say.
-    normalized = " ".join(scope.split()).lower()
-    if platform == "amazon" and normalized in _AMAZON_WRITE_ROLES:
+    # However it is spaced, cased or joined, a scope grants what it says: "Full  Access",
+    # "Product\tListing", "ProductListing", "product-listing", "CampaignManagement".
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", scope).lower()
+    compact = re.sub(r"[^a-z0-9]", "", words)
+    if platform == "amazon" and compact in _AMAZON_WRITE_ROLES:
         return f"the SP-API role {scope} can change the seller's account"
-    if _WRITE_WORDS.search(normalized):
+    if _WRITE_WORDS.search(words) or _RUN_TOGETHER.search(compact):
         return f"{scope} grants write access; Lodestar connects read-only"
     return None
