@@ -507,6 +507,7 @@ async def test_an_archive_holding_an_erased_partners_grant_is_withdrawn(
     """An agency's archive lists the grants it received (the seller's id, store names and
     scopes): once the seller is erased, the archive built before must not serve them."""
     seller, agency, bystander = await new_tenant(), await new_tenant(), await new_tenant()
+    before_the_grant = await finished_export(http, agency)
     granted = await http.post(
         "/v1/grants",
         json={"agency_tenant_id": agency.tenant_id, "stores": ["s1"], "scopes": ["kpi:read"]},
@@ -523,8 +524,10 @@ async def test_an_archive_holding_an_erased_partners_grant_is_withdrawn(
     assert "request a new export" in withdrawn.json()["detail"]
     status = (await http.get(f"/v1/exports/{held['id']}", headers=agency.headers)).json()
     assert status["status"] == "failed" and status["download_url"] is None
-    # A tenant that shared nothing with it keeps its archive.
+    # A tenant that shared nothing with it keeps its archive, and so does the partner
+    # an archive it built before they shared anything.
     await download(http, bystander, kept)
+    await download(http, agency, before_the_grant)
     # A new archive is whole, and names the erased seller nowhere.
     _, files = await download(http, agency, await finished_export(http, agency))
     assert not any(seller.tenant_id.encode() in data for data in files.values())

@@ -16,13 +16,16 @@ from shared.tenant_data import erase_tenant
 WITHDRAWN = "it held grants of a tenant erased since; request a new export"
 WITHDRAW_PARTNERS_ARCHIVES = f"""
     WITH partners AS (
-        SELECT agency_tenant_id AS tenant_id FROM grants WHERE tenant_id = $1
-        UNION SELECT tenant_id FROM grants WHERE agency_tenant_id = $1
+        SELECT agency_tenant_id AS tenant_id, created_at FROM grants WHERE tenant_id = $1
+        UNION ALL SELECT tenant_id, created_at FROM grants WHERE agency_tenant_id = $1
     ), withdrawn AS (
+        -- Only the archives built once a grant between them existed hold one.
         UPDATE exports e
         SET status = 'failed', bytes = NULL, archive_sha256 = NULL, error = '{WITHDRAWN}'
-        FROM partners p
-        WHERE e.tenant_id = p.tenant_id AND e.status = 'ready'
+        WHERE e.status = 'ready' AND EXISTS (
+            SELECT FROM partners p
+            WHERE p.tenant_id = e.tenant_id AND p.created_at <= e.finished_at
+        )
         RETURNING e.id
     )
     DELETE FROM export_parts WHERE export_id IN (SELECT id FROM withdrawn)
