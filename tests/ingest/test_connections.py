@@ -136,6 +136,7 @@ def test_read_scopes_pass_and_credentials_round_trip_only_with_the_key() -> None
         ("walmart", "full_access"),
         ("shopify", "WriteOrders"),
         ("tiktok", "seller.productwrite"),
+        ("shopify", "\uff57rite_orders"),
     ):
         assert write_access(platform, scope) is not None, (platform, scope)
     box = CredentialBox(Fernet.generate_key().decode())

@@ -10,6 +10,7 @@ role whose operations change the seller's account.
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Literal, get_args
 
 Platform = Literal["amazon", "amazon_ads", "mercadolibre", "shopify", "walmart", "tiktok"]
@@ -44,7 +45,9 @@ def write_access(platform: str, scope: str) -> str | None:
     """Why ``scope`` would let Lodestar write to ``platform``, or None when it only reads."""
     # However it is spaced, cased or joined, a scope grants what it says: "Full  Access",
     # "Product\tListing", "ProductListing", "product-listing", "CampaignManagement".
-    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", scope).lower()
+    # Compatibility forms too: write_orders with a full-width w (U+FF57) is write_orders.
+    plain = unicodedata.normalize("NFKC", scope)
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", plain).lower()
     compact = re.sub(r"[^a-z0-9]", "", words)
     if platform == "amazon" and compact in _AMAZON_WRITE_ROLES:
         return f"the SP-API role {scope} can change the seller's account"
