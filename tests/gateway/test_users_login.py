@@ -10,12 +10,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import asyncpg
 import httpx
 from sqlmodel import col, select
 
 from services.gateway.graphql.revalidation import MEMORY
 from services.gateway.oauth.revoked import RevokedTokens
 from services.gateway.oauth.sessions import IssuedAccessToken, RevokedAccessToken
+from services.gateway.oauth.throttle import MAX_FAILURES, PAUSE
 from shared.revocations import REVOKED_TOKENS_PATH, revocation_digest
 from tests.conftest import NewTenant, Stack, fetch_token
 from tests.gateway.login import (
@@ -685,3 +687,49 @@ async def test_a_refusal_due_to_a_users_own_limits_says_so(
             "(this caller is limited to some categories)",
         }
     ]
+
+
+async def test_an_address_that_failed_ten_times_in_a_row_rests_before_signing_in(
+    http: httpx.AsyncClient, pg: asyncpg.Connection, new_tenant: NewTenant
+) -> None:
+    admin = await new_tenant()
+    client_id = await frontend_client(http, admin)
+    guessed, other = "guessed@example.com", "other@example.com"
+    for email in (guessed, other):
+        await add_user(http, admin, "viewer", email=email)
+    _, challenge = pkce()
+    params = authorize_params(client_id, challenge)
+
+    async def attempt(email: str, password: str) -> httpx.Response:
+        return await http.post(
+            "/oauth/authorize", data={**params, "email": email, "password": password}
+        )
+
+    for _ in range(MAX_FAILURES):
+        assert (await attempt(guessed, "not the password")).status_code == 401
+    # Even the right password waits now, and the page says for how long.
+    paused = await attempt(guessed.upper(), PASSWORD)
+    assert paused.status_code == 429, paused.text
+    assert 0 < int(paused.headers["retry-after"]) <= PAUSE.total_seconds()
+    assert "Too many failed sign-ins for this address: try again in 15 minutes" in paused.text
+    # Another address of the tenant signs in as before.
+    await sign_in(http, client_id, other)
+    # An address no one has rests the same way, so the pause tells of no account.
+    for _ in range(MAX_FAILURES):
+        assert (await attempt("nobody@example.com", "not the password")).status_code == 401
+    assert (await attempt("nobody@example.com", PASSWORD)).status_code == 429
+    # Once the pause is over, the right password signs in and the failures are forgotten.
+    await pg.execute(
+        "UPDATE gateway.sign_in_failures SET last_failed_at = now() - $1::interval "
+        "WHERE tenant_id = $2 AND email = $3",
+        PAUSE,
+        admin.tenant_id,
+        guessed,
+    )
+    await sign_in(http, client_id, guessed)
+    left = await pg.fetchval(
+        "SELECT count(*) FROM gateway.sign_in_failures WHERE tenant_id = $1 AND email = $2",
+        admin.tenant_id,
+        guessed,
+    )
+    assert left == 0

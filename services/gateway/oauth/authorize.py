@@ -8,6 +8,7 @@ to the client's redirect URI as RFC 6749 §4.1.2.1 says.
 from __future__ import annotations
 
 import html
+import math
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -22,6 +23,7 @@ from services.gateway.oauth import sessions
 from services.gateway.oauth.models import OAuthClient
 from services.gateway.oauth.repository import ClientRepository
 from services.gateway.oauth.server import fields_holding_nul
+from services.gateway.oauth.throttle import SignInThrottle
 from services.gateway.oauth.user_grants import granted_scope
 from services.gateway.users.passwords import verify_password
 from services.gateway.users.repository import UserRepository
@@ -122,7 +124,12 @@ async def _checked(
     return client
 
 
-def _page(request: AuthorizationRequest | None, message: str, status: int = 200) -> HTMLResponse:
+def _page(
+    request: AuthorizationRequest | None,
+    message: str,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> HTMLResponse:
     form = ""
     if request is not None:
         form = (
@@ -143,7 +150,7 @@ def _page(request: AuthorizationRequest | None, message: str, status: int = 200)
         "button{padding:.5rem 1.2rem}</style></head><body>"
         f"<h1>Lodestar</h1>{note}{form}</body></html>"
     )
-    return HTMLResponse(body, status_code=status, headers=PAGE_HEADERS)
+    return HTMLResponse(body, status_code=status, headers={**PAGE_HEADERS, **(headers or {})})
 
 
 async def _start(
@@ -214,7 +221,18 @@ async def authorize_page(
     "/oauth/authorize",
     summary="Signs the user in and redirects with a code",
     response_class=HTMLResponse,
-    responses=_PAGE_ANSWERS,
+    responses={
+        **_PAGE_ANSWERS,
+        401: {
+            "description": "The page again: wrong e-mail or password",
+            "content": {"text/html": {}},
+        },
+        429: {
+            "description": "The page again: the address failed to sign in ten times in a row; "
+            "`Retry-After` says when it may try again (15 minutes after the last failure)",
+            "content": {"text/html": {}},
+        },
+    },
 )
 async def authorize_submit(
     request: Request,
@@ -247,6 +265,19 @@ async def authorize_submit(
     # Looked up within the application's tenant: a user of another tenant is as unknown
     # here as an address no one has (a refusal naming it would tell that it exists).
     # An application of no tenant signs no user in.
+    throttle = SignInThrottle(session)
+    if email and client.tenant_id is not None:
+        wait = await throttle.seconds_to_wait(client.tenant_id, email)
+        if wait:
+            request.state.audit_detail = {"outcome": "sign_in_paused"}
+            minutes = math.ceil(wait / 60)
+            return _page(
+                authorization,
+                f"Too many failed sign-ins for this address: try again in {minutes} "
+                f"minute{'s' if minutes > 1 else ''}.",
+                status=429,
+                headers={"Retry-After": str(wait)},
+            )
     user = (
         await UserRepository(session).by_email(client.tenant_id, email)
         if email and client.tenant_id is not None
@@ -263,7 +294,10 @@ async def authorize_submit(
         }
     if user is None or not valid or user.disabled_at is not None:
         request.state.audit_detail = {"outcome": "sign_in_failed"}
+        if email and client.tenant_id is not None:
+            await throttle.failed(client.tenant_id, email)
         return _page(authorization, WRONG_CREDENTIALS, status=401)
+    await throttle.signed_in(user.tenant_id, email)
     granted = granted_scope(authorization.scope, user, client)
     if not granted:
         return _redirect(

@@ -18,5 +18,6 @@ GATEWAY_TABLES = TenantTables(
     kept=frozenset({"erasures"}),
     # Erased with the tenant, never exported: an archive inside the next archive would
     # double every export.
-    unexported=frozenset({"exports", "export_parts"}),
+    # Failed sign-ins too: a pause of a quarter of an hour is no data of the tenant's.
+    unexported=frozenset({"exports", "export_parts", "sign_in_failures"}),
 )
