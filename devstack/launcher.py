@@ -240,6 +240,11 @@ class Launcher:
             "httptools",
             "--no-access-log",
         ]
+        if service == "gateway":
+            # Every caller of the embedded gateway is on loopback, the peers uvicorn
+            # trusts to say whom they forward for: a caller's X-Forwarded-For would
+            # become its address in the audit trail.
+            command.append("--no-proxy-headers")
         process = subprocess.Popen(
             command,
             env=env,

@@ -45,12 +45,13 @@ COLUMNS = (
 )
 
 
-def _client_ip(scope: Scope, headers: dict[str, str]) -> str | None:
-    # The gateway's proxy names the original caller; a direct call is its own peer.
-    # Services sit behind the gateway, so the header is the gateway's, not a client's.
+def _client_ip(scope: Scope, headers: dict[str, str], service: str) -> str | None:
+    """The caller's address as the gateway saw it: its own peer at the gateway, and at
+    a service the address the gateway's proxy appended last. The entries before it are
+    the caller's own say, which anyone may write."""
     forwarded = headers.get("x-forwarded-for")
-    if forwarded:
-        return forwarded.split(",")[0].strip()
+    if forwarded and service != "gateway":
+        return forwarded.split(",")[-1].strip()
     client = scope.get("client")
     return str(client[0]) if client else None
 
@@ -86,7 +87,7 @@ def audit_record(scope: Scope, service: str, status: int) -> dict[str, Any]:
         "action": f"{scope['method']} {_route_template(scope)}",
         "target": scope["path"],
         "status": status,
-        "ip": _client_ip(scope, headers),
+        "ip": _client_ip(scope, headers, service),
         "user_agent": headers.get("user-agent", "")[:500] or None,
         "trace_id": current_trace_id(),
         "detail": detail or None,

@@ -291,6 +291,8 @@ async def stack(database_url: str, kafka_bootstrap: str) -> AsyncIterator[Stack]
                 port=config.ports[service],
                 log_config=None,
                 lifespan="on",
+                # As the launcher runs it: no caller of the gateway is a proxy.
+                proxy_headers=service != "gateway",
             )
         )
         task = asyncio.create_task(server.serve())

@@ -48,7 +48,8 @@ async def test_writes_sign_ins_and_grants_are_recorded_per_tenant(
     pushed = await http.post(
         "/v1/events",
         json={"events": [{"event_id": "x"}]},
-        headers={**seller.headers, "User-Agent": "acme-erp/2.1"},
+        # The address a caller claims is not taken for its own.
+        headers={**seller.headers, "User-Agent": "acme-erp/2.1", "X-Forwarded-For": "203.0.113.9"},
     )
     assert pushed.status_code == 422
     settings = await http.put(
