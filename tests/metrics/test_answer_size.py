@@ -162,6 +162,17 @@ async def test_graphql_counts_what_all_kpis_fields_of_a_request_write_out(
         assert "errors" not in passed, (selection, passed)
         [written] = passed["data"]["kpis"].values()
         assert len(written) == 3
+    # So is kpis itself, selected twice under one key, or beside a fragment selecting it.
+    for query in (
+        "query($i: KpiQueryInput!) { kpis(input: $i) { currency } kpis(input: $i) { %s } }",
+        "query($i: KpiQueryInput!) { kpis(input: $i) { currency } ...K } "
+        "fragment K on Query { kpis(input: $i) { %s } }",
+        "query($i: KpiQueryInput!) { k: kpis(input: $i) { %s } k: kpis(input: $i) { %s } }",
+    ):
+        merged = await ask(query.replace("%s", row))
+        assert "errors" not in merged, (query, merged)
+        [answer] = merged["data"].values()
+        assert len(answer["rows"]) == 3
     # One field of two metrics over the same rows is over the budget on its own.
     alone = {"query": KPIS, "variables": {"input": {**by_sku, "metrics": ["gmv", "units"]}}}
     refused = (await http.post("/graphql", json=alone, headers=tenant.headers)).json()

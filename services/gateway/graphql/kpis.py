@@ -220,10 +220,11 @@ def _inside(fields: list[SelectedField]) -> list[Selection]:
 def _cells_a_row(info: Info[Context, None], metrics: int, dimensions: int) -> int:
     """How many scalars each row is written out as: for every key ``rows`` is written
     under (aliases make several, each written out whole), its period, and each
-    dimension and metric once for every key written inside them."""
-    [kpis] = info.selected_fields
+    dimension and metric once for every key written inside them. The field itself may be
+    selected several times under one key (beside a fragment, say): GraphQL merges them."""
+    merged = [field for field in info.selected_fields if isinstance(field, SelectedField)]
     total = 0
-    for rows in _by_key(kpis.selections).values():
+    for rows in _by_key(_inside(merged)).values():
         if rows[0].name != "rows":
             continue
         for inner in _by_key(_inside(rows)).values():
