@@ -473,7 +473,15 @@ async def test_no_or_bad_token_is_401_unauthenticated(
         {"Authorization": f"Bearer {expired}"},
         {"Authorization": f"Bearer {forged}"},
     ):
-        for query, variables in ((CATALOG, {}), (KPIS, {"input": month_input()})):
+        wrong_input = {"input": {**month_input(), "from": "2026-2-01"}}
+        for query, variables in (
+            (CATALOG, {}),
+            (KPIS, {"input": month_input()}),
+            # Whatever else is wrong with it: an input refused before anything runs,
+            # a document that does not parse.
+            (KPIS, wrong_input),
+            ("{ kpiCatalog { id }", {}),
+        ):
             response = await fake.client.post(
                 "/graphql", json={"query": query, "variables": variables}, headers=headers
             )
@@ -502,6 +510,11 @@ async def test_no_or_bad_token_is_401_unauthenticated(
     assert page.status_code == 200 and "graphiql" in page.text.lower()
     schema = await gql(fake.client, {}, "{ __schema { queryType { name } } }")
     assert schema["data"]["__schema"]["queryType"]["name"] == "Query"
+    # A schema question GraphQL refuses is answered without a token too.
+    wrong = await fake.client.post("/graphql", json={"query": "{ __type { name } }"})
+    assert wrong.status_code == 200 and wrong.json()["errors"][0]["extensions"]["code"] == (
+        "BAD_USER_INPUT"
+    )
 
 
 async def test_missing_scope_is_forbidden_naming_it(

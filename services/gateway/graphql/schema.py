@@ -11,7 +11,7 @@ import strawberry
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
-from graphql import OperationDefinitionNode, parse
+from graphql import FieldNode, OperationDefinitionNode, parse
 from graphql.error import GraphQLError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -112,14 +112,42 @@ def _refusal(answer: GraphQLHTTPResponse) -> LodestarError | None:
 
 
 @lru_cache(maxsize=512)
-def _operation_count(query: str) -> int:
-    """How many operations a document defines; 0 for one that does not parse (or is over
+def _operations(query: str) -> tuple[OperationDefinitionNode, ...] | None:
+    """The operations a document defines; None for one that does not parse (or is over
     the token limit), which the schema then refuses with its own reason."""
     try:
         document = parse(query, max_tokens=MAX_TOKENS)
     except GraphQLError:
-        return 0
-    return sum(isinstance(d, OperationDefinitionNode) for d in document.definitions)
+        return None
+    return tuple(d for d in document.definitions if isinstance(d, OperationDefinitionNode))
+
+
+def _schema_only(query: str | None) -> bool:
+    """Whether a document asks for nothing but the schema (``__schema``, ``__type``,
+    ``__typename``), which needs no token."""
+    operations = _operations(query) if query else None
+    return bool(operations) and all(
+        isinstance(selection, FieldNode) and selection.name.value.startswith("__")
+        for operation in operations or ()
+        for selection in operation.selection_set.selections
+    )
+
+
+async def _after_the_token(
+    context: object, query: str | None, result: ExecutionResult
+) -> ExecutionResult:
+    """A document refused before it ran (wrong input, say) is refused for want of a token
+    first, as every request is, unless it asks only for the schema."""
+    if result.data is not None or not result.errors or _schema_only(query):
+        return result
+    if not isinstance(context, Context):
+        return result
+    try:
+        await context.principal()
+    except Unauthenticated as exc:
+        refusal = GraphQLError(exc.detail, extensions={"code": exc.graphql_code})
+        return ExecutionResult(data=None, errors=[refusal])
+    return result
 
 
 class Router(GraphQLRouter[object, None]):
@@ -139,20 +167,21 @@ class Router(GraphQLRouter[object, None]):
         operationName. Strawberry runs the first instead, so it is refused here, as the
         view refuses an unknown operationName: 400, BAD_USER_INPUT."""
         query = request_data.query
-        if request_data.operation_name is None and query and _operation_count(query) > 1:
+        if request_data.operation_name is None and query and len(_operations(query) or ()) > 1:
             raise HTTPException(400, MULTIPLE_OPERATIONS)
         for _ in range(CONSISTENT_ATTEMPTS - 1):
             result = await super().execute_single(
                 request, request_adapter, sub_response, context, root_value, request_data
             )
             if not (isinstance(context, Context) and context.disagreed()):
-                return result
+                return await _after_the_token(context, query, result)
             # A push landed between two fields' reads: a KPI card would not match the
             # breakdown beside it. Read them all again.
             context.start_over()
-        return await super().execute_single(
+        result = await super().execute_single(
             request, request_adapter, sub_response, context, root_value, request_data
         )
+        return await _after_the_token(context, query, result)
 
     def create_response(
         self,
