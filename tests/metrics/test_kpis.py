@@ -132,6 +132,17 @@ async def test_gmv_orders_units_aov_by_month_hand_computed(
         ("2026-02-01", [], {"gmv": 12.34, "orders": 1.0, "units": 1.0, "aov": 12.34}),
         ("2026-03-01", [], {"gmv": 0.0, "orders": 0.0, "units": 0.0, "aov": None}),
     ]
+    # Codes are read in any case, as grains and platforms are.
+    lower = await kpis(
+        http,
+        tenant,
+        metrics="gmv,orders,units,aov",
+        grain="month",
+        currency="usd",
+        marketplaces="us",
+        **{"from": "2026-01-01", "to": "2026-03-31"},
+    )
+    assert lower["currency"] == "USD" and values(lower) == values(body)
 
 
 async def test_week_grain_and_group_by_store(

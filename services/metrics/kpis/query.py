@@ -132,6 +132,9 @@ def parse_query(tenant_id: str, params: dict[str, str | None]) -> KpiQuery:
     if "platform" in filters:
         # As events are stored: "Amazon" is pushed and kept as "amazon".
         filters["platform"] = [value.lower() for value in filters["platform"]]
+    if "marketplace" in filters:
+        # A marketplace is a country code, kept upper case: "us" asks for US.
+        filters["marketplace"] = [value.upper() for value in filters["marketplace"]]
     for marketplace in filters.get("marketplace", []):
         try:
             country_code(marketplace)
@@ -144,6 +147,8 @@ def parse_query(tenant_id: str, params: dict[str, str | None]) -> KpiQuery:
             reason = f"each at most {MAX_TEXT} characters"
             errors.append(FieldError(field=FILTER_OF[dimension], reason=reason))
     currency = params.get("currency")
+    # A currency code, kept upper case: "eur" asks for EUR.
+    currency = currency.upper() if currency is not None else None
     if currency is not None and not is_currency(currency):
         errors.append(FieldError(field="currency", reason=CURRENCY_REASON))
     compare_to = (params.get("compare_to") or "").lower() or None
