@@ -140,12 +140,15 @@ async def _after_the_token(
     first, as every request is, unless it asks only for the schema."""
     if result.data is not None or not result.errors or _schema_only(query):
         return result
-    if not isinstance(context, Context):
+    if not isinstance(context, Context) or any(
+        (error.extensions or {}).get("code") == Unauthenticated.graphql_code
+        for error in result.errors
+    ):
         return result
     try:
         await context.principal()
     except Unauthenticated as exc:
-        refusal = GraphQLError(exc.detail, extensions={"code": exc.graphql_code})
+        refusal = GraphQLError(exc.detail, extensions=exc.graphql_extensions())
         return ExecutionResult(data=None, errors=[refusal])
     return result
 
