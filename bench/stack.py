@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from devstack.embedded import free_port
+from devstack.embedded import free_ports
 from devstack.launcher import Launcher
 from devstack.stack import SERVICES, StackConfig
 from shared.scopes import TENANT_SCOPES
@@ -43,14 +43,15 @@ def running_stack() -> Iterator[StackConfig]:
         if not os.environ.get(f"BENCH_{name}"):
             os.environ.pop(name, None)
     os.environ["LODESTAR_HOME"] = str(home)
-    os.environ["LODESTAR_BROKER_PORT"] = str(free_port())
+    *service_ports, broker_port = free_ports(len(SERVICES) + 1)
+    os.environ["LODESTAR_BROKER_PORT"] = str(broker_port)
     os.environ["LODESTAR_LOG_LEVEL"] = "WARNING"
     # One bench client polls and queries far above the production default of 50 a second:
     # the limiter stays in the measured path but never refuses.
     os.environ["LODESTAR_RATE_LIMIT_PER_SECOND"] = "1000000"
     os.environ["LODESTAR_RATE_LIMIT_BURST"] = "1000000"
-    for service in SERVICES:
-        os.environ[f"LODESTAR_{service.upper()}_PORT"] = str(free_port())
+    for service, port in zip(SERVICES, service_ports, strict=True):
+        os.environ[f"LODESTAR_{service.upper()}_PORT"] = str(port)
     launcher = Launcher(home)
 
     def stop(signum: int, frame: object) -> None:

@@ -103,10 +103,20 @@ def port_is_free(host: str, port: int) -> bool:
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOCALHOST, 0))
-        port: int = sock.getsockname()[1]
+    [port] = free_ports(1)
     return port
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different TCP ports on 127.0.0.1 that were free a moment ago. Each is
+    held until all are chosen: one at a time, two may well be the same."""
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(count):
+            sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((LOCALHOST, 0))
+            ports.append(int(sock.getsockname()[1]))
+    return ports
 
 
 def ensure_ports_free(ports: dict[str, int], host: str = LOCALHOST) -> None:

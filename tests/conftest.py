@@ -31,7 +31,7 @@ from cryptography.fernet import Fernet
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
-from devstack.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
+from devstack.embedded import EmbeddedBroker, EmbeddedPostgres, free_port, free_ports
 from devstack.stack import SERVICES, AdminCredentials, StackConfig, service_settings
 from shared.auth import KeyCache, TokenVerifier
 from shared.db import asyncpg_dsn, with_database
@@ -272,7 +272,7 @@ async def stack(database_url: str, kafka_bootstrap: str) -> AsyncIterator[Stack]
         database_url=database_url,
         kafka_bootstrap_servers=kafka_bootstrap,
         admin=AdminCredentials("test-admin", secrets.token_urlsafe(24)),
-        ports={service: free_port() for service in SERVICES},
+        ports=dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True)),
         topic_prefix=prefix,
         credentials_key=Fernet.generate_key().decode(),
     )

@@ -16,7 +16,7 @@ import httpx
 import psutil
 import pytest
 
-from devstack.embedded import free_port, port_is_free
+from devstack.embedded import free_ports, port_is_free
 
 SERVICES = ("gateway", "ingest", "metrics", "targets")
 
@@ -37,9 +37,14 @@ def _launcher_env(home: Path, ports: dict[str, int], broker_port: int) -> dict[s
 def _own_stack(tmp_path: Path) -> tuple[Path, dict[str, int], int, dict[str, str]]:
     """A home, free ports and the environment of a launcher of the test's own."""
     home = tmp_path / "home"
-    ports = {service: free_port() for service in SERVICES}
-    broker_port = free_port()
+    ports, broker_port = _free_ports()
     return home, ports, broker_port, _launcher_env(home, ports, broker_port)
+
+
+def _free_ports() -> tuple[dict[str, int], int]:
+    """A port for each service and one for the broker, all different."""
+    *chosen, broker_port = free_ports(len(SERVICES) + 1)
+    return dict(zip(SERVICES, chosen, strict=True)), broker_port
 
 
 def _start(env: dict[str, str]) -> subprocess.Popen[str]:
@@ -166,13 +171,13 @@ def test_make_run_starts_everything_and_sigterm_leaves_nothing(tmp_path: Path) -
 
 
 def test_port_already_taken_is_one_line_naming_the_variable(tmp_path: Path) -> None:
-    ports = {service: free_port() for service in SERVICES}
+    ports, broker_port = _free_ports()
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", ports["ingest"]))
         blocker.listen()
         result = subprocess.run(
             [sys.executable, "-m", "devstack"],
-            env=_launcher_env(tmp_path / "home", ports, free_port()),
+            env=_launcher_env(tmp_path / "home", ports, broker_port),
             capture_output=True,
             text=True,
             timeout=60,
@@ -185,7 +190,7 @@ def test_port_already_taken_is_one_line_naming_the_variable(tmp_path: Path) -> N
 
 
 def test_a_port_out_of_range_is_one_line_naming_the_variable(tmp_path: Path) -> None:
-    env = _launcher_env(tmp_path / "home", {s: free_port() for s in SERVICES}, free_port())
+    env = _launcher_env(tmp_path / "home", *_free_ports())
     env["LODESTAR_INGEST_PORT"] = "99999"
     result = subprocess.run(
         [sys.executable, "-m", "devstack"], env=env, capture_output=True, text=True, timeout=60
@@ -198,7 +203,7 @@ def test_a_port_out_of_range_is_one_line_naming_the_variable(tmp_path: Path) -> 
 
 def test_a_service_refusing_its_settings_says_why_and_leaves_nothing(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    env = _launcher_env(home, {service: free_port() for service in SERVICES}, free_port())
+    env = _launcher_env(home, *_free_ports())
     env["LODESTAR_GATEWAY_CORS_ORIGINS"] = "https://app.example.com/"
     result = subprocess.run(
         [sys.executable, "-m", "devstack"], env=env, capture_output=True, text=True, timeout=180
