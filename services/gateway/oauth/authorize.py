@@ -265,9 +265,10 @@ async def authorize_submit(
     # Looked up within the application's tenant: a user of another tenant is as unknown
     # here as an address no one has (a refusal naming it would tell that it exists).
     # An application of no tenant signs no user in.
+    tenant_id = client.tenant_id if email else None
     throttle = SignInThrottle(session)
-    if email and client.tenant_id is not None:
-        wait = await throttle.seconds_to_wait(client.tenant_id, email)
+    if tenant_id is not None:
+        wait = await throttle.seconds_to_wait(tenant_id, email)
         if wait:
             request.state.audit_detail = {"outcome": "sign_in_paused"}
             minutes = math.ceil(wait / 60)
@@ -279,9 +280,7 @@ async def authorize_submit(
                 headers={"Retry-After": str(wait)},
             )
     user = (
-        await UserRepository(session).by_email(client.tenant_id, email)
-        if email and client.tenant_id is not None
-        else None
+        await UserRepository(session).by_email(tenant_id, email) if tenant_id is not None else None
     )
     # The hash is checked even for an unknown address, so timing reveals no account.
     valid = await verify_password(password, user.password_hash if user else None)
@@ -294,8 +293,8 @@ async def authorize_submit(
         }
     if user is None or not valid or user.disabled_at is not None:
         request.state.audit_detail = {"outcome": "sign_in_failed"}
-        if email and client.tenant_id is not None:
-            await throttle.failed(client.tenant_id, email)
+        if tenant_id is not None:
+            await throttle.failed(tenant_id, email)
         return _page(authorization, WRONG_CREDENTIALS, status=401)
     await throttle.signed_in(user.tenant_id, email)
     granted = granted_scope(authorization.scope, user, client)
