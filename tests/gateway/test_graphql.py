@@ -655,8 +655,15 @@ async def test_input_errors_name_the_field(fake: FakeMetrics, new_tenant: NewTen
         tenant.headers,
         '{ kpis(input: {metrics: ["gmv"], from: "2026-01-01"}) { currency } }',
     )
-    assert [e["extensions"]["errors"][0]["field"] for e in missing["errors"]] == ["input", "input"]
-    assert "'to'" in missing["errors"][0]["message"] + missing["errors"][1]["message"]
+    # A required field left out is named itself, not the object it is missing from.
+    assert sorted(e["extensions"]["errors"][0]["field"] for e in missing["errors"]) == [
+        "input.grain",
+        "input.to",
+    ]
+    without_to = {k: v for k, v in month_input().items() if k != "to"}
+    unnamed = await gql(fake.client, tenant.headers, KPIS, input=without_to)
+    assert [e["extensions"]["errors"][0]["field"] for e in unnamed["errors"]] == ["input.to"]
+    assert unnamed["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
     variables = await gql(
         fake.client,
         tenant.headers,

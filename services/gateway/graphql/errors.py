@@ -46,6 +46,21 @@ _VARIABLE_ERROR = re.compile(
 )
 
 
+# graphql-core names an input object left without a required field by the object's
+# path, and the field only in its words: "Expected value of type 'KpiQueryInput' to
+# include required field 'to', found: ...".
+_MISSING_FIELD = re.compile(r"^Expected value of type '[^']+' to include required field '(\w+)'")
+
+
+def _field_named(path: str, reason: str) -> str:
+    """The input field an error is about: ``path``, or the required field under it that
+    was left out."""
+    missing = _MISSING_FIELD.match(reason)
+    if missing is None:
+        return path
+    return f"{path}.{missing[1]}" if path else missing[1]
+
+
 class NamedValuesOfCorrectType(ValuesOfCorrectTypeRule):
     """graphql-core's check of the values written in a query, naming the field each
     error is about: its own messages name only a type ("Value cannot represent a
@@ -73,10 +88,13 @@ class NamedValuesOfCorrectType(ValuesOfCorrectTypeRule):
 
     def _report(self, error: GraphQLError, path: list[str | int]) -> None:
         # A variable's default value has no argument: its path starts at a field.
-        field = (
-            self._argument
-            + "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in path)
-        ).lstrip(".")
+        field = _field_named(
+            (
+                self._argument
+                + "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in path)
+            ).lstrip("."),
+            error.message,
+        )
         self.report_error(
             GraphQLError(
                 f"{field}: {error.message}" if field else error.message,
@@ -105,7 +123,9 @@ def _field_errors(message: str) -> list[dict[str, str]] | None:
     if match is None:
         return None
     reason = message[match.end() :] if match["invalid"] else message
-    return [{"field": match["name"] + (match["path"] or ""), "reason": reason}]
+    return [
+        {"field": _field_named(match["name"] + (match["path"] or ""), reason), "reason": reason}
+    ]
 
 
 def coded(error: GraphQLError) -> GraphQLError:
