@@ -143,6 +143,19 @@ async def test_gmv_orders_units_aov_by_month_hand_computed(
         **{"from": "2026-01-01", "to": "2026-03-31"},
     )
     assert lower["currency"] == "USD" and values(lower) == values(body)
+    # A URL template's spaces and unset values: single values trimmed, empty as unset.
+    spaced = await kpis(
+        http,
+        tenant,
+        metrics="gmv,orders,units,aov",
+        grain=" month ",
+        currency="",
+        compare_to="",
+        order_by=" ",
+        limit="",
+        **{"from": " 2026-01-01", "to": "2026-03-31 "},
+    )
+    assert spaced["currency"] == "USD" and values(spaced) == values(body)
 
 
 async def test_week_grain_and_group_by_store(

@@ -95,8 +95,17 @@ def _date(name: str, value: str | None, errors: list[FieldError]) -> date | None
     return day
 
 
+_SINGLE_VALUES = frozenset(("from", "to", "grain", "currency", "compare_to", "order_by", "limit"))
+
+
 def parse_query(tenant_id: str, params: dict[str, str | None]) -> KpiQuery:
     """Checks the REST parameters; every problem is named by its parameter."""
+    # URL templates leave spaces around a value and send an unset one empty: a single
+    # value is read trimmed, and an empty one as not given, as lists read theirs.
+    params = {
+        name: (value.strip() or None) if name in _SINGLE_VALUES and value is not None else value
+        for name, value in params.items()
+    }
     errors: list[FieldError] = []
     metrics = split_list(params.get("metrics"), "metrics")
     if not metrics:
