@@ -393,6 +393,10 @@ def health_router(settings: ServiceSettings) -> APIRouter:
             checks["database"] = f"unreachable: {type(exc).__name__}"
         reachable = await broker_reachable(settings.kafka_bootstrap_servers, READY_CHECK_SECONDS)
         checks["broker"] = "ok" if reachable else "unreachable"
+        # A service's own conditions beyond these two (metrics: its consumer has joined
+        # the event stream, or its answers lack whatever came since it started).
+        for name, check in getattr(request.app.state, "readiness_checks", {}).items():
+            checks[name] = check()
         ready = all(v == "ok" for v in checks.values())
         return Response(
             orjson.dumps({"status": "ready" if ready else "not_ready", "checks": checks}),

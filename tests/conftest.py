@@ -303,7 +303,17 @@ async def stack(database_url: str, kafka_bootstrap: str) -> AsyncIterator[Stack]
             await asyncio.sleep(0.05)
         if task.done() or not server.started:
             raise RuntimeError(f"{service} did not start")
+    # As the launcher does: metrics is ready once its consumer reads the event stream,
+    # and a test's first push must not wait for its group to form.
     try:
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            for service in SERVICES:
+                deadline = time.monotonic() + 60
+                url = f"{config.url(service)}/readyz"
+                while (ready := await client.get(url)).status_code != 200:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{service} was not ready: {ready.text}")
+                    await asyncio.sleep(0.1)
         yield Stack(config, apps)
     finally:
         for running, _ in reversed(servers):

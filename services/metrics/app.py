@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # the same erased tenants.
             consumer = FactConsumer(db, settings, erased=app.state.erased)
             app.state.consumer = consumer
+            app.state.readiness_checks = {"consumer": consumer.readiness}
             consumer.start()
             try:
                 yield

@@ -29,6 +29,7 @@ from shared.db import Database
 from shared.events import DEADLETTER_TOPIC, EventMessage, topic_for
 from shared.kafka import ensure_topics
 from tests.conftest import FreshDatabase, TokenMinter, serve_app
+from tests.unreachable import refusing_port
 
 
 def envelope(tenant: str, event_id: str, kind: str, version: int, payload: dict[str, Any]) -> bytes:
@@ -544,3 +545,39 @@ async def _started_again(port: int, log: Path) -> EmbeddedBroker:
             if time.monotonic() > deadline:
                 raise
         await asyncio.sleep(0.1)
+
+
+async def test_metrics_is_ready_only_while_its_consumer_reads_the_event_stream(
+    fresh_database: FreshDatabase, kafka_bootstrap: str, minter: TokenMinter
+) -> None:
+    """Until its group assigns it partitions (seconds after a restart), every answer
+    lacks what was pushed meanwhile: readiness says so rather than "ready"."""
+    settings, _, _, _ = await own_consumer(fresh_database, kafka_bootstrap, minter)
+    async with serving(settings, minter) as (app, client):
+        deadline = time.monotonic() + 30
+        while (ready := await client.get("/readyz")).status_code != 200:
+            assert ready.json()["checks"]["consumer"] != "ok", ready.text
+            assert time.monotonic() < deadline, ready.text
+            await asyncio.sleep(0.2)
+        assert ready.json()["checks"] == {"database": "ok", "broker": "ok", "consumer": "ok"}
+        await app.state.consumer.stop()
+        stopped = await client.get("/readyz")
+    assert stopped.status_code == 503
+    assert stopped.json()["status"] == "not_ready"
+    assert stopped.json()["checks"]["consumer"] == "not running"
+
+
+async def test_a_consumer_without_its_broker_is_not_ready(
+    fresh_database: FreshDatabase, minter: TokenMinter
+) -> None:
+    with refusing_port() as down:
+        settings, _, _, _ = await own_consumer(fresh_database, f"127.0.0.1:{down}", minter)
+        consumer = FactConsumer(Database(settings.database_url, "metrics"), settings)
+        assert consumer.readiness() == "not running"
+        consumer.start()
+        try:
+            await asyncio.sleep(0.5)
+            assert consumer.readiness() == "connecting to the broker"
+        finally:
+            await consumer.stop()
+            await consumer.db.dispose()

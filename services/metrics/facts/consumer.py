@@ -436,6 +436,18 @@ class FactConsumer:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="fact-consumer")
 
+    def readiness(self) -> str:
+        """ "ok" once the consumer reads the event stream. Until its group gives it
+        partitions (seconds after a restart: the broker waits out the session of the
+        member before it), KPI answers lack every event pushed meanwhile."""
+        if self._task is None or self._task.done():
+            return "not running"
+        if self._consumer is None or not self._connected:
+            return "connecting to the broker"
+        if not self._consumer.assignment():
+            return "joining the event stream: no partitions assigned yet"
+        return "ok"
+
     async def stop(self) -> None:
         await stop_task(self._task)
         await self._close()
