@@ -281,6 +281,11 @@ async def test_a_store_takes_its_own_unit_cost_before_the_tenants_newest(
     ]
     await pushed(corrections, 27.0)
     await pushed([cost("a", "store-a", "6.00", "2026-01-01")], 28.0)
+    # A store is its store id, whatever platform pushed its cost: an ERP pushing each
+    # store's landed cost as itself prices that store, not every store with its newest.
+    from_erp = cost("erp-b", "store-b", "9.00", "2026-03-02")
+    from_erp["source"] = {**from_erp["source"], "platform": "erp"}
+    await pushed([from_erp], 22.0)
 
 
 async def test_a_question_narrowed_to_stores_takes_categories_from_their_lines(

@@ -304,10 +304,10 @@ class RollupRepository:
             LEFT JOIN LATERAL (
                 SELECT u.cost, u.currency FROM unit_costs u
                 WHERE u.tenant_id = s.tenant_id AND u.sku = s.sku AND u.effective_from <= s.local_date
-                -- The store's own cost first; without one, the tenant's newest; of two
-                -- from one day, the one pushed last.
-                ORDER BY u.platform IS NOT DISTINCT FROM s.platform
-                         AND u.store_id IS NOT DISTINCT FROM s.store_id DESC,
+                -- The store's own cost first (a store is its id, as in every question,
+                -- whatever platform pushed the cost); without one, the tenant's newest;
+                -- of two from one day, the one pushed last.
+                ORDER BY u.store_id IS NOT DISTINCT FROM s.store_id DESC,
                          u.effective_from DESC, u.ingested_at DESC NULLS LAST, u.event_id DESC
                 LIMIT 1
             ) uc ON true
