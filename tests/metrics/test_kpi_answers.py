@@ -127,6 +127,36 @@ async def test_csv_answers_carry_their_warnings_in_a_header(
     ]
 
 
+async def test_a_csv_answer_with_hundreds_of_warnings_keeps_its_header_readable(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """Each SKU without a cost is a warning, and a Chinese SKU takes six bytes a
+    character in the header: 300 of them made a 30 KB header no Node client reads."""
+    tenant = await new_tenant()
+    skus = [f"无线蓝牙耳机-黑色款式-{n:04}" for n in range(300)]
+    await seed(
+        http,
+        tenant,
+        [
+            line(f"s{n}", f"S{n}", 1, "1.00", "2026-01-10T18:00:00Z", sku=s)
+            for n, s in enumerate(skus)
+        ],
+    )
+    params = {**WINDOW, "metrics": "cogs"}
+    listed = await kpis(http, tenant, **params)
+    assert len(listed["warnings"]) == 300
+    response = await http.get(
+        "/v1/kpis", params=params, headers={**tenant.headers, "Accept": "text/csv"}
+    )
+    assert response.status_code == 200
+    header = response.headers["Lodestar-Warnings"]
+    assert len(header) <= 4096
+    *shown, more = json.loads(header)
+    assert shown == listed["warnings"][: len(shown)]
+    assert more == f"and {300 - len(shown)} more warning(s): the JSON answer lists every one"
+    assert len(shown) > 10
+
+
 async def test_csv_numbers_are_never_in_exponent_notation(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:

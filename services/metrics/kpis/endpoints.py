@@ -98,6 +98,30 @@ _DATE = {"json_schema_extra": _string_as({"format": "date"})}
 _FILTER = "Comma-separated values of {}; quote one holding a comma as in CSV"
 # The JSON list of an answer's warnings, on a CSV answer.
 WARNINGS_HEADER = "Lodestar-Warnings"
+# Clients and proxies refuse a response whose headers pass 8 to 16 KB (Node's http
+# 16 KB, nginx's buffers 4 to 8 KB): hundreds of SKUs without a cost must not make the
+# CSV unreadable. The JSON answer lists them all.
+MAX_WARNINGS_HEADER = 4096
+
+
+def warnings_header(warnings: list[str]) -> str:
+    """The warnings as a JSON list (ASCII: "\u2192"), as many as fit in
+    ``MAX_WARNINGS_HEADER`` and then one saying how many more the JSON answer has."""
+    text = json.dumps(warnings)
+    if len(text) <= MAX_WARNINGS_HEADER:
+        return text
+    kept: list[str] = []
+    for warning in warnings:
+        left = len(warnings) - len(kept) - 1
+        candidate = [*kept, warning, _more_warnings(left)] if left else [*kept, warning]
+        if len(json.dumps(candidate)) > MAX_WARNINGS_HEADER:
+            break
+        kept.append(warning)
+    return json.dumps([*kept, _more_warnings(len(warnings) - len(kept))])
+
+
+def _more_warnings(count: int) -> str:
+    return f"and {count} more warning(s): the JSON answer lists every one"
 
 
 JSON = "application/json"
@@ -160,7 +184,9 @@ tenant's settings make it; with the default settings:
             "content": {"text/csv": {"schema": {"type": "string"}}},
             "headers": {
                 "Lodestar-Warnings": {
-                    "description": "A CSV answer's warnings, as a JSON list",
+                    "description": "A CSV answer's warnings, as a JSON list of at most "
+                    f"{MAX_WARNINGS_HEADER} characters; a longer list ends with one "
+                    "saying how many more the JSON answer has",
                     "schema": {"type": "string"},
                 }
             },
@@ -251,7 +277,7 @@ async def kpis(
     if csv_wanted:
         # A CSV has no place for them: an empty cell must not pass for a silent zero.
         # Always sent, so that an ERP tells "no warnings" from a header it lost.
-        headers[WARNINGS_HEADER] = json.dumps(body["warnings"])  # ASCII: \u2192
+        headers[WARNINGS_HEADER] = warnings_header(body["warnings"])
         return Response(_csv(body, query.group_by), media_type="text/csv", headers=headers)
     # Built by the engine in the documented shape: serialised as is, not validated again.
     return Response(orjson.dumps(body), media_type="application/json", headers=headers)
