@@ -18,6 +18,7 @@ from services.gateway.graphql.revalidation import MEMORY
 from services.gateway.oauth.revoked import RevokedTokens
 from services.gateway.oauth.sessions import IssuedAccessToken, RevokedAccessToken
 from services.gateway.oauth.throttle import MAX_FAILURES, PAUSE
+from services.gateway.users.emails import stored_spellings
 from shared.revocations import REVOKED_TOKENS_PATH, revocation_digest
 from tests.conftest import NewTenant, Stack, fetch_token
 from tests.gateway.login import (
@@ -733,3 +734,59 @@ async def test_an_address_that_failed_ten_times_in_a_row_rests_before_signing_in
         guessed,
     )
     assert left == 0
+
+
+def full_width(ascii_text: str) -> str:
+    """As a Chinese input method types Latin letters and signs."""
+    return "".join(chr(ord(c) + 0xFEE0) for c in ascii_text)
+
+
+async def test_a_mailbox_is_one_user_however_its_address_is_typed(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """An internationalised domain in Unicode or in its ASCII form, and letters typed
+    full-width by a Chinese input method, name one mailbox: one user, one sign-in."""
+    admin = await new_tenant()
+    user = {"name": "王", "password": PASSWORD, "role": "analyst"}
+    created = await http.post(
+        "/v1/users", json={**user, "email": "Wang@深圳科技.中国"}, headers=admin.headers
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["email"] == "wang@深圳科技.中国"
+    for same in (
+        "wang@xn--fesw6x98iq2l.xn--fiqs8s",
+        full_width("wang@") + "深圳科技" + full_width(".") + "中国",
+    ):
+        again = await http.post("/v1/users", json={**user, "email": same}, headers=admin.headers)
+        assert again.status_code == 409, (same, again.text)
+    wide = await http.post(
+        "/v1/users",
+        json={**user, "email": "zhang@" + full_width("EXAMPLE") + ".com"},
+        headers=admin.headers,
+    )
+    assert wide.status_code == 201 and wide.json()["email"] == "zhang@example.com", wide.text
+    client_id = await frontend_client(http, admin)
+    for typed, created_user in (
+        ("wang@xn--fesw6x98iq2l.xn--fiqs8s", created.json()),
+        ("WANG@深圳科技.中国", created.json()),
+        ("zhang@example.com", wide.json()),
+    ):
+        tokens = await user_tokens(http, client_id, typed)
+        assert claims_of(tokens["access_token"])["sub"] == created_user["id"], typed
+    # Still an address only with an at sign.
+    refused = await http.post(
+        "/v1/users", json={**user, "email": "wang深圳科技.中国"}, headers=admin.headers
+    )
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "email"
+
+
+def test_users_added_before_addresses_were_canonical_are_found_by_either_spelling() -> None:
+    # Kept lower-cased as typed, the domain maybe in its ASCII form.
+    assert stored_spellings("WANG@深圳科技.中国") == [
+        "wang@深圳科技.中国",
+        "wang@xn--fesw6x98iq2l.xn--fiqs8s",
+    ]
+    assert stored_spellings("Bob@Example.com") == ["bob@example.com"]
+    # A domain IDNA refuses is compared as typed, folded; no at sign, no second spelling.
+    assert stored_spellings("a@under_score.com") == ["a@under_score.com"]
+    assert stored_spellings("no-at-sign") == ["no-at-sign"]

@@ -25,6 +25,7 @@ from services.gateway.oauth.repository import ClientRepository
 from services.gateway.oauth.server import fields_holding_nul
 from services.gateway.oauth.throttle import SignInThrottle
 from services.gateway.oauth.user_grants import granted_scope
+from services.gateway.users.emails import canonical_email
 from services.gateway.users.passwords import verify_password
 from services.gateway.users.repository import UserRepository
 from shared.deps import DbSession
@@ -266,6 +267,8 @@ async def authorize_submit(
     # here as an address no one has (a refusal naming it would tell that it exists).
     # An application of no tenant signs no user in.
     tenant_id = client.tenant_id if email else None
+    # One mailbox, one count of failures, however it is typed.
+    email = canonical_email(email)
     throttle = SignInThrottle(session)
     if tenant_id is not None:
         wait = await throttle.seconds_to_wait(tenant_id, email)

@@ -4,6 +4,7 @@ from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from services.gateway.users.emails import stored_spellings
 from services.gateway.users.models import User
 
 
@@ -20,11 +21,12 @@ class UserRepository:
         return await self.session.get(User, user_id)
 
     async def by_email(self, tenant_id: str, email: str) -> User | None:
-        """The tenant's user by that address: addresses are unique within a tenant only."""
+        """The tenant's user by that address, however it is spelled (``canonical_email``):
+        addresses are unique within a tenant only."""
         result = await self.session.execute(
             select(User).where(
                 col(User.tenant_id) == tenant_id,
-                func.lower(col(User.email)) == email.strip().lower(),
+                func.lower(col(User.email)).in_(stored_spellings(email)),
             )
         )
         return result.scalar_one_or_none()

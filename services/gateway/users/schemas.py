@@ -3,18 +3,26 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
+from services.gateway.users.emails import canonical_email
 from services.gateway.users.passwords import MIN_PASSWORD_LENGTH
 from shared.events import Text
 from shared.time import country_code
 
-# Deliberately loose: the address is proven by whoever delivers the invitation.
+# Deliberately loose: the address is proven by whoever delivers the invitation. Kept
+# as one spelling of its mailbox (``canonical_email``) before it is checked.
 Email = Annotated[
     str,
-    StringConstraints(
-        strip_whitespace=True, to_lower=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
-    ),
+    StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
+    BeforeValidator(lambda value: canonical_email(value) if isinstance(value, str) else value),
 ]
 Role = Literal["owner", "admin", "manager", "analyst", "viewer"]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
