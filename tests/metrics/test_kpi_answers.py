@@ -202,6 +202,34 @@ async def test_csv_cells_from_pushed_text_never_run_as_formulas(
     assert sorted(r["dimensions"][0]["value"] for r in as_json["rows"]) == sorted(skus)
 
 
+async def test_a_csv_answer_in_gb18030_for_excel_in_a_chinese_locale(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    await seed(http, tenant, [line("g1", "G1", 1, "10.00", "2026-01-10T18:00:00Z", sku="台灯-白")])
+    params = {**WINDOW, "group_by": "sku"}
+    answers = {}
+    for accept in ("text/csv", "text/csv; charset=GBK", 'text/csv;charset="gb18030"'):
+        response = await http.get(
+            "/v1/kpis", params=params, headers={**tenant.headers, "Accept": accept}
+        )
+        assert response.status_code == 200, response.text
+        answers[accept] = response
+    utf8, gbk, gb18030 = answers.values()
+    assert utf8.headers["content-type"] == "text/csv; charset=utf-8"
+    assert "台灯-白" in utf8.content.decode("utf-8")
+    for chinese in (gbk, gb18030):
+        assert chinese.headers["content-type"] == "text/csv; charset=gb18030"
+        assert chinese.content == utf8.content.decode("utf-8").encode("gb18030")
+    # Other bytes, another tag: a cache never hands one charset's answer for the other.
+    assert utf8.headers["etag"] != gbk.headers["etag"] == gb18030.headers["etag"]
+    refused = await http.get(
+        "/v1/kpis", params=params, headers={**tenant.headers, "Accept": "text/csv; charset=big5"}
+    )
+    assert refused.status_code == 406
+    assert refused.json()["detail"] == "a CSV answer is in utf-8 or gb18030, not big5"
+
+
 @pytest.mark.parametrize(
     ("accept", "kind"),
     [

@@ -161,11 +161,42 @@ def _negotiated(accept: str, offered: tuple[str, ...]) -> str:
     return best
 
 
+# A CSV answer is UTF-8 unless its Accept range names another charset: GB18030 (of
+# which GBK and GB2312 are parts) for Excel in a Chinese locale, which opens a CSV in
+# the system's code page and shows UTF-8 Chinese garbled.
+_CSV_CHARSETS = {
+    "utf-8": "utf-8",
+    "utf8": "utf-8",
+    "gb18030": "gb18030",
+    "gbk": "gb18030",
+    "gb2312": "gb18030",
+}
+
+
+def _csv_charset(accept: str) -> str:
+    """The charset the ``text/csv`` range of ``accept`` names, as sent; 406 for one
+    not offered rather than an answer the client would read wrong."""
+    for part in accept.split(","):
+        media, *options = [item.strip() for item in part.split(";")]
+        if media.lower() != CSV:
+            continue
+        for option in options:
+            name, _, value = option.partition("=")
+            if name.strip().lower() == "charset":
+                asked = value.strip().strip('"').lower()
+                if asked not in _CSV_CHARSETS:
+                    raise NotAcceptable(f"a CSV answer is in utf-8 or gb18030, not {asked}")
+                return _CSV_CHARSETS[asked]
+    return "utf-8"
+
+
 _KPIS_DESCRIPTION = f"""KPI values by period and dimensions, as JSON or (`Accept: text/csv`) CSV.
 
 The CSV has one line per row and metric: `period`, one column per `group_by`
 dimension, `metric`, `value`, `previous`, `change`, `currency`; an empty cell is null,
-and the answer's warnings come as a JSON list in the `Lodestar-Warnings` header.
+and the answer's warnings come as a JSON list in the `Lodestar-Warnings` header. It is
+UTF-8, or GB18030 when asked for with `Accept: text/csv; charset=gb18030` (or `gbk`),
+which Excel in a Chinese locale opens as it is.
 
 An agency names the seller with `tenant_id` and sees only the granted stores; a user
 limited to stores, marketplaces or categories sees only those. Totals included; asking
@@ -260,7 +291,8 @@ async def kpis(
     tenant_currency = (
         None if query.currency else await currencies.reporting_currency(request, access.tenant_id)
     )
-    representation = "csv" if csv_wanted else "json"
+    charset = _csv_charset(request.headers.get("accept", "")) if csv_wanted else "utf-8"
+    representation = ("csv" if charset == "utf-8" else f"csv-{charset}") if csv_wanted else "json"
     held = request.headers.get("if-none-match", "")
     async with db.raw_connection() as conn:
         known = None
@@ -278,7 +310,11 @@ async def kpis(
         # A CSV has no place for them: an empty cell must not pass for a silent zero.
         # Always sent, so that an ERP tells "no warnings" from a header it lost.
         headers[WARNINGS_HEADER] = warnings_header(body["warnings"])
-        return Response(_csv(body, query.group_by), media_type="text/csv", headers=headers)
+        return Response(
+            _csv(body, query.group_by).encode(charset),
+            media_type=f"text/csv; charset={charset}",
+            headers=headers,
+        )
     # Built by the engine in the documented shape: serialised as is, not validated again.
     return Response(orjson.dumps(body), media_type="application/json", headers=headers)
 
