@@ -219,6 +219,17 @@ def test_a_column_named_twice_is_refused() -> None:
     ]
 
 
+def test_column_names_are_read_in_any_case_and_with_spaces_for_underscores() -> None:
+    """As ERPs and spreadsheets write them: "Event ID", "STORE_ID", " Purchased At "."""
+    written = "Event ID,Platform,STORE_ID,Marketplace,Order Id,line_id,SKU,Quantity,Unit Price,Shipping_Price,Currency,Status, Purchased  At "
+    plain = parse_csv(f"{HEADER}\n{GOOD[0]}\n".encode(), "order_line", 10)
+    assert parse_csv(f"{written}\n{GOOD[0]}\n".encode(), "order_line", 10) == plain
+    # Two names that read the same are one column named twice.
+    assert _refusal(f"{HEADER},SKU\n{GOOD[0]},LAMP\n") == [
+        (1, "sku", "appears more than once in the header")
+    ]
+
+
 def test_rows_with_more_or_fewer_cells_than_the_header_are_refused() -> None:
     errors = _refusal(f"{HEADER}\n{GOOD[0]},99\nerp-3,amazon,acme-us,US,A3,1\n{GOOD[1]}\n")
     assert errors == [

@@ -142,7 +142,8 @@ def parse_csv(raw: bytes, event_type: str, max_events: int) -> CsvBatch:
     header_row, padded = first
     # Spreadsheets pad header cells as they pad any other, and may end the header (and
     # every row) with a separator: an unnamed last column, empty in every row, is none.
-    header = [column.strip() for column in padded]
+    # ERPs and people capitalise and space column names: "Event ID" is event_id.
+    header = [_SPACES.sub("_", column.strip()).lower() for column in padded]
     while header and not header[-1]:
         header.pop()
     fields = PAYLOAD_MODELS[event_type].model_fields
@@ -192,6 +193,9 @@ def parse_csv(raw: bytes, event_type: str, max_events: int) -> CsvBatch:
             "the file has no rows", [FieldError(field="body", reason="at least one row")]
         )
     return batch
+
+
+_SPACES = re.compile(r"\s+")
 
 
 def _check_header(header: list[str], row: int, fields: dict[str, FieldInfo]) -> None:
