@@ -190,9 +190,13 @@ class TokenRequest(OAuth2Request):
         form = dict(items)
         repeated = sorted(name for name, count in Counter(k for k, _ in items).items() if count > 1)
         if repeated:
-            raise InvalidRequestError(f"parameters must not repeat: {', '.join(repeated)}")
+            raise InvalidRequestError(
+                described(f"parameters must not repeat: {', '.join(repeated)}")
+            )
         if names := fields_holding_nul(items):
-            raise InvalidRequestError(f"parameters must not contain the NUL character: {names}")
+            raise InvalidRequestError(
+                described(f"parameters must not contain the NUL character: {names}")
+            )
         if require_grant_type and not form.get("grant_type"):
             raise InvalidRequestError("grant_type is required")
         token_request = cls(request, form, public_uri)
@@ -205,6 +209,14 @@ class TokenRequest(OAuth2Request):
         return token_request
 
 
+def described(text: str) -> str:
+    """``text`` as an ``error_description`` may carry it (RFC 6749 §5.2: printable
+    ASCII but ``"`` and ``\\``), each other character written ``U+XXXX``: a scope or a
+    parameter name a client sent may hold any, and authlib refuses such a description
+    with a server error instead of the client's."""
+    return "".join(c if " " <= c <= "~" and c not in '"\\' else f"U+{ord(c):04X}" for c in text)
+
+
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
 
@@ -214,7 +226,9 @@ class ClientCredentialsGrant(grants.ClientCredentialsGrant):
         held = set(self.request.client.row.scopes)
         refused = [scope for scope in requested if scope not in held]
         if refused:
-            raise InvalidScopeError(f"scope not allowed for this client: {' '.join(refused)}")
+            raise InvalidScopeError(
+                described(f"scope not allowed for this client: {' '.join(refused)}")
+            )
 
 
 class AccessTokenGenerator(JWTBearerTokenGenerator):

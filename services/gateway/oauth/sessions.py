@@ -88,8 +88,12 @@ def s256(verifier: str) -> str:
 class Redeemed:
     user_id: str
     tenant_id: str
+    # What this token is asked for: the sign-in's scope or a narrower one of it.
     scope: str
     family_id: str
+    # What the sign-in granted, which every refresh token of it keeps (RFC 6749 §6: a
+    # refresh that names no scope gets the scope granted, not the last one asked).
+    granted: str
 
 
 class ScopeBeyondSignIn(Exception):
@@ -163,7 +167,7 @@ async def redeem_code(
         raise SessionError("redirect_uri differs from the authorization request")
     if not hmac.compare_digest(s256(verifier), row.code_challenge):
         raise SessionError("code_verifier does not match the code_challenge")
-    return Redeemed(row.user_id, row.tenant_id, row.scope, family_id)
+    return Redeemed(row.user_id, row.tenant_id, row.scope, family_id, granted=row.scope)
 
 
 async def issue_refresh(
@@ -219,7 +223,7 @@ async def rotate_refresh(
         scope = " ".join(sorted(set(scope_asked.split())))
     row.used_at = utcnow()
     session.add(row)
-    return Redeemed(row.user_id, row.tenant_id, scope, row.family_id)
+    return Redeemed(row.user_id, row.tenant_id, scope, row.family_id, granted=row.scope)
 
 
 async def revoke_family(session: AsyncSession, family_id: str) -> Revoked:

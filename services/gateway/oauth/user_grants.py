@@ -26,7 +26,7 @@ from services.gateway.oauth.models import OAuthClient
 from services.gateway.oauth.repository import ClientRepository
 from services.gateway.oauth.revoked import refuse_at_once
 from services.gateway.oauth.secrets import verify_secret
-from services.gateway.oauth.server import TokenRequest, TokenServer, basic_credentials
+from services.gateway.oauth.server import TokenRequest, TokenServer, basic_credentials, described
 from services.gateway.users.models import User
 from services.gateway.users.repository import UserRepository
 from shared.scopes import ROLES
@@ -123,7 +123,7 @@ async def _grant(
             )
             scope = redeemed.scope
     except sessions.ScopeBeyondSignIn as error:
-        raise InvalidScopeError(str(error)) from None
+        raise InvalidScopeError(described(str(error))) from None
     except sessions.SessionError as error:
         refuse_at_once(request, error.revoked)
         raise InvalidGrantError(error.reason) from None
@@ -159,7 +159,7 @@ async def _grant(
         utcnow() + timedelta(seconds=USER_TOKEN_TTL_SECONDS),
     )
     refresh_token = await sessions.issue_refresh(
-        session, redeemed.family_id, client.client_id, user.id, user.tenant_id, scope
+        session, redeemed.family_id, client.client_id, user.id, user.tenant_id, redeemed.granted
     )
     return {
         "access_token": access_token,
