@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from tests.conftest import NewTenant
-from tests.metrics.test_kpis import kpis
+from tests.metrics.test_kpis import kpis, line, seed
 from tests.metrics.test_profit_and_ads import event, wait_for
 
 
@@ -94,12 +94,20 @@ async def test_shipment_rates_hand_computed(http: httpx.AsyncClient, new_tenant:
     previous = {v["metric"]: v["previous"] for v in next_day["rows"][0]["values"]}
     assert abs(previous["late_shipment_rate"] - 2 / 3) < 1e-12
     assert previous["valid_tracking_rate"] == 0.5
-    refused = await http.get(
-        "/v1/kpis",
-        params={"metrics": "late_shipment_rate", "grain": "total", "group_by": "sku", **window},
-        headers=tenant.headers,
-    )
-    assert refused.status_code == 422
+    # Account health has no SKU: by SKU it is null, saying why, and the rest of the
+    # question is answered.
+    by_sku = await kpis(
+        http, tenant, metrics="late_shipment_rate,orders", grain="total", group_by="sku",
+        **window,
+    )  # fmt: skip
+    assert by_sku["warnings"] == ["late_shipment_rate is not available by sku: its values are null"]
+    # No line was pushed: no SKU has a row.
+    assert by_sku["rows"] == []
+    one_sku = await kpis(
+        http, tenant, metrics="csat", grain="total", skus="LAMP", **window
+    )  # fmt: skip
+    assert one_sku["rows"][0]["values"][0]["value"] is None
+    assert one_sku["warnings"] == ["csat is not available by sku: its values are null"]
     # By store, a day whose window holds no shipment has no row: no data then.
     grouped = await kpis(
         http, tenant, metrics="late_shipment_rate", grain="day", group_by="store",
@@ -203,3 +211,32 @@ async def test_a_promise_passing_makes_the_same_question_answer_late(
     await asyncio.sleep(max(0.0, (promised - datetime.now(UTC)).total_seconds()) + 0.5)
     body = await kpis(http, tenant, metrics="late_shipment_rate", grain="total", **window)
     assert body["rows"][0]["values"][0]["value"] == 0.5
+
+
+async def test_every_kpi_by_sku_answers_account_health_null_and_the_rest(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """A table of every KPI by SKU: account health has no SKU, so its cells are null,
+    said once in the warnings, and every other column is answered."""
+    tenant = await new_tenant()
+    await seed(http, tenant, [line("l1", "O1", 2, "10.00", "2026-04-03T18:00:00Z", sku="LAMP")])
+    body = await kpis(
+        http, tenant, metrics="gmv,order_defect_rate,units,csat", grain="total",
+        group_by="sku", order_by="csat", **{"from": "2026-04-01", "to": "2026-04-30"},
+    )  # fmt: skip
+    assert body["rows"] == [
+        {
+            "period": "TOTAL",
+            "dimensions": [{"key": "sku", "value": "LAMP"}],
+            "values": [
+                {"metric": "gmv", "value": 20.0, "previous": None, "change": None},
+                {"metric": "order_defect_rate", "value": None, "previous": None, "change": None},
+                {"metric": "units", "value": 2.0, "previous": None, "change": None},
+                {"metric": "csat", "value": None, "previous": None, "change": None},
+            ],
+        }
+    ]
+    assert body["warnings"] == [
+        "order_defect_rate is not available by sku: its values are null",
+        "csat is not available by sku: its values are null",
+    ]

@@ -15,10 +15,13 @@ from services.metrics.kpis.cache import entity_tag, key_version
 from services.metrics.kpis.query import (
     COMPARISONS,
     DIMENSIONS,
+    FILTER_OF,
+    FILTERS,
     GRAINS,
     MAX_LIMIT,
     KpiQuery,
     parse_query,
+    unsplittable_warning,
 )
 from services.metrics.kpis.registry import KPIS, describe, reference
 from services.metrics.kpis.schemas import KpiCatalog, KpiDefinitionOut, KpiResult
@@ -293,6 +296,9 @@ async def kpis(
     )
     charset = _csv_charset(request.headers.get("accept", "")) if csv_wanted else "utf-8"
     representation = ("csv" if charset == "utf-8" else f"csv-{charset}") if csv_wanted else "json"
+    if imposed:
+        # Its warnings name the caller's limits (``_noting_limits``): other bytes.
+        representation += ";limited-" + "-".join(sorted(imposed))
     held = request.headers.get("if-none-match", "")
     async with db.raw_connection() as conn:
         known = None
@@ -302,6 +308,7 @@ async def kpis(
             if none_match_holds(held, etag):
                 return Response(status_code=304, headers=_validators(etag))
         body, key = await run_query(conn, query, tenant_currency=tenant_currency, key=known)
+    body = _noting_limits(body, query, imposed)
     headers = _validators(entity_tag(key, representation))
     # Which state of the tenant's data the answer shows: the gateway asks again for
     # the fields of one GraphQL request that read an older one than their siblings.
@@ -334,6 +341,22 @@ def _parsed_within_limits(
             for e in refused.errors
         ]
         raise InvalidInput("; ".join(f"{e.field}: {e.reason}" for e in errors), errors) from None
+
+
+def _noting_limits(body: dict[str, Any], query: KpiQuery, imposed: set[str]) -> dict[str, Any]:
+    """The answer with each warning about a metric that cannot be split by a filter
+    the caller's limits imposed saying so: a caller that sent no such filter must learn
+    where it comes from. The answer cached for every caller is left as it is."""
+    limited = {FILTERS[name] for name in imposed}
+    notes = {
+        unsplittable_warning(metric, dimension): f"{unsplittable_warning(metric, dimension)} "
+        f"(this caller is limited to some {FILTER_OF[dimension]})"
+        for metric, dimension in query.unsplittable().items()
+        if dimension in limited
+    }
+    if not notes:
+        return body
+    return {**body, "warnings": [notes.get(w, w) for w in body["warnings"]]}
 
 
 def _validators(etag: str) -> dict[str, str]:

@@ -58,6 +58,25 @@ class KpiQuery:
     descending: bool = True
     limit: int | None = None
 
+    def unsplittable(self) -> dict[str, str]:
+        """Each metric asked that cannot be split as asked, and the first dimension (of
+        the groups, then the filters) it cannot be split by: account health has no SKU
+        or category. Such a metric answers null with a warning, and the others of the
+        question are answered: a table of every KPI by SKU keeps its columns."""
+        asked = [*self.group_by, *self.filters]
+        found = {}
+        for metric in self.metrics:
+            formula = FORMULAS.get(metric)
+            beyond = [d for d in asked if formula is not None and d not in formula.dimensions]
+            if beyond:
+                found[metric] = beyond[0]
+        return found
+
+    def answerable(self) -> list[str]:
+        """The metrics asked that ``unsplittable`` leaves."""
+        unsplittable = self.unsplittable()
+        return [m for m in self.metrics if m not in unsplittable]
+
 
 MAX_LIMIT = 10_000
 
@@ -163,19 +182,6 @@ def parse_query(tenant_id: str, params: dict[str, str | None]) -> KpiQuery:
     compare_to = (params.get("compare_to") or "").lower() or None
     if compare_to is not None and compare_to not in COMPARISONS:
         errors.append(FieldError(field="compare_to", reason=f"one of {', '.join(COMPARISONS)}"))
-    for metric in metrics:
-        formula = FORMULAS.get(metric)
-        if formula is None:
-            continue
-        for dimension in [*group_by, *filters]:
-            if dimension in DIMENSIONS and dimension not in formula.dimensions:
-                by_filter = dimension not in group_by
-                errors.append(
-                    FieldError(
-                        field=FILTER_OF[dimension] if by_filter else "group_by",
-                        reason=f"{metric} by {dimension} is not available",
-                    )
-                )
     order_by, descending = None, True
     if params.get("order_by"):
         metric, _, direction = str(params["order_by"]).partition(":")
@@ -338,6 +344,10 @@ def _float(value: Decimal | None) -> float | None:
     return None if value is None else float(value)
 
 
+def unsplittable_warning(metric: str, dimension: str) -> str:
+    return f"{metric} is not available by {dimension}: its values are null"
+
+
 def change(value: Decimal | None, previous: Decimal | None) -> float | None:
     if value is None or previous is None or previous == 0:
         return None
@@ -397,7 +407,10 @@ def answer(
                 "values": values,
             }
         )
-    warnings = list(dict.fromkeys(current.warnings + (previous.warnings if previous else [])))
+    unsplittable = [unsplittable_warning(m, d) for m, d in query.unsplittable().items()]
+    warnings = list(
+        dict.fromkeys(unsplittable + current.warnings + (previous.warnings if previous else []))
+    )
     return {"currency": currency, "rows": rows, "warnings": warnings}
 
 

@@ -87,7 +87,8 @@ async def _measure(
     settings: KpiSettings,
     now: datetime,
 ) -> Measured:
-    needed = set().union(*(FORMULAS[m].inputs for m in query.metrics))
+    answerable = query.answerable()
+    needed = set().union(*(FORMULAS[m].inputs for m in answerable))
     found = _Range(query)
     currencies = sorted(
         await _currencies(repository, known, query.tenant_id, start, end) - {target}
@@ -176,7 +177,7 @@ async def _measure(
 
     measured = Measured(warnings=found.warnings)
     blank = with_defaults({}, needed)
-    formulas = [(m, FORMULAS[m].compute) for m in query.metrics]
+    formulas = [(m, FORMULAS[m].compute) for m in answerable]
     for row_key, inputs in found.inputs.items():
         # What a bucket lacks of its inputs is as in an empty bucket.
         complete = {**blank, **inputs}
@@ -417,8 +418,11 @@ def _gmv(row: asyncpg.Record, settings: KpiSettings) -> Decimal | None:
 
 
 def _empty_bucket(query: KpiQuery) -> dict[str, Decimal | None]:
-    nothing = with_defaults({}, {name for m in query.metrics for name in FORMULAS[m].inputs})
-    return {m: FORMULAS[m].compute(nothing) for m in query.metrics}
+    """Each metric's value where its bucket holds nothing; null for one that cannot be
+    split as asked."""
+    answerable = query.answerable()
+    nothing = with_defaults({}, {name for m in answerable for name in FORMULAS[m].inputs})
+    return {m: FORMULAS[m].compute(nothing) if m in answerable else None for m in query.metrics}
 
 
 async def current_key(
