@@ -104,6 +104,15 @@ Text = Annotated[
     StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT),
     AfterValidator(_no_nul),
 ]
+
+
+def _blank_as_absent(value: object) -> object:
+    """An optional text left blank is absent, as an empty CSV cell is: ERPs write "" for
+    a field they have no value for, and a category of "" would be a category."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+OptionalText = Annotated[Text | None, BeforeValidator(_blank_as_absent)]
 # A refund's reason, a carrier's name: text a person wrote, kept and exported with the
 # event; far longer is a mistake (a whole document pasted), not a reason.
 MAX_FREE_TEXT = 2_000
@@ -151,7 +160,7 @@ class OrderLine(Payload):
     discount: NonNegativeMoney | None = None
     status: Literal["pending", "shipped", "delivered", "cancelled"]
     purchased_at: EventTime
-    category: Text | None = None
+    category: OptionalText = None
     fulfillment_channel: Literal["platform", "merchant"] | None = None
 
     @model_validator(mode="after")
@@ -182,7 +191,7 @@ def _not_before(model: BaseModel, info: ValidationInfo, later: str, earlier: str
 
 class Refund(Payload):
     order_id: Text
-    sku: Text | None = None
+    sku: OptionalText = None
     amount: NonNegativeMoney
     quantity: Count | None = None
     refunded_at: EventTime
@@ -193,14 +202,14 @@ class Fee(Payload):
     fee_type: Literal["commission", "fulfillment", "storage", "payment", "other"]
     amount: Money
     charged_at: EventTime
-    order_id: Text | None = None
-    sku: Text | None = None
+    order_id: OptionalText = None
+    sku: OptionalText = None
 
 
 class AdSpend(Payload):
     date: EventDate
     campaign_id: Text
-    sku: Text | None = None
+    sku: OptionalText = None
     impressions: Count
     clicks: Count
     cost: NonNegativeMoney

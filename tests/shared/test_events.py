@@ -434,3 +434,18 @@ def test_bounds_and_calendars_are_said_in_the_apis_words() -> None:
             "must be a date such as 2026-03-01 (day value is outside expected range)",
         ),
     ]
+
+
+def test_an_optional_text_left_blank_is_absent() -> None:
+    """As an empty CSV cell is: an ERP's "" is no category, not a category named ""."""
+    events, errors = validate_batch(
+        [order_line(category=""), order_line(category="  "), refund("1.00", sku="")]
+    )
+    assert errors == []
+    assert [event.payload.model_dump()["category"] for event in events[:2]] == [None, None]
+    assert events[2].payload.model_dump()["sku"] is None
+    # A required one is still required.
+    _, refused = validate_batch([order_line(sku="")])
+    assert [(e.field, e.reason) for e in refused] == [
+        ("payload.sku", "String should have at least 1 character")
+    ]
