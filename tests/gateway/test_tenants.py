@@ -184,3 +184,22 @@ async def test_a_rule_between_fields_names_the_field_at_fault(
     assert response.json()["errors"] == [
         {"field": "redirect_uris", "reason": "a public client needs at least one redirect_uri"}
     ]
+
+
+async def test_redirect_uris_that_read_otherwise_than_they_go_are_refused(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
+    for uri, reason in (
+        ("https://user:pw@app.example.com/cb", "must not hold a user name or password"),
+        ("https://*.example.com/cb", "must name its host, without a wildcard"),
+        ("https://app.example.com/cb/../admin", "its path must not hold . or .. segments"),
+    ):
+        response = await http.post(
+            f"/v1/tenants/{tenant.tenant_id}/clients",
+            json={"name": "spa", "scopes": ["kpi:read"], "public": True, "redirect_uris": [uri]},
+            headers=tenant.headers,
+        )
+        assert response.status_code == 422, uri
+        (error,) = response.json()["errors"]
+        assert error["field"].startswith("redirect_uris") and reason in error["reason"], error

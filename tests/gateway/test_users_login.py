@@ -217,6 +217,53 @@ async def test_oauth_errors_echoing_what_a_client_sent_stay_client_errors(
             assert response.json() == {"error": error, "error_description": description}
 
 
+async def test_a_loopback_redirect_may_take_any_port(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """RFC 8252 §7.3: a native or command-line tool listens on a port the system gives
+    it, so a registered loopback IP redirect matches at any port; nothing else does."""
+    admin = await new_tenant()
+    registered = ["http://127.0.0.1/callback", "http://[::1]:8080/cb"]
+    created = await http.post(
+        f"/v1/tenants/{admin.tenant_id}/clients",
+        json={"name": "cli", "scopes": ["kpi:read"], "public": True, "redirect_uris": registered},
+        headers=admin.headers,
+    )
+    assert created.status_code == 201, created.text
+    client_id = created.json()["client_id"]
+    user = await add_user(http, admin, "viewer")
+    verifier, challenge = pkce()
+    for uri in ("http://127.0.0.1:51234/callback", "http://[::1]:40000/cb"):
+        params = {
+            **authorize_params(client_id, challenge),
+            "redirect_uri": uri,
+            "scope": "kpi:read",
+        }
+        page = await http.get("/oauth/authorize", params=params)
+        assert page.status_code == 200, (uri, page.text)
+        posted = await http.post(
+            "/oauth/authorize", data={**params, "email": user["email"], "password": PASSWORD}
+        )
+        assert posted.status_code == 303 and posted.headers["location"].startswith(uri + "?")
+        code = parse_qs(urlsplit(posted.headers["location"]).query)["code"][0]
+        # The code goes only with the very URI it was sent to.
+        tokens = await exchange(
+            http, client_id, grant_type="authorization_code", code=code,
+            redirect_uri=uri, code_verifier=verifier,
+        )  # fmt: skip
+        assert tokens.status_code == 200, tokens.text
+    for uri in (
+        "http://127.0.0.1:51234/other",
+        "https://127.0.0.1:51234/callback",
+        "http://localhost:51234/callback",
+        "http://evil@127.0.0.1:51234/callback",
+        "http://127.0.0.1:port/callback",
+    ):
+        params = {**authorize_params(client_id, challenge), "redirect_uri": uri}
+        page = await http.get("/oauth/authorize", params=params)
+        assert page.status_code == 400 and "location" not in page.headers, uri
+
+
 async def test_authorize_errors(http: httpx.AsyncClient, new_tenant: NewTenant) -> None:
     admin = await new_tenant()
     client_id = await frontend_client(http, admin)

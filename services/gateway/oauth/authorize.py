@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -63,6 +63,34 @@ class AuthorizationRequest:
 AUTHORIZATION_FIELDS = frozenset(field.name for field in fields(AuthorizationRequest))
 
 
+LOOPBACK_HOSTS = frozenset(("127.0.0.1", "::1"))
+
+
+def registered(redirect_uri: str, redirect_uris: Iterable[str]) -> bool:
+    """Whether ``redirect_uri`` is one the client registered: exactly, or (RFC 8252
+    §7.3) on a loopback IP at another port, which a native or command-line tool takes
+    from the system when it starts listening."""
+    if redirect_uri in redirect_uris:
+        return True
+    asked = urlsplit(redirect_uri)
+    if asked.scheme != "http" or asked.hostname not in LOOPBACK_HOSTS or asked.username:
+        return False
+    try:
+        asked.port  # noqa: B018  # a port that is no number makes no URI to send a code to
+    except ValueError:
+        return False
+    for uri in redirect_uris:
+        known = urlsplit(uri)
+        if (known.scheme, known.hostname, known.path, known.query) == (
+            asked.scheme,
+            asked.hostname,
+            asked.path,
+            asked.query,
+        ) and not known.username:
+            return True
+    return False
+
+
 class PageError(Exception):
     """Shown on the page: the client or redirect URI cannot be trusted."""
 
@@ -108,7 +136,7 @@ async def _checked(
     )
     if client is None:
         raise PageError("Unknown application (client_id).")
-    if not request.redirect_uri or request.redirect_uri not in client.redirect_uris:
+    if not request.redirect_uri or not registered(request.redirect_uri, client.redirect_uris):
         raise PageError("This application's redirect_uri is not registered.")
     if repeated:
         raise RedirectError(

@@ -71,6 +71,14 @@ class ClientCreate(BaseModel):
                 raise ValueError(f"{uri}: must be https (or http on localhost)")
             if parts.fragment or not parts.hostname:
                 raise ValueError(f"{uri}: must be an absolute URI without a fragment")
+            # What makes a URI send a code elsewhere than it reads: credentials before
+            # the host, a wildcard taken literally, a path that climbs out of itself.
+            if parts.username is not None or parts.password is not None:
+                raise ValueError(f"{uri}: must not hold a user name or password")
+            if "*" in parts.netloc:
+                raise ValueError(f"{uri}: must name its host, without a wildcard")
+            if {".", ".."} & set(parts.path.split("/")):
+                raise ValueError(f"{uri}: its path must not hold . or .. segments")
         return uris
 
     @model_validator(mode="after")
