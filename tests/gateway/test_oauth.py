@@ -179,12 +179,13 @@ async def test_metadata_and_jwks(http: httpx.AsyncClient, stack: Stack) -> None:
         "client_secret_post",
         "none",
     ]
-    assert set(metadata["scopes_supported"]) == set(ALL_SCOPES)
+    assert set(metadata["scopes_supported"]) == {"openid", *ALL_SCOPES}
     assert metadata["response_types_supported"] == ["code"]
     openid = (await http.get("/.well-known/openid-configuration")).json()
     assert openid["issuer"] == stack.gateway
     assert openid["jwks_uri"] == metadata["jwks_uri"]
     assert openid["id_token_signing_alg_values_supported"] == ["RS256"]
+    assert {"sub", "aud", "nonce", "auth_time"} <= set(openid["claims_supported"])
     jwks = (await http.get("/.well-known/jwks.json")).json()
     assert jwks["keys"] and all(set(k) >= {"kty", "kid", "n", "e"} for k in jwks["keys"])
     # Public keys only.

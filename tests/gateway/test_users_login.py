@@ -12,6 +12,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import asyncpg
 import httpx
+from joserfc import jwt
+from joserfc.jwk import KeySet
 from sqlmodel import col, select
 
 from services.gateway.graphql.revalidation import MEMORY
@@ -262,6 +264,67 @@ async def test_a_loopback_redirect_may_take_any_port(
         params = {**authorize_params(client_id, challenge), "redirect_uri": uri}
         page = await http.get("/oauth/authorize", params=params)
         assert page.status_code == 400 and "location" not in page.headers, uri
+
+
+async def test_an_openid_sign_in_gets_an_id_token_naming_its_nonce(
+    http: httpx.AsyncClient, new_tenant: NewTenant, stack: Stack
+) -> None:
+    """An agency portal on an OpenID Connect library asks for ``openid`` and a nonce,
+    and checks the ID token against the JWKS, its issuer, audience and nonce."""
+    admin = await new_tenant()
+    client_id = await frontend_client(http, admin)
+    user = await add_user(http, admin, "viewer")
+    verifier, challenge = pkce()
+    params = {
+        **authorize_params(client_id, challenge),
+        "scope": "openid kpi:read",
+        "nonce": "n-0S6_WzA2Mj",
+    }
+    page = await http.get("/oauth/authorize", params=params)
+    assert page.status_code == 200 and 'name="nonce" value="n-0S6_WzA2Mj"' in page.text
+    before = int(time.time())
+    posted = await http.post(
+        "/oauth/authorize", data={**params, "email": user["email"], "password": PASSWORD}
+    )
+    assert posted.status_code == 303, posted.text
+    code = parse_qs(urlsplit(posted.headers["location"]).query)["code"][0]
+    answer = await exchange(
+        http, client_id, grant_type="authorization_code", code=code,
+        redirect_uri=REDIRECT, code_verifier=verifier,
+    )  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    tokens = answer.json()
+    assert tokens["scope"] == "kpi:read openid"
+    keys = KeySet.import_key_set((await http.get("/.well-known/jwks.json")).json())
+    id_token = jwt.decode(tokens["id_token"], keys, algorithms=["RS256"])
+    assert id_token.header["typ"] == "JWT"
+    claims = id_token.claims
+    assert (claims["iss"], claims["aud"], claims["azp"]) == (stack.gateway, client_id, client_id)
+    assert (claims["sub"], claims["tenant"]) == (user["id"], admin.tenant_id)
+    assert claims["nonce"] == "n-0S6_WzA2Mj"
+    assert before - 1 <= claims["auth_time"] <= claims["iat"] < claims["exp"]
+    # The access token reads as before; the ID token opens nothing.
+    reads = await http.get(
+        "/v1/kpis/catalog", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
+    assert reads.status_code == 200
+    refused = await http.get(
+        "/v1/kpis/catalog", headers={"Authorization": f"Bearer {tokens['id_token']}"}
+    )
+    assert refused.status_code == 401
+    # A refresh is no new sign-in: no ID token (OpenID Connect Core §12.2).
+    refreshed = await exchange(
+        http, client_id, grant_type="refresh_token", refresh_token=tokens["refresh_token"]
+    )
+    assert refreshed.status_code == 200 and "id_token" not in refreshed.json()
+    assert refreshed.json()["scope"] == "kpi:read openid"
+    # Without openid, no ID token; a nonce longer than a nonce goes back refused.
+    plain = await user_tokens(http, client_id, user["email"])
+    assert "id_token" not in plain
+    too_long = await http.get("/oauth/authorize", params={**params, "nonce": "n" * 256})
+    assert too_long.status_code == 303
+    refusal = parse_qs(urlsplit(too_long.headers["location"]).query)
+    assert refusal["error"] == ["invalid_request"] and refusal["state"] == ["xyz"]
 
 
 async def test_authorize_errors(http: httpx.AsyncClient, new_tenant: NewTenant) -> None:

@@ -41,6 +41,8 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 WRONG_CREDENTIALS = "Wrong e-mail or password."
+# A nonce is the client's random value; far longer is no nonce but a payload.
+MAX_NONCE = 255
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ class AuthorizationRequest:
     state: str
     code_challenge: str
     code_challenge_method: str
+    # OpenID Connect: the client's value, which the ID token names back.
+    nonce: str = ""
 
     def hidden_fields(self) -> str:
         return "".join(
@@ -150,6 +154,8 @@ async def _checked(
         raise RedirectError("invalid_request", "code_challenge_method must be S256")
     if not CHALLENGE.fullmatch(request.code_challenge):
         raise RedirectError("invalid_request", "code_challenge must be 43 base64url characters")
+    if len(request.nonce) > MAX_NONCE:
+        raise RedirectError("invalid_request", f"nonce must be at most {MAX_NONCE} characters")
     return client
 
 
@@ -227,6 +233,7 @@ async def authorize_page(
     state: str = "",
     code_challenge: str = "",
     code_challenge_method: str = "",
+    nonce: str = "",
 ) -> Response:
     """Shows the sign-in form. Needs ``response_type=code``, a registered
     ``redirect_uri``, and PKCE with ``code_challenge_method=S256``."""
@@ -240,6 +247,7 @@ async def authorize_page(
             state,
             code_challenge,
             code_challenge_method,
+            nonce,
         ),
         _repeated(request.query_params.multi_items()),
         request.app.state.settings.effective_issuer,
@@ -275,9 +283,17 @@ async def authorize_submit(
     state: Annotated[str, Form()] = "",
     code_challenge: Annotated[str, Form()] = "",
     code_challenge_method: Annotated[str, Form()] = "",
+    nonce: Annotated[str, Form()] = "",
 ) -> Response:
     authorization = AuthorizationRequest(
-        client_id, redirect_uri, response_type, scope, state, code_challenge, code_challenge_method
+        client_id,
+        redirect_uri,
+        response_type,
+        scope,
+        state,
+        code_challenge,
+        code_challenge_method,
+        nonce,
     )
     issuer = request.app.state.settings.effective_issuer
     form = (await request.form()).multi_items()
@@ -336,7 +352,14 @@ async def authorize_submit(
             issuer,
         )
     code = await sessions.issue_code(
-        session, client.client_id, user.id, user.tenant_id, redirect_uri, granted, code_challenge
+        session,
+        client.client_id,
+        user.id,
+        user.tenant_id,
+        redirect_uri,
+        granted,
+        code_challenge,
+        nonce=authorization.nonce or None,
     )
     request.state.audit_detail = {"outcome": "signed_in", "scope": granted}
     return _redirect(authorization, {"code": code}, issuer)

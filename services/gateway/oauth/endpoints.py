@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from services.gateway.oauth import sessions, user_grants
+from services.gateway.oauth.minting import ID_TOKEN_CLAIMS, OPENID
 from services.gateway.oauth.models import OAuthClient
 from services.gateway.oauth.repository import ClientRepository
 from services.gateway.oauth.revoked import refuse_at_once
@@ -353,7 +354,7 @@ def _metadata(request: Request) -> dict[str, Any]:
         "introspection_endpoint_auth_methods_supported": list(AUTH_METHODS),
         "token_endpoint_auth_signing_alg_values_supported": [ALGORITHM],
         "access_token_signing_alg_values_supported": [ALGORITHM],
-        "scopes_supported": list(ALL_SCOPES),
+        "scopes_supported": [OPENID, *ALL_SCOPES],
     }
 
 
@@ -367,4 +368,5 @@ async def openid_configuration(request: Request) -> dict[str, Any]:
     metadata = _metadata(request)
     metadata["id_token_signing_alg_values_supported"] = [ALGORITHM]
     metadata["subject_types_supported"] = ["public"]
+    metadata["claims_supported"] = list(ID_TOKEN_CLAIMS)
     return metadata

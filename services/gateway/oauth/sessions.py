@@ -33,6 +33,8 @@ class AuthorizationCode(SQLModel, table=True):
     code_challenge: str
     expires_at: datetime
     used_at: datetime | None = None
+    # An OpenID sign-in's nonce, which its ID token names.
+    nonce: str | None = None
 
 
 class RefreshToken(SQLModel, table=True):
@@ -94,6 +96,9 @@ class Redeemed:
     # What the sign-in granted, which every refresh token of it keeps (RFC 6749 §6: a
     # refresh that names no scope gets the scope granted, not the last one asked).
     granted: str
+    # For an ID token: the sign-in's nonce and when the user signed in (a code only).
+    nonce: str | None = None
+    signed_in_at: datetime | None = None
 
 
 class ScopeBeyondSignIn(Exception):
@@ -123,6 +128,7 @@ async def issue_code(
     redirect_uri: str,
     scope: str,
     code_challenge: str,
+    nonce: str | None = None,
 ) -> str:
     code = secrets.token_urlsafe(32)
     session.add(
@@ -135,6 +141,7 @@ async def issue_code(
             scope=scope,
             code_challenge=code_challenge,
             expires_at=utcnow() + CODE_TTL,
+            nonce=nonce,
         )
     )
     await session.flush()
@@ -167,7 +174,15 @@ async def redeem_code(
         raise SessionError("redirect_uri differs from the authorization request")
     if not hmac.compare_digest(s256(verifier), row.code_challenge):
         raise SessionError("code_verifier does not match the code_challenge")
-    return Redeemed(row.user_id, row.tenant_id, row.scope, family_id, granted=row.scope)
+    return Redeemed(
+        row.user_id,
+        row.tenant_id,
+        row.scope,
+        family_id,
+        granted=row.scope,
+        nonce=row.nonce,
+        signed_in_at=row.expires_at - CODE_TTL,
+    )
 
 
 async def issue_refresh(

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.gateway.oauth import sessions
-from services.gateway.oauth.minting import mint_access_token
+from services.gateway.oauth.minting import OPENID, mint_access_token, mint_id_token
 from services.gateway.oauth.models import OAuthClient
 from services.gateway.oauth.repository import ClientRepository
 from services.gateway.oauth.revoked import refuse_at_once
@@ -58,10 +58,11 @@ async def authenticate_client(session: AsyncSession, form_request: TokenRequest)
 
 
 def granted_scope(requested: str, user: User, client: OAuthClient) -> str:
-    """What a user's token may carry: asked for, held by the role and by the client."""
+    """What a user's token may carry: asked for, held by the role and by the client;
+    and ``openid`` when asked for, which gives the sign-in an ID token and no rights."""
     allowed = set(ROLES.get(user.role, ())) & set(client.scopes)
     wanted = set(requested.split()) if requested.strip() else allowed
-    return " ".join(sorted(wanted & allowed))
+    return " ".join(sorted(wanted & (allowed | {OPENID})))
 
 
 async def token_response(
@@ -161,10 +162,23 @@ async def _grant(
     refresh_token = await sessions.issue_refresh(
         session, redeemed.family_id, client.client_id, user.id, user.tenant_id, redeemed.granted
     )
-    return {
+    answer = {
         "access_token": access_token,
         "token_type": "Bearer",
         "expires_in": USER_TOKEN_TTL_SECONDS,
         "scope": scope,
         "refresh_token": refresh_token,
     }
+    if OPENID in scope.split() and redeemed.signed_in_at is not None:
+        # Only when the user signs in: a refresh proves no new sign-in (Core §12.2).
+        answer["id_token"] = mint_id_token(
+            request.app.state.signer,
+            settings.effective_issuer,
+            USER_TOKEN_TTL_SECONDS,
+            subject=user.id,
+            client_id=client.client_id,
+            tenant_id=user.tenant_id,
+            signed_in_at=int(redeemed.signed_in_at.timestamp()),
+            nonce=redeemed.nonce,
+        )
+    return answer
