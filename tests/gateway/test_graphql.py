@@ -84,6 +84,11 @@ FAKE_ANSWERS: dict[str, Response] = {
         status_code=503,
         headers={"Retry-After": "1"},
     ),
+    "FAST": JSONResponse(
+        {"error": "rate_limited", "detail": "too many requests; retry after 3 s"},
+        status_code=429,
+        headers={"Retry-After": "3"},
+    ),
 }
 
 
@@ -567,6 +572,9 @@ async def test_another_tenants_id_is_forbidden(
         ("GONE", "NOT_FOUND"),
         ("BOOM", "INTERNAL"),
         ("BUSY", "INTERNAL"),
+        # Each kpis field counts at metrics: a dashboard of many widgets slows down,
+        # told when to ask again, rather than meeting a fault of the server.
+        ("FAST", "RATE_LIMITED"),
     ],
 )
 async def test_metrics_errors_become_graphql_codes(
@@ -579,7 +587,7 @@ async def test_metrics_errors_become_graphql_codes(
     assert error["extensions"]["code"] == code
     assert "Traceback" not in str(body) and "password" not in str(body)
     # Only a metrics away for now is worth asking again in a moment.
-    assert error["extensions"].get("retryAfter") == (1 if currency == "BUSY" else None)
+    assert error["extensions"].get("retryAfter") == {"BUSY": 1, "FAST": 3}.get(currency)
     if code == "BAD_USER_INPUT":
         assert error["message"] == "unknown currency XXX"
         # Named as the GraphQL client wrote it, not as metrics' REST parameter.
@@ -750,12 +758,22 @@ async def test_a_body_graphql_cannot_read_is_400_or_415(
     for content, content_type, status in (
         (b"{bad", "application/json", 400),
         (b'{"query": "{ kpiCatalog { id } }"}', "text/plain", 415),
+        # JSON, but no object: a server error before, not the client's.
+        *((body, "application/json", 400) for body in (b"null", b'"x"', b"123", b"true")),
+        (b'"{\\"query\\": \\"{ kpiCatalog { id } }\\"}"', "application/json; charset=utf-8", 400),
     ):
         response = await fake.client.post(
             "/graphql", content=content, headers={**tenant.headers, "Content-Type": content_type}
         )
-        assert response.status_code == status, response.text
+        assert response.status_code == status, (content, response.text)
         assert response.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+        if status == 400 and content[:1] != b"{":
+            assert "must be a JSON object" in response.json()["errors"][0]["message"]
+        # Who may call is answered first.
+        anonymous = await fake.client.post(
+            "/graphql", content=content, headers={"Content-Type": content_type}
+        )
+        assert anonymous.status_code == 401, (content, anonymous.text)
 
 
 async def test_a_get_graphql_cannot_take_is_refused_in_json(

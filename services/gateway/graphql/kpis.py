@@ -34,6 +34,7 @@ from shared.errors import (
     InvalidInput,
     LodestarError,
     NotFound,
+    RateLimited,
     Unauthenticated,
     UpstreamUnavailable,
 )
@@ -185,6 +186,14 @@ def _error_from(response: httpx.Response) -> LodestarError:
         return NotFound(detail)
     if status in (400, 413, 422):
         return InvalidInput(detail, errors) if status == 422 else BadRequest(detail, errors)
+    if status == 429:
+        # The caller's own rate at metrics, where each kpis field of a request counts:
+        # its to slow down, with when to ask again, not a fault of the server.
+        retry_after = response.headers.get("retry-after", "")
+        return RateLimited(
+            int(retry_after) if retry_after.isdigit() else 1,
+            "too many KPI questions from this client (each kpis field counts)",
+        )
     if status == 503:
         return UpstreamUnavailable.for_now(f"the metrics service is unavailable ({detail})")
     return UpstreamUnavailable(f"the metrics service failed ({status})")

@@ -244,6 +244,9 @@ class RememberedGraphql:
             await _send_json(send, NOT_UTF8, status=400)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        if scope["method"] == "POST" and _json_but_no_object(body, headers.get("content-type", "")):
+            await _refuse(scope, send, NOT_AN_OBJECT)
+            return
         authorization = headers.get("authorization", "")
         key = remembered_as(body, authorization, headers.get("content-type", ""))
         if key in self.memory and await _token_still_good(scope):
@@ -331,23 +334,43 @@ def _errors_as_json(scope: Scope, send: Send) -> Send:
                 refused = message
                 return
         elif refused is not None and message["type"] == "http.response.body":
-            try:
-                await current_principal(Request(scope))
-            except Unauthenticated as exc:
-                error = {"message": exc.detail, "extensions": {"code": exc.graphql_code}}
-                challenge = [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
-                await _send_json(
-                    send, orjson.dumps({"errors": [error]}), exc.status, extra=challenge
-                )
-                return
-            reason = message.get("body", b"").decode("utf-8", "replace")
-            status, shown, extra = _refused_request(reason, scope["method"])
-            error = {"message": shown, "extensions": {"code": "BAD_USER_INPUT"}}
-            await _send_json(send, orjson.dumps({"errors": [error]}), status, extra=extra)
+            await _refuse(scope, send, message.get("body", b"").decode("utf-8", "replace"))
             return
         await send(message)
 
     return sending
+
+
+async def _refuse(scope: Scope, send: Send, reason: str) -> None:
+    """Answers a request GraphQL cannot read: 401 without a valid token, else the
+    ``reason`` as a GraphQL error, BAD_USER_INPUT."""
+    try:
+        await current_principal(Request(scope))
+    except Unauthenticated as exc:
+        error = {"message": exc.detail, "extensions": {"code": exc.graphql_code}}
+        challenge = [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+        await _send_json(send, orjson.dumps({"errors": [error]}), exc.status, extra=challenge)
+        return
+    status, shown, extra = _refused_request(reason, scope["method"])
+    error = {"message": shown, "extensions": {"code": "BAD_USER_INPUT"}}
+    await _send_json(send, orjson.dumps({"errors": [error]}), status, extra=extra)
+
+
+NOT_AN_OBJECT = "the request body must be a JSON object with a query"
+
+
+def _json_but_no_object(body: bytes, content_type: str) -> bool:
+    """A JSON body that is a string, number, boolean or null: strawberry reads every
+    JSON body as an object and failed on these with a server error (a frontend's
+    ``JSON.stringify`` of a body already a string). A list is batching, refused by
+    strawberry itself; a body that is no JSON, strawberry refuses too."""
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        return False
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return not isinstance(parsed, dict | list)
 
 
 async def _send_json(
