@@ -148,15 +148,23 @@ def load_demo(gateway_url: str, admin: AdminCredentials, home: Path) -> DemoTena
     with httpx.Client(base_url=gateway_url, timeout=60.0) as client:
         demo = _ensure_tenant(client, admin, home / "demo-credentials.json")
         token = _token(client, demo.client_id, demo.client_secret)
-        events = demo_events(datetime.now(UTC).date())
-        for start in range(0, len(events), 5000):
-            response = client.post(
-                "/v1/events",
-                json={"events": events[start : start + 5000]},
-                headers={"Authorization": f"Bearer {token}"},
-            )
-            response.raise_for_status()
+        push_in_batches(client, token, demo_events(datetime.now(UTC).date()))
         return demo
+
+
+def push_in_batches(client: httpx.Client, token: str, events: list[dict[str, Any]]) -> None:
+    """Pushes ``events`` 5,000 a request (the most one takes); a request over the body
+    limit (``LODESTAR_MAX_BODY_BYTES`` lowered) goes again in halves."""
+    batches = [events[start : start + 5000] for start in range(0, len(events), 5000)]
+    while batches:
+        batch = batches.pop(0)
+        response = client.post(
+            "/v1/events", json={"events": batch}, headers={"Authorization": f"Bearer {token}"}
+        )
+        if response.status_code == 413 and len(batch) > 1:
+            batches[:0] = [batch[: len(batch) // 2], batch[len(batch) // 2 :]]
+            continue
+        response.raise_for_status()
 
 
 if __name__ == "__main__":

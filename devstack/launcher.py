@@ -31,6 +31,7 @@ from devstack.embedded import (
     EmbeddedBroker,
     EmbeddedPostgres,
     PortInUse,
+    PortShared,
     ensure_ports_free,
     tail,
 )
@@ -380,7 +381,7 @@ def main() -> int:
         signal.signal(stop, on_signal)
     try:
         return launcher.run()
-    except (PortInUse, AlreadyRunning) as exc:
+    except (PortInUse, PortShared, AlreadyRunning) as exc:
         print(exc, file=sys.stderr)
         return 2
     except SystemExit as exc:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, timedelta
 
-from devstack.demo import DAYS, demo_events
+import httpx
+import pytest
+
+from devstack.demo import DAYS, demo_events, push_in_batches
 from shared.events import validate_batch
 from shared.time import local_date
 
@@ -34,3 +38,28 @@ def test_every_local_date_of_an_order_has_an_mxn_rate_on_or_before_it() -> None:
         purchased = datetime.fromisoformat(event["payload"]["purchased_at"])
         day = local_date(purchased, "MX").isoformat()
         assert rated[0] <= day, (event["event_id"], day)
+
+
+def test_a_push_over_a_lowered_body_limit_goes_again_in_halves() -> None:
+    """LODESTAR_MAX_BODY_BYTES lowered below a demo batch: the launcher died at every
+    start on the 413. The gateway's answers here are its own: 413 over the limit."""
+    limit = 40_000
+    pushed: list[int] = []
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        if len(request.content) > limit:
+            return httpx.Response(413, json={"error": "payload_too_large"})
+        events = json.loads(request.content)["events"]
+        pushed.extend(event["n"] for event in events)
+        return httpx.Response(202, json={"accepted": len(events), "duplicates": 0})
+
+    events = [{"n": n, "padding": "x" * 100} for n in range(1_200)]
+    with httpx.Client(base_url="http://gateway", transport=httpx.MockTransport(gateway)) as client:
+        push_in_batches(client, "token", events)
+    assert pushed == list(range(1_200))
+    # One event over the limit cannot be halved: the 413 is raised, not looped on.
+    with (
+        httpx.Client(base_url="http://gateway", transport=httpx.MockTransport(gateway)) as client,
+        pytest.raises(httpx.HTTPStatusError),
+    ):
+        push_in_batches(client, "token", [{"n": 0, "padding": "x" * limit}])

@@ -28,8 +28,10 @@ from devstack.embedded import (
     EmbeddedError,
     EmbeddedPostgres,
     PortInUse,
+    PortShared,
     ensure_ports_free,
     free_port,
+    free_ports,
     port_is_free,
 )
 
@@ -336,6 +338,41 @@ def test_ensure_ports_free_lists_every_taken_port_on_one_line() -> None:
 
 
 def test_ensure_ports_free_accepts_free_ports() -> None:
-    ports = {"LODESTAR_GATEWAY_PORT": free_port(), "LODESTAR_INGEST_PORT": free_port()}
-    ensure_ports_free(ports)  # raises nothing
+    gateway, ingest = free_ports(2)
+    ensure_ports_free({"LODESTAR_GATEWAY_PORT": gateway, "LODESTAR_INGEST_PORT": ingest})
+
+
+def test_two_variables_naming_one_port_are_refused_before_anything_starts() -> None:
+    """Both services started, the second on the port the first held, and the demo
+    loader then met one service answering for two."""
+    gateway, ingest = free_ports(2)
+    ports = {
+        "LODESTAR_GATEWAY_PORT": gateway,
+        "LODESTAR_INGEST_PORT": ingest,
+        "LODESTAR_METRICS_PORT": ingest,
+    }
+    with pytest.raises(PortShared) as raised:
+        ensure_ports_free(ports)
+    assert str(raised.value) == (
+        f"LODESTAR_INGEST_PORT and LODESTAR_METRICS_PORT are all {ingest}: give each its own port"
+    )
     assert all(port_is_free("127.0.0.1", p) for p in ports.values())
+
+
+async def test_postgres_starts_on_a_path_with_a_space_in_it(workdir: Path) -> None:
+    """A clone in ``~/My Projects``: the wheel passed the data directory to postgres as
+    its socket directory unquoted, and the server did not start."""
+    pgdata = workdir / "My Projects" / ".lodestar" / "postgres"
+    pg = EmbeddedPostgres(pgdata)
+    try:
+        url = pg.start()
+        conn = await asyncpg.connect(url)
+        try:
+            assert await conn.fetchval("SELECT 1") == 1
+        finally:
+            await conn.close()
+        # Its socket is in a directory of its own, which the command line carries whole.
+        assert "lodestar-pg-" in url
+    finally:
+        pg.stop()
+    assert _live_processes_on(pgdata) == []
