@@ -36,7 +36,8 @@ def preflight(origin: str, method: str = "POST") -> dict[str, str]:
     return {
         "Origin": origin,
         "Access-Control-Request-Method": method,
-        "Access-Control-Request-Headers": "authorization, content-type, if-none-match",
+        "Access-Control-Request-Headers": "authorization, content-type, if-none-match, "
+        "apollographql-client-name, apollographql-client-version",
     }
 
 
@@ -48,7 +49,7 @@ async def test_an_allowed_origin_is_answered_its_preflight_and_reads_the_answer(
         assert response.status_code == 200, (path, response.text)
         assert response.headers["access-control-allow-origin"] == DEV
         allowed = response.headers["access-control-allow-headers"].lower()
-        assert {"authorization", "content-type", "if-none-match"} <= {
+        assert {"authorization", "content-type", "if-none-match", "apollographql-client-name"} <= {
             h.strip() for h in allowed.split(",")
         }
         # Bearer tokens, never cookies.
