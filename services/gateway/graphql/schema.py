@@ -47,6 +47,13 @@ MAX_ALIASES = 15
 MAX_TOKENS = 2000
 # graphql-core's words for it.
 MULTIPLE_OPERATIONS = "Must provide operation name if query contains multiple operations."
+# graphql-core's words for a document too big to check (its checks recurse past
+# Python's limit at some 700 fields in one selection), which name no limit.
+VALIDATION_ABORTED = "Validation aborted."
+TOO_LARGE_TO_CHECK = (
+    "the query is too large to check: ask for fewer fields in one selection "
+    "(several hundred at most)"
+)
 
 
 @strawberry.type
@@ -63,6 +70,8 @@ class Schema(strawberry.Schema):
         for error in errors:
             if error.original_error is None and not (error.extensions or {}).get("code"):
                 error.extensions = {**(error.extensions or {}), "code": "BAD_USER_INPUT"}
+            if error.message == VALIDATION_ABORTED:
+                error.message = TOO_LARGE_TO_CHECK
 
 
 # The depth and alias limits are validation rules. Built once, so every request adds
