@@ -642,7 +642,9 @@ async def test_input_errors_are_bad_user_input(fake: FakeMetrics, new_tenant: Ne
     assert fake.calls == []
 
 
-async def test_input_errors_name_the_field(fake: FakeMetrics, new_tenant: NewTenant) -> None:
+async def test_input_errors_name_the_field(
+    fake: FakeMetrics, http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
     """graphql-core names a type ("Value cannot represent a Date"); a client needs the
     field, whether it wrote the value in the query or in a variable."""
     tenant = await new_tenant(scopes=["kpi:read"])
@@ -692,6 +694,11 @@ async def test_input_errors_name_the_field(fake: FakeMetrics, new_tenant: NewTen
             }
         ],
     ]
+    # Metrics' own refusal of a field, named as the GraphQL client wrote it.
+    none_asked = await gql(http, tenant.headers, KPIS, input=month_input(metrics=[]))
+    [refusal] = none_asked["errors"]
+    assert refusal["extensions"]["errors"][0]["field"] == "input.metrics"
+    assert "input.metrics: required" in refusal["message"], refusal
     absent = await gql(fake.client, tenant.headers, KPIS, input=None)
     assert absent["errors"][0]["extensions"]["errors"][0]["field"] == "input"
     assert fake.calls == []

@@ -176,7 +176,9 @@ def _error_from(response: httpx.Response) -> LodestarError:
     for rest_name in {str(e.get("field", "")) for e in named}:
         # Metrics says "group_by: ..." where the GraphQL input has input.groupBy.
         graphql_name = _graphql_field(rest_name)
-        detail = re.sub(rf"(^|; ){re.escape(rest_name)}: ", rf"\g<1>{graphql_name}: ", detail)
+        detail = re.sub(
+            rf"(^|; |^invalid request: ){re.escape(rest_name)}: ", rf"\g<1>{graphql_name}: ", detail
+        )
     status = response.status_code
     if status == 401:
         return Unauthenticated(detail)
