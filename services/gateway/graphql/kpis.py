@@ -238,10 +238,16 @@ def _cells_a_row(info: Info[Context, None], metrics: int, dimensions: int) -> in
     for rows in _by_key(_inside(merged)).values():
         if rows[0].name != "rows":
             continue
-        for inner in _by_key(_inside(rows)).values():
+        for inner in _values_by_key(_inside(rows)).values():
             times = {"dimensions": dimensions, "values": metrics}.get(inner[0].name)
-            total += 1 if times is None else times * max(1, len(_by_key(_inside(inner))))
+            total += 1 if times is None else times * max(1, len(_values_by_key(_inside(inner))))
     return total
+
+
+def _values_by_key(selections: list[Selection]) -> dict[str, list[SelectedField]]:
+    """``_by_key`` without ``__typename``: Apollo Client adds it to every selection, and
+    a type's name is no value of the answer (a query must pass from Apollo as from curl)."""
+    return {k: v for k, v in _by_key(selections).items() if v[0].name != "__typename"}
 
 
 def _spend_cells(context: Context, cells: int) -> None:
