@@ -771,7 +771,10 @@ async def test_a_body_graphql_cannot_read_is_400_or_415(
         (b"{bad", "application/json", 400),
         (b'{"query": "{ kpiCatalog { id } }"}', "text/plain", 415),
         # JSON, but no object: a server error before, not the client's.
-        *((body, "application/json", 400) for body in (b"null", b'"x"', b"123", b"true")),
+        *(
+            (body, "application/json", 400)
+            for body in (b"null", b'"x"', b"123", b"true", b"NaN", b"-Infinity", b"1e999")
+        ),
         (b'"{\\"query\\": \\"{ kpiCatalog { id } }\\"}"', "application/json; charset=utf-8", 400),
     ):
         response = await fake.client.post(

@@ -194,6 +194,9 @@ async def test_redirect_uris_that_read_otherwise_than_they_go_are_refused(
         ("https://user:pw@app.example.com/cb", "must not hold a user name or password"),
         ("https://*.example.com/cb", "must name its host, without a wildcard"),
         ("https://app.example.com/cb/../admin", "its path must not hold . or .. segments"),
+        ("https://app.example.com/cb/%2e%2E/admin", "its path must not hold . or .. segments"),
+        ("https://app.example.com/c\u200bb", "must be printable ASCII, without spaces"),
+        ("https://app.example.com/c b", "must be printable ASCII, without spaces"),
     ):
         response = await http.post(
             f"/v1/tenants/{tenant.tenant_id}/clients",

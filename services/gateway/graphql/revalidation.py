@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -369,7 +370,12 @@ def _json_but_no_object(body: bytes, content_type: str) -> bool:
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return False
+        # Strawberry reads bodies with the json module, which takes NaN, Infinity and
+        # 1e999 as numbers where orjson refuses them.
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            return False
     return not isinstance(parsed, dict | list)
 
 

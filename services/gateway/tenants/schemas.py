@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -65,6 +65,10 @@ class ClientCreate(BaseModel):
     @classmethod
     def _redirect_uris(cls, uris: list[str]) -> list[str]:
         for uri in uris:
+            # RFC 3986: a URI is printable ASCII (an internationalised host in its xn--
+            # form); a space or an invisible character would read as another address.
+            if not all("!" <= c <= "~" for c in uri):
+                raise ValueError(f"{uri!r}: must be printable ASCII, without spaces")
             parts = urlsplit(uri)
             local = parts.hostname in ("localhost", "127.0.0.1", "::1")
             if parts.scheme != "https" and not (parts.scheme == "http" and local):
@@ -77,7 +81,7 @@ class ClientCreate(BaseModel):
                 raise ValueError(f"{uri}: must not hold a user name or password")
             if "*" in parts.netloc:
                 raise ValueError(f"{uri}: must name its host, without a wildcard")
-            if {".", ".."} & set(parts.path.split("/")):
+            if {".", ".."} & set(unquote(parts.path).split("/")):
                 raise ValueError(f"{uri}: its path must not hold . or .. segments")
         return uris
 
