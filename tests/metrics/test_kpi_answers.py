@@ -227,7 +227,24 @@ async def test_a_csv_answer_in_gb18030_for_excel_in_a_chinese_locale(
         "/v1/kpis", params=params, headers={**tenant.headers, "Accept": "text/csv; charset=big5"}
     )
     assert refused.status_code == 406
-    assert refused.json()["detail"] == "a CSV answer is in utf-8 or gb18030, not big5"
+    assert refused.json()["detail"] == "a CSV answer is in utf-8 or gb18030"
+    # By q, the first of equals; a charset not offered beside one that is, passed over.
+    for accept, charset in (
+        ("text/csv;charset=utf-8;q=0.5, text/csv;charset=gb18030;q=0.9", "gb18030"),
+        ("text/csv;charset=gb18030;q=0.9, text/csv;charset=utf-8", "utf-8"),
+        ("text/csv;charset=shift_jis, text/csv;charset=gbk;q=0.5", "gb18030"),
+        ("text/csv;charset=shift_jis, application/json;q=0.1", None),
+        ("text/csv;charset=gb18030;q=0, text/csv;charset=utf-8;q=0.2", "utf-8"),
+    ):
+        answered = await http.get(
+            "/v1/kpis", params=params, headers={**tenant.headers, "Accept": accept}
+        )
+        assert answered.status_code == 200, (accept, answered.text)
+        kind = answered.headers["content-type"]
+        if charset is None:
+            assert kind == "application/json", accept
+        else:
+            assert kind == f"text/csv; charset={charset}", accept
 
 
 @pytest.mark.parametrize(

@@ -155,8 +155,9 @@ def _negotiated(accept: str, offered: tuple[str, ...]) -> str:
         for candidate in quality:
             kind = candidate.split("/")[0]
             rank = {candidate: 2, f"{kind}/*": 1, "*/*": 0}.get(media)
-            # The most specific range that names a type sets its quality.
-            if rank is not None and rank > specificity[candidate]:
+            # The most specific range that names a type sets its quality; of several
+            # as specific (text/csv in two charsets), the best.
+            if rank is not None and (rank, q) > (specificity[candidate], quality[candidate]):
                 specificity[candidate], quality[candidate] = rank, q
     best = max(offered, key=lambda media: quality[media])  # the first of equals
     if quality[best] <= 0:
@@ -176,20 +177,54 @@ _CSV_CHARSETS = {
 }
 
 
-def _csv_charset(accept: str) -> str:
-    """The charset the ``text/csv`` range of ``accept`` names, as sent; 406 for one
-    not offered rather than an answer the client would read wrong."""
+def _without_charsets_not_offered(accept: str) -> str:
+    """``accept`` without its ``text/csv`` ranges naming a charset not offered: such a
+    range takes nothing this route answers, and JSON may still be acceptable. 406 when
+    nothing is left of a header that asked for something."""
+    kept, removed = [], False
     for part in accept.split(","):
+        media, *options = [item.strip() for item in part.split(";")]
+        charsets = [
+            value.strip().strip('"').lower()
+            for name, _, value in (option.partition("=") for option in options)
+            if name.strip().lower() == "charset"
+        ]
+        if media.lower() == CSV and any(c not in _CSV_CHARSETS for c in charsets):
+            removed = True
+            continue
+        kept.append(part)
+    if removed and not any(part.strip() for part in kept):
+        raise NotAcceptable("a CSV answer is in utf-8 or gb18030")
+    return ",".join(kept)
+
+
+def _csv_charset(accept: str) -> str:
+    """The charset the ``text/csv`` ranges of ``accept`` prefer (by q, the first of
+    equals; none named is UTF-8); 406 when every one names a charset not offered or
+    refuses it (q=0), rather than an answer the client would read wrong."""
+    offered: list[tuple[float, int, str]] = []
+    named = False
+    for order, part in enumerate(accept.split(",")):
         media, *options = [item.strip() for item in part.split(";")]
         if media.lower() != CSV:
             continue
+        parameters = {}
         for option in options:
             name, _, value = option.partition("=")
-            if name.strip().lower() == "charset":
-                asked = value.strip().strip('"').lower()
-                if asked not in _CSV_CHARSETS:
-                    raise NotAcceptable(f"a CSV answer is in utf-8 or gb18030, not {asked}")
-                return _CSV_CHARSETS[asked]
+            parameters[name.strip().lower()] = value.strip().strip('"').lower()
+        try:
+            quality = float(parameters.get("q", "1"))
+        except ValueError:
+            quality = 0.0
+        asked = parameters.get("charset")
+        named = named or asked is not None
+        charset = "utf-8" if asked is None else _CSV_CHARSETS.get(asked)
+        if charset is not None and quality > 0:
+            offered.append((quality, -order, charset))
+    if offered:
+        return max(offered)[2]
+    if named:
+        raise NotAcceptable("a CSV answer is in utf-8 or gb18030")
     return "utf-8"
 
 
@@ -266,7 +301,8 @@ async def kpis(
     ] = None,
 ) -> Any:
     """See ``_KPIS_DESCRIPTION``, the operation's description in the API document."""
-    csv_wanted = _negotiated(request.headers.get("accept", ""), (JSON, CSV)) == CSV
+    accept = _without_charsets_not_offered(request.headers.get("accept", ""))
+    csv_wanted = _negotiated(accept, (JSON, CSV)) == CSV
     asked = {"stores": stores, "marketplaces": marketplaces, "categories": categories}
     narrowed = {name: access.narrow(name, split_list(value, name)) for name, value in asked.items()}
     # Filters the caller did not write but its limits did (a user limited to categories).
@@ -294,7 +330,7 @@ async def kpis(
     tenant_currency = (
         None if query.currency else await currencies.reporting_currency(request, access.tenant_id)
     )
-    charset = _csv_charset(request.headers.get("accept", "")) if csv_wanted else "utf-8"
+    charset = _csv_charset(accept) if csv_wanted else "utf-8"
     representation = ("csv" if charset == "utf-8" else f"csv-{charset}") if csv_wanted else "json"
     if imposed:
         # Its warnings name the caller's limits (``_noting_limits``): other bytes.
