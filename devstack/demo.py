@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -152,9 +153,14 @@ def load_demo(gateway_url: str, admin: AdminCredentials, home: Path) -> DemoTena
         return demo
 
 
+# The longest the loader waits when told to slow down, whatever Retry-After says.
+MAX_WAIT_SECONDS = 5.0
+
+
 def push_in_batches(client: httpx.Client, token: str, events: list[dict[str, Any]]) -> None:
     """Pushes ``events`` 5,000 a request (the most one takes); a request over the body
-    limit (``LODESTAR_MAX_BODY_BYTES`` lowered) goes again in halves."""
+    limit (``LODESTAR_MAX_BODY_BYTES`` lowered) goes again in halves, and one over the
+    rate limit again after the wait it is told."""
     batches = [events[start : start + 5000] for start in range(0, len(events), 5000)]
     while batches:
         batch = batches.pop(0)
@@ -163,6 +169,11 @@ def push_in_batches(client: httpx.Client, token: str, events: list[dict[str, Any
         )
         if response.status_code == 413 and len(batch) > 1:
             batches[:0] = [batch[: len(batch) // 2], batch[len(batch) // 2 :]]
+            continue
+        if response.status_code == 429:
+            # Many small requests meet the rate limit: the batch waits its turn.
+            batches.insert(0, batch)
+            time.sleep(min(float(response.headers.get("retry-after", "1")), MAX_WAIT_SECONDS))
             continue
         response.raise_for_status()
 
