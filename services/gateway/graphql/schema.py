@@ -37,7 +37,7 @@ from services.gateway.graphql.revalidation import (
     RememberedGraphql,
 )
 from services.gateway.graphql.types import DATE
-from shared.errors import InsufficientScope, LodestarError, Unauthenticated
+from shared.errors import InsufficientScope, LodestarError, RateLimited, Unauthenticated
 
 MAX_DEPTH = 8
 # Runs of an operation whose KPI fields read different states of a tenant's data
@@ -102,9 +102,10 @@ schema = Schema(
 
 
 def _refusal(answer: GraphQLHTTPResponse) -> LodestarError | None:
-    """The OAuth refusal (RFC 6750) an answer stands for, if it is one: any error for
-    want of a valid token (401), or nothing answered for want of scopes (403, naming
-    them). Other errors, a tenant the caller may not read included, stay in the body."""
+    """The refusal an answer stands for, if it is one: any error for want of a valid
+    token (401), nothing answered for want of scopes (403, naming them, RFC 6750) or
+    for asking too fast (429). Other errors, a tenant the caller may not read included,
+    stay in the body."""
     errors = [error for error in answer.get("errors") or [] if isinstance(error, dict)]
     extensions = [error.get("extensions") or {} for error in errors]
     for error, extension in zip(errors, extensions, strict=True):
@@ -112,6 +113,11 @@ def _refusal(answer: GraphQLHTTPResponse) -> LodestarError | None:
             return Unauthenticated(str(error.get("message") or "missing or invalid access token"))
     if answer.get("data") is not None or not errors:
         return None
+    if all(extension.get("code") == RateLimited.graphql_code for extension in extensions):
+        # Nothing answered because the caller asked too fast (each kpis field counts at
+        # metrics): 429 with Retry-After, as the gateway's own limit answers.
+        waits = [wait for e in extensions if isinstance(wait := e.get("retryAfter"), int)]
+        return RateLimited(max(waits, default=1))
     scopes = {extension.get("scope") for extension in extensions}
     if any(extension.get("error") != InsufficientScope.code for extension in extensions) or not all(
         isinstance(scope, str) for scope in scopes
