@@ -4,7 +4,7 @@ import csv
 import io
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -131,30 +131,50 @@ JSON = "application/json"
 CSV = "text/csv"
 
 
+@dataclass(frozen=True)
+class _MediaRange:
+    media: str  # lower case
+    parameters: dict[str, str]  # names lower case, values unquoted
+    text: str  # as the header wrote it
+
+    @property
+    def quality(self) -> float:
+        try:
+            return float(self.parameters.get("q", "1"))
+        except ValueError:
+            return 0.0
+
+
+def _media_ranges(accept: str) -> list[_MediaRange]:
+    """The ranges of an Accept header; RFC 9110 §5.6.1: empty list elements count for
+    nothing."""
+    ranges = []
+    for part in accept.split(","):
+        if not part.strip():
+            continue
+        media, *options = [item.strip() for item in part.split(";")]
+        parameters = {}
+        for option in options:
+            name, _, value = option.partition("=")
+            parameters[name.strip().lower()] = value.strip().strip('"')
+        ranges.append(_MediaRange(media.lower(), parameters, part))
+    return ranges
+
+
 def _negotiated(accept: str, offered: tuple[str, ...]) -> str:
     """Of the ``offered`` media types, the one the Accept header prefers (RFC 9110
     §12.5.1), the first offered on a tie or when none is given; 406 when the client
     takes none of them."""
-    # RFC 9110 §5.6.1: empty list elements count for nothing; a header of none is none.
-    parts = [part for part in accept.split(",") if part.strip()]
-    if not parts:
+    ranges = _media_ranges(accept)
+    if not ranges:  # a header of none is none
         return offered[0]
     quality = dict.fromkeys(offered, 0.0)
     specificity = dict.fromkeys(offered, -1)
-    for part in parts:
-        media, *options = [item.strip() for item in part.split(";")]
-        media = media.lower()
-        q = 1.0
-        for option in options:
-            name, _, value = option.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
+    for media_range in ranges:
+        q = media_range.quality
         for candidate in quality:
             kind = candidate.split("/")[0]
-            rank = {candidate: 2, f"{kind}/*": 1, "*/*": 0}.get(media)
+            rank = {candidate: 2, f"{kind}/*": 1, "*/*": 0}.get(media_range.media)
             # The most specific range that names a type sets its quality; of several
             # as specific (text/csv in two charsets), the best.
             if rank is not None and (rank, q) > (specificity[candidate], quality[candidate]):
@@ -181,21 +201,18 @@ def _without_charsets_not_offered(accept: str) -> str:
     """``accept`` without its ``text/csv`` ranges naming a charset not offered: such a
     range takes nothing this route answers, and JSON may still be acceptable. 406 when
     nothing is left of a header that asked for something."""
-    kept, removed = [], False
-    for part in accept.split(","):
-        media, *options = [item.strip() for item in part.split(";")]
-        charsets = [
-            value.strip().strip('"').lower()
-            for name, _, value in (option.partition("=") for option in options)
-            if name.strip().lower() == "charset"
-        ]
-        if media.lower() == CSV and any(c not in _CSV_CHARSETS for c in charsets):
-            removed = True
-            continue
-        kept.append(part)
-    if removed and not any(part.strip() for part in kept):
+    ranges = _media_ranges(accept)
+    kept = [r.text for r in ranges if r.media != CSV or _csv_charset_of(r) is not None]
+    if len(kept) < len(ranges) and not kept:
         raise NotAcceptable("a CSV answer is in utf-8 or gb18030")
     return ",".join(kept)
+
+
+def _csv_charset_of(media_range: _MediaRange) -> str | None:
+    """The charset a ``text/csv`` range asks for, as sent (none named is UTF-8); None
+    for one not offered."""
+    asked = media_range.parameters.get("charset")
+    return "utf-8" if asked is None else _CSV_CHARSETS.get(asked.lower())
 
 
 def _csv_charset(accept: str) -> str:
@@ -204,23 +221,13 @@ def _csv_charset(accept: str) -> str:
     refuses it (q=0), rather than an answer the client would read wrong."""
     offered: list[tuple[float, int, str]] = []
     named = False
-    for order, part in enumerate(accept.split(",")):
-        media, *options = [item.strip() for item in part.split(";")]
-        if media.lower() != CSV:
+    for order, media_range in enumerate(_media_ranges(accept)):
+        if media_range.media != CSV:
             continue
-        parameters = {}
-        for option in options:
-            name, _, value = option.partition("=")
-            parameters[name.strip().lower()] = value.strip().strip('"').lower()
-        try:
-            quality = float(parameters.get("q", "1"))
-        except ValueError:
-            quality = 0.0
-        asked = parameters.get("charset")
-        named = named or asked is not None
-        charset = "utf-8" if asked is None else _CSV_CHARSETS.get(asked)
-        if charset is not None and quality > 0:
-            offered.append((quality, -order, charset))
+        named = named or "charset" in media_range.parameters
+        charset = _csv_charset_of(media_range)
+        if charset is not None and media_range.quality > 0:
+            offered.append((media_range.quality, -order, charset))
     if offered:
         return max(offered)[2]
     if named:
