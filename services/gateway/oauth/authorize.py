@@ -11,7 +11,7 @@ import html
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
@@ -56,6 +56,13 @@ class AuthorizationRequest:
     code_challenge_method: str
     # OpenID Connect: the client's value, which the ID token names back.
     nonce: str = ""
+
+    @classmethod
+    def read(cls, values: Mapping[str, Any]) -> AuthorizationRequest:
+        """The request as the query (page) or the form (sign-in) gives it; a field given
+        twice is the last, as the routes' declared parameters read it (and refused by
+        ``_checked``)."""
+        return cls(**{f.name: str(values.get(f.name, "")) for f in fields(cls)})
 
     def hidden_fields(self) -> str:
         return "".join(
@@ -237,18 +244,10 @@ async def authorize_page(
 ) -> Response:
     """Shows the sign-in form. Needs ``response_type=code``, a registered
     ``redirect_uri``, and PKCE with ``code_challenge_method=S256``."""
+    # The parameters above are declared for the API document; read as one request.
     return await _start(
         session,
-        AuthorizationRequest(
-            client_id,
-            redirect_uri,
-            response_type,
-            scope,
-            state,
-            code_challenge,
-            code_challenge_method,
-            nonce,
-        ),
+        AuthorizationRequest.read(request.query_params),
         _repeated(request.query_params.multi_items()),
         request.app.state.settings.effective_issuer,
     )
@@ -285,18 +284,11 @@ async def authorize_submit(
     code_challenge_method: Annotated[str, Form()] = "",
     nonce: Annotated[str, Form()] = "",
 ) -> Response:
-    authorization = AuthorizationRequest(
-        client_id,
-        redirect_uri,
-        response_type,
-        scope,
-        state,
-        code_challenge,
-        code_challenge_method,
-        nonce,
-    )
+    # As on the page, the request's fields are declared for the API document.
+    submitted = await request.form()
+    authorization = AuthorizationRequest.read(submitted)
     issuer = request.app.state.settings.effective_issuer
-    form = (await request.form()).multi_items()
+    form = submitted.multi_items()
     if names := fields_holding_nul(form):
         return _page(None, f"These fields must not contain the NUL character: {names}.", 400)
     try:
@@ -356,9 +348,9 @@ async def authorize_submit(
         client.client_id,
         user.id,
         user.tenant_id,
-        redirect_uri,
+        authorization.redirect_uri,
         granted,
-        code_challenge,
+        authorization.code_challenge,
         nonce=authorization.nonce or None,
     )
     request.state.audit_detail = {"outcome": "signed_in", "scope": granted}
