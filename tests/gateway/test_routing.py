@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request, Response
+from openapi_spec_validator import OpenAPIV31SpecValidator
 from pydantic import create_model
 
 from devstack.embedded import free_port
@@ -263,6 +264,17 @@ async def test_downstream_down_is_503_naming_it(stack: Stack, new_tenant: NewTen
     assert document["x-lodestar-unavailable"] == ["targets"]
     assert "/v1/kpis" in document["paths"] and "/v1/tenants" in document["paths"]
     assert not any(path.startswith("/v1/targets") for path in document["paths"])
+
+
+async def test_merged_openapi_is_a_valid_openapi_document(http: httpx.AsyncClient) -> None:
+    # ERPs generate their clients from it, and generators refuse an invalid document
+    # (a response header without a schema, say) outright.
+    document = (await http.get("/openapi.json")).json()
+    problems = [
+        f"{'/'.join(map(str, error.absolute_path))}: {error.message[:200]}"
+        for error in OpenAPIV31SpecValidator(document).iter_errors()
+    ]
+    assert problems == []
 
 
 async def test_merged_openapi_has_every_services_v1_routes(http: httpx.AsyncClient) -> None:

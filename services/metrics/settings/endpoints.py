@@ -34,7 +34,12 @@ def settings_tag(settings: KpiSettingsOut) -> str:
     return f'"{digest[:32]}"'
 
 
-_TAGGED = {"ETag": {"description": "Send it back as If-Match to change what you read"}}
+_TAGGED = {
+    "ETag": {
+        "description": "Send it back as If-Match to change what you read",
+        "schema": {"type": "string"},
+    }
+}
 
 
 @router.get(
