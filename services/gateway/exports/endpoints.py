@@ -64,7 +64,7 @@ async def get_export(export_id: str, access: WholeTenantAdmin, session: DbSessio
     "/{export_id}/archive",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"application/zip": {}}},
+        200: {"content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}},
         304: {"description": "The archive `If-None-Match` names: the client has it"},
         409: {"model": ErrorBody, "description": "The export is still running, or failed"},
     },

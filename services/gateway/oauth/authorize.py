@@ -209,9 +209,10 @@ async def _start(
     return _page(request, "")
 
 
+_HTML = {"text/html": {"schema": {"type": "string"}}}
 # Both routes answer the sign-in page, or send the browser back to the client.
 _PAGE_ANSWERS: dict[int | str, dict[str, Any]] = {
-    200: {"description": "The sign-in page", "content": {"text/html": {}}},
+    200: {"description": "The sign-in page", "content": _HTML},
     303: {
         "description": "Back to the client's `redirect_uri` with `code` and `state`, or "
         "with `error` (RFC 6749 §4.1.2.1), and `iss` (RFC 9207)"
@@ -219,7 +220,7 @@ _PAGE_ANSWERS: dict[int | str, dict[str, Any]] = {
     400: {
         "description": "The page, saying why: no usable `client_id` or `redirect_uri` to "
         "send the error to",
-        "content": {"text/html": {}},
+        "content": _HTML,
     },
 }
 
@@ -261,12 +262,12 @@ async def authorize_page(
         **_PAGE_ANSWERS,
         401: {
             "description": "The page again: wrong e-mail or password",
-            "content": {"text/html": {}},
+            "content": _HTML,
         },
         429: {
             "description": "The page again: the address failed to sign in ten times in a row; "
             "`Retry-After` says when it may try again (15 minutes after the last failure)",
-            "content": {"text/html": {}},
+            "content": _HTML,
         },
     },
 )

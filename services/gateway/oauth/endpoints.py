@@ -328,7 +328,18 @@ async def _introspection(request: Request, session: DbSession, token: str) -> di
     }
 
 
-@router.get("/.well-known/jwks.json", summary="The public keys that sign access tokens")
+_JWK_SET = {
+    "type": "object",
+    "properties": {"keys": {"type": "array", "items": {"type": "object"}}},
+    "required": ["keys"],
+}
+
+
+@router.get(
+    "/.well-known/jwks.json",
+    summary="The public keys that sign access tokens",
+    responses={200: {"content": {"application/json": {"schema": _JWK_SET}}}},
+)
 async def jwks(request: Request) -> JSONResponse:
     signer: Signer = request.app.state.signer
     return JSONResponse(signer.jwks(), headers={"Cache-Control": "public, max-age=300"})
