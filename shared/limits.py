@@ -8,24 +8,24 @@ memory, so a service run as N processes lets a client through N times the rate.
 
 from __future__ import annotations
 
-import base64
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-import orjson
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.auth import Principal
 from shared.errors import FieldError, LodestarError, PayloadTooLarge, RateLimited
 from shared.revocations import REVOKED_TOKENS_PATH
 
 # Probes must answer however busy a client is.
 # Probes, and the services reading revoked tokens every second from one address.
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", REVOKED_TOKENS_PATH})
-# Keys are kept in memory: a longer claim is not believed, and the peer address is used.
+# Keys are kept in memory: a longer client id is not believed, and the peer address is used.
 MAX_CLIENT_ID_LENGTH = 200
 DEFAULT_MAX_CLIENTS = 10_000
 
@@ -103,38 +103,46 @@ class RateLimiter:
             self._buckets.popitem(last=False)
 
 
-def _unverified_client_id(authorization: bytes) -> str | None:
-    scheme, _, token = authorization.strip().partition(b" ")
-    if scheme.lower() != b"bearer":
-        return None
-    parts = token.strip().split(b".")
-    if len(parts) != 3:
-        return None
-    payload = parts[1]
-    try:
-        claims = orjson.loads(base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4)))
-    except ValueError:  # binascii.Error and orjson.JSONDecodeError are both ValueErrors
-        return None
-    client_id = claims.get("client_id") if isinstance(claims, dict) else None
-    if isinstance(client_id, str) and 0 < len(client_id) <= MAX_CLIENT_ID_LENGTH:
-        return client_id
-    return None
+class ClientVerifier(Protocol):
+    """What tells a request's client: the app's token verifier."""
+
+    async def verify(self, token: str) -> Principal: ...
 
 
-def client_key(scope: Scope) -> str:
-    """The key a request is limited by: the ``client_id`` claim of its bearer token, read
-    without verifying the token (the route verifies it; a forged claim only limits its own
-    key), else the peer address. The sign-in endpoints (``/oauth/``) always go by address:
-    a made-up bearer header there must not buy a fresh bucket per request."""
-    if not scope["path"].startswith("/oauth/"):
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                client_id = _unverified_client_id(value)
-                if client_id is not None:
-                    return f"client:{client_id}"
-                break
+async def client_key(scope: Scope, verifier: ClientVerifier | None) -> str:
+    """The key a request is limited by: the client of its bearer token once the token
+    verifies (``client_id``, or ``azp`` of an external provider's), else the peer
+    address. A claim read without checking the signature would let anyone who knows a
+    client's id (public clients' are in every sign-in link) spend that client's bucket
+    and lock it out. The verified token is remembered, so the route checks it again for
+    free. The sign-in endpoints (``/oauth/``) always go by address: a bearer header
+    there must not buy a bucket of its own."""
+    if verifier is not None and not scope["path"].startswith("/oauth/"):
+        token = _bearer(scope)
+        if token is not None:
+            try:
+                principal = await verifier.verify(token)
+            except (LodestarError, ValueError):
+                # Not a token (401 at the route): the address pays for it.
+                pass
+            else:
+                if len(principal.client_id) <= MAX_CLIENT_ID_LENGTH:
+                    return f"client:{principal.client_id}"
     peer = scope.get("client")
     return f"ip:{peer[0] if peer else 'unknown'}"
+
+
+def _bearer(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.strip().partition(b" ")
+            if scheme.lower() != b"bearer" or not token.strip():
+                return None
+            try:
+                return token.strip().decode("ascii")
+            except UnicodeDecodeError:
+                return None
+    return None
 
 
 def _declared_length(scope: Scope) -> int | None:
@@ -171,7 +179,9 @@ class LimitsMiddleware:
             await self.app(scope, receive, send)
             return
         if self.limiter.enabled and scope["path"] not in UNLIMITED_PATHS:
-            wait = self.limiter.acquire(client_key(scope))
+            app = scope.get("app")
+            verifier = getattr(app.state, "token_verifier", None) if app is not None else None
+            wait = self.limiter.acquire(await client_key(scope, verifier))
             if wait:
                 await self.render(RateLimited(wait), scope)(scope, receive, send)
                 return

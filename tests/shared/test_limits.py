@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,6 +12,8 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI, Request, Response
+from joserfc import jwt
+from joserfc.jwk import RSAKey
 
 from shared.errors import PayloadTooLarge
 from shared.limits import MAX_CLIENT_ID_LENGTH, RateLimiter, client_key
@@ -32,7 +35,7 @@ class FakeClock:
 
 
 def unsigned_token(**claims: Any) -> str:
-    """A JWT-shaped token nobody signed: the limiter reads it, a route would refuse it."""
+    """A JWT-shaped token nobody signed: anyone can write one naming any client."""
 
     def part(value: Any) -> str:
         return base64.urlsafe_b64encode(orjson.dumps(value)).rstrip(b"=").decode()
@@ -40,8 +43,12 @@ def unsigned_token(**claims: Any) -> str:
     return f"{part({'alg': 'RS256', 'typ': 'at+jwt'})}.{part(claims)}.c2lnbmF0dXJl"
 
 
+# Signs the tokens the limited apps verify.
+MINTER = TokenMinter(RSAKey.generate_key(2048, parameters={"kid": "limits-key"}))
+
+
 def bearer(client_id: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {unsigned_token(client_id=client_id)}"}
+    return {"Authorization": f"Bearer {MINTER.mint('tn_1', ['kpi:read'], client_id=client_id)}"}
 
 
 def limited_app(**settings: Any) -> tuple[FastAPI, FakeClock, list[bytes]]:
@@ -59,6 +66,7 @@ def limited_app(**settings: Any) -> tuple[FastAPI, FakeClock, list[bytes]]:
     )
     clock = FakeClock()
     app.state.rate_limiter.clock = clock
+    app.state.token_verifier = MINTER.verifier()
     seen: list[bytes] = []
 
     @app.post("/echo")
@@ -340,36 +348,72 @@ GARBAGE_AUTHORIZATION = [
 
 
 @pytest.mark.parametrize("authorization", GARBAGE_AUTHORIZATION)
-def test_garbage_authorization_is_keyed_by_address(authorization: str) -> None:
+async def test_garbage_authorization_is_keyed_by_address(authorization: str) -> None:
     scope = {
         "type": "http",
         "path": "/v1/kpis",
         "headers": [(b"authorization", authorization.encode())],
         "client": ("203.0.113.7", 5555),
     }
-    assert client_key(scope) == "ip:203.0.113.7"
+    assert await client_key(scope, MINTER.verifier()) == "ip:203.0.113.7"
 
 
-def test_non_ascii_authorization_is_keyed_by_address() -> None:
+async def test_non_ascii_authorization_is_keyed_by_address() -> None:
     scope = {
         "type": "http",
         "path": "/v1/kpis",
         "headers": [(b"authorization", b"Bearer \xff\xfe.\xc3\xa9.x")],
     }
-    assert client_key(scope) == "ip:unknown"
+    assert await client_key(scope, MINTER.verifier()) == "ip:unknown"
 
 
-def test_a_real_access_token_is_keyed_by_its_client_id(minter: TokenMinter) -> None:
-    token = minter.mint("tn_1", ["kpi:read"], client_id="erp-7")
+async def test_a_real_access_token_is_keyed_by_its_client_id() -> None:
+    token = MINTER.mint("tn_1", ["kpi:read"], client_id="erp-7")
     scope = {
         "type": "http",
         "path": "/v1/kpis",
         "headers": [(b"authorization", f"Bearer {token}".encode())],
         "client": ("203.0.113.7", 5555),
     }
-    assert client_key(scope) == "client:erp-7"
+    assert await client_key(scope, MINTER.verifier()) == "client:erp-7"
     # At the sign-in endpoints a bearer header, real or made up, buys no bucket of its own.
-    assert client_key({**scope, "path": "/oauth/token"}) == "ip:203.0.113.7"
+    assert await client_key({**scope, "path": "/oauth/token"}, MINTER.verifier()) == (
+        "ip:203.0.113.7"
+    )
+
+
+async def test_an_external_providers_token_is_keyed_by_its_azp() -> None:
+    # Keycloak, Auth0 and Entra name the client as azp, and no client_id.
+    now = int(time.time())
+    claims = {"iss": MINTER.issuer, "aud": MINTER.audience, "sub": "user-1", "exp": now + 60}
+    claims |= {"iat": now, "jti": "j1", "azp": "seller-dashboard", "tenant": "tn_1"}
+    token = jwt.encode({"alg": "RS256", "typ": "at+jwt", "kid": "limits-key"}, claims, MINTER.key)
+    scope = {
+        "type": "http",
+        "path": "/v1/kpis",
+        "headers": [(b"authorization", f"Bearer {token}".encode())],
+        "client": ("203.0.113.7", 5555),
+    }
+    assert await client_key(scope, MINTER.verifier()) == "client:seller-dashboard"
+
+
+async def test_tokens_naming_a_client_without_its_signature_never_spend_its_bucket() -> None:
+    """Client ids are no secret (a public client's is in every sign-in link): a made-up
+    token naming one is charged to its sender's address, and the client's own requests
+    still pass."""
+    app, _, _ = limited_app()
+    async with client_of(app) as client:
+        forged = {"Authorization": f"Bearer {unsigned_token(client_id='erp-1')}"}
+        for _ in range(3):
+            assert (await client.get("/ping", headers=forged)).status_code == 200
+        assert (await client.get("/ping", headers=forged)).status_code == 429
+        # An expired or revoked token of the client is no better than a made-up one.
+        expired = MINTER.mint("tn_1", ["kpi:read"], client_id="erp-1", exp=1)
+        response = await client.get("/ping", headers={"Authorization": f"Bearer {expired}"})
+        assert response.status_code == 429
+        assert [
+            (await client.get("/ping", headers=bearer("erp-1"))).status_code for _ in range(3)
+        ] == [200, 200, 200]
 
 
 async def test_garbage_authorization_shares_the_address_bucket() -> None:
