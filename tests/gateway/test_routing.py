@@ -101,6 +101,21 @@ async def test_unknown_v1_route_is_404(http: httpx.AsyncClient, new_tenant: NewT
     assert response.json()["error"] == "not_found"
 
 
+async def test_dot_segments_never_reach_a_service(http: httpx.AsyncClient) -> None:
+    """Forwarded, ``..`` would be resolved on the way and reach a service's own routes
+    (``/internal/consumer`` answers anyone that can reach metrics)."""
+    for target in (
+        "/v1/kpis/../../internal/consumer",
+        "/v1/kpis/..%2F..%2Finternal%2Fconsumer",
+        "/v1/kpis/%2e%2e/%2e%2e/internal/consumer",
+        "/v1/events/./../../internal/consumer",
+    ):
+        # As sent: httpx would resolve the dot segments itself.
+        response = await http.get("/", extensions={"target": target.encode()})
+        assert response.status_code == 404, target
+        assert response.json()["error"] == "not_found", target
+
+
 async def test_a_slash_too_many_is_404_never_a_redirect_to_a_service(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:

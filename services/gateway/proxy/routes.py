@@ -16,6 +16,13 @@ DOWNSTREAM: tuple[str, ...] = ("ingest", "metrics", "targets")
 
 
 def owner_of(path: str) -> str | None:
+    """The service a (decoded) path belongs to; None for any other path.
+
+    A path with a ``.`` or ``..`` segment (sent plain or as ``%2e%2e``, ``%2F``) is
+    nobody's: the URL it is forwarded to would resolve it, and ``/v1/kpis/../../internal/``
+    would reach a service's routes that only the services call."""
+    if any(segment in (".", "..") for segment in path.split("/")):
+        return None
     for prefix, service in OWNERS.items():
         rest = path[len(prefix) :]
         if path.startswith(prefix) and (rest == "" or rest[0] in "/:?"):
