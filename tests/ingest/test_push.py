@@ -574,6 +574,96 @@ async def test_a_caller_limited_to_categories_pushes_order_lines_of_those_only(
     ]  # fmt: skip
 
 
+MONEY_300 = {"amount": "300.00", "currency": "USD"}
+
+
+def _in_store(event: dict[str, Any], store: str, marketplace: str = "US") -> dict[str, Any]:
+    return {
+        **event,
+        "source": {"platform": "amazon", "store_id": store, "marketplace": marketplace},
+    }
+
+
+async def test_a_caller_limited_to_stores_names_no_category_another_store_sells_a_sku_under(
+    ingest: IngestService,
+) -> None:
+    """A SKU's category across the tenant is its newest line's: one line of an agency's
+    store, even cancelled, would file the seller's other stores' ads, fees and stock of
+    that SKU under the agency's choice."""
+    tenant = new_tenant_id()
+    seller_line = _in_store(order_line("s2-1", sku="SECRET", category="secret-cat"), "s2")
+    uncategorized = _in_store(order_line("s2-2", sku="PLAIN"), "s2")
+    assert (await ingest.push(tenant, [seller_line, uncategorized])).status_code == 202
+    token = ingest.minter.mint(tenant, ["ingest:write"], limits={"stores": ["s1"]})
+    bearer = {"Authorization": f"Bearer {token}"}
+
+    async def push(*events: Any) -> httpx.Response:
+        return await ingest.client.post("/v1/events", json={"events": list(events)}, headers=bearer)
+
+    hijack = order_line("s1-1", sku="SECRET", category="Agency-Chosen", status="cancelled")
+    relabel = order_line("s1-2", sku="PLAIN", category="Agency-Chosen")
+    refused = await push(_in_store(hijack, "s1"), _in_store(relabel, "s1"))
+    assert refused.status_code == 403, refused.text
+    reason = "SKU {} is sold under another category outside what this caller may reach"
+    assert refused.json()["errors"] == [
+        {"index": 0, "field": "payload.category", "reason": reason.format("SECRET")},
+        {"index": 1, "field": "payload.category", "reason": reason.format("PLAIN")},
+    ]
+    # The same category, no category at all, or a SKU sold nowhere else are its to push.
+    allowed = [
+        order_line("s1-3", sku="SECRET", category="secret-cat"),
+        order_line("s1-4", sku="SECRET"),
+        order_line("s1-5", sku="OWN", category="Agency-Chosen"),
+    ]
+    answer = await push(*(_in_store(e, "s1") for e in allowed))
+    assert answer.status_code == 202, answer.text
+    # Its own store's lines under its own category do not bind it.
+    assert (
+        await push(_in_store(order_line("s1-6", sku="OWN", category="Other"), "s1"))
+    ).status_code == 202
+    # A caller limited to marketplaces is held to the same rule.
+    us_only = ingest.minter.mint(tenant, ["ingest:write"], limits={"marketplaces": ["US"]})
+    mx_line = _in_store(order_line("mx-1", sku="MX-SKU", category="mx-cat"), "s3", "MX")
+    assert (await ingest.push(tenant, [mx_line])).status_code == 202
+    us_relabel = await ingest.client.post(
+        "/v1/events",
+        json={"events": [order_line("us-1", sku="MX-SKU", category="us-cat")]},
+        headers={"Authorization": f"Bearer {us_only}"},
+    )
+    assert us_relabel.status_code == 403, us_relabel.text
+
+
+async def test_a_limited_caller_never_replaces_an_event_pushed_beside_it(
+    ingest: IngestService,
+) -> None:
+    """Its checks read what was accepted before it: the seller's push of the same new
+    id, committed between those checks and its writes, was replaced unchecked."""
+    tenant = new_tenant_id()
+    token = ingest.minter.mint(tenant, ["ingest:write"], limits={"stores": ["s1"]})
+    bearer = {"Authorization": f"Bearer {token}"}
+    outcomes = []
+    for round_ in range(12):
+        event_id = f"race-{round_}"
+        seller, agency = await asyncio.gather(
+            ingest.push(tenant, [_in_store(order_line(event_id, unit_price=MONEY_300), "s2")]),
+            ingest.client.post(
+                "/v1/events",
+                json={"events": [_in_store(order_line(event_id, version=5), "s1")]},
+                headers=bearer,
+            ),
+        )
+        outcomes.append((seller.json().get("accepted"), agency.status_code, agency.json()))
+        stored = await ingest.sql(
+            "SELECT store_id FROM event_versions WHERE tenant_id = $1 AND event_id = $2",
+            tenant,
+            event_id,
+        )
+        if seller.json().get("accepted") == 1:
+            # Accepted for s2, it stays there: the agency's higher version is refused.
+            assert stored == "s2", outcomes
+            assert agency.status_code == 403, outcomes
+
+
 async def test_a_limited_caller_adds_nothing_to_an_order_it_may_not_wholly_see(
     ingest: IngestService,
 ) -> None:

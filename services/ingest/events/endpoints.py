@@ -105,6 +105,7 @@ async def _store(
 
     async def store(conn: asyncpg.Connection) -> service.Answer:
         await _hold_unerased(request, conn, access.tenant_id)
+        await EventRepository(conn).hold_pushes(access.tenant_id, alone=access.limited)
         await service.check_replaced(
             EventRepository(conn), access.tenant_id, events, access, rows=rows
         )

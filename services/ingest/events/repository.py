@@ -78,6 +78,17 @@ class EventRepository:
             orjson.dumps(body).decode(),
         )
 
+    async def hold_pushes(self, tenant_id: str, *, alone: bool) -> None:
+        """Until the transaction ends. A caller limited to some stores, marketplaces or
+        categories pushes ``alone``: its checks of what it would replace read the events
+        accepted before, and a push of the whole tenant's committed between those checks
+        and its own writes (an event id new at the check) would be replaced unchecked.
+        Other pushes share the hold, and never wait for each other."""
+        lock = "pg_advisory_xact_lock" if alone else "pg_advisory_xact_lock_shared"
+        await self.conn.execute(
+            f"SELECT {lock}(hashtextextended('ingest.pushes:' || $1, 0))", tenant_id
+        )
+
     async def accept_versions(self, tenant_id: str, events: list[Event]) -> set[str]:
         """Records each event's version (and where it belongs) when it is new or higher
         and of the type it was accepted as; returns the accepted ids.
@@ -157,8 +168,17 @@ class EventRepository:
             found.setdefault((row["store_id"], row["order_id"]), []).append(_accepted_event(row))
         return found
 
-    async def categories_of_skus(self, tenant_id: str, skus: list[str]) -> dict[str, set[str]]:
-        """Each SKU's categories among the order lines accepted (their latest versions).
+    async def categories_of_skus(
+        self,
+        tenant_id: str,
+        skus: list[str],
+        *,
+        beyond_stores: frozenset[str] | None = None,
+        beyond_marketplaces: frozenset[str] | None = None,
+    ) -> dict[str, set[str]]:
+        """Each SKU's categories among the order lines accepted (their latest versions);
+        with ``beyond_stores`` or ``beyond_marketplaces``, only among lines outside
+        those stores or marketplaces.
 
         Each SKU is locked until the transaction ends, in SKU order: two callers limited
         to two categories pushing a new SKU at once would each find it unsold."""
@@ -170,9 +190,14 @@ class EventRepository:
         )
         rows = await self.conn.fetch(
             "SELECT sku, array_agg(DISTINCT category) AS categories FROM event_versions "
-            "WHERE tenant_id = $1 AND sku = ANY($2::text[]) GROUP BY sku",
+            "WHERE tenant_id = $1 AND sku = ANY($2::text[]) "
+            "AND ($3::text[] IS NULL AND $4::text[] IS NULL "
+            "OR NOT (coalesce(store_id = ANY($3), $3 IS NULL) "
+            "AND coalesce(marketplace = ANY($4), $4 IS NULL))) GROUP BY sku",
             tenant_id,
             skus,
+            sorted(beyond_stores) if beyond_stores is not None else None,
+            sorted(beyond_marketplaces) if beyond_marketplaces is not None else None,
         )
         return {row["sku"]: set(row["categories"]) for row in rows}
 

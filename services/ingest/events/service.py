@@ -253,6 +253,8 @@ async def check_replaced(
         errors += await _orders_beyond_reach(repository, tenant_id, events, stored, access, rows)
     if access.categories is not None:
         errors += await _skus_of_other_categories(repository, tenant_id, events, access, rows)
+    else:
+        errors += await _skus_sold_beyond_reach(repository, tenant_id, events, access, rows)
     if errors:
         bad = len({e.index for e in errors})
         raise Forbidden(f"{bad} event(s) would replace events outside this caller's reach", errors)
@@ -342,6 +344,39 @@ async def _skus_of_other_categories(
         if others:
             reason = f"SKU {event.payload.sku} is sold under another category too"
             errors.append(FieldError("payload.sku", reason, index=index, row=_row(index, rows)))
+    return errors
+
+
+async def _skus_sold_beyond_reach(
+    repository: EventRepository,
+    tenant_id: str,
+    events: list[Event],
+    access: Access,
+    rows: Sequence[int] | None,
+) -> list[FieldError]:
+    """A SKU's category, tenant-wide, is its newest line's that names one: a caller
+    limited to stores or marketplaces may name a category for a SKU only when no line
+    outside its reach sells it under another (or under none), or one line of its own
+    would file that SKU's ads, fees and stock in the other stores under its choice."""
+    named = [(i, e.payload) for i, e in enumerate(events) if isinstance(e.payload, OrderLine)]
+    named = [(i, line) for i, line in named if line.category]
+    if not named:
+        return []
+    sold_beyond = await repository.categories_of_skus(
+        tenant_id,
+        sorted({line.sku for _, line in named}),
+        beyond_stores=access.stores,
+        beyond_marketplaces=access.marketplaces,
+    )
+    errors = []
+    for index, line in named:
+        if sold_beyond.get(line.sku, set()) - {line.category}:
+            reason = (
+                f"SKU {line.sku} is sold under another category outside what this caller may reach"
+            )
+            errors.append(
+                FieldError("payload.category", reason, index=index, row=_row(index, rows))
+            )
     return errors
 
 
