@@ -803,6 +803,28 @@ async def test_an_address_is_a_users_within_its_tenant_only(
         assert (claims["sub"], claims["tenant"]) == (user["id"], admin.tenant_id)
 
 
+async def test_one_mailbox_added_twice_at_once_is_one_user_and_one_409(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """A double click on "Add user" sends two requests that each found no such user
+    before either stored one: the second is a 409, never a 500."""
+    admin = await new_tenant()
+    spellings = ["carol@example.com", "CAROL@example.com", "Carol@Example.com", "carol@EXAMPLE.COM"]
+    answers = await asyncio.gather(
+        *(
+            http.post(
+                "/v1/users",
+                json={"email": email, "name": "Carol", "password": PASSWORD, "role": "viewer"},
+                headers=admin.headers,
+            )
+            for email in spellings
+        )
+    )
+    assert sorted(a.status_code for a in answers) == [201, 409, 409, 409], [a.text for a in answers]
+    listed = await http.get("/v1/users", headers=admin.headers)
+    assert [u["email"] for u in listed.json()["users"]] == ["carol@example.com"]
+
+
 async def test_a_patch_of_nulls_or_of_the_same_values_changes_and_ends_nothing(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:

@@ -17,6 +17,13 @@ class UserRepository:
         await self.session.flush()
         return user
 
+    async def hold_email(self, tenant_id: str, email: str) -> None:
+        """Until the transaction ends: two requests adding one mailbox (a double click,
+        a retry after a slow answer) check and insert one after the other, so the
+        second finds the first's user instead of breaking the unique index."""
+        key = f"gateway.user-email:{tenant_id}:{email}"
+        await self.session.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))
+
     async def get(self, user_id: str) -> User | None:
         return await self.session.get(User, user_id)
 

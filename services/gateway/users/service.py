@@ -68,6 +68,7 @@ async def create_user(
     check_owner_rights(principal, data.role)
     _check_limits_within(data.limits.as_claim() if data.limits else None, access)
     repository = UserRepository(session)
+    await repository.hold_email(access.tenant_id, data.email)
     if await repository.by_email(access.tenant_id, data.email) is not None:
         raise Conflict(f"this tenant has a user with e-mail {data.email} already")
     now = utcnow()
