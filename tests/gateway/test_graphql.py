@@ -314,6 +314,25 @@ async def test_a_repeated_query_is_answered_from_memory_while_metrics_says_uncha
     fake.deny = False
 
 
+async def test_a_get_answer_is_never_what_an_empty_post_gets(
+    fake: FakeMetrics, new_tenant: NewTenant
+) -> None:
+    """A GET's query is in its URL and its body empty: remembered under its body, every
+    GET of a token would stand for an empty POST of the same token."""
+    tenant = await new_tenant(scopes=["kpi:read"])
+    fake.version, fake.deny = 1, False
+    params = {
+        "query": KPIS,
+        "variables": orjson.dumps({"input": month_input(currency="TAGGED")}).decode(),
+    }
+    got = await fake.client.get("/graphql", params=params, headers=tenant.headers)
+    assert got.status_code == 200 and got.json()["data"]["kpis"]["warnings"] == ["version 1"]
+    for _ in range(2):
+        empty = await fake.client.post("/graphql", content=b"", headers=tenant.headers)
+        assert "data" not in empty.json() or not empty.json()["data"], empty.text
+        assert empty.status_code in (400, 415), empty.text
+
+
 async def test_answers_without_a_tag_are_never_remembered(
     fake: FakeMetrics, new_tenant: NewTenant
 ) -> None:

@@ -136,6 +136,10 @@ class RememberAnswers(SchemaExtension):
             if len(body) > MAX_REMEMBERED_BYTES:
                 return
             request = context.request
+            if request.method != "POST":
+                # Only POSTs are answered from memory; a GET's query is in its URL, and
+                # its empty body would stand for every GET of the token.
+                return
             key = remembered_as(
                 await request.body(),
                 context.authorization,
