@@ -140,6 +140,9 @@ def _query_errors(query_string: bytes, repeats: bool = True) -> list[FieldError]
     return errors
 
 
+NESTED_TOO_DEEP = "is nested too deeply to read"
+
+
 def _flaw(text: str) -> str | None:
     """Why a string cannot be taken, if it cannot."""
     if "\x00" in text:
@@ -177,10 +180,15 @@ def _body_errors(
         # The standard library's parser, which keeps a lone surrogate to be named
         # (orjson refuses the whole document).
         document = json.loads(body)
+        flawed = list(_flawed_paths(document))
     except ValueError:
         return []
+    except RecursionError:
+        # Nested deeper than either parser or the walk above goes: no route reads it.
+        index, field = field_of(("body",))
+        return [FieldError(field, NESTED_TOO_DEEP, index=index)]
     errors = []
-    for path, reason in _flawed_paths(document):
+    for path, reason in flawed:
         index, field = field_of(("body", *path))
         errors.append(FieldError(field, reason, index=index))
     return errors

@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import NewTenant, Stack, TenantClient
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+JSON = {"Content-Type": "application/json"}
 KPIS = "query($i: KpiQueryInput!) { kpis(input: $i) { currency } }"
 MONTH = {"metrics": ["gmv"], "from": "2026-01-01", "to": "2026-01-31", "grain": "TOTAL"}
 MONTH_REST = {"metrics": "gmv", "from": "2026-01-01", "to": "2026-01-31", "grain": "total"}
@@ -97,6 +98,30 @@ async def test_nul_anywhere_in_a_request_is_named(
         headers=tenant.headers,
     )
     assert direct.status_code == 422 and direct.json()["errors"][0]["field"] == "path"
+
+
+async def test_json_nested_too_deep_is_refused_never_a_500(
+    http: httpx.AsyncClient, stack: Stack, tenant: TenantClient
+) -> None:
+    """Both JSON parsers the services use recurse: the standard library's raised
+    RecursionError at about a thousand levels, a 500 with no token read."""
+    headers = {**tenant.headers, "Content-Type": "application/json"}
+    deep_nul = b'{"events": ' + b"[" * 5000 + b'"\\u0000"' + b"]" * 5000 + b"}"
+    for url in (f"{stack.url('gateway')}/v1/events", f"{stack.url('ingest')}/v1/events"):
+        answer = await http.post(url, content=deep_nul, headers=headers)
+        assert answer.status_code == 422, (url, answer.text)
+        assert answer.json()["errors"][0]["field"] == "body", answer.text
+    for depth in (1000, 5000):
+        nested = b"[" * depth + b"]" * depth
+        variables = b'{"query": "{ __typename }", "variables": {"a": ' + nested + b"}}"
+        for body in (nested, variables):
+            anonymous = await http.post("/graphql", content=body, headers=JSON)
+            answer = await http.post("/graphql", content=body, headers=headers)
+            # Up to 1,024 levels it is JSON (an unused variable changes nothing).
+            assert anonymous.status_code < 500 and answer.status_code < 500, answer.text
+            if depth > 1024 or body is nested:
+                assert answer.status_code == 400, (depth, answer.text)
+                assert answer.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
 
 
 async def test_a_lone_surrogate_in_json_is_named_never_a_500(

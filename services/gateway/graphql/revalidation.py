@@ -374,11 +374,11 @@ def _json_but_no_object(body: bytes, content_type: str) -> bool:
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
-        # Strawberry reads bodies with the json module, which takes NaN, Infinity and
-        # 1e999 as numbers where orjson refuses them.
+        # NaN, Infinity and 1e999 alone are no JSON to orjson, but a frontend's
+        # JSON.stringify of a number; a body nested too deep is no JSON to either.
         try:
             parsed = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return False
     return not isinstance(parsed, dict | list)
 
