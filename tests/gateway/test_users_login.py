@@ -930,6 +930,39 @@ async def test_an_address_that_failed_ten_times_in_a_row_rests_before_signing_in
     assert left == 0
 
 
+async def test_sign_in_failures_of_no_one_are_neither_kept_nor_a_500(
+    http: httpx.AsyncClient, pg: asyncpg.Connection, stack: Stack, new_tenant: NewTenant
+) -> None:
+    """Made-up addresses never sign in: their counts went only when the gateway was
+    told so, and a megabyte address broke the index (a 500 with the address logged)."""
+    admin = await new_tenant()
+    client_id = await frontend_client(http, admin)
+    _, challenge = pkce()
+    params = authorize_params(client_id, challenge)
+    for length in (300, 1_000_000):
+        email = "a" * length + "@example.com"
+        answer = await http.post(
+            "/oauth/authorize", data={**params, "email": email, "password": "x" * 12}
+        )
+        assert answer.status_code == 400, answer.text[:300]
+        assert "An e-mail address has at most 254 characters." in answer.text
+    made_up = await http.post(
+        "/oauth/authorize", data={**params, "email": "made-up@example.com", "password": "x" * 12}
+    )
+    assert made_up.status_code == 401
+    counted = "SELECT count(*) FROM gateway.sign_in_failures WHERE tenant_id = $1"
+    assert await pg.fetchval(counted, admin.tenant_id) == 1
+    # A pause later the count is no use (the next failure counts from one): forgotten.
+    await pg.execute(
+        "UPDATE gateway.sign_in_failures SET last_failed_at = now() - $1::interval "
+        "WHERE tenant_id = $2",
+        PAUSE,
+        admin.tenant_id,
+    )
+    await stack.apps["gateway"].state.revoked_tokens.forget_expired()
+    assert await pg.fetchval(counted, admin.tenant_id) == 0
+
+
 def full_width(ascii_text: str) -> str:
     """As a Chinese input method types Latin letters and signs."""
     return "".join(chr(ord(c) + 0xFEE0) for c in ascii_text)

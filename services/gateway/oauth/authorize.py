@@ -25,7 +25,7 @@ from services.gateway.oauth.repository import ClientRepository
 from services.gateway.oauth.server import fields_holding_nul
 from services.gateway.oauth.throttle import SignInThrottle
 from services.gateway.oauth.user_grants import granted_scope
-from services.gateway.users.emails import canonical_email
+from services.gateway.users.emails import MAX_EMAIL_LENGTH, canonical_email
 from services.gateway.users.passwords import verify_password
 from services.gateway.users.repository import UserRepository
 from shared.deps import DbSession
@@ -306,6 +306,12 @@ async def authorize_submit(
     tenant_id = client.tenant_id if email else None
     # One mailbox, one count of failures, however it is typed.
     email = canonical_email(email)
+    if len(email) > MAX_EMAIL_LENGTH:
+        # No user has it, and its count of failures would be kept for nobody.
+        request.state.audit_detail = {"outcome": "sign_in_failed"}
+        return _page(
+            authorization, f"An e-mail address has at most {MAX_EMAIL_LENGTH} characters.", 400
+        )
     throttle = SignInThrottle(session)
     if tenant_id is not None:
         wait = await throttle.seconds_to_wait(tenant_id, email)

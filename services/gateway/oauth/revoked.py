@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
 
 from services.gateway.oauth.sessions import IssuedAccessToken, Revoked, RevokedAccessToken
+from services.gateway.oauth.throttle import forget_rested
 from shared.db import Database
 from shared.tasks import stop_task
 from shared.time import utcnow
@@ -59,10 +60,12 @@ class RevokedTokens:
 
     async def forget_expired(self) -> None:
         """Deletes the rows of tokens that have expired: no one can use them any more,
-        revoked or not, and a sign-in never refreshed would leave its token's row."""
+        revoked or not, and a sign-in never refreshed would leave its token's row; and
+        the sign-in failures counted a pause ago (``forget_rested``)."""
         async with self.db.session() as session:
             for table in (RevokedAccessToken, IssuedAccessToken):
                 await session.execute(delete(table).where(col(table.expires_at) <= utcnow()))
+            await forget_rested(session)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._reload(), name="gateway-revoked-tokens")

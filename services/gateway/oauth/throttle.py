@@ -56,3 +56,15 @@ class SignInThrottle:
             text("DELETE FROM sign_in_failures WHERE tenant_id = :tenant AND email = :email"),
             {"tenant": tenant_id, "email": email.lower()},
         )
+
+
+async def forget_rested(session: AsyncSession) -> None:
+    """Deletes the counts of addresses whose last failure is a pause ago: the next
+    failure would count from one again. Made-up addresses never sign in, and their
+    counts would otherwise be kept for ever."""
+    await session.execute(
+        text(
+            "DELETE FROM sign_in_failures WHERE last_failed_at < now() - CAST(:pause AS interval)"
+        ),
+        {"pause": PAUSE},
+    )

@@ -12,6 +12,9 @@ import unicodedata
 
 import idna
 
+# RFC 5321's longest path less its angle brackets: no mailbox has a longer address.
+MAX_EMAIL_LENGTH = 254
+
 
 def canonical_email(address: str) -> str:
     """The address with its width and case folded (NFKC, lower case) and its domain

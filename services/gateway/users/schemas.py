@@ -12,7 +12,7 @@ from pydantic import (
     field_validator,
 )
 
-from services.gateway.users.emails import canonical_email
+from services.gateway.users.emails import MAX_EMAIL_LENGTH, canonical_email
 from services.gateway.users.passwords import MIN_PASSWORD_LENGTH
 from shared.events import Text
 from shared.time import country_code
@@ -21,7 +21,7 @@ from shared.time import country_code
 # as one spelling of its mailbox (``canonical_email``) before it is checked.
 Email = Annotated[
     str,
-    StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
+    StringConstraints(max_length=MAX_EMAIL_LENGTH, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
     BeforeValidator(lambda value: canonical_email(value) if isinstance(value, str) else value),
 ]
 Role = Literal["owner", "admin", "manager", "analyst", "viewer"]
