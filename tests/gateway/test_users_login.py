@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import asyncpg
 import httpx
+import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 from sqlmodel import col, select
@@ -20,6 +21,7 @@ from services.gateway.graphql.revalidation import MEMORY
 from services.gateway.oauth.revoked import RevokedTokens
 from services.gateway.oauth.sessions import IssuedAccessToken, RevokedAccessToken
 from services.gateway.oauth.throttle import MAX_FAILURES, PAUSE
+from services.gateway.users import passwords
 from services.gateway.users.emails import stored_spellings
 from shared.revocations import REVOKED_TOKENS_PATH, revocation_digest
 from tests.conftest import NewTenant, Stack, fetch_token
@@ -928,6 +930,32 @@ async def test_an_address_that_failed_ten_times_in_a_row_rests_before_signing_in
         guessed,
     )
     assert left == 0
+
+
+async def test_password_checks_run_one_at_a_time_and_a_crowd_is_told_to_retry(
+    http: httpx.AsyncClient, new_tenant: NewTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each check takes 64 MiB and four threads: sign-ins sent fast with made-up
+    addresses slowed every tenant's requests tenfold."""
+    admin = await new_tenant()
+    client_id = await frontend_client(http, admin)
+    _, challenge = pkce()
+    params = authorize_params(client_id, challenge)
+    monkeypatch.setattr(passwords, "SIGN_IN_WAIT_SECONDS", 0.0)
+    answers = await asyncio.gather(
+        *(
+            http.post(
+                "/oauth/authorize",
+                data={**params, "email": f"guess-{n}@example.com", "password": "x" * 12},
+            )
+            for n in range(6)
+        )
+    )
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses[0] == 401 and statuses[-1] == 429, statuses
+    busy = next(a for a in answers if a.status_code == 429)
+    assert busy.headers["retry-after"] == "1"
+    assert "Too many sign-ins at this moment: try again in a second." in busy.text
 
 
 async def test_sign_in_failures_of_no_one_are_neither_kept_nor_a_500(

@@ -26,7 +26,7 @@ from services.gateway.oauth.server import fields_holding_nul
 from services.gateway.oauth.throttle import SignInThrottle
 from services.gateway.oauth.user_grants import granted_scope
 from services.gateway.users.emails import MAX_EMAIL_LENGTH, canonical_email
-from services.gateway.users.passwords import verify_password
+from services.gateway.users.passwords import SignInsBusy, verify_password
 from services.gateway.users.repository import UserRepository
 from shared.deps import DbSession
 
@@ -329,7 +329,15 @@ async def authorize_submit(
         await UserRepository(session).by_email(tenant_id, email) if tenant_id is not None else None
     )
     # The hash is checked even for an unknown address, so timing reveals no account.
-    valid = await verify_password(password, user.password_hash if user else None)
+    try:
+        valid = await verify_password(password, user.password_hash if user else None)
+    except SignInsBusy:
+        return _page(
+            authorization,
+            "Too many sign-ins at this moment: try again in a second.",
+            status=429,
+            headers={"Retry-After": "1"},
+        )
     if user is not None:
         # Failed sign-ins of a known account show in that tenant's audit too.
         request.state.audit_actor = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -15,15 +16,50 @@ _DECOY = _hasher.hash("lodestar-decoy-password")
 MIN_PASSWORD_LENGTH = 12
 
 
+# A hash takes 64 MiB and four threads for tens of milliseconds: one at a time, or
+# made-up sign-ins sent fast from one client slowed every tenant's requests tenfold.
+MAX_CONCURRENT_HASHES = 1
+# How long a sign-in waits for its turn before it is told to try again.
+SIGN_IN_WAIT_SECONDS = 2.0
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class SignInsBusy(Exception):
+    """Too many password checks are waiting: the sign-in is to be tried again."""
+
+
+def _turn() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    turn = _turns.get(loop)
+    if turn is None:
+        turn = _turns[loop] = asyncio.Semaphore(MAX_CONCURRENT_HASHES)
+    return turn
+
+
 async def hash_password(password: str) -> str:
-    return await asyncio.to_thread(_hasher.hash, password)
+    async with _turn():
+        return await asyncio.to_thread(_hasher.hash, password)
 
 
 async def verify_password(password: str, stored: str | None) -> bool:
+    """Whether the password is the stored hash's; :class:`SignInsBusy` when no turn
+    came within ``SIGN_IN_WAIT_SECONDS``."""
+
     def check() -> bool:
         try:
             return _hasher.verify(stored or _DECOY, password) and stored is not None
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 
-    return await asyncio.to_thread(check)
+    turn = _turn()
+    try:
+        async with asyncio.timeout(SIGN_IN_WAIT_SECONDS):
+            await turn.acquire()
+    except TimeoutError:
+        raise SignInsBusy from None
+    try:
+        return await asyncio.to_thread(check)
+    finally:
+        turn.release()
