@@ -234,10 +234,12 @@ async def test_an_agency_sees_only_what_the_grant_allows_until_it_is_revoked(
         await http.post("/v1/events", json={"events": [moved]}, headers=seller.headers)
     ).status_code == 202
     await wait_for(http, seller, seller.tenant_id, 11.01)
+    # Plans set the whole tenant's figures: not for an agency of some stores.
     plans = await http.get(
         "/v1/targets/plans", params={"tenant_id": seller.tenant_id}, headers=agency.headers
     )
-    assert plans.status_code == 200
+    assert plans.status_code == 403, plans.text
+    assert plans.json()["detail"].startswith("this needs access to the whole tenant")
 
     # Both sides list it; nobody else can read, change or revoke it.
     for who in (seller, agency):

@@ -18,6 +18,9 @@ async def list_plans(
     session: DbSession,
     year: Annotated[int | None, Query(ge=2000, le=2100)] = None,
 ) -> PlanList:
-    """The caller's tenant's target plans, optionally of one year."""
+    """The caller's tenant's target plans, optionally of one year. A plan sets the
+    whole tenant's figures, so a caller limited to some stores, marketplaces or
+    categories (an agency's grant, a user's role) reads none (403)."""
+    access.require_whole_tenant()
     plans = await PlanRepository(session).list_for_tenant(access.tenant_id, year)
     return PlanList(plans=[PlanOut.model_validate(p) for p in plans])

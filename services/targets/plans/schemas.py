@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict
+
+from shared.money import DecimalString
 
 
 class PlanOut(BaseModel):
@@ -15,7 +16,8 @@ class PlanOut(BaseModel):
     year: int
     metric: str
     currency: str | None
-    amount: Decimal
+    # Written out in digits, as every amount of the API: never 5.00E+6.
+    amount: DecimalString
     status: str
     version: int
     created_at: datetime | None
