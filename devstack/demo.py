@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from devstack.stack import AdminCredentials
+from devstack.stack import AdminCredentials, write_private
 from shared.scopes import TENANT_SCOPES
 
 DEMO_SCOPES = list(TENANT_SCOPES)
@@ -130,8 +130,7 @@ def _ensure_tenant(client: httpx.Client, admin: AdminCredentials, path: Path) ->
     response.raise_for_status()
     body = response.json()
     demo = DemoTenant(tenant_id, body["client_id"], body["client_secret"])
-    path.write_text(json.dumps(demo.__dict__))
-    path.chmod(0o600)
+    write_private(path, json.dumps(demo.__dict__))
     return demo
 
 

@@ -40,12 +40,19 @@ class AdminCredentials:
     def save(self, path: Path) -> None:
         """As CONTRACT §1 has it: ``{"client_id", "client_secret"}``, readable by its
         owner alone."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.chmod(0o600)
-        path.write_text(
-            json.dumps({"client_id": self.client_id, "client_secret": self.client_secret})
+        write_private(
+            path, json.dumps({"client_id": self.client_id, "client_secret": self.client_secret})
         )
+
+
+def write_private(path: Path, text: str) -> None:
+    """Writes a secret into a file only its owner may read, from the first byte: made
+    with the usual umask and tightened after, it was readable by all meanwhile."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    # touch keeps the mode of a file that was there already.
+    path.chmod(0o600)
+    path.write_text(text)
 
 
 def load_or_create_credentials_key(path: Path) -> str:
@@ -54,9 +61,7 @@ def load_or_create_credentials_key(path: Path) -> str:
     if path.exists():
         return path.read_text().strip()
     key = Fernet.generate_key().decode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(key)
-    path.chmod(0o600)
+    write_private(path, key)
     return key
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import stat
 from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from devstack.demo import DAYS, demo_events, push_in_batches
+from devstack.stack import AdminCredentials, load_or_create_credentials_key
 from shared.events import validate_batch
 from shared.time import local_date
 
@@ -69,3 +73,26 @@ def test_a_push_over_a_lowered_body_limit_goes_again_in_halves_and_waits_its_tur
         pytest.raises(httpx.HTTPStatusError),
     ):
         push_in_batches(client, "token", [{"n": 0, "padding": "x" * limit}])
+
+
+def test_secrets_are_written_readable_by_their_owner_alone_from_the_first_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Made with the usual umask and tightened after, a key was readable by all for a
+    moment; and a file already there kept whatever mode it had."""
+    modes: list[int] = []
+    write_text = Path.write_text
+
+    def spying_write(self: Path, text: str, *args: Any, **kwargs: Any) -> int:
+        modes.append(stat.S_IMODE(self.stat().st_mode) if self.exists() else 0o644)
+        return write_text(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", spying_write)
+    key = load_or_create_credentials_key(tmp_path / "home" / "credentials.key")
+    loose = tmp_path / "dev-credentials.json"
+    loose.touch(mode=0o644)
+    loose.chmod(0o644)
+    AdminCredentials("admin", "secret").save(loose)
+    assert key and modes == [0o600, 0o600]
+    for path in (tmp_path / "home" / "credentials.key", loose):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
