@@ -72,8 +72,16 @@ async def test_writes_sign_ins_and_grants_are_recorded_per_tenant(
         "/oauth/revoke", data={"token": spare}, auth=(seller.client_id, seller.client_secret)
     )
     assert ended.status_code == 200
+    # Someone guessing at the client's secret shows in its tenant's trail, as nobody.
+    guessed = await http.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials"},
+        auth=(seller.client_id, "not-the-secret"),
+    )
+    assert guessed.status_code == 401
 
     expected = {
+        ("gateway", "POST /oauth/token", 401),
         ("ingest", "POST /v1/events", 422),
         ("metrics", "PUT /v1/settings/kpi", 200),
         ("gateway", "POST /v1/grants", 201),
@@ -93,6 +101,9 @@ async def test_writes_sign_ins_and_grants_are_recorded_per_tenant(
     assert push["tenant_id"] == seller.tenant_id and push["client_id"] == seller.client_id
     assert push["ip"] == "127.0.0.1" and push["user_agent"] == "acme-erp/2.1"
     assert push["trace_id"]
+    guess = next(e for e in entries if e["action"] == "POST /oauth/token" and e["status"] == 401)
+    assert (guess["actor"], guess["client_id"]) == (None, None)
+    assert guess["detail"] == {"claimed_client_id": seller.client_id}
     # The gateway forwarded the push: one entry, by ingest, not two.
     assert sum(1 for e in entries if e["target"] == "/v1/events") == 1
 

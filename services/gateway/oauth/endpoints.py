@@ -185,13 +185,19 @@ async def token(request: Request, session: DbSession) -> JSONResponse:
         return await user_grants.token_response(request, session, token_request)
     client_id = token_request.claimed_client_id()
     client = await ClientRepository(session).get_active(client_id) if client_id else None
+    response = server.token_response(token_request, client)
     if client is not None:
+        # In the client's tenant's trail either way, so that guessing at its secret
+        # shows there; but a request that did not prove to be the client is nobody's.
+        proven = response.status_code < 400
         request.state.audit_actor = {
-            "actor": client.client_id,
-            "client_id": client.client_id,
+            "actor": client.client_id if proven else None,
+            "client_id": client.client_id if proven else None,
             "tenant_id": client.tenant_id,
         }
-    return server.token_response(token_request, client)
+        if not proven:
+            request.state.audit_detail = {"claimed_client_id": client.client_id}
+    return response
 
 
 async def _authenticated(
