@@ -323,6 +323,13 @@ def issuer_only(ok: int) -> Callable[[Caller, World], int | None]:
     return rule
 
 
+def whole_tenant_only(caller: Caller, world: World) -> int | None:
+    """What sets the whole tenant's figures is refused to a caller limited to some
+    stores: an agency's grant, a limited user's role."""
+    limited = caller.kind == "agency" or (caller.kind == "seller" and bool(caller.hidden))
+    return 403 if limited and "targets:read" in caller.scopes else None
+
+
 def own_or_received_grants(caller: Caller, world: World) -> int | None:
     """Any tenant lists its own grants; naming the seller, only the agencies it granted
     (revoked or not) see what they received, and any other tenant is refused."""
@@ -361,7 +368,9 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("PUT", "/v1/settings/kpi"): Route(TENANT_ADMIN, 200, settings_put),
     ("GET", "/v1/settings/stores"): Route(TENANT_ADMIN, 200, plain("/v1/settings/stores")),
     ("PUT", "/v1/settings/stores/{store_id}"): Route(TENANT_ADMIN, 200, store_zone_put),
-    ("GET", "/v1/targets/plans"): Route("targets:read", 200, plain("/v1/targets/plans")),
+    ("GET", "/v1/targets/plans"): Route(
+        "targets:read", 200, plain("/v1/targets/plans"), rule=whole_tenant_only
+    ),
     ("GET", "/v1/audit"): Route(TENANT_ADMIN, 200, plain("/v1/audit")),
     ("POST", "/v1/connections"): Route("connections:manage", 201, connection_create),
     ("GET", "/v1/connections"): Route("connections:manage", 200, plain("/v1/connections")),
