@@ -8,6 +8,7 @@ memory, so a service run as N processes lets a client through N times the rate.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import OrderedDict
@@ -19,7 +20,13 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth import Principal
-from shared.errors import FieldError, LodestarError, PayloadTooLarge, RateLimited
+from shared.errors import (
+    FieldError,
+    LodestarError,
+    PayloadTooLarge,
+    RateLimited,
+    UpstreamUnavailable,
+)
 from shared.revocations import REVOKED_TOKENS_PATH
 
 # Probes must answer however busy a client is.
@@ -156,10 +163,20 @@ def _declared_length(scope: Scope) -> int | None:
     return None
 
 
+# A request declaring more than this many bytes is a large one: a push of thousands of
+# events, which takes some 80 MB of a process to parse and check. At most
+# ``MAX_LARGE_BODIES`` are read at once per process; the others wait their turn, their
+# bodies unread, for up to ``LARGE_BODY_WAIT_SECONDS``, then get 503 and Retry-After.
+LARGE_BODY_BYTES = 1024 * 1024
+MAX_LARGE_BODIES = 4
+LARGE_BODY_WAIT_SECONDS = 30.0
+
+
 class LimitsMiddleware:
     """Refuses bodies over ``max_body_bytes`` with 413 (0: no limit), by the declared
     Content-Length up front and by the bytes actually streamed, and clients over their
-    rate with 429 and ``Retry-After``. ``render`` turns an error into its response."""
+    rate with 429 and ``Retry-After``; reads few large bodies at once (see
+    ``MAX_LARGE_BODIES``). ``render`` turns an error into its response."""
 
     def __init__(
         self,
@@ -173,6 +190,7 @@ class LimitsMiddleware:
         self.limiter = limiter
         self.max_body_bytes = max_body_bytes
         self.render = render
+        self._large_bodies: asyncio.Semaphore | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -185,14 +203,35 @@ class LimitsMiddleware:
             if wait:
                 await self.render(RateLimited(wait), scope)(scope, receive, send)
                 return
-        if not self.max_body_bytes:
-            await self.app(scope, receive, send)
-            return
         declared = _declared_length(scope)
-        if declared is not None and declared > self.max_body_bytes:
+        if self.max_body_bytes and declared is not None and declared > self.max_body_bytes:
             await self.render(self._too_large(), scope)(scope, receive, send)
             return
-        await self._call_counting(scope, receive, send)
+        if declared is None or declared <= LARGE_BODY_BYTES:
+            await self._call_reading(scope, receive, send)
+            return
+        if self._large_bodies is None:
+            self._large_bodies = asyncio.Semaphore(MAX_LARGE_BODIES)
+        try:
+            async with asyncio.timeout(LARGE_BODY_WAIT_SECONDS):
+                await self._large_bodies.acquire()
+        except TimeoutError:
+            busy = UpstreamUnavailable.for_now(
+                f"{MAX_LARGE_BODIES} requests of over {LARGE_BODY_BYTES} bytes are being "
+                "read already; send it again in a moment"
+            )
+            await self.render(busy, scope)(scope, receive, send)
+            return
+        try:
+            await self._call_reading(scope, receive, send)
+        finally:
+            self._large_bodies.release()
+
+    async def _call_reading(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.max_body_bytes:
+            await self._call_counting(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
     def _too_large(self) -> PayloadTooLarge:
         limit = f"at most {self.max_body_bytes} bytes"

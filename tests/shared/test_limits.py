@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
@@ -15,6 +16,7 @@ from fastapi import FastAPI, Request, Response
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
+from shared import limits
 from shared.errors import PayloadTooLarge
 from shared.limits import MAX_CLIENT_ID_LENGTH, RateLimiter, client_key
 from shared.service import build_app
@@ -486,3 +488,38 @@ def test_past_max_clients_the_least_recently_used_is_forgotten() -> None:
     assert limiter.acquire("c") == 1
     assert limiter.acquire("a") == 0
     assert len(limiter) == 2
+
+
+async def test_few_large_bodies_are_read_at_once_and_the_rest_wait_then_get_503(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Eight 16 MB pushes at once took ingest from 210 to 858 MB, and Python kept it."""
+    monkeypatch.setattr(limits, "LARGE_BODY_BYTES", 10)
+    monkeypatch.setattr(limits, "MAX_LARGE_BODIES", 1)
+    monkeypatch.setattr(limits, "LARGE_BODY_WAIT_SECONDS", 0.3)
+    app, _, _ = limited_app(rate_limit_per_second=0)
+    held = asyncio.Event()
+    reading = asyncio.Event()
+
+    @app.post("/hold")
+    async def hold(request: Request) -> dict[str, int]:
+        body = await request.body()
+        reading.set()
+        await held.wait()
+        return {"bytes": len(body)}
+
+    async with client_of(app) as client:
+        first = asyncio.create_task(client.post("/hold", content=b"x" * 50))
+        await reading.wait()
+        # Small bodies never wait.
+        assert (await client.post("/echo", content=b"tiny")).status_code == 200
+        waited = await client.post("/echo", content=b"y" * 50)
+        assert waited.status_code == 503, waited.text
+        assert waited.headers["retry-after"] == "1"
+        assert waited.json()["error"] == "unavailable"
+        # One waiting when the first ends gets its turn.
+        second = asyncio.create_task(client.post("/echo", content=b"z" * 50))
+        await asyncio.sleep(0.05)
+        held.set()
+        assert (await first).json() == {"bytes": 50}
+        assert (await second).status_code == 200
