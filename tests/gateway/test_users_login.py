@@ -1045,3 +1045,23 @@ def test_users_added_before_addresses_were_canonical_are_found_by_either_spellin
     # A domain IDNA refuses is compared as typed, folded; no at sign, no second spelling.
     assert stored_spellings("a@under_score.com") == ["a@under_score.com"]
     assert stored_spellings("no-at-sign") == ["no-at-sign"]
+
+
+def test_the_revoked_list_works_out_each_digest_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every service reads the whole list every second, and a tenant may revoke many
+    tokens: hashing each id on every read made each answer dearer as the list grew."""
+    worked_out: list[str] = []
+
+    def counted(revoked_id: str) -> str:
+        worked_out.append(revoked_id)
+        return revocation_digest(revoked_id)
+
+    monkeypatch.setattr("services.gateway.oauth.revoked.revocation_digest", counted)
+    revoked = RevokedTokens(db=None)  # type: ignore[arg-type]
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    for n in range(3):
+        revoked.add(f"jti-{n}", later)
+    revoked.add("gone", datetime.now(UTC) - timedelta(seconds=1))
+    expected = [revocation_digest(f"jti-{n}") for n in range(3)]
+    assert revoked.digests() == expected and revoked.digests() == expected
+    assert sorted(worked_out) == ["jti-0", "jti-1", "jti-2"]

@@ -20,7 +20,7 @@ from services.gateway.oauth.user_grants import USER_GRANT_TYPES
 from shared.auth import ALGORITHM, TokenVerifier
 from shared.deps import DbSession
 from shared.errors import Unauthenticated
-from shared.revocations import REVOKED_TOKENS_PATH, revocation_digest
+from shared.revocations import REVOKED_TOKENS_PATH
 from shared.scopes import ALL_SCOPES
 from shared.time import utcnow
 
@@ -270,7 +270,7 @@ async def revoke(request: Request, session: DbSession) -> Response:
 async def revoked_tokens(request: Request) -> dict[str, list[str]]:
     """For the services, which verify tokens themselves: the tokens and clients revoked
     (tokens not expired yet), as digests of their ids."""
-    return {"revoked": [revocation_digest(i) for i in request.app.state.revoked_tokens.ids()]}
+    return {"revoked": request.app.state.revoked_tokens.digests()}
 
 
 @router.post(

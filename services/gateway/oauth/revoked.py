@@ -21,6 +21,7 @@ from sqlmodel import col, select
 from services.gateway.oauth.sessions import IssuedAccessToken, Revoked, RevokedAccessToken
 from services.gateway.oauth.throttle import forget_rested
 from shared.db import Database
+from shared.revocations import revocation_digest
 from shared.tasks import stop_task
 from shared.time import utcnow
 
@@ -34,6 +35,9 @@ class RevokedTokens:
         self.db = db
         self.reload_seconds = reload_seconds
         self._expires: dict[str, datetime] = {}
+        # Each id's digest, worked out once: every service asks for all of them every
+        # second, and a tenant revoking many tokens would make each answer dearer.
+        self._digests: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
 
     def add(self, jti: str, expires_at: datetime) -> None:
@@ -48,6 +52,20 @@ class RevokedTokens:
     def ids(self) -> list[str]:
         now = utcnow()
         return [jti for jti, expires in self._expires.items() if expires > now]
+
+    def digests(self) -> list[str]:
+        """The digests the services compare tokens with (``revocation_digest``), of the
+        ids not expired yet."""
+        digests = []
+        for jti in self.ids():
+            digest = self._digests.get(jti)
+            if digest is None:
+                digest = self._digests[jti] = revocation_digest(jti)
+            digests.append(digest)
+        if len(self._digests) > len(digests):
+            live = set(self._expires)
+            self._digests = {j: d for j, d in self._digests.items() if j in live}
+        return digests
 
     async def load(self) -> None:
         async with self.db.session() as session:
