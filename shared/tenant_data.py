@@ -57,6 +57,9 @@ class TenantTables:
     keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     kept: frozenset[str] = frozenset()
     unexported: frozenset[str] = frozenset()
+    # Tables shared by two tenants (by ``keys``) with columns only one side's own:
+    # table -> (the column naming that side, the columns exported to it alone).
+    owners_only: Mapping[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
 
     def exported(self, table: Table) -> bool:
         return table.name not in self.kept and table.name not in self.unexported
@@ -72,6 +75,9 @@ class Table:
     columns: tuple[str, ...]
     binary: frozenset[str]
     json: frozenset[str]
+    # See ``TenantTables.owners_only``: None when every column goes to every side.
+    owner: str | None = None
+    owners_only: frozenset[str] = frozenset()
 
     @property
     def qualified(self) -> str:
@@ -113,6 +119,7 @@ async def discover(conn: asyncpg.Connection, schema: str, spec: TenantTables) ->
         if missing:
             raise ValueError(f"{schema}.{name} has no column {missing[0]}")
         exported = [(c, t) for c, t in typed if c not in SECRET_COLUMNS]
+        owner, owners_only = spec.owners_only.get(name, (None, frozenset()))
         tables.append(
             Table(
                 schema=schema,
@@ -121,6 +128,8 @@ async def discover(conn: asyncpg.Connection, schema: str, spec: TenantTables) ->
                 columns=tuple(c for c, _ in exported),
                 binary=frozenset(c for c, t in exported if t == "bytea"),
                 json=frozenset(c for c, t in exported if t in _JSON_TYPES),
+                owner=owner,
+                owners_only=owners_only,
             )
         )
     return tables
@@ -158,12 +167,14 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
-def ndjson_line(table: Table, record: Mapping[str, Any]) -> bytes:
+def ndjson_line(table: Table, record: Mapping[str, Any], tenant_id: str) -> bytes:
     """One row as a JSON object and a newline: bytea in base64, numerics as strings,
-    json columns as JSON (not as a string holding JSON)."""
+    json columns as JSON (not as a string holding JSON); the other side's own columns
+    of a shared row null."""
+    theirs = table.owner is not None and record[table.owner] != tenant_id
     row = {}
     for column in table.columns:
-        value = record[column]
+        value = None if theirs and column in table.owners_only else record[column]
         if column in table.json and isinstance(value, str):
             value = orjson.Fragment(value)
         row[column] = value
@@ -181,7 +192,7 @@ async def stream_rows(
         chunk: list[bytes] = []
         size = 0
         async for record in conn.cursor(query, tenant_id, prefetch=PREFETCH_ROWS):
-            line = ndjson_line(table, record)
+            line = ndjson_line(table, record, tenant_id)
             chunk.append(line)
             size += len(line)
             if size >= CHUNK_BYTES:

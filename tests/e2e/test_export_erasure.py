@@ -518,6 +518,13 @@ async def test_an_archive_holding_an_erased_partners_grant_is_withdrawn(
     kept = await finished_export(http, bystander)
     _, files = await download(http, agency, held)
     assert seller.tenant_id.encode() in files["gateway/grants.ndjson"]
+    # Who at the seller issued it (its client's id, which an attacker could spend) is
+    # the seller's own: the agency's archive says null, the seller's names it.
+    [received] = [orjson.loads(line) for line in files["gateway/grants.ndjson"].splitlines()]
+    assert received["created_by"] is None
+    _, issued = await download(http, seller, await finished_export(http, seller))
+    [given] = [orjson.loads(line) for line in issued["gateway/grants.ndjson"].splitlines()]
+    assert given["created_by"] == seller.client_id
     await erased_by_itself(http, seller)
     withdrawn = await http.get(held["download_url"], headers=agency.headers)
     assert withdrawn.status_code == 409, withdrawn.text

@@ -20,4 +20,6 @@ GATEWAY_TABLES = TenantTables(
     # double every export.
     # Failed sign-ins too: a pause of a quarter of an hour is no data of the tenant's.
     unexported=frozenset({"exports", "export_parts", "sign_in_failures"}),
+    # Who issued a grant (the seller's client or user) is the seller's to know.
+    owners_only={"grants": ("tenant_id", frozenset({"created_by"}))},
 )
