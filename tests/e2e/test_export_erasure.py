@@ -410,6 +410,34 @@ async def test_unknown_running_and_abandoned_exports_answer_plainly(
     assert status["download_url"] is None
     gone = await http.get(f"/v1/exports/{dead}/archive", headers=seller.headers)
     assert gone.status_code == 409 and "failed" in gone.json()["detail"]
+    # One export is built at a time: asked again meanwhile, the one running answers.
+    again = await http.post("/v1/exports", headers=seller.headers)
+    assert again.status_code == 202 and again.json()["id"] == running, again.text
+    assert again.headers["location"] == f"/v1/exports/{running}"
+
+
+async def test_a_tenant_keeps_its_five_newest_exports(
+    http: httpx.AsyncClient, new_tenant: NewTenant, pg: Any
+) -> None:
+    """Each is a whole copy of the tenant's data in the gateway's database; twenty asked
+    in a second were twenty copies, kept for ever."""
+    seller = await new_tenant()
+    start = datetime.now(UTC) - timedelta(days=1)
+    for n in range(6):
+        await pg.execute(
+            "INSERT INTO gateway.exports (id, tenant_id, requested_by, status, created_at, "
+            "heartbeat_at, finished_at) VALUES ($1, $2, 'test', 'ready', $3, $3, $3)",
+            f"ex_old{n}_{seller.tenant_id}",
+            seller.tenant_id,
+            start + timedelta(minutes=n),
+        )
+    started = await http.post("/v1/exports", headers=seller.headers)
+    assert started.status_code == 202, started.text
+    listed = await http.get("/v1/exports", headers=seller.headers)
+    ids = [e["id"] for e in listed.json()["exports"]]
+    assert ids == [started.json()["id"]] + [f"ex_old{n}_{seller.tenant_id}" for n in (5, 4, 3, 2)]
+    forgotten = await http.get(f"/v1/exports/ex_old0_{seller.tenant_id}", headers=seller.headers)
+    assert forgotten.status_code == 404
 
 
 async def test_each_service_serves_only_its_callers_tenant_data(

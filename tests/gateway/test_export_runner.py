@@ -104,7 +104,7 @@ async def test_an_export_fails_and_names_the_service_that_could_not_answer(
     async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
         runner = ExportRunner(gateway_db, settings, signer, client)
         async with gateway_db.session() as session:
-            export = await create_export(session, tenant, "test")
+            export, _ = await create_export(session, tenant, "test")
         await runner.start(export)
         row = await export_row(pg, export.id, leave="running")
     assert row["status"] == "failed" and row["finished_at"] is not None
@@ -145,7 +145,7 @@ async def test_an_archive_larger_than_a_part_is_stored_and_downloaded_in_parts(
     async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
         runner = ExportRunner(gateway_db, service_settings("gateway", stack.config), signer, client)
         async with gateway_db.session() as session:
-            export = await create_export(session, f"tn_{secrets.token_hex(6)}", "test")
+            export, _ = await create_export(session, f"tn_{secrets.token_hex(6)}", "test")
         await runner.start(export)
         row = await export_row(pg, export.id, leave="running")
     assert row["status"] == "ready", row["error"]
@@ -175,7 +175,7 @@ async def test_stopping_the_gateway_fails_the_exports_it_was_building(
     async with httpx.AsyncClient(transport=httpx.MockTransport(never)) as client:
         runner = ExportRunner(gateway_db, service_settings("gateway", stack.config), signer, client)
         async with gateway_db.session() as session:
-            export = await create_export(session, f"tn_{secrets.token_hex(6)}", "test")
+            export, _ = await create_export(session, f"tn_{secrets.token_hex(6)}", "test")
         await runner.start(export)
         await asyncio.wait_for(asked.wait(), 10)
         await runner.stop()

@@ -36,13 +36,16 @@ async def create_export(
     poll `GET /v1/exports/{id}` for its progress until `status` is `ready`, then download
     `download_url`: a zip of `<service>/<table>.ndjson` files and a `manifest.json`
     with each file's rows, bytes and SHA-256. Secrets (hashes, keys) are never in it.
+    One export runs at a time: asked while one runs, the answer is that one. The five
+    newest are kept; an older one is deleted (404) when a new one starts.
     """
     if (await request.body()).strip() not in (b"", b"{}"):
         # An export has no options: a body asking for some must not pass for taken.
         raise InvalidInput("an export takes no body", [FieldError("body", "must be empty or {}")])
-    export = await service.create_export(session, access.tenant_id, principal.subject)
-    # Started after the response, so after the commit: the runner's writes find the row.
-    background.add_task(request.app.state.exports.start, export)
+    export, new = await service.create_export(session, access.tenant_id, principal.subject)
+    if new:
+        # Started after the response, so after the commit: the runner's writes find the row.
+        background.add_task(request.app.state.exports.start, export)
     response.headers["Location"] = f"/v1/exports/{export.id}"
     return service.out(export)
 

@@ -20,6 +20,32 @@ class ExportRepository:
         await self.session.flush()
         return export
 
+    async def hold_tenant(self, tenant_id: str) -> None:
+        """Until the transaction ends: two requests of one tenant start one export."""
+        await self.session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext('gateway.exports:' || :tenant))"),
+            {"tenant": tenant_id},
+        )
+
+    async def running(self, tenant_id: str) -> Export | None:
+        result = await self.session.execute(
+            select(Export).where(
+                col(Export.tenant_id) == tenant_id, col(Export.status) == "running"
+            )
+        )
+        return result.scalars().first()
+
+    async def forget_all_but_newest(self, tenant_id: str, kept: int) -> None:
+        """Deletes the tenant's exports (and archives) older than its ``kept`` newest."""
+        await self.session.execute(
+            text(
+                "DELETE FROM exports WHERE tenant_id = :tenant AND id NOT IN ("
+                "SELECT id FROM exports WHERE tenant_id = :tenant "
+                "ORDER BY created_at DESC, id LIMIT :kept)"
+            ),
+            {"tenant": tenant_id, "kept": kept},
+        )
+
     async def get(self, tenant_id: str, export_id: str) -> Export | None:
         result = await self.session.execute(
             select(Export).where(col(Export.tenant_id) == tenant_id, col(Export.id) == export_id)

@@ -56,6 +56,10 @@ DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 SPOOL_BYTES = 16 * 1024 * 1024
 
 
+# Archives kept per tenant, the newest; an older one is deleted when a new one starts.
+KEPT_EXPORTS = 5
+
+
 def download_path(export_id: str) -> str:
     return f"/v1/exports/{export_id}/archive"
 
@@ -76,19 +80,30 @@ def out(export: Export) -> ExportOut:
     )
 
 
-async def create_export(session: AsyncSession, tenant_id: str, requested_by: str) -> Export:
-    """A running export of ``tenant_id``; the caller starts its runner after the commit."""
+async def create_export(
+    session: AsyncSession, tenant_id: str, requested_by: str
+) -> tuple[Export, bool]:
+    """A running export of ``tenant_id``, and whether it is new: the caller starts its
+    runner after the commit. A tenant builds one export at a time (asked again meanwhile,
+    the one running is the answer), and keeps its ``KEPT_EXPORTS`` newest: each is a
+    whole copy of its data in the gateway's database."""
+    repository = ExportRepository(session)
+    await repository.hold_tenant(tenant_id)
+    await fail_stale(session, tenant_id)
+    running = await repository.running(tenant_id)
+    if running is not None:
+        return running, False
+    await repository.forget_all_but_newest(tenant_id, KEPT_EXPORTS - 1)
     now = utcnow()
-    return await ExportRepository(session).add(
-        Export(
-            id=f"ex_{secrets.token_hex(8)}",
-            tenant_id=tenant_id,
-            requested_by=requested_by,
-            status="running",
-            created_at=now,
-            heartbeat_at=now,
-        )
+    export = Export(
+        id=f"ex_{secrets.token_hex(8)}",
+        tenant_id=tenant_id,
+        requested_by=requested_by,
+        status="running",
+        created_at=now,
+        heartbeat_at=now,
     )
+    return await repository.add(export), True
 
 
 async def fail_stale(session: AsyncSession, tenant_id: str | None = None) -> int:
@@ -209,11 +224,15 @@ class ExportRunner:
         await self._progress(export.id, 0, total)
         writer = ArchiveWriter(archive)
         done = 0
-        for source, tables in listed:
-            for table, _ in tables:
-                await writer.add_table(source, table)
-                done += 1
-                await self._progress(export.id, done, total)
+        try:
+            for source, tables in listed:
+                for table, _ in tables:
+                    await writer.add_table(source, table)
+                    done += 1
+                    await self._progress(export.id, done, total)
+        except BaseException:
+            writer.abandon()
+            raise
         writer.close(export.tenant_id, export.id, export.created_at)
 
     async def _progress(self, export_id: str, done: int, total: int) -> None:

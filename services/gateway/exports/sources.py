@@ -8,6 +8,7 @@ services (no such instant exists between four schemas written independently).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import zipfile
 from collections.abc import AsyncIterator, Callable
@@ -138,3 +139,9 @@ class ArchiveWriter:
         }
         self._zip.writestr("manifest.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
         self._zip.close()
+
+    def abandon(self) -> None:
+        """Ends an archive that will not be kept while its file is still open: left to
+        the garbage collector, the zip would write its end into a closed file."""
+        with contextlib.suppress(ValueError, OSError):
+            self._zip.close()
