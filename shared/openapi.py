@@ -86,6 +86,22 @@ LOCATED = {
     }
 }
 
+# An answer a client may conditionally ask for again (If-None-Match) carries its tag.
+TAGGED = {
+    "ETag": {
+        "description": "Send it back as If-None-Match: 304 while the answer is the same",
+        "schema": {"type": "string"},
+    }
+}
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Whole seconds to wait before sending the request again",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+# Operations whose path names something that need not exist before: never 404.
+_NEVER_NOT_FOUND = {("put", "/v1/settings/stores/{store_id}")}
+
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 # Statuses any route may answer, with when; 401 and 403 only where a token is taken,
 # 404 only where the path names something.
@@ -124,12 +140,12 @@ def _describe_errors(document: dict[str, Any]) -> None:
                 if "HTTPValidationError" in json.dumps(operation.get("responses", {}).get("422")):
                     del operation["responses"]["422"]
             continue
-        for operation in operations.values():
+        for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
             for status, when in _ERRORS.items():
                 if status in ("401", "403") and "security" not in operation:
                     continue
-                if status == "404" and "{" not in path:
+                if status == "404" and ("{" not in path or (method, path) in _NEVER_NOT_FOUND):
                     continue
                 if status == "413" and "requestBody" not in operation:
                     continue
@@ -138,6 +154,8 @@ def _describe_errors(document: dict[str, Any]) -> None:
                 answer = responses.setdefault(status, {"description": when})
                 # FastAPI's own 422 (HTTPValidationError) is never what we send.
                 answer["content"] = {"application/json": {"schema": _ERROR_REF}}
+                if status in ("429", "503"):
+                    answer.setdefault("headers", {}).update(RETRY_AFTER)
     if '"#/components/schemas/HTTPValidationError"' not in json.dumps(document["paths"]):
         for unused in ("HTTPValidationError", "ValidationError"):
             schemas.pop(unused, None)

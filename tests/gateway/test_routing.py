@@ -300,6 +300,16 @@ async def test_merged_openapi_is_a_valid_openapi_document(http: httpx.AsyncClien
         if not content.get("schema")
     ]
     assert unshaped == []
+    # What answers carry is declared, so that generated clients can read it.
+    paths = document["paths"]
+    assert "ETag" in paths["/v1/kpis"]["get"]["responses"]["200"]["headers"]
+    assert "ETag" in paths["/v1/exports/{export_id}/archive"]["get"]["responses"]["200"]["headers"]
+    for status in ("429", "503"):
+        assert "Retry-After" in paths["/v1/kpis"]["get"]["responses"][status]["headers"]
+    # Any store id may take a time zone before its first event: never 404.
+    assert "404" not in paths["/v1/settings/stores/{store_id}"]["put"]["responses"]
+    events = paths["/v1/events"]["post"]["requestBody"]["content"]["application/json"]
+    assert events["schema"]["properties"]["events"]["minItems"] == 1
 
 
 async def test_merged_openapi_has_every_services_v1_routes(http: httpx.AsyncClient) -> None:

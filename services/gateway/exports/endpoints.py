@@ -14,7 +14,7 @@ from shared.access import WholeTenantAdmin
 from shared.auth import Principal, current_principal
 from shared.deps import DbSession
 from shared.errors import FieldError, InvalidInput
-from shared.openapi import LOCATED, ErrorBody
+from shared.openapi import LOCATED, TAGGED, ErrorBody
 from shared.service import none_match_holds
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"])
@@ -67,7 +67,10 @@ async def get_export(export_id: str, access: WholeTenantAdmin, session: DbSessio
     "/{export_id}/archive",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}},
+        200: {
+            "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+            "headers": TAGGED,
+        },
         304: {"description": "The archive `If-None-Match` names: the client has it"},
         409: {"model": ErrorBody, "description": "The export is still running, or failed"},
     },

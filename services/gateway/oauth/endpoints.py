@@ -103,6 +103,10 @@ _INTROSPECT_API = {
                             "tenant": {"type": "string"},
                             "exp": {"type": "integer"},
                             "iat": {"type": "integer"},
+                            "nbf": {"type": "integer"},
+                            "iss": {"type": "string"},
+                            "aud": {"type": "string"},
+                            "jti": {"type": "string"},
                         },
                     }
                 }

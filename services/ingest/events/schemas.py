@@ -26,6 +26,7 @@ PUSH_REQUEST_SCHEMA: dict[str, Any] = {
                 "properties": {
                     "events": {
                         "type": "array",
+                        "minItems": 1,
                         "maxItems": 5000,
                         "items": {
                             "type": "object",

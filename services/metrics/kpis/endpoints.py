@@ -32,7 +32,7 @@ from shared.access import Access, require_access
 from shared.db import Database
 from shared.errors import InvalidInput, NotAcceptable
 from shared.http import DATA_VERSION_HEADER
-from shared.openapi import ErrorBody
+from shared.openapi import TAGGED, ErrorBody
 from shared.query_lists import join_list, split_list
 from shared.service import none_match_holds
 
@@ -259,12 +259,13 @@ tenant's settings make it; with the default settings:
         200: {
             "content": {"text/csv": {"schema": {"type": "string"}}},
             "headers": {
+                **TAGGED,
                 "Lodestar-Warnings": {
                     "description": "A CSV answer's warnings, as a JSON list of at most "
                     f"{MAX_WARNINGS_HEADER} characters; a longer list ends with one "
                     "saying how many more the JSON answer has",
                     "schema": {"type": "string"},
-                }
+                },
             },
         },
         304: {"description": "`If-None-Match` names the answer's `ETag`: it has not changed"},
