@@ -35,7 +35,10 @@ TENANT_ID_DESCRIPTION = "The seller whose data an agency reads through a grant"
 SINGULAR = {"stores": "store", "marketplaces": "marketplace", "categories": "category"}
 
 
-WHOLE_TENANT_ONLY = "this needs access to the whole tenant; this user's role is limited"
+WHOLE_TENANT_ONLY = (
+    "this needs access to the whole tenant; this caller may reach only some stores, "
+    "marketplaces or categories"
+)
 
 
 def limited_user(principal: Principal) -> bool:

@@ -19,10 +19,17 @@ async def test_plans_read_in_digits_by_the_whole_tenant_only(
         "'gmv', 'USD', 5000000.00, 'approved', 1, now())",
         admin.tenant_id,
     )
+    # A year's target in rupiah or dong passes 10^15, which no event amount may.
+    await pg.execute(
+        "INSERT INTO targets.target_plans (tenant_id, id, name, year, metric, currency, amount, "
+        "status, version, created_at) VALUES ($1, gen_random_uuid(), 'Indonesia 2026', 2026, "
+        "'gmv', 'IDR', 1E+16, 'approved', 1, now() - interval '1 day')",
+        admin.tenant_id,
+    )
     whole = await http.get("/v1/targets/plans", headers=admin.headers)
     assert whole.status_code == 200, whole.text
-    [plan] = whole.json()["plans"]
-    assert (plan["name"], plan["amount"]) == ("Company 2026", "5000000.00")
+    amounts = {plan["name"]: plan["amount"] for plan in whole.json()["plans"]}
+    assert amounts == {"Company 2026": "5000000.00", "Indonesia 2026": "10000000000000000"}
     # A plan sets the whole tenant's figures: a manager of one store reads none of it.
     client_id = await frontend_client(http, admin)
     user = await add_user(http, admin, "analyst", limits={"stores": ["s1"]})
