@@ -105,6 +105,12 @@ class PayloadTooLarge(LodestarError):
     graphql_code = "BAD_USER_INPUT"
 
 
+class LengthRequired(LodestarError):
+    status = 411
+    code = "length_required"
+    graphql_code = "BAD_USER_INPUT"
+
+
 class Unauthenticated(LodestarError):
     status = 401
     code = "invalid_token"

@@ -22,9 +22,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.auth import Principal
 from shared.errors import (
     FieldError,
+    LengthRequired,
     LodestarError,
     PayloadTooLarge,
     RateLimited,
+    Unauthenticated,
     UpstreamUnavailable,
 )
 from shared.revocations import REVOKED_TOKENS_PATH
@@ -164,11 +166,15 @@ def _declared_length(scope: Scope) -> int | None:
 
 
 # A request declaring more than this many bytes is a large one: a push of thousands of
-# events, which takes some 80 MB of a process to parse and check. At most
-# ``MAX_LARGE_BODIES`` are read at once per process; the others wait their turn, their
-# bodies unread, for up to ``LARGE_BODY_WAIT_SECONDS``, then get 503 and Retry-After.
+# events, which takes some 80 MB of a process to parse and check. Only a client whose
+# token verifies sends one (anyone else is answered 401 at once, its body unread: a slow
+# body of no one held a turn for as long as it trickled); at most ``MAX_LARGE_BODIES``
+# are read at once per process, ``MAX_LARGE_BODIES_PER_CLIENT`` of them one client's;
+# the others wait, their bodies unread, up to ``LARGE_BODY_WAIT_SECONDS``, then get 503
+# and Retry-After. A body that declares no length may not grow past one (411).
 LARGE_BODY_BYTES = 1024 * 1024
 MAX_LARGE_BODIES = 4
+MAX_LARGE_BODIES_PER_CLIENT = 2
 LARGE_BODY_WAIT_SECONDS = 30.0
 
 
@@ -191,41 +197,78 @@ class LimitsMiddleware:
         self.max_body_bytes = max_body_bytes
         self.render = render
         self._large_bodies: asyncio.Semaphore | None = None
+        # Each client's turns, and how many of its requests hold or wait for one.
+        self._large_by_client: dict[str, tuple[asyncio.Semaphore, int]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self.limiter.enabled and scope["path"] not in UNLIMITED_PATHS:
+        declared = _declared_length(scope)
+        large = declared is not None and declared > LARGE_BODY_BYTES
+        key: str | None = None
+        if large or (self.limiter.enabled and scope["path"] not in UNLIMITED_PATHS):
             app = scope.get("app")
             verifier = getattr(app.state, "token_verifier", None) if app is not None else None
-            wait = self.limiter.acquire(await client_key(scope, verifier))
+            key = await client_key(scope, verifier)
+        if self.limiter.enabled and scope["path"] not in UNLIMITED_PATHS:
+            assert key is not None
+            wait = self.limiter.acquire(key)
             if wait:
                 await self.render(RateLimited(wait), scope)(scope, receive, send)
                 return
-        declared = _declared_length(scope)
         if self.max_body_bytes and declared is not None and declared > self.max_body_bytes:
             await self.render(self._too_large(), scope)(scope, receive, send)
             return
-        if declared is None or declared <= LARGE_BODY_BYTES:
+        if not large:
             await self._call_reading(scope, receive, send)
+            return
+        assert key is not None
+        if not key.startswith("client:"):
+            refused = Unauthenticated(
+                f"a request body over {LARGE_BODY_BYTES} bytes needs a valid access token"
+            )
+            await self.render(refused, scope)(scope, receive, send)
             return
         if self._large_bodies is None:
             self._large_bodies = asyncio.Semaphore(MAX_LARGE_BODIES)
+        own, waiting = self._large_by_client.get(key, (None, 0))
+        if own is None:
+            own = asyncio.Semaphore(MAX_LARGE_BODIES_PER_CLIENT)
+        self._large_by_client[key] = (own, waiting + 1)
         try:
-            async with asyncio.timeout(LARGE_BODY_WAIT_SECONDS):
-                await self._large_bodies.acquire()
-        except TimeoutError:
-            busy = UpstreamUnavailable.for_now(
-                f"{MAX_LARGE_BODIES} requests of over {LARGE_BODY_BYTES} bytes are being "
-                "read already; send it again in a moment"
-            )
-            await self.render(busy, scope)(scope, receive, send)
-            return
+            await self._call_in_turn(own, scope, receive, send)
+        finally:
+            own, waiting = self._large_by_client[key]
+            if waiting > 1:
+                self._large_by_client[key] = (own, waiting - 1)
+            else:
+                del self._large_by_client[key]
+
+    async def _call_in_turn(
+        self, own: asyncio.Semaphore, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Reads the body in one of the client's turns and one of the process's."""
+        assert self._large_bodies is not None
+        taken: list[asyncio.Semaphore] = []
         try:
+            try:
+                async with asyncio.timeout(LARGE_BODY_WAIT_SECONDS):
+                    for turns in (own, self._large_bodies):
+                        await turns.acquire()
+                        taken.append(turns)
+            except TimeoutError:
+                busy = UpstreamUnavailable.for_now(
+                    f"{MAX_LARGE_BODIES} requests of over {LARGE_BODY_BYTES} bytes are being "
+                    f"read already ({MAX_LARGE_BODIES_PER_CLIENT} at most of one client); "
+                    "send it again in a moment"
+                )
+                await self.render(busy, scope)(scope, receive, send)
+                return
             await self._call_reading(scope, receive, send)
         finally:
-            self._large_bodies.release()
+            for turns in taken:
+                turns.release()
 
     async def _call_reading(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.max_body_bytes:
@@ -242,8 +285,9 @@ class LimitsMiddleware:
 
     async def _call_counting(self, scope: Scope, receive: Receive, send: Send) -> None:
         received = 0
-        refused: PayloadTooLarge | None = None
+        refused: PayloadTooLarge | LengthRequired | None = None
         started = False
+        undeclared = _declared_length(scope) is None
 
         async def counting_receive() -> Message:
             nonlocal received, refused
@@ -254,6 +298,14 @@ class LimitsMiddleware:
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
                     refused = self._too_large()
+                    raise refused
+                if undeclared and received > LARGE_BODY_BYTES:
+                    # Sent chunked, it would be read however many are being read.
+                    refused = LengthRequired(
+                        f"a request body over {LARGE_BODY_BYTES} bytes must declare its "
+                        "Content-Length",
+                        [FieldError(field="header.Content-Length", reason="required")],
+                    )
                     raise refused
             return message
 
@@ -269,7 +321,7 @@ class LimitsMiddleware:
 
         try:
             await self.app(scope, counting_receive, guarded_send)
-        except PayloadTooLarge as exc:
+        except (PayloadTooLarge, LengthRequired) as exc:
             if exc is not refused:
                 raise
             # A response already under way cannot become a 413; the server ends it.

@@ -495,7 +495,8 @@ async def test_few_large_bodies_are_read_at_once_and_the_rest_wait_then_get_503(
 ) -> None:
     """Eight 16 MB pushes at once took ingest from 210 to 858 MB, and Python kept it."""
     monkeypatch.setattr(limits, "LARGE_BODY_BYTES", 10)
-    monkeypatch.setattr(limits, "MAX_LARGE_BODIES", 1)
+    monkeypatch.setattr(limits, "MAX_LARGE_BODIES", 2)
+    monkeypatch.setattr(limits, "MAX_LARGE_BODIES_PER_CLIENT", 1)
     monkeypatch.setattr(limits, "LARGE_BODY_WAIT_SECONDS", 0.3)
     app, _, _ = limited_app(rate_limit_per_second=0)
     held = asyncio.Event()
@@ -509,17 +510,50 @@ async def test_few_large_bodies_are_read_at_once_and_the_rest_wait_then_get_503(
         return {"bytes": len(body)}
 
     async with client_of(app) as client:
-        first = asyncio.create_task(client.post("/hold", content=b"x" * 50))
+        first = asyncio.create_task(client.post("/hold", content=b"x" * 50, headers=bearer("a")))
         await reading.wait()
         # Small bodies never wait.
         assert (await client.post("/echo", content=b"tiny")).status_code == 200
-        waited = await client.post("/echo", content=b"y" * 50)
+        # One client reads one large body at a time here: its second waits, and in
+        # vain while the first is read; another client takes the last turn.
+        own = await client.post("/echo", content=b"y" * 50, headers=bearer("a"))
+        assert own.status_code == 503 and own.headers["retry-after"] == "1", own.text
+        assert "at most of one client" in own.json()["detail"]
+        reading.clear()
+        second = asyncio.create_task(client.post("/hold", content=b"z" * 50, headers=bearer("b")))
+        await reading.wait()
+        waited = await client.post("/echo", content=b"w" * 50, headers=bearer("c"))
         assert waited.status_code == 503, waited.text
-        assert waited.headers["retry-after"] == "1"
         assert waited.json()["error"] == "unavailable"
-        # One waiting when the first ends gets its turn.
-        second = asyncio.create_task(client.post("/echo", content=b"z" * 50))
+        # One waiting when a turn ends gets it.
+        third = asyncio.create_task(client.post("/echo", content=b"v" * 50, headers=bearer("c")))
         await asyncio.sleep(0.05)
         held.set()
         assert (await first).json() == {"bytes": 50}
-        assert (await second).status_code == 200
+        assert (await second).json() == {"bytes": 50}
+        assert (await third).status_code == 200
+
+
+async def test_a_large_body_of_no_valid_token_is_refused_unread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Four slow bodies of no one held every turn for as long as they trickled, and a
+    body sent chunked was read however many were being read."""
+    monkeypatch.setattr(limits, "LARGE_BODY_BYTES", 10)
+    app, _, seen = limited_app(rate_limit_per_second=0)
+    async with client_of(app) as client:
+        forged = {"Authorization": f"Bearer {unsigned_token(client_id='a')}"}
+        for headers in ({}, forged):
+            refused = await client.post("/echo", content=b"x" * 50, headers=headers)
+            assert refused.status_code == 401, refused.text
+            assert refused.json()["error"] == "invalid_token"
+        assert seen == []
+        chunked = await client.post(
+            "/echo", content=chunks(b"x" * 8, b"y" * 8), headers=bearer("a")
+        )
+        assert chunked.status_code == 411, chunked.text
+        assert chunked.json()["errors"] == [
+            {"field": "header.Content-Length", "reason": "required"}
+        ]
+        small_chunked = await client.post("/echo", content=chunks(b"x" * 4), headers=bearer("a"))
+        assert small_chunked.status_code == 200
