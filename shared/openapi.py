@@ -139,6 +139,15 @@ def _describe_errors(document: dict[str, Any]) -> None:
             for operation in operations.values():
                 if "HTTPValidationError" in json.dumps(operation.get("responses", {}).get("422")):
                     del operation["responses"]["422"]
+                # Every route but the probes counts against the caller's rate.
+                limited = operation.setdefault("responses", {}).setdefault(
+                    "429",
+                    {
+                        "description": _ERRORS["429"],
+                        "content": {"application/json": {"schema": _ERROR_REF}},
+                    },
+                )
+                limited.setdefault("headers", {}).update(RETRY_AFTER)
             continue
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})

@@ -306,6 +306,13 @@ async def test_merged_openapi_is_a_valid_openapi_document(http: httpx.AsyncClien
     assert "ETag" in paths["/v1/exports/{export_id}/archive"]["get"]["responses"]["200"]["headers"]
     for status in ("429", "503"):
         assert "Retry-After" in paths["/v1/kpis"]["get"]["responses"][status]["headers"]
+    for path, method in (
+        ("/graphql", "post"),
+        ("/oauth/token", "post"),
+        ("/oauth/authorize", "post"),
+        ("/.well-known/jwks.json", "get"),
+    ):
+        assert "Retry-After" in paths[path][method]["responses"]["429"]["headers"], path
     # Any store id may take a time zone before its first event: never 404.
     assert "404" not in paths["/v1/settings/stores/{store_id}"]["put"]["responses"]
     events = paths["/v1/events"]["post"]["requestBody"]["content"]["application/json"]
