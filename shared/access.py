@@ -36,7 +36,7 @@ SINGULAR = {"stores": "store", "marketplaces": "marketplace", "categories": "cat
 
 
 WHOLE_TENANT_ONLY = (
-    "this needs access to the whole tenant; this caller may reach only some stores, "
+    "this needs access to the whole tenant; this caller is limited to some stores, "
     "marketplaces or categories"
 )
 
