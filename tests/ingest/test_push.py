@@ -572,6 +572,25 @@ async def test_a_caller_limited_to_categories_pushes_order_lines_of_those_only(
         {"index": 0, "field": "payload.sku",
          "reason": "SKU CHAIR-9 is sold under another category too"}
     ]  # fmt: skip
+    # Nor a SKU whose traffic no line has categorized yet: it would be Lamps'. A Lamps
+    # SKU with traffic of its own is its to sell.
+    traffic = {
+        **order_line("tr"), "type": "traffic",
+        "payload": {"date": "2026-03-01", "sku": "VISITED", "sessions": 5},
+    }  # fmt: skip
+    own_traffic = {
+        **traffic,
+        "event_id": "tr-own",
+        "payload": {**traffic["payload"], "sku": "CHAIR-SKU"},
+    }
+    assert (await ingest.push(tenant, [traffic, own_traffic])).status_code == 202
+    visited = await push(order_line("mine3", category="Lamps", sku="VISITED"))
+    assert visited.status_code == 403
+    assert visited.json()["errors"] == [
+        {"index": 0, "field": "payload.sku",
+         "reason": "SKU VISITED has fees, ads, traffic or stock of no category"}
+    ]  # fmt: skip
+    assert (await push(order_line("mine4", category="Lamps", sku="CHAIR-SKU"))).status_code == 202
 
 
 MONEY_300 = {"amount": "300.00", "currency": "USD"}
@@ -621,6 +640,29 @@ async def test_a_caller_limited_to_stores_names_no_category_another_store_sells_
     assert (
         await push(_in_store(order_line("s1-6", sku="OWN", category="Other"), "s1"))
     ).status_code == 202
+    # A SKU the seller only advertises (or stocks) elsewhere: its ads there would take
+    # the agency's category. Where a line there names one, the same category is fine.
+    ads = {
+        **order_line("ads-s2"), "type": "ad_spend",
+        "source": {"platform": "amazon", "store_id": "s2", "marketplace": "US"},
+        "payload": {"date": "2026-03-01", "campaign_id": "c1", "sku": "ADS-ONLY",
+                    "impressions": 100, "clicks": 3, "cost": MONEY_300,
+                    "attributed_sales": MONEY_300, "attributed_orders": 1},
+    }  # fmt: skip
+    ads_of_secret = {
+        **ads,
+        "event_id": "ads-s2-secret",
+        "payload": {**ads["payload"], "sku": "SECRET"},
+    }
+    assert (await ingest.push(tenant, [ads, ads_of_secret])).status_code == 202
+    advertised = await push(_in_store(order_line("s1-7", sku="ADS-ONLY", category="Mine"), "s1"))
+    assert advertised.status_code == 403, advertised.text
+    assert advertised.json()["errors"] == [
+        {"index": 0, "field": "payload.category",
+         "reason": "SKU ADS-ONLY has fees, ads, traffic or stock outside what this caller may reach"}
+    ]  # fmt: skip
+    same = await push(_in_store(order_line("s1-8", sku="SECRET", category="secret-cat"), "s1"))
+    assert same.status_code == 202, same.text
     # A caller limited to marketplaces is held to the same rule.
     us_only = ingest.minter.mint(tenant, ["ingest:write"], limits={"marketplaces": ["US"]})
     mx_line = _in_store(order_line("mx-1", sku="MX-SKU", category="mx-cat"), "s3", "MX")

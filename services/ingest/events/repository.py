@@ -8,7 +8,7 @@ import asyncpg
 import orjson
 
 from shared.db import row_count
-from shared.events import Event, OrderLine
+from shared.events import AdSpend, Event, Fee, InventorySnapshot, OrderLine, Traffic
 
 
 class AcceptedEvent(NamedTuple):
@@ -22,6 +22,12 @@ class AcceptedEvent(NamedTuple):
     category: str | None = None
     # The order it names; None for types that name none, or not recorded.
     order_id: str | None = None
+
+
+# Events whose SKU is recorded with them: order lines, which give a SKU its category,
+# and what is filed under that category (fees, ads, traffic, stock). The category is
+# recorded for lines only; the others' is None.
+CATEGORIZED_BY_SKU = (OrderLine, Fee, AdSpend, Traffic, InventorySnapshot)
 
 
 def _accepted_event(row: asyncpg.Record) -> AcceptedEvent:
@@ -130,7 +136,7 @@ class EventRepository:
                 (e.payload.category or "") if isinstance(e.payload, OrderLine) else None
                 for e in events
             ],
-            [e.payload.sku if isinstance(e.payload, OrderLine) else None for e in events],
+            [e.payload.sku if isinstance(e.payload, CATEGORIZED_BY_SKU) else None for e in events],
             [order_of(e) for e in events],
         )
         return {row["event_id"] for row in rows}
@@ -176,9 +182,10 @@ class EventRepository:
         beyond_stores: frozenset[str] | None = None,
         beyond_marketplaces: frozenset[str] | None = None,
     ) -> dict[str, set[str]]:
-        """Each SKU's categories among the order lines accepted (their latest versions);
-        with ``beyond_stores`` or ``beyond_marketplaces``, only among lines outside
-        those stores or marketplaces.
+        """Each SKU's categories among the order lines accepted (their latest versions),
+        with None when fees, ads, traffic or stock of it were accepted too; with
+        ``beyond_stores`` or ``beyond_marketplaces``, only among events outside those
+        stores or marketplaces.
 
         Each SKU is locked until the transaction ends, in SKU order: two callers limited
         to two categories pushing a new SKU at once would each find it unsold."""

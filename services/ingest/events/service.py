@@ -340,10 +340,16 @@ async def _skus_of_other_categories(
     for index, event in enumerate(events):
         if not isinstance(event.payload, OrderLine):
             continue
-        others = sold_under.get(event.payload.sku, set()) - access.categories
-        if others:
+        recorded = sold_under.get(event.payload.sku, set())
+        lines = recorded - {None}
+        if lines - access.categories:
             reason = f"SKU {event.payload.sku} is sold under another category too"
-            errors.append(FieldError("payload.sku", reason, index=index, row=_row(index, rows)))
+        elif not lines and None in recorded:
+            # Its fees, ads, traffic or stock, of no category yet, would become this one's.
+            reason = f"SKU {event.payload.sku} has fees, ads, traffic or stock of no category"
+        else:
+            continue
+        errors.append(FieldError("payload.sku", reason, index=index, row=_row(index, rows)))
     return errors
 
 
@@ -370,13 +376,21 @@ async def _skus_sold_beyond_reach(
     )
     errors = []
     for index, line in named:
-        if sold_beyond.get(line.sku, set()) - {line.category}:
+        recorded = sold_beyond.get(line.sku, set())
+        lines = recorded - {None}
+        # Lines of another category, or of none; or, where no line names the SKU, its
+        # fees, ads, traffic or stock there, which would take this line's category.
+        if lines - {line.category}:
             reason = (
                 f"SKU {line.sku} is sold under another category outside what this caller may reach"
             )
-            errors.append(
-                FieldError("payload.category", reason, index=index, row=_row(index, rows))
+        elif not lines and None in recorded:
+            reason = (
+                f"SKU {line.sku} has fees, ads, traffic or stock outside what this caller may reach"
             )
+        else:
+            continue
+        errors.append(FieldError("payload.category", reason, index=index, row=_row(index, rows)))
     return errors
 
 
