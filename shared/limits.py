@@ -129,14 +129,14 @@ async def client_key(scope: Scope, verifier: ClientVerifier | None) -> str:
     if verifier is not None and not scope["path"].startswith("/oauth/"):
         token = _bearer(scope)
         if token is not None:
+            principal: Principal | None
             try:
                 principal = await verifier.verify(token)
             except (LodestarError, ValueError):
                 # Not a token (401 at the route): the address pays for it.
-                pass
-            else:
-                if len(principal.client_id) <= MAX_CLIENT_ID_LENGTH:
-                    return f"client:{principal.client_id}"
+                principal = None
+            if principal is not None and len(principal.client_id) <= MAX_CLIENT_ID_LENGTH:
+                return f"client:{principal.client_id}"
     peer = scope.get("client")
     return f"ip:{peer[0] if peer else 'unknown'}"
 
