@@ -181,7 +181,7 @@ class EventRepository:
         *,
         beyond_stores: frozenset[str] | None = None,
         beyond_marketplaces: frozenset[str] | None = None,
-    ) -> dict[str, set[str]]:
+    ) -> dict[str, set[str | None]]:
         """Each SKU's categories among the order lines accepted (their latest versions),
         with None when fees, ads, traffic or stock of it were accepted too; with
         ``beyond_stores`` or ``beyond_marketplaces``, only among events outside those

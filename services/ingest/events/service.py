@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from fastapi.responses import JSONResponse
@@ -336,21 +337,34 @@ async def _skus_of_other_categories(
     assert access.categories is not None
     skus = sorted({e.payload.sku for e in events if isinstance(e.payload, OrderLine)})
     sold_under = await repository.categories_of_skus(tenant_id, skus)
+    reasons = {
+        "lines": "SKU {} is sold under another category too",
+        "measures": "SKU {} has fees, ads, traffic or stock of no category",
+    }
     errors = []
     for index, event in enumerate(events):
         if not isinstance(event.payload, OrderLine):
             continue
-        recorded = sold_under.get(event.payload.sku, set())
-        lines = recorded - {None}
-        if lines - access.categories:
-            reason = f"SKU {event.payload.sku} is sold under another category too"
-        elif not lines and None in recorded:
-            # Its fees, ads, traffic or stock, of no category yet, would become this one's.
-            reason = f"SKU {event.payload.sku} has fees, ads, traffic or stock of no category"
-        else:
-            continue
-        errors.append(FieldError("payload.sku", reason, index=index, row=_row(index, rows)))
+        sku = event.payload.sku
+        if refiled := _refiled(sold_under.get(sku, set()), access.categories):
+            reason = reasons[refiled].format(sku)
+            errors.append(FieldError("payload.sku", reason, index=index, row=_row(index, rows)))
     return errors
+
+
+def _refiled(
+    recorded: set[str | None], allowed: AbstractSet[str]
+) -> Literal["lines", "measures"] | None:
+    """What a line naming a category of ``allowed`` would take over of a SKU whose
+    ``recorded`` categories are those of its lines (None for its fees, ads, traffic or
+    stock): lines of another category, or of none; or, where no line names the SKU,
+    its measures, which would take the line's category. None when nothing."""
+    lines = recorded - {None}
+    if lines - allowed:
+        return "lines"
+    if not lines and None in recorded:
+        return "measures"
+    return None
 
 
 async def _skus_sold_beyond_reach(
@@ -364,33 +378,30 @@ async def _skus_sold_beyond_reach(
     limited to stores or marketplaces may name a category for a SKU only when no line
     outside its reach sells it under another (or under none), or one line of its own
     would file that SKU's ads, fees and stock in the other stores under its choice."""
-    named = [(i, e.payload) for i, e in enumerate(events) if isinstance(e.payload, OrderLine)]
-    named = [(i, line) for i, line in named if line.category]
+    named = [
+        (i, e.payload, e.payload.category)
+        for i, e in enumerate(events)
+        if isinstance(e.payload, OrderLine) and e.payload.category
+    ]
     if not named:
         return []
     sold_beyond = await repository.categories_of_skus(
         tenant_id,
-        sorted({line.sku for _, line in named}),
+        sorted({line.sku for _, line, _ in named}),
         beyond_stores=access.stores,
         beyond_marketplaces=access.marketplaces,
     )
+    reasons = {
+        "lines": "SKU {} is sold under another category outside what this caller may reach",
+        "measures": "SKU {} has fees, ads, traffic or stock outside what this caller may reach",
+    }
     errors = []
-    for index, line in named:
-        recorded = sold_beyond.get(line.sku, set())
-        lines = recorded - {None}
-        # Lines of another category, or of none; or, where no line names the SKU, its
-        # fees, ads, traffic or stock there, which would take this line's category.
-        if lines - {line.category}:
-            reason = (
-                f"SKU {line.sku} is sold under another category outside what this caller may reach"
+    for index, line, category in named:
+        if refiled := _refiled(sold_beyond.get(line.sku, set()), {category}):
+            reason = reasons[refiled].format(line.sku)
+            errors.append(
+                FieldError("payload.category", reason, index=index, row=_row(index, rows))
             )
-        elif not lines and None in recorded:
-            reason = (
-                f"SKU {line.sku} has fees, ads, traffic or stock outside what this caller may reach"
-            )
-        else:
-            continue
-        errors.append(FieldError("payload.category", reason, index=index, row=_row(index, rows)))
     return errors
 
 
