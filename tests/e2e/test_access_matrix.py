@@ -445,6 +445,8 @@ PUBLIC: dict[tuple[str, str], int | None] = {
     ("POST", "/oauth/token"): 400,  # no grant_type
     ("POST", "/oauth/revoke"): 400,  # no token
     ("POST", "/oauth/introspect"): 400,
+    ("GET", "/oauth/userinfo"): 401,  # a user's token with openid: test_users_login
+    ("POST", "/oauth/userinfo"): 401,
     ("GET", "/graphql"): None,
     ("POST", "/graphql"): None,
 }

@@ -329,6 +329,62 @@ async def test_an_openid_sign_in_gets_an_id_token_naming_its_nonce(
     assert refusal["error"] == ["invalid_request"] and refusal["state"] == ["xyz"]
 
 
+async def test_userinfo_names_the_signed_in_user_as_they_are_now(
+    http: httpx.AsyncClient, pg: asyncpg.Connection, new_tenant: NewTenant, stack: Stack
+) -> None:
+    """A portal shows who signed in: OpenID Connect UserInfo, listed in discovery, for
+    an access token granted ``openid``; the user's limits as they are now."""
+    admin = await new_tenant()
+    client_id = await frontend_client(http, admin)
+    user = await add_user(http, admin, "viewer", limits={"marketplaces": ["MX"]})
+    discovery = (await http.get("/.well-known/openid-configuration")).json()
+    assert discovery["userinfo_endpoint"] == f"{stack.gateway}/oauth/userinfo"
+    assert {"email", "name"} <= set(discovery["claims_supported"])
+    tokens = await user_tokens(http, client_id, user["email"], scope="openid kpi:read")
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    for answer in (
+        await http.get("/oauth/userinfo", headers=bearer),
+        await http.post("/oauth/userinfo", headers=bearer),
+    ):
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["cache-control"] == "no-store"
+        assert answer.json() == {
+            "sub": user["id"],
+            "tenant": admin.tenant_id,
+            "email": user["email"],
+            "name": "Viewer",
+            "roles": ["viewer"],
+            "limits": {"marketplaces": ["MX"]},
+        }
+
+    without_openid = await user_tokens(http, client_id, user["email"])
+    refused = await http.get(
+        "/oauth/userinfo",
+        headers={"Authorization": f"Bearer {without_openid['access_token']}"},
+    )
+    assert refused.status_code == 403 and refused.json()["error"] == "insufficient_scope"
+    assert 'scope="openid"' in refused.headers["www-authenticate"]
+    client_token = await http.get("/oauth/userinfo", headers=admin.headers)
+    assert client_token.status_code == 403
+    anonymous = await http.get("/oauth/userinfo")
+    assert anonymous.status_code == 401 and "invalid_token" in anonymous.headers["www-authenticate"]
+
+    # A user disabled by any path, even one that left a token unrevoked, is nobody.
+    other = await add_user(http, admin, "viewer")
+    other_tokens = await user_tokens(http, client_id, other["email"], scope="openid")
+    await pg.execute("UPDATE gateway.users SET disabled_at = now() WHERE id = $1", other["id"])
+    disabled = await http.get(
+        "/oauth/userinfo", headers={"Authorization": f"Bearer {other_tokens['access_token']}"}
+    )
+    assert disabled.status_code == 401 and disabled.json()["error"] == "invalid_token"
+
+    # Deleting the user ends their tokens: UserInfo names nobody after.
+    deleted = await http.delete(f"/v1/users/{user['id']}", headers=admin.headers)
+    assert deleted.status_code == 204, deleted.text
+    gone = await http.get("/oauth/userinfo", headers=bearer)
+    assert gone.status_code == 401
+
+
 async def test_authorize_errors(http: httpx.AsyncClient, new_tenant: NewTenant) -> None:
     admin = await new_tenant()
     client_id = await frontend_client(http, admin)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from authlib.oauth2.rfc6749 import InvalidClientError, InvalidRequestError, OAuth2Error
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from services.gateway.oauth import sessions, user_grants
@@ -17,9 +17,10 @@ from services.gateway.oauth.revoked import refuse_at_once
 from services.gateway.oauth.server import AUTH_METHODS, GRANT_TYPES, TokenRequest, TokenServer
 from services.gateway.oauth.signing import Signer
 from services.gateway.oauth.user_grants import USER_GRANT_TYPES
-from shared.auth import ALGORITHM, TokenVerifier
+from services.gateway.users.repository import UserRepository
+from shared.auth import ALGORITHM, Principal, TokenVerifier, current_principal
 from shared.deps import DbSession
-from shared.errors import Unauthenticated
+from shared.errors import InsufficientScope, Unauthenticated
 from shared.revocations import REVOKED_TOKENS_PATH
 from shared.scopes import ALL_SCOPES
 from shared.time import utcnow
@@ -364,6 +365,7 @@ def _metadata(request: Request) -> dict[str, Any]:
         "authorization_endpoint": f"{issuer}/oauth/authorize",
         "revocation_endpoint": f"{issuer}/oauth/revoke",
         "introspection_endpoint": f"{issuer}/oauth/introspect",
+        "userinfo_endpoint": f"{issuer}/oauth/userinfo",
         "grant_types_supported": list(GRANT_TYPES),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
@@ -389,5 +391,56 @@ async def openid_configuration(request: Request) -> dict[str, Any]:
     metadata = _metadata(request)
     metadata["id_token_signing_alg_values_supported"] = [ALGORITHM]
     metadata["subject_types_supported"] = ["public"]
-    metadata["claims_supported"] = list(ID_TOKEN_CLAIMS)
+    metadata["claims_supported"] = [*ID_TOKEN_CLAIMS, *USERINFO_CLAIMS]
     return metadata
+
+
+# What the UserInfo endpoint adds to the ID token's claims about a signed-in user.
+USERINFO_CLAIMS = ("email", "name", "roles", "limits")
+_USERINFO = {
+    "type": "object",
+    "required": ["sub", "tenant", "email", "name", "roles"],
+    "properties": {
+        "sub": {"type": "string"},
+        "tenant": {"type": "string"},
+        "email": {"type": "string"},
+        "name": {"type": "string"},
+        "roles": {"type": "array", "items": {"type": "string"}},
+        "limits": {
+            "type": "object",
+            "additionalProperties": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+}
+
+
+_USERINFO_ROUTE: dict[str, Any] = {
+    "summary": "OpenID Connect UserInfo",
+    "responses": {200: {"content": {"application/json": {"schema": _USERINFO}}}},
+    "description": (
+        "OpenID Connect Core §5.3: who signed in, for a user's access token granted the "
+        "`openid` scope (a bearer header): `sub`, `tenant`, `email`, `name`, `roles` and "
+        "`limits` as they are now. A token without `openid` (a client's own, for one) gets "
+        "403 `insufficient_scope`; a user disabled or deleted since gets 401."
+    ),
+}
+
+
+@router.get("/oauth/userinfo", operation_id="userinfo", **_USERINFO_ROUTE)
+@router.post("/oauth/userinfo", operation_id="userinfo_by_post", **_USERINFO_ROUTE)
+async def userinfo(
+    principal: Annotated[Principal, Depends(current_principal)], session: DbSession
+) -> JSONResponse:
+    if OPENID not in principal.scopes:
+        raise InsufficientScope(OPENID)
+    user = await UserRepository(session).get(principal.subject)
+    if user is None or user.tenant_id != principal.tenant_id or user.disabled_at is not None:
+        raise Unauthenticated("the user of this token can no longer sign in")
+    claims: dict[str, Any] = {
+        "sub": user.id,
+        "tenant": user.tenant_id,
+        "email": user.email,
+        "name": user.name,
+        **user.token_claims(),
+    }
+    return JSONResponse(claims, headers=user_grants.NO_STORE)
