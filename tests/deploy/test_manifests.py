@@ -52,7 +52,11 @@ def test_compose_runs_each_service_with_every_variable(
     assert entry["build"] == "."
     assert f"services.{service}.app:create_app" in entry["command"]
     assert str(port) in entry["command"]
-    assert f"{port}:{port}" in entry["ports"]
+    if service == "gateway":
+        assert entry["ports"] == [f"{port}:{port}"]
+    else:
+        # A service believes the X-Forwarded-For it is sent: only the gateway reaches it.
+        assert "ports" not in entry and entry["expose"] == [str(port)]
     assert "/readyz" in " ".join(entry["healthcheck"]["test"])
     assert f":{port}/" in " ".join(entry["healthcheck"]["test"])
     missing = settings_vars(service) - set(entry["environment"])
@@ -88,6 +92,16 @@ def test_k8s_deployment_service_and_config(service: str) -> None:
     assert svc["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port}
+    if service != "gateway":
+        # A service believes the X-Forwarded-For it is sent: only the gateway reaches it.
+        policy = of_kind(documents, "NetworkPolicy")["spec"]
+        assert policy["podSelector"] == deployment["spec"]["selector"]
+        assert policy["ingress"] == [
+            {
+                "from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "gateway"}}}],
+                "ports": [{"protocol": "TCP", "port": port}],
+            }
+        ]
     assert set(container["resources"]["requests"]) == {"cpu", "memory"}
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["initContainers"][0]["command"][-1] == service
