@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Container
@@ -27,9 +28,16 @@ from shared.errors import Forbidden, InsufficientScope, Unauthenticated
 from shared.lru import Lru
 from shared.telemetry import current_tenant
 
+log = logging.getLogger(__name__)
+
 ALGORITHM = "RS256"
 # A flood of tokens with made-up key ids must not turn into a flood of JWKS fetches.
 MIN_SECONDS_BETWEEN_JWKS_FETCHES = 2.0
+# As long as the gateway lets its JWKS answer be cached: a key it retired (a rotation)
+# is refused here within this time. An issuer out of reach leaves the keys held, and
+# is asked again after the shorter wait.
+KEYS_MAX_AGE_SECONDS = 300.0
+KEYS_RETRY_SECONDS = 30.0
 # A token issued by a server whose clock runs a little ahead is valid already; an
 # expired one never is (CONTRACT §2: expired is 401), so expiry has no leeway.
 CLOCK_LEEWAY_SECONDS = 30
@@ -116,21 +124,34 @@ class KeyCache:
             data: dict[str, Any] = response.json()
             return data
 
-    async def refresh(self) -> None:
+    async def refresh(self, force: bool = False) -> None:
         async with self._lock:
-            if time.monotonic() - self._fetched_at < MIN_SECONDS_BETWEEN_JWKS_FETCHES:
+            if not force and time.monotonic() - self._fetched_at < MIN_SECONDS_BETWEEN_JWKS_FETCHES:
                 return
             try:
                 document = await self._fetch(self.jwks_url)
-            except (httpx.HTTPError, ValueError) as exc:
+                # An empty set is a real answer (every key retired): joserfc refuses it.
+                found = KeySet.import_key_set(document).keys if document.get("keys") else []  # type: ignore[arg-type]
+            except (httpx.HTTPError, JoseError, ValueError, TypeError, AttributeError) as exc:
                 raise Unauthenticated("signing keys are unavailable") from exc
-            key_set = KeySet.import_key_set(document)  # type: ignore[arg-type]
-            self._keys = {
-                str(key.kid): key for key in key_set.keys if isinstance(key, RSAKey) and key.kid
-            }
+            self._keys = {str(key.kid): key for key in found if isinstance(key, RSAKey) and key.kid}
             self._fetched_at = time.monotonic()
 
+    async def _refresh_if_stale(self) -> None:
+        if self._keys and time.monotonic() - self._fetched_at > KEYS_MAX_AGE_SECONDS:
+            try:
+                await self.refresh()
+            except Unauthenticated:
+                log.warning("signing keys cannot be fetched again: the keys held still count")
+                self._fetched_at = time.monotonic() - KEYS_MAX_AGE_SECONDS + KEYS_RETRY_SECONDS
+
+    async def holds(self, kid: str) -> bool:
+        """Whether the key still counts (a token checked with it before may be used)."""
+        await self._refresh_if_stale()
+        return kid in self._keys
+
     async def key_for(self, kid: str) -> RSAKey:
+        await self._refresh_if_stale()
         key = self._keys.get(kid)
         if key is None:
             await self.refresh()
@@ -185,12 +206,13 @@ class TokenVerifier:
         # Claims of tokens whose signature was checked: a caller sends the same token
         # until it expires, and the RSA check is the dearest part of a cached answer.
         # Expiry and the other claims are checked again on every use.
-        self._signed: Lru[str, dict[str, Any]] = Lru(VERIFIED_TOKENS)
+        # Kept with the key that signed them: a key retired since ends them.
+        self._signed: Lru[str, tuple[str, dict[str, Any]]] = Lru(VERIFIED_TOKENS)
 
     async def verify(self, token: str) -> Principal:
-        claims = self._signed.get(token)
-        if claims is not None:
-            return self._principal(claims)
+        signed = self._signed.get(token)
+        if signed is not None and await self.keys.holds(signed[0]):
+            return self._principal(signed[1])
         if self.external is not None and _unverified_issuer(token) == self.external.issuer:
             return await self.external.verify(token)
         header = _unverified_header(token)
@@ -207,7 +229,7 @@ class TokenVerifier:
         except (JoseError, ValueError) as exc:
             raise Unauthenticated("token signature is invalid") from exc
         principal = self._principal(decoded.claims)
-        self._signed.put(token, decoded.claims)
+        self._signed.put(token, (kid, decoded.claims))
         return principal
 
     def _principal(self, claims: dict[str, Any]) -> Principal:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from fastapi import Depends, FastAPI
@@ -23,7 +25,9 @@ from services.gateway.oauth.endpoints import router as oauth_router
 from services.gateway.oauth.revoked import RevokedTokens
 from services.gateway.oauth.server import TokenServer
 from services.gateway.oauth.service import ensure_platform_admin
-from services.gateway.oauth.signing import load_signer
+from services.gateway.oauth.signing import KeyReloader, load_signer
+from services.gateway.oauth.signing_keys import router as signing_keys_router
+from services.gateway.oauth.user_grants import USER_TOKEN_TTL_SECONDS
 from services.gateway.proxy.endpoints import router as proxy_router
 from services.gateway.proxy.routes import owner_of
 from services.gateway.proxy.service import OpenApiMerger, service_urls
@@ -77,6 +81,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             external=external_verifier(settings),
             revoked=app.state.revoked_tokens,
         )
+        app.state.key_reloader = KeyReloader(
+            db,
+            app.state.signer,
+            timedelta(seconds=max(settings.token_ttl_seconds, USER_TOKEN_TTL_SECONDS)),
+            after=partial(app.state.token_verifier.keys.refresh, force=True),
+        )
+        app.state.key_reloader.start()
         app.state.token_server = TokenServer(
             app.state.signer,
             settings.effective_issuer,
@@ -97,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await app.state.erasures.stop()
             await app.state.revoked_tokens.stop()
+            await app.state.key_reloader.stop()
             await app.state.exports.stop()
             await app.state.http.aclose()
             await db.dispose()
@@ -118,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(oauth_router)
     app.include_router(authorize_router)
     app.include_router(tenants_router)
+    app.include_router(signing_keys_router)
     # An erased tenant's tokens verify until they expire: none of them writes again.
     no_erased = [Depends(refuse_erased_writes)]
     app.include_router(grants_router, dependencies=no_erased)

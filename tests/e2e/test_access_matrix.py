@@ -260,6 +260,13 @@ async def tenant_list(world: World, caller: Caller, allowed: bool) -> Call:
     return Call("/v1/tenants")
 
 
+def signing_keys(body: Any = None) -> Build:
+    async def build(world: World, caller: Caller, allowed: bool) -> Call:
+        return Call("/v1/signing-keys", json=body)
+
+    return build
+
+
 def tenant_path(suffix: str = "", body: Any = None) -> Build:
     async def build(world: World, caller: Caller, allowed: bool) -> Call:
         return Call(f"/v1/tenants/{world.seller.tenant_id}{suffix}", json=body)
@@ -404,6 +411,11 @@ ROUTES: dict[tuple[str, str], Route] = {
     ),
     ("POST", "/v1/tenants"): Route(PLATFORM_ADMIN, 201, tenant_create, tenant_data=False),
     ("GET", "/v1/tenants"): Route(PLATFORM_ADMIN, 200, tenant_list, tenant_data=False),
+    ("GET", "/v1/signing-keys"): Route(PLATFORM_ADMIN, 200, signing_keys(), tenant_data=False),
+    # A rotation would end the stack's tokens: a body it refuses (test_signing_keys).
+    ("POST", "/v1/signing-keys"): Route(
+        PLATFORM_ADMIN, 422, signing_keys({"immediately": "never"}), tenant_data=False
+    ),
     ("GET", "/v1/tenants/{tenant_id}"): Route(
         None, 200, tenant_path(), tenant_data=False, rule=own_tenant_record(200)
     ),

@@ -18,12 +18,18 @@ REDIRECT = "http://localhost:5173/callback"
 PASSWORD = "correct horse battery"
 
 
-def claims_of(token: str) -> dict[str, Any]:
-    payload = token.split(".")[1]
-    decoded: dict[str, Any] = orjson.loads(
-        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-    )
+def _decoded_part(token: str, index: int) -> dict[str, Any]:
+    part = token.split(".")[index]
+    decoded: dict[str, Any] = orjson.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
     return decoded
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    return _decoded_part(token, 1)
+
+
+def header_of(token: str) -> dict[str, Any]:
+    return _decoded_part(token, 0)
 
 
 def pkce() -> tuple[str, str]:

@@ -34,4 +34,6 @@ class SigningKey(SQLModel, table=True):
     kid: str = Field(primary_key=True)
     private_jwk: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+    # Published from its creation; signs from then on, once its start has come.
+    signs_from: datetime = Field(default_factory=utcnow)
     retired_at: datetime | None = None

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from sqlalchemy import text
+from sqlalchemy import text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from services.gateway.oauth.models import OAuthClient, SigningKey
+from shared.time import utcnow
 
 
 class ClientRepository:
@@ -75,9 +76,14 @@ class KeyRepository:
         result = await self.session.execute(
             select(SigningKey)
             .where(col(SigningKey.retired_at).is_(None))
-            .order_by(col(SigningKey.created_at).desc())
+            .order_by(col(SigningKey.signs_from).desc(), col(SigningKey.created_at).desc())
         )
         return list(result.scalars().all())
+
+    async def retire(self, kids: list[str]) -> None:
+        await self.session.execute(
+            update(SigningKey).where(col(SigningKey.kid).in_(kids)).values(retired_at=utcnow())
+        )
 
     async def lock(self) -> None:
         """Serialises key creation: replicas starting at once end with one key."""

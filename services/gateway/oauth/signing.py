@@ -1,29 +1,59 @@
-"""The gateway's token signing keys: RSA 2048, kept in the database, loaded at start."""
+"""The gateway's token signing keys: RSA 2048, kept in the database.
+
+A rotation (``POST /v1/signing-keys``) adds a key that is published at once and signs
+``PUBLISH_AHEAD`` later, so that whoever caches the JWKS for its max-age knows the key
+before it meets a token signed with it. Once a newer key has signed for longer than a
+token lives, the keys before it are retired: no token they signed is still valid, and
+they leave the JWKS. A rotation ``immediately`` (a key feared leaked) signs with the new
+key at once and retires every other one, so every token signed before it is refused.
+Every gateway reads the keys again every ``RELOAD_SECONDS``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from joserfc.jwk import KeySet, RSAKey
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.gateway.oauth.models import SigningKey
 from services.gateway.oauth.repository import KeyRepository
 from shared.auth import ALGORITHM
+from shared.db import Database
+from shared.tasks import stop_task
+from shared.time import utcnow
+
+log = logging.getLogger(__name__)
 
 KEY_SIZE = 2048
+# Twice the JWKS answer's max-age (300 s), with the time every gateway takes to read it.
+PUBLISH_AHEAD = timedelta(minutes=10)
+RELOAD_SECONDS = 30.0
+# Past the longest a token lives: clocks differ, and a gateway reads keys late.
+RETIRE_LEEWAY = timedelta(minutes=5)
 
 
 @dataclass
 class Signer:
-    """The unretired signing keys, newest first: the newest signs, all are published."""
+    """The unretired signing keys, newest start first: the newest started signs, all
+    are published."""
 
     keys: list[RSAKey]
+    starts: list[datetime] = field(default_factory=list)
 
     @property
     def current(self) -> RSAKey:
-        return self.keys[0]
+        now = utcnow()
+        for key, start in zip(self.keys, self.starts, strict=True):
+            if start <= now:
+                return key
+        return self.keys[-1]
 
     def jwks(self) -> dict[str, Any]:
         """The public JWKS (never a private member of a key)."""
@@ -32,6 +62,18 @@ class Signer:
             key.setdefault("use", "sig")
             key.setdefault("alg", ALGORITHM)
         return document
+
+    def take(self, rows: list[SigningKey]) -> None:
+        """Signs and publishes ``rows`` (newest start first) from now on."""
+        self.keys = [RSAKey.import_key(row.private_jwk) for row in rows]
+        self.starts = [row.signs_from for row in rows]
+
+
+def _new_key(signs_from: datetime) -> SigningKey:
+    key = RSAKey.generate_key(KEY_SIZE, parameters={"use": "sig", "alg": ALGORITHM}, auto_kid=True)
+    return SigningKey(
+        kid=str(key.kid), private_jwk=key.as_dict(private=True), signs_from=signs_from
+    )
 
 
 async def load_signer(session: AsyncSession) -> Signer:
@@ -44,10 +86,80 @@ async def load_signer(session: AsyncSession) -> Signer:
     await repository.lock()
     stored = await repository.active()
     if not stored:
-        key = RSAKey.generate_key(
-            KEY_SIZE, parameters={"use": "sig", "alg": ALGORITHM}, auto_kid=True
-        )
-        row = SigningKey(kid=str(key.kid), private_jwk=key.as_dict(private=True))
+        row = _new_key(utcnow())
         await repository.add(row)
         stored = [row]
-    return Signer([RSAKey.import_key(row.private_jwk) for row in stored])
+    signer = Signer([])
+    signer.take(stored)
+    return signer
+
+
+async def rotate(session: AsyncSession, immediately: bool) -> SigningKey:
+    """Adds the next signing key; ``immediately`` also retires every other one."""
+    repository = KeyRepository(session)
+    await repository.lock()
+    now = utcnow()
+    others = await repository.active()
+    row = _new_key(now if immediately else now + PUBLISH_AHEAD)
+    await repository.add(row)
+    if immediately and others:
+        await repository.retire([other.kid for other in others])
+    return row
+
+
+async def unretired(session: AsyncSession, token_lifetime: timedelta) -> list[SigningKey]:
+    """The keys to publish, newest start first, retiring those no valid token can name:
+    the ones before a key that has signed for longer than ``token_lifetime``."""
+    repository = KeyRepository(session)
+    await repository.lock()
+    rows = await repository.active()
+    now = utcnow()
+    for position, row in enumerate(rows):
+        if row.signs_from <= now - token_lifetime - RETIRE_LEEWAY:
+            superseded = rows[position + 1 :]
+            if superseded:
+                await repository.retire([old.kid for old in superseded])
+            return rows[: position + 1]
+    return rows
+
+
+class KeyReloader:
+    """Reads the keys again every ``RELOAD_SECONDS``, so that every gateway signs with
+    and publishes what a rotation at any of them decided; ``after`` runs after each
+    read (the gateway's own token check forgets retired keys)."""
+
+    def __init__(
+        self,
+        db: Database,
+        signer: Signer,
+        token_lifetime: timedelta,
+        after: Callable[[], Awaitable[None]],
+        reload_seconds: float = RELOAD_SECONDS,
+    ) -> None:
+        self.db = db
+        self.signer = signer
+        self.token_lifetime = token_lifetime
+        self.after = after
+        self.reload_seconds = reload_seconds
+        self._task: asyncio.Task[None] | None = None
+
+    async def reload(self) -> None:
+        async with self.db.session() as session:
+            rows = await unretired(session, self.token_lifetime)
+        if rows:
+            self.signer.take(rows)
+        await self.after()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="gateway-signing-keys")
+
+    async def stop(self) -> None:
+        await stop_task(self._task)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.reload_seconds)
+            try:
+                await self.reload()
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("signing keys cannot be read: %s", exc)

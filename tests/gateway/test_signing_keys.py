@@ -1,0 +1,198 @@
+"""Rotating the keys that sign tokens: published ahead, signing at their start, the old
+ones retired once no token they signed is valid; at once when a key is feared leaked."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from devstack.embedded import free_port
+from devstack.stack import service_settings
+from services.gateway.app import create_app
+from services.gateway.oauth.signing import PUBLISH_AHEAD
+from shared import auth
+from shared.auth import KeyCache
+from shared.db import asyncpg_dsn
+from shared.errors import Unauthenticated
+from shared.time import utcnow
+from tests.conftest import FreshDatabase, Stack, fetch_token, serve_app
+from tests.gateway.login import header_of
+
+
+@dataclass
+class OwnGateway:
+    http: httpx.AsyncClient
+    app: Any
+    pg: asyncpg.Connection
+    client_id: str
+    secret: str
+
+    async def token(self) -> str:
+        return await fetch_token(self.http, self.client_id, self.secret, scope="platform:admin")
+
+    async def reads(self, token: str) -> int:
+        answer = await self.http.get("/v1/tenants", headers={"Authorization": f"Bearer {token}"})
+        return answer.status_code
+
+    async def published(self) -> list[str]:
+        return [k["kid"] for k in (await self.http.get("/.well-known/jwks.json")).json()["keys"]]
+
+    async def move_start(self, kid: str, seconds_ago: int) -> None:
+        """As if the key's start were ``seconds_ago`` behind, and the keys before it had
+        started a day before that: no test waits for it."""
+        await self.pg.execute(
+            "UPDATE gateway.signing_keys SET signs_from = now() - make_interval(secs => $2)"
+            " - CASE WHEN kid = $1 THEN interval '0' ELSE interval '1 day' END",
+            kid,
+            seconds_ago,
+        )
+        await self.app.state.key_reloader.reload()
+
+
+@pytest.fixture
+async def gateway(stack: Stack, fresh_database: FreshDatabase) -> AsyncIterator[OwnGateway]:
+    """A gateway on a database of its own: a rotation here ends no token of the stack's."""
+    url = await fresh_database("gateway")
+    port = free_port()
+    client_id, secret = f"keys-admin-{secrets.token_hex(3)}", secrets.token_urlsafe(24)
+    settings = service_settings("gateway", stack.config).model_copy(
+        update={
+            "port": port,
+            "database_url": url,
+            "admin_client_id": client_id,
+            "admin_client_secret": secret,
+        }
+    )
+    app = create_app(settings)
+    pg = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        async with (
+            serve_app(app, "127.0.0.1", port),
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30.0) as http,
+        ):
+            yield OwnGateway(http, app, pg, client_id, secret)
+    finally:
+        await pg.close()
+
+
+async def test_a_rotated_key_is_published_first_then_signs_then_retires_the_old(
+    gateway: OwnGateway,
+) -> None:
+    admin = await gateway.token()
+    bearer = {"Authorization": f"Bearer {admin}"}
+    listed = (await gateway.http.get("/v1/signing-keys", headers=bearer)).json()["keys"]
+    assert [k["signing"] for k in listed] == [True]
+    old_kid = listed[0]["kid"]
+    assert await gateway.published() == [old_kid]
+
+    rotated = await gateway.http.post("/v1/signing-keys", json={}, headers=bearer)
+    assert rotated.status_code == 201, rotated.text
+    new = rotated.json()
+    assert new["signing"] is False
+    ahead = utcnow() + PUBLISH_AHEAD - datetime.fromisoformat(new["signs_from"])
+    assert abs(ahead.total_seconds()) < 60
+    # Published at once, so caches know it before it signs; tokens are the old key's.
+    assert await gateway.published() == [new["kid"], old_kid]
+    before = await gateway.token()
+    assert _kid(before) == old_kid
+
+    # Its start come, it signs; the old key's tokens still count.
+    await gateway.move_start(new["kid"], 60)
+    after = await gateway.token()
+    assert _kid(after) == new["kid"]
+    assert await gateway.reads(before) == await gateway.reads(after) == 200
+    listed = (await gateway.http.get("/v1/signing-keys", headers=bearer)).json()["keys"]
+    assert [(k["kid"], k["signing"]) for k in listed] == [(new["kid"], True), (old_kid, False)]
+
+    # Once it has signed for longer than a token lives, the old key goes.
+    await gateway.move_start(new["kid"], 2 * 3600)
+    assert await gateway.published() == [new["kid"]]
+    assert await gateway.reads(before) == 401
+    assert await gateway.reads(after) == 200
+
+
+async def test_a_key_feared_leaked_is_replaced_at_once(gateway: OwnGateway) -> None:
+    admin = await gateway.token()
+    bearer = {"Authorization": f"Bearer {admin}"}
+    pending = await gateway.http.post("/v1/signing-keys", headers=bearer)
+    assert pending.status_code == 201
+    replaced = await gateway.http.post(
+        "/v1/signing-keys", json={"immediately": True}, headers=bearer
+    )
+    assert replaced.status_code == 201, replaced.text
+    assert replaced.json()["signing"] is True
+    # Every token signed before is refused at once, the pending key is gone too.
+    assert await gateway.reads(admin) == 401
+    assert await gateway.published() == [replaced.json()["kid"]]
+    fresh = await gateway.token()
+    assert _kid(fresh) == replaced.json()["kid"] and await gateway.reads(fresh) == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({"immediately": "soon"}, "immediately"), ({"now": True}, "now")],
+)
+async def test_a_rotation_asked_wrongly_is_refused_naming_the_field(
+    gateway: OwnGateway, body: dict[str, Any], field: str
+) -> None:
+    bearer = {"Authorization": f"Bearer {await gateway.token()}"}
+    refused = await gateway.http.post("/v1/signing-keys", json=body, headers=bearer)
+    assert refused.status_code == 422
+    assert [e["field"] for e in refused.json()["errors"]] == [field]
+    assert len(await gateway.published()) == 1
+
+
+def _kid(token: str) -> str:
+    return str(header_of(token)["kid"])
+
+
+async def test_a_service_asks_for_keys_again_after_their_max_age(
+    monkeypatch: pytest.MonkeyPatch, stack: Stack
+) -> None:
+    """A key the gateway retired stops counting at a service within the JWKS max-age;
+    a gateway out of reach leaves the keys held."""
+    documents: list[dict[str, Any]] = [
+        (await httpx.AsyncClient().get(f"{stack.gateway}/.well-known/jwks.json")).json()
+    ]
+    kid = documents[0]["keys"][0]["kid"]
+    fetches = 0
+
+    async def fetch(_: str) -> dict[str, Any]:
+        nonlocal fetches
+        fetches += 1
+        if not documents:
+            raise httpx.ConnectError("gateway down")
+        return documents[-1]
+
+    clock = [time.monotonic()]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: clock[0])
+    cache = KeyCache("http://gateway/.well-known/jwks.json", fetch=fetch)
+    assert (await cache.key_for(kid)).kid == kid and fetches == 1
+    clock[0] += 60
+    await cache.key_for(kid)
+    assert fetches == 1
+    # Past the max-age with the gateway down: the key held still counts, asked again later.
+    documents.clear()
+    clock[0] += auth.KEYS_MAX_AGE_SECONDS
+    assert (await cache.key_for(kid)).kid == kid and fetches == 2
+    await cache.key_for(kid)
+    assert fetches == 2
+    # Back, with the key retired: refused.
+    documents.append({"keys": []})
+    clock[0] += auth.KEYS_RETRY_SECONDS + 1
+    with pytest.raises(Unauthenticated):
+        await cache.key_for(kid)
+    assert fetches == 3
+    # A set that is no JWKS is the keys being unavailable: a 401, never a 500.
+    documents.append({"keys": [{"kty": "RSA", "kid": kid}]})
+    clock[0] += auth.MIN_SECONDS_BETWEEN_JWKS_FETCHES + 1
+    with pytest.raises(Unauthenticated, match="unavailable"):
+        await cache.key_for(kid)
