@@ -116,3 +116,25 @@ async def test_rows_to_send_again_go_back_to_the_unsent_queue_on_the_way_down(
         await asyncio.to_thread(command.downgrade, alembic_config("ingest", url), "0007")
         unsent = await conn.fetch("SELECT event_id FROM outbox WHERE sent_at IS NULL")
         assert [r["event_id"] for r in unsent] == ["again"]
+
+
+async def test_idempotency_keys_move_under_their_caller_and_back(
+    fresh_database: FreshDatabase,
+) -> None:
+    url = await fresh_database()
+    await asyncio.to_thread(upgrade, "ingest", url, "0010")
+    async with schema_connection(url, "ingest") as conn:
+        await conn.execute(
+            "INSERT INTO idempotency_keys (tenant_id, key, request_hash) VALUES ('t1', 'k', 'old')"
+        )
+        await asyncio.to_thread(upgrade, "ingest", url)
+        assert await conn.fetchval("SELECT caller FROM idempotency_keys") == ""
+        await conn.execute(
+            "INSERT INTO idempotency_keys (tenant_id, caller, key, request_hash, created_at) "
+            "VALUES ('t1', 'erp erp', 'k', 'newest', now() + interval '1 second'), "
+            "('t1', 'erp erp', 'other', 'alone', now())"
+        )
+        # Back to one key space: of the callers' keys alike, the newest stays.
+        await asyncio.to_thread(command.downgrade, alembic_config("ingest", url), "0010")
+        kept = await conn.fetch("SELECT key, request_hash FROM idempotency_keys ORDER BY 1")
+        assert [tuple(r.values()) for r in kept] == [("k", "newest"), ("other", "alone")]

@@ -164,6 +164,40 @@ async def test_idempotency_key_replays_the_first_answer_and_stores_nothing(
     assert other.json() == {"accepted": 2, "duplicates": 1}
 
 
+async def test_idempotency_keys_are_each_callers_own(ingest: IngestService) -> None:
+    """A seller's ERP, its shop app and two users of its dashboard each number their
+    pushes from 1: one's key never refuses or replays another's push."""
+    tenant = new_tenant_id()
+    callers = {
+        "erp": {"client_id": "erp", "sub": "erp"},
+        "shop": {"client_id": "shop-app", "sub": "shop-app"},
+        "ana": {"client_id": "dashboard", "sub": "usr_ana"},
+        "bo": {"client_id": "dashboard", "sub": "usr_bo"},
+    }
+
+    async def push(caller: str, event_id: str) -> httpx.Response:
+        token = ingest.minter.mint(tenant, ["ingest:write"], **callers[caller])
+        return await ingest.client.post(
+            "/v1/events",
+            json={"events": [order_line(event_id)]},
+            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "batch-1"},
+        )
+
+    for caller in callers:
+        first = await push(caller, f"{caller}-1")
+        assert first.status_code == 202, first.text
+        assert first.json() == {"accepted": 1, "duplicates": 0}
+        assert "idempotent-replayed" not in first.headers
+    assert await ingest.outbox_rows(tenant) == 4
+    # Each caller's own retry is still a replay, and its key with another body refused.
+    replay = await push("ana", "ana-1")
+    assert replay.headers["idempotent-replayed"] == "true"
+    reused = await push("ana", "ana-2")
+    assert reused.status_code == 422
+    assert reused.json()["errors"][0]["field"] == "header.Idempotency-Key"
+    assert await ingest.outbox_rows(tenant) == 4
+
+
 async def test_idempotency_key_with_another_body_or_too_long_is_refused(
     ingest: IngestService,
 ) -> None:

@@ -16,6 +16,7 @@ from services.ingest.events.repository import EventRepository
 from services.ingest.events.schemas import PUSH_REQUEST_SCHEMA, OutboxStatus, PushAccepted
 from services.ingest.outbox.repository import OutboxRepository
 from shared.access import Access, refuse_erased, require_access
+from shared.auth import current_principal
 from shared.db import Database
 from shared.errors import InvalidInput
 from shared.events import Event
@@ -84,16 +85,23 @@ async def push_events(
     raw_events = service.parse_body(raw, settings.max_events_per_request)
     events = service.validate(raw_events)
     service.check_stores(events, access)
-    request_hash = service.json_fingerprint(raw_events) if key is not None else ""
-    return await _store(request, access, events, key, request_hash)
+    idempotency = (
+        await _idempotency(request, key, service.json_fingerprint(raw_events)) if key else None
+    )
+    return await _store(request, access, events, idempotency)
+
+
+async def _idempotency(request: Request, key: str, request_hash: str) -> service.Idempotency:
+    """The caller's key: the principal was verified on the way in (``require_access``)."""
+    caller = service.caller_of(await current_principal(request))
+    return service.Idempotency(caller, key, request_hash)
 
 
 async def _store(
     request: Request,
     access: Access,
     events: list[Event],
-    key: str | None,
-    request_hash: str,
+    idempotency: service.Idempotency | None,
     rows: Sequence[int] | None = None,
 ) -> JSONResponse:
     """Stores a valid batch; committed before the 202 goes out: the answer means durable.
@@ -114,8 +122,7 @@ async def _store(
             OutboxRepository(conn),
             access.tenant_id,
             events,
-            key,
-            request_hash,
+            idempotency,
             settings.topic_prefix,
             rows=rows,
         )
@@ -189,5 +196,9 @@ async def upload_events_csv(
     service.check_stores(events, access, rows=batch.rows)
     # The file as read, so a retry saved with other line endings or without its BOM is
     # the same request; its type is part of it.
-    request_hash = service.json_fingerprint([event_type, batch.events])
-    return await _store(request, access, events, key, request_hash, rows=batch.rows)
+    idempotency = (
+        await _idempotency(request, key, service.json_fingerprint([event_type, batch.events]))
+        if key
+        else None
+    )
+    return await _store(request, access, events, idempotency, rows=batch.rows)

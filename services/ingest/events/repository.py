@@ -47,38 +47,44 @@ class EventRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
-    async def claim_idempotency_key(self, tenant_id: str, key: str, request_hash: str) -> bool:
-        """True when this request is the key's first; a concurrent twin waits on the row lock."""
+    async def claim_idempotency_key(
+        self, tenant_id: str, caller: str, key: str, request_hash: str
+    ) -> bool:
+        """True when this request is the caller's first under the key; a concurrent twin
+        waits on the row lock."""
         row = await self.conn.fetchrow(
             """
-            INSERT INTO idempotency_keys (tenant_id, key, request_hash)
-            VALUES ($1, $2, $3)
-            ON CONFLICT (tenant_id, key) DO NOTHING
+            INSERT INTO idempotency_keys (tenant_id, caller, key, request_hash)
+            VALUES ($1, $2, $3, $4)
+            ON CONFLICT (tenant_id, caller, key) DO NOTHING
             RETURNING key
             """,
             tenant_id,
+            caller,
             key,
             request_hash,
         )
         return row is not None
 
-    async def stored_answer(self, tenant_id: str, key: str) -> asyncpg.Record | None:
+    async def stored_answer(self, tenant_id: str, caller: str, key: str) -> asyncpg.Record | None:
         """The key's request hash and first answer (status and body)."""
         return await self.conn.fetchrow(
             "SELECT request_hash, status, response FROM idempotency_keys "
-            "WHERE tenant_id = $1 AND key = $2",
+            "WHERE tenant_id = $1 AND caller = $2 AND key = $3",
             tenant_id,
+            caller,
             key,
         )
 
     async def store_answer(
-        self, tenant_id: str, key: str, status: int, body: dict[str, Any]
+        self, tenant_id: str, caller: str, key: str, status: int, body: dict[str, Any]
     ) -> None:
         """Remembers the answer of the request that claimed the key."""
         await self.conn.execute(
-            "UPDATE idempotency_keys SET status = $3, response = $4::jsonb "
-            "WHERE tenant_id = $1 AND key = $2",
+            "UPDATE idempotency_keys SET status = $4, response = $5::jsonb "
+            "WHERE tenant_id = $1 AND caller = $2 AND key = $3",
             tenant_id,
+            caller,
             key,
             status,
             orjson.dumps(body).decode(),

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from services.ingest.events.repository import AcceptedEvent, EventRepository, order_of
 from services.ingest.outbox.repository import OutboxRepository
 from shared.access import Access
+from shared.auth import Principal
 from shared.errors import (
     Conflict,
     FieldError,
@@ -416,26 +417,39 @@ def json_fingerprint(events: list[Any]) -> str:
     return fingerprint(orjson.dumps(events, option=orjson.OPT_SORT_KEYS))
 
 
+@dataclass(frozen=True)
+class Idempotency:
+    """A push's ``Idempotency-Key``: the caller's own (its token's client, and its user
+    for a user's token), so two callers of a tenant may number pushes alike."""
+
+    caller: str
+    key: str
+    request_hash: str
+
+
+def caller_of(principal: Principal) -> str:
+    return f"{principal.client_id} {principal.subject}"
+
+
 async def accept(
     repository: EventRepository,
     outbox: OutboxRepository,
     tenant_id: str,
     events: list[Event],
-    idempotency_key: str | None,
-    request_hash: str,
+    idempotency: Idempotency | None,
     topic_prefix: str,
     rows: Sequence[int] | None = None,
 ) -> Answer:
     """Stores a valid batch's new events in the outbox; the caller's transaction commits it.
 
-    With an ``idempotency_key`` the answer is stored in the same transaction, and a
-    later request under the same key gets that answer back and stores nothing. A
-    concurrent twin blocks on the key's row until the first commits, then replays it.
+    With an ``idempotency`` key the answer is stored in the same transaction, and the
+    caller's later request under the same key gets that answer back and stores nothing.
+    A concurrent twin blocks on the key's row until the first commits, then replays it.
     """
-    if idempotency_key is not None and not await repository.claim_idempotency_key(
-        tenant_id, idempotency_key, request_hash
+    if idempotency is not None and not await repository.claim_idempotency_key(
+        tenant_id, idempotency.caller, idempotency.key, idempotency.request_hash
     ):
-        return await _replay(repository, tenant_id, idempotency_key, request_hash)
+        return await _replay(repository, tenant_id, idempotency)
 
     latest = _latest_per_event(events)
     named_twice = _named_twice(events)
@@ -473,8 +487,10 @@ async def accept(
         )
     new = _new_versions(events, accepted_ids, before)
     answer = Answer(202, {"accepted": new, "duplicates": len(events) - new})
-    if idempotency_key is not None:
-        await repository.store_answer(tenant_id, idempotency_key, answer.status, answer.body)
+    if idempotency is not None:
+        await repository.store_answer(
+            tenant_id, idempotency.caller, idempotency.key, answer.status, answer.body
+        )
     return answer
 
 
@@ -515,15 +531,13 @@ async def _refuse_type_changes(
     raise InvalidInput(f"{len(changed)} event(s) would change type; nothing was stored", errors)
 
 
-async def _replay(
-    repository: EventRepository, tenant_id: str, idempotency_key: str, request_hash: str
-) -> Answer:
-    stored = await repository.stored_answer(tenant_id, idempotency_key)
+async def _replay(repository: EventRepository, tenant_id: str, idempotency: Idempotency) -> Answer:
+    stored = await repository.stored_answer(tenant_id, idempotency.caller, idempotency.key)
     if stored is None or stored["status"] is None:
         # The first request stores its answer in the transaction that claimed the key,
         # so this is only a key expired and deleted between the two statements.
         raise Conflict("this Idempotency-Key changed state meanwhile; retry the request")
-    if stored["request_hash"] != request_hash:
+    if stored["request_hash"] != idempotency.request_hash:
         raise InvalidInput(
             "this Idempotency-Key was used with a different body",
             [
