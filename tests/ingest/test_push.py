@@ -168,15 +168,16 @@ async def test_idempotency_keys_are_each_callers_own(ingest: IngestService) -> N
     """A seller's ERP, its shop app and two users of its dashboard each number their
     pushes from 1: one's key never refuses or replays another's push."""
     tenant = new_tenant_id()
-    callers = {
-        "erp": {"client_id": "erp", "sub": "erp"},
-        "shop": {"client_id": "shop-app", "sub": "shop-app"},
-        "ana": {"client_id": "dashboard", "sub": "usr_ana"},
-        "bo": {"client_id": "dashboard", "sub": "usr_bo"},
+    callers = {  # (client, subject)
+        "erp": ("erp", "erp"),
+        "shop": ("shop-app", "shop-app"),
+        "ana": ("dashboard", "usr_ana"),
+        "bo": ("dashboard", "usr_bo"),
     }
 
     async def push(caller: str, event_id: str) -> httpx.Response:
-        token = ingest.minter.mint(tenant, ["ingest:write"], **callers[caller])
+        client_id, subject = callers[caller]
+        token = ingest.minter.mint(tenant, ["ingest:write"], client_id=client_id, sub=subject)
         return await ingest.client.post(
             "/v1/events",
             json={"events": [order_line(event_id)]},
