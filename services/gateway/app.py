@@ -63,7 +63,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.signer = await load_signer(session)
             if settings.admin_client_id and settings.admin_client_secret:
                 await ensure_platform_admin(
-                    session, settings.admin_client_id, settings.admin_client_secret
+                    session,
+                    settings.admin_client_id,
+                    settings.admin_client_secret,
+                    settings.token_ttl_seconds,
                 )
 
         async def own_keys(_: str) -> dict[str, Any]:

@@ -242,12 +242,20 @@ async def test_signing_key_creation_is_race_safe(fresh_database: FreshDatabase) 
         await conn.close()
 
 
-async def test_platform_admin_secret_change_replaces_the_old_one(stack: Stack) -> None:
+async def test_platform_admin_secret_change_replaces_the_old_one(
+    stack: Stack, fresh_database: FreshDatabase
+) -> None:
+    # A database of its own: another admin id revokes the stack's admin client.
+    own = {"database_url": await fresh_database("gateway")}
     client_id = f"rotating-admin-{secrets.token_hex(3)}"
     old, new = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-    async with own_gateway(stack, admin_client_id=client_id, admin_client_secret=old) as gateway:
+    async with own_gateway(
+        stack, admin_client_id=client_id, admin_client_secret=old, **own
+    ) as gateway:
         assert await fetch_token(gateway, client_id, old)
-    async with own_gateway(stack, admin_client_id=client_id, admin_client_secret=new) as gateway:
+    async with own_gateway(
+        stack, admin_client_id=client_id, admin_client_secret=new, **own
+    ) as gateway:
         refused = await gateway.post(
             "/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, old)
         )
@@ -261,16 +269,54 @@ async def test_platform_admin_secret_change_replaces_the_old_one(stack: Stack) -
     assert created.status_code == 201
 
 
+async def test_platform_admin_id_change_revokes_the_client_named_before(
+    stack: Stack, fresh_database: FreshDatabase
+) -> None:
+    own = {"database_url": await fresh_database("gateway")}
+    first, then = "ops-admin-1", "ops-admin-2"
+    secret = secrets.token_urlsafe(24)
+
+    async def reads(gateway: httpx.AsyncClient, token: str) -> int:
+        answer = await gateway.get("/v1/tenants", headers={"Authorization": f"Bearer {token}"})
+        return answer.status_code
+
+    async with own_gateway(stack, admin_client_id=first, admin_client_secret=secret, **own) as gw:
+        before = await fetch_token(gw, first, secret)
+        assert await reads(gw, before) == 200
+    async with own_gateway(stack, admin_client_id=then, admin_client_secret=secret, **own) as gw:
+        refused = await gw.post(
+            "/oauth/token", data={"grant_type": "client_credentials"}, auth=(first, secret)
+        )
+        assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
+        # Its tokens go with it, not only its next ones.
+        assert await reads(gw, before) == 401
+        assert await reads(gw, await fetch_token(gw, then, secret)) == 200
+    # Named again, the first comes back, and the second goes.
+    async with own_gateway(stack, admin_client_id=first, admin_client_secret=secret, **own) as gw:
+        assert await reads(gw, await fetch_token(gw, first, secret)) == 200
+        gone = await gw.post(
+            "/oauth/token", data={"grant_type": "client_credentials"}, auth=(then, secret)
+        )
+        assert gone.status_code == 401
+
+
 def _basic(client_id: str, secret: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
 
 
-async def test_basic_credentials_are_form_urlencoded(stack: Stack) -> None:
+async def test_basic_credentials_are_form_urlencoded(
+    stack: Stack, fresh_database: FreshDatabase
+) -> None:
     """RFC 6749 §2.3.1: id and secret are form-urlencoded, then Basic-encoded."""
     client_id = f"ops admin+{secrets.token_hex(3)}"
     secret = f"a+b c%/{secrets.token_urlsafe(12)}"
     form = {"grant_type": "client_credentials"}
-    async with own_gateway(stack, admin_client_id=client_id, admin_client_secret=secret) as gateway:
+    async with own_gateway(
+        stack,
+        admin_client_id=client_id,
+        admin_client_secret=secret,
+        database_url=await fresh_database("gateway"),
+    ) as gateway:
         for encode in (quote_plus, lambda text: quote(text, safe="")):
             answer = await gateway.post(
                 "/oauth/token", data=form, headers=_basic(encode(client_id), encode(secret))

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from sqlalchemy import text, update
+from sqlalchemy import any_, literal, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from services.gateway.oauth.models import OAuthClient, SigningKey
+from shared.scopes import PLATFORM_ADMIN
 from shared.time import utcnow
 
 
@@ -60,6 +61,22 @@ class ClientRepository:
             },
         )
         await self.session.execute(statement)
+
+    async def retire_platform_admins_but(self, client_id: str) -> list[str]:
+        """Revokes every other platform-admin client (tenantless, ``platform:admin``):
+        the ids revoked."""
+        result = await self.session.execute(
+            update(OAuthClient)
+            .where(
+                col(OAuthClient.tenant_id).is_(None),
+                col(OAuthClient.client_id) != client_id,
+                col(OAuthClient.revoked_at).is_(None),
+                literal(PLATFORM_ADMIN) == any_(col(OAuthClient.scopes)),
+            )
+            .values(revoked_at=utcnow())
+            .returning(col(OAuthClient.client_id))
+        )
+        return list(result.scalars().all())
 
     async def admin_secret_hash(self, client_id: str) -> str | None:
         result = await self.session.execute(

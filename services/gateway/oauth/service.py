@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import logging
+from datetime import timedelta
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.gateway.oauth.repository import ClientRepository
 from services.gateway.oauth.secrets import hash_secret, verify_secret
+from services.gateway.oauth.sessions import forget_revocation, revoke_access_token
+from shared.auth import revoked_client_key
 from shared.scopes import ALL_SCOPES
+from shared.time import utcnow
+
+log = logging.getLogger(__name__)
 
 
-async def ensure_platform_admin(session: AsyncSession, client_id: str, client_secret: str) -> None:
+async def ensure_platform_admin(
+    session: AsyncSession, client_id: str, client_secret: str, token_ttl_seconds: int
+) -> None:
     """The platform-admin client from the environment exists, active, with that secret
-    and every scope; a changed secret replaces the stored hash."""
+    and every scope; a changed secret replaces the stored hash. A changed id revokes
+    the client named before, and the tokens it was issued."""
     repository = ClientRepository(session)
     existing = await repository.admin_secret_hash(client_id)
     if existing is not None and verify_secret(client_secret, existing):
@@ -20,3 +31,9 @@ async def ensure_platform_admin(session: AsyncSession, client_id: str, client_se
     else:
         secret_hash = hash_secret(client_secret)
     await repository.upsert_platform_admin(client_id, secret_hash, list(ALL_SCOPES))
+    # Named again after another: it works again, its tokens not yet expired included.
+    await forget_revocation(session, revoked_client_key(client_id))
+    until = utcnow() + timedelta(seconds=token_ttl_seconds)
+    for retired in await repository.retire_platform_admins_but(client_id):
+        log.warning("platform admin client %s revoked: the environment names another", retired)
+        await revoke_access_token(session, revoked_client_key(retired), None, until)

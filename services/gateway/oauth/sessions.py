@@ -291,6 +291,10 @@ async def revoke_access_token(
         await session.flush()
 
 
+async def forget_revocation(session: AsyncSession, jti: str) -> None:
+    await session.execute(delete(RevokedAccessToken).where(col(RevokedAccessToken.jti) == jti))
+
+
 async def access_token_revoked(session: AsyncSession, jti: str, client_id: str) -> bool:
     """Revoked itself, or with its client."""
     keys = (jti, revoked_client_key(client_id))
