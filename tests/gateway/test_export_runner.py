@@ -34,6 +34,7 @@ from services.gateway.oauth.signing import Signer
 from shared.db import Database
 from shared.erasure import ERASURE_DONE_TOPIC, ErasureDone, ErasureListener, Publisher
 from shared.settings import ServiceSettings
+from shared.time import utcnow
 from tests.conftest import Stack
 
 
@@ -69,7 +70,7 @@ async def gateway_db(stack: Stack) -> AsyncIterator[Database]:
 
 @pytest.fixture(scope="module")
 def signer() -> Signer:
-    return Signer([RSAKey.generate_key(2048, parameters={"kid": "runner-test"})])
+    return Signer([RSAKey.generate_key(2048, parameters={"kid": "runner-test"})], [utcnow()])
 
 
 def claims_of(token: str) -> dict[str, Any]:

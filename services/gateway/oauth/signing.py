@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -45,7 +45,8 @@ class Signer:
     are published."""
 
     keys: list[RSAKey]
-    starts: list[datetime] = field(default_factory=list)
+    # When each key starts to sign, in the same order.
+    starts: list[datetime]
 
     @property
     def current(self) -> RSAKey:
@@ -89,7 +90,7 @@ async def load_signer(session: AsyncSession) -> Signer:
         row = _new_key(utcnow())
         await repository.add(row)
         stored = [row]
-    signer = Signer([])
+    signer = Signer([], [])
     signer.take(stored)
     return signer
 
