@@ -181,7 +181,13 @@ async def test_csv_cells_from_pushed_text_never_run_as_formulas(
     """A SKU is whatever a connector or an agency pushed: one starting like a formula
     is written as text, and JSON keeps it as it was."""
     tenant = await new_tenant()
-    skus = ["=1+2", "+cmd", "-2+3", "@SUM(A1)", '=HYPERLINK("http://x")', "plain-1"]
+    skus = [
+        *("=1+2", "+cmd", "-2+3", "@SUM(A1)", '=HYPERLINK("http://x")', "plain-1", "A;B"),
+        # Excel in a ";" locale starts a cell after a ";" or a line break, quoted or not.
+        *("x;=1+4;", "a\n=1+7", "b; @c"),
+        # Apostrophes where a cell may start get one more: one off gives the value.
+        *("'=1+1", "'plain"),
+    ]
     at = "2026-01-10T18:00:00Z"
     await seed(
         http,
@@ -194,8 +200,14 @@ async def test_csv_cells_from_pushed_text_never_run_as_formulas(
     )
     cells = sorted(row[1] for row in csv.reader(io.StringIO(response.text)) if row[0] == "TOTAL")
     assert cells == sorted(
-        ["'=1+2", "'+cmd", "'-2+3", "'@SUM(A1)", """'=HYPERLINK("http://x")""", "plain-1"]
+        [
+            *("'=1+2", "'+cmd", "'-2+3", "'@SUM(A1)", """'=HYPERLINK("http://x")"""),
+            *("plain-1", "A;B", "x;'=1+4;", "a\n'=1+7", "b;' @c", "''=1+1", "''plain"),
+        ]
     )
+    # Read as a ";" locale reads the file, no cell is a formula.
+    for row in csv.reader(io.StringIO(response.text.replace("\r\n", "\n")), delimiter=";"):
+        assert not any(cell.lstrip().startswith(("=", "+", "@")) for cell in row), row
     # Numbers keep their sign: a value is never taken for text.
     assert all(not row[3].startswith("'") for row in csv.reader(io.StringIO(response.text)))
     as_json = await kpis(http, tenant, **params)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -40,15 +41,20 @@ router = APIRouter(prefix="/v1/kpis", tags=["kpis"])
 Reader = Annotated[Access, Depends(require_access("kpi:read"))]
 
 
-# What makes a spreadsheet read a cell as a formula (OWASP's CSV injection list).
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# Where a spreadsheet may start a cell inside a value: Excel in a locale whose list
+# separator is ";" (Brazil, most of Europe) splits a comma-separated file there, and a
+# quote in mid-cell does not hold a line break together for it.
+_CELL_STARTS = re.compile(r"(^|[;\t\r\n])(?=[ \t]*[=+\-@'\t\r])")
 
 
 def _as_text(cell: str) -> str:
     """A dimension's value as a spreadsheet shows it, never run: SKUs and stores come
     from pushed events, and ``=HYPERLINK(...)`` in a SKU would run when the seller opens
-    the export. A leading apostrophe makes the cell text."""
-    return f"'{cell}" if cell.startswith(_FORMULA_STARTS) else cell
+    the export. An apostrophe goes before what a spreadsheet would read as a formula
+    (OWASP's CSV injection list: ``= + - @``, a tab, a carriage return) wherever a cell
+    may start, and before an apostrophe there, so that taking one apostrophe off at
+    each such place always gives the value back."""
+    return _CELL_STARTS.sub(r"\1'", cell)
 
 
 def _csv_number(value: float | None) -> str:
