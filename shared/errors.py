@@ -24,6 +24,12 @@ class FieldError:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
+# An answer names this many errors at most: a batch with a wrong field in every event
+# is fixed from the first ones, and a body made to hold millions of them (a header of a
+# million columns) does not make an answer of a hundred megabytes.
+MAX_LISTED_ERRORS = 10_000
+
+
 class LodestarError(Exception):
     status: int = 500
     code: str = "internal"
@@ -40,10 +46,22 @@ class LodestarError(Exception):
         self.errors = errors or []
         self.headers = headers or {}
 
+    def _listed(self) -> tuple[str, list[dict[str, Any]]]:
+        """The detail and the errors an answer lists: at most ``MAX_LISTED_ERRORS``."""
+        if len(self.errors) <= MAX_LISTED_ERRORS:
+            return self.detail, [e.as_dict() for e in self.errors]
+        listed = [e.as_dict() for e in self.errors[:MAX_LISTED_ERRORS]]
+        return (
+            f"{self.detail} (the first {MAX_LISTED_ERRORS:,} of {len(self.errors):,} errors "
+            "are listed)",
+            listed,
+        )
+
     def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"error": self.code, "detail": self.detail}
-        if self.errors:
-            body["errors"] = [e.as_dict() for e in self.errors]
+        detail, listed = self._listed()
+        body: dict[str, Any] = {"error": self.code, "detail": detail}
+        if listed:
+            body["errors"] = listed
         return body
 
     def graphql_extensions(self) -> dict[str, Any]:
@@ -52,7 +70,7 @@ class LodestarError(Exception):
         status for all its fields)."""
         extensions: dict[str, Any] = {"code": self.graphql_code, "error": self.code}
         if self.errors:
-            extensions["errors"] = [e.as_dict() for e in self.errors]
+            extensions["errors"] = self._listed()[1]
         if "Retry-After" in self.headers:
             extensions["retryAfter"] = int(self.headers["Retry-After"])
         return extensions

@@ -113,7 +113,7 @@ def _unsupported_charset(headers: list[tuple[bytes, bytes]]) -> UnsupportedMedia
             if key.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
                 return UnsupportedMediaType(
                     f"the body must be UTF-8, not {charset or 'an empty charset'}",
-                    [FieldError("Content-Type", "charset must be utf-8 (or absent)")],
+                    [FieldError("header.Content-Type", "charset must be utf-8 (or absent)")],
                 )
         return None
     return None

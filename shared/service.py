@@ -121,7 +121,7 @@ def unsupported_media_type(media: str, wanted: str = "application/json") -> Unsu
     """415 naming the Content-Type a body was sent as, and the one the route reads."""
     return UnsupportedMediaType(
         f"the body must be sent as {wanted}, not {media or 'without a type'}",
-        [FieldError(field="Content-Type", reason=f"must be {wanted}")],
+        [FieldError(field="header.Content-Type", reason=f"must be {wanted}")],
     )
 
 

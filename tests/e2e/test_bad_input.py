@@ -340,7 +340,7 @@ async def test_a_body_declared_in_another_charset_than_utf8_is_415(
         headers={**tenant.headers, "Content-Type": "application/json; charset=iso-8859-1"},
     )
     assert refused.json()["errors"] == [
-        {"field": "Content-Type", "reason": "charset must be utf-8 (or absent)"}
+        {"field": "header.Content-Type", "reason": "charset must be utf-8 (or absent)"}
     ]
     for charset in ("utf-8", "UTF-8", '"utf-8"', "utf8"):
         answer = await http.post(

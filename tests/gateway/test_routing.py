@@ -259,7 +259,7 @@ async def test_who_may_call_is_answered_before_what_was_sent(
             assert response.json() == {
                 "error": "unsupported_media_type",
                 "detail": f"the body must be sent as application/json, not {content_type}",
-                "errors": [{"field": "Content-Type", "reason": "must be application/json"}],
+                "errors": [{"field": "header.Content-Type", "reason": "must be application/json"}],
             }
 
 

@@ -332,7 +332,18 @@ async def test_a_json_push_sent_to_the_csv_route_is_415(
         headers={**tenant.headers, "Content-Type": "application/json"},
     )
     assert refused.status_code == 415, refused.text
-    assert refused.json()["errors"] == [{"field": "Content-Type", "reason": "must be text/csv"}]
+    assert refused.json()["errors"] == [
+        {"field": "header.Content-Type", "reason": "must be text/csv (the file itself as the body)"}
+    ]
+    # A form's upload (curl -F file=@x.csv): its boundary would be read as the header.
+    form = await http.post(
+        "/v1/events:csv",
+        params={"type": "order_line"},
+        files={"file": ("x.csv", "\n".join([HEADER, GOOD[0]]) + "\n", "text/csv")},
+        headers=tenant.headers,
+    )
+    assert form.status_code == 415, form.text
+    assert "not multipart/form-data" in form.json()["detail"]
     # curl's --data-binary @file.csv sends the form type: a file all the same.
     taken = await http.post(
         "/v1/events:csv",
@@ -367,3 +378,42 @@ async def test_lines_ending_in_a_bare_cr_are_read_as_lines(
             "reason": response.json()["errors"][0]["reason"],
         }
     ]
+
+
+def test_a_file_saved_with_semicolons_or_tabs_is_told_so() -> None:
+    for separator, named in ((";", "';'"), ("\t", "tabs")):
+        lines = [line.replace(",", separator) for line in (HEADER, GOOD[0])]
+        with pytest.raises(InvalidInput) as refused:
+            parse_csv(("\n".join(lines) + "\n").encode(), "order_line", 5000)
+        assert refused.value.detail == (
+            f"the header is one column holding {named}: columns are separated by commas"
+        )
+        assert [(e.field, e.row) for e in refused.value.errors] == [("body", 1)]
+
+
+def test_a_file_too_wide_or_too_blank_is_refused_unread() -> None:
+    wide = HEADER + "".join(f",c{n}" for n in range(200))
+    with pytest.raises(InvalidInput) as refused:
+        parse_csv((wide + "\n").encode(), "order_line", 5000)
+    assert refused.value.errors[0].reason == "at most 100 columns"
+    assert len(refused.value.errors) == 1
+    blank = HEADER + "\n" + "\n" * 100_001 + GOOD[0] + "\n"
+    with pytest.raises(InvalidInput) as refused:
+        parse_csv(blank.encode(), "order_line", 5000)
+    assert refused.value.errors[0].reason == "at most 100000 blank lines"
+    # Empty rows a spreadsheet saved, up to that, are skipped as before.
+    spaced = HEADER + "\n" + ",,,,\n" * 1000 + GOOD[0] + "\n"
+    assert len(parse_csv(spaced.encode(), "order_line", 5000).events) == 1
+
+
+def test_an_old_erps_end_of_file_mark_is_no_row() -> None:
+    batch = parse_csv(("\n".join([HEADER, *GOOD]) + "\n\x1a").encode(), "order_line", 5000)
+    assert [e["event_id"] for e in batch.events] == ["erp-1", "erp-2"]
+
+
+def test_a_header_of_many_bad_columns_names_twenty_in_its_detail() -> None:
+    header = HEADER + "".join(f",extra_{n}" for n in range(30))
+    with pytest.raises(InvalidInput) as refused:
+        parse_csv((header + "\n" + GOOD[0] + "\n").encode(), "order_line", 5000)
+    assert len(refused.value.errors) == 30
+    assert refused.value.detail.endswith("extra_19 (unknown column) and 10 more")

@@ -506,7 +506,7 @@ async def test_a_push_sent_as_another_type_than_json_is_415(ingest: IngestServic
         )
         assert refused.status_code == 415, (content_type, refused.text)
         assert refused.json()["errors"] == [
-            {"field": "Content-Type", "reason": "must be application/json"}
+            {"field": "header.Content-Type", "reason": "must be application/json"}
         ]
     # No type at all is read as JSON, as FastAPI reads it; a charset is no other type.
     for headers in ({}, {"Content-Type": "application/json; charset=utf-8"}):
@@ -854,3 +854,38 @@ async def test_two_categories_cannot_both_sell_a_new_sku_at_once(ingest: IngestS
             )
         )
         assert sorted(a.status_code for a in answers) == [202, 403], [a.text for a in answers]
+
+
+async def test_an_event_of_too_many_fields_is_refused_unread(ingest: IngestService) -> None:
+    tenant = new_tenant_id()
+    wide = order_line("w1")
+    wide["payload"] = {**wide["payload"], **{f"extra_{n}": n for n in range(101)}}
+    money = order_line("w2")
+    money["payload"]["unit_price"] = {"amount": "1.00", "currency": "USD"} | {
+        f"x{n}": n for n in range(101)
+    }
+    envelope = {**order_line("w3"), **{f"top_{n}": n for n in range(101)}}
+    refused = await ingest.push(tenant, [order_line("ok"), wide, money, envelope])
+    assert refused.status_code == 422
+    assert refused.json()["errors"] == [
+        {"index": 1, "field": "payload", "reason": "at most 100 fields"},
+        {"index": 2, "field": "payload.unit_price", "reason": "at most 100 fields"},
+        {"index": 3, "field": "event", "reason": "at most 100 fields"},
+    ]
+    assert await ingest.outbox_rows(tenant) == 0
+
+
+async def test_a_refusal_lists_its_first_ten_thousand_errors(ingest: IngestService) -> None:
+    tenant = new_tenant_id()
+    bad = []
+    for n in range(5000):
+        event = order_line(f"b{n}")
+        event["payload"] = {**event["payload"], "quantity": 0, "sku": "", "status": "lost"}
+        bad.append(event)
+    refused = await ingest.push(tenant, bad)
+    assert refused.status_code == 422
+    body = refused.json()
+    assert len(body["errors"]) == 10_000
+    assert body["detail"] == (
+        "5000 invalid event(s); nothing was stored (the first 10,000 of 15,000 errors are listed)"
+    )

@@ -97,12 +97,19 @@ class CsvBatch:
         return InvalidInput(refused.detail, kept)
 
 
+# Far more than any type's columns, or the empty rows a spreadsheet saves: past them a
+# file is refused at once, not read (a million-column header took ingest 15 s).
+MAX_COLUMNS = 100
+MAX_BLANK_LINES = 100_000
+
+
 def _records(text: str) -> Iterator[tuple[int, list[str]]]:
     """Each record with the file line it starts on: a quoted cell may span lines, and
     blank lines are skipped. What the csv module refuses (an unterminated quote, a stray
     one, a cell over 128 KiB) is a 422 naming the line, not a server error."""
     # newline="": a line may end in LF, CRLF or a bare CR (old spreadsheets save so).
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    blank = 0
     while True:
         line = reader.line_num + 1
         try:
@@ -114,10 +121,22 @@ def _records(text: str) -> Iterator[tuple[int, list[str]]]:
                 f"line {line} is not valid CSV: {exc}",
                 [FieldError(field="body", reason=str(exc), row=line)],
             ) from None
+        if len(cells) > MAX_COLUMNS:
+            raise InvalidInput(
+                f"line {line} has {len(cells)} cells; a file has at most {MAX_COLUMNS} columns",
+                [FieldError(field="body", reason=f"at most {MAX_COLUMNS} columns", row=line)],
+            )
         # A line of nothing but separators or spaces is as blank as an empty one (a
         # spreadsheet saves its formatted but empty rows so).
         if any(cell.strip() for cell in cells):
             yield line, cells
+            continue
+        blank += 1
+        if blank > MAX_BLANK_LINES:
+            raise InvalidInput(
+                f"more than {MAX_BLANK_LINES:,} blank lines; delete the empty rows",
+                [FieldError(field="body", reason=f"at most {MAX_BLANK_LINES} blank lines")],
+            )
 
 
 def parse_csv(raw: bytes, event_type: str, max_events: int) -> CsvBatch:
@@ -133,6 +152,8 @@ def parse_csv(raw: bytes, event_type: str, max_events: int) -> CsvBatch:
         raise InvalidInput(
             "the file is not UTF-8 text", [FieldError(field="body", reason="must be UTF-8 CSV")]
         ) from None
+    # The end-of-file mark (Ctrl-Z) some old ERPs still write.
+    text = text.removesuffix("\x1a")
     records = _records(text)
     first = next(records, None)
     if first is None:
@@ -146,6 +167,7 @@ def parse_csv(raw: bytes, event_type: str, max_events: int) -> CsvBatch:
     header = [_SPACES.sub("_", column.strip()).lower() for column in padded]
     while header and not header[-1]:
         header.pop()
+    _check_separator(padded, header_row)
     fields = PAYLOAD_MODELS[event_type].model_fields
     _check_header(header, header_row, fields)
     events: list[dict[str, Any]] = []
@@ -198,6 +220,22 @@ def parse_csv(raw: bytes, event_type: str, max_events: int) -> CsvBatch:
 _SPACES = re.compile(r"\s+")
 
 
+def _check_separator(cells: list[str], row: int) -> None:
+    """A header read as one column that holds ``;`` or a tab: the file was saved with
+    another separator (Excel does so in a locale whose list separator is ``;``)."""
+    named = [cell for cell in cells if cell.strip()]
+    if len(named) == 1 and (separator := next((s for s in ";\t" if s in named[0]), None)):
+        shown = "';'" if separator == ";" else "tabs"
+        raise InvalidInput(
+            f"the header is one column holding {shown}: columns are separated by commas",
+            [FieldError(field="body", reason=f"separated by {shown}, not commas", row=row)],
+        )
+
+
+# A header's refusal names this many of its bad columns in ``detail`` (``errors``, all).
+_NAMED_IN_DETAIL = 20
+
+
 def _check_header(header: list[str], row: int, fields: dict[str, FieldInfo]) -> None:
     money = [name for name, f in fields.items() if _kind(f) is Money]
     # One currency for every amount of a row; a type without amounts has no use for it.
@@ -229,9 +267,11 @@ def _check_header(header: list[str], row: int, fields: dict[str, FieldInfo]) -> 
         if f.is_required() and _kind(f) is Money and not {f"{name}_currency", "currency"} & present
     ]
     if errors:
+        named = ", ".join(f"{e.field} ({e.reason})" for e in errors[:_NAMED_IN_DETAIL])
+        more = len(errors) - _NAMED_IN_DETAIL
         raise InvalidInput(
-            f"the header has {len(errors)} bad column(s): "
-            + ", ".join(f"{e.field} ({e.reason})" for e in errors),
+            f"the header has {len(errors)} bad column(s): {named}"
+            + (f" and {more} more" if more > 0 else ""),
             errors,
         )
 

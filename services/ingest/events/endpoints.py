@@ -181,10 +181,12 @@ async def upload_events_csv(
 
     Errors name the file line (``row``, the header being line 1) as well as the index.
     """
-    if media_type(request) == "application/json":
-        # A JSON push sent here by mistake is never read as CSV (curl's default form
-        # type is taken: it is how `--data-binary @file.csv` sends a file).
-        raise unsupported_media_type(media_type(request), "text/csv")
+    media = media_type(request)
+    if media == "application/json" or media.startswith("multipart/"):
+        # A JSON push sent here by mistake is never read as CSV, nor a form's upload
+        # (`curl -F file=@x.csv`), whose boundary would be taken for the header. curl's
+        # default form type is taken: it is how `--data-binary @file.csv` sends a file.
+        raise unsupported_media_type(media, "text/csv (the file itself as the body)")
     key = service.check_idempotency_key(idempotency_key)
     raw = await request.body()
     settings: Settings = request.app.state.settings
