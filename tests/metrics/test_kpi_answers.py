@@ -239,7 +239,7 @@ async def test_a_csv_answer_in_gb18030_for_excel_in_a_chinese_locale(
         "/v1/kpis", params=params, headers={**tenant.headers, "Accept": "text/csv; charset=big5"}
     )
     assert refused.status_code == 406
-    assert refused.json()["detail"] == "a CSV answer is in utf-8 or gb18030"
+    assert refused.json()["detail"] == "a CSV answer is in utf-8, utf-8-sig or gb18030"
     # By q, the first of equals; a charset not offered beside one that is, passed over.
     for accept, charset in (
         ("text/csv;charset=utf-8;q=0.5, text/csv;charset=gb18030;q=0.9", "gb18030"),
@@ -275,6 +275,10 @@ async def test_a_csv_answer_in_gb18030_for_excel_in_a_chinese_locale(
         # Empty list elements count for nothing (RFC 9110 §5.6.1).
         (",,,", "application/json"),
         (", text/csv,", "text/csv"),
+        # A weight is 0 to 1 (RFC 9110 §12.4.2): above is 1, one that is no number none.
+        ("text/csv;q=1.5, application/json", "application/json"),
+        ("text/csv;q=abc", "text/csv"),
+        ("text/csv;q=-1, application/json;q=0.1", "application/json"),
     ],
 )
 async def test_the_answer_is_negotiated_by_accept(
@@ -323,3 +327,25 @@ async def test_fx_warnings_name_only_what_the_answer_needed(
     orders = await kpis(http, tenant, **{**WINDOW, "metrics": "orders,units"})
     assert values(orders) == [("TOTAL", [], {"orders": 2.0, "units": 2.0})]
     assert orders["warnings"] == []
+
+
+async def test_a_csv_answer_with_a_byte_order_mark_for_excel_in_any_locale(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """Excel reads a CSV without a BOM in the system's code page: Portuguese and
+    Japanese SKUs show garbled. ``charset=utf-8-sig`` leads the UTF-8 with one."""
+    tenant = await new_tenant()
+    await seed(
+        http, tenant, [line("b1", "B1", 1, "10.00", "2026-01-10T18:00:00Z", sku="LUMINÁRIA-ランプ")]
+    )
+    params = {**WINDOW, "group_by": "sku"}
+    plain, marked = [
+        await http.get("/v1/kpis", params=params, headers={**tenant.headers, "Accept": accept})
+        for accept in ("text/csv", "text/csv; charset=UTF-8-SIG")
+    ]
+    assert marked.status_code == 200, marked.text
+    assert marked.headers["content-type"] == "text/csv; charset=utf-8"
+    assert marked.content == b"\xef\xbb\xbf" + plain.content
+    assert "LUMINÁRIA-ランプ" in marked.content.decode("utf-8-sig")
+    assert not plain.content.startswith(b"\xef\xbb\xbf")
+    assert marked.headers["etag"] != plain.headers["etag"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -145,10 +146,13 @@ class _MediaRange:
 
     @property
     def quality(self) -> float:
+        """RFC 9110 §12.4.2: a weight from 0 to 1; one that is none (``q=abc``, ``q=1.5``)
+        is read as the nearest there is, or as no weight at all."""
         try:
-            return float(self.parameters.get("q", "1"))
+            weight = float(self.parameters.get("q", "1"))
         except ValueError:
-            return 0.0
+            return 1.0
+        return min(max(weight, 0.0), 1.0) if math.isfinite(weight) else 1.0
 
 
 def _media_ranges(accept: str) -> list[_MediaRange]:
@@ -200,6 +204,9 @@ _CSV_CHARSETS = {
     "gb18030": "gb18030",
     "gbk": "gb18030",
     "gb2312": "gb18030",
+    # UTF-8 led by a byte order mark, by which Excel in any locale (Portuguese,
+    # Japanese ...) knows a CSV is UTF-8; ERP imports may choke on it, so only on asking.
+    "utf-8-sig": "utf-8-sig",
 }
 
 
@@ -210,7 +217,7 @@ def _without_charsets_not_offered(accept: str) -> str:
     ranges = _media_ranges(accept)
     kept = [r.text for r in ranges if r.media != CSV or _csv_charset_of(r) is not None]
     if len(kept) < len(ranges) and not kept:
-        raise NotAcceptable("a CSV answer is in utf-8 or gb18030")
+        raise NotAcceptable("a CSV answer is in utf-8, utf-8-sig or gb18030")
     return ",".join(kept)
 
 
@@ -237,7 +244,7 @@ def _csv_charset(accept: str) -> str:
     if offered:
         return max(offered)[2]
     if named:
-        raise NotAcceptable("a CSV answer is in utf-8 or gb18030")
+        raise NotAcceptable("a CSV answer is in utf-8, utf-8-sig or gb18030")
     return "utf-8"
 
 
@@ -247,7 +254,8 @@ The CSV has one line per row and metric: `period`, one column per `group_by`
 dimension, `metric`, `value`, `previous`, `change`, `currency`; an empty cell is null,
 and the answer's warnings come as a JSON list in the `Lodestar-Warnings` header. It is
 UTF-8, or GB18030 when asked for with `Accept: text/csv; charset=gb18030` (or `gbk`),
-which Excel in a Chinese locale opens as it is.
+which Excel in a Chinese locale opens as it is; `charset=utf-8-sig` leads the UTF-8
+with a byte order mark, by which Excel in any locale reads it as UTF-8.
 
 An agency names the seller with `tenant_id` and sees only the granted stores; a user
 limited to stores, marketplaces or categories sees only those. Totals included; asking
@@ -369,7 +377,7 @@ async def kpis(
         headers[WARNINGS_HEADER] = warnings_header(body["warnings"])
         return Response(
             _csv(body, query.group_by).encode(charset),
-            media_type=f"text/csv; charset={charset}",
+            media_type=f"text/csv; charset={charset.removesuffix('-sig')}",
             headers=headers,
         )
     # Built by the engine in the documented shape: serialised as is, not validated again.
