@@ -163,7 +163,7 @@ async def test_csv_numbers_are_never_in_exponent_notation(
     tenant = await new_tenant()
     huge = line("h1", "H1", 100_000, "999999999999.99", "2026-01-10T18:00:00Z")
     await seed(http, tenant, [huge, line("h2", "H2", 1, "0.01", "2026-01-11T18:00:00Z")])
-    params = {**WINDOW, "metrics": "gmv,aov", "grain": "day", "to": "2026-01-11"}
+    params = {**WINDOW, "metrics": "gmv,aov,orders,cancel_rate", "grain": "day", "to": "2026-01-11"}
     response = await http.get(
         "/v1/kpis", params=params, headers={**tenant.headers, "Accept": "text/csv"}
     )
@@ -172,6 +172,9 @@ async def test_csv_numbers_are_never_in_exponent_notation(
     # As JSON, 9.9999999999999e+16.
     assert cells["2026-01-10", "gmv"] == "99999999999999000"
     assert cells["2026-01-11", "aov"] == "0.01"
+    # The currency column is an amount's: none for a count or a ratio.
+    currencies = {row["metric"]: row["currency"] for row in rows}
+    assert currencies == {"gmv": "USD", "aov": "USD", "orders": "", "cancel_rate": ""}
     assert json.loads(response.headers["Lodestar-Warnings"]) == []
 
 

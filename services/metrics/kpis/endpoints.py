@@ -79,10 +79,17 @@ def _csv(body: dict[str, Any], group_by: list[str]) -> str:
                     _csv_number(value["value"]),
                     _csv_number(value["previous"]),
                     _csv_number(value["change"]),
-                    body["currency"] or "",
+                    # An ERP maps the column to the amount's currency: none for counts
+                    # and ratios.
+                    (body["currency"] or "") if _is_money(value["metric"]) else "",
                 ]
             )
     return out.getvalue()
+
+
+def _is_money(metric: str) -> bool:
+    definition = KPIS.get(metric)
+    return definition is not None and definition.unit == "money"
 
 
 def _string_as(schema: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
@@ -251,7 +258,7 @@ def _csv_charset(accept: str) -> str:
 _KPIS_DESCRIPTION = f"""KPI values by period and dimensions, as JSON or (`Accept: text/csv`) CSV.
 
 The CSV has one line per row and metric: `period`, one column per `group_by`
-dimension, `metric`, `value`, `previous`, `change`, `currency`; an empty cell is null,
+dimension, `metric`, `value`, `previous`, `change`, `currency` (empty for counts and ratios); an empty cell is null,
 and the answer's warnings come as a JSON list in the `Lodestar-Warnings` header. It is
 UTF-8, or GB18030 when asked for with `Accept: text/csv; charset=gb18030` (or `gbk`),
 which Excel in a Chinese locale opens as it is; `charset=utf-8-sig` leads the UTF-8
