@@ -258,8 +258,9 @@ def _csv_charset(accept: str) -> str:
 _KPIS_DESCRIPTION = f"""KPI values by period and dimensions, as JSON or (`Accept: text/csv`) CSV.
 
 The CSV has one line per row and metric: `period`, one column per `group_by`
-dimension, `metric`, `value`, `previous`, `change`, `currency` (empty for counts and ratios); an empty cell is null,
-and the answer's warnings come as a JSON list in the `Lodestar-Warnings` header. It is
+dimension, `metric`, `value`, `previous`, `change`, `currency` (empty for counts and
+ratios); an empty cell is null, and the answer's warnings come as a JSON list in the
+`Lodestar-Warnings` header. It is
 UTF-8, or GB18030 when asked for with `Accept: text/csv; charset=gb18030` (or `gbk`),
 which Excel in a Chinese locale opens as it is; `charset=utf-8-sig` leads the UTF-8
 with a byte order mark, by which Excel in any locale reads it as UTF-8.
