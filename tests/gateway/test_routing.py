@@ -14,6 +14,7 @@ from pydantic import create_model
 from devstack.embedded import free_port
 from devstack.stack import service_settings
 from shared.db import Database
+from shared.events import EVENT_TYPES
 from shared.service import READY_CHECK_SECONDS
 from tests.conftest import NewTenant, Stack, serve_app
 from tests.gateway.support import fake_service, own_gateway
@@ -279,6 +280,18 @@ async def test_downstream_down_is_503_naming_it(stack: Stack, new_tenant: NewTen
     assert document["x-lodestar-unavailable"] == ["targets"]
     assert "/v1/kpis" in document["paths"] and "/v1/tenants" in document["paths"]
     assert not any(path.startswith("/v1/targets") for path in document["paths"])
+
+
+async def test_the_csv_upload_documents_its_types_and_a_chunked_bodys_411(
+    http: httpx.AsyncClient,
+) -> None:
+    document = (await http.get("/openapi.json")).json()
+    upload = document["paths"]["/v1/events:csv"]["post"]
+    (kind,) = [p for p in upload["parameters"] if p["name"] == "type"]
+    assert kind["required"] and set(kind["schema"]["enum"]) == set(EVENT_TYPES)
+    for path, method in (("/v1/events:csv", "post"), ("/v1/events", "post")):
+        assert "411" in document["paths"][path][method]["responses"], path
+    assert "411" not in document["paths"]["/v1/kpis"]["get"]["responses"]
 
 
 async def test_merged_openapi_is_a_valid_openapi_document(http: httpx.AsyncClient) -> None:

@@ -19,7 +19,7 @@ from shared.access import Access, refuse_erased, require_access
 from shared.auth import current_principal
 from shared.db import Database
 from shared.errors import InvalidInput
-from shared.events import Event
+from shared.events import EVENT_TYPES, Event
 from shared.openapi import ErrorBody
 from shared.service import media_type, require_json_body, unsupported_media_type
 from shared.tenant_data import hold_tenants
@@ -174,7 +174,14 @@ async def outbox_status(
 async def upload_events_csv(
     request: Request,
     access: Annotated[Access, Depends(require_access("ingest:write"))],
-    event_type: Annotated[str, Query(alias="type", description="The event type of every row")],
+    event_type: Annotated[
+        str,
+        Query(
+            alias="type",
+            description="The event type of every row",
+            json_schema_extra={"enum": list(EVENT_TYPES)},
+        ),
+    ],
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """The same push as ``POST /v1/events``, from a CSV file of one event type.
