@@ -10,10 +10,13 @@ import copy
 import json
 import random
 import secrets
+import threading
 from typing import Any
 
 import httpx
+import pytest
 
+from services.ingest.events import service
 from tests.conftest import NewTenant, TenantClient
 from tests.ingest.conftest import IngestService, MakeIngest, order_line
 from tests.unreachable import refusing_port
@@ -889,3 +892,33 @@ async def test_a_refusal_lists_its_first_ten_thousand_errors(ingest: IngestServi
     assert body["detail"] == (
         "5000 invalid event(s); nothing was stored (the first 10,000 of 15,000 errors are listed)"
     )
+
+
+async def test_a_big_batch_is_read_while_other_pushes_are_answered(
+    ingest: IngestService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 5,000-event batch takes half a second of CPU to read: done beside the event
+    loop, another tenant's push of one event does not wait behind it."""
+    entered, release = threading.Event(), threading.Event()
+    released: list[bool] = []
+    validate = service.validate
+
+    def held(raw_events: list[Any], rows: Any = None) -> Any:
+        if len(raw_events) > 1:
+            entered.set()
+            # Let go only once the small push is answered: on the event loop it
+            # could not be, and this would wait in vain.
+            released.append(release.wait(10))
+        return validate(raw_events, rows)
+
+    monkeypatch.setattr(service, "validate", held)
+    big = asyncio.create_task(
+        ingest.push(new_tenant_id(), [order_line(f"big-{n}") for n in range(2000)])
+    )
+    assert await asyncio.to_thread(entered.wait, 10)
+    small = await ingest.push(new_tenant_id(), [order_line("small")])
+    assert small.status_code == 202
+    assert not big.done()
+    release.set()
+    assert (await big).json() == {"accepted": 2000, "duplicates": 0}
+    assert released == [True]
