@@ -50,9 +50,18 @@ async def _run_online(database_url: str, schema: str) -> None:
         connect_args={"server_settings": {"search_path": f"{schema},public"}},
     )
     try:
-        async with engine.begin() as connection:
-            await connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
         async with engine.connect() as connection:
+            # Two replicas' init containers migrate one schema at once on a first
+            # deploy: the second waits, then finds it at head (it raised
+            # DuplicateTable). A session lock, as each migration commits on its own;
+            # closing the connection (dispose, below) lets it go, whatever happened.
+            await connection.execute(
+                text("SELECT pg_advisory_lock(hashtext('lodestar.migrate:' || :schema))"),
+                {"schema": schema},
+            )
+            await connection.commit()
+            await connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            await connection.commit()
             await connection.run_sync(_migrate, schema)
             await connection.commit()
     finally:
