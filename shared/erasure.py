@@ -104,7 +104,11 @@ class Publisher:
                 if not await broker_reachable(bootstrap):
                     # Probed first: aiokafka would log an error of its own on every retry.
                     raise KafkaConnectionError(f"no broker accepts connections at {bootstrap}")
-                await ensure_topics(bootstrap, erasure_topics(self.settings.topic_prefix))
+                await ensure_topics(
+                    bootstrap,
+                    erasure_topics(self.settings.topic_prefix),
+                    create=self.settings.kafka_create_topics,
+                )
                 producer = make_producer(bootstrap, linger_ms=0)
                 try:
                     await producer.start()
@@ -166,7 +170,11 @@ class TopicListener:
             bootstrap = self.settings.kafka_bootstrap_servers
             if not await broker_reachable(bootstrap):
                 raise KafkaConnectionError(f"no broker accepts connections at {bootstrap}")
-            await ensure_topics(bootstrap, erasure_topics(self.settings.topic_prefix))
+            await ensure_topics(
+                bootstrap,
+                erasure_topics(self.settings.topic_prefix),
+                create=self.settings.kafka_create_topics,
+            )
             # Kept before start() so stop() closes it even when cancelled mid-start.
             self._consumer = make_consumer(bootstrap, [self.topic], self.group, 100)
             await self._consumer.start()

@@ -75,10 +75,13 @@ def make_consumer(
 
 
 async def ensure_topics(
-    bootstrap_servers: str, topics: list[str], partitions: int = DEFAULT_PARTITIONS
+    bootstrap_servers: str,
+    topics: list[str],
+    create: bool = True,
+    partitions: int = DEFAULT_PARTITIONS,
 ) -> list[str]:
-    """Creates the topics that do not exist yet (an existing topic is left alone);
-    returns those it found missing."""
+    """Creates the topics that do not exist yet (an existing topic is left alone), or,
+    not to ``create``, says they are missing; returns those it found missing."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap_servers, request_timeout_ms=REQUEST_TIMEOUT_MS
     )
@@ -88,6 +91,12 @@ async def ensure_topics(
         missing = [t for t in topics if t not in existing]
         if not missing:
             return []
+        if not create:
+            log.warning(
+                "topics missing, left for the cluster to create",
+                extra={"fields": {"topics": missing}},
+            )
+            return missing
         try:
             await admin.create_topics(
                 [NewTopic(name=t, num_partitions=partitions, replication_factor=1) for t in missing]

@@ -30,6 +30,12 @@ class ServiceSettings(BaseSettings):
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:9092", validation_alias=env_alias("KAFKA_BOOTSTRAP_SERVERS")
     )
+    # Whether a service creates the topics it finds missing (one replica, 4 partitions):
+    # the embedded broker and compose's need it; a cluster whose topics are declared
+    # (deploy/k8s, with three replicas) must not be raced by replicas of one.
+    kafka_create_topics: bool = Field(
+        default=True, validation_alias=env_alias("LODESTAR_KAFKA_CREATE_TOPICS")
+    )
     gateway_url: str = Field(
         default="http://127.0.0.1:8000", validation_alias=env_alias("LODESTAR_GATEWAY_URL")
     )

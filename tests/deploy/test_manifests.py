@@ -15,8 +15,9 @@ import pytest
 import yaml
 
 from devstack.stack import DEFAULT_PORTS, SERVICES
+from services.ingest.outbox.relay import LOG_MARKER_TOPIC
 from shared.erasure import erasure_topics
-from shared.events import EVENT_TYPES
+from shared.events import DEADLETTER_TOPIC, EVENT_TYPES
 from shared.settings import env_var_names
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,6 +115,8 @@ def test_k8s_deployment_service_and_config(service: str) -> None:
     assert "DATABASE_URL" in secrets and "DATABASE_URL" not in provided
     assert all(ref["name"] == "lodestar-secrets" for ref in secrets.values())
     assert all("value" not in e for e in container.get("env", []))
+    # Topics are kafka.yaml's (three replicas), never a replica's first guess at them.
+    assert config["data"]["LODESTAR_KAFKA_CREATE_TOPICS"] == "false"
 
 
 def test_kafka_through_strimzi_with_every_topic() -> None:
@@ -123,6 +126,7 @@ def test_kafka_through_strimzi_with_every_topic() -> None:
     topics = {d["spec"]["topicName"] for d in documents if d["kind"] == "KafkaTopic"}
     expected = {f"lodestar.{t}.v1" for t in EVENT_TYPES}
     assert expected | {"lodestar.deadletter.v1", "lodestar.alerts.v1"} <= topics
+    assert {DEADLETTER_TOPIC, LOG_MARKER_TOPIC} <= topics
     assert set(erasure_topics()) <= topics
 
 

@@ -139,7 +139,9 @@ class OutboxRelay:
         the retention window is published again, as at a start."""
         prefix = self.settings.topic_prefix
         topics = [*all_event_topics(prefix), prefix + DEADLETTER_TOPIC, prefix + LOG_MARKER_TOPIC]
-        created = await ensure_topics(self.settings.kafka_bootstrap_servers, topics)
+        created = await ensure_topics(
+            self.settings.kafka_bootstrap_servers, topics, create=self.settings.kafka_create_topics
+        )
         if prefix + LOG_MARKER_TOPIC in created and self.settings.republish_on_start:
             self._republish_pending = True
 

@@ -464,7 +464,11 @@ class FactConsumer:
             return self._consumer
         prefix = self.settings.topic_prefix
         topics = all_event_topics(prefix)
-        await ensure_topics(self.settings.kafka_bootstrap_servers, [*topics, self.deadletter_topic])
+        await ensure_topics(
+            self.settings.kafka_bootstrap_servers,
+            [*topics, self.deadletter_topic],
+            create=self.settings.kafka_create_topics,
+        )
         # Kept before start() so stop() closes them even when cancelled mid-start.
         self._producer = make_producer(self.settings.kafka_bootstrap_servers)
         await self._producer.start()
