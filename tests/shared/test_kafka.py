@@ -82,3 +82,16 @@ async def test_the_callers_own_cancellation_still_cancels_it() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_cluster_that_declares_its_topics_is_left_to_create_them(
+    kafka_bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    topic = f"lodestar.test-declared-{secrets.token_hex(4)}.v1"
+    with caplog.at_level(logging.WARNING, logger="shared.kafka"):
+        assert await ensure_topics(kafka_bootstrap, [topic], create=False) == [topic]
+    assert "topics missing, left for the cluster to create" in caplog.text
+    # Still missing: created only when asked.
+    assert await ensure_topics(kafka_bootstrap, [topic], create=False) == [topic]
+    assert await ensure_topics(kafka_bootstrap, [topic]) == [topic]
+    assert await ensure_topics(kafka_bootstrap, [topic], create=False) == []
