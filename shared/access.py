@@ -24,6 +24,7 @@ from shared.errors import (
     Forbidden,
     InsufficientScope,
     InvalidInput,
+    RateLimited,
     Unauthenticated,
     UpstreamUnavailable,
 )
@@ -153,6 +154,10 @@ class GatewayGrantLookup:
             # Revoked at the gateway before this service's copy of the list caught up:
             # the token is no good, which is the caller's to know, not a fault here.
             raise Unauthenticated("the access token has been revoked")
+        if response.status_code == 429:
+            # The caller's own rate at the gateway, not a fault of ours.
+            retry_after = response.headers.get("retry-after", "1")
+            raise RateLimited(int(retry_after) if retry_after.isdigit() else 1)
         if response.status_code != 200:
             raise UpstreamUnavailable.for_now(
                 f"grants cannot be checked right now ({response.status_code})"

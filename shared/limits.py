@@ -19,6 +19,7 @@ from typing import Protocol
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.access import EFFECTIVE_GRANT_PATH
 from shared.auth import Principal
 from shared.errors import (
     FieldError,
@@ -31,9 +32,10 @@ from shared.errors import (
 )
 from shared.revocations import REVOKED_TOKENS_PATH
 
-# Probes must answer however busy a client is.
-# Probes, and the services reading revoked tokens every second from one address.
-UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", REVOKED_TOKENS_PATH})
+# Probes must answer however busy a client is; the services read revoked tokens every
+# second from one address; and a service asks for an agency's grant with the agency's
+# own token, once for each request of it that the gateway already counted.
+UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", REVOKED_TOKENS_PATH, EFFECTIVE_GRANT_PATH})
 # Keys are kept in memory: a longer client id is not believed, and the peer address is used.
 MAX_CLIENT_ID_LENGTH = 200
 DEFAULT_MAX_CLIENTS = 10_000

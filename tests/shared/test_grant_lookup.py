@@ -9,7 +9,7 @@ from fastapi import Request
 
 from shared.access import GatewayGrantLookup
 from shared.auth import Principal
-from shared.errors import Unauthenticated, UpstreamUnavailable
+from shared.errors import RateLimited, Unauthenticated, UpstreamUnavailable
 from tests.unreachable import refusing_port
 
 AGENCY = Principal(
@@ -60,3 +60,18 @@ async def test_a_token_the_gateway_has_revoked_is_a_401() -> None:
             await lookup.effective(agency_request(), AGENCY, "tn_seller")
     assert refused.value.status == 401
     assert refused.value.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
+
+
+@pytest.mark.parametrize(("sent", "retry_after"), [("7", "7"), (None, "1"), ("soon", "1")])
+async def test_a_grant_lookup_over_the_callers_rate_is_its_429(
+    sent: str | None, retry_after: str
+) -> None:
+    """The caller's own rate at the gateway, not an outage here: 429, not 503."""
+    headers = {"Retry-After": sent} if sent else {}
+    transport = httpx.MockTransport(lambda request: httpx.Response(429, headers=headers))
+    async with httpx.AsyncClient(transport=transport) as client:
+        lookup = GatewayGrantLookup("http://gateway", client)
+        with pytest.raises(RateLimited) as refused:
+            await lookup.effective(agency_request(), AGENCY, "tn_seller")
+    assert refused.value.status == 429
+    assert refused.value.headers == {"Retry-After": retry_after}

@@ -17,6 +17,7 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from shared import limits
+from shared.access import EFFECTIVE_GRANT_PATH
 from shared.errors import PayloadTooLarge
 from shared.limits import MAX_CLIENT_ID_LENGTH, RateLimiter, client_key
 from shared.service import build_app
@@ -334,6 +335,25 @@ async def test_health_and_readiness_are_never_limited() -> None:
                 assert (await client.get("/healthz")).status_code == 200
                 # Not ready (nothing is up), but answered: never 429.
                 assert (await client.get("/readyz")).status_code == 503
+
+
+async def test_a_services_grant_lookup_for_a_counted_request_is_not_counted_again() -> None:
+    """A service asks the gateway for an agency's grant with the agency's token, once
+    for each request the gateway counted already: counting it again halved the
+    agency's rate and turned its last requests into 503s."""
+    app, _, _ = limited_app(rate_limit_burst=1)
+
+    @app.get(EFFECTIVE_GRANT_PATH)
+    async def effective() -> dict[str, str]:
+        return {}
+
+    async with client_of(app) as client:
+        agency = bearer("agency")
+        assert (await client.get("/ping", headers=agency)).status_code == 200
+        for _ in range(5):
+            answer = await client.get(EFFECTIVE_GRANT_PATH, headers=agency)
+            assert answer.status_code == 200
+        assert (await client.get("/ping", headers=agency)).status_code == 429
 
 
 GARBAGE_AUTHORIZATION = [
