@@ -105,6 +105,10 @@ def test_k8s_deployment_service_and_config(service: str) -> None:
         ]
     assert set(container["resources"]["requests"]) == {"cpu", "memory"}
     assert pod["securityContext"]["runAsNonRoot"] is True
+    # A read-only root: a temporary file (an export's archive) goes to a volume.
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == "tmp")
     assert pod["initContainers"][0]["command"][-1] == service
 
     provided = set(config["data"])
