@@ -42,7 +42,7 @@ from shared.input_guard import GRAPHQL_PATH, InputGuardMiddleware
 from shared.kafka import broker_reachable
 from shared.limits import LimitsMiddleware, RateLimiter
 from shared.openapi import route_scopes, with_security
-from shared.revocations import GatewayRevocations
+from shared.revocations import REVOKED_TOKENS_PATH, GatewayRevocations
 from shared.settings import ServiceSettings
 from shared.telemetry import context_from_http, current_tenant, current_trace_id
 
@@ -87,6 +87,9 @@ def _field_of(loc: tuple[Any, ...]) -> tuple[int | None, str]:
 
 
 PROBED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# Asked every few seconds by probes, and every second by each service (revoked
+# tokens): a line each would bury what a log is read for.
+UNLOGGED_PATHS = frozenset({"/healthz", "/readyz", REVOKED_TOKENS_PATH})
 
 
 def allowed_methods(request: Request) -> list[str]:
@@ -349,7 +352,7 @@ class TracingMiddleware:
                 span.set_attribute("url.path", path)
                 await self.app(scope, receive, send_wrapper)
                 span.set_attribute("http.response.status_code", status["code"])
-                if path not in ("/healthz", "/readyz"):
+                if path not in UNLOGGED_PATHS:
                     log.info(
                         "request",
                         extra={

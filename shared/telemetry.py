@@ -49,6 +49,9 @@ def setup_telemetry(service_name: str, otlp_endpoint: str = "", log_level: str =
     root.setLevel(log_level.upper())
     # uvicorn's access log would print request lines without tenant or trace id.
     logging.getLogger("uvicorn.access").disabled = True
+    # httpx says each call it makes: the services' poll of revoked tokens every second
+    # filled the logs, and the lines a crash leaves, with it. Its failures still show.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _install_record_context() -> None:

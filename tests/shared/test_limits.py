@@ -20,8 +20,10 @@ from shared import limits
 from shared.access import EFFECTIVE_GRANT_PATH
 from shared.errors import PayloadTooLarge
 from shared.limits import MAX_CLIENT_ID_LENGTH, RateLimiter, client_key
+from shared.revocations import REVOKED_TOKENS_PATH
 from shared.service import build_app
 from shared.settings import ServiceSettings
+from shared.telemetry import setup_telemetry
 from tests.conftest import TokenMinter
 from tests.unreachable import refusing_port
 
@@ -289,6 +291,31 @@ async def test_refused_requests_are_logged_by_tracing(caplog: pytest.LogCaptureF
         and r.fields["path"] in ("/echo", "/ping")  # type: ignore[attr-defined]
     ]
     assert statuses == [413, 429]
+
+
+async def test_the_services_poll_of_revoked_tokens_writes_no_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each service asks every second: a line each buried the lines a crash leaves."""
+    app, _, _ = limited_app(rate_limit_burst=10)
+
+    @app.get(REVOKED_TOKENS_PATH)
+    async def revoked() -> dict[str, list[str]]:
+        return {"revoked": []}
+
+    with caplog.at_level(logging.INFO, logger="lodestar.http"):
+        async with client_of(app) as client:
+            assert (await client.get(REVOKED_TOKENS_PATH)).status_code == 200
+            assert (await client.get("/ping")).status_code == 200
+    paths = [
+        r.fields["path"]  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.name == "lodestar.http" and r.getMessage() == "request"
+    ]
+    assert REVOKED_TOKENS_PATH not in paths and "/ping" in paths
+    # Nor does httpx say each call the services make (its failures still show).
+    setup_telemetry("limits-test", "", "INFO")
+    assert logging.getLogger("httpx").getEffectiveLevel() == logging.WARNING
 
 
 async def test_each_client_id_has_its_own_bucket() -> None:
