@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import TextIO
 
 import httpx
 
@@ -106,6 +107,7 @@ class Launcher:
     def __init__(self, home: Path) -> None:
         self.home = home
         self.cleanups: list[Callable[[], None]] = []
+        self._home_lock: TextIO | None = None
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.config: StackConfig | None = None
         self.broker: EmbeddedBroker | None = None
@@ -207,7 +209,8 @@ class Launcher:
         lock.truncate()
         lock.write(str(os.getpid()))
         lock.flush()
-        self.cleanups.append(lock.close)
+        # Let go last, and apart from ``cleanups``, which are what was started.
+        self._home_lock = lock
 
     def _admin_credentials(self) -> AdminCredentials:
         client_id = os.environ.get("LODESTAR_ADMIN_CLIENT_ID", "")
@@ -351,6 +354,9 @@ class Launcher:
                 cleanup()
             except Exception as exc:
                 _say(f"while stopping: {type(exc).__name__}: {exc}")
+        if self._home_lock is not None:
+            self._home_lock.close()
+            self._home_lock = None
 
 
 def _create_topics(config: StackConfig) -> None:
@@ -389,11 +395,16 @@ def main() -> int:
             raise
         # Said before stopping, so that the reason comes before "stopped.".
         print(exc.code, file=sys.stderr)
-        _say("stopping ...")
+        if launcher.cleanups:
+            _say("stopping ...")
         return 1
     except Stopped:
         _say("\nstopping ...")
         return 0
     finally:
+        # Nothing started (a port taken, another launcher running, a bad setting):
+        # nothing was stopped either, and "stopped." would read as if the other were.
+        started = bool(launcher.cleanups)
         launcher.shutdown()
-        _say("stopped.")
+        if started:
+            _say("stopped.")

@@ -127,6 +127,8 @@ def test_make_run_starts_everything_and_sigterm_leaves_nothing(tmp_path: Path) -
         f"Lodestar is already running from {home} (launcher pid {process.pid}); stop it "
         "first, or set LODESTAR_HOME (and the ports) to run another one beside it"
     )
+    # It stopped nothing, and says nothing that reads as if it had.
+    assert "stop" not in second.stdout, second.stdout
     time.sleep(1.5)  # the first launcher's supervisor would have seen a broker die
     assert {p.pid for p in _descendants(process.pid)} == running
     assert httpx.get(f"http://127.0.0.1:{ports['ingest']}/readyz").status_code == 200
@@ -187,6 +189,7 @@ def test_port_already_taken_is_one_line_naming_the_variable(tmp_path: Path) -> N
     assert lines == [
         f"port {ports['ingest']} is already in use; set LODESTAR_INGEST_PORT to move it"
     ], result.stderr
+    assert "stop" not in result.stdout, result.stdout
 
 
 def test_a_port_out_of_range_is_one_line_naming_the_variable(tmp_path: Path) -> None:
@@ -199,6 +202,7 @@ def test_a_port_out_of_range_is_one_line_naming_the_variable(tmp_path: Path) -> 
     assert result.stderr.strip() == (
         "LODESTAR_INGEST_PORT must be a port number (1 to 65535), not '99999'"
     )
+    assert "stop" not in result.stdout, result.stdout
 
 
 def test_a_service_refusing_its_settings_says_why_and_leaves_nothing(tmp_path: Path) -> None:
