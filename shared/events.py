@@ -389,6 +389,7 @@ class EventMessage(BaseModel):
 
 
 _ENVELOPES = TypeAdapter(list[Envelope])
+BOOL_REASON = "must be true or false"
 _REASON_BY_PYDANTIC_TYPE = {
     "missing": "required",
     "extra_forbidden": "unknown field",
@@ -396,7 +397,7 @@ _REASON_BY_PYDANTIC_TYPE = {
     "model_type": "must be a JSON object",
     "model_attributes_type": "must be a JSON object",
     "dict_type": "must be a JSON object",
-    "bool_type": "must be true or false",
+    "bool_type": BOOL_REASON,
     "timezone_aware": TIMESTAMP_REASON,
 }
 _INDEX = re.compile(r"^\d+$")

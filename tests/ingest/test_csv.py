@@ -417,3 +417,28 @@ def test_a_header_of_many_bad_columns_names_twenty_in_its_detail() -> None:
         parse_csv((header + "\n" + GOOD[0] + "\n").encode(), "order_line", 5000)
     assert len(refused.value.errors) == 30
     assert refused.value.detail.endswith("extra_19 (unknown column) and 10 more")
+
+
+async def test_a_flag_cell_is_told_every_spelling_a_file_may_use(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant(scopes=["ingest:write"])
+    refused = await upload(
+        http,
+        tenant.headers,
+        "shipment",
+        [
+            "event_id,platform,store_id,marketplace,order_id,promised_ship_by,tracking_valid",
+            "sh1,amazon,s1,US,oc1,2026-04-12T10:00:00Z,yes",
+            "sh2,amazon,s1,US,oc2,2026-04-12T10:00:00Z,maybe",
+        ],
+    )
+    assert refused.status_code == 422
+    assert refused.json()["errors"] == [
+        {
+            "index": 1,
+            "row": 3,
+            "field": "payload.tracking_valid",
+            "reason": "must be true/false, 1/0 or yes/no",
+        }
+    ]

@@ -24,7 +24,7 @@ from typing import Any
 from pydantic.fields import FieldInfo
 
 from shared.errors import FieldError, InvalidInput, PayloadTooLarge
-from shared.events import EVENT_TYPES, PAYLOAD_MODELS, validate_batch
+from shared.events import BOOL_REASON, EVENT_TYPES, PAYLOAD_MODELS, validate_batch
 from shared.money import Money
 
 ENVELOPE_COLUMNS = ("event_id", "version", "platform", "store_id", "marketplace", "occurred_at")
@@ -48,6 +48,9 @@ def _kind(field: FieldInfo) -> type:
 
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+FLAG_REASON = "must be true/false, 1/0 or yes/no"
 
 
 def _convert(kind: type, raw: str) -> Any:
@@ -80,9 +83,10 @@ class CsvBatch:
     rows: list[int]
     occurred_from: list[str | None]
 
-    def without_echoes(self, refused: InvalidInput) -> InvalidInput:
-        """The refusal without the occurred_at errors that only repeat the error of the
-        cell occurred_at was taken from: the file has no such column to correct."""
+    def in_file_terms(self, refused: InvalidInput) -> InvalidInput:
+        """The refusal in a file's terms: without the occurred_at errors that only
+        repeat the error of the cell occurred_at was taken from (the file has no such
+        column to correct), and a flag's reason naming every spelling a cell may use."""
         named = {(error.index, error.field) for error in refused.errors}
 
         def echoes(error: FieldError) -> bool:
@@ -91,8 +95,12 @@ class CsvBatch:
             source = self.occurred_from[error.index]
             return source is not None and (error.index, f"payload.{source}") in named
 
-        kept = [error for error in refused.errors if not echoes(error)]
-        if len(kept) == len(refused.errors):
+        kept = [
+            replace(error, reason=FLAG_REASON) if error.reason == BOOL_REASON else error
+            for error in refused.errors
+            if not echoes(error)
+        ]
+        if kept == refused.errors:
             return refused
         return InvalidInput(refused.detail, kept)
 
@@ -207,9 +215,7 @@ def parse_csv(raw: bytes, event_type: str, max_events: int) -> CsvBatch:
         ]
         errors.sort(key=lambda e: e.index if e.index is not None else -1)
         bad = len({e.index for e in errors})
-        raise batch.without_echoes(
-            InvalidInput(f"{bad} invalid row(s); nothing was stored", errors)
-        )
+        raise batch.in_file_terms(InvalidInput(f"{bad} invalid row(s); nothing was stored", errors))
     if not events:
         raise InvalidInput(
             "the file has no rows", [FieldError(field="body", reason="at least one row")]

@@ -220,7 +220,7 @@ async def upload_events_csv(
         try:
             events = service.validate(batch.events, rows=batch.rows)
         except InvalidInput as refused:
-            raise batch.without_echoes(refused) from None
+            raise batch.in_file_terms(refused) from None
         # The file as read, so a retry saved with other line endings or without its BOM
         # is the same request; its type is part of it.
         return batch, events, service.json_fingerprint([event_type, batch.events]) if key else ""
