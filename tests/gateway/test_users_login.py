@@ -339,6 +339,8 @@ async def test_userinfo_names_the_signed_in_user_as_they_are_now(
     user = await add_user(http, admin, "viewer", limits={"marketplaces": ["MX"]})
     discovery = (await http.get("/.well-known/openid-configuration")).json()
     assert discovery["userinfo_endpoint"] == f"{stack.gateway}/oauth/userinfo"
+    documented = (await http.get("/openapi.json")).json()["paths"]["/oauth/userinfo"]
+    assert {"200", "401", "403"} <= set(documented["get"]["responses"])
     assert {"email", "name"} <= set(discovery["claims_supported"])
     tokens = await user_tokens(http, client_id, user["email"], scope="openid kpi:read")
     bearer = {"Authorization": f"Bearer {tokens['access_token']}"}

@@ -21,6 +21,7 @@ from services.gateway.users.repository import UserRepository
 from shared.auth import ALGORITHM, Principal, TokenVerifier, current_principal
 from shared.deps import DbSession
 from shared.errors import InsufficientScope, Unauthenticated
+from shared.openapi import ErrorBody
 from shared.revocations import REVOKED_TOKENS_PATH
 from shared.scopes import ALL_SCOPES
 from shared.time import utcnow
@@ -416,7 +417,18 @@ _USERINFO = {
 
 _USERINFO_ROUTE: dict[str, Any] = {
     "summary": "OpenID Connect UserInfo",
-    "responses": {200: {"content": {"application/json": {"schema": _USERINFO}}}},
+    "responses": {
+        200: {"content": {"application/json": {"schema": _USERINFO}}},
+        401: {
+            "model": ErrorBody,
+            "description": "No valid token, or its user disabled or deleted since: "
+            '`WWW-Authenticate: Bearer error="invalid_token"`',
+        },
+        403: {
+            "model": ErrorBody,
+            "description": "A token without `openid` (`insufficient_scope`, naming it)",
+        },
+    },
     "description": (
         "OpenID Connect Core §5.3: who signed in, for a user's access token granted the "
         "`openid` scope (a bearer header): `sub`, `tenant`, `email`, `name`, `roles` and "
