@@ -10,7 +10,8 @@ import contextlib
 import datetime as dt
 import re
 from collections import defaultdict
-from typing import Annotated, Any, Literal, get_args
+from dataclasses import replace
+from typing import Annotated, Any, Literal, cast, get_args
 
 from pydantic import (
     AfterValidator,
@@ -25,6 +26,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     ValidationInfo,
+    create_model,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -165,14 +167,20 @@ class OrderLine(Payload):
 
     @model_validator(mode="after")
     def _one_currency(self) -> OrderLine:
-        # A line's amounts add up into one GMV, so they must share a currency.
+        # A line's amounts add up into one GMV, so they must share a currency. (The
+        # unit price is absent only in the check of a payload whose own failed.)
+        unit_price = getattr(self, "unit_price", None)
         for name in ("shipping_price", "item_tax", "discount"):
             money = getattr(self, name)
-            if money is not None and money.currency != self.unit_price.currency:
+            if (
+                money is not None
+                and unit_price is not None
+                and money.currency != unit_price.currency
+            ):
                 raise PydanticCustomError(
                     "payload_conflict",
                     "{at} must equal unit_price.currency ({currency})",
-                    {"at": f"{name}.currency", "currency": self.unit_price.currency},
+                    {"at": f"{name}.currency", "currency": unit_price.currency},
                 )
         return self
 
@@ -295,7 +303,8 @@ class FxRate(Payload):
     def _identity_is_one(self, info: ValidationInfo) -> FxRate:
         # A currency's rate to itself is 1 (a feed listing every pair may say so, and
         # conversion never reads it); any other figure for it is a mistake to report.
-        if self.quote == self.base and self.rate != 1 and accepting(info):
+        known = None not in (self.quote, self.base, self.rate)
+        if known and self.quote == self.base and self.rate != 1 and accepting(info):
             raise PydanticCustomError(
                 "payload_conflict", "{at} must be 1 when quote is base", {"at": "rate"}
             )
@@ -430,10 +439,10 @@ def _reason(error: Any) -> str:
 
 
 def _field_errors(
-    exc: ValidationError, index_of: list[int] | None, prefix: str
+    exc: ValidationError | list[Any], index_of: list[int] | None, prefix: str
 ) -> list[FieldError]:
     found: list[FieldError] = []
-    for error in exc.errors():
+    for error in exc.errors() if isinstance(exc, ValidationError) else exc:
         loc = list(error.get("loc", ()))
         index: int | None = None
         first = loc[0] if loc else None
@@ -499,6 +508,7 @@ def validate_batch(raw_events: list[Any]) -> tuple[list[Event], list[FieldError]
             payloads.update(zip(positions, items, strict=True))
         except ValidationError as exc:
             errors.extend(_field_errors(exc, positions, "payload."))
+            errors.extend(_conflicts_beside_failed_fields(exc, event_type, positions, envelopes))
 
     if errors:
         errors.sort(key=lambda e: (e.index if e.index is not None else -1, e.field))
@@ -534,6 +544,55 @@ def _payload_errors_beside(item: Any, position: int) -> list[FieldError]:
 
 
 _PAYLOAD_ADAPTERS: dict[str, TypeAdapter[list[Any]]] = {}
+
+
+def _conflicts_beside_failed_fields(
+    exc: ValidationError,
+    event_type: str,
+    positions: list[int],
+    envelopes: list[Envelope | None],
+) -> list[FieldError]:
+    """The checks between fields (a reply before the ticket opened, amounts in two
+    currencies) of payloads some fields of which failed, which pydantic skips: run on
+    the fields that are valid, so an ERP fixes everything in one round."""
+    failed: dict[int, set[str]] = defaultdict(set)
+    for error in exc.errors():
+        loc = error.get("loc", ())
+        if len(loc) >= 2 and isinstance(loc[0], int):
+            failed[loc[0]].add(str(loc[1]))
+    found: list[FieldError] = []
+    for item, fields in failed.items():
+        payload = envelopes[positions[item]].payload  # type: ignore[union-attr]
+        if not isinstance(payload, dict):
+            continue
+        rest = {name: value for name, value in payload.items() if name not in fields}
+        try:
+            _lenient(event_type).model_validate(rest)
+        except ValidationError as partial:
+            conflicts = [e for e in partial.errors() if e.get("type") == "payload_conflict"]
+            found += [
+                replace(error, index=positions[item])
+                for error in _field_errors(conflicts, None, "payload.")
+            ]
+    return found
+
+
+_LENIENT: dict[str, type[Payload]] = {}
+
+
+def _lenient(event_type: str) -> type[Payload]:
+    """The type's payload model with every field optional: its checks between fields
+    run on whichever are given (each check passes over a field absent)."""
+    if event_type not in _LENIENT:
+        model = PAYLOAD_MODELS[event_type]
+        optional: dict[str, Any] = {}
+        for name, info in model.model_fields.items():
+            if info.is_required():
+                annotation: Any = info.annotation
+                optional[name] = (annotation | None, None)
+        made = create_model(f"Lenient{model.__name__}", __base__=model, **optional)
+        _LENIENT[event_type] = cast("type[Payload]", made)
+    return _LENIENT[event_type]
 
 
 def _payload_adapter(event_type: str) -> TypeAdapter[list[Any]]:

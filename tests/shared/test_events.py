@@ -371,6 +371,45 @@ def test_times_that_contradict_each_other_are_refused() -> None:
     assert validate_batch([same_instant])[1] == []
 
 
+def test_checks_between_fields_are_named_beside_the_fields_errors() -> None:
+    """An ERP fixes a refused event in one round: the fields that are valid are still
+    checked against each other when another field is wrong."""
+    opened = {"ticket_id": "t1", "opened_at": "2026-03-02T10:00:00Z"}
+    batch = [
+        another("cs_ticket", **opened, first_response_at="2026-03-02T09:00:00Z", csat=6),
+        another(
+            "shipment",
+            order_id="111",
+            promised_ship_by="2026-03-02T00:00:00Z",
+            shipped_at="2026-03-03T00:00:00Z",
+            delivered_at="2026-03-02T23:00:00Z",
+            carrier="x" * 2001,
+        ),
+        order_line(quantity=-1, shipping_price={"amount": "1.00", "currency": "EUR"}),
+        # The field a check reads is the wrong one: the check has nothing to say.
+        order_line(
+            unit_price={"amount": "-1", "currency": "USD"},
+            shipping_price={"amount": "1.00", "currency": "EUR"},
+        ),
+        fx_rate(quote="USD", rate="2", date="2026-02-30"),
+        another("cs_ticket", ticket_id="t2", first_response_at="2026-03-02T09:00:00Z"),
+    ]
+    reasons = _reasons(batch)
+    assert reasons == {
+        (0, "payload.csat"): "must be at most 5",
+        (0, "payload.first_response_at"): "first_response_at must not be before opened_at",
+        (1, "payload.carrier"): reasons[1, "payload.carrier"],
+        (1, "payload.delivered_at"): "delivered_at must not be before shipped_at",
+        (2, "payload.quantity"): reasons[2, "payload.quantity"],
+        (2, "payload.shipping_price.currency"): "shipping_price.currency must equal "
+        "unit_price.currency (USD)",
+        (3, "payload.unit_price.amount"): reasons[3, "payload.unit_price.amount"],
+        (4, "payload.date"): reasons[4, "payload.date"],
+        (4, "payload.rate"): "rate must be 1 when quote is base",
+        (5, "payload.opened_at"): "required",
+    }
+
+
 def test_amounts_are_decimal_strings_of_ascii_digits() -> None:
     """Decimal() reads full-width and Arabic-Indic digits, and JSON has whole numbers: CONTRACT §3 writes
     an amount as a decimal string, in the digits every ledger uses."""
