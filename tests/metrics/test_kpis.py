@@ -321,14 +321,56 @@ async def test_a_year_earlier_is_the_same_date_around_29_february(
         **{"from": "2025-02-01", "to": "2025-02-28"},
     )  # fmt: skip
     assert february["rows"][0]["values"][0]["previous"] == 110.0
-    # At YEAR grain a period is a year: both comparisons give one answer (PREVIOUS_PERIOD
-    # used to start the range on the 29th, the month's last day, and leave the 28th out).
-    for compare_to in ("previous_period", "previous_year"):
-        year = await kpis(
-            http, tenant, metrics="gmv", grain="year", compare_to=compare_to,
+    # A range starting inside February compares with the same dates: 28 February alone
+    # is the 28th a year back at every grain, as at DAY (it was the 28th and 29th at
+    # TOTAL, MONTH and YEAR: +20% beside -20% for one day). At YEAR grain a period is a
+    # year, so both comparisons give one answer.
+    for grain, compare_to in (
+        ("total", "previous_year"),
+        ("month", "previous_year"),
+        ("quarter", "previous_year"),
+        ("year", "previous_year"),
+        ("year", "previous_period"),
+    ):
+        one_day = await kpis(
+            http, tenant, metrics="gmv", grain=grain, compare_to=compare_to,
             **{"from": "2025-02-28", "to": "2025-02-28"},
         )  # fmt: skip
-        assert year["rows"][0]["values"][0]["previous"] == 110.0, compare_to
+        assert one_day["rows"][0]["values"][0]["previous"] == 10.0, (grain, compare_to)
+    # A range from the month's first day ending on its last still takes all of it.
+    whole = await kpis(
+        http, tenant, metrics="gmv", grain="month", compare_to="previous_year",
+        **{"from": "2025-01-15", "to": "2025-02-28"},
+    )  # fmt: skip
+    assert [r["values"][0]["previous"] for r in whole["rows"]] == [0.0, 110.0]
+
+
+async def test_both_days_of_a_leap_february_end_compare_with_the_28th_in_every_group(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """28 and 29 February 2028 both compare with 28 February 2027: a group that sold
+    only then has a row on each day, so groups add up to the total."""
+    tenant = await new_tenant()
+    await seed(
+        http,
+        tenant,
+        [
+            line("de", "DE1", 1, "15.00", "2027-02-28T12:00:00Z", marketplace="DE", currency="EUR"),
+            line("us", "US1", 1, "3.00", "2028-02-28T20:00:00Z"),
+        ],
+    )
+    params = {"from": "2028-02-27", "to": "2028-03-01", "grain": "day",
+              "compare_to": "previous_year", "currency": "EUR"}  # fmt: skip
+    grouped = await kpis(http, tenant, metrics="gmv", group_by="marketplace", **params)
+    rows = {
+        (r["period"], r["dimensions"][0]["value"]): r["values"][0]["previous"]
+        for r in grouped["rows"]
+    }
+    assert rows[("2028-02-28", "DE")] == rows[("2028-02-29", "DE")] == 15.0
+    total = await kpis(http, tenant, metrics="gmv", **params)
+    by_day = {r["period"]: r["values"][0]["previous"] for r in total["rows"]}
+    for day in ("2028-02-28", "2028-02-29"):
+        assert by_day[day] == sum(p for (d, _), p in rows.items() if d == day and p)
 
 
 async def test_other_currencies_are_null_with_a_warning(

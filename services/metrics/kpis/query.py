@@ -320,9 +320,13 @@ def _year_earlier(day: date, grain: str, *, range_end: bool = False) -> date:
 
 def comparison_range(query: KpiQuery) -> ComparisonRange:
     if _a_year_back(query):
+        # A range that ends a month it covers from the 1st compares with that whole
+        # month; one that starts inside it (28 February alone) with the same dates, as
+        # its days compare at DAY grain.
+        whole_last_month = query.start <= query.end.replace(day=1)
         return ComparisonRange(
             _year_earlier(query.start, query.grain),
-            _year_earlier(query.end, query.grain, range_end=True),
+            _year_earlier(query.end, query.grain, range_end=whole_last_month),
         )
     if query.grain == "total":
         length = query.end - query.start + timedelta(days=1)
@@ -370,8 +374,11 @@ def answer(
         # A group with nothing now but something before has a row: its fall to zero
         # is what a comparison is asked for.
         compared = comparison_range(query)
-        now_of = {compared.previous_period(p, query): p for p in periods}
-        keys |= {(now_of[p], dims) for p, dims in previous.values if p in now_of}
+        # Of a leap year's 28 and 29 February, both compare with the 28th a year back.
+        now_of: dict[str, list[str]] = defaultdict(list)
+        for period in periods:
+            now_of[compared.previous_period(period, query)].append(period)
+        keys |= {(now, dims) for p, dims in previous.values for now in now_of.get(p, ())}
     if query.order_by is not None or query.limit is not None:
         # Chosen before rows are built: a top 50 of 2,000 SKUs builds 50 rows.
         ordered = _top(keys, query, current, defaults)
