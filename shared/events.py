@@ -93,8 +93,16 @@ def _dated(value: dt.date) -> dt.date:
     return value
 
 
-def _timed(value: dt.datetime) -> dt.datetime:
+# No time zone is further from UTC (Baker Island, Kiribati): an offset beyond is a
+# typo that would move the event to another day.
+_OFFSETS = (dt.timedelta(hours=-12), dt.timedelta(hours=14))
+
+
+def _timed(value: dt.datetime, info: ValidationInfo) -> dt.datetime:
     _dated(value.date())
+    offset = value.utcoffset()
+    if offset is not None and not _OFFSETS[0] <= offset <= _OFFSETS[1] and accepting(info):
+        raise ValueError("must have an offset from -12:00 to +14:00 (no time zone is further)")
     return value
 
 

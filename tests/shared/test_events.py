@@ -488,3 +488,19 @@ def test_an_optional_text_left_blank_is_absent() -> None:
     assert [(e.field, e.reason) for e in refused] == [
         ("payload.sku", "String should have at least 1 character")
     ]
+
+
+def test_an_offset_no_time_zone_has_is_refused() -> None:
+    """RFC 3339 allows offsets to ±23:59; no zone is beyond -12:00 or +14:00, so such
+    an offset is a typo that would move an order to another day."""
+    stamps = ["+23:59", "-23:59", "+14:01", "-12:30", "+14:00", "-12:00", "+05:45"]
+    batch = [order_line(purchased_at=f"2026-11-01T12:00:00{offset}") for offset in stamps]
+    _, errors = validate_batch(batch)
+    assert [(e.index, e.field, e.reason) for e in errors] == [
+        (
+            index,
+            "payload.purchased_at",
+            "must have an offset from -12:00 to +14:00 (no time zone is further)",
+        )
+        for index in range(4)
+    ]
