@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+log = logging.getLogger(__name__)
 
 # How long a cancelled task is given before it is cancelled again.
 CANCEL_AGAIN_SECONDS = 1.0
@@ -27,3 +33,21 @@ async def stop_task(task: asyncio.Task[Any] | None) -> None:
         # Retrieved, so asyncio does not log it as never retrieved; the loops log their
         # own failures.
         task.exception()
+
+
+def every(
+    seconds: float, work: Callable[[], Awaitable[None]], name: str, what: str
+) -> asyncio.Task[None]:
+    """Runs ``work`` every ``seconds`` (the first after a wait) until the task is
+    stopped (``stop_task``). A database or connection fault is logged, saying ``what``
+    cannot be read, and the next round tries again."""
+
+    async def rounds() -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await work()
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("%s cannot be read: %s", what, exc)
+
+    return asyncio.create_task(rounds(), name=name)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 
-from shared.tasks import stop_task
+import pytest
+
+from shared.tasks import every, stop_task
 
 
 async def _loop_waiting_with_wait_for(wake: asyncio.Event, rounds: list[int]) -> None:
@@ -42,3 +45,24 @@ async def test_a_task_that_ended_by_itself_is_left_as_it_ended() -> None:
     await stop_task(task)
     assert isinstance(task.exception(), RuntimeError)
     await stop_task(None)
+
+
+async def test_a_round_that_cannot_read_is_said_and_the_next_tries_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rounds: list[int] = []
+    third = asyncio.Event()
+
+    async def work() -> None:
+        rounds.append(len(rounds))
+        if len(rounds) == 1:
+            raise ConnectionRefusedError("database away")
+        if len(rounds) == 3:
+            third.set()
+
+    with caplog.at_level(logging.WARNING, logger="shared.tasks"):
+        task = every(0.01, work, "test-every", "the test's rows")
+        await asyncio.wait_for(third.wait(), 5)
+        await stop_task(task)
+    assert task.cancelled()
+    assert "the test's rows cannot be read: database away" in caplog.text

@@ -19,7 +19,6 @@ import logging
 
 from aiokafka.errors import KafkaError
 from fastapi import Request
-from sqlalchemy.exc import SQLAlchemyError
 
 from services.gateway.config import Settings
 from services.gateway.erasures import service
@@ -38,7 +37,7 @@ from shared.erasure import (
     readable,
 )
 from shared.errors import Unauthenticated
-from shared.tasks import stop_task
+from shared.tasks import every, stop_task
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +71,12 @@ class ErasureTracker:
 
     def start(self) -> None:
         self.listener.start()
-        self._sweeper = asyncio.create_task(self._republish(), name="gateway-erasure-republish")
+        self._sweeper = every(
+            self.republish_seconds,
+            self._republish,
+            "gateway-erasure-republish",
+            "unfinished erasures",
+        )
 
     async def stop(self) -> None:
         await stop_task(self._sweeper)
@@ -121,13 +125,8 @@ class ErasureTracker:
         return published
 
     async def _republish(self) -> None:
-        while True:
-            await asyncio.sleep(self.republish_seconds)
-            try:
-                await self.republish_pending()
-                await self.load_erased()
-            except (SQLAlchemyError, OSError) as exc:
-                log.warning("unfinished erasures cannot be read: %s", exc)
+        await self.republish_pending()
+        await self.load_erased()
 
 
 async def refuse_erased_writes(request: Request) -> None:

@@ -15,14 +15,13 @@ from datetime import datetime
 
 from fastapi import Request
 from sqlalchemy import delete
-from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col, select
 
 from services.gateway.oauth.sessions import IssuedAccessToken, Revoked, RevokedAccessToken
 from services.gateway.oauth.throttle import forget_rested
 from shared.db import Database
 from shared.revocations import revocation_digest
-from shared.tasks import stop_task
+from shared.tasks import every, stop_task
 from shared.time import utcnow
 
 log = logging.getLogger(__name__)
@@ -86,19 +85,16 @@ class RevokedTokens:
             await forget_rested(session)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._reload(), name="gateway-revoked-tokens")
+        self._task = every(
+            self.reload_seconds, self._reload, "gateway-revoked-tokens", "revoked tokens"
+        )
 
     async def stop(self) -> None:
         await stop_task(self._task)
 
     async def _reload(self) -> None:
-        while True:
-            await asyncio.sleep(self.reload_seconds)
-            try:
-                await self.load()
-                await self.forget_expired()
-            except (SQLAlchemyError, OSError) as exc:
-                log.warning("revoked tokens cannot be read: %s", exc)
+        await self.load()
+        await self.forget_expired()
 
 
 def refuse_at_once(request: Request, revoked: Revoked) -> None:

@@ -19,14 +19,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from joserfc.jwk import KeySet, RSAKey
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.gateway.oauth.models import SigningKey
 from services.gateway.oauth.repository import KeyRepository
 from shared.auth import ALGORITHM
 from shared.db import Database
-from shared.tasks import stop_task
+from shared.tasks import every, stop_task
 from shared.time import utcnow
 
 log = logging.getLogger(__name__)
@@ -152,15 +151,7 @@ class KeyReloader:
         await self.after()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="gateway-signing-keys")
+        self._task = every(self.reload_seconds, self.reload, "gateway-signing-keys", "signing keys")
 
     async def stop(self) -> None:
         await stop_task(self._task)
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.reload_seconds)
-            try:
-                await self.reload()
-            except (SQLAlchemyError, OSError) as exc:
-                log.warning("signing keys cannot be read: %s", exc)
