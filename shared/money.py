@@ -13,6 +13,7 @@ from pydantic import (
     ConfigDict,
     PlainSerializer,
     ValidationInfo,
+    WithJsonSchema,
 )
 from pydantic_core import PydanticCustomError
 
@@ -98,14 +99,27 @@ def _currency(value: object) -> str:
     return value
 
 
+# What the API document says of them, for client generators (pydantic cannot see
+# through the validators).
+_DECIMAL_SCHEMA = {"type": "string", "pattern": f"^{_DECIMAL.pattern}$", "examples": ["12.34"]}
 DecimalString = Annotated[
-    Decimal, BeforeValidator(parse_decimal_string), PlainSerializer(plain, return_type=str)
+    Decimal,
+    BeforeValidator(parse_decimal_string),
+    PlainSerializer(plain, return_type=str),
+    WithJsonSchema(_DECIMAL_SCHEMA, mode="validation"),
 ]
 # A rate: a decimal string or a whole number.
 DecimalFigure = Annotated[
-    Decimal, BeforeValidator(parse_decimal), PlainSerializer(plain, return_type=str)
+    Decimal,
+    BeforeValidator(parse_decimal),
+    PlainSerializer(plain, return_type=str),
+    WithJsonSchema({"anyOf": [_DECIMAL_SCHEMA, {"type": "integer"}]}, mode="validation"),
 ]
-CurrencyCode = Annotated[str, BeforeValidator(_currency)]
+CurrencyCode = Annotated[
+    str,
+    BeforeValidator(_currency),
+    WithJsonSchema({"type": "string", "pattern": "^[A-Z]{3}$", "examples": ["USD"]}),
+]
 
 
 class Money(BaseModel):

@@ -188,6 +188,21 @@ def route_scopes(dependant: Dependant) -> set[str] | None:
     return found
 
 
+def with_schemas(app: FastAPI, schemas: dict[str, Any]) -> None:
+    """Adds component ``schemas`` that routes refer to from bodies they read themselves
+    (FastAPI lists only the models of its signatures)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = build()
+        document.setdefault("components", {}).setdefault("schemas", {}).update(schemas)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def with_security(app: FastAPI) -> None:
     """Makes ``app.openapi()`` add the scheme, each route's ``security`` and its error
     answers."""

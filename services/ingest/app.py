@@ -12,7 +12,9 @@ from services.ingest.connections.crypto import CredentialBox
 from services.ingest.connections.endpoints import router as connections_router
 from services.ingest.events.endpoints import csv_router
 from services.ingest.events.endpoints import router as events_router
+from services.ingest.events.schemas import EVENT_COMPONENTS
 from services.ingest.outbox.relay import OutboxRelay
+from shared.openapi import with_schemas
 from shared.service import build_app, service_running
 from shared.telemetry import setup_telemetry
 from shared.tenant_data import tenant_data_router
@@ -42,4 +44,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events_router)
     app.include_router(connections_router)
     app.include_router(tenant_data_router())
+    with_schemas(app, EVENT_COMPONENTS)
     return app

@@ -282,6 +282,33 @@ async def test_downstream_down_is_503_naming_it(stack: Stack, new_tenant: NewTen
     assert not any(path.startswith("/v1/targets") for path in document["paths"])
 
 
+async def test_a_pushed_event_is_documented_as_one_of_the_eleven_types(
+    http: httpx.AsyncClient,
+) -> None:
+    """ERPs generate clients from the document: each type's payload is a schema of its
+    own, told apart by ``type``, amounts as decimal strings."""
+    document = (await http.get("/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    body = document["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]
+    items = body["schema"]["properties"]["events"]["items"]
+    mapping = items["discriminator"]["mapping"]
+    assert items["discriminator"]["propertyName"] == "type"
+    assert set(mapping) == set(EVENT_TYPES)
+
+    def resolved(ref: str) -> dict[str, Any]:
+        found: dict[str, Any] = schemas[ref.removeprefix("#/components/schemas/")]
+        return found
+
+    line = resolved(mapping["order_line"])
+    assert line["properties"]["type"]["const"] == "order_line"
+    payload = resolved(line["properties"]["payload"]["$ref"])
+    assert payload["additionalProperties"] is False
+    assert {"order_id", "sku", "quantity", "unit_price", "purchased_at"} <= set(payload["required"])
+    money = resolved(payload["properties"]["unit_price"]["$ref"])
+    assert money["properties"]["amount"]["type"] == "string"
+    assert money["properties"]["currency"]["pattern"] == "^[A-Z]{3}$"
+
+
 async def test_the_csv_upload_documents_its_types_and_a_chunked_bodys_411(
     http: httpx.AsyncClient,
 ) -> None:

@@ -1,10 +1,28 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter, create_model
 
-from shared.events import EVENT_TYPES
+from shared.events import PAYLOAD_MODELS, Envelope
+
+
+def _event_schemas() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The schema of one pushed event, one of the eleven types told apart by ``type``
+    (what ERPs' client generators read), and the component schemas it refers to."""
+    variants: list[Any] = []
+    for event_type, model in PAYLOAD_MODELS.items():
+        fields: dict[str, Any] = {
+            "type": (Literal.__getitem__(event_type), ...),
+            "payload": (model, ...),
+        }
+        variants.append(create_model(f"{model.__name__}Event", __base__=Envelope, **fields))
+    one_of: Any = Annotated[Union.__getitem__(tuple(variants)), Field(discriminator="type")]
+    document = TypeAdapter(list[one_of]).json_schema(ref_template="#/components/schemas/{model}")
+    return document["items"], document["$defs"]
+
+
+EVENT_SCHEMA, EVENT_COMPONENTS = _event_schemas()
 
 
 class PushAccepted(BaseModel):
@@ -28,32 +46,7 @@ PUSH_REQUEST_SCHEMA: dict[str, Any] = {
                         "type": "array",
                         "minItems": 1,
                         "maxItems": 5000,
-                        "items": {
-                            "type": "object",
-                            "required": ["event_id", "type", "source", "occurred_at", "payload"],
-                            "properties": {
-                                "event_id": {"type": "string"},
-                                "type": {
-                                    "type": "string",
-                                    "enum": list(EVENT_TYPES),
-                                },
-                                "version": {"type": "integer", "minimum": 1, "default": 1},
-                                "source": {
-                                    "type": "object",
-                                    "required": ["platform", "store_id", "marketplace"],
-                                    "properties": {
-                                        "platform": {"type": "string"},
-                                        "store_id": {"type": "string"},
-                                        "marketplace": {"type": "string", "pattern": "^[A-Z]{2}$"},
-                                    },
-                                },
-                                "occurred_at": {"type": "string", "format": "date-time"},
-                                "payload": {
-                                    "type": "object",
-                                    "description": "Fields by type, as in CONTRACT §3.",
-                                },
-                            },
-                        },
+                        "items": EVENT_SCHEMA,
                     }
                 },
             }
