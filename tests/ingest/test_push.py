@@ -338,7 +338,12 @@ async def test_openapi_documents_the_push(ingest: IngestService) -> None:
     schema = push["requestBody"]["content"]["application/json"]["schema"]
     assert schema["required"] == ["events"]
     assert schema["properties"]["events"]["maxItems"] == 5000
-    assert "order_line" in schema["properties"]["events"]["items"]["properties"]["type"]["enum"]
+    items = schema["properties"]["events"]["items"]
+    assert "order_line" in items["discriminator"]["mapping"]
+    # Each variant names its payload's schema, which the document holds.
+    line = items["discriminator"]["mapping"]["order_line"].rsplit("/", 1)[-1]
+    payload = document["components"]["schemas"][line]["properties"]["payload"]["$ref"]
+    assert payload.rsplit("/", 1)[-1] in document["components"]["schemas"]
     assert {"202", "413", "422"} <= set(push["responses"])
     accepted = push["responses"]["202"]["content"]["application/json"]["schema"]["$ref"]
     assert accepted.endswith("/PushAccepted")
