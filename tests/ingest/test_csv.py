@@ -442,3 +442,15 @@ async def test_a_flag_cell_is_told_every_spelling_a_file_may_use(
             "reason": "must be true/false, 1/0 or yes/no",
         }
     ]
+
+
+def test_an_unnamed_column_is_named_by_its_place() -> None:
+    header = HEADER.replace(",line_id,", ",,line_id,").replace(",sku,", ",,sku,")
+    row = GOOD[0].replace(",1,LAMP,", ",,1,,LAMP,")
+    with pytest.raises(InvalidInput) as refused:
+        parse_csv((header + "\n" + row + "\n").encode(), "order_line", 5000)
+    assert [(e.field, e.reason) for e in refused.value.errors] == [
+        ("column 6", "has no name"),
+        ("column 8", "has no name"),
+    ]
+    assert refused.value.detail.startswith("the header has 2 bad column(s): column 6 (has no name)")

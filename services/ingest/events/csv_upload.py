@@ -247,14 +247,20 @@ def _check_header(header: list[str], row: int, fields: dict[str, FieldInfo]) -> 
     # One currency for every amount of a row; a type without amounts has no use for it.
     known = set(ENVELOPE_COLUMNS) | set(fields) | ({"currency"} if money else set())
     known |= {f"{name}_currency" for name in money}
+    # An unnamed column is named by its place (the first is column 1), not as "".
     errors = [
+        FieldError(field=f"column {place}", reason="has no name", row=row)
+        for place, column in enumerate(header, start=1)
+        if not column
+    ]
+    errors += [
         FieldError(field=column, reason="unknown column", row=row)
         for column in dict.fromkeys(header)
-        if column not in known
+        if column and column not in known
     ]
     errors += [
         FieldError(field=column, reason="appears more than once in the header", row=row)
-        for column, count in Counter(header).items()
+        for column, count in Counter(c for c in header if c).items()
         if count > 1
     ]
     # Said once of the header, not once of every row.
