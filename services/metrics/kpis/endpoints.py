@@ -45,7 +45,9 @@ Reader = Annotated[Access, Depends(require_access("kpi:read"))]
 # Where a spreadsheet may start a cell inside a value: Excel in a locale whose list
 # separator is ";" (Brazil, most of Europe) splits a comma-separated file there, and a
 # quote in mid-cell does not hold a line break together for it.
-_CELL_STARTS = re.compile(r"(^|[;\t\r\n])(?=[ \t]*[=+\-@'\t\r])")
+# A spreadsheet also takes a quote opening a cell for the cell's quoting, and reads
+# what follows it.
+_CELL_STARTS = re.compile(r"(^|[;\t\r\n])(?=[ \t\"]*[=+\-@'\t\r])")
 
 
 def _as_text(cell: str) -> str:
