@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.gateway.oauth.repository import ClientRepository
 from services.gateway.oauth.secrets import hash_secret, verify_secret
-from services.gateway.oauth.sessions import forget_revocation, revoke_access_token
+from services.gateway.oauth.sessions import revocation_end, revoke_access_token
 from shared.auth import revoked_client_key
 from shared.scopes import ALL_SCOPES
 from shared.time import utcnow
@@ -22,7 +22,9 @@ async def ensure_platform_admin(
 ) -> None:
     """The platform-admin client from the environment exists, active, with that secret
     and every scope; a changed secret replaces the stored hash. A changed id revokes
-    the client named before, and the tokens it was issued."""
+    the client named before, and the tokens it was issued. Named again before those
+    tokens have expired, it is active, but every token of it stays refused until then:
+    its tokens cannot be told apart from ones minted with a secret that leaked."""
     repository = ClientRepository(session)
     existing = await repository.admin_secret_hash(client_id)
     if existing is not None and verify_secret(client_secret, existing):
@@ -31,8 +33,13 @@ async def ensure_platform_admin(
     else:
         secret_hash = hash_secret(client_secret)
     await repository.upsert_platform_admin(client_id, secret_hash, list(ALL_SCOPES))
-    # Named again after another: it works again, its tokens not yet expired included.
-    await forget_revocation(session, revoked_client_key(client_id))
+    if until := await revocation_end(session, revoked_client_key(client_id)):
+        log.warning(
+            "platform admin client %s was revoked when another was named: its tokens are "
+            "refused until %s (name another id to work before)",
+            client_id,
+            until.isoformat(),
+        )
     until = utcnow() + timedelta(seconds=token_ttl_seconds)
     for retired in await repository.retire_platform_admins_but(client_id):
         log.warning("platform admin client %s revoked: the environment names another", retired)

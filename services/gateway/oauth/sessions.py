@@ -291,8 +291,10 @@ async def revoke_access_token(
         await session.flush()
 
 
-async def forget_revocation(session: AsyncSession, jti: str) -> None:
-    await session.execute(delete(RevokedAccessToken).where(col(RevokedAccessToken.jti) == jti))
+async def revocation_end(session: AsyncSession, jti: str) -> datetime | None:
+    """Until when ``jti`` (a token, or a client's ``revoked_client_key``) is refused."""
+    row = await session.get(RevokedAccessToken, jti)
+    return row.expires_at if row is not None and row.expires_at > utcnow() else None
 
 
 async def access_token_revoked(session: AsyncSession, jti: str, client_id: str) -> bool:
