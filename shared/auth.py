@@ -115,6 +115,16 @@ class KeyCache:
         self._keys: dict[str, RSAKey] = {}
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
+        # The key ids the issuer last said it publishes (``published``), if it said.
+        self._announced: frozenset[str] | None = None
+
+    def published(self, kids: frozenset[str]) -> None:
+        """The issuer's word, each second, of the keys it publishes now: a key it
+        retired stops counting here at once, and a new one is fetched the first time a
+        token names it, however recent the last fetch."""
+        self._announced = kids
+        if not kids >= self._keys.keys():
+            self._keys = {kid: key for kid, key in self._keys.items() if kid in kids}
 
     @staticmethod
     async def _http_fetch(url: str) -> dict[str, Any]:
@@ -148,15 +158,15 @@ class KeyCache:
     async def holds(self, kid: str) -> bool:
         """Whether the key still counts (a token checked with it before may be used)."""
         await self._refresh_if_stale()
-        return kid in self._keys
+        return kid in self._keys and (self._announced is None or kid in self._announced)
 
     async def key_for(self, kid: str) -> RSAKey:
         await self._refresh_if_stale()
         key = self._keys.get(kid)
         if key is None:
-            await self.refresh()
+            await self.refresh(force=self._announced is not None and kid in self._announced)
             key = self._keys.get(kid)
-        if key is None:
+        if key is None or (self._announced is not None and kid not in self._announced):
             raise Unauthenticated("token signed by an unknown key")
         return key
 

@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 
 import httpx
 
@@ -39,9 +40,13 @@ class GatewayRevocations:
         client: httpx.AsyncClient,
         reload_seconds: float = RELOAD_SECONDS,
         away_seconds: float = AWAY_SECONDS,
+        on_signing_keys: Callable[[frozenset[str]], None] | None = None,
     ) -> None:
         self.url = gateway_url.rstrip("/") + REVOKED_TOKENS_PATH
         self.client = client
+        # Told the ids of the keys the gateway publishes, with each read: a key retired
+        # at once (a rotation for a leaked key) stops counting within a second.
+        self.on_signing_keys = on_signing_keys
         self.reload_seconds = reload_seconds
         self.away_seconds = away_seconds
         self._revoked: frozenset[str] = frozenset()
@@ -53,7 +58,11 @@ class GatewayRevocations:
     async def load(self) -> None:
         response = await self.client.get(self.url)
         response.raise_for_status()
-        self._revoked = frozenset(str(jti) for jti in response.json()["revoked"])
+        listed = response.json()
+        self._revoked = frozenset(str(jti) for jti in listed["revoked"])
+        kids = listed.get("signing_keys")
+        if self.on_signing_keys is not None and isinstance(kids, list):
+            self.on_signing_keys(frozenset(str(kid) for kid in kids))
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._reload(), name="revoked-tokens")

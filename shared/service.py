@@ -430,6 +430,7 @@ async def service_running(
     client = make_client(5.0)
     app.state.revocations = GatewayRevocations(settings.gateway_url, client)
     app.state.token_verifier = token_verifier(settings, revoked=app.state.revocations)
+    app.state.revocations.on_signing_keys = app.state.token_verifier.keys.published
     app.state.grant_lookup = GatewayGrantLookup(settings.gateway_url, client)
     app.state.db = Database(settings.database_url, service)
     erasure = ErasureListener(service, app.state.db, settings)

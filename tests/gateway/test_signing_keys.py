@@ -22,6 +22,7 @@ from shared import auth
 from shared.auth import KeyCache
 from shared.db import asyncpg_dsn
 from shared.errors import Unauthenticated
+from shared.revocations import REVOKED_TOKENS_PATH
 from shared.time import utcnow
 from tests.conftest import FreshDatabase, Stack, fetch_token, serve_app
 from tests.gateway.login import header_of
@@ -132,13 +133,21 @@ async def test_a_key_feared_leaked_is_replaced_at_once(gateway: OwnGateway) -> N
     # Every token signed before is refused at once, the pending key is gone too.
     assert await gateway.reads(admin) == 401
     assert await gateway.published() == [replaced.json()["kid"]]
+    # The services, which read the revoked tokens every second, learn it with them.
+    listed = (await gateway.http.get(REVOKED_TOKENS_PATH)).json()
+    assert listed["signing_keys"] == [replaced.json()["kid"]]
     fresh = await gateway.token()
     assert _kid(fresh) == replaced.json()["kid"] and await gateway.reads(fresh) == 200
 
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({"immediately": "soon"}, "immediately"), ({"now": True}, "now")],
+    [
+        ({"immediately": "soon"}, "immediately"),
+        ({"now": True}, "now"),
+        # Ending every token of the platform takes JSON true, not what reads like it.
+        *(({"immediately": loose}, "immediately") for loose in ("yes", "true", 1, "on")),
+    ],
 )
 async def test_a_rotation_asked_wrongly_is_refused_naming_the_field(
     gateway: OwnGateway, body: dict[str, Any], field: str

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import httpx
 import pytest
+from joserfc.jwk import KeySet, RSAKey
 
+from shared.auth import KeyCache
+from shared.errors import Unauthenticated
 from shared.revocations import REVOKED_TOKENS_PATH, GatewayRevocations, revocation_digest
 
 
@@ -71,3 +75,39 @@ async def test_a_gateway_not_listening_yet_is_not_worth_a_warning(
         await revocations.stop()
     await client.aclose()
     assert not [r for r in caplog.records if r.name == "shared.revocations"]
+
+
+async def test_the_signing_keys_listed_beside_revocations_reach_the_key_cache() -> None:
+    """A key retired at once (a rotation for a leaked key) stops counting at a
+    service with its next read of the list, a second at most; a new one is fetched
+    the first time a token names it, however recent the last fetch."""
+    old, new = (RSAKey.generate_key(2048, parameters={"kid": kid}) for kid in ("old", "new"))
+    published = [old]
+    fetches = 0
+
+    async def jwks(_: str) -> dict[str, Any]:
+        nonlocal fetches
+        fetches += 1
+        return dict(KeySet(list(published)).as_dict(private=False))
+
+    cache = KeyCache("http://gateway/.well-known/jwks.json", fetch=jwks)
+    assert (await cache.key_for("old")).kid == "old" and await cache.holds("old")
+    answer = {"revoked": [], "signing_keys": ["new"]}
+    client = httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda r: httpx.Response(200, json=answer))
+    )
+    revocations = GatewayRevocations("http://gateway/", client, on_signing_keys=cache.published)
+    await revocations.load()
+    await client.aclose()
+    # The old key no longer counts, though its fetch is recent and the JWKS cached.
+    assert not await cache.holds("old")
+    with pytest.raises(Unauthenticated):
+        await cache.key_for("old")
+    # The new one, announced, is fetched at once (within the 2 s between fetches).
+    published[:] = [new]
+    assert (await cache.key_for("new")).kid == "new"
+    assert fetches == 2
+    # A key no one announced waits for the usual interval, as before.
+    with pytest.raises(Unauthenticated):
+        await cache.key_for("made-up")
+    assert fetches == 2

@@ -275,8 +275,14 @@ async def revoke(request: Request, session: DbSession) -> Response:
 @router.get(REVOKED_TOKENS_PATH, include_in_schema=False)
 async def revoked_tokens(request: Request) -> dict[str, list[str]]:
     """For the services, which verify tokens themselves: the tokens and clients revoked
-    (tokens not expired yet), as digests of their ids."""
-    return {"revoked": request.app.state.revoked_tokens.digests()}
+    (tokens not expired yet), as digests of their ids; and the ids of the signing keys
+    published (public in the JWKS), so that a key retired at once stops counting there
+    within a second."""
+    signer: Signer = request.app.state.signer
+    return {
+        "revoked": request.app.state.revoked_tokens.digests(),
+        "signing_keys": [str(key.kid) for key in signer.keys],
+    }
 
 
 @router.post(

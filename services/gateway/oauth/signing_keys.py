@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from services.gateway.oauth import signing
 from services.gateway.oauth.models import SigningKey
@@ -35,7 +35,8 @@ class SigningKeyList(BaseModel):
 class Rotation(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    immediately: bool = Field(
+    # Strictly true: "yes" or 1 ending every token of the platform would be a mistake.
+    immediately: StrictBool = Field(
         default=False,
         description="For a key feared leaked: sign with the new key at once and retire "
         "every other, so that every token signed before is refused. Otherwise the new key "
