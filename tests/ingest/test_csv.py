@@ -381,8 +381,13 @@ async def test_lines_ending_in_a_bare_cr_are_read_as_lines(
 
 
 def test_a_file_saved_with_semicolons_or_tabs_is_told_so() -> None:
-    for separator, named in ((";", "';'"), ("\t", "tabs")):
-        lines = [line.replace(",", separator) for line in (HEADER, GOOD[0])]
+    quoted = ";".join(f'"{name}"' for name in HEADER.split(","))
+    for separator, named, header in (
+        (";", "';'", HEADER.replace(",", ";")),
+        ("\t", "tabs", HEADER.replace(",", "\t")),
+        (";", "';'", quoted),
+    ):
+        lines = [header, GOOD[0].replace(",", separator)]
         with pytest.raises(InvalidInput) as refused:
             parse_csv(("\n".join(lines) + "\n").encode(), "order_line", 5000)
         assert refused.value.detail == (
@@ -407,8 +412,10 @@ def test_a_file_too_wide_or_too_blank_is_refused_unread() -> None:
 
 
 def test_an_old_erps_end_of_file_mark_is_no_row() -> None:
-    batch = parse_csv(("\n".join([HEADER, *GOOD]) + "\n\x1a").encode(), "order_line", 5000)
-    assert [e["event_id"] for e in batch.events] == ["erp-1", "erp-2"]
+    for end in ("\x1a", "\x1a\r\n", "\x1a\n"):
+        text = "\n".join([HEADER, *GOOD]) + "\n" + end
+        batch = parse_csv(text.encode(), "order_line", 5000)
+        assert [e["event_id"] for e in batch.events] == ["erp-1", "erp-2"], repr(end)
 
 
 def test_a_header_of_many_bad_columns_names_twenty_in_its_detail() -> None:

@@ -873,13 +873,24 @@ async def test_an_event_of_too_many_fields_is_refused_unread(ingest: IngestServi
         f"x{n}": n for n in range(101)
     }
     envelope = {**order_line("w3"), **{f"top_{n}": n for n in range(101)}}
-    refused = await ingest.push(tenant, [order_line("ok"), wide, money, envelope])
+    source = order_line("w4")
+    source["source"] = {**source["source"], **{f"s{n}": n for n in range(101)}}
+    refused = await ingest.push(tenant, [order_line("ok"), wide, money, envelope, source])
     assert refused.status_code == 422
     assert refused.json()["errors"] == [
         {"index": 1, "field": "payload", "reason": "at most 100 fields"},
         {"index": 2, "field": "payload.unit_price", "reason": "at most 100 fields"},
         {"index": 3, "field": "event", "reason": "at most 100 fields"},
+        {"index": 4, "field": "source", "reason": "at most 100 fields"},
     ]
+    # Fields beside events are each named, the detail naming twenty.
+    beside = await ingest.client.post(
+        "/v1/events",
+        json={"events": [order_line("b1")], **{f"x{n:03d}": 1 for n in range(30)}},
+        headers=ingest.headers(tenant),
+    )
+    assert beside.status_code == 422 and len(beside.json()["errors"]) == 30
+    assert beside.json()["detail"].endswith("x019 and 10 more")
     assert await ingest.outbox_rows(tenant) == 0
 
 

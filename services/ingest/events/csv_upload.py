@@ -160,8 +160,10 @@ def parse_csv(raw: bytes, event_type: str, max_events: int) -> CsvBatch:
         raise InvalidInput(
             "the file is not UTF-8 text", [FieldError(field="body", reason="must be UTF-8 CSV")]
         ) from None
-    # The end-of-file mark (Ctrl-Z) some old ERPs still write.
-    text = text.removesuffix("\x1a")
+    # The end-of-file mark (Ctrl-Z) some old ERPs still write, a line break or not
+    # after it.
+    text = _END_OF_FILE.sub("", text)
+    _check_separator(text.split("\n", 1)[0], 1)
     records = _records(text)
     first = next(records, None)
     if first is None:
@@ -175,7 +177,6 @@ def parse_csv(raw: bytes, event_type: str, max_events: int) -> CsvBatch:
     header = [_SPACES.sub("_", column.strip()).lower() for column in padded]
     while header and not header[-1]:
         header.pop()
-    _check_separator(padded, header_row)
     fields = PAYLOAD_MODELS[event_type].model_fields
     _check_header(header, header_row, fields)
     events: list[dict[str, Any]] = []
@@ -226,11 +227,14 @@ def parse_csv(raw: bytes, event_type: str, max_events: int) -> CsvBatch:
 _SPACES = re.compile(r"\s+")
 
 
-def _check_separator(cells: list[str], row: int) -> None:
-    """A header read as one column that holds ``;`` or a tab: the file was saved with
-    another separator (Excel does so in a locale whose list separator is ``;``)."""
-    named = [cell for cell in cells if cell.strip()]
-    if len(named) == 1 and (separator := next((s for s in ";\t" if s in named[0]), None)):
+_END_OF_FILE = re.compile(r"\x1a\s*\Z")
+
+
+def _check_separator(first_line: str, row: int) -> None:
+    """A first line without a comma but with ``;`` or a tab: the file was saved with
+    another separator (Excel does so in a locale whose list separator is ``;``), its
+    names quoted or not."""
+    if "," not in first_line and (separator := next((s for s in ";\t" if s in first_line), None)):
         shown = "';'" if separator == ";" else "tabs"
         raise InvalidInput(
             f"the header is one column holding {shown}: columns are separated by commas",

@@ -59,6 +59,9 @@ def _refuse_too_wide(events: list[Any]) -> None:
             continue
         if len(event) > MAX_FIELDS:
             wide.append((index, "event"))
+        source = event.get("source")
+        if type(source) is dict and len(source) > MAX_FIELDS:
+            wide.append((index, "source"))
         payload = event.get("payload")
         if type(payload) is not dict:
             continue
@@ -91,8 +94,11 @@ def parse_body(raw: bytes, max_events: int) -> list[Any]:
         )
     unknown = sorted(name for name in body if name != "events")
     if unknown:
+        named = ", ".join(unknown[:20]) + (
+            f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""
+        )
         raise InvalidInput(
-            f"unknown field(s) beside events: {', '.join(unknown)}",
+            f"unknown field(s) beside events: {named}",
             [FieldError(field=name, reason="unknown field") for name in unknown],
         )
     events: list[Any] = body["events"]
