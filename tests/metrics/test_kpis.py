@@ -343,6 +343,14 @@ async def test_a_year_earlier_is_the_same_date_around_29_february(
         **{"from": "2025-01-15", "to": "2025-02-28"},
     )  # fmt: skip
     assert [r["values"][0]["previous"] for r in whole["rows"]] == [0.0, 110.0]
+    # A year from 29 February compares with the year before it, never with its own
+    # first day: 28 February 2023 to the 28th of 2024 (the 29th is in the range).
+    year = await kpis(
+        http, tenant, metrics="gmv", grain="total", compare_to="previous_year",
+        **{"from": "2024-02-29", "to": "2025-02-28"},
+    )  # fmt: skip
+    assert year["rows"][0]["values"][0]["value"] == 1101.0
+    assert year["rows"][0]["values"][0]["previous"] == 10.0
 
 
 async def test_both_days_of_a_leap_february_end_compare_with_the_28th_in_every_group(

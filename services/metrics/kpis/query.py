@@ -318,16 +318,22 @@ def _year_earlier(day: date, grain: str, *, range_end: bool = False) -> date:
     return day.replace(year=day.year - 1, day=min(day.day, 28) if day.month == 2 else day.day)
 
 
+# The longest range one year back can be compared with and not overlap it.
+YEAR = timedelta(days=366)
+
+
 def comparison_range(query: KpiQuery) -> ComparisonRange:
     if _a_year_back(query):
         # A range that ends a month it covers from the 1st compares with that whole
         # month; one that starts inside it (28 February alone) with the same dates, as
         # its days compare at DAY grain.
         whole_last_month = query.start <= query.end.replace(day=1)
-        return ComparisonRange(
-            _year_earlier(query.start, query.grain),
-            _year_earlier(query.end, query.grain, range_end=whole_last_month),
-        )
+        end = _year_earlier(query.end, query.grain, range_end=whole_last_month)
+        if query.grain == "total" and end >= query.start and query.end - query.start < YEAR:
+            # A year from 29 February 2028: its 28 February 2029 end would take in the
+            # 29th of 2028, a day of the range itself. The year before ends the day before.
+            end = query.start - timedelta(days=1)
+        return ComparisonRange(_year_earlier(query.start, query.grain), end)
     if query.grain == "total":
         length = query.end - query.start + timedelta(days=1)
         return ComparisonRange(query.start - length, query.end - length)
