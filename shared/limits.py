@@ -33,9 +33,15 @@ from shared.errors import (
 from shared.revocations import REVOKED_TOKENS_PATH
 
 # Probes must answer however busy a client is; the services read revoked tokens every
-# second from one address; and a service asks for an agency's grant with the agency's
-# own token, once for each request of it that the gateway already counted.
-UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", REVOKED_TOKENS_PATH, EFFECTIVE_GRANT_PATH})
+# second from one address.
+UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", REVOKED_TOKENS_PATH})
+# A service asks for an agency's grant with the agency's own token, once for each
+# request of it the gateway counted already: those lookups fill a bucket of their own
+# (as large), so they never halve the agency's rate, and calling the path directly
+# buys no more than any route.
+OWN_BUCKET_PATHS = {EFFECTIVE_GRANT_PATH: "grants"}
+# The one OAuth route that takes a bearer token: its caller is that token's client.
+USERINFO_PATH = "/oauth/userinfo"
 # Keys are kept in memory: a longer client id is not believed, and the peer address is used.
 MAX_CLIENT_ID_LENGTH = 200
 DEFAULT_MAX_CLIENTS = 10_000
@@ -128,7 +134,8 @@ async def client_key(scope: Scope, verifier: ClientVerifier | None) -> str:
     and lock it out. The verified token is remembered, so the route checks it again for
     free. The sign-in endpoints (``/oauth/``) always go by address: a bearer header
     there must not buy a bucket of its own."""
-    if verifier is not None and not scope["path"].startswith("/oauth/"):
+    path = scope["path"]
+    if verifier is not None and (not path.startswith("/oauth/") or path == USERINFO_PATH):
         token = _bearer(scope)
         if token is not None:
             principal: Principal | None
@@ -217,7 +224,8 @@ class LimitsMiddleware:
             key = await client_key(scope, verifier)
         if self.limiter.enabled and scope["path"] not in UNLIMITED_PATHS:
             assert key is not None
-            wait = self.limiter.acquire(key)
+            bucket = OWN_BUCKET_PATHS.get(scope["path"])
+            wait = self.limiter.acquire(f"{bucket}:{key}" if bucket else key)
             if wait:
                 await self.render(RateLimited(wait), scope)(scope, receive, send)
                 return

@@ -19,7 +19,7 @@ from joserfc.jwk import RSAKey
 from shared import limits
 from shared.access import EFFECTIVE_GRANT_PATH
 from shared.errors import PayloadTooLarge
-from shared.limits import MAX_CLIENT_ID_LENGTH, RateLimiter, client_key
+from shared.limits import MAX_CLIENT_ID_LENGTH, USERINFO_PATH, RateLimiter, client_key
 from shared.revocations import REVOKED_TOKENS_PATH
 from shared.service import build_app
 from shared.settings import ServiceSettings
@@ -364,23 +364,31 @@ async def test_health_and_readiness_are_never_limited() -> None:
                 assert (await client.get("/readyz")).status_code == 503
 
 
-async def test_a_services_grant_lookup_for_a_counted_request_is_not_counted_again() -> None:
+async def test_a_services_grant_lookup_fills_a_bucket_of_its_own() -> None:
     """A service asks the gateway for an agency's grant with the agency's token, once
-    for each request the gateway counted already: counting it again halved the
-    agency's rate and turned its last requests into 503s."""
+    for each request the gateway counted already: counting it with them halved the
+    agency's rate and turned its last requests into 503s. In a bucket of its own, as
+    large, it costs the agency nothing, and calling the path directly buys no more
+    than any route."""
     app, _, _ = limited_app(rate_limit_burst=1)
 
     @app.get(EFFECTIVE_GRANT_PATH)
     async def effective() -> dict[str, str]:
         return {}
 
+    @app.get(USERINFO_PATH)
+    async def userinfo() -> dict[str, str]:
+        return {}
+
     async with client_of(app) as client:
         agency = bearer("agency")
         assert (await client.get("/ping", headers=agency)).status_code == 200
-        for _ in range(5):
-            answer = await client.get(EFFECTIVE_GRANT_PATH, headers=agency)
-            assert answer.status_code == 200
+        assert (await client.get(EFFECTIVE_GRANT_PATH, headers=agency)).status_code == 200
+        assert (await client.get(EFFECTIVE_GRANT_PATH, headers=agency)).status_code == 429
         assert (await client.get("/ping", headers=agency)).status_code == 429
+        # UserInfo, an OAuth route, goes by its token's client, not by the address.
+        for user in ("portal-a", "portal-b"):
+            assert (await client.get(USERINFO_PATH, headers=bearer(user))).status_code == 200
 
 
 GARBAGE_AUTHORIZATION = [

@@ -21,6 +21,7 @@ from services.gateway.users.repository import UserRepository
 from shared.auth import ALGORITHM, Principal, TokenVerifier, current_principal
 from shared.deps import DbSession
 from shared.errors import InsufficientScope, Unauthenticated
+from shared.limits import USERINFO_PATH
 from shared.openapi import ErrorBody
 from shared.revocations import REVOKED_TOKENS_PATH
 from shared.scopes import ALL_SCOPES
@@ -444,8 +445,8 @@ _USERINFO_ROUTE: dict[str, Any] = {
 }
 
 
-@router.get("/oauth/userinfo", operation_id="userinfo", **_USERINFO_ROUTE)
-@router.post("/oauth/userinfo", operation_id="userinfo_by_post", **_USERINFO_ROUTE)
+@router.get(USERINFO_PATH, operation_id="userinfo", **_USERINFO_ROUTE)
+@router.post(USERINFO_PATH, operation_id="userinfo_by_post", **_USERINFO_ROUTE)
 async def userinfo(
     principal: Annotated[Principal, Depends(current_principal)], session: DbSession
 ) -> JSONResponse:
