@@ -30,6 +30,13 @@ class FieldError:
 MAX_LISTED_ERRORS = 10_000
 
 
+def named_briefly(names: list[str], shown: int = 20) -> str:
+    """The first ``shown`` of ``names`` for a ``detail``, and how many more there are:
+    ``errors`` lists each one, the detail stays a line."""
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
 class LodestarError(Exception):
     status: int = 500
     code: str = "internal"

@@ -15,7 +15,6 @@ from shared.access import KnownParametersOnly
 from shared.auth import Principal, require_scope
 from shared.deps import DbSession
 from shared.scopes import PLATFORM_ADMIN
-from shared.time import utcnow
 
 router = APIRouter(prefix="/v1/signing-keys", tags=["signing keys"])
 PlatformAdmin = Annotated[Principal, Depends(require_scope(PLATFORM_ADMIN))]
@@ -78,4 +77,5 @@ async def rotate_signing_key(
     row = await signing.rotate(session, immediately)
     await session.commit()
     await request.app.state.key_reloader.reload()
-    return _out(row, row.kid if row.signs_from <= utcnow() else "")
+    signer: signing.Signer = request.app.state.signer
+    return _out(row, str(signer.current.kid))

@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic.fields import FieldInfo
 
-from shared.errors import FieldError, InvalidInput, PayloadTooLarge
+from shared.errors import FieldError, InvalidInput, PayloadTooLarge, named_briefly
 from shared.events import BOOL_REASON, EVENT_TYPES, PAYLOAD_MODELS, validate_batch
 from shared.money import Money
 
@@ -242,10 +242,6 @@ def _check_separator(first_line: str, row: int) -> None:
         )
 
 
-# A header's refusal names this many of its bad columns in ``detail`` (``errors``, all).
-_NAMED_IN_DETAIL = 20
-
-
 def _check_header(header: list[str], row: int, fields: dict[str, FieldInfo]) -> None:
     money = [name for name, f in fields.items() if _kind(f) is Money]
     # One currency for every amount of a row; a type without amounts has no use for it.
@@ -283,13 +279,8 @@ def _check_header(header: list[str], row: int, fields: dict[str, FieldInfo]) -> 
         if f.is_required() and _kind(f) is Money and not {f"{name}_currency", "currency"} & present
     ]
     if errors:
-        named = ", ".join(f"{e.field} ({e.reason})" for e in errors[:_NAMED_IN_DETAIL])
-        more = len(errors) - _NAMED_IN_DETAIL
-        raise InvalidInput(
-            f"the header has {len(errors)} bad column(s): {named}"
-            + (f" and {more} more" if more > 0 else ""),
-            errors,
-        )
+        named = named_briefly([f"{e.field} ({e.reason})" for e in errors])
+        raise InvalidInput(f"the header has {len(errors)} bad column(s): {named}", errors)
 
 
 def _event(

@@ -24,6 +24,7 @@ from shared.errors import (
     InvalidInput,
     InvalidJson,
     PayloadTooLarge,
+    named_briefly,
 )
 from shared.events import Event, OrderLine, topic_for, validate_batch
 from shared.telemetry import inject_headers
@@ -94,11 +95,8 @@ def parse_body(raw: bytes, max_events: int) -> list[Any]:
         )
     unknown = sorted(name for name in body if name != "events")
     if unknown:
-        named = ", ".join(unknown[:20]) + (
-            f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""
-        )
         raise InvalidInput(
-            f"unknown field(s) beside events: {named}",
+            f"unknown field(s) beside events: {named_briefly(unknown)}",
             [FieldError(field=name, reason="unknown field") for name in unknown],
         )
     events: list[Any] = body["events"]

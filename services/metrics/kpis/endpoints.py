@@ -83,15 +83,13 @@ def _csv(body: dict[str, Any], group_by: list[str]) -> str:
                     _csv_number(value["change"]),
                     # An ERP maps the column to the amount's currency: none for counts
                     # and ratios.
-                    (body["currency"] or "") if _is_money(value["metric"]) else "",
+                    (body["currency"] or "") if value["metric"] in _MONEY else "",
                 ]
             )
     return out.getvalue()
 
 
-def _is_money(metric: str) -> bool:
-    definition = KPIS.get(metric)
-    return definition is not None and definition.unit == "money"
+_MONEY = frozenset(metric for metric, definition in KPIS.items() if definition.unit == "money")
 
 
 def _string_as(schema: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
