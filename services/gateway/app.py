@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from services.gateway.audit.endpoints import router as audit_router
+from services.gateway.compression import CompressedAnswers
 from services.gateway.config import Settings, get_settings
 from services.gateway.erasures.tracker import ErasureTracker, refuse_erased_writes
 from services.gateway.exports.endpoints import router as exports_router
@@ -145,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tenant_data_router(GATEWAY_TABLES))
     # Last: everything under /v1 the gateway does not serve itself goes downstream.
     app.include_router(proxy_router)
+    app.add_middleware(CompressedAnswers)
     if settings.allowed_origins:
         # Outermost: a preflight is answered before limits, tokens or the audit see it.
         app.add_middleware(

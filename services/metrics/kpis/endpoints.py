@@ -3,10 +3,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -34,6 +33,7 @@ from shared.access import Access, require_access
 from shared.db import Database
 from shared.errors import InvalidInput, NotAcceptable
 from shared.http import DATA_VERSION_HEADER
+from shared.negotiation import WeightedItem, weighted_items
 from shared.openapi import TAGGED, ErrorBody
 from shared.query_lists import join_list, split_list
 from shared.service import none_match_holds
@@ -145,44 +145,11 @@ JSON = "application/json"
 CSV = "text/csv"
 
 
-@dataclass(frozen=True)
-class _MediaRange:
-    media: str  # lower case
-    parameters: dict[str, str]  # names lower case, values unquoted
-    text: str  # as the header wrote it
-
-    @property
-    def quality(self) -> float:
-        """RFC 9110 §12.4.2: a weight from 0 to 1; one that is none (``q=abc``, ``q=1.5``)
-        is read as the nearest there is, or as no weight at all."""
-        try:
-            weight = float(self.parameters.get("q", "1"))
-        except ValueError:
-            return 1.0
-        return min(max(weight, 0.0), 1.0) if math.isfinite(weight) else 1.0
-
-
-def _media_ranges(accept: str) -> list[_MediaRange]:
-    """The ranges of an Accept header; RFC 9110 §5.6.1: empty list elements count for
-    nothing."""
-    ranges = []
-    for part in accept.split(","):
-        if not part.strip():
-            continue
-        media, *options = [item.strip() for item in part.split(";")]
-        parameters = {}
-        for option in options:
-            name, _, value = option.partition("=")
-            parameters[name.strip().lower()] = value.strip().strip('"')
-        ranges.append(_MediaRange(media.lower(), parameters, part))
-    return ranges
-
-
 def _negotiated(accept: str, offered: tuple[str, ...]) -> str:
     """Of the ``offered`` media types, the one the Accept header prefers (RFC 9110
     §12.5.1), the first offered on a tie or when none is given; 406 when the client
     takes none of them."""
-    ranges = _media_ranges(accept)
+    ranges = weighted_items(accept)
     if not ranges:  # a header of none is none
         return offered[0]
     quality = dict.fromkeys(offered, 0.0)
@@ -191,7 +158,7 @@ def _negotiated(accept: str, offered: tuple[str, ...]) -> str:
         q = media_range.quality
         for candidate in quality:
             kind = candidate.split("/")[0]
-            rank = {candidate: 2, f"{kind}/*": 1, "*/*": 0}.get(media_range.media)
+            rank = {candidate: 2, f"{kind}/*": 1, "*/*": 0}.get(media_range.name)
             # The most specific range that names a type sets its quality; of several
             # as specific (text/csv in two charsets), the best.
             if rank is not None and (rank, q) > (specificity[candidate], quality[candidate]):
@@ -221,14 +188,14 @@ def _without_charsets_not_offered(accept: str) -> str:
     """``accept`` without its ``text/csv`` ranges naming a charset not offered: such a
     range takes nothing this route answers, and JSON may still be acceptable. 406 when
     nothing is left of a header that asked for something."""
-    ranges = _media_ranges(accept)
-    kept = [r.text for r in ranges if r.media != CSV or _csv_charset_of(r) is not None]
+    ranges = weighted_items(accept)
+    kept = [r.text for r in ranges if r.name != CSV or _csv_charset_of(r) is not None]
     if len(kept) < len(ranges) and not kept:
         raise NotAcceptable("a CSV answer is in utf-8, utf-8-sig or gb18030")
     return ",".join(kept)
 
 
-def _csv_charset_of(media_range: _MediaRange) -> str | None:
+def _csv_charset_of(media_range: WeightedItem) -> str | None:
     """The charset a ``text/csv`` range asks for, as sent (none named is UTF-8); None
     for one not offered."""
     asked = media_range.parameters.get("charset")
@@ -241,8 +208,8 @@ def _csv_charset(accept: str) -> str:
     refuses it (q=0), rather than an answer the client would read wrong."""
     offered: list[tuple[float, int, str]] = []
     named = False
-    for order, media_range in enumerate(_media_ranges(accept)):
-        if media_range.media != CSV:
+    for order, media_range in enumerate(weighted_items(accept)):
+        if media_range.name != CSV:
             continue
         named = named or "charset" in media_range.parameters
         charset = _csv_charset_of(media_range)

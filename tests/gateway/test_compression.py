@@ -1,0 +1,142 @@
+"""gzip for large KPI answers, GraphQL and the API document; never for other routes."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
+
+from services.gateway.compression import MINIMUM_BYTES, CompressedAnswers, accepts_gzip
+from tests.conftest import NewTenant
+
+A_YEAR_BY_DAY = {
+    "metrics": "gmv,orders,units,aov,refunds",
+    "from": "2026-01-01",
+    "to": "2026-12-31",
+    "grain": "day",
+}
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "wanted"),
+    [
+        ("gzip", True),
+        ("GZIP", True),
+        ("br, gzip;q=0.5", True),
+        ("x-gzip", True),
+        ("*", True),
+        ("*;q=0.2", True),
+        ("gzip;q=0, *", False),
+        ("gzip;q=0.000", False),
+        ("*;q=0", False),
+        ("identity", False),
+        ("deflate, br", False),
+        ("", False),
+    ],
+)
+def test_gzip_is_taken_as_accept_encoding_weighs_it(accept_encoding: str, wanted: bool) -> None:
+    assert accepts_gzip(accept_encoding) is wanted
+
+
+async def test_a_large_kpi_answer_comes_compressed_with_a_weak_tag_that_still_matches(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant(scopes=["kpi:read"])
+    plain = await http.get(
+        "/v1/kpis", params=A_YEAR_BY_DAY, headers={**tenant.headers, "Accept-Encoding": "identity"}
+    )
+    assert plain.status_code == 200
+    assert "content-encoding" not in plain.headers
+    assert len(plain.content) > MINIMUM_BYTES
+    strong = plain.headers["etag"]
+    assert not strong.startswith("W/")
+
+    packed = await http.get(
+        "/v1/kpis", params=A_YEAR_BY_DAY, headers={**tenant.headers, "Accept-Encoding": "gzip"}
+    )
+    assert packed.status_code == 200
+    assert packed.headers["content-encoding"] == "gzip"
+    assert "accept-encoding" in packed.headers["vary"].lower()
+    # httpx undoes the coding; the bytes sent are gzip, and fewer.
+    assert packed.json() == plain.json()
+    assert int(packed.headers["content-length"]) < len(plain.content) / 4
+    # Another representation, so a weak tag (RFC 9110 §8.8.3) of the same answer.
+    assert packed.headers["etag"] == f"W/{strong}"
+    for held in (packed.headers["etag"], strong):
+        again = await http.get(
+            "/v1/kpis",
+            params=A_YEAR_BY_DAY,
+            headers={**tenant.headers, "Accept-Encoding": "gzip", "If-None-Match": held},
+        )
+        assert again.status_code == 304, held
+
+    refused = await http.get(
+        "/v1/kpis",
+        params=A_YEAR_BY_DAY,
+        headers={**tenant.headers, "Accept-Encoding": "gzip;q=0, *"},
+    )
+    assert "content-encoding" not in refused.headers
+    assert refused.content == plain.content
+
+
+async def test_csv_graphql_and_the_api_document_come_compressed(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant(scopes=["kpi:read"])
+    gzip_headers = {**tenant.headers, "Accept-Encoding": "gzip"}
+    csv = await http.get(
+        "/v1/kpis", params=A_YEAR_BY_DAY, headers={**gzip_headers, "Accept": "text/csv"}
+    )
+    assert csv.headers["content-encoding"] == "gzip"
+    assert csv.text.splitlines()[0].startswith("period,metric,value")
+
+    query = """query($i: KpiQueryInput!) { kpis(input: $i) { rows { period values { metric value } } } }"""
+    variables = {
+        "i": {
+            "metrics": ["gmv", "orders", "units"],
+            "from": "2026-01-01",
+            "to": "2026-06-30",
+            "grain": "DAY",
+        }
+    }
+    answer = await http.post(
+        "/graphql", json={"query": query, "variables": variables}, headers=gzip_headers
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-encoding"] == "gzip"
+    assert len(answer.json()["data"]["kpis"]["rows"]) == 181
+
+    document = await http.get("/openapi.json", headers={"Accept-Encoding": "gzip"})
+    assert document.headers["content-encoding"] == "gzip"
+    assert "/v1/kpis" in document.json()["paths"]
+
+
+async def test_small_answers_and_other_routes_are_sent_as_they_are(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant(scopes=["kpi:read"])
+    small = await http.get(
+        "/v1/kpis",
+        params={"metrics": "gmv", "from": "2026-01-01", "to": "2026-01-31", "grain": "total"},
+        headers={**tenant.headers, "Accept-Encoding": "gzip"},
+    )
+    assert small.status_code == 200
+    assert "content-encoding" not in small.headers
+
+    # The OAuth and account routes carry secrets: never compressed (BREACH), however
+    # large; nor are paths that only begin like a compressed one.
+    large = "x" * (4 * MINIMUM_BYTES)
+    app = FastAPI()
+    for path in ("/oauth/token", "/v1/tenants", "/v1/kpisx", "/graphqlx", "/v1/kpis/catalog"):
+        app.add_api_route(path, lambda: PlainTextResponse(large))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(CompressedAnswers(app)), base_url="http://gateway"
+    ) as client:
+        for path in ("/oauth/token", "/v1/tenants", "/v1/kpisx", "/graphqlx"):
+            sent = await client.get(path, headers={"Accept-Encoding": "gzip"})
+            assert sent.text == large
+            assert "content-encoding" not in sent.headers, path
+        catalog = await client.get("/v1/kpis/catalog", headers={"Accept-Encoding": "gzip"})
+        assert catalog.headers["content-encoding"] == "gzip"
+        assert catalog.text == large
