@@ -41,7 +41,7 @@ from devstack.stack import (
     SERVICES,
     AdminCredentials,
     StackConfig,
-    load_or_create_credentials_key,
+    load_or_create_fernet_key,
 )
 from shared.events import DEADLETTER_TOPIC, all_event_topics
 from shared.kafka import ensure_topics
@@ -179,7 +179,9 @@ class Launcher:
             ports=ports,
             topic_prefix=os.environ.get("LODESTAR_TOPIC_PREFIX", ""),
             credentials_key=os.environ.get("LODESTAR_INGEST_CREDENTIALS_KEY")
-            or load_or_create_credentials_key(self.home / "credentials.key"),
+            or load_or_create_fernet_key(self.home / "credentials.key"),
+            signing_keys_key=os.environ.get("LODESTAR_GATEWAY_SIGNING_KEYS_KEY")
+            or load_or_create_fernet_key(self.home / "signing-keys.key"),
             # Tansu keeps its log in memory: what it held before this start is gone.
             extra_env={"LODESTAR_INGEST_REPUBLISH_ON_START": "true"} if embedded_broker else {},
         )

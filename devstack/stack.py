@@ -55,9 +55,10 @@ def write_private(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def load_or_create_credentials_key(path: Path) -> str:
-    """The embedded default's key sealing platform credentials, created once and kept:
-    a new key would make every stored credential unreadable."""
+def load_or_create_fernet_key(path: Path) -> str:
+    """One of the embedded default's sealing keys (of platform credentials, of token
+    signing keys), created once and kept: a new key would leave what the old one sealed
+    unreadable."""
     if path.exists():
         return path.read_text().strip()
     key = Fernet.generate_key().decode()
@@ -74,6 +75,7 @@ class StackConfig:
     host: str = "127.0.0.1"
     topic_prefix: str = ""
     credentials_key: str = ""
+    signing_keys_key: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)
 
     def url(self, service: str) -> str:
@@ -95,6 +97,8 @@ class StackConfig:
         }
         if self.credentials_key:
             env["LODESTAR_INGEST_CREDENTIALS_KEY"] = self.credentials_key
+        if self.signing_keys_key:
+            env["LODESTAR_GATEWAY_SIGNING_KEYS_KEY"] = self.signing_keys_key
         for service in SERVICES:
             env[f"LODESTAR_{service.upper()}_HOST"] = self.host
             env[f"LODESTAR_{service.upper()}_PORT"] = str(self.ports[service])

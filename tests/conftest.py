@@ -275,6 +275,7 @@ async def stack(database_url: str, kafka_bootstrap: str) -> AsyncIterator[Stack]
         ports=dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True)),
         topic_prefix=prefix,
         credentials_key=Fernet.generate_key().decode(),
+        signing_keys_key=Fernet.generate_key().decode(),
     )
     await ensure_topics(kafka_bootstrap, [*all_event_topics(prefix), f"{prefix}{DEADLETTER_TOPIC}"])
     servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []

@@ -13,7 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from services.gateway.audit.endpoints import router as audit_router
 from services.gateway.compression import CompressedAnswers
-from services.gateway.config import Settings, get_settings
+from services.gateway.config import SIGNING_KEYS_KEY_VARIABLE, Settings, get_settings
 from services.gateway.erasures.tracker import ErasureTracker, refuse_erased_writes
 from services.gateway.exports.endpoints import router as exports_router
 from services.gateway.exports.service import ExportRunner
@@ -40,6 +40,7 @@ from services.gateway.users.endpoints import router as users_router
 from shared.auth import KeyCache, TokenVerifier
 from shared.db import Database
 from shared.http import make_client
+from shared.sealing import Sealer
 from shared.service import build_app, external_verifier
 from shared.telemetry import setup_telemetry
 from shared.tenant_data import tenant_data_router
@@ -61,7 +62,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.db = db
         app.state.grant_lookup = DatabaseGrantLookup(db)
         async with db.session() as session:
-            app.state.signer = await load_signer(session)
+            app.state.signer = await load_signer(
+                session, Sealer(settings.signing_keys_key, SIGNING_KEYS_KEY_VARIABLE)
+            )
             if settings.admin_client_id and settings.admin_client_secret:
                 await ensure_platform_admin(
                     session,

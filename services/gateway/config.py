@@ -8,7 +8,10 @@ from functools import lru_cache
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from shared.sealing import Sealer
 from shared.settings import DEFAULT_ADMIN_CLIENT_ID, ServiceSettings, env_alias
+
+SIGNING_KEYS_KEY_VARIABLE = "LODESTAR_GATEWAY_SIGNING_KEYS_KEY"
 
 
 class Settings(ServiceSettings):
@@ -35,6 +38,16 @@ class Settings(ServiceSettings):
     # comma-separated ("https://app.example.com,http://localhost:5173"), or "*". None by
     # default: without CORS a browser lets no page of another origin read an answer.
     cors_origins: str = ""
+    # Fernet key sealing the token signing keys in the database; a secret. Unset, they
+    # are kept as they are (with a warning at start): whoever reads a dump could sign
+    # tokens for any tenant.
+    signing_keys_key: str = Field(default="", validation_alias=env_alias(SIGNING_KEYS_KEY_VARIABLE))
+
+    @field_validator("signing_keys_key")
+    @classmethod
+    def _a_fernet_key(cls, value: str) -> str:
+        Sealer(value, SIGNING_KEYS_KEY_VARIABLE)
+        return value
 
     @field_validator("cors_origins")
     @classmethod

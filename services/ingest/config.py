@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from shared.sealing import Sealer
 from shared.settings import ServiceSettings, env_alias
 
 
@@ -40,6 +41,12 @@ class Settings(ServiceSettings):
     credentials_key: str = Field(
         default="", validation_alias=env_alias("LODESTAR_INGEST_CREDENTIALS_KEY")
     )
+
+    @field_validator("credentials_key")
+    @classmethod
+    def _a_fernet_key(cls, value: str) -> str:
+        Sealer(value, "LODESTAR_INGEST_CREDENTIALS_KEY")
+        return value
 
 
 @lru_cache

@@ -3,26 +3,36 @@ ones retired once no token they signed is valid; at once when a key is feared le
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from unittest.mock import ANY
 
 import asyncpg
 import httpx
 import pytest
+from cryptography.fernet import Fernet
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 
 from devstack.embedded import free_port
 from devstack.stack import service_settings
 from services.gateway.app import create_app
-from services.gateway.oauth.signing import PUBLISH_AHEAD
+from services.gateway.config import SIGNING_KEYS_KEY_VARIABLE
+from services.gateway.config import Settings as GatewaySettings
+from services.gateway.oauth.signing import PUBLISH_AHEAD, UnreadableSigningKeys, load_signer
+from services.ingest.config import Settings as IngestSettings
 from shared import auth
 from shared.auth import KeyCache
-from shared.db import asyncpg_dsn
+from shared.db import Database, asyncpg_dsn
 from shared.errors import Unauthenticated
 from shared.revocations import REVOKED_TOKENS_PATH
+from shared.sealing import Sealer
 from shared.time import utcnow
 from tests.conftest import FreshDatabase, Stack, fetch_token, serve_app
 from tests.gateway.login import header_of
@@ -58,18 +68,18 @@ class OwnGateway:
         await self.app.state.key_reloader.reload()
 
 
-@pytest.fixture
-async def gateway(stack: Stack, fresh_database: FreshDatabase) -> AsyncIterator[OwnGateway]:
-    """A gateway on a database of its own: a rotation here ends no token of the stack's."""
-    url = await fresh_database("gateway")
+@asynccontextmanager
+async def own_gateway_on(
+    stack: Stack, url: str, client_id: str, secret: str, **overrides: Any
+) -> AsyncIterator[OwnGateway]:
     port = free_port()
-    client_id, secret = f"keys-admin-{secrets.token_hex(3)}", secrets.token_urlsafe(24)
     settings = service_settings("gateway", stack.config).model_copy(
         update={
             "port": port,
             "database_url": url,
             "admin_client_id": client_id,
             "admin_client_secret": secret,
+            **overrides,
         }
     )
     app = create_app(settings)
@@ -82,6 +92,81 @@ async def gateway(stack: Stack, fresh_database: FreshDatabase) -> AsyncIterator[
             yield OwnGateway(http, app, pg, client_id, secret)
     finally:
         await pg.close()
+
+
+@pytest.fixture
+async def gateway(stack: Stack, fresh_database: FreshDatabase) -> AsyncIterator[OwnGateway]:
+    """A gateway on a database of its own: a rotation here ends no token of the stack's."""
+    url = await fresh_database("gateway")
+    client_id, secret = f"keys-admin-{secrets.token_hex(3)}", secrets.token_urlsafe(24)
+    async with own_gateway_on(stack, url, client_id, secret) as gateway:
+        yield gateway
+
+
+async def stored_keys(pg: asyncpg.Connection) -> dict[str, dict[str, Any]]:
+    rows = await pg.fetch("SELECT kid, private_jwk FROM gateway.signing_keys")
+    return {row["kid"]: json.loads(row["private_jwk"]) for row in rows}
+
+
+async def test_keys_are_stored_sealed_so_a_dump_signs_nothing(gateway: OwnGateway) -> None:
+    admin = await gateway.token()
+    bearer = {"Authorization": f"Bearer {admin}"}
+    assert (await gateway.http.post("/v1/signing-keys", headers=bearer)).status_code == 201
+    stored = await stored_keys(gateway.pg)
+    assert len(stored) == 2
+    for jwk in stored.values():
+        # Nothing of the key but its Fernet token: no private (or public) member.
+        assert set(jwk) == {"sealed"}
+        assert jwk["sealed"].startswith("gAAAAA")
+    assert await gateway.reads(admin) == 200
+
+
+async def test_keys_stored_before_the_variable_was_set_are_sealed_at_the_next_start(
+    stack: Stack, fresh_database: FreshDatabase
+) -> None:
+    url = await fresh_database("gateway")
+    client_id, secret = f"keys-admin-{secrets.token_hex(3)}", secrets.token_urlsafe(24)
+    async with own_gateway_on(stack, url, client_id, secret, signing_keys_key="") as plain:
+        token = await plain.token()
+        (kid, jwk), *_ = (await stored_keys(plain.pg)).items()
+        assert "d" in jwk and "sealed" not in jwk
+
+    key = Fernet.generate_key().decode()
+    async with own_gateway_on(stack, url, client_id, secret, signing_keys_key=key) as sealed:
+        assert await stored_keys(sealed.pg) == {kid: {"sealed": ANY}}
+        # The same key signs on: a token from before still counts.
+        assert await sealed.reads(token) == 200
+        assert _kid(await sealed.token()) == kid
+
+    # Sealed, the keys need the variable, and the very key that sealed them.
+    database = Database(url, "gateway")
+    try:
+        for wrong in ("", Fernet.generate_key().decode()):
+            async with database.session() as session:
+                with pytest.raises(UnreadableSigningKeys, match=SIGNING_KEYS_KEY_VARIABLE):
+                    await load_signer(session, Sealer(wrong, SIGNING_KEYS_KEY_VARIABLE))
+        async with database.session() as session:
+            signer = await load_signer(session, Sealer(key, SIGNING_KEYS_KEY_VARIABLE))
+        assert str(signer.current.kid) == kid
+    finally:
+        await database.dispose()
+
+
+@pytest.mark.parametrize(
+    ("settings", "variable"),
+    [
+        (GatewaySettings, "LODESTAR_GATEWAY_SIGNING_KEYS_KEY"),
+        (IngestSettings, "LODESTAR_INGEST_CREDENTIALS_KEY"),
+    ],
+)
+def test_a_key_that_is_no_fernet_key_is_refused_naming_its_variable(
+    settings: type[BaseSettings], variable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, "not-a-key")
+    with pytest.raises(ValidationError, match=f"{variable}: must be a Fernet key"):
+        settings()
+    monkeypatch.setenv(variable, Fernet.generate_key().decode())
+    settings()
 
 
 async def test_a_rotated_key_is_published_first_then_signs_then_retires_the_old(

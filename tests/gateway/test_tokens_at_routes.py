@@ -9,13 +9,11 @@ import json
 import time
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from shared.db import asyncpg_dsn
 from tests.conftest import NewTenant, Stack, TenantClient
 
 
@@ -24,17 +22,11 @@ def _b64(data: bytes) -> str:
 
 
 @pytest.fixture
-async def gateway_key(database_url: str, http: httpx.AsyncClient) -> RSAKey:
-    """The gateway's real signing key, to forge tokens that differ in one claim only."""
-    await http.get("/healthz")
-    conn = await asyncpg.connect(asyncpg_dsn(database_url))
-    try:
-        row = await conn.fetchrow("SELECT private_jwk FROM gateway.signing_keys LIMIT 1")
-    finally:
-        await conn.close()
-    assert row is not None
-    jwk = row["private_jwk"]
-    return RSAKey.import_key(json.loads(jwk) if isinstance(jwk, str) else jwk)
+def gateway_key(stack: Stack) -> RSAKey:
+    """The gateway's real signing key (stored sealed), to forge tokens that differ in one
+    claim only."""
+    key: RSAKey = stack.apps["gateway"].state.signer.current
+    return key
 
 
 def _claims(stack: Stack, tenant: TenantClient, **overrides: Any) -> dict[str, Any]:

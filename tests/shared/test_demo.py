@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from devstack.demo import DAYS, demo_events, push_in_batches
-from devstack.stack import AdminCredentials, load_or_create_credentials_key
+from devstack.stack import AdminCredentials, load_or_create_fernet_key
 from shared.events import validate_batch
 from shared.time import local_date
 
@@ -88,7 +88,7 @@ def test_secrets_are_written_readable_by_their_owner_alone_from_the_first_byte(
         return write_text(self, text, *args, **kwargs)
 
     monkeypatch.setattr(Path, "write_text", spying_write)
-    key = load_or_create_credentials_key(tmp_path / "home" / "credentials.key")
+    key = load_or_create_fernet_key(tmp_path / "home" / "credentials.key")
     loose = tmp_path / "dev-credentials.json"
     loose.touch(mode=0o644)
     loose.chmod(0o644)

@@ -20,14 +20,12 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
 from shared.auth import CLOCK_LEEWAY_SECONDS, KeyCache, TokenVerifier
-from shared.db import asyncpg_dsn
 from shared.errors import Unauthenticated
 from tests.conftest import Stack, fetch_token
 
@@ -118,16 +116,10 @@ class Genuine:
         return f"{head}.{_segment({**self.claims, **claims})}.{signature}"
 
 
-async def _gateway_private_key(database_url: str, kid: str) -> RSAKey:
-    conn = await asyncpg.connect(asyncpg_dsn(database_url))
-    try:
-        jwk = await conn.fetchval(
-            "SELECT private_jwk FROM gateway.signing_keys WHERE kid = $1", kid
-        )
-    finally:
-        await conn.close()
-    assert jwk is not None, kid
-    return RSAKey.import_key(json.loads(jwk) if isinstance(jwk, str) else jwk)
+def _gateway_private_key(stack: Stack, kid: str) -> RSAKey:
+    """The gateway's own key (stored sealed), as it signs with it."""
+    keys = {str(key.kid): key for key in stack.apps["gateway"].state.signer.keys}
+    return keys[kid]
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +157,7 @@ async def genuine(stack: Stack, database_url: str) -> Genuine:
         client_secret=client["client_secret"],
         token=token,
         public_key=public,
-        signing_key=await _gateway_private_key(database_url, kid),
+        signing_key=_gateway_private_key(stack, kid),
     )
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any, cast
+
 from sqlalchemy import any_, literal, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -94,6 +96,14 @@ class KeyRepository:
             select(SigningKey)
             .where(col(SigningKey.retired_at).is_(None))
             .order_by(col(SigningKey.signs_from).desc(), col(SigningKey.created_at).desc())
+        )
+        return list(result.scalars().all())
+
+    async def unsealed(self, sealed_member: str) -> list[SigningKey]:
+        """Every key, retired or not, whose stored JWK lacks ``sealed_member``."""
+        result = await self.session.execute(
+            # JSONB's ``?``, which the column's SQLModel annotation (a dict) hides.
+            select(SigningKey).where(~cast(Any, SigningKey.private_jwk).has_key(sealed_member))
         )
         return list(result.scalars().all())
 

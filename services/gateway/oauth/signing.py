@@ -7,6 +7,10 @@ token lives, the keys before it are retired: no token they signed is still valid
 they leave the JWKS. A rotation ``immediately`` (a key feared leaked) signs with the new
 key at once and retires every other one, so every token signed before it is refused.
 Every gateway reads the keys again every ``RELOAD_SECONDS``.
+
+With ``LODESTAR_GATEWAY_SIGNING_KEYS_KEY`` set, a private key is stored sealed
+(``{"sealed": "<Fernet token>"}``), and a gateway starting with the key set seals the
+keys stored before it was: a database dump then signs no token.
 """
 
 from __future__ import annotations
@@ -14,17 +18,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from joserfc.jwk import KeySet, RSAKey
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.gateway.config import SIGNING_KEYS_KEY_VARIABLE
 from services.gateway.oauth.models import SigningKey
 from services.gateway.oauth.repository import KeyRepository
 from shared.auth import ALGORITHM
 from shared.db import Database
+from shared.sealing import SealedWithAnotherKey, Sealer
 from shared.tasks import every, stop_task
 from shared.time import utcnow
 
@@ -36,6 +42,34 @@ PUBLISH_AHEAD = timedelta(minutes=10)
 RELOAD_SECONDS = 30.0
 # Past the longest a token lives: clocks differ, and a gateway reads keys late.
 RETIRE_LEEWAY = timedelta(minutes=5)
+# The member a sealed key's stored JWK has instead of the key's own.
+SEALED = "sealed"
+
+
+class UnreadableSigningKeys(RuntimeError):
+    """Stored keys this gateway cannot open: the gateway cannot start."""
+
+
+def _unsealed() -> Sealer:
+    return Sealer("", SIGNING_KEYS_KEY_VARIABLE)
+
+
+def _stored(key: RSAKey, sealer: Sealer) -> dict[str, Any]:
+    private: dict[str, Any] = dict(key.as_dict(private=True))
+    return {SEALED: sealer.seal(private).decode()} if sealer.ready else private
+
+
+def _opened(row: SigningKey, sealer: Sealer) -> RSAKey:
+    stored = row.private_jwk
+    if SEALED not in stored:
+        return RSAKey.import_key(stored)
+    try:
+        return RSAKey.import_key(sealer.open(str(stored[SEALED]).encode()))
+    except SealedWithAnotherKey as error:
+        raise UnreadableSigningKeys(
+            f"the token signing key {row.kid} cannot be opened: {error}; start the gateway "
+            f"with the {sealer.variable} that sealed it"
+        ) from None
 
 
 @dataclass
@@ -46,6 +80,8 @@ class Signer:
     keys: list[RSAKey]
     # When each key starts to sign, in the same order.
     starts: list[datetime]
+    # Opens the stored keys that are sealed.
+    sealer: Sealer = field(default_factory=_unsealed)
 
     @property
     def current(self) -> RSAKey:
@@ -65,42 +101,48 @@ class Signer:
 
     def take(self, rows: list[SigningKey]) -> None:
         """Signs and publishes ``rows`` (newest start first) from now on."""
-        self.keys = [RSAKey.import_key(row.private_jwk) for row in rows]
+        self.keys = [_opened(row, self.sealer) for row in rows]
         self.starts = [row.signs_from for row in rows]
 
 
-def _new_key(signs_from: datetime) -> SigningKey:
+def _new_key(signs_from: datetime, sealer: Sealer) -> SigningKey:
     key = RSAKey.generate_key(KEY_SIZE, parameters={"use": "sig", "alg": ALGORITHM}, auto_kid=True)
-    return SigningKey(
-        kid=str(key.kid), private_jwk=key.as_dict(private=True), signs_from=signs_from
-    )
+    return SigningKey(kid=str(key.kid), private_jwk=_stored(key, sealer), signs_from=signs_from)
 
 
-async def load_signer(session: AsyncSession) -> Signer:
-    """The stored signing keys; the first start creates one and keeps it.
+async def load_signer(session: AsyncSession, sealer: Sealer | None = None) -> Signer:
+    """The stored signing keys; the first start creates one and keeps it. With a
+    ``sealer`` ready, keys stored unsealed are sealed now (retired ones too).
 
     An advisory lock serialises the check and the insert, so replicas starting at
     once end with one key between them.
     """
+    sealer = sealer or _unsealed()
     repository = KeyRepository(session)
     await repository.lock()
+    if sealer.ready:
+        for row in await repository.unsealed(SEALED):
+            row.private_jwk = _stored(RSAKey.import_key(row.private_jwk), sealer)
+        await session.flush()
+    else:
+        log.warning("token signing keys are stored unsealed: set %s to seal them", sealer.variable)
     stored = await repository.active()
     if not stored:
-        row = _new_key(utcnow())
+        row = _new_key(utcnow(), sealer)
         await repository.add(row)
         stored = [row]
-    signer = Signer([], [])
+    signer = Signer([], [], sealer)
     signer.take(stored)
     return signer
 
 
-async def rotate(session: AsyncSession, immediately: bool) -> SigningKey:
+async def rotate(session: AsyncSession, immediately: bool, sealer: Sealer) -> SigningKey:
     """Adds the next signing key; ``immediately`` also retires every other one."""
     repository = KeyRepository(session)
     await repository.lock()
     now = utcnow()
     others = await repository.active()
-    row = _new_key(now if immediately else now + PUBLISH_AHEAD)
+    row = _new_key(now if immediately else now + PUBLISH_AHEAD, sealer)
     await repository.add(row)
     if immediately and others:
         await repository.retire([other.kid for other in others])

@@ -74,8 +74,8 @@ async def rotate_signing_key(
     """Adds the next signing key (platform admin only). Every gateway signs with it from
     `signs_from` on; this one publishes it at once, the others within 30 s."""
     immediately = rotation.immediately if rotation else False
-    row = await signing.rotate(session, immediately)
+    signer: signing.Signer = request.app.state.signer
+    row = await signing.rotate(session, immediately, signer.sealer)
     await session.commit()
     await request.app.state.key_reloader.reload()
-    signer: signing.Signer = request.app.state.signer
     return _out(row, str(signer.current.kid))

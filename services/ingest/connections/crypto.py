@@ -1,36 +1,35 @@
-"""Platform credentials at rest: Fernet (AES-128-CBC with HMAC-SHA256), one key per
-deployment from ``LODESTAR_INGEST_CREDENTIALS_KEY``; only ingest ever decrypts them."""
+"""Platform credentials at rest, sealed with ``LODESTAR_INGEST_CREDENTIALS_KEY``; only
+ingest ever opens them."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
-from cryptography.fernet import Fernet, InvalidToken
-
 from shared.errors import UpstreamUnavailable
+from shared.sealing import SealedWithAnotherKey, Sealer
+
+CREDENTIALS_KEY_VARIABLE = "LODESTAR_INGEST_CREDENTIALS_KEY"
 
 
 class CredentialBox:
     def __init__(self, key: str) -> None:
-        self._fernet = Fernet(key.encode()) if key else None
+        self._sealer = Sealer(key, CREDENTIALS_KEY_VARIABLE)
 
     @property
     def ready(self) -> bool:
-        return self._fernet is not None
+        return self._sealer.ready
 
     def seal(self, credentials: dict[str, Any]) -> bytes:
-        if self._fernet is None:
+        if not self._sealer.ready:
             raise UpstreamUnavailable(
-                "platform credentials cannot be stored: LODESTAR_INGEST_CREDENTIALS_KEY is unset"
+                f"platform credentials cannot be stored: {CREDENTIALS_KEY_VARIABLE} is unset"
             )
-        return self._fernet.encrypt(orjson.dumps(credentials))
+        return self._sealer.seal(credentials)
 
     def open(self, sealed: bytes) -> dict[str, Any]:
-        if self._fernet is None:
+        if not self._sealer.ready:
             raise UpstreamUnavailable("platform credentials cannot be read: no key")
         try:
-            opened: dict[str, Any] = orjson.loads(self._fernet.decrypt(sealed))
-        except InvalidToken:
+            return self._sealer.open(sealed)
+        except SealedWithAnotherKey:
             raise UpstreamUnavailable("platform credentials were sealed with another key") from None
-        return opened
