@@ -1,32 +1,41 @@
-"""Secrets at rest: Fernet (AES-128-CBC with HMAC-SHA256) under one key per deployment,
-given in an environment variable, for the JSON values a database dump must not reveal
-(platform credentials, token signing keys)."""
+"""Secrets at rest: Fernet (AES-128-CBC with HMAC-SHA256) under a key of the
+deployment's, given in an environment variable, for the JSON values a database dump
+must not reveal (platform credentials, token signing keys).
+
+The variable may name several keys, comma-separated, to replace one: the first seals,
+every one opens, and the service seals again under the first, when it starts, what an
+older one sealed. Once every replica has started so, the older keys can go.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import orjson
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 
 class SealedWithAnotherKey(Exception):
-    """A sealed value this deployment's key does not open."""
+    """A sealed value none of this deployment's keys opens."""
 
 
 class Sealer:
-    """Seals and opens with the Fernet key of ``variable`` (empty: not set)."""
+    """Seals and opens with the Fernet keys of ``variable`` (empty: not set)."""
 
-    def __init__(self, key: str, variable: str) -> None:
+    def __init__(self, keys: str, variable: str) -> None:
         self.variable = variable
         try:
-            self._fernet = Fernet(key.strip().encode()) if key.strip() else None
+            fernets = [Fernet(key.strip().encode()) for key in keys.split(",") if key.strip()]
         except ValueError:
             raise ValueError(
                 f"{variable}: must be a Fernet key, 32 url-safe base64-encoded bytes "
                 "(python -c 'from cryptography.fernet import Fernet; "
-                "print(Fernet.generate_key().decode())')"
+                "print(Fernet.generate_key().decode())'), or several, comma-separated, "
+                "the newest first"
             ) from None
+        self._fernet = MultiFernet(fernets) if fernets else None
+        # Older keys are given: what they sealed is to be sealed again under the first.
+        self.replacing = len(fernets) > 1
 
     @property
     def ready(self) -> bool:
@@ -43,7 +52,17 @@ class Sealer:
         try:
             opened: dict[str, Any] = orjson.loads(self._fernet.decrypt(sealed))
         except InvalidToken:
-            raise SealedWithAnotherKey(
-                f"a value was sealed with a key other than {self.variable}'s"
-            ) from None
+            raise SealedWithAnotherKey(self._not_ours()) from None
         return opened
+
+    def sealed_again(self, sealed: bytes) -> bytes:
+        """``sealed`` under the first key, whichever of the keys sealed it."""
+        if self._fernet is None:
+            raise SealedWithAnotherKey(f"sealed values cannot be read: {self.variable} is unset")
+        try:
+            return self._fernet.rotate(sealed)
+        except InvalidToken:
+            raise SealedWithAnotherKey(self._not_ours()) from None
+
+    def _not_ours(self) -> str:
+        return f"a value was sealed with a key other than {self.variable}'s"

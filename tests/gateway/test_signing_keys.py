@@ -145,9 +145,17 @@ async def test_keys_stored_before_the_variable_was_set_are_sealed_at_the_next_st
             async with database.session() as session:
                 with pytest.raises(UnreadableSigningKeys, match=SIGNING_KEYS_KEY_VARIABLE):
                     await load_signer(session, Sealer(wrong, SIGNING_KEYS_KEY_VARIABLE))
+        # Replacing that key: the new one first, the old one after, for one start.
+        new = Fernet.generate_key().decode()
         async with database.session() as session:
-            signer = await load_signer(session, Sealer(key, SIGNING_KEYS_KEY_VARIABLE))
+            signer = await load_signer(session, Sealer(f"{new},{key}", SIGNING_KEYS_KEY_VARIABLE))
         assert str(signer.current.kid) == kid
+        async with database.session() as session:
+            signer = await load_signer(session, Sealer(new, SIGNING_KEYS_KEY_VARIABLE))
+        assert str(signer.current.kid) == kid
+        async with database.session() as session:
+            with pytest.raises(UnreadableSigningKeys, match=SIGNING_KEYS_KEY_VARIABLE):
+                await load_signer(session, Sealer(key, SIGNING_KEYS_KEY_VARIABLE))
     finally:
         await database.dispose()
 

@@ -10,10 +10,14 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 
+from devstack.embedded import free_port
+from devstack.stack import service_settings
+from services.ingest.app import create_app as ingest_app
 from services.ingest.connections.crypto import CredentialBox
 from services.ingest.connections.permissions import write_access
+from shared.db import asyncpg_dsn
 from shared.errors import UpstreamUnavailable
-from tests.conftest import NewTenant
+from tests.conftest import FreshDatabase, NewTenant, Stack, serve_app
 
 REFRESH_TOKEN = "Atzr|very-secret-refresh-token"
 
@@ -145,3 +149,36 @@ def test_read_scopes_pass_and_credentials_round_trip_only_with_the_key() -> None
         CredentialBox(Fernet.generate_key().decode()).open(box.seal({"a": 1}))
     with pytest.raises(UpstreamUnavailable, match="LODESTAR_INGEST_CREDENTIALS_KEY"):
         CredentialBox("").seal({"a": 1})
+
+
+async def test_a_replaced_key_leaves_every_credential_readable_under_the_new_one(
+    stack: Stack, fresh_database: FreshDatabase
+) -> None:
+    url = await fresh_database("ingest")
+    old, new, stranger = (Fernet.generate_key().decode() for _ in range(3))
+    pg = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        for store_id, key in (("acme-shop", old), ("lost-shop", stranger)):
+            await pg.execute(
+                "INSERT INTO ingest.connections (id, tenant_id, platform, store_id, marketplace,"
+                " name, granted_scopes, credentials, created_by) VALUES ($1, 'tn_1', 'shopify',"
+                " $1, 'US', $1, '{read_orders}', $2, 'test')",
+                store_id,
+                CredentialBox(key).seal({"access_token": store_id}),
+            )
+        port = free_port()
+        settings = service_settings("ingest", stack.config).model_copy(
+            update={"port": port, "database_url": url, "credentials_key": f"{new},{old}"}
+        )
+        # Started with the new key first, ingest seals every credential again under it.
+        async with serve_app(ingest_app(settings), "127.0.0.1", port):
+            pass
+        rows = await pg.fetch("SELECT store_id, credentials FROM ingest.connections")
+    finally:
+        await pg.close()
+    sealed = {row["store_id"]: bytes(row["credentials"]) for row in rows}
+    assert CredentialBox(new).open(sealed["acme-shop"]) == {"access_token": "acme-shop"}
+    with pytest.raises(UpstreamUnavailable):
+        CredentialBox(old).open(sealed["acme-shop"])
+    # One that no key given opens is left as it was.
+    assert CredentialBox(stranger).open(sealed["lost-shop"]) == {"access_token": "lost-shop"}

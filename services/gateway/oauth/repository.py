@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Any, cast
-
 from sqlalchemy import any_, literal, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -99,12 +97,9 @@ class KeyRepository:
         )
         return list(result.scalars().all())
 
-    async def unsealed(self, sealed_member: str) -> list[SigningKey]:
-        """Every key, retired or not, whose stored JWK lacks ``sealed_member``."""
-        result = await self.session.execute(
-            # JSONB's ``?``, which the column's SQLModel annotation (a dict) hides.
-            select(SigningKey).where(~cast(Any, SigningKey.private_jwk).has_key(sealed_member))
-        )
+    async def every_key(self) -> list[SigningKey]:
+        """Every key, retired or not."""
+        result = await self.session.execute(select(SigningKey))
         return list(result.scalars().all())
 
     async def retire(self, kids: list[str]) -> None:

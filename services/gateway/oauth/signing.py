@@ -59,17 +59,32 @@ def _stored(key: RSAKey, sealer: Sealer) -> dict[str, Any]:
     return {SEALED: sealer.seal(private).decode()} if sealer.ready else private
 
 
+def _sealed_again(row: SigningKey, sealer: Sealer) -> dict[str, Any]:
+    """The row's sealed key under the first of the keys; a retired key none of them
+    opens is left as it is (it is never read again)."""
+    try:
+        return {SEALED: sealer.sealed_again(str(row.private_jwk[SEALED]).encode()).decode()}
+    except SealedWithAnotherKey:
+        if row.retired_at is None:
+            raise _unreadable(row, sealer) from None
+        return row.private_jwk
+
+
+def _unreadable(row: SigningKey, sealer: Sealer) -> UnreadableSigningKeys:
+    return UnreadableSigningKeys(
+        f"the token signing key {row.kid} cannot be opened: no key of {sealer.variable} "
+        "sealed it; start the gateway with the key that did"
+    )
+
+
 def _opened(row: SigningKey, sealer: Sealer) -> RSAKey:
     stored = row.private_jwk
     if SEALED not in stored:
         return RSAKey.import_key(stored)
     try:
         return RSAKey.import_key(sealer.open(str(stored[SEALED]).encode()))
-    except SealedWithAnotherKey as error:
-        raise UnreadableSigningKeys(
-            f"the token signing key {row.kid} cannot be opened: {error}; start the gateway "
-            f"with the {sealer.variable} that sealed it"
-        ) from None
+    except SealedWithAnotherKey:
+        raise _unreadable(row, sealer) from None
 
 
 @dataclass
@@ -112,7 +127,8 @@ def _new_key(signs_from: datetime, sealer: Sealer) -> SigningKey:
 
 async def load_signer(session: AsyncSession, sealer: Sealer | None = None) -> Signer:
     """The stored signing keys; the first start creates one and keeps it. With a
-    ``sealer`` ready, keys stored unsealed are sealed now (retired ones too).
+    ``sealer`` ready, keys stored unsealed are sealed now (retired ones too), and when
+    it is replacing a key, the sealed ones are sealed again under the new one.
 
     An advisory lock serialises the check and the insert, so replicas starting at
     once end with one key between them.
@@ -121,8 +137,11 @@ async def load_signer(session: AsyncSession, sealer: Sealer | None = None) -> Si
     repository = KeyRepository(session)
     await repository.lock()
     if sealer.ready:
-        for row in await repository.unsealed(SEALED):
-            row.private_jwk = _stored(RSAKey.import_key(row.private_jwk), sealer)
+        for row in await repository.every_key():
+            if SEALED not in row.private_jwk:
+                row.private_jwk = _stored(RSAKey.import_key(row.private_jwk), sealer)
+            elif sealer.replacing:
+                row.private_jwk = _sealed_again(row, sealer)
         await session.flush()
     else:
         log.warning("token signing keys are stored unsealed: set %s to seal them", sealer.variable)

@@ -3,10 +3,15 @@ ingest ever opens them."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+import asyncpg
 
 from shared.errors import UpstreamUnavailable
 from shared.sealing import SealedWithAnotherKey, Sealer
+
+log = logging.getLogger(__name__)
 
 CREDENTIALS_KEY_VARIABLE = "LODESTAR_INGEST_CREDENTIALS_KEY"
 
@@ -18,6 +23,18 @@ class CredentialBox:
     @property
     def ready(self) -> bool:
         return self._sealer.ready
+
+    @property
+    def replacing(self) -> bool:
+        """Whether older keys are given, whose credentials are to be sealed again."""
+        return self._sealer.replacing
+
+    def sealed_again(self, sealed: bytes) -> bytes | None:
+        """``sealed`` under the newest key; None when no key given opens it."""
+        try:
+            return self._sealer.sealed_again(sealed)
+        except SealedWithAnotherKey:
+            return None
 
     def seal(self, credentials: dict[str, Any]) -> bytes:
         if not self._sealer.ready:
@@ -33,3 +50,28 @@ class CredentialBox:
             return self._sealer.open(sealed)
         except SealedWithAnotherKey:
             raise UpstreamUnavailable("platform credentials were sealed with another key") from None
+
+
+async def seal_again_under_the_newest_key(conn: asyncpg.Connection, box: CredentialBox) -> None:
+    """When the key is being replaced, every stored credential is sealed again under
+    the new one, so that the old key can go; one no key opens is left and counted."""
+    if not box.replacing:
+        return
+    resealed, unreadable = 0, 0
+    async with conn.transaction():
+        for row in await conn.fetch("SELECT id, credentials FROM connections FOR UPDATE"):
+            again = box.sealed_again(bytes(row["credentials"]))
+            if again is None:
+                unreadable += 1
+                continue
+            await conn.execute(
+                "UPDATE connections SET credentials = $2 WHERE id = $1", row["id"], again
+            )
+            resealed += 1
+    log.info("platform credentials sealed again under the newest key: %d", resealed)
+    if unreadable:
+        log.warning(
+            "%d platform credentials are sealed with no key of %s and cannot be read",
+            unreadable,
+            CREDENTIALS_KEY_VARIABLE,
+        )
