@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.access import GatewayGrantLookup
 from shared.audit import AuditMiddleware, audit_router
 from shared.auth import KeyCache, TokenVerifier, current_principal
+from shared.compression import CompressedAnswers
 from shared.db import Database, database_unavailable, rolled_back_for_concurrency
 from shared.erasure import ErasureListener
 from shared.errors import (
@@ -477,6 +478,7 @@ def build_app(
     service: str,
     settings: ServiceSettings,
     audit_skip: Callable[[str, int], bool] | None = None,
+    compressed_paths: tuple[str, ...] = (),
     **kwargs: Any,
 ) -> FastAPI:
     """A FastAPI app with the shared error rendering, tracing, request limits (body size
@@ -511,6 +513,9 @@ def build_app(
         render=error_response_at,
     )
     app.add_middleware(TracingMiddleware, service=service)
+    if compressed_paths:
+        # Inside HeadAsGet: a HEAD tells the very headers its GET gets.
+        app.add_middleware(CompressedAnswers, paths=compressed_paths)
     app.add_middleware(HeadAsGet)
     app.include_router(health_router(settings))
     app.include_router(audit_router())

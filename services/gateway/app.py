@@ -12,7 +12,6 @@ from fastapi import Depends, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from services.gateway.audit.endpoints import router as audit_router
-from services.gateway.compression import CompressedAnswers
 from services.gateway.config import SIGNING_KEYS_KEY_VARIABLE, Settings, get_settings
 from services.gateway.erasures.tracker import ErasureTracker, refuse_erased_writes
 from services.gateway.exports.endpoints import router as exports_router
@@ -46,6 +45,11 @@ from shared.telemetry import setup_telemetry
 from shared.tenant_data import tenant_data_router
 
 SERVICE = "gateway"
+# The large answers an ERP or a dashboard pulls, gzip-compressed when the client takes
+# it (a year of KPIs by day is megabytes). No other route: OAuth and account answers
+# carry secrets (BREACH); these hold none the caller may not read, and bearer tokens
+# are not sent by a browser on another site's behalf.
+COMPRESSED_PATHS = ("/graphql", "/v1/kpis", "/openapi.json")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -129,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             owner_of(path) is not None or (is_tenant_path(path) and status < 400)
         ),
         lifespan=lifespan,
+        compressed_paths=COMPRESSED_PATHS,
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
@@ -149,7 +154,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tenant_data_router(GATEWAY_TABLES))
     # Last: everything under /v1 the gateway does not serve itself goes downstream.
     app.include_router(proxy_router)
-    app.add_middleware(CompressedAnswers)
     if settings.allowed_origins:
         # Outermost: a preflight is answered before limits, tokens or the audit see it.
         app.add_middleware(

@@ -7,7 +7,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 
-from services.gateway.compression import MINIMUM_BYTES, CompressedAnswers, accepts_gzip
+from services.gateway.app import COMPRESSED_PATHS
+from shared.compression import MINIMUM_BYTES, CompressedAnswers, accepts_gzip
 from tests.conftest import NewTenant
 
 A_YEAR_BY_DAY = {
@@ -63,6 +64,13 @@ async def test_a_large_kpi_answer_comes_compressed_with_a_weak_tag_that_still_ma
     assert int(packed.headers["content-length"]) < len(plain.content) / 4
     # Another representation, so a weak tag (RFC 9110 §8.8.3) of the same answer.
     assert packed.headers["etag"] == f"W/{strong}"
+    # A HEAD tells what its GET would send.
+    head = await http.head(
+        "/v1/kpis", params=A_YEAR_BY_DAY, headers={**tenant.headers, "Accept-Encoding": "gzip"}
+    )
+    assert head.status_code == 200 and head.content == b""
+    for header in ("content-encoding", "content-length", "etag", "vary"):
+        assert head.headers[header] == packed.headers[header], header
     for held in (packed.headers["etag"], strong):
         again = await http.get(
             "/v1/kpis",
@@ -131,7 +139,8 @@ async def test_small_answers_and_other_routes_are_sent_as_they_are(
     for path in ("/oauth/token", "/v1/tenants", "/v1/kpisx", "/graphqlx", "/v1/kpis/catalog"):
         app.add_api_route(path, lambda: PlainTextResponse(large))
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(CompressedAnswers(app)), base_url="http://gateway"
+        transport=httpx.ASGITransport(CompressedAnswers(app, COMPRESSED_PATHS)),
+        base_url="http://gateway",
     ) as client:
         for path in ("/oauth/token", "/v1/tenants", "/v1/kpisx", "/graphqlx"):
             sent = await client.get(path, headers={"Accept-Encoding": "gzip"})

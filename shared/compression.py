@@ -1,10 +1,7 @@
-"""gzip for the large answers a client may ask compressed: KPIs, GraphQL, the API document.
+"""gzip for large answers of the routes a service names, when the client takes it.
 
-A year of KPIs by day and SKU is tens of megabytes of JSON or CSV, which gzip makes
-some four times smaller for an ERP pulling it over the internet. Only those answers are
-compressed: the OAuth and account routes carry secrets, and a compressed secret beside
-text a caller chose is what BREACH measures. (The KPI answers hold no secret the caller
-may not read, and bearer tokens are not sent by a browser on another site's behalf.)
+Only routes whose answers hold no secret should be named: a compressed secret beside
+text a caller chose is what BREACH measures.
 """
 
 from __future__ import annotations
@@ -23,7 +20,6 @@ MINIMUM_BYTES = 32 * 1024
 # level 1 makes them 3.9 times smaller at 157 MB/s, level 5 4.4 times at 67 MB/s, 9
 # 4.6 times at 16 MB/s. Answers over 128 KiB are compressed in a worker thread.
 LEVEL = 1
-COMPRESSED_PATHS = ("/graphql", "/v1/kpis", "/openapi.json")
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -32,19 +28,21 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return coding_quality(accept_encoding, ("gzip", "x-gzip")) > 0
 
 
-def _compressed_path(path: str) -> bool:
-    return any(path == prefix or path.startswith(f"{prefix}/") for prefix in COMPRESSED_PATHS)
-
-
 class CompressedAnswers:
-    def __init__(self, app: ASGIApp) -> None:
+    """Compresses the answers of ``paths`` (each path and those under it)."""
+
+    def __init__(self, app: ASGIApp, paths: tuple[str, ...]) -> None:
         self.app = app
+        self.paths = paths
         self.gzip = GZipMiddleware(app, minimum_size=MINIMUM_BYTES, compresslevel=LEVEL)
+
+    def _compressed_path(self, path: str) -> bool:
+        return any(path == prefix or path.startswith(f"{prefix}/") for prefix in self.paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] != "http"
-            or not _compressed_path(scope["path"])
+            or not self._compressed_path(scope["path"])
             or not accepts_gzip(Headers(scope=scope).get("accept-encoding", ""))
         ):
             await self.app(scope, receive, send)
