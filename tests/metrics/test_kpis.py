@@ -286,6 +286,57 @@ async def test_compared_buckets_are_whole_weeks_and_months(
     assert [v["previous"] for v in september["rows"][0]["values"]] == [100.0, 1.0]
 
 
+async def test_a_bucket_cut_by_from_compares_with_the_same_dates_one_period_back(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """16 to 28 February against 16 to 28 January, not to the 31st (13 days against
+    16), whether or not later months are asked too; a range that covers its last month
+    from the 1st still takes the whole month."""
+    tenant = await new_tenant()
+    await seed(
+        http,
+        tenant,
+        [
+            # Noon in Los Angeles on each day.
+            line("j15", "J", 1, "1.00", "2026-01-15T20:00:00Z"),
+            line("j28", "J", 1, "10.00", "2026-01-28T20:00:00Z"),
+            line("j29", "J", 1, "100.00", "2026-01-29T20:00:00Z"),
+            line("j31", "J", 1, "1000.00", "2026-01-31T20:00:00Z"),
+            line("m30", "J", 1, "10000.00", "2026-03-30T19:00:00Z"),
+            line("m31", "J", 1, "100000.00", "2026-03-31T19:00:00Z"),
+            line("f20", "J", 1, "20.00", "2028-02-20T20:00:00Z"),
+            line("f29", "J", 1, "200.00", "2028-02-29T20:00:00Z"),
+        ],
+    )
+
+    async def previous(start: str, end: str, grain: str = "month") -> list[float]:
+        answer = await kpis(
+            http, tenant, metrics="gmv", grain=grain, compare_to="previous_period",
+            **{"from": start, "to": end},
+        )  # fmt: skip
+        return [row["values"][0]["previous"] for row in answer["rows"]]
+
+    assert await previous("2026-02-16", "2026-02-28") == [10.0]
+    assert await previous("2026-02-16", "2026-02-27") == [0.0]
+    # The last day of April alone is the 30th of March, not the 31st.
+    assert await previous("2026-04-30", "2026-04-30") == [10000.0]
+    assert await previous("2026-06-30", "2026-06-30", grain="quarter") == [10000.0]
+    # Covering February from the 1st: the whole of January; a range from inside
+    # January by month, its cut January from the same day of December, then all of it.
+    assert await previous("2026-02-01", "2026-02-28") == [1111.0]
+    # By month from inside February to March's end, February's row too compares with
+    # 16 to 28 January, and March's with the whole of February (none).
+    assert await previous("2026-02-16", "2026-03-31") == [10.0, 0.0]
+    # A year back, from inside a February to a later month: the 28th of the leap
+    # February, not the 29th, as for that February alone.
+    for end in ("2029-02-28", "2029-03-31"):
+        answer = await kpis(
+            http, tenant, metrics="gmv", grain="month", compare_to="previous_year",
+            **{"from": "2029-02-16", "to": end},
+        )  # fmt: skip
+        assert answer["rows"][0]["values"][0]["previous"] == 20.0, end
+
+
 async def test_a_year_earlier_is_the_same_date_around_29_february(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:

@@ -10,7 +10,7 @@ import calendar
 import heapq
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -267,6 +267,14 @@ def _add_months(day: date, months: int) -> date:
     return date(year, month, min(day.day, last))
 
 
+def _same_date_months_back(day: date, months: int) -> date:
+    """The same day number ``months`` earlier, clamped to that month's length: 30 April
+    is 30 March, 31 March is 28 February."""
+    month_index = day.year * 12 + day.month - 1 - months
+    year, month = divmod(month_index, 12)
+    return date(year, month + 1, min(day.day, calendar.monthrange(year, month + 1)[1]))
+
+
 def shift(day: date, grain: str, forward: bool = False) -> date:
     """One period of ``grain`` earlier (or later)."""
     sign = 1 if forward else -1
@@ -337,7 +345,40 @@ def comparison_range(query: KpiQuery) -> ComparisonRange:
     if query.grain == "total":
         length = query.end - query.start + timedelta(days=1)
         return ComparisonRange(query.start - length, query.end - length)
+    if query.grain in ("month", "quarter"):
+        months = 1 if query.grain == "month" else 3
+        # As a year back: a range that ends a month it covers from the 1st compares with
+        # the whole month before; one that starts inside it (16 to 28 February) with the
+        # same dates (16 to 28 January, not to the 31st). A bucket cut by ``from`` is
+        # the same cut range one period back, from the same day number.
+        whole_last_month = query.start <= query.end.replace(day=1)
+        end = (
+            shift(query.end, query.grain)
+            if whole_last_month
+            else _same_date_months_back(query.end, months)
+        )
+        return ComparisonRange(_same_date_months_back(query.start, months), end)
     return ComparisonRange(shift(query.start, query.grain), shift(query.end, query.grain))
+
+
+def comparison_ranges(query: KpiQuery) -> list[ComparisonRange]:
+    """The ranges the comparison reads: ``comparison_range``, or two when the first
+    bucket is cut by ``from`` and its own comparison ends before the next bucket's
+    starts. 16 February to 31 March by month compares February's 16th to 28th with
+    January's 16th to 28th, as 16 to 28 February alone does, and March with the whole
+    of February: January's last three days are in neither."""
+    whole = comparison_range(query)
+    first_bucket = period_start(query.start, query.grain)
+    if query.grain in ("day", "week", "total") or first_bucket == query.start:
+        return [whole]
+    first_end = shift(first_bucket, query.grain, forward=True) - timedelta(days=1)
+    if first_end >= query.end:
+        return [whole]
+    own = comparison_range(replace(query, end=first_end))
+    rest = comparison_range(replace(query, start=first_end + timedelta(days=1)))
+    if own.end + timedelta(days=1) >= rest.start:
+        return [whole]
+    return [own, rest]
 
 
 @dataclass
@@ -348,6 +389,13 @@ class Measured:
         default_factory=lambda: defaultdict(dict)
     )
     warnings: list[str] = field(default_factory=list)
+
+    def joined(self, other: Measured) -> Measured:
+        """The values of two ranges of other buckets, and the warnings of both."""
+        values = defaultdict(dict, self.values)
+        values.update(other.values)
+        warnings = [*self.warnings, *(w for w in other.warnings if w not in self.warnings)]
+        return Measured(values, warnings)
 
 
 def _float(value: Decimal | None) -> float | None:

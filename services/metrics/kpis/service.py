@@ -45,7 +45,7 @@ from services.metrics.kpis.query import (
     all_periods,
     answer,
     answer_too_large,
-    comparison_range,
+    comparison_ranges,
     shift,
 )
 from services.metrics.kpis.repository import Grouping, RollupRepository
@@ -563,13 +563,13 @@ async def _compute(
         or await repository.dominant_currency(query.tenant_id, query.start, query.end)
         or "USD"
     )
-    earlier = comparison_range(query) if query.compare_to else None
     current = await _measure(
         repository, query, query.start, query.end, target, known, settings, now
     )
     previous = None
-    if earlier is not None:
-        previous = await _measure(
+    for earlier in comparison_ranges(query) if query.compare_to else []:
+        measured = await _measure(
             repository, query, earlier.start, earlier.end, target, known, settings, now
         )
+        previous = measured if previous is None else previous.joined(measured)
     return answer(query, target, current, previous, _empty_bucket(query))
