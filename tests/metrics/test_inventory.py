@@ -202,6 +202,52 @@ async def test_a_warehouse_holds_its_latest_snapshot_of_a_date_whatever_its_even
     }
 
 
+async def test_a_stores_latest_snapshot_replaces_one_sent_under_another_marketplace(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """For stock a store is its platform and id: a morning count sent under US and an
+    evening one under MX (one North America account) are one warehouse's counts."""
+    tenant = await new_tenant()
+    day = "2026-04-02"
+
+    def under(marketplace: str, event: dict[str, Any]) -> dict[str, Any]:
+        return {**event, "source": {**event["source"], "marketplace": marketplace}}
+
+    response = await http.post(
+        "/v1/events",
+        json={
+            "events": [
+                under("US", counted_at("a-am", day, "A", "wh1", 10, f"{day}T08:00:00Z")),
+                under("MX", counted_at("a-pm", day, "A", "wh1", 20, f"{day}T20:00:00Z")),
+                under("US", counted_at("b-am", day, "B", "wh1", 0, f"{day}T08:00:00Z")),
+                under("MX", counted_at("b-pm", day, "B", "wh1", 7, f"{day}T20:00:00Z")),
+            ]
+        },
+        headers=tenant.headers,
+    )
+    assert response.status_code == 202, response.text
+    await wait_for(http, tenant, "on_hand", 27.0)
+    body = await kpis(
+        http, tenant, metrics="on_hand,stockout_rate", grain="day",
+        **{"from": day, "to": day},
+    )  # fmt: skip
+    assert [v["value"] for v in body["rows"][0]["values"]] == [27.0, 0.0]
+    # The evening count comes again under US, dated before the morning's: the morning's
+    # counts, and the MX cell it leaves holds nothing.
+    moved = {**under("US", counted_at("a-pm", day, "A", "wh1", 20, f"{day}T07:00:00Z", version=2))}
+    assert (
+        await http.post("/v1/events", json={"events": [moved]}, headers=tenant.headers)
+    ).status_code == 202
+    await wait_for(http, tenant, "on_hand", 17.0)
+    by_marketplace = await kpis(
+        http, tenant, metrics="on_hand", grain="day", group_by="marketplace",
+        **{"from": day, "to": day},
+    )  # fmt: skip
+    assert {
+        row["dimensions"][0]["value"]: row["values"][0]["value"] for row in by_marketplace["rows"]
+    } == {"US": 10.0, "MX": 7.0}
+
+
 async def test_days_of_cover_gives_a_group_a_row_only_where_its_window_has_data(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:

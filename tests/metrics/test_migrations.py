@@ -467,3 +467,74 @@ async def test_measure_cells_count_one_fact_a_row(fresh_database: FreshDatabase)
         assert [tuple(r.values()) for r in per_store] == [("s1", 2), ("s2", 1)]
         await asyncio.to_thread(command.downgrade, alembic_config("metrics", url), "0024")
         assert await conn.fetchval("SELECT count(*) FROM daily_measures") == 2
+
+
+async def test_a_stores_snapshot_under_another_marketplace_no_longer_adds_up(
+    fresh_database: FreshDatabase,
+) -> None:
+    url = await fresh_database()
+    await asyncio.to_thread(upgrade, "metrics", url, "0026")
+    day = date(2026, 4, 10)
+    snapshots = [
+        # event id, marketplace, SKU, on hand, counted at
+        ("a-am", "US", "A", 10, "2026-04-10T08:00:00Z"),
+        ("a-pm", "MX", "A", 20, "2026-04-10T20:00:00Z"),
+        ("b-am", "US", "B", 0, "2026-04-10T08:00:00Z"),
+        ("b-pm", "MX", "B", 7, "2026-04-10T20:00:00Z"),
+    ]
+    async with schema_connection(url, "metrics") as conn:
+        for event_id, marketplace, sku, on_hand, at in snapshots:
+            payload = (
+                f'{{"date": "2026-04-10", "sku": "{sku}", "warehouse": "wh1", '
+                f'"on_hand": {on_hand}}}'
+            )
+            await conn.execute(
+                "INSERT INTO events_raw (tenant_id, event_id, type, version, platform, store_id,"
+                " marketplace, occurred_at, payload) VALUES ('t1', $1, 'inventory_snapshot', 1,"
+                " 'amazon', 's1', $2, $3::text::timestamptz, $4::jsonb)",
+                event_id, marketplace, at, payload,
+            )  # fmt: skip
+        # As the consumer counted them: each marketplace's latest, so all four.
+        cells = [
+            # marketplace, SKU, measure, value
+            ("US", "A", "on_hand", 10), ("US", "A", "snapshots", 1),
+            ("MX", "A", "on_hand", 20), ("MX", "A", "snapshots", 1),
+            ("US", "B", "on_hand", 0), ("US", "B", "snapshots", 1),
+            ("MX", "B", "on_hand", 7), ("MX", "B", "snapshots", 1),
+        ]  # fmt: skip
+        for marketplace, sku, measure, value in cells:
+            await conn.execute(
+                "INSERT INTO daily_measures (tenant_id, local_date, platform, store_id,"
+                " marketplace, sku, measure, currency, value, facts)"
+                " VALUES ('t1', $1, 'amazon', 's1', $2, $3, $4, '', $5, 1)",
+                day, marketplace, sku, measure, value,
+            )  # fmt: skip
+        for marketplace, measure, value in (
+            ("US", "on_hand", 10), ("US", "snapshots", 2), ("MX", "on_hand", 27), ("MX", "snapshots", 2),
+        ):  # fmt: skip
+            await conn.execute(
+                "INSERT INTO daily_store_measures (tenant_id, measure, local_date, platform,"
+                " store_id, marketplace, currency, value, facts)"
+                " VALUES ('t1', $1, $2, 'amazon', 's1', $3, '', $4, 2)",
+                measure, day, marketplace, value,
+            )  # fmt: skip
+
+        async def counted() -> set[tuple[object, ...]]:
+            per_sku = await conn.fetch(
+                "SELECT marketplace, sku, measure, value, facts FROM daily_measures"
+            )
+            per_store = await conn.fetch(
+                "SELECT marketplace, '' AS sku, measure, value, facts FROM daily_store_measures"
+            )
+            return {tuple(r.values()) for r in [*per_sku, *per_store]}
+
+        before = await counted()
+        await asyncio.to_thread(upgrade, "metrics", url, "0027")
+        # Only the evening counts are left: US's rows emptied are gone.
+        assert await counted() == {
+            ("MX", "A", "on_hand", 20, 1), ("MX", "A", "snapshots", 1, 1),
+            ("MX", "B", "on_hand", 7, 1), ("MX", "B", "snapshots", 1, 1),
+            ("MX", "", "on_hand", 27, 2), ("MX", "", "snapshots", 2, 2),
+        }  # fmt: skip
+        await asyncio.to_thread(command.downgrade, alembic_config("metrics", url), "0026")
+        assert await counted() == before

@@ -261,15 +261,11 @@ async def apply_messages(
         # A warehouse's stock on a date is its latest snapshot, not the sum of them: the
         # snapshots counted for the keys this batch touches, before and after it.
         keys = {
-            _snapshot_key(
-                m.tenant_id, m.source.platform, m.source.store_id, m.source.marketplace, m.payload
-            )
+            _snapshot_key(m.tenant_id, m.source.platform, m.source.store_id, m.payload)
             for m in others
             if m.type == "inventory_snapshot"
         } | {
-            _snapshot_key(
-                r["tenant_id"], r["platform"], r["store_id"], r["marketplace"], r["payload"]
-            )
+            _snapshot_key(r["tenant_id"], r["platform"], r["store_id"], r["payload"])
             for r in replaced
             if r["type"] == "inventory_snapshot"
         }
@@ -349,19 +345,11 @@ async def apply_messages(
 
 
 def _snapshot_key(
-    tenant_id: str, platform: str, store_id: str, marketplace: str, payload: dict[str, Any]
+    tenant_id: str, platform: str, store_id: str, payload: dict[str, Any]
 ) -> tuple[str, ...]:
-    """What one inventory snapshot replaces another of: (tenant, platform, store,
-    marketplace, SKU, warehouse, date), as the kept payload writes them."""
-    return (
-        tenant_id,
-        platform,
-        store_id,
-        marketplace,
-        payload["sku"],
-        payload["warehouse"],
-        payload["date"],
-    )
+    """What one inventory snapshot replaces another of: (tenant, platform, store, SKU,
+    warehouse, date), as the kept payload writes them, whatever marketplace it names."""
+    return (tenant_id, platform, store_id, payload["sku"], payload["warehouse"], payload["date"])
 
 
 def _source(tenant_id: str, source: EventSource, zones: StoreZones) -> Source:

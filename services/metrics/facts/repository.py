@@ -493,26 +493,26 @@ class FactRepository:
         return {(row["tenant_id"], row["event_id"]) for row in applied}
 
     async def latest_snapshots(self, keys: set[tuple[str, ...]]) -> list[asyncpg.Record]:
-        """Of each (tenant, platform, store, marketplace, SKU, warehouse, date), the kept
-        inventory snapshot taken last (``occurred_at``, then the greater event id): a
-        warehouse's stock on a date, which an earlier snapshot of it does not add to."""
+        """Of each (tenant, platform, store, SKU, warehouse, date), the kept inventory
+        snapshot taken last (``occurred_at``, then the greater event id): a warehouse's
+        stock on a date, which an earlier snapshot of it does not add to, whatever
+        marketplace either names (for stock a store is its platform and id)."""
         if not keys:
             return []
         rows: list[asyncpg.Record] = await self.conn.fetch(
             """
-            SELECT DISTINCT ON (r.tenant_id, r.platform, r.store_id, r.marketplace,
-                                k.sku, k.warehouse, k.day)
+            SELECT DISTINCT ON (r.tenant_id, r.platform, r.store_id, k.sku, k.warehouse, k.day)
                    r.tenant_id, r.platform, r.store_id, r.marketplace, r.type, r.payload
             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                        $6::text[], $7::text[])
-                 AS k(tenant_id, platform, store_id, marketplace, sku, warehouse, day)
+                        $6::text[])
+                 AS k(tenant_id, platform, store_id, sku, warehouse, day)
             JOIN events_raw r
               ON r.type = 'inventory_snapshot' AND r.tenant_id = k.tenant_id
              AND r.platform = k.platform AND r.store_id = k.store_id
              AND r.payload->>'sku' = k.sku AND r.payload->>'warehouse' = k.warehouse
-             AND r.payload->>'date' = k.day AND r.marketplace = k.marketplace
-            ORDER BY r.tenant_id, r.platform, r.store_id, r.marketplace, k.sku, k.warehouse,
-                     k.day, r.occurred_at DESC, r.event_id DESC
+             AND r.payload->>'date' = k.day
+            ORDER BY r.tenant_id, r.platform, r.store_id, k.sku, k.warehouse, k.day,
+                     r.occurred_at DESC, r.event_id DESC
             """,
             *_arrays(keys),
         )
