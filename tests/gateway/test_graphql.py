@@ -682,12 +682,21 @@ async def test_input_errors_name_the_field(
         '{ kpis(input: {metrics: ["gmv"], from: "20260101", to: "2026-01-31", grain: HOUR,'
         ' filters: {skus: ["A", 1]}}, tenantId: 1.5) { currency } }',
     )
-    named = {e["extensions"]["errors"][0]["field"] for e in inline["errors"]}
-    assert named == {"input.from", "input.grain", "input.filters.skus[1]", "tenantId"}
-    for error in inline["errors"]:
+    named = {e["extensions"]["errors"][0]["field"]: e for e in inline["errors"]}
+    assert set(named) == {"input.from", "input.grain", "input.filters.skus[1]", "tenantId"}
+    for name, error in named.items():
         assert error["extensions"]["code"] == "BAD_USER_INPUT"
-        field = error["extensions"]["errors"][0]["field"]
-        assert error["message"].startswith(f"{field}: "), error
+        assert error["message"].startswith(f"{name}: "), error
+    # Each located at the value written, a Date that is none too (its scalar's own
+    # error comes without one), so an editor can underline it.
+    assert named["input.from"]["locations"] == [{"line": 1, "column": 40}]
+    assert named["input.filters.skus[1]"]["locations"] == [{"line": 1, "column": 105}]
+    # A misspelt field is named itself, as a missing one is.
+    misspelt = await gql(
+        fake.client, tenant.headers, KPIS, input=month_input(filters={"store": ["Zeta"]})
+    )
+    [unknown] = misspelt["errors"]
+    assert unknown["extensions"]["errors"][0]["field"] == "input.filters.store"
     missing = await gql(
         fake.client,
         tenant.headers,

@@ -11,6 +11,8 @@ from graphql import (
     SKIP,
     ArgumentNode,
     GraphQLInputType,
+    ListValueNode,
+    ObjectValueNode,
     ValidationContext,
     ValueNode,
     ValuesOfCorrectTypeRule,
@@ -46,19 +48,39 @@ _VARIABLE_ERROR = re.compile(
 )
 
 
-# graphql-core names an input object left without a required field by the object's
-# path, and the field only in its words: "Expected value of type 'KpiQueryInput' to
-# include required field 'to', found: ...".
-_MISSING_FIELD = re.compile(r"^Expected value of type '[^']+' to include required field '(\w+)'")
+# graphql-core names an input object left without a required field, or given one it
+# does not have, by the object's path, and the field only in its words: "Expected value
+# of type 'KpiQueryInput' to include required field 'to', found: ...", "... not to
+# include unknown field 'store'".
+_FIELD_IN_WORDS = re.compile(
+    r"^Expected value of type '[^']+' (?:to include required|not to include unknown) "
+    r"field '(\w+)'"
+)
 
 
 def _field_named(path: str, reason: str) -> str:
-    """The input field an error is about: ``path``, or the required field under it that
-    was left out."""
-    missing = _MISSING_FIELD.match(reason)
-    if missing is None:
+    """The input field an error is about: ``path``, or the field under it that was left
+    out or is unknown (a misspelt ``store`` for ``stores``)."""
+    named = _FIELD_IN_WORDS.match(reason)
+    if named is None:
         return path
-    return f"{path}.{missing[1]}" if path else missing[1]
+    return f"{path}.{named[1]}" if path else named[1]
+
+
+def _value_at(node: ValueNode, path: list[str | int]) -> ValueNode:
+    """The value written at ``path`` (field names and list positions) inside ``node``,
+    or the deepest one there is."""
+    for step in path:
+        if isinstance(node, ObjectValueNode) and isinstance(step, str):
+            found = [field.value for field in node.fields if field.name.value == step]
+            if not found:
+                break
+            node = found[0]
+        elif isinstance(node, ListValueNode) and isinstance(step, int) and step < len(node.values):
+            node = node.values[step]
+        else:
+            break
+    return node
 
 
 class NamedValuesOfCorrectType(ValuesOfCorrectTypeRule):
@@ -81,12 +103,18 @@ class NamedValuesOfCorrectType(ValuesOfCorrectTypeRule):
     ) -> VisitorAction:
         # As graphql-core 3.3 does it, with the path it hands to on_error kept.
         if input_type:
+
+            def report(error: GraphQLError, path: list[str | int]) -> None:
+                # A custom scalar's own error (a Date that is none) comes without the
+                # value it is about: located at it, as every other value error is.
+                self._report(error, path, error.nodes or [_value_at(node, path)])
+
             validate_input_literal(
-                node, input_type, self._report, None, None, self.context.hide_suggestions
+                node, input_type, report, None, None, self.context.hide_suggestions
             )
         return SKIP
 
-    def _report(self, error: GraphQLError, path: list[str | int]) -> None:
+    def _report(self, error: GraphQLError, path: list[str | int], nodes: list[Any] | None) -> None:
         # A variable's default value has no argument: its path starts at a field.
         field = _field_named(
             (
@@ -98,7 +126,7 @@ class NamedValuesOfCorrectType(ValuesOfCorrectTypeRule):
         self.report_error(
             GraphQLError(
                 f"{field}: {error.message}" if field else error.message,
-                nodes=error.nodes,
+                nodes=nodes,
                 extensions={"errors": [{"field": field, "reason": error.message}]},
             )
         )
