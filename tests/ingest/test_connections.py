@@ -170,9 +170,13 @@ async def test_a_replaced_key_leaves_every_credential_readable_under_the_new_one
         settings = service_settings("ingest", stack.config).model_copy(
             update={"port": port, "database_url": url, "credentials_key": f"{new},{old}"}
         )
-        # Started with the new key first, ingest seals every credential again under it.
-        async with serve_app(ingest_app(settings), "127.0.0.1", port):
-            pass
+        # Started with the new key first, ingest seals every credential again under it,
+        # before it answers.
+        async with (
+            serve_app(ingest_app(settings), "127.0.0.1", port),
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
+        ):
+            assert (await client.get("/healthz")).status_code == 200
         rows = await pg.fetch("SELECT store_id, credentials FROM ingest.connections")
     finally:
         await pg.close()
