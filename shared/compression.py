@@ -7,7 +7,7 @@ text a caller chose is what BREACH measures.
 from __future__ import annotations
 
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.middleware.gzip import GZipMiddleware
+from starlette.middleware.gzip import GZipResponder
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.negotiation import coding_quality
@@ -34,7 +34,6 @@ class CompressedAnswers:
     def __init__(self, app: ASGIApp, paths: tuple[str, ...]) -> None:
         self.app = app
         self.paths = paths
-        self.gzip = GZipMiddleware(app, minimum_size=MINIMUM_BYTES, compresslevel=LEVEL)
 
     def _compressed_path(self, path: str) -> bool:
         return any(path == prefix or path.startswith(f"{prefix}/") for prefix in self.paths)
@@ -59,4 +58,7 @@ class CompressedAnswers:
                     headers["etag"] = f"W/{etag}"
             await send(message)
 
-        await self.gzip(scope, receive, weakening_tags)
+        # Starlette's responder, not its middleware: the middleware would decide again,
+        # by a plain substring, whether the client takes gzip (and refuse ``*``).
+        responder = GZipResponder(self.app, MINIMUM_BYTES, compresslevel=LEVEL)
+        await responder(scope, receive, weakening_tags)
