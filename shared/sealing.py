@@ -9,6 +9,7 @@ older one sealed. Once every replica has started so, the older keys can go.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -47,22 +48,20 @@ class Sealer:
         return self._fernet.encrypt(orjson.dumps(value))
 
     def open(self, sealed: bytes) -> dict[str, Any]:
-        if self._fernet is None:
-            raise SealedWithAnotherKey(f"sealed values cannot be read: {self.variable} is unset")
-        try:
-            opened: dict[str, Any] = orjson.loads(self._fernet.decrypt(sealed))
-        except InvalidToken:
-            raise SealedWithAnotherKey(self._not_ours()) from None
+        opened: dict[str, Any] = orjson.loads(self._sealed_with(sealed, MultiFernet.decrypt))
         return opened
 
     def sealed_again(self, sealed: bytes) -> bytes:
         """``sealed`` under the first key, whichever of the keys sealed it."""
+        return self._sealed_with(sealed, MultiFernet.rotate)
+
+    def _sealed_with(self, sealed: bytes, use: Callable[[MultiFernet, bytes], bytes]) -> bytes:
+        """``use`` of the keys on ``sealed``; SealedWithAnotherKey when none opens it."""
         if self._fernet is None:
             raise SealedWithAnotherKey(f"sealed values cannot be read: {self.variable} is unset")
         try:
-            return self._fernet.rotate(sealed)
+            return use(self._fernet, sealed)
         except InvalidToken:
-            raise SealedWithAnotherKey(self._not_ours()) from None
-
-    def _not_ours(self) -> str:
-        return f"a value was sealed with a key other than {self.variable}'s"
+            raise SealedWithAnotherKey(
+                f"a value was sealed with a key other than {self.variable}'s"
+            ) from None

@@ -10,6 +10,8 @@ from pydantic_settings import SettingsConfigDict
 from shared.sealing import Sealer
 from shared.settings import ServiceSettings, env_alias
 
+CREDENTIALS_KEY_VARIABLE = "LODESTAR_INGEST_CREDENTIALS_KEY"
+
 
 class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="LODESTAR_INGEST_", extra="ignore")
@@ -38,14 +40,12 @@ class Settings(ServiceSettings):
     broker_check_seconds: float = 5.0
     # Fernet key (urlsafe base64 of 32 bytes) sealing platform credentials at rest; a
     # secret. Unset, connections cannot be stored (503 naming the variable).
-    credentials_key: str = Field(
-        default="", validation_alias=env_alias("LODESTAR_INGEST_CREDENTIALS_KEY")
-    )
+    credentials_key: str = Field(default="", validation_alias=env_alias(CREDENTIALS_KEY_VARIABLE))
 
     @field_validator("credentials_key")
     @classmethod
     def _a_fernet_key(cls, value: str) -> str:
-        Sealer(value, "LODESTAR_INGEST_CREDENTIALS_KEY")
+        Sealer(value, CREDENTIALS_KEY_VARIABLE)
         return value
 
 

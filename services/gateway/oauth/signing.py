@@ -59,11 +59,16 @@ def _stored(key: RSAKey, sealer: Sealer) -> dict[str, Any]:
     return {SEALED: sealer.seal(private).decode()} if sealer.ready else private
 
 
+def _token(row: SigningKey) -> bytes:
+    """The Fernet token a sealed key is stored as."""
+    return str(row.private_jwk[SEALED]).encode()
+
+
 def _sealed_again(row: SigningKey, sealer: Sealer) -> dict[str, Any]:
     """The row's sealed key under the first of the keys; a retired key none of them
     opens is left as it is (it is never read again)."""
     try:
-        return {SEALED: sealer.sealed_again(str(row.private_jwk[SEALED]).encode()).decode()}
+        return {SEALED: sealer.sealed_again(_token(row)).decode()}
     except SealedWithAnotherKey:
         if row.retired_at is None:
             raise _unreadable(row, sealer) from None
@@ -82,7 +87,7 @@ def _opened(row: SigningKey, sealer: Sealer) -> RSAKey:
     if SEALED not in stored:
         return RSAKey.import_key(stored)
     try:
-        return RSAKey.import_key(sealer.open(str(stored[SEALED]).encode()))
+        return RSAKey.import_key(sealer.open(_token(row)))
     except SealedWithAnotherKey:
         raise _unreadable(row, sealer) from None
 

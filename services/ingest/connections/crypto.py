@@ -8,12 +8,11 @@ from typing import Any
 
 import asyncpg
 
+from services.ingest.config import CREDENTIALS_KEY_VARIABLE
 from shared.errors import UpstreamUnavailable
 from shared.sealing import SealedWithAnotherKey, Sealer
 
 log = logging.getLogger(__name__)
-
-CREDENTIALS_KEY_VARIABLE = "LODESTAR_INGEST_CREDENTIALS_KEY"
 
 
 class CredentialBox:
@@ -57,18 +56,18 @@ async def seal_again_under_the_newest_key(conn: asyncpg.Connection, box: Credent
     the new one, so that the old key can go; one no key opens is left and counted."""
     if not box.replacing:
         return
-    resealed, unreadable = 0, 0
     async with conn.transaction():
-        for row in await conn.fetch("SELECT id, credentials FROM connections FOR UPDATE"):
-            again = box.sealed_again(bytes(row["credentials"]))
-            if again is None:
-                unreadable += 1
-                continue
-            await conn.execute(
-                "UPDATE connections SET credentials = $2 WHERE id = $1", row["id"], again
-            )
-            resealed += 1
-    log.info("platform credentials sealed again under the newest key: %d", resealed)
+        rows = await conn.fetch("SELECT id, credentials FROM connections FOR UPDATE")
+        sealed = [(row["id"], box.sealed_again(bytes(row["credentials"]))) for row in rows]
+        resealed = [(id_, again) for id_, again in sealed if again is not None]
+        await conn.execute(
+            "UPDATE connections c SET credentials = s.credentials "
+            "FROM unnest($1::text[], $2::bytea[]) AS s(id, credentials) WHERE c.id = s.id",
+            [id_ for id_, _ in resealed],
+            [again for _, again in resealed],
+        )
+    unreadable = len(sealed) - len(resealed)
+    log.info("platform credentials sealed again under the newest key: %d", len(resealed))
     if unreadable:
         log.warning(
             "%d platform credentials are sealed with no key of %s and cannot be read",

@@ -254,39 +254,29 @@ def _anniversary(day: date, years: int) -> date:
         return date(day.year + years, 3, 1)
 
 
-def _add_months(day: date, months: int) -> date:
-    """The same day ``months`` later (or earlier), clamped to the month's length; a
-    month's last day stays its last day, so a range ending on 30 September compares
-    with one ending on 31 August, the whole month."""
+def _add_months(day: date, months: int, month_end: bool) -> date:
+    """The same day number ``months`` later (or earlier), clamped to the month's length
+    (30 April is 30 March, 31 March is 28 February); with ``month_end``, a month's last
+    day stays its last day, so a range ending on 30 September compares with one ending
+    on 31 August, the whole month."""
     month_index = day.year * 12 + day.month - 1 + months
     year, month = divmod(month_index, 12)
     month += 1
     last = calendar.monthrange(year, month)[1]
-    if (day + timedelta(days=1)).month != day.month:
+    if month_end and (day + timedelta(days=1)).month != day.month:
         return date(year, month, last)
     return date(year, month, min(day.day, last))
 
 
-def _same_date_months_back(day: date, months: int) -> date:
-    """The same day number ``months`` earlier, clamped to that month's length: 30 April
-    is 30 March, 31 March is 28 February."""
-    month_index = day.year * 12 + day.month - 1 - months
-    year, month = divmod(month_index, 12)
-    return date(year, month + 1, min(day.day, calendar.monthrange(year, month + 1)[1]))
-
-
-def shift(day: date, grain: str, forward: bool = False) -> date:
-    """One period of ``grain`` earlier (or later)."""
+def shift(day: date, grain: str, forward: bool = False, month_end: bool = True) -> date:
+    """One period of ``grain`` earlier (or later); ``month_end`` as ``_add_months``."""
     sign = 1 if forward else -1
     if grain == "day":
         return day + timedelta(days=sign)
     if grain == "week":
         return day + timedelta(days=7 * sign)
-    if grain == "month":
-        return _add_months(day, sign)
-    if grain == "quarter":
-        return _add_months(day, 3 * sign)
-    return _add_months(day, 12 * sign)
+    months = {"month": 1, "quarter": 3}.get(grain, 12)
+    return _add_months(day, months * sign, month_end)
 
 
 @dataclass(frozen=True)
@@ -345,20 +335,15 @@ def comparison_range(query: KpiQuery) -> ComparisonRange:
     if query.grain == "total":
         length = query.end - query.start + timedelta(days=1)
         return ComparisonRange(query.start - length, query.end - length)
-    if query.grain in ("month", "quarter"):
-        months = 1 if query.grain == "month" else 3
-        # As a year back: a range that ends a month it covers from the 1st compares with
-        # the whole month before; one that starts inside it (16 to 28 February) with the
-        # same dates (16 to 28 January, not to the 31st). A bucket cut by ``from`` is
-        # the same cut range one period back, from the same day number.
-        whole_last_month = query.start <= query.end.replace(day=1)
-        end = (
-            shift(query.end, query.grain)
-            if whole_last_month
-            else _same_date_months_back(query.end, months)
-        )
-        return ComparisonRange(_same_date_months_back(query.start, months), end)
-    return ComparisonRange(shift(query.start, query.grain), shift(query.end, query.grain))
+    # As a year back: a range that ends a month it covers from the 1st compares with the
+    # whole month before; one that starts inside it (16 to 28 February) with the same
+    # dates (16 to 28 January, not to the 31st). A bucket cut by ``from`` is the same
+    # cut range one period back, from the same day number.
+    whole_last_month = query.start <= query.end.replace(day=1)
+    return ComparisonRange(
+        shift(query.start, query.grain, month_end=False),
+        shift(query.end, query.grain, month_end=whole_last_month),
+    )
 
 
 def comparison_ranges(query: KpiQuery) -> list[ComparisonRange]:
