@@ -268,3 +268,53 @@ async def test_days_of_cover_gives_a_group_a_row_only_where_its_window_has_data(
     # C sold on 15 February: of the months' 30-day windows, only February's reaches it
     # (March's starts on 2 March). D was snapshotted in January, and sold nothing.
     assert rows == {("2026-02-01", "C"), ("2026-01-01", "D")}
+
+
+async def test_a_sku_day_is_one_whatever_marketplaces_and_stores_its_warehouses_sit_in(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """An empty warehouse under US and a full one under MX hold one SKU-day in stock; a
+    SKU empty everywhere is one SKU-day out of stock, however many rows it spans."""
+    tenant = await new_tenant()
+    day, next_day = "2026-04-25", "2026-04-26"
+
+    def at(store: str, marketplace: str, event: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **event,
+            "source": {**event["source"], "store_id": store, "marketplace": marketplace},
+        }
+
+    events = [
+        at("s1", "US", snapshot("y1", day, "Y", "W1", 0)),
+        at("s1", "MX", snapshot("y2", day, "Y", "W2", 10)),
+        at("s1", "US", snapshot("q1", day, "Q", "W1", 0)),
+        at("s2", "US", snapshot("q2", day, "Q", "W2", 4)),
+        # Empty on the first day in two marketplaces, stocked on the next: one SKU-day
+        # out of two is out of stock, not two of three.
+        at("s1", "US", snapshot("z1", day, "Z", "W1", 0)),
+        at("s1", "MX", snapshot("z2", day, "Z", "W2", 0)),
+        at("s1", "US", snapshot("z3", next_day, "Z", "W1", 5)),
+    ]
+    response = await http.post("/v1/events", json={"events": events}, headers=tenant.headers)
+    assert response.status_code == 202, response.text
+    await wait_for(http, tenant, "on_hand", 5.0)
+
+    async def by(group_by: str) -> dict[str, list[float | None]]:
+        body = await kpis(
+            http, tenant, metrics="on_hand,stockout_rate", grain="total", group_by=group_by,
+            **{"from": day, "to": next_day},
+        )  # fmt: skip
+        return {
+            ",".join(d["value"] for d in row["dimensions"]): [v["value"] for v in row["values"]]
+            for row in body["rows"]
+        }
+
+    assert await by("sku") == {"Y": [10.0, 0.0], "Q": [4.0, 0.0], "Z": [5.0, 0.5]}
+    total = await kpis(
+        http, tenant, metrics="stockout_rate", grain="day", **{"from": day, "to": next_day}
+    )
+    # The 25th: Y and Q in stock, Z empty; the 26th: Z in stock.
+    assert [row["values"][0]["value"] for row in total["rows"]] == [1 / 3, 0.0]
+    # Grouped by marketplace, each marketplace's warehouses make their own SKU-days.
+    assert await by("marketplace") == {"US": [5.0, 0.5], "MX": [10.0, 0.5]}
+    assert await by("store") == {"s1": [5.0, 0.5], "s2": [4.0, 0.0]}

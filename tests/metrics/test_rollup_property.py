@@ -250,11 +250,13 @@ def test_orders_by_any_skus_and_categories_equal_a_recomputation(
 
 
 snapshot_events = st.builds(
-    lambda n, version, sku, warehouse, day, minutes, on_hand: {
+    lambda n, version, sku, warehouse, day, minutes, on_hand, store, marketplace: {
         "event_id": f"s{n}",
         "version": version,
         "sku": sku,
         "warehouse": warehouse,
+        "store": store,
+        "marketplace": marketplace,
         "date": f"2026-03-0{day}",
         # Few distinct instants, so that counts taken at the same moment occur.
         "at": START + timedelta(minutes=30 * minutes),
@@ -267,6 +269,9 @@ snapshot_events = st.builds(
     st.integers(1, 3),
     st.integers(0, 3),
     st.integers(0, 4),
+    st.sampled_from(["s", "t"]),
+    # A store's snapshots may name any marketplace of its account.
+    st.sampled_from(["US", "MX"]),
 )
 
 
@@ -277,7 +282,9 @@ def snapshot_message(tenant: str, e: dict[str, Any]) -> EventMessage:
             "event_id": e["event_id"],
             "type": "inventory_snapshot",
             "version": e["version"],
-            "source": {"platform": "amazon", "store_id": "s", "marketplace": "US"},
+            "source": {
+                "platform": "amazon", "store_id": e["store"], "marketplace": e["marketplace"]
+            },
             "occurred_at": e["at"],
             "ingested_at": e["at"],
             "payload": {
@@ -289,22 +296,22 @@ def snapshot_message(tenant: str, e: dict[str, Any]) -> EventMessage:
 
 
 def recompute_stock(events: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[int, float]]:
-    """By (day, SKU): units on hand, the latest snapshot of each warehouse added up, and
-    the stockout rate of that SKU-day."""
+    """By (day, SKU): units on hand, the latest snapshot of each store's warehouse added
+    up, and the stockout rate of that one SKU-day, whatever marketplaces it spans."""
     latest: dict[str, dict[str, Any]] = {}
     for e in events:
         if e["event_id"] not in latest or e["version"] > latest[e["event_id"]]["version"]:
             latest[e["event_id"]] = e
-    counted: dict[tuple[str, str, str], dict[str, Any]] = {}
+    counted: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     for e in latest.values():
-        key = (e["date"], e["sku"], e["warehouse"])
+        key = (e["date"], e["sku"], e["store"], e["warehouse"])
         if key not in counted or (e["at"], e["event_id"]) > (
             counted[key]["at"],
             counted[key]["event_id"],
         ):
             counted[key] = e
     stock: dict[tuple[str, str], int] = defaultdict(int)
-    for (day, sku, _), e in counted.items():
+    for (day, sku, _, _), e in counted.items():
         stock[(day, sku)] += e["on_hand"]
     return {cell: (units, 1.0 if units == 0 else 0.0) for cell, units in stock.items()}
 

@@ -367,11 +367,10 @@ class RollupRepository:
         """Per bucket: units on hand on its last snapshot day (``on_hand_last``), SKU-days
         snapshotted (``sku_days``) and of them out of stock (``stockout_sku_days``).
 
-        A SKU-day's ``on_hand`` and ``snapshots`` cells move together (the consumer
-        adds a snapshot's units and its count in one step), so a SKU-day snapshotted
-        and in stock is one with a non-zero ``on_hand`` cell: each bucket is counted
-        from the cells as they are, without pairing them up day by day first (a year
-        of 2,000 SKUs is 730,000 SKU-days)."""
+        A SKU-day is one SKU on one local date within the bucket's group, its stock added
+        up over every warehouse, store and marketplace the group holds: one warehouse
+        empty under US and another full under MX is a SKU-day in stock, unless the
+        answer is grouped by marketplace (or store), where each is its own SKU-day."""
         dims = [COLUMNS[d] for d in grouping.group_by]
         select_dims = "".join(f", {c} AS {d}" for c, d in zip(dims, grouping.group_by, strict=True))
         bucket = ", ".join(["period", *grouping.group_by])
@@ -379,30 +378,30 @@ class RollupRepository:
         clauses, args = _filter_clauses(grouping.filters, first_filter)
         rows: list[asyncpg.Record] = await self.conn.fetch(
             f"""
-            WITH cells AS NOT MATERIALIZED (
+            WITH sku_days AS (
                 SELECT {_period(grouping.grain, "m")} AS period{select_dims}, m.local_date,
-                       m.measure, m.value
+                       sum(m.value) FILTER (WHERE m.measure = 'on_hand') AS on_hand
                 FROM {_measures_source(grouping, "m", first_filter, per_sku=True)}
                 WHERE tenant_id = $1 AND local_date BETWEEN $2 AND $3
                   AND measure IN ('on_hand', 'snapshots') AND value <> 0 {clauses}
+                GROUP BY {bucket}, m.local_date, m.sku
+                HAVING sum(m.value) FILTER (WHERE m.measure = 'snapshots') > 0
             ),
             buckets AS (
-                SELECT {bucket},
-                       count(*) FILTER (WHERE measure = 'snapshots') AS sku_days,
-                       count(*) FILTER (WHERE measure = 'on_hand') AS stocked_sku_days,
-                       max(local_date) FILTER (WHERE measure = 'snapshots') AS last_day
-                FROM cells GROUP BY {bucket}
+                SELECT {bucket}, count(*) AS sku_days,
+                       count(*) FILTER (WHERE coalesce(on_hand, 0) = 0) AS stockout_sku_days,
+                       max(local_date) AS last_day
+                FROM sku_days GROUP BY {bucket}
             ),
             last_stock AS (
-                SELECT {bucket}, sum(value) AS on_hand_last
-                FROM cells JOIN buckets b USING ({bucket})
-                WHERE measure = 'on_hand' AND local_date = b.last_day
+                SELECT {bucket}, sum(on_hand) AS on_hand_last
+                FROM sku_days JOIN buckets b USING ({bucket})
+                WHERE local_date = b.last_day
                 GROUP BY {bucket}
             )
-            SELECT {bucket}, sku_days, sku_days - stocked_sku_days AS stockout_sku_days,
+            SELECT {bucket}, sku_days, stockout_sku_days,
                    coalesce(on_hand_last, 0) AS on_hand_last
             FROM buckets LEFT JOIN last_stock USING ({bucket})
-            WHERE sku_days > 0
             """,
             grouping.tenant_id,
             grouping.start,
