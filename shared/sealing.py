@@ -25,15 +25,19 @@ class Sealer:
 
     def __init__(self, keys: str, variable: str) -> None:
         self.variable = variable
-        try:
-            fernets = [Fernet(key.strip().encode()) for key in keys.split(",") if key.strip()]
-        except ValueError:
-            raise ValueError(
-                f"{variable}: must be a Fernet key, 32 url-safe base64-encoded bytes "
-                "(python -c 'from cryptography.fernet import Fernet; "
-                "print(Fernet.generate_key().decode())'), or several, comma-separated, "
-                "the newest first"
-            ) from None
+        fernets = []
+        for place, key in enumerate((key.strip() for key in keys.split(",") if key.strip()), 1):
+            try:
+                fernets.append(Fernet(key.encode()))
+            except ValueError:
+                # Never the value: this ends up in logs, and a mistyped key is nearly
+                # the key.
+                raise ValueError(
+                    f"{variable}: the {_ordinal(place)} key must be a Fernet key, 32 "
+                    "url-safe base64-encoded bytes (python -c 'from cryptography.fernet "
+                    "import Fernet; print(Fernet.generate_key().decode())'), or several, "
+                    "comma-separated, the newest first"
+                ) from None
         self._fernet = MultiFernet(fernets) if fernets else None
         # Older keys are given: what they sealed is to be sealed again under the first.
         self.replacing = len(fernets) > 1
@@ -65,3 +69,8 @@ class Sealer:
             raise SealedWithAnotherKey(
                 f"a value was sealed with a key other than {self.variable}'s"
             ) from None
+
+
+def _ordinal(place: int) -> str:
+    suffix = {1: "st", 2: "nd", 3: "rd"}.get(place if place < 20 else place % 10, "th")
+    return f"{place}{suffix}"

@@ -21,7 +21,11 @@ def env_alias(name: str) -> AliasChoices:
 class ServiceSettings(BaseSettings):
     """Settings every service reads; a service subclass adds its own with its prefix."""
 
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    # Settings hold secrets (keys, passwords in URLs): a refused value is named by its
+    # variable and reason, never echoed into the log.
+    model_config = SettingsConfigDict(
+        extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     database_url: str = Field(
         default="postgresql://postgres@localhost:5432/lodestar",

@@ -171,10 +171,36 @@ def test_a_key_that_is_no_fernet_key_is_refused_naming_its_variable(
     settings: type[BaseSettings], variable: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(variable, "not-a-key")
-    with pytest.raises(ValidationError, match=f"{variable}: must be a Fernet key"):
+    with pytest.raises(ValidationError, match=f"{variable}: the 1st key must be a Fernet key"):
         settings()
     monkeypatch.setenv(variable, Fernet.generate_key().decode())
     settings()
+
+
+@pytest.mark.parametrize(
+    ("settings", "variable"),
+    [
+        (GatewaySettings, "LODESTAR_GATEWAY_SIGNING_KEYS_KEY"),
+        (IngestSettings, "LODESTAR_INGEST_CREDENTIALS_KEY"),
+    ],
+)
+def test_a_mistyped_key_is_refused_without_showing_any_of_it(
+    settings: type[BaseSettings], variable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refusal ends up in logs: a key one character away from the real one, or the
+    old key beside a bad new one, is as good as the key itself."""
+    new, old = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    mistyped = new[:20] + "!" + new[21:]
+    monkeypatch.setenv(variable, f"{mistyped},{old}")
+    with pytest.raises(ValidationError) as refused:
+        settings()
+    message = str(refused.value)
+    assert f"{variable}: the 1st key must be a Fernet key" in message
+    for secret in (new[:12], new[-12:], old[:12], old[-12:]):
+        assert secret not in message
+    monkeypatch.setenv(variable, f"{new},{old[:-3]}")
+    with pytest.raises(ValidationError, match=f"{variable}: the 2nd key must be"):
+        settings()
 
 
 async def test_a_rotated_key_is_published_first_then_signs_then_retires_the_old(

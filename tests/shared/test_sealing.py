@@ -43,7 +43,9 @@ def test_a_key_is_replaced_by_naming_the_new_one_first() -> None:
         both.sealed_again(Sealer(key(), VARIABLE).seal({}))
 
 
-@pytest.mark.parametrize("keys", ["not-a-key", f"{Fernet.generate_key().decode()},short"])
-def test_a_key_that_is_no_fernet_key_is_refused_naming_the_variable(keys: str) -> None:
-    with pytest.raises(ValueError, match=f"{VARIABLE}: must be a Fernet key"):
+@pytest.mark.parametrize(
+    ("keys", "bad"), [("not-a-key", "1st"), (f"{Fernet.generate_key().decode()},short", "2nd")]
+)
+def test_a_key_that_is_no_fernet_key_is_refused_naming_the_variable(keys: str, bad: str) -> None:
+    with pytest.raises(ValueError, match=f"{VARIABLE}: the {bad} key must be a Fernet key"):
         Sealer(keys, VARIABLE)
