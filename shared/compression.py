@@ -39,26 +39,35 @@ class CompressedAnswers:
         return any(path == prefix or path.startswith(f"{prefix}/") for prefix in self.paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or not self._compressed_path(scope["path"])
-            or not accepts_gzip(Headers(scope=scope).get("accept-encoding", ""))
-        ):
+        if scope["type"] != "http" or not self._compressed_path(scope["path"]):
             await self.app(scope, receive, send)
             return
+        takes_gzip = accepts_gzip(Headers(scope=scope).get("accept-encoding", ""))
 
-        async def weakening_tags(message: Message) -> None:
-            # A strong tag names these very bytes (RFC 9110 §8.8.3); the compressed
-            # ones are another representation, so their tag is weak. An If-None-Match
-            # naming it still matches, as tags are compared weakly there.
+        async def labelled(message: Message) -> None:
+            # Every answer tells caches that it depends on Accept-Encoding. To a client
+            # that takes gzip the tag is weak whether or not these bytes were compressed,
+            # as a strong tag names exact bytes (RFC 9110 §8.8.3): so the 304, which has
+            # no body to decide by, repeats its 200's tag (§15.4.5) and a cache holding
+            # that 200 is freshened by it. An If-None-Match naming either form matches,
+            # as tags are compared weakly there.
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
+                if "accept-encoding" not in _tokens(headers.get("vary", "")):
+                    headers.add_vary_header("Accept-Encoding")
                 etag = headers.get("etag")
-                if headers.get("content-encoding") == "gzip" and etag and not etag.startswith("W/"):
+                if takes_gzip and etag and not etag.startswith("W/"):
                     headers["etag"] = f"W/{etag}"
             await send(message)
 
+        if not takes_gzip:
+            await self.app(scope, receive, labelled)
+            return
         # Starlette's responder, not its middleware: the middleware would decide again,
         # by a plain substring, whether the client takes gzip (and refuse ``*``).
         responder = GZipResponder(self.app, MINIMUM_BYTES, compresslevel=LEVEL)
-        await responder(scope, receive, weakening_tags)
+        await responder(scope, receive, labelled)
+
+
+def _tokens(header: str) -> set[str]:
+    return {token.strip().lower() for token in header.split(",")}

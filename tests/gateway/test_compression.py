@@ -78,6 +78,18 @@ async def test_a_large_kpi_answer_comes_compressed_with_a_weak_tag_that_still_ma
             headers={**tenant.headers, "Accept-Encoding": "gzip", "If-None-Match": held},
         )
         assert again.status_code == 304, held
+        # The 304 repeats the tag and Vary its 200 had (RFC 9110 §15.4.5), so a cache
+        # holding the compressed 200 is freshened by it.
+        assert again.headers["etag"] == packed.headers["etag"]
+        assert again.headers["vary"] == packed.headers["vary"]
+    unchanged = await http.get(
+        "/v1/kpis",
+        params=A_YEAR_BY_DAY,
+        headers={**tenant.headers, "Accept-Encoding": "identity", "If-None-Match": strong},
+    )
+    assert unchanged.status_code == 304
+    assert unchanged.headers["etag"] == strong
+    assert unchanged.headers["vary"] == plain.headers["vary"] == "Accept, Accept-Encoding"
 
     refused = await http.get(
         "/v1/kpis",
@@ -131,6 +143,9 @@ async def test_small_answers_and_other_routes_are_sent_as_they_are(
     )
     assert small.status_code == 200
     assert "content-encoding" not in small.headers
+    # Its tag is weak all the same, as its 304's must be, having no body to decide by.
+    assert small.headers["etag"].startswith('W/"')
+    assert small.headers["vary"] == "Accept, Accept-Encoding"
 
     # The OAuth and account routes carry secrets: never compressed (BREACH), however
     # large; nor are paths that only begin like a compressed one.

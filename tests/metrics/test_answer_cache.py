@@ -54,7 +54,8 @@ async def test_an_erp_holding_the_answer_gets_304_until_it_changes(
     params = {"metrics": "gmv", "grain": "total", **MARCH}
     first = await http.get("/v1/kpis", params=params, headers=tenant.headers)
     etag = first.headers["etag"]
-    assert first.headers["vary"] == "Accept" and "no-cache" in first.headers["cache-control"]
+    assert first.headers["vary"] == "Accept, Accept-Encoding"
+    assert "no-cache" in first.headers["cache-control"]
 
     async def ask(held: str, who: TenantClient = tenant, **more: str) -> httpx.Response:
         headers = {**who.headers, "If-None-Match": held}
@@ -63,7 +64,7 @@ async def test_an_erp_holding_the_answer_gets_304_until_it_changes(
     unchanged = await ask(etag)
     assert unchanged.status_code == 304 and unchanged.content == b""
     assert unchanged.headers["etag"] == etag
-    assert (await ask(f'"other", W/{etag}')).status_code == 304
+    assert (await ask(f'"other", {etag.removeprefix("W/")}')).status_code == 304
     assert (await ask("*")).status_code == 304
     # The tag names the data version, not bytes in memory: a replica that never
     # computed the answer confirms it without computing it.
