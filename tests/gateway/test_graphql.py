@@ -691,6 +691,27 @@ async def test_input_errors_name_the_field(
     # error comes without one), so an editor can underline it.
     assert named["input.from"]["locations"] == [{"line": 1, "column": 40}]
     assert named["input.filters.skus[1]"]["locations"] == [{"line": 1, "column": 105}]
+    # A list or an object where a String belongs too (graphql-core blames a copy of it).
+    nested = await gql(
+        fake.client,
+        tenant.headers,
+        '{ kpis(input: {metrics: ["gmv"], from: "2026-01-01", to: "2026-01-31", grain: MONTH,'
+        ' filters: {skus: [["x"]], stores: {a: 1}}}) { currency } }',
+    )
+    assert {e["extensions"]["errors"][0]["field"]: e["locations"] for e in nested["errors"]} == {
+        "input.filters.skus[0]": [{"line": 1, "column": 103}],
+        "input.filters.stores": [{"line": 1, "column": 119}],
+    }
+    # A variable's default value is named by its variable.
+    defaults = await gql(
+        fake.client,
+        tenant.headers,
+        'query($d: Date = "nope", $i: KpiQueryInput = {metrics: ["gmv"], from: "x",'
+        ' to: "2026-01-31", grain: MONTH}) { a: kpis(input: {metrics: ["gmv"], from: $d,'
+        ' to: "2026-01-31", grain: MONTH}) { currency } b: kpis(input: $i) { currency } }',
+    )
+    assert [e["extensions"]["errors"][0]["field"] for e in defaults["errors"]] == ["d", "i.from"]
+    assert defaults["errors"][0]["message"].startswith("d: Value cannot represent a Date")
     # A misspelt field is named itself, as a missing one is.
     misspelt = await gql(
         fake.client, tenant.headers, KPIS, input=month_input(filters={"store": ["Zeta"]})

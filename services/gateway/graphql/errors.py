@@ -16,6 +16,7 @@ from graphql import (
     ValidationContext,
     ValueNode,
     ValuesOfCorrectTypeRule,
+    VariableDefinitionNode,
     VisitorAction,
 )
 from graphql.error import GraphQLError
@@ -98,6 +99,14 @@ class NamedValuesOfCorrectType(ValuesOfCorrectTypeRule):
     def leave_argument(self, *_: Any) -> None:
         self._argument = ""
 
+    # A variable's default value is named by the variable, as a bad value passed for
+    # it in ``variables`` is.
+    def enter_variable_definition(self, node: VariableDefinitionNode, *_: Any) -> None:
+        self._argument = node.variable.name.value
+
+    def leave_variable_definition(self, *_: Any) -> None:
+        self._argument = ""
+
     def is_valid_value_node(
         self, node: ValueNode, input_type: GraphQLInputType | None
     ) -> VisitorAction:
@@ -105,9 +114,12 @@ class NamedValuesOfCorrectType(ValuesOfCorrectTypeRule):
         if input_type:
 
             def report(error: GraphQLError, path: list[str | int]) -> None:
-                # A custom scalar's own error (a Date that is none) comes without the
-                # value it is about: located at it, as every other value error is.
-                self._report(error, path, error.nodes or [_value_at(node, path)])
+                # A scalar's own error comes without the value it is about (a Date
+                # that is none), or about a copy of it that has no place in the query
+                # (a list given for a String): located at the value written, as every
+                # other value error is.
+                located = [n for n in error.nodes or [] if n.loc is not None]
+                self._report(error, path, located or [_value_at(node, path)])
 
             validate_input_literal(
                 node, input_type, report, None, None, self.context.hide_suggestions
@@ -115,7 +127,6 @@ class NamedValuesOfCorrectType(ValuesOfCorrectTypeRule):
         return SKIP
 
     def _report(self, error: GraphQLError, path: list[str | int], nodes: list[Any] | None) -> None:
-        # A variable's default value has no argument: its path starts at a field.
         field = _field_named(
             (
                 self._argument
