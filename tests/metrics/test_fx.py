@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from services.metrics.fx.rates import REMEMBERED_CHARACTERS, RateBook
-from services.metrics.kpis.service import MAX_DAYS_NAMED, missing_rate_warning
+from services.metrics.kpis.query import MAX_DAYS_NAMED, missing_rate_warning
 from tests.conftest import NewTenant
 from tests.metrics.test_kpis import kpis, line, values
 from tests.metrics.test_order_attached import push, rate, refund, settle
@@ -269,6 +269,43 @@ async def test_a_missing_rate_is_told_only_where_the_query_reads(
     await settle(http, tenant, {"units": 3.0}, **march)
     two = await kpis(http, tenant, metrics="gmv", categories="Secret", grain="total", **march)
     assert two["warnings"] == ["no FX rate for MXN→USD on 2026-03-12, 2026-03-13"]
+
+
+async def test_a_comparison_read_in_two_ranges_names_a_currency_once_for_them(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """16 February to 31 March compared with the period before reads 16 to 28 January
+    and all of February: one warning names the days of both, as one range's would."""
+    tenant = await new_tenant()
+    days = ["2026-01-20", "2026-02-10", "2026-02-20", "2026-03-20"]
+    await push(
+        http,
+        tenant,
+        *(
+            line(
+                f"p{n}",
+                f"P{n}",
+                1,
+                "10.00",
+                f"{day}T18:00:00Z",
+                currency="MXN",
+                store="acme-mx",
+                marketplace="MX",
+            )
+            for n, day in enumerate(days)
+        ),
+    )
+    await settle(
+        http, tenant, {"units": 4.0}, **{"from": "2026-01-01", "to": "2026-03-31"}
+    )  # fmt: skip
+    compared = await kpis(
+        http, tenant, metrics="gmv", grain="month", compare_to="previous_period", currency="USD",
+        **{"from": "2026-02-16", "to": "2026-03-31"},
+    )  # fmt: skip
+    assert compared["warnings"] == [
+        "no FX rate for MXN→USD on 2026-02-20, 2026-03-20",
+        "no FX rate for MXN→USD on 2026-01-20, 2026-02-10, 2026-02-20",
+    ]
 
 
 async def test_a_missing_rate_is_told_only_of_the_metrics_asked(

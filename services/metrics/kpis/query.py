@@ -368,19 +368,50 @@ def comparison_ranges(query: KpiQuery) -> list[ComparisonRange]:
 
 @dataclass
 class Measured:
-    """Each row's metric values over one date range, and what could not be computed."""
+    """Each row's metric values over one date range, and what could not be computed:
+    ``unrated`` holds, by currency, the days whose amounts have no rate."""
 
     values: dict[RowKey, dict[str, Decimal | None]] = field(
         default_factory=lambda: defaultdict(dict)
     )
     warnings: list[str] = field(default_factory=list)
+    unrated: dict[str, set[date]] = field(default_factory=dict)
 
     def joined(self, other: Measured) -> Measured:
-        """The values of two ranges of other buckets, and the warnings of both."""
+        """The values of two ranges of other buckets, and the warnings of both: a
+        currency's days without a rate in either named in one warning."""
         values = defaultdict(dict, self.values)
         values.update(other.values)
         warnings = [*self.warnings, *(w for w in other.warnings if w not in self.warnings)]
-        return Measured(values, warnings)
+        unrated = {
+            currency: self.unrated.get(currency, set()) | other.unrated.get(currency, set())
+            for currency in self.unrated.keys() | other.unrated.keys()
+        }
+        return Measured(values, warnings, unrated)
+
+    def warnings_in(self, target: str | None) -> list[str]:
+        return [
+            *self.warnings,
+            *(
+                missing_rate_warning(currency, target or "", sorted(days))
+                for currency, days in sorted(self.unrated.items())
+                if days
+            ),
+        ]
+
+
+# A warning names each day that lacks a rate up to this many, then how many more and
+# the last: a month's days in full, and no year of dates in one line.
+MAX_DAYS_NAMED = 31
+
+
+def missing_rate_warning(currency: str, target: str, days: list[date]) -> str:
+    """CONTRACT §4: names the currency and the days whose amounts have no rate."""
+    named = ", ".join(day.isoformat() for day in days[:MAX_DAYS_NAMED])
+    more = len(days) - MAX_DAYS_NAMED
+    if more > 0:
+        named += f" and {more} more day{'s' if more > 1 else ''}, the last {days[-1].isoformat()}"
+    return f"no FX rate for {currency}→{target} on {named}"
 
 
 def _float(value: Decimal | None) -> float | None:
@@ -455,7 +486,11 @@ def answer(
         )
     unsplittable = [unsplittable_warning(m, d) for m, d in query.unsplittable().items()]
     warnings = list(
-        dict.fromkeys(unsplittable + current.warnings + (previous.warnings if previous else []))
+        dict.fromkeys(
+            unsplittable
+            + current.warnings_in(currency)
+            + (previous.warnings_in(currency) if previous else [])
+        )
     )
     return {"currency": currency, "rows": rows, "warnings": warnings}
 

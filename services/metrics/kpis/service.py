@@ -171,11 +171,7 @@ async def _measure(
                     grouping, currency, dates, reads_sales, reads_measures
                 )
             )
-    for currency, days in sorted(unconverted.items()):
-        if days:
-            found.warnings.append(missing_rate_warning(currency, target, sorted(days)))
-
-    measured = Measured(warnings=found.warnings)
+    measured = Measured(warnings=found.warnings, unrated=unconverted)
     blank = with_defaults({}, needed)
     formulas = [(m, FORMULAS[m].compute) for m in answerable]
     for row_key, inputs in found.inputs.items():
@@ -183,20 +179,6 @@ async def _measure(
         complete = {**blank, **inputs}
         measured.values[row_key] = {metric: compute(complete) for metric, compute in formulas}
     return measured
-
-
-# A warning names each day that lacks a rate up to this many, then how many more and
-# the last: a month's days in full, and no year of dates in one line.
-MAX_DAYS_NAMED = 31
-
-
-def missing_rate_warning(currency: str, target: str, days: list[date]) -> str:
-    """CONTRACT §4: names the currency and the days whose amounts have no rate."""
-    named = ", ".join(day.isoformat() for day in days[:MAX_DAYS_NAMED])
-    more = len(days) - MAX_DAYS_NAMED
-    if more > 0:
-        named += f" and {more} more day{'s' if more > 1 else ''}, the last {days[-1].isoformat()}"
-    return f"no FX rate for {currency}→{target} on {named}"
 
 
 def _row_key(group_by: list[str]) -> Callable[[asyncpg.Record], RowKey]:
