@@ -32,7 +32,7 @@ from shared.auth import KeyCache
 from shared.db import Database, asyncpg_dsn
 from shared.errors import Unauthenticated
 from shared.revocations import REVOKED_TOKENS_PATH
-from shared.sealing import Sealer
+from shared.sealing import SealedWithAnotherKey, Sealer
 from shared.time import utcnow
 from tests.conftest import FreshDatabase, Stack, fetch_token, serve_app
 from tests.gateway.login import header_of
@@ -158,6 +158,40 @@ async def test_keys_stored_before_the_variable_was_set_are_sealed_at_the_next_st
                 await load_signer(session, Sealer(key, SIGNING_KEYS_KEY_VARIABLE))
     finally:
         await database.dispose()
+
+
+async def test_replicas_replace_their_sealing_key_one_at_a_time(
+    stack: Stack, fresh_database: FreshDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A replica that starts with ``NEW,OLD`` seals the keys again under the new key
+    while others still run: one that has the new key second opens them at its reload,
+    and one that lacks it signs on with the keys it read, saying why, and keeps
+    reloading."""
+    url = await fresh_database("gateway")
+    client_id, secret = f"keys-admin-{secrets.token_hex(3)}", secrets.token_urlsafe(24)
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    async with (
+        own_gateway_on(stack, url, client_id, secret, signing_keys_key=old) as lacking,
+        own_gateway_on(stack, url, client_id, secret, signing_keys_key=f"{old},{new}") as ready,
+    ):
+        kid = _kid(await lacking.token())
+        async with own_gateway_on(
+            stack, url, client_id, secret, signing_keys_key=f"{new},{old}"
+        ) as replaced:
+            with pytest.raises(SealedWithAnotherKey):
+                Sealer(old, SIGNING_KEYS_KEY_VARIABLE).open(
+                    (await stored_keys(replaced.pg))[kid]["sealed"].encode()
+                )
+            token = await replaced.token()
+            await ready.app.state.key_reloader.reload()
+            assert await ready.reads(token) == 200
+            assert _kid(await ready.token()) == kid
+            with caplog.at_level("ERROR", logger="services.gateway.oauth.signing"):
+                await lacking.app.state.key_reloader.reload()
+            assert f"the token signing key {kid} cannot be opened" in caplog.text
+            assert "signing on with the keys read before" in caplog.text
+            assert await lacking.reads(token) == 200
+            assert await replaced.reads(await lacking.token()) == 200
 
 
 @pytest.mark.parametrize(

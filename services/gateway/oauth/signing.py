@@ -213,7 +213,13 @@ class KeyReloader:
         async with self.db.session() as session:
             rows = await unretired(session, self.token_lifetime)
         if rows:
-            self.signer.take(rows)
+            try:
+                self.signer.take(rows)
+            except UnreadableSigningKeys as exc:
+                # Another replica sealed them under a key this one lacks (its sealing
+                # key is being replaced): sign on with the keys read before, which are
+                # the same keys, and read again next round.
+                log.error("%s; signing on with the keys read before", exc)
         await self.after()
 
     def start(self) -> None:
