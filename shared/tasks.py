@@ -40,7 +40,7 @@ def every(
 ) -> asyncio.Task[None]:
     """Runs ``work`` every ``seconds`` (the first after a wait) until the task is
     stopped (``stop_task``). A database or connection fault is logged, saying ``what``
-    cannot be read, and the next round tries again."""
+    cannot be read, any other with its trace, and the next round tries again."""
 
     async def rounds() -> None:
         while True:
@@ -49,5 +49,9 @@ def every(
                 await work()
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("%s cannot be read: %s", what, exc)
+            except Exception:
+                # Any other fault too: a task that ended would leave the service on
+                # stale state (keys, revocations) for the rest of its life, silently.
+                log.exception("reading %s failed", what)
 
     return asyncio.create_task(rounds(), name=name)

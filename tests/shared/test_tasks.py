@@ -57,6 +57,8 @@ async def test_a_round_that_cannot_read_is_said_and_the_next_tries_again(
         rounds.append(len(rounds))
         if len(rounds) == 1:
             raise ConnectionRefusedError("database away")
+        if len(rounds) == 2:
+            raise KeyError("a fault of ours")
         if len(rounds) == 3:
             third.set()
 
@@ -66,3 +68,4 @@ async def test_a_round_that_cannot_read_is_said_and_the_next_tries_again(
         await stop_task(task)
     assert task.cancelled()
     assert "the test's rows cannot be read: database away" in caplog.text
+    assert "reading the test's rows failed" in caplog.text and "a fault of ours" in caplog.text
