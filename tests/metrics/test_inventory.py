@@ -318,3 +318,23 @@ async def test_a_sku_day_is_one_whatever_marketplaces_and_stores_its_warehouses_
     # Grouped by marketplace, each marketplace's warehouses make their own SKU-days.
     assert await by("marketplace") == {"US": [5.0, 0.5], "MX": [10.0, 0.5]}
     assert await by("store") == {"s1": [5.0, 0.5], "s2": [4.0, 0.0]}
+    # Narrowed to one store, its SKU-days are those of its warehouses alone.
+    s1 = await kpis(
+        http, tenant, metrics="on_hand,stockout_rate", grain="total", stores="s1",
+        **{"from": day, "to": next_day},
+    )  # fmt: skip
+    assert [v["value"] for v in s1["rows"][0]["values"]] == [5.0, 0.5]
+    # A SKU's category (from its order lines) groups its SKU-days, whatever their stores.
+    lamp = line("y-line", "OY", 1, "10.00", f"{day}T18:00:00Z", sku="Y")
+    lamp["payload"]["category"] = "Lamps"
+    response = await http.post("/v1/events", json={"events": [lamp]}, headers=tenant.headers)
+    assert response.status_code == 202, response.text
+    for _ in range(100):
+        lamps = await kpis(
+            http, tenant, metrics="on_hand,stockout_rate,units", grain="total",
+            group_by="category", categories="Lamps", **{"from": day, "to": next_day},
+        )  # fmt: skip
+        if lamps["rows"]:
+            break
+        await asyncio.sleep(0.1)
+    assert [v["value"] for v in lamps["rows"][0]["values"]] == [10.0, 0.0, 1.0]

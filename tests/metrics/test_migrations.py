@@ -538,3 +538,34 @@ async def test_a_stores_snapshot_under_another_marketplace_no_longer_adds_up(
         }  # fmt: skip
         await asyncio.to_thread(command.downgrade, alembic_config("metrics", url), "0026")
         assert await counted() == before
+
+
+async def test_sku_day_stock_is_filled_from_the_cells_of_every_store(
+    fresh_database: FreshDatabase,
+) -> None:
+    url = await fresh_database()
+    await asyncio.to_thread(upgrade, "metrics", url, "0027")
+    async with schema_connection(url, "metrics") as conn:
+        await conn.execute(
+            """
+            INSERT INTO daily_measures (tenant_id, local_date, platform, store_id, marketplace,
+                                        sku, measure, currency, value, facts) VALUES
+                ('t1', '2026-04-10', 'amazon', 's1', 'US', 'LAMP', 'on_hand', '', 0, 1),
+                ('t1', '2026-04-10', 'amazon', 's1', 'US', 'LAMP', 'snapshots', '', 1, 1),
+                ('t1', '2026-04-10', 'amazon', 's1', 'MX', 'LAMP', 'on_hand', '', 6, 1),
+                ('t1', '2026-04-10', 'amazon', 's1', 'MX', 'LAMP', 'snapshots', '', 2, 2),
+                ('t1', '2026-04-10', 'shopify', 's2', 'US', 'RUG', 'snapshots', '', 1, 1),
+                ('t1', '2026-04-10', 'shopify', 's2', 'US', 'RUG', 'clicks', '', 7, 1)
+            """
+        )
+        await asyncio.to_thread(upgrade, "metrics", url, "0028")
+        rows = await conn.fetch(
+            "SELECT tenant_id, local_date, sku, on_hand, snapshots FROM daily_sku_stock ORDER BY sku"
+        )
+        day = date(2026, 4, 10)
+        assert [tuple(r.values()) for r in rows] == [
+            ("t1", day, "LAMP", Decimal(6), Decimal(3)),
+            ("t1", day, "RUG", Decimal(0), Decimal(1)),
+        ]
+        await asyncio.to_thread(command.downgrade, alembic_config("metrics", url), "0027")
+        assert await conn.fetchval("SELECT to_regclass('daily_sku_stock')") is None

@@ -104,9 +104,10 @@ async def answered(
     to_messages: Callable[[str], list[EventMessage]],
     cuts: list[int],
     params: dict[str, str | None],
-) -> dict[str, Any]:
-    """The answer to ``params`` for a tenant of its own, after ``to_messages(tenant)``
-    were applied in batches cut at ``cuts``."""
+    *more: dict[str, str | None],
+) -> list[dict[str, Any]]:
+    """The answers to ``params`` and ``more`` for a tenant of its own, after
+    ``to_messages(tenant)`` were applied in batches cut at ``cuts``."""
     db = Database(database_url, "metrics", pool_size=2)
     tenant = f"tn_{secrets.token_hex(6)}"
     try:
@@ -116,15 +117,18 @@ async def answered(
             if cut > start:
                 await apply_messages(db, messages[start:cut])
                 start = cut
+        bodies = []
         async with db.raw_connection() as conn:
-            body, _ = await run_query(conn, parse_query(tenant, params))
+            for question in (params, *more):
+                body, _ = await run_query(conn, parse_query(tenant, question))
+                bodies.append(body)
     finally:
         await db.dispose()
-    return body
+    return bodies
 
 
 async def check(database_url: str, events: list[dict[str, Any]], cuts: list[int]) -> None:
-    body = await answered(
+    [body] = await answered(
         database_url,
         lambda tenant: [message(tenant, e) for e in events],
         cuts,
@@ -205,7 +209,7 @@ async def check_orders(
     for dimension, values in filters.items():
         params[{"sku": "skus", "category": "categories"}[dimension]] = ",".join(values)
     # Two batches: the second moves orders the first counted.
-    body = await answered(
+    [body] = await answered(
         database_url,
         lambda tenant: [message(tenant, e) for e in events],
         [len(events) // 2],
@@ -295,9 +299,12 @@ def snapshot_message(tenant: str, e: dict[str, Any]) -> EventMessage:
     )  # fmt: skip
 
 
-def recompute_stock(events: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[int, float]]:
-    """By (day, SKU): units on hand, the latest snapshot of each store's warehouse added
-    up, and the stockout rate of that one SKU-day, whatever marketplaces it spans."""
+def recompute_stock(
+    events: list[dict[str, Any]], by_marketplace: bool = False
+) -> dict[tuple[str, ...], tuple[int, float]]:
+    """By (day, SKU), or (day, SKU, marketplace): units on hand, the latest snapshot of
+    each store's warehouse added up, and the stockout rate of that one SKU-day, whatever
+    stores and marketplaces it spans (within its marketplace, by marketplace)."""
     latest: dict[str, dict[str, Any]] = {}
     for e in events:
         if e["event_id"] not in latest or e["version"] > latest[e["event_id"]]["version"]:
@@ -310,28 +317,29 @@ def recompute_stock(events: list[dict[str, Any]]) -> dict[tuple[str, str], tuple
             counted[key]["event_id"],
         ):
             counted[key] = e
-    stock: dict[tuple[str, str], int] = defaultdict(int)
+    stock: dict[tuple[str, ...], int] = defaultdict(int)
     for (day, sku, _, _), e in counted.items():
-        stock[(day, sku)] += e["on_hand"]
+        stock[(day, sku, *([e["marketplace"]] if by_marketplace else []))] += e["on_hand"]
     return {cell: (units, 1.0 if units == 0 else 0.0) for cell, units in stock.items()}
 
 
 async def check_stock(database_url: str, events: list[dict[str, Any]], cuts: list[int]) -> None:
-    body = await answered(
+    window = {"from": "2026-03-01", "to": "2026-03-03", "grain": "day"}
+    bodies = await answered(
         database_url,
         lambda tenant: [snapshot_message(tenant, e) for e in events],
         cuts,
-        {"metrics": "on_hand,stockout_rate", "from": "2026-03-01", "to": "2026-03-03",
-         "grain": "day", "group_by": "sku"},
-    )  # fmt: skip
-    got = {}
-    for row in body["rows"]:
-        answer = {v["metric"]: v["value"] for v in row["values"]}
-        if answer["on_hand"] is not None:
-            got[(row["period"], row["dimensions"][0]["value"])] = (
-                answer["on_hand"], answer["stockout_rate"]
-            )  # fmt: skip
-    assert got == recompute_stock(events)
+        {"metrics": "on_hand,stockout_rate", "group_by": "sku", **window},
+        {"metrics": "on_hand,stockout_rate", "group_by": "sku,marketplace", **window},
+    )
+    for body, by_marketplace in zip(bodies, (False, True), strict=True):
+        got = {}
+        for row in body["rows"]:
+            answer = {v["metric"]: v["value"] for v in row["values"]}
+            if answer["on_hand"] is not None:
+                dimensions = tuple(d["value"] for d in row["dimensions"])
+                got[(row["period"], *dimensions)] = (answer["on_hand"], answer["stockout_rate"])
+        assert got == recompute_stock(events, by_marketplace)
 
 
 @settings(
@@ -404,7 +412,7 @@ async def check_fee_categories(
               "grain": "total", "group_by": "category"}  # fmt: skip
     if narrowed:
         params["marketplaces"] = ",".join(markets)
-    body = await answered(
+    [body] = await answered(
         database_url,
         lambda tenant: [
             *(fee_message(tenant, market, sku) for market, sku in FEE_CENTS),

@@ -77,8 +77,9 @@ _STORE_MEASURE_CELL = "tenant_id, local_date, platform, store_id, marketplace, m
 
 async def add_measure_cells(conn: asyncpg.Connection, cells_sql: str, *args: Any) -> None:
     """Adds the rows ``cells_sql`` selects (``MEASURE_CELL`` columns, ``value`` and
-    ``facts``, each cell at most once) to the per-SKU measures and, summed over SKUs, to
-    the per-store ones, which answer every question that names no SKU or category."""
+    ``facts``, each cell at most once) to the per-SKU measures; summed over SKUs, to
+    the per-store ones, which answer every question that names no SKU or category; and
+    stock, summed over stores, to the SKU-days of ``daily_sku_stock``."""
     await conn.execute(
         f"""
         WITH cells AS ({cells_sql}),
@@ -87,6 +88,16 @@ async def add_measure_cells(conn: asyncpg.Connection, cells_sql: str, *args: Any
             SELECT {MEASURE_CELL}, value, facts FROM cells
             ON CONFLICT (tenant_id, measure, local_date, platform, store_id, marketplace, sku, currency)
             DO UPDATE SET value = m.value + EXCLUDED.value, facts = m.facts + EXCLUDED.facts
+        ),
+        per_sku_day AS (
+            INSERT INTO daily_sku_stock AS s (tenant_id, local_date, sku, on_hand, snapshots)
+            SELECT tenant_id, local_date, sku,
+                   coalesce(sum(value) FILTER (WHERE measure = 'on_hand'), 0),
+                   coalesce(sum(value) FILTER (WHERE measure = 'snapshots'), 0)
+            FROM cells WHERE measure IN ('on_hand', 'snapshots')
+            GROUP BY tenant_id, local_date, sku
+            ON CONFLICT (tenant_id, local_date, sku) DO UPDATE
+            SET on_hand = s.on_hand + EXCLUDED.on_hand, snapshots = s.snapshots + EXCLUDED.snapshots
         )
         INSERT INTO daily_store_measures AS m ({_STORE_MEASURE_CELL}, value, facts)
         SELECT {_STORE_MEASURE_CELL}, sum(value), sum(facts)
@@ -128,6 +139,18 @@ async def drop_emptied_measures(conn: asyncpg.Connection, cells_sql: str, *args:
           AND NOT EXISTS (
               SELECT FROM daily_measures m WHERE {_same(_STORE_MEASURE_CELL, "m", "s")}
           )
+        """,
+        *args,
+    )
+    # A SKU-day no snapshot is counted in any more (moved to another date or SKU).
+    await conn.execute(
+        f"""
+        DELETE FROM daily_sku_stock s
+        USING (
+            SELECT DISTINCT tenant_id, local_date, sku FROM ({cells_sql}) x
+            WHERE measure = 'snapshots'
+        ) c
+        WHERE {_same("tenant_id, local_date, sku", "s", "c")} AND s.snapshots = 0
         """,
         *args,
     )

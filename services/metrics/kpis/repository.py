@@ -99,11 +99,15 @@ FILTERS_AFTER_FX = 7
 
 
 def _measures_source(
-    grouping: Grouping, alias: str, first_filter: int, per_sku: bool = False
+    grouping: Grouping,
+    alias: str,
+    first_filter: int,
+    per_sku: bool = False,
+    table: str = "daily_measures",
 ) -> str:
     """The measures a query reads: per store unless it names SKUs or categories (or
-    ``per_sku``), and then with each row's SKU's category when it needs it (measures
-    are kept by SKU; a SKU's category is the one its newest order line names).
+    ``per_sku``), and then (from ``table``, kept by SKU) with each row's SKU's category
+    when it needs it (a SKU's category is the one its newest order line names).
 
     The query's filters are its parameters from ``first_filter`` on, in order; $1 is
     the tenant."""
@@ -111,7 +115,7 @@ def _measures_source(
     if not per_sku and not named & {"sku", "category"}:
         return f"daily_store_measures {alias}"
     if "category" not in named:
-        return f"daily_measures {alias}"
+        return f"{table} {alias}"
     # Narrowed to stores (as a caller limited to some always is), the newest line of
     # the stores asked about names the category: no other store's line lends its name.
     narrowing, _ = _filter_clauses(
@@ -127,7 +131,7 @@ def _measures_source(
         )"""
     return f"""(
         SELECT dm.*, coalesce(c.category, '') AS category
-        FROM daily_measures dm LEFT JOIN {categories} c USING ({keys})
+        FROM {table} dm LEFT JOIN {categories} c USING ({keys})
     ) AS {alias}"""
 
 
@@ -371,44 +375,83 @@ class RollupRepository:
         up over every warehouse, store and marketplace the group holds: one warehouse
         empty under US and another full under MX is a SKU-day in stock, unless the
         answer is grouped by marketplace (or store), where each is its own SKU-day."""
-        dims = [COLUMNS[d] for d in grouping.group_by]
-        select_dims = "".join(f", {c} AS {d}" for c, d in zip(dims, grouping.group_by, strict=True))
-        bucket = ", ".join(["period", *grouping.group_by])
         first_filter = 4  # after the tenant and the dates
         clauses, args = _filter_clauses(grouping.filters, first_filter)
-        rows: list[asyncpg.Record] = await self.conn.fetch(
-            f"""
-            WITH sku_days AS (
-                SELECT {_period(grouping.grain, "m")} AS period{select_dims}, m.local_date,
-                       sum(m.value) FILTER (WHERE m.measure = 'on_hand') AS on_hand
-                FROM {_measures_source(grouping, "m", first_filter, per_sku=True)}
-                WHERE tenant_id = $1 AND local_date BETWEEN $2 AND $3
-                  AND measure IN ('on_hand', 'snapshots') AND value <> 0 {clauses}
-                GROUP BY {bucket}, m.local_date, m.sku
-                HAVING sum(m.value) FILTER (WHERE m.measure = 'snapshots') > 0
-            ),
-            buckets AS (
-                SELECT {bucket}, count(*) AS sku_days,
-                       count(*) FILTER (WHERE coalesce(on_hand, 0) = 0) AS stockout_sku_days,
-                       max(local_date) AS last_day
-                FROM sku_days GROUP BY {bucket}
-            ),
-            last_stock AS (
-                SELECT {bucket}, sum(on_hand) AS on_hand_last
-                FROM sku_days JOIN buckets b USING ({bucket})
-                WHERE local_date = b.last_day
-                GROUP BY {bucket}
+        dims = [COLUMNS[d] for d in grouping.group_by]
+        select_dims = "".join(f", {c} AS {d}" for c, d in zip(dims, grouping.group_by, strict=True))
+        named = "".join(f", {d}" for d in grouping.group_by)
+        if {"platform", "store", "marketplace"} & {*grouping.group_by, *grouping.filters}:
+            sql = self._stock_of_stores(grouping, first_filter, clauses, select_dims, named)
+        else:
+            # Kept paired by SKU-day over every store: a row is a SKU-day.
+            source = _measures_source(
+                grouping, "m", first_filter, per_sku=True, table="daily_sku_stock"
             )
-            SELECT {bucket}, sku_days, stockout_sku_days,
-                   coalesce(on_hand_last, 0) AS on_hand_last
-            FROM buckets LEFT JOIN last_stock USING ({bucket})
-            """,
-            grouping.tenant_id,
-            grouping.start,
-            grouping.end,
-            *args,
+            sql = f"""
+            WITH days AS (
+                SELECT m.local_date{select_dims}, count(*) AS sku_days,
+                       count(*) FILTER (WHERE m.on_hand = 0) AS stockout_sku_days,
+                       sum(m.on_hand) AS on_hand
+                FROM {source}
+                WHERE tenant_id = $1 AND local_date BETWEEN $2 AND $3 AND snapshots > 0
+                      {clauses}
+                GROUP BY m.local_date{named}
+            )
+            SELECT {_period(grouping.grain, "d")} AS period{named},
+                   sum(sku_days) AS sku_days, sum(stockout_sku_days) AS stockout_sku_days,
+                   (array_agg(on_hand ORDER BY local_date DESC))[1] AS on_hand_last
+            FROM days d GROUP BY period{named}
+            """
+        rows: list[asyncpg.Record] = await self.conn.fetch(
+            sql, grouping.tenant_id, grouping.start, grouping.end, *args
         )
         return rows
+
+    @staticmethod
+    def _stock_of_stores(
+        grouping: Grouping, first_filter: int, clauses: str, select_dims: str, named: str
+    ) -> str:
+        """``inventory`` of questions naming platforms, stores or marketplaces: their
+        SKU-days paired up from the cells of the stores asked about, in their groups."""
+        source = _measures_source(grouping, "m", first_filter, per_sku=True)
+        joined = "".join(f" AND c.{d} = b.{d}" for d in grouping.group_by)
+        b_named = "".join(f", b.{d}" for d in grouping.group_by)
+        # Days first, then their buckets: a period is worked out once a day, not once
+        # for each of a day's thousands of SKUs; on hand is summed on the last days only.
+        return f"""
+            WITH cells AS NOT MATERIALIZED (
+                SELECT m.local_date{select_dims}, m.sku AS cell_sku, m.measure, m.value
+                FROM {source}
+                WHERE tenant_id = $1 AND local_date BETWEEN $2 AND $3
+                  AND measure IN ('on_hand', 'snapshots') AND value <> 0 {clauses}
+            ),
+            sku_days AS (
+                SELECT local_date{named}, bool_or(measure = 'on_hand') AS stocked
+                FROM cells GROUP BY local_date{named}, cell_sku
+                HAVING bool_or(measure = 'snapshots')
+            ),
+            days AS (
+                SELECT local_date{named}, count(*) AS sku_days,
+                       count(*) FILTER (WHERE NOT stocked) AS stockout_sku_days
+                FROM sku_days GROUP BY local_date{named}
+            ),
+            buckets AS (
+                SELECT {_period(grouping.grain, "d")} AS period{named},
+                       sum(sku_days) AS sku_days, sum(stockout_sku_days) AS stockout_sku_days,
+                       max(local_date) AS last_day
+                FROM days d GROUP BY period{named}
+            ),
+            last_stock AS (
+                SELECT b.period{b_named}, sum(c.value) AS on_hand_last
+                FROM cells c JOIN buckets b ON c.local_date = b.last_day{joined}
+                WHERE c.measure = 'on_hand'
+                  AND c.local_date IN (SELECT last_day FROM buckets)
+                GROUP BY b.period{b_named}
+            )
+            SELECT period{named}, sku_days, stockout_sku_days,
+                   coalesce(on_hand_last, 0) AS on_hand_last
+            FROM buckets LEFT JOIN last_stock USING (period{named})
+            """
 
     async def passed_promises(
         self, grouping: Grouping, since: datetime, until: datetime
