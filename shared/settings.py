@@ -7,7 +7,9 @@ here keep their plain, documented names (``DATABASE_URL``, ``KAFKA_BOOTSTRAP_SER
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from typing import Any
+
+from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The platform-admin client's id when LODESTAR_ADMIN_CLIENT_ID is unset (CONTRACT §1).
@@ -18,6 +20,10 @@ def env_alias(name: str) -> AliasChoices:
     return AliasChoices(name, name.lower())
 
 
+class InvalidSettings(ValueError):
+    """Settings refused: each by its environment variable and reason, never its value."""
+
+
 class ServiceSettings(BaseSettings):
     """Settings every service reads; a service subclass adds its own with its prefix."""
 
@@ -26,6 +32,15 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(
         extra="ignore", populate_by_name=True, hide_input_in_errors=True
     )
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as error:
+            # pydantic names a field ("token_ttl_seconds"); an operator sets a variable.
+            raise InvalidSettings(
+                "; ".join(_refusal(type(self), refused) for refused in error.errors())
+            ) from None
 
     database_url: str = Field(
         default="postgresql://postgres@localhost:5432/lodestar",
@@ -94,20 +109,33 @@ class ServiceSettings(BaseSettings):
         return self.jwks_url or f"{self.gateway_url.rstrip('/')}/.well-known/jwks.json"
 
 
+def variable_of(settings_cls: type[BaseSettings], field_name: str) -> str:
+    """The environment variable a setting is read from (upper case)."""
+    alias = settings_cls.model_fields[field_name].validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0]).upper()
+    if isinstance(alias, str):
+        return alias.upper()
+    prefix = str(settings_cls.model_config.get("env_prefix", "") or "")
+    return f"{prefix}{field_name}".upper()
+
+
 def env_var_names(settings_cls: type[BaseSettings]) -> set[str]:
     """Every environment variable a settings class reads (upper case).
 
     Deploy manifests are checked against this, so a new setting cannot be
     forgotten in docker-compose or Kubernetes.
     """
-    prefix = str(settings_cls.model_config.get("env_prefix", "") or "")
-    names: set[str] = set()
-    for field_name, field in settings_cls.model_fields.items():
-        alias = field.validation_alias
-        if isinstance(alias, AliasChoices):
-            names.add(str(alias.choices[0]).upper())
-        elif isinstance(alias, str):
-            names.add(alias.upper())
-        else:
-            names.add(f"{prefix}{field_name}".upper())
-    return names
+    return {variable_of(settings_cls, name) for name in settings_cls.model_fields}
+
+
+def _refusal(settings_cls: type[BaseSettings], refused: Any) -> str:
+    """``VARIABLE: reason`` for one of pydantic's errors (its ``loc`` is a field's name,
+    or the alias it was given under)."""
+    place = str(refused["loc"][0]) if refused["loc"] else ""
+    variable = place.upper()
+    if place in settings_cls.model_fields:
+        variable = variable_of(settings_cls, place)
+    reason = str(refused["msg"]).removeprefix("Value error, ")
+    # A validator of ours names the variable itself.
+    return reason if reason.startswith(f"{variable}:") else f"{variable}: {reason}"

@@ -17,7 +17,6 @@ import asyncpg
 import httpx
 import pytest
 from cryptography.fernet import Fernet
-from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 from devstack.embedded import free_port
@@ -33,6 +32,7 @@ from shared.db import Database, asyncpg_dsn
 from shared.errors import Unauthenticated
 from shared.revocations import REVOKED_TOKENS_PATH
 from shared.sealing import SealedWithAnotherKey, Sealer
+from shared.settings import InvalidSettings
 from shared.time import utcnow
 from tests.conftest import FreshDatabase, Stack, fetch_token, serve_app
 from tests.gateway.login import header_of
@@ -205,7 +205,7 @@ def test_a_key_that_is_no_fernet_key_is_refused_naming_its_variable(
     settings: type[BaseSettings], variable: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(variable, "not-a-key")
-    with pytest.raises(ValidationError, match=f"{variable}: the 1st key must be a Fernet key"):
+    with pytest.raises(InvalidSettings, match=f"{variable}: the 1st key must be a Fernet key"):
         settings()
     monkeypatch.setenv(variable, Fernet.generate_key().decode())
     settings()
@@ -226,14 +226,14 @@ def test_a_mistyped_key_is_refused_without_showing_any_of_it(
     new, old = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     mistyped = new[:20] + "!" + new[21:]
     monkeypatch.setenv(variable, f"{mistyped},{old}")
-    with pytest.raises(ValidationError) as refused:
+    with pytest.raises(InvalidSettings) as refused:
         settings()
     message = str(refused.value)
     assert f"{variable}: the 1st key must be a Fernet key" in message
     for secret in (new[:12], new[-12:], old[:12], old[-12:]):
         assert secret not in message
     monkeypatch.setenv(variable, f"{new},{old[:-3]}")
-    with pytest.raises(ValidationError, match=f"{variable}: the 2nd key must be"):
+    with pytest.raises(InvalidSettings, match=f"{variable}: the 2nd key must be"):
         settings()
 
 

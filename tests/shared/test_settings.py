@@ -1,0 +1,52 @@
+"""Refused settings name the environment variable an operator sets, never the value."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic_settings import BaseSettings
+
+from services.gateway.config import Settings as GatewaySettings
+from services.ingest.config import Settings as IngestSettings
+from services.metrics.config import Settings as MetricsSettings
+from services.targets.config import Settings as TargetsSettings
+from shared.settings import InvalidSettings, env_var_names, variable_of
+
+
+@pytest.mark.parametrize(
+    ("settings", "variable", "reason"),
+    [
+        (GatewaySettings, "LODESTAR_GATEWAY_TOKEN_TTL_SECONDS", "valid integer"),
+        (GatewaySettings, "LODESTAR_MAX_BODY_BYTES", "valid integer"),
+        (IngestSettings, "LODESTAR_INGEST_PORT", "valid integer"),
+        (MetricsSettings, "LODESTAR_METRICS_PORT", "valid integer"),
+        (TargetsSettings, "LODESTAR_TARGETS_PORT", "valid integer"),
+        (IngestSettings, "LODESTAR_INGEST_CREDENTIALS_KEY", "must be a Fernet key"),
+    ],
+)
+def test_a_refused_setting_is_named_by_its_variable_without_its_value(
+    settings: type[BaseSettings], variable: str, reason: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, "SECRET-value")
+    with pytest.raises(InvalidSettings) as refused:
+        settings()
+    message = str(refused.value)
+    assert message.startswith(f"{variable}: ") and reason in message
+    assert "SECRET" not in message
+
+
+def test_every_refusal_is_told_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LODESTAR_GATEWAY_PORT", "x")
+    monkeypatch.setenv("LODESTAR_RATE_LIMIT_BURST", "0")
+    with pytest.raises(InvalidSettings) as refused:
+        GatewaySettings()
+    assert sorted(str(refused.value).split("; ")) == [
+        "LODESTAR_GATEWAY_PORT: Input should be a valid integer, unable to parse string as an"
+        " integer",
+        "LODESTAR_RATE_LIMIT_BURST: Input should be greater than or equal to 1",
+    ]
+
+
+def test_each_setting_has_one_variable() -> None:
+    assert variable_of(GatewaySettings, "database_url") == "DATABASE_URL"
+    assert variable_of(GatewaySettings, "port") == "LODESTAR_GATEWAY_PORT"
+    assert "LODESTAR_GATEWAY_SIGNING_KEYS_KEY" in env_var_names(GatewaySettings)
