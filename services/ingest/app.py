@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.ingest.config import Settings, get_settings
-from services.ingest.connections.crypto import CredentialBox, seal_again_under_the_newest_key
+from services.ingest.connections.crypto import CredentialBox, check_stored_credentials
 from services.ingest.connections.endpoints import router as connections_router
 from services.ingest.events.endpoints import csv_router
 from services.ingest.events.endpoints import router as events_router
@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.relay = relay
             app.state.credential_box = CredentialBox(settings.credentials_key)
             async with db.raw_connection() as conn:
-                await seal_again_under_the_newest_key(conn, app.state.credential_box)
+                await check_stored_credentials(conn, app.state.credential_box)
             relay.start()
             try:
                 yield

@@ -152,7 +152,7 @@ def test_read_scopes_pass_and_credentials_round_trip_only_with_the_key() -> None
 
 
 async def test_a_replaced_key_leaves_every_credential_readable_under_the_new_one(
-    stack: Stack, fresh_database: FreshDatabase
+    stack: Stack, fresh_database: FreshDatabase, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = await fresh_database("ingest")
     old, new, stranger = (Fernet.generate_key().decode() for _ in range(3))
@@ -178,6 +178,30 @@ async def test_a_replaced_key_leaves_every_credential_readable_under_the_new_one
         ):
             assert (await client.get("/healthz")).status_code == 200
         rows = await pg.fetch("SELECT store_id, credentials FROM ingest.connections")
+        # Every start tells which credentials no key given opens, replacing or not, so
+        # a key dropped too early is not found out store by store.
+        told = {}
+        for key in (new, ""):
+            caplog.clear()
+            with caplog.at_level("ERROR", logger="services.ingest.connections.crypto"):
+                async with (
+                    serve_app(
+                        ingest_app(settings.model_copy(update={"credentials_key": key})),
+                        "127.0.0.1",
+                        port,
+                    ),
+                    httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
+                ):
+                    assert (await client.get("/healthz")).status_code == 200
+            told[key] = caplog.text
+        assert (
+            "1 platform credentials are sealed with no key of LODESTAR_INGEST_CREDENTIALS_KEY"
+            " and cannot be read: lost-shop"
+        ) in told[new]
+        assert (
+            "2 platform credentials are stored and none can be read:"
+            " LODESTAR_INGEST_CREDENTIALS_KEY is unset"
+        ) in told[""]
     finally:
         await pg.close()
     sealed = {row["store_id"]: bytes(row["credentials"]) for row in rows}

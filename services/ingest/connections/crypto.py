@@ -51,26 +51,45 @@ class CredentialBox:
             raise UpstreamUnavailable("platform credentials were sealed with another key") from None
 
 
-async def seal_again_under_the_newest_key(conn: asyncpg.Connection, box: CredentialBox) -> None:
-    """When the key is being replaced, every stored credential is sealed again under
-    the new one, so that the old key can go; one no key opens is left and counted."""
-    if not box.replacing:
-        return
+# A start names at most this many of the credentials it cannot read, then counts them.
+MAX_IDS_NAMED = 10
+
+
+async def check_stored_credentials(conn: asyncpg.Connection, box: CredentialBox) -> None:
+    """At start: when the key is being replaced, every stored credential is sealed again
+    under the new one, so that the old key can go. Whether or not, those no key given
+    opens are named in an error: a replica that sealed under a key this one lacks, or a
+    key dropped too early, would otherwise leave stores unsynced without a word."""
     async with conn.transaction():
-        rows = await conn.fetch("SELECT id, credentials FROM connections FOR UPDATE")
+        rows = await conn.fetch("SELECT id, credentials FROM connections ORDER BY id FOR UPDATE")
+        if not rows:
+            return
+        if not box.ready:
+            log.error(
+                "%d platform credentials are stored and none can be read: %s is unset",
+                len(rows),
+                CREDENTIALS_KEY_VARIABLE,
+            )
+            return
+        # Under the newest key when replacing; else only opened, to know they can be.
         sealed = [(row["id"], box.sealed_again(bytes(row["credentials"]))) for row in rows]
         resealed = [(id_, again) for id_, again in sealed if again is not None]
-        await conn.execute(
-            "UPDATE connections c SET credentials = s.credentials "
-            "FROM unnest($1::text[], $2::bytea[]) AS s(id, credentials) WHERE c.id = s.id",
-            [id_ for id_, _ in resealed],
-            [again for _, again in resealed],
-        )
-    unreadable = len(sealed) - len(resealed)
-    log.info("platform credentials sealed again under the newest key: %d", len(resealed))
+        if box.replacing:
+            await conn.execute(
+                "UPDATE connections c SET credentials = s.credentials "
+                "FROM unnest($1::text[], $2::bytea[]) AS s(id, credentials) WHERE c.id = s.id",
+                [id_ for id_, _ in resealed],
+                [again for _, again in resealed],
+            )
+            log.info("platform credentials sealed again under the newest key: %d", len(resealed))
+    unreadable = [id_ for id_, again in sealed if again is None]
     if unreadable:
-        log.warning(
-            "%d platform credentials are sealed with no key of %s and cannot be read",
-            unreadable,
+        named = ", ".join(unreadable[:MAX_IDS_NAMED])
+        more = len(unreadable) - MAX_IDS_NAMED
+        log.error(
+            "%d platform credentials are sealed with no key of %s and cannot be read: %s%s",
+            len(unreadable),
             CREDENTIALS_KEY_VARIABLE,
+            named,
+            f" and {more} more" if more > 0 else "",
         )
