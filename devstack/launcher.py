@@ -46,7 +46,7 @@ from devstack.stack import (
 from shared.events import DEADLETTER_TOPIC, all_event_topics
 from shared.kafka import ensure_topics
 from shared.migrations import upgrade
-from shared.settings import DEFAULT_ADMIN_CLIENT_ID
+from shared.settings import DEFAULT_ADMIN_CLIENT_ID, database_url_problem
 
 READY_TIMEOUT_SECONDS = 60.0
 # A process that stops by itself is started again, unless it keeps stopping: then the
@@ -148,6 +148,8 @@ class Launcher:
             for service in SERVICES
         }
         database_url = os.environ.get("DATABASE_URL", "")
+        if database_url and (problem := database_url_problem(database_url)):
+            raise SystemExit(f"DATABASE_URL: {problem}")
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
         broker_port = _port_from_env("LODESTAR_BROKER_PORT", DEFAULT_BROKER_PORT)
         wanted = {f"LODESTAR_{s.upper()}_PORT": p for s, p in ports.items()}

@@ -205,6 +205,19 @@ def test_a_port_out_of_range_is_one_line_naming_the_variable(tmp_path: Path) -> 
     assert "stop" not in result.stdout, result.stdout
 
 
+def test_a_database_url_that_is_none_is_one_line_without_its_password(tmp_path: Path) -> None:
+    env = _launcher_env(tmp_path / "home", *_free_ports())
+    env["DATABASE_URL"] = "postgresql://bob:S3cretPW@127.0.0.1:notaport/lodestar"
+    result = subprocess.run(
+        [sys.executable, "-m", "devstack"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "DATABASE_URL: no URL (Port could not be cast to integer value as 'notaport')"
+    )
+    assert "S3cretPW" not in result.stdout + result.stderr
+
+
 def test_a_service_refusing_its_settings_says_why_and_leaves_nothing(tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = _launcher_env(home, *_free_ports())

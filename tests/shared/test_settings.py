@@ -50,3 +50,40 @@ def test_each_setting_has_one_variable() -> None:
     assert variable_of(GatewaySettings, "database_url") == "DATABASE_URL"
     assert variable_of(GatewaySettings, "port") == "LODESTAR_GATEWAY_PORT"
     assert "LODESTAR_GATEWAY_SIGNING_KEYS_KEY" in env_var_names(GatewaySettings)
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("postgresql://bob:S3cretPW@127.0.0.1:notaport/db", "no URL"),
+        ("postgresql://bob:S3cretPW@[::1/db", "no URL"),
+        ("postgresql://bob:S3cretPW@db:99999/db", "no URL"),
+        ("postgresql://bob:S3cretPW@db:0/db", "the port must be 1 to 65535"),
+        ("mysql://bob:S3cretPW@db/db", "must be a postgresql:// URL"),
+        ("postgres ql://bob:S3cretPW@db/db", "must be a postgresql:// URL"),
+    ],
+)
+def test_a_database_url_that_is_none_is_refused_at_start_without_its_password(
+    url: str, reason: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", url)
+    with pytest.raises(InvalidSettings) as refused:
+        MetricsSettings()
+    message = str(refused.value)
+    assert message.startswith("DATABASE_URL: ") and reason in message
+    assert "S3cretPW" not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres@/lodestar?host=/tmp/pg&port=5432",
+        "postgres://u:p@db.internal:6432/lodestar",
+        "postgresql+asyncpg://u@[::1]:5432/lodestar",
+    ],
+)
+def test_database_urls_as_libpq_takes_them_are_kept(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", url)
+    assert MetricsSettings().database_url == url
