@@ -712,6 +712,33 @@ async def test_input_errors_name_the_field(
     )
     assert [e["extensions"]["errors"][0]["field"] for e in defaults["errors"]] == ["d", "i.from"]
     assert defaults["errors"][0]["message"].startswith("d: Value cannot represent a Date")
+    # A value that is no string is shown as what it is, not as the text it should be.
+    shown = await gql(
+        fake.client,
+        tenant.headers,
+        '{ kpis(input: {metrics: ["gmv"], from: 20260101, to: ["2026-01-31"], grain: MONTH})'
+        " { currency } }",
+    )
+    assert [e["extensions"]["errors"][0]["reason"] for e in shown["errors"]] == [
+        "Value cannot represent a Date: 20260101. Expected a string, a date such as 2026-01-31.",
+        'Value cannot represent a Date: ["2026-01-31"]. Expected a string, a date such as'
+        " 2026-01-31.",
+    ]
+    passed = await gql(
+        fake.client, tenant.headers, KPIS, input=month_input(**{"from": 1.5, "to": {"y": 2026}})
+    )
+    assert [e["extensions"]["errors"][0] for e in passed["errors"]] == [
+        {
+            "field": "input.from",
+            "reason": "Value cannot represent a Date: 1.5. Expected a string, a date such as"
+            " 2026-01-31.",
+        },
+        {
+            "field": "input.to",
+            "reason": 'Value cannot represent a Date: {"y": 2026}. Expected a string, a date such'
+            " as 2026-01-31.",
+        },
+    ]
     # A misspelt field is named itself, as a missing one is.
     misspelt = await gql(
         fake.client, tenant.headers, KPIS, input=month_input(filters={"store": ["Zeta"]})

@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import datetime
+import json
 from enum import Enum
 
 import strawberry
-from strawberry.schema.types.base_scalars import wrap_parser
+from strawberry.exceptions import StrawberryInputCoercionError
 
 from shared.time import DATE_TEXT
 
 
 def _calendar_date(value: object) -> datetime.date:
-    # Python reads 20260131 and 2026-W05-6 as dates too; the contract writes 2026-01-31.
-    if not isinstance(value, str) or not DATE_TEXT.match(value):
-        raise ValueError(f"{value!r} is not a date such as 2026-01-31")
-    return datetime.date.fromisoformat(value)
+    """A Date from a variable or a literal. The value is shown as JSON (a literal's
+    as graphql-core reads it): ``20260131`` is a number, not the text it should be."""
+    shown = json.dumps(value, default=str, ensure_ascii=False)
+    if not isinstance(value, str):
+        reason = "Expected a string, a date such as 2026-01-31."
+    elif not DATE_TEXT.match(value):
+        # Python reads 20260131 and 2026-W05-6 as dates too; the contract writes 2026-01-31.
+        reason = "Expected a date such as 2026-01-31."
+    else:
+        try:
+            return datetime.date.fromisoformat(value)
+        except ValueError as error:
+            reason = str(error)
+    raise StrawberryInputCoercionError(f"Value cannot represent a Date: {shown}. {reason}")
 
 
 # CONTRACT §5's `scalar Date`, in place of strawberry's own for datetime.date.
@@ -23,7 +34,7 @@ DATE = strawberry.scalar(
     name="Date",
     description="A local calendar date, 2026-01-31",
     serialize=datetime.date.isoformat,
-    parse_value=wrap_parser(_calendar_date, "Date"),
+    parse_value=_calendar_date,
 )
 
 
