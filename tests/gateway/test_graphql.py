@@ -712,6 +712,18 @@ async def test_input_errors_name_the_field(
     )
     assert [e["extensions"]["errors"][0]["field"] for e in defaults["errors"]] == ["d", "i.from"]
     assert defaults["errors"][0]["message"].startswith("d: Value cannot represent a Date")
+    # A field or an argument written twice is named as written.
+    twice = await gql(
+        fake.client,
+        tenant.headers,
+        '{ kpis(input: {metrics: ["gmv"], from: "2026-01-01", to: "2026-01-31", grain: MONTH,'
+        ' filters: {skus: ["A"], skus: ["B"]}}, input: {metrics: ["gmv"], from: "2026-01-01",'
+        ' to: "2026-01-31", grain: MONTH}) { currency } }',
+    )
+    assert sorted(e["extensions"]["errors"][0]["field"] for e in twice["errors"]) == [
+        "input",
+        "input.filters.skus",
+    ]
     # A value that is no string is shown as what it is, not as the text it should be.
     shown = await gql(
         fake.client,

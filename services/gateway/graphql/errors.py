@@ -12,7 +12,9 @@ from graphql import (
     ArgumentNode,
     GraphQLInputType,
     ListValueNode,
+    ObjectFieldNode,
     ObjectValueNode,
+    UniqueInputFieldNamesRule,
     ValidationContext,
     ValueNode,
     ValuesOfCorrectTypeRule,
@@ -143,21 +145,67 @@ class NamedValuesOfCorrectType(ValuesOfCorrectTypeRule):
         )
 
 
+class NamedUniqueInputFieldNames(UniqueInputFieldNamesRule):
+    """graphql-core's check that an input object names each field once, naming the
+    field written twice by its path (``input.grain``), as value errors are."""
+
+    def __init__(self, context: ValidationContext) -> None:
+        super().__init__(context)
+        self._path: list[str] = []
+
+    def enter_argument(self, node: ArgumentNode, *_: Any) -> None:
+        self._path = [node.name.value]
+
+    def enter_variable_definition(self, node: VariableDefinitionNode, *_: Any) -> None:
+        self._path = [node.variable.name.value]
+
+    def enter_object_field(self, node: ObjectFieldNode, *_: Any) -> None:
+        name = node.name.value
+        if name in self.known_names:
+            field = ".".join([*self._path, name])
+            reason = f"There can be only one input field named '{name}'."
+            self.report_error(
+                GraphQLError(
+                    f"{field}: {reason}",
+                    [self.known_names[name], node.name],
+                    extensions={"errors": [{"field": field, "reason": reason}]},
+                )
+            )
+        else:
+            self.known_names[name] = node.name
+        self._path.append(name)
+
+    def leave_object_field(self, *_: Any) -> None:
+        self._path.pop()
+
+
+# The same class every time, so that validated documents stay cached.
+_NAMED_RULES = {
+    ValuesOfCorrectTypeRule: NamedValuesOfCorrectType,
+    UniqueInputFieldNamesRule: NamedUniqueInputFieldNames,
+}
+
+
 class NamedValueErrors(SchemaExtension):
-    """Puts :class:`NamedValuesOfCorrectType` in place of graphql-core's rule (the same
-    class every time, so validated documents stay cached)."""
+    """Puts the rules above in place of graphql-core's own."""
 
     def on_operation(self) -> Iterator[None]:
         context = self.execution_context
         context.validation_rules = tuple(
-            NamedValuesOfCorrectType if rule is ValuesOfCorrectTypeRule else rule
-            for rule in context.validation_rules
+            _NAMED_RULES.get(rule, rule) for rule in context.validation_rules
         )
         yield
 
 
+# graphql-core's words for an argument given twice.
+_ARGUMENT_TWICE = re.compile(r"^There can be only one argument named '(\w+)'\.")
+
+
 def _field_errors(message: str) -> list[dict[str, str]] | None:
-    """CONTRACT §2's field list for a variable's bad value, from graphql-core's message."""
+    """CONTRACT §2's field list for a variable's bad value, or an argument given twice,
+    from graphql-core's message."""
+    if twice := _ARGUMENT_TWICE.match(message):
+        return [{"field": twice[1], "reason": message}]
     match = _VARIABLE_ERROR.match(message)
     if match is None:
         return None
@@ -177,12 +225,17 @@ def coded(error: GraphQLError) -> GraphQLError:
         # A fault of ours: logged with its trace, never shown to the caller.
         log.error("graphql resolver failed", exc_info=original)
         return _with_code(error, "internal error", {"code": "INTERNAL"})
-    if error.extensions and "code" in error.extensions:
-        return error
-    # Parse and validation errors: the query itself is wrong.
-    extensions = {**(error.extensions or {}), "code": "BAD_USER_INPUT"}
-    if "errors" not in extensions and (fields := _field_errors(error.message)):
+    # Parse and validation errors: the query itself is wrong (Schema.process_errors may
+    # have said so already).
+    extensions = {"code": "BAD_USER_INPUT", **(error.extensions or {})}
+    if (
+        extensions["code"] == "BAD_USER_INPUT"
+        and "errors" not in extensions
+        and (fields := _field_errors(error.message))
+    ):
         extensions["errors"] = fields
+    if extensions == error.extensions:
+        return error
     return _with_code(error, error.message, extensions)
 
 
