@@ -164,9 +164,10 @@ async def test_replicas_replace_their_sealing_key_one_at_a_time(
     stack: Stack, fresh_database: FreshDatabase, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A replica that starts with ``NEW,OLD`` seals the keys again under the new key
-    while others still run: one that has the new key second opens them at its reload,
-    and one that lacks it signs on with the keys it read, saying why, and keeps
-    reloading."""
+    while others still run: one that has the new key second opens them at its reload.
+    One that lacks it signs on with the keys it read before (the same keys), saying
+    so; but a key retired meanwhile, perhaps leaked, goes there too, and one it cannot
+    open is neither published nor signed with."""
     url = await fresh_database("gateway")
     client_id, secret = f"keys-admin-{secrets.token_hex(3)}", secrets.token_urlsafe(24)
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
@@ -174,7 +175,8 @@ async def test_replicas_replace_their_sealing_key_one_at_a_time(
         own_gateway_on(stack, url, client_id, secret, signing_keys_key=old) as lacking,
         own_gateway_on(stack, url, client_id, secret, signing_keys_key=f"{old},{new}") as ready,
     ):
-        kid = _kid(await lacking.token())
+        before = await lacking.token()
+        kid = _kid(before)
         async with own_gateway_on(
             stack, url, client_id, secret, signing_keys_key=f"{new},{old}"
         ) as replaced:
@@ -186,12 +188,34 @@ async def test_replicas_replace_their_sealing_key_one_at_a_time(
             await ready.app.state.key_reloader.reload()
             assert await ready.reads(token) == 200
             assert _kid(await ready.token()) == kid
-            with caplog.at_level("ERROR", logger="services.gateway.oauth.signing"):
+            with caplog.at_level("WARNING", logger="services.gateway.oauth.signing"):
                 await lacking.app.state.key_reloader.reload()
-            assert f"the token signing key {kid} cannot be opened" in caplog.text
-            assert "signing on with the keys read before" in caplog.text
+            assert f"token signing keys {kid} are sealed under a key of" in caplog.text
             assert await lacking.reads(token) == 200
             assert await replaced.reads(await lacking.token()) == 200
+
+            # The key feared leaked is replaced at once by the replica that has the new key.
+            bearer = {"Authorization": f"Bearer {token}"}
+            rotated = await replaced.http.post(
+                "/v1/signing-keys", json={"immediately": True}, headers=bearer
+            )
+            assert rotated.status_code == 201, rotated.text
+            fresh = rotated.json()["kid"]
+            caplog.clear()
+            with caplog.at_level("ERROR", logger="services.gateway.oauth.signing"):
+                await lacking.app.state.key_reloader.reload()
+            assert f"token signing keys {fresh} cannot be opened" in caplog.text
+            assert await lacking.reads(before) == 401
+            assert fresh not in await lacking.published() and kid not in await lacking.published()
+            refused = await lacking.http.post(
+                "/oauth/token",
+                data={"grant_type": "client_credentials", "scope": "platform:admin"},
+                auth=(client_id, secret),
+            )
+            assert refused.status_code == 503
+            assert SIGNING_KEYS_KEY_VARIABLE in refused.text
+            await ready.app.state.key_reloader.reload()
+            assert _kid(await ready.token()) == fresh
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ from services.gateway.oauth.models import SigningKey
 from services.gateway.oauth.repository import KeyRepository
 from shared.auth import ALGORITHM
 from shared.db import Database
+from shared.errors import UpstreamUnavailable
 from shared.sealing import SealedWithAnotherKey, Sealer
 from shared.tasks import every, stop_task
 from shared.time import utcnow
@@ -105,6 +106,13 @@ class Signer:
 
     @property
     def current(self) -> RSAKey:
+        if not self.keys:
+            # Every unretired key is sealed under a key this gateway lacks: signing with
+            # a retired one (perhaps leaked) is no way out.
+            raise UpstreamUnavailable(
+                f"no token signing key can be opened: start the gateway with the key of "
+                f"{self.sealer.variable} that sealed them"
+            )
         now = utcnow()
         for key, start in zip(self.keys, self.starts, strict=True):
             if start <= now:
@@ -123,6 +131,26 @@ class Signer:
         """Signs and publishes ``rows`` (newest start first) from now on."""
         self.keys = [_opened(row, self.sealer) for row in rows]
         self.starts = [row.signs_from for row in rows]
+
+    def take_readable(self, rows: list[SigningKey]) -> tuple[list[str], list[str]]:
+        """As ``take``, with those of ``rows`` this gateway can open, or opened before
+        (sealed again since under a key it lacks, a key is still the same key). Keys
+        retired meanwhile go either way. The ids of the keys kept as opened before,
+        and of those neither published nor signed with here."""
+        known = {str(key.kid): key for key in self.keys}
+        opened, kept, unreadable = [], [], []
+        for row in rows:
+            try:
+                opened.append((_opened(row, self.sealer), row.signs_from))
+            except UnreadableSigningKeys:
+                if row.kid in known:
+                    opened.append((known[row.kid], row.signs_from))
+                    kept.append(row.kid)
+                else:
+                    unreadable.append(row.kid)
+        self.keys = [key for key, _ in opened]
+        self.starts = [start for _, start in opened]
+        return kept, unreadable
 
 
 def _new_key(signs_from: datetime, sealer: Sealer) -> SigningKey:
@@ -212,14 +240,28 @@ class KeyReloader:
     async def reload(self) -> None:
         async with self.db.session() as session:
             rows = await unretired(session, self.token_lifetime)
-        if rows:
-            try:
-                self.signer.take(rows)
-            except UnreadableSigningKeys as exc:
-                # Another replica sealed them under a key this one lacks (its sealing
-                # key is being replaced): sign on with the keys read before, which are
-                # the same keys, and read again next round.
-                log.error("%s; signing on with the keys read before", exc)
+        if not rows:
+            return await self.after()
+        # Another replica may have sealed some under a key this one lacks (its sealing
+        # key being replaced in the wrong order). A key read before is the same key; a
+        # new one it cannot open is neither published nor signed with here; and keys
+        # retired meanwhile (perhaps leaked) go all the same.
+        kept, unreadable = self.signer.take_readable(rows)
+        variable = self.signer.sealer.variable
+        if kept:
+            log.warning(
+                "token signing keys %s are sealed under a key of %s this gateway lacks; "
+                "it signs on with them as read before",
+                ", ".join(kept),
+                variable,
+            )
+        if unreadable:
+            log.error(
+                "token signing keys %s cannot be opened: no key of %s sealed them; they "
+                "are neither published nor signed with here",
+                ", ".join(unreadable),
+                variable,
+            )
         await self.after()
 
     def start(self) -> None:
