@@ -9,11 +9,15 @@ older one sealed. Once every replica has started so, the older keys can go.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+# 32 bytes in url-safe base64: 43 characters and the padding.
+_FERNET_KEY = re.compile(r"[A-Za-z0-9_-]{43}=")
 
 
 class SealedWithAnotherKey(Exception):
@@ -28,6 +32,10 @@ class Sealer:
         fernets = []
         for place, key in enumerate((key.strip() for key in keys.split(",") if key.strip()), 1):
             try:
+                # Fernet reads base64 leniently: "KEY1;KEY2" or a stray character would
+                # pass as KEY1 alone, and the second key be silently dropped.
+                if not _FERNET_KEY.fullmatch(key):
+                    raise ValueError("not 44 url-safe base64 characters")
                 fernets.append(Fernet(key.encode()))
             except ValueError:
                 # Never the value: this ends up in logs, and a mistyped key is nearly

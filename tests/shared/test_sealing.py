@@ -43,8 +43,21 @@ def test_a_key_is_replaced_by_naming_the_new_one_first() -> None:
         both.sealed_again(Sealer(key(), VARIABLE).seal({}))
 
 
+_ONE, _TWO = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+
+
 @pytest.mark.parametrize(
-    ("keys", "bad"), [("not-a-key", "1st"), (f"{Fernet.generate_key().decode()},short", "2nd")]
+    ("keys", "bad"),
+    [
+        ("not-a-key", "1st"),
+        (f"{_ONE},short", "2nd"),
+        # Fernet alone would read each of these as the first key and drop the rest.
+        (f"{_ONE};{_TWO}", "1st"),
+        (f"{_ONE} {_TWO}", "1st"),
+        (f"{_ONE}\n{_TWO}", "1st"),
+        (f"{_ONE}x", "1st"),
+        (f"{_TWO},{_ONE}=", "2nd"),
+    ],
 )
 def test_a_key_that_is_no_fernet_key_is_refused_naming_the_variable(keys: str, bad: str) -> None:
     with pytest.raises(ValueError, match=f"{VARIABLE}: the {bad} key must be a Fernet key"):
