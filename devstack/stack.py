@@ -16,6 +16,7 @@ from typing import Any
 
 from cryptography.fernet import Fernet
 
+from shared.sealing import Sealer
 from shared.settings import DEFAULT_ADMIN_CLIENT_ID
 
 SERVICES: tuple[str, ...] = ("gateway", "ingest", "metrics", "targets")
@@ -60,7 +61,16 @@ def load_or_create_fernet_key(path: Path) -> str:
     signing keys), created once and kept: a new key would leave what the old one sealed
     unreadable."""
     if path.exists():
-        return path.read_text().strip()
+        key = path.read_text().strip()
+        try:
+            Sealer(key, str(path))
+        except ValueError as refused:
+            # Said of the file, not of the variable its key stands in for, which is unset.
+            raise SystemExit(
+                f"{refused}; restore the file, or delete it to have a new key made (what "
+                "the old one sealed can then not be read)"
+            ) from None
+        return key
     key = Fernet.generate_key().decode()
     write_private(path, key)
     return key

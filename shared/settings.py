@@ -21,6 +21,13 @@ def env_alias(name: str) -> AliasChoices:
     return AliasChoices(name, name.lower())
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _a_port(text: str) -> bool:
+    return text.isdigit() and 0 < int(text) <= 65535
+
+
 def database_url_problem(url: str) -> str | None:
     """Why ``url`` is no PostgreSQL URL, if it is not: found at start rather than in a
     60-line traceback of the first connection, and told without the URL, which may
@@ -122,6 +129,26 @@ class ServiceSettings(BaseSettings):
     def _a_postgresql_url(cls, value: str) -> str:
         if problem := database_url_problem(value):
             raise ValueError(f"DATABASE_URL: {problem}")
+        return value
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _brokers(cls, value: str) -> str:
+        # Without this a bad list starts the service, which then logs it every second.
+        for place, broker in enumerate((b.strip() for b in value.split(",")), 1):
+            host, _, port = broker.rpartition(":")
+            if not host or "/" in host or "@" in host or not _a_port(port):
+                raise ValueError(
+                    f"KAFKA_BOOTSTRAP_SERVERS: broker {place} is no host:port "
+                    "(brokers are comma-separated host:port, with no scheme or user)"
+                )
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _a_level(cls, value: str) -> str:
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"LODESTAR_LOG_LEVEL: must be one of {', '.join(LOG_LEVELS)}")
         return value
 
     @property

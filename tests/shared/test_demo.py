@@ -96,3 +96,13 @@ def test_secrets_are_written_readable_by_their_owner_alone_from_the_first_byte(
     assert key and modes == [0o600, 0o600]
     for path in (tmp_path / "home" / "credentials.key", loose):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_damaged_key_file_is_named_not_the_variable_it_stands_in_for(tmp_path: Path) -> None:
+    path = tmp_path / "signing-keys.key"
+    path.write_text("corrupted-key\n")
+    with pytest.raises(SystemExit) as refused:
+        load_or_create_fernet_key(path)
+    said = str(refused.value)
+    assert said.startswith(f"{path}: the 1st key must be a Fernet key")
+    assert "delete it" in said and "LODESTAR_" not in said

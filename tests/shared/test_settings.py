@@ -87,3 +87,32 @@ def test_database_urls_as_libpq_takes_them_are_kept(
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", url)
     assert MetricsSettings().database_url == url
+
+
+@pytest.mark.parametrize(
+    ("servers", "reason"),
+    [
+        ("kafka://u:S3CRET@h:9092", "broker 1 is no host:port"),
+        ("127.0.0.1:9092,127.0.0.1:abc", "broker 2 is no host:port"),
+        ("broker", "broker 1 is no host:port"),
+        ("h:0", "broker 1 is no host:port"),
+    ],
+)
+def test_brokers_that_are_none_are_refused_at_start_without_the_value(
+    servers: str, reason: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", servers)
+    with pytest.raises(InvalidSettings) as refused:
+        TargetsSettings()
+    assert str(refused.value).startswith(f"KAFKA_BOOTSTRAP_SERVERS: {reason}")
+    assert "S3CRET" not in str(refused.value)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka-0.kafka:9092, [::1]:19092")
+    TargetsSettings()
+
+
+def test_a_log_level_that_is_none_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LODESTAR_LOG_LEVEL", "bogus")
+    with pytest.raises(InvalidSettings, match="LODESTAR_LOG_LEVEL: must be one of DEBUG, INFO"):
+        IngestSettings()
+    monkeypatch.setenv("LODESTAR_LOG_LEVEL", "debug")
+    assert IngestSettings().log_level == "debug"
