@@ -10,7 +10,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.gzip import GZipResponder
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.negotiation import coding_quality
+from shared.negotiation import coding_quality, vary_on
 
 # Below this an answer is a few packets, sent in milliseconds on any link worth the
 # name, while compressing it would add a tenth to the CPU of a repeated dashboard
@@ -53,8 +53,7 @@ class CompressedAnswers:
             # as tags are compared weakly there.
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                if "accept-encoding" not in _tokens(headers.get("vary", "")):
-                    headers.add_vary_header("Accept-Encoding")
+                vary_on(headers, "Accept-Encoding")
                 etag = headers.get("etag")
                 if takes_gzip and etag and not etag.startswith("W/"):
                     headers["etag"] = f"W/{etag}"
@@ -67,7 +66,3 @@ class CompressedAnswers:
         # by a plain substring, whether the client takes gzip (and refuse ``*``).
         responder = GZipResponder(self.app, MINIMUM_BYTES, compresslevel=LEVEL)
         await responder(scope, receive, labelled)
-
-
-def _tokens(header: str) -> set[str]:
-    return {token.strip().lower() for token in header.split(",")}

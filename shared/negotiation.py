@@ -7,6 +7,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from starlette.datastructures import MutableHeaders
+
 
 @dataclass(frozen=True)
 class WeightedItem:
@@ -52,3 +54,9 @@ def coding_quality(accept_encoding: str, names: Iterable[str]) -> float:
         return max(named)
     anything = [item.quality for item in weighted_items(accept_encoding) if item.name == "*"]
     return max(anything, default=0.0)
+
+
+def vary_on(headers: MutableHeaders, name: str) -> None:
+    """Adds ``name`` to ``Vary`` unless it is there already (in any case)."""
+    if name.lower() not in {token.strip().lower() for token in headers.get("vary", "").split(",")}:
+        headers.add_vary_header(name)

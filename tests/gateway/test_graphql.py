@@ -858,6 +858,14 @@ async def test_graphiql_is_served_on_get(http: httpx.AsyncClient) -> None:
     response = await http.get("/graphql", headers={"Accept": "text/html"})
     assert response.status_code == 200
     assert "graphiql" in response.text.lower()
+    # The same URL answers JSON to another Accept: a cache must not mix them up.
+    answer = await http.get("/graphql", headers={"Accept": "application/json"})
+    assert answer.headers["content-type"].startswith("application/json")
+    for sent in (response, answer):
+        assert sorted(v.strip() for v in sent.headers["vary"].split(",")) == [
+            "Accept",
+            "Accept-Encoding",
+        ]
 
 
 async def test_a_body_graphql_cannot_read_is_400_or_415(

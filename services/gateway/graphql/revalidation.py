@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import httpx
 import orjson
 from graphql import DocumentNode, ExecutionResult, FieldNode, OperationDefinitionNode
+from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.extensions import SchemaExtension
@@ -38,6 +39,7 @@ from shared.auth import current_principal
 from shared.errors import Unauthenticated
 from shared.input_guard import read_body, replay
 from shared.lru import Lru
+from shared.negotiation import vary_on
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +311,13 @@ class GraphqlOverGet:
         self.graphql = graphql
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.graphql(scope, receive, _errors_as_json(scope, send))
+        async def varying_on_accept(message: Message) -> None:
+            # GraphiQL's page or a JSON answer, by Accept: a cache must know.
+            if message["type"] == "http.response.start":
+                vary_on(MutableHeaders(scope=message), "Accept")
+            await send(message)
+
+        await self.graphql(scope, receive, _errors_as_json(scope, varying_on_accept))
 
 
 def _refused_request(reason: str, method: str) -> tuple[int, str, list[tuple[bytes, bytes]]]:
