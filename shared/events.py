@@ -138,7 +138,13 @@ def _countable(value: int, info: ValidationInfo) -> int:
     return value
 
 
-Count = Annotated[int, Field(ge=0, strict=True), AfterValidator(_countable)]
+# The ceiling is checked where events are accepted (not when a stored one is read
+# again), and told in the API document all the same.
+Count = Annotated[
+    int,
+    Field(ge=0, strict=True, json_schema_extra={"maximum": MAX_INT}),
+    AfterValidator(_countable),
+]
 Quantity = Annotated[int, Field(gt=0, le=MAX_INT, strict=True)]
 EventDate = Annotated[dt.date, BeforeValidator(_date_text), AfterValidator(_dated)]
 EventTime = Annotated[AwareDatetime, BeforeValidator(_timestamp_text), AfterValidator(_timed)]

@@ -356,6 +356,11 @@ async def test_openapi_documents_the_push(ingest: IngestService) -> None:
     )
     parameters = {p["name"] for p in push.get("parameters", [])}
     assert "Idempotency-Key" in parameters
+    # Every count tells its ceiling, as a quantity does.
+    snapshot = document["components"]["schemas"]["InventorySnapshot"]["properties"]
+    for count in ("on_hand", "inbound", "reserved"):
+        field = snapshot[count].get("anyOf", [snapshot[count]])[0]
+        assert (field["minimum"], field["maximum"]) == (0, 2**31 - 1), count
 
 
 # Through the gateway, with tokens from its OAuth server.
