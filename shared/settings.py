@@ -8,7 +8,6 @@ here keep their plain, documented names (``DATABASE_URL``, ``KAFKA_BOOTSTRAP_SER
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,17 +29,24 @@ def _a_port(text: str) -> bool:
 
 def database_url_problem(url: str) -> str | None:
     """Why ``url`` is no PostgreSQL URL, if it is not: found at start rather than in a
-    60-line traceback of the first connection, and told without the URL, which may
-    hold a password."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as error:
-        return f"no URL ({error})"
-    if parts.scheme.partition("+")[0] not in ("postgresql", "postgres"):
+    60-line traceback of the first connection, and told without any of the URL, which
+    may hold a password. Several hosts (``h1:5432,h2:5432``) are libpq's failover."""
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme.partition("+")[0] not in ("postgresql", "postgres"):
         return "must be a postgresql:// URL (postgresql://user:password@host:port/database)"
-    if port == 0:
-        return "the port must be 1 to 65535"
+    hosts = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+    for host in hosts.split(",") if hosts else ():
+        if host.startswith("["):
+            address, bracket, port = host[1:].partition("]")
+            if not bracket or not address or (port and not port.startswith(":")):
+                return "a host is no name or [IPv6] address"
+            port = port[1:]
+        else:
+            name, _, port = host.partition(":")
+            if ":" in port or "[" in name or "]" in name:
+                return "a host is no name or [IPv6] address"
+        if port and not _a_port(port):
+            return "a port is no number from 1 to 65535"
     return None
 
 

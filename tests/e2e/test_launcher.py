@@ -212,9 +212,7 @@ def test_a_database_url_that_is_none_is_one_line_without_its_password(tmp_path: 
         [sys.executable, "-m", "devstack"], env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 1
-    assert result.stderr.strip() == (
-        "DATABASE_URL: no URL (Port could not be cast to integer value as 'notaport')"
-    )
+    assert result.stderr.strip() == "DATABASE_URL: a port is no number from 1 to 65535"
     assert "S3cretPW" not in result.stdout + result.stderr
 
 

@@ -55,10 +55,13 @@ def test_each_setting_has_one_variable() -> None:
 @pytest.mark.parametrize(
     ("url", "reason"),
     [
-        ("postgresql://bob:S3cretPW@127.0.0.1:notaport/db", "no URL"),
-        ("postgresql://bob:S3cretPW@[::1/db", "no URL"),
-        ("postgresql://bob:S3cretPW@db:99999/db", "no URL"),
-        ("postgresql://bob:S3cretPW@db:0/db", "the port must be 1 to 65535"),
+        ("postgresql://bob:S3cretPW@127.0.0.1:notaport/db", "a port is no number"),
+        ("postgresql://bob:S3cretPW@[::1/db", "a host is no name or [IPv6] address"),
+        ("postgresql://bob:S3cretPW@db:99999/db", "a port is no number from 1 to 65535"),
+        ("postgresql://bob:S3cretPW@db:0/db", "a port is no number from 1 to 65535"),
+        # Nothing of the URL is quoted, not even its port.
+        ("postgresql://bob@db:port-S3cretPW/db", "a port is no number"),
+        ("postgresql://bob@h1:5432,h2:S3cretPW/db", "a port is no number"),
         ("mysql://bob:S3cretPW@db/db", "must be a postgresql:// URL"),
         ("postgres ql://bob:S3cretPW@db/db", "must be a postgresql:// URL"),
     ],
@@ -80,6 +83,8 @@ def test_a_database_url_that_is_none_is_refused_at_start_without_its_password(
         "postgresql://postgres@/lodestar?host=/tmp/pg&port=5432",
         "postgres://u:p@db.internal:6432/lodestar",
         "postgresql+asyncpg://u@[::1]:5432/lodestar",
+        # libpq's failover: several hosts.
+        "postgresql://u:p@h1:5432,h2:5433,[::1]/lodestar?target_session_attrs=read-write",
     ],
 )
 def test_database_urls_as_libpq_takes_them_are_kept(
