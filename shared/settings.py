@@ -27,6 +27,24 @@ def _a_port(text: str) -> bool:
     return text.isdigit() and 0 < int(text) <= 65535
 
 
+def _host_problem(host: str, port_required: bool) -> str | None:
+    """Why ``host`` is no ``name[:port]`` or ``[IPv6][:port]``, if it is not. A broker
+    needs both (``port_required``); libpq takes either alone (``:5433`` with a socket
+    directory in ``?host=``)."""
+    if host.startswith("["):
+        address, bracket, port = host[1:].partition("]")
+        if not bracket or not address or (port and not port.startswith(":")):
+            return "a host is no name or [IPv6] address"
+        port = port[1:]
+    else:
+        name, _, port = host.partition(":")
+        if (port_required and not name) or any(c in name for c in "[]/@") or ":" in port:
+            return "a host is no name or [IPv6] address"
+    if (port or port_required) and not _a_port(port):
+        return "a port is no number from 1 to 65535"
+    return None
+
+
 def database_url_problem(url: str) -> str | None:
     """Why ``url`` is no PostgreSQL URL, if it is not: found at start rather than in a
     60-line traceback of the first connection, and told without any of the URL, which
@@ -36,17 +54,8 @@ def database_url_problem(url: str) -> str | None:
         return "must be a postgresql:// URL (postgresql://user:password@host:port/database)"
     hosts = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
     for host in hosts.split(",") if hosts else ():
-        if host.startswith("["):
-            address, bracket, port = host[1:].partition("]")
-            if not bracket or not address or (port and not port.startswith(":")):
-                return "a host is no name or [IPv6] address"
-            port = port[1:]
-        else:
-            name, _, port = host.partition(":")
-            if ":" in port or "[" in name or "]" in name:
-                return "a host is no name or [IPv6] address"
-        if port and not _a_port(port):
-            return "a port is no number from 1 to 65535"
+        if problem := _host_problem(host, port_required=False):
+            return problem
     return None
 
 
@@ -142,8 +151,7 @@ class ServiceSettings(BaseSettings):
     def _brokers(cls, value: str) -> str:
         # Without this a bad list starts the service, which then logs it every second.
         for place, broker in enumerate((b.strip() for b in value.split(",")), 1):
-            host, _, port = broker.rpartition(":")
-            if not host or "/" in host or "@" in host or not _a_port(port):
+            if _host_problem(broker, port_required=True):
                 raise ValueError(
                     f"KAFKA_BOOTSTRAP_SERVERS: broker {place} is no host:port "
                     "(brokers are comma-separated host:port, with no scheme or user)"

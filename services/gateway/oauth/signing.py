@@ -240,8 +240,11 @@ class KeyReloader:
     async def reload(self) -> None:
         async with self.db.session() as session:
             rows = await unretired(session, self.token_lifetime)
-        if not rows:
-            return await self.after()
+        if rows:
+            self._take(rows)
+        await self.after()
+
+    def _take(self, rows: list[SigningKey]) -> None:
         # Another replica may have sealed some under a key this one lacks (its sealing
         # key being replaced in the wrong order). A key read before is the same key; a
         # new one it cannot open is neither published nor signed with here; and keys
@@ -262,7 +265,6 @@ class KeyReloader:
                 ", ".join(unreadable),
                 variable,
             )
-        await self.after()
 
     def start(self) -> None:
         self._task = every(self.reload_seconds, self.reload, "gateway-signing-keys", "signing keys")

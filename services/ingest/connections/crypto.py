@@ -35,6 +35,14 @@ class CredentialBox:
         except SealedWithAnotherKey:
             return None
 
+    def readable(self, sealed: bytes) -> bytes | None:
+        """``sealed`` as it is when a key given opens it; else None."""
+        try:
+            self._sealer.open(sealed)
+        except SealedWithAnotherKey:
+            return None
+        return sealed
+
     def seal(self, credentials: dict[str, Any]) -> bytes:
         if not self._sealer.ready:
             raise UpstreamUnavailable(
@@ -61,7 +69,10 @@ async def check_stored_credentials(conn: asyncpg.Connection, box: CredentialBox)
     opens are named in an error: a replica that sealed under a key this one lacks, or a
     key dropped too early, would otherwise leave stores unsynced without a word."""
     async with conn.transaction():
-        rows = await conn.fetch("SELECT id, credentials FROM connections ORDER BY id FOR UPDATE")
+        rows = await conn.fetch(
+            "SELECT id, credentials FROM connections ORDER BY id"
+            + (" FOR UPDATE" if box.replacing else "")
+        )
         if not rows:
             return
         if not box.ready:
@@ -72,7 +83,8 @@ async def check_stored_credentials(conn: asyncpg.Connection, box: CredentialBox)
             )
             return
         # Under the newest key when replacing; else only opened, to know they can be.
-        sealed = [(row["id"], box.sealed_again(bytes(row["credentials"]))) for row in rows]
+        check = box.sealed_again if box.replacing else box.readable
+        sealed = [(row["id"], check(bytes(row["credentials"]))) for row in rows]
         resealed = [(id_, again) for id_, again in sealed if again is not None]
         if box.replacing:
             await conn.execute(
