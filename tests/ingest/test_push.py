@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import json
 import random
 import secrets
@@ -274,8 +275,6 @@ async def test_concurrent_pushes_of_the_same_events_in_other_orders_all_pass(
 
 
 async def test_concurrent_pushes_of_several_versions_each_all_pass(ingest: IngestService) -> None:
-    # Versions named twice in a batch are locked ahead of the rest, so two such pushes
-    # can meet in a deadlock; the one the database gives up on is run again.
     tenant = new_tenant_id()
     shuffle = random.Random(7).shuffle
     versions = [order_line(f"v{n:03d}", version=v) for n in range(100) for v in (1, 2, 3, 4)]
@@ -295,6 +294,39 @@ async def test_concurrent_pushes_of_several_versions_each_all_pass(ingest: Inges
         "SELECT count(*) FROM event_versions WHERE tenant_id = $1 AND version = 4", tenant
     )
     assert highest == len(fourth_versions_pushed)
+
+
+async def test_pushes_naming_ids_twice_never_deadlock(
+    ingest: IngestService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each push locks all its ids in one pass in id order, so none waits for a push
+    # that waits for it: one attempt each is enough, with no retry to hide a deadlock.
+    db = ingest.app.state.db
+    monkeypatch.setattr(db, "transact", functools.partial(db.transact, attempts=1))
+    tenant = new_tenant_id()
+    lines = [f"d{n:03d}" for n in range(300)]
+    batches = []
+    for first in range(1, 5):
+        for order in range(4):
+            pushed = random.Random(first * 10 + order).sample(lines, 150)
+            batch = [order_line(i, version=first) for i in pushed[:75]]
+            batch += [order_line(i, version=first + 1) for i in pushed[:75]]
+            batch += [order_line(i, version=first) for i in pushed[75:]]
+            random.Random(order).shuffle(batch)
+            batches.append(batch)
+    for _ in range(2):
+        answers = await asyncio.gather(*(ingest.push(tenant, batch) for batch in batches))
+        assert [a.status_code for a in answers] == [202] * 16, [a.text for a in answers]
+    newest = await ingest.sql(
+        "SELECT max(version) FROM event_versions WHERE tenant_id = $1", tenant
+    )
+    assert newest == 5
+    assert (
+        await ingest.sql(
+            "SELECT count(*) FROM event_versions WHERE tenant_id = $1 AND version = 0", tenant
+        )
+        == 0
+    )
 
 
 async def test_a_failed_request_does_not_burn_its_idempotency_key(ingest: IngestService) -> None:

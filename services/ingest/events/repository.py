@@ -101,6 +101,26 @@ class EventRepository:
             f"SELECT {lock}(hashtextextended('ingest.pushes:' || $1, 0))", tenant_id
         )
 
+    async def lock_versions(self, tenant_id: str, event_ids: list[str]) -> dict[str, AcceptedEvent]:
+        """Locks the rows of these events, in event id order, until the transaction ends,
+        and returns what each one accepted before was accepted as.
+
+        An id never accepted gets a row of version 0 to lock: two pushes would otherwise
+        lock the known ids first and the new ones later, each in its own order, and
+        deadlock. ``accept_versions`` in the same transaction replaces every such row.
+        """
+        rows = await self.conn.fetch(
+            """
+            INSERT INTO event_versions AS ev (tenant_id, event_id, version)
+            SELECT $1, e.event_id, 0 FROM unnest($2::text[]) AS e(event_id)
+            ON CONFLICT (tenant_id, event_id) DO UPDATE SET version = ev.version
+            RETURNING event_id, version, event_type, store_id, marketplace, category, order_id
+            """,
+            tenant_id,
+            sorted(event_ids),
+        )
+        return {row["event_id"]: _accepted_event(row) for row in rows if row["version"] > 0}
+
     async def accept_versions(self, tenant_id: str, events: list[Event]) -> set[str]:
         """Records each event's version (and where it belongs) when it is new or higher
         and of the type it was accepted as; returns the accepted ids.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
@@ -140,9 +139,8 @@ def _latest_per_event(events: list[Event]) -> list[Event]:
     return list(latest.values())
 
 
-def _named_twice(events: list[Event]) -> list[str]:
-    counts = Counter(e.event_id for e in events)
-    return sorted(event_id for event_id, count in counts.items() if count > 1)
+def _names_an_id_twice(events: list[Event]) -> bool:
+    return len({e.event_id for e in events}) < len(events)
 
 
 def _new_versions(
@@ -489,8 +487,13 @@ async def accept(
         return await _replay(repository, tenant_id, idempotency)
 
     latest = _latest_per_event(events)
-    named_twice = _named_twice(events)
-    before = await repository.accepted(tenant_id, named_twice) if named_twice else {}
+    # What an id named twice was before tells which of its versions are new; every id
+    # of the batch is locked with it, in one pass in id order (no deadlock).
+    before = (
+        await repository.lock_versions(tenant_id, [e.event_id for e in latest])
+        if _names_an_id_twice(events)
+        else {}
+    )
     accepted_ids = await repository.accept_versions(tenant_id, latest)
     await _refuse_type_changes(repository, tenant_id, events, latest, accepted_ids, rows)
     accepted = [e for e in latest if e.event_id in accepted_ids]
