@@ -389,15 +389,20 @@ class Measured:
         }
         return Measured(values, warnings, unrated)
 
-    def warnings_in(self, target: str | None) -> list[str]:
-        return [
-            *self.warnings,
-            *(
-                missing_rate_warning(currency, target or "", sorted(days))
-                for currency, days in sorted(self.unrated.items())
-                if days
-            ),
-        ]
+
+def warnings_of(target: str | None, *ranges: Measured) -> list[str]:
+    """The warnings of every range an answer read (asked and compared): a currency's
+    days without a rate in any of them named in one warning, each day once."""
+    warnings = list(dict.fromkeys(w for measured in ranges for w in measured.warnings))
+    unrated: dict[str, set[date]] = defaultdict(set)
+    for measured in ranges:
+        for currency, days in measured.unrated.items():
+            unrated[currency] |= days
+    return warnings + [
+        missing_rate_warning(currency, target or "", sorted(days))
+        for currency, days in sorted(unrated.items())
+        if days
+    ]
 
 
 # A warning names each day that lacks a rate up to this many, then how many more and
@@ -485,13 +490,8 @@ def answer(
             }
         )
     unsplittable = [unsplittable_warning(m, d) for m, d in query.unsplittable().items()]
-    warnings = list(
-        dict.fromkeys(
-            unsplittable
-            + current.warnings_in(currency)
-            + (previous.warnings_in(currency) if previous else [])
-        )
-    )
+    ranges = (current,) if previous is None else (current, previous)
+    warnings = list(dict.fromkeys(unsplittable + warnings_of(currency, *ranges)))
     return {"currency": currency, "rows": rows, "warnings": warnings}
 
 
