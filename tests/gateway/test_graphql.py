@@ -498,13 +498,13 @@ async def test_no_or_bad_token_is_401_unauthenticated(
         {"Authorization": f"Bearer {forged}"},
     ):
         wrong_input = {"input": {**month_input(), "from": "2026-2-01"}}
-        for query, variables in (
-            (CATALOG, {}),
-            (KPIS, {"input": month_input()}),
+        for query, variables, ran in (
+            (CATALOG, {}, True),
+            (KPIS, {"input": month_input()}, True),
             # Whatever else is wrong with it: an input refused before anything runs,
             # a document that does not parse.
-            (KPIS, wrong_input),
-            ("{ kpiCatalog { id }", {}),
+            (KPIS, wrong_input, False),
+            ("{ kpiCatalog { id }", {}, False),
         ):
             response = await fake.client.post(
                 "/graphql", json={"query": query, "variables": variables}, headers=headers
@@ -513,7 +513,8 @@ async def test_no_or_bad_token_is_401_unauthenticated(
             assert response.status_code == 401, response.text
             assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
             body = response.json()
-            assert body["data"] is None
+            # GraphQL spec §7.1.2: data is null where the field ran, absent where nothing did.
+            assert body.get("data", "absent") == (None if ran else "absent")
             assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
         # A query sent by GET is executed too, and refused the same way.
         response = await fake.client.get("/graphql", params={"query": CATALOG}, headers=headers)
@@ -821,6 +822,39 @@ async def test_abusive_queries_are_refused(http: httpx.AsyncClient, new_tenant: 
     body = await gql(http, tenant.headers, huge)
     assert body["errors"] and body.get("data") is None
     assert "token" in body["errors"][0]["message"].lower()
+
+
+async def test_a_request_refused_before_it_runs_has_no_data(
+    fake: FakeMetrics, new_tenant: NewTenant
+) -> None:
+    """GraphQL spec §7.1.2: an error before execution leaves no ``data`` entry; one in
+    execution that nulls the non-null root leaves ``data: null``."""
+    tenant = await new_tenant(scopes=["kpi:read"])
+    other = await new_tenant(scopes=["kpi:read"])
+    fake.calls.clear()
+    for query, variables in (
+        ("{ kpiCatalog { id }", {}),  # does not parse
+        ("{ kpiCatalog { nope } }", {}),  # does not validate
+        (KPIS, {"input": month_input(grain="HOUR")}),  # a variable that does not coerce
+        (KPIS, {}),  # a required variable missing
+    ):
+        response = await fake.client.post(
+            "/graphql", json={"query": query, "variables": variables}, headers=tenant.headers
+        )
+        body = response.json()
+        assert "data" not in body, (query, body)
+        assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", body
+    assert fake.calls == []
+    ran = await gql(
+        fake.client, tenant.headers, KPIS, input=month_input(), tenantId=other.tenant_id
+    )
+    assert "data" in ran and ran["data"] is None
+    assert ran["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    # Without a token, a document refused before it ran is refused for that first,
+    # and still has no data.
+    response = await fake.client.post("/graphql", json={"query": "{ kpiCatalog { nope } }"})
+    assert response.status_code == 401
+    assert "data" not in response.json()
 
 
 async def test_several_operations_need_an_operation_name(

@@ -25,7 +25,7 @@ from strawberry.extensions import (
     ValidationCache,
 )
 from strawberry.fastapi import GraphQLRouter
-from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, process_result
 from strawberry.types import ExecutionResult
 
 from services.gateway.graphql.context import Context, get_context
@@ -207,6 +207,18 @@ class Router(GraphQLRouter[object, None]):
         )
         return await _after_the_token(context, query, result)
 
+    async def process_result(
+        self, request: Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        """GraphQL spec §7.1.2: an answer to a request refused before it ran (a document
+        that does not parse or validate, variables that do not coerce, no valid token)
+        has no ``data`` entry; one that ran and lost its non-null root field to an error
+        has ``null``. Only errors raised in execution have a ``path``."""
+        answer = process_result(result)
+        if result.data is None and result.errors and all(e.path is None for e in result.errors):
+            del answer["data"]
+        return answer
+
     def create_response(
         self,
         response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
@@ -227,7 +239,8 @@ class Router(GraphQLRouter[object, None]):
 
 _GRAPHQL_ANSWER = {
     "type": "object",
-    "description": "`data`, and `errors` each with `message`, `path` and `extensions.code` "
+    "description": "`data` (absent when the request was refused before it ran, GraphQL "
+    "spec §7.1.2), and `errors` each with `message`, `path` and `extensions.code` "
     "(CONTRACT §2: BAD_USER_INPUT, UNAUTHENTICATED, FORBIDDEN, RATE_LIMITED, INTERNAL); "
     "`extensions.errors` names each input field refused, `extensions.retryAfter` when "
     "to ask again.",
