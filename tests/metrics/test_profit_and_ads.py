@@ -236,6 +236,27 @@ async def test_cogs_without_a_unit_cost_is_null_with_a_warning(
     )
     assert [v["value"] for v in body["rows"][0]["values"]] == [None, None]
     assert body["warnings"] == ["no unit cost for SKU NEW-SKU"]
+    # A cost from a later day leaves the earlier lines without one: the warning says
+    # from when the SKU has one.
+    cost = event(
+        "uc-later",
+        "unit_cost",
+        {"sku": "NEW-SKU", "cost": usd("4.00"), "effective_from": "2026-04-20"},
+    )
+    later = [line("n2", "N2", 1, "10.00", "2026-04-21T18:00:00Z", sku="NEW-SKU")]
+    for pushed in ([cost], later):
+        assert (
+            await http.post("/v1/events", json={"events": pushed}, headers=tenant.headers)
+        ).status_code == 202
+    await wait_for(http, tenant, "gmv", 20.0)
+    april = {"from": "2026-04-01", "to": "2026-04-30"}
+    body = await kpis(http, tenant, metrics="cogs", grain="total", **april)
+    assert body["rows"][0]["values"][0]["value"] is None
+    assert body["warnings"] == ["no unit cost for SKU NEW-SKU before 2026-04-20"]
+    since = await kpis(
+        http, tenant, metrics="cogs", grain="total", **{**april, "from": "2026-04-20"}
+    )
+    assert (since["rows"][0]["values"][0]["value"], since["warnings"]) == (4.0, [])
 
 
 async def test_a_store_takes_its_own_unit_cost_before_the_tenants_newest(

@@ -419,6 +419,14 @@ def missing_rate_warning(currency: str, target: str, days: list[date]) -> str:
     return f"no FX rate for {currency}→{target} on {named}"
 
 
+def no_unit_cost_warning(sku: str, first_cost: date | None) -> str:
+    """A SKU sold on a day before any unit cost of it takes effect: before its first, or
+    at all when it has none."""
+    if first_cost is None:
+        return f"no unit cost for SKU {sku}"
+    return f"no unit cost for SKU {sku} before {first_cost.isoformat()}"
+
+
 def _float(value: Decimal | None) -> float | None:
     return None if value is None else float(value)
 

@@ -498,6 +498,17 @@ class RollupRepository:
         )
         return [(r["rate_date"], r["base"], r["quote"], r["rate"]) for r in rows]
 
+    async def first_unit_costs(self, tenant_id: str, skus: list[str]) -> dict[str, date]:
+        """Of each SKU with a unit cost (in any store), the day its first one takes effect:
+        a line of it before that day has no cost, in any store."""
+        rows = await self.conn.fetch(
+            "SELECT sku, min(effective_from) AS first FROM unit_costs "
+            "WHERE tenant_id = $1 AND sku = ANY($2::text[]) GROUP BY sku",
+            tenant_id,
+            skus,
+        )
+        return {row["sku"]: row["first"] for row in rows}
+
     async def currencies(self, tenant_id: str, start: date, end: date) -> set[str]:
         """Every currency an amount of the range may be in."""
         rows = await self.conn.fetch(

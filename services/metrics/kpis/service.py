@@ -46,6 +46,7 @@ from services.metrics.kpis.query import (
     answer,
     answer_too_large,
     comparison_ranges,
+    no_unit_cost_warning,
     shift,
 )
 from services.metrics.kpis.repository import Grouping, RollupRepository
@@ -127,8 +128,10 @@ async def _measure(
             for cost in row["costs_without_rate"] or []:
                 currency, day = cost.split(" ")
                 unconverted[currency].add(date.fromisoformat(day))
-        for sku in sorted(without_cost):
-            found.warnings.append(f"no unit cost for SKU {sku}")
+        if without_cost:
+            skus = sorted(without_cost)
+            first = await repository.first_unit_costs(query.tenant_id, skus)
+            found.warnings += [no_unit_cost_warning(sku, first.get(sku)) for sku in skus]
     if needed & ORDER_INPUTS:
         for row in await repository.orders(grouping):
             row_key = key(row)
