@@ -36,10 +36,11 @@ CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-    "form-action 'self'; frame-ancestors 'none'",
     "Referrer-Policy": "no-referrer",
 }
+# A registered redirect URI's origin, written into the page's policy: a host name or an
+# IPv6 literal, and a port; anything else would not read as one source.
+ORIGIN = re.compile(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
 WRONG_CREDENTIALS = "Wrong e-mail or password."
 # A nonce is the client's random value; far longer is no nonce but a payload.
 MAX_NONCE = 255
@@ -84,7 +85,14 @@ def registered(redirect_uri: str, redirect_uris: Iterable[str]) -> bool:
     if redirect_uri in redirect_uris:
         return True
     asked = urlsplit(redirect_uri)
-    if asked.scheme != "http" or asked.hostname not in LOOPBACK_HOSTS or asked.username:
+    # RFC 6749 §3.1.2: a redirect URI has no fragment (the code would land in it).
+    if (
+        asked.scheme != "http"
+        or asked.hostname not in LOOPBACK_HOSTS
+        or asked.username
+        or asked.fragment
+        or "#" in redirect_uri
+    ):
         return False
     try:
         asked.port  # noqa: B018  # a port that is no number makes no URI to send a code to
@@ -192,7 +200,27 @@ def _page(
         "button{padding:.5rem 1.2rem}</style></head><body>"
         f"<h1>Lodestar</h1>{note}{form}</body></html>"
     )
-    return HTMLResponse(body, status_code=status, headers={**PAGE_HEADERS, **(headers or {})})
+    policy = {"Content-Security-Policy": _content_policy(request)}
+    return HTMLResponse(
+        body, status_code=status, headers={**PAGE_HEADERS, **policy, **(headers or {})}
+    )
+
+
+def _content_policy(request: AuthorizationRequest | None) -> str:
+    """The page's CSP. Chromium and WebKit hold the redirect a form's answer makes to
+    ``form-action`` too: the sign-in form, whose answer sends the browser back to the
+    client, allows that client's origin (its redirect URI was checked before the form is
+    shown) beside the page itself."""
+    form_action = "'self'"
+    if request is not None:
+        parts = urlsplit(request.redirect_uri)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        if ORIGIN.fullmatch(origin):
+            form_action += f" {origin}"
+    return (
+        "default-src 'none'; style-src 'unsafe-inline'; "
+        f"form-action {form_action}; frame-ancestors 'none'"
+    )
 
 
 async def _start(
