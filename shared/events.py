@@ -109,10 +109,30 @@ def _timed(value: dt.datetime, info: ValidationInfo) -> dt.datetime:
 # The longest identifier an event may carry (store, SKU, order ...): a filter naming a
 # longer one can match nothing.
 MAX_TEXT = 256
+# Metrics keeps up to four identifiers (a store, an order, a SKU, a category) and the
+# platform in one index entry, which PostgreSQL bounds at 2,704 bytes: 256 characters of
+# Chinese or emoji were accepted, then refused by every fact table and never counted.
+MAX_TEXT_BYTES = 512
+TEXT_BYTES_REASON = (
+    f"must be at most {MAX_TEXT_BYTES} bytes in UTF-8 ({MAX_TEXT} characters of ASCII, "
+    f"{MAX_TEXT_BYTES // 3} of Chinese)"
+)
+
+
+def _fits_keys(value: str) -> str:
+    # Only a value of more than a quarter of the bound in characters can pass it.
+    if len(value) > MAX_TEXT_BYTES // 4 and len(value.encode(errors="surrogatepass")) > (
+        MAX_TEXT_BYTES
+    ):
+        raise ValueError(TEXT_BYTES_REASON)
+    return value
+
+
 Text = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT),
     AfterValidator(_no_nul),
+    AfterValidator(_fits_keys),
 ]
 
 

@@ -401,6 +401,16 @@ async def test_events_are_not_dead_lettered_when_the_fault_is_not_theirs(
     monkeypatch.setattr(consumer_module, "apply_messages", failing_with(ValueError("x"), "e1"))
     applied, faulty = await facts._apply_one_by_one(parsed) or (0, [])
     assert applied == 2 and [record.offset for record, _ in faulty] == [1]
+    # Every event refused for its own values (a key too long for an index, a value out
+    # of range), a lone one too: theirs, dead-lettered rather than retried for ever.
+    for refusal in (
+        asyncpg.exceptions.ProgramLimitExceededError("index row size 3128 exceeds maximum 2704"),
+        asyncpg.exceptions.NumericValueOutOfRangeError("numeric field overflow"),
+    ):
+        monkeypatch.setattr(consumer_module, "apply_messages", failing_with(refusal))
+        for batch in (parsed, Parsed(good[:1], [])):
+            applied, faulty = await facts._apply_one_by_one(batch) or (-1, [])
+            assert applied == 0 and len(faulty) == len(batch.good), refusal
 
 
 def test_events_accepted_under_older_rules_are_read_as_they_are() -> None:

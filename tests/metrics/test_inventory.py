@@ -338,3 +338,34 @@ async def test_a_sku_day_is_one_whatever_marketplaces_and_stores_its_warehouses_
             break
         await asyncio.sleep(0.1)
     assert [v["value"] for v in lamps["rows"][0]["values"]] == [10.0, 0.0, 1.0]
+
+
+async def test_the_widest_identifiers_ingest_takes_are_counted(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """A platform of 64 emoji and a store, order, SKU, category and warehouse of 170
+    Chinese characters each (510 bytes, the most ingest takes) fit every key metrics
+    keeps them in: counted, not dead-lettered as an index entry too large."""
+    tenant = await new_tenant()
+    widest = {name: char * 170 for name, char in (("store", "店"), ("order", "单"),
+              ("sku", "货"), ("category", "类"), ("warehouse", "仓"))}  # fmt: skip
+    source = {"platform": "🛒" * 64, "store_id": widest["store"], "marketplace": "US"}
+    sold = line("wide-line", widest["order"], 2, "10.00", "2026-04-12T18:00:00Z",
+                sku=widest["sku"])  # fmt: skip
+    sold["payload"]["category"] = widest["category"]
+    counted = snapshot("wide-count", "2026-04-12", widest["sku"], widest["warehouse"], 5)
+    events = [{**event, "source": source} for event in (sold, counted)]
+    assert (
+        await http.post("/v1/events", json={"events": events}, headers=tenant.headers)
+    ).status_code == 202
+    await wait_for(http, tenant, "on_hand", 5.0)
+    await wait_for(http, tenant, "units", 2.0)
+    by_sku = await kpis(
+        http, tenant, metrics="units,orders,on_hand", grain="total", group_by="sku,category",
+        **{"from": "2026-04-01", "to": "2026-04-30"},
+    )  # fmt: skip
+    [row] = by_sku["rows"]
+    assert [d["value"] for d in row["dimensions"]] == [widest["sku"], widest["category"]]
+    assert {v["metric"]: v["value"] for v in row["values"]} == {
+        "units": 2.0, "orders": 1.0, "on_hand": 5.0
+    }  # fmt: skip

@@ -504,3 +504,31 @@ def test_an_offset_no_time_zone_has_is_refused() -> None:
         )
         for index in range(4)
     ]
+
+
+def test_identifiers_are_bounded_in_bytes_as_the_facts_keep_them() -> None:
+    """256 characters are 1,024 bytes of emoji: metrics keeps four identifiers and the
+    platform in one index entry, so each is at most 512 bytes of UTF-8 too."""
+    widest = "店" * 170  # 510 bytes
+    fits = order_line(order_id=widest, line_id=widest, sku=widest, category=widest)
+    fits["source"] = {"platform": "🛒" * 64, "store_id": widest, "marketplace": "US"}
+    events, errors = validate_batch([fits])
+    assert errors == [] and isinstance(events[0].payload, OrderLine)
+    assert events[0].payload.sku == widest
+    too_wide = "店" * 171
+    assert _reasons(
+        [
+            order_line(sku=too_wide),
+            {**order_line(), "source": {**order_line()["source"], "store_id": "😀" * 129}},
+            another(
+                "inventory_snapshot", date="2026-03-01", sku="A", warehouse=too_wide, on_hand=1
+            ),
+        ]
+    ) == {
+        (0, "payload.sku"): "must be at most 512 bytes in UTF-8 (256 characters of ASCII, "
+        "170 of Chinese)",
+        (1, "source.store_id"): "must be at most 512 bytes in UTF-8 (256 characters of "
+        "ASCII, 170 of Chinese)",
+        (2, "payload.warehouse"): "must be at most 512 bytes in UTF-8 (256 characters of "
+        "ASCII, 170 of Chinese)",
+    }

@@ -36,7 +36,7 @@ from services.metrics.facts.measures import Source
 from services.metrics.facts.repository import FactRepository
 from services.metrics.facts.zones import StoreZones, store_zones_for
 from services.metrics.kpis.cache import bump_versions
-from shared.db import CONNECTION_LOST, Database
+from shared.db import CONNECTION_LOST, Database, sqlstate
 from shared.events import (
     DEADLETTER_TOPIC,
     PAYLOAD_MODELS,
@@ -403,6 +403,14 @@ def passing(exc: BaseException) -> bool:
     )
 
 
+def the_data_at_fault(exc: BaseException) -> bool:
+    """A failure the record's own values cause, the same at every attempt: a value the
+    database refuses (SQLSTATE class 22) or a limit it passes (54: a key too long for
+    an index)."""
+    state = sqlstate(exc)
+    return state is not None and state[:2] in ("22", "54")
+
+
 class FactConsumer:
     def __init__(self, db: Database, settings: Settings, erased: Container[str] = ()) -> None:
         self.db = db
@@ -620,14 +628,16 @@ class FactConsumer:
         that would dead-letter everything."""
         applied = 0
         faulty: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
+        all_the_data = True
         for record, message in parsed.good:
             try:
                 applied += await apply_messages(self.db, [message], self.erased)
             except Exception as exc:
                 if passing(exc):
                     return None
+                all_the_data = all_the_data and the_data_at_fault(exc)
                 faulty.append((record, f"cannot be applied: {type(exc).__name__}: {exc}"))
-        if len(faulty) == len(parsed.good):
+        if len(faulty) == len(parsed.good) and not all_the_data:
             return None
         return applied, faulty
 
