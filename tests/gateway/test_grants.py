@@ -10,8 +10,10 @@ from datetime import UTC, datetime
 
 import httpx
 
+from shared.access import EFFECTIVE_GRANT_PATH
 from tests.conftest import NewTenant, TenantClient
 from tests.gateway.login import add_user
+from tests.gateway.test_admin_reach import signed_in
 
 
 async def grant_of_store_s1(
@@ -160,6 +162,29 @@ async def test_the_agency_reads_its_grant_and_is_told_only_the_seller_changes_it
     ):
         assert answer.status_code == 404
     assert (await http.get(grant, headers=seller.headers)).json()["stores"] == ["s1"]
+
+
+async def test_a_person_limited_to_some_stores_learns_no_other_granted_store(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """The services' lookup of a grant is served on the public gateway too: it shows a
+    person of the agency limited to some stores only those, as ``/v1/grants`` does."""
+    seller = await new_tenant()
+    agency = await new_tenant()
+    given = await http.post(
+        "/v1/grants",
+        json={"agency_tenant_id": agency.tenant_id, "stores": ["s1", "s2"], "scopes": ["kpi:read"]},
+        headers=seller.headers,
+    )
+    assert given.status_code == 201, given.text
+    _, limited = await signed_in(http, agency, "viewer", "kpi:read", limits={"stores": ["s1"]})
+    lookup = f"{EFFECTIVE_GRANT_PATH}?tenant_id={seller.tenant_id}"
+    for caller, stores in ((agency, ["s1", "s2"]), (limited, ["s1"])):
+        answer = await http.get(lookup, headers=caller.headers)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["stores"] == stores
+        listed = await http.get("/v1/grants", headers=caller.headers)
+        assert [grant["stores"] for grant in listed.json()["grants"]] == [stores]
 
 
 async def test_any_store_or_category_an_event_may_name_can_be_granted_or_a_limit(

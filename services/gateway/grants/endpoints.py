@@ -14,7 +14,12 @@ from services.gateway.grants.schemas import (
     GrantOut,
     GrantUpdate,
 )
-from shared.access import EFFECTIVE_GRANT_PATH, KnownParametersOnly, WholeTenantAdmin
+from shared.access import (
+    EFFECTIVE_GRANT_PATH,
+    KnownParametersOnly,
+    WholeTenantAdmin,
+    store_limits,
+)
 from shared.auth import Principal, current_principal
 from shared.deps import DbSession
 from shared.errors import NotFound
@@ -104,8 +109,13 @@ async def revoke_grant(grant_id: str, issuer: WholeTenantAdmin, session: DbSessi
 async def effective_grant(
     principal: Caller, session: DbSession, tenant_id: Annotated[str, Query()]
 ) -> EffectiveGrantOut:
-    """For the other services: the caller's grant into ``tenant_id`` now, else 404."""
+    """For the other services: the caller's grant into ``tenant_id`` now, else 404. Of
+    its stores, only those the caller reaches: a person of the agency limited to some
+    stores reads the answer too (the public gateway serves it), and the seller's other
+    store names are none of its business, as ``GET /v1/grants`` shows them."""
     grant = await service.effective_grant(session, principal, tenant_id)
     if grant is None:
         raise NotFound(f"no grant into tenant {tenant_id}")
-    return EffectiveGrantOut(id=grant.id, stores=sorted(grant.stores), scopes=sorted(grant.scopes))
+    limited = store_limits(principal)
+    stores = grant.stores if limited is None else grant.stores & limited
+    return EffectiveGrantOut(id=grant.id, stores=sorted(stores), scopes=sorted(grant.scopes))
