@@ -379,16 +379,23 @@ def _restart(broker: EmbeddedBroker, config: StackConfig) -> None:
     _create_topics(config)
 
 
+def stop_once(signum: int, frame: FrameType | None) -> None:
+    """Stops the launcher at the first stop signal and ignores the others: a closed
+    terminal sends SIGHUP twice (the kernel's hangup, then the shell's to its jobs), and
+    a second ``Stopped`` raised while stopping would cut the stopping short, leaving
+    PostgreSQL and the broker running."""
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, signal.SIG_IGN)
+    raise Stopped(signal.Signals(signum).name)
+
+
 def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     home = Path(os.environ.get("LODESTAR_HOME", ".lodestar")).resolve()
     launcher = Launcher(home)
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        raise Stopped(signal.Signals(signum).name)
-
     for stop in STOP_SIGNALS:
-        signal.signal(stop, on_signal)
+        signal.signal(stop, stop_once)
     try:
         return launcher.run()
     except (PortInUse, PortShared, AlreadyRunning) as exc:

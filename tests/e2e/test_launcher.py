@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from devstack.embedded import free_ports, port_is_free
+from devstack.launcher import STOP_SIGNALS, Stopped, stop_once
 
 SERVICES = ("gateway", "ingest", "metrics", "targets")
 
@@ -158,7 +159,8 @@ def test_make_run_starts_everything_and_sigterm_leaves_nothing(tmp_path: Path) -
         assert process.wait(60) == 0
     assert _postgres_processes(home) == []
 
-    # A closed terminal (SIGHUP, its output gone) stops everything as Ctrl-C does.
+    # A closed terminal (SIGHUP, its output gone) stops everything as Ctrl-C does,
+    # though it sends SIGHUP twice: the kernel's hangup, then the shell's to its jobs.
     process = _start(env)
     try:
         _wait_running(process)
@@ -166,10 +168,27 @@ def test_make_run_starts_everything_and_sigterm_leaves_nothing(tmp_path: Path) -
         process.stdout.close()
     finally:
         process.send_signal(signal.SIGHUP)
+        process.send_signal(signal.SIGHUP)
         assert process.wait(60) == 0
     assert _postgres_processes(home) == []
     for port in [*ports.values(), broker_port]:
         assert port_is_free("127.0.0.1", port), port
+
+
+def test_the_first_stop_signal_stops_and_the_others_are_ignored() -> None:
+    """A closed terminal sends SIGHUP twice; the second, arriving while the launcher
+    stops, once cut the stopping short and left PostgreSQL and the broker running."""
+    before = {stop: signal.getsignal(stop) for stop in STOP_SIGNALS}
+    try:
+        for stop in STOP_SIGNALS:
+            signal.signal(stop, stop_once)
+        with pytest.raises(Stopped, match="SIGHUP"):
+            stop_once(signal.SIGHUP, None)
+        assert {signal.getsignal(stop) for stop in STOP_SIGNALS} == {signal.SIG_IGN}
+        os.kill(os.getpid(), signal.SIGHUP)  # ignored: nothing is raised
+    finally:
+        for stop, handler in before.items():
+            signal.signal(stop, handler)
 
 
 def test_port_already_taken_is_one_line_naming_the_variable(tmp_path: Path) -> None:
