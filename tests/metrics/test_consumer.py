@@ -88,7 +88,14 @@ async def wait_until(predicate: Any, timeout: float = 30) -> None:
 async def gmv(client: httpx.AsyncClient, token: str) -> float | None:
     response = await client.get(
         "/v1/kpis",
-        params={"metrics": "gmv", "from": "2026-05-01", "to": "2026-05-31", "grain": "total"},
+        # In USD: no gateway runs here to tell the tenant's reporting currency.
+        params={
+            "metrics": "gmv",
+            "from": "2026-05-01",
+            "to": "2026-05-31",
+            "grain": "total",
+            "currency": "USD",
+        },
         headers={"Authorization": f"Bearer {token}"},
     )
     assert response.status_code == 200, response.text
