@@ -38,9 +38,6 @@ PAGE_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
 }
-# A registered redirect URI's origin, written into the page's policy: a host name or an
-# IPv6 literal, and a port; anything else would not read as one source.
-ORIGIN = re.compile(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
 WRONG_CREDENTIALS = "Wrong e-mail or password."
 # A nonce is the client's random value; far longer is no nonce but a payload.
 MAX_NONCE = 255
@@ -207,20 +204,13 @@ def _page(
 
 
 def _content_policy(request: AuthorizationRequest | None) -> str:
-    """The page's CSP. Chromium and WebKit hold the redirect a form's answer makes to
-    ``form-action`` too: the sign-in form, whose answer sends the browser back to the
-    client, allows that client's origin (its redirect URI was checked before the form is
-    shown) beside the page itself."""
-    form_action = "'self'"
-    if request is not None:
-        parts = urlsplit(request.redirect_uri)
-        origin = f"{parts.scheme}://{parts.netloc}"
-        if ORIGIN.fullmatch(origin):
-            form_action += f" {origin}"
-    return (
-        "default-src 'none'; style-src 'unsafe-inline'; "
-        f"form-action {form_action}; frame-ancestors 'none'"
-    )
+    """The page's CSP. Chromium and WebKit hold every redirect a form's answer leads to
+    against ``form-action``: the client's redirect URI, and wherever that sends the
+    browser on (a portal's callback that redirects to its app). The sign-in form's page
+    therefore sets none; its form posts only to this page, and nothing on it is
+    written by anyone but the gateway. A page without the form allows no form at all."""
+    form_action = "" if request is not None else "form-action 'none'; "
+    return f"default-src 'none'; style-src 'unsafe-inline'; {form_action}frame-ancestors 'none'"
 
 
 async def _start(
