@@ -272,3 +272,33 @@ async def test_admins_limited_by_marketplace_or_category_keep_off_other_stores(
         )
         assert zone.status_code == 403, zone.text
         assert (await http.get("/v1/settings/stores", headers=who.headers)).status_code == 403
+
+
+async def test_a_person_limited_to_a_marketplace_may_write_its_code_in_any_case(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """KPI questions read marketplace codes in any case (``us`` asks for US): a person
+    limited to US asking for ``us`` asks for its own marketplace, REST and GraphQL."""
+    tenant = await new_tenant()
+    _, us_viewer = await signed_in(
+        http, tenant, "viewer", "kpi:read", limits={"marketplaces": ["US"]}
+    )
+    month = {"metrics": "gmv", "from": "2026-03-01", "to": "2026-03-31", "grain": "total"}
+    for code in ("US", "us", "Us"):
+        answer = await http.get(
+            "/v1/kpis", params={**month, "marketplaces": code}, headers=us_viewer.headers
+        )
+        assert answer.status_code == 200, (code, answer.text)
+    mx = await http.get(
+        "/v1/kpis", params={**month, "marketplaces": "mx"}, headers=us_viewer.headers
+    )
+    assert mx.status_code == 403 and "marketplace MX" in mx.json()["detail"]
+    asked = await http.post(
+        "/graphql",
+        json={
+            "query": '{ kpis(input: {metrics: ["gmv"], from: "2026-03-01", to: "2026-03-31",'
+            ' grain: TOTAL, filters: {marketplaces: ["us"]}}) { currency } }'
+        },
+        headers=us_viewer.headers,
+    )
+    assert asked.status_code == 200 and "errors" not in asked.json(), asked.text

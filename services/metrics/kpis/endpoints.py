@@ -301,7 +301,7 @@ async def kpis(
     accept = _without_charsets_not_offered(request.headers.get("accept", ""))
     csv_wanted = _negotiated(accept, (JSON, CSV)) == CSV
     asked = {"stores": stores, "marketplaces": marketplaces, "categories": categories}
-    narrowed = {name: access.narrow(name, split_list(value, name)) for name, value in asked.items()}
+    narrowed = {name: access.narrow(name, _as_kept(name, value)) for name, value in asked.items()}
     # Filters the caller did not write but its limits did (a user limited to categories).
     imposed = {name for name, value in asked.items() if not value and narrowed[name]}
     query = _parsed_within_limits(
@@ -357,6 +357,15 @@ async def kpis(
         )
     # Built by the engine in the documented shape: serialised as is, not validated again.
     return Response(orjson.dumps(body), media_type="application/json", headers=headers)
+
+
+def _as_kept(name: str, value: str | None) -> list[str]:
+    """A filter's values as events keep them, to hold against the caller's limits: a
+    marketplace is upper case ("us" asks for US), as the query reads it."""
+    values = split_list(value, name)
+    if name == "marketplaces" and values:
+        return [marketplace.upper() for marketplace in values]
+    return values
 
 
 def _parsed_within_limits(
