@@ -33,7 +33,14 @@ from pydantic_core import PydanticCustomError
 
 from shared.errors import FieldError
 from shared.money import CurrencyCode, DecimalFigure, Money, NonNegativeMoney
-from shared.time import DATE_RANGE, DATE_TEXT, country_code, in_date_range
+from shared.time import (
+    DATE_RANGE,
+    DATE_TEXT,
+    EARLIEST_DATE,
+    LATEST_DATE,
+    country_code,
+    in_date_range,
+)
 from shared.validation_context import STORED, accepting
 
 EventType = Literal[
@@ -98,11 +105,27 @@ def _dated(value: dt.date) -> dt.date:
 _OFFSETS = (dt.timedelta(hours=-12), dt.timedelta(hours=14))
 
 
+# The instants whose date is within the calendar in every time zone: an event at one
+# beyond would count on a local date (a Tokyo store's 2200-01-01) no question can name.
+_FIRST_INSTANT = dt.datetime.combine(EARLIEST_DATE, dt.time(12), tzinfo=dt.UTC)
+_LAST_INSTANT = dt.datetime.combine(LATEST_DATE, dt.time(9, 59, 59), tzinfo=dt.UTC)
+INSTANT_RANGE = (
+    f"between {_FIRST_INSTANT:%Y-%m-%dT%H:%M:%SZ} and {_LAST_INSTANT:%Y-%m-%dT%H:%M:%SZ}, "
+    f"so that its date is {DATE_RANGE} in every time zone"
+)
+
+
 def _timed(value: dt.datetime, info: ValidationInfo) -> dt.datetime:
     _dated(value.date())
     offset = value.utcoffset()
     if offset is not None and not _OFFSETS[0] <= offset <= _OFFSETS[1] and accepting(info):
         raise ValueError("must have an offset from -12:00 to +14:00 (no time zone is further)")
+    if (
+        offset is not None
+        and accepting(info)
+        and not _FIRST_INSTANT <= value < _LAST_INSTANT + dt.timedelta(seconds=1)
+    ):
+        raise ValueError(f"must be {INSTANT_RANGE}")
     return value
 
 

@@ -198,9 +198,23 @@ def test_values_storage_or_the_calendar_cannot_hold_are_refused_at_the_door() ->
     assert named[(5, "payload.purchased_at")] == "must be between 1970-01-01 and 2199-12-31"
     assert "10^15" in named[(7, "payload.unit_price.amount")]
     # The largest values that fit are still taken.
-    edge = order_line(quantity=2**31 - 1, purchased_at="2199-12-31T23:59:59Z")
+    edge = order_line(quantity=2**31 - 1, purchased_at="2199-12-31T09:59:59Z")
     edge["version"] = 2**31 - 1
-    assert validate_batch([edge])[1] == []
+    first = order_line(purchased_at="1970-01-01T00:00:00-12:00")
+    assert validate_batch([edge, first])[1] == []
+    # An instant whose date is past the calendar's end in some zone (Tokyo's, say, or
+    # a store's own) would count on a day no question can name.
+    beyond = [
+        order_line(purchased_at="2199-12-31T10:00:00Z"),
+        order_line(purchased_at="2199-12-31T20:00:00-12:00"),
+        order_line(purchased_at="1970-01-01T11:59:59Z"),
+    ]
+    assert _reasons(beyond) == {
+        (n, "payload.purchased_at"): "must be between 1970-01-01T12:00:00Z and "
+        "2199-12-31T09:59:59Z, so that its date is between 1970-01-01 and 2199-12-31 in "
+        "every time zone"
+        for n in range(3)
+    }
 
 
 def test_a_marketplace_is_an_iso_country_with_its_own_time_zone() -> None:
