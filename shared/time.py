@@ -93,7 +93,12 @@ def time_zone_name(value: object) -> str:
 
 @lru_cache(maxsize=256)
 def zone(name: str) -> ZoneInfo:
-    return ZoneInfo(name)
+    """The zone as the ``tzdata`` package has it, never the system's files: PostgreSQL,
+    which dates facts again when a store's zone changes, keeps a copy of the same
+    release. An older system copy (2025b, before British Columbia's change) put a
+    Vancouver store's 07:30 UTC on one day here and on the next there."""
+    with resources.files("tzdata").joinpath("zoneinfo", *name.split("/")).open("rb") as data:
+        return ZoneInfo.from_file(data, key=name)
 
 
 def marketplace_zone(marketplace: str, override: str | None = None) -> ZoneInfo:

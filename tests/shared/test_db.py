@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections import Counter
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 
 from shared.db import CONNECTION_LOST, Database, asyncpg_dsn, rolled_back_for_concurrency
+from shared.time import local_date, time_zone_names
 
 
 async def _end_connections_of(database_url: str, application_name: str) -> int:
@@ -112,3 +114,33 @@ async def test_the_last_attempt_given_up_for_a_deadlock_reaches_the_caller(
         assert runs[0] == 1
     finally:
         await db.dispose()
+
+
+async def test_python_dates_every_instant_as_postgresql_does(database_url: str) -> None:
+    """Facts are dated in Python as they arrive, and in PostgreSQL again when a store's
+    zone changes: both must read one time-zone release. The system's older files once
+    put a Vancouver store's 07:30 UTC on 28 November here and on the 29th there."""
+    instants = [
+        datetime(year, month, day, hour, 30, tzinfo=UTC)
+        for year in (2025, 2026, 2027)
+        for month, day in ((3, 9), (3, 30), (6, 15), (10, 26), (11, 2), (11, 29), (12, 31))
+        for hour in (0, 7, 12, 19)
+    ]
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        rows = await conn.fetch(
+            "SELECT z.name, i.at, (i.at AT TIME ZONE z.name)::date AS day "
+            "FROM unnest($1::text[]) AS z(name) CROSS JOIN unnest($2::timestamptz[]) AS i(at) "
+            "WHERE z.name IN (SELECT name FROM pg_timezone_names)",
+            sorted(time_zone_names()),
+            instants,
+        )
+    finally:
+        await conn.close()
+    assert {row["name"] for row in rows} >= {"America/Vancouver", "Africa/Casablanca"}
+    differing = [
+        (row["name"], row["at"].isoformat(), row["day"])
+        for row in rows
+        if local_date(row["at"], "US", row["name"]) != row["day"]
+    ]
+    assert differing == []
