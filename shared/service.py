@@ -117,7 +117,8 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").partition(";")[0].strip().lower()
 
 
-def _is_json(media: str) -> bool:
+def is_json(media: str) -> bool:
+    """A JSON media type: application/json, or any structured one (RFC 6839: +json)."""
     return media == "application/json" or media.endswith("+json")
 
 
@@ -133,7 +134,7 @@ def require_json_body(request: Request) -> None:
     """For a JSON body a route reads itself: refused (415) under another Content-Type,
     as FastAPI's models are; taken with none, as FastAPI takes it."""
     media = media_type(request)
-    if media and not _is_json(media):
+    if media and not is_json(media):
         raise unsupported_media_type(media)
 
 
@@ -143,7 +144,7 @@ def _unreadable_body(request: Request, exc: RequestValidationError) -> LodestarE
         # FastAPI names the character offset where parsing failed as the field.
         return InvalidJson()
     media = media_type(request)
-    if _is_json(media):
+    if is_json(media):
         return None
     if any(
         tuple(err.get("loc", ())) == ("body",) and err.get("type") in _NOT_AN_OBJECT

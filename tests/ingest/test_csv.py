@@ -319,6 +319,18 @@ def test_counts_in_other_scripts_digits_are_refused() -> None:
         f"{HEADER}\n{GOOD[0].replace(',2,', ', 2 ,', 1)}\n".encode(), "order_line", 10
     )
     assert spaced.events[0]["payload"]["quantity"] == 2
+    # A quoted cell after a padding space is read quoted, not with its quotes as data.
+    padded = GOOD[0].replace(",US,", ', "US",', 1)
+    quoted = parse_csv(f"{HEADER}\n{padded}\n".encode(), "order_line", 10)
+    assert quoted.events[0]["source"]["marketplace"] == "US"
+
+
+def test_a_file_not_in_utf8_is_refused_naming_the_line_of_the_byte() -> None:
+    latin1 = f"{HEADER}\n{GOOD[0]}\n{GOOD[1].replace('MUG', 'CAFÉ')}\n".encode("latin-1")
+    with pytest.raises(InvalidInput) as refused:
+        parse_csv(latin1, "order_line", 10)
+    assert refused.value.detail == "the file is not UTF-8 text: line 3 holds the byte 0xC9"
+    assert [(e.row, e.field) for e in refused.value.errors] == [(3, "body")]
 
 
 async def test_a_json_push_sent_to_the_csv_route_is_415(
@@ -343,6 +355,15 @@ async def test_a_json_push_sent_to_the_csv_route_is_415(
         headers=tenant.headers,
     )
     assert form.status_code == 415, form.text
+    # A JSON push under any JSON type is no CSV either.
+    for media in ("application/vnd.api+json", "application/problem+json", "text/json"):
+        as_json = await http.post(
+            "/v1/events:csv",
+            params={"type": "order_line"},
+            content=b'{"events": []}',
+            headers={**tenant.headers, "Content-Type": media},
+        )
+        assert as_json.status_code == 415, (media, as_json.text)
     assert "not multipart/form-data" in form.json()["detail"]
     # curl's --data-binary @file.csv sends the form type: a file all the same.
     taken = await http.post(

@@ -116,7 +116,9 @@ def _records(text: str) -> Iterator[tuple[int, list[str]]]:
     blank lines are skipped. What the csv module refuses (an unterminated quote, a stray
     one, a cell over 128 KiB) is a 422 naming the line, not a server error."""
     # newline="": a line may end in LF, CRLF or a bare CR (old spreadsheets save so).
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    # skipinitialspace: a quoted cell after a padding space (`US, "1.00"`) is read
+    # quoted, not with its quotes as data.
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True, skipinitialspace=True)
     blank = 0
     while True:
         line = reader.line_num + 1
@@ -156,9 +158,14 @@ def parse_csv(raw: bytes, event_type: str, max_events: int) -> CsvBatch:
         )
     try:
         text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
+    except UnicodeDecodeError as exc:
+        # The line of the first byte that is not UTF-8, as the file's other errors name
+        # theirs: one Latin-1 name in a 5,000-line export is found at once.
+        line = raw[: exc.start].count(b"\n") + 1
+        byte = raw[exc.start]
         raise InvalidInput(
-            "the file is not UTF-8 text", [FieldError(field="body", reason="must be UTF-8 CSV")]
+            f"the file is not UTF-8 text: line {line} holds the byte 0x{byte:02X}",
+            [FieldError(field="body", reason="must be UTF-8 CSV", row=line)],
         ) from None
     # The end-of-file mark (Ctrl-Z) some old ERPs still write, a line break or not
     # after it.

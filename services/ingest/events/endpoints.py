@@ -22,7 +22,7 @@ from shared.db import Database
 from shared.errors import InvalidInput
 from shared.events import EVENT_TYPES, Event
 from shared.openapi import ErrorBody
-from shared.service import media_type, require_json_body, unsupported_media_type
+from shared.service import is_json, media_type, require_json_body, unsupported_media_type
 from shared.tenant_data import hold_tenants
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
@@ -206,7 +206,7 @@ async def upload_events_csv(
     Errors name the file line (``row``, the header being line 1) as well as the index.
     """
     media = media_type(request)
-    if media == "application/json" or media.startswith("multipart/"):
+    if is_json(media) or media == "text/json" or media.startswith("multipart/"):
         # A JSON push sent here by mistake is never read as CSV, nor a form's upload
         # (`curl -F file=@x.csv`), whose boundary would be taken for the header. curl's
         # default form type is taken: it is how `--data-binary @file.csv` sends a file.
