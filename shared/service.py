@@ -322,6 +322,36 @@ class HeadAsGet:
         await self.app({**scope, "method": "GET"}, receive, without_body)
 
 
+# Set on every answer that has none of its own (a proxied service's answer has them):
+# no browser reads a JSON or CSV answer as a page or a script, and no page of ours
+# (GraphiQL's included) is framed by another site.
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+)
+
+
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [header for header in SECURITY_HEADERS if header[0] not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 class TracingMiddleware:
     """A server span per request, continuing the caller's trace, and one log line."""
 
@@ -518,6 +548,7 @@ def build_app(
         # Inside HeadAsGet: a HEAD tells the very headers its GET gets.
         app.add_middleware(CompressedAnswers, paths=compressed_paths)
     app.add_middleware(HeadAsGet)
+    app.add_middleware(SecurityHeaders)
     app.include_router(health_router(settings))
     app.include_router(audit_router())
     with_security(app)

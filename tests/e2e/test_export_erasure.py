@@ -497,6 +497,29 @@ async def test_an_admin_limited_to_some_stores_can_neither_export_nor_erase(
     ).status_code == 200
 
 
+async def test_of_a_tenants_users_only_an_owner_erases_it(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """An admin may not make, change or act as an owner; erasing ends every owner's
+    account with the rest, so it is an owner's alone (or a client's, which has no role)."""
+    seller = await new_tenant()
+    client_id = await frontend_client(http, seller)
+    for role, status in (("admin", 403), ("owner", 202)):
+        user = await add_user(http, seller, role)
+        tokens = await user_tokens(http, client_id, user["email"], scope="tenant:admin")
+        answer = await http.request(
+            "DELETE",
+            f"/v1/tenants/{seller.tenant_id}",
+            json={"confirm": seller.tenant_id},
+            headers={"Authorization": f"Bearer {tokens['access_token']}"},
+        )
+        assert answer.status_code == status, (role, answer.text)
+        if status == 403:
+            assert answer.json()["detail"] == "only an owner can erase the tenant"
+            still = await http.get(f"/v1/tenants/{seller.tenant_id}", headers=seller.headers)
+            assert still.status_code == 200
+
+
 async def test_writes_of_an_erased_tenant_stop_at_the_gateway_after_services_restart(
     http: httpx.AsyncClient, stack: Stack, new_tenant: NewTenant, admin_token: str
 ) -> None:

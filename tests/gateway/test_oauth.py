@@ -173,7 +173,8 @@ async def test_metadata_and_jwks(http: httpx.AsyncClient, stack: Stack) -> None:
     assert metadata["token_endpoint"] == f"{stack.gateway}/oauth/token"
     assert metadata["jwks_uri"] == f"{stack.gateway}/.well-known/jwks.json"
     assert "client_credentials" in metadata["grant_types_supported"]
-    assert metadata["token_endpoint_auth_signing_alg_values_supported"] == ["RS256"]
+    # RFC 8414 §2: only for JWT client authentication, which is not offered.
+    assert "token_endpoint_auth_signing_alg_values_supported" not in metadata
     assert metadata["token_endpoint_auth_methods_supported"] == [
         "client_secret_basic",
         "client_secret_post",

@@ -70,6 +70,11 @@ async def test_client_scopes_are_checked(
     assert own.json()["tenant_id"] == tenant.tenant_id
     assert own.json()["name"] == "dashboard"
     assert len(own.json()["client_secret"]) >= 40
+    # Shown once: kept by no cache on the way, nor the browser's (RFC 9111 §5.2.2.5).
+    assert own.headers["cache-control"] == "no-store"
+    # No browser reads an answer as a page or a script, nor frames one.
+    assert own.headers["x-content-type-options"] == "nosniff"
+    assert own.headers["x-frame-options"] == "DENY"
     token = await fetch_token(http, own.json()["client_id"], own.json()["client_secret"])
     assert token
     more = await http.post(

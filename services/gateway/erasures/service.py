@@ -46,7 +46,9 @@ def out(erasure: Erasure) -> ErasureOut:
 
 def _authorize(principal: Principal, tenant_id: str) -> None:
     """The platform admin, or a tenant:admin of that tenant whose role is not limited to
-    some stores, marketplaces or categories; another tenant gets 403."""
+    some stores, marketplaces or categories; another tenant gets 403. Of its users, only
+    an owner: an admin may not touch an owner in any other way, and erasing ends every
+    owner's account with the rest (a client, which has no role, acts as an owner)."""
     if PLATFORM_ADMIN in principal.scopes:
         return
     if principal.tenant_id != tenant_id:
@@ -54,6 +56,9 @@ def _authorize(principal: Principal, tenant_id: str) -> None:
     principal.require(TENANT_ADMIN)
     if limited_user(principal):
         raise Forbidden(WHOLE_TENANT_ONLY)
+    roles = principal.claims.get("roles")
+    if roles is not None and "owner" not in roles:
+        raise Forbidden("only an owner can erase the tenant")
 
 
 def _done(rows_deleted: int) -> dict[str, Any]:

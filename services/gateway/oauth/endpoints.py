@@ -383,7 +383,6 @@ def _metadata(request: Request) -> dict[str, Any]:
         "token_endpoint_auth_methods_supported": [*AUTH_METHODS, "none"],
         "revocation_endpoint_auth_methods_supported": [*AUTH_METHODS, "none"],
         "introspection_endpoint_auth_methods_supported": list(AUTH_METHODS),
-        "token_endpoint_auth_signing_alg_values_supported": [ALGORITHM],
         "access_token_signing_alg_values_supported": [ALGORITHM],
         "scopes_supported": [OPENID, *ALL_SCOPES],
     }

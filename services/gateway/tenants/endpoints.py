@@ -6,6 +6,7 @@ from fastapi import APIRouter, BackgroundTasks, Body, Depends, Query, Request, R
 
 from services.gateway.erasures import service as erasures
 from services.gateway.erasures.schemas import ErasureConfirm, ErasureOut
+from services.gateway.oauth.user_grants import NO_STORE
 from services.gateway.tenants import service
 from services.gateway.tenants.repository import TenantRepository
 from services.gateway.tenants.schemas import (
@@ -106,6 +107,7 @@ async def create_client(
     data: ClientCreate,
     principal: EitherAdmin,
     session: DbSession,
+    response: Response,
 ) -> ClientCreated:
     """An OAuth client of the tenant; its secret is in this answer only.
 
@@ -114,6 +116,8 @@ async def create_client(
     never gets a scope the caller's token lacks (403 `insufficient_scope` naming it).
     Another tenant is 403; an unknown one, for the platform admin, 404.
     """
+    # The secret is shown once: no cache on the way, nor the browser's, keeps it.
+    response.headers.update(NO_STORE)
     return await service.create_client(session, principal, tenant_id, data)
 
 
