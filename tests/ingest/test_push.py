@@ -329,6 +329,35 @@ async def test_pushes_naming_ids_twice_never_deadlock(
     )
 
 
+async def test_a_field_given_twice_in_one_object_is_refused(ingest: IngestService) -> None:
+    """JSON parsers keep one of two values given under one name (the last, here): an
+    ERP writing a quantity and then its correction would have one counted silently."""
+    tenant = new_tenant_id()
+    line = json.dumps(order_line("twice"))
+    twice_in_payload = line.replace('"quantity": 1', '"quantity": 2, "quantity": 9')
+    twice_at_top = line.replace('"version": 1', '"version": 1, "version": 5')
+    assert twice_in_payload != line and twice_at_top != line
+    body = f'{{"events": [{line.replace("twice", "once")}, {twice_in_payload}, {twice_at_top}]}}'
+    refused = await ingest.client.post(
+        "/v1/events",
+        content=body,
+        headers={**ingest.headers(tenant), "Content-Type": "application/json"},
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"] == [
+        {"index": 1, "field": "payload.quantity", "reason": "given more than once"},
+        {"index": 2, "field": "version", "reason": "given more than once"},
+    ]
+    wrapped = await ingest.client.post(
+        "/v1/events",
+        content=f'{{"events": [], "events": [{line}]}}',
+        headers={**ingest.headers(tenant), "Content-Type": "application/json"},
+    )
+    assert wrapped.status_code == 422
+    assert wrapped.json()["errors"] == [{"field": "events", "reason": "given more than once"}]
+    assert await ingest.outbox_rows(tenant) == 0
+
+
 async def test_a_failed_request_does_not_burn_its_idempotency_key(ingest: IngestService) -> None:
     tenant = new_tenant_id()
     key = {"Idempotency-Key": "retry-me"}
