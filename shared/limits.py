@@ -128,7 +128,8 @@ class ClientVerifier(Protocol):
 
 async def client_key(scope: Scope, verifier: ClientVerifier | None) -> str:
     """The key a request is limited by: the client of its bearer token once the token
-    verifies (``client_id``, or ``azp`` of an external provider's), else the peer
+    verifies (``client_id``, or ``azp`` of an external provider's), and for a user's
+    token that user of the client, else the peer
     address. A claim read without checking the signature would let anyone who knows a
     client's id (public clients' are in every sign-in link) spend that client's bucket
     and lock it out. The verified token is remembered, so the route checks it again for
@@ -145,6 +146,11 @@ async def client_key(scope: Scope, verifier: ClientVerifier | None) -> str:
                 # Not a token (401 at the route): the address pays for it.
                 principal = None
             if principal is not None and len(principal.client_id) <= MAX_CLIENT_ID_LENGTH:
+                if principal.subject and principal.subject != principal.client_id:
+                    # A person signed in through an application (a dashboard, an agency
+                    # portal that everyone of the agency uses): one user asking too fast
+                    # must not stop the others.
+                    return f"user:{principal.client_id} {principal.subject[:MAX_CLIENT_ID_LENGTH]}"
                 return f"client:{principal.client_id}"
     peer = scope.get("client")
     return f"ip:{peer[0] if peer else 'unknown'}"

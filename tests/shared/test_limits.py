@@ -428,7 +428,8 @@ async def test_non_ascii_authorization_is_keyed_by_address() -> None:
 
 
 async def test_a_real_access_token_is_keyed_by_its_client_id() -> None:
-    token = MINTER.mint("tn_1", ["kpi:read"], client_id="erp-7")
+    # A client's own token (client credentials) names it as its subject too.
+    token = MINTER.mint("tn_1", ["kpi:read"], client_id="erp-7", sub="erp-7")
     scope = {
         "type": "http",
         "path": "/v1/kpis",
@@ -440,6 +441,22 @@ async def test_a_real_access_token_is_keyed_by_its_client_id() -> None:
     assert await client_key({**scope, "path": "/oauth/token"}, MINTER.verifier()) == (
         "ip:203.0.113.7"
     )
+
+
+async def test_each_user_of_one_application_has_a_bucket_of_its_own() -> None:
+    """A dashboard or an agency portal is one client every person signs in through:
+    one of them asking too fast stopped the owner too."""
+    keys = []
+    for subject in ("us_viewer", "us_owner"):
+        token = MINTER.mint("tn_1", ["kpi:read"], client_id="portal", sub=subject)
+        scope = {
+            "type": "http",
+            "path": "/v1/kpis",
+            "headers": [(b"authorization", f"Bearer {token}".encode())],
+            "client": ("203.0.113.7", 5555),
+        }
+        keys.append(await client_key(scope, MINTER.verifier()))
+    assert keys == ["user:portal us_viewer", "user:portal us_owner"]
 
 
 async def test_an_external_providers_token_is_keyed_by_its_azp() -> None:
@@ -454,7 +471,7 @@ async def test_an_external_providers_token_is_keyed_by_its_azp() -> None:
         "headers": [(b"authorization", f"Bearer {token}".encode())],
         "client": ("203.0.113.7", 5555),
     }
-    assert await client_key(scope, MINTER.verifier()) == "client:seller-dashboard"
+    assert await client_key(scope, MINTER.verifier()) == "user:seller-dashboard user-1"
 
 
 async def test_tokens_naming_a_client_without_its_signature_never_spend_its_bucket() -> None:
