@@ -14,7 +14,7 @@ import contextlib
 import logging
 import struct
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -44,11 +44,15 @@ def make_producer(bootstrap_servers: str, linger_ms: int = 5) -> AIOKafkaProduce
 
 
 def make_consumer(
-    bootstrap_servers: str, topics: list[str], group_id: str, max_poll_records: int = 2000
+    bootstrap_servers: str,
+    topics: list[str],
+    group_id: str,
+    max_poll_records: int = 2000,
+    listener: ConsumerRebalanceListener | None = None,
 ) -> AIOKafkaConsumer:
-    """A consumer that never commits on its own: the caller commits after its DB commit."""
-    return AIOKafkaConsumer(
-        *topics,
+    """A consumer that never commits on its own: the caller commits after its DB commit.
+    ``listener`` hears its group take partitions away and give them."""
+    consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers,
         group_id=group_id,
         enable_auto_commit=False,
@@ -72,6 +76,8 @@ def make_consumer(
         heartbeat_interval_ms=1000,
         request_timeout_ms=REQUEST_TIMEOUT_MS,
     )
+    consumer.subscribe(topics, listener=listener)
+    return consumer
 
 
 async def ensure_topics(

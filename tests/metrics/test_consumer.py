@@ -577,6 +577,15 @@ async def test_metrics_is_ready_only_while_its_consumer_reads_the_event_stream(
             assert time.monotonic() < deadline, ready.text
             await asyncio.sleep(0.2)
         assert ready.json()["checks"] == {"database": "ok", "broker": "ok", "consumer": "ok"}
+        # A broker that restarted makes the group take the partitions back while the
+        # consumer joins again, though it still holds its old assignment: not ready.
+        membership = app.state.consumer._membership
+        await membership.on_partitions_revoked(app.state.consumer._consumer.assignment())
+        rejoining = await client.get("/readyz")
+        assert rejoining.status_code == 503
+        assert rejoining.json()["checks"]["consumer"].startswith("joining the event stream")
+        await membership.on_partitions_assigned(app.state.consumer._consumer.assignment())
+        assert (await client.get("/readyz")).status_code == 200
         await app.state.consumer.stop()
         stopped = await client.get("/readyz")
     assert stopped.status_code == 503

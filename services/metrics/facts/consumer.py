@@ -20,7 +20,13 @@ from typing import Any
 
 import asyncpg
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
 from aiokafka.errors import CommitFailedError, KafkaError
 from opentelemetry import trace
 from pydantic import ValidationError
@@ -411,6 +417,21 @@ def the_data_at_fault(exc: BaseException) -> bool:
     return state is not None and state[:2] in ("22", "54")
 
 
+class _Membership(ConsumerRebalanceListener):
+    """Whether the consumer's group has given it partitions since it last took them
+    away: after a broker restart the consumer keeps its old assignment while it joins
+    again, and reads nothing until the group answers."""
+
+    def __init__(self) -> None:
+        self.joined = False
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.joined = False
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.joined = True
+
+
 class FactConsumer:
     def __init__(self, db: Database, settings: Settings, erased: Container[str] = ()) -> None:
         self.db = db
@@ -422,6 +443,7 @@ class FactConsumer:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._connected = False
+        self._membership = _Membership()
         # The first offsets of the batch that failed last, to tell a retry of it.
         self._failed_from: dict[TopicPartition, int] = {}
 
@@ -440,7 +462,7 @@ class FactConsumer:
             return "not running"
         if self._consumer is None or not self._connected:
             return "connecting to the broker"
-        if not self._consumer.assignment():
+        if not self._membership.joined:
             return "joining the event stream: no partitions assigned yet"
         return "ok"
 
@@ -473,7 +495,9 @@ class FactConsumer:
             topics,
             self.settings.consumer_group,
             max_poll_records=BATCH_RECORDS,
+            listener=self._membership,
         )
+        self._membership.joined = False
         await self._consumer.start()
         self._connected = True
         return self._consumer
