@@ -18,7 +18,7 @@ import asyncpg
 import httpx
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from devstack.embedded import EmbeddedBroker, EmbeddedError, free_port
 from services.metrics.app import create_app
@@ -420,6 +420,20 @@ async def test_events_are_not_dead_lettered_when_the_fault_is_not_theirs(
             assert applied == 0 and len(faulty) == len(batch.good), refusal
 
 
+def test_a_failed_batch_read_again_is_known_though_other_partitions_joined_it() -> None:
+    """While events keep coming, the batch read again after a failure holds the failed
+    one's records and more from other partitions: it is isolated record by record all
+    the same (a bad record was retried whole for minutes, holding up every tenant)."""
+    facts = FactConsumer(None, None)  # type: ignore[arg-type]
+    lines, fees = TopicPartition("lines", 0), TopicPartition("fees", 2)
+    assert not facts._read_again_from_failed({lines: 5})
+    facts._failed_from = {lines: 5}
+    assert facts._read_again_from_failed({lines: 5})
+    assert facts._read_again_from_failed({lines: 5, fees: 9})
+    assert not facts._read_again_from_failed({lines: 6, fees: 9})
+    assert not facts._read_again_from_failed({fees: 9})
+
+
 def test_events_accepted_under_older_rules_are_read_as_they_are() -> None:
     """Ingest's rules grow stricter; what it accepted before is still in the outbox,
     the broker and the facts, and is applied, not dead-lettered."""
@@ -586,6 +600,15 @@ async def test_metrics_is_ready_only_while_its_consumer_reads_the_event_stream(
         assert rejoining.json()["checks"]["consumer"].startswith("joining the event stream")
         await membership.on_partitions_assigned(app.state.consumer._consumer.assignment())
         assert (await client.get("/readyz")).status_code == 200
+        # Batches failing again and again (a fault of the database or the code): the
+        # answers lack every event since, and readiness says so.
+        app.state.consumer._failed_in_a_row = 3
+        failing = await client.get("/readyz")
+        assert failing.status_code == 503
+        assert failing.json()["checks"]["consumer"] == (
+            "applying events failed 3 times in a row (see its log)"
+        )
+        app.state.consumer._failed_in_a_row = 0
         await app.state.consumer.stop()
         stopped = await client.get("/readyz")
     assert stopped.status_code == 503

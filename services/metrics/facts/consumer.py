@@ -417,6 +417,12 @@ def the_data_at_fault(exc: BaseException) -> bool:
     return state is not None and state[:2] in ("22", "54")
 
 
+# A consumer whose batches fail this many times in a row is not ready: answers lack
+# every event since (one retry is a passing fault, a batch isolated record by record
+# takes two).
+FAILURES_NOT_READY = 3
+
+
 class _Membership(ConsumerRebalanceListener):
     """Whether the consumer's group has given it partitions since it last took them
     away: after a broker restart the consumer keeps its old assignment while it joins
@@ -444,6 +450,7 @@ class FactConsumer:
         self._producer: AIOKafkaProducer | None = None
         self._connected = False
         self._membership = _Membership()
+        self._failed_in_a_row = 0
         # The first offsets of the batch that failed last, to tell a retry of it.
         self._failed_from: dict[TopicPartition, int] = {}
 
@@ -464,6 +471,8 @@ class FactConsumer:
             return "connecting to the broker"
         if not self._membership.joined:
             return "joining the event stream: no partitions assigned yet"
+        if self._failed_in_a_row >= FAILURES_NOT_READY:
+            return f"applying events failed {self._failed_in_a_row} times in a row (see its log)"
         return "ok"
 
     async def stop(self) -> None:
@@ -584,6 +593,15 @@ class FactConsumer:
                 consumer.seek(partition, offset)
         await asyncio.sleep(RETRY_SECONDS)
 
+    def _read_again_from_failed(self, first: dict[TopicPartition, int]) -> bool:
+        """Whether a batch starts where the one that failed last did, in every partition
+        that one read: it holds its records again, whatever else arrived meanwhile in
+        other partitions (while events keep coming, a batch read again is seldom the
+        very same, and a bad record was retried whole for minutes, holding up all)."""
+        return bool(self._failed_from) and all(
+            first.get(partition) == offset for partition, offset in self._failed_from.items()
+        )
+
     async def _handle(self, consumer: AIOKafkaConsumer, fetched: Fetched) -> bool:
         """Applies a batch and commits its offsets; False when it must be read again."""
         batches, parsed = fetched.batches, fetched.parsed
@@ -599,7 +617,7 @@ class FactConsumer:
                 applied = await apply_messages(self.db, [m for _, m in parsed.good], self.erased)
             except Exception as exc:
                 isolated = None
-                if not passing(exc) and self._failed_from == first:
+                if not passing(exc) and self._read_again_from_failed(first):
                     # Failed twice, not for want of the database: find the records at
                     # fault, so one bad event does not hold up every event behind it.
                     isolated = await self._apply_one_by_one(parsed)
@@ -607,6 +625,7 @@ class FactConsumer:
                     # Not committed: read the batch again after a pause, never lose it.
                     log.exception("applying a batch failed; it will be retried")
                     self._failed_from = first
+                    self._failed_in_a_row += 1
                     return False
                 applied, faulty = isolated
                 at_fault = {id(record) for record, _ in faulty}
@@ -616,6 +635,7 @@ class FactConsumer:
                     parsed.repeats,
                 )
             self._failed_from = {}
+            self._failed_in_a_row = 0
             await self._deadletter(parsed.bad)
             committed = await self._commit(
                 consumer, {tp: items[-1].offset + 1 for tp, items in batches.items()}
