@@ -325,6 +325,19 @@ def test_counts_in_other_scripts_digits_are_refused() -> None:
     assert quoted.events[0]["source"]["marketplace"] == "US"
 
 
+def test_excels_separator_line_is_no_header() -> None:
+    """Excel writes a first line ``sep=,`` (ERP exports made for Excel carry it)."""
+    hinted = parse_csv(f"sep=,\r\n{HEADER}\r\n{GOOD[0]}\r\n".encode(), "order_line", 10)
+    assert [event["event_id"] for event in hinted.events] == ["erp-1"]
+    assert hinted.rows == [3]  # the file's own line numbers
+    assert _refusal(f"sep=;\n{HEADER}\n{GOOD[0]}\n") == [
+        (1, "body", "columns are separated by commas")
+    ]
+    # A byte order mark inside the first quoted name is none of it.
+    marked = parse_csv(f'"\ufeffEvent ID"{HEADER[8:]}\n{GOOD[0]}\n'.encode(), "order_line", 10)
+    assert marked.events[0]["event_id"] == "erp-1"
+
+
 def test_a_file_not_in_utf8_is_refused_naming_the_line_of_the_byte() -> None:
     latin1 = f"{HEADER}\n{GOOD[0]}\n{GOOD[1].replace('MUG', 'CAFÉ')}\n".encode("latin-1")
     with pytest.raises(InvalidInput) as refused:

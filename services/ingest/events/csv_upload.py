@@ -170,6 +170,7 @@ def parse_csv(raw: bytes, event_type: str, max_events: int) -> CsvBatch:
     # The end-of-file mark (Ctrl-Z) some old ERPs still write, a line break or not
     # after it.
     text = _END_OF_FILE.sub("", text)
+    text = _without_separator_hint(text)
     _check_separator(text.split("\n", 1)[0], 1)
     records = _records(text)
     first = next(records, None)
@@ -181,7 +182,8 @@ def parse_csv(raw: bytes, event_type: str, max_events: int) -> CsvBatch:
     # Spreadsheets pad header cells as they pad any other, and may end the header (and
     # every row) with a separator: an unnamed last column, empty in every row, is none.
     # ERPs and people capitalise and space column names: "Event ID" is event_id.
-    header = [_SPACES.sub("_", column.strip()).lower() for column in padded]
+    # A byte order mark inside the first quoted name ("\ufeffEvent ID") is none of it.
+    header = [_SPACES.sub("_", column.replace("\ufeff", "").strip()).lower() for column in padded]
     while header and not header[-1]:
         header.pop()
     fields = PAYLOAD_MODELS[event_type].model_fields
@@ -235,6 +237,27 @@ _SPACES = re.compile(r"\s+")
 
 
 _END_OF_FILE = re.compile(r"\x1a\s*\Z")
+
+
+_SEPARATOR_HINT = re.compile(r"sep=(.?)\r?", re.IGNORECASE)
+
+
+def _without_separator_hint(text: str) -> str:
+    """Excel writes (and reads) a first line ``sep=,`` naming the separator; ERP exports
+    made for Excel carry it. A comma's is no data: the line is left blank, so every
+    other keeps its number. Another separator's is refused, naming it."""
+    first, newline, rest = text.partition("\n")
+    hint = _SEPARATOR_HINT.fullmatch(first)
+    if hint is None:
+        return text
+    if hint.group(1) != ",":
+        shown = repr(hint.group(1)) if hint.group(1).strip() else "a tab or a space"
+        raise InvalidInput(
+            f"line 1 ({first.strip()}) says columns are separated by {shown}: "
+            "columns are separated by commas",
+            [FieldError(field="body", reason="columns are separated by commas", row=1)],
+        )
+    return newline + rest
 
 
 def _check_separator(first_line: str, row: int) -> None:
