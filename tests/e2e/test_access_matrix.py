@@ -365,6 +365,19 @@ def own_tenant_record(
     return rule
 
 
+def owner_only(ok: int) -> Callable[[Caller, World], int | None]:
+    """``own_tenant_record``, and of the tenant's users only an owner (the users'
+    callers are named by their role); its clients act as owners."""
+    record = own_tenant_record(ok)
+
+    def rule(caller: Caller, world: World) -> int | None:
+        allowed = record(caller, world)
+        not_an_owner = caller.name.startswith("role-") and caller.name != "role-owner"
+        return 403 if allowed == ok and not_an_owner else allowed
+
+    return rule
+
+
 ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/v1/events"): Route("ingest:write", 202, push_call),
     ("POST", "/v1/events:csv"): Route("ingest:write", 202, csv_call),
@@ -439,7 +452,7 @@ ROUTES: dict[tuple[str, str], Route] = {
         422,
         tenant_path("", {"confirm": "tn_not_this_one"}),
         tenant_data=False,
-        rule=own_tenant_record(422),
+        rule=owner_only(422),
     ),
     # Never erased, so allowed callers learn there is no erasure.
     ("GET", "/v1/tenants/{tenant_id}/erasure"): Route(

@@ -46,9 +46,7 @@ def out(erasure: Erasure) -> ErasureOut:
 
 def _authorize(principal: Principal, tenant_id: str) -> None:
     """The platform admin, or a tenant:admin of that tenant whose role is not limited to
-    some stores, marketplaces or categories; another tenant gets 403. Of its users, only
-    an owner: an admin may not touch an owner in any other way, and erasing ends every
-    owner's account with the rest (a client, which has no role, acts as an owner)."""
+    some stores, marketplaces or categories; another tenant gets 403."""
     if PLATFORM_ADMIN in principal.scopes:
         return
     if principal.tenant_id != tenant_id:
@@ -56,8 +54,15 @@ def _authorize(principal: Principal, tenant_id: str) -> None:
     principal.require(TENANT_ADMIN)
     if limited_user(principal):
         raise Forbidden(WHOLE_TENANT_ONLY)
+
+
+def _authorize_erasing(principal: Principal, tenant_id: str) -> None:
+    """As ``_authorize``, and of the tenant's users only an owner: an admin may not touch
+    an owner in any other way, and erasing ends every owner's account with the rest (a
+    client, which has no role, acts as an owner)."""
+    _authorize(principal, tenant_id)
     roles = principal.claims.get("roles")
-    if roles is not None and "owner" not in roles:
+    if PLATFORM_ADMIN not in principal.scopes and roles is not None and "owner" not in roles:
         raise Forbidden("only an owner can erase the tenant")
 
 
@@ -77,7 +82,7 @@ async def request_erasure(
     time stay the proof. The erased tenant's own tokens may not: 403, as every write of
     theirs.
     """
-    _authorize(principal, tenant_id)
+    _authorize_erasing(principal, tenant_id)
     repository = ErasureRepository(session)
     await repository.lock_tenant(tenant_id)
     exists = await TenantRepository(session).get(tenant_id) is not None
