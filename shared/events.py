@@ -142,11 +142,26 @@ TEXT_BYTES_REASON = (
 )
 
 
-def _fits_keys(value: str) -> str:
+# What a filter or a setting naming an identifier is told when it names none an event
+# could carry.
+IDENTIFIER_LIMIT = f"at most {MAX_TEXT} characters and {MAX_TEXT_BYTES} bytes of UTF-8"
+
+
+def within_identifier_bytes(value: str) -> bool:
     # Only a value of more than a quarter of the bound in characters can pass it.
-    if len(value) > MAX_TEXT_BYTES // 4 and len(value.encode(errors="surrogatepass")) > (
-        MAX_TEXT_BYTES
-    ):
+    return (
+        len(value) <= MAX_TEXT_BYTES // 4
+        or len(value.encode(errors="surrogatepass")) <= MAX_TEXT_BYTES
+    )
+
+
+def is_identifier_length(value: str) -> bool:
+    """Whether an event could name ``value`` as an identifier, by its length."""
+    return len(value) <= MAX_TEXT and within_identifier_bytes(value)
+
+
+def _fits_keys(value: str) -> str:
+    if not within_identifier_bytes(value):
         raise ValueError(TEXT_BYTES_REASON)
     return value
 

@@ -652,6 +652,15 @@ async def test_input_errors_are_bad_user_input(fake: FakeMetrics, new_tenant: Ne
     assert error["extensions"]["errors"] == [
         {"field": "input.metrics", "reason": "at most 50 items"}
     ]
+    too_wide = await gql(
+        fake.client, tenant.headers, KPIS, input=month_input(filters={"stores": ["店" * 171]})
+    )
+    assert too_wide["errors"][0]["extensions"]["errors"] == [
+        {
+            "field": "input.filters.stores",
+            "reason": "each at most 256 characters and 512 bytes of UTF-8",
+        }
+    ]
     wrong_enum = await gql(fake.client, tenant.headers, KPIS, input=month_input(grain="HOUR"))
     assert wrong_enum["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
     bad_date = await gql(fake.client, tenant.headers, KPIS, input=month_input(to="2026-02-30"))

@@ -486,6 +486,9 @@ async def test_other_currencies_are_null_with_a_warning(
         ({"from": "0001-01-01", "to": "0001-01-31", "compare_to": "previous_year"}, "from"),
         ({"from": "9999-12-01", "to": "9999-12-31", "grain": "month"}, "to"),
         ({"skus": "A\x00"}, "skus"),
+        # What no event can name: 257 characters, or 171 Chinese ones (513 bytes).
+        ({"skus": "x" * 257}, "skus"),
+        ({"stores": "店" * 171}, "stores"),
         # Misspelt, it would answer every marketplace's total.
         ({"marketplace": "US"}, "marketplace"),
         ({"metrics": "gmv,orders,gmv"}, "metrics"),

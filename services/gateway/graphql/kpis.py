@@ -38,7 +38,7 @@ from shared.errors import (
     Unauthenticated,
     UpstreamUnavailable,
 )
-from shared.events import MAX_TEXT
+from shared.events import IDENTIFIER_LIMIT, is_identifier_length
 from shared.http import DATA_VERSION_HEADER
 from shared.query_lists import join_list
 
@@ -66,9 +66,9 @@ def _query_params(data: KpiQueryInput) -> Params:
         if len(items) > MAX_FILTER_VALUES
     ]
     too_long += [
-        FieldError(field=f"input.filters.{name}", reason=f"each at most {MAX_TEXT} characters")
+        FieldError(field=f"input.filters.{name}", reason=f"each {IDENTIFIER_LIMIT}")
         for name, items in filter_lists.items()
-        if any(len(item) > MAX_TEXT for item in items)
+        if not all(is_identifier_length(item) for item in items)
     ]
     if len(data.metrics) > MAX_METRICS:
         too_long.insert(0, FieldError(field="input.metrics", reason=f"at most {MAX_METRICS} items"))

@@ -18,7 +18,7 @@ from typing import Any
 from services.metrics.kpis.formulas import FORMULAS
 from services.metrics.kpis.registry import KPIS
 from shared.errors import FieldError, InvalidInput
-from shared.events import MAX_TEXT, NO_NUL
+from shared.events import IDENTIFIER_LIMIT, NO_NUL, is_identifier_length
 from shared.money import CURRENCY_REASON, is_currency
 from shared.query_lists import split_list
 from shared.time import DATE_RANGE, DATE_TEXT, country_code, in_date_range
@@ -171,8 +171,8 @@ def parse_query(tenant_id: str, params: dict[str, str | None]) -> KpiQuery:
     for dimension, values in filters.items():
         if any("\x00" in value for value in values):
             errors.append(FieldError(field=FILTER_OF[dimension], reason=NO_NUL))
-        if any(len(value) > MAX_TEXT for value in values):
-            reason = f"each at most {MAX_TEXT} characters"
+        if not all(is_identifier_length(value) for value in values):
+            reason = f"each {IDENTIFIER_LIMIT}"
             errors.append(FieldError(field=FILTER_OF[dimension], reason=reason))
     currency = params.get("currency")
     # A currency code, kept upper case: "eur" asks for EUR.

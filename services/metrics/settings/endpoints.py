@@ -19,7 +19,7 @@ from services.metrics.settings.schemas import (
 from shared.access import Access, WholeTenantAdmin, require_access
 from shared.db import Database
 from shared.errors import FieldError, Forbidden, InvalidInput, PreconditionFailed
-from shared.events import MAX_TEXT
+from shared.events import IDENTIFIER_LIMIT, is_identifier_length
 from shared.openapi import ErrorBody
 from shared.scopes import TENANT_ADMIN
 from shared.service import match_holds, none_match_holds
@@ -132,13 +132,13 @@ async def put_store_zone(
     """Sets the time zone the store's local dates follow instead of its marketplace's
     (CONTRACT §3). History moves with it: the store's facts are rebucketed in this
     request, and every answer after it uses the new dates."""
-    # Read as events name stores (trimmed, at most MAX_TEXT characters): an override of
-    # " s1 " would be kept apart from s1 and never apply.
+    # Read as events name stores (trimmed, as long as an event's): an override of " s1 "
+    # would be kept apart from s1 and never apply, and one no event can name, never.
     store_id = store_id.strip()
-    if not store_id or len(store_id) > MAX_TEXT:
+    if not store_id or not is_identifier_length(store_id):
         raise InvalidInput(
             "invalid store id",
-            [FieldError("store_id", f"1 to {MAX_TEXT} characters besides surrounding spaces")],
+            [FieldError("store_id", f"1 character to {IDENTIFIER_LIMIT}, besides spaces")],
         )
     _check_zone_reach(access)
     if access.stores is not None and store_id not in access.stores:
