@@ -143,11 +143,27 @@ def _token(client: httpx.Client, client_id: str, client_secret: str) -> str:
     return token
 
 
-def load_demo(gateway_url: str, admin: AdminCredentials, home: Path) -> DemoTenant:
-    """Creates the demo seller once and pushes its events (again: duplicates only)."""
-    with httpx.Client(base_url=gateway_url, timeout=60.0) as client:
-        demo = _ensure_tenant(client, admin, home / "demo-credentials.json")
-        token = _token(client, demo.client_id, demo.client_secret)
+def load_demo(
+    gateway_url: str,
+    admin: AdminCredentials,
+    home: Path,
+    transport: httpx.BaseTransport | None = None,
+) -> DemoTenant:
+    """Creates the demo seller once and pushes its events (again: duplicates only).
+
+    A demo seller erased since, or whose client was revoked, is made again: its saved
+    client no longer gets a token, and every start would otherwise stop on it."""
+    path = home / "demo-credentials.json"
+    with httpx.Client(base_url=gateway_url, timeout=60.0, transport=transport) as client:
+        demo = _ensure_tenant(client, admin, path)
+        try:
+            token = _token(client, demo.client_id, demo.client_secret)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 401:
+                raise
+            path.unlink()
+            demo = _ensure_tenant(client, admin, path)
+            token = _token(client, demo.client_id, demo.client_secret)
         push_in_batches(client, token, demo_events(datetime.now(UTC).date()))
         return demo
 

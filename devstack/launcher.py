@@ -27,7 +27,7 @@ from typing import TextIO
 
 import httpx
 
-from devstack.demo import load_demo
+from devstack.demo import DemoTenant, load_demo
 from devstack.embedded import (
     EmbeddedBroker,
     EmbeddedPostgres,
@@ -118,7 +118,7 @@ class Launcher:
         started = time.monotonic()
         config = self.start()
         admin = config.admin
-        demo = load_demo(config.url("gateway"), admin, self.home)
+        demo = demo_or_none(config.url("gateway"), admin, self.home)
         elapsed = time.monotonic() - started
         gateway = config.url("gateway")
         _say("")
@@ -130,11 +130,12 @@ class Launcher:
             _say(f"  {service:<9} {config.url(service)}")
         _say(f"  admin client_id={admin.client_id} client_secret={admin.client_secret}")
         _say(f"    (also in {self.home / 'dev-credentials.json'})")
-        _say(
-            f"  demo tenant {demo.tenant_id}: client_id={demo.client_id} "
-            f"client_secret={demo.client_secret}"
-        )
-        _say(f"    (also in {self.home / 'demo-credentials.json'})")
+        if demo is not None:
+            _say(
+                f"  demo tenant {demo.tenant_id}: client_id={demo.client_id} "
+                f"client_secret={demo.client_secret}"
+            )
+            _say(f"    (also in {self.home / 'demo-credentials.json'})")
         _say("Press Ctrl-C to stop.")
         self._supervise()
         return 0
@@ -377,6 +378,23 @@ def _restart(broker: EmbeddedBroker, config: StackConfig) -> None:
     broker.stop()
     broker.start()
     _create_topics(config)
+
+
+def demo_or_none(
+    gateway_url: str,
+    admin: AdminCredentials,
+    home: Path,
+    transport: httpx.BaseTransport | None = None,
+) -> DemoTenant | None:
+    """The demo seller, loaded; None, said in one line, when it cannot be: the stack
+    itself is ready, and a demo that fails to load is no reason to stop it."""
+    try:
+        return load_demo(gateway_url, admin, home, transport)
+    except (httpx.HTTPError, OSError, ValueError, KeyError) as exc:
+        # One line: httpx adds a second, pointing at a web page about the status.
+        reason = next(iter(str(exc).splitlines()), "")
+        _say(f"the demo seller could not be loaded ({type(exc).__name__}: {reason})")
+        return None
 
 
 def stop_once(signum: int, frame: FrameType | None) -> None:

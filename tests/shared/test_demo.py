@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import stat
 from datetime import date, datetime, timedelta
@@ -11,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from devstack.demo import DAYS, demo_events, push_in_batches
+from devstack.demo import DAYS, demo_events, load_demo, push_in_batches
+from devstack.launcher import demo_or_none
 from devstack.stack import AdminCredentials, load_or_create_fernet_key
 from shared.events import validate_batch
 from shared.time import local_date
@@ -106,3 +108,48 @@ def test_a_damaged_key_file_is_named_not_the_variable_it_stands_in_for(tmp_path:
     said = str(refused.value)
     assert said.startswith(f"{path}: the 1st key must be a Fernet key")
     assert "delete it" in said and "LODESTAR_" not in said
+
+
+def test_a_demo_seller_erased_since_is_made_again(tmp_path: Path) -> None:
+    """Its saved client no longer gets a token (the tenant erased, or the client
+    revoked): every make run stopped on the 401, until one found the file to delete."""
+    (tmp_path / "demo-credentials.json").write_text(
+        json.dumps({"tenant_id": "tn_erased", "client_id": "cl_gone", "client_secret": "s"})
+    )
+    made: list[str] = []
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth/token":
+            gone = "Basic " + base64.b64encode(b"cl_gone:s").decode()
+            known = request.headers["authorization"] != gone
+            if not known:
+                return httpx.Response(401, json={"error": "invalid_client"})
+            return httpx.Response(200, json={"access_token": "t"})
+        if request.url.path == "/v1/tenants":
+            made.append("tenant")
+            return httpx.Response(201, json={"id": "tn_new"})
+        if request.url.path == "/v1/tenants/tn_new/clients":
+            return httpx.Response(201, json={"client_id": "cl_new", "client_secret": "n"})
+        assert request.url.path == "/v1/events"
+        return httpx.Response(202, json={"accepted": 1, "duplicates": 0})
+
+    demo = load_demo(
+        "http://gateway", AdminCredentials("admin", "a"), tmp_path, httpx.MockTransport(gateway)
+    )
+    assert (demo.tenant_id, demo.client_id, made) == ("tn_new", "cl_new", ["tenant"])
+    saved = json.loads((tmp_path / "demo-credentials.json").read_text())
+    assert saved == {"tenant_id": "tn_new", "client_id": "cl_new", "client_secret": "n"}
+
+
+def test_a_demo_that_cannot_be_loaded_is_said_and_the_stack_runs_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def gateway(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(413, json={"error": "payload_too_large"})
+
+    demo = demo_or_none(
+        "http://gateway", AdminCredentials("admin", "a"), tmp_path, httpx.MockTransport(gateway)
+    )
+    assert demo is None
+    [said] = capsys.readouterr().out.splitlines()
+    assert said.startswith("the demo seller could not be loaded (HTTPStatusError: ")
