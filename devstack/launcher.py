@@ -142,8 +142,14 @@ class Launcher:
 
     def start(self) -> StackConfig:
         """Everything up and ready (servers, migrations, services); ``shutdown`` stops it."""
-        self.home.mkdir(parents=True, exist_ok=True)
-        self._claim_home()
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            self._claim_home()
+        except OSError as exc:
+            raise SystemExit(
+                f"LODESTAR_HOME {self.home} cannot be used ({exc.strerror}); set LODESTAR_HOME "
+                "to a directory you may write"
+            ) from None
         ports = {
             service: _port_from_env(f"LODESTAR_{service.upper()}_PORT", DEFAULT_PORTS[service])
             for service in SERVICES
@@ -189,9 +195,23 @@ class Launcher:
             extra_env={"LODESTAR_INGEST_REPUBLISH_ON_START": "true"} if embedded_broker else {},
         )
         _say("migrating ...")
-        for service in SERVICES:
-            upgrade(service, database_url)
-        _create_topics(config)
+        try:
+            for service in SERVICES:
+                upgrade(service, database_url)
+        except Exception as exc:
+            if self.postgres is not None:
+                raise  # our own server: a fault of ours, with its trace
+            raise SystemExit(
+                f"DATABASE_URL: PostgreSQL did not take the migrations ({_first_line(exc)})"
+            ) from None
+        try:
+            _create_topics(config)
+        except Exception as exc:
+            if self.broker is not None:
+                raise
+            raise SystemExit(
+                f"KAFKA_BOOTSTRAP_SERVERS: no broker took the topics ({_first_line(exc)})"
+            ) from None
         for service in SERVICES:
             self._start_service(service, config)
         self._wait_ready(config)
@@ -364,6 +384,15 @@ class Launcher:
             self._home_lock = None
 
 
+def _first_line(exc: BaseException) -> str:
+    """An error's type and first line: what a one-line refusal can say of it (a driver's
+    error goes on with the statement it ran, or a page to read)."""
+    cause = getattr(exc, "orig", None) or exc  # SQLAlchemy's wrapper: the driver's own
+    text = next(iter(str(cause).splitlines()), "")
+    name = type(cause).__name__
+    return text if text.startswith(name) else f"{name}: {text}" if text else name
+
+
 def _create_topics(config: StackConfig) -> None:
     prefix = config.topic_prefix
     asyncio.run(
@@ -391,9 +420,7 @@ def demo_or_none(
     try:
         return load_demo(gateway_url, admin, home, transport)
     except (httpx.HTTPError, OSError, ValueError, KeyError) as exc:
-        # One line: httpx adds a second, pointing at a web page about the status.
-        reason = next(iter(str(exc).splitlines()), "")
-        _say(f"the demo seller could not be loaded ({type(exc).__name__}: {reason})")
+        _say(f"the demo seller could not be loaded ({_first_line(exc)})")
         return None
 
 
@@ -409,6 +436,9 @@ def stop_once(signum: int, frame: FrameType | None) -> None:
 
 def main() -> int:
     logging.basicConfig(level=logging.WARNING)
+    # The launcher uses a broker only to make the topics, and says itself why it could
+    # not: aiokafka's own error lines would come before the one that matters.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     home = Path(os.environ.get("LODESTAR_HOME", ".lodestar")).resolve()
     launcher = Launcher(home)
 

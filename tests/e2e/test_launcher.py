@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -18,6 +19,8 @@ import pytest
 
 from devstack.embedded import free_ports, port_is_free
 from devstack.launcher import STOP_SIGNALS, Stopped, stop_once
+from tests.conftest import FreshDatabase
+from tests.unreachable import refusing_port
 
 SERVICES = ("gateway", "ingest", "metrics", "targets")
 
@@ -233,6 +236,72 @@ def test_a_database_url_that_is_none_is_one_line_without_its_password(tmp_path: 
     assert result.returncode == 1
     assert result.stderr.strip() == "DATABASE_URL: a port is no number from 1 to 65535"
     assert "S3cretPW" not in result.stdout + result.stderr
+
+
+def test_a_database_nobody_answers_at_is_one_line_without_its_password(tmp_path: Path) -> None:
+    env = _launcher_env(tmp_path / "home", *_free_ports())
+    with refusing_port() as down:
+        env["DATABASE_URL"] = f"postgresql://bob:S3cretPW@127.0.0.1:{down}/lodestar"
+        result = subprocess.run(
+            [sys.executable, "-m", "devstack"], env=env, capture_output=True, text=True, timeout=120
+        )
+    assert result.returncode == 1
+    [said] = result.stderr.strip().splitlines()
+    assert said.startswith("DATABASE_URL: PostgreSQL did not take the migrations ("), said
+    assert "S3cretPW" not in result.stdout + result.stderr
+
+
+async def test_a_broker_nobody_answers_at_is_one_line(
+    tmp_path: Path, fresh_database: FreshDatabase
+) -> None:
+    env = _launcher_env(tmp_path / "home", *_free_ports())
+    env["DATABASE_URL"] = await fresh_database()
+    with refusing_port() as down:
+        env["KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{down}"
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "devstack"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    [said] = lines
+    assert said.startswith("KAFKA_BOOTSTRAP_SERVERS: no broker took the topics ("), said
+
+
+def test_a_home_the_broker_cannot_be_unpacked_in_is_one_line(tmp_path: Path) -> None:
+    env = _launcher_env(tmp_path / "home", *_free_ports())
+    env["HOME"] = "/proc/no-home"
+    env.pop("CALF_TANSU_BIN", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "devstack"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    [said] = result.stderr.strip().splitlines()
+    assert said.startswith("the embedded broker (Tansu) cannot be unpacked ("), said
+    assert said.endswith("or KAFKA_BOOTSTRAP_SERVERS to a broker of your own"), said
+
+
+@pytest.mark.parametrize("home_is", ["a file", "unwritable"])
+def test_a_home_that_cannot_be_used_is_one_line(tmp_path: Path, home_is: str) -> None:
+    home = tmp_path / "home"
+    if home_is == "a file":
+        home.write_text("x")
+        env = _launcher_env(home, *_free_ports())
+    else:
+        env = _launcher_env(Path("/proc/lodestar-home"), *_free_ports())
+    result = subprocess.run(
+        [sys.executable, "-m", "devstack"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    [said] = result.stderr.strip().splitlines()
+    assert said.startswith("LODESTAR_HOME ") and said.endswith(
+        "; set LODESTAR_HOME to a directory you may write"
+    ), said
 
 
 def test_a_service_refusing_its_settings_says_why_and_leaves_nothing(tmp_path: Path) -> None:
