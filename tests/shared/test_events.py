@@ -546,3 +546,12 @@ def test_identifiers_are_bounded_in_bytes_as_the_facts_keep_them() -> None:
         (2, "payload.warehouse"): "must be at most 512 bytes in UTF-8 (256 characters of "
         "ASCII, 170 of Chinese)",
     }
+
+
+def test_zones_postgresql_reads_as_fixed_abbreviations_are_refused() -> None:
+    """'CET' is a zone with summer time to Python and +01:00 all year to PostgreSQL."""
+    for name in ("CET", "EET", "MET", "WET"):
+        with pytest.raises(ValueError, match="Europe/Paris"):
+            time_zone_name(name)
+    assert time_zone_name("Europe/Paris") == "Europe/Paris"
+    assert time_zone_name("UTC") == "UTC"
