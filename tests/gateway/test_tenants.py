@@ -197,6 +197,9 @@ async def test_redirect_uris_that_read_otherwise_than_they_go_are_refused(
     tenant = await new_tenant()
     for uri, reason in (
         ("https://user:pw@app.example.com/cb", "must not hold a user name or password"),
+        ("https://@app.example.com/cb", "must not hold a user name or password"),
+        # A bare "#": the code would land in the fragment, never reaching the server.
+        ("https://app.example.com/cb#", "must be an absolute URI without a fragment"),
         ("https://*.example.com/cb", "must name its host, without a wildcard"),
         ("https://app.example.com/cb/../admin", "its path must not hold . or .. segments"),
         ("https://app.example.com/cb/%2e%2E/admin", "its path must not hold . or .. segments"),

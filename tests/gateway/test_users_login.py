@@ -268,6 +268,7 @@ async def test_a_loopback_redirect_may_take_any_port(
         "http://127.0.0.1:port/callback",
         "http://127.0.0.1:51234/callback#frag",  # RFC 6749 §3.1.2: no fragment
         "http://127.0.0.1:51234/callback#",
+        "http://:pw@127.0.0.1:51234/callback",  # an empty user name is one too
     ):
         params = {**authorize_params(client_id, challenge), "redirect_uri": uri}
         page = await http.get("/oauth/authorize", params=params)

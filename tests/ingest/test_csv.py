@@ -344,6 +344,10 @@ def test_a_file_not_in_utf8_is_refused_naming_the_line_of_the_byte() -> None:
         parse_csv(latin1, "order_line", 10)
     assert refused.value.detail == "the file is not UTF-8 text: line 3 holds the byte 0xC9"
     assert [(e.row, e.field) for e in refused.value.errors] == [(3, "body")]
+    # After a byte order mark too (the decoder counts from after it).
+    with pytest.raises(InvalidInput) as marked:
+        parse_csv(b"\xef\xbb\xbf" + latin1, "order_line", 10)
+    assert marked.value.detail == "the file is not UTF-8 text: line 3 holds the byte 0xC9"
 
 
 async def test_a_json_push_sent_to_the_csv_route_is_415(

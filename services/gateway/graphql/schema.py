@@ -215,7 +215,16 @@ class Router(GraphQLRouter[object, None]):
         has no ``data`` entry; one that ran and lost its non-null root field to an error
         has ``null``. Only errors raised in execution have a ``path``."""
         answer = process_result(result)
-        if result.data is None and result.errors and all(e.path is None for e in result.errors):
+        refused_whole = result.errors and (
+            all(e.path is None for e in result.errors)
+            # No valid token: the request is refused as a whole (401), whichever step
+            # found it out.
+            or all(
+                (e.extensions or {}).get("code") == Unauthenticated.graphql_code
+                for e in result.errors
+            )
+        )
+        if result.data is None and refused_whole:
             del answer["data"]
         return answer
 

@@ -86,7 +86,7 @@ def registered(redirect_uri: str, redirect_uris: Iterable[str]) -> bool:
     if (
         asked.scheme != "http"
         or asked.hostname not in LOOPBACK_HOSTS
-        or asked.username
+        or "@" in asked.netloc  # a user name, even an empty one
         or asked.fragment
         or "#" in redirect_uri
     ):

@@ -73,11 +73,11 @@ class ClientCreate(BaseModel):
             local = parts.hostname in ("localhost", "127.0.0.1", "::1")
             if parts.scheme != "https" and not (parts.scheme == "http" and local):
                 raise ValueError(f"{uri}: must be https (or http on localhost)")
-            if parts.fragment or not parts.hostname:
+            if parts.fragment or "#" in uri or not parts.hostname:
                 raise ValueError(f"{uri}: must be an absolute URI without a fragment")
             # What makes a URI send a code elsewhere than it reads: credentials before
             # the host, a wildcard taken literally, a path that climbs out of itself.
-            if parts.username is not None or parts.password is not None:
+            if parts.username is not None or parts.password is not None or "@" in parts.netloc:
                 raise ValueError(f"{uri}: must not hold a user name or password")
             if "*" in parts.netloc:
                 raise ValueError(f"{uri}: must name its host, without a wildcard")

@@ -10,6 +10,7 @@ and the batch then goes through exactly the same validation as a JSON push.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
@@ -161,8 +162,10 @@ def parse_csv(raw: bytes, event_type: str, max_events: int) -> CsvBatch:
     except UnicodeDecodeError as exc:
         # The line of the first byte that is not UTF-8, as the file's other errors name
         # theirs: one Latin-1 name in a 5,000-line export is found at once.
-        line = raw[: exc.start].count(b"\n") + 1
-        byte = raw[exc.start]
+        # utf-8-sig counts from after a byte order mark.
+        at = exc.start + (len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0)
+        line = raw[:at].count(b"\n") + 1
+        byte = raw[at]
         raise InvalidInput(
             f"the file is not UTF-8 text: line {line} holds the byte 0x{byte:02X}",
             [FieldError(field="body", reason="must be UTF-8 CSV", row=line)],
