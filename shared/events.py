@@ -107,10 +107,10 @@ _OFFSETS = (dt.timedelta(hours=-12), dt.timedelta(hours=14))
 
 # The instants whose date is within the calendar in every time zone: an event at one
 # beyond would count on a local date (a Tokyo store's 2200-01-01) no question can name.
-_FIRST_INSTANT = dt.datetime.combine(EARLIEST_DATE, dt.time(12), tzinfo=dt.UTC)
+FIRST_INSTANT = dt.datetime.combine(EARLIEST_DATE, dt.time(12), tzinfo=dt.UTC)
 _LAST_INSTANT = dt.datetime.combine(LATEST_DATE, dt.time(9, 59, 59), tzinfo=dt.UTC)
 INSTANT_RANGE = (
-    f"between {_FIRST_INSTANT:%Y-%m-%dT%H:%M:%SZ} and {_LAST_INSTANT:%Y-%m-%dT%H:%M:%SZ}, "
+    f"between {FIRST_INSTANT:%Y-%m-%dT%H:%M:%SZ} and {_LAST_INSTANT:%Y-%m-%dT%H:%M:%SZ}, "
     f"so that its date is {DATE_RANGE} in every time zone"
 )
 
@@ -123,7 +123,7 @@ def _timed(value: dt.datetime, info: ValidationInfo) -> dt.datetime:
     if (
         offset is not None
         and accepting(info)
-        and not _FIRST_INSTANT <= value < _LAST_INSTANT + dt.timedelta(seconds=1)
+        and not FIRST_INSTANT <= value < _LAST_INSTANT + dt.timedelta(seconds=1)
     ):
         raise ValueError(f"must be {INSTANT_RANGE}")
     return value

@@ -499,3 +499,19 @@ def test_an_unnamed_column_is_named_by_its_place() -> None:
         ("column 8", "has no name"),
     ]
     assert refused.value.detail.startswith("the header has 2 bad column(s): column 6 (has no name)")
+
+
+def test_a_row_on_the_calendars_first_day_stands_at_its_first_instant() -> None:
+    """A date stands for its 00:00 UTC, which on 1970-01-01 is before the first instant
+    an event may have: the row was refused over an occurred_at the file never had."""
+    header = "event_id,platform,store_id,marketplace,date,sku,warehouse,on_hand"
+    batch = parse_csv(
+        f"{header}\nfirst,amazon,s1,US,1970-01-01,A,W,3\nlater,amazon,s1,US,2026-03-01,A,W,3\n".encode(),
+        "inventory_snapshot",
+        10,
+    )
+    assert [e["occurred_at"] for e in batch.events] == [
+        "1970-01-01T12:00:00Z",
+        "2026-03-01T00:00:00Z",
+    ]
+    assert validate_batch(batch.events)[1] == []

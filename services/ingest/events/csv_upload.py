@@ -19,13 +19,19 @@ import typing
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from pydantic.fields import FieldInfo
 
 from shared.errors import FieldError, InvalidInput, PayloadTooLarge, named_briefly
-from shared.events import BOOL_REASON, EVENT_TYPES, PAYLOAD_MODELS, validate_batch
+from shared.events import (
+    BOOL_REASON,
+    EVENT_TYPES,
+    FIRST_INSTANT,
+    PAYLOAD_MODELS,
+    validate_batch,
+)
 from shared.money import Money
 
 ENVELOPE_COLUMNS = ("event_id", "version", "platform", "store_id", "marketplace", "occurred_at")
@@ -360,8 +366,10 @@ def _event(
 
 
 def _as_timestamp(value: str) -> str:
-    # A bare date stands for its midnight UTC; a timestamp is kept as written.
+    # A bare date stands for its midnight UTC (the calendar's first day for the first
+    # instant an event may have); a timestamp is kept as written.
     try:
-        return datetime.combine(date.fromisoformat(value), datetime.min.time()).isoformat() + "Z"
+        stood = datetime.combine(date.fromisoformat(value), datetime.min.time(), tzinfo=UTC)
     except ValueError:
         return value
+    return max(stood, FIRST_INSTANT).isoformat().replace("+00:00", "Z")
