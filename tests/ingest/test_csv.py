@@ -330,6 +330,11 @@ def test_excels_separator_line_is_no_header() -> None:
     hinted = parse_csv(f"sep=,\r\n{HEADER}\r\n{GOOD[0]}\r\n".encode(), "order_line", 10)
     assert [event["event_id"] for event in hinted.events] == ["erp-1"]
     assert hinted.rows == [3]  # the file's own line numbers
+    # Old spreadsheets end lines in a bare CR.
+    bare_cr = parse_csv(f"sep=,\r{HEADER}\r{GOOD[0]}\r".encode(), "order_line", 10)
+    assert [event["event_id"] for event in bare_cr.events] == ["erp-1"]
+    with pytest.raises(InvalidInput, match="separated by nothing"):
+        parse_csv(f"sep=\n{HEADER}\n{GOOD[0]}\n".encode(), "order_line", 10)
     assert _refusal(f"sep=;\n{HEADER}\n{GOOD[0]}\n") == [
         (1, "body", "columns are separated by commas")
     ]

@@ -248,25 +248,26 @@ _SPACES = re.compile(r"\s+")
 _END_OF_FILE = re.compile(r"\x1a\s*\Z")
 
 
-_SEPARATOR_HINT = re.compile(r"sep=(.?)\r?", re.IGNORECASE)
+# Ends at the first line break of any kind: a line may end in LF, CRLF or a bare CR.
+_SEPARATOR_HINT = re.compile(r"sep=([^\r\n]?)(?=\r\n|\n|\r|$)", re.IGNORECASE)
 
 
 def _without_separator_hint(text: str) -> str:
     """Excel writes (and reads) a first line ``sep=,`` naming the separator; ERP exports
     made for Excel carry it. A comma's is no data: the line is left blank, so every
     other keeps its number. Another separator's is refused, naming it."""
-    first, newline, rest = text.partition("\n")
-    hint = _SEPARATOR_HINT.fullmatch(first)
+    hint = _SEPARATOR_HINT.match(text)
     if hint is None:
         return text
     if hint.group(1) != ",":
-        shown = repr(hint.group(1)) if hint.group(1).strip() else "a tab or a space"
+        named = hint.group(1)
+        shown = repr(named) if named.strip() else "a tab or a space" if named else "nothing"
         raise InvalidInput(
-            f"line 1 ({first.strip()}) says columns are separated by {shown}: "
+            f"line 1 ({hint.group(0).strip()}) says columns are separated by {shown}: "
             "columns are separated by commas",
             [FieldError(field="body", reason="columns are separated by commas", row=1)],
         )
-    return newline + rest
+    return text[hint.end() :]
 
 
 def _check_separator(first_line: str, row: int) -> None:
