@@ -382,23 +382,26 @@ class Measured:
         currency's days without a rate in either named in one warning."""
         values = defaultdict(dict, self.values)
         values.update(other.values)
-        warnings = [*self.warnings, *(w for w in other.warnings if w not in self.warnings)]
-        unrated = {
-            currency: self.unrated.get(currency, set()) | other.unrated.get(currency, set())
-            for currency in self.unrated.keys() | other.unrated.keys()
-        }
-        return Measured(values, warnings, unrated)
+        return Measured(values, _warnings_of(self, other), _unrated_of(self, other))
+
+
+def _warnings_of(*ranges: Measured) -> list[str]:
+    return list(dict.fromkeys(w for measured in ranges for w in measured.warnings))
+
+
+def _unrated_of(*ranges: Measured) -> dict[str, set[date]]:
+    unrated: dict[str, set[date]] = defaultdict(set)
+    for measured in ranges:
+        for currency, days in measured.unrated.items():
+            unrated[currency] |= days
+    return dict(unrated)
 
 
 def warnings_of(target: str | None, *ranges: Measured) -> list[str]:
     """The warnings of every range an answer read (asked and compared): a currency's
     days without a rate in any of them named in one warning, each day once."""
-    warnings = list(dict.fromkeys(w for measured in ranges for w in measured.warnings))
-    unrated: dict[str, set[date]] = defaultdict(set)
-    for measured in ranges:
-        for currency, days in measured.unrated.items():
-            unrated[currency] |= days
-    return warnings + [
+    unrated = _unrated_of(*ranges)
+    return _warnings_of(*ranges) + [
         missing_rate_warning(currency, target or "", sorted(days))
         for currency, days in sorted(unrated.items())
         if days
