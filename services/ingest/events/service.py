@@ -84,7 +84,7 @@ def _refuse_too_wide(events: list[Any]) -> None:
 
 
 class _NamedTwice(Exception):
-    pass
+    """Stops the strict parse at the first object that names a field twice."""
 
 
 def _names_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -126,17 +126,23 @@ def _fields_named_twice(value: Any, path: str, index: int | None) -> list[FieldE
     return errors
 
 
+def _names_a_field_twice(raw: bytes) -> bool:
+    try:
+        json.loads(raw, object_pairs_hook=_names_once)
+    except _NamedTwice:
+        return True
+    except (ValueError, RecursionError):
+        # Nesting past the standard parser's depth, which orjson read already: no
+        # event holds an object that deep.
+        return False
+    return False
+
+
 def _refuse_names_given_twice(raw: bytes) -> None:
     """A field given twice in one object is refused: JSON parsers keep either value
     (the last, here), and an ERP that writes a quantity and then its correction would
     have one of them counted without a word. The CSV route refuses a column named twice."""
-    try:
-        json.loads(raw, object_pairs_hook=_names_once)
-    except _NamedTwice:
-        pass
-    except (ValueError, RecursionError):
-        return  # read by orjson already: nothing here is named twice
-    else:
+    if not _names_a_field_twice(raw):
         return
     body = json.loads(raw, object_pairs_hook=_marking_names_twice)
     errors = [FieldError(name, "given more than once") for name in body.get(_TWICE, ())]

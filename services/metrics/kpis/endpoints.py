@@ -21,6 +21,7 @@ from services.metrics.kpis.query import (
     GRAINS,
     MAX_LIMIT,
     KpiQuery,
+    marketplace_codes,
     parse_query,
     unsplittable_warning,
 )
@@ -363,9 +364,7 @@ def _as_kept(name: str, value: str | None) -> list[str]:
     """A filter's values as events keep them, to hold against the caller's limits: a
     marketplace is upper case ("us" asks for US), as the query reads it."""
     values = split_list(value, name)
-    if name == "marketplaces" and values:
-        return [marketplace.upper() for marketplace in values]
-    return values
+    return marketplace_codes(values) if name == "marketplaces" else values
 
 
 def _parsed_within_limits(

@@ -161,8 +161,7 @@ def parse_query(tenant_id: str, params: dict[str, str | None]) -> KpiQuery:
         # As events are stored: "Amazon" is pushed and kept as "amazon".
         filters["platform"] = [value.lower() for value in filters["platform"]]
     if "marketplace" in filters:
-        # A marketplace is a country code, kept upper case: "us" asks for US.
-        filters["marketplace"] = [value.upper() for value in filters["marketplace"]]
+        filters["marketplace"] = marketplace_codes(filters["marketplace"])
     for marketplace in filters.get("marketplace", []):
         try:
             country_code(marketplace)
@@ -428,6 +427,11 @@ def no_unit_cost_warning(sku: str, first_cost: date | None) -> str:
     if first_cost is None:
         return f"no unit cost for SKU {sku}"
     return f"no unit cost for SKU {sku} before {first_cost.isoformat()}"
+
+
+def marketplace_codes(values: list[str]) -> list[str]:
+    """Marketplaces as events keep them: a country code, upper case ("us" asks for US)."""
+    return [value.upper() for value in values]
 
 
 def _float(value: Decimal | None) -> float | None:
