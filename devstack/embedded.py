@@ -311,9 +311,11 @@ class EmbeddedPostgres:
 
     def _pid_in_file(self) -> int | None:
         try:
-            return int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+            pid = int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
         except (OSError, ValueError):
             return None
+        # initdb's standalone backend writes its pid negated.
+        return abs(pid) or None
 
     def _settle_previous_server(self) -> None:
         """Leaves ``data_dir`` with either a ready server of ours or none.

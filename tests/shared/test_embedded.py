@@ -191,6 +191,29 @@ def test_stop_after_an_interrupted_start_stops_the_server(
     assert _live_processes_on(pgdata) == []
 
 
+def test_postgres_stop_during_initdb_stops_its_standalone_backend(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pgdata = workdir / "pg"
+    pgdata.mkdir()
+    # Stands in for initdb's bootstrap backend, whose pid the lock file holds negated.
+    backend = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(pgdata)])
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        (pgdata / "postmaster.pid").write_text(f"-{backend.pid}\n{pgdata}\n")
+        raise KeyboardInterrupt  # Ctrl-C during a first start's initdb
+
+    monkeypatch.setattr(embedded, "get_server", interrupted)
+    pg = EmbeddedPostgres(pgdata)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pg.start()
+        pg.stop()
+        assert backend.wait(timeout=10) is not None
+    finally:
+        backend.kill()
+
+
 def test_postgres_ignores_a_stale_pid_file(workdir: Path) -> None:
     pgdata = workdir / "pg"
     pg = EmbeddedPostgres(pgdata)
