@@ -353,14 +353,17 @@ class SecurityHeaders:
 
 
 class TracingMiddleware:
-    """A server span per request, continuing the caller's trace, and one log line."""
+    """A server span per request, continuing the caller's trace, and one log line (none
+    for probes and the revocation poll)."""
 
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
         self.tracer = trace.get_tracer(f"lodestar.{service}")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        # Probes and the services' once-a-second poll of revoked tokens would bury the
+        # traces worth reading (three spans a second from an idle stack).
+        if scope["type"] != "http" or scope["path"] in UNLOGGED_PATHS:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
@@ -384,18 +387,17 @@ class TracingMiddleware:
                 span.set_attribute("url.path", path)
                 await self.app(scope, receive, send_wrapper)
                 span.set_attribute("http.response.status_code", status["code"])
-                if path not in UNLOGGED_PATHS:
-                    log.info(
-                        "request",
-                        extra={
-                            "fields": {
-                                "method": method,
-                                "path": path,
-                                "status": status["code"],
-                                "ms": round((time.perf_counter() - started) * 1000, 2),
-                            }
-                        },
-                    )
+                log.info(
+                    "request",
+                    extra={
+                        "fields": {
+                            "method": method,
+                            "path": path,
+                            "status": status["code"],
+                            "ms": round((time.perf_counter() - started) * 1000, 2),
+                        }
+                    },
+                )
         finally:
             current_tenant.reset(tenant_token)
             otel_context.detach(token)
