@@ -323,6 +323,21 @@ def test_counts_in_other_scripts_digits_are_refused() -> None:
     padded = GOOD[0].replace(",US,", ', "US",', 1)
     quoted = parse_csv(f"{HEADER}\n{padded}\n".encode(), "order_line", 10)
     assert quoted.events[0]["source"]["marketplace"] == "US"
+    # And after its closing quote, before the separator or the line end.
+    padded = GOOD[0].replace(",US,", ', "US" \t,', 1) + ',"Lamps, ""big""" '
+    quoted = parse_csv(f"{HEADER},category\n{padded}\r\n".encode(), "order_line", 10)
+    assert quoted.events[0]["source"]["marketplace"] == "US"
+    assert quoted.events[0]["payload"]["category"] == 'Lamps, "big"'
+
+
+def test_padding_after_a_closing_quote_leaves_other_quotes_as_they_are() -> None:
+    # Quotes inside an unquoted cell are data, padding after them too.
+    row = GOOD[0].replace(",US,", ',"US" ,', 1) + ',Lamp "big" '
+    batch = parse_csv(f"{HEADER},category\n{row}\n".encode(), "order_line", 10)
+    assert batch.events[0]["payload"]["category"].strip() == 'Lamp "big"'
+    # What follows a closing quote that is not padding is for the csv module to refuse.
+    assert _refusal(f'{HEADER}\n"erp-1" x,{GOOD[0]}\n')[0][:2] == (2, "body")
+    assert _refusal(f'{HEADER}\n"erp-1" ,{GOOD[0][6:]},"x"y\n')[0][:2] == (2, "body")
 
 
 def test_excels_separator_line_is_no_header() -> None:

@@ -118,6 +118,41 @@ MAX_COLUMNS = 100
 MAX_BLANK_LINES = 100_000
 
 
+# A quoted cell (after any padding, as skipinitialspace reads it), and the padding a
+# spreadsheet may leave after its closing quote (`"1.00" ,US`).
+_QUOTED_CELL = re.compile(r'([ \t]*"[^"]*(?:""[^"]*)*")[ \t]*')
+_UNQUOTED_CELL = re.compile(r"[^,\r\n]*")
+_PADDING_AFTER_A_QUOTE = re.compile(r'"[ \t]+(?:,|\r|\n|\Z)')
+
+
+def _without_padding_after_quotes(text: str) -> str:
+    """The text with spaces and tabs between a closing quote and the separator or line
+    end dropped, which the csv module refuses (it reads only what comes before a cell).
+    Read cell by cell, as CSV is: a quote inside a quoted cell is data, and so is one
+    inside an unquoted cell. Anything else after a closing quote is left for the csv
+    module to refuse."""
+    if _PADDING_AFTER_A_QUOTE.search(text) is None:
+        return text
+    kept: list[str] = []
+    at = 0
+    while at < len(text):
+        quoted = _QUOTED_CELL.match(text, at)
+        if quoted is not None:
+            kept.append(quoted.group(1))
+            at = quoted.end()
+            if at < len(text) and text[at] not in ",\r\n":
+                return text
+        else:
+            at_end = _UNQUOTED_CELL.match(text, at)
+            assert at_end is not None  # matches the empty cell too
+            kept.append(at_end.group())
+            at = at_end.end()
+        if at < len(text):
+            kept.append(text[at])
+            at += 1
+    return "".join(kept)
+
+
 def _records(text: str) -> Iterator[tuple[int, list[str]]]:
     """Each record with the file line it starts on: a quoted cell may span lines, and
     blank lines are skipped. What the csv module refuses (an unterminated quote, a stray
@@ -179,7 +214,7 @@ def parse_csv(raw: bytes, event_type: str, max_events: int) -> CsvBatch:
     # The end-of-file mark (Ctrl-Z) some old ERPs still write, a line break or not
     # after it.
     text = _END_OF_FILE.sub("", text)
-    text = _without_separator_hint(text)
+    text = _without_padding_after_quotes(_without_separator_hint(text))
     _check_separator(text.split("\n", 1)[0], 1)
     records = _records(text)
     first = next(records, None)
