@@ -394,6 +394,65 @@ async def test_userinfo_names_the_signed_in_user_as_they_are_now(
     assert gone.status_code == 401
 
 
+async def test_a_client_of_one_redirect_uri_may_leave_it_out(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """RFC 6749 §3.1.2.3: the only URI a client registered is its way back by default."""
+    admin = await new_tenant()
+    client_id = await frontend_client(http, admin)
+    user = await add_user(http, admin, "viewer")
+    verifier, challenge = pkce()
+    params = authorize_params(client_id, challenge)
+    del params["redirect_uri"]
+    page = await http.get("/oauth/authorize", params=params)
+    assert page.status_code == 200 and "<form" in page.text
+    refused = await http.get("/oauth/authorize", params={**params, "code_challenge": "short"})
+    assert refused.status_code == 303
+    assert refused.headers["location"].startswith(REDIRECT + "?error=invalid_request")
+    posted = await http.post(
+        "/oauth/authorize", data={**params, "email": user["email"], "password": PASSWORD}
+    )
+    assert posted.status_code == 303, posted.text
+    assert posted.headers["location"].startswith(REDIRECT + "?code=")
+    code = parse_qs(urlsplit(posted.headers["location"]).query)["code"][0]
+    form = {"grant_type": "authorization_code", "code": code, "code_verifier": verifier}
+    # The token request names the redirect URI only if the authorization request did.
+    named = await exchange(http, client_id, **form, redirect_uri=REDIRECT)
+    assert named.status_code == 400 and named.json()["error"] == "invalid_grant"
+    query, named_verifier = await sign_in(http, client_id, user["email"])
+    form = {
+        "grant_type": "authorization_code",
+        "code": query["code"][0],
+        "code_verifier": named_verifier,
+    }
+    unnamed = await exchange(http, client_id, **form)
+    assert unnamed.status_code == 400 and unnamed.json()["error"] == "invalid_grant"
+    posted = await http.post(
+        "/oauth/authorize", data={**params, "email": user["email"], "password": PASSWORD}
+    )
+    code = parse_qs(urlsplit(posted.headers["location"]).query)["code"][0]
+    form = {"grant_type": "authorization_code", "code": code, "code_verifier": verifier}
+    tokens = await exchange(http, client_id, **form)
+    assert tokens.status_code == 200, tokens.text
+
+    # A client of two must say which.
+    two = await http.post(
+        f"/v1/tenants/{admin.tenant_id}/clients",
+        json={
+            "name": "portal",
+            "scopes": ["kpi:read"],
+            "public": True,
+            "redirect_uris": [REDIRECT, "https://portal.example/cb"],
+        },
+        headers=admin.headers,
+    )
+    assert two.status_code == 201, two.text
+    either = {**params, "client_id": two.json()["client_id"]}
+    page = await http.get("/oauth/authorize", params=either)
+    assert page.status_code == 400 and "location" not in page.headers
+    assert "redirect_uri is required: this application registered 2" in page.text
+
+
 async def test_authorize_errors(http: httpx.AsyncClient, new_tenant: NewTenant) -> None:
     admin = await new_tenant()
     client_id = await frontend_client(http, admin)
@@ -406,7 +465,6 @@ async def test_authorize_errors(http: httpx.AsyncClient, new_tenant: NewTenant) 
         {"client_id": "cl_nobody"},
         {"client_id": ""},
         {"redirect_uri": "https://evil.example/cb"},
-        {"redirect_uri": ""},
     ):
         page = await http.get(
             "/oauth/authorize", params={**authorize_params(client_id, challenge), **change}

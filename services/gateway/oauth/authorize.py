@@ -119,16 +119,16 @@ class RedirectError(Exception):
 
 
 def _redirect(
-    request: AuthorizationRequest, params: dict[str, str], issuer: str
+    request: AuthorizationRequest, way_back: str, params: dict[str, str], issuer: str
 ) -> RedirectResponse:
     # RFC 9207: every answer sent to the redirect_uri names the issuer, errors included
     # (the metadata says authorization_response_iss_parameter_supported).
     params["iss"] = issuer
     if request.state:
         params["state"] = request.state
-    separator = "&" if "?" in request.redirect_uri else "?"
+    separator = "&" if "?" in way_back else "?"
     # 303: the browser follows with GET, never re-posting the password.
-    return RedirectResponse(f"{request.redirect_uri}{separator}{urlencode(params)}", 303)
+    return RedirectResponse(f"{way_back}{separator}{urlencode(params)}", 303)
 
 
 # The user agent's way back: given twice, neither value can be trusted.
@@ -142,9 +142,18 @@ def _repeated(items: Iterable[tuple[str, Any]]) -> frozenset[str]:
     return frozenset(name for name, count in counts.items() if count > 1)
 
 
-async def _checked(
+def _refused(
+    request: AuthorizationRequest, way_back: str, error: RedirectError, issuer: str
+) -> RedirectResponse:
+    params = {"error": error.error, "error_description": error.description}
+    return _redirect(request, way_back, params, issuer)
+
+
+async def _way_back(
     session: DbSession, request: AuthorizationRequest, repeated: frozenset[str]
-) -> OAuthClient:
+) -> tuple[OAuthClient, str]:
+    """The client, and the redirect URI its answers go to: the one asked for, or, when
+    none is, the only one it registered (RFC 6749 §3.1.2.3)."""
     if repeated & WAY_BACK:
         raise PageError("client_id and redirect_uri must each be given once.")
     client = (
@@ -152,8 +161,20 @@ async def _checked(
     )
     if client is None:
         raise PageError("Unknown application (client_id).")
-    if not request.redirect_uri or not registered(request.redirect_uri, client.redirect_uris):
+    if not request.redirect_uri:
+        if len(client.redirect_uris) != 1:
+            raise PageError(
+                "redirect_uri is required: this application registered "
+                f"{len(client.redirect_uris)} redirect URIs."
+            )
+        return client, client.redirect_uris[0]
+    if not registered(request.redirect_uri, client.redirect_uris):
         raise PageError("This application's redirect_uri is not registered.")
+    return client, request.redirect_uri
+
+
+def _check(request: AuthorizationRequest, repeated: frozenset[str]) -> None:
+    """The rest of an authorization request, refused back to the client's redirect URI."""
     if repeated:
         raise RedirectError(
             "invalid_request", f"given more than once: {', '.join(sorted(repeated))}"
@@ -168,7 +189,6 @@ async def _checked(
         raise RedirectError("invalid_request", "code_challenge must be 43 base64url characters")
     if len(request.nonce) > MAX_NONCE:
         raise RedirectError("invalid_request", f"nonce must be at most {MAX_NONCE} characters")
-    return client
 
 
 def _page(
@@ -217,13 +237,13 @@ async def _start(
     session: DbSession, request: AuthorizationRequest, repeated: frozenset[str], issuer: str
 ) -> Response:
     try:
-        await _checked(session, request, repeated)
+        _, way_back = await _way_back(session, request, repeated)
     except PageError as error:
         return _page(None, str(error), status=400)
+    try:
+        _check(request, repeated)
     except RedirectError as error:
-        return _redirect(
-            request, {"error": error.error, "error_description": error.description}, issuer
-        )
+        return _refused(request, way_back, error, issuer)
     return _page(request, "")
 
 
@@ -262,7 +282,8 @@ async def authorize_page(
     nonce: str = "",
 ) -> Response:
     """Shows the sign-in form. Needs ``response_type=code``, a registered
-    ``redirect_uri``, and PKCE with ``code_challenge_method=S256``."""
+    ``redirect_uri`` (optional for a client that registered one), and PKCE with
+    ``code_challenge_method=S256``."""
     # The parameters above are declared for the API document; read as one request.
     return await _start(
         session,
@@ -311,13 +332,13 @@ async def authorize_submit(
     if names := fields_holding_nul(form):
         return _page(None, f"These fields must not contain the NUL character: {names}.", 400)
     try:
-        client = await _checked(session, authorization, _repeated(form))
+        client, way_back = await _way_back(session, authorization, _repeated(form))
     except PageError as error:
         return _page(None, str(error), status=400)
+    try:
+        _check(authorization, _repeated(form))
     except RedirectError as error:
-        return _redirect(
-            authorization, {"error": error.error, "error_description": error.description}, issuer
-        )
+        return _refused(authorization, way_back, error, issuer)
     # Looked up within the application's tenant: a user of another tenant is as unknown
     # here as an address no one has (a refusal naming it would tell that it exists).
     # An application of no tenant signs no user in.
@@ -371,20 +392,18 @@ async def authorize_submit(
     await throttle.signed_in(user.tenant_id, email)
     granted = granted_scope(authorization.scope, user, client)
     if not granted:
-        return _redirect(
-            authorization,
-            {"error": "invalid_scope", "error_description": "no requested scope is allowed"},
-            issuer,
-        )
+        refusal = RedirectError("invalid_scope", "no requested scope is allowed")
+        return _refused(authorization, way_back, refusal, issuer)
     code = await sessions.issue_code(
         session,
         client.client_id,
         user.id,
         user.tenant_id,
+        # As asked: the token request names it again only if the authorization did.
         authorization.redirect_uri,
         granted,
         authorization.code_challenge,
         nonce=authorization.nonce or None,
     )
     request.state.audit_detail = {"outcome": "signed_in", "scope": granted}
-    return _redirect(authorization, {"code": code}, issuer)
+    return _redirect(authorization, way_back, {"code": code}, issuer)

@@ -177,7 +177,8 @@ _TOKEN_API = {
         "Form-encoded. `grant_type=client_credentials`: client authentication by HTTP "
         "Basic or `client_id`/`client_secret` form fields, optional `scope` (a subset of "
         "the client's scopes; all of them when absent). `grant_type=authorization_code` "
-        "with `code`, `redirect_uri`, `code_verifier` (PKCE S256), and "
+        "with `code`, `redirect_uri` (as the authorization request named it, or "
+        "none), `code_verifier` (PKCE S256), and "
         "`grant_type=refresh_token` with `refresh_token` (rotated: each works once; a "
         "reused one revokes its family). Errors follow RFC 6749 §5.2."
     ),

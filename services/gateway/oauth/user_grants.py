@@ -111,7 +111,8 @@ async def _grant(
                 session,
                 _required(form_request, "code"),
                 client.client_id,
-                _required(form_request, "redirect_uri"),
+                # RFC 6749 §4.1.3: required when the authorization request named one.
+                form_request.form.get("redirect_uri") or "",
                 _verifier(form_request),
             )
             scope = redeemed.scope
