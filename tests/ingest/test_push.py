@@ -358,6 +358,32 @@ async def test_a_field_given_twice_in_one_object_is_refused(ingest: IngestServic
     assert await ingest.outbox_rows(tenant) == 0
 
 
+def test_a_field_given_twice_is_found_whatever_else_the_text_holds() -> None:
+    """Pushes are first checked by counting keys; whatever could upset the count sends
+    a push to the parse that sees each name, so no name given twice gets through."""
+    line = json.dumps(order_line("counted"))
+    twice = line.replace('"quantity": 1', '"quantity": 2, "quantity": 9')
+    for quirk in (
+        '"carrier" : "dhl", ',  # a key spaced from its colon
+        '"carrier": "\\u003a", ',  # an escaped colon
+        '"carrier": ":dhl", ',  # a string that starts with a colon
+        '"carrier": "a\\":b", ',  # an escaped quote before a colon
+        '"carrier": "\\u0022", ',  # an escaped quote
+        '"deep": ' + "[" * 300 + "]" * 300 + ", ",  # deeper than orjson writes
+    ):
+        body = twice.replace('"payload": {', '"payload": {' + quirk, 1)
+        with pytest.raises(service.InvalidInput) as refused:
+            service.parse_body(f'{{"events": [{body}]}}'.encode(), 10)
+        named = [(e.index, e.field) for e in refused.value.errors]
+        assert named == [(0, "payload.quantity")], quirk
+        once = line.replace('"payload": {', '"payload": {' + quirk, 1)
+        assert len(service.parse_body(f'{{"events": [{once}]}}'.encode(), 10)) == 1, quirk
+    # One name written two ways is one name given twice.
+    spelt = line.replace('"quantity": 1', '"qu\\u0061ntity": 2, "quantity": 1')
+    with pytest.raises(service.InvalidInput):
+        service.parse_body(f'{{"events": [{spelt}]}}'.encode(), 10)
+
+
 async def test_a_failed_request_does_not_burn_its_idempotency_key(ingest: IngestService) -> None:
     tenant = new_tenant_id()
     key = {"Idempotency-Key": "retry-me"}

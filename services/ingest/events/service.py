@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
@@ -138,11 +139,34 @@ def _names_a_field_twice(raw: bytes) -> bool:
     return False
 
 
-def _refuse_names_given_twice(raw: bytes) -> None:
+# A key's closing quote spaced from its colon, and the escapes that write a quote or a
+# colon: what could make the count of `":` below miss a field given twice.
+_SPACED_KEY_END = re.compile(rb'"[ \t\r\n]+:')
+_ESCAPED_QUOTE_OR_COLON = re.compile(rb"\\u00(?:22|3[aA])")
+
+
+def _counted_once(raw: bytes, body: Any) -> bool:
+    """True when counting proves that no object of the push names a field twice, as
+    for nearly every push, without the slower parse that sees each name (40 ms for
+    5,000 events). Where no key is spaced from its colon, each key ends in `":`; so
+    does a string that starts with a colon or escapes a quote before one, in ``raw``
+    as in the parsed body written out again (no escape writes a quote or a colon
+    there). The parsed objects keep one value of each name, so the two counts are
+    equal only when no name was given twice."""
+    if _SPACED_KEY_END.search(raw) or _ESCAPED_QUOTE_OR_COLON.search(raw):
+        return False
+    try:
+        written = orjson.dumps(body)
+    except TypeError:  # nested deeper than orjson writes (254)
+        return False
+    return raw.count(b'":') == written.count(b'":')
+
+
+def _refuse_names_given_twice(raw: bytes, body: Any) -> None:
     """A field given twice in one object is refused: JSON parsers keep either value
     (the last, here), and an ERP that writes a quantity and then its correction would
     have one of them counted without a word. The CSV route refuses a column named twice."""
-    if not _names_a_field_twice(raw):
+    if _counted_once(raw, body) or not _names_a_field_twice(raw):
         return
     body = json.loads(raw, object_pairs_hook=_marking_names_twice)
     errors = [FieldError(name, "given more than once") for name in body.get(_TWICE, ())]
@@ -161,7 +185,7 @@ def parse_body(raw: bytes, max_events: int) -> list[Any]:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise InvalidJson() from None
-    _refuse_names_given_twice(raw)
+    _refuse_names_given_twice(raw, body)
     if not isinstance(body, dict) or not isinstance(body.get("events"), list):
         raise InvalidInput(
             "the body must be an object with an events list",
