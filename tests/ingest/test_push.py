@@ -359,8 +359,8 @@ async def test_a_field_given_twice_in_one_object_is_refused(ingest: IngestServic
 
 
 def test_a_field_given_twice_is_found_whatever_else_the_text_holds() -> None:
-    """Pushes are first checked by counting keys; whatever could upset the count sends
-    a push to the parse that sees each name, so no name given twice gets through."""
+    """Pushes are first checked by counting colons; whatever could upset the count
+    sends a push to the parse that sees each name, so no name given twice gets through."""
     line = json.dumps(order_line("counted"))
     twice = line.replace('"quantity": 1', '"quantity": 2, "quantity": 9')
     for quirk in (
@@ -369,6 +369,8 @@ def test_a_field_given_twice_is_found_whatever_else_the_text_holds() -> None:
         '"carrier": ":dhl", ',  # a string that starts with a colon
         '"carrier": "a\\":b", ',  # an escaped quote before a colon
         '"carrier": "\\u0022", ',  # an escaped quote
+        '"carrier": "\\u003A\\u003a", ',  # escaped colons
+        '"carrier": "12:00", ',  # a colon in a string
         '"deep": ' + "[" * 300 + "]" * 300 + ", ",  # deeper than orjson writes
     ):
         body = twice.replace('"payload": {', '"payload": {' + quirk, 1)

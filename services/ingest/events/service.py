@@ -139,27 +139,25 @@ def _names_a_field_twice(raw: bytes) -> bool:
     return False
 
 
-# A key's closing quote spaced from its colon, and the escapes that write a quote or a
-# colon: what could make the count of `":` below miss a field given twice.
-_SPACED_KEY_END = re.compile(rb'"[ \t\r\n]+:')
-_ESCAPED_QUOTE_OR_COLON = re.compile(rb"\\u00(?:22|3[aA])")
+# The escape that writes a colon: what could make the count below miss a field given
+# twice.
+_ESCAPED_COLON = re.compile(rb"\\u003[aA]")
 
 
 def _counted_once(raw: bytes, body: Any) -> bool:
     """True when counting proves that no object of the push names a field twice, as
-    for nearly every push, without the slower parse that sees each name (40 ms for
-    5,000 events). Where no key is spaced from its colon, each key ends in `":`; so
-    does a string that starts with a colon or escapes a quote before one, in ``raw``
-    as in the parsed body written out again (no escape writes a quote or a colon
-    there). The parsed objects keep one value of each name, so the two counts are
-    equal only when no name was given twice."""
-    if _SPACED_KEY_END.search(raw) or _ESCAPED_QUOTE_OR_COLON.search(raw):
+    for nearly every push, without the slower parse that sees each name (20 to 40 ms
+    for 5,000 events). Outside strings a colon follows each key, once; inside them,
+    one is a character of the text. The parsed objects keep one value of each name, so
+    they written out again hold as many colons as ``raw`` only when no name (nor its
+    value) was dropped, unless an escape wrote a colon that ``raw`` does not show."""
+    if _ESCAPED_COLON.search(raw):
         return False
     try:
         written = orjson.dumps(body)
     except TypeError:  # nested deeper than orjson writes (254)
         return False
-    return raw.count(b'":') == written.count(b'":')
+    return raw.count(b":") == written.count(b":")
 
 
 def _refuse_names_given_twice(raw: bytes, body: Any) -> None:
