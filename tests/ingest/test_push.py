@@ -380,6 +380,11 @@ def test_a_field_given_twice_is_found_whatever_else_the_text_holds() -> None:
         assert named == [(0, "payload.quantity")], quirk
         once = line.replace('"payload": {', '"payload": {' + quirk, 1)
         assert len(service.parse_body(f'{{"events": [{once}]}}'.encode(), 10)) == 1, quirk
+    # Any name may be a field's, even one of a NUL.
+    marked = twice.replace('"payload": {', '"\\u0000twice": 5, "payload": {', 1)
+    with pytest.raises(service.InvalidInput) as refused:
+        service.parse_body(f'{{"events": [{marked}]}}'.encode(), 10)
+    assert [(e.index, e.field) for e in refused.value.errors] == [(0, "payload.quantity")]
     # One name written two ways is one name given twice.
     spelt = line.replace('"quantity": 1', '"qu\\u0061ntity": 2, "quantity": 1')
     with pytest.raises(service.InvalidInput):

@@ -95,16 +95,18 @@ def _names_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-# Where an object named a field twice, the names, under a key no JSON text can hold
-# (json.loads keeps a lone surrogate, but not as a key of this object).
-_TWICE = "\x00twice"
+class _Parsed(dict[str, Any]):
+    """An object as parsed, with the names it gave more than once: kept beside its
+    fields, as any name (even "\u0000...") may be one of them."""
+
+    twice: tuple[str, ...] = ()
 
 
-def _marking_names_twice(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
+def _marking_names_twice(pairs: list[tuple[str, Any]]) -> _Parsed:
+    obj = _Parsed(pairs)
     if len(obj) != len(pairs):
         counts = Counter(name for name, _ in pairs)
-        obj[_TWICE] = sorted(name for name, count in counts.items() if count > 1)
+        obj.twice = tuple(sorted(name for name, count in counts.items() if count > 1))
     return obj
 
 
@@ -115,15 +117,14 @@ def _fields_named_twice(value: Any, path: str, index: int | None) -> list[FieldE
             for n, item in enumerate(value)
             for error in _fields_named_twice(item, f"{path}[{n}]", index)
         ]
-    if not isinstance(value, dict):
+    if not isinstance(value, _Parsed):
         return []
     errors = [
         FieldError(f"{path}.{name}" if path else name, "given more than once", index=index)
-        for name in value.get(_TWICE, ())
+        for name in value.twice
     ]
     for name, item in value.items():
-        if name != _TWICE:
-            errors += _fields_named_twice(item, f"{path}.{name}" if path else name, index)
+        errors += _fields_named_twice(item, f"{path}.{name}" if path else name, index)
     return errors
 
 
@@ -167,7 +168,7 @@ def _refuse_names_given_twice(raw: bytes, body: Any) -> None:
     if _counted_once(raw, body) or not _names_a_field_twice(raw):
         return
     body = json.loads(raw, object_pairs_hook=_marking_names_twice)
-    errors = [FieldError(name, "given more than once") for name in body.get(_TWICE, ())]
+    errors = [FieldError(name, "given more than once") for name in getattr(body, "twice", ())]
     events = body.get("events")
     for index, event in enumerate(events if isinstance(events, list) else []):
         errors += _fields_named_twice(event, "", index)
