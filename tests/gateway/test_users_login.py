@@ -409,30 +409,29 @@ async def test_a_client_of_one_redirect_uri_may_leave_it_out(
     refused = await http.get("/oauth/authorize", params={**params, "code_challenge": "short"})
     assert refused.status_code == 303
     assert refused.headers["location"].startswith(REDIRECT + "?error=invalid_request")
-    posted = await http.post(
-        "/oauth/authorize", data={**params, "email": user["email"], "password": PASSWORD}
-    )
-    assert posted.status_code == 303, posted.text
-    assert posted.headers["location"].startswith(REDIRECT + "?code=")
-    code = parse_qs(urlsplit(posted.headers["location"]).query)["code"][0]
-    form = {"grant_type": "authorization_code", "code": code, "code_verifier": verifier}
+
+    async def redeem(code_of: dict[str, str], **redirect_uri: str) -> httpx.Response:
+        """Signs in by ``code_of`` (the query of a request naming no redirect URI, or
+        none for one that names it) and exchanges the code."""
+        if code_of:
+            posted = await http.post(
+                "/oauth/authorize", data={**code_of, "email": user["email"], "password": PASSWORD}
+            )
+            assert posted.status_code == 303, posted.text
+            assert posted.headers["location"].startswith(REDIRECT + "?code=")
+            code, used = parse_qs(urlsplit(posted.headers["location"]).query)["code"][0], verifier
+        else:
+            query, used = await sign_in(http, client_id, user["email"])
+            code = query["code"][0]
+        form = {"grant_type": "authorization_code", "code": code, "code_verifier": used}
+        return await exchange(http, client_id, **form, **redirect_uri)
+
     # The token request names the redirect URI only if the authorization request did.
-    named = await exchange(http, client_id, **form, redirect_uri=REDIRECT)
+    named = await redeem(params, redirect_uri=REDIRECT)
     assert named.status_code == 400 and named.json()["error"] == "invalid_grant"
-    query, named_verifier = await sign_in(http, client_id, user["email"])
-    form = {
-        "grant_type": "authorization_code",
-        "code": query["code"][0],
-        "code_verifier": named_verifier,
-    }
-    unnamed = await exchange(http, client_id, **form)
+    unnamed = await redeem({})
     assert unnamed.status_code == 400 and unnamed.json()["error"] == "invalid_grant"
-    posted = await http.post(
-        "/oauth/authorize", data={**params, "email": user["email"], "password": PASSWORD}
-    )
-    code = parse_qs(urlsplit(posted.headers["location"]).query)["code"][0]
-    form = {"grant_type": "authorization_code", "code": code, "code_verifier": verifier}
-    tokens = await exchange(http, client_id, **form)
+    tokens = await redeem(params)
     assert tokens.status_code == 200, tokens.text
 
     # A client of two must say which.
