@@ -600,6 +600,15 @@ async def test_metrics_is_ready_only_while_its_consumer_reads_the_event_stream(
         assert rejoining.json()["checks"]["consumer"].startswith("joining the event stream")
         await membership.on_partitions_assigned(app.state.consumer._consumer.assignment())
         assert (await client.get("/readyz")).status_code == 200
+        # Before the group takes them back: the broker went away (its coordinator is
+        # lost), or came back knowing no member.
+        coordinator = app.state.consumer._consumer._coordinator
+        coordinator.coordinator_dead()
+        assert app.state.consumer.readiness().startswith("joining the event stream")
+        await wait_until(lambda: _ready(client))
+        coordinator.reset_generation()
+        assert app.state.consumer.readiness().startswith("joining the event stream")
+        await wait_until(lambda: _ready(client))
         # Batches failing again and again (a fault of the database or the code): the
         # answers lack every event since, and readiness says so.
         app.state.consumer._failed_in_a_row = 3
@@ -614,6 +623,10 @@ async def test_metrics_is_ready_only_while_its_consumer_reads_the_event_stream(
     assert stopped.status_code == 503
     assert stopped.json()["status"] == "not_ready"
     assert stopped.json()["checks"]["consumer"] == "not running"
+
+
+async def _ready(client: httpx.AsyncClient) -> bool:
+    return (await client.get("/readyz")).status_code == 200
 
 
 async def test_a_consumer_without_its_broker_is_not_ready(

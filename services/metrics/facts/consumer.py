@@ -469,11 +469,21 @@ class FactConsumer:
             return "not running"
         if self._consumer is None or not self._connected:
             return "connecting to the broker"
-        if not self._membership.joined:
+        if not self._membership.joined or not self._in_its_group():
             return "joining the event stream: no partitions assigned yet"
         if self._failed_in_a_row >= FAILURES_NOT_READY:
             return f"applying events failed {self._failed_in_a_row} times in a row (see its log)"
         return "ok"
+
+    def _in_its_group(self) -> bool:
+        """Whether the group's coordinator is known and knows this member. A broker
+        that went away loses the coordinator, and one that restarted knows no member:
+        the consumer still holds its old partitions then, but reads nothing until it
+        has joined again (aiokafka's coordinator, which its API does not show)."""
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        if coordinator is None:
+            return True
+        return coordinator.coordinator_id is not None and coordinator.member_id != ""
 
     async def stop(self) -> None:
         await stop_task(self._task)
