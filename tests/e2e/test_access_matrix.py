@@ -337,6 +337,13 @@ def whole_tenant_only(caller: Caller, world: World) -> int | None:
     return 403 if limited and "targets:read" in caller.scopes else None
 
 
+def viewer_scopes_held(caller: Caller, world: World) -> int | None:
+    """A user made by the matrix is a viewer: its maker must hold a viewer's scopes."""
+    if caller.kind != "seller" or TENANT_ADMIN not in caller.scopes:
+        return None
+    return None if "kpi:read" in caller.scopes else 403
+
+
 def own_or_received_grants(caller: Caller, world: World) -> int | None:
     """Any tenant lists its own grants; naming the seller, only the agencies it granted
     (revoked or not) see what they received, and any other tenant is refused."""
@@ -404,7 +411,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/v1/exports"): Route(TENANT_ADMIN, 200, plain("/v1/exports")),
     ("GET", "/v1/exports/{export_id}"): Route(TENANT_ADMIN, 200, export_path()),
     ("GET", "/v1/exports/{export_id}/archive"): Route(TENANT_ADMIN, 200, export_path("/archive")),
-    ("POST", "/v1/users"): Route(TENANT_ADMIN, 201, user_create),
+    ("POST", "/v1/users"): Route(TENANT_ADMIN, 201, user_create, rule=viewer_scopes_held),
     ("GET", "/v1/users"): Route(TENANT_ADMIN, 200, plain("/v1/users")),
     ("GET", "/v1/users/{user_id}"): Route(TENANT_ADMIN, 200, user_path(fresh=False)),
     ("PATCH", "/v1/users/{user_id}"): Route(TENANT_ADMIN, 200, user_path(fresh=False)),

@@ -302,3 +302,36 @@ async def test_a_person_limited_to_a_marketplace_may_write_its_code_in_any_case(
         headers=us_viewer.headers,
     )
     assert asked.status_code == 200 and "errors" not in asked.json(), asked.text
+
+
+async def test_no_caller_makes_a_user_with_a_scope_it_lacks(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """A client of user management alone would otherwise make an owner with a password
+    of its choosing and sign in as it, with every scope."""
+    tenant = await new_tenant()
+    narrow = await http.post(
+        f"/v1/tenants/{tenant.tenant_id}/clients",
+        json={"name": "hr", "scopes": ["tenant:admin"]},
+        headers=tenant.headers,
+    )
+    assert narrow.status_code == 201, narrow.text
+    token = await fetch_token(http, narrow.json()["client_id"], narrow.json()["client_secret"])
+    hr = {"Authorization": f"Bearer {token}"}
+    for role in ("owner", "admin", "viewer"):
+        made = await http.post(
+            "/v1/users",
+            json={"email": f"{role}@x.example", "name": "U", "password": "p" * 12, "role": role},
+            headers=hr,
+        )
+        assert made.status_code == 403, (role, made.text)
+        assert made.json()["error"] == "insufficient_scope"
+    viewer = await add_user(http, tenant, "viewer")
+    for change in ({"role": "admin"}, {"password": "mine at last!"}):
+        taken = await http.patch(f"/v1/users/{viewer['id']}", json=change, headers=hr)
+        assert taken.status_code == 403, (change, taken.text)
+    # What gives the user nothing more stays the caller's to do.
+    renamed = await http.patch(f"/v1/users/{viewer['id']}", json={"name": "V"}, headers=hr)
+    assert renamed.status_code == 200, renamed.text
+    disabled = await http.patch(f"/v1/users/{viewer['id']}", json={"disabled": True}, headers=hr)
+    assert disabled.status_code == 200, disabled.text

@@ -62,10 +62,19 @@ def _check_limits_within(limits: dict[str, Any] | None, access: Access) -> None:
         )
 
 
+def _check_role_within(principal: Principal, role: str) -> None:
+    """A caller gives no user a role with a scope its own token lacks, nor sets the
+    password of one: the user would sign in with it, as a client made with that scope
+    would act with it (403 naming the scope, as for clients)."""
+    for scope in ROLES[role]:
+        principal.require(scope)
+
+
 async def create_user(
     session: AsyncSession, principal: Principal, access: Access, data: UserCreate
 ) -> User:
     check_owner_rights(principal, data.role)
+    _check_role_within(principal, data.role)
     _check_limits_within(data.limits.as_claim() if data.limits else None, access)
     repository = UserRepository(session)
     await repository.hold_email(access.tenant_id, data.email)
@@ -113,6 +122,10 @@ async def update_user(
         )
     user = await tenant_user(session, access, user_id)
     check_owner_rights(principal, user.role, data.role)
+    if data.role is not None:
+        _check_role_within(principal, data.role)
+    if data.password is not None:
+        _check_role_within(principal, data.role or user.role)
     before = (user.password_hash, user.role, user.limits, user.disabled_at is not None)
     if data.name is not None:
         user.name = data.name
