@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
-from tests.conftest import NewTenant
+from shared.http import DATA_VERSION_HEADER
+from tests.conftest import NewTenant, Stack
 from tests.metrics.test_kpis import kpis, line, seed, values
 
 
@@ -147,3 +150,41 @@ async def test_two_admins_editing_at_once_do_not_undo_each_other(
         "/v1/settings/kpi", json={}, headers={**admin.headers, "If-Match": "*"}
     )
     assert anything.status_code == 200
+
+
+async def test_the_first_edit_of_two_admins_at_once_is_refused_to_the_second(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """Before a tenant has stored settings there is no row to lock: the PUTs still
+    queue, and the second's If-Match is held against the first's change."""
+    for _ in range(5):
+        admin = await new_tenant(scopes=["tenant:admin"])
+        read = await http.get("/v1/settings/kpi", headers=admin.headers)
+        tagged = {**admin.headers, "If-Match": read.headers["etag"]}
+        answers = await asyncio.gather(
+            http.put("/v1/settings/kpi", json={"gmv_includes_tax": True}, headers=tagged),
+            http.put("/v1/settings/kpi", json={"refunds_by": "purchase_date"}, headers=tagged),
+        )
+        assert sorted(a.status_code for a in answers) == [200, 412], [a.text for a in answers]
+
+
+async def test_a_settings_change_is_a_new_version_of_the_tenants_answers(
+    http: httpx.AsyncClient, stack: Stack, new_tenant: NewTenant
+) -> None:
+    """The gateway runs a GraphQL request again when its fields saw two versions (as
+    metrics tells it on its own port): one answer never shows two definitions of GMV."""
+    tenant = await new_tenant()
+    params = {"metrics": "gmv", "from": "2026-03-01", "to": "2026-03-31", "grain": "total"}
+
+    async def version() -> str:
+        async with httpx.AsyncClient(base_url=stack.url("metrics")) as metrics:
+            answer = await metrics.get("/v1/kpis", params=params, headers=tenant.headers)
+        assert answer.status_code == 200, answer.text
+        return answer.headers[DATA_VERSION_HEADER]
+
+    before = await version()
+    changed = await http.put(
+        "/v1/settings/kpi", json={"gmv_includes_tax": True}, headers=tenant.headers
+    )
+    assert changed.status_code == 200, changed.text
+    assert await version() != before

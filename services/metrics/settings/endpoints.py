@@ -86,6 +86,11 @@ async def put_kpi_settings(
     undo each other's change: the second is told to read them again."""
     db: Database = request.app.state.db
     async with db.raw_connection() as conn, conn.transaction():
+        # First: every answer from now on reads the new settings (the gateway runs
+        # again a GraphQL request whose fields saw two versions), and the version's
+        # row lock queues two admins' PUTs, even before the tenant has a settings row
+        # to lock, so that the second's If-Match is checked against the first's change.
+        await bump_versions(conn, {access.tenant_id})
         repository = SettingsRepository(conn)
         if if_match is not None:
             current = await repository.get(access.tenant_id, for_update=True)
