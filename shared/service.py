@@ -527,6 +527,10 @@ def build_app(
         # A path with a slash too many is 404, not a redirect: a service's redirect
         # names its own port, which the gateway would hand to the public.
         redirect_slashes=False,
+        # A body sent with no Content-Type is read as JSON on every route, as the
+        # event routes read theirs. (FastAPI refuses it by default against CSRF from
+        # browsers; every route here needs a bearer token, which no browser adds.)
+        strict_content_type=False,
         **kwargs,
     )
     app.state.settings = settings

@@ -262,6 +262,15 @@ async def test_who_may_call_is_answered_before_what_was_sent(
                 "detail": f"the body must be sent as application/json, not {content_type}",
                 "errors": [{"field": "header.Content-Type", "reason": "must be application/json"}],
             }
+    # Sent with no type at all, it is read as JSON, on every route as on the events'.
+    untyped = await http.put(
+        "/v1/settings/kpi", content=b'{"gmv_includes_tax": true}', headers=admin.headers
+    )
+    assert untyped.status_code == 200, untyped.text
+    assert untyped.json()["gmv_includes_tax"] is True
+    untyped = await http.post("/v1/grants", content=b'{"stores": []}', headers=admin.headers)
+    assert untyped.status_code == 422, untyped.text
+    assert "agency_tenant_id" in {error["field"] for error in untyped.json()["errors"]}
 
 
 async def test_downstream_down_is_503_naming_it(stack: Stack, new_tenant: NewTenant) -> None:
