@@ -9,6 +9,7 @@ the agency already holds.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Container, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
@@ -118,8 +119,10 @@ class Access:
             raise Forbidden(f"no access to any {SINGULAR[dimension]} of tenant {self.tenant_id}")
         outside = sorted(set(wanted) - limit)
         if outside:
+            # Quoted: the empty group ("", lines without a category) is a value too.
+            named = json.dumps(outside[0], ensure_ascii=False)
             raise Forbidden(
-                f"no access to {SINGULAR[dimension]} {outside[0]} of tenant {self.tenant_id}"
+                f"no access to {SINGULAR[dimension]} {named} of tenant {self.tenant_id}"
             )
         return wanted or sorted(limit)
 

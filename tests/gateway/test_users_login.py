@@ -1008,6 +1008,16 @@ async def test_a_refusal_due_to_a_users_own_limits_says_so(
         "late_shipment_rate is not available by category: its values are null "
         "(this caller is limited to some categories)"
     ]
+    # The group of lines without a category is outside too, and named as a value.
+    uncategorized = await http.get(
+        "/v1/kpis",
+        params={**params, "metrics": "gmv", "categories": '""'},
+        headers={"Authorization": f"Bearer {tokens['access_token']}"},
+    )
+    assert uncategorized.status_code == 403, uncategorized.text
+    assert uncategorized.json()["detail"] == (
+        f'no access to category "" of tenant {admin.tenant_id}'
+    )
 
 
 async def test_an_address_that_failed_ten_times_in_a_row_rests_before_signing_in(
