@@ -415,3 +415,31 @@ async def test_an_empty_tenant_id_is_named_not_refused_as_a_tenant(
     [error] = body["errors"]
     assert error["extensions"]["code"] == "BAD_USER_INPUT", body
     assert error["extensions"]["errors"][0]["field"] == "tenantId", body
+
+
+async def test_a_flag_that_locks_out_or_drops_a_secret_is_true_or_false_only(
+    http: httpx.AsyncClient, tenant: TenantClient
+) -> None:
+    """ "yes", "on" or 1 are guesses: as KPI settings and event flags, refused by name."""
+    made = await http.post(
+        "/v1/users",
+        json={"email": "flag@x.example", "name": "F", "password": "p" * 12, "role": "viewer"},
+        headers=tenant.headers,
+    )
+    assert made.status_code == 201, made.text
+    for guess in ("yes", "on", 1):
+        disabled = await http.patch(
+            f"/v1/users/{made.json()['id']}", json={"disabled": guess}, headers=tenant.headers
+        )
+        assert disabled.status_code == 422, (guess, disabled.text)
+        assert [e["field"] for e in disabled.json()["errors"]] == ["disabled"]
+        public = await http.post(
+            f"/v1/tenants/{tenant.tenant_id}/clients",
+            json={"name": "p", "scopes": ["kpi:read"], "public": guess,
+                  "redirect_uris": ["https://app.example.com/cb"]},
+            headers=tenant.headers,
+        )  # fmt: skip
+        assert public.status_code == 422, (guess, public.text)
+        assert [e["field"] for e in public.json()["errors"]] == ["public"]
+    user = await http.get(f"/v1/users/{made.json()['id']}", headers=tenant.headers)
+    assert user.json()["disabled"] is False

@@ -8,6 +8,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     field_validator,
     model_validator,
@@ -52,7 +53,8 @@ class ClientCreate(BaseModel):
 
     name: Name
     scopes: Annotated[list[str], Field(min_length=1, max_length=20)]
-    public: bool = Field(
+    # Strictly true or false: a guess ("on", 1) never makes a client without a secret.
+    public: StrictBool = Field(
         default=False,
         description="A frontend: no secret; signs users in with authorization code + PKCE",
     )

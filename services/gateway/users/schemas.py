@@ -8,6 +8,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     field_validator,
 )
@@ -71,7 +72,8 @@ class UserUpdate(BaseModel):
     password: Password | None = None
     role: Role | None = None
     limits: Limits | None = None
-    disabled: bool | None = None
+    # Strictly true or false: a guess ("yes", 1) never locks a person out.
+    disabled: StrictBool | None = None
 
 
 class UserOut(BaseModel):
