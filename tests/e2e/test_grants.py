@@ -22,7 +22,7 @@ query Kpis($input: KpiQueryInput!, $tenantId: ID) {
   kpis(input: $input, tenantId: $tenantId) { rows { period dimensions { key value } values { metric value } } }
 }
 """
-CATALOG = "query Catalog($tenantId: ID) { kpiCatalog(tenantId: $tenantId) { id } }"
+CATALOG = "query Catalog($tenantId: ID) { kpiCatalog(tenantId: $tenantId) { id description } }"
 MARCH = {"metrics": ["gmv"], "from": "2026-03-01", "to": "2026-03-31", "grain": "TOTAL"}
 REST_MARCH = {"metrics": "gmv", "from": "2026-03-01", "to": "2026-03-31", "grain": "total"}
 
@@ -118,8 +118,15 @@ async def test_an_agency_sees_only_what_the_grant_allows_until_it_is_revoked(
         headers=agency.headers,
     )
     assert outside.status_code == 403 and "acme-mx" in outside.json()["detail"]
-    catalog = await graphql(http, agency, CATALOG, tenantId=seller.tenant_id)
-    assert "gmv" in [k["id"] for k in catalog["data"]["kpiCatalog"]]
+    # The catalog describes the seller's definitions to the agency, its own without.
+    taxed = await http.put(
+        "/v1/settings/kpi", json={"gmv_includes_tax": True}, headers=seller.headers
+    )
+    assert taxed.status_code == 200, taxed.text
+    for tenant_id, words in ((seller.tenant_id, "tax included"), (None, "tax excluded")):
+        catalog = await graphql(http, agency, CATALOG, tenantId=tenant_id)
+        described = {k["id"]: k["description"] for k in catalog["data"]["kpiCatalog"]}
+        assert words in described["gmv"], described["gmv"]
     # The agency's own data stays its own: without tenant_id it reads itself.
     assert await march_gmv(http, agency, agency.tenant_id) == 0.0
 
