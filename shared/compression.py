@@ -10,7 +10,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.gzip import GZipResponder
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.negotiation import coding_quality, vary_on
+from shared.negotiation import coding_quality, list_header, vary_on
 
 # Below this an answer is a few packets, sent in milliseconds on any link worth the
 # name, while compressing it would add a tenth to the CPU of a repeated dashboard
@@ -42,7 +42,7 @@ class CompressedAnswers:
         if scope["type"] != "http" or not self._compressed_path(scope["path"]):
             await self.app(scope, receive, send)
             return
-        takes_gzip = accepts_gzip(Headers(scope=scope).get("accept-encoding", ""))
+        takes_gzip = accepts_gzip(list_header(Headers(scope=scope), "accept-encoding"))
 
         async def labelled(message: Message) -> None:
             # Every answer tells caches that it depends on Accept-Encoding. To a client

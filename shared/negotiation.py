@@ -1,5 +1,5 @@
 """Reading the weighted lists of content negotiation (RFC 9110 §12.4): ``Accept`` and
-``Accept-Encoding``."""
+``Accept-Encoding``, and the other list headers (``If-None-Match``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,12 @@ class WeightedItem:
         except ValueError:
             return 1.0
         return min(max(weight, 0.0), 1.0) if math.isfinite(weight) else 1.0
+
+
+def list_header(headers: Headers, name: str) -> str:
+    """A list header as one value: RFC 9110 §5.3, a header sent on several lines is
+    the one list their values make (Java and Node clients, and proxies, split them)."""
+    return ", ".join(headers.getlist(name))
 
 
 def weighted_items(header: str) -> list[WeightedItem]:

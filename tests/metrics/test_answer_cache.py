@@ -65,6 +65,12 @@ async def test_an_erp_holding_the_answer_gets_304_until_it_changes(
     assert unchanged.status_code == 304 and unchanged.content == b""
     assert unchanged.headers["etag"] == etag
     assert (await ask(f'"other", {etag.removeprefix("W/")}')).status_code == 304
+    # A list sent on two lines is the same list (RFC 9110 §5.3), Accept's too.
+    two_lines = [*tenant.headers.items(), ("If-None-Match", '"other"'), ("If-None-Match", etag)]
+    assert (await http.get("/v1/kpis", params=params, headers=two_lines)).status_code == 304
+    accepts = [*tenant.headers.items(), ("Accept", "application/xml"), ("Accept", "text/csv")]
+    as_csv = await http.get("/v1/kpis", params=params, headers=accepts)
+    assert as_csv.status_code == 200 and as_csv.headers["content-type"].startswith("text/csv")
     assert (await ask("*")).status_code == 304
     # The tag names the data version, not bytes in memory: a replica that never
     # computed the answer confirms it without computing it.

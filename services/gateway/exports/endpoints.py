@@ -14,6 +14,7 @@ from shared.access import WholeTenantAdmin
 from shared.auth import Principal, current_principal
 from shared.deps import DbSession
 from shared.errors import FieldError, InvalidInput
+from shared.negotiation import list_header
 from shared.openapi import LOCATED, TAGGED, ErrorBody
 from shared.service import none_match_holds
 
@@ -82,7 +83,7 @@ async def download_export(
     304 to `If-None-Match` naming it (a client that has the file downloads it once)."""
     export = await service.downloadable_export(session, access.tenant_id, export_id)
     sha256 = export.archive_sha256 or ""
-    if none_match_holds(request.headers.get("if-none-match", ""), f'"{sha256}"'):
+    if none_match_holds(list_header(request.headers, "if-none-match"), f'"{sha256}"'):
         return Response(status_code=304, headers={"ETag": f'"{sha256}"'})
     headers = {
         "Content-Disposition": f'attachment; filename="lodestar-export-{export.id}.zip"',

@@ -34,7 +34,7 @@ from shared.access import Access, require_access
 from shared.db import Database
 from shared.errors import InvalidInput, NotAcceptable
 from shared.http import DATA_VERSION_HEADER
-from shared.negotiation import WeightedItem, weighted_items
+from shared.negotiation import WeightedItem, list_header, weighted_items
 from shared.openapi import TAGGED, ErrorBody
 from shared.query_lists import join_list, split_list
 from shared.service import none_match_holds
@@ -299,7 +299,7 @@ async def kpis(
     ] = None,
 ) -> Any:
     """See ``_KPIS_DESCRIPTION``, the operation's description in the API document."""
-    accept = _without_charsets_not_offered(request.headers.get("accept", ""))
+    accept = _without_charsets_not_offered(list_header(request.headers, "accept"))
     csv_wanted = _negotiated(accept, (JSON, CSV)) == CSV
     asked = {"stores": stores, "marketplaces": marketplaces, "categories": categories}
     narrowed = {name: access.narrow(name, _as_kept(name, value)) for name, value in asked.items()}
@@ -333,7 +333,7 @@ async def kpis(
     if imposed:
         # Its warnings name the caller's limits (``_noting_limits``): other bytes.
         representation += ";limited-" + "-".join(sorted(imposed))
-    held = request.headers.get("if-none-match", "")
+    held = list_header(request.headers, "if-none-match")
     async with db.raw_connection() as conn:
         known = None
         if held.strip():
@@ -415,7 +415,7 @@ def _validators(etag: str) -> dict[str, str]:
 async def catalog(request: Request, access: Reader) -> KpiCatalog:
     """Every KPI of the contract with its definition as this tenant's settings make it;
     ``available`` ones can be queried."""
-    _negotiated(request.headers.get("accept", ""), (JSON,))
+    _negotiated(list_header(request.headers, "accept"), (JSON,))
     db: Database = request.app.state.db
     async with db.raw_connection() as conn:
         settings = await SettingsRepository(conn).get(access.tenant_id)

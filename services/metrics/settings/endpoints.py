@@ -20,6 +20,7 @@ from shared.access import Access, WholeTenantAdmin, require_access
 from shared.db import Database
 from shared.errors import FieldError, Forbidden, InvalidInput, PreconditionFailed
 from shared.events import IDENTIFIER_LIMIT, is_identifier_length
+from shared.negotiation import list_header
 from shared.openapi import ErrorBody
 from shared.scopes import TENANT_ADMIN
 from shared.service import match_holds, none_match_holds
@@ -53,7 +54,7 @@ async def get_kpi_settings(request: Request, response: Response, access: Admin) 
     async with db.raw_connection() as conn:
         settings = await SettingsRepository(conn).get(access.tenant_id)
     tag = settings_tag(settings)
-    if none_match_holds(request.headers.get("if-none-match", ""), tag):
+    if none_match_holds(list_header(request.headers, "if-none-match"), tag):
         return Response(status_code=304, headers={"ETag": tag})
     response.headers["ETag"] = tag
     return settings
@@ -94,7 +95,7 @@ async def put_kpi_settings(
         repository = SettingsRepository(conn)
         if if_match is not None:
             current = await repository.get(access.tenant_id, for_update=True)
-            if not match_holds(if_match, settings_tag(current)):
+            if not match_holds(list_header(request.headers, "if-match"), settings_tag(current)):
                 raise PreconditionFailed(
                     "the settings changed since they were read",
                     [FieldError("header.If-Match", "names settings changed since; GET them again")],
