@@ -7,12 +7,14 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI, Request, Response
 from openapi_spec_validator import OpenAPIV31SpecValidator
 from pydantic import create_model
 
 from devstack.embedded import free_port
 from devstack.stack import service_settings
+from services.gateway.proxy.service import OpenApiMerger
 from shared.db import Database
 from shared.events import EVENT_TYPES
 from shared.service import READY_CHECK_SECONDS
@@ -278,7 +280,7 @@ async def test_downstream_down_is_503_naming_it(stack: Stack, new_tenant: NewTen
     with refusing_port() as down:
         async with own_gateway(stack, targets_url=f"http://127.0.0.1:{down}") as client:
             response = await client.get("/v1/targets/plans", headers=tenant.headers)
-            document = (await client.get("/openapi.json")).json()
+            document = await client.get("/openapi.json")
     assert response.status_code == 503
     assert response.json() == {
         "error": "unavailable",
@@ -286,9 +288,33 @@ async def test_downstream_down_is_503_naming_it(stack: Stack, new_tenant: NewTen
     }
     # Away for now: a client may send it again in a moment.
     assert response.headers["retry-after"] == "1"
-    assert document["x-lodestar-unavailable"] == ["targets"]
-    assert "/v1/kpis" in document["paths"] and "/v1/tenants" in document["paths"]
-    assert not any(path.startswith("/v1/targets") for path in document["paths"])
+    # Never a document without its routes: a client generated from it would lack them.
+    assert document.status_code == 503 and document.headers["retry-after"] == "1"
+    assert document.json() == {
+        "error": "unavailable",
+        "detail": "the API document lacks the routes of targets, which is unavailable",
+    }
+
+
+async def test_a_service_restarting_keeps_its_routes_in_the_api_document(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(OpenApiMerger, "TTL_SECONDS", 0.0)
+    targets = FastAPI()
+
+    @targets.get("/v1/targets/plans")
+    async def plans() -> dict[str, Any]:
+        return {}
+
+    port = free_port()
+    async with own_gateway(stack, targets_url=f"http://127.0.0.1:{port}") as client:
+        async with serve_app(targets, "127.0.0.1", port):
+            whole = await client.get("/openapi.json")
+        assert whole.status_code == 200 and "/v1/targets/plans" in whole.json()["paths"]
+        # Targets stopped: its last document stands in for it.
+        meanwhile = await client.get("/openapi.json")
+    assert meanwhile.status_code == 200
+    assert meanwhile.json() == whole.json()
 
 
 async def test_a_pushed_event_is_documented_as_one_of_the_eleven_types(

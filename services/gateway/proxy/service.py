@@ -101,7 +101,9 @@ async def forward(
 
 
 class OpenApiMerger:
-    """One OpenAPI document for every `/v1/` route, cached for a few seconds."""
+    """One OpenAPI document for every `/v1/` route, cached for a few seconds. A service
+    that is away (restarting) is described by the last document it gave: its routes do
+    not change while it runs, and a client generated meanwhile must not lose them."""
 
     TTL_SECONDS = 10.0
 
@@ -109,6 +111,7 @@ class OpenApiMerger:
         self.client = client
         self.urls = urls
         self._cached: tuple[float, dict[str, Any]] | None = None
+        self._last: dict[str, dict[str, Any]] = {}
 
     async def _fetch(self, service: str) -> dict[str, Any] | None:
         try:
@@ -117,15 +120,24 @@ class OpenApiMerger:
             )
             response.raise_for_status()
             document: dict[str, Any] = response.json()
-            return document
         except (httpx.HTTPError, ValueError):
             log.warning("openapi of %s unavailable", service)
-            return None
+            return self._last.get(service)
+        self._last[service] = document
+        return document
 
     async def document(self, own: dict[str, Any]) -> dict[str, Any]:
+        """The whole document; 503 while a service that never answered is away, rather
+        than a document without its routes."""
         if self._cached and time.monotonic() - self._cached[0] < self.TTL_SECONDS:
             return self._cached[1]
         fetched = await asyncio.gather(*(self._fetch(s) for s in DOWNSTREAM))
+        missing = [s for s, document in zip(DOWNSTREAM, fetched, strict=True) if document is None]
+        if missing:
+            raise UpstreamUnavailable.for_now(
+                f"the API document lacks the routes of {', '.join(missing)}, which "
+                f"{'is' if len(missing) == 1 else 'are'} unavailable"
+            )
         merged = copy.deepcopy(own)
         merged["info"] = {
             "title": "Lodestar API",
@@ -133,21 +145,15 @@ class OpenApiMerger:
             "description": "Every /v1/ route of every Lodestar service, served by the gateway.",
         }
         schemas = merged.setdefault("components", {}).setdefault("schemas", {})
-        missing = []
         for service, document in zip(DOWNSTREAM, fetched, strict=True):
-            if document is None:
-                missing.append(service)
-                continue
+            assert document is not None
             renames = _merge_schemas(
                 schemas, document.get("components", {}).get("schemas", {}), service
             )
             for path, item in document.get("paths", {}).items():
                 if path.startswith("/v1/"):
                     merged.setdefault("paths", {})[path] = _rename_refs(item, renames)
-        if missing:
-            merged["x-lodestar-unavailable"] = missing
-        else:
-            self._cached = (time.monotonic(), merged)
+        self._cached = (time.monotonic(), merged)
         return merged
 
 
