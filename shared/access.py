@@ -198,6 +198,10 @@ def refuse_erased(request: Request, *tenant_ids: str | None) -> None:
         raise Forbidden("this tenant has been erased")
 
 
+# Far longer than any tenant id (``tn_`` and 16 hex digits).
+MAX_TENANT_ID = 64
+
+
 async def resolve_access(
     request: Request, principal: Principal, scope: str, tenant_id: str | None
 ) -> Access:
@@ -226,6 +230,9 @@ async def resolve_access(
     if "\x00" in tenant_id:
         # No tenant id holds one (nor can a lookup carry it): nobody may read it.
         raise Forbidden("no access to a tenant id holding the NUL character")
+    if len(tenant_id) > MAX_TENANT_ID:
+        # Nor is one this long: refused unlooked-up, and not echoed whole.
+        raise Forbidden(f"no access to tenant {tenant_id[:MAX_TENANT_ID]}…")
     lookup: GrantLookup = request.app.state.grant_lookup
     grant = await lookup.effective(request, principal, tenant_id)
     if grant is None:

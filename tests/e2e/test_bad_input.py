@@ -256,6 +256,52 @@ async def test_graphql_answers_bad_input_as_graphql(
     assert "input.filters.stores" in error["message"]
 
 
+async def test_graphql_names_what_is_too_long_to_ask_never_internal(
+    http: httpx.AsyncClient, tenant: TenantClient
+) -> None:
+    """The question travels on to metrics in a query string: every value may be within
+    its own limits while together they pass what HTTP carries."""
+
+    async def refused(**change: Any) -> dict[str, Any]:
+        answer = await http.post(
+            "/graphql",
+            json={"query": KPIS, "variables": {"i": {**MONTH, **change}}},
+            headers=tenant.headers,
+        )
+        error: dict[str, Any] = answer.json()["errors"][0]
+        assert error["extensions"]["code"] == "BAD_USER_INPUT", (change.keys(), error)
+        return error
+
+    # 200 SKUs of 170 Chinese characters each: each one allowed, together 300 KB.
+    skus = [f"{n:03d}" + "中" * 167 for n in range(200)]
+    error = await refused(filters={"skus": skus})
+    assert error["extensions"]["errors"][0]["field"] == "input.filters.skus"
+    assert "too long to ask at once" in error["message"]
+    for change, field in (
+        ({"metrics": ["x" * 70_000]}, "input.metrics"),
+        ({"currency": "x" * 70_000}, "input.currency"),
+        ({"orderBy": {"metric": "x" * 70_000, "direction": "DESC"}}, "input.orderBy.metric"),
+    ):
+        error = await refused(**change)
+        assert error["extensions"]["errors"][0]["field"] == field, error
+    # Within what HTTP carries, long values are answered.
+    answered = await http.post(
+        "/graphql",
+        json={"query": KPIS, "variables": {"i": {**MONTH, "filters": {"skus": skus[:30]}}}},
+        headers=tenant.headers,
+    )
+    assert answered.json()["data"] is not None, answered.text[:600]
+    assert answered.json()["data"]["kpis"]["currency"] == "USD", answered.text
+    # A tenant id no tenant has is refused unread, and not echoed whole.
+    far_too_long = await http.post(
+        "/graphql",
+        json={"query": 'query { kpiCatalog(tenantId: "%s") { id } }' % ("t" * 70_000)},
+        headers=tenant.headers,
+    )
+    error = far_too_long.json()["errors"][0]
+    assert error["extensions"]["code"] == "FORBIDDEN" and len(error["message"]) < 200
+
+
 async def test_another_tenants_grants_are_forbidden_not_empty(
     http: httpx.AsyncClient, tenant: TenantClient
 ) -> None:

@@ -18,6 +18,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from services.gateway.graphql import kpis as graphql_kpis
 from services.gateway.graphql.revalidation import (
     MEMORY,
     AnswerMemory,
@@ -623,6 +624,24 @@ async def test_metrics_errors_become_graphql_codes(
         assert error["extensions"]["errors"] == [
             {"field": "input.currency", "reason": "unknown currency"}
         ]
+
+
+async def test_a_fault_of_ours_is_internal_naming_its_trace(
+    http: httpx.AsyncClient, new_tenant: NewTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a REST 500 names its trace_id: the way to the log of what failed."""
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a fault of ours")
+
+    monkeypatch.setattr(graphql_kpis, "_get_metrics", broken)
+    tenant = await new_tenant(scopes=["kpi:read"])
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    headers = {**tenant.headers, "traceparent": f"00-{trace}-00f067aa0ba902b7-01"}
+    body = await gql(http, headers, CATALOG)
+    assert body["errors"][0]["message"] == "internal error"
+    assert body["errors"][0]["extensions"] == {"code": "INTERNAL", "traceId": trace}
+    assert "fault of ours" not in str(body)
 
 
 async def test_metrics_down_is_internal_without_details(

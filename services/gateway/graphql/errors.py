@@ -27,6 +27,7 @@ from strawberry.extensions import SchemaExtension
 
 from shared.errors import LodestarError
 from shared.service import transient_failure
+from shared.telemetry import current_trace_id
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,10 @@ def coded(error: GraphQLError) -> GraphQLError:
     if original is not None and not isinstance(original, GraphQLError):
         # A fault of ours: logged with its trace, never shown to the caller.
         log.error("graphql resolver failed", exc_info=original)
-        return _with_code(error, "internal error", {"code": "INTERNAL"})
+        # The trace that finds the log, as a REST 500 names it.
+        trace_id = current_trace_id()
+        traced = {"traceId": trace_id} if trace_id else {}
+        return _with_code(error, "internal error", {"code": "INTERNAL", **traced})
     # Parse and validation errors: the query itself is wrong (Schema.process_errors may
     # have said so already).
     extensions = {"code": "BAD_USER_INPUT", **(error.extensions or {})}

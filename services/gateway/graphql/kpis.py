@@ -7,6 +7,7 @@ import re
 from collections import defaultdict
 from dataclasses import replace
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import orjson
@@ -47,6 +48,11 @@ log = logging.getLogger(__name__)
 # Caps on list inputs: a query names a handful of KPIs and a bounded filter.
 MAX_METRICS = 50
 MAX_FILTER_VALUES = 200
+# A KPI's id or a currency code is short; far longer is no name to look up.
+MAX_NAME_CHARACTERS = 64
+# The question goes to metrics as a query string, and HTTP servers (and httpx) take
+# about 64 KiB of it: 200 values of 170 Chinese characters come to 300,000 encoded.
+MAX_ENCODED_QUESTION = 60_000
 KPI_READ = "kpi:read"
 Params = list[tuple[str, str | int | float | bool | None]]
 
@@ -72,6 +78,16 @@ def _query_params(data: KpiQueryInput) -> Params:
     ]
     if len(data.metrics) > MAX_METRICS:
         too_long.insert(0, FieldError(field="input.metrics", reason=f"at most {MAX_METRICS} items"))
+    names = {
+        "input.metrics": data.metrics,
+        "input.currency": [data.currency or ""],
+        "input.orderBy.metric": [data.order_by.metric if data.order_by else ""],
+    }
+    too_long += [
+        FieldError(field=field, reason=f"each at most {MAX_NAME_CHARACTERS} characters")
+        for field, values in names.items()
+        if any(len(value) > MAX_NAME_CHARACTERS for value in values)
+    ]
     if too_long:
         raise InvalidInput(f"{too_long[0].field}: {too_long[0].reason}", too_long)
     lists = {"metrics": data.metrics, **filter_lists}
@@ -92,7 +108,22 @@ def _query_params(data: KpiQueryInput) -> Params:
         params.append(("order_by", f"{data.order_by.metric}:{data.order_by.direction.value}"))
     if data.limit is not None:
         params.append(("limit", data.limit))
+    _check_encoded_length(params)
     return params
+
+
+def _check_encoded_length(params: Params) -> None:
+    """Refuses a question too long to send on, naming the filter that holds most of it."""
+    encoded = {name: len(urlencode({name: value})) for name, value in params}
+    if sum(encoded.values()) <= MAX_ENCODED_QUESTION:
+        return
+    longest = max(encoded, key=lambda name: encoded[name])
+    reason = (
+        f"too long to ask at once: {sum(encoded.values()):,} characters URL-encoded, at most "
+        f"{MAX_ENCODED_QUESTION:,}; ask for fewer or shorter values"
+    )
+    field = "input.metrics" if longest == "metrics" else f"input.filters.{longest}"
+    raise InvalidInput(f"{field}: {reason}", [FieldError(field=field, reason=reason)])
 
 
 async def _tenant_param(context: Context, tenant_id: strawberry.ID | None) -> Params:
