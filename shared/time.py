@@ -131,8 +131,9 @@ def utcnow() -> datetime:
 EARLIEST_DATE = date(1970, 1, 1)
 LATEST_DATE = date(2199, 12, 31)
 # A calendar date as the contract writes it: Python's fromisoformat alone would also
-# read 20260131 or 2026-W05-6.
-DATE_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# read 20260131 or 2026-W05-6. ASCII digits to the very end (\d is any script's, and $
+# matches before a last line break).
+DATE_TEXT = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 DATE_RANGE = f"between {EARLIEST_DATE.isoformat()} and {LATEST_DATE.isoformat()}"
 
 

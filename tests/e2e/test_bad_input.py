@@ -256,6 +256,20 @@ async def test_graphql_answers_bad_input_as_graphql(
     assert "input.filters.stores" in error["message"]
 
 
+async def test_a_graphql_date_is_ascii_digits_to_its_end(
+    http: httpx.AsyncClient, tenant: TenantClient
+) -> None:
+    for day in ("\uff12\uff10\uff12\uff16-01-05", "2026-01-05\n"):
+        answer = await http.post(
+            "/graphql",
+            json={"query": KPIS, "variables": {"i": {**MONTH, "from": day}}},
+            headers=tenant.headers,
+        )
+        error = answer.json()["errors"][0]
+        assert error["extensions"]["code"] == "BAD_USER_INPUT"
+        assert error["message"].endswith("Expected a date such as 2026-01-31."), error
+
+
 async def test_graphql_names_what_is_too_long_to_ask_never_internal(
     http: httpx.AsyncClient, tenant: TenantClient
 ) -> None:

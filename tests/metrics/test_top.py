@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
 from services.metrics.kpis.query import Measured, answer, parse_query
+from shared.errors import InvalidInput
 
 
 def test_top_n_keeps_nulls_last_ties_in_dimension_order_and_each_period_apart() -> None:
@@ -42,3 +45,28 @@ def test_top_n_keeps_nulls_last_ties_in_dimension_order_and_each_period_apart() 
         (april, "A"),
         (april, "B"),
     ]
+
+
+def test_order_and_limit_are_read_as_written() -> None:
+    """A metric alone orders descending; a colon must name a direction. A limit is
+    ASCII digits: full-width or Arabic-Indic ones, or a sign, are refused by name."""
+    params: dict[str, str | None] = {
+        "metrics": "gmv",
+        "from": "2026-03-01",
+        "to": "2026-03-31",
+        "grain": "month",
+    }
+    assert parse_query("t1", {**params, "order_by": "gmv"}).descending
+    for order_by in ("gmv:", "gmv:up"):
+        with pytest.raises(InvalidInput) as refused:
+            parse_query("t1", {**params, "order_by": order_by})
+        assert [e.field for e in refused.value.errors] == ["order_by"], order_by
+    for limit in ("+2", "\uff12", "\u0662", "2.0", "0"):
+        with pytest.raises(InvalidInput) as refused:
+            parse_query("t1", {**params, "limit": limit})
+        assert [e.field for e in refused.value.errors] == ["limit"], limit
+    assert parse_query("t1", {**params, "limit": "2"}).limit == 2
+    day = "\uff12\uff10\uff12\uff16-03-01"
+    with pytest.raises(InvalidInput) as refused:
+        parse_query("t1", {**params, "from": day})
+    assert refused.value.errors[0].reason == f"{day!r} is not a date such as 2026-01-31"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import calendar
 import heapq
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -97,6 +98,9 @@ def answer_too_large(query: KpiQuery, most: int) -> InvalidInput:
     )
 
 
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")
+
+
 def _date(name: str, value: str | None, errors: list[FieldError]) -> date | None:
     if not value:
         errors.append(FieldError(field=name, reason="required, a date such as 2026-01-31"))
@@ -183,16 +187,18 @@ def parse_query(tenant_id: str, params: dict[str, str | None]) -> KpiQuery:
         errors.append(FieldError(field="compare_to", reason=f"one of {', '.join(COMPARISONS)}"))
     order_by, descending = None, True
     if params.get("order_by"):
-        metric, _, direction = str(params["order_by"]).partition(":")
+        metric, colon, direction = str(params["order_by"]).partition(":")
         order_by, descending = metric.strip(), direction.strip().lower() != "asc"
         if order_by not in metrics:
             errors.append(FieldError(field="order_by", reason="must be one of the metrics asked"))
-        if direction.strip().lower() not in ("", "asc", "desc"):
+        # A metric alone is descending; a colon names a direction.
+        if direction.strip().lower() not in (("asc", "desc") if colon else ("",)):
             errors.append(FieldError(field="order_by", reason="metric:desc or metric:asc"))
     limit = None
     if params.get("limit"):
         raw_limit = str(params["limit"])
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        # ASCII digits only: int() also reads "+2", full-width and Arabic-Indic digits.
+        if not _WHOLE_NUMBER.fullmatch(raw_limit) or not 1 <= int(raw_limit) <= MAX_LIMIT:
             errors.append(FieldError(field="limit", reason=f"a whole number, 1 to {MAX_LIMIT}"))
         else:
             limit = int(raw_limit)
