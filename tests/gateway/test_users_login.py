@@ -632,7 +632,7 @@ async def test_a_user_limited_to_mx_sees_mx_only_and_sessions_end(
     limited = await http.get("/v1/kpis", params=params, headers=bearer)
     assert limited.json()["rows"][0]["values"][0]["value"] == 4.0
     outside = await http.get("/v1/kpis", params={**params, "marketplaces": "US"}, headers=bearer)
-    assert outside.status_code == 403 and "marketplace US" in outside.json()["detail"]
+    assert outside.status_code == 403 and 'marketplace "US"' in outside.json()["detail"]
     wrong_market = await http.post(
         "/v1/events", json={"events": [sale("c", "US", "1.00")]}, headers=bearer
     )

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -197,7 +198,11 @@ def test_postgres_stop_during_initdb_stops_its_standalone_backend(
     pgdata = workdir / "pg"
     pgdata.mkdir()
     # Stands in for initdb's bootstrap backend, whose pid the lock file holds negated.
-    backend = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(pgdata)])
+    # Stopped by SIGINT as PostgreSQL is, even where a background run ignores it.
+    sleeper = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_DFL); time.sleep(60)"
+    backend = subprocess.Popen([sys.executable, "-c", sleeper, str(pgdata)])
+    # Reaped as initdb reaps its backend: a zombie child would look alive to stop().
+    threading.Thread(target=backend.wait, daemon=True).start()
 
     def interrupted(*args: Any, **kwargs: Any) -> Any:
         (pgdata / "postmaster.pid").write_text(f"-{backend.pid}\n{pgdata}\n")
