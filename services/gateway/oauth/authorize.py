@@ -369,7 +369,11 @@ async def authorize_submit(
     )
     # The hash is checked even for an unknown address, so timing reveals no account.
     try:
-        valid = await verify_password(password, user.password_hash if user else None)
+        valid = await verify_password(
+            password,
+            user.password_hash if user else None,
+            request.client.host if request.client else None,
+        )
     except SignInsBusy:
         return _page(
             authorization,

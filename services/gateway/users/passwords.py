@@ -24,6 +24,12 @@ SIGN_IN_WAIT_SECONDS = 2.0
 _turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
     weakref.WeakKeyDictionary()
 )
+# The addresses whose sign-in is checked or waiting, per event loop: each has one at a
+# time, so one address sending made-up sign-ins fast holds a single place in the line,
+# not every place, and other addresses' users still get their turn.
+_callers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[str]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class SignInsBusy(Exception):
@@ -43,9 +49,10 @@ async def hash_password(password: str) -> str:
         return await asyncio.to_thread(_hasher.hash, password)
 
 
-async def verify_password(password: str, stored: str | None) -> bool:
+async def verify_password(password: str, stored: str | None, caller: str | None = None) -> bool:
     """Whether the password is the stored hash's; :class:`SignInsBusy` when no turn
-    came within ``SIGN_IN_WAIT_SECONDS``."""
+    came within ``SIGN_IN_WAIT_SECONDS``, or at once when the ``caller``'s address has
+    a sign-in checked or waiting already."""
 
     def check() -> bool:
         try:
@@ -53,13 +60,21 @@ async def verify_password(password: str, stored: str | None) -> bool:
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 
+    callers = _callers.setdefault(asyncio.get_running_loop(), set())
+    if caller is not None:
+        if caller in callers:
+            raise SignInsBusy
+        callers.add(caller)
     turn = _turn()
     try:
-        async with asyncio.timeout(SIGN_IN_WAIT_SECONDS):
-            await turn.acquire()
-    except TimeoutError:
-        raise SignInsBusy from None
-    try:
-        return await asyncio.to_thread(check)
+        try:
+            async with asyncio.timeout(SIGN_IN_WAIT_SECONDS):
+                await turn.acquire()
+        except TimeoutError:
+            raise SignInsBusy from None
+        try:
+            return await asyncio.to_thread(check)
+        finally:
+            turn.release()
     finally:
-        turn.release()
+        callers.discard(caller or "")
