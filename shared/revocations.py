@@ -50,19 +50,25 @@ class GatewayRevocations:
         self.reload_seconds = reload_seconds
         self.away_seconds = away_seconds
         self._revoked: frozenset[str] = frozenset()
+        self._etag: str | None = None
         self._task: asyncio.Task[None] | None = None
 
     def __contains__(self, revoked_id: object) -> bool:
         return isinstance(revoked_id, str) and revocation_digest(revoked_id) in self._revoked
 
     async def load(self) -> None:
-        response = await self.client.get(self.url)
+        # The list as last read, unless it changed since: most seconds, nothing did.
+        held = {"If-None-Match": self._etag} if self._etag else {}
+        response = await self.client.get(self.url, headers=held)
+        if response.status_code == 304:
+            return
         response.raise_for_status()
         listed = response.json()
         self._revoked = frozenset(str(jti) for jti in listed["revoked"])
         kids = listed.get("signing_keys")
         if self.on_signing_keys is not None and isinstance(kids, list):
             self.on_signing_keys(frozenset(str(kid) for kid in kids))
+        self._etag = response.headers.get("etag")
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._reload(), name="revoked-tokens")

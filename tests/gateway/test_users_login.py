@@ -772,9 +772,20 @@ async def test_a_revoked_access_token_is_refused_on_the_services_own_ports_too(
             waited += 0.2
         assert [await status(s, fresh) for s in asks] == [422, 200, 200]
     # The list is read without a token: it names digests, no token id and no client.
-    listed = (await http.get(REVOKED_TOKENS_PATH)).json()["revoked"]
+    listed = await http.get(REVOKED_TOKENS_PATH)
     jti = claims_of(token)["jti"]
-    assert revocation_digest(jti) in listed and jti not in listed
+    assert revocation_digest(jti) in listed.json()["revoked"]
+    assert jti not in listed.json()["revoked"]
+    # Tagged: the services, asking every second, get 304 until it changes.
+    held = {"If-None-Match": listed.headers["etag"]}
+    assert (await http.get(REVOKED_TOKENS_PATH, headers=held)).status_code == 304
+    revoked = await http.post(
+        "/oauth/revoke", data={"token": fresh}, auth=(tenant.client_id, tenant.client_secret)
+    )
+    assert revoked.status_code == 200
+    changed = await http.get(REVOKED_TOKENS_PATH, headers=held)
+    assert changed.status_code == 200 and changed.headers["etag"] != held["If-None-Match"]
+    assert revocation_digest(claims_of(fresh)["jti"]) in changed.json()["revoked"]
 
 
 async def test_ending_a_sign_in_ends_the_access_tokens_it_issued(

@@ -41,6 +41,33 @@ async def test_a_gateway_away_leaves_the_last_list_in_force_and_is_said_once(
     assert warnings == ["revoked tokens cannot be read from the gateway: gateway away"]
 
 
+async def test_the_list_held_is_asked_for_only_if_it_changed() -> None:
+    """Every service asks every second: a list the gateway confirms unchanged (304) is
+    kept, not sent again."""
+    held: list[str | None] = []
+    answers = iter(
+        [
+            httpx.Response(200, json={"revoked": [revocation_digest("jti-1")]}, headers={"ETag": '"v1"'}),
+            httpx.Response(304, headers={"ETag": '"v1"'}),
+            httpx.Response(200, json={"revoked": [revocation_digest("jti-2")]}, headers={"ETag": '"v2"'}),
+        ]
+    )  # fmt: skip
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        held.append(request.headers.get("if-none-match"))
+        return next(answers)
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(gateway))
+    revocations = GatewayRevocations("http://gateway", client)
+    await revocations.load()
+    await revocations.load()
+    assert "jti-1" in revocations
+    await revocations.load()
+    await client.aclose()
+    assert "jti-2" in revocations and "jti-1" not in revocations
+    assert held == [None, '"v1"', '"v1"']
+
+
 async def test_an_answer_that_is_no_list_keeps_the_last_one() -> None:
     answers = iter(
         [

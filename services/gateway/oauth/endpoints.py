@@ -13,7 +13,7 @@ from services.gateway.oauth import sessions, user_grants
 from services.gateway.oauth.minting import ID_TOKEN_CLAIMS, OPENID
 from services.gateway.oauth.models import OAuthClient
 from services.gateway.oauth.repository import ClientRepository
-from services.gateway.oauth.revoked import refuse_at_once
+from services.gateway.oauth.revoked import RevokedTokens, refuse_at_once
 from services.gateway.oauth.server import AUTH_METHODS, GRANT_TYPES, TokenRequest, TokenServer
 from services.gateway.oauth.signing import Signer
 from services.gateway.oauth.user_grants import USER_GRANT_TYPES
@@ -22,9 +22,11 @@ from shared.auth import ALGORITHM, Principal, TokenVerifier, current_principal
 from shared.deps import DbSession
 from shared.errors import InsufficientScope, Unauthenticated
 from shared.limits import USERINFO_PATH
+from shared.negotiation import list_header
 from shared.openapi import ErrorBody
 from shared.revocations import REVOKED_TOKENS_PATH
 from shared.scopes import ALL_SCOPES
+from shared.service import none_match_holds
 from shared.time import utcnow
 
 router = APIRouter(tags=["oauth"])
@@ -275,16 +277,17 @@ async def revoke(request: Request, session: DbSession) -> Response:
 
 
 @router.get(REVOKED_TOKENS_PATH, include_in_schema=False)
-async def revoked_tokens(request: Request) -> dict[str, list[str]]:
+async def revoked_tokens(request: Request) -> Response:
     """For the services, which verify tokens themselves: the tokens and clients revoked
     (tokens not expired yet), as digests of their ids; and the ids of the signing keys
     published (public in the JWKS), so that a key retired at once stops counting there
-    within a second."""
+    within a second. Tagged: a service that holds the list gets 304 until it changes."""
     signer: Signer = request.app.state.signer
-    return {
-        "revoked": request.app.state.revoked_tokens.digests(),
-        "signing_keys": [str(key.kid) for key in signer.keys],
-    }
+    revoked: RevokedTokens = request.app.state.revoked_tokens
+    etag, body = revoked.answer([str(key.kid) for key in signer.keys])
+    if none_match_holds(list_header(request.headers, "if-none-match"), etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    return Response(body, media_type="application/json", headers={"ETag": etag})
 
 
 @router.post(
