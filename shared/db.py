@@ -71,6 +71,16 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 _UNAVAILABLE_STATES = ("08", "53", "57")
 
 
+# A pooled connection the server's death left mid-operation ("cannot switch to state
+# 15; another operation is in progress"), or closed under a statement: the database
+# went away, and a new connection will do once it is back. (Not every InterfaceError:
+# most are a statement of ours the driver refuses.)
+_BROKEN_CONNECTION = (
+    asyncpg.exceptions.InternalClientError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+)
+
+
 def database_unavailable(exc: BaseException) -> bool:
     """True when the database did not answer, or could not take the request now: the
     same request, sent again in a moment, may pass.
@@ -81,6 +91,10 @@ def database_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, (OSError, TimeoutError, PoolTimeout)):
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, _BROKEN_CONNECTION) or isinstance(
+        getattr(exc, "orig", None), _BROKEN_CONNECTION
+    ):
         return True
     state = sqlstate(exc)
     return state is not None and state[:2] in _UNAVAILABLE_STATES
