@@ -27,7 +27,7 @@ from shared.access import GatewayGrantLookup
 from shared.audit import AuditMiddleware, audit_router
 from shared.auth import KeyCache, TokenVerifier, current_principal
 from shared.compression import CompressedAnswers
-from shared.db import Database, database_unavailable, rolled_back_for_concurrency
+from shared.db import Database, database_unavailable, rolled_back_for_concurrency, sqlstate
 from shared.erasure import ErasureListener
 from shared.errors import (
     Contended,
@@ -230,12 +230,24 @@ def install_error_handlers(app: FastAPI) -> None:
         return unexpected_response(exc)
 
 
+# SQLSTATEs of a database that answered but cannot take a write until an operator acts.
+OUT_OF_ROOM = {"53100": "out of disk space", "53200": "out of memory"}
+
+
 def transient_failure(exc: BaseException) -> LodestarError | None:
     """What to answer for a failure that the same request may pass when sent again in a
     moment (a 503 with ``Retry-After``), or None for a fault of ours."""
     if rolled_back_for_concurrency(exc):
         log.warning("a transaction gave way to a concurrent one: %s", exc)
         return Contended()
+    if sqlstate(exc) in OUT_OF_ROOM:
+        # It answered: it cannot keep anything until an operator gives it room.
+        log.error("the database is out of room: %r", exc)
+        return UpstreamUnavailable(
+            f"the database is {OUT_OF_ROOM[str(sqlstate(exc))]}; nothing of the request was "
+            "kept: send it again once an operator has made room",
+            headers={"Retry-After": "60"},
+        )
     if database_unavailable(exc):
         log.warning("the database did not answer: %r", exc)
         return UpstreamUnavailable.for_now(

@@ -29,6 +29,10 @@ class TooManyConnections(Exception):
     sqlstate = "53300"
 
 
+class DiskFull(Exception):
+    sqlstate = "53100"
+
+
 # How a database that cannot take the request now shows, depending on where it is met.
 DATABASE_AWAY: dict[str, BaseException] = {
     "down": ConnectionRefusedError(111, "Connect call failed"),
@@ -37,6 +41,16 @@ DATABASE_AWAY: dict[str, BaseException] = {
     "stopping": asyncpg.exceptions.AdminShutdownError("terminating connection"),
     "full": DBAPIError("SELECT 1", {}, TooManyConnections("too many clients already")),
     "pool": PoolTimeout("QueuePool limit of size 20 overflow 0 reached"),
+    # A pooled connection left mid-operation when the server died.
+    "crashed": asyncpg.exceptions.InternalClientError(
+        "cannot switch to state 15; another operation (2) is in progress"
+    ),
+    "closed": asyncpg.exceptions.ConnectionDoesNotExistError(
+        "connection was closed in the middle of operation"
+    ),
+    "crashed in a session": DBAPIError(
+        "SELECT 1", {}, asyncpg.exceptions.InternalClientError("cannot switch to state 15")
+    ),
 }
 
 
@@ -61,6 +75,10 @@ def failing_app() -> tuple[object, list[int]]:
     @app.get("/database/{how}")
     async def database_away(how: str) -> None:
         raise DATABASE_AWAY[how]
+
+    @app.get("/disk-full")
+    async def disk_full() -> None:
+        raise DBAPIError("INSERT", {}, DiskFull("could not extend file: No space left on device"))
 
     @app.get("/port")
     async def port(request: Request) -> dict[str, int]:
@@ -121,3 +139,16 @@ async def test_a_database_that_cannot_take_the_request_now_is_a_503_to_retry() -
                 "detail": "the database is not answering just now; send the request again "
                 "in a moment",
             }
+
+
+async def test_a_database_out_of_disk_says_so_and_to_wait_for_an_operator() -> None:
+    """It answered: "in a moment" would send ERPs back every second for hours."""
+    async with failing_app_client() as client:
+        answer = await client.get("/disk-full")
+    assert answer.status_code == 503
+    assert answer.headers["retry-after"] == "60"
+    assert answer.json() == {
+        "error": "unavailable",
+        "detail": "the database is out of disk space; nothing of the request was kept: "
+        "send it again once an operator has made room",
+    }
