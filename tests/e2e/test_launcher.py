@@ -17,8 +17,8 @@ import httpx
 import psutil
 import pytest
 
-from devstack.embedded import free_ports, port_is_free
-from devstack.launcher import STOP_SIGNALS, Stopped, stop_once
+from devstack.embedded import EmbeddedError, free_ports, port_is_free
+from devstack.launcher import STOP_SIGNALS, Launcher, Stopped, main, stop_once
 from tests.conftest import FreshDatabase
 from tests.unreachable import refusing_port
 
@@ -192,6 +192,27 @@ def test_the_first_stop_signal_stops_and_the_others_are_ignored() -> None:
     finally:
         for stop, handler in before.items():
             signal.signal(stop, handler)
+
+
+def test_a_database_that_cannot_start_is_told_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A full disk at the first start was 70 lines of traceback, its cause among them."""
+
+    def disk_full(self: Launcher) -> int:
+        raise EmbeddedError("PostgreSQL did not start on /x: FATAL: No space left on device")
+
+    monkeypatch.setattr(Launcher, "run", disk_full)
+    monkeypatch.setenv("LODESTAR_HOME", str(tmp_path / "home"))
+    before = {stop: signal.getsignal(stop) for stop in STOP_SIGNALS}
+    try:
+        assert main() == 1
+    finally:
+        for stop, handler in before.items():
+            signal.signal(stop, handler)
+    assert capsys.readouterr().err == (
+        "PostgreSQL did not start on /x: FATAL: No space left on device\n"
+    )
 
 
 def test_port_already_taken_is_one_line_naming_the_variable(tmp_path: Path) -> None:

@@ -219,6 +219,31 @@ def test_postgres_stop_during_initdb_stops_its_standalone_backend(
         backend.kill()
 
 
+def test_postgres_that_cannot_start_says_why_in_one_line(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """initdb prints pages of progress around the line that matters (a full disk)."""
+    said = "\n".join(
+        [
+            "The files belonging to this database system will be owned by user postgres.",
+            "creating subdirectories ... ok",
+            'FATAL:  could not write to file "base/4/1255_fsm": No space left on device',
+            "child process exited with exit code 1",
+        ]
+    )
+
+    def initdb_fails(*args: Any, **kwargs: Any) -> Any:
+        raise subprocess.CalledProcessError(1, ["initdb"], output=said.encode(), stderr=b"")
+
+    monkeypatch.setattr(embedded, "get_server", initdb_fails)
+    with pytest.raises(EmbeddedError) as failed:
+        EmbeddedPostgres(workdir / "pg").start()
+    assert str(failed.value) == (
+        f"PostgreSQL did not start on {workdir / 'pg'}: "
+        'FATAL:  could not write to file "base/4/1255_fsm": No space left on device'
+    )
+
+
 def test_postgres_ignores_a_stale_pid_file(workdir: Path) -> None:
     pgdata = workdir / "pg"
     pg = EmbeddedPostgres(pgdata)
