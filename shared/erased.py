@@ -9,6 +9,7 @@ must hold no row of the tenant, and tokens outlive it by at most their own lifet
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 # Longer than any access token lives (client credentials: 1 h by default).
 REFUSE_FOR_SECONDS = 2 * 3600
@@ -32,3 +33,21 @@ class RecentlyErased:
             del self._erased_at[tenant_id]
             return False
         return True
+
+
+class ErasedTenants:
+    """What a service refuses as erased: the tenants it erased lately, and those the
+    gateway lists as erased (read with the revoked tokens every second), which a
+    service that restarted since an erasure no longer holds itself."""
+
+    def __init__(self, listed_by_gateway: Callable[[str], bool]) -> None:
+        self.recent = RecentlyErased()
+        self.listed_by_gateway = listed_by_gateway
+
+    def add(self, tenant_id: str) -> None:
+        self.recent.add(tenant_id)
+
+    def __contains__(self, tenant_id: object) -> bool:
+        if not isinstance(tenant_id, str):
+            return False
+        return tenant_id in self.recent or self.listed_by_gateway(tenant_id)

@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.db import Database
-from shared.erased import RecentlyErased
+from shared.erased import ErasedTenants, RecentlyErased
 from shared.kafka import (
     broker_reachable,
     ensure_topics,
@@ -213,12 +213,13 @@ class ErasureListener:
         db: Database,
         settings: ServiceSettings,
         tables: TenantTables | None = None,
+        erased: RecentlyErased | ErasedTenants | None = None,
     ) -> None:
         self.service = service
         self.db = db
         self.tables = tables or TenantTables()
         # The service's app refuses these tenants' requests (see shared.access).
-        self.erased = RecentlyErased()
+        self.erased = erased if erased is not None else RecentlyErased()
         self.publisher = Publisher(settings)
         self.listener = TopicListener(
             settings,

@@ -50,11 +50,18 @@ class GatewayRevocations:
         self.reload_seconds = reload_seconds
         self.away_seconds = away_seconds
         self._revoked: frozenset[str] = frozenset()
+        # The erased tenants, as digests of their ids: refused by a service that
+        # restarted since and so missed the erasure's message.
+        self._erased: frozenset[str] = frozenset()
         self._etag: str | None = None
         self._task: asyncio.Task[None] | None = None
 
     def __contains__(self, revoked_id: object) -> bool:
         return isinstance(revoked_id, str) and revocation_digest(revoked_id) in self._revoked
+
+    def erased(self, tenant_id: str) -> bool:
+        """Whether the gateway lists the tenant as erased."""
+        return revocation_digest(tenant_id) in self._erased
 
     async def load(self) -> None:
         # The list as last read, unless it changed since: most seconds, nothing did.
@@ -65,6 +72,7 @@ class GatewayRevocations:
         response.raise_for_status()
         listed = response.json()
         self._revoked = frozenset(str(jti) for jti in listed["revoked"])
+        self._erased = frozenset(str(tenant) for tenant in listed.get("erased", ()))
         kids = listed.get("signing_keys")
         if self.on_signing_keys is not None and isinstance(kids, list):
             self.on_signing_keys(frozenset(str(kid) for kid in kids))

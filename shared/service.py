@@ -28,6 +28,7 @@ from shared.audit import AuditMiddleware, audit_router
 from shared.auth import KeyCache, TokenVerifier, current_principal
 from shared.compression import CompressedAnswers
 from shared.db import Database, database_unavailable, rolled_back_for_concurrency, sqlstate
+from shared.erased import ErasedTenants
 from shared.erasure import ErasureListener
 from shared.errors import (
     Contended,
@@ -479,8 +480,9 @@ async def service_running(
     app.state.revocations.on_signing_keys = app.state.token_verifier.keys.published
     app.state.grant_lookup = GatewayGrantLookup(settings.gateway_url, client)
     app.state.db = Database(settings.database_url, service)
-    erasure = ErasureListener(service, app.state.db, settings)
-    app.state.erased = erasure.erased
+    erased = ErasedTenants(listed_by_gateway=app.state.revocations.erased)
+    erasure = ErasureListener(service, app.state.db, settings, erased=erased)
+    app.state.erased = erased
     app.state.revocations.start()
     erasure.start()
     try:

@@ -525,12 +525,25 @@ async def test_writes_of_an_erased_tenant_stop_at_the_gateway_after_services_res
 ) -> None:
     seller = await new_tenant()
     await erased_by_itself(http, seller)
-    # As a restarted ingest and targets would be: they remember no erasure.
+    # As a restarted ingest and targets would be: they remember no erasure themselves.
     restarted = {name: stack.apps[name].state for name in ("ingest", "targets")}
-    remembered = {name: state.erased for name, state in restarted.items()}
+    remembered = {name: state.erased.recent for name, state in restarted.items()}
+    # The gateway lists the erased tenants beside the revoked tokens, which every
+    # service reads each second and at its start.
+    deadline = time.monotonic() + 5
+    while not all(state.revocations.erased(seller.tenant_id) for state in restarted.values()):
+        assert time.monotonic() < deadline, "a service never read the erasure from the gateway"
+        await asyncio.sleep(0.1)
     try:
         for state in restarted.values():
-            state.erased = RecentlyErased()
+            state.erased.recent = RecentlyErased()
+        # So their own ports refuse the tenant too.
+        direct = await http.post(
+            f"{stack.url('ingest')}/v1/events",
+            json={"events": [sale("late", "acme-us", "1.00")]},
+            headers=seller.headers,
+        )
+        assert direct.status_code == 403 and "erased" in direct.json()["detail"], direct.text
         push = await http.post(
             "/v1/events", json={"events": [sale("late", "acme-us", "1.00")]}, headers=seller.headers
         )
@@ -543,7 +556,7 @@ async def test_writes_of_an_erased_tenant_stop_at_the_gateway_after_services_res
         assert [v["value"] for row in kpis.json()["rows"] for v in row["values"]] == [0.0]
     finally:
         for name, state in restarted.items():
-            state.erased = remembered[name]
+            state.erased.recent = remembered[name]
     # A gateway started afresh knows it from the erasure records.
     tracker = ErasureTracker(stack.apps["gateway"].state.db, stack.apps["gateway"].state.settings)
     await tracker.load_erased()

@@ -284,7 +284,9 @@ async def revoked_tokens(request: Request) -> Response:
     within a second. Tagged: a service that holds the list gets 304 until it changes."""
     signer: Signer = request.app.state.signer
     revoked: RevokedTokens = request.app.state.revoked_tokens
-    etag, body = revoked.answer([str(key.kid) for key in signer.keys])
+    # And the erased tenants, which a service that restarted since no longer knows.
+    erased: set[str] = request.app.state.erasures.erased
+    etag, body = revoked.answer([str(key.kid) for key in signer.keys], erased)
     if none_match_holds(list_header(request.headers, "if-none-match"), etag):
         return Response(status_code=304, headers={"ETag": etag})
     return Response(body, media_type="application/json", headers={"ETag": etag})

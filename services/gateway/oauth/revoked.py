@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Iterable
 from datetime import datetime
 
 import orjson
@@ -30,6 +31,9 @@ from shared.time import utcnow
 log = logging.getLogger(__name__)
 
 RELOAD_SECONDS = 10.0
+# What the list's answer is made of: its version, the signing keys, the erased tenants
+# and the minute (ids expire).
+_AnswerKey = tuple[int, tuple[str, ...], tuple[str, ...], int]
 
 
 class RevokedTokens:
@@ -46,7 +50,7 @@ class RevokedTokens:
         # than sending them (a tenant revoking thousands of tokens made each answer cost
         # 100 ms of this process's one event loop).
         self._version = 0
-        self._answer: tuple[tuple[int, tuple[str, ...], int], str, bytes] | None = None
+        self._answer: tuple[_AnswerKey, str, bytes] | None = None
 
     def add(self, jti: str, expires_at: datetime) -> None:
         self._expires[jti] = expires_at
@@ -76,12 +80,20 @@ class RevokedTokens:
             self._digests = {j: d for j, d in self._digests.items() if j in live}
         return digests
 
-    def answer(self, signing_keys: list[str]) -> tuple[str, bytes]:
-        """The ETag and JSON body of the list with these signing key ids; made again
-        when either changes, and each minute, as ids expire."""
-        key = (self._version, tuple(signing_keys), int(time.monotonic() // 60))
+    def answer(self, signing_keys: list[str], erased: Iterable[str] = ()) -> tuple[str, bytes]:
+        """The ETag and JSON body of the list with these signing key ids and erased
+        tenants (digests of their ids); made again when any changes, and each minute,
+        as ids expire."""
+        tenants = tuple(sorted(erased))
+        key = (self._version, tuple(signing_keys), tenants, int(time.monotonic() // 60))
         if self._answer is None or self._answer[0] != key:
-            body = orjson.dumps({"revoked": self.digests(), "signing_keys": signing_keys})
+            body = orjson.dumps(
+                {
+                    "revoked": self.digests(),
+                    "signing_keys": signing_keys,
+                    "erased": [revocation_digest(tenant) for tenant in tenants],
+                }
+            )
             self._answer = (key, f'"{hashlib.sha256(body).hexdigest()[:32]}"', body)
         return self._answer[1], self._answer[2]
 
