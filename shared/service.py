@@ -420,6 +420,21 @@ class TracingMiddleware:
 READY_CHECK_SECONDS = 2.0
 
 
+def _index_router(service: str) -> APIRouter:
+    """``/``: where to go from the address ``make run`` prints, rather than a 404."""
+    router = APIRouter(include_in_schema=False)
+    links = {"service": f"Lodestar {service}", "health": "/healthz", "ready": "/readyz"}
+    links["openapi"] = "/openapi.json"
+    if service == "gateway":
+        links |= {"graphql": "/graphql", "oauth": "/.well-known/oauth-authorization-server"}
+
+    @router.get("/")
+    async def index() -> dict[str, str]:
+        return links
+
+    return router
+
+
 def health_router(settings: ServiceSettings) -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
@@ -570,6 +585,7 @@ def build_app(
     app.add_middleware(HeadAsGet)
     app.add_middleware(SecurityHeaders)
     app.include_router(health_router(settings))
+    app.include_router(_index_router(service))
     app.include_router(audit_router())
     with_security(app)
     return app

@@ -662,3 +662,22 @@ async def test_what_a_post_creates_says_where_it_is(
         ("/v1/tenants/{tenant_id}", "delete", "202"),
     ):
         assert "Location" in document[path][method]["responses"][answered]["headers"], path
+
+
+async def test_each_address_make_run_prints_leads_somewhere(
+    http: httpx.AsyncClient, stack: Stack
+) -> None:
+    """A newcomer opening the gateway's address met a 404."""
+    index = await http.get("/")
+    assert index.status_code == 200
+    assert index.json()["graphql"] == "/graphql"
+    for link in ("graphql", "openapi", "oauth", "health"):
+        assert (await http.get(index.json()[link])).status_code == 200, link
+    async with httpx.AsyncClient(base_url=stack.url("ingest")) as ingest:
+        own = await ingest.get("/")
+    assert own.json() == {
+        "service": "Lodestar ingest",
+        "health": "/healthz",
+        "ready": "/readyz",
+        "openapi": "/openapi.json",
+    }
