@@ -205,6 +205,11 @@ async def test_redirect_uris_that_read_otherwise_than_they_go_are_refused(
         ("https://app.example.com/cb/%2e%2E/admin", "its path must not hold . or .. segments"),
         ("https://app.example.com/c\u200bb", "must be printable ASCII, without spaces"),
         ("https://app.example.com/c b", "must be printable ASCII, without spaces"),
+        # Ports no browser opens: the code would be sent nowhere.
+        ("https://app.example.com:99999/cb", "its port must be a number from 1 to 65535"),
+        ("http://127.0.0.1:abc/cb", "its port must be a number from 1 to 65535"),
+        ("https://app.example.com:0/cb", "its port must be a number from 1 to 65535"),
+        ("https://app.example.com:/cb", "its port must be a number from 1 to 65535"),
     ):
         response = await http.post(
             f"/v1/tenants/{tenant.tenant_id}/clients",
