@@ -4,6 +4,7 @@ from __future__ import annotations
 
 PLATFORM_ADMIN = "platform:admin"
 TENANT_ADMIN = "tenant:admin"
+KPI_READ = "kpi:read"
 TENANT_SCOPES: tuple[str, ...] = (
     TENANT_ADMIN,
     "connections:manage",

@@ -125,6 +125,7 @@ async def test_a_tenant_profile_is_its_own_tokens_only(
     """The services ask the gateway for a tenant's currency with the caller's token."""
     seller = await new_tenant(scopes=["kpi:read"], reporting_currency="MXN")
     other = await new_tenant(scopes=["kpi:read"])
+    seller_admin = await new_tenant()
     own = await http.get(
         TENANT_PROFILE_PATH.format(tenant_id=seller.tenant_id), headers=seller.headers
     )
@@ -137,6 +138,24 @@ async def test_a_tenant_profile_is_its_own_tokens_only(
             403,
             {"error": "forbidden", "detail": f"no access to tenant {tenant_id}"},
         )
+    # Answers are given in it: only a token that may read KPIs learns it.
+    writer = await new_tenant(scopes=["ingest:write"])
+    unread = await http.get(
+        TENANT_PROFILE_PATH.format(tenant_id=writer.tenant_id), headers=writer.headers
+    )
+    assert unread.status_code == 403 and unread.json()["error"] == "insufficient_scope"
+    # Nor does an agency through a grant without kpi:read.
+    agency = await new_tenant(scopes=["kpi:read", "ingest:write"])
+    granted = await http.post(
+        "/v1/grants",
+        json={"agency_tenant_id": agency.tenant_id, "stores": ["s1"], "scopes": ["ingest:write"]},
+        headers=seller_admin.headers,
+    )
+    assert granted.status_code == 201, granted.text
+    through = await http.get(
+        TENANT_PROFILE_PATH.format(tenant_id=seller_admin.tenant_id), headers=agency.headers
+    )
+    assert through.status_code == 403, through.text
 
 
 async def test_tenants_and_grants_refuse_a_misspelt_parameter(

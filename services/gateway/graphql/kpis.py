@@ -42,6 +42,7 @@ from shared.errors import (
 from shared.events import IDENTIFIER_LIMIT, is_identifier_length
 from shared.http import DATA_VERSION_HEADER
 from shared.query_lists import join_list
+from shared.scopes import KPI_READ
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,6 @@ MAX_NAME_CHARACTERS = 64
 # The question goes to metrics as a query string, and HTTP servers (and httpx) take
 # about 64 KiB of it: 200 values of 170 Chinese characters come to 300,000 encoded.
 MAX_ENCODED_QUESTION = 60_000
-KPI_READ = "kpi:read"
 Params = list[tuple[str, str | int | float | bool | None]]
 
 

@@ -12,6 +12,7 @@ from services.gateway.tenants.repository import TenantRepository
 from shared.auth import Principal, current_principal
 from shared.deps import DbSession
 from shared.errors import Forbidden, NotFound
+from shared.scopes import KPI_READ
 
 TENANT_PROFILE_PATH = "/internal/tenants/{tenant_id}/profile"
 router = APIRouter(include_in_schema=False)
@@ -29,14 +30,15 @@ async def tenant_profile(
     principal: Annotated[Principal, Depends(current_principal)],
     session: DbSession,
 ) -> TenantProfile:
-    """The tenant's reporting currency and time zone, for its own tokens and those of
-    an agency holding a live grant; FORBIDDEN for anyone else, whether the tenant
-    exists or not (CONTRACT §2)."""
-    reachable = principal.tenant_id == tenant_id or (
-        await effective_grant(session, principal, tenant_id) is not None
-    )
-    if not reachable:
-        raise Forbidden(f"no access to tenant {tenant_id}")
+    """The tenant's reporting currency and time zone, which KPI answers are given in:
+    for its own tokens that may read KPIs, and an agency's holding a live grant of
+    `kpi:read`; FORBIDDEN for anyone else, whether the tenant exists or not (CONTRACT
+    §2)."""
+    principal.require(KPI_READ)
+    if principal.tenant_id != tenant_id:
+        grant = await effective_grant(session, principal, tenant_id)
+        if grant is None or KPI_READ not in grant.scopes:
+            raise Forbidden(f"no access to tenant {tenant_id}")
     tenant = await TenantRepository(session).get(tenant_id)
     if tenant is None:
         raise NotFound(f"no tenant {tenant_id}")
