@@ -90,37 +90,64 @@ async def export_row(pg: asyncpg.Connection, export_id: str, leave: str = "") ->
 
 
 async def test_an_export_fails_and_names_the_service_that_could_not_answer(
-    stack: Stack, gateway_db: Database, pg: asyncpg.Connection, signer: Signer
+    stack: Stack,
+    gateway_db: Database,
+    pg: asyncpg.Connection,
+    signer: Signer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    tenant = f"tn_{secrets.token_hex(6)}"
     settings = service_settings("gateway", stack.config)
+    monkeypatch.setattr(exports, "AWAY_PAUSES_SECONDS", (0.01, 0.01))
     seen: list[httpx.Request] = []
 
-    def answer(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        if request.url.port == stack.config.ports["metrics"]:
-            return httpx.Response(503, json={"error": "unavailable", "detail": "db down"})
-        return httpx.Response(200, json={"tables": []})
+    async def export_with(answers: dict[str, list[httpx.Response]]) -> tuple[str, Any]:
+        """An export whose services answer ``answers`` in turn (the last one again),
+        and 200 with no tables where none is given."""
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
-        runner = ExportRunner(gateway_db, settings, signer, client)
-        async with gateway_db.session() as session:
-            export, _ = await create_export(session, tenant, "test")
-        await runner.start(export)
-        row = await export_row(pg, export.id, leave="running")
+        def answer(request: httpx.Request) -> httpx.Response:
+            seen.append(request)
+            for service, queue in answers.items():
+                if request.url.port == stack.config.ports[service]:
+                    return queue.pop(0) if len(queue) > 1 else queue[0]
+            return httpx.Response(200, json={"tables": []})
+
+        tenant = f"tn_{secrets.token_hex(6)}"
+        async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+            runner = ExportRunner(gateway_db, settings, signer, client)
+            async with gateway_db.session() as session:
+                export, _ = await create_export(session, tenant, "test")
+            await runner.start(export)
+            return tenant, await export_row(pg, export.id, leave="running")
+
+    away = httpx.Response(503, json={"error": "unavailable", "detail": "restarting"})
+    # A service away for now is waited for; after the last wait the export names it.
+    _, row = await export_with({"metrics": [away]})
     assert row["status"] == "failed" and row["finished_at"] is not None
-    assert row["error"].startswith("metrics answered 503 listing tables")
+    assert row["error"] == "the metrics service was unavailable; request a new export"
+    metrics = [r for r in seen if r.url.port == stack.config.ports["metrics"]]
+    assert len(metrics) == 3
     assert (
         await pg.fetchval(
-            "SELECT count(*) FROM gateway.export_parts WHERE export_id = $1", export.id
+            "SELECT count(*) FROM gateway.export_parts WHERE export_id = $1", row["id"]
         )
         == 0
     )
     # Each call carries a token of its own for the tenant, tenant:admin, for 60 s.
-    claims = claims_of(seen[0].headers["authorization"].removeprefix("Bearer "))
-    assert claims["tenant"] == tenant and claims["scope"] == "tenant:admin"
-    assert claims["exp"] - claims["iat"] == 60
+    claims = claims_of(metrics[0].headers["authorization"].removeprefix("Bearer "))
+    assert claims["scope"] == "tenant:admin" and claims["exp"] - claims["iat"] == 60
     assert claims["iss"] == settings.effective_issuer and claims["aud"] == settings.audience
+    # Back within the waits: the archive is built again, whole.
+    _, row = await export_with({"metrics": [away, httpx.Response(200, json={"tables": []})]})
+    assert row["status"] == "ready", row["error"]
+    # A fault is told at once, naming the service and what it answered.
+    seen.clear()
+    fault = httpx.Response(500, json={"error": "internal", "detail": "internal error"})
+    tenant, row = await export_with({"targets": [fault]})
+    assert row["status"] == "failed"
+    assert row["error"].startswith("targets answered 500 listing tables")
+    assert sum(r.url.port == stack.config.ports["targets"] for r in seen) == 1
+    claims = claims_of(seen[0].headers["authorization"].removeprefix("Bearer "))
+    assert claims["tenant"] == tenant
 
 
 async def test_an_archive_larger_than_a_part_is_stored_and_downloaded_in_parts(

@@ -33,6 +33,7 @@ from services.gateway.exports.sources import (
     ExportFailed,
     LocalSource,
     RemoteSource,
+    ServiceAway,
     TableSource,
 )
 from services.gateway.oauth.internal import internal_token
@@ -48,6 +49,9 @@ from shared.time import utcnow
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 10.0
+# How long an export waits, each time, for a service that was away, before it builds
+# its archive again; after the last, it fails.
+AWAY_PAUSES_SECONDS = (1.0, 3.0, 6.0)
 STALE_AFTER = timedelta(seconds=60)
 LIST_LIMIT = 100
 # The archive is stored and downloaded in parts of this size.
@@ -196,7 +200,7 @@ class ExportRunner:
         heartbeat = asyncio.create_task(self._heartbeat(export.id))
         try:
             with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as archive:
-                await self._build(export, archive)
+                await self._build_while_services_come_back(export, archive)
                 size = archive.tell()
                 archive.seek(0)
                 async with self.db.session() as session:
@@ -217,6 +221,21 @@ class ExportRunner:
             await self._fail(export.id, f"internal error ({type(exc).__name__})")
         finally:
             await stop_task(heartbeat)
+
+    async def _build_while_services_come_back(self, export: Export, archive: IO[bytes]) -> None:
+        """The archive, built again from the start when a service was away for a moment
+        (restarting, say), as a client asks again after a 503."""
+        for pause in (*AWAY_PAUSES_SECONDS, None):
+            try:
+                await self._build(export, archive)
+                return
+            except ServiceAway as away:
+                if pause is None:
+                    raise
+                log.warning("export %s waits for a service: %s", export.id, away)
+                await asyncio.sleep(pause)
+                archive.seek(0)
+                archive.truncate()
 
     async def _build(self, export: Export, archive: IO[bytes]) -> None:
         listed = [(source, await source.tables()) for source in self.sources(export.tenant_id)]

@@ -34,6 +34,14 @@ class ExportFailed(Exception):
     """A service could not hand over its data; the export is marked failed with this."""
 
 
+class ServiceAway(ExportFailed):
+    """A service did not answer, or answered that it is away for now (503): the export
+    may be built again in a moment."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(f"the {service} service was unavailable; request a new export")
+
+
 class TableSource(Protocol):
     service: str
 
@@ -78,7 +86,12 @@ class RemoteSource:
         return {"Authorization": f"Bearer {self.token()}"}
 
     async def tables(self) -> list[tuple[str, int]]:
-        response = await self.client.get(self.url, headers=self._headers())
+        try:
+            response = await self.client.get(self.url, headers=self._headers())
+        except httpx.HTTPError:
+            raise ServiceAway(self.service) from None
+        if response.status_code == 503:
+            raise ServiceAway(self.service)
         if response.status_code != 200:
             raise ExportFailed(
                 f"{self.service} answered {response.status_code} listing tables: "
@@ -89,11 +102,18 @@ class RemoteSource:
 
     async def lines(self, table: str) -> AsyncIterator[bytes]:
         url = f"{self.url}/{quote(table, safe='')}"
-        async with self.client.stream("GET", url, headers=self._headers()) as response:
-            if response.status_code != 200:
-                raise ExportFailed(f"{self.service} answered {response.status_code} for {table}")
-            async for chunk in response.aiter_bytes():
-                yield chunk
+        try:
+            async with self.client.stream("GET", url, headers=self._headers()) as response:
+                if response.status_code == 503:
+                    raise ServiceAway(self.service)
+                if response.status_code != 200:
+                    raise ExportFailed(
+                        f"{self.service} answered {response.status_code} for {table}"
+                    )
+                async for chunk in response.aiter_bytes():
+                    yield chunk
+        except httpx.HTTPError:
+            raise ServiceAway(self.service) from None
 
 
 @dataclass(frozen=True)
