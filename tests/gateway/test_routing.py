@@ -423,6 +423,12 @@ async def test_merged_openapi_has_every_services_v1_routes(http: httpx.AsyncClie
     assert paths["/v1/tenants/{tenant_id}"]["get"]["security"] == either
     assert paths["/v1/tenants/{tenant_id}/clients"]["post"]["security"] == either
     assert "security" not in paths["/oauth/token"]["post"]
+    # GraphQL's data fields need kpi:read; its page and introspection need nothing.
+    for method in ("get", "post"):
+        assert paths["/graphql"][method]["security"] == [{"oauth2": ["kpi:read"]}, {}]
+    # The list headers a KPI answer is negotiated and confirmed by are documented.
+    headers = {p["name"] for p in paths["/v1/kpis"]["get"]["parameters"] if p["in"] == "header"}
+    assert {"Accept", "If-None-Match"} <= headers
     # Every REST error is CONTRACT §2's one body, never FastAPI's validation error.
     error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
     for path, operations in paths.items():

@@ -38,6 +38,8 @@ from services.gateway.graphql.revalidation import (
 )
 from services.gateway.graphql.types import DATE
 from shared.errors import InsufficientScope, LodestarError, RateLimited, Unauthenticated
+from shared.openapi import SCHEME
+from shared.scopes import KPI_READ
 
 MAX_DEPTH = 8
 # Runs of an operation whose KPI fields read different states of a tenant's data
@@ -337,16 +339,18 @@ _POST_BODY = {
         }
     },
 }
+# Every data field needs kpi:read; the GraphiQL page and introspection need no token.
+_SECURITY = {"security": [{SCHEME: [KPI_READ]}, {}]}
 _DESCRIBED: dict[str, tuple[str, dict[int | str, dict[str, Any]], dict[str, Any]]] = {
     "GET": (
         "A GraphQL query by GET, or the GraphiQL page",
         _GET_RESPONSES,
-        {"parameters": _QUERY_PARAMETERS},
+        {"parameters": _QUERY_PARAMETERS, **_SECURITY},
     ),
     "POST": (
         "A GraphQL query (CONTRACT §5): `kpis`, `kpiCatalog`",
         _POST_RESPONSES,
-        {"requestBody": _POST_BODY},
+        {"requestBody": _POST_BODY, **_SECURITY},
     ),
 }
 

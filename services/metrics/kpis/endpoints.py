@@ -262,6 +262,27 @@ tenant's settings make it; with the default settings:
         406: {"model": ErrorBody, "description": "Accept takes neither JSON nor CSV"},
     },
     description=_KPIS_DESCRIPTION,
+    # Read from the request as the lists they are (several lines make one), so declared
+    # here rather than as the route's arguments.
+    openapi_extra={
+        "parameters": [
+            {
+                "name": "Accept",
+                "in": "header",
+                "required": False,
+                "description": "application/json (the default) or text/csv, by q-values; "
+                "text/csv;charset=gb18030 or utf-8-sig for spreadsheets",
+                "schema": {"type": "string"},
+            },
+            {
+                "name": "If-None-Match",
+                "in": "header",
+                "required": False,
+                "description": "The ETag of an answer held: 304 while it has not changed",
+                "schema": {"type": "string"},
+            },
+        ]
+    },
 )
 async def kpis(
     request: Request,
