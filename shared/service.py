@@ -233,6 +233,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
 # SQLSTATEs of a database that answered but cannot take a write until an operator acts.
 OUT_OF_ROOM = {"53100": "out of disk space", "53200": "out of memory"}
+# When a write last met each: readiness says so for a while, as the database still
+# answers the readiness check's read.
+_out_of_room_at: dict[str, float] = {}
+OUT_OF_ROOM_NOT_READY_SECONDS = 30.0
 
 
 def transient_failure(exc: BaseException) -> LodestarError | None:
@@ -244,6 +248,7 @@ def transient_failure(exc: BaseException) -> LodestarError | None:
     if sqlstate(exc) in OUT_OF_ROOM:
         # It answered: it cannot keep anything until an operator gives it room.
         log.error("the database is out of room: %r", exc)
+        _out_of_room_at[OUT_OF_ROOM[str(sqlstate(exc))]] = time.monotonic()
         return UpstreamUnavailable(
             f"the database is {OUT_OF_ROOM[str(sqlstate(exc))]}; nothing of the request was "
             "kept: send it again once an operator has made room",
@@ -444,9 +449,9 @@ def health_router(settings: ServiceSettings) -> APIRouter:
 
     @router.get("/readyz")
     async def readyz(request: Request) -> Response:
-        db: Database = request.app.state.db
         checks: dict[str, str] = {}
         try:
+            db: Database = request.app.state.db
             # A frozen server accepts connections and answers nothing: readiness must
             # say so, not wait with it.
             async with asyncio.timeout(READY_CHECK_SECONDS):
@@ -456,6 +461,9 @@ def health_router(settings: ServiceSettings) -> APIRouter:
             checks["database"] = f"unresponsive: no answer within {READY_CHECK_SECONDS:g} s"
         except Exception as exc:
             checks["database"] = f"unreachable: {type(exc).__name__}"
+        for what, at in _out_of_room_at.items():
+            if (ago := time.monotonic() - at) < OUT_OF_ROOM_NOT_READY_SECONDS:
+                checks["database"] = f"refusing writes: {what} ({ago:.0f} s ago)"
         reachable = await broker_reachable(settings.kafka_bootstrap_servers, READY_CHECK_SECONDS)
         checks["broker"] = "ok" if reachable else "unreachable"
         # A service's own conditions beyond these two (metrics: its consumer has joined

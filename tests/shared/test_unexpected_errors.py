@@ -7,11 +7,13 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 import httpx
+import pytest
 from fastapi import Request
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from devstack.embedded import free_port
+from shared import service
 from shared.service import build_app
 from shared.settings import ServiceSettings
 from tests.conftest import serve_app
@@ -141,10 +143,18 @@ async def test_a_database_that_cannot_take_the_request_now_is_a_503_to_retry() -
             }
 
 
-async def test_a_database_out_of_disk_says_so_and_to_wait_for_an_operator() -> None:
+async def test_a_database_out_of_disk_says_so_and_to_wait_for_an_operator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """It answered: "in a moment" would send ERPs back every second for hours."""
+    # This process's other apps (the test session's stack) must not hear of it.
+    monkeypatch.setattr(service, "_out_of_room_at", {})
     async with failing_app_client() as client:
         answer = await client.get("/disk-full")
+        # The database still answers a read: readiness says writes fail.
+        ready = await client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["database"].startswith("refusing writes: out of disk space (")
     assert answer.status_code == 503
     assert answer.headers["retry-after"] == "60"
     assert answer.json() == {
