@@ -330,6 +330,23 @@ async def test_no_caller_makes_a_user_with_a_scope_it_lacks(
     for change in ({"role": "admin"}, {"password": "mine at last!"}):
         taken = await http.patch(f"/v1/users/{viewer['id']}", json=change, headers=hr)
         assert taken.status_code == 403, (change, taken.text)
+    # Nor demoted and given a password in one request: an owner giving the role back
+    # would hand the caller an admin's sign-in.
+    admin = await add_user(http, tenant, "admin")
+    narrow_reader = await http.post(
+        f"/v1/tenants/{tenant.tenant_id}/clients",
+        json={"name": "hr-reader", "scopes": ["tenant:admin", "kpi:read"]},
+        headers=tenant.headers,
+    )
+    reader_token = await fetch_token(
+        http, narrow_reader.json()["client_id"], narrow_reader.json()["client_secret"]
+    )
+    demoted = await http.patch(
+        f"/v1/users/{admin['id']}",
+        json={"role": "viewer", "password": "mine at last!"},
+        headers={"Authorization": f"Bearer {reader_token}"},
+    )
+    assert demoted.status_code == 403, demoted.text
     # What gives the user nothing more stays the caller's to do.
     renamed = await http.patch(f"/v1/users/{viewer['id']}", json={"name": "V"}, headers=hr)
     assert renamed.status_code == 200, renamed.text

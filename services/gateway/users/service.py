@@ -125,7 +125,9 @@ async def update_user(
     if data.role is not None:
         _check_role_within(principal, data.role)
     if data.password is not None:
-        _check_role_within(principal, data.role or user.role)
+        # The role the user holds now too: demoted in the same request, it would keep
+        # the caller's password when an owner gave the role back.
+        _check_role_within(principal, user.role)
     before = (user.password_hash, user.role, user.limits, user.disabled_at is not None)
     if data.name is not None:
         user.name = data.name
