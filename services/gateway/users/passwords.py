@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections import Counter
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -24,10 +25,12 @@ SIGN_IN_WAIT_SECONDS = 2.0
 _turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
     weakref.WeakKeyDictionary()
 )
-# The addresses whose sign-in is checked or waiting, per event loop: each has one at a
-# time, so one address sending made-up sign-ins fast holds a single place in the line,
-# not every place, and other addresses' users still get their turn.
-_callers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[str]] = (
+# How many sign-ins of one address may be checked or waiting at once: one address
+# sending made-up sign-ins fast holds this many places in the line, not every place, so
+# other addresses' users still get their turn; two, so that two people behind one
+# office's address signing in together both pass.
+PLACES_PER_ADDRESS = 2
+_callers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Counter[str]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -52,7 +55,7 @@ async def hash_password(password: str) -> str:
 async def verify_password(password: str, stored: str | None, caller: str | None = None) -> bool:
     """Whether the password is the stored hash's; :class:`SignInsBusy` when no turn
     came within ``SIGN_IN_WAIT_SECONDS``, or at once when the ``caller``'s address has
-    a sign-in checked or waiting already."""
+    ``PLACES_PER_ADDRESS`` sign-ins checked or waiting already."""
 
     def check() -> bool:
         try:
@@ -60,11 +63,11 @@ async def verify_password(password: str, stored: str | None, caller: str | None 
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 
-    callers = _callers.setdefault(asyncio.get_running_loop(), set())
+    callers = _callers.setdefault(asyncio.get_running_loop(), Counter())
     if caller is not None:
-        if caller in callers:
+        if callers[caller] >= PLACES_PER_ADDRESS:
             raise SignInsBusy
-        callers.add(caller)
+        callers[caller] += 1
     turn = _turn()
     try:
         try:
@@ -77,4 +80,7 @@ async def verify_password(password: str, stored: str | None, caller: str | None 
         finally:
             turn.release()
     finally:
-        callers.discard(caller or "")
+        if caller is not None:
+            callers[caller] -= 1
+            if not callers[caller]:
+                del callers[caller]
