@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import SplitResult
+
 import httpx
 
 from shared.telemetry import inject_headers
@@ -34,3 +36,13 @@ def make_client(timeout: float = 30.0, **kwargs: object) -> httpx.AsyncClient:
         event_hooks={"request": [_propagate_trace]},
         **kwargs,  # type: ignore[arg-type]
     )
+
+
+def port_is_usable(url: SplitResult) -> bool:
+    """Whether a URL's port, if it names one, is one a browser opens: a number from 1 to
+    65535, not an empty one after a colon."""
+    try:
+        port = url.port
+    except ValueError:
+        return False
+    return port != 0 and not url.netloc.endswith(":")

@@ -269,6 +269,10 @@ async def test_a_loopback_redirect_may_take_any_port(
         "http://127.0.0.1:51234/callback#frag",  # RFC 6749 §3.1.2: no fragment
         "http://127.0.0.1:51234/callback#",
         "http://:pw@127.0.0.1:51234/callback",  # an empty user name is one too
+        # Ports no browser opens.
+        "http://127.0.0.1:0/callback",
+        "http://127.0.0.1:00000/callback",
+        "http://127.0.0.1:/callback",
     ):
         params = {**authorize_params(client_id, challenge), "redirect_uri": uri}
         page = await http.get("/oauth/authorize", params=params)

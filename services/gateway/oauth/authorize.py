@@ -29,6 +29,7 @@ from services.gateway.users.emails import MAX_EMAIL_LENGTH, canonical_email
 from services.gateway.users.passwords import SignInsBusy, verify_password
 from services.gateway.users.repository import UserRepository
 from shared.deps import DbSession
+from shared.http import port_is_usable
 
 router = APIRouter(tags=["oauth"])
 # RFC 7636 §4.2: BASE64URL(SHA256(verifier)) is 43 characters.
@@ -91,9 +92,7 @@ def registered(redirect_uri: str, redirect_uris: Iterable[str]) -> bool:
         or "#" in redirect_uri
     ):
         return False
-    try:
-        asked.port  # noqa: B018  # a port that is no number makes no URI to send a code to
-    except ValueError:
+    if not port_is_usable(asked):
         return False
     for uri in redirect_uris:
         known = urlsplit(uri)

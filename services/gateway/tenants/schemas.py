@@ -15,6 +15,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from shared.http import port_is_usable
 from shared.money import CurrencyCode
 from shared.time import time_zone_name
 
@@ -77,11 +78,7 @@ class ClientCreate(BaseModel):
                 raise ValueError(f"{uri}: must be https (or http on localhost)")
             if parts.fragment or "#" in uri or not parts.hostname:
                 raise ValueError(f"{uri}: must be an absolute URI without a fragment")
-            try:
-                parts.port  # noqa: B018  # raises for a port no browser opens
-            except ValueError:
-                raise ValueError(f"{uri}: its port must be a number from 1 to 65535") from None
-            if parts.port == 0 or parts.netloc.endswith(":"):
+            if not port_is_usable(parts):
                 raise ValueError(f"{uri}: its port must be a number from 1 to 65535")
             # What makes a URI send a code elsewhere than it reads: credentials before
             # the host, a wildcard taken literally, a path that climbs out of itself.
