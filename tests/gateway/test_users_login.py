@@ -430,13 +430,16 @@ async def test_a_client_of_one_redirect_uri_may_leave_it_out(
         form = {"grant_type": "authorization_code", "code": code, "code_verifier": used}
         return await exchange(http, client_id, **form, **redirect_uri)
 
-    # The token request names the redirect URI only if the authorization request did.
-    named = await redeem(params, redirect_uri=REDIRECT)
-    assert named.status_code == 400 and named.json()["error"] == "invalid_grant"
+    # The token request names the redirect URI the authorization request named, or,
+    # where it named none, none or the one the code went to.
+    elsewhere = await redeem(params, redirect_uri="http://localhost:5173/other")
+    assert elsewhere.status_code == 400 and elsewhere.json()["error"] == "invalid_grant"
     unnamed = await redeem({})
     assert unnamed.status_code == 400 and unnamed.json()["error"] == "invalid_grant"
     tokens = await redeem(params)
     assert tokens.status_code == 200, tokens.text
+    named = await redeem(params, redirect_uri=REDIRECT)
+    assert named.status_code == 200, named.text
 
     # A client of two must say which.
     two = await http.post(

@@ -149,9 +149,17 @@ async def issue_code(
 
 
 async def redeem_code(
-    session: AsyncSession, code: str, client_id: str, redirect_uri: str, verifier: str
+    session: AsyncSession,
+    code: str,
+    client_id: str,
+    redirect_uri: str,
+    verifier: str,
+    sole_redirect_uri: str | None = None,
 ) -> Redeemed:
-    """The code's grant, once. A second use revokes what the first one issued."""
+    """The code's grant, once. A second use revokes what the first one issued. The
+    token request names the redirect URI the authorization request did; where that
+    named none, it may name none or the client's sole registered one, where the code
+    went."""
     row = (
         await session.execute(
             select(AuthorizationCode)
@@ -170,7 +178,9 @@ async def redeem_code(
     session.add(row)
     if row.expires_at <= utcnow():
         raise SessionError("authorization code expired")
-    if row.redirect_uri != redirect_uri:
+    as_asked = redirect_uri == row.redirect_uri
+    where_it_went = not row.redirect_uri and redirect_uri == sole_redirect_uri
+    if not (as_asked or where_it_went):
         raise SessionError("redirect_uri differs from the authorization request")
     if not hmac.compare_digest(s256(verifier), row.code_challenge):
         raise SessionError("code_verifier does not match the code_challenge")

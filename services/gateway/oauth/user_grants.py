@@ -114,6 +114,7 @@ async def _grant(
                 # RFC 6749 §4.1.3: required when the authorization request named one.
                 form_request.form.get("redirect_uri") or "",
                 _verifier(form_request),
+                client.redirect_uris[0] if len(client.redirect_uris) == 1 else None,
             )
             scope = redeemed.scope
         else:
