@@ -958,6 +958,29 @@ async def test_a_body_graphql_cannot_read_is_400_or_415(
         assert anonymous.status_code == 401, (content, anonymous.text)
 
 
+async def test_a_body_without_a_type_or_as_structured_json_is_read_as_json(
+    fake: FakeMetrics, new_tenant: NewTenant
+) -> None:
+    """As every REST route reads it; and Accept on two lines is one list, as there."""
+    tenant = await new_tenant(scopes=["kpi:read"])
+    body = orjson.dumps({"query": CATALOG})
+    for typed in ({}, {"Content-Type": "application/graphql-response+json"}):
+        answer = await fake.client.post(
+            "/graphql", content=body, headers={**tenant.headers, **typed}
+        )
+        assert answer.status_code == 200, (typed, answer.text)
+        assert answer.json()["data"]["kpiCatalog"], answer.text
+    page = await fake.client.get(
+        "/graphql",
+        headers=[
+            *tenant.headers.items(),
+            ("Accept", "application/json;q=0.5"),
+            ("Accept", "text/html"),
+        ],
+    )
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+
+
 async def test_a_get_graphql_cannot_take_is_refused_in_json(
     fake: FakeMetrics, new_tenant: NewTenant
 ) -> None:

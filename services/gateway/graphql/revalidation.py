@@ -40,6 +40,7 @@ from shared.errors import Unauthenticated
 from shared.input_guard import read_body, replay
 from shared.lru import Lru
 from shared.negotiation import vary_on
+from shared.service import is_json
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +251,7 @@ class RememberedGraphql:
         except UnicodeDecodeError:
             await _send_json(send, NOT_UTF8, status=400)
             return
+        scope = _typed_as_json(scope)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         if scope["method"] == "POST" and _json_but_no_object(body, headers.get("content-type", "")):
             await _refuse(scope, send, NOT_AN_OBJECT)
@@ -317,7 +319,29 @@ class GraphqlOverGet:
                 vary_on(MutableHeaders(scope=message), "Accept")
             await send(message)
 
+        scope = _on_one_line(scope, b"accept")
         await self.graphql(scope, receive, _errors_as_json(scope, varying_on_accept))
+
+
+def _on_one_line(scope: Scope, name: bytes) -> Scope:
+    """The request with a list header sent on several lines as the one line they make
+    (RFC 9110 §5.3): GraphQL reads only the first."""
+    values = [value for key, value in scope["headers"] if key == name]
+    if len(values) < 2:
+        return scope
+    others = [(key, value) for key, value in scope["headers"] if key != name]
+    return {**scope, "headers": [*others, (name, b", ".join(values))]}
+
+
+def _typed_as_json(scope: Scope) -> Scope:
+    """A body sent without a type, or as a structured JSON type (``+json``), read as
+    JSON, as every REST route reads it; GraphQL reads only ``application/json``."""
+    sent = [value for key, value in scope["headers"] if key == b"content-type"]
+    media = sent[0].split(b";")[0].strip().lower().decode("latin-1") if sent else ""
+    if sent and (media == "application/json" or not is_json(media)):
+        return scope
+    others = [(key, value) for key, value in scope["headers"] if key != b"content-type"]
+    return {**scope, "headers": [*others, (b"content-type", b"application/json")]}
 
 
 def _refused_request(reason: str, method: str) -> tuple[int, str, list[tuple[bytes, bytes]]]:
