@@ -324,7 +324,7 @@ def test_counts_in_other_scripts_digits_are_refused() -> None:
     quoted = parse_csv(f"{HEADER}\n{padded}\n".encode(), "order_line", 10)
     assert quoted.events[0]["source"]["marketplace"] == "US"
     # And after its closing quote, before the separator or the line end.
-    padded = GOOD[0].replace(",US,", ', "US" \t,', 1) + ',"Lamps, ""big""" '
+    padded = GOOD[0].replace(",US,", ', "US" \t,', 1) + ',\t"Lamps, ""big""" '
     quoted = parse_csv(f"{HEADER},category\n{padded}\r\n".encode(), "order_line", 10)
     assert quoted.events[0]["source"]["marketplace"] == "US"
     assert quoted.events[0]["payload"]["category"] == 'Lamps, "big"'

@@ -118,20 +118,22 @@ MAX_COLUMNS = 100
 MAX_BLANK_LINES = 100_000
 
 
-# A quoted cell (after any padding, as skipinitialspace reads it), and the padding a
-# spreadsheet may leave after its closing quote (`"1.00" ,US`).
-_QUOTED_CELL = re.compile(r'([ \t]*"[^"]*(?:""[^"]*)*")[ \t]*')
+# A quoted cell and the padding a spreadsheet may leave around it (`US, "1.00" ,`):
+# skipinitialspace reads spaces before the opening quote, but not a tab, nor anything
+# after the closing one.
+_QUOTED_CELL = re.compile(r'[ \t]*("[^"]*(?:""[^"]*)*")[ \t]*')
 _UNQUOTED_CELL = re.compile(r"[^,\r\n]*")
-_PADDING_AFTER_A_QUOTE = re.compile(r'"[ \t]+(?:,|\r|\n|\Z)')
+_PADDING_AROUND_A_QUOTE = re.compile(r'"[ \t]+(?:,|\r|\n|\Z)|(?:\A|[,\r\n]) *\t[ \t]*"')
 
 
 def _without_padding_after_quotes(text: str) -> str:
-    """The text with spaces and tabs between a closing quote and the separator or line
-    end dropped, which the csv module refuses (it reads only what comes before a cell).
+    """The text with spaces and tabs around a quoted cell dropped: the csv module
+    refuses them after the closing quote, and reads a tab before the opening one as
+    the start of an unquoted cell.
     Read cell by cell, as CSV is: a quote inside a quoted cell is data, and so is one
     inside an unquoted cell. Anything else after a closing quote is left for the csv
     module to refuse."""
-    if _PADDING_AFTER_A_QUOTE.search(text) is None:
+    if _PADDING_AROUND_A_QUOTE.search(text) is None:
         return text
     kept: list[str] = []
     at = 0
