@@ -1231,3 +1231,13 @@ def test_the_revoked_list_works_out_each_digest_once(monkeypatch: pytest.MonkeyP
     expected = [revocation_digest(f"jti-{n}") for n in range(3)]
     assert revoked.digests() == expected and revoked.digests() == expected
     assert sorted(worked_out) == ["jti-0", "jti-1", "jti-2"]
+
+
+async def test_a_reload_of_revocations_keeps_one_made_while_it_read(stack: Stack) -> None:
+    """A revocation this gateway made while the reload read the rows (its commit after
+    the read) was forgotten until the next reload, ten seconds on."""
+    revoked: RevokedTokens = stack.apps["gateway"].state.revoked_tokens
+    jti = f"made-while-reloading-{secrets.token_hex(4)}"
+    revoked.add(jti, datetime.now(UTC) + timedelta(minutes=5))
+    await revoked.load()
+    assert jti in revoked

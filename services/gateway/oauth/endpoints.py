@@ -270,8 +270,8 @@ async def revoke(request: Request, session: DbSession) -> Response:
         await sessions.revoke_access_token(
             session, str(claims["jti"]), claims.get("tenant"), expires_at
         )
-        # Refused from the next request on; should the commit fail, the next reload
-        # forgets it again.
+        # Refused from the next request on (by this gateway even should the commit fail:
+        # what was asked to be revoked stays so until it expires).
         request.app.state.revoked_tokens.add(str(claims["jti"]), expires_at)
     return Response(status_code=200)
 

@@ -105,8 +105,14 @@ class RevokedTokens:
                 )
             )
             loaded = {jti: expires for jti, expires in result.all()}
-        if loaded != self._expires:
-            self._expires = loaded
+        # Added to, never replaced: a revocation this gateway made while the rows were
+        # read (committed after the read) would otherwise be forgotten until the next
+        # reload. Nothing revoked is ever taken back; it goes when it expires.
+        now = utcnow()
+        merged = {jti: expires for jti, expires in self._expires.items() if expires > now}
+        merged.update(loaded)
+        if merged != self._expires:
+            self._expires = merged
             self._version += 1
 
     async def forget_expired(self) -> None:

@@ -145,7 +145,7 @@ async def revoke_client(
     ttl = request.app.state.settings.token_ttl_seconds
     refused = await service.revoke_client(session, principal, tenant_id, client_id, ttl)
     if refused is not None:
-        # From the next request on; should the commit fail, the next reload forgets it.
+        # From the next request on (here even should the commit fail, until it expires).
         request.app.state.revoked_tokens.add(*refused)
     return Response(status_code=204)
 
