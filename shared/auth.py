@@ -24,7 +24,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, RSAKey
 
-from shared.errors import Forbidden, InsufficientScope, Unauthenticated
+from shared.errors import Forbidden, InsufficientScope, Unauthenticated, UpstreamUnavailable
 from shared.lru import Lru
 from shared.telemetry import current_tenant
 
@@ -265,6 +265,13 @@ class TokenVerifier:
         ):
             if not isinstance(value, str):
                 raise Unauthenticated(f"token lacks the {name} claim")
+        if not getattr(self.revoked, "read", True):
+            # A service that has not yet read the revocations (and erased tenants) since
+            # it started would take what the gateway refuses: none is taken meanwhile.
+            raise UpstreamUnavailable.for_now(
+                "this service has not read the revoked tokens from the gateway yet; send "
+                "the request again in a moment"
+            )
         if claims["jti"] in self.revoked or revoked_client_key(str(client_id)) in self.revoked:
             raise TokenRevoked()
         tenant = claims.get(self.tenant_claim)

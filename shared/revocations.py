@@ -54,6 +54,9 @@ class GatewayRevocations:
         # restarted since and so missed the erasure's message.
         self._erased: frozenset[str] = frozenset()
         self._etag: str | None = None
+        # Whether the list has been read since the service started: until then, tokens
+        # are not taken (see shared.auth).
+        self.read = False
         self._task: asyncio.Task[None] | None = None
 
     def __contains__(self, revoked_id: object) -> bool:
@@ -68,6 +71,7 @@ class GatewayRevocations:
         held = {"If-None-Match": self._etag} if self._etag else {}
         response = await self.client.get(self.url, headers=held)
         if response.status_code == 304:
+            self.read = True
             return
         response.raise_for_status()
         listed = response.json()
@@ -77,6 +81,7 @@ class GatewayRevocations:
         if self.on_signing_keys is not None and isinstance(kids, list):
             self.on_signing_keys(frozenset(str(kid) for kid in kids))
         self._etag = response.headers.get("etag")
+        self.read = True
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._reload(), name="revoked-tokens")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import inspect
 import logging
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Container
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import orjson
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.dependencies.models import Dependant
@@ -421,6 +423,9 @@ class TracingMiddleware:
             otel_context.detach(token)
 
 
+# How long a service starting waits for its first read of the revoked tokens.
+REVOCATIONS_FIRST_READ_SECONDS = 3.0
+
 # How long /readyz waits for each of the database and the broker.
 READY_CHECK_SECONDS = 2.0
 
@@ -466,6 +471,11 @@ def health_router(settings: ServiceSettings) -> APIRouter:
                 checks["database"] = f"refusing writes: {what} ({ago:.0f} s ago)"
         reachable = await broker_reachable(settings.kafka_bootstrap_servers, READY_CHECK_SECONDS)
         checks["broker"] = "ok" if reachable else "unreachable"
+        revocations: GatewayRevocations | None = getattr(request.app.state, "revocations", None)
+        checked_with = getattr(getattr(request.app.state, "token_verifier", None), "revoked", None)
+        if revocations is not None and checked_with is revocations:
+            # Its tokens are refused until the revocations are read (see shared.auth).
+            checks["revocations"] = "ok" if checked_with.read else "not read from the gateway yet"
         # A service's own conditions beyond these two (metrics: its consumer has joined
         # the event stream, or its answers lack whatever came since it started).
         for name, check in getattr(request.app.state, "readiness_checks", {}).items():
@@ -506,6 +516,11 @@ async def service_running(
     erased = ErasedTenants(listed_by_gateway=app.state.revocations.erased)
     erasure = ErasureListener(service, app.state.db, settings, erased=erased)
     app.state.erased = erased
+    # Read once before the first request is taken, when the gateway answers (it may be
+    # restarting too): until the list is read, tokens are refused with 503.
+    with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError, TimeoutError):
+        async with asyncio.timeout(REVOCATIONS_FIRST_READ_SECONDS):
+            await app.state.revocations.load()
     app.state.revocations.start()
     erasure.start()
     try:

@@ -513,6 +513,8 @@ async def test_health_and_readiness_of_every_service(stack: Stack) -> None:
             ready = await client.get(f"{stack.url(service)}/readyz")
             assert ready.status_code == 200, ready.text
             own = {"consumer": "ok"} if service == "metrics" else {}
+            # Each service takes tokens once it has read the gateway's revocations.
+            own |= {"revocations": "ok"} if service != "gateway" else {}
             assert ready.json()["checks"] == {"database": "ok", "broker": "ok", **own}
 
 
@@ -566,6 +568,7 @@ async def test_readiness_names_a_database_and_a_broker_that_answer_nothing(stack
         "checks": {
             "database": f"unresponsive: no answer within {READY_CHECK_SECONDS:g} s",
             "broker": "unreachable",
+            "revocations": "ok",
         },
     }
     # Each check gives up after its limit instead of waiting with the server.

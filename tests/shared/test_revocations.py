@@ -10,9 +10,10 @@ import httpx
 import pytest
 from joserfc.jwk import KeySet, RSAKey
 
-from shared.auth import KeyCache
-from shared.errors import Unauthenticated
+from shared.auth import KeyCache, TokenVerifier
+from shared.errors import Unauthenticated, UpstreamUnavailable
 from shared.revocations import REVOKED_TOKENS_PATH, GatewayRevocations, revocation_digest
+from tests.conftest import TokenMinter
 
 
 async def test_a_gateway_away_leaves_the_last_list_in_force_and_is_said_once(
@@ -138,3 +139,32 @@ async def test_the_signing_keys_listed_beside_revocations_reach_the_key_cache() 
     with pytest.raises(Unauthenticated):
         await cache.key_for("made-up")
     assert fetches == 2
+
+
+async def test_no_token_is_taken_before_the_revocations_are_read(minter: TokenMinter) -> None:
+    """A service restarting with the gateway took, for half a second, tokens and
+    erased tenants' writes the gateway refuses: until its first read it takes none."""
+    listed = httpx.Response(200, json={"revoked": [], "erased": [revocation_digest("tn_gone")]})
+    answers: list[httpx.Response | None] = [None, listed]
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        answer = answers.pop(0)
+        if answer is None:
+            raise httpx.ConnectError("gateway restarting")
+        return answer
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(gateway))
+    revocations = GatewayRevocations("http://gateway", client)
+    verifier = TokenVerifier(
+        minter.verifier().keys, minter.issuer, minter.audience, revoked=revocations
+    )
+    token = minter.mint("tn_1", ["kpi:read"])
+    with pytest.raises(httpx.ConnectError):
+        await revocations.load()
+    with pytest.raises(UpstreamUnavailable) as waiting:
+        await verifier.verify(token)
+    assert waiting.value.headers == {"Retry-After": "1"}
+    await revocations.load()
+    await client.aclose()
+    assert (await verifier.verify(token)).tenant_id == "tn_1"
+    assert revocations.erased("tn_gone") and not revocations.erased("tn_1")
