@@ -8,6 +8,7 @@ failure to record is logged, never turned into a failed request.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
@@ -58,7 +59,11 @@ def _client_ip(scope: Scope, headers: dict[str, str], service: str) -> str | Non
 
 def _route_template(scope: Scope) -> str:
     route = scope.get("route")
-    return str(getattr(route, "path", None) or scope["path"])
+    # As the API document writes it: `{store_id}`, not the router's `{store_id:path}`.
+    return _CONVERTER.sub(r"{\1}", str(getattr(route, "path", None) or scope["path"]))
+
+
+_CONVERTER = re.compile(r"\{(\w+):\w+\}")
 
 
 def audit_record(scope: Scope, service: str, status: int) -> dict[str, Any]:

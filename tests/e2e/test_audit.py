@@ -58,6 +58,10 @@ async def test_writes_sign_ins_and_grants_are_recorded_per_tenant(
         headers=seller.headers,
     )
     assert settings.status_code == 200, settings.text
+    zone = await http.put(
+        "/v1/settings/stores/s1", json={"timezone": "Asia/Tokyo"}, headers=seller.headers
+    )
+    assert zone.status_code == 200, zone.text
     grant = await http.post(
         "/v1/grants",
         json={"agency_tenant_id": agency.tenant_id, "stores": ["s1"], "scopes": ["kpi:read"]},
@@ -84,6 +88,8 @@ async def test_writes_sign_ins_and_grants_are_recorded_per_tenant(
         ("gateway", "POST /oauth/token", 401),
         ("ingest", "POST /v1/events", 422),
         ("metrics", "PUT /v1/settings/kpi", 200),
+        # As the API document names the route, not the router's `{store_id:path}`.
+        ("metrics", "PUT /v1/settings/stores/{store_id}", 200),
         ("gateway", "POST /v1/grants", 201),
         ("gateway", "DELETE /v1/grants/{grant_id}", 204),
         ("gateway", "POST /oauth/token", 200),
