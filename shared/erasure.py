@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -37,6 +38,10 @@ log = logging.getLogger(__name__)
 ERASURE_TOPIC = "lodestar.tenant-erasures.v1"
 ERASURE_DONE_TOPIC = "lodestar.tenant-erasures-done.v1"
 RETRY_SECONDS = 1.0
+# How often a listener checks that its topics exist: a broker that restarted empty (the
+# embedded Tansu keeps none) has lost them, and its consumer, still connected, would
+# wait on them for ever while erasures stay unconfirmed.
+TOPICS_RECHECK_SECONDS = 30.0
 
 Records = list[ConsumerRecord[bytes, bytes]]
 Message = TypeVar("Message", bound=BaseModel)
@@ -153,9 +158,20 @@ class TopicListener:
         self.name = name
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._topics_checked_at = 0.0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def _topics_made_again(self) -> bool:
+        """Makes the topics again if the broker lost them; True when it had."""
+        self._topics_checked_at = time.monotonic()
+        missing = await ensure_topics(
+            self.settings.kafka_bootstrap_servers,
+            erasure_topics(self.settings.topic_prefix),
+            create=self.settings.kafka_create_topics,
+        )
+        return bool(missing) and self.settings.kafka_create_topics
 
     async def stop(self) -> None:
         await stop_task(self._task)
@@ -170,11 +186,7 @@ class TopicListener:
             bootstrap = self.settings.kafka_bootstrap_servers
             if not await broker_reachable(bootstrap):
                 raise KafkaConnectionError(f"no broker accepts connections at {bootstrap}")
-            await ensure_topics(
-                bootstrap,
-                erasure_topics(self.settings.topic_prefix),
-                create=self.settings.kafka_create_topics,
-            )
+            await self._topics_made_again()
             # Kept before start() so stop() closes it even when cancelled mid-start.
             self._consumer = make_consumer(bootstrap, [self.topic], self.group, 100)
             await self._consumer.start()
@@ -184,6 +196,12 @@ class TopicListener:
         while True:
             try:
                 consumer = await self._connect()
+                due = time.monotonic() - self._topics_checked_at > TOPICS_RECHECK_SECONDS
+                if due and await self._topics_made_again():
+                    log.warning("%s: the broker had lost its topics; made again", self.name)
+                    # A new consumer, which sees the topics as they are now.
+                    await self._close()
+                    continue
                 batches = await consumer.getmany(timeout_ms=500)
                 for partition, records in batches.items():
                     try:

@@ -31,7 +31,13 @@ from cryptography.fernet import Fernet
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
-from devstack.embedded import EmbeddedBroker, EmbeddedPostgres, free_port, free_ports
+from devstack.embedded import (
+    EmbeddedBroker,
+    EmbeddedError,
+    EmbeddedPostgres,
+    free_port,
+    free_ports,
+)
 from devstack.stack import SERVICES, AdminCredentials, StackConfig, service_settings
 from shared.auth import KeyCache, TokenVerifier
 from shared.db import asyncpg_dsn, with_database
@@ -394,3 +400,18 @@ async def new_tenant(http: httpx.AsyncClient, admin_token: str) -> NewTenant:
         return TenantClient(tenant_id, body["client_id"], body["client_secret"], token)
 
     return create
+
+
+async def broker_started_again(port: int, log: Path) -> EmbeddedBroker:
+    """A new broker on the port of one just killed: the port is taken until the clients
+    have closed their ends of the dead broker's connections, which takes a moment."""
+    deadline = time.monotonic() + 20
+    while True:
+        broker = EmbeddedBroker(port, log)
+        try:
+            broker.start()
+            return broker
+        except EmbeddedError:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.1)

@@ -20,7 +20,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from devstack.embedded import EmbeddedBroker, EmbeddedError, free_port
+from devstack.embedded import EmbeddedBroker, free_port
 from services.metrics.app import create_app
 from services.metrics.config import Settings
 from services.metrics.facts import consumer as consumer_module
@@ -28,7 +28,7 @@ from services.metrics.facts.consumer import FactConsumer, Parsed
 from shared.db import Database
 from shared.events import DEADLETTER_TOPIC, EventMessage, topic_for
 from shared.kafka import ensure_topics
-from tests.conftest import FreshDatabase, TokenMinter, serve_app
+from tests.conftest import FreshDatabase, TokenMinter, broker_started_again, serve_app
 from tests.unreachable import refusing_port
 
 
@@ -547,7 +547,7 @@ async def test_a_broker_restarted_empty_is_read_on_by_the_same_consumer(
             assert broker.pid is not None
             os.kill(broker.pid, signal.SIGKILL)
             broker.stop()
-            broker = await _started_again(port, tmp_path / "second.log")
+            broker = await broker_started_again(port, tmp_path / "second.log")
             resume.set()
             # As the relay does for a broker that lost its log: everything sent again.
             await ensure_topics(bootstrap, [topic])
@@ -561,21 +561,6 @@ async def test_a_broker_restarted_empty_is_read_on_by_the_same_consumer(
             assert fact_consumer._consumer is kafka_consumer
     finally:
         broker.stop()
-
-
-async def _started_again(port: int, log: Path) -> EmbeddedBroker:
-    """A new broker on the port of one just killed: the port is taken until the clients
-    have closed their ends of the dead broker's connections, which takes a moment."""
-    deadline = time.monotonic() + 20
-    while True:
-        broker = EmbeddedBroker(port, log)
-        try:
-            broker.start()
-            return broker
-        except EmbeddedError:
-            if time.monotonic() > deadline:
-                raise
-        await asyncio.sleep(0.1)
 
 
 async def test_metrics_is_ready_only_while_its_consumer_reads_the_event_stream(

@@ -9,12 +9,15 @@ import secrets
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from devstack.embedded import EmbeddedBroker, free_port
-from shared import kafka
+from shared import erasure, kafka
 from shared.kafka import ensure_topics, make_consumer, make_producer, stop_client
+from shared.settings import ServiceSettings
+from tests.conftest import broker_started_again
 
 
 async def test_a_consumer_whose_broker_is_gone_stops_without_raising(
@@ -95,3 +98,44 @@ async def test_a_cluster_that_declares_its_topics_is_left_to_create_them(
     assert await ensure_topics(kafka_bootstrap, [topic], create=False) == [topic]
     assert await ensure_topics(kafka_bootstrap, [topic]) == [topic]
     assert await ensure_topics(kafka_bootstrap, [topic], create=False) == []
+
+
+async def test_an_erasure_listener_makes_its_topics_again_after_the_broker_lost_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embedded broker restarts empty: a listener still connected waited on topics
+    that no longer existed, and erasures stayed unconfirmed."""
+    monkeypatch.setattr(erasure, "TOPICS_RECHECK_SECONDS", 0.5)
+    port = free_port()
+    broker = EmbeddedBroker(port, tmp_path / "first.log")
+    bootstrap = broker.start()
+    settings = ServiceSettings.model_validate(
+        {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "LODESTAR_TOPIC_PREFIX": "relisten."}
+    )
+    topics = erasure.erasure_topics(settings.topic_prefix)
+    handled: list[Any] = []
+
+    async def handle(records: Any) -> None:
+        handled.extend(records)
+
+    listener = erasure.TopicListener(
+        settings, erasure.ERASURE_TOPIC, "relisten-group", handle, "relisten"
+    )
+    listener.start()
+    try:
+        await _until(lambda: ensure_topics(bootstrap, topics, create=False), [])
+        assert broker.pid is not None
+        os.kill(broker.pid, signal.SIGKILL)
+        broker.stop()
+        broker = await broker_started_again(port, tmp_path / "second.log")
+        await _until(lambda: ensure_topics(bootstrap, topics, create=False), [])
+    finally:
+        await listener.stop()
+        broker.stop()
+
+
+async def _until(check: Any, wanted: Any, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while (found := await check()) != wanted:
+        assert time.monotonic() < deadline, found
+        await asyncio.sleep(0.2)
