@@ -109,19 +109,28 @@ def demo_events(today: date) -> list[dict[str, Any]]:
     return events
 
 
+DEMO_NAME = "Acme Demo Seller"
+
+
 def _ensure_tenant(client: httpx.Client, admin: AdminCredentials, path: Path) -> DemoTenant:
     if path.exists():
         data = json.loads(path.read_text())
         return DemoTenant(data["tenant_id"], data["client_id"], data["client_secret"])
     token = _token(client, admin.client_id, admin.client_secret)
     auth = {"Authorization": f"Bearer {token}"}
-    response = client.post(
-        "/v1/tenants",
-        json={"name": "Acme Demo Seller", "reporting_currency": "USD"},
-        headers=auth,
-    )
-    response.raise_for_status()
-    tenant_id = response.json()["id"]
+    # A start stopped between making the tenant and its client left the tenant without
+    # credentials here: it is the demo seller still, not a second one to make.
+    listed = client.get("/v1/tenants", params={"limit": 500}, headers=auth)
+    listed.raise_for_status()
+    made = [t["id"] for t in listed.json()["tenants"] if t["name"] == DEMO_NAME]
+    if made:
+        tenant_id = made[0]
+    else:
+        response = client.post(
+            "/v1/tenants", json={"name": DEMO_NAME, "reporting_currency": "USD"}, headers=auth
+        )
+        response.raise_for_status()
+        tenant_id = response.json()["id"]
     response = client.post(
         f"/v1/tenants/{tenant_id}/clients",
         json={"name": "demo ERP", "scopes": DEMO_SCOPES},

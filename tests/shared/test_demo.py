@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from devstack.demo import DAYS, demo_events, load_demo, push_in_batches
+from devstack.demo import DAYS, DEMO_NAME, demo_events, load_demo, push_in_batches
 from devstack.launcher import demo_or_none
 from devstack.stack import AdminCredentials, load_or_create_fernet_key
 from shared.events import validate_batch
@@ -125,6 +125,8 @@ def test_a_demo_seller_erased_since_is_made_again(tmp_path: Path) -> None:
             if not known:
                 return httpx.Response(401, json={"error": "invalid_client"})
             return httpx.Response(200, json={"access_token": "t"})
+        if request.url.path == "/v1/tenants" and request.method == "GET":
+            return httpx.Response(200, json={"tenants": []})
         if request.url.path == "/v1/tenants":
             made.append("tenant")
             return httpx.Response(201, json={"id": "tn_new"})
@@ -139,6 +141,31 @@ def test_a_demo_seller_erased_since_is_made_again(tmp_path: Path) -> None:
     assert (demo.tenant_id, demo.client_id, made) == ("tn_new", "cl_new", ["tenant"])
     saved = json.loads((tmp_path / "demo-credentials.json").read_text())
     assert saved == {"tenant_id": "tn_new", "client_id": "cl_new", "client_secret": "n"}
+
+
+def test_a_demo_seller_left_without_credentials_is_not_made_twice(tmp_path: Path) -> None:
+    """A start stopped between making the tenant and its client left a demo seller the
+    next start could not find, and it made a second one."""
+    made: list[str] = []
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth/token":
+            return httpx.Response(200, json={"access_token": "t"})
+        if request.url.path == "/v1/tenants" and request.method == "GET":
+            listed = [{"id": "tn_other", "name": "Other"}, {"id": "tn_left", "name": DEMO_NAME}]
+            return httpx.Response(200, json={"tenants": listed})
+        if request.url.path == "/v1/tenants":
+            made.append("tenant")
+            return httpx.Response(201, json={"id": "tn_second"})
+        if request.url.path == "/v1/tenants/tn_left/clients":
+            return httpx.Response(201, json={"client_id": "cl_left", "client_secret": "n"})
+        assert request.url.path == "/v1/events"
+        return httpx.Response(202, json={"accepted": 1, "duplicates": 0})
+
+    demo = load_demo(
+        "http://gateway", AdminCredentials("admin", "a"), tmp_path, httpx.MockTransport(gateway)
+    )
+    assert (demo.tenant_id, demo.client_id, made) == ("tn_left", "cl_left", [])
 
 
 def test_a_demo_that_cannot_be_loaded_is_said_and_the_stack_runs_on(
