@@ -117,7 +117,10 @@ class PortShared(SystemExit):
     def __init__(self, shared: dict[int, list[str]]) -> None:
         self.shared = shared
         super().__init__(
-            "; ".join(f"{' and '.join(names)} are all {port}" for port, names in shared.items())
+            "; ".join(
+                f"{' and '.join(names)} {'both are' if len(names) == 2 else 'are all'} {port}"
+                for port, names in shared.items()
+            )
             + ": give each its own port"
         )
 

@@ -408,7 +408,7 @@ def test_two_variables_naming_one_port_are_refused_before_anything_starts() -> N
     with pytest.raises(PortShared) as raised:
         ensure_ports_free(ports)
     assert str(raised.value) == (
-        f"LODESTAR_INGEST_PORT and LODESTAR_METRICS_PORT are all {ingest}: give each its own port"
+        f"LODESTAR_INGEST_PORT and LODESTAR_METRICS_PORT both are {ingest}: give each its own port"
     )
     assert all(port_is_free("127.0.0.1", p) for p in ports.values())
 
