@@ -6,6 +6,7 @@ too, not only through the public base URL."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -22,6 +23,10 @@ RELOAD_SECONDS = 1.0
 # A service often starts before the gateway listens: only a gateway away this long is
 # worth a warning.
 AWAY_SECONDS = 10.0
+# How long a service starting waits for its first read.
+FIRST_READ_SECONDS = 3.0
+# What a read that failed raises: the gateway away, or an answer that is no list.
+UNREADABLE: tuple[type[Exception], ...] = (httpx.HTTPError, ValueError, KeyError, TypeError)
 
 
 def revocation_digest(revoked_id: str) -> str:
@@ -83,7 +88,13 @@ class GatewayRevocations:
         self._etag = response.headers.get("etag")
         self.read = True
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Reads the list once before the first request is taken, when the gateway
+        answers within ``FIRST_READ_SECONDS`` (it may be restarting too: until the list
+        is read, tokens are refused with 503), then every ``reload_seconds``."""
+        with contextlib.suppress(*UNREADABLE, TimeoutError):
+            async with asyncio.timeout(FIRST_READ_SECONDS):
+                await self.load()
         self._task = asyncio.create_task(self._reload(), name="revoked-tokens")
 
     async def stop(self) -> None:
@@ -96,7 +107,7 @@ class GatewayRevocations:
             try:
                 await self.load()
                 away_since, warned = None, False
-            except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            except UNREADABLE as exc:
                 # The last list read stays in force; said once, not every second.
                 now = time.monotonic()
                 away_since = now if away_since is None else away_since

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import inspect
 import logging
@@ -12,7 +11,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Container
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 import orjson
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.dependencies.models import Dependant
@@ -247,13 +245,13 @@ def transient_failure(exc: BaseException) -> LodestarError | None:
     if rolled_back_for_concurrency(exc):
         log.warning("a transaction gave way to a concurrent one: %s", exc)
         return Contended()
-    if sqlstate(exc) in OUT_OF_ROOM:
+    if out_of := OUT_OF_ROOM.get(sqlstate(exc) or ""):
         # It answered: it cannot keep anything until an operator gives it room.
         log.error("the database is out of room: %r", exc)
-        _out_of_room_at[OUT_OF_ROOM[str(sqlstate(exc))]] = time.monotonic()
+        _out_of_room_at[out_of] = time.monotonic()
         return UpstreamUnavailable(
-            f"the database is {OUT_OF_ROOM[str(sqlstate(exc))]}; nothing of the request was "
-            "kept: send it again once an operator has made room",
+            f"the database is {out_of}; nothing of the request was kept: send it again "
+            "once an operator has made room",
             headers={"Retry-After": "60"},
         )
     if database_unavailable(exc):
@@ -423,9 +421,6 @@ class TracingMiddleware:
             otel_context.detach(token)
 
 
-# How long a service starting waits for its first read of the revoked tokens.
-REVOCATIONS_FIRST_READ_SECONDS = 3.0
-
 # How long /readyz waits for each of the database and the broker.
 READY_CHECK_SECONDS = 2.0
 
@@ -433,8 +428,12 @@ READY_CHECK_SECONDS = 2.0
 def _index_router(service: str) -> APIRouter:
     """``/``: where to go from the address ``make run`` prints, rather than a 404."""
     router = APIRouter(include_in_schema=False)
-    links = {"service": f"Lodestar {service}", "health": "/healthz", "ready": "/readyz"}
-    links["openapi"] = "/openapi.json"
+    links = {
+        "service": f"Lodestar {service}",
+        "health": "/healthz",
+        "ready": "/readyz",
+        "openapi": "/openapi.json",
+    }
     if service == "gateway":
         links |= {"graphql": "/graphql", "oauth": "/.well-known/oauth-authorization-server"}
 
@@ -516,12 +515,7 @@ async def service_running(
     erased = ErasedTenants(listed_by_gateway=app.state.revocations.erased)
     erasure = ErasureListener(service, app.state.db, settings, erased=erased)
     app.state.erased = erased
-    # Read once before the first request is taken, when the gateway answers (it may be
-    # restarting too): until the list is read, tokens are refused with 503.
-    with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError, TimeoutError):
-        async with asyncio.timeout(REVOCATIONS_FIRST_READ_SECONDS):
-            await app.state.revocations.load()
-    app.state.revocations.start()
+    await app.state.revocations.start()
     erasure.start()
     try:
         yield app.state.db

@@ -33,7 +33,7 @@ async def test_a_gateway_away_leaves_the_last_list_in_force_and_is_said_once(
         "http://gateway/", client, reload_seconds=0.01, away_seconds=0.03
     )
     with caplog.at_level(logging.WARNING, logger="shared.revocations"):
-        revocations.start()
+        await revocations.start()
         await asyncio.sleep(0.1)
         await revocations.stop()
     await client.aclose()
@@ -98,7 +98,7 @@ async def test_a_gateway_not_listening_yet_is_not_worth_a_warning(
     client = httpx.AsyncClient(transport=httpx.MockTransport(away))
     revocations = GatewayRevocations("http://gateway", client, reload_seconds=0.01)
     with caplog.at_level(logging.WARNING, logger="shared.revocations"):
-        revocations.start()
+        await revocations.start()
         await asyncio.sleep(0.1)
         await revocations.stop()
     await client.aclose()
