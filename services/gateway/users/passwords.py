@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -22,33 +25,55 @@ MIN_PASSWORD_LENGTH = 12
 MAX_CONCURRENT_HASHES = 1
 # How long a sign-in waits for its turn before it is told to try again.
 SIGN_IN_WAIT_SECONDS = 2.0
-_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-    weakref.WeakKeyDictionary()
-)
 # How many sign-ins of one address may be checked or waiting at once: one address
 # sending made-up sign-ins fast holds this many places in the line, not every place, so
 # other addresses' users still get their turn; two, so that two people behind one
 # office's address signing in together both pass.
 PLACES_PER_ADDRESS = 2
-_callers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Counter[str]] = (
-    weakref.WeakKeyDictionary()
-)
+
+
+@dataclass
+class _Line:
+    """One event loop's line of password checks: the turn, and each address's places."""
+
+    turn: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_HASHES)
+    )
+    places: Counter[str] = field(default_factory=Counter)
+
+
+_lines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Line] = weakref.WeakKeyDictionary()
 
 
 class SignInsBusy(Exception):
     """Too many password checks are waiting: the sign-in is to be tried again."""
 
 
-def _turn() -> asyncio.Semaphore:
-    loop = asyncio.get_running_loop()
-    turn = _turns.get(loop)
-    if turn is None:
-        turn = _turns[loop] = asyncio.Semaphore(MAX_CONCURRENT_HASHES)
-    return turn
+def _line() -> _Line:
+    return _lines.setdefault(asyncio.get_running_loop(), _Line())
+
+
+@contextmanager
+def _place_of(caller: str | None) -> Iterator[None]:
+    """A place in the line for the ``caller``'s address; :class:`SignInsBusy` when it
+    holds ``PLACES_PER_ADDRESS`` already."""
+    places = _line().places
+    if caller is None:
+        yield
+        return
+    if places[caller] >= PLACES_PER_ADDRESS:
+        raise SignInsBusy
+    places[caller] += 1
+    try:
+        yield
+    finally:
+        places[caller] -= 1
+        if not places[caller]:
+            del places[caller]
 
 
 async def hash_password(password: str) -> str:
-    async with _turn():
+    async with _line().turn:
         return await asyncio.to_thread(_hasher.hash, password)
 
 
@@ -63,13 +88,8 @@ async def verify_password(password: str, stored: str | None, caller: str | None 
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
 
-    callers = _callers.setdefault(asyncio.get_running_loop(), Counter())
-    if caller is not None:
-        if callers[caller] >= PLACES_PER_ADDRESS:
-            raise SignInsBusy
-        callers[caller] += 1
-    turn = _turn()
-    try:
+    turn = _line().turn
+    with _place_of(caller):
         try:
             async with asyncio.timeout(SIGN_IN_WAIT_SECONDS):
                 await turn.acquire()
@@ -79,8 +99,3 @@ async def verify_password(password: str, stored: str | None, caller: str | None 
             return await asyncio.to_thread(check)
         finally:
             turn.release()
-    finally:
-        if caller is not None:
-            callers[caller] -= 1
-            if not callers[caller]:
-                del callers[caller]
