@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import httpx
 import orjson
 from graphql import DocumentNode, ExecutionResult, FieldNode, OperationDefinitionNode
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.extensions import SchemaExtension
@@ -39,7 +39,7 @@ from shared.auth import current_principal
 from shared.errors import Unauthenticated
 from shared.input_guard import read_body, replay
 from shared.lru import Lru
-from shared.negotiation import vary_on
+from shared.negotiation import list_header, vary_on
 from shared.service import is_json
 
 log = logging.getLogger(__name__)
@@ -319,29 +319,34 @@ class GraphqlOverGet:
                 vary_on(MutableHeaders(scope=message), "Accept")
             await send(message)
 
-        scope = _on_one_line(scope, b"accept")
+        scope = _on_one_line(scope, "accept")
         await self.graphql(scope, receive, _errors_as_json(scope, varying_on_accept))
 
 
-def _on_one_line(scope: Scope, name: bytes) -> Scope:
+def _with_header(scope: Scope, name: str, value: str) -> Scope:
+    """The request with header ``name`` (lower case) on one line holding ``value``."""
+    raw = name.encode("latin-1")
+    others = [(key, held) for key, held in scope["headers"] if key != raw]
+    return {**scope, "headers": [*others, (raw, value.encode("latin-1"))]}
+
+
+def _on_one_line(scope: Scope, name: str) -> Scope:
     """The request with a list header sent on several lines as the one line they make
     (RFC 9110 §5.3): GraphQL reads only the first."""
-    values = [value for key, value in scope["headers"] if key == name]
-    if len(values) < 2:
+    headers = Headers(scope=scope)
+    if len(headers.getlist(name)) < 2:
         return scope
-    others = [(key, value) for key, value in scope["headers"] if key != name]
-    return {**scope, "headers": [*others, (name, b", ".join(values))]}
+    return _with_header(scope, name, list_header(headers, name))
 
 
 def _typed_as_json(scope: Scope) -> Scope:
     """A body sent without a type, or as a structured JSON type (``+json``), read as
     JSON, as every REST route reads it; GraphQL reads only ``application/json``."""
-    sent = [value for key, value in scope["headers"] if key == b"content-type"]
-    media = sent[0].split(b";")[0].strip().lower().decode("latin-1") if sent else ""
-    if sent and (media == "application/json" or not is_json(media)):
+    sent = Headers(scope=scope).get("content-type")
+    media = sent.split(";")[0].strip().lower() if sent is not None else ""
+    if sent is not None and (media == "application/json" or not is_json(media)):
         return scope
-    others = [(key, value) for key, value in scope["headers"] if key != b"content-type"]
-    return {**scope, "headers": [*others, (b"content-type", b"application/json")]}
+    return _with_header(scope, "content-type", "application/json")
 
 
 def _refused_request(reason: str, method: str) -> tuple[int, str, list[tuple[bytes, bytes]]]:

@@ -126,7 +126,7 @@ _UNQUOTED_CELL = re.compile(r"[^,\r\n]*")
 _PADDING_AROUND_A_QUOTE = re.compile(r'"[ \t]+(?:,|\r|\n|\Z)|(?:\A|[,\r\n]) *\t[ \t]*"')
 
 
-def _without_padding_after_quotes(text: str) -> str:
+def _without_padding_around_quotes(text: str) -> str:
     """The text with spaces and tabs around a quoted cell dropped: the csv module
     refuses them after the closing quote, and reads a tab before the opening one as
     the start of an unquoted cell.
@@ -216,7 +216,7 @@ def parse_csv(raw: bytes, event_type: str, max_events: int) -> CsvBatch:
     # The end-of-file mark (Ctrl-Z) some old ERPs still write, a line break or not
     # after it.
     text = _END_OF_FILE.sub("", text)
-    text = _without_padding_after_quotes(_without_separator_hint(text))
+    text = _without_padding_around_quotes(_without_separator_hint(text))
     _check_separator(text.split("\n", 1)[0], 1)
     records = _records(text)
     first = next(records, None)
