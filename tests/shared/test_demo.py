@@ -110,6 +110,34 @@ def test_a_damaged_key_file_is_named_not_the_variable_it_stands_in_for(tmp_path:
     assert "delete it" in said and "LODESTAR_" not in said
 
 
+def fake_gateway(
+    listed: list[dict[str, str]], made: list[str], gone: str = ""
+) -> httpx.MockTransport:
+    """The gateway as the demo loader meets it: ``listed`` tenants, a new one
+    ``tn_new`` (noted in ``made``), each tenant's new client ``cl_<tenant>``; the client
+    ``gone`` (``id:secret``) gets no token."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/oauth/token":
+            refused = "Basic " + base64.b64encode(gone.encode()).decode()
+            if gone and request.headers["authorization"] == refused:
+                return httpx.Response(401, json={"error": "invalid_client"})
+            return httpx.Response(200, json={"access_token": "t"})
+        if path == "/v1/tenants" and request.method == "GET":
+            return httpx.Response(200, json={"tenants": listed})
+        if path == "/v1/tenants":
+            made.append("tenant")
+            return httpx.Response(201, json={"id": "tn_new"})
+        if path.startswith("/v1/tenants/") and path.endswith("/clients"):
+            client_id = "cl_" + path.split("/")[3].removeprefix("tn_")
+            return httpx.Response(201, json={"client_id": client_id, "client_secret": "n"})
+        assert path == "/v1/events"
+        return httpx.Response(202, json={"accepted": 1, "duplicates": 0})
+
+    return httpx.MockTransport(answer)
+
+
 def test_a_demo_seller_erased_since_is_made_again(tmp_path: Path) -> None:
     """Its saved client no longer gets a token (the tenant erased, or the client
     revoked): every make run stopped on the 401, until one found the file to delete."""
@@ -117,27 +145,8 @@ def test_a_demo_seller_erased_since_is_made_again(tmp_path: Path) -> None:
         json.dumps({"tenant_id": "tn_erased", "client_id": "cl_gone", "client_secret": "s"})
     )
     made: list[str] = []
-
-    def gateway(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/oauth/token":
-            gone = "Basic " + base64.b64encode(b"cl_gone:s").decode()
-            known = request.headers["authorization"] != gone
-            if not known:
-                return httpx.Response(401, json={"error": "invalid_client"})
-            return httpx.Response(200, json={"access_token": "t"})
-        if request.url.path == "/v1/tenants" and request.method == "GET":
-            return httpx.Response(200, json={"tenants": []})
-        if request.url.path == "/v1/tenants":
-            made.append("tenant")
-            return httpx.Response(201, json={"id": "tn_new"})
-        if request.url.path == "/v1/tenants/tn_new/clients":
-            return httpx.Response(201, json={"client_id": "cl_new", "client_secret": "n"})
-        assert request.url.path == "/v1/events"
-        return httpx.Response(202, json={"accepted": 1, "duplicates": 0})
-
-    demo = load_demo(
-        "http://gateway", AdminCredentials("admin", "a"), tmp_path, httpx.MockTransport(gateway)
-    )
+    gateway = fake_gateway([], made, gone="cl_gone:s")
+    demo = load_demo("http://gateway", AdminCredentials("admin", "a"), tmp_path, gateway)
     assert (demo.tenant_id, demo.client_id, made) == ("tn_new", "cl_new", ["tenant"])
     saved = json.loads((tmp_path / "demo-credentials.json").read_text())
     assert saved == {"tenant_id": "tn_new", "client_id": "cl_new", "client_secret": "n"}
@@ -147,24 +156,9 @@ def test_a_demo_seller_left_without_credentials_is_not_made_twice(tmp_path: Path
     """A start stopped between making the tenant and its client left a demo seller the
     next start could not find, and it made a second one."""
     made: list[str] = []
-
-    def gateway(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/oauth/token":
-            return httpx.Response(200, json={"access_token": "t"})
-        if request.url.path == "/v1/tenants" and request.method == "GET":
-            listed = [{"id": "tn_other", "name": "Other"}, {"id": "tn_left", "name": DEMO_NAME}]
-            return httpx.Response(200, json={"tenants": listed})
-        if request.url.path == "/v1/tenants":
-            made.append("tenant")
-            return httpx.Response(201, json={"id": "tn_second"})
-        if request.url.path == "/v1/tenants/tn_left/clients":
-            return httpx.Response(201, json={"client_id": "cl_left", "client_secret": "n"})
-        assert request.url.path == "/v1/events"
-        return httpx.Response(202, json={"accepted": 1, "duplicates": 0})
-
-    demo = load_demo(
-        "http://gateway", AdminCredentials("admin", "a"), tmp_path, httpx.MockTransport(gateway)
-    )
+    listed = [{"id": "tn_other", "name": "Other"}, {"id": "tn_left", "name": DEMO_NAME}]
+    gateway = fake_gateway(listed, made)
+    demo = load_demo("http://gateway", AdminCredentials("admin", "a"), tmp_path, gateway)
     assert (demo.tenant_id, demo.client_id, made) == ("tn_left", "cl_left", [])
 
 
