@@ -170,12 +170,21 @@ class AuditMiddleware:
 async def audit_rows(
     db: Database, tenant_id: str, since: datetime | None, until: datetime | None, limit: int
 ) -> list[dict[str, Any]]:
-    """A tenant's audit entries of this service, newest first."""
+    """A tenant's audit entries of this service, newest first: its own, and what its
+    people did in other tenants' data under a grant (kept in those tenants' trails too).
+
+    Each half reads its own index newest first, so a long trail costs only ``limit``
+    rows of each."""
+    columns = ", ".join(("id", *COLUMNS))
+    window = "AND ($2::timestamptz IS NULL OR at >= $2) AND ($3::timestamptz IS NULL OR at < $3)"
     async with db.raw_connection() as conn:
         rows = await conn.fetch(
-            f"SELECT {', '.join(COLUMNS)} FROM {AUDIT_TABLE} WHERE tenant_id = $1 "
-            "AND ($2::timestamptz IS NULL OR at >= $2) AND ($3::timestamptz IS NULL OR at < $3) "
-            "ORDER BY at DESC, id DESC LIMIT $4",
+            f"SELECT {', '.join(COLUMNS)} FROM ("
+            f"(SELECT {columns} FROM {AUDIT_TABLE} WHERE tenant_id = $1 {window} "
+            "ORDER BY at DESC, id DESC LIMIT $4) UNION ALL "
+            f"(SELECT {columns} FROM {AUDIT_TABLE} WHERE detail->>'acting_tenant' = $1 "
+            f"AND tenant_id IS DISTINCT FROM $1 {window} ORDER BY at DESC, id DESC LIMIT $4)"
+            ") AS entries ORDER BY at DESC, id DESC LIMIT $4",
             tenant_id,
             since,
             until,

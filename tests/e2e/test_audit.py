@@ -128,6 +128,56 @@ async def test_writes_sign_ins_and_grants_are_recorded_per_tenant(
     assert too_many.status_code == 422 and too_many.json()["errors"][0]["field"] == "limit"
 
 
+async def test_an_agency_s_trail_lists_what_its_people_did_in_its_sellers_data(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """The agency answers for its people's writes under a grant: its own trail lists
+    them, as the seller's does, until the seller is erased."""
+    seller, agency = await new_tenant(), await new_tenant()
+    granted = await http.post(
+        "/v1/grants",
+        json={"agency_tenant_id": agency.tenant_id, "stores": ["s1"], "scopes": ["ingest:write"]},
+        headers=seller.headers,
+    )
+    assert granted.status_code == 201, granted.text
+    for store, expected in (("s1", 202), ("s2", 403)):
+        pushed = await http.post(
+            "/v1/events",
+            params={"tenant_id": seller.tenant_id},
+            json={"events": [sale(f"agency-{store}", store, "10.00")]},
+            headers=agency.headers,
+        )
+        assert pushed.status_code == expected, pushed.text
+
+    def in_seller_data(entries: Entries) -> list[tuple[str, str, int]]:
+        return sorted(
+            (e["tenant_id"], e["detail"]["acting_tenant"], e["status"])
+            for e in entries
+            if e["action"] == "POST /v1/events"
+        )
+
+    both_pushes = [
+        (seller.tenant_id, agency.tenant_id, 202),
+        (seller.tenant_id, agency.tenant_id, 403),
+    ]
+    ours = await audit_entries(http, agency, lambda e: len(in_seller_data(e)) == 2)
+    assert in_seller_data(ours) == both_pushes
+    assert {e["client_id"] for e in ours if e["action"] == "POST /v1/events"} == {agency.client_id}
+    theirs = await audit_entries(http, seller, lambda e: len(in_seller_data(e)) == 2)
+    assert in_seller_data(theirs) == both_pushes
+    # Its other entries are of its own tenant.
+    assert all(e["tenant_id"] == agency.tenant_id for e in ours if e["action"] != "POST /v1/events")
+    # A window and a limit apply to both halves of the agency's trail.
+    newest = await audit_entries(http, agency, 1, limit=1)
+    assert len(newest) == 1 and newest[0]["at"] == ours[0]["at"]
+    later = await audit_entries(http, agency, 0, since="2999-01-01T00:00:00Z")
+    assert later == []
+
+    await erased_by_itself(http, seller)
+    after = await audit_entries(http, agency, lambda e: not in_seller_data(e))
+    assert in_seller_data(after) == [] and seller.tenant_id not in str(after)
+
+
 async def test_an_erased_agency_is_no_longer_named_in_its_sellers_trail(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:
