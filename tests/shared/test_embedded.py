@@ -35,6 +35,7 @@ from devstack.embedded import (
     free_port,
     free_ports,
     port_is_free,
+    server_path,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -177,13 +178,13 @@ def test_stop_after_an_interrupted_start_stops_the_server(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pgdata = workdir / "pg"
-    real_get_server = embedded.get_server
+    real_server_handle = embedded.server_handle
 
     def interrupted(*args: Any, **kwargs: Any) -> Any:
-        real_get_server(*args, **kwargs)
+        real_server_handle(*args, **kwargs)
         raise KeyboardInterrupt  # Ctrl-C just after pg_ctl returned
 
-    monkeypatch.setattr(embedded, "get_server", interrupted)
+    monkeypatch.setattr(embedded, "server_handle", interrupted)
     pg = EmbeddedPostgres(pgdata)
     with pytest.raises(KeyboardInterrupt):
         pg.start()
@@ -208,7 +209,7 @@ def test_postgres_stop_during_initdb_stops_its_standalone_backend(
         (pgdata / "postmaster.pid").write_text(f"-{backend.pid}\n{pgdata}\n")
         raise KeyboardInterrupt  # Ctrl-C during a first start's initdb
 
-    monkeypatch.setattr(embedded, "get_server", interrupted)
+    monkeypatch.setattr(embedded, "server_handle", interrupted)
     pg = EmbeddedPostgres(pgdata)
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -235,7 +236,7 @@ def test_postgres_that_cannot_start_says_why_in_one_line(
     def initdb_fails(*args: Any, **kwargs: Any) -> Any:
         raise subprocess.CalledProcessError(1, ["initdb"], output=said.encode(), stderr=b"")
 
-    monkeypatch.setattr(embedded, "get_server", initdb_fails)
+    monkeypatch.setattr(embedded, "server_handle", initdb_fails)
     with pytest.raises(EmbeddedError) as failed:
         EmbeddedPostgres(workdir / "pg").start()
     assert str(failed.value) == (
@@ -413,12 +414,74 @@ def test_two_variables_naming_one_port_are_refused_before_anything_starts() -> N
     assert all(port_is_free("127.0.0.1", p) for p in ports.values())
 
 
-def test_a_data_dir_the_wheel_cannot_pass_is_refused_in_one_line(workdir: Path) -> None:
+async def test_a_data_dir_the_wheel_cannot_pass_is_reached_through_a_link(
+    workdir: Path,
+) -> None:
     """A clone in ``~/My Projects``: the wheel passes the data directory to postgres
-    unquoted, and the server did not start, with a long traceback. Giving the socket a
-    directory of its own instead let every local user in as superuser when run as
-    root (the wheel opens such a directory to all): the path is refused, saying what
+    unquoted, and the server did not start. It is handed a link of a plain name
+    instead; the data stays where it was asked to be, across restarts."""
+    pgdata = workdir / "My Projects, 2026" / ".lodestar" / "postgres"
+    pg = EmbeddedPostgres(pgdata)
+    link = server_path(pgdata)
+    assert link != pgdata and " " not in str(link) and "," not in str(link)
+    link.unlink(missing_ok=True)
+    try:
+        conn = await asyncpg.connect(pg.start())
+        try:
+            await conn.execute("CREATE TABLE kept (note text)")
+            await conn.execute("INSERT INTO kept VALUES ('behind a space')")
+        finally:
+            await conn.close()
+        assert (pgdata / "PG_VERSION").is_file() and os.readlink(link) == str(pgdata)
+        assert _live_processes_on(link)
+        pg.stop()
+        assert not _live_processes_on(link)
+        # The link gone (a cleaned temporary directory) is made again.
+        link.unlink()
+        again = EmbeddedPostgres(pgdata)
+        try:
+            conn = await asyncpg.connect(again.start())
+            try:
+                assert await conn.fetchval("SELECT note FROM kept") == "behind a space"
+            finally:
+                await conn.close()
+        finally:
+            again.stop()
+    finally:
+        pg.stop()
+        link.unlink(missing_ok=True)
+
+
+def test_something_else_under_the_link_s_name_is_never_used(workdir: Path) -> None:
+    pgdata = workdir / "My Projects" / "postgres"
+    link = server_path(pgdata)
+    elsewhere = workdir / "elsewhere"
+    elsewhere.mkdir()
+    link.unlink(missing_ok=True)
+    link.symlink_to(elsewhere)
+    pg = EmbeddedPostgres(pgdata)
+    try:
+        with pytest.raises(EmbeddedError) as refused:
+            pg.start()
+        assert str(refused.value) == (
+            f"the embedded PostgreSQL of {pgdata} is reached through {link}, and something "
+            "else is there; remove it, or set LODESTAR_HOME to a path without spaces, "
+            "quotes, backslashes or commas"
+        )
+        assert not (pgdata / "PG_VERSION").exists() and not any(elsewhere.iterdir())
+    finally:
+        pg.stop()
+        link.unlink()
+
+
+def test_a_temporary_directory_the_wheel_cannot_pass_is_refused_in_one_line(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where even the link's directory holds a space, the path is refused, saying what
     to set."""
+    spaced = workdir / "temp dir"
+    spaced.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spaced))
     pgdata = workdir / "My Projects" / ".lodestar" / "postgres"
     pg = EmbeddedPostgres(pgdata)
     with pytest.raises(UnusableDataDir) as refused:
@@ -428,5 +491,5 @@ def test_a_data_dir_the_wheel_cannot_pass_is_refused_in_one_line(workdir: Path) 
         "set LODESTAR_HOME to a path without, or DATABASE_URL to a server of your own"
     )
     assert isinstance(refused.value, SystemExit)
-    assert not pgdata.exists()
+    assert not pgdata.exists() and not any(spaced.iterdir())
     pg.stop()
