@@ -232,6 +232,21 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> bool:
     return True
 
 
+def _held_by_a_live_process(lock_file: Path) -> bool:
+    try:
+        pid = int(lock_file.read_text().split("\n", 1)[0])
+        return not _gone(psutil.Process(pid))
+    except (OSError, ValueError, psutil.NoSuchProcess):
+        return False
+
+
+def _cwd(proc: psutil.Process) -> Path | None:
+    try:
+        return Path(proc.cwd())
+    except (psutil.Error, OSError):
+        return None
+
+
 def _signal_all(procs: list[psutil.Process], sig: int) -> None:
     for proc in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
@@ -254,6 +269,7 @@ class EmbeddedPostgres:
         self._pid: int | None = None
         self._url: str | None = None
         self._start_called = False
+        self._socket_lock: Path | None = None
 
     @property
     def pid(self) -> int | None:
@@ -299,6 +315,8 @@ class EmbeddedPostgres:
         info = server.get_postmaster_info()
         self._server = server
         self._pid = info.pid
+        if info.socket_dir is not None:
+            self._socket_lock = info.socket_dir / f".s.PGSQL.{info.port}.lock"
         if info.socket_dir is None or info.port is None:
             self.stop()
             raise EmbeddedError(f"PostgreSQL on {self.data_dir} has no Unix socket")
@@ -349,6 +367,25 @@ class EmbeddedPostgres:
         if not _wait_gone(procs, 5.0):
             _signal_all(procs, signal.SIGKILL)
             _wait_gone(procs, 5.0)
+
+    def start_again(self) -> str:
+        """Starts the server again after it stopped by itself (its postmaster killed,
+        say), once the old server's processes have gone: a backend left running holds
+        the old shared memory, and the data directory must have one server at a time.
+        They are known by their working directory, which postgres sets to the data
+        directory. The URL is the one before: the same socket, the same port."""
+        leftovers = [p for p in psutil.process_iter() if _cwd(p) == self.data_dir]
+        # Each notices its postmaster gone at once, unless busy with a long statement.
+        if not _wait_gone(leftovers, 5.0):
+            _signal_all(leftovers, signal.SIGKILL)
+            _wait_gone(leftovers, 5.0)
+        socket_lock = self._socket_lock
+        self.stop()
+        if socket_lock is not None and not _held_by_a_live_process(socket_lock):
+            # The killed postmaster's, which postgres takes for a live one's while its
+            # pid is a zombie nobody has reaped yet.
+            socket_lock.unlink(missing_ok=True)
+        return self.start(configured=True)
 
     def _link_server_dir(self) -> None:
         """Makes ``server_dir`` a link to ``data_dir``, or finds it one already."""

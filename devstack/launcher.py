@@ -311,19 +311,21 @@ class Launcher:
 
     def _supervise(self) -> None:
         """Starts again whatever stops by itself: a service (its clients get 503s with
-        Retry-After meanwhile), or the embedded broker, which comes back empty (ingest
-        then publishes the last day's events again, and consumers skip the repeats)."""
+        Retry-After meanwhile), the embedded PostgreSQL, on its data, or the embedded
+        broker, which comes back empty (ingest then publishes the last day's events
+        again, and consumers skip the repeats)."""
         config = self.config
         assert config is not None
         while True:
             postgres = self.postgres
             if postgres is not None and postgres.exited():
-                # Not started again here: its killed server's processes may hold the
-                # data directory a while yet, and every service holds connections to it.
-                raise SystemExit(
-                    "PostgreSQL stopped unexpectedly: stopping everything (make run "
-                    f"starts it again). The end of {postgres.log_path}:\n"
-                    f"{tail(postgres.log_path, 6)}"
+                # Services answer 503 meanwhile, and their pools open new connections.
+                self._start_again(
+                    "postgres",
+                    "PostgreSQL stopped unexpectedly; it starts again on the same data, "
+                    "recovering what was committed",
+                    postgres.log_path,
+                    postgres.start_again,
                 )
             for service, process in list(self.processes.items()):
                 if process.poll() is not None:
