@@ -24,8 +24,8 @@ from devstack.embedded import EmbeddedBroker, free_port
 from services.metrics.app import create_app
 from services.metrics.config import Settings
 from services.metrics.facts import consumer as consumer_module
-from services.metrics.facts.consumer import FactConsumer, Parsed
-from shared.db import Database
+from services.metrics.facts.consumer import Applied, FactConsumer, Parsed
+from shared.db import Database, asyncpg_dsn
 from shared.events import DEADLETTER_TOPIC, EventMessage, topic_for
 from shared.kafka import ensure_topics
 from tests.conftest import FreshDatabase, TokenMinter, broker_started_again, serve_app
@@ -136,8 +136,10 @@ async def serving(
         yield app, client
 
 
-async def dead_letters(bootstrap: str, settings: Settings, count: int) -> list[Any]:
-    """The first ``count`` records of the dead-letter topic (fewer after 20 s)."""
+async def dead_letters(
+    bootstrap: str, settings: Settings, count: int, timeout: float = 20
+) -> list[Any]:
+    """The first ``count`` records of the dead-letter topic (fewer after ``timeout``)."""
     dead = AIOKafkaConsumer(
         settings.topic_prefix + DEADLETTER_TOPIC,
         bootstrap_servers=bootstrap,
@@ -149,7 +151,7 @@ async def dead_letters(bootstrap: str, settings: Settings, count: int) -> list[A
     await dead.start()
     try:
         records: list[Any] = []
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + timeout
         while len(records) < count and time.monotonic() < deadline:
             for batch in (await dead.getmany(timeout_ms=500)).values():
                 records.extend(batch)
@@ -239,7 +241,7 @@ async def first_apply_held(
     batch_sizes: list[int] = []
     applying = consumer_module.apply_messages
 
-    async def held_first(db: Any, messages: list[EventMessage], erased: Any = ()) -> int:
+    async def held_first(db: Any, messages: list[EventMessage], erased: Any = ()) -> Applied:
         batch_sizes.append(len(messages))
         if not entered.is_set():
             entered.set()
@@ -345,7 +347,7 @@ async def test_an_event_that_fails_twice_is_dead_lettered_and_the_rest_applied(
     applying = consumer_module.apply_messages
     attempts: list[int] = []
 
-    async def refuses_bad(db: Any, messages: list[Any], erased: Any = ()) -> int:
+    async def refuses_bad(db: Any, messages: list[Any], erased: Any = ()) -> Applied:
         attempts.append(len(messages))
         if any(m.event_id == "bad" for m in messages):
             raise asyncpg.exceptions.DataError("value out of range for the column")
@@ -391,10 +393,10 @@ async def test_events_are_not_dead_lettered_when_the_fault_is_not_theirs(
     facts = FactConsumer(None, None)  # type: ignore[arg-type]
 
     def failing_with(fault: Exception, only: str | None = None) -> Any:
-        async def apply(db: Any, messages: list[EventMessage], erased: Any = ()) -> int:
+        async def apply(db: Any, messages: list[EventMessage], erased: Any = ()) -> Applied:
             if only is None or messages[0].event_id == only:
                 raise fault
-            return 1
+            return Applied(1)
 
         return apply
 
@@ -406,8 +408,8 @@ async def test_events_are_not_dead_lettered_when_the_fault_is_not_theirs(
     assert await facts._apply_one_by_one(parsed) is None
     # One event at fault.
     monkeypatch.setattr(consumer_module, "apply_messages", failing_with(ValueError("x"), "e1"))
-    applied, faulty = await facts._apply_one_by_one(parsed) or (0, [])
-    assert applied == 2 and [record.offset for record, _ in faulty] == [1]
+    applied, deferred, faulty = await facts._apply_one_by_one(parsed) or (0, None, [])
+    assert applied == 2 and [record.offset for record, _ in faulty] == [1] and not deferred
     # Every event refused for its own values (a key too long for an index, a value out
     # of range), a lone one too: theirs, dead-lettered rather than retried for ever.
     for refusal in (
@@ -416,7 +418,7 @@ async def test_events_are_not_dead_lettered_when_the_fault_is_not_theirs(
     ):
         monkeypatch.setattr(consumer_module, "apply_messages", failing_with(refusal))
         for batch in (parsed, Parsed(good[:1], [])):
-            applied, faulty = await facts._apply_one_by_one(batch) or (-1, [])
+            applied, _, faulty = await facts._apply_one_by_one(batch) or (-1, None, [])
             assert applied == 0 and len(faulty) == len(batch.good), refusal
 
 
@@ -529,7 +531,7 @@ async def test_a_broker_restarted_empty_is_read_on_by_the_same_consumer(
     entered, resume = asyncio.Event(), asyncio.Event()
     applying = consumer_module.apply_messages
 
-    async def held_once(db: Any, messages: list[EventMessage], erased: Any = ()) -> int:
+    async def held_once(db: Any, messages: list[EventMessage], erased: Any = ()) -> Applied:
         if not entered.is_set():
             entered.set()
             await resume.wait()
@@ -628,3 +630,56 @@ async def test_a_consumer_without_its_broker_is_not_ready(
         finally:
             await consumer.stop()
             await consumer.db.dispose()
+
+
+async def test_a_tenant_being_rebucketed_holds_up_its_own_events_only(
+    fresh_database: FreshDatabase, kafka_bootstrap: str, minter: TokenMinter
+) -> None:
+    """Setting a store's time zone rebuckets its history under the tenant's lock, for
+    seconds in a large store: the batch went on with the other tenants' events, and the
+    tenant's own (and a bad record behind them) waited for it, none lost, none twice."""
+    settings, topic, busy, busy_token = await own_consumer(fresh_database, kafka_bootstrap, minter)
+    other = f"tn_{secrets.token_hex(4)}"
+    other_token = minter.mint(other, ["kpi:read"])
+    await ensure_topics(kafka_bootstrap, [topic])
+    rebucketing = await asyncpg.connect(asyncpg_dsn(settings.database_url))
+    lock = rebucketing.transaction()
+    await lock.start()
+    await rebucketing.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('metrics.tenant:' || $1))", busy
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=False)
+    await producer.start()
+    try:
+        async with serving(settings, minter) as (app, client):
+            # One partition, the held tenant's events first: the others come after them.
+            for value in (
+                message(busy, "b1", 1),
+                message(other, "o1", 2),
+                b"{not json",
+                message(busy, "b2", 4),
+                message(other, "o2", 8),
+            ):
+                await producer.send_and_wait(topic, value, partition=0)
+            counters = app.state.consumer.counters
+
+            async def others_applied() -> bool:
+                return counters.applied >= 2 and await gmv(client, other_token) == 100.0
+
+            await wait_until(others_applied)
+            await asyncio.sleep(1)  # several reads again meanwhile
+            assert not await gmv(client, busy_token)
+            assert (counters.applied, counters.records, counters.deadlettered) == (2, 0, 0)
+            await lock.rollback()
+
+            async def all_applied() -> bool:
+                return counters.records >= 5 and await gmv(client, busy_token) == 50.0
+
+            await wait_until(all_applied)
+            await asyncio.sleep(0.5)
+            assert (counters.applied, counters.records, counters.deadlettered) == (4, 5, 1)
+            assert await gmv(client, other_token) == 100.0
+    finally:
+        await producer.stop()
+        await rebucketing.close()
+    assert [r.value for r in await dead_letters(kafka_bootstrap, settings, 2, 5)] == [b"{not json"]

@@ -40,7 +40,7 @@ from services.metrics.facts.attachments import (
 )
 from services.metrics.facts.measures import Source
 from services.metrics.facts.repository import FactRepository
-from services.metrics.facts.zones import StoreZones, store_zones_for
+from services.metrics.facts.zones import StoreZones, store_zones_for, tenants_rebucketing
 from services.metrics.kpis.cache import bump_versions
 from shared.db import CONNECTION_LOST, Database, sqlstate
 from shared.events import (
@@ -73,6 +73,8 @@ GATHER_SECONDS = 0.01
 tracer = trace.get_tracer("lodestar.metrics.consumer")
 
 RETRY_SECONDS = 1.0
+# How soon the events of a tenant whose store is being rebucketed are read again.
+DEFERRED_SECONDS = 0.2
 
 
 @dataclass
@@ -243,16 +245,30 @@ def _raw_row(message: EventMessage) -> tuple[Any, ...]:
     )
 
 
+@dataclass(frozen=True)
+class Applied:
+    """What applying events did: how many changed something, and the tenants whose
+    events were left out, to be applied later, as a store of theirs is being rebucketed."""
+
+    changed: int
+    deferred: frozenset[str] = frozenset()
+
+
 async def apply_messages(
     db: Database, messages: list[EventMessage], erased: Container[str] = ()
-) -> int:
-    """Applies parsed events in one transaction; returns how many changed something."""
+) -> Applied:
+    """Applies parsed events in one transaction, but those of tenants being rebucketed."""
     candidates = _latest(messages)
     async with db.raw_connection() as conn, conn.transaction():
         # Events of a tenant erased meanwhile are dropped, not applied again; an erasure
         # that began while this batch was read waits for it, or it for the erasure.
         await hold_tenants(conn, db.schema, {m.tenant_id for m in candidates})
-        latest = [m for m in candidates if m.tenant_id not in erased]
+        deferred = await tenants_rebucketing(
+            conn, {m.tenant_id for m in candidates if m.tenant_id not in erased}
+        )
+        latest = [
+            m for m in candidates if m.tenant_id not in erased and m.tenant_id not in deferred
+        ]
         others = [m for m in latest if m.type != "order_line"]
         zones = await store_zones_for(conn, {(m.tenant_id, m.source.store_id) for m in latest})
         lines = [
@@ -347,7 +363,7 @@ async def apply_messages(
         if changed:
             # Cached answers of these tenants are stale from this commit on.
             await bump_versions(conn, {m.tenant_id for m in latest})
-        return changed
+        return Applied(changed, deferred)
 
 
 def _snapshot_key(
@@ -370,6 +386,30 @@ def _source_of_row(row: Any, zones: StoreZones) -> Source:
 
 def _payload_of_row(row: Any) -> Payload:
     return PAYLOAD_MODELS[row["type"]].model_validate(row["payload"], context=STORED)
+
+
+@dataclass(frozen=True)
+class ReadAgain:
+    """Where a batch must be read again from, in each partition, and after what pause."""
+
+    offsets: dict[TopicPartition, int]
+    pause: float
+
+
+def _partition(record: ConsumerRecord[bytes, bytes]) -> TopicPartition:
+    return TopicPartition(record.topic, record.partition)
+
+
+def _first_offsets_of(
+    good: list[tuple[ConsumerRecord[bytes, bytes], EventMessage]], tenants: frozenset[str]
+) -> dict[TopicPartition, int]:
+    """Each partition's first record of these tenants."""
+    first: dict[TopicPartition, int] = {}
+    for record, message in good:
+        if message.tenant_id in tenants:
+            partition = _partition(record)
+            first[partition] = min(record.offset, first.get(partition, record.offset))
+    return first
 
 
 class _ReadAhead:
@@ -537,11 +577,11 @@ class FactConsumer:
                         continue
                     applied = asyncio.Event()
                     ahead = _ReadAhead(partial(self._fetch, consumer, applied))
-                    handled = await self._handle(consumer, fetched)
+                    again = await self._handle(consumer, fetched)
                     applied.set()
-                    if not handled:
+                    if again is not None:
                         dropped, ahead = await ahead.stopped(), None
-                        await self._read_again(consumer, fetched, dropped)
+                        await self._read_again(consumer, again, dropped)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -588,12 +628,12 @@ class FactConsumer:
         return gathering.fetched()
 
     async def _read_again(
-        self, consumer: AIOKafkaConsumer, failed: Fetched, dropped: Fetched | None
+        self, consumer: AIOKafkaConsumer, again: ReadAgain, dropped: Fetched | None
     ) -> None:
-        """After a pause, reads again from the failed batch on, and from the batch read
-        ahead of it, which was dropped: neither is committed, neither is lost."""
+        """After a pause, reads again from where the batch left off, and from the batch
+        read ahead of it, which was dropped: neither is committed, neither is lost."""
         offsets = dict(dropped.first) if dropped is not None else {}
-        for partition, offset in failed.first.items():
+        for partition, offset in again.offsets.items():
             offsets[partition] = min(offset, offsets.get(partition, offset))
         # A partition no longer assigned (the group rebalanced) is read from its
         # committed offset by whoever is assigned it next.
@@ -601,7 +641,7 @@ class FactConsumer:
         for partition, offset in offsets.items():
             if partition in assigned:
                 consumer.seek(partition, offset)
-        await asyncio.sleep(RETRY_SECONDS)
+        await asyncio.sleep(again.pause)
 
     def _read_again_from_failed(self, first: dict[TopicPartition, int]) -> bool:
         """Whether a batch starts where the one that failed last did, in every partition
@@ -612,8 +652,11 @@ class FactConsumer:
             first.get(partition) == offset for partition, offset in self._failed_from.items()
         )
 
-    async def _handle(self, consumer: AIOKafkaConsumer, fetched: Fetched) -> bool:
-        """Applies a batch and commits its offsets; False when it must be read again."""
+    async def _handle(self, consumer: AIOKafkaConsumer, fetched: Fetched) -> ReadAgain | None:
+        """Applies a batch and commits its offsets as far as it was applied; None when
+        it was all, else where to read again from: the whole batch after a failure, or
+        each partition from its first event of a tenant being rebucketed (the events
+        after it that were applied are then skipped as kept)."""
         batches, parsed = fetched.batches, fetched.parsed
         records = [record for partition in batches.values() for record in partition]
         links = [
@@ -624,7 +667,8 @@ class FactConsumer:
             span.set_attribute("messaging.batch.message_count", len(records))
             first = fetched.first
             try:
-                applied = await apply_messages(self.db, [m for _, m in parsed.good], self.erased)
+                result = await apply_messages(self.db, [m for _, m in parsed.good], self.erased)
+                applied, deferred = result.changed, result.deferred
             except Exception as exc:
                 isolated = None
                 if not passing(exc) and self._read_again_from_failed(first):
@@ -636,8 +680,8 @@ class FactConsumer:
                     log.exception("applying a batch failed; it will be retried")
                     self._failed_from = first
                     self._failed_in_a_row += 1
-                    return False
-                applied, faulty = isolated
+                    return ReadAgain(first, RETRY_SECONDS)
+                applied, deferred, faulty = isolated
                 at_fault = {id(record) for record, _ in faulty}
                 parsed = Parsed(
                     [g for g in parsed.good if id(g[0]) not in at_fault],
@@ -646,18 +690,26 @@ class FactConsumer:
                 )
             self._failed_from = {}
             self._failed_in_a_row = 0
-            await self._deadletter(parsed.bad)
-            committed = await self._commit(
-                consumer, {tp: items[-1].offset + 1 for tp, items in batches.items()}
-            )
+            later = _first_offsets_of(parsed.good, deferred)
+            done = {
+                tp: min(items[-1].offset + 1, later.get(tp, items[-1].offset + 1))
+                for tp, items in batches.items()
+            }
+            # What lies past a partition's committed offset is dead-lettered or counted
+            # when it is read again.
+            bad = [(r, why) for r, why in parsed.bad if r.offset < done[_partition(r)]]
+            await self._deadletter(bad)
+            committed = await self._commit(consumer, done)
         self.counters.batches += 1
-        self.counters.records += len(records)
+        self.counters.records += sum(1 for r in records if r.offset < done[_partition(r)])
         self.counters.applied += applied
-        self.counters.deadlettered += len(parsed.bad)
+        self.counters.deadlettered += len(bad)
         self.counters.repeats += parsed.repeats
-        if parsed.good:
-            self.counters.last_ingested_at = max(m.ingested_at for _, m in parsed.good)
-        return committed
+        if ingested := [m.ingested_at for _, m in parsed.good if m.tenant_id not in deferred]:
+            self.counters.last_ingested_at = max(ingested)
+        if not committed:
+            return ReadAgain(first, RETRY_SECONDS)
+        return ReadAgain(later, DEFERRED_SECONDS) if later else None
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> bool:
         """Commits an applied batch's offsets; False when the group rebalanced under the
@@ -675,17 +727,20 @@ class FactConsumer:
 
     async def _apply_one_by_one(
         self, parsed: Parsed
-    ) -> tuple[int, list[tuple[ConsumerRecord[bytes, bytes], str]]] | None:
+    ) -> tuple[int, frozenset[str], list[tuple[ConsumerRecord[bytes, bytes], str]]] | None:
         """Applies each event in a transaction of its own: how many changed something,
-        and the records that failed with why. None (retry the batch later) when the
-        database itself failed, or every event did: that is no bad record but a fault
-        that would dead-letter everything."""
+        the tenants left for later, and the records that failed with why. None (retry
+        the batch later) when the database itself failed, or every event did: that is
+        no bad record but a fault that would dead-letter everything."""
         applied = 0
+        deferred: frozenset[str] = frozenset()
         faulty: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
         all_the_data = True
         for record, message in parsed.good:
             try:
-                applied += await apply_messages(self.db, [message], self.erased)
+                result = await apply_messages(self.db, [message], self.erased)
+                applied += result.changed
+                deferred |= result.deferred
             except Exception as exc:
                 if passing(exc):
                     return None
@@ -693,7 +748,7 @@ class FactConsumer:
                 faulty.append((record, f"cannot be applied: {type(exc).__name__}: {exc}"))
         if len(faulty) == len(parsed.good) and not all_the_data:
             return None
-        return applied, faulty
+        return applied, deferred, faulty
 
     async def _deadletter(self, bad: list[tuple[ConsumerRecord[bytes, bytes], str]]) -> None:
         if not bad:

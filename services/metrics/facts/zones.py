@@ -4,7 +4,9 @@ A store's override changes the local date of every fact it has, history included
 setting one rebuckets the store: its lines, orders and rollups are rebuilt from the
 facts, and its other events' contributions move from the old dates to the new. A batch
 applying facts and a rebucketing of the same tenant never interleave: the batch holds a
-shared lock on the tenant, the rebucketing an exclusive one.
+shared lock on the tenant, the rebucketing an exclusive one. A batch does not wait for
+a rebucketing (seconds for a large store): it leaves that tenant's events to be read
+again, and applies the other tenants' at once.
 """
 
 from __future__ import annotations
@@ -41,6 +43,19 @@ async def store_zones_for(conn: asyncpg.Connection, stores: set[tuple[str, str]]
         [s for _, s in stores],
     )
     return {(r["tenant_id"], r["store_id"]): r["timezone"] for r in rows}
+
+
+async def tenants_rebucketing(conn: asyncpg.Connection, tenants: set[str]) -> frozenset[str]:
+    """Of these tenants, those a rebucketing holds now; takes the shared locks of the
+    others, without waiting for any."""
+    if not tenants:
+        return frozenset()
+    rows = await conn.fetch(
+        "SELECT t FROM unnest($1::text[]) AS t "
+        "WHERE NOT pg_try_advisory_xact_lock_shared(hashtext('metrics.tenant:' || t))",
+        sorted(tenants),
+    )
+    return frozenset(row["t"] for row in rows)
 
 
 async def overrides(conn: asyncpg.Connection, tenant_id: str) -> list[asyncpg.Record]:
