@@ -447,3 +447,20 @@ def test_a_missing_rate_warning_names_a_month_of_days_then_counts_the_rest() -> 
     assert one_more.endswith(", 2026-01-31 and 1 more day, the last 2026-02-01")
     two_more = missing_rate_warning("MXN", "USD", days)
     assert two_more.endswith(", 2026-01-31 and 2 more days, the last 2026-02-02")
+
+
+def test_a_base_is_as_fresh_as_its_older_leg_and_ties_go_by_name() -> None:
+    d0, d1, d2 = date(2025, 1, 6), date(2025, 6, 2), date(2026, 1, 5)
+    book = RateBook.from_rows(
+        [
+            # Through USD one leg is of the very day, but the other is older than EUR's.
+            (d2, "USD", "MXN", D("18")),
+            (d0, "USD", "BRL", D("4")),
+            (d1, "EUR", "MXN", D("20")),
+            (d1, "EUR", "BRL", D("5")),
+            # Through CAD, legs as fresh as EUR's: EUR comes first by name.
+            (d1, "CAD", "MXN", D("13")),
+            (d1, "CAD", "BRL", D("3")),
+        ]
+    )
+    assert book.factor("BRL", "MXN", d2) == D("20") / D("5")
