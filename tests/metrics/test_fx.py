@@ -458,9 +458,9 @@ def test_a_base_is_as_fresh_as_its_older_leg_and_ties_go_by_name() -> None:
             (d0, "USD", "BRL", D("4")),
             (d1, "EUR", "MXN", D("20")),
             (d1, "EUR", "BRL", D("5")),
-            # Through CAD, legs as fresh as EUR's: EUR comes first by name.
-            (d1, "CAD", "MXN", D("13")),
-            (d1, "CAD", "BRL", D("3")),
+            # Through GBP, legs as fresh as EUR's: EUR comes first by name.
+            (d1, "GBP", "MXN", D("25")),
+            (d1, "GBP", "BRL", D("7")),
         ]
     )
     assert book.factor("BRL", "MXN", d2) == D("20") / D("5")
