@@ -97,24 +97,44 @@ def _unsupported_coding(headers: list[tuple[bytes, bytes]]) -> UnsupportedMediaT
     )
 
 
+# The charsets a body may be declared in, by the names clients give them, and the
+# codec it is read with: UTF-8, of which ASCII is a part; a CSV file may also be
+# GB18030 (of which GBK and GB2312 are parts), as Excel in a Chinese locale saves one.
+JSON_CHARSETS = {"utf-8": "utf-8", "utf8": "utf-8", "us-ascii": "utf-8", "ascii": "utf-8"}
+CSV_CHARSETS = {**JSON_CHARSETS, "gb18030": "gb18030", "gbk": "gb18030", "gb2312": "gb18030"}
+
+
+def declared_charset(content_type: str) -> str | None:
+    """The charset a Content-Type names, lower-cased; None when it names none."""
+    _, *options = content_type.split(";")
+    for option in options:
+        key, _, charset = option.partition("=")
+        if key.strip().lower() == "charset":
+            return charset.strip().strip('"').lower()
+    return None
+
+
 def _unsupported_charset(headers: list[tuple[bytes, bytes]]) -> UnsupportedMediaType | None:
-    """415 for a JSON or CSV body declared in another charset than UTF-8: read as UTF-8
-    it would be refused as no JSON, or taken with wrong letters (RFC 8259 §8.1)."""
+    """415 for a JSON or CSV body declared in a charset it is not read in: it would be
+    refused as no JSON, or taken with wrong letters (RFC 8259 §8.1)."""
     for name, value in headers:
         if name.lower() != b"content-type":
             continue
-        media, *options = value.decode("latin-1").split(";")
-        media = media.strip().lower()
+        content_type = value.decode("latin-1")
+        media = content_type.split(";", 1)[0].strip().lower()
         if not (media.endswith("json") or media == "text/csv"):
             return None
-        for option in options:
-            key, _, charset = option.partition("=")
-            charset = charset.strip().strip('"').lower()
-            if key.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
-                return UnsupportedMediaType(
-                    f"the body must be UTF-8, not {charset or 'an empty charset'}",
-                    [FieldError("header.Content-Type", "charset must be utf-8 (or absent)")],
-                )
+        charset = declared_charset(content_type)
+        readable, names = (
+            (CSV_CHARSETS, ("UTF-8 or GB18030", "utf-8 or gb18030"))
+            if media == "text/csv"
+            else (JSON_CHARSETS, ("UTF-8", "utf-8"))
+        )
+        if charset is not None and charset not in readable:
+            return UnsupportedMediaType(
+                f"the body must be {names[0]}, not {charset or 'an empty charset'}",
+                [FieldError("header.Content-Type", f"charset must be {names[1]} (or absent)")],
+            )
         return None
     return None
 

@@ -402,7 +402,8 @@ async def test_a_body_declared_in_another_charset_than_utf8_is_415(
     assert refused.json()["errors"] == [
         {"field": "header.Content-Type", "reason": "charset must be utf-8 (or absent)"}
     ]
-    for charset in ("utf-8", "UTF-8", '"utf-8"', "utf8"):
+    # ASCII is a part of UTF-8.
+    for charset in ("utf-8", "UTF-8", '"utf-8"', "utf8", "us-ascii"):
         answer = await http.post(
             "/v1/events",
             content=body,
@@ -411,6 +412,32 @@ async def test_a_body_declared_in_another_charset_than_utf8_is_415(
         # Read, and refused only for what it holds: no event.
         assert answer.status_code == 422, (charset, answer.text)
         assert answer.json()["errors"] == [{"field": "events", "reason": "at least one event"}]
+    # A CSV may be GB18030 (or GBK, GB2312), as Excel in a Chinese locale saves it; JSON
+    # may not.
+    csv_refused = await http.post(
+        "/v1/events:csv?type=fee",
+        content=body,
+        headers={**tenant.headers, "Content-Type": "text/csv; charset=windows-1252"},
+    )
+    assert csv_refused.json()["detail"] == "the body must be UTF-8 or GB18030, not windows-1252"
+    assert csv_refused.json()["errors"] == [
+        {"field": "header.Content-Type", "reason": "charset must be utf-8 or gb18030 (or absent)"}
+    ]
+    json_refused = await http.post(
+        "/v1/events",
+        content=body,
+        headers={**tenant.headers, "Content-Type": "application/json; charset=gbk"},
+    )
+    assert json_refused.status_code == 415, json_refused.text
+    header = "event_id,platform,store_id,marketplace,fee_type,amount,currency,charged_at,sku"
+    fee = "gbk-fee,amazon,s1,US,commission,1.00,USD,2026-03-01T00:00:00Z,台灯"
+    for charset in ("gbk", "GB2312", "gb18030"):
+        pushed = await http.post(
+            "/v1/events:csv?type=fee",
+            content=f"{header}\r\n{fee}\r\n".encode("gbk"),
+            headers={**tenant.headers, "Content-Type": f"text/csv; charset={charset}"},
+        )
+        assert pushed.status_code == 202, (charset, pushed.text)
 
 
 async def test_a_json_body_starting_with_a_byte_order_mark_is_read(

@@ -353,21 +353,55 @@ def test_excels_separator_line_is_no_header() -> None:
     assert _refusal(f"sep=;\n{HEADER}\n{GOOD[0]}\n") == [
         (1, "body", "columns are separated by commas")
     ]
+    assert _refusal(f"sep=;;;;\n{HEADER}\n{GOOD[0]}\n") == [
+        (1, "body", "columns are separated by commas")
+    ]
+    # Kept as a cell by a spreadsheet that knew nothing of it, and saved again: quoted,
+    # or padded with a separator for each column.
+    for hint in ('"sep=,"', "sep=,,,,,,,,,,,,", '"sep=,",,,,', "SEP=,"):
+        saved = parse_csv(f"{hint}\r\n{HEADER}\r\n{GOOD[0]}\r\n".encode(), "order_line", 10)
+        assert saved.rows == [3], hint
     # A byte order mark inside the first quoted name is none of it.
     marked = parse_csv(f'"\ufeffEvent ID"{HEADER[8:]}\n{GOOD[0]}\n'.encode(), "order_line", 10)
     assert marked.events[0]["event_id"] == "erp-1"
+
+
+NOT_UTF8 = (
+    "the file is not UTF-8 text: line 3 holds the byte 0xC9 (a file saved by Excel in a "
+    "Chinese locale is GBK: send it with Content-Type: text/csv; charset=gb18030)"
+)
 
 
 def test_a_file_not_in_utf8_is_refused_naming_the_line_of_the_byte() -> None:
     latin1 = f"{HEADER}\n{GOOD[0]}\n{GOOD[1].replace('MUG', 'CAFÉ')}\n".encode("latin-1")
     with pytest.raises(InvalidInput) as refused:
         parse_csv(latin1, "order_line", 10)
-    assert refused.value.detail == "the file is not UTF-8 text: line 3 holds the byte 0xC9"
+    assert refused.value.detail == NOT_UTF8
     assert [(e.row, e.field) for e in refused.value.errors] == [(3, "body")]
     # After a byte order mark too (the decoder counts from after it).
     with pytest.raises(InvalidInput) as marked:
         parse_csv(b"\xef\xbb\xbf" + latin1, "order_line", 10)
-    assert marked.value.detail == "the file is not UTF-8 text: line 3 holds the byte 0xC9"
+    assert marked.value.detail == NOT_UTF8
+    # Lines that end in a bare CR, or CRLF, are counted as the reader counts them.
+    for ending in ("\r", "\r\n"):
+        lines = [HEADER, GOOD[0], GOOD[1].replace("MUG", "CAFÉ")]
+        with pytest.raises(InvalidInput) as old_mac:
+            parse_csv((ending.join(lines) + ending).encode("latin-1"), "order_line", 10)
+        assert old_mac.value.detail == NOT_UTF8, repr(ending)
+
+
+def test_a_file_excel_saved_in_a_chinese_locale_is_read_when_declared_gb18030() -> None:
+    chinese = GOOD[1].replace("MUG", "马克杯")
+    gbk = f"{HEADER}\r\n{GOOD[0]}\r\n{chinese}\r\n".encode("gbk")
+    batch = parse_csv(gbk, "order_line", 10, "gb18030")
+    assert [e["payload"]["sku"] for e in batch.events] == ["LAMP", "马克杯"]
+    # As UTF-8 it is refused, saying how to send it.
+    with pytest.raises(InvalidInput, match="charset=gb18030"):
+        parse_csv(gbk, "order_line", 10)
+    # Bytes no GB18030 text holds are named by their line.
+    with pytest.raises(InvalidInput) as refused:
+        parse_csv(gbk.replace(b"\r\nerp-2", b"\r\n\x80rp-2"), "order_line", 10, "gb18030")
+    assert refused.value.detail == "the file is not GB18030 text: line 3 holds the byte 0x80"
 
 
 async def test_a_json_push_sent_to_the_csv_route_is_415(
@@ -436,6 +470,22 @@ async def test_lines_ending_in_a_bare_cr_are_read_as_lines(
             "reason": response.json()["errors"][0]["reason"],
         }
     ]
+
+
+def test_a_semicolon_file_is_told_so_whatever_ends_its_lines_or_comes_before_it() -> None:
+    """The check read the text up to the first LF: with bare CR endings that was the
+    whole file, whose decimal commas hid the semicolons."""
+    header = "event_id;platform;store_id;marketplace;order_id;amount;currency;refunded_at"
+    row = "e1;amazon;s1;DE;o1;1,50;EUR;2026-03-05T00:00:00Z"
+    for text, line in (
+        (f"{header}\r{row}\r", 1),
+        (f"\n{header}\n{row}\n", 2),
+        (f";;;\r\n\r\n{header}\r\n{row}\r\n", 3),
+    ):
+        with pytest.raises(InvalidInput) as refused:
+            parse_csv(text.encode(), "refund", 10)
+        assert "columns are separated by commas" in refused.value.detail, text
+        assert [e.row for e in refused.value.errors] == [line], text
 
 
 def test_a_file_saved_with_semicolons_or_tabs_is_told_so() -> None:

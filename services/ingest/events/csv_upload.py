@@ -116,6 +116,9 @@ class CsvBatch:
 # file is refused at once, not read (a million-column header took ingest 15 s).
 MAX_COLUMNS = 100
 MAX_BLANK_LINES = 100_000
+# The encodings a file may come in: UTF-8, or GB18030 (of which GBK and GB2312 are
+# parts) as Excel in a Chinese locale saves a CSV, when the upload declares it.
+UTF8 = "utf-8"
 
 
 # A quoted cell and the padding a spreadsheet may leave around it (`US, "1.00" ,`):
@@ -193,31 +196,20 @@ def _records(text: str) -> Iterator[tuple[int, list[str]]]:
             )
 
 
-def parse_csv(raw: bytes, event_type: str, max_events: int) -> CsvBatch:
-    """Events from an uploaded file, in file order, with the line each starts on."""
+def parse_csv(raw: bytes, event_type: str, max_events: int, encoding: str = UTF8) -> CsvBatch:
+    """Events from an uploaded file, in file order, with the line each starts on. The
+    file is UTF-8, or GB18030 (of which GBK and GB2312 are parts) when so declared."""
     if event_type not in EVENT_TYPES:
         raise InvalidInput(
             f"unknown event type {event_type!r}",
             [FieldError(field="type", reason=f"one of {', '.join(EVENT_TYPES)}")],
         )
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        # The line of the first byte that is not UTF-8, as the file's other errors name
-        # theirs: one Latin-1 name in a 5,000-line export is found at once.
-        # utf-8-sig counts from after a byte order mark.
-        at = exc.start + (len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0)
-        line = raw[:at].count(b"\n") + 1
-        byte = raw[at]
-        raise InvalidInput(
-            f"the file is not UTF-8 text: line {line} holds the byte 0x{byte:02X}",
-            [FieldError(field="body", reason="must be UTF-8 CSV", row=line)],
-        ) from None
+    text = _decoded(raw, encoding)
     # The end-of-file mark (Ctrl-Z) some old ERPs still write, a line break or not
     # after it.
     text = _END_OF_FILE.sub("", text)
     text = _without_padding_around_quotes(_without_separator_hint(text))
-    _check_separator(text.split("\n", 1)[0], 1)
+    _check_separator(*_first_line(text))
     records = _records(text)
     first = next(records, None)
     if first is None:
@@ -286,7 +278,49 @@ _END_OF_FILE = re.compile(r"\x1a\s*\Z")
 
 
 # Ends at the first line break of any kind: a line may end in LF, CRLF or a bare CR.
-_SEPARATOR_HINT = re.compile(r"sep=([^\r\n]?)(?=\r\n|\n|\r|$)", re.IGNORECASE)
+# Quoted, or padded with separators, as a spreadsheet that kept it as a cell saves it.
+_SEPARATOR_HINT = re.compile(
+    r'(?P<quote>")?sep=(?P<separator>[^\r\n"]?)(?(quote)")[,;\t]*(?=\r\n|\n|\r|$)',
+    re.IGNORECASE,
+)
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
+
+
+def _decoded(raw: bytes, encoding: str) -> str:
+    try:
+        # utf-8-sig: a byte order mark is no part of the header.
+        return raw.decode("utf-8-sig" if encoding == UTF8 else encoding)
+    except UnicodeDecodeError as exc:
+        # The line of the first stray byte, as the file's other errors name theirs:
+        # one Latin-1 name in a 5,000-line export is found at once. utf-8-sig counts
+        # from after a byte order mark.
+        bom = encoding == UTF8 and raw.startswith(codecs.BOM_UTF8)
+        at = exc.start + (len(codecs.BOM_UTF8) if bom else 0)
+        line = len(_LINE_BREAK_BYTES.findall(raw, 0, at)) + 1
+        name = "UTF-8" if encoding == UTF8 else "GB18030"
+        hint = (
+            " (a file saved by Excel in a Chinese locale is GBK: send it with "
+            "Content-Type: text/csv; charset=gb18030)"
+            if encoding == UTF8
+            else ""
+        )
+        raise InvalidInput(
+            f"the file is not {name} text: line {line} holds the byte 0x{raw[at]:02X}{hint}",
+            [FieldError(field="body", reason=f"must be {name} CSV", row=line)],
+        ) from None
+
+
+def _first_line(text: str) -> tuple[str, int]:
+    """The first line with more than separators and spaces, and its number: the one
+    the header is read from."""
+    start = number = 0
+    for number, brk in enumerate(_LINE_BREAK.finditer(text), start=1):
+        line = text[start : brk.start()]
+        if line.strip(" \t,;") or number > MAX_BLANK_LINES:
+            return line, number
+        start = brk.end()
+    return text[start:], number + 1
 
 
 def _without_separator_hint(text: str) -> str:
@@ -296,8 +330,8 @@ def _without_separator_hint(text: str) -> str:
     hint = _SEPARATOR_HINT.match(text)
     if hint is None:
         return text
-    if hint.group(1) != ",":
-        named = hint.group(1)
+    if hint.group("separator") != ",":
+        named = hint.group("separator")
         shown = repr(named) if named.strip() else "a tab or a space" if named else "nothing"
         raise InvalidInput(
             f"line 1 ({hint.group(0).strip()}) says columns are separated by {shown}: "

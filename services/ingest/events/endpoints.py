@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from services.ingest.config import Settings
 from services.ingest.events import service
-from services.ingest.events.csv_upload import CsvBatch, parse_csv
+from services.ingest.events.csv_upload import UTF8, CsvBatch, parse_csv
 from services.ingest.events.repository import EventRepository
 from services.ingest.events.schemas import PUSH_REQUEST_SCHEMA, OutboxStatus, PushAccepted
 from services.ingest.outbox.repository import OutboxRepository
@@ -21,6 +21,7 @@ from shared.auth import current_principal
 from shared.db import Database
 from shared.errors import InvalidInput
 from shared.events import EVENT_TYPES, Event
+from shared.input_guard import CSV_CHARSETS, declared_charset
 from shared.openapi import ErrorBody
 from shared.service import is_json, media_type, require_json_body, unsupported_media_type
 from shared.tenant_data import hold_tenants
@@ -184,7 +185,11 @@ async def outbox_status(
         202: ACCEPTED,
         409: REPLAY_RACE,
         413: {"model": ErrorBody, "description": "More than 5,000 rows"},
-        415: {"model": ErrorBody, "description": "A body sent as another type than text/csv"},
+        415: {
+            "model": ErrorBody,
+            "description": "A JSON body or a form upload (multipart/form-data): send the "
+            "file itself; or a charset other than UTF-8 or GB18030 (GBK, GB2312)",
+        },
         422: {"model": ErrorBody, "description": "Invalid rows, each by index, row and field"},
     },
 )
@@ -215,8 +220,12 @@ async def upload_events_csv(
     raw = await request.body()
     settings: Settings = request.app.state.settings
 
+    # What the input guard let through: absent, a name of UTF-8, or of GB18030.
+    charset = declared_charset(request.headers.get("content-type", "")) or UTF8
+    encoding = CSV_CHARSETS.get(charset, UTF8)
+
     def read() -> tuple[CsvBatch, list[Event], str]:
-        batch = parse_csv(raw, event_type, settings.max_events_per_request)
+        batch = parse_csv(raw, event_type, settings.max_events_per_request, encoding)
         try:
             events = service.validate(batch.events, rows=batch.rows)
         except InvalidInput as refused:
