@@ -265,12 +265,12 @@ class TokenVerifier:
         ):
             if not isinstance(value, str):
                 raise Unauthenticated(f"token lacks the {name} claim")
-        if not getattr(self.revoked, "read", True):
-            # A service that has not yet read the revocations (and erased tenants) since
-            # it started would take what the gateway refuses: none is taken meanwhile.
+        if unknown := getattr(self.revoked, "unknown", None):
+            # A service that has not read the revocations (and erased tenants) since it
+            # started, or lately, would take what the gateway refuses: none is taken.
             raise UpstreamUnavailable.for_now(
-                "this service has not read the revoked tokens from the gateway yet; send "
-                "the request again in a moment"
+                f"this service's list of revoked tokens is {unknown}; send the request "
+                "again in a moment"
             )
         if claims["jti"] in self.revoked or revoked_client_key(str(client_id)) in self.revoked:
             raise TokenRevoked()

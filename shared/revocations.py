@@ -25,6 +25,9 @@ RELOAD_SECONDS = 1.0
 AWAY_SECONDS = 10.0
 # How long a service starting waits for its first read.
 FIRST_READ_SECONDS = 3.0
+# How old the last list read may grow, the gateway away, before tokens are refused: a
+# token revoked meanwhile would be taken for as long as the list is not read again.
+STALE_SECONDS = 5.0
 # What a read that failed raises: the gateway away, or an answer that is no list.
 UNREADABLE: tuple[type[Exception], ...] = (httpx.HTTPError, ValueError, KeyError, TypeError)
 
@@ -59,13 +62,23 @@ class GatewayRevocations:
         # restarted since and so missed the erasure's message.
         self._erased: frozenset[str] = frozenset()
         self._etag: str | None = None
-        # Whether the list has been read since the service started: until then, tokens
-        # are not taken (see shared.auth).
+        # Whether the list has been read since the service started, and when last.
         self.read = False
+        self._read_at = 0.0
         self._task: asyncio.Task[None] | None = None
 
     def __contains__(self, revoked_id: object) -> bool:
         return isinstance(revoked_id, str) and revocation_digest(revoked_id) in self._revoked
+
+    @property
+    def unknown(self) -> str | None:
+        """Why the revocations in force are not known now, or None: tokens are not
+        taken meanwhile (see shared.auth)."""
+        if not self.read:
+            return "not read from the gateway yet"
+        if (age := time.monotonic() - self._read_at) > STALE_SECONDS:
+            return f"not read from the gateway for {age:.0f} s"
+        return None
 
     def erased(self, tenant_id: str) -> bool:
         """Whether the gateway lists the tenant as erased."""
@@ -76,7 +89,7 @@ class GatewayRevocations:
         held = {"If-None-Match": self._etag} if self._etag else {}
         response = await self.client.get(self.url, headers=held)
         if response.status_code == 304:
-            self.read = True
+            self.read, self._read_at = True, time.monotonic()
             return
         response.raise_for_status()
         listed = response.json()
@@ -86,7 +99,7 @@ class GatewayRevocations:
         if self.on_signing_keys is not None and isinstance(kids, list):
             self.on_signing_keys(frozenset(str(kid) for kid in kids))
         self._etag = response.headers.get("etag")
-        self.read = True
+        self.read, self._read_at = True, time.monotonic()
 
     async def start(self) -> None:
         """Reads the list once before the first request is taken, when the gateway
@@ -108,7 +121,7 @@ class GatewayRevocations:
                 await self.load()
                 away_since, warned = None, False
             except UNREADABLE as exc:
-                # The last list read stays in force; said once, not every second.
+                # Said once, not every second; past STALE_SECONDS no token is taken.
                 now = time.monotonic()
                 away_since = now if away_since is None else away_since
                 if not warned and now - away_since >= self.away_seconds:

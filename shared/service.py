@@ -474,7 +474,7 @@ def health_router(settings: ServiceSettings) -> APIRouter:
         checked_with = getattr(getattr(request.app.state, "token_verifier", None), "revoked", None)
         if revocations is not None and checked_with is revocations:
             # Its tokens are refused until the revocations are read (see shared.auth).
-            checks["revocations"] = "ok" if checked_with.read else "not read from the gateway yet"
+            checks["revocations"] = checked_with.unknown or "ok"
         # A service's own conditions beyond these two (metrics: its consumer has joined
         # the event stream, or its answers lack whatever came since it started).
         for name, check in getattr(request.app.state, "readiness_checks", {}).items():

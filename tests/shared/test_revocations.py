@@ -10,6 +10,7 @@ import httpx
 import pytest
 from joserfc.jwk import KeySet, RSAKey
 
+from shared import revocations as revocations_module
 from shared.auth import KeyCache, TokenVerifier
 from shared.errors import Unauthenticated, UpstreamUnavailable
 from shared.revocations import REVOKED_TOKENS_PATH, GatewayRevocations, revocation_digest
@@ -168,3 +169,31 @@ async def test_no_token_is_taken_before_the_revocations_are_read(minter: TokenMi
     await client.aclose()
     assert (await verifier.verify(token)).tenant_id == "tn_1"
     assert revocations.erased("tn_gone") and not revocations.erased("tn_1")
+
+
+async def test_a_list_gone_stale_takes_no_token_until_it_is_read_again(
+    minter: TokenMinter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway away, a token revoked meanwhile was taken at a service's own port for
+    as long as it stayed away: past a few seconds none is taken."""
+    monkeypatch.setattr(revocations_module, "STALE_SECONDS", 0.05)
+    client = httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda _: httpx.Response(200, json={"revoked": []}))
+    )
+    revocations = GatewayRevocations("http://gateway", client)
+    verifier = TokenVerifier(
+        minter.verifier().keys, minter.issuer, minter.audience, revoked=revocations
+    )
+    token = minter.mint("tn_1", ["kpi:read"])
+    await revocations.load()
+    assert (await verifier.verify(token)).tenant_id == "tn_1"
+    await asyncio.sleep(0.1)
+    assert revocations.unknown == "not read from the gateway for 0 s"
+    with pytest.raises(UpstreamUnavailable) as stale:
+        await verifier.verify(token)
+    assert stale.value.headers == {"Retry-After": "1"}
+    assert "list of revoked tokens is not read from the gateway for" in stale.value.detail
+    await revocations.load()
+    await client.aclose()
+    assert revocations.unknown is None
+    assert (await verifier.verify(token)).tenant_id == "tn_1"
