@@ -27,7 +27,7 @@ AWAY_SECONDS = 10.0
 FIRST_READ_SECONDS = 3.0
 # How old the last list read may grow, the gateway away, before tokens are refused: a
 # token revoked meanwhile would be taken for as long as the list is not read again.
-STALE_SECONDS = 5.0
+STALE_SECONDS = 10.0
 # What a read that failed raises: the gateway away, or an answer that is no list.
 UNREADABLE: tuple[type[Exception], ...] = (httpx.HTTPError, ValueError, KeyError, TypeError)
 
