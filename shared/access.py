@@ -250,6 +250,10 @@ async def resolve_access(
         categories=limits.get("categories"),
     )
     access.require(scope)
+    if access.stores is not None and not access.stores:
+        # A person limited to stores the grant does not give: nothing of the seller is
+        # theirs, not even its settings.
+        raise Forbidden(f"no access to any store of tenant {tenant_id}")
     return access
 
 

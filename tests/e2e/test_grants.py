@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from services.gateway.tenants.internal import TENANT_PROFILE_PATH
 from tests.conftest import NewTenant, Stack, TenantClient
 from tests.gateway.test_admin_reach import signed_in
 from tests.metrics.test_kpis import line
@@ -419,3 +420,19 @@ async def test_an_agency_users_own_limits_hold_in_the_sellers_tenant(
     refused = await http.get("/v1/kpis", params=params, headers=nowhere.headers)
     assert refused.status_code == 403
     assert refused.json()["detail"] == f"no access to any store of tenant {seller.tenant_id}"
+    # Nor the seller's settings: its catalog (GMV as it counts it) and its profile.
+    tenant = {"tenant_id": seller.tenant_id}
+    catalog = await http.get("/v1/kpis/catalog", params=tenant, headers=nowhere.headers)
+    assert catalog.status_code == 403, catalog.text
+    assert catalog.json()["detail"] == f"no access to any store of tenant {seller.tenant_id}"
+    query = "query($t: ID) { kpiCatalog(tenantId: $t) { name } }"
+    graphql = await http.post(
+        "/graphql",
+        json={"query": query, "variables": {"t": seller.tenant_id}},
+        headers=nowhere.headers,
+    )
+    assert graphql.json()["errors"][0]["extensions"]["code"] == "FORBIDDEN", graphql.text
+    profile = await http.get(
+        TENANT_PROFILE_PATH.format(tenant_id=seller.tenant_id), headers=nowhere.headers
+    )
+    assert profile.status_code == 403, profile.text

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from services.gateway.grants.service import effective_grant
 from services.gateway.tenants.repository import TenantRepository
+from shared.access import store_limits
 from shared.auth import Principal, current_principal
 from shared.deps import DbSession
 from shared.errors import Forbidden, NotFound
@@ -39,6 +40,8 @@ async def tenant_profile(
         grant = await effective_grant(session, principal, tenant_id)
         if grant is None or KPI_READ not in grant.scopes:
             raise Forbidden(f"no access to tenant {tenant_id}")
+        if (limited := store_limits(principal)) is not None and not grant.stores & limited:
+            raise Forbidden(f"no access to any store of tenant {tenant_id}")
     tenant = await TenantRepository(session).get(tenant_id)
     if tenant is None:
         raise NotFound(f"no tenant {tenant_id}")
