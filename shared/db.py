@@ -97,7 +97,17 @@ def database_unavailable(exc: BaseException) -> bool:
     ):
         return True
     state = sqlstate(exc)
-    return state is not None and state[:2] in _UNAVAILABLE_STATES
+    if state is not None and state[:2] in _UNAVAILABLE_STATES:
+        return True
+    # Leaving a transaction's block on a connection the server's death closed raises
+    # anew ("cannot call Transaction.__aexit__(): the underlying connection is
+    # closed"), over the error that told of it.
+    driver_error = exc if isinstance(exc, asyncpg.InterfaceError) else getattr(exc, "orig", None)
+    return (
+        isinstance(driver_error, asyncpg.InterfaceError)
+        and exc.__context__ is not None
+        and database_unavailable(exc.__context__)
+    )
 
 
 def rolled_back_for_concurrency(exc: BaseException) -> bool:

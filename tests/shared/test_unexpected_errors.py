@@ -35,6 +35,12 @@ class DiskFull(Exception):
     sqlstate = "53100"
 
 
+def over(error: BaseException, context: BaseException) -> BaseException:
+    """``error`` as raised while ``context`` was being handled."""
+    error.__context__ = context
+    return error
+
+
 # How a database that cannot take the request now shows, depending on where it is met.
 DATABASE_AWAY: dict[str, BaseException] = {
     "down": ConnectionRefusedError(111, "Connect call failed"),
@@ -52,6 +58,23 @@ DATABASE_AWAY: dict[str, BaseException] = {
     ),
     "crashed in a session": DBAPIError(
         "SELECT 1", {}, asyncpg.exceptions.InternalClientError("cannot switch to state 15")
+    ),
+    # Leaving a transaction's block raised anew over the connection lost in it.
+    "closed in a transaction": over(
+        asyncpg.InterfaceError(
+            "cannot call Transaction.__aexit__(): the underlying connection is closed"
+        ),
+        asyncpg.exceptions.ConnectionDoesNotExistError(
+            "connection was closed in the middle of operation"
+        ),
+    ),
+}
+# A driver's refusal of a statement of ours, whatever it was handling, is a fault.
+OUR_FAULTS: dict[str, BaseException] = {
+    "misused": asyncpg.InterfaceError("cannot use Connection.transaction() in a manually"),
+    "misused while handling": over(
+        asyncpg.InterfaceError("cannot use Connection.transaction() in a manually"),
+        ValueError("a fault of ours"),
     ),
 }
 
@@ -77,6 +100,10 @@ def failing_app() -> tuple[object, list[int]]:
     @app.get("/database/{how}")
     async def database_away(how: str) -> None:
         raise DATABASE_AWAY[how]
+
+    @app.get("/fault/{how}")
+    async def our_fault(how: str) -> None:
+        raise OUR_FAULTS[how]
 
     @app.get("/disk-full")
     async def disk_full() -> None:
@@ -132,6 +159,9 @@ async def test_a_transaction_rolled_back_for_a_concurrent_one_is_a_503_to_retry(
 
 async def test_a_database_that_cannot_take_the_request_now_is_a_503_to_retry() -> None:
     async with failing_app_client() as client:
+        for how in OUR_FAULTS:
+            fault = await client.get(f"/fault/{how}")
+            assert fault.status_code == 500, (how, fault.text)
         for how in DATABASE_AWAY:
             answer = await client.get(f"/database/{how}")
             assert answer.status_code == 503, (how, answer.text)
