@@ -281,6 +281,13 @@ async def test_downstream_down_is_503_naming_it(stack: Stack, new_tenant: NewTen
         async with own_gateway(stack, targets_url=f"http://127.0.0.1:{down}") as client:
             response = await client.get("/v1/targets/plans", headers=tenant.headers)
             document = await client.get("/openapi.json")
+            # Without a good token it is told so first, as the service would have.
+            anonymous = await client.get("/v1/targets/plans")
+            forged = await client.get(
+                "/v1/targets/plans", headers={"Authorization": "Bearer not-a-token"}
+            )
+    assert anonymous.status_code == 401 and forged.status_code == 401, anonymous.text
+    assert anonymous.headers["www-authenticate"].startswith("Bearer")
     assert response.status_code == 503
     assert response.json() == {
         "error": "unavailable",

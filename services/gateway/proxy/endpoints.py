@@ -8,7 +8,8 @@ from fastapi.responses import JSONResponse
 from services.gateway.erasures.tracker import refuse_erased_writes
 from services.gateway.proxy.routes import OWNERS, owner_of
 from services.gateway.proxy.service import forward, service_urls
-from shared.errors import NotFound
+from shared.auth import current_principal
+from shared.errors import NotFound, UpstreamUnavailable
 
 router = APIRouter(include_in_schema=False)
 
@@ -29,7 +30,13 @@ def _owner(request: Request) -> tuple[str, str]:
 
 async def route(request: Request) -> Response:
     service, base = _owner(request)
-    return await forward(request, request.app.state.http, service, base)
+    try:
+        return await forward(request, request.app.state.http, service, base)
+    except UpstreamUnavailable:
+        # A missing or bad token is answered first, as the service would have (and
+        # which service is away is none of an anonymous caller's business).
+        await current_principal(request)
+        raise
 
 
 async def refuse_method(request: Request) -> Response:
