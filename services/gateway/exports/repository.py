@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from services.gateway.exports.models import Export
+from services.gateway.exports.sources import NEW_EXPORT
 
 
 class ExportRepository:
@@ -128,7 +129,7 @@ class ExportRepository:
             .where(col(Export.status) == "running", col(Export.heartbeat_at) < before)
             .values(
                 status="failed",
-                error="the gateway process building it stopped; request a new export",
+                error=f"the gateway process building it stopped{NEW_EXPORT}",
                 finished_at=now,
             )
         )

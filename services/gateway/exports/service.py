@@ -29,6 +29,7 @@ from services.gateway.exports.models import Export
 from services.gateway.exports.repository import ExportRepository
 from services.gateway.exports.schemas import ExportOut, Progress
 from services.gateway.exports.sources import (
+    NEW_EXPORT,
     ArchiveWriter,
     ExportFailed,
     LocalSource,
@@ -134,7 +135,8 @@ async def downloadable_export(session: AsyncSession, tenant_id: str, export_id: 
     if export.status == "running":
         raise Conflict(f"export {export_id} is still running; poll it until it is ready")
     if export.status != "ready":
-        raise Conflict(f"export {export_id} failed ({export.error}); request a new one")
+        # Each stored error says what went wrong and to request a new export.
+        raise Conflict(f"export {export_id} cannot be downloaded: {export.error}")
     return export
 
 
@@ -210,10 +212,10 @@ class ExportRunner:
             if stored:
                 log.info("export ready", extra={"fields": {"export_id": export.id, "bytes": size}})
         except asyncio.CancelledError:
-            await self._fail(export.id, "the export was stopped; request a new one")
+            await self._fail(export.id, "the export was stopped")
             raise
         except (ExportFailed, httpx.HTTPError) as exc:
-            await self._fail(export.id, str(exc) or type(exc).__name__)
+            await self._fail(export.id, str(exc).removesuffix(NEW_EXPORT) or type(exc).__name__)
         except Exception as exc:
             # A fault of ours: logged whole, and the export says it failed instead of
             # staying "running" until its heartbeat goes stale.
@@ -266,6 +268,7 @@ class ExportRunner:
 
     async def _fail(self, export_id: str, error: str) -> None:
         log.warning("export failed: %s", error, extra={"fields": {"export_id": export_id}})
+        error += NEW_EXPORT
         # Best effort: when the database is gone too, the stale heartbeat tells later.
         with contextlib.suppress(OSError, SQLAlchemyError):
             async with self.db.session() as session:

@@ -29,6 +29,9 @@ from shared.tenant_data import (
     table_named,
 )
 
+# What every failed export's error ends with: the remedy.
+NEW_EXPORT = "; request a new export"
+
 
 class ExportFailed(Exception):
     """A service could not hand over its data; the export is marked failed with this."""
@@ -39,7 +42,7 @@ class ServiceAway(ExportFailed):
     may be built again in a moment."""
 
     def __init__(self, service: str) -> None:
-        super().__init__(f"the {service} service was unavailable; request a new export")
+        super().__init__(f"the {service} service was unavailable{NEW_EXPORT}")
 
 
 class TableSource(Protocol):
