@@ -1033,3 +1033,30 @@ async def test_the_fields_of_one_request_show_one_state_of_the_data(
         "card": {"warnings": ["version 5"]},
         "chart": {"warnings": ["version 6"]},
     }
+
+
+async def test_input_errors_read_as_the_query_wrote_them(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """A null is null, not Python's None; and metrics' refusal of a value reads as
+    every other input error does, beginning with the field."""
+    tenant = await new_tenant(scopes=["kpi:read"])
+    written = await gql(
+        http,
+        tenant.headers,
+        '{ kpis(input: {metrics: ["gmv", null], from: "2026-01-01", to: "2026-01-31",'
+        " grain: TOTAL}) { currency } }",
+    )
+    [error] = written["errors"]
+    assert error["message"] == (
+        "input.metrics[1]: Expected value of non-null type 'String!' not to be null."
+    )
+    empty = await gql(
+        http,
+        tenant.headers,
+        "query($input: KpiQueryInput!) { kpis(input: $input) { currency } }",
+        input=month_input(metrics=[]),
+    )
+    [error] = empty["errors"]
+    assert error["message"] == "input.metrics: required", error
+    assert error["extensions"]["errors"] == [{"field": "input.metrics", "reason": "required"}]

@@ -62,6 +62,9 @@ _FIELD_IN_WORDS = re.compile(
 )
 
 
+_PYTHON_NONE = re.compile(r"\bNone\b")
+
+
 def _field_named(path: str, reason: str) -> str:
     """The input field an error is about: ``path``, or the field under it that was left
     out or is unknown (a misspelt ``store`` for ``stores``)."""
@@ -130,18 +133,20 @@ class NamedValuesOfCorrectType(ValuesOfCorrectTypeRule):
         return SKIP
 
     def _report(self, error: GraphQLError, path: list[str | int], nodes: list[Any] | None) -> None:
+        # graphql-core writes the null a document holds as Python's None.
+        reason = _PYTHON_NONE.sub("null", error.message)
         field = _field_named(
             (
                 self._argument
                 + "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in path)
             ).lstrip("."),
-            error.message,
+            reason,
         )
         self.report_error(
             GraphQLError(
-                f"{field}: {error.message}" if field else error.message,
+                f"{field}: {reason}" if field else reason,
                 nodes=nodes,
-                extensions={"errors": [{"field": field, "reason": error.message}]},
+                extensions={"errors": [{"field": field, "reason": reason}]},
             )
         )
 

@@ -207,8 +207,11 @@ def _error_from(response: httpx.Response) -> LodestarError:
     for rest_name in {str(e.get("field", "")) for e in named}:
         # Metrics says "group_by: ..." where the GraphQL input has input.groupBy.
         graphql_name = _graphql_field(rest_name)
+        # And "invalid request: " is dropped: other input errors begin with the field.
         detail = re.sub(
-            rf"(^|; |^invalid request: ){re.escape(rest_name)}: ", rf"\g<1>{graphql_name}: ", detail
+            rf"(^|; )(?:invalid request: )?{re.escape(rest_name)}: ",
+            rf"\g<1>{graphql_name}: ",
+            detail,
         )
     status = response.status_code
     if status == 401:
