@@ -26,6 +26,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     create_model,
     model_validator,
 )
@@ -180,7 +181,18 @@ def _blank_as_absent(value: object) -> object:
     return None if isinstance(value, str) and not value.strip() else value
 
 
-OptionalText = Annotated[Text | None, BeforeValidator(_blank_as_absent)]
+OptionalText = Annotated[
+    Text | None,
+    BeforeValidator(_blank_as_absent),
+    # As read: "" is taken (as absent), which Text's own minLength would deny a client
+    # that checks its events against the API document before it sends them.
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "maxLength": MAX_TEXT}, {"type": "null"}],
+            "description": 'Optional; blank ("" or spaces) is the same as absent',
+        }
+    ),
+]
 # A refund's reason, a carrier's name: text a person wrote, kept and exported with the
 # event; far longer is a mistake (a whole document pasted), not a reason.
 MAX_FREE_TEXT = 2_000

@@ -48,7 +48,11 @@ SECURITY_SCHEMES = {
             "authorizationCode": {
                 "authorizationUrl": "/oauth/authorize",
                 "tokenUrl": "/oauth/token",
-                "scopes": {s: SCOPE_DESCRIPTIONS[s] for s in ALL_SCOPES},
+                # A person's sign-in may also ask for an OpenID Connect ID token.
+                "scopes": {
+                    **{s: SCOPE_DESCRIPTIONS[s] for s in ALL_SCOPES},
+                    "openid": "an OpenID Connect ID token too, and /oauth/userinfo",
+                },
             },
         },
     }

@@ -252,7 +252,8 @@ _GRAPHQL_ANSWER = {
     "type": "object",
     "description": "`data` (absent when the request was refused before it ran, GraphQL "
     "spec §7.1.2), and `errors` each with `message`, `path` and `extensions.code` "
-    "(CONTRACT §2: BAD_USER_INPUT, UNAUTHENTICATED, FORBIDDEN, RATE_LIMITED, INTERNAL); "
+    "(CONTRACT §2: BAD_USER_INPUT, UNAUTHENTICATED, FORBIDDEN, NOT_FOUND, RATE_LIMITED, "
+    "INTERNAL); "
     "`extensions.errors` names each input field refused, `extensions.retryAfter` when "
     "to ask again.",
     "properties": {

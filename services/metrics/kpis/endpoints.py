@@ -106,9 +106,14 @@ def _string_as(schema: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
 
 
 def _one_of(values: Sequence[str]) -> dict[str, Any]:
+    """A word of ``values``, read in any case: listed in lower case, as REST writes them,
+    and in upper case, as GraphQL's enums do, so that a client checking values against
+    the document sends either."""
     return {
-        "description": f"One of {', '.join(values)}",
-        "json_schema_extra": _string_as({"enum": list(values)}),
+        "description": f"One of {', '.join(values)}, in any case",
+        "json_schema_extra": _string_as(
+            {"enum": [*values, *(v.upper() for v in values if v.upper() != v)]}
+        ),
     }
 
 
