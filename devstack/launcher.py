@@ -296,9 +296,11 @@ class Launcher:
                     if process.poll() is not None:
                         log = self.home / (service + ".log")
                         # The end of its log says why (a setting refused, say).
+                        said = tail(log, 6)
                         raise SystemExit(
                             f"{service} exited with {process.returncode}; "
-                            f"the end of {log}:\n{tail(log, 6)}"
+                            f"the end of {log}:\n{said}"
+                            + _ephemeral_hint(config.ports[service], said)
                         )
                     # Not listening yet is the normal case while it starts.
                     with contextlib.suppress(httpx.HTTPError):
@@ -385,6 +387,27 @@ class Launcher:
         if self._home_lock is not None:
             self._home_lock.close()
             self._home_lock = None
+
+
+_EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _ephemeral_hint(port: int, said: str) -> str:
+    """Why a port free a moment before could be taken: the system hands ports of its
+    ephemeral range to outgoing connections (the stack's own to the broker among them),
+    which hold them as long as they last."""
+    if "address already in use" not in said:
+        return ""
+    try:
+        low, high = (int(n) for n in _EPHEMERAL_PORTS.read_text().split())
+    except (OSError, ValueError):
+        return ""
+    if not low <= port <= high:
+        return ""
+    return (
+        f"\nport {port} lies in the system's range for outgoing connections "
+        f"({low}-{high}), which may take it at any moment: choose ports below {low}"
+    )
 
 
 def _first_line(exc: BaseException) -> str:

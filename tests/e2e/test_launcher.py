@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from devstack.embedded import EmbeddedError, free_ports, port_is_free
-from devstack.launcher import STOP_SIGNALS, Launcher, Stopped, main, stop_once
+from devstack.launcher import STOP_SIGNALS, Launcher, Stopped, _ephemeral_hint, main, stop_once
 from tests.conftest import FreshDatabase
 from tests.unreachable import refusing_port
 
@@ -483,3 +483,18 @@ def test_postgresql_killed_starts_again_on_its_data_and_every_service_recovers(
     assert _postgres_processes(home) == []
     for port in [*ports.values(), broker_port]:
         assert port_is_free("127.0.0.1", port), port
+
+
+def test_a_port_taken_at_bind_in_the_ephemeral_range_is_told_why(tmp_path: Path) -> None:
+    """A service's port, free at the check, was taken before it bound: the system lent
+    it to an outgoing connection, which holds it as long as it lasts."""
+    refused = (
+        "ERROR:    [Errno 98] error while attempting to bind on address: address already in use"
+    )
+    low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    assert _ephemeral_hint(low, refused) == (
+        f"\nport {low} lies in the system's range for outgoing connections ({low}-{high}), "
+        f"which may take it at any moment: choose ports below {low}"
+    )
+    assert _ephemeral_hint(low - 1, refused) == ""
+    assert _ephemeral_hint(low, "a setting was refused") == ""
