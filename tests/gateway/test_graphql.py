@@ -1060,3 +1060,20 @@ async def test_input_errors_read_as_the_query_wrote_them(
     [error] = empty["errors"]
     assert error["message"] == "input.metrics: required", error
     assert error["extensions"]["errors"] == [{"field": "input.metrics", "reason": "required"}]
+
+
+async def test_the_schema_documents_itself_for_graphiql(http: httpx.AsyncClient) -> None:
+    """A dashboard developer reads the schema in GraphiQL: what from, to and currency
+    mean, what previous and change are, with no directive nobody can use."""
+    query = """{
+      __schema { directives { name } }
+      input: __type(name: "KpiQueryInput") { description inputFields { name description } }
+      value: __type(name: "MetricValue") { fields { name description } }
+    }"""
+    answer = (await http.post("/graphql", json={"query": query})).json()["data"]
+    assert "hasScope" not in {d["name"] for d in answer["__schema"]["directives"]}
+    inputs = {f["name"]: f["description"] for f in answer["input"]["inputFields"]}
+    assert inputs["from"] == "The first local date, inclusive"
+    assert "reporting currency" in inputs["currency"]
+    values = {f["name"]: f["description"] for f in answer["value"]["fields"]}
+    assert values["change"].startswith("(value - previous) / |previous|")

@@ -307,7 +307,7 @@ def _spend_cells(context: Context, cells: int) -> None:
 class KpiQuery:
     @strawberry.field(
         description="KPI values by period and dimensions (CONTRACT §5); scope kpi:read.",
-        extensions=[PermissionExtension(permissions=[HasScope(KPI_READ)])],
+        extensions=[PermissionExtension(permissions=[HasScope(KPI_READ)], use_directives=False)],
     )
     async def kpis(
         self,
@@ -361,7 +361,7 @@ class KpiQuery:
     @strawberry.field(
         name="kpiCatalog",
         description="Every KPI with its definition; scope kpi:read.",
-        extensions=[PermissionExtension(permissions=[HasScope(KPI_READ)])],
+        extensions=[PermissionExtension(permissions=[HasScope(KPI_READ)], use_directives=False)],
     )
     async def kpi_catalog(
         self, info: Info[Context, None], tenant_id: strawberry.ID | None = None

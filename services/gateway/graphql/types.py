@@ -38,7 +38,10 @@ DATE = strawberry.scalar(
 )
 
 
-@strawberry.enum
+@strawberry.enum(
+    description="The buckets of an answer: an ISO week is Monday to Sunday; TOTAL is one "
+    "bucket over the whole range"
+)
 class Grain(Enum):
     DAY = "day"
     WEEK = "week"
@@ -48,7 +51,7 @@ class Grain(Enum):
     TOTAL = "total"
 
 
-@strawberry.enum
+@strawberry.enum(description="What rows are grouped by (groupBy), and named in dimensions")
 class Dimension(Enum):
     PLATFORM = "platform"
     STORE = "store"
@@ -57,7 +60,9 @@ class Dimension(Enum):
     CATEGORY = "category"
 
 
-@strawberry.enum
+@strawberry.enum(
+    description="What each value is compared with: the same bucket one period, or one year, earlier"
+)
 class Comparison(Enum):
     PREVIOUS_PERIOD = "previous_period"
     PREVIOUS_YEAR = "previous_year"
@@ -75,7 +80,10 @@ class KpiOrder:
     direction: SortDirection = SortDirection.DESC
 
 
-@strawberry.input
+@strawberry.input(
+    description="Only the facts of these values (any of each list, all lists at once); "
+    '"" is the group of lines without one (a SKU or category not given)'
+)
 class KpiFilters:
     platforms: list[str] | None = None
     stores: list[str] | None = None
@@ -84,17 +92,29 @@ class KpiFilters:
     categories: list[str] | None = None
 
 
-@strawberry.input
+@strawberry.input(description="A KPI question (CONTRACT §5)")
 class KpiQueryInput:
-    metrics: list[str]
+    metrics: list[str] = strawberry.field(
+        description="KPI ids, as kpiCatalog lists them (gmv, orders, acos ...)"
+    )
     # "Date" (see DATE), serialised as "2026-01-31".
-    from_: datetime.date = strawberry.field(name="from")
-    to: datetime.date
+    from_: datetime.date = strawberry.field(
+        name="from", description="The first local date, inclusive"
+    )
+    to: datetime.date = strawberry.field(description="The last local date, inclusive")
     grain: Grain
-    group_by: list[Dimension] | None = None
+    group_by: list[Dimension] | None = strawberry.field(
+        default=None, description="A row for each group; none: one row a period"
+    )
     filters: KpiFilters | None = None
-    currency: str | None = None
-    compare_to: Comparison | None = None
+    currency: str | None = strawberry.field(
+        default=None,
+        description="ISO 4217 code amounts are converted to; default: the tenant's "
+        "reporting currency",
+    )
+    compare_to: Comparison | None = strawberry.field(
+        default=None, description="Fills previous and change of every value"
+    )
     # Extensions of CONTRACT §5: the top N of each period, e.g. the 50 best SKUs.
     order_by: KpiOrder | None = None
     limit: int | None = strawberry.field(
@@ -102,38 +122,55 @@ class KpiQueryInput:
     )
 
 
-@strawberry.type
+@strawberry.type(description="A group's value of one dimension")
 class DimensionValue:
-    key: str
-    value: str | None
+    key: str = strawberry.field(description="The dimension, as groupBy names it: marketplace")
+    value: str | None = strawberry.field(
+        description='Its value: US; "" for lines without one (a SKU or category not given)'
+    )
 
 
-@strawberry.type
+@strawberry.type(description="One metric of a row")
 class MetricValue:
-    metric: str
-    value: float | None
-    previous: float | None
-    change: float | None
+    metric: str = strawberry.field(description="The KPI id asked for")
+    value: float | None = strawberry.field(
+        description="Null when it has no value: a ratio over zero, or an amount without "
+        "an FX rate (named in warnings)"
+    )
+    previous: float | None = strawberry.field(
+        description="The same metric over the same bucket one period (or year) earlier; "
+        "null without compareTo"
+    )
+    change: float | None = strawberry.field(
+        description="(value - previous) / |previous|; null when either is null or previous is 0"
+    )
 
 
-@strawberry.type
+@strawberry.type(description="One bucket of one group; rows come by period, then dimensions")
 class KpiRow:
-    period: str
-    dimensions: list[DimensionValue]
-    values: list[MetricValue]
+    period: str = strawberry.field(
+        description="The bucket's first local date (2026-01-01; a bucket cut by from keeps "
+        "its own first date), or TOTAL"
+    )
+    dimensions: list[DimensionValue] = strawberry.field(
+        description="The group's values, in groupBy's order"
+    )
+    values: list[MetricValue] = strawberry.field(description="In the order metrics asked")
 
 
-@strawberry.type
+@strawberry.type(description="The answer to a KPI question")
 class KpiResult:
-    currency: str | None
+    currency: str | None = strawberry.field(description="The currency of every amount")
     rows: list[KpiRow]
-    warnings: list[str]
+    warnings: list[str] = strawberry.field(
+        description="What made a value null or partial (a missing FX rate, with its days)"
+    )
 
 
-@strawberry.type
+@strawberry.type(description="A KPI the engine computes, as the tenant's settings define it")
 class KpiDefinition:
-    id: str
+    id: str = strawberry.field(description="What metrics names it by")
     name: str
-    unit: str
-    direction: str
-    description: str
+    unit: str = strawberry.field(description="money, count, ratio, days, hours or score")
+    direction: str = strawberry.field(description="up or down: which way is better")
+    description: str = strawberry.field(description="Its definition, in the tenant's settings")
