@@ -389,7 +389,7 @@ async def _refuse(scope: Scope, send: Send, reason: str) -> None:
     try:
         await current_principal(Request(scope))
     except Unauthenticated as exc:
-        error = {"message": exc.detail, "extensions": {"code": exc.graphql_code}}
+        error = {"message": exc.detail, "extensions": exc.graphql_extensions()}
         challenge = [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
         await _send_json(send, orjson.dumps({"errors": [error]}), exc.status, extra=challenge)
         return
