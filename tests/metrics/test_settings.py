@@ -34,6 +34,11 @@ async def test_settings_change_every_answer_after_them_history_included(
     window = {"from": "2025-06-01", "to": "2025-06-30"}
     before = await kpis(http, tenant, metrics="gmv", grain="total", **window)
     assert values(before) == [("TOTAL", [], {"gmv": 22.0})]
+    # An ERP polls the catalog: unchanged, it is 304 with the tag it holds.
+    first = await http.get("/v1/kpis/catalog", headers=tenant.headers)
+    tag = first.headers["etag"]
+    again = await http.get("/v1/kpis/catalog", headers={**tenant.headers, "If-None-Match": tag})
+    assert again.status_code == 304 and again.headers["etag"] == tag
     assert (await http.get("/v1/settings/kpi", headers=tenant.headers)).json() == {
         "gmv_includes_tax": False,
         "gmv_includes_shipping": True,
@@ -55,7 +60,12 @@ async def test_settings_change_every_answer_after_them_history_included(
     after = await kpis(http, tenant, metrics="gmv", grain="total", **window)
     # 2 x 10 - 1 discount + 1.60 tax, without the 3.00 shipping.
     assert values(after) == [("TOTAL", [], {"gmv": 20.6})]
-    catalog = (await http.get("/v1/kpis/catalog", headers=tenant.headers)).json()["kpis"]
+    # The settings changed: so did the catalog's definitions, and its tag.
+    changed_catalog = await http.get(
+        "/v1/kpis/catalog", headers={**tenant.headers, "If-None-Match": tag}
+    )
+    assert changed_catalog.status_code == 200 and changed_catalog.headers["etag"] != tag
+    catalog = changed_catalog.json()["kpis"]
     gmv = next(k for k in catalog if k["id"] == "gmv")
     assert "tax included" in gmv["description"] and "shipping excluded" in gmv["description"]
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import re
@@ -30,6 +31,7 @@ from services.metrics.kpis.schemas import KpiCatalog, KpiDefinitionOut, KpiResul
 from services.metrics.kpis.service import current_key, run_query
 from services.metrics.kpis.tenants import TenantCurrencies
 from services.metrics.settings.repository import SettingsRepository
+from services.metrics.settings.schemas import KpiSettingsOut
 from shared.access import Access, require_access
 from shared.db import Database
 from shared.errors import InvalidInput, NotAcceptable
@@ -436,15 +438,27 @@ def _validators(etag: str) -> dict[str, str]:
 @router.get(
     "/catalog",
     response_model=KpiCatalog,
-    responses={406: {"model": ErrorBody, "description": "Accept does not take JSON"}},
+    responses={
+        304: {"description": "`If-None-Match` names the answer's `ETag`: it has not changed"},
+        406: {"model": ErrorBody, "description": "Accept does not take JSON"},
+    },
 )
-async def catalog(request: Request, access: Reader) -> KpiCatalog:
+async def catalog(request: Request, access: Reader) -> Response:
     """Every KPI of the contract with its definition as this tenant's settings make it;
-    ``available`` ones can be queried."""
+    ``available`` ones can be queried. Its ``ETag`` changes with those settings: polled
+    with ``If-None-Match``, an unchanged catalog is 304."""
     _negotiated(list_header(request.headers, "accept"), (JSON,))
     db: Database = request.app.state.db
     async with db.raw_connection() as conn:
         settings = await SettingsRepository(conn).get(access.tenant_id)
+    body = _catalog(settings).model_dump_json().encode()
+    headers = _validators(f'"{hashlib.sha256(body).hexdigest()[:32]}"')
+    if none_match_holds(list_header(request.headers, "if-none-match"), headers["ETag"]):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+def _catalog(settings: KpiSettingsOut) -> KpiCatalog:
     return KpiCatalog(
         kpis=[
             KpiDefinitionOut(
