@@ -128,26 +128,37 @@ async def test_writes_sign_ins_and_grants_are_recorded_per_tenant(
     assert too_many.status_code == 422 and too_many.json()["errors"][0]["field"] == "limit"
 
 
-async def test_an_agency_s_trail_lists_what_its_people_did_in_its_sellers_data(
-    http: httpx.AsyncClient, new_tenant: NewTenant
+async def agency_pushing(
+    http: httpx.AsyncClient,
+    seller: TenantClient,
+    agency: TenantClient,
+    *pushes: tuple[str, str, int],
 ) -> None:
-    """The agency answers for its people's writes under a grant: its own trail lists
-    them, as the seller's does, until the seller is erased."""
-    seller, agency = await new_tenant(), await new_tenant()
+    """The seller grants the agency ``ingest:write`` in store s1; the agency pushes a
+    sale (event id, store) for each of ``pushes``, answered with its status."""
     granted = await http.post(
         "/v1/grants",
         json={"agency_tenant_id": agency.tenant_id, "stores": ["s1"], "scopes": ["ingest:write"]},
         headers=seller.headers,
     )
     assert granted.status_code == 201, granted.text
-    for store, expected in (("s1", 202), ("s2", 403)):
+    for event_id, store, expected in pushes:
         pushed = await http.post(
             "/v1/events",
             params={"tenant_id": seller.tenant_id},
-            json={"events": [sale(f"agency-{store}", store, "10.00")]},
+            json={"events": [sale(event_id, store, "10.00")]},
             headers=agency.headers,
         )
         assert pushed.status_code == expected, pushed.text
+
+
+async def test_an_agency_s_trail_lists_what_its_people_did_in_its_sellers_data(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """The agency answers for its people's writes under a grant: its own trail lists
+    them, as the seller's does, until the seller is erased."""
+    seller, agency = await new_tenant(), await new_tenant()
+    await agency_pushing(http, seller, agency, ("agency-s1", "s1", 202), ("agency-s2", "s2", 403))
 
     def in_seller_data(entries: Entries) -> list[tuple[str, str, int]]:
         return sorted(
@@ -183,19 +194,7 @@ async def test_an_erased_agency_is_no_longer_named_in_its_sellers_trail(
 ) -> None:
     """What the agency did stays in the seller's trail; who did it goes with the agency."""
     seller, agency = await new_tenant(), await new_tenant()
-    granted = await http.post(
-        "/v1/grants",
-        json={"agency_tenant_id": agency.tenant_id, "stores": ["s1"], "scopes": ["ingest:write"]},
-        headers=seller.headers,
-    )
-    assert granted.status_code == 201, granted.text
-    pushed = await http.post(
-        "/v1/events",
-        params={"tenant_id": seller.tenant_id},
-        json={"events": [sale("agency-push-1", "s1", "10.00")]},
-        headers=agency.headers,
-    )
-    assert pushed.status_code == 202, pushed.text
+    await agency_pushing(http, seller, agency, ("agency-push-1", "s1", 202))
 
     def agency_push(entries: Entries) -> list[dict[str, Any]]:
         return [e for e in entries if e["action"] == "POST /v1/events" and e["status"] == 202]
