@@ -28,6 +28,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -71,12 +72,26 @@ def server_handle(server_dir: Path) -> PostgresServer:
 
 def server_path(data_dir: Path) -> Path:
     """The path postgres is given for ``data_dir``: itself, or, where it holds what the
-    wheel cannot pass (``~/My Projects/lodestar``), a symbolic link to it in the
-    temporary directory, named for the path and the user so each clone has its own."""
+    wheel cannot pass (``~/My Projects/lodestar``), a symbolic link to it, named for the
+    path so each clone has its own, in a directory of the user's own in the temporary
+    directory, where no other user can make or swap it."""
     if not _UNUSABLE_IN_DATA_DIR & set(str(data_dir)):
         return data_dir
     digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"lodestar-postgres-{os.getuid()}-{digest}"
+    return Path(tempfile.gettempdir()) / f"lodestar-{os.getuid()}" / f"postgres-{digest}"
+
+
+def _own_private_dir(path: Path) -> bool:
+    """A directory (not a link to one) of this user's that no one else may write in."""
+    try:
+        status = os.lstat(path)
+    except OSError:
+        return False
+    return (
+        stat.S_ISDIR(status.st_mode)
+        and status.st_uid == os.getuid()
+        and not status.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    )
 
 
 LOCALHOST = "127.0.0.1"
@@ -117,18 +132,6 @@ class PortInUse(SystemExit):
             names = ", ".join(ports)
             message = f"ports {numbers} are already in use; set {names} to move them"
         super().__init__(message)
-
-
-class UnusableDataDir(SystemExit):
-    """The embedded PostgreSQL cannot run on this path. Uncaught, it exits with status 1
-    and its one line."""
-
-    def __init__(self, data_dir: Path, unusable: list[str]) -> None:
-        shown = ", ".join(repr(c) for c in unusable)
-        super().__init__(
-            f"the embedded PostgreSQL cannot run from {data_dir}: its path holds {shown}; "
-            "set LODESTAR_HOME to a path without, or DATABASE_URL to a server of your own"
-        )
 
 
 class PortShared(SystemExit):
@@ -387,28 +390,47 @@ class EmbeddedPostgres:
             socket_lock.unlink(missing_ok=True)
         return self.start(configured=True)
 
+    def keep_linked(self) -> None:
+        """Makes the link again if it went (a temporary directory cleaned while the
+        stack runs): a service started again would find no database through it."""
+        if self.server_dir != self.data_dir and not os.path.lexists(self.server_dir):
+            self._link_server_dir()
+
     def _link_server_dir(self) -> None:
         """Makes ``server_dir`` a link to ``data_dir``, or finds it one already."""
-        if unusable := sorted(_UNUSABLE_IN_DATA_DIR & set(str(self.server_dir))):
-            # The temporary directory's own path holds them too.
-            raise UnusableDataDir(self.data_dir, unusable)
+        own_dir = self.server_dir.parent
+        if unusable := sorted(_UNUSABLE_IN_DATA_DIR & set(str(own_dir))):
+            raise EmbeddedError(
+                f"the embedded PostgreSQL of {self.data_dir} is reached through a link in "
+                f"{own_dir.parent}, whose path holds {', '.join(repr(c) for c in unusable)}: "
+                "set TMPDIR to a path without, or LODESTAR_HOME to a path without spaces, "
+                "quotes, backslashes or commas"
+            )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             # The server runs as the wheel's own user, which must reach the directory
             # through the link; the wheel opens only the link's own prefix to it.
             ensure_prefix_permissions(self.data_dir)
+        # Others may pass through it (the wheel's user, as root), not write in it.
+        with contextlib.suppress(FileExistsError):
+            own_dir.mkdir(mode=0o711)
         with contextlib.suppress(FileExistsError):
             os.symlink(self.data_dir, self.server_dir, target_is_directory=True)
         try:
-            linked = os.readlink(self.server_dir) == str(self.data_dir)
+            linked = (
+                _own_private_dir(own_dir)
+                and os.lstat(self.server_dir).st_uid == os.getuid()
+                and os.readlink(self.server_dir) == str(self.data_dir)
+            )
         except OSError:
             linked = False
         if not linked:
             # Someone else's file under the name: never start a server through it.
             raise EmbeddedError(
                 f"the embedded PostgreSQL of {self.data_dir} is reached through "
-                f"{self.server_dir}, and something else is there; remove it, or set "
-                "LODESTAR_HOME to a path without spaces, quotes, backslashes or commas"
+                f"{self.server_dir}, and something else is there (or {own_dir} is not "
+                "this user's own, unwritable by others); remove it, or set LODESTAR_HOME "
+                "to a path without spaces, quotes, backslashes or commas"
             )
 
     def _pid_in_file(self) -> int | None:

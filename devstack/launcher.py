@@ -320,6 +320,8 @@ class Launcher:
         assert config is not None
         while True:
             postgres = self.postgres
+            if postgres is not None:
+                postgres.keep_linked()
             if postgres is not None and postgres.exited():
                 # Services answer 503 meanwhile, and their pools open new connections.
                 self._start_again(

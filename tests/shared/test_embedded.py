@@ -30,7 +30,6 @@ from devstack.embedded import (
     EmbeddedPostgres,
     PortInUse,
     PortShared,
-    UnusableDataDir,
     ensure_ports_free,
     free_port,
     free_ports,
@@ -452,44 +451,87 @@ async def test_a_data_dir_the_wheel_cannot_pass_is_reached_through_a_link(
         link.unlink(missing_ok=True)
 
 
-def test_something_else_under_the_link_s_name_is_never_used(workdir: Path) -> None:
+OTHER_USER = 65534  # nobody
+
+
+@pytest.mark.parametrize(
+    "made_by_another",
+    ["a link elsewhere", "a link owned by another", "a file", "the directory open to all"],
+)
+def test_something_else_under_the_link_s_name_is_never_used(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, made_by_another: str
+) -> None:
+    """The link's name can be worked out by anyone: one made beforehand by someone else
+    (to swap it for their own server later), or a directory others may write in, is
+    never used."""
+    temporary = workdir / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
     pgdata = workdir / "My Projects" / "postgres"
     link = server_path(pgdata)
+    assert link.parent.parent == temporary
+    link.parent.mkdir(mode=0o711)
     elsewhere = workdir / "elsewhere"
     elsewhere.mkdir()
-    link.unlink(missing_ok=True)
-    link.symlink_to(elsewhere)
+    if made_by_another == "a link elsewhere":
+        link.symlink_to(elsewhere)
+    elif made_by_another == "a link owned by another":
+        pgdata.mkdir(parents=True)
+        link.symlink_to(pgdata)
+        os.lchown(link, OTHER_USER, OTHER_USER)
+    elif made_by_another == "a file":
+        link.write_text("")
+    else:
+        link.parent.chmod(0o777)
     pg = EmbeddedPostgres(pgdata)
     try:
         with pytest.raises(EmbeddedError) as refused:
             pg.start()
         assert str(refused.value) == (
             f"the embedded PostgreSQL of {pgdata} is reached through {link}, and something "
-            "else is there; remove it, or set LODESTAR_HOME to a path without spaces, "
-            "quotes, backslashes or commas"
+            f"else is there (or {link.parent} is not this user's own, unwritable by others); "
+            "remove it, or set LODESTAR_HOME to a path without spaces, quotes, backslashes "
+            "or commas"
         )
         assert not (pgdata / "PG_VERSION").exists() and not any(elsewhere.iterdir())
     finally:
         pg.stop()
-        link.unlink()
+
+
+def test_a_link_gone_while_the_server_runs_is_made_again(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A temporary directory cleaned while the stack runs took the link, and a service
+    started again found no database through it."""
+    monkeypatch.setattr(tempfile, "tempdir", str(workdir))
+    pgdata = workdir / "My Projects" / "postgres"
+    pg = EmbeddedPostgres(pgdata)
+    try:
+        pg.start()
+        shutil.rmtree(server_path(pgdata).parent)
+        pg.keep_linked()
+        assert os.readlink(server_path(pgdata)) == str(pgdata)
+        pg.keep_linked()  # found, left as it is
+    finally:
+        pg.stop()
 
 
 def test_a_temporary_directory_the_wheel_cannot_pass_is_refused_in_one_line(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Where even the link's directory holds a space, the path is refused, saying what
+    """Where even the link's directory holds a space, the start is refused, saying what
     to set."""
     spaced = workdir / "temp dir"
     spaced.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(spaced))
     pgdata = workdir / "My Projects" / ".lodestar" / "postgres"
     pg = EmbeddedPostgres(pgdata)
-    with pytest.raises(UnusableDataDir) as refused:
+    with pytest.raises(EmbeddedError) as refused:
         pg.start()
     assert str(refused.value) == (
-        f"the embedded PostgreSQL cannot run from {pgdata}: its path holds ' '; "
-        "set LODESTAR_HOME to a path without, or DATABASE_URL to a server of your own"
+        f"the embedded PostgreSQL of {pgdata} is reached through a link in {spaced}, whose "
+        "path holds ' ': set TMPDIR to a path without, or LODESTAR_HOME to a path without "
+        "spaces, quotes, backslashes or commas"
     )
-    assert isinstance(refused.value, SystemExit)
     assert not pgdata.exists() and not any(spaced.iterdir())
     pg.stop()
