@@ -1053,6 +1053,14 @@ async def test_input_errors_read_as_the_query_wrote_them(
     assert error["message"] == (
         "input.metrics[1]: Expected value of non-null type 'String!' not to be null."
     )
+    # The caller's own word None stays as written.
+    word = await gql(
+        http,
+        tenant.headers,
+        '{ kpis(input: {metrics: ["gmv"], from: "2026-01-01", to: "2026-01-31",'
+        " grain: None}) { currency } }",
+    )
+    assert "None" in word["errors"][0]["message"], word
     empty = await gql(
         http,
         tenant.headers,

@@ -367,8 +367,9 @@ def test_excels_separator_line_is_no_header() -> None:
 
 
 NOT_UTF8 = (
-    "the file is not UTF-8 text: line 3 holds the byte 0xC9 (a file saved by Excel in a "
-    "Chinese locale is GBK: send it with Content-Type: text/csv; charset=gb18030)"
+    "the file is not UTF-8 text: line 3 holds the byte 0xC9: save it as UTF-8 (Excel: CSV "
+    "UTF-8); only a file Excel saved in a Chinese locale (GBK) may instead be sent with "
+    "Content-Type: text/csv; charset=gb18030"
 )
 
 
@@ -398,10 +399,21 @@ def test_a_file_excel_saved_in_a_chinese_locale_is_read_when_declared_gb18030() 
     # As UTF-8 it is refused, saying how to send it.
     with pytest.raises(InvalidInput, match="charset=gb18030"):
         parse_csv(gbk, "order_line", 10)
+    # Excel on Chinese Windows writes the euro sign as the one byte 0x80.
+    euro = parse_csv(gbk.replace(b"LAMP", b"LAMP\x80"), "order_line", 10, "gb18030")
+    assert euro.events[0]["payload"]["sku"] == "LAMP€"
     # Bytes no GB18030 text holds are named by their line.
     with pytest.raises(InvalidInput) as refused:
-        parse_csv(gbk.replace(b"\r\nerp-2", b"\r\n\x80rp-2"), "order_line", 10, "gb18030")
-    assert refused.value.detail == "the file is not GB18030 text: line 3 holds the byte 0x80"
+        parse_csv(gbk.replace(b"\r\nerp-2", b"\r\n\xffrp-2"), "order_line", 10, "gb18030")
+    assert refused.value.detail == "the file is not GB18030 text: line 3 holds the byte 0xFF"
+    # A UTF-8 file declared GB18030 would be stored garbled: refused, saying so.
+    utf8 = f"{HEADER}\n{chinese}\n".encode()
+    with pytest.raises(InvalidInput) as mislabelled:
+        parse_csv(utf8, "order_line", 10, "gb18030")
+    assert mislabelled.value.detail == (
+        "the file is UTF-8 text, though declared gb18030: send it as UTF-8 (charset=utf-8, or none)"
+    )
+    assert [e.field for e in mislabelled.value.errors] == ["header.Content-Type"]
 
 
 async def test_a_json_push_sent_to_the_csv_route_is_415(

@@ -62,7 +62,7 @@ _FIELD_IN_WORDS = re.compile(
 )
 
 
-_PYTHON_NONE = re.compile(r"\bNone\b")
+_PYTHON_NONE = re.compile(r"not to be None\.$")
 
 
 def _field_named(path: str, reason: str) -> str:
@@ -133,8 +133,9 @@ class NamedValuesOfCorrectType(ValuesOfCorrectTypeRule):
         return SKIP
 
     def _report(self, error: GraphQLError, path: list[str | int], nodes: list[Any] | None) -> None:
-        # graphql-core writes the null a document holds as Python's None.
-        reason = _PYTHON_NONE.sub("null", error.message)
+        # graphql-core writes the null a document holds as Python's None (and only in
+        # this phrase: a caller's own word None, an enum value or a text, stays so).
+        reason = _PYTHON_NONE.sub("not to be null.", error.message)
         field = _field_named(
             (
                 self._argument

@@ -287,10 +287,31 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
 
 
+def _windows_euro(error: UnicodeError) -> tuple[str, int]:
+    """Excel on Chinese Windows (code page 936) writes the euro sign as the one byte
+    0x80, which GB18030 leaves undefined."""
+    if isinstance(error, UnicodeDecodeError) and error.object[error.start] == 0x80:
+        return "€", error.start + 1
+    raise error
+
+
+codecs.register_error("lodestar-windows-euro", _windows_euro)
+
+
 def _decoded(raw: bytes, encoding: str) -> str:
+    if encoding != UTF8 and not raw.isascii() and _is_utf8(raw):
+        # Chinese text in GBK is hardly ever valid UTF-8: this is a UTF-8 file
+        # mislabelled, which read as GB18030 would be stored garbled.
+        raise InvalidInput(
+            "the file is UTF-8 text, though declared gb18030: send it as UTF-8 "
+            "(charset=utf-8, or none)",
+            [FieldError(field="header.Content-Type", reason="the file is UTF-8")],
+        )
     try:
         # utf-8-sig: a byte order mark is no part of the header.
-        return raw.decode("utf-8-sig" if encoding == UTF8 else encoding)
+        if encoding == UTF8:
+            return raw.decode("utf-8-sig")
+        return raw.decode(encoding, errors="lodestar-windows-euro")
     except UnicodeDecodeError as exc:
         # The line of the first stray byte, as the file's other errors name theirs:
         # one Latin-1 name in a 5,000-line export is found at once. utf-8-sig counts
@@ -299,9 +320,11 @@ def _decoded(raw: bytes, encoding: str) -> str:
         at = exc.start + (len(codecs.BOM_UTF8) if bom else 0)
         line = len(_LINE_BREAK_BYTES.findall(raw, 0, at)) + 1
         name = "UTF-8" if encoding == UTF8 else "GB18030"
+        # Not "declare it GB18030" to everyone: a Latin-1 file so declared would be
+        # taken, its accents read as Chinese.
         hint = (
-            " (a file saved by Excel in a Chinese locale is GBK: send it with "
-            "Content-Type: text/csv; charset=gb18030)"
+            ": save it as UTF-8 (Excel: CSV UTF-8); only a file Excel saved in a Chinese "
+            "locale (GBK) may instead be sent with Content-Type: text/csv; charset=gb18030"
             if encoding == UTF8
             else ""
         )
@@ -309,6 +332,14 @@ def _decoded(raw: bytes, encoding: str) -> str:
             f"the file is not {name} text: line {line} holds the byte 0x{raw[at]:02X}{hint}",
             [FieldError(field="body", reason=f"must be {name} CSV", row=line)],
         ) from None
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _first_line(text: str) -> tuple[str, int]:
