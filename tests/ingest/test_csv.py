@@ -358,7 +358,7 @@ def test_excels_separator_line_is_no_header() -> None:
     ]
     # Kept as a cell by a spreadsheet that knew nothing of it, and saved again: quoted,
     # or padded with a separator for each column.
-    for hint in ('"sep=,"', "sep=,,,,,,,,,,,,", '"sep=,",,,,', "SEP=,"):
+    for hint in ('"sep=,"', "sep=,,,,,,,,,,,,", '"sep=,",,,,', "SEP=,", "sep=, "):
         saved = parse_csv(f"{hint}\r\n{HEADER}\r\n{GOOD[0]}\r\n".encode(), "order_line", 10)
         assert saved.rows == [3], hint
     # A byte order mark inside the first quoted name is none of it.

@@ -280,7 +280,7 @@ _END_OF_FILE = re.compile(r"\x1a\s*\Z")
 # Ends at the first line break of any kind: a line may end in LF, CRLF or a bare CR.
 # Quoted, or padded with separators, as a spreadsheet that kept it as a cell saves it.
 _SEPARATOR_HINT = re.compile(
-    r'(?P<quote>")?sep=(?P<separator>[^\r\n"]?)(?(quote)")[,;\t]*(?=\r\n|\n|\r|$)',
+    r'(?P<quote>")?sep=(?P<separator>[^\r\n"]?)(?(quote)")[,;\t ]*(?=\r\n|\n|\r|$)',
     re.IGNORECASE,
 )
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
