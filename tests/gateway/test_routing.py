@@ -286,7 +286,9 @@ async def test_downstream_down_is_503_naming_it(stack: Stack, new_tenant: NewTen
             forged = await client.get(
                 "/v1/targets/plans", headers={"Authorization": "Bearer not-a-token"}
             )
+            asked = await client.request("TRACE", "/v1/targets/plans")
     assert anonymous.status_code == 401 and forged.status_code == 401, anonymous.text
+    assert asked.status_code == 401, asked.text
     assert anonymous.headers["www-authenticate"].startswith("Bearer")
     assert response.status_code == 503
     assert response.json() == {

@@ -28,10 +28,10 @@ def _owner(request: Request) -> tuple[str, str]:
     return service, service_urls(request.app.state.settings)[service]
 
 
-async def route(request: Request) -> Response:
+async def _forwarded_to_a_known_caller(request: Request, method: str | None = None) -> Response:
     service, base = _owner(request)
     try:
-        return await forward(request, request.app.state.http, service, base)
+        return await forward(request, request.app.state.http, service, base, method=method)
     except UpstreamUnavailable:
         # A missing or bad token is answered first, as the service would have (and
         # which service is away is none of an anonymous caller's business).
@@ -39,12 +39,15 @@ async def route(request: Request) -> Response:
         raise
 
 
+async def route(request: Request) -> Response:
+    return await _forwarded_to_a_known_caller(request)
+
+
 async def refuse_method(request: Request) -> Response:
     """A method no service route takes (OPTIONS outside a CORS preflight, TRACE,
     CONNECT): the service's own 405, asked by OPTIONS, names what its route takes; the
     gateway alone knows only that it forwards five methods (RFC 9110 §15.5.6)."""
-    service, base = _owner(request)
-    return await forward(request, request.app.state.http, service, base, method="OPTIONS")
+    return await _forwarded_to_a_known_caller(request, method="OPTIONS")
 
 
 # Only the services' paths: a catch-all of /v1/* would take the gateway's own paths
