@@ -273,6 +273,7 @@ class EmbeddedPostgres:
         self._url: str | None = None
         self._start_called = False
         self._socket_lock: Path | None = None
+        self._leftovers: list[psutil.Process] = []
 
     @property
     def pid(self) -> int | None:
@@ -347,6 +348,11 @@ class EmbeddedPostgres:
         self._server = self._pid = self._url = None
         if server is not None:
             self._forget(server)
+        # A killed server's backends that start_again was waiting for: nothing else
+        # would end them, and the next start would find their shared memory in use.
+        leftovers, self._leftovers = self._leftovers, []
+        _signal_all(leftovers, signal.SIGKILL)
+        _wait_gone(leftovers, 5.0)
         if pid is None and self._start_called:
             # start() was interrupted (Ctrl-C) after pg_ctl had launched the server.
             pid = self._pid_in_file()
@@ -378,10 +384,13 @@ class EmbeddedPostgres:
         They are known by their working directory, which postgres sets to the data
         directory. The URL is the one before: the same socket, the same port."""
         leftovers = [p for p in psutil.process_iter() if _cwd(p) == self.data_dir]
+        # Kept until they are gone, for a stop() that comes meanwhile (Ctrl-C) to end.
+        self._leftovers = leftovers
         # Each notices its postmaster gone at once, unless busy with a long statement.
         if not _wait_gone(leftovers, 5.0):
             _signal_all(leftovers, signal.SIGKILL)
             _wait_gone(leftovers, 5.0)
+        self._leftovers = []
         socket_lock = self._socket_lock
         self.stop()
         if socket_lock is not None and not _held_by_a_live_process(socket_lock):

@@ -324,10 +324,10 @@ class Launcher:
                 postgres.keep_linked()
             if postgres is not None and postgres.exited():
                 # Services answer 503 meanwhile, and their pools open new connections.
+                # It starts again on the same data, recovering what was committed.
                 self._start_again(
                     "postgres",
-                    "PostgreSQL stopped unexpectedly; it starts again on the same data, "
-                    "recovering what was committed",
+                    "PostgreSQL stopped unexpectedly",
                     postgres.log_path,
                     postgres.start_again,
                 )
@@ -351,19 +351,25 @@ class Launcher:
             time.sleep(0.5)
 
     def _start_again(self, name: str, what: str, log: Path, start: Callable[[], object]) -> None:
-        now = time.monotonic()
-        recent = [t for t in self._restarted.get(name, []) if now - t < 60] + [now]
-        self._restarted[name] = recent
-        if len(recent) > RESTARTS_A_MINUTE:
-            raise SystemExit(
-                f"{what}, {len(recent)} times in a minute: stopping everything. "
-                f"The end of {log}:\n{tail(log, 6)}"
-            )
-        _say(f"{what}; starting it again. The end of {log}:\n{tail(log, 6)}")
-        try:
-            start()
-        except Exception as exc:
-            raise SystemExit(f"{name} could not be started again: {exc}") from None
+        """Starts ``name`` again, and again if that fails (PostgreSQL killed once more
+        while it recovers), until it has stopped more than RESTARTS_A_MINUTE times in a
+        minute: then the stack stops, saying why."""
+        while True:
+            now = time.monotonic()
+            recent = [t for t in self._restarted.get(name, []) if now - t < 60] + [now]
+            self._restarted[name] = recent
+            if len(recent) > RESTARTS_A_MINUTE:
+                raise SystemExit(
+                    f"{what}, {len(recent)} times in a minute: stopping everything. "
+                    f"The end of {log}:\n{tail(log, 6)}"
+                )
+            _say(f"{what}; starting it again. The end of {log}:\n{tail(log, 6)}")
+            try:
+                start()
+                return
+            except Exception as exc:
+                what = f"{name} could not be started again ({_first_line(exc)})"
+            time.sleep(1)
 
     @staticmethod
     def _stop_process(service: str, process: subprocess.Popen[bytes]) -> None:

@@ -479,7 +479,7 @@ def test_postgresql_killed_starts_again_on_its_data_and_every_service_recovers(
         code = process.wait(60)
         said = _said_once_stopped(process)
     assert code == 0, said
-    assert "PostgreSQL stopped unexpectedly; it starts again on the same data" in said, said
+    assert "PostgreSQL stopped unexpectedly; starting it again" in said, said
     assert _postgres_processes(home) == []
     for port in [*ports.values(), broker_port]:
         assert port_is_free("127.0.0.1", port), port
@@ -498,3 +498,33 @@ def test_a_port_taken_at_bind_in_the_ephemeral_range_is_told_why(tmp_path: Path)
     )
     assert _ephemeral_hint(low - 1, refused) == ""
     assert _ephemeral_hint(low, "a setting was refused") == ""
+
+
+def test_a_restart_that_fails_is_tried_again_until_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """PostgreSQL killed again while it recovered stopped the whole stack at once."""
+    monkeypatch.setattr(time, "sleep", lambda _seconds: None)
+    launcher = Launcher(tmp_path)
+    attempts: list[int] = []
+
+    def flaky() -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise EmbeddedError("the database system is starting up")
+
+    launcher._start_again("postgres", "PostgreSQL stopped unexpectedly", tmp_path / "log", flaky)
+    assert len(attempts) == 2
+    said = capsys.readouterr()
+    assert "postgres could not be started again (EmbeddedError: the database system" in (
+        said.out + said.err
+    )
+
+    def broken() -> None:
+        raise EmbeddedError("no")
+
+    with pytest.raises(SystemExit) as stopped:
+        launcher._start_again("postgres", "PostgreSQL stopped", tmp_path / "log", broken)
+    assert str(stopped.value).startswith(
+        "postgres could not be started again (EmbeddedError: no), 4 times in a minute"
+    )

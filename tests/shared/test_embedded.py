@@ -535,3 +535,33 @@ def test_a_temporary_directory_the_wheel_cannot_pass_is_refused_in_one_line(
     )
     assert not pgdata.exists() and not any(spaced.iterdir())
     pg.stop()
+
+
+def test_ctrl_c_while_a_killed_server_s_backends_are_awaited_ends_them(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backend left by a killed postmaster (busy, or stopped) holds the old shared
+    memory: Ctrl-C while start_again waited for it left it running, and the next start
+    failed ("pre-existing shared memory block is still in use")."""
+    pgdata = workdir / "pg"
+    pgdata.mkdir()
+    # Stands in for the backend: postgres runs in its data directory.
+    backend = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], cwd=pgdata)
+    threading.Thread(target=backend.wait, daemon=True).start()
+    waited = embedded._wait_gone
+
+    def interrupted(procs: list[psutil.Process], timeout: float) -> bool:
+        if any(p.pid == backend.pid for p in procs) and backend.poll() is None:
+            monkeypatch.setattr(embedded, "_wait_gone", waited)
+            raise KeyboardInterrupt
+        return waited(procs, timeout)
+
+    monkeypatch.setattr(embedded, "_wait_gone", interrupted)
+    pg = EmbeddedPostgres(pgdata)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pg.start_again()
+        pg.stop()
+        assert backend.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        backend.kill()

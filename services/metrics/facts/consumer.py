@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Container, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
@@ -390,10 +391,13 @@ def _payload_of_row(row: Any) -> Payload:
 
 @dataclass(frozen=True)
 class ReadAgain:
-    """Where a batch must be read again from, in each partition, and after what pause."""
+    """Where a batch must be read again from, in each partition, and after what pause:
+    of the whole consumer (a failure), or of those partitions only (``held``: events
+    of a tenant being rebucketed, while the other partitions are read on)."""
 
     offsets: dict[TopicPartition, int]
     pause: float
+    held: bool = False
 
 
 def _partition(record: ConsumerRecord[bytes, bytes]) -> TopicPartition:
@@ -493,6 +497,8 @@ class FactConsumer:
         self._failed_in_a_row = 0
         # The first offsets of the batch that failed last, to tell a retry of it.
         self._failed_from: dict[TopicPartition, int] = {}
+        # Partitions paused until then: a tenant of theirs is being rebucketed.
+        self._held_until: dict[TopicPartition, float] = {}
 
     @property
     def deadletter_topic(self) -> str:
@@ -531,6 +537,7 @@ class FactConsumer:
 
     async def _close(self) -> None:
         self._connected = False
+        self._held_until.clear()
         consumer, self._consumer = self._consumer, None
         producer, self._producer = self._producer, None
         await stop_client(consumer, "fact consumer")
@@ -569,6 +576,7 @@ class FactConsumer:
             while True:
                 try:
                     consumer = await self._connect()
+                    self._resume_held(consumer)
                     if ahead is None:
                         fetched = await self._fetch(consumer)
                     else:
@@ -641,7 +649,23 @@ class FactConsumer:
         for partition, offset in offsets.items():
             if partition in assigned:
                 consumer.seek(partition, offset)
-        await asyncio.sleep(again.pause)
+        if not again.held:
+            await asyncio.sleep(again.pause)
+            return
+        resume_at = time.monotonic() + again.pause
+        held = [p for p in again.offsets if p in assigned]
+        consumer.pause(*held)
+        self._held_until.update(dict.fromkeys(held, resume_at))
+
+    def _resume_held(self, consumer: AIOKafkaConsumer) -> None:
+        """Reads again the partitions held for a tenant being rebucketed, once their
+        pause is over."""
+        now = time.monotonic()
+        due = [p for p, until in self._held_until.items() if until <= now]
+        for partition in due:
+            del self._held_until[partition]
+        if due:
+            consumer.resume(*(p for p in due if p in consumer.assignment()))
 
     def _read_again_from_failed(self, first: dict[TopicPartition, int]) -> bool:
         """Whether a batch starts where the one that failed last did, in every partition
@@ -706,10 +730,14 @@ class FactConsumer:
         self.counters.deadlettered += len(bad)
         self.counters.repeats += parsed.repeats
         if ingested := [m.ingested_at for _, m in parsed.good if m.tenant_id not in deferred]:
-            self.counters.last_ingested_at = max(ingested)
+            # Never back: held events applied late came in before those applied.
+            latest = self.counters.last_ingested_at
+            self.counters.last_ingested_at = (
+                max(ingested) if latest is None else max(latest, *ingested)
+            )
         if not committed:
             return ReadAgain(first, RETRY_SECONDS)
-        return ReadAgain(later, DEFERRED_SECONDS) if later else None
+        return ReadAgain(later, DEFERRED_SECONDS, held=True) if later else None
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> bool:
         """Commits an applied batch's offsets; False when the group rebalanced under the

@@ -11,6 +11,7 @@ again, and applies the other tenants' at once.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -24,6 +25,7 @@ from shared.events import PAYLOAD_MODELS
 from shared.validation_context import STORED
 
 StoreZones = dict[tuple[str, str], str]
+YIELD_EVERY_ROWS = 1000
 _LOCK = (
     "SELECT pg_advisory_xact_lock{kind}(hashtext('metrics.tenant:' || t)) FROM unnest($1::text[]) t"
 )
@@ -176,7 +178,11 @@ async def _rebucket_events(
         store_id,
     )
     added, removed = [], []
-    for row in rows:
+    for done, row in enumerate(rows):
+        if done % YIELD_EVERY_ROWS == 0:
+            # Reading a large store's history is the event loop's work, which the
+            # consumer applying other tenants' events shares.
+            await asyncio.sleep(0)
         payload = row["payload"]
         typed = PAYLOAD_MODELS[row["type"]].model_validate(
             orjson.loads(payload) if isinstance(payload, str) else payload, context=STORED
