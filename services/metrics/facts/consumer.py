@@ -404,6 +404,11 @@ def _partition(record: ConsumerRecord[bytes, bytes]) -> TopicPartition:
     return TopicPartition(record.topic, record.partition)
 
 
+def _before(record: ConsumerRecord[bytes, bytes], offsets: dict[TopicPartition, int]) -> bool:
+    """Whether the record lies before its partition's offset in ``offsets``."""
+    return record.offset < offsets[_partition(record)]
+
+
 def _first_offsets_of(
     good: list[tuple[ConsumerRecord[bytes, bytes], EventMessage]], tenants: frozenset[str]
 ) -> dict[TopicPartition, int]:
@@ -721,20 +726,20 @@ class FactConsumer:
             }
             # What lies past a partition's committed offset is dead-lettered or counted
             # when it is read again.
-            bad = [(r, why) for r, why in parsed.bad if r.offset < done[_partition(r)]]
+            bad = [(r, why) for r, why in parsed.bad if _before(r, done)] if later else parsed.bad
             await self._deadletter(bad)
             committed = await self._commit(consumer, done)
         self.counters.batches += 1
-        self.counters.records += sum(1 for r in records if r.offset < done[_partition(r)])
+        self.counters.records += (
+            sum(1 for r in records if _before(r, done)) if later else len(records)
+        )
         self.counters.applied += applied
         self.counters.deadlettered += len(bad)
         self.counters.repeats += parsed.repeats
         if ingested := [m.ingested_at for _, m in parsed.good if m.tenant_id not in deferred]:
             # Never back: held events applied late came in before those applied.
-            latest = self.counters.last_ingested_at
-            self.counters.last_ingested_at = (
-                max(ingested) if latest is None else max(latest, *ingested)
-            )
+            newest, latest = max(ingested), self.counters.last_ingested_at
+            self.counters.last_ingested_at = newest if latest is None else max(latest, newest)
         if not committed:
             return ReadAgain(first, RETRY_SECONDS)
         return ReadAgain(later, DEFERRED_SECONDS, held=True) if later else None
