@@ -144,3 +144,26 @@ async def test_a_store_id_with_a_slash_gets_its_zone(
     assert moved.json()["moved"]["order_lines"] == 1
     after = await by_month(http, tenant, stores="acme/us")
     assert after["2026-03-01"]["gmv"] == 10.0
+
+
+async def test_a_store_id_holding_a_percent_sign_is_the_store_named(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """The gateway forwarded the path it had decoded, and metrics decoded it again:
+    store `p%41`, sent as `p%2541`, became store `pA`, whose sales then moved."""
+    tenant = await new_tenant()
+    for store in ("p%41", "pA"):
+        await push(
+            http,
+            tenant,
+            line(f"pct-{store}", "S1", 1, "10.00", "2026-03-01T07:30:00Z", store=store),
+        )
+    await settle(http, tenant, {"gmv": 20.0}, **{"from": "2026-02-01", "to": "2026-04-30"})
+    moved = await http.put(
+        "/v1/settings/stores/p%2541", json={"timezone": "America/New_York"}, headers=tenant.headers
+    )
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["store_id"] == "p%41"
+    assert moved.json()["moved"]["order_lines"] == 1
+    assert (await by_month(http, tenant, stores="p%41"))["2026-03-01"]["gmv"] == 10.0
+    assert (await by_month(http, tenant, stores="pA"))["2026-02-01"]["gmv"] == 10.0

@@ -7,6 +7,7 @@ import copy
 import logging
 import time
 from typing import Any
+from urllib.parse import quote_from_bytes
 
 import httpx
 from fastapi import Request, Response
@@ -47,6 +48,10 @@ PASSED_RESPONSE_HEADERS = (
 )
 
 
+# RFC 3986's unreserved and sub-delims, ":", "@", "/", and "%" of the escapes sent.
+_KEPT_IN_PATHS = "/:@!$&'()*+,;=-._~%"
+
+
 def service_urls(settings: Any) -> dict[str, str]:
     return {
         "ingest": settings.ingest_url,
@@ -77,7 +82,13 @@ async def forward(
     chain = [v for v in (request.headers.get("x-forwarded-for"), peer) if v]
     if chain:
         headers.append((b"x-forwarded-for", ", ".join(chain).encode("latin-1")))
-    url = f"{base_url.rstrip('/')}{request.url.path}"
+    # The path as sent, still percent-encoded: the service decodes it once, as the
+    # gateway did to route it. Forwarded decoded, store `p%41` (sent `p%2541`) reached
+    # the service as `p%41`, which it decoded again into another store, `pA`.
+    # Bytes a client left unencoded (a space, UTF-8) are encoded, the rest kept.
+    raw_path = request.scope.get("raw_path")
+    path = quote_from_bytes(raw_path, safe=_KEPT_IN_PATHS) if raw_path else request.url.path
+    url = f"{base_url.rstrip('/')}{path}"
     if request.url.query:
         # The raw query string, so the service sees exactly what the caller sent.
         url = f"{url}?{request.url.query}"
