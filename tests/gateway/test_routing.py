@@ -592,7 +592,10 @@ async def test_readiness_names_a_database_and_a_broker_that_answer_nothing(stack
     assert waited < 2 * READY_CHECK_SECONDS + 2
 
 
-async def test_downstream_errors_reach_the_caller_unchanged(stack: Stack) -> None:
+async def test_downstream_errors_reach_the_caller_unchanged(
+    stack: Stack, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant()
     fake = FastAPI()
 
     @fake.get("/v1/targets/plans")
@@ -604,7 +607,9 @@ async def test_downstream_errors_reach_the_caller_unchanged(stack: Stack) -> Non
         )
 
     async with fake_service(fake) as url, own_gateway(stack, targets_url=url) as client:
-        response = await client.get("/v1/targets/plans", params={"year": "2026"})
+        response = await client.get(
+            "/v1/targets/plans", params={"year": "2026"}, headers=tenant.headers
+        )
     assert response.status_code == 429
     assert response.headers["retry-after"] == "7"
     assert response.json() == {"error": "rate_limited", "detail": "slow down"}

@@ -9,7 +9,7 @@ from services.gateway.erasures.tracker import refuse_erased_writes
 from services.gateway.proxy.routes import OWNERS, owner_of
 from services.gateway.proxy.service import forward, service_urls
 from shared.auth import current_principal
-from shared.errors import NotFound, UpstreamUnavailable
+from shared.errors import NotFound
 
 router = APIRouter(include_in_schema=False)
 
@@ -30,13 +30,11 @@ def _owner(request: Request) -> tuple[str, str]:
 
 async def _forwarded_to_a_known_caller(request: Request, method: str | None = None) -> Response:
     service, base = _owner(request)
-    try:
-        return await forward(request, request.app.state.http, service, base, method=method)
-    except UpstreamUnavailable:
-        # A missing or bad token is answered first, as the service would have (and
-        # which service is away is none of an anonymous caller's business).
-        await current_principal(request)
-        raise
+    # A missing or bad token is answered first, whatever else is wrong with the request
+    # (a method the route does not take), and whether or not the service is there:
+    # which service is away is none of an anonymous caller's business.
+    await current_principal(request)
+    return await forward(request, request.app.state.http, service, base, method=method)
 
 
 async def route(request: Request) -> Response:
