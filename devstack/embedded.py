@@ -423,23 +423,28 @@ class EmbeddedPostgres:
         # Others may pass through it (the wheel's user, as root), not write in it.
         with contextlib.suppress(FileExistsError):
             own_dir.mkdir(mode=0o711)
+        if not _own_private_dir(own_dir):
+            # Checked before a link is put in it: others could swap it there.
+            raise EmbeddedError(
+                f"the embedded PostgreSQL of {self.data_dir} is reached through a link in "
+                f"{own_dir}, which is not this user's own directory closed to others; "
+                "remove it, or set LODESTAR_HOME to a path without spaces, quotes, "
+                "backslashes or commas"
+            )
         with contextlib.suppress(FileExistsError):
             os.symlink(self.data_dir, self.server_dir, target_is_directory=True)
         try:
-            linked = (
-                _own_private_dir(own_dir)
-                and os.lstat(self.server_dir).st_uid == os.getuid()
-                and os.readlink(self.server_dir) == str(self.data_dir)
-            )
+            linked = os.lstat(self.server_dir).st_uid == os.getuid() and os.readlink(
+                self.server_dir
+            ) == str(self.data_dir)
         except OSError:
             linked = False
         if not linked:
             # Someone else's file under the name: never start a server through it.
             raise EmbeddedError(
                 f"the embedded PostgreSQL of {self.data_dir} is reached through "
-                f"{self.server_dir}, and something else is there (or {own_dir} is not "
-                "this user's own, unwritable by others); remove it, or set LODESTAR_HOME "
-                "to a path without spaces, quotes, backslashes or commas"
+                f"{self.server_dir}, and something else is there; remove it, or set "
+                "LODESTAR_HOME to a path without spaces, quotes, backslashes or commas"
             )
 
     def _pid_in_file(self) -> int | None:

@@ -1053,6 +1053,16 @@ async def test_input_errors_read_as_the_query_wrote_them(
     assert error["message"] == (
         "input.metrics[1]: Expected value of non-null type 'String!' not to be null."
     )
+    # So it is in a variable.
+    variable = await gql(
+        http,
+        tenant.headers,
+        "query($input: KpiQueryInput!) { kpis(input: $input) { currency } }",
+        input=month_input(metrics=["gmv", None]),
+    )
+    [error] = variable["errors"]
+    assert error["message"].endswith("not to be null."), error
+    assert error["extensions"]["errors"][0]["reason"].endswith("not to be null."), error
     # The caller's own word None stays as written.
     word = await gql(
         http,

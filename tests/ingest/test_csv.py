@@ -411,9 +411,16 @@ def test_a_file_excel_saved_in_a_chinese_locale_is_read_when_declared_gb18030() 
     with pytest.raises(InvalidInput) as mislabelled:
         parse_csv(utf8, "order_line", 10, "gb18030")
     assert mislabelled.value.detail == (
-        "the file is UTF-8 text, though declared gb18030: send it as UTF-8 (charset=utf-8, or none)"
+        "the file is UTF-8 text, though declared a Chinese code page (GB18030, GBK or "
+        "GB2312): send it as UTF-8 (charset=utf-8, or none)"
     )
     assert [e.field for e in mislabelled.value.errors] == ["header.Content-Type"]
+    # GBK words whose bytes happen to be UTF-8 of two-byte characters are GBK still.
+    for word in ("女装", "母婴", "食品", "鞋"):
+        short = f"{HEADER}\r\n{GOOD[0].replace('LAMP', word)}\r\n".encode("gbk")
+        assert short.decode("utf-8")  # valid UTF-8, and yet GBK
+        batch = parse_csv(short, "order_line", 10, "gb18030")
+        assert batch.events[0]["payload"]["sku"] == word
 
 
 async def test_a_json_push_sent_to_the_csv_route_is_415(

@@ -238,15 +238,17 @@ def coded(error: GraphQLError) -> GraphQLError:
     # Parse and validation errors: the query itself is wrong (Schema.process_errors may
     # have said so already).
     extensions = {"code": "BAD_USER_INPUT", **(error.extensions or {})}
+    # A variable's null, as a literal's (see _report).
+    message = _PYTHON_NONE.sub("not to be null.", error.message)
     if (
         extensions["code"] == "BAD_USER_INPUT"
         and "errors" not in extensions
-        and (fields := _field_errors(error.message))
+        and (fields := _field_errors(message))
     ):
         extensions["errors"] = fields
-    if extensions == error.extensions:
+    if extensions == error.extensions and message == error.message:
         return error
-    return _with_code(error, error.message, extensions)
+    return _with_code(error, message, extensions)
 
 
 class ErrorCodes(SchemaExtension):

@@ -299,12 +299,11 @@ codecs.register_error("lodestar-windows-euro", _windows_euro)
 
 
 def _decoded(raw: bytes, encoding: str) -> str:
-    if encoding != UTF8 and not raw.isascii() and _is_utf8(raw):
-        # Chinese text in GBK is hardly ever valid UTF-8: this is a UTF-8 file
-        # mislabelled, which read as GB18030 would be stored garbled.
+    if encoding != UTF8 and _written_in_utf8(raw):
+        # A UTF-8 file mislabelled, which read as GB18030 would be stored garbled.
         raise InvalidInput(
-            "the file is UTF-8 text, though declared gb18030: send it as UTF-8 "
-            "(charset=utf-8, or none)",
+            "the file is UTF-8 text, though declared a Chinese code page (GB18030, GBK "
+            "or GB2312): send it as UTF-8 (charset=utf-8, or none)",
             [FieldError(field="header.Content-Type", reason="the file is UTF-8")],
         )
     try:
@@ -334,12 +333,18 @@ def _decoded(raw: bytes, encoding: str) -> str:
         ) from None
 
 
-def _is_utf8(raw: bytes) -> bool:
+def _written_in_utf8(raw: bytes) -> bool:
+    """Whether bytes declared GB18030 are UTF-8 text: they read as UTF-8, holding a
+    character of three bytes or more there, as Chinese is. Short GBK words are often
+    valid UTF-8 of two-byte characters (女装 reads as Ůװ), never of longer ones but by
+    a rare chance."""
+    if raw.isascii():
+        return False
     try:
-        raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return False
-    return True
+    return any(ord(character) >= 0x800 for character in text)
 
 
 def _first_line(text: str) -> tuple[str, int]:
