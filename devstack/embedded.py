@@ -235,11 +235,21 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> bool:
     return True
 
 
-def _held_by_a_live_process(lock_file: Path) -> bool:
+def _pid_written_in(path: Path) -> int | None:
+    """The pid on the first line of a PostgreSQL lock file (postmaster.pid, a socket's
+    .lock), None when there is none. initdb's standalone backend writes its own negated."""
     try:
-        pid = int(lock_file.read_text().split("\n", 1)[0])
-        return not _gone(psutil.Process(pid))
-    except (OSError, ValueError, psutil.NoSuchProcess):
+        pid = int(path.read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+    return abs(pid) or None
+
+
+def _held_by_a_live_process(lock_file: Path) -> bool:
+    pid = _pid_written_in(lock_file)
+    try:
+        return pid is not None and not _gone(psutil.Process(pid))
+    except psutil.NoSuchProcess:
         return False
 
 
@@ -448,12 +458,7 @@ class EmbeddedPostgres:
             )
 
     def _pid_in_file(self) -> int | None:
-        try:
-            pid = int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
-        except (OSError, ValueError):
-            return None
-        # initdb's standalone backend writes its pid negated.
-        return abs(pid) or None
+        return _pid_written_in(self.data_dir / "postmaster.pid")
 
     def _settle_previous_server(self) -> None:
         """Leaves ``data_dir`` with either a ready server of ours or none.

@@ -26,9 +26,9 @@ from shared.validation_context import STORED
 
 StoreZones = dict[tuple[str, str], str]
 YIELD_EVERY_ROWS = 1000
-_LOCK = (
-    "SELECT pg_advisory_xact_lock{kind}(hashtext('metrics.tenant:' || t)) FROM unnest($1::text[]) t"
-)
+# The key of a tenant's lock, of the tenant ``t``.
+_TENANT_KEY = "hashtext('metrics.tenant:' || t)"
+_LOCK = f"SELECT pg_advisory_xact_lock{{kind}}({_TENANT_KEY}) FROM unnest($1::text[]) t"
 
 
 async def store_zones_for(conn: asyncpg.Connection, stores: set[tuple[str, str]]) -> StoreZones:
@@ -54,7 +54,7 @@ async def tenants_rebucketing(conn: asyncpg.Connection, tenants: set[str]) -> fr
         return frozenset()
     rows = await conn.fetch(
         "SELECT t FROM unnest($1::text[]) AS t "
-        "WHERE NOT pg_try_advisory_xact_lock_shared(hashtext('metrics.tenant:' || t))",
+        f"WHERE NOT pg_try_advisory_xact_lock_shared({_TENANT_KEY})",
         sorted(tenants),
     )
     return frozenset(row["t"] for row in rows)
