@@ -86,11 +86,16 @@ def _date_text(value: object) -> object:
     return value
 
 
+# A timestamp is written from its date on: lax parsing would read a number, or a string
+# of digits (a compact date such as 20260301), as seconds since 1970, and a bare date is
+# no instant at all.
+_TIMESTAMP_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]")
+
+
 def _timestamp_text(value: object) -> object:
-    # Lax parsing would take a number of seconds; a bare date is no instant at all.
     if isinstance(value, dt.datetime):
         return value
-    if not isinstance(value, str) or DATE_TEXT.match(value):
+    if not isinstance(value, str) or not _TIMESTAMP_TEXT.match(value):
         raise ValueError(TIMESTAMP_REASON)
     return value
 

@@ -330,6 +330,13 @@ def test_counts_in_other_scripts_digits_are_refused() -> None:
     assert quoted.events[0]["payload"]["category"] == 'Lamps, "big"'
 
 
+def test_a_compact_date_in_a_timestamp_cell_is_refused_not_read_as_seconds() -> None:
+    compact = GOOD[0].replace("2026-03-01T18:00:00Z", "20260301")
+    batch = parse_csv(f"{HEADER}\n{compact}\n".encode(), "order_line", 10)
+    _, errors = validate_batch(batch.events)
+    assert [(e.index, e.field) for e in errors] == [(0, "payload.purchased_at")]
+
+
 def test_padding_after_a_closing_quote_leaves_other_quotes_as_they_are() -> None:
     # Quotes inside an unquoted cell are data, padding after them too.
     row = GOOD[0].replace(",US,", ',"US" ,', 1) + ',Lamp "big" '

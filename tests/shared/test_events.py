@@ -307,6 +307,19 @@ def test_types_are_strict_where_lax_parsing_would_guess() -> None:
     assert validate_batch(fine)[1] == []
 
 
+def test_a_timestamp_of_digits_is_refused_not_read_as_seconds_since_1970() -> None:
+    # A compact date (20260301) read as seconds would count the sale on 1970-08-23.
+    digits = ["20260301", "1772395200", "1772395200.5", "1772395200000", "-1", " 20260301"]
+    batch = [order_line(purchased_at=d) for d in digits]
+    batch.append({**order_line(), "occurred_at": "20260301"})
+    assert _reasons(batch) == {
+        **{(i, "payload.purchased_at"): TIMESTAMP_REASON for i in range(len(digits))},
+        (len(digits), "occurred_at"): TIMESTAMP_REASON,
+    }
+    written = ["2026-03-01T07:15:00Z", "2026-03-01 07:15:00+08:00", "2026-03-01t07:15:00.5-03:00"]
+    assert validate_batch([order_line(purchased_at=w) for w in written])[1] == []
+
+
 def test_amounts_travel_in_digits_as_they_were_read() -> None:
     # str() of 0.0000001 is "1E-7": the consumer must read back what ingest accepted.
     amounts = ["0.0000001", "1E+3", "12.30", "0.00", "-0.000000000001"]
