@@ -14,6 +14,7 @@ from services.metrics.kpis.query import MAX_DAYS_NAMED, missing_rate_warning
 from tests.conftest import NewTenant
 from tests.metrics.test_kpis import kpis, line, values
 from tests.metrics.test_order_attached import push, rate, refund, settle
+from tests.metrics.test_profit_and_ads import event
 
 D = Decimal
 
@@ -269,6 +270,35 @@ async def test_a_missing_rate_is_told_only_where_the_query_reads(
     await settle(http, tenant, {"units": 3.0}, **march)
     two = await kpis(http, tenant, metrics="gmv", categories="Secret", grain="total", **march)
     assert two["warnings"] == ["no FX rate for MXN→USD on 2026-03-12, 2026-03-13"]
+
+
+async def test_fees_netting_to_zero_need_no_rate_unless_each_is_a_value_of_its_own(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """A fee and a credit in a currency with no rate cancel out in a total (no rate is
+    needed), while by SKU each is a value of its own: null, and the answer says why."""
+    tenant = await new_tenant()
+
+    def fee(event_id: str, sku: str, amount: str, currency: str) -> dict[str, Any]:
+        money = {"amount": amount, "currency": currency}
+        payload = {"fee_type": "other", "amount": money, "charged_at": "2026-10-05T20:00:00Z"}
+        return event(event_id, "fee", {**payload, "sku": sku})
+
+    await push(
+        http, tenant, fee("f1", "X", "2", "NOK"), fee("f2", "Y", "-2", "NOK"),
+        fee("f3", "X", "3", "USD"),
+    )  # fmt: skip
+    day = {"from": "2026-10-05", "to": "2026-10-05", "currency": "USD"}
+    await settle(http, tenant, {"fees": 3.0}, **day)
+    for narrowed in ({}, {"skus": "X,Y"}):
+        total = await kpis(http, tenant, metrics="fees", grain="total", **day, **narrowed)
+        assert (values(total), total["warnings"]) == ([("TOTAL", [], {"fees": 3.0})], [])
+    by_sku = await kpis(http, tenant, metrics="fees", grain="total", group_by="sku", **day)
+    assert values(by_sku) == [
+        ("TOTAL", ["X"], {"fees": None}),
+        ("TOTAL", ["Y"], {"fees": None}),
+    ]
+    assert by_sku["warnings"] == ["no FX rate for NOK→USD on 2026-10-05"]
 
 
 async def test_a_comparison_names_a_currency_once_for_every_range_it_reads(

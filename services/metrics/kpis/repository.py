@@ -539,23 +539,30 @@ class RollupRepository:
         filters = grouping.filters
         first_filter = 6  # after the tenant, the currency, the days, the measures, sales
         clauses, values = _filter_clauses(filters, first_filter)
-        if "category" in filters:
-            # Sales rows carry their category; SKU measures take their SKU's, as read.
-            sales_table = "daily_sales"
-            measures = _measures_source(grouping, "m", first_filter, per_sku=True)
-        elif "sku" in filters:
-            sales_table, measures = "daily_sales", "daily_measures m"
+        # Sales amounts are never negative: a row of them is not zero where its parts are not.
+        sales_table = "daily_sales" if {"sku", "category"} & filters.keys() else "daily_store_sales"
+        # Measures as ``measures`` converts them: a fee and a credit netting to zero on a
+        # day, in a currency and a group, need no rate unless the answer is by SKU, where
+        # each is a value of its own.
+        measures = _measures_source(grouping, "m", first_filter)
+        measure_clauses = _filter_clauses(filters, first_filter, "m")[0]
+        if "sku" in grouping.group_by:
+            measure_days = f"""SELECT m.local_date FROM {measures}
+                WHERE m.tenant_id = $1 AND m.currency = $2 AND m.local_date = ANY($3::date[])
+                  AND m.measure = ANY($4::text[]) AND m.value <> 0 {measure_clauses}"""
         else:
-            sales_table, measures = "daily_store_sales", "daily_store_measures m"
+            groups = "".join(f", m.{COLUMNS[d]}" for d in grouping.group_by)
+            measure_days = f"""SELECT m.local_date FROM {measures}
+                WHERE m.tenant_id = $1 AND m.currency = $2 AND m.local_date = ANY($3::date[])
+                  AND m.measure = ANY($4::text[]) {measure_clauses}
+                GROUP BY m.local_date, m.measure{groups} HAVING sum(m.value) <> 0"""
         rows = await self.conn.fetch(
             f"""
             SELECT d FROM (
                 SELECT local_date AS d FROM {sales_table} WHERE $5 AND tenant_id = $1 AND currency = $2
                   AND local_date = ANY($3::date[])
                   AND (gross <> 0 OR shipping <> 0 OR discount <> 0 OR tax <> 0) {clauses}
-                UNION SELECT m.local_date FROM {measures} WHERE m.tenant_id = $1 AND m.currency = $2
-                  AND m.local_date = ANY($3::date[]) AND m.measure = ANY($4::text[]) AND m.value <> 0
-                  {_filter_clauses(filters, first_filter, "m")[0]}
+                UNION {measure_days}
             ) days
             ORDER BY d
             """,
