@@ -488,6 +488,7 @@ class EventMessage(BaseModel):
 
 _ENVELOPES = TypeAdapter(list[Envelope])
 BOOL_REASON = "must be true or false"
+WHOLE_REASON = "must be a whole number written without a fraction (3, not 3.0)"
 _REASON_BY_PYDANTIC_TYPE = {
     "missing": "required",
     "extra_forbidden": "unknown field",
@@ -497,6 +498,8 @@ _REASON_BY_PYDANTIC_TYPE = {
     "dict_type": "must be a JSON object",
     "bool_type": BOOL_REASON,
     "timezone_aware": TIMESTAMP_REASON,
+    "int_from_float": WHOLE_REASON,
+    "int_parsing": "must be a whole number",
 }
 _INDEX = re.compile(r"^\d+$")
 
@@ -512,11 +515,26 @@ _REASON_WITH_CONTEXT = {
     "less_than": "must be less than {lt}",
     "greater_than_equal": "must be at least {ge}",
     "greater_than": "must be more than {gt}",
+    "string_too_long": "must be at most {max_length} characters",
 }
 
 
 def _reason(error: Any) -> str:
     kind = error.get("type", "")
+    if kind == "int_type":
+        # Counts are read strictly: "3" and 3.0 are refused for what they are written as.
+        written = error.get("input")
+        if isinstance(written, float):
+            return WHOLE_REASON
+        if isinstance(written, str):
+            return 'must be a whole number written as a JSON number (3, not "3")'
+        return "must be a whole number"
+    if kind == "string_type":
+        return "must not be null" if error.get("input") is None else "must be a string"
+    if kind == "string_too_short":
+        # Identifiers are read trimmed, so one of spaces arrives empty.
+        least = (error.get("ctx") or {}).get("min_length", 1)
+        return "must not be blank" if least == 1 else f"must be at least {least} characters"
     if kind in _REASON_BY_PYDANTIC_TYPE:
         return _REASON_BY_PYDANTIC_TYPE[kind]
     if kind in _REASON_WITH_CONTEXT:

@@ -473,7 +473,7 @@ def test_free_text_is_capped_as_identifiers_are() -> None:
     events, errors = validate_batch([longest, too_long])
     assert events == []
     assert [(e.index, e.field, e.reason) for e in errors] == [
-        (1, "payload.reason", "String should have at most 2000 characters")
+        (1, "payload.reason", "must be at most 2000 characters")
     ]
     assert validate_batch([longest])[1] == []
 
@@ -512,9 +512,27 @@ def test_an_optional_text_left_blank_is_absent() -> None:
     assert events[2].payload.model_dump()["sku"] is None
     # A required one is still required.
     _, refused = validate_batch([order_line(sku="")])
-    assert [(e.field, e.reason) for e in refused] == [
-        ("payload.sku", "String should have at least 1 character")
+    assert [(e.field, e.reason) for e in refused] == [("payload.sku", "must not be blank")]
+
+
+def test_pydantics_words_are_said_in_the_apis() -> None:
+    """What a person pushing an event can act on: what the value is written as."""
+    batch = [
+        order_line(quantity="3"),
+        order_line(quantity=1.5),
+        order_line(quantity=3.0),
+        {**order_line(), "event_id": None},
+        {**order_line(), "event_id": 12},
+        order_line(sku="   "),
     ]
+    assert _reasons(batch) == {
+        (0, "payload.quantity"): 'must be a whole number written as a JSON number (3, not "3")',
+        (1, "payload.quantity"): "must be a whole number written without a fraction (3, not 3.0)",
+        (2, "payload.quantity"): "must be a whole number written without a fraction (3, not 3.0)",
+        (3, "event_id"): "must not be null",
+        (4, "event_id"): "must be a string",
+        (5, "payload.sku"): "must not be blank",
+    }
 
 
 def test_an_offset_no_time_zone_has_is_refused() -> None:
