@@ -108,6 +108,25 @@ async def test_a_bad_date_is_named_once_not_again_as_the_occurred_at_taken_from_
     assert fields == ["occurred_at", "payload.date"]
 
 
+async def test_empty_required_cells_are_named_required_and_only_themselves(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant(scopes=["ingest:write"])
+    lines = [
+        "event_id,platform,store_id,marketplace,date,sku,sessions",
+        "t1,,acme-us,US,2026-03-01,LAMP,1",
+        "t2,amazon,,US,2026-03-01,LAMP,1",
+        "t3,amazon,acme-us,US,,LAMP,1",
+    ]
+    response = await upload(http, tenant.headers, "traffic", lines)
+    assert response.status_code == 422, response.text
+    assert [(e["row"], e["field"], e["reason"]) for e in response.json()["errors"]] == [
+        (2, "source.platform", "required"),
+        (3, "source.store_id", "required"),
+        (4, "payload.date", "required"),
+    ]
+
+
 async def test_unknown_columns_type_and_empty_files_are_refused(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:

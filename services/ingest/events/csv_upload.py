@@ -456,16 +456,16 @@ def _event(
             payload[name] = _convert(kind, cells[name])
     occurred, source = cells.get("occurred_at"), None
     if not occurred:
-        source = next((name for name in _OCCURRED_FROM if name in cells), None)
-        occurred = _as_timestamp(cells[source]) if source is not None else None
+        # The field it is taken from, or would be: a row without it hears of that field
+        # only, not of an occurred_at the file need not have.
+        source = next((name for name in _OCCURRED_FROM if name in fields), None)
+        occurred = _as_timestamp(cells[source]) if source in cells else None
     event: dict[str, Any] = {
         "event_id": cells.get("event_id"),
         "type": event_type,
         "version": _convert(int, cells.get("version", "1")),
         "source": {
-            "platform": cells.get("platform"),
-            "store_id": cells.get("store_id"),
-            "marketplace": cells.get("marketplace"),
+            key: cells[key] for key in ("platform", "store_id", "marketplace") if key in cells
         },
         "occurred_at": occurred,
         "payload": payload,
