@@ -226,8 +226,14 @@ async def test_an_agency_sees_only_what_the_grant_allows_until_it_is_revoked(
     assert taken_over.status_code == 403
     assert taken_over.json()["errors"] == [
         {"index": 0, "field": "event_id",
-         "reason": "already names an event outside what this caller may reach"}
+         "reason": "is taken by an event outside what this caller may reach"}
     ]  # fmt: skip
+    # The same version too: which version is stored there is not the agency's to learn.
+    again = await http.post(
+        "/v1/events", params={"tenant_id": seller.tenant_id},
+        json={"events": [sale("b", "acme-us", "0.01")]}, headers=agency.headers,
+    )  # fmt: skip
+    assert (again.status_code, again.json()["errors"]) == (403, taken_over.json()["errors"])
     as_csv = await http.post(
         "/v1/events:csv",
         params={"tenant_id": seller.tenant_id, "type": "order_line"},

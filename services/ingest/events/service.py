@@ -381,7 +381,8 @@ async def check_replaced(
         other_store = access.stores is not None and accepted.store_id not in access.stores
         if other_store or _beyond_reach(accepted, access):
             row = _row(index, rows)
-            reason = "already names an event outside what this caller may reach"
+            # Whatever its version: a caller may not learn which version is stored there.
+            reason = "is taken by an event outside what this caller may reach"
             errors.append(FieldError("event_id", reason, index=index, row=row))
     # Orders are locked before SKUs, by every caller: two pushes never wait for each other.
     if access.marketplaces is not None or access.categories is not None:
@@ -392,7 +393,7 @@ async def check_replaced(
         errors += await _skus_sold_beyond_reach(repository, tenant_id, events, access, rows)
     if errors:
         bad = len({e.index for e in errors})
-        raise Forbidden(f"{bad} event(s) would replace events outside this caller's reach", errors)
+        raise Forbidden(f"{bad} event(s) reach beyond what this caller may push to", errors)
 
 
 def _beyond_reach(accepted: AcceptedEvent, access: Access) -> bool:
