@@ -70,3 +70,17 @@ def test_order_and_limit_are_read_as_written() -> None:
     with pytest.raises(InvalidInput) as refused:
         parse_query("t1", {**params, "from": day})
     assert refused.value.errors[0].reason == f"{day!r} is not a date such as 2026-01-31"
+
+
+def test_a_zero_is_answered_without_a_sign() -> None:
+    """0 / -5 is a negative zero in decimal arithmetic; answers write 0.0, never -0.0."""
+    params: dict[str, str | None] = {
+        "metrics": "refund_rate",
+        "from": "2026-03-01",
+        "to": "2026-03-01",
+        "grain": "day",
+    }
+    current = Measured()
+    current.values[("2026-03-01", ())]["refund_rate"] = Decimal(0) / Decimal(-5)
+    [row] = answer(parse_query("t1", params), "USD", current, None, {})["rows"]
+    assert str(row["values"][0]["value"]) == "0.0"

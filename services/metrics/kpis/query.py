@@ -441,7 +441,8 @@ def marketplace_codes(values: list[str]) -> list[str]:
 
 
 def _float(value: Decimal | None) -> float | None:
-    return None if value is None else float(value)
+    # Adding zero turns a negative zero (0 / -5 keeps its sign) into the zero answers show.
+    return None if value is None else float(value) + 0.0
 
 
 def unsplittable_warning(metric: str, dimension: str) -> str:
@@ -451,7 +452,7 @@ def unsplittable_warning(metric: str, dimension: str) -> str:
 def change(value: Decimal | None, previous: Decimal | None) -> float | None:
     if value is None or previous is None or previous == 0:
         return None
-    return float((value - previous) / abs(previous))
+    return _float((value - previous) / abs(previous))
 
 
 def answer(
