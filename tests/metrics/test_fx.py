@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -44,6 +45,30 @@ def test_a_range_of_factors_is_each_day_s_factor_and_is_worked_out_once() -> Non
         f"{seventeenth},{sixteenth}"
     )
     assert book.factors("USD", "MXN", date(2026, 1, 5), date(2026, 1, 5)).text == "16"
+
+
+def test_a_range_worked_out_on_the_days_rates_change_is_every_day_s_factor() -> None:
+    """Factors are worked out only where a rate of either currency's pairs is dated: on
+    random books of direct, reversed and cross rates they are each day's ``factor``."""
+    generator = random.Random(7)
+    currencies = ["USD", "MXN", "EUR", "BRL", "JPY", "CNY"]
+    for _ in range(40):
+        rows = []
+        for _ in range(generator.randint(1, 25)):
+            base, quote = generator.sample(currencies, 2)
+            day = date(2026, 1, 1) + timedelta(days=generator.randint(0, 60))
+            rows.append((day, base, quote, D(generator.randint(1, 999)) / 7))
+        book = RateBook.from_rows(rows)
+        currency, target = generator.sample(currencies, 2)
+        start = date(2026, 1, 1) + timedelta(days=generator.randint(0, 30))
+        end = start + timedelta(days=generator.randint(0, 40))
+        each_day = [
+            book.factor(currency, target, start + timedelta(days=n))
+            for n in range((end - start).days + 1)
+        ]
+        assert book.factors(currency, target, start, end).text == ",".join(
+            "" if factor is None else str(factor) for factor in each_day
+        )
 
 
 def test_a_book_forgets_ranges_beyond_its_budget_of_characters() -> None:
