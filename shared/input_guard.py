@@ -214,6 +214,16 @@ def _body_errors(
     return errors
 
 
+def _read_as_json(scope: Scope) -> bool:
+    """Whether the routes read the body as JSON: sent as a JSON type in any case, or
+    (FastAPI reading it so, as the event routes do) with no type at all."""
+    typed = dict(scope["headers"]).get(b"content-type", b"")
+    media = typed.partition(b";")[0].strip().lower()
+    if not media:
+        return scope["method"] not in ("GET", "HEAD")
+    return b"json" in media
+
+
 class InputGuardMiddleware:
     """See the module; ``field_of`` turns a JSON path into (event index, field) as the
     validation errors name them, ``render`` an error into its response."""
@@ -247,8 +257,7 @@ class InputGuardMiddleware:
         if unreadable is not None:
             await self.render(unreadable, scope)(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        if b"json" not in headers.get(b"content-type", b""):
+        if not _read_as_json(scope):
             await self.app(scope, receive, send)
             return
         body, complete = await read_body(receive)

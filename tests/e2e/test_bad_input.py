@@ -91,6 +91,12 @@ async def test_nul_anywhere_in_a_request_is_named(
         error = answer.json()["errors"][0]
         assert (error["field"], error.get("index")) == (field, index), answer.text
         assert "NUL" in error["reason"]
+    # Sent as JSON in another case, or with no type at all (read as JSON all the same).
+    named = json.dumps({"email": "c@b.example", "name": "N\u0000", "role": "analyst"})
+    for typed in ({"Content-Type": "APPLICATION/JSON; charset=UTF-8"}, {"Content-Type": ""}):
+        answer = await http.post("/v1/users", content=named, headers={**tenant.headers, **typed})
+        assert answer.status_code == 422, (typed, answer.text)
+        assert answer.json()["errors"][0]["field"] == "name", answer.text
     # Directly at a service too: every service has the same guard.
     direct = await http.put(
         f"{stack.url('metrics')}/v1/settings/stores/a%00b",
