@@ -402,6 +402,15 @@ async def test_a_year_earlier_is_the_same_date_around_29_february(
     )  # fmt: skip
     assert year["rows"][0]["values"][0]["value"] == 1101.0
     assert year["rows"][0]["values"][0]["previous"] == 10.0
+    # The same dates a year back may reach into the range, as its years do at YEAR
+    # grain: 1 March 2024 to 1 March 2025 compares with 1 March 2023 to 1 March 2024.
+    for grain in ("total", "year"):
+        overlapping = await kpis(
+            http, tenant, metrics="gmv", grain=grain, compare_to="previous_year",
+            **{"from": "2024-03-01", "to": "2025-03-01"},
+        )  # fmt: skip
+        previous = sum(row["values"][0]["previous"] for row in overlapping["rows"])
+        assert previous == 1110.0, grain
 
 
 async def test_both_days_of_a_leap_february_end_compare_with_the_28th_in_every_group(

@@ -321,10 +321,6 @@ def _year_earlier(day: date, grain: str, *, range_end: bool = False) -> date:
     return day.replace(year=day.year - 1, day=min(day.day, 28) if day.month == 2 else day.day)
 
 
-# The longest range one year back can be compared with and not overlap it.
-YEAR = timedelta(days=366)
-
-
 def comparison_range(query: KpiQuery) -> ComparisonRange:
     if _a_year_back(query):
         # A range that ends a month it covers from the 1st compares with that whole
@@ -332,9 +328,13 @@ def comparison_range(query: KpiQuery) -> ComparisonRange:
         # its days compare at DAY grain.
         whole_last_month = query.start <= query.end.replace(day=1)
         end = _year_earlier(query.end, query.grain, range_end=whole_last_month)
-        if query.grain == "total" and end >= query.start and query.end - query.start < YEAR:
-            # A year from 29 February 2028: its 28 February 2029 end would take in the
-            # 29th of 2028, a day of the range itself. The year before ends the day before.
+        same_dates_end = _year_earlier(query.end, query.grain)
+        if query.grain == "total" and end >= query.start > same_dates_end:
+            # A year from 29 February 2028: the whole February its 28 February 2029 end
+            # compares with would take in the 29th of 2028, a day of the range itself.
+            # The year before ends the day before. (The same dates a year back may
+            # reach into the range: 15 June 2024 to 15 June 2025 compares with 15 June
+            # 2023 to 15 June 2024, as its years do at YEAR grain.)
             end = query.start - timedelta(days=1)
         return ComparisonRange(_year_earlier(query.start, query.grain), end)
     if query.grain == "total":
