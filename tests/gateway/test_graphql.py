@@ -922,6 +922,9 @@ async def test_graphiql_is_served_on_get(http: httpx.AsyncClient) -> None:
     response = await http.get("/graphql", headers={"Accept": "text/html"})
     assert response.status_code == 200
     assert "graphiql" in response.text.lower()
+    # A media type is read in any case.
+    shouted = await http.get("/graphql", headers={"Accept": "TEXT/HTML"})
+    assert shouted.status_code == 200 and "graphiql" in shouted.text.lower()
     # The same URL answers JSON to another Accept: a cache must not mix them up.
     answer = await http.get("/graphql", headers={"Accept": "application/json"})
     assert answer.headers["content-type"].startswith("application/json")
@@ -966,7 +969,11 @@ async def test_a_body_without_a_type_or_as_structured_json_is_read_as_json(
     """As every REST route reads it; and Accept on two lines is one list, as there."""
     tenant = await new_tenant(scopes=["kpi:read"])
     body = orjson.dumps({"query": CATALOG})
-    for typed in ({}, {"Content-Type": "application/graphql-response+json"}):
+    for typed in (
+        {},
+        {"Content-Type": "application/graphql-response+json"},
+        {"Content-Type": "Application/JSON; Charset=UTF-8"},
+    ):
         answer = await fake.client.post(
             "/graphql", content=body, headers={**tenant.headers, **typed}
         )

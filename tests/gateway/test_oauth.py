@@ -46,6 +46,14 @@ async def test_client_credentials_with_basic_and_with_form(
     )
     assert basic.status_code == form.status_code == 200
     assert basic.headers["cache-control"] == "no-store"
+    # A media type is read in any case (RFC 9110 §8.3.1).
+    shouted = await http.post(
+        "/oauth/token",
+        content=b"grant_type=client_credentials",
+        auth=(tenant.client_id, tenant.client_secret),
+        headers={"Content-Type": "Application/X-WWW-Form-URLEncoded; Charset=UTF-8"},
+    )
+    assert shouted.status_code == 200, shouted.text
     body = basic.json()
     assert body["token_type"] == "Bearer"
     assert body["expires_in"] == 3600

@@ -320,6 +320,11 @@ class GraphqlOverGet:
             await send(message)
 
         scope = _on_one_line(scope, "accept")
+        accept = Headers(scope=scope).get("accept")
+        if accept is not None:
+            # Media types are read in any case (RFC 9110 §8.3.1); GraphQL looks for
+            # "text/html" as written.
+            scope = _with_header(scope, "accept", accept.lower())
         await self.graphql(scope, receive, _errors_as_json(scope, varying_on_accept))
 
 
@@ -340,11 +345,12 @@ def _on_one_line(scope: Scope, name: str) -> Scope:
 
 
 def _typed_as_json(scope: Scope) -> Scope:
-    """A body sent without a type, or as a structured JSON type (``+json``), read as
-    JSON, as every REST route reads it; GraphQL reads only ``application/json``."""
+    """A body sent without a type, or as a JSON type in any case or a structured one
+    (``+json``), read as JSON, as every REST route reads it; GraphQL reads only
+    ``application/json``, written so."""
     sent = Headers(scope=scope).get("content-type")
     media = sent.split(";")[0].strip().lower() if sent is not None else ""
-    if sent is not None and (media == "application/json" or not is_json(media)):
+    if sent is not None and (sent.startswith("application/json") or not is_json(media)):
         return scope
     return _with_header(scope, "content-type", "application/json")
 

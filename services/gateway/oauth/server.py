@@ -39,6 +39,7 @@ from services.gateway.oauth.models import OAuthClient
 from services.gateway.oauth.secrets import verify_secret
 from services.gateway.oauth.signing import Signer
 from shared.auth import ALGORITHM
+from shared.service import media_type
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ class TokenRequest(OAuth2Request):
         cls, request: Request, public_uri: str, require_grant_type: bool = True
     ) -> TokenRequest:
         """Parses the form body; RFC 6749 §3.2 rules that authlib leaves to the framework."""
-        if not request.headers.get("content-type", "").startswith(FORM_CONTENT_TYPE):
+        if media_type(request) != FORM_CONTENT_TYPE:
             raise InvalidRequestError(f"the body must be {FORM_CONTENT_TYPE}")
         items = [(k, v) for k, v in (await request.form()).multi_items() if isinstance(v, str)]
         form = dict(items)
