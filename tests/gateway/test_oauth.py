@@ -87,6 +87,11 @@ async def test_platform_admin_token_has_every_scope_and_a_null_tenant(
     # CONTRACT §2 lists tenant among the claims: present, null.
     assert "tenant" in claims and claims["tenant"] is None
     assert claims["sub"] == stack.config.admin.client_id
+    # And so the API document says of introspection's answer.
+    document = (await http.get("/openapi.json")).json()
+    answer = document["paths"]["/oauth/introspect"]["post"]["responses"]["200"]
+    tenant = answer["content"]["application/json"]["schema"]["properties"]["tenant"]
+    assert tenant["type"] == ["string", "null"]
     # Every service reads the null tenant as none: no tenant's data, and no fault.
     admin = {"Authorization": f"Bearer {admin_token}"}
     async with httpx.AsyncClient(timeout=30.0) as client:

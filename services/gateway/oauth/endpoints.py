@@ -105,7 +105,10 @@ _INTROSPECT_API = {
                             "scope": {"type": "string"},
                             "client_id": {"type": "string"},
                             "sub": {"type": "string"},
-                            "tenant": {"type": "string"},
+                            "tenant": {
+                                "type": ["string", "null"],
+                                "description": "null in the platform admin's tokens",
+                            },
                             "exp": {"type": "integer"},
                             "iat": {"type": "integer"},
                             "nbf": {"type": "integer"},
