@@ -40,7 +40,7 @@ from shared.errors import (
     UpstreamUnavailable,
 )
 from shared.http import make_client
-from shared.input_guard import GRAPHQL_PATH, InputGuardMiddleware
+from shared.input_guard import GRAPHQL_PATH, NESTED_TOO_DEEP, InputGuardMiddleware
 from shared.kafka import broker_reachable
 from shared.limits import LimitsMiddleware, RateLimiter
 from shared.openapi import route_scopes, with_security
@@ -184,6 +184,10 @@ def _access_checks(dependant: Dependant) -> list[Callable[..., Awaitable[Any]]]:
     return found
 
 
+# FastAPI's words for a body its JSON parser raised on other than as no JSON.
+_BODY_NOT_PARSED = "There was an error parsing the body"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LodestarError)
     async def lodestar_error(request: Request, exc: LodestarError) -> Response:
@@ -215,6 +219,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.detail == _BODY_NOT_PARSED and (
+            is_json(media_type(request)) or not media_type(request)
+        ):
+            # JSON its parser gave up on (nested about a thousand deep): a body that is
+            # no JSON is 422 naming the body, after who may call is answered.
+            try:
+                await _authorize(request)
+            except LodestarError as refused:
+                return error_response(refused)
+            too_deep = [FieldError(field="body", reason=NESTED_TOO_DEEP)]
+            return error_response(InvalidInput(f"the body {NESTED_TOO_DEEP}", too_deep))
         code = _HTTP_CODES.get(exc.status_code, "error")
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
