@@ -524,6 +524,8 @@ def _reason(error: Any) -> str:
     if kind == "int_type":
         # Counts are read strictly: "3" and 3.0 are refused for what they are written as.
         written = error.get("input")
+        if isinstance(written, float) and not -(2.0**63) < written < 2.0**63:
+            return "is too large a number"
         if isinstance(written, float):
             return WHOLE_REASON
         if isinstance(written, str):

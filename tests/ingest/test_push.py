@@ -93,6 +93,23 @@ async def test_malformed_bodies_name_the_field(ingest: IngestService) -> None:
     not_an_object = await ingest.push(tenant, [order_line("x1"), "order_line"])  # type: ignore[list-item]
     assert not_an_object.status_code == 422
     assert [e["index"] for e in not_an_object.json()["errors"]] == [1]
+    # Numbers beyond a double are JSON all the same: their field is named. NaN is no JSON.
+    good = json.dumps(order_line("x2"))
+    for written, reason in (
+        ("1e400", "is too large a number"),
+        ("9" * 30, "is too large a number"),
+    ):
+        huge = good.replace('"quantity": 1', f'"quantity": {written}')
+        body = f'{{"events": [{good}, {huge}]}}'.encode()
+        answer = await ingest.client.post("/v1/events", content=body, headers=headers)
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["errors"] == [
+            {"index": 1, "field": "payload.quantity", "reason": reason}
+        ], written
+    not_a_number = good.replace('"quantity": 1', '"quantity": NaN')
+    nan = f'{{"events": [{not_a_number}]}}'.encode()
+    answer = await ingest.client.post("/v1/events", content=nan, headers=headers)
+    assert answer.json()["errors"] == [{"field": "body", "reason": "invalid JSON"}]
     assert await ingest.outbox_rows(tenant) == 0
 
 
