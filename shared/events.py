@@ -222,7 +222,21 @@ Count = Annotated[
 ]
 Quantity = Annotated[int, Field(gt=0, le=MAX_INT, strict=True)]
 EventDate = Annotated[dt.date, BeforeValidator(_date_text), AfterValidator(_dated)]
-EventTime = Annotated[AwareDatetime, BeforeValidator(_timestamp_text), AfterValidator(_timed)]
+EventTime = Annotated[
+    AwareDatetime,
+    BeforeValidator(_timestamp_text),
+    AfterValidator(_timed),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            "examples": ["2026-03-01T07:15:00Z"],
+            "description": f"An RFC 3339 timestamp with its offset (-12:00 to +14:00), "
+            f"{INSTANT_RANGE}.",
+        },
+        mode="validation",
+    ),
+]
 
 
 def topic_for(event_type: str, prefix: str = "") -> str:

@@ -101,7 +101,14 @@ def _currency(value: object) -> str:
 
 # What the API document says of them, for client generators (pydantic cannot see
 # through the validators).
-_DECIMAL_SCHEMA = {"type": "string", "pattern": f"^{_DECIMAL.pattern}$", "examples": ["12.34"]}
+_DECIMAL_SCHEMA = {
+    "type": "string",
+    "pattern": f"^{_DECIMAL.pattern}$",
+    "examples": ["12.34"],
+    "description": f"A decimal string: less than 10^{AMOUNT_DIGITS} in absolute value, at most "
+    f"{MAX_DECIMAL_PLACES} decimal places; prices, costs, refunds and ad amounts are not "
+    "negative (fees may be), and a rate is more than 0.",
+}
 DecimalString = Annotated[
     Decimal,
     BeforeValidator(parse_decimal_string),
