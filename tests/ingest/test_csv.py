@@ -356,6 +356,25 @@ def test_a_compact_date_in_a_timestamp_cell_is_refused_not_read_as_seconds() -> 
     assert [(e.index, e.field) for e in errors] == [(0, "payload.purchased_at")]
 
 
+def test_a_type_column_names_the_uploads_type_or_is_refused() -> None:
+    """A file written from whole events has a type column: read when it agrees."""
+    header = HEADER.replace("event_id,", "event_id,type,", 1)
+    rows = [f"erp-1,order_line,{GOOD[0].split(',', 1)[1]}", f"erp-2,fee,{GOOD[1].split(',', 1)[1]}"]
+    batch = parse_csv(f"{header}\n{rows[0]}\n".encode(), "order_line", 10)
+    assert validate_batch(batch.events)[1] == []
+    assert batch.events[0]["type"] == "order_line"
+    assert _refusal(f"{header}\n{rows[0]}\n{rows[1]}\n") == [
+        (3, "type", "must be order_line, the type this upload is of")
+    ]
+
+
+async def test_the_api_document_lists_each_types_columns(http: httpx.AsyncClient) -> None:
+    document = (await http.get("/openapi.json")).json()
+    described = document["paths"]["/v1/events:csv"]["post"]["description"]
+    assert "- `fee`: **event_id**, type, version" in described
+    assert "**unit_price** + **unit_price_currency** (or one currency column)" in described
+
+
 def test_padding_after_a_closing_quote_leaves_other_quotes_as_they_are() -> None:
     # Quotes inside an unquoted cell are data, padding after them too.
     row = GOOD[0].replace(",US,", ',"US" ,', 1) + ',Lamp "big" '

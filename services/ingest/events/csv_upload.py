@@ -34,13 +34,41 @@ from shared.events import (
 )
 from shared.money import Money
 
-ENVELOPE_COLUMNS = ("event_id", "version", "platform", "store_id", "marketplace", "occurred_at")
+# ``type`` may be a column too (a file written from whole events has it): each of its
+# cells must then name the type the upload is of.
+ENVELOPE_COLUMNS = (
+    "event_id", "type", "version", "platform", "store_id", "marketplace", "occurred_at",
+)  # fmt: skip
 _REQUIRED_ENVELOPE = ("event_id", "platform", "store_id", "marketplace")
 # The timestamp that stands for the event when the file has no occurred_at column.
 _OCCURRED_FROM = (
     "purchased_at", "refunded_at", "charged_at", "opened_at", "reported_at",
     "promised_ship_by", "date", "effective_from",
 )  # fmt: skip
+
+
+def columns_described() -> str:
+    """The columns of each type's file, for the API document (bold: required)."""
+
+    def columns(name: str, field: FieldInfo) -> str:
+        required = field.is_required()
+        shown = f"**{name}**" if required else name
+        if _kind(field) is Money:
+            currency = f"**{name}_currency**" if required else f"{name}_currency"
+            return f"{shown} + {currency} (or one currency column)"
+        return shown
+
+    envelope = (
+        "**event_id**, type, version, **platform**, **store_id**, **marketplace**, occurred_at"
+    )
+    lines = [
+        f"- `{event_type}`: {envelope}, "
+        + ", ".join(
+            columns(name, field) for name, field in PAYLOAD_MODELS[event_type].model_fields.items()
+        )
+        for event_type in PAYLOAD_MODELS
+    ]
+    return "\n".join(lines)
 
 
 def _kind(field: FieldInfo) -> type:
@@ -438,6 +466,8 @@ def _event(
     cells = {k: v.strip() for k, v in row.items() if v.strip()}
     payload: dict[str, Any] = {}
     conflicts: list[tuple[str, str]] = []
+    if cells.get("type", event_type) != event_type:
+        conflicts.append(("type", f"must be {event_type}, the type this upload is of"))
     for name, field in fields.items():
         if name not in cells:
             continue

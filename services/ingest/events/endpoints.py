@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from services.ingest.config import Settings
 from services.ingest.events import service
-from services.ingest.events.csv_upload import UTF8, CsvBatch, parse_csv
+from services.ingest.events.csv_upload import UTF8, CsvBatch, columns_described, parse_csv
 from services.ingest.events.repository import EventRepository
 from services.ingest.events.schemas import PUSH_REQUEST_SCHEMA, OutboxStatus, PushAccepted
 from services.ingest.outbox.repository import OutboxRepository
@@ -171,10 +171,27 @@ async def outbox_status(
     return OutboxStatus(pending=pending)
 
 
+CSV_UPLOAD_DESCRIPTION = f"""The same push as `POST /v1/events`, from a CSV file of one event type
+(`type`), in UTF-8 (or GB18030, GBK, GB2312 when the Content-Type's charset says so).
+
+One header row naming columns in any case, spaces standing for underscores (`Event ID`).
+Empty cells are absent fields; `version` defaults to 1 and `occurred_at` to the row's own
+timestamp or date. A money field is its amount column plus `<field>_currency` or one
+`currency` column for the whole row. A `type` column, if present, must name the upload's
+type in every row. Flags take true/false, 1/0 or yes/no. Errors name the file line
+(`row`, the header being line 1) as well as the `index`.
+
+Columns of each type (bold: required):
+
+{columns_described()}
+"""
+
+
 @csv_router.post(
     "/v1/events:csv",
     status_code=202,
     response_model=PushAccepted,
+    description=CSV_UPLOAD_DESCRIPTION,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -206,10 +223,7 @@ async def upload_events_csv(
     ],
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    """The same push as ``POST /v1/events``, from a CSV file of one event type.
-
-    Errors name the file line (``row``, the header being line 1) as well as the index.
-    """
+    """The same push as ``POST /v1/events``, from a CSV file of one event type."""
     media = media_type(request)
     if is_json(media) or media == "text/json" or media.startswith("multipart/"):
         # A JSON push sent here by mistake is never read as CSV, nor a form's upload
