@@ -30,7 +30,7 @@ from pydantic import (
     create_model,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from shared.errors import FieldError
 from shared.money import CurrencyCode, DecimalFigure, Money, NonNegativeMoney
@@ -273,18 +273,24 @@ class OrderLine(Payload):
         # A line's amounts add up into one GMV, so they must share a currency. (The
         # unit price is absent only in the check of a payload whose own failed.)
         unit_price = getattr(self, "unit_price", None)
-        for name in ("shipping_price", "item_tax", "discount"):
-            money = getattr(self, name)
-            if (
-                money is not None
-                and unit_price is not None
-                and money.currency != unit_price.currency
-            ):
-                raise PydanticCustomError(
+        if unit_price is None:
+            return self
+        # Every amount in another currency is named, not only the first.
+        others = [
+            InitErrorDetails(
+                type=PydanticCustomError(
                     "payload_conflict",
                     "{at} must equal unit_price.currency ({currency})",
                     {"at": f"{name}.currency", "currency": unit_price.currency},
-                )
+                ),
+                loc=(),
+                input=None,
+            )
+            for name in ("shipping_price", "item_tax", "discount")
+            if (money := getattr(self, name)) is not None and money.currency != unit_price.currency
+        ]
+        if others:
+            raise ValidationError.from_exception_data(type(self).__name__, others)
         return self
 
 
@@ -679,16 +685,25 @@ def _conflicts_beside_failed_fields(
     currencies) of payloads some fields of which failed, which pydantic skips: run on
     the fields that are valid, so an ERP fixes everything in one round."""
     failed: dict[int, set[str]] = defaultdict(set)
+    # The fields of each payload that failed only in an amount: their currency is read.
+    amounts_failed: dict[int, set[str]] = defaultdict(set)
     for error in exc.errors():
         loc = error.get("loc", ())
         if len(loc) >= 2 and isinstance(loc[0], int):
-            failed[loc[0]].add(str(loc[1]))
+            if loc[2:] == ("amount",):
+                amounts_failed[loc[0]].add(str(loc[1]))
+            else:
+                failed[loc[0]].add(str(loc[1]))
     found: list[FieldError] = []
-    for item, fields in failed.items():
+    for item in {*failed, *amounts_failed}:
+        fields = failed[item]
         payload = envelopes[positions[item]].payload  # type: ignore[union-attr]
         if not isinstance(payload, dict):
             continue
         rest = {name: value for name, value in payload.items() if name not in fields}
+        for name in amounts_failed[item] - fields:
+            if isinstance(rest.get(name), dict):
+                rest[name] = {**rest[name], "amount": "0"}
         try:
             _lenient(event_type).model_validate(rest)
         except ValidationError as partial:

@@ -151,6 +151,20 @@ def test_amounts_of_a_line_must_share_its_currency() -> None:
     _, errors = validate_batch([order_line(discount={"amount": "1.00", "currency": "MXN"})])
     assert [(e.index, e.field) for e in errors] == [(0, "payload.discount.currency")]
     assert "USD" in errors[0].reason
+    # Every amount in another currency is named at once, even beside a bad unit price.
+    three = {
+        "shipping_price": {"amount": "1", "currency": "EUR"},
+        "discount": {"amount": "1", "currency": "GBP"},
+        "item_tax": {"amount": "1", "currency": "JPY"},
+    }
+    for unit_price in ("10.00", "ten"):
+        line = order_line(**three, unit_price={"amount": unit_price, "currency": "USD"})
+        _, errors = validate_batch([line])
+        assert {e.field for e in errors} - {"payload.unit_price.amount"} == {
+            "payload.shipping_price.currency",
+            "payload.item_tax.currency",
+            "payload.discount.currency",
+        }, unit_price
 
 
 def test_values_storage_or_the_calendar_cannot_hold_are_refused_at_the_door() -> None:
