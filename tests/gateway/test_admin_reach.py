@@ -352,3 +352,23 @@ async def test_no_caller_makes_a_user_with_a_scope_it_lacks(
     assert renamed.status_code == 200, renamed.text
     disabled = await http.patch(f"/v1/users/{viewer['id']}", json={"disabled": True}, headers=hr)
     assert disabled.status_code == 200, disabled.text
+    # Enabled again, or its limits lifted or widened, a user signs in with its role
+    # over more: only a caller holding that role's scopes gives it that.
+    limited = await add_user(http, tenant, "viewer", limits={"stores": ["s1", "s2"]})
+    user = f"/v1/users/{limited['id']}"
+    narrowed = await http.patch(user, json={"limits": {"stores": ["s1"]}}, headers=hr)
+    assert narrowed.status_code == 200, narrowed.text
+    for widening in (
+        {"limits": None},
+        {"limits": {"stores": ["s1", "s3"]}},
+        {"limits": {"marketplaces": ["US"]}},
+    ):
+        refused = await http.patch(user, json=widening, headers=hr)
+        assert refused.status_code == 403, (widening, refused.text)
+        assert refused.json()["error"] == "insufficient_scope"
+    again = await http.patch(f"/v1/users/{viewer['id']}", json={"disabled": False}, headers=hr)
+    assert again.status_code == 403 and again.json()["error"] == "insufficient_scope"
+    enabled = await http.patch(
+        f"/v1/users/{viewer['id']}", json={"disabled": False}, headers=tenant.headers
+    )
+    assert enabled.status_code == 200, enabled.text

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import httpx
 
 from shared.access import EFFECTIVE_GRANT_PATH
-from tests.conftest import NewTenant, TenantClient
+from tests.conftest import NewTenant, TenantClient, fetch_token
 from tests.gateway.login import add_user
 from tests.gateway.test_admin_reach import signed_in
 
@@ -137,6 +137,37 @@ async def test_a_grant_gives_no_scope_its_issuer_lacks(
     widened = await http.patch(grant, json={"scopes": ["ingest:write"]}, headers=seller.headers)
     assert (widened.status_code, widened.json()["error"]) == (403, "insufficient_scope")
     assert (await http.get(grant, headers=seller.headers)).json()["scopes"] == ["kpi:read"]
+
+
+async def test_more_stores_or_a_longer_life_need_the_grants_scopes_too(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """Widening a grant hands its scopes out anew: an admin lacking one of them may
+    narrow or revoke it, not widen or revive it."""
+    seller = await new_tenant()
+    agency = await new_tenant(scopes=["kpi:read"])
+    later = datetime(2199, 1, 1, tzinfo=UTC).isoformat()
+    created = await http.post(
+        "/v1/grants",
+        json={"agency_tenant_id": agency.tenant_id, "stores": ["s1", "s2"],
+              "scopes": ["ingest:write"], "expires_at": "2198-01-01T00:00:00Z"},
+        headers=seller.headers,
+    )  # fmt: skip
+    assert created.status_code == 201, created.text
+    grant = f"/v1/grants/{created.json()['id']}"
+    token = await fetch_token(http, seller.client_id, seller.client_secret, "tenant:admin kpi:read")
+    narrow = {"Authorization": f"Bearer {token}"}
+    for widening in ({"stores": ["s1", "s2", "s3"]}, {"expires_at": None}, {"expires_at": later}):
+        refused = await http.patch(grant, json=widening, headers=narrow)
+        assert (refused.status_code, refused.json()["error"]) == (403, "insufficient_scope")
+        assert 'scope="ingest:write"' in refused.headers["www-authenticate"], widening
+    narrowed = await http.patch(
+        grant, json={"stores": ["s1"], "expires_at": "2197-01-01T00:00:00Z"}, headers=narrow
+    )
+    assert narrowed.status_code == 200, narrowed.text
+    assert (await http.get(grant, headers=seller.headers)).json()["stores"] == ["s1"]
+    widened = await http.patch(grant, json={"stores": ["s1", "s3"]}, headers=seller.headers)
+    assert widened.status_code == 200, widened.text
 
 
 async def test_the_agency_reads_its_grant_and_is_told_only_the_seller_changes_it(

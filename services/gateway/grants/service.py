@@ -179,6 +179,7 @@ async def update_grant(
     grant = await _issued_grant(session, issuer, grant_id)
     if grant.revoked_at is not None:
         raise Conflict(f"grant {grant_id} is revoked; issue a new one")
+    stores_before, expiry_before = set(grant.stores), grant.expires_at
     if "stores" in data.model_fields_set:
         if data.stores is None:
             raise InvalidInput("stores cannot be null", [FieldError("stores", "required")])
@@ -192,14 +193,24 @@ async def update_grant(
         if grant.expires_at is not None and grant.expires_at <= utcnow():
             # Reviving an expired grant must not make a second active one for the pair.
             await _lock_pair(session, grant.tenant_id, grant.agency_tenant_id)
-            others = await GrantRepository(session).effective(
+            effective = await GrantRepository(session).effective(
                 grant.agency_tenant_id, grant.tenant_id, utcnow()
             )
+            # The grant itself, revived a moment ago by the same change sent twice, is none.
+            others = [other for other in effective if other.id != grant.id]
             if others:
                 raise Conflict(
                     f"grant {others[0].id} already gives this agency access; change that one"
                 )
         grant.expires_at = expires_at
+    widened = not set(grant.stores) <= stores_before or (
+        expiry_before is not None and (grant.expires_at is None or grant.expires_at > expiry_before)
+    )
+    if widened:
+        # More stores or a longer life hand out the grant's scopes anew, as issuing it
+        # would: only by a caller that holds them.
+        for scope in grant.scopes:
+            issuer.require(scope)
     grant.updated_at = utcnow()
     session.add(grant)
     await session.flush()

@@ -70,6 +70,16 @@ def _check_role_within(principal: Principal, role: str) -> None:
         principal.require(scope)
 
 
+def _narrows(limits: dict[str, Any] | None, before: dict[str, Any] | None) -> bool:
+    """Whether ``limits`` let a user see no more than ``before`` did."""
+    if before is None:
+        return True
+    return limits is not None and all(
+        dimension in limits and set(limits[dimension]) <= set(values)
+        for dimension, values in before.items()
+    )
+
+
 async def create_user(
     session: AsyncSession, principal: Principal, access: Access, data: UserCreate
 ) -> User:
@@ -138,8 +148,14 @@ async def update_user(
     if "limits" in fields:
         limits = data.limits.as_claim() if data.limits else None
         _check_limits_within(limits, access)
+        if not _narrows(limits, user.limits):
+            # Wider limits hand the user's role out over more, as making the user would.
+            _check_role_within(principal, user.role)
         user.limits = limits
     if data.disabled is not None and data.disabled != (user.disabled_at is not None):
+        if not data.disabled:
+            # Enabled again, the user signs in with its role: only a caller holding it.
+            _check_role_within(principal, user.role)
         user.disabled_at = utcnow() if data.disabled else None
     user.updated_at = utcnow()
     session.add(user)
