@@ -876,6 +876,52 @@ async def test_ending_a_sign_in_ends_the_access_tokens_it_issued(
     )
 
 
+async def test_a_refresh_racing_a_change_of_the_user_keeps_no_old_rights(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """A refresh at the very moment the user's limits change, or the user is disabled or
+    deleted, either mints from the new user or is ended with the old sign-in: never a
+    token with the old rights that outlives the change (nor a 500 on a deletion)."""
+    admin = await new_tenant()
+    client_id = await frontend_client(http, admin)
+    params = {"metrics": "gmv", "from": "2026-03-01", "to": "2026-03-31", "grain": "total"}
+
+    async def refresh_beside(change: Any, tokens: dict[str, Any]) -> tuple[httpx.Response, Any]:
+        form = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+        refreshed, changed = await asyncio.gather(exchange(http, client_id, **form), change)
+        return refreshed, changed
+
+    async def still_works(refreshed: httpx.Response) -> bool:
+        if refreshed.status_code != 200:
+            return False
+        bearer = {"Authorization": f"Bearer {refreshed.json()['access_token']}"}
+        answer = await http.get("/v1/kpis", params=params, headers=bearer)
+        return answer.status_code == 200
+
+    analyst = await add_user(http, admin, "analyst", limits={"stores": ["s1"]})
+    user = f"/v1/users/{analyst['id']}"
+    for round_ in range(6):
+        store = f"s{round_ + 2}"
+        tokens = await user_tokens(http, client_id, analyst["email"])
+        patch = http.patch(user, json={"limits": {"stores": [store]}}, headers=admin.headers)
+        refreshed, changed = await refresh_beside(patch, tokens)
+        assert changed.status_code == 200, changed.text
+        if await still_works(refreshed):
+            limits = claims_of(refreshed.json()["access_token"])["limits"]
+            assert limits == {"stores": [store]}, round_
+    for round_ in range(4):
+        viewer = await add_user(http, admin, "viewer")
+        tokens = await user_tokens(http, client_id, viewer["email"])
+        user = f"/v1/users/{viewer['id']}"
+        if round_ % 2:
+            change = http.delete(user, headers=admin.headers)
+        else:
+            change = http.patch(user, json={"disabled": True}, headers=admin.headers)
+        refreshed, changed = await refresh_beside(change, tokens)
+        assert changed.status_code in (200, 204), changed.text
+        assert not await still_works(refreshed), round_
+
+
 async def test_rows_of_expired_tokens_are_forgotten(stack: Stack) -> None:
     db = stack.apps["gateway"].state.db
     now = datetime.now(UTC)

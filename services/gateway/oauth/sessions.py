@@ -214,6 +214,20 @@ async def issue_refresh(
     return token
 
 
+async def user_named(session: AsyncSession, grant_type: str, secret: str) -> str | None:
+    """The user an authorization code or refresh token names, read without a lock, so
+    that a token request locks the user before the code or token, in the order a
+    change of the user (its row, then its sign-ins) takes them."""
+    if grant_type == "authorization_code":
+        named = select(AuthorizationCode.user_id).where(
+            col(AuthorizationCode.code_hash) == digest(secret)
+        )
+    else:
+        named = select(RefreshToken.user_id).where(col(RefreshToken.token_hash) == digest(secret))
+    user_id: str | None = (await session.execute(named)).scalar_one_or_none()
+    return user_id
+
+
 async def find_refresh(session: AsyncSession, token: str) -> RefreshToken | None:
     return (
         await session.execute(

@@ -105,6 +105,11 @@ async def _grant(
     request: Request, session: AsyncSession, form_request: TokenRequest, client: OAuthClient
 ) -> dict[str, Any]:
     grant_type = form_request.form["grant_type"]
+    secret = form_request.form.get(
+        "code" if grant_type == "authorization_code" else "refresh_token"
+    )
+    if secret and (named := await sessions.user_named(session, grant_type, secret)):
+        await UserRepository(session).lock(named, share=True)
     try:
         if grant_type == "authorization_code":
             redeemed = await sessions.redeem_code(

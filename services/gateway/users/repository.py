@@ -27,6 +27,16 @@ class UserRepository:
     async def get(self, user_id: str) -> User | None:
         return await self.session.get(User, user_id)
 
+    async def lock(self, user_id: str, *, share: bool = False) -> User | None:
+        """The user, read afresh and locked until the transaction ends: a token minted
+        from its claims and a change of them (which ends its sign-ins) go one after the
+        other, never both from what the other has not yet written."""
+        locked = select(User).where(col(User.id) == user_id).with_for_update(read=share)
+        found: User | None = (
+            await self.session.execute(locked.execution_options(populate_existing=True))
+        ).scalar_one_or_none()
+        return found
+
     async def by_email(self, tenant_id: str, email: str) -> User | None:
         """The tenant's user by that address, however it is spelled (``canonical_email``):
         addresses are unique within a tenant only."""
