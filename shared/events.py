@@ -509,6 +509,7 @@ class EventMessage(BaseModel):
 _ENVELOPES = TypeAdapter(list[Envelope])
 BOOL_REASON = "must be true or false"
 WHOLE_REASON = "must be a whole number written without a fraction (3, not 3.0)"
+TEXT_FOR_WHOLE_REASON = 'must be a whole number written as a JSON number (3, not "3")'
 _REASON_BY_PYDANTIC_TYPE = {
     "missing": "required",
     "extra_forbidden": "unknown field",
@@ -549,7 +550,7 @@ def _reason(error: Any) -> str:
         if isinstance(written, float):
             return WHOLE_REASON
         if isinstance(written, str):
-            return 'must be a whole number written as a JSON number (3, not "3")'
+            return TEXT_FOR_WHOLE_REASON
         return "must be a whole number"
     if kind == "string_type":
         return "must not be null" if error.get("input") is None else "must be a string"

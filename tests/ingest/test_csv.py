@@ -127,6 +127,19 @@ async def test_empty_required_cells_are_named_required_and_only_themselves(
     ]
 
 
+async def test_a_count_that_is_no_whole_number_is_told_so_in_a_files_terms(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    tenant = await new_tenant(scopes=["ingest:write"])
+    lines = [HEADER, *(GOOD[0].replace(",2,", f",{count},", 1) for count in ("2.0", "abc"))]
+    response = await upload(http, tenant.headers, "order_line", lines)
+    assert response.status_code == 422, response.text
+    assert [(e["row"], e["field"], e["reason"]) for e in response.json()["errors"]] == [
+        (2, "payload.quantity", "must be a whole number"),
+        (3, "payload.quantity", "must be a whole number"),
+    ]
+
+
 async def test_unknown_columns_type_and_empty_files_are_refused(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:

@@ -30,6 +30,7 @@ from shared.events import (
     EVENT_TYPES,
     FIRST_INSTANT,
     PAYLOAD_MODELS,
+    TEXT_FOR_WHOLE_REASON,
     validate_batch,
 )
 from shared.money import Money
@@ -130,8 +131,9 @@ class CsvBatch:
             source = self.occurred_from[error.index]
             return source is not None and (error.index, f"payload.{source}") in named
 
+        in_cells = {BOOL_REASON: FLAG_REASON, TEXT_FOR_WHOLE_REASON: "must be a whole number"}
         kept = [
-            replace(error, reason=FLAG_REASON) if error.reason == BOOL_REASON else error
+            replace(error, reason=in_cells.get(error.reason, error.reason))
             for error in refused.errors
             if not echoes(error)
         ]
