@@ -22,6 +22,7 @@ import httpx
 import orjson
 
 from devstack.stack import SERVICES
+from services.gateway.erasures.repository import WITHDRAWN
 from services.gateway.erasures.tracker import ErasureTracker
 from shared.erased import RecentlyErased
 from shared.tenant_data import SECRET_COLUMNS
@@ -569,7 +570,7 @@ async def test_writes_of_an_erased_tenant_stop_at_the_gateway_after_services_res
 
 
 async def test_an_archive_holding_an_erased_partners_grant_is_withdrawn(
-    http: httpx.AsyncClient, new_tenant: NewTenant
+    http: httpx.AsyncClient, new_tenant: NewTenant, pg: Any
 ) -> None:
     """An agency's archive lists the grants it received (the seller's id, store names and
     scopes): once the seller is erased, the archive built before must not serve them."""
@@ -592,7 +593,17 @@ async def test_an_archive_holding_an_erased_partners_grant_is_withdrawn(
     _, issued = await download(http, seller, await finished_export(http, seller))
     [given] = [orjson.loads(line) for line in issued["gateway/grants.ndjson"].splitlines()]
     assert given["created_by"] == seller.client_id
+    # One being built as the seller is erased may have read the grant already.
+    building = f"ex_building_{agency.tenant_id}"
+    await pg.execute(
+        "INSERT INTO gateway.exports (id, tenant_id, requested_by, status, created_at, "
+        "heartbeat_at) VALUES ($1, $2, 'test', 'running', now(), now())",
+        building,
+        agency.tenant_id,
+    )
     await erased_by_itself(http, seller)
+    built = (await http.get(f"/v1/exports/{building}", headers=agency.headers)).json()
+    assert (built["status"], built["error"]) == ("failed", WITHDRAWN), built
     withdrawn = await http.get(held["download_url"], headers=agency.headers)
     assert withdrawn.status_code == 409, withdrawn.text
     assert withdrawn.json()["detail"] == (

@@ -19,13 +19,17 @@ WITHDRAW_PARTNERS_ARCHIVES = f"""
         SELECT agency_tenant_id AS tenant_id, created_at FROM grants WHERE tenant_id = $1
         UNION ALL SELECT tenant_id, created_at FROM grants WHERE agency_tenant_id = $1
     ), withdrawn AS (
-        -- Only the archives built once a grant between them existed hold one.
+        -- Only the archives built once a grant between them existed hold one; one being
+        -- built may have read it already, and ends withdrawn instead of ready.
         UPDATE exports e
-        SET status = 'failed', bytes = NULL, archive_sha256 = NULL, error = '{WITHDRAWN}'
-        WHERE e.status = 'ready' AND EXISTS (
+        SET status = 'failed', bytes = NULL, archive_sha256 = NULL, error = '{WITHDRAWN}',
+            finished_at = coalesce(e.finished_at, now())
+        WHERE (e.status = 'ready' AND EXISTS (
             SELECT FROM partners p
             WHERE p.tenant_id = e.tenant_id AND p.created_at <= e.finished_at
-        )
+        )) OR (e.status = 'running' AND EXISTS (
+            SELECT FROM partners p WHERE p.tenant_id = e.tenant_id
+        ))
         RETURNING e.id
     )
     DELETE FROM export_parts WHERE export_id IN (SELECT id FROM withdrawn)
