@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request
+from pydantic import AfterValidator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.access import Access, WholeTenantAdmin
@@ -167,6 +168,20 @@ class AuditMiddleware:
             log.exception("could not record an audit entry", extra={"fields": record})
 
 
+def _in_utc(value: datetime) -> datetime:
+    # PostgreSQL keeps instants in UTC: year 1 at +14:00 is no instant it can compare.
+    if value.utcoffset() is not None:
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("must be an instant between years 1 and 9999 in UTC") from None
+    return value
+
+
+# ``since`` and ``until`` of an audit question.
+AuditInstant = Annotated[datetime, AfterValidator(_in_utc)]
+
+
 async def audit_rows(
     db: Database, tenant_id: str, since: datetime | None, until: datetime | None, limit: int
 ) -> list[dict[str, Any]]:
@@ -212,8 +227,8 @@ def audit_router() -> APIRouter:
     async def internal_audit(
         request: Request,
         access: WholeTenantAdmin,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: AuditInstant | None = None,
+        until: AuditInstant | None = None,
         limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_ROWS)] = 100,
     ) -> dict[str, Any]:
         rows = await audit_rows(request.app.state.db, access.tenant_id, since, until, limit)

@@ -126,6 +126,14 @@ async def test_writes_sign_ins_and_grants_are_recorded_per_tenant(
     assert since_now.json()["entries"] == []
     too_many = await http.get("/v1/audit", params={"limit": 5000}, headers=seller.headers)
     assert too_many.status_code == 422 and too_many.json()["errors"][0]["field"] == "limit"
+    # An instant beyond the calendar once in UTC is named, not a fault of the server.
+    for name, beyond in (
+        ("since", "0001-01-01T00:00:00+14:00"),
+        ("until", "9999-12-31T23:59:59-12:00"),
+    ):
+        refused = await http.get("/v1/audit", params={name: beyond}, headers=seller.headers)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["errors"][0]["field"] == name
 
 
 async def agency_pushing(

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from services.gateway.proxy.routes import DOWNSTREAM
 from services.gateway.proxy.service import service_urls
 from shared.access import WholeTenantAdmin
-from shared.audit import AUDIT_PATH, MAX_AUDIT_ROWS, audit_rows
+from shared.audit import AUDIT_PATH, MAX_AUDIT_ROWS, AuditInstant, audit_rows
 from shared.auth import bearer_token
 
 router = APIRouter(tags=["audit"])
@@ -61,8 +61,8 @@ async def _downstream(
 async def audit(
     request: Request,
     access: WholeTenantAdmin,
-    since: Annotated[datetime | None, Query(description="Entries at or after")] = None,
-    until: Annotated[datetime | None, Query(description="Entries before")] = None,
+    since: Annotated[AuditInstant | None, Query(description="Entries at or after")] = None,
+    until: Annotated[AuditInstant | None, Query(description="Entries before")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_ROWS)] = 100,
 ) -> AuditList:
     """Every write, sign-in and token issue for this tenant: who (``actor``,
