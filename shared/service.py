@@ -573,6 +573,7 @@ def build_app(
     settings: ServiceSettings,
     audit_skip: Callable[[str, int], bool] | None = None,
     compressed_paths: tuple[str, ...] = (),
+    serves_its_audit: bool = True,
     **kwargs: Any,
 ) -> FastAPI:
     """A FastAPI app with the shared error rendering, tracing, request limits (body size
@@ -618,6 +619,8 @@ def build_app(
     app.add_middleware(SecurityHeaders)
     app.include_router(health_router(settings))
     app.include_router(_index_router(service))
-    app.include_router(audit_router())
+    if serves_its_audit:
+        # For the gateway to merge; the gateway itself, public, reads its own directly.
+        app.include_router(audit_router())
     with_security(app)
     return app

@@ -31,7 +31,6 @@ from services.gateway.oauth.user_grants import USER_TOKEN_TTL_SECONDS
 from services.gateway.proxy.endpoints import router as proxy_router
 from services.gateway.proxy.routes import owner_of
 from services.gateway.proxy.service import OpenApiMerger, service_urls
-from services.gateway.tenants.data import GATEWAY_TABLES
 from services.gateway.tenants.endpoints import is_tenant_path
 from services.gateway.tenants.endpoints import router as tenants_router
 from services.gateway.tenants.internal import router as tenant_internal_router
@@ -42,7 +41,6 @@ from shared.http import make_client
 from shared.sealing import Sealer
 from shared.service import build_app, external_verifier
 from shared.telemetry import setup_telemetry
-from shared.tenant_data import tenant_data_router
 
 SERVICE = "gateway"
 # The large answers an ERP or a dashboard pulls, gzip-compressed when the client takes
@@ -134,6 +132,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
         lifespan=lifespan,
         compressed_paths=COMPRESSED_PATHS,
+        # Public: its trail and its tables leave by GET /v1/audit and by exports, which
+        # read them directly; no /internal route of its own hands them out unrecorded.
+        serves_its_audit=False,
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
@@ -151,7 +152,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(exports_router, dependencies=no_erased)
     app.include_router(grants_internal_router)
     app.include_router(tenant_internal_router)
-    app.include_router(tenant_data_router(GATEWAY_TABLES))
     # Last: everything under /v1 the gateway does not serve itself goes downstream.
     app.include_router(proxy_router)
     if settings.allowed_origins:
