@@ -13,6 +13,7 @@ import httpx
 from tests.conftest import NewTenant, Stack, TenantClient, fetch_token
 from tests.e2e.test_export_erasure import erased_by_itself
 from tests.e2e.test_grants import sale
+from tests.gateway.login import REDIRECT, add_user, exchange, frontend_client, sign_in
 
 Entries = list[dict[str, Any]]
 
@@ -253,3 +254,34 @@ async def test_a_refused_erasure_is_in_the_trail_and_a_done_one_names_no_one(
             gone.tenant_id,
         )
     assert named == 0
+
+
+async def test_a_replayed_code_and_a_reused_refresh_token_are_in_the_tenants_trail(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """Each ends a sign-in, the one sign a seller has of a stolen token: its trail says so."""
+    seller = await new_tenant()
+    client_id = await frontend_client(http, seller)
+    viewer = await add_user(http, seller, "viewer")
+    query, verifier = await sign_in(http, client_id, viewer["email"])
+    form = {
+        "grant_type": "authorization_code",
+        "code": query["code"][0],
+        "redirect_uri": REDIRECT,
+        "code_verifier": verifier,
+    }
+    issued = await exchange(http, client_id, **form)
+    assert issued.status_code == 200, issued.text
+    assert (await exchange(http, client_id, **form)).status_code == 400
+    refresh = {"grant_type": "refresh_token", "refresh_token": issued.json()["refresh_token"]}
+    assert (await exchange(http, client_id, **refresh)).status_code == 400
+
+    def refusals(entries: Entries) -> list[dict[str, Any]]:
+        return [e for e in entries if e["action"] == "POST /oauth/token" and e["status"] == 400]
+
+    entries = await audit_entries(http, seller, lambda found: len(refusals(found)) >= 2)
+    assert sorted(e["detail"]["refused"] for e in refusals(entries)) == [
+        "authorization code already used",
+        "refresh token already used or revoked",
+    ]
+    assert {e["client_id"] for e in refusals(entries)} == {client_id}

@@ -71,6 +71,13 @@ async def token_response(
     server: TokenServer = request.app.state.token_server
     try:
         client = await authenticate_client(session, form_request)
+        # In the client's tenant's trail, refused too: a replayed code or a reused
+        # refresh token (which ends the sign-in) is what a tenant most needs to see.
+        request.state.audit_actor = {
+            "actor": None,
+            "client_id": client.client_id,
+            "tenant_id": client.tenant_id,
+        }
         body = await _grant(request, session, form_request, client)
     except OAuth2Error as error:
         response = server.error_response(error)
@@ -134,6 +141,7 @@ async def _grant(
         raise InvalidScopeError(described(str(error))) from None
     except sessions.SessionError as error:
         refuse_at_once(request, error.revoked)
+        request.state.audit_detail = {"refused": error.reason, "tokens_revoked": len(error.revoked)}
         raise InvalidGrantError(error.reason) from None
     user = await UserRepository(session).get(redeemed.user_id)
     if user is None or user.disabled_at is not None:
