@@ -13,7 +13,15 @@ import httpx
 from tests.conftest import NewTenant, Stack, TenantClient, fetch_token
 from tests.e2e.test_export_erasure import erased_by_itself
 from tests.e2e.test_grants import sale
-from tests.gateway.login import REDIRECT, add_user, exchange, frontend_client, sign_in
+from tests.gateway.login import (
+    REDIRECT,
+    add_user,
+    authorize_params,
+    exchange,
+    frontend_client,
+    pkce,
+    sign_in,
+)
 
 Entries = list[dict[str, Any]]
 
@@ -285,3 +293,15 @@ async def test_a_replayed_code_and_a_reused_refresh_token_are_in_the_tenants_tra
         "refresh token already used or revoked",
     ]
     assert {e["client_id"] for e in refusals(entries)} == {client_id}
+    # So is a sign-in tried at its portal with an address nobody has.
+    _, challenge = pkce()
+    unknown = {"email": "nobody@example.com", "password": "not a password"}
+    page = {**authorize_params(client_id, challenge), **unknown}
+    assert (await http.post("/oauth/authorize", data=page)).status_code == 401
+
+    def failed(entries: Entries) -> list[dict[str, Any]]:
+        return [e for e in entries if e["action"] == "POST /oauth/authorize" and e["status"] == 401]
+
+    [attempt] = failed(await audit_entries(http, seller, lambda found: bool(failed(found))))
+    assert (attempt["actor"], attempt["client_id"]) == (None, client_id)
+    assert attempt["detail"] == {"outcome": "sign_in_failed"}

@@ -342,6 +342,14 @@ async def authorize_submit(
     # here as an address no one has (a refusal naming it would tell that it exists).
     # An application of no tenant signs no user in.
     tenant_id = client.tenant_id if email else None
+    if client.tenant_id is not None:
+        # Every attempt at a tenant's portal is in its trail (an unknown address, one
+        # paused), so that guessing there shows; a known user is named below.
+        request.state.audit_actor = {
+            "actor": None,
+            "tenant_id": client.tenant_id,
+            "client_id": client.client_id,
+        }
     # One mailbox, one count of failures, however it is typed.
     email = canonical_email(email)
     if len(email) > MAX_EMAIL_LENGTH:
