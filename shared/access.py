@@ -236,6 +236,8 @@ async def resolve_access(
     lookup: GrantLookup = request.app.state.grant_lookup
     grant = await lookup.effective(request, principal, tenant_id)
     if grant is None:
+        # In the caller's own trail, naming whom it asked for.
+        request.state.audit_detail = {"asked_tenant": tenant_id}
         raise Forbidden(f"no access to tenant {tenant_id}")
     # An agency's reach is what both its token and the grant allow: a person of the
     # agency limited to some marketplaces, categories or stores stays so in the seller's.
@@ -249,7 +251,13 @@ async def resolve_access(
         marketplaces=limits.get("marketplaces"),
         categories=limits.get("categories"),
     )
-    access.require(scope)
+    try:
+        access.require(scope)
+    except Forbidden:
+        # Refused under a grant: in the seller's trail too, as what is done under it is.
+        request.state.audit_tenant = tenant_id
+        request.state.audit_detail = {"grant_id": grant.id, "acting_tenant": principal.tenant_id}
+        raise
     if access.stores is not None and not access.stores:
         # A person limited to stores the grant does not give: nothing of the seller is
         # theirs, not even its settings.

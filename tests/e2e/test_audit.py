@@ -305,3 +305,37 @@ async def test_a_replayed_code_and_a_reused_refresh_token_are_in_the_tenants_tra
     [attempt] = failed(await audit_entries(http, seller, lambda found: bool(failed(found))))
     assert (attempt["actor"], attempt["client_id"]) == (None, client_id)
     assert attempt["detail"] == {"outcome": "sign_in_failed"}
+
+
+async def test_an_agency_refused_for_want_of_a_grant_is_in_the_trails_that_concern_it(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """A write the grant does not allow is in the seller's trail (and the agency's); one
+    naming a tenant that granted nothing is in the agency's, naming the tenant asked."""
+    seller, agency, stranger = await new_tenant(), await new_tenant(), await new_tenant()
+    granted = await http.post(
+        "/v1/grants",
+        json={"agency_tenant_id": agency.tenant_id, "stores": ["s1"], "scopes": ["kpi:read"]},
+        headers=seller.headers,
+    )
+    assert granted.status_code == 201, granted.text
+    for tenant in (seller, stranger):
+        pushed = await http.post(
+            "/v1/events",
+            params={"tenant_id": tenant.tenant_id},
+            json={"events": [sale("refused", "s1", "10.00")]},
+            headers=agency.headers,
+        )
+        assert pushed.status_code == 403, pushed.text
+
+    def pushes(entries: Entries) -> list[tuple[str, dict[str, Any]]]:
+        return [(e["tenant_id"], e["detail"]) for e in entries if e["action"] == "POST /v1/events"]
+
+    acting = {"grant_id": granted.json()["id"], "acting_tenant": agency.tenant_id}
+    theirs = await audit_entries(http, seller, lambda found: bool(pushes(found)))
+    assert pushes(theirs) == [(seller.tenant_id, acting)]
+    ours = await audit_entries(http, agency, lambda found: len(pushes(found)) == 2)
+    assert sorted(pushes(ours), key=str) == sorted(
+        [(seller.tenant_id, acting), (agency.tenant_id, {"asked_tenant": stranger.tenant_id})],
+        key=str,
+    )
