@@ -17,6 +17,7 @@ import base64
 import graphlib
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -28,6 +29,7 @@ from shared.access import WholeTenantAdmin
 from shared.audit import AUDIT_TABLE
 from shared.db import Database, row_count
 from shared.errors import NotFound
+from shared.money import plain
 
 TENANT_COLUMN = "tenant_id"
 # Never exported, whatever table holds them.
@@ -163,6 +165,9 @@ async def count_rows(
 def _default(value: Any) -> Any:
     if isinstance(value, bytes | bytearray | memoryview):
         return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, Decimal):
+        # In digits, as the API writes amounts: PostgreSQL's 20000 arrives as 2E+4.
+        return plain(value)
     # Decimal, interval, inet ...: their text form loses nothing.
     return str(value)
 

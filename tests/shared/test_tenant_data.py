@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator
+from decimal import Decimal
 
 import orjson
 import pytest
@@ -12,11 +13,13 @@ import pytest
 from shared.db import Database
 from shared.errors import NotFound
 from shared.tenant_data import (
+    Table,
     TenantTables,
     count_rows,
     discover,
     erase_tenant,
     hold_tenants,
+    ndjson_line,
     stream_rows,
     table_named,
 )
@@ -146,6 +149,14 @@ async def test_rows_stream_as_ndjson_with_exact_values_and_no_secrets(db: Databa
     # Another tenant's rows never come along.
     assert [r["id"] for r in await lines_of(db, "z_children", "t2")] == ["c3"]
     assert await lines_of(db, "blobs", "nobody") == []
+
+
+def test_numerics_are_written_in_digits_never_an_exponent() -> None:
+    """PostgreSQL's numeric 20000 arrives as Decimal("2E+4"): written as the API writes it."""
+    table = Table("s", "t", ("tenant_id",), ("tenant_id", "amount"), frozenset(), frozenset())
+    for stored, written in (("2E+4", "20000"), ("1.00E+6", "1000000"), ("1E-7", "0.0000001")):
+        line = ndjson_line(table, {"tenant_id": "t1", "amount": Decimal(stored)}, "t1")
+        assert orjson.loads(line)["amount"] == written
 
 
 async def test_a_large_table_streams_in_several_chunks_of_whole_lines(db: Database) -> None:
