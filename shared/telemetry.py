@@ -13,6 +13,7 @@ import contextvars
 import logging
 import sys
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -49,6 +50,11 @@ def setup_telemetry(service_name: str, otlp_endpoint: str = "", log_level: str =
     root.setLevel(log_level.upper())
     # uvicorn's access log would print request lines without tenant or trace id.
     logging.getLogger("uvicorn.access").disabled = True
+    # Its own lines (started, stopped, a request it could not read) in JSON as every
+    # other: its command line gave them a plain-text handler of their own.
+    uvicorn_log = logging.getLogger("uvicorn")
+    uvicorn_log.handlers[:] = []
+    uvicorn_log.propagate = True
     # httpx says each call it makes: the services' poll of revoked tokens every second
     # filled the logs, and the lines a crash leaves, with it. Its failures still show.
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -86,7 +92,11 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            # UTC to the millisecond, whatever the host's zone: lines of several hosts
+            # and of the audit trail compare as they are.
+            "ts": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
             "level": record.levelname,
             "service": self.service,
             "logger": record.name,

@@ -56,3 +56,11 @@ async def test_request_logs_carry_tenant_and_trace_but_no_secrets(
     text = "\n".join(formatter.format(record) for record in caplog.records)
     for secret in (tenant.client_secret, tenant.token, token.json()["access_token"]):
         assert secret not in text
+
+
+def test_a_line_is_stamped_in_utc_to_the_millisecond() -> None:
+    """Whatever the host's zone, as the audit trail is."""
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello", None, None)
+    record.created = 1_772_356_500.25  # 2026-03-01T09:15:00.250Z
+    line = orjson.loads(JsonFormatter("test").format(record))
+    assert line["ts"] == "2026-03-01T09:15:00.250Z"
