@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -42,6 +42,8 @@ RETRY_SECONDS = 1.0
 # embedded Tansu keeps none) has lost them, and its consumer, still connected, would
 # wait on them for ever while erasures stay unconfirmed.
 TOPICS_RECHECK_SECONDS = 30.0
+# A commit takes milliseconds; one that takes this long will not end by itself.
+COMMIT_SECONDS = 10.0
 
 Records = list[ConsumerRecord[bytes, bytes]]
 Message = TypeVar("Message", bound=BaseModel)
@@ -192,6 +194,21 @@ class TopicListener:
             await self._consumer.start()
         return self._consumer
 
+    async def _committed(self, consumer: AIOKafkaConsumer, offsets: dict[Any, int]) -> bool:
+        """Commits; False, and the consumer closed, when the commit hung: aiokafka
+        retries one to a topic the broker lost (it restarted empty) without end, and the
+        listener would never come round to making the topics again. What was handled
+        is read again (handlers are idempotent)."""
+        try:
+            async with asyncio.timeout(COMMIT_SECONDS):
+                await consumer.commit(offsets)
+        except TimeoutError:
+            log.warning("%s: a commit hung; the topics are checked and it reconnects", self.name)
+            await self._topics_made_again()
+            await self._close()
+            return False
+        return True
+
     async def _run(self) -> None:
         while True:
             try:
@@ -213,7 +230,8 @@ class TopicListener:
                         consumer.seek(partition, records[0].offset)
                         await asyncio.sleep(RETRY_SECONDS)
                         continue
-                    await consumer.commit({partition: records[-1].offset + 1})
+                    if not await self._committed(consumer, {partition: records[-1].offset + 1}):
+                        break
             except asyncio.CancelledError:
                 raise
             except (KafkaError, OSError) as exc:

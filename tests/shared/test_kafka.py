@@ -134,6 +134,62 @@ async def test_an_erasure_listener_makes_its_topics_again_after_the_broker_lost_
         broker.stop()
 
 
+async def test_an_erasure_listener_whose_commit_hangs_on_a_lost_topic_reconnects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker restarted empty while a record was being handled: aiokafka retried
+    its commit to the lost topic without end, and the topics were never made again."""
+    monkeypatch.setattr(erasure, "COMMIT_SECONDS", 1.0)
+    port = free_port()
+    broker = EmbeddedBroker(port, tmp_path / "first.log")
+    bootstrap = broker.start()
+    settings = ServiceSettings.model_validate(
+        {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "LODESTAR_TOPIC_PREFIX": "recommit."}
+    )
+    topics = erasure.erasure_topics(settings.topic_prefix)
+    topic = settings.topic_prefix + erasure.ERASURE_TOPIC
+    restarted = asyncio.Event()
+    handled: list[bytes] = []
+
+    async def handle(records: Any) -> None:
+        handled.extend(r.value for r in records)
+        if len(handled) == 1:
+            await restarted.wait()
+
+    listener = erasure.TopicListener(settings, erasure.ERASURE_TOPIC, "recommit", handle, "rc")
+    listener.start()
+    producer = None
+    try:
+        await _until(lambda: ensure_topics(bootstrap, topics, create=False), [])
+        producer = make_producer(bootstrap)
+        await producer.start()
+        await producer.send_and_wait(topic, b"first")
+        deadline = time.monotonic() + 30
+        while not handled:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        await stop_client(producer, "test producer")
+        producer = None
+        assert broker.pid is not None
+        os.kill(broker.pid, signal.SIGKILL)
+        broker.stop()
+        broker = await broker_started_again(port, tmp_path / "second.log")
+        restarted.set()
+        await _until(lambda: ensure_topics(bootstrap, topics, create=False), [])
+        # And it reads on: a record published now is handled.
+        producer = make_producer(bootstrap)
+        await producer.start()
+        await producer.send_and_wait(topic, b"second")
+        deadline = time.monotonic() + 30
+        while b"second" not in handled:
+            assert time.monotonic() < deadline, handled
+            await asyncio.sleep(0.2)
+    finally:
+        await stop_client(producer, "test producer")
+        await listener.stop()
+        broker.stop()
+
+
 async def _until(check: Any, wanted: Any, seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     while (found := await check()) != wanted:
