@@ -603,3 +603,8 @@ async def test_the_api_document_defines_every_available_kpi_as_the_registry_does
     for kpi in KPIS.values():
         row = f"| `{kpi.id}` | {kpi.name} | {kpi.unit} | {kpi.description} |"
         assert (row in described) == kpi.available, kpi.id
+    # Both routes say the tag they answer with, and their 304, for clients that poll.
+    for path in ("/v1/kpis", "/v1/kpis/catalog"):
+        responses = document["paths"][path]["get"]["responses"]
+        for status in ("200", "304"):
+            assert "ETag" in responses[status]["headers"], (path, status)

@@ -265,7 +265,10 @@ tenant's settings make it; with the default settings:
                 },
             },
         },
-        304: {"description": "`If-None-Match` names the answer's `ETag`: it has not changed"},
+        304: {
+            "description": "`If-None-Match` names the answer's `ETag`: it has not changed",
+            "headers": TAGGED,
+        },
         406: {"model": ErrorBody, "description": "Accept takes neither JSON nor CSV"},
     },
     description=_KPIS_DESCRIPTION,
@@ -439,7 +442,11 @@ def _validators(etag: str) -> dict[str, str]:
     "/catalog",
     response_model=KpiCatalog,
     responses={
-        304: {"description": "`If-None-Match` names the answer's `ETag`: it has not changed"},
+        200: {"headers": TAGGED},
+        304: {
+            "description": "`If-None-Match` names the answer's `ETag`: it has not changed",
+            "headers": TAGGED,
+        },
         406: {"model": ErrorBody, "description": "Accept does not take JSON"},
     },
 )
