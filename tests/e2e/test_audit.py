@@ -14,9 +14,9 @@ from tests.conftest import NewTenant, Stack, TenantClient, fetch_token
 from tests.e2e.test_export_erasure import erased_by_itself
 from tests.e2e.test_grants import sale
 from tests.gateway.login import (
-    REDIRECT,
     add_user,
     authorize_params,
+    code_form,
     exchange,
     frontend_client,
     pkce,
@@ -272,12 +272,7 @@ async def test_a_replayed_code_and_a_reused_refresh_token_are_in_the_tenants_tra
     client_id = await frontend_client(http, seller)
     viewer = await add_user(http, seller, "viewer")
     query, verifier = await sign_in(http, client_id, viewer["email"])
-    form = {
-        "grant_type": "authorization_code",
-        "code": query["code"][0],
-        "redirect_uri": REDIRECT,
-        "code_verifier": verifier,
-    }
+    form = code_form(query, verifier)
     issued = await exchange(http, client_id, **form)
     assert issued.status_code == 200, issued.text
     assert (await exchange(http, client_id, **form)).status_code == 400

@@ -111,6 +111,16 @@ async def sign_in(
     return parse_qs(urlsplit(location).query), verifier
 
 
+def code_form(query: dict[str, list[str]], verifier: str) -> dict[str, str]:
+    """The token request that redeems the code of a sign-in's redirect."""
+    return {
+        "grant_type": "authorization_code",
+        "code": query["code"][0],
+        "redirect_uri": REDIRECT,
+        "code_verifier": verifier,
+    }
+
+
 async def exchange(http: httpx.AsyncClient, client_id: str, **form: str) -> httpx.Response:
     return await http.post("/oauth/token", data={"client_id": client_id, **form})
 
@@ -120,14 +130,7 @@ async def user_tokens(
 ) -> dict[str, Any]:
     """The token answer of a whole sign-in: page, code, exchange."""
     query, verifier = await sign_in(http, client_id, email, scope=scope)
-    response = await exchange(
-        http,
-        client_id,
-        grant_type="authorization_code",
-        code=query["code"][0],
-        redirect_uri=REDIRECT,
-        code_verifier=verifier,
-    )
+    response = await exchange(http, client_id, **code_form(query, verifier))
     assert response.status_code == 200, response.text
     tokens: dict[str, Any] = response.json()
     return tokens

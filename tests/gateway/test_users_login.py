@@ -31,6 +31,7 @@ from tests.gateway.login import (
     add_user,
     authorize_params,
     claims_of,
+    code_form,
     exchange,
     frontend_client,
     pkce,
@@ -71,12 +72,7 @@ async def test_user_signs_in_with_pkce_and_refresh_tokens_rotate(
     assert retry.status_code == 400
 
     query, verifier = await sign_in(http, client_id, analyst["email"])
-    form = {
-        "grant_type": "authorization_code",
-        "code": query["code"][0],
-        "redirect_uri": REDIRECT,
-        "code_verifier": verifier,
-    }
+    form = code_form(query, verifier)
     issued = await exchange(http, client_id, **form)
     assert issued.status_code == 200, issued.text
     assert issued.headers["cache-control"] == "no-store"
@@ -840,12 +836,7 @@ async def test_ending_a_sign_in_ends_the_access_tokens_it_issued(
 
     # A replayed authorization code ends what it issued.
     query, verifier = await sign_in(http, client_id, analyst["email"])
-    form = {
-        "grant_type": "authorization_code",
-        "code": query["code"][0],
-        "redirect_uri": REDIRECT,
-        "code_verifier": verifier,
-    }
+    form = code_form(query, verifier)
     issued = (await exchange(http, client_id, **form)).json()
     assert await status(issued["access_token"]) == 200
     assert (await exchange(http, client_id, **form)).status_code == 400
