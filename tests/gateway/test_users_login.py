@@ -913,6 +913,55 @@ async def test_a_refresh_racing_a_change_of_the_user_keeps_no_old_rights(
         assert not await still_works(refreshed), round_
 
 
+async def test_a_sign_out_racing_a_change_of_the_user_is_never_a_server_fault(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """A revocation, a refresh and a change of the user at once revoke the same tokens:
+    each is revoked once, in one order, and every request answers (no duplicate key, no
+    deadlock); a sign-in whose user is deleted meanwhile is refused, not a 500."""
+    admin = await new_tenant()
+    client_id = await frontend_client(http, admin)
+    analyst = await add_user(http, admin, "analyst")
+    statuses: list[tuple[int, ...]] = []
+    for round_ in range(8):
+        tokens = await user_tokens(http, client_id, analyst["email"])
+        for _ in range(2):
+            form = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+            tokens = (await exchange(http, client_id, **form)).json()
+        answers = await asyncio.gather(
+            http.patch(
+                f"/v1/users/{analyst['id']}",
+                json={"limits": {"stores": [f"s{round_}"]}},
+                headers=admin.headers,
+            ),
+            http.post(
+                "/oauth/revoke", data={"token": tokens["refresh_token"], "client_id": client_id}
+            ),
+            exchange(
+                http, client_id, grant_type="refresh_token", refresh_token=tokens["refresh_token"]
+            ),
+        )
+        statuses.append(tuple(answer.status_code for answer in answers))
+    assert all(
+        patch == revoke == 200 and refresh in (200, 400) for patch, revoke, refresh in statuses
+    ), statuses
+    for _ in range(3):
+        viewer = await add_user(http, admin, "viewer")
+        _, challenge = pkce()
+        params = authorize_params(client_id, challenge)
+        form = {**params, "email": viewer["email"], "password": PASSWORD}
+
+        async def delete_soon(user_id: str) -> httpx.Response:
+            await asyncio.sleep(0.05)
+            return await http.delete(f"/v1/users/{user_id}", headers=admin.headers)
+
+        signed, deleted = await asyncio.gather(
+            http.post("/oauth/authorize", data=form), delete_soon(viewer["id"])
+        )
+        assert deleted.status_code == 204, deleted.text
+        assert signed.status_code in (303, 401), signed.text
+
+
 async def test_rows_of_expired_tokens_are_forgotten(stack: Stack) -> None:
     db = stack.apps["gateway"].state.db
     now = datetime.now(UTC)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, delete, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel, col, select
 
@@ -277,16 +278,24 @@ async def revoke_family(session: AsyncSession, family_id: str) -> Revoked:
 
 
 async def _revoke_issued(session: AsyncSession, families: ColumnElement[bool]) -> Revoked:
-    """Revokes the live access tokens of the ``families`` the condition selects."""
+    """Revokes the live access tokens of the ``families`` the condition selects that are
+    not revoked yet (returned). In the order of their ids, as every revocation takes
+    them: two that overlap (a sign-out beside a user's change) wait, never deadlock."""
     live = (
         await session.execute(
-            select(IssuedAccessToken).where(families, col(IssuedAccessToken.expires_at) > utcnow())
+            select(IssuedAccessToken)
+            .where(
+                families,
+                col(IssuedAccessToken.expires_at) > utcnow(),
+                col(IssuedAccessToken.jti).not_in(select(RevokedAccessToken.jti)),
+            )
+            .order_by(col(IssuedAccessToken.jti))
         )
     ).scalars()
     revoked = []
     for token in live:
-        await revoke_access_token(session, token.jti, token.tenant_id, token.expires_at)
-        revoked.append((token.jti, token.expires_at))
+        if await revoke_access_token(session, token.jti, token.tenant_id, token.expires_at):
+            revoked.append((token.jti, token.expires_at))
     return revoked
 
 
@@ -309,10 +318,16 @@ async def record_access_token(
 
 async def revoke_access_token(
     session: AsyncSession, jti: str, tenant_id: str | None, expires_at: datetime
-) -> None:
-    if await session.get(RevokedAccessToken, jti) is None:
-        session.add(RevokedAccessToken(jti=jti, tenant_id=tenant_id, expires_at=expires_at))
-        await session.flush()
+) -> bool:
+    """Revokes a token; False when it was already (by this request or a concurrent one:
+    a look first, then an insert, let two both insert)."""
+    inserted = await session.execute(
+        insert(RevokedAccessToken)
+        .values(jti=jti, tenant_id=tenant_id, expires_at=expires_at)
+        .on_conflict_do_nothing(index_elements=["jti"])
+        .returning(col(RevokedAccessToken.jti))
+    )
+    return inserted.first() is not None
 
 
 async def revocation_end(session: AsyncSession, jti: str) -> datetime | None:
