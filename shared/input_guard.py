@@ -214,13 +214,27 @@ def _body_errors(
     return errors
 
 
+NOT_UTF8_JSON = InvalidInput(
+    "the body is not UTF-8 JSON", [FieldError(field="body", reason="invalid JSON: not UTF-8")]
+)
+
+
+def _utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _read_as_json(scope: Scope) -> bool:
     """Whether the routes read the body as JSON: sent as a JSON type in any case, or
     (FastAPI reading it so, as the event routes do) with no type at all."""
     typed = dict(scope["headers"]).get(b"content-type", b"")
     media = typed.partition(b";")[0].strip().lower()
     if not media:
-        return scope["method"] not in ("GET", "HEAD")
+        # Only methods whose routes read a body: a DELETE's is never read.
+        return scope["method"] in ("POST", "PUT", "PATCH")
     return b"json" in media
 
 
@@ -266,6 +280,12 @@ class InputGuardMiddleware:
         # .NET's and Windows tools' UTF-8 writers start with a byte order mark, which a
         # JSON parser may ignore (RFC 8259 §8.1) and the CSV upload already does.
         body = body.removeprefix(UTF8_BOM)
+        if not _utf8(body) and scope["path"] != GRAPHQL_PATH:
+            # JSON is UTF-8 (RFC 8259 §8.1). A parser that guesses UTF-16 or UTF-32 would
+            # read one past the NUL and surrogate checks below, which look for UTF-8.
+            # (GraphQL refuses it itself, 400 as GraphQL over HTTP has it.)
+            await self.render(NOT_UTF8_JSON, scope)(scope, receive, send)
+            return
         errors = _body_errors(body, self.field_of)
         if errors:
             await self._refuse(errors, scope, receive, send)

@@ -222,12 +222,14 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.detail == _BODY_NOT_PARSED and (
             is_json(media_type(request)) or not media_type(request)
         ):
-            # JSON its parser gave up on (nested about a thousand deep): a body that is
-            # no JSON is 422 naming the body, after who may call is answered.
+            # A body FastAPI's parser raised on other than as no JSON (nested about a
+            # thousand deep, or not UTF-8): 422 naming the body, after who may call.
             try:
                 await _authorize(request)
             except LodestarError as refused:
                 return error_response(refused)
+            if not isinstance(exc.__cause__, RecursionError):
+                return error_response(InvalidJson())
             too_deep = [FieldError(field="body", reason=NESTED_TOO_DEEP)]
             return error_response(InvalidInput(f"the body {NESTED_TOO_DEEP}", too_deep))
         code = _HTTP_CODES.get(exc.status_code, "error")

@@ -97,6 +97,18 @@ async def test_nul_anywhere_in_a_request_is_named(
         answer = await http.post("/v1/users", content=named, headers={**tenant.headers, **typed})
         assert answer.status_code == 422, (typed, answer.text)
         assert answer.json()["errors"][0]["field"] == "name", answer.text
+    # Nor in UTF-16 or UTF-32, which a JSON parser would guess and read past the check;
+    # JSON is UTF-8, and Latin-1 text is not said to be nested too deeply.
+    refused = {"field": "body", "reason": "invalid JSON: not UTF-8"}
+    for encoded in (named.encode("utf-16"), named.encode("utf-32"), b'{"name": "Jos\xe9"}'):
+        answer = await http.post("/v1/users", content=encoded, headers={**tenant.headers, **JSON})
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["errors"] == [refused], answer.text
+    # A body no route reads (a DELETE's) is not looked at.
+    unread = await http.request(
+        "DELETE", "/v1/grants/gr_none", content=b'{"x": "\\u0000"}', headers=tenant.headers
+    )
+    assert unread.status_code == 404, unread.text
     # Directly at a service too: every service has the same guard.
     direct = await http.put(
         f"{stack.url('metrics')}/v1/settings/stores/a%00b",
