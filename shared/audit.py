@@ -15,12 +15,13 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.access import Access, WholeTenantAdmin
 from shared.auth import Principal
 from shared.db import Database
+from shared.events import timestamp_text
 from shared.telemetry import current_trace_id
 
 log = logging.getLogger("lodestar.audit")
@@ -178,8 +179,9 @@ def _in_utc(value: datetime) -> datetime:
     return value
 
 
-# ``since`` and ``until`` of an audit question.
-AuditInstant = Annotated[datetime, AfterValidator(_in_utc)]
+# ``since`` and ``until`` of an audit question: written as events' timestamps are (digits
+# would be read as seconds since 1970).
+AuditInstant = Annotated[datetime, BeforeValidator(timestamp_text), AfterValidator(_in_utc)]
 
 
 async def audit_rows(

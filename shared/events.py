@@ -92,7 +92,7 @@ def _date_text(value: object) -> object:
 _TIMESTAMP_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]")
 
 
-def _timestamp_text(value: object) -> object:
+def timestamp_text(value: object) -> object:
     if isinstance(value, dt.datetime):
         return value
     if not isinstance(value, str) or not _TIMESTAMP_TEXT.match(value):
@@ -224,7 +224,7 @@ Quantity = Annotated[int, Field(gt=0, le=MAX_INT, strict=True)]
 EventDate = Annotated[dt.date, BeforeValidator(_date_text), AfterValidator(_dated)]
 EventTime = Annotated[
     AwareDatetime,
-    BeforeValidator(_timestamp_text),
+    BeforeValidator(timestamp_text),
     AfterValidator(_timed),
     WithJsonSchema(
         {

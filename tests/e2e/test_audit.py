@@ -139,6 +139,8 @@ async def test_writes_sign_ins_and_grants_are_recorded_per_tenant(
     for name, beyond in (
         ("since", "0001-01-01T00:00:00+14:00"),
         ("until", "9999-12-31T23:59:59-12:00"),
+        # Nor are digits seconds since 1970: a compact date would silently ask for 1970.
+        ("since", "20261201"),
     ):
         refused = await http.get("/v1/audit", params={name: beyond}, headers=seller.headers)
         assert refused.status_code == 422, refused.text
