@@ -691,7 +691,10 @@ def _conflicts_beside_failed_fields(
     for error in exc.errors():
         loc = error.get("loc", ())
         if len(loc) >= 2 and isinstance(loc[0], int):
-            if loc[2:] == ("amount",):
+            # An amount's own error, or a check of the whole amount object naming it (a
+            # negative price).
+            at_amount = len(loc) == 2 and (error.get("ctx") or {}).get("at") == "amount"
+            if loc[2:] == ("amount",) or at_amount:
                 amounts_failed[loc[0]].add(str(loc[1]))
             else:
                 failed[loc[0]].add(str(loc[1]))

@@ -157,7 +157,7 @@ def test_amounts_of_a_line_must_share_its_currency() -> None:
         "discount": {"amount": "1", "currency": "GBP"},
         "item_tax": {"amount": "1", "currency": "JPY"},
     }
-    for unit_price in ("10.00", "ten"):
+    for unit_price in ("10.00", "ten", "-1"):
         line = order_line(**three, unit_price={"amount": unit_price, "currency": "USD"})
         _, errors = validate_batch([line])
         assert {e.field for e in errors} - {"payload.unit_price.amount"} == {
@@ -165,6 +165,13 @@ def test_amounts_of_a_line_must_share_its_currency() -> None:
             "payload.item_tax.currency",
             "payload.discount.currency",
         }, unit_price
+    # Beside a negative amount of its own too.
+    negative = order_line(shipping_price={"amount": "-1", "currency": "EUR"})
+    _, errors = validate_batch([negative])
+    assert {e.field for e in errors} == {
+        "payload.shipping_price.amount",
+        "payload.shipping_price.currency",
+    }
 
 
 def test_values_storage_or_the_calendar_cannot_hold_are_refused_at_the_door() -> None:
@@ -427,7 +434,7 @@ def test_checks_between_fields_are_named_beside_the_fields_errors() -> None:
             carrier="x" * 2001,
         ),
         order_line(quantity=-1, shipping_price={"amount": "1.00", "currency": "EUR"}),
-        # The field a check reads is the wrong one: the check has nothing to say.
+        # The unit price's amount is wrong, its currency is not: the check reads that.
         order_line(
             unit_price={"amount": "-1", "currency": "USD"},
             shipping_price={"amount": "1.00", "currency": "EUR"},
@@ -445,6 +452,8 @@ def test_checks_between_fields_are_named_beside_the_fields_errors() -> None:
         (2, "payload.shipping_price.currency"): "shipping_price.currency must equal "
         "unit_price.currency (USD)",
         (3, "payload.unit_price.amount"): reasons[3, "payload.unit_price.amount"],
+        (3, "payload.shipping_price.currency"): "shipping_price.currency must equal "
+        "unit_price.currency (USD)",
         (4, "payload.date"): reasons[4, "payload.date"],
         (4, "payload.rate"): "rate must be 1 when quote is base",
         (5, "payload.opened_at"): "required",
