@@ -942,6 +942,7 @@ async def test_a_body_graphql_cannot_read_is_400_or_415(
     for content, content_type, status in (
         (b"{bad", "application/json", 400),
         (b'{"query": "{ kpiCatalog { id } }"}', "text/plain", 415),
+        (b'{"query": "{ kpiCatalog { id } }"}', "application/jsonx", 415),
         # JSON, but no object: a server error before, not the client's.
         *(
             (body, "application/json", 400)
@@ -973,6 +974,7 @@ async def test_a_body_without_a_type_or_as_structured_json_is_read_as_json(
         {},
         {"Content-Type": "application/graphql-response+json"},
         {"Content-Type": "Application/JSON; Charset=UTF-8"},
+        {"Content-Type": ""},
     ):
         answer = await fake.client.post(
             "/graphql", content=body, headers={**tenant.headers, **typed}

@@ -350,8 +350,15 @@ def _typed_as_json(scope: Scope) -> Scope:
     ``application/json``, written so."""
     sent = Headers(scope=scope).get("content-type")
     media = sent.split(";")[0].strip().lower() if sent is not None else ""
-    if sent is not None and (sent.startswith("application/json") or not is_json(media)):
+    if media and not is_json(media):
+        # Another type, refused (415) as on REST routes: GraphQL would take any type
+        # holding "application/json" (application/jsonx) as JSON.
+        if "application/json" in media:
+            return _with_header(scope, "content-type", "application/octet-stream")
         return scope
+    if media == "application/json" and sent is not None and sent.startswith("application/json"):
+        return scope
+    # None, empty (as REST routes read it), or JSON written otherwise.
     return _with_header(scope, "content-type", "application/json")
 
 
