@@ -537,10 +537,13 @@ _REASON_WITH_CONTEXT = {
     "greater_than_equal": "must be at least {ge}",
     "greater_than": "must be more than {gt}",
     "string_too_long": "must be at most {max_length} characters",
+    "too_short": "must have at least {min_length} item(s)",
+    "too_long": "must have at most {max_length} item(s)",
 }
 
 
-def _reason(error: Any) -> str:
+def api_reason(error: Any) -> str:
+    """A pydantic error's reason in the API's words (any body's, not only events')."""
     kind = error.get("type", "")
     if kind == "int_type":
         # Counts are read strictly: "3" and 3.0 are refused for what they are written as.
@@ -595,7 +598,7 @@ def _field_errors(
                 index=index,
                 # An event that is not an object at all.
                 field=f"{prefix}{path}" if path else prefix.rstrip(".") or "event",
-                reason=_reason(error),
+                reason=api_reason(error),
             )
         )
     return found

@@ -39,6 +39,7 @@ from shared.errors import (
     UnsupportedMediaType,
     UpstreamUnavailable,
 )
+from shared.events import api_reason
 from shared.http import make_client
 from shared.input_guard import GRAPHQL_PATH, NESTED_TOO_DEEP, InputGuardMiddleware
 from shared.kafka import broker_reachable
@@ -211,9 +212,7 @@ def install_error_handlers(app: FastAPI) -> None:
                 # A rule between fields, raised on the whole body: it names the one at fault.
                 loc = (*loc, (err.get("ctx") or {}).get("at", ""))
             index, field = _field_of(loc)
-            message = str(err.get("msg")).removeprefix("Value error, ")
-            reason = "required" if err.get("type") == "missing" else message
-            errors.append(FieldError(field=field, reason=reason, index=index))
+            errors.append(FieldError(field=field, reason=api_reason(err), index=index))
         detail = "; ".join(f"{e.field}: {e.reason}" for e in errors[:5])
         return error_response(InvalidInput(f"invalid request: {detail}", errors))
 

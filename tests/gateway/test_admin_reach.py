@@ -347,6 +347,14 @@ async def test_no_caller_makes_a_user_with_a_scope_it_lacks(
         headers={"Authorization": f"Bearer {reader_token}"},
     )
     assert demoted.status_code == 403, demoted.text
+    # Refusals of any body are in the API's words, as events' are.
+    empty = await http.post(
+        f"/v1/tenants/{tenant.tenant_id}/clients",
+        json={"name": "none", "scopes": []},
+        headers=tenant.headers,
+    )
+    assert empty.status_code == 422, empty.text
+    assert empty.json()["errors"] == [{"field": "scopes", "reason": "must have at least 1 item(s)"}]
     # What gives the user nothing more stays the caller's to do.
     renamed = await http.patch(f"/v1/users/{viewer['id']}", json={"name": "V"}, headers=hr)
     assert renamed.status_code == 200, renamed.text
