@@ -197,6 +197,13 @@ class Database:
                 if driver.is_closed() or isinstance(exc, CONNECTION_LOST):
                     await conn.invalidate()
                 raise
+            finally:
+                if not driver.is_closed() and driver.is_in_transaction():
+                    # A transaction left open (its rollback cancelled with a download the
+                    # client hung up on) would be the next borrower's, failing requests of
+                    # every tenant: closed at once (no await a cancellation could cut
+                    # short), it is replaced when next drawn from the pool.
+                    driver.terminate()
 
     async def transact(
         self, work: Callable[[asyncpg.Connection], Awaitable[T]], attempts: int = CONTENDED_ATTEMPTS

@@ -146,3 +146,24 @@ async def test_python_dates_every_instant_as_postgresql_does(database_url: str) 
         if local_date(row["at"], "US", row["name"]) != row["day"]
     ]
     assert differing == []
+
+
+async def test_a_connection_left_in_a_transaction_never_goes_back_to_the_pool(
+    database_url: str,
+) -> None:
+    """A download the client hung up on is cancelled mid-transaction: its connection was
+    pooled still in it, and every later request drawing it failed (read-only, aborted)."""
+    name = f"left-open-{secrets.token_hex(3)}"
+    db = Database(database_url, "metrics", pool_size=1, application_name=name)
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            async with db.raw_connection() as conn:
+                transaction = conn.transaction(isolation="repeatable_read", readonly=True)
+                await transaction.start()
+                raise asyncio.CancelledError
+        for _ in range(3):
+            async with db.raw_connection() as conn:
+                assert not conn.is_in_transaction()
+                await conn.execute("CREATE TEMP TABLE IF NOT EXISTS written (n int)")
+    finally:
+        await db.dispose()
