@@ -960,6 +960,17 @@ async def test_a_sign_out_racing_a_change_of_the_user_is_never_a_server_fault(
         )
         assert deleted.status_code == 204, deleted.text
         assert signed.status_code in (303, 401), signed.text
+    # A change and deletions of one user at once go one after the other: the later
+    # find it gone (404), never a 500 or a second 204.
+    for _ in range(3):
+        viewer = await add_user(http, admin, "viewer")
+        user = f"/v1/users/{viewer['id']}"
+        changed, *deletions = await asyncio.gather(
+            http.patch(user, json={"disabled": True}, headers=admin.headers),
+            *(http.delete(user, headers=admin.headers) for _ in range(3)),
+        )
+        assert changed.status_code in (200, 404), changed.text
+        assert sorted(d.status_code for d in deletions) == [204, 404, 404]
 
 
 async def test_rows_of_expired_tokens_are_forgotten(stack: Stack) -> None:

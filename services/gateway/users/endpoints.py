@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Request, Response
 from services.gateway.oauth.revoked import refuse_at_once
 from services.gateway.oauth.sessions import end_user_sessions
 from services.gateway.users import service
-from services.gateway.users.repository import UserRepository
 from services.gateway.users.schemas import UserCreate, UserList, UserOut, UserUpdate
 from shared.access import Access, require_access
 from shared.auth import Principal, current_principal
@@ -75,10 +74,10 @@ async def update_user(
 async def delete_user(
     user_id: str, access: Admin, principal: Caller, session: DbSession, request: Request
 ) -> Response:
-    user = await service.tenant_user(session, access, user_id)
+    # Locked before its sign-ins go: a refresh under way then ends before them, not
+    # after, and a deletion sent twice at once is 404 the second time.
+    user = await service.tenant_user(session, access, user_id, for_change=True)
     service.check_owner_rights(principal, user.role)
-    # Before its sign-ins go: a refresh under way then ends before them, not after.
-    await UserRepository(session).lock(user.id)
     refuse_at_once(request, await end_user_sessions(session, user.id, delete_rows=True))
     await session.delete(user)
     await session.flush()

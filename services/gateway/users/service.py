@@ -106,9 +106,14 @@ async def create_user(
     )
 
 
-async def tenant_user(session: AsyncSession, access: Access, user_id: str) -> User:
-    """A user of the caller's tenant who sees no more than the caller (see ``within``)."""
-    user = await UserRepository(session).get(user_id)
+async def tenant_user(
+    session: AsyncSession, access: Access, user_id: str, *, for_change: bool = False
+) -> User:
+    """A user of the caller's tenant who sees no more than the caller (see ``within``);
+    ``for_change``, locked until the transaction ends, so that two changes (a deletion
+    among them) go one after the other and the later finds the user as the earlier left it."""
+    repository = UserRepository(session)
+    user = await (repository.lock(user_id) if for_change else repository.get(user_id))
     if user is None or user.tenant_id != access.tenant_id or not within(user.limits, access):
         raise NotFound(f"no user {user_id}")
     return user
@@ -130,7 +135,7 @@ async def update_user(
             f"{', '.join(nulls)} cannot be null; leave a field out to keep it",
             [FieldError(name, "cannot be null; leave it out to keep it") for name in nulls],
         )
-    user = await tenant_user(session, access, user_id)
+    user = await tenant_user(session, access, user_id, for_change=True)
     check_owner_rights(principal, user.role, data.role)
     if data.role is not None:
         _check_role_within(principal, data.role)
