@@ -619,3 +619,33 @@ async def test_an_archive_holding_an_erased_partners_grant_is_withdrawn(
     # A new archive is whole, and names the erased seller nowhere.
     _, files = await download(http, agency, await finished_export(http, agency))
     assert not any(seller.tenant_id.encode() in data for data in files.values())
+
+
+async def test_a_user_added_as_its_tenant_is_erased_is_refused_or_erased_too(
+    http: httpx.AsyncClient, new_tenant: NewTenant, pg: Any
+) -> None:
+    """Adding a user hashes its password for half a second: an erasure meanwhile took the
+    tenant's row, and the insert was a foreign-key 500."""
+    for delay in (0.05, 0.2):
+        tenant = await new_tenant()
+        user = {"email": "late@example.com", "name": "L", "password": "p" * 12, "role": "viewer"}
+
+        async def erase_soon(who: TenantClient = tenant, after: float = delay) -> httpx.Response:
+            await asyncio.sleep(after)
+            return await http.request(
+                "DELETE",
+                f"/v1/tenants/{who.tenant_id}",
+                json={"confirm": who.tenant_id},
+                headers=who.headers,
+            )
+
+        added, erased = await asyncio.gather(
+            http.post("/v1/users", json=user, headers=tenant.headers), erase_soon()
+        )
+        assert erased.status_code == 202, erased.text
+        assert added.status_code in (201, 403), added.text
+        await erasure_done(http, tenant, tenant.tenant_id)
+        left = await pg.fetchval(
+            "SELECT count(*) FROM gateway.users WHERE tenant_id = $1", tenant.tenant_id
+        )
+        assert left == 0

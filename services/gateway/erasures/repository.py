@@ -70,6 +70,13 @@ class ErasureRepository:
             select(func.pg_advisory_xact_lock(func.hashtext(f"erasure:{tenant_id}")))
         )
 
+    async def share_tenant_lock(self, tenant_id: str) -> None:
+        """A write that must not cross an erasure of its tenant: it waits for one under
+        way, and one begun after waits for it."""
+        await self.session.execute(
+            select(func.pg_advisory_xact_lock_shared(func.hashtext(f"erasure:{tenant_id}")))
+        )
+
     async def unfinished(self, requested_before: datetime) -> list[Erasure]:
         result = await self.session.execute(
             select(Erasure)
