@@ -100,18 +100,31 @@ async def test_a_cluster_that_declares_its_topics_is_left_to_create_them(
     assert await ensure_topics(kafka_bootstrap, [topic], create=False) == []
 
 
+def _broker_of_its_own(tmp_path: Path, prefix: str) -> tuple[EmbeddedBroker, ServiceSettings]:
+    """A broker no other test shares (it is killed), and settings naming it."""
+    broker = EmbeddedBroker(free_port(), tmp_path / "first.log")
+    settings = ServiceSettings.model_validate(
+        {"KAFKA_BOOTSTRAP_SERVERS": broker.start(), "LODESTAR_TOPIC_PREFIX": prefix}
+    )
+    return broker, settings
+
+
+async def _restarted_empty(broker: EmbeddedBroker, tmp_path: Path) -> EmbeddedBroker:
+    """The broker killed and started again on its port, as the launcher does: empty."""
+    assert broker.pid is not None
+    os.kill(broker.pid, signal.SIGKILL)
+    broker.stop()
+    return await broker_started_again(broker.port, tmp_path / "second.log")
+
+
 async def test_an_erasure_listener_makes_its_topics_again_after_the_broker_lost_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The embedded broker restarts empty: a listener still connected waited on topics
     that no longer existed, and erasures stayed unconfirmed."""
     monkeypatch.setattr(erasure, "TOPICS_RECHECK_SECONDS", 0.5)
-    port = free_port()
-    broker = EmbeddedBroker(port, tmp_path / "first.log")
-    bootstrap = broker.start()
-    settings = ServiceSettings.model_validate(
-        {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "LODESTAR_TOPIC_PREFIX": "relisten."}
-    )
+    broker, settings = _broker_of_its_own(tmp_path, "relisten.")
+    bootstrap = settings.kafka_bootstrap_servers
     topics = erasure.erasure_topics(settings.topic_prefix)
     handled: list[Any] = []
 
@@ -124,10 +137,7 @@ async def test_an_erasure_listener_makes_its_topics_again_after_the_broker_lost_
     listener.start()
     try:
         await _until(lambda: ensure_topics(bootstrap, topics, create=False), [])
-        assert broker.pid is not None
-        os.kill(broker.pid, signal.SIGKILL)
-        broker.stop()
-        broker = await broker_started_again(port, tmp_path / "second.log")
+        broker = await _restarted_empty(broker, tmp_path)
         await _until(lambda: ensure_topics(bootstrap, topics, create=False), [])
     finally:
         await listener.stop()
@@ -140,12 +150,8 @@ async def test_an_erasure_listener_whose_commit_hangs_on_a_lost_topic_reconnects
     """The broker restarted empty while a record was being handled: aiokafka retried
     its commit to the lost topic without end, and the topics were never made again."""
     monkeypatch.setattr(erasure, "COMMIT_SECONDS", 1.0)
-    port = free_port()
-    broker = EmbeddedBroker(port, tmp_path / "first.log")
-    bootstrap = broker.start()
-    settings = ServiceSettings.model_validate(
-        {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "LODESTAR_TOPIC_PREFIX": "recommit."}
-    )
+    broker, settings = _broker_of_its_own(tmp_path, "recommit.")
+    bootstrap = settings.kafka_bootstrap_servers
     topics = erasure.erasure_topics(settings.topic_prefix)
     topic = settings.topic_prefix + erasure.ERASURE_TOPIC
     restarted = asyncio.Event()
@@ -170,10 +176,7 @@ async def test_an_erasure_listener_whose_commit_hangs_on_a_lost_topic_reconnects
             await asyncio.sleep(0.1)
         await stop_client(producer, "test producer")
         producer = None
-        assert broker.pid is not None
-        os.kill(broker.pid, signal.SIGKILL)
-        broker.stop()
-        broker = await broker_started_again(port, tmp_path / "second.log")
+        broker = await _restarted_empty(broker, tmp_path)
         restarted.set()
         await _until(lambda: ensure_topics(bootstrap, topics, create=False), [])
         # And it reads on: a record published now is handled.
