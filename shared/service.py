@@ -218,9 +218,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if exc.detail == _BODY_NOT_PARSED and (
-            is_json(media_type(request)) or not media_type(request)
-        ):
+        media = media_type(request)
+        if exc.detail == _BODY_NOT_PARSED and (is_json(media) or not media):
             # A body FastAPI's parser raised on other than as no JSON (nested about a
             # thousand deep, or not UTF-8): 422 naming the body, after who may call.
             try:

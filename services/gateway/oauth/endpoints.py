@@ -260,9 +260,7 @@ async def revoke(request: Request, session: DbSession) -> Response:
         "tenant_id": client.tenant_id,
     }
     token = form_request.form["token"]
-    # The user first, then the refresh token, as a change of the user takes them.
-    if named := await sessions.user_named(session, "refresh_token", token):
-        await UserRepository(session).lock(named, share=True)
+    await sessions.lock_user_named(session, "refresh_token", token)
     refresh = await sessions.find_refresh(session, token)
     if refresh is not None:
         if refresh.client_id == client.client_id:

@@ -15,6 +15,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel, col, select
 
+from services.gateway.users.repository import UserRepository
 from shared.auth import revoked_client_key
 from shared.time import utcnow
 
@@ -215,10 +216,10 @@ async def issue_refresh(
     return token
 
 
-async def user_named(session: AsyncSession, grant_type: str, secret: str) -> str | None:
-    """The user an authorization code or refresh token names, read without a lock, so
-    that a token request locks the user before the code or token, in the order a
-    change of the user (its row, then its sign-ins) takes them."""
+async def lock_user_named(session: AsyncSession, grant_type: str, secret: str) -> None:
+    """Locks (shared) the user an authorization code or refresh token names, before the
+    code or token is used: in the order a change of the user (its row, then its
+    sign-ins) takes them, so the two go one after the other and never deadlock."""
     if grant_type == "authorization_code":
         named = select(AuthorizationCode.user_id).where(
             col(AuthorizationCode.code_hash) == digest(secret)
@@ -226,7 +227,8 @@ async def user_named(session: AsyncSession, grant_type: str, secret: str) -> str
     else:
         named = select(RefreshToken.user_id).where(col(RefreshToken.token_hash) == digest(secret))
     user_id: str | None = (await session.execute(named)).scalar_one_or_none()
-    return user_id
+    if user_id is not None:
+        await UserRepository(session).lock(user_id, share=True)
 
 
 async def find_refresh(session: AsyncSession, token: str) -> RefreshToken | None:

@@ -115,8 +115,8 @@ async def _grant(
     secret = form_request.form.get(
         "code" if grant_type == "authorization_code" else "refresh_token"
     )
-    if secret and (named := await sessions.user_named(session, grant_type, secret)):
-        await UserRepository(session).lock(named, share=True)
+    if secret:
+        await sessions.lock_user_named(session, grant_type, secret)
     try:
         if grant_type == "authorization_code":
             redeemed = await sessions.redeem_code(
