@@ -90,6 +90,29 @@ def _date_text(value: object) -> object:
 # of digits (a compact date such as 20260301), as seconds since 1970, and a bare date is
 # no instant at all.
 _TIMESTAMP_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]")
+OFFSET_REASON = "must have an offset from -12:00 to +14:00 (no time zone is further)"
+
+
+# The clock of a timestamp, read only to say which part is out of range: the parser
+# reports hour 24 or second 60 as "unexpected extra characters".
+_CLOCK = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]([0-9]{2}):([0-9]{2})(?::([0-9]{2}))?"
+    r"(?:[.,][0-9]+)?(?:[Zz]|[+-]([0-9]{2}):?([0-9]{2}))?$"
+)
+_CLOCK_PARTS = (("hour", 23), ("minute", 59), ("second", 59))
+
+
+def _clock_beyond(text: str) -> str | None:
+    clock = _CLOCK.match(text)
+    if clock is None:
+        return None
+    hour, minute, second, offset_hours, offset_minutes = clock.groups()
+    for (part, highest), written in zip(_CLOCK_PARTS, (hour, minute, second), strict=True):
+        if written is not None and int(written) > highest:
+            return f"{part} {written} is beyond {highest:02d}"
+    if offset_hours is not None and (int(offset_hours) > 23 or int(offset_minutes) > 59):
+        return OFFSET_REASON
+    return None
 
 
 def timestamp_text(value: object) -> object:
@@ -97,6 +120,11 @@ def timestamp_text(value: object) -> object:
         return value
     if not isinstance(value, str) or not _TIMESTAMP_TEXT.match(value):
         raise ValueError(TIMESTAMP_REASON)
+    beyond = _clock_beyond(value)
+    if beyond == OFFSET_REASON:
+        raise ValueError(OFFSET_REASON)
+    if beyond is not None:
+        raise ValueError(f"{TIMESTAMP_REASON} ({beyond})")
     return value
 
 
@@ -125,7 +153,7 @@ def _timed(value: dt.datetime, info: ValidationInfo) -> dt.datetime:
     _dated(value.date())
     offset = value.utcoffset()
     if offset is not None and not _OFFSETS[0] <= offset <= _OFFSETS[1] and accepting(info):
-        raise ValueError("must have an offset from -12:00 to +14:00 (no time zone is further)")
+        raise ValueError(OFFSET_REASON)
     if (
         offset is not None
         and accepting(info)

@@ -9,7 +9,13 @@ from typing import Any
 
 import pytest
 
-from shared.events import PAYLOAD_MODELS, TIMESTAMP_REASON, OrderLine, validate_batch
+from shared.events import (
+    OFFSET_REASON,
+    PAYLOAD_MODELS,
+    TIMESTAMP_REASON,
+    OrderLine,
+    validate_batch,
+)
 from shared.money import DECIMAL_REASON
 from shared.time import FALLBACK_TIME_ZONE, MARKETPLACE_TIME_ZONES, local_date, time_zone_name
 
@@ -571,6 +577,31 @@ def test_an_offset_no_time_zone_has_is_refused() -> None:
             "must have an offset from -12:00 to +14:00 (no time zone is further)",
         )
         for index in range(4)
+    ]
+
+
+def test_a_clock_out_of_range_says_which_part() -> None:
+    """The parser calls hour 24 or second 60 "unexpected extra characters"."""
+    stamps = ["24:00:00Z", "23:60:00Z", "23:59:60Z", "07:15:00+25:00", "07:15:00+08:61"]
+    batch = [order_line(purchased_at=f"2026-11-01T{clock}") for clock in stamps]
+    assert _reasons(batch) == {
+        (0, "payload.purchased_at"): f"{TIMESTAMP_REASON} (hour 24 is beyond 23)",
+        (1, "payload.purchased_at"): f"{TIMESTAMP_REASON} (minute 60 is beyond 59)",
+        (2, "payload.purchased_at"): f"{TIMESTAMP_REASON} (second 60 is beyond 59)",
+        (3, "payload.purchased_at"): OFFSET_REASON,
+        (4, "payload.purchased_at"): OFFSET_REASON,
+    }
+    events, errors = validate_batch(
+        [
+            order_line(purchased_at="2026-11-01T23:59:59.5+0800"),
+            order_line(purchased_at="2026-11-01t07:15z"),
+        ]
+    )
+    assert errors == []
+    lines = [event.payload for event in events if isinstance(event.payload, OrderLine)]
+    assert [line.purchased_at.isoformat() for line in lines] == [
+        "2026-11-01T23:59:59.500000+08:00",
+        "2026-11-01T07:15:00+00:00",
     ]
 
 
