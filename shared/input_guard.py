@@ -15,7 +15,9 @@ header read as one value (a token, an Idempotency-Key). A compressed body is 415
 from __future__ import annotations
 
 import json
+import math
 import re
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
@@ -161,6 +163,27 @@ def _query_errors(query_string: bytes, repeats: bool = True) -> list[FieldError]
 
 
 NESTED_TOO_DEEP = "is nested too deeply to read"
+
+
+def _refuse_constant(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _whole_number(text: str) -> int | float:
+    # Python converts at most sys.get_int_max_str_digits() digits (4,300) and raised
+    # ValueError beyond, which read as "invalid JSON": as a number it is too large.
+    if len(text) > sys.get_int_max_str_digits():
+        return -math.inf if text.startswith("-") else math.inf
+    return int(text)
+
+
+def loads_beyond_doubles(document: bytes | str) -> Any:
+    """A JSON document orjson refused, read again by the standard library, which takes a
+    number beyond a double (1e400, an id of 400 digits written as a number) as the JSON
+    it is, so that validation names its field; NaN and Infinity stay no JSON. Raises
+    ValueError for a document that is no JSON and RecursionError for one nested too deep."""
+    text = document.decode("utf-8") if isinstance(document, bytes) else document
+    return json.loads(text, parse_constant=_refuse_constant, parse_int=_whole_number)
 
 
 def _flaw(text: str) -> str | None:

@@ -822,6 +822,15 @@ async def test_input_errors_name_the_field(
             }
         ],
     ]
+    # A number beyond a double is JSON: the variable's field is named, not the body.
+    for written in ("1e400", "9" * 5000):
+        document = orjson.dumps({"query": KPIS, "variables": {"input": month_input(limit=7)}})
+        huge = document.replace(b'"limit":7', b'"limit":' + written.encode())
+        answer = await fake.client.post("/graphql", content=huge, headers=tenant.headers)
+        assert answer.status_code == 200, answer.text
+        [refused] = answer.json()["errors"]
+        assert refused["extensions"]["code"] == "BAD_USER_INPUT"
+        assert refused["extensions"]["errors"][0]["field"] == "input.limit", refused
     # Metrics' own refusal of a field, named as the GraphQL client wrote it.
     none_asked = await gql(http, tenant.headers, KPIS, input=month_input(metrics=[]))
     [refusal] = none_asked["errors"]

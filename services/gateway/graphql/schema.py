@@ -38,6 +38,7 @@ from services.gateway.graphql.revalidation import (
 )
 from services.gateway.graphql.types import DATE
 from shared.errors import InsufficientScope, LodestarError, RateLimited, Unauthenticated
+from shared.input_guard import loads_beyond_doubles
 from shared.openapi import SCHEME
 from shared.scopes import KPI_READ
 
@@ -178,7 +179,14 @@ class Router(GraphQLRouter[object, None]):
         # The standard library's parser recurses, and a body nested a thousand deep
         # raised RecursionError (a 500, before any token was read); orjson refuses
         # beyond 1,024 levels with the JSONDecodeError Strawberry answers 400 for.
-        return orjson.loads(data)
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as refused:
+            # A variable of 1e400 is JSON, for its field to be named.
+            try:
+                return loads_beyond_doubles(data)
+            except (ValueError, RecursionError):
+                raise refused from None
 
     async def execute_single(
         self,

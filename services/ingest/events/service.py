@@ -29,6 +29,7 @@ from shared.errors import (
     named_briefly,
 )
 from shared.events import Event, OrderLine, topic_for, validate_batch
+from shared.input_guard import loads_beyond_doubles
 from shared.telemetry import inject_headers
 from shared.time import utcnow
 
@@ -179,15 +180,8 @@ def _refuse_names_given_twice(raw: bytes, body: Any) -> None:
 
 
 def _beyond_doubles(raw: bytes) -> Any:
-    """A body orjson refused, read again by the standard library, which takes a number
-    beyond a double (1e400, an id of 400 digits written as a number) as JSON it is, for
-    validation to name its field; anything else is no JSON."""
-
-    def not_json(constant: str) -> Any:
-        raise ValueError(f"{constant} is not JSON")
-
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=not_json)
+        return loads_beyond_doubles(raw)
     except (ValueError, RecursionError):
         raise InvalidJson() from None
 
