@@ -131,12 +131,17 @@ async def test_a_count_that_is_no_whole_number_is_told_so_in_a_files_terms(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:
     tenant = await new_tenant(scopes=["ingest:write"])
-    lines = [HEADER, *(GOOD[0].replace(",2,", f",{count},", 1) for count in ("2.0", "abc"))]
+    counts = ("2.0", "abc", "1e400", "9" * 30, "9" * 5000)
+    lines = [HEADER, *(GOOD[0].replace(",2,", f",{count},", 1) for count in counts)]
     response = await upload(http, tenant.headers, "order_line", lines)
     assert response.status_code == 422, response.text
     assert [(e["row"], e["field"], e["reason"]) for e in response.json()["errors"]] == [
         (2, "payload.quantity", "must be a whole number"),
         (3, "payload.quantity", "must be a whole number"),
+        (4, "payload.quantity", "must be a whole number"),
+        (5, "payload.quantity", "must be at most 2147483647"),
+        # Beyond the digits Python converts: as large, not as no number.
+        (6, "payload.quantity", "is too large a number"),
     ]
 
 

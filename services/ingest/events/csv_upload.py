@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import math
 import re
 import types
 import typing
@@ -105,8 +106,8 @@ def _convert(kind: type, raw: str) -> Any:
             return raw
         try:
             return int(cell)
-        except ValueError:  # longer than Python converts (4,300 digits)
-            return raw
+        except ValueError:  # longer than Python converts (4,300 digits): too large
+            return -math.inf if cell.startswith("-") else math.inf
     return raw
 
 
