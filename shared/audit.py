@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.access import Access, WholeTenantAdmin
 from shared.auth import Principal
-from shared.db import Database
+from shared.db import Database, hold_tenants
 from shared.events import timestamp_text
 from shared.telemetry import current_trace_id
 
@@ -142,12 +142,17 @@ class AuditMiddleware:
         if db is None:
             return
         record = audit_record(scope, self.service, status)
-        if record["tenant_id"] in getattr(state, "erased", ()):
-            # A row would bring the erased tenant back; the log keeps the attempt.
-            log.info("write refused for an erased tenant", extra={"fields": record})
-            return
+        erased = getattr(state, "erased", ())
         try:
-            async with db.raw_connection() as conn:
+            async with db.raw_connection() as conn, conn.transaction():
+                if record["tenant_id"] is not None:
+                    # An erasure of the tenant under way waits for this row and deletes
+                    # it; one that began first is waited for, and then seen below.
+                    await hold_tenants(conn, db.schema, [record["tenant_id"]])
+                if record["tenant_id"] in erased:
+                    # A row would bring the erased tenant back; the log keeps the attempt.
+                    log.info("write refused for an erased tenant", extra={"fields": record})
+                    return
                 await conn.execute(
                     f"INSERT INTO {AUDIT_TABLE} (tenant_id, actor, client_id, service, action, "
                     "target, status, ip, user_agent, trace_id, detail) "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -244,3 +244,22 @@ def _discard_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
 def row_count(status: str) -> int:
     """The row count of a command's status as asyncpg returns it ("INSERT 0 12")."""
     return int(status.split()[-1])
+
+
+# One lock per tenant and schema, held by every transaction that writes a tenant's
+# rows from outside a request's own check (a push, a batch of events applied) in shared
+# mode, and by its erasure exclusively.
+TENANT_LOCK = "hashtextextended($1 || '/' || t, 0)"
+
+
+async def hold_tenants(conn: asyncpg.Connection, schema: str, tenant_ids: Iterable[str]) -> None:
+    """Until the transaction ends: an erasure of any of these tenants waits for this
+    write, so it deletes what the write leaves; a write that comes after the erasure
+    waits for it, and must then see the tenant erased (the caller checks, once this
+    returns, the set of erased tenants its service keeps, which the erasure fills first)."""
+    await conn.execute(
+        f"SELECT pg_advisory_xact_lock_shared({TENANT_LOCK}) "
+        "FROM unnest($2::text[]) AS t ORDER BY t",
+        schema,
+        sorted(set(tenant_ids)),
+    )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import graphlib
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -27,7 +27,7 @@ from fastapi.responses import StreamingResponse
 
 from shared.access import WholeTenantAdmin
 from shared.audit import AUDIT_TABLE
-from shared.db import Database, row_count
+from shared.db import TENANT_LOCK, Database, row_count
 from shared.errors import NotFound
 from shared.money import plain
 
@@ -236,23 +236,6 @@ async def _deletion_order(
 
 # What an audit line of another tenant names in place of an erased one.
 ERASED_TENANT = "(erased tenant)"
-# One lock per tenant and schema, held by every transaction that writes a tenant's
-# rows from outside a request's own check (a push, a batch of events applied) in shared
-# mode, and by its erasure exclusively.
-_TENANT_LOCK = "hashtextextended($1 || '/' || t, 0)"
-
-
-async def hold_tenants(conn: asyncpg.Connection, schema: str, tenant_ids: Iterable[str]) -> None:
-    """Until the transaction ends: an erasure of any of these tenants waits for this
-    write, so it deletes what the write leaves; a write that comes after the erasure
-    waits for it, and must then see the tenant erased (the caller checks, once this
-    returns, the set of erased tenants its service keeps, which the erasure fills first)."""
-    await conn.execute(
-        f"SELECT pg_advisory_xact_lock_shared({_TENANT_LOCK}) "
-        "FROM unnest($2::text[]) AS t ORDER BY t",
-        schema,
-        sorted(set(tenant_ids)),
-    )
 
 
 async def erase_tenant(
@@ -265,7 +248,7 @@ async def erase_tenant(
     deleted: dict[str, int] = {}
     async with conn.transaction():
         await conn.execute(
-            f"SELECT pg_advisory_xact_lock({_TENANT_LOCK}) FROM (SELECT $2::text AS t) AS one",
+            f"SELECT pg_advisory_xact_lock({TENANT_LOCK}) FROM (SELECT $2::text AS t) AS one",
             schema,
             tenant_id,
         )

@@ -10,7 +10,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from shared.db import Database
+from shared.db import Database, hold_tenants
 from shared.errors import NotFound
 from shared.tenant_data import (
     Table,
@@ -18,7 +18,6 @@ from shared.tenant_data import (
     count_rows,
     discover,
     erase_tenant,
-    hold_tenants,
     ndjson_line,
     stream_rows,
     table_named,

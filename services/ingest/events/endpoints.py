@@ -18,13 +18,12 @@ from services.ingest.events.schemas import PUSH_REQUEST_SCHEMA, OutboxStatus, Pu
 from services.ingest.outbox.repository import OutboxRepository
 from shared.access import Access, refuse_erased, require_access
 from shared.auth import current_principal
-from shared.db import Database
+from shared.db import Database, hold_tenants
 from shared.errors import InvalidInput
 from shared.events import EVENT_TYPES, Event
 from shared.input_guard import CSV_CHARSETS, declared_charset
 from shared.openapi import ErrorBody
 from shared.service import is_json, media_type, require_json_body, unsupported_media_type
-from shared.tenant_data import hold_tenants
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 # The limits the service checks itself (service.py), naming ``header.Idempotency-Key``.

@@ -43,7 +43,7 @@ from services.metrics.facts.measures import Source
 from services.metrics.facts.repository import FactRepository
 from services.metrics.facts.zones import StoreZones, store_zones_for, tenants_rebucketing
 from services.metrics.kpis.cache import bump_versions
-from shared.db import CONNECTION_LOST, Database, sqlstate
+from shared.db import CONNECTION_LOST, Database, hold_tenants, sqlstate
 from shared.events import (
     DEADLETTER_TOPIC,
     PAYLOAD_MODELS,
@@ -59,7 +59,6 @@ from shared.events import Source as EventSource
 from shared.kafka import ensure_topics, make_consumer, make_producer, stop_client
 from shared.tasks import stop_task
 from shared.telemetry import context_from_kafka
-from shared.tenant_data import hold_tenants
 from shared.time import local_date
 from shared.validation_context import STORED
 
