@@ -649,3 +649,37 @@ async def test_a_user_added_as_its_tenant_is_erased_is_refused_or_erased_too(
             "SELECT count(*) FROM gateway.users WHERE tenant_id = $1", tenant.tenant_id
         )
         assert left == 0
+
+
+async def test_a_client_added_as_its_tenant_is_erased_waits_for_the_erasure(
+    http: httpx.AsyncClient, new_tenant: NewTenant, pg: Any
+) -> None:
+    """Beside an erasure under way (its lock), a new client waits, and is then refused
+    or erased with the rest; before, its row could commit behind the erasure's delete."""
+    tenant = await new_tenant()
+    path = f"/v1/tenants/{tenant.tenant_id}/clients"
+    client = {"name": "late", "scopes": ["kpi:read"]}
+    async with pg.transaction():
+        await pg.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('erasure:' || $1::text))", tenant.tenant_id
+        )
+        adding = asyncio.create_task(http.post(path, json=client, headers=tenant.headers))
+        await asyncio.sleep(0.3)
+        assert not adding.done()
+    assert (await adding).status_code == 201
+    added, erased = await asyncio.gather(
+        http.post(path, json=client, headers=tenant.headers),
+        http.request(
+            "DELETE",
+            f"/v1/tenants/{tenant.tenant_id}",
+            json={"confirm": tenant.tenant_id},
+            headers=tenant.headers,
+        ),
+    )
+    assert erased.status_code == 202, erased.text
+    assert added.status_code in (201, 403), added.text
+    await erasure_done(http, tenant, tenant.tenant_id)
+    left = await pg.fetchval(
+        "SELECT count(*) FROM gateway.oauth_clients WHERE tenant_id = $1", tenant.tenant_id
+    )
+    assert left == 0

@@ -8,6 +8,8 @@ from sqlmodel import col, select
 
 from services.gateway.erasures.models import Erasure
 from services.gateway.tenants.data import GATEWAY_SCHEMA, GATEWAY_TABLES
+from services.gateway.tenants.models import Tenant
+from shared.errors import Forbidden
 from shared.tenant_data import erase_tenant
 
 # An agency's archive holds the grants it received (the seller's id, store names and
@@ -76,6 +78,14 @@ class ErasureRepository:
         await self.session.execute(
             select(func.pg_advisory_xact_lock_shared(func.hashtext(f"erasure:{tenant_id}")))
         )
+
+    async def hold_unerased(self, tenant_id: str) -> None:
+        """For a write adding a row of the tenant after a slow step (hashing a password
+        or a secret): beside an erasure under way it is refused as any write of an
+        erased tenant, not a foreign-key fault; or the erasure waits and erases it too."""
+        await self.share_tenant_lock(tenant_id)
+        if await self.session.get(Tenant, tenant_id, populate_existing=True) is None:
+            raise Forbidden("this tenant has been erased")
 
     async def unfinished(self, requested_before: datetime) -> list[Erasure]:
         result = await self.session.execute(

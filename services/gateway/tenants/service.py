@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.gateway.erasures.repository import ErasureRepository
 from services.gateway.oauth import sessions
 from services.gateway.oauth.models import OAuthClient
 from services.gateway.oauth.repository import ClientRepository
@@ -115,11 +116,13 @@ async def create_client(
         principal.require(scope)
     _check_client_creator(principal, data.scopes)
     secret = None if data.public else new_client_secret()
+    secret_hash = hash_secret(secret) if secret else None
+    await ErasureRepository(session).hold_unerased(tenant.id)
     client = OAuthClient(
         client_id=new_client_id(),
         tenant_id=tenant.id,
         name=data.name,
-        secret_hash=hash_secret(secret) if secret else None,
+        secret_hash=secret_hash,
         scopes=sorted(set(data.scopes)),
         redirect_uris=data.redirect_uris,
         public=data.public,

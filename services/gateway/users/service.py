@@ -8,7 +8,6 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.gateway.erasures.repository import ErasureRepository
-from services.gateway.tenants.models import Tenant
 from services.gateway.users.models import User
 from services.gateway.users.passwords import hash_password
 from services.gateway.users.repository import UserRepository
@@ -94,12 +93,8 @@ async def create_user(
         raise Conflict(f"this tenant has a user with e-mail {data.email} already")
     now = utcnow()
     password_hash = await hash_password(data.password)
-    # The tenant may have been erased during the hashing (half a second): beside an
-    # erasure under way (its lock, shared here) the user is refused as any write of an
-    # erased tenant is, not a foreign-key fault; or the erasure waits and erases it too.
-    await ErasureRepository(session).share_tenant_lock(access.tenant_id)
-    if await session.get(Tenant, access.tenant_id, populate_existing=True) is None:
-        raise Forbidden("this tenant has been erased")
+    # The tenant may have been erased during the hashing (half a second).
+    await ErasureRepository(session).hold_unerased(access.tenant_id)
     return await repository.add(
         User(
             id=f"us_{secrets.token_hex(8)}",
