@@ -14,12 +14,14 @@ from collections.abc import Awaitable, Callable, Container, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
+import asyncpg
 import httpx
 from fastapi import Depends, Query, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from shared.auth import Principal, bearer_token, current_principal
+from shared.db import Database, hold_tenants
 from shared.errors import (
     FieldError,
     Forbidden,
@@ -196,6 +198,15 @@ def refuse_erased(request: Request, *tenant_ids: str | None) -> None:
     erased: Container[str] = getattr(request.app.state, "erased", ())
     if any(tenant_id in erased for tenant_id in tenant_ids if tenant_id is not None):
         raise Forbidden("this tenant has been erased")
+
+
+async def hold_unerased(request: Request, conn: asyncpg.Connection, tenant_id: str) -> None:
+    """In a write's transaction: the write and its tenant's erasure never overlap, one
+    waits for the other, and a write after the erasure is refused (403) as any write
+    of an erased tenant, so that no row of the tenant outlives its erasure."""
+    db: Database = request.app.state.db
+    await hold_tenants(conn, db.schema, [tenant_id])
+    refuse_erased(request, tenant_id)
 
 
 # Far longer than any tenant id (``tn_`` and 16 hex digits).

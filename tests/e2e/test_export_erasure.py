@@ -683,3 +683,53 @@ async def test_a_client_added_as_its_tenant_is_erased_waits_for_the_erasure(
         "SELECT count(*) FROM gateway.oauth_clients WHERE tenant_id = $1", tenant.tenant_id
     )
     assert left == 0
+
+
+# Writes of the services that add a row of the tenant, and the table it lands in.
+ROW_ADDING_WRITES = [
+    ("metrics", "PUT", "/v1/settings/kpi", {"gmv_includes_tax": True}, "kpi_settings"),
+    ("metrics", "PUT", "/v1/settings/stores/s1", {"timezone": "Asia/Tokyo"}, "store_timezones"),
+    (
+        "ingest",
+        "POST",
+        "/v1/connections",
+        {
+            "platform": "shopify",
+            "store_id": "s1",
+            "marketplace": "US",
+            "granted_scopes": ["read_orders"],
+            "credentials": {"access_token": "t"},
+        },
+        "connections",
+    ),
+]
+
+
+async def test_a_write_during_its_tenants_erasure_in_a_service_leaves_no_row(
+    http: httpx.AsyncClient, new_tenant: NewTenant, pg: Any, stack: Stack
+) -> None:
+    """A setting or a connection written while the service's erasure listener deleted
+    the tenant's rows was kept: checked for erasure before, written after. Now it waits
+    for the erasure (its lock) and is refused."""
+    for service, method, path, body, table in ROW_ADDING_WRITES:
+        tenant = await new_tenant()
+        async with pg.transaction():
+            # What the erasure listener holds while it deletes, the tenant counted erased.
+            await pg.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))",
+                service,
+                tenant.tenant_id,
+            )
+            writing = asyncio.create_task(
+                http.request(method, path, json=body, headers=tenant.headers)
+            )
+            await asyncio.sleep(0.3)
+            assert not writing.done(), path
+            stack.apps[service].state.erased.add(tenant.tenant_id)
+        answer = await writing
+        assert answer.status_code == 403, (path, answer.text)
+        assert "erased" in answer.json()["detail"]
+        left = await pg.fetchval(
+            f"SELECT count(*) FROM {service}.{table} WHERE tenant_id = $1", tenant.tenant_id
+        )
+        assert left == 0, path

@@ -20,7 +20,7 @@ from services.ingest.connections.schemas import (
     ConnectionOut,
     ConnectionUpdate,
 )
-from shared.access import Access, require_access
+from shared.access import Access, hold_unerased, require_access
 from shared.db import Database
 from shared.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from shared.openapi import ErrorBody
@@ -67,7 +67,8 @@ async def create_connection(
     scopes = _read_only(data.platform, data.granted_scopes)
     sealed = _box(request).seal(data.credentials)
     db: Database = request.app.state.db
-    async with db.raw_connection() as conn:
+    async with db.raw_connection() as conn, conn.transaction():
+        await hold_unerased(request, conn, access.tenant_id)
         row = await ConnectionRepository(conn).add(
             {
                 "id": f"cn_{secrets.token_hex(8)}",

@@ -16,9 +16,9 @@ from services.ingest.events.csv_upload import UTF8, CsvBatch, columns_described,
 from services.ingest.events.repository import EventRepository
 from services.ingest.events.schemas import PUSH_REQUEST_SCHEMA, OutboxStatus, PushAccepted
 from services.ingest.outbox.repository import OutboxRepository
-from shared.access import Access, refuse_erased, require_access
+from shared.access import Access, hold_unerased, require_access
 from shared.auth import current_principal
-from shared.db import Database, hold_tenants
+from shared.db import Database
 from shared.errors import InvalidInput
 from shared.events import EVENT_TYPES, Event
 from shared.input_guard import CSV_CHARSETS, declared_charset
@@ -129,7 +129,7 @@ async def _store(
     db: Database = request.app.state.db
 
     async def store(conn: asyncpg.Connection) -> service.Answer:
-        await _hold_unerased(request, conn, access.tenant_id)
+        await hold_unerased(request, conn, access.tenant_id)
         await EventRepository(conn).hold_pushes(access.tenant_id, alone=access.limited)
         await service.check_replaced(
             EventRepository(conn), access.tenant_id, events, access, rows=rows
@@ -145,14 +145,6 @@ async def _store(
         )
 
     return (await db.transact(store)).response()
-
-
-async def _hold_unerased(request: Request, conn: asyncpg.Connection, tenant_id: str) -> None:
-    """A push and its tenant's erasure never overlap: one waits for the other, and a
-    push after the erasure is refused (403) as any write of an erased tenant."""
-    db: Database = request.app.state.db
-    await hold_tenants(conn, db.schema, [tenant_id])
-    refuse_erased(request, tenant_id)
 
 
 @router.get("/outbox", response_model=OutboxStatus)

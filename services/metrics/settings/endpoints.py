@@ -16,7 +16,7 @@ from services.metrics.settings.schemas import (
     StoreZoneListed,
     StoreZoneOut,
 )
-from shared.access import Access, WholeTenantAdmin, require_access
+from shared.access import Access, WholeTenantAdmin, hold_unerased, require_access
 from shared.db import Database
 from shared.errors import FieldError, Forbidden, InvalidInput, PreconditionFailed
 from shared.events import IDENTIFIER_LIMIT, is_identifier_length
@@ -87,7 +87,8 @@ async def put_kpi_settings(
     undo each other's change: the second is told to read them again."""
     db: Database = request.app.state.db
     async with db.raw_connection() as conn, conn.transaction():
-        # First: every answer from now on reads the new settings (the gateway runs
+        await hold_unerased(request, conn, access.tenant_id)
+        # Then: every answer from now on reads the new settings (the gateway runs
         # again a GraphQL request whose fields saw two versions), and the version's
         # row lock queues two admins' PUTs, even before the tenant has a settings row
         # to lock, so that the second's If-Match is checked against the first's change.
@@ -151,6 +152,7 @@ async def put_store_zone(
         raise Forbidden(f"no access to store {store_id}")
     db: Database = request.app.state.db
     async with db.raw_connection() as conn, conn.transaction():
+        await hold_unerased(request, conn, access.tenant_id)
         moved = await set_store_zone(conn, access.tenant_id, store_id, zone.timezone)
         await bump_versions(conn, {access.tenant_id})
     return StoreZoneOut(store_id=store_id, timezone=zone.timezone, moved=moved)
