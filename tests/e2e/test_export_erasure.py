@@ -651,24 +651,41 @@ async def test_a_user_added_as_its_tenant_is_erased_is_refused_or_erased_too(
         assert left == 0
 
 
-async def test_a_client_added_as_its_tenant_is_erased_waits_for_the_erasure(
+async def test_a_gateway_row_added_as_its_tenant_is_erased_waits_for_the_erasure(
     http: httpx.AsyncClient, new_tenant: NewTenant, pg: Any
 ) -> None:
-    """Beside an erasure under way (its lock), a new client waits, and is then refused
-    or erased with the rest; before, its row could commit behind the erasure's delete."""
-    tenant = await new_tenant()
+    """Beside an erasure under way (its lock), a new client, grant (of either side) or
+    export waits, and is then refused or erased with the rest; before, its row could
+    commit behind the erasure's delete, or break it on the tenant's foreign key."""
+    tenant, agency = await new_tenant(), await new_tenant()
+    grant = {"agency_tenant_id": agency.tenant_id, "stores": ["s1"], "scopes": ["kpi:read"]}
+    for erasing, path, body in (
+        (
+            tenant,
+            f"/v1/tenants/{tenant.tenant_id}/clients",
+            {"name": "late", "scopes": ["kpi:read"]},
+        ),
+        (tenant, "/v1/grants", grant),
+        (agency, "/v1/grants", {**grant, "stores": ["s2"]}),
+        (tenant, "/v1/exports", None),
+    ):
+        async with pg.transaction():
+            await pg.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('erasure:' || $1::text))",
+                erasing.tenant_id,
+            )
+            adding = asyncio.create_task(http.post(path, json=body, headers=tenant.headers))
+            await asyncio.sleep(0.3)
+            assert not adding.done(), path
+        assert (await adding).status_code == (202 if path == "/v1/exports" else 201), path
+        if path == "/v1/grants":
+            # One grant at a time to an agency: the next waits on its erasure too.
+            listed = (await http.get("/v1/grants", headers=tenant.headers)).json()["grants"]
+            for made in listed:
+                await http.delete(f"/v1/grants/{made['id']}", headers=tenant.headers)
     path = f"/v1/tenants/{tenant.tenant_id}/clients"
-    client = {"name": "late", "scopes": ["kpi:read"]}
-    async with pg.transaction():
-        await pg.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('erasure:' || $1::text))", tenant.tenant_id
-        )
-        adding = asyncio.create_task(http.post(path, json=client, headers=tenant.headers))
-        await asyncio.sleep(0.3)
-        assert not adding.done()
-    assert (await adding).status_code == 201
     added, erased = await asyncio.gather(
-        http.post(path, json=client, headers=tenant.headers),
+        http.post(path, json={"name": "late", "scopes": ["kpi:read"]}, headers=tenant.headers),
         http.request(
             "DELETE",
             f"/v1/tenants/{tenant.tenant_id}",

@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.gateway.config import Settings
+from services.gateway.erasures.repository import ErasureRepository
 from services.gateway.exports.models import Export
 from services.gateway.exports.repository import ExportRepository
 from services.gateway.exports.schemas import ExportOut, Progress
@@ -94,6 +95,7 @@ async def create_export(
     whole copy of its data in the gateway's database."""
     repository = ExportRepository(session)
     await repository.hold_tenant(tenant_id)
+    await ErasureRepository(session).hold_unerased(tenant_id)
     await fail_stale(session, tenant_id)
     running = await repository.running(tenant_id)
     if running is not None:

@@ -9,10 +9,11 @@ from fastapi import Request
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.gateway.erasures.repository import ErasureRepository
 from services.gateway.grants.models import Grant
 from services.gateway.grants.repository import GrantRepository
 from services.gateway.grants.schemas import GrantCreate, GrantOut, GrantUpdate
-from services.gateway.tenants.repository import TenantRepository
+from services.gateway.tenants.models import Tenant
 from shared.access import Access, EffectiveGrant, limited_user, store_limits
 from shared.auth import Principal
 from shared.db import Database
@@ -96,13 +97,18 @@ async def create_grant(
             "a tenant cannot grant access to itself",
             [FieldError(field="agency_tenant_id", reason="must be another tenant")],
         )
-    if await TenantRepository(session).get(data.agency_tenant_id) is None:
+    scopes = _checked_scopes(data.scopes, issuer)
+    expires_at = _checked_expiry(data.expires_at)
+    # Beside an erasure of either side under way, the grant waits for it: its row would
+    # outlive the erasure, or break it on the tenant's foreign key.
+    erasures = ErasureRepository(session)
+    await erasures.hold_unerased(seller)
+    await erasures.share_tenant_lock(data.agency_tenant_id)
+    if await session.get(Tenant, data.agency_tenant_id, populate_existing=True) is None:
         raise InvalidInput(
             f"no tenant {data.agency_tenant_id}",
             [FieldError(field="agency_tenant_id", reason="no such tenant")],
         )
-    scopes = _checked_scopes(data.scopes, issuer)
-    expires_at = _checked_expiry(data.expires_at)
     repository = GrantRepository(session)
     await _lock_pair(session, seller, data.agency_tenant_id)
     existing = await repository.effective(data.agency_tenant_id, seller, utcnow())
