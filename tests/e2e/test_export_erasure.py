@@ -750,3 +750,35 @@ async def test_a_write_during_its_tenants_erasure_in_a_service_leaves_no_row(
             f"SELECT count(*) FROM {service}.{table} WHERE tenant_id = $1", tenant.tenant_id
         )
         assert left == 0, path
+
+
+async def test_a_sign_in_or_refresh_during_its_tenants_erasure_waits_for_it(
+    http: httpx.AsyncClient, new_tenant: NewTenant, pg: Any
+) -> None:
+    """A code or refresh token minted while the erasure deleted the tenant's sign-ins
+    held the user's row: the erasure then failed on the user's foreign key (a 500), or
+    the row outlived it. Minting now waits for the erasure's lock, then finds no user."""
+    tenant = await new_tenant()
+    client_id = await frontend_client(http, tenant)
+    user = await add_user(http, tenant, "viewer")
+    tokens = await user_tokens(http, client_id, user["email"])
+    form = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    async with pg.transaction():
+        await pg.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('erasure:' || $1::text))", tenant.tenant_id
+        )
+        refreshing = asyncio.create_task(
+            http.post("/oauth/token", data={"client_id": client_id, **form})
+        )
+        signing_in = asyncio.create_task(user_tokens(http, client_id, user["email"]))
+        await asyncio.sleep(0.5)
+        assert not refreshing.done() and not signing_in.done()
+    assert (await refreshing).status_code == 200
+    await signing_in
+    erased = await http.request(
+        "DELETE",
+        f"/v1/tenants/{tenant.tenant_id}",
+        json={"confirm": tenant.tenant_id},
+        headers=tenant.headers,
+    )
+    assert erased.status_code == 202, erased.text

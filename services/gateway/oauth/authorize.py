@@ -399,7 +399,7 @@ async def authorize_submit(
         # Read again, locked, as a token request reads it: deleted or changed during the
         # password check, the user signs in as it is now (or not at all), and a
         # deletion waits for the code written below.
-        user = await UserRepository(session).lock(user.id, share=True)
+        user = await sessions.lock_user(session, user.id, user.tenant_id)
     if user is None or not valid or user.disabled_at is not None:
         request.state.audit_detail = {"outcome": "sign_in_failed"}
         if tenant_id is not None:

@@ -15,6 +15,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel, col, select
 
+from services.gateway.erasures.repository import ErasureRepository
+from services.gateway.users.models import User
 from services.gateway.users.repository import UserRepository
 from shared.auth import revoked_client_key
 from shared.time import utcnow
@@ -220,15 +222,21 @@ async def lock_user_named(session: AsyncSession, grant_type: str, secret: str) -
     """Locks (shared) the user an authorization code or refresh token names, before the
     code or token is used: in the order a change of the user (its row, then its
     sign-ins) takes them, so the two go one after the other and never deadlock."""
-    if grant_type == "authorization_code":
-        named = select(AuthorizationCode.user_id).where(
-            col(AuthorizationCode.code_hash) == digest(secret)
-        )
-    else:
-        named = select(RefreshToken.user_id).where(col(RefreshToken.token_hash) == digest(secret))
-    user_id: str | None = (await session.execute(named)).scalar_one_or_none()
-    if user_id is not None:
-        await UserRepository(session).lock(user_id, share=True)
+    table = AuthorizationCode if grant_type == "authorization_code" else RefreshToken
+    key = AuthorizationCode.code_hash if table is AuthorizationCode else RefreshToken.token_hash
+    named = select(table.user_id, table.tenant_id).where(col(key) == digest(secret))
+    found = (await session.execute(named)).one_or_none()
+    if found is not None:
+        await lock_user(session, found.user_id, found.tenant_id)
+
+
+async def lock_user(session: AsyncSession, user_id: str, tenant_id: str) -> User | None:
+    """The user, read afresh and locked (shared) for minting a code or token: after the
+    tenant's erasure lock, which an erasure takes before the users, so that the two go
+    one after the other (the code or token row would outlive the erasure, or break it
+    on the user's foreign key) and never deadlock. None once the user is gone."""
+    await ErasureRepository(session).share_tenant_lock(tenant_id)
+    return await UserRepository(session).lock(user_id, share=True)
 
 
 async def find_refresh(session: AsyncSession, token: str) -> RefreshToken | None:
