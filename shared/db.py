@@ -158,6 +158,9 @@ class Database:
             # transaction) on every request. A connection the server ended is seen closed
             # at checkout (``_discard_closed``) or fails the one statement that finds it.
             pool_pre_ping=False,
+            # A failed statement's error names no parameter: they hold password and
+            # secret hashes, which the 500's log line would keep.
+            hide_parameters=True,
             json_deserializer=orjson.loads,
             connect_args={
                 "timeout": CONNECT_TIMEOUT_SECONDS,

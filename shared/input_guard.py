@@ -243,6 +243,11 @@ NOT_UTF8_JSON = InvalidInput(
 
 
 def _utf8(body: bytes) -> bool:
+    if b"\x00" in body:
+        # UTF-16 or UTF-32 of ASCII text: valid UTF-8 byte by byte, but a raw NUL is in
+        # no UTF-8 JSON (a string holds it escaped), and the routes' parser would guess
+        # the encoding past the NUL checks below.
+        return False
     try:
         body.decode("utf-8")
     except UnicodeDecodeError:

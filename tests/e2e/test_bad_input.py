@@ -100,9 +100,21 @@ async def test_nul_anywhere_in_a_request_is_named(
     # Nor in UTF-16 or UTF-32, which a JSON parser would guess and read past the check;
     # JSON is UTF-8, and Latin-1 text is not said to be nested too deeply.
     refused = {"field": "body", "reason": "invalid JSON: not UTF-8"}
-    for encoded in (named.encode("utf-16"), named.encode("utf-32"), b'{"name": "Jos\xe9"}'):
+    # Without a byte order mark too: UTF-16 of ASCII text is valid UTF-8 byte by byte.
+    encodings = ("utf-16", "utf-32", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")
+    for encoded in (*(named.encode(e) for e in encodings), b'{"name": "Jos\xe9"}'):
         answer = await http.post("/v1/users", content=encoded, headers={**tenant.headers, **JSON})
         assert answer.status_code == 422, answer.text
+        assert answer.json()["errors"] == [refused], answer.text
+    without_nul = json.dumps({"name": "acme-16", "reporting_currency": "USD"}).encode("utf-16-le")
+    for path in ("/v1/tenants", f"{stack.url('metrics')}/v1/settings/kpi"):
+        answer = await http.request(
+            "POST" if path == "/v1/tenants" else "PUT",
+            path,
+            content=without_nul,
+            headers={**tenant.headers, **JSON},
+        )
+        assert answer.status_code == 422, (path, answer.text)
         assert answer.json()["errors"] == [refused], answer.text
     # A body no route reads (a DELETE's) is not looked at.
     unread = await http.request(

@@ -452,6 +452,16 @@ def test_a_file_not_in_utf8_is_refused_naming_the_line_of_the_byte() -> None:
         with pytest.raises(InvalidInput) as old_mac:
             parse_csv((ending.join(lines) + ending).encode("latin-1"), "order_line", 10)
         assert old_mac.value.detail == NOT_UTF8, repr(ending)
+    # UTF-16 or UTF-32 without a byte order mark is valid UTF-8 byte by byte, a NUL
+    # after each letter: refused at its first NUL, not as 24 unknown columns.
+    for encoding in ("utf-16-le", "utf-16-be", "utf-32-le"):
+        wide = f"{HEADER}\n{GOOD[0]}\n".encode(encoding)
+        with pytest.raises(InvalidInput) as refused:
+            parse_csv(wide, "order_line", 10)
+        assert refused.value.detail.startswith(
+            "the file is not UTF-8 text: line 1 holds the byte 0x00"
+        )
+        assert [(e.row, e.field) for e in refused.value.errors] == [(1, "body")], encoding
 
 
 def test_a_file_excel_saved_in_a_chinese_locale_is_read_when_declared_gb18030() -> None:

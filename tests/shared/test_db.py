@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 import pytest
+from sqlalchemy import text
 
 from shared.db import CONNECTION_LOST, Database, asyncpg_dsn, rolled_back_for_concurrency
 from shared.time import local_date, time_zone_names
@@ -165,5 +166,21 @@ async def test_a_connection_left_in_a_transaction_never_goes_back_to_the_pool(
             async with db.raw_connection() as conn:
                 assert not conn.is_in_transaction()
                 await conn.execute("CREATE TEMP TABLE IF NOT EXISTS written (n int)")
+    finally:
+        await db.dispose()
+
+
+async def test_a_failed_statements_error_names_no_parameter(database_url: str) -> None:
+    """A 500's log line keeps the error: its parameters held password and secret hashes."""
+    db = Database(database_url, "metrics", pool_size=1)
+    try:
+        async with db.session() as session:
+            with pytest.raises(Exception) as failed:
+                await session.execute(
+                    text("SELECT 1 / 0 WHERE CAST(:hash AS text) IS NOT NULL"),
+                    {"hash": "$argon2id$secret-hash"},
+                )
+        assert "secret-hash" not in str(failed.value)
+        assert "hidden due to hide_parameters" in str(failed.value)
     finally:
         await db.dispose()

@@ -337,31 +337,35 @@ def _decoded(raw: bytes, encoding: str) -> str:
             "or GB2312): send it as UTF-8 (charset=utf-8, or none)",
             [FieldError(field="header.Content-Type", reason="the file is UTF-8")],
         )
-    try:
-        # utf-8-sig: a byte order mark is no part of the header.
-        if encoding == UTF8:
-            return raw.decode("utf-8-sig")
-        return raw.decode(encoding, errors="lodestar-windows-euro")
-    except UnicodeDecodeError as exc:
-        # The line of the first stray byte, as the file's other errors name theirs:
-        # one Latin-1 name in a 5,000-line export is found at once. utf-8-sig counts
-        # from after a byte order mark.
-        bom = encoding == UTF8 and raw.startswith(codecs.BOM_UTF8)
-        at = exc.start + (len(codecs.BOM_UTF8) if bom else 0)
-        line = len(_LINE_BREAK_BYTES.findall(raw, 0, at)) + 1
-        name = "UTF-8" if encoding == UTF8 else "GB18030"
-        # Not "declare it GB18030" to everyone: a Latin-1 file so declared would be
-        # taken, its accents read as Chinese.
-        hint = (
-            ": save it as UTF-8 (Excel: CSV UTF-8); only a file Excel saved in a Chinese "
-            "locale (GBK) may instead be sent with Content-Type: text/csv; charset=gb18030"
-            if encoding == UTF8
-            else ""
-        )
-        raise InvalidInput(
-            f"the file is not {name} text: line {line} holds the byte 0x{raw[at]:02X}{hint}",
-            [FieldError(field="body", reason=f"must be {name} CSV", row=line)],
-        ) from None
+    # UTF-16 or UTF-32 without a byte order mark decodes as UTF-8 with a NUL after
+    # each letter, which no text file holds: named as any stray byte is.
+    at = raw.find(b"\x00")
+    if at < 0:
+        try:
+            # utf-8-sig: a byte order mark is no part of the header.
+            if encoding == UTF8:
+                return raw.decode("utf-8-sig")
+            return raw.decode(encoding, errors="lodestar-windows-euro")
+        except UnicodeDecodeError as exc:
+            # utf-8-sig counts from after a byte order mark.
+            bom = encoding == UTF8 and raw.startswith(codecs.BOM_UTF8)
+            at = exc.start + (len(codecs.BOM_UTF8) if bom else 0)
+    # The line of the first stray byte, as the file's other errors name theirs: one
+    # Latin-1 name in a 5,000-line export is found at once.
+    line = len(_LINE_BREAK_BYTES.findall(raw, 0, at)) + 1
+    name = "UTF-8" if encoding == UTF8 else "GB18030"
+    # Not "declare it GB18030" to everyone: a Latin-1 file so declared would be
+    # taken, its accents read as Chinese.
+    hint = (
+        ": save it as UTF-8 (Excel: CSV UTF-8); only a file Excel saved in a Chinese "
+        "locale (GBK) may instead be sent with Content-Type: text/csv; charset=gb18030"
+        if encoding == UTF8
+        else ""
+    )
+    raise InvalidInput(
+        f"the file is not {name} text: line {line} holds the byte 0x{raw[at]:02X}{hint}",
+        [FieldError(field="body", reason=f"must be {name} CSV", row=line)],
+    )
 
 
 def _written_in_utf8(raw: bytes) -> bool:
