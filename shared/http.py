@@ -12,6 +12,11 @@ from shared.transport import ServiceTransport
 # On a KPI answer between services: the tenant data version it shows (metrics sets it,
 # the gateway reads it).
 DATA_VERSION_HEADER = "Lodestar-Data-Version"
+# On a KPI question from the gateway's GraphQL: the rows it takes at most, so that
+# metrics refuses a larger answer as it grows instead of building it whole.
+MOST_ROWS_HEADER = "Lodestar-Most-Rows"
+# How metrics' refusal of an answer over that bound (or its own) begins.
+TOO_MANY_ROWS = "the answer would hold more than"
 
 
 async def _propagate_trace(request: httpx.Request) -> None:

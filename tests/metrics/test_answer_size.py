@@ -9,7 +9,8 @@ import pytest
 
 from services.gateway.graphql import kpis as graphql_kpis
 from services.metrics.kpis import service
-from tests.conftest import NewTenant, TenantClient
+from shared.http import MOST_ROWS_HEADER, TOO_MANY_ROWS
+from tests.conftest import NewTenant, Stack, TenantClient
 from tests.e2e.test_push_to_graphql import KPIS
 from tests.metrics.test_kpis import line
 from tests.metrics.test_order_attached import push, settle
@@ -78,7 +79,7 @@ async def three_skus_sold(http: httpx.AsyncClient, new_tenant: NewTenant) -> Ten
 
 
 async def test_graphql_refuses_more_rows_than_a_dashboard_shows(
-    http: httpx.AsyncClient, new_tenant: NewTenant, monkeypatch: pytest.MonkeyPatch
+    http: httpx.AsyncClient, stack: Stack, new_tenant: NewTenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tenant = await three_skus_sold(http, new_tenant)
     monkeypatch.setattr(graphql_kpis, "MAX_GRAPHQL_ROWS", 2)
@@ -97,12 +98,18 @@ async def test_graphql_refuses_more_rows_than_a_dashboard_shows(
     by_day = await ask(grain="DAY")
     assert by_day["errors"][0]["extensions"]["errors"][0]["field"] == "input.grain"
     assert len((await ask(grain="TOTAL"))["data"]["kpis"]["rows"]) == 1
+    # The gateway tells metrics how many rows it takes, and metrics refuses a larger
+    # answer as it grows rather than building it whole; top N keeps fewer than it reads.
+    question = {"metrics": "gmv", **WEEK, "grain": "total", "group_by": "sku"}
+    bounded = {**tenant.headers, MOST_ROWS_HEADER: "2"}
+    refused = await http.get(f"{stack.url('metrics')}/v1/kpis", params=question, headers=bounded)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"].startswith(f"{TOO_MANY_ROWS} 2 rows")
+    top = {**question, "order_by": "gmv", "limit": "2"}
+    ranked = await http.get(f"{stack.url('metrics')}/v1/kpis", params=top, headers=bounded)
+    assert ranked.status_code == 200 and len(ranked.json()["rows"]) == 2
     # REST answers the same question whole.
-    rest = await http.get(
-        "/v1/kpis",
-        params={"metrics": "gmv", **WEEK, "grain": "total", "group_by": "sku"},
-        headers=tenant.headers,
-    )
+    rest = await http.get("/v1/kpis", params=question, headers=tenant.headers)
     assert rest.status_code == 200 and len(rest.json()["rows"]) == 3
 
 
@@ -179,6 +186,15 @@ async def test_graphql_counts_what_all_kpis_fields_of_a_request_write_out(
     alone = {"query": KPIS, "variables": {"input": {**by_sku, "metrics": ["gmv", "units"]}}}
     refused = (await http.post("/graphql", json=alone, headers=tenant.headers)).json()
     assert refused["errors"][0]["extensions"]["errors"][0]["field"] == "input.metrics"
+    # Every metric asked counts, written out or not: metrics computes each of them.
+    asked = {**by_sku, "metrics": ["gmv", "units", "orders"]}
+    response = await http.post(
+        "/graphql",
+        json={"query": inside("rows { period }"), "variables": {"i": asked}},
+        headers=tenant.headers,
+    )
+    [over] = response.json()["errors"]
+    assert over["extensions"]["errors"][0]["field"] == "input.metrics", over
 
 
 async def test_graphql_names_order_by_and_limit_as_its_input_writes_them(

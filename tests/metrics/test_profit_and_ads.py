@@ -6,7 +6,9 @@ import asyncio
 from typing import Any
 
 import httpx
+import pytest
 
+from services.metrics.kpis import service
 from tests.conftest import NewTenant, TenantClient
 from tests.metrics.test_kpis import kpis, line
 
@@ -467,3 +469,26 @@ async def test_facts_of_zero_keep_their_row_until_they_leave(
         ("2026-04-10", "WAIVED"): 0.0,
         ("2026-04-11", "NETTED"): 0.0,
     }
+
+
+async def test_many_skus_without_a_unit_cost_are_named_up_to_a_bound_then_counted(
+    http: httpx.AsyncClient, new_tenant: NewTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """20,000 SKUs sold without a cost wrote 20,000 warnings into every answer."""
+    monkeypatch.setattr(service, "MAX_SKUS_NAMED", 2)
+    tenant = await new_tenant()
+    events = [
+        line(f"m{n}", f"M{n}", 1, "10.00", "2026-04-10T18:00:00Z", sku=f"SKU-{n}") for n in range(5)
+    ]
+    assert (
+        await http.post("/v1/events", json={"events": events}, headers=tenant.headers)
+    ).status_code == 202
+    await wait_for(http, tenant, "gmv", 50.0)
+    body = await kpis(
+        http, tenant, metrics="cogs", grain="total", **{"from": "2026-04-01", "to": "2026-04-30"}
+    )
+    assert body["warnings"] == [
+        "no unit cost for SKU SKU-0",
+        "no unit cost for SKU SKU-1",
+        "no unit cost for 3 more SKUs",
+    ]

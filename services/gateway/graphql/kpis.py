@@ -6,7 +6,7 @@ import logging
 import re
 from collections import defaultdict
 from dataclasses import replace
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlencode
 
 import httpx
@@ -40,7 +40,7 @@ from shared.errors import (
     UpstreamUnavailable,
 )
 from shared.events import IDENTIFIER_LIMIT, is_identifier_length
-from shared.http import DATA_VERSION_HEADER
+from shared.http import DATA_VERSION_HEADER, MOST_ROWS_HEADER, TOO_MANY_ROWS
 from shared.query_lists import join_list
 from shared.scopes import KPI_READ
 
@@ -141,12 +141,15 @@ async def _tenant_param(context: Context, tenant_id: strawberry.ID | None) -> Pa
     return [] if wanted is None else [("tenant_id", wanted)]
 
 
-async def _get_metrics(context: Context, path: str, params: Params) -> Any:
+async def _get_metrics(
+    context: Context, path: str, params: Params, most_rows: int | None = None
+) -> Any:
+    headers = {"Authorization": context.authorization, "Accept": "application/json"}
+    if most_rows is not None:
+        headers[MOST_ROWS_HEADER] = str(most_rows)
     try:
         response = await context.http.get(
-            f"{context.metrics_url.rstrip('/')}{path}",
-            params=params,
-            headers={"Authorization": context.authorization, "Accept": "application/json"},
+            f"{context.metrics_url.rstrip('/')}{path}", params=params, headers=headers
         )
     except httpx.HTTPError as exc:
         # The caller learns only that metrics is away; the log says how.
@@ -284,6 +287,23 @@ def _values_by_key(selections: list[Selection]) -> dict[str, list[SelectedField]
     return {k: v for k, v in _by_key(selections).items() if v[0].name != "__typename"}
 
 
+def _refuse_rows(input: KpiQueryInput) -> NoReturn:
+    # Typed GraphQL values cost this process about 120 µs a row, every other request
+    # waiting meanwhile: a dashboard shows far fewer; bulk reads are REST's.
+    field = "input.groupBy" if input.group_by else "input.grain"
+    raise InvalidInput(
+        f"the answer holds more than {MAX_GRAPHQL_ROWS:,} rows, more than GraphQL returns",
+        [
+            FieldError(
+                field=field,
+                reason=f"more than {MAX_GRAPHQL_ROWS:,} rows of periods and groups; "
+                "ask for fewer days, a coarser grain or narrower filters, or read it "
+                "from GET /v1/kpis, which answers larger questions (in CSV too)",
+            )
+        ],
+    )
+
+
 def _spend_cells(context: Context, cells: int) -> None:
     """Counts a field's scalars against its request's budget, or refuses the field."""
     spent = context.kpi_cells + cells
@@ -316,24 +336,30 @@ class KpiQuery:
         tenant_id: strawberry.ID | None = None,
     ) -> KpiResult:
         tenant = await _tenant_param(info.context, tenant_id)
-        body = await _get_metrics(info.context, "/v1/kpis", _query_params(input) + tenant)
+        # Each row costs at least its period and every metric asked, which metrics
+        # computes and this process reads, written out or not.
+        cells = max(
+            _cells_a_row(info, len(input.metrics), len(input.group_by or [])),
+            1 + len(input.metrics),
+        )
+        # The rows this field may still take, told to metrics so that it refuses a larger
+        # answer as it grows: built whole and refused here, fifteen aliases of one held
+        # metrics (and every tenant's questions) 20 s.
+        affordable = (MAX_GRAPHQL_CELLS - info.context.kpi_cells) // cells
+        most_rows = max(1, min(MAX_GRAPHQL_ROWS, affordable))
+        try:
+            body = await _get_metrics(
+                info.context, "/v1/kpis", _query_params(input) + tenant, most_rows
+            )
+        except InvalidInput as refused:
+            if not refused.detail.startswith(TOO_MANY_ROWS):
+                raise
+            if most_rows < MAX_GRAPHQL_ROWS:
+                _spend_cells(info.context, MAX_GRAPHQL_CELLS + 1)
+            _refuse_rows(input)
         rows = len(body.get("rows", []))
         if rows > MAX_GRAPHQL_ROWS:
-            # Typed GraphQL values cost this process about 120 µs a row, every other
-            # request waiting meanwhile: a dashboard shows far fewer; bulk reads are REST's.
-            field = "input.groupBy" if input.group_by else "input.grain"
-            raise InvalidInput(
-                f"the answer holds {rows:,} rows, more than GraphQL returns",
-                [
-                    FieldError(
-                        field=field,
-                        reason=f"more than {MAX_GRAPHQL_ROWS:,} rows of periods and groups; "
-                        "ask for fewer days, a coarser grain or narrower filters, or read it "
-                        "from GET /v1/kpis, which answers larger questions (in CSV too)",
-                    )
-                ],
-            )
-        cells = _cells_a_row(info, len(input.metrics), len(input.group_by or []))
+            _refuse_rows(input)
         _spend_cells(info.context, rows * cells)
         return KpiResult(
             currency=body.get("currency"),

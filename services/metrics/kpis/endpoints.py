@@ -35,7 +35,7 @@ from services.metrics.settings.schemas import KpiSettingsOut
 from shared.access import Access, require_access
 from shared.db import Database
 from shared.errors import InvalidInput, NotAcceptable
-from shared.http import DATA_VERSION_HEADER
+from shared.http import DATA_VERSION_HEADER, MOST_ROWS_HEADER
 from shared.negotiation import WeightedItem, list_header, weighted_items
 from shared.openapi import TAGGED, ErrorBody
 from shared.query_lists import join_list, split_list
@@ -354,6 +354,9 @@ async def kpis(
             "limit": limit,
         },
     )
+    most_rows = request.headers.get(MOST_ROWS_HEADER, "")
+    if most_rows.isascii() and most_rows.isdigit() and len(most_rows) < 10:
+        query = replace(query, most_rows=max(1, int(most_rows)))
     db: Database = request.app.state.db
     currencies: TenantCurrencies = request.app.state.tenant_currencies
     tenant_currency = (

@@ -20,6 +20,7 @@ from services.metrics.kpis.formulas import FORMULAS
 from services.metrics.kpis.registry import KPIS
 from shared.errors import FieldError, InvalidInput
 from shared.events import IDENTIFIER_LIMIT, NO_NUL, is_identifier_length
+from shared.http import TOO_MANY_ROWS
 from shared.money import CURRENCY_REASON, is_currency
 from shared.query_lists import split_list
 from shared.time import DATE_RANGE, DATE_TEXT, country_code, in_date_range
@@ -58,6 +59,10 @@ class KpiQuery:
     order_by: str | None = None
     descending: bool = True
     limit: int | None = None
+    # Rows the asker takes at most (GraphQL's, sent by the gateway): a larger answer is
+    # refused as it grows, not built whole first. Not part of the question: the answer
+    # and its key are the same whoever asks.
+    most_rows: int | None = field(default=None, repr=False, compare=False)
 
     def unsplittable(self) -> dict[str, str]:
         """Each metric asked that cannot be split as asked, and the first dimension (of
@@ -87,7 +92,7 @@ def answer_too_large(query: KpiQuery, most: int) -> InvalidInput:
     is its groups, or its periods when it has none."""
     field = "group_by" if query.group_by else "grain"
     return InvalidInput(
-        f"the answer would hold more than {most:,} rows",
+        f"{TOO_MANY_ROWS} {most:,} rows",
         [
             FieldError(
                 field=field,
