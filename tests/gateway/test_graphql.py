@@ -550,7 +550,16 @@ async def test_missing_scope_is_forbidden_naming_it(
 ) -> None:
     tenant = await new_tenant(scopes=["ingest:write"])
     fake.calls.clear()
-    for query, variables in ((CATALOG, {}), (KPIS, {"input": month_input()})):
+    # A document that would not run (a lower-case grain, a syntax error, an unknown
+    # field, a variable of the wrong type) is refused for the scope first, too.
+    for query, variables in (
+        (CATALOG, {}),
+        (KPIS, {"input": month_input()}),
+        (KPIS, {"input": month_input(grain="month")}),
+        ("{ kpis(input: {", {}),
+        ("{ kpiCatalog { nosuchfield } }", {}),
+        (KPIS, {"input": month_input(**{"from": 5})}),
+    ):
         answer = await fake.client.post(
             "/graphql", json={"query": query, "variables": variables}, headers=tenant.headers
         )

@@ -154,8 +154,8 @@ def _schema_only(query: str | None) -> bool:
 async def _after_the_token(
     context: object, query: str | None, result: ExecutionResult
 ) -> ExecutionResult:
-    """A document refused before it ran (wrong input, say) is refused for want of a token
-    first, as every request is, unless it asks only for the schema."""
+    """A document refused before it ran (wrong input, say) is refused for want of a token,
+    or of the scope, first, as every request is, unless it asks only for the schema."""
     if result.data is not None or not result.errors or _schema_only(query):
         return result
     if not isinstance(context, Context) or any(
@@ -164,8 +164,10 @@ async def _after_the_token(
     ):
         return result
     try:
-        await context.principal()
-    except Unauthenticated as exc:
+        # Every field beyond the schema's needs kpi:read: a token without it learns
+        # nothing of what the schema would say of its document.
+        (await context.principal()).require(KPI_READ)
+    except (Unauthenticated, InsufficientScope) as exc:
         refusal = GraphQLError(exc.detail, extensions=exc.graphql_extensions())
         return ExecutionResult(data=None, errors=[refusal])
     return result
