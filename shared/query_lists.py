@@ -10,6 +10,7 @@ reaches metrics whole.
 
 from __future__ import annotations
 
+import string
 from collections.abc import Iterable
 
 from shared.errors import FieldError, InvalidInput
@@ -69,3 +70,19 @@ def _needs_quotes(value: str) -> bool:
 
 def _quote(value: str) -> str:
     return QUOTE + value.replace(QUOTE, QUOTE * 2) + QUOTE
+
+
+# Codes (currencies, marketplaces, grains, dimensions) are ASCII: str.upper() would make
+# one of other letters ("ßp" reads SSP, a dotless i reads I).
+_ASCII_UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def code_upper(text: str) -> str:
+    """``text`` with its ASCII letters in upper case, any other character as it is."""
+    return text.translate(_ASCII_UPPER)
+
+
+def code_lower(text: str) -> str:
+    """``text`` with its ASCII letters in lower case, any other character as it is."""
+    return text.translate(_ASCII_LOWER)

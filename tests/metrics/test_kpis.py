@@ -9,7 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
+from services.metrics.kpis.query import parse_query
 from services.metrics.kpis.registry import KPIS
+from shared.errors import InvalidInput
 from tests.conftest import NewTenant, TenantClient
 
 
@@ -508,6 +510,12 @@ async def test_other_currencies_are_null_with_a_warning(
         # Three years and a day at day grain.
         ({"from": "2023-01-01", "to": "2026-01-01", "grain": "day"}, "to"),
         ({"from": "2024-02-29", "to": "2027-03-01", "grain": "day"}, "to"),
+        # Codes are ASCII: no other letter is read as one in upper or lower case.
+        ({"currency": "\u00dfp"}, "currency"),
+        ({"currency": "\u0131nr"}, "currency"),
+        ({"marketplaces": "\u017fe"}, "marketplaces"),
+        ({"group_by": "s\u212au"}, "group_by"),
+        ({"grain": "\u0130ay"}, "grain"),
     ],
 )
 async def test_bad_parameters_are_422_naming_them(
@@ -608,3 +616,18 @@ async def test_the_api_document_defines_every_available_kpi_as_the_registry_does
         responses = document["paths"][path]["get"]["responses"]
         for status in ("200", "304"):
             assert "ETag" in responses[status]["headers"], (path, status)
+
+
+def test_a_blank_metric_or_marketplace_is_shown_as_blank() -> None:
+    """Named as nothing at all, the reason began with a colon."""
+    asked = {"from": "2026-01-01", "to": "2026-01-31", "grain": "day"}
+    for params, reason in (
+        ({"metrics": 'gmv,""'}, 'unknown metric ""'),
+        (
+            {"metrics": "gmv", "marketplaces": '""'},
+            '"": must be an ISO 3166 country code such as US',
+        ),
+    ):
+        with pytest.raises(InvalidInput) as refused:
+            parse_query("t1", {**asked, **params})
+        assert [e.reason for e in refused.value.errors] == [reason]

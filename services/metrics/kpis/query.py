@@ -22,7 +22,7 @@ from shared.errors import FieldError, InvalidInput
 from shared.events import IDENTIFIER_LIMIT, NO_NUL, is_identifier_length
 from shared.http import TOO_MANY_ROWS
 from shared.money import CURRENCY_REASON, is_currency
-from shared.query_lists import split_list
+from shared.query_lists import code_lower, code_upper, split_list
 from shared.time import DATE_RANGE, DATE_TEXT, country_code, in_date_range
 
 GRAINS = ("day", "week", "month", "quarter", "year", "total")
@@ -142,12 +142,13 @@ def parse_query(tenant_id: str, params: dict[str, str | None]) -> KpiQuery:
     for metric in metrics:
         definition = KPIS.get(metric)
         if definition is None:
-            errors.append(FieldError(field="metrics", reason=f"unknown metric {metric}"))
+            shown = metric or '""'
+            errors.append(FieldError(field="metrics", reason=f"unknown metric {shown}"))
         elif not definition.available:
             errors.append(FieldError(field="metrics", reason=f"{metric} is not available yet"))
     start = _date("from", params.get("from"), errors)
     end = _date("to", params.get("to"), errors)
-    grain = (params.get("grain") or "").lower()
+    grain = code_lower(params.get("grain") or "")
     if grain not in GRAINS:
         errors.append(FieldError(field="grain", reason=f"one of {', '.join(GRAINS)}"))
     if start and end:
@@ -157,7 +158,7 @@ def parse_query(tenant_id: str, params: dict[str, str | None]) -> KpiQuery:
             errors.append(FieldError(field="to", reason="at most 3 years at day grain"))
         elif end >= _anniversary(start, MAX_RANGE_YEARS):
             errors.append(FieldError(field="to", reason=f"at most {MAX_RANGE_YEARS} years"))
-    group_by = [d.lower() for d in split_list(params.get("group_by"), "group_by")]
+    group_by = [code_lower(d) for d in split_list(params.get("group_by"), "group_by")]
     errors += _named_twice("group_by", group_by)
     for dimension in group_by:
         if dimension not in DIMENSIONS:
@@ -175,7 +176,8 @@ def parse_query(tenant_id: str, params: dict[str, str | None]) -> KpiQuery:
         try:
             country_code(marketplace)
         except ValueError as exc:
-            errors.append(FieldError(field="marketplaces", reason=f"{marketplace}: {exc}"))
+            shown = marketplace or '""'
+            errors.append(FieldError(field="marketplaces", reason=f"{shown}: {exc}"))
     for dimension, values in filters.items():
         if any("\x00" in value for value in values):
             errors.append(FieldError(field=FILTER_OF[dimension], reason=NO_NUL))
@@ -184,20 +186,20 @@ def parse_query(tenant_id: str, params: dict[str, str | None]) -> KpiQuery:
             errors.append(FieldError(field=FILTER_OF[dimension], reason=reason))
     currency = params.get("currency")
     # A currency code, kept upper case: "eur" asks for EUR.
-    currency = currency.upper() if currency is not None else None
+    currency = code_upper(currency) if currency is not None else None
     if currency is not None and not is_currency(currency):
         errors.append(FieldError(field="currency", reason=CURRENCY_REASON))
-    compare_to = (params.get("compare_to") or "").lower() or None
+    compare_to = code_lower(params.get("compare_to") or "") or None
     if compare_to is not None and compare_to not in COMPARISONS:
         errors.append(FieldError(field="compare_to", reason=f"one of {', '.join(COMPARISONS)}"))
     order_by, descending = None, True
     if params.get("order_by"):
         metric, colon, direction = str(params["order_by"]).partition(":")
-        order_by, descending = metric.strip(), direction.strip().lower() != "asc"
+        order_by, descending = metric.strip(), code_lower(direction.strip()) != "asc"
         if order_by not in metrics:
             errors.append(FieldError(field="order_by", reason="must be one of the metrics asked"))
         # A metric alone is descending; a colon names a direction.
-        if direction.strip().lower() not in (("asc", "desc") if colon else ("",)):
+        if code_lower(direction.strip()) not in (("asc", "desc") if colon else ("",)):
             errors.append(FieldError(field="order_by", reason="metric:desc or metric:asc"))
     limit = None
     if params.get("limit"):
@@ -442,7 +444,7 @@ def no_unit_cost_warning(sku: str, first_cost: date | None) -> str:
 
 def marketplace_codes(values: list[str]) -> list[str]:
     """Marketplaces as events keep them: a country code, upper case ("us" asks for US)."""
-    return [value.upper() for value in values]
+    return [code_upper(value) for value in values]
 
 
 def _float(value: Decimal | None) -> float | None:
