@@ -549,6 +549,7 @@ _REASON_BY_PYDANTIC_TYPE = {
     "timezone_aware": TIMESTAMP_REASON,
     "int_from_float": WHOLE_REASON,
     "int_parsing": "must be a whole number",
+    "list_type": "must be a JSON list",
 }
 _INDEX = re.compile(r"^\d+$")
 
@@ -567,6 +568,8 @@ _REASON_WITH_CONTEXT = {
     "string_too_long": "must be at most {max_length} characters",
     "too_short": "must have at least {min_length} item(s)",
     "too_long": "must have at most {max_length} item(s)",
+    "literal_error": "must be one of {expected}",
+    "enum": "must be one of {expected}",
 }
 
 

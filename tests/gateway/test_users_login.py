@@ -572,6 +572,15 @@ async def test_user_and_client_validation_names_the_field(
         response = await http.post("/v1/users", json={**good, **change}, headers=admin.headers)
         assert response.status_code == 422, (change, response.text)
         assert response.json()["errors"][0]["field"] == field, change
+    # In words a person acts on, not the parser's (nor its pattern).
+    wordings: list[tuple[dict[str, Any], str]] = [
+        ({"role": "king"}, "must be one of 'owner', 'admin', 'manager', 'analyst' or 'viewer'"),
+        ({"email": "not-an-address"}, "must be an e-mail address such as ana@example.com"),
+        ({"limits": {"stores": "s1"}}, "must be a JSON list"),
+    ]
+    for worded, reason in wordings:
+        response = await http.post("/v1/users", json={**good, **worded}, headers=admin.headers)
+        assert response.json()["errors"][0]["reason"] == reason, response.text
     uk = {**good, "limits": {"marketplaces": ["UK"]}}
     named = await http.post("/v1/users", json=uk, headers=admin.headers)
     assert "the United Kingdom is GB" in named.json()["errors"][0]["reason"]

@@ -564,6 +564,14 @@ def test_pydantics_words_are_said_in_the_apis() -> None:
     }
 
 
+def test_a_value_outside_an_enumeration_lists_the_values_taken() -> None:
+    assert _reasons([order_line(status="lost"), {**order_line(), "type": "sale"}]) == {
+        (0, "payload.status"): "must be one of 'pending', 'shipped', 'delivered' or 'cancelled'",
+        (1, "type"): "must be one of 'order_line', 'refund', 'fee', 'ad_spend', 'traffic', "
+        "'inventory_snapshot', 'unit_cost', 'shipment', 'order_defect', 'cs_ticket' or 'fx_rate'",
+    }
+
+
 def test_an_offset_no_time_zone_has_is_refused() -> None:
     """RFC 3339 allows offsets to ±23:59; no zone is beyond -12:00 or +14:00, so such
     an offset is a typo that would move an order to another day."""

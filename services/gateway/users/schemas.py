@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -20,9 +22,20 @@ from shared.time import country_code
 
 # Deliberately loose: the address is proven by whoever delivers the invitation. Kept
 # as one spelling of its mailbox (``canonical_email``) before it is checked.
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _email_shaped(value: str) -> str:
+    # Said in words: the pattern itself was the reason a person was shown.
+    if not _EMAIL.match(value):
+        raise ValueError("must be an e-mail address such as ana@example.com")
+    return value
+
+
 Email = Annotated[
     str,
-    StringConstraints(max_length=MAX_EMAIL_LENGTH, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
+    StringConstraints(max_length=MAX_EMAIL_LENGTH),
+    AfterValidator(_email_shaped),
     BeforeValidator(lambda value: canonical_email(value) if isinstance(value, str) else value),
 ]
 Role = Literal["owner", "admin", "manager", "analyst", "viewer"]
