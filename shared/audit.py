@@ -15,13 +15,13 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.access import Access, WholeTenantAdmin
 from shared.auth import Principal
 from shared.db import Database, hold_tenants
-from shared.events import timestamp_text
+from shared.events import OFFSET_REASON, timestamp_text, within_offsets
 from shared.telemetry import current_trace_id
 
 log = logging.getLogger("lodestar.audit")
@@ -175,18 +175,19 @@ class AuditMiddleware:
 
 
 def _in_utc(value: datetime) -> datetime:
+    if not within_offsets(value):
+        raise ValueError(OFFSET_REASON)
     # PostgreSQL keeps instants in UTC: year 1 at +14:00 is no instant it can compare.
-    if value.utcoffset() is not None:
-        try:
-            value.astimezone(UTC)
-        except OverflowError:
-            raise ValueError("must be an instant between years 1 and 9999 in UTC") from None
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must be an instant between years 1 and 9999 in UTC") from None
     return value
 
 
 # ``since`` and ``until`` of an audit question: written as events' timestamps are (digits
-# would be read as seconds since 1970).
-AuditInstant = Annotated[datetime, BeforeValidator(timestamp_text), AfterValidator(_in_utc)]
+# would be read as seconds since 1970, and one without an offset in no known zone).
+AuditInstant = Annotated[AwareDatetime, BeforeValidator(timestamp_text), AfterValidator(_in_utc)]
 
 
 async def audit_rows(

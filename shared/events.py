@@ -149,10 +149,16 @@ INSTANT_RANGE = (
 )
 
 
+def within_offsets(value: dt.datetime) -> bool:
+    """Whether the timestamp's offset (if any) is one a time zone has."""
+    offset = value.utcoffset()
+    return offset is None or _OFFSETS[0] <= offset <= _OFFSETS[1]
+
+
 def _timed(value: dt.datetime, info: ValidationInfo) -> dt.datetime:
     _dated(value.date())
     offset = value.utcoffset()
-    if offset is not None and not _OFFSETS[0] <= offset <= _OFFSETS[1] and accepting(info):
+    if not within_offsets(value) and accepting(info):
         raise ValueError(OFFSET_REASON)
     if (
         offset is not None

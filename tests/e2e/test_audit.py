@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from shared.events import OFFSET_REASON
 from tests.conftest import NewTenant, Stack, TenantClient, fetch_token
 from tests.e2e.test_export_erasure import erased_by_itself
 from tests.e2e.test_grants import sale
@@ -141,10 +142,18 @@ async def test_writes_sign_ins_and_grants_are_recorded_per_tenant(
         ("until", "9999-12-31T23:59:59-12:00"),
         # Nor are digits seconds since 1970: a compact date would silently ask for 1970.
         ("since", "20261201"),
+        # Nor an instant without an offset (in which zone?), or with one no zone has.
+        ("since", "2026-03-01T00:00:00"),
+        ("until", "2026-03-01T00:00:00+15:00"),
     ):
         refused = await http.get("/v1/audit", params={name: beyond}, headers=seller.headers)
         assert refused.status_code == 422, refused.text
         assert refused.json()["errors"][0]["field"] == name
+    assert refused.json()["errors"][0]["reason"] == OFFSET_REASON
+    earliest = await http.get(
+        "/v1/audit", params={"since": "0001-01-01T12:00:00+12:00"}, headers=seller.headers
+    )
+    assert earliest.status_code == 200, earliest.text
 
 
 async def agency_pushing(
