@@ -381,8 +381,11 @@ def test_a_type_column_names_the_uploads_type_or_is_refused() -> None:
     batch = parse_csv(f"{header}\n{rows[0]}\n".encode(), "order_line", 10)
     assert validate_batch(batch.events)[1] == []
     assert batch.events[0]["type"] == "order_line"
-    assert _refusal(f"{header}\n{rows[0]}\n{rows[1]}\n") == [
-        (3, "type", "must be order_line, the type this upload is of")
+    # A blank cell names no type either.
+    blank = f"erp-3,,{GOOD[1].split(',', 1)[1]}"
+    assert _refusal(f"{header}\n{rows[0]}\n{rows[1]}\n{blank}\n") == [
+        (3, "type", "must be order_line, the type this upload is of"),
+        (4, "type", "must be order_line, the type this upload is of"),
     ]
 
 

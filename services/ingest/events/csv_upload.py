@@ -473,7 +473,8 @@ def _event(
     cells = {k: v.strip() for k, v in row.items() if v.strip()}
     payload: dict[str, Any] = {}
     conflicts: list[tuple[str, str]] = []
-    if cells.get("type", event_type) != event_type:
+    # A blank cell of a type column names no type: refused as another type is.
+    if "type" in row and cells.get("type") != event_type:
         conflicts.append(("type", f"must be {event_type}, the type this upload is of"))
     for name, field in fields.items():
         if name not in cells:
