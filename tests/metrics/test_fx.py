@@ -519,3 +519,33 @@ def test_a_base_is_as_fresh_as_its_older_leg_and_ties_go_by_name() -> None:
         ]
     )
     assert book.factor("BRL", "MXN", d2) == D("20") / D("5")
+
+
+async def test_an_amount_that_converts_to_zero_needs_no_rate(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """A free line (its discount its price), a tax GMV does not read, a unit cost of
+    zero: each is zero in any currency, so no rate is missing and nothing is null."""
+    tenant = await new_tenant()
+    de = {"currency": "EUR", "store": "acme-de", "marketplace": "DE"}
+    events = [
+        line("z1", "Z1", 1, "10.00", "2026-03-02T10:00:00Z", sku="FREE", discount="10.00", **de),
+        line("z2", "Z2", 1, "0.00", "2026-03-03T10:00:00Z", sku="TAXED", tax="1.90", **de),
+        cost("zero", "GIFT", "0", "GBP"),
+        line("z3", "Z3", 1, "10.00", "2026-03-05T20:00:00Z", sku="GIFT"),
+    ]
+    await push(http, tenant, *events)
+    march = {"from": "2026-03-01", "to": "2026-03-31", "currency": "USD"}
+    await settle(http, tenant, {"units": 3.0}, **march)
+    for group_by in ({}, {"group_by": "sku"}, {"group_by": "marketplace"}):
+        body = await kpis(http, tenant, metrics="gmv", grain="day", **march, **group_by)
+        assert body["warnings"] == [], group_by
+        assert {v["value"] for r in body["rows"] for v in r["values"]} == {0.0, 10.0}, group_by
+    gift = await kpis(http, tenant, metrics="cogs", skus="GIFT", grain="total", **march)
+    assert (values(gift), gift["warnings"]) == ([("TOTAL", [], {"cogs": 0.0})], [])
+    # Read when GMV includes tax: the euros of tax then need their rate.
+    assert (
+        await http.put("/v1/settings/kpi", json={"gmv_includes_tax": True}, headers=tenant.headers)
+    ).status_code == 200
+    taxed = await kpis(http, tenant, metrics="gmv", grain="total", **march)
+    assert taxed["warnings"] == ["no FX rate for EUR→USD on 2026-03-03"]

@@ -299,11 +299,13 @@ class RollupRepository:
         return await self._fetch(
             grouping,
             "s",
-            f"CASE WHEN bool_or(uc.cost IS NULL OR ({factor}) IS NULL) THEN NULL "
-            f"ELSE sum(s.units * uc.cost * ({factor})) END AS cogs, "
+            # A cost of zero needs no rate, as a zero amount does (``_converted``).
+            "CASE WHEN bool_or(uc.cost IS NULL "
+            f"OR (({factor}) IS NULL AND uc.cost <> 0)) THEN NULL "
+            f"ELSE sum(s.units * uc.cost * coalesce(({factor}), 0)) END AS cogs, "
             "array_agg(DISTINCT s.sku) FILTER (WHERE uc.cost IS NULL) AS skus_without_cost, "
             "array_agg(DISTINCT uc.currency || ' ' || to_char(s.local_date, 'YYYY-MM-DD')) "
-            f"FILTER (WHERE uc.cost IS NOT NULL AND ({factor}) IS NULL) AS costs_without_rate",
+            f"FILTER (WHERE uc.cost <> 0 AND ({factor}) IS NULL) AS costs_without_rate",
             """daily_sales s
             LEFT JOIN LATERAL (
                 SELECT u.cost, u.currency FROM unit_costs u
@@ -528,49 +530,61 @@ class RollupRepository:
         grouping: Grouping,
         currency: str,
         days: list[date],
-        sales: bool,
+        sales_read: list[str],
         measures_read: list[str],
     ) -> list[date]:
         """Of the given days, in order, those on which the currency has amounts other than
-        zero within what the query reads (its sales when ``sales``, the measures named, its
-        stores, marketplaces, platforms, SKUs and categories): an answer
-        warns of no rate it did not need (a GMV, of no refund's), and tells a caller
-        limited to some categories nothing of the others' days."""
+        zero as the answer converts them (the sales sums and measures named, within its
+        stores, marketplaces, platforms, SKUs and categories, per day and group, or per
+        row by SKU): an answer warns of no rate it did not need (a GMV, of no refund's;
+        a free line's, which is zero), and tells a caller limited to some categories
+        nothing of the others' days."""
         filters = grouping.filters
-        first_filter = 6  # after the tenant, the currency, the days, the measures, sales
+        first_filter = 5  # after the tenant, the currency, the days, the measures
         clauses, values = _filter_clauses(filters, first_filter)
-        # Sales amounts are never negative: a row of them is not zero where its parts are not.
-        sales_table = "daily_sales" if {"sku", "category"} & filters.keys() else "daily_store_sales"
+        by_sku = "sku" in grouping.group_by
+        groups = "".join(f", {COLUMNS[d]}" for d in grouping.group_by)
+        sums = [SALES_SUMS[name] for name in sales_read]
+        if not sums:
+            sales_days = "SELECT NULL::date WHERE false"
+        else:
+            # As ``sales`` reads them: summed per day and group, each row apart by SKU.
+            by_row = any(d in ("sku", "category") for d in [*grouping.group_by, *filters])
+            table = "daily_sales" if by_row else "daily_store_sales"
+            where = f"""FROM {table} WHERE tenant_id = $1 AND currency = $2
+                AND local_date = ANY($3::date[]) {clauses}"""
+            if by_sku:
+                nonzero = " OR ".join(f"({expression}) <> 0" for expression in sums)
+                sales_days = f"SELECT local_date {where} AND ({nonzero})"
+            else:
+                nonzero = " OR ".join(f"sum({expression}) <> 0" for expression in sums)
+                sales_days = (
+                    f"SELECT local_date {where} GROUP BY local_date{groups} HAVING {nonzero}"
+                )
         # Measures as ``measures`` converts them: a fee and a credit netting to zero on a
         # day, in a currency and a group, need no rate unless the answer is by SKU, where
         # each is a value of its own.
         measures = _measures_source(grouping, "m", first_filter)
         measure_clauses = _filter_clauses(filters, first_filter, "m")[0]
-        if "sku" in grouping.group_by:
+        if by_sku:
             measure_days = f"""SELECT m.local_date FROM {measures}
                 WHERE m.tenant_id = $1 AND m.currency = $2 AND m.local_date = ANY($3::date[])
                   AND m.measure = ANY($4::text[]) AND m.value <> 0 {measure_clauses}"""
         else:
-            groups = "".join(f", m.{COLUMNS[d]}" for d in grouping.group_by)
+            measure_groups = "".join(f", m.{COLUMNS[d]}" for d in grouping.group_by)
             measure_days = f"""SELECT m.local_date FROM {measures}
                 WHERE m.tenant_id = $1 AND m.currency = $2 AND m.local_date = ANY($3::date[])
                   AND m.measure = ANY($4::text[]) {measure_clauses}
-                GROUP BY m.local_date, m.measure{groups} HAVING sum(m.value) <> 0"""
+                GROUP BY m.local_date, m.measure{measure_groups} HAVING sum(m.value) <> 0"""
         rows = await self.conn.fetch(
             f"""
-            SELECT d FROM (
-                SELECT local_date AS d FROM {sales_table} WHERE $5 AND tenant_id = $1 AND currency = $2
-                  AND local_date = ANY($3::date[])
-                  AND (gross <> 0 OR shipping <> 0 OR discount <> 0 OR tax <> 0) {clauses}
-                UNION {measure_days}
-            ) days
+            SELECT d FROM ({sales_days} UNION {measure_days}) days(d)
             ORDER BY d
             """,
             grouping.tenant_id,
             currency,
             days,
             measures_read,
-            sales,
             *values,
         )
         return [row["d"] for row in rows]

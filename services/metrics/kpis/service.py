@@ -183,7 +183,7 @@ async def _measure(
             found.put(key(row), inputs_of[row["measure"]], row["value"])
     # Sales amounts: units are counted, not converted, and COGS is priced in its costs'
     # currencies, found above.
-    reads_sales = bool(needed & SALES_INPUTS & MONEY_INPUTS)
+    reads_sales = sorted(_sales_columns(needed, settings) & MONEY_SALES)
     reads_measures = sorted(stored.values())
     for currency, dates in missing.items() if needed & MONEY_INPUTS else ():
         if reads_sales or reads_measures:
@@ -390,6 +390,10 @@ def _inventory(rows: list[asyncpg.Record], key: Any, found: _Range) -> None:
         bucket = key(row)
         for name in INVENTORY_INPUTS:
             found.put(bucket, name, row[name])
+
+
+# The sales sums that are money (units are counted), each converted apart.
+MONEY_SALES = frozenset({"gmv", "tax", "shipping"})
 
 
 def _sales_columns(needed: set[str], settings: KpiSettings) -> set[str]:
