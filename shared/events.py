@@ -266,7 +266,8 @@ EventTime = Annotated[
             "format": "date-time",
             "examples": ["2026-03-01T07:15:00Z"],
             "description": f"An RFC 3339 timestamp with its offset (-12:00 to +14:00), "
-            f"{INSTANT_RANGE}.",
+            f"{INSTANT_RANGE}. Also read as they mean it: no seconds (07:15Z), an offset "
+            "without its colon (+0800), a fraction after a comma.",
         },
         mode="validation",
     ),
