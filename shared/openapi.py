@@ -97,6 +97,15 @@ TAGGED = {
         "schema": {"type": "string"},
     }
 }
+# The request header that makes such an answer a 304, for routes that read it from the
+# request rather than as an argument.
+IF_NONE_MATCH = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "description": "The ETag of an answer held: 304 while it has not changed",
+    "schema": {"type": "string"},
+}
 RETRY_AFTER = {
     "Retry-After": {
         "description": "Whole seconds to wait before sending the request again",

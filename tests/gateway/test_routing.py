@@ -445,6 +445,14 @@ async def test_merged_openapi_has_every_services_v1_routes(http: httpx.AsyncClie
     # The list headers a KPI answer is negotiated and confirmed by are documented.
     headers = {p["name"] for p in paths["/v1/kpis"]["get"]["parameters"] if p["in"] == "header"}
     assert {"Accept", "If-None-Match"} <= headers
+    # So is If-None-Match wherever a 304 is answered, and the ETag that 304 carries.
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            if "304" not in operation["responses"]:
+                continue
+            asked = {p["name"] for p in operation.get("parameters", []) if p["in"] == "header"}
+            assert "If-None-Match" in asked, (method, path)
+            assert "ETag" in operation["responses"]["304"].get("headers", {}), (method, path)
     # Every REST error is CONTRACT §2's one body, never FastAPI's validation error.
     error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
     for path, operations in paths.items():

@@ -15,7 +15,7 @@ from shared.auth import Principal, current_principal
 from shared.deps import DbSession
 from shared.errors import FieldError, InvalidInput
 from shared.negotiation import list_header
-from shared.openapi import LOCATED, TAGGED, ErrorBody
+from shared.openapi import IF_NONE_MATCH, LOCATED, TAGGED, ErrorBody
 from shared.service import none_match_holds
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"])
@@ -72,9 +72,13 @@ async def get_export(export_id: str, access: WholeTenantAdmin, session: DbSessio
             "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
             "headers": TAGGED,
         },
-        304: {"description": "The archive `If-None-Match` names: the client has it"},
+        304: {
+            "description": "The archive `If-None-Match` names: the client has it",
+            "headers": TAGGED,
+        },
         409: {"model": ErrorBody, "description": "The export is still running, or failed"},
     },
+    openapi_extra={"parameters": [IF_NONE_MATCH]},
 )
 async def download_export(
     export_id: str, request: Request, access: WholeTenantAdmin, session: DbSession

@@ -37,7 +37,7 @@ from shared.db import Database
 from shared.errors import InvalidInput, NotAcceptable
 from shared.http import DATA_VERSION_HEADER, MOST_ROWS_HEADER
 from shared.negotiation import WeightedItem, list_header, weighted_items
-from shared.openapi import TAGGED, ErrorBody
+from shared.openapi import IF_NONE_MATCH, TAGGED, ErrorBody
 from shared.query_lists import join_list, split_list
 from shared.service import none_match_holds
 
@@ -284,13 +284,7 @@ tenant's settings make it; with the default settings:
                 "text/csv;charset=gb18030 or utf-8-sig for spreadsheets",
                 "schema": {"type": "string"},
             },
-            {
-                "name": "If-None-Match",
-                "in": "header",
-                "required": False,
-                "description": "The ETag of an answer held: 304 while it has not changed",
-                "schema": {"type": "string"},
-            },
+            IF_NONE_MATCH,
         ]
     },
 )
@@ -452,6 +446,7 @@ def _validators(etag: str) -> dict[str, str]:
         },
         406: {"model": ErrorBody, "description": "Accept does not take JSON"},
     },
+    openapi_extra={"parameters": [IF_NONE_MATCH]},
 )
 async def catalog(request: Request, access: Reader) -> Response:
     """Every KPI of the contract with its definition as this tenant's settings make it;

@@ -21,7 +21,7 @@ from shared.db import Database
 from shared.errors import FieldError, Forbidden, InvalidInput, PreconditionFailed
 from shared.events import IDENTIFIER_LIMIT, is_identifier_length
 from shared.negotiation import list_header
-from shared.openapi import ErrorBody
+from shared.openapi import IF_NONE_MATCH, ErrorBody
 from shared.scopes import TENANT_ADMIN
 from shared.service import match_holds, none_match_holds
 
@@ -46,7 +46,11 @@ _TAGGED = {
 @router.get(
     "/kpi",
     response_model=KpiSettingsOut,
-    responses={200: {"headers": _TAGGED}, 304: {"description": "Unchanged since If-None-Match"}},
+    responses={
+        200: {"headers": _TAGGED},
+        304: {"description": "Unchanged since If-None-Match", "headers": _TAGGED},
+    },
+    openapi_extra={"parameters": [IF_NONE_MATCH]},
 )
 async def get_kpi_settings(request: Request, response: Response, access: Admin) -> Any:
     """The tenant's metric settings (defaults until changed), with their ETag."""
