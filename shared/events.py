@@ -734,8 +734,9 @@ def _conflicts_beside_failed_fields(
         if len(loc) >= 2 and isinstance(loc[0], int):
             # An amount's own error, or a check of the whole amount object naming it (a
             # negative price).
+            # A key of its own (an unknown one) leaves its currency to be read too.
             at_amount = len(loc) == 2 and (error.get("ctx") or {}).get("at") == "amount"
-            if loc[2:] == ("amount",) or at_amount:
+            if (len(loc) >= 3 and loc[2] != "currency") or at_amount:
                 amounts_failed[loc[0]].add(str(loc[1]))
             else:
                 failed[loc[0]].add(str(loc[1]))
@@ -747,8 +748,9 @@ def _conflicts_beside_failed_fields(
             continue
         rest = {name: value for name, value in payload.items() if name not in fields}
         for name in amounts_failed[item] - fields:
-            if isinstance(rest.get(name), dict):
-                rest[name] = {**rest[name], "amount": "0"}
+            money = rest.get(name)
+            if isinstance(money, dict):
+                rest[name] = {"amount": "0", "currency": money.get("currency")}
         try:
             _lenient(event_type).model_validate(rest)
         except ValidationError as partial:

@@ -447,6 +447,12 @@ def test_checks_between_fields_are_named_beside_the_fields_errors() -> None:
         ),
         fx_rate(quote="USD", rate="2", date="2026-02-30"),
         another("cs_ticket", ticket_id="t2", first_response_at="2026-03-02T09:00:00Z"),
+        # An unknown key in an amount, its own or the unit price's: currencies read.
+        order_line(discount={"amount": "1", "currency": "EUR", "note": "x"}),
+        order_line(
+            unit_price={"amount": "5", "currency": "USD", "foo": 1},
+            discount={"amount": "1", "currency": "EUR"},
+        ),
     ]
     reasons = _reasons(batch)
     assert reasons == {
@@ -463,6 +469,10 @@ def test_checks_between_fields_are_named_beside_the_fields_errors() -> None:
         (4, "payload.date"): reasons[4, "payload.date"],
         (4, "payload.rate"): "rate must be 1 when quote is base",
         (5, "payload.opened_at"): "required",
+        (6, "payload.discount.note"): "unknown field",
+        (6, "payload.discount.currency"): "discount.currency must equal unit_price.currency (USD)",
+        (7, "payload.unit_price.foo"): "unknown field",
+        (7, "payload.discount.currency"): "discount.currency must equal unit_price.currency (USD)",
     }
 
 
