@@ -78,7 +78,7 @@ def error_response_at(error: LodestarError, scope: Scope) -> JSONResponse:
     return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
-def _field_of(loc: tuple[Any, ...]) -> tuple[int | None, str]:
+def json_field_of(loc: tuple[Any, ...]) -> tuple[int | None, str]:
     parts = list(loc)
     if parts and parts[0] in ("body", "query", "path", "header"):
         parts.pop(0)
@@ -211,7 +211,7 @@ def install_error_handlers(app: FastAPI) -> None:
             if err.get("type") == "payload_conflict":
                 # A rule between fields, raised on the whole body: it names the one at fault.
                 loc = (*loc, (err.get("ctx") or {}).get("at", ""))
-            index, field = _field_of(loc)
+            index, field = json_field_of(loc)
             errors.append(FieldError(field=field, reason=api_reason(err), index=index))
         detail = "; ".join(f"{e.field}: {e.reason}" for e in errors[:5])
         return error_response(InvalidInput(f"invalid request: {detail}", errors))
@@ -601,7 +601,7 @@ def build_app(
     app.add_middleware(UnexpectedErrors)
     # The handlers have left who and for which tenant in the request state.
     app.add_middleware(AuditMiddleware, service=service, skip=audit_skip)
-    app.add_middleware(InputGuardMiddleware, field_of=_field_of, render=error_response_at)
+    app.add_middleware(InputGuardMiddleware, field_of=json_field_of, render=error_response_at)
     limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app.state.rate_limiter = limiter
     # Added first, so it runs inside tracing: refused requests are traced and logged too.

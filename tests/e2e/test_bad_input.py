@@ -567,3 +567,29 @@ async def test_a_flag_that_locks_out_or_drops_a_secret_is_true_or_false_only(
         assert [e["field"] for e in public.json()["errors"]] == ["public"]
     user = await http.get(f"/v1/users/{made.json()['id']}", headers=tenant.headers)
     assert user.json()["disabled"] is False
+
+
+async def test_a_name_given_twice_in_any_json_body_is_refused(
+    http: httpx.AsyncClient, tenant: TenantClient
+) -> None:
+    """JSON parsers keep the last of two values under one name: a settings change or a
+    GraphQL question would have taken one of them without a word, as a push did not."""
+    settings = b'{"gmv_includes_tax": true, "gmv_includes_tax": false}'
+    refused = await http.put(
+        "/v1/settings/kpi", content=settings, headers={**tenant.headers, **JSON}
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"] == [
+        {"field": "gmv_includes_tax", "reason": "given more than once"}
+    ]
+    question = (
+        b'{"query": "query($i: KpiQueryInput!) { kpis(input: $i) { currency } }",'
+        b' "variables": {"i": {"metrics": ["gmv"], "metrics": ["orders"], "from": "2026-01-01",'
+        b' "to": "2026-01-31", "grain": "TOTAL"}}}'
+    )
+    asked = await http.post("/graphql", content=question, headers={**tenant.headers, **JSON})
+    assert asked.status_code == 422, asked.text
+    [error] = asked.json()["errors"]
+    assert error["extensions"]["errors"] == [
+        {"field": "variables.i.metrics", "reason": "given more than once"}
+    ]

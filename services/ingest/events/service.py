@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import re
-from collections import Counter
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
@@ -85,100 +82,6 @@ def _refuse_too_wide(events: list[Any]) -> None:
         )
 
 
-class _NamedTwice(Exception):
-    """Stops the strict parse at the first object that names a field twice."""
-
-
-def _names_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise _NamedTwice
-    return obj
-
-
-class _Parsed(dict[str, Any]):
-    """An object as parsed, with the names it gave more than once: kept beside its
-    fields, as any name (even "\u0000...") may be one of them."""
-
-    twice: tuple[str, ...] = ()
-
-
-def _marking_names_twice(pairs: list[tuple[str, Any]]) -> _Parsed:
-    obj = _Parsed(pairs)
-    if len(obj) != len(pairs):
-        counts = Counter(name for name, _ in pairs)
-        obj.twice = tuple(sorted(name for name, count in counts.items() if count > 1))
-    return obj
-
-
-def _fields_named_twice(value: Any, path: str, index: int | None) -> list[FieldError]:
-    if isinstance(value, list):
-        return [
-            error
-            for n, item in enumerate(value)
-            for error in _fields_named_twice(item, f"{path}[{n}]", index)
-        ]
-    if not isinstance(value, _Parsed):
-        return []
-    errors = [
-        FieldError(f"{path}.{name}" if path else name, "given more than once", index=index)
-        for name in value.twice
-    ]
-    for name, item in value.items():
-        errors += _fields_named_twice(item, f"{path}.{name}" if path else name, index)
-    return errors
-
-
-def _names_a_field_twice(raw: bytes) -> bool:
-    try:
-        json.loads(raw, object_pairs_hook=_names_once)
-    except _NamedTwice:
-        return True
-    except (ValueError, RecursionError):
-        # Nesting past the standard parser's depth, which orjson read already: no
-        # event holds an object that deep.
-        return False
-    return False
-
-
-# The escape that writes a colon: what could make the count below miss a field given
-# twice.
-_ESCAPED_COLON = re.compile(rb"\\u003[aA]")
-
-
-def _counted_once(raw: bytes, body: Any) -> bool:
-    """True when counting proves that no object of the push names a field twice, as
-    for nearly every push, without the slower parse that sees each name (20 to 40 ms
-    for 5,000 events). Outside strings a colon follows each key, once; inside them,
-    one is a character of the text. The parsed objects keep one value of each name, so
-    they written out again hold as many colons as ``raw`` only when no name (nor its
-    value) was dropped, unless an escape wrote a colon that ``raw`` does not show."""
-    if _ESCAPED_COLON.search(raw):
-        return False
-    try:
-        written = orjson.dumps(body)
-    except TypeError:  # nested deeper than orjson writes (254)
-        return False
-    return raw.count(b":") == written.count(b":")
-
-
-def _refuse_names_given_twice(raw: bytes, body: Any) -> None:
-    """A field given twice in one object is refused: JSON parsers keep either value
-    (the last, here), and an ERP that writes a quantity and then its correction would
-    have one of them counted without a word. The CSV route refuses a column named twice."""
-    if _counted_once(raw, body) or not _names_a_field_twice(raw):
-        return
-    body = json.loads(raw, object_pairs_hook=_marking_names_twice)
-    errors = [FieldError(name, "given more than once") for name in getattr(body, "twice", ())]
-    events = body.get("events")
-    for index, event in enumerate(events if isinstance(events, list) else []):
-        errors += _fields_named_twice(event, "", index)
-    raise InvalidInput(
-        f"{len(errors)} field(s) given more than once in one object; nothing was stored",
-        errors,
-    )
-
-
 def _beyond_doubles(raw: bytes) -> Any:
     try:
         return loads_beyond_doubles(raw)
@@ -192,7 +95,6 @@ def parse_body(raw: bytes, max_events: int) -> list[Any]:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         body = _beyond_doubles(raw)
-    _refuse_names_given_twice(raw, body)
     if not isinstance(body, dict) or not isinstance(body.get("events"), list):
         raise InvalidInput(
             "the body must be an object with an events list",
