@@ -930,6 +930,13 @@ async def test_several_operations_need_an_operation_name(
         "/graphql", json={"query": document, "operationName": "B"}, headers=tenant.headers
     )
     assert named.status_code == 200 and named.json() == {"data": {"b": "Query"}}
+    # A name that is no string is told so, not shown as Python writes a list.
+    for written in (["A"], 5):
+        odd = await fake.client.post(
+            "/graphql", json={"query": document, "operationName": written}, headers=tenant.headers
+        )
+        assert odd.status_code == 400, odd.text
+        assert odd.json()["errors"][0]["message"] == "operationName must be a string or null"
     # One operation needs no name, anonymous or not.
     for single in ("query A { a: __typename }", "{ a: __typename }"):
         body = await gql(fake.client, tenant.headers, single)
@@ -1124,3 +1131,16 @@ async def test_the_schema_documents_itself_for_graphiql(http: httpx.AsyncClient)
     assert "reporting currency" in inputs["currency"]
     values = {f["name"]: f["description"] for f in answer["value"]["fields"]}
     assert values["change"].startswith("(value - previous) / |previous|")
+
+
+async def test_a_long_currency_is_told_it_is_no_currency(
+    fake: FakeMetrics, new_tenant: NewTenant
+) -> None:
+    """As metrics tells any other currency that is none; "each" was for lists."""
+    tenant = await new_tenant(scopes=["kpi:read"])
+    body = await gql(fake.client, tenant.headers, KPIS, input=month_input(currency="X" * 65))
+    [error] = body["errors"]
+    assert error["extensions"]["errors"] == [
+        {"field": "input.currency", "reason": "must be an ISO 4217 currency code such as USD"}
+    ]
+    assert fake.calls == []

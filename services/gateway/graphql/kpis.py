@@ -41,6 +41,7 @@ from shared.errors import (
 )
 from shared.events import IDENTIFIER_LIMIT, is_identifier_length
 from shared.http import DATA_VERSION_HEADER, MOST_ROWS_HEADER, TOO_MANY_ROWS
+from shared.money import CURRENCY_REASON
 from shared.query_lists import join_list
 from shared.scopes import KPI_READ
 
@@ -80,7 +81,6 @@ def _query_params(data: KpiQueryInput) -> Params:
         too_long.insert(0, FieldError(field="input.metrics", reason=f"at most {MAX_METRICS} items"))
     names = {
         "input.metrics": data.metrics,
-        "input.currency": [data.currency or ""],
         "input.orderBy.metric": [data.order_by.metric if data.order_by else ""],
     }
     too_long += [
@@ -88,6 +88,9 @@ def _query_params(data: KpiQueryInput) -> Params:
         for field, values in names.items()
         if any(len(value) > MAX_NAME_CHARACTERS for value in values)
     ]
+    if len(data.currency or "") > MAX_NAME_CHARACTERS:
+        # Said as metrics says of any other currency that is none.
+        too_long.append(FieldError(field="input.currency", reason=CURRENCY_REASON))
     if too_long:
         raise InvalidInput(f"{too_long[0].field}: {too_long[0].reason}", too_long)
     lists = {"metrics": data.metrics, **filter_lists}

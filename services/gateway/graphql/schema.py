@@ -203,7 +203,11 @@ class Router(GraphQLRouter[object, None]):
         operationName. Strawberry runs the first instead, so it is refused here, as the
         view refuses an unknown operationName: 400, BAD_USER_INPUT."""
         query = request_data.query
-        if request_data.operation_name is None and query and len(_operations(query) or ()) > 1:
+        named: object = request_data.operation_name
+        if named is not None and not isinstance(named, str):
+            # Strawberry passes it on as sent: a list was "Unknown operation named "['A']"".
+            raise HTTPException(400, "operationName must be a string or null")
+        if named is None and query and len(_operations(query) or ()) > 1:
             raise HTTPException(400, MULTIPLE_OPERATIONS)
         for _ in range(CONSISTENT_ATTEMPTS - 1):
             result = await super().execute_single(
