@@ -14,6 +14,7 @@ import secrets
 import time
 import uuid
 import zipfile
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -621,34 +622,46 @@ async def test_an_archive_holding_an_erased_partners_grant_is_withdrawn(
     assert not any(seller.tenant_id.encode() in data for data in files.values())
 
 
+async def added_beside_its_erasure(
+    http: httpx.AsyncClient,
+    pg: Any,
+    tenant: TenantClient,
+    adding: Awaitable[httpx.Response],
+    table: str,
+    after: float = 0.0,
+) -> None:
+    """Adds a row of ``tenant`` (``adding``) while erasing it, ``after`` seconds later:
+    refused (403) or added and erased, nothing of it left in ``table``."""
+
+    async def erase_soon() -> httpx.Response:
+        await asyncio.sleep(after)
+        return await http.request(
+            "DELETE",
+            f"/v1/tenants/{tenant.tenant_id}",
+            json={"confirm": tenant.tenant_id},
+            headers=tenant.headers,
+        )
+
+    added, erased = await asyncio.gather(adding, erase_soon())
+    assert erased.status_code == 202, erased.text
+    assert added.status_code in (201, 403), added.text
+    await erasure_done(http, tenant, tenant.tenant_id)
+    left = await pg.fetchval(
+        f"SELECT count(*) FROM gateway.{table} WHERE tenant_id = $1", tenant.tenant_id
+    )
+    assert left == 0
+
+
 async def test_a_user_added_as_its_tenant_is_erased_is_refused_or_erased_too(
     http: httpx.AsyncClient, new_tenant: NewTenant, pg: Any
 ) -> None:
     """Adding a user hashes its password for half a second: an erasure meanwhile took the
     tenant's row, and the insert was a foreign-key 500."""
+    user = {"email": "late@example.com", "name": "L", "password": "p" * 12, "role": "viewer"}
     for delay in (0.05, 0.2):
         tenant = await new_tenant()
-        user = {"email": "late@example.com", "name": "L", "password": "p" * 12, "role": "viewer"}
-
-        async def erase_soon(who: TenantClient = tenant, after: float = delay) -> httpx.Response:
-            await asyncio.sleep(after)
-            return await http.request(
-                "DELETE",
-                f"/v1/tenants/{who.tenant_id}",
-                json={"confirm": who.tenant_id},
-                headers=who.headers,
-            )
-
-        added, erased = await asyncio.gather(
-            http.post("/v1/users", json=user, headers=tenant.headers), erase_soon()
-        )
-        assert erased.status_code == 202, erased.text
-        assert added.status_code in (201, 403), added.text
-        await erasure_done(http, tenant, tenant.tenant_id)
-        left = await pg.fetchval(
-            "SELECT count(*) FROM gateway.users WHERE tenant_id = $1", tenant.tenant_id
-        )
-        assert left == 0
+        adding = http.post("/v1/users", json=user, headers=tenant.headers)
+        await added_beside_its_erasure(http, pg, tenant, adding, "users", delay)
 
 
 async def test_a_gateway_row_added_as_its_tenant_is_erased_waits_for_the_erasure(
@@ -684,22 +697,8 @@ async def test_a_gateway_row_added_as_its_tenant_is_erased_waits_for_the_erasure
             for made in listed:
                 await http.delete(f"/v1/grants/{made['id']}", headers=tenant.headers)
     path = f"/v1/tenants/{tenant.tenant_id}/clients"
-    added, erased = await asyncio.gather(
-        http.post(path, json={"name": "late", "scopes": ["kpi:read"]}, headers=tenant.headers),
-        http.request(
-            "DELETE",
-            f"/v1/tenants/{tenant.tenant_id}",
-            json={"confirm": tenant.tenant_id},
-            headers=tenant.headers,
-        ),
-    )
-    assert erased.status_code == 202, erased.text
-    assert added.status_code in (201, 403), added.text
-    await erasure_done(http, tenant, tenant.tenant_id)
-    left = await pg.fetchval(
-        "SELECT count(*) FROM gateway.oauth_clients WHERE tenant_id = $1", tenant.tenant_id
-    )
-    assert left == 0
+    late = http.post(path, json={"name": "late", "scopes": ["kpi:read"]}, headers=tenant.headers)
+    await added_beside_its_erasure(http, pg, tenant, late, "oauth_clients")
 
 
 # Writes of the services that add a row of the tenant, and the table it lands in.
