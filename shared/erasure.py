@@ -23,8 +23,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from shared.db import Database
 from shared.erased import ErasedTenants, RecentlyErased
 from shared.kafka import (
+    GroupWatch,
     broker_reachable,
     ensure_topics,
+    in_its_group,
     make_consumer,
     make_producer,
     stop_client,
@@ -161,6 +163,7 @@ class TopicListener:
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._topics_checked_at = 0.0
+        self._group_watch = GroupWatch()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=self.name)
@@ -213,6 +216,7 @@ class TopicListener:
         while True:
             try:
                 consumer = await self._connect()
+                self._group_watch.check(in_its_group(consumer))
                 due = time.monotonic() - self._topics_checked_at > TOPICS_RECHECK_SECONDS
                 if due and await self._topics_made_again():
                     log.warning("%s: the broker had lost its topics; made again", self.name)

@@ -13,10 +13,11 @@ import asyncio
 import contextlib
 import logging
 import struct
+import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,47 @@ async def ensure_topics(
         return missing
     finally:
         await admin.close()
+
+
+def in_its_group(consumer: AIOKafkaConsumer | None) -> bool:
+    """Whether the group's coordinator is known and knows this member. A broker that
+    went away loses the coordinator, and one that restarted knows no member: the
+    consumer still holds its old partitions then, but reads nothing until it has
+    joined again (aiokafka's coordinator, which its API does not show)."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is None:
+        return True
+    return coordinator.coordinator_id is not None and coordinator.member_id != ""
+
+
+# A join takes seconds (3 s sessions; Tansu holds a join up to some 11 s): a consumer
+# out of its group this long is wedged.
+STUCK_OUT_OF_GROUP_SECONDS = 30.0
+
+
+class GroupWatch:
+    """Tells a consumer loop to start its consumer again when it has been out of its
+    group too long: after a broker restart, aiokafka was seen to mark the coordinator
+    dead and never look for it again, the loop fetching nothing for good while the
+    events waited in the broker."""
+
+    def __init__(self) -> None:
+        self._since: float | None = None
+
+    def check(self, member: bool) -> None:
+        """Raises KafkaConnectionError (which the loops take as a lost broker) once the
+        consumer has been out of its group for ``STUCK_OUT_OF_GROUP_SECONDS``."""
+        if member:
+            self._since = None
+            return
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+        elif now - self._since > STUCK_OUT_OF_GROUP_SECONDS:
+            self._since = None
+            raise KafkaConnectionError(
+                f"out of its group for {STUCK_OUT_OF_GROUP_SECONDS:g} s; it starts again"
+            )
 
 
 async def stop_client(client: AIOKafkaConsumer | AIOKafkaProducer | None, what: str) -> None:

@@ -25,6 +25,7 @@ from services.metrics.app import create_app
 from services.metrics.config import Settings
 from services.metrics.facts import consumer as consumer_module
 from services.metrics.facts.consumer import Applied, FactConsumer, Parsed
+from shared import kafka as kafka_module
 from shared.db import Database, asyncpg_dsn
 from shared.events import DEADLETTER_TOPIC, EventMessage, topic_for
 from shared.kafka import ensure_topics
@@ -683,3 +684,33 @@ async def test_a_tenant_being_rebucketed_holds_up_its_own_events_only(
         await producer.stop()
         await rebucketing.close()
     assert [r.value for r in await dead_letters(kafka_bootstrap, settings, 2, 5)] == [b"{not json"]
+
+
+async def test_a_consumer_left_out_of_its_group_starts_again_and_reads_on(
+    fresh_database: FreshDatabase,
+    kafka_bootstrap: str,
+    minter: TokenMinter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a broker kill, aiokafka was seen to mark the group's coordinator dead and
+    never look for it again: accepted events waited in the broker for good."""
+    monkeypatch.setattr(kafka_module, "STUCK_OUT_OF_GROUP_SECONDS", 1.0)
+    wedged = False
+    monkeypatch.setattr(consumer_module, "in_its_group", lambda consumer: not wedged)
+    settings, topic, tenant, token = await own_consumer(fresh_database, kafka_bootstrap, minter)
+    async with serving(settings, minter) as (app, client):
+        fact_consumer: FactConsumer = app.state.consumer
+        await wait_until(lambda: _ready(client))
+        first = fact_consumer._consumer
+        wedged = True
+        deadline = time.monotonic() + 30
+        while fact_consumer._consumer in (first, None):
+            assert time.monotonic() < deadline, "never started again"
+            await asyncio.sleep(0.1)
+        wedged = False
+        await produce(kafka_bootstrap, topic, [(tenant.encode(), message(tenant, "w1", 1))])
+
+        async def counted() -> bool:
+            return await gmv(client, token) == 10.0
+
+        await wait_until(counted)

@@ -198,3 +198,61 @@ async def _until(check: Any, wanted: Any, seconds: float = 30) -> None:
     while (found := await check()) != wanted:
         assert time.monotonic() < deadline, found
         await asyncio.sleep(0.2)
+
+
+def test_a_group_watch_restarts_a_consumer_out_of_its_group_too_long(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(kafka, "STUCK_OUT_OF_GROUP_SECONDS", 0.2)
+    watch = kafka.GroupWatch()
+    watch.check(member=False)
+    time.sleep(0.1)
+    watch.check(member=True)  # back in its group: the time out starts again
+    watch.check(member=False)
+    time.sleep(0.1)
+    watch.check(member=False)
+    time.sleep(0.15)
+    with pytest.raises(kafka.KafkaConnectionError, match="out of its group"):
+        watch.check(member=False)
+    watch.check(member=False)  # and counts afresh for the new consumer
+
+
+async def test_an_erasure_listener_left_out_of_its_group_starts_its_consumer_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a broker restart aiokafka was seen to mark the group's coordinator dead and
+    never look for it again: the listener fetched nothing, for good."""
+    monkeypatch.setattr(kafka, "STUCK_OUT_OF_GROUP_SECONDS", 1.0)
+    wedged = True
+    monkeypatch.setattr(erasure, "in_its_group", lambda consumer: not wedged)
+    broker, settings = _broker_of_its_own(tmp_path, "rejoin.")
+    bootstrap = settings.kafka_bootstrap_servers
+    topic = settings.topic_prefix + erasure.ERASURE_TOPIC
+    handled: list[bytes] = []
+
+    async def handle(records: Any) -> None:
+        handled.extend(r.value for r in records)
+
+    listener = erasure.TopicListener(settings, erasure.ERASURE_TOPIC, "rejoin", handle, "rj")
+    listener.start()
+    producer = None
+    try:
+        deadline = time.monotonic() + 30
+        while listener._consumer is None:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        first = listener._consumer
+        while listener._consumer in (first, None):
+            assert time.monotonic() < deadline, "never started again"
+            await asyncio.sleep(0.1)
+        wedged = False
+        producer = make_producer(bootstrap)
+        await producer.start()
+        await producer.send_and_wait(topic, b"after")
+        while b"after" not in handled:
+            assert time.monotonic() < deadline, handled
+            await asyncio.sleep(0.2)
+    finally:
+        await stop_client(producer, "test producer")
+        await listener.stop()
+        broker.stop()

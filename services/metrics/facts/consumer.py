@@ -56,7 +56,14 @@ from shared.events import (
     all_event_topics,
 )
 from shared.events import Source as EventSource
-from shared.kafka import ensure_topics, make_consumer, make_producer, stop_client
+from shared.kafka import (
+    GroupWatch,
+    ensure_topics,
+    in_its_group,
+    make_consumer,
+    make_producer,
+    stop_client,
+)
 from shared.tasks import stop_task
 from shared.telemetry import context_from_kafka
 from shared.time import local_date
@@ -498,6 +505,7 @@ class FactConsumer:
         self._producer: AIOKafkaProducer | None = None
         self._connected = False
         self._membership = _Membership()
+        self._group_watch = GroupWatch()
         self._failed_in_a_row = 0
         # The first offsets of the batch that failed last, to tell a retry of it.
         self._failed_from: dict[TopicPartition, int] = {}
@@ -526,14 +534,7 @@ class FactConsumer:
         return "ok"
 
     def _in_its_group(self) -> bool:
-        """Whether the group's coordinator is known and knows this member. A broker
-        that went away loses the coordinator, and one that restarted knows no member:
-        the consumer still holds its old partitions then, but reads nothing until it
-        has joined again (aiokafka's coordinator, which its API does not show)."""
-        coordinator = getattr(self._consumer, "_coordinator", None)
-        if coordinator is None:
-            return True
-        return coordinator.coordinator_id is not None and coordinator.member_id != ""
+        return in_its_group(self._consumer)
 
     async def stop(self) -> None:
         await stop_task(self._task)
@@ -580,6 +581,7 @@ class FactConsumer:
             while True:
                 try:
                     consumer = await self._connect()
+                    self._group_watch.check(self._membership.joined and self._in_its_group())
                     self._resume_held(consumer)
                     if ahead is None:
                         fetched = await self._fetch(consumer)
