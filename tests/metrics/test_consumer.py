@@ -714,3 +714,48 @@ async def test_a_consumer_left_out_of_its_group_starts_again_and_reads_on(
             return await gmv(client, token) == 10.0
 
         await wait_until(counted)
+
+
+async def test_a_batch_read_before_the_group_assigned_again_is_never_committed(
+    fresh_database: FreshDatabase,
+    kafka_bootstrap: str,
+    minter: TokenMinter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch read from a broker that then restarted empty was committed to the new one
+    under the new assignment: its offsets, of the lost log, skipped what the relay sent
+    again below them (accepted events never applied). Now it is read again from the
+    group's committed offsets (the start of the log, where it has none)."""
+    entered, resume = asyncio.Event(), asyncio.Event()
+    applying = consumer_module.apply_messages
+
+    async def held_once(db: Any, messages: list[EventMessage], erased: Any = ()) -> Applied:
+        if not entered.is_set():
+            entered.set()
+            await resume.wait()
+        return await applying(db, messages, erased)
+
+    monkeypatch.setattr(consumer_module, "apply_messages", held_once)
+    settings, topic, tenant, token = await own_consumer(fresh_database, kafka_bootstrap, minter)
+    async with serving(settings, minter) as (app, client):
+        fact_consumer: FactConsumer = app.state.consumer
+        await produce(kafka_bootstrap, topic, [(tenant.encode(), message(tenant, "g1", 1))])
+        await asyncio.wait_for(entered.wait(), 30)
+        kafka_consumer = fact_consumer._consumer
+        assert kafka_consumer is not None
+        partitions = kafka_consumer.assignment()
+        # The group gives the partitions again while the batch is applied.
+        await fact_consumer._membership.on_partitions_assigned(partitions)
+        resume.set()
+
+        async def read_again() -> bool:
+            return fact_consumer.counters.repeats >= 1
+
+        await wait_until(read_again)
+        assert await gmv(client, token) == 10.0
+
+        async def committed_after_it() -> bool:
+            offsets = [await kafka_consumer.committed(p) for p in partitions]
+            return any(offset is not None and offset > 0 for offset in offsets)
+
+        await wait_until(committed_after_it)

@@ -108,6 +108,8 @@ class Fetched:
 
     batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
     parsed: Parsed
+    # The group's assignment it was read under (``_Membership.assignments``).
+    assignment: int = 0
 
     @property
     def first(self) -> dict[TopicPartition, int]:
@@ -123,6 +125,7 @@ class _Gathering:
         self.good: list[tuple[ConsumerRecord[bytes, bytes], EventMessage]] = []
         self.bad: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
         self.repeats = 0
+        self.assignment = 0
 
     @property
     def count(self) -> int:
@@ -147,7 +150,7 @@ class _Gathering:
             await asyncio.sleep(0)
 
     def fetched(self) -> Fetched:
-        return Fetched(self.batches, Parsed(self.good, self.bad, self.repeats))
+        return Fetched(self.batches, Parsed(self.good, self.bad, self.repeats), self.assignment)
 
 
 def parse_records(records: list[ConsumerRecord[bytes, bytes]]) -> Parsed:
@@ -404,6 +407,10 @@ class ReadAgain:
     offsets: dict[TopicPartition, int]
     pause: float
     held: bool = False
+    # From the group's committed offsets instead: the partitions were assigned again
+    # since the batch was read, and a broker that restarted empty has a log of its own,
+    # where the batch's offsets point past what it was sent again.
+    from_committed: bool = False
 
 
 def _partition(record: ConsumerRecord[bytes, bytes]) -> TopicPartition:
@@ -442,6 +449,17 @@ class _ReadAhead:
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
         return self.gathering.fetched() if self.gathering.count else None
+
+
+async def _seek_committed(consumer: AIOKafkaConsumer) -> None:
+    """Every assigned partition from the group's committed offset, or from its start
+    when the group has none there (a broker that restarted empty)."""
+    for partition in consumer.assignment():
+        offset = await consumer.committed(partition)
+        if offset is None:
+            await consumer.seek_to_beginning(partition)
+        else:
+            consumer.seek(partition, offset)
 
 
 async def _discard(ahead: _ReadAhead | None) -> None:
@@ -485,12 +503,15 @@ class _Membership(ConsumerRebalanceListener):
 
     def __init__(self) -> None:
         self.joined = False
+        # How many times the group has given the consumer partitions.
+        self.assignments = 0
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         self.joined = False
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self.joined = True
+        self.assignments += 1
 
 
 class FactConsumer:
@@ -627,6 +648,8 @@ class FactConsumer:
         batches = await consumer.getmany(timeout_ms=500, max_records=BATCH_RECORDS)
         if not batches:
             return None
+        # As read: aiokafka drops what it fetched for partitions assigned again since.
+        gathering.assignment = self._membership.assignments
         await gathering.take(self.db, batches)
         while applied is not None and gathering.count < BATCH_RECORDS:
             if not applied.is_set():
@@ -646,6 +669,10 @@ class FactConsumer:
     ) -> None:
         """After a pause, reads again from where the batch left off, and from the batch
         read ahead of it, which was dropped: neither is committed, neither is lost."""
+        if again.from_committed:
+            await _seek_committed(consumer)
+            await asyncio.sleep(again.pause)
+            return
         offsets = dict(dropped.first) if dropped is not None else {}
         for partition, offset in again.offsets.items():
             offsets[partition] = min(offset, offsets.get(partition, offset))
@@ -729,7 +756,14 @@ class FactConsumer:
             # when it is read again.
             bad = [(r, why) for r, why in parsed.bad if _before(r, done)] if later else parsed.bad
             await self._deadletter(bad)
-            committed = await self._commit(consumer, done)
+            committed = fetched.assignment == self._membership.assignments
+            if not committed:
+                # Its offsets may be of a log the broker lost: committed to the new one,
+                # they skipped what was sent again below them, accepted events never
+                # applied (what was applied is skipped when read again).
+                log.warning("the group assigned partitions again; reading on from its offsets")
+            else:
+                committed = await self._commit(consumer, done)
         self.counters.batches += 1
         self.counters.records += (
             sum(1 for r in records if _before(r, done)) if later else len(records)
@@ -742,7 +776,7 @@ class FactConsumer:
             newest, latest = max(ingested), self.counters.last_ingested_at
             self.counters.last_ingested_at = newest if latest is None else max(latest, newest)
         if not committed:
-            return ReadAgain(first, RETRY_SECONDS)
+            return ReadAgain(first, RETRY_SECONDS, from_committed=True)
         return ReadAgain(later, DEFERRED_SECONDS, held=True) if later else None
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> bool:
