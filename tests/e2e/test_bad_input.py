@@ -587,6 +587,16 @@ async def test_a_name_given_twice_in_any_json_body_is_refused(
         b' "variables": {"i": {"metrics": ["gmv"], "metrics": ["orders"], "from": "2026-01-01",'
         b' "to": "2026-01-31", "grain": "TOTAL"}}}'
     )
+    # Nor does a deep nesting after it hide it from the check, nor make it a 500.
+    deep = b"[" * 1000 + b"]" * 1000
+    for body, path in (
+        (b'{"a": {"b": 1, "b": 2}, "x": ' + deep + b"}", "/v1/settings/kpi"),
+        (b'{"query": "{ __typename }", "query": "{ x: __typename }", "extensions": {"a": '
+         + deep + b"}}", "/graphql"),
+    ):  # fmt: skip
+        method = "PUT" if path.startswith("/v1") else "POST"
+        answer = await http.request(method, path, content=body, headers={**tenant.headers, **JSON})
+        assert answer.status_code == 422, (path, answer.text)
     asked = await http.post("/graphql", content=question, headers={**tenant.headers, **JSON})
     assert asked.status_code == 422, asked.text
     [error] = asked.json()["errors"]
