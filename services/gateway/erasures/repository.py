@@ -83,9 +83,14 @@ class ErasureRepository:
         """For a write adding a row of the tenant after a slow step (hashing a password
         or a secret): beside an erasure under way it is refused as any write of an
         erased tenant, not a foreign-key fault; or the erasure waits and erases it too."""
-        await self.share_tenant_lock(tenant_id)
-        if await self.session.get(Tenant, tenant_id, populate_existing=True) is None:
+        if not await self.unerased(tenant_id):
             raise Forbidden("this tenant has been erased")
+
+    async def unerased(self, tenant_id: str) -> bool:
+        """Whether the tenant is there, once an erasure of it under way has ended; one
+        begun after waits for this transaction, and so erases what it writes."""
+        await self.share_tenant_lock(tenant_id)
+        return await self.session.get(Tenant, tenant_id, populate_existing=True) is not None
 
     async def unfinished(self, requested_before: datetime) -> list[Erasure]:
         result = await self.session.execute(

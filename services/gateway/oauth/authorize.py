@@ -19,6 +19,7 @@ from urllib.parse import urlencode, urlsplit
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from services.gateway.erasures.repository import ErasureRepository
 from services.gateway.oauth import sessions
 from services.gateway.oauth.models import OAuthClient
 from services.gateway.oauth.repository import ClientRepository
@@ -402,7 +403,9 @@ async def authorize_submit(
         user = await sessions.lock_user(session, user.id, user.tenant_id)
     if user is None or not valid or user.disabled_at is not None:
         request.state.audit_detail = {"outcome": "sign_in_failed"}
-        if tenant_id is not None:
+        # Not for a tenant erased meanwhile: the count, with the address, would
+        # outlive the erasure.
+        if tenant_id is not None and await ErasureRepository(session).unerased(tenant_id):
             await throttle.failed(tenant_id, email)
         return _page(authorization, WRONG_CREDENTIALS, status=401)
     await throttle.signed_in(user.tenant_id, email)
