@@ -143,16 +143,24 @@ class AuditMiddleware:
             return
         record = audit_record(scope, self.service, status)
         erased = getattr(state, "erased", ())
+        detail = record["detail"] or {}
+        acting = detail.get("acting_tenant")
         try:
             async with db.raw_connection() as conn, conn.transaction():
-                if record["tenant_id"] is not None:
-                    # An erasure of the tenant under way waits for this row and deletes
-                    # it; one that began first is waited for, and then seen below.
-                    await hold_tenants(conn, db.schema, [record["tenant_id"]])
+                # An erasure of the tenant (or of the agency acting in its data) under
+                # way waits for this row and deletes (or unnames) it; one that began
+                # first is waited for, and then seen below.
+                held = [t for t in (record["tenant_id"], acting) if isinstance(t, str)]
+                if held:
+                    await hold_tenants(conn, db.schema, held)
                 if record["tenant_id"] in erased:
                     # A row would bring the erased tenant back; the log keeps the attempt.
                     log.info("write refused for an erased tenant", extra={"fields": record})
                     return
+                if acting in erased:
+                    # As the agency's erasure leaves what it did in a seller's trail.
+                    record = {**record, "actor": None, "client_id": None}
+                    record["detail"] = {**detail, "acting_tenant": None}
                 await conn.execute(
                     f"INSERT INTO {AUDIT_TABLE} (tenant_id, actor, client_id, service, action, "
                     "target, status, ip, user_agent, trace_id, detail) "

@@ -43,8 +43,12 @@ def audited_app(db: Database, erased: set[str]) -> FastAPI:
     app.state.erased = erased
 
     @app.post("/v1/things/{tenant_id}", status_code=201)
-    async def make(tenant_id: str, request: Request) -> dict[str, str]:
+    async def make(tenant_id: str, request: Request, agency: str | None = None) -> dict[str, str]:
         request.state.audit_tenant = tenant_id
+        if agency is not None:
+            # What an agency's write in a seller's data leaves (shared.audit).
+            request.state.audit_actor = {"actor": "us_agent", "client_id": "cl_agency"}
+            request.state.audit_detail = {"acting_tenant": agency}
         return {"made": tenant_id}
 
     app.add_middleware(AuditMiddleware, service="things")
@@ -86,3 +90,34 @@ async def test_an_entry_written_during_its_tenants_erasure_does_not_outlive_it(
         assert (await asyncio.wait_for(answered, 10)).status_code == 201
         assert await entries(db, "t1") == 0
         assert await entries(db, "t2") == 1
+
+
+async def test_an_agencys_entry_written_during_its_erasure_names_it_nowhere(
+    db: Database,
+) -> None:
+    """The agency's erasure unnames it in the seller's trail: an entry of its write
+    answered just before, written after, kept its client, user and tenant."""
+    erased: set[str] = set()
+    transport = httpx.ASGITransport(app=audited_app(db, erased))
+    async with (
+        httpx.AsyncClient(transport=transport, base_url="http://things") as client,
+        db.raw_connection() as erasing,
+    ):
+        erasure = erasing.transaction()
+        await erasure.start()
+        await erase_tenant(erasing, SCHEMA, TenantTables(), "agency")
+        answered = asyncio.create_task(
+            client.post("/v1/things/seller", params={"agency": "agency"})
+        )
+        await asyncio.sleep(0.3)
+        assert not answered.done()
+        erased.add("agency")
+        await erasure.commit()
+        assert (await asyncio.wait_for(answered, 10)).status_code == 201
+        async with db.raw_connection() as conn:
+            row = await conn.fetchrow(
+                f"SELECT actor, client_id, detail FROM {AUDIT_TABLE} WHERE tenant_id = 'seller'"
+            )
+        assert row is not None
+        assert (row["actor"], row["client_id"]) == (None, None)
+        assert "agency" not in str(row["detail"])
