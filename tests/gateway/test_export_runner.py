@@ -89,6 +89,17 @@ async def export_row(pg: asyncpg.Connection, export_id: str, leave: str = "") ->
         await asyncio.sleep(0.05)
 
 
+async def a_tenant(pg: asyncpg.Connection) -> str:
+    """A tenant of the gateway's own (an export is of a tenant that is there)."""
+    tenant = f"tn_{secrets.token_hex(6)}"
+    await pg.execute(
+        "INSERT INTO gateway.tenants (id, name, reporting_currency, created_at) "
+        "VALUES ($1, 'exported', 'USD', now())",
+        tenant,
+    )
+    return tenant
+
+
 async def test_an_export_fails_and_names_the_service_that_could_not_answer(
     stack: Stack,
     gateway_db: Database,
@@ -111,7 +122,7 @@ async def test_an_export_fails_and_names_the_service_that_could_not_answer(
                     return queue.pop(0) if len(queue) > 1 else queue[0]
             return httpx.Response(200, json={"tables": []})
 
-        tenant = f"tn_{secrets.token_hex(6)}"
+        tenant = await a_tenant(pg)
         async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
             runner = ExportRunner(gateway_db, settings, signer, client)
             async with gateway_db.session() as session:
@@ -172,8 +183,9 @@ async def test_an_archive_larger_than_a_part_is_stored_and_downloaded_in_parts(
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
         runner = ExportRunner(gateway_db, service_settings("gateway", stack.config), signer, client)
+        tenant = await a_tenant(pg)
         async with gateway_db.session() as session:
-            export, _ = await create_export(session, f"tn_{secrets.token_hex(6)}", "test")
+            export, _ = await create_export(session, tenant, "test")
         await runner.start(export)
         row = await export_row(pg, export.id, leave="running")
     assert row["status"] == "ready", row["error"]
@@ -202,8 +214,9 @@ async def test_stopping_the_gateway_fails_the_exports_it_was_building(
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(never)) as client:
         runner = ExportRunner(gateway_db, service_settings("gateway", stack.config), signer, client)
+        tenant = await a_tenant(pg)
         async with gateway_db.session() as session:
-            export, _ = await create_export(session, f"tn_{secrets.token_hex(6)}", "test")
+            export, _ = await create_export(session, tenant, "test")
         await runner.start(export)
         await asyncio.wait_for(asked.wait(), 10)
         await runner.stop()

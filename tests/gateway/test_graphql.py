@@ -1138,6 +1138,7 @@ async def test_a_long_currency_is_told_it_is_no_currency(
 ) -> None:
     """As metrics tells any other currency that is none; "each" was for lists."""
     tenant = await new_tenant(scopes=["kpi:read"])
+    fake.calls.clear()
     body = await gql(fake.client, tenant.headers, KPIS, input=month_input(currency="X" * 65))
     [error] = body["errors"]
     assert error["extensions"]["errors"] == [

@@ -158,6 +158,8 @@ async def _after_the_token(
     or of the scope, first, as every request is, unless it asks only for the schema."""
     if result.data is not None or not result.errors or _schema_only(query):
         return result
+    if any(error.path is not None for error in result.errors):
+        return result  # it ran: its fields said why themselves
     if not isinstance(context, Context) or any(
         (error.extensions or {}).get("code") == Unauthenticated.graphql_code
         for error in result.errors
