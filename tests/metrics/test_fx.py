@@ -549,3 +549,31 @@ async def test_an_amount_that_converts_to_zero_needs_no_rate(
     ).status_code == 200
     taxed = await kpis(http, tenant, metrics="gmv", grain="total", **march)
     assert taxed["warnings"] == ["no FX rate for EUR→USD on 2026-03-03"]
+
+
+async def test_gmv_without_shipping_of_a_free_line_needs_no_rate(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """GMV without shipping was GMV minus shipping, each converted: the shipping of a
+    free line needed a rate though the GMV asked for was zero."""
+    tenant = await new_tenant()
+    de = {"currency": "EUR", "store": "acme-de", "marketplace": "DE"}
+    await push(
+        http,
+        tenant,
+        line("s1", "S1", 1, "0.00", "2026-03-04T10:00:00Z", sku="FREE", shipping="4.00", **de),
+        line("s2", "S2", 1, "10.00", "2026-03-04T10:00:00Z", sku="PAID"),
+    )
+    march = {"from": "2026-03-01", "to": "2026-03-31", "currency": "USD"}
+    await settle(http, tenant, {"units": 2.0}, **march)
+    with_shipping = await kpis(http, tenant, metrics="gmv", grain="total", **march)
+    assert values(with_shipping) == [("TOTAL", [], {"gmv": None})]
+    assert with_shipping["warnings"] == ["no FX rate for EUR→USD on 2026-03-04"]
+    settings = {"gmv_includes_shipping": False, "gmv_includes_tax": True}
+    assert (
+        await http.put("/v1/settings/kpi", json=settings, headers=tenant.headers)
+    ).status_code == 200
+    for group_by in ({}, {"group_by": "sku"}):
+        body = await kpis(http, tenant, metrics="gmv", grain="total", **march, **group_by)
+        assert body["warnings"] == [], group_by
+        assert {v["value"] for r in body["rows"] for v in r["values"]} <= {0.0, 10.0}, body

@@ -278,17 +278,17 @@ class RollupRepository:
         )
         return rows
 
-    async def sales(self, grouping: Grouping, columns: set[str]) -> list[asyncpg.Record]:
-        """Of gmv (tax excluded), tax and shipping converted and units of live lines,
-        the ``columns`` asked for: each money column is a sum of products per row."""
+    async def sales(self, grouping: Grouping, sums: dict[str, str]) -> list[asyncpg.Record]:
+        """The ``sums`` of live lines' rollups (name: expression of their columns), each
+        money one (all but units) converted: a sum of products per row."""
         by_sku = any(d in ("sku", "category") for d in [*grouping.group_by, *grouping.filters])
         # Without SKU or category the per-store rollup answers: a few rows a day.
         table = "daily_sales" if by_sku else "daily_store_sales"
         return await self._summed_then_converted(
             grouping,
             table,
-            {name: SALES_SUMS[name] for name in SALES_SUMS if name in columns},
-            money={"gmv", "tax", "shipping"},
+            sums,
+            money=set(sums) - {"units"},
         )
 
     async def cogs(self, grouping: Grouping) -> list[asyncpg.Record]:
@@ -544,7 +544,7 @@ class RollupRepository:
         clauses, values = _filter_clauses(filters, first_filter)
         by_sku = "sku" in grouping.group_by
         groups = "".join(f", {COLUMNS[d]}" for d in grouping.group_by)
-        sums = [SALES_SUMS[name] for name in sales_read]
+        sums = sales_read  # the money sums' expressions, as ``sales`` converts them
         if not sums:
             sales_days = "SELECT NULL::date WHERE false"
         else:

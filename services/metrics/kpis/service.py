@@ -49,7 +49,7 @@ from services.metrics.kpis.query import (
     no_unit_cost_warning,
     shift,
 )
-from services.metrics.kpis.repository import Grouping, RollupRepository
+from services.metrics.kpis.repository import SALES_SUMS, Grouping, RollupRepository
 from services.metrics.settings.repository import SettingsRepository
 from services.metrics.settings.schemas import KpiSettings
 from shared.time import marketplace_zone
@@ -127,16 +127,12 @@ async def _measure(
     )  # fmt: skip
 
     key = _row_key(query.group_by)
-    if needed & SALES_INPUTS:
-        columns = _sales_columns(needed, settings)
-        # GMV as the tenant defines it replaces the rollups' own gmv sum.
-        as_read = sorted(columns - {"gmv"})
-        for row in await repository.sales(grouping, columns):
+    sales = _sales_sums(needed, settings)
+    if sales:
+        for row in await repository.sales(grouping, sales):
             row_key = key(row)
-            for name in as_read:
+            for name in sales:
                 found.put(row_key, name, row[name])
-            if "gmv" in columns:
-                found.put(row_key, "gmv", _gmv(row, settings))
     # The days each currency lacked a rate on, where the answer needed one.
     unconverted: dict[str, set[date]] = defaultdict(set)
     if needed & COGS_INPUTS:
@@ -183,7 +179,7 @@ async def _measure(
             found.put(key(row), inputs_of[row["measure"]], row["value"])
     # Sales amounts: units are counted, not converted, and COGS is priced in its costs'
     # currencies, found above.
-    reads_sales = sorted(_sales_columns(needed, settings) & MONEY_SALES)
+    reads_sales = [sum_ for name, sum_ in sales.items() if name in MONEY_SALES]
     reads_measures = sorted(stored.values())
     for currency, dates in missing.items() if needed & MONEY_INPUTS else ():
         if reads_sales or reads_measures:
@@ -245,7 +241,7 @@ async def _trailing_units(
     window = int(COVER_DAYS)
     daily = replace(grouping, start=grouping.start - timedelta(days=window - 1), grain="day")
     units: dict[tuple[str, ...], dict[date, Decimal]] = defaultdict(dict)
-    for row in await repository.sales(daily, {"units"}):
+    for row in await repository.sales(daily, {"units": SALES_SUMS["units"]}):
         dims = tuple(row[d] for d in query.group_by)
         units[dims][date.fromisoformat(row["period"])] = Decimal(row["units"] or 0)
     ends = {
@@ -396,32 +392,18 @@ def _inventory(rows: list[asyncpg.Record], key: Any, found: _Range) -> None:
 MONEY_SALES = frozenset({"gmv", "tax", "shipping"})
 
 
-def _sales_columns(needed: set[str], settings: KpiSettings) -> set[str]:
-    """The sales sums a query needs: GMV reads tax or shipping only as settings say."""
-    columns = needed & SALES_INPUTS
-    if "gmv" in columns:
-        if settings.gmv_includes_tax:
-            columns.add("tax")
-        if not settings.gmv_includes_shipping:
-            columns.add("shipping")
-    return columns
-
-
-def _gmv(row: asyncpg.Record, settings: KpiSettings) -> Decimal | None:
-    """GMV as the tenant defines it: tax excluded and shipping included by default."""
-    if settings.gmv_includes_shipping and not settings.gmv_includes_tax:
-        return row["gmv"]  # the rollups' own sum: the default, and most tenants'
-    parts = [row["gmv"]]
-    if settings.gmv_includes_tax:
-        parts.append(row["tax"])
-    if any(part is None for part in parts) or (
-        not settings.gmv_includes_shipping and row["shipping"] is None
-    ):
-        return None
-    total = sum((Decimal(part) for part in parts), Decimal(0))
-    if not settings.gmv_includes_shipping:
-        total -= Decimal(row["shipping"])
-    return total
+def _sales_sums(needed: set[str], settings: KpiSettings) -> dict[str, str]:
+    """The sales sums a query needs, each a sum of the rollups' columns: GMV as the
+    tenant defines it (with tax or without shipping, as settings say) is one amount,
+    converted as one, so that a line whose GMV is zero needs no rate, whatever its
+    shipping or tax."""
+    sums = {name: SALES_SUMS[name] for name in sorted(needed & SALES_INPUTS)}
+    if "gmv" in sums:
+        goods = "gross - discount"
+        shipping = " + shipping" if settings.gmv_includes_shipping else ""
+        tax = " + tax" if settings.gmv_includes_tax else ""
+        sums["gmv"] = goods + shipping + tax
+    return sums
 
 
 def _empty_bucket(query: KpiQuery) -> dict[str, Decimal | None]:
