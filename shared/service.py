@@ -574,12 +574,14 @@ def build_app(
     audit_skip: Callable[[str, int], bool] | None = None,
     compressed_paths: tuple[str, ...] = (),
     serves_its_audit: bool = True,
+    forwarded: Callable[[str], bool] | None = None,
     **kwargs: Any,
 ) -> FastAPI:
     """A FastAPI app with the shared error rendering, tracing, request limits (body size
     and per-client rate, from ``settings``; ``app.state.rate_limiter`` holds the buckets)
     health routes, and the audit trail of writes (``audit_skip`` tells, by path and the
-    answer's status, which writes this service does not record)."""
+    answer's status, which writes this service does not record; ``forwarded`` which
+    paths it hands on unread to the service that reads them, and checks)."""
     # TracingMiddleware makes the one server span a request gets; FastAPI's own
     # telemetry would make a second one, and record metrics nobody reads, per request.
     _tune_garbage_collector()
@@ -601,7 +603,12 @@ def build_app(
     app.add_middleware(UnexpectedErrors)
     # The handlers have left who and for which tenant in the request state.
     app.add_middleware(AuditMiddleware, service=service, skip=audit_skip)
-    app.add_middleware(InputGuardMiddleware, field_of=json_field_of, render=error_response_at)
+    app.add_middleware(
+        InputGuardMiddleware,
+        field_of=json_field_of,
+        render=error_response_at,
+        forwarded=forwarded,
+    )
     limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app.state.rate_limiter = limiter
     # Added first, so it runs inside tracing: refused requests are traced and logged too.

@@ -135,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Public: its trail and its tables leave by GET /v1/audit and by exports, which
         # read them directly; no /internal route of its own hands them out unrecorded.
         serves_its_audit=False,
+        forwarded=lambda path: owner_of(path) is not None,
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
