@@ -204,6 +204,11 @@ class NamedValueErrors(SchemaExtension):
         yield
 
 
+# graphql-core's words for a value read as infinity, or past a 32-bit integer.
+_BEYOND_DOUBLES = re.compile(
+    r"^(?:Int|Float) cannot represent .*value: (?:-?inf|-?[0-9.]+e\+[0-9]+)$"
+)
+
 # graphql-core's words for an argument given twice.
 _ARGUMENT_TWICE = re.compile(r"^There can be only one argument named '(\w+)'\.")
 
@@ -217,6 +222,10 @@ def _field_errors(message: str) -> list[dict[str, str]] | None:
     if match is None:
         return None
     reason = message[match.end() :] if match["invalid"] else message
+    if _BEYOND_DOUBLES.search(reason):
+        # A number beyond a double (or of 4,300 digits) is read as infinity: the
+        # caller sent no "inf", and an integer is no "non-integer".
+        reason = "is too large a number"
     return [
         {"field": _field_named(match["name"] + (match["path"] or ""), reason), "reason": reason}
     ]
