@@ -517,6 +517,22 @@ async def test_events_kept_already_are_skipped_before_they_are_parsed(
         assert counters.deadlettered == 1
 
 
+def apply_held_once(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
+    """Holds the consumer's first apply of a batch: set when it has begun, and the event
+    that lets it go on."""
+    entered, resume = asyncio.Event(), asyncio.Event()
+    applying = consumer_module.apply_messages
+
+    async def held_once(db: Any, messages: list[EventMessage], erased: Any = ()) -> Applied:
+        if not entered.is_set():
+            entered.set()
+            await resume.wait()
+        return await applying(db, messages, erased)
+
+    monkeypatch.setattr(consumer_module, "apply_messages", held_once)
+    return entered, resume
+
+
 async def test_a_broker_restarted_empty_is_read_on_by_the_same_consumer(
     fresh_database: FreshDatabase,
     minter: TokenMinter,
@@ -529,16 +545,7 @@ async def test_a_broker_restarted_empty_is_read_on_by_the_same_consumer(
     port = free_port()
     broker = EmbeddedBroker(port, tmp_path / "first.log")
     bootstrap = broker.start()
-    entered, resume = asyncio.Event(), asyncio.Event()
-    applying = consumer_module.apply_messages
-
-    async def held_once(db: Any, messages: list[EventMessage], erased: Any = ()) -> Applied:
-        if not entered.is_set():
-            entered.set()
-            await resume.wait()
-        return await applying(db, messages, erased)
-
-    monkeypatch.setattr(consumer_module, "apply_messages", held_once)
+    entered, resume = apply_held_once(monkeypatch)
     try:
         settings, topic, tenant, token = await own_consumer(fresh_database, bootstrap, minter)
         await ensure_topics(bootstrap, [topic])
@@ -726,16 +733,7 @@ async def test_a_batch_read_before_the_group_assigned_again_is_never_committed(
     under the new assignment: its offsets, of the lost log, skipped what the relay sent
     again below them (accepted events never applied). Now it is read again from the
     group's committed offsets (the start of the log, where it has none)."""
-    entered, resume = asyncio.Event(), asyncio.Event()
-    applying = consumer_module.apply_messages
-
-    async def held_once(db: Any, messages: list[EventMessage], erased: Any = ()) -> Applied:
-        if not entered.is_set():
-            entered.set()
-            await resume.wait()
-        return await applying(db, messages, erased)
-
-    monkeypatch.setattr(consumer_module, "apply_messages", held_once)
+    entered, resume = apply_held_once(monkeypatch)
     settings, topic, tenant, token = await own_consumer(fresh_database, kafka_bootstrap, minter)
     async with serving(settings, minter) as (app, client):
         fact_consumer: FactConsumer = app.state.consumer

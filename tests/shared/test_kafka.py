@@ -164,31 +164,16 @@ async def test_an_erasure_listener_whose_commit_hangs_on_a_lost_topic_reconnects
 
     listener = erasure.TopicListener(settings, erasure.ERASURE_TOPIC, "recommit", handle, "rc")
     listener.start()
-    producer = None
     try:
         await _until(lambda: ensure_topics(bootstrap, topics, create=False), [])
-        producer = make_producer(bootstrap)
-        await producer.start()
-        await producer.send_and_wait(topic, b"first")
-        deadline = time.monotonic() + 30
-        while not handled:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.1)
-        await stop_client(producer, "test producer")
-        producer = None
+        # Handled, and held there while the broker restarts.
+        await published_and_handled(bootstrap, topic, b"first", handled)
         broker = await _restarted_empty(broker, tmp_path)
         restarted.set()
         await _until(lambda: ensure_topics(bootstrap, topics, create=False), [])
         # And it reads on: a record published now is handled.
-        producer = make_producer(bootstrap)
-        await producer.start()
-        await producer.send_and_wait(topic, b"second")
-        deadline = time.monotonic() + 30
-        while b"second" not in handled:
-            assert time.monotonic() < deadline, handled
-            await asyncio.sleep(0.2)
+        await published_and_handled(bootstrap, topic, b"second", handled)
     finally:
-        await stop_client(producer, "test producer")
         await listener.stop()
         broker.stop()
 
@@ -235,7 +220,6 @@ async def test_an_erasure_listener_left_out_of_its_group_starts_its_consumer_aga
 
     listener = erasure.TopicListener(settings, erasure.ERASURE_TOPIC, "rejoin", handle, "rj")
     listener.start()
-    producer = None
     try:
         deadline = time.monotonic() + 30
         while listener._consumer is None:
@@ -246,13 +230,23 @@ async def test_an_erasure_listener_left_out_of_its_group_starts_its_consumer_aga
             assert time.monotonic() < deadline, "never started again"
             await asyncio.sleep(0.1)
         wedged = False
-        producer = make_producer(bootstrap)
+        await published_and_handled(bootstrap, topic, b"after", handled)
+    finally:
+        await listener.stop()
+        broker.stop()
+
+
+async def published_and_handled(
+    bootstrap: str, topic: str, value: bytes, handled: list[bytes]
+) -> None:
+    """Publishes ``value`` and waits until a listener's handler has had it."""
+    producer = make_producer(bootstrap)
+    try:
         await producer.start()
-        await producer.send_and_wait(topic, b"after")
-        while b"after" not in handled:
+        await producer.send_and_wait(topic, value)
+        deadline = time.monotonic() + 30
+        while value not in handled:
             assert time.monotonic() < deadline, handled
             await asyncio.sleep(0.2)
     finally:
         await stop_client(producer, "test producer")
-        await listener.stop()
-        broker.stop()
