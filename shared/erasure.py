@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from shared.db import Database
 from shared.erased import ErasedTenants, RecentlyErased
 from shared.kafka import (
+    COMMIT_SECONDS,
     GroupWatch,
     broker_reachable,
     ensure_topics,
@@ -44,8 +45,6 @@ RETRY_SECONDS = 1.0
 # embedded Tansu keeps none) has lost them, and its consumer, still connected, would
 # wait on them for ever while erasures stay unconfirmed.
 TOPICS_RECHECK_SECONDS = 30.0
-# A commit takes milliseconds; one that takes this long will not end by itself.
-COMMIT_SECONDS = 10.0
 
 Records = list[ConsumerRecord[bytes, bytes]]
 Message = TypeVar("Message", bound=BaseModel)

@@ -126,6 +126,12 @@ def in_its_group(consumer: AIOKafkaConsumer | None) -> bool:
     return coordinator.coordinator_id is not None and coordinator.member_id != ""
 
 
+# How long a commit (or a read of the committed offsets) may wait for the group's
+# coordinator: aiokafka waits for one without end, and a consumer that never gets it
+# starts again.
+COMMIT_SECONDS = 10.0
+
+
 # A join takes seconds (3 s sessions; Tansu holds a join up to some 11 s): a consumer
 # out of its group this long is wedged.
 STUCK_OUT_OF_GROUP_SECONDS = 30.0

@@ -742,9 +742,18 @@ async def test_a_batch_read_before_the_group_assigned_again_is_never_committed(
         kafka_consumer = fact_consumer._consumer
         assert kafka_consumer is not None
         partitions = kafka_consumer.assignment()
-        # The group gives the partitions again while the batch is applied.
-        await fact_consumer._membership.on_partitions_assigned(partitions)
+        # The group takes the partitions back while the batch is applied (a broker that
+        # restarted empty took a commit made then), and gives them again later.
+        membership = fact_consumer._membership
+        await membership.on_partitions_revoked(partitions)
         resume.set()
+
+        async def given_up() -> bool:
+            return fact_consumer.counters.batches >= 1
+
+        await wait_until(given_up)
+        assert [await kafka_consumer.committed(p) for p in partitions] == [None] * len(partitions)
+        await membership.on_partitions_assigned(partitions)
 
         async def read_again() -> bool:
             return fact_consumer.counters.repeats >= 1

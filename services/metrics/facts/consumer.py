@@ -28,7 +28,7 @@ from aiokafka import (
     ConsumerRecord,
     TopicPartition,
 )
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, KafkaConnectionError, KafkaError
 from opentelemetry import trace
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
@@ -57,6 +57,7 @@ from shared.events import (
 )
 from shared.events import Source as EventSource
 from shared.kafka import (
+    COMMIT_SECONDS,
     GroupWatch,
     ensure_topics,
     in_its_group,
@@ -455,7 +456,11 @@ async def _seek_committed(consumer: AIOKafkaConsumer) -> None:
     """Every assigned partition from the group's committed offset, or from its start
     when the group has none there (a broker that restarted empty)."""
     for partition in consumer.assignment():
-        offset = await consumer.committed(partition)
+        try:
+            async with asyncio.timeout(COMMIT_SECONDS):
+                offset = await consumer.committed(partition)
+        except TimeoutError:
+            raise KafkaConnectionError("reading the committed offsets hung") from None
         if offset is None:
             await consumer.seek_to_beginning(partition)
         else:
@@ -503,15 +508,20 @@ class _Membership(ConsumerRebalanceListener):
 
     def __init__(self) -> None:
         self.joined = False
-        # How many times the group has given the consumer partitions.
-        self.assignments = 0
+        # How many times the group has taken the consumer's partitions or given them.
+        self.changes = 0
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         self.joined = False
+        self.changes += 1
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self.joined = True
-        self.assignments += 1
+        self.changes += 1
+
+    def unchanged_since(self, seen: int) -> bool:
+        """Whether the consumer holds, as a member, the partitions it held at ``seen``."""
+        return self.joined and self.changes == seen
 
 
 class FactConsumer:
@@ -649,7 +659,7 @@ class FactConsumer:
         if not batches:
             return None
         # As read: aiokafka drops what it fetched for partitions assigned again since.
-        gathering.assignment = self._membership.assignments
+        gathering.assignment = self._membership.changes
         await gathering.take(self.db, batches)
         while applied is not None and gathering.count < BATCH_RECORDS:
             if not applied.is_set():
@@ -756,7 +766,9 @@ class FactConsumer:
             # when it is read again.
             bad = [(r, why) for r, why in parsed.bad if _before(r, done)] if later else parsed.bad
             await self._deadletter(bad)
-            committed = fetched.assignment == self._membership.assignments
+            # Not while the group is taking the partitions back either: a broker that
+            # restarted empty took a commit made then, before it gave them again.
+            committed = self._membership.unchanged_since(fetched.assignment)
             if not committed:
                 # Its offsets may be of a log the broker lost: committed to the new one,
                 # they skipped what was sent again below them, accepted events never
@@ -787,7 +799,12 @@ class FactConsumer:
         read again (what was applied is skipped as kept already). A new consumer would
         instead wait for this one's session to time out: Tansu ignores LeaveGroup."""
         try:
-            await consumer.commit(offsets)
+            # A commit waits for the group's coordinator without end: one that never
+            # comes is a broker lost, and the consumer starts again.
+            async with asyncio.timeout(COMMIT_SECONDS):
+                await consumer.commit(offsets)
+        except TimeoutError:
+            raise KafkaConnectionError("a commit hung; the consumer starts again") from None
         except CommitFailedError as exc:
             log.warning("the consumer's group rebalanced; it reads on from there: %s", exc)
             return False
