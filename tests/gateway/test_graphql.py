@@ -1147,29 +1147,3 @@ async def test_a_long_currency_is_told_it_is_no_currency(
         {"field": "input.currency", "reason": "must be an ISO 4217 currency code such as USD"}
     ]
     assert fake.calls == []
-
-
-async def test_kpis_fields_ask_in_turn_each_told_what_the_budget_leaves(
-    fake: FakeMetrics, new_tenant: NewTenant, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Asked side by side, every field saw the budget unspent and metrics built each
-    whole answer, most of them to be refused; in turn, each is told the rows it may
-    still take, and one with none left is refused without asking."""
-    tenant = await new_tenant(scopes=["kpi:read"])
-    fake.calls.clear()
-    monkeypatch.setattr(graphql_kpis, "MAX_GRAPHQL_CELLS", 9)
-    month = {"metrics": ["gmv"], "from": "2026-01-01", "to": "2026-01-31", "grain": "MONTH"}
-    document = (
-        "query($i: KpiQueryInput!) { a: kpis(input: $i) { rows { period values { value } } }"
-        " b: kpis(input: $i) { rows { period values { value } } }"
-        " c: kpis(input: $i) { rows { period values { value } } } }"
-    )
-    body = (
-        await fake.client.post(
-            "/graphql", json={"query": document, "variables": {"i": month}}, headers=tenant.headers
-        )
-    ).json()
-    assert body["errors"][0]["extensions"]["errors"][0]["field"] == "input.metrics"
-    # Two rows of two cells: 4 of 9 spent, then 8; the third has none left to ask for.
-    told = [call["headers"]["lodestar-most-rows"] for call in fake.calls]
-    assert told == ["4", "2"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
 import httpx
@@ -30,9 +29,6 @@ class Context(BaseContext):
     upstream_calls: list[UpstreamCall] | None = field(default=None, init=False)
     # Scalars of KPI rows this request's fields have written out so far.
     kpi_cells: int = field(default=0, init=False)
-    # Taken by each kpis field in turn: asked side by side, each saw the budget unspent
-    # and had metrics build its whole answer, to be refused when the others came back.
-    kpis_turn: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
     # The data versions each tenant's answers showed: fields of one request that read
     # different states of one tenant's data (a push landed between them) disagree.
     data_versions: dict[str, set[int]] = field(default_factory=dict, init=False)

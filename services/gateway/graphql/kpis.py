@@ -339,34 +339,31 @@ class KpiQuery:
         tenant_id: strawberry.ID | None = None,
     ) -> KpiResult:
         tenant = await _tenant_param(info.context, tenant_id)
-        async with info.context.kpis_turn:
-            # Each row costs at least its period and every metric asked, which metrics
-            # computes and this process reads, written out or not.
-            cells = max(
-                _cells_a_row(info, len(input.metrics), len(input.group_by or [])),
-                1 + len(input.metrics),
+        # Each row costs at least its period and every metric asked, which metrics
+        # computes and this process reads, written out or not.
+        cells = max(
+            _cells_a_row(info, len(input.metrics), len(input.group_by or [])),
+            1 + len(input.metrics),
+        )
+        # The rows this field may still take, told to metrics so that it refuses a larger
+        # answer as it grows: built whole and refused here, fifteen aliases of one held
+        # metrics (and every tenant's questions) 20 s.
+        affordable = (MAX_GRAPHQL_CELLS - info.context.kpi_cells) // cells
+        most_rows = max(1, min(MAX_GRAPHQL_ROWS, affordable))
+        try:
+            body = await _get_metrics(
+                info.context, "/v1/kpis", _query_params(input) + tenant, most_rows
             )
-            # The rows this field may still take, told to metrics so that it refuses a larger
-            # answer as it grows: built whole and refused here, fifteen aliases of one held
-            # metrics (and every tenant's questions) 20 s.
-            affordable = (MAX_GRAPHQL_CELLS - info.context.kpi_cells) // cells
-            if affordable < 1:
-                _spend_cells(info.context, cells)  # refused without asking metrics
-            most_rows = min(MAX_GRAPHQL_ROWS, affordable)
-            try:
-                body = await _get_metrics(
-                    info.context, "/v1/kpis", _query_params(input) + tenant, most_rows
-                )
-            except InvalidInput as refused:
-                if not refused.detail.startswith(TOO_MANY_ROWS):
-                    raise
-                if most_rows < MAX_GRAPHQL_ROWS:
-                    _spend_cells(info.context, MAX_GRAPHQL_CELLS + 1)
-                _refuse_rows(input)
-            rows = len(body.get("rows", []))
-            if rows > MAX_GRAPHQL_ROWS:
-                _refuse_rows(input)
-            _spend_cells(info.context, rows * cells)
+        except InvalidInput as refused:
+            if not refused.detail.startswith(TOO_MANY_ROWS):
+                raise
+            if most_rows < MAX_GRAPHQL_ROWS:
+                _spend_cells(info.context, MAX_GRAPHQL_CELLS + 1)
+            _refuse_rows(input)
+        rows = len(body.get("rows", []))
+        if rows > MAX_GRAPHQL_ROWS:
+            _refuse_rows(input)
+        _spend_cells(info.context, rows * cells)
         return KpiResult(
             currency=body.get("currency"),
             warnings=list(body.get("warnings", [])),
