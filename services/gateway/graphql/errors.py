@@ -204,9 +204,10 @@ class NamedValueErrors(SchemaExtension):
         yield
 
 
+TOO_LARGE = "is too large a number"
 # graphql-core's words for a value read as infinity, or past a 32-bit integer.
 _BEYOND_DOUBLES = re.compile(
-    r"^(?:Int|Float) cannot represent .*value: (?:-?inf|-?[0-9.]+e\+[0-9]+)$"
+    r"^(?:Int|Float) cannot represent .*value: (?:-?inf|-?[0-9.]+e\+[0-9]+|-?[0-9]{10,})$"
 )
 
 # graphql-core's words for an argument given twice.
@@ -225,7 +226,7 @@ def _field_errors(message: str) -> list[dict[str, str]] | None:
     if _BEYOND_DOUBLES.search(reason):
         # A number beyond a double (or of 4,300 digits) is read as infinity: the
         # caller sent no "inf", and an integer is no "non-integer".
-        reason = "is too large a number"
+        reason = TOO_LARGE
     return [
         {"field": _field_named(match["name"] + (match["path"] or ""), reason), "reason": reason}
     ]
@@ -255,6 +256,9 @@ def coded(error: GraphQLError) -> GraphQLError:
         and (fields := _field_errors(message))
     ):
         extensions["errors"] = fields
+        if fields[0]["reason"] == TOO_LARGE:
+            # Said as the field list says it: the caller sent no "inf".
+            message = f"{fields[0]['field']}: {TOO_LARGE}"
     if extensions == error.extensions and message == error.message:
         return error
     return _with_code(error, message, extensions)
