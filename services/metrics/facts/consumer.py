@@ -773,7 +773,10 @@ class FactConsumer:
                 # Its offsets may be of a log the broker lost: committed to the new one,
                 # they skipped what was sent again below them, accepted events never
                 # applied (what was applied is skipped when read again).
-                log.warning("the group assigned partitions again; reading on from its offsets")
+                log.warning(
+                    "the group took the partitions back or gave them again since the batch "
+                    "was read: not committed; reading on from the group's offsets"
+                )
             else:
                 committed = await self._commit(consumer, done)
         self.counters.batches += 1
