@@ -109,8 +109,8 @@ class Fetched:
 
     batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
     parsed: Parsed
-    # The group's assignment it was read under (``_Membership.assignments``).
-    assignment: int = 0
+    # The group's changes of the partitions when it was read (``_Membership.changes``).
+    group_changes: int = 0
 
     @property
     def first(self) -> dict[TopicPartition, int]:
@@ -126,7 +126,7 @@ class _Gathering:
         self.good: list[tuple[ConsumerRecord[bytes, bytes], EventMessage]] = []
         self.bad: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
         self.repeats = 0
-        self.assignment = 0
+        self.group_changes = 0
 
     @property
     def count(self) -> int:
@@ -151,7 +151,7 @@ class _Gathering:
             await asyncio.sleep(0)
 
     def fetched(self) -> Fetched:
-        return Fetched(self.batches, Parsed(self.good, self.bad, self.repeats), self.assignment)
+        return Fetched(self.batches, Parsed(self.good, self.bad, self.repeats), self.group_changes)
 
 
 def parse_records(records: list[ConsumerRecord[bytes, bytes]]) -> Parsed:
@@ -659,7 +659,7 @@ class FactConsumer:
         if not batches:
             return None
         # As read: aiokafka drops what it fetched for partitions assigned again since.
-        gathering.assignment = self._membership.changes
+        gathering.group_changes = self._membership.changes
         await gathering.take(self.db, batches)
         while applied is not None and gathering.count < BATCH_RECORDS:
             if not applied.is_set():
@@ -768,7 +768,7 @@ class FactConsumer:
             await self._deadletter(bad)
             # Not while the group is taking the partitions back either: a broker that
             # restarted empty took a commit made then, before it gave them again.
-            committed = self._membership.unchanged_since(fetched.assignment)
+            committed = self._membership.unchanged_since(fetched.group_changes)
             if not committed:
                 # Its offsets may be of a log the broker lost: committed to the new one,
                 # they skipped what was sent again below them, accepted events never
