@@ -14,13 +14,11 @@ from decimal import Decimal
 Value = Decimal | None
 Inputs = dict[str, Value]
 
-SALES_INPUTS = frozenset({"gmv", "tax", "shipping", "units"})
+SALES_INPUTS = frozenset({"gmv", "units"})
 ORDER_INPUTS = frozenset({"orders", "orders_all", "orders_cancelled"})
 COGS_INPUTS = frozenset({"cogs"})
 # Inputs that are amounts of money, converted with FX rates: only they can lack a rate.
-MONEY_INPUTS = frozenset(
-    {"gmv", "tax", "shipping", "cogs", "refund_amount", "fee_amount", "ad_cost", "ad_sales"}
-)
+MONEY_INPUTS = frozenset({"gmv", "cogs", "refund_amount", "fee_amount", "ad_cost", "ad_sales"})
 # Not sums: computed per bucket from per-SKU-day snapshot rows (see service._inventory).
 INVENTORY_INPUTS = frozenset({"on_hand_last", "sku_days", "stockout_sku_days"})
 # Inputs a bucket may lack altogether, and then have no value, not zero: a bucket with

@@ -28,8 +28,6 @@ COLUMNS = {
 # The sales rollups' sums, by the name the engine reads them under.
 SALES_SUMS = {
     "gmv": "gross + shipping - discount",
-    "tax": "tax",
-    "shipping": "shipping",
     "units": "units",
 }
 

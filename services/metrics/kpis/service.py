@@ -388,8 +388,8 @@ def _inventory(rows: list[asyncpg.Record], key: Any, found: _Range) -> None:
             found.put(bucket, name, row[name])
 
 
-# The sales sums that are money (units are counted), each converted apart.
-MONEY_SALES = frozenset({"gmv", "tax", "shipping"})
+# The sales sums that are money (units are counted).
+MONEY_SALES = frozenset({"gmv"})
 
 
 def _sales_sums(needed: set[str], settings: KpiSettings) -> dict[str, str]:
