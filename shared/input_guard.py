@@ -179,13 +179,20 @@ def _whole_number(text: str) -> int | float:
     return int(text)
 
 
-def loads_beyond_doubles(document: bytes | str) -> Any:
+def loads_beyond_doubles(
+    document: bytes | str, object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None
+) -> Any:
     """A JSON document orjson refused, read again by the standard library, which takes a
     number beyond a double (1e400, an id of 400 digits written as a number) as the JSON
     it is, so that validation names its field; NaN and Infinity stay no JSON. Raises
     ValueError for a document that is no JSON and RecursionError for one nested too deep."""
     text = document.decode("utf-8") if isinstance(document, bytes) else document
-    return json.loads(text, parse_constant=_refuse_constant, parse_int=_whole_number)
+    return json.loads(
+        text,
+        object_pairs_hook=object_pairs_hook,
+        parse_constant=_refuse_constant,
+        parse_int=_whole_number,
+    )
 
 
 def _flaw(text: str) -> str | None:
@@ -239,17 +246,6 @@ def _body_errors(
     return errors
 
 
-class _NamedTwice(Exception):
-    """Stops the strict parse at the first object that names a field twice."""
-
-
-def _names_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise _NamedTwice
-    return obj
-
-
 class _Parsed(dict[str, Any]):
     """An object as parsed, with the names it gave more than once: kept beside its
     fields, as any name (even "\u0000...") may be one of them."""
@@ -274,27 +270,6 @@ def _paths_named_twice(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple
             yield (*path, name)
         for name, item in value.items():
             yield from _paths_named_twice(item, (*path, name))
-
-
-def _loads(body: bytes, hook: Callable[[list[tuple[str, Any]]], Any]) -> Any:
-    # As the lenient reader takes numbers: 1e400 and 5,000 digits are JSON here too.
-    return json.loads(
-        body.decode("utf-8"),
-        object_pairs_hook=hook,
-        parse_constant=_refuse_constant,
-        parse_int=_whole_number,
-    )
-
-
-def _names_a_field_twice(body: bytes) -> bool:
-    try:
-        _loads(body, _names_once)
-    except _NamedTwice:
-        return True
-    except ValueError:
-        # No JSON: the route says so.
-        return False
-    return False
 
 
 # The escape that writes a colon: what could make the count below miss a field given
@@ -338,9 +313,10 @@ def named_twice(
     if parsed is not _UNREAD and _counted_once(body, parsed):
         return []
     try:
-        if not _names_a_field_twice(body):
-            return []
-        paths = list(_paths_named_twice(_loads(body, _marking_names_twice)))
+        # As the lenient reader takes numbers: 1e400 and 5,000 digits are JSON here too.
+        paths = list(_paths_named_twice(loads_beyond_doubles(body, _marking_names_twice)))
+    except ValueError:
+        return []  # no JSON: the route says so
     except RecursionError:
         if parsed is _UNREAD:
             return []  # no route reads it either: each refuses it, the token read first

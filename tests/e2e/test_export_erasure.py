@@ -377,14 +377,19 @@ async def erasure_done(
     raise AssertionError(f"erasure not done: {body}")
 
 
-async def erased_by_itself(http: httpx.AsyncClient, who: TenantClient) -> None:
-    """The tenant's own admin erases it, and every service has finished."""
-    erased = await http.request(
+async def erase(http: httpx.AsyncClient, who: TenantClient) -> httpx.Response:
+    """The tenant's own admin asks for its erasure."""
+    return await http.request(
         "DELETE",
         f"/v1/tenants/{who.tenant_id}",
         json={"confirm": who.tenant_id},
         headers=who.headers,
     )
+
+
+async def erased_by_itself(http: httpx.AsyncClient, who: TenantClient) -> None:
+    """The tenant's own admin erases it, and every service has finished."""
+    erased = await erase(http, who)
     assert erased.status_code == 202, erased.text
     await erasure_done(http, who, who.tenant_id)
 
@@ -643,12 +648,7 @@ async def added_beside_its_erasure(
 
     async def erase_soon() -> httpx.Response:
         await asyncio.sleep(after)
-        return await http.request(
-            "DELETE",
-            f"/v1/tenants/{tenant.tenant_id}",
-            json={"confirm": tenant.tenant_id},
-            headers=tenant.headers,
-        )
+        return await erase(http, tenant)
 
     added, erased = await asyncio.gather(adding, erase_soon())
     assert erased.status_code == 202, erased.text
@@ -782,12 +782,7 @@ async def test_a_sign_in_or_refresh_during_its_tenants_erasure_waits_for_it(
         assert not refreshing.done() and not signing_in.done()
     assert (await refreshing).status_code == 200
     await signing_in
-    erased = await http.request(
-        "DELETE",
-        f"/v1/tenants/{tenant.tenant_id}",
-        json={"confirm": tenant.tenant_id},
-        headers=tenant.headers,
-    )
+    erased = await erase(http, tenant)
     assert erased.status_code == 202, erased.text
 
 

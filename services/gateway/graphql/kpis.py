@@ -311,19 +311,23 @@ def _spend_cells(context: Context, cells: int) -> None:
     """Counts a field's scalars against its request's budget, or refuses the field."""
     spent = context.kpi_cells + cells
     if spent > MAX_GRAPHQL_CELLS:
-        raise InvalidInput(
-            f"this request's kpis answers write out more than {MAX_GRAPHQL_CELLS:,} values",
-            [
-                FieldError(
-                    field="input.metrics",
-                    reason=f"more than {MAX_GRAPHQL_CELLS:,} values (each period, dimension "
-                    "and metric field of every row, aliases included) across the kpis fields "
-                    "of one request; ask in several requests, for fewer metrics or rows, or "
-                    "read it from GET /v1/kpis",
-                )
-            ],
-        )
+        _refuse_cells()
     context.kpi_cells = spent
+
+
+def _refuse_cells() -> NoReturn:
+    raise InvalidInput(
+        f"this request's kpis answers write out more than {MAX_GRAPHQL_CELLS:,} values",
+        [
+            FieldError(
+                field="input.metrics",
+                reason=f"more than {MAX_GRAPHQL_CELLS:,} values (each period, dimension "
+                "and metric field of every row, aliases included) across the kpis fields "
+                "of one request; ask in several requests, for fewer metrics or rows, or "
+                "read it from GET /v1/kpis",
+            )
+        ],
+    )
 
 
 @strawberry.type
@@ -358,7 +362,7 @@ class KpiQuery:
             if not refused.detail.startswith(TOO_MANY_ROWS):
                 raise
             if most_rows < MAX_GRAPHQL_ROWS:
-                _spend_cells(info.context, MAX_GRAPHQL_CELLS + 1)
+                _refuse_cells()  # the budget, not the rows cap, bounded it
             _refuse_rows(input)
         rows = len(body.get("rows", []))
         if rows > MAX_GRAPHQL_ROWS:

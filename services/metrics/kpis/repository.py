@@ -32,6 +32,12 @@ SALES_SUMS = {
 }
 
 
+def _sales_table(grouping: Grouping) -> str:
+    # Without SKU or category the per-store rollup answers: a few rows a day.
+    by_sku = any(d in ("sku", "category") for d in [*grouping.group_by, *grouping.filters])
+    return "daily_sales" if by_sku else "daily_store_sales"
+
+
 @dataclass(frozen=True)
 class Grouping:
     tenant_id: str
@@ -279,12 +285,9 @@ class RollupRepository:
     async def sales(self, grouping: Grouping, sums: dict[str, str]) -> list[asyncpg.Record]:
         """The ``sums`` of live lines' rollups (name: expression of their columns), each
         money one (all but units) converted: a sum of products per row."""
-        by_sku = any(d in ("sku", "category") for d in [*grouping.group_by, *grouping.filters])
-        # Without SKU or category the per-store rollup answers: a few rows a day.
-        table = "daily_sales" if by_sku else "daily_store_sales"
         return await self._summed_then_converted(
             grouping,
-            table,
+            _sales_table(grouping),
             sums,
             money=set(sums) - {"units"},
         )
@@ -547,9 +550,7 @@ class RollupRepository:
             sales_days = "SELECT NULL::date WHERE false"
         else:
             # As ``sales`` reads them: summed per day and group, each row apart by SKU.
-            by_row = any(d in ("sku", "category") for d in [*grouping.group_by, *filters])
-            table = "daily_sales" if by_row else "daily_store_sales"
-            where = f"""FROM {table} WHERE tenant_id = $1 AND currency = $2
+            where = f"""FROM {_sales_table(grouping)} WHERE tenant_id = $1 AND currency = $2
                 AND local_date = ANY($3::date[]) {clauses}"""
             if by_sku:
                 nonzero = " OR ".join(f"({expression}) <> 0" for expression in sums)
