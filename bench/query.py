@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -346,12 +346,13 @@ def main() -> None:
     started = time.monotonic()
     duck = generate(args.lines, workdir, args.skus_with_ads)
     generated = time.monotonic() - started
-    with running_stack() as config:
-        tenant = new_tenant(config)
-        loaded = asyncio.run(load(config.database_url, tenant.tenant_id, workdir))
-        ours = asyncio.run(graphql_times(config.url("gateway"), tenant, args.rounds))
-    for name in ("lines.csv", "fx.csv", "ads.csv"):
-        os.unlink(workdir / name)
+    try:
+        with running_stack() as config:
+            tenant = new_tenant(config)
+            loaded = asyncio.run(load(config.database_url, tenant.tenant_id, workdir))
+            ours = asyncio.run(graphql_times(config.url("gateway"), tenant, args.rounds))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     theirs = duck_times(duck, args.rounds)
     print(f"machine: {machine()}")
     print(

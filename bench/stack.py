@@ -6,6 +6,7 @@ import contextlib
 import os
 import platform
 import secrets
+import shutil
 import signal
 import tempfile
 from collections.abc import Iterator
@@ -66,6 +67,8 @@ def running_stack() -> Iterator[StackConfig]:
         launcher.shutdown()
         os.environ.clear()
         os.environ.update(saved)
+        # A run leaves hundreds of megabytes of database and logs; nothing reads them after.
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def new_tenant(config: StackConfig) -> BenchTenant:

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator
+from pydantic import AfterValidator, AwareDatetime, WrapValidator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.access import Access, WholeTenantAdmin
@@ -195,7 +195,7 @@ def _in_utc(value: datetime) -> datetime:
 
 # ``since`` and ``until`` of an audit question: written as events' timestamps are (digits
 # would be read as seconds since 1970, and one without an offset in no known zone).
-AuditInstant = Annotated[AwareDatetime, BeforeValidator(timestamp_text), AfterValidator(_in_utc)]
+AuditInstant = Annotated[AwareDatetime, WrapValidator(timestamp_text), AfterValidator(_in_utc)]
 
 
 async def audit_rows(

@@ -26,7 +26,9 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     WithJsonSchema,
+    WrapValidator,
     create_model,
     model_validator,
 )
@@ -115,17 +117,23 @@ def _clock_beyond(text: str) -> str | None:
     return None
 
 
-def timestamp_text(value: object) -> object:
+def timestamp_text(value: object, parse: ValidatorFunctionWrapHandler) -> object:
+    """A timestamp as ``parse`` reads it, from text written from its date on; a clock
+    out of range is named. (Wraps the parser: every event has one or more timestamps,
+    and its clock needs reading only when the parser refuses it.)"""
     if isinstance(value, dt.datetime):
-        return value
+        return parse(value)
     if not isinstance(value, str) or not _TIMESTAMP_TEXT.match(value):
         raise ValueError(TIMESTAMP_REASON)
-    beyond = _clock_beyond(value)
-    if beyond == OFFSET_REASON:
-        raise ValueError(OFFSET_REASON)
-    if beyond is not None:
-        raise ValueError(f"{TIMESTAMP_REASON} ({beyond})")
-    return value
+    try:
+        return parse(value)
+    except ValidationError:
+        beyond = _clock_beyond(value)
+        if beyond == OFFSET_REASON:
+            raise ValueError(OFFSET_REASON) from None
+        if beyond is not None:
+            raise ValueError(f"{TIMESTAMP_REASON} ({beyond})") from None
+        raise
 
 
 def _dated(value: dt.date) -> dt.date:
@@ -157,13 +165,12 @@ def within_offsets(value: dt.datetime) -> bool:
 
 def _timed(value: dt.datetime, info: ValidationInfo) -> dt.datetime:
     _dated(value.date())
-    offset = value.utcoffset()
-    if not within_offsets(value) and accepting(info):
+    if not accepting(info):
+        return value
+    if not within_offsets(value):
         raise ValueError(OFFSET_REASON)
-    if (
-        offset is not None
-        and accepting(info)
-        and not FIRST_INSTANT <= value < _LAST_INSTANT + dt.timedelta(seconds=1)
+    if value.utcoffset() is not None and not (
+        FIRST_INSTANT <= value < _LAST_INSTANT + dt.timedelta(seconds=1)
     ):
         raise ValueError(f"must be {INSTANT_RANGE}")
     return value
@@ -258,7 +265,7 @@ Quantity = Annotated[int, Field(gt=0, le=MAX_INT, strict=True)]
 EventDate = Annotated[dt.date, BeforeValidator(_date_text), AfterValidator(_dated)]
 EventTime = Annotated[
     AwareDatetime,
-    BeforeValidator(timestamp_text),
+    WrapValidator(timestamp_text),
     AfterValidator(_timed),
     WithJsonSchema(
         {

@@ -68,9 +68,11 @@ def parse_decimal_string(value: object, info: ValidationInfo) -> Decimal:
     if result.adjusted() >= AMOUNT_DIGITS:
         # Beyond any real amount, and past what a float answer can say to the cent.
         raise ValueError("must be less than 10^15 in absolute value")
-    places = -exponent - (len(digits) - len("".join(map(str, digits)).rstrip("0")))
-    if places > MAX_DECIMAL_PLACES and accepting(info):
-        raise ValueError(f"must have at most {MAX_DECIMAL_PLACES} decimal places")
+    # Written places past the limit may be trailing zeros ("1.50000000000"), which count not.
+    if -exponent > MAX_DECIMAL_PLACES and accepting(info):
+        places = -exponent - (len(digits) - len("".join(map(str, digits)).rstrip("0")))
+        if places > MAX_DECIMAL_PLACES:
+            raise ValueError(f"must have at most {MAX_DECIMAL_PLACES} decimal places")
     return result
 
 
