@@ -355,9 +355,23 @@ def _read_as_json(scope: Scope) -> bool:
     typed = dict(scope["headers"]).get(b"content-type", b"")
     media = typed.partition(b";")[0].strip().lower()
     if not media:
-        # Only methods whose routes read a body: a DELETE's is never read.
-        return scope["method"] in ("POST", "PUT", "PATCH")
+        # Only methods whose routes read a body (erasing a tenant reads a DELETE's).
+        return scope["method"] in ("POST", "PUT", "PATCH", "DELETE")
     return b"json" in media
+
+
+def _graphql_query_named_twice(
+    scope: Scope, field_of: Callable[[tuple[Any, ...]], tuple[int | None, str]]
+) -> list[FieldError]:
+    """Names given twice in the JSON of a GraphQL GET's ``variables`` or ``extensions``,
+    named as in a POST's body (``variables.i.metrics``)."""
+    errors: list[FieldError] = []
+    # Readable (UTF-8, each parameter once): the query string passed its checks.
+    for name, value in parse_qsl(scope.get("query_string", b"").decode("latin-1")):
+        if name in ("variables", "extensions"):
+            wrapped = b'{"' + name.encode() + b'": ' + value.encode() + b"}"
+            errors += named_twice(wrapped, field_of)
+    return errors
 
 
 class InputGuardMiddleware:
@@ -397,6 +411,11 @@ class InputGuardMiddleware:
         if unreadable is not None:
             await self.render(unreadable, scope)(scope, receive, send)
             return
+        if scope["path"] == GRAPHQL_PATH and scope["method"] in ("GET", "HEAD"):
+            errors = _graphql_query_named_twice(scope, self.field_of)
+            if errors:
+                await self._refuse(errors, scope, receive, send)
+                return
         if not _read_as_json(scope):
             await self.app(scope, receive, send)
             return

@@ -603,3 +603,17 @@ async def test_a_name_given_twice_in_any_json_body_is_refused(
     assert error["extensions"]["errors"] == [
         {"field": "variables.i.metrics", "reason": "given more than once"}
     ]
+    # Sent by GET, the variables are JSON in the query string: read the same way.
+    by_get = await http.get(
+        "/graphql",
+        params={
+            "query": "query($i: KpiQueryInput!) { kpis(input: $i) { currency } }",
+            "variables": question.split(b'"variables": ', 1)[1][:-1].decode(),
+        },
+        headers=tenant.headers,
+    )
+    assert by_get.status_code == 422, by_get.text
+    [error] = by_get.json()["errors"]
+    assert error["extensions"]["errors"] == [
+        {"field": "variables.i.metrics", "reason": "given more than once"}
+    ]

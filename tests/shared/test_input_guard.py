@@ -15,6 +15,7 @@ def guarded(forwarded: str) -> FastAPI:
     app = FastAPI()
 
     @app.post("/{rest:path}")
+    @app.delete("/{rest:path}")
     async def echo(request: Request) -> dict[str, int]:
         return {"bytes": len(await request.body())}
 
@@ -38,3 +39,15 @@ async def test_a_forwarded_body_is_left_to_the_service_that_reads_it() -> None:
     assert passed.status_code == 200, passed.text
     assert refused.status_code == 422
     assert refused.json()["errors"] == [{"field": "a", "reason": "given more than once"}]
+
+
+async def test_a_delete_body_without_a_type_is_read_as_its_route_reads_it() -> None:
+    """Erasing a tenant reads `{"confirm": ...}` from a DELETE's body, as JSON when it
+    comes with no type: its names are checked as every other JSON body's are."""
+    transport = httpx.ASGITransport(app=guarded("/v1/events"))
+    async with httpx.AsyncClient(transport=transport, base_url="http://guard") as client:
+        untyped = await client.request("DELETE", "/v1/tenants/t1", content=TWICE)
+        empty = await client.request("DELETE", "/v1/grants/g1")
+    assert untyped.status_code == 422, untyped.text
+    assert untyped.json()["errors"] == [{"field": "a", "reason": "given more than once"}]
+    assert empty.status_code == 200, empty.text
