@@ -163,15 +163,20 @@ def within_offsets(value: dt.datetime) -> bool:
     return offset is None or _OFFSETS[0] <= offset <= _OFFSETS[1]
 
 
+# Naive, in UTC: a pushed event has several timestamps, and comparing aware ones asks
+# each for its offset again.
+_FIRST_UTC = FIRST_INSTANT.replace(tzinfo=None)
+_AFTER_LAST_UTC = _LAST_INSTANT.replace(tzinfo=None) + dt.timedelta(seconds=1)
+
+
 def _timed(value: dt.datetime, info: ValidationInfo) -> dt.datetime:
     _dated(value.date())
-    if not accepting(info):
+    offset = value.utcoffset()
+    if offset is None or not accepting(info):
         return value
-    if not within_offsets(value):
+    if not _OFFSETS[0] <= offset <= _OFFSETS[1]:
         raise ValueError(OFFSET_REASON)
-    if value.utcoffset() is not None and not (
-        FIRST_INSTANT <= value < _LAST_INSTANT + dt.timedelta(seconds=1)
-    ):
+    if not _FIRST_UTC <= value.replace(tzinfo=None) - offset < _AFTER_LAST_UTC:
         raise ValueError(f"must be {INSTANT_RANGE}")
     return value
 
