@@ -125,6 +125,8 @@ def test_read_scopes_pass_and_credentials_round_trip_only_with_the_key() -> None
         ("walmart", "Orders: View Only"),
         ("shopify", "read_store_credit_account_transactions"),
         ("amazon", "InventoryAndOrderTracking"),
+        ("amazon", "Finance and Accounting, Selling Partner Insights"),
+        ("amazon", "Brand Analytics; Tax Remittance"),
         ("amazon_ads", "CampaignRead"),
     ):
         assert write_access(platform, scope) is None, (platform, scope)
@@ -141,6 +143,11 @@ def test_read_scopes_pass_and_credentials_round_trip_only_with_the_key() -> None
         ("shopify", "WriteOrders"),
         ("tiktok", "seller.productwrite"),
         ("shopify", "\uff57rite_orders"),
+        # A role joined with others in one string grants it all the same.
+        ("amazon", "Orders,Pricing"),
+        ("amazon", "Product Listing & Pricing"),
+        ("amazon", "sellingpartnerapi::pricing"),
+        ("amazon", "Role: Buyer Communication"),
     ):
         assert write_access(platform, scope) is not None, (platform, scope)
     box = CredentialBox(Fernet.generate_key().decode())

@@ -49,7 +49,9 @@ def write_access(platform: str, scope: str) -> str | None:
     plain = unicodedata.normalize("NFKC", scope)
     words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", plain).lower()
     compact = re.sub(r"[^a-z0-9]", "", words)
-    if platform == "amazon" and compact in _AMAZON_WRITE_ROLES:
+    # Within the string: roles joined in one ("Orders,Pricing", "Role: Pricing") grant
+    # each. No read-only role's name holds a writing one's.
+    if platform == "amazon" and any(role in compact for role in _AMAZON_WRITE_ROLES):
         return f"the SP-API role {scope} can change the seller's account"
     if _WRITE_WORDS.search(words) or _RUN_TOGETHER.search(compact):
         return f"{scope} grants write access; Lodestar connects read-only"
