@@ -89,12 +89,15 @@ class InvalidInput(LodestarError):
     graphql_code = "BAD_USER_INPUT"
 
 
+INVALID_JSON = "invalid JSON"
+
+
 class InvalidJson(InvalidInput):
     """A body that is no JSON at all: one answer, naming ``body``, from every service."""
 
     def __init__(self) -> None:
         super().__init__(
-            "the body is not valid JSON", [FieldError(field="body", reason="invalid JSON")]
+            "the body is not valid JSON", [FieldError(field="body", reason=INVALID_JSON)]
         )
 
 

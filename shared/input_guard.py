@@ -27,7 +27,13 @@ import orjson
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import FieldError, InvalidInput, LodestarError, UnsupportedMediaType
+from shared.errors import (
+    INVALID_JSON,
+    FieldError,
+    InvalidInput,
+    LodestarError,
+    UnsupportedMediaType,
+)
 from shared.events import NO_NUL
 
 REPEATED = "given more than once; a list takes its values comma-separated"
@@ -167,8 +173,12 @@ def _query_errors(query_string: bytes, repeats: bool = True) -> list[FieldError]
 NESTED_TOO_DEEP = "is nested too deeply to read"
 
 
+class NotJsonConstant(ValueError):
+    """NaN, Infinity or -Infinity, which Python's parser takes and no JSON holds."""
+
+
 def _refuse_constant(constant: str) -> Any:
-    raise ValueError(f"{constant} is not JSON")
+    raise NotJsonConstant(f"{constant} is not JSON")
 
 
 def _whole_number(text: str) -> int | float:
@@ -303,7 +313,7 @@ def named_twice(
     """A field given twice in one object of a JSON body: JSON parsers keep either value
     (the last, here), and an ERP that writes a quantity and then its correction would
     have one of them taken without a word (the CSV upload refuses a column named twice,
-    the query string a parameter)."""
+    the query string a parameter). Also ``body`` itself when it holds NaN or Infinity."""
     if b":" not in body:
         return []
     try:
@@ -315,6 +325,11 @@ def named_twice(
     try:
         # As the lenient reader takes numbers: 1e400 and 5,000 digits are JSON here too.
         paths = list(_paths_named_twice(loads_beyond_doubles(body, _marking_names_twice)))
+    except NotJsonConstant:
+        # The routes' own parser (Python's) would read NaN or Infinity as a number, and
+        # a credential would be kept holding one: it is no JSON.
+        index, field = field_of(("body",))
+        return [FieldError(field, INVALID_JSON, index=index)]
     except ValueError:
         return []  # no JSON: the route says so
     except RecursionError:

@@ -617,3 +617,29 @@ async def test_a_name_given_twice_in_any_json_body_is_refused(
     assert error["extensions"]["errors"] == [
         {"field": "variables.i.metrics", "reason": "given more than once"}
     ]
+
+
+async def test_nan_and_infinity_are_no_json_on_any_route(
+    http: httpx.AsyncClient, tenant: TenantClient
+) -> None:
+    """Python's parser, which the routes read bodies with, takes NaN and Infinity as
+    numbers: a connection was kept with a NaN in its sealed credentials, and other
+    routes named a field's type instead of the body."""
+    connection = (
+        b'{"platform": "amazon", "store_id": "nan-1", "marketplace": "US",'
+        b' "granted_scopes": ["Orders"], "credentials": {"refresh_token": NaN}}'
+    )
+    for method, path, body in (
+        ("POST", "/v1/connections", connection),
+        ("PUT", "/v1/settings/kpi", b'{"gmv_includes_tax": -Infinity}'),
+        ("POST", "/v1/events", b'{"events": [], "x": Infinity}'),
+        ("POST", "/graphql", b'{"query": "{ __typename }", "variables": {"x": NaN}}'),
+    ):
+        answer = await http.request(method, path, content=body, headers={**tenant.headers, **JSON})
+        assert answer.status_code == 422, (path, answer.text)
+        errors = answer.json()["errors"]
+        if path == "/graphql":
+            errors = errors[0]["extensions"]["errors"]
+        assert errors == [{"field": "body", "reason": "invalid JSON"}], path
+    listed = await http.get("/v1/connections", headers=tenant.headers)
+    assert listed.json()["connections"] == []
