@@ -55,6 +55,8 @@ GRAPHQL_PATH = "/graphql"
 # Routes that answer a repeated parameter themselves: OAuth's authorization endpoint
 # sends its errors back to the client's redirect URI (RFC 6749 §4.1.2.1).
 REPEATS_ANSWERED_BY_ROUTE = frozenset({"/oauth/authorize"})
+# The one DELETE whose body a route reads: erasing a tenant repeats its id to confirm.
+_DELETE_READING_BODY = re.compile(r"/v1/tenants/[^/]+")
 
 
 def _shown(name: str) -> str:
@@ -370,8 +372,10 @@ def _read_as_json(scope: Scope) -> bool:
     typed = dict(scope["headers"]).get(b"content-type", b"")
     media = typed.partition(b";")[0].strip().lower()
     if not media:
-        # Only methods whose routes read a body (erasing a tenant reads a DELETE's).
-        return scope["method"] in ("POST", "PUT", "PATCH", "DELETE")
+        # Only bodies a route reads: no DELETE's but an erasure's.
+        if scope["method"] == "DELETE":
+            return _DELETE_READING_BODY.fullmatch(scope["path"]) is not None
+        return scope["method"] in ("POST", "PUT", "PATCH")
     return b"json" in media
 
 
