@@ -42,6 +42,9 @@ async def test_tenant_validation_names_the_field(http: httpx.AsyncClient, admin_
         )
         assert page.json()["tenants"], "the new tenant is on no page"
         listed += [t["id"] for t in page.json()["tenants"]]
+    beyond = await http.get("/v1/tenants", params={"offset": 2**63}, headers=auth)
+    assert beyond.status_code == 422, beyond.text
+    assert [e["field"] for e in beyond.json()["errors"]] == ["offset"]
 
 
 async def test_client_scopes_are_checked(

@@ -21,6 +21,7 @@ from services.gateway.tenants.schemas import (
 from shared.access import KnownParametersOnly, refuse_erased, refuse_unknown_parameters
 from shared.auth import Principal, current_principal, require_scope
 from shared.deps import DbSession
+from shared.events import MAX_INT
 from shared.openapi import LOCATED, ErrorBody, either_scope
 from shared.scopes import PLATFORM_ADMIN, TENANT_ADMIN
 
@@ -79,7 +80,8 @@ async def list_tenants(
     known: KnownParametersOnly,
     session: DbSession,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    # Bounded: PostgreSQL's OFFSET is a bigint, and a larger one failed as a 500.
+    offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
 ) -> TenantList:
     tenants = await TenantRepository(session).list_all(limit, offset)
     return TenantList(tenants=[TenantOut.model_validate(t) for t in tenants])
