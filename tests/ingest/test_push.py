@@ -1057,3 +1057,43 @@ async def test_a_big_batch_is_read_while_other_pushes_are_answered(
     release.set()
     assert (await big).json() == {"accepted": 2000, "duplicates": 0}
     assert released == [True]
+
+
+async def test_a_caller_limited_to_marketplaces_counts_no_warehouse_another_one_counted(
+    ingest: IngestService,
+) -> None:
+    """A warehouse's stock on a date is its latest snapshot, whatever marketplace it was
+    sent under: a user limited to MX replaced the seller's US count with its own, and the
+    store's stock went from 350 to nothing for everyone."""
+    tenant = new_tenant_id()
+
+    def snapshot(event_id: str, marketplace: str, **payload: Any) -> dict[str, Any]:
+        return {
+            **order_line(event_id), "type": "inventory_snapshot",
+            "source": {"platform": "amazon", "store_id": "acme-us", "marketplace": marketplace},
+            "occurred_at": "2026-03-01T23:00:00Z",
+            "payload": {"date": "2026-03-01", "sku": "LAMP-01", "warehouse": "W1",
+                        "on_hand": 0, **payload},
+        }  # fmt: skip
+
+    assert (await ingest.push(tenant, [snapshot("us-w1", "US", on_hand=350)])).status_code == 202
+    token = ingest.minter.mint(tenant, ["ingest:write"], limits={"marketplaces": ["MX"]})
+    bearer = {"Authorization": f"Bearer {token}"}
+    refused = await ingest.client.post(
+        "/v1/events", json={"events": [snapshot("mx-w1", "MX")]}, headers=bearer
+    )
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["errors"] == [
+        {"index": 0, "field": "payload.warehouse",
+         "reason": "warehouse W1 of store acme-us was counted for SKU LAMP-01 on 2026-03-01 "
+                   "outside what this caller may reach"}
+    ]  # fmt: skip
+    # Another warehouse, another date, or a count of its own it may push, and push again.
+    for event in (
+        snapshot("mx-w2", "MX", warehouse="W2"),
+        snapshot("mx-d2", "MX", date="2026-03-02"),
+        snapshot("mx-d2", "MX", date="2026-03-02", on_hand=5) | {"version": 2},
+    ):
+        answer = await ingest.client.post("/v1/events", json={"events": [event]}, headers=bearer)
+        assert answer.status_code == 202, answer.text
+    assert await ingest.outbox_rows(tenant) == 4

@@ -35,6 +35,11 @@ def _accepted_event(row: asyncpg.Record) -> AcceptedEvent:
     return AcceptedEvent(*(row[name] for name in AcceptedEvent._fields))
 
 
+def stock_count_of(snapshot: InventorySnapshot) -> str:
+    """The count a snapshot is of: its date, then its warehouse, as one text."""
+    return f"{snapshot.date.isoformat()} {snapshot.warehouse}"
+
+
 def order_of(event: Event) -> str | None:
     """The order an event names (a line, a refund, a shipment, a defect, a fee)."""
     order_id = getattr(event.payload, "order_id", None)
@@ -135,11 +140,12 @@ class EventRepository:
             """
             INSERT INTO event_versions AS ev
                 (tenant_id, event_id, version, store_id, marketplace, event_type, category, sku,
-                 order_id)
+                 order_id, stock_count)
             SELECT $1, e.* FROM unnest(
                 $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-                $9::text[]
-            ) AS e(event_id, version, store_id, marketplace, event_type, category, sku, order_id)
+                $9::text[], $10::text[]
+            ) AS e(event_id, version, store_id, marketplace, event_type, category, sku, order_id,
+                   stock_count)
             ON CONFLICT (tenant_id, event_id) DO UPDATE SET
                 version = EXCLUDED.version,
                 store_id = EXCLUDED.store_id,
@@ -147,7 +153,8 @@ class EventRepository:
                 event_type = EXCLUDED.event_type,
                 category = EXCLUDED.category,
                 sku = EXCLUDED.sku,
-                order_id = EXCLUDED.order_id
+                order_id = EXCLUDED.order_id,
+                stock_count = EXCLUDED.stock_count
             WHERE ev.version < EXCLUDED.version
               AND (ev.event_type IS NULL OR ev.event_type = EXCLUDED.event_type)
             RETURNING event_id
@@ -164,8 +171,46 @@ class EventRepository:
             ],
             [e.payload.sku if isinstance(e.payload, CATEGORIZED_BY_SKU) else None for e in events],
             [order_of(e) for e in events],
+            [
+                stock_count_of(e.payload) if isinstance(e.payload, InventorySnapshot) else None
+                for e in events
+            ],
         )
         return {row["event_id"] for row in rows}
+
+    async def counts_beyond_marketplaces(
+        self, tenant_id: str, counts: set[tuple[str, str, str]], marketplaces: frozenset[str]
+    ) -> set[tuple[str, str, str]]:
+        """Of these (store, SKU, count) keys, those an inventory snapshot accepted under
+        another marketplace than ``marketplaces`` holds (its latest version).
+
+        Each key is locked until the transaction ends, in order: a snapshot pushed beside
+        the check would otherwise be replaced unchecked."""
+        stores, skus, stock_counts = zip(*sorted(counts), strict=True) if counts else ((), (), ())
+        await self.conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended("
+            "'ingest.stock:' || $1 || ':' || s || ':' || k || ':' || c, 0)) "
+            "FROM unnest($2::text[], $3::text[], $4::text[]) AS t(s, k, c) ORDER BY s, k, c",
+            tenant_id,
+            list(stores),
+            list(skus),
+            list(stock_counts),
+        )
+        rows = await self.conn.fetch(
+            """
+            SELECT DISTINCT ev.store_id, ev.sku, ev.stock_count
+            FROM unnest($2::text[], $3::text[], $4::text[]) AS c(store_id, sku, stock_count)
+            JOIN event_versions ev ON ev.tenant_id = $1 AND ev.store_id = c.store_id
+                                  AND ev.sku = c.sku AND ev.stock_count = c.stock_count
+            WHERE ev.marketplace <> ALL($5::text[])
+            """,
+            tenant_id,
+            list(stores),
+            list(skus),
+            list(stock_counts),
+            sorted(marketplaces),
+        )
+        return {(row["store_id"], row["sku"], row["stock_count"]) for row in rows}
 
     async def events_of_orders(
         self, tenant_id: str, orders: set[tuple[str, str]]

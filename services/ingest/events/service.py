@@ -12,7 +12,12 @@ from typing import Any, Literal
 import orjson
 from fastapi.responses import JSONResponse
 
-from services.ingest.events.repository import AcceptedEvent, EventRepository, order_of
+from services.ingest.events.repository import (
+    AcceptedEvent,
+    EventRepository,
+    order_of,
+    stock_count_of,
+)
 from services.ingest.outbox.repository import OutboxRepository
 from shared.access import Access
 from shared.auth import Principal
@@ -25,7 +30,7 @@ from shared.errors import (
     PayloadTooLarge,
     named_briefly,
 )
-from shared.events import Event, OrderLine, topic_for, validate_batch
+from shared.events import Event, InventorySnapshot, OrderLine, topic_for, validate_batch
 from shared.input_guard import loads_beyond_doubles
 from shared.telemetry import inject_headers
 from shared.time import utcnow
@@ -301,6 +306,8 @@ async def check_replaced(
         errors += await _skus_of_other_categories(repository, tenant_id, events, access, rows)
     else:
         errors += await _skus_sold_beyond_reach(repository, tenant_id, events, access, rows)
+    if access.marketplaces is not None:
+        errors += await _counts_beyond_reach(repository, tenant_id, events, access, rows)
     if errors:
         bad = len({e.index for e in errors})
         raise Forbidden(f"{bad} event(s) reach beyond what this caller may push to", errors)
@@ -446,6 +453,44 @@ async def _skus_sold_beyond_reach(
             reason = reasons[refiled].format(line.sku)
             errors.append(
                 FieldError("payload.category", reason, index=index, row=_row(index, rows))
+            )
+    return errors
+
+
+async def _counts_beyond_reach(
+    repository: EventRepository,
+    tenant_id: str,
+    events: list[Event],
+    access: Access,
+    rows: Sequence[int] | None,
+) -> list[FieldError]:
+    """A warehouse's stock on a date is its latest snapshot, sent under whichever
+    marketplace: a caller limited to marketplaces may count a warehouse only on dates no
+    snapshot outside them counted it, or its count would replace another marketplace's
+    for everyone (and tell the caller one was there)."""
+    assert access.marketplaces is not None
+    snapshots = [
+        (index, event.source.store_id, event.payload)
+        for index, event in enumerate(events)
+        if isinstance(event.payload, InventorySnapshot)
+    ]
+    if not snapshots:
+        return []
+    beyond = await repository.counts_beyond_marketplaces(
+        tenant_id,
+        {(store_id, snapshot.sku, stock_count_of(snapshot)) for _, store_id, snapshot in snapshots},
+        access.marketplaces,
+    )
+    errors = []
+    for index, store_id, snapshot in snapshots:
+        if (store_id, snapshot.sku, stock_count_of(snapshot)) in beyond:
+            reason = (
+                f"warehouse {snapshot.warehouse} of store {store_id} was counted for SKU "
+                f"{snapshot.sku} on {snapshot.date.isoformat()} outside what this caller may "
+                "reach"
+            )
+            errors.append(
+                FieldError("payload.warehouse", reason, index=index, row=_row(index, rows))
             )
     return errors
 
