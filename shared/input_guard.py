@@ -20,6 +20,7 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
@@ -389,7 +390,11 @@ def _graphql_query_named_twice(
     for name, value in parse_qsl(scope.get("query_string", b"").decode("latin-1")):
         if name in ("variables", "extensions"):
             wrapped = b'{"' + name.encode() + b'": ' + value.encode() + b"}"
-            errors += named_twice(wrapped, field_of)
+            # What is no JSON (a NaN) is this parameter, not a body.
+            errors += [
+                replace(error, field=name) if error.field == "body" else error
+                for error in named_twice(wrapped, field_of)
+            ]
     return errors
 
 

@@ -643,3 +643,13 @@ async def test_nan_and_infinity_are_no_json_on_any_route(
         assert errors == [{"field": "body", "reason": "invalid JSON"}], path
     listed = await http.get("/v1/connections", headers=tenant.headers)
     assert listed.json()["connections"] == []
+    # By GET, the variables are the parameter that holds no JSON.
+    by_get = await http.get(
+        "/graphql",
+        params={"query": "{ __typename }", "variables": '{"x": NaN}'},
+        headers=tenant.headers,
+    )
+    assert by_get.status_code == 422, by_get.text
+    assert by_get.json()["errors"][0]["extensions"]["errors"] == [
+        {"field": "variables", "reason": "invalid JSON"}
+    ]
