@@ -22,6 +22,7 @@ from shared.access import Access, WholeTenantAdmin
 from shared.auth import Principal
 from shared.db import Database, hold_tenants
 from shared.events import OFFSET_REASON, timestamp_text, within_offsets
+from shared.query_lists import WholeNumber
 from shared.telemetry import current_trace_id
 
 log = logging.getLogger("lodestar.audit")
@@ -245,7 +246,7 @@ def audit_router() -> APIRouter:
         access: WholeTenantAdmin,
         since: AuditInstant | None = None,
         until: AuditInstant | None = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_ROWS)] = 100,
+        limit: Annotated[WholeNumber, Query(ge=1, le=MAX_AUDIT_ROWS)] = 100,
     ) -> dict[str, Any]:
         rows = await audit_rows(request.app.state.db, access.tenant_id, since, until, limit)
         return {"entries": rows}

@@ -10,14 +10,34 @@ reaches metrics whole.
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Iterable
+from typing import Annotated
+
+from pydantic import BeforeValidator
 
 from shared.errors import FieldError, InvalidInput
 
 UNCLOSED_QUOTE = 'a value opened with " is not closed; write "a, b" for a value with a comma'
 AFTER_QUOTE = 'a quoted value goes on to its closing " and then a comma: "a, b",c'
 QUOTE = '"'
+
+
+WHOLE_NUMBER_REASON = "must be a whole number written in digits (100, not 100.0 or +100)"
+_DIGITS = re.compile(r"[0-9]{1,18}")
+
+
+def _written_in_digits(value: object) -> object:
+    # A parameter is text: the lenient integer parser read "2026.0", "+2026" and "2_026"
+    # as 2026, where the KPI routes' whole numbers refuse them.
+    if isinstance(value, str) and not _DIGITS.fullmatch(value):
+        raise ValueError(WHOLE_NUMBER_REASON)
+    return value
+
+
+# A whole-number query parameter, written as digits only.
+WholeNumber = Annotated[int, BeforeValidator(_written_in_digits)]
 
 
 def split_list(value: str | None, field: str) -> list[str]:

@@ -653,3 +653,31 @@ async def test_nan_and_infinity_are_no_json_on_any_route(
     assert by_get.json()["errors"][0]["extensions"]["errors"] == [
         {"field": "variables", "reason": "invalid JSON"}
     ]
+
+
+async def test_whole_number_parameters_are_written_in_digits(
+    http: httpx.AsyncClient, tenant: TenantClient, admin_token: str
+) -> None:
+    """The lenient integer parser took "2026.0", "+2026" and "2_026" for 2026, where the
+    KPI routes refuse them: every whole-number parameter reads digits only."""
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    for path, name, written, headers in (
+        ("/v1/tenants", "limit", "100.0", admin),
+        ("/v1/tenants", "offset", "+5", admin),
+        ("/v1/audit", "limit", "1_0", tenant.headers),
+        ("/v1/targets/plans", "year", "2026.0", tenant.headers),
+        ("/v1/targets/plans", "year", " 2026", tenant.headers),
+    ):
+        answer = await http.get(path, params={name: written}, headers=headers)
+        assert answer.status_code == 422, (path, written, answer.text)
+        assert answer.json()["errors"] == [
+            {"field": name, "reason": "must be a whole number written in digits (100, not 100.0 "
+             "or +100)"}
+        ], (path, written)  # fmt: skip
+    for path, name, written, headers in (
+        ("/v1/tenants", "limit", "2", admin),
+        ("/v1/audit", "limit", "10", tenant.headers),
+        ("/v1/targets/plans", "year", "2026", tenant.headers),
+    ):
+        answer = await http.get(path, params={name: written}, headers=headers)
+        assert answer.status_code == 200, (path, written, answer.text)

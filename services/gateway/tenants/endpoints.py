@@ -23,6 +23,7 @@ from shared.auth import Principal, current_principal, require_scope
 from shared.deps import DbSession
 from shared.events import MAX_INT
 from shared.openapi import LOCATED, ErrorBody, either_scope
+from shared.query_lists import WholeNumber
 from shared.scopes import PLATFORM_ADMIN, TENANT_ADMIN
 
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
@@ -79,9 +80,9 @@ async def list_tenants(
     principal: Annotated[Principal, Depends(require_scope(PLATFORM_ADMIN))],
     known: KnownParametersOnly,
     session: DbSession,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    limit: Annotated[WholeNumber, Query(ge=1, le=500)] = 100,
     # Bounded: PostgreSQL's OFFSET is a bigint, and a larger one failed as a 500.
-    offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
+    offset: Annotated[WholeNumber, Query(ge=0, le=MAX_INT)] = 0,
 ) -> TenantList:
     tenants = await TenantRepository(session).list_all(limit, offset)
     return TenantList(tenants=[TenantOut.model_validate(t) for t in tenants])

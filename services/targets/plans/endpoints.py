@@ -8,6 +8,7 @@ from services.targets.plans.repository import PlanRepository
 from services.targets.plans.schemas import PlanList, PlanOut
 from shared.access import Access, require_access
 from shared.deps import DbSession
+from shared.query_lists import WholeNumber
 
 router = APIRouter(prefix="/v1/targets", tags=["targets"])
 
@@ -16,7 +17,7 @@ router = APIRouter(prefix="/v1/targets", tags=["targets"])
 async def list_plans(
     access: Annotated[Access, Depends(require_access("targets:read"))],
     session: DbSession,
-    year: Annotated[int | None, Query(ge=2000, le=2100)] = None,
+    year: Annotated[WholeNumber | None, Query(ge=2000, le=2100)] = None,
 ) -> PlanList:
     """The caller's tenant's target plans, optionally of one year. A plan sets the
     whole tenant's figures, so a caller limited to some stores, marketplaces or
