@@ -404,6 +404,9 @@ def test_padding_after_a_closing_quote_leaves_other_quotes_as_they_are() -> None
     # What follows a closing quote that is not padding is for the csv module to refuse.
     assert _refusal(f'{HEADER}\n"erp-1" x,{GOOD[0]}\n')[0][:2] == (2, "body")
     assert _refusal(f'{HEADER}\n"erp-1" ,{GOOD[0][6:]},"x"y\n')[0][:2] == (2, "body")
+    # Named on its own line, whatever padding the lines before it hold.
+    padded = GOOD[0].replace(",US,", ', "US" ,', 1)
+    assert _refusal(f'{HEADER}\n{padded}\n"erp-2" x,{GOOD[0][6:]}\n')[0][:2] == (3, "body")
 
 
 def test_excels_separator_line_is_no_header() -> None:

@@ -165,8 +165,8 @@ def _without_padding_around_quotes(text: str) -> str:
     refuses them after the closing quote, and reads a tab before the opening one as
     the start of an unquoted cell.
     Read cell by cell, as CSV is: a quote inside a quoted cell is data, and so is one
-    inside an unquoted cell. Anything else after a closing quote is left for the csv
-    module to refuse."""
+    inside an unquoted cell. Anything else after a closing quote is left, with the rest
+    of the text, for the csv module to refuse."""
     if _PADDING_AROUND_A_QUOTE.search(text) is None:
         return text
     kept: list[str] = []
@@ -177,7 +177,9 @@ def _without_padding_around_quotes(text: str) -> str:
             kept.append(quoted.group(1))
             at = quoted.end()
             if at < len(text) and text[at] not in ",\r\n":
-                return text
+                # Cleaned up to here, so that the csv module names this line, not the
+                # first padded one.
+                return "".join(kept) + text[at:]
         else:
             at_end = _UNQUOTED_CELL.match(text, at)
             assert at_end is not None  # matches the empty cell too
