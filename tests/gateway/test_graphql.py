@@ -514,8 +514,10 @@ async def test_no_or_bad_token_is_401_unauthenticated(
             assert response.status_code == 401, response.text
             assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
             body = response.json()
-            # Refused as a whole (GraphQL spec §7.1.2): no data, whether a field ran or not.
+            # Refused as a whole (GraphQL spec §7.1.2): no data, whether a field ran or not,
+            # and so no error names a field's path.
             assert "data" not in body, (ran, body)
+            assert all("path" not in error for error in body["errors"]), (ran, body)
             assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
         # A query sent by GET is executed too, and refused the same way.
         response = await fake.client.get("/graphql", params={"query": CATALOG}, headers=headers)

@@ -244,6 +244,11 @@ class Router(GraphQLRouter[object, None]):
         )
         if result.data is None and refused_whole:
             del answer["data"]
+            for error in answer.get("errors") or []:
+                # Refused whole, as a request before it runs: found out by a field that
+                # ran, the error would still name it, and tell the answer ran.
+                if isinstance(error, dict):
+                    error.pop("path", None)
         return answer
 
     def create_response(
