@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -184,12 +185,38 @@ _CSV_CHARSETS = {
     "utf-8": "utf-8",
     "utf8": "utf-8",
     "gb18030": "gb18030",
-    "gbk": "gb18030",
-    "gb2312": "gb18030",
+    # As Windows' code page 936 writes it (``_csv_bytes``); GB2312 is a part of it.
+    "gbk": "gbk",
+    "gb2312": "gbk",
     # UTF-8 led by a byte order mark, by which Excel in any locale (Portuguese,
     # Japanese ...) knows a CSV is UTF-8; ERP imports may choke on it, so only on asking.
     "utf-8-sig": "utf-8-sig",
 }
+
+
+def _euro_as_code_page_936(error: UnicodeError) -> tuple[bytes, int]:
+    """Code page 936, which Excel in a Chinese locale reads a CSV in, writes the euro
+    sign as the one byte 0x80; Python's GBK has no euro, and GB18030's is two other bytes."""
+    if isinstance(error, UnicodeEncodeError):
+        euros = error.object[error.start : error.end]
+        if euros == "\u20ac" * len(euros):
+            return b"\x80" * len(euros), error.end
+    raise error
+
+
+codecs.register_error("lodestar-euro-as-0x80", _euro_as_code_page_936)
+
+
+def _csv_bytes(text: str, charset: str) -> tuple[bytes, str]:
+    """The CSV answer in ``charset`` and the charset its Content-Type names: GBK asked
+    for, an answer holding a character GBK lacks (an emoji, a rare CJK ideograph) is
+    GB18030, which has every one and is GBK for all GBK holds."""
+    if charset == "gbk":
+        try:
+            return text.encode("gbk", errors="lodestar-euro-as-0x80"), "gbk"
+        except UnicodeEncodeError:
+            return text.encode("gb18030"), "gb18030"
+    return text.encode(charset), charset.removesuffix("-sig")
 
 
 def _without_charsets_not_offered(accept: str) -> str:
@@ -236,9 +263,11 @@ The CSV has one line per row and metric: `period`, one column per `group_by`
 dimension, `metric`, `value`, `previous`, `change`, `currency` (empty for counts and
 ratios); an empty cell is null, and the answer's warnings come as a JSON list in the
 `Lodestar-Warnings` header. It is
-UTF-8, or GB18030 when asked for with `Accept: text/csv; charset=gb18030` (or `gbk`),
-which Excel in a Chinese locale opens as it is; `charset=utf-8-sig` leads the UTF-8
-with a byte order mark, by which Excel in any locale reads it as UTF-8.
+UTF-8, or GB18030 when asked for with `Accept: text/csv; charset=gb18030`, or GBK with
+`charset=gbk` (or `gb2312`) as Windows' code page 936 writes it (the euro sign as 0x80),
+which Excel in a Chinese locale opens as it is (GB18030 when the answer holds a character
+GBK has not, as its Content-Type then says); `charset=utf-8-sig` leads the UTF-8 with a
+byte order mark, by which Excel in any locale reads it as UTF-8.
 
 An agency names the seller with `tenant_id` and sees only the granted stores; a user
 limited to stores, marketplaces or categories sees only those. Totals included; asking
@@ -379,11 +408,8 @@ async def kpis(
         # A CSV has no place for them: an empty cell must not pass for a silent zero.
         # Always sent, so that an ERP tells "no warnings" from a header it lost.
         headers[WARNINGS_HEADER] = warnings_header(body["warnings"])
-        return Response(
-            _csv(body, query.group_by).encode(charset),
-            media_type=f"text/csv; charset={charset.removesuffix('-sig')}",
-            headers=headers,
-        )
+        content, written_in = _csv_bytes(_csv(body, query.group_by), charset)
+        return Response(content, media_type=f"text/csv; charset={written_in}", headers=headers)
     # Built by the engine in the documented shape: serialised as is, not validated again.
     return Response(orjson.dumps(body), media_type="application/json", headers=headers)
 
