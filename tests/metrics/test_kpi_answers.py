@@ -236,9 +236,9 @@ async def test_a_csv_answer_in_gb18030_for_excel_in_a_chinese_locale(
     utf8, gbk, gb18030 = answers.values()
     assert utf8.headers["content-type"] == "text/csv; charset=utf-8"
     assert "台灯-白" in utf8.content.decode("utf-8")
-    for chinese, charset in ((gbk, "gbk"), (gb18030, "gb18030")):
-        assert chinese.headers["content-type"] == f"text/csv; charset={charset}"
-        assert chinese.content == utf8.content.decode("utf-8").encode(charset)
+    for chinese, written_in in ((gbk, "gbk"), (gb18030, "gb18030")):
+        assert chinese.headers["content-type"] == f"text/csv; charset={written_in}"
+        assert chinese.content == utf8.content.decode("utf-8").encode(written_in)
     # Another charset, another tag: a cache never hands one charset's answer for another.
     assert len({answer.headers["etag"] for answer in (utf8, gbk, gb18030)}) == 3
     refused = await http.get(
