@@ -138,3 +138,31 @@ async def test_idempotency_keys_move_under_their_caller_and_back(
         await asyncio.to_thread(command.downgrade, alembic_config("ingest", url), "0010")
         kept = await conn.fetch("SELECT key, request_hash FROM idempotency_keys ORDER BY 1")
         assert [tuple(r.values()) for r in kept] == [("k", "newest"), ("other", "alone")]
+
+
+async def test_snapshots_learn_their_count_from_the_outbox(fresh_database: FreshDatabase) -> None:
+    url = await fresh_database()
+    await asyncio.to_thread(upgrade, "ingest", url, "0012")
+    async with schema_connection(url, "ingest") as conn:
+        await conn.execute(
+            "INSERT INTO event_versions (tenant_id, event_id, version, event_type) VALUES "
+            "('t1', 'count', 2, 'inventory_snapshot'), ('t1', 'gone', 1, 'inventory_snapshot'), "
+            "('t1', 'traffic', 1, 'traffic')"
+        )
+        rows = [
+            ("count", 1, "inventory_snapshot", {"date": "2026-02-28", "warehouse": "W0"}),
+            ("count", 2, "inventory_snapshot", {"date": "2026-03-01", "warehouse": "FBA US"}),
+            ("traffic", 1, "traffic", {"date": "2026-03-01", "sku": "LAMP"}),
+        ]
+        await conn.executemany(
+            "INSERT INTO outbox (tenant_id, event_id, version, event_type, topic, payload) "
+            "VALUES ('t1', $1, $2, $3, 'topic', $4)",
+            [(e, v, t, orjson.dumps({"payload": p})) for e, v, t, p in rows],
+        )
+        await asyncio.to_thread(upgrade, "ingest", url, "0013")
+        found = await conn.fetch("SELECT event_id, stock_count FROM event_versions ORDER BY 1")
+        # The latest version's count; one the outbox no longer holds stays unknown.
+        assert [tuple(r.values()) for r in found] == [
+            ("count", "2026-03-01 FBA US"), ("gone", None), ("traffic", None),
+        ]  # fmt: skip
+        await asyncio.to_thread(command.downgrade, alembic_config("ingest", url), "0012")
