@@ -310,13 +310,15 @@ def _counted_once(body: bytes, parsed: Any) -> bool:
 _UNREAD = object()
 
 
-def named_twice(
+def misread_json(
     body: bytes, field_of: Callable[[tuple[Any, ...]], tuple[int | None, str]]
 ) -> list[FieldError]:
-    """A field given twice in one object of a JSON body: JSON parsers keep either value
-    (the last, here), and an ERP that writes a quantity and then its correction would
-    have one of them taken without a word (the CSV upload refuses a column named twice,
-    the query string a parameter). Also ``body`` itself when it holds NaN or Infinity."""
+    """What a JSON body holds that the routes' parser (Python's) would read silently
+    otherwise than JSON means it. A field given twice in one object: either value is
+    kept (the last, here), and an ERP that writes a quantity and then its correction
+    would have one of them taken without a word (the CSV upload refuses a column named
+    twice, the query string a parameter). NaN or Infinity, which it reads as numbers:
+    no JSON at all, ``body`` is named."""
     if b":" not in body:
         return []
     try:
@@ -380,11 +382,11 @@ def _read_as_json(scope: Scope) -> bool:
     return b"json" in media
 
 
-def _graphql_query_named_twice(
+def _graphql_query_misread(
     scope: Scope, field_of: Callable[[tuple[Any, ...]], tuple[int | None, str]]
 ) -> list[FieldError]:
-    """Names given twice in the JSON of a GraphQL GET's ``variables`` or ``extensions``,
-    named as in a POST's body (``variables.i.metrics``)."""
+    """``misread_json`` of a GraphQL GET's ``variables`` or ``extensions``, named as in a
+    POST's body (``variables.i.metrics``)."""
     errors: list[FieldError] = []
     # Readable (UTF-8, each parameter once): the query string passed its checks.
     for name, value in parse_qsl(scope.get("query_string", b"").decode("latin-1")):
@@ -393,7 +395,7 @@ def _graphql_query_named_twice(
             # What is no JSON (a NaN) is this parameter, not a body.
             errors += [
                 replace(error, field=name) if error.field == "body" else error
-                for error in named_twice(wrapped, field_of)
+                for error in misread_json(wrapped, field_of)
             ]
     return errors
 
@@ -436,7 +438,7 @@ class InputGuardMiddleware:
             await self.render(unreadable, scope)(scope, receive, send)
             return
         if scope["path"] == GRAPHQL_PATH and scope["method"] in ("GET", "HEAD"):
-            errors = _graphql_query_named_twice(scope, self.field_of)
+            errors = _graphql_query_misread(scope, self.field_of)
             if errors:
                 await self._refuse(errors, scope, receive, send)
                 return
@@ -457,7 +459,7 @@ class InputGuardMiddleware:
             return
         errors = _body_errors(body, self.field_of)
         if not errors and not self.forwarded(scope["path"]):
-            errors = named_twice(body, self.field_of)
+            errors = misread_json(body, self.field_of)
         if errors:
             await self._refuse(errors, scope, receive, send)
             return

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import asyncpg
 import orjson
 from alembic import command
 
@@ -14,6 +16,17 @@ from tests.conftest import FreshDatabase, schema_connection
 def message(version: int, store: str) -> bytes:
     source = {"platform": "amazon", "store_id": store, "marketplace": "US"}
     return orjson.dumps({"event_id": "e1", "version": version, "source": source})
+
+
+async def outbox_holds(
+    conn: asyncpg.Connection, rows: list[tuple[str, int, str, dict[str, Any]]]
+) -> None:
+    """Outbox rows of tenant t1: (event id, version, type, payload)."""
+    await conn.executemany(
+        "INSERT INTO outbox (tenant_id, event_id, version, event_type, topic, payload) "
+        "VALUES ('t1', $1, $2, $3, 'topic', $4)",
+        [(e, v, t, orjson.dumps({"payload": p})) for e, v, t, p in rows],
+    )
 
 
 async def test_event_versions_learn_their_store_and_type_from_the_outbox(
@@ -61,11 +74,7 @@ async def test_order_lines_learn_their_category_from_the_outbox(
             ("plain", 1, "order_line", {}),
             ("fee", 1, "fee", {"fee_type": "other"}),
         ]
-        await conn.executemany(
-            "INSERT INTO outbox (tenant_id, event_id, version, event_type, topic, payload) "
-            "VALUES ('t1', $1, $2, $3, 'topic', $4)",
-            [(e, v, t, orjson.dumps({"payload": p})) for e, v, t, p in rows],
-        )
+        await outbox_holds(conn, rows)
         await asyncio.to_thread(upgrade, "ingest", url, "0007")
         found = await conn.fetch("SELECT event_id, category FROM event_versions ORDER BY 1")
         assert [tuple(r.values()) for r in found] == [
@@ -89,11 +98,7 @@ async def test_events_learn_their_order_from_the_outbox(fresh_database: FreshDat
             ("defect", 1, "order_defect", {"order_id": "O-2"}),
             ("ad", 1, "ad_spend", {"sku": "LAMP"}),
         ]
-        await conn.executemany(
-            "INSERT INTO outbox (tenant_id, event_id, version, event_type, topic, payload) "
-            "VALUES ('t1', $1, $2, $3, 'topic', $4)",
-            [(e, v, t, orjson.dumps({"payload": p})) for e, v, t, p in rows],
-        )
+        await outbox_holds(conn, rows)
         await asyncio.to_thread(upgrade, "ingest", url, "0010")
         found = await conn.fetch("SELECT event_id, order_id FROM event_versions ORDER BY 1")
         assert [tuple(r.values()) for r in found] == [
@@ -154,11 +159,7 @@ async def test_snapshots_learn_their_count_from_the_outbox(fresh_database: Fresh
             ("count", 2, "inventory_snapshot", {"date": "2026-03-01", "warehouse": "FBA US"}),
             ("traffic", 1, "traffic", {"date": "2026-03-01", "sku": "LAMP"}),
         ]
-        await conn.executemany(
-            "INSERT INTO outbox (tenant_id, event_id, version, event_type, topic, payload) "
-            "VALUES ('t1', $1, $2, $3, 'topic', $4)",
-            [(e, v, t, orjson.dumps({"payload": p})) for e, v, t, p in rows],
-        )
+        await outbox_holds(conn, rows)
         await asyncio.to_thread(upgrade, "ingest", url, "0013")
         found = await conn.fetch("SELECT event_id, stock_count FROM event_versions ORDER BY 1")
         # The latest version's count; one the outbox no longer holds stays unknown.

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from services.ingest.events import service
-from shared.input_guard import named_twice
+from shared.input_guard import misread_json
 from shared.service import json_field_of
 from tests.conftest import NewTenant, TenantClient
 from tests.ingest.conftest import IngestService, MakeIngest, order_line
@@ -395,20 +395,20 @@ def test_a_field_given_twice_is_found_whatever_else_the_text_holds() -> None:
         '"deep": ' + "[" * 300 + "]" * 300 + ", ",  # deeper than orjson writes
     ):
         body = twice.replace('"payload": {', '"payload": {' + quirk, 1)
-        named = named_twice(f'{{"events": [{body}]}}'.encode(), json_field_of)
+        named = misread_json(f'{{"events": [{body}]}}'.encode(), json_field_of)
         assert [(e.index, e.field) for e in named] == [(0, "payload.quantity")], quirk
         once = line.replace('"payload": {', '"payload": {' + quirk, 1)
-        assert named_twice(f'{{"events": [{once}]}}'.encode(), json_field_of) == [], quirk
+        assert misread_json(f'{{"events": [{once}]}}'.encode(), json_field_of) == [], quirk
     # Any name may be a field's, even one of a NUL.
     marked = twice.replace('"payload": {', '"\\u0000twice": 5, "payload": {', 1)
-    named = named_twice(f'{{"events": [{marked}]}}'.encode(), json_field_of)
+    named = misread_json(f'{{"events": [{marked}]}}'.encode(), json_field_of)
     assert [(e.index, e.field) for e in named] == [(0, "payload.quantity")]
     # One name written two ways is one name given twice.
     spelt = line.replace('"quantity": 1', '"qu\\u0061ntity": 2, "quantity": 1')
-    assert named_twice(f'{{"events": [{spelt}]}}'.encode(), json_field_of) != []
+    assert misread_json(f'{{"events": [{spelt}]}}'.encode(), json_field_of) != []
     # Numbers beyond a double, which orjson refuses, are read to look.
     huge = twice.replace('"version": 1', '"version": 1e400')
-    assert named_twice(f'{{"events": [{huge}]}}'.encode(), json_field_of) != []
+    assert misread_json(f'{{"events": [{huge}]}}'.encode(), json_field_of) != []
 
 
 async def test_a_failed_request_does_not_burn_its_idempotency_key(ingest: IngestService) -> None:

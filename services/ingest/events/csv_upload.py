@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic.fields import FieldInfo
 
+from shared.code_page_936 import EURO_AS_0X80
 from shared.errors import FieldError, InvalidInput, PayloadTooLarge, named_briefly
 from shared.events import (
     BOOL_REASON,
@@ -320,17 +321,6 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
 
 
-def _windows_euro(error: UnicodeError) -> tuple[str, int]:
-    """Excel on Chinese Windows (code page 936) writes the euro sign as the one byte
-    0x80, which GB18030 leaves undefined."""
-    if isinstance(error, UnicodeDecodeError) and error.object[error.start] == 0x80:
-        return "€", error.start + 1
-    raise error
-
-
-codecs.register_error("lodestar-windows-euro", _windows_euro)
-
-
 def _decoded(raw: bytes, encoding: str) -> str:
     if encoding != UTF8 and _written_in_utf8(raw):
         # A UTF-8 file mislabelled, which read as GB18030 would be stored garbled.
@@ -347,7 +337,7 @@ def _decoded(raw: bytes, encoding: str) -> str:
             # utf-8-sig: a byte order mark is no part of the header.
             if encoding == UTF8:
                 return raw.decode("utf-8-sig")
-            return raw.decode(encoding, errors="lodestar-windows-euro")
+            return raw.decode(encoding, errors=EURO_AS_0X80)
         except UnicodeDecodeError as exc:
             # utf-8-sig counts from after a byte order mark.
             bom = encoding == UTF8 and raw.startswith(codecs.BOM_UTF8)

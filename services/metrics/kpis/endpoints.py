@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import codecs
 import csv
 import hashlib
 import io
@@ -34,6 +33,7 @@ from services.metrics.kpis.tenants import TenantCurrencies
 from services.metrics.settings.repository import SettingsRepository
 from services.metrics.settings.schemas import KpiSettingsOut
 from shared.access import Access, require_access
+from shared.code_page_936 import EURO_AS_0X80
 from shared.db import Database
 from shared.errors import InvalidInput, NotAcceptable
 from shared.http import DATA_VERSION_HEADER, MOST_ROWS_HEADER
@@ -194,26 +194,13 @@ _CSV_CHARSETS = {
 }
 
 
-def _euro_as_code_page_936(error: UnicodeError) -> tuple[bytes, int]:
-    """Code page 936, which Excel in a Chinese locale reads a CSV in, writes the euro
-    sign as the one byte 0x80; Python's GBK has no euro, and GB18030's is two other bytes."""
-    if isinstance(error, UnicodeEncodeError):
-        euros = error.object[error.start : error.end]
-        if euros == "\u20ac" * len(euros):
-            return b"\x80" * len(euros), error.end
-    raise error
-
-
-codecs.register_error("lodestar-euro-as-0x80", _euro_as_code_page_936)
-
-
 def _csv_bytes(text: str, charset: str) -> tuple[bytes, str]:
     """The CSV answer in ``charset`` and the charset its Content-Type names: GBK asked
     for, an answer holding a character GBK lacks (an emoji, a rare CJK ideograph) is
     GB18030, which has every one and is GBK for all GBK holds."""
     if charset == "gbk":
         try:
-            return text.encode("gbk", errors="lodestar-euro-as-0x80"), "gbk"
+            return text.encode("gbk", errors=EURO_AS_0X80), "gbk"
         except UnicodeEncodeError:
             return text.encode("gb18030"), "gb18030"
     return text.encode(charset), charset.removesuffix("-sig")
