@@ -196,8 +196,9 @@ def refuse_erased(request: Request, *tenant_ids: str | None) -> None:
     """403 when any of these tenants is one the app knows to be erased (``app.state.
     erased``): a write of, or for, it would bring its rows back."""
     erased: Container[str] = getattr(request.app.state, "erased", ())
-    if any(tenant_id in erased for tenant_id in tenant_ids if tenant_id is not None):
-        raise Forbidden("this tenant has been erased")
+    for tenant_id in tenant_ids:
+        if tenant_id is not None and tenant_id in erased:
+            raise Forbidden(f"tenant {tenant_id} has been erased")
 
 
 async def hold_unerased(request: Request, conn: asyncpg.Connection, tenant_id: str) -> None:
@@ -228,8 +229,9 @@ async def resolve_access(
     limits = _limits(principal.claims.get("limits"))
     # An erased tenant's tokens verify until they expire: no write may bring its rows
     # back. Reading finds nothing, which is true (GraphQL reads are POSTs too).
-    if request.method not in ("GET", "HEAD") and not scope.endswith(":read"):
-        refuse_erased(request, own, tenant_id)
+    writing = request.method not in ("GET", "HEAD") and not scope.endswith(":read")
+    if writing:
+        refuse_erased(request, own)
     if tenant_id is None or tenant_id == own:
         return Access(
             tenant_id=own,
@@ -250,6 +252,10 @@ async def resolve_access(
         # In the caller's own trail, naming whom it asked for.
         request.state.audit_detail = {"asked_tenant": tenant_id}
         raise Forbidden(f"no access to tenant {tenant_id}")
+    if writing:
+        # Only now: to a caller without a grant an erased tenant is one it may not
+        # reach, as one that never was; telling them apart would say it existed.
+        refuse_erased(request, tenant_id)
     # An agency's reach is what both its token and the grant allow: a person of the
     # agency limited to some marketplaces, categories or stores stays so in the seller's.
     own_stores = limits.get("stores")

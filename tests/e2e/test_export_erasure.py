@@ -537,6 +537,44 @@ async def test_of_a_tenants_users_only_an_owner_erases_it(
             assert still.status_code == 200
 
 
+async def test_a_write_naming_an_erased_tenant_tells_an_outsider_only_no_access(
+    http: httpx.AsyncClient, stack: Stack, new_tenant: NewTenant
+) -> None:
+    """To a caller without a grant, an erased tenant is one out of reach, as one that
+    never was: "has been erased" told any tenant that it had existed."""
+    seller, outsider = await new_tenant(), await new_tenant()
+    await erased_by_itself(http, seller)
+    never = "tn_0000000000000000"
+    writes: list[tuple[str, str, str, dict[str, Any] | None]] = [
+        (stack.url("gateway"), "POST", "/v1/events", {"events": [sale("x", "acme-us", "1.00")]}),
+        (stack.url("ingest"), "POST", "/v1/events", {"events": [sale("x", "acme-us", "1.00")]}),
+        (stack.url("gateway"), "PUT", "/v1/settings/kpi", {"gmv_includes_tax": True}),
+        (stack.url("metrics"), "PUT", "/v1/settings/kpi", {"gmv_includes_tax": True}),
+        (stack.url("gateway"), "POST", "/v1/exports", None),
+        (stack.url("gateway"), "POST", "/v1/users", {"email": "x@y.example", "name": "X",
+                                                     "role": "analyst",
+                                                     "password": "correct horse battery"}),
+    ]  # fmt: skip
+    for base, method, path, body in writes:
+        for tenant_id in (seller.tenant_id, never):
+            answer = await http.request(
+                method,
+                f"{base}{path}",
+                params={"tenant_id": tenant_id},
+                json=body,
+                headers=outsider.headers,
+            )
+            assert answer.status_code == 403, (path, answer.text)
+            detail = answer.json()["detail"]
+            assert detail == f"no access to tenant {tenant_id}", (path, detail)
+    # The erased tenant's own token is told so, naming it.
+    own = await http.post(
+        "/v1/events", json={"events": [sale("x", "acme-us", "1.00")]}, headers=seller.headers
+    )
+    assert own.status_code == 403
+    assert own.json()["detail"] == f"tenant {seller.tenant_id} has been erased"
+
+
 async def test_writes_of_an_erased_tenant_stop_at_the_gateway_after_services_restart(
     http: httpx.AsyncClient, stack: Stack, new_tenant: NewTenant, admin_token: str
 ) -> None:

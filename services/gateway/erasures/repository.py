@@ -84,7 +84,7 @@ class ErasureRepository:
         or a secret): beside an erasure under way it is refused as any write of an
         erased tenant, not a foreign-key fault; or the erasure waits and erases it too."""
         if not await self.unerased(tenant_id):
-            raise Forbidden("this tenant has been erased")
+            raise Forbidden(f"tenant {tenant_id} has been erased")
 
     async def unerased(self, tenant_id: str) -> bool:
         """Whether the tenant is there, once an erasure of it under way has ended; one

@@ -90,7 +90,7 @@ async def request_erasure(
     if not exists and previous is None:
         raise NotFound(f"no tenant {tenant_id}")
     if previous is not None and PLATFORM_ADMIN not in principal.scopes:
-        raise Forbidden("this tenant has been erased")
+        raise Forbidden(f"tenant {tenant_id} has been erased")
     if confirm != tenant_id:
         reason = "required" if confirm is None else "must be the id of the tenant to erase"
         raise InvalidInput(

@@ -132,8 +132,10 @@ class ErasureTracker:
 async def refuse_erased_writes(request: Request) -> None:
     """Route dependency: the caller, resolved once for the route. A revoked token is 401
     here, as only the gateway knows revocations; another bad token is left to the route,
-    or the service it goes to. A write by, or naming, an erased tenant is 403: its
-    tokens still verify until they expire."""
+    or the service it goes to. A write by an erased tenant is 403: its tokens still
+    verify until they expire. A write naming another tenant, erased, is
+    left to the route's grant check: to a caller without a grant it is a tenant out of
+    reach, as one that never was."""
     if "authorization" not in request.headers:
         return
     try:
@@ -143,4 +145,4 @@ async def refuse_erased_writes(request: Request) -> None:
             raise
         return
     if request.method != "GET":
-        refuse_erased(request, principal.tenant_id, request.query_params.get("tenant_id"))
+        refuse_erased(request, principal.tenant_id)
