@@ -468,9 +468,24 @@ class InputGuardMiddleware:
     async def _refuse(
         self, errors: list[FieldError], scope: Scope, receive: Receive, send: Send
     ) -> None:
-        shown = "; ".join(f"{e.field}: {e.reason}" for e in errors[:5])
-        refused = InvalidInput(f"invalid request: {shown}", errors[:100])
-        await self.render(refused, scope)(scope, receive, send)
+        await self.render(_refusal(errors), scope)(scope, receive, send)
+
+
+def _refusal(errors: list[FieldError]) -> InvalidInput:
+    shown = "; ".join(f"{e.field}: {e.reason}" for e in errors[:5])
+    return InvalidInput(f"invalid request: {shown}", errors[:100])
+
+
+def misread_body_refusal(
+    scope: Scope, body: bytes, field_of: Callable[[tuple[Any, ...]], tuple[int | None, str]]
+) -> InvalidInput | None:
+    """``misread_json`` of a body the guard passed on unchecked (a forwarded path's), as
+    the guard would refuse it; None when the routes do not read it as JSON or it holds
+    nothing misread."""
+    if not _read_as_json(scope):
+        return None
+    errors = misread_json(body, field_of)
+    return _refusal(errors) if errors else None
 
 
 async def read_body(receive: Receive) -> tuple[bytes, bool]:

@@ -655,6 +655,40 @@ async def test_nan_and_infinity_are_no_json_on_any_route(
     ]
 
 
+async def test_what_no_route_reads_is_refused_before_the_token_on_every_route(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """A name given twice or a NaN is refused first, whatever the token: a route the
+    gateway forwards answered 401 first, one it owns 422, for the same body."""
+    narrow = await new_tenant(scopes=["kpi:read"])
+    tokens: dict[str, dict[str, str]] = {
+        "none": {},
+        "forged": {"Authorization": "Bearer not.a.token"},
+        "lacking the scope": narrow.headers,
+    }
+    routes = (
+        ("POST", "/v1/events"),
+        ("PUT", "/v1/settings/kpi"),
+        ("POST", "/v1/connections"),
+        ("POST", "/v1/users"),
+        ("POST", "/v1/grants"),
+    )
+    for body, error in (
+        (b'{"a": 1, "a": 2}', {"field": "a", "reason": "given more than once"}),
+        (b'{"a": NaN}', {"field": "body", "reason": "invalid JSON"}),
+    ):
+        for method, path in routes:
+            for token, headers in tokens.items():
+                answer = await http.request(method, path, content=body, headers={**headers, **JSON})
+                assert answer.status_code == 422, (path, token, answer.text)
+                assert answer.json()["errors"] == [error], (path, token, answer.text)
+    # Without the JSON type nothing reads it as JSON: the token is answered first.
+    plain = await http.post(
+        "/v1/connections", content=b'{"a": NaN}', headers={"Content-Type": "text/plain"}
+    )
+    assert plain.status_code == 401, plain.text
+
+
 async def test_whole_number_parameters_are_written_in_digits(
     http: httpx.AsyncClient, tenant: TenantClient, admin_token: str
 ) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -9,7 +10,9 @@ from services.gateway.erasures.tracker import refuse_erased_writes
 from services.gateway.proxy.routes import OWNERS, owner_of
 from services.gateway.proxy.service import forward, service_urls
 from shared.auth import current_principal
-from shared.errors import NotFound
+from shared.errors import NotFound, Unauthenticated
+from shared.input_guard import misread_body_refusal
+from shared.service import json_field_of
 
 router = APIRouter(include_in_schema=False)
 
@@ -33,8 +36,25 @@ async def _forwarded_to_a_known_caller(request: Request, method: str | None = No
     # A missing or bad token is answered first, whatever else is wrong with the request
     # (a method the route does not take), and whether or not the service is there:
     # which service is away is none of an anonymous caller's business.
-    await current_principal(request)
+    await _body_read_before_token(request, current_principal(request))
     return await forward(request, request.app.state.http, service, base, method=method)
+
+
+async def _body_read_before_token(request: Request, token_check: Awaitable[object]) -> None:
+    """What no route reads (a name given twice, NaN) is refused before the token, as on
+    the gateway's own routes and at the service: the guard leaves a forwarded body to
+    the service, which a request without a good token never reaches."""
+    try:
+        await token_check
+    except Unauthenticated:
+        refused = misread_body_refusal(request.scope, await request.body(), json_field_of)
+        if refused is not None:
+            raise refused from None
+        raise
+
+
+async def _writes_of_erased_refused(request: Request) -> None:
+    await _body_read_before_token(request, refuse_erased_writes(request))
 
 
 async def route(request: Request) -> Response:
@@ -58,7 +78,7 @@ for prefix in OWNERS:
         f"{prefix}{{rest:path}}",
         route,
         methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-        dependencies=[Depends(refuse_erased_writes)],
+        dependencies=[Depends(_writes_of_erased_refused)],
     )
     router.add_api_route(
         f"{prefix}{{rest:path}}", refuse_method, methods=["OPTIONS", "TRACE", "CONNECT"]
