@@ -97,6 +97,14 @@ async def finished_export(http: httpx.AsyncClient, who: TenantClient) -> dict[st
     optioned = await http.post("/v1/exports", json={"tables": ["orders"]}, headers=who.headers)
     assert optioned.status_code == 422
     assert optioned.json()["errors"] == [{"field": "body", "reason": "must be empty or {}"}]
+    # Nor is a body sent as text read as JSON, even an empty object.
+    as_text = await http.post(
+        "/v1/exports", content=b"{}", headers={**who.headers, "Content-Type": "text/plain"}
+    )
+    assert as_text.status_code == 415, as_text.text
+    assert as_text.json()["errors"] == [
+        {"field": "header.Content-Type", "reason": "must be application/json"}
+    ]
     started = await http.post("/v1/exports", headers=who.headers)
     assert started.status_code == 202, started.text
     export: dict[str, Any] = started.json()

@@ -16,7 +16,7 @@ from shared.deps import DbSession
 from shared.errors import FieldError, InvalidInput
 from shared.negotiation import list_header
 from shared.openapi import IF_NONE_MATCH, LOCATED, TAGGED, ErrorBody
-from shared.service import none_match_holds
+from shared.service import none_match_holds, require_json_body
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"])
 # tenant:admin of the whole tenant itself: never grantable, so an agency cannot export a
@@ -24,7 +24,22 @@ router = APIRouter(prefix="/v1/exports", tags=["exports"])
 Caller = Annotated[Principal, Depends(current_principal)]
 
 
-@router.post("", status_code=202, response_model=ExportOut, responses={202: LOCATED})
+# No body, or an empty object: an export has no options.
+NO_OPTIONS = {
+    "requestBody": {
+        "required": False,
+        "content": {"application/json": {"schema": {"type": "object", "maxProperties": 0}}},
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=ExportOut,
+    responses={202: LOCATED},
+    openapi_extra=NO_OPTIONS,
+)
 async def create_export(
     request: Request,
     response: Response,
@@ -40,7 +55,11 @@ async def create_export(
     One export runs at a time: asked while one runs, the answer is that one. The five
     newest are kept; an older one is deleted (404) when a new one starts.
     """
-    if (await request.body()).strip() not in (b"", b"{}"):
+    body = (await request.body()).strip()
+    if body:
+        # Sent as text, even {} is no JSON to read: 415, as on every JSON route.
+        require_json_body(request)
+    if body not in (b"", b"{}"):
         # An export has no options: a body asking for some must not pass for taken.
         raise InvalidInput("an export takes no body", [FieldError("body", "must be empty or {}")])
     export, new = await service.create_export(session, access.tenant_id, principal.subject)
