@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
+from annotated_types import Ge, Le
 from fastapi import APIRouter, Query, Request
 from pydantic import AfterValidator, AwareDatetime, WrapValidator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,7 +23,7 @@ from shared.access import Access, WholeTenantAdmin
 from shared.auth import Principal
 from shared.db import Database, hold_tenants
 from shared.events import OFFSET_REASON, timestamp_text, within_offsets
-from shared.query_lists import WholeNumber
+from shared.query_lists import DIGITS_ONLY
 from shared.telemetry import current_trace_id
 
 log = logging.getLogger("lodestar.audit")
@@ -33,6 +34,7 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 AUDITED_PREFIXES = ("/v1/", "/oauth/")
 AUDIT_PATH = "/internal/audit"
 MAX_AUDIT_ROWS = 1000
+AuditLimit = Annotated[int, Ge(1), Le(MAX_AUDIT_ROWS), DIGITS_ONLY, Query()]
 COLUMNS = (
     "at",
     "tenant_id",
@@ -246,7 +248,7 @@ def audit_router() -> APIRouter:
         access: WholeTenantAdmin,
         since: AuditInstant | None = None,
         until: AuditInstant | None = None,
-        limit: Annotated[WholeNumber, Query(ge=1, le=MAX_AUDIT_ROWS)] = 100,
+        limit: AuditLimit = 100,
     ) -> dict[str, Any]:
         rows = await audit_rows(request.app.state.db, access.tenant_id, since, until, limit)
         return {"entries": rows}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Iterable
-from typing import Annotated
 
 from pydantic import BeforeValidator
 
@@ -36,8 +35,11 @@ def _written_in_digits(value: object) -> object:
     return value
 
 
-# A whole-number query parameter, written as digits only.
-WholeNumber = Annotated[int, BeforeValidator(_written_in_digits)]
+# A whole-number query parameter written as digits only: ``Annotated[int, Ge(1), Le(500),
+# DIGITS_ONLY, Query()]``. Its bounds go before it, on the int itself, so that OpenAPI
+# names them ``minimum`` and ``maximum``: after a validator, pydantic writes them as
+# given (``ge``, ``le``), which no JSON Schema reader knows.
+DIGITS_ONLY = BeforeValidator(_written_in_digits)
 
 
 def split_list(value: str | None, field: str) -> list[str]:

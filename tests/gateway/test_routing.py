@@ -401,6 +401,22 @@ async def test_merged_openapi_is_a_valid_openapi_document(http: httpx.AsyncClien
     assert "404" not in paths["/v1/settings/stores/{store_id}"]["put"]["responses"]
     events = paths["/v1/events"]["post"]["requestBody"]["content"]["application/json"]
     assert events["schema"]["properties"]["events"]["minItems"] == 1
+    # Bounds are JSON Schema's minimum and maximum, which generators read; FastAPI's
+    # ge and le, written as given after a validator, are no keyword of it.
+    bounds = {
+        (path, method, parameter["name"]): sorted(parameter["schema"])
+        for path, operations in paths.items()
+        for method, operation in operations.items()
+        for parameter in operation.get("parameters", [])
+        if {"ge", "le", "gt", "lt"} & set(parameter.get("schema", {}))
+    }
+    assert bounds == {}
+    limit = next(p for p in paths["/v1/tenants"]["get"]["parameters"] if p["name"] == "limit")
+    assert (limit["schema"]["minimum"], limit["schema"]["maximum"]) == (1, 500)
+    # An export takes no body but {}, and a body sent as another type is 415.
+    export = paths["/v1/exports"]["post"]
+    assert export["requestBody"]["required"] is False
+    assert {"413", "415"} <= set(export["responses"])
 
 
 async def test_merged_openapi_has_every_services_v1_routes(http: httpx.AsyncClient) -> None:

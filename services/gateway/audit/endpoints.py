@@ -13,9 +13,8 @@ from pydantic import BaseModel
 from services.gateway.proxy.routes import DOWNSTREAM
 from services.gateway.proxy.service import service_urls
 from shared.access import WholeTenantAdmin
-from shared.audit import AUDIT_PATH, MAX_AUDIT_ROWS, AuditInstant, audit_rows
+from shared.audit import AUDIT_PATH, AuditInstant, AuditLimit, audit_rows
 from shared.auth import bearer_token
-from shared.query_lists import WholeNumber
 
 router = APIRouter(tags=["audit"])
 
@@ -64,7 +63,7 @@ async def audit(
     access: WholeTenantAdmin,
     since: Annotated[AuditInstant | None, Query(description="Entries at or after")] = None,
     until: Annotated[AuditInstant | None, Query(description="Entries before")] = None,
-    limit: Annotated[WholeNumber, Query(ge=1, le=MAX_AUDIT_ROWS)] = 100,
+    limit: AuditLimit = 100,
 ) -> AuditList:
     """Every write, sign-in and token issue for this tenant: who (``actor``,
     ``client_id``), what (``action``, ``target``, ``status``), when, from where (``ip``),

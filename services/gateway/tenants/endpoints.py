@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from annotated_types import Ge, Le
 from fastapi import APIRouter, BackgroundTasks, Body, Depends, Query, Request, Response
 
 from services.gateway.erasures import service as erasures
@@ -23,7 +24,7 @@ from shared.auth import Principal, current_principal, require_scope
 from shared.deps import DbSession
 from shared.events import MAX_INT
 from shared.openapi import LOCATED, ErrorBody, either_scope
-from shared.query_lists import WholeNumber
+from shared.query_lists import DIGITS_ONLY
 from shared.scopes import PLATFORM_ADMIN, TENANT_ADMIN
 
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
@@ -80,9 +81,9 @@ async def list_tenants(
     principal: Annotated[Principal, Depends(require_scope(PLATFORM_ADMIN))],
     known: KnownParametersOnly,
     session: DbSession,
-    limit: Annotated[WholeNumber, Query(ge=1, le=500)] = 100,
+    limit: Annotated[int, Ge(1), Le(500), DIGITS_ONLY, Query()] = 100,
     # Bounded: PostgreSQL's OFFSET is a bigint, and a larger one failed as a 500.
-    offset: Annotated[WholeNumber, Query(ge=0, le=MAX_INT)] = 0,
+    offset: Annotated[int, Ge(0), Le(MAX_INT), DIGITS_ONLY, Query()] = 0,
 ) -> TenantList:
     tenants = await TenantRepository(session).list_all(limit, offset)
     return TenantList(tenants=[TenantOut.model_validate(t) for t in tenants])
