@@ -245,7 +245,11 @@ async def test_a_csv_answer_in_gb18030_for_excel_in_a_chinese_locale(
         "/v1/kpis", params=params, headers={**tenant.headers, "Accept": "text/csv; charset=big5"}
     )
     assert refused.status_code == 406
-    assert refused.json()["detail"] == "a CSV answer is in utf-8, utf-8-sig or gb18030"
+    offered = "utf-8, utf-8-sig, gb18030, gbk or gb2312"
+    assert refused.json()["detail"] == f"a CSV answer is in {offered}"
+    assert refused.json()["errors"] == [
+        {"field": "header.Accept", "reason": f"a text/csv charset must be {offered}"}
+    ]
     # By q, the first of equals; a charset not offered beside one that is, passed over.
     for accept, charset in (
         ("text/csv;charset=utf-8;q=0.5, text/csv;charset=gb18030;q=0.9", "gb18030"),
@@ -334,6 +338,9 @@ async def test_the_catalog_is_json_only(
     assert response.status_code == status
     if status == 406:
         assert response.json()["detail"] == "the answer is application/json"
+        assert response.json()["errors"] == [
+            {"field": "header.Accept", "reason": "must accept application/json"}
+        ]
 
 
 async def test_fx_warnings_name_only_what_the_answer_needed(

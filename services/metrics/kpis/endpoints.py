@@ -35,7 +35,7 @@ from services.metrics.settings.schemas import KpiSettingsOut
 from shared.access import Access, require_access
 from shared.code_page_936 import EURO_AS_0X80
 from shared.db import Database
-from shared.errors import InvalidInput, NotAcceptable
+from shared.errors import FieldError, InvalidInput, NotAcceptable
 from shared.http import DATA_VERSION_HEADER, MOST_ROWS_HEADER
 from shared.negotiation import WeightedItem, list_header, weighted_items
 from shared.openapi import IF_NONE_MATCH, TAGGED, ErrorBody
@@ -174,7 +174,10 @@ def _negotiated(accept: str, offered: tuple[str, ...]) -> str:
                 specificity[candidate], quality[candidate] = rank, q
     best = max(offered, key=lambda media: quality[media])  # the first of equals
     if quality[best] <= 0:
-        raise NotAcceptable(f"the answer is {' or '.join(offered)}")
+        answered = " or ".join(offered)
+        raise NotAcceptable(
+            f"the answer is {answered}", [FieldError("header.Accept", f"must accept {answered}")]
+        )
     return best
 
 
@@ -206,6 +209,16 @@ def _csv_bytes(text: str, charset: str) -> tuple[bytes, str]:
     return text.encode(charset), charset.removesuffix("-sig")
 
 
+_CHARSETS_OFFERED = "utf-8, utf-8-sig, gb18030, gbk or gb2312"
+
+
+def _charset_not_offered() -> NotAcceptable:
+    return NotAcceptable(
+        f"a CSV answer is in {_CHARSETS_OFFERED}",
+        [FieldError("header.Accept", f"a text/csv charset must be {_CHARSETS_OFFERED}")],
+    )
+
+
 def _without_charsets_not_offered(accept: str) -> str:
     """``accept`` without its ``text/csv`` ranges naming a charset not offered: such a
     range takes nothing this route answers, and JSON may still be acceptable. 406 when
@@ -213,7 +226,7 @@ def _without_charsets_not_offered(accept: str) -> str:
     ranges = weighted_items(accept)
     kept = [r.text for r in ranges if r.name != CSV or _csv_charset_of(r) is not None]
     if len(kept) < len(ranges) and not kept:
-        raise NotAcceptable("a CSV answer is in utf-8, utf-8-sig or gb18030")
+        raise _charset_not_offered()
     return ",".join(kept)
 
 
@@ -240,7 +253,7 @@ def _csv_charset(accept: str) -> str:
     if offered:
         return max(offered)[2]
     if named:
-        raise NotAcceptable("a CSV answer is in utf-8, utf-8-sig or gb18030")
+        raise _charset_not_offered()
     return "utf-8"
 
 
