@@ -317,40 +317,57 @@ class OrderLine(Payload):
 
     @model_validator(mode="after")
     def _one_currency(self) -> OrderLine:
-        # A line's amounts add up into one GMV, so they must share a currency. (The
-        # unit price is absent only in the check of a payload whose own failed.)
-        unit_price = getattr(self, "unit_price", None)
-        if unit_price is None:
-            return self
-        # Every amount in another currency is named, not only the first.
-        others = [
-            InitErrorDetails(
-                type=PydanticCustomError(
-                    "payload_conflict",
-                    "{at} must equal unit_price.currency ({currency})",
-                    {"at": f"{name}.currency", "currency": unit_price.currency},
-                ),
-                loc=(),
-                input=None,
-            )
-            for name in ("shipping_price", "item_tax", "discount")
-            if (money := getattr(self, name)) is not None and money.currency != unit_price.currency
+        # A line's amounts add up into one GMV, so they must share a currency: the unit
+        # price's, or, in the check of a payload whose unit price failed, the first
+        # other amount's. Every amount in another currency is named, not only the first.
+        given = [
+            (name, money)
+            for name in MONEY_OF_A_LINE
+            if (money := getattr(self, name, None)) is not None
         ]
-        if others:
-            raise ValidationError.from_exception_data(type(self).__name__, others)
+        if not given:
+            return self
+        first, reference = given[0]
+        _refuse_conflicts(
+            self,
+            [
+                _conflict(
+                    "{at} must equal {first}.currency ({currency})",
+                    {"at": f"{name}.currency", "first": first, "currency": reference.currency},
+                )
+                for name, money in given[1:]
+                if money.currency != reference.currency
+            ],
+        )
         return self
 
 
-def _not_before(model: BaseModel, info: ValidationInfo, later: str, earlier: str) -> None:
-    """Refuses ``later`` before ``earlier`` when both are given: a reply before the
-    ticket was opened would make a negative response time."""
+# In the order their currencies are compared: each with the first given.
+MONEY_OF_A_LINE = ("unit_price", "shipping_price", "item_tax", "discount")
+
+
+def _conflict(message: str, context: dict[str, Any]) -> InitErrorDetails:
+    """A check between a payload's fields failed: ``context["at"]`` names the field."""
+    return InitErrorDetails(
+        type=PydanticCustomError("payload_conflict", message, context), loc=(), input=None
+    )
+
+
+def _refuse_conflicts(model: BaseModel, conflicts: list[InitErrorDetails]) -> None:
+    """Every conflict found, at once: an ERP fixes them in one round."""
+    if conflicts:
+        raise ValidationError.from_exception_data(type(model).__name__, conflicts)
+
+
+def _not_before(
+    model: BaseModel, info: ValidationInfo, later: str, earlier: str
+) -> list[InitErrorDetails]:
+    """``later`` before ``earlier``, both given: a reply before the ticket was opened
+    would make a negative response time."""
     after, before = getattr(model, later), getattr(model, earlier)
     if after is not None and before is not None and after < before and accepting(info):
-        raise PydanticCustomError(
-            "payload_conflict",
-            "{at} must not be before {earlier}",
-            {"at": later, "earlier": earlier},
-        )
+        return [_conflict("{at} must not be before {earlier}", {"at": later, "earlier": earlier})]
+    return []
 
 
 class Refund(Payload):
@@ -415,17 +432,19 @@ class Shipment(Payload):
 
     @model_validator(mode="after")
     def _delivered_after_shipping(self, info: ValidationInfo) -> Shipment:
-        _not_before(self, info, "delivered_at", "shipped_at")
+        conflicts = _not_before(self, info, "delivered_at", "shipped_at")
         if self.cancelled_by_seller_before_ship and accepting(info):
             # Cancelled before shipping, it is no shipment due: a shipping time would
             # make it due, and late, as well.
-            for at in ("shipped_at", "delivered_at"):
-                if getattr(self, at) is not None:
-                    raise PydanticCustomError(
-                        "payload_conflict",
-                        "{at} must be absent when cancelled_by_seller_before_ship is true",
-                        {"at": at},
-                    )
+            conflicts += [
+                _conflict(
+                    "{at} must be absent when cancelled_by_seller_before_ship is true",
+                    {"at": at},
+                )
+                for at in ("shipped_at", "delivered_at")
+                if getattr(self, at) is not None
+            ]
+        _refuse_conflicts(self, conflicts)
         return self
 
 
@@ -444,8 +463,11 @@ class CsTicket(Payload):
 
     @model_validator(mode="after")
     def _answered_after_opening(self, info: ValidationInfo) -> CsTicket:
-        _not_before(self, info, "first_response_at", "opened_at")
-        _not_before(self, info, "resolved_at", "opened_at")
+        _refuse_conflicts(
+            self,
+            _not_before(self, info, "first_response_at", "opened_at")
+            + _not_before(self, info, "resolved_at", "opened_at"),
+        )
         return self
 
 
@@ -744,11 +766,9 @@ def _conflicts_beside_failed_fields(
     for error in exc.errors():
         loc = error.get("loc", ())
         if len(loc) >= 2 and isinstance(loc[0], int):
-            # An amount's own error, or a check of the whole amount object naming it (a
-            # negative price).
-            # A key of its own (an unknown one) leaves its currency to be read too.
-            at_amount = len(loc) == 2 and (error.get("ctx") or {}).get("at") == "amount"
-            if (len(loc) >= 3 and loc[2] != "currency") or at_amount:
+            # An amount's own error (a negative price too), or a key of its own (an
+            # unknown one): its currency is still to be read.
+            if len(loc) >= 3 and loc[2] != "currency":
                 amounts_failed[loc[0]].add(str(loc[1]))
             else:
                 failed[loc[0]].add(str(loc[1]))

@@ -15,7 +15,6 @@ from pydantic import (
     ValidationInfo,
     WithJsonSchema,
 )
-from pydantic_core import PydanticCustomError
 
 from shared.validation_context import accepting
 
@@ -140,13 +139,16 @@ class Money(BaseModel):
     currency: CurrencyCode
 
 
-def _not_negative(money: Money) -> Money:
-    if money.amount < 0:
-        # Named at the amount, as its format errors are (see shared.events' field errors).
-        raise PydanticCustomError("payload_conflict", "must not be negative", {"at": "amount"})
-    return money
+def _not_negative(amount: Decimal) -> Decimal:
+    if amount < 0:
+        raise ValueError("must not be negative")
+    return amount
 
 
-# A price, a cost, a refund: never below zero (a correction is a new version, not a
-# negative amount). Fees stay plain Money: a marketplace credits fees back.
-NonNegativeMoney = Annotated[Money, AfterValidator(_not_negative)]
+# Fees stay plain Money: a marketplace credits fees back.
+class NonNegativeMoney(Money):
+    """Money not below zero: a price, a cost, a refund (a correction is a new version,
+    not a negative amount)."""
+
+    # Checked at the amount, not the whole object: named beside a bad currency.
+    amount: Annotated[DecimalString, AfterValidator(_not_negative)]

@@ -16,7 +16,7 @@ from shared.events import (
     OrderLine,
     validate_batch,
 )
-from shared.money import DECIMAL_REASON
+from shared.money import CURRENCY_REASON, DECIMAL_REASON
 from shared.time import FALLBACK_TIME_ZONE, MARKETPLACE_TIME_ZONES, local_date, time_zone_name
 
 
@@ -473,6 +473,39 @@ def test_checks_between_fields_are_named_beside_the_fields_errors() -> None:
         (6, "payload.discount.currency"): "discount.currency must equal unit_price.currency (USD)",
         (7, "payload.unit_price.foo"): "unknown field",
         (7, "payload.discount.currency"): "discount.currency must equal unit_price.currency (USD)",
+    }
+
+
+def test_each_conflict_and_a_negative_amount_beside_a_bad_currency_are_all_named() -> None:
+    """An ERP fixes everything in one round: a negative amount went unnamed beside a
+    bad currency, and only the first of two conflicts between fields was named."""
+    opened = {"ticket_id": "t", "opened_at": "2026-03-02T20:00:00Z"}
+    shipped = {"order_id": "111", "promised_ship_by": "2026-03-02T00:00:00Z"}
+    unpriced = order_line(
+        shipping_price={"amount": "1", "currency": "USD"},
+        discount={"amount": "1", "currency": "EUR"},
+    )
+    del unpriced["payload"]["unit_price"]
+    batch = [
+        another("refund", order_id="111", amount={"amount": "-1", "currency": "usd"},
+                refunded_at="2026-03-02T00:00:00Z"),
+        another("cs_ticket", **opened, first_response_at="2026-03-02T19:00:00Z",
+                resolved_at="2026-03-02T18:00:00Z"),
+        another("shipment", **shipped, shipped_at="2026-03-03T00:00:00Z",
+                delivered_at="2026-03-04T00:00:00Z", cancelled_by_seller_before_ship=True),
+        unpriced,
+    ]  # fmt: skip
+    cancelled = "must be absent when cancelled_by_seller_before_ship is true"
+    assert _reasons(batch) == {
+        (0, "payload.amount.amount"): "must not be negative",
+        (0, "payload.amount.currency"): CURRENCY_REASON,
+        (1, "payload.first_response_at"): "first_response_at must not be before opened_at",
+        (1, "payload.resolved_at"): "resolved_at must not be before opened_at",
+        (2, "payload.shipped_at"): f"shipped_at {cancelled}",
+        (2, "payload.delivered_at"): f"delivered_at {cancelled}",
+        (3, "payload.unit_price"): "required",
+        (3, "payload.discount.currency"): "discount.currency must equal "
+        "shipping_price.currency (USD)",
     }
 
 

@@ -82,7 +82,10 @@ def _kind(field: FieldInfo) -> type:
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
         annotation = typing.get_args(annotation)[0]
-    return annotation if isinstance(annotation, type) else str
+    if not isinstance(annotation, type):
+        return str
+    # A price that may not be negative is Money in a file's columns all the same.
+    return Money if issubclass(annotation, Money) else annotation
 
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
