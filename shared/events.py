@@ -102,6 +102,7 @@ _CLOCK = re.compile(
     r"(?:[.,][0-9]+)?(?:[Zz]|[+-]([0-9]{2}):?([0-9]{2}))?$"
 )
 _CLOCK_PARTS = (("hour", 23), ("minute", 59), ("second", 59))
+_OFFSET_OF_HOURS = re.compile(r"[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2})?(?:[.,][0-9]+)?[+-][0-9]{2}$")
 
 
 def _clock_beyond(text: str) -> str | None:
@@ -128,6 +129,13 @@ def timestamp_text(value: object, parse: ValidatorFunctionWrapHandler) -> object
     try:
         return parse(value)
     except ValidationError:
+        if _OFFSET_OF_HOURS.search(value):
+            # ISO 8601's offset of whole hours ("+08"), which the parser reads not.
+            value += ":00"
+            try:
+                return parse(value)
+            except ValidationError:
+                pass  # named below, as with its minutes
         beyond = _clock_beyond(value)
         if beyond == OFFSET_REASON:
             raise ValueError(OFFSET_REASON) from None

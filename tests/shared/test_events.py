@@ -633,19 +633,28 @@ def test_an_offset_no_time_zone_has_is_refused() -> None:
 
 def test_a_clock_out_of_range_says_which_part() -> None:
     """The parser calls hour 24 or second 60 "unexpected extra characters"."""
-    stamps = ["24:00:00Z", "23:60:00Z", "23:59:60Z", "07:15:00+25:00", "07:15:00+08:61"]
+    stamps = ["24:00:00Z", "23:60:00Z", "23:59:60Z", "07:15:00+25:00", "07:15:00+08:61",
+              "24:00:00+08", "07:15:00+15", "07:15:00+8"]  # fmt: skip
     batch = [order_line(purchased_at=f"2026-11-01T{clock}") for clock in stamps]
-    assert _reasons(batch) == {
+    reasons = _reasons(batch)
+    assert reasons == {
         (0, "payload.purchased_at"): f"{TIMESTAMP_REASON} (hour 24 is beyond 23)",
         (1, "payload.purchased_at"): f"{TIMESTAMP_REASON} (minute 60 is beyond 59)",
         (2, "payload.purchased_at"): f"{TIMESTAMP_REASON} (second 60 is beyond 59)",
         (3, "payload.purchased_at"): OFFSET_REASON,
         (4, "payload.purchased_at"): OFFSET_REASON,
+        (5, "payload.purchased_at"): f"{TIMESTAMP_REASON} (hour 24 is beyond 23)",
+        (6, "payload.purchased_at"): OFFSET_REASON,
+        (7, "payload.purchased_at"): reasons[7, "payload.purchased_at"],
     }
+    assert reasons[7, "payload.purchased_at"].startswith(TIMESTAMP_REASON)
+    # ISO 8601's looser forms, as they mean it: an offset of hours alone among them.
     events, errors = validate_batch(
         [
             order_line(purchased_at="2026-11-01T23:59:59.5+0800"),
             order_line(purchased_at="2026-11-01t07:15z"),
+            order_line(purchased_at="2026-11-01T15:15+08"),
+            order_line(purchased_at="2026-11-01T02:15:00,25-05"),
         ]
     )
     assert errors == []
@@ -653,6 +662,8 @@ def test_a_clock_out_of_range_says_which_part() -> None:
     assert [line.purchased_at.isoformat() for line in lines] == [
         "2026-11-01T23:59:59.500000+08:00",
         "2026-11-01T07:15:00+00:00",
+        "2026-11-01T15:15:00+08:00",
+        "2026-11-01T02:15:00.250000-05:00",
     ]
 
 
