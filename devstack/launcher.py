@@ -114,6 +114,15 @@ class Launcher:
         self.broker: EmbeddedBroker | None = None
         self.postgres: EmbeddedPostgres | None = None
         self._restarted: dict[str, list[float]] = {}
+        # The terminal the launcher was started from, if any: see ``_terminal_closed``.
+        self._terminals = [fd for fd in (0, 1, 2) if os.isatty(fd)]
+
+    def _terminal_closed(self) -> bool:
+        """Whether the terminal it was started from has hung up. Its SIGHUP goes to the
+        session leader alone, and when that is `make` (a terminal whose command is
+        `make run`: `xterm -e`, `ssh -t`), make waits for its recipe without passing
+        the signal on; a hung-up terminal is no terminal any more."""
+        return any(not os.isatty(fd) for fd in self._terminals)
 
     def run(self) -> int:
         started = time.monotonic()
@@ -319,6 +328,8 @@ class Launcher:
         config = self.config
         assert config is not None
         while True:
+            if self._terminal_closed():
+                raise Stopped("the terminal was closed")
             postgres = self.postgres
             if postgres is not None:
                 postgres.keep_linked()

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import json
 import os
+import pty
+import select
 import signal
 import socket
 import subprocess
@@ -176,6 +178,40 @@ def test_make_run_starts_everything_and_sigterm_leaves_nothing(tmp_path: Path) -
     assert _postgres_processes(home) == []
     for port in [*ports.values(), broker_port]:
         assert port_is_free("127.0.0.1", port), port
+
+    # A terminal whose command is `make run` (xterm -e, ssh -t host make run) is
+    # closed: its SIGHUP goes to make alone, which waits for the launcher without
+    # passing it on. Here no signal at all: the launcher sees its terminal hung up.
+    leader, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devstack"],
+        env=env,
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        start_new_session=True,
+    )
+    os.close(terminal)
+    try:
+        _read_until(leader, b"Press Ctrl-C")
+    finally:
+        os.close(leader)
+    assert process.wait(60) == 0
+    assert _postgres_processes(home) == []
+    for port in [*ports.values(), broker_port]:
+        assert port_is_free("127.0.0.1", port), port
+
+
+def _read_until(terminal: int, wanted: bytes, timeout: float = 120) -> bytes:
+    """What a terminal shows until ``wanted``, read from its side of the pty."""
+    shown = b""
+    deadline = time.monotonic() + timeout
+    while wanted not in shown:
+        remaining = deadline - time.monotonic()
+        readable, _, _ = select.select([terminal], [], [], max(remaining, 0))
+        assert readable, f"not shown in {timeout:.0f} s:\n{shown.decode(errors='replace')}"
+        shown += os.read(terminal, 65536)
+    return shown
 
 
 def test_the_first_stop_signal_stops_and_the_others_are_ignored() -> None:
