@@ -183,7 +183,7 @@ def test_make_run_starts_everything_and_sigterm_leaves_nothing(tmp_path: Path) -
     # closed: its SIGHUP goes to make alone, which waits for the launcher without
     # passing it on. Here no signal at all: the launcher sees its terminal hung up.
     leader, terminal = pty.openpty()
-    process = subprocess.Popen(
+    in_terminal = subprocess.Popen(
         [sys.executable, "-m", "devstack"],
         env=env,
         stdin=terminal,
@@ -196,7 +196,7 @@ def test_make_run_starts_everything_and_sigterm_leaves_nothing(tmp_path: Path) -
         _read_until(leader, b"Press Ctrl-C")
     finally:
         os.close(leader)
-    assert process.wait(60) == 0
+    assert in_terminal.wait(60) == 0
     assert _postgres_processes(home) == []
     for port in [*ports.values(), broker_port]:
         assert port_is_free("127.0.0.1", port), port
