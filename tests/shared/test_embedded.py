@@ -219,6 +219,33 @@ def test_postgres_stop_during_initdb_stops_its_standalone_backend(
         backend.kill()
 
 
+async def test_a_first_setup_cut_short_starts_over_and_one_holding_data_is_kept(
+    workdir: Path,
+) -> None:
+    """Ctrl-C during the first start's initdb left PG_VERSION without the databases
+    initdb makes last; the wheel took it for set up, and every later start failed."""
+    pgdata = workdir / "pg"
+    (pgdata / "base" / "1").mkdir(parents=True)
+    (pgdata / "PG_VERSION").write_text("18\n")
+    pg = EmbeddedPostgres(pgdata)
+    try:
+        conn = await asyncpg.connect(pg.start())
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM pg_database") == 4
+        finally:
+            await conn.close()
+    finally:
+        pg.stop()
+    # A directory holding a database of its own is never thrown away, however broken.
+    kept = workdir / "kept"
+    (kept / "base" / "16384").mkdir(parents=True)
+    (kept / "base" / "16384" / "16385").write_text("rows")
+    (kept / "PG_VERSION").write_text("18\n")
+    with pytest.raises(EmbeddedError):
+        EmbeddedPostgres(kept).start()
+    assert (kept / "base" / "16384" / "16385").read_text() == "rows"
+
+
 def test_postgres_that_cannot_start_says_why_in_one_line(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
