@@ -205,9 +205,16 @@ def push_in_batches(client: httpx.Client, token: str, events: list[dict[str, Any
 if __name__ == "__main__":
     import os
 
+    from devstack.launcher import port_from_env
+    from devstack.stack import DEFAULT_PORTS
     from devstack.stack import AdminCredentials as Creds
 
     home = Path(os.environ.get("LODESTAR_HOME", ".lodestar")).resolve()
-    url = os.environ.get("LODESTAR_GATEWAY_URL", "http://127.0.0.1:8000")
-    tenant = load_demo(url, Creds.load_or_create(home / "dev-credentials.json"), home)
+    # The gateway `make run` started with the same settings.
+    port = port_from_env("LODESTAR_GATEWAY_PORT", DEFAULT_PORTS["gateway"])
+    url = os.environ.get("LODESTAR_GATEWAY_URL", f"http://127.0.0.1:{port}")
+    try:
+        tenant = load_demo(url, Creds.load_or_create(home / "dev-credentials.json"), home)
+    except httpx.TransportError as exc:
+        sys.exit(f"no Lodestar answers at {url} ({exc}): start it with make run first")
     print(json.dumps(tenant.__dict__), file=sys.stdout)

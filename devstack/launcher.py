@@ -91,7 +91,7 @@ def _die_with_parent() -> None:
         return
 
 
-def _port_from_env(name: str, default: int) -> int:
+def port_from_env(name: str, default: int) -> int:
     raw = os.environ.get(name, "")
     if not raw:
         return default
@@ -161,14 +161,14 @@ class Launcher:
                 "to a directory you may write"
             ) from None
         ports = {
-            service: _port_from_env(f"LODESTAR_{service.upper()}_PORT", DEFAULT_PORTS[service])
+            service: port_from_env(f"LODESTAR_{service.upper()}_PORT", DEFAULT_PORTS[service])
             for service in SERVICES
         }
         database_url = os.environ.get("DATABASE_URL", "")
         if database_url and (problem := database_url_problem(database_url)):
             raise SystemExit(f"DATABASE_URL: {problem}")
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
-        broker_port = _port_from_env("LODESTAR_BROKER_PORT", DEFAULT_BROKER_PORT)
+        broker_port = port_from_env("LODESTAR_BROKER_PORT", DEFAULT_BROKER_PORT)
         wanted = {f"LODESTAR_{s.upper()}_PORT": p for s, p in ports.items()}
         if not bootstrap:
             wanted["LODESTAR_BROKER_PORT"] = broker_port

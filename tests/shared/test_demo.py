@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import stat
+import subprocess
+import sys
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from devstack.launcher import demo_or_none
 from devstack.stack import AdminCredentials, load_or_create_fernet_key
 from shared.events import validate_batch
 from shared.time import local_date
+from tests.unreachable import refusing_port
 
 
 def test_a_later_start_pushes_the_days_it_shares_unchanged() -> None:
@@ -174,3 +178,23 @@ def test_a_demo_that_cannot_be_loaded_is_said_and_the_stack_runs_on(
     assert demo is None
     [said] = capsys.readouterr().out.splitlines()
     assert said.startswith("the demo seller could not be loaded (HTTPStatusError: ")
+
+
+def test_make_demo_pushes_to_the_gateway_port_make_run_was_given(tmp_path: Path) -> None:
+    """`make demo` went to port 8000 whatever LODESTAR_GATEWAY_PORT said, and told a
+    stack not running with a traceback."""
+    with refusing_port() as port:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LODESTAR_")}
+        env |= {"LODESTAR_HOME": str(tmp_path), "LODESTAR_GATEWAY_PORT": str(port)}
+        ran = subprocess.run(
+            [sys.executable, "-m", "devstack.demo"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert ran.returncode == 1
+    said = ran.stderr.strip()
+    assert said.startswith(f"no Lodestar answers at http://127.0.0.1:{port} ("), said
+    assert said.endswith("): start it with make run first"), said
+    assert "Traceback" not in said
