@@ -8,9 +8,17 @@ STAMP := $(VENV)/.installed-stamp
 
 install: $(STAMP)
 
-# A .venv without pip is one whose creation was cut short (Ctrl-C): made again.
+# Lodestar needs Python 3.11 or newer. A .venv without pip is one whose creation was
+# cut short (Ctrl-C), and one of an older Python was made with an older PYTHON: either
+# is made again, with PYTHON.
+NEW_ENOUGH := -c 'import sys; sys.exit(sys.version_info < (3, 11))'
 $(STAMP): pyproject.toml
-	@$(PY) -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
+	@$(PY) $(NEW_ENOUGH) 2>/dev/null && $(PY) -m pip --version >/dev/null 2>&1 || { \
+	  $(PYTHON) $(NEW_ENOUGH) 2>/dev/null || { \
+	    echo "Lodestar needs Python 3.11 or newer, and $(PYTHON) is" \
+	      "$$($(PYTHON) --version 2>&1 | head -1): run make with PYTHON=python3.11 (or newer)" >&2; \
+	    exit 1; }; \
+	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)

@@ -564,3 +564,25 @@ def test_a_restart_that_fails_is_tried_again_until_the_limit(
     assert str(stopped.value).startswith(
         "postgres could not be started again (EmbeddedError: no), 4 times in a minute"
     )
+
+
+def test_make_with_a_python_too_old_says_so_and_makes_no_venv(tmp_path: Path) -> None:
+    """A .venv made with Python 3.10 stayed, and every later make run failed on it
+    with pip's words; now an older PYTHON is named, and a .venv of one is made again."""
+    old = tmp_path / "python3.10"
+    old.write_text('#!/bin/sh\ncase "$1" in --version) echo "Python 3.10.13";; -c) exit 1;; esac\n')
+    old.chmod(0o755)
+    venv = tmp_path / "venv"
+    ran = subprocess.run(
+        ["make", "-s", "install", f"VENV={venv}", f"PYTHON={old}"],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ran.returncode != 0
+    assert ran.stderr.splitlines()[0] == (
+        f"Lodestar needs Python 3.11 or newer, and {old} is Python 3.10.13: run make with "
+        "PYTHON=python3.11 (or newer)"
+    )
+    assert not venv.exists()
