@@ -108,6 +108,8 @@ SERVER_SETTINGS = {"shared_buffers": "512MB"}
 PG_STOP_TIMEOUT = 30.0
 BROKER_START_TIMEOUT = 20.0
 BROKER_STOP_TIMEOUT = 10.0
+# In the broker's environment: the pid file of the home that started it.
+BROKER_PID_FILE_ENV = "LODESTAR_BROKER_PID_FILE"
 # Variables Tansu reads from the environment; the launcher's own values (an OTLP
 # endpoint meant for the services, say) must not configure the broker.
 _TANSU_ENV = (
@@ -656,6 +658,7 @@ class EmbeddedBroker:
         url = f"tcp://{self.host}:{self.port}"
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
         env["NO_COLOR"] = "1"  # a plain-text log file
+        env[BROKER_PID_FILE_ENV] = str(self.pid_path)  # whose it is (``stop_leftover``)
         self._log = self.log_path.open("wb")
         self._proc = subprocess.Popen(
             [
@@ -728,6 +731,19 @@ class EmbeddedBroker:
                 last_error = err
                 time.sleep(0.05)
 
+    def _started_here(self, proc: psutil.Process, cmdline: list[str]) -> bool:
+        """Whether the broker of the pid file is the one a launcher of this home
+        started, whatever port it was given then (a home's broker moved to another
+        port left the old one running for good); one started before brokers were
+        marked is told by its port."""
+        try:
+            marked = proc.environ().get(BROKER_PID_FILE_ENV)
+        except psutil.Error:
+            marked = None
+        if marked is None:
+            return f"tcp://{self.host}:{self.port}" in cmdline
+        return marked == str(self.pid_path)
+
     def stop_leftover(self) -> None:
         """Stops the broker a killed launcher left on this port, found by its pid file
         (memory-only: nothing is lost). :meth:`start` does it; call it yourself before
@@ -740,7 +756,7 @@ class EmbeddedBroker:
         except (OSError, ValueError, psutil.NoSuchProcess, psutil.ZombieProcess):
             self.pid_path.unlink(missing_ok=True)
             return
-        if cmdline[:1] == [binary] and f"tcp://{self.host}:{self.port}" in cmdline:
+        if cmdline[:1] == [binary] and self._started_here(proc, cmdline):
             _signal_all([proc], signal.SIGTERM)
             if not _wait_gone([proc], BROKER_STOP_TIMEOUT):
                 _signal_all([proc], signal.SIGKILL)

@@ -173,6 +173,32 @@ def test_start_reuses_what_a_killed_launcher_left_running(workdir: Path) -> None
     assert port_is_free("127.0.0.1", port)
 
 
+def test_a_leftover_broker_is_stopped_on_whatever_port_and_anothers_is_not(
+    workdir: Path,
+) -> None:
+    """A launcher killed, then started on another broker port, left the old broker
+    running for good: its pid file was rewritten, and the old port taken."""
+    first_port, second_port, other_port = free_ports(3)
+    left = EmbeddedBroker(first_port, workdir / "tansu.log")
+    other = EmbeddedBroker(other_port, workdir / "other" / "tansu.log")
+    try:
+        left.start()
+        other.start()
+        left_pid, other_pid = left.pid, other.pid
+        assert left_pid is not None and other_pid is not None
+        # As the next launcher of the same home, given another port.
+        EmbeddedBroker(second_port, workdir / "tansu.log").stop_leftover()
+        assert not _alive(left_pid)
+        assert port_is_free("127.0.0.1", first_port)
+        # A pid file naming another home's broker (its pid reused) stops nothing.
+        (workdir / "tansu.pid").write_text(str(other_pid))
+        EmbeddedBroker(second_port, workdir / "tansu.log").stop_leftover()
+        assert _alive(other_pid)
+    finally:
+        left.stop()
+        other.stop()
+
+
 def test_stop_after_an_interrupted_start_stops_the_server(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
