@@ -7,6 +7,7 @@ failure to record is logged, never turned into a failed request.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Callable
@@ -20,9 +21,10 @@ from pydantic import AfterValidator, AwareDatetime, WrapValidator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.access import Access, WholeTenantAdmin
-from shared.auth import Principal
+from shared.auth import Principal, current_principal
 from shared.db import Database, hold_tenants
 from shared.events import OFFSET_REASON, timestamp_text, within_offsets
+from shared.input_guard import REFUSED_BY_GUARD
 from shared.query_lists import DIGITS_ONLY
 from shared.telemetry import current_trace_id
 
@@ -71,6 +73,12 @@ def _route_template(scope: Scope) -> str:
 _CONVERTER = re.compile(r"\{(\w+):\w+\}")
 
 
+def _storable(text: str) -> str:
+    """``text`` as PostgreSQL's text keeps it: a NUL or a lone surrogate, which a
+    refused request may hold, written as escapes."""
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def audit_record(scope: Scope, service: str, status: int) -> dict[str, Any]:
     """What the audit keeps of a finished request, from what the handlers left behind."""
     state: dict[str, Any] = scope.get("state") or {}
@@ -94,11 +102,11 @@ def audit_record(scope: Scope, service: str, status: int) -> dict[str, Any]:
         "actor": actor.get("actor") or (principal.subject if principal else None),
         "client_id": actor.get("client_id") or (principal.client_id if principal else None),
         "service": service,
-        "action": f"{scope['method']} {_route_template(scope)}",
-        "target": scope["path"],
+        "action": _storable(f"{scope['method']} {_route_template(scope)}"),
+        "target": _storable(scope["path"]),
         "status": status,
         "ip": _client_ip(scope, headers, service),
-        "user_agent": headers.get("user-agent", "")[:500] or None,
+        "user_agent": _storable(headers.get("user-agent", "")[:500]) or None,
         "trace_id": current_trace_id(),
         "detail": detail or None,
     }
@@ -138,12 +146,18 @@ class AuditMiddleware:
             await self._record(scope, status["code"])
 
     async def _record(self, scope: Scope, status: int) -> None:
-        if self.skip(scope["path"], status):
+        answered_here = (scope.get("state") or {}).get(REFUSED_BY_GUARD, False)
+        if self.skip(scope["path"], status) and not answered_here:
             return
         state = getattr(scope.get("app"), "state", None)
         db: Database | None = getattr(state, "db", None)
         if db is None:
             return
+        if answered_here:
+            # Refused before any route read the token: the caller is found here, so
+            # that a probe with crafted bodies is in its tenant's trail too.
+            with contextlib.suppress(Exception):
+                await current_principal(Request(scope))
         record = audit_record(scope, self.service, status)
         erased = getattr(state, "erased", ())
         detail = record["detail"] or {}

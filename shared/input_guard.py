@@ -53,6 +53,8 @@ UTF8_BOM = b"\xef\xbb\xbf"
 # character and passes).
 _JSON_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 GRAPHQL_PATH = "/graphql"
+# In the request's state: the guard answered it (see ``InputGuardMiddleware._answer``).
+REFUSED_BY_GUARD = "refused_by_guard"
 # Routes that answer a repeated parameter themselves: OAuth's authorization endpoint
 # sends its errors back to the client's redirect URI (RFC 6749 §4.1.2.1).
 REPEATS_ANSWERED_BY_ROUTE = frozenset({"/oauth/authorize"})
@@ -435,7 +437,7 @@ class InputGuardMiddleware:
             return
         unreadable = _unsupported_coding(scope["headers"]) or _unsupported_charset(scope["headers"])
         if unreadable is not None:
-            await self.render(unreadable, scope)(scope, receive, send)
+            await self._answer(unreadable, scope, receive, send)
             return
         if scope["path"] == GRAPHQL_PATH and scope["method"] in ("GET", "HEAD"):
             errors = _graphql_query_misread(scope, self.field_of)
@@ -455,7 +457,7 @@ class InputGuardMiddleware:
             # JSON is UTF-8 (RFC 8259 §8.1). A parser that guesses UTF-16 or UTF-32 would
             # read one past the NUL and surrogate checks below, which look for UTF-8.
             # (GraphQL refuses it itself, 400 as GraphQL over HTTP has it.)
-            await self.render(NOT_UTF8_JSON, scope)(scope, receive, send)
+            await self._answer(NOT_UTF8_JSON, scope, receive, send)
             return
         errors = _body_errors(body, self.field_of)
         if not errors and not self.forwarded(scope["path"]):
@@ -468,7 +470,15 @@ class InputGuardMiddleware:
     async def _refuse(
         self, errors: list[FieldError], scope: Scope, receive: Receive, send: Send
     ) -> None:
-        await self.render(_refusal(errors), scope)(scope, receive, send)
+        await self._answer(_refusal(errors), scope, receive, send)
+
+    async def _answer(
+        self, error: LodestarError, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        # Answered here, before any route or service: the audit records it (see
+        # shared.audit), as a path the gateway would have forwarded never arrives.
+        scope.setdefault("state", {})[REFUSED_BY_GUARD] = True
+        await self.render(error, scope)(scope, receive, send)
 
 
 def _refusal(errors: list[FieldError]) -> InvalidInput:

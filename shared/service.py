@@ -601,14 +601,15 @@ def build_app(
     install_error_handlers(app)
     # Innermost: an exception of a route becomes its answer before anything sees it.
     app.add_middleware(UnexpectedErrors)
-    # The handlers have left who and for which tenant in the request state.
-    app.add_middleware(AuditMiddleware, service=service, skip=audit_skip)
     app.add_middleware(
         InputGuardMiddleware,
         field_of=json_field_of,
         render=error_response_at,
         forwarded=forwarded,
     )
+    # The handlers have left who and for which tenant in the request state. Outside the
+    # guard: a write it refuses is recorded too.
+    app.add_middleware(AuditMiddleware, service=service, skip=audit_skip)
     limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app.state.rate_limiter = limiter
     # Added first, so it runs inside tracing: refused requests are traced and logged too.

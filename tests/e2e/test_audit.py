@@ -345,3 +345,37 @@ async def test_an_agency_refused_for_want_of_a_grant_is_in_the_trails_that_conce
         [(seller.tenant_id, acting), (agency.tenant_id, {"asked_tenant": stranger.tenant_id})],
         key=str,
     )
+
+
+async def test_a_write_the_input_guard_refuses_is_in_the_tenants_trail(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """Refused before any route read the token, such writes were in no trail: a probe
+    with crafted bodies left none, where a body that is no JSON did."""
+    tenant = await new_tenant()
+    json_type = {**tenant.headers, "Content-Type": "application/json"}
+    refused = [
+        # A route the gateway owns, and ones it would forward: never reaching a service.
+        ("POST", "/v1/users", b'{"email": "a\\u0000@b.example"}', json_type, 422),
+        ("PUT", "/v1/settings/kpi", b'{"gmv_includes_tax": 1, "gmv_includes_tax": 2}',
+         json_type, 422),
+        ("POST", "/v1/events", b"{}", {**json_type, "Content-Encoding": "br"}, 415),
+        ("PUT", "/v1/settings/kpi%00", b"{}", json_type, 422),
+    ]  # fmt: skip
+    for method, path, body, headers, status in refused:
+        answer = await http.request(method, path, content=body, headers=headers)
+        assert answer.status_code == status, (path, answer.text)
+    entries = [
+        e
+        for e in await audit_entries(
+            http, tenant, lambda got: len([e for e in got if e["status"] >= 400]) >= len(refused)
+        )
+        if e["status"] >= 400
+    ]
+    assert {(e["action"], e["status"]) for e in entries} == {
+        ("POST /v1/users", 422),
+        ("PUT /v1/settings/kpi", 422),
+        ("POST /v1/events", 415),
+        ("PUT /v1/settings/kpi\\x00", 422),
+    }
+    assert {e["client_id"] for e in entries} == {tenant.client_id}
