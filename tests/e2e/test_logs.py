@@ -53,6 +53,11 @@ async def test_request_logs_carry_tenant_and_trace_but_no_secrets(
     assert len(traced) >= 2, requests
     assert all(line.get("tenant") == tenant.tenant_id for line in traced), traced
     assert {line["status"] for line in traced} == {422}
+    # A token request names its client's tenant too: the issue and the request line.
+    issued = [line for line in lines if line["msg"] == "access token issued"]
+    token_lines = [line for line in requests if line["path"] == "/oauth/token"]
+    for named in (issued, token_lines):
+        assert named and {line.get("tenant") for line in named} == {tenant.tenant_id}, named
     text = "\n".join(formatter.format(record) for record in caplog.records)
     for secret in (tenant.client_secret, tenant.token, token.json()["access_token"]):
         assert secret not in text

@@ -29,6 +29,7 @@ from services.gateway.oauth.user_grants import granted_scope
 from services.gateway.users.emails import MAX_EMAIL_LENGTH, canonical_email
 from services.gateway.users.passwords import SignInsBusy, verify_password
 from services.gateway.users.repository import UserRepository
+from shared.audit import audit_as
 from shared.deps import DbSession
 from shared.http import port_is_usable
 
@@ -346,11 +347,12 @@ async def authorize_submit(
     if client.tenant_id is not None:
         # Every attempt at a tenant's portal is in its trail (an unknown address, one
         # paused), so that guessing there shows; a known user is named below.
-        request.state.audit_actor = {
-            "actor": None,
-            "tenant_id": client.tenant_id,
-            "client_id": client.client_id,
-        }
+        audit_as(
+            request,
+            actor=None,
+            client_id=client.client_id,
+            tenant_id=client.tenant_id,
+        )
     # One mailbox, one count of failures, however it is typed.
     email = canonical_email(email)
     if len(email) > MAX_EMAIL_LENGTH:
@@ -391,11 +393,12 @@ async def authorize_submit(
         )
     if user is not None:
         # Failed sign-ins of a known account show in that tenant's audit too.
-        request.state.audit_actor = {
-            "actor": user.id,
-            "tenant_id": user.tenant_id,
-            "client_id": client.client_id,
-        }
+        audit_as(
+            request,
+            actor=user.id,
+            client_id=client.client_id,
+            tenant_id=user.tenant_id,
+        )
     if user is not None and valid:
         # Read again, locked, as a token request reads it: deleted or changed during the
         # password check, the user signs in as it is now (or not at all), and a

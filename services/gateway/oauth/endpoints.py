@@ -18,6 +18,7 @@ from services.gateway.oauth.server import AUTH_METHODS, GRANT_TYPES, TokenReques
 from services.gateway.oauth.signing import Signer
 from services.gateway.oauth.user_grants import USER_GRANT_TYPES
 from services.gateway.users.repository import UserRepository
+from shared.audit import audit_as
 from shared.auth import ALGORITHM, Principal, TokenVerifier, current_principal
 from shared.deps import DbSession
 from shared.errors import InsufficientScope, Unauthenticated
@@ -27,6 +28,7 @@ from shared.openapi import ErrorBody
 from shared.revocations import REVOKED_TOKENS_PATH
 from shared.scopes import ALL_SCOPES
 from shared.service import none_match_holds
+from shared.telemetry import current_tenant
 from shared.time import utcnow
 
 router = APIRouter(tags=["oauth"])
@@ -198,16 +200,20 @@ async def token(request: Request, session: DbSession) -> JSONResponse:
         return await user_grants.token_response(request, session, token_request)
     client_id = token_request.claimed_client_id()
     client = await ClientRepository(session).get_active(client_id) if client_id else None
+    if client is not None:
+        # The log line names the tenant, as every line after it.
+        current_tenant.set(client.tenant_id)
     response = server.token_response(token_request, client)
     if client is not None:
         # In the client's tenant's trail either way, so that guessing at its secret
         # shows there; but a request that did not prove to be the client is nobody's.
         proven = response.status_code < 400
-        request.state.audit_actor = {
-            "actor": client.client_id if proven else None,
-            "client_id": client.client_id if proven else None,
-            "tenant_id": client.tenant_id,
-        }
+        audit_as(
+            request,
+            actor=client.client_id if proven else None,
+            client_id=client.client_id if proven else None,
+            tenant_id=client.tenant_id,
+        )
         if not proven:
             request.state.audit_detail = {"claimed_client_id": client.client_id}
     return response
@@ -254,11 +260,12 @@ async def revoke(request: Request, session: DbSession) -> Response:
         return checked
     form_request, client = checked
     # Audited as the tenant's write it is (RFC 7009 answers 200 whatever the token).
-    request.state.audit_actor = {
-        "actor": client.client_id,
-        "client_id": client.client_id,
-        "tenant_id": client.tenant_id,
-    }
+    audit_as(
+        request,
+        actor=client.client_id,
+        client_id=client.client_id,
+        tenant_id=client.tenant_id,
+    )
     token = form_request.form["token"]
     await sessions.lock_user_named(session, "refresh_token", token)
     refresh = await sessions.find_refresh(session, token)

@@ -29,6 +29,7 @@ from services.gateway.oauth.secrets import verify_secret
 from services.gateway.oauth.server import TokenRequest, TokenServer, basic_credentials, described
 from services.gateway.users.models import User
 from services.gateway.users.repository import UserRepository
+from shared.audit import audit_as
 from shared.scopes import ROLES
 from shared.time import utcnow
 
@@ -73,11 +74,12 @@ async def token_response(
         client = await authenticate_client(session, form_request)
         # In the client's tenant's trail, refused too: a replayed code or a reused
         # refresh token (which ends the sign-in) is what a tenant most needs to see.
-        request.state.audit_actor = {
-            "actor": None,
-            "client_id": client.client_id,
-            "tenant_id": client.tenant_id,
-        }
+        audit_as(
+            request,
+            actor=None,
+            client_id=client.client_id,
+            tenant_id=client.tenant_id,
+        )
         body = await _grant(request, session, form_request, client)
     except OAuth2Error as error:
         response = server.error_response(error)
@@ -148,11 +150,12 @@ async def _grant(
         refuse_at_once(request, await sessions.revoke_family(session, redeemed.family_id))
         raise InvalidGrantError("the user can no longer sign in")
     scope = " ".join(sorted(set(scope.split()) & set(granted_scope(scope, user, client).split())))
-    request.state.audit_actor = {
-        "actor": user.id,
-        "client_id": client.client_id,
-        "tenant_id": user.tenant_id,
-    }
+    audit_as(
+        request,
+        actor=user.id,
+        client_id=client.client_id,
+        tenant_id=user.tenant_id,
+    )
     settings = request.app.state.settings
     jti = secrets.token_hex(16)
     access_token = mint_access_token(
