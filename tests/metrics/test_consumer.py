@@ -18,7 +18,7 @@ import asyncpg
 import httpx
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from devstack.embedded import EmbeddedBroker, free_port
 from services.metrics.app import create_app
@@ -766,3 +766,22 @@ async def test_a_batch_read_before_the_group_assigned_again_is_never_committed(
             return any(offset is not None and offset > 0 for offset in offsets)
 
         await wait_until(committed_after_it)
+
+
+def test_a_batch_links_each_push_once_however_many_events_it_holds() -> None:
+    """Links were one per record of the first 32: a batch of 810 events from one push
+    linked it 32 times, and the pushes behind those records not at all."""
+
+    def record(offset: int, trace_id: int | None) -> ConsumerRecord[bytes, bytes]:
+        headers = (
+            []
+            if trace_id is None
+            else [("traceparent", f"00-{trace_id:032x}-{1:016x}-01".encode())]
+        )
+        return ConsumerRecord("t", 0, offset, 0, 0, None, b"{}", None, 0, 2, headers)
+
+    records = [record(n, 1) for n in range(40)] + [record(40, None), record(41, 2), record(42, 1)]
+    links = consumer_module.push_links(records)
+    assert [link.context.trace_id for link in links] == [1, 2]
+    many = consumer_module.push_links([record(n, n + 1) for n in range(300)])
+    assert [link.context.trace_id for link in many] == list(range(1, consumer_module.MAX_LINKS + 1))

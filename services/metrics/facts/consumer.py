@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Container, Coroutine
+from collections.abc import Callable, Container, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -83,6 +83,25 @@ tracer = trace.get_tracer("lodestar.metrics.consumer")
 RETRY_SECONDS = 1.0
 # How soon the events of a tenant whose store is being rebucketed are read again.
 DEFERRED_SECONDS = 0.2
+
+
+# The SDK keeps at most this many links on a span (OTEL_SPAN_LINK_COUNT_LIMIT's default).
+MAX_LINKS = 128
+
+
+def push_links(records: Sequence[ConsumerRecord[Any, Any]]) -> list[trace.Link]:
+    """A link to each push whose events a batch applies, each once: a batch of a
+    thousand events from a few pushes links those few, not its first records."""
+    links: dict[bytes, trace.Link] = {}
+    for record in records:
+        parent = next((value for name, value in record.headers if name == "traceparent"), None)
+        if parent is None or parent in links:
+            continue
+        context = trace.get_current_span(context_from_kafka(record.headers)).get_span_context()
+        links[parent] = trace.Link(context)
+        if len(links) == MAX_LINKS:
+            break
+    return list(links.values())
 
 
 @dataclass
@@ -726,11 +745,9 @@ class FactConsumer:
         after it that were applied are then skipped as kept)."""
         batches, parsed = fetched.batches, fetched.parsed
         records = [record for partition in batches.values() for record in partition]
-        links = [
-            trace.Link(trace.get_current_span(context_from_kafka(r.headers)).get_span_context())
-            for r, _ in parsed.good[:32]
-        ]
-        with tracer.start_as_current_span("apply events", links=links) as span:
+        with tracer.start_as_current_span(
+            "apply events", links=push_links([r for r, _ in parsed.good])
+        ) as span:
             span.set_attribute("messaging.batch.message_count", len(records))
             first = fetched.first
             try:
