@@ -64,7 +64,7 @@ def _client_ip(scope: Scope, headers: dict[str, str], service: str) -> str | Non
     return str(client[0]) if client else None
 
 
-def _route_template(scope: Scope) -> str:
+def route_template(scope: Scope) -> str:
     route = scope.get("route")
     # As the API document writes it: `{store_id}`, not the router's `{store_id:path}`.
     return _CONVERTER.sub(r"{\1}", str(getattr(route, "path", None) or scope["path"]))
@@ -111,7 +111,7 @@ def audit_record(scope: Scope, service: str, status: int) -> dict[str, Any]:
         "actor": actor.get("actor") or (principal.subject if principal else None),
         "client_id": actor.get("client_id") or (principal.client_id if principal else None),
         "service": service,
-        "action": _storable(f"{scope['method']} {_route_template(scope)}"),
+        "action": _storable(f"{scope['method']} {route_template(scope)}"),
         "target": _storable(scope["path"]),
         "status": status,
         "ip": _client_ip(scope, headers, service),

@@ -24,7 +24,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.access import GatewayGrantLookup
-from shared.audit import AuditMiddleware, audit_router
+from shared.audit import AuditMiddleware, audit_router, route_template
 from shared.auth import KeyCache, TokenVerifier, current_principal
 from shared.compression import CompressedAnswers
 from shared.db import Database, database_unavailable, rolled_back_for_concurrency, sqlstate
@@ -420,6 +420,12 @@ class TracingMiddleware:
                 span.set_attribute("url.path", path)
                 await self.app(scope, receive, send_wrapper)
                 span.set_attribute("http.response.status_code", status["code"])
+                if scope.get("route") is not None:
+                    # Named as OpenTelemetry's HTTP conventions have it, by the route
+                    # (`/v1/users/{user_id}`): a name per id makes an operation of each.
+                    route = route_template(scope)
+                    span.set_attribute("http.route", route)
+                    span.update_name(f"{method} {route}")
                 log.info(
                     "request",
                     extra={

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -39,3 +40,26 @@ async def test_requests_get_spans_in_the_callers_trace_but_probes_and_polls_none
     assert f"{spans[0].context.trace_id:032x}" == TRACE
     assert spans[0].attributes is not None
     assert spans[0].attributes["http.response.status_code"] == 200
+
+
+async def test_a_routed_request_is_named_by_its_route_not_its_ids() -> None:
+    """A span per user, tenant or grant id made an operation of each in a trace backend."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = FastAPI()
+
+    @app.patch("/v1/users/{user_id}")
+    async def change(user_id: str) -> dict[str, str]:
+        return {"id": user_id}
+
+    middleware = TracingMiddleware(app, "tracing-test")
+    middleware.tracer = provider.get_tracer("tracing-test")
+    transport = httpx.ASGITransport(app=middleware)
+    async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+        assert (await client.patch("/v1/users/us_1")).status_code == 200
+    [span] = exporter.get_finished_spans()
+    assert span.name == "PATCH /v1/users/{user_id}"
+    assert span.attributes is not None
+    assert span.attributes["http.route"] == "/v1/users/{user_id}"
+    assert span.attributes["url.path"] == "/v1/users/us_1"
