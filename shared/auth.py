@@ -21,7 +21,7 @@ import httpx
 import orjson
 from fastapi import Request
 from joserfc import jwt
-from joserfc.errors import JoseError
+from joserfc.errors import ExceededSizeError, JoseError
 from joserfc.jwk import KeySet, RSAKey
 
 from shared.errors import Forbidden, InsufficientScope, Unauthenticated, UpstreamUnavailable
@@ -236,6 +236,8 @@ class TokenVerifier:
         key = await self.keys.key_for(kid)
         try:
             decoded = jwt.decode(token, key, algorithms=[ALGORITHM])
+        except ExceededSizeError as exc:
+            raise Unauthenticated("token is too large") from exc
         except (JoseError, ValueError) as exc:
             raise Unauthenticated("token signature is invalid") from exc
         principal = self._principal(decoded.claims)

@@ -584,6 +584,16 @@ async def test_user_and_client_validation_names_the_field(
     uk = {**good, "limits": {"marketplaces": ["UK"]}}
     named = await http.post("/v1/users", json=uk, headers=admin.headers)
     assert "the United Kingdom is GB" in named.json()["errors"][0]["reason"]
+    # Every access token carries the limits, and no verifier takes one past 128,000
+    # bytes: a user limited to 500 long store ids was made, then refused everywhere.
+    wide = {**good, "limits": {"stores": [f"store-{n:03d}-" + "x" * 246 for n in range(500)]}}
+    too_wide = await http.post("/v1/users", json=wide, headers=admin.headers)
+    assert too_wide.status_code == 422, too_wide.text
+    [error] = too_wide.json()["errors"]
+    assert error["field"] == "limits"
+    assert error["reason"].startswith("must take at most 64,000 bytes written as JSON"), error
+    fits = {**good, "limits": {"stores": [f"store-{n:03d}" for n in range(500)]}}
+    assert (await http.post("/v1/users", json=fits, headers=admin.headers)).status_code == 201
     first = await add_user(http, admin, "viewer")
     duplicate = await http.post(
         "/v1/users", json={**good, "email": first["email"].upper()}, headers=admin.headers

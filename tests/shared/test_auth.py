@@ -37,6 +37,13 @@ async def test_valid_token_gives_tenant_scopes_and_client(minter: TokenMinter) -
     assert 'scope="targets:write"' in refused.value.headers["WWW-Authenticate"]
 
 
+async def test_a_token_too_large_to_verify_is_told_so(minter: TokenMinter) -> None:
+    """A token past the verifier's 128,000 bytes was "token signature is invalid"."""
+    huge = minter.mint("t1", ["kpi:read"], limits={"stores": ["x" * 250] * 600})
+    with pytest.raises(Unauthenticated, match="token is too large"):
+        await minter.verifier().verify(huge)
+
+
 @pytest.mark.parametrize("tenant", [None, "", "absent"])
 async def test_null_empty_or_absent_tenant_is_no_tenant(minter: TokenMinter, tenant: Any) -> None:
     claims = {} if tenant == "absent" else {"tenant": tenant}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from typing import Annotated, Literal
@@ -13,6 +14,7 @@ from pydantic import (
     StrictBool,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 
 from services.gateway.users.emails import MAX_EMAIL_LENGTH, canonical_email
@@ -43,6 +45,9 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Password = Annotated[str, StringConstraints(min_length=MIN_PASSWORD_LENGTH, max_length=200)]
 # Stores, marketplaces and categories as events carry them: any of them can be a limit.
 Values = Annotated[list[Text], Field(min_length=1, max_length=500)]
+# A token's payload is at most 128,000 bytes once in base64 (4/3 of its JSON), to every
+# verifier here (joserfc's limit); this leaves the other claims room.
+LIMITS_CLAIM_BYTES = 64_000
 
 
 class Limits(BaseModel):
@@ -59,6 +64,19 @@ class Limits(BaseModel):
     def _marketplaces(cls, value: list[str] | None) -> list[str] | None:
         # As events and queries name them: "UK" would limit a user to nothing at all.
         return None if value is None else [country_code(v) for v in value]
+
+    @model_validator(mode="after")
+    def _fits_a_token(self) -> Limits:
+        # Every access token of the user carries them, and verifiers refuse a token
+        # past 128,000 bytes: a user limited further could not be served at all.
+        written = json.dumps(self.as_claim(), separators=(",", ":"))
+        if len(written) > LIMITS_CLAIM_BYTES:
+            raise ValueError(
+                f"must take at most {LIMITS_CLAIM_BYTES:,} bytes written as JSON, all "
+                f"dimensions together, not {len(written):,}: every access token of the "
+                "user carries them"
+            )
+        return self
 
     def as_claim(self) -> dict[str, list[str]] | None:
         limits = {k: sorted(set(v)) for k, v in self.model_dump().items() if v is not None}
