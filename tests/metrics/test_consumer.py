@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging.handlers
 import os
 import secrets
 import signal
@@ -176,6 +177,8 @@ async def test_bad_records_are_dead_lettered_and_offsets_follow_the_commit(
             (key, message(tenant, "e2", 1)),
         ],
     )
+    said = logging.handlers.BufferingHandler(capacity=1000)
+    logging.getLogger(consumer_module.__name__).addHandler(said)
     async with serving(settings, minter) as (app, client):
 
         async def applied_all() -> bool:
@@ -187,6 +190,10 @@ async def test_bad_records_are_dead_lettered_and_offsets_follow_the_commit(
         counters = app.state.consumer.counters
         assert counters.deadlettered == 2
         assert counters.applied == 2
+        # Each said in a line of its tenant's, from the record's key.
+        logging.getLogger(consumer_module.__name__).removeHandler(said)
+        told = [r for r in said.buffer if r.getMessage() == "dead-lettered a record"]
+        assert [getattr(r, "tenant", None) for r in told] == [tenant, tenant]
         # The same events again, and a lower version: nothing changes.
         await produce(
             kafka_bootstrap,

@@ -66,7 +66,7 @@ from shared.kafka import (
     stop_client,
 )
 from shared.tasks import stop_task
-from shared.telemetry import context_from_kafka
+from shared.telemetry import context_from_kafka, current_tenant
 from shared.time import local_date
 from shared.validation_context import STORED
 
@@ -861,12 +861,18 @@ class FactConsumer:
         assert self._producer is not None
         deliveries = []
         for record, reason in bad:
-            log.warning(
-                "dead-lettered a record",
-                extra={
-                    "fields": {"topic": record.topic, "offset": record.offset, "reason": reason}
-                },
-            )
+            # Said in its tenant's lines: its key is its tenant's id, as ingest's relay
+            # keys every record.
+            tenant = current_tenant.set(record.key.decode(errors="replace") if record.key else None)
+            try:
+                log.warning(
+                    "dead-lettered a record",
+                    extra={
+                        "fields": {"topic": record.topic, "offset": record.offset, "reason": reason}
+                    },
+                )
+            finally:
+                current_tenant.reset(tenant)
             deliveries.append(
                 await self._producer.send(
                     self.deadletter_topic,
