@@ -139,6 +139,15 @@ class LengthRequired(LodestarError):
     graphql_code = "BAD_USER_INPUT"
 
 
+class RequestTimeout(LodestarError):
+    """A body sent too slowly: it held a reader (and a large body's turn) for as long
+    as it trickled."""
+
+    status = 408
+    code = "request_timeout"
+    graphql_code = "BAD_USER_INPUT"
+
+
 class Unauthenticated(LodestarError):
     status = 401
     code = "invalid_token"

@@ -27,6 +27,7 @@ from shared.errors import (
     LodestarError,
     PayloadTooLarge,
     RateLimited,
+    RequestTimeout,
     Unauthenticated,
     UpstreamUnavailable,
 )
@@ -193,6 +194,11 @@ LARGE_BODY_BYTES = 1024 * 1024
 MAX_LARGE_BODIES = 8
 MAX_LARGE_BODIES_PER_CLIENT = 4
 LARGE_BODY_WAIT_SECONDS = 30.0
+# A body must arrive within this long, plus a second for each ``BODY_BYTES_A_SECOND`` it
+# declares (chunked: up to the 1 MiB it may have), else 408: one trickled a byte a second
+# held its turn for as long as it trickled, and eight of them every tenant's large pushes.
+BODY_GRACE_SECONDS = 10.0
+BODY_BYTES_A_SECOND = 32 * 1024
 
 
 class LimitsMiddleware:
@@ -303,16 +309,32 @@ class LimitsMiddleware:
 
     async def _call_counting(self, scope: Scope, receive: Receive, send: Send) -> None:
         received = 0
-        refused: PayloadTooLarge | LengthRequired | None = None
+        refused: PayloadTooLarge | LengthRequired | RequestTimeout | None = None
         started = False
-        undeclared = _declared_length(scope) is None
+        declared = _declared_length(scope)
+        undeclared = declared is None
+        deadline = asyncio.get_running_loop().time() + BODY_GRACE_SECONDS
+        deadline += (LARGE_BODY_BYTES if declared is None else declared) / BODY_BYTES_A_SECOND
+        whole = False
 
         async def counting_receive() -> Message:
-            nonlocal received, refused
+            nonlocal received, refused, whole
             if refused is not None:
                 raise refused
-            message = await receive()
+            if whole:
+                # The body is in: what is left to wait for is the client going away.
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                refused = RequestTimeout(
+                    f"the request body was not received in time ({received} bytes came)",
+                    [FieldError(field="body", reason="sent too slowly")],
+                )
+                raise refused from None
             if message["type"] == "http.request":
+                whole = not message.get("more_body", False)
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
                     refused = self._too_large()
@@ -339,7 +361,7 @@ class LimitsMiddleware:
 
         try:
             await self.app(scope, counting_receive, guarded_send)
-        except (PayloadTooLarge, LengthRequired) as exc:
+        except (PayloadTooLarge, LengthRequired, RequestTimeout) as exc:
             if exc is not refused:
                 raise
             # A response already under way cannot become a 413; the server ends it.

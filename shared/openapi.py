@@ -123,6 +123,8 @@ _ERRORS = {
     "403": "The token lacks the route's scope (`insufficient_scope`, naming it), or the "
     "tenant or store named is not the caller's.",
     "404": "Nothing by that id for this tenant.",
+    "408": "A body not received within 10 s and a second for each 32 KiB it declares "
+    "(`request_timeout`).",
     "411": "A body over 1 MiB sent in chunks, without `Content-Length` (`length_required`).",
     "413": "A body over the size limit (`payload_too_large`).",
     "415": "A JSON body sent with another `Content-Type` than `application/json`, or "
@@ -170,7 +172,7 @@ def _describe_errors(document: dict[str, Any]) -> None:
                     continue
                 if status == "404" and ("{" not in path or (method, path) in _NEVER_NOT_FOUND):
                     continue
-                if status in ("411", "413") and "requestBody" not in operation:
+                if status in ("408", "411", "413") and "requestBody" not in operation:
                     continue
                 if status == "415" and "application/json" not in _body_types(operation):
                     continue

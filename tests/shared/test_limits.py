@@ -170,6 +170,37 @@ async def test_chunked_body_over_the_limit_gets_413() -> None:
     assert seen == []
 
 
+async def test_a_body_trickled_past_its_time_gets_408_and_frees_the_reader(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A body sent a byte a second held its reader (and a large body's turn) for as long
+    as it trickled: eight of them shut every tenant out of large pushes."""
+    monkeypatch.setattr(limits, "BODY_GRACE_SECONDS", 0.3)
+    monkeypatch.setattr(limits, "BODY_BYTES_A_SECOND", 10**9)
+    app, _, seen = limited_app()
+
+    async def trickled() -> AsyncIterator[bytes]:
+        yield b"x" * 10
+        await asyncio.sleep(2)
+        yield b"x" * 10
+
+    async with client_of(app) as client:
+        started = time.monotonic()
+        slow = await client.post("/echo", content=trickled(), headers={"Content-Length": "20"})
+        waited = time.monotonic() - started
+        # A body sent in time is read whole, however long the route then takes.
+        prompt = await client.post("/echo", content=b"y" * 20)
+    assert slow.status_code == 408, slow.text
+    assert slow.json() == {
+        "error": "request_timeout",
+        "detail": "the request body was not received in time (10 bytes came)",
+        "errors": [{"field": "body", "reason": "sent too slowly"}],
+    }
+    assert waited < 1.5
+    assert prompt.status_code == 200
+    assert seen == [b"y" * 20]
+
+
 async def test_body_longer_than_its_content_length_gets_413() -> None:
     app, _, seen = limited_app()
     async with client_of(app) as client:
