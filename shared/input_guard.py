@@ -93,23 +93,27 @@ def _header_errors(headers: list[tuple[bytes, bytes]]) -> list[FieldError]:
 
 
 def _unsupported_coding(headers: list[tuple[bytes, bytes]]) -> UnsupportedMediaType | None:
-    """415 for a body in a content coding (gzip, br): bodies are read as sent, and
-    a compressed batch read as JSON would be refused as no JSON, which it is not."""
-    codings = [
-        coding.strip().lower()
-        for name, value in headers
-        if name.lower() == b"content-encoding"
-        for coding in value.decode("latin-1").split(",")
-    ]
-    refused = [c for c in codings if c and c != "identity"]
-    if not refused:
-        return None
-    return UnsupportedMediaType(
-        f"the body must be sent uncompressed, not in the {refused[0]} coding",
-        [FieldError("header.Content-Encoding", "must be identity (or absent)")],
-        # RFC 7694 §3: the codings the server takes.
-        headers={"Accept-Encoding": "identity"},
-    )
+    """415 for a body in a content coding (gzip, br), or a transfer coding other than
+    chunked: bodies are read as sent, and a compressed batch read as JSON would be
+    refused as no JSON, which it is not (the server undoes chunked alone)."""
+    for header, taken in ((b"content-encoding", ()), (b"transfer-encoding", ("chunked",))):
+        codings = [
+            coding.strip().lower()
+            for name, value in headers
+            if name.lower() == header
+            for coding in value.decode("latin-1").split(",")
+        ]
+        refused = [c for c in codings if c and c != "identity" and c not in taken]
+        if refused:
+            named = "Content-Encoding" if header == b"content-encoding" else "Transfer-Encoding"
+            reason = "must be identity (or absent)" if not taken else "must be chunked (or absent)"
+            return UnsupportedMediaType(
+                f"the body must be sent uncompressed, not in the {refused[0]} coding",
+                [FieldError(f"header.{named}", reason)],
+                # RFC 7694 §3: the codings the server takes.
+                headers={"Accept-Encoding": "identity"},
+            )
+    return None
 
 
 # The charsets a body may be declared in, by the names clients give them, and the

@@ -7,7 +7,9 @@ the csv module refuses, a body that is no UTF-8.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import gzip
 import json
 from typing import Any
 
@@ -407,6 +409,26 @@ async def test_a_compressed_body_is_415_naming_its_coding(
         assert answer.json()["errors"] == [
             {"field": "header.Content-Encoding", "reason": "must be identity (or absent)"}
         ]
+    # So is a transfer coding other than chunked, which the server undoes alone: a
+    # gzipped body was read as it came, and refused as "not UTF-8".
+    packed = gzip.compress(plain)
+    host, port = http.base_url.host, http.base_url.port
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        + f"Authorization: {tenant.headers['Authorization']}\r\n".encode()
+        + b"Content-Type: application/json\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+        + f"{len(packed):x}\r\n".encode()
+        + packed
+        + b"\r\n0\r\n\r\n"
+    )
+    answered = await reader.read()
+    writer.close()
+    head, _, body = answered.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 415"), answered
+    assert json.loads(body)["errors"] == [
+        {"field": "header.Transfer-Encoding", "reason": "must be chunked (or absent)"}
+    ]
     by_graphql = await http.post(
         "/graphql",
         json={"query": "{ __typename }"},
