@@ -139,6 +139,12 @@ class LengthRequired(LodestarError):
     graphql_code = "BAD_USER_INPUT"
 
 
+class HeadersTooLarge(LodestarError):
+    status = 431
+    code = "request_header_fields_too_large"
+    graphql_code = "BAD_USER_INPUT"
+
+
 class RequestTimeout(LodestarError):
     """A body sent too slowly: it held a reader (and a large body's turn) for as long
     as it trickled."""

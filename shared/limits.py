@@ -23,6 +23,7 @@ from shared.access import EFFECTIVE_GRANT_PATH
 from shared.auth import Principal
 from shared.errors import (
     FieldError,
+    HeadersTooLarge,
     LengthRequired,
     LodestarError,
     PayloadTooLarge,
@@ -197,6 +198,9 @@ LARGE_BODY_WAIT_SECONDS = 30.0
 # A body must arrive within this long, plus a second for each ``BODY_BYTES_A_SECOND`` it
 # declares (chunked: up to the 1 MiB it may have), else 408: one trickled a byte a second
 # held its turn for as long as it trickled, and eight of them every tenant's large pushes.
+# Headers past this many bytes in all are 431: an access token carries at most 128,000,
+# and no other header comes near (the server reads them before any limit of ours).
+MAX_HEADER_BYTES = 256 * 1024
 BODY_GRACE_SECONDS = 10.0
 BODY_BYTES_A_SECOND = 32 * 1024
 
@@ -226,6 +230,15 @@ class LimitsMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        header_bytes = sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+        if header_bytes > MAX_HEADER_BYTES:
+            too_large = HeadersTooLarge(
+                f"the request's headers take {header_bytes} bytes, more than the "
+                f"{MAX_HEADER_BYTES} taken",
+                [FieldError(field="header", reason=f"at most {MAX_HEADER_BYTES} bytes in all")],
+            )
+            await self.render(too_large, scope)(scope, receive, send)
             return
         declared = _declared_length(scope)
         large = declared is not None and declared > LARGE_BODY_BYTES

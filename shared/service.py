@@ -61,6 +61,7 @@ _HTTP_CODES = {
     408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    431: "request_header_fields_too_large",
     422: "invalid_input",
     429: "rate_limited",
 }

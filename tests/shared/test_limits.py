@@ -201,6 +201,21 @@ async def test_a_body_trickled_past_its_time_gets_408_and_frees_the_reader(
     assert seen == [b"y" * 20]
 
 
+async def test_headers_past_their_limit_get_431_in_the_contracts_body() -> None:
+    """A 40 MB header was read and answered 200: headers escaped every bound."""
+    app, _, _ = limited_app()
+    async with client_of(app) as client:
+        refused = await client.get("/ping", headers={"X-Big": "a" * (limits.MAX_HEADER_BYTES)})
+        # A token as large as any verifier takes passes.
+        taken = await client.get("/ping", headers={"X-Token-Sized": "a" * 128_000})
+    assert refused.status_code == 431
+    assert refused.json()["error"] == "request_header_fields_too_large"
+    assert refused.json()["errors"] == [
+        {"field": "header", "reason": f"at most {limits.MAX_HEADER_BYTES} bytes in all"}
+    ]
+    assert taken.status_code == 200
+
+
 async def test_body_longer_than_its_content_length_gets_413() -> None:
     app, _, seen = limited_app()
     async with client_of(app) as client:
