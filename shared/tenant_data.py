@@ -275,6 +275,25 @@ async def erase_tenant(
                 tenant_id,
                 ERASED_TENANT,
             )
+            await conn.execute(
+                f'UPDATE "{schema}".{AUDIT_TABLE} '
+                "SET detail = jsonb_set(detail, '{asked_tenant}', to_jsonb($2::text)) "
+                "WHERE detail->>'asked_tenant' = $1",
+                tenant_id,
+                ERASED_TENANT,
+            )
+        # Rows of other tenants that name what this one did in their data under a grant
+        # (an idempotency key its agency client claimed): they would name its callers.
+        for table in await conn.fetch(
+            "SELECT table_name FROM information_schema.columns "
+            "WHERE table_schema = $1 AND column_name = 'acting_tenant'",
+            schema,
+        ):
+            status = await conn.execute(
+                f'DELETE FROM "{schema}"."{table["table_name"]}" WHERE acting_tenant = $1',
+                tenant_id,
+            )
+            deleted[table["table_name"]] = deleted.get(table["table_name"], 0) + row_count(status)
     return deleted
 
 

@@ -218,11 +218,28 @@ async def test_an_agency_s_trail_lists_what_its_people_did_in_its_sellers_data(
 
 
 async def test_an_erased_agency_is_no_longer_named_in_its_sellers_trail(
-    http: httpx.AsyncClient, new_tenant: NewTenant
+    http: httpx.AsyncClient, new_tenant: NewTenant, pg: Any
 ) -> None:
-    """What the agency did stays in the seller's trail; who did it goes with the agency."""
+    """What the agency did stays in the seller's trail; who did it goes with the agency,
+    with the idempotency keys its client claimed in the seller's data."""
     seller, agency = await new_tenant(), await new_tenant()
     await agency_pushing(http, seller, agency, ("agency-push-1", "s1", 202))
+    keyed = await http.post(
+        "/v1/events",
+        params={"tenant_id": seller.tenant_id},
+        json={"events": [sale("agency-push-2", "s1", "10.00")]},
+        headers={**agency.headers, "Idempotency-Key": "agency-key"},
+    )
+    assert keyed.status_code == 202, keyed.text
+    agency_keys = (
+        "SELECT count(*) FROM ingest.idempotency_keys WHERE tenant_id = $1 AND caller LIKE $2"
+    )
+    assert await pg.fetchval(agency_keys, seller.tenant_id, f"{agency.client_id} %") == 1
+    # A refused write of the seller's naming the agency keeps its id in the detail.
+    asked = await http.put(
+        "/v1/settings/kpi", params={"tenant_id": agency.tenant_id}, json={}, headers=seller.headers
+    )
+    assert asked.status_code == 403, asked.text
 
     def agency_push(entries: Entries) -> list[dict[str, Any]]:
         return [e for e in entries if e["action"] == "POST /v1/events" and e["status"] == 202]
@@ -237,16 +254,18 @@ async def test_an_erased_agency_is_no_longer_named_in_its_sellers_trail(
     def attempt(entries: Entries) -> list[dict[str, Any]]:
         return [e for e in entries if e["action"].startswith("DELETE /v1/tenants/")]
 
-    (before,) = agency_push(await audit_entries(http, seller, lambda e: bool(attempt(e))))
-    assert before["client_id"] == agency.client_id
-    assert before["detail"]["acting_tenant"] == agency.tenant_id
+    before = agency_push(await audit_entries(http, seller, lambda e: bool(attempt(e))))
+    assert [e["client_id"] for e in before] == [agency.client_id] * 2
+    assert [e["detail"]["acting_tenant"] for e in before] == [agency.tenant_id] * 2
     await erased_by_itself(http, agency)
     trail = await audit_entries(http, seller, 1)
-    (after,) = agency_push(trail)
-    assert (after["actor"], after["client_id"]) == (None, None)
-    assert after["detail"] == {**before["detail"], "acting_tenant": None}
+    after = agency_push(trail)
+    assert [(e["actor"], e["client_id"]) for e in after] == [(None, None)] * 2
+    assert [e["detail"] for e in after] == [{**e["detail"], "acting_tenant": None} for e in before]
     assert agency.tenant_id not in str(trail) and agency.client_id not in str(trail)
     assert [e["target"] for e in attempt(trail)] == ["/v1/tenants/(erased tenant)"]
+    assert {"asked_tenant": "(erased tenant)"} in [e["detail"] for e in trail]
+    assert await pg.fetchval(agency_keys, seller.tenant_id, f"{agency.client_id} %") == 0
 
 
 async def test_a_refused_erasure_is_in_the_trail_and_a_done_one_names_no_one(

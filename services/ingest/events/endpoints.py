@@ -91,7 +91,7 @@ async def push_events(
     # Parsed and validated before a connection is taken: the pool serves only I/O.
     events, request_hash = await _off_the_loop(len(raw), read)
     service.check_stores(events, access)
-    idempotency = await _idempotency(request, key, request_hash) if key else None
+    idempotency = await _idempotency(request, access, key, request_hash) if key else None
     return await _store(request, access, events, idempotency)
 
 
@@ -108,10 +108,14 @@ async def _off_the_loop(size: int, work: Callable[[], Read]) -> Read:
     return await anyio.to_thread.run_sync(work)
 
 
-async def _idempotency(request: Request, key: str, request_hash: str) -> service.Idempotency:
-    """The caller's key: the principal was verified on the way in (``require_access``)."""
-    caller = service.caller_of(await current_principal(request))
-    return service.Idempotency(caller, key, request_hash)
+async def _idempotency(
+    request: Request, access: Access, key: str, request_hash: str
+) -> service.Idempotency:
+    """The caller's key: the principal was verified on the way in (``require_access``);
+    under a grant, the agency's too, whose erasure deletes it."""
+    principal = await current_principal(request)
+    acting = principal.tenant_id if access.grant_id else None
+    return service.Idempotency(service.caller_of(principal), key, request_hash, acting)
 
 
 async def _store(
@@ -241,5 +245,5 @@ async def upload_events_csv(
 
     batch, events, request_hash = await _off_the_loop(len(raw), read)
     service.check_stores(events, access, rows=batch.rows)
-    idempotency = await _idempotency(request, key, request_hash) if key else None
+    idempotency = await _idempotency(request, access, key, request_hash) if key else None
     return await _store(request, access, events, idempotency, rows=batch.rows)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import asyncpg
 import orjson
 
 from shared.db import row_count
 from shared.events import AdSpend, Event, Fee, InventorySnapshot, OrderLine, Traffic
+
+if TYPE_CHECKING:
+    from services.ingest.events.service import Idempotency
 
 
 class AcceptedEvent(NamedTuple):
@@ -52,22 +55,21 @@ class EventRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
-    async def claim_idempotency_key(
-        self, tenant_id: str, caller: str, key: str, request_hash: str
-    ) -> bool:
+    async def claim_idempotency_key(self, tenant_id: str, claimed: Idempotency) -> bool:
         """True when this request is the caller's first under the key; a concurrent twin
         waits on the row lock."""
         row = await self.conn.fetchrow(
             """
-            INSERT INTO idempotency_keys (tenant_id, caller, key, request_hash)
-            VALUES ($1, $2, $3, $4)
+            INSERT INTO idempotency_keys (tenant_id, caller, key, request_hash, acting_tenant)
+            VALUES ($1, $2, $3, $4, $5)
             ON CONFLICT (tenant_id, caller, key) DO NOTHING
             RETURNING key
             """,
             tenant_id,
-            caller,
-            key,
-            request_hash,
+            claimed.caller,
+            claimed.key,
+            claimed.request_hash,
+            claimed.acting_tenant,
         )
         return row is not None
 

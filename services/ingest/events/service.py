@@ -514,6 +514,8 @@ class Idempotency:
     caller: str
     key: str
     request_hash: str
+    # The agency that claims it under a grant, else None.
+    acting_tenant: str | None = None
 
 
 def caller_of(principal: Principal) -> str:
@@ -536,7 +538,7 @@ async def accept(
     A concurrent twin blocks on the key's row until the first commits, then replays it.
     """
     if idempotency is not None and not await repository.claim_idempotency_key(
-        tenant_id, idempotency.caller, idempotency.key, idempotency.request_hash
+        tenant_id, idempotency
     ):
         return await _replay(repository, tenant_id, idempotency)
 
