@@ -130,12 +130,11 @@ def timestamp_text(value: object, parse: ValidatorFunctionWrapHandler) -> object
         return parse(value)
     except ValidationError:
         if _OFFSET_OF_HOURS.search(value):
-            # ISO 8601's offset of whole hours ("+08"), which the parser reads not.
+            # ISO 8601's offset of whole hours ("+08"), which the parser reads not; a
+            # clock out of range is named below, as with its minutes.
             value += ":00"
-            try:
+            with contextlib.suppress(ValidationError):
                 return parse(value)
-            except ValidationError:
-                pass  # named below, as with its minutes
         beyond = _clock_beyond(value)
         if beyond == OFFSET_REASON:
             raise ValueError(OFFSET_REASON) from None
