@@ -490,9 +490,8 @@ class FxRate(Payload):
         # conversion never reads it); any other figure for it is a mistake to report.
         known = None not in (self.quote, self.base, self.rate)
         if known and self.quote == self.base and self.rate != 1 and accepting(info):
-            raise PydanticCustomError(
-                "payload_conflict", "{at} must be 1 when quote is base", {"at": "rate"}
-            )
+            identity = _conflict("{at} must be 1 when quote is base", {"at": "rate"})
+            _refuse_conflicts(self, [identity])
         return self
 
 
