@@ -93,9 +93,24 @@ async def test_writes_sign_ins_and_grants_are_recorded_per_tenant(
         auth=(seller.client_id, "not-the-secret"),
     )
     assert guessed.status_code == 401
+    # So does a request refused before its secret is looked at: two ways of
+    # authenticating at once, or a field given twice, still name the client.
+    doubled = await http.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials", "client_secret": "not-the-secret"},
+        auth=(seller.client_id, "not-the-secret"),
+    )
+    assert doubled.status_code == 400, doubled.text
+    repeated = await http.post(
+        "/oauth/token",
+        content=f"grant_type=client_credentials&client_id={seller.client_id}&scope=a&scope=b",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert repeated.status_code == 400, repeated.text
 
     expected = {
         ("gateway", "POST /oauth/token", 401),
+        ("gateway", "POST /oauth/token", 400),
         ("ingest", "POST /v1/events", 422),
         ("metrics", "PUT /v1/settings/kpi", 200),
         # As the API document names the route, not the router's `{store_id:path}`.
@@ -108,8 +123,16 @@ async def test_writes_sign_ins_and_grants_are_recorded_per_tenant(
         ("gateway", "POST /v1/tenants", 201),
         ("gateway", "POST /v1/tenants/{tenant_id}/clients", 201),
     }
+
     # Tokens are issued twice here, so a count of entries can be met before the last write.
-    entries = await audit_entries(http, seller, lambda found: expected <= actions(found))
+    def token_refusals(found: Entries) -> Entries:
+        return [e for e in found if e["action"] == "POST /oauth/token" and e["status"] == 400]
+
+    entries = await audit_entries(
+        http,
+        seller,
+        lambda found: expected <= actions(found) and len(token_refusals(found)) == 2,
+    )
     assert expected <= actions(entries)
     # Newest first, each with who, for which tenant, and from where.
     assert [e["at"] for e in entries] == sorted((e["at"] for e in entries), reverse=True)
@@ -120,6 +143,10 @@ async def test_writes_sign_ins_and_grants_are_recorded_per_tenant(
     guess = next(e for e in entries if e["action"] == "POST /oauth/token" and e["status"] == 401)
     assert (guess["actor"], guess["client_id"]) == (None, None)
     assert guess["detail"] == {"claimed_client_id": seller.client_id}
+    unread = token_refusals(entries)
+    assert len(unread) == 2
+    assert all((e["actor"], e["client_id"]) == (None, None) for e in unread)
+    assert all(e["detail"] == {"claimed_client_id": seller.client_id} for e in unread)
     # The gateway forwarded the push: one entry, by ingest, not two.
     assert sum(1 for e in entries if e["target"] == "/v1/events") == 1
 

@@ -157,9 +157,7 @@ async def _way_back(
     none is, the only one it registered (RFC 6749 §3.1.2.3)."""
     if repeated & WAY_BACK:
         raise PageError("client_id and redirect_uri must each be given once.")
-    client = (
-        await ClientRepository(session).get_active(request.client_id) if request.client_id else None
-    )
+    client = await ClientRepository(session).get_active(request.client_id)
     if client is None:
         raise PageError("Unknown application (client_id).")
     if not request.redirect_uri:

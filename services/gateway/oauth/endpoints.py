@@ -195,28 +195,38 @@ async def token(request: Request, session: DbSession) -> JSONResponse:
     try:
         token_request = await TokenRequest.read(request, server.token_endpoint)
     except OAuth2Error as error:
+        # A request refused before any check of its secret (two authentication methods,
+        # a field given twice) still names a client: its tenant's trail shows it.
+        claimed = await ClientRepository(session).get_active(
+            await TokenRequest.client_id_of_refused(request)
+        )
+        _audit_token_request(request, claimed, proven=False)
         return server.error_response(error)
     if token_request.form["grant_type"] in USER_GRANT_TYPES:
         return await user_grants.token_response(request, session, token_request)
-    client_id = token_request.claimed_client_id()
-    client = await ClientRepository(session).get_active(client_id) if client_id else None
+    client = await ClientRepository(session).get_active(token_request.claimed_client_id())
     if client is not None:
         # The issue's log line names the tenant, as every line after it.
         current_tenant.set(client.tenant_id)
     response = server.token_response(token_request, client)
-    if client is not None:
-        # In the client's tenant's trail either way, so that guessing at its secret
-        # shows there; but a request that did not prove to be the client is nobody's.
-        proven = response.status_code < 400
-        audit_as(
-            request,
-            actor=client.client_id if proven else None,
-            client_id=client.client_id if proven else None,
-            tenant_id=client.tenant_id,
-        )
-        if not proven:
-            request.state.audit_detail = {"claimed_client_id": client.client_id}
+    _audit_token_request(request, client, proven=response.status_code < 400)
     return response
+
+
+def _audit_token_request(request: Request, client: OAuthClient | None, *, proven: bool) -> None:
+    """A token request goes in its client's tenant's trail either way, so that guessing
+    at its secret shows there; but a request that did not prove to be the client is
+    nobody's."""
+    if client is None:
+        return
+    audit_as(
+        request,
+        actor=client.client_id if proven else None,
+        client_id=client.client_id if proven else None,
+        tenant_id=client.tenant_id,
+    )
+    if not proven:
+        request.state.audit_detail = {"claimed_client_id": client.client_id}
 
 
 async def _authenticated(

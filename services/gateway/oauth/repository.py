@@ -14,7 +14,10 @@ class ClientRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def get_active(self, client_id: str) -> OAuthClient | None:
+    async def get_active(self, client_id: str | None) -> OAuthClient | None:
+        """The active client a request names; None when it names none."""
+        if not client_id:
+            return None
         result = await self.session.execute(
             select(OAuthClient).where(
                 OAuthClient.client_id == client_id, col(OAuthClient.revoked_at).is_(None)

@@ -180,6 +180,20 @@ class TokenRequest(OAuth2Request):
         """The client id the caller names (Basic or form), before any check."""
         return _basic_client_id(self.headers) or self._form.get("client_id") or None
 
+    @staticmethod
+    async def client_id_of_refused(request: Request) -> str | None:
+        """The one client a request refused by ``read`` names (Basic credentials, else a
+        single form ``client_id``); None when it names none, or none that can be looked up."""
+        try:
+            basic_id = _basic_client_id(request.headers)
+        except InvalidClientError:
+            return None
+        if basic_id or media_type(request) != FORM_CONTENT_TYPE:
+            return basic_id
+        named = {v for v in (await request.form()).getlist("client_id") if isinstance(v, str)}
+        claimed = named.pop() if len(named) == 1 else None
+        return claimed if claimed and "\x00" not in claimed else None
+
     @classmethod
     async def read(
         cls, request: Request, public_uri: str, require_grant_type: bool = True

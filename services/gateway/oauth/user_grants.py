@@ -46,7 +46,7 @@ async def authenticate_client(session: AsyncSession, form_request: TokenRequest)
     basic_id, basic_secret = basic_credentials(form_request.headers)
     client_id = basic_id or form_request.form.get("client_id")
     secret = basic_secret or form_request.form.get("client_secret")
-    client = await ClientRepository(session).get_active(client_id) if client_id else None
+    client = await ClientRepository(session).get_active(client_id)
     if client is None:
         raise InvalidClientError(description="client authentication failed")
     if client.public:
