@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaConnectionError, KafkaError
+from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.db import Database
@@ -34,9 +35,11 @@ from shared.kafka import (
 )
 from shared.settings import ServiceSettings
 from shared.tasks import stop_task
+from shared.telemetry import context_from_kafka, kafka_headers
 from shared.tenant_data import TenantTables, erase_tenant
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("lodestar.erasure")
 
 ERASURE_TOPIC = "lodestar.tenant-erasures.v1"
 ERASURE_DONE_TOPIC = "lodestar.tenant-erasures-done.v1"
@@ -135,6 +138,8 @@ class Publisher:
                 self.settings.topic_prefix + topic,
                 value=message.model_dump_json().encode(),
                 key=key.encode(),
+                # Each service's erasure is then in the trace of the request that asked.
+                headers=kafka_headers(),
             )
             await delivery
         except KafkaError:
@@ -280,29 +285,37 @@ class ErasureListener:
             request = readable(ErasureRequested, record, "erasure request")
             if request is None:
                 continue
-            # Refused from now on, so nothing brings rows back while they are deleted.
-            self.erased.add(request.tenant_id)
-            deleted = await self.erase(request.tenant_id)
-            await self.publisher.send(
-                ERASURE_DONE_TOPIC,
-                request.tenant_id,
-                ErasureDone(
-                    erasure_id=request.erasure_id,
-                    tenant_id=request.tenant_id,
-                    service=self.service,
-                    rows_deleted=sum(deleted.values()),
-                ),
-            )
-            log.info(
-                "tenant erased",
-                extra={
-                    "fields": {
-                        "erasure_id": request.erasure_id,
-                        "tenant": request.tenant_id,
-                        "rows_deleted": deleted,
-                    }
-                },
-            )
+            with tracer.start_as_current_span(
+                "erase tenant",
+                context=context_from_kafka(record.headers),
+                kind=trace.SpanKind.CONSUMER,
+            ):
+                await self._erase_and_confirm(request)
+
+    async def _erase_and_confirm(self, request: ErasureRequested) -> None:
+        # Refused from now on, so nothing brings rows back while they are deleted.
+        self.erased.add(request.tenant_id)
+        deleted = await self.erase(request.tenant_id)
+        await self.publisher.send(
+            ERASURE_DONE_TOPIC,
+            request.tenant_id,
+            ErasureDone(
+                erasure_id=request.erasure_id,
+                tenant_id=request.tenant_id,
+                service=self.service,
+                rows_deleted=sum(deleted.values()),
+            ),
+        )
+        log.info(
+            "tenant erased",
+            extra={
+                "fields": {
+                    "erasure_id": request.erasure_id,
+                    "tenant": request.tenant_id,
+                    "rows_deleted": deleted,
+                }
+            },
+        )
 
     async def erase(self, tenant_id: str) -> dict[str, int]:
         async with self.db.raw_connection() as conn:

@@ -12,6 +12,7 @@ import pytest
 
 from shared.telemetry import JsonFormatter
 from tests.conftest import NewTenant
+from tests.e2e.test_export_erasure import erasure_done
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 
@@ -61,6 +62,33 @@ async def test_request_logs_carry_tenant_and_trace_but_no_secrets(
     text = "\n".join(formatter.format(record) for record in caplog.records)
     for secret in (tenant.client_secret, tenant.token, token.json()["access_token"]):
         assert secret not in text
+
+
+async def test_each_services_erasure_is_logged_in_the_trace_that_asked_for_it(
+    http: httpx.AsyncClient, new_tenant: NewTenant, caplog: pytest.LogCaptureFixture
+) -> None:
+    seller = await new_tenant()
+    formatter = JsonFormatter("test")
+    asked_in = "4bf92f3577b34da6a3ce929d0e0e4736"
+    with caplog.at_level(logging.INFO):
+        asked = await http.request(
+            "DELETE",
+            f"/v1/tenants/{seller.tenant_id}",
+            json={"confirm": seller.tenant_id},
+            headers={**seller.headers, "traceparent": f"00-{asked_in}-00f067aa0ba902b7-01"},
+        )
+        assert asked.status_code == 202, asked.text
+        await erasure_done(http, seller, seller.tenant_id)
+    lines = [orjson.loads(formatter.format(record)) for record in caplog.records]
+    erased = [
+        line
+        for line in lines
+        if line["msg"] == "tenant erased" and line.get("erasure_id") == asked.json()["id"]
+    ]
+    # Ingest, metrics and targets each erase their own rows.
+    assert len(erased) == 3, erased
+    assert {line.get("trace_id") for line in erased} == {asked_in}, erased
+    assert {line.get("tenant") for line in erased} == {seller.tenant_id}, erased
 
 
 def test_a_line_is_stamped_in_utc_to_the_millisecond() -> None:
