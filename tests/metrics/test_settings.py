@@ -160,6 +160,33 @@ async def test_two_admins_editing_at_once_do_not_undo_each_other(
         "/v1/settings/kpi", json={}, headers={**admin.headers, "If-Match": "*"}
     )
     assert anything.status_code == 200
+    # If-None-Match on a PUT means "only if not as I name it": a tenant always has
+    # settings, so "*" is refused, as is the tag of what is stored; another tag is not.
+    for held in ("*", anything.headers["etag"], f"W/{anything.headers['etag']}"):
+        refused = await http.put(
+            "/v1/settings/kpi", json={}, headers={**admin.headers, "If-None-Match": held}
+        )
+        assert refused.status_code == 412, (held, refused.text)
+        assert refused.json()["errors"] == [
+            {
+                "field": "header.If-None-Match",
+                "reason": "names the settings as they are (a tenant always has settings, "
+                "so * always does)",
+            }
+        ]
+    other = await http.put(
+        "/v1/settings/kpi",
+        json={"gmv_includes_shipping": False},
+        headers={**admin.headers, "If-None-Match": tag},
+    )
+    assert other.status_code == 200 and other.json()["gmv_includes_shipping"] is False
+    # If-Match is evaluated first: a stale one is named, not If-None-Match.
+    both = await http.put(
+        "/v1/settings/kpi",
+        json={},
+        headers={**admin.headers, "If-Match": tag, "If-None-Match": "*"},
+    )
+    assert both.status_code == 412 and both.json()["errors"][0]["field"] == "header.If-Match"
 
 
 async def test_the_first_edit_of_two_admins_at_once_is_refused_to_the_second(

@@ -69,7 +69,11 @@ async def get_kpi_settings(request: Request, response: Response, access: Admin) 
     response_model=KpiSettingsOut,
     responses={
         200: {"headers": _TAGGED},
-        412: {"model": ErrorBody, "description": "If-Match names settings changed since"},
+        412: {
+            "model": ErrorBody,
+            "description": "If-Match names settings changed since, or If-None-Match "
+            "names them as they are",
+        },
     },
 )
 async def put_kpi_settings(
@@ -82,6 +86,14 @@ async def put_kpi_settings(
         Header(
             alias="If-Match",
             description="The ETag of the settings read: refused (412) if they changed since",
+        ),
+    ] = None,
+    if_none_match: Annotated[
+        str | None,
+        Header(
+            alias="If-None-Match",
+            description="Refused (412) if it names the settings as they are; `*` always "
+            "is, as a tenant always has settings (its defaults until changed)",
         ),
     ] = None,
 ) -> KpiSettingsOut:
@@ -98,16 +110,34 @@ async def put_kpi_settings(
         # to lock, so that the second's If-Match is checked against the first's change.
         await bump_versions(conn, {access.tenant_id})
         repository = SettingsRepository(conn)
-        if if_match is not None:
-            current = await repository.get(access.tenant_id, for_update=True)
-            if not match_holds(list_header(request.headers, "if-match"), settings_tag(current)):
-                raise PreconditionFailed(
-                    "the settings changed since they were read",
-                    [FieldError("header.If-Match", "names settings changed since; GET them again")],
-                )
+        if if_match is not None or if_none_match is not None:
+            current = settings_tag(await repository.get(access.tenant_id, for_update=True))
+            _check_preconditions(request, current)
         stored = await repository.put(access.tenant_id, settings)
     response.headers["ETag"] = settings_tag(stored)
     return stored
+
+
+def _check_preconditions(request: Request, current: str) -> None:
+    """RFC 9110 §13.2.2's order: If-Match first, then If-None-Match, which a PUT
+    fails with 412 (not 304) when it names what is stored."""
+    if_match = list_header(request.headers, "if-match")
+    if if_match.strip() and not match_holds(if_match, current):
+        raise PreconditionFailed(
+            "the settings changed since they were read",
+            [FieldError("header.If-Match", "names settings changed since; GET them again")],
+        )
+    if none_match_holds(list_header(request.headers, "if-none-match"), current):
+        raise PreconditionFailed(
+            "the settings are as If-None-Match names them",
+            [
+                FieldError(
+                    "header.If-None-Match",
+                    "names the settings as they are (a tenant always has settings, "
+                    "so * always does)",
+                )
+            ],
+        )
 
 
 def _check_zone_reach(access: Access) -> None:
