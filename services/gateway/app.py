@@ -9,6 +9,8 @@ from functools import partial
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 
 from services.gateway.audit.endpoints import router as audit_router
@@ -37,6 +39,7 @@ from services.gateway.tenants.internal import router as tenant_internal_router
 from services.gateway.users.endpoints import router as users_router
 from shared.auth import KeyCache, TokenVerifier
 from shared.db import Database
+from shared.errors import BadRequest, FieldError
 from shared.http import make_client
 from shared.sealing import Sealer
 from shared.service import build_app, external_verifier
@@ -158,7 +161,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.allowed_origins:
         # Outermost: a preflight is answered before limits, tokens or the audit see it.
         app.add_middleware(
-            CORSMiddleware,
+            ContractCors,
             allow_origins=settings.allowed_origins,
             allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=BROWSER_REQUEST_HEADERS,
@@ -168,6 +171,43 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_age=600,
         )
     return app
+
+
+# Each part of a preflight Starlette may refuse, by the name its refusal gives it.
+_PREFLIGHT_FIELDS = {
+    "origin": ("header.Origin", "is not an allowed origin (LODESTAR_GATEWAY_CORS_ORIGINS)"),
+    "method": ("header.Access-Control-Request-Method", "is not a method the gateway takes"),
+    "headers": (
+        "header.Access-Control-Request-Headers",
+        "names a header the gateway does not take from browsers",
+    ),
+    "private-network": (
+        "header.Access-Control-Request-Private-Network",
+        "private network access is not allowed",
+    ),
+}
+
+
+class ContractCors(CORSMiddleware):
+    """Starlette's CORS, its refused preflight answered in the contract's error body
+    naming each refused header, as every other refusal is, not as plain text."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        answer = super().preflight_response(request_headers)
+        if answer.status_code < 400:
+            return answer
+        refused = bytes(answer.body).decode().removeprefix("Disallowed CORS ").split(", ")
+        named = [_PREFLIGHT_FIELDS[part] for part in refused if part in _PREFLIGHT_FIELDS]
+        error = BadRequest(
+            "the preflight is refused", [FieldError(field, reason) for field, reason in named]
+        )
+        # The CORS headers it made; the body's length and type are the new body's.
+        kept = {
+            k: v
+            for k, v in answer.headers.items()
+            if k.lower() not in ("content-length", "content-type")
+        }
+        return JSONResponse(error.body(), status_code=error.status, headers=kept)
 
 
 # What a browser app sends beyond the always-allowed headers, and the answer headers it

@@ -75,6 +75,33 @@ async def test_another_origin_is_refused_and_given_no_cors_header(
     response = await browser_gateway.options("/graphql", headers=preflight("https://evil.example"))
     assert response.status_code == 400
     assert "access-control-allow-origin" not in response.headers
+    # In the contract's error body, naming what was refused, as every refusal is.
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {
+        "error": "bad_request",
+        "detail": "the preflight is refused",
+        "errors": [
+            {
+                "field": "header.Origin",
+                "reason": "is not an allowed origin (LODESTAR_GATEWAY_CORS_ORIGINS)",
+            }
+        ],
+    }
+    # Each refused part is named, the origin allowed or not.
+    unusual = await browser_gateway.options(
+        "/v1/kpis",
+        headers={
+            "Origin": APP,
+            "Access-Control-Request-Method": "TRACE",
+            "Access-Control-Request-Headers": "authorization, x-secret-debug",
+        },
+    )
+    assert unusual.status_code == 400
+    assert unusual.headers["access-control-allow-origin"] == APP
+    assert [e["field"] for e in unusual.json()["errors"]] == [
+        "header.Access-Control-Request-Method",
+        "header.Access-Control-Request-Headers",
+    ]
     # A request sent anyway is answered, but the browser keeps it from the page.
     tenant = await new_tenant(["kpi:read"])
     response = await browser_gateway.post(
