@@ -45,6 +45,7 @@ from devstack.stack import (
     load_or_create_fernet_key,
 )
 from shared.events import DEADLETTER_TOPIC, all_event_topics
+from shared.http_server import HTTP_PROTOCOL
 from shared.kafka import ensure_topics
 from shared.migrations import upgrade
 from shared.settings import DEFAULT_ADMIN_CLIENT_ID, database_url_problem
@@ -276,7 +277,7 @@ class Launcher:
             "--loop",
             "uvloop",
             "--http",
-            "httptools",
+            HTTP_PROTOCOL,
             "--no-access-log",
         ]
         if service == "gateway":

@@ -42,6 +42,7 @@ from devstack.stack import SERVICES, AdminCredentials, StackConfig, service_sett
 from shared.auth import KeyCache, TokenVerifier
 from shared.db import asyncpg_dsn, with_database
 from shared.events import DEADLETTER_TOPIC, all_event_topics
+from shared.http_server import HttpProtocol
 from shared.kafka import ensure_topics
 from shared.migrations import upgrade
 from shared.scopes import TENANT_SCOPES
@@ -191,10 +192,12 @@ class Stack:
 
 
 @asynccontextmanager
-async def serve_app(app: Any, host: str, port: int) -> AsyncIterator[None]:
+async def serve_app(
+    app: Any, host: str, port: int, http: type[HttpProtocol] = HttpProtocol
+) -> AsyncIterator[None]:
     """Runs one ASGI app with uvicorn in this event loop until the block ends."""
     server = _InProcessServer(
-        uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="on")
+        uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="on", http=http)
     )
     task = asyncio.create_task(server.serve())
     for _ in range(400):
@@ -298,6 +301,7 @@ async def stack(database_url: str, kafka_bootstrap: str) -> AsyncIterator[Stack]
                 port=config.ports[service],
                 log_config=None,
                 lifespan="on",
+                http=HttpProtocol,
                 # As the launcher runs it: no caller of the gateway is a proxy.
                 proxy_headers=service != "gateway",
             )

@@ -18,6 +18,7 @@ from devstack.stack import DEFAULT_PORTS, SERVICES
 from services.ingest.outbox.relay import LOG_MARKER_TOPIC
 from shared.erasure import erasure_topics
 from shared.events import DEADLETTER_TOPIC, EVENT_TYPES
+from shared.http_server import HTTP_PROTOCOL
 from shared.settings import env_var_names
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +39,11 @@ def k8s_documents(name: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all((K8S / name).read_text()) if d]
 
 
+def serves_with_our_protocol(command: list[str]) -> bool:
+    """uvicorn runs the protocol that limits a request head's time, as the launcher does."""
+    return command[command.index("--http") + 1] == HTTP_PROTOCOL
+
+
 def of_kind(documents: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     found = [d for d in documents if d["kind"] == kind]
     assert len(found) == 1, kind
@@ -53,6 +59,7 @@ def test_compose_runs_each_service_with_every_variable(
     assert entry["build"] == "."
     assert f"services.{service}.app:create_app" in entry["command"]
     assert str(port) in entry["command"]
+    assert serves_with_our_protocol(entry["command"])
     if service == "gateway":
         assert entry["ports"] == [f"{port}:{port}"]
     else:
@@ -89,6 +96,7 @@ def test_k8s_deployment_service_and_config(service: str) -> None:
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert [p["containerPort"] for p in container["ports"]] == [port]
+    assert serves_with_our_protocol(container["command"])
     assert svc["spec"]["ports"][0]["port"] == port
     assert svc["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port}

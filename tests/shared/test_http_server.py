@@ -1,0 +1,111 @@
+"""The services' HTTP protocol: a request's head has a time limit, and what uvicorn
+refuses itself is answered in the contract's error body."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import orjson
+from fastapi import FastAPI
+
+from devstack.embedded import free_port
+from shared.http_server import HttpProtocol
+from tests.conftest import Stack, serve_app
+
+
+class QuickHead(HttpProtocol):
+    head_seconds = 0.5
+
+
+def slow_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/slow")
+    async def slow() -> dict[str, bool]:
+        await asyncio.sleep(1.0)
+        return {"slow": True}
+
+    @app.get("/fast")
+    async def fast() -> dict[str, bool]:
+        return {"fast": True}
+
+    return app
+
+
+@asynccontextmanager
+async def connection(port: int) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+
+
+def parsed(answer: bytes) -> tuple[str, dict[str, str], object]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return status, headers, orjson.loads(body)
+
+
+async def test_what_is_not_http_is_a_400_in_the_error_body(stack: Stack) -> None:
+    port = stack.config.ports["gateway"]
+    for sent in (b"NOT HTTP AT ALL\r\n\r\n", b"GET / HTTP/1.1\r\nBad Header\r\n\r\n"):
+        async with connection(port) as (reader, writer):
+            writer.write(sent)
+            # Answered, and closed: what else the connection sent cannot be read.
+            answer = await asyncio.wait_for(reader.read(), 10)
+        status, headers, body = parsed(answer)
+        assert status == "HTTP/1.1 400 Bad Request", answer
+        assert headers["content-type"] == "application/json"
+        assert headers["connection"] == "close"
+        assert body == {
+            "error": "bad_request",
+            "detail": "the request is not valid HTTP/1.1",
+            "errors": [
+                {
+                    "field": "request",
+                    "reason": "its request line or headers cannot be read as HTTP/1.1",
+                }
+            ],
+        }
+
+
+async def test_a_head_that_does_not_arrive_in_time_is_a_408_and_frees_the_connection() -> None:
+    port = free_port()
+    async with serve_app(slow_app(), "127.0.0.1", port, http=QuickHead):
+        for sent in (b"", b"GET /fast HTTP/1.1\r\nHost: x\r\nX-Slow: "):
+            async with connection(port) as (reader, writer):
+                # Nothing at all, or a head that stops short: the same.
+                writer.write(sent)
+                answer = await asyncio.wait_for(reader.read(), 5)
+            status, headers, body = parsed(answer)
+            assert status == "HTTP/1.1 408 Request Timeout", answer
+            assert headers["connection"] == "close"
+            assert body == {
+                "error": "request_timeout",
+                "detail": "the request's line and headers did not arrive in time",
+                "errors": [
+                    {"field": "request", "reason": "its line and headers must arrive within 0.5 s"}
+                ],
+            }
+        # A head that arrives in time is answered, however long its answer takes.
+        async with connection(port) as (reader, writer):
+            writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            status, _, body = parsed(await asyncio.wait_for(reader.read(), 5))
+        assert status == "HTTP/1.1 200 OK" and body == {"slow": True}
+
+
+async def test_a_late_pipelined_head_ends_the_connection_after_the_answer_before_it() -> None:
+    port = free_port()
+    async with serve_app(slow_app(), "127.0.0.1", port, http=QuickHead):
+        async with connection(port) as (reader, writer):
+            # The second request's head stops short while the first is answered.
+            writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /fast HTTP/1.1\r\nHo")
+            answer = await asyncio.wait_for(reader.read(), 5)
+        # The first answer whole, and the connection closed after it: no 408 cut into it.
+        status, headers, body = parsed(answer)
+        assert status == "HTTP/1.1 200 OK" and body == {"slow": True}, answer
+        assert headers["connection"] == "close"
