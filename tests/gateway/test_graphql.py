@@ -877,6 +877,70 @@ async def test_abusive_queries_are_refused(http: httpx.AsyncClient, new_tenant: 
     assert "token" in body["errors"][0]["message"].lower()
 
 
+def messages(body: dict[str, Any]) -> list[str]:
+    return [error["message"] for error in body.get("errors") or []]
+
+
+def doubling_fragments(levels: int, leaf: str) -> str:
+    """A document of a few hundred bytes whose fragment spreads double at each level:
+    2**levels times ``leaf`` once spread out."""
+    fragments = [f"fragment F0 on Query {{ {leaf} }}"] + [
+        f"fragment F{i} on Query {{ ...F{i - 1} ...F{i - 1} }}" for i in range(1, levels + 1)
+    ]
+    return " ".join(fragments) + f" {{ ...F{levels} }}"
+
+
+async def test_fragments_spread_again_and_again_are_measured_once(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """The limits walked a fragment at each of its spreads: 20 doubling fragments held
+    the gateway for 19 s, doubling with each more, before any token was read. At 30
+    they would take hours; they are measured in one pass of the document."""
+    tenant = await new_tenant(scopes=["kpi:read"])
+    bomb = doubling_fragments(30, "__typename")
+    answer = await http.post("/graphql", json={"query": bomb}, timeout=60)
+    # Refused as a whole, for want of a token first, as every refusal.
+    assert answer.status_code == 401, answer.text
+    body = await gql(http, tenant.headers, bomb)
+    assert messages(body) == [
+        "the query spreads out to 1,073,741,824 fields once its fragments are written out; "
+        "at most 2,000"
+    ]
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    # Inside kpis too, where the answer's size is reckoned from the fields asked for.
+    inside = (
+        doubling_fragments(30, "currency")
+        .replace("on Query", "on KpiResult")
+        .replace("{ ...F30 }", "query Q($input: KpiQueryInput!) { kpis(input: $input) { ...F30 } }")
+    )
+    body = await gql(http, tenant.headers, inside, input=month_input())
+    assert messages(body)[0].startswith("the query spreads out to 1,073,741,825 fields")
+    # A document spreading out to fewer is answered, its fragments merged.
+    small = doubling_fragments(10, "__typename")
+    assert await gql(http, tenant.headers, small) == {"data": {"__typename": "Query"}}
+    # Spreads still count: an alias spread 2**4 times is 16 aliases.
+    body = await gql(http, tenant.headers, doubling_fragments(4, "a: __typename"))
+    assert body["errors"][0]["message"] == "16 aliases found. Allowed: 15"
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    # Depth is counted through fragments as if written out (the schema's own fields
+    # are not so deep: made-up ones are refused for themselves too).
+    deep = (
+        "fragment Lower on Deep { f { g { h { i } } } } "
+        "fragment Upper on Query { a { b { c { d { ...Lower } } } } } "
+        "query Deep { ...Upper }"
+    )
+    # Eight levels, then nine.
+    body = await gql(http, tenant.headers, deep.replace("{ i }", "{ i { j } }"))
+    assert "'Deep' exceeds maximum operation depth of 8" not in messages(body)
+    body = await gql(http, tenant.headers, deep.replace("{ i }", "{ i { j { k } } }"))
+    assert "'Deep' exceeds maximum operation depth of 8" in messages(body)
+    # A fragment that does not exist is named as graphql-core names it, with a code.
+    for unknown in ("{ ...Nope }", "{ kpiCatalog { ...Nope } }"):
+        body = await gql(http, tenant.headers, unknown)
+        assert body["errors"][0]["message"] == "Unknown fragment 'Nope'.", body
+        assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
 async def test_a_request_refused_before_it_runs_has_no_data(
     fake: FakeMetrics, new_tenant: NewTenant
 ) -> None:

@@ -18,10 +18,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from strawberry.extensions import (
     AddValidationRules,
-    MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
-    QueryDepthLimiter,
     ValidationCache,
 )
 from strawberry.fastapi import GraphQLRouter
@@ -31,6 +29,7 @@ from strawberry.types import ExecutionResult
 from services.gateway.graphql.context import Context, get_context
 from services.gateway.graphql.errors import ErrorCodes, NamedValueErrors
 from services.gateway.graphql.kpis import KpiQuery
+from services.gateway.graphql.limits import alias_limit, depth_limit, spread_limit
 from services.gateway.graphql.revalidation import (
     GraphqlOverGet,
     RememberAnswers,
@@ -48,6 +47,8 @@ MAX_DEPTH = 8
 CONSISTENT_ATTEMPTS = 3
 MAX_ALIASES = 15
 MAX_TOKENS = 2000
+# No more fields, once fragments are spread out, than a document could write out.
+MAX_SPREAD_FIELDS = 2000
 # graphql-core's words for it.
 MULTIPLE_OPERATIONS = "Must provide operation name if query contains multiple operations."
 # graphql-core's words for a document too big to check (its checks recurse past
@@ -79,11 +80,11 @@ class Schema(strawberry.Schema):
 
 # The depth and alias limits are validation rules. Built once, so every request adds
 # the very same rule classes and the validation cache below (keyed by schema, document
-# and rules) finds the documents it has already validated; each limiter would otherwise
-# make new classes per request and no validation would ever be reused.
+# and rules) finds the documents it has already validated.
 LIMIT_RULES = (
-    *QueryDepthLimiter(max_depth=MAX_DEPTH).validation_rules,
-    *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
+    depth_limit(MAX_DEPTH),
+    alias_limit(MAX_ALIASES),
+    spread_limit(MAX_SPREAD_FIELDS),
 )
 
 schema = Schema(
