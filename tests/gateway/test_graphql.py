@@ -25,6 +25,7 @@ from services.gateway.graphql.revalidation import (
     Confirmations,
     Remembered,
 )
+from services.gateway.graphql.schema import schema
 from services.gateway.oauth.minting import mint_access_token
 from tests.conftest import NewTenant, Stack, TokenMinter
 from tests.gateway.support import fake_service, own_gateway
@@ -576,6 +577,20 @@ async def test_missing_scope_is_forbidden_naming_it(
             "scope": "kpi:read",
         }
         assert "kpi:read" in error["message"]
+    # So is a request GraphQL cannot read at all: which fields it asks cannot be told.
+    two = "query A { kpiCatalog { id } } query B { kpiCatalog { id } }"
+    for content, content_type in (
+        (orjson.dumps({"query": two}), "application/json"),
+        (orjson.dumps({"query": CATALOG, "operationName": "Nope"}), "application/json"),
+        (orjson.dumps([{"query": CATALOG}]), "application/json"),
+        (b"{", "application/json"),
+        (CATALOG.encode(), "text/plain"),
+    ):
+        answer = await fake.client.post(
+            "/graphql", content=content, headers={**tenant.headers, "Content-Type": content_type}
+        )
+        assert answer.status_code == 403, (content, answer.text)
+        assert answer.json()["errors"][0]["extensions"]["scope"] == "kpi:read"
     assert fake.calls == []
 
 
@@ -1214,3 +1229,14 @@ async def test_a_long_currency_is_told_it_is_no_currency(
         {"field": "input.currency", "reason": "must be an ISO 4217 currency code such as USD"}
     ]
     assert fake.calls == []
+
+
+def test_the_schema_gives_no_default_the_contract_does_not() -> None:
+    """CONTRACT §5's SDL gives no argument or input field a default: a schema check
+    of a frontend's CI against it would report each `= null` as a change."""
+    printed = str(schema)
+    assert "kpis(input: KpiQueryInput!, tenantId: ID): KpiResult!" in printed
+    assert "kpiCatalog(tenantId: ID): [KpiDefinition!]!" in printed
+    defaults = [line.strip() for line in printed.splitlines() if " = " in line]
+    # Only the README's extension, the direction of an order, has one.
+    assert defaults == ["direction: SortDirection! = DESC"]

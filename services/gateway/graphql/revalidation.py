@@ -36,10 +36,11 @@ from strawberry.types.graphql import OperationType
 
 from services.gateway.graphql.context import Context, UpstreamCall
 from shared.auth import current_principal
-from shared.errors import Unauthenticated
+from shared.errors import InsufficientScope, Unauthenticated
 from shared.input_guard import read_body, replay
 from shared.lru import Lru
 from shared.negotiation import list_header, vary_on
+from shared.scopes import KPI_READ
 from shared.service import is_json
 
 log = logging.getLogger(__name__)
@@ -397,11 +398,12 @@ def _errors_as_json(scope: Scope, send: Send) -> Send:
 
 
 async def _refuse(scope: Scope, send: Send, reason: str) -> None:
-    """Answers a request GraphQL cannot read: 401 without a valid token, else the
-    ``reason`` as a GraphQL error, BAD_USER_INPUT."""
+    """Answers a request GraphQL cannot read: 401 without a valid token, 403 for one
+    without ``kpi:read`` (what it asks cannot be read, so neither can it be found to ask
+    for the schema alone), else the ``reason`` as a GraphQL error, BAD_USER_INPUT."""
     try:
-        await current_principal(Request(scope))
-    except Unauthenticated as exc:
+        (await current_principal(Request(scope))).require(KPI_READ)
+    except (Unauthenticated, InsufficientScope) as exc:
         error = {"message": exc.detail, "extensions": exc.graphql_extensions()}
         challenge = [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
         await _send_json(send, orjson.dumps({"errors": [error]}), exc.status, extra=challenge)
