@@ -135,7 +135,7 @@ async def _tenant_param(context: Context, tenant_id: strawberry.ID | None) -> Pa
     Checked here against the grants and again by metrics (which gets ``tenant_id``):
     a tenant the caller may not read is FORBIDDEN, never an empty answer.
     """
-    wanted = None if tenant_id is None else str(tenant_id)
+    wanted = None if tenant_id is None or tenant_id is strawberry.UNSET else str(tenant_id)
     try:
         await resolve_access(context.request, await context.principal(), KPI_READ, wanted)
     except InvalidInput as refused:
@@ -340,7 +340,7 @@ class KpiQuery:
         self,
         info: Info[Context, None],
         input: KpiQueryInput,
-        tenant_id: strawberry.ID | None = None,
+        tenant_id: strawberry.ID | None = strawberry.UNSET,
     ) -> KpiResult:
         tenant = await _tenant_param(info.context, tenant_id)
         # Each row costs at least its period and every metric asked, which metrics
@@ -397,7 +397,7 @@ class KpiQuery:
         extensions=[PermissionExtension(permissions=[HasScope(KPI_READ)], use_directives=False)],
     )
     async def kpi_catalog(
-        self, info: Info[Context, None], tenant_id: strawberry.ID | None = None
+        self, info: Info[Context, None], tenant_id: strawberry.ID | None = strawberry.UNSET
     ) -> list[KpiDefinition]:
         tenant = await _tenant_param(info.context, tenant_id)
         body = await _get_metrics(info.context, "/v1/kpis/catalog", tenant)

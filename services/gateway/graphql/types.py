@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 from enum import Enum
@@ -74,6 +75,15 @@ class SortDirection(Enum):
     ASC = "asc"
 
 
+def absent_as_none(given: object) -> None:
+    """An optional input field left out is None, as one given as null is. Its default
+    is UNSET, not None, so that the schema gives it no default (CONTRACT §5's SDL
+    gives none; a schema check against it would report `= null` as a change)."""
+    for field in dataclasses.fields(given):  # type: ignore[arg-type]
+        if getattr(given, field.name) is strawberry.UNSET:
+            setattr(given, field.name, None)
+
+
 @strawberry.input(description="Orders each period's rows by one of the metrics asked for.")
 class KpiOrder:
     metric: str
@@ -85,11 +95,14 @@ class KpiOrder:
     '"" is the group of lines without one (a SKU or category not given)'
 )
 class KpiFilters:
-    platforms: list[str] | None = None
-    stores: list[str] | None = None
-    marketplaces: list[str] | None = None
-    skus: list[str] | None = None
-    categories: list[str] | None = None
+    platforms: list[str] | None = strawberry.UNSET
+    stores: list[str] | None = strawberry.UNSET
+    marketplaces: list[str] | None = strawberry.UNSET
+    skus: list[str] | None = strawberry.UNSET
+    categories: list[str] | None = strawberry.UNSET
+
+    def __post_init__(self) -> None:
+        absent_as_none(self)
 
 
 @strawberry.input(description="A KPI question (CONTRACT §5)")
@@ -104,22 +117,25 @@ class KpiQueryInput:
     to: datetime.date = strawberry.field(description="The last local date, inclusive")
     grain: Grain
     group_by: list[Dimension] | None = strawberry.field(
-        default=None, description="A row for each group; none: one row a period"
+        default=strawberry.UNSET, description="A row for each group; none: one row a period"
     )
-    filters: KpiFilters | None = None
+    filters: KpiFilters | None = strawberry.UNSET
     currency: str | None = strawberry.field(
-        default=None,
+        default=strawberry.UNSET,
         description="ISO 4217 code amounts are converted to; default: the tenant's "
         "reporting currency",
     )
     compare_to: Comparison | None = strawberry.field(
-        default=None, description="Fills previous and change of every value"
+        default=strawberry.UNSET, description="Fills previous and change of every value"
     )
     # Extensions of CONTRACT §5: the top N of each period, e.g. the 50 best SKUs.
-    order_by: KpiOrder | None = None
+    order_by: KpiOrder | None = strawberry.UNSET
     limit: int | None = strawberry.field(
-        default=None, description="At most this many rows a period (1 to 10,000)."
+        default=strawberry.UNSET, description="At most this many rows a period (1 to 10,000)."
     )
+
+    def __post_init__(self) -> None:
+        absent_as_none(self)
 
 
 @strawberry.type(description="A group's value of one dimension")
