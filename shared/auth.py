@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 ALGORITHM = "RS256"
 # A flood of tokens with made-up key ids must not turn into a flood of JWKS fetches.
 MIN_SECONDS_BETWEEN_JWKS_FETCHES = 2.0
+# How often a token naming a key the gateway has not announced may have the gateway's
+# keys fetched again.
+UNKNOWN_KEY_FETCH_SECONDS = 0.25
 # As long as the gateway lets its JWKS answer be cached: a key it retired (a rotation)
 # is refused here within this time. An issuer out of reach leaves the keys held, and
 # is asked again after the shorter wait.
@@ -134,9 +137,10 @@ class KeyCache:
             data: dict[str, Any] = response.json()
             return data
 
-    async def refresh(self, force: bool = False) -> None:
+    async def refresh(self, min_age: float = MIN_SECONDS_BETWEEN_JWKS_FETCHES) -> None:
+        """Fetches the keys again, unless they were fetched less than ``min_age`` ago."""
         async with self._lock:
-            if not force and time.monotonic() - self._fetched_at < MIN_SECONDS_BETWEEN_JWKS_FETCHES:
+            if time.monotonic() - self._fetched_at < min_age:
                 return
             try:
                 document = await self._fetch(self.jwks_url)
@@ -146,6 +150,9 @@ class KeyCache:
                 raise Unauthenticated("signing keys are unavailable") from exc
             self._keys = {str(key.kid): key for key in found if isinstance(key, RSAKey) and key.kid}
             self._fetched_at = time.monotonic()
+            if self._announced is not None:
+                # What the issuer publishes now is its latest word, newer than the list.
+                self._announced = frozenset(self._keys)
 
     async def _refresh_if_stale(self) -> None:
         if self._keys and time.monotonic() - self._fetched_at > KEYS_MAX_AGE_SECONDS:
@@ -164,7 +171,15 @@ class KeyCache:
         await self._refresh_if_stale()
         key = self._keys.get(kid)
         if key is None:
-            await self.refresh(force=self._announced is not None and kid in self._announced)
+            # A key the issuer announced is fetched at once. So is one it may have begun
+            # to sign with since its last word (a rotation "at once" does, and a client
+            # asks a new token straight away), though not more often than
+            # UNKNOWN_KEY_FETCH_SECONDS: forged key ids must not make every request a fetch.
+            if self._announced is None:
+                await self.refresh()  # an issuer that announces nothing: the usual wait
+            else:
+                announced = kid in self._announced
+                await self.refresh(min_age=0.0 if announced else UNKNOWN_KEY_FETCH_SECONDS)
             key = self._keys.get(kid)
         if key is None or (self._announced is not None and kid not in self._announced):
             raise Unauthenticated("token signed by an unknown key")

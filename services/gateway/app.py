@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             db,
             app.state.signer,
             timedelta(seconds=max(settings.token_ttl_seconds, USER_TOKEN_TTL_SECONDS)),
-            after=partial(app.state.token_verifier.keys.refresh, force=True),
+            after=partial(app.state.token_verifier.keys.refresh, min_age=0.0),
         )
         app.state.key_reloader.start()
         app.state.token_server = TokenServer(

@@ -11,7 +11,7 @@ import pytest
 from joserfc.jwk import KeySet, RSAKey
 
 from shared import revocations as revocations_module
-from shared.auth import KeyCache, TokenVerifier
+from shared.auth import UNKNOWN_KEY_FETCH_SECONDS, KeyCache, TokenVerifier
 from shared.errors import Unauthenticated, UpstreamUnavailable
 from shared.revocations import REVOKED_TOKENS_PATH, GatewayRevocations, revocation_digest
 from tests.conftest import TokenMinter
@@ -136,10 +136,22 @@ async def test_the_signing_keys_listed_beside_revocations_reach_the_key_cache() 
     published[:] = [new]
     assert (await cache.key_for("new")).kid == "new"
     assert fetches == 2
-    # A key no one announced waits for the usual interval, as before.
+    # A key not announced yet is fetched too, but not more than four times a second:
+    # forged key ids do not make every request a fetch.
     with pytest.raises(Unauthenticated):
         await cache.key_for("made-up")
     assert fetches == 2
+    # A rotation "at once" signs with the new key before the next list says so, and a
+    # client asks a token at once: it is taken, and the key it replaced no longer is.
+    newer = RSAKey.generate_key(2048, parameters={"kid": "newer"})
+    published[:] = [newer]
+    await asyncio.sleep(UNKNOWN_KEY_FETCH_SECONDS)
+    assert (await cache.key_for("newer")).kid == "newer"
+    assert fetches == 3
+    assert not await cache.holds("new")
+    with pytest.raises(Unauthenticated):
+        await cache.key_for("made-up")
+    assert fetches == 3
 
 
 async def test_no_token_is_taken_before_the_revocations_are_read(minter: TokenMinter) -> None:
