@@ -128,6 +128,7 @@ def test_read_scopes_pass_and_credentials_round_trip_only_with_the_key() -> None
         ("amazon", "Finance and Accounting, Selling Partner Insights"),
         ("amazon", "Brand Analytics; Tax Remittance"),
         ("amazon_ads", "CampaignRead"),
+        ("amazon", "Account Information Service Provider"),
     ):
         assert write_access(platform, scope) is None, (platform, scope)
     # However a write scope is spelled, it is one.
@@ -148,6 +149,9 @@ def test_read_scopes_pass_and_credentials_round_trip_only_with_the_key() -> None
         ("amazon", "Product Listing & Pricing"),
         ("amazon", "sellingpartnerapi::pricing"),
         ("amazon", "Role: Buyer Communication"),
+        # Roles that place orders or start payments act on the account too.
+        ("amazon", "Amazon Business Order Placement"),
+        ("amazon", "Payment Initiation Service Provider"),
     ):
         assert write_access(platform, scope) is not None, (platform, scope)
     box = CredentialBox(Fernet.generate_key().decode())

@@ -21,7 +21,8 @@ _WRITE_WORDS = re.compile(
     re.IGNORECASE,
 )
 # SP-API roles that include operations changing the account (listings, prices,
-# shipments, buyer messages, invoices); the reporting and tracking roles only read.
+# shipments, buyer messages, invoices, purchases, payments); the reporting and
+# tracking roles (and Account Information Service Provider) only read.
 _AMAZON_WRITE_ROLES = frozenset(
     re.sub(r"[^a-z0-9]", "", role)
     for role in {
@@ -34,6 +35,9 @@ _AMAZON_WRITE_ROLES = frozenset(
         "tax invoicing",
         "amazon warehousing and distribution",
         "amazon logistics",
+        # Acting on the account's money and purchases, not its listings.
+        "amazon business order placement",
+        "payment initiation service provider",
     }
 )
 # Write words run together with what they act on, in one lower-case word:
