@@ -33,8 +33,11 @@ from tests.gateway.login import (
     PASSWORD,
     add_user,
     authorize_params,
+    code_form,
+    exchange,
     frontend_client,
     pkce,
+    sign_in,
     user_tokens,
 )
 
@@ -200,6 +203,12 @@ async def test_export_then_erase_then_nothing_comes_back(
     )
     assert user.status_code == 201, user.text
     assert await march_gmv(http, agency, seller.tenant_id) == 10.0
+    # A sign-in of the user's through a frontend: its tokens are the tenant's rows.
+    frontend = await frontend_client(http, seller)
+    query, verifier = await sign_in(http, frontend, user.json()["email"], "correct horse battery")
+    signed_in = await exchange(http, frontend, **code_form(query, verifier))
+    assert signed_in.status_code == 200, signed_in.text
+    code_hash = hashlib.sha256(query["code"][0].encode()).hexdigest().encode()
 
     # Export: every table of every service holding the seller's rows, and nothing else.
     export = await finished_export(http, seller)
@@ -226,8 +235,12 @@ async def test_export_then_erase_then_nothing_comes_back(
     ]:
         assert rows.get(table, 0) > 0, table
     assert {service for service, _ in rows} == set(SERVICES)
+    assert rows.get(("gateway", "refresh_tokens"), 0) > 0
     for path, content in files.items():
         assert other.tenant_id.encode() not in content, path
+        # Nor the hash of a credential under another name (a family of tokens was
+        # named by its code's hash).
+        assert code_hash not in content, path
         for line in content.splitlines():
             row = orjson.loads(line)
             assert not SECRET_COLUMNS & set(row), path

@@ -39,6 +39,9 @@ class AuthorizationCode(SQLModel, table=True):
     used_at: datetime | None = None
     # An OpenID sign-in's nonce, which its ID token names.
     nonce: str | None = None
+    # The refresh and access tokens issued from the code, revoked together; an id of
+    # its own, not the code's hash, for an export holds no hash of a credential.
+    family_id: str = Field(default_factory=lambda: f"fam_{secrets.token_hex(16)}")
 
 
 class RefreshToken(SQLModel, table=True):
@@ -173,7 +176,7 @@ async def redeem_code(
     ).scalar_one_or_none()
     if row is None or row.client_id != client_id:
         raise SessionError("unknown authorization code")
-    family_id = row.code_hash
+    family_id = row.family_id
     if row.used_at is not None:
         # RFC 6749 §4.1.2: a replayed code revokes the tokens issued from it.
         revoked = await revoke_family(session, family_id)
