@@ -15,7 +15,7 @@ from services.metrics.kpis.query import MAX_DAYS_NAMED, missing_rate_warning
 from tests.conftest import NewTenant
 from tests.metrics.test_kpis import kpis, line, values
 from tests.metrics.test_order_attached import push, rate, refund, settle
-from tests.metrics.test_profit_and_ads import event
+from tests.metrics.test_profit_and_ads import SOURCE, event
 
 D = Decimal
 
@@ -304,14 +304,19 @@ async def test_fees_netting_to_zero_need_no_rate_unless_each_is_a_value_of_its_o
     needed), while by SKU each is a value of its own: null, and the answer says why."""
     tenant = await new_tenant()
 
-    def fee(event_id: str, sku: str, amount: str, currency: str) -> dict[str, Any]:
+    def fee(
+        event_id: str, sku: str, amount: str, currency: str, store: str = SOURCE["store_id"]
+    ) -> dict[str, Any]:
         money = {"amount": amount, "currency": currency}
         payload = {"fee_type": "other", "amount": money, "charged_at": "2026-10-05T20:00:00Z"}
-        return event(event_id, "fee", {**payload, "sku": sku})
+        charged = event(event_id, "fee", {**payload, "sku": sku})
+        return {**charged, "source": {**SOURCE, "store_id": store}}
 
     await push(
         http, tenant, fee("f1", "X", "2", "NOK"), fee("f2", "Y", "-2", "NOK"),
         fee("f3", "X", "3", "USD"),
+        # A fee in one store and its credit in another, on one SKU: one group.
+        fee("f4", "Z", "4", "NOK"), fee("f5", "Z", "-4", "NOK", store="other-store"),
     )  # fmt: skip
     day = {"from": "2026-10-05", "to": "2026-10-05", "currency": "USD"}
     await settle(http, tenant, {"fees": 3.0}, **day)
@@ -322,6 +327,7 @@ async def test_fees_netting_to_zero_need_no_rate_unless_each_is_a_value_of_its_o
     assert values(by_sku) == [
         ("TOTAL", ["X"], {"fees": None}),
         ("TOTAL", ["Y"], {"fees": None}),
+        ("TOTAL", ["Z"], {"fees": 0.0}),
     ]
     assert by_sku["warnings"] == ["no FX rate for NOK→USD on 2026-10-05"]
 

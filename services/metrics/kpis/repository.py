@@ -54,6 +54,8 @@ class Grouping:
     # same factors from text in a fraction of that.
     fx_currencies: list[str]
     fx_factors_text: str
+    # Whether some currency lacks a rate on some day of the range.
+    rates_missing: bool = False
 
 
 def _period(grain: str, alias: str) -> str:
@@ -242,8 +244,10 @@ class RollupRepository:
         inner_cols = "".join(f", {c}" for c in [*dims, *keep])
         clauses, filter_args = _filter_clauses(grouping.filters, FILTERS_AFTER_FX + len(more))
         # By SKU a day holds about one rollup row per SKU and currency: summing them
-        # first would only add a sort, so then each row is converted as it is.
-        presum = "sku" not in dims
+        # first would only add a sort, so then each row is converted as it is. Unless a
+        # rate is missing: a fee and its credit in two stores sum to zero, which needs
+        # no rate, where each alone would make the SKU's value null.
+        presum = "sku" not in dims or grouping.rates_missing
         inner_sums = ", ".join(
             f"sum({expression}) AS {name}" if presum else f"{expression} AS {name}"
             for name, expression in sums.items()

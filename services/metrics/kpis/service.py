@@ -123,7 +123,7 @@ async def _measure(
             missing[currency] = [start + timedelta(days=n) for n in factors.missing]
     grouping = Grouping(
         query.tenant_id, start, end, query.grain, query.group_by, query.filters,
-        target, currencies, ",".join(factor_texts),
+        target, currencies, ",".join(factor_texts), rates_missing=bool(missing),
     )  # fmt: skip
 
     key = _row_key(query.group_by)
