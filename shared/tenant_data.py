@@ -247,6 +247,12 @@ async def erase_tenant(
     table; erasing an erased tenant deletes nothing and succeeds."""
     deleted: dict[str, int] = {}
     async with conn.transaction():
+        # One erasure at a time in a schema, then the tenant's lock: replicas erasing
+        # two partners at once would delete their rows and update the other's trail
+        # in opposite orders, and deadlock.
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('erasure/' || $1, 0))", schema
+        )
         await conn.execute(
             f"SELECT pg_advisory_xact_lock({TENANT_LOCK}) FROM (SELECT $2::text AS t) AS one",
             schema,

@@ -865,3 +865,41 @@ async def test_a_sign_in_failing_as_its_tenant_is_erased_leaves_no_count(
             "SELECT count(*) FROM gateway.sign_in_failures WHERE tenant_id = $1", tenant.tenant_id
         )
         assert counted == 0
+
+
+async def test_partners_erased_at_once_are_both_erased_without_a_retry(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """Partners share grants (and their audit entries name each other): two erasures
+    at once deleted the shared rows in opposite orders, and one was rolled back as a
+    deadlock (503). Erasures now take their turn."""
+    pairs = []
+    for _ in range(4):
+        seller, agency = await new_tenant(), await new_tenant()
+        for granting, granted in ((seller, agency), (agency, seller)):
+            grant = await http.post(
+                "/v1/grants",
+                json={
+                    "agency_tenant_id": granted.tenant_id,
+                    "stores": ["s1"],
+                    "scopes": ["kpi:read"],
+                },
+                headers=granting.headers,
+            )
+            assert grant.status_code == 201, grant.text
+            # Each trail names the other: an attempt on the partner's tenant.
+            refused = await http.request(
+                "DELETE",
+                f"/v1/tenants/{granted.tenant_id}",
+                json={"confirm": granted.tenant_id},
+                headers=granting.headers,
+            )
+            assert refused.status_code == 403, refused.text
+        pairs.append((seller, agency))
+    answers = await asyncio.gather(*(erase(http, who) for pair in pairs for who in pair))
+    assert [answer.status_code for answer in answers] == [202] * len(answers), [
+        answer.text for answer in answers
+    ]
+    for pair in pairs:
+        for who in pair:
+            await erasure_done(http, who, who.tenant_id)

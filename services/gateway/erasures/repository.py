@@ -67,7 +67,11 @@ class ErasureRepository:
         return result.scalar_one_or_none()
 
     async def lock_tenant(self, tenant_id: str) -> None:
-        """Two erasures of one tenant at once queue up here."""
+        """Erasures queue up here, one at a time and then each tenant's: two of
+        partners at once deleted their rows and updated the other's trail (which names
+        them) in opposite orders, and one was rolled back as a deadlock. They are rare,
+        and take a fraction of a second each."""
+        await self.session.execute(select(func.pg_advisory_xact_lock(func.hashtext("erasure"))))
         await self.session.execute(
             select(func.pg_advisory_xact_lock(func.hashtext(f"erasure:{tenant_id}")))
         )
