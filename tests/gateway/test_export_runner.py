@@ -50,10 +50,12 @@ class RecordingPublisher(Publisher):
 
 
 def records(*values: bytes | BaseModel) -> Any:
-    """Consumer records as the handlers read them: a value and an offset."""
+    """Consumer records as the handlers read them: a value, an offset and headers."""
     return [
         SimpleNamespace(
-            value=v.model_dump_json().encode() if isinstance(v, BaseModel) else v, offset=i
+            value=v.model_dump_json().encode() if isinstance(v, BaseModel) else v,
+            offset=i,
+            headers=(),
         )
         for i, v in enumerate(values)
     ]
@@ -126,7 +128,7 @@ async def test_an_export_fails_and_names_the_service_that_could_not_answer(
         async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
             runner = ExportRunner(gateway_db, settings, signer, client)
             async with gateway_db.session() as session:
-                export, _ = await create_export(session, tenant, "test")
+                export = await create_export(session, tenant, "test")
             await runner.start(export)
             return tenant, await export_row(pg, export.id, leave="running")
 
@@ -185,7 +187,7 @@ async def test_an_archive_larger_than_a_part_is_stored_and_downloaded_in_parts(
         runner = ExportRunner(gateway_db, service_settings("gateway", stack.config), signer, client)
         tenant = await a_tenant(pg)
         async with gateway_db.session() as session:
-            export, _ = await create_export(session, tenant, "test")
+            export = await create_export(session, tenant, "test")
         await runner.start(export)
         row = await export_row(pg, export.id, leave="running")
     assert row["status"] == "ready", row["error"]
@@ -216,7 +218,7 @@ async def test_stopping_the_gateway_fails_the_exports_it_was_building(
         runner = ExportRunner(gateway_db, service_settings("gateway", stack.config), signer, client)
         tenant = await a_tenant(pg)
         async with gateway_db.session() as session:
-            export, _ = await create_export(session, tenant, "test")
+            export = await create_export(session, tenant, "test")
         await runner.start(export)
         await asyncio.wait_for(asked.wait(), 10)
         await runner.stop()
