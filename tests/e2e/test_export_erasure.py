@@ -448,10 +448,13 @@ async def test_unknown_running_and_abandoned_exports_answer_plainly(
         gone.status_code == 409
         and "cannot be downloaded: the gateway process" in gone.json()["detail"]
     )
-    # One export is built at a time: asked again meanwhile, the one running answers.
+    # One export is built at a time: asked again meanwhile, 409 names the one running,
+    # which began before and may not hold what the caller wrote since.
     again = await http.post("/v1/exports", headers=seller.headers)
-    assert again.status_code == 202 and again.json()["id"] == running, again.text
+    assert again.status_code == 409, again.text
     assert again.headers["location"] == f"/v1/exports/{running}"
+    assert again.json()["detail"].startswith(f"export {running} of this tenant is running")
+    assert "may not hold what was written since" in again.json()["detail"]
 
 
 async def test_a_tenant_keeps_its_five_newest_exports(
@@ -473,9 +476,24 @@ async def test_a_tenant_keeps_its_five_newest_exports(
     assert started.status_code == 202, started.text
     listed = await http.get("/v1/exports", headers=seller.headers)
     ids = [e["id"] for e in listed.json()["exports"]]
-    assert ids == [started.json()["id"]] + [f"ex_old{n}_{seller.tenant_id}" for n in (5, 4, 3, 2)]
-    forgotten = await http.get(f"/v1/exports/ex_old0_{seller.tenant_id}", headers=seller.headers)
-    assert forgotten.status_code == 404
+    assert ids == [started.json()["id"]] + [
+        f"ex_old{n}_{seller.tenant_id}" for n in (5, 4, 3, 2, 1, 0)
+    ]
+    # Past five, an archive is deleted, and its export says so, not "no export".
+    dropped = f"ex_old{{}}_{seller.tenant_id}"
+    forgotten = await http.get(f"/v1/exports/{dropped.format(0)}", headers=seller.headers)
+    assert forgotten.status_code == 200, forgotten.text
+    assert forgotten.json()["status"] == "failed"
+    assert forgotten.json()["error"] == (
+        "its archive was deleted: a tenant keeps those of its 5 newest exports; "
+        "request a new export"
+    )
+    assert forgotten.json()["download_url"] is None
+    archive = await http.get(f"/v1/exports/{dropped.format(0)}/archive", headers=seller.headers)
+    assert archive.status_code == 409
+    assert "its archive was deleted" in archive.json()["detail"]
+    kept = await http.get(f"/v1/exports/{dropped.format(2)}", headers=seller.headers)
+    assert kept.json()["status"] == "ready"
 
 
 async def test_each_service_serves_only_its_callers_tenant_data(

@@ -37,7 +37,13 @@ NO_OPTIONS = {
     "",
     status_code=202,
     response_model=ExportOut,
-    responses={202: LOCATED},
+    responses={
+        202: LOCATED,
+        409: {
+            "model": ErrorBody,
+            "description": "An export of the tenant is running; `Location` is it",
+        },
+    },
     openapi_extra=NO_OPTIONS,
 )
 async def create_export(
@@ -52,8 +58,10 @@ async def create_export(
     poll `GET /v1/exports/{id}` for its progress until `status` is `ready`, then download
     `download_url`: a zip of `<service>/<table>.ndjson` files and a `manifest.json`
     with each file's rows, bytes and SHA-256. Secrets (hashes, keys) are never in it.
-    One export runs at a time: asked while one runs, the answer is that one. The five
-    newest are kept; an older one is deleted (404) when a new one starts.
+    One export runs at a time: asked while one runs, 409 names it (and `Location` is
+    it): it began before, so it may not hold what was written since. The archives of
+    the five newest are kept; an older one's is deleted when a new one starts, and it
+    then says so (`failed`, with the reason in `error`).
     """
     body = (await request.body()).strip()
     if body:
@@ -62,10 +70,9 @@ async def create_export(
     if body not in (b"", b"{}"):
         # An export has no options: a body asking for some must not pass for taken.
         raise InvalidInput("an export takes no body", [FieldError("body", "must be empty or {}")])
-    export, new = await service.create_export(session, access.tenant_id, principal.subject)
-    if new:
-        # Started after the response, so after the commit: the runner's writes find the row.
-        background.add_task(request.app.state.exports.start, export)
+    export = await service.create_export(session, access.tenant_id, principal.subject)
+    # Started after the response, so after the commit: the runner's writes find the row.
+    background.add_task(request.app.state.exports.start, export)
     response.headers["Location"] = f"/v1/exports/{export.id}"
     return service.out(export)
 

@@ -36,15 +36,32 @@ class ExportRepository:
         )
         return result.scalars().first()
 
-    async def forget_all_but_newest(self, tenant_id: str, kept: int) -> None:
-        """Deletes the tenant's exports (and archives) older than its ``kept`` newest."""
+    async def discard_all_but_newest(
+        self, tenant_id: str, kept: int, listed: int, reason: str
+    ) -> None:
+        """Deletes the archives of the tenant's exports older than its ``kept`` newest,
+        which then give ``reason`` for it; past its ``listed`` newest, the exports
+        themselves."""
         await self.session.execute(
             text(
-                "DELETE FROM exports WHERE tenant_id = :tenant AND id NOT IN ("
+                "WITH older AS ("
                 "SELECT id FROM exports WHERE tenant_id = :tenant "
-                "ORDER BY created_at DESC, id LIMIT :kept)"
+                "ORDER BY created_at DESC, id OFFSET :kept"
+                "), discarded AS ("
+                "UPDATE exports SET status = 'failed', bytes = NULL, archive_sha256 = NULL, "
+                "error = :reason WHERE id IN (SELECT id FROM older) AND status = 'ready' "
+                "RETURNING id"
+                ") DELETE FROM export_parts WHERE export_id IN (SELECT id FROM discarded)"
             ),
-            {"tenant": tenant_id, "kept": kept},
+            {"tenant": tenant_id, "kept": kept, "reason": reason},
+        )
+        await self.session.execute(
+            text(
+                "DELETE FROM exports WHERE tenant_id = :tenant AND id IN ("
+                "SELECT id FROM exports WHERE tenant_id = :tenant "
+                "ORDER BY created_at DESC, id OFFSET :listed)"
+            ),
+            {"tenant": tenant_id, "listed": listed},
         )
 
     async def get(self, tenant_id: str, export_id: str) -> Export | None:

@@ -64,6 +64,10 @@ SPOOL_BYTES = 16 * 1024 * 1024
 
 # Archives kept per tenant, the newest; an older one is deleted when a new one starts.
 KEPT_EXPORTS = 5
+DISCARDED = (
+    f"its archive was deleted: a tenant keeps those of its {KEPT_EXPORTS} newest exports; "
+    "request a new export"
+)
 
 
 def download_path(export_id: str) -> str:
@@ -86,21 +90,25 @@ def out(export: Export) -> ExportOut:
     )
 
 
-async def create_export(
-    session: AsyncSession, tenant_id: str, requested_by: str
-) -> tuple[Export, bool]:
-    """A running export of ``tenant_id``, and whether it is new: the caller starts its
-    runner after the commit. A tenant builds one export at a time (asked again meanwhile,
-    the one running is the answer), and keeps its ``KEPT_EXPORTS`` newest: each is a
-    whole copy of its data in the gateway's database."""
+async def create_export(session: AsyncSession, tenant_id: str, requested_by: str) -> Export:
+    """A new running export of ``tenant_id``; the caller starts its runner after the
+    commit. A tenant builds one export at a time: asked again meanwhile, 409 names the
+    one running, which began before and may not hold what the caller wrote since. It
+    keeps the archives of its ``KEPT_EXPORTS`` newest: each is a whole copy of its data
+    in the gateway's database."""
     repository = ExportRepository(session)
     await repository.hold_tenant(tenant_id)
     await ErasureRepository(session).hold_unerased(tenant_id)
     await fail_stale(session, tenant_id)
     running = await repository.running(tenant_id)
     if running is not None:
-        return running, False
-    await repository.forget_all_but_newest(tenant_id, KEPT_EXPORTS - 1)
+        raise Conflict(
+            f"export {running.id} of this tenant is running, begun at "
+            f"{running.created_at.isoformat()}: it may not hold what was written since; "
+            "ask for a new export once it has finished",
+            headers={"Location": f"/v1/exports/{running.id}"},
+        )
+    await repository.discard_all_but_newest(tenant_id, KEPT_EXPORTS - 1, LIST_LIMIT - 1, DISCARDED)
     now = utcnow()
     export = Export(
         id=f"ex_{secrets.token_hex(8)}",
@@ -110,7 +118,7 @@ async def create_export(
         created_at=now,
         heartbeat_at=now,
     )
-    return await repository.add(export), True
+    return await repository.add(export)
 
 
 async def fail_stale(session: AsyncSession, tenant_id: str | None = None) -> int:
