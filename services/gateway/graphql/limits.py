@@ -83,6 +83,14 @@ def _operations(context: ValidationContext) -> list[OperationDefinitionNode]:
     return [d for d in context.document.definitions if isinstance(d, OperationDefinitionNode)]
 
 
+def _summed_over_document(
+    context: ValidationContext, of_field: Callable[[FieldNode, SelectionMeasure], int]
+) -> int:
+    """``of_field`` summed over every operation of the document, spreads written out."""
+    measured = _Measured(context, of_field, sum)
+    return sum(measured.selection(o.selection_set) for o in _operations(context))
+
+
 def depth_limit(max_depth: int) -> type[ValidationRule]:
     def of_field(field: FieldNode, selection: SelectionMeasure) -> int:
         if field.name.value.startswith("__") or field.selection_set is None:
@@ -113,8 +121,7 @@ def alias_limit(max_aliases: int) -> type[ValidationRule]:
     class AliasLimit(ValidationRule):
         def __init__(self, context: ValidationContext) -> None:
             super().__init__(context)
-            measured = _Measured(context, of_field, sum)
-            aliases = sum(measured.selection(o.selection_set) for o in _operations(context))
+            aliases = _summed_over_document(context, of_field)
             if aliases > max_aliases:
                 context.report_error(
                     GraphQLError(f"{aliases} aliases found. Allowed: {max_aliases}")
@@ -130,8 +137,7 @@ def spread_limit(max_fields: int) -> type[ValidationRule]:
     class SpreadLimit(ValidationRule):
         def __init__(self, context: ValidationContext) -> None:
             super().__init__(context)
-            measured = _Measured(context, of_field, sum)
-            fields = sum(measured.selection(o.selection_set) for o in _operations(context))
+            fields = _summed_over_document(context, of_field)
             if fields > max_fields:
                 context.report_error(
                     GraphQLError(
