@@ -284,6 +284,21 @@ async def throwaway_client(world: World, caller: Caller, allowed: bool) -> Call:
     return Call(f"{clients}/{made.json()['client_id']}")
 
 
+def no_export_running(path: str) -> Build:
+    """``path``, once the seller builds no export: asked while one runs, a new one is
+    409 (it would not hold what was written since the running one began)."""
+
+    async def build(world: World, caller: Caller, allowed: bool) -> Call:
+        for _ in range(300):
+            listed = await world.http.get("/v1/exports", headers=world.seller.headers)
+            if all(e["status"] != "running" for e in listed.json()["exports"]):
+                break
+            await asyncio.sleep(0.1)
+        return Call(path, seller_tenant_param(world, caller))
+
+    return build
+
+
 def export_path(suffix: str = "") -> Build:
     """A ready export of the seller, made once per world by its admin client."""
     made: dict[str, str] = {}
@@ -407,7 +422,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("DELETE", "/v1/connections/{connection_id}"): Route(
         "connections:manage", 204, connection_path(fresh=True)
     ),
-    ("POST", "/v1/exports"): Route(TENANT_ADMIN, 202, plain("/v1/exports")),
+    ("POST", "/v1/exports"): Route(TENANT_ADMIN, 202, no_export_running("/v1/exports")),
     ("GET", "/v1/exports"): Route(TENANT_ADMIN, 200, plain("/v1/exports")),
     ("GET", "/v1/exports/{export_id}"): Route(TENANT_ADMIN, 200, export_path()),
     ("GET", "/v1/exports/{export_id}/archive"): Route(TENANT_ADMIN, 200, export_path("/archive")),
