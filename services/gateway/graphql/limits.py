@@ -15,9 +15,11 @@ fields once every spread is written out is limited too.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 
 from graphql import (
+    DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
@@ -28,8 +30,11 @@ from graphql import (
     ValidationContext,
     ValidationRule,
 )
+from strawberry.extensions import ValidationCache
 
 SelectionMeasure = Callable[[SelectionSetNode | None], int]
+# Fields of one response key in one selection: they merge, so no query needs many.
+MAX_REPEATED_KEY = 20
 
 
 class _Measured:
@@ -147,3 +152,81 @@ def spread_limit(max_fields: int) -> type[ValidationRule]:
                 )
 
     return SpreadLimit
+
+
+def most_repeated_key(document: DocumentNode) -> tuple[str, int] | None:
+    """The response key asked for most often in one selection, once its inline
+    fragments and fragment spreads are collected as GraphQL merges them (each fragment
+    once), and how often; None for a document that asks for nothing."""
+    fragments = {
+        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+    }
+    known: dict[str, Counter[str]] = {}
+    open_fragments: set[str] = set()
+
+    def collected(selection_set: SelectionSetNode, spread: set[str]) -> Counter[str]:
+        keys: Counter[str] = Counter()
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                keys[(selection.alias or selection.name).value] += 1
+            elif isinstance(selection, InlineFragmentNode):
+                keys.update(collected(selection.selection_set, spread))
+            elif isinstance(selection, FragmentSpreadNode):
+                name = selection.name.value
+                if name not in spread:
+                    spread.add(name)
+                    keys.update(fragment(name))
+        return keys
+
+    def fragment(name: str) -> Counter[str]:
+        if name not in known:
+            definition = fragments.get(name)
+            if definition is None or name in open_fragments:
+                return Counter()
+            open_fragments.add(name)
+            known[name] = collected(definition.selection_set, {name})
+            open_fragments.discard(name)
+        return known[name]
+
+    most: tuple[str, int] | None = None
+    for node in _selection_sets(document):
+        for key, times in collected(node, set()).most_common(1):
+            if most is None or times > most[1]:
+                most = (key, times)
+    return most
+
+
+def _selection_sets(document: DocumentNode) -> Iterator[SelectionSetNode]:
+    pending: list[SelectionSetNode] = [
+        d.selection_set
+        for d in document.definitions
+        if isinstance(d, OperationDefinitionNode | FragmentDefinitionNode)
+    ]
+    while pending:
+        selection_set = pending.pop()
+        yield selection_set
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode | InlineFragmentNode) and selection.selection_set:
+                pending.append(selection.selection_set)
+
+
+class BoundedValidation(ValidationCache):
+    """Strawberry's validation cache, after a check graphql-core's own rules need first:
+    they compare every two fields of one key in a selection (to see they merge), so 480
+    of them held the event loop a second. A selection may ask for one key at most
+    ``MAX_REPEATED_KEY`` times, which no query needs (they merge into one)."""
+
+    def on_validate(self) -> Iterator[None]:
+        document = self.execution_context.graphql_document
+        repeated = most_repeated_key(document) if document is not None else None
+        if repeated is not None and repeated[1] > MAX_REPEATED_KEY:
+            key, times = repeated
+            self.execution_context.pre_execution_errors = [
+                GraphQLError(
+                    f"one selection asks for {key} {times} times; at most "
+                    f"{MAX_REPEATED_KEY} (fields of one name merge into one: ask once)"
+                )
+            ]
+            yield
+            return
+        yield from super().on_validate()

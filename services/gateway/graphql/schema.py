@@ -20,7 +20,6 @@ from strawberry.extensions import (
     AddValidationRules,
     MaxTokensLimiter,
     ParserCache,
-    ValidationCache,
 )
 from strawberry.fastapi import GraphQLRouter
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, process_result
@@ -29,7 +28,12 @@ from strawberry.types import ExecutionResult
 from services.gateway.graphql.context import Context, get_context
 from services.gateway.graphql.errors import ErrorCodes, NamedValueErrors
 from services.gateway.graphql.kpis import KpiQuery
-from services.gateway.graphql.limits import alias_limit, depth_limit, spread_limit
+from services.gateway.graphql.limits import (
+    BoundedValidation,
+    alias_limit,
+    depth_limit,
+    spread_limit,
+)
 from services.gateway.graphql.revalidation import (
     GraphqlOverGet,
     RememberAnswers,
@@ -47,6 +51,9 @@ MAX_DEPTH = 8
 CONSISTENT_ATTEMPTS = 3
 MAX_ALIASES = 15
 MAX_TOKENS = 2000
+# A document of 2,000 tokens is some 20,000 characters; one of 14 MB (a comment) was
+# parsed on the event loop and kept by the parser's and validator's caches, each.
+MAX_QUERY_CHARACTERS = 32 * 1024
 # No more fields, once fragments are spread out, than a document could write out.
 MAX_SPREAD_FIELDS = 2000
 # graphql-core's words for it.
@@ -98,7 +105,7 @@ schema = Schema(
         # (strawberry shares the caches between the per-request instances). A document
         # is cached only once it passed the limits above.
         lambda: ParserCache(maxsize=512),
-        lambda: ValidationCache(maxsize=512),
+        lambda: BoundedValidation(maxsize=512),
         ErrorCodes,
         RememberAnswers,
     ],
@@ -130,7 +137,7 @@ def _refusal(answer: GraphQLHTTPResponse) -> LodestarError | None:
     return InsufficientScope(" ".join(sorted(str(scope) for scope in scopes)))
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=128)
 def _operations(query: str) -> tuple[OperationDefinitionNode, ...] | None:
     """The operations a document defines; None for one that does not parse (or is over
     the token limit), which the schema then refuses with its own reason."""
@@ -150,6 +157,22 @@ def _schema_only(query: str | None) -> bool:
         for operation in operations or ()
         for selection in operation.selection_set.selections
     )
+
+
+async def _unauthenticated(context: object, query: str | None) -> ExecutionResult | None:
+    """The refusal of a request without a valid token that asks for more than the
+    schema, before its document is validated: checking it costs the gateway, and
+    nobody known asked."""
+    if not isinstance(context, Context) or _schema_only(query):
+        return None
+    try:
+        await context.principal()
+    except Unauthenticated as exc:
+        refusal = GraphQLError(exc.detail, extensions=exc.graphql_extensions())
+        return ExecutionResult(data=None, errors=[refusal])
+    except LodestarError:
+        return None  # not known now (the revocations unread): the fields say so
+    return None
 
 
 async def _after_the_token(
@@ -206,6 +229,12 @@ class Router(GraphQLRouter[object, None]):
         operationName. Strawberry runs the first instead, so it is refused here, as the
         view refuses an unknown operationName: 400, BAD_USER_INPUT."""
         query = request_data.query
+        if query and len(query) > MAX_QUERY_CHARACTERS:
+            raise HTTPException(
+                400, f"the query has {len(query):,} characters; at most {MAX_QUERY_CHARACTERS:,}"
+            )
+        if (refused := await _unauthenticated(context, query)) is not None:
+            return refused
         named: object = request_data.operation_name
         if named is not None and not isinstance(named, str):
             # Strawberry passes it on as sent: a list was "Unknown operation named "['A']"".
