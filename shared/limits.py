@@ -171,6 +171,11 @@ def _bearer(scope: Scope) -> str | None:
     return None
 
 
+def _has_body(scope: Scope) -> bool:
+    headers = dict(scope["headers"])
+    return b"transfer-encoding" in headers or (_declared_length(scope) or 0) > 0
+
+
 def _declared_length(scope: Scope) -> int | None:
     for name, value in scope["headers"]:
         if name == b"content-length":
@@ -238,7 +243,7 @@ class LimitsMiddleware:
                 f"{MAX_HEADER_BYTES} taken",
                 [FieldError(field="header", reason=f"at most {MAX_HEADER_BYTES} bytes in all")],
             )
-            await self.render(too_large, scope)(scope, receive, send)
+            await self._refuse(too_large, scope, receive, send)
             return
         declared = _declared_length(scope)
         large = declared is not None and declared > LARGE_BODY_BYTES
@@ -252,10 +257,10 @@ class LimitsMiddleware:
             bucket = OWN_BUCKET_PATHS.get(scope["path"])
             wait = self.limiter.acquire(f"{bucket}:{key}" if bucket else key)
             if wait:
-                await self.render(RateLimited(wait), scope)(scope, receive, send)
+                await self._refuse(RateLimited(wait), scope, receive, send)
                 return
         if self.max_body_bytes and declared is not None and declared > self.max_body_bytes:
-            await self.render(self._too_large(), scope)(scope, receive, send)
+            await self._refuse(self._too_large(), scope, receive, send)
             return
         if not large:
             await self._call_reading(scope, receive, send)
@@ -265,7 +270,7 @@ class LimitsMiddleware:
             refused = Unauthenticated(
                 f"a request body over {LARGE_BODY_BYTES} bytes needs a valid access token"
             )
-            await self.render(refused, scope)(scope, receive, send)
+            await self._refuse(refused, scope, receive, send)
             return
         if self._large_bodies is None:
             self._large_bodies = asyncio.Semaphore(MAX_LARGE_BODIES)
@@ -295,12 +300,18 @@ class LimitsMiddleware:
                         await turns.acquire()
                         taken.append(turns)
             except TimeoutError:
-                busy = UpstreamUnavailable.for_now(
-                    f"{MAX_LARGE_BODIES} requests of over {LARGE_BODY_BYTES} bytes are being "
-                    f"read already ({MAX_LARGE_BODIES_PER_CLIENT} at most of one client); "
-                    "send it again in a moment"
+                # Waiting for one of the client's own turns, or one of the process's.
+                held = (
+                    f"{MAX_LARGE_BODIES_PER_CLIENT} requests of this client"
+                    if not taken
+                    else f"{MAX_LARGE_BODIES} requests"
                 )
-                await self.render(busy, scope)(scope, receive, send)
+                busy = UpstreamUnavailable.for_now(
+                    f"{held} of over {LARGE_BODY_BYTES} bytes are being read already, the "
+                    f"most at once ({MAX_LARGE_BODIES_PER_CLIENT} of one client, "
+                    f"{MAX_LARGE_BODIES} in all); send it again in a moment"
+                )
+                await self._refuse(busy, scope, receive, send)
                 return
             await self._call_reading(scope, receive, send)
         finally:
@@ -312,6 +323,18 @@ class LimitsMiddleware:
             await self._call_counting(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+    async def _refuse(
+        self, error: LodestarError, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Answers ``error``; a request with a body, which is then not read (or not
+        whole), is answered on a connection that closes after it: kept open, the
+        server would read and throw away all that the request declared (13 GB in
+        8 s after a 413), or wait as long as a slow one trickles."""
+        response = self.render(error, scope)
+        if _has_body(scope):
+            response.headers["connection"] = "close"
+        await response(scope, receive, send)
 
     def _too_large(self) -> PayloadTooLarge:
         limit = f"at most {self.max_body_bytes} bytes"
@@ -379,4 +402,4 @@ class LimitsMiddleware:
                 raise
             # A response already under way cannot become a 413; the server ends it.
         if refused is not None and not started:
-            await self.render(refused, scope)(scope, receive, send)
+            await self._refuse(refused, scope, receive, send)

@@ -109,3 +109,19 @@ async def test_a_late_pipelined_head_ends_the_connection_after_the_answer_before
         status, headers, body = parsed(answer)
         assert status == "HTTP/1.1 200 OK" and body == {"slow": True}, answer
         assert headers["connection"] == "close"
+
+
+async def test_a_body_refused_unread_ends_its_connection(stack: Stack) -> None:
+    """After a 413 from the declared length the server read and threw away all that was
+    declared (13 GB in 8 s), for as long as the client sent: the connection now ends."""
+    port = stack.config.ports["gateway"]
+    async with connection(port) as (reader, writer):
+        writer.write(
+            b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000000000000\r\n\r\n" + b" " * 65536
+        )
+        answer = await asyncio.wait_for(reader.read(), 10)
+    status, headers, body = parsed(answer)
+    assert status == "HTTP/1.1 413 Request Entity Too Large", answer
+    assert headers["connection"] == "close"
+    assert isinstance(body, dict) and body["error"] == "payload_too_large"

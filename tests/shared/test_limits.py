@@ -646,13 +646,19 @@ async def test_few_large_bodies_are_read_at_once_and_the_rest_wait_then_get_503(
         # vain while the first is read; another client takes the last turn.
         own = await client.post("/echo", content=b"y" * 50, headers=bearer("a"))
         assert own.status_code == 503 and own.headers["retry-after"] == "1", own.text
-        assert "at most of one client" in own.json()["detail"]
+        # Told that its own turns are taken, not the process's.
+        assert own.json()["detail"].startswith(
+            "1 requests of this client of over 10 bytes are being read already"
+        )
+        # The body was not read: the connection ends with the answer.
+        assert own.headers["connection"] == "close"
         reading.clear()
         second = asyncio.create_task(client.post("/hold", content=b"z" * 50, headers=bearer("b")))
         await reading.wait()
         waited = await client.post("/echo", content=b"w" * 50, headers=bearer("c"))
         assert waited.status_code == 503, waited.text
         assert waited.json()["error"] == "unavailable"
+        assert waited.json()["detail"].startswith("2 requests of over 10 bytes")
         # One waiting when a turn ends gets it.
         third = asyncio.create_task(client.post("/echo", content=b"v" * 50, headers=bearer("c")))
         await asyncio.sleep(0.05)
@@ -675,11 +681,13 @@ async def test_a_large_body_of_no_valid_token_is_refused_unread(
             refused = await client.post("/echo", content=b"x" * 50, headers=headers)
             assert refused.status_code == 401, refused.text
             assert refused.json()["error"] == "invalid_token"
+            assert refused.headers["connection"] == "close"
         assert seen == []
         chunked = await client.post(
             "/echo", content=chunks(b"x" * 8, b"y" * 8), headers=bearer("a")
         )
         assert chunked.status_code == 411, chunked.text
+        assert chunked.headers["connection"] == "close"
         assert chunked.json()["errors"] == [
             {"field": "header.Content-Length", "reason": "required"}
         ]
