@@ -42,6 +42,7 @@ UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", REVOKED_TOKENS_PATH})
 # (as large), so they never halve the agency's rate, and calling the path directly
 # buys no more than any route.
 OWN_BUCKET_PATHS = {EFFECTIVE_GRANT_PATH: "grants"}
+OAUTH_PREFIX = "/oauth/"
 # The one OAuth route that takes a bearer token: its caller is that token's client.
 USERINFO_PATH = "/oauth/userinfo"
 # Keys are kept in memory: a longer client id is not believed, and the peer address is used.
@@ -138,7 +139,7 @@ async def client_key(scope: Scope, verifier: ClientVerifier | None) -> str:
     free. The sign-in endpoints (``/oauth/``) always go by address: a bearer header
     there must not buy a bucket of its own."""
     path = scope["path"]
-    if verifier is not None and (not path.startswith("/oauth/") or path == USERINFO_PATH):
+    if verifier is not None and (not path.startswith(OAUTH_PREFIX) or path == USERINFO_PATH):
         token = _bearer(scope)
         if token is not None:
             principal: Principal | None
@@ -206,6 +207,8 @@ LARGE_BODY_WAIT_SECONDS = 30.0
 # Headers past this many bytes in all are 431: an access token carries at most 128,000,
 # and no other header comes near (the server reads them before any limit of ours).
 MAX_HEADER_BYTES = 256 * 1024
+# The OAuth endpoints take forms of a few fields.
+MAX_FORM_BODY_BYTES = 64 * 1024
 BODY_GRACE_SECONDS = 10.0
 BODY_BYTES_A_SECOND = 32 * 1024
 
@@ -260,7 +263,12 @@ class LimitsMiddleware:
                 await self._refuse(RateLimited(wait), scope, receive, send)
                 return
         if self.max_body_bytes and declared is not None and declared > self.max_body_bytes:
-            await self._refuse(self._too_large(), scope, receive, send)
+            await self._refuse(self._too_large(self.max_body_bytes), scope, receive, send)
+            return
+        if scope["path"].startswith(OAUTH_PREFIX) and (declared or 0) > MAX_FORM_BODY_BYTES:
+            # A client's credentials fit in a few hundred bytes: told so, rather than to
+            # bring a bearer token as a large body must.
+            await self._refuse(self._too_large(MAX_FORM_BODY_BYTES), scope, receive, send)
             return
         if not large:
             await self._call_reading(scope, receive, send)
@@ -336,11 +344,11 @@ class LimitsMiddleware:
             response.headers["connection"] = "close"
         await response(scope, receive, send)
 
-    def _too_large(self) -> PayloadTooLarge:
-        limit = f"at most {self.max_body_bytes} bytes"
+    @staticmethod
+    def _too_large(limit: int) -> PayloadTooLarge:
         return PayloadTooLarge(
-            f"the request body is larger than {self.max_body_bytes} bytes",
-            [FieldError(field="body", reason=limit)],
+            f"the request body is larger than {limit} bytes",
+            [FieldError(field="body", reason=f"at most {limit} bytes")],
         )
 
     async def _call_counting(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -373,7 +381,7 @@ class LimitsMiddleware:
                 whole = not message.get("more_body", False)
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    refused = self._too_large()
+                    refused = self._too_large(self.max_body_bytes)
                     raise refused
                 if undeclared and received > LARGE_BODY_BYTES:
                     # Sent chunked, it would be read however many are being read.

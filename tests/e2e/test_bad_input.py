@@ -64,14 +64,28 @@ async def test_the_gateway_forwards_header_bytes_it_cannot_decode(
          "invalid_request"),
         (basic(b"a\x00b:x"), b"grant_type=client_credentials", 401, "invalid_client"),
         (basic(b"\xff\xfe:\xff"), b"grant_type=client_credentials", 401, "invalid_client"),
+        # More fields than a form is read with: RFC 6749's error, not Starlette's.
+        (FORM, b"grant_type=client_credentials" + b"&x=1" * 1000, 400, "invalid_request"),
     ],
 )  # fmt: skip
 async def test_the_token_endpoint_refuses_what_no_client_can_be(
     http: httpx.AsyncClient, headers: dict[str, str], body: bytes, status: int, error: str
 ) -> None:
-    answer = await http.post("/oauth/token", headers=headers, content=body)
-    assert answer.status_code == status, answer.text
-    assert answer.json()["error"] == error
+    for endpoint in ("/oauth/token", "/oauth/revoke", "/oauth/introspect"):
+        answer = await http.post(endpoint, headers=headers, content=body)
+        assert answer.status_code == status, (endpoint, answer.text)
+        assert answer.json()["error"] == error, (endpoint, answer.text)
+
+
+async def test_an_oauth_form_over_64_kib_is_too_large_not_a_bearer_matter(
+    http: httpx.AsyncClient,
+) -> None:
+    """A body over 1 MiB needs a bearer token elsewhere; these endpoints take none."""
+    for size in (65_537, 2 * 1024 * 1024):
+        body = b"grant_type=client_credentials&x=" + b"a" * size
+        answer = await http.post("/oauth/token", headers=FORM, content=body)
+        assert answer.status_code == 413, answer.text
+        assert answer.json()["errors"] == [{"field": "body", "reason": "at most 65536 bytes"}]
 
 
 async def test_nul_anywhere_in_a_request_is_named(
@@ -348,11 +362,19 @@ async def test_graphql_names_what_is_too_long_to_ask_never_internal(
     # A tenant id no tenant has is refused unread, and not echoed whole.
     far_too_long = await http.post(
         "/graphql",
-        json={"query": 'query { kpiCatalog(tenantId: "%s") { id } }' % ("t" * 70_000)},
+        json={
+            "query": "query($t: ID) { kpiCatalog(tenantId: $t) { id } }",
+            "variables": {"t": "t" * 70_000},
+        },
         headers=tenant.headers,
     )
     error = far_too_long.json()["errors"][0]
     assert error["extensions"]["code"] == "FORBIDDEN" and len(error["message"]) < 200
+    # Written into the document, it makes a document over its 32,768 characters.
+    inline = 'query { kpiCatalog(tenantId: "%s") { id } }' % ("t" * 70_000)
+    too_long = await http.post("/graphql", json={"query": inline}, headers=tenant.headers)
+    assert too_long.status_code == 400
+    assert too_long.json()["errors"][0]["message"].startswith("the query has 70,041 characters")
 
 
 async def test_another_tenants_grants_are_forbidden_not_empty(

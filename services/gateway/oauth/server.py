@@ -34,6 +34,8 @@ from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from joserfc.jwk import KeySet
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
 
 from services.gateway.oauth.models import OAuthClient
 from services.gateway.oauth.secrets import verify_secret
@@ -190,7 +192,11 @@ class TokenRequest(OAuth2Request):
             return None
         if basic_id or media_type(request) != FORM_CONTENT_TYPE:
             return basic_id
-        named = {v for v in (await request.form()).getlist("client_id") if isinstance(v, str)}
+        try:
+            form = await _form_of(request)
+        except InvalidRequestError:
+            return None
+        named = {v for v in form.getlist("client_id") if isinstance(v, str)}
         claimed = named.pop() if len(named) == 1 else None
         return claimed if claimed and "\x00" not in claimed else None
 
@@ -201,7 +207,7 @@ class TokenRequest(OAuth2Request):
         """Parses the form body; RFC 6749 §3.2 rules that authlib leaves to the framework."""
         if media_type(request) != FORM_CONTENT_TYPE:
             raise InvalidRequestError(f"the body must be {FORM_CONTENT_TYPE}")
-        items = [(k, v) for k, v in (await request.form()).multi_items() if isinstance(v, str)]
+        items = [(k, v) for k, v in (await _form_of(request)).multi_items() if isinstance(v, str)]
         form = dict(items)
         repeated = sorted(name for name, count in Counter(k for k, _ in items).items() if count > 1)
         if repeated:
@@ -222,6 +228,20 @@ class TokenRequest(OAuth2Request):
             # RFC 6749 §2.3: one client per request; which one it is is not ours to guess.
             raise InvalidRequestError("client_id names another client than the Basic credentials")
         return token_request
+
+
+async def _form_of(request: Request) -> FormData:
+    """The request's form; one Starlette will not read (more than 1,000 fields) is an
+    RFC 6749 ``invalid_request``, as every other refusal of these endpoints, not
+    Starlette's own 400."""
+    unreadable = getattr(request.state, "unreadable_form", None)
+    if unreadable is None:
+        try:
+            return await request.form()
+        except HTTPException as refused:
+            # Asked again (for the client it names), the body is gone: the same answer.
+            unreadable = request.state.unreadable_form = str(refused.detail)
+    raise InvalidRequestError(described(f"the form cannot be read: {unreadable}"))
 
 
 def described(text: str) -> str:
