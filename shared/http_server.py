@@ -43,6 +43,10 @@ class HttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_arrived()
+        if self.parser.get_http_version() == "1.0":
+            # RFC 9110 §10.1.1: an HTTP/1.0 client's Expect is ignored, and no 1xx is
+            # sent to it, which it cannot read.
+            self.expect_100_continue = False
         super().on_headers_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.access import EFFECTIVE_GRANT_PATH
 from shared.auth import Principal
 from shared.errors import (
+    BadRequest,
     FieldError,
     HeadersTooLarge,
     LengthRequired,
@@ -247,6 +248,16 @@ class LimitsMiddleware:
                 [FieldError(field="header", reason=f"at most {MAX_HEADER_BYTES} bytes in all")],
             )
             await self._refuse(too_large, scope, receive, send)
+            return
+        if scope.get("http_version") == "1.1" and not any(
+            n == b"host" for n, _ in scope["headers"]
+        ):
+            # RFC 9112 §3.2: which site is asked for is not ours to guess.
+            no_host = BadRequest(
+                "an HTTP/1.1 request must name its host",
+                [FieldError(field="header.Host", reason="required in HTTP/1.1")],
+            )
+            await self._refuse(no_host, scope, receive, send)
             return
         declared = _declared_length(scope)
         large = declared is not None and declared > LARGE_BODY_BYTES

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from devstack.embedded import free_port
 from shared.http_server import HttpProtocol
 from tests.conftest import Stack, serve_app
+from tests.shared.test_limits import limited_app
 
 
 class QuickHead(HttpProtocol):
@@ -41,6 +42,17 @@ async def connection(port: int) -> AsyncIterator[tuple[asyncio.StreamReader, asy
         yield reader, writer
     finally:
         writer.close()
+
+
+async def one_answer(reader: asyncio.StreamReader) -> bytes:
+    """One answer of a connection that stays open: its head, and its body by length."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    return head + await reader.readexactly(length)
 
 
 def parsed(answer: bytes) -> tuple[str, dict[str, str], object]:
@@ -125,3 +137,27 @@ async def test_a_body_refused_unread_ends_its_connection(stack: Stack) -> None:
     assert status == "HTTP/1.1 413 Request Entity Too Large", answer
     assert headers["connection"] == "close"
     assert isinstance(body, dict) and body["error"] == "payload_too_large"
+
+
+async def test_an_http_1_1_request_names_its_host_and_a_1_0_client_gets_no_100() -> None:
+    port = free_port()
+    app, _, _ = limited_app(rate_limit_per_second=0)
+    async with serve_app(app, "127.0.0.1", port):
+        async with connection(port) as (reader, writer):
+            writer.write(b"GET /healthz HTTP/1.1\r\n\r\n")
+            status, _, body = parsed(await asyncio.wait_for(one_answer(reader), 5))
+        assert status == "HTTP/1.1 400 Bad Request"
+        assert body == {
+            "error": "bad_request",
+            "detail": "an HTTP/1.1 request must name its host",
+            "errors": [{"field": "header.Host", "reason": "required in HTTP/1.1"}],
+        }
+        # HTTP/1.0 needs none; its Expect is ignored: the answer comes, no 100 first.
+        async with connection(port) as (reader, writer):
+            writer.write(
+                b"POST /echo HTTP/1.0\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 2\r\nExpect: 100-continue\r\n\r\n{}"
+            )
+            answer = await asyncio.wait_for(reader.read(), 5)
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+        assert b"100 Continue" not in answer
