@@ -33,6 +33,7 @@ from shared.errors import (
     Unauthenticated,
     UpstreamUnavailable,
 )
+from shared.input_guard import GRAPHQL_PATH
 from shared.revocations import REVOKED_TOKENS_PATH
 
 # Probes must answer however busy a client is; the services read revoked tokens every
@@ -173,6 +174,14 @@ def _bearer(scope: Scope) -> str | None:
     return None
 
 
+def _path_body_limit(path: str) -> int | None:
+    if path.startswith(OAUTH_PREFIX):
+        return MAX_FORM_BODY_BYTES
+    if path == GRAPHQL_PATH:
+        return LARGE_BODY_BYTES
+    return None
+
+
 def _has_body(scope: Scope) -> bool:
     headers = dict(scope["headers"])
     return b"transfer-encoding" in headers or (_declared_length(scope) or 0) > 0
@@ -276,10 +285,11 @@ class LimitsMiddleware:
         if self.max_body_bytes and declared is not None and declared > self.max_body_bytes:
             await self._refuse(self._too_large(self.max_body_bytes), scope, receive, send)
             return
-        if scope["path"].startswith(OAUTH_PREFIX) and (declared or 0) > MAX_FORM_BODY_BYTES:
-            # A client's credentials fit in a few hundred bytes: told so, rather than to
-            # bring a bearer token as a large body must.
-            await self._refuse(self._too_large(MAX_FORM_BODY_BYTES), scope, receive, send)
+        if (path_limit := _path_body_limit(scope["path"])) and (declared or 0) > path_limit:
+            # A client's credentials fit in a few hundred bytes, a GraphQL request in a
+            # few kilobytes: told so, rather than to bring a token as a large body must
+            # (and a document of megabytes held the gateway's event loop for seconds).
+            await self._refuse(self._too_large(path_limit), scope, receive, send)
             return
         if not large:
             await self._call_reading(scope, receive, send)

@@ -282,6 +282,24 @@ async def test_burst_exhausted_gets_429_with_retry_after() -> None:
     }
 
 
+async def test_a_graphql_body_over_a_large_one_is_too_large_whoever_sends_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A GraphQL request takes a few kilobytes; one of megabytes (a document, a
+    variable) held the gateway's event loop for seconds, with a token or without."""
+    monkeypatch.setattr(limits, "LARGE_BODY_BYTES", 50)
+    app, _, _ = limited_app(rate_limit_per_second=0, max_body_bytes=1000)
+    async with client_of(app) as client:
+        for headers in ({}, bearer("dashboard")):
+            answer = await client.post("/graphql", content=b"{" + b" " * 60 + b"}", headers=headers)
+            assert answer.status_code == 413, answer.text
+            [error] = answer.json()["errors"]
+            assert error["extensions"]["errors"] == [
+                {"field": "body", "reason": "at most 50 bytes"}
+            ]
+            assert answer.headers["connection"] == "close"
+
+
 async def test_refusals_at_graphql_are_graphql_errors() -> None:
     """A GraphQL client reads ``errors`` and their codes; REST's body would leave it
     nothing to read. The status and Retry-After stay as REST has them."""
