@@ -337,15 +337,16 @@ _AS_GRAPHQL = {"application/json": {"schema": _GRAPHQL_ANSWER}}
 # What the whole request may get besides 200, the body always a GraphQL answer.
 _REFUSALS: dict[int | str, dict[str, Any]] = {
     400: {
-        "description": "No query, variables that are no JSON object, an unknown or "
-        "missing operationName, a JSON array (batching), a body that is no UTF-8"
+        "description": "No query, a query over 32,768 characters, variables that are no "
+        "JSON object, an unknown or missing operationName, a JSON array (batching), a body "
+        "that is no UTF-8"
     },
     401: {
         "description": "No valid token for a query that reads data: `WWW-Authenticate: "
         'Bearer error="invalid_token"`'
     },
     403: {"description": "The token lacks `kpi:read` (`insufficient_scope`)"},
-    413: {"description": "A body over the size limit"},
+    413: {"description": "A body over 1 MiB"},
     415: {
         "description": "A body sent as another type than `application/json`, or "
         "compressed (`Content-Encoding`)"
