@@ -583,3 +583,33 @@ async def test_gmv_without_shipping_of_a_free_line_needs_no_rate(
         body = await kpis(http, tenant, metrics="gmv", grain="total", **march, **group_by)
         assert body["warnings"] == [], group_by
         assert {v["value"] for r in body["rows"] for v in r["values"]} <= {0.0, 10.0}, body
+
+
+async def test_a_refund_of_the_whole_sale_nets_to_zero_through_a_rate_of_many_digits(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """USD→MXN 17.50 converts MXN at 1/17.5, a factor of 28 digits: a converted amount
+    carries more than Decimal's default 28, and a GMV less its whole refund left
+    -3.37e-27, over which the margins were 1e27 (and the next day's change 1.0)."""
+    tenant = await new_tenant()
+    fx = event(
+        "fx", "fx_rate", {"date": "2026-04-01", "base": "USD", "quote": "MXN", "rate": "17.50"}
+    )
+    sale = line(
+        "l1", "O1", 1, "179.50", "2026-04-02T18:00:00Z",
+        currency="MXN", store="acme-mx", marketplace="MX",
+    )  # fmt: skip
+    await push(http, tenant, fx, sale, refund("r1", "O1", "179.50", "MXN", "acme-mx", "MX"))
+    days = {"from": "2026-04-02", "to": "2026-04-03", "currency": "USD"}
+    await settle(http, tenant, {"refunds": 179.5 / 17.5}, **days)
+    for currency in ("USD", "MXN"):
+        body = await kpis(
+            http, tenant, metrics="net_sales,gross_margin,net_margin", grain="day",
+            compare_to="previous_period", **{**days, "currency": currency},
+        )  # fmt: skip
+        by_day = {row["period"]: {v["metric"]: v for v in row["values"]} for row in body["rows"]}
+        sold = by_day["2026-04-02"]
+        assert sold["net_sales"]["value"] == 0.0, (currency, sold)
+        assert sold["gross_margin"]["value"] is None and sold["net_margin"]["value"] is None
+        after = by_day["2026-04-03"]["net_sales"]
+        assert (after["previous"], after["change"]) == (0.0, None), (currency, after)

@@ -7,9 +7,9 @@ zero, never a silent zero.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Context, Decimal
 
 Value = Decimal | None
 Inputs = dict[str, Value]
@@ -64,16 +64,31 @@ def dimensions_of(inputs: frozenset[str]) -> frozenset[str]:
     return frozenset(allowed)
 
 
+# Converted amounts carry more digits than Decimal's default 28 (an amount of 27 digits
+# times a factor of 28): at 28, a refund subtracted from the GMV it refunds left 1e-27,
+# and a margin of 1e27 over it. Every sum, difference and ratio of the answers is
+# worked out here, where those are exact.
+EXACT = Context(prec=120)
+
+
 def div(numerator: Value, denominator: Value) -> Value:
     if numerator is None or denominator is None or denominator == 0:
         return None
-    return numerator / denominator
+    return EXACT.divide(numerator, denominator)
+
+
+def exact_sum(values: Iterable[Decimal]) -> Decimal:
+    """The exact sum of ``values``."""
+    summed = Decimal(0)
+    for value in values:
+        summed = EXACT.add(summed, value)
+    return summed
 
 
 def sub(left: Value, *rights: Value) -> Value:
     if left is None or any(r is None for r in rights):
         return None
-    return left - sum((r for r in rights if r is not None), Decimal(0))
+    return EXACT.subtract(left, exact_sum(r for r in rights if r is not None))
 
 
 @dataclass(frozen=True)
@@ -145,7 +160,7 @@ FORMULAS: dict[str, Formula] = {
             i["units"],
             None
             if i["units"] is None or i["on_hand_last"] is None
-            else i["units"] + i["on_hand_last"],
+            else exact_sum((i["units"], i["on_hand_last"])),
         ),
     ),
     "stockout_rate": _f(

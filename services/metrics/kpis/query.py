@@ -16,7 +16,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from services.metrics.kpis.formulas import FORMULAS
+from services.metrics.kpis.formulas import EXACT, FORMULAS
 from services.metrics.kpis.registry import KPIS
 from shared.errors import FieldError, InvalidInput
 from shared.events import IDENTIFIER_LIMIT, NO_NUL, is_identifier_length
@@ -459,7 +459,7 @@ def unsplittable_warning(metric: str, dimension: str) -> str:
 def change(value: Decimal | None, previous: Decimal | None) -> float | None:
     if value is None or previous is None or previous == 0:
         return None
-    return _float((value - previous) / abs(previous))
+    return _float(EXACT.divide(EXACT.subtract(value, previous), abs(previous)))
 
 
 def answer(

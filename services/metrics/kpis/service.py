@@ -28,6 +28,7 @@ from services.metrics.kpis.cache import (
 from services.metrics.kpis.formulas import (
     COGS_INPUTS,
     COVER_DAYS,
+    EXACT,
     FORMULAS,
     INVENTORY_INPUTS,
     MONEY_INPUTS,
@@ -35,6 +36,7 @@ from services.metrics.kpis.formulas import (
     SALES_INPUTS,
     TRAILING_INPUTS,
     Inputs,
+    exact_sum,
     with_defaults,
 )
 from services.metrics.kpis.query import (
@@ -337,7 +339,7 @@ def _parts_summed(by_day: dict[date, dict[str, Decimal]], measure: str) -> dict[
     (``_WINDOW_PARTS``)."""
     parts = _WINDOW_PARTS.get(measure, ((measure, 1),))
     return {
-        day: sum((values.get(part, ZERO) * sign for part, sign in parts), ZERO)
+        day: exact_sum(EXACT.multiply(values.get(part, ZERO), sign) for part, sign in parts)
         for day, values in by_day.items()
     }
 
