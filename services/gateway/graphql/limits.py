@@ -15,7 +15,6 @@ fields once every spread is written out is limited too.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterator
 
 from graphql import (
@@ -35,6 +34,9 @@ from strawberry.extensions import ValidationCache
 SelectionMeasure = Callable[[SelectionSetNode | None], int]
 # Fields of one response key in one selection: they merge, so no query needs many.
 MAX_REPEATED_KEY = 20
+# No more fields, once fragments are spread out, than a document could write out (each
+# fragment's own definition counted too, since graphql-core checks it whether used or not).
+MAX_SPREAD_FIELDS = 2000
 
 
 class _Measured:
@@ -45,13 +47,13 @@ class _Measured:
 
     def __init__(
         self,
-        context: ValidationContext,
+        document: DocumentNode,
         of_field: Callable[[FieldNode, SelectionMeasure], int],
         combine: Callable[[list[int]], int],
     ) -> None:
         self.fragments = {
             definition.name.value: definition
-            for definition in context.document.definitions
+            for definition in document.definitions
             if isinstance(definition, FragmentDefinitionNode)
         }
         self.of_field = of_field
@@ -84,16 +86,33 @@ class _Measured:
         return measured
 
 
-def _operations(context: ValidationContext) -> list[OperationDefinitionNode]:
-    return [d for d in context.document.definitions if isinstance(d, OperationDefinitionNode)]
+def _operations(document: DocumentNode) -> list[OperationDefinitionNode]:
+    return [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
 
 
-def _summed_over_document(
-    context: ValidationContext, of_field: Callable[[FieldNode, SelectionMeasure], int]
+def _summed_over(
+    document: DocumentNode,
+    of_field: Callable[[FieldNode, SelectionMeasure], int],
+    with_fragments: bool = False,
 ) -> int:
-    """``of_field`` summed over every operation of the document, spreads written out."""
-    measured = _Measured(context, of_field, sum)
-    return sum(measured.selection(o.selection_set) for o in _operations(context))
+    """``of_field`` summed over every operation of the document, spreads written out,
+    and ``with_fragments``, over every fragment's own definition too."""
+    measured = _Measured(document, of_field, sum)
+    total = sum(measured.selection(o.selection_set) for o in _operations(document))
+    if with_fragments:
+        total += sum(measured.fragment(name) for name in measured.fragments)
+    return total
+
+
+def _field_and_inner(field: FieldNode, selection: SelectionMeasure) -> int:
+    return 1 + selection(field.selection_set)
+
+
+def _spread_too_far(fields: int) -> str:
+    return (
+        f"the query spreads out to {fields:,} fields once its fragments are written out; "
+        f"at most {MAX_SPREAD_FIELDS:,}"
+    )
 
 
 def depth_limit(max_depth: int) -> type[ValidationRule]:
@@ -105,8 +124,8 @@ def depth_limit(max_depth: int) -> type[ValidationRule]:
     class DepthLimit(ValidationRule):
         def __init__(self, context: ValidationContext) -> None:
             super().__init__(context)
-            measured = _Measured(context, of_field, lambda depths: max(depths, default=0))
-            for operation in _operations(context):
+            measured = _Measured(context.document, of_field, lambda depths: max(depths, default=0))
+            for operation in _operations(context.document):
                 if measured.selection(operation.selection_set) > max_depth:
                     name = operation.name.value if operation.name else "anonymous"
                     context.report_error(
@@ -126,7 +145,7 @@ def alias_limit(max_aliases: int) -> type[ValidationRule]:
     class AliasLimit(ValidationRule):
         def __init__(self, context: ValidationContext) -> None:
             super().__init__(context)
-            aliases = _summed_over_document(context, of_field)
+            aliases = _summed_over(context.document, of_field)
             if aliases > max_aliases:
                 context.report_error(
                     GraphQLError(f"{aliases} aliases found. Allowed: {max_aliases}")
@@ -135,79 +154,52 @@ def alias_limit(max_aliases: int) -> type[ValidationRule]:
     return AliasLimit
 
 
-def spread_limit(max_fields: int) -> type[ValidationRule]:
-    def of_field(field: FieldNode, selection: SelectionMeasure) -> int:
-        return 1 + selection(field.selection_set)
-
-    class SpreadLimit(ValidationRule):
-        def __init__(self, context: ValidationContext) -> None:
-            super().__init__(context)
-            fields = _summed_over_document(context, of_field)
-            if fields > max_fields:
-                context.report_error(
-                    GraphQLError(
-                        f"the query spreads out to {fields:,} fields once its fragments are "
-                        f"written out; at most {max_fields:,}"
-                    )
-                )
-
-    return SpreadLimit
-
-
 def most_repeated_key(document: DocumentNode) -> tuple[str, int] | None:
-    """The response key asked for most often in one selection, once its inline
-    fragments and fragment spreads are collected as GraphQL merges them (each fragment
-    once), and how often; None for a document that asks for nothing."""
+    """The response key asked for most often in one selection, and how often; None for
+    a document that asks for nothing. Counted as GraphQL merges fields: a selection's
+    inline fragments and fragment spreads (each fragment once) are collected into it,
+    and the fields of one key in a selection merge, so their sub-selections are one
+    (20 ``types`` each asking ``ofType`` 20 times ask it 400 times in one).
+
+    Call it on a document that spreads out to few fields (``spread_limit``): each
+    field is visited once for every place a spread brings it."""
     fragments = {
         d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
     }
-    known: dict[str, Counter[str]] = {}
-    open_fragments: set[str] = set()
+    most: tuple[str, int] | None = None
 
-    def collected(selection_set: SelectionSetNode, spread: set[str]) -> Counter[str]:
-        keys: Counter[str] = Counter()
+    def collect(
+        selection_set: SelectionSetNode, into: dict[str, list[FieldNode]], spread: set[str]
+    ) -> None:
         for selection in selection_set.selections:
             if isinstance(selection, FieldNode):
-                keys[(selection.alias or selection.name).value] += 1
+                into.setdefault((selection.alias or selection.name).value, []).append(selection)
             elif isinstance(selection, InlineFragmentNode):
-                keys.update(collected(selection.selection_set, spread))
+                collect(selection.selection_set, into, spread)
             elif isinstance(selection, FragmentSpreadNode):
                 name = selection.name.value
-                if name not in spread:
+                fragment = fragments.get(name)
+                if fragment is not None and name not in spread:
                     spread.add(name)
-                    keys.update(fragment(name))
-        return keys
+                    collect(fragment.selection_set, into, spread)
 
-    def fragment(name: str) -> Counter[str]:
-        if name not in known:
-            definition = fragments.get(name)
-            if definition is None or name in open_fragments:
-                return Counter()
-            open_fragments.add(name)
-            known[name] = collected(definition.selection_set, {name})
-            open_fragments.discard(name)
-        return known[name]
-
-    most: tuple[str, int] | None = None
-    for node in _selection_sets(document):
-        for key, times in collected(node, set()).most_common(1):
-            if most is None or times > most[1]:
-                most = (key, times)
-    return most
-
-
-def _selection_sets(document: DocumentNode) -> Iterator[SelectionSetNode]:
-    pending: list[SelectionSetNode] = [
-        d.selection_set
+    pending: list[list[SelectionSetNode]] = [
+        [d.selection_set]
         for d in document.definitions
         if isinstance(d, OperationDefinitionNode | FragmentDefinitionNode)
     ]
     while pending:
-        selection_set = pending.pop()
-        yield selection_set
-        for selection in selection_set.selections:
-            if isinstance(selection, FieldNode | InlineFragmentNode) and selection.selection_set:
-                pending.append(selection.selection_set)
+        merged: dict[str, list[FieldNode]] = {}
+        for selection_set in pending.pop():
+            # Each selection's own spreads once; the merged ones are compared all the same.
+            collect(selection_set, merged, set())
+        for key, fields in merged.items():
+            if most is None or len(fields) > most[1]:
+                most = (key, len(fields))
+            inner = [f.selection_set for f in fields if f.selection_set is not None]
+            if inner:
+                pending.append(inner)
+    return most
 
 
 class BoundedValidation(ValidationCache):
@@ -218,15 +210,25 @@ class BoundedValidation(ValidationCache):
 
     def on_validate(self) -> Iterator[None]:
         document = self.execution_context.graphql_document
-        repeated = most_repeated_key(document) if document is not None else None
-        if repeated is not None and repeated[1] > MAX_REPEATED_KEY:
-            key, times = repeated
-            self.execution_context.pre_execution_errors = [
-                GraphQLError(
-                    f"one selection asks for {key} {times} times; at most "
-                    f"{MAX_REPEATED_KEY} (fields of one name merge into one: ask once)"
-                )
-            ]
+        refused = _too_dear_to_check(document) if document is not None else None
+        if refused is not None:
+            self.execution_context.pre_execution_errors = [refused]
             yield
             return
         yield from super().on_validate()
+
+
+def _too_dear_to_check(document: DocumentNode) -> GraphQLError | None:
+    """Why graphql-core's rules would cost too much on ``document``, if they would."""
+    fields = _summed_over(document, _field_and_inner, with_fragments=True)
+    if fields > MAX_SPREAD_FIELDS:
+        return GraphQLError(_spread_too_far(fields))
+    repeated = most_repeated_key(document)
+    if repeated is not None and repeated[1] > MAX_REPEATED_KEY:
+        key, times = repeated
+        return GraphQLError(
+            f"one selection asks for {key} {times} times, fragments and the fields of "
+            f"one name merged; at most {MAX_REPEATED_KEY} (fields of one name merge into "
+            "one: ask once)"
+        )
+    return None
