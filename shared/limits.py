@@ -348,8 +348,10 @@ class LimitsMiddleware:
                 turns.release()
 
     async def _call_reading(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.max_body_bytes:
-            await self._call_counting(scope, receive, send)
+        limits = [self.max_body_bytes or None, _path_body_limit(scope["path"])]
+        limit = min((bound for bound in limits if bound), default=None)
+        if limit:
+            await self._call_counting(scope, receive, send, limit)
         else:
             await self.app(scope, receive, send)
 
@@ -372,7 +374,8 @@ class LimitsMiddleware:
             [FieldError(field="body", reason=f"at most {limit} bytes")],
         )
 
-    async def _call_counting(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _call_counting(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        """Runs the app on a body counted as it streams: past ``limit`` bytes, 413."""
         received = 0
         refused: PayloadTooLarge | LengthRequired | RequestTimeout | None = None
         started = False
@@ -401,8 +404,8 @@ class LimitsMiddleware:
             if message["type"] == "http.request":
                 whole = not message.get("more_body", False)
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    refused = self._too_large(self.max_body_bytes)
+                if received > limit:
+                    refused = self._too_large(limit)
                     raise refused
                 if undeclared and received > LARGE_BODY_BYTES:
                     # Sent chunked, it would be read however many are being read.

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import NewTenant, Stack, TenantClient
+from tests.shared.test_limits import chunks
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 JSON = {"Content-Type": "application/json"}
@@ -86,6 +87,12 @@ async def test_an_oauth_form_over_64_kib_is_too_large_not_a_bearer_matter(
         answer = await http.post("/oauth/token", headers=FORM, content=body)
         assert answer.status_code == 413, answer.text
         assert answer.json()["errors"] == [{"field": "body", "reason": "at most 65536 bytes"}]
+        # Sent chunked, it is counted as it comes.
+        chunked = await http.post(
+            "/oauth/token", headers=FORM, content=chunks(body[:1000], body[1000:])
+        )
+        assert chunked.status_code == 413, chunked.text
+        assert chunked.json()["errors"] == [{"field": "body", "reason": "at most 65536 bytes"}]
 
 
 async def test_nul_anywhere_in_a_request_is_named(
