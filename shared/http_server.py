@@ -16,6 +16,7 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shared.errors import BadRequest, FieldError, LodestarError, RequestTimeout
+from shared.service import SECURITY_HEADERS
 
 # What uvicorn's ``--http`` takes to run it.
 HTTP_PROTOCOL = "shared.http_server:HttpProtocol"
@@ -91,7 +92,8 @@ class HttpProtocol(HttpToolsProtocol):
         body = orjson.dumps(error.body())
         head = [f"HTTP/1.1 {error.status} {_REASONS[error.status]}\r\n".encode()]
         head += [
-            name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers
+            name + b": " + value + b"\r\n"
+            for name, value in (*self.server_state.default_headers, *SECURITY_HEADERS)
         ]
         head += [
             b"content-type: application/json\r\n",

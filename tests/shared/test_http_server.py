@@ -73,6 +73,9 @@ async def test_what_is_not_http_is_a_400_in_the_error_body(stack: Stack) -> None
         assert status == "HTTP/1.1 400 Bad Request", answer
         assert headers["content-type"] == "application/json"
         assert headers["connection"] == "close"
+        # As every answer: no browser sniffs it or frames it.
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["x-frame-options"] == "DENY"
         assert body == {
             "error": "bad_request",
             "detail": "the request is not valid HTTP/1.1",
@@ -96,6 +99,7 @@ async def test_a_head_that_does_not_arrive_in_time_is_a_408_and_frees_the_connec
             status, headers, body = parsed(answer)
             assert status == "HTTP/1.1 408 Request Timeout", answer
             assert headers["connection"] == "close"
+            assert headers["x-content-type-options"] == "nosniff"
             assert body == {
                 "error": "request_timeout",
                 "detail": "the request's line and headers did not arrive in time",
