@@ -238,6 +238,14 @@ async def _deletion_order(
 ERASED_TENANT = "(erased tenant)"
 
 
+def erasure_turn(schema: str) -> str:
+    """The key of the lock an erasure holds in ``schema`` before its tenant's: one at a
+    time, since two partners' erasures delete their own rows and update the other's
+    (audit entries naming them, archives holding their grants) in opposite orders, and
+    deadlocked. Erasures are rare and take a fraction of a second."""
+    return f"erasure/{schema}"
+
+
 async def erase_tenant(
     conn: asyncpg.Connection, schema: str, spec: TenantTables, tenant_id: str
 ) -> dict[str, int]:
@@ -247,11 +255,8 @@ async def erase_tenant(
     table; erasing an erased tenant deletes nothing and succeeds."""
     deleted: dict[str, int] = {}
     async with conn.transaction():
-        # One erasure at a time in a schema, then the tenant's lock: replicas erasing
-        # two partners at once would delete their rows and update the other's trail
-        # in opposite orders, and deadlock.
         await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('erasure/' || $1, 0))", schema
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", erasure_turn(schema)
         )
         await conn.execute(
             f"SELECT pg_advisory_xact_lock({TENANT_LOCK}) FROM (SELECT $2::text AS t) AS one",

@@ -10,7 +10,7 @@ from services.gateway.erasures.models import Erasure
 from services.gateway.tenants.data import GATEWAY_SCHEMA, GATEWAY_TABLES
 from services.gateway.tenants.models import Tenant
 from shared.errors import Forbidden
-from shared.tenant_data import erase_tenant
+from shared.tenant_data import erase_tenant, erasure_turn
 
 # An agency's archive holds the grants it received (the seller's id, store names and
 # scopes), a seller's those it issued: erased with either side, an archive built before
@@ -67,11 +67,13 @@ class ErasureRepository:
         return result.scalar_one_or_none()
 
     async def lock_tenant(self, tenant_id: str) -> None:
-        """Erasures queue up here, one at a time and then each tenant's: two of
-        partners at once deleted their rows and updated the other's trail (which names
-        them) in opposite orders, and one was rolled back as a deadlock. They are rare,
-        and take a fraction of a second each."""
-        await self.session.execute(select(func.pg_advisory_xact_lock(func.hashtext("erasure"))))
+        """Erasures queue up here: the schema's erasure turn (``erasure_turn``, which
+        ``erase_tenant`` takes again), taken before anything of a partner's is touched
+        (its archives are withdrawn first), then the tenant's own."""
+        turn = erasure_turn(GATEWAY_SCHEMA)
+        await self.session.execute(
+            select(func.pg_advisory_xact_lock(func.hashtextextended(turn, 0)))
+        )
         await self.session.execute(
             select(func.pg_advisory_xact_lock(func.hashtext(f"erasure:{tenant_id}")))
         )
