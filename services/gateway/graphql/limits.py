@@ -1,16 +1,15 @@
-"""The depth and alias limits of a GraphQL document, as validation rules that measure
-each fragment once.
+"""What a GraphQL document may ask, measured so that each fragment costs once.
 
 Strawberry's limiters walk a fragment again at every spread of it: twenty fragments
 each spreading the one before twice made an 800-byte document that held the gateway's
 event loop for 19 s (doubling with each fragment), before any token was checked. Here
-a fragment's measure is remembered, so a document costs what its text does. They count
-as Strawberry's did: a field with a selection is one level (introspection fields none),
-and an alias counts once for each time its fragment is spread.
+a fragment's measure is remembered, so a document costs what its text does.
 
-A document within those limits could still spread out to millions of fields, which
-the execution walks (Strawberry's selected fields, our row-size check): the number of
-fields once every spread is written out is limited too.
+The depth and alias limits are validation rules, counted as Strawberry's were: a field
+with a selection is one level (introspection fields none), and an alias counts once for
+each time its fragment is spread. Before any rule runs, ``BoundedValidation`` refuses a
+document graphql-core's own rules would take too long over: one that spreads out to too
+many fields, or asks for one key too often in a selection.
 """
 
 from __future__ import annotations
@@ -51,11 +50,7 @@ class _Measured:
         of_field: Callable[[FieldNode, SelectionMeasure], int],
         combine: Callable[[list[int]], int],
     ) -> None:
-        self.fragments = {
-            definition.name.value: definition
-            for definition in document.definitions
-            if isinstance(definition, FragmentDefinitionNode)
-        }
+        self.fragments = _fragments(document)
         self.of_field = of_field
         self.combine = combine
         self.known: dict[str, int] = {}
@@ -86,6 +81,10 @@ class _Measured:
         return measured
 
 
+def _fragments(document: DocumentNode) -> dict[str, FragmentDefinitionNode]:
+    return {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+
+
 def _operations(document: DocumentNode) -> list[OperationDefinitionNode]:
     return [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
 
@@ -106,13 +105,6 @@ def _summed_over(
 
 def _field_and_inner(field: FieldNode, selection: SelectionMeasure) -> int:
     return 1 + selection(field.selection_set)
-
-
-def _spread_too_far(fields: int) -> str:
-    return (
-        f"the query spreads out to {fields:,} fields once its fragments are written out; "
-        f"at most {MAX_SPREAD_FIELDS:,}"
-    )
 
 
 def depth_limit(max_depth: int) -> type[ValidationRule]:
@@ -161,11 +153,9 @@ def most_repeated_key(document: DocumentNode) -> tuple[str, int] | None:
     and the fields of one key in a selection merge, so their sub-selections are one
     (20 ``types`` each asking ``ofType`` 20 times ask it 400 times in one).
 
-    Call it on a document that spreads out to few fields (``spread_limit``): each
+    Call it on a document that spreads out to few fields (``MAX_SPREAD_FIELDS``): each
     field is visited once for every place a spread brings it."""
-    fragments = {
-        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
-    }
+    fragments = _fragments(document)
     most: tuple[str, int] | None = None
 
     def collect(
@@ -203,10 +193,10 @@ def most_repeated_key(document: DocumentNode) -> tuple[str, int] | None:
 
 
 class BoundedValidation(ValidationCache):
-    """Strawberry's validation cache, after a check graphql-core's own rules need first:
-    they compare every two fields of one key in a selection (to see they merge), so 480
-    of them held the event loop a second. A selection may ask for one key at most
-    ``MAX_REPEATED_KEY`` times, which no query needs (they merge into one)."""
+    """Strawberry's validation cache, after the checks graphql-core's own rules need
+    first (``_too_dear_to_check``): they compare every two fields of one key in a
+    selection (to see they merge), so 480 of them held the event loop a second, and
+    walk every spread written out."""
 
     def on_validate(self) -> Iterator[None]:
         document = self.execution_context.graphql_document
@@ -222,7 +212,10 @@ def _too_dear_to_check(document: DocumentNode) -> GraphQLError | None:
     """Why graphql-core's rules would cost too much on ``document``, if they would."""
     fields = _summed_over(document, _field_and_inner, with_fragments=True)
     if fields > MAX_SPREAD_FIELDS:
-        return GraphQLError(_spread_too_far(fields))
+        return GraphQLError(
+            f"the query spreads out to {fields:,} fields once its fragments are written "
+            f"out; at most {MAX_SPREAD_FIELDS:,}"
+        )
     repeated = most_repeated_key(document)
     if repeated is not None and repeated[1] > MAX_REPEATED_KEY:
         key, times = repeated
