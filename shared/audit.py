@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import unquote_to_bytes
 
 import orjson
 from annotated_types import Ge, Le
@@ -66,7 +67,7 @@ def _client_ip(scope: Scope, headers: dict[str, str], service: str) -> str | Non
 
 def route_template(scope: Scope) -> str:
     route = scope.get("route")
-    # As the API document writes it: `{store_id}`, not the router's `{store_id:path}`.
+    # As the API document writes it: `{store_id}`, not the router's `{store_id:anything}`.
     return _CONVERTER.sub(r"{\1}", str(getattr(route, "path", None) or scope["path"]))
 
 
@@ -86,6 +87,18 @@ def _storable(text: str) -> str:
     """``text`` as PostgreSQL's text keeps it: a NUL or a lone surrogate, which a
     refused request may hold, written as escapes."""
     return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _target(scope: Scope) -> str:
+    """The path asked, each segment decoded but for a ``/`` or ``%`` it holds: a store
+    "s/1" is ``/v1/settings/stores/s%2F1``, not a path of one more segment."""
+    raw = scope.get("raw_path")
+    if raw is None:
+        return str(scope["path"])
+    return "/".join(
+        unquote_to_bytes(segment).decode(errors="replace").replace("%", "%25").replace("/", "%2F")
+        for segment in raw.split(b"/")
+    )
 
 
 def audit_record(scope: Scope, service: str, status: int) -> dict[str, Any]:
@@ -112,7 +125,7 @@ def audit_record(scope: Scope, service: str, status: int) -> dict[str, Any]:
         "client_id": actor.get("client_id") or (principal.client_id if principal else None),
         "service": service,
         "action": _storable(f"{scope['method']} {route_template(scope)}"),
-        "target": _storable(scope["path"]),
+        "target": _storable(_target(scope)),
         "status": status,
         "ip": _client_ip(scope, headers, service),
         "user_agent": _storable(headers.get("user-agent", "")[:500]) or None,

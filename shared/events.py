@@ -36,6 +36,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from shared.errors import FieldError
 from shared.money import CurrencyCode, DecimalFigure, Money, NonNegativeMoney
+from shared.text import trimmed
 from shared.time import (
     DATE_RANGE,
     DATE_TEXT,
@@ -236,7 +237,7 @@ Text = Annotated[
 def _blank_as_absent(value: object) -> object:
     """An optional text left blank is absent, as an empty CSV cell is: ERPs write "" for
     a field they have no value for, and a category of "" would be a category."""
-    return None if isinstance(value, str) and not value.strip() else value
+    return None if isinstance(value, str) and not trimmed(value) else value
 
 
 OptionalText = Annotated[

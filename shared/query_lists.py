@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pydantic import BeforeValidator
 
 from shared.errors import FieldError, InvalidInput
+from shared.text import trimmed
 
 UNCLOSED_QUOTE = 'a value opened with " is not closed; write "a, b" for a value with a comma'
 AFTER_QUOTE = 'a quoted value goes on to its closing " and then a comma: "a, b",c'
@@ -51,11 +52,11 @@ def split_list(value: str | None, field: str) -> list[str]:
         start = len(value) - len(value[position:].lstrip(" "))
         if value.startswith(QUOTE, start):
             quoted, position = _quoted(value, start + 1, field)
-            values.append(quoted.strip())
+            values.append(trimmed(quoted))
         else:
             position = value.find(",", start)
             position = len(value) if position == -1 else position
-            if item := value[start:position].strip():
+            if item := trimmed(value[start:position]):
                 values.append(item)
         position += 1  # past the comma
     return values
@@ -87,7 +88,7 @@ def join_list(values: Iterable[str]) -> str:
 
 
 def _needs_quotes(value: str) -> bool:
-    return not value.strip() or "," in value or value.lstrip(" ").startswith(QUOTE)
+    return not trimmed(value) or "," in value or value.lstrip(" ").startswith(QUOTE)
 
 
 def _quote(value: str) -> str:

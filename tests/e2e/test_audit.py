@@ -69,7 +69,10 @@ async def test_writes_sign_ins_and_grants_are_recorded_per_tenant(
     )
     assert settings.status_code == 200, settings.text
     zone = await http.put(
-        "/v1/settings/stores/s1", json={"timezone": "Asia/Tokyo"}, headers=seller.headers
+        # The store "店/1%": its "/" and "%" stay encoded in the entry's target.
+        "/v1/settings/stores/%E5%BA%97%2F1%25",
+        json={"timezone": "Asia/Tokyo"},
+        headers=seller.headers,
     )
     assert zone.status_code == 200, zone.text
     grant = await http.post(
@@ -113,7 +116,7 @@ async def test_writes_sign_ins_and_grants_are_recorded_per_tenant(
         ("gateway", "POST /oauth/token", 400),
         ("ingest", "POST /v1/events", 422),
         ("metrics", "PUT /v1/settings/kpi", 200),
-        # As the API document names the route, not the router's `{store_id:path}`.
+        # As the API document names the route, not the router's `{store_id:anything}`.
         ("metrics", "PUT /v1/settings/stores/{store_id}", 200),
         ("gateway", "POST /v1/grants", 201),
         ("gateway", "DELETE /v1/grants/{grant_id}", 204),
@@ -147,6 +150,8 @@ async def test_writes_sign_ins_and_grants_are_recorded_per_tenant(
     assert len(unread) == 2
     assert all((e["actor"], e["client_id"]) == (None, None) for e in unread)
     assert all(e["detail"] == {"claimed_client_id": seller.client_id} for e in unread)
+    zoned = next(e for e in entries if e["action"].startswith("PUT /v1/settings/stores/"))
+    assert zoned["target"] == "/v1/settings/stores/店%2F1%25"
     # The gateway forwarded the push: one entry, by ingest, not two.
     assert sum(1 for e in entries if e["target"] == "/v1/events") == 1
 

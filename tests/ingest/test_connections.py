@@ -105,12 +105,20 @@ async def test_bad_connections_name_the_field_and_need_the_scope(
         ({"marketplace": "usa"}, "marketplace"),
         ({"granted_scopes": []}, "granted_scopes"),
         ({"credentials": "token"}, "credentials"),
+        # Past what an event may name as a store: in bytes, then in characters.
+        ({"store_id": "店" * 171}, "store_id"),
+        ({"store_id": "s" * 257}, "store_id"),
     ):
         response = await http.post(
             "/v1/connections", json=connection(**change), headers=tenant.headers
         )
         assert response.status_code == 422, change
         assert response.json()["errors"][0]["field"] == field, change
+    # Any store an event may name can be connected: 256 characters were refused at 200.
+    longest = await http.post(
+        "/v1/connections", json=connection(store_id="s" * 256), headers=tenant.headers
+    )
+    assert longest.status_code == 201, longest.text
     reader = await new_tenant(scopes=["kpi:read"])
     denied = await http.post("/v1/connections", json=connection(), headers=reader.headers)
     assert denied.status_code == 403 and denied.json()["error"] == "insufficient_scope"

@@ -243,6 +243,14 @@ def test_header_cells_are_trimmed_as_every_cell_is() -> None:
     ]
 
 
+def test_cells_are_trimmed_as_json_events_are() -> None:
+    """A separator (U+001C) is no space to a JSON event: the same SKU from JSON and
+    from CSV was two SKUs."""
+    row = GOOD[0].replace(",LAMP,", ",\x1cLAMP\u3000,")
+    batch = parse_csv(f"{HEADER}\n{row}\n".encode(), "order_line", 10)
+    assert batch.events[0]["payload"]["sku"] == "\x1cLAMP"
+
+
 def _refusal(text: str, kind: str = "order_line") -> list[tuple[int | None, str, str]]:
     with pytest.raises(InvalidInput) as refused:
         parse_csv(text.encode(), kind, 10)

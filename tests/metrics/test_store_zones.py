@@ -167,3 +167,31 @@ async def test_a_store_id_holding_a_percent_sign_is_the_store_named(
     assert moved.json()["moved"]["order_lines"] == 1
     assert (await by_month(http, tenant, stores="p%41"))["2026-03-01"]["gmv"] == 10.0
     assert (await by_month(http, tenant, stores="pA"))["2026-02-01"]["gmv"] == 10.0
+
+
+async def test_a_store_id_holding_a_separator_or_a_line_feed_is_the_store_named(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """Events keep U+001C and a line feed in a store id; the route and its filter took
+    "\\x1cS" for the store "S" (another store's history moved), and "s\\n1" was 404."""
+    tenant = await new_tenant()
+    for store in ("\x1cS", "S", "s\n1"):
+        await push(
+            http,
+            tenant,
+            line(f"sep-{store!r}", "S1", 1, "10.00", "2026-03-01T07:30:00Z", store=store),
+        )
+    await settle(http, tenant, {"gmv": 30.0}, **{"from": "2026-02-01", "to": "2026-04-30"})
+    for path, store in (("%1CS", "\x1cS"), ("s%0A1", "s\n1")):
+        moved = await http.put(
+            f"/v1/settings/stores/{path}",
+            json={"timezone": "America/New_York"},
+            headers=tenant.headers,
+        )
+        assert moved.status_code == 200, moved.text
+        assert moved.json()["store_id"] == store
+        assert moved.json()["moved"]["order_lines"] == 1
+        assert (await by_month(http, tenant, stores=store))["2026-03-01"]["gmv"] == 10.0
+    assert (await by_month(http, tenant, stores="S"))["2026-02-01"]["gmv"] == 10.0
+    # A store no event named ("\x1cS\x1c") has nothing, where the other's sales showed.
+    assert (await by_month(http, tenant, stores="\x1cS\x1c"))["2026-03-01"]["gmv"] == 0.0

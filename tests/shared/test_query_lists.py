@@ -22,6 +22,9 @@ from shared.query_lists import AFTER_QUOTE, UNCLOSED_QUOTE, join_list, split_lis
         ('"",Bulbs', ["", "Bulbs"]),
         ('Bulbs, ""', ["Bulbs", ""]),
         ('a"b', ['a"b']),
+        # Trimmed as events' identifiers are: a separator (U+001C) is part of the store.
+        ("\x1cS, \u3000T\u3000", ["\x1cS", "T"]),
+        ('"\x1fS"', ["\x1fS"]),
     ],
 )
 def test_a_parameter_reads_as_its_values(parameter: str | None, values: list[str]) -> None:
@@ -39,6 +42,7 @@ def test_a_parameter_reads_as_its_values(parameter: str | None, values: list[str
         ['BULB "2",X'],
         ['"quoted"'],
         ['a"b'],
+        ["\x1cS", "\x1d"],
     ],
 )
 def test_joined_values_read_back_the_same(values: list[str]) -> None:

@@ -12,6 +12,7 @@ from services.gateway.proxy.service import forward, service_urls
 from shared.auth import current_principal
 from shared.errors import NotFound, Unauthenticated
 from shared.input_guard import misread_body_refusal
+from shared.paths import ANY_PATH
 from shared.service import json_field_of
 
 router = APIRouter(include_in_schema=False)
@@ -75,11 +76,11 @@ async def refuse_method(request: Request) -> Response:
 # erased tenants when it restarts.
 for prefix in OWNERS:
     router.add_api_route(
-        f"{prefix}{{rest:path}}",
+        f"{prefix}{{rest:{ANY_PATH}}}",
         route,
         methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
         dependencies=[Depends(_writes_of_erased_refused)],
     )
     router.add_api_route(
-        f"{prefix}{{rest:path}}", refuse_method, methods=["OPTIONS", "TRACE", "CONNECT"]
+        f"{prefix}{{rest:{ANY_PATH}}}", refuse_method, methods=["OPTIONS", "TRACE", "CONNECT"]
     )

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from services.ingest.connections.permissions import Platform
+from shared.events import Text as Identifier
 from shared.time import country_code
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -16,7 +17,8 @@ class ConnectionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     platform: Platform
-    store_id: Text
+    # As events name stores: a store pushed could not be connected, or the reverse.
+    store_id: Identifier
     marketplace: Annotated[str, BeforeValidator(country_code)]
     name: Text | None = None
     granted_scopes: Scopes = Field(

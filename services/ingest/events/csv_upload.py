@@ -36,6 +36,7 @@ from shared.events import (
     validate_batch,
 )
 from shared.money import Money
+from shared.text import trimmed
 
 # ``type`` may be a column too (a file written from whole events has it): each of its
 # cells must then name the type the upload is of.
@@ -465,7 +466,7 @@ def _event(
 ) -> tuple[dict[str, Any], list[tuple[str, str]], str | None]:
     """The event a row holds, the (field, reason) of cells that contradict each other, and
     the payload field its occurred_at was taken from when the row gives none."""
-    cells = {k: v.strip() for k, v in row.items() if v.strip()}
+    cells = {k: trimmed(v) for k, v in row.items() if trimmed(v)}
     payload: dict[str, Any] = {}
     conflicts: list[tuple[str, str]] = []
     # A blank cell of a type column names no type: refused as another type is.

@@ -22,8 +22,10 @@ from shared.errors import FieldError, Forbidden, InvalidInput, PreconditionFaile
 from shared.events import IDENTIFIER_LIMIT, is_identifier_length
 from shared.negotiation import list_header
 from shared.openapi import IF_NONE_MATCH, ErrorBody
+from shared.paths import ANY_PATH
 from shared.scopes import TENANT_ADMIN
 from shared.service import match_holds, none_match_holds
+from shared.text import trimmed
 
 router = APIRouter(prefix="/v1/settings", tags=["settings"])
 Admin = Annotated[Access, Depends(require_access(TENANT_ADMIN))]
@@ -166,7 +168,7 @@ async def list_store_zones(request: Request, access: Admin) -> StoreZoneList:
     )
 
 
-@router.put("/stores/{store_id:path}", response_model=StoreZoneOut)
+@router.put(f"/stores/{{store_id:{ANY_PATH}}}", response_model=StoreZoneOut)
 async def put_store_zone(
     request: Request, store_id: str, access: Admin, zone: StoreZone
 ) -> StoreZoneOut:
@@ -175,7 +177,7 @@ async def put_store_zone(
     request, and every answer after it uses the new dates."""
     # Read as events name stores (trimmed, as long as an event's): an override of " s1 "
     # would be kept apart from s1 and never apply, and one no event can name, never.
-    store_id = store_id.strip()
+    store_id = trimmed(store_id)
     if not store_id or not is_identifier_length(store_id):
         raise InvalidInput(
             "invalid store id",
