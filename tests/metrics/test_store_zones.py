@@ -195,3 +195,38 @@ async def test_a_store_id_holding_a_separator_or_a_line_feed_is_the_store_named(
     assert (await by_month(http, tenant, stores="S"))["2026-02-01"]["gmv"] == 10.0
     # A store no event named ("\x1cS\x1c") has nothing, where the other's sales showed.
     assert (await by_month(http, tenant, stores="\x1cS\x1c"))["2026-03-01"]["gmv"] == 0.0
+
+
+async def test_a_new_version_leaves_a_zoned_store_from_the_day_it_was_counted_on(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """Moved out of a store with its own zone by a batch that named that store nowhere
+    else, a refund was taken out of the marketplace's day: -4 on 31 March in a store with
+    nothing left, +4 kept on 1 April."""
+    tenant = await new_tenant()
+    zoned = await http.put(
+        "/v1/settings/stores/tokyo-s", json={"timezone": "Asia/Tokyo"}, headers=tenant.headers
+    )
+    assert zoned.status_code == 200, zoned.text
+    at = "2026-03-31T16:00:00Z"  # 31 March in Los Angeles, 1 April in Tokyo
+
+    def refund(version: int, store: str) -> dict[str, Any]:
+        moved = event(
+            "zr-1",
+            "refund",
+            {"order_id": "ZR", "amount": {"amount": "4.00", "currency": "USD"}, "refunded_at": at},
+            version,
+        )
+        return {**moved, "source": {**moved["source"], "store_id": store}}
+
+    window = {"from": "2026-03-30", "to": "2026-04-02"}
+    await push(http, tenant, refund(1, "tokyo-s"))
+    await settle(http, tenant, {"refunds": 4.0}, **window)
+    await push(http, tenant, refund(2, "plain-s"), {**refund(1, "plain-s"), "event_id": "zr-2"})
+    await settle(http, tenant, {"refunds": 8.0}, **window)
+    body = await kpis(http, tenant, metrics="refunds", grain="day", group_by="store", **window)
+    counted = {
+        (row["period"], row["dimensions"][0]["value"]): row["values"][0]["value"]
+        for row in body["rows"]
+    }
+    assert counted == {("2026-03-31", "plain-s"): 8.0}

@@ -310,6 +310,10 @@ async def apply_messages(
         applied_lines = await repository.apply_order_lines(lines)
         raw_rows = [_raw_row(m) for m in others]
         replaced = await repository.replaced_raw(raw_rows)
+        # A new version may move an event out of a store no other event of the batch
+        # names: what it leaves is taken out of the local day it was added to, in that
+        # store's own zone, not its marketplace's.
+        zones |= await store_zones_for(conn, {(r["tenant_id"], r["store_id"]) for r in replaced})
         # A warehouse's stock on a date is its latest snapshot, not the sum of them: the
         # snapshots counted for the keys this batch touches, before and after it.
         keys = {
