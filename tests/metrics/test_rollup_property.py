@@ -10,11 +10,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.metrics.facts.consumer import apply_messages
+from services.metrics.facts.zones import set_store_zone
 from services.metrics.kpis.query import parse_query
 from services.metrics.kpis.service import run_query
 from shared.db import Database
@@ -105,12 +107,17 @@ async def answered(
     cuts: list[int],
     params: dict[str, str | None],
     *more: dict[str, str | None],
+    store_zones: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """The answers to ``params`` and ``more`` for a tenant of its own, after
-    ``to_messages(tenant)`` were applied in batches cut at ``cuts``."""
+    ``to_messages(tenant)`` were applied in batches cut at ``cuts`` (the stores given
+    their own zones first)."""
     db = Database(database_url, "metrics", pool_size=2)
     tenant = f"tn_{secrets.token_hex(6)}"
     try:
+        async with db.raw_connection() as conn, conn.transaction():
+            for store, zone in (store_zones or {}).items():
+                await set_store_zone(conn, tenant, store, zone)
         messages = to_messages(tenant)
         start = 0
         for cut in [*sorted(set(cuts)), len(messages)]:
@@ -453,3 +460,86 @@ def test_measures_take_the_category_their_skus_newest_line_names(
     asyncio.run(
         check_fee_categories(metrics_database, events, cuts, markets, narrowed or len(markets) < 2)
     )
+
+
+# Two stores with zones of their own, one following its marketplace's.
+STORE_ZONES = {"tokyo-s": "Asia/Tokyo", "ny-s": "America/New_York"}
+MARKET_ZONES = {"US": "America/Los_Angeles", "JP": "Asia/Tokyo"}
+
+refund_events = st.builds(
+    lambda n, version, store, market, cents, minutes: {
+        "event_id": f"r{n}",
+        "version": version,
+        "store": store,
+        "market": market,
+        "amount": Decimal(cents) / 100,
+        # Around 31 March's end, where the three zones' dates part.
+        "at": datetime(2026, 3, 31, 4, tzinfo=UTC) + timedelta(minutes=minutes),
+    },
+    st.integers(0, 5),
+    st.integers(1, 3),
+    st.sampled_from(["tokyo-s", "ny-s", "plain-s"]),
+    st.sampled_from(["US", "JP"]),
+    st.integers(1, 10_000),
+    st.integers(0, 24 * 60),
+)
+
+
+def refund_message(tenant: str, e: dict[str, Any]) -> EventMessage:
+    return EventMessage.model_validate(
+        {
+            "tenant_id": tenant,
+            "event_id": e["event_id"],
+            "type": "refund",
+            "version": e["version"],
+            "source": {"platform": "amazon", "store_id": e["store"], "marketplace": e["market"]},
+            "occurred_at": e["at"],
+            "ingested_at": e["at"],
+            "payload": {
+                "order_id": "o1",
+                "amount": {"amount": str(e["amount"]), "currency": "USD"},
+                "refunded_at": e["at"].isoformat(),
+            },
+        }
+    )
+
+
+async def check_refund_moves(
+    database_url: str, events: list[dict[str, Any]], cuts: list[int]
+) -> None:
+    [body] = await answered(
+        database_url,
+        lambda tenant: [refund_message(tenant, e) for e in events],
+        cuts,
+        {"metrics": "refunds", "from": "2026-03-30", "to": "2026-04-02", "grain": "day",
+         "group_by": "store", "currency": "USD"},
+        store_zones=STORE_ZONES,
+    )  # fmt: skip
+    latest: dict[str, dict[str, Any]] = {}
+    for e in events:
+        if e["event_id"] not in latest or e["version"] > latest[e["event_id"]]["version"]:
+            latest[e["event_id"]] = e
+    expected: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    for e in latest.values():
+        zone = ZoneInfo(STORE_ZONES.get(e["store"], MARKET_ZONES[e["market"]]))
+        expected[(e["at"].astimezone(zone).date().isoformat(), e["store"])] += e["amount"]
+    got = {
+        (row["period"], row["dimensions"][0]["value"]): Decimal(str(row["values"][0]["value"]))
+        for row in body["rows"]
+    }
+    assert got == dict(expected)
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    events=st.lists(refund_events, min_size=1, max_size=12),
+    cuts=st.lists(st.integers(0, 12), max_size=4),
+)
+def test_refunds_moved_between_stores_leave_the_day_their_store_counted_them_on(
+    metrics_database: str, events: list[dict[str, Any]], cuts: list[int]
+) -> None:
+    """New versions move refunds between stores with zones of their own and one without:
+    each is taken out of the local day it was counted on."""
+    asyncio.run(check_refund_moves(metrics_database, events, cuts))
