@@ -134,8 +134,16 @@ _ERRORS = {
     "names it, and `Authorization`, `Content-Type` or `Idempotency-Key` given twice "
     "`header.<name>`.",
     "429": "Over the client's rate limit; `Retry-After` says when to come back.",
+    "431": "Request headers over 256 KiB in all (`request_header_fields_too_large`).",
     "503": "A service or the database is away for a moment; `Retry-After` says when to ask again.",
 }
+
+
+_QUERY_REFUSED = (
+    "A query string that cannot be read: a NUL, bytes that are not UTF-8, or a parameter "
+    "given twice (`invalid_input`, naming it)."
+)
+_ENCODING_REFUSED = "A compressed body (`Content-Encoding` other than `identity`)."
 
 
 def _body_types(operation: dict[str, Any]) -> set[str]:
@@ -149,14 +157,26 @@ def _describe_errors(document: dict[str, Any]) -> None:
     schemas["ErrorBody"] = body
     for path, operations in document.get("paths", {}).items():
         if not path.startswith("/v1/"):
-            # OAuth answers RFC 6749's errors (its pages, HTML), GraphQL its own: none
-            # of them FastAPI's validation error, which their parameters (all text,
-            # all optional) never give.
+            # OAuth answers RFC 6749's errors (its pages, HTML), GraphQL its own; what
+            # every route's guards refuse before them is the contract's body all the same.
             for operation in operations.values():
-                if "HTTPValidationError" in json.dumps(operation.get("responses", {}).get("422")):
-                    del operation["responses"]["422"]
+                responses = operation.setdefault("responses", {})
+                guarded = {"422": _QUERY_REFUSED, "431": _ERRORS["431"]}
+                if "requestBody" in operation:
+                    guarded |= {status: _ERRORS[status] for status in ("408", "411", "413")}
+                    guarded["415"] = _ENCODING_REFUSED
+                for status, when in guarded.items():
+                    # FastAPI's own 422 (HTTPValidationError) is never what we send.
+                    if "HTTPValidationError" in json.dumps(responses.get(status)):
+                        del responses[status]
+                    responses.setdefault(status, {"description": when}).setdefault("content", {})[
+                        "application/json"
+                    ] = {"schema": _ERROR_REF}
+                # A page's own refusals are HTML; the guards' before it, JSON.
+                if "text/html" in responses.get("400", {}).get("content", {}):
+                    responses["400"]["content"]["application/json"] = {"schema": _ERROR_REF}
                 # Every route but the probes counts against the caller's rate.
-                limited = operation.setdefault("responses", {}).setdefault(
+                limited = responses.setdefault(
                     "429",
                     {
                         "description": _ERRORS["429"],

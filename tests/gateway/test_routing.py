@@ -526,11 +526,25 @@ async def test_merged_openapi_has_every_services_v1_routes(http: httpx.AsyncClie
         assert {"200", "400", "401"} <= set(paths[path]["post"]["responses"]), path
     for method in ("get", "post"):
         authorize = paths["/oauth/authorize"][method]["responses"]
-        assert "422" not in authorize and "text/html" in authorize["400"]["content"]
+        assert "text/html" in authorize["400"]["content"]
+        # The guards' refusals before the page, in the contract's body, not FastAPI's.
+        assert authorize["422"]["content"]["application/json"]["schema"] == ERROR_BODY
+        assert authorize["431"]["content"]["application/json"]["schema"] == ERROR_BODY
+    assert paths["/oauth/authorize"]["post"]["responses"]["400"]["content"]["application/json"] == {
+        "schema": ERROR_BODY
+    }
+    for path in ("/oauth/token", "/oauth/revoke", "/oauth/introspect"):
+        assert {"408", "411", "413", "415", "422", "431"} <= set(paths[path]["post"]["responses"])
+    assert {"422", "431"} <= set(paths["/.well-known/jwks.json"]["get"]["responses"])
+    assert "413" not in paths["/.well-known/jwks.json"]["get"]["responses"]
+    assert "431" in paths["/v1/kpis"]["get"]["responses"]
     kpis = {p["name"]: p["schema"] for p in paths["/v1/kpis"]["get"]["parameters"]}
     grains = ["day", "week", "month", "quarter", "year", "total"]
     assert kpis["grain"]["enum"] == grains + [grain.upper() for grain in grains]
     assert kpis["from"]["format"] == "date"
+
+
+ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
 
 
 def _refs(node: object) -> set[str]:
