@@ -87,6 +87,11 @@ async def test_connections_are_added_paused_reauthorised_and_removed(
     )
     assert widened.status_code == 422
     assert widened.json()["errors"][0]["field"] == "granted_scopes.1"
+    unsealable = await http.patch(
+        path, json={"credentials": {"access_token": "x", "n": -(2**64)}}, headers=tenant.headers
+    )
+    assert unsealable.status_code == 422, unsealable.text
+    assert unsealable.json()["errors"][0]["field"] == "credentials"
     listed = await http.get("/v1/connections", headers=tenant.headers)
     assert listed.json()["connections"][0]["granted_scopes"] == ["read_orders", "read_products"]
     other = await new_tenant()
@@ -108,6 +113,8 @@ async def test_bad_connections_name_the_field_and_need_the_scope(
         # Past what an event may name as a store: in bytes, then in characters.
         ({"store_id": "店" * 171}, "store_id"),
         ({"store_id": "s" * 257}, "store_id"),
+        # What cannot be sealed as JSON: a number past 64 bits was a 500.
+        ({"credentials": {"access_token": "x", "n": 2**64}}, "credentials"),
     ):
         response = await http.post(
             "/v1/connections", json=connection(**change), headers=tenant.headers

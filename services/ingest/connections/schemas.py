@@ -3,7 +3,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+import orjson
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 from services.ingest.connections.permissions import Platform
 from shared.events import Text as Identifier
@@ -11,6 +19,21 @@ from shared.time import country_code
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Scopes = Annotated[list[Text], Field(min_length=1, max_length=100)]
+
+
+def _sealable(credentials: dict[str, Any]) -> dict[str, Any]:
+    # Sealed as JSON by orjson, which writes no integer past 64 bits (2**64 was a 500)
+    # and nothing nested past 254 levels.
+    try:
+        orjson.dumps(credentials)
+    except orjson.JSONEncodeError as refused:
+        if "Integer" in str(refused):
+            raise ValueError("holds a number past 64 bits; send it as a string") from None
+        raise ValueError("is nested more than 254 levels deep") from None
+    return credentials
+
+
+Credentials = Annotated[dict[str, Any], AfterValidator(_sealable)]
 
 
 class ConnectionCreate(BaseModel):
@@ -25,7 +48,7 @@ class ConnectionCreate(BaseModel):
         description="What the seller granted the credential, as the platform names it; "
         "any write scope is refused"
     )
-    credentials: dict[str, Any] = Field(
+    credentials: Credentials = Field(
         description="Whatever the platform's client needs (refresh token, ...); sealed at "
         "rest and never returned"
     )
@@ -38,7 +61,7 @@ class ConnectionUpdate(BaseModel):
 
     status: Literal["active", "paused"] | None = None
     granted_scopes: Scopes | None = None
-    credentials: dict[str, Any] | None = None
+    credentials: Credentials | None = None
 
 
 class ConnectionOut(BaseModel):
