@@ -90,6 +90,8 @@ class InvalidInput(LodestarError):
 
 
 INVALID_JSON = "invalid JSON"
+# A field a change may leave out, but not set to null: it has no "none".
+NOT_NULL = "cannot be null; leave it out to keep it"
 
 
 class InvalidJson(InvalidInput):

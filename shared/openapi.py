@@ -112,6 +112,17 @@ RETRY_AFTER = {
         "schema": {"type": "integer", "minimum": 1},
     }
 }
+
+
+def no_null_defaults(schema: dict[str, Any]) -> None:
+    """A model's ``json_schema_extra`` for a change whose fields may be left out but
+    not be null (``X | SkipJsonSchema[None] = None``): no ``"default": null`` that the
+    field's own type refuses."""
+    for field in schema.get("properties", {}).values():
+        if "default" in field and field["default"] is None and "anyOf" not in field:
+            del field["default"]
+
+
 # Operations whose path names something that need not exist before: never 404.
 _NEVER_NOT_FOUND = {("put", "/v1/settings/stores/{store_id}")}
 

@@ -374,6 +374,12 @@ async def test_bad_grants_name_the_field(http: httpx.AsyncClient, new_tenant: Ne
             f"/v1/grants/{first.json()['id']}", json=change, headers=seller.headers
         )
         assert response.status_code == 422 and response.json()["errors"][0]["field"] == field
+    nulled = await http.patch(
+        f"/v1/grants/{first.json()['id']}", json={"scopes": None}, headers=seller.headers
+    )
+    assert nulled.json()["errors"] == [
+        {"field": "scopes", "reason": "cannot be null; leave it out to keep it"}
+    ]
     # Issuing needs tenant:admin; the agency's kpi:read token cannot.
     denied = await http.post(
         "/v1/grants",

@@ -538,6 +538,23 @@ async def test_merged_openapi_has_every_services_v1_routes(http: httpx.AsyncClie
     assert {"422", "431"} <= set(paths["/.well-known/jwks.json"]["get"]["responses"])
     assert "413" not in paths["/.well-known/jwks.json"]["get"]["responses"]
     assert "431" in paths["/v1/kpis"]["get"]["responses"]
+    # Fields a change may leave out but not set to null say so: generated clients sent
+    # the null the document allowed, and were refused.
+    schemas = document["components"]["schemas"]
+    for model, fields in (
+        ("GrantUpdate", ("stores", "scopes")),
+        ("UserUpdate", ("name", "password", "role", "disabled")),
+        ("ErasureConfirm", ("confirm",)),
+    ):
+        for field in fields:
+            declared = schemas[model]["properties"][field]
+            assert "anyOf" not in declared and "default" not in declared, (model, field)
+    assert schemas["ErasureConfirm"]["required"] == ["confirm"]
+    erase = paths["/v1/tenants/{tenant_id}"]["delete"]["requestBody"]
+    assert erase["required"] is True
+    assert erase["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErasureConfirm"
+    }
     kpis = {p["name"]: p["schema"] for p in paths["/v1/kpis"]["get"]["parameters"]}
     grains = ["day", "week", "month", "quarter", "year", "total"]
     assert kpis["grain"]["enum"] == grains + [grain.upper() for grain in grains]

@@ -1,15 +1,25 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
+
+from shared.openapi import no_null_defaults
+
+
+def _required_confirm(schema: dict[str, Any]) -> None:
+    no_null_defaults(schema)
+    schema["required"] = ["confirm"]
 
 
 class ErasureConfirm(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Required to a client (422 naming `confirm` without it); optional here so that the
+    # route says so itself, after the token is checked.
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_required_confirm)
 
-    confirm: str | None = Field(
+    confirm: str | SkipJsonSchema[None] = Field(
         default=None, description="The tenant id again: erasure cannot be undone"
     )
 

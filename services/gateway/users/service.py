@@ -14,7 +14,7 @@ from services.gateway.users.repository import UserRepository
 from services.gateway.users.schemas import UserCreate, UserOut, UserUpdate
 from shared.access import Access
 from shared.auth import Principal
-from shared.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
+from shared.errors import NOT_NULL, Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from shared.scopes import LIMIT_DIMENSIONS, ROLES
 from shared.time import utcnow
 
@@ -137,7 +137,7 @@ async def update_user(
     if nulls:
         raise InvalidInput(
             f"{', '.join(nulls)} cannot be null; leave a field out to keep it",
-            [FieldError(name, "cannot be null; leave it out to keep it") for name in nulls],
+            [FieldError(name, NOT_NULL) for name in nulls],
         )
     user = await tenant_user(session, access, user_id, for_change=True)
     check_owner_rights(principal, user.role, data.role)
