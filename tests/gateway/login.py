@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
+import re
 import secrets
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -30,6 +32,18 @@ def claims_of(token: str) -> dict[str, Any]:
 
 def header_of(token: str) -> dict[str, Any]:
     return _decoded_part(token, 0)
+
+
+def refusal_of(answer: httpx.Response) -> dict[str, list[str]]:
+    """The error a refused authorization request's page links back to the client with:
+    the page shows it, and does not send the browser there by itself."""
+    assert answer.status_code == 400, answer.text
+    assert "location" not in answer.headers
+    link = re.search(r'<a href="([^"]+)">Back to the application</a>', answer.text)
+    assert link is not None, answer.text
+    way_back = urlsplit(html.unescape(link.group(1)))
+    assert f"{way_back.scheme}://{way_back.netloc}{way_back.path}" == REDIRECT
+    return parse_qs(way_back.query)
 
 
 def pkce() -> tuple[str, str]:

@@ -35,6 +35,7 @@ from tests.gateway.login import (
     exchange,
     frontend_client,
     pkce,
+    refusal_of,
     sign_in,
     user_tokens,
 )
@@ -331,8 +332,7 @@ async def test_an_openid_sign_in_gets_an_id_token_naming_its_nonce(
     plain = await user_tokens(http, client_id, user["email"])
     assert "id_token" not in plain
     too_long = await http.get("/oauth/authorize", params={**params, "nonce": "n" * 256})
-    assert too_long.status_code == 303
-    refusal = parse_qs(urlsplit(too_long.headers["location"]).query)
+    refusal = refusal_of(too_long)
     assert refusal["error"] == ["invalid_request"] and refusal["state"] == ["xyz"]
 
 
@@ -407,8 +407,7 @@ async def test_a_client_of_one_redirect_uri_may_leave_it_out(
     page = await http.get("/oauth/authorize", params=params)
     assert page.status_code == 200 and "<form" in page.text
     refused = await http.get("/oauth/authorize", params={**params, "code_challenge": "short"})
-    assert refused.status_code == 303
-    assert refused.headers["location"].startswith(REDIRECT + "?error=invalid_request")
+    assert refusal_of(refused)["error"] == ["invalid_request"]
 
     async def redeem(code_of: dict[str, str], **redirect_uri: str) -> httpx.Response:
         """Signs in by ``code_of`` (the query of a request naming no redirect URI, or
@@ -474,18 +473,22 @@ async def test_authorize_errors(http: httpx.AsyncClient, new_tenant: NewTenant) 
         assert page.status_code == 400 and "location" not in page.headers, change
         # A page that shows no form lets no form go anywhere.
         assert "form-action 'none';" in page.headers["content-security-policy"], change
-    # Everything else goes back to the client with the state.
+    # Everything else is for the client, with the state: on the page, linked back to
+    # it, but not sent there by itself (anyone may register a phishing redirect URI).
     for change, error in (
         ({"code_challenge_method": "plain"}, "invalid_request"),
         ({"code_challenge": ""}, "invalid_request"),
         ({"code_challenge": "short"}, "invalid_request"),
         ({"response_type": "token"}, "unsupported_response_type"),
+        ({"response_type": ""}, "invalid_request"),
+        # OpenID Connect: no page at all was asked for, and no one is signed in here.
+        ({"prompt": "none"}, "login_required"),
     ):
         answer = await http.get(
             "/oauth/authorize", params={**authorize_params(client_id, challenge), **change}
         )
-        assert answer.status_code == 303, change
-        query = parse_qs(urlsplit(answer.headers["location"]).query)
+        query = refusal_of(answer)
+        assert "<form" not in answer.text, change
         assert query["error"] == [error] and query["state"] == ["xyz"], change
         # RFC 9207: errors name the issuer as successes do.
         assert query["iss"] == [issuer], change
@@ -495,8 +498,7 @@ async def test_authorize_errors(http: httpx.AsyncClient, new_tenant: NewTenant) 
     for repeated in ("scope", "state", "code_challenge"):
         again = [*params, (repeated, dict(params)[repeated])]
         answer = await http.get("/oauth/authorize", params=again)
-        assert answer.status_code == 303, repeated
-        query = parse_qs(urlsplit(answer.headers["location"]).query)
+        query = refusal_of(answer)
         assert query["error"] == ["invalid_request"], repeated
         assert query["error_description"] == [f"given more than once: {repeated}"]
         submitted = await http.post(
@@ -504,7 +506,7 @@ async def test_authorize_errors(http: httpx.AsyncClient, new_tenant: NewTenant) 
             content=urlencode([*again, ("email", user["email"]), ("password", PASSWORD)]),
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
-        assert submitted.status_code == 303 and "code=" not in submitted.headers["location"]
+        assert refusal_of(submitted)["error"] == ["invalid_request"], repeated
     for repeated in ("client_id", "redirect_uri"):
         page = await http.get(
             "/oauth/authorize", params=[*params, (repeated, dict(params)[repeated])]
@@ -680,6 +682,20 @@ async def test_a_user_limited_to_mx_sees_mx_only_and_sessions_end(
         auth=(stranger.client_id, stranger.client_secret),
     )
     assert foreign.json() == {"active": False}
+    # RFC 7009 §2.1: another client's live token is refused, and stays live; a 200 let
+    # the caller believe it had ended a credential it meant to end.
+    for live in (tokens["access_token"], tokens["refresh_token"]):
+        not_its = await http.post(
+            "/oauth/revoke", data={"token": live}, auth=(stranger.client_id, stranger.client_secret)
+        )
+        assert not_its.status_code == 400, not_its.text
+        assert not_its.json()["error"] == "unauthorized_client"
+    still = await http.post(
+        "/oauth/introspect",
+        data={"token": tokens["access_token"]},
+        auth=(admin.client_id, admin.client_secret),
+    )
+    assert still.json()["active"] is True
 
     # Revoking the access token and disabling the user end both tokens.
     revoked = await http.post(
@@ -700,6 +716,13 @@ async def test_a_user_limited_to_mx_sees_mx_only_and_sessions_end(
         http, client_id, grant_type="refresh_token", refresh_token=tokens["refresh_token"]
     )
     assert refreshed.status_code == 400
+    # Ended, it is a token no longer (RFC 7009 §2.2: 200), whoever names it.
+    dead = await http.post(
+        "/oauth/revoke",
+        data={"token": tokens["refresh_token"]},
+        auth=(stranger.client_id, stranger.client_secret),
+    )
+    assert dead.status_code == 200
     unknown = await http.post("/oauth/revoke", data={"token": "nothing", "client_id": client_id})
     assert unknown.status_code == 200
     no_token = await http.post("/oauth/revoke", data={"client_id": client_id})

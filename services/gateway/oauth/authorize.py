@@ -57,6 +57,9 @@ class AuthorizationRequest:
     code_challenge_method: str
     # OpenID Connect: the client's value, which the ID token names back.
     nonce: str = ""
+    # OpenID Connect: "none" asks for no page at all, which no one signed in here can
+    # have (a sign-in keeps no session): login_required.
+    prompt: str = ""
 
     @classmethod
     def read(cls, values: Mapping[str, Any]) -> AuthorizationRequest:
@@ -119,17 +122,23 @@ class RedirectError(Exception):
         self.description = description
 
 
-def _redirect(
+def _answer_url(
     request: AuthorizationRequest, way_back: str, params: dict[str, str], issuer: str
-) -> RedirectResponse:
+) -> str:
     # RFC 9207: every answer sent to the redirect_uri names the issuer, errors included
     # (the metadata says authorization_response_iss_parameter_supported).
     params["iss"] = issuer
     if request.state:
         params["state"] = request.state
     separator = "&" if "?" in way_back else "?"
+    return f"{way_back}{separator}{urlencode(params)}"
+
+
+def _redirect(
+    request: AuthorizationRequest, way_back: str, params: dict[str, str], issuer: str
+) -> RedirectResponse:
     # 303: the browser follows with GET, never re-posting the password.
-    return RedirectResponse(f"{way_back}{separator}{urlencode(params)}", 303)
+    return RedirectResponse(_answer_url(request, way_back, params, issuer), 303)
 
 
 # The user agent's way back: given twice, neither value can be trusted.
@@ -146,8 +155,26 @@ def _repeated(items: Iterable[tuple[str, Any]]) -> frozenset[str]:
 def _refused(
     request: AuthorizationRequest, way_back: str, error: RedirectError, issuer: str
 ) -> RedirectResponse:
+    """A request refused once its user signed in: sent back to the client."""
     params = {"error": error.error, "error_description": error.description}
     return _redirect(request, way_back, params, issuer)
+
+
+def _refused_unsigned(
+    request: AuthorizationRequest, way_back: str, error: RedirectError, issuer: str
+) -> HTMLResponse:
+    """A request refused before anyone signed in: the page says why and links back to
+    the client with the error, but does not send the browser there by itself. Any
+    tenant admin may register a client whose redirect URI is a phishing page, and a
+    link to this origin with a malformed request would have sent browsers to it without
+    a click (RFC 9700 §4.11.2: redirect automatically only to a URI trusted)."""
+    params = {"error": error.error, "error_description": error.description}
+    return _page(
+        None,
+        f"The application's sign-in request was refused ({error.error}): {error.description}.",
+        status=400,
+        way_back=_answer_url(request, way_back, params, issuer),
+    )
 
 
 async def _way_back(
@@ -178,6 +205,8 @@ def _check(request: AuthorizationRequest, repeated: frozenset[str]) -> None:
         raise RedirectError(
             "invalid_request", f"given more than once: {', '.join(sorted(repeated))}"
         )
+    if not request.response_type:
+        raise RedirectError("invalid_request", "response_type is required: code")
     if request.response_type != "code":
         raise RedirectError("unsupported_response_type", "response_type must be code")
     if not request.code_challenge:
@@ -188,6 +217,8 @@ def _check(request: AuthorizationRequest, repeated: frozenset[str]) -> None:
         raise RedirectError("invalid_request", "code_challenge must be 43 base64url characters")
     if len(request.nonce) > MAX_NONCE:
         raise RedirectError("invalid_request", f"nonce must be at most {MAX_NONCE} characters")
+    if "none" in request.prompt.split():
+        raise RedirectError("login_required", "prompt=none: no one is signed in here")
 
 
 def _page(
@@ -195,6 +226,7 @@ def _page(
     message: str,
     status: int = 200,
     headers: dict[str, str] | None = None,
+    way_back: str | None = None,
 ) -> HTMLResponse:
     form = ""
     if request is not None:
@@ -208,6 +240,9 @@ def _page(
             '<button type="submit">Sign in</button></form>'
         )
     note = f'<p role="alert">{html.escape(message)}</p>' if message else ""
+    if way_back is not None:
+        note += f'<p><a href="{html.escape(way_back)}">Back to the application</a></p>'
+
     body = (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         '<meta name="viewport" content="width=device-width"><title>Sign in · Lodestar</title>'
@@ -242,7 +277,7 @@ async def _start(
     try:
         _check(request, repeated)
     except RedirectError as error:
-        return _refused(request, way_back, error, issuer)
+        return _refused_unsigned(request, way_back, error, issuer)
     return _page(request, "")
 
 
@@ -251,12 +286,14 @@ _HTML = {"text/html": {"schema": {"type": "string"}}}
 _PAGE_ANSWERS: dict[int | str, dict[str, Any]] = {
     200: {"description": "The sign-in page", "content": _HTML},
     303: {
-        "description": "Back to the client's `redirect_uri` with `code` and `state`, or "
-        "with `error` (RFC 6749 §4.1.2.1), and `iss` (RFC 9207)"
+        "description": "Back to the client's `redirect_uri` with `code` and `state` once "
+        "the user signed in (or `error=invalid_scope`), and `iss` (RFC 9207)"
     },
     400: {
-        "description": "The page, saying why: no usable `client_id` or `redirect_uri` to "
-        "send the error to",
+        "description": "The page, saying why: no usable `client_id` or `redirect_uri`, or "
+        "a request the client must mend (RFC 6749 §4.1.2.1's `error`, `prompt=none`'s "
+        "`login_required`), then with a link back to the client carrying `error`, "
+        "`state` and `iss`, which the browser is not sent to by itself (RFC 9700 §4.11.2)",
         "content": _HTML,
     },
 }
@@ -279,6 +316,7 @@ async def authorize_page(
     code_challenge: str = "",
     code_challenge_method: str = "",
     nonce: str = "",
+    prompt: str = "",
 ) -> Response:
     """Shows the sign-in form. Needs ``response_type=code``, a registered
     ``redirect_uri`` (optional for a client that registered one), and PKCE with
@@ -322,6 +360,7 @@ async def authorize_submit(
     code_challenge: Annotated[str, Form()] = "",
     code_challenge_method: Annotated[str, Form()] = "",
     nonce: Annotated[str, Form()] = "",
+    prompt: Annotated[str, Form()] = "",
 ) -> Response:
     # As on the page, the request's fields are declared for the API document.
     submitted = await request.form()
@@ -337,7 +376,7 @@ async def authorize_submit(
     try:
         _check(authorization, _repeated(form))
     except RedirectError as error:
-        return _refused(authorization, way_back, error, issuer)
+        return _refused_unsigned(authorization, way_back, error, issuer)
     # Looked up within the application's tenant: a user of another tenant is as unknown
     # here as an address no one has (a refusal naming it would tell that it exists).
     # An application of no tenant signs no user in.

@@ -5,7 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from authlib.oauth2.rfc6749 import InvalidClientError, InvalidRequestError, OAuth2Error
+from authlib.oauth2.rfc6749 import (
+    InvalidClientError,
+    InvalidRequestError,
+    OAuth2Error,
+    UnauthorizedClientError,
+)
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -280,13 +285,16 @@ async def revoke(request: Request, session: DbSession) -> Response:
     await sessions.lock_user_named(session, "refresh_token", token)
     refresh = await sessions.find_refresh(session, token)
     if refresh is not None:
-        if refresh.client_id == client.client_id:
-            request.state.audit_actor["actor"] = refresh.user_id
-            # RFC 7009 §2.1: the access tokens issued from it end with it.
-            refuse_at_once(request, await sessions.revoke_family(session, refresh.family_id))
+        if refresh.client_id != client.client_id:
+            return _not_its_token(request) if _refresh_live(refresh) else Response()
+        request.state.audit_actor["actor"] = refresh.user_id
+        # RFC 7009 §2.1: the access tokens issued from it end with it.
+        refuse_at_once(request, await sessions.revoke_family(session, refresh.family_id))
         return Response(status_code=200)
     claims = await _access_claims(request, token)
-    if claims is not None and claims.get("client_id") == client.client_id:
+    if claims is not None and claims.get("client_id") != client.client_id:
+        return _not_its_token(request)
+    if claims is not None:
         expires_at = datetime.fromtimestamp(float(claims["exp"]), UTC)
         await sessions.revoke_access_token(
             session, str(claims["jti"]), claims.get("tenant"), expires_at
@@ -295,6 +303,20 @@ async def revoke(request: Request, session: DbSession) -> Response:
         # what was asked to be revoked stays so until it expires).
         request.app.state.revoked_tokens.add(str(claims["jti"]), expires_at)
     return Response(status_code=200)
+
+
+def _refresh_live(refresh: sessions.RefreshToken) -> bool:
+    return refresh.used_at is None and refresh.revoked_at is None and refresh.expires_at > utcnow()
+
+
+def _not_its_token(request: Request) -> JSONResponse:
+    """RFC 7009 §2.1: a live token issued to another client is refused, and the client
+    told (a 200 let it believe a credential it meant to end was ended)."""
+    server: TokenServer = request.app.state.token_server
+    request.state.audit_detail = {"outcome": "not_its_token"}
+    return server.error_response(
+        UnauthorizedClientError(description="the token was issued to another client")
+    )
 
 
 @router.get(REVOKED_TOKENS_PATH, include_in_schema=False)
@@ -345,7 +367,7 @@ async def introspect(request: Request, session: DbSession) -> Response:
 async def _introspection(request: Request, session: DbSession, token: str) -> dict[str, Any]:
     refresh = await sessions.find_refresh(session, token)
     if refresh is not None:
-        if refresh.used_at or refresh.revoked_at or refresh.expires_at <= utcnow():
+        if not _refresh_live(refresh):
             return {"active": False}
         if await ClientRepository(session).get_active(refresh.client_id) is None:
             # Its client revoked, it can no longer be used.
