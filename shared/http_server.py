@@ -33,6 +33,11 @@ NOT_HTTP = BadRequest(
 class HttpProtocol(HttpToolsProtocol):
     head_seconds = HEAD_SECONDS
     head_timer: asyncio.TimerHandle | None = None
+    # httptools reports a chunked body's trailer fields as headers, and uvicorn added
+    # them to the request's: a token sent after the last chunk authenticated a request
+    # that a proxy in front had seen without one. They are dropped (RFC 9110 §6.5.1
+    # lets a recipient discard them; none that we read may come there).
+    head_read = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -40,9 +45,15 @@ class HttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.head_read = False
         self._await_head()
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.head_read:
+            super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
+        self.head_read = True
         self._head_arrived()
         if self.parser.get_http_version() == "1.0":
             # RFC 9110 §10.1.1: an HTTP/1.0 client's Expect is ignored, and no 1xx is

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import orjson
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from devstack.embedded import free_port
 from shared.http_server import HttpProtocol
@@ -165,3 +165,27 @@ async def test_an_http_1_1_request_names_its_host_and_a_1_0_client_gets_no_100()
             answer = await asyncio.wait_for(reader.read(), 5)
         assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
         assert b"100 Continue" not in answer
+
+
+async def test_a_chunked_bodys_trailer_fields_are_no_headers() -> None:
+    """A token sent after the last chunk authenticated the request: a proxy in front,
+    reading the head, saw none (RFC 9110 §6.5.1: a trailer is not merged into it)."""
+    app = FastAPI()
+
+    @app.post("/headers")
+    async def headers_seen(request: Request) -> dict[str, object]:
+        return {"headers": sorted(request.headers), "body": (await request.body()).decode()}
+
+    port = free_port()
+    async with serve_app(app, "127.0.0.1", port), connection(port) as (reader, writer):
+        writer.write(
+            b"POST /headers HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\r\n{}\r\n0\r\nAuthorization: Bearer stolen\r\nX-Late: 1\r\n\r\n"
+            # The next request of the connection has its head read as ever.
+            b"POST /headers HTTP/1.1\r\nHost: x\r\nX-Next: 1\r\nContent-Length: 0\r\n\r\n"
+        )
+        first = parsed(await asyncio.wait_for(one_answer(reader), 5))
+        second = parsed(await asyncio.wait_for(one_answer(reader), 5))
+    assert first[0] == "HTTP/1.1 200 OK"
+    assert first[2] == {"headers": ["host", "transfer-encoding"], "body": "{}"}
+    assert second[2] == {"headers": ["content-length", "host", "x-next"], "body": ""}
