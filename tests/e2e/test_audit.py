@@ -212,6 +212,25 @@ async def agency_pushing(
         assert pushed.status_code == expected, pushed.text
 
 
+async def test_a_caller_that_names_no_user_agent_is_recorded_with_none(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    """The gateway forwarded such a push with httpx's own User-Agent, which ingest's
+    trail then showed as the caller's."""
+    seller = await new_tenant()
+    push = http.build_request(
+        "POST", "/v1/events", json={"events": [{"event_id": "x"}]}, headers=seller.headers
+    )
+    del push.headers["user-agent"]
+    assert (await http.send(push)).status_code == 422
+    entries = await audit_entries(http, seller, lambda found: bool(pushes(found)))
+    assert [e["user_agent"] for e in pushes(entries)] == [None]
+
+
+def pushes(entries: Entries) -> Entries:
+    return [e for e in entries if e["action"] == "POST /v1/events"]
+
+
 async def test_an_agency_s_trail_lists_what_its_people_did_in_its_sellers_data(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:

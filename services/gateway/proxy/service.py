@@ -92,13 +92,15 @@ async def forward(
     if request.url.query:
         # The raw query string, so the service sees exactly what the caller sent.
         url = f"{url}?{request.url.query}"
+    outgoing = client.build_request(
+        method or request.method, url, content=await request.body(), headers=headers
+    )
+    if "user-agent" not in request.headers:
+        # httpx's own would stand in the service's audit trail for a caller that sent
+        # none (the gateway's own entries say null).
+        del outgoing.headers["user-agent"]
     try:
-        upstream = await client.request(
-            method or request.method,
-            url,
-            content=await request.body(),
-            headers=headers,
-        )
+        upstream = await client.send(outgoing)
     except httpx.TimeoutException:
         raise UpstreamUnavailable.for_now(f"the {service} service did not answer in time") from None
     except httpx.TransportError:
