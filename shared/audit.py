@@ -138,13 +138,13 @@ class AuditMiddleware:
     """Records each write under ``/v1/`` and ``/oauth/`` once its answer is sent."""
 
     def __init__(
-        self, app: ASGIApp, service: str, skip: Callable[[str, int], bool] | None = None
+        self, app: ASGIApp, service: str, skip: Callable[[Scope, int], bool] | None = None
     ) -> None:
         self.app = app
         self.service = service
-        # By path and answer's status: the gateway skips what it only forwards (the
+        # By request and answer's status: the gateway skips what it only forwards (the
         # owning service records that) and the erasures that were done.
-        self.skip = skip or (lambda _path, _status: False)
+        self.skip = skip or (lambda _scope, _status: False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         audited = (
@@ -169,7 +169,7 @@ class AuditMiddleware:
 
     async def _record(self, scope: Scope, status: int) -> None:
         answered_here = (scope.get("state") or {}).get(REFUSED_BY_GUARD, False)
-        if self.skip(scope["path"], status) and not answered_here:
+        if self.skip(scope, status) and not answered_here:
             return
         state = getattr(scope.get("app"), "state", None)
         db: Database | None = getattr(state, "db", None)

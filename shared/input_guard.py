@@ -415,14 +415,14 @@ class InputGuardMiddleware:
         app: ASGIApp,
         field_of: Callable[[tuple[Any, ...]], tuple[int | None, str]],
         render: Callable[[LodestarError, Scope], Response],
-        forwarded: Callable[[str], bool] | None = None,
+        forwarded: Callable[[Scope], bool] | None = None,
     ) -> None:
         self.app = app
         self.field_of = field_of
         self.render = render
         # Paths whose bodies go on to a service with this guard of its own: names given
         # twice are read there (a push's two megabytes parsed twice over otherwise).
-        self.forwarded = forwarded or (lambda _path: False)
+        self.forwarded = forwarded or (lambda _scope: False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -464,7 +464,7 @@ class InputGuardMiddleware:
             await self._answer(NOT_UTF8_JSON, scope, receive, send)
             return
         errors = _body_errors(body, self.field_of)
-        if not errors and not self.forwarded(scope["path"]):
+        if not errors and not self.forwarded(scope):
             errors = misread_json(body, self.field_of)
         if errors:
             await self._refuse(errors, scope, receive, send)

@@ -579,17 +579,17 @@ def _tune_garbage_collector() -> None:
 def build_app(
     service: str,
     settings: ServiceSettings,
-    audit_skip: Callable[[str, int], bool] | None = None,
+    audit_skip: Callable[[Scope, int], bool] | None = None,
     compressed_paths: tuple[str, ...] = (),
     serves_its_audit: bool = True,
-    forwarded: Callable[[str], bool] | None = None,
+    forwarded: Callable[[Scope], bool] | None = None,
     **kwargs: Any,
 ) -> FastAPI:
     """A FastAPI app with the shared error rendering, tracing, request limits (body size
     and per-client rate, from ``settings``; ``app.state.rate_limiter`` holds the buckets)
-    health routes, and the audit trail of writes (``audit_skip`` tells, by path and the
+    health routes, and the audit trail of writes (``audit_skip`` tells, by request and the
     answer's status, which writes this service does not record; ``forwarded`` which
-    paths it hands on unread to the service that reads them, and checks)."""
+    requests it hands on unread to the service that reads them, and checks)."""
     # TracingMiddleware makes the one server span a request gets; FastAPI's own
     # telemetry would make a second one, and record metrics nobody reads, per request.
     _tune_garbage_collector()

@@ -31,7 +31,7 @@ from services.gateway.oauth.signing import KeyReloader, load_signer
 from services.gateway.oauth.signing_keys import router as signing_keys_router
 from services.gateway.oauth.user_grants import USER_TOKEN_TTL_SECONDS
 from services.gateway.proxy.endpoints import router as proxy_router
-from services.gateway.proxy.routes import owner_of
+from services.gateway.proxy.routes import owner_of_request
 from services.gateway.proxy.service import OpenApiMerger, service_urls
 from services.gateway.tenants.endpoints import is_tenant_path
 from services.gateway.tenants.endpoints import router as tenants_router
@@ -130,15 +130,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings,
         # An erasure done is not audited: its erasures row is the record, and an audit
         # line would keep the erased tenant's id. A refused one is, as any refused write.
-        audit_skip=lambda path, status: (
-            owner_of(path) is not None or (is_tenant_path(path) and status < 400)
+        audit_skip=lambda scope, status: (
+            owner_of_request(scope) is not None or (is_tenant_path(scope["path"]) and status < 400)
         ),
         lifespan=lifespan,
         compressed_paths=COMPRESSED_PATHS,
         # Public: its trail and its tables leave by GET /v1/audit and by exports, which
         # read them directly; no /internal route of its own hands them out unrecorded.
         serves_its_audit=False,
-        forwarded=lambda path: owner_of(path) is not None,
+        forwarded=lambda scope: owner_of_request(scope) is not None,
         openapi_url=None,
         docs_url=None,
         redoc_url=None,

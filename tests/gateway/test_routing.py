@@ -104,12 +104,13 @@ async def test_unknown_v1_route_is_404(http: httpx.AsyncClient, new_tenant: NewT
     assert response.json()["error"] == "not_found"
 
 
-async def test_dot_segments_never_reach_a_service(http: httpx.AsyncClient) -> None:
+async def test_dot_segments_never_reach_a_service(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
     """Forwarded, ``..`` would be resolved on the way and reach a service's own routes
     (``/internal/consumer`` answers anyone that can reach metrics)."""
     for target in (
         "/v1/kpis/../../internal/consumer",
-        "/v1/kpis/..%2F..%2Finternal%2Fconsumer",
         "/v1/kpis/%2e%2e/%2e%2e/internal/consumer",
         "/v1/events/./../../internal/consumer",
     ):
@@ -117,6 +118,13 @@ async def test_dot_segments_never_reach_a_service(http: httpx.AsyncClient) -> No
         response = await http.get("/", extensions={"target": target.encode()})
         assert response.status_code == 404, target
         assert response.json()["error"] == "not_found", target
+    # Slashes sent encoded are no segments: one segment ("a/../b" may be a store's id)
+    # goes to the service as sent, where it names no route either.
+    tenant = await new_tenant()
+    target = "/v1/kpis/..%2F..%2Finternal%2Fconsumer"
+    response = await http.get("/", headers=tenant.headers, extensions={"target": target.encode()})
+    assert response.status_code == 404, response.text
+    assert response.json()["error"] == "not_found"
 
 
 async def test_a_slash_too_many_is_404_never_a_redirect_to_a_service(

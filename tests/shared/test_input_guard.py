@@ -23,7 +23,7 @@ def guarded(forwarded: str) -> FastAPI:
         InputGuardMiddleware,
         field_of=json_field_of,
         render=error_response_at,
-        forwarded=lambda path: path.startswith(forwarded),
+        forwarded=lambda scope: scope["path"].startswith(forwarded),
     )
     return app
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from services.gateway.erasures.tracker import refuse_erased_writes
-from services.gateway.proxy.routes import OWNERS, owner_of
+from services.gateway.proxy.routes import OWNERS, owner_of_request
 from services.gateway.proxy.service import forward, service_urls
 from shared.auth import current_principal
 from shared.errors import NotFound, Unauthenticated
@@ -26,7 +26,7 @@ async def openapi(request: Request) -> JSONResponse:
 
 def _owner(request: Request) -> tuple[str, str]:
     """The service that owns the request's path, and its base URL."""
-    service = owner_of(request.url.path)
+    service = owner_of_request(request.scope)
     if service is None:
         raise NotFound(f"no route {request.url.path}")
     return service, service_urls(request.app.state.settings)[service]

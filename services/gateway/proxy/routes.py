@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote_to_bytes
+
+from starlette.types import Scope
+
 # Longest prefix first is not needed: prefixes here never overlap.
 OWNERS: dict[str, str] = {
     "/v1/events": "ingest",
@@ -15,14 +19,22 @@ OWNERS: dict[str, str] = {
 DOWNSTREAM: tuple[str, ...] = ("ingest", "metrics", "targets")
 
 
-def owner_of(path: str) -> str | None:
-    """The service a (decoded) path belongs to; None for any other path.
+def owner_of_request(scope: Scope) -> str | None:
+    """The service a request's path belongs to; None for any other path.
 
-    A path with a ``.`` or ``..`` segment (sent plain or as ``%2e%2e``, ``%2F``) is
-    nobody's: the URL it is forwarded to would resolve it, and ``/v1/kpis/../../internal/``
-    would reach a service's routes that only the services call."""
-    if any(segment in (".", "..") for segment in path.split("/")):
+    A path with a ``.`` or ``..`` segment (sent plain or as ``%2e%2e``) is nobody's: the
+    URL it is forwarded to would resolve it, and ``/v1/kpis/../../internal/`` would reach
+    a service's routes that only the services call. The segments are those sent: a store
+    "a/../b" (``a%2F..%2Fb``) is one segment, and its own."""
+    raw: bytes | None = scope.get("raw_path")
+    segments = (
+        [unquote_to_bytes(segment) for segment in raw.split(b"/")]
+        if raw is not None
+        else [segment.encode() for segment in scope["path"].split("/")]
+    )
+    if any(segment in (b".", b"..") for segment in segments):
         return None
+    path: str = scope["path"]
     for prefix, service in OWNERS.items():
         rest = path[len(prefix) :]
         if path.startswith(prefix) and (rest == "" or rest[0] in "/:?"):
