@@ -60,6 +60,13 @@ def service_urls(settings: Any) -> dict[str, str]:
     }
 
 
+# A store's new time zone rebuckets its whole history within the request (some 110 to
+# 160 µs a line): 340,000 lines outlasted the proxy's 30 s, and the change was made
+# after the caller had its 503.
+STORE_ZONES_PATH = "/v1/settings/stores/"
+REBUCKETING_SECONDS = 600.0
+
+
 async def forward(
     request: Request,
     client: httpx.AsyncClient,
@@ -92,8 +99,13 @@ async def forward(
     if request.url.query:
         # The raw query string, so the service sees exactly what the caller sent.
         url = f"{url}?{request.url.query}"
+    rebucketing = request.url.path.startswith(STORE_ZONES_PATH) and request.method == "PUT"
     outgoing = client.build_request(
-        method or request.method, url, content=await request.body(), headers=headers
+        method or request.method,
+        url,
+        content=await request.body(),
+        headers=headers,
+        timeout=REBUCKETING_SECONDS if rebucketing else httpx.USE_CLIENT_DEFAULT,
     )
     if "user-agent" not in request.headers:
         # httpx's own would stand in the service's audit trail for a caller that sent
@@ -102,7 +114,11 @@ async def forward(
     try:
         upstream = await client.send(outgoing)
     except httpx.TimeoutException:
-        raise UpstreamUnavailable.for_now(f"the {service} service did not answer in time") from None
+        # Sent whole, it may still be done there: a 503 alone read as "nothing was".
+        raise UpstreamUnavailable.for_now(
+            f"the {service} service did not answer in time; what was asked may still take "
+            "effect there: read it back before asking again"
+        ) from None
     except httpx.TransportError:
         raise UpstreamUnavailable.for_now(f"the {service} service is unavailable") from None
     passed = {
