@@ -114,13 +114,22 @@ RETRY_AFTER = {
 }
 
 
-def no_null_defaults(schema: dict[str, Any]) -> None:
-    """A model's ``json_schema_extra`` for a change whose fields may be left out but
-    not be null (``X | SkipJsonSchema[None] = None``): no ``"default": null`` that the
-    field's own type refuses."""
-    for field in schema.get("properties", {}).values():
-        if "default" in field and field["default"] is None and "anyOf" not in field:
-            del field["default"]
+def not_nullable(*names: str) -> Callable[[dict[str, Any]], None]:
+    """A model's ``json_schema_extra`` for a change whose fields ``names`` may be left
+    out but not be null (``X | None = None``, the null refused by the route, naming the
+    field): the document shows them as X, with no ``"default": null``. Not by
+    ``SkipJsonSchema[None]``: pydantic then reads a real union, and its errors name
+    the union's branches (``stores.list[...].0``, ``stores.none``), not the field."""
+
+    def documented(schema: dict[str, Any]) -> None:
+        for name in names:
+            field = schema["properties"][name]
+            field.pop("default", None)
+            branches = field.pop("anyOf", None)
+            if branches is not None:
+                field.update(next(b for b in branches if b != {"type": "null"}))
+
+    return documented
 
 
 # Operations whose path names something that need not exist before: never 404.
@@ -157,6 +166,18 @@ _QUERY_REFUSED = (
 _ENCODING_REFUSED = "A compressed body (`Content-Encoding` other than `identity`)."
 
 
+def _required_body_not_null(operation: dict[str, Any]) -> None:
+    """A body the route takes as optional, to check the token first, but a client must
+    send (``"required": true``) is not documented as possibly null."""
+    body = operation.get("requestBody", {})
+    if not body.get("required"):
+        return
+    for media in body.get("content", {}).values():
+        branches = media.get("schema", {}).get("anyOf", [])
+        if len(branches) == 2 and {"type": "null"} in branches:
+            media["schema"] = next(branch for branch in branches if branch != {"type": "null"})
+
+
 def _body_types(operation: dict[str, Any]) -> set[str]:
     return set(operation.get("requestBody", {}).get("content", {}))
 
@@ -170,10 +191,10 @@ def _describe_errors(document: dict[str, Any]) -> None:
         if not path.startswith("/v1/"):
             # OAuth answers RFC 6749's errors (its pages, HTML), GraphQL its own; what
             # every route's guards refuse before them is the contract's body all the same.
-            for operation in operations.values():
+            for method, operation in operations.items():
                 responses = operation.setdefault("responses", {})
                 guarded = {"422": _QUERY_REFUSED, "431": _ERRORS["431"]}
-                if "requestBody" in operation:
+                if "requestBody" in operation or method == "post":
                     guarded |= {status: _ERRORS[status] for status in ("408", "411", "413")}
                     guarded["415"] = _ENCODING_REFUSED
                 for status, when in guarded.items():
@@ -197,6 +218,7 @@ def _describe_errors(document: dict[str, Any]) -> None:
                 limited.setdefault("headers", {}).update(RETRY_AFTER)
             continue
         for method, operation in operations.items():
+            _required_body_not_null(operation)
             responses = operation.setdefault("responses", {})
             for status, when in _ERRORS.items():
                 if status in ("401", "403") and "security" not in operation:

@@ -269,7 +269,7 @@ async def test_export_then_erase_then_nothing_comes_back(
     assert (await http.get(f"/v1/exports/{export['id']}")).status_code == 401
 
     # Erase: the confirmation must repeat the tenant id; nobody else may ask.
-    for body in ({"confirm": other.tenant_id}, {}, None):
+    for body in ({"confirm": other.tenant_id}, {}, None, {"confirm": 5}):
         refused = await http.request(
             "DELETE", f"/v1/tenants/{seller.tenant_id}", json=body, headers=seller.headers
         )

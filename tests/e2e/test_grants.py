@@ -380,6 +380,12 @@ async def test_bad_grants_name_the_field(http: httpx.AsyncClient, new_tenant: Ne
     assert nulled.json()["errors"] == [
         {"field": "scopes", "reason": "cannot be null; leave it out to keep it"}
     ]
+    # Named as the field, once: not as the branches of a union (stores.list[...].0 and
+    # stores.none "Input should be None").
+    blank = await http.patch(
+        f"/v1/grants/{first.json()['id']}", json={"stores": [" "]}, headers=seller.headers
+    )
+    assert [e["field"] for e in blank.json()["errors"]] == ["stores.0"], blank.text
     # Issuing needs tenant:admin; the agency's kpi:read token cannot.
     denied = await http.post(
         "/v1/grants",

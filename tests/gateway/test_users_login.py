@@ -1127,6 +1127,9 @@ async def test_a_patch_of_nulls_or_of_the_same_values_changes_and_ends_nothing(
         {"field": "role", "reason": "cannot be null; leave it out to keep it"},
         {"field": "disabled", "reason": "cannot be null; leave it out to keep it"},
     ]
+    # A bad value is named as the field, once, not as a union's branches.
+    wrong = await http.patch(user, json={"role": "boss", "disabled": 1}, headers=admin.headers)
+    assert [e["field"] for e in wrong.json()["errors"]] == ["role", "disabled"], wrong.text
     same = await http.patch(
         user,
         json={"name": "Renamed", "role": "viewer", "limits": {"stores": ["s1"]}, "disabled": False},

@@ -4,13 +4,12 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic.json_schema import SkipJsonSchema
 
-from shared.openapi import no_null_defaults
+from shared.openapi import not_nullable
 
 
 def _required_confirm(schema: dict[str, Any]) -> None:
-    no_null_defaults(schema)
+    not_nullable("confirm")(schema)
     schema["required"] = ["confirm"]
 
 
@@ -19,7 +18,7 @@ class ErasureConfirm(BaseModel):
     # route says so itself, after the token is checked.
     model_config = ConfigDict(extra="forbid", json_schema_extra=_required_confirm)
 
-    confirm: str | SkipJsonSchema[None] = Field(
+    confirm: str | None = Field(
         default=None, description="The tenant id again: erasure cannot be undone"
     )
 

@@ -4,10 +4,9 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
-from pydantic.json_schema import SkipJsonSchema
 
 from shared.events import EventTime, Text
-from shared.openapi import no_null_defaults
+from shared.openapi import not_nullable
 
 # A store id as events carry it: any store pushed can be granted.
 Stores = Annotated[list[Text], Field(min_length=1, max_length=500)]
@@ -30,11 +29,11 @@ class GrantCreate(BaseModel):
 class GrantUpdate(BaseModel):
     """Only the fields present change; ``expires_at: null`` removes the end date."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=no_null_defaults)
+    model_config = ConfigDict(extra="forbid", json_schema_extra=not_nullable("stores", "scopes"))
 
     # Null is refused (by the service, naming the field): the document says so.
-    stores: Stores | SkipJsonSchema[None] = None
-    scopes: Scopes | SkipJsonSchema[None] = None
+    stores: Stores | None = None
+    scopes: Scopes | None = None
     expires_at: EventTime | None = None
 
 

@@ -4,7 +4,6 @@ from typing import Annotated
 
 from annotated_types import Ge, Le
 from fastapi import APIRouter, BackgroundTasks, Body, Depends, Query, Request, Response
-from pydantic.json_schema import SkipJsonSchema
 
 from services.gateway.erasures import service as erasures
 from services.gateway.erasures.schemas import ErasureConfirm, ErasureOut
@@ -171,7 +170,7 @@ async def erase_tenant(
     principal: EitherAdmin,
     session: DbSession,
     background: BackgroundTasks,
-    data: Annotated[ErasureConfirm | SkipJsonSchema[None], Body()] = None,
+    data: Annotated[ErasureConfirm | None, Body()] = None,
 ) -> ErasureOut:
     """Erases the tenant and all its data in every service; cannot be undone.
 

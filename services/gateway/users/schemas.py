@@ -16,12 +16,11 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.json_schema import SkipJsonSchema
 
 from services.gateway.users.emails import MAX_EMAIL_LENGTH, canonical_email
 from services.gateway.users.passwords import MIN_PASSWORD_LENGTH
 from shared.events import Text
-from shared.openapi import no_null_defaults
+from shared.openapi import not_nullable
 from shared.time import country_code
 
 # Deliberately loose: the address is proven by whoever delivers the invitation. Kept
@@ -99,15 +98,17 @@ class UserUpdate(BaseModel):
     """Only the fields present change; ``limits: null`` lifts every limit, and no other
     field may be null."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=no_null_defaults)
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra=not_nullable("name", "password", "role", "disabled")
+    )
 
     # Null is refused (by the service, naming the field): the document says so.
-    name: Name | SkipJsonSchema[None] = None
-    password: Password | SkipJsonSchema[None] = None
-    role: Role | SkipJsonSchema[None] = None
+    name: Name | None = None
+    password: Password | None = None
+    role: Role | None = None
     limits: Limits | None = None
     # Strictly true or false: a guess ("yes", 1) never locks a person out.
-    disabled: StrictBool | SkipJsonSchema[None] = None
+    disabled: StrictBool | None = None
 
 
 class UserOut(BaseModel):
