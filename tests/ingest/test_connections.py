@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 from cryptography.fernet import Fernet
 
@@ -121,6 +122,14 @@ async def test_bad_connections_name_the_field_and_need_the_scope(
         )
         assert response.status_code == 422, change
         assert response.json()["errors"][0]["field"] == field, change
+    # Read as infinity, 1e400 was sealed as null: a credential kept otherwise than sent.
+    infinite = await http.post(
+        "/v1/connections",
+        content=orjson.dumps(connection())[:-2] + b',"expires_in":1e400}}',
+        headers={**tenant.headers, "Content-Type": "application/json"},
+    )
+    assert infinite.status_code == 422, infinite.text
+    assert infinite.json()["errors"][0]["field"] == "credentials"
     # Any store an event may name can be connected: 256 characters were refused at 200.
     longest = await http.post(
         "/v1/connections", json=connection(store_id="s" * 256), headers=tenant.headers

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -23,14 +24,27 @@ Scopes = Annotated[list[Text], Field(min_length=1, max_length=100)]
 
 def _sealable(credentials: dict[str, Any]) -> dict[str, Any]:
     # Sealed as JSON by orjson, which writes no integer past 64 bits (2**64 was a 500)
-    # and nothing nested past 254 levels.
+    # and nothing nested past 254 levels, and writes 1e400 (read as infinity) as null:
+    # a credential sealed otherwise than sent.
     try:
         orjson.dumps(credentials)
     except orjson.JSONEncodeError as refused:
         if "Integer" in str(refused):
             raise ValueError("holds a number past 64 bits; send it as a string") from None
         raise ValueError("is nested more than 254 levels deep") from None
+    if not _finite(credentials):
+        raise ValueError("holds a number too large for a double; send it as a string")
     return credentials
+
+
+def _finite(value: object) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(item) for item in value.values())
+    if isinstance(value, list):
+        return all(_finite(item) for item in value)
+    return True
 
 
 Credentials = Annotated[dict[str, Any], AfterValidator(_sealable)]

@@ -98,7 +98,7 @@ FLAG_REASON = "must be true/false, 1/0 or yes/no"
 def _convert(kind: type, raw: str) -> Any:
     """The JSON value of a cell; left as text when it does not parse, so validation names it."""
     if kind is bool:
-        lowered = raw.strip().lower()
+        lowered = trimmed(raw).lower()
         if lowered in ("true", "1", "yes"):
             return True
         if lowered in ("false", "0", "no"):
@@ -106,7 +106,7 @@ def _convert(kind: type, raw: str) -> Any:
         return raw
     if kind is int:
         # ASCII digits only: int() also reads full-width and Arabic-Indic digits, and "1_000".
-        cell = raw.strip()
+        cell = trimmed(raw)
         if not _INTEGER.fullmatch(cell):
             return raw
         try:
@@ -223,7 +223,7 @@ def _records(text: str) -> Iterator[tuple[int, list[str]]]:
             )
         # A line of nothing but separators or spaces is as blank as an empty one (a
         # spreadsheet saves its formatted but empty rows so).
-        if any(cell.strip() for cell in cells):
+        if any(trimmed(cell) for cell in cells):
             yield line, cells
             continue
         blank += 1
@@ -259,7 +259,7 @@ def parse_csv(raw: bytes, event_type: str, max_events: int, encoding: str = UTF8
     # every row) with a separator: an unnamed last column, empty in every row, is none.
     # ERPs and people capitalise and space column names: "Event ID" is event_id.
     # A byte order mark inside the first quoted name ("\ufeffEvent ID") is none of it.
-    header = [_SPACES.sub("_", column.replace("\ufeff", "").strip()).lower() for column in padded]
+    header = [_SPACES.sub("_", trimmed(column.replace("\ufeff", ""))).lower() for column in padded]
     while header and not header[-1]:
         header.pop()
     fields = PAYLOAD_MODELS[event_type].model_fields
@@ -275,7 +275,7 @@ def parse_csv(raw: bytes, event_type: str, max_events: int, encoding: str = UTF8
                 [FieldError(field="body", reason=f"at most {max_events} rows a file")],
             )
         index = len(events)
-        if len(cells) > len(header) and not any(cell.strip() for cell in cells[len(header) :]):
+        if len(cells) > len(header) and not any(trimmed(cell) for cell in cells[len(header) :]):
             cells = cells[: len(header)]
         if len(cells) != len(header):
             reason = f"has {len(cells)} cells; the header has {len(header)}"
