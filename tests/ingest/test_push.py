@@ -124,7 +124,7 @@ async def test_the_event_count_is_checked_before_validation(ingest: IngestServic
     assert response.status_code == 413
     assert response.json()["error"] == "payload_too_large"
     assert response.json()["errors"] == [
-        {"field": "events", "reason": "at most 5000 events a request"}
+        {"field": "body", "reason": "at most 5000 events a request"}
     ]
     assert await ingest.outbox_rows(tenant) == 0
 

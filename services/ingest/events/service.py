@@ -116,7 +116,8 @@ def parse_body(raw: bytes, max_events: int) -> list[Any]:
     if len(events) > max_events:
         raise PayloadTooLarge(
             f"{len(events)} events in one request; at most {max_events} are accepted",
-            [FieldError(field="events", reason=f"at most {max_events} events a request")],
+            # A 413 names the body and its limit, as the CSV upload's does.
+            [FieldError(field="body", reason=f"at most {max_events} events a request")],
         )
     if not events:
         raise InvalidInput(
