@@ -112,6 +112,14 @@ async def test_what_get_answered_can_be_put_back_changed(
     assert changed.json()["gmv_includes_tax"] is True
     # The server keeps the time of the change, whatever the body said.
     assert not changed.json()["updated_at"].startswith("2020")
+    # But what it says is a timestamp as GET writes it: seconds, a bare date or one
+    # without its offset were taken, though the refusal of "x" named that rule.
+    for guess in (5, "1700000000", "2026-01-01", "2026-01-01T00:00:00"):
+        refused = await http.put(
+            "/v1/settings/kpi", json={**current, "updated_at": guess}, headers=admin.headers
+        )
+        assert refused.status_code == 422, (guess, refused.text)
+        assert [e["field"] for e in refused.json()["errors"]] == ["updated_at"], guess
     # A setting left out takes its default: PUT replaces.
     replaced = await http.put(
         "/v1/settings/kpi", json={"gmv_includes_shipping": False}, headers=admin.headers

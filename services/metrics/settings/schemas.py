@@ -5,6 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
+from shared.events import EventTime
 from shared.money import CurrencyCode
 from shared.time import time_zone_name
 
@@ -37,7 +38,9 @@ class KpiSettingsIn(KpiSettings):
     """A PUT body: every setting it leaves out takes its default. What GET answered may
     be sent back changed, ``updated_at`` included (the server sets it)."""
 
-    updated_at: datetime | None = Field(
+    # Read as strictly as an event's timestamps: seconds, a bare date or no offset
+    # were taken, while "x" was refused naming that very rule.
+    updated_at: EventTime | None = Field(
         default=None,
         description="Read only: the server sets it. Sent back, it is ignored, but must be "
         "what GET answered (a date-time) or null.",
