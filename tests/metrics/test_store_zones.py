@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
+import asyncpg
 import httpx
 
 from tests.conftest import NewTenant, TenantClient
@@ -232,3 +235,38 @@ async def test_a_new_version_leaves_a_zoned_store_from_the_day_it_was_counted_on
         for row in body["rows"]
     }
     assert counted == {("2026-03-31", "plain-s"): 8.0}
+
+
+async def test_zone_changes_queued_behind_their_tenant_hold_no_connection_others_need(
+    http: httpx.AsyncClient, new_tenant: NewTenant, pg: asyncpg.Connection
+) -> None:
+    """Each change waiting for its tenant's lock held one of metrics' 20 pooled
+    connections: thirty from one admin, and every other tenant's question waited 30 s
+    for a connection and got 503."""
+    seller, other = await new_tenant(), await new_tenant()
+    async with pg.transaction():
+        # What a rebucketing of the seller holds while it runs.
+        await pg.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('metrics.tenant:' || $1::text))",
+            seller.tenant_id,
+        )
+        changes = [
+            asyncio.create_task(
+                http.put(
+                    f"/v1/settings/stores/queued-{i}",
+                    json={"timezone": "Asia/Tokyo"},
+                    headers=seller.headers,
+                    timeout=120,
+                )
+            )
+            for i in range(25)
+        ]
+        await asyncio.sleep(1.0)
+        started = time.monotonic()
+        body = await kpis(
+            http, other, metrics="gmv", grain="total", **{"from": "2026-03-01", "to": "2026-03-31"}
+        )
+        assert body["rows"] and time.monotonic() - started < 10
+        assert not any(change.done() for change in changes)
+    answers = await asyncio.gather(*changes)
+    assert [answer.status_code for answer in answers] == [200] * 25

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Annotated, Any
 
@@ -26,6 +27,10 @@ from shared.paths import ANY_PATH
 from shared.scopes import TENANT_ADMIN
 from shared.service import match_holds, none_match_holds
 from shared.text import trimmed
+
+# Stores rebucketed at once in a process: each holds a pooled connection (of 20) for
+# seconds to minutes; the rest wait for a turn holding none.
+REBUCKETINGS_AT_ONCE = 2
 
 router = APIRouter(prefix="/v1/settings", tags=["settings"])
 Admin = Annotated[Access, Depends(require_access(TENANT_ADMIN))]
@@ -187,7 +192,10 @@ async def put_store_zone(
     if access.stores is not None and store_id not in access.stores:
         raise Forbidden(f"no access to store {store_id}")
     db: Database = request.app.state.db
-    async with db.raw_connection() as conn, conn.transaction():
+    # A turn first, then a pooled connection: queued behind a tenant's lock, thirty of
+    # one admin's changes held every connection, and other tenants' questions got 503.
+    rebucketing: asyncio.Semaphore = request.app.state.rebucketing
+    async with rebucketing, db.raw_connection() as conn, conn.transaction():
         await hold_unerased(request, conn, access.tenant_id)
         moved = await set_store_zone(conn, access.tenant_id, store_id, zone.timezone)
         await bump_versions(conn, {access.tenant_id})
