@@ -51,6 +51,16 @@ line_events = st.builds(
 )
 
 
+def latest_versions(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each event id's highest version, the first of it to arrive (the same version
+    again is a duplicate)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for e in events:
+        if e["event_id"] not in latest or e["version"] > latest[e["event_id"]]["version"]:
+            latest[e["event_id"]] = e
+    return latest
+
+
 def message(tenant: str, e: dict[str, Any]) -> EventMessage:
     return EventMessage.model_validate(
         {
@@ -77,10 +87,7 @@ def message(tenant: str, e: dict[str, Any]) -> EventMessage:
 
 def recompute(events: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Decimal]]:
     """By (month, marketplace): gmv, units and orders, straight from the latest lines."""
-    latest: dict[str, dict[str, Any]] = {}
-    for e in events:
-        if e["event_id"] not in latest or e["version"] > latest[e["event_id"]]["version"]:
-            latest[e["event_id"]] = e
+    latest = latest_versions(events)
     answer: dict[tuple[str, str], dict[str, Decimal]] = defaultdict(
         lambda: {"gmv": Decimal(0), "units": Decimal(0), "orders": Decimal(0)}
     )
@@ -177,10 +184,7 @@ def recompute_orders(
     """By (month, *group_by): orders with a live line, all orders and orders cancelled
     whole (every line of the order), counted once per group, from the SKU and category
     of each of its lines."""
-    latest: dict[str, dict[str, Any]] = {}
-    for e in events:
-        if e["event_id"] not in latest or e["version"] > latest[e["event_id"]]["version"]:
-            latest[e["event_id"]] = e
+    latest = latest_versions(events)
     by_order: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for e in latest.values():
         by_order[e["order"]].append(e)
@@ -312,10 +316,7 @@ def recompute_stock(
     """By (day, SKU), or (day, SKU, marketplace): units on hand, the latest snapshot of
     each store's warehouse added up, and the stockout rate of that one SKU-day, whatever
     stores and marketplaces it spans (within its marketplace, by marketplace)."""
-    latest: dict[str, dict[str, Any]] = {}
-    for e in events:
-        if e["event_id"] not in latest or e["version"] > latest[e["event_id"]]["version"]:
-            latest[e["event_id"]] = e
+    latest = latest_versions(events)
     counted: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     for e in latest.values():
         key = (e["date"], e["sku"], e["store"], e["warehouse"])
@@ -390,10 +391,7 @@ def recompute_fees_by_category(
     """Fees of ``markets`` by the category of their SKU: the one its newest line (by
     purchase time, then event id) names among the lines of those markets (every market
     here, when the question names none)."""
-    latest: dict[str, dict[str, Any]] = {}
-    for e in events:
-        if e["event_id"] not in latest or e["version"] > latest[e["event_id"]]["version"]:
-            latest[e["event_id"]] = e
+    latest = latest_versions(events)
     fees: dict[str, Decimal] = defaultdict(Decimal)
     for market in markets:
         for sku in ("LAMP", "RUG", "TOY"):
@@ -515,10 +513,7 @@ async def check_refund_moves(
          "group_by": "store", "currency": "USD"},
         store_zones=STORE_ZONES,
     )  # fmt: skip
-    latest: dict[str, dict[str, Any]] = {}
-    for e in events:
-        if e["event_id"] not in latest or e["version"] > latest[e["event_id"]]["version"]:
-            latest[e["event_id"]] = e
+    latest = latest_versions(events)
     expected: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     for e in latest.values():
         zone = ZoneInfo(STORE_ZONES.get(e["store"], MARKET_ZONES[e["market"]]))
