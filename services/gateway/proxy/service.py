@@ -114,10 +114,14 @@ async def forward(
     try:
         upstream = await client.send(outgoing)
     except httpx.TimeoutException:
-        # Sent whole, it may still be done there: a 503 alone read as "nothing was".
+        # A write sent whole may still be done there: a 503 alone read as "nothing was".
+        maybe_done = (
+            "; what was asked may still take effect there: read it back before asking again"
+            if outgoing.method not in ("GET", "HEAD")
+            else ""
+        )
         raise UpstreamUnavailable.for_now(
-            f"the {service} service did not answer in time; what was asked may still take "
-            "effect there: read it back before asking again"
+            f"the {service} service did not answer in time{maybe_done}"
         ) from None
     except httpx.TransportError:
         raise UpstreamUnavailable.for_now(f"the {service} service is unavailable") from None
