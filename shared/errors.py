@@ -6,6 +6,7 @@ GraphQL puts the same ``code`` in ``extensions.code``.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -92,6 +93,16 @@ class InvalidInput(LodestarError):
 INVALID_JSON = "invalid JSON"
 # A field a change may leave out, but not set to null: it has no "none".
 NOT_NULL = "cannot be null; leave it out to keep it"
+
+
+def refuse_nulls(given: Collection[str], nulls: Iterable[str]) -> None:
+    """422 naming every field of ``nulls`` a change gave (``given``) as null, at once."""
+    named = [name for name in nulls if name in given]
+    if named:
+        raise InvalidInput(
+            f"{', '.join(named)} cannot be null; leave a field out to keep it",
+            [FieldError(name, NOT_NULL) for name in named],
+        )
 
 
 class InvalidJson(InvalidInput):

@@ -375,10 +375,14 @@ async def test_bad_grants_name_the_field(http: httpx.AsyncClient, new_tenant: Ne
         )
         assert response.status_code == 422 and response.json()["errors"][0]["field"] == field
     nulled = await http.patch(
-        f"/v1/grants/{first.json()['id']}", json={"scopes": None}, headers=seller.headers
+        f"/v1/grants/{first.json()['id']}",
+        json={"stores": None, "scopes": None},
+        headers=seller.headers,
     )
+    # Both at once, as a user's are: the first alone was named.
     assert nulled.json()["errors"] == [
-        {"field": "scopes", "reason": "cannot be null; leave it out to keep it"}
+        {"field": "stores", "reason": "cannot be null; leave it out to keep it"},
+        {"field": "scopes", "reason": "cannot be null; leave it out to keep it"},
     ]
     # Named as the field, once: not as the branches of a union (stores.list[...].0 and
     # stores.none "Input should be None").

@@ -14,7 +14,7 @@ from services.gateway.users.repository import UserRepository
 from services.gateway.users.schemas import UserCreate, UserOut, UserUpdate
 from shared.access import Access
 from shared.auth import Principal
-from shared.errors import NOT_NULL, Conflict, FieldError, Forbidden, InvalidInput, NotFound
+from shared.errors import Conflict, FieldError, Forbidden, NotFound, refuse_nulls
 from shared.scopes import LIMIT_DIMENSIONS, ROLES
 from shared.time import utcnow
 
@@ -133,12 +133,7 @@ async def update_user(
     """The user changed, and whether what its tokens say changed (password, role,
     limits, disabled): only then do its sessions end."""
     fields = data.model_fields_set
-    nulls = [name for name in NOT_NULLABLE if name in fields and getattr(data, name) is None]
-    if nulls:
-        raise InvalidInput(
-            f"{', '.join(nulls)} cannot be null; leave a field out to keep it",
-            [FieldError(name, NOT_NULL) for name in nulls],
-        )
+    refuse_nulls(fields, [name for name in NOT_NULLABLE if getattr(data, name) is None])
     user = await tenant_user(session, access, user_id, for_change=True)
     check_owner_rights(principal, user.role, data.role)
     if data.role is not None:
