@@ -251,7 +251,10 @@ def test_cells_are_trimmed_as_json_events_are() -> None:
     assert batch.events[0]["payload"]["sku"] == "\x1cLAMP"
     # So in the header and in numbers: "\x1cevent_id" is no column of ours, and "\x1c2"
     # no number.
-    assert _refusal(f"\x1c{HEADER}\n{GOOD[0]}\n")[0][:2] == (1, "_event_id")
+    assert _refusal(f"\x1c{HEADER}\n{GOOD[0]}\n")[0][:2] == (1, "\x1cevent_id")
+    # A byte order mark past a name's start is part of it, not dropped.
+    marked = HEADER.replace("quantity", "\ufeffquantity\ufeff")
+    assert _refusal(f"{marked}\n{GOOD[0]}\n")[0][:2] == (1, "quantity\ufeff")
     row = GOOD[0].replace(",LAMP,2,", ",LAMP,\x1c2,")
     batch = parse_csv(f"{HEADER}\n{row}\n".encode(), "order_line", 10)
     assert batch.events[0]["payload"]["quantity"] == "\x1c2"  # as text: validation names it

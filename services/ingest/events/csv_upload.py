@@ -36,7 +36,7 @@ from shared.events import (
     validate_batch,
 )
 from shared.money import Money
-from shared.text import trimmed
+from shared.text import WHITE_SPACE, trimmed
 
 # ``type`` may be a column too (a file written from whole events has it): each of its
 # cells must then name the type the upload is of.
@@ -258,8 +258,9 @@ def parse_csv(raw: bytes, event_type: str, max_events: int, encoding: str = UTF8
     # Spreadsheets pad header cells as they pad any other, and may end the header (and
     # every row) with a separator: an unnamed last column, empty in every row, is none.
     # ERPs and people capitalise and space column names: "Event ID" is event_id.
-    # A byte order mark inside the first quoted name ("\ufeffEvent ID") is none of it.
-    header = [_SPACES.sub("_", trimmed(column.replace("\ufeff", ""))).lower() for column in padded]
+    # A byte order mark at the start of the first quoted name ("\ufeffEvent ID") is none
+    # of it; elsewhere it is a character of the name.
+    header = [_SPACES.sub("_", trimmed(column.lstrip("\ufeff"))).lower() for column in padded]
     while header and not header[-1]:
         header.pop()
     fields = PAYLOAD_MODELS[event_type].model_fields
@@ -309,7 +310,9 @@ def parse_csv(raw: bytes, event_type: str, max_events: int, encoding: str = UTF8
     return batch
 
 
-_SPACES = re.compile(r"\s+")
+# Unicode's white space, as trimmed: Python's \s also takes U+001C to U+001F, which a
+# column name "\x1cquantity" then named "_quantity".
+_SPACES = re.compile(f"[{re.escape(WHITE_SPACE)}]+")
 
 
 _END_OF_FILE = re.compile(r"\x1a\s*\Z")
