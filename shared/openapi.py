@@ -132,8 +132,11 @@ def not_nullable(*names: str) -> Callable[[dict[str, Any]], None]:
     return documented
 
 
-# Operations whose path names something that need not exist before: never 404.
-_NEVER_NOT_FOUND = {("put", "/v1/settings/stores/{store_id}")}
+# Operations whose path names something that need not exist before: 404 only for this.
+_NOT_FOUND_BECAUSE = {
+    ("put", "/v1/settings/stores/{store_id}"): "A store id that is `.` or `..` whole: a dot "
+    "segment, which the gateway forwards in no path, however it is encoded.",
+}
 
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 # Statuses any route may answer, with when; 401 and 403 only where a token is taken,
@@ -223,8 +226,10 @@ def _describe_errors(document: dict[str, Any]) -> None:
             for status, when in _ERRORS.items():
                 if status in ("401", "403") and "security" not in operation:
                     continue
-                if status == "404" and ("{" not in path or (method, path) in _NEVER_NOT_FOUND):
+                if status == "404" and "{" not in path:
                     continue
+                if status == "404":
+                    when = _NOT_FOUND_BECAUSE.get((method, path), when)
                 if status in ("408", "411", "413") and "requestBody" not in operation:
                     continue
                 if status == "415" and "application/json" not in _body_types(operation):
