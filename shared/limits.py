@@ -35,6 +35,7 @@ from shared.errors import (
 )
 from shared.input_guard import GRAPHQL_PATH
 from shared.revocations import REVOKED_TOKENS_PATH
+from shared.turns import KeyedTurns
 
 # Probes must answer however busy a client is; the services read revoked tokens every
 # second from one address.
@@ -242,8 +243,7 @@ class LimitsMiddleware:
         self.max_body_bytes = max_body_bytes
         self.render = render
         self._large_bodies: asyncio.Semaphore | None = None
-        # Each client's turns, and how many of its requests hold or wait for one.
-        self._large_by_client: dict[str, tuple[asyncio.Semaphore, int]] = {}
+        self._large_by_client = KeyedTurns(MAX_LARGE_BODIES_PER_CLIENT)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -303,18 +303,8 @@ class LimitsMiddleware:
             return
         if self._large_bodies is None:
             self._large_bodies = asyncio.Semaphore(MAX_LARGE_BODIES)
-        own, waiting = self._large_by_client.get(key, (None, 0))
-        if own is None:
-            own = asyncio.Semaphore(MAX_LARGE_BODIES_PER_CLIENT)
-        self._large_by_client[key] = (own, waiting + 1)
-        try:
+        async with self._large_by_client.of(key) as own:
             await self._call_in_turn(own, scope, receive, send)
-        finally:
-            own, waiting = self._large_by_client[key]
-            if waiting > 1:
-                self._large_by_client[key] = (own, waiting - 1)
-            else:
-                del self._large_by_client[key]
 
     async def _call_in_turn(
         self, own: asyncio.Semaphore, scope: Scope, receive: Receive, send: Send

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,7 +12,7 @@ from services.metrics.config import Settings, get_settings
 from services.metrics.facts.consumer import FactConsumer
 from services.metrics.kpis.endpoints import router as kpis_router
 from services.metrics.kpis.tenants import TenantCurrencies
-from services.metrics.settings.endpoints import REBUCKETINGS_AT_ONCE
+from services.metrics.settings.endpoints import ZoneChangeTurns
 from services.metrics.settings.endpoints import router as settings_router
 from shared.service import build_app, service_running
 from shared.telemetry import setup_telemetry
@@ -37,7 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             consumer = FactConsumer(db, settings, erased=app.state.erased)
             app.state.consumer = consumer
             app.state.readiness_checks = {"consumer": consumer.readiness}
-            app.state.rebucketing = asyncio.Semaphore(REBUCKETINGS_AT_ONCE)
+            app.state.zone_change_turns = ZoneChangeTurns()
             consumer.start()
             try:
                 yield

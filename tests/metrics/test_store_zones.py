@@ -267,6 +267,16 @@ async def test_zone_changes_queued_behind_their_tenant_hold_no_connection_others
             http, other, metrics="gmv", grain="total", **{"from": "2026-03-01", "to": "2026-03-31"}
         )
         assert body["rows"] and time.monotonic() - started < 10
+        # Nor another tenant's own change: two of the queue held both of the process's
+        # turns, and it waited for the whole queue.
+        started = time.monotonic()
+        own = await http.put(
+            "/v1/settings/stores/elsewhere",
+            json={"timezone": "Asia/Tokyo"},
+            headers=other.headers,
+            timeout=30,
+        )
+        assert own.status_code == 200 and time.monotonic() - started < 10, own.text
         assert not any(change.done() for change in changes)
     answers = await asyncio.gather(*changes)
     assert [answer.status_code for answer in answers] == [200] * 25

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
@@ -27,10 +28,22 @@ from shared.paths import ANY_PATH
 from shared.scopes import TENANT_ADMIN
 from shared.service import match_holds, none_match_holds
 from shared.text import trimmed
+from shared.turns import KeyedTurns
 
 # Stores rebucketed at once in a process: each holds a pooled connection (of 20) for
 # seconds to minutes; the rest wait for a turn holding none.
 REBUCKETINGS_AT_ONCE = 2
+
+
+@dataclass
+class ZoneChangeTurns:
+    """One zone change of a tenant at a time, and ``REBUCKETINGS_AT_ONCE`` in all."""
+
+    tenants: KeyedTurns = field(default_factory=lambda: KeyedTurns(1))
+    process: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(REBUCKETINGS_AT_ONCE)
+    )
+
 
 router = APIRouter(prefix="/v1/settings", tags=["settings"])
 Admin = Annotated[Access, Depends(require_access(TENANT_ADMIN))]
@@ -192,10 +205,18 @@ async def put_store_zone(
     if access.stores is not None and store_id not in access.stores:
         raise Forbidden(f"no access to store {store_id}")
     db: Database = request.app.state.db
-    # A turn first, then a pooled connection: queued behind a tenant's lock, thirty of
-    # one admin's changes held every connection, and other tenants' questions got 503.
-    rebucketing: asyncio.Semaphore = request.app.state.rebucketing
-    async with rebucketing, db.raw_connection() as conn, conn.transaction():
+    # The tenant's turn, then one of the process's, then a pooled connection: queued
+    # behind their tenant's lock, thirty of one admin's changes held every connection
+    # (other tenants' questions got 503), and two of them both turns (other tenants'
+    # changes waited for the whole queue).
+    turns: ZoneChangeTurns = request.app.state.zone_change_turns
+    async with (
+        turns.tenants.of(access.tenant_id) as tenant_turn,
+        tenant_turn,
+        turns.process,
+        db.raw_connection() as conn,
+        conn.transaction(),
+    ):
         await hold_unerased(request, conn, access.tenant_id)
         moved = await set_store_zone(conn, access.tenant_id, store_id, zone.timezone)
         await bump_versions(conn, {access.tenant_id})
