@@ -18,3 +18,9 @@ WHITE_SPACE = (
 def trimmed(text: str) -> str:
     """``text`` without the white space around it, as an event's identifiers are read."""
     return text.strip(WHITE_SPACE)
+
+
+def visible(text: str) -> str:
+    """``text`` as a message shows it: a character that prints nothing (a control, a
+    zero-width space, a byte order mark) as ``U+XXXX``, so the reader can see it."""
+    return "".join(c if c.isprintable() else f"U+{ord(c):04X}" for c in text)

@@ -255,6 +255,10 @@ def test_cells_are_trimmed_as_json_events_are() -> None:
     # A byte order mark past a name's start is part of it, not dropped.
     marked = HEADER.replace("quantity", "\ufeffquantity\ufeff")
     assert _refusal(f"{marked}\n{GOOD[0]}\n")[0][:2] == (1, "quantity\ufeff")
+    with pytest.raises(InvalidInput) as refused:
+        parse_csv(f"{marked}\n{GOOD[0]}\n".encode(), "order_line", 10)
+    # The detail shows what prints nothing.
+    assert "quantityU+FEFF (unknown column)" in refused.value.detail
     row = GOOD[0].replace(",LAMP,2,", ",LAMP,\x1c2,")
     batch = parse_csv(f"{HEADER}\n{row}\n".encode(), "order_line", 10)
     assert batch.events[0]["payload"]["quantity"] == "\x1c2"  # as text: validation names it

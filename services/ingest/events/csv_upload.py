@@ -36,7 +36,7 @@ from shared.events import (
     validate_batch,
 )
 from shared.money import Money
-from shared.text import WHITE_SPACE, trimmed
+from shared.text import WHITE_SPACE, trimmed, visible
 
 # ``type`` may be a column too (a file written from whole events has it): each of its
 # cells must then name the type the upload is of.
@@ -460,7 +460,7 @@ def _check_header(header: list[str], row: int, fields: dict[str, FieldInfo]) -> 
         if f.is_required() and _kind(f) is Money and not {f"{name}_currency", "currency"} & present
     ]
     if errors:
-        named = named_briefly([f"{e.field} ({e.reason})" for e in errors])
+        named = named_briefly([f"{visible(e.field)} ({e.reason})" for e in errors])
         raise InvalidInput(f"the header has {len(errors)} bad column(s): {named}", errors)
 
 
