@@ -6,7 +6,6 @@ GraphQL puts the same ``code`` in ``extensions.code``.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -95,14 +94,13 @@ INVALID_JSON = "invalid JSON"
 NOT_NULL = "cannot be null; leave it out to keep it"
 
 
-def refuse_nulls(given: Collection[str], nulls: Iterable[str]) -> None:
-    """422 naming every field of ``nulls`` a change gave (``given``) as null, at once."""
-    named = [name for name in nulls if name in given]
-    if named:
-        raise InvalidInput(
-            f"{', '.join(named)} cannot be null; leave a field out to keep it",
-            [FieldError(name, NOT_NULL) for name in named],
-        )
+def refuse_null(value: Any) -> Any:
+    """A change's field validator (``field_validator(*names)(refuse_null)``) for fields
+    that may be left out but not given as null: pydantic runs it only for a value sent,
+    and names the field with the body's other errors, at once."""
+    if value is None:
+        raise ValueError(NOT_NULL)
+    return value
 
 
 class InvalidJson(InvalidInput):

@@ -379,6 +379,13 @@ async def test_bad_grants_name_the_field(http: httpx.AsyncClient, new_tenant: Ne
         json={"stores": None, "scopes": None},
         headers=seller.headers,
     )
+    mixed = await http.patch(
+        f"/v1/grants/{first.json()['id']}",
+        json={"stores": None, "scopes": "kpi:read"},
+        headers=seller.headers,
+    )
+    # With the body's other errors, at once: a null was named only once they were mended.
+    assert [e["field"] for e in mixed.json()["errors"]] == ["stores", "scopes"], mixed.text
     # Both at once, as a user's are: the first alone was named.
     assert nulled.json()["errors"] == [
         {"field": "stores", "reason": "cannot be null; leave it out to keep it"},

@@ -3,8 +3,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from shared.errors import refuse_null
 from shared.events import EventTime, Text
 from shared.openapi import not_nullable
 
@@ -31,10 +32,12 @@ class GrantUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=not_nullable("stores", "scopes"))
 
-    # Null is refused (by the service, naming the field): the document says so.
+    # Left out, they stay; null could only mean "none", which a grant cannot have.
     stores: Stores | None = None
     scopes: Scopes | None = None
     expires_at: EventTime | None = None
+
+    _not_null = field_validator("stores", "scopes")(refuse_null)
 
 
 class GrantOut(BaseModel):

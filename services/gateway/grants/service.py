@@ -17,7 +17,7 @@ from services.gateway.tenants.models import Tenant
 from shared.access import Access, EffectiveGrant, limited_user, store_limits
 from shared.auth import Principal
 from shared.db import Database
-from shared.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound, refuse_nulls
+from shared.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from shared.scopes import GRANTABLE_SCOPES, TENANT_ADMIN
 from shared.time import utcnow
 
@@ -186,10 +186,6 @@ async def update_grant(
     if grant.revoked_at is not None:
         raise Conflict(f"grant {grant_id} is revoked; issue a new one")
     stores_before, expiry_before = set(grant.stores), grant.expires_at
-    refuse_nulls(
-        data.model_fields_set,
-        [name for name in ("stores", "scopes") if getattr(data, name) is None],
-    )
     if data.stores is not None:
         grant.stores = sorted(set(data.stores))
     if data.scopes is not None:

@@ -19,6 +19,7 @@ from pydantic import (
 
 from services.gateway.users.emails import MAX_EMAIL_LENGTH, canonical_email
 from services.gateway.users.passwords import MIN_PASSWORD_LENGTH
+from shared.errors import refuse_null
 from shared.events import Text
 from shared.openapi import not_nullable
 from shared.time import country_code
@@ -102,13 +103,15 @@ class UserUpdate(BaseModel):
         extra="forbid", json_schema_extra=not_nullable("name", "password", "role", "disabled")
     )
 
-    # Null is refused (by the service, naming the field): the document says so.
+    # Left out, they stay; null could only mean "none", which none of them can be.
     name: Name | None = None
     password: Password | None = None
     role: Role | None = None
     limits: Limits | None = None
     # Strictly true or false: a guess ("yes", 1) never locks a person out.
     disabled: StrictBool | None = None
+
+    _not_null = field_validator("name", "password", "role", "disabled")(refuse_null)
 
 
 class UserOut(BaseModel):

@@ -14,7 +14,7 @@ from services.gateway.users.repository import UserRepository
 from services.gateway.users.schemas import UserCreate, UserOut, UserUpdate
 from shared.access import Access
 from shared.auth import Principal
-from shared.errors import Conflict, FieldError, Forbidden, NotFound, refuse_nulls
+from shared.errors import Conflict, FieldError, Forbidden, NotFound
 from shared.scopes import LIMIT_DIMENSIONS, ROLES
 from shared.time import utcnow
 
@@ -123,17 +123,12 @@ async def tenant_user(
     return user
 
 
-# Left out, they stay; null could only mean "none", which none of them can be.
-NOT_NULLABLE = ("name", "password", "role", "disabled")
-
-
 async def update_user(
     session: AsyncSession, principal: Principal, access: Access, user_id: str, data: UserUpdate
 ) -> tuple[User, bool]:
     """The user changed, and whether what its tokens say changed (password, role,
     limits, disabled): only then do its sessions end."""
     fields = data.model_fields_set
-    refuse_nulls(fields, [name for name in NOT_NULLABLE if getattr(data, name) is None])
     user = await tenant_user(session, access, user_id, for_change=True)
     check_owner_rights(principal, user.role, data.role)
     if data.role is not None:
