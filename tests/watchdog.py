@@ -35,6 +35,13 @@ def pytest_configure(config: pytest.Config) -> None:
     # and the interrupt below would then never arrive.
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    # A run ended with SIGTERM (a CI runner's cancel, `kill`) stops as by Ctrl-C: killed
+    # outright, it left the session's embedded PostgreSQL and broker running.
+    signal.signal(signal.SIGTERM, _interrupted_by_signal)
+
+
+def _interrupted_by_signal(signum: int, frame: Any) -> None:
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 @pytest.fixture(scope="session", autouse=True)
