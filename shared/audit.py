@@ -13,7 +13,6 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import unquote_to_bytes
 
 import orjson
 from annotated_types import Ge, Le
@@ -26,6 +25,7 @@ from shared.auth import Principal, current_principal
 from shared.db import Database, hold_tenants
 from shared.events import OFFSET_REASON, timestamp_text, within_offsets
 from shared.input_guard import REFUSED_BY_GUARD
+from shared.paths import sent_segments
 from shared.query_lists import DIGITS_ONLY
 from shared.telemetry import current_tenant, current_trace_id
 
@@ -92,12 +92,8 @@ def _storable(text: str) -> str:
 def _target(scope: Scope) -> str:
     """The path asked, each segment decoded but for a ``/`` or ``%`` it holds: a store
     "s/1" is ``/v1/settings/stores/s%2F1``, not a path of one more segment."""
-    raw = scope.get("raw_path")
-    if raw is None:
-        return str(scope["path"])
     return "/".join(
-        unquote_to_bytes(segment).decode(errors="replace").replace("%", "%25").replace("/", "%2F")
-        for segment in raw.split(b"/")
+        segment.replace("%", "%25").replace("/", "%2F") for segment in sent_segments(scope)
     )
 
 

@@ -27,17 +27,21 @@ class GrantCreate(BaseModel):
     )
 
 
+# A change's fields that may be left out but not be null: refused, and so documented.
+_NOT_NULL = ("stores", "scopes")
+
+
 class GrantUpdate(BaseModel):
     """Only the fields present change; ``expires_at: null`` removes the end date."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=not_nullable("stores", "scopes"))
+    model_config = ConfigDict(extra="forbid", json_schema_extra=not_nullable(*_NOT_NULL))
 
     # Left out, they stay; null could only mean "none", which a grant cannot have.
     stores: Stores | None = None
     scopes: Scopes | None = None
     expires_at: EventTime | None = None
 
-    _not_null = field_validator("stores", "scopes")(refuse_null)
+    _not_null = field_validator(*_NOT_NULL)(refuse_null)
 
 
 class GrantOut(BaseModel):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from urllib.parse import unquote_to_bytes
-
 from starlette.types import Scope
+
+from shared.paths import sent_segments
 
 # Longest prefix first is not needed: prefixes here never overlap.
 OWNERS: dict[str, str] = {
@@ -26,13 +26,7 @@ def owner_of_request(scope: Scope) -> str | None:
     URL it is forwarded to would resolve it, and ``/v1/kpis/../../internal/`` would reach
     a service's routes that only the services call. The segments are those sent: a store
     "a/../b" (``a%2F..%2Fb``) is one segment, and its own."""
-    raw: bytes | None = scope.get("raw_path")
-    segments = (
-        [unquote_to_bytes(segment) for segment in raw.split(b"/")]
-        if raw is not None
-        else [segment.encode() for segment in scope["path"].split("/")]
-    )
-    if any(segment in (b".", b"..") for segment in segments):
+    if any(segment in (".", "..") for segment in sent_segments(scope)):
         return None
     path: str = scope["path"]
     for prefix, service in OWNERS.items():

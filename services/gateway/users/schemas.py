@@ -95,13 +95,15 @@ class UserCreate(BaseModel):
     limits: Limits | None = None
 
 
+# A change's fields that may be left out but not be null: refused, and so documented.
+_NOT_NULL = ("name", "password", "role", "disabled")
+
+
 class UserUpdate(BaseModel):
     """Only the fields present change; ``limits: null`` lifts every limit, and no other
     field may be null."""
 
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra=not_nullable("name", "password", "role", "disabled")
-    )
+    model_config = ConfigDict(extra="forbid", json_schema_extra=not_nullable(*_NOT_NULL))
 
     # Left out, they stay; null could only mean "none", which none of them can be.
     name: Name | None = None
@@ -111,7 +113,7 @@ class UserUpdate(BaseModel):
     # Strictly true or false: a guess ("yes", 1) never locks a person out.
     disabled: StrictBool | None = None
 
-    _not_null = field_validator("name", "password", "role", "disabled")(refuse_null)
+    _not_null = field_validator(*_NOT_NULL)(refuse_null)
 
 
 class UserOut(BaseModel):
